@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+/* Helpers every libpin file uses: the log callback, ioctl, option structs. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+
+#include "libpin-private.h"
+
+static pin_log_fn log_fn;
+static void *log_userdata;
+
+PIN_EXPORT void pin_log_set(pin_log_fn fn, void *userdata)
+{
+	log_fn = fn;
+	log_userdata = userdata;
+}
+
+void pin_log(enum pin_log_level level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!log_fn)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_fn(level, msg, log_userdata);
+}
+
+int pin_ioctl(int fd, unsigned long request, void *arg)
+{
+	int r;
+
+	do
+		r = ioctl(fd, request, arg);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+int pin_opts_check(const void *opts, size_t user_sz, size_t known_sz)
+{
+	const unsigned char *p = opts;
+
+	if (user_sz < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = known_sz; i < user_sz; i++)
+		if (p[i])
+			return -E2BIG;
+	return 0;
+}
