@@ -75,6 +75,28 @@ static inline void pin_freep(void *p)
 	free(*(void **)p);
 }
 
+/* ---- the uffdd protocol (proto.c; see proto/uffdd.proto) -------------- */
+
+#include "uffdd.pb-c.h"
+
+#define PIN_PROTO_VERSION  1
+#define PIN_PROTO_MAX_MSG  (256 * 1024) /* one datagram, encoded */
+#define PIN_PROTO_MAX_FDS  4
+
+/* Encode msg and send it as one datagram with nfds descriptors attached. */
+int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds);
+/*
+ * Receive one datagram and decode it strictly: truncated (MSG_TRUNC/CTRUNC),
+ * oversized, undecodable or body-less messages fail with -EBADMSG, a wrong
+ * number of descriptors for the body with -EBADF, a range whose end wraps with
+ * -EOVERFLOW.  Descriptors that came with a rejected message are closed.
+ * Returns 0 and *ret_msg (free with pin_proto_free()), or -ECONNRESET at EOF.
+ */
+int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds);
+void pin_proto_free(Uffdd__Msg *msg);
+/* How many descriptors a message of this body must carry. */
+size_t pin_proto_fds_expected(const Uffdd__Msg *msg);
+
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))
 
