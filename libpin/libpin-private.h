@@ -83,21 +83,76 @@ static inline void pin_freep(void *p)
 #define PIN_PROTO_MAX_MSG  (256 * 1024) /* one datagram, encoded */
 #define PIN_PROTO_MAX_FDS  4
 
-/* Encode msg and send it as one datagram with nfds descriptors attached. */
+/*
+ * Encode msg and send it as one datagram with nfds (<= PIN_PROTO_MAX_FDS)
+ * descriptors attached; the caller keeps its descriptors.  EINTR is retried,
+ * SIGPIPE never raised: a gone peer is -EPIPE.  The fd count is not checked
+ * against the body, so tests can send wrong ones.  -EMSGSIZE above
+ * PIN_PROTO_MAX_MSG encoded bytes.
+ */
 int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds);
 /*
- * Receive one datagram and decode it strictly: truncated (MSG_TRUNC/CTRUNC),
- * oversized, undecodable or body-less messages fail with -EBADMSG, a wrong
- * number of descriptors for the body with -EBADF, a range whose end wraps with
- * -EOVERFLOW.  Descriptors that came with a rejected message are closed.
- * Returns 0 and *ret_msg (free with pin_proto_free()), or -ECONNRESET at EOF.
+ * Receive one datagram (EINTR retried) and decode it strictly, in this order:
+ *   -EBADMSG   truncated (MSG_TRUNC/MSG_CTRUNC), oversized, empty,
+ *              undecodable (missing required field...), or a body we do not
+ *              know (an unknown field number leaves body_case NOT_SET);
+ *   -EBADF     the number of descriptors differs from
+ *              pin_proto_fds_expected();
+ *   -EOVERFLOW a range (or a file offset + length) whose end wraps;
+ *   -EINVAL    a range of length 0 or not page aligned, an unknown enum value
+ *              or register mode, a Reply error outside [-4095, 0].
+ * Descriptors that came with a rejected message are closed; accepted ones
+ * are CLOEXEC (MSG_CMSG_CLOEXEC) and land in fds[], which must have room
+ * for PIN_PROTO_MAX_FDS.  Returns 0 with *ret_msg (free with
+ * pin_proto_free()) and *ret_nfds; on failure both are left untouched, so a
+ * rejected request's seq is unknown: the daemon answers it with seq 0.
+ * -ECONNRESET at EOF, -EAGAIN on a non-blocking socket with nothing queued.
  */
 int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds);
+/* The decoding half of pin_proto_recv() for a buffer that came with nfds
+ * descriptors: same checks, same errors (the fuzz target's entry point). */
+int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **ret_msg);
+/* Free a message pin_proto_recv() or pin_proto_decode() returned; accepts NULL. */
 void pin_proto_free(Uffdd__Msg *msg);
-/* How many descriptors a message of this body must carry. */
+/* How many descriptors a message of this body must carry: 1 for
+ * UffdHandover and for RegionAdd with SOURCE_FD, 0 otherwise. */
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg);
 
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))
+
+/* ---- checkpoint images (image.c; criu.c builds them too) --------------- */
+
+/* A new image without regions over pages_fd, which it owns on success. */
+int pin_image_alloc(int pages_fd, struct pin_image **ret);
+/*
+ * Append a region above the previous one, then its segments in address
+ * order, each starting where the one before ended (-EINVAL otherwise, or
+ * past the region's end).  The caller covers every region to its end.
+ */
+int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
+			 uint32_t flags, const char *name);
+int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, uint32_t flags);
+
+/* CRIU's pagemap flags (criu/include/pagemap.h). */
+#define PIN_CRIU_PE_PARENT  0x1u /* pages are in the parent dump */
+#define PIN_CRIU_PE_LAZY    0x2u /* may be restored on demand */
+#define PIN_CRIU_PE_PRESENT 0x4u /* pages are in pages-<pages_id>.img */
+
+struct pin_criu_pagemap_entry {
+	uint64_t vaddr;
+	uint64_t nr_pages;
+	uint64_t offset;   /* in pages-<pages_id>.img, with PE_PRESENT */
+	uint64_t file_off; /* where the entry sits in pagemap-PID.img */
+	uint32_t flags;	   /* PE_*; old images' in_parent becomes PE_PARENT */
+};
+
+/*
+ * Decode pagemap-PID.img in directory dirfd: the head's pages_id and the
+ * entries, checked to be page aligned, ascending and not overlapping.
+ * *ret_entries is malloc'd.
+ */
+int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
+			  struct pin_criu_pagemap_entry **ret_entries, size_t *ret_nr);
 
 #endif /* LIBPIN_PRIVATE_H */

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Framing of the uffdd protocol: one protobuf-c encoded Msg per
+ * SOCK_SEQPACKET datagram, descriptors attached with SCM_RIGHTS.  Both ends
+ * (libpin's client and uffdd) receive through pin_proto_recv(), so every check
+ * on untrusted input lives here, once.
+ */
+#include <poll.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "libpin-private.h"
+
+/* Room for the descriptors we accept plus SCM_CREDENTIALS, should the
+ * receiver have SO_PASSCRED on: without it every message would be CTRUNC. */
+#define PROTO_CMSG_SPACE \
+	(CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred)))
+
+size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
+{
+	switch (msg->body_case) {
+	case UFFDD__MSG__BODY_UFFD:
+		return 1;
+	case UFFDD__MSG__BODY_REGION_ADD:
+		return msg->region_add->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+	default:
+		return 0;
+	}
+}
+
+static int check_range(const Uffdd__Range *r)
+{
+	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
+
+	if (r->len && r->addr + r->len <= r->addr)
+		return -EOVERFLOW;
+	if (!r->len || (r->addr & mask) || (r->len & mask))
+		return -EINVAL;
+	return 0;
+}
+
+static int check_region_add(const Uffdd__RegionAdd *ra)
+{
+	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
+	int r = check_range(ra->range);
+
+	if (r < 0)
+		return r;
+	if (!ra->mode || (ra->mode & ~(uint32_t)(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)))
+		return -EINVAL;
+	switch (ra->source) {
+	case UFFDD__SOURCE_KIND__SOURCE_ZERO:
+		return 0;
+	case UFFDD__SOURCE_KIND__SOURCE_FD:
+		if (ra->offset & mask)
+			return -EINVAL;
+		/* The file side of the mapping must not wrap either. */
+		if (ra->offset + ra->range->len < ra->offset)
+			return -EOVERFLOW;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* What the wire format cannot say: ranges, enums and modes in bounds. */
+static int check_fields(const Uffdd__Msg *msg)
+{
+	switch (msg->body_case) {
+	case UFFDD__MSG__BODY_REGION_ADD:
+		return check_region_add(msg->region_add);
+	case UFFDD__MSG__BODY_REGION_REMOVE:
+		return check_range(msg->region_remove->range);
+	case UFFDD__MSG__BODY_PREFETCH:
+		return check_range(msg->prefetch->range);
+	case UFFDD__MSG__BODY_WAIT:
+		return check_range(msg->wait->range);
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		return check_range(msg->dirty_get->range);
+	case UFFDD__MSG__BODY_PIN_REPORT:
+		return check_range(msg->pin_report->range);
+	case UFFDD__MSG__BODY_STALE:
+		return check_range(msg->stale->range);
+	case UFFDD__MSG__BODY_LIST_GET:
+		switch (msg->list_get->what) {
+		case UFFDD__LIST_GET__WHAT__CLIENTS:
+		case UFFDD__LIST_GET__WHAT__REGIONS:
+		case UFFDD__LIST_GET__WHAT__PINS:
+			return 0;
+		default:
+			return -EINVAL;
+		}
+	case UFFDD__MSG__BODY_REPLY:
+		/* 0 or -errno, as the kernel bounds errno values. */
+		if (msg->reply->error > 0 || msg->reply->error < -4095)
+			return -EINVAL;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **ret_msg)
+{
+	Uffdd__Msg *msg;
+	int r;
+
+	if (len > PIN_PROTO_MAX_MSG)
+		return -EBADMSG;
+	msg = uffdd__msg__unpack(NULL, len, buf);
+	/* An unknown field number leaves the oneof unset: a body we do not know. */
+	if (!msg || msg->body_case == UFFDD__MSG__BODY__NOT_SET) {
+		r = -EBADMSG;
+		goto fail;
+	}
+	if (nfds != pin_proto_fds_expected(msg)) {
+		r = -EBADF;
+		goto fail;
+	}
+	r = check_fields(msg);
+	if (r < 0)
+		goto fail;
+	*ret_msg = msg;
+	return 0;
+fail:
+	pin_proto_free(msg);
+	return r;
+}
+
+void pin_proto_free(Uffdd__Msg *msg)
+{
+	if (msg)
+		uffdd__msg__free_unpacked(msg, NULL);
+}
+
+int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS)];
+	} ctl;
+	struct msghdr mh = { 0 };
+	struct iovec iov;
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	ssize_t n;
+
+	if (nfds > PIN_PROTO_MAX_FDS)
+		return -EINVAL;
+	for (size_t i = 0; i < nfds; i++)
+		if (fds[i] < 0)
+			return -EBADF;
+	len = uffdd__msg__get_packed_size(msg);
+	if (len > PIN_PROTO_MAX_MSG)
+		return -EMSGSIZE;
+	/* An empty Msg packs to nothing; malloc(0) may give NULL. */
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	uffdd__msg__pack(msg, buf);
+
+	iov = (struct iovec){ .iov_base = buf, .iov_len = len };
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	}
+	/* MSG_NOSIGNAL: a peer that went away is -EPIPE, not a dead process. */
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return 0;
+}
+
+static void close_all(const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/*
+ * Take the descriptors out of the control data into got[] and return how
+ * many came.  More than PIN_PROTO_MAX_FDS can arrive (the SO_PASSCRED room
+ * fits a few): those are closed at once, and the count then never matches
+ * what a body expects.
+ */
+static size_t collect_fds(struct msghdr *mh, int *got)
+{
+	size_t n = 0;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		size_t k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (n < PIN_PROTO_MAX_FDS)
+				got[n] = fd;
+			else
+				close(fd);
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * recvmsg() returns 0 both at EOF and for an empty datagram; only the
+ * former leaves the socket hung up.
+ */
+static int zero_length(int sock)
+{
+	struct pollfd p = { .fd = sock, .events = POLLIN | POLLRDHUP };
+
+	if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP)))
+		return -ECONNRESET;
+	return -EBADMSG;
+}
+
+int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds)
+{
+	union {
+		struct cmsghdr align;
+		char buf[PROTO_CMSG_SPACE];
+	} ctl;
+	int got[PIN_PROTO_MAX_FDS];
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct msghdr mh = { 0 };
+	struct iovec iov;
+	Uffdd__Msg *msg;
+	size_t nfds;
+	ssize_t n;
+	int r;
+
+	buf = malloc(PIN_PROTO_MAX_MSG);
+	if (!buf)
+		return -ENOMEM;
+	iov = (struct iovec){ .iov_base = buf, .iov_len = PIN_PROTO_MAX_MSG };
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = sizeof(ctl.buf);
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+
+	nfds = collect_fds(&mh, got);
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		r = -EBADMSG;
+	else if (n == 0)
+		r = nfds ? -EBADMSG : zero_length(sock);
+	else
+		r = pin_proto_decode(buf, (size_t)n, nfds, &msg);
+	if (r < 0) {
+		close_all(got, nfds < PIN_PROTO_MAX_FDS ? nfds : PIN_PROTO_MAX_FDS);
+		return r;
+	}
+	memcpy(fds, got, nfds * sizeof(int));
+	*ret_nfds = nfds;
+	*ret_msg = msg;
+	return 0;
+}

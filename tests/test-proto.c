@@ -1,0 +1,557 @@
+// SPDX-License-Identifier: MIT
+/* Suite unit, area proto: framing of the uffdd protocol over a socketpair. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+
+static int sv[2];
+static int nullfd; /* something to pass around */
+
+static void setup(void)
+{
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(nullfd, 0);
+}
+
+static void teardown(void)
+{
+	close(sv[0]);
+	close(sv[1]);
+	close(nullfd);
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* sendmsg() as a hostile peer would: any bytes, any descriptors. */
+static void raw_send(const void *buf, size_t len, const int *fds, size_t nfds)
+{
+	char ctl[CMSG_SPACE(sizeof(int) * 32)] = { 0 };
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	ck_assert_uint_le(nfds, 32);
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = ctl;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	}
+	ck_assert_int_eq(sendmsg(sv[0], &mh, 0), (ssize_t)len);
+}
+
+/* Receive on sv[1] expecting err; nothing may stay open or be returned. */
+static void expect_reject(int err)
+{
+	Uffdd__Msg *msg = (Uffdd__Msg *)0x1;
+	int fds[PIN_PROTO_MAX_FDS] = { -2, -2, -2, -2 };
+	size_t nfds = 99;
+
+	ck_assert_int_eq(pin_proto_recv(sv[1], &msg, fds, &nfds), err);
+	ck_assert_ptr_eq(msg, (Uffdd__Msg *)0x1);
+	ck_assert_uint_eq(nfds, 99);
+	ck_assert_int_eq(fds[0], -2);
+}
+
+static Uffdd__Msg *recv_ok(int *fds, size_t want_fds)
+{
+	Uffdd__Msg *msg = NULL;
+	size_t nfds = 99;
+
+	ck_assert_int_eq(pin_proto_recv(sv[1], &msg, fds, &nfds), 0);
+	ck_assert_ptr_nonnull(msg);
+	ck_assert_uint_eq(nfds, want_fds);
+	return msg;
+}
+
+START_TEST(hello_round_trip)
+{
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Msg *got;
+	int fds[PIN_PROTO_MAX_FDS];
+
+	hello.version = PIN_PROTO_VERSION;
+	hello.name = "restore-42";
+	m.has_seq = 1;
+	m.seq = 0x1122334455667788ull;
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	got = recv_ok(fds, 0);
+	ck_assert_uint_eq(got->seq, 0x1122334455667788ull);
+	ck_assert_int_eq(got->body_case, UFFDD__MSG__BODY_HELLO);
+	ck_assert_uint_eq(got->hello->version, 1);
+	ck_assert_str_eq(got->hello->name, "restore-42");
+	pin_proto_free(got);
+}
+END_TEST
+
+START_TEST(region_add_fd_arrives)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Msg *got;
+	int p[2], fds[PIN_PROTO_MAX_FDS];
+	char c = 0;
+
+	ck_assert_int_eq(pipe(p), 0);
+	range.addr = 0x7f0000000000ull;
+	range.len = 64 << 20;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP;
+	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	ra.has_offset = 1;
+	ra.offset = 8192;
+	ra.has_push = 1;
+	ra.push = 0;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, &p[1], 1), 0);
+	close(p[1]);
+	got = recv_ok(fds, 1);
+	ck_assert_uint_eq(got->region_add->range->addr, 0x7f0000000000ull);
+	ck_assert_uint_eq(got->region_add->range->len, 64 << 20);
+	ck_assert_uint_eq(got->region_add->mode, 3);
+	ck_assert_int_eq(got->region_add->source, UFFDD__SOURCE_KIND__SOURCE_FD);
+	ck_assert_uint_eq(got->region_add->offset, 8192);
+	ck_assert_int_eq(got->region_add->push, 0);
+	ck_assert_int_eq(got->region_add->registered, 1);
+	ck_assert_uint_eq(pin_proto_fds_expected(got), 1);
+	pin_proto_free(got);
+
+	/* The descriptor is the pipe's write end, and close-on-exec. */
+	ck_assert_int_eq(fcntl(fds[0], F_GETFD), FD_CLOEXEC);
+	ck_assert_int_eq(write(fds[0], "x", 1), 1);
+	ck_assert_int_eq(read(p[0], &c, 1), 1);
+	ck_assert_int_eq(c, 'x');
+	close(fds[0]);
+	close(p[0]);
+}
+END_TEST
+
+START_TEST(reply_round_trip)
+{
+	uint64_t lat[3] = { 5, 0, 77 };
+	uint8_t bits[3] = { 0x81, 0x00, 0x40 };
+	Uffdd__Stats st = UFFDD__STATS__INIT;
+	Uffdd__Range r0 = UFFDD__RANGE__INIT;
+	Uffdd__PinInfo pi = UFFDD__PIN_INFO__INIT, *pis[1] = { &pi };
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Msg *got;
+	int fds[PIN_PROTO_MAX_FDS];
+
+	st.has_faults = 1;
+	st.faults = 12345;
+	st.n_latency_us_log2 = 3;
+	st.latency_us_log2 = lat;
+	r0.addr = 4096;
+	r0.len = 8192;
+	pi.session = 3;
+	pi.range = &r0;
+	pi.cookie = 0xdeadbeef;
+	rep.error = -ENOENT;
+	rep.text = "no such region";
+	rep.has_bitmap = 1;
+	rep.bitmap.len = sizeof(bits);
+	rep.bitmap.data = bits;
+	rep.stats = &st;
+	rep.n_pins = 1;
+	rep.pins = pis;
+	m.has_seq = 1;
+	m.seq = 7;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	got = recv_ok(fds, 0);
+	ck_assert_uint_eq(got->seq, 7);
+	ck_assert_int_eq(got->reply->error, -ENOENT);
+	ck_assert_str_eq(got->reply->text, "no such region");
+	ck_assert_uint_eq(got->reply->bitmap.len, 3);
+	ck_assert_mem_eq(got->reply->bitmap.data, bits, 3);
+	ck_assert_uint_eq(got->reply->stats->faults, 12345);
+	ck_assert_uint_eq(got->reply->stats->n_latency_us_log2, 3);
+	ck_assert_uint_eq(got->reply->stats->latency_us_log2[2], 77);
+	ck_assert_uint_eq(got->reply->n_pins, 1);
+	ck_assert_uint_eq(got->reply->pins[0]->cookie, 0xdeadbeef);
+	ck_assert_uint_eq(got->reply->pins[0]->range->len, 8192);
+	pin_proto_free(got);
+}
+END_TEST
+
+START_TEST(handover_needs_its_fd)
+{
+	Uffdd__UffdHandover h = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	int before = count_fds();
+
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &h;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	expect_reject(-EBADF);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(extra_fds_are_closed)
+{
+	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	int p[2], before;
+
+	m.body_case = UFFDD__MSG__BODY_GOODBYE;
+	m.goodbye = &bye;
+	ck_assert_int_eq(pipe(p), 0);
+	before = count_fds();
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, p, 2), 0);
+	expect_reject(-EBADF);
+	ck_assert_int_eq(count_fds(), before);
+	/* Only our own write end keeps the pipe open: closing it is EOF. */
+	close(p[1]);
+	char c;
+	ck_assert_int_eq(read(p[0], &c, 1), 0);
+	close(p[0]);
+}
+END_TEST
+
+START_TEST(more_fds_than_max)
+{
+	Uffdd__UffdHandover h = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	uint8_t buf[64];
+	int fds[6], before;
+	size_t len;
+
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &h;
+	len = uffdd__msg__pack(&m, buf);
+	for (int i = 0; i < 6; i++)
+		fds[i] = nullfd;
+	before = count_fds();
+	raw_send(buf, len, fds, 6);
+	expect_reject(-EBADF);
+	ck_assert_int_eq(count_fds(), before);
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, fds, PIN_PROTO_MAX_FDS + 1), -EINVAL);
+}
+END_TEST
+
+START_TEST(control_truncated)
+{
+	const uint8_t bye[] = { 0xaa, 0x01, 0x00 };
+	int fds[32], before;
+
+	/* A valid Goodbye with more descriptors than the receiver's control
+	 * buffer holds: CTRUNC, whatever the payload. */
+	for (int i = 0; i < 32; i++)
+		fds[i] = nullfd;
+	before = count_fds();
+	raw_send(bye, sizeof(bye), fds, 32);
+	expect_reject(-EBADMSG);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(garbage_with_fd)
+{
+	const uint8_t garbage[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	int fd0 = nullfd, before = count_fds();
+
+	raw_send(garbage, sizeof(garbage), &fd0, 1);
+	expect_reject(-EBADMSG);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(unknown_body)
+{
+	/* seq = 1, then field 25 (unknown, length-delimited, empty). */
+	const uint8_t unknown[] = { 0x08, 0x01, 0xca, 0x01, 0x00 };
+	int fd0 = nullfd, before = count_fds();
+
+	raw_send(unknown, sizeof(unknown), NULL, 0);
+	expect_reject(-EBADMSG);
+	raw_send(unknown, sizeof(unknown), &fd0, 1);
+	expect_reject(-EBADMSG);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(missing_required_field)
+{
+	/* Prefetch { range { addr = 4096 } }: Range.len is required. */
+	const uint8_t noreq[] = { 0x72, 0x05, 0x0a, 0x03, 0x08, 0x80, 0x20 };
+
+	raw_send(noreq, sizeof(noreq), NULL, 0);
+	expect_reject(-EBADMSG);
+}
+END_TEST
+
+START_TEST(truncated_payload)
+{
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	uint8_t buf[64];
+	size_t len;
+
+	hello.version = 1;
+	hello.name = "abc";
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	len = uffdd__msg__pack(&m, buf);
+	/* Cut inside the name: the length prefix promises more than there is. */
+	raw_send(buf, len - 1, NULL, 0);
+	expect_reject(-EBADMSG);
+}
+END_TEST
+
+START_TEST(oversized)
+{
+	int sz = 2 * PIN_PROTO_MAX_MSG;
+	size_t len = PIN_PROTO_MAX_MSG + 4096;
+	uint8_t *big = calloc(1, len);
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	ck_assert_ptr_nonnull(big);
+	/* The kernel caps SO_SNDBUF at wmem_max * 2; a SEQPACKET datagram must
+	 * fit in it minus a little. */
+	ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
+	socklen_t sl = sizeof(sz);
+	ck_assert_int_eq(getsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, &sl), 0);
+	if ((size_t)sz < len + 64) {
+		free(big);
+		return; /* cannot send it here, so nobody can */
+	}
+	raw_send(big, len, NULL, 0);
+	expect_reject(-EBADMSG);
+	free(big);
+
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	rep.has_bitmap = 1;
+	rep.bitmap.len = PIN_PROTO_MAX_MSG;
+	rep.bitmap.data = calloc(1, PIN_PROTO_MAX_MSG);
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), -EMSGSIZE);
+	free(rep.bitmap.data);
+}
+END_TEST
+
+START_TEST(empty_datagram_and_eof)
+{
+	raw_send("", 0, NULL, 0);
+	expect_reject(-EBADMSG);
+	close(sv[0]);
+	sv[0] = -1;
+	expect_reject(-ECONNRESET);
+}
+END_TEST
+
+START_TEST(nonblocking_empty)
+{
+	ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+	expect_reject(-EAGAIN);
+}
+END_TEST
+
+static void send_range_msg(Uffdd__Msg__BodyCase body, uint64_t addr, uint64_t len)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__Prefetch pf = UFFDD__PREFETCH__INIT;
+	Uffdd__WaitPopulated w = UFFDD__WAIT_POPULATED__INIT;
+	Uffdd__PinReport pr = UFFDD__PIN_REPORT__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	range.addr = addr;
+	range.len = len;
+	pf.range = w.range = pr.range = &range;
+	m.body_case = body;
+	if (body == UFFDD__MSG__BODY_PREFETCH)
+		m.prefetch = &pf;
+	else if (body == UFFDD__MSG__BODY_WAIT)
+		m.wait = &w;
+	else
+		m.pin_report = &pr;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+}
+
+START_TEST(bad_ranges)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	Uffdd__Msg *got;
+	int fds[PIN_PROTO_MAX_FDS];
+
+	send_range_msg(UFFDD__MSG__BODY_PREFETCH, -pg, 2 * pg);
+	expect_reject(-EOVERFLOW);
+	/* Ending exactly at 2^64 wraps to 0: not representable either. */
+	send_range_msg(UFFDD__MSG__BODY_WAIT, -pg, pg);
+	expect_reject(-EOVERFLOW);
+	send_range_msg(UFFDD__MSG__BODY_PIN_REPORT, pg, 0);
+	expect_reject(-EINVAL);
+	send_range_msg(UFFDD__MSG__BODY_PREFETCH, pg + 1, pg);
+	expect_reject(-EINVAL);
+	send_range_msg(UFFDD__MSG__BODY_PREFETCH, pg, pg - 1);
+	expect_reject(-EINVAL);
+	/* The last page below 2^64 is fine. */
+	send_range_msg(UFFDD__MSG__BODY_WAIT, -2 * pg, pg);
+	got = recv_ok(fds, 0);
+	ck_assert_uint_eq(got->wait->range->addr, -2 * pg);
+	pin_proto_free(got);
+}
+END_TEST
+
+static void send_region_add(uint32_t mode, int source, uint64_t offset, uint64_t len, int fd)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	range.addr = 1ull << 30;
+	range.len = len;
+	ra.range = &range;
+	ra.mode = mode;
+	ra.source = (Uffdd__SourceKind)source;
+	ra.has_offset = 1;
+	ra.offset = offset;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, &fd, fd >= 0), 0);
+}
+
+START_TEST(bad_region_add)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	int before = count_fds();
+
+	send_region_add(0, UFFDD__SOURCE_KIND__SOURCE_ZERO, 0, pg, -1);
+	expect_reject(-EINVAL);
+	send_region_add(PIN_UFFD_REGISTER_MINOR, UFFDD__SOURCE_KIND__SOURCE_ZERO, 0, pg, -1);
+	expect_reject(-EINVAL);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, 7, 0, pg, -1);
+	expect_reject(-EINVAL);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_FD, 100, pg, nullfd);
+	expect_reject(-EINVAL);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_FD, -pg, 2 * pg, nullfd);
+	expect_reject(-EOVERFLOW);
+	send_region_add(PIN_UFFD_REGISTER_WP, UFFDD__SOURCE_KIND__SOURCE_FD, 0, pg, -1);
+	expect_reject(-EBADF);
+	send_region_add(PIN_UFFD_REGISTER_WP, UFFDD__SOURCE_KIND__SOURCE_ZERO, 0, pg, nullfd);
+	expect_reject(-EBADF);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
+START_TEST(bad_enums_and_errors)
+{
+	Uffdd__ListGet lg = UFFDD__LIST_GET__INIT;
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Msg *got;
+	int fds[PIN_PROTO_MAX_FDS];
+
+	lg.what = (Uffdd__ListGet__What)9;
+	m.body_case = UFFDD__MSG__BODY_LIST_GET;
+	m.list_get = &lg;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	expect_reject(-EINVAL);
+
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	rep.error = EPERM;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	expect_reject(-EINVAL);
+	rep.error = -4096;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	expect_reject(-EINVAL);
+	rep.error = -4095;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), 0);
+	got = recv_ok(fds, 0);
+	ck_assert_int_eq(got->reply->error, -4095);
+	pin_proto_free(got);
+}
+END_TEST
+
+START_TEST(send_bad_fd)
+{
+	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	int fd = -1;
+
+	m.body_case = UFFDD__MSG__BODY_GOODBYE;
+	m.goodbye = &bye;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, &fd, 1), -EBADF);
+	close(sv[1]);
+	sv[1] = -1;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), -EPIPE);
+}
+END_TEST
+
+START_TEST(decode_buffer)
+{
+	const uint8_t bye[] = { 0x08, 0x05, 0xaa, 0x01, 0x00 };
+	Uffdd__Msg *got = NULL;
+
+	ck_assert_int_eq(pin_proto_decode(bye, sizeof(bye), 0, &got), 0);
+	ck_assert_uint_eq(got->seq, 5);
+	ck_assert_int_eq(got->body_case, UFFDD__MSG__BODY_GOODBYE);
+	pin_proto_free(got);
+	pin_proto_free(NULL);
+	ck_assert_int_eq(pin_proto_decode(bye, sizeof(bye), 1, &got), -EBADF);
+	ck_assert_int_eq(pin_proto_decode(bye, 2, 0, &got), -EBADMSG);
+	ck_assert_int_eq(pin_proto_decode(bye, PIN_PROTO_MAX_MSG + 1, 0, &got), -EBADMSG);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("proto");
+	TCase *tc = tcase_create("framing");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, hello_round_trip);
+	tcase_add_test(tc, region_add_fd_arrives);
+	tcase_add_test(tc, reply_round_trip);
+	tcase_add_test(tc, handover_needs_its_fd);
+	tcase_add_test(tc, extra_fds_are_closed);
+	tcase_add_test(tc, more_fds_than_max);
+	tcase_add_test(tc, control_truncated);
+	tcase_add_test(tc, garbage_with_fd);
+	tcase_add_test(tc, unknown_body);
+	tcase_add_test(tc, missing_required_field);
+	tcase_add_test(tc, truncated_payload);
+	tcase_add_test(tc, oversized);
+	tcase_add_test(tc, empty_datagram_and_eof);
+	tcase_add_test(tc, nonblocking_empty);
+	tcase_add_test(tc, bad_ranges);
+	tcase_add_test(tc, bad_region_add);
+	tcase_add_test(tc, bad_enums_and_errors);
+	tcase_add_test(tc, send_bad_fd);
+	tcase_add_test(tc, decode_buffer);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	return NULL;
+}
