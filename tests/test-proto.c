@@ -2,8 +2,13 @@
 /* Suite unit, area proto: framing of the uffdd protocol over a socketpair. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "libpin-private.h"
 #include "test-common.h"
@@ -522,6 +527,482 @@ START_TEST(decode_buffer)
 }
 END_TEST
 
+/* ---- the client against a scripted daemon ------------------------------ */
+
+struct seen {
+	Uffdd__Msg__BodyCase body;
+	uint64_t addr, len; /* the range, when the body has one */
+	uint64_t extra;	    /* cookie, mode, features... */
+	bool flag;	    /* takeover, registered, reset, all */
+	size_t nfds;
+};
+
+static struct {
+	pthread_t thread;
+	int listen_fd;
+	char dir[64];
+	char path[128];
+	pthread_mutex_t lock;
+	struct seen seen[64];
+	size_t nr_seen;
+	uint64_t sessions;
+	bool crashed;
+} srv;
+
+static void srv_record(const Uffdd__Msg *m, size_t nfds)
+{
+	struct seen s = { .body = m->body_case, .nfds = nfds };
+
+	switch (m->body_case) {
+	case UFFDD__MSG__BODY_UFFD:
+		s.extra = m->uffd->features;
+		s.flag = m->uffd->takeover;
+		break;
+	case UFFDD__MSG__BODY_REGION_ADD:
+		s.addr = m->region_add->range->addr;
+		s.len = m->region_add->range->len;
+		s.extra = m->region_add->offset;
+		s.flag = m->region_add->registered;
+		break;
+	case UFFDD__MSG__BODY_REGION_REMOVE:
+		s.addr = m->region_remove->range->addr;
+		s.len = m->region_remove->range->len;
+		break;
+	case UFFDD__MSG__BODY_PIN_REPORT:
+		s.addr = m->pin_report->range->addr;
+		s.len = m->pin_report->range->len;
+		s.extra = m->pin_report->cookie;
+		break;
+	case UFFDD__MSG__BODY_PIN_RELEASE:
+		s.extra = m->pin_release->cookie;
+		break;
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		s.flag = m->dirty_get->reset;
+		break;
+	case UFFDD__MSG__BODY_STATS_GET:
+		s.flag = m->stats_get->all;
+		s.extra = m->stats_get->session;
+		break;
+	case UFFDD__MSG__BODY_WAIT:
+		s.extra = m->wait->timeout_ms;
+		break;
+	default:
+		break;
+	}
+	pthread_mutex_lock(&srv.lock);
+	if (srv.nr_seen < PIN_ARRAY_SIZE(srv.seen))
+		srv.seen[srv.nr_seen++] = s;
+	pthread_mutex_unlock(&srv.lock);
+}
+
+static void srv_stale(int sock)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__StaleNotice sn = UFFDD__STALE_NOTICE__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	range.addr = 0x10000;
+	range.len = 0x2000;
+	sn.cookie = 77;
+	sn.range = &range;
+	sn.event = PIN_UFFD_EVENT_REMOVE;
+	m.body_case = UFFDD__MSG__BODY_STALE;
+	m.stale = &sn;
+	pin_proto_send(sock, &m, NULL, 0);
+}
+
+/* Answer one request the way the tests below expect; false: hang up. */
+static bool srv_answer(int sock, const Uffdd__Msg *in)
+{
+	uint64_t lat[4] = { 1, 2, 3, 9 };
+	uint8_t bits[2] = { 0x05, 0xff };
+	Uffdd__Stats st = UFFDD__STATS__INIT;
+	Uffdd__ClientInfo ci[2] = { UFFDD__CLIENT_INFO__INIT, UFFDD__CLIENT_INFO__INIT };
+	Uffdd__ClientInfo *cis[2] = { &ci[0], &ci[1] };
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	bool notify_after = false;
+
+	st.n_latency_us_log2 = 4;
+	st.latency_us_log2 = lat;
+	m.has_seq = 1;
+	m.seq = in->seq;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	switch (in->body_case) {
+	case UFFDD__MSG__BODY_HELLO:
+		rep.has_version = 1;
+		rep.version = in->hello->version;
+		rep.has_session = 1;
+		rep.session = ++srv.sessions;
+		notify_after = in->hello->name && !strcmp(in->hello->name, "notify");
+		break;
+	case UFFDD__MSG__BODY_PREFETCH:
+		srv_stale(sock);
+		break;
+	case UFFDD__MSG__BODY_REGION_REMOVE:
+		if (in->region_remove->range->addr == 0x900000) {
+			rep.error = -ENOENT;
+			rep.text = "no such region";
+		}
+		break;
+	case UFFDD__MSG__BODY_WAIT:
+		if (in->wait->timeout_ms)
+			rep.error = -ETIMEDOUT;
+		break;
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		rep.has_bitmap = 1;
+		rep.bitmap.data = bits;
+		rep.bitmap.len = in->dirty_get->range->len > 16 * 4096 ? 3 : 2;
+		if (rep.bitmap.len == 3)
+			rep.bitmap.data = (uint8_t *)"\x01\x02\x03";
+		break;
+	case UFFDD__MSG__BODY_STATS_GET:
+		st.has_faults = 1;
+		st.faults = in->stats_get->all ? 1000 : 5;
+		rep.stats = &st;
+		break;
+	case UFFDD__MSG__BODY_LIST_GET:
+		ci[0].session = 1;
+		ci[0].pid = 100;
+		ci[0].name = "a-name-longer-than-sixty-four-bytes-is-cut-to-fit-the-fixed-array-ok";
+		ci[1].session = 2;
+		ci[1].pid = 200;
+		ci[1].uid = 1000;
+		ci[1].stats = &st;
+		st.has_pages_total = 1;
+		st.pages_total = 4096;
+		rep.n_clients = 2;
+		rep.clients = cis;
+		break;
+	case UFFDD__MSG__BODY_PIN_RELEASE:
+		if (in->pin_release->cookie == 0xdead && !srv.crashed) {
+			srv.crashed = true;
+			return false; /* the daemon "crashes", once */
+		}
+		break;
+	case UFFDD__MSG__BODY_GOODBYE:
+		pin_proto_send(sock, &m, NULL, 0);
+		return false;
+	default:
+		break;
+	}
+	pin_proto_send(sock, &m, NULL, 0);
+	if (notify_after)
+		srv_stale(sock);
+	return true;
+}
+
+static void *srv_main(void *arg)
+{
+	for (;;) {
+		int sock = accept4(srv.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (sock < 0)
+			return NULL;
+		for (;;) {
+			int fds[PIN_PROTO_MAX_FDS];
+			size_t nfds;
+			Uffdd__Msg *m;
+			bool more;
+
+			if (pin_proto_recv(sock, &m, fds, &nfds) < 0)
+				break;
+			srv_record(m, nfds);
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			more = srv_answer(sock, m);
+			pin_proto_free(m);
+			if (!more)
+				break;
+		}
+		close(sock);
+	}
+}
+
+static void srv_setup(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	setup();
+	strcpy(srv.dir, "/tmp/test-proto-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+	snprintf(srv.path, sizeof(srv.path), "%s/uffdd.sock", srv.dir);
+	strcpy(sa.sun_path, srv.path);
+	srv.listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(srv.listen_fd, 0);
+	ck_assert_int_eq(bind(srv.listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(srv.listen_fd, 8), 0);
+	pthread_mutex_init(&srv.lock, NULL);
+	srv.nr_seen = 0;
+	srv.sessions = 0;
+	srv.crashed = false;
+	ck_assert_int_eq(pthread_create(&srv.thread, NULL, srv_main, NULL), 0);
+}
+
+static void srv_teardown(void)
+{
+	/* Wakes accept() with EINVAL. */
+	shutdown(srv.listen_fd, SHUT_RDWR);
+	pthread_join(srv.thread, NULL);
+	close(srv.listen_fd);
+	unlink(srv.path);
+	rmdir(srv.dir);
+	teardown();
+}
+
+static struct pin_client *client_new(const char *name, unsigned int flags,
+				     pin_client_stale_fn fn, void *data)
+{
+	struct pin_client_opts o = {
+		.sz = sizeof(o),
+		.socket = srv.path,
+		.name = name,
+		.flags = flags,
+		.stale_fn = fn,
+		.stale_data = data,
+	};
+	struct pin_client *c = NULL;
+
+	ck_assert_int_eq(pin_client_connect(&o, &c), 0);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+static struct seen seen_at(size_t i)
+{
+	struct seen s;
+
+	pthread_mutex_lock(&srv.lock);
+	ck_assert_uint_lt(i, srv.nr_seen);
+	s = srv.seen[i];
+	pthread_mutex_unlock(&srv.lock);
+	return s;
+}
+
+struct stale_log {
+	int calls;
+	uint64_t cookie, addr, len;
+	uint32_t event;
+};
+
+static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		     uint32_t event, void *userdata)
+{
+	struct stale_log *l = userdata;
+
+	l->calls++;
+	l->cookie = cookie;
+	l->addr = addr;
+	l->len = len;
+	l->event = event;
+}
+
+START_TEST(client_hello_and_env)
+{
+	struct pin_client *c = NULL, *c2 = (struct pin_client *)0x1;
+	struct pin_client_opts bad = { .sz = sizeof(bad), .socket = "/nonexistent/uffdd.sock" };
+
+	ck_assert_int_eq(setenv("UFFDD_SOCKET", srv.path, 1), 0);
+	ck_assert_int_eq(pin_client_connect(NULL, &c), 0);
+	ck_assert_uint_eq(pin_client_session(c), 1);
+	ck_assert_int_ge(pin_client_fd(c), 0);
+	/* The option beats the environment. */
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -ENOENT);
+	ck_assert_ptr_eq(c2, (struct pin_client *)0x1);
+	bad.flags = 0x80;
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -EINVAL);
+	ck_assert_int_eq(pin_client_goodbye(c), 0);
+	ck_assert_int_eq(pin_client_prefetch(c, (void *)0x10000, 4096), -ENOTCONN);
+	pin_client_free(c);
+	pin_client_free(NULL);
+	ck_assert_int_eq(seen_at(0).body, UFFDD__MSG__BODY_HELLO);
+	ck_assert_int_eq(seen_at(1).body, UFFDD__MSG__BODY_GOODBYE);
+	unsetenv("UFFDD_SOCKET");
+}
+END_TEST
+
+START_TEST(client_notice_while_waiting)
+{
+	struct stale_log log = { 0 };
+	struct pin_client *c = client_new("t", 0, on_stale, &log);
+
+	/* The daemon sends a notice before the Prefetch reply. */
+	ck_assert_int_eq(pin_client_prefetch(c, (void *)0x200000, 0x3000), 0);
+	ck_assert_int_eq(log.calls, 1);
+	ck_assert_uint_eq(log.cookie, 77);
+	ck_assert_uint_eq(log.addr, 0x10000);
+	ck_assert_uint_eq(log.len, 0x2000);
+	ck_assert_uint_eq(log.event, PIN_UFFD_EVENT_REMOVE);
+	pin_client_free(c);
+}
+END_TEST
+
+START_TEST(client_process_pending)
+{
+	struct stale_log log = { 0 };
+	struct pin_client *c = client_new("notify", 0, on_stale, &log);
+	struct pollfd p = { .fd = pin_client_fd(c), .events = POLLIN };
+
+	ck_assert_int_eq(poll(&p, 1, 10000), 1);
+	ck_assert_int_eq(pin_client_process(c), 1);
+	ck_assert_int_eq(log.calls, 1);
+	ck_assert_uint_eq(log.cookie, 77);
+	ck_assert_int_eq(pin_client_process(c), 0);
+	ck_assert_int_eq(log.calls, 1);
+	pin_client_free(c);
+}
+END_TEST
+
+START_TEST(client_errors)
+{
+	struct pin_client *c = client_new("t", 0, NULL, NULL);
+	uint8_t bm[4];
+
+	ck_assert_int_eq(pin_client_region_remove(c, (void *)0x900000, 4096), -ENOENT);
+	ck_assert_int_eq(pin_client_wait_populated(c, (void *)0x900000, 4096, 50), -ETIMEDOUT);
+	ck_assert_uint_eq(seen_at(2).extra, 50);
+	ck_assert_int_eq(pin_client_wait_populated(c, (void *)0x900000, 4096, 0), 0);
+	/* Caught before a round trip. */
+	ck_assert_int_eq(pin_client_prefetch(c, (void *)0x900001, 4096), -EINVAL);
+	ck_assert_int_eq(pin_client_prefetch(c, (void *)0x900000, 0), -EINVAL);
+	ck_assert_int_eq(pin_client_prefetch(c, (void *)-4096, 8192), -EOVERFLOW);
+	ck_assert_int_eq(pin_client_dirty_get(c, (void *)0x900000, 10 * 4096, 0, bm, 1), -EINVAL);
+	ck_assert_int_eq(pin_client_dirty_get(c, (void *)0x900000, 4096, 2, bm, 4), -EINVAL);
+	/* A daemon that sends more bitmap than pages. */
+	ck_assert_int_eq(pin_client_dirty_get(c, (void *)0x900000, 4096, 0, bm, 4), -EPROTO);
+	pthread_mutex_lock(&srv.lock);
+	ck_assert_uint_eq(srv.nr_seen, 5);
+	pthread_mutex_unlock(&srv.lock);
+	pin_client_free(c);
+}
+END_TEST
+
+START_TEST(client_dirty_stats_lists)
+{
+	struct pin_client *c = client_new("t", 0, NULL, NULL);
+	struct pin_client_stats st;
+	struct pin_client_info *ci = NULL;
+	uint8_t bm[4] = { 0xaa, 0xaa, 0xaa, 0xaa };
+	size_t n = 0;
+
+	/* 10 pages: the daemon's 0x05 0xff keeps bits 0..9 only. */
+	ck_assert_int_eq(pin_client_dirty_get(c, (void *)0x900000, 10 * 4096,
+					      PIN_CLIENT_DIRTY_RESET, bm, sizeof(bm)),
+			 4);
+	ck_assert_uint_eq(bm[0], 0x05);
+	ck_assert_uint_eq(bm[1], 0x03);
+	ck_assert_uint_eq(bm[2], 0xaa); /* past what 10 pages need: untouched */
+	ck_assert_int_eq(seen_at(1).flag, 1);
+	/* 20 pages, and the daemon sends all 3 bytes. */
+	ck_assert_int_eq(pin_client_dirty_get(c, (void *)0x900000, 20 * 4096, 0, bm, 3), 4);
+	ck_assert_uint_eq(bm[2], 0x03);
+
+	ck_assert_int_eq(pin_client_stats(c, 0, &st), 0);
+	ck_assert_uint_eq(st.faults, 5);
+	ck_assert_uint_eq(st.latency_us_log2[3], 9);
+	ck_assert_uint_eq(st.latency_us_log2[4], 0);
+	ck_assert_int_eq(seen_at(3).flag, 0);
+	ck_assert_int_eq(pin_client_stats(c, PIN_CLIENT_SESSION_ALL, &st), 0);
+	ck_assert_uint_eq(st.faults, 1000);
+	ck_assert_int_eq(seen_at(4).flag, 1);
+	ck_assert_int_eq(pin_client_stats(c, 9, &st), 0);
+	ck_assert_uint_eq(seen_at(5).extra, 9);
+
+	ck_assert_int_eq(pin_client_list_clients(c, &ci, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(ci[0].pid, 100);
+	ck_assert_uint_eq(strlen(ci[0].name), sizeof(ci[0].name) - 1);
+	ck_assert_uint_eq(ci[1].uid, 1000);
+	ck_assert_uint_eq(ci[1].stats.pages_total, 4096);
+	ck_assert_uint_eq(ci[1].stats.latency_us_log2[0], 1);
+	free(ci);
+	pin_client_free(c);
+}
+END_TEST
+
+START_TEST(client_reconnect_hands_over_again)
+{
+	struct pin_client *c = client_new("t", PIN_CLIENT_RECONNECT, NULL, NULL);
+	struct pin_uffd *u = NULL;
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = (void *)0x400000,
+		.len = 16 * 4096,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.fd = nullfd,
+		.offset = 8 * 4096,
+	};
+	int before = count_fds(), d;
+	struct seen s;
+
+	ck_assert_int_eq(pin_uffd_from_fd(dup(nullfd), PIN_UFFD_FEATURE_EVENT_FORK, &u), 0);
+	ck_assert_int_eq(pin_client_handover(c, u), 0);
+	ck_assert_int_eq(pin_client_handover(c, u), -EALREADY);
+	ck_assert_int_eq(pin_client_region_add(c, &r), 0);
+	r.addr = (void *)0x800000;
+	r.fd = -1;
+	r.flags = PIN_CLIENT_REGION_REGISTER;
+	ck_assert_int_eq(pin_client_region_add(c, &r), 0);
+	/* Cut the middle out of the first: two pieces stay. */
+	ck_assert_int_eq(pin_client_region_remove(c, (void *)0x404000, 4 * 4096), 0);
+	ck_assert_int_eq(pin_client_pin_report(c, (void *)0x400010, 100, 5), 0);
+	ck_assert_int_eq(pin_client_pin_report(c, (void *)0x800000, 4096, 6), 0);
+	ck_assert_int_eq(pin_client_pin_release(c, 6), 0);
+	d = 8;
+	ck_assert_int_eq(seen_at(d - 1).body, UFFDD__MSG__BODY_PIN_RELEASE);
+	/* The daemon dies while answering; the next request reconnects. */
+	ck_assert_int_eq(pin_client_pin_release(c, 0xdead), 0);
+	ck_assert_uint_eq(pin_client_session(c), 2);
+
+	ck_assert_int_eq(seen_at(1).body, UFFDD__MSG__BODY_UFFD);
+	ck_assert_int_eq(seen_at(1).flag, 0);
+	ck_assert_uint_eq(seen_at(1).nfds, 1);
+	s = seen_at(2);
+	ck_assert_uint_eq(s.nfds, 1);
+	ck_assert_int_eq(s.flag, 1);
+	ck_assert_int_eq(seen_at(3).flag, 0); /* the daemon registers that one */
+	ck_assert_uint_eq(seen_at(5).addr, 0x400000);
+	ck_assert_uint_eq(seen_at(5).len, 4096);
+
+	/* After the lost 0xdead: Hello, takeover, 3 regions, 1 pin, 0xdead again. */
+	ck_assert_int_eq(seen_at(d + 1).body, UFFDD__MSG__BODY_HELLO);
+	s = seen_at(d + 2);
+	ck_assert_int_eq(s.body, UFFDD__MSG__BODY_UFFD);
+	ck_assert_int_eq(s.flag, 1);
+	ck_assert_uint_eq(s.extra, PIN_UFFD_FEATURE_EVENT_FORK);
+	ck_assert_uint_eq(s.nfds, 1);
+	s = seen_at(d + 3);
+	ck_assert_uint_eq(s.addr, 0x400000);
+	ck_assert_uint_eq(s.len, 4 * 4096);
+	ck_assert_uint_eq(s.extra, 8 * 4096);
+	ck_assert_uint_eq(s.nfds, 1);
+	ck_assert_int_eq(s.flag, 1);
+	s = seen_at(d + 4);
+	ck_assert_uint_eq(s.addr, 0x800000);
+	ck_assert_uint_eq(s.nfds, 0);
+	ck_assert_int_eq(s.flag, 1); /* registered on the uffd by now */
+	s = seen_at(d + 5);
+	ck_assert_uint_eq(s.addr, 0x408000);
+	ck_assert_uint_eq(s.len, 8 * 4096);
+	ck_assert_uint_eq(s.extra, 16 * 4096);
+	s = seen_at(d + 6);
+	ck_assert_int_eq(s.body, UFFDD__MSG__BODY_PIN_REPORT);
+	ck_assert_uint_eq(s.extra, 5);
+	s = seen_at(d + 7);
+	ck_assert_int_eq(s.body, UFFDD__MSG__BODY_PIN_RELEASE);
+	ck_assert_uint_eq(s.extra, 0xdead);
+
+	pin_uffd_free(u);
+	pin_client_free(c);
+	/* The client's duplicates are gone with it, and u's; so are both ends
+	 * of the connection once the server thread saw the EOF. */
+	for (int i = 0; i < 1000 && count_fds() > before - 2; i++)
+		usleep(10000);
+	ck_assert_int_eq(count_fds(), before - 2);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("proto");
@@ -547,6 +1028,16 @@ Suite *test_suite(void)
 	tcase_add_test(tc, bad_enums_and_errors);
 	tcase_add_test(tc, send_bad_fd);
 	tcase_add_test(tc, decode_buffer);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("client");
+	tcase_add_checked_fixture(tc, srv_setup, srv_teardown);
+	tcase_add_test(tc, client_hello_and_env);
+	tcase_add_test(tc, client_notice_while_waiting);
+	tcase_add_test(tc, client_process_pending);
+	tcase_add_test(tc, client_errors);
+	tcase_add_test(tc, client_dirty_stats_lists);
+	tcase_add_test(tc, client_reconnect_hands_over_again);
 	suite_add_tcase(s, tc);
 	return s;
 }

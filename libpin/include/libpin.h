@@ -182,6 +182,163 @@ struct pin_uffd_event {
  */
 int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *events, size_t max);
 
+/* ---- uffdd client ------------------------------------------------------ */
+
+/*
+ * A connection to uffdd (uffdd-protocol(7)).  Requests are synchronous: each
+ * call sends one message and waits for its reply; stale-pin notices that
+ * arrive meanwhile go to the stale callback.  A pin_client is safe to use
+ * from several threads (one mutex serialises the requests); the stale
+ * callback runs with that mutex held and must not call pin_client_*() on the
+ * same client.
+ */
+struct pin_client;
+
+#define PIN_CLIENT_SOCKET_DEFAULT "/run/uffdd/uffdd.sock"
+
+/* The pinned range [addr, addr + len) of the pin reported with cookie
+ * changed under the pin: event is PIN_UFFD_EVENT_REMOVE, _UNMAP or _REMAP. */
+typedef void (*pin_client_stale_fn)(struct pin_client *c, uint64_t cookie, uint64_t addr,
+				    uint64_t len, uint32_t event, void *userdata);
+
+/* pin_client_opts flags */
+/* A request that finds the connection lost reconnects (pin_client_reconnect())
+ * and is sent again once, instead of failing with -ECONNRESET or -EPIPE. */
+#define PIN_CLIENT_RECONNECT 0x1u
+
+struct pin_client_opts {
+	size_t sz;		       /* sizeof(struct pin_client_opts) */
+	const char *socket;	       /* NULL: $UFFDD_SOCKET, else PIN_CLIENT_SOCKET_DEFAULT */
+	const char *name;	       /* shown by uffdctl; NULL: the program's name */
+	unsigned int flags;	       /* PIN_CLIENT_* */
+	unsigned int reconnect_ms;     /* how long a reconnect retries; 0: 5000 */
+	pin_client_stale_fn stale_fn;  /* may be NULL */
+	void *stale_data;
+};
+
+/* Connect and say Hello.  opts may be NULL. */
+int pin_client_connect(const struct pin_client_opts *opts, struct pin_client **ret);
+/* Connect again (after the daemon restarted) and hand over what this client
+ * handed over before: Hello, the userfaultfd with takeover, its regions and
+ * its pins.  Retries for reconnect_ms while the socket refuses. */
+int pin_client_reconnect(struct pin_client *c);
+/* Say Goodbye (the daemon drops the session) and disconnect; requests then
+ * fail with -ENOTCONN until pin_client_reconnect(). */
+int pin_client_goodbye(struct pin_client *c);
+/* Disconnect and free; accepts NULL. */
+void pin_client_free(struct pin_client *c);
+
+/* The socket, to poll for POLLIN in an event loop (it changes on reconnect). */
+int pin_client_fd(const struct pin_client *c);
+/* The daemon's id for this session (uffdctl shows it). */
+uint64_t pin_client_session(const struct pin_client *c);
+/* Dispatch the notices already queued on the socket without blocking;
+ * returns how many. */
+int pin_client_process(struct pin_client *c);
+
+/* Hand the userfaultfd over to the daemon, which serves its faults from then
+ * on.  A duplicate of its descriptor is sent, and one kept for reconnects:
+ * the caller keeps u.  Once per client (-EALREADY). */
+int pin_client_handover(struct pin_client *c, const struct pin_uffd *u);
+
+/* pin_client_region flags */
+#define PIN_CLIENT_REGION_NO_PUSH  0x1u /* no background push of untouched pages */
+#define PIN_CLIENT_REGION_REGISTER 0x2u /* the daemon registers the range (we did not) */
+
+struct pin_client_region {
+	size_t sz;	    /* sizeof(struct pin_client_region) */
+	void *addr;	    /* page aligned */
+	size_t len;	    /* page aligned, > 0 */
+	unsigned int mode;  /* PIN_UFFD_REGISTER_MISSING and/or PIN_UFFD_REGISTER_WP */
+	unsigned int flags; /* PIN_CLIENT_REGION_* */
+	int fd;		    /* page source: page addr + x is at offset + x; -1: zero pages */
+	uint64_t offset;    /* page aligned */
+};
+
+/* Ask the daemon to serve a range of the handed-over userfaultfd.  The
+ * source fd is duplicated; the caller keeps its own. */
+int pin_client_region_add(struct pin_client *c, const struct pin_client_region *r);
+int pin_client_region_remove(struct pin_client *c, void *addr, size_t len);
+/* Populate the range now rather than when it faults. */
+int pin_client_prefetch(struct pin_client *c, void *addr, size_t len);
+/* Block until every page of the range is populated; -ETIMEDOUT after
+ * timeout_ms (0: no timeout). */
+int pin_client_wait_populated(struct pin_client *c, void *addr, size_t len,
+			      unsigned int timeout_ms);
+
+/* pin_client_dirty_get() flags */
+#define PIN_CLIENT_DIRTY_RESET 0x1u /* clear the bits and write-protect the pages again */
+
+/* The pages of a WP region written since it was added (or last reset): bit
+ * i (LSB first) of bitmap is page i of the range; bitmap_len must be at least
+ * one bit per page.  Returns the number of dirty pages. */
+int pin_client_dirty_get(struct pin_client *c, void *addr, size_t len, unsigned int flags,
+			 uint8_t *bitmap, size_t bitmap_len);
+
+/* Tell the daemon that [addr, addr + len) (rounded out to whole pages) is
+ * pinned: it sends a stale notice with cookie when the range is removed,
+ * unmapped or remapped.  Remembered for reconnects until released. */
+int pin_client_pin_report(struct pin_client *c, void *addr, size_t len, uint64_t cookie);
+int pin_client_pin_release(struct pin_client *c, uint64_t cookie);
+
+#define PIN_CLIENT_LATENCY_BUCKETS 32
+/* pin_client_stats() session: every session summed up. */
+#define PIN_CLIENT_SESSION_ALL	   UINT64_MAX
+
+struct pin_client_stats {
+	uint64_t faults;
+	uint64_t wp_faults;
+	uint64_t pages_copied;
+	uint64_t pages_zeroed;
+	uint64_t bytes_copied;
+	uint64_t pages_pushed;
+	uint64_t eagain;
+	uint64_t eexist;
+	uint64_t pages_total;	  /* pages in the regions */
+	uint64_t pages_populated; /* of those, populated */
+	/* Fault service latency: bucket i counts [2^i, 2^(i+1)) us, bucket 0
+	 * also below 1 us, the last one everything above. */
+	uint64_t latency_us_log2[PIN_CLIENT_LATENCY_BUCKETS];
+};
+
+/* Counters of one session (0: this one) or PIN_CLIENT_SESSION_ALL. */
+int pin_client_stats(struct pin_client *c, uint64_t session, struct pin_client_stats *ret);
+
+struct pin_client_info {
+	uint64_t session;
+	int32_t pid;
+	uint32_t uid;
+	char name[64];
+	uint32_t regions;
+	uint64_t pinned_bytes;
+	struct pin_client_stats stats;
+};
+
+struct pin_client_region_info {
+	uint64_t session;
+	uint64_t addr;
+	uint64_t len;
+	uint32_t mode;	 /* PIN_UFFD_REGISTER_* */
+	uint32_t source; /* 0: zero pages, 1: a file */
+	uint64_t pages_populated;
+	uint64_t pages_dirty;
+};
+
+struct pin_client_pin_info {
+	uint64_t session;
+	uint64_t addr;
+	uint64_t len;
+	uint64_t cookie;
+};
+
+/* What the daemon serves, for uffdctl: every session, or the regions and
+ * pins of one (session 0: all).  *ret is malloc'd (free()); *ret_nr entries. */
+int pin_client_list_clients(struct pin_client *c, struct pin_client_info **ret, size_t *ret_nr);
+int pin_client_list_regions(struct pin_client *c, uint64_t session,
+			    struct pin_client_region_info **ret, size_t *ret_nr);
+int pin_client_list_pins(struct pin_client *c, uint64_t session, struct pin_client_pin_info **ret,
+			 size_t *ret_nr);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,1007 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The client side of the uffdd protocol: synchronous requests over one
+ * SOCK_SEQPACKET connection, and what a reconnect must hand over again (the
+ * userfaultfd, the regions, the pins) after the daemon restarted.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "libpin-private.h"
+
+#define RECONNECT_MS_DEFAULT 5000
+#define RECONNECT_STEP_MS    20
+
+struct client_region {
+	uint64_t addr;
+	uint64_t len;
+	uint32_t mode;
+	bool push;
+	int fd; /* -1: zero pages */
+	uint64_t offset;
+};
+
+struct client_pin {
+	uint64_t addr;
+	uint64_t len;
+	uint64_t cookie;
+};
+
+struct pin_client {
+	pthread_mutex_t lock;
+	int sock; /* -1 after goodbye */
+	char *path;
+	char *name;
+	unsigned int flags;
+	unsigned int reconnect_ms;
+	pin_client_stale_fn stale_fn;
+	void *stale_data;
+	uint64_t seq;
+	uint64_t session;
+
+	/* Handed over again on reconnect. */
+	int uffd; /* our duplicate; -1 before pin_client_handover() */
+	uint64_t features;
+	struct client_region *regions;
+	size_t nr_regions;
+	struct client_pin *pins;
+	size_t nr_pins;
+};
+
+static const char *body_name(Uffdd__Msg__BodyCase b)
+{
+	switch (b) {
+	case UFFDD__MSG__BODY_HELLO:
+		return "Hello";
+	case UFFDD__MSG__BODY_UFFD:
+		return "UffdHandover";
+	case UFFDD__MSG__BODY_REGION_ADD:
+		return "RegionAdd";
+	case UFFDD__MSG__BODY_REGION_REMOVE:
+		return "RegionRemove";
+	case UFFDD__MSG__BODY_PREFETCH:
+		return "Prefetch";
+	case UFFDD__MSG__BODY_WAIT:
+		return "WaitPopulated";
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		return "DirtyGet";
+	case UFFDD__MSG__BODY_PIN_REPORT:
+		return "PinReport";
+	case UFFDD__MSG__BODY_PIN_RELEASE:
+		return "PinRelease";
+	case UFFDD__MSG__BODY_STATS_GET:
+		return "StatsGet";
+	case UFFDD__MSG__BODY_LIST_GET:
+		return "ListGet";
+	case UFFDD__MSG__BODY_GOODBYE:
+		return "Goodbye";
+	default:
+		return "?";
+	}
+}
+
+static bool page_aligned(uint64_t x)
+{
+	return !(x & ((uint64_t)sysconf(_SC_PAGESIZE) - 1));
+}
+
+/* What the daemon would reject anyway, caught before a round trip. */
+static int check_range(uint64_t addr, uint64_t len)
+{
+	if (len && addr + len <= addr)
+		return -EOVERFLOW;
+	if (!len || !page_aligned(addr) || !page_aligned(len))
+		return -EINVAL;
+	return 0;
+}
+
+static void dispatch_stale(struct pin_client *c, const Uffdd__StaleNotice *n)
+{
+	pin_log(PIN_LOG_DEBUG, "uffdd: stale pin %#llx [%#llx, %#llx) event %u",
+		(unsigned long long)n->cookie, (unsigned long long)n->range->addr,
+		(unsigned long long)(n->range->addr + n->range->len), n->event);
+	if (c->stale_fn)
+		c->stale_fn(c, n->cookie, n->range->addr, n->range->len, n->event, c->stale_data);
+}
+
+/*
+ * Handle one message that is not the reply we wait for.  Returns 1 for a
+ * notice, 0 for something skipped.
+ */
+static int dispatch(struct pin_client *c, Uffdd__Msg *m, size_t nfds, int *fds)
+{
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (m->body_case == UFFDD__MSG__BODY_STALE) {
+		dispatch_stale(c, m->stale);
+		return 1;
+	}
+	pin_log(PIN_LOG_WARN, "uffdd: skipped an unexpected %s (seq %llu)",
+		m->body_case == UFFDD__MSG__BODY_REPLY ? "Reply" : "message",
+		(unsigned long long)m->seq);
+	return 0;
+}
+
+/*
+ * Send req and wait for its Reply, dispatching notices meanwhile.  A Reply
+ * with seq 0 answers a request the daemon could not decode: as ours is the
+ * only one outstanding, it is ours.  Returns the Reply's error, with
+ * *ret_msg (when asked for) holding the message on success.
+ */
+static int request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
+			Uffdd__Msg **ret_msg)
+{
+	uint64_t seq;
+	int r;
+
+	if (c->sock < 0)
+		return -ENOTCONN;
+	seq = ++c->seq;
+	req->has_seq = 1;
+	req->seq = seq;
+	r = pin_proto_send(c->sock, req, fds, nfds);
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "uffdd: sending %s: %s", body_name(req->body_case),
+			strerror(-r));
+		return r;
+	}
+	for (;;) {
+		int in_fds[PIN_PROTO_MAX_FDS];
+		size_t in_nfds;
+		Uffdd__Msg *m;
+
+		r = pin_proto_recv(c->sock, &m, in_fds, &in_nfds);
+		if (r == -EBADMSG || r == -EBADF || r == -EINVAL || r == -EOVERFLOW) {
+			pin_log(PIN_LOG_WARN, "uffdd: skipped a malformed message: %s",
+				strerror(-r));
+			continue;
+		}
+		if (r < 0) {
+			pin_log(PIN_LOG_ERR, "uffdd: waiting for the reply to %s: %s",
+				body_name(req->body_case), strerror(-r));
+			return r;
+		}
+		if (m->body_case != UFFDD__MSG__BODY_REPLY || (m->seq != seq && m->seq != 0)) {
+			dispatch(c, m, in_nfds, in_fds);
+			pin_proto_free(m);
+			continue;
+		}
+		r = m->reply->error;
+		if (r < 0)
+			pin_log(PIN_LOG_ERR, "uffdd: %s: %s (%s)", body_name(req->body_case),
+				strerror(-r), m->reply->text ? m->reply->text : "");
+		if (r == 0 && ret_msg)
+			*ret_msg = m;
+		else
+			pin_proto_free(m);
+		return r;
+	}
+}
+
+static bool connection_lost(int r)
+{
+	return r == -ECONNRESET || r == -EPIPE;
+}
+
+static int reconnect_locked(struct pin_client *c);
+
+static int request(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
+		   Uffdd__Msg **ret_msg)
+{
+	int r = request_once(c, req, fds, nfds, ret_msg);
+
+	/* -ENOTCONN (after goodbye) is the caller's choice, not a lost link. */
+	if (!connection_lost(r) || !(c->flags & PIN_CLIENT_RECONNECT))
+		return r;
+	r = reconnect_locked(c);
+	if (r < 0)
+		return r;
+	return request_once(c, req, fds, nfds, ret_msg);
+}
+
+static int connect_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	do
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static int say_hello(struct pin_client *c)
+{
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
+	int r;
+
+	hello.version = PIN_PROTO_VERSION;
+	hello.name = c->name;
+	req.body_case = UFFDD__MSG__BODY_HELLO;
+	req.hello = &hello;
+	r = request_once(c, &req, NULL, 0, &rep);
+	if (r < 0)
+		return r;
+	if (!rep->reply->has_version || rep->reply->version != PIN_PROTO_VERSION) {
+		pin_log(PIN_LOG_ERR, "uffdd: Hello: the daemon speaks version %u, we %u",
+			rep->reply->version, PIN_PROTO_VERSION);
+		pin_proto_free(rep);
+		return -EPROTONOSUPPORT;
+	}
+	c->session = rep->reply->session;
+	pin_proto_free(rep);
+	return 0;
+}
+
+static int send_handover(struct pin_client *c, bool takeover)
+{
+	Uffdd__UffdHandover h = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	h.features = c->features;
+	h.has_takeover = takeover;
+	h.takeover = takeover;
+	req.body_case = UFFDD__MSG__BODY_UFFD;
+	req.uffd = &h;
+	return request_once(c, &req, &c->uffd, 1, NULL);
+}
+
+/* retry: allowed to reconnect (not while reconnecting). */
+static int send_region_add(struct pin_client *c, const struct client_region *cr,
+			   bool registered, bool retry)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	range.addr = cr->addr;
+	range.len = cr->len;
+	ra.range = &range;
+	ra.mode = cr->mode;
+	ra.source = cr->fd >= 0 ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra.has_offset = cr->fd >= 0;
+	ra.offset = cr->offset;
+	ra.has_push = 1;
+	ra.push = cr->push;
+	ra.has_registered = 1;
+	ra.registered = registered;
+	req.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	req.region_add = &ra;
+	if (retry)
+		return request(c, &req, &cr->fd, cr->fd >= 0, NULL);
+	return request_once(c, &req, &cr->fd, cr->fd >= 0, NULL);
+}
+
+static int send_pin_report(struct pin_client *c, const struct client_pin *p, bool retry)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__PinReport pr = UFFDD__PIN_REPORT__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	range.addr = p->addr;
+	range.len = p->len;
+	pr.range = &range;
+	pr.cookie = p->cookie;
+	req.body_case = UFFDD__MSG__BODY_PIN_REPORT;
+	req.pin_report = &pr;
+	if (retry)
+		return request(c, &req, NULL, 0, NULL);
+	return request_once(c, &req, NULL, 0, NULL);
+}
+
+/* Connect, retrying while a restarting daemon's socket refuses or is gone. */
+static int connect_retry(struct pin_client *c)
+{
+	unsigned int waited = 0;
+
+	for (;;) {
+		int fd = connect_socket(c->path);
+
+		if (fd >= 0 || (fd != -ECONNREFUSED && fd != -ENOENT && fd != -EAGAIN) ||
+		    waited >= c->reconnect_ms)
+			return fd;
+		nanosleep(&(struct timespec){ .tv_nsec = RECONNECT_STEP_MS * 1000000L }, NULL);
+		waited += RECONNECT_STEP_MS;
+	}
+}
+
+static int reconnect_locked(struct pin_client *c)
+{
+	int fd, r;
+
+	if (c->sock >= 0)
+		close(c->sock);
+	c->sock = -1;
+	fd = connect_retry(c);
+	if (fd < 0) {
+		pin_log(PIN_LOG_ERR, "uffdd: reconnecting to %s: %s", c->path, strerror(-fd));
+		return fd;
+	}
+	c->sock = fd;
+	r = say_hello(c);
+	if (r < 0)
+		return r;
+	if (c->uffd < 0)
+		return 0;
+	r = send_handover(c, true);
+	if (r < 0)
+		return r;
+	/* Registrations belong to the userfaultfd and outlived the daemon. */
+	for (size_t i = 0; i < c->nr_regions; i++) {
+		r = send_region_add(c, &c->regions[i], true, false);
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < c->nr_pins; i++) {
+		r = send_pin_report(c, &c->pins[i], false);
+		if (r < 0)
+			return r;
+	}
+	pin_log(PIN_LOG_INFO, "uffdd: reconnected as session %llu: %zu regions, %zu pins",
+		(unsigned long long)c->session, c->nr_regions, c->nr_pins);
+	return 0;
+}
+
+static const char *socket_path(const struct pin_client_opts *opts)
+{
+	const char *env;
+
+	if (opts && opts->socket)
+		return opts->socket;
+	env = secure_getenv("UFFDD_SOCKET");
+	if (env && *env)
+		return env;
+	return PIN_CLIENT_SOCKET_DEFAULT;
+}
+
+PIN_EXPORT int pin_client_connect(const struct pin_client_opts *opts, struct pin_client **ret)
+{
+	struct pin_client *c;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	if (opts) {
+		r = pin_opts_check(opts, opts->sz, sizeof(*opts));
+		if (r < 0)
+			return r;
+		if (opts->flags & ~PIN_CLIENT_RECONNECT)
+			return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	c->sock = -1;
+	c->uffd = -1;
+	c->path = strdup(socket_path(opts));
+	c->name = strdup(opts && opts->name ? opts->name : program_invocation_short_name);
+	if (!c->path || !c->name) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if (opts) {
+		c->flags = opts->flags;
+		c->reconnect_ms = opts->reconnect_ms;
+		c->stale_fn = opts->stale_fn;
+		c->stale_data = opts->stale_data;
+	}
+	if (!c->reconnect_ms)
+		c->reconnect_ms = RECONNECT_MS_DEFAULT;
+
+	c->sock = connect_socket(c->path);
+	if (c->sock < 0) {
+		r = c->sock;
+		pin_log(PIN_LOG_ERR, "uffdd: connect(%s): %s", c->path, strerror(-r));
+		goto fail;
+	}
+	r = say_hello(c);
+	if (r < 0)
+		goto fail;
+	*ret = c;
+	return 0;
+fail:
+	pin_client_free(c);
+	return r;
+}
+
+PIN_EXPORT int pin_client_reconnect(struct pin_client *c)
+{
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	r = reconnect_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* The state a reconnect would hand over, dropped: the session is gone. */
+static void forget_all(struct pin_client *c)
+{
+	for (size_t i = 0; i < c->nr_regions; i++)
+		if (c->regions[i].fd >= 0)
+			close(c->regions[i].fd);
+	free(c->regions);
+	c->regions = NULL;
+	c->nr_regions = 0;
+	free(c->pins);
+	c->pins = NULL;
+	c->nr_pins = 0;
+	if (c->uffd >= 0)
+		close(c->uffd);
+	c->uffd = -1;
+}
+
+PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
+{
+	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	req.body_case = UFFDD__MSG__BODY_GOODBYE;
+	req.goodbye = &bye;
+	pthread_mutex_lock(&c->lock);
+	r = request_once(c, &req, NULL, 0, NULL);
+	if (c->sock >= 0)
+		close(c->sock);
+	c->sock = -1;
+	forget_all(c);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+PIN_EXPORT void pin_client_free(struct pin_client *c)
+{
+	if (!c)
+		return;
+	if (c->sock >= 0)
+		close(c->sock);
+	forget_all(c);
+	pthread_mutex_destroy(&c->lock);
+	free(c->path);
+	free(c->name);
+	free(c);
+}
+
+PIN_EXPORT int pin_client_fd(const struct pin_client *c)
+{
+	return c ? c->sock : -EINVAL;
+}
+
+PIN_EXPORT uint64_t pin_client_session(const struct pin_client *c)
+{
+	return c ? c->session : 0;
+}
+
+PIN_EXPORT int pin_client_process(struct pin_client *c)
+{
+	int n = 0, r = 0;
+
+	if (!c)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	while (c->sock >= 0) {
+		struct pollfd p = { .fd = c->sock, .events = POLLIN };
+		int fds[PIN_PROTO_MAX_FDS];
+		size_t nfds;
+		Uffdd__Msg *m = NULL;
+
+		r = poll(&p, 1, 0);
+		if (r <= 0) {
+			r = r < 0 && errno != EINTR ? -errno : 0;
+			break;
+		}
+		r = pin_proto_recv(c->sock, &m, fds, &nfds);
+		if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT)) {
+			r = reconnect_locked(c);
+			if (r < 0)
+				break;
+			continue;
+		}
+		if (r < 0 && r != -EBADMSG && r != -EBADF && r != -EINVAL && r != -EOVERFLOW)
+			break;
+		r = 0;
+		if (m) {
+			n += dispatch(c, m, nfds, fds);
+			pin_proto_free(m);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r < 0 ? r : n;
+}
+
+PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *u)
+{
+	int r;
+
+	if (!c || !u)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	if (c->uffd >= 0) {
+		r = -EALREADY;
+		goto out;
+	}
+	c->uffd = fcntl(pin_uffd_fd(u), F_DUPFD_CLOEXEC, 3);
+	if (c->uffd < 0) {
+		r = -errno;
+		goto out;
+	}
+	c->features = pin_uffd_features(u);
+	r = send_handover(c, false);
+	if (connection_lost(r) && (c->flags & PIN_CLIENT_RECONNECT))
+		r = reconnect_locked(c); /* which hands it over */
+	if (r < 0) {
+		close(c->uffd);
+		c->uffd = -1;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static int remember_region(struct pin_client *c, const struct client_region *cr)
+{
+	struct client_region *n = reallocarray(c->regions, c->nr_regions + 1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	c->regions = n;
+	c->regions[c->nr_regions++] = *cr;
+	return 0;
+}
+
+PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *r)
+{
+	struct client_region cr;
+	int err;
+
+	if (!c || !r)
+		return -EINVAL;
+	err = pin_opts_check(r, r->sz, sizeof(*r));
+	if (err < 0)
+		return err;
+	err = check_range((uintptr_t)r->addr, r->len);
+	if (err < 0)
+		return err;
+	if (!r->mode || (r->mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) ||
+	    (r->flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)) ||
+	    !page_aligned(r->offset))
+		return -EINVAL;
+	if (r->fd < -1)
+		return -EBADF;
+	cr = (struct client_region){
+		.addr = (uintptr_t)r->addr,
+		.len = r->len,
+		.mode = r->mode,
+		.push = !(r->flags & PIN_CLIENT_REGION_NO_PUSH),
+		.fd = -1,
+		.offset = r->fd >= 0 ? r->offset : 0,
+	};
+	if (r->fd >= 0) {
+		cr.fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
+		if (cr.fd < 0)
+			return -errno;
+	}
+
+	pthread_mutex_lock(&c->lock);
+	err = send_region_add(c, &cr, !(r->flags & PIN_CLIENT_REGION_REGISTER), true);
+	if (err == 0)
+		err = remember_region(c, &cr);
+	pthread_mutex_unlock(&c->lock);
+	if (err < 0 && cr.fd >= 0)
+		close(cr.fd);
+	return err;
+}
+
+/* Cut [a, e) out of the remembered regions, splitting one that spans it. */
+static int forget_region_range(struct pin_client *c, uint64_t a, uint64_t e)
+{
+	for (size_t i = 0; i < c->nr_regions;) {
+		struct client_region *cr = &c->regions[i];
+		uint64_t ce = cr->addr + cr->len;
+
+		if (ce <= a || cr->addr >= e) {
+			i++;
+			continue;
+		}
+		if (cr->addr < a && ce > e) {
+			struct client_region tail = *cr;
+
+			tail.fd = -1;
+			if (cr->fd >= 0) {
+				tail.fd = fcntl(cr->fd, F_DUPFD_CLOEXEC, 3);
+				if (tail.fd < 0)
+					return -errno;
+			}
+			tail.offset += e - cr->addr;
+			tail.addr = e;
+			tail.len = ce - e;
+			cr->len = a - cr->addr;
+			if (remember_region(c, &tail) < 0) {
+				if (tail.fd >= 0)
+					close(tail.fd);
+				return -ENOMEM;
+			}
+			return 0;
+		}
+		if (cr->addr < a) {
+			cr->len = a - cr->addr;
+		} else if (ce > e) {
+			cr->offset += e - cr->addr;
+			cr->len = ce - e;
+			cr->addr = e;
+		} else {
+			if (cr->fd >= 0)
+				close(cr->fd);
+			*cr = c->regions[--c->nr_regions];
+			continue;
+		}
+		i++;
+	}
+	return 0;
+}
+
+static int simple_range_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Range *range,
+				void *addr, size_t len)
+{
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	r = check_range((uintptr_t)addr, len);
+	if (r < 0)
+		return r;
+	range->addr = (uintptr_t)addr;
+	range->len = len;
+	pthread_mutex_lock(&c->lock);
+	r = request(c, req, NULL, 0, NULL);
+	if (r == 0 && req->body_case == UFFDD__MSG__BODY_REGION_REMOVE)
+		r = forget_region_range(c, range->addr, range->addr + range->len);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+PIN_EXPORT int pin_client_region_remove(struct pin_client *c, void *addr, size_t len)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionRemove rr = UFFDD__REGION_REMOVE__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	rr.range = &range;
+	req.body_case = UFFDD__MSG__BODY_REGION_REMOVE;
+	req.region_remove = &rr;
+	return simple_range_request(c, &req, &range, addr, len);
+}
+
+PIN_EXPORT int pin_client_prefetch(struct pin_client *c, void *addr, size_t len)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__Prefetch pf = UFFDD__PREFETCH__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	pf.range = &range;
+	req.body_case = UFFDD__MSG__BODY_PREFETCH;
+	req.prefetch = &pf;
+	return simple_range_request(c, &req, &range, addr, len);
+}
+
+PIN_EXPORT int pin_client_wait_populated(struct pin_client *c, void *addr, size_t len,
+					 unsigned int timeout_ms)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__WaitPopulated w = UFFDD__WAIT_POPULATED__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	w.range = &range;
+	w.has_timeout_ms = timeout_ms != 0;
+	w.timeout_ms = timeout_ms;
+	req.body_case = UFFDD__MSG__BODY_WAIT;
+	req.wait = &w;
+	return simple_range_request(c, &req, &range, addr, len);
+}
+
+PIN_EXPORT int pin_client_dirty_get(struct pin_client *c, void *addr, size_t len,
+				    unsigned int flags, uint8_t *bitmap, size_t bitmap_len)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__DirtyGet dg = UFFDD__DIRTY_GET__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
+	const ProtobufCBinaryData *bits;
+	size_t pages, need;
+	int r, dirty = 0;
+
+	if (!c || !bitmap || (flags & ~PIN_CLIENT_DIRTY_RESET))
+		return -EINVAL;
+	r = check_range((uintptr_t)addr, len);
+	if (r < 0)
+		return r;
+	pages = len / (size_t)sysconf(_SC_PAGESIZE);
+	need = (pages + 7) / 8;
+	if (bitmap_len < need || pages > INT32_MAX)
+		return -EINVAL;
+	range.addr = (uintptr_t)addr;
+	range.len = len;
+	dg.range = &range;
+	dg.has_reset = 1;
+	dg.reset = !!(flags & PIN_CLIENT_DIRTY_RESET);
+	req.body_case = UFFDD__MSG__BODY_DIRTY_GET;
+	req.dirty_get = &dg;
+	pthread_mutex_lock(&c->lock);
+	r = request(c, &req, NULL, 0, &rep);
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return r;
+	bits = &rep->reply->bitmap;
+	if (bits->len > need) {
+		pin_log(PIN_LOG_ERR, "uffdd: DirtyGet [%#llx, %#llx): %zu bitmap bytes for %zu pages",
+			(unsigned long long)range.addr, (unsigned long long)(range.addr + len),
+			bits->len, pages);
+		pin_proto_free(rep);
+		return -EPROTO;
+	}
+	memset(bitmap, 0, need);
+	if (bits->len)
+		memcpy(bitmap, bits->data, bits->len);
+	/* Bits past the last page mean nothing. */
+	if (pages % 8)
+		bitmap[need - 1] &= (uint8_t)((1u << (pages % 8)) - 1);
+	for (size_t i = 0; i < need; i++)
+		dirty += __builtin_popcount(bitmap[i]);
+	pin_proto_free(rep);
+	return dirty;
+}
+
+PIN_EXPORT int pin_client_pin_report(struct pin_client *c, void *addr, size_t len,
+				     uint64_t cookie)
+{
+	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
+	uint64_t a = (uintptr_t)addr, e = a + len;
+	struct client_pin p;
+	struct client_pin *n;
+	int r;
+
+	if (!c || !len || e < a || e + mask < e)
+		return -EINVAL;
+	/* Pins hold whole pages; so does the daemon's bookkeeping. */
+	p = (struct client_pin){ .addr = a & ~mask, .len = ((e + mask) & ~mask) - (a & ~mask),
+				 .cookie = cookie };
+	r = check_range(p.addr, p.len);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	n = reallocarray(c->pins, c->nr_pins + 1, sizeof(*n));
+	if (!n) {
+		r = -ENOMEM;
+		goto out;
+	}
+	c->pins = n;
+	r = send_pin_report(c, &p, true);
+	if (r == 0)
+		c->pins[c->nr_pins++] = p;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+PIN_EXPORT int pin_client_pin_release(struct pin_client *c, uint64_t cookie)
+{
+	Uffdd__PinRelease pr = UFFDD__PIN_RELEASE__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	int r;
+
+	if (!c)
+		return -EINVAL;
+	pr.cookie = cookie;
+	req.body_case = UFFDD__MSG__BODY_PIN_RELEASE;
+	req.pin_release = &pr;
+	pthread_mutex_lock(&c->lock);
+	r = request(c, &req, NULL, 0, NULL);
+	for (size_t i = 0; r == 0 && i < c->nr_pins; i++) {
+		if (c->pins[i].cookie == cookie) {
+			c->pins[i] = c->pins[--c->nr_pins];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s)
+{
+	size_t n;
+
+	memset(d, 0, sizeof(*d));
+	if (!s)
+		return;
+	d->faults = s->faults;
+	d->wp_faults = s->wp_faults;
+	d->pages_copied = s->pages_copied;
+	d->pages_zeroed = s->pages_zeroed;
+	d->bytes_copied = s->bytes_copied;
+	d->pages_pushed = s->pages_pushed;
+	d->eagain = s->eagain;
+	d->eexist = s->eexist;
+	d->pages_total = s->pages_total;
+	d->pages_populated = s->pages_populated;
+	n = s->n_latency_us_log2;
+	/* A daemon with more buckets than we have: fold the rest into the last. */
+	for (size_t i = 0; i < n; i++)
+		d->latency_us_log2[i < PIN_CLIENT_LATENCY_BUCKETS ? i
+								   : PIN_CLIENT_LATENCY_BUCKETS - 1] +=
+			s->latency_us_log2[i];
+}
+
+PIN_EXPORT int pin_client_stats(struct pin_client *c, uint64_t session,
+				struct pin_client_stats *ret)
+{
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
+	int r;
+
+	if (!c || !ret)
+		return -EINVAL;
+	if (session == PIN_CLIENT_SESSION_ALL) {
+		sg.has_all = 1;
+		sg.all = 1;
+	} else {
+		sg.has_session = session != 0;
+		sg.session = session;
+	}
+	req.body_case = UFFDD__MSG__BODY_STATS_GET;
+	req.stats_get = &sg;
+	pthread_mutex_lock(&c->lock);
+	r = request(c, &req, NULL, 0, &rep);
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return r;
+	copy_stats(ret, rep->reply->stats);
+	pin_proto_free(rep);
+	return 0;
+}
+
+static int list_get(struct pin_client *c, Uffdd__ListGet__What what, uint64_t session,
+		    Uffdd__Msg **ret)
+{
+	Uffdd__ListGet lg = UFFDD__LIST_GET__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	int r;
+
+	lg.what = what;
+	lg.has_session = session != 0;
+	lg.session = session;
+	req.body_case = UFFDD__MSG__BODY_LIST_GET;
+	req.list_get = &lg;
+	pthread_mutex_lock(&c->lock);
+	r = request(c, &req, NULL, 0, ret);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+PIN_EXPORT int pin_client_list_clients(struct pin_client *c, struct pin_client_info **ret,
+				       size_t *ret_nr)
+{
+	struct pin_client_info *v;
+	Uffdd__Msg *rep = NULL;
+	Uffdd__Reply *rp;
+	int r;
+
+	if (!c || !ret || !ret_nr)
+		return -EINVAL;
+	r = list_get(c, UFFDD__LIST_GET__WHAT__CLIENTS, 0, &rep);
+	if (r < 0)
+		return r;
+	rp = rep->reply;
+	v = calloc(rp->n_clients ? rp->n_clients : 1, sizeof(*v));
+	if (!v) {
+		pin_proto_free(rep);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < rp->n_clients; i++) {
+		const Uffdd__ClientInfo *ci = rp->clients[i];
+
+		v[i].session = ci->session;
+		v[i].pid = ci->pid;
+		v[i].uid = ci->uid;
+		snprintf(v[i].name, sizeof(v[i].name), "%s", ci->name ? ci->name : "");
+		v[i].regions = ci->regions;
+		v[i].pinned_bytes = ci->pinned_bytes;
+		copy_stats(&v[i].stats, ci->stats);
+	}
+	*ret_nr = rp->n_clients;
+	*ret = v;
+	pin_proto_free(rep);
+	return 0;
+}
+
+PIN_EXPORT int pin_client_list_regions(struct pin_client *c, uint64_t session,
+				       struct pin_client_region_info **ret, size_t *ret_nr)
+{
+	struct pin_client_region_info *v;
+	Uffdd__Msg *rep = NULL;
+	Uffdd__Reply *rp;
+	int r;
+
+	if (!c || !ret || !ret_nr)
+		return -EINVAL;
+	r = list_get(c, UFFDD__LIST_GET__WHAT__REGIONS, session, &rep);
+	if (r < 0)
+		return r;
+	rp = rep->reply;
+	v = calloc(rp->n_regions ? rp->n_regions : 1, sizeof(*v));
+	if (!v) {
+		pin_proto_free(rep);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < rp->n_regions; i++) {
+		const Uffdd__RegionInfo *ri = rp->regions[i];
+
+		v[i].session = ri->session;
+		v[i].addr = ri->range->addr;
+		v[i].len = ri->range->len;
+		v[i].mode = ri->mode;
+		v[i].source = ri->source;
+		v[i].pages_populated = ri->pages_populated;
+		v[i].pages_dirty = ri->pages_dirty;
+	}
+	*ret_nr = rp->n_regions;
+	*ret = v;
+	pin_proto_free(rep);
+	return 0;
+}
+
+PIN_EXPORT int pin_client_list_pins(struct pin_client *c, uint64_t session,
+				    struct pin_client_pin_info **ret, size_t *ret_nr)
+{
+	struct pin_client_pin_info *v;
+	Uffdd__Msg *rep = NULL;
+	Uffdd__Reply *rp;
+	int r;
+
+	if (!c || !ret || !ret_nr)
+		return -EINVAL;
+	r = list_get(c, UFFDD__LIST_GET__WHAT__PINS, session, &rep);
+	if (r < 0)
+		return r;
+	rp = rep->reply;
+	v = calloc(rp->n_pins ? rp->n_pins : 1, sizeof(*v));
+	if (!v) {
+		pin_proto_free(rep);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < rp->n_pins; i++) {
+		v[i].session = rp->pins[i]->session;
+		v[i].addr = rp->pins[i]->range->addr;
+		v[i].len = rp->pins[i]->range->len;
+		v[i].cookie = rp->pins[i]->cookie;
+	}
+	*ret_nr = rp->n_pins;
+	*ret = v;
+	pin_proto_free(rep);
+	return 0;
+}
