@@ -133,6 +133,8 @@ int pin_image_alloc(int pages_fd, struct pin_image **ret);
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
 			 uint32_t flags, const char *name);
 int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, uint32_t flags);
+/* pread(2) until len bytes are in, EINTR retried; -ENODATA at end of file. */
+int pin_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /* CRIU's pagemap flags (criu/include/pagemap.h). */
 #define PIN_CRIU_PE_PARENT  0x1u /* pages are in the parent dump */

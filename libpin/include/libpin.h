@@ -182,6 +182,74 @@ struct pin_uffd_event {
  */
 int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *events, size_t max);
 
+/* ---- checkpoint images ------------------------------------------------- */
+
+/*
+ * A checkpoint image read back as a list of regions (mappings), each cut
+ * into segments that cover it without gaps: pages at an offset of the pages
+ * file (pin_image_pages_fd()), or zero pages.  Both our own format
+ * (uffdd-image(5)) and CRIU's images read into this shape.
+ */
+struct pin_image;
+
+/* pin_image_segment flags */
+#define PIN_IMAGE_SEG_DATA 0x1u /* pages at offset in the pages file; else zero */
+#define PIN_IMAGE_SEG_LAZY 0x2u /* CRIU PE_LAZY: may be served on demand */
+
+struct pin_image_segment {
+	uint64_t addr;
+	uint64_t len;
+	uint64_t offset; /* in the pages file, with PIN_IMAGE_SEG_DATA; else 0 */
+	uint32_t flags;	 /* PIN_IMAGE_SEG_* */
+	uint32_t reserved;
+};
+
+struct pin_image_region {
+	uint64_t addr;
+	uint64_t len;
+	uint32_t prot;	  /* PROT_* */
+	uint32_t flags;	  /* MAP_* */
+	const char *name; /* "[heap]", "[stack]", a path, or "" */
+	size_t nr_segments;
+	const struct pin_image_segment *segments; /* in address order */
+};
+
+/* pin_image_write_opts flags: which private mappings to take besides the
+ * anonymous writable ones.  Both together also take read-only file ones. */
+#define PIN_IMAGE_WRITE_READONLY 0x1u /* mappings without PROT_WRITE */
+#define PIN_IMAGE_WRITE_FILE	 0x2u /* file-backed mappings */
+
+struct pin_image_write_opts {
+	size_t sz;	    /* sizeof(struct pin_image_write_opts) */
+	unsigned int flags; /* PIN_IMAGE_WRITE_* */
+	uint64_t addr;	    /* with len: only this range of the mappings */
+	uint64_t len;	    /* 0: the whole address space */
+};
+
+/*
+ * Write a checkpoint of the memory of process pid (0: the caller) into
+ * directory dir (created when missing).  Returns the number of regions.
+ */
+int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts);
+/* Read a checkpoint that pin_image_write() made. */
+int pin_image_open(const char *dir, struct pin_image **ret);
+/* Read the memory of task pid of a CRIU dump in dir. */
+int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret);
+/* The pids of a CRIU dump's tasks (pstree.img): stores up to max of them
+ * and returns how many there are. */
+int pin_image_criu_pids(const char *dir, int *pids, size_t max);
+/* Close and free; accepts NULL. */
+void pin_image_free(struct pin_image *img);
+
+size_t pin_image_nr_regions(const struct pin_image *img);
+/* Region i, NULL past the end; valid until pin_image_free(). */
+const struct pin_image_region *pin_image_region(const struct pin_image *img, size_t i);
+/* The pages file, open read-only; owned by img. */
+int pin_image_pages_fd(const struct pin_image *img);
+/* Copy the image's bytes at [addr, addr + len) into buf; -EFAULT when a
+ * byte lies outside every region. */
+int pin_image_read(const struct pin_image *img, uint64_t addr, void *buf, size_t len);
+
 /* ---- uffdd client ------------------------------------------------------ */
 
 /*
