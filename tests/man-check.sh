@@ -3,7 +3,8 @@
 # The man pages keep up with the library: man/meson.build lists exactly the
 # pages in man/, every symbol of libpin.sym has a page (its own or a `.so`
 # alias) whose NAME lists it and whose SYNOPSIS shows its prototype as in
-# libpin.h, and every page renders without a groff warning.
+# libpin.h, every page renders without a groff warning, and references to
+# pages of this project lead to pages that exist.
 set -eu
 src=$1
 man=$src/man
@@ -90,6 +91,14 @@ for s in $(grep -oE '^[[:space:]]+pin_[a-z0-9_]+;' "$sym" | tr -d ' \t;'); do
 	elif [ -n "${text[$page]+set}" ] && [[ "${text[$page]}" != *"$proto"* ]]; then
 		fail "man/$page: SYNOPSIS lacks the prototype of $s as in libpin.h"
 	fi
+done
+
+# 5. References to pages of this project point at pages that exist.
+for p in "${real[@]}"; do
+	for ref in $(grep -oE '\b(pin_[a-z0-9_]+|libpin|uffdd[a-z\\-]*|uffdctl) \([0-9]\)' "$man/$p" |
+		     tr -d '\\ ()' | sed -E 's/([0-9])$/.\1/' | sort -u); do
+		[ -f "$man/$ref" ] || fail "man/$p refers to ${ref%.*}(${ref##*.}), which has no page"
+	done
 done
 
 [ "$failed" = 0 ] || exit 1
