@@ -182,6 +182,92 @@ struct pin_uffd_event {
  */
 int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *events, size_t max);
 
+/* ---- pinning ----------------------------------------------------------- */
+
+/*
+ * Pin user memory the way DMA users do (pin_user_pages with FOLL_LONGTERM),
+ * through a backend, behind a registration cache.  A pin_range handle stays
+ * valid until pin_range_put(); the cache never hands out a pin whose range
+ * was unmapped, remapped or discarded (MADV_DONTNEED) since it was pinned,
+ * see pin_ctx_new(3).
+ */
+struct pin_ctx;
+struct pin_range;
+struct io_uring;
+struct ibv_mr;
+
+enum pin_backend {
+	PIN_BACKEND_AUTO = 0,	/* rdma when a device exists, else io_uring */
+	PIN_BACKEND_IO_URING,	/* registered buffers: READ_FIXED/WRITE_FIXED */
+	PIN_BACKEND_RDMA,	/* ibv_reg_mr: lkey/rkey */
+	PIN_BACKEND_MLOCK,	/* mlock(2): resident, but not a FOLL_PIN pin */
+};
+
+/* pin_ctx_opts flags */
+/* No userfaultfd of our own: the caller reports changes with
+ * pin_ctx_invalidate() (the uffdd client does, from stale-pin notices). */
+#define PIN_CTX_NO_MONITOR 0x1u
+
+struct pin_ctx_opts {
+	size_t sz;		  /* sizeof(struct pin_ctx_opts) */
+	int backend;		  /* enum pin_backend */
+	unsigned int flags;	  /* PIN_CTX_* */
+	size_t max_idle;	  /* unused pins kept cached; 0: 256 */
+	size_t max_idle_bytes;	  /* their total size; 0: 1 GiB */
+	unsigned int ring_entries; /* io_uring: queue depth; 0: 64 */
+	unsigned int rdma_access; /* rdma: ibv_access_flags; 0: local write, remote read/write */
+};
+
+/* opts may be NULL.  -ENODEV: PIN_BACKEND_RDMA and no RDMA device. */
+int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret);
+/* Release every pin and free; accepts NULL.  Put every handle first. */
+void pin_ctx_free(struct pin_ctx *ctx);
+/* The backend in use (enum pin_backend, never AUTO) and its name. */
+int pin_ctx_backend(const struct pin_ctx *ctx);
+const char *pin_ctx_backend_name(const struct pin_ctx *ctx);
+/* io_uring backend: the ring holding the registered buffers, and its fd.
+ * NULL / -EOPNOTSUPP with another backend. */
+struct io_uring *pin_ctx_io_uring(struct pin_ctx *ctx);
+int pin_ctx_ring_fd(const struct pin_ctx *ctx);
+/* Drop every cached pin overlapping [addr, addr + len): lookups never return
+ * them again; their pages are released once their last handle is put.
+ * Returns how many pins were dropped. */
+int pin_ctx_invalidate(struct pin_ctx *ctx, const void *addr, size_t len);
+
+struct pin_ctx_stats {
+	size_t sz;		/* sizeof(struct pin_ctx_stats), set by the caller */
+	uint64_t hits;		/* lookups a cached pin served */
+	uint64_t misses;	/* lookups that pinned */
+	uint64_t invalidations;	/* pins dropped as stale */
+	uint64_t evictions;	/* idle pins dropped for the limits or for room */
+	uint64_t events;	/* userfaultfd events the monitor read */
+	uint64_t pinned_bytes;	/* held by the backend now, stale ones included */
+	uint64_t pinned_ranges;
+	uint64_t idle_ranges;	/* cached without a handle */
+	uint64_t idle_bytes;
+	uint64_t unwatched;	/* pins the monitor cannot watch (see pin_ctx_invalidate) */
+};
+
+int pin_ctx_stats(struct pin_ctx *ctx, struct pin_ctx_stats *ret);
+
+/* A pin covering [addr, addr + len): a cached one, or a new one (whole pages). */
+int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len, struct pin_range **ret);
+/* Drop the handle; accepts NULL. */
+void pin_range_put(struct pin_range *r);
+/* The pinned range, page aligned; it may be larger than asked. */
+void *pin_range_addr(const struct pin_range *r);
+size_t pin_range_len(const struct pin_range *r);
+/* 1 when the range changed under the pin since pin_range_get(), else 0. */
+int pin_range_stale(const struct pin_range *r);
+/* io_uring: how many registered buffers the range takes (one per GiB). */
+int pin_range_buf_count(const struct pin_range *r);
+/* io_uring: the buffer index for READ_FIXED/WRITE_FIXED of [addr, addr + len);
+ * -ERANGE when that is not inside one buffer. */
+int pin_range_buf_index(const struct pin_range *r, const void *addr, size_t len);
+/* rdma: the memory region's keys, and the region itself. */
+int pin_range_rdma_keys(const struct pin_range *r, uint32_t *ret_lkey, uint32_t *ret_rkey);
+struct ibv_mr *pin_range_ibv_mr(const struct pin_range *r);
+
 /* ---- checkpoint images ------------------------------------------------- */
 
 /*

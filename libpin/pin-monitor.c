@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The stale-pin monitor: a userfaultfd of our own, registered on every pinned
+ * range, and a thread that reads its REMOVE, UNMAP and REMAP events.  When
+ * the process discards (MADV_DONTNEED), unmaps or moves pinned memory, the
+ * kernel keeps the old pages pinned while the process sees new ones; the
+ * event tells us to drop the cache entry.
+ *
+ * Registration mode: MISSING would take over the faults of unpopulated
+ * pages and MINOR is refused on anonymous memory.  WP registration with
+ * nothing write-protected takes over no fault at all: the kernel only
+ * reports a WP fault on a PTE that carries the uffd-wp bit, and nobody sets
+ * one (UFFDIO_WRITEPROTECT is never called).  WP_ASYNC, when offered, also
+ * lets WP-only registration cover file mappings, and would resolve in the
+ * kernel any WP fault that still happened.  tests/test-pin.c checks that
+ * touching registered memory raises no event.
+ *
+ * Never UFFD_USER_MODE_ONLY: GUP through io_uring must fault normally.
+ *
+ * The kernel blocks the caller of munmap/madvise/mremap until the event is
+ * read, so this thread never waits for the context lock: it queues what it
+ * reads and applies the queue when the lock is free, and every lookup
+ * applies the queue first (pin_monitor_sync).  `busy` covers the window
+ * between read() taking an event, which lets munmap return, and the event
+ * sitting in the queue.
+ */
+#include <poll.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+
+#include "pin-internal.h"
+
+#define QUEUE_LEN 256
+
+struct change {
+	uint32_t type; /* enum pin_uffd_event_type */
+	uintptr_t start, end;
+	uintptr_t to; /* REMAP: where [start, end) went */
+};
+
+struct pin_monitor {
+	struct pin_ctx *ctx;
+	struct pin_uffd *uffd;
+	int stop_fd;
+	pthread_t thread;
+	pthread_mutex_t qlock; /* never held across a syscall */
+	struct change queue[QUEUE_LEN];
+	unsigned int qlen;
+	bool overflow; /* events were lost to a full queue: drop every pin */
+	atomic_bool pending;
+	atomic_int busy;
+	atomic_uint_fast64_t events;
+	atomic_uint_fast64_t faults;
+};
+
+static void enqueue(struct pin_monitor *m, const struct pin_uffd_event *ev)
+{
+	struct change c = { .type = ev->type };
+
+	switch (ev->type) {
+	case PIN_UFFD_EVENT_REMOVE:
+	case PIN_UFFD_EVENT_UNMAP:
+		c.start = ev->arg.remove.start;
+		c.end = ev->arg.remove.end;
+		break;
+	case PIN_UFFD_EVENT_REMAP:
+		c.start = ev->arg.remap.from;
+		c.end = ev->arg.remap.from + ev->arg.remap.len;
+		c.to = ev->arg.remap.to;
+		break;
+	default:
+		return;
+	}
+	pthread_mutex_lock(&m->qlock);
+	if (m->qlen < QUEUE_LEN)
+		m->queue[m->qlen++] = c;
+	else
+		m->overflow = true;
+	atomic_store(&m->pending, true);
+	pthread_mutex_unlock(&m->qlock);
+}
+
+/*
+ * A page fault means a registration took one over, which the WP mode must
+ * not do.  Let the thread go on rather than hang it: clear the page's WP bit
+ * and wake it.
+ */
+static void release_fault(struct pin_monitor *m, const struct pin_uffd_event *ev)
+{
+	uintptr_t page = ev->arg.pagefault.address & ~(m->ctx->page - 1);
+
+	atomic_fetch_add(&m->faults, 1);
+	pin_log(PIN_LOG_ERR, "pin monitor: unexpected page fault at %#llx (flags %#x)",
+		(unsigned long long)ev->arg.pagefault.address, ev->arg.pagefault.flags);
+	if (pin_uffd_writeprotect(m->uffd, (void *)page, m->ctx->page, 0) < 0)
+		pin_uffd_wake(m->uffd, (void *)page, m->ctx->page);
+}
+
+static void read_events(struct pin_monitor *m)
+{
+	struct pin_uffd_event evs[64];
+
+	atomic_store(&m->busy, 1);
+	int n = pin_uffd_read_events(m->uffd, evs, PIN_ARRAY_SIZE(evs));
+	for (int i = 0; i < n; i++) {
+		if (evs[i].type == PIN_UFFD_EVENT_PAGEFAULT)
+			release_fault(m, &evs[i]);
+		else
+			enqueue(m, &evs[i]);
+	}
+	atomic_store(&m->busy, 0);
+	if (n > 0)
+		atomic_fetch_add(&m->events, (uint_fast64_t)n);
+}
+
+static void *monitor_main(void *arg)
+{
+	struct pin_monitor *m = arg;
+	struct pollfd fds[2] = {
+		{ .fd = pin_uffd_fd(m->uffd), .events = POLLIN },
+		{ .fd = m->stop_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		/* While events wait for the lock, retry it every millisecond. */
+		int timeout = atomic_load(&m->pending) ? 1 : -1;
+		int r = poll(fds, 2, timeout);
+		if (r < 0 && errno != EINTR) {
+			pin_log(PIN_LOG_ERR, "pin monitor: poll: %s", strerror(errno));
+			break;
+		}
+		if (fds[1].revents)
+			break;
+		if (fds[0].revents & POLLIN)
+			read_events(m);
+		if (atomic_load(&m->pending) && pthread_mutex_trylock(&m->ctx->lock) == 0) {
+			pin_monitor_sync(m, true);
+			pthread_mutex_unlock(&m->ctx->lock);
+		}
+	}
+	return NULL;
+}
+
+int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
+{
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC | PIN_UFFD_NONBLOCK,
+		.features = PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |
+			    PIN_UFFD_FEATURE_EVENT_UNMAP,
+		.optional = PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+	};
+	struct pin_monitor *m = calloc(1, sizeof(*m));
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	m->ctx = ctx;
+	m->stop_fd = -1;
+	pthread_mutex_init(&m->qlock, NULL);
+	r = pin_uffd_new(&uo, &m->uffd);
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "pin monitor: no userfaultfd (%s); without one, use "
+				     "PIN_CTX_NO_MONITOR and pin_ctx_invalidate()",
+			strerror(-r));
+		goto fail;
+	}
+	m->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (m->stop_fd < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "pin monitor: eventfd: %s", strerror(-r));
+		goto fail;
+	}
+	r = -pthread_create(&m->thread, NULL, monitor_main, m);
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "pin monitor: pthread_create: %s", strerror(-r));
+		goto fail;
+	}
+	*ret = m;
+	return 0;
+fail:
+	if (m->stop_fd >= 0)
+		close(m->stop_fd);
+	pin_uffd_free(m->uffd);
+	pthread_mutex_destroy(&m->qlock);
+	free(m);
+	return r;
+}
+
+void pin_monitor_free(struct pin_monitor *m)
+{
+	uint64_t one = 1;
+
+	if (!m)
+		return;
+	if (write(m->stop_fd, &one, sizeof(one)) != sizeof(one))
+		pin_log(PIN_LOG_ERR, "pin monitor: eventfd write: %s", strerror(errno));
+	pthread_join(m->thread, NULL);
+	close(m->stop_fd);
+	pin_uffd_free(m->uffd);
+	pthread_mutex_destroy(&m->qlock);
+	free(m);
+}
+
+int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = end - start },
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	/* Through pin_ioctl, not pin_uffd_register(): a refusal is expected
+	 * here and gets its own message. */
+	int r = pin_ioctl(pin_uffd_fd(m->uffd), UFFDIO_REGISTER, &reg);
+
+	if (r == -EBUSY)
+		pin_log(PIN_LOG_WARN,
+			"pin [%#lx, +%#lx): another userfaultfd (uffdd or the application's) "
+			"owns the range, so changes to it are not seen here: call "
+			"pin_ctx_invalidate() when it is unmapped, remapped or discarded",
+			(unsigned long)start, (unsigned long)(end - start));
+	else if (r < 0)
+		pin_log(PIN_LOG_WARN,
+			"pin [%#lx, +%#lx): UFFDIO_REGISTER (WP): %s, so changes to it are not "
+			"seen here: call pin_ctx_invalidate() when it is unmapped, remapped or "
+			"discarded",
+			(unsigned long)start, (unsigned long)(end - start), strerror(-r));
+	return r;
+}
+
+void pin_monitor_unwatch(struct pin_monitor *m, uintptr_t start, uintptr_t end)
+{
+	struct uffdio_range range = { .start = start, .len = end - start };
+	/* Parts unmapped meanwhile lost their registration with their VMA. */
+	int r = pin_ioctl(pin_uffd_fd(m->uffd), UFFDIO_UNREGISTER, &range);
+
+	if (r < 0)
+		pin_log(PIN_LOG_DEBUG, "pin monitor: UFFDIO_UNREGISTER [%#lx, +%#lx): %s",
+			(unsigned long)start, (unsigned long)(end - start), strerror(-r));
+}
+
+void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
+{
+	struct change q[QUEUE_LEN];
+	unsigned int n;
+	bool overflow;
+
+	/* A read in progress may hold an event whose munmap already returned. */
+	while (!on_monitor && atomic_load(&m->busy))
+		sched_yield();
+	if (!atomic_load(&m->pending))
+		return;
+	pthread_mutex_lock(&m->qlock);
+	n = m->qlen;
+	memcpy(q, m->queue, n * sizeof(q[0]));
+	overflow = m->overflow;
+	m->qlen = 0;
+	m->overflow = false;
+	atomic_store(&m->pending, false);
+	pthread_mutex_unlock(&m->qlock);
+
+	if (overflow) {
+		pin_log(PIN_LOG_WARN, "pin monitor: event queue overflowed, dropping every pin");
+		pin_ctx_invalidate_locked(m->ctx, 0, UINTPTR_MAX, on_monitor);
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		pin_ctx_invalidate_locked(m->ctx, q[i].start, q[i].end, on_monitor);
+		/* The registration moved along with the mapping: drop it there. */
+		if (q[i].type == PIN_UFFD_EVENT_REMAP)
+			pin_ctx_unwatch_uncovered(m->ctx, q[i].to, q[i].to + (q[i].end - q[i].start));
+	}
+}
+
+uint64_t pin_monitor_events(const struct pin_monitor *m)
+{
+	return atomic_load(&((struct pin_monitor *)m)->events);
+}
+
+uint64_t pin_monitor_faults(const struct pin_monitor *m)
+{
+	return atomic_load(&((struct pin_monitor *)m)->faults);
+}

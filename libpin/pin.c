@@ -1,0 +1,497 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pin contexts and the registration cache: lookups by range, refcounted
+ * handles, idle pins in LRU order under count and byte limits, and
+ * invalidation, so that a lookup never returns a pin whose pages the process
+ * no longer sees.
+ */
+#include <linux/capability.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+#include "pin-internal.h"
+
+#define DEFAULT_MAX_IDLE       256
+#define DEFAULT_MAX_IDLE_BYTES (1ul << 30)
+#define DEFAULT_RING_ENTRIES   64
+/* A lookup that keeps finding its new pin invalidated while it pins gives up. */
+#define STALE_RETRIES 3
+
+static bool has_ipc_lock(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = { 0 };
+
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
+}
+
+void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
+		       int err)
+{
+	size_t len = r->end - r->start;
+	struct rlimit rl;
+
+	if ((err != -ENOMEM && err != -EPERM && err != -EAGAIN) || has_ipc_lock() ||
+	    getrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
+		pin_log(PIN_LOG_ERR, "%s [%#lx, +%#zx): %s", call, (unsigned long)r->start, len,
+			strerror(-err));
+		return;
+	}
+	pin_log(PIN_LOG_ERR,
+		"%s [%#lx, +%#zx): %s: RLIMIT_MEMLOCK is %llu bytes, this context pins %zu "
+		"bytes and asked for %zu more; raise RLIMIT_MEMLOCK (ulimit -l, "
+		"LimitMEMLOCK=) or grant CAP_IPC_LOCK",
+		call, (unsigned long)r->start, len, strerror(-err),
+		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
+}
+
+static const struct pin_backend_ops *backend_of(int backend)
+{
+	switch (backend) {
+	case PIN_BACKEND_IO_URING:
+		return &pin_backend_iouring;
+	case PIN_BACKEND_MLOCK:
+		return &pin_backend_mlock;
+#ifdef HAVE_RDMA
+	case PIN_BACKEND_RDMA:
+		return &pin_backend_rdma;
+#endif
+	}
+	return NULL;
+}
+
+static int open_backend(struct pin_ctx *ctx, int backend)
+{
+	if (backend == PIN_BACKEND_AUTO) {
+		ctx->autoselect = true;
+#ifdef HAVE_RDMA
+		ctx->be = &pin_backend_rdma;
+		ctx->backend = PIN_BACKEND_RDMA;
+		int r = ctx->be->open(ctx);
+		if (r != -ENODEV)
+			return r;
+#endif
+		backend = PIN_BACKEND_IO_URING;
+	}
+	ctx->be = backend_of(backend);
+	if (!ctx->be) {
+		pin_log(PIN_LOG_ERR, "pin backend %d is not built in (meson -Drdma)", backend);
+		return -EOPNOTSUPP;
+	}
+	ctx->backend = backend;
+	return ctx->be->open(ctx);
+}
+
+PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o) };
+	struct pin_ctx *ctx;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	if (opts) {
+		r = pin_opts_check(opts, opts->sz, sizeof(o));
+		if (r < 0)
+			return r;
+		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
+	}
+	if (o.backend < PIN_BACKEND_AUTO || o.backend > PIN_BACKEND_MLOCK ||
+	    (o.flags & ~PIN_CTX_NO_MONITOR))
+		return -EINVAL;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	pthread_mutex_init(&ctx->lock, NULL);
+	pin_imap_init(&ctx->map);
+	ctx->page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	ctx->flags = o.flags;
+	ctx->max_idle = o.max_idle ? o.max_idle : DEFAULT_MAX_IDLE;
+	ctx->max_idle_bytes = o.max_idle_bytes ? o.max_idle_bytes : DEFAULT_MAX_IDLE_BYTES;
+	ctx->ring_entries = o.ring_entries ? o.ring_entries : DEFAULT_RING_ENTRIES;
+	ctx->rdma_access = o.rdma_access;
+	r = open_backend(ctx, o.backend);
+	if (r < 0) {
+		ctx->be = NULL;
+		pin_ctx_free(ctx);
+		return r;
+	}
+	if (!(o.flags & PIN_CTX_NO_MONITOR)) {
+		r = pin_monitor_new(ctx, &ctx->mon);
+		if (r < 0) {
+			pin_ctx_free(ctx);
+			return r;
+		}
+	}
+	pin_log(PIN_LOG_DEBUG, "pin context: %s backend%s", ctx->be->name,
+		ctx->mon ? ", monitored by userfaultfd" : "");
+	*ret = ctx;
+	return 0;
+}
+
+static void lru_unlink(struct pin_ctx *ctx, struct pin_range *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		ctx->lru_head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		ctx->lru_tail = r->prev;
+	r->prev = r->next = NULL;
+	ctx->idle_count--;
+	ctx->idle_bytes -= r->end - r->start;
+}
+
+static void lru_append(struct pin_ctx *ctx, struct pin_range *r)
+{
+	r->next = NULL;
+	r->prev = ctx->lru_tail;
+	if (ctx->lru_tail)
+		ctx->lru_tail->next = r;
+	else
+		ctx->lru_head = r;
+	ctx->lru_tail = r;
+	ctx->idle_count++;
+	ctx->idle_bytes += r->end - r->start;
+}
+
+static void unwatch_gap(uintptr_t start, uintptr_t end, void *arg)
+{
+	pin_monitor_unwatch(arg, start, end);
+}
+
+void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	if (ctx->mon)
+		pin_imap_gaps(&ctx->map, start, end, unwatch_gap, ctx->mon);
+}
+
+static void unpin(struct pin_ctx *ctx, struct pin_range *r)
+{
+	if (!r->pinned)
+		return;
+	ctx->be->unpin(ctx, r);
+	r->pinned = false;
+	ctx->pinned_bytes -= r->end - r->start;
+	ctx->pinned_ranges--;
+}
+
+/*
+ * Release an entry already out of the map and the LRU.  The monitor thread
+ * never frees (see unpin_on_monitor): it leaves the entry on the dead list.
+ */
+static void retire(struct pin_ctx *ctx, struct pin_range *r, bool on_monitor)
+{
+	if (r->watched) {
+		pin_ctx_unwatch_uncovered(ctx, r->start, r->end);
+		r->watched = false;
+	} else if (ctx->mon) {
+		ctx->unwatched--;
+	}
+	if (!on_monitor || ctx->be->unpin_on_monitor)
+		unpin(ctx, r);
+	if (on_monitor) {
+		r->next = ctx->dead;
+		ctx->dead = r;
+		return;
+	}
+	free(r);
+}
+
+static void reap_dead(struct pin_ctx *ctx)
+{
+	while (ctx->dead) {
+		struct pin_range *r = ctx->dead;
+		ctx->dead = r->next;
+		unpin(ctx, r);
+		free(r);
+	}
+}
+
+unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+				       bool on_monitor)
+{
+	struct pin_range *r;
+	unsigned int n = 0;
+
+	while ((r = pin_imap_take_overlap(&ctx->map, start, end))) {
+		atomic_store(&r->stale, true);
+		ctx->invalidations++;
+		n++;
+		if (r->refs == 0) {
+			lru_unlink(ctx, r);
+			retire(ctx, r, on_monitor);
+		}
+	}
+	return n;
+}
+
+/* Every lookup starts here: events the monitor read must be applied first. */
+static void lock_synced(struct pin_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->mon)
+		pin_monitor_sync(ctx->mon, false);
+	reap_dead(ctx);
+}
+
+static bool evict_oldest(struct pin_ctx *ctx)
+{
+	struct pin_range *r = ctx->lru_head;
+
+	if (!r)
+		return false;
+	lru_unlink(ctx, r);
+	pin_imap_remove(&ctx->map, r->start, r);
+	ctx->evictions++;
+	retire(ctx, r, false);
+	return true;
+}
+
+static void trim_idle(struct pin_ctx *ctx)
+{
+	while (ctx->idle_count > ctx->max_idle || ctx->idle_bytes > ctx->max_idle_bytes)
+		evict_oldest(ctx);
+}
+
+static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pin_range **ret)
+{
+	unsigned int nbufs = ctx->be->nbufs(end - start);
+	struct pin_range *r = calloc(1, sizeof(*r) + nbufs * sizeof(r->bufs[0]));
+	int err;
+
+	if (!r)
+		return -ENOMEM;
+	r->ctx = ctx;
+	r->start = start;
+	r->end = end;
+	r->nbufs = nbufs;
+	r->refs = 1;
+	err = pin_imap_reserve(&ctx->map, 1);
+	if (err < 0) {
+		free(r);
+		return err;
+	}
+	/* Watch before pinning: a change while the pages are pinned is then
+	 * reported, and the sync below applies it to this entry. */
+	if (ctx->mon)
+		r->watched = pin_monitor_watch(ctx->mon, start, end) == 0;
+	/* Out of slots or of locked memory: idle pins make room. */
+	do
+		err = ctx->be->pin(ctx, r);
+	while ((err == -ENOSPC || err == -ENOMEM) && evict_oldest(ctx));
+	if (err < 0) {
+		if (r->watched)
+			pin_ctx_unwatch_uncovered(ctx, start, end);
+		free(r);
+		return err;
+	}
+	r->pinned = true;
+	ctx->pinned_bytes += end - start;
+	ctx->pinned_ranges++;
+	if (ctx->mon && !r->watched)
+		ctx->unwatched++;
+	pin_imap_insert(&ctx->map, start, end, r);
+	if (ctx->mon)
+		pin_monitor_sync(ctx->mon, false);
+	*ret = r;
+	return 0;
+}
+
+PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
+			     struct pin_range **ret)
+{
+	uintptr_t a = (uintptr_t)addr, start, end;
+	struct pin_range *r;
+	int err = 0;
+
+	if (!ctx || !ret || !len)
+		return -EINVAL;
+	if (a + len < a || a + len > UINTPTR_MAX - ctx->page)
+		return -EOVERFLOW;
+	start = a & ~(ctx->page - 1);
+	end = (a + len + ctx->page - 1) & ~(ctx->page - 1);
+
+	lock_synced(ctx);
+	r = pin_imap_find_covering(&ctx->map, start, end);
+	if (r) {
+		if (r->refs++ == 0)
+			lru_unlink(ctx, r);
+		ctx->hits++;
+		pthread_mutex_unlock(&ctx->lock);
+		*ret = r;
+		return 0;
+	}
+	ctx->misses++;
+	for (int i = 0; i < STALE_RETRIES; i++) {
+		err = create(ctx, start, end, &r);
+		if (err < 0 || !atomic_load(&r->stale))
+			break;
+		/* The range changed while we pinned it: pin what is there now. */
+		r->refs = 0;
+		retire(ctx, r, false);
+		err = -EAGAIN;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (err == 0)
+		*ret = r;
+	return err;
+}
+
+PIN_EXPORT void pin_range_put(struct pin_range *r)
+{
+	if (!r)
+		return;
+	struct pin_ctx *ctx = r->ctx;
+
+	lock_synced(ctx);
+	if (--r->refs == 0) {
+		if (atomic_load(&r->stale)) {
+			retire(ctx, r, false);
+		} else {
+			lru_append(ctx, r);
+			trim_idle(ctx);
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+PIN_EXPORT int pin_ctx_invalidate(struct pin_ctx *ctx, const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!ctx || a + len < a)
+		return -EINVAL;
+	lock_synced(ctx);
+	unsigned int n = pin_ctx_invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false);
+	pthread_mutex_unlock(&ctx->lock);
+	return (int)n;
+}
+
+PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	if (ctx->be) {
+		pthread_mutex_lock(&ctx->lock);
+		if (ctx->mon)
+			pin_monitor_sync(ctx->mon, false);
+		reap_dead(ctx);
+		while (evict_oldest(ctx))
+			;
+		/* Handles the caller still holds lose their pins here. */
+		struct pin_range *r;
+		while ((r = pin_imap_take_overlap(&ctx->map, 0, UINTPTR_MAX))) {
+			atomic_store(&r->stale, true);
+			retire(ctx, r, false);
+		}
+		pthread_mutex_unlock(&ctx->lock);
+	}
+	/* Stops the thread and closes the userfaultfd, which unregisters the rest. */
+	pin_monitor_free(ctx->mon);
+	if (ctx->be)
+		ctx->be->close(ctx);
+	pin_imap_fini(&ctx->map);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+}
+
+PIN_EXPORT int pin_ctx_stats(struct pin_ctx *ctx, struct pin_ctx_stats *ret)
+{
+	struct pin_ctx_stats s = { .sz = sizeof(s) };
+
+	/* Callers built against an older struct get its prefix. */
+	if (!ctx || !ret || ret->sz < sizeof(ret->sz))
+		return -EINVAL;
+	lock_synced(ctx);
+	s.hits = ctx->hits;
+	s.misses = ctx->misses;
+	s.invalidations = ctx->invalidations;
+	s.evictions = ctx->evictions;
+	s.events = ctx->mon ? pin_monitor_events(ctx->mon) : 0;
+	s.pinned_bytes = ctx->pinned_bytes;
+	s.pinned_ranges = ctx->pinned_ranges;
+	s.idle_ranges = ctx->idle_count;
+	s.idle_bytes = ctx->idle_bytes;
+	s.unwatched = ctx->unwatched;
+	pthread_mutex_unlock(&ctx->lock);
+	size_t sz = ret->sz < sizeof(s) ? ret->sz : sizeof(s);
+	memcpy(ret, &s, sz);
+	ret->sz = sz;
+	return 0;
+}
+
+PIN_EXPORT int pin_ctx_backend(const struct pin_ctx *ctx)
+{
+	return ctx ? ctx->backend : -EINVAL;
+}
+
+PIN_EXPORT const char *pin_ctx_backend_name(const struct pin_ctx *ctx)
+{
+	return ctx ? ctx->be->name : NULL;
+}
+
+PIN_EXPORT void *pin_range_addr(const struct pin_range *r)
+{
+	return r ? (void *)r->start : NULL;
+}
+
+PIN_EXPORT size_t pin_range_len(const struct pin_range *r)
+{
+	return r ? r->end - r->start : 0;
+}
+
+PIN_EXPORT int pin_range_stale(const struct pin_range *r)
+{
+	if (!r)
+		return -EINVAL;
+	return atomic_load(&((struct pin_range *)r)->stale) ? 1 : 0;
+}
+
+PIN_EXPORT int pin_range_buf_count(const struct pin_range *r)
+{
+	if (!r)
+		return -EINVAL;
+	return r->ctx->backend == PIN_BACKEND_IO_URING ? (int)r->nbufs : -EOPNOTSUPP;
+}
+
+PIN_EXPORT int pin_range_buf_index(const struct pin_range *r, const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!r)
+		return -EINVAL;
+	if (r->ctx->backend != PIN_BACKEND_IO_URING)
+		return -EOPNOTSUPP;
+	if (a < r->start || a >= r->end || len > r->end - a)
+		return -ERANGE;
+	size_t i = (a - r->start) / PIN_IOURING_BUF_MAX;
+	if (a + len > r->start + (i + 1) * PIN_IOURING_BUF_MAX)
+		return -ERANGE;
+	return (int)r->bufs[i];
+}
+
+PIN_EXPORT int pin_range_rdma_keys(const struct pin_range *r, uint32_t *ret_lkey,
+				   uint32_t *ret_rkey)
+{
+	if (!r)
+		return -EINVAL;
+	if (r->ctx->backend != PIN_BACKEND_RDMA)
+		return -EOPNOTSUPP;
+	if (ret_lkey)
+		*ret_lkey = r->lkey;
+	if (ret_rkey)
+		*ret_rkey = r->rkey;
+	return 0;
+}
+
+PIN_EXPORT struct ibv_mr *pin_range_ibv_mr(const struct pin_range *r)
+{
+	return r ? r->mr : NULL;
+}

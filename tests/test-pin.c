@@ -1,0 +1,703 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite pin: real pins, checked against the kernel's own counters, and the
+ * registration cache's promise that it never returns a stale pin.
+ */
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pin-internal.h"
+#include "test-common.h"
+
+#define MiB (1ul << 20)
+#define GiB (1ul << 30)
+
+static size_t page;
+static char last_log[1024];
+
+static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
+{
+	if (level <= PIN_LOG_WARN)
+		snprintf(last_log, sizeof(last_log), "%s", msg);
+}
+
+static void setup(void)
+{
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	last_log[0] = 0;
+	pin_log_set(capture_log, NULL);
+}
+
+/* Anonymous memory in small pages only: a THP folio would make the kernel's
+ * pin counters move per folio instead of per page. */
+static char *map_small(void *hint, size_t len)
+{
+	char *p = mmap(hint, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | (hint ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	memset(p, 0x5a, len);
+	return p;
+}
+
+static struct pin_ctx *ctx_new(int backend, unsigned int flags)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = backend, .flags = flags };
+	struct pin_ctx *ctx = NULL;
+
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	return ctx;
+}
+
+static struct pin_ctx_stats stats_of(struct pin_ctx *ctx)
+{
+	struct pin_ctx_stats s = { .sz = sizeof(s) };
+
+	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
+	return s;
+}
+
+/* nr_foll_pin_acquired/released after folding the per-CPU deltas in. */
+static void foll_pins(uint64_t *acquired, uint64_t *released)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+	char line[128];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "1", 1), 1);
+	close(fd);
+	FILE *f = fopen("/proc/vmstat", "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "nr_foll_pin_acquired %lu", acquired);
+		sscanf(line, "nr_foll_pin_released %lu", released);
+	}
+	fclose(f);
+}
+
+/* A field of /proc/self/status in kB. */
+static long status_kb(const char *field)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb;
+}
+
+/* A memfd of len bytes whose 64-bit word at offset o is test_pattern(o, seed). */
+static int pattern_file(size_t len, uint64_t seed)
+{
+	int fd = memfd_create("pattern", MFD_CLOEXEC);
+	uint64_t *buf = malloc(len);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ptr_nonnull(buf);
+	for (size_t i = 0; i < len / 8; i++)
+		buf[i] = test_pattern(i * 8, seed);
+	ck_assert_int_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
+	free(buf);
+	return fd;
+}
+
+static void assert_pattern(const void *p, size_t len, uint64_t seed)
+{
+	const uint64_t *w = p;
+
+	for (size_t i = 0; i < len / 8; i++)
+		ck_assert_uint_eq(w[i], test_pattern(i * 8, seed));
+}
+
+/* One READ_FIXED or WRITE_FIXED through the context's ring; returns cqe->res. */
+static int io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len, int index)
+{
+	struct io_uring *ring = pin_ctx_io_uring(ctx);
+	struct io_uring_cqe *cqe;
+
+	ck_assert_ptr_nonnull(ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	ck_assert_ptr_nonnull(sqe);
+	if (write)
+		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
+	else
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
+	ck_assert_int_eq(io_uring_submit(ring), 1);
+	ck_assert_int_eq(io_uring_wait_cqe(ring, &cqe), 0);
+	int res = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return res;
+}
+
+/* Read the pattern file into [p, p + len) through the pin's buffer. */
+static void read_into(struct pin_ctx *ctx, struct pin_range *r, char *p, size_t len, int fd)
+{
+	int index = pin_range_buf_index(r, p, len);
+
+	ck_assert_int_ge(index, 0);
+	ck_assert_int_eq(io_fixed(ctx, false, fd, p, len, index), (int)len);
+}
+
+START_TEST(counters_exact)
+{
+	const size_t len = 16 * MiB, pages = len / page;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = map_small(NULL, len);
+	uint64_t a0, r0, a1, r1, a2, r2;
+	struct pin_range *r;
+	bool exact = false;
+
+	/* The counters are system-wide and other processes may pin meanwhile:
+	 * retry until one round sees only our pins. */
+	for (int round = 0; round < 20 && !exact; round++) {
+		long pin0 = status_kb("VmPin");
+		foll_pins(&a0, &r0);
+		ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+		foll_pins(&a1, &r1);
+		ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+		pin_range_put(r);
+		/* Cached: still pinned until it is dropped. */
+		ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+		foll_pins(&a2, &r2);
+		ck_assert_int_eq(status_kb("VmPin"), pin0);
+		exact = a1 - a0 == pages && r1 - r0 == 0 && a2 - a1 == 0 && r2 - r1 == pages;
+	}
+	ck_assert_msg(exact, "pin: +%lu acquired +%lu released; unpin: +%lu +%lu; want %zu", a1 - a0,
+		      r1 - r0, a2 - a1, r2 - r1, pages);
+	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(cache_hits_and_limits)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING, .max_idle = 2 };
+	struct pin_range *r[4];
+	struct pin_ctx *ctx;
+	char *p = map_small(NULL, 5 * MiB);
+
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	ck_assert_str_eq(pin_ctx_backend_name(ctx), "io_uring");
+	ck_assert_int_eq(pin_ctx_backend(ctx), PIN_BACKEND_IO_URING);
+	ck_assert_int_eq(pin_range_get(ctx, p + 10, MiB, &r[0]), 0);
+	ck_assert_ptr_eq(pin_range_addr(r[0]), p);
+	ck_assert_uint_eq(pin_range_len(r[0]), MiB + page);
+	/* Inside the first pin: the same handle, one more reference. */
+	ck_assert_int_eq(pin_range_get(ctx, p + page, 100, &r[1]), 0);
+	ck_assert_ptr_eq(r[1], r[0]);
+	pin_range_put(r[1]);
+	pin_range_put(r[0]);
+	ck_assert_int_eq(pin_range_get(ctx, p + MiB, page, &r[0]), 0);
+	ck_assert_int_eq(pin_range_stale(r[0]), 0);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.hits, 2);
+	ck_assert_uint_eq(s.misses, 1);
+	ck_assert_uint_eq(s.idle_ranges, 0);
+	pin_range_put(r[0]);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(pin_range_get(ctx, p + (size_t)(i + 2) * MiB, page, &r[i]), 0);
+	for (int i = 0; i < 3; i++)
+		pin_range_put(r[i]);
+	s = stats_of(ctx);
+	ck_assert_uint_eq(s.misses, 4);
+	ck_assert_uint_eq(s.evictions, 2);
+	ck_assert_uint_eq(s.idle_ranges, 2);
+	ck_assert_uint_eq(s.idle_bytes, 2 * page);
+	ck_assert_uint_eq(s.pinned_bytes, 2 * page);
+	ck_assert_uint_eq(s.pinned_ranges, 2);
+	ck_assert_uint_eq(s.unwatched, 0);
+	/* Bad arguments. */
+	ck_assert_int_eq(pin_range_get(ctx, p, 0, &r[0]), -EINVAL);
+	ck_assert_int_eq(pin_range_get(ctx, (void *)(UINTPTR_MAX - 10), 100, &r[0]), -EOVERFLOW);
+	ck_assert_int_eq(pin_range_rdma_keys(r[2], NULL, NULL), -EOPNOTSUPP);
+	struct {
+		struct pin_ctx_opts o;
+		uint64_t future;
+	} big = { .o = { .sz = sizeof(big) }, .future = 1 };
+	ck_assert_int_eq(pin_ctx_new(&big.o, &ctx), -E2BIG);
+	o.backend = PIN_BACKEND_MLOCK + 1;
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), -EINVAL);
+	pin_ctx_free(ctx);
+	munmap(p, 5 * MiB);
+}
+END_TEST
+
+START_TEST(split_past_1g)
+{
+	const size_t len = GiB + 2 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = map_small(NULL, len);
+	int fd = pattern_file(64 * 1024, 7);
+	struct pin_range *r;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	ck_assert_int_eq(pin_range_buf_count(r), 2);
+	int first = pin_range_buf_index(r, p, GiB);
+	int second = pin_range_buf_index(r, p + GiB, 2 * MiB);
+	ck_assert_int_ge(first, 0);
+	ck_assert_int_ge(second, 0);
+	ck_assert_int_ne(first, second);
+	ck_assert_int_eq(pin_range_buf_index(r, p + GiB - page, 2 * page), -ERANGE);
+	ck_assert_int_eq(pin_range_buf_index(r, p + len, 1), -ERANGE);
+	ck_assert_int_eq(pin_range_buf_index(r, p - 1, 1), -ERANGE);
+	/* A read into the second buffer lands past 1 GiB, and nowhere else. */
+	char *dst = p + GiB + 4 * page;
+	read_into(ctx, r, dst, 64 * 1024, fd);
+	assert_pattern(dst, 64 * 1024, 7);
+	ck_assert_int_eq(dst[-1], 0x5a);
+	ck_assert_int_eq(dst[64 * 1024], 0x5a);
+	ck_assert_int_eq(p[4 * page], 0x5a);
+	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, len);
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	close(fd);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(table_full)
+{
+	const size_t n = PIN_IOURING_SLOTS + 1;
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING,
+				  .flags = PIN_CTX_NO_MONITOR, .max_idle = n };
+	struct pin_range **r = calloc(n, sizeof(*r));
+	char *p = map_small(NULL, n * page);
+	struct pin_ctx *ctx;
+
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	for (size_t i = 0; i < n - 1; i++)
+		ck_assert_int_eq(pin_range_get(ctx, p + i * page, page, &r[i]), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p + (n - 1) * page, page, &r[n - 1]), -ENOSPC);
+	/* An idle pin gives its slot up. */
+	pin_range_put(r[5]);
+	ck_assert_int_eq(pin_range_get(ctx, p + (n - 1) * page, page, &r[n - 1]), 0);
+	ck_assert_int_eq(pin_range_buf_index(r[n - 1], p + (n - 1) * page, page),
+			 pin_range_buf_index(r[0], p, page) + 5);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.evictions, 1);
+	ck_assert_uint_eq(s.pinned_ranges, PIN_IOURING_SLOTS);
+	for (size_t i = 0; i < n; i++)
+		if (i != 5)
+			pin_range_put(r[i]);
+	pin_ctx_free(ctx);
+	free(r);
+	munmap(p, n * page);
+}
+END_TEST
+
+static int drop_ipc_lock(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	data[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+	data[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
+	return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
+}
+
+/* In a child without CAP_IPC_LOCK under a 64 KiB RLIMIT_MEMLOCK: pinning
+ * 1 MiB fails with ENOMEM and a message naming the limit and the sizes. */
+static int memlock_child(int backend)
+{
+	struct rlimit rl = { .rlim_cur = 64 * 1024, .rlim_max = 64 * 1024 };
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = backend };
+	struct pin_range *r;
+	struct pin_ctx *ctx;
+	char *p = map_small(NULL, MiB);
+
+	if (drop_ipc_lock() < 0 || setrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+		return 10;
+	/* io_uring decides at ring creation whether to charge the limit. */
+	if (pin_ctx_new(&o, &ctx) < 0)
+		return 11;
+	int err = pin_range_get(ctx, p, MiB, &r);
+	if (err != -ENOMEM)
+		return 12;
+	if (!strstr(last_log, "RLIMIT_MEMLOCK is 65536 bytes") ||
+	    !strstr(last_log, "asked for 1048576 more") || !strstr(last_log, "CAP_IPC_LOCK"))
+		return 13;
+	if (stats_of(ctx).pinned_bytes != 0)
+		return 14;
+	pin_ctx_free(ctx);
+	return 0;
+}
+
+static void memlock_case(int backend)
+{
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(memlock_child(backend));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+
+START_TEST(memlock_iouring)
+{
+	memlock_case(PIN_BACKEND_IO_URING);
+}
+END_TEST
+
+START_TEST(memlock_mlock)
+{
+	memlock_case(PIN_BACKEND_MLOCK);
+}
+END_TEST
+
+/* Pin 64 MiB and leave it cached; returns the mapping. */
+static char *pin_cached(struct pin_ctx *ctx, size_t len)
+{
+	struct pin_range *r;
+	char *p = map_small(NULL, len);
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pin_range_put(r);
+	ck_assert_uint_eq(stats_of(ctx).idle_ranges, 1);
+	return p;
+}
+
+/* After the change: the lookup pins anew, the old pin is gone, and a
+ * READ_FIXED through the new pin lands in what the process reads. */
+static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0)
+{
+	int fd = pattern_file(page, 3);
+	struct pin_range *r;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.misses, 2);
+	ck_assert_uint_eq(s.hits, 0);
+	ck_assert_uint_eq(s.invalidations, 1);
+	ck_assert_uint_ge(s.events, 1);
+	ck_assert_uint_eq(s.pinned_ranges, 1);
+	ck_assert_uint_eq(s.pinned_bytes, len);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+	char *mid = p + len / 2;
+	read_into(ctx, r, mid, page, fd);
+	assert_pattern(mid, page, 3);
+	pin_range_put(r);
+	close(fd);
+}
+
+START_TEST(stale_dontneed)
+{
+	const size_t len = 64 * MiB;
+	long pin0 = status_kb("VmPin");
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+
+	ck_assert_int_eq(madvise(p + len / 2, page, MADV_DONTNEED), 0);
+	ck_assert_int_eq(p[len / 2], 0);
+	assert_repinned(ctx, p, len, pin0);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(stale_dontneed_held)
+{
+	const size_t len = 8 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = map_small(NULL, len);
+	struct pin_range *old, *cur;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &old), 0);
+	ck_assert_int_eq(madvise(p + page, page, MADV_DONTNEED), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &cur), 0);
+	ck_assert_ptr_ne(cur, old);
+	ck_assert_int_eq(pin_range_stale(old), 1);
+	ck_assert_int_eq(pin_range_stale(cur), 0);
+	/* The stale pin holds its pages until its last handle goes. */
+	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 2 * len);
+	pin_range_put(old);
+	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, len);
+	pin_range_put(cur);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(stale_munmap)
+{
+	const size_t len = 64 * MiB;
+	long pin0 = status_kb("VmPin");
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+
+	ck_assert_int_eq(munmap(p, len), 0);
+	ck_assert_ptr_eq(map_small(p, len), p);
+	assert_repinned(ctx, p, len, pin0);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(stale_mremap)
+{
+	const size_t len = 64 * MiB;
+	long pin0 = status_kb("VmPin");
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+	char *q = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct pin_uffd *u;
+
+	ck_assert_ptr_ne(q, MAP_FAILED);
+	ck_assert_ptr_eq(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, q), q);
+	ck_assert_int_eq(q[0], 0x5a);
+	ck_assert_ptr_eq(map_small(p, len), p);
+	assert_repinned(ctx, p, len, pin0);
+	/* The registration that moved along with the mapping was dropped: another
+	 * userfaultfd may register there. */
+	ck_assert_int_eq(pin_uffd_new(NULL, &u), 0);
+	ck_assert_int_eq(pin_uffd_register(u, q, len, PIN_UFFD_REGISTER_WP, NULL), 0);
+	pin_uffd_free(u);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+	munmap(q, len);
+}
+END_TEST
+
+START_TEST(fork_keeps_parent_coherent)
+{
+	const size_t len = 4 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = map_small(NULL, len);
+	int in = pattern_file(page, 9);
+	int out = memfd_create("out", MFD_CLOEXEC);
+	struct pin_range *r;
+	char back[256];
+	int status;
+
+	ck_assert_int_ge(out, 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* The child writes its own copy of the pages. */
+		memset(p, 0xcc, len);
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(p[0], 0x5a);
+	/* Parent writes after the fork go out through the pin... */
+	memset(p, 0x77, sizeof(back));
+	int index = pin_range_buf_index(r, p, sizeof(back));
+	ck_assert_int_eq(io_fixed(ctx, true, out, p, sizeof(back), index), (int)sizeof(back));
+	ck_assert_int_eq(pread(out, back, sizeof(back), 0), (ssize_t)sizeof(back));
+	for (size_t i = 0; i < sizeof(back); i++)
+		ck_assert_int_eq(back[i], 0x77);
+	/* ...and reads through it land where the parent looks. */
+	read_into(ctx, r, p + page, page, in);
+	assert_pattern(p + page, page, 9);
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	close(in);
+	close(out);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(watch_takes_no_fault)
+{
+	const size_t len = 4 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	/* Unpopulated and registered: reads see zeros, writes stick, and the
+	 * monitor hears nothing. */
+	ck_assert_int_eq(pin_monitor_watch(ctx->mon, (uintptr_t)p, (uintptr_t)p + len), 0);
+	for (size_t off = 0; off < len; off += page)
+		ck_assert_int_eq(p[off], 0);
+	for (size_t off = 0; off < len; off += page)
+		p[off + 1] = (char)(off / page);
+	for (size_t off = 0; off < len; off += page)
+		ck_assert_int_eq(p[off + 1], (char)(off / page));
+	ck_assert_uint_eq(stats_of(ctx).events, 0);
+	ck_assert_uint_eq(pin_monitor_faults(ctx->mon), 0);
+	/* Registered it is: a discard is reported. */
+	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
+	ck_assert_uint_eq(stats_of(ctx).events, 1);
+	pin_monitor_unwatch(ctx->mon, (uintptr_t)p, (uintptr_t)p + len);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(busy_range_falls_back)
+{
+	const size_t len = 2 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = map_small(NULL, len);
+	struct pin_range *r;
+	struct pin_uffd *u;
+
+	/* The application's own userfaultfd holds the range (populated first:
+	 * its MISSING faults would have no handler here). */
+	ck_assert_int_eq(pin_uffd_new(NULL, &u), 0);
+	ck_assert_int_eq(pin_uffd_register(u, p, len, PIN_UFFD_REGISTER_MISSING, NULL), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	ck_assert_ptr_nonnull(strstr(last_log, "pin_ctx_invalidate()"));
+	pin_range_put(r);
+	ck_assert_uint_eq(stats_of(ctx).unwatched, 1);
+	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
+	/* Unseen by the monitor: only the explicit call drops the pin. */
+	ck_assert_uint_eq(stats_of(ctx).events, 0);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p + page, 1), 1);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 0);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.invalidations, 1);
+	ck_assert_uint_eq(s.unwatched, 0);
+	ck_assert_uint_eq(s.pinned_bytes, 0);
+	pin_ctx_free(ctx);
+	pin_uffd_free(u);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(no_monitor_needs_invalidate)
+{
+	const size_t len = 2 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, PIN_CTX_NO_MONITOR);
+	char *p = pin_cached(ctx, len);
+	struct pin_range *r;
+
+	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
+	/* Without the monitor nobody saw it: the stale pin is still cached. */
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pin_range_put(r);
+	ck_assert_uint_eq(stats_of(ctx).hits, 1);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, page), 1);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pin_range_put(r);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.misses, 2);
+	ck_assert_uint_eq(s.events, 0);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(mlock_is_not_foll_pin)
+{
+	const size_t len = 4 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_MLOCK, 0);
+	char *p = map_small(NULL, len);
+	long lck0 = status_kb("VmLck"), pin0 = status_kb("VmPin");
+	struct pin_range *a, *b;
+
+	ck_assert_str_eq(pin_ctx_backend_name(ctx), "mlock");
+	ck_assert_int_eq(pin_range_get(ctx, p, 2 * MiB, &a), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p + MiB, 2 * MiB, &b), 0);
+	ck_assert_int_eq(status_kb("VmLck") - lck0, 3 * 1024);
+	ck_assert_int_eq(status_kb("VmPin"), pin0);
+	ck_assert_int_eq(pin_range_buf_count(a), -EOPNOTSUPP);
+	ck_assert_ptr_null(pin_ctx_io_uring(ctx));
+	ck_assert_int_eq(pin_ctx_ring_fd(ctx), -EOPNOTSUPP);
+	/* Dropping one keeps what the other covers locked. */
+	pin_range_put(a);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, page), 1);
+	ck_assert_int_eq(status_kb("VmLck") - lck0, 2 * 1024);
+	pin_range_put(b);
+	pin_ctx_free(ctx);
+	ck_assert_int_eq(status_kb("VmLck"), lck0);
+	munmap(p, len);
+}
+END_TEST
+
+START_TEST(rdma_without_device)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_RDMA };
+	struct pin_ctx *ctx = (struct pin_ctx *)&o;
+
+	int r = pin_ctx_new(&o, &ctx);
+
+	/* A machine with a device runs test-pin-rdma instead. */
+	if (r == 0) {
+		pin_ctx_free(ctx);
+		return;
+	}
+	if (r == -ENODEV)
+		ck_assert_ptr_nonnull(strstr(last_log, "no RDMA device"));
+	else
+		ck_assert_int_eq(r, -EOPNOTSUPP); /* built without libibverbs */
+	/* Untouched on failure. */
+	ck_assert_ptr_eq(ctx, (struct pin_ctx *)&o);
+	/* Chosen automatically, io_uring takes over. */
+	ctx = ctx_new(PIN_BACKEND_AUTO, 0);
+	ck_assert_int_eq(pin_ctx_backend(ctx), PIN_BACKEND_IO_URING);
+	pin_ctx_free(ctx);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("pin");
+	TCase *io = tcase_create("io_uring");
+	TCase *stale = tcase_create("stale");
+	TCase *other = tcase_create("other");
+
+	tcase_add_checked_fixture(io, setup, NULL);
+	tcase_add_checked_fixture(stale, setup, NULL);
+	tcase_add_checked_fixture(other, setup, NULL);
+	tcase_set_timeout(io, 600);
+	tcase_set_timeout(stale, 600);
+	tcase_set_timeout(other, 600);
+	tcase_add_test(io, counters_exact);
+	tcase_add_test(io, cache_hits_and_limits);
+	tcase_add_test(io, split_past_1g);
+	tcase_add_test(io, table_full);
+	tcase_add_test(io, memlock_iouring);
+	tcase_add_test(stale, stale_dontneed);
+	tcase_add_test(stale, stale_dontneed_held);
+	tcase_add_test(stale, stale_munmap);
+	tcase_add_test(stale, stale_mremap);
+	tcase_add_test(stale, fork_keeps_parent_coherent);
+	tcase_add_test(stale, watch_takes_no_fault);
+	tcase_add_test(stale, busy_range_falls_back);
+	tcase_add_test(stale, no_monitor_needs_invalidate);
+	tcase_add_test(other, mlock_is_not_foll_pin);
+	tcase_add_test(other, memlock_mlock);
+	tcase_add_test(other, rdma_without_device);
+	suite_add_tcase(s, io);
+	suite_add_tcase(s, stale);
+	suite_add_tcase(s, other);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
+	struct pin_ctx *ctx;
+
+	if (geteuid() != 0)
+		return "needs root (/proc/sys/vm/stat_refresh, RLIMIT_MEMLOCK for 1 GiB pins)";
+	if (pin_ctx_new(&o, &ctx) < 0)
+		return "no io_uring with registered buffers, or no userfaultfd with "
+		       "EVENT_REMOVE/UNMAP/REMAP";
+	pin_ctx_free(ctx);
+	return NULL;
+}
