@@ -43,6 +43,7 @@ struct pin_client {
 	unsigned int reconnect_ms;
 	pin_client_stale_fn stale_fn;
 	void *stale_data;
+	struct pin_ctx *ctx;
 	uint64_t seq;
 	uint64_t session;
 
@@ -107,6 +108,9 @@ static void dispatch_stale(struct pin_client *c, const Uffdd__StaleNotice *n)
 	pin_log(PIN_LOG_DEBUG, "uffdd: stale pin %#llx [%#llx, %#llx) event %u",
 		(unsigned long long)n->cookie, (unsigned long long)n->range->addr,
 		(unsigned long long)(n->range->addr + n->range->len), n->event);
+	if (c->ctx)
+		pin_ctx_invalidate(c->ctx, (const void *)(uintptr_t)n->range->addr,
+				   (size_t)n->range->len);
 	if (c->stale_fn)
 		c->stale_fn(c, n->cookie, n->range->addr, n->range->len, n->event, c->stale_data);
 }
@@ -129,6 +133,11 @@ static int dispatch(struct pin_client *c, Uffdd__Msg *m, size_t nfds, int *fds)
 	return 0;
 }
 
+static bool connection_lost(int r)
+{
+	return r == -ECONNRESET || r == -EPIPE;
+}
+
 /*
  * Send req and wait for its Reply, dispatching notices meanwhile.  A Reply
  * with seq 0 answers a request the daemon could not decode: as ours is the
@@ -148,8 +157,9 @@ static int request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, s
 	req->seq = seq;
 	r = pin_proto_send(c->sock, req, fds, nfds);
 	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "uffdd: sending %s: %s", body_name(req->body_case),
-			strerror(-r));
+		/* A lost daemon may be a reconnect away from fine: not an error yet. */
+		pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR, "uffdd: sending %s: %s",
+			body_name(req->body_case), strerror(-r));
 		return r;
 	}
 	for (;;) {
@@ -164,8 +174,9 @@ static int request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, s
 			continue;
 		}
 		if (r < 0) {
-			pin_log(PIN_LOG_ERR, "uffdd: waiting for the reply to %s: %s",
-				body_name(req->body_case), strerror(-r));
+			pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
+				"uffdd: waiting for the reply to %s: %s", body_name(req->body_case),
+				strerror(-r));
 			return r;
 		}
 		if (m->body_case != UFFDD__MSG__BODY_REPLY || (m->seq != seq && m->seq != 0)) {
@@ -183,11 +194,6 @@ static int request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, s
 			pin_proto_free(m);
 		return r;
 	}
-}
-
-static bool connection_lost(int r)
-{
-	return r == -ECONNRESET || r == -EPIPE;
 }
 
 static int reconnect_locked(struct pin_client *c);
@@ -405,6 +411,7 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *opts, struct pin
 		c->reconnect_ms = opts->reconnect_ms;
 		c->stale_fn = opts->stale_fn;
 		c->stale_data = opts->stale_data;
+		c->ctx = opts->ctx;
 	}
 	if (!c->reconnect_ms)
 		c->reconnect_ms = RECONNECT_MS_DEFAULT;

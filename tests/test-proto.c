@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -547,6 +548,7 @@ static struct {
 	size_t nr_seen;
 	uint64_t sessions;
 	bool crashed;
+	Uffdd__Range last_pin; /* what stale notices name, once reported */
 } srv;
 
 static void srv_record(const Uffdd__Msg *m, size_t nfds)
@@ -572,6 +574,8 @@ static void srv_record(const Uffdd__Msg *m, size_t nfds)
 		s.addr = m->pin_report->range->addr;
 		s.len = m->pin_report->range->len;
 		s.extra = m->pin_report->cookie;
+		srv.last_pin.addr = s.addr;
+		srv.last_pin.len = s.len;
 		break;
 	case UFFDD__MSG__BODY_PIN_RELEASE:
 		s.extra = m->pin_release->cookie;
@@ -601,8 +605,8 @@ static void srv_stale(int sock)
 	Uffdd__StaleNotice sn = UFFDD__STALE_NOTICE__INIT;
 	Uffdd__Msg m = UFFDD__MSG__INIT;
 
-	range.addr = 0x10000;
-	range.len = 0x2000;
+	range.addr = srv.last_pin.len ? srv.last_pin.addr : 0x10000;
+	range.len = srv.last_pin.len ? srv.last_pin.len : 0x2000;
 	sn.cookie = 77;
 	sn.range = &range;
 	sn.event = PIN_UFFD_EVENT_REMOVE;
@@ -737,6 +741,7 @@ static void srv_setup(void)
 	srv.nr_seen = 0;
 	srv.sessions = 0;
 	srv.crashed = false;
+	srv.last_pin.len = 0;
 	ck_assert_int_eq(pthread_create(&srv.thread, NULL, srv_main, NULL), 0);
 }
 
@@ -835,6 +840,36 @@ START_TEST(client_notice_while_waiting)
 	ck_assert_uint_eq(log.len, 0x2000);
 	ck_assert_uint_eq(log.event, PIN_UFFD_EVENT_REMOVE);
 	pin_client_free(c);
+}
+END_TEST
+
+START_TEST(client_notice_invalidates_ctx)
+{
+	struct pin_ctx_opts co = { .sz = sizeof(co), .backend = PIN_BACKEND_MLOCK,
+				   .flags = PIN_CTX_NO_MONITOR };
+	struct pin_client_opts o = { .sz = sizeof(o), .socket = srv.path };
+	struct pin_ctx_stats st = { .sz = sizeof(st) };
+	struct pin_client *c = NULL;
+	struct pin_range *pr = NULL;
+	struct pin_ctx *ctx = NULL;
+	size_t len = 4 * 4096;
+	char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(buf, MAP_FAILED);
+	ck_assert_int_eq(pin_ctx_new(&co, &ctx), 0);
+	ck_assert_int_eq(pin_range_get(ctx, buf, len, &pr), 0);
+	o.ctx = ctx;
+	ck_assert_int_eq(pin_client_connect(&o, &c), 0);
+	ck_assert_int_eq(pin_client_pin_report(c, buf + 4096, 4096, 77), 0);
+	/* The Prefetch reply comes after a notice naming the reported range. */
+	ck_assert_int_eq(pin_client_prefetch(c, buf, len), 0);
+	ck_assert_int_eq(pin_range_stale(pr), 1);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &st), 0);
+	ck_assert_uint_eq(st.invalidations, 1);
+	pin_range_put(pr);
+	pin_client_free(c);
+	pin_ctx_free(ctx);
+	munmap(buf, len);
 }
 END_TEST
 
@@ -1034,6 +1069,7 @@ Suite *test_suite(void)
 	tcase_add_checked_fixture(tc, srv_setup, srv_teardown);
 	tcase_add_test(tc, client_hello_and_env);
 	tcase_add_test(tc, client_notice_while_waiting);
+	tcase_add_test(tc, client_notice_invalidates_ctx);
 	tcase_add_test(tc, client_process_pending);
 	tcase_add_test(tc, client_errors);
 	tcase_add_test(tc, client_dirty_stats_lists);

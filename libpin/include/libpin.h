@@ -368,6 +368,9 @@ struct pin_client_opts {
 	unsigned int reconnect_ms;     /* how long a reconnect retries; 0: 5000 */
 	pin_client_stale_fn stale_fn;  /* may be NULL */
 	void *stale_data;
+	/* Stale notices also drop the overlapping pins of this registration
+	 * cache (pin_ctx_invalidate()), before stale_fn runs.  May be NULL. */
+	struct pin_ctx *ctx;
 };
 
 /* Connect and say Hello.  opts may be NULL. */
