@@ -1,0 +1,554 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Worker threads and the fault loop.  A worker owns its sessions' sockets and
+ * userfaultfds: it reads events in batches, applies the non-cooperative ones
+ * (FORK, REMAP, REMOVE, UNMAP) in order, then serves the page faults sorted
+ * by address, one run per ioctl with DONTWAKE and one WAKE per run.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "uffdd.h"
+
+#define MAX_EVENTS 256
+/* After serving faults, keep polling this long before sleeping: a thread
+ * that faulted once is likely to fault again soon, and an epoll sleep and
+ * wake-up costs more than the fault itself. */
+#define SPIN_NS 200000ull
+
+static struct worker *workers;
+static unsigned int nworkers;
+/* Zeroes to copy from: a zero page of a WP region must be write-protected,
+ * which UFFDIO_ZEROPAGE cannot do. */
+static void *zeroes;
+
+static size_t run_bytes(void)
+{
+	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
+}
+
+static void *addr_of(const struct region *r, uint64_t i)
+{
+	return (void *)(uintptr_t)(r->start + (i << uffdd_page_shift));
+}
+
+static void mark_populated(struct region *r, uint64_t i, uint64_t n)
+{
+	uint64_t had = bm_count(r->populated, i, n);
+
+	bm_assign(r->populated, i, n, true);
+	STAT_ADD(r->n_populated, n - had);
+}
+
+/* Place n pages at page i of r, all data or all zero.  Returns the pages
+ * handled or -errno. */
+static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n, bool data,
+		     bool push)
+{
+	bool wp = r->mode & PIN_UFFD_REGISTER_WP;
+	unsigned int flags = PIN_UFFD_DONTWAKE | (wp ? PIN_UFFD_WP : 0);
+	size_t len = n << uffdd_page_shift;
+	void *dst = addr_of(r, i);
+	const void *src = zeroes;
+	int64_t done = 0;
+	int ret;
+
+	if (data) {
+		uint64_t off = r->offset + (i << uffdd_page_shift);
+		ret = source_data(r->src, off, len, s->w->buf, &src);
+		if (ret < 0) {
+			ulog(LOG_ERR, "session %" PRIu64 ": read source at %#" PRIx64 "+%#zx: %s",
+			     s->id, off, len, strerror(-ret));
+			return ret;
+		}
+	}
+	if (data || wp)
+		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
+	else
+		ret = pin_uffd_zeropage(s->uffd, dst, len, PIN_UFFD_DONTWAKE, &done);
+	if (ret == 0)
+		done = (int64_t)len;
+	if (done > 0) {
+		uint64_t k = (uint64_t)done >> uffdd_page_shift;
+		mark_populated(r, i, k);
+		if (data) {
+			STAT_ADD(s->stats.pages_copied, k);
+			STAT_ADD(s->stats.bytes_copied, (uint64_t)done);
+		} else {
+			STAT_ADD(s->stats.pages_zeroed, k);
+		}
+		if (push)
+			STAT_ADD(s->stats.pages_pushed, k);
+		return (int64_t)k;
+	}
+	switch (ret) {
+	case -EEXIST:
+		/* The page is there (placed before, or the range was populated by
+		 * the process before registering): nothing to do but wake. */
+		STAT_ADD(s->stats.eexist, 1);
+		mark_populated(r, i, 1);
+		return 1;
+	case -EAGAIN:
+		STAT_ADD(s->stats.eagain, 1);
+		return ret;
+	case -ESRCH:
+	case -ENOENT:
+		return ret;
+	case -EFAULT:
+		if (data) {
+			ulog(LOG_ERR,
+			     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
+			     "(file truncated?); placing zero pages",
+			     s->id, dst, len, strerror(EFAULT));
+			return place(s, r, i, n, false, push);
+		}
+		break;
+	}
+	ulog(LOG_ERR, "session %" PRIu64 ": %s [%p, +%#zx): %s", s->id,
+	     data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst, len, strerror(-ret));
+	return ret;
+}
+
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push)
+{
+	uint64_t i = first, end = first + n;
+
+	while (i < end) {
+		uint64_t k;
+		bool data = false;
+
+		if (r->zero && bm_test(r->zero, i)) {
+			for (k = 1; i + k < end && bm_test(r->zero, i + k);)
+				k++;
+		} else {
+			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i, &data);
+			for (uint64_t j = 1; r->zero && j < k; j++) {
+				if (bm_test(r->zero, i + j)) {
+					k = j;
+					break;
+				}
+			}
+		}
+		int64_t got = place(s, r, i, k, data, push);
+		if (got < 0)
+			return i > first ? (int64_t)(i - first) : got;
+		i += (uint64_t)got;
+		if ((uint64_t)got < k)
+			break;
+	}
+	return (int64_t)(i - first);
+}
+
+static void record_latency(struct session *s, const struct fault *f, uint64_t now)
+{
+	uint64_t us = (now - f->t0) / 1000;
+	unsigned int b = us ? 63 - (unsigned int)__builtin_clzll(us) : 0;
+
+	STAT_ADD(s->stats.lat[b < UFFDD_LAT_BUCKETS ? b : UFFDD_LAT_BUCKETS - 1], 1);
+}
+
+static int wake(struct session *s, uint64_t addr, uint64_t len)
+{
+	int r = pin_uffd_wake(s->uffd, (void *)(uintptr_t)addr, len);
+
+	if (r < 0)
+		ulog(LOG_ERR, "session %" PRIu64 ": UFFDIO_WAKE [%#" PRIx64 ", +%#" PRIx64 "): %s",
+		     s->id, addr, len, strerror(-r));
+	return r;
+}
+
+/* The faults at [i, *ret_j) are WP faults on consecutive pages of r:
+ * record them dirty and un-protect (which wakes). */
+static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j)
+{
+	uint64_t first = (s->faults[i].addr - r->start) >> uffdd_page_shift, last = first;
+	size_t j = i + 1;
+
+	for (; j < s->nfaults; j++) {
+		const struct fault *f = &s->faults[j];
+		uint64_t p = (f->addr - r->start) >> uffdd_page_shift;
+		if (!(f->flags & PIN_UFFD_PF_WP) || f->addr >= r->start + r->len || p > last + 1)
+			break;
+		last = p;
+	}
+	*ret_j = j;
+	int ret = pin_uffd_writeprotect(s->uffd, addr_of(r, first),
+					(last - first + 1) << uffdd_page_shift, 0);
+	if (ret < 0)
+		return ret;
+	if (r->dirty) {
+		uint64_t had = bm_count(r->dirty, first, last - first + 1);
+		bm_assign(r->dirty, first, last - first + 1, true);
+		STAT_ADD(r->n_dirty, last - first + 1 - had);
+	}
+	STAT_ADD(s->stats.wp_faults, j - i);
+	return 0;
+}
+
+/* A missing fault at s->faults[i]: place its readahead run, wake it, and
+ * say which faults the run covered. */
+static int serve_missing(struct session *s, struct region *r, size_t i, size_t *ret_j)
+{
+	uint64_t p = (s->faults[i].addr - r->start) >> uffdd_page_shift;
+	uint64_t n = prefetch_window(r, p);
+	int64_t got = fault_fill(s, r, p, n, false);
+
+	if (got < 0) {
+		*ret_j = i + 1;
+		return (int)got;
+	}
+	uint64_t end = r->start + ((p + (uint64_t)got) << uffdd_page_shift);
+	r->ra_next = p + (uint64_t)got;
+	size_t j = i + 1;
+	while (j < s->nfaults && s->faults[j].addr < end)
+		j++;
+	*ret_j = j;
+	return wake(s, s->faults[i].addr, end - s->faults[i].addr);
+}
+
+static int cmp_fault(const void *a, const void *b)
+{
+	const struct fault *x = a, *y = b;
+
+	return (x->addr > y->addr) - (x->addr < y->addr);
+}
+
+/* Serve the session's pending faults; keep those that must wait. */
+static void serve(struct session *s)
+{
+	size_t keep = 0;
+
+	if (!s->nfaults)
+		return;
+	s->eagain = false;
+	qsort(s->faults, s->nfaults, sizeof(*s->faults), cmp_fault);
+	for (size_t i = 0; i < s->nfaults;) {
+		struct fault *f = &s->faults[i];
+		struct region *r = session_find(s, f->addr);
+		size_t j = i + 1;
+		int ret = 0;
+
+		if (!r || s->eagain || s->dead) {
+			/* Outside every region: its region is still to come (a
+			 * handover, a restart).  Or we stopped: keep it. */
+			if (!r && !s->warned_outside) {
+				ulog(s->takeover ? LOG_INFO : LOG_WARNING,
+				     "session %" PRIu64 ": fault at %#" PRIx64 " outside every region; "
+				     "it waits until a region covers it",
+				     s->id, f->addr);
+				s->warned_outside = true;
+			}
+			s->faults[keep++] = *f;
+			i++;
+			continue;
+		}
+		if (f->flags & PIN_UFFD_PF_WP)
+			ret = serve_wp(s, r, i, &j);
+		else
+			ret = serve_missing(s, r, i, &j);
+		if (ret == -EAGAIN) {
+			/* A non-cooperative event is pending: it must be read
+			 * before anything resolves.  Keep these faults. */
+			s->eagain = true;
+			continue;
+		}
+		if (ret == -ESRCH) {
+			session_kill(s, "its process is gone (ESRCH)");
+			return;
+		}
+		if (ret < 0)
+			/* The mapping changed or the page cannot be placed:
+			 * let the thread fault again and meet the new state. */
+			wake(s, f->addr, (uint64_t)uffdd_page);
+		uint64_t now = uffdd_now_ns();
+		for (size_t k = i; k < j; k++)
+			record_latency(s, &s->faults[k], now);
+		STAT_ADD(s->stats.faults, j - i);
+		i = j;
+	}
+	s->nfaults = keep;
+}
+
+static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
+{
+	if (s->nfaults == s->faults_cap) {
+		size_t cap = s->faults_cap ? 2 * s->faults_cap : MAX_EVENTS;
+		struct fault *f = realloc(s->faults, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		s->faults = f;
+		s->faults_cap = cap;
+	}
+	s->faults[s->nfaults++] = (struct fault){ addr & ~(uint64_t)(uffdd_page - 1), flags, t0 };
+	return 0;
+}
+
+void fault_drop(struct session *s, uint64_t start, uint64_t end)
+{
+	size_t keep = 0;
+
+	for (size_t i = 0; i < s->nfaults; i++) {
+		if (s->faults[i].addr >= start && s->faults[i].addr < end)
+			wake(s, s->faults[i].addr, (uint64_t)uffdd_page);
+		else
+			s->faults[keep++] = s->faults[i];
+	}
+	s->nfaults = keep;
+}
+
+static void on_fork(struct session *s, int fd)
+{
+	struct worker *w = s->w;
+	struct session *c;
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		ulog(LOG_ERR, "session %" PRIu64 ": fcntl of the fork child's userfaultfd: %m",
+		     s->id);
+		close(fd);
+		return;
+	}
+	int r = session_fork(s, fd, &c);
+	if (r < 0) {
+		ulog(LOG_ERR, "session %" PRIu64 ": new session for a fork child: %s", s->id,
+		     strerror(-r));
+		return;
+	}
+	c->w = w;
+	c->wnext = w->sessions;
+	w->sessions = c;
+	c->push_pending = s->push_pending;
+	atomic_fetch_add(&w->nsessions, 1);
+	if (worker_watch(w, &c->wuffd, fd) < 0)
+		session_kill(c, "cannot watch its userfaultfd");
+	ulog(LOG_INFO, "session %" PRIu64 ": fork child is session %" PRIu64, s->id, c->id);
+}
+
+/* MADV_DONTNEED and friends: the pages are gone and read as zero now. */
+static void on_remove(struct session *s, uint64_t start, uint64_t end)
+{
+	for (size_t i = session_first_after(s, start); i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		if (r->start >= end)
+			break;
+		uint64_t a = r->start > start ? r->start : start;
+		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
+		uint64_t fa = (a - r->start) >> uffdd_page_shift, n = (b - a) >> uffdd_page_shift;
+		if (!r->zero && !(r->zero = bm_new(r->npages))) {
+			ulog(LOG_ERR, "session %" PRIu64 ": no memory to record [%#" PRIx64
+				 ", %#" PRIx64 ") as discarded; it refaults from the source",
+			     s->id, a, b);
+		} else {
+			bm_assign(r->zero, fa, n, true);
+		}
+		uint64_t had = bm_count(r->populated, fa, n);
+		bm_assign(r->populated, fa, n, false);
+		STAT_ADD(r->n_populated, -had);
+	}
+}
+
+static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move)
+{
+	size_t before = s->nregions;
+
+	fault_drop(s, start, end);
+	session_cut(s, start, end, move, false);
+	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+}
+
+static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0)
+{
+	switch (ev->type) {
+	case PIN_UFFD_EVENT_PAGEFAULT:
+		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
+			ulog(LOG_ERR, "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
+				      "; waking it to fault again",
+			     s->id, ev->arg.pagefault.address);
+			wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
+			     (uint64_t)uffdd_page);
+		}
+		break;
+	case PIN_UFFD_EVENT_FORK:
+		on_fork(s, ev->arg.fork.fd);
+		break;
+	case PIN_UFFD_EVENT_REMAP:
+		server_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+			     PIN_UFFD_EVENT_REMAP);
+		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
+		break;
+	case PIN_UFFD_EVENT_REMOVE:
+		server_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
+		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
+		break;
+	case PIN_UFFD_EVENT_UNMAP:
+		server_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
+		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
+		break;
+	}
+}
+
+void fault_handle(struct session *s)
+{
+	struct worker *w = s->w;
+
+	/* A few batches at most, so one busy session cannot starve the others;
+	 * epoll reports the rest. */
+	for (int round = 0; round < 4 && !s->dead; round++) {
+		int n = pin_uffd_read_events(s->uffd, w->events, MAX_EVENTS);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			ulog(LOG_ERR, "session %" PRIu64 ": read userfaultfd: %s", s->id,
+			     strerror(-n));
+			session_kill(s, "its userfaultfd failed");
+			return;
+		}
+		uint64_t t0 = uffdd_now_ns();
+		for (int i = 0; i < n && !s->dead; i++)
+			apply(s, &w->events[i], t0);
+		if (n < MAX_EVENTS)
+			break;
+	}
+	serve(s);
+	w->last_busy = uffdd_now_ns();
+}
+
+/* ---- workers ---- */
+
+int worker_watch(struct worker *w, struct watch *wt, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = wt };
+
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = errno;
+		ulog(LOG_ERR, "epoll_ctl(ADD, fd %d): %s", fd, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+void workers_assign(struct session *s)
+{
+	struct worker *w = &workers[0];
+	uint64_t one = 1;
+
+	for (unsigned int i = 1; i < nworkers; i++)
+		if (atomic_load(&workers[i].nsessions) < atomic_load(&w->nsessions))
+			w = &workers[i];
+	atomic_fetch_add(&w->nsessions, 1);
+	pthread_mutex_lock(&w->qlock);
+	s->wnext = w->queue;
+	w->queue = s;
+	pthread_mutex_unlock(&w->qlock);
+	if (write(w->efd, &one, sizeof(one)) != sizeof(one))
+		ulog(LOG_ERR, "eventfd write: %m");
+}
+
+static void adopt(struct worker *w)
+{
+	uint64_t v;
+
+	if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		ulog(LOG_ERR, "eventfd read: %m");
+	pthread_mutex_lock(&w->qlock);
+	struct session *q = w->queue;
+	w->queue = NULL;
+	pthread_mutex_unlock(&w->qlock);
+	while (q) {
+		struct session *s = q;
+		q = q->wnext;
+		s->w = w;
+		s->wnext = w->sessions;
+		w->sessions = s;
+		if (worker_watch(w, &s->wsock, s->sock) < 0)
+			session_kill(s, "cannot watch its socket");
+	}
+}
+
+static void reap(struct worker *w)
+{
+	for (struct session **p = &w->sessions; *p;) {
+		struct session *s = *p;
+		if (!s->dead) {
+			p = &s->wnext;
+			continue;
+		}
+		*p = s->wnext;
+		atomic_fetch_sub(&w->nsessions, 1);
+		session_free(s);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event evs[64];
+
+	for (;;) {
+		int timeout = prefetch_timeout(w);
+		if (timeout && uffdd_now_ns() - w->last_busy < SPIN_NS)
+			timeout = 0;
+		int n = epoll_wait(w->ep, evs, PIN_ARRAY_SIZE(evs), timeout);
+		if (n < 0) {
+			if (errno != EINTR)
+				ulog(LOG_ERR, "epoll_wait: %m");
+			n = 0;
+		}
+		for (int i = 0; i < n; i++) {
+			struct watch *wt = evs[i].data.ptr;
+			if (wt->kind == WATCH_EVENT)
+				adopt(w);
+			else if (wt->s->dead)
+				continue;
+			else if (wt->kind == WATCH_UFFD)
+				fault_handle(wt->s);
+			else
+				server_handle(wt->s);
+		}
+		prefetch_step(w, n == 0);
+		reap(w);
+	}
+	return NULL;
+}
+
+static int worker_init(struct worker *w)
+{
+	w->ep = epoll_create1(EPOLL_CLOEXEC);
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->buf = malloc(run_bytes());
+	w->events = calloc(MAX_EVENTS, sizeof(*w->events));
+	w->wevent = (struct watch){ WATCH_EVENT, NULL };
+	pthread_mutex_init(&w->qlock, NULL);
+	if (w->ep < 0 || w->efd < 0) {
+		ulog(LOG_ERR, "epoll_create1/eventfd: %m");
+		return -errno;
+	}
+	if (!w->buf || !w->events)
+		return -ENOMEM;
+	return worker_watch(w, &w->wevent, w->efd);
+}
+
+int workers_start(unsigned int n)
+{
+	zeroes = calloc(1, run_bytes());
+	workers = calloc(n, sizeof(*workers));
+	if (!zeroes || !workers)
+		return -ENOMEM;
+	nworkers = n;
+	for (unsigned int i = 0; i < n; i++) {
+		int r = worker_init(&workers[i]);
+		if (r < 0)
+			return r;
+		r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+		if (r) {
+			ulog(LOG_ERR, "pthread_create: %s", strerror(r));
+			return -r;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: MIT
+/* uffdd: options, logging, systemd notification, start-up. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "uffdd.h"
+
+struct uffdd_config uffdd_cfg;
+size_t uffdd_page;
+unsigned int uffdd_page_shift;
+
+static bool journal; /* stderr goes to the journal: prefix the priority */
+
+void ulog(int prio, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	if (prio > (uffdd_cfg.verbose ? LOG_DEBUG : LOG_NOTICE))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (journal)
+		fprintf(stderr, "<%d>%s\n", prio, buf);
+	else
+		fprintf(stderr, "uffdd: %s\n", buf);
+}
+
+/* libpin's own messages repeat what the daemon logs: detail for -v only. */
+static void libpin_log(enum pin_log_level level, const char *msg, void *userdata)
+{
+	ulog(LOG_DEBUG, "libpin: %s", msg);
+}
+
+uint64_t uffdd_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void uffdd_notify_status(void)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notifyf(0, "STATUS=Serving %u session(s)", sessions_count());
+#endif
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: uffdd [--socket PATH] [--workers N] [--max-regions-per-uid N]\n"
+		   "             [--max-pinned-per-uid BYTES] [-v]\n"
+		   "Serve the page faults of client processes through the userfaultfds they\n"
+		   "hand over.  See uffdd(8).\n");
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	char *end;
+
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || *s == '-')
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "max-regions-per-uid", required_argument, NULL, 'r' },
+		{ "max-pinned-per-uid", required_argument, NULL, 'p' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	uint64_t v;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "s:w:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			uffdd_cfg.socket_path = optarg;
+			break;
+		case 'w':
+			if (parse_u64(optarg, &v) < 0 || !v || v > 1024)
+				goto bad;
+			uffdd_cfg.workers = (unsigned int)v;
+			break;
+		case 'r':
+			if (parse_u64(optarg, &v) < 0 || v > UINT32_MAX)
+				goto bad;
+			uffdd_cfg.max_regions_per_uid = (uint32_t)v;
+			break;
+		case 'p':
+			if (parse_u64(optarg, &v) < 0)
+				goto bad;
+			uffdd_cfg.max_pinned_per_uid = v;
+			break;
+		case 'v':
+			uffdd_cfg.verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "uffdd: unexpected argument: %s\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+bad:
+	fprintf(stderr, "uffdd: bad value for --%s: %s\n",
+		c == 'w' ? "workers" : c == 'r' ? "max-regions-per-uid" : "max-pinned-per-uid",
+		optarg);
+	return -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+	sigset_t mask;
+
+	journal = getenv("JOURNAL_STREAM") != NULL;
+	uffdd_page = (size_t)sysconf(_SC_PAGESIZE);
+	uffdd_page_shift = (unsigned int)__builtin_ctzl(uffdd_page);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uffdd_cfg.workers = cpus > 0 ? (unsigned int)cpus : 1;
+	if (parse_args(argc, argv) < 0)
+		return 2;
+	pin_log_set(libpin_log, NULL);
+
+	/* Signals arrive through the main thread's signalfd; the workers
+	 * inherit the mask.  A gone peer is an error return, not SIGPIPE. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (server_listen() < 0)
+		return 1;
+	int r = workers_start(uffdd_cfg.workers);
+	if (r < 0) {
+		ulog(LOG_ERR, "starting %u workers: %s", uffdd_cfg.workers, strerror(-r));
+		return 1;
+	}
+	ulog(LOG_INFO, "ready: %u workers", uffdd_cfg.workers);
+#ifdef HAVE_SYSTEMD
+	sd_notifyf(0, "READY=1\nSTATUS=Serving 0 sessions with %u workers", uffdd_cfg.workers);
+#endif
+	return server_run();
+}

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Everything that places pages before they fault: the readahead window,
+ * Prefetch requests, the background push of untouched pages when a worker is
+ * idle, and WaitPopulated.  Work is done in runs of at most UFFDD_RA_MAX
+ * pages, so a fault never waits behind more than one run.
+ */
+#include <string.h>
+
+#include "uffdd.h"
+
+/* Fork children have no socket to hang up: check on them this often. */
+#define PROBE_NS 1000000000ull
+
+uint64_t prefetch_window(struct region *r, uint64_t i)
+{
+	/* Sequential faults double the window; a random one resets it. */
+	if (i == r->ra_next)
+		r->ra_pages = r->ra_pages * 2 < UFFDD_RA_MAX ? r->ra_pages * 2 : UFFDD_RA_MAX;
+	else
+		r->ra_pages = 1;
+	uint64_t n = r->ra_pages < r->npages - i ? r->ra_pages : r->npages - i;
+	for (uint64_t k = 1; k < n; k++)
+		if (bm_test(r->populated, i + k))
+			return k;
+	return n;
+}
+
+static bool done_page(const struct region *r, uint64_t i)
+{
+	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
+}
+
+uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
+{
+	uint64_t end = addr + len, total = 0, done = 0;
+
+	for (size_t i = session_first_after(s, addr); i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		if (r->start >= end)
+			break;
+		uint64_t a = r->start > addr ? r->start : addr;
+		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
+		uint64_t fa = (a - r->start) >> uffdd_page_shift, n = (b - a) >> uffdd_page_shift;
+		total += n;
+		if (!r->zero) {
+			done += bm_count(r->populated, fa, n);
+			continue;
+		}
+		for (uint64_t k = fa; k < fa + n; k++)
+			done += done_page(r, k);
+	}
+	*ret_total = total;
+	return done;
+}
+
+/* Place the run of missing pages of r at or after page *next (below end):
+ * returns 1 when it did some work, 0 when none was left, -errno. */
+static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end)
+{
+	uint64_t i = *next;
+
+	while (i < end && done_page(r, i))
+		i++;
+	*next = i;
+	if (i >= end)
+		return 0;
+	uint64_t n = 1;
+	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
+		n++;
+	int64_t got = fault_fill(s, r, i, n, true);
+	if (got < 0)
+		return (int)got;
+	/* Threads may be waiting on these pages with their fault unread yet. */
+	pin_uffd_wake(s->uffd, (void *)(uintptr_t)(r->start + (i << uffdd_page_shift)),
+		      (uint64_t)got << uffdd_page_shift);
+	*next = i + (uint64_t)got;
+	return 1;
+}
+
+int prefetch_add(struct session *s, uint64_t addr, uint64_t len)
+{
+	uint64_t total;
+
+	prefetch_populated(s, addr, len, &total);
+	if (!total)
+		return -ENOENT;
+	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	s->prefetch = p;
+	p[s->nprefetch++] = (struct prefetch){ addr, addr + len };
+	return 0;
+}
+
+/* One run of the oldest Prefetch request. */
+static int prefetch_one(struct session *s)
+{
+	struct prefetch *p = &s->prefetch[0];
+	int ret = 0;
+
+	while (p->addr < p->end) {
+		size_t i = session_first_after(s, p->addr);
+		if (i == s->nregions || s->regions[i]->start >= p->end) {
+			p->addr = p->end;
+			break;
+		}
+		struct region *r = s->regions[i];
+		if (p->addr < r->start)
+			p->addr = r->start;
+		uint64_t next = (p->addr - r->start) >> uffdd_page_shift;
+		uint64_t end = (p->end < r->start + r->len ? p->end : r->start + r->len) - r->start;
+		ret = fill_from(s, r, &next, end >> uffdd_page_shift);
+		p->addr = r->start + (next << uffdd_page_shift);
+		if (ret)
+			break;
+	}
+	if (ret == -EAGAIN)
+		s->eagain = true;
+	if (p->addr >= p->end || (ret < 0 && ret != -EAGAIN)) {
+		memmove(&s->prefetch[0], &s->prefetch[1], (s->nprefetch - 1) * sizeof(*p));
+		s->nprefetch--;
+	}
+	return ret;
+}
+
+/* One run of background push, in address order. */
+static int push_one(struct session *s)
+{
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		if (!r->push || r->push_next >= r->npages)
+			continue;
+		int ret = fill_from(s, r, &r->push_next, r->npages);
+		if (ret == -EAGAIN)
+			s->eagain = true;
+		else if (ret < 0)
+			r->push = false; /* logged; leave the rest to faults */
+		if (ret)
+			return ret;
+	}
+	s->push_pending = false;
+	return 0;
+}
+
+static void reply_wait(struct session *s, size_t k, int error, const char *text)
+{
+	server_reply(s, s->waits[k].seq, error, text);
+	memmove(&s->waits[k], &s->waits[k + 1], (s->nwaits - k - 1) * sizeof(*s->waits));
+	s->nwaits--;
+}
+
+static void check_waits(struct session *s, uint64_t now)
+{
+	for (size_t k = 0; k < s->nwaits;) {
+		struct waiter *wt = &s->waits[k];
+		uint64_t total, done = prefetch_populated(s, wt->addr, wt->len, &total);
+		if (done == total)
+			reply_wait(s, k, 0, "populated");
+		else if (wt->deadline && now >= wt->deadline)
+			reply_wait(s, k, -ETIMEDOUT, "timed out before the range was populated");
+		else
+			k++;
+	}
+}
+
+void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
+		   uint32_t timeout_ms)
+{
+	uint64_t total, done = prefetch_populated(s, addr, len, &total);
+
+	if (!total) {
+		server_reply(s, seq, -ENOENT, "no region in that range");
+		return;
+	}
+	if (done == total) {
+		server_reply(s, seq, 0, "populated");
+		return;
+	}
+	struct waiter *w = realloc(s->waits, (s->nwaits + 1) * sizeof(*w));
+	if (!w) {
+		server_reply(s, seq, -ENOMEM, "out of memory");
+		return;
+	}
+	s->waits = w;
+	w[s->nwaits++] = (struct waiter){
+		.seq = seq,
+		.addr = addr,
+		.len = len,
+		.deadline = timeout_ms ? uffdd_now_ns() + timeout_ms * 1000000ull : 0,
+	};
+}
+
+/* A fork child's process may be gone with nothing to tell us: a resolving
+ * ioctl on a page no region covers fails with ESRCH once its mm is gone
+ * (ENOENT while it lives: no registered mapping there). */
+static void probe(struct session *s, uint64_t now)
+{
+	uint64_t top = (1ull << 47) - 2 * uffdd_page;
+
+	if (s->sock >= 0 || now < s->next_probe)
+		return;
+	s->next_probe = now + PROBE_NS;
+	if (session_find(s, top))
+		return;
+	if (pin_uffd_zeropage(s->uffd, (void *)(uintptr_t)top, uffdd_page, PIN_UFFD_DONTWAKE,
+			      NULL) == -ESRCH)
+		session_kill(s, "its process is gone");
+}
+
+void prefetch_step(struct worker *w, bool idle)
+{
+	uint64_t now = uffdd_now_ns();
+
+	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (s->dead || !s->uffd)
+			continue;
+		if (s->eagain)
+			fault_handle(s);
+		if (s->nprefetch && !s->eagain)
+			prefetch_one(s);
+		else if (idle && s->push_pending && !s->eagain)
+			push_one(s);
+		if (s->nwaits)
+			check_waits(s, now);
+		probe(s, now);
+	}
+}
+
+int prefetch_timeout(struct worker *w)
+{
+	uint64_t now = uffdd_now_ns(), wake = UINT64_MAX;
+
+	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (s->dead || !s->uffd)
+			continue;
+		if (s->eagain || s->nprefetch || s->push_pending)
+			return 0;
+		for (size_t k = 0; k < s->nwaits; k++)
+			if (s->waits[k].deadline && s->waits[k].deadline < wake)
+				wake = s->waits[k].deadline;
+		if (s->sock < 0 && s->next_probe < wake)
+			wake = s->next_probe;
+	}
+	if (wake == UINT64_MAX)
+		return -1;
+	return wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+}

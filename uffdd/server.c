@@ -1,0 +1,828 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The control plane: listening sockets (systemd's or --socket), accepting
+ * with the peer's SO_PEERCRED identity, and the requests of a session.  Every
+ * request gets exactly one Reply; a malformed one gets an error Reply and
+ * leaves the session (and every other) as it was.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "uffdd.h"
+
+#define MAX_LISTEN 8
+/* Requests taken from one session per wake-up: fairness to the others. */
+#define MAX_BATCH 16
+
+static int listen_fds[MAX_LISTEN];
+static unsigned int nlisten;
+static bool unlink_on_exit;
+
+/* ---- replies ---- */
+
+static int send_msg(struct session *s, Uffdd__Msg *m)
+{
+	int r = pin_proto_send(s->sock, m, NULL, 0);
+
+	if (r < 0 && r != -EMSGSIZE) {
+		/* The socket is non-blocking: a client that does not read its
+		 * replies (-EAGAIN) would stall every session of this worker. */
+		ulog(LOG_WARNING, "session %" PRIu64 ": send: %s", s->id, strerror(-r));
+		session_kill(s, r == -EAGAIN ? "does not read its replies" : "hung up");
+	}
+	return r;
+}
+
+static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	if (s->sock < 0 || s->dead)
+		return -ENOTCONN;
+	m.has_seq = true;
+	m.seq = seq;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = rep;
+	int r = send_msg(s, &m);
+	if (r == -EMSGSIZE) {
+		Uffdd__Reply small = UFFDD__REPLY__INIT;
+		small.error = -EMSGSIZE;
+		small.text = "the reply does not fit in one message; ask for less";
+		m.reply = &small;
+		r = send_msg(s, &m);
+	}
+	return r;
+}
+
+int server_reply(struct session *s, uint64_t seq, int error, const char *text)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+
+	rep.error = error;
+	rep.text = (char *)text;
+	return send_reply(s, seq, &rep);
+}
+
+void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
+{
+	for (size_t i = 0; i < s->npins && s->sock >= 0 && !s->dead; i++) {
+		const struct pin_rec *p = &s->pins[i];
+		uint64_t a = p->addr > start ? p->addr : start;
+		uint64_t b = p->addr + p->len < end ? p->addr + p->len : end;
+		if (a >= b)
+			continue;
+		Uffdd__Range range = UFFDD__RANGE__INIT;
+		Uffdd__StaleNotice n = UFFDD__STALE_NOTICE__INIT;
+		Uffdd__Msg m = UFFDD__MSG__INIT;
+		range.addr = a;
+		range.len = b - a;
+		n.cookie = p->cookie;
+		n.range = &range;
+		n.event = event;
+		m.body_case = UFFDD__MSG__BODY_STALE;
+		m.stale = &n;
+		send_msg(s, &m);
+	}
+}
+
+/* ---- requests ---- */
+
+struct req {
+	struct session *s;
+	const Uffdd__Msg *m;
+	int *fds;
+	size_t nfds;
+	char text[160];
+};
+
+/* Set the reply text and return the error, for one-line failure paths. */
+static int fail(struct req *q, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct req *q, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q->text, sizeof(q->text), fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+static int take_fd(struct req *q)
+{
+	int fd = q->fds[0];
+
+	q->nfds = 0;
+	return fd;
+}
+
+static int do_hello(struct req *q, Uffdd__Reply *rep)
+{
+	const Uffdd__Hello *h = q->m->hello;
+
+	if (h->version != PIN_PROTO_VERSION)
+		return fail(q, -EPROTONOSUPPORT, "protocol version %u; this daemon speaks %u",
+			    h->version, PIN_PROTO_VERSION);
+	if (h->name) {
+		pthread_mutex_lock(&q->s->lock);
+		snprintf(q->s->name, sizeof(q->s->name), "%s", h->name);
+		pthread_mutex_unlock(&q->s->lock);
+	}
+	rep->has_version = rep->has_session = true;
+	rep->version = PIN_PROTO_VERSION;
+	rep->session = q->s->id;
+	return 0;
+}
+
+static bool is_userfaultfd(int fd)
+{
+	char path[64], link[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = '\0';
+	return !strcmp(link, "anon_inode:[userfaultfd]");
+}
+
+static int do_handover(struct req *q)
+{
+	struct session *s = q->s;
+	_cleanup_close_ int fd = take_fd(q);
+
+	if (s->uffd)
+		return fail(q, -EBUSY, "this session has a userfaultfd already");
+	if (!is_userfaultfd(fd))
+		return fail(q, -EBADF, "the descriptor is not a userfaultfd");
+	int flags = fcntl(fd, F_GETFL);
+	/* O_NONBLOCK is on the open file, which the client shares: harmless,
+	 * it never reads its own userfaultfd while uffdd serves it. */
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+		return fail(q, -errno, "fcntl(O_NONBLOCK): %s", strerror(errno));
+	int r = pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	if (r < 0)
+		return fail(q, r, "out of memory");
+	fd = -1;
+	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
+	if (r < 0) {
+		pin_uffd_free(s->uffd);
+		s->uffd = NULL;
+		return fail(q, r, "epoll_ctl: %s", strerror(-r));
+	}
+	s->takeover = q->m->uffd->has_takeover && q->m->uffd->takeover;
+	return 0;
+}
+
+static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *r)
+{
+	struct session *s = q->s;
+	void *addr = (void *)(uintptr_t)ra->range->addr;
+	bool registered = !ra->has_registered || ra->registered;
+	int ret;
+
+	if (!registered) {
+		ret = pin_uffd_register(s->uffd, addr, ra->range->len, ra->mode, NULL);
+		if (ret < 0)
+			return fail(q, ret, "UFFDIO_REGISTER [%p, +%#" PRIx64 "): %s", addr,
+				    ra->range->len, strerror(-ret));
+		r->ours = true;
+	}
+	if (ra->mode & PIN_UFFD_REGISTER_WP) {
+		ret = pin_uffd_writeprotect(s->uffd, addr, ra->range->len, PIN_UFFD_WP);
+		if (ret < 0) {
+			if (r->ours)
+				pin_uffd_unregister(s->uffd, addr, ra->range->len);
+			return fail(q, ret, "UFFDIO_WRITEPROTECT [%p, +%#" PRIx64 "): %s", addr,
+				    ra->range->len, strerror(-ret));
+		}
+	}
+	ret = session_insert(s, r);
+	if (ret < 0) {
+		if (r->ours)
+			pin_uffd_unregister(s->uffd, addr, ra->range->len);
+		return fail(q, ret, "out of memory");
+	}
+	return 0;
+}
+
+static int do_region_add(struct req *q)
+{
+	const Uffdd__RegionAdd *ra = q->m->region_add;
+	struct session *s = q->s;
+	struct source *src;
+	uint64_t addr = ra->range->addr, len = ra->range->len;
+
+	if (!s->uffd)
+		return fail(q, -EBADFD, "hand over a userfaultfd first");
+	size_t i = session_first_after(s, addr);
+	if (i < s->nregions && s->regions[i]->start < addr + len)
+		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
+			    len);
+	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
+	if (ret < 0)
+		return ret;
+	ret = source_new(ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1, &src);
+	if (ret < 0) {
+		session_charge(s, -1, 0, NULL, 0);
+		return fail(q, ret, "source: %s", ret == -EINVAL ? "not a regular file or block device"
+								    : strerror(-ret));
+	}
+	struct region *r = region_new(addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
+				      !ra->has_push || ra->push);
+	source_unref(src);
+	ret = r ? add_region(q, ra, r) : fail(q, -ENOMEM, "out of memory");
+	if (ret < 0) {
+		region_free(r);
+		session_charge(s, -1, 0, NULL, 0);
+		return ret;
+	}
+	if (r->push)
+		s->push_pending = true;
+	/* After a restart, threads may sleep on faults the old daemon read:
+	 * wake them all so they fault again, to us. */
+	if (s->takeover && !r->ours)
+		pin_uffd_wake(s->uffd, (void *)(uintptr_t)addr, len);
+	/* Faults that waited for this region. */
+	if (s->nfaults)
+		fault_handle(s);
+	return 0;
+}
+
+static int do_region_remove(struct req *q)
+{
+	struct session *s = q->s;
+	uint64_t a = q->m->region_remove->range->addr, b = a + q->m->region_remove->range->len;
+	size_t before = s->nregions;
+
+	int cut = session_cut(s, a, b, 0, true);
+	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+	if (cut < 0)
+		return fail(q, cut, "out of memory");
+	if (!cut)
+		return fail(q, -ENOENT, "no region in [%#" PRIx64 ", %#" PRIx64 ")", a, b);
+	fault_drop(s, a, b);
+	return 0;
+}
+
+static int do_dirty_get(struct req *q, Uffdd__Reply *rep, uint8_t **ret_buf)
+{
+	struct session *s = q->s;
+	uint64_t addr = q->m->dirty_get->range->addr, len = q->m->dirty_get->range->len;
+	struct region *r = session_find(s, addr);
+
+	if (!r || !r->dirty || addr + len > r->start + r->len)
+		return fail(q, -EINVAL, "[%#" PRIx64 ", +%#" PRIx64 ") is not inside one WP region",
+			    addr, len);
+	uint64_t first = (addr - r->start) >> uffdd_page_shift, n = len >> uffdd_page_shift;
+	if (n / 8 > PIN_PROTO_MAX_MSG / 2)
+		return fail(q, -E2BIG, "the bitmap of %" PRIu64 " pages does not fit a message", n);
+	if (q->m->dirty_get->reset) {
+		/* Protect before taking the bits: a write in between faults
+		 * and lands in the new bitmap, after this request. */
+		int ret = pin_uffd_writeprotect(s->uffd, (void *)(uintptr_t)addr, len, PIN_UFFD_WP);
+		if (ret < 0)
+			return fail(q, ret, "UFFDIO_WRITEPROTECT [%#" PRIx64 ", +%#" PRIx64 "): %s",
+				    addr, len, strerror(-ret));
+	}
+	uint8_t *buf = calloc(1, (n + 7) / 8 ? (n + 7) / 8 : 1);
+	if (!buf)
+		return fail(q, -ENOMEM, "out of memory");
+	for (uint64_t k = 0; k < n; k++)
+		if (bm_test(r->dirty, first + k))
+			buf[k / 8] |= (uint8_t)(1u << (k % 8));
+	if (q->m->dirty_get->reset) {
+		STAT_ADD(r->n_dirty, -bm_count(r->dirty, first, n));
+		bm_assign(r->dirty, first, n, false);
+	}
+	rep->has_bitmap = true;
+	rep->bitmap.data = buf;
+	rep->bitmap.len = (n + 7) / 8;
+	*ret_buf = buf;
+	return 0;
+}
+
+static int do_pin_report(struct req *q)
+{
+	struct session *s = q->s;
+	const Uffdd__PinReport *p = q->m->pin_report;
+
+	for (size_t i = 0; i < s->npins; i++)
+		if (s->pins[i].cookie == p->cookie)
+			return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already", p->cookie);
+	int ret = session_charge(s, 0, (int64_t)p->range->len, q->text, sizeof(q->text));
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&s->lock);
+	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
+	if (v) {
+		s->pins = v;
+		v[s->npins++] = (struct pin_rec){ p->range->addr, p->range->len, p->cookie };
+		s->pinned += p->range->len;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!v) {
+		session_charge(s, 0, -(int64_t)p->range->len, NULL, 0);
+		return fail(q, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int do_pin_release(struct req *q)
+{
+	struct session *s = q->s;
+
+	for (size_t i = 0; i < s->npins; i++) {
+		if (s->pins[i].cookie != q->m->pin_release->cookie)
+			continue;
+		uint64_t len = s->pins[i].len;
+		pthread_mutex_lock(&s->lock);
+		s->pins[i] = s->pins[--s->npins];
+		s->pinned -= len;
+		pthread_mutex_unlock(&s->lock);
+		session_charge(s, 0, -(int64_t)len, NULL, 0);
+		return 0;
+	}
+	return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
+}
+
+/* ---- uffdctl's requests: read any session, under the global lock ---- */
+
+struct stats_sum {
+	Uffdd__Stats *st;
+	uint64_t *lat;
+};
+
+static void add_stats(struct session *s, void *data)
+{
+	struct stats_sum *sum = data;
+
+	session_stats_fill(s, sum->st, sum->lat);
+}
+
+static void stats_finish(Uffdd__Stats *st, uint64_t *lat)
+{
+	size_t n = UFFDD_LAT_BUCKETS;
+
+	while (n && !lat[n - 1])
+		n--;
+	st->n_latency_us_log2 = n;
+	st->latency_us_log2 = lat;
+}
+
+static int do_stats(struct req *q, Uffdd__Reply *rep, Uffdd__Stats *st, uint64_t *lat)
+{
+	const Uffdd__StatsGet *g = q->m->stats_get;
+	struct stats_sum sum = { st, lat };
+
+	if (g->has_all && g->all) {
+		sessions_foreach(add_stats, &sum);
+	} else if (g->has_session && g->session && g->session != q->s->id) {
+		sessions_lock();
+		struct session *o = sessions_get_locked(g->session);
+		if (o)
+			session_stats_fill(o, st, lat);
+		sessions_unlock();
+		if (!o)
+			return fail(q, -ESRCH, "no session %" PRIu64, g->session);
+	} else {
+		session_stats_fill(q->s, st, lat);
+	}
+	stats_finish(st, lat);
+	rep->stats = st;
+	return 0;
+}
+
+/* A ListGet reply under construction; every piece is freed with it. */
+struct list {
+	const Uffdd__ListGet *g;
+	Uffdd__Reply *rep;
+	void **allocs;
+	size_t nallocs;
+	int error;
+};
+
+static void *list_alloc(struct list *l, size_t size)
+{
+	void **a = realloc(l->allocs, (l->nallocs + 1) * sizeof(*a));
+	void *p = a ? calloc(1, size) : NULL;
+
+	if (a)
+		l->allocs = a;
+	if (!p) {
+		l->error = -ENOMEM;
+		return NULL;
+	}
+	l->allocs[l->nallocs++] = p;
+	return p;
+}
+
+/* Append p to the repeated field (*v, *n). */
+static void list_push(struct list *l, void ***v, size_t *n, void *p)
+{
+	void **nv = realloc(*v, (*n + 1) * sizeof(*nv));
+
+	if (!nv) {
+		l->error = -ENOMEM;
+		return;
+	}
+	*v = nv;
+	nv[(*n)++] = p;
+}
+
+static Uffdd__Range *list_range(struct list *l, uint64_t addr, uint64_t len)
+{
+	Uffdd__Range *r = list_alloc(l, sizeof(*r));
+
+	if (r) {
+		uffdd__range__init(r);
+		r->addr = addr;
+		r->len = len;
+	}
+	return r;
+}
+
+static void list_client(struct list *l, struct session *s)
+{
+	Uffdd__ClientInfo *c = list_alloc(l, sizeof(*c));
+	Uffdd__Stats *st = list_alloc(l, sizeof(*st));
+	uint64_t *lat = list_alloc(l, UFFDD_LAT_BUCKETS * sizeof(*lat));
+	char *name = list_alloc(l, sizeof(s->name));
+
+	if (!c || !st || !lat || !name)
+		return;
+	uffdd__client_info__init(c);
+	uffdd__stats__init(st);
+	c->session = s->id;
+	c->pid = s->pid;
+	c->uid = s->uid;
+	pthread_mutex_lock(&s->lock);
+	memcpy(name, s->name, sizeof(s->name));
+	c->has_regions = c->has_pinned_bytes = true;
+	c->regions = (uint32_t)s->nregions;
+	c->pinned_bytes = s->pinned;
+	pthread_mutex_unlock(&s->lock);
+	c->name = name;
+	session_stats_fill(s, st, lat);
+	stats_finish(st, lat);
+	c->stats = st;
+	list_push(l, (void ***)&l->rep->clients, &l->rep->n_clients, c);
+}
+
+static void list_regions(struct list *l, struct session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nregions && !l->error; i++) {
+		const struct region *r = s->regions[i];
+		Uffdd__RegionInfo *ri = list_alloc(l, sizeof(*ri));
+		if (!ri)
+			break;
+		uffdd__region_info__init(ri);
+		ri->session = s->id;
+		ri->range = list_range(l, r->start, r->len);
+		ri->mode = r->mode;
+		ri->source = source_is_zero(r->src) ? UFFDD__SOURCE_KIND__SOURCE_ZERO
+						    : UFFDD__SOURCE_KIND__SOURCE_FD;
+		ri->has_pages_populated = ri->has_pages_dirty = true;
+		ri->pages_populated = STAT_GET(r->n_populated);
+		ri->pages_dirty = STAT_GET(r->n_dirty);
+		if (ri->range)
+			list_push(l, (void ***)&l->rep->regions, &l->rep->n_regions, ri);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void list_pins(struct list *l, struct session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->npins && !l->error; i++) {
+		Uffdd__PinInfo *pi = list_alloc(l, sizeof(*pi));
+		if (!pi)
+			break;
+		uffdd__pin_info__init(pi);
+		pi->session = s->id;
+		pi->range = list_range(l, s->pins[i].addr, s->pins[i].len);
+		pi->cookie = s->pins[i].cookie;
+		if (pi->range)
+			list_push(l, (void ***)&l->rep->pins, &l->rep->n_pins, pi);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void list_one(struct session *s, void *data)
+{
+	struct list *l = data;
+
+	if (l->g->has_session && l->g->session && l->g->session != s->id)
+		return;
+	switch (l->g->what) {
+	case UFFDD__LIST_GET__WHAT__CLIENTS:
+		list_client(l, s);
+		break;
+	case UFFDD__LIST_GET__WHAT__REGIONS:
+		list_regions(l, s);
+		break;
+	case UFFDD__LIST_GET__WHAT__PINS:
+		list_pins(l, s);
+		break;
+	default:
+		break;
+	}
+}
+
+static void list_free(struct list *l)
+{
+	for (size_t i = 0; i < l->nallocs; i++)
+		free(l->allocs[i]);
+	free(l->allocs);
+	free(l->rep->clients);
+	free(l->rep->regions);
+	free(l->rep->pins);
+}
+
+static int do_list(struct req *q, struct list *l)
+{
+	l->g = q->m->list_get;
+	sessions_foreach(list_one, l);
+	if (l->error)
+		return fail(q, l->error, "out of memory");
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds)
+{
+	struct req q = { .s = s, .m = m, .fds = fds, .nfds = nfds };
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Stats st = UFFDD__STATS__INIT;
+	uint64_t lat[UFFDD_LAT_BUCKETS] = { 0 };
+	struct list l = { .rep = &rep };
+	uint8_t *bitmap = NULL;
+	uint64_t seq = m->has_seq ? m->seq : 0;
+	int error;
+
+	switch (m->body_case) {
+	case UFFDD__MSG__BODY_HELLO:
+		error = do_hello(&q, &rep);
+		break;
+	case UFFDD__MSG__BODY_UFFD:
+		error = do_handover(&q);
+		break;
+	case UFFDD__MSG__BODY_REGION_ADD:
+		error = do_region_add(&q);
+		break;
+	case UFFDD__MSG__BODY_REGION_REMOVE:
+		error = do_region_remove(&q);
+		break;
+	case UFFDD__MSG__BODY_PREFETCH:
+		error = s->uffd ? prefetch_add(s, m->prefetch->range->addr, m->prefetch->range->len)
+				: -EBADFD;
+		if (error)
+			fail(&q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
+					      : error == -ENOENT ? "no region in that range"
+								 : strerror(-error));
+		break;
+	case UFFDD__MSG__BODY_WAIT:
+		/* Replied to when the range is populated. */
+		prefetch_wait(s, seq, m->wait->range->addr, m->wait->range->len,
+			      m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
+		return;
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		error = do_dirty_get(&q, &rep, &bitmap);
+		break;
+	case UFFDD__MSG__BODY_PIN_REPORT:
+		error = do_pin_report(&q);
+		break;
+	case UFFDD__MSG__BODY_PIN_RELEASE:
+		error = do_pin_release(&q);
+		break;
+	case UFFDD__MSG__BODY_STATS_GET:
+		error = do_stats(&q, &rep, &st, lat);
+		break;
+	case UFFDD__MSG__BODY_LIST_GET:
+		error = do_list(&q, &l);
+		break;
+	case UFFDD__MSG__BODY_GOODBYE:
+		server_reply(s, seq, 0, "goodbye");
+		session_kill(s, "said goodbye");
+		return;
+	default:
+		error = fail(&q, -EINVAL, "not a request");
+		break;
+	}
+	/* A descriptor the request did not take is not kept. */
+	for (size_t i = 0; i < q.nfds; i++)
+		close(fds[i]);
+	rep.error = error;
+	rep.text = error ? q.text : "ok";
+	send_reply(s, seq, &rep);
+	free(bitmap);
+	list_free(&l);
+}
+
+static const char *recv_error(int err)
+{
+	switch (err) {
+	case -EBADMSG:
+		return "malformed message: truncated, undecodable or of an unknown type";
+	case -EBADF:
+		return "wrong number of file descriptors for this message";
+	case -EOVERFLOW:
+		return "a range wraps around the end of the address space";
+	case -EINVAL:
+		return "a field is out of bounds (empty or unaligned range, unknown mode)";
+	default:
+		return NULL;
+	}
+}
+
+void server_handle(struct session *s)
+{
+	for (int k = 0; k < MAX_BATCH && !s->dead; k++) {
+		Uffdd__Msg *m;
+		int fds[PIN_PROTO_MAX_FDS];
+		size_t nfds;
+		int r = pin_proto_recv(s->sock, &m, fds, &nfds);
+
+		if (r == -EAGAIN)
+			return;
+		if (r < 0 && recv_error(r)) {
+			ulog(LOG_INFO, "session %" PRIu64 ": rejected a message: %s", s->id,
+			     strerror(-r));
+			server_reply(s, 0, r, recv_error(r));
+			continue;
+		}
+		if (r < 0) {
+			session_kill(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
+			return;
+		}
+		handle(s, m, fds, nfds);
+		pin_proto_free(m);
+	}
+}
+
+/* ---- listening ---- */
+
+static int listen_path(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		ulog(LOG_ERR, "socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %m");
+		return -errno;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EADDRINUSE)
+			goto fail_bind;
+		/* A socket nobody listens on is a stale one: a daemon that
+		 * died.  One that answers belongs to a live daemon. */
+		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			ulog(LOG_ERR, "%s: another uffdd is listening there", path);
+			close(fd);
+			return -EADDRINUSE;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail_bind;
+	}
+	if (listen(fd, SOMAXCONN) < 0) {
+		ulog(LOG_ERR, "listen %s: %m", path);
+		close(fd);
+		return -errno;
+	}
+	unlink_on_exit = true;
+	return fd;
+fail_bind:;
+	int err = errno;
+	ulog(LOG_ERR, "bind %s: %s", path, strerror(err));
+	close(fd);
+	return -err;
+}
+
+int server_listen(void)
+{
+#ifdef HAVE_SYSTEMD
+	int n = sd_listen_fds(1);
+	if (n < 0) {
+		ulog(LOG_ERR, "sd_listen_fds: %s", strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n && nlisten < MAX_LISTEN; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
+			ulog(LOG_ERR, "socket-activation fd %d is not a listening AF_UNIX "
+				      "SOCK_SEQPACKET socket",
+			     fd);
+			return -EINVAL;
+		}
+		int flags = fcntl(fd, F_GETFL);
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		listen_fds[nlisten++] = fd;
+	}
+#endif
+	if (nlisten)
+		return 0;
+	if (!uffdd_cfg.socket_path) {
+		ulog(LOG_ERR, "no socket: give --socket PATH or start through uffdd.socket");
+		return -EINVAL;
+	}
+	int fd = listen_path(uffdd_cfg.socket_path);
+	if (fd < 0)
+		return fd;
+	listen_fds[nlisten++] = fd;
+	return 0;
+}
+
+static void accept_all(int lfd)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				ulog(LOG_ERR, "accept4: %m");
+			if (errno != EINTR)
+				return;
+			continue;
+		}
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			ulog(LOG_ERR, "getsockopt(SO_PEERCRED): %m");
+			close(fd);
+			continue;
+		}
+		struct session *s;
+		if (session_new(fd, cred.pid, cred.uid, &s) < 0) {
+			ulog(LOG_ERR, "new session for pid %d: out of memory", (int)cred.pid);
+			close(fd);
+			continue;
+		}
+		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
+		     cred.uid);
+		workers_assign(s);
+	}
+}
+
+int server_run(void)
+{
+	sigset_t mask;
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (sfd < 0 || ep < 0) {
+		ulog(LOG_ERR, "signalfd/epoll_create1: %m");
+		return 1;
+	}
+	ev.data.fd = sfd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+	for (unsigned int i = 0; i < nlisten; i++) {
+		ev.data.fd = listen_fds[i];
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fds[i], &ev) < 0) {
+			ulog(LOG_ERR, "epoll_ctl(ADD, listening fd): %m");
+			return 1;
+		}
+	}
+	for (;;) {
+		struct epoll_event evs[MAX_LISTEN + 1];
+		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), -1);
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.fd != sfd) {
+				accept_all(evs[i].data.fd);
+				continue;
+			}
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) != sizeof(si))
+				continue;
+			ulog(LOG_INFO, "signal %u: exiting; clients keep their userfaultfds and "
+				       "hand them to the next daemon",
+			     si.ssi_signo);
+			if (unlink_on_exit)
+				unlink(uffdd_cfg.socket_path);
+			return 0;
+		}
+	}
+}

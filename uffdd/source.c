@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Page sources: zero, or a file descriptor the client sent.  A regular file
+ * is mapped read-only and UFFDIO_COPY reads the page cache through that
+ * mapping: one copy, and a file truncated under us fails the ioctl with
+ * EFAULT instead of raising SIGBUS in the daemon, since only the kernel
+ * touches the mapping.  Its data extents (SEEK_DATA/SEEK_HOLE) are listed
+ * once: a source must not change while it is served.
+ */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <linux/fs.h>
+
+#include "uffdd.h"
+
+/* Past this many extents the rest of the file counts as data. */
+#define MAX_EXTENTS (1u << 20)
+
+struct extent {
+	uint64_t start, end; /* page aligned: data pages */
+};
+
+struct source {
+	_Atomic unsigned int refs;
+	int fd;		 /* -1: zero source */
+	uint64_t size;	 /* bytes; pages past it read as zero */
+	const uint8_t *map; /* NULL: read with pread */
+	size_t maplen;
+	struct extent *ext;
+	size_t next;
+};
+
+static uint64_t page_up(uint64_t x)
+{
+	return (x + uffdd_page - 1) & ~(uint64_t)(uffdd_page - 1);
+}
+
+static int add_extent(struct source *s, uint64_t start, uint64_t end)
+{
+	if (s->next % 64 == 0) {
+		struct extent *e = realloc(s->ext, (s->next + 64) * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		s->ext = e;
+	}
+	s->ext[s->next++] = (struct extent){ start & ~(uint64_t)(uffdd_page - 1), page_up(end) };
+	return 0;
+}
+
+/* List the data extents; a file system without SEEK_DATA is all data. */
+static int scan_extents(struct source *s)
+{
+	uint64_t pos = 0;
+
+	while (pos < s->size) {
+		off_t data = lseek(s->fd, (off_t)pos, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				return 0;
+			return add_extent(s, pos, s->size);
+		}
+		off_t hole = lseek(s->fd, data, SEEK_HOLE);
+		if (hole < 0 || s->next + 1 >= MAX_EXTENTS)
+			hole = (off_t)s->size;
+		int r = add_extent(s, (uint64_t)data, (uint64_t)hole);
+		if (r < 0)
+			return r;
+		pos = (uint64_t)hole;
+	}
+	return 0;
+}
+
+static int source_open_fd(struct source *s)
+{
+	struct stat st;
+
+	if (fstat(s->fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0)
+			return -errno;
+		return add_extent(s, 0, s->size);
+	}
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	s->size = (uint64_t)st.st_size;
+	int r = scan_extents(s);
+	if (r < 0)
+		return r;
+	if (!s->size)
+		return 0;
+	s->maplen = page_up(s->size);
+	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, 0);
+	/* Not mappable (opened write-only, some special files): pread it. */
+	s->map = m == MAP_FAILED ? NULL : m;
+	return 0;
+}
+
+int source_new(int fd, struct source **ret)
+{
+	struct source *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	atomic_init(&s->refs, 1);
+	s->fd = fd;
+	if (fd >= 0) {
+		int r = source_open_fd(s);
+		if (r < 0) {
+			source_unref(s);
+			return r;
+		}
+	}
+	*ret = s;
+	return 0;
+}
+
+struct source *source_ref(struct source *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+	return s;
+}
+
+void source_unref(struct source *s)
+{
+	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	if (s->map)
+		munmap((void *)s->map, s->maplen);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->ext);
+	free(s);
+}
+
+bool source_is_zero(const struct source *s)
+{
+	return s->fd < 0;
+}
+
+uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data)
+{
+	uint64_t len = n << uffdd_page_shift, end = off + len;
+	size_t lo = 0, hi = s->next;
+
+	/* The first extent that ends after off. */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (s->ext[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == s->next || s->ext[lo].start >= end) {
+		*ret_data = false;
+		return n;
+	}
+	const struct extent *e = &s->ext[lo];
+	if (e->start > off) {
+		*ret_data = false;
+		return (e->start - off) >> uffdd_page_shift;
+	}
+	*ret_data = true;
+	return ((e->end < end ? e->end : end) - off) >> uffdd_page_shift;
+}
+
+int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret)
+{
+	if (s->map && off + len <= s->maplen) {
+		*ret = s->map + off;
+		return 0;
+	}
+	size_t got = 0;
+	while (got < len) {
+		ssize_t k = pread(s->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break;
+		got += (size_t)k;
+	}
+	/* The file shrank: what is gone reads as zero, like a hole. */
+	memset((uint8_t *)buf + got, 0, len - got);
+	*ret = buf;
+	return 0;
+}

@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffdd internals.  Threading: the main thread accepts; every session (its
+ * socket and its userfaultfd) belongs to one worker thread, which alone
+ * changes it.  The owner reads its own state without locks and takes
+ * session->lock only to change regions or pins, so that other threads
+ * (uffdctl requests served by another worker) can read them under that lock.
+ * Counters are single-writer relaxed atomics.
+ */
+#ifndef UFFDD_H
+#define UFFDD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <syslog.h>
+
+#include "libpin-private.h"
+
+/* ---- main.c ------------------------------------------------------------ */
+
+struct uffdd_config {
+	const char *socket_path;
+	unsigned int workers;
+	uint32_t max_regions_per_uid;
+	uint64_t max_pinned_per_uid;
+	int verbose;
+};
+
+extern struct uffdd_config uffdd_cfg;
+extern size_t uffdd_page;       /* the page size */
+extern unsigned int uffdd_page_shift;
+
+void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Tell systemd (when it started us) how many sessions there are. */
+void uffdd_notify_status(void);
+uint64_t uffdd_now_ns(void);
+
+/* ---- bitmaps (one bit per page) ---------------------------------------- */
+
+static inline bool bm_test(const uint64_t *bm, uint64_t i)
+{
+	return bm[i / 64] >> (i % 64) & 1;
+}
+
+static inline void bm_set(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] |= 1ull << (i % 64);
+}
+
+static inline void bm_clear(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] &= ~(1ull << (i % 64));
+}
+
+uint64_t *bm_new(uint64_t nbits);
+void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
+uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
+/* Copy bits [from, from + n) of src to bits [0, n) of a new bitmap. */
+uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
+
+/* ---- source.c ---------------------------------------------------------- */
+
+struct source;
+
+/* A page source over fd (taken over; -1: every page is zero). */
+int source_new(int fd, struct source **ret);
+struct source *source_ref(struct source *s);
+void source_unref(struct source *s);
+bool source_is_zero(const struct source *s);
+/*
+ * Of the n pages at file offset off, how many in a row are the same kind as
+ * the first: data (*ret_data) or a hole / past the end (read as zero).
+ */
+uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data);
+/*
+ * Where the len bytes of data at off can be copied from: inside the source's
+ * mapping, or read into buf (len bytes of room) when it cannot be mapped.
+ */
+int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret);
+
+/* ---- session.c --------------------------------------------------------- */
+
+#define UFFDD_LAT_BUCKETS 32
+
+struct stats {
+	_Atomic uint64_t faults, pages_copied, pages_zeroed, bytes_copied, pages_pushed, wp_faults,
+		eagain, eexist;
+	_Atomic uint64_t lat[UFFDD_LAT_BUCKETS];
+};
+
+/* Single writer: a plain read-modify-write, atomic only for the readers. */
+#define STAT_ADD(field, n)                                                                        \
+	atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n), \
+			      memory_order_relaxed)
+#define STAT_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+struct region {
+	uint64_t start, len; /* bytes, page aligned */
+	uint64_t npages;
+	uint32_t mode;	     /* PIN_UFFD_REGISTER_MISSING | WP */
+	struct source *src;
+	uint64_t offset;     /* of start in the source */
+	bool push;	     /* push untouched pages when idle */
+	bool ours;	     /* the daemon registered it, so it unregisters */
+	uint64_t *populated; /* pages the daemon placed (or found there) */
+	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero; may be NULL */
+	uint64_t *dirty;     /* WP regions: written since the last reset */
+	_Atomic uint64_t n_populated, n_dirty;
+	uint64_t push_next;  /* page index where the background push goes on */
+	uint64_t ra_next;    /* readahead: the page a sequential fault would hit next */
+	uint32_t ra_pages;   /* readahead window */
+};
+
+struct pin_rec {
+	uint64_t addr, len, cookie;
+};
+
+/* A fault not resolved yet: waiting for EAGAIN to pass or for its region. */
+struct fault {
+	uint64_t addr;
+	uint32_t flags;
+	uint64_t t0; /* ns, when read from the userfaultfd */
+};
+
+struct waiter {
+	uint64_t seq, addr, len, deadline; /* deadline 0: none */
+};
+
+struct prefetch {
+	uint64_t addr, end;
+};
+
+enum watch_kind { WATCH_EVENT, WATCH_SOCK, WATCH_UFFD };
+
+struct watch {
+	enum watch_kind kind;
+	struct session *s;
+};
+
+struct worker;
+
+struct session {
+	uint64_t id;
+	pid_t pid;
+	uid_t uid;
+	char name[64];
+	int sock;		/* -1: a fork child's session, no connection */
+	struct pin_uffd *uffd;	/* NULL until UffdHandover */
+	bool takeover;
+	bool dead;		/* freed by its worker at the end of the round */
+	bool eagain;		/* faults wait for a non-cooperative event to pass */
+	struct worker *w;
+	struct watch wsock, wuffd;
+	struct session *wnext;	/* the worker's list */
+	struct session *gnext;	/* the global list */
+
+	pthread_mutex_t lock;	/* see the top of this file */
+	struct region **regions; /* sorted by start, disjoint */
+	size_t nregions;
+	struct pin_rec *pins;
+	size_t npins;
+	uint64_t pinned;
+
+	struct fault *faults;
+	size_t nfaults, faults_cap;
+	struct waiter *waits;
+	size_t nwaits;
+	struct prefetch *prefetch;
+	size_t nprefetch;
+	uint64_t next_probe; /* fork children: when to check the process is alive */
+	bool warned_outside;
+	bool push_pending;	/* some region has pages left to push */
+
+	struct stats stats;
+};
+
+int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
+/* Unlink from every list, close its descriptors and free it; worker only. */
+void session_free(struct session *s);
+/* Mark a session for freeing (its process is gone, or it hung up). */
+void session_kill(struct session *s, const char *why);
+
+/* Lookups in a session's sorted region array (owner, or under s->lock). */
+struct region *session_find(struct session *s, uint64_t addr);
+/* Index of the first region ending after addr. */
+size_t session_first_after(const struct session *s, uint64_t addr);
+
+/*
+ * Count against (or release from) the uid's limits: -EDQUOT, with why filled
+ * in, when over.  why NULL: forced (what the kernel did cannot be refused).
+ */
+int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
+
+struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct source *src,
+			  uint64_t offset, bool push);
+void region_free(struct region *r);
+int session_insert(struct session *s, struct region *r);
+/*
+ * Cut [start, end) out of the session's regions; with move != 0 the cut
+ * parts are put back shifted by move bytes (REMAP).  Returns the pages cut.
+ */
+int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move,
+		bool unregister);
+/* A fork child's session: the parent's regions and sources, the child's uffd. */
+int session_fork(struct session *parent, int fd, struct session **ret);
+
+/* Visit every session (under the global lock); uffdctl's view. */
+void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
+struct session *sessions_get_locked(uint64_t id);
+void sessions_lock(void);
+void sessions_unlock(void);
+unsigned int sessions_count(void);
+void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
+
+/* ---- server.c ---------------------------------------------------------- */
+
+int server_listen(void);
+/* Accept clients until a signal says stop; returns the exit code. */
+int server_run(void);
+/* The session's socket is readable (or hung up). */
+void server_handle(struct session *s);
+int server_reply(struct session *s, uint64_t seq, int error, const char *text);
+/* Tell the owners of pins overlapping [start, end) that they went stale. */
+void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+
+/* ---- fault.c ----------------------------------------------------------- */
+
+struct worker {
+	pthread_t thread;
+	int ep;
+	int efd;		/* eventfd: new sessions are queued */
+	struct watch wevent;
+	pthread_mutex_t qlock;
+	struct session *queue;	/* handed over by the main thread */
+	struct session *sessions;
+	_Atomic unsigned int nsessions;
+	uint64_t last_busy;	/* ns: keep polling for a while after work */
+	void *buf;		/* source reads and zero pages for WP regions */
+	struct pin_uffd_event *events;
+};
+
+int workers_start(unsigned int n);
+/* Give a new session to the least loaded worker. */
+void workers_assign(struct session *s);
+/* Watch a session's socket or userfaultfd (worker only). */
+int worker_watch(struct worker *w, struct watch *wt, int fd);
+
+/* The userfaultfd is readable: read events in batches and serve them. */
+void fault_handle(struct session *s);
+/* Wake faults in [start, end) and forget them: their mapping is gone. */
+void fault_drop(struct session *s, uint64_t start, uint64_t end);
+/*
+ * Place pages [first, first + n) of r with DONTWAKE (the caller wakes), each
+ * from its source or as zero.  Returns the pages handled (placed, or found
+ * there already), or -errno when none were (-EAGAIN: retry later; -ESRCH:
+ * the process is gone).
+ */
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push);
+
+/* ---- prefetch.c -------------------------------------------------------- */
+
+#define UFFDD_RA_MAX 256 /* pages: the largest readahead window */
+
+/* The readahead run for a missing fault on page i of r. */
+uint64_t prefetch_window(struct region *r, uint64_t i);
+/* Queue a Prefetch request. */
+int prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+/* WaitPopulated: reply now or later. */
+void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
+		   uint32_t timeout_ms);
+/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
+uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
+/* Background work of one worker round; idle: nothing else came in. */
+void prefetch_step(struct worker *w, bool idle);
+/* How long the worker may sleep, in ms (-1: until something happens). */
+int prefetch_timeout(struct worker *w);
+
+#endif /* UFFDD_H */
