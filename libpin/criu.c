@@ -146,6 +146,27 @@ static int img_next(struct img_file *f, const ProtobufCMessageDescriptor *desc, 
 	return 1;
 }
 
+/* img_load(), then the first entry, which must be there, as desc. */
+static int img_load_first(int dfd, const char *name, uint32_t magic,
+			  const ProtobufCMessageDescriptor *desc, struct img_file *f, void **ret)
+{
+	size_t off;
+	int r = img_load(dfd, name, magic, f);
+
+	if (r < 0)
+		return r;
+	r = img_next(f, desc, ret, &off);
+	if (r == 0) {
+		pin_log(PIN_LOG_ERR, "%s offset %zu: no %s", name, f->pos, desc->name);
+		r = -EBADMSG;
+	}
+	if (r < 0) {
+		img_release(f);
+		return r;
+	}
+	return 0;
+}
+
 static int pagemap_entry(const struct img_file *f, size_t off, const Criu__PagemapEntry *pe,
 			 uint64_t *present, struct pin_criu_pagemap_entry *e)
 {
@@ -186,16 +207,10 @@ int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
 	int r;
 
 	snprintf(name, sizeof(name), "pagemap-%d.img", pid);
-	r = img_load(dirfd, name, PAGEMAP_MAGIC, &f);
+	r = img_load_first(dirfd, name, PAGEMAP_MAGIC, &criu__pagemap_head__descriptor, &f,
+			   (void **)&head);
 	if (r < 0)
 		return r;
-	r = img_next(&f, &criu__pagemap_head__descriptor, (void **)&head, &off);
-	if (r == 0) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: no PagemapHead", name, f.pos);
-		r = -EBADMSG;
-	}
-	if (r < 0)
-		goto out;
 	pages_id = head->pages_id;
 	protobuf_c_message_free_unpacked(&head->base, NULL);
 	while ((r = img_next(&f, &criu__pagemap_entry__descriptor, (void **)&pe, &off)) > 0) {
@@ -249,16 +264,9 @@ static int read_vmas(int dfd, int pid, struct vma **ret, size_t *ret_n)
 	int r;
 
 	snprintf(name, sizeof(name), "mm-%d.img", pid);
-	r = img_load(dfd, name, MM_MAGIC, &f);
+	r = img_load_first(dfd, name, MM_MAGIC, &criu__mm_entry__descriptor, &f, (void **)&mm);
 	if (r < 0)
 		return r;
-	r = img_next(&f, &criu__mm_entry__descriptor, (void **)&mm, &off);
-	if (r == 0) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: no MmEntry", name, f.pos);
-		r = -EBADMSG;
-	}
-	if (r < 0)
-		goto out;
 	r = img_next(&f, &criu__mm_entry__descriptor, (void **)&extra, &off);
 	if (r > 0) {
 		protobuf_c_message_free_unpacked(&extra->base, NULL);
@@ -415,19 +423,16 @@ PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **
 	struct pin_image *img = NULL;
 	struct vma *v = NULL;
 	size_t ne = 0, nv = 0;
+	uint64_t pages_size;
 	uint32_t pages_id;
-	struct stat st;
 	char name[64];
-	int fd, r;
+	int r;
 
 	if (!dir || pid <= 0 || !ret)
 		return -EINVAL;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", dir, strerror(errno));
-		return r;
-	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
 	r = pin_criu_pagemap_read(dfd, pid, &pages_id, &e, &ne);
 	if (r < 0)
 		return r;
@@ -435,20 +440,10 @@ PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **
 	if (r < 0)
 		goto out;
 	snprintf(name, sizeof(name), "pages-%" PRIu32 ".img", pages_id);
-	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, name, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	r = pin_image_new_at(dfd, dir, name, &img, &pages_size);
+	if (r < 0)
 		goto out;
-	}
-	r = pin_image_alloc(fd, &img);
-	if (r < 0) {
-		close(fd);
-		goto out;
-	}
-	r = check_entries(pid, pages_id, (uint64_t)st.st_size, e, ne, v, nv);
+	r = check_entries(pid, pages_id, pages_size, e, ne, v, nv);
 	if (!r)
 		r = build(img, v, nv, e, ne);
 	if (r < 0)
@@ -472,12 +467,9 @@ PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)
 
 	if (!dir || (!pids && max))
 		return -EINVAL;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", dir, strerror(errno));
-		return r;
-	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
 	r = img_load(dfd, "pstree.img", PSTREE_MAGIC, &f);
 	if (r < 0)
 		return r;

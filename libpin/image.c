@@ -40,14 +40,37 @@ static size_t page_size(void)
 	return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-int pin_image_alloc(int pages_fd, struct pin_image **ret)
+int pin_image_open_dir(const char *dir)
 {
-	struct pin_image *img = calloc(1, sizeof(*img));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
+	if (dfd < 0) {
+		dfd = -errno;
+		pin_log(PIN_LOG_ERR, "open %s: %s", dir, strerror(errno));
+	}
+	return dfd;
+}
+
+int pin_image_new_at(int dfd, const char *dir, const char *pages, struct pin_image **ret,
+		     uint64_t *ret_size)
+{
+	_cleanup_close_ int fd = openat(dfd, pages, O_RDONLY | O_CLOEXEC);
+	struct pin_image *img;
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = -errno;
+
+		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, pages, strerror(errno));
+		return r;
+	}
+	img = calloc(1, sizeof(*img));
 	if (!img)
 		return -ENOMEM;
-	img->pages_fd = pages_fd;
+	img->pages_fd = fd;
+	fd = -1;
 	*ret = img;
+	*ret_size = (uint64_t)st.st_size;
 	return 0;
 }
 
@@ -540,12 +563,9 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
 		return r;
 	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", dir, strerror(errno));
-		return r;
-	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
 	buf = aligned_alloc(page_size(), COPY_CHUNK);
 	if (!buf)
 		return -ENOMEM;
@@ -698,31 +718,18 @@ PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
 {
 	_cleanup_close_ int dfd = -1;
 	struct pin_image *img;
-	struct stat st;
-	int fd, mfd, r;
+	uint64_t pages_size;
+	int mfd, r;
 	FILE *f;
 
 	if (!dir || !ret)
 		return -EINVAL;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", dir, strerror(errno));
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	r = pin_image_new_at(dfd, dir, PAGES, &img, &pages_size);
+	if (r < 0)
 		return r;
-	}
-	fd = openat(dfd, PAGES, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return r;
-	}
-	r = pin_image_alloc(fd, &img);
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
 	mfd = openat(dfd, MANIFEST, O_RDONLY | O_CLOEXEC);
 	f = mfd < 0 ? NULL : fdopen(mfd, "r");
 	if (!f) {
@@ -733,7 +740,7 @@ PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
 		pin_image_free(img);
 		return r;
 	}
-	r = parse_manifest(img, f, dir, (uint64_t)st.st_size);
+	r = parse_manifest(img, f, dir, pages_size);
 	fclose(f);
 	if (r < 0) {
 		pin_image_free(img);

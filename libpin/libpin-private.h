@@ -123,8 +123,14 @@ size_t pin_proto_fds_expected(const Uffdd__Msg *msg);
 
 /* ---- checkpoint images (image.c; criu.c builds them too) --------------- */
 
-/* A new image without regions over pages_fd, which it owns on success. */
-int pin_image_alloc(int pages_fd, struct pin_image **ret);
+/* open(2) directory dir for the *at() calls; -errno, logged, on failure. */
+int pin_image_open_dir(const char *dir);
+/*
+ * A new image without regions over the pages file dfd/pages (dir names dfd
+ * in messages), opened read-only; its size in *ret_size.
+ */
+int pin_image_new_at(int dfd, const char *dir, const char *pages, struct pin_image **ret,
+		     uint64_t *ret_size);
 /*
  * Append a region above the previous one, then its segments in address
  * order, each starting where the one before ended (-EINVAL otherwise, or

@@ -261,14 +261,17 @@ START_TEST(criu_fork_memory)
 }
 END_TEST
 
-/* Only private anonymous VMAs become regions; a data page of the binary
- * (file mapping) and the vDSO do not. */
+/* Only the 7 private anonymous VMAs become regions (bss, heap, A, B, C, D,
+ * stack); the binary's file mappings, vvar, the vDSO and vsyscall do not. */
 START_TEST(criu_regions_and_read)
 {
 	struct pin_image *img;
 	uint64_t buf[3 * PG / 8];
 
 	ck_assert_int_eq(pin_image_open_criu(fixture, 25997, &img), 0);
+	ck_assert_uint_eq(pin_image_nr_regions(img), 7);
+	ck_assert_str_eq(pin_image_region(img, 1)->name, "[heap]");
+	ck_assert_str_eq(pin_image_region(img, 6)->name, "[stack]");
 	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
 		const struct pin_image_region *r = pin_image_region(img, i);
 
@@ -299,9 +302,24 @@ START_TEST(criu_missing_pid)
 }
 END_TEST
 
-/* ---- damaged copies of the fixture ------------------------------------ */
+/* ---- a scratch directory; damaged copies of the fixture --------------- */
 
 static char tmp[64];
+
+static void make_tmp(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/test-image-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+}
+
+/* tmp/name, in a buffer that the next call reuses. */
+static const char *in_tmp(const char *name)
+{
+	static char path[128];
+
+	snprintf(path, sizeof(path), "%s/%s", tmp, name);
+	return path;
+}
 
 static void copy_file(const char *from, const char *to)
 {
@@ -340,8 +358,7 @@ static void copy_fixture(void)
 	struct dirent *de;
 	char from[600], to[600];
 
-	snprintf(tmp, sizeof(tmp), "/tmp/test-image-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	make_tmp();
 	ck_assert_ptr_nonnull(d);
 	while ((de = readdir(d)))
 		if (de->d_name[0] != '.') {
@@ -362,21 +379,15 @@ static void remove_copy(void)
 
 static void patch(const char *name, off_t off, const void *bytes, size_t len)
 {
-	char path[128];
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = open(in_tmp(name), O_WRONLY);
 
-	snprintf(path, sizeof(path), "%s/%s", tmp, name);
-	fd = open(path, O_WRONLY);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(pwrite(fd, bytes, len, off), (ssize_t)len);
 }
 
 static void cut(const char *name, off_t size)
 {
-	char path[128];
-
-	snprintf(path, sizeof(path), "%s/%s", tmp, name);
-	ck_assert_int_eq(truncate(path, size), 0);
+	ck_assert_int_eq(truncate(in_tmp(name), size), 0);
 }
 
 /* Opening the damaged copy fails with err, and the log names the place. */
@@ -464,14 +475,11 @@ START_TEST(criu_overlapping_entries)
 	uint8_t file[4096], from[11] = { 0x08 }, to[11] = { 0x08 };
 	size_t nfrom = 1 + varint(REG_B + 2 * PG, from + 1);
 	size_t nto = 1 + varint(REG_B, to + 1);
-	char path[128];
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = open(in_tmp("pagemap-25997.img"), O_RDONLY);
 	ssize_t size;
 	uint8_t *at;
 
 	ck_assert_uint_eq(nfrom, nto);
-	snprintf(path, sizeof(path), "%s/pagemap-25997.img", tmp);
-	fd = open(path, O_RDONLY);
 	size = read(fd, file, sizeof(file));
 	ck_assert_int_eq(size, 2542);
 	at = memmem(file, (size_t)size, from, nfrom);
@@ -624,8 +632,7 @@ START_TEST(own_round_trip)
 	pid_t child;
 
 	ck_assert_ptr_ne(area, MAP_FAILED);
-	snprintf(tmp, sizeof(tmp), "/tmp/test-image-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	make_tmp();
 	snprintf(dir, sizeof(dir), "%s/all", tmp);
 	snprintf(dir_rw, sizeof(dir_rw), "%s/rw", tmp);
 	child = rt_child(area);
@@ -668,8 +675,7 @@ START_TEST(own_self)
 	ck_assert_ptr_ne(area, MAP_FAILED);
 	area[0] = 0x1122334455667788ull;
 	area[3 * PG / 8 + 511] = 42;
-	snprintf(tmp, sizeof(tmp), "/tmp/test-image-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	make_tmp();
 	snprintf(dir, sizeof(dir), "%s/self", tmp);
 	ck_assert_int_eq(pin_image_write(0, dir, &o), 1);
 	ck_assert_int_eq(pin_image_open(dir, &img), 0);
@@ -702,12 +708,9 @@ END_TEST
 /* A manifest line by line: the image must be refused at the named line. */
 static void manifest_case(const char *text, int err, const char *where)
 {
-	char path[128];
 	struct pin_image *img = (void *)1;
-	FILE *f;
+	FILE *f = fopen(in_tmp("manifest"), "w");
 
-	snprintf(path, sizeof(path), "%s/manifest", tmp);
-	f = fopen(path, "w");
 	ck_assert_ptr_nonnull(f);
 	fputs(text, f);
 	fclose(f);
@@ -723,13 +726,9 @@ static void manifest_case(const char *text, int err, const char *where)
 
 START_TEST(own_bad_manifest)
 {
-	char path[128];
-
-	snprintf(tmp, sizeof(tmp), "/tmp/test-image-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
-	snprintf(path, sizeof(path), "%s/pages", tmp);
-	ck_assert_int_eq(close(open(path, O_WRONLY | O_CREAT, 0644)), 0);
-	ck_assert_int_eq(truncate(path, 4 * PG), 0);
+	make_tmp();
+	ck_assert_int_eq(close(open(in_tmp("pages"), O_WRONLY | O_CREAT, 0644)), 0);
+	cut("pages", 4 * PG);
 	pin_log_set(capture_log, NULL);
 	manifest_case("uffdd-image 1\npage-size 4096\nregion 0x10000 0x4000 rw- 0x22 0x0\nend 1\n",
 		      0, "");
