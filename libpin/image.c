@@ -498,7 +498,7 @@ static void prot_letters(uint32_t prot, char out[4])
  * one that describes a pages file still being written. */
 static int write_manifest(int dfd, const struct mapping *maps, size_t n)
 {
-	int fd = openat(dfd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int fd = openat(dfd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	uint64_t off = 0;
 	FILE *f;
 	int r = 0;
@@ -558,7 +558,8 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 		return -EINVAL;
 	if (!pid)
 		pid = getpid();
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+	/* A process's memory may hold secrets: only the owner reads it. */
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
 		return r;
@@ -572,7 +573,13 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 	r = read_maps(pid, &o, &maps, &n);
 	if (r < 0)
 		return r;
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* An old manifest must not describe the pages file being rewritten. */
+	if (unlinkat(dfd, MANIFEST, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
+		goto out;
+	}
+	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));

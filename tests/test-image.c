@@ -670,6 +670,7 @@ START_TEST(own_self)
 					  .len = 4 * PG };
 	uint64_t buf[4 * PG / 8];
 	struct pin_image *img;
+	struct stat st;
 	char dir[128];
 
 	ck_assert_ptr_ne(area, MAP_FAILED);
@@ -683,6 +684,19 @@ START_TEST(own_self)
 	ck_assert_int_eq(pin_image_read(img, (uintptr_t)area, buf, sizeof(buf)), 0);
 	ck_assert_mem_eq(buf, area, sizeof(buf));
 	pin_image_free(img);
+	/* Written again over the old one: the new content, one data page. */
+	area[0] = 0;
+	ck_assert_int_eq(pin_image_write(0, dir, &o), 1);
+	ck_assert_int_eq(pin_image_open(dir, &img), 0);
+	ck_assert_uint_eq(pin_image_region(img, 0)->nr_segments, 2);
+	ck_assert_int_eq(pin_image_read(img, (uintptr_t)area, buf, sizeof(buf)), 0);
+	ck_assert_mem_eq(buf, area, sizeof(buf));
+	pin_image_free(img);
+	ck_assert_int_eq(stat(in_tmp("self/pages"), &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	/* One data page; less than the file's 4 pages whatever the fs adds. */
+	ck_assert_int_ge(st.st_blocks * 512, PG);
+	ck_assert_int_lt(st.st_blocks * 512, 4 * PG);
 	rm_tree(dir);
 	rmdir(tmp);
 	munmap(area, 4 * PG);
