@@ -64,6 +64,47 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 	}
 }
 
+/*
+ * Field number 0 is not valid protobuf, yet protobuf-c 1.4 keeps it as an
+ * unknown field when its tag is encoded in more than one byte (a one-byte
+ * tag 0 fails to decode): such a message would not decode again once
+ * re-encoded.  Found by tests/fuzz-proto.c.  The schema is not recursive,
+ * so neither is this deeper than Msg > Reply > ClientInfo > Stats.
+ */
+static bool has_field_zero(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
+	for (unsigned int i = 0; i < m->n_unknown_fields; i++)
+		if (m->unknown_fields[i].tag == 0)
+			return true;
+	for (unsigned int i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const ProtobufCMessage *sub;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+
+			for (size_t k = 0; k < n; k++)
+				if (has_field_zero(v[k]))
+					return true;
+			continue;
+		}
+		/* Only the set member of a oneof points at a message. */
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		sub = *(ProtobufCMessage *const *)(base + f->offset);
+		if (sub && has_field_zero(sub))
+			return true;
+	}
+	return false;
+}
+
 /* What the wire format cannot say: ranges, enums and modes in bounds. */
 static int check_fields(const Uffdd__Msg *msg)
 {
@@ -110,7 +151,7 @@ int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **r
 		return -EBADMSG;
 	msg = uffdd__msg__unpack(NULL, len, buf);
 	/* An unknown field number leaves the oneof unset: a body we do not know. */
-	if (!msg || msg->body_case == UFFDD__MSG__BODY__NOT_SET) {
+	if (!msg || msg->body_case == UFFDD__MSG__BODY__NOT_SET || has_field_zero(&msg->base)) {
 		r = -EBADMSG;
 		goto fail;
 	}

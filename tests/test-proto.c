@@ -303,6 +303,24 @@ START_TEST(unknown_body)
 }
 END_TEST
 
+START_TEST(field_number_zero)
+{
+	/* An unknown field 0 behind an overlong tag (0x82 0x00), before a
+	 * ListGet; then inside the ListGet body. */
+	const uint8_t top[] = { 0x82, 0x00, 0x01, 0x00, 0xa2, 0x01, 0x02, 0x08, 0x02 };
+	const uint8_t nested[] = { 0xa2, 0x01, 0x05, 0x08, 0x02, 0x82, 0x00, 0x00 };
+	const uint8_t fine[] = { 0xa2, 0x01, 0x02, 0x08, 0x02 };
+	Uffdd__Msg *got = NULL;
+
+	raw_send(top, sizeof(top), NULL, 0);
+	expect_reject(-EBADMSG);
+	ck_assert_int_eq(pin_proto_decode(nested, sizeof(nested), 0, &got), -EBADMSG);
+	ck_assert_int_eq(pin_proto_decode(fine, sizeof(fine), 0, &got), 0);
+	ck_assert_int_eq(got->list_get->what, UFFDD__LIST_GET__WHAT__PINS);
+	pin_proto_free(got);
+}
+END_TEST
+
 START_TEST(missing_required_field)
 {
 	/* Prefetch { range { addr = 4096 } }: Range.len is required. */
@@ -1053,6 +1071,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, control_truncated);
 	tcase_add_test(tc, garbage_with_fd);
 	tcase_add_test(tc, unknown_body);
+	tcase_add_test(tc, field_number_zero);
 	tcase_add_test(tc, missing_required_field);
 	tcase_add_test(tc, truncated_payload);
 	tcase_add_test(tc, oversized);
