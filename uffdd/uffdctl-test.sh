@@ -1,0 +1,51 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Usage: uffdctl-test.sh UFFDD UFFDCTL
+# Start uffdd on a temporary socket and check what uffdctl prints and exits
+# with: tables, JSON, an unknown session, a missing daemon, usage errors.
+set -eu
+uffdd=$1
+ctl=$2
+dir=$(mktemp -d)
+sock=$dir/uffdd.sock
+"$uffdd" --socket "$sock" --workers 1 2>"$dir/log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+i=0
+while [ ! -S "$sock" ]; do
+	i=$((i + 1))
+	[ $i -lt 500 ] || { echo "uffdd did not create $sock"; cat "$dir/log"; exit 1; }
+	sleep 0.01
+done
+
+fail() {
+	echo "uffdctl-test: $*"
+	exit 1
+}
+json() {
+	python3 -c "import json, sys; d = json.load(sys.stdin); assert $1, d"
+}
+
+"$ctl" --socket "$sock" status | grep -q '^clients: *1 (this one included)$' ||
+	fail "status does not count its own session"
+[ "$("$ctl" --socket "$sock" clients | wc -l)" = 2 ] || fail "clients: not a header and one line"
+"$ctl" --socket "$sock" clients | tail -1 | grep -q ' uffdctl ' || fail "clients: no uffdctl line"
+"$ctl" --socket "$sock" --json clients | json 'len(d) == 1 and d[0]["name"] == "uffdctl"'
+"$ctl" --socket "$sock" --json status | json 'd["clients"] == 1 and d["regions"] == 0'
+"$ctl" --socket "$sock" --json stats | json 'd["session"] == "all" and d["faults"] == 0'
+"$ctl" --socket "$sock" stats | grep -q '^latency: no faults served yet$' || fail "stats: histogram"
+[ "$("$ctl" --socket "$sock" regions | wc -l)" = 1 ] || fail "regions: more than the header"
+"$ctl" --socket "$sock" --json regions | json 'd == []'
+"$ctl" --socket "$sock" --json pins 0 | json 'd == []'
+UFFDD_SOCKET=$sock "$ctl" --json status | json 'd["socket"] == "'"$sock"'"'
+
+rc=0; "$ctl" --socket "$sock" stats 999999 2>"$dir/err" || rc=$?
+[ $rc = 1 ] || fail "stats of an unknown session exits $rc, not 1"
+grep -q 'No such process' "$dir/err" || fail "stats 999999 does not say why: $(cat "$dir/err")"
+rc=0; "$ctl" --socket "$dir/none" status 2>/dev/null || rc=$?
+[ $rc = 1 ] || fail "a missing daemon exits $rc, not 1"
+for args in "bogus" "status 1" "regions x" ""; do
+	rc=0; "$ctl" --socket "$sock" $args 2>/dev/null || rc=$?
+	[ $rc = 2 ] || fail "'uffdctl $args' exits $rc, not 2"
+done
+echo "ok"
