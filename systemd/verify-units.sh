@@ -18,4 +18,8 @@ if [ -n "$out" ]; then
 	echo "$out"
 	exit 1
 fi
-echo "ok: $dir/uffdd.socket $dir/uffdd.service"
+rm -rf "$dir"
+trap - EXIT
+# exec: under meson's valgrind setup the shell itself is traced, and its own
+# leaks at exit are not what the test is about.
+exec echo "ok: systemd-analyze verify has nothing to say"
