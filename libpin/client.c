@@ -892,11 +892,18 @@ PIN_EXPORT int pin_client_stats(struct pin_client *c, uint64_t session,
 	return 0;
 }
 
-static int list_get(struct pin_client *c, Uffdd__ListGet__What what, uint64_t session,
-		    Uffdd__Msg **ret)
+/*
+ * ListGet, then a zeroed array of as many elem-sized entries as the reply
+ * lists, for the caller to fill from *ret_rep and free the reply.
+ */
+static int list_fetch(struct pin_client *c, Uffdd__ListGet__What what, uint64_t session,
+		      size_t elem, Uffdd__Msg **ret_rep, void **ret_arr, size_t *ret_nr)
 {
 	Uffdd__ListGet lg = UFFDD__LIST_GET__INIT;
 	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
+	size_t n;
+	void *arr;
 	int r;
 
 	lg.what = what;
@@ -905,32 +912,39 @@ static int list_get(struct pin_client *c, Uffdd__ListGet__What what, uint64_t se
 	req.body_case = UFFDD__MSG__BODY_LIST_GET;
 	req.list_get = &lg;
 	pthread_mutex_lock(&c->lock);
-	r = request(c, &req, NULL, 0, ret);
+	r = request(c, &req, NULL, 0, &rep);
 	pthread_mutex_unlock(&c->lock);
-	return r;
+	if (r < 0)
+		return r;
+	n = what == UFFDD__LIST_GET__WHAT__CLIENTS   ? rep->reply->n_clients
+	    : what == UFFDD__LIST_GET__WHAT__REGIONS ? rep->reply->n_regions
+						     : rep->reply->n_pins;
+	arr = calloc(n ? n : 1, elem);
+	if (!arr) {
+		pin_proto_free(rep);
+		return -ENOMEM;
+	}
+	*ret_rep = rep;
+	*ret_arr = arr;
+	*ret_nr = n;
+	return 0;
 }
 
 PIN_EXPORT int pin_client_list_clients(struct pin_client *c, struct pin_client_info **ret,
 				       size_t *ret_nr)
 {
 	struct pin_client_info *v;
-	Uffdd__Msg *rep = NULL;
-	Uffdd__Reply *rp;
+	Uffdd__Msg *rep;
+	size_t n;
 	int r;
 
 	if (!c || !ret || !ret_nr)
 		return -EINVAL;
-	r = list_get(c, UFFDD__LIST_GET__WHAT__CLIENTS, 0, &rep);
+	r = list_fetch(c, UFFDD__LIST_GET__WHAT__CLIENTS, 0, sizeof(*v), &rep, (void **)&v, &n);
 	if (r < 0)
 		return r;
-	rp = rep->reply;
-	v = calloc(rp->n_clients ? rp->n_clients : 1, sizeof(*v));
-	if (!v) {
-		pin_proto_free(rep);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < rp->n_clients; i++) {
-		const Uffdd__ClientInfo *ci = rp->clients[i];
+	for (size_t i = 0; i < n; i++) {
+		const Uffdd__ClientInfo *ci = rep->reply->clients[i];
 
 		v[i].session = ci->session;
 		v[i].pid = ci->pid;
@@ -940,9 +954,9 @@ PIN_EXPORT int pin_client_list_clients(struct pin_client *c, struct pin_client_i
 		v[i].pinned_bytes = ci->pinned_bytes;
 		copy_stats(&v[i].stats, ci->stats);
 	}
-	*ret_nr = rp->n_clients;
-	*ret = v;
 	pin_proto_free(rep);
+	*ret = v;
+	*ret_nr = n;
 	return 0;
 }
 
@@ -950,23 +964,18 @@ PIN_EXPORT int pin_client_list_regions(struct pin_client *c, uint64_t session,
 				       struct pin_client_region_info **ret, size_t *ret_nr)
 {
 	struct pin_client_region_info *v;
-	Uffdd__Msg *rep = NULL;
-	Uffdd__Reply *rp;
+	Uffdd__Msg *rep;
+	size_t n;
 	int r;
 
 	if (!c || !ret || !ret_nr)
 		return -EINVAL;
-	r = list_get(c, UFFDD__LIST_GET__WHAT__REGIONS, session, &rep);
+	r = list_fetch(c, UFFDD__LIST_GET__WHAT__REGIONS, session, sizeof(*v), &rep, (void **)&v,
+		       &n);
 	if (r < 0)
 		return r;
-	rp = rep->reply;
-	v = calloc(rp->n_regions ? rp->n_regions : 1, sizeof(*v));
-	if (!v) {
-		pin_proto_free(rep);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < rp->n_regions; i++) {
-		const Uffdd__RegionInfo *ri = rp->regions[i];
+	for (size_t i = 0; i < n; i++) {
+		const Uffdd__RegionInfo *ri = rep->reply->regions[i];
 
 		v[i].session = ri->session;
 		v[i].addr = ri->range->addr;
@@ -976,9 +985,9 @@ PIN_EXPORT int pin_client_list_regions(struct pin_client *c, uint64_t session,
 		v[i].pages_populated = ri->pages_populated;
 		v[i].pages_dirty = ri->pages_dirty;
 	}
-	*ret_nr = rp->n_regions;
-	*ret = v;
 	pin_proto_free(rep);
+	*ret = v;
+	*ret_nr = n;
 	return 0;
 }
 
@@ -986,29 +995,25 @@ PIN_EXPORT int pin_client_list_pins(struct pin_client *c, uint64_t session,
 				    struct pin_client_pin_info **ret, size_t *ret_nr)
 {
 	struct pin_client_pin_info *v;
-	Uffdd__Msg *rep = NULL;
-	Uffdd__Reply *rp;
+	Uffdd__Msg *rep;
+	size_t n;
 	int r;
 
 	if (!c || !ret || !ret_nr)
 		return -EINVAL;
-	r = list_get(c, UFFDD__LIST_GET__WHAT__PINS, session, &rep);
+	r = list_fetch(c, UFFDD__LIST_GET__WHAT__PINS, session, sizeof(*v), &rep, (void **)&v, &n);
 	if (r < 0)
 		return r;
-	rp = rep->reply;
-	v = calloc(rp->n_pins ? rp->n_pins : 1, sizeof(*v));
-	if (!v) {
-		pin_proto_free(rep);
-		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const Uffdd__PinInfo *pi = rep->reply->pins[i];
+
+		v[i].session = pi->session;
+		v[i].addr = pi->range->addr;
+		v[i].len = pi->range->len;
+		v[i].cookie = pi->cookie;
 	}
-	for (size_t i = 0; i < rp->n_pins; i++) {
-		v[i].session = rp->pins[i]->session;
-		v[i].addr = rp->pins[i]->range->addr;
-		v[i].len = rp->pins[i]->range->len;
-		v[i].cookie = rp->pins[i]->cookie;
-	}
-	*ret_nr = rp->n_pins;
-	*ret = v;
 	pin_proto_free(rep);
+	*ret = v;
+	*ret_nr = n;
 	return 0;
 }

@@ -91,6 +91,11 @@ static inline void pin_freep(void *p)
  * PIN_PROTO_MAX_MSG encoded bytes.
  */
 int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds);
+/* One datagram of len bytes as they are, with nfds (<= PIN_PROTO_RAW_MAX_FDS)
+ * descriptors: pin_proto_send() after encoding, and tests that play a
+ * hostile peer. */
+#define PIN_PROTO_RAW_MAX_FDS 64
+int pin_proto_send_raw(int sock, const void *buf, size_t len, const int *fds, size_t nfds);
 /*
  * Receive one datagram (EINTR retried) and decode it strictly, in this order:
  *   -EBADMSG   truncated (MSG_TRUNC/MSG_CTRUNC), oversized, empty,

@@ -175,35 +175,21 @@ void pin_proto_free(Uffdd__Msg *msg)
 		uffdd__msg__free_unpacked(msg, NULL);
 }
 
-int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds)
+int pin_proto_send_raw(int sock, const void *buf, size_t len, const int *fds, size_t nfds)
 {
 	union {
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * PIN_PROTO_RAW_MAX_FDS)];
 	} ctl;
-	struct msghdr mh = { 0 };
-	struct iovec iov;
-	_cleanup_free_ uint8_t *buf = NULL;
-	size_t len;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
-	if (nfds > PIN_PROTO_MAX_FDS)
+	if (nfds > PIN_PROTO_RAW_MAX_FDS)
 		return -EINVAL;
 	for (size_t i = 0; i < nfds; i++)
 		if (fds[i] < 0)
 			return -EBADF;
-	len = uffdd__msg__get_packed_size(msg);
-	if (len > PIN_PROTO_MAX_MSG)
-		return -EMSGSIZE;
-	/* An empty Msg packs to nothing; malloc(0) may give NULL. */
-	buf = malloc(len ? len : 1);
-	if (!buf)
-		return -ENOMEM;
-	uffdd__msg__pack(msg, buf);
-
-	iov = (struct iovec){ .iov_base = buf, .iov_len = len };
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
 	if (nfds) {
 		struct cmsghdr *cm;
 
@@ -223,6 +209,24 @@ int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds)
 	if (n < 0)
 		return -errno;
 	return 0;
+}
+
+int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+
+	if (nfds > PIN_PROTO_MAX_FDS)
+		return -EINVAL;
+	len = uffdd__msg__get_packed_size(msg);
+	if (len > PIN_PROTO_MAX_MSG)
+		return -EMSGSIZE;
+	/* An empty Msg packs to nothing; malloc(0) may give NULL. */
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	uffdd__msg__pack(msg, buf);
+	return pin_proto_send_raw(sock, buf, len, fds, nfds);
 }
 
 static void close_all(const int *fds, size_t n)

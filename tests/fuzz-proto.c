@@ -77,28 +77,13 @@ static void check_accepted(const Uffdd__Msg *m, size_t nfds)
 
 static void through_socket(const uint8_t *data, size_t size, size_t nfds)
 {
-	char ctl[CMSG_SPACE(sizeof(int) * 8)] = { 0 };
-	struct iovec iov = { .iov_base = (void *)data, .iov_len = size };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	int fds[8], got[PIN_PROTO_MAX_FDS], before = lowest_free_fd();
+	int fds[8] = { nullfd, nullfd, nullfd, nullfd, nullfd, nullfd, nullfd, nullfd };
+	int got[PIN_PROTO_MAX_FDS], before = lowest_free_fd();
 	size_t ngot = 0;
 	Uffdd__Msg *m = NULL;
 	int r;
 
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		for (size_t i = 0; i < nfds; i++)
-			fds[i] = nullfd;
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	if (sendmsg(sv[0], &mh, MSG_DONTWAIT) != (ssize_t)size)
+	if (pin_proto_send_raw(sv[0], data, size, fds, nfds) < 0)
 		return; /* larger than the socket takes: nothing to receive */
 	r = pin_proto_recv(sv[1], &m, got, &ngot);
 	if (r == 0) {

@@ -43,26 +43,10 @@ static int count_fds(void)
 	return n;
 }
 
-/* sendmsg() as a hostile peer would: any bytes, any descriptors. */
+/* As a hostile peer would: any bytes, any descriptors. */
 static void raw_send(const void *buf, size_t len, const int *fds, size_t nfds)
 {
-	char ctl[CMSG_SPACE(sizeof(int) * 32)] = { 0 };
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-	ck_assert_uint_le(nfds, 32);
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
-	ck_assert_int_eq(sendmsg(sv[0], &mh, 0), (ssize_t)len);
+	ck_assert_int_eq(pin_proto_send_raw(sv[0], buf, len, fds, nfds), 0);
 }
 
 /* Receive on sv[1] expecting err; nothing may stay open or be returned. */
@@ -523,7 +507,11 @@ START_TEST(send_bad_fd)
 
 	m.body_case = UFFDD__MSG__BODY_GOODBYE;
 	m.goodbye = &bye;
+	int many[PIN_PROTO_RAW_MAX_FDS + 1] = { 0 };
+
 	ck_assert_int_eq(pin_proto_send(sv[0], &m, &fd, 1), -EBADF);
+	ck_assert_int_eq(pin_proto_send_raw(sv[0], "", 0, &fd, 1), -EBADF);
+	ck_assert_int_eq(pin_proto_send_raw(sv[0], "", 0, many, PIN_ARRAY_SIZE(many)), -EINVAL);
 	close(sv[1]);
 	sv[1] = -1;
 	ck_assert_int_eq(pin_proto_send(sv[0], &m, NULL, 0), -EPIPE);
@@ -641,6 +629,9 @@ static bool srv_answer(int sock, const Uffdd__Msg *in)
 	Uffdd__Stats st = UFFDD__STATS__INIT;
 	Uffdd__ClientInfo ci[2] = { UFFDD__CLIENT_INFO__INIT, UFFDD__CLIENT_INFO__INIT };
 	Uffdd__ClientInfo *cis[2] = { &ci[0], &ci[1] };
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionInfo ri = UFFDD__REGION_INFO__INIT, *ris[1] = { &ri };
+	Uffdd__PinInfo pi = UFFDD__PIN_INFO__INIT, *pis[1] = { &pi };
 	Uffdd__Reply rep = UFFDD__REPLY__INIT;
 	Uffdd__Msg m = UFFDD__MSG__INIT;
 	bool notify_after = false;
@@ -696,6 +687,19 @@ static bool srv_answer(int sock, const Uffdd__Msg *in)
 		st.pages_total = 4096;
 		rep.n_clients = 2;
 		rep.clients = cis;
+		range.addr = 0x600000;
+		range.len = 0x3000;
+		ri.session = pi.session = in->list_get->session;
+		ri.range = pi.range = &range;
+		ri.mode = 3;
+		ri.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+		ri.has_pages_populated = ri.has_pages_dirty = 1;
+		ri.pages_populated = 2;
+		ri.pages_dirty = 1;
+		pi.cookie = 99;
+		rep.n_regions = rep.n_pins = 1;
+		rep.regions = ris;
+		rep.pins = pis;
 		break;
 	case UFFDD__MSG__BODY_PIN_RELEASE:
 		if (in->pin_release->cookie == 0xdead && !srv.crashed) {
@@ -936,6 +940,8 @@ START_TEST(client_dirty_stats_lists)
 	struct pin_client *c = client_new("t", 0, NULL, NULL);
 	struct pin_client_stats st;
 	struct pin_client_info *ci = NULL;
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client_pin_info *pi = NULL;
 	uint8_t bm[4] = { 0xaa, 0xaa, 0xaa, 0xaa };
 	size_t n = 0;
 
@@ -970,6 +976,21 @@ START_TEST(client_dirty_stats_lists)
 	ck_assert_uint_eq(ci[1].stats.pages_total, 4096);
 	ck_assert_uint_eq(ci[1].stats.latency_us_log2[0], 1);
 	free(ci);
+	ck_assert_int_eq(pin_client_list_regions(c, 4, &ri, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(ri[0].session, 4);
+	ck_assert_uint_eq(ri[0].addr, 0x600000);
+	ck_assert_uint_eq(ri[0].len, 0x3000);
+	ck_assert_uint_eq(ri[0].mode, 3);
+	ck_assert_uint_eq(ri[0].source, 1);
+	ck_assert_uint_eq(ri[0].pages_populated, 2);
+	ck_assert_uint_eq(ri[0].pages_dirty, 1);
+	free(ri);
+	ck_assert_int_eq(pin_client_list_pins(c, 0, &pi, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(pi[0].cookie, 99);
+	ck_assert_uint_eq(pi[0].len, 0x3000);
+	free(pi);
 	pin_client_free(c);
 }
 END_TEST

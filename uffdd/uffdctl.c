@@ -57,6 +57,18 @@ static void jadd_u64(struct json_object *o, const char *key, uint64_t v)
 	json_object_object_add(o, key, json_object_new_uint64(v));
 }
 
+/* A list entry's common part: whose, and where. */
+static struct json_object *range_json(uint64_t session, uint64_t addr, uint64_t len)
+{
+	struct json_object *o = json_object_new_object();
+
+	jadd_u64(o, "session", session);
+	jadd_u64(o, "start", addr);
+	jadd_u64(o, "end", addr + len);
+	jadd_u64(o, "len", len);
+	return o;
+}
+
 /* 1536 -> "1.5K": sizes in tables stay narrow. */
 static const char *human_size(uint64_t v, char *buf, size_t len)
 {
@@ -270,12 +282,8 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 		struct json_object *a = json_object_new_array();
 
 		for (size_t i = 0; i < n; i++) {
-			struct json_object *o = json_object_new_object();
+			struct json_object *o = range_json(v[i].session, v[i].addr, v[i].len);
 
-			jadd_u64(o, "session", v[i].session);
-			jadd_u64(o, "start", v[i].addr);
-			jadd_u64(o, "end", v[i].addr + v[i].len);
-			jadd_u64(o, "len", v[i].len);
 			json_object_object_add(o, "mode", json_object_new_string(mode_name(v[i].mode)));
 			json_object_object_add(o, "source",
 					       json_object_new_string(v[i].source ? "fd" : "zero"));
@@ -320,12 +328,8 @@ static int cmd_pins(struct pin_client *c, uint64_t session)
 		struct json_object *a = json_object_new_array();
 
 		for (size_t i = 0; i < n; i++) {
-			struct json_object *o = json_object_new_object();
+			struct json_object *o = range_json(v[i].session, v[i].addr, v[i].len);
 
-			jadd_u64(o, "session", v[i].session);
-			jadd_u64(o, "start", v[i].addr);
-			jadd_u64(o, "end", v[i].addr + v[i].len);
-			jadd_u64(o, "len", v[i].len);
 			jadd_u64(o, "cookie", v[i].cookie);
 			json_object_array_add(a, o);
 		}
