@@ -23,12 +23,21 @@
  * applies the queue first (pin_monitor_sync).  `busy` covers the window
  * between read() taking an event, which lets munmap return, and the event
  * sitting in the queue.
+ *
+ * Valgrind runs one thread at a time and keeps its lock across munmap and
+ * mremap (not across madvise): the monitor could never read their events
+ * and the caller would hang.  Under valgrind, then, only REMOVE is watched.
  */
 #include <poll.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "pin-internal.h"
 
@@ -157,6 +166,11 @@ int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
 
 	if (!m)
 		return -ENOMEM;
+	if (RUNNING_ON_VALGRIND) {
+		uo.features = PIN_UFFD_FEATURE_EVENT_REMOVE;
+		pin_log(PIN_LOG_WARN, "pin monitor: under valgrind, munmap and mremap of pinned "
+				      "memory are not seen: call pin_ctx_invalidate() first");
+	}
 	m->ctx = ctx;
 	m->stop_fd = -1;
 	pthread_mutex_init(&m->qlock, NULL);

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <valgrind/valgrind.h>
 
 #include "pin-internal.h"
 #include "test-common.h"
@@ -379,8 +380,9 @@ static char *pin_cached(struct pin_ctx *ctx, size_t len)
 }
 
 /* After the change: the lookup pins anew, the old pin is gone, and a
- * READ_FIXED through the new pin lands in what the process reads. */
-static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0)
+ * READ_FIXED through the new pin lands in what the process reads.  by_event:
+ * the monitor saw the change (else pin_ctx_invalidate() reported it). */
+static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0, bool by_event)
 {
 	int fd = pattern_file(page, 3);
 	struct pin_range *r;
@@ -390,7 +392,10 @@ static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0)
 	ck_assert_uint_eq(s.misses, 2);
 	ck_assert_uint_eq(s.hits, 0);
 	ck_assert_uint_eq(s.invalidations, 1);
-	ck_assert_uint_ge(s.events, 1);
+	if (by_event)
+		ck_assert_uint_ge(s.events, 1);
+	else
+		ck_assert_uint_eq(s.events, 0);
 	ck_assert_uint_eq(s.pinned_ranges, 1);
 	ck_assert_uint_eq(s.pinned_bytes, len);
 	ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
@@ -410,7 +415,7 @@ START_TEST(stale_dontneed)
 
 	ck_assert_int_eq(madvise(p + len / 2, page, MADV_DONTNEED), 0);
 	ck_assert_int_eq(p[len / 2], 0);
-	assert_repinned(ctx, p, len, pin0);
+	assert_repinned(ctx, p, len, pin0, true);
 	pin_ctx_free(ctx);
 	munmap(p, len);
 }
@@ -446,9 +451,12 @@ START_TEST(stale_munmap)
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 
+	/* Valgrind would hang munmap (see pin-monitor.c): say it ourselves. */
+	if (RUNNING_ON_VALGRIND)
+		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
 	ck_assert_int_eq(munmap(p, len), 0);
 	ck_assert_ptr_eq(map_small(p, len), p);
-	assert_repinned(ctx, p, len, pin0);
+	assert_repinned(ctx, p, len, pin0, !RUNNING_ON_VALGRIND);
 	pin_ctx_free(ctx);
 	munmap(p, len);
 }
@@ -464,10 +472,12 @@ START_TEST(stale_mremap)
 	struct pin_uffd *u;
 
 	ck_assert_ptr_ne(q, MAP_FAILED);
+	if (RUNNING_ON_VALGRIND)
+		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
 	ck_assert_ptr_eq(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, q), q);
 	ck_assert_int_eq(q[0], 0x5a);
 	ck_assert_ptr_eq(map_small(p, len), p);
-	assert_repinned(ctx, p, len, pin0);
+	assert_repinned(ctx, p, len, pin0, !RUNNING_ON_VALGRIND);
 	/* The registration that moved along with the mapping was dropped: another
 	 * userfaultfd may register there. */
 	ck_assert_int_eq(pin_uffd_new(NULL, &u), 0);

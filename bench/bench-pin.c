@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pinning: pin + unpin of 1 GiB through libpin against raw
+ * io_uring_register_buffers of the same memory in the same run, mlock of it,
+ * the cache-hit lookup, and how long after madvise(MADV_DONTNEED) returns the
+ * monitor has dropped the stale pin.
+ */
+#include <liburing.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "bench-common.h"
+#include "pin-internal.h"
+
+#define GiB	    (1ul << 30)
+#define ROUNDS	    7
+#define HIT_LOOPS   2000000
+#define INVAL_LOOPS 200
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(bench_now_ns() - t0) / 1e6;
+}
+
+static int fail(const char *what, int err)
+{
+	fprintf(stderr, "bench-pin: %s: %s\n", what, strerror(-err));
+	return 1;
+}
+
+/* One pin + unpin of [p, p + len) through the cache, in ms. */
+static double libpin_round(struct pin_ctx *ctx, char *p, size_t len)
+{
+	struct pin_range *r;
+	uint64_t t0 = bench_now_ns();
+
+	if (pin_range_get(ctx, p, len, &r) < 0)
+		return -1;
+	pin_range_put(r);
+	/* Put leaves it cached; the unpin is the invalidation. */
+	pin_ctx_invalidate(ctx, p, len);
+	return ms_since(t0);
+}
+
+static double raw_round(struct io_uring *ring, char *p, size_t len)
+{
+	struct iovec iov = { .iov_base = p, .iov_len = len };
+	uint64_t t0 = bench_now_ns();
+
+	if (io_uring_register_buffers(ring, &iov, 1) < 0)
+		return -1;
+	io_uring_unregister_buffers(ring);
+	return ms_since(t0);
+}
+
+static double mlock_round(char *p, size_t len)
+{
+	uint64_t t0 = bench_now_ns();
+
+	if (mlock(p, len) < 0)
+		return -1;
+	munlock(p, len);
+	return ms_since(t0);
+}
+
+static int bench_1g(struct pin_ctx *ctx)
+{
+	double lib[ROUNDS], raw[ROUNDS], lck[ROUNDS];
+	struct io_uring ring;
+	char *p = mmap(NULL, GiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int r;
+
+	if (p == MAP_FAILED)
+		return fail("mmap 1 GiB", -errno);
+	memset(p, 1, GiB);
+	r = io_uring_queue_init(8, &ring, 0);
+	if (r < 0)
+		return fail("io_uring_queue_init", r);
+	/* Interleaved, so that both see the same state of the machine. */
+	for (int i = 0; i < ROUNDS; i++) {
+		lib[i] = libpin_round(ctx, p, GiB);
+		raw[i] = raw_round(&ring, p, GiB);
+		lck[i] = mlock_round(p, GiB);
+		if (lib[i] < 0 || raw[i] < 0 || lck[i] < 0)
+			return fail("pin 1 GiB (RLIMIT_MEMLOCK?)", -ENOMEM);
+	}
+	double ml = bench_median(lib, ROUNDS), mr = bench_median(raw, ROUNDS);
+	bench_metric("pin_1g_libpin", ml, "ms");
+	bench_metric("pin_1g_raw", mr, "ms");
+	bench_metric("pin_1g_ratio", ml / mr, "x");
+	bench_metric("pin_1g_mlock", bench_median(lck, ROUNDS), "ms");
+	io_uring_queue_exit(&ring);
+	munmap(p, GiB);
+	return 0;
+}
+
+static int bench_hit(struct pin_ctx *ctx)
+{
+	static struct pin_range *held[1000];
+	const size_t len = 1 << 20;
+	struct pin_range *r;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return fail("mmap", -errno);
+	int err = pin_range_get(ctx, p, len, &r);
+	if (err < 0)
+		return fail("pin_range_get", err);
+	pin_range_put(r);
+	uint64_t t0 = bench_now_ns();
+	for (int i = 0; i < HIT_LOOPS; i++) {
+		pin_range_get(ctx, p + 4096, 8192, &r);
+		pin_range_put(r);
+	}
+	bench_metric("pin_hit_get_put", (double)(bench_now_ns() - t0) / HIT_LOOPS, "ns");
+	/* The lookup alone: gets in a row, the puts outside the clock. */
+	uint64_t total = 0;
+	for (int k = 0; k < HIT_LOOPS / 1000; k++) {
+		uint64_t t1 = bench_now_ns();
+		for (int i = 0; i < 1000; i++)
+			pin_range_get(ctx, p + 4096, 8192, &held[i]);
+		total += bench_now_ns() - t1;
+		for (int i = 0; i < 1000; i++)
+			pin_range_put(held[i]);
+	}
+	bench_metric("pin_hit_lookup", (double)total / HIT_LOOPS, "ns");
+	pin_ctx_invalidate(ctx, p, len);
+	munmap(p, len);
+	return 0;
+}
+
+static int bench_invalidate(struct pin_ctx *ctx)
+{
+	double gone[INVAL_LOOPS], call[INVAL_LOOPS], plain[INVAL_LOOPS];
+	const size_t len = 1 << 20;
+	char *p = mmap(NULL, 2 * len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *q = p + len;
+
+	if (p == MAP_FAILED)
+		return fail("mmap", -errno);
+	memset(p, 1, 2 * len);
+	for (int i = 0; i < INVAL_LOOPS; i++) {
+		struct pin_range *r;
+		int err = pin_range_get(ctx, p, len, &r);
+		if (err < 0)
+			return fail("pin_range_get", err);
+		uint64_t t0 = bench_now_ns();
+		madvise(p + 4096, 4096, MADV_DONTNEED);
+		uint64_t t1 = bench_now_ns();
+		/* The handle held keeps the entry readable: the monitor thread
+		 * marks it stale when it applies the event. */
+		while (!pin_range_stale(r))
+			;
+		uint64_t t2 = bench_now_ns();
+		pin_range_put(r);
+		p[4096] = 1;
+		q[0] = 1;
+		uint64_t t3 = bench_now_ns();
+		madvise(q, 4096, MADV_DONTNEED);
+		plain[i] = (double)(bench_now_ns() - t3) / 1e3;
+		call[i] = (double)(t1 - t0) / 1e3;
+		gone[i] = (double)(t2 - t1) / 1e3;
+	}
+	bench_metric("pin_invalidate_after_madvise", bench_median(gone, INVAL_LOOPS), "us");
+	bench_metric("madvise_dontneed_watched", bench_median(call, INVAL_LOOPS), "us");
+	bench_metric("madvise_dontneed_unwatched", bench_median(plain, INVAL_LOOPS), "us");
+	munmap(p, 2 * len);
+	return 0;
+}
+
+int main(void)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
+	struct pin_ctx *ctx;
+	int err = pin_ctx_new(&o, &ctx);
+
+	if (err < 0)
+		return fail("pin_ctx_new", err);
+	int status = bench_1g(ctx) || bench_hit(ctx) || bench_invalidate(ctx);
+	pin_ctx_free(ctx);
+	return status;
+}
