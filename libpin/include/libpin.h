@@ -496,6 +496,21 @@ int pin_client_list_regions(struct pin_client *c, uint64_t session,
 int pin_client_list_pins(struct pin_client *c, uint64_t session, struct pin_client_pin_info **ret,
 			 size_t *ret_nr);
 
+/* ---- lazy restore of an image ------------------------------------------ */
+
+/*
+ * In the restored process: map region i of img where it was (never over an
+ * existing mapping: -EEXIST), MADV_NOHUGEPAGE, and register it MISSING on u.
+ */
+int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd *u);
+/*
+ * Tell uffdd where the pages of region i come from: one uffdd region per
+ * segment, data from the image's pages file, the rest zero pages.  flags:
+ * PIN_CLIENT_REGION_*.  Returns the number of uffdd regions added.
+ */
+int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img, size_t i,
+				unsigned int flags);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Lazy restore of a checkpoint image: the restored process maps a region where
+ * it was and registers it (pin_image_map_region), and whoever holds the
+ * connection to uffdd describes where its pages come from
+ * (pin_client_add_image_region).  They are two calls because with CRIU the
+ * two sides are different processes.
+ */
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "libpin-private.h"
+
+static const struct pin_image_region *region_at(const struct pin_image *img, size_t i)
+{
+	const struct pin_image_region *g = pin_image_region(img, i);
+
+	if (!g)
+		pin_log(PIN_LOG_ERR, "image region %zu: no such region (%zu in the image)", i,
+			pin_image_nr_regions(img));
+	return g;
+}
+
+PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd *u)
+{
+	const struct pin_image_region *g;
+	void *want, *p;
+
+	if (!img || !u)
+		return -EINVAL;
+	g = region_at(img, i);
+	if (!g)
+		return -ENOENT;
+	want = (void *)(uintptr_t)g->addr;
+	/* NOREPLACE: MAP_FIXED over a mapping would silently drop it, and with
+	 * it any userfaultfd registration it had. */
+	p = mmap(want, g->len, (int)g->prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		 -1, 0);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		pin_log(PIN_LOG_ERR, "mmap [%#llx, +%#llx) for image region %zu: %s",
+			(unsigned long long)g->addr, (unsigned long long)g->len, i, strerror(err));
+		return -err;
+	}
+	if (p != want) {
+		/* Kernels before 4.17 ignore MAP_FIXED_NOREPLACE. */
+		munmap(p, g->len);
+		pin_log(PIN_LOG_ERR, "mmap [%#llx, +%#llx): placed elsewhere",
+			(unsigned long long)g->addr, (unsigned long long)g->len);
+		return -EEXIST;
+	}
+	/* A huge page would be filled whole on the first fault, hiding every
+	 * other page of its 2 MiB from the daemon. */
+	if (madvise(p, g->len, MADV_NOHUGEPAGE) < 0) {
+		int err = errno;
+		munmap(p, g->len);
+		pin_log(PIN_LOG_ERR, "madvise(MADV_NOHUGEPAGE) [%p, +%#llx): %s", p,
+			(unsigned long long)g->len, strerror(err));
+		return -err;
+	}
+	int r = pin_uffd_register(u, p, g->len, PIN_UFFD_REGISTER_MISSING, NULL);
+	if (r < 0)
+		munmap(p, g->len);
+	return r;
+}
+
+PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
+					   size_t i, unsigned int flags)
+{
+	const struct pin_image_region *g;
+	int n = 0;
+
+	if (!c || !img || (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)))
+		return -EINVAL;
+	g = region_at(img, i);
+	if (!g)
+		return -ENOENT;
+	for (size_t k = 0; k < g->nr_segments; k++) {
+		const struct pin_image_segment *sg = &g->segments[k];
+		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
+		struct pin_client_region cr = {
+			.sz = sizeof(cr),
+			.addr = (void *)(uintptr_t)sg->addr,
+			.len = sg->len,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = flags,
+			.fd = data ? pin_image_pages_fd(img) : -1,
+			.offset = data ? sg->offset : 0,
+		};
+		int r = pin_client_region_add(c, &cr);
+		if (r < 0)
+			return r;
+		n++;
+	}
+	return n;
+}

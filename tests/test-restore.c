@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite restore: uffdd-lazy-pages in the place of `criu lazy-pages`, driven
+ * exactly as `criu restore --lazy-pages` drives it, over the real CRIU 4.2
+ * dumps of ../shared/criu-images.  The restored tasks are child processes
+ * that map the dump's mappings where they were and check every byte.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+#define RSTF 0x52535446u
+#define CRIU_FEATURES                                                                 \
+	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                 \
+	 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP)
+
+/* The fixture's regions (../shared/criu-images/README.md). */
+#define REGION_A 0x7e0000000000ull
+#define REGION_B 0x7e0000800000ull
+#define REGION_C 0x7e0000a00000ull
+#define REGION_D 0x7e0000c00000ull
+#define FORK_CHILD_PID 27448 /* its first 16 pages of A hold the pattern ^ 1 */
+
+static size_t page;
+static char images[512];
+
+struct lazy_pages {
+	pid_t pid;
+	int out; /* its stdout */
+	char work[64];
+};
+
+static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d, const char *dump)
+{
+	int pfd[2];
+
+	snprintf(lp->work, sizeof(lp->work), "/tmp/uffdd-lp-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(lp->work));
+	ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+	lp->pid = fork();
+	ck_assert_int_ge(lp->pid, 0);
+	if (lp->pid == 0) {
+		dup2(pfd[1], 1);
+		execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W", lp->work,
+		      "--socket", d->sock, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	lp->out = pfd[0];
+}
+
+/* Connect as CRIU's restore side does: a stream socket in the work dir. */
+static int lazy_pages_connect(const struct lazy_pages *lp)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/lazy-pages.socket", lp->work);
+	for (int i = 0; i < 1000; i++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		ck_assert_int_ge(fd, 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		close(fd);
+		ck_assert_int_eq(waitpid(lp->pid, NULL, WNOHANG), 0);
+		test_sleep_ms(10);
+	}
+	ck_abort_msg("uffdd-lazy-pages did not listen in %s", lp->work);
+	return -1;
+}
+
+/* Its exit status, and what it printed. */
+static int lazy_pages_wait(struct lazy_pages *lp, char *out, size_t outlen)
+{
+	ssize_t n = read(lp->out, out, outlen - 1);
+	int st;
+
+	out[n > 0 ? n : 0] = '\0';
+	close(lp->out);
+	ck_assert_int_eq(waitpid(lp->pid, &st, 0), lp->pid);
+	unlink(strcat(lp->work, "/lazy-pages.socket"));
+	*strrchr(lp->work, '/') = '\0';
+	rmdir(lp->work);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void send_all(int sock, const void *buf, size_t len)
+{
+	ck_assert_int_eq(send(sock, buf, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* The int32 pid, then one byte carrying the userfaultfd. */
+static void send_task(int sock, int32_t pid, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl = { 0 };
+	char byte = 0;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	send_all(sock, &pid, sizeof(pid));
+	if (fd < 0)
+		return;
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = sizeof(ctl.buf);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(fd));
+	ck_assert_int_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), 1);
+}
+
+static int recv_fd(int sock)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	int fd;
+
+	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != 1 || !CMSG_FIRSTHDR(&mh))
+		return -1;
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+	return fd;
+}
+
+/* ---- the restored task (a child process) ---- */
+
+#define CHECK(c)                                                                              \
+	do {                                                                                  \
+		if (!(c)) {                                                                   \
+			fprintf(stderr, "%s:%d: task %d: %s failed\n", __FILE__, __LINE__, pid, #c); \
+			return 1;                                                             \
+		}                                                                             \
+	} while (0)
+
+static uint64_t word_at(uint64_t a)
+{
+	return *(volatile uint64_t *)(uintptr_t)a;
+}
+
+/* Regions A to D hold what fixture.c wrote, word for word. */
+static int check_fixture(int pid)
+{
+	for (uint64_t a = REGION_A; a < REGION_A + (4 << 20); a += 8) {
+		uint64_t seed = pid == FORK_CHILD_PID && a < REGION_A + 16 * page;
+		CHECK(word_at(a) == test_pattern(a, seed));
+	}
+	for (uint64_t a = REGION_B; a < REGION_B + (1 << 20); a += 8) {
+		bool odd = (a - REGION_B) / page % 2;
+		CHECK(word_at(a) == (odd ? 0 : test_pattern(a, 0)));
+	}
+	for (uint64_t a = REGION_C; a < REGION_C + (1 << 20); a += 8)
+		CHECK(word_at(a) == 0);
+	for (uint64_t a = REGION_D; a < REGION_D + (64 << 10); a += 8)
+		CHECK(word_at(a) == test_pattern(a, 0));
+	return 0;
+}
+
+static bool in_fixture(uint64_t addr)
+{
+	return addr >= REGION_A && addr < REGION_D + (64 << 10);
+}
+
+/* Every byte of what was mapped equals the dump's. */
+static int check_image(const struct pin_image *img, const bool *mapped, int pid)
+{
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+		uint8_t *want;
+		int r;
+
+		if (!mapped[i])
+			continue;
+		want = malloc(g->len);
+		CHECK(want);
+		r = pin_image_read(img, g->addr, want, g->len);
+		if (r == 0)
+			r = memcmp((void *)(uintptr_t)g->addr, want, g->len) ? -EIO : 0;
+		free(want);
+		CHECK(r == 0);
+	}
+	return 0;
+}
+
+/*
+ * The restored task: hand the userfaultfd to the restore side (our parent,
+ * the same way it hands it on), map and register the dump's mappings when
+ * told to, then, when told to, read every byte.
+ */
+static int task_main(const char *dump, int pid, int ctl)
+{
+	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC,
+				   .features = CRIU_FEATURES };
+	struct pin_image *img;
+	struct pin_uffd *u;
+	bool mapped[64] = { false };
+	char go;
+
+	CHECK(pin_image_open_criu(dump, pid, &img) == 0);
+	CHECK(pin_image_nr_regions(img) <= PIN_ARRAY_SIZE(mapped));
+	CHECK(pin_uffd_new(&o, &u) == 0);
+	send_task(ctl, pid, pin_uffd_fd(u));
+	CHECK(read(ctl, &go, 1) == 1);
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		int r = pin_image_map_region(img, i, u);
+		/* This process's own stack may sit where the dump's was; the
+		 * fixture's regions are where nothing of ours is. */
+		CHECK(r == 0 || (r == -EEXIST && !in_fixture(pin_image_region(img, i)->addr)));
+		mapped[i] = r == 0;
+	}
+	/* As CRIU's restorer does: only the daemon keeps the userfaultfd, so
+	 * the mappings stop reporting faults once it lets go. */
+	pin_uffd_free(u);
+	CHECK(write(ctl, "r", 1) == 1);
+	CHECK(read(ctl, &go, 1) == 1);
+	CHECK(check_fixture(pid) == 0);
+	CHECK(check_image(img, mapped, pid) == 0);
+	CHECK(write(ctl, "v", 1) == 1);
+	/* Stay until the restore side is done with our memory. */
+	CHECK(read(ctl, &go, 1) == 0);
+	pin_image_free(img);
+	return 0;
+}
+
+/* ---- the restore side ---- */
+
+enum order {
+	VERIFY_BEFORE_END, /* every page arrives by a fault */
+	VERIFY_AFTER_END,  /* every page was pushed, and uffdd let go */
+};
+
+struct restore {
+	struct test_daemon d;
+	struct lazy_pages lp;
+	char dump[600];
+	int pids[4];
+	int npids;
+	pid_t tasks[4];
+	int ctl[4];
+	char out[512];
+};
+
+static void read_byte(int fd, char want)
+{
+	char c = 0;
+
+	ck_assert_int_eq(read(fd, &c, 1), 1);
+	ck_assert_int_eq(c, want);
+}
+
+static void restore_start(struct restore *rs, const char *which)
+{
+	snprintf(rs->dump, sizeof(rs->dump), "%s/%s", images, which);
+	rs->npids = pin_image_criu_pids(rs->dump, rs->pids, PIN_ARRAY_SIZE(rs->pids));
+	ck_assert_int_ge(rs->npids, 1);
+	test_daemon_start(&rs->d, NULL);
+	lazy_pages_start(&rs->lp, &rs->d, rs->dump);
+	for (int i = 0; i < rs->npids; i++) {
+		int sv[2];
+		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+		rs->tasks[i] = fork();
+		ck_assert_int_ge(rs->tasks[i], 0);
+		if (rs->tasks[i] == 0) {
+			/* Only its own end: the restore side's ends of the
+			 * other tasks must reach EOF when it closes them. */
+			close(sv[0]);
+			close(rs->lp.out);
+			for (int j = 0; j < i; j++)
+				close(rs->ctl[j]);
+			_exit(task_main(rs->dump, rs->pids[i], sv[1]));
+		}
+		close(sv[1]);
+		rs->ctl[i] = sv[0];
+	}
+}
+
+/* Play `criu restore --lazy-pages` for every task of the dump. */
+static int restore_run(struct restore *rs, enum order order, bool zombie)
+{
+	int sock = lazy_pages_connect(&rs->lp);
+	uint32_t end = RSTF;
+
+	if (zombie)
+		send_task(sock, -1, -1);
+	for (int i = 0; i < rs->npids; i++) {
+		int32_t pid;
+		ck_assert_int_eq(read(rs->ctl[i], &pid, sizeof(pid)), sizeof(pid));
+		ck_assert_int_eq(pid, rs->pids[i]);
+		int fd = recv_fd(rs->ctl[i]);
+		ck_assert_int_ge(fd, 0);
+		send_task(sock, pid, fd);
+		close(fd);
+		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
+	}
+	for (int i = 0; i < rs->npids; i++)
+		read_byte(rs->ctl[i], 'r');
+	for (int i = 0; order == VERIFY_BEFORE_END && i < rs->npids; i++) {
+		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
+		read_byte(rs->ctl[i], 'v');
+	}
+	send_all(sock, &end, sizeof(end));
+	int status = lazy_pages_wait(&rs->lp, rs->out, sizeof(rs->out));
+	close(sock);
+	for (int i = 0; order == VERIFY_AFTER_END && i < rs->npids; i++) {
+		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
+		read_byte(rs->ctl[i], 'v');
+	}
+	return status;
+}
+
+static void restore_finish(struct restore *rs)
+{
+	for (int i = 0; i < rs->npids; i++) {
+		int st;
+		close(rs->ctl[i]);
+		ck_assert_int_eq(waitpid(rs->tasks[i], &st, 0), rs->tasks[i]);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "task %d failed", rs->pids[i]);
+	}
+	test_daemon_stop(&rs->d);
+}
+
+/* Pages with data in the dump's mappings: what a full push places. */
+static unsigned long data_pages(const char *dump, int pid)
+{
+	struct pin_image *img;
+	unsigned long n = 0;
+
+	ck_assert_int_eq(pin_image_open_criu(dump, pid, &img), 0);
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+		for (size_t k = 0; k < g->nr_segments; k++)
+			if (g->segments[k].flags & PIN_IMAGE_SEG_DATA)
+				n += g->segments[k].len / page;
+	}
+	pin_image_free(img);
+	return n;
+}
+
+START_TEST(criu_faults_serve_every_byte)
+{
+	struct restore rs;
+
+	restore_start(&rs, "fixture");
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
+	ck_assert_msg(strstr(rs.out, "1 tasks restored"), "%s", rs.out);
+	restore_finish(&rs);
+}
+END_TEST
+
+START_TEST(criu_push_after_restore_completes_it)
+{
+	struct restore rs;
+	char want[64];
+
+	restore_start(&rs, "fixture");
+	ck_assert_int_eq(restore_run(&rs, VERIFY_AFTER_END, false), 0);
+	snprintf(want, sizeof(want), " %lu pages pushed", data_pages(rs.dump, rs.pids[0]));
+	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
+	restore_finish(&rs);
+}
+END_TEST
+
+START_TEST(criu_two_tasks_and_a_zombie)
+{
+	struct restore rs;
+
+	restore_start(&rs, "fixture-fork");
+	ck_assert_int_eq(rs.npids, 2);
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, true), 0);
+	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
+	restore_finish(&rs);
+}
+END_TEST
+
+START_TEST(criu_restore_side_gone_fails)
+{
+	struct test_daemon d;
+	struct lazy_pages lp;
+	char dump[600], out[512];
+	int32_t pid = 25997;
+
+	snprintf(dump, sizeof(dump), "%s/fixture", images);
+	test_daemon_start(&d, NULL);
+	lazy_pages_start(&lp, &d, dump);
+	int sock = lazy_pages_connect(&lp);
+	/* A pid and then no descriptor: the restore side died. */
+	send_all(sock, &pid, sizeof(pid));
+	close(sock);
+	ck_assert_int_eq(lazy_pages_wait(&lp, out, sizeof(out)), 1);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("restore");
+	TCase *tc = tcase_create("criu-lazy-pages");
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	snprintf(images, sizeof(images), "%s", getenv("UFFDD_CRIU_IMAGES"));
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, criu_faults_serve_every_byte);
+	tcase_add_test(tc, criu_push_after_restore_completes_it);
+	tcase_add_test(tc, criu_two_tasks_and_a_zombie);
+	tcase_add_test(tc, criu_restore_side_gone_fails);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	static char why[600];
+	const char *dir = getenv("UFFDD_CRIU_IMAGES");
+	struct stat st;
+
+	if (!dir || stat(dir, &st) < 0) {
+		snprintf(why, sizeof(why), "no CRIU images at %s (shared/ beside the checkout)",
+			 dir ? dir : "$UFFDD_CRIU_IMAGES");
+		return why;
+	}
+	if (access("/dev/userfaultfd", R_OK | W_OK) < 0 && geteuid() != 0)
+		return "userfaultfd needs /dev/userfaultfd access or root";
+	return NULL;
+}

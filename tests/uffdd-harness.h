@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* Tests that talk to a real uffdd: start the one meson built ($UFFDD) on a
+ * temporary socket, stop it, and wait on it. */
+#ifndef UFFDD_HARNESS_H
+#define UFFDD_HARNESS_H
+
+#include <sys/types.h>
+
+struct test_daemon {
+	pid_t pid;
+	char dir[64];  /* a fresh temporary directory */
+	char sock[96]; /* dir/sock */
+};
+
+/* Start uffdd with extra arguments (NULL-terminated, may be NULL) and wait
+ * until it answers a Hello. */
+void test_daemon_start(struct test_daemon *d, const char *const *extra);
+/* Start it again on the same socket (after a stop, or a kill). */
+void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
+/* SIGTERM, and check it exits 0. */
+void test_daemon_stop(struct test_daemon *d);
+void test_sleep_ms(unsigned int ms);
+
+#endif /* UFFDD_HARNESS_H */

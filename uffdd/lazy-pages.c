@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uffdd-lazy-pages: takes the place of `criu lazy-pages` for
+ * `criu restore --lazy-pages`.  CRIU's restore side connects to
+ * lazy-pages.socket in the work directory and, for each restored task, sends
+ * its pid (int32) and then one byte carrying the task's userfaultfd (already
+ * through UFFDIO_API) by SCM_RIGHTS; a zombie comes as a negative pid with no
+ * descriptor.  When every task is restored it sends the uint32 0x52535446.
+ *
+ * This front end reads the task's memory layout from the dump (pagemap and
+ * mm images) and hands the userfaultfd to uffdd with one region per part of
+ * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
+ * zero pages.  uffdd serves the faults; after the final word it pushes what
+ * was not touched.  The page file descriptors go to uffdd, so uffdd itself
+ * never opens a path.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libpin.h"
+
+#define RESTORE_FINISHED 0x52535446u /* "RSTF" */
+#define MAX_TASKS	 1024
+/* The features CRIU's restore side asks for on each task's userfaultfd. */
+#define CRIU_FEATURES                                                                 \
+	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                 \
+	 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP)
+
+struct task {
+	int pid;
+	struct pin_image *img;
+	struct pin_client *client;
+};
+
+static const char *images_dir, *work_dir, *uffdd_socket;
+static int verbose;
+
+static void log_stderr(enum pin_log_level level, const char *msg, void *userdata)
+{
+	if (level <= PIN_LOG_WARN || verbose)
+		fprintf(stderr, "uffdd-lazy-pages: %s\n", msg);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int listen_at(const char *dir)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/lazy-pages.socket", dir) >=
+	    sizeof(sa.sun_path)) {
+		fprintf(stderr, "uffdd-lazy-pages: %s/lazy-pages.socket: path too long\n", dir);
+		return -ENAMETOOLONG;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+		int err = errno;
+		fprintf(stderr, "uffdd-lazy-pages: bind/listen %s: %s\n", sa.sun_path,
+			strerror(err));
+		close(fd);
+		return -err;
+	}
+	return fd;
+}
+
+/* The next 4-byte word of the stream; -ECONNRESET at EOF. */
+static int read_word(int sock, uint32_t *ret)
+{
+	ssize_t n;
+
+	do
+		n = recv(sock, ret, sizeof(*ret), MSG_WAITALL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n == sizeof(*ret) ? 0 : -ECONNRESET;
+}
+
+/* The one byte that carries the task's userfaultfd. */
+static int read_fd(int sock)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = ctl.buf,
+		.msg_controllen = sizeof(ctl.buf),
+	};
+	struct cmsghdr *cm;
+	ssize_t n;
+	int fd;
+
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	cm = CMSG_FIRSTHDR(&mh);
+	if (n != 1 || (mh.msg_flags & MSG_CTRUNC) || !cm || cm->cmsg_level != SOL_SOCKET ||
+	    cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -EBADMSG;
+	memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+	return fd;
+}
+
+/* Hand one task's userfaultfd and layout to uffdd; no push before RSTF. */
+static int task_start(struct task *t, int pid, int fd)
+{
+	struct pin_client_opts copts = { .sz = sizeof(copts), .socket = uffdd_socket };
+	char name[32];
+	struct pin_uffd *u;
+	int r, nregions = 0;
+
+	t->pid = pid;
+	r = pin_uffd_from_fd(fd, CRIU_FEATURES, &u);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	r = pin_image_open_criu(images_dir, pid, &t->img);
+	if (r < 0)
+		goto out;
+	snprintf(name, sizeof(name), "criu-%d", pid);
+	copts.name = name;
+	r = pin_client_connect(&copts, &t->client);
+	if (r < 0)
+		goto out;
+	r = pin_client_handover(t->client, u);
+	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
+		r = pin_client_add_image_region(t->client, t->img, i, PIN_CLIENT_REGION_NO_PUSH);
+		nregions += r > 0 ? r : 0;
+	}
+	if (r >= 0)
+		fprintf(stderr, "uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
+			pid, pin_image_nr_regions(t->img), nregions);
+out:
+	/* uffdd holds its own copy of the descriptor now. */
+	pin_uffd_free(u);
+	return r;
+}
+
+/* Prefetch (or wait for) every page of the task that has data. */
+static int each_data_segment(struct task *t, bool wait)
+{
+	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
+		const struct pin_image_region *g = pin_image_region(t->img, i);
+		for (size_t k = 0; k < g->nr_segments; k++) {
+			const struct pin_image_segment *sg = &g->segments[k];
+			void *addr = (void *)(uintptr_t)sg->addr;
+			int r = 0;
+
+			if (!(sg->flags & PIN_IMAGE_SEG_DATA))
+				continue;
+			r = wait ? pin_client_wait_populated(t->client, addr, sg->len, 0)
+				 : pin_client_prefetch(t->client, addr, sg->len);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* After RSTF: push every lazy page not faulted in yet, and wait for it. */
+static int task_finish(struct task *t, uint64_t *ret_pushed)
+{
+	struct pin_client_stats st;
+	int r = each_data_segment(t, false);
+
+	if (r >= 0)
+		r = each_data_segment(t, true);
+	if (r >= 0 && pin_client_stats(t->client, 0, &st) >= 0)
+		*ret_pushed += st.pages_pushed;
+	return r;
+}
+
+static void task_free(struct task *t)
+{
+	if (t->client)
+		pin_client_goodbye(t->client);
+	pin_client_free(t->client);
+	pin_image_free(t->img);
+}
+
+static int serve(int sock, struct task *tasks, size_t *ret_ntasks)
+{
+	size_t n = 0;
+
+	for (;;) {
+		uint32_t word;
+		int r = read_word(sock, &word), fd;
+
+		if (r < 0) {
+			fprintf(stderr, "uffdd-lazy-pages: restore side: %s before the end of restore\n",
+				strerror(-r));
+			*ret_ntasks = n;
+			return r;
+		}
+		if (word == RESTORE_FINISHED)
+			break;
+		if ((int32_t)word < 0)
+			continue; /* a zombie: no memory, no descriptor */
+		fd = read_fd(sock);
+		if (fd < 0) {
+			fprintf(stderr, "uffdd-lazy-pages: task %d: no userfaultfd: %s\n",
+				(int)word, strerror(-fd));
+			*ret_ntasks = n;
+			return fd;
+		}
+		if (n == MAX_TASKS) {
+			close(fd);
+			fprintf(stderr, "uffdd-lazy-pages: more than %d tasks\n", MAX_TASKS);
+			*ret_ntasks = n;
+			return -E2BIG;
+		}
+		r = task_start(&tasks[n++], (int)word, fd);
+		if (r < 0) {
+			fprintf(stderr, "uffdd-lazy-pages: task %d: %s\n", (int)word, strerror(-r));
+			*ret_ntasks = n;
+			return r;
+		}
+	}
+	*ret_ntasks = n;
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
+		   "Serve `criu restore --lazy-pages` through uffdd.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "images-dir", required_argument, NULL, 'D' },
+		{ "work-dir", required_argument, NULL, 'W' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	static struct task tasks[MAX_TASKS];
+	uint64_t pushed = 0;
+	size_t ntasks = 0;
+	int c, lsock, sock, r;
+	double t0, t1;
+
+	while ((c = getopt_long(argc, argv, "D:W:s:vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'D': images_dir = optarg; break;
+		case 'W': work_dir = optarg; break;
+		case 's': uffdd_socket = optarg; break;
+		case 'v': verbose = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!images_dir || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	pin_log_set(log_stderr, NULL);
+	lsock = listen_at(work_dir ? work_dir : images_dir);
+	if (lsock < 0)
+		return 1;
+	do
+		sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+	while (sock < 0 && errno == EINTR);
+	close(lsock);
+	if (sock < 0) {
+		perror("uffdd-lazy-pages: accept");
+		return 1;
+	}
+	t0 = now_ms();
+	r = serve(sock, tasks, &ntasks);
+	close(sock);
+	t1 = now_ms();
+	for (size_t i = 0; r >= 0 && i < ntasks; i++) {
+		r = task_finish(&tasks[i], &pushed);
+		if (r < 0)
+			fprintf(stderr, "uffdd-lazy-pages: task %d: push: %s\n", tasks[i].pid,
+				strerror(-r));
+	}
+	for (size_t i = 0; i < ntasks; i++)
+		task_free(&tasks[i]);
+	if (r < 0)
+		return 1;
+	printf("uffdd-lazy-pages: %zu tasks restored in %.1f ms, %" PRIu64
+	       " pages pushed after it in %.1f ms\n",
+	       ntasks, t1 - t0, pushed, now_ms() - t1);
+	return 0;
+}
