@@ -93,16 +93,6 @@ static bool page_aligned(uint64_t x)
 	return !(x & ((uint64_t)sysconf(_SC_PAGESIZE) - 1));
 }
 
-/* What the daemon would reject anyway, caught before a round trip. */
-static int check_range(uint64_t addr, uint64_t len)
-{
-	if (len && addr + len <= addr)
-		return -EOVERFLOW;
-	if (!len || !page_aligned(addr) || !page_aligned(len))
-		return -EINVAL;
-	return 0;
-}
-
 static void dispatch_stale(struct pin_client *c, const Uffdd__StaleNotice *n)
 {
 	pin_log(PIN_LOG_DEBUG, "uffdd: stale pin %#llx [%#llx, %#llx) event %u",
@@ -591,7 +581,7 @@ PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_clie
 	err = pin_opts_check(r, r->sz, sizeof(*r));
 	if (err < 0)
 		return err;
-	err = check_range((uintptr_t)r->addr, r->len);
+	err = pin_proto_check_range((uintptr_t)r->addr, r->len);
 	if (err < 0)
 		return err;
 	if (!r->mode || (r->mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) ||
@@ -679,7 +669,7 @@ static int simple_range_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Ra
 
 	if (!c)
 		return -EINVAL;
-	r = check_range((uintptr_t)addr, len);
+	r = pin_proto_check_range((uintptr_t)addr, len);
 	if (r < 0)
 		return r;
 	range->addr = (uintptr_t)addr;
@@ -744,7 +734,7 @@ PIN_EXPORT int pin_client_dirty_get(struct pin_client *c, void *addr, size_t len
 
 	if (!c || !bitmap || (flags & ~PIN_CLIENT_DIRTY_RESET))
 		return -EINVAL;
-	r = check_range((uintptr_t)addr, len);
+	r = pin_proto_check_range((uintptr_t)addr, len);
 	if (r < 0)
 		return r;
 	pages = len / (size_t)sysconf(_SC_PAGESIZE);
@@ -797,7 +787,7 @@ PIN_EXPORT int pin_client_pin_report(struct pin_client *c, void *addr, size_t le
 	/* Pins hold whole pages; so does the daemon's bookkeeping. */
 	p = (struct client_pin){ .addr = a & ~mask, .len = ((e + mask) & ~mask) - (a & ~mask),
 				 .cookie = cookie };
-	r = check_range(p.addr, p.len);
+	r = pin_proto_check_range(p.addr, p.len);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&c->lock);

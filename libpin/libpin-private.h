@@ -119,6 +119,10 @@ int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds);
 int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **ret_msg);
 /* Free a message pin_proto_recv() or pin_proto_decode() returned; accepts NULL. */
 void pin_proto_free(Uffdd__Msg *msg);
+/* A Range the decoder accepts: -EOVERFLOW when addr + len wraps, -EINVAL
+ * when empty or not page aligned, else 0.  The client checks with it before
+ * a round trip. */
+int pin_proto_check_range(uint64_t addr, uint64_t len);
 /* How many descriptors a message of this body must carry: 1 for
  * UffdHandover and for RegionAdd with SOURCE_FD, 0 otherwise. */
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg);

@@ -29,15 +29,20 @@ size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 	}
 }
 
-static int check_range(const Uffdd__Range *r)
+int pin_proto_check_range(uint64_t addr, uint64_t len)
 {
 	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
 
-	if (r->len && r->addr + r->len <= r->addr)
+	if (len && addr + len <= addr)
 		return -EOVERFLOW;
-	if (!r->len || (r->addr & mask) || (r->len & mask))
+	if (!len || (addr & mask) || (len & mask))
 		return -EINVAL;
 	return 0;
+}
+
+static int check_range(const Uffdd__Range *r)
+{
+	return pin_proto_check_range(r->addr, r->len);
 }
 
 static int check_region_add(const Uffdd__RegionAdd *ra)
