@@ -41,6 +41,9 @@ void *pin_imap_find_covering(const struct pin_imap *m, uintptr_t start, uintptr_
 /* Remove one item overlapping [start, end) and return its data; NULL when none
  * is left.  Never allocates, so the monitor thread may call it. */
 void *pin_imap_take_overlap(struct pin_imap *m, uintptr_t start, uintptr_t end);
+/* For maps of disjoint items: cut [start, end) out of them.  Never allocates:
+ * -ENOSPC when an item must split and no room was reserved. */
+int pin_imap_punch(struct pin_imap *m, uintptr_t start, uintptr_t end);
 /* Call fn on each maximal piece of [start, end) that no item covers. */
 void pin_imap_gaps(const struct pin_imap *m, uintptr_t start, uintptr_t end,
 		   void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg);
@@ -107,6 +110,16 @@ struct pin_ctx {
 	struct pin_imap map; /* live entries, never stale ones */
 	struct pin_range *lru_head, *lru_tail; /* idle entries, oldest first */
 	struct pin_range *dead; /* retired by the monitor, freed by the next caller */
+	/*
+	 * Ranges no pin covers any more, still registered with the monitor's
+	 * userfaultfd: unregistering walks every page table of the range
+	 * (~25 ms a GiB), so the monitor thread does it in the background,
+	 * one chunk at a time, and a new pin of the range just takes it back.
+	 */
+	struct pin_imap unreg; /* disjoint */
+	uintptr_t unreg_busy_start, unreg_busy_end; /* the chunk in progress */
+	pthread_cond_t unreg_done;
+	bool closing;
 	size_t max_idle, max_idle_bytes;
 	size_t idle_count, idle_bytes;
 	size_t pinned_bytes, pinned_ranges, unwatched;
@@ -121,8 +134,15 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 /* With ctx->lock held: drop every entry overlapping [start, end). */
 unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 				       bool on_monitor);
-/* With ctx->lock held: stop watching the parts of [start, end) no live entry covers. */
-void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end);
+/* With ctx->lock held: stop watching the parts of [start, end) no live
+ * entry covers, now (the monitor thread) or in the background. */
+void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now);
+/* The monitor thread, with ctx->lock held: forget pending unregistrations
+ * of a range that is gone. */
+void pin_ctx_unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end);
+/* The monitor thread, with ctx->lock held: unregister one chunk of what is
+ * pending, dropping the lock around the ioctl.  False when nothing is left. */
+bool pin_ctx_unwatch_step(struct pin_ctx *ctx);
 
 /* ---- pin-monitor.c: REMOVE/UNMAP/REMAP events on pinned ranges ------------ */
 
@@ -131,6 +151,8 @@ void pin_monitor_free(struct pin_monitor *m);
 /* Register [start, end) for events, in a mode that takes over no fault. */
 int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end);
 void pin_monitor_unwatch(struct pin_monitor *m, uintptr_t start, uintptr_t end);
+/* Wake the monitor thread: unregistrations are pending. */
+void pin_monitor_kick(struct pin_monitor *m);
 /*
  * With ctx->lock held: wait for a read in progress, then apply every event
  * read so far.  After it, no entry the kernel reported stale is in the map.

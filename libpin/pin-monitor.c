@@ -53,6 +53,7 @@ struct pin_monitor {
 	struct pin_ctx *ctx;
 	struct pin_uffd *uffd;
 	int stop_fd;
+	int kick_fd; /* unregistrations are pending */
 	pthread_t thread;
 	pthread_mutex_t qlock; /* never held across a syscall */
 	struct change queue[QUEUE_LEN];
@@ -127,15 +128,16 @@ static void read_events(struct pin_monitor *m)
 static void *monitor_main(void *arg)
 {
 	struct pin_monitor *m = arg;
-	struct pollfd fds[2] = {
+	struct pollfd fds[3] = {
 		{ .fd = pin_uffd_fd(m->uffd), .events = POLLIN },
 		{ .fd = m->stop_fd, .events = POLLIN },
+		{ .fd = m->kick_fd, .events = POLLIN },
 	};
+	bool unwatch = false;
+	int timeout = -1;
 
 	for (;;) {
-		/* While events wait for the lock, retry it every millisecond. */
-		int timeout = atomic_load(&m->pending) ? 1 : -1;
-		int r = poll(fds, 2, timeout);
+		int r = poll(fds, 3, timeout);
 		if (r < 0 && errno != EINTR) {
 			pin_log(PIN_LOG_ERR, "pin monitor: poll: %s", strerror(errno));
 			break;
@@ -144,10 +146,26 @@ static void *monitor_main(void *arg)
 			break;
 		if (fds[0].revents & POLLIN)
 			read_events(m);
-		if (atomic_load(&m->pending) && pthread_mutex_trylock(&m->ctx->lock) == 0) {
-			pin_monitor_sync(m, true);
-			pthread_mutex_unlock(&m->ctx->lock);
+		if (fds[2].revents & POLLIN) {
+			uint64_t n;
+			if (read(m->kick_fd, &n, sizeof(n)) == sizeof(n))
+				unwatch = true;
 		}
+		timeout = -1;
+		if (!atomic_load(&m->pending) && !unwatch)
+			continue;
+		/* While work waits for the lock, retry it every millisecond. */
+		if (pthread_mutex_trylock(&m->ctx->lock) != 0) {
+			timeout = 1;
+			continue;
+		}
+		pin_monitor_sync(m, true);
+		/* Events first: the background unregistration only when none wait. */
+		if (unwatch)
+			unwatch = pin_ctx_unwatch_step(m->ctx);
+		pthread_mutex_unlock(&m->ctx->lock);
+		if (unwatch || atomic_load(&m->pending))
+			timeout = 0;
 	}
 	return NULL;
 }
@@ -172,7 +190,7 @@ int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
 				      "memory are not seen: call pin_ctx_invalidate() first");
 	}
 	m->ctx = ctx;
-	m->stop_fd = -1;
+	m->stop_fd = m->kick_fd = -1;
 	pthread_mutex_init(&m->qlock, NULL);
 	r = pin_uffd_new(&uo, &m->uffd);
 	if (r < 0) {
@@ -182,7 +200,8 @@ int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
 		goto fail;
 	}
 	m->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (m->stop_fd < 0) {
+	m->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (m->stop_fd < 0 || m->kick_fd < 0) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "pin monitor: eventfd: %s", strerror(-r));
 		goto fail;
@@ -197,6 +216,8 @@ int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
 fail:
 	if (m->stop_fd >= 0)
 		close(m->stop_fd);
+	if (m->kick_fd >= 0)
+		close(m->kick_fd);
 	pin_uffd_free(m->uffd);
 	pthread_mutex_destroy(&m->qlock);
 	free(m);
@@ -213,6 +234,7 @@ void pin_monitor_free(struct pin_monitor *m)
 		pin_log(PIN_LOG_ERR, "pin monitor: eventfd write: %s", strerror(errno));
 	pthread_join(m->thread, NULL);
 	close(m->stop_fd);
+	close(m->kick_fd);
 	pin_uffd_free(m->uffd);
 	pthread_mutex_destroy(&m->qlock);
 	free(m);
@@ -254,6 +276,15 @@ void pin_monitor_unwatch(struct pin_monitor *m, uintptr_t start, uintptr_t end)
 			(unsigned long)start, (unsigned long)(end - start), strerror(-r));
 }
 
+void pin_monitor_kick(struct pin_monitor *m)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, the thread is woken anyway. */
+	if (write(m->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pin_log(PIN_LOG_ERR, "pin monitor: eventfd write: %s", strerror(errno));
+}
+
 void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
 {
 	struct change q[QUEUE_LEN];
@@ -279,10 +310,14 @@ void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
 		pin_ctx_invalidate_locked(m->ctx, 0, UINTPTR_MAX, on_monitor);
 	}
 	for (unsigned int i = 0; i < n; i++) {
+		uintptr_t len = q[i].end - q[i].start;
 		pin_ctx_invalidate_locked(m->ctx, q[i].start, q[i].end, on_monitor);
+		/* Gone from there: nothing to unregister any more. */
+		if (q[i].type != PIN_UFFD_EVENT_REMOVE)
+			pin_ctx_unwatch_forget(m->ctx, q[i].start, q[i].end);
 		/* The registration moved along with the mapping: drop it there. */
 		if (q[i].type == PIN_UFFD_EVENT_REMAP)
-			pin_ctx_unwatch_uncovered(m->ctx, q[i].to, q[i].to + (q[i].end - q[i].start));
+			pin_ctx_unwatch_uncovered(m->ctx, q[i].to, q[i].to + len, true);
 	}
 }
 

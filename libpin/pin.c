@@ -18,6 +18,10 @@
 #define DEFAULT_RING_ENTRIES   64
 /* A lookup that keeps finding its new pin invalidated while it pins gives up. */
 #define STALE_RETRIES 3
+/* Background unregistration goes this far per ioctl (about 1.5 ms). */
+#define UNWATCH_CHUNK (64ul << 20)
+/* Room kept in ctx->unreg for the splits the monitor thread may make. */
+#define UNREG_SLACK 16
 
 static bool has_ipc_lock(void)
 {
@@ -107,7 +111,9 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 	if (!ctx)
 		return -ENOMEM;
 	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_cond_init(&ctx->unreg_done, NULL);
 	pin_imap_init(&ctx->map);
+	pin_imap_init(&ctx->unreg);
 	ctx->page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	ctx->flags = o.flags;
 	ctx->max_idle = o.max_idle ? o.max_idle : DEFAULT_MAX_IDLE;
@@ -161,15 +167,69 @@ static void lru_append(struct pin_ctx *ctx, struct pin_range *r)
 	ctx->idle_bytes += r->end - r->start;
 }
 
-static void unwatch_gap(uintptr_t start, uintptr_t end, void *arg)
+static void unwatch_now(uintptr_t start, uintptr_t end, void *arg)
 {
-	pin_monitor_unwatch(arg, start, end);
+	struct pin_ctx *ctx = arg;
+
+	pin_monitor_unwatch(ctx->mon, start, end);
+	pin_imap_punch(&ctx->unreg, start, end);
 }
 
-void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+static void unwatch_later(uintptr_t start, uintptr_t end, void *arg)
 {
-	if (ctx->mon)
-		pin_imap_gaps(&ctx->map, start, end, unwatch_gap, ctx->mon);
+	struct pin_ctx *ctx = arg;
+
+	/* Pending parts leave first, so that the items stay disjoint. */
+	if (pin_imap_reserve(&ctx->unreg, UNREG_SLACK + 2) < 0 ||
+	    pin_imap_punch(&ctx->unreg, start, end) < 0 ||
+	    pin_imap_insert(&ctx->unreg, start, end, NULL) < 0) {
+		pin_monitor_unwatch(ctx->mon, start, end);
+		return;
+	}
+	pin_monitor_kick(ctx->mon);
+}
+
+void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now)
+{
+	/* Closing the userfaultfd unregisters everything at once. */
+	if (!ctx->mon || ctx->closing)
+		return;
+	pin_imap_gaps(&ctx->map, start, end, now ? unwatch_now : unwatch_later, ctx);
+}
+
+void pin_ctx_unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	/* Without room to split, the chunk is unregistered later for nothing:
+	 * the kernel skips what is no longer registered. */
+	pin_imap_punch(&ctx->unreg, start, end);
+}
+
+bool pin_ctx_unwatch_step(struct pin_ctx *ctx)
+{
+	if (!ctx->unreg.n || ctx->closing)
+		return false;
+	uintptr_t start = ctx->unreg.items[0].start, end = ctx->unreg.items[0].end;
+	if (end - start > UNWATCH_CHUNK)
+		end = start + UNWATCH_CHUNK;
+	/* From an item's start: never splits. */
+	pin_imap_punch(&ctx->unreg, start, end);
+	ctx->unreg_busy_start = start;
+	ctx->unreg_busy_end = end;
+	pthread_mutex_unlock(&ctx->lock);
+	pin_monitor_unwatch(ctx->mon, start, end);
+	pthread_mutex_lock(&ctx->lock);
+	ctx->unreg_busy_start = ctx->unreg_busy_end = 0;
+	pthread_cond_broadcast(&ctx->unreg_done);
+	return ctx->unreg.n > 0;
+}
+
+/* Take back what a pending unregistration of [start, end) would drop. */
+static int unwatch_cancel(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	while (ctx->unreg_busy_end > start && ctx->unreg_busy_start < end)
+		pthread_cond_wait(&ctx->unreg_done, &ctx->lock);
+	int r = pin_imap_reserve(&ctx->unreg, UNREG_SLACK + 1);
+	return r < 0 ? r : pin_imap_punch(&ctx->unreg, start, end);
 }
 
 static void unpin(struct pin_ctx *ctx, struct pin_range *r)
@@ -189,7 +249,7 @@ static void unpin(struct pin_ctx *ctx, struct pin_range *r)
 static void retire(struct pin_ctx *ctx, struct pin_range *r, bool on_monitor)
 {
 	if (r->watched) {
-		pin_ctx_unwatch_uncovered(ctx, r->start, r->end);
+		pin_ctx_unwatch_uncovered(ctx, r->start, r->end, on_monitor);
 		r->watched = false;
 	} else if (ctx->mon) {
 		ctx->unwatched--;
@@ -274,6 +334,8 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	r->nbufs = nbufs;
 	r->refs = 1;
 	err = pin_imap_reserve(&ctx->map, 1);
+	if (err == 0 && ctx->mon)
+		err = unwatch_cancel(ctx, start, end);
 	if (err < 0) {
 		free(r);
 		return err;
@@ -288,7 +350,7 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	while ((err == -ENOSPC || err == -ENOMEM) && evict_oldest(ctx));
 	if (err < 0) {
 		if (r->watched)
-			pin_ctx_unwatch_uncovered(ctx, start, end);
+			pin_ctx_unwatch_uncovered(ctx, start, end, false);
 		free(r);
 		return err;
 	}
@@ -380,6 +442,7 @@ PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
 		return;
 	if (ctx->be) {
 		pthread_mutex_lock(&ctx->lock);
+		ctx->closing = true;
 		if (ctx->mon)
 			pin_monitor_sync(ctx->mon, false);
 		reap_dead(ctx);
@@ -398,6 +461,8 @@ PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
 	if (ctx->be)
 		ctx->be->close(ctx);
 	pin_imap_fini(&ctx->map);
+	pin_imap_fini(&ctx->unreg);
+	pthread_cond_destroy(&ctx->unreg_done);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }

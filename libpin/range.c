@@ -120,6 +120,37 @@ void *pin_imap_take_overlap(struct pin_imap *m, uintptr_t start, uintptr_t end)
 	return NULL;
 }
 
+int pin_imap_punch(struct pin_imap *m, uintptr_t start, uintptr_t end)
+{
+	size_t i = first_reaching(m, start);
+
+	while (i < m->n && m->items[i].start < end) {
+		struct pin_imap_item *it = &m->items[i];
+		if (it->end <= start) {
+			i++;
+		} else if (it->start < start && it->end > end) {
+			if (m->n == m->cap)
+				return -ENOSPC;
+			memmove(&m->items[i + 2], &m->items[i + 1],
+				(m->n - i - 1) * sizeof(m->items[0]));
+			m->items[i + 1] = (struct pin_imap_item){ end, it->end, it->data };
+			it->end = start;
+			m->n++;
+			return 0;
+		} else if (it->start < start) {
+			it->end = start;
+			i++;
+		} else if (it->end > end) {
+			/* Disjoint items: moving this start keeps the order. */
+			it->start = end;
+			return 0;
+		} else {
+			remove_at(m, i);
+		}
+	}
+	return 0;
+}
+
 void pin_imap_gaps(const struct pin_imap *m, uintptr_t start, uintptr_t end,
 		   void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg)
 {

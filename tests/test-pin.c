@@ -557,6 +557,42 @@ START_TEST(watch_takes_no_fault)
 }
 END_TEST
 
+START_TEST(unwatch_in_background)
+{
+	const size_t len = 8 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+	struct pin_range *r;
+	struct pin_uffd *u;
+	int err = -EBUSY;
+
+	/* Dropped, then taken back at once: still watched, the discard is seen. */
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pin_range_put(r);
+	ck_assert_int_eq(madvise(p + page, page, MADV_DONTNEED), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pin_range_put(r);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.misses, 3);
+	ck_assert_uint_eq(s.invalidations, 2);
+	ck_assert_uint_eq(s.unwatched, 0);
+	/* Dropped for good: the monitor thread unregisters the range, after
+	 * which another userfaultfd may take it. */
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+	ck_assert_int_eq(pin_uffd_new(NULL, &u), 0);
+	for (int i = 0; i < 10000 && err == -EBUSY; i++) {
+		err = pin_uffd_register(u, p, len, PIN_UFFD_REGISTER_WP, NULL);
+		if (err == -EBUSY)
+			usleep(1000);
+	}
+	ck_assert_int_eq(err, 0);
+	pin_uffd_free(u);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
 START_TEST(busy_range_falls_back)
 {
 	const size_t len = 2 * MiB;
@@ -687,6 +723,7 @@ Suite *test_suite(void)
 	tcase_add_test(stale, stale_mremap);
 	tcase_add_test(stale, fork_keeps_parent_coherent);
 	tcase_add_test(stale, watch_takes_no_fault);
+	tcase_add_test(stale, unwatch_in_background);
 	tcase_add_test(stale, busy_range_falls_back);
 	tcase_add_test(stale, no_monitor_needs_invalidate);
 	tcase_add_test(other, mlock_is_not_foll_pin);

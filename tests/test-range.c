@@ -93,6 +93,34 @@ START_TEST(gaps)
 }
 END_TEST
 
+START_TEST(punch)
+{
+	struct pin_imap m;
+
+	pin_imap_init(&m);
+	ck_assert_int_eq(pin_imap_insert(&m, 100, 200, NULL), 0);
+	ck_assert_int_eq(pin_imap_insert(&m, 300, 400, NULL), 0);
+	m.cap = m.n; /* no room: a split must fail, not allocate */
+	ck_assert_int_eq(pin_imap_punch(&m, 120, 130), -ENOSPC);
+	ck_assert_int_eq(pin_imap_reserve(&m, 1), 0);
+	ck_assert_int_eq(pin_imap_punch(&m, 120, 130), 0);
+	ck_assert_uint_eq(m.n, 3);
+	ck_assert_uint_eq(m.items[0].end, 120);
+	ck_assert_uint_eq(m.items[1].start, 130);
+	ck_assert_uint_eq(m.items[1].end, 200);
+	/* Trims one end, drops what it covers, trims the other start. */
+	ck_assert_int_eq(pin_imap_punch(&m, 110, 350), 0);
+	ck_assert_uint_eq(m.n, 2);
+	ck_assert_uint_eq(m.items[0].start, 100);
+	ck_assert_uint_eq(m.items[0].end, 110);
+	ck_assert_uint_eq(m.items[1].start, 350);
+	ck_assert_uint_eq(m.items[1].end, 400);
+	ck_assert_int_eq(pin_imap_punch(&m, 0, 1000), 0);
+	ck_assert_uint_eq(m.n, 0);
+	pin_imap_fini(&m);
+}
+END_TEST
+
 START_TEST(many)
 {
 	struct pin_imap m;
@@ -117,6 +145,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, covering);
 	tcase_add_test(tc, take_overlap);
 	tcase_add_test(tc, gaps);
+	tcase_add_test(tc, punch);
 	tcase_add_test(tc, many);
 	suite_add_tcase(s, tc);
 	return s;
