@@ -19,11 +19,6 @@ fail() {
 	failed=1
 }
 
-# The `.so` target of an alias page (man3/x.3 -> x.3), empty for a real page.
-alias_target() {
-	sed -n 's|^\.so  *man[0-9][a-z]*/||p' "$1"
-}
-
 # 1. The install list and the directory agree.
 listed=$(grep -oE "'[^']+\.[0-9][a-z]*'" "$man/meson.build" | tr -d "'" | sort)
 present=$(cd "$man" && ls | grep -E '\.[0-9][a-z]*$' | sort)
@@ -35,34 +30,43 @@ for p in $(comm -13 <(echo "$listed") <(echo "$present")); do
 done
 
 # 2. Alias pages hold one `.so` to a real page and nothing else but comments.
+declare -A target
+while IFS=: read -r file line; do
+	target[${file##*/}]=${line#.so man*/}
+done < <(cd "$man" && grep -H '^\.so ' $present || true)
 real=()
 for p in $present; do
-	t=$(alias_target "$man/$p")
+	t=${target[$p]:-}
 	if [ -z "$t" ]; then
 		real+=("$p")
 	elif grep -vqE '^(\.so |\.\\"|$)' "$man/$p"; then
 		fail "man/$p: an alias page must hold only its .so line"
-	elif [ ! -f "$man/$t" ] || [ -n "$(alias_target "$man/$t")" ]; then
+	elif [ ! -f "$man/$t" ] || [ -n "${target[$t]:-}" ]; then
 		fail "man/$p: .so target $t is not a page of man/"
 	fi
 done
 
-# 3. Every page renders without a warning, in the formats man(1) uses; keep
-# the text without whitespace for step 4.
-errs=$(mktemp)
-trap 'rm -f "$errs"' EXIT
-declare -A text
+# 3. Every page renders without a warning, in the formats man(1) uses; the
+# text is kept without whitespace for step 4.  Pages render in parallel.
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+render() {
+	groff -man -ww -z "$man/$1" >"$out/$1.z" 2>&1 || echo "groff failed" >>"$out/$1.z"
+	groff -man -ww -Tutf8 -P-cbou "$man/$1" 2>"$out/$1.u" | tr -d '[:space:]' >"$out/$1.txt"
+}
+export -f render
+export man out
+printf '%s\n' "${real[@]}" | xargs -P "$(nproc)" -I{} bash -c 'render "$1"' _ {}
 for p in "${real[@]}"; do
-	w=$(groff -man -ww -z "$man/$p" 2>&1) || fail "man/$p: groff failed"
-	[ -z "$w" ] || fail "man/$p: groff -z warns: $w"
-	text[$p]=$(groff -man -ww -Tutf8 -P-cbou "$man/$p" 2>"$errs" | tr -d '[:space:]') ||
-		fail "man/$p: groff failed"
-	[ ! -s "$errs" ] || fail "man/$p: groff -Tutf8 warns: $(cat "$errs")"
+	[ ! -s "$out/$p.z" ] || fail "man/$p: groff -z warns: $(cat "$out/$p.z")"
+	[ ! -s "$out/$p.u" ] || fail "man/$p: groff -Tutf8 warns: $(cat "$out/$p.u")"
 done
 
 # 4. Every exported symbol: a page, listed in NAME, prototype in SYNOPSIS.
-# Prototypes of libpin.h, whitespace removed, one per line: "name proto".
-protos=$(perl -0777 -ne '
+declare -A proto names
+while read -r name decl; do
+	proto[$name]=$decl
+done < <(perl -0777 -ne '
 	s{/\*.*?\*/}{}gs;
 	s{^[ \t]*#(?:.*\\\n)*.*$}{}mg;
 	for (split /[;{}]/) {
@@ -71,6 +75,13 @@ protos=$(perl -0777 -ne '
 		s/\s+//g;
 		print "$name $_\n";
 	}' "$hdr")
+while read -r page words; do
+	names[$page]=" $words "
+done < <(cd "$man" && awk '
+	FNR == 1 { if (line) print line; line = FILENAME; on = 0 }
+	/^\.SH/ { on = $2 == "NAME"; next }
+	on { gsub(/[^A-Za-z0-9_]+/, " "); line = line " " $0 }
+	END { if (line) print line }' "${real[@]}")
 nsyms=0
 for s in $(grep -oE '^[[:space:]]+pin_[a-z0-9_]+;' "$sym" | tr -d ' \t;'); do
 	nsyms=$((nsyms + 1))
@@ -79,27 +90,23 @@ for s in $(grep -oE '^[[:space:]]+pin_[a-z0-9_]+;' "$sym" | tr -d ' \t;'); do
 		fail "$s is exported but has no page man/$p"
 		continue
 	fi
-	t=$(alias_target "$man/$p")
-	page=${t:-$p}
-	[ -f "$man/$page" ] || continue
-	if ! sed -n '/^\.SH NAME/,/^\.SH/p' "$man/$page" | grep -qw -- "$s"; then
-		fail "man/$page: NAME does not list $s"
-	fi
-	proto=$(echo "$protos" | awk -v s="$s" '$1 == s { print $2; exit }')
-	if [ -z "$proto" ]; then
+	page=${target[$p]:-$p}
+	[ -f "$out/$page.txt" ] || continue
+	[[ "${names[$page]:-}" == *" $s "* ]] || fail "man/$page: NAME does not list $s"
+	if [ -z "${proto[$s]:-}" ]; then
 		fail "$s: no prototype in libpin.h"
-	elif [ -n "${text[$page]+set}" ] && [[ "${text[$page]}" != *"$proto"* ]]; then
+	elif [[ "$(<"$out/$page.txt")" != *"${proto[$s]}"* ]]; then
 		fail "man/$page: SYNOPSIS lacks the prototype of $s as in libpin.h"
 	fi
 done
 
 # 5. References to pages of this project point at pages that exist.
-for p in "${real[@]}"; do
-	for ref in $(grep -oE '\b(pin_[a-z0-9_]+|libpin|uffdd[a-z\\-]*|uffdctl) \([0-9]\)' "$man/$p" |
-		     tr -d '\\ ()' | sed -E 's/([0-9])$/.\1/' | sort -u); do
-		[ -f "$man/$ref" ] || fail "man/$p refers to ${ref%.*}(${ref##*.}), which has no page"
-	done
-done
+while IFS=: read -r p ref; do
+	ref=${ref//[\\ ()]/}
+	[ -f "$man/${ref%?}.${ref: -1}" ] ||
+		fail "man/$p refers to ${ref%?}(${ref: -1}), which has no page"
+done < <(cd "$man" && grep -oHE '\b(pin_[a-z0-9_]+|libpin|uffdd[a-z\\-]*|uffdctl) \([0-9]\)' \
+	 "${real[@]}" | sort -u)
 
 [ "$failed" = 0 ] || exit 1
 echo "man: ${#real[@]} pages and $(($(echo "$present" | wc -l) - ${#real[@]})) aliases render" \
