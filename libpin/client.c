@@ -83,6 +83,10 @@ static const char *body_name(Uffdd__Msg__BodyCase b)
 		return "ListGet";
 	case UFFDD__MSG__BODY_GOODBYE:
 		return "Goodbye";
+	case UFFDD__MSG__BODY_WORKING_SET_GET:
+		return "WorkingSetGet";
+	case UFFDD__MSG__BODY_REPLAY:
+		return "Replay";
 	default:
 		return "?";
 	}
@@ -200,6 +204,16 @@ static int request(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t
 	if (r < 0)
 		return r;
 	return request_once(c, req, fds, nfds, ret_msg);
+}
+
+int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_msg)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = request(c, req, NULL, 0, ret_msg);
+	pthread_mutex_unlock(&c->lock);
+	return r;
 }
 
 static int connect_socket(const char *path)

@@ -127,6 +127,10 @@ int pin_proto_check_range(uint64_t addr, uint64_t len);
  * UffdHandover and for RegionAdd with SOURCE_FD, 0 otherwise. */
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg);
 
+/* One request without descriptors and its Reply (client.c), for requests
+ * other files make: the Reply's error, *ret_msg (may be NULL) on success. */
+int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_msg);
+
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))
 

@@ -45,6 +45,20 @@ static int check_range(const Uffdd__Range *r)
 	return pin_proto_check_range(r->addr, r->len);
 }
 
+/* Every range of a list (Replay's, a Reply's working set), and the list not empty
+ * where an empty one means nothing. */
+static int check_ranges(Uffdd__Range *const *v, size_t n, bool need_one)
+{
+	if (need_one && !n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int r = check_range(v[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int check_region_add(const Uffdd__RegionAdd *ra)
 {
 	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
@@ -128,6 +142,8 @@ static int check_fields(const Uffdd__Msg *msg)
 		return check_range(msg->pin_report->range);
 	case UFFDD__MSG__BODY_STALE:
 		return check_range(msg->stale->range);
+	case UFFDD__MSG__BODY_REPLAY:
+		return check_ranges(msg->replay->ranges, msg->replay->n_ranges, true);
 	case UFFDD__MSG__BODY_LIST_GET:
 		switch (msg->list_get->what) {
 		case UFFDD__LIST_GET__WHAT__CLIENTS:
@@ -141,7 +157,9 @@ static int check_fields(const Uffdd__Msg *msg)
 		/* 0 or -errno, as the kernel bounds errno values. */
 		if (msg->reply->error > 0 || msg->reply->error < -4095)
 			return -EINVAL;
-		return 0;
+		if (msg->reply->n_working_set > msg->reply->working_set_total)
+			return -EINVAL;
+		return check_ranges(msg->reply->working_set, msg->reply->n_working_set, false);
 	default:
 		return 0;
 	}

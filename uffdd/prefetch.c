@@ -54,9 +54,9 @@ uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint
 	return done;
 }
 
-/* Place the run of missing pages of r at or after page *next (below end):
- * returns 1 when it did some work, 0 when none was left, -errno. */
-static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end)
+/* Place the run of missing pages of r at or after page *next (below end)
+ * with DONTWAKE: returns the pages handled, 0 when none was left, -errno. */
+static int64_t place_run(struct session *s, struct region *r, uint64_t *next, uint64_t end)
 {
 	uint64_t i = *next;
 
@@ -69,13 +69,85 @@ static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64
 	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
 		n++;
 	int64_t got = fault_fill(s, r, i, n, true);
-	if (got < 0)
+	if (got > 0)
+		*next = i + (uint64_t)got;
+	return got;
+}
+
+/* One run as place_run() does, woken: returns 1 when it did some work, 0
+ * when none was left, -errno. */
+static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end)
+{
+	int64_t got = place_run(s, r, next, end);
+
+	if (got <= 0)
 		return (int)got;
 	/* Threads may be waiting on these pages with their fault unread yet. */
-	pin_uffd_wake(s->uffd, (void *)(uintptr_t)(r->start + (i << uffdd_page_shift)),
+	pin_uffd_wake(s->uffd,
+		      (void *)(uintptr_t)(r->start + ((*next - (uint64_t)got) << uffdd_page_shift)),
 		      (uint64_t)got << uffdd_page_shift);
-	*next = i + (uint64_t)got;
 	return 1;
+}
+
+void prefetch_record(struct session *s, uint64_t addr, uint64_t end)
+{
+	/* Sequential faults grow one run instead of adding runs. */
+	if (s->nwset && s->wset[s->nwset - 1].end == addr) {
+		s->wset[s->nwset - 1].end = end;
+		return;
+	}
+	if (s->nwset == s->wset_cap) {
+		/* Full, or no memory: the faults are served, just not recorded. */
+		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
+		struct prefetch *p = cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
+		if (!p)
+			return;
+		s->wset = p;
+		s->wset_cap = cap;
+	}
+	s->wset[s->nwset++] = (struct prefetch){ addr, end };
+}
+
+/* Place the missing pages of [addr, end) in runs, adding them to *placed. */
+static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t *placed)
+{
+	for (size_t i = session_first_after(s, addr); i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		if (r->start >= end)
+			break;
+		uint64_t a = r->start > addr ? r->start : addr;
+		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
+		uint64_t next = (a - r->start) >> uffdd_page_shift;
+		uint64_t stop = (b - r->start) >> uffdd_page_shift;
+		int64_t got;
+		while ((got = place_run(s, r, &next, stop)) > 0)
+			*placed += got;
+		if (got < 0)
+			return (int)got;
+	}
+	return 0;
+}
+
+int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+	int64_t placed = 0;
+	int ret = 0;
+
+	for (size_t k = 0; k < n && ret == 0; k++) {
+		uint64_t addr = ranges[k]->addr, end = addr + ranges[k]->len;
+		ret = replay_range(s, addr, end, &placed);
+		lo = addr < lo ? addr : lo;
+		hi = end > hi ? end : hi;
+	}
+	/* A pending event stops the replay; faults and the push place the rest. */
+	if (ret == -EAGAIN)
+		s->eagain = true;
+	/* One WAKE for the whole set: a thread that faulted on one of its pages
+	 * meanwhile waits for it, its fault maybe unread yet. */
+	if (placed)
+		pin_uffd_wake(s->uffd, (void *)(uintptr_t)lo, hi - lo);
+	return placed || ret == 0 ? placed : ret;
 }
 
 int prefetch_add(struct session *s, uint64_t addr, uint64_t len)

@@ -560,6 +560,62 @@ static int do_list(struct req *q, struct list *l)
 	return 0;
 }
 
+/* ---- working set ---- */
+
+/* Runs per WorkingSetGet reply: 24 encoded bytes each at most, well inside
+ * one datagram. */
+#define WSET_PER_REPLY 8192
+
+/* Entries [from, from + n) of the recorded working set; *ret_buf and
+ * rep->working_set are the caller's to free. */
+static int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
+{
+	const Uffdd__WorkingSetGet *g = q->m->working_set_get;
+	struct session *s = q->s;
+	uint64_t from = g->has_from ? g->from : 0;
+
+	if (from > s->nwset)
+		return fail(q, -ERANGE, "from %" PRIu64 " is past the %zu runs recorded", from,
+			    s->nwset);
+	size_t n = s->nwset - (size_t)from < WSET_PER_REPLY ? s->nwset - (size_t)from
+							     : WSET_PER_REPLY;
+	Uffdd__Range *v = calloc(n ? n : 1, sizeof(*v));
+	Uffdd__Range **pv = calloc(n ? n : 1, sizeof(*pv));
+	if (!v || !pv) {
+		free(v);
+		free(pv);
+		return fail(q, -ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct prefetch *w = &s->wset[from + i];
+		uffdd__range__init(&v[i]);
+		v[i].addr = w->addr;
+		v[i].len = w->end - w->addr;
+		pv[i] = &v[i];
+	}
+	rep->n_working_set = n;
+	rep->working_set = pv;
+	rep->has_working_set_total = 1;
+	rep->working_set_total = s->nwset;
+	*ret_buf = v;
+	return 0;
+}
+
+static int do_replay(struct req *q, Uffdd__Reply *rep)
+{
+	const Uffdd__Replay *rp = q->m->replay;
+
+	if (!q->s->uffd)
+		return fail(q, -EBADFD, "hand over a userfaultfd first");
+	int64_t placed = prefetch_replay(q->s, rp->ranges, rp->n_ranges);
+	if (placed < 0)
+		return fail(q, (int)placed, "replay of %zu ranges from %#" PRIx64 ": %s",
+			    rp->n_ranges, rp->ranges[0]->addr, strerror((int)-placed));
+	rep->has_pages_placed = 1;
+	rep->pages_placed = (uint64_t)placed;
+	return 0;
+}
+
 /* ---- dispatch ---- */
 
 static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds)
@@ -570,6 +626,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	uint64_t lat[UFFDD_LAT_BUCKETS] = { 0 };
 	struct list l = { .rep = &rep };
 	uint8_t *bitmap = NULL;
+	Uffdd__Range *wset = NULL;
 	uint64_t seq = m->has_seq ? m->seq : 0;
 	int error;
 
@@ -614,6 +671,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	case UFFDD__MSG__BODY_LIST_GET:
 		error = do_list(&q, &l);
 		break;
+	case UFFDD__MSG__BODY_WORKING_SET_GET:
+		error = do_working_set_get(&q, &rep, &wset);
+		break;
+	case UFFDD__MSG__BODY_REPLAY:
+		error = do_replay(&q, &rep);
+		break;
 	case UFFDD__MSG__BODY_GOODBYE:
 		server_reply(s, seq, 0, "goodbye");
 		session_kill(s, "said goodbye");
@@ -629,6 +692,8 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	rep.text = error ? q.text : "ok";
 	send_reply(s, seq, &rep);
 	free(bitmap);
+	free(wset);
+	free(rep.working_set);
 	list_free(&l);
 }
 

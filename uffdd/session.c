@@ -423,6 +423,7 @@ void session_free(struct session *s)
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);
+	free(s->wset);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	uffdd_notify_status();

@@ -171,6 +171,8 @@ struct session {
 	size_t nwaits;
 	struct prefetch *prefetch;
 	size_t nprefetch;
+	struct prefetch *wset;	/* the working set: runs MISSING faults placed, in order */
+	size_t nwset, wset_cap;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending;	/* some region has pages left to push */
@@ -267,6 +269,17 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 
 /* The readahead run for a missing fault on page i of r. */
 uint64_t prefetch_window(struct region *r, uint64_t i);
+/* Runs of the working set a session records, at most: 16 MiB. */
+#define UFFDD_WSET_MAX (1u << 20)
+
+/* Record the run [addr, end) a MISSING fault placed (its worker only). */
+void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
+/*
+ * Replay: place the missing pages of ranges now, runs of up to UFFDD_RA_MAX
+ * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
+ * when the first run failed.
+ */
+int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
 /* Queue a Prefetch request. */
 int prefetch_add(struct session *s, uint64_t addr, uint64_t len);
 /* WaitPopulated: reply now or later. */

@@ -511,6 +511,19 @@ int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd 
 int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img, size_t i,
 				unsigned int flags);
 
+/*
+ * Working-set record and replay.  After a restore served on demand: ask
+ * uffdd which pages this session's faults placed, in order, and write them
+ * to dir/working-set (uffdd-image(5)).  Returns the number of pages.
+ */
+int pin_client_working_set_save(struct pin_client *c, const char *dir);
+/*
+ * In a later restore, once its regions are added: have uffdd place the pages
+ * of dir/working-set now, in bulk; the rest faults as before.  Returns the
+ * number of pages placed (those of the set that were not there yet).
+ */
+int pin_client_working_set_replay(struct pin_client *c, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif
