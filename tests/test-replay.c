@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite restore: the full cycle of examples/restore-workload through a real
+ * uffdd (checkpoint, lazy restore, every byte checked), and working-set
+ * record and replay with exact fault counts.  The workload's random touch
+ * reads each page once in an order where no page follows the one before, so
+ * every fault brings exactly one page: a restore without background push
+ * takes one fault per page, and a replay of what it recorded none.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+#define MIB   16
+#define PAGES (MIB * 256) /* of the checkpoint: a header page and the table */
+
+struct run {
+	int status; /* the exit code */
+	char out[4096];
+	char err[4096];
+};
+
+static struct test_daemon d;
+static char ck[64];
+
+/* Read all of fd into buf (NUL-terminated). */
+static void slurp(int fd, char *buf, size_t len)
+{
+	size_t n = 0;
+	ssize_t k;
+
+	while (n + 1 < len && (k = read(fd, buf + n, len - 1 - n)) > 0)
+		n += (size_t)k;
+	buf[n] = '\0';
+	close(fd);
+}
+
+/* Run restore-workload with args (NULL-terminated) and collect its output. */
+static void workload(struct run *r, const char *const *args)
+{
+	const char *argv[16] = { "restore-workload" };
+	int out[2], err[2], st, n = 1;
+
+	for (; args[n - 1]; n++)
+		argv[n] = args[n - 1];
+	argv[n] = NULL;
+	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(err, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		execv(getenv("RESTORE_WORKLOAD"), (char *const *)argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	/* Small outputs: a pipe holds them, so reading one after the other
+	 * cannot block the child. */
+	slurp(out[0], r->out, sizeof(r->out));
+	slurp(err[0], r->err, sizeof(r->err));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	r->status = WEXITSTATUS(st);
+}
+
+/* The value of the `name VALUE` line; fails when there is none. */
+static uint64_t figure(const struct run *r, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *p = r->out; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, name, len) && p[len] == ' ')
+			return strtoull(p + len + 1, NULL, 10);
+	ck_abort_msg("no %s in the output:\n%s\n%s", name, r->out, r->err);
+	return 0;
+}
+
+static void restore(struct run *r, const char *touch, const char *a, const char *b)
+{
+	const char *args[] = { "restore", ck, "--socket", d.sock, "--touch", touch, a, b, NULL };
+
+	workload(r, args);
+}
+
+static void setup(void)
+{
+	const char *args[] = { "checkpoint", ck, "--mib", "16", NULL };
+	struct run r;
+
+	test_daemon_start(&d, NULL);
+	snprintf(ck, sizeof(ck), "/tmp/uffdd-replay-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(ck));
+	workload(&r, args);
+	ck_assert_msg(r.status == 0, "checkpoint: %s", r.err);
+	ck_assert_uint_eq(figure(&r, "checkpoint_regions"), 1);
+	ck_assert_uint_eq(figure(&r, "state_bytes"), (uint64_t)MIB << 20);
+}
+
+static void teardown(void)
+{
+	char p[128];
+
+	test_daemon_stop(&d);
+	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
+		snprintf(p, sizeof(p), "%s/%s", ck, f);
+		unlink(p);
+	}
+	rmdir(ck);
+}
+
+/* Every page checked, every key found, all pages in place at the end. */
+static void assert_complete(const struct run *r)
+{
+	ck_assert_msg(r->status == 0, "exit %d: %s%s", r->status, r->out, r->err);
+	ck_assert_msg(strstr(r->out, "verified ok\n"), "%s", r->out);
+	ck_assert_uint_eq(figure(r, "pages_checked"), PAGES);
+	ck_assert_uint_eq(figure(r, "bad_pages"), 0);
+	ck_assert_uint_eq(figure(r, "lookups_missing"), 0);
+	ck_assert_uint_eq(figure(r, "pages_total"), PAGES);
+	ck_assert_uint_eq(figure(r, "pages_populated"), PAGES);
+	ck_assert_uint_eq(figure(r, "pages_copied"), PAGES);
+	ck_assert_uint_eq(figure(r, "pages_zeroed"), 0);
+}
+
+START_TEST(lazy_restore_sequential_checks_every_byte)
+{
+	struct run r;
+
+	restore(&r, "seq", NULL, NULL);
+	assert_complete(&r);
+	/* Each fault brings a readahead run: far fewer faults than pages. */
+	ck_assert_uint_ge(figure(&r, "faults"), 1);
+	ck_assert_uint_lt(figure(&r, "faults"), PAGES / 8);
+}
+END_TEST
+
+START_TEST(lazy_restore_random_completes_by_push)
+{
+	struct run r;
+
+	restore(&r, "random", NULL, NULL);
+	assert_complete(&r);
+	/* What no fault brought, the push did. */
+	ck_assert_uint_ge(figure(&r, "faults") + figure(&r, "pages_pushed"), PAGES);
+	ck_assert_uint_le(figure(&r, "pages_pushed"), PAGES);
+}
+END_TEST
+
+START_TEST(record_then_replay_random)
+{
+	struct run rec, rep;
+
+	restore(&rec, "random", "--no-push", "--record");
+	assert_complete(&rec);
+	ck_assert_uint_eq(figure(&rec, "faults"), PAGES);
+	ck_assert_uint_eq(figure(&rec, "pages_pushed"), 0);
+	ck_assert_uint_eq(figure(&rec, "working_set_pages"), PAGES);
+
+	restore(&rep, "random", "--no-push", "--replay");
+	assert_complete(&rep);
+	ck_assert_uint_eq(figure(&rep, "replay_pages"), PAGES);
+	ck_assert_uint_eq(figure(&rep, "pages_pushed"), PAGES);
+	ck_assert_uint_eq(figure(&rep, "faults"), 0);
+}
+END_TEST
+
+START_TEST(record_then_replay_sequential)
+{
+	struct run rec, rep;
+
+	restore(&rec, "seq", "--no-push", "--record");
+	assert_complete(&rec);
+	ck_assert_uint_eq(figure(&rec, "working_set_pages"), PAGES);
+	ck_assert_uint_ge(figure(&rec, "faults"), 1);
+
+	restore(&rep, "seq", "--no-push", "--replay");
+	assert_complete(&rep);
+	ck_assert_uint_eq(figure(&rep, "replay_pages"), PAGES);
+	ck_assert_uint_eq(figure(&rep, "faults"), 0);
+}
+END_TEST
+
+/* The working set is a partial one: only what the recorded run touched is
+ * placed, the rest still faults. */
+START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
+{
+	char p[128];
+	struct run r;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/working-set", ck);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	/* The header page, and the 16 table pages the random touch reads
+	 * first: it starts in the middle, STRIDE (7919, coprime with 4095)
+	 * pages apart, modulo 4095. */
+	fprintf(f, "uffdd-working-set 1\npage-size 4096\nrun 0x600000000000 0x1000\n");
+	for (uint64_t k = 0; k < 16; k++)
+		fprintf(f, "run 0x%" PRIx64 " 0x1000\n",
+			(uint64_t)(0x600000001000ull +
+				   ((k * 7919 + (PAGES - 1) / 2) % (PAGES - 1)) * 4096));
+	fprintf(f, "end 17\n");
+	ck_assert_int_eq(fclose(f), 0);
+	restore(&r, "random", "--no-push", "--replay");
+	assert_complete(&r);
+	ck_assert_uint_eq(figure(&r, "replay_pages"), 17);
+	ck_assert_uint_eq(figure(&r, "faults"), PAGES - 17);
+}
+END_TEST
+
+START_TEST(a_changed_page_is_caught)
+{
+	char p[128];
+	struct run r;
+	uint8_t b;
+
+	snprintf(p, sizeof(p), "%s/pages", ck);
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	/* A byte in table page 100 (page 101 of the region). */
+	ck_assert_int_eq(pread(fd, &b, 1, 101 * 4096 + 123), 1);
+	b ^= 0x40;
+	ck_assert_int_eq(pwrite(fd, &b, 1, 101 * 4096 + 123), 1);
+	close(fd);
+	restore(&r, "random", NULL, NULL);
+	ck_assert_int_eq(r.status, 1);
+	ck_assert_uint_eq(figure(&r, "bad_pages"), 1);
+	ck_assert_msg(strstr(r.out, "verified FAILED\n"), "%s", r.out);
+	ck_assert_msg(strstr(r.err, "page 100 "), "%s", r.err);
+}
+END_TEST
+
+START_TEST(replay_without_a_working_set_fails)
+{
+	struct run r;
+
+	restore(&r, "seq", "--replay", NULL);
+	ck_assert_int_eq(r.status, 3);
+	ck_assert_msg(strstr(r.err, "pin_client_working_set_replay: No such file or directory"),
+		      "%s", r.err);
+}
+END_TEST
+
+START_TEST(a_malformed_working_set_is_refused)
+{
+	static const char *const bad[] = {
+		"uffdd-working-set 2\npage-size 4096\nend 0\n",
+		"uffdd-working-set 1\npage-size 65536\nend 0\n",
+		"uffdd-working-set 1\npage-size 4096\nrun 0x600000000800 0x1000\nend 1\n",
+		"uffdd-working-set 1\npage-size 4096\nrun 0x600000000000 0x0\nend 1\n",
+		"uffdd-working-set 1\npage-size 4096\nrun 0xfffffffffffff000 0x2000\nend 1\n",
+		"uffdd-working-set 1\npage-size 4096\nrun 0x600000000000 0x1000\nend 2\n",
+		"uffdd-working-set 1\npage-size 4096\nrun 0x600000000000 0x1000\n",
+	};
+	static const char *const line[] = { "line 1:", "line 2:", "line 3:", "line 3:",
+					    "line 3:", "line 4:", "line 4:" };
+	char p[128];
+
+	snprintf(p, sizeof(p), "%s/working-set", ck);
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(bad); i++) {
+		struct run r;
+		FILE *f = fopen(p, "w");
+		ck_assert_ptr_nonnull(f);
+		fputs(bad[i], f);
+		ck_assert_int_eq(fclose(f), 0);
+		restore(&r, "seq", "--replay", NULL);
+		ck_assert_int_eq(r.status, 3);
+		ck_assert_msg(strstr(r.err, line[i]) && strstr(r.err, "Bad message"), "%zu: %s", i,
+			      r.err);
+	}
+}
+END_TEST
+
+/* The decoder's rules for the new messages, without a daemon. */
+static int decode(Uffdd__Msg *m)
+{
+	uint8_t buf[256];
+	Uffdd__Msg *out = NULL;
+	size_t len = uffdd__msg__pack(m, buf);
+	int r = pin_proto_decode(buf, len, 0, &out);
+
+	pin_proto_free(out);
+	return r;
+}
+
+START_TEST(replay_and_working_set_ranges_are_checked)
+{
+	Uffdd__Range ok = UFFDD__RANGE__INIT, odd = UFFDD__RANGE__INIT, wrap = UFFDD__RANGE__INIT;
+	Uffdd__Range *v[2] = { &ok, &ok };
+	Uffdd__Replay rp = UFFDD__REPLAY__INIT;
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	ok.addr = 0x10000;
+	ok.len = 0x1000;
+	odd.addr = 0x10800;
+	odd.len = 0x1000;
+	wrap.addr = UINT64_MAX & ~0xfffull;
+	wrap.len = 0x2000;
+	m.body_case = UFFDD__MSG__BODY_REPLAY;
+	m.replay = &rp;
+	ck_assert_int_eq(decode(&m), -EINVAL); /* no range */
+	rp.n_ranges = 2;
+	rp.ranges = v;
+	ck_assert_int_eq(decode(&m), 0);
+	v[1] = &odd;
+	ck_assert_int_eq(decode(&m), -EINVAL);
+	v[1] = &wrap;
+	ck_assert_int_eq(decode(&m), -EOVERFLOW);
+
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	rep.n_working_set = 2;
+	rep.working_set = v;
+	v[1] = &ok;
+	rep.has_working_set_total = 1;
+	rep.working_set_total = 2;
+	ck_assert_int_eq(decode(&m), 0);
+	rep.working_set_total = 1; /* more runs than it says there are */
+	ck_assert_int_eq(decode(&m), -EINVAL);
+	rep.working_set_total = 5;
+	v[0] = &odd;
+	ck_assert_int_eq(decode(&m), -EINVAL);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("replay");
+	TCase *tc = tcase_create("restore-workload");
+	TCase *tp = tcase_create("decoding");
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, lazy_restore_sequential_checks_every_byte);
+	tcase_add_test(tc, lazy_restore_random_completes_by_push);
+	tcase_add_test(tc, record_then_replay_random);
+	tcase_add_test(tc, record_then_replay_sequential);
+	tcase_add_test(tc, replay_of_a_partial_set_leaves_the_rest_to_faults);
+	tcase_add_test(tc, a_changed_page_is_caught);
+	tcase_add_test(tc, replay_without_a_working_set_fails);
+	tcase_add_test(tc, a_malformed_working_set_is_refused);
+	suite_add_tcase(s, tc);
+	tcase_add_test(tp, replay_and_working_set_ranges_are_checked);
+	suite_add_tcase(s, tp);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	if (sysconf(_SC_PAGESIZE) != 4096)
+		return "the workload's checkpoint assumes 4 KiB pages";
+	if (access("/dev/userfaultfd", R_OK | W_OK) < 0 && geteuid() != 0)
+		return "userfaultfd needs /dev/userfaultfd access or root";
+	return NULL;
+}
