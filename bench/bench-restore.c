@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Lazy restore of a 256 MiB checkpoint (pin_image_write(), pages file warm
+ * in the page cache), each restore in a fresh child process that maps the
+ * region where it was and then reads one word of every page, in address
+ * order (seq) or in a random order (rand):
+ *  - lazy: uffdd serves the faults and pushes the rest in the background;
+ *  - eager: read the whole pages file into place, then run;
+ *  - bulk: one UFFDIO_COPY of all 256 MiB from the mapped pages file, the
+ *    ceiling of any userfaultfd restore;
+ *  - ondemand / replay: faults only (no push), recording the working set,
+ *    then a restore that replays it (pin_client_working_set_replay()).
+ * "run_ms" is from the moment the restored process runs until it has read
+ * every page; "total_ms" from the start of the restore.  Medians of
+ * argv[1] runs (default 5).  The daemon is $UFFDD, else the uffdd built next
+ * to this benchmark.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench-common.h"
+#include "libpin.h"
+
+#define STATE_ADDR  0x600000000000ull
+#define STATE_BYTES (256ull << 20)
+#define MAX_RUNS    64
+
+enum mode { LAZY, EAGER, BULK, ONDEMAND, REPLAY };
+
+struct result {
+	double total_ms, run_ms;
+	uint64_t faults, pushed, bad;
+};
+
+static size_t page, npages;
+static uint32_t *order_rand; /* a random permutation of the pages */
+static char tmpdir[64], ck[96], sock_path[96];
+static pid_t daemon_pid;
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench-restore: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	if (daemon_pid > 0)
+		kill(daemon_pid, SIGTERM);
+	exit(1);
+}
+
+static uint64_t word_of(uint64_t i)
+{
+	return (STATE_ADDR + i * page) * 0x9e3779b97f4a7c15ull | 1;
+}
+
+static void make_checkpoint(void)
+{
+	void *want = (void *)(uintptr_t)STATE_ADDR;
+	uint64_t *p = mmap(want, STATE_BYTES, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (p == MAP_FAILED || (void *)p != want)
+		die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+	/* Every page different, and none zero: all of it is data. */
+	for (uint64_t i = 0; i < npages; i++)
+		for (size_t k = 0; k < page / 8; k++)
+			p[i * page / 8 + k] = word_of(i) + k;
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = STATE_BYTES };
+	int r = pin_image_write(0, ck, &o);
+	if (r < 0)
+		die("pin_image_write", r);
+	munmap(p, STATE_BYTES);
+}
+
+static void daemon_start(void)
+{
+	char exe[PATH_MAX], path[PATH_MAX + 32];
+	const char *bin = getenv("UFFDD");
+
+	if (!bin) {
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n < 0)
+			die("readlink /proc/self/exe", errno);
+		exe[n] = '\0';
+		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
+		bin = path;
+	}
+	daemon_pid = fork();
+	if (daemon_pid == 0) {
+		execl(bin, "uffdd", "--socket", sock_path, (char *)NULL);
+		_exit(127);
+	}
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path };
+	for (int i = 0; i < 500; i++) {
+		struct pin_client *c;
+		if (pin_client_connect(&co, &c) == 0) {
+			pin_client_free(c);
+			return;
+		}
+		if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid)
+			break;
+		usleep(10000);
+	}
+	daemon_pid = 0;
+	die(bin, ECONNREFUSED);
+}
+
+/* Read one word of every page, in order; returns the pages that were wrong. */
+static uint64_t touch(bool rnd)
+{
+	const volatile uint64_t *p = (const uint64_t *)(uintptr_t)STATE_ADDR;
+	uint64_t bad = 0;
+
+	for (uint64_t k = 0; k < npages; k++) {
+		uint64_t i = rnd ? order_rand[k] : k;
+		bad += p[i * page / 8] != word_of(i);
+	}
+	return bad;
+}
+
+static double ms(uint64_t a, uint64_t b)
+{
+	return (double)(b - a) / 1e6;
+}
+
+/* The restored process's side of a lazy restore through uffdd. */
+static void restore_lazy(enum mode m, bool rnd, struct result *res)
+{
+	uint64_t t0 = bench_now_ns();
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path, .name = "bench" };
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC,
+		.features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP |
+			    PIN_UFFD_FEATURE_EVENT_REMAP,
+	};
+	struct pin_client_stats st;
+	struct pin_image *img;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	int r;
+
+	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(&uo, &u)) < 0 ||
+	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
+	    (r = pin_client_handover(c, u)) < 0 ||
+	    (r = pin_client_add_image_region(c, img, 0,
+					     m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH)) < 0)
+		die("restore", r);
+	if (m == REPLAY && (r = pin_client_working_set_replay(c, ck)) < 0)
+		die("pin_client_working_set_replay", r);
+	uint64_t t1 = bench_now_ns();
+	res->bad = touch(rnd);
+	uint64_t t2 = bench_now_ns();
+	if ((r = pin_client_stats(c, 0, &st)) < 0)
+		die("pin_client_stats", r);
+	if (m == ONDEMAND && (r = pin_client_working_set_save(c, ck)) < 0)
+		die("pin_client_working_set_save", r);
+	res->total_ms = ms(t0, t2);
+	res->run_ms = ms(t1, t2);
+	res->faults = st.faults;
+	res->pushed = st.pages_pushed;
+	pin_client_free(c);
+	pin_image_free(img);
+	pin_uffd_free(u);
+}
+
+/* Read the pages file into an anonymous mapping where the region was. */
+static void restore_eager(bool rnd, struct result *res)
+{
+	uint64_t t0 = bench_now_ns();
+	void *want = (void *)(uintptr_t)STATE_ADDR;
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/pages", ck);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t *p = mmap(want, STATE_BYTES, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (fd < 0 || p != want)
+		die("open/mmap", errno);
+	for (size_t off = 0; off < STATE_BYTES;) {
+		ssize_t n = pread(fd, p + off, STATE_BYTES - off, (off_t)off);
+		if (n <= 0)
+			die("pread", n < 0 ? errno : EIO);
+		off += (size_t)n;
+	}
+	close(fd);
+	uint64_t t1 = bench_now_ns();
+	res->bad = touch(rnd);
+	uint64_t t2 = bench_now_ns();
+	res->total_ms = ms(t0, t2);
+	res->run_ms = ms(t1, t2);
+}
+
+/* The ceiling: one UFFDIO_COPY of everything from the mapped pages file. */
+static void restore_bulk(bool rnd, struct result *res)
+{
+	uint64_t t0 = bench_now_ns();
+	struct pin_image *img;
+	struct pin_uffd *u;
+	int r;
+
+	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(NULL, &u)) < 0 ||
+	    (r = pin_image_map_region(img, 0, u)) < 0)
+		die("restore", r);
+	void *src = mmap(NULL, STATE_BYTES, PROT_READ, MAP_SHARED, pin_image_pages_fd(img), 0);
+	if (src == MAP_FAILED)
+		die("mmap pages", errno);
+	r = pin_uffd_copy(u, (void *)(uintptr_t)STATE_ADDR, src, STATE_BYTES, 0, NULL);
+	if (r < 0)
+		die("UFFDIO_COPY", r);
+	uint64_t t1 = bench_now_ns();
+	res->bad = touch(rnd);
+	uint64_t t2 = bench_now_ns();
+	res->total_ms = ms(t0, t2);
+	res->run_ms = ms(t1, t2);
+	pin_image_free(img);
+	pin_uffd_free(u);
+}
+
+/* One restore in a fresh process, as a restored process would be. */
+static struct result run_one(enum mode m, bool rnd)
+{
+	struct result res = { 0 };
+	int p[2];
+
+	if (pipe(p) < 0)
+		die("pipe", errno);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork", errno);
+	if (pid == 0) {
+		if (m == EAGER)
+			restore_eager(rnd, &res);
+		else if (m == BULK)
+			restore_bulk(rnd, &res);
+		else
+			restore_lazy(m, rnd, &res);
+		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
+	}
+	close(p[1]);
+	ssize_t n = read(p[0], &res, sizeof(res));
+	int st;
+	close(p[0]);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != sizeof(res))
+		die("a restore failed", EIO);
+	if (res.bad)
+		die("a restored page was wrong", EIO);
+	return res;
+}
+
+struct figures {
+	double total_ms, run_ms, faults, pushed;
+};
+
+static struct figures measure(enum mode m, bool rnd, unsigned int runs)
+{
+	double total[MAX_RUNS], run[MAX_RUNS], faults[MAX_RUNS], pushed[MAX_RUNS];
+
+	for (unsigned int i = 0; i < runs; i++) {
+		/* A replay needs the working set its on-demand run records. */
+		if (m == REPLAY)
+			run_one(ONDEMAND, rnd);
+		struct result r = run_one(m, rnd);
+		total[i] = r.total_ms;
+		run[i] = r.run_ms;
+		faults[i] = (double)r.faults;
+		pushed[i] = (double)r.pushed;
+	}
+	return (struct figures){ bench_median(total, runs), bench_median(run, runs),
+				 bench_median(faults, runs), bench_median(pushed, runs) };
+}
+
+static void report(const char *name, const struct figures *f, bool counts)
+{
+	char n[96];
+
+	snprintf(n, sizeof(n), "restore_256m_%s_total", name);
+	bench_metric(n, f->total_ms, "ms");
+	snprintf(n, sizeof(n), "restore_256m_%s_run", name);
+	bench_metric(n, f->run_ms, "ms");
+	if (!counts)
+		return;
+	snprintf(n, sizeof(n), "restore_256m_%s_faults", name);
+	bench_metric(n, f->faults, "faults");
+	snprintf(n, sizeof(n), "restore_256m_%s_pushed", name);
+	bench_metric(n, f->pushed, "pages");
+}
+
+int main(int argc, char **argv)
+{
+	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : 5;
+	uint64_t s = 0x9e3779b97f4a7c15ull;
+
+	if (runs < 1 || runs > MAX_RUNS)
+		die("runs: 1 to 64", EINVAL);
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	npages = STATE_BYTES / page;
+	order_rand = malloc(npages * sizeof(*order_rand));
+	if (!order_rand)
+		die("malloc", ENOMEM);
+	for (uint32_t i = 0; i < npages; i++)
+		order_rand[i] = i;
+	for (size_t i = npages - 1; i > 0; i--) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		size_t j = s % (i + 1);
+		uint32_t t = order_rand[i];
+		order_rand[i] = order_rand[j];
+		order_rand[j] = t;
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/bench-restore-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		die("mkdtemp", errno);
+	snprintf(ck, sizeof(ck), "%s/ck", tmpdir);
+	snprintf(sock_path, sizeof(sock_path), "%s/sock", tmpdir);
+	make_checkpoint();
+	daemon_start();
+
+	for (int rnd = 0; rnd < 2; rnd++) {
+		const char *t = rnd ? "rand" : "seq";
+		char n[64];
+		struct figures lazy = measure(LAZY, rnd, runs), eager = measure(EAGER, rnd, runs);
+		struct figures bulk = measure(BULK, rnd, runs), od = measure(ONDEMAND, rnd, runs);
+		struct figures rp = measure(REPLAY, rnd, runs);
+
+		snprintf(n, sizeof(n), "lazy_%s", t);
+		report(n, &lazy, true);
+		snprintf(n, sizeof(n), "eager_%s", t);
+		report(n, &eager, false);
+		snprintf(n, sizeof(n), "bulk_copy_%s", t);
+		report(n, &bulk, false);
+		snprintf(n, sizeof(n), "ondemand_%s", t);
+		report(n, &od, true);
+		snprintf(n, sizeof(n), "replay_%s", t);
+		report(n, &rp, true);
+		snprintf(n, sizeof(n), "restore_256m_lazy_%s_vs_eager", t);
+		bench_metric(n, eager.total_ms / lazy.total_ms, "x");
+		snprintf(n, sizeof(n), "restore_256m_replay_%s_speedup", t);
+		bench_metric(n, od.total_ms / rp.total_ms, "x");
+		snprintf(n, sizeof(n), "restore_256m_replay_%s_fewer_faults", t);
+		bench_metric(n, od.faults ? 100.0 * (1 - rp.faults / od.faults) : 0, "%");
+	}
+	kill(daemon_pid, SIGTERM);
+	waitpid(daemon_pid, NULL, 0);
+	char p[160];
+	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
+		snprintf(p, sizeof(p), "%s/%s", ck, f);
+		unlink(p);
+	}
+	rmdir(ck);
+	unlink(sock_path);
+	rmdir(tmpdir);
+	free(order_rand);
+	return 0;
+}
