@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uffdd against its baselines, measured in the same run:
+ *  - random 4 KiB faults served by uffdd (another process) vs the raw
+ *    in-process busy-polling single-thread handler;
+ *  - a sequential touch of 256 MiB served by uffdd vs one bulk UFFDIO_COPY;
+ *  - fault latency with 1,000 regions vs 1, and with 16 clients vs 1.
+ * The daemon is $UFFDD, else the uffdd built next to this benchmark.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench-common.h"
+#include "libpin-private.h"
+
+/* 1,000 regions of 16 pages, or one of them all: 62.5 MiB. */
+#define NREGIONS 1000
+#define REGION_BYTES ((size_t)NREGIONS * 16 * page)
+#define RANDOM_FAULTS 4096
+#define SEQ_BYTES (256ull << 20)
+#define NCLIENTS 16
+
+static size_t page;
+static char sock_path[128];
+static char tmpdir[64];
+static pid_t daemon_pid;
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench-daemon: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	if (daemon_pid > 0)
+		kill(daemon_pid, SIGTERM);
+	exit(1);
+}
+
+static void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
+/* A memfd of len bytes, every page a different pattern. */
+static int make_source(size_t len)
+{
+	int fd = memfd_create("bench-src", MFD_CLOEXEC);
+
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+		die("memfd", errno);
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap memfd", errno);
+	for (size_t i = 0; i < len; i += page)
+		memset(p + i, (int)(i / page) | 1, page);
+	munmap(p, len);
+	return fd;
+}
+
+static uint64_t rng(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* k distinct random pages out of n. */
+static size_t *random_pages(size_t n, size_t k, uint64_t seed)
+{
+	size_t *v = malloc(n * sizeof(*v));
+
+	if (!v)
+		die("malloc", ENOMEM);
+	for (size_t i = 0; i < n; i++)
+		v[i] = i;
+	for (size_t i = 0; i < k; i++) {
+		size_t j = i + (size_t)(rng(&seed) % (n - i)), t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+	return v;
+}
+
+/* Touch the pages, one read each; the median fault latency in us. */
+static double touch_random(const uint8_t *base, const size_t *pages, size_t k)
+{
+	double *lat = malloc(k * sizeof(*lat));
+
+	if (!lat)
+		die("malloc", ENOMEM);
+	for (size_t i = 0; i < k; i++) {
+		uint64_t t0 = bench_now_ns();
+		if (!*(const volatile uint8_t *)(base + pages[i] * page))
+			die("a page read as zero", EIO);
+		lat[i] = (double)(bench_now_ns() - t0) / 1000.0;
+	}
+	double m = bench_median(lat, (unsigned int)k);
+	free(lat);
+	return m;
+}
+
+static struct pin_uffd *new_uffd(void)
+{
+	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_uffd *u;
+	int r = pin_uffd_new(&o, &u);
+
+	if (r < 0)
+		die("pin_uffd_new", r);
+	return u;
+}
+
+/* ---- the raw handler: one thread busy-polling read() ---- */
+
+struct raw {
+	struct pin_uffd *u;
+	const uint8_t *src;
+	uintptr_t base;
+	_Atomic bool stop;
+};
+
+static void *raw_handler(void *arg)
+{
+	struct raw *r = arg;
+	int fd = pin_uffd_fd(r->u);
+	struct uffd_msg msg;
+
+	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+		if (read(fd, &msg, sizeof(msg)) != sizeof(msg) || msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t a = (uintptr_t)msg.arg.pagefault.address & ~(uintptr_t)(page - 1);
+		pin_uffd_copy(r->u, (void *)a, r->src + (a - r->base), page, 0, NULL);
+	}
+	return NULL;
+}
+
+static double raw_random(const size_t *pages)
+{
+	struct raw r = { .u = new_uffd() };
+	pthread_t th;
+	uint8_t *src = map_anon(REGION_BYTES), *base = map_anon(REGION_BYTES);
+
+	for (size_t i = 0; i < REGION_BYTES; i += page)
+		memset(src + i, (int)(i / page) | 1, page);
+	int flags = fcntl(pin_uffd_fd(r.u), F_GETFL);
+	fcntl(pin_uffd_fd(r.u), F_SETFL, flags | O_NONBLOCK);
+	int ret = pin_uffd_register(r.u, base, REGION_BYTES, PIN_UFFD_REGISTER_MISSING, NULL);
+	if (ret < 0)
+		die("register", ret);
+	r.src = src;
+	r.base = (uintptr_t)base;
+	pthread_create(&th, NULL, raw_handler, &r);
+	double m = touch_random(base, pages, RANDOM_FAULTS);
+	atomic_store(&r.stop, true);
+	pthread_join(th, NULL);
+	pin_uffd_free(r.u);
+	munmap(src, REGION_BYTES);
+	munmap(base, REGION_BYTES);
+	return m;
+}
+
+/* ---- uffdd ---- */
+
+static void daemon_start(void)
+{
+	char exe[PATH_MAX], path[PATH_MAX + 32];
+	const char *bin = getenv("UFFDD");
+
+	if (!bin) {
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n < 0)
+			die("readlink /proc/self/exe", errno);
+		exe[n] = '\0';
+		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
+		bin = path;
+	}
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/bench-uffdd-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		die("mkdtemp", errno);
+	snprintf(sock_path, sizeof(sock_path), "%s/sock", tmpdir);
+	daemon_pid = fork();
+	if (daemon_pid == 0) {
+		execl(bin, "uffdd", "--socket", sock_path, (char *)NULL);
+		_exit(127);
+	}
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path };
+	for (int i = 0; i < 500; i++) {
+		struct pin_client *c;
+		if (pin_client_connect(&co, &c) == 0) {
+			pin_client_free(c);
+			return;
+		}
+		if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid)
+			break;
+		usleep(10000);
+	}
+	daemon_pid = 0;
+	die(bin, ECONNREFUSED);
+}
+
+static void daemon_stop(void)
+{
+	kill(daemon_pid, SIGTERM);
+	waitpid(daemon_pid, NULL, 0);
+	unlink(sock_path);
+	rmdir(tmpdir);
+}
+
+struct conn {
+	struct pin_client *c;
+	struct pin_uffd *u;
+};
+
+static void conn_open(struct conn *k)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path, .name = "bench" };
+	int r;
+
+	k->u = new_uffd();
+	if ((r = pin_client_connect(&co, &k->c)) < 0 || (r = pin_client_handover(k->c, k->u)) < 0)
+		die("connect/handover", r);
+}
+
+static void conn_close(struct conn *k)
+{
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
+}
+
+/* n regions of len bytes each over consecutive offsets of fd, no push. */
+static uint8_t *add_regions(struct conn *k, int fd, size_t n, size_t len)
+{
+	uint8_t *base = map_anon(n * len);
+
+	for (size_t i = 0; i < n; i++) {
+		struct pin_client_region r = {
+			.sz = sizeof(r),
+			.addr = base + i * len,
+			.len = len,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_NO_PUSH,
+			.fd = fd,
+			.offset = i * len,
+		};
+		int ret = pin_uffd_register(k->u, r.addr, len, r.mode, NULL);
+		if (ret < 0 || (ret = pin_client_region_add(k->c, &r)) < 0)
+			die("region", ret);
+	}
+	return base;
+}
+
+static double uffdd_random(int fd, const size_t *pages, size_t nregions)
+{
+	struct conn k;
+
+	conn_open(&k);
+	uint8_t *base = add_regions(&k, fd, nregions, REGION_BYTES / nregions);
+	double m = touch_random(base, pages, RANDOM_FAULTS);
+	conn_close(&k);
+	munmap(base, REGION_BYTES);
+	return m;
+}
+
+/* NCLIENTS processes fault at once; the median of their medians. */
+static double uffdd_clients(int fd, const size_t *pages)
+{
+	double med[NCLIENTS];
+	pid_t pids[NCLIENTS];
+	int p[2];
+
+	if (pipe(p) < 0)
+		die("pipe", errno);
+	for (int i = 0; i < NCLIENTS; i++) {
+		pid_t pid = pids[i] = fork();
+		if (pid < 0)
+			die("fork", errno);
+		if (pid == 0) {
+			double m = uffdd_random(fd, pages, 1);
+			_exit(write(p[1], &m, sizeof(m)) == sizeof(m) ? 0 : 1);
+		}
+	}
+	close(p[1]);
+	for (int i = 0; i < NCLIENTS; i++)
+		if (read(p[0], &med[i], sizeof(med[i])) != sizeof(med[i]))
+			die("a client failed", EIO);
+	for (int i = 0, st; i < NCLIENTS; i++)
+		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
+			die("a client failed", EIO);
+	close(p[0]);
+	return bench_median(med, NCLIENTS);
+}
+
+/* ---- sequential ---- */
+
+static double bulk_copy_gbps(void)
+{
+	struct pin_uffd *u = new_uffd();
+	uint8_t *src = map_anon(SEQ_BYTES), *dst = map_anon(SEQ_BYTES);
+
+	memset(src, 0x5a, SEQ_BYTES);
+	int r = pin_uffd_register(u, dst, SEQ_BYTES, PIN_UFFD_REGISTER_MISSING, NULL);
+	if (r < 0)
+		die("register", r);
+	uint64_t t0 = bench_now_ns();
+	r = pin_uffd_copy(u, dst, src, SEQ_BYTES, 0, NULL);
+	uint64_t t = bench_now_ns() - t0;
+	if (r < 0)
+		die("UFFDIO_COPY", r);
+	pin_uffd_free(u);
+	munmap(src, SEQ_BYTES);
+	munmap(dst, SEQ_BYTES);
+	return (double)SEQ_BYTES / (double)t;
+}
+
+static double uffdd_seq_gbps(int fd)
+{
+	struct conn k;
+
+	conn_open(&k);
+	uint8_t *base = add_regions(&k, fd, 1, SEQ_BYTES);
+	uint64_t t0 = bench_now_ns();
+	for (size_t i = 0; i < SEQ_BYTES; i += page)
+		if (!*(volatile uint8_t *)(base + i))
+			die("a page read as zero", EIO);
+	uint64_t t = bench_now_ns() - t0;
+	conn_close(&k);
+	munmap(base, SEQ_BYTES);
+	return (double)SEQ_BYTES / (double)t;
+}
+
+int main(void)
+{
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	signal(SIGPIPE, SIG_IGN);
+	size_t *pages = random_pages(REGION_BYTES / page, RANDOM_FAULTS, 0x1234567);
+	int src = make_source(REGION_BYTES), seq = make_source(SEQ_BYTES);
+
+	daemon_start();
+	double raw = raw_random(pages);
+	double one = uffdd_random(src, pages, 1);
+	bench_metric("fault_random_raw_median", raw, "us");
+	bench_metric("fault_random_uffdd_median", one, "us");
+	bench_metric("fault_random_uffdd_vs_raw", one / raw, "x");
+
+	double bulk = bulk_copy_gbps();
+	double served = uffdd_seq_gbps(seq);
+	bench_metric("seq_256m_bulk_copy", bulk, "GB/s");
+	bench_metric("seq_256m_uffdd", served, "GB/s");
+	bench_metric("seq_256m_uffdd_vs_bulk", served / bulk, "x");
+
+	double many = uffdd_random(src, pages, NREGIONS);
+	bench_metric("fault_random_1000_regions_median", many, "us");
+	bench_metric("fault_random_1000_regions_vs_1", many / one, "x");
+	double clients = uffdd_clients(src, pages);
+	bench_metric("fault_random_16_clients_median", clients, "us");
+	bench_metric("fault_random_16_clients_vs_1", clients / one, "x");
+	daemon_stop();
+	free(pages);
+	return 0;
+}
