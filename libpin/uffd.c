@@ -103,10 +103,12 @@ PIN_EXPORT int pin_uffd_api(struct pin_uffd *u, uint64_t features)
 	return 0;
 }
 
-PIN_EXPORT int pin_uffd_probe(uint64_t *ret_features, uint64_t *ret_ioctls)
+/* The offer of this kernel, on a throw-away userfaultfd opened as flags
+ * say: without CAP_SYS_PTRACE only a USER_MODE_ONLY one may be allowed. */
+static int probe(unsigned int flags, uint64_t *ret_features, uint64_t *ret_ioctls)
 {
 	struct uffdio_api api = { .api = UFFD_API };
-	_cleanup_close_ int fd = open_fd(PIN_UFFD_CLOEXEC);
+	_cleanup_close_ int fd = open_fd(flags | PIN_UFFD_CLOEXEC);
 
 	if (fd < 0)
 		return fd;
@@ -118,6 +120,11 @@ PIN_EXPORT int pin_uffd_probe(uint64_t *ret_features, uint64_t *ret_ioctls)
 	if (ret_ioctls)
 		*ret_ioctls = api.ioctls;
 	return 0;
+}
+
+PIN_EXPORT int pin_uffd_probe(uint64_t *ret_features, uint64_t *ret_ioctls)
+{
+	return probe(0, ret_features, ret_ioctls);
 }
 
 static void log_missing(uint64_t missing)
@@ -151,7 +158,7 @@ PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **
 		o.sz = sizeof(o);
 	}
 	/* One handshake per userfaultfd: learn the offer on a spare one. */
-	r = pin_uffd_probe(&avail, NULL);
+	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL), &avail, NULL);
 	if (r < 0)
 		return r;
 	if (o.features & ~avail) {
