@@ -43,13 +43,15 @@ static void mark_populated(struct region *r, uint64_t i, uint64_t n)
 	STAT_ADD(r->n_populated, n - had);
 }
 
-/* Place n pages at page i of r, all data or all zero.  Returns the pages
- * handled or -errno. */
+/* Place n pages at page i of r, all data or all zero.  With woke, the
+ * ioctl wakes their threads, and *woke says whether it did (it placed them
+ * all).  Returns the pages handled or -errno. */
 static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n, bool data,
-		     bool push)
+		     bool push, bool *woke)
 {
 	bool wp = r->mode & PIN_UFFD_REGISTER_WP;
-	unsigned int flags = PIN_UFFD_DONTWAKE | (wp ? PIN_UFFD_WP : 0);
+	unsigned int dontwake = woke ? 0 : PIN_UFFD_DONTWAKE;
+	unsigned int flags = dontwake | (wp ? PIN_UFFD_WP : 0);
 	size_t len = n << uffdd_page_shift;
 	void *dst = addr_of(r, i);
 	const void *src = zeroes;
@@ -68,9 +70,11 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	if (data || wp)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
 	else
-		ret = pin_uffd_zeropage(s->uffd, dst, len, PIN_UFFD_DONTWAKE, &done);
+		ret = pin_uffd_zeropage(s->uffd, dst, len, dontwake, &done);
 	if (ret == 0)
 		done = (int64_t)len;
+	if (woke)
+		*woke = ret == 0;
 	if (done > 0) {
 		uint64_t k = (uint64_t)done >> uffdd_page_shift;
 		mark_populated(r, i, k);
@@ -103,7 +107,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 			     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
 			     "(file truncated?); placing zero pages",
 			     s->id, dst, len, strerror(EFAULT));
-			return place(s, r, i, n, false, push);
+			return place(s, r, i, n, false, push, woke);
 		}
 		break;
 	}
@@ -112,10 +116,13 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	return ret;
 }
 
-int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push)
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+		   bool *ret_woken)
 {
 	uint64_t i = first, end = first + n;
 
+	if (ret_woken)
+		*ret_woken = false;
 	while (i < end) {
 		uint64_t k;
 		bool data = false;
@@ -132,7 +139,9 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 				}
 			}
 		}
-		int64_t got = place(s, r, i, k, data, push);
+		/* One ioctl for the whole run: let it wake, and save a WAKE. */
+		bool single = ret_woken && i == first && k == n;
+		int64_t got = place(s, r, i, k, data, push, single ? ret_woken : NULL);
 		if (got < 0)
 			return i > first ? (int64_t)(i - first) : got;
 		i += (uint64_t)got;
@@ -194,7 +203,8 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 {
 	uint64_t p = (s->faults[i].addr - r->start) >> uffdd_page_shift;
 	uint64_t n = prefetch_window(r, p);
-	int64_t got = fault_fill(s, r, p, n, false);
+	bool woken;
+	int64_t got = fault_fill(s, r, p, n, false, &woken);
 
 	if (got < 0) {
 		*ret_j = i + 1;
@@ -207,7 +217,7 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 	while (j < s->nfaults && s->faults[j].addr < end)
 		j++;
 	*ret_j = j;
-	return wake(s, s->faults[i].addr, end - s->faults[i].addr);
+	return woken ? 0 : wake(s, s->faults[i].addr, end - s->faults[i].addr);
 }
 
 static int cmp_fault(const void *a, const void *b)

@@ -68,7 +68,7 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	uint64_t n = 1;
 	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
 		n++;
-	int64_t got = fault_fill(s, r, i, n, true);
+	int64_t got = fault_fill(s, r, i, n, true, NULL);
 	if (got > 0)
 		*next = i + (uint64_t)got;
 	return got;

@@ -4,8 +4,8 @@
  * is mapped read-only and UFFDIO_COPY reads the page cache through that
  * mapping: one copy, and a file truncated under us fails the ioctl with
  * EFAULT instead of raising SIGBUS in the daemon, since only the kernel
- * touches the mapping.  Its data extents (SEEK_DATA/SEEK_HOLE) are listed
- * once: a source must not change while it is served.
+ * touches the mapping.  The data extents (SEEK_DATA/SEEK_HOLE) of the window
+ * a region uses are listed once: a source must not change while it is served.
  */
 #include <fcntl.h>
 #include <string.h>
@@ -27,7 +27,8 @@ struct source {
 	_Atomic unsigned int refs;
 	int fd;		 /* -1: zero source */
 	uint64_t size;	 /* bytes; pages past it read as zero */
-	const uint8_t *map; /* NULL: read with pread */
+	uint64_t lo, hi; /* the window in use: extents and mapping cover it */
+	const uint8_t *map; /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
 	struct extent *ext;
 	size_t next;
@@ -50,21 +51,24 @@ static int add_extent(struct source *s, uint64_t start, uint64_t end)
 	return 0;
 }
 
-/* List the data extents; a file system without SEEK_DATA is all data. */
+/* List the data extents of the window; a file system without SEEK_DATA is
+ * all data. */
 static int scan_extents(struct source *s)
 {
-	uint64_t pos = 0;
+	uint64_t pos = s->lo;
 
-	while (pos < s->size) {
+	while (pos < s->hi) {
 		off_t data = lseek(s->fd, (off_t)pos, SEEK_DATA);
 		if (data < 0) {
 			if (errno == ENXIO)
 				return 0;
-			return add_extent(s, pos, s->size);
+			return add_extent(s, pos, s->hi);
 		}
+		if ((uint64_t)data >= s->hi)
+			return 0;
 		off_t hole = lseek(s->fd, data, SEEK_HOLE);
-		if (hole < 0 || s->next + 1 >= MAX_EXTENTS)
-			hole = (off_t)s->size;
+		if (hole < 0 || (uint64_t)hole > s->hi || s->next + 1 >= MAX_EXTENTS)
+			hole = (off_t)s->hi;
 		int r = add_extent(s, (uint64_t)data, (uint64_t)hole);
 		if (r < 0)
 			return r;
@@ -82,24 +86,28 @@ static int source_open_fd(struct source *s)
 	if (S_ISBLK(st.st_mode)) {
 		if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0)
 			return -errno;
-		return add_extent(s, 0, s->size);
-	}
-	if (!S_ISREG(st.st_mode))
+	} else if (S_ISREG(st.st_mode)) {
+		s->size = (uint64_t)st.st_size;
+	} else {
 		return -EINVAL;
-	s->size = (uint64_t)st.st_size;
+	}
+	if (s->hi > s->size)
+		s->hi = s->size;
+	if (s->lo >= s->hi)
+		return 0;
+	if (S_ISBLK(st.st_mode))
+		return add_extent(s, s->lo, s->hi);
 	int r = scan_extents(s);
 	if (r < 0)
 		return r;
-	if (!s->size)
-		return 0;
-	s->maplen = page_up(s->size);
-	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, 0);
+	s->maplen = page_up(s->hi) - s->lo;
+	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, (off_t)s->lo);
 	/* Not mappable (opened write-only, some special files): pread it. */
 	s->map = m == MAP_FAILED ? NULL : m;
 	return 0;
 }
 
-int source_new(int fd, struct source **ret)
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 
@@ -110,6 +118,8 @@ int source_new(int fd, struct source **ret)
 	}
 	atomic_init(&s->refs, 1);
 	s->fd = fd;
+	s->lo = off;
+	s->hi = off + len;
 	if (fd >= 0) {
 		int r = source_open_fd(s);
 		if (r < 0) {
@@ -172,8 +182,8 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
 
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret)
 {
-	if (s->map && off + len <= s->maplen) {
-		*ret = s->map + off;
+	if (s->map && off >= s->lo && off + len - s->lo <= s->maplen) {
+		*ret = s->map + (off - s->lo);
 		return 0;
 	}
 	size_t got = 0;

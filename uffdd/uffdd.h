@@ -66,8 +66,9 @@ uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
 
 struct source;
 
-/* A page source over fd (taken over; -1: every page is zero). */
-int source_new(int fd, struct source **ret);
+/* A page source over the window [off, off + len) of fd (taken over; -1:
+ * every page is zero). */
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
@@ -256,12 +257,14 @@ void fault_handle(struct session *s);
 /* Wake faults in [start, end) and forget them: their mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /*
- * Place pages [first, first + n) of r with DONTWAKE (the caller wakes), each
- * from its source or as zero.  Returns the pages handled (placed, or found
- * there already), or -errno when none were (-EAGAIN: retry later; -ESRCH:
- * the process is gone).
+ * Place pages [first, first + n) of r, each from its source or as zero, with
+ * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
+ * ioctl placed them all and woke their threads.  Returns the pages handled
+ * (placed, or found there already), or -errno when none were (-EAGAIN: retry
+ * later; -ESRCH: the process is gone).
  */
-int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push);
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+		   bool *ret_woken);
 
 /* ---- prefetch.c -------------------------------------------------------- */
 
