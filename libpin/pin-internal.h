@@ -58,6 +58,7 @@ struct pin_range {
 	atomic_bool stale; /* invalidated: never returned by a lookup again */
 	bool pinned;	   /* the backend still holds the pages */
 	bool watched;	   /* registered with the monitor's userfaultfd */
+	bool uncached;	   /* pinned right after a discard: the caller's only */
 	struct pin_range *prev, *next; /* idle LRU, or the ctx's dead list */
 	void *mr;	   /* rdma: struct ibv_mr * */
 	uint32_t lkey, rkey;
@@ -97,6 +98,20 @@ extern const struct pin_backend_ops pin_backend_rdma;
 
 struct pin_monitor;
 
+/*
+ * A discard (UFFD_EVENT_REMOVE) the monitor read.  The kernel sends it before
+ * it zaps the pages, and the madvise() caller zaps them once the event is
+ * read: a pin taken meanwhile holds the old pages.  Pins of such a range
+ * taken within PIN_REMOVE_RACE_NS of the read are never cached.
+ */
+#define PIN_REMOVE_RACE_NS 1000000000ull
+#define PIN_REMOVE_LOG	   1024
+
+struct pin_remove {
+	uintptr_t start, end;
+	uint64_t read_ns; /* CLOCK_MONOTONIC */
+};
+
 struct pin_ctx {
 	pthread_mutex_t lock;
 	const struct pin_backend_ops *be;
@@ -120,6 +135,9 @@ struct pin_ctx {
 	uintptr_t unreg_busy_start, unreg_busy_end; /* the chunk in progress */
 	pthread_cond_t unreg_done;
 	bool closing;
+	struct pin_remove removes[PIN_REMOVE_LOG];
+	unsigned int nremoves;
+	uint64_t remove_all_until; /* the log overflowed: every pin is suspect */
 	size_t max_idle, max_idle_bytes;
 	size_t idle_count, idle_bytes;
 	size_t pinned_bytes, pinned_ranges, unwatched;
@@ -130,6 +148,10 @@ struct pin_ctx {
 /* Log a pin that failed with err, naming RLIMIT_MEMLOCK when it applies. */
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
 		       int err);
+
+/* With ctx->lock held: remember a discard the monitor read at read_ns. */
+void pin_ctx_note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns);
+uint64_t pin_now_ns(void);
 
 /* With ctx->lock held: drop every entry overlapping [start, end). */
 unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,

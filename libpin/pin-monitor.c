@@ -24,6 +24,9 @@
  * between read() taking an event, which lets munmap return, and the event
  * sitting in the queue.
  *
+ * REMOVE comes before the zap (see PIN_REMOVE_RACE_NS), UNMAP and REMAP
+ * after the change.
+ *
  * Valgrind runs one thread at a time and keeps its lock across munmap and
  * mremap (not across madvise): the monitor could never read their events
  * and the caller would hang.  Under valgrind, then, only REMOVE is watched.
@@ -47,6 +50,7 @@ struct change {
 	uint32_t type; /* enum pin_uffd_event_type */
 	uintptr_t start, end;
 	uintptr_t to; /* REMAP: where [start, end) went */
+	uint64_t read_ns;
 };
 
 struct pin_monitor {
@@ -65,9 +69,9 @@ struct pin_monitor {
 	atomic_uint_fast64_t faults;
 };
 
-static void enqueue(struct pin_monitor *m, const struct pin_uffd_event *ev)
+static void enqueue(struct pin_monitor *m, const struct pin_uffd_event *ev, uint64_t read_ns)
 {
-	struct change c = { .type = ev->type };
+	struct change c = { .type = ev->type, .read_ns = read_ns };
 
 	switch (ev->type) {
 	case PIN_UFFD_EVENT_REMOVE:
@@ -114,11 +118,13 @@ static void read_events(struct pin_monitor *m)
 
 	atomic_store(&m->busy, 1);
 	int n = pin_uffd_read_events(m->uffd, evs, PIN_ARRAY_SIZE(evs));
+	/* After the read: the later, the safer for pin_ctx_note_remove(). */
+	uint64_t read_ns = pin_now_ns();
 	for (int i = 0; i < n; i++) {
 		if (evs[i].type == PIN_UFFD_EVENT_PAGEFAULT)
 			release_fault(m, &evs[i]);
 		else
-			enqueue(m, &evs[i]);
+			enqueue(m, &evs[i], read_ns);
 	}
 	atomic_store(&m->busy, 0);
 	if (n > 0)
@@ -312,8 +318,10 @@ void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
 	for (unsigned int i = 0; i < n; i++) {
 		uintptr_t len = q[i].end - q[i].start;
 		pin_ctx_invalidate_locked(m->ctx, q[i].start, q[i].end, on_monitor);
+		if (q[i].type == PIN_UFFD_EVENT_REMOVE)
+			pin_ctx_note_remove(m->ctx, q[i].start, q[i].end, q[i].read_ns);
 		/* Gone from there: nothing to unregister any more. */
-		if (q[i].type != PIN_UFFD_EVENT_REMOVE)
+		else
 			pin_ctx_unwatch_forget(m->ctx, q[i].start, q[i].end);
 		/* The registration moved along with the mapping: drop it there. */
 		if (q[i].type == PIN_UFFD_EVENT_REMAP)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include "pin-internal.h"
 
@@ -51,6 +52,46 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 		"LimitMEMLOCK=) or grant CAP_IPC_LOCK",
 		call, (unsigned long)r->start, len, strerror(-err),
 		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
+}
+
+uint64_t pin_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void pin_ctx_note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns)
+{
+	uint64_t now = pin_now_ns();
+	unsigned int keep = 0;
+
+	/* Forget the discards no pin can race with any more. */
+	for (unsigned int i = 0; i < ctx->nremoves; i++)
+		if (ctx->removes[i].read_ns + PIN_REMOVE_RACE_NS > now)
+			ctx->removes[keep++] = ctx->removes[i];
+	ctx->nremoves = keep;
+	if (keep == PIN_REMOVE_LOG) {
+		if (read_ns + PIN_REMOVE_RACE_NS > ctx->remove_all_until)
+			ctx->remove_all_until = read_ns + PIN_REMOVE_RACE_NS;
+		return;
+	}
+	ctx->removes[ctx->nremoves++] = (struct pin_remove){ start, end, read_ns };
+}
+
+/* Could a discard read before `started` still be zapping under r? */
+static bool after_remove(const struct pin_ctx *ctx, const struct pin_range *r, uint64_t started)
+{
+	if (ctx->remove_all_until > started)
+		return true;
+	for (unsigned int i = 0; i < ctx->nremoves; i++) {
+		const struct pin_remove *d = &ctx->removes[i];
+		if (d->start < r->end && d->end > r->start &&
+		    d->read_ns + PIN_REMOVE_RACE_NS > started)
+			return true;
+	}
+	return false;
 }
 
 static const struct pin_backend_ops *backend_of(int backend)
@@ -324,6 +365,7 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 {
 	unsigned int nbufs = ctx->be->nbufs(end - start);
 	struct pin_range *r = calloc(1, sizeof(*r) + nbufs * sizeof(r->bufs[0]));
+	uint64_t started = pin_now_ns();
 	int err;
 
 	if (!r)
@@ -362,6 +404,10 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	pin_imap_insert(&ctx->map, start, end, r);
 	if (ctx->mon)
 		pin_monitor_sync(ctx->mon, false);
+	if (!atomic_load(&r->stale) && after_remove(ctx, r, started)) {
+		pin_imap_remove(&ctx->map, start, r);
+		r->uncached = true;
+	}
 	*ret = r;
 	return 0;
 }
@@ -414,7 +460,7 @@ PIN_EXPORT void pin_range_put(struct pin_range *r)
 
 	lock_synced(ctx);
 	if (--r->refs == 0) {
-		if (atomic_load(&r->stale)) {
+		if (atomic_load(&r->stale) || r->uncached) {
 			retire(ctx, r, false);
 		} else {
 			lru_append(ctx, r);
