@@ -462,6 +462,34 @@ START_TEST(stale_munmap)
 }
 END_TEST
 
+START_TEST(stale_munmap_one_page)
+{
+	const size_t len = 64 * MiB;
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+	int fd = pattern_file(page, 4);
+	struct pin_range *r;
+
+	if (RUNNING_ON_VALGRIND)
+		ck_assert_int_eq(pin_ctx_invalidate(ctx, p + len / 2, page), 1);
+	ck_assert_int_eq(munmap(p + len / 2, page), 0);
+	/* What is left mapped below the hole is pinned anew. */
+	ck_assert_int_eq(pin_range_get(ctx, p, len / 2, &r), 0);
+	struct pin_ctx_stats s = stats_of(ctx);
+	ck_assert_uint_eq(s.misses, 2);
+	ck_assert_uint_eq(s.invalidations, 1);
+	ck_assert_uint_eq(s.pinned_bytes, len / 2);
+	read_into(ctx, r, p + page, page, fd);
+	assert_pattern(p + page, page, 4);
+	pin_range_put(r);
+	/* The hole cannot be pinned. */
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), -EFAULT);
+	pin_ctx_free(ctx);
+	close(fd);
+	munmap(p, len);
+}
+END_TEST
+
 START_TEST(stale_mremap)
 {
 	const size_t len = 64 * MiB;
@@ -778,6 +806,7 @@ Suite *test_suite(void)
 	tcase_add_test(stale, stale_dontneed);
 	tcase_add_test(stale, stale_dontneed_held);
 	tcase_add_test(stale, stale_munmap);
+	tcase_add_test(stale, stale_munmap_one_page);
 	tcase_add_test(stale, stale_mremap);
 	tcase_add_test(stale, fork_keeps_parent_coherent);
 	tcase_add_test(stale, watch_takes_no_fault);
