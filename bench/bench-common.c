@@ -1,9 +1,17 @@
 // SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench-common.h"
+#include "libpin.h"
 
 uint64_t bench_now_ns(void)
 {
@@ -30,4 +38,54 @@ double bench_median(double *samples, unsigned int n)
 {
 	qsort(samples, n, sizeof(*samples), cmp_double);
 	return n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
+}
+
+void bench_uffdd_start(struct bench_uffdd *d)
+{
+	char exe[PATH_MAX], path[PATH_MAX + 32];
+	const char *bin = getenv("UFFDD");
+
+	if (!bin) {
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n < 0) {
+			perror("bench: readlink /proc/self/exe");
+			exit(1);
+		}
+		exe[n] = '\0';
+		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
+		bin = path;
+	}
+	snprintf(d->dir, sizeof(d->dir), "/tmp/bench-uffdd-XXXXXX");
+	if (!mkdtemp(d->dir)) {
+		perror("bench: mkdtemp");
+		exit(1);
+	}
+	snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
+	d->pid = fork();
+	if (d->pid == 0) {
+		execl(bin, "uffdd", "--socket", d->sock, (char *)NULL);
+		_exit(127);
+	}
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
+	for (int i = 0; i < 500; i++) {
+		struct pin_client *c;
+		if (pin_client_connect(&co, &c) == 0) {
+			pin_client_free(c);
+			return;
+		}
+		if (waitpid(d->pid, NULL, WNOHANG) == d->pid)
+			break;
+		usleep(10000);
+	}
+	fprintf(stderr, "bench: %s does not answer on %s\n", bin, d->sock);
+	kill(d->pid, SIGTERM);
+	exit(1);
+}
+
+void bench_uffdd_stop(struct bench_uffdd *d)
+{
+	kill(d->pid, SIGTERM);
+	waitpid(d->pid, NULL, 0);
+	unlink(d->sock);
+	rmdir(d->dir);
 }

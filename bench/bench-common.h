@@ -4,6 +4,7 @@
 #define BENCH_COMMON_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);
@@ -13,5 +14,18 @@ void bench_metric(const char *name, double value, const char *unit);
 
 /* Median of n samples (sorts them in place). */
 double bench_median(double *samples, unsigned int n);
+
+/* A uffdd of our own, on a socket in a fresh temporary directory. */
+struct bench_uffdd {
+	pid_t pid;
+	char dir[64];
+	char sock[96];
+};
+
+/* Start $UFFDD, else the uffdd built next to this benchmark, and wait until
+ * it answers; exits on failure. */
+void bench_uffdd_start(struct bench_uffdd *d);
+/* SIGTERM, wait, and remove the socket and its directory. */
+void bench_uffdd_stop(struct bench_uffdd *d);
 
 #endif /* BENCH_COMMON_H */

@@ -8,8 +8,6 @@
  * The daemon is $UFFDD, else the uffdd built next to this benchmark.
  */
 #include <fcntl.h>
-#include <limits.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -33,15 +31,13 @@
 #define NCLIENTS 16
 
 static size_t page;
-static char sock_path[128];
-static char tmpdir[64];
-static pid_t daemon_pid;
+static struct bench_uffdd ud;
 
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "bench-daemon: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (daemon_pid > 0)
-		kill(daemon_pid, SIGTERM);
+	if (ud.pid > 0)
+		kill(ud.pid, SIGTERM);
 	exit(1);
 }
 
@@ -176,51 +172,6 @@ static double raw_random(const size_t *pages)
 
 /* ---- uffdd ---- */
 
-static void daemon_start(void)
-{
-	char exe[PATH_MAX], path[PATH_MAX + 32];
-	const char *bin = getenv("UFFDD");
-
-	if (!bin) {
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-		if (n < 0)
-			die("readlink /proc/self/exe", errno);
-		exe[n] = '\0';
-		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
-		bin = path;
-	}
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/bench-uffdd-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		die("mkdtemp", errno);
-	snprintf(sock_path, sizeof(sock_path), "%s/sock", tmpdir);
-	daemon_pid = fork();
-	if (daemon_pid == 0) {
-		execl(bin, "uffdd", "--socket", sock_path, (char *)NULL);
-		_exit(127);
-	}
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path };
-	for (int i = 0; i < 500; i++) {
-		struct pin_client *c;
-		if (pin_client_connect(&co, &c) == 0) {
-			pin_client_free(c);
-			return;
-		}
-		if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid)
-			break;
-		usleep(10000);
-	}
-	daemon_pid = 0;
-	die(bin, ECONNREFUSED);
-}
-
-static void daemon_stop(void)
-{
-	kill(daemon_pid, SIGTERM);
-	waitpid(daemon_pid, NULL, 0);
-	unlink(sock_path);
-	rmdir(tmpdir);
-}
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
@@ -228,7 +179,7 @@ struct conn {
 
 static void conn_open(struct conn *k)
 {
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path, .name = "bench" };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	int r;
 
 	k->u = new_uffd();
@@ -350,7 +301,7 @@ int main(void)
 	size_t *pages = random_pages(REGION_BYTES / page, RANDOM_FAULTS, 0x1234567);
 	int src = make_source(REGION_BYTES), seq = make_source(SEQ_BYTES);
 
-	daemon_start();
+	bench_uffdd_start(&ud);
 	double raw = raw_random(pages);
 	double one = uffdd_random(src, pages, 1);
 	bench_metric("fault_random_raw_median", raw, "us");
@@ -369,7 +320,7 @@ int main(void)
 	double clients = uffdd_clients(src, pages);
 	bench_metric("fault_random_16_clients_median", clients, "us");
 	bench_metric("fault_random_16_clients_vs_1", clients / one, "x");
-	daemon_stop();
+	bench_uffdd_stop(&ud);
 	free(pages);
 	return 0;
 }

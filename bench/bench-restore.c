@@ -13,12 +13,10 @@
  * "run_ms" is from the moment the restored process runs until it has read
  * every page; "total_ms" from the start of the restore.  Medians of
  * argv[1] runs (default 5).  The daemon is $UFFDD, else the uffdd built next
- * to this benchmark.
+ * to this benchmark (bench_uffdd_start()).
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,7 +29,7 @@
 #include "bench-common.h"
 #include "libpin.h"
 
-#define STATE_ADDR  0x600000000000ull
+#define STATE_ADDR  0x500000000000ull
 #define STATE_BYTES (256ull << 20)
 #define MAX_RUNS    64
 
@@ -44,14 +42,14 @@ struct result {
 
 static size_t page, npages;
 static uint32_t *order_rand; /* a random permutation of the pages */
-static char tmpdir[64], ck[96], sock_path[96];
-static pid_t daemon_pid;
+static char ck[96];
+static struct bench_uffdd ud;
 
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "bench-restore: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (daemon_pid > 0)
-		kill(daemon_pid, SIGTERM);
+	if (ud.pid > 0)
+		kill(ud.pid, SIGTERM);
 	exit(1);
 }
 
@@ -79,39 +77,6 @@ static void make_checkpoint(void)
 	munmap(p, STATE_BYTES);
 }
 
-static void daemon_start(void)
-{
-	char exe[PATH_MAX], path[PATH_MAX + 32];
-	const char *bin = getenv("UFFDD");
-
-	if (!bin) {
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-		if (n < 0)
-			die("readlink /proc/self/exe", errno);
-		exe[n] = '\0';
-		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
-		bin = path;
-	}
-	daemon_pid = fork();
-	if (daemon_pid == 0) {
-		execl(bin, "uffdd", "--socket", sock_path, (char *)NULL);
-		_exit(127);
-	}
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path };
-	for (int i = 0; i < 500; i++) {
-		struct pin_client *c;
-		if (pin_client_connect(&co, &c) == 0) {
-			pin_client_free(c);
-			return;
-		}
-		if (waitpid(daemon_pid, NULL, WNOHANG) == daemon_pid)
-			break;
-		usleep(10000);
-	}
-	daemon_pid = 0;
-	die(bin, ECONNREFUSED);
-}
-
 /* Read one word of every page, in order; returns the pages that were wrong. */
 static uint64_t touch(bool rnd)
 {
@@ -134,7 +99,7 @@ static double ms(uint64_t a, uint64_t b)
 static void restore_lazy(enum mode m, bool rnd, struct result *res)
 {
 	uint64_t t0 = bench_now_ns();
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock_path, .name = "bench" };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
@@ -316,13 +281,9 @@ int main(int argc, char **argv)
 		order_rand[i] = order_rand[j];
 		order_rand[j] = t;
 	}
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/bench-restore-XXXXXX");
-	if (!mkdtemp(tmpdir))
-		die("mkdtemp", errno);
-	snprintf(ck, sizeof(ck), "%s/ck", tmpdir);
-	snprintf(sock_path, sizeof(sock_path), "%s/sock", tmpdir);
+	bench_uffdd_start(&ud);
+	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
-	daemon_start();
 
 	for (int rnd = 0; rnd < 2; rnd++) {
 		const char *t = rnd ? "rand" : "seq";
@@ -348,16 +309,13 @@ int main(int argc, char **argv)
 		snprintf(n, sizeof(n), "restore_256m_replay_%s_fewer_faults", t);
 		bench_metric(n, od.faults ? 100.0 * (1 - rp.faults / od.faults) : 0, "%");
 	}
-	kill(daemon_pid, SIGTERM);
-	waitpid(daemon_pid, NULL, 0);
 	char p[160];
 	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
 		snprintf(p, sizeof(p), "%s/%s", ck, f);
 		unlink(p);
 	}
 	rmdir(ck);
-	unlink(sock_path);
-	rmdir(tmpdir);
+	bench_uffdd_stop(&ud);
 	free(order_rand);
 	return 0;
 }

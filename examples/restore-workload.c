@@ -31,7 +31,8 @@
 
 #include "libpin.h"
 
-#define STATE_ADDR     0x600000000000ull
+/* Clear of what ASan and valgrind map (ASan's heap starts at 0x600000000000). */
+#define STATE_ADDR     0x500000000000ull
 #define MAGIC	       0x5546464457524b31ull /* "UFFDWRK1" */
 #define PAGE	       4096u
 #define SLOTS_PER_PAGE 255u /* 16 bytes each; the page's last 16 bytes: count, checksum */
