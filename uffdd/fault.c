@@ -211,7 +211,7 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 		return (int)got;
 	}
 	uint64_t end = r->start + ((p + (uint64_t)got) << uffdd_page_shift);
-	r->ra_next = p + (uint64_t)got;
+	prefetch_ahead(s, r, p + (uint64_t)got);
 	prefetch_record(s, r->start + (p << uffdd_page_shift), end);
 	size_t j = i + 1;
 	while (j < s->nfaults && s->faults[j].addr < end)

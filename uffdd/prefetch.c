@@ -12,18 +12,44 @@
 /* Fork children have no socket to hang up: check on them this often. */
 #define PROBE_NS 1000000000ull
 
+/* A sequential stream is served this many windows ahead of its faults. */
+#define AHEAD 4
+/* Prefetch requests a session may have queued by readahead. */
+#define MAX_QUEUED 16
+
 uint64_t prefetch_window(struct region *r, uint64_t i)
 {
-	/* Sequential faults double the window; a random one resets it. */
-	if (i == r->ra_next)
+	/* A fault in or right after what the last run placed or queued is
+	 * sequential and doubles the window; any other resets it. */
+	if (r->ra_next != UINT64_MAX && i >= r->ra_lo && i <= r->ra_next)
 		r->ra_pages = r->ra_pages * 2 < UFFDD_RA_MAX ? r->ra_pages * 2 : UFFDD_RA_MAX;
 	else
 		r->ra_pages = 1;
+	r->ra_lo = i;
 	uint64_t n = r->ra_pages < r->npages - i ? r->ra_pages : r->npages - i;
 	for (uint64_t k = 1; k < n; k++)
 		if (bm_test(r->populated, i + k))
 			return k;
 	return n;
+}
+
+void prefetch_ahead(struct session *s, struct region *r, uint64_t end)
+{
+	if (r->ra_next == UINT64_MAX || end > r->ra_next)
+		r->ra_next = end;
+	/* The thread waited for one window; while it reads that, place the
+	 * next ones in the background so that it need not wait again. */
+	if (r->ra_pages < 2 || s->nprefetch >= MAX_QUEUED)
+		return;
+	uint64_t want = end + (uint64_t)AHEAD * r->ra_pages;
+	if (want > r->npages)
+		want = r->npages;
+	if (want <= r->ra_next)
+		return;
+	uint64_t from = r->ra_next;
+	if (prefetch_add(s, r->start + (from << uffdd_page_shift),
+			 (want - from) << uffdd_page_shift) == 0)
+		r->ra_next = want;
 }
 
 static bool done_page(const struct region *r, uint64_t i)
@@ -55,8 +81,10 @@ uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint
 }
 
 /* Place the run of missing pages of r at or after page *next (below end)
- * with DONTWAKE: returns the pages handled, 0 when none was left, -errno. */
-static int64_t place_run(struct session *s, struct region *r, uint64_t *next, uint64_t end)
+ * with DONTWAKE, counted as pushed with push: returns the pages handled, 0
+ * when none was left, -errno. */
+static int64_t place_run(struct session *s, struct region *r, uint64_t *next, uint64_t end,
+			 bool push)
 {
 	uint64_t i = *next;
 
@@ -68,7 +96,7 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	uint64_t n = 1;
 	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
 		n++;
-	int64_t got = fault_fill(s, r, i, n, true, NULL);
+	int64_t got = fault_fill(s, r, i, n, push, NULL);
 	if (got > 0)
 		*next = i + (uint64_t)got;
 	return got;
@@ -76,9 +104,9 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 
 /* One run as place_run() does, woken: returns 1 when it did some work, 0
  * when none was left, -errno. */
-static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end)
+static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end, bool push)
 {
-	int64_t got = place_run(s, r, next, end);
+	int64_t got = place_run(s, r, next, end, push);
 
 	if (got <= 0)
 		return (int)got;
@@ -120,7 +148,7 @@ static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t 
 		uint64_t next = (a - r->start) >> uffdd_page_shift;
 		uint64_t stop = (b - r->start) >> uffdd_page_shift;
 		int64_t got;
-		while ((got = place_run(s, r, &next, stop)) > 0)
+		while ((got = place_run(s, r, &next, stop, true)) > 0)
 			*placed += got;
 		if (got < 0)
 			return (int)got;
@@ -182,7 +210,7 @@ static int prefetch_one(struct session *s)
 			p->addr = r->start;
 		uint64_t next = (p->addr - r->start) >> uffdd_page_shift;
 		uint64_t end = (p->end < r->start + r->len ? p->end : r->start + r->len) - r->start;
-		ret = fill_from(s, r, &next, end >> uffdd_page_shift);
+		ret = fill_from(s, r, &next, end >> uffdd_page_shift, false);
 		p->addr = r->start + (next << uffdd_page_shift);
 		if (ret)
 			break;
@@ -203,7 +231,7 @@ static int push_one(struct session *s)
 		struct region *r = s->regions[i];
 		if (!r->push || r->push_next >= r->npages)
 			continue;
-		int ret = fill_from(s, r, &r->push_next, r->npages);
+		int ret = fill_from(s, r, &r->push_next, r->npages, true);
 		if (ret == -EAGAIN)
 			s->eagain = true;
 		else if (ret < 0)

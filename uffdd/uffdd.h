@@ -112,7 +112,8 @@ struct region {
 	uint64_t *dirty;     /* WP regions: written since the last reset */
 	_Atomic uint64_t n_populated, n_dirty;
 	uint64_t push_next;  /* page index where the background push goes on */
-	uint64_t ra_next;    /* readahead: the page a sequential fault would hit next */
+	uint64_t ra_lo;	     /* readahead: where the last run began */
+	uint64_t ra_next;    /* end of what readahead placed or queued */
 	uint32_t ra_pages;   /* readahead window */
 };
 
@@ -283,6 +284,8 @@ void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
  * when the first run failed.
  */
 int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
+/* After a run for a fault that ended at page end: read further ahead. */
+void prefetch_ahead(struct session *s, struct region *r, uint64_t end);
 /* Queue a Prefetch request. */
 int prefetch_add(struct session *s, uint64_t addr, uint64_t len);
 /* WaitPopulated: reply now or later. */
