@@ -291,17 +291,13 @@ void pin_monitor_kick(struct pin_monitor *m)
 		pin_log(PIN_LOG_ERR, "pin monitor: eventfd write: %s", strerror(errno));
 }
 
-void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
+/* Apart from pin_monitor_sync(), whose common case is a look at two flags. */
+static __attribute__((noinline)) void drain(struct pin_monitor *m, bool on_monitor)
 {
 	struct change q[QUEUE_LEN];
 	unsigned int n;
 	bool overflow;
 
-	/* A read in progress may hold an event whose munmap already returned. */
-	while (!on_monitor && atomic_load(&m->busy))
-		sched_yield();
-	if (!atomic_load(&m->pending))
-		return;
 	pthread_mutex_lock(&m->qlock);
 	n = m->qlen;
 	memcpy(q, m->queue, n * sizeof(q[0]));
@@ -318,15 +314,25 @@ void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
 	for (unsigned int i = 0; i < n; i++) {
 		uintptr_t len = q[i].end - q[i].start;
 		pin_ctx_invalidate_locked(m->ctx, q[i].start, q[i].end, on_monitor);
-		if (q[i].type == PIN_UFFD_EVENT_REMOVE)
+		if (q[i].type == PIN_UFFD_EVENT_REMOVE) {
 			pin_ctx_note_remove(m->ctx, q[i].start, q[i].end, q[i].read_ns);
-		/* Gone from there: nothing to unregister any more. */
-		else
-			pin_ctx_unwatch_forget(m->ctx, q[i].start, q[i].end);
+			continue;
+		}
+		/* Unmapped or moved away: nothing to unregister there any more. */
+		pin_ctx_unwatch_forget(m->ctx, q[i].start, q[i].end);
 		/* The registration moved along with the mapping: drop it there. */
 		if (q[i].type == PIN_UFFD_EVENT_REMAP)
 			pin_ctx_unwatch_uncovered(m->ctx, q[i].to, q[i].to + len, true);
 	}
+}
+
+void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)
+{
+	/* A read in progress may hold an event whose munmap already returned. */
+	while (!on_monitor && atomic_load(&m->busy))
+		sched_yield();
+	if (atomic_load(&m->pending))
+		drain(m, on_monitor);
 }
 
 uint64_t pin_monitor_events(const struct pin_monitor *m)
