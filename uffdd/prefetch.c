@@ -21,10 +21,14 @@ uint64_t prefetch_window(struct region *r, uint64_t i)
 {
 	/* A fault in or right after what the last run placed or queued is
 	 * sequential and doubles the window; any other resets it. */
-	if (r->ra_next != UINT64_MAX && i >= r->ra_lo && i <= r->ra_next)
+	if (r->ra_next != UINT64_MAX && i >= r->ra_lo && i <= r->ra_next) {
 		r->ra_pages = r->ra_pages * 2 < UFFDD_RA_MAX ? r->ra_pages * 2 : UFFDD_RA_MAX;
-	else
+	} else {
+		/* A new stream: what the old one queued must not make the next
+		 * random fault look sequential. */
 		r->ra_pages = 1;
+		r->ra_next = UINT64_MAX;
+	}
 	r->ra_lo = i;
 	uint64_t n = r->ra_pages < r->npages - i ? r->ra_pages : r->npages - i;
 	for (uint64_t k = 1; k < n; k++)
@@ -97,8 +101,14 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
 		n++;
 	int64_t got = fault_fill(s, r, i, n, push, NULL);
-	if (got > 0)
+	if (got > 0) {
 		*next = i + (uint64_t)got;
+		/* Readahead and Prefetch requests place what the process asks
+		 * for: part of its working set, unlike the push. */
+		if (!push)
+			prefetch_record(s, r->start + (i << uffdd_page_shift),
+					r->start + (*next << uffdd_page_shift));
+	}
 	return got;
 }
 

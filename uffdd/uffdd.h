@@ -276,7 +276,8 @@ uint64_t prefetch_window(struct region *r, uint64_t i);
 /* Runs of the working set a session records, at most: 16 MiB. */
 #define UFFDD_WSET_MAX (1u << 20)
 
-/* Record the run [addr, end) a MISSING fault placed (its worker only). */
+/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
+ * request placed (its worker only). */
 void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
 /*
  * Replay: place the missing pages of ranges now, runs of up to UFFDD_RA_MAX
