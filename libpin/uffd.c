@@ -98,6 +98,9 @@ PIN_EXPORT int pin_uffd_api(struct pin_uffd *u, uint64_t features)
 			(unsigned long long)features, strerror(-r));
 		return r;
 	}
+	/* The kernel turns WP_UNPOPULATED on with WP_ASYNC, which relies on it. */
+	if (features & PIN_UFFD_FEATURE_WP_ASYNC)
+		features |= PIN_UFFD_FEATURE_WP_UNPOPULATED;
 	/* The kernel reports everything it offers; only what we asked is on. */
 	u->features = features & api.features;
 	return 0;
@@ -428,14 +431,16 @@ PIN_EXPORT int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *e
 			break;
 		ssize_t got = read(u->fd, msgs, want * sizeof(msgs[0]));
 		if (got < 0) {
-			if (errno == EINTR)
+			/* Kept: the log callback may change errno. */
+			int err = errno;
+			if (err == EINTR)
 				continue;
 			/* Events already taken must reach the caller first. */
 			if (n)
 				break;
-			if (errno != EAGAIN)
-				pin_log(PIN_LOG_ERR, "read userfaultfd: %s", strerror(errno));
-			return -errno;
+			if (err != EAGAIN)
+				pin_log(PIN_LOG_ERR, "read userfaultfd: %s", strerror(err));
+			return -err;
 		}
 		if (got == 0 || got % sizeof(msgs[0]))
 			return n ? (int)n : -EIO;

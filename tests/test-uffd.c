@@ -528,6 +528,96 @@ START_TEST(opts_rejected)
 }
 END_TEST
 
+START_TEST(api_wp_async)
+{
+	struct pin_uffd *u;
+	struct mem m = mem_map(MEM_ANON, page);
+
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_api(u, PIN_UFFD_FEATURE_WP_ASYNC), 0);
+	/* The kernel adds WP_UNPOPULATED, which WP_ASYNC relies on... */
+	ck_assert_uint_eq(pin_uffd_features(u),
+			  PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_UNPOPULATED);
+	/* ...and it is on: an empty page gets a write-protected marker. */
+	ck_assert_int_eq(pin_uffd_register(u, m.p, page, PIN_UFFD_REGISTER_WP, NULL), 0);
+	ck_assert_int_eq(pin_uffd_writeprotect(u, m.p, page, PIN_UFFD_WP), 0);
+	ck_assert_uint_eq(pagemap(m.p) & (PM_PRESENT | PM_UFFD_WP), PM_UFFD_WP);
+	mem_unmap(&m);
+	pin_uffd_free(u);
+}
+END_TEST
+
+static void clobber_errno(enum pin_log_level level, const char *msg, void *userdata)
+{
+	errno = ENOENT;
+}
+
+START_TEST(read_error_kept)
+{
+	struct pin_uffd *u;
+	struct pin_uffd_event ev;
+
+	/* Before the handshake a read is refused; the log may not change why. */
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	pin_log_set(clobber_errno, NULL);
+	ck_assert_int_eq(pin_uffd_read_events(u, &ev, 1), -EINVAL);
+	pin_log_set(NULL, NULL);
+	pin_uffd_free(u);
+}
+END_TEST
+
+/* In a child as uid 65534: what pin_uffd_new() gives with and without USER_MODE_ONLY. */
+static void unprivileged_new(int fd)
+{
+	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_USER_MODE_ONLY };
+	struct pin_uffd *u;
+	int r[3];
+
+	CHILD_CHECK(setresgid(65534, 65534, 65534) == 0 && setresuid(65534, 65534, 65534) == 0);
+	r[0] = pin_uffd_new(&o, &u);
+	if (r[0] == 0)
+		pin_uffd_free(u);
+	o.flags = 0;
+	r[1] = pin_uffd_new(&o, &u);
+	if (r[1] == 0)
+		pin_uffd_free(u);
+	r[2] = access("/dev/userfaultfd", R_OK | W_OK) ? -errno : 0;
+	CHILD_CHECK(write(fd, r, sizeof(r)) == sizeof(r));
+}
+
+START_TEST(new_unprivileged)
+{
+	char sysctl = '0';
+	int pfd[2], r[3], status;
+
+	int fd = open("/proc/sys/vm/unprivileged_userfaultfd", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(read(fd, &sysctl, 1), 1);
+	close(fd);
+	ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		unprivileged_new(pfd[1]);
+		_exit(0);
+	}
+	ck_assert_int_eq(read(pfd[0], r, sizeof(r)), sizeof(r));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+	if (RUNNING_ON_VALGRIND) {
+		/* No /dev/userfaultfd for uid 65534, and valgrind lacks the syscall. */
+		ck_assert_int_eq(r[0], r[2] ? -ENOSYS : 0);
+	} else {
+		/* The syscall always allows USER_MODE_ONLY. */
+		ck_assert_int_eq(r[0], 0);
+		/* A full one needs the device, the sysctl, or CAP_SYS_PTRACE. */
+		ck_assert_int_eq(r[1], r[2] == 0 || sysctl == '1' ? 0 : -EPERM);
+	}
+	close(pfd[0]);
+	close(pfd[1]);
+}
+END_TEST
+
 START_TEST(feature_names)
 {
 	ck_assert_str_eq(pin_uffd_feature_name(PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP),
@@ -1690,6 +1780,9 @@ Suite *test_suite(void)
 	tcase_add_test(tc, new_granted_features);
 	tcase_add_loop_test(tc, open_paths, 0, PIN_ARRAY_SIZE(open_flags));
 	tcase_add_test(tc, opts_rejected);
+	tcase_add_test(tc, api_wp_async);
+	tcase_add_test(tc, read_error_kept);
+	tcase_add_test(tc, new_unprivileged);
 	tcase_add_test(tc, feature_names);
 
 	tc = tcase(s, "register");
