@@ -462,6 +462,27 @@ START_TEST(stale_munmap)
 }
 END_TEST
 
+START_TEST(stale_map_fixed)
+{
+	const size_t len = 64 * MiB;
+	long pin0 = status_kb("VmPin");
+	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+
+	if (RUNNING_ON_VALGRIND)
+		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+	/* A new mapping on top unmaps the old one. */
+	ck_assert_ptr_eq(mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			      -1, 0),
+			 p);
+	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	ck_assert_int_eq(p[0], 0);
+	assert_repinned(ctx, p, len, pin0, !RUNNING_ON_VALGRIND);
+	pin_ctx_free(ctx);
+	munmap(p, len);
+}
+END_TEST
+
 START_TEST(stale_munmap_one_page)
 {
 	const size_t len = 64 * MiB;
@@ -806,6 +827,7 @@ Suite *test_suite(void)
 	tcase_add_test(stale, stale_dontneed);
 	tcase_add_test(stale, stale_dontneed_held);
 	tcase_add_test(stale, stale_munmap);
+	tcase_add_test(stale, stale_map_fixed);
 	tcase_add_test(stale, stale_munmap_one_page);
 	tcase_add_test(stale, stale_mremap);
 	tcase_add_test(stale, fork_keeps_parent_coherent);
