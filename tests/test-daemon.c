@@ -27,6 +27,7 @@
 
 #include "libpin-private.h"
 #include "test-common.h"
+#include "uffdd-harness.h"
 
 static size_t page;
 
@@ -41,12 +42,6 @@ static size_t page;
 
 /* ---- the daemon ---- */
 
-struct daemon {
-	pid_t pid;
-	char dir[64];
-	char sock[96];
-};
-
 static int try_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -58,62 +53,6 @@ static int try_connect(const char *path)
 	if (fd >= 0)
 		close(fd);
 	return -1;
-}
-
-static void sleep_ms(unsigned int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static void daemon_spawn(struct daemon *d, const char *const *extra)
-{
-	const char *argv[16] = { "uffdd", "--socket", d->sock, "--workers", "2" };
-	size_t n = 5;
-
-	for (; extra && *extra && n < PIN_ARRAY_SIZE(argv) - 1; extra++)
-		argv[n++] = *extra;
-	argv[n] = NULL;
-	d->pid = fork();
-	ck_assert_int_ge(d->pid, 0);
-	if (d->pid == 0) {
-		/* Only what a service manager would give it. */
-		close_range(3, ~0u, 0);
-		execv(getenv("UFFDD"), (char *const *)argv);
-		_exit(127);
-	}
-	/* Up means answering a Hello: its workers run by then. */
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
-	struct pin_client *c;
-	for (int i = 0; i < 1000; i++) {
-		if (pin_client_connect(&co, &c) == 0) {
-			pin_client_free(c);
-			return;
-		}
-		ck_assert_int_eq(waitpid(d->pid, NULL, WNOHANG), 0);
-		sleep_ms(10);
-	}
-	ck_abort_msg("uffdd did not come up on %s", d->sock);
-}
-
-static void daemon_start(struct daemon *d, const char *const *extra)
-{
-	snprintf(d->dir, sizeof(d->dir), "/tmp/uffdd-test-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(d->dir));
-	snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
-	daemon_spawn(d, extra);
-}
-
-static void daemon_stop(struct daemon *d)
-{
-	int st;
-
-	kill(d->pid, SIGTERM);
-	ck_assert_int_eq(waitpid(d->pid, &st, 0), d->pid);
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	unlink(d->sock);
-	rmdir(d->dir);
 }
 
 static int count_fds(pid_t pid)
@@ -138,7 +77,7 @@ static int idle_fds(pid_t pid)
 	int n = count_fds(pid);
 
 	for (int same = 0, i = 0; same < 3 && i < 500; i++) {
-		sleep_ms(20);
+		test_sleep_ms(20);
 		int k = count_fds(pid);
 		same = k == n ? same + 1 : 0;
 		n = k;
@@ -152,7 +91,7 @@ static void wait_fds(pid_t pid, int want)
 	int n = -1;
 
 	for (int i = 0; i < 500 && (n = count_fds(pid)) != want; i++)
-		sleep_ms(10);
+		test_sleep_ms(10);
 	if (n != want) {
 		char cmd[64];
 		snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2", (int)pid);
@@ -163,9 +102,9 @@ static void wait_fds(pid_t pid, int want)
 
 /* ---- clients ---- */
 
-typedef int (*client_fn)(const struct daemon *d, void *arg);
+typedef int (*client_fn)(const struct test_daemon *d, void *arg);
 
-static pid_t spawn(client_fn fn, const struct daemon *d, void *arg)
+static pid_t spawn(client_fn fn, const struct test_daemon *d, void *arg)
 {
 	pid_t pid = fork();
 
@@ -200,7 +139,7 @@ struct conn {
 	struct pin_uffd *u;
 };
 
-static int conn_open(const struct daemon *d, struct conn *k, unsigned int flags)
+static int conn_open(const struct test_daemon *d, struct conn *k, unsigned int flags)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -246,7 +185,7 @@ static int add_region(struct conn *k, void *addr, size_t len, unsigned int mode,
 }
 
 /* A source file of npages patterned pages (word at offset o: test_pattern(o, seed)). */
-static int make_source(const struct daemon *d, const char *name, size_t npages, uint64_t seed)
+static int make_source(const struct test_daemon *d, const char *name, size_t npages, uint64_t seed)
 {
 	char path[128];
 	size_t len = npages * page;
@@ -329,7 +268,7 @@ static void *fill_thread(void *arg)
 }
 
 /* The region is served byte-exact, several threads touching in random order. */
-static int client_fill(const struct daemon *d, void *arg)
+static int client_fill(const struct test_daemon *d, void *arg)
 {
 	struct fill *f = arg;
 	struct pin_client_stats st;
@@ -372,24 +311,24 @@ static int client_fill(const struct daemon *d, void *arg)
 
 START_TEST(lazy_fill_64m)
 {
-	struct daemon d;
+	struct test_daemon d;
 	struct fill f = { .npages = (64u << 20) / page, .seed = (uint64_t)time(NULL) | 1 };
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
 	ck_assert_int_eq(reap(spawn(client_fill, &d, &f)), 0);
 	close(f.fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
 START_TEST(two_clients)
 {
-	struct daemon d;
+	struct test_daemon d;
 	struct fill a = { .npages = (8u << 20) / page, .seed = 0x1234 };
 	struct fill b = { .npages = (12u << 20) / page, .seed = 0x9876 };
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	a.fd = make_source(&d, "a", a.npages, a.seed);
 	b.fd = make_source(&d, "b", b.npages, b.seed);
 	pid_t pa = spawn(client_fill, &d, &a), pb = spawn(client_fill, &d, &b);
@@ -397,7 +336,7 @@ START_TEST(two_clients)
 	ck_assert_int_eq(reap(pb), 0);
 	close(a.fd);
 	close(b.fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -407,7 +346,7 @@ END_TEST
  * the region goes on to page 31. */
 #define HOLE_PAGES 32
 
-static int client_holes(const struct daemon *d, void *arg)
+static int client_holes(const struct test_daemon *d, void *arg)
 {
 	int fd = *(int *)arg;
 	struct pin_client_stats st;
@@ -436,9 +375,9 @@ static int client_holes(const struct daemon *d, void *arg)
 
 START_TEST(holes_read_zero)
 {
-	struct daemon d;
+	struct test_daemon d;
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, "holes", 14, 5);
 	ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page,
 				   8 * page),
@@ -447,7 +386,7 @@ START_TEST(holes_read_zero)
 	ck_assert_int_eq(lseek(fd, 4 * page, SEEK_DATA), (off_t)(12 * page));
 	ck_assert_int_eq(reap(spawn(client_holes, &d, &fd)), 0);
 	close(fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -468,7 +407,7 @@ static int dirty_check(struct conn *k, uint8_t *base, const bool *want, unsigned
 	return 0;
 }
 
-static int client_wp(const struct daemon *d, void *arg)
+static int client_wp(const struct test_daemon *d, void *arg)
 {
 	bool want[WP_PAGES] = { false };
 	uint64_t seed = 99;
@@ -513,11 +452,11 @@ static int client_wp(const struct daemon *d, void *arg)
 
 START_TEST(wp_dirty_bitmap)
 {
-	struct daemon d;
+	struct test_daemon d;
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	ck_assert_int_eq(reap(spawn(client_wp, &d, NULL)), 0);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -526,11 +465,27 @@ END_TEST
 #define EV_PAGES 64
 
 struct evtest {
-	int fd;
-	pid_t daemon;
+	int fd; /* the source, seed 11 */
 };
 
-static int client_fork(const struct daemon *d, void *arg)
+/* A daemon and one client process running fn over a source of npages; then
+ * the daemon's descriptors must be back to where they were (every session,
+ * forked ones included, freed). */
+static void run_client(client_fn fn, size_t npages)
+{
+	struct test_daemon d;
+	struct evtest e;
+
+	test_daemon_start(&d, NULL);
+	e.fd = make_source(&d, "src", npages, 11);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(fn, &d, &e)), 0);
+	wait_fds(d.pid, fds);
+	close(e.fd);
+	test_daemon_stop(&d);
+}
+
+static int client_fork(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct conn k;
@@ -562,21 +517,11 @@ static int client_fork(const struct daemon *d, void *arg)
 
 START_TEST(fork_child_served)
 {
-	struct daemon d;
-	struct evtest e;
-
-	daemon_start(&d, NULL);
-	e.fd = make_source(&d, "fork", EV_PAGES, 11);
-	int fds = idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_fork, &d, &e)), 0);
-	/* Both sessions, the parent's and the fork child's, are gone. */
-	wait_fds(d.pid, fds);
-	close(e.fd);
-	daemon_stop(&d);
+	run_client(client_fork, EV_PAGES);
 }
 END_TEST
 
-static int client_mremap(const struct daemon *d, void *arg)
+static int client_mremap(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct conn k;
@@ -602,14 +547,7 @@ static int client_mremap(const struct daemon *d, void *arg)
 
 START_TEST(mremap_followed)
 {
-	struct daemon d;
-	struct evtest e;
-
-	daemon_start(&d, NULL);
-	e.fd = make_source(&d, "remap", EV_PAGES, 11);
-	ck_assert_int_eq(reap(spawn(client_mremap, &d, &e)), 0);
-	close(e.fd);
-	daemon_stop(&d);
+	run_client(client_mremap, EV_PAGES);
 }
 END_TEST
 
@@ -627,7 +565,7 @@ static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint6
 	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
 }
 
-static int client_dontneed(const struct daemon *d, void *arg)
+static int client_dontneed(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct stale_seen seen = { 0 };
@@ -669,20 +607,13 @@ static int client_dontneed(const struct daemon *d, void *arg)
 
 START_TEST(dontneed_refaults_zero)
 {
-	struct daemon d;
-	struct evtest e;
-
-	daemon_start(&d, NULL);
-	e.fd = make_source(&d, "dontneed", EV_PAGES, 11);
-	ck_assert_int_eq(reap(spawn(client_dontneed, &d, &e)), 0);
-	close(e.fd);
-	daemon_stop(&d);
+	run_client(client_dontneed, EV_PAGES);
 }
 END_TEST
 
 /* ---- push and WaitPopulated ---- */
 
-static int client_push(const struct daemon *d, void *arg)
+static int client_push(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct pin_client_stats st;
@@ -706,20 +637,13 @@ static int client_push(const struct daemon *d, void *arg)
 
 START_TEST(push_then_wait)
 {
-	struct daemon d;
-	struct evtest e;
-
-	daemon_start(&d, NULL);
-	e.fd = make_source(&d, "push", 1024, 11);
-	ck_assert_int_eq(reap(spawn(client_push, &d, &e)), 0);
-	close(e.fd);
-	daemon_stop(&d);
+	run_client(client_push, 1024);
 }
 END_TEST
 
 /* ---- limits ---- */
 
-static int client_limits(const struct daemon *d, void *arg)
+static int client_limits(const struct test_daemon *d, void *arg)
 {
 	struct conn k;
 
@@ -744,20 +668,20 @@ static int client_limits(const struct daemon *d, void *arg)
 
 START_TEST(per_uid_limits)
 {
-	struct daemon d;
+	struct test_daemon d;
 	const char *const extra[] = { "--max-regions-per-uid", "2", "--max-pinned-per-uid",
 				      "8192", NULL };
 
 	ck_assert_int_eq(page, 4096);
-	daemon_start(&d, extra);
+	test_daemon_start(&d, extra);
 	ck_assert_int_eq(reap(spawn(client_limits, &d, NULL)), 0);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
 /* ---- a client killed mid-fault ---- */
 
-static int client_victim(const struct daemon *d, void *arg)
+static int client_victim(const struct test_daemon *d, void *arg)
 {
 	int *ready = arg;
 	struct conn k;
@@ -781,19 +705,19 @@ static int client_victim(const struct daemon *d, void *arg)
 
 START_TEST(killed_client)
 {
-	struct daemon d;
+	struct test_daemon d;
 	struct fill f = { .npages = (16u << 20) / page, .seed = 42 };
 	int ready[2];
 	char c;
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
 	int fds = idle_fds(d.pid);
 	ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
 	pid_t victim = spawn(client_victim, &d, ready);
 	ck_assert_int_eq(read(ready[0], &c, 1), 1);
 	pid_t other = spawn(client_fill, &d, &f);
-	sleep_ms(50);
+	test_sleep_ms(50);
 	kill(victim, SIGKILL);
 	ck_assert_int_eq(reap(victim), 128 + SIGKILL);
 	ck_assert_int_eq(reap(other), 0);
@@ -804,7 +728,7 @@ START_TEST(killed_client)
 	close(ready[0]);
 	close(ready[1]);
 	close(f.fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -892,10 +816,10 @@ static void malformed_all(int sock)
 
 START_TEST(malformed_messages)
 {
-	struct daemon d;
+	struct test_daemon d;
 	struct fill f = { .npages = (16u << 20) / page, .seed = 7 };
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
 	int fds = idle_fds(d.pid);
 	pid_t other = spawn(client_fill, &d, &f);
@@ -906,7 +830,7 @@ START_TEST(malformed_messages)
 	close(sock);
 	wait_fds(d.pid, fds);
 	close(f.fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -948,7 +872,7 @@ static void *restart_thread(void *arg)
 	return NULL;
 }
 
-static int client_restart(const struct daemon *d, void *arg)
+static int client_restart(const struct test_daemon *d, void *arg)
 {
 	struct restart *rs = arg;
 	struct fill f = { .npages = rs->npages, .seed = 3, .half_fd = rs->ready[1] };
@@ -976,11 +900,11 @@ static int client_restart(const struct daemon *d, void *arg)
 
 START_TEST(restart_loses_nothing)
 {
-	struct daemon d;
+	struct test_daemon d;
 	struct restart rs = { .npages = 2048 };
 	char c;
 
-	daemon_start(&d, NULL);
+	test_daemon_start(&d, NULL);
 	rs.fd = make_source(&d, "src", rs.npages, 3);
 	ck_assert_int_eq(pipe2(rs.ready, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(rs.go, O_CLOEXEC), 0);
@@ -989,11 +913,11 @@ START_TEST(restart_loses_nothing)
 	/* No goodbye: the daemon dies with faults in flight. */
 	kill(d.pid, SIGKILL);
 	ck_assert_int_eq(waitpid(d.pid, NULL, 0), d.pid);
-	daemon_spawn(&d, NULL);
+	test_daemon_spawn(&d, NULL);
 	ck_assert_int_eq(write(rs.go[1], "x", 1), 1);
 	ck_assert_int_eq(reap(client), 0);
 	close(rs.fd);
-	daemon_stop(&d);
+	test_daemon_stop(&d);
 }
 END_TEST
 
