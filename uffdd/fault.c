@@ -521,7 +521,7 @@ static void *worker_main(void *arg)
 			else
 				server_handle(wt->s);
 		}
-		prefetch_step(w, n == 0);
+		prefetch_step(w);
 		reap(w);
 	}
 	return NULL;

@@ -105,7 +105,7 @@ struct region {
 	uint32_t mode;	     /* PIN_UFFD_REGISTER_MISSING | WP */
 	struct source *src;
 	uint64_t offset;     /* of start in the source */
-	bool push;	     /* push untouched pages when idle */
+	bool push;	     /* push untouched pages in the background */
 	bool ours;	     /* the daemon registered it, so it unregisters */
 	uint64_t *populated; /* pages the daemon placed (or found there) */
 	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero; may be NULL */
@@ -294,8 +294,8 @@ void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
 		   uint32_t timeout_ms);
 /* Pages of [addr, addr + len) that are in place or discarded, and the total. */
 uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
-/* Background work of one worker round; idle: nothing else came in. */
-void prefetch_step(struct worker *w, bool idle);
+/* Background work of one worker round: a run of prefetch or push. */
+void prefetch_step(struct worker *w);
 /* How long the worker may sleep, in ms (-1: until something happens). */
 int prefetch_timeout(struct worker *w);
 
