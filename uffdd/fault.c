@@ -99,6 +99,10 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		STAT_ADD(s->stats.eagain, 1);
 		return ret;
 	case -ESRCH:
+	case -ENOSPC:
+		/* The process is gone: ESRCH since Linux 4.13, ENOSPC before. */
+		session_kill(s, "its process is gone");
+		return -ESRCH;
 	case -ENOENT:
 		return ret;
 	case -EFAULT:
@@ -266,8 +270,8 @@ static void serve(struct session *s)
 			s->eagain = true;
 			continue;
 		}
-		if (ret == -ESRCH) {
-			session_kill(s, "its process is gone (ESRCH)");
+		if (ret == -ESRCH || ret == -ENOSPC) {
+			session_kill(s, "its process is gone");
 			return;
 		}
 		if (ret < 0)
