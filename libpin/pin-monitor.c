@@ -27,6 +27,10 @@
  * REMOVE comes before the zap (see PIN_REMOVE_RACE_NS), UNMAP and REMAP
  * after the change.
  *
+ * When no event waits, the thread also unregisters the ranges no pin covers
+ * any more (struct pin_ctx, unreg).  It never calls free(): a heap trim
+ * could discard memory it watches and wait for itself.
+ *
  * Valgrind runs one thread at a time and keeps its lock across munmap and
  * mremap (not across madvise): the monitor could never read their events
  * and the caller would hang.  Under valgrind, then, only REMOVE is watched.
