@@ -379,6 +379,13 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 {
 	switch (ev->type) {
 	case PIN_UFFD_EVENT_PAGEFAULT:
+		/* A fork child's session learns its pid from its first fault:
+		 * right after fork() its only thread is the main one. */
+		if (!s->pid && ev->arg.pagefault.tid) {
+			pthread_mutex_lock(&s->lock);
+			s->pid = (pid_t)ev->arg.pagefault.tid;
+			pthread_mutex_unlock(&s->lock);
+		}
 		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
 			ulog(LOG_ERR, "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
 				      "; waking it to fault again",

@@ -466,9 +466,9 @@ static void list_client(struct list *l, struct session *s)
 	uffdd__client_info__init(c);
 	uffdd__stats__init(st);
 	c->session = s->id;
-	c->pid = s->pid;
 	c->uid = s->uid;
 	pthread_mutex_lock(&s->lock);
+	c->pid = s->pid;
 	memcpy(name, s->name, sizeof(s->name));
 	c->has_regions = c->has_pinned_bytes = true;
 	c->regions = (uint32_t)s->nregions;
