@@ -227,9 +227,18 @@ static uint64_t lookups(struct table_page *t, const struct header *h)
 	return missing;
 }
 
-static int restore(const struct restore_opts *o)
+/* What a restore holds until the process exits. */
+struct restored {
+	struct pin_image *img;
+	struct pin_uffd *u;
+	struct pin_client *c;
+	int replayed; /* pages the working set placed */
+};
+
+/* Everything before the first instruction: returns 0, or 3 when a call
+ * failed. */
+static int restore_setup(const struct restore_opts *o, struct restored *rs)
 {
-	uint64_t t0 = now_us();
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = o->socket };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -237,41 +246,47 @@ static int restore(const struct restore_opts *o)
 		.features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP |
 			    PIN_UFFD_FEATURE_EVENT_REMAP,
 	};
-	struct pin_client_stats st;
-	struct pin_image *img;
-	struct pin_client *c;
-	struct pin_uffd *u;
-	int r, replayed = 0, saved = -1;
+	int r;
 
-	r = pin_image_open(o->dir, &img);
+	r = pin_image_open(o->dir, &rs->img);
 	if (r < 0)
 		return failed("pin_image_open", r);
-	r = pin_uffd_new(&uo, &u);
+	r = pin_uffd_new(&uo, &rs->u);
 	if (r < 0)
 		return failed("pin_uffd_new", r);
-	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
-		r = pin_image_map_region(img, i, u);
+	for (size_t i = 0; i < pin_image_nr_regions(rs->img); i++) {
+		r = pin_image_map_region(rs->img, i, rs->u);
 		if (r < 0)
 			return failed("pin_image_map_region", r);
 	}
-	r = pin_client_connect(&co, &c);
+	r = pin_client_connect(&co, &rs->c);
 	if (r < 0)
 		return failed("pin_client_connect", r);
-	r = pin_client_handover(c, u);
+	r = pin_client_handover(rs->c, rs->u);
 	if (r < 0)
 		return failed("pin_client_handover", r);
-	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
-		r = pin_client_add_image_region(c, img, i, o->push ? 0 : PIN_CLIENT_REGION_NO_PUSH);
+	for (size_t i = 0; i < pin_image_nr_regions(rs->img); i++) {
+		r = pin_client_add_image_region(rs->c, rs->img, i,
+						o->push ? 0 : PIN_CLIENT_REGION_NO_PUSH);
 		if (r < 0)
 			return failed("pin_client_add_image_region", r);
 	}
 	if (o->replay) {
-		replayed = pin_client_working_set_replay(c, o->dir);
-		if (replayed < 0)
-			return failed("pin_client_working_set_replay", replayed);
+		rs->replayed = pin_client_working_set_replay(rs->c, o->dir);
+		if (rs->replayed < 0)
+			return failed("pin_client_working_set_replay", rs->replayed);
 	}
-	/* From here on the process runs as it did when checkpointed. */
+	return 0;
+}
+
+/* The restored process at work, from its first instruction: returns the
+ * exit code. */
+static int run(const struct restore_opts *o, struct restored *rs, uint64_t t0)
+{
 	uint64_t t1 = now_us();
+	struct pin_client_stats st;
+	int r, saved = -1;
+
 	struct header *h = (struct header *)(uintptr_t)STATE_ADDR;
 	if (h->magic != MAGIC ||
 	    h->sum != words_sum((const uint64_t *)h, offsetof(struct header, sum) / 8, UINT64_MAX)) {
@@ -281,18 +296,18 @@ static int restore(const struct restore_opts *o)
 	struct table_page *t = (struct table_page *)(uintptr_t)(STATE_ADDR + PAGE);
 	uint64_t keys, paused = 0, bad = touch(t, h->npages, o, &keys, &paused);
 	uint64_t t2 = now_us() - paused;
-	for (size_t i = 0; o->push && i < pin_image_nr_regions(img); i++) {
-		const struct pin_image_region *g = pin_image_region(img, i);
-		r = pin_client_wait_populated(c, (void *)(uintptr_t)g->addr, g->len, 0);
+	for (size_t i = 0; o->push && i < pin_image_nr_regions(rs->img); i++) {
+		const struct pin_image_region *g = pin_image_region(rs->img, i);
+		r = pin_client_wait_populated(rs->c, (void *)(uintptr_t)g->addr, g->len, 0);
 		if (r < 0)
 			return failed("pin_client_wait_populated", r);
 	}
 	uint64_t t3 = now_us() - paused;
-	r = pin_client_stats(c, 0, &st);
+	r = pin_client_stats(rs->c, 0, &st);
 	if (r < 0)
 		return failed("pin_client_stats", r);
 	if (o->record) {
-		saved = pin_client_working_set_save(c, o->dir);
+		saved = pin_client_working_set_save(rs->c, o->dir);
 		if (saved < 0)
 			return failed("pin_client_working_set_save", saved);
 	}
@@ -307,7 +322,7 @@ static int restore(const struct restore_opts *o)
 	       st.faults, st.pages_copied, st.pages_zeroed, st.pages_pushed, st.pages_total,
 	       st.pages_populated);
 	if (o->replay)
-		printf("replay_pages %d\n", replayed);
+		printf("replay_pages %d\n", rs->replayed);
 	if (o->record)
 		printf("working_set_pages %d\n", saved);
 	printf("pages_checked %" PRIu64 "\nbad_pages %" PRIu64 "\nkeys %" PRIu64
@@ -315,10 +330,21 @@ static int restore(const struct restore_opts *o)
 	       h->npages + 1, bad, keys, missing);
 	bool ok = !bad && keys == h->nkeys && !missing;
 	printf("verified %s\n", ok ? "ok" : "FAILED");
-	pin_client_free(c);
-	pin_image_free(img);
-	pin_uffd_free(u);
 	return ok ? 0 : 1;
+}
+
+static int restore(const struct restore_opts *o)
+{
+	uint64_t t0 = now_us();
+	struct restored rs = { 0 };
+	int rc = restore_setup(o, &rs);
+
+	if (!rc)
+		rc = run(o, &rs, t0);
+	pin_client_free(rs.c);
+	pin_image_free(rs.img);
+	pin_uffd_free(rs.u);
+	return rc;
 }
 
 static int usage(void)

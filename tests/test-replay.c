@@ -139,8 +139,8 @@ START_TEST(lazy_restore_sequential_checks_every_byte)
 
 	restore(&r, "seq", NULL, NULL);
 	assert_complete(&r);
-	/* Each fault brings a readahead run: far fewer faults than pages. */
-	ck_assert_uint_ge(figure(&r, "faults"), 1);
+	/* Each fault brings a readahead run, and the push may have been
+	 * first: far fewer faults than pages. */
 	ck_assert_uint_lt(figure(&r, "faults"), PAGES / 8);
 }
 END_TEST
@@ -247,7 +247,7 @@ START_TEST(replay_without_a_working_set_fails)
 	struct run r;
 
 	restore(&r, "seq", "--replay", NULL);
-	ck_assert_int_eq(r.status, 3);
+	ck_assert_msg(r.status == 3, "exit %d: %s%s", r.status, r.out, r.err);
 	ck_assert_msg(strstr(r.err, "pin_client_working_set_replay: No such file or directory"),
 		      "%s", r.err);
 }
@@ -276,7 +276,7 @@ START_TEST(a_malformed_working_set_is_refused)
 		fputs(bad[i], f);
 		ck_assert_int_eq(fclose(f), 0);
 		restore(&r, "seq", "--replay", NULL);
-		ck_assert_int_eq(r.status, 3);
+		ck_assert_msg(r.status == 3, "%zu: exit %d: %s%s", i, r.status, r.out, r.err);
 		ck_assert_msg(strstr(r.err, line[i]) && strstr(r.err, "Bad message"), "%zu: %s", i,
 			      r.err);
 	}
