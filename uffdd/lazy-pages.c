@@ -185,16 +185,20 @@ static int each_data_segment(struct task *t, bool wait)
 	return 0;
 }
 
-/* After RSTF: push every lazy page not faulted in yet, and wait for it. */
+/* After RSTF: push every lazy page not faulted in yet, and wait for it.
+ * uffdd counts Prefetch requests as copies, not as its background push:
+ * what went in meanwhile is the copies since. */
 static int task_finish(struct task *t, uint64_t *ret_pushed)
 {
-	struct pin_client_stats st;
-	int r = each_data_segment(t, false);
+	struct pin_client_stats before, after;
+	int r = pin_client_stats(t->client, 0, &before);
 
 	if (r >= 0)
+		r = each_data_segment(t, false);
+	if (r >= 0)
 		r = each_data_segment(t, true);
-	if (r >= 0 && pin_client_stats(t->client, 0, &st) >= 0)
-		*ret_pushed += st.pages_pushed;
+	if (r >= 0 && pin_client_stats(t->client, 0, &after) >= 0)
+		*ret_pushed += after.pages_copied - before.pages_copied;
 	return r;
 }
 
