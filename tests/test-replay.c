@@ -20,7 +20,9 @@
 #include "test-common.h"
 #include "uffdd-harness.h"
 
-#define MIB   16
+/* More pages than one WorkingSetGet reply (8192 runs) or one Replay
+ * request carries: both go in several messages. */
+#define MIB   72
 #define PAGES (MIB * 256) /* of the checkpoint: a header page and the table */
 
 struct run {
@@ -95,7 +97,7 @@ static void restore(struct run *r, const char *touch, const char *a, const char 
 
 static void setup(void)
 {
-	const char *args[] = { "checkpoint", ck, "--mib", "16", NULL };
+	const char *args[] = { "checkpoint", ck, "--mib", "72", NULL };
 	struct run r;
 
 	test_daemon_start(&d, NULL);
@@ -204,8 +206,8 @@ START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
 	f = fopen(p, "w");
 	ck_assert_ptr_nonnull(f);
 	/* The header page, and the 16 table pages the random touch reads
-	 * first: it starts in the middle, STRIDE (7919, coprime with 4095)
-	 * pages apart, modulo 4095. */
+	 * first: it starts in the middle, STRIDE (7919, coprime with 18431)
+	 * pages apart, modulo 18431. */
 	fprintf(f, "uffdd-working-set 1\npage-size 4096\nrun 0x500000000000 0x1000\n");
 	for (uint64_t k = 0; k < 16; k++)
 		fprintf(f, "run 0x%" PRIx64 " 0x1000\n",
@@ -217,6 +219,29 @@ START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
 	assert_complete(&r);
 	ck_assert_uint_eq(figure(&r, "replay_pages"), 17);
 	ck_assert_uint_eq(figure(&r, "faults"), PAGES - 17);
+}
+END_TEST
+
+/* Every other page: 9216 runs that no merging joins, in two Replay
+ * requests; the pages between them fault. */
+START_TEST(replay_of_every_other_page)
+{
+	char p[128];
+	struct run r;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/working-set", ck);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "uffdd-working-set 1\npage-size 4096\n");
+	for (uint64_t i = 0; i < PAGES; i += 2)
+		fprintf(f, "run 0x%" PRIx64 " 0x1000\n", (uint64_t)(0x500000000000ull + i * 4096));
+	fprintf(f, "end %d\n", PAGES / 2);
+	ck_assert_int_eq(fclose(f), 0);
+	restore(&r, "random", "--no-push", "--replay");
+	assert_complete(&r);
+	ck_assert_uint_eq(figure(&r, "replay_pages"), PAGES / 2);
+	ck_assert_uint_eq(figure(&r, "faults"), PAGES / 2);
 }
 END_TEST
 
@@ -349,6 +374,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, record_then_replay_random);
 	tcase_add_test(tc, record_then_replay_sequential);
 	tcase_add_test(tc, replay_of_a_partial_set_leaves_the_rest_to_faults);
+	tcase_add_test(tc, replay_of_every_other_page);
 	tcase_add_test(tc, a_changed_page_is_caught);
 	tcase_add_test(tc, replay_without_a_working_set_fails);
 	tcase_add_test(tc, a_malformed_working_set_is_refused);
