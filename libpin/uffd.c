@@ -172,6 +172,11 @@ PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **
 	if (r < 0)
 		return r;
 	r = pin_uffd_api(u, o.features | (o.optional & avail));
+	/* EVENT_FORK is offered to all but needs CAP_SYS_PTRACE to enable;
+	 * optional means the call goes on without it.  A refused handshake
+	 * leaves the userfaultfd waiting for another one. */
+	if (r == -EPERM && (o.optional & avail & ~o.features & UFFD_FEATURE_EVENT_FORK))
+		r = pin_uffd_api(u, o.features | (o.optional & avail & ~UFFD_FEATURE_EVENT_FORK));
 	if (r < 0) {
 		pin_uffd_free(u);
 		return r;
