@@ -18,6 +18,8 @@
  * that faulted once is likely to fault again soon, and an epoll sleep and
  * wake-up costs more than the fault itself. */
 #define SPIN_NS 200000ull
+/* While polling, epoll_wait() every so many rounds. */
+#define SPIN_EPOLL_EVERY 8
 
 static struct worker *workers;
 static unsigned int nworkers;
@@ -414,9 +416,10 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 	}
 }
 
-void fault_handle(struct session *s)
+int fault_handle(struct session *s)
 {
 	struct worker *w = s->w;
+	int got = 0;
 
 	/* A few batches at most, so one busy session cannot starve the others;
 	 * epoll reports the rest. */
@@ -428,8 +431,9 @@ void fault_handle(struct session *s)
 			ulog(LOG_ERR, "session %" PRIu64 ": read userfaultfd: %s", s->id,
 			     strerror(-n));
 			session_kill(s, "its userfaultfd failed");
-			return;
+			return n;
 		}
+		got += n;
 		uint64_t t0 = uffdd_now_ns();
 		for (int i = 0; i < n && !s->dead; i++)
 			apply(s, &w->events[i], t0);
@@ -437,7 +441,11 @@ void fault_handle(struct session *s)
 			break;
 	}
 	serve(s);
-	w->last_busy = uffdd_now_ns();
+	if (got) {
+		w->last_busy = uffdd_now_ns();
+		w->hot = s;
+	}
+	return got;
 }
 
 /* ---- workers ---- */
@@ -501,6 +509,8 @@ static void reap(struct worker *w)
 			continue;
 		}
 		*p = s->wnext;
+		if (w->hot == s)
+			w->hot = NULL;
 		atomic_fetch_sub(&w->nsessions, 1);
 		session_free(s);
 	}
@@ -510,11 +520,20 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct epoll_event evs[64];
+	unsigned int spins = 0;
 
 	for (;;) {
-		int timeout = prefetch_timeout(w);
-		if (timeout && uffdd_now_ns() - w->last_busy < SPIN_NS)
-			timeout = 0;
+		bool spinning = uffdd_now_ns() - w->last_busy < SPIN_NS;
+		/* While polling, a read() of the userfaultfd that last had
+		 * events is the cheapest look; epoll_wait() looks at everything
+		 * else every few rounds. */
+		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
+			fault_handle(w->hot);
+			prefetch_step(w);
+			reap(w);
+			continue;
+		}
+		int timeout = spinning ? 0 : prefetch_timeout(w);
 		int n = epoll_wait(w->ep, evs, PIN_ARRAY_SIZE(evs), timeout);
 		if (n < 0) {
 			if (errno != EINTR)

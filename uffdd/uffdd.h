@@ -243,6 +243,7 @@ struct worker {
 	struct session *sessions;
 	_Atomic unsigned int nsessions;
 	uint64_t last_busy;	/* ns: keep polling for a while after work */
+	struct session *hot;	/* whose userfaultfd had events last */
 	void *buf;		/* source reads and zero pages for WP regions */
 	struct pin_uffd_event *events;
 };
@@ -253,8 +254,9 @@ void workers_assign(struct session *s);
 /* Watch a session's socket or userfaultfd (worker only). */
 int worker_watch(struct worker *w, struct watch *wt, int fd);
 
-/* The userfaultfd is readable: read events in batches and serve them. */
-void fault_handle(struct session *s);
+/* The userfaultfd is readable: read events in batches and serve them.
+ * Returns the events read, or -errno when the userfaultfd failed. */
+int fault_handle(struct session *s);
 /* Wake faults in [start, end) and forget them: their mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /*
