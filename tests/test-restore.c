@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -127,16 +126,22 @@ static void send_task(int sock, int32_t pid, int fd)
 	ck_assert_int_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), 1);
 }
 
-/* Take a task's userfaultfd the way a restorer that created it holds it. */
-static int steal_fd(pid_t task, int fd)
+static int recv_fd(int sock)
 {
-	int pidfd = pidfd_open(task, 0), ours;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	int fd;
 
-	ck_assert_int_ge(pidfd, 0);
-	ours = pidfd_getfd(pidfd, fd, 0);
-	ck_assert_int_ge(ours, 0);
-	close(pidfd);
-	return ours;
+	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != 1 || !CMSG_FIRSTHDR(&mh))
+		return -1;
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+	return fd;
 }
 
 /* ---- the restored task (a child process) ---- */
@@ -199,9 +204,9 @@ static int check_image(const struct pin_image *img, const bool *mapped, int pid)
 }
 
 /*
- * The restored task: make its userfaultfd and tell the restore side (our
- * parent) its number, map and register the dump's mappings when told to,
- * then, when told to, read every byte.
+ * The restored task: hand the userfaultfd to the restore side (our parent,
+ * the same way it hands it on), map and register the dump's mappings when
+ * told to, then, when told to, read every byte.
  */
 static int task_main(const char *dump, int pid, int ctl)
 {
@@ -215,8 +220,7 @@ static int task_main(const char *dump, int pid, int ctl)
 	CHECK(pin_image_open_criu(dump, pid, &img) == 0);
 	CHECK(pin_image_nr_regions(img) <= PIN_ARRAY_SIZE(mapped));
 	CHECK(pin_uffd_new(&o, &u) == 0);
-	int fd = pin_uffd_fd(u);
-	CHECK(write(ctl, &fd, sizeof(fd)) == sizeof(fd));
+	send_task(ctl, pid, pin_uffd_fd(u));
 	CHECK(read(ctl, &go, 1) == 1);
 	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
 		int r = pin_image_map_region(img, i, u);
@@ -300,10 +304,12 @@ static int restore_run(struct restore *rs, enum order order, bool zombie)
 	if (zombie)
 		send_task(sock, -1, -1);
 	for (int i = 0; i < rs->npids; i++) {
-		int task_fd;
-		ck_assert_int_eq(read(rs->ctl[i], &task_fd, sizeof(task_fd)), sizeof(task_fd));
-		int fd = steal_fd(rs->tasks[i], task_fd);
-		send_task(sock, rs->pids[i], fd);
+		int32_t pid;
+		ck_assert_int_eq(read(rs->ctl[i], &pid, sizeof(pid)), sizeof(pid));
+		ck_assert_int_eq(pid, rs->pids[i]);
+		int fd = recv_fd(rs->ctl[i]);
+		ck_assert_int_ge(fd, 0);
+		send_task(sock, pid, fd);
 		close(fd);
 		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
 	}
