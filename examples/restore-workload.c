@@ -251,6 +251,9 @@ static int restore_setup(const struct restore_opts *o, struct restored *rs)
 	r = pin_image_open(o->dir, &rs->img);
 	if (r < 0)
 		return failed("pin_image_open", r);
+	const struct pin_image_region *g = pin_image_region(rs->img, 0);
+	if (!g || g->addr != STATE_ADDR || g->len < 2 * PAGE)
+		return failed("not a checkpoint of restore-workload's state", -EBADMSG);
 	r = pin_uffd_new(&uo, &rs->u);
 	if (r < 0)
 		return failed("pin_uffd_new", r);

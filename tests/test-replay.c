@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -267,6 +268,23 @@ START_TEST(a_changed_page_is_caught)
 }
 END_TEST
 
+/* A checkpoint of other memory: the workload refuses it before it maps. */
+START_TEST(a_foreign_checkpoint_is_refused)
+{
+	uint8_t *p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = (uintptr_t)p, .len = 4 * 4096 };
+	struct run r;
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	memset(p, 0x5a, 4 * 4096);
+	ck_assert_int_eq(pin_image_write(0, ck, &o), 1);
+	restore(&r, "seq", NULL, NULL);
+	ck_assert_msg(r.status == 3, "exit %d: %s%s", r.status, r.out, r.err);
+	ck_assert_msg(strstr(r.err, "not a checkpoint of restore-workload's state"), "%s", r.err);
+	munmap(p, 4 * 4096);
+}
+END_TEST
+
 START_TEST(replay_without_a_working_set_fails)
 {
 	struct run r;
@@ -376,6 +394,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, replay_of_a_partial_set_leaves_the_rest_to_faults);
 	tcase_add_test(tc, replay_of_every_other_page);
 	tcase_add_test(tc, a_changed_page_is_caught);
+	tcase_add_test(tc, a_foreign_checkpoint_is_refused);
 	tcase_add_test(tc, replay_without_a_working_set_fails);
 	tcase_add_test(tc, a_malformed_working_set_is_refused);
 	suite_add_tcase(s, tc);
