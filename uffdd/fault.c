@@ -348,20 +348,16 @@ static void on_fork(struct session *s, int fd)
 /* MADV_DONTNEED and friends: the pages are gone and read as zero now. */
 static void on_remove(struct session *s, uint64_t start, uint64_t end)
 {
-	for (size_t i = session_first_after(s, start); i < s->nregions; i++) {
-		struct region *r = s->regions[i];
-		if (r->start >= end)
-			break;
-		uint64_t a = r->start > start ? r->start : start;
-		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
-		uint64_t fa = (a - r->start) >> uffdd_page_shift, n = (b - a) >> uffdd_page_shift;
-		if (!r->zero && !(r->zero = bm_new(r->npages))) {
+	size_t i = session_first_after(s, start);
+	uint64_t fa, n;
+
+	for (struct region *r; (r = session_overlap(s, &i, start, end, &fa, &n));) {
+		if (!r->zero && !(r->zero = bm_new(r->npages)))
 			ulog(LOG_ERR, "session %" PRIu64 ": no memory to record [%#" PRIx64
-				 ", %#" PRIx64 ") as discarded; it refaults from the source",
-			     s->id, a, b);
-		} else {
+				      ", +%#" PRIx64 ") as discarded; it refaults from the source",
+			     s->id, r->start + (fa << uffdd_page_shift), n << uffdd_page_shift);
+		else
 			bm_assign(r->zero, fa, n, true);
-		}
 		uint64_t had = bm_count(r->populated, fa, n);
 		bm_assign(r->populated, fa, n, false);
 		STAT_ADD(r->n_populated, -had);

@@ -63,15 +63,10 @@ static bool done_page(const struct region *r, uint64_t i)
 
 uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
 {
-	uint64_t end = addr + len, total = 0, done = 0;
+	size_t i = session_first_after(s, addr);
+	uint64_t total = 0, done = 0, fa, n;
 
-	for (size_t i = session_first_after(s, addr); i < s->nregions; i++) {
-		struct region *r = s->regions[i];
-		if (r->start >= end)
-			break;
-		uint64_t a = r->start > addr ? r->start : addr;
-		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
-		uint64_t fa = (a - r->start) >> uffdd_page_shift, n = (b - a) >> uffdd_page_shift;
+	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
 		total += n;
 		if (!r->zero) {
 			done += bm_count(r->populated, fa, n);
@@ -149,14 +144,11 @@ void prefetch_record(struct session *s, uint64_t addr, uint64_t end)
 /* Place the missing pages of [addr, end) in runs, adding them to *placed. */
 static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t *placed)
 {
-	for (size_t i = session_first_after(s, addr); i < s->nregions; i++) {
-		struct region *r = s->regions[i];
-		if (r->start >= end)
-			break;
-		uint64_t a = r->start > addr ? r->start : addr;
-		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
-		uint64_t next = (a - r->start) >> uffdd_page_shift;
-		uint64_t stop = (b - r->start) >> uffdd_page_shift;
+	size_t i = session_first_after(s, addr);
+	uint64_t next, n;
+
+	for (struct region *r; (r = session_overlap(s, &i, addr, end, &next, &n));) {
+		uint64_t stop = next + n;
 		int64_t got;
 		while ((got = place_run(s, r, &next, stop, true)) > 0)
 			*placed += got;

@@ -153,6 +153,19 @@ size_t session_first_after(const struct session *s, uint64_t addr)
 	return lo;
 }
 
+struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uint64_t end,
+			       uint64_t *ret_first, uint64_t *ret_n)
+{
+	if (*i >= s->nregions || s->regions[*i]->start >= end)
+		return NULL;
+	struct region *r = s->regions[(*i)++];
+	uint64_t a = r->start > start ? r->start : start;
+	uint64_t b = r->start + r->len < end ? r->start + r->len : end;
+	*ret_first = (a - r->start) >> uffdd_page_shift;
+	*ret_n = (b - a) >> uffdd_page_shift;
+	return r;
+}
+
 struct region *session_find(struct session *s, uint64_t addr)
 {
 	size_t i = session_first_after(s, addr);

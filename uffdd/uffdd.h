@@ -192,6 +192,13 @@ void session_kill(struct session *s, const char *why);
 struct region *session_find(struct session *s, uint64_t addr);
 /* Index of the first region ending after addr. */
 size_t session_first_after(const struct session *s, uint64_t addr);
+/*
+ * Walk the regions overlapping [start, end): start with *i at
+ * session_first_after(s, start); each call returns the next one (NULL after
+ * the last) and its pages in the range, [*ret_first, *ret_first + *ret_n).
+ */
+struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uint64_t end,
+			       uint64_t *ret_first, uint64_t *ret_n);
 
 /*
  * Count against (or release from) the uid's limits: -EDQUOT, with why filled
