@@ -376,7 +376,7 @@ static const char *socket_path(const struct pin_client_opts *opts)
 {
 	const char *env;
 
-	if (opts && opts->socket)
+	if (opts->socket)
 		return opts->socket;
 	env = secure_getenv("UFFDD_SOCKET");
 	if (env && *env)
@@ -384,20 +384,20 @@ static const char *socket_path(const struct pin_client_opts *opts)
 	return PIN_CLIENT_SOCKET_DEFAULT;
 }
 
-PIN_EXPORT int pin_client_connect(const struct pin_client_opts *opts, struct pin_client **ret)
+PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts,
+				  struct pin_client **ret)
 {
+	struct pin_client_opts o = { .sz = sizeof(o) }, *opts = &o;
 	struct pin_client *c;
 	int r;
 
 	if (!ret)
 		return -EINVAL;
-	if (opts) {
-		r = pin_opts_check(opts, opts->sz, sizeof(*opts));
-		if (r < 0)
-			return r;
-		if (opts->flags & ~PIN_CLIENT_RECONNECT)
-			return -EINVAL;
-	}
+	r = pin_opts_copy(&o, sizeof(o), user_opts);
+	if (r < 0)
+		return r;
+	if (o.flags & ~PIN_CLIENT_RECONNECT)
+		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
@@ -405,18 +405,16 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *opts, struct pin
 	c->sock = -1;
 	c->uffd = -1;
 	c->path = strdup(socket_path(opts));
-	c->name = strdup(opts && opts->name ? opts->name : program_invocation_short_name);
+	c->name = strdup(opts->name ? opts->name : program_invocation_short_name);
 	if (!c->path || !c->name) {
 		r = -ENOMEM;
 		goto fail;
 	}
-	if (opts) {
-		c->flags = opts->flags;
-		c->reconnect_ms = opts->reconnect_ms;
-		c->stale_fn = opts->stale_fn;
-		c->stale_data = opts->stale_data;
-		c->ctx = opts->ctx;
-	}
+	c->flags = opts->flags;
+	c->reconnect_ms = opts->reconnect_ms;
+	c->stale_fn = opts->stale_fn;
+	c->stale_data = opts->stale_data;
+	c->ctx = opts->ctx;
 	if (!c->reconnect_ms)
 		c->reconnect_ms = RECONNECT_MS_DEFAULT;
 
@@ -585,14 +583,15 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 	return 0;
 }
 
-PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *r)
+PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
 {
+	struct pin_client_region reg = { .sz = sizeof(reg) }, *r = &reg;
 	struct client_region cr;
 	int err;
 
-	if (!c || !r)
+	if (!c || !user_r)
 		return -EINVAL;
-	err = pin_opts_check(r, r->sz, sizeof(*r));
+	err = pin_opts_copy(&reg, sizeof(reg), user_r);
 	if (err < 0)
 		return err;
 	err = pin_proto_check_range((uintptr_t)r->addr, r->len);

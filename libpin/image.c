@@ -547,12 +547,9 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 	uint64_t total = 0;
 	int r;
 
-	if (opts) {
-		r = pin_opts_check(opts, opts->sz, sizeof(o));
-		if (r < 0)
-			return r;
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-	}
+	r = pin_opts_copy(&o, sizeof(o), opts);
+	if (r < 0)
+		return r;
 	if (pid < 0 || !dir || o.flags & ~(PIN_IMAGE_WRITE_READONLY | PIN_IMAGE_WRITE_FILE) ||
 	    o.addr + o.len < o.addr)
 		return -EINVAL;

@@ -59,10 +59,12 @@ void pin_log(enum pin_log_level level, const char *fmt, ...)
 int pin_ioctl(int fd, unsigned long request, void *arg);
 
 /*
- * Check a growable options struct (libbpf style): sz must cover at least the
- * first member, and bytes the caller has beyond what we know must be zero.
+ * Take a growable options struct (libbpf style): sz (its first member) must
+ * cover at least itself, bytes the caller has beyond what we know must be
+ * zero (-E2BIG), and what the caller has of what we know is copied over the
+ * defaults in dst (known_sz bytes).  opts NULL: dst keeps its defaults.
  */
-int pin_opts_check(const void *opts, size_t user_sz, size_t known_sz);
+int pin_opts_copy(void *dst, size_t known_sz, const void *opts);
 
 static inline void pin_closep(int *fd)
 {

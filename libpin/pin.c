@@ -139,12 +139,9 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 
 	if (!ret)
 		return -EINVAL;
-	if (opts) {
-		r = pin_opts_check(opts, opts->sz, sizeof(o));
-		if (r < 0)
-			return r;
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-	}
+	r = pin_opts_copy(&o, sizeof(o), opts);
+	if (r < 0)
+		return r;
 	if (o.backend < PIN_BACKEND_AUTO || o.backend > PIN_BACKEND_MLOCK ||
 	    (o.flags & ~PIN_CTX_NO_MONITOR))
 		return -EINVAL;

@@ -153,13 +153,9 @@ PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **
 
 	if (!ret)
 		return -EINVAL;
-	if (opts) {
-		r = pin_opts_check(opts, opts->sz, sizeof(o));
-		if (r < 0)
-			return r;
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-		o.sz = sizeof(o);
-	}
+	r = pin_opts_copy(&o, sizeof(o), opts);
+	if (r < 0)
+		return r;
 	/* One handshake per userfaultfd: learn the offer on a spare one. */
 	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL), &avail, NULL);
 	if (r < 0)
@@ -431,7 +427,8 @@ PIN_EXPORT int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *e
 		max = INT32_MAX;
 	while (n < max) {
 		size_t want = max - n < PIN_ARRAY_SIZE(msgs) ? max - n : PIN_ARRAY_SIZE(msgs);
-		/* After the first batch, read on only what is already queued. */
+		/* After the first batch, read on only what is already queued;
+		 * a blocking userfaultfd polls as POLLERR: one read() a call. */
 		if (n && !readable(u->fd))
 			break;
 		ssize_t got = read(u->fd, msgs, want * sizeof(msgs[0]));

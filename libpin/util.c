@@ -2,6 +2,7 @@
 /* Helpers every libpin file uses: the log callback, ioctl, option structs. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/ioctl.h>
 
 #include "libpin-private.h"
@@ -38,14 +39,20 @@ int pin_ioctl(int fd, unsigned long request, void *arg)
 	return r < 0 ? -errno : 0;
 }
 
-int pin_opts_check(const void *opts, size_t user_sz, size_t known_sz)
+int pin_opts_copy(void *dst, size_t known_sz, const void *opts)
 {
 	const unsigned char *p = opts;
+	size_t user_sz;
 
+	if (!opts)
+		return 0;
+	memcpy(&user_sz, opts, sizeof(user_sz));
 	if (user_sz < sizeof(size_t))
 		return -EINVAL;
 	for (size_t i = known_sz; i < user_sz; i++)
 		if (p[i])
 			return -E2BIG;
+	memcpy(dst, opts, user_sz < known_sz ? user_sz : known_sz);
+	memcpy(dst, &known_sz, sizeof(known_sz));
 	return 0;
 }

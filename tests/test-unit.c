@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Suite unit: what libpin decides without asking the kernel. */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "libpin-private.h"
@@ -37,15 +38,29 @@ START_TEST(opts_tail_must_be_zero)
 	struct {
 		struct pin_uffd_opts o;
 		uint64_t future;
-	} big = { .o = { .sz = sizeof(big) } };
+	} big = { .o = { .sz = sizeof(big), .flags = PIN_UFFD_NONBLOCK } };
+	struct pin_uffd_opts small = { .sz = offsetof(struct pin_uffd_opts, features),
+				       .flags = PIN_UFFD_SYSCALL, .features = 1 };
+	struct pin_uffd_opts o = { .sz = 1, .features = 7 };
 	struct pin_uffd *u = (struct pin_uffd *)0x1;
 
-	ck_assert_int_eq(pin_opts_check(&big, sizeof(big), sizeof(big.o)), 0);
+	ck_assert_int_eq(pin_opts_copy(&o, sizeof(o), &big), 0);
+	ck_assert_uint_eq(o.sz, sizeof(o));
+	ck_assert_uint_eq(o.flags, PIN_UFFD_NONBLOCK);
+	ck_assert_uint_eq(o.features, 0);
+	/* An older caller's struct: what it lacks keeps our default. */
+	o.features = 7;
+	ck_assert_int_eq(pin_opts_copy(&o, sizeof(o), &small), 0);
+	ck_assert_uint_eq(o.flags, PIN_UFFD_SYSCALL);
+	ck_assert_uint_eq(o.features, 7);
+	ck_assert_int_eq(pin_opts_copy(&o, sizeof(o), NULL), 0);
+	ck_assert_uint_eq(o.features, 7);
 	big.future = 1;
-	ck_assert_int_eq(pin_opts_check(&big, sizeof(big), sizeof(big.o)), -E2BIG);
+	ck_assert_int_eq(pin_opts_copy(&o, sizeof(o), &big), -E2BIG);
 	ck_assert_int_eq(pin_uffd_new(&big.o, &u), -E2BIG);
 	ck_assert_ptr_eq(u, (struct pin_uffd *)0x1);
-	ck_assert_int_eq(pin_opts_check(&big, 4, sizeof(big.o)), -EINVAL);
+	big.o.sz = 4;
+	ck_assert_int_eq(pin_opts_copy(&o, sizeof(o), &big), -EINVAL);
 }
 END_TEST
 
