@@ -635,6 +635,41 @@ static int client_push(const struct test_daemon *d, void *arg)
 	return 0;
 }
 
+/* Without the push, a range is populated by a Prefetch request alone. */
+static int client_prefetch(const struct test_daemon *d, void *arg)
+{
+	struct evtest *e = arg;
+	struct pin_client_stats st;
+	struct conn k;
+	size_t n = 1024;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(n * page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, e->fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(pin_client_wait_populated(k.c, base, n * page, 50) == -ETIMEDOUT);
+	REQUIRE(pin_client_prefetch(k.c, base + page, (n - 1) * page) == 0);
+	REQUIRE(pin_client_wait_populated(k.c, base + page, (n - 1) * page, 60000) == 0);
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.faults == 0);
+	REQUIRE(st.pages_pushed == 0);
+	REQUIRE(st.pages_copied == n - 1);
+	REQUIRE(st.pages_populated == n - 1);
+	for (size_t i = 0; i < n; i++)
+		REQUIRE(page_ok(base, i, 11));
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.faults == 1);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(prefetch_and_timeout)
+{
+	run_client(client_prefetch, 1024);
+}
+END_TEST
+
 START_TEST(push_then_wait)
 {
 	run_client(client_push, 1024);
@@ -935,6 +970,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, mremap_followed);
 	tcase_add_test(tc, dontneed_refaults_zero);
 	tcase_add_test(tc, push_then_wait);
+	tcase_add_test(tc, prefetch_and_timeout);
 	tcase_add_test(tc, per_uid_limits);
 	tcase_add_test(tc, two_clients);
 	tcase_add_test(tc, killed_client);
