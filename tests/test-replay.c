@@ -195,37 +195,10 @@ START_TEST(record_then_replay_sequential)
 }
 END_TEST
 
-/* The working set is a partial one: only what the recorded run touched is
- * placed, the rest still faults. */
-START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
-{
-	char p[128];
-	struct run r;
-	FILE *f;
-
-	snprintf(p, sizeof(p), "%s/working-set", ck);
-	f = fopen(p, "w");
-	ck_assert_ptr_nonnull(f);
-	/* The header page, and the 16 table pages the random touch reads
-	 * first: it starts in the middle, STRIDE (7919, coprime with 18431)
-	 * pages apart, modulo 18431. */
-	fprintf(f, "uffdd-working-set 1\npage-size 4096\nrun 0x500000000000 0x1000\n");
-	for (uint64_t k = 0; k < 16; k++)
-		fprintf(f, "run 0x%" PRIx64 " 0x1000\n",
-			(uint64_t)(0x500000001000ull +
-				   ((k * 7919 + (PAGES - 1) / 2) % (PAGES - 1)) * 4096));
-	fprintf(f, "end 17\n");
-	ck_assert_int_eq(fclose(f), 0);
-	restore(&r, "random", "--no-push", "--replay");
-	assert_complete(&r);
-	ck_assert_uint_eq(figure(&r, "replay_pages"), 17);
-	ck_assert_uint_eq(figure(&r, "faults"), PAGES - 17);
-}
-END_TEST
-
-/* Every other page: 9216 runs that no merging joins, in two Replay
- * requests; the pages between them fault. */
-START_TEST(replay_of_every_other_page)
+/* Write a working set of n one-page runs, run k at region page page_of(k),
+ * restore with it replayed and random touch, and check that exactly those
+ * pages were placed and every other one faulted. */
+static void replay_pages(uint64_t (*page_of)(uint64_t k), uint64_t n)
 {
 	char p[128];
 	struct run r;
@@ -235,14 +208,41 @@ START_TEST(replay_of_every_other_page)
 	f = fopen(p, "w");
 	ck_assert_ptr_nonnull(f);
 	fprintf(f, "uffdd-working-set 1\npage-size 4096\n");
-	for (uint64_t i = 0; i < PAGES; i += 2)
-		fprintf(f, "run 0x%" PRIx64 " 0x1000\n", (uint64_t)(0x500000000000ull + i * 4096));
-	fprintf(f, "end %d\n", PAGES / 2);
+	for (uint64_t k = 0; k < n; k++)
+		fprintf(f, "run 0x%" PRIx64 " 0x1000\n",
+			(uint64_t)(0x500000000000ull + page_of(k) * 4096));
+	fprintf(f, "end %" PRIu64 "\n", n);
 	ck_assert_int_eq(fclose(f), 0);
 	restore(&r, "random", "--no-push", "--replay");
 	assert_complete(&r);
-	ck_assert_uint_eq(figure(&r, "replay_pages"), PAGES / 2);
-	ck_assert_uint_eq(figure(&r, "faults"), PAGES / 2);
+	ck_assert_uint_eq(figure(&r, "replay_pages"), n);
+	ck_assert_uint_eq(figure(&r, "faults"), PAGES - n);
+}
+
+/* The header page, and the 16 table pages the random touch reads first: it
+ * starts in the middle, STRIDE (7919, coprime with 18431) pages apart,
+ * modulo 18431; table page i is region page i + 1. */
+static uint64_t first_touched(uint64_t k)
+{
+	return k ? 1 + ((k - 1) * 7919 + (PAGES - 1) / 2) % (PAGES - 1) : 0;
+}
+
+/* A partial working set: only what it names is placed, the rest faults. */
+START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
+{
+	replay_pages(first_touched, 17);
+}
+END_TEST
+
+static uint64_t every_other(uint64_t k)
+{
+	return 2 * k;
+}
+
+/* 9216 runs that no merging joins, in two Replay requests. */
+START_TEST(replay_of_every_other_page)
+{
+	replay_pages(every_other, PAGES / 2);
 }
 END_TEST
 
