@@ -3,7 +3,8 @@
  * Everything that places pages before they fault: the readahead window,
  * Prefetch requests, the background push of untouched pages between faults,
  * working-set record and replay, and WaitPopulated.  Work is done in runs of
- * at most UFFDD_RA_MAX pages, so a fault never waits behind more than one run.
+ * at most UFFDD_PUSH_MAX pages, so a fault never waits behind more than one
+ * run.
  */
 #include <string.h>
 
@@ -93,7 +94,7 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	if (i >= end)
 		return 0;
 	uint64_t n = 1;
-	while (n < UFFDD_RA_MAX && i + n < end && !done_page(r, i + n))
+	while (n < UFFDD_PUSH_MAX && i + n < end && !done_page(r, i + n))
 		n++;
 	int64_t got = fault_fill(s, r, i, n, push, NULL);
 	if (got > 0) {

@@ -278,7 +278,8 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 
 /* ---- prefetch.c -------------------------------------------------------- */
 
-#define UFFDD_RA_MAX 256 /* pages: the largest readahead window */
+#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
+#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
 
 /* The readahead run for a missing fault on page i of r. */
 uint64_t prefetch_window(struct region *r, uint64_t i);
@@ -289,7 +290,7 @@ uint64_t prefetch_window(struct region *r, uint64_t i);
  * request placed (its worker only). */
 void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
 /*
- * Replay: place the missing pages of ranges now, runs of up to UFFDD_RA_MAX
+ * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
  * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
  * when the first run failed.
  */
