@@ -55,7 +55,7 @@ static int fetch_runs(struct pin_client *c, struct run **ret, size_t *ret_nr)
 		}
 		size_t got = rep->reply->n_working_set;
 		struct run *nv = got ? reallocarray(v, n + got, sizeof(*v)) : v;
-		if (!nv) {
+		if (got && !nv) {
 			pin_proto_free(rep);
 			free(v);
 			return -ENOMEM;

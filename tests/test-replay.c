@@ -326,6 +326,51 @@ START_TEST(a_malformed_working_set_is_refused)
 }
 END_TEST
 
+/* The daemon's answers to the requests themselves, before any restore. */
+START_TEST(working_set_requests_are_checked_by_the_daemon)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock };
+	Uffdd__WorkingSetGet g = UFFDD__WORKING_SET_GET__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT, *v[1] = { &range };
+	Uffdd__Replay rp = UFFDD__REPLAY__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
+	struct pin_client *c;
+
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	/* Nothing recorded yet: an empty set, and nothing past its end. */
+	req.body_case = UFFDD__MSG__BODY_WORKING_SET_GET;
+	req.working_set_get = &g;
+	ck_assert_int_eq(pin_client_request(c, &req, &rep), 0);
+	ck_assert_uint_eq(rep->reply->n_working_set, 0);
+	ck_assert_uint_eq(rep->reply->working_set_total, 0);
+	pin_proto_free(rep);
+	g.has_from = 1;
+	g.from = 1;
+	ck_assert_int_eq(pin_client_request(c, &req, NULL), -ERANGE);
+	/* No userfaultfd handed over: nothing to place pages with. */
+	range.addr = 0x500000000000ull;
+	range.len = 4096;
+	rp.n_ranges = 1;
+	rp.ranges = v;
+	req.body_case = UFFDD__MSG__BODY_REPLAY;
+	req.replay = &rp;
+	ck_assert_int_eq(pin_client_request(c, &req, NULL), -EBADFD);
+	ck_assert_int_eq(pin_client_working_set_save(c, "/nonexistent/dir"), -ENOENT);
+	/* An empty set is a file like any other, and replays as nothing. */
+	char p[128], buf[128] = "";
+	ck_assert_int_eq(pin_client_working_set_save(c, ck), 0);
+	snprintf(p, sizeof(p), "%s/working-set", ck);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(read(fd, buf, sizeof(buf) - 1), 41);
+	close(fd);
+	ck_assert_str_eq(buf, "uffdd-working-set 1\npage-size 4096\nend 0\n");
+	ck_assert_int_eq(pin_client_working_set_replay(c, ck), 0);
+	pin_client_free(c);
+}
+END_TEST
+
 /* The decoder's rules for the new messages, without a daemon. */
 static int decode(Uffdd__Msg *m)
 {
@@ -397,6 +442,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, a_foreign_checkpoint_is_refused);
 	tcase_add_test(tc, replay_without_a_working_set_fails);
 	tcase_add_test(tc, a_malformed_working_set_is_refused);
+	tcase_add_test(tc, working_set_requests_are_checked_by_the_daemon);
 	suite_add_tcase(s, tc);
 	tcase_add_test(tp, replay_and_working_set_ranges_are_checked);
 	suite_add_tcase(s, tp);
