@@ -121,7 +121,8 @@ PIN_EXPORT int pin_client_working_set_save(struct pin_client *c, const char *dir
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++)
-		pages += v[i].len / page_size();
+		pages += v[i].len;
+	pages /= page_size();
 	r = write_runs(dir, v, n);
 	if (r < 0)
 		return r;
@@ -258,6 +259,8 @@ static size_t merge_runs(struct run *v, size_t n)
 {
 	size_t k = 0;
 
+	if (!n)
+		return 0; /* v may be NULL, which qsort() must not get */
 	qsort(v, n, sizeof(*v), cmp_run);
 	for (size_t i = 0; i < n; i++) {
 		if (k && v[i].addr <= v[k - 1].addr + v[k - 1].len) {
