@@ -4,8 +4,9 @@
  * is mapped read-only and UFFDIO_COPY reads the page cache through that
  * mapping: one copy, and a file truncated under us fails the ioctl with
  * EFAULT instead of raising SIGBUS in the daemon, since only the kernel
- * touches the mapping.  The data extents (SEEK_DATA/SEEK_HOLE) of the window
- * a region uses are listed once: a source must not change while it is served.
+ * touches the mapping.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
+ * listed once per session, however many regions use it: a source must not
+ * change while it is served.
  */
 #include <fcntl.h>
 #include <string.h>
@@ -28,15 +29,24 @@ struct extent {
 	uint64_t start, end; /* page aligned: data pages */
 };
 
+/* The data extents of one file; immutable once listed. */
+struct extents {
+	_Atomic unsigned int refs;
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	struct extent *v;
+	size_t n;
+};
+
 struct source {
 	_Atomic unsigned int refs;
 	int fd;		 /* -1: zero source */
 	uint64_t size;	 /* bytes; pages past it read as zero */
-	uint64_t lo, hi; /* the window in use: extents and mapping cover it */
+	uint64_t lo, hi; /* the window in use, which the mapping covers */
 	const uint8_t *map; /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
-	struct extent *ext;
-	size_t next;
+	struct extents *ext; /* NULL: no data (a zero source, an empty window) */
 };
 
 static uint64_t page_up(uint64_t x)
@@ -44,42 +54,96 @@ static uint64_t page_up(uint64_t x)
 	return (x + uffdd_page - 1) & ~(uint64_t)(uffdd_page - 1);
 }
 
-static int add_extent(struct source *s, uint64_t start, uint64_t end)
+static int add_extent(struct extents *x, uint64_t start, uint64_t end)
 {
-	if (s->next % 64 == 0) {
-		struct extent *e = realloc(s->ext, (s->next + 64) * sizeof(*e));
+	if (x->n % 64 == 0) {
+		struct extent *e = realloc(x->v, (x->n + 64) * sizeof(*e));
 		if (!e)
 			return -ENOMEM;
-		s->ext = e;
+		x->v = e;
 	}
-	s->ext[s->next++] = (struct extent){ start & ~(uint64_t)(uffdd_page - 1), page_up(end) };
+	x->v[x->n++] = (struct extent){ start & ~(uint64_t)(uffdd_page - 1), page_up(end) };
 	return 0;
 }
 
-/* List the data extents of the window; a file system without SEEK_DATA is
- * all data. */
-static int scan_extents(struct source *s)
+static void extents_unref(struct extents *x)
 {
-	uint64_t pos = s->lo;
+	if (!x || atomic_fetch_sub(&x->refs, 1) != 1)
+		return;
+	free(x->v);
+	free(x);
+}
 
-	while (pos < s->hi) {
-		off_t data = lseek(s->fd, (off_t)pos, SEEK_DATA);
-		if (data < 0) {
-			if (errno == ENXIO)
-				return 0;
-			return add_extent(s, pos, s->hi);
-		}
-		if ((uint64_t)data >= s->hi)
-			return 0;
-		off_t hole = lseek(s->fd, data, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole > s->hi || s->next + 1 >= MAX_EXTENTS)
-			hole = (off_t)s->hi;
-		int r = add_extent(s, (uint64_t)data, (uint64_t)hole);
+/* List the data extents of the whole file: a SEEK_HOLE walks the file up to
+ * the next hole, so listing a window costs as much as the rest of the file.
+ * A file system without SEEK_DATA is all data. */
+static int scan_extents(struct extents *x, int fd)
+{
+	uint64_t pos = 0;
+
+	while (pos < x->size) {
+		off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : add_extent(x, pos, x->size);
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || x->n + 1 >= MAX_EXTENTS)
+			hole = (off_t)x->size;
+		int r = add_extent(x, (uint64_t)data, (uint64_t)hole);
 		if (r < 0)
 			return r;
 		pos = (uint64_t)hole;
 	}
 	return 0;
+}
+
+/* The extents of the file behind fd: from the session's cache, or listed
+ * and added to it.  A block device is data throughout. */
+static int extents_get(struct source_cache *c, int fd, const struct stat *st, uint64_t size,
+		       struct extents **ret)
+{
+	bool blk = S_ISBLK(st->st_mode);
+
+	for (size_t i = 0; !blk && i < c->n; i++) {
+		struct extents *x = c->v[i];
+		if (x->dev == st->st_dev && x->ino == st->st_ino && x->size == size) {
+			atomic_fetch_add(&x->refs, 1);
+			*ret = x;
+			return 0;
+		}
+	}
+	struct extents *x = calloc(1, sizeof(*x));
+	struct extents **v = blk ? NULL : realloc(c->v, (c->n + 1) * sizeof(*v));
+	if (!x || (!blk && !v)) {
+		free(x);
+		return -ENOMEM;
+	}
+	atomic_init(&x->refs, 1);
+	x->dev = st->st_dev;
+	x->ino = st->st_ino;
+	x->size = size;
+	int r = blk ? add_extent(x, 0, size) : scan_extents(x, fd);
+	if (r < 0) {
+		extents_unref(x);
+		if (v)
+			c->v = v;
+		return r;
+	}
+	if (!blk) {
+		c->v = v;
+		c->v[c->n++] = x;
+		atomic_fetch_add(&x->refs, 1);
+	}
+	*ret = x;
+	return 0;
+}
+
+void source_cache_release(struct source_cache *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		extents_unref(c->v[i]);
+	free(c->v);
+	c->v = NULL;
+	c->n = 0;
 }
 
 /*
@@ -99,7 +163,7 @@ static void populate(const struct source *s)
 	madvise((void *)s->map, len, MADV_POPULATE_READ);
 }
 
-static int source_open_fd(struct source *s)
+static int source_open_fd(struct source *s, struct source_cache *cache)
 {
 	struct stat st;
 
@@ -117,10 +181,8 @@ static int source_open_fd(struct source *s)
 		s->hi = s->size;
 	if (s->lo >= s->hi)
 		return 0;
-	if (S_ISBLK(st.st_mode))
-		return add_extent(s, s->lo, s->hi);
-	int r = scan_extents(s);
-	if (r < 0)
+	int r = extents_get(cache, s->fd, &st, s->size, &s->ext);
+	if (r < 0 || S_ISBLK(st.st_mode))
 		return r;
 	s->maplen = page_up(s->hi) - s->lo;
 	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, (off_t)s->lo);
@@ -130,7 +192,8 @@ static int source_open_fd(struct source *s)
 	return 0;
 }
 
-int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
+int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache,
+	       struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 
@@ -144,7 +207,7 @@ int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
 	s->lo = off;
 	s->hi = off + len;
 	if (fd >= 0) {
-		int r = source_open_fd(s);
+		int r = source_open_fd(s, cache);
 		if (r < 0) {
 			source_unref(s);
 			return r;
@@ -168,7 +231,7 @@ void source_unref(struct source *s)
 		munmap((void *)s->map, s->maplen);
 	if (s->fd >= 0)
 		close(s->fd);
-	free(s->ext);
+	extents_unref(s->ext);
 	free(s);
 }
 
@@ -180,21 +243,22 @@ bool source_is_zero(const struct source *s)
 uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data)
 {
 	uint64_t len = n << uffdd_page_shift, end = off + len;
-	size_t lo = 0, hi = s->next;
+	const struct extent *v = s->ext ? s->ext->v : NULL;
+	size_t lo = 0, hi = s->ext ? s->ext->n : 0, nr = hi;
 
 	/* The first extent that ends after off. */
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (s->ext[mid].end <= off)
+		if (v[mid].end <= off)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	if (lo == s->next || s->ext[lo].start >= end) {
+	if (lo == nr || v[lo].start >= end) {
 		*ret_data = false;
 		return n;
 	}
-	const struct extent *e = &s->ext[lo];
+	const struct extent *e = &v[lo];
 	if (e->start > off) {
 		*ret_data = false;
 		return (e->start - off) >> uffdd_page_shift;

@@ -65,10 +65,19 @@ uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
+struct extents;
+
+/* The files a session's sources read, listed once each (owner only). */
+struct source_cache {
+	struct extents **v;
+	size_t n;
+};
 
 /* A page source over the window [off, off + len) of fd (taken over; -1:
  * every page is zero). */
-int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
+int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache,
+	       struct source **ret);
+void source_cache_release(struct source_cache *c);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
@@ -166,6 +175,7 @@ struct session {
 	struct pin_rec *pins;
 	size_t npins;
 	uint64_t pinned;
+	struct source_cache sources;
 
 	struct fault *faults;
 	size_t nfaults, faults_cap;
