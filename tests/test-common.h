@@ -19,4 +19,7 @@ static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 	return (uint64_t)a ^ 0x9e3779b97f4a7c15ull ^ seed;
 }
 
+/* Write len bytes at offset 0 of fd: the word at offset o is test_pattern(o, seed). */
+void test_pattern_write(int fd, size_t len, uint64_t seed);
+
 #endif /* TEST_COMMON_H */

@@ -194,12 +194,7 @@ static int make_source(const struct test_daemon *d, const char *name, size_t npa
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	unlink(path);
-	uint64_t *buf = malloc(len);
-	ck_assert_ptr_nonnull(buf);
-	for (size_t i = 0; i < len / 8; i++)
-		buf[i] = test_pattern(i * 8, seed);
-	ck_assert_int_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
-	free(buf);
+	test_pattern_write(fd, len, seed);
 	return fd;
 }
 

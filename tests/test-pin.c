@@ -106,14 +106,9 @@ static long status_kb(const char *field)
 static int pattern_file(size_t len, uint64_t seed)
 {
 	int fd = memfd_create("pattern", MFD_CLOEXEC);
-	uint64_t *buf = malloc(len);
 
 	ck_assert_int_ge(fd, 0);
-	ck_assert_ptr_nonnull(buf);
-	for (size_t i = 0; i < len / 8; i++)
-		buf[i] = test_pattern(i * 8, seed);
-	ck_assert_int_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
-	free(buf);
+	test_pattern_write(fd, len, seed);
 	return fd;
 }
 
