@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -147,7 +148,7 @@ static int conn_open(const struct test_daemon *d, struct conn *k, unsigned int f
 		.features = PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |
 			    PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP |
 			    PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP,
-		.optional = PIN_UFFD_FEATURE_THREAD_ID,
+		.optional = PIN_UFFD_FEATURE_THREAD_ID | PIN_UFFD_FEATURE_POISON,
 	};
 	struct pin_client_opts co = {
 		.sz = sizeof(co),
@@ -380,6 +381,64 @@ START_TEST(holes_read_zero)
 	/* The file system must report the hole, or the test proves nothing. */
 	ck_assert_int_eq(lseek(fd, 4 * page, SEEK_DATA), (off_t)(12 * page));
 	ck_assert_int_eq(reap(spawn(client_holes, &d, &fd)), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- a source that shrinks under its region ---- */
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(bus_jmp, 1);
+}
+
+/* Whether reading page i of base raises SIGBUS. */
+static bool page_bus(const uint8_t *base, size_t i)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool bus = false;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1))
+		bus = true;
+	else
+		(void)*(volatile const uint8_t *)(base + i * page);
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+static int client_truncated(const struct test_daemon *d, void *arg)
+{
+	int fd = *(int *)arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	REQUIRE(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON);
+	uint8_t *base = map_region(4 * page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, 4 * page, PIN_UFFD_REGISTER_MISSING, fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	/* After the daemon saw 4 pages of data: the last two are gone. */
+	REQUIRE(ftruncate(fd, 2 * page) == 0);
+	REQUIRE(page_bus(base, 3));
+	REQUIRE(page_bus(base, 2));
+	REQUIRE(page_ok(base, 0, 9));
+	REQUIRE(page_ok(base, 1, 9));
+	conn_close(&k);
+	return 0;
+}
+
+/* Pages the source no longer has are poisoned, never made up as zeroes. */
+START_TEST(truncated_source_poisons)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, "shrinks", 4, 9);
+	ck_assert_int_eq(reap(spawn(client_truncated, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);
 }
@@ -960,6 +1019,7 @@ Suite *test_suite(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, lazy_fill_64m);
 	tcase_add_test(tc, holes_read_zero);
+	tcase_add_test(tc, truncated_source_poisons);
 	tcase_add_test(tc, wp_dirty_bitmap);
 	tcase_add_test(tc, fork_child_served);
 	tcase_add_test(tc, mremap_followed);

@@ -45,6 +45,44 @@ static void mark_populated(struct region *r, uint64_t i, uint64_t n)
 	STAT_ADD(r->n_populated, n - had);
 }
 
+static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n, bool data,
+		     bool push, bool *woke);
+
+/*
+ * The source cannot be read where these pages are (its file shrank).  Zero
+ * pages would be data made up: poison them, so the process gets SIGBUS when
+ * it touches one, when its userfaultfd has the POISON feature; else zero
+ * pages are all there is.
+ */
+static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i, uint64_t n,
+				bool push, bool *woke)
+{
+	size_t len = n << uffdd_page_shift;
+	void *dst = addr_of(r, i);
+	int64_t done = 0;
+
+	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
+		     "(file truncated?); placing zero pages (no POISON feature)",
+		     s->id, dst, len, strerror(EFAULT));
+		return place(s, r, i, n, false, push, woke);
+	}
+	ulog(LOG_ERR,
+	     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
+	     "(file truncated?); poisoning the pages: touching them raises SIGBUS",
+	     s->id, dst, len, strerror(EFAULT));
+	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
+	if (ret == 0)
+		done = (int64_t)len;
+	if (woke)
+		*woke = ret == 0;
+	if (done <= 0)
+		return ret == -EEXIST ? 1 : ret;
+	mark_populated(r, i, (uint64_t)done >> uffdd_page_shift);
+	return (int64_t)done >> uffdd_page_shift;
+}
+
 /* Place n pages at page i of r, all data or all zero.  With woke, the
  * ioctl wakes their threads, and *woke says whether it did (it placed them
  * all).  Returns the pages handled or -errno. */
@@ -108,13 +146,8 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	case -ENOENT:
 		return ret;
 	case -EFAULT:
-		if (data) {
-			ulog(LOG_ERR,
-			     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
-			     "(file truncated?); placing zero pages",
-			     s->id, dst, len, strerror(EFAULT));
-			return place(s, r, i, n, false, push, woke);
-		}
+		if (data)
+			return place_unreadable(s, r, i, n, push, woke);
 		break;
 	}
 	ulog(LOG_ERR, "session %" PRIu64 ": %s [%p, +%#zx): %s", s->id,
