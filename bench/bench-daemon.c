@@ -4,7 +4,8 @@
  *  - random 4 KiB faults served by uffdd (another process) vs the raw
  *    in-process busy-polling single-thread handler;
  *  - a sequential touch of 256 MiB served by uffdd vs one bulk UFFDIO_COPY;
- *  - fault latency with 1,000 regions vs 1, and with 16 clients vs 1.
+ *  - fault latency with 1,000 regions vs 1, and with 16 clients vs 1: all
+ *    faulting at once (the CPU queue), and taking faults in turn.
  * The daemon is $UFFDD, else the uffdd built next to this benchmark.
  */
 #include <fcntl.h>
@@ -261,6 +262,71 @@ static double uffdd_clients(int fd, const size_t *pages, int nclients, double *r
 	return bench_median(med, (unsigned int)nclients);
 }
 
+/*
+ * nclients processes, each with its session and region, take faults in turn:
+ * a token goes round a ring of pipes and only its holder faults, once.  One
+ * fault is outstanding at a time, so this is the service time with that
+ * many sessions alive, without the CPU queue of uffdd_clients().  Only the
+ * touch is timed; the median over every client's faults.
+ */
+static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
+{
+	int ring[NCLIENTS][2], res[2];
+	pid_t pids[NCLIENTS];
+	size_t turns = RANDOM_FAULTS / (size_t)nclients;
+	double *lat = malloc(RANDOM_FAULTS * sizeof(*lat));
+
+	if (!lat || pipe(res) < 0)
+		die("pipe", errno);
+	for (int i = 0; i < nclients; i++)
+		if (pipe(ring[i]) < 0)
+			die("pipe", errno);
+	for (int i = 0; i < nclients; i++) {
+		pid_t pid = pids[i] = fork();
+		if (pid < 0)
+			die("fork", errno);
+		if (pid)
+			continue;
+		struct conn k;
+		int next = ring[(i + 1) % nclients][1];
+		char t;
+		conn_open(&k);
+		uint8_t *base = add_regions(&k, fd, 1, REGION_BYTES);
+		for (size_t j = 0; j < turns; j++) {
+			if (read(ring[i][0], &t, 1) != 1)
+				_exit(1);
+			uint64_t t0 = bench_now_ns();
+			if (!*(const volatile uint8_t *)(base + pages[j * nclients + i] * page))
+				_exit(1);
+			lat[j] = (double)(bench_now_ns() - t0) / 1000.0;
+			if (write(next, &t, 1) != 1)
+				_exit(1);
+		}
+		ssize_t want = (ssize_t)(turns * sizeof(*lat));
+		_exit(write(res[1], lat, (size_t)want) == want ? 0 : 1);
+	}
+	close(res[1]);
+	/* Every client is connected once it waits for the token: start it. */
+	if (write(ring[0][1], "t", 1) != 1)
+		die("write", errno);
+	for (int i = 0; i < nclients; i++) {
+		size_t want = turns * sizeof(*lat);
+		if (read(res[0], lat + (size_t)i * turns, want) != (ssize_t)want)
+			die("a client failed", EIO);
+	}
+	for (int i = 0, st; i < nclients; i++)
+		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
+			die("a client failed", EIO);
+	for (int i = 0; i < nclients; i++) {
+		close(ring[i][0]);
+		close(ring[i][1]);
+	}
+	close(res[0]);
+	double m = bench_median(lat, (unsigned int)(turns * (size_t)nclients));
+	free(lat);
+	return m;
+}
+
 /* ---- sequential ---- */
 
 static double bulk_copy_gbps(void)
@@ -344,6 +410,18 @@ int main(void)
 	bench_metric("fault_random_1_client_rate", rate1, "faults/s");
 	bench_metric("fault_random_16_clients_rate", rate16, "faults/s");
 	bench_metric("fault_random_16_clients_rate_vs_1", rate16 / rate1, "x");
+
+	/* The same with one fault outstanding at a time: what 16 live sessions
+	 * cost a fault, without the CPU queue. */
+	double turn1[ROUNDS], turn16[ROUNDS], rt[ROUNDS];
+	for (int r = 0; r < ROUNDS; r++) {
+		turn1[r] = uffdd_in_turn(src, pages, 1);
+		turn16[r] = uffdd_in_turn(src, pages, NCLIENTS);
+		rt[r] = turn16[r] / turn1[r];
+	}
+	bench_metric("fault_random_in_turn_1_session_median", bench_median(turn1, ROUNDS), "us");
+	bench_metric("fault_random_in_turn_16_sessions_median", bench_median(turn16, ROUNDS), "us");
+	bench_metric("fault_random_in_turn_16_sessions_vs_1", bench_median(rt, ROUNDS), "x");
 	bench_uffdd_stop(&ud);
 	free(pages);
 	return 0;
