@@ -340,8 +340,8 @@ static void restore_finish(struct restore *rs)
 	test_daemon_stop(&rs->d);
 }
 
-/* Pages with data in the dump's mappings: what a full push places. */
-static unsigned long data_pages(const char *dump, int pid)
+/* PE_LAZY pages of the dump: what a full push places. */
+static unsigned long lazy_page_count(const char *dump, int pid)
 {
 	struct pin_image *img;
 	unsigned long n = 0;
@@ -350,7 +350,7 @@ static unsigned long data_pages(const char *dump, int pid)
 	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
 		const struct pin_image_region *g = pin_image_region(img, i);
 		for (size_t k = 0; k < g->nr_segments; k++)
-			if (g->segments[k].flags & PIN_IMAGE_SEG_DATA)
+			if (g->segments[k].flags & PIN_IMAGE_SEG_LAZY)
 				n += g->segments[k].len / page;
 	}
 	pin_image_free(img);
@@ -375,7 +375,7 @@ START_TEST(criu_push_after_restore_completes_it)
 
 	restore_start(&rs, "fixture");
 	ck_assert_int_eq(restore_run(&rs, VERIFY_AFTER_END, false), 0);
-	snprintf(want, sizeof(want), " %lu pages pushed", data_pages(rs.dump, rs.pids[0]));
+	snprintf(want, sizeof(want), " %lu pages pushed", lazy_page_count(rs.dump, rs.pids[0]));
 	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
 	restore_finish(&rs);
 }

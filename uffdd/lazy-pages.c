@@ -128,6 +128,23 @@ static int read_fd(int sock)
 	return fd;
 }
 
+/*
+ * Whether CRIU's restorer registers this mapping: it restores a mapping with
+ * pages but none of them PE_LAZY (locked memory, say) eagerly and leaves it
+ * alone.  A mapping with no pages at all is registered and reads as zero.
+ */
+static bool lazy_mapping(const struct pin_image_region *g)
+{
+	bool data = false;
+
+	for (size_t k = 0; k < g->nr_segments; k++) {
+		if (g->segments[k].flags & PIN_IMAGE_SEG_LAZY)
+			return true;
+		data |= g->segments[k].flags & PIN_IMAGE_SEG_DATA;
+	}
+	return !data;
+}
+
 /* Hand one task's userfaultfd and layout to uffdd; no push before RSTF. */
 static int task_start(struct task *t, int pid, int fd)
 {
@@ -152,6 +169,8 @@ static int task_start(struct task *t, int pid, int fd)
 		goto out;
 	r = pin_client_handover(t->client, u);
 	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
+		if (!lazy_mapping(pin_image_region(t->img, i)))
+			continue;
 		r = pin_client_add_image_region(t->client, t->img, i, PIN_CLIENT_REGION_NO_PUSH);
 		nregions += r > 0 ? r : 0;
 	}
@@ -164,8 +183,9 @@ out:
 	return r;
 }
 
-/* Prefetch (or wait for) every page of the task that has data. */
-static int each_data_segment(struct task *t, bool wait)
+/* Prefetch (or wait for) every PE_LAZY page of the task: the lazy ranges
+ * CRIU's restorer registered, the only ones uffdd can place pages in. */
+static int each_lazy_segment(struct task *t, bool wait)
 {
 	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
 		const struct pin_image_region *g = pin_image_region(t->img, i);
@@ -174,7 +194,7 @@ static int each_data_segment(struct task *t, bool wait)
 			void *addr = (void *)(uintptr_t)sg->addr;
 			int r = 0;
 
-			if (!(sg->flags & PIN_IMAGE_SEG_DATA))
+			if (!(sg->flags & PIN_IMAGE_SEG_LAZY))
 				continue;
 			r = wait ? pin_client_wait_populated(t->client, addr, sg->len, 0)
 				 : pin_client_prefetch(t->client, addr, sg->len);
@@ -194,9 +214,9 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 	int r = pin_client_stats(t->client, 0, &before);
 
 	if (r >= 0)
-		r = each_data_segment(t, false);
+		r = each_lazy_segment(t, false);
 	if (r >= 0)
-		r = each_data_segment(t, true);
+		r = each_lazy_segment(t, true);
 	if (r >= 0 && pin_client_stats(t->client, 0, &after) >= 0)
 		*ret_pushed += after.pages_copied - before.pages_copied;
 	return r;
