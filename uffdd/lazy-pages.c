@@ -230,10 +230,10 @@ static void task_free(struct task *t)
 	pin_image_free(t->img);
 }
 
-static int serve(int sock, struct task *tasks, size_t *ret_ntasks)
+/* Take the restore side's tasks until RSTF; *ntasks counts those started,
+ * to be freed whatever the outcome. */
+static int serve(int sock, struct task *tasks, size_t *ntasks)
 {
-	size_t n = 0;
-
 	for (;;) {
 		uint32_t word;
 		int r = read_word(sock, &word), fd;
@@ -241,35 +241,29 @@ static int serve(int sock, struct task *tasks, size_t *ret_ntasks)
 		if (r < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: restore side: %s before the end of restore\n",
 				strerror(-r));
-			*ret_ntasks = n;
 			return r;
 		}
 		if (word == RESTORE_FINISHED)
-			break;
+			return 0;
 		if ((int32_t)word < 0)
 			continue; /* a zombie: no memory, no descriptor */
 		fd = read_fd(sock);
 		if (fd < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: task %d: no userfaultfd: %s\n",
 				(int)word, strerror(-fd));
-			*ret_ntasks = n;
 			return fd;
 		}
-		if (n == MAX_TASKS) {
+		if (*ntasks == MAX_TASKS) {
 			close(fd);
 			fprintf(stderr, "uffdd-lazy-pages: more than %d tasks\n", MAX_TASKS);
-			*ret_ntasks = n;
 			return -E2BIG;
 		}
-		r = task_start(&tasks[n++], (int)word, fd);
+		r = task_start(&tasks[(*ntasks)++], (int)word, fd);
 		if (r < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: task %d: %s\n", (int)word, strerror(-r));
-			*ret_ntasks = n;
 			return r;
 		}
 	}
-	*ret_ntasks = n;
-	return 0;
 }
 
 static void usage(FILE *f)
