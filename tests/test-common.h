@@ -13,6 +13,31 @@ Suite *test_suite(void);
 /* NULL when the area can run here; else why not (the binary exits 77). */
 const char *test_skip_reason(void);
 
+/*
+ * Per-tcase needs, for an area whose tcases need different things.  Such an
+ * area makes its suite with test_suite_new() and each tcase with
+ * test_tcase(): a tcase whose needs are met is added to the suite; one whose
+ * needs are not is left out, with one line "SKIP: <area>/<tcase>: <reason>".
+ * The binary exits 77 only when every tcase was left out.
+ */
+enum test_need {
+	TEST_NEED_ROOT = 1 << 0,      /* euid 0 */
+	TEST_NEED_PTRACE = 1 << 1,    /* CAP_SYS_PTRACE in the effective set */
+	TEST_NEED_UFFD_USER = 1 << 2, /* a userfaultfd, if only a USER_MODE_ONLY one */
+	TEST_NEED_UFFD = 1 << 3,      /* a userfaultfd that takes kernel-mode faults too */
+};
+
+struct test_needs {
+	unsigned int what;	/* enum test_need bits */
+	uint64_t uffd_features; /* PIN_UFFD_FEATURE_* the kernel must offer */
+	const char *path_env;	/* names a file or directory that must exist */
+};
+
+Suite *test_suite_new(const char *area);
+
+/* A tcase of s (made by test_suite_new()) if needs are met; else a tcase that never runs. */
+TCase *test_tcase(Suite *s, const char *name, const struct test_needs *needs);
+
 /* The 64-bit word stored at virtual address a in a patterned page. */
 static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 {
