@@ -45,7 +45,16 @@
 	(PIN_UFFD_IOCTL_WAKE | PIN_UFFD_IOCTL_COPY | PIN_UFFD_IOCTL_ZEROPAGE |                  \
 	 PIN_UFFD_IOCTL_MOVE | PIN_UFFD_IOCTL_POISON)
 
-/* The features this suite uses; test_skip_reason() names any the kernel lacks. */
+/*
+ * A case whose faults all come from user mode opens its userfaultfds with
+ * USER_MODE_ONLY, which vm.unprivileged_userfaultfd=0 still allows any user:
+ * such a case runs as an ordinary user too.  A case whose faults come from
+ * syscalls needs a userfaultfd that takes kernel-mode faults.
+ */
+#define USER_FAULTS   PIN_UFFD_USER_MODE_ONLY
+#define KERNEL_FAULTS 0
+
+/* The features this suite uses; new_granted_features finds them all offered. */
 #define FEATURES_USED                                                                           \
 	(PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP | PIN_UFFD_FEATURE_EVENT_FORK |                     \
 	 PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |                         \
@@ -252,7 +261,9 @@ static void child_send(int sock, const void *buf, size_t len)
 
 static struct pin_uffd *child_uffd(uint64_t features, void *addr, size_t len, unsigned int mode)
 {
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC, .features = features };
+	struct pin_uffd_opts o = {
+		.sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC | USER_FAULTS, .features = features
+	};
 	struct pin_uffd *u;
 
 	CHILD_CHECK(pin_uffd_new(&o, &u) == 0);
@@ -411,7 +422,7 @@ START_TEST(api_bad_version)
 	struct pin_uffd *u;
 	struct uffdio_api api = { .api = 0xbad, .features = 0 };
 
-	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC | USER_FAULTS, &u), 0);
 	ck_assert_int_eq(ioctl(pin_uffd_fd(u), UFFDIO_API, &api), -1);
 	ck_assert_int_eq(errno, EINVAL);
 	/* A refused handshake tells nothing and leaves the fd unconfigured. */
@@ -427,7 +438,7 @@ START_TEST(api_unknown_feature)
 {
 	struct pin_uffd *u;
 
-	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC | USER_FAULTS, &u), 0);
 	ck_assert_int_eq(pin_uffd_api(u, 1ull << 40), -EINVAL);
 	ck_assert_int_eq(pin_uffd_api(u, PIN_UFFD_FEATURE_THREAD_ID | (1ull << 63)), -EINVAL);
 	ck_assert_uint_eq(pin_uffd_features(u), 0);
@@ -442,7 +453,7 @@ START_TEST(api_twice)
 	struct pin_uffd *u;
 	struct uffdio_api api = { .api = UFFD_API };
 
-	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC | USER_FAULTS, &u), 0);
 	ck_assert_int_eq(pin_uffd_api(u, PIN_UFFD_FEATURE_EVENT_REMOVE), 0);
 	ck_assert_int_eq(pin_uffd_api(u, PIN_UFFD_FEATURE_EVENT_REMOVE), -EINVAL);
 	ck_assert_int_eq(ioctl(pin_uffd_fd(u), UFFDIO_API, &api), -1);
@@ -557,7 +568,7 @@ START_TEST(api_wp_async)
 	struct pin_uffd *u;
 	struct mem m = mem_map(MEM_ANON, page);
 
-	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC | USER_FAULTS, &u), 0);
 	ck_assert_int_eq(pin_uffd_api(u, PIN_UFFD_FEATURE_WP_ASYNC), 0);
 	/* The kernel adds WP_UNPOPULATED, which WP_ASYNC relies on... */
 	ck_assert_uint_eq(pin_uffd_features(u),
@@ -582,7 +593,7 @@ START_TEST(read_error_kept)
 	struct pin_uffd_event ev;
 
 	/* Before the handshake a read is refused; the log may not change why. */
-	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC, &u), 0);
+	ck_assert_int_eq(pin_uffd_open(PIN_UFFD_CLOEXEC | USER_FAULTS, &u), 0);
 	pin_log_set(clobber_errno, NULL);
 	ck_assert_int_eq(pin_uffd_read_events(u, &ev, 1), -EINVAL);
 	pin_log_set(NULL, NULL);
@@ -661,7 +672,7 @@ START_TEST(register_ioctls)
 	};
 	struct pin_uffd *u = uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 					      (_i == MEM_SHMEM ? PIN_UFFD_FEATURE_MINOR_SHMEM : 0),
-				      0);
+				      USER_FAULTS);
 	struct mem m = mem_map(_i, 4 * page);
 
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(want); i++) {
@@ -685,7 +696,7 @@ END_TEST
 
 START_TEST(register_minor_anon)
 {
-	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_MINOR_SHMEM, 0);
+	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_MINOR_SHMEM, USER_FAULTS);
 	struct mem m = mem_map(MEM_ANON, 2 * page);
 	uint64_t ioctls = 0x5a5a;
 
@@ -704,7 +715,7 @@ END_TEST
 
 START_TEST(register_bad_args)
 {
-	struct pin_uffd *u = uffd_new(0, 0);
+	struct pin_uffd *u = uffd_new(0, USER_FAULTS);
 	struct mem m = mem_map(MEM_ANON, 4 * page);
 
 	ck_assert_int_eq(pin_uffd_register(u, m.p, m.len, 0, NULL), -EINVAL);
@@ -732,7 +743,7 @@ END_TEST
 
 START_TEST(unregister)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i), 0);
+	struct pin_uffd *u = uffd_new(kind_features(_i), USER_FAULTS);
 	struct mem m = mem_map(_i, 2 * page);
 	unsigned char *src = pattern_page(m.p, 1);
 	int64_t done = 0;
@@ -758,7 +769,7 @@ END_TEST
 
 START_TEST(copy_then_eexist)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i), 0);
+	struct pin_uffd *u = uffd_new(kind_features(_i), USER_FAULTS);
 	struct mem m = mem_map(_i, 2 * page);
 	unsigned char *src = pattern_page(m.p, 1);
 	int64_t done = 0;
@@ -778,7 +789,7 @@ END_TEST
 
 START_TEST(copy_partial)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i), 0);
+	struct pin_uffd *u = uffd_new(kind_features(_i), USER_FAULTS);
 	struct mem m = mem_map(_i, 4 * page);
 	unsigned char *src = malloc(4 * page);
 	unsigned char *third = pattern_page(m.p + 2 * page, 2);
@@ -808,7 +819,7 @@ END_TEST
 
 START_TEST(zeropage)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i), 0);
+	struct pin_uffd *u = uffd_new(kind_features(_i), USER_FAULTS);
 	struct mem m = mem_map(_i, 3 * page);
 	int64_t done = 0;
 
@@ -829,7 +840,8 @@ END_TEST
 
 START_TEST(copy_mode_wp)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0);
+	struct pin_uffd *u =
+		uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, USER_FAULTS);
 	struct mem m = mem_map(_i, 2 * page);
 	unsigned char *src = pattern_page(m.p, 1);
 	int64_t done = 0;
@@ -851,7 +863,8 @@ END_TEST
 
 START_TEST(writeprotect)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0);
+	struct pin_uffd *u =
+		uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, USER_FAULTS);
 	struct mem m = mem_map(_i, 2 * page);
 
 	memset(m.p, 0x11, m.len);
@@ -880,7 +893,7 @@ START_TEST(wp_unpopulated)
 	/* _i 0: without the feature an empty pte has nothing to carry the bit. */
 	uint64_t features = PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 			    (_i ? PIN_UFFD_FEATURE_WP_UNPOPULATED : 0);
-	struct pin_uffd *u = uffd_new(features, 0);
+	struct pin_uffd *u = uffd_new(features, USER_FAULTS);
 	struct mem m = mem_map(MEM_ANON, 2 * page);
 
 	ck_assert_int_eq(pin_uffd_register(u, m.p, m.len, PIN_UFFD_REGISTER_WP, NULL), 0);
@@ -906,7 +919,7 @@ START_TEST(continue_ioctl)
 	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_MINOR_SHMEM |
 					      PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
 					      PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP,
-				      0);
+				      USER_FAULTS);
 	struct mem m = mem_map(MEM_SHMEM, 2 * page);
 	unsigned char *data = pattern_page(m.p, 3);
 	int64_t done = 0;
@@ -936,7 +949,7 @@ END_TEST
 
 START_TEST(poison_ioctl)
 {
-	struct pin_uffd *u = uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_POISON, 0);
+	struct pin_uffd *u = uffd_new(kind_features(_i) | PIN_UFFD_FEATURE_POISON, USER_FAULTS);
 	struct mem m = mem_map(_i, 2 * page);
 	int64_t done = 0;
 
@@ -954,7 +967,8 @@ END_TEST
 
 START_TEST(move)
 {
-	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_MOVE | PIN_UFFD_FEATURE_MISSING_SHMEM, 0);
+	struct pin_uffd *u =
+		uffd_new(PIN_UFFD_FEATURE_MOVE | PIN_UFFD_FEATURE_MISSING_SHMEM, USER_FAULTS);
 	struct mem dst = mem_map(MEM_ANON, 4 * page), src = mem_map(MEM_ANON, 4 * page);
 	struct mem shm = mem_map(MEM_SHMEM, page);
 	int64_t done = 0;
@@ -1473,7 +1487,7 @@ static void *access_main(void *arg)
 START_TEST(user_mode_only)
 {
 	static const char msg[] = "userfaultfd";
-	struct pin_uffd *u = uffd_new(0, _i ? PIN_UFFD_USER_MODE_ONLY : 0);
+	struct pin_uffd *u = uffd_new(0, _i ? PIN_UFFD_USER_MODE_ONLY : KERNEL_FAULTS);
 	struct mem m = mem_map(MEM_ANON, page);
 	int pfd[2];
 	int64_t done = 0;
@@ -1533,7 +1547,7 @@ static void wait_pending(struct pin_uffd *u, unsigned long n)
 
 START_TEST(read_events_batch)
 {
-	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_THREAD_ID, 0);
+	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_THREAD_ID, KERNEL_FAULTS);
 	struct mem m = mem_map(MEM_ANON, BATCH * page);
 	unsigned char *src = malloc(m.len);
 	struct access a[BATCH];
@@ -1594,7 +1608,7 @@ END_TEST
 
 START_TEST(read_events_nonblock)
 {
-	struct pin_uffd *u = uffd_new(0, PIN_UFFD_NONBLOCK);
+	struct pin_uffd *u = uffd_new(0, USER_FAULTS | PIN_UFFD_NONBLOCK);
 	struct pin_uffd_event ev[4];
 
 	ck_assert_int_eq(pin_uffd_read_events(u, ev, 4), -EAGAIN);
@@ -1666,7 +1680,7 @@ static void *handler_main(void *arg)
 START_TEST(threaded_handler)
 {
 	const size_t pages = 16;
-	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_THREAD_ID, 0);
+	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_THREAD_ID, KERNEL_FAULTS);
 	struct mem m = mem_map(MEM_ANON, pages * page);
 	unsigned char *src = malloc(m.len), *out = malloc(m.len);
 	struct handler h = { .u = u, .base = m.p, .pages = pages, .hole = 5, .holes = 4, .src = src };
@@ -1704,42 +1718,105 @@ END_TEST
 
 /* ---- the suite --------------------------------------------------------- */
 
-static TCase *tcase(Suite *s, const char *name)
+/* What the shmem variants of the loop cases add to their tcase's needs. */
+#define SHMEM_FEATURES (PIN_UFFD_FEATURE_MISSING_SHMEM | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+
+/* Each tcase needs what its cases use, so a case runs wherever it can. */
+static const struct test_needs needs_api = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = PIN_UFFD_FEATURE_MOVE | PIN_UFFD_FEATURE_THREAD_ID |
+			 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_WP_ASYNC |
+			 PIN_UFFD_FEATURE_WP_UNPOPULATED,
+};
+/* pin_uffd_probe() and pin_uffd_new() without USER_MODE_ONLY. */
+static const struct test_needs needs_api_full = {
+	.what = TEST_NEED_UFFD,
+	.uffd_features = FEATURES_USED,
+};
+/* new_unprivileged switches to uid 65534; open_paths opens a full userfaultfd
+ * through /dev/userfaultfd (mode 0600, root's) and through the syscall. */
+static const struct test_needs needs_privileged = {
+	.what = TEST_NEED_ROOT | TEST_NEED_PTRACE | TEST_NEED_UFFD,
+};
+static const struct test_needs needs_register = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			 PIN_UFFD_FEATURE_MINOR_SHMEM,
+};
+static const struct test_needs needs_resolve = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			 PIN_UFFD_FEATURE_WP_UNPOPULATED | PIN_UFFD_FEATURE_MINOR_SHMEM,
+};
+static const struct test_needs needs_poison = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_POISON,
+};
+static const struct test_needs needs_move = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = PIN_UFFD_FEATURE_MOVE | PIN_UFFD_FEATURE_MISSING_SHMEM,
+};
+static const struct test_needs needs_faults = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			 PIN_UFFD_FEATURE_MINOR_SHMEM | PIN_UFFD_FEATURE_THREAD_ID |
+			 PIN_UFFD_FEATURE_EXACT_ADDRESS,
+};
+static const struct test_needs needs_events = {
+	.what = TEST_NEED_UFFD_USER,
+	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_EVENT_REMAP |
+			 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
+};
+/* The kernel enables EVENT_FORK only for CAP_SYS_PTRACE. */
+static const struct test_needs needs_fork = {
+	.what = TEST_NEED_UFFD_USER | TEST_NEED_PTRACE,
+	.uffd_features = PIN_UFFD_FEATURE_EVENT_FORK,
+};
+static const struct test_needs needs_kernel_faults = {
+	.what = TEST_NEED_UFFD,
+	.uffd_features = PIN_UFFD_FEATURE_THREAD_ID,
+};
+
+static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
 {
-	TCase *tc = tcase_create(name);
+	TCase *tc = test_tcase(s, name, needs);
 
 	/* A lost wake-up must fail the case, not hang the run. */
 	tcase_set_timeout(tc, 60);
-	suite_add_tcase(s, tc);
 	return tc;
 }
 
 Suite *test_suite(void)
 {
-	Suite *s = suite_create("uffd");
+	Suite *s = test_suite_new("uffd");
 	TCase *tc;
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
 
-	tc = tcase(s, "api");
+	tc = tcase(s, "api", &needs_api);
 	tcase_add_test(tc, api_bad_version);
 	tcase_add_test(tc, api_unknown_feature);
 	tcase_add_test(tc, api_twice);
-	tcase_add_test(tc, new_missing_feature);
-	tcase_add_test(tc, new_granted_features);
-	tcase_add_loop_test(tc, open_paths, 0, PIN_ARRAY_SIZE(open_flags));
-	tcase_add_test(tc, opts_rejected);
 	tcase_add_test(tc, api_wp_async);
 	tcase_add_test(tc, read_error_kept);
+	tcase_add_test(tc, read_events_nonblock);
+
+	tc = tcase(s, "api-full", &needs_api_full);
+	tcase_add_test(tc, new_missing_feature);
+	tcase_add_test(tc, new_granted_features);
+	tcase_add_test(tc, opts_rejected);
+
+	tc = tcase(s, "privileged", &needs_privileged);
+	tcase_add_loop_test(tc, open_paths, 0, PIN_ARRAY_SIZE(open_flags));
 	tcase_add_test(tc, new_unprivileged);
 
-	tc = tcase(s, "register");
+	tc = tcase(s, "register", &needs_register);
 	tcase_add_loop_test(tc, register_ioctls, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_test(tc, register_minor_anon);
 	tcase_add_test(tc, register_bad_args);
 	tcase_add_loop_test(tc, unregister, MEM_ANON, MEM_SHMEM + 1);
 
-	tc = tcase(s, "resolve");
+	tc = tcase(s, "resolve", &needs_resolve);
 	tcase_add_loop_test(tc, copy_then_eexist, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_loop_test(tc, copy_partial, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_loop_test(tc, zeropage, MEM_ANON, MEM_SHMEM + 1);
@@ -1747,54 +1824,39 @@ Suite *test_suite(void)
 	tcase_add_loop_test(tc, writeprotect, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_loop_test(tc, wp_unpopulated, 0, 2);
 	tcase_add_test(tc, continue_ioctl);
+
+	tc = tcase(s, "poison", &needs_poison);
 	tcase_add_loop_test(tc, poison_ioctl, MEM_ANON, MEM_SHMEM + 1);
+	tcase_add_test(tc, poison_sigbus);
+
+	tc = tcase(s, "move", &needs_move);
 	tcase_add_test(tc, move);
 
-	tc = tcase(s, "faults");
+	tc = tcase(s, "faults", &needs_faults);
 	tcase_add_loop_test(tc, wp_fault, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_test(tc, minor_continue);
-	tcase_add_test(tc, poison_sigbus);
 	tcase_add_test(tc, copy_dontwake_then_wake);
 	tcase_add_test(tc, thread_id);
 	tcase_add_loop_test(tc, exact_address, 0, 2);
 
-	tc = tcase(s, "events");
-	tcase_add_test(tc, event_fork);
+	tc = tcase(s, "events", &needs_events);
 	tcase_add_test(tc, event_remap);
 	tcase_add_loop_test(tc, event_remove, MEM_ANON, MEM_SHMEM + 1);
 	tcase_add_test(tc, eagain_while_remove_pending);
 	tcase_add_test(tc, event_unmap);
 
-	tc = tcase(s, "threads");
+	tc = tcase(s, "fork", &needs_fork);
+	tcase_add_test(tc, event_fork);
+
+	tc = tcase(s, "kernel-faults", &needs_kernel_faults);
 	tcase_add_loop_test(tc, user_mode_only, 0, 2);
 	tcase_add_test(tc, read_events_batch);
-	tcase_add_test(tc, read_events_nonblock);
 	tcase_add_test(tc, threaded_handler);
 	return s;
 }
 
+/* Nothing the whole area needs: each tcase says what it needs. */
 const char *test_skip_reason(void)
 {
-	static char why[512];
-	uint64_t avail;
-	int r = pin_uffd_probe(&avail, NULL);
-
-	if (r < 0) {
-		snprintf(why, sizeof(why),
-			 "userfaultfd is not available to this user (%s; needs /dev/userfaultfd "
-			 "access or CAP_SYS_PTRACE)",
-			 strerror(-r));
-		return why;
-	}
-	if ((avail & FEATURES_USED) != FEATURES_USED) {
-		size_t n = snprintf(why, sizeof(why), "this kernel lacks userfaultfd features:");
-		for (uint64_t m = FEATURES_USED & ~avail; m && n < sizeof(why); m &= m - 1)
-			n += snprintf(why + n, sizeof(why) - n, " %s",
-				      pin_uffd_feature_name(m & -m));
-		return why;
-	}
-	/* EVENT_FORK, and reading other processes' wchan. */
-	if (geteuid() != 0)
-		return "the fork event needs CAP_SYS_PTRACE: run as root";
 	return NULL;
 }
