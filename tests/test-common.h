@@ -23,7 +23,7 @@ const char *test_skip_reason(void);
 enum test_need {
 	TEST_NEED_ROOT = 1 << 0,      /* euid 0 */
 	TEST_NEED_PTRACE = 1 << 1,    /* CAP_SYS_PTRACE in the effective set */
-	TEST_NEED_UFFD_USER = 1 << 2, /* a userfaultfd, if only a USER_MODE_ONLY one */
+	TEST_NEED_UFFD_USER = 1 << 2, /* a userfaultfd; USER_MODE_ONLY is enough */
 	TEST_NEED_UFFD = 1 << 3,      /* a userfaultfd that takes kernel-mode faults too */
 };
 
