@@ -11,7 +11,7 @@
  * concatenated, is an input as it is.  The pages file is sparse and holds
  * exactly what the pagemap's PRESENT entries need, unless a piece with the
  * second magic PAGES_SIZE_MAGIC (not one of CRIU's) gives its size in the
- * next 8 bytes (little-endian).
+ * next 8 bytes (little-endian); either way at most MAX_PAGES_SIZE.
  *
  * What must hold: an accepted pagemap has page aligned, ascending,
  * non-overlapping entries whose PRESENT pages follow each other in the
@@ -41,7 +41,8 @@
 #define MAGICS_LEN    (2 * sizeof(uint32_t))
 /* pin_image_criu_pids() fills at most this many; more are only counted. */
 #define MAX_PIDS      4
-/* A sparse pages file larger than this tests nothing more. */
+/* A sparse pages file larger than this tests nothing more (and the file
+ * system may refuse one: EFBIG). */
 #define MAX_PAGES_SIZE (1ull << 40)
 
 static char pages_name[64];
@@ -87,7 +88,7 @@ static bool write_pieces(const uint8_t *data, size_t size, uint64_t *ret_pages_s
 			if (end - pos < MAGICS_LEN + sizeof(uint64_t))
 				continue;
 			memcpy(ret_pages_size, data + pos + MAGICS_LEN, sizeof(uint64_t));
-			*ret_pages_size = le64toh(*ret_pages_size) % MAX_PAGES_SIZE;
+			*ret_pages_size = le64toh(*ret_pages_size);
 			sized = true;
 			continue;
 		default:
@@ -118,16 +119,20 @@ static uint64_t check_pagemap(const struct pin_criu_pagemap_entry *e, size_t n)
 	return present;
 }
 
-static void make_pages_file(uint32_t pages_id, uint64_t size)
+/* Returns the size it gave the file. */
+static uint64_t make_pages_file(uint32_t pages_id, uint64_t size)
 {
 	int dfd, fd;
 
+	if (size > MAX_PAGES_SIZE)
+		size = MAX_PAGES_SIZE;
 	fuzz_scratch_dir(&dfd);
 	snprintf(pages_name, sizeof(pages_name), "pages-%" PRIu32 ".img", pages_id);
 	fd = openat(dfd, pages_name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
 		fuzz_die("the sparse pages file");
 	close(fd);
+	return size;
 }
 
 static void clean(void)
@@ -160,9 +165,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pin_criu_pagemap_read(dfd, PID, &pages_id, &e, &ne) == 0) {
 		present = check_pagemap(e, ne);
 		free(e);
-		make_pages_file(pages_id, sized ? pages_size : present);
+		pages_size = make_pages_file(pages_id, sized ? pages_size : present);
 		if (pin_image_open_criu(dir, PID, &img) == 0) {
-			fuzz_check_image(img, sized ? pages_size : present);
+			fuzz_check_image(img, pages_size);
 			pin_image_free(img);
 		}
 	}

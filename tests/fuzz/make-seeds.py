@@ -137,6 +137,9 @@ def criu_seeds():
     write('criu', 'bad-mm-truncated', pm + mm[:len(mm) // 2])
     write('criu', 'bad-no-mm', pm)
     write('criu', 'bad-second-mm', pm + mm + mm[8:])
+    # An entry of 2^50 pages: more than any pages file holds.
+    huge = f_int(1, 0x7e0000000000) + f_int(2, 0) + f_int(4, 4) + f_int(5, 1 << 50)
+    write('criu', 'bad-pagemap-huge', pm[:12 + head_len] + struct.pack('<I', len(huge)) + huge + mm)
 
 
 # ---- our image's manifest (fuzz-image.c) ----------------------------------
