@@ -18,7 +18,10 @@
 
 #include "fuzz-common.h"
 
+/* Room for regions, data and holes to interleave; more pages only make
+ * each run slower. */
 #define MAX_PAGES 64
+/* The first byte of each data page: not zero, so a hole never reads as it. */
 #define DATA_MARK 0xa5
 
 static void make_pages_file(const uint8_t *layout, size_t n, size_t page)
