@@ -13,6 +13,14 @@
 #include "bench-common.h"
 #include "libpin.h"
 
+bool bench_smoke(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--smoke"))
+			return true;
+	return false;
+}
+
 uint64_t bench_now_ns(void)
 {
 	struct timespec ts;

@@ -3,8 +3,16 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/*
+ * Whether to run as a smoke test (argument --smoke, anywhere): one round at
+ * the smallest sizes, printing every metric line all the same, so that a
+ * broken benchmark shows; the figures mean nothing then.
+ */
+bool bench_smoke(int argc, char **argv);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);

@@ -6,7 +6,8 @@
  *  - a sequential touch of 256 MiB served by uffdd vs one bulk UFFDIO_COPY;
  *  - fault latency with 1,000 regions vs 1, and with 16 clients vs 1: all
  *    faulting at once (the CPU queue), and taking faults in turn.
- * The daemon is $UFFDD, else the uffdd built next to this benchmark.
+ * The daemon is $UFFDD, else the uffdd built next to this benchmark.  With
+ * --smoke: one-page regions, 1 MiB sequential, one fault per client, one round.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -26,11 +27,23 @@
 
 /* 1,000 regions of 16 pages, or one of them all: 62.5 MiB. */
 #define NREGIONS 1000
-#define REGION_BYTES ((size_t)NREGIONS * 16 * page)
+#define REGION_PAGES 16
+#define REGION_BYTES ((size_t)NREGIONS * sz.region_pages * page)
 #define RANDOM_FAULTS 4096
 #define SEQ_BYTES (256ull << 20)
 #define NCLIENTS 16
 #define ROUNDS 5
+#define SMOKE_SEQ_BYTES (1ull << 20)
+
+/* How much one run measures: the figures, or the smoke test's (bench_smoke()),
+ * which still has 1,000 regions and a fault for each of 16 clients in turn. */
+struct sizes {
+	size_t region_pages, random_faults;
+	uint64_t seq_bytes;
+	int rounds;
+};
+static struct sizes sz = { REGION_PAGES, RANDOM_FAULTS, SEQ_BYTES, ROUNDS };
+static const struct sizes smoke = { 1, NCLIENTS, SMOKE_SEQ_BYTES, 1 };
 
 static size_t page;
 static struct bench_uffdd ud;
@@ -163,7 +176,7 @@ static double raw_random(const size_t *pages)
 	r.src = src;
 	r.base = (uintptr_t)base;
 	pthread_create(&th, NULL, raw_handler, &r);
-	double m = touch_random(base, pages, RANDOM_FAULTS);
+	double m = touch_random(base, pages, sz.random_faults);
 	atomic_store(&r.stop, true);
 	pthread_join(th, NULL);
 	pin_uffd_free(r.u);
@@ -223,7 +236,7 @@ static double uffdd_random(int fd, const size_t *pages, size_t nregions)
 
 	conn_open(&k);
 	uint8_t *base = add_regions(&k, fd, nregions, REGION_BYTES / nregions);
-	double m = touch_random(base, pages, RANDOM_FAULTS);
+	double m = touch_random(base, pages, sz.random_faults);
 	conn_close(&k);
 	munmap(base, REGION_BYTES);
 	return m;
@@ -257,7 +270,8 @@ static double uffdd_clients(int fd, const size_t *pages, int nclients, double *r
 		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
 			die("a client failed", EIO);
 	/* Wall time includes each client's set-up: connect, handover, region. */
-	*ret_rate = (double)nclients * RANDOM_FAULTS * 1e9 / (double)(bench_now_ns() - t0);
+	*ret_rate = (double)nclients * (double)sz.random_faults * 1e9 /
+		    (double)(bench_now_ns() - t0);
 	close(p[0]);
 	return bench_median(med, (unsigned int)nclients);
 }
@@ -273,8 +287,8 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
 {
 	int ring[NCLIENTS][2], res[2];
 	pid_t pids[NCLIENTS];
-	size_t turns = RANDOM_FAULTS / (size_t)nclients;
-	double *lat = malloc(RANDOM_FAULTS * sizeof(*lat));
+	size_t turns = sz.random_faults / (size_t)nclients;
+	double *lat = malloc(sz.random_faults * sizeof(*lat));
 
 	if (!lat || pipe(res) < 0)
 		die("pipe", errno);
@@ -330,35 +344,35 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
 /* ---- sequential ---- */
 
 /*
- * One UFFDIO_COPY of SEQ_BYTES into a fresh registered range: from the
+ * One UFFDIO_COPY of sz.seq_bytes into a fresh registered range: from the
  * source uffdd serves (fd >= 0, mapped and populated as uffdd maps an
  * in-memory source), or from anonymous memory (fd -1).
  */
 static double bulk_copy_gbps(int fd)
 {
 	struct pin_uffd *u = new_uffd();
-	uint8_t *src, *dst = map_anon(SEQ_BYTES);
+	uint8_t *src, *dst = map_anon(sz.seq_bytes);
 
 	if (fd >= 0) {
-		src = mmap(NULL, SEQ_BYTES, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+		src = mmap(NULL, sz.seq_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
 		if (src == MAP_FAILED)
 			die("mmap source", errno);
 	} else {
-		src = map_anon(SEQ_BYTES);
-		memset(src, 0x5a, SEQ_BYTES);
+		src = map_anon(sz.seq_bytes);
+		memset(src, 0x5a, sz.seq_bytes);
 	}
-	int r = pin_uffd_register(u, dst, SEQ_BYTES, PIN_UFFD_REGISTER_MISSING, NULL);
+	int r = pin_uffd_register(u, dst, sz.seq_bytes, PIN_UFFD_REGISTER_MISSING, NULL);
 	if (r < 0)
 		die("register", r);
 	uint64_t t0 = bench_now_ns();
-	r = pin_uffd_copy(u, dst, src, SEQ_BYTES, 0, NULL);
+	r = pin_uffd_copy(u, dst, src, sz.seq_bytes, 0, NULL);
 	uint64_t t = bench_now_ns() - t0;
 	if (r < 0)
 		die("UFFDIO_COPY", r);
 	pin_uffd_free(u);
-	munmap(src, SEQ_BYTES);
-	munmap(dst, SEQ_BYTES);
-	return (double)SEQ_BYTES / (double)t;
+	munmap(src, sz.seq_bytes);
+	munmap(dst, sz.seq_bytes);
+	return (double)sz.seq_bytes / (double)t;
 }
 
 static double uffdd_seq_gbps(int fd)
@@ -366,52 +380,54 @@ static double uffdd_seq_gbps(int fd)
 	struct conn k;
 
 	conn_open(&k);
-	uint8_t *base = add_regions(&k, fd, 1, SEQ_BYTES);
+	uint8_t *base = add_regions(&k, fd, 1, sz.seq_bytes);
 	uint64_t t0 = bench_now_ns();
-	for (size_t i = 0; i < SEQ_BYTES; i += page)
+	for (size_t i = 0; i < sz.seq_bytes; i += page)
 		if (!*(volatile uint8_t *)(base + i))
 			die("a page read as zero", EIO);
 	uint64_t t = bench_now_ns() - t0;
 	conn_close(&k);
-	munmap(base, SEQ_BYTES);
-	return (double)SEQ_BYTES / (double)t;
+	munmap(base, sz.seq_bytes);
+	return (double)sz.seq_bytes / (double)t;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (bench_smoke(argc, argv))
+		sz = smoke;
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	signal(SIGPIPE, SIG_IGN);
-	size_t *pages = random_pages(REGION_BYTES / page, RANDOM_FAULTS, 0x1234567);
-	int src = make_source(REGION_BYTES), seq = make_source(SEQ_BYTES);
+	size_t *pages = random_pages(REGION_BYTES / page, sz.random_faults, 0x1234567);
+	int src = make_source(REGION_BYTES), seq = make_source(sz.seq_bytes);
 
 	bench_uffdd_start(&ud);
-	/* Each pair is measured back to back, ROUNDS times: the medians, and
+	/* Each pair is measured back to back, sz.rounds times: the medians, and
 	 * the median of the pairs' ratios (a pair shares the machine's mood). */
 	double raw[ROUNDS], one[ROUNDS], many[ROUNDS], bulk[ROUNDS], anon[ROUNDS], served[ROUNDS];
 	double rr[ROUNDS], rm[ROUNDS], rs[ROUNDS];
-	for (int r = 0; r < ROUNDS; r++) {
+	for (int r = 0; r < sz.rounds; r++) {
 		raw[r] = raw_random(pages);
 		one[r] = uffdd_random(src, pages, 1);
 		many[r] = uffdd_random(src, pages, NREGIONS);
 		rr[r] = one[r] / raw[r];
 		rm[r] = many[r] / one[r];
 	}
-	for (int r = 0; r < ROUNDS; r++) {
+	for (int r = 0; r < sz.rounds; r++) {
 		bulk[r] = bulk_copy_gbps(seq);
 		anon[r] = bulk_copy_gbps(-1);
 		served[r] = uffdd_seq_gbps(seq);
 		rs[r] = served[r] / bulk[r];
 	}
-	bench_metric("fault_random_raw_median", bench_median(raw, ROUNDS), "us");
-	bench_metric("fault_random_uffdd_median", bench_median(one, ROUNDS), "us");
-	bench_metric("fault_random_uffdd_vs_raw", bench_median(rr, ROUNDS), "x");
-	bench_metric("fault_random_1000_regions_median", bench_median(many, ROUNDS), "us");
-	bench_metric("fault_random_1000_regions_vs_1", bench_median(rm, ROUNDS), "x");
+	bench_metric("fault_random_raw_median", bench_median(raw, sz.rounds), "us");
+	bench_metric("fault_random_uffdd_median", bench_median(one, sz.rounds), "us");
+	bench_metric("fault_random_uffdd_vs_raw", bench_median(rr, sz.rounds), "x");
+	bench_metric("fault_random_1000_regions_median", bench_median(many, sz.rounds), "us");
+	bench_metric("fault_random_1000_regions_vs_1", bench_median(rm, sz.rounds), "x");
 	/* The baseline copies the same 256 MiB from the same source. */
-	bench_metric("seq_256m_bulk_copy", bench_median(bulk, ROUNDS), "GB/s");
-	bench_metric("seq_256m_bulk_copy_from_anon", bench_median(anon, ROUNDS), "GB/s");
-	bench_metric("seq_256m_uffdd", bench_median(served, ROUNDS), "GB/s");
-	bench_metric("seq_256m_uffdd_vs_bulk", bench_median(rs, ROUNDS), "x");
+	bench_metric("seq_256m_bulk_copy", bench_median(bulk, sz.rounds), "GB/s");
+	bench_metric("seq_256m_bulk_copy_from_anon", bench_median(anon, sz.rounds), "GB/s");
+	bench_metric("seq_256m_uffdd", bench_median(served, sz.rounds), "GB/s");
+	bench_metric("seq_256m_uffdd_vs_bulk", bench_median(rs, sz.rounds), "x");
 
 	/* One client process, then 16 at once: the median latency grows with
 	 * the queue (16 faults wait for 2 workers); the throughput should not
@@ -429,14 +445,15 @@ int main(void)
 	/* The same with one fault outstanding at a time: what 16 live sessions
 	 * cost a fault, without the CPU queue. */
 	double turn1[ROUNDS], turn16[ROUNDS], rt[ROUNDS];
-	for (int r = 0; r < ROUNDS; r++) {
+	for (int r = 0; r < sz.rounds; r++) {
 		turn1[r] = uffdd_in_turn(src, pages, 1);
 		turn16[r] = uffdd_in_turn(src, pages, NCLIENTS);
 		rt[r] = turn16[r] / turn1[r];
 	}
-	bench_metric("fault_random_in_turn_1_session_median", bench_median(turn1, ROUNDS), "us");
-	bench_metric("fault_random_in_turn_16_sessions_median", bench_median(turn16, ROUNDS), "us");
-	bench_metric("fault_random_in_turn_16_sessions_vs_1", bench_median(rt, ROUNDS), "x");
+	bench_metric("fault_random_in_turn_1_session_median", bench_median(turn1, sz.rounds), "us");
+	bench_metric("fault_random_in_turn_16_sessions_median", bench_median(turn16, sz.rounds),
+		     "us");
+	bench_metric("fault_random_in_turn_16_sessions_vs_1", bench_median(rt, sz.rounds), "x");
 	bench_uffdd_stop(&ud);
 	free(pages);
 	return 0;

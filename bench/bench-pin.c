@@ -3,7 +3,7 @@
  * Pinning: pin + unpin of 1 GiB through libpin against raw
  * io_uring_register_buffers of the same memory in the same run, mlock of it,
  * the cache-hit lookup, and how long after madvise(MADV_DONTNEED) returns the
- * monitor has dropped the stale pin.
+ * monitor has dropped the stale pin.  With --smoke: 2 MiB, one round each.
  */
 #include <liburing.h>
 #include <stdio.h>
@@ -18,6 +18,18 @@
 #define ROUNDS	    7
 #define HIT_LOOPS   2000000
 #define INVAL_LOOPS 200
+/* Gets in a row before their puts, for the lookup alone. */
+#define HIT_BATCH   1000
+/* The smoke test's pin: a huge page's worth, the io_uring path all the same. */
+#define SMOKE_PIN_BYTES (2ul << 20)
+
+/* How much one run measures: the figures, or the smoke test's (bench_smoke()). */
+struct sizes {
+	size_t pin_bytes;
+	int rounds, hit_loops, inval_loops;
+};
+static struct sizes sz = { GiB, ROUNDS, HIT_LOOPS, INVAL_LOOPS };
+static const struct sizes smoke = { SMOKE_PIN_BYTES, 1, HIT_BATCH, 1 };
 
 static double ms_since(uint64_t t0)
 {
@@ -88,38 +100,39 @@ static int bench_1g(struct pin_ctx *ctx)
 {
 	double lib[ROUNDS], raw[ROUNDS], lck[ROUNDS], bg[ROUNDS];
 	struct io_uring ring;
-	char *p = mmap(NULL, GiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = mmap(NULL, sz.pin_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
 	int r;
 
 	if (p == MAP_FAILED)
 		return fail("mmap 1 GiB", -errno);
-	memset(p, 1, GiB);
+	memset(p, 1, sz.pin_bytes);
 	r = io_uring_queue_init(8, &ring, 0);
 	if (r < 0)
 		return fail("io_uring_queue_init", r);
 	/* Interleaved, so that both see the same state of the machine. */
-	for (int i = 0; i < ROUNDS; i++) {
-		lib[i] = libpin_round(ctx, p, GiB);
+	for (int i = 0; i < sz.rounds; i++) {
+		lib[i] = libpin_round(ctx, p, sz.pin_bytes);
 		bg[i] = unwatch_wait(ctx);
-		raw[i] = raw_round(&ring, p, GiB);
-		lck[i] = mlock_round(p, GiB);
+		raw[i] = raw_round(&ring, p, sz.pin_bytes);
+		lck[i] = mlock_round(p, sz.pin_bytes);
 		if (lib[i] < 0 || raw[i] < 0 || lck[i] < 0)
 			return fail("pin 1 GiB (RLIMIT_MEMLOCK?)", -ENOMEM);
 	}
-	double ml = bench_median(lib, ROUNDS), mr = bench_median(raw, ROUNDS);
+	double ml = bench_median(lib, sz.rounds), mr = bench_median(raw, sz.rounds);
 	bench_metric("pin_1g_libpin", ml, "ms");
 	bench_metric("pin_1g_raw", mr, "ms");
 	bench_metric("pin_1g_ratio", ml / mr, "x");
-	bench_metric("pin_1g_unwatch_background", bench_median(bg, ROUNDS), "ms");
-	bench_metric("pin_1g_mlock", bench_median(lck, ROUNDS), "ms");
+	bench_metric("pin_1g_unwatch_background", bench_median(bg, sz.rounds), "ms");
+	bench_metric("pin_1g_mlock", bench_median(lck, sz.rounds), "ms");
 	io_uring_queue_exit(&ring);
-	munmap(p, GiB);
+	munmap(p, sz.pin_bytes);
 	return 0;
 }
 
 static int bench_hit(struct pin_ctx *ctx)
 {
-	static struct pin_range *held[1000];
+	static struct pin_range *held[HIT_BATCH];
 	const size_t len = 1 << 20;
 	struct pin_range *r;
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -131,22 +144,22 @@ static int bench_hit(struct pin_ctx *ctx)
 		return fail("pin_range_get", err);
 	pin_range_put(r);
 	uint64_t t0 = bench_now_ns();
-	for (int i = 0; i < HIT_LOOPS; i++) {
+	for (int i = 0; i < sz.hit_loops; i++) {
 		pin_range_get(ctx, p + 4096, 8192, &r);
 		pin_range_put(r);
 	}
-	bench_metric("pin_hit_get_put", (double)(bench_now_ns() - t0) / HIT_LOOPS, "ns");
+	bench_metric("pin_hit_get_put", (double)(bench_now_ns() - t0) / sz.hit_loops, "ns");
 	/* The lookup alone: gets in a row, the puts outside the clock. */
 	uint64_t total = 0;
-	for (int k = 0; k < HIT_LOOPS / 1000; k++) {
+	for (int k = 0; k < sz.hit_loops / HIT_BATCH; k++) {
 		uint64_t t1 = bench_now_ns();
-		for (int i = 0; i < 1000; i++)
+		for (int i = 0; i < HIT_BATCH; i++)
 			pin_range_get(ctx, p + 4096, 8192, &held[i]);
 		total += bench_now_ns() - t1;
-		for (int i = 0; i < 1000; i++)
+		for (int i = 0; i < HIT_BATCH; i++)
 			pin_range_put(held[i]);
 	}
-	bench_metric("pin_hit_lookup", (double)total / HIT_LOOPS, "ns");
+	bench_metric("pin_hit_lookup", (double)total / sz.hit_loops, "ns");
 	pin_ctx_invalidate(ctx, p, len);
 	munmap(p, len);
 	return 0;
@@ -155,16 +168,16 @@ static int bench_hit(struct pin_ctx *ctx)
 static int bench_invalidate(struct pin_ctx *ctx)
 {
 	double gone[INVAL_LOOPS], call[INVAL_LOOPS], plain[INVAL_LOOPS];
-	const size_t len = 64 * 1024, total = (INVAL_LOOPS + 1) * len;
+	const size_t len = 64 * 1024, total = (size_t)(sz.inval_loops + 1) * len;
 	char *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	char *q = base + INVAL_LOOPS * len;
+	char *q = base + (size_t)sz.inval_loops * len;
 
 	if (base == MAP_FAILED)
 		return fail("mmap", -errno);
 	memset(base, 1, total);
 	/* A range of its own each round: a pin of a range discarded a moment
 	 * ago is not cached (PIN_REMOVE_RACE_NS). */
-	for (int i = 0; i < INVAL_LOOPS; i++) {
+	for (int i = 0; i < sz.inval_loops; i++) {
 		char *p = base + (size_t)i * len;
 		struct pin_range *r;
 		int err = pin_range_get(ctx, p, len, &r);
@@ -188,18 +201,22 @@ static int bench_invalidate(struct pin_ctx *ctx)
 		call[i] = (double)(t1 - t0) / 1e3;
 		gone[i] = (double)(t2 - t1) / 1e3;
 	}
-	bench_metric("pin_invalidate_after_madvise", bench_median(gone, INVAL_LOOPS), "us");
-	bench_metric("madvise_dontneed_watched", bench_median(call, INVAL_LOOPS), "us");
-	bench_metric("madvise_dontneed_unwatched", bench_median(plain, INVAL_LOOPS), "us");
+	bench_metric("pin_invalidate_after_madvise", bench_median(gone, sz.inval_loops), "us");
+	bench_metric("madvise_dontneed_watched", bench_median(call, sz.inval_loops), "us");
+	bench_metric("madvise_dontneed_unwatched", bench_median(plain, sz.inval_loops), "us");
 	munmap(base, total);
 	return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
 	struct pin_ctx *ctx;
-	int err = pin_ctx_new(&o, &ctx);
+	int err;
+
+	if (bench_smoke(argc, argv))
+		sz = smoke;
+	err = pin_ctx_new(&o, &ctx);
 
 	if (err < 0)
 		return fail("pin_ctx_new", err);

@@ -12,8 +12,9 @@
  *    then a restore that replays it (pin_client_working_set_replay()).
  * "run_ms" is from the moment the restored process runs until it has read
  * every page; "total_ms" from the start of the restore.  Medians of
- * argv[1] runs (default 5).  The daemon is $UFFDD, else the uffdd built next
- * to this benchmark (bench_uffdd_start()).
+ * argv[1] runs (default 5); with --smoke, one run of each over 1 MiB (the
+ * metric names keep "256m").  The daemon is $UFFDD, else the uffdd built
+ * next to this benchmark (bench_uffdd_start()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,9 +30,11 @@
 #include "bench-common.h"
 #include "libpin.h"
 
-#define STATE_ADDR  0x500000000000ull
-#define STATE_BYTES (256ull << 20)
-#define MAX_RUNS    64
+#define STATE_ADDR	  0x500000000000ull
+#define STATE_BYTES	  (256ull << 20)
+#define MAX_RUNS	  64
+#define DEFAULT_RUNS	  5
+#define SMOKE_STATE_BYTES (1ull << 20)
 
 enum mode { LAZY, EAGER, BULK, ONDEMAND, REPLAY };
 
@@ -41,6 +44,7 @@ struct result {
 };
 
 static size_t page, npages;
+static uint64_t state_bytes = STATE_BYTES;
 static uint32_t *order_rand; /* a random permutation of the pages */
 static char ck[96];
 static struct bench_uffdd ud;
@@ -61,7 +65,7 @@ static uint64_t word_of(uint64_t i)
 static void make_checkpoint(void)
 {
 	void *want = (void *)(uintptr_t)STATE_ADDR;
-	uint64_t *p = mmap(want, STATE_BYTES, PROT_READ | PROT_WRITE,
+	uint64_t *p = mmap(want, state_bytes, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 
 	if (p == MAP_FAILED || (void *)p != want)
@@ -70,11 +74,11 @@ static void make_checkpoint(void)
 	for (uint64_t i = 0; i < npages; i++)
 		for (size_t k = 0; k < page / 8; k++)
 			p[i * page / 8 + k] = word_of(i) + k;
-	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = STATE_BYTES };
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = state_bytes };
 	int r = pin_image_write(0, ck, &o);
 	if (r < 0)
 		die("pin_image_write", r);
-	munmap(p, STATE_BYTES);
+	munmap(p, state_bytes);
 }
 
 /* Read one word of every page, in order; returns the pages that were wrong. */
@@ -145,12 +149,12 @@ static void restore_eager(bool rnd, struct result *res)
 
 	snprintf(path, sizeof(path), "%s/pages", ck);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	uint8_t *p = mmap(want, STATE_BYTES, PROT_READ | PROT_WRITE,
+	uint8_t *p = mmap(want, state_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (fd < 0 || p != want)
 		die("open/mmap", errno);
-	for (size_t off = 0; off < STATE_BYTES;) {
-		ssize_t n = pread(fd, p + off, STATE_BYTES - off, (off_t)off);
+	for (size_t off = 0; off < state_bytes;) {
+		ssize_t n = pread(fd, p + off, state_bytes - off, (off_t)off);
 		if (n <= 0)
 			die("pread", n < 0 ? errno : EIO);
 		off += (size_t)n;
@@ -174,10 +178,10 @@ static void restore_bulk(bool rnd, struct result *res)
 	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(NULL, &u)) < 0 ||
 	    (r = pin_image_map_region(img, 0, u)) < 0)
 		die("restore", r);
-	void *src = mmap(NULL, STATE_BYTES, PROT_READ, MAP_SHARED, pin_image_pages_fd(img), 0);
+	void *src = mmap(NULL, state_bytes, PROT_READ, MAP_SHARED, pin_image_pages_fd(img), 0);
 	if (src == MAP_FAILED)
 		die("mmap pages", errno);
-	r = pin_uffd_copy(u, (void *)(uintptr_t)STATE_ADDR, src, STATE_BYTES, 0, NULL);
+	r = pin_uffd_copy(u, (void *)(uintptr_t)STATE_ADDR, src, state_bytes, 0, NULL);
 	if (r < 0)
 		die("UFFDIO_COPY", r);
 	uint64_t t1 = bench_now_ns();
@@ -260,13 +264,18 @@ static void report(const char *name, const struct figures *f, bool counts)
 
 int main(int argc, char **argv)
 {
-	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : 5;
+	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
 	uint64_t s = 0x9e3779b97f4a7c15ull;
+
+	if (bench_smoke(argc, argv)) {
+		runs = 1;
+		state_bytes = SMOKE_STATE_BYTES;
+	}
 
 	if (runs < 1 || runs > MAX_RUNS)
 		die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	npages = STATE_BYTES / page;
+	npages = state_bytes / page;
 	order_rand = malloc(npages * sizeof(*order_rand));
 	if (!order_rand)
 		die("malloc", ENOMEM);

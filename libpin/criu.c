@@ -409,7 +409,8 @@ static int build(struct pin_image *img, const struct vma *v, size_t nv,
 			j++;
 		if (!vma_wanted(&v[i]))
 			continue;
-		r = add_vma(img, &v[i], e + j, ne - j);
+		/* e is NULL when the pagemap has no entries: NULL + 0 is undefined. */
+		r = add_vma(img, &v[i], j < ne ? e + j : NULL, ne - j);
 		if (r < 0)
 			return r;
 	}

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: MIT
 # Sourced by scripts/test and scripts/demo: install the Debian packages the
 # build needs, only those that are absent, without asking anything.
+# libclang-rt-dev: libFuzzer and the sanitizers' runtimes for clang (only
+# recommended by clang, and recommendations are not installed).
 packages=(meson ninja-build gcc pkg-config check liburing-dev libibverbs-dev
 	  libsystemd-dev libprotobuf-c-dev protobuf-c-compiler libjson-c-dev valgrind
-	  clang systemd)
+	  clang libclang-rt-dev systemd)
 
 install_missing() {
 	local missing=() p

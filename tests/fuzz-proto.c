@@ -15,9 +15,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "fuzz-common.h"
 #include "libpin-private.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int sv[2] = { -1, -1 };
 static int nullfd = -1;
@@ -26,18 +25,6 @@ static void die(const char *what)
 {
 	fprintf(stderr, "fuzz-proto: %s\n", what);
 	abort();
-}
-
-/* The lowest free descriptor number: any descriptor leaked by an iteration
- * takes the lowest one free, so this moves. */
-static int lowest_free_fd(void)
-{
-	int fd = dup(nullfd);
-
-	if (fd < 0)
-		die("dup");
-	close(fd);
-	return fd;
 }
 
 static void check_accepted(const Uffdd__Msg *m, size_t nfds)
@@ -78,7 +65,7 @@ static void check_accepted(const Uffdd__Msg *m, size_t nfds)
 static void through_socket(const uint8_t *data, size_t size, size_t nfds)
 {
 	int fds[8] = { nullfd, nullfd, nullfd, nullfd, nullfd, nullfd, nullfd, nullfd };
-	int got[PIN_PROTO_MAX_FDS], before = lowest_free_fd();
+	int got[PIN_PROTO_MAX_FDS], before = fuzz_open_fds();
 	size_t ngot = 0;
 	Uffdd__Msg *m = NULL;
 	int r;
@@ -97,7 +84,7 @@ static void through_socket(const uint8_t *data, size_t size, size_t nfds)
 	} else if (r == -ECONNRESET || r == -EAGAIN) {
 		die("lost the datagram");
 	}
-	if (lowest_free_fd() != before)
+	if (fuzz_open_fds() != before)
 		die("a descriptor leaked");
 }
 
