@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite daemon, area client: libpin's client against the real uffdd ($UFFDD)
+ * on a temporary socket, with a real userfaultfd and real regions: the
+ * automatic reconnect after the daemon is killed and started again, stale-pin
+ * notices from real MADV_DONTNEED and munmap dropping pins of a real
+ * registration cache, what uffdctl ($UFFDCTL) prints about a daemon with
+ * content, and the counters and fallbacks of the fault service (a source cut
+ * short without POISON, EAGAIN, EEXIST).  The test process is the client; its
+ * faults are served by the daemon, another process, so nothing here deadlocks
+ * under valgrind.  The fake daemon of test-proto.c keeps only the replies a
+ * real daemon never sends.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+static size_t page;
+
+/* Every bounded wait on kernel state polls this often, this many times. */
+#define POLL_MS	   10
+#define POLL_TRIES 1000
+/* How long a poll() for a notice the daemon must send waits. */
+#define NOTICE_TIMEOUT_MS 10000
+
+/* ---- helpers ---- */
+
+/* A source file of npages patterned pages (word at offset o: test_pattern(o, seed)). */
+static int make_source(const struct test_daemon *d, size_t npages, uint64_t seed)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/src", d->dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(unlink(path), 0);
+	test_pattern_write(fd, npages * page, seed);
+	return fd;
+}
+
+static uint8_t *map_region(size_t npages)
+{
+	void *p = mmap(NULL, npages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	/* A partly filled range must not become a huge page: see uffdd(8). */
+	ck_assert_int_eq(madvise(p, npages * page, MADV_NOHUGEPAGE), 0);
+	return p;
+}
+
+/* Page i of a region over a source at offset 0 holds the pattern. */
+static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
+{
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j] != test_pattern(i * page + j * 8, seed))
+			return false;
+	return true;
+}
+
+static bool page_zero(const uint8_t *base, size_t i)
+{
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j])
+			return false;
+	return true;
+}
+
+/* Every thread of pid is stopped (SIGSTOP took effect). */
+static void wait_stopped(pid_t pid)
+{
+	char path[64], stat[64 + sizeof(((struct dirent *)0)->d_name) + sizeof("/stat")], buf[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	for (int tries = 0;; tries++) {
+		DIR *dir = opendir(path);
+		int running = 0;
+
+		ck_assert_ptr_nonnull(dir);
+		for (struct dirent *e; (e = readdir(dir));) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
+			FILE *f = fopen(stat, "r");
+			ck_assert_ptr_nonnull(f);
+			ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+			fclose(f);
+			const char *st = strrchr(buf, ')');
+			running += !st || (st[2] != 'T' && st[2] != 't');
+		}
+		closedir(dir);
+		if (!running)
+			return;
+		ck_assert_msg(tries < POLL_TRIES, "%d thread(s) of pid %d did not stop", running,
+			      (int)pid);
+		test_sleep_ms(POLL_MS);
+	}
+}
+
+/* Thread tid of this process sleeps in kernel function fn. */
+static void wait_wchan(pid_t tid, const char *fn)
+{
+	char path[64], buf[128] = "";
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	for (int tries = 0;; tries++) {
+		FILE *f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		if (!strcmp(buf, fn))
+			return;
+		ck_assert_msg(tries < POLL_TRIES, "thread %d sleeps in '%s', not in %s", (int)tid,
+			      buf, fn);
+		test_sleep_ms(POLL_MS);
+	}
+}
+
+/* Where a thread waits for a reply on the uffdd socket, and where a thread
+ * waits for its non-cooperative event (MADV_DONTNEED) to be read. */
+#define WCHAN_RECV	 "__skb_wait_for_more_packets"
+#define WCHAN_UFFD_EVENT "userfaultfd_event_wait_completion"
+
+/* A request made by another thread, to look at while it waits. */
+struct inflight {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	int (*fn)(struct inflight *f);
+	struct pin_client *c;
+	void *arg;
+	int ret;
+};
+
+static void *inflight_main(void *arg)
+{
+	struct inflight *f = arg;
+
+	f->tid = (pid_t)syscall(SYS_gettid);
+	f->ret = f->fn(f);
+	return NULL;
+}
+
+/* Start fn in a thread and return once it waits in the kernel in wchan. */
+static void inflight_start(struct inflight *f, const char *wchan)
+{
+	f->tid = 0;
+	ck_assert_int_eq(pthread_create(&f->thread, NULL, inflight_main, f), 0);
+	for (int tries = 0; !f->tid; tries++) {
+		ck_assert_msg(tries < POLL_TRIES, "the request thread did not start");
+		test_sleep_ms(POLL_MS);
+	}
+	wait_wchan(f->tid, wchan);
+}
+
+static int inflight_join(struct inflight *f)
+{
+	ck_assert_int_eq(pthread_join(f->thread, NULL), 0);
+	return f->ret;
+}
+
+struct stale_seen {
+	uint64_t cookie, addr, len;
+	uint32_t event;
+	int n;
+};
+
+static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		     uint32_t event, void *userdata)
+{
+	struct stale_seen *s = userdata;
+
+	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
+}
+
+struct conn {
+	struct pin_client *c;
+	struct pin_uffd *u;
+	struct stale_seen seen;
+};
+
+/* A userfaultfd with the features given, handed over on a new connection. */
+static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t features,
+		      unsigned int flags, struct pin_ctx *ctx)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC,
+				    .features = features };
+	struct pin_client_opts co = {
+		.sz = sizeof(co),
+		.socket = d->sock,
+		.name = "test-client",
+		.flags = flags,
+		.stale_fn = on_stale,
+		.stale_data = &k->seen,
+		.ctx = ctx,
+	};
+
+	memset(&k->seen, 0, sizeof(k->seen));
+	ck_assert_int_eq(pin_uffd_new(&uo, &k->u), 0);
+	ck_assert_uint_eq(pin_uffd_features(k->u) & features, features);
+	ck_assert_int_eq(pin_client_connect(&co, &k->c), 0);
+	ck_assert_int_eq(pin_client_handover(k->c, k->u), 0);
+}
+
+static void conn_close(struct conn *k)
+{
+	ck_assert_int_eq(pin_client_goodbye(k->c), 0);
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
+}
+
+/* Register [base, +npages) MISSING ourselves and have the daemon serve it
+ * from fd (-1: zero pages), without the background push. */
+static void add_region(struct conn *k, uint8_t *base, size_t npages, int fd)
+{
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = npages * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = fd,
+	};
+
+	ck_assert_int_eq(pin_uffd_register(k->u, base, npages * page, PIN_UFFD_REGISTER_MISSING,
+					   NULL),
+			 0);
+	ck_assert_int_eq(pin_client_region_add(k->c, &r), 0);
+}
+
+static struct pin_client_stats stats_of(struct conn *k)
+{
+	struct pin_client_stats st;
+
+	ck_assert_int_eq(pin_client_stats(k->c, 0, &st), 0);
+	return st;
+}
+
+/* Not EVENT_FORK: the harness forks this process to start a daemon, and a
+ * FORK event that no daemon reads blocks fork() for good. */
+#define EVENTS_NO_FORK                                                                \
+	(PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |               \
+	 PIN_UFFD_FEATURE_EVENT_UNMAP)
+
+/* ---- reconnect ---- */
+
+#define RC_PAGES      64
+#define RC_SEED	      0x5eed
+#define RC_CUT	      16 /* pages 16 to 23 are removed from the region */
+#define RC_CUT_PAGES  8
+#define RC_ZERO_PAGES 8 /* a zero region the daemon registers */
+#define RC_PIN_PAGE   40
+#define RC_PIN_PAGES  4
+#define RC_PIN_COOKIE 0xfeedull
+
+static bool rc_cut(size_t i)
+{
+	return i >= RC_CUT && i < RC_CUT + RC_CUT_PAGES;
+}
+
+static int stats_request(struct inflight *f)
+{
+	return pin_client_stats(f->c, 0, f->arg);
+}
+
+static const struct pin_client_region_info *region_at(const struct pin_client_region_info *v,
+						      size_t n, const void *addr)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].addr == (uintptr_t)addr)
+			return &v[i];
+	ck_abort_msg("no region at %p", addr);
+	return NULL;
+}
+
+/* The daemon dies with a request in flight and comes back: the request
+ * reconnects by itself, hands the userfaultfd, the regions (the pieces a
+ * removal left, and one the daemon registered) and the pin over again, and
+ * is sent again; the rest is served byte-exact by the new daemon. */
+START_TEST(reconnect_after_kill)
+{
+	struct test_daemon d;
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client_pin_info *pi = NULL;
+	struct pin_client_stats st;
+	struct conn k;
+	size_t n = 0;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, RC_PAGES, RC_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, PIN_CLIENT_RECONNECT, NULL);
+	uint8_t *base = map_region(RC_PAGES), *zero = map_region(RC_ZERO_PAGES);
+	add_region(&k, base, RC_PAGES, fd);
+	ck_assert_int_eq(pin_client_region_remove(k.c, base + RC_CUT * page, RC_CUT_PAGES * page),
+			 0);
+	struct pin_client_region zr = {
+		.sz = sizeof(zr),
+		.addr = zero,
+		.len = RC_ZERO_PAGES * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER,
+		.fd = -1,
+	};
+	ck_assert_int_eq(pin_client_region_add(k.c, &zr), 0);
+	/* Every other page: no two faults look sequential, so no readahead
+	 * places a page that was not asked for. */
+	for (size_t i = 0; i < RC_PAGES; i += 2)
+		if (!rc_cut(i))
+			ck_assert(page_ok(base, i, RC_SEED));
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_int_eq(pin_client_pin_report(k.c, base + RC_PIN_PAGE * page, RC_PIN_PAGES * page,
+					       RC_PIN_COOKIE),
+			 0);
+
+	/* A request reaches the stopped daemon, which dies before it answers. */
+	struct inflight req = { .fn = stats_request, .c = k.c, .arg = &st };
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	wait_stopped(d.pid);
+	inflight_start(&req, WCHAN_RECV);
+	ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(d.pid, NULL, 0), d.pid);
+	test_daemon_spawn(&d, NULL);
+	ck_assert_int_eq(inflight_join(&req), 0);
+
+	/* The new daemon knows the regions and the pin from the hand-over. */
+	ck_assert_uint_eq(st.pages_total, RC_PAGES - RC_CUT_PAGES + RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_int_eq(pin_client_list_regions(k.c, 0, &ri, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	const struct pin_client_region_info *r = region_at(ri, n, base);
+	ck_assert_uint_eq(r->len, RC_CUT * page);
+	ck_assert_uint_eq(r->source, 1);
+	r = region_at(ri, n, base + (RC_CUT + RC_CUT_PAGES) * page);
+	ck_assert_uint_eq(r->len, (RC_PAGES - RC_CUT - RC_CUT_PAGES) * page);
+	ck_assert_uint_eq(r->source, 1);
+	r = region_at(ri, n, zero);
+	ck_assert_uint_eq(r->len, RC_ZERO_PAGES * page);
+	ck_assert_uint_eq(r->source, 0);
+	ck_assert_uint_eq(r->session, pin_client_session(k.c));
+	free(ri);
+	ck_assert_int_eq(pin_client_list_pins(k.c, 0, &pi, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(pi[0].session, pin_client_session(k.c));
+	ck_assert_uint_eq(pi[0].addr, (uintptr_t)(base + RC_PIN_PAGE * page));
+	ck_assert_uint_eq(pi[0].len, RC_PIN_PAGES * page);
+	ck_assert_uint_eq(pi[0].cookie, RC_PIN_COOKIE);
+	free(pi);
+
+	/* The others come from the new daemon, one fault each, from the
+	 * offsets the pieces kept; the zero region backwards, for the same
+	 * reason as above. */
+	for (size_t i = 1; i < RC_PAGES; i += 2)
+		if (!rc_cut(i))
+			ck_assert(page_ok(base, i, RC_SEED));
+	for (size_t i = RC_ZERO_PAGES; i-- > 0;)
+		ck_assert(page_zero(zero, i));
+	for (size_t i = 0; i < RC_PAGES; i++)
+		ck_assert_msg(rc_cut(i) || page_ok(base, i, RC_SEED), "page %zu", i);
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2 + RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_uint_eq(st.bytes_copied, (RC_PAGES - RC_CUT_PAGES) / 2 * page);
+	ck_assert_uint_eq(st.pages_zeroed, RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.eexist, 0);
+	conn_close(&k);
+	munmap(base, RC_PAGES * page);
+	munmap(zero, RC_ZERO_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- stale-pin notices into a registration cache ---- */
+
+#define SN_PAGES	16
+#define SN_SEED		0xabcd
+#define SN_COOKIE	0x51a1eull
+#define SN_DISCARD	4 /* MADV_DONTNEED of pages 4 and 5 */
+#define SN_DISCARD_LEN	2
+#define SN_UNMAP	12 /* munmap of pages 12 to 15 */
+#define SN_UNMAP_LEN	4
+
+/* Real pins (io_uring registered buffers) of memory the daemon serves: a
+ * REMOVE notice and an UNMAP notice each drop the cached pin, and the next
+ * lookup pins anew. */
+START_TEST(notice_drops_cached_pin)
+{
+	struct pin_ctx_opts po = { .sz = sizeof(po), .backend = PIN_BACKEND_IO_URING,
+				   .flags = PIN_CTX_NO_MONITOR };
+	struct pin_ctx_stats cs = { .sz = sizeof(cs) };
+	struct pin_range *pr, *again, *third;
+	struct pin_ctx *ctx;
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, SN_PAGES, SN_SEED);
+	ck_assert_int_eq(pin_ctx_new(&po, &ctx), 0);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, ctx);
+	uint8_t *base = map_region(SN_PAGES);
+	add_region(&k, base, SN_PAGES, fd);
+
+	/* Pinning faults the pages in through the daemon. */
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &pr), 0);
+	ck_assert_int_eq(pin_client_pin_report(k.c, base, SN_PAGES * page, SN_COOKIE), 0);
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &again), 0);
+	ck_assert_ptr_eq(again, pr);
+	pin_range_put(again);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 1);
+	ck_assert_uint_eq(cs.hits, 1);
+	for (size_t i = 0; i < SN_PAGES; i++)
+		ck_assert(page_ok(base, i, SN_SEED));
+
+	/* madvise() returns once the daemon read the REMOVE, and it sends the
+	 * notice before it reads its socket again: the next reply comes after. */
+	ck_assert_int_eq(madvise(base + SN_DISCARD * page, SN_DISCARD_LEN * page, MADV_DONTNEED),
+			 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_int_eq(k.seen.n, 1);
+	ck_assert_uint_eq(k.seen.cookie, SN_COOKIE);
+	ck_assert_uint_eq(k.seen.addr, (uintptr_t)(base + SN_DISCARD * page));
+	ck_assert_uint_eq(k.seen.len, SN_DISCARD_LEN * page);
+	ck_assert_uint_eq(k.seen.event, PIN_UFFD_EVENT_REMOVE);
+	ck_assert_int_eq(pin_range_stale(pr), 1);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.invalidations, 1);
+	ck_assert_uint_eq(st.pages_copied, SN_PAGES);
+
+	/* The lookup pins anew: the discarded pages fault in as zero pages. */
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &again), 0);
+	ck_assert_ptr_ne(again, pr);
+	ck_assert_int_eq(pin_range_stale(again), 0);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 2);
+	ck_assert_uint_eq(cs.hits, 1);
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.pages_zeroed, SN_DISCARD_LEN);
+	for (size_t i = 0; i < SN_PAGES; i++)
+		ck_assert(i >= SN_DISCARD && i < SN_DISCARD + SN_DISCARD_LEN
+				  ? page_zero(base, i)
+				  : page_ok(base, i, SN_SEED));
+
+	/* munmap under the pin: an UNMAP notice, read by an event loop. */
+	ck_assert_int_eq(munmap(base + SN_UNMAP * page, SN_UNMAP_LEN * page), 0);
+	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, NOTICE_TIMEOUT_MS), 1);
+	ck_assert_int_eq(pin_client_process(k.c), 1);
+	ck_assert_int_eq(k.seen.n, 2);
+	ck_assert_uint_eq(k.seen.cookie, SN_COOKIE);
+	ck_assert_uint_eq(k.seen.addr, (uintptr_t)(base + SN_UNMAP * page));
+	ck_assert_uint_eq(k.seen.len, SN_UNMAP_LEN * page);
+	ck_assert_uint_eq(k.seen.event, PIN_UFFD_EVENT_UNMAP);
+	ck_assert_int_eq(pin_range_stale(again), 1);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.invalidations, 2);
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_UNMAP * page, &third), 0);
+	ck_assert_ptr_ne(third, again);
+	ck_assert_int_eq(pin_range_stale(third), 0);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 3);
+
+	pin_range_put(third);
+	pin_range_put(again);
+	pin_range_put(pr);
+	conn_close(&k);
+	pin_ctx_free(ctx);
+	munmap(base, SN_UNMAP * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("client");
+	TCase *tc = tcase_create("real-daemon");
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, reconnect_after_kill);
+	tcase_add_test(tc, notice_drops_cached_pin);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	struct pin_uffd *u;
+
+	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
+		return "UFFDD and UFFDCTL (the binaries to test) are not set; run through meson test";
+	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
+		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
+		       "access or CAP_SYS_PTRACE)";
+	pin_uffd_free(u);
+	return NULL;
+}
