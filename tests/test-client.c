@@ -494,6 +494,159 @@ START_TEST(notice_drops_cached_pin)
 }
 END_TEST
 
+/* ---- the fault service's fallbacks and counters ---- */
+
+#define TR_PAGES 4
+#define TR_KEEP	 2 /* the source is cut to its first 2 pages */
+#define TR_SEED	 0x7a11
+
+/* Pages a source no longer has, for a userfaultfd without the POISON
+ * feature: zero pages, as uffdd(8) says (with POISON they raise SIGBUS,
+ * test-daemon.c). */
+START_TEST(truncated_source_zero_without_poison)
+{
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, TR_PAGES, TR_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	ck_assert_uint_eq(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON, 0);
+	uint8_t *base = map_region(TR_PAGES);
+	add_region(&k, base, TR_PAGES, fd);
+	/* After the daemon saw TR_PAGES pages of data. */
+	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
+	/* Backwards: one fault, one page each. */
+	for (size_t i = TR_PAGES; i-- > 0;)
+		ck_assert(i < TR_KEEP ? page_ok(base, i, TR_SEED) : page_zero(base, i));
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, TR_PAGES);
+	ck_assert_uint_eq(st.pages_copied, TR_KEEP);
+	ck_assert_uint_eq(st.bytes_copied, TR_KEEP * page);
+	ck_assert_uint_eq(st.pages_zeroed, TR_PAGES - TR_KEEP);
+	ck_assert_uint_eq(st.pages_populated, TR_PAGES);
+	conn_close(&k);
+	munmap(base, TR_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define EX_PAGES 8
+#define EX_SEED	 0xe8157
+#define EX_BYTE	 0x77 /* what the process wrote itself */
+
+static bool ex_own(size_t i)
+{
+	return i == 2 || i == 5;
+}
+
+/* Pages the process populated before it registered the range: the
+ * daemon's copy meets them (EEXIST, counted once per page) and leaves them
+ * as they are. */
+START_TEST(eexist_counted)
+{
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, EX_PAGES, EX_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = map_region(EX_PAGES);
+	for (size_t i = 0; i < EX_PAGES; i++)
+		if (ex_own(i))
+			memset(base + i * page, EX_BYTE, page);
+	add_region(&k, base, EX_PAGES, fd);
+	ck_assert_int_eq(pin_client_prefetch(k.c, base, EX_PAGES * page), 0);
+	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EX_PAGES * page, NOTICE_TIMEOUT_MS),
+			 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.eexist, 2);
+	ck_assert_uint_eq(st.pages_copied, EX_PAGES - 2);
+	ck_assert_uint_eq(st.pages_populated, EX_PAGES);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.eagain, 0);
+	for (size_t i = 0; i < EX_PAGES; i++) {
+		if (!ex_own(i)) {
+			ck_assert(page_ok(base, i, EX_SEED));
+			continue;
+		}
+		for (size_t j = 0; j < page; j++)
+			ck_assert_uint_eq(base[i * page + j], EX_BYTE);
+	}
+	conn_close(&k);
+	munmap(base, EX_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define EA_PAGES   8
+#define EA_SEED	   0xea9a1
+#define EA_DISCARD 6 /* MADV_DONTNEED of pages 6 and 7 */
+
+static int replay_request(struct inflight *f)
+{
+	return pin_client_working_set_replay(f->c, f->arg);
+}
+
+static int discard(struct inflight *f)
+{
+	return madvise((uint8_t *)f->arg + EA_DISCARD * page, (EA_PAGES - EA_DISCARD) * page,
+		       MADV_DONTNEED);
+}
+
+/* The kernel refuses to resolve while a non-cooperative event is pending
+ * (mmap_changing: EAGAIN), as in its selftests.  With the daemon stopped, a
+ * working-set replay request arrives, then a REMOVE: the daemon reads the
+ * request first, its copy gets EAGAIN, counted once; the replay fails with
+ * EAGAIN and the pages fault in later, the discarded ones as zero. */
+START_TEST(eagain_counted)
+{
+	struct test_daemon d;
+	struct conn k;
+	char path[128];
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, EA_PAGES, EA_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = map_region(EA_PAGES);
+	add_region(&k, base, EA_PAGES, fd);
+	snprintf(path, sizeof(path), "%s/working-set", d.dir);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "uffdd-working-set 1\npage-size %zu\nrun %p %#zx\nend 1\n", page, (void *)base,
+		EA_PAGES * page);
+	ck_assert_int_eq(fclose(f), 0);
+
+	struct inflight replay = { .fn = replay_request, .c = k.c, .arg = d.dir };
+	struct inflight remove = { .fn = discard, .arg = base };
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	wait_stopped(d.pid);
+	inflight_start(&replay, WCHAN_RECV);
+	inflight_start(&remove, WCHAN_UFFD_EVENT);
+	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+	ck_assert_int_eq(inflight_join(&replay), -EAGAIN);
+	ck_assert_int_eq(inflight_join(&remove), 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.eagain, 1);
+	ck_assert_uint_eq(st.pages_copied, 0);
+	ck_assert_uint_eq(st.pages_populated, 0);
+
+	for (size_t i = EA_PAGES; i-- > 0;)
+		ck_assert(i < EA_DISCARD ? page_ok(base, i, EA_SEED) : page_zero(base, i));
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.eagain, 1);
+	ck_assert_uint_eq(st.pages_copied, EA_DISCARD);
+	ck_assert_uint_eq(st.pages_zeroed, EA_PAGES - EA_DISCARD);
+	ck_assert_int_eq(unlink(path), 0);
+	conn_close(&k);
+	munmap(base, EA_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("client");
@@ -503,6 +656,9 @@ Suite *test_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, reconnect_after_kill);
 	tcase_add_test(tc, notice_drops_cached_pin);
+	tcase_add_test(tc, truncated_source_zero_without_poison);
+	tcase_add_test(tc, eexist_counted);
+	tcase_add_test(tc, eagain_counted);
 	suite_add_tcase(s, tc);
 	return s;
 }
