@@ -647,6 +647,230 @@ START_TEST(eagain_counted)
 }
 END_TEST
 
+/* ---- uffdctl against a daemon with content ---- */
+
+#define CTL_PAGES	16 /* region A: a file, 3 pages read */
+#define CTL_WP_PAGES	8  /* region B: zero pages, MISSING and WP, 1 page written */
+#define CTL_PIN_PAGES	4
+#define CTL_COOKIE	0xabcull
+#define CTL_SEED	0xc7
+#define CTL_OUT_MAX	8192
+
+/* What uffdctl prints for args, and its exit status 0. */
+static char *uffdctl(const struct test_daemon *d, const char *args)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s", getenv("UFFDCTL"), d->sock, args);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	return out;
+}
+
+static struct json_object *uffdctl_json(const struct test_daemon *d, const char *args)
+{
+	char full[128];
+
+	snprintf(full, sizeof(full), "--json %s", args);
+	char *out = uffdctl(d, full);
+	struct json_object *o = json_tokener_parse(out);
+	ck_assert_msg(o != NULL, "not JSON: %s", out);
+	free(out);
+	return o;
+}
+
+static uint64_t jget(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	ck_assert_msg(json_object_object_get_ex(o, key, &v), "no %s", key);
+	return json_object_get_uint64(v);
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	ck_assert_msg(json_object_object_get_ex(o, key, &v), "no %s", key);
+	return json_object_get_string(v);
+}
+
+/* A region line of `uffdctl regions`, as uffdctl(8) shows it. */
+static void region_line(char *buf, size_t len, uint64_t session, const void *addr,
+			size_t npages, const char *size, const char *mode, const char *src,
+			unsigned int dirty, unsigned int populated, const char *bar, const char *pct)
+{
+	char pop[32];
+
+	snprintf(pop, sizeof(pop), "%u/%zu", populated, npages);
+	snprintf(buf, len, "%8llu %016llx-%016llx %6s %-10s %-4s %8u %-22s [%s] %s\n",
+		 (unsigned long long)session, (unsigned long long)(uintptr_t)addr,
+		 (unsigned long long)((uintptr_t)addr + npages * page), size, mode, src, dirty,
+		 pop, bar, pct);
+}
+
+/* A client with two regions, a pin, read faults and a write-protect fault:
+ * every uffdctl listing shows exactly that, as a table and as JSON. */
+START_TEST(uffdctl_shows_content)
+{
+	struct test_daemon d;
+	struct conn k;
+	char want[1024], args[64], line[256];
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, CTL_PAGES, CTL_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, NULL);
+	uint8_t *a = map_region(CTL_PAGES), *b = map_region(CTL_WP_PAGES);
+	add_region(&k, a, CTL_PAGES, fd);
+	struct pin_client_region wr = {
+		.sz = sizeof(wr),
+		.addr = b,
+		.len = CTL_WP_PAGES * page,
+		.mode = PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP,
+		.flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER,
+		.fd = -1,
+	};
+	ck_assert_int_eq(pin_client_region_add(k.c, &wr), 0);
+	ck_assert_int_eq(pin_client_pin_report(k.c, a, CTL_PIN_PAGES * page, CTL_COOKIE), 0);
+	/* Pages 5, 0, 10: none right after another, so no readahead. */
+	ck_assert(page_ok(a, 5, CTL_SEED));
+	ck_assert(page_ok(a, 0, CTL_SEED));
+	ck_assert(page_ok(a, 10, CTL_SEED));
+	/* A missing fault (a write-protected zero page), then a WP fault. */
+	b[0] = 1;
+	uint64_t me = pin_client_session(k.c);
+
+	char *out = uffdctl(&d, "clients");
+	snprintf(want, sizeof(want), "%8llu %8d %6u %-20s %7u %8s %12u %12s\n",
+		 (unsigned long long)me, (int)getpid(), (unsigned int)getuid(), "test-client", 2,
+		 "16K", 5, "4/24");
+	ck_assert_msg(strstr(out, want), "clients:\n%s\nhas no line\n%s", out, want);
+	snprintf(want, sizeof(want), "%8s %8s %6s %-20s %7s %8s %12s %12s\n", "SESSION", "PID",
+		 "UID", "NAME", "REGIONS", "PINNED", "FAULTS", "POPULATED");
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "clients:\n%s", out);
+	int lines = 0;
+	for (const char *c = out; *c; c++)
+		lines += *c == '\n';
+	ck_assert_int_eq(lines, 3); /* the header, us, uffdctl itself */
+	free(out);
+
+	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(want, sizeof(want), "%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE", "SIZE",
+		 "MODE", "SRC", "DIRTY", "POPULATED");
+	char ra[512], rb[512];
+	region_line(ra, sizeof(ra), me, a, CTL_PAGES, "64K", "missing", "fd", 0, 3,
+		    "####................", " 18.8%");
+	region_line(rb, sizeof(rb), me, b, CTL_WP_PAGES, "32K", "missing+wp", "zero", 1, 1,
+		    "###.................", " 12.5%");
+	strcat(want, a < b ? ra : rb);
+	strcat(want, a < b ? rb : ra);
+	ck_assert_str_eq(out, want);
+	free(out);
+
+	snprintf(args, sizeof(args), "pins %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(line, sizeof(line), "%8llu %016llx-%016llx %6s %18s\n", (unsigned long long)me,
+		 (unsigned long long)(uintptr_t)a,
+		 (unsigned long long)((uintptr_t)a + CTL_PIN_PAGES * page), "16K", "0xabc");
+	snprintf(want, sizeof(want), "%8s %-33s %6s %18s\n%s", "SESSION", "RANGE", "SIZE", "COOKIE",
+		 line);
+	ck_assert_str_eq(out, want);
+	free(out);
+
+	snprintf(args, sizeof(args), "stats %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(want, sizeof(want),
+		 "session %llu\n"
+		 "faults:          5 (write-protect 1)\n"
+		 "pages copied:    3 (12K)\n"
+		 "pages zeroed:    1\n"
+		 "pages pushed:    0\n"
+		 "populated:       4 of 24 pages\n"
+		 "retries:         0 EAGAIN, 0 EEXIST\n"
+		 "latency (fault to wake, log2 buckets):\n",
+		 (unsigned long long)me);
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "stats:\n%s\nwanted first\n%s", out, want);
+	free(out);
+
+	struct json_object *o = uffdctl_json(&d, args), *h;
+	ck_assert_uint_eq(jget(o, "session"), me);
+	ck_assert_uint_eq(jget(o, "faults"), 5);
+	ck_assert_uint_eq(jget(o, "wp_faults"), 1);
+	ck_assert_uint_eq(jget(o, "pages_copied"), 3);
+	ck_assert_uint_eq(jget(o, "bytes_copied"), 3 * page);
+	ck_assert_uint_eq(jget(o, "pages_zeroed"), 1);
+	ck_assert_uint_eq(jget(o, "pages_pushed"), 0);
+	ck_assert_uint_eq(jget(o, "eagain"), 0);
+	ck_assert_uint_eq(jget(o, "eexist"), 0);
+	ck_assert_uint_eq(jget(o, "pages_total"), CTL_PAGES + CTL_WP_PAGES);
+	ck_assert_uint_eq(jget(o, "pages_populated"), 4);
+	ck_assert(json_object_object_get_ex(o, "latency_us_log2", &h));
+	uint64_t lat = 0;
+	for (size_t i = 0; i < json_object_array_length(h); i++)
+		lat += json_object_get_uint64(json_object_array_get_idx(h, i));
+	ck_assert_uint_eq(lat, 5);
+	json_object_put(o);
+
+	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
+	o = uffdctl_json(&d, args);
+	ck_assert_uint_eq(json_object_array_length(o), 2);
+	struct json_object *ja = json_object_array_get_idx(o, a < b ? 0 : 1);
+	struct json_object *jb = json_object_array_get_idx(o, a < b ? 1 : 0);
+	ck_assert_uint_eq(jget(ja, "start"), (uintptr_t)a);
+	ck_assert_uint_eq(jget(ja, "len"), CTL_PAGES * page);
+	ck_assert_str_eq(jstr(ja, "mode"), "missing");
+	ck_assert_str_eq(jstr(ja, "source"), "fd");
+	ck_assert_uint_eq(jget(ja, "pages_populated"), 3);
+	ck_assert_uint_eq(jget(ja, "pages_dirty"), 0);
+	ck_assert_uint_eq(jget(jb, "start"), (uintptr_t)b);
+	ck_assert_uint_eq(jget(jb, "end"), (uintptr_t)b + CTL_WP_PAGES * page);
+	ck_assert_str_eq(jstr(jb, "mode"), "missing+wp");
+	ck_assert_str_eq(jstr(jb, "source"), "zero");
+	ck_assert_uint_eq(jget(jb, "pages_total"), CTL_WP_PAGES);
+	ck_assert_uint_eq(jget(jb, "pages_populated"), 1);
+	ck_assert_uint_eq(jget(jb, "pages_dirty"), 1);
+	json_object_put(o);
+
+	snprintf(args, sizeof(args), "pins %llu", (unsigned long long)me);
+	o = uffdctl_json(&d, args);
+	ck_assert_uint_eq(json_object_array_length(o), 1);
+	ja = json_object_array_get_idx(o, 0);
+	ck_assert_uint_eq(jget(ja, "session"), me);
+	ck_assert_uint_eq(jget(ja, "start"), (uintptr_t)a);
+	ck_assert_uint_eq(jget(ja, "len"), CTL_PIN_PAGES * page);
+	ck_assert_uint_eq(jget(ja, "cookie"), CTL_COOKIE);
+	json_object_put(o);
+
+	o = uffdctl_json(&d, "clients");
+	ck_assert_uint_eq(json_object_array_length(o), 2);
+	ja = NULL;
+	for (size_t i = 0; i < 2; i++)
+		if (jget(json_object_array_get_idx(o, i), "session") == me)
+			ja = json_object_array_get_idx(o, i);
+	ck_assert_ptr_nonnull(ja);
+	ck_assert_uint_eq(jget(ja, "pid"), (uint64_t)getpid());
+	ck_assert_uint_eq(jget(ja, "uid"), getuid());
+	ck_assert_str_eq(jstr(ja, "name"), "test-client");
+	ck_assert_uint_eq(jget(ja, "regions"), 2);
+	ck_assert_uint_eq(jget(ja, "pinned_bytes"), CTL_PIN_PAGES * page);
+	ck_assert(json_object_object_get_ex(ja, "stats", &h));
+	ck_assert_uint_eq(jget(h, "faults"), 5);
+	ck_assert_uint_eq(jget(h, "pages_populated"), 4);
+	json_object_put(o);
+
+	conn_close(&k);
+	munmap(a, CTL_PAGES * page);
+	munmap(b, CTL_WP_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("client");
@@ -659,6 +883,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, truncated_source_zero_without_poison);
 	tcase_add_test(tc, eexist_counted);
 	tcase_add_test(tc, eagain_counted);
+	tcase_add_test(tc, uffdctl_shows_content);
 	suite_add_tcase(s, tc);
 	return s;
 }
