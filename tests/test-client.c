@@ -37,8 +37,8 @@ static size_t page;
 /* Every bounded wait on kernel state polls this often, this many times. */
 #define POLL_MS	   10
 #define POLL_TRIES 1000
-/* How long a poll() for a notice the daemon must send waits. */
-#define NOTICE_TIMEOUT_MS 10000
+/* How long a wait for what the daemon must do (a notice, a populated range) lasts. */
+#define DAEMON_TIMEOUT_MS 10000
 
 /* ---- helpers ---- */
 
@@ -467,7 +467,7 @@ START_TEST(notice_drops_cached_pin)
 	/* munmap under the pin: an UNMAP notice, read by an event loop. */
 	ck_assert_int_eq(munmap(base + SN_UNMAP * page, SN_UNMAP_LEN * page), 0);
 	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
-	ck_assert_int_eq(poll(&p, 1, NOTICE_TIMEOUT_MS), 1);
+	ck_assert_int_eq(poll(&p, 1, DAEMON_TIMEOUT_MS), 1);
 	ck_assert_int_eq(pin_client_process(k.c), 1);
 	ck_assert_int_eq(k.seen.n, 2);
 	ck_assert_uint_eq(k.seen.cookie, SN_COOKIE);
@@ -558,7 +558,7 @@ START_TEST(eexist_counted)
 			memset(base + i * page, EX_BYTE, page);
 	add_region(&k, base, EX_PAGES, fd);
 	ck_assert_int_eq(pin_client_prefetch(k.c, base, EX_PAGES * page), 0);
-	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EX_PAGES * page, NOTICE_TIMEOUT_MS),
+	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EX_PAGES * page, DAEMON_TIMEOUT_MS),
 			 0);
 	struct pin_client_stats st = stats_of(&k);
 	ck_assert_uint_eq(st.eexist, 2);
