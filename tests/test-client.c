@@ -263,6 +263,42 @@ static struct pin_client_stats stats_of(struct conn *k)
 	(PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |               \
 	 PIN_UFFD_FEATURE_EVENT_UNMAP)
 
+/* ---- connecting, and errors the daemon answers ---- */
+
+#define NO_REGION ((void *)0x900000) /* where the test maps nothing */
+
+/* $UFFDD_SOCKET when the options name no socket, the option before it;
+ * what a session answers before it has a userfaultfd or a region, and after
+ * Goodbye. */
+START_TEST(connect_env_and_errors)
+{
+	struct pin_client_opts bad = { .sz = sizeof(bad), .socket = "/nonexistent/uffdd.sock" };
+	struct pin_client *c = NULL, *c2 = (struct pin_client *)0x1;
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(setenv("UFFDD_SOCKET", d.sock, 1), 0);
+	ck_assert_int_eq(pin_client_connect(NULL, &c), 0);
+	/* Session 1 was the harness's Hello. */
+	ck_assert_uint_eq(pin_client_session(c), 2);
+	ck_assert_int_ge(pin_client_fd(c), 0);
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -ENOENT);
+	ck_assert_ptr_eq(c2, (struct pin_client *)0x1);
+	bad.flags = 0x80;
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -EINVAL);
+	ck_assert_int_eq(unsetenv("UFFDD_SOCKET"), 0);
+
+	ck_assert_int_eq(pin_client_prefetch(c, NO_REGION, page), -EBADFD);
+	ck_assert_int_eq(pin_client_region_remove(c, NO_REGION, page), -ENOENT);
+	ck_assert_int_eq(pin_client_wait_populated(c, NO_REGION, page, DAEMON_TIMEOUT_MS), -ENOENT);
+	ck_assert_int_eq(pin_client_goodbye(c), 0);
+	ck_assert_int_eq(pin_client_prefetch(c, NO_REGION, page), -ENOTCONN);
+	pin_client_free(c);
+	pin_client_free(NULL);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- reconnect ---- */
 
 #define RC_PAGES      64
@@ -878,6 +914,7 @@ Suite *test_suite(void)
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, connect_env_and_errors);
 	tcase_add_test(tc, reconnect_after_kill);
 	tcase_add_test(tc, notice_drops_cached_pin);
 	tcase_add_test(tc, truncated_source_zero_without_poison);

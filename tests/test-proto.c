@@ -537,8 +537,9 @@ END_TEST
 /* ---- the client against a scripted daemon ------------------------------ */
 
 /* Only what the real uffdd never does (a bitmap longer than asked for,
- * canned lists and errors); the client against the real daemon, reconnects
- * and stale notices included, is in test-client.c. */
+ * bits past the range, canned lists) and what needs a recorder (requests
+ * caught before a round trip); the client against the real daemon, the
+ * environment, reconnects and stale notices included, is in test-client.c. */
 
 struct seen {
 	Uffdd__Msg__BodyCase body;
@@ -768,30 +769,6 @@ static struct seen seen_at(size_t i)
 	return s;
 }
 
-START_TEST(client_hello_and_env)
-{
-	struct pin_client *c = NULL, *c2 = (struct pin_client *)0x1;
-	struct pin_client_opts bad = { .sz = sizeof(bad), .socket = "/nonexistent/uffdd.sock" };
-
-	ck_assert_int_eq(setenv("UFFDD_SOCKET", srv.path, 1), 0);
-	ck_assert_int_eq(pin_client_connect(NULL, &c), 0);
-	ck_assert_uint_eq(pin_client_session(c), 1);
-	ck_assert_int_ge(pin_client_fd(c), 0);
-	/* The option beats the environment. */
-	ck_assert_int_eq(pin_client_connect(&bad, &c2), -ENOENT);
-	ck_assert_ptr_eq(c2, (struct pin_client *)0x1);
-	bad.flags = 0x80;
-	ck_assert_int_eq(pin_client_connect(&bad, &c2), -EINVAL);
-	ck_assert_int_eq(pin_client_goodbye(c), 0);
-	ck_assert_int_eq(pin_client_prefetch(c, (void *)0x10000, 4096), -ENOTCONN);
-	pin_client_free(c);
-	pin_client_free(NULL);
-	ck_assert_int_eq(seen_at(0).body, UFFDD__MSG__BODY_HELLO);
-	ck_assert_int_eq(seen_at(1).body, UFFDD__MSG__BODY_GOODBYE);
-	unsetenv("UFFDD_SOCKET");
-}
-END_TEST
-
 START_TEST(client_errors)
 {
 	struct pin_client *c = client_new();
@@ -906,7 +883,6 @@ Suite *test_suite(void)
 
 	tc = tcase_create("client");
 	tcase_add_checked_fixture(tc, srv_setup, srv_teardown);
-	tcase_add_test(tc, client_hello_and_env);
 	tcase_add_test(tc, client_errors);
 	tcase_add_test(tc, client_dirty_stats_lists);
 	suite_add_tcase(s, tc);
