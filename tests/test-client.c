@@ -859,7 +859,32 @@ START_TEST(uffdctl_shows_content)
 	ck_assert_msg(!strncmp(out, want, strlen(want)), "stats:\n%s\nwanted first\n%s", out, want);
 	free(out);
 
-	struct json_object *o = uffdctl_json(&d, args), *h;
+	/* status: this uffdctl's session is the one it names, the rest ours. */
+	out = uffdctl(&d, "status");
+	snprintf(want, sizeof(want), "uffdd at %s, this is session ", d.sock);
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "status:\n%s", out);
+	ck_assert_str_eq(strchr(out, '\n') + 1,
+			 "clients:         2 (this one included)\n"
+			 "regions:         2\n"
+			 "pinned:          16K\n"
+			 "faults:          5 (write-protect 1)\n"
+			 "pages copied:    3 (12K)\n"
+			 "pages zeroed:    1\n"
+			 "pages pushed:    0\n"
+			 "populated:       4 of 24 pages\n"
+			 "retries:         0 EAGAIN, 0 EEXIST\n");
+	free(out);
+	struct json_object *o = uffdctl_json(&d, "status"), *h;
+	ck_assert_str_eq(jstr(o, "socket"), d.sock);
+	ck_assert_uint_eq(jget(o, "clients"), 2);
+	ck_assert_uint_eq(jget(o, "regions"), 2);
+	ck_assert_uint_eq(jget(o, "pinned_bytes"), CTL_PIN_PAGES * page);
+	ck_assert(json_object_object_get_ex(o, "stats", &h));
+	ck_assert_uint_eq(jget(h, "faults"), 5);
+	ck_assert_uint_eq(jget(h, "pages_total"), CTL_PAGES + CTL_WP_PAGES);
+	json_object_put(o);
+
+	o = uffdctl_json(&d, args);
 	ck_assert_uint_eq(jget(o, "session"), me);
 	ck_assert_uint_eq(jget(o, "faults"), 5);
 	ck_assert_uint_eq(jget(o, "wp_faults"), 1);
