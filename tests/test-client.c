@@ -764,7 +764,8 @@ static const char *jstr(struct json_object *o, const char *key)
 /* A region line of `uffdctl regions`, as uffdctl(8) shows it. */
 static void region_line(char *buf, size_t len, uint64_t session, const void *addr,
 			size_t npages, const char *size, const char *mode, const char *src,
-			unsigned int dirty, unsigned int populated, const char *bar, const char *pct)
+			unsigned int dirty, unsigned int populated, const char *bar,
+			const char *pct)
 {
 	char pop[32];
 
@@ -822,8 +823,8 @@ START_TEST(uffdctl_shows_content)
 
 	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
 	out = uffdctl(&d, args);
-	snprintf(want, sizeof(want), "%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE", "SIZE",
-		 "MODE", "SRC", "DIRTY", "POPULATED");
+	snprintf(want, sizeof(want), "%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE",
+		 "SIZE", "MODE", "SRC", "DIRTY", "POPULATED");
 	char ra[512], rb[512];
 	region_line(ra, sizeof(ra), me, a, CTL_PAGES, "64K", "missing", "fd", 0, 3,
 		    "####................", " 18.8%");
@@ -981,7 +982,8 @@ const char *test_skip_reason(void)
 	struct pin_uffd *u;
 
 	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
-		return "UFFDD and UFFDCTL (the binaries to test) are not set; run through meson test";
+		return "UFFDD and UFFDCTL (the binaries to test) are not set; run through meson "
+		       "test";
 	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
 		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
 		       "access or CAP_SYS_PTRACE)";

@@ -191,7 +191,8 @@ const char *test_skip_reason(void)
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
 	if (strcmp(getenv("UFFDD_SYSTEMD") ?: "", "1"))
-		return "uffdd was built without libsystemd (-Dsystemd=disabled, or no libsystemd-dev)";
+		return "uffdd was built without libsystemd (-Dsystemd=disabled, or no "
+		       "libsystemd-dev)";
 	if (!act || !*act)
 		return "systemd-socket-activate is not installed (Debian package systemd)";
 	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
