@@ -155,16 +155,16 @@ const char *test_skip_reason(void)
 
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	int ctl = open(LOOP_CONTROL, O_RDWR | O_CLOEXEC);
-	if (ctl < 0) {
-		snprintf(why, sizeof(why), "no loop devices to serve a block device from (%s: %s)",
-			 LOOP_CONTROL, strerror(errno));
-		return why;
-	}
-	close(ctl);
 	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
 		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
 		       "access or CAP_SYS_PTRACE)";
 	pin_uffd_free(u);
+	int ctl = open(LOOP_CONTROL, O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		snprintf(why, sizeof(why), "no loop device to serve a block device from (%s: %s)",
+			 LOOP_CONTROL, strerror(errno));
+		return why;
+	}
+	close(ctl);
 	return NULL;
 }
