@@ -37,6 +37,9 @@ static size_t page;
 /* Every bounded wait on kernel state polls this often, this many times. */
 #define POLL_MS	   10
 #define POLL_TRIES 1000
+/* How long a reconnect retries: a daemon restarted under valgrind takes
+ * seconds to listen. */
+#define RECONNECT_MS 60000
 /* How long a wait for what the daemon must do (a notice, a populated range) lasts. */
 #define DAEMON_TIMEOUT_MS 10000
 
@@ -211,6 +214,7 @@ static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t feat
 		.socket = d->sock,
 		.name = "test-client",
 		.flags = flags,
+		.reconnect_ms = RECONNECT_MS,
 		.stale_fn = on_stale,
 		.stale_data = &k->seen,
 		.ctx = ctx,
