@@ -319,30 +319,29 @@ static int send_pin_report(struct pin_client *c, const struct client_pin *p, boo
 	return request_once(c, &req, NULL, 0, NULL);
 }
 
-/* Connect, retrying while a restarting daemon's socket refuses or is gone. */
-static int connect_retry(struct pin_client *c)
+/* Connect, retrying while a restarting daemon's socket refuses or is gone;
+ * *waited counts the time spent across calls. */
+static int connect_retry(struct pin_client *c, unsigned int *waited)
 {
-	unsigned int waited = 0;
-
 	for (;;) {
 		int fd = connect_socket(c->path);
 
 		if (fd >= 0 || (fd != -ECONNREFUSED && fd != -ENOENT && fd != -EAGAIN) ||
-		    waited >= c->reconnect_ms)
+		    *waited >= c->reconnect_ms)
 			return fd;
 		nanosleep(&(struct timespec){ .tv_nsec = RECONNECT_STEP_MS * 1000000L }, NULL);
-		waited += RECONNECT_STEP_MS;
+		*waited += RECONNECT_STEP_MS;
 	}
 }
 
-static int reconnect_locked(struct pin_client *c)
+static int reconnect_once(struct pin_client *c, unsigned int *waited)
 {
 	int fd, r;
 
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
-	fd = connect_retry(c);
+	fd = connect_retry(c, waited);
 	if (fd < 0) {
 		pin_log(PIN_LOG_ERR, "uffdd: reconnecting to %s: %s", c->path, strerror(-fd));
 		return fd;
@@ -370,6 +369,21 @@ static int reconnect_locked(struct pin_client *c)
 	pin_log(PIN_LOG_INFO, "uffdd: reconnected as session %llu: %zu regions, %zu pins",
 		(unsigned long long)c->session, c->nr_regions, c->nr_pins);
 	return 0;
+}
+
+/* A daemon killed with a request in flight resets that connection before it
+ * closes its listening socket: a reconnect can land in the dying daemon's
+ * backlog and be reset too.  That is the same as a refusal: try again. */
+static int reconnect_locked(struct pin_client *c)
+{
+	unsigned int waited = 0;
+	int r;
+
+	while (connection_lost(r = reconnect_once(c, &waited)) && waited < c->reconnect_ms) {
+		nanosleep(&(struct timespec){ .tv_nsec = RECONNECT_STEP_MS * 1000000L }, NULL);
+		waited += RECONNECT_STEP_MS;
+	}
+	return r;
 }
 
 static const char *socket_path(const struct pin_client_opts *opts)

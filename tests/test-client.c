@@ -1,0 +1,996 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite daemon, area client: libpin's client against the real uffdd ($UFFDD)
+ * on a temporary socket, with a real userfaultfd and real regions: the
+ * automatic reconnect after the daemon is killed and started again, stale-pin
+ * notices from real MADV_DONTNEED and munmap dropping pins of a real
+ * registration cache, what uffdctl ($UFFDCTL) prints about a daemon with
+ * content, and the counters and fallbacks of the fault service (a source cut
+ * short without POISON, EAGAIN, EEXIST).  The test process is the client; its
+ * faults are served by the daemon, another process, so nothing here deadlocks
+ * under valgrind.  The fake daemon of test-proto.c keeps only the replies a
+ * real daemon never sends.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+static size_t page;
+
+/* Every bounded wait on kernel state polls this often, this many times. */
+#define POLL_MS	   10
+#define POLL_TRIES 1000
+/* How long a reconnect retries: a daemon restarted under valgrind takes
+ * seconds to listen. */
+#define RECONNECT_MS 60000
+/* How long a wait for what the daemon must do (a notice, a populated range) lasts. */
+#define DAEMON_TIMEOUT_MS 10000
+
+/* ---- helpers ---- */
+
+/* A source file of npages patterned pages (word at offset o: test_pattern(o, seed)). */
+static int make_source(const struct test_daemon *d, size_t npages, uint64_t seed)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/src", d->dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(unlink(path), 0);
+	test_pattern_write(fd, npages * page, seed);
+	return fd;
+}
+
+static uint8_t *map_region(size_t npages)
+{
+	void *p = mmap(NULL, npages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	/* A partly filled range must not become a huge page: see uffdd(8). */
+	ck_assert_int_eq(madvise(p, npages * page, MADV_NOHUGEPAGE), 0);
+	return p;
+}
+
+/* Page i of a region over a source at offset 0 holds the pattern. */
+static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
+{
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j] != test_pattern(i * page + j * 8, seed))
+			return false;
+	return true;
+}
+
+static bool page_zero(const uint8_t *base, size_t i)
+{
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j])
+			return false;
+	return true;
+}
+
+/* Every thread of pid is stopped (SIGSTOP took effect). */
+static void wait_stopped(pid_t pid)
+{
+	char path[64], stat[64 + sizeof(((struct dirent *)0)->d_name) + sizeof("/stat")], buf[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	for (int tries = 0;; tries++) {
+		DIR *dir = opendir(path);
+		int running = 0;
+
+		ck_assert_ptr_nonnull(dir);
+		for (struct dirent *e; (e = readdir(dir));) {
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
+			FILE *f = fopen(stat, "r");
+			ck_assert_ptr_nonnull(f);
+			ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+			fclose(f);
+			const char *st = strrchr(buf, ')');
+			running += !st || (st[2] != 'T' && st[2] != 't');
+		}
+		closedir(dir);
+		if (!running)
+			return;
+		ck_assert_msg(tries < POLL_TRIES, "%d thread(s) of pid %d did not stop", running,
+			      (int)pid);
+		test_sleep_ms(POLL_MS);
+	}
+}
+
+/* Thread tid of this process sleeps in kernel function fn. */
+static void wait_wchan(pid_t tid, const char *fn)
+{
+	char path[64], buf[128] = "";
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	for (int tries = 0;; tries++) {
+		FILE *f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		if (!strcmp(buf, fn))
+			return;
+		ck_assert_msg(tries < POLL_TRIES, "thread %d sleeps in '%s', not in %s", (int)tid,
+			      buf, fn);
+		test_sleep_ms(POLL_MS);
+	}
+}
+
+/* Where a thread waits for a reply on the uffdd socket, and where a thread
+ * waits for its non-cooperative event (MADV_DONTNEED) to be read. */
+#define WCHAN_RECV	 "__skb_wait_for_more_packets"
+#define WCHAN_UFFD_EVENT "userfaultfd_event_wait_completion"
+
+/* A request made by another thread, to look at while it waits. */
+struct inflight {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	int (*fn)(struct inflight *f);
+	struct pin_client *c;
+	void *arg;
+	int ret;
+};
+
+static void *inflight_main(void *arg)
+{
+	struct inflight *f = arg;
+
+	f->tid = (pid_t)syscall(SYS_gettid);
+	f->ret = f->fn(f);
+	return NULL;
+}
+
+/* Start fn in a thread and return once it waits in the kernel in wchan. */
+static void inflight_start(struct inflight *f, const char *wchan)
+{
+	f->tid = 0;
+	ck_assert_int_eq(pthread_create(&f->thread, NULL, inflight_main, f), 0);
+	for (int tries = 0; !f->tid; tries++) {
+		ck_assert_msg(tries < POLL_TRIES, "the request thread did not start");
+		test_sleep_ms(POLL_MS);
+	}
+	wait_wchan(f->tid, wchan);
+}
+
+static int inflight_join(struct inflight *f)
+{
+	ck_assert_int_eq(pthread_join(f->thread, NULL), 0);
+	return f->ret;
+}
+
+struct stale_seen {
+	uint64_t cookie, addr, len;
+	uint32_t event;
+	int n;
+};
+
+static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		     uint32_t event, void *userdata)
+{
+	struct stale_seen *s = userdata;
+
+	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
+}
+
+struct conn {
+	struct pin_client *c;
+	struct pin_uffd *u;
+	struct stale_seen seen;
+};
+
+/* A userfaultfd with the features given, handed over on a new connection. */
+static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t features,
+		      unsigned int flags, struct pin_ctx *ctx)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC,
+				    .features = features };
+	struct pin_client_opts co = {
+		.sz = sizeof(co),
+		.socket = d->sock,
+		.name = "test-client",
+		.flags = flags,
+		.reconnect_ms = RECONNECT_MS,
+		.stale_fn = on_stale,
+		.stale_data = &k->seen,
+		.ctx = ctx,
+	};
+
+	memset(&k->seen, 0, sizeof(k->seen));
+	ck_assert_int_eq(pin_uffd_new(&uo, &k->u), 0);
+	ck_assert_uint_eq(pin_uffd_features(k->u) & features, features);
+	ck_assert_int_eq(pin_client_connect(&co, &k->c), 0);
+	ck_assert_int_eq(pin_client_handover(k->c, k->u), 0);
+}
+
+static void conn_close(struct conn *k)
+{
+	ck_assert_int_eq(pin_client_goodbye(k->c), 0);
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
+}
+
+/* Register [base, +npages) MISSING ourselves and have the daemon serve it
+ * from fd (-1: zero pages), without the background push. */
+static void add_region(struct conn *k, uint8_t *base, size_t npages, int fd)
+{
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = npages * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = fd,
+	};
+
+	ck_assert_int_eq(pin_uffd_register(k->u, base, npages * page, PIN_UFFD_REGISTER_MISSING,
+					   NULL),
+			 0);
+	ck_assert_int_eq(pin_client_region_add(k->c, &r), 0);
+}
+
+static struct pin_client_stats stats_of(struct conn *k)
+{
+	struct pin_client_stats st;
+
+	ck_assert_int_eq(pin_client_stats(k->c, 0, &st), 0);
+	return st;
+}
+
+/* Not EVENT_FORK: the harness forks this process to start a daemon, and a
+ * FORK event that no daemon reads blocks fork() for good. */
+#define EVENTS_NO_FORK                                                                \
+	(PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |               \
+	 PIN_UFFD_FEATURE_EVENT_UNMAP)
+
+/* ---- connecting, and errors the daemon answers ---- */
+
+#define NO_REGION ((void *)0x900000) /* where the test maps nothing */
+
+/* $UFFDD_SOCKET when the options name no socket, the option before it;
+ * what a session answers before it has a userfaultfd or a region, and after
+ * Goodbye. */
+START_TEST(connect_env_and_errors)
+{
+	struct pin_client_opts bad = { .sz = sizeof(bad), .socket = "/nonexistent/uffdd.sock" };
+	struct pin_client *c = NULL, *c2 = (struct pin_client *)0x1;
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(setenv("UFFDD_SOCKET", d.sock, 1), 0);
+	ck_assert_int_eq(pin_client_connect(NULL, &c), 0);
+	/* Session 1 was the harness's Hello. */
+	ck_assert_uint_eq(pin_client_session(c), 2);
+	ck_assert_int_ge(pin_client_fd(c), 0);
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -ENOENT);
+	ck_assert_ptr_eq(c2, (struct pin_client *)0x1);
+	bad.flags = 0x80;
+	ck_assert_int_eq(pin_client_connect(&bad, &c2), -EINVAL);
+	ck_assert_int_eq(unsetenv("UFFDD_SOCKET"), 0);
+
+	ck_assert_int_eq(pin_client_prefetch(c, NO_REGION, page), -EBADFD);
+	ck_assert_int_eq(pin_client_region_remove(c, NO_REGION, page), -ENOENT);
+	ck_assert_int_eq(pin_client_wait_populated(c, NO_REGION, page, DAEMON_TIMEOUT_MS), -ENOENT);
+	ck_assert_int_eq(pin_client_goodbye(c), 0);
+	ck_assert_int_eq(pin_client_prefetch(c, NO_REGION, page), -ENOTCONN);
+	pin_client_free(c);
+	pin_client_free(NULL);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- reconnect ---- */
+
+#define RC_PAGES      64
+#define RC_SEED	      0x5eed
+#define RC_CUT	      16 /* pages 16 to 23 are removed from the region */
+#define RC_CUT_PAGES  8
+#define RC_ZERO_PAGES 8 /* a zero region the daemon registers */
+#define RC_PIN_PAGE   40
+#define RC_PIN_PAGES  4
+#define RC_PIN_COOKIE 0xfeedull
+
+static bool rc_cut(size_t i)
+{
+	return i >= RC_CUT && i < RC_CUT + RC_CUT_PAGES;
+}
+
+static int stats_request(struct inflight *f)
+{
+	return pin_client_stats(f->c, 0, f->arg);
+}
+
+static const struct pin_client_region_info *region_at(const struct pin_client_region_info *v,
+						      size_t n, const void *addr)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].addr == (uintptr_t)addr)
+			return &v[i];
+	ck_abort_msg("no region at %p", addr);
+	return NULL;
+}
+
+/* The daemon dies with a request in flight and comes back: the request
+ * reconnects by itself, hands the userfaultfd, the regions (the pieces a
+ * removal left, and one the daemon registered) and the pin over again, and
+ * is sent again; the rest is served byte-exact by the new daemon. */
+START_TEST(reconnect_after_kill)
+{
+	struct test_daemon d;
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client_pin_info *pi = NULL;
+	struct pin_client_stats st;
+	struct conn k;
+	size_t n = 0;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, RC_PAGES, RC_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, PIN_CLIENT_RECONNECT, NULL);
+	uint8_t *base = map_region(RC_PAGES), *zero = map_region(RC_ZERO_PAGES);
+	add_region(&k, base, RC_PAGES, fd);
+	ck_assert_int_eq(pin_client_region_remove(k.c, base + RC_CUT * page, RC_CUT_PAGES * page),
+			 0);
+	struct pin_client_region zr = {
+		.sz = sizeof(zr),
+		.addr = zero,
+		.len = RC_ZERO_PAGES * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER,
+		.fd = -1,
+	};
+	ck_assert_int_eq(pin_client_region_add(k.c, &zr), 0);
+	/* Every other page: no two faults look sequential, so no readahead
+	 * places a page that was not asked for. */
+	for (size_t i = 0; i < RC_PAGES; i += 2)
+		if (!rc_cut(i))
+			ck_assert(page_ok(base, i, RC_SEED));
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_int_eq(pin_client_pin_report(k.c, base + RC_PIN_PAGE * page, RC_PIN_PAGES * page,
+					       RC_PIN_COOKIE),
+			 0);
+
+	/* A request reaches the stopped daemon, which dies before it answers. */
+	struct inflight req = { .fn = stats_request, .c = k.c, .arg = &st };
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	wait_stopped(d.pid);
+	inflight_start(&req, WCHAN_RECV);
+	ck_assert_int_eq(kill(d.pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(d.pid, NULL, 0), d.pid);
+	test_daemon_spawn(&d, NULL);
+	ck_assert_int_eq(inflight_join(&req), 0);
+
+	/* The new daemon knows the regions and the pin from the hand-over. */
+	ck_assert_uint_eq(st.pages_total, RC_PAGES - RC_CUT_PAGES + RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_int_eq(pin_client_list_regions(k.c, 0, &ri, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	const struct pin_client_region_info *r = region_at(ri, n, base);
+	ck_assert_uint_eq(r->len, RC_CUT * page);
+	ck_assert_uint_eq(r->source, 1);
+	r = region_at(ri, n, base + (RC_CUT + RC_CUT_PAGES) * page);
+	ck_assert_uint_eq(r->len, (RC_PAGES - RC_CUT - RC_CUT_PAGES) * page);
+	ck_assert_uint_eq(r->source, 1);
+	r = region_at(ri, n, zero);
+	ck_assert_uint_eq(r->len, RC_ZERO_PAGES * page);
+	ck_assert_uint_eq(r->source, 0);
+	ck_assert_uint_eq(r->session, pin_client_session(k.c));
+	free(ri);
+	ck_assert_int_eq(pin_client_list_pins(k.c, 0, &pi, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(pi[0].session, pin_client_session(k.c));
+	ck_assert_uint_eq(pi[0].addr, (uintptr_t)(base + RC_PIN_PAGE * page));
+	ck_assert_uint_eq(pi[0].len, RC_PIN_PAGES * page);
+	ck_assert_uint_eq(pi[0].cookie, RC_PIN_COOKIE);
+	free(pi);
+
+	/* The others come from the new daemon, one fault each, from the
+	 * offsets the pieces kept; the zero region backwards, for the same
+	 * reason as above. */
+	for (size_t i = 1; i < RC_PAGES; i += 2)
+		if (!rc_cut(i))
+			ck_assert(page_ok(base, i, RC_SEED));
+	for (size_t i = RC_ZERO_PAGES; i-- > 0;)
+		ck_assert(page_zero(zero, i));
+	for (size_t i = 0; i < RC_PAGES; i++)
+		ck_assert_msg(rc_cut(i) || page_ok(base, i, RC_SEED), "page %zu", i);
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2 + RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
+	ck_assert_uint_eq(st.bytes_copied, (RC_PAGES - RC_CUT_PAGES) / 2 * page);
+	ck_assert_uint_eq(st.pages_zeroed, RC_ZERO_PAGES);
+	ck_assert_uint_eq(st.eexist, 0);
+	conn_close(&k);
+	munmap(base, RC_PAGES * page);
+	munmap(zero, RC_ZERO_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- stale-pin notices into a registration cache ---- */
+
+#define SN_PAGES	16
+#define SN_SEED		0xabcd
+#define SN_COOKIE	0x51a1eull
+#define SN_DISCARD	4 /* MADV_DONTNEED of pages 4 and 5 */
+#define SN_DISCARD_LEN	2
+#define SN_UNMAP	12 /* munmap of pages 12 to 15 */
+#define SN_UNMAP_LEN	4
+
+/* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
+static long status_kb(const char *field)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb;
+}
+
+/* Real pins (io_uring registered buffers) of memory the daemon serves: a
+ * REMOVE notice and an UNMAP notice each drop the cached pin, and the next
+ * lookup pins anew.  VmPin counts the pages pinned, stale ones included
+ * until their handle is put. */
+START_TEST(notice_drops_cached_pin)
+{
+	struct pin_ctx_opts po = { .sz = sizeof(po), .backend = PIN_BACKEND_IO_URING,
+				   .flags = PIN_CTX_NO_MONITOR };
+	struct pin_ctx_stats cs = { .sz = sizeof(cs) };
+	struct pin_range *pr, *again, *third;
+	struct pin_ctx *ctx;
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, SN_PAGES, SN_SEED);
+	ck_assert_int_eq(pin_ctx_new(&po, &ctx), 0);
+	long kb = (long)(page / 1024), pin0 = status_kb("VmPin");
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, ctx);
+	uint8_t *base = map_region(SN_PAGES);
+	add_region(&k, base, SN_PAGES, fd);
+
+	/* Pinning faults the pages in through the daemon. */
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &pr), 0);
+	ck_assert_int_eq(pin_client_pin_report(k.c, base, SN_PAGES * page, SN_COOKIE), 0);
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &again), 0);
+	ck_assert_ptr_eq(again, pr);
+	pin_range_put(again);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 1);
+	ck_assert_uint_eq(cs.hits, 1);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	for (size_t i = 0; i < SN_PAGES; i++)
+		ck_assert(page_ok(base, i, SN_SEED));
+
+	/* madvise() returns once the daemon read the REMOVE, and it sends the
+	 * notice before it reads its socket again: the next reply comes after. */
+	ck_assert_int_eq(madvise(base + SN_DISCARD * page, SN_DISCARD_LEN * page, MADV_DONTNEED),
+			 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_int_eq(k.seen.n, 1);
+	ck_assert_uint_eq(k.seen.cookie, SN_COOKIE);
+	ck_assert_uint_eq(k.seen.addr, (uintptr_t)(base + SN_DISCARD * page));
+	ck_assert_uint_eq(k.seen.len, SN_DISCARD_LEN * page);
+	ck_assert_uint_eq(k.seen.event, PIN_UFFD_EVENT_REMOVE);
+	ck_assert_int_eq(pin_range_stale(pr), 1);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.invalidations, 1);
+	ck_assert_uint_eq(st.pages_copied, SN_PAGES);
+
+	/* The lookup pins anew: the discarded pages fault in as zero pages. */
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_PAGES * page, &again), 0);
+	ck_assert_ptr_ne(again, pr);
+	ck_assert_int_eq(pin_range_stale(again), 0);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 2);
+	ck_assert_uint_eq(cs.hits, 1);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, 2 * SN_PAGES * kb);
+	pin_range_put(pr);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.pages_zeroed, SN_DISCARD_LEN);
+	for (size_t i = 0; i < SN_PAGES; i++)
+		ck_assert(i >= SN_DISCARD && i < SN_DISCARD + SN_DISCARD_LEN
+				  ? page_zero(base, i)
+				  : page_ok(base, i, SN_SEED));
+
+	/* munmap under the pin: an UNMAP notice, read by an event loop. */
+	ck_assert_int_eq(munmap(base + SN_UNMAP * page, SN_UNMAP_LEN * page), 0);
+	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, DAEMON_TIMEOUT_MS), 1);
+	ck_assert_int_eq(pin_client_process(k.c), 1);
+	ck_assert_int_eq(k.seen.n, 2);
+	ck_assert_uint_eq(k.seen.cookie, SN_COOKIE);
+	ck_assert_uint_eq(k.seen.addr, (uintptr_t)(base + SN_UNMAP * page));
+	ck_assert_uint_eq(k.seen.len, SN_UNMAP_LEN * page);
+	ck_assert_uint_eq(k.seen.event, PIN_UFFD_EVENT_UNMAP);
+	ck_assert_int_eq(pin_range_stale(again), 1);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.invalidations, 2);
+	ck_assert_int_eq(pin_range_get(ctx, base, SN_UNMAP * page, &third), 0);
+	ck_assert_ptr_ne(third, again);
+	ck_assert_int_eq(pin_range_stale(third), 0);
+	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
+	ck_assert_uint_eq(cs.misses, 3);
+	pin_range_put(again);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+
+	/* Put but cached: pinned until the context goes. */
+	pin_range_put(third);
+	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+	conn_close(&k);
+	pin_ctx_free(ctx);
+	ck_assert_int_eq(status_kb("VmPin"), pin0);
+	munmap(base, SN_UNMAP * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- the fault service's fallbacks and counters ---- */
+
+#define TR_PAGES 4
+#define TR_KEEP	 2 /* the source is cut to its first 2 pages */
+#define TR_SEED	 0x7a11
+
+/* Pages a source no longer has, for a userfaultfd without the POISON
+ * feature: zero pages, as uffdd(8) says (with POISON they raise SIGBUS,
+ * test-daemon.c). */
+START_TEST(truncated_source_zero_without_poison)
+{
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, TR_PAGES, TR_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	ck_assert_uint_eq(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON, 0);
+	uint8_t *base = map_region(TR_PAGES);
+	add_region(&k, base, TR_PAGES, fd);
+	/* After the daemon saw TR_PAGES pages of data. */
+	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
+	/* Backwards: one fault, one page each. */
+	for (size_t i = TR_PAGES; i-- > 0;)
+		ck_assert(i < TR_KEEP ? page_ok(base, i, TR_SEED) : page_zero(base, i));
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, TR_PAGES);
+	ck_assert_uint_eq(st.pages_copied, TR_KEEP);
+	ck_assert_uint_eq(st.bytes_copied, TR_KEEP * page);
+	ck_assert_uint_eq(st.pages_zeroed, TR_PAGES - TR_KEEP);
+	ck_assert_uint_eq(st.pages_populated, TR_PAGES);
+	conn_close(&k);
+	munmap(base, TR_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define EX_PAGES 8
+#define EX_SEED	 0xe8157
+#define EX_BYTE	 0x77 /* what the process wrote itself */
+
+static bool ex_own(size_t i)
+{
+	return i == 2 || i == 5;
+}
+
+/* Pages the process populated before it registered the range: the
+ * daemon's copy meets them (EEXIST, counted once per page) and leaves them
+ * as they are. */
+START_TEST(eexist_counted)
+{
+	struct test_daemon d;
+	struct conn k;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, EX_PAGES, EX_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = map_region(EX_PAGES);
+	for (size_t i = 0; i < EX_PAGES; i++)
+		if (ex_own(i))
+			memset(base + i * page, EX_BYTE, page);
+	add_region(&k, base, EX_PAGES, fd);
+	ck_assert_int_eq(pin_client_prefetch(k.c, base, EX_PAGES * page), 0);
+	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EX_PAGES * page, DAEMON_TIMEOUT_MS),
+			 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.eexist, 2);
+	ck_assert_uint_eq(st.pages_copied, EX_PAGES - 2);
+	ck_assert_uint_eq(st.pages_populated, EX_PAGES);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.eagain, 0);
+	for (size_t i = 0; i < EX_PAGES; i++) {
+		if (!ex_own(i)) {
+			ck_assert(page_ok(base, i, EX_SEED));
+			continue;
+		}
+		for (size_t j = 0; j < page; j++)
+			ck_assert_uint_eq(base[i * page + j], EX_BYTE);
+	}
+	conn_close(&k);
+	munmap(base, EX_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define EA_PAGES   8
+#define EA_SEED	   0xea9a1
+#define EA_DISCARD 6 /* MADV_DONTNEED of pages 6 and 7 */
+
+static int replay_request(struct inflight *f)
+{
+	return pin_client_working_set_replay(f->c, f->arg);
+}
+
+static int discard(struct inflight *f)
+{
+	return madvise((uint8_t *)f->arg + EA_DISCARD * page, (EA_PAGES - EA_DISCARD) * page,
+		       MADV_DONTNEED);
+}
+
+/* The kernel refuses to resolve while a non-cooperative event is pending
+ * (mmap_changing: EAGAIN), as in its selftests.  With the daemon stopped, a
+ * working-set replay request arrives, then a REMOVE: the daemon reads the
+ * request first, its copy gets EAGAIN, counted once; the replay fails with
+ * EAGAIN and the pages fault in later, the discarded ones as zero. */
+START_TEST(eagain_counted)
+{
+	struct test_daemon d;
+	struct conn k;
+	char path[128];
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, EA_PAGES, EA_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = map_region(EA_PAGES);
+	add_region(&k, base, EA_PAGES, fd);
+	snprintf(path, sizeof(path), "%s/working-set", d.dir);
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "uffdd-working-set 1\npage-size %zu\nrun %p %#zx\nend 1\n", page, (void *)base,
+		EA_PAGES * page);
+	ck_assert_int_eq(fclose(f), 0);
+
+	struct inflight replay = { .fn = replay_request, .c = k.c, .arg = d.dir };
+	struct inflight remove = { .fn = discard, .arg = base };
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	wait_stopped(d.pid);
+	inflight_start(&replay, WCHAN_RECV);
+	inflight_start(&remove, WCHAN_UFFD_EVENT);
+	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+	ck_assert_int_eq(inflight_join(&replay), -EAGAIN);
+	ck_assert_int_eq(inflight_join(&remove), 0);
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.eagain, 1);
+	ck_assert_uint_eq(st.pages_copied, 0);
+	ck_assert_uint_eq(st.pages_populated, 0);
+
+	for (size_t i = EA_PAGES; i-- > 0;)
+		ck_assert(i < EA_DISCARD ? page_ok(base, i, EA_SEED) : page_zero(base, i));
+	st = stats_of(&k);
+	ck_assert_uint_eq(st.eagain, 1);
+	ck_assert_uint_eq(st.pages_copied, EA_DISCARD);
+	ck_assert_uint_eq(st.pages_zeroed, EA_PAGES - EA_DISCARD);
+	ck_assert_int_eq(unlink(path), 0);
+	conn_close(&k);
+	munmap(base, EA_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- uffdctl against a daemon with content ---- */
+
+#define CTL_PAGES	16 /* region A: a file, 3 pages read */
+#define CTL_WP_PAGES	8  /* region B: zero pages, MISSING and WP, 1 page written */
+#define CTL_PIN_PAGES	4
+#define CTL_COOKIE	0xabcull
+#define CTL_SEED	0xc7
+#define CTL_OUT_MAX	8192
+
+/* What uffdctl prints for args, and its exit status 0. */
+static char *uffdctl(const struct test_daemon *d, const char *args)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s", getenv("UFFDCTL"), d->sock, args);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	return out;
+}
+
+static struct json_object *uffdctl_json(const struct test_daemon *d, const char *args)
+{
+	char full[128];
+
+	snprintf(full, sizeof(full), "--json %s", args);
+	char *out = uffdctl(d, full);
+	struct json_object *o = json_tokener_parse(out);
+	ck_assert_msg(o != NULL, "not JSON: %s", out);
+	free(out);
+	return o;
+}
+
+static uint64_t jget(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	ck_assert_msg(json_object_object_get_ex(o, key, &v), "no %s", key);
+	return json_object_get_uint64(v);
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	ck_assert_msg(json_object_object_get_ex(o, key, &v), "no %s", key);
+	return json_object_get_string(v);
+}
+
+/* A region line of `uffdctl regions`, as uffdctl(8) shows it. */
+static void region_line(char *buf, size_t len, uint64_t session, const void *addr,
+			size_t npages, const char *size, const char *mode, const char *src,
+			unsigned int dirty, unsigned int populated, const char *bar,
+			const char *pct)
+{
+	char pop[32];
+
+	snprintf(pop, sizeof(pop), "%u/%zu", populated, npages);
+	snprintf(buf, len, "%8llu %016llx-%016llx %6s %-10s %-4s %8u %-22s [%s] %s\n",
+		 (unsigned long long)session, (unsigned long long)(uintptr_t)addr,
+		 (unsigned long long)((uintptr_t)addr + npages * page), size, mode, src, dirty,
+		 pop, bar, pct);
+}
+
+/* A client with two regions, a pin, read faults and a write-protect fault:
+ * every uffdctl listing shows exactly that, as a table and as JSON. */
+START_TEST(uffdctl_shows_content)
+{
+	struct test_daemon d;
+	struct conn k;
+	char want[1024], args[64], line[256];
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, CTL_PAGES, CTL_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, NULL);
+	uint8_t *a = map_region(CTL_PAGES), *b = map_region(CTL_WP_PAGES);
+	add_region(&k, a, CTL_PAGES, fd);
+	struct pin_client_region wr = {
+		.sz = sizeof(wr),
+		.addr = b,
+		.len = CTL_WP_PAGES * page,
+		.mode = PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP,
+		.flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER,
+		.fd = -1,
+	};
+	ck_assert_int_eq(pin_client_region_add(k.c, &wr), 0);
+	ck_assert_int_eq(pin_client_pin_report(k.c, a, CTL_PIN_PAGES * page, CTL_COOKIE), 0);
+	/* Pages 5, 0, 10: none right after another, so no readahead. */
+	ck_assert(page_ok(a, 5, CTL_SEED));
+	ck_assert(page_ok(a, 0, CTL_SEED));
+	ck_assert(page_ok(a, 10, CTL_SEED));
+	/* A missing fault (a write-protected zero page), then a WP fault. */
+	b[0] = 1;
+	uint64_t me = pin_client_session(k.c);
+
+	char *out = uffdctl(&d, "clients");
+	snprintf(want, sizeof(want), "%8llu %8d %6u %-20s %7u %8s %12u %12s\n",
+		 (unsigned long long)me, (int)getpid(), (unsigned int)getuid(), "test-client", 2,
+		 "16K", 5, "4/24");
+	ck_assert_msg(strstr(out, want), "clients:\n%s\nhas no line\n%s", out, want);
+	snprintf(want, sizeof(want), "%8s %8s %6s %-20s %7s %8s %12s %12s\n", "SESSION", "PID",
+		 "UID", "NAME", "REGIONS", "PINNED", "FAULTS", "POPULATED");
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "clients:\n%s", out);
+	int lines = 0;
+	for (const char *c = out; *c; c++)
+		lines += *c == '\n';
+	ck_assert_int_eq(lines, 3); /* the header, us, uffdctl itself */
+	free(out);
+
+	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(want, sizeof(want), "%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE",
+		 "SIZE", "MODE", "SRC", "DIRTY", "POPULATED");
+	char ra[512], rb[512];
+	region_line(ra, sizeof(ra), me, a, CTL_PAGES, "64K", "missing", "fd", 0, 3,
+		    "####................", " 18.8%");
+	region_line(rb, sizeof(rb), me, b, CTL_WP_PAGES, "32K", "missing+wp", "zero", 1, 1,
+		    "###.................", " 12.5%");
+	strcat(want, a < b ? ra : rb);
+	strcat(want, a < b ? rb : ra);
+	ck_assert_str_eq(out, want);
+	free(out);
+
+	snprintf(args, sizeof(args), "pins %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(line, sizeof(line), "%8llu %016llx-%016llx %6s %18s\n", (unsigned long long)me,
+		 (unsigned long long)(uintptr_t)a,
+		 (unsigned long long)((uintptr_t)a + CTL_PIN_PAGES * page), "16K", "0xabc");
+	snprintf(want, sizeof(want), "%8s %-33s %6s %18s\n%s", "SESSION", "RANGE", "SIZE", "COOKIE",
+		 line);
+	ck_assert_str_eq(out, want);
+	free(out);
+
+	snprintf(args, sizeof(args), "stats %llu", (unsigned long long)me);
+	out = uffdctl(&d, args);
+	snprintf(want, sizeof(want),
+		 "session %llu\n"
+		 "faults:          5 (write-protect 1)\n"
+		 "pages copied:    3 (12K)\n"
+		 "pages zeroed:    1\n"
+		 "pages pushed:    0\n"
+		 "populated:       4 of 24 pages\n"
+		 "retries:         0 EAGAIN, 0 EEXIST\n"
+		 "latency (fault to wake, log2 buckets):\n",
+		 (unsigned long long)me);
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "stats:\n%s\nwanted first\n%s", out, want);
+	free(out);
+
+	/* status: this uffdctl's session is the one it names, the rest ours. */
+	out = uffdctl(&d, "status");
+	snprintf(want, sizeof(want), "uffdd at %s, this is session ", d.sock);
+	ck_assert_msg(!strncmp(out, want, strlen(want)), "status:\n%s", out);
+	ck_assert_str_eq(strchr(out, '\n') + 1,
+			 "clients:         2 (this one included)\n"
+			 "regions:         2\n"
+			 "pinned:          16K\n"
+			 "faults:          5 (write-protect 1)\n"
+			 "pages copied:    3 (12K)\n"
+			 "pages zeroed:    1\n"
+			 "pages pushed:    0\n"
+			 "populated:       4 of 24 pages\n"
+			 "retries:         0 EAGAIN, 0 EEXIST\n");
+	free(out);
+	struct json_object *o = uffdctl_json(&d, "status"), *h;
+	ck_assert_str_eq(jstr(o, "socket"), d.sock);
+	ck_assert_uint_eq(jget(o, "clients"), 2);
+	ck_assert_uint_eq(jget(o, "regions"), 2);
+	ck_assert_uint_eq(jget(o, "pinned_bytes"), CTL_PIN_PAGES * page);
+	ck_assert(json_object_object_get_ex(o, "stats", &h));
+	ck_assert_uint_eq(jget(h, "faults"), 5);
+	ck_assert_uint_eq(jget(h, "pages_total"), CTL_PAGES + CTL_WP_PAGES);
+	json_object_put(o);
+
+	o = uffdctl_json(&d, args);
+	ck_assert_uint_eq(jget(o, "session"), me);
+	ck_assert_uint_eq(jget(o, "faults"), 5);
+	ck_assert_uint_eq(jget(o, "wp_faults"), 1);
+	ck_assert_uint_eq(jget(o, "pages_copied"), 3);
+	ck_assert_uint_eq(jget(o, "bytes_copied"), 3 * page);
+	ck_assert_uint_eq(jget(o, "pages_zeroed"), 1);
+	ck_assert_uint_eq(jget(o, "pages_pushed"), 0);
+	ck_assert_uint_eq(jget(o, "eagain"), 0);
+	ck_assert_uint_eq(jget(o, "eexist"), 0);
+	ck_assert_uint_eq(jget(o, "pages_total"), CTL_PAGES + CTL_WP_PAGES);
+	ck_assert_uint_eq(jget(o, "pages_populated"), 4);
+	ck_assert(json_object_object_get_ex(o, "latency_us_log2", &h));
+	uint64_t lat = 0;
+	for (size_t i = 0; i < json_object_array_length(h); i++)
+		lat += json_object_get_uint64(json_object_array_get_idx(h, i));
+	ck_assert_uint_eq(lat, 5);
+	json_object_put(o);
+
+	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
+	o = uffdctl_json(&d, args);
+	ck_assert_uint_eq(json_object_array_length(o), 2);
+	struct json_object *ja = json_object_array_get_idx(o, a < b ? 0 : 1);
+	struct json_object *jb = json_object_array_get_idx(o, a < b ? 1 : 0);
+	ck_assert_uint_eq(jget(ja, "start"), (uintptr_t)a);
+	ck_assert_uint_eq(jget(ja, "len"), CTL_PAGES * page);
+	ck_assert_str_eq(jstr(ja, "mode"), "missing");
+	ck_assert_str_eq(jstr(ja, "source"), "fd");
+	ck_assert_uint_eq(jget(ja, "pages_populated"), 3);
+	ck_assert_uint_eq(jget(ja, "pages_dirty"), 0);
+	ck_assert_uint_eq(jget(jb, "start"), (uintptr_t)b);
+	ck_assert_uint_eq(jget(jb, "end"), (uintptr_t)b + CTL_WP_PAGES * page);
+	ck_assert_str_eq(jstr(jb, "mode"), "missing+wp");
+	ck_assert_str_eq(jstr(jb, "source"), "zero");
+	ck_assert_uint_eq(jget(jb, "pages_total"), CTL_WP_PAGES);
+	ck_assert_uint_eq(jget(jb, "pages_populated"), 1);
+	ck_assert_uint_eq(jget(jb, "pages_dirty"), 1);
+	json_object_put(o);
+
+	snprintf(args, sizeof(args), "pins %llu", (unsigned long long)me);
+	o = uffdctl_json(&d, args);
+	ck_assert_uint_eq(json_object_array_length(o), 1);
+	ja = json_object_array_get_idx(o, 0);
+	ck_assert_uint_eq(jget(ja, "session"), me);
+	ck_assert_uint_eq(jget(ja, "start"), (uintptr_t)a);
+	ck_assert_uint_eq(jget(ja, "len"), CTL_PIN_PAGES * page);
+	ck_assert_uint_eq(jget(ja, "cookie"), CTL_COOKIE);
+	json_object_put(o);
+
+	o = uffdctl_json(&d, "clients");
+	ck_assert_uint_eq(json_object_array_length(o), 2);
+	ja = NULL;
+	for (size_t i = 0; i < 2; i++)
+		if (jget(json_object_array_get_idx(o, i), "session") == me)
+			ja = json_object_array_get_idx(o, i);
+	ck_assert_ptr_nonnull(ja);
+	ck_assert_uint_eq(jget(ja, "pid"), (uint64_t)getpid());
+	ck_assert_uint_eq(jget(ja, "uid"), getuid());
+	ck_assert_str_eq(jstr(ja, "name"), "test-client");
+	ck_assert_uint_eq(jget(ja, "regions"), 2);
+	ck_assert_uint_eq(jget(ja, "pinned_bytes"), CTL_PIN_PAGES * page);
+	ck_assert(json_object_object_get_ex(ja, "stats", &h));
+	ck_assert_uint_eq(jget(h, "faults"), 5);
+	ck_assert_uint_eq(jget(h, "pages_populated"), 4);
+	json_object_put(o);
+
+	conn_close(&k);
+	munmap(a, CTL_PAGES * page);
+	munmap(b, CTL_WP_PAGES * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("client");
+	TCase *tc = tcase_create("real-daemon");
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, connect_env_and_errors);
+	tcase_add_test(tc, reconnect_after_kill);
+	tcase_add_test(tc, notice_drops_cached_pin);
+	tcase_add_test(tc, truncated_source_zero_without_poison);
+	tcase_add_test(tc, eexist_counted);
+	tcase_add_test(tc, eagain_counted);
+	tcase_add_test(tc, uffdctl_shows_content);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	struct pin_uffd *u;
+
+	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
+		return "UFFDD and UFFDCTL (the binaries to test) are not set; run through meson "
+		       "test";
+	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
+		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
+		       "access or CAP_SYS_PTRACE)";
+	pin_uffd_free(u);
+	return NULL;
+}
