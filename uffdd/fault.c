@@ -271,9 +271,11 @@ static void serve(struct session *s)
 {
 	size_t keep = 0;
 
+	/* The events were just read: whatever hit EAGAIN (a fault, or a push,
+	 * prefetch or replay with no fault queued) may go on. */
+	s->eagain = false;
 	if (!s->nfaults)
 		return;
-	s->eagain = false;
 	qsort(s->faults, s->nfaults, sizeof(*s->faults), cmp_fault);
 	for (size_t i = 0; i < s->nfaults;) {
 		struct fault *f = &s->faults[i];
