@@ -598,6 +598,55 @@ START_TEST(truncated_source_zero_without_poison)
 }
 END_TEST
 
+#define UR_PAGES 4
+#define UR_SEED	 0x0b5
+
+/* A source fd the daemon cannot read (write-only, O_PATH) is refused when
+ * the region is added (-EBADF), not met at every fault; a readable one of
+ * the same file then serves. */
+START_TEST(unreadable_source_refused)
+{
+	static const int refused[] = { O_WRONLY, O_PATH };
+	struct test_daemon d;
+	struct conn k;
+	char path[128];
+
+	test_daemon_start(&d, NULL);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	snprintf(path, sizeof(path), "%s/src", d.dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	test_pattern_write(fd, UR_PAGES * page, UR_SEED);
+	uint8_t *base = map_region(UR_PAGES);
+	ck_assert_int_eq(pin_uffd_register(k.u, base, UR_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+					   NULL),
+			 0);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		int bad = open(path, refused[i] | O_CLOEXEC);
+		ck_assert_int_ge(bad, 0);
+		struct pin_client_region r = { .sz = sizeof(r), .addr = base,
+					       .len = UR_PAGES * page,
+					       .mode = PIN_UFFD_REGISTER_MISSING,
+					       .flags = PIN_CLIENT_REGION_NO_PUSH, .fd = bad };
+		ck_assert_int_eq(pin_client_region_add(k.c, &r), -EBADF);
+		close(bad);
+	}
+	ck_assert_int_eq(pin_uffd_unregister(k.u, base, UR_PAGES * page), 0);
+	int rd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(rd, 0);
+	add_region(&k, base, UR_PAGES, rd);
+	for (size_t i = 0; i < UR_PAGES; i++)
+		ck_assert(page_ok(base, i, UR_SEED));
+	ck_assert_uint_eq(stats_of(&k).pages_copied, UR_PAGES);
+	ck_assert_int_eq(unlink(path), 0);
+	conn_close(&k);
+	munmap(base, UR_PAGES * page);
+	close(rd);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 #define EX_PAGES 8
 #define EX_SEED	 0xe8157
 #define EX_BYTE	 0x77 /* what the process wrote itself */
@@ -981,6 +1030,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, reconnect_after_kill);
 	tcase_add_test(tc, notice_drops_cached_pin);
 	tcase_add_test(tc, truncated_source_zero_without_poison);
+	tcase_add_test(tc, unreadable_source_refused);
 	tcase_add_test(tc, eexist_counted);
 	tcase_add_test(tc, eagain_counted);
 	tcase_add_test(tc, uffdctl_shows_content);

@@ -237,8 +237,10 @@ static int do_region_add(struct req *q)
 			 ra->has_offset ? ra->offset : 0, len, &s->sources, &src);
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
-		return fail(q, ret, "source: %s", ret == -EINVAL ? "not a regular file or block device"
-								    : strerror(-ret));
+		return fail(q, ret, "source: %s",
+			    ret == -EINVAL   ? "not a regular file or block device"
+			    : ret == -EBADF ? "not open for reading"
+					     : strerror(-ret));
 	}
 	struct region *r = region_new(addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 				      !ra->has_push || ra->push);

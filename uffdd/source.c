@@ -166,7 +166,14 @@ static void populate(const struct source *s)
 static int source_open_fd(struct source *s, struct source_cache *cache)
 {
 	struct stat st;
+	int fl = fcntl(s->fd, F_GETFL);
 
+	if (fl < 0)
+		return -errno;
+	/* A source the daemon cannot read would fail every fault, forever:
+	 * refuse it now (-EBADF), as read(2) would. */
+	if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+		return -EBADF;
 	if (fstat(s->fd, &st) < 0)
 		return -errno;
 	if (S_ISBLK(st.st_mode)) {
@@ -186,7 +193,7 @@ static int source_open_fd(struct source *s, struct source_cache *cache)
 		return r;
 	s->maplen = page_up(s->hi) - s->lo;
 	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, (off_t)s->lo);
-	/* Not mappable (opened write-only, some special files): pread it. */
+	/* Not mappable (a file system without mmap): pread it. */
 	s->map = m == MAP_FAILED ? NULL : m;
 	populate(s);
 	return 0;
