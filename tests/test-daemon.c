@@ -57,6 +57,9 @@ static int try_connect(const char *path)
 	return -1;
 }
 
+/* From here up are valgrind's own descriptors, when it runs the daemon. */
+#define VALGRIND_FDS 1024
+
 static int count_fds(pid_t pid)
 {
 	char path[64];
@@ -65,26 +68,44 @@ static int count_fds(pid_t pid)
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
 	DIR *dir = opendir(path);
 	ck_assert_ptr_nonnull(dir);
-	/* Above 1023 are valgrind's own descriptors, when it runs the daemon. */
 	for (struct dirent *e; (e = readdir(dir));)
-		n += e->d_name[0] != '.' && atoi(e->d_name) < 1024;
+		n += e->d_name[0] != '.' && atoi(e->d_name) < VALGRIND_FDS;
 	closedir(dir);
 	return n;
 }
 
-/* The descriptors of a daemon without clients: the last one's session is
- * freed asynchronously, so wait for the count to settle. */
+/* The daemon's sockets past stdio: the listening one and one per session. */
+static int count_sockets(pid_t pid)
+{
+	char path[64], link[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= VALGRIND_FDS)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
+	}
+	closedir(dir);
+	return n;
+}
+
+/* The descriptors of a daemon just started, without clients: the session of
+ * the harness's probe (a socket, nothing else) is freed asynchronously, so
+ * wait until only the listening socket is left. */
 static int idle_fds(pid_t pid)
 {
-	int n = count_fds(pid);
+	int n = -1;
 
-	for (int same = 0, i = 0; same < 3 && i < 500; i++) {
-		test_sleep_ms(20);
-		int k = count_fds(pid);
-		same = k == n ? same + 1 : 0;
-		n = k;
-	}
-	return n;
+	for (int i = 0; i < 500 && (n = count_sockets(pid)) != 1; i++)
+		test_sleep_ms(10);
+	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
+	return count_fds(pid);
 }
 
 /* The daemon frees a session asynchronously: wait for its fds to go. */
