@@ -5,7 +5,9 @@
  * record and replay with exact fault counts.  The workload's random touch
  * reads each page once in an order where no page follows the one before, so
  * every fault brings exactly one page: a restore without background push
- * takes one fault per page, and a replay of what it recorded none.
+ * takes one fault per page, and a replay of what it recorded none.  The
+ * sequential record is this process reading the pages, waiting after each
+ * fault until uffdd is idle, so that its faults are the readahead rule's.
  */
 #include <dirent.h>
 #include <fcntl.h>
