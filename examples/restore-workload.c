@@ -320,10 +320,11 @@ static int run(const struct restore_opts *o, struct restored *rs, uint64_t t0)
 	printf("touch_us %" PRIu64 "\n", t2 - t1);
 	if (o->push)
 		printf("complete_us %" PRIu64 "\n", t3 - t0);
-	printf("faults %" PRIu64 "\npages_copied %" PRIu64 "\npages_zeroed %" PRIu64
-	       "\npages_pushed %" PRIu64 "\npages_total %" PRIu64 "\npages_populated %" PRIu64 "\n",
-	       st.faults, st.pages_copied, st.pages_zeroed, st.pages_pushed, st.pages_total,
-	       st.pages_populated);
+	printf("faults %" PRIu64 "\neexist %" PRIu64 "\npages_copied %" PRIu64
+	       "\npages_zeroed %" PRIu64 "\npages_pushed %" PRIu64 "\npages_total %" PRIu64
+	       "\npages_populated %" PRIu64 "\n",
+	       st.faults, st.eexist, st.pages_copied, st.pages_zeroed, st.pages_pushed,
+	       st.pages_total, st.pages_populated);
 	if (o->replay)
 		printf("replay_pages %d\n", rs->replayed);
 	if (o->record)

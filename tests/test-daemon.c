@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -56,6 +57,9 @@ static int try_connect(const char *path)
 	return -1;
 }
 
+/* From here up are valgrind's own descriptors, when it runs the daemon. */
+#define VALGRIND_FDS 1024
+
 static int count_fds(pid_t pid)
 {
 	char path[64];
@@ -64,26 +68,44 @@ static int count_fds(pid_t pid)
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
 	DIR *dir = opendir(path);
 	ck_assert_ptr_nonnull(dir);
-	/* Above 1023 are valgrind's own descriptors, when it runs the daemon. */
 	for (struct dirent *e; (e = readdir(dir));)
-		n += e->d_name[0] != '.' && atoi(e->d_name) < 1024;
+		n += e->d_name[0] != '.' && atoi(e->d_name) < VALGRIND_FDS;
 	closedir(dir);
 	return n;
 }
 
-/* The descriptors of a daemon without clients: the last one's session is
- * freed asynchronously, so wait for the count to settle. */
+/* The daemon's sockets past stdio: the listening one and one per session. */
+static int count_sockets(pid_t pid)
+{
+	char path[64], link[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= VALGRIND_FDS)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
+	}
+	closedir(dir);
+	return n;
+}
+
+/* The descriptors of a daemon just started, without clients: the session of
+ * the harness's probe (a socket, nothing else) is freed asynchronously, so
+ * wait until only the listening socket is left. */
 static int idle_fds(pid_t pid)
 {
-	int n = count_fds(pid);
+	int n = -1;
 
-	for (int same = 0, i = 0; same < 3 && i < 500; i++) {
-		test_sleep_ms(20);
-		int k = count_fds(pid);
-		same = k == n ? same + 1 : 0;
-		n = k;
-	}
-	return n;
+	for (int i = 0; i < 500 && (n = count_sockets(pid)) != 1; i++)
+		test_sleep_ms(10);
+	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
+	return count_fds(pid);
 }
 
 /* The daemon frees a session asynchronously: wait for its fds to go. */
@@ -305,14 +327,30 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	return 0;
 }
 
+/* A new seed each run (the pattern and the touch order), printed: set
+ * SEED_ENV to it to replay a failure. */
+#define SEED_ENV "UFFDD_TEST_SEED"
+
+static uint64_t test_seed(void)
+{
+	const char *e = getenv(SEED_ENV);
+	/* Odd: never 0, which xorshift would keep forever. */
+	uint64_t seed = (e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL)) | 1;
+
+	fprintf(stderr, "seed %" PRIu64 " (%s=%" PRIu64 " replays this run)\n", seed, SEED_ENV,
+		seed);
+	return seed;
+}
+
 START_TEST(lazy_fill_64m)
 {
 	struct test_daemon d;
-	struct fill f = { .npages = (64u << 20) / page, .seed = (uint64_t)time(NULL) | 1 };
+	struct fill f = { .npages = (64u << 20) / page, .seed = test_seed() };
 
 	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
-	ck_assert_int_eq(reap(spawn(client_fill, &d, &f)), 0);
+	ck_assert_msg(reap(spawn(client_fill, &d, &f)) == 0, "the client failed with seed %" PRIu64,
+		      f.seed);
 	close(f.fd);
 	test_daemon_stop(&d);
 }
@@ -464,7 +502,7 @@ static int dirty_check(struct conn *k, uint8_t *base, const bool *want, unsigned
 static int client_wp(const struct test_daemon *d, void *arg)
 {
 	bool want[WP_PAGES] = { false };
-	uint64_t seed = 99;
+	uint64_t seed = 99, writes = 0;
 	struct pin_client_stats st;
 	struct conn k;
 
@@ -489,6 +527,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 			base[i * page] = 2;
 			want[i] = true;
 		}
+		writes += want[i];
 	}
 	REQUIRE(dirty_check(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
 	/* After the reset only new writes count. */
@@ -496,10 +535,14 @@ static int client_wp(const struct test_daemon *d, void *arg)
 		want[i] = rng(&seed) % 3 == 0;
 		if (want[i])
 			base[i * page + 100] = 3;
+		writes += want[i];
 	}
 	REQUIRE(dirty_check(&k, base, want, 0) == 0);
+	/* Every page is placed write-protected, a missing write fault's too,
+	 * and the reset protects again: each first write to a page (since the
+	 * reset) takes exactly one WP fault. */
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
-	REQUIRE(st.wp_faults >= 1);
+	REQUIRE(st.wp_faults == writes);
 	conn_close(&k);
 	return 0;
 }
@@ -770,6 +813,17 @@ END_TEST
 
 /* ---- a client killed mid-fault ---- */
 
+/* Random faults (each page then discarded) the victim takes before it parks. */
+#define VICTIM_FAULTS 4096
+/* Polls of the victim's state, 1 ms apart, before giving up. */
+#define PARK_TRIES 10000
+
+/*
+ * Faults at random, then touches a page its userfaultfd covers but no region
+ * of the daemon does: uffdd reads that fault and keeps it, unserved, until a
+ * region covers it (none ever will).  Tells the test its userfaultfd's
+ * number first, and then that it parks.
+ */
 static int client_victim(const struct test_daemon *d, void *arg)
 {
 	int *ready = arg;
@@ -777,26 +831,72 @@ static int client_victim(const struct test_daemon *d, void *arg)
 	size_t n = (32u << 20) / page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(n * page);
+	uint8_t *base = map_region((n + 1) * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, -1,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	REQUIRE(write(ready[1], "x", 1) == 1);
-	/* Fault forever, until killed. */
-	for (uint64_t seed = 3;;) {
+	REQUIRE(pin_uffd_register(k.u, base + n * page, page, PIN_UFFD_REGISTER_MISSING, NULL) ==
+		0);
+	int fd = pin_uffd_fd(k.u);
+	REQUIRE(write(ready[1], &fd, sizeof(fd)) == sizeof(fd));
+	for (uint64_t seed = 3, f = 0; f < VICTIM_FAULTS; f++) {
 		size_t i = (size_t)(rng(&seed) % n);
-		if (base[i * page])
-			return 1;
-		if (madvise(base + i * page, page, MADV_DONTNEED) < 0)
-			return 1;
+		REQUIRE(base[i * page] == 0);
+		REQUIRE(madvise(base + i * page, page, MADV_DONTNEED) == 0);
 	}
+	REQUIRE(write(ready[1], "p", 1) == 1);
+	/* Blocks until killed. */
+	return base[n * page];
+}
+
+/* The "pending" (queued, unread) and "total" (pending + read but not
+ * woken) faults of userfaultfd fd of process pid. */
+static void uffd_fdinfo(pid_t pid, int fd, unsigned long *pending, unsigned long *total)
+{
+	char path[64], buf[512];
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(f, 0);
+	ssize_t len = read(f, buf, sizeof(buf) - 1);
+	close(f);
+	ck_assert_int_gt(len, 0);
+	buf[len] = '\0';
+	const char *p = strstr(buf, "pending:\t"), *t = strstr(buf, "total:\t");
+	ck_assert_msg(p && t, "no userfaultfd counts in %s: %s", path, buf);
+	*pending = strtoul(p + strlen("pending:\t"), NULL, 10);
+	*total = strtoul(t + strlen("total:\t"), NULL, 10);
+}
+
+/* Wait until the single-threaded pid sleeps in handle_userfault() on a
+ * fault of its userfaultfd fd that the daemon has read and not served. */
+static void wait_parked(pid_t pid, int fd)
+{
+	char path[64], wchan[64] = "";
+	unsigned long pending = 0, total = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)pid);
+	for (int tries = 0; tries < PARK_TRIES; tries++) {
+		int f = open(path, O_RDONLY | O_CLOEXEC);
+		ck_assert_int_ge(f, 0);
+		ssize_t n = read(f, wchan, sizeof(wchan) - 1);
+		close(f);
+		wchan[n > 0 ? n : 0] = '\0';
+		uffd_fdinfo(pid, fd, &pending, &total);
+		if (!strcmp(wchan, "handle_userfault") && pending == 0 && total == 1)
+			return;
+		test_sleep_ms(1);
+	}
+	ck_abort_msg("process %d never parked in a fault the daemon read (wchan '%s', "
+		     "pending %lu, total %lu)",
+		     (int)pid, wchan, pending, total);
 }
 
 START_TEST(killed_client)
 {
 	struct test_daemon d;
 	struct fill f = { .npages = (16u << 20) / page, .seed = 42 };
-	int ready[2];
+	int ready[2], ufd;
 	char c;
 
 	test_daemon_start(&d, NULL);
@@ -804,9 +904,11 @@ START_TEST(killed_client)
 	int fds = idle_fds(d.pid);
 	ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
 	pid_t victim = spawn(client_victim, &d, ready);
-	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	ck_assert_int_eq(read(ready[0], &ufd, sizeof(ufd)), sizeof(ufd));
 	pid_t other = spawn(client_fill, &d, &f);
-	test_sleep_ms(50);
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	ck_assert_int_eq(c, 'p');
+	wait_parked(victim, ufd);
 	kill(victim, SIGKILL);
 	ck_assert_int_eq(reap(victim), 128 + SIGKILL);
 	ck_assert_int_eq(reap(other), 0);

@@ -5,10 +5,14 @@
  * record and replay with exact fault counts.  The workload's random touch
  * reads each page once in an order where no page follows the one before, so
  * every fault brings exactly one page: a restore without background push
- * takes one fault per page, and a replay of what it recorded none.
+ * takes one fault per page, and a replay of what it recorded none.  The
+ * sequential record is this process reading the pages, waiting after each
+ * fault until uffdd is idle, so that its faults are the readahead rule's.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +29,15 @@
  * request carries: both go in several messages. */
 #define MIB   72
 #define PAGES (MIB * 256) /* of the checkpoint: a header page and the table */
+#define PAGE  4096
+/* Pages uffdd's background push places per worker round (UFFDD_PUSH_MAX). */
+#define PUSH_RUN 256
+/* uffdd's readahead: the largest window in pages (UFFDD_RA_MAX), and how many
+ * windows past a fault it queues (AHEAD in uffdd/prefetch.c). */
+#define RA_MAX	 512
+#define RA_AHEAD 4
+/* Polls of uffdd's threads, 1 ms apart, before giving up on it going idle. */
+#define IDLE_TRIES 10000
 
 struct run {
 	int status; /* the exit code */
@@ -148,31 +161,63 @@ START_TEST(lazy_restore_sequential_checks_every_byte)
 }
 END_TEST
 
+/* The region page the random touch reads k-th: the header page, then table
+ * pages from the middle on, STRIDE (7919, coprime with 18431) pages apart,
+ * modulo 18431; table page i is region page i + 1. */
+static uint64_t first_touched(uint64_t k)
+{
+	return k ? 1 + ((k - 1) * 7919 + (PAGES - 1) / 2) % (PAGES - 1) : 0;
+}
+
+/*
+ * The most pages the faults of the random touch can place while uffdd pushes:
+ * the workload has one thread, so one fault outstanding, and every worker
+ * round that serves a fault then pushes one run of up to PUSH_RUN missing
+ * pages in address order, ending at a page that is there.  The fastest
+ * process faults again at once; a slower one leaves the push more rounds.
+ */
+static uint64_t most_pages_by_faults(void)
+{
+	bool *placed = calloc(PAGES, sizeof(*placed));
+	uint64_t next = 0, faults = 0;
+
+	ck_assert_ptr_nonnull(placed);
+	for (uint64_t k = 0; k < PAGES; k++) {
+		uint64_t p = first_touched(k);
+		if (placed[p])
+			continue;
+		placed[p] = true;
+		faults++;
+		while (next < PAGES && placed[next])
+			next++;
+		for (uint64_t n = 0; n < PUSH_RUN && next < PAGES && !placed[next]; n++)
+			placed[next++] = true;
+	}
+	free(placed);
+	return faults;
+}
+
 START_TEST(lazy_restore_random_completes_by_push)
 {
 	struct run r;
 
 	restore(&r, "random", NULL, NULL);
 	assert_complete(&r);
-	/* What no fault brought, the push did. */
-	ck_assert_uint_ge(figure(&r, "faults") + figure(&r, "pages_pushed"), PAGES);
-	ck_assert_uint_le(figure(&r, "pages_pushed"), PAGES);
+	/* Every page went in once (pages_copied), by the push or by a fault.
+	 * A fault brings at most one page, none when the push placed it
+	 * first (eexist). */
+	uint64_t by_faults = PAGES - figure(&r, "pages_pushed");
+	ck_assert_uint_le(figure(&r, "faults") - figure(&r, "eexist"), by_faults);
+	/* The push did all the rest: without it, every page is a fault. */
+	ck_assert_uint_le(by_faults, most_pages_by_faults());
 }
 END_TEST
 
-/* A restore on demand only records the working set; a replay of it places
- * every page before the process runs, and no fault is left. */
-static void record_then_replay(const char *touch, uint64_t record_faults)
+/* A replay of the working set recorded in ck places every page before the
+ * process runs, and no fault is left. */
+static void replay_all(const char *touch)
 {
-	struct run rec, rep;
-
-	restore(&rec, touch, "--no-push", "--record");
-	assert_complete(&rec);
-	if (record_faults)
-		ck_assert_uint_eq(figure(&rec, "faults"), record_faults);
-	ck_assert_uint_ge(figure(&rec, "faults"), 1);
-	ck_assert_uint_eq(figure(&rec, "pages_pushed"), 0);
-	ck_assert_uint_eq(figure(&rec, "working_set_pages"), PAGES);
+	struct run rep;
 
 	restore(&rep, touch, "--no-push", "--replay");
 	assert_complete(&rep);
@@ -181,17 +226,136 @@ static void record_then_replay(const char *touch, uint64_t record_faults)
 	ck_assert_uint_eq(figure(&rep, "faults"), 0);
 }
 
-/* No page follows the one before: one fault per page, no readahead. */
+/* A restore on demand only records the working set.  No page follows the
+ * one before: one fault per page, no readahead. */
 START_TEST(record_then_replay_random)
 {
-	record_then_replay("random", PAGES);
+	struct run rec;
+
+	restore(&rec, "random", "--no-push", "--record");
+	assert_complete(&rec);
+	ck_assert_uint_eq(figure(&rec, "faults"), PAGES);
+	ck_assert_uint_eq(figure(&rec, "pages_pushed"), 0);
+	ck_assert_uint_eq(figure(&rec, "working_set_pages"), PAGES);
+	replay_all("random");
 }
 END_TEST
 
-/* Readahead windows decide how many faults: not asserted. */
+/*
+ * The faults of a sequential read of n pages by uffdd's readahead rule
+ * (uffdd/prefetch.c), when what it queues is placed before the next read: a
+ * fault in or right after what the last one placed or queued doubles the
+ * window, from 1 page up to RA_MAX; a fault with a window of 2 or more places
+ * it and queues RA_AHEAD more windows after it.
+ */
+static uint64_t sequential_faults(uint64_t n)
+{
+	uint64_t faults = 0, window = 0;
+
+	for (uint64_t i = 0; i < n; faults++) {
+		window = !window ? 1 : 2 * window < RA_MAX ? 2 * window : RA_MAX;
+		i = i + window < n ? i + window : n;
+		if (window >= 2)
+			i = i + RA_AHEAD * window < n ? i + RA_AHEAD * window : n;
+	}
+	return faults;
+}
+
+/* Whether every thread of uffdd sleeps in epoll_wait(): a worker sleeps only
+ * when it has nothing left to do (with readahead queued its timeout is 0).
+ * Else says which thread is busy, in busy. */
+static bool daemon_idle(pid_t pid, char *busy, size_t len)
+{
+	char path[96], wchan[64];
+	bool idle = true;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; idle && (e = readdir(dir));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/wchan", (int)pid, e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ssize_t n = read(fd, wchan, sizeof(wchan) - 1);
+		close(fd);
+		wchan[n > 0 ? n : 0] = '\0';
+		idle = !strcmp(wchan, "do_epoll_wait");
+		if (!idle)
+			snprintf(busy, len, "thread %.20s in '%s'", e->d_name, wchan);
+	}
+	closedir(dir);
+	return idle;
+}
+
+static void wait_daemon_idle(pid_t pid)
+{
+	char busy[128] = "";
+
+	for (int tries = 0; tries < IDLE_TRIES; tries++) {
+		if (daemon_idle(pid, busy, sizeof(busy)))
+			return;
+		test_sleep_ms(1);
+	}
+	ck_abort_msg("uffdd never went idle: %s", busy);
+}
+
+/*
+ * Restore on demand and record, reading the pages in order from this process
+ * as the workload's sequential touch does, but after each fault waiting until
+ * uffdd is idle: its readahead is then always ahead of the reader, and the
+ * faults are the rule's.  Returns the faults uffdd counted: those seen here.
+ */
+static uint64_t record_sequential_settled(void)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock };
+	struct pin_client_stats st;
+	struct pin_image *img;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	uint64_t faults = 0;
+
+	ck_assert_int_eq(pin_image_open(ck, &img), 0);
+	ck_assert_int_eq(pin_uffd_new(&uo, &u), 0);
+	ck_assert_int_eq(pin_image_map_region(img, 0, u), 0);
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	ck_assert_int_eq(pin_client_handover(c, u), 0);
+	ck_assert_int_eq(pin_client_add_image_region(c, img, 0, PIN_CLIENT_REGION_NO_PUSH), 1);
+	const struct pin_image_region *g = pin_image_region(img, 0);
+	ck_assert_uint_eq(g->len, (uint64_t)PAGES * PAGE);
+	volatile uint8_t *base = (volatile uint8_t *)(uintptr_t)g->addr;
+	for (uint64_t i = 0; i < PAGES; i++) {
+		unsigned char in;
+		ck_assert_int_eq(mincore((void *)(uintptr_t)(base + i * PAGE), PAGE, &in), 0);
+		(void)base[i * PAGE];
+		if (in & 1)
+			continue;
+		faults++;
+		wait_daemon_idle(d.pid);
+	}
+	uint8_t *want = malloc(g->len);
+	ck_assert_ptr_nonnull(want);
+	ck_assert_int_eq(pin_image_read(img, g->addr, want, g->len), 0);
+	ck_assert(!memcmp((const void *)(uintptr_t)g->addr, want, g->len));
+	free(want);
+	ck_assert_int_eq(pin_client_stats(c, 0, &st), 0);
+	ck_assert_uint_eq(st.faults, faults);
+	ck_assert_uint_eq(st.pages_copied, PAGES);
+	ck_assert_uint_eq(st.pages_pushed, 0);
+	ck_assert_int_eq(pin_client_working_set_save(c, ck), PAGES);
+	pin_client_free(c);
+	ck_assert_int_eq(munmap((void *)(uintptr_t)g->addr, g->len), 0);
+	pin_uffd_free(u);
+	pin_image_free(img);
+	return faults;
+}
+
 START_TEST(record_then_replay_sequential)
 {
-	record_then_replay("seq", 0);
+	ck_assert_uint_eq(record_sequential_settled(), sequential_faults(PAGES));
+	replay_all("seq");
 }
 END_TEST
 
@@ -219,15 +383,8 @@ static void replay_pages(uint64_t (*page_of)(uint64_t k), uint64_t n)
 	ck_assert_uint_eq(figure(&r, "faults"), PAGES - n);
 }
 
-/* The header page, and the 16 table pages the random touch reads first: it
- * starts in the middle, STRIDE (7919, coprime with 18431) pages apart,
- * modulo 18431; table page i is region page i + 1. */
-static uint64_t first_touched(uint64_t k)
-{
-	return k ? 1 + ((k - 1) * 7919 + (PAGES - 1) / 2) % (PAGES - 1) : 0;
-}
-
-/* A partial working set: only what it names is placed, the rest faults. */
+/* A partial working set: only what it names is placed, the rest faults.
+ * The 17 pages the random touch reads first. */
 START_TEST(replay_of_a_partial_set_leaves_the_rest_to_faults)
 {
 	replay_pages(first_touched, 17);

@@ -82,13 +82,18 @@ static int lazy_pages_connect(const struct lazy_pages *lp)
 	return -1;
 }
 
-/* Its exit status, and what it printed. */
+/* Its exit status, and all it printed (until EOF: it exited). */
 static int lazy_pages_wait(struct lazy_pages *lp, char *out, size_t outlen)
 {
-	ssize_t n = read(lp->out, out, outlen - 1);
+	size_t len = 0;
+	ssize_t n;
 	int st;
 
-	out[n > 0 ? n : 0] = '\0';
+	while ((n = read(lp->out, out + len, outlen - 1 - len)) > 0 && len + (size_t)n < outlen - 1)
+		len += (size_t)n;
+	ck_assert_msg(n == 0, "reading uffdd-lazy-pages' output: %s",
+		      n < 0 ? strerror(errno) : "more than the buffer holds");
+	out[len] = '\0';
 	close(lp->out);
 	ck_assert_int_eq(waitpid(lp->pid, &st, 0), lp->pid);
 	unlink(strcat(lp->work, "/lazy-pages.socket"));
@@ -258,7 +263,7 @@ struct restore {
 	int npids;
 	pid_t tasks[4];
 	int ctl[4];
-	char out[512];
+	char out[2048];
 };
 
 static void read_byte(int fd, char want)
@@ -269,11 +274,12 @@ static void read_byte(int fd, char want)
 	ck_assert_int_eq(c, want);
 }
 
-static void restore_start(struct restore *rs, const char *which)
+/* Start the restore of dump `which`, of npids tasks (README.md). */
+static void restore_start(struct restore *rs, const char *which, int npids)
 {
 	snprintf(rs->dump, sizeof(rs->dump), "%s/%s", images, which);
 	rs->npids = pin_image_criu_pids(rs->dump, rs->pids, PIN_ARRAY_SIZE(rs->pids));
-	ck_assert_int_ge(rs->npids, 1);
+	ck_assert_int_eq(rs->npids, npids);
 	test_daemon_start(&rs->d, NULL);
 	lazy_pages_start(&rs->lp, &rs->d, rs->dump);
 	for (int i = 0; i < rs->npids; i++) {
@@ -357,13 +363,58 @@ static unsigned long lazy_page_count(const char *dump, int pid)
 	return n;
 }
 
+/* What uffdd-lazy-pages says uffdd placed for a task before the end. */
+struct placed {
+	unsigned long faults, copied, zeroed, pushed, found, populated, total;
+};
+
+static struct placed placed_before_end(const struct restore *rs, int pid)
+{
+	char head[64];
+	struct placed p;
+
+	snprintf(head, sizeof(head), "task %d: before the end: ", pid);
+	const char *s = strstr(rs->out, head);
+	ck_assert_msg(s, "no '%s' in: %s", head, rs->out);
+	ck_assert_int_eq(sscanf(s + strlen(head),
+				"%lu faults, %lu pages copied, %lu zeroed, %lu pushed, %lu found "
+				"there, %lu of %lu populated",
+				&p.faults, &p.copied, &p.zeroed, &p.pushed, &p.found, &p.populated,
+				&p.total),
+			 7);
+	return p;
+}
+
+/*
+ * VERIFY_BEFORE_END: the faults (and their readahead) placed every page of
+ * every region uffdd was given, each once: the lazy pages from the dump, the
+ * rest as zero pages; nothing pushed, nothing there before.  The number of
+ * faults depends on how far readahead got ahead of the reading task: at least
+ * one, at most one per page.
+ */
+static void assert_placed_by_faults(const struct restore *rs)
+{
+	for (int i = 0; i < rs->npids; i++) {
+		struct placed p = placed_before_end(rs, rs->pids[i]);
+		ck_assert_uint_eq(p.copied, lazy_page_count(rs->dump, rs->pids[i]));
+		ck_assert_uint_eq(p.zeroed, p.total - p.copied);
+		ck_assert_uint_eq(p.pushed, 0);
+		ck_assert_uint_eq(p.found, 0);
+		ck_assert_uint_eq(p.populated, p.total);
+		ck_assert_uint_ge(p.faults, 1);
+		ck_assert_uint_le(p.faults, p.total);
+	}
+	ck_assert_msg(strstr(rs->out, " 0 pages pushed after it"), "%s", rs->out);
+}
+
 START_TEST(criu_faults_serve_every_byte)
 {
 	struct restore rs;
 
-	restore_start(&rs, "fixture");
+	restore_start(&rs, "fixture", 1);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
 	ck_assert_msg(strstr(rs.out, "1 tasks restored"), "%s", rs.out);
+	assert_placed_by_faults(&rs);
 	restore_finish(&rs);
 }
 END_TEST
@@ -373,8 +424,12 @@ START_TEST(criu_push_after_restore_completes_it)
 	struct restore rs;
 	char want[64];
 
-	restore_start(&rs, "fixture");
+	restore_start(&rs, "fixture", 1);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_AFTER_END, false), 0);
+	/* Nothing touched before the end: the push placed every lazy page. */
+	struct placed p = placed_before_end(&rs, rs.pids[0]);
+	ck_assert_uint_eq(p.faults, 0);
+	ck_assert_uint_eq(p.copied + p.zeroed + p.pushed + p.found + p.populated, 0);
 	snprintf(want, sizeof(want), " %lu pages pushed", lazy_page_count(rs.dump, rs.pids[0]));
 	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
 	restore_finish(&rs);
@@ -385,10 +440,10 @@ START_TEST(criu_two_tasks_and_a_zombie)
 {
 	struct restore rs;
 
-	restore_start(&rs, "fixture-fork");
-	ck_assert_int_eq(rs.npids, 2);
+	restore_start(&rs, "fixture-fork", 2);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, true), 0);
 	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
+	assert_placed_by_faults(&rs);
 	restore_finish(&rs);
 }
 END_TEST

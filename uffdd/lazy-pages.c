@@ -207,12 +207,20 @@ static int each_lazy_segment(struct task *t, bool wait)
 
 /* After RSTF: push every lazy page not faulted in yet, and wait for it.
  * uffdd counts Prefetch requests as copies, not as its background push:
- * what went in meanwhile is the copies since. */
+ * what went in meanwhile is the copies since.  First say what the faults
+ * (and their readahead) placed before the end. */
 static int task_finish(struct task *t, uint64_t *ret_pushed)
 {
 	struct pin_client_stats before, after;
 	int r = pin_client_stats(t->client, 0, &before);
 
+	if (r >= 0)
+		printf("uffdd-lazy-pages: task %d: before the end: %" PRIu64 " faults, %" PRIu64
+		       " pages copied, %" PRIu64 " zeroed, %" PRIu64 " pushed, %" PRIu64
+		       " found there, %" PRIu64 " of %" PRIu64 " populated\n",
+		       t->pid, before.faults, before.pages_copied, before.pages_zeroed,
+		       before.pages_pushed, before.eexist, before.pages_populated,
+		       before.pages_total);
 	if (r >= 0)
 		r = each_lazy_segment(t, false);
 	if (r >= 0)

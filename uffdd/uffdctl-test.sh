@@ -11,10 +11,12 @@ sock=$dir/uffdd.sock
 "$uffdd" --socket "$sock" --workers 1 2>"$dir/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+# Up means answering: the socket file exists from bind(), before listen().
 i=0
-while [ ! -S "$sock" ]; do
+until "$ctl" --socket "$sock" status >/dev/null 2>&1; do
+	kill -0 $pid 2>/dev/null || { echo "uffdd exited before answering"; cat "$dir/log"; exit 1; }
 	i=$((i + 1))
-	[ $i -lt 500 ] || { echo "uffdd did not create $sock"; cat "$dir/log"; exit 1; }
+	[ $i -lt 1000 ] || { echo "uffdd did not answer uffdctl on $sock"; cat "$dir/log"; exit 1; }
 	sleep 0.01
 done
 
@@ -49,7 +51,8 @@ for args in "bogus" "status 1" "regions x" ""; do
 	[ $rc = 2 ] || fail "'uffdctl $args' exits $rc, not 2"
 done
 kill $pid
-wait $pid || true
+rc=0; wait $pid || rc=$?
+[ $rc = 0 ] || { cat "$dir/log"; fail "uffdd exits $rc on SIGTERM, not 0"; }
 rm -rf "$dir"
 trap - EXIT
 # exec: under meson's valgrind setup the shell itself is traced, and its own
