@@ -568,6 +568,7 @@ static void run_client(client_fn fn, size_t npages)
 static int client_fork(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
+	struct pin_client_stats stats;
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -575,8 +576,12 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	for (size_t i = 0; i < EV_PAGES / 2; i++)
+	/* Downwards, so that no readahead places the other half: the child
+	 * must fault those in through its own session. */
+	for (size_t i = EV_PAGES / 2; i-- > 0;)
 		REQUIRE(page_ok(base, i, 11));
+	REQUIRE(pin_client_stats(k.c, 0, &stats) == 0);
+	REQUIRE(stats.pages_populated == EV_PAGES / 2);
 	pid_t pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0) {
@@ -1352,9 +1357,13 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	REQUIRE(base && spot != MAP_FAILED);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	/* All but [24, 32): those move untouched, and are served where they went. */
-	for (size_t i = 0; i < EV_PAGES; i++)
+	/* All but [24, 32): those move untouched, and are served where they
+	 * went.  Downwards, so that no readahead places them. */
+	for (size_t i = EV_PAGES; i-- > 0;)
 		REQUIRE((i >= 24 && i < 32) || page_ok(base, i, 11));
+	struct pin_client_stats st;
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.pages_populated == EV_PAGES - 8);
 	/* A over pages [8, 24), B over [40, 56). */
 	REQUIRE(pin_client_pin_report(k.c, base + 8 * page, 16 * page, COOKIE_A) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base + 40 * page, 16 * page, COOKIE_B) == 0);
