@@ -1050,10 +1050,11 @@ END_TEST
 /* Polling the userfaultfd's fdinfo until the daemon has read the fault. */
 #define FDINFO_POLL_MS 10
 #define FDINFO_POLLS 2000
-#define PARK_PAGES 8
 /* The test waiting on a client's step. */
 #define AWAIT_POLL_MS 100
 #define AWAIT_POLLS 600
+/* A region of PARK_PAGES; the thread faults on page PARK_PAGE of it. */
+#define PARK_PAGES 8
 #define PARK_PAGE 3
 #define PARK_SEED 21
 
