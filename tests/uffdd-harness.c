@@ -49,7 +49,12 @@ void test_daemon_spawn(struct test_daemon *d, const char *const *extra)
 
 void test_daemon_start(struct test_daemon *d, const char *const *extra)
 {
-	snprintf(d->dir, sizeof(d->dir), "/tmp/uffdd-test-XXXXXX");
+	/* Under $TMPDIR when set and short enough for the socket's path:
+	 * scripts/mutate removes what a killed test leaves there. */
+	const char *tmp = getenv("TMPDIR");
+	int n = snprintf(d->dir, sizeof(d->dir), "%s/uffdd-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (n < 0 || (size_t)n >= sizeof(d->dir))
+		snprintf(d->dir, sizeof(d->dir), "/tmp/uffdd-test-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(d->dir));
 	snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
 	test_daemon_spawn(d, extra);
