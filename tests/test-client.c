@@ -1019,22 +1019,22 @@ START_TEST(uffdctl_shows_content)
 }
 END_TEST
 
+/* A case's bound: a daemon under valgrind starts and stops slowly. */
+#define CASE_TIMEOUT_S 120
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("client");
-	TCase *tc = tcase_create("real-daemon");
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, connect_env_and_errors);
-	tcase_add_test(tc, reconnect_after_kill);
-	tcase_add_test(tc, notice_drops_cached_pin);
-	tcase_add_test(tc, truncated_source_zero_without_poison);
-	tcase_add_test(tc, unreadable_source_refused);
-	tcase_add_test(tc, eexist_counted);
-	tcase_add_test(tc, eagain_counted);
-	tcase_add_test(tc, uffdctl_shows_content);
-	suite_add_tcase(s, tc);
+	TEST_ADD_CASE(s, connect_env_and_errors, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, reconnect_after_kill, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, notice_drops_cached_pin, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, truncated_source_zero_without_poison, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, unreadable_source_refused, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, eexist_counted, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);
 	return s;
 }
 

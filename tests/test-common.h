@@ -38,6 +38,16 @@ Suite *test_suite_new(const char *area);
 /* A tcase of s (made by test_suite_new()) if needs are met; else a tcase that never runs. */
 TCase *test_tcase(Suite *s, const char *name, const struct test_needs *needs);
 
+/* A tcase of one test, named after it, so that one test runs alone:
+ * CK_RUN_CASE=name (scripts/mutate does). */
+#define TEST_ADD_CASE(s, t, timeout_s)                                                            \
+	do {                                                                                       \
+		TCase *tc_ = tcase_create(#t);                                                     \
+		tcase_set_timeout(tc_, timeout_s);                                                 \
+		tcase_add_test(tc_, t);                                                            \
+		suite_add_tcase(s, tc_);                                                           \
+	} while (0)
+
 /* The 64-bit word stored at virtual address a in a patterned page. */
 static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 {
