@@ -57,7 +57,13 @@ static int try_connect(const char *path)
 	return -1;
 }
 
-/* From here up are valgrind's own descriptors, when it runs the daemon. */
+/*
+ * Descriptors counted: those below this.  Under the valgrind setup
+ * (--trace-children) valgrind runs the daemon too, with a few descriptors of
+ * its own just below the soft RLIMIT_NOFILE: not counted when that is above
+ * 1024; at 1024 (1012 to 1018) they are, and being open all the daemon's
+ * life, in every count alike.
+ */
 #define VALGRIND_FDS 1024
 
 static int count_fds(pid_t pid)

@@ -69,7 +69,7 @@ static int lazy_pages_connect(const struct lazy_pages *lp)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/lazy-pages.socket", lp->work);
-	for (int i = 0; i < 1000; i++) {
+	for (unsigned int i = 0; i < 1000 * test_time_scale(); i++) {
 		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		ck_assert_int_ge(fd, 0);
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)

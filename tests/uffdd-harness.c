@@ -1,4 +1,11 @@
 // SPDX-License-Identifier: MIT
+/*
+ * The uffdd a test talks to: started from $UFFDD on a fresh socket with only
+ * stdio open, up once it answers a Hello, stopped with SIGTERM and its exit
+ * status checked (under the valgrind setup, 99 is what valgrind makes it exit
+ * with when it found an error in the daemon).  Waits on the daemon scale by
+ * test_time_scale().
+ */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +16,26 @@
 
 #include "libpin-private.h"
 #include "uffdd-harness.h"
+
+/* uffdd answers a Hello within this, natively; polled every UP_POLL_MS. */
+#define UP_WAIT_MS 10000
+#define UP_POLL_MS 10
+/* A larger $TEST_TIME_SCALE is a typo, not a slower machine. */
+#define TIME_SCALE_MAX 100
+
+unsigned int test_time_scale(void)
+{
+	const char *s = getenv("TEST_TIME_SCALE");
+	char *end;
+	unsigned long v;
+
+	if (!s)
+		return 1;
+	v = strtoul(s, &end, 10);
+	ck_assert_msg(*s && !*end && v >= 1 && v <= TIME_SCALE_MAX,
+		      "TEST_TIME_SCALE=%s: not a number from 1 to %d", s, TIME_SCALE_MAX);
+	return (unsigned int)v;
+}
 
 void test_sleep_ms(unsigned int ms)
 {
@@ -36,15 +63,17 @@ void test_daemon_spawn(struct test_daemon *d, const char *const *extra)
 		_exit(127);
 	}
 	/* Up means answering a Hello: its workers run by then. */
-	for (int i = 0; i < 1000; i++) {
+	unsigned int wait_ms = UP_WAIT_MS * test_time_scale();
+
+	for (unsigned int waited = 0; waited < wait_ms; waited += UP_POLL_MS) {
 		if (pin_client_connect(&co, &c) == 0) {
 			pin_client_free(c);
 			return;
 		}
 		ck_assert_int_eq(waitpid(d->pid, NULL, WNOHANG), 0);
-		test_sleep_ms(10);
+		test_sleep_ms(UP_POLL_MS);
 	}
-	ck_abort_msg("uffdd did not come up on %s", d->sock);
+	ck_abort_msg("uffdd did not answer a Hello on %s within %u ms", d->sock, wait_ms);
 }
 
 void test_daemon_start(struct test_daemon *d, const char *const *extra)
@@ -66,7 +95,9 @@ void test_daemon_stop(struct test_daemon *d)
 
 	kill(d->pid, SIGTERM);
 	ck_assert_int_eq(waitpid(d->pid, &st, 0), d->pid);
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "uffdd on %s: %s %d on SIGTERM, not exit 0",
+		      d->sock, WIFEXITED(st) ? "exit" : "signal",
+		      WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 	unlink(d->sock);
 	rmdir(d->dir);
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests that talk to a real uffdd: start the one meson built ($UFFDD) on a
- * temporary socket, stop it, and wait on it. */
+ * temporary socket, stop it, and wait on it; how long to wait for a program
+ * the test started. */
 #ifndef UFFDD_HARNESS_H
 #define UFFDD_HARNESS_H
 
@@ -20,5 +21,10 @@ void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */
 void test_daemon_stop(struct test_daemon *d);
 void test_sleep_ms(unsigned int ms);
+/* How many times slower than native the programs a test starts run:
+ * $TEST_TIME_SCALE, which the valgrind setup sets (they run under valgrind
+ * too), else 1.  A wait for such a program's progress is this many times its
+ * native bound. */
+unsigned int test_time_scale(void);
 
 #endif /* UFFDD_HARNESS_H */
