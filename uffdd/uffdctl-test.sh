@@ -28,18 +28,33 @@ json() {
 	python3 -c "import json, sys; d = json.load(sys.stdin); assert $1, d"
 }
 
-"$ctl" --socket "$sock" status | grep -q '^clients: *1 (this one included)$' ||
-	fail "status does not count its own session"
-[ "$("$ctl" --socket "$sock" clients | wc -l)" = 2 ] || fail "clients: not a header and one line"
-"$ctl" --socket "$sock" clients | tail -1 | grep -q ' uffdctl ' || fail "clients: no uffdctl line"
-"$ctl" --socket "$sock" --json clients | json 'len(d) == 1 and d[0]["name"] == "uffdctl"'
-"$ctl" --socket "$sock" --json status | json 'd["clients"] == 1 and d["regions"] == 0'
-"$ctl" --socket "$sock" --json stats | json 'd["session"] == "all" and d["faults"] == 0'
-"$ctl" --socket "$sock" stats | grep -q '^latency: no faults served yet$' || fail "stats: histogram"
-[ "$("$ctl" --socket "$sock" regions | wc -l)" = 1 ] || fail "regions: more than the header"
-"$ctl" --socket "$sock" --json regions | json 'd == []'
-"$ctl" --socket "$sock" --json pins 0 | json 'd == []'
-UFFDD_SOCKET=$sock "$ctl" --json status | json 'd["socket"] == "'"$sock"'"'
+# What uffdctl prints, in $dir/out; the test fails when it does not exit 0
+# (a pipe into grep would hide that: sh has no pipefail).
+ctl_out() {
+	"$ctl" --socket "$sock" "$@" >"$dir/out" || fail "'uffdctl $*' exits $?"
+}
+
+ctl_out status
+grep -q '^clients: *1 (this one included)$' "$dir/out" || fail "status does not count its own session"
+ctl_out clients
+[ "$(wc -l <"$dir/out")" = 2 ] || fail "clients: not a header and one line"
+tail -1 "$dir/out" | grep -q ' uffdctl ' || fail "clients: no uffdctl line"
+ctl_out --json clients
+json 'len(d) == 1 and d[0]["name"] == "uffdctl"' <"$dir/out"
+ctl_out --json status
+json 'd["clients"] == 1 and d["regions"] == 0' <"$dir/out"
+ctl_out --json stats
+json 'd["session"] == "all" and d["faults"] == 0' <"$dir/out"
+ctl_out stats
+grep -q '^latency: no faults served yet$' "$dir/out" || fail "stats: histogram"
+ctl_out regions
+[ "$(wc -l <"$dir/out")" = 1 ] || fail "regions: more than the header"
+ctl_out --json regions
+json 'd == []' <"$dir/out"
+ctl_out --json pins 0
+json 'd == []' <"$dir/out"
+UFFDD_SOCKET=$sock "$ctl" --json status >"$dir/out" || fail "uffdctl with UFFDD_SOCKET exits $?"
+json 'd["socket"] == "'"$sock"'"' <"$dir/out"
 
 rc=0; "$ctl" --socket "$sock" stats 999999 2>"$dir/err" || rc=$?
 [ $rc = 1 ] || fail "stats of an unknown session exits $rc, not 1"
