@@ -69,27 +69,6 @@ static uint8_t *map_region(size_t npages)
 	return p;
 }
 
-/* Page i of a region over a source at offset 0 holds the pattern. */
-static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j] != test_pattern(i * page + j * 8, seed))
-			return false;
-	return true;
-}
-
-static bool page_zero(const uint8_t *base, size_t i)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j])
-			return false;
-	return true;
-}
-
 /* Every thread of pid is stopped (SIGSTOP took effect). */
 static void wait_stopped(pid_t pid)
 {
@@ -367,7 +346,7 @@ START_TEST(reconnect_after_kill)
 	 * places a page that was not asked for. */
 	for (size_t i = 0; i < RC_PAGES; i += 2)
 		if (!rc_cut(i))
-			ck_assert(page_ok(base, i, RC_SEED));
+			ck_assert(test_page_ok(base, i, RC_SEED));
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2);
 	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
@@ -414,11 +393,11 @@ START_TEST(reconnect_after_kill)
 	 * reason as above. */
 	for (size_t i = 1; i < RC_PAGES; i += 2)
 		if (!rc_cut(i))
-			ck_assert(page_ok(base, i, RC_SEED));
+			ck_assert(test_page_ok(base, i, RC_SEED));
 	for (size_t i = RC_ZERO_PAGES; i-- > 0;)
-		ck_assert(page_zero(zero, i));
+		ck_assert(test_page_zero(zero, i));
 	for (size_t i = 0; i < RC_PAGES; i++)
-		ck_assert_msg(rc_cut(i) || page_ok(base, i, RC_SEED), "page %zu", i);
+		ck_assert_msg(rc_cut(i) || test_page_ok(base, i, RC_SEED), "page %zu", i);
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2 + RC_ZERO_PAGES);
 	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
@@ -493,7 +472,7 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_uint_eq(cs.hits, 1);
 	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
 	for (size_t i = 0; i < SN_PAGES; i++)
-		ck_assert(page_ok(base, i, SN_SEED));
+		ck_assert(test_page_ok(base, i, SN_SEED));
 
 	/* madvise() returns once the daemon read the REMOVE, and it sends the
 	 * notice before it reads its socket again: the next reply comes after. */
@@ -524,8 +503,8 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_uint_eq(st.pages_zeroed, SN_DISCARD_LEN);
 	for (size_t i = 0; i < SN_PAGES; i++)
 		ck_assert(i >= SN_DISCARD && i < SN_DISCARD + SN_DISCARD_LEN
-				  ? page_zero(base, i)
-				  : page_ok(base, i, SN_SEED));
+				  ? test_page_zero(base, i)
+				  : test_page_ok(base, i, SN_SEED));
 
 	/* munmap under the pin: an UNMAP notice, read by an event loop. */
 	ck_assert_int_eq(munmap(base + SN_UNMAP * page, SN_UNMAP_LEN * page), 0);
@@ -584,7 +563,7 @@ START_TEST(truncated_source_zero_without_poison)
 	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
 	/* Backwards: one fault, one page each. */
 	for (size_t i = TR_PAGES; i-- > 0;)
-		ck_assert(i < TR_KEEP ? page_ok(base, i, TR_SEED) : page_zero(base, i));
+		ck_assert(i < TR_KEEP ? test_page_ok(base, i, TR_SEED) : test_page_zero(base, i));
 	struct pin_client_stats st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, TR_PAGES);
 	ck_assert_uint_eq(st.pages_copied, TR_KEEP);
@@ -636,7 +615,7 @@ START_TEST(unreadable_source_refused)
 	ck_assert_int_ge(rd, 0);
 	add_region(&k, base, UR_PAGES, rd);
 	for (size_t i = 0; i < UR_PAGES; i++)
-		ck_assert(page_ok(base, i, UR_SEED));
+		ck_assert(test_page_ok(base, i, UR_SEED));
 	ck_assert_uint_eq(stats_of(&k).pages_copied, UR_PAGES);
 	ck_assert_int_eq(unlink(path), 0);
 	conn_close(&k);
@@ -683,7 +662,7 @@ START_TEST(eexist_counted)
 	ck_assert_uint_eq(st.eagain, 0);
 	for (size_t i = 0; i < EX_PAGES; i++) {
 		if (!ex_own(i)) {
-			ck_assert(page_ok(base, i, EX_SEED));
+			ck_assert(test_page_ok(base, i, EX_SEED));
 			continue;
 		}
 		for (size_t j = 0; j < page; j++)
@@ -755,7 +734,8 @@ START_TEST(eagain_counted)
 	ck_assert_int_eq(pin_client_prefetch(k.c, base, EA_PAGES * page), 0);
 	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EA_PAGES * page, EA_WAIT_MS), 0);
 	for (size_t i = EA_PAGES; i-- > 0;)
-		ck_assert(i < EA_DISCARD ? page_ok(base, i, EA_SEED) : page_zero(base, i));
+		ck_assert(i < EA_DISCARD ? test_page_ok(base, i, EA_SEED)
+					 : test_page_zero(base, i));
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, EA_PAGES - EA_DISCARD);
 	ck_assert_uint_eq(st.eagain, 1);
@@ -860,9 +840,9 @@ START_TEST(uffdctl_shows_content)
 	ck_assert_int_eq(pin_client_region_add(k.c, &wr), 0);
 	ck_assert_int_eq(pin_client_pin_report(k.c, a, CTL_PIN_PAGES * page, CTL_COOKIE), 0);
 	/* Pages 5, 0, 10: none right after another, so no readahead. */
-	ck_assert(page_ok(a, 5, CTL_SEED));
-	ck_assert(page_ok(a, 0, CTL_SEED));
-	ck_assert(page_ok(a, 10, CTL_SEED));
+	ck_assert(test_page_ok(a, 5, CTL_SEED));
+	ck_assert(test_page_ok(a, 0, CTL_SEED));
+	ck_assert(test_page_ok(a, 10, CTL_SEED));
 	/* A missing fault (a write-protected zero page), then a WP fault. */
 	b[0] = 1;
 	uint64_t me = pin_client_session(k.c);

@@ -4,6 +4,7 @@
 #define TEST_COMMON_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,5 +57,12 @@ static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 
 /* Write len bytes at offset 0 of fd: the word at offset o is test_pattern(o, seed). */
 void test_pattern_write(int fd, size_t len, uint64_t seed);
+
+/* Page i of a region over a patterned source at offset 0 (written by
+ * test_pattern_write() with seed) holds the pattern. */
+bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed);
+
+/* Page i of the region at base holds only zero bytes. */
+bool test_page_zero(const uint8_t *base, size_t i);
 
 #endif /* TEST_COMMON_H */

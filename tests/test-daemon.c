@@ -221,27 +221,6 @@ static int make_source(const struct test_daemon *d, const char *name, size_t npa
 	return fd;
 }
 
-/* Page i of a region over a source at offset 0 holds the pattern. */
-static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j] != test_pattern(i * page + j * 8, seed))
-			return false;
-	return true;
-}
-
-static bool page_zero(const uint8_t *base, size_t i)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j])
-			return false;
-	return true;
-}
-
 static uint64_t rng(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -280,7 +259,7 @@ static void *fill_thread(void *arg)
 	unsigned int t = atomic_fetch_add(&next, 1) % FILL_THREADS;
 
 	for (size_t k = t; k < f->npages; k += FILL_THREADS)
-		if (!page_ok(f->base, f->order[k], f->seed))
+		if (!test_page_ok(f->base, f->order[k], f->seed))
 			atomic_fetch_add(&f->bad, 1);
 	return NULL;
 }
@@ -420,7 +399,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	for (size_t k2 = 0; k2 < HOLE_PAGES; k2++) {
 		size_t i = order[k2];
 		bool data = i < 4 || (i >= 12 && i < 14);
-		REQUIRE(data ? page_ok(base, i, 5) : page_zero(base, i));
+		REQUIRE(data ? test_page_ok(base, i, 5) : test_page_zero(base, i));
 	}
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 6);
@@ -488,8 +467,8 @@ static int client_truncated(const struct test_daemon *d, void *arg)
 	REQUIRE(ftruncate(fd, 2 * page) == 0);
 	REQUIRE(page_bus(base, 3));
 	REQUIRE(page_bus(base, 2));
-	REQUIRE(page_ok(base, 0, 9));
-	REQUIRE(page_ok(base, 1, 9));
+	REQUIRE(test_page_ok(base, 0, 9));
+	REQUIRE(test_page_ok(base, 1, 9));
 	conn_close(&k);
 	return 0;
 }
@@ -542,9 +521,9 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	for (int i = 0; i < WP_PAGES; i++) {
 		uint64_t r = rng(&seed) % 4;
 		if (r == 0)
-			REQUIRE(page_zero(base, (size_t)i));
+			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1) {
-			REQUIRE(page_zero(base, (size_t)i));
+			REQUIRE(test_page_zero(base, (size_t)i));
 			base[i * page + 7] = 1;
 			want[i] = true;
 		}
@@ -621,7 +600,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	/* Downwards, so that no readahead places the other half: the child
 	 * must fault those in through its own session. */
 	for (size_t i = EV_PAGES / 2; i-- > 0;)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &stats) == 0);
 	REQUIRE(stats.pages_populated == EV_PAGES / 2);
 	pid_t pid = fork();
@@ -629,7 +608,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	if (pid == 0) {
 		/* The child's missing pages come from its own session. */
 		for (size_t i = 0; i < EV_PAGES; i++)
-			if (!page_ok(base, EV_PAGES - 1 - i, 11))
+			if (!test_page_ok(base, EV_PAGES - 1 - i, 11))
 				_exit(1);
 		_exit(0);
 	}
@@ -637,7 +616,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	REQUIRE(waitpid(pid, &st, 0) == pid);
 	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	for (size_t i = EV_PAGES / 2; i < EV_PAGES; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -660,14 +639,14 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < EV_PAGES; i += 2)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	uint8_t *moved = mremap(base, EV_PAGES * page, EV_PAGES * page,
 				MREMAP_MAYMOVE | MREMAP_FIXED, spot);
 	REQUIRE(moved == spot);
 	/* The pages touched before moved along; the others are served at the
 	 * new address, from the same source offsets. */
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(page_ok(moved, EV_PAGES - 1 - i, 11));
+		REQUIRE(test_page_ok(moved, EV_PAGES - 1 - i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -714,12 +693,12 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_pin_report(k.c, base + 8 * page, 16 * page, 0xc00c1e) == 0);
 	REQUIRE(madvise(base + 16 * page, 16 * page, MADV_DONTNEED) == 0);
 	/* Discarded pages are zero now, not the source's again. */
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(i >= 16 && i < 32 ? page_zero(base, i) : page_ok(base, i, 11));
+		REQUIRE(i >= 16 && i < 32 ? test_page_zero(base, i) : test_page_ok(base, i, 11));
 	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
 	REQUIRE(poll(&p, 1, 10000) == 1);
 	REQUIRE(pin_client_process(k.c) == 1);
@@ -757,7 +736,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_pushed == n);
 	REQUIRE(st.pages_copied == n);
 	for (size_t i = 0; i < n; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -784,7 +763,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_copied == n - 1);
 	REQUIRE(st.pages_populated == n - 1);
 	for (size_t i = 0; i < n; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 1);
 	conn_close(&k);
@@ -1443,7 +1422,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	/* All but [24, 32): those move untouched, and are served where they
 	 * went.  Downwards, so that no readahead places them. */
 	for (size_t i = EV_PAGES; i-- > 0;)
-		REQUIRE((i >= 24 && i < 32) || page_ok(base, i, 11));
+		REQUIRE((i >= 24 && i < 32) || test_page_ok(base, i, 11));
 	struct pin_client_stats st;
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_populated == EV_PAGES - 8);
@@ -1681,7 +1660,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 	REQUIRE(st.eexist == 1);
 	REQUIRE(st.pages_populated == PARTIAL_RUN);
 	for (size_t i = 0; i < PARTIAL_RUN; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 0);
 	conn_close(&k);
@@ -1719,7 +1698,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 	REQUIRE(join_bounded(th, "a run placed without waking was never woken") == 0);
 	for (size_t i = 0; i < HOLE_PAGES; i++)
 		REQUIRE(i < 4 || (i >= 12 && i < 14) ? buf_ok(out + i * page, page, i * page, 5)
-						     : page_zero(out, i));
+						     : test_page_zero(out, i));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 6);
 	REQUIRE(st.pages_zeroed == HOLE_PAGES - 6);
