@@ -422,23 +422,6 @@ END_TEST
 #define SN_UNMAP	12 /* munmap of pages 12 to 15 */
 #define SN_UNMAP_LEN	4
 
-/* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
-static long status_kb(const char *field)
-{
-	char line[256];
-	long kb = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
-
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':')
-			kb = strtol(line + n + 1, NULL, 10);
-	fclose(f);
-	ck_assert_int_ge(kb, 0);
-	return kb;
-}
-
 /* Real pins (io_uring registered buffers) of memory the daemon serves: a
  * REMOVE notice and an UNMAP notice each drop the cached pin, and the next
  * lookup pins anew.  VmPin counts the pages pinned, stale ones included
@@ -456,7 +439,7 @@ START_TEST(notice_drops_cached_pin)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, SN_PAGES, SN_SEED);
 	ck_assert_int_eq(pin_ctx_new(&po, &ctx), 0);
-	long kb = (long)(page / 1024), pin0 = status_kb("VmPin");
+	long kb = (long)(page / 1024), pin0 = test_status_kb("VmPin");
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, ctx);
 	uint8_t *base = map_region(SN_PAGES);
 	add_region(&k, base, SN_PAGES, fd);
@@ -470,7 +453,7 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 1);
 	ck_assert_uint_eq(cs.hits, 1);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_PAGES * kb);
 	for (size_t i = 0; i < SN_PAGES; i++)
 		ck_assert(test_page_ok(base, i, SN_SEED));
 
@@ -496,9 +479,9 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 2);
 	ck_assert_uint_eq(cs.hits, 1);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, 2 * SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, 2 * SN_PAGES * kb);
 	pin_range_put(pr);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_PAGES * kb);
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.pages_zeroed, SN_DISCARD_LEN);
 	for (size_t i = 0; i < SN_PAGES; i++)
@@ -525,14 +508,14 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 3);
 	pin_range_put(again);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_UNMAP * kb);
 
 	/* Put but cached: pinned until the context goes. */
 	pin_range_put(third);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_UNMAP * kb);
 	conn_close(&k);
 	pin_ctx_free(ctx);
-	ck_assert_int_eq(status_kb("VmPin"), pin0);
+	ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 	munmap(base, SN_UNMAP * page);
 	close(fd);
 	test_daemon_stop(&d);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "test-common.h"
@@ -36,4 +38,20 @@ bool test_page_zero(const uint8_t *base, size_t i)
 		if (w[j])
 			return false;
 	return true;
+}
+
+long test_status_kb(const char *field)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb;
 }

@@ -65,4 +65,7 @@ bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed);
 /* Page i of the region at base holds only zero bytes. */
 bool test_page_zero(const uint8_t *base, size_t i);
 
+/* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
+long test_status_kb(const char *field);
+
 #endif /* TEST_COMMON_H */
