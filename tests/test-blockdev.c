@@ -151,14 +151,12 @@ Suite *test_suite(void)
 const char *test_skip_reason(void)
 {
 	static char why[128];
-	struct pin_uffd *u;
 
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
+	const char *no_uffd = test_uffd_skip_reason();
+	if (no_uffd)
+		return no_uffd;
 	int ctl = open(LOOP_CONTROL, O_RDWR | O_CLOEXEC);
 	if (ctl < 0) {
 		snprintf(why, sizeof(why), "no loop device to serve a block device from (%s: %s)",

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "libpin.h"
 #include "test-common.h"
 
 void test_pattern_write(int fd, size_t len, uint64_t seed)
@@ -54,4 +55,15 @@ long test_status_kb(const char *field)
 	fclose(f);
 	ck_assert_int_ge(kb, 0);
 	return kb;
+}
+
+const char *test_uffd_skip_reason(void)
+{
+	struct pin_uffd *u;
+
+	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
+		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
+		       "access or CAP_SYS_PTRACE)";
+	pin_uffd_free(u);
+	return NULL;
 }

@@ -68,4 +68,7 @@ bool test_page_zero(const uint8_t *base, size_t i);
 /* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
 long test_status_kb(const char *field);
 
+/* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
+const char *test_uffd_skip_reason(void);
+
 #endif /* TEST_COMMON_H */

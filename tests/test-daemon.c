@@ -1766,13 +1766,7 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	struct pin_uffd *u;
-
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
-	return NULL;
+	return test_uffd_skip_reason();
 }

@@ -186,7 +186,6 @@ Suite *test_suite(void)
 const char *test_skip_reason(void)
 {
 	const char *act = getenv("SYSTEMD_SOCKET_ACTIVATE");
-	struct pin_uffd *u;
 
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
@@ -195,9 +194,5 @@ const char *test_skip_reason(void)
 		       "libsystemd-dev)";
 	if (!act || !*act)
 		return "systemd-socket-activate is not installed (Debian package systemd)";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
-	return NULL;
+	return test_uffd_skip_reason();
 }
