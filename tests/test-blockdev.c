@@ -96,10 +96,7 @@ START_TEST(block_device_read_with_pread)
 	ck_assert_int_eq(pin_uffd_new(&uo, &u), 0);
 	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
 	ck_assert_int_eq(pin_client_handover(c, u), 0);
-	uint8_t *base = mmap(NULL, REGION_PAGES * page, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert_ptr_ne(base, MAP_FAILED);
-	ck_assert_int_eq(madvise(base, REGION_PAGES * page, MADV_NOHUGEPAGE), 0);
+	uint8_t *base = test_map_pages(REGION_PAGES);
 	struct pin_client_region r = {
 		.sz = sizeof(r),
 		.addr = base,

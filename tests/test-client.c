@@ -58,17 +58,6 @@ static int make_source(const struct test_daemon *d, size_t npages, uint64_t seed
 	return fd;
 }
 
-static uint8_t *map_region(size_t npages)
-{
-	void *p = mmap(NULL, npages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	ck_assert_int_eq(madvise(p, npages * page, MADV_NOHUGEPAGE), 0);
-	return p;
-}
-
 /* Every thread of pid is stopped (SIGSTOP took effect). */
 static void wait_stopped(pid_t pid)
 {
@@ -329,7 +318,7 @@ START_TEST(reconnect_after_kill)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, RC_PAGES, RC_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, PIN_CLIENT_RECONNECT, NULL);
-	uint8_t *base = map_region(RC_PAGES), *zero = map_region(RC_ZERO_PAGES);
+	uint8_t *base = test_map_pages(RC_PAGES), *zero = test_map_pages(RC_ZERO_PAGES);
 	add_region(&k, base, RC_PAGES, fd);
 	ck_assert_int_eq(pin_client_region_remove(k.c, base + RC_CUT * page, RC_CUT_PAGES * page),
 			 0);
@@ -441,7 +430,7 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_new(&po, &ctx), 0);
 	long kb = (long)(page / 1024), pin0 = test_status_kb("VmPin");
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, ctx);
-	uint8_t *base = map_region(SN_PAGES);
+	uint8_t *base = test_map_pages(SN_PAGES);
 	add_region(&k, base, SN_PAGES, fd);
 
 	/* Pinning faults the pages in through the daemon. */
@@ -540,7 +529,7 @@ START_TEST(truncated_source_zero_without_poison)
 	int fd = make_source(&d, TR_PAGES, TR_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
 	ck_assert_uint_eq(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON, 0);
-	uint8_t *base = map_region(TR_PAGES);
+	uint8_t *base = test_map_pages(TR_PAGES);
 	add_region(&k, base, TR_PAGES, fd);
 	/* After the daemon saw TR_PAGES pages of data. */
 	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
@@ -579,7 +568,7 @@ START_TEST(unreadable_source_refused)
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	test_pattern_write(fd, UR_PAGES * page, UR_SEED);
-	uint8_t *base = map_region(UR_PAGES);
+	uint8_t *base = test_map_pages(UR_PAGES);
 	ck_assert_int_eq(pin_uffd_register(k.u, base, UR_PAGES * page, PIN_UFFD_REGISTER_MISSING,
 					   NULL),
 			 0);
@@ -629,7 +618,7 @@ START_TEST(eexist_counted)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, EX_PAGES, EX_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
-	uint8_t *base = map_region(EX_PAGES);
+	uint8_t *base = test_map_pages(EX_PAGES);
 	for (size_t i = 0; i < EX_PAGES; i++)
 		if (ex_own(i))
 			memset(base + i * page, EX_BYTE, page);
@@ -688,7 +677,7 @@ START_TEST(eagain_counted)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, EA_PAGES, EA_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
-	uint8_t *base = map_region(EA_PAGES);
+	uint8_t *base = test_map_pages(EA_PAGES);
 	add_region(&k, base, EA_PAGES, fd);
 	snprintf(path, sizeof(path), "%s/working-set", d.dir);
 	FILE *f = fopen(path, "w");
@@ -810,7 +799,7 @@ START_TEST(uffdctl_shows_content)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, CTL_PAGES, CTL_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, NULL);
-	uint8_t *a = map_region(CTL_PAGES), *b = map_region(CTL_WP_PAGES);
+	uint8_t *a = test_map_pages(CTL_PAGES), *b = test_map_pages(CTL_WP_PAGES);
 	add_region(&k, a, CTL_PAGES, fd);
 	struct pin_client_region wr = {
 		.sz = sizeof(wr),

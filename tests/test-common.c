@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "libpin.h"
@@ -66,4 +67,14 @@ const char *test_uffd_skip_reason(void)
 		       "access or CAP_SYS_PTRACE)";
 	pin_uffd_free(u);
 	return NULL;
+}
+
+uint8_t *test_map_pages(size_t npages)
+{
+	size_t len = npages * (size_t)sysconf(_SC_PAGESIZE);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	return p;
 }

@@ -68,6 +68,10 @@ bool test_page_zero(const uint8_t *base, size_t i);
 /* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
 long test_status_kb(const char *field);
 
+/* npages of private anonymous memory in small pages only: a partly filled
+ * range must not become a huge page (see uffdd(8)). */
+uint8_t *test_map_pages(size_t npages);
+
 /* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
 const char *test_uffd_skip_reason(void);
 

@@ -130,10 +130,7 @@ START_TEST(socket_activation_serves)
 	int src = memfd_create("activate-src", MFD_CLOEXEC);
 	ck_assert_int_ge(src, 0);
 	test_pattern_write(src, ACT_PAGES * page, ACT_SEED);
-	uint8_t *base = mmap(NULL, ACT_PAGES * page, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert_ptr_ne(base, MAP_FAILED);
-	ck_assert_int_eq(madvise(base, ACT_PAGES * page, MADV_NOHUGEPAGE), 0);
+	uint8_t *base = test_map_pages(ACT_PAGES);
 	struct pin_client_region r = {
 		.sz = sizeof(r),
 		.addr = base,
