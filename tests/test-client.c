@@ -151,24 +151,10 @@ static int inflight_join(struct inflight *f)
 	return f->ret;
 }
 
-struct stale_seen {
-	uint64_t cookie, addr, len;
-	uint32_t event;
-	int n;
-};
-
-static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
-		     uint32_t event, void *userdata)
-{
-	struct stale_seen *s = userdata;
-
-	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
-}
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
-	struct stale_seen seen;
+	struct test_stale_seen seen;
 };
 
 /* A userfaultfd with the features given, handed over on a new connection. */
@@ -183,7 +169,7 @@ static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t feat
 		.name = "test-client",
 		.flags = flags,
 		.reconnect_ms = RECONNECT_MS,
-		.stale_fn = on_stale,
+		.stale_fn = test_on_stale,
 		.stale_data = &k->seen,
 		.ctx = ctx,
 	};

@@ -657,31 +657,17 @@ START_TEST(mremap_followed)
 }
 END_TEST
 
-struct stale_seen {
-	uint64_t cookie, addr, len;
-	uint32_t event;
-	int n;
-};
-
-static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
-		     uint32_t event, void *userdata)
-{
-	struct stale_seen *s = userdata;
-
-	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
-}
-
 static int client_dontneed(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
-	struct stale_seen seen = { 0 };
+	struct test_stale_seen seen = { 0 };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
 		.features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct pin_client_opts co = {
-		.sz = sizeof(co), .socket = d->sock, .stale_fn = on_stale, .stale_data = &seen,
+		.sz = sizeof(co), .socket = d->sock, .stale_fn = test_on_stale, .stale_data = &seen,
 	};
 	struct conn k;
 
@@ -1345,7 +1331,7 @@ END_TEST
 #define STALE_MAX 8
 
 struct stale_log {
-	struct stale_seen v[STALE_MAX];
+	struct test_stale_seen v[STALE_MAX];
 	int n;
 };
 
@@ -1355,7 +1341,7 @@ static void on_stale_log(struct pin_client *c, uint64_t cookie, uint64_t addr, u
 	struct stale_log *l = userdata;
 
 	if (l->n < STALE_MAX)
-		l->v[l->n] = (struct stale_seen){ cookie, addr, len, event, l->n + 1 };
+		l->v[l->n] = (struct test_stale_seen){ cookie, addr, len, event, l->n + 1 };
 	l->n++;
 }
 
@@ -1380,8 +1366,8 @@ static int take_notices(struct pin_client *c, const struct stale_log *l, int wan
 	return 0;
 }
 
-static bool notice_is(const struct stale_seen *s, uint64_t cookie, const void *addr, size_t len,
-		      uint32_t event)
+static bool notice_is(const struct test_stale_seen *s, uint64_t cookie, const void *addr,
+		      size_t len, uint32_t event)
 {
 	if (s->cookie == cookie && s->addr == (uintptr_t)addr && s->len == len &&
 	    s->event == event)

@@ -4,6 +4,7 @@
 #ifndef UFFDD_HARNESS_H
 #define UFFDD_HARNESS_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct test_daemon {
@@ -20,5 +21,18 @@ void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */
 void test_daemon_stop(struct test_daemon *d);
 void test_sleep_ms(unsigned int ms);
+
+/* The last stale-pin notice uffdd sent (n: how many came). */
+struct test_stale_seen {
+	uint64_t cookie, addr, len;
+	uint32_t event;
+	int n;
+};
+
+struct pin_client;
+/* A pin_client_opts.stale_fn: records the notice in the struct test_stale_seen
+ * that stale_data points to. */
+void test_on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		   uint32_t event, void *userdata);
 
 #endif /* UFFDD_HARNESS_H */
