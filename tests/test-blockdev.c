@@ -96,10 +96,7 @@ START_TEST(block_device_read_with_pread)
 	ck_assert_int_eq(pin_uffd_new(&uo, &u), 0);
 	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
 	ck_assert_int_eq(pin_client_handover(c, u), 0);
-	uint8_t *base = mmap(NULL, REGION_PAGES * page, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert_ptr_ne(base, MAP_FAILED);
-	ck_assert_int_eq(madvise(base, REGION_PAGES * page, MADV_NOHUGEPAGE), 0);
+	uint8_t *base = test_map_pages(REGION_PAGES);
 	struct pin_client_region r = {
 		.sz = sizeof(r),
 		.addr = base,
@@ -151,14 +148,12 @@ Suite *test_suite(void)
 const char *test_skip_reason(void)
 {
 	static char why[128];
-	struct pin_uffd *u;
 
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
+	const char *no_uffd = test_uffd_skip_reason();
+	if (no_uffd)
+		return no_uffd;
 	int ctl = open(LOOP_CONTROL, O_RDWR | O_CLOEXEC);
 	if (ctl < 0) {
 		snprintf(why, sizeof(why), "no loop device to serve a block device from (%s: %s)",

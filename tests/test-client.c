@@ -58,38 +58,6 @@ static int make_source(const struct test_daemon *d, size_t npages, uint64_t seed
 	return fd;
 }
 
-static uint8_t *map_region(size_t npages)
-{
-	void *p = mmap(NULL, npages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
-
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	ck_assert_int_eq(madvise(p, npages * page, MADV_NOHUGEPAGE), 0);
-	return p;
-}
-
-/* Page i of a region over a source at offset 0 holds the pattern. */
-static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j] != test_pattern(i * page + j * 8, seed))
-			return false;
-	return true;
-}
-
-static bool page_zero(const uint8_t *base, size_t i)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j])
-			return false;
-	return true;
-}
-
 /* Every thread of pid is stopped (SIGSTOP took effect). */
 static void wait_stopped(pid_t pid)
 {
@@ -183,24 +151,10 @@ static int inflight_join(struct inflight *f)
 	return f->ret;
 }
 
-struct stale_seen {
-	uint64_t cookie, addr, len;
-	uint32_t event;
-	int n;
-};
-
-static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
-		     uint32_t event, void *userdata)
-{
-	struct stale_seen *s = userdata;
-
-	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
-}
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
-	struct stale_seen seen;
+	struct test_stale_seen seen;
 };
 
 /* A userfaultfd with the features given, handed over on a new connection. */
@@ -215,7 +169,7 @@ static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t feat
 		.name = "test-client",
 		.flags = flags,
 		.reconnect_ms = RECONNECT_MS,
-		.stale_fn = on_stale,
+		.stale_fn = test_on_stale,
 		.stale_data = &k->seen,
 		.ctx = ctx,
 	};
@@ -350,7 +304,7 @@ START_TEST(reconnect_after_kill)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, RC_PAGES, RC_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, PIN_CLIENT_RECONNECT, NULL);
-	uint8_t *base = map_region(RC_PAGES), *zero = map_region(RC_ZERO_PAGES);
+	uint8_t *base = test_map_pages(RC_PAGES), *zero = test_map_pages(RC_ZERO_PAGES);
 	add_region(&k, base, RC_PAGES, fd);
 	ck_assert_int_eq(pin_client_region_remove(k.c, base + RC_CUT * page, RC_CUT_PAGES * page),
 			 0);
@@ -367,7 +321,7 @@ START_TEST(reconnect_after_kill)
 	 * places a page that was not asked for. */
 	for (size_t i = 0; i < RC_PAGES; i += 2)
 		if (!rc_cut(i))
-			ck_assert(page_ok(base, i, RC_SEED));
+			ck_assert(test_page_ok(base, i, RC_SEED));
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2);
 	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
@@ -414,11 +368,11 @@ START_TEST(reconnect_after_kill)
 	 * reason as above. */
 	for (size_t i = 1; i < RC_PAGES; i += 2)
 		if (!rc_cut(i))
-			ck_assert(page_ok(base, i, RC_SEED));
+			ck_assert(test_page_ok(base, i, RC_SEED));
 	for (size_t i = RC_ZERO_PAGES; i-- > 0;)
-		ck_assert(page_zero(zero, i));
+		ck_assert(test_page_zero(zero, i));
 	for (size_t i = 0; i < RC_PAGES; i++)
-		ck_assert_msg(rc_cut(i) || page_ok(base, i, RC_SEED), "page %zu", i);
+		ck_assert_msg(rc_cut(i) || test_page_ok(base, i, RC_SEED), "page %zu", i);
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, (RC_PAGES - RC_CUT_PAGES) / 2 + RC_ZERO_PAGES);
 	ck_assert_uint_eq(st.pages_copied, (RC_PAGES - RC_CUT_PAGES) / 2);
@@ -443,23 +397,6 @@ END_TEST
 #define SN_UNMAP	12 /* munmap of pages 12 to 15 */
 #define SN_UNMAP_LEN	4
 
-/* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
-static long status_kb(const char *field)
-{
-	char line[256];
-	long kb = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
-
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':')
-			kb = strtol(line + n + 1, NULL, 10);
-	fclose(f);
-	ck_assert_int_ge(kb, 0);
-	return kb;
-}
-
 /* Real pins (io_uring registered buffers) of memory the daemon serves: a
  * REMOVE notice and an UNMAP notice each drop the cached pin, and the next
  * lookup pins anew.  VmPin counts the pages pinned, stale ones included
@@ -477,9 +414,9 @@ START_TEST(notice_drops_cached_pin)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, SN_PAGES, SN_SEED);
 	ck_assert_int_eq(pin_ctx_new(&po, &ctx), 0);
-	long kb = (long)(page / 1024), pin0 = status_kb("VmPin");
+	long kb = (long)(page / 1024), pin0 = test_status_kb("VmPin");
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, ctx);
-	uint8_t *base = map_region(SN_PAGES);
+	uint8_t *base = test_map_pages(SN_PAGES);
 	add_region(&k, base, SN_PAGES, fd);
 
 	/* Pinning faults the pages in through the daemon. */
@@ -491,9 +428,9 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 1);
 	ck_assert_uint_eq(cs.hits, 1);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_PAGES * kb);
 	for (size_t i = 0; i < SN_PAGES; i++)
-		ck_assert(page_ok(base, i, SN_SEED));
+		ck_assert(test_page_ok(base, i, SN_SEED));
 
 	/* madvise() returns once the daemon read the REMOVE, and it sends the
 	 * notice before it reads its socket again: the next reply comes after. */
@@ -517,15 +454,15 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 2);
 	ck_assert_uint_eq(cs.hits, 1);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, 2 * SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, 2 * SN_PAGES * kb);
 	pin_range_put(pr);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_PAGES * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_PAGES * kb);
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.pages_zeroed, SN_DISCARD_LEN);
 	for (size_t i = 0; i < SN_PAGES; i++)
 		ck_assert(i >= SN_DISCARD && i < SN_DISCARD + SN_DISCARD_LEN
-				  ? page_zero(base, i)
-				  : page_ok(base, i, SN_SEED));
+				  ? test_page_zero(base, i)
+				  : test_page_ok(base, i, SN_SEED));
 
 	/* munmap under the pin: an UNMAP notice, read by an event loop. */
 	ck_assert_int_eq(munmap(base + SN_UNMAP * page, SN_UNMAP_LEN * page), 0);
@@ -546,14 +483,14 @@ START_TEST(notice_drops_cached_pin)
 	ck_assert_int_eq(pin_ctx_stats(ctx, &cs), 0);
 	ck_assert_uint_eq(cs.misses, 3);
 	pin_range_put(again);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_UNMAP * kb);
 
 	/* Put but cached: pinned until the context goes. */
 	pin_range_put(third);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, SN_UNMAP * kb);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, SN_UNMAP * kb);
 	conn_close(&k);
 	pin_ctx_free(ctx);
-	ck_assert_int_eq(status_kb("VmPin"), pin0);
+	ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 	munmap(base, SN_UNMAP * page);
 	close(fd);
 	test_daemon_stop(&d);
@@ -578,13 +515,13 @@ START_TEST(truncated_source_zero_without_poison)
 	int fd = make_source(&d, TR_PAGES, TR_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
 	ck_assert_uint_eq(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON, 0);
-	uint8_t *base = map_region(TR_PAGES);
+	uint8_t *base = test_map_pages(TR_PAGES);
 	add_region(&k, base, TR_PAGES, fd);
 	/* After the daemon saw TR_PAGES pages of data. */
 	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
 	/* Backwards: one fault, one page each. */
 	for (size_t i = TR_PAGES; i-- > 0;)
-		ck_assert(i < TR_KEEP ? page_ok(base, i, TR_SEED) : page_zero(base, i));
+		ck_assert(i < TR_KEEP ? test_page_ok(base, i, TR_SEED) : test_page_zero(base, i));
 	struct pin_client_stats st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, TR_PAGES);
 	ck_assert_uint_eq(st.pages_copied, TR_KEEP);
@@ -617,7 +554,7 @@ START_TEST(unreadable_source_refused)
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	test_pattern_write(fd, UR_PAGES * page, UR_SEED);
-	uint8_t *base = map_region(UR_PAGES);
+	uint8_t *base = test_map_pages(UR_PAGES);
 	ck_assert_int_eq(pin_uffd_register(k.u, base, UR_PAGES * page, PIN_UFFD_REGISTER_MISSING,
 					   NULL),
 			 0);
@@ -636,7 +573,7 @@ START_TEST(unreadable_source_refused)
 	ck_assert_int_ge(rd, 0);
 	add_region(&k, base, UR_PAGES, rd);
 	for (size_t i = 0; i < UR_PAGES; i++)
-		ck_assert(page_ok(base, i, UR_SEED));
+		ck_assert(test_page_ok(base, i, UR_SEED));
 	ck_assert_uint_eq(stats_of(&k).pages_copied, UR_PAGES);
 	ck_assert_int_eq(unlink(path), 0);
 	conn_close(&k);
@@ -667,7 +604,7 @@ START_TEST(eexist_counted)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, EX_PAGES, EX_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
-	uint8_t *base = map_region(EX_PAGES);
+	uint8_t *base = test_map_pages(EX_PAGES);
 	for (size_t i = 0; i < EX_PAGES; i++)
 		if (ex_own(i))
 			memset(base + i * page, EX_BYTE, page);
@@ -683,7 +620,7 @@ START_TEST(eexist_counted)
 	ck_assert_uint_eq(st.eagain, 0);
 	for (size_t i = 0; i < EX_PAGES; i++) {
 		if (!ex_own(i)) {
-			ck_assert(page_ok(base, i, EX_SEED));
+			ck_assert(test_page_ok(base, i, EX_SEED));
 			continue;
 		}
 		for (size_t j = 0; j < page; j++)
@@ -726,7 +663,7 @@ START_TEST(eagain_counted)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, EA_PAGES, EA_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
-	uint8_t *base = map_region(EA_PAGES);
+	uint8_t *base = test_map_pages(EA_PAGES);
 	add_region(&k, base, EA_PAGES, fd);
 	snprintf(path, sizeof(path), "%s/working-set", d.dir);
 	FILE *f = fopen(path, "w");
@@ -755,7 +692,8 @@ START_TEST(eagain_counted)
 	ck_assert_int_eq(pin_client_prefetch(k.c, base, EA_PAGES * page), 0);
 	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EA_PAGES * page, EA_WAIT_MS), 0);
 	for (size_t i = EA_PAGES; i-- > 0;)
-		ck_assert(i < EA_DISCARD ? page_ok(base, i, EA_SEED) : page_zero(base, i));
+		ck_assert(i < EA_DISCARD ? test_page_ok(base, i, EA_SEED)
+					 : test_page_zero(base, i));
 	st = stats_of(&k);
 	ck_assert_uint_eq(st.faults, EA_PAGES - EA_DISCARD);
 	ck_assert_uint_eq(st.eagain, 1);
@@ -847,7 +785,7 @@ START_TEST(uffdctl_shows_content)
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, CTL_PAGES, CTL_SEED);
 	conn_open(&d, &k, EVENTS_NO_FORK | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0, NULL);
-	uint8_t *a = map_region(CTL_PAGES), *b = map_region(CTL_WP_PAGES);
+	uint8_t *a = test_map_pages(CTL_PAGES), *b = test_map_pages(CTL_WP_PAGES);
 	add_region(&k, a, CTL_PAGES, fd);
 	struct pin_client_region wr = {
 		.sz = sizeof(wr),
@@ -860,9 +798,9 @@ START_TEST(uffdctl_shows_content)
 	ck_assert_int_eq(pin_client_region_add(k.c, &wr), 0);
 	ck_assert_int_eq(pin_client_pin_report(k.c, a, CTL_PIN_PAGES * page, CTL_COOKIE), 0);
 	/* Pages 5, 0, 10: none right after another, so no readahead. */
-	ck_assert(page_ok(a, 5, CTL_SEED));
-	ck_assert(page_ok(a, 0, CTL_SEED));
-	ck_assert(page_ok(a, 10, CTL_SEED));
+	ck_assert(test_page_ok(a, 5, CTL_SEED));
+	ck_assert(test_page_ok(a, 0, CTL_SEED));
+	ck_assert(test_page_ok(a, 10, CTL_SEED));
 	/* A missing fault (a write-protected zero page), then a WP fault. */
 	b[0] = 1;
 	uint64_t me = pin_client_session(k.c);
@@ -1040,14 +978,8 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	struct pin_uffd *u;
-
 	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
 		return "UFFDD and UFFDCTL (the binaries to test) are not set; run through meson "
 		       "test";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
-	return NULL;
+	return test_uffd_skip_reason();
 }

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include "libpin.h"
 #include "test-common.h"
 
 void test_pattern_write(int fd, size_t len, uint64_t seed)
@@ -14,4 +18,63 @@ void test_pattern_write(int fd, size_t len, uint64_t seed)
 		buf[i] = test_pattern(i * 8, seed);
 	ck_assert_int_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
 	free(buf);
+}
+
+bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j] != test_pattern(i * page + j * 8, seed))
+			return false;
+	return true;
+}
+
+bool test_page_zero(const uint8_t *base, size_t i)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	const uint64_t *w = (const uint64_t *)(base + i * page);
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j])
+			return false;
+	return true;
+}
+
+long test_status_kb(const char *field)
+{
+	char line[256];
+	long kb = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			kb = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	ck_assert_int_ge(kb, 0);
+	return kb;
+}
+
+const char *test_uffd_skip_reason(void)
+{
+	struct pin_uffd *u;
+
+	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
+		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
+		       "access or CAP_SYS_PTRACE)";
+	pin_uffd_free(u);
+	return NULL;
+}
+
+uint8_t *test_map_pages(size_t npages)
+{
+	size_t len = npages * (size_t)sysconf(_SC_PAGESIZE);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	return p;
 }

@@ -4,6 +4,7 @@
 #define TEST_COMMON_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,5 +57,22 @@ static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 
 /* Write len bytes at offset 0 of fd: the word at offset o is test_pattern(o, seed). */
 void test_pattern_write(int fd, size_t len, uint64_t seed);
+
+/* Page i of a region over a patterned source at offset 0 (written by
+ * test_pattern_write() with seed) holds the pattern. */
+bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed);
+
+/* Page i of the region at base holds only zero bytes. */
+bool test_page_zero(const uint8_t *base, size_t i);
+
+/* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
+long test_status_kb(const char *field);
+
+/* npages of private anonymous memory in small pages only: a partly filled
+ * range must not become a huge page (see uffdd(8)). */
+uint8_t *test_map_pages(size_t npages);
+
+/* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
+const char *test_uffd_skip_reason(void);
 
 #endif /* TEST_COMMON_H */

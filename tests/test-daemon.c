@@ -227,27 +227,6 @@ static int make_source(const struct test_daemon *d, const char *name, size_t npa
 	return fd;
 }
 
-/* Page i of a region over a source at offset 0 holds the pattern. */
-static bool page_ok(const uint8_t *base, size_t i, uint64_t seed)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j] != test_pattern(i * page + j * 8, seed))
-			return false;
-	return true;
-}
-
-static bool page_zero(const uint8_t *base, size_t i)
-{
-	const uint64_t *w = (const uint64_t *)(base + i * page);
-
-	for (size_t j = 0; j < page / 8; j++)
-		if (w[j])
-			return false;
-	return true;
-}
-
 static uint64_t rng(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -286,7 +265,7 @@ static void *fill_thread(void *arg)
 	unsigned int t = atomic_fetch_add(&next, 1) % FILL_THREADS;
 
 	for (size_t k = t; k < f->npages; k += FILL_THREADS)
-		if (!page_ok(f->base, f->order[k], f->seed))
+		if (!test_page_ok(f->base, f->order[k], f->seed))
 			atomic_fetch_add(&f->bad, 1);
 	return NULL;
 }
@@ -426,7 +405,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	for (size_t k2 = 0; k2 < HOLE_PAGES; k2++) {
 		size_t i = order[k2];
 		bool data = i < 4 || (i >= 12 && i < 14);
-		REQUIRE(data ? page_ok(base, i, 5) : page_zero(base, i));
+		REQUIRE(data ? test_page_ok(base, i, 5) : test_page_zero(base, i));
 	}
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 6);
@@ -494,8 +473,8 @@ static int client_truncated(const struct test_daemon *d, void *arg)
 	REQUIRE(ftruncate(fd, 2 * page) == 0);
 	REQUIRE(page_bus(base, 3));
 	REQUIRE(page_bus(base, 2));
-	REQUIRE(page_ok(base, 0, 9));
-	REQUIRE(page_ok(base, 1, 9));
+	REQUIRE(test_page_ok(base, 0, 9));
+	REQUIRE(test_page_ok(base, 1, 9));
 	conn_close(&k);
 	return 0;
 }
@@ -548,9 +527,9 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	for (int i = 0; i < WP_PAGES; i++) {
 		uint64_t r = rng(&seed) % 4;
 		if (r == 0)
-			REQUIRE(page_zero(base, (size_t)i));
+			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1) {
-			REQUIRE(page_zero(base, (size_t)i));
+			REQUIRE(test_page_zero(base, (size_t)i));
 			base[i * page + 7] = 1;
 			want[i] = true;
 		}
@@ -627,7 +606,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	/* Downwards, so that no readahead places the other half: the child
 	 * must fault those in through its own session. */
 	for (size_t i = EV_PAGES / 2; i-- > 0;)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &stats) == 0);
 	REQUIRE(stats.pages_populated == EV_PAGES / 2);
 	pid_t pid = fork();
@@ -635,7 +614,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	if (pid == 0) {
 		/* The child's missing pages come from its own session. */
 		for (size_t i = 0; i < EV_PAGES; i++)
-			if (!page_ok(base, EV_PAGES - 1 - i, 11))
+			if (!test_page_ok(base, EV_PAGES - 1 - i, 11))
 				_exit(1);
 		_exit(0);
 	}
@@ -643,7 +622,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	REQUIRE(waitpid(pid, &st, 0) == pid);
 	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	for (size_t i = EV_PAGES / 2; i < EV_PAGES; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -666,14 +645,14 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < EV_PAGES; i += 2)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	uint8_t *moved = mremap(base, EV_PAGES * page, EV_PAGES * page,
 				MREMAP_MAYMOVE | MREMAP_FIXED, spot);
 	REQUIRE(moved == spot);
 	/* The pages touched before moved along; the others are served at the
 	 * new address, from the same source offsets. */
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(page_ok(moved, EV_PAGES - 1 - i, 11));
+		REQUIRE(test_page_ok(moved, EV_PAGES - 1 - i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -684,31 +663,17 @@ START_TEST(mremap_followed)
 }
 END_TEST
 
-struct stale_seen {
-	uint64_t cookie, addr, len;
-	uint32_t event;
-	int n;
-};
-
-static void on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
-		     uint32_t event, void *userdata)
-{
-	struct stale_seen *s = userdata;
-
-	*s = (struct stale_seen){ cookie, addr, len, event, s->n + 1 };
-}
-
 static int client_dontneed(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
-	struct stale_seen seen = { 0 };
+	struct test_stale_seen seen = { 0 };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
 		.features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct pin_client_opts co = {
-		.sz = sizeof(co), .socket = d->sock, .stale_fn = on_stale, .stale_data = &seen,
+		.sz = sizeof(co), .socket = d->sock, .stale_fn = test_on_stale, .stale_data = &seen,
 	};
 	struct conn k;
 
@@ -720,12 +685,12 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_pin_report(k.c, base + 8 * page, 16 * page, 0xc00c1e) == 0);
 	REQUIRE(madvise(base + 16 * page, 16 * page, MADV_DONTNEED) == 0);
 	/* Discarded pages are zero now, not the source's again. */
 	for (size_t i = 0; i < EV_PAGES; i++)
-		REQUIRE(i >= 16 && i < 32 ? page_zero(base, i) : page_ok(base, i, 11));
+		REQUIRE(i >= 16 && i < 32 ? test_page_zero(base, i) : test_page_ok(base, i, 11));
 	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
 	REQUIRE(poll(&p, 1, 10000) == 1);
 	REQUIRE(pin_client_process(k.c) == 1);
@@ -763,7 +728,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_pushed == n);
 	REQUIRE(st.pages_copied == n);
 	for (size_t i = 0; i < n; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	conn_close(&k);
 	return 0;
 }
@@ -790,7 +755,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_copied == n - 1);
 	REQUIRE(st.pages_populated == n - 1);
 	for (size_t i = 0; i < n; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 1);
 	conn_close(&k);
@@ -1372,7 +1337,7 @@ END_TEST
 #define STALE_MAX 8
 
 struct stale_log {
-	struct stale_seen v[STALE_MAX];
+	struct test_stale_seen v[STALE_MAX];
 	int n;
 };
 
@@ -1382,7 +1347,7 @@ static void on_stale_log(struct pin_client *c, uint64_t cookie, uint64_t addr, u
 	struct stale_log *l = userdata;
 
 	if (l->n < STALE_MAX)
-		l->v[l->n] = (struct stale_seen){ cookie, addr, len, event, l->n + 1 };
+		l->v[l->n] = (struct test_stale_seen){ cookie, addr, len, event, l->n + 1 };
 	l->n++;
 }
 
@@ -1407,8 +1372,8 @@ static int take_notices(struct pin_client *c, const struct stale_log *l, int wan
 	return 0;
 }
 
-static bool notice_is(const struct stale_seen *s, uint64_t cookie, const void *addr, size_t len,
-		      uint32_t event)
+static bool notice_is(const struct test_stale_seen *s, uint64_t cookie, const void *addr,
+		      size_t len, uint32_t event)
 {
 	if (s->cookie == cookie && s->addr == (uintptr_t)addr && s->len == len &&
 	    s->event == event)
@@ -1449,7 +1414,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	/* All but [24, 32): those move untouched, and are served where they
 	 * went.  Downwards, so that no readahead places them. */
 	for (size_t i = EV_PAGES; i-- > 0;)
-		REQUIRE((i >= 24 && i < 32) || page_ok(base, i, 11));
+		REQUIRE((i >= 24 && i < 32) || test_page_ok(base, i, 11));
 	struct pin_client_stats st;
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_populated == EV_PAGES - 8);
@@ -1687,7 +1652,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 	REQUIRE(st.eexist == 1);
 	REQUIRE(st.pages_populated == PARTIAL_RUN);
 	for (size_t i = 0; i < PARTIAL_RUN; i++)
-		REQUIRE(page_ok(base, i, 11));
+		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 0);
 	conn_close(&k);
@@ -1725,7 +1690,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 	REQUIRE(join_bounded(th, "a run placed without waking was never woken") == 0);
 	for (size_t i = 0; i < HOLE_PAGES; i++)
 		REQUIRE(i < 4 || (i >= 12 && i < 14) ? buf_ok(out + i * page, page, i * page, 5)
-						     : page_zero(out, i));
+						     : test_page_zero(out, i));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 6);
 	REQUIRE(st.pages_zeroed == HOLE_PAGES - 6);
@@ -1793,13 +1758,7 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	struct pin_uffd *u;
-
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
-	return NULL;
+	return test_uffd_skip_reason();
 }

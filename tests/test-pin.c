@@ -89,23 +89,6 @@ static void foll_pins(uint64_t *acquired, uint64_t *released)
 	fclose(f);
 }
 
-/* A field of /proc/self/status in kB. */
-static long status_kb(const char *field)
-{
-	char line[256];
-	long kb = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
-
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':')
-			kb = strtol(line + n + 1, NULL, 10);
-	fclose(f);
-	ck_assert_int_ge(kb, 0);
-	return kb;
-}
-
 /* A memfd of len bytes whose 64-bit word at offset o is test_pattern(o, seed). */
 static int pattern_file(size_t len, uint64_t seed)
 {
@@ -165,17 +148,17 @@ START_TEST(counters_exact)
 	/* The counters are system-wide and other processes may pin meanwhile:
 	 * retry until one round sees only our pins. */
 	for (int round = 0; round < 20 && !exact; round++) {
-		long pin0 = status_kb("VmPin");
+		long pin0 = test_status_kb("VmPin");
 		foll_pins(&a0, &r0);
 		ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 		foll_pins(&a1, &r1);
-		ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+		ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 		pin_range_put(r);
 		/* Cached: still pinned until it is dropped. */
-		ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+		ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
 		foll_pins(&a2, &r2);
-		ck_assert_int_eq(status_kb("VmPin"), pin0);
+		ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 		exact = a1 - a0 == pages && r1 - r0 == 0 && a2 - a1 == 0 && r2 - r1 == pages;
 	}
 	ck_assert_msg(exact, "pin: +%lu acquired +%lu released; unpin: +%lu +%lu; want %zu", a1 - a0,
@@ -396,7 +379,7 @@ static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0,
 	ck_assert_uint_eq(s.events, events);
 	ck_assert_uint_eq(s.pinned_ranges, 1);
 	ck_assert_uint_eq(s.pinned_bytes, len);
-	ck_assert_int_eq(status_kb("VmPin") - pin0, (long)(len / 1024));
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 	char *mid = p + len / 2;
 	read_into(ctx, r, mid, page, fd);
 	assert_pattern(mid, page, 3);
@@ -407,7 +390,7 @@ static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0,
 START_TEST(stale_dontneed)
 {
 	const size_t len = 64 * MiB;
-	long pin0 = status_kb("VmPin");
+	long pin0 = test_status_kb("VmPin");
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 
@@ -447,7 +430,7 @@ END_TEST
 static void check_replaced(void (*replace)(char *p, size_t len))
 {
 	const size_t len = 64 * MiB;
-	long pin0 = status_kb("VmPin");
+	long pin0 = test_status_kb("VmPin");
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 
@@ -519,7 +502,7 @@ END_TEST
 START_TEST(stale_mremap)
 {
 	const size_t len = 64 * MiB;
-	long pin0 = status_kb("VmPin");
+	long pin0 = test_status_kb("VmPin");
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 	char *q = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -804,24 +787,24 @@ START_TEST(mlock_is_not_foll_pin)
 	const size_t len = 4 * MiB;
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_MLOCK, 0);
 	char *p = map_small(NULL, len);
-	long lck0 = status_kb("VmLck"), pin0 = status_kb("VmPin");
+	long lck0 = test_status_kb("VmLck"), pin0 = test_status_kb("VmPin");
 	struct pin_range *a, *b;
 
 	ck_assert_str_eq(pin_ctx_backend_name(ctx), "mlock");
 	ck_assert_int_eq(pin_range_get(ctx, p, 2 * MiB, &a), 0);
 	ck_assert_int_eq(pin_range_get(ctx, p + MiB, 2 * MiB, &b), 0);
-	ck_assert_int_eq(status_kb("VmLck") - lck0, 3 * 1024);
-	ck_assert_int_eq(status_kb("VmPin"), pin0);
+	ck_assert_int_eq(test_status_kb("VmLck") - lck0, 3 * 1024);
+	ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 	ck_assert_int_eq(pin_range_buf_count(a), -EOPNOTSUPP);
 	ck_assert_ptr_null(pin_ctx_io_uring(ctx));
 	ck_assert_int_eq(pin_ctx_ring_fd(ctx), -EOPNOTSUPP);
 	/* Dropping one keeps what the other covers locked. */
 	pin_range_put(a);
 	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, page), 1);
-	ck_assert_int_eq(status_kb("VmLck") - lck0, 2 * 1024);
+	ck_assert_int_eq(test_status_kb("VmLck") - lck0, 2 * 1024);
 	pin_range_put(b);
 	pin_ctx_free(ctx);
-	ck_assert_int_eq(status_kb("VmLck"), lck0);
+	ck_assert_int_eq(test_status_kb("VmLck"), lck0);
 	munmap(p, len);
 }
 END_TEST

@@ -130,10 +130,7 @@ START_TEST(socket_activation_serves)
 	int src = memfd_create("activate-src", MFD_CLOEXEC);
 	ck_assert_int_ge(src, 0);
 	test_pattern_write(src, ACT_PAGES * page, ACT_SEED);
-	uint8_t *base = mmap(NULL, ACT_PAGES * page, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ck_assert_ptr_ne(base, MAP_FAILED);
-	ck_assert_int_eq(madvise(base, ACT_PAGES * page, MADV_NOHUGEPAGE), 0);
+	uint8_t *base = test_map_pages(ACT_PAGES);
 	struct pin_client_region r = {
 		.sz = sizeof(r),
 		.addr = base,
@@ -186,7 +183,6 @@ Suite *test_suite(void)
 const char *test_skip_reason(void)
 {
 	const char *act = getenv("SYSTEMD_SOCKET_ACTIVATE");
-	struct pin_uffd *u;
 
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
@@ -195,9 +191,5 @@ const char *test_skip_reason(void)
 		       "libsystemd-dev)";
 	if (!act || !*act)
 		return "systemd-socket-activate is not installed (Debian package systemd)";
-	if (pin_uffd_open(PIN_UFFD_CLOEXEC, &u) < 0)
-		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
-		       "access or CAP_SYS_PTRACE)";
-	pin_uffd_free(u);
-	return NULL;
+	return test_uffd_skip_reason();
 }

@@ -101,3 +101,11 @@ void test_daemon_stop(struct test_daemon *d)
 	unlink(d->sock);
 	rmdir(d->dir);
 }
+
+void test_on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		   uint32_t event, void *userdata)
+{
+	struct test_stale_seen *s = userdata;
+
+	*s = (struct test_stale_seen){ cookie, addr, len, event, s->n + 1 };
+}

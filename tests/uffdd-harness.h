@@ -5,6 +5,7 @@
 #ifndef UFFDD_HARNESS_H
 #define UFFDD_HARNESS_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct test_daemon {
@@ -26,5 +27,18 @@ void test_sleep_ms(unsigned int ms);
  * too), else 1.  A wait for such a program's progress is this many times its
  * native bound. */
 unsigned int test_time_scale(void);
+
+/* The last stale-pin notice uffdd sent (n: how many came). */
+struct test_stale_seen {
+	uint64_t cookie, addr, len;
+	uint32_t event;
+	int n;
+};
+
+struct pin_client;
+/* A pin_client_opts.stale_fn: records the notice in the struct test_stale_seen
+ * that stale_data points to. */
+void test_on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
+		   uint32_t event, void *userdata);
 
 #endif /* UFFDD_HARNESS_H */
