@@ -57,6 +57,7 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
 }
 
+/* With ctx->lock held: remember a discard the monitor read at read_ns. */
 static void note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns)
 {
 	uint64_t now = pin_now_ns();
@@ -224,6 +225,8 @@ static void unwatch_later(uintptr_t start, uintptr_t end, void *arg)
 	pin_monitor_kick(ctx->mon);
 }
 
+/* With ctx->lock held: stop watching the parts of [start, end) no live
+ * entry covers, now (the monitor thread) or in the background. */
 static void unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now)
 {
 	/* Closing the userfaultfd unregisters everything at once. */
@@ -232,6 +235,8 @@ static void unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t en
 	pin_imap_gaps(&ctx->map, start, end, now ? unwatch_now : unwatch_later, ctx);
 }
 
+/* The monitor thread, with ctx->lock held: forget pending unregistrations
+ * of a range that is gone. */
 static void unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	/* Without room to split, the chunk is unregistered later for nothing:
@@ -239,7 +244,8 @@ static void unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
 	pin_imap_punch(&ctx->unreg, start, end);
 }
 
-/* The monitor thread, with ctx->lock held: see pin_monitor_owner.unwatch_step. */
+/* The monitor thread, with ctx->lock held: unregister one chunk of what is
+ * pending, dropping the lock around the ioctl.  False when nothing is left. */
 static bool unwatch_step(void *arg)
 {
 	struct pin_ctx *ctx = arg;
@@ -312,6 +318,7 @@ static void reap_dead(struct pin_ctx *ctx)
 	}
 }
 
+/* With ctx->lock held: drop every entry overlapping [start, end). */
 static unsigned int invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 				      bool on_monitor)
 {
@@ -347,12 +354,14 @@ static void monitor_apply(void *arg, const struct pin_monitor_change *c, bool on
 		unwatch_uncovered(ctx, c->to, c->to + (c->end - c->start), true);
 }
 
+/* The monitor, with ctx->lock held: events were lost. */
 static void monitor_lost(void *arg, bool on_monitor)
 {
 	pin_log(PIN_LOG_WARN, "pin monitor: event queue overflowed, dropping every pin");
 	invalidate_locked(arg, 0, UINTPTR_MAX, on_monitor);
 }
 
+/* The monitor calls back into this context only through these. */
 static int monitor_start(struct pin_ctx *ctx)
 {
 	const struct pin_monitor_owner owner = {
