@@ -145,6 +145,10 @@ struct pin_ctx {
 	struct pin_monitor *mon;
 };
 
+/* With ctx->lock held: call fn on each maximal piece of [start, end) that no
+ * live entry of the cache covers. */
+void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg);
 /* Log a pin that failed with err, naming RLIMIT_MEMLOCK when it applies. */
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
 		       int err);

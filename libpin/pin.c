@@ -57,6 +57,12 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
 }
 
+void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg)
+{
+	pin_imap_gaps(&ctx->map, start, end, fn, arg);
+}
+
 /* With ctx->lock held: remember a discard the monitor read at read_ns. */
 static void note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns)
 {
