@@ -55,6 +55,9 @@ struct uffdio_move {
 void pin_log(enum pin_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t pin_now_ns(void);
+
 /* ioctl(2) with EINTR retried; returns 0 or -errno. */
 int pin_ioctl(int fd, unsigned long request, void *arg);
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Declarations shared by the pinning files: the cache entry, the backends,
- * the interval map (range.c) and the userfaultfd monitor (pin-monitor.c).
+ * the interval map (range.c) and the pin context (pin.c).  The userfaultfd
+ * monitor (pin-monitor.c) sees none of this: its interface is pin-monitor.h.
  * Never installed.
  */
 #ifndef LIBPIN_PIN_INTERNAL_H
@@ -13,6 +14,7 @@
 #include <stdint.h>
 
 #include "libpin-private.h"
+#include "pin-monitor.h"
 
 /* ---- range.c: intervals [start, end) sorted by start, may overlap ------- */
 
@@ -96,8 +98,6 @@ extern const struct pin_backend_ops pin_backend_rdma;
 #define PIN_IOURING_SLOTS   16384u
 #define PIN_IOURING_BUF_MAX (1ul << 30) /* the kernel's limit per buffer */
 
-struct pin_monitor;
-
 /*
  * A discard (UFFD_EVENT_REMOVE) the monitor read.  The kernel sends it before
  * it zaps the pages, and the madvise() caller zaps them once the event is
@@ -145,43 +145,12 @@ struct pin_ctx {
 	struct pin_monitor *mon;
 };
 
+/* With ctx->lock held: call fn on each maximal piece of [start, end) that no
+ * live entry of the cache covers. */
+void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg);
 /* Log a pin that failed with err, naming RLIMIT_MEMLOCK when it applies. */
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
 		       int err);
-
-/* With ctx->lock held: remember a discard the monitor read at read_ns. */
-void pin_ctx_note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns);
-uint64_t pin_now_ns(void);
-
-/* With ctx->lock held: drop every entry overlapping [start, end). */
-unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
-				       bool on_monitor);
-/* With ctx->lock held: stop watching the parts of [start, end) no live
- * entry covers, now (the monitor thread) or in the background. */
-void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now);
-/* The monitor thread, with ctx->lock held: forget pending unregistrations
- * of a range that is gone. */
-void pin_ctx_unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end);
-/* The monitor thread, with ctx->lock held: unregister one chunk of what is
- * pending, dropping the lock around the ioctl.  False when nothing is left. */
-bool pin_ctx_unwatch_step(struct pin_ctx *ctx);
-
-/* ---- pin-monitor.c: REMOVE/UNMAP/REMAP events on pinned ranges ------------ */
-
-int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret);
-void pin_monitor_free(struct pin_monitor *m);
-/* Register [start, end) for events, in a mode that takes over no fault. */
-int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end);
-void pin_monitor_unwatch(struct pin_monitor *m, uintptr_t start, uintptr_t end);
-/* Wake the monitor thread: unregistrations are pending. */
-void pin_monitor_kick(struct pin_monitor *m);
-/*
- * With ctx->lock held: wait for a read in progress, then apply every event
- * read so far.  After it, no entry the kernel reported stale is in the map.
- */
-void pin_monitor_sync(struct pin_monitor *m, bool on_monitor);
-/* Events read since the start, and page faults among them (none expected). */
-uint64_t pin_monitor_events(const struct pin_monitor *m);
-uint64_t pin_monitor_faults(const struct pin_monitor *m);
 
 #endif /* LIBPIN_PIN_INTERNAL_H */

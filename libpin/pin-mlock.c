@@ -9,6 +9,9 @@
  * that overlaps it, so a release unlocks only what no live pin covers.
  *
  * Raw syscalls: AddressSanitizer replaces mlock/munlock with no-ops.
+ *
+ * It owns nothing but its ops.  It calls util.c and, for what the cache still
+ * covers and for error messages, pin.c through pin-internal.h.
  */
 #include <string.h>
 #include <sys/syscall.h>
@@ -49,7 +52,7 @@ static void unlock_gap(uintptr_t start, uintptr_t end, void *arg)
 
 static void mlock_unpin(struct pin_ctx *ctx, struct pin_range *r)
 {
-	pin_imap_gaps(&ctx->map, r->start, r->end, unlock_gap, NULL);
+	pin_ctx_uncovered(ctx, r->start, r->end, unlock_gap, NULL);
 }
 
 const struct pin_backend_ops pin_backend_mlock = {

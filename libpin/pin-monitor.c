@@ -18,18 +18,22 @@
  * Never UFFD_USER_MODE_ONLY: GUP through io_uring must fault normally.
  *
  * The kernel blocks the caller of munmap/madvise/mremap until the event is
- * read, so this thread never waits for the context lock: it queues what it
- * reads and applies the queue when the lock is free, and every lookup
- * applies the queue first (pin_monitor_sync).  `busy` covers the window
+ * read, so this thread never waits for its owner's lock: it queues what it
+ * reads and hands the queue over when the lock is free, and every lookup
+ * has it handed over first (pin_monitor_sync).  `busy` covers the window
  * between read() taking an event, which lets munmap return, and the event
  * sitting in the queue.
  *
- * REMOVE comes before the zap (see PIN_REMOVE_RACE_NS), UNMAP and REMAP
- * after the change.
+ * REMOVE comes before the zap (the owner's rule for it: PIN_REMOVE_RACE_NS
+ * in pin-internal.h), UNMAP and REMAP after the change.
  *
- * When no event waits, the thread also unregisters the ranges no pin covers
- * any more (struct pin_ctx, unreg).  It never calls free(): a heap trim
- * could discard memory it watches and wait for itself.
+ * When no event waits, the thread also runs the owner's background
+ * unregistration of the ranges no pin covers any more.  It never calls
+ * free(): a heap trim could discard memory it watches and wait for itself.
+ *
+ * It calls uffd.c and util.c, and its owner (pin.c) only through the
+ * callbacks of struct pin_monitor_owner (pin-monitor.h), always with the
+ * owner's lock held.  It sees nothing of the pin context.
  *
  * Valgrind runs one thread at a time and keeps its lock across munmap and
  * mremap (not across madvise): the monitor could never read their events
@@ -37,6 +41,7 @@
  */
 #include <poll.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -46,27 +51,21 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#include "pin-internal.h"
+#include "pin-monitor.h"
 
 #define QUEUE_LEN 256
 
-struct change {
-	uint32_t type; /* enum pin_uffd_event_type */
-	uintptr_t start, end;
-	uintptr_t to; /* REMAP: where [start, end) went */
-	uint64_t read_ns;
-};
-
 struct pin_monitor {
-	struct pin_ctx *ctx;
+	struct pin_monitor_owner owner;
+	uintptr_t page;
 	struct pin_uffd *uffd;
 	int stop_fd;
 	int kick_fd; /* unregistrations are pending */
 	pthread_t thread;
 	pthread_mutex_t qlock; /* never held across a syscall */
-	struct change queue[QUEUE_LEN];
+	struct pin_monitor_change queue[QUEUE_LEN];
 	unsigned int qlen;
-	bool overflow; /* events were lost to a full queue: drop every pin */
+	bool overflow; /* events were lost to a full queue: tell owner.lost() */
 	atomic_bool pending;
 	atomic_int busy;
 	atomic_uint_fast64_t events;
@@ -75,7 +74,7 @@ struct pin_monitor {
 
 static void enqueue(struct pin_monitor *m, const struct pin_uffd_event *ev, uint64_t read_ns)
 {
-	struct change c = { .type = ev->type, .read_ns = read_ns };
+	struct pin_monitor_change c = { .type = ev->type, .read_ns = read_ns };
 
 	switch (ev->type) {
 	case PIN_UFFD_EVENT_REMOVE:
@@ -107,13 +106,13 @@ static void enqueue(struct pin_monitor *m, const struct pin_uffd_event *ev, uint
  */
 static void release_fault(struct pin_monitor *m, const struct pin_uffd_event *ev)
 {
-	uintptr_t page = ev->arg.pagefault.address & ~(m->ctx->page - 1);
+	uintptr_t page = ev->arg.pagefault.address & ~(m->page - 1);
 
 	atomic_fetch_add(&m->faults, 1);
 	pin_log(PIN_LOG_ERR, "pin monitor: unexpected page fault at %#llx (flags %#x)",
 		(unsigned long long)ev->arg.pagefault.address, ev->arg.pagefault.flags);
-	if (pin_uffd_writeprotect(m->uffd, (void *)page, m->ctx->page, 0) < 0)
-		pin_uffd_wake(m->uffd, (void *)page, m->ctx->page);
+	if (pin_uffd_writeprotect(m->uffd, (void *)page, m->page, 0) < 0)
+		pin_uffd_wake(m->uffd, (void *)page, m->page);
 }
 
 static void read_events(struct pin_monitor *m)
@@ -122,7 +121,7 @@ static void read_events(struct pin_monitor *m)
 
 	atomic_store(&m->busy, 1);
 	int n = pin_uffd_read_events(m->uffd, evs, PIN_ARRAY_SIZE(evs));
-	/* After the read: the later, the safer for pin_ctx_note_remove(). */
+	/* After the read: the later, the safer for the owner's discard rule. */
 	uint64_t read_ns = pin_now_ns();
 	for (int i = 0; i < n; i++) {
 		if (evs[i].type == PIN_UFFD_EVENT_PAGEFAULT)
@@ -165,22 +164,22 @@ static void *monitor_main(void *arg)
 		if (!atomic_load(&m->pending) && !unwatch)
 			continue;
 		/* While work waits for the lock, retry it every millisecond. */
-		if (pthread_mutex_trylock(&m->ctx->lock) != 0) {
+		if (pthread_mutex_trylock(m->owner.lock) != 0) {
 			timeout = 1;
 			continue;
 		}
 		pin_monitor_sync(m, true);
 		/* Events first: the background unregistration only when none wait. */
 		if (unwatch)
-			unwatch = pin_ctx_unwatch_step(m->ctx);
-		pthread_mutex_unlock(&m->ctx->lock);
+			unwatch = m->owner.unwatch_step(m->owner.arg);
+		pthread_mutex_unlock(m->owner.lock);
 		if (unwatch || atomic_load(&m->pending))
 			timeout = 0;
 	}
 	return NULL;
 }
 
-int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
+int pin_monitor_new(const struct pin_monitor_owner *owner, struct pin_monitor **ret)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -197,16 +196,18 @@ int pin_monitor_new(struct pin_ctx *ctx, struct pin_monitor **ret)
 	if (RUNNING_ON_VALGRIND) {
 		uo.features = PIN_UFFD_FEATURE_EVENT_REMOVE;
 		pin_log(PIN_LOG_WARN, "pin monitor: under valgrind, munmap and mremap of pinned "
-				      "memory are not seen: call pin_ctx_invalidate() first");
+				      "memory are not seen: call %s first",
+			owner->remedy);
 	}
-	m->ctx = ctx;
+	m->owner = *owner;
+	m->page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	m->stop_fd = m->kick_fd = -1;
 	pthread_mutex_init(&m->qlock, NULL);
 	r = pin_uffd_new(&uo, &m->uffd);
 	if (r < 0) {
 		pin_log(PIN_LOG_ERR, "pin monitor: no userfaultfd (%s); without one, use "
-				     "PIN_CTX_NO_MONITOR and pin_ctx_invalidate()",
-			strerror(-r));
+				     "PIN_CTX_NO_MONITOR and %s",
+			strerror(-r), owner->remedy);
 		goto fail;
 	}
 	m->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -264,14 +265,14 @@ int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end)
 		pin_log(PIN_LOG_WARN,
 			"pin [%#lx, +%#lx): another userfaultfd (uffdd or the application's) "
 			"owns the range, so changes to it are not seen here: call "
-			"pin_ctx_invalidate() when it is unmapped, remapped or discarded",
-			(unsigned long)start, (unsigned long)(end - start));
+			"%s when it is unmapped, remapped or discarded",
+			(unsigned long)start, (unsigned long)(end - start), m->owner.remedy);
 	else if (r < 0)
 		pin_log(PIN_LOG_WARN,
 			"pin [%#lx, +%#lx): UFFDIO_REGISTER (WP): %s, so changes to it are not "
-			"seen here: call pin_ctx_invalidate() when it is unmapped, remapped or "
-			"discarded",
-			(unsigned long)start, (unsigned long)(end - start), strerror(-r));
+			"seen here: call %s when it is unmapped, remapped or discarded",
+			(unsigned long)start, (unsigned long)(end - start), strerror(-r),
+			m->owner.remedy);
 	return r;
 }
 
@@ -298,7 +299,7 @@ void pin_monitor_kick(struct pin_monitor *m)
 /* Apart from pin_monitor_sync(), whose common case is a look at two flags. */
 static __attribute__((noinline)) void drain(struct pin_monitor *m, bool on_monitor)
 {
-	struct change q[QUEUE_LEN];
+	struct pin_monitor_change q[QUEUE_LEN];
 	unsigned int n;
 	bool overflow;
 
@@ -311,23 +312,10 @@ static __attribute__((noinline)) void drain(struct pin_monitor *m, bool on_monit
 	atomic_store(&m->pending, false);
 	pthread_mutex_unlock(&m->qlock);
 
-	if (overflow) {
-		pin_log(PIN_LOG_WARN, "pin monitor: event queue overflowed, dropping every pin");
-		pin_ctx_invalidate_locked(m->ctx, 0, UINTPTR_MAX, on_monitor);
-	}
-	for (unsigned int i = 0; i < n; i++) {
-		uintptr_t len = q[i].end - q[i].start;
-		pin_ctx_invalidate_locked(m->ctx, q[i].start, q[i].end, on_monitor);
-		if (q[i].type == PIN_UFFD_EVENT_REMOVE) {
-			pin_ctx_note_remove(m->ctx, q[i].start, q[i].end, q[i].read_ns);
-			continue;
-		}
-		/* Unmapped or moved away: nothing to unregister there any more. */
-		pin_ctx_unwatch_forget(m->ctx, q[i].start, q[i].end);
-		/* The registration moved along with the mapping: drop it there. */
-		if (q[i].type == PIN_UFFD_EVENT_REMAP)
-			pin_ctx_unwatch_uncovered(m->ctx, q[i].to, q[i].to + len, true);
-	}
+	if (overflow)
+		m->owner.lost(m->owner.arg, on_monitor);
+	for (unsigned int i = 0; i < n; i++)
+		m->owner.apply(m->owner.arg, &q[i], on_monitor);
 }
 
 void pin_monitor_sync(struct pin_monitor *m, bool on_monitor)

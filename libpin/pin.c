@@ -3,14 +3,17 @@
  * Pin contexts and the registration cache: lookups by range, refcounted
  * handles, idle pins in LRU order under count and byte limits, and
  * invalidation, so that a lookup never returns a pin whose pages the process
- * no longer sees.
+ * no longer sees.  It owns the context's lock and everything under it,
+ * including the stale-pin rules (the recent discards, the ranges left to
+ * unregister).  It calls the interval map (range.c), the backends through
+ * struct pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor
+ * calls back only through the struct pin_monitor_owner given to it here.
  */
 #include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <time.h>
 
 #include "pin-internal.h"
 
@@ -54,15 +57,14 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
 }
 
-uint64_t pin_now_ns(void)
+void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	pin_imap_gaps(&ctx->map, start, end, fn, arg);
 }
 
-void pin_ctx_note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns)
+/* With ctx->lock held: remember a discard the monitor read at read_ns. */
+static void note_remove(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, uint64_t read_ns)
 {
 	uint64_t now = pin_now_ns();
 	unsigned int keep = 0;
@@ -93,6 +95,8 @@ static bool after_remove(const struct pin_ctx *ctx, const struct pin_range *r, u
 	}
 	return false;
 }
+
+static int monitor_start(struct pin_ctx *ctx);
 
 static const struct pin_backend_ops *backend_of(int backend)
 {
@@ -165,7 +169,7 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 		return r;
 	}
 	if (!(o.flags & PIN_CTX_NO_MONITOR)) {
-		r = pin_monitor_new(ctx, &ctx->mon);
+		r = monitor_start(ctx);
 		if (r < 0) {
 			pin_ctx_free(ctx);
 			return r;
@@ -227,7 +231,9 @@ static void unwatch_later(uintptr_t start, uintptr_t end, void *arg)
 	pin_monitor_kick(ctx->mon);
 }
 
-void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now)
+/* With ctx->lock held: stop watching the parts of [start, end) no live
+ * entry covers, now (the monitor thread) or in the background. */
+static void unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool now)
 {
 	/* Closing the userfaultfd unregisters everything at once. */
 	if (!ctx->mon || ctx->closing)
@@ -235,15 +241,21 @@ void pin_ctx_unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t e
 	pin_imap_gaps(&ctx->map, start, end, now ? unwatch_now : unwatch_later, ctx);
 }
 
-void pin_ctx_unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+/* The monitor thread, with ctx->lock held: forget pending unregistrations
+ * of a range that is gone. */
+static void unwatch_forget(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
 {
 	/* Without room to split, the chunk is unregistered later for nothing:
 	 * the kernel skips what is no longer registered. */
 	pin_imap_punch(&ctx->unreg, start, end);
 }
 
-bool pin_ctx_unwatch_step(struct pin_ctx *ctx)
+/* The monitor thread, with ctx->lock held: unregister one chunk of what is
+ * pending, dropping the lock around the ioctl.  False when nothing is left. */
+static bool unwatch_step(void *arg)
 {
+	struct pin_ctx *ctx = arg;
+
 	if (!ctx->unreg.n || ctx->closing)
 		return false;
 	uintptr_t start = ctx->unreg.items[0].start, end = ctx->unreg.items[0].end;
@@ -287,7 +299,7 @@ static void unpin(struct pin_ctx *ctx, struct pin_range *r)
 static void retire(struct pin_ctx *ctx, struct pin_range *r, bool on_monitor)
 {
 	if (r->watched) {
-		pin_ctx_unwatch_uncovered(ctx, r->start, r->end, on_monitor);
+		unwatch_uncovered(ctx, r->start, r->end, on_monitor);
 		r->watched = false;
 	} else if (ctx->mon) {
 		ctx->unwatched--;
@@ -312,8 +324,9 @@ static void reap_dead(struct pin_ctx *ctx)
 	}
 }
 
-unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
-				       bool on_monitor)
+/* With ctx->lock held: drop every entry overlapping [start, end). */
+static unsigned int invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
+				      bool on_monitor)
 {
 	struct pin_range *r;
 	unsigned int n = 0;
@@ -328,6 +341,45 @@ unsigned int pin_ctx_invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uin
 		}
 	}
 	return n;
+}
+
+/* The monitor, with ctx->lock held: one change it read, in the kernel's order. */
+static void monitor_apply(void *arg, const struct pin_monitor_change *c, bool on_monitor)
+{
+	struct pin_ctx *ctx = arg;
+
+	invalidate_locked(ctx, c->start, c->end, on_monitor);
+	if (c->type == PIN_UFFD_EVENT_REMOVE) {
+		note_remove(ctx, c->start, c->end, c->read_ns);
+		return;
+	}
+	/* Unmapped or moved away: nothing to unregister there any more. */
+	unwatch_forget(ctx, c->start, c->end);
+	/* The registration moved along with the mapping: drop it there. */
+	if (c->type == PIN_UFFD_EVENT_REMAP)
+		unwatch_uncovered(ctx, c->to, c->to + (c->end - c->start), true);
+}
+
+/* The monitor, with ctx->lock held: events were lost. */
+static void monitor_lost(void *arg, bool on_monitor)
+{
+	pin_log(PIN_LOG_WARN, "pin monitor: event queue overflowed, dropping every pin");
+	invalidate_locked(arg, 0, UINTPTR_MAX, on_monitor);
+}
+
+/* The monitor calls back into this context only through these. */
+static int monitor_start(struct pin_ctx *ctx)
+{
+	const struct pin_monitor_owner owner = {
+		.lock = &ctx->lock,
+		.arg = ctx,
+		.remedy = "pin_ctx_invalidate()",
+		.apply = monitor_apply,
+		.lost = monitor_lost,
+		.unwatch_step = unwatch_step,
+	};
+
+	return pin_monitor_new(&owner, &ctx->mon);
 }
 
 /* Every lookup starts here: events the monitor read must be applied first. */
@@ -389,7 +441,7 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	while ((err == -ENOSPC || err == -ENOMEM) && evict_oldest(ctx));
 	if (err < 0) {
 		if (r->watched)
-			pin_ctx_unwatch_uncovered(ctx, start, end, false);
+			unwatch_uncovered(ctx, start, end, false);
 		free(r);
 		return err;
 	}
@@ -474,7 +526,7 @@ PIN_EXPORT int pin_ctx_invalidate(struct pin_ctx *ctx, const void *addr, size_t 
 	if (!ctx || a + len < a)
 		return -EINVAL;
 	lock_synced(ctx);
-	unsigned int n = pin_ctx_invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false);
+	unsigned int n = invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false);
 	pthread_mutex_unlock(&ctx->lock);
 	return (int)n;
 }

@@ -1,14 +1,26 @@
 // SPDX-License-Identifier: MIT
-/* Helpers every libpin file uses: the log callback, ioctl, option structs. */
+/*
+ * Helpers every libpin file uses: the log callback, the clock, ioctl, option
+ * structs.  Calls no other file of libpin.
+ */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "libpin-private.h"
 
 static pin_log_fn log_fn;
 static void *log_userdata;
+
+uint64_t pin_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 PIN_EXPORT void pin_log_set(pin_log_fn fn, void *userdata)
 {
