@@ -353,7 +353,6 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end)
 
 static void on_fork(struct session *s, int fd)
 {
-	struct worker *w = s->w;
 	struct session *c;
 	int flags = fcntl(fd, F_GETFL);
 
@@ -370,13 +369,8 @@ static void on_fork(struct session *s, int fd)
 		     strerror(-r));
 		return;
 	}
-	c->w = w;
-	c->wnext = w->sessions;
-	w->sessions = c;
 	c->push_pending = s->push_pending;
-	atomic_fetch_add(&w->nsessions, 1);
-	if (worker_watch(w, &c->wuffd, fd) < 0)
-		session_kill(c, "cannot watch its userfaultfd");
+	notify_child(s, c, fd);
 	ulog(LOG_INFO, "session %" PRIu64 ": fork child is session %" PRIu64, s->id, c->id);
 }
 
@@ -431,17 +425,17 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 		on_fork(s, ev->arg.fork.fd);
 		break;
 	case PIN_UFFD_EVENT_REMAP:
-		server_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 			     PIN_UFFD_EVENT_REMAP);
 		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		server_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
+		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		server_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
+		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
 		break;
 	}
@@ -491,6 +485,18 @@ int worker_watch(struct worker *w, struct watch *wt, int fd)
 		return -err;
 	}
 	return 0;
+}
+
+void worker_adopt_child(struct session *parent, struct session *c, int fd)
+{
+	struct worker *w = parent->w;
+
+	c->w = w;
+	c->wnext = w->sessions;
+	w->sessions = c;
+	atomic_fetch_add(&w->nsessions, 1);
+	if (worker_watch(w, &c->wuffd, fd) < 0)
+		session_kill(c, "cannot watch its userfaultfd");
 }
 
 void workers_assign(struct session *s)

@@ -248,7 +248,7 @@ static int push_one(struct session *s)
 
 static void reply_wait(struct session *s, size_t k, int error, const char *text)
 {
-	server_reply(s, s->waits[k].seq, error, text);
+	notify_reply(s, s->waits[k].seq, error, text);
 	memmove(&s->waits[k], &s->waits[k + 1], (s->nwaits - k - 1) * sizeof(*s->waits));
 	s->nwaits--;
 }
@@ -273,16 +273,16 @@ void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
 	uint64_t total, done = prefetch_populated(s, addr, len, &total);
 
 	if (!total) {
-		server_reply(s, seq, -ENOENT, "no region in that range");
+		notify_reply(s, seq, -ENOENT, "no region in that range");
 		return;
 	}
 	if (done == total) {
-		server_reply(s, seq, 0, "populated");
+		notify_reply(s, seq, 0, "populated");
 		return;
 	}
 	struct waiter *w = realloc(s->waits, (s->nwaits + 1) * sizeof(*w));
 	if (!w) {
-		server_reply(s, seq, -ENOMEM, "out of memory");
+		notify_reply(s, seq, -ENOMEM, "out of memory");
 		return;
 	}
 	s->waits = w;

@@ -19,57 +19,6 @@ static size_t nuses;
 static uint64_t next_id = 1;
 static _Atomic unsigned int count;
 
-/* ---- bitmaps ---- */
-
-uint64_t *bm_new(uint64_t nbits)
-{
-	return calloc((nbits + 63) / 64 ? (nbits + 63) / 64 : 1, sizeof(uint64_t));
-}
-
-void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value)
-{
-	for (uint64_t i = from; i < from + n;) {
-		if (i % 64 == 0 && from + n - i >= 64) {
-			bm[i / 64] = value ? ~0ull : 0;
-			i += 64;
-			continue;
-		}
-		if (value)
-			bm_set(bm, i);
-		else
-			bm_clear(bm, i);
-		i++;
-	}
-}
-
-uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n)
-{
-	uint64_t c = 0;
-
-	for (uint64_t i = from; i < from + n;) {
-		if (i % 64 == 0 && from + n - i >= 64) {
-			c += (uint64_t)__builtin_popcountll(bm[i / 64]);
-			i += 64;
-			continue;
-		}
-		c += bm_test(bm, i);
-		i++;
-	}
-	return c;
-}
-
-uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n)
-{
-	uint64_t *bm = bm_new(n);
-
-	if (!bm || !src)
-		return bm;
-	for (uint64_t i = 0; i < n; i++)
-		if (bm_test(src, from + i))
-			bm_set(bm, i);
-	return bm;
-}
-
 /* ---- regions ---- */
 
 struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct source *src,
@@ -357,7 +306,7 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_add(&count, 1);
 	*ret = s;
-	uffdd_notify_status();
+	notify_status(sessions_count());
 	return 0;
 }
 
@@ -440,7 +389,7 @@ void session_free(struct session *s)
 	free(s->wset);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
-	uffdd_notify_status();
+	notify_status(sessions_count());
 }
 
 void sessions_lock(void)

@@ -20,7 +20,7 @@
 
 #include "libpin-private.h"
 
-/* ---- main.c ------------------------------------------------------------ */
+/* ---- util.c: settings, page size, clock -------------------------------- */
 
 struct uffdd_config {
 	const char *socket_path;
@@ -34,12 +34,16 @@ extern struct uffdd_config uffdd_cfg;
 extern size_t uffdd_page;       /* the page size */
 extern unsigned int uffdd_page_shift;
 
-void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Tell systemd (when it started us) how many sessions there are. */
-void uffdd_notify_status(void);
+void uffdd_page_init(void);
 uint64_t uffdd_now_ns(void);
 
-/* ---- bitmaps (one bit per page) ---------------------------------------- */
+/* ---- log.c ------------------------------------------------------------- */
+
+void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Log to the journal when it reads stderr; libpin's messages as debug lines. */
+void log_init(void);
+
+/* ---- util.c: bitmaps (one bit per page) -------------------------------- */
 
 static inline bool bm_test(const uint64_t *bm, uint64_t i)
 {
@@ -61,6 +65,27 @@ void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
 uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
 /* Copy bits [from, from + n) of src to bits [0, n) of a new bitmap. */
 uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
+
+/* ---- notify.c ---------------------------------------------------------- */
+
+struct session;
+
+/* What reaches a client or a worker from below the requests: set once. */
+struct notify_ops {
+	int (*reply)(struct session *s, uint64_t seq, int error, const char *text);
+	/* Tell the owners of pins overlapping [start, end) that they went stale. */
+	void (*stale)(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+	/* A fork child's session and its userfaultfd fd (watch handler set):
+	 * to the parent's worker. */
+	void (*child)(struct session *parent, struct session *child, int fd);
+};
+
+void notify_set(const struct notify_ops *ops);
+int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
+void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+void notify_child(struct session *parent, struct session *child, int fd);
+/* Tell systemd (when it started us) how many sessions there are. */
+void notify_status(unsigned int nsessions);
 
 /* ---- source.c ---------------------------------------------------------- */
 
@@ -270,6 +295,8 @@ int workers_start(unsigned int n);
 void workers_assign(struct session *s);
 /* Watch a session's socket or userfaultfd (worker only). */
 int worker_watch(struct worker *w, struct watch *wt, int fd);
+/* notify_child(): a fork child's session joins its parent's worker. */
+void worker_adopt_child(struct session *parent, struct session *c, int fd);
 
 /* The userfaultfd is readable: read events in batches and serve them.
  * Returns the events read, or -errno when the userfaultfd failed. */
