@@ -120,7 +120,9 @@ int main(int argc, char **argv)
 
 	if (server_listen() < 0)
 		return 1;
-	int r = workers_start(uffdd_cfg.workers);
+	int r = fault_init();
+	if (r >= 0)
+		r = workers_start(uffdd_cfg.workers);
 	if (r < 0) {
 		ulog(LOG_ERR, "starting %u workers: %s", uffdd_cfg.workers, strerror(-r));
 		return 1;

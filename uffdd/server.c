@@ -175,6 +175,7 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;
+	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
 		pin_uffd_free(s->uffd);
@@ -610,7 +611,7 @@ static int do_replay(struct req *q, Uffdd__Reply *rep)
 
 	if (!q->s->uffd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
-	int64_t placed = prefetch_replay(q->s, rp->ranges, rp->n_ranges);
+	int64_t placed = push_replay(q->s, rp->ranges, rp->n_ranges);
 	if (placed < 0)
 		return fail(q, (int)placed, "replay of %zu ranges from %#" PRIx64 ": %s",
 			    rp->n_ranges, rp->ranges[0]->addr, strerror((int)-placed));
@@ -647,7 +648,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_region_remove(&q);
 		break;
 	case UFFDD__MSG__BODY_PREFETCH:
-		error = s->uffd ? prefetch_add(s, m->prefetch->range->addr, m->prefetch->range->len)
+		error = s->uffd ? session_prefetch_add(s, m->prefetch->range->addr, m->prefetch->range->len)
 				: -EBADFD;
 		if (error)
 			fail(&q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
@@ -656,8 +657,8 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		break;
 	case UFFDD__MSG__BODY_WAIT:
 		/* Replied to when the range is populated. */
-		prefetch_wait(s, seq, m->wait->range->addr, m->wait->range->len,
-			      m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
+		push_wait(s, seq, m->wait->range->addr, m->wait->range->len,
+			  m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
 		return;
 	case UFFDD__MSG__BODY_DIRTY_GET:
 		error = do_dirty_get(&q, &rep, &bitmap);
@@ -847,6 +848,7 @@ static void accept_all(int lfd)
 		}
 		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
 		     cred.uid);
+		s->wsock.handle = server_handle;
 		workers_assign(s);
 	}
 }

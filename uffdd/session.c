@@ -296,8 +296,8 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	s->sock = sock;
 	s->pid = pid;
 	s->uid = uid;
-	s->wsock = (struct watch){ WATCH_SOCK, s };
-	s->wuffd = (struct watch){ WATCH_UFFD, s };
+	s->wsock = (struct watch){ .s = s };
+	s->wuffd = (struct watch){ .s = s };
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_lock(&glock);
 	s->id = next_id++;
@@ -390,6 +390,60 @@ void session_free(struct session *s)
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	notify_status(sessions_count());
+}
+
+/* ---- what is in place, what to place ---- */
+
+uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
+{
+	size_t i = session_first_after(s, addr);
+	uint64_t total = 0, done = 0, fa, n;
+
+	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
+		total += n;
+		if (!r->zero) {
+			done += bm_count(r->populated, fa, n);
+			continue;
+		}
+		for (uint64_t k = fa; k < fa + n; k++)
+			done += done_page(r, k);
+	}
+	*ret_total = total;
+	return done;
+}
+
+void session_record(struct session *s, uint64_t addr, uint64_t end)
+{
+	/* Sequential faults grow one run instead of adding runs. */
+	if (s->nwset && s->wset[s->nwset - 1].end == addr) {
+		s->wset[s->nwset - 1].end = end;
+		return;
+	}
+	if (s->nwset == s->wset_cap) {
+		/* Full, or no memory: the faults are served, just not recorded. */
+		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
+		struct prefetch *p = cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
+		if (!p)
+			return;
+		s->wset = p;
+		s->wset_cap = cap;
+	}
+	s->wset[s->nwset++] = (struct prefetch){ addr, end };
+}
+
+int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len)
+{
+	uint64_t total;
+
+	session_populated(s, addr, len, &total);
+	if (!total)
+		return -ENOENT;
+	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	s->prefetch = p;
+	p[s->nprefetch++] = (struct prefetch){ addr, addr + len };
+	return 0;
 }
 
 void sessions_lock(void)

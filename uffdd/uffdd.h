@@ -170,10 +170,9 @@ struct prefetch {
 	uint64_t addr, end;
 };
 
-enum watch_kind { WATCH_EVENT, WATCH_SOCK, WATCH_UFFD };
-
+/* An fd a worker waits on, and what it calls when the fd is readable. */
 struct watch {
-	enum watch_kind kind;
+	void (*handle)(struct session *s); /* NULL: the worker's own eventfd */
 	struct session *s;
 };
 
@@ -262,6 +261,22 @@ void sessions_unlock(void);
 unsigned int sessions_count(void);
 void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
 
+/* Runs of the working set a session records, at most: 16 MiB. */
+#define UFFDD_WSET_MAX (1u << 20)
+
+static inline bool done_page(const struct region *r, uint64_t i)
+{
+	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
+}
+
+/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
+uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
+/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
+ * request placed (its worker only). */
+void session_record(struct session *s, uint64_t addr, uint64_t end);
+/* Queue a Prefetch request. */
+int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
 /* ---- server.c ---------------------------------------------------------- */
 
 int server_listen(void);
@@ -274,6 +289,17 @@ int server_reply(struct session *s, uint64_t seq, int error, const char *text);
 void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 
 /* ---- fault.c ----------------------------------------------------------- */
+
+#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
+#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+/* Events read from a userfaultfd at once; the first size of a fault queue. */
+#define UFFDD_MAX_EVENTS 256
+
+/* The bytes of the largest run: a worker's read buffer, fault.c's zeroes. */
+static inline size_t uffdd_run_bytes(void)
+{
+	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
+}
 
 struct worker {
 	pthread_t thread;
@@ -290,17 +316,12 @@ struct worker {
 	struct pin_uffd_event *events;
 };
 
-int workers_start(unsigned int n);
-/* Give a new session to the least loaded worker. */
-void workers_assign(struct session *s);
-/* Watch a session's socket or userfaultfd (worker only). */
-int worker_watch(struct worker *w, struct watch *wt, int fd);
-/* notify_child(): a fork child's session joins its parent's worker. */
-void worker_adopt_child(struct session *parent, struct session *c, int fd);
-
+int fault_init(void);
 /* The userfaultfd is readable: read events in batches and serve them.
  * Returns the events read, or -errno when the userfaultfd failed. */
 int fault_handle(struct session *s);
+/* fault_handle() as the handler stored with a userfaultfd's watch. */
+void fault_ready(struct session *s);
 /* Wake faults in [start, end) and forget them: their mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /*
@@ -313,37 +334,31 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end);
 int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
 		   bool *ret_woken);
 
-/* ---- prefetch.c -------------------------------------------------------- */
+/* ---- push.c ------------------------------------------------------------ */
 
-#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
-#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
-
-/* The readahead run for a missing fault on page i of r. */
-uint64_t prefetch_window(struct region *r, uint64_t i);
-/* Runs of the working set a session records, at most: 16 MiB. */
-#define UFFDD_WSET_MAX (1u << 20)
-
-/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
- * request placed (its worker only). */
-void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
 /*
  * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
  * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
  * when the first run failed.
  */
-int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
-/* After a run for a fault that ended at page end: read further ahead. */
-void prefetch_ahead(struct session *s, struct region *r, uint64_t end);
-/* Queue a Prefetch request. */
-int prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
 /* WaitPopulated: reply now or later. */
-void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
-		   uint32_t timeout_ms);
-/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
-uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
+void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
+	       uint32_t timeout_ms);
 /* Background work of one worker round: a run of prefetch or push. */
-void prefetch_step(struct worker *w);
+void push_step(struct worker *w);
 /* How long the worker may sleep, in ms (-1: until something happens). */
-int prefetch_timeout(struct worker *w);
+int push_timeout(struct worker *w);
+
+/* ---- worker.c ---------------------------------------------------------- */
+
+int workers_start(unsigned int n);
+/* Give a new session to the least loaded worker. */
+void workers_assign(struct session *s);
+/* Watch a session's socket or userfaultfd (worker only), with the handler
+ * stored in wt. */
+int worker_watch(struct worker *w, struct watch *wt, int fd);
+/* notify_child(): a fork child's session joins its parent's worker. */
+void worker_adopt_child(struct session *parent, struct session *c, int fd);
 
 #endif /* UFFDD_H */
