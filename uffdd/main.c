@@ -16,8 +16,8 @@
 
 /* How the layers below the requests reach a client or a worker. */
 static const struct notify_ops notify_ops = {
-	.reply = server_reply,
-	.stale = server_stale,
+	.reply = control_reply,
+	.stale = control_stale,
 	.child = worker_adopt_child,
 };
 
@@ -118,7 +118,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (server_listen() < 0)
+	if (listen_open() < 0)
 		return 1;
 	int r = fault_init();
 	if (r >= 0)
@@ -131,5 +131,5 @@ int main(int argc, char **argv)
 #ifdef HAVE_SYSTEMD
 	sd_notifyf(0, "READY=1\nSTATUS=Serving 0 sessions with %u workers", uffdd_cfg.workers);
 #endif
-	return server_run();
+	return listen_run();
 }

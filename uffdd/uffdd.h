@@ -11,6 +11,8 @@
 #define UFFDD_H
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <inttypes.h>
@@ -277,16 +279,62 @@ void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
 
-/* ---- server.c ---------------------------------------------------------- */
+/* ---- listen.c ---------------------------------------------------------- */
 
-int server_listen(void);
+int listen_open(void);
 /* Accept clients until a signal says stop; returns the exit code. */
-int server_run(void);
-/* The session's socket is readable (or hung up). */
-void server_handle(struct session *s);
-int server_reply(struct session *s, uint64_t seq, int error, const char *text);
-/* Tell the owners of pins overlapping [start, end) that they went stale. */
-void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+int listen_run(void);
+
+/* ---- control.c --------------------------------------------------------- */
+
+/* The session's socket is readable (or hung up): the handler of its watch. */
+void control_handle(struct session *s);
+/* notify_reply() and notify_stale(). */
+int control_reply(struct session *s, uint64_t seq, int error, const char *text);
+void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+
+/* A request being handled: its session, message, the fds that came with it
+ * (those not taken are closed), and the reply text on failure. */
+struct req {
+	struct session *s;
+	const Uffdd__Msg *m;
+	int *fds;
+	size_t nfds;
+	char text[160];
+};
+
+/* Set the reply text and return the error, for one-line failure paths. */
+static inline int fail(struct req *q, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline int fail(struct req *q, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q->text, sizeof(q->text), fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+
+/* ---- inspect.c: requests that read any session --------------------------- */
+
+/* A ListGet reply under construction; every piece is freed with it. */
+struct list {
+	const Uffdd__ListGet *g;
+	Uffdd__Reply *rep;
+	void **allocs;
+	size_t nallocs;
+	int error;
+};
+
+int do_stats(struct req *q, Uffdd__Reply *rep, Uffdd__Stats *st, uint64_t *lat);
+/* ListGet; l's pieces are freed with list_free() after the reply is sent. */
+int do_list(struct req *q, struct list *l);
+void list_free(struct list *l);
+/* Entries [from, from + n) of the recorded working set; *ret_buf and
+ * rep->working_set are the caller's to free. */
+int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf);
 
 /* ---- fault.c ----------------------------------------------------------- */
 
