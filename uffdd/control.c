@@ -327,6 +327,19 @@ static int do_pin_release(struct req *q)
 	return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
 }
 
+static int do_prefetch(struct req *q)
+{
+	struct session *s = q->s;
+	const Uffdd__Range *range = q->m->prefetch->range;
+	int error = s->uffd ? session_prefetch_add(s, range->addr, range->len) : -EBADFD;
+
+	if (error)
+		fail(q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
+				     : error == -ENOENT ? "no region in that range"
+							: strerror(-error));
+	return error;
+}
+
 static int do_replay(struct req *q, Uffdd__Reply *rep)
 {
 	const Uffdd__Replay *rp = q->m->replay;
@@ -370,12 +383,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_region_remove(&q);
 		break;
 	case UFFDD__MSG__BODY_PREFETCH:
-		error = s->uffd ? session_prefetch_add(s, m->prefetch->range->addr, m->prefetch->range->len)
-				: -EBADFD;
-		if (error)
-			fail(&q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
-					      : error == -ENOENT ? "no region in that range"
-								 : strerror(-error));
+		error = do_prefetch(&q);
 		break;
 	case UFFDD__MSG__BODY_WAIT:
 		/* Replied to when the range is populated. */

@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: MIT
-/* Sessions: identity, regions, pins, counters, per-uid limits. */
+/*
+ * Sessions: identity, regions, pins, counters, per-uid limits, and what the
+ * layers above read and keep in them: which pages are in place, the recorded
+ * working set, the queue of Prefetch requests.  Below every file that serves
+ * requests or faults, it may call source.c, notify.c (the status line), log.c
+ * and util.c.
+ */
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
