@@ -6,6 +6,13 @@
  * session->lock only to change regions or pins, so that other threads
  * (uffdctl requests served by another worker) can read them under that lock.
  * Counters are single-writer relaxed atomics.
+ *
+ * The files, each calling only files after it in this list (checked by
+ * ../shared/tools/callcycles.py): main, listen, control, inspect, worker,
+ * push, fault, session, source, notify, log, util.  Requests go listen ->
+ * control -> session; faults worker -> push -> fault -> source.  What goes
+ * back up (a reply, a stale notice, a fork child's userfaultfd) goes through
+ * notify.c's handlers.  Below, one section per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
@@ -349,21 +356,7 @@ static inline size_t uffdd_run_bytes(void)
 	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
 }
 
-struct worker {
-	pthread_t thread;
-	int ep;
-	int efd;		/* eventfd: new sessions are queued */
-	struct watch wevent;
-	pthread_mutex_t qlock;
-	struct session *queue;	/* handed over by the main thread */
-	struct session *sessions;
-	_Atomic unsigned int nsessions;
-	uint64_t last_busy;	/* ns: keep polling for a while after work */
-	struct session *hot;	/* whose userfaultfd had events last */
-	void *buf;		/* source reads and zero pages for WP regions */
-	struct pin_uffd_event *events;
-};
-
+/* Zeroes to copy from (a WP region's zero pages); before the workers start. */
 int fault_init(void);
 /* The userfaultfd is readable: read events in batches and serve them.
  * Returns the events read, or -errno when the userfaultfd failed. */
@@ -399,6 +392,21 @@ void push_step(struct worker *w);
 int push_timeout(struct worker *w);
 
 /* ---- worker.c ---------------------------------------------------------- */
+
+struct worker {
+	pthread_t thread;
+	int ep;
+	int efd;		/* eventfd: new sessions are queued */
+	struct watch wevent;
+	pthread_mutex_t qlock;
+	struct session *queue;	/* handed over by the main thread */
+	struct session *sessions;
+	_Atomic unsigned int nsessions;
+	uint64_t last_busy;	/* ns: keep polling for a while after work */
+	struct session *hot;	/* whose userfaultfd had events last */
+	void *buf;		/* source reads and zero pages for WP regions */
+	struct pin_uffd_event *events;
+};
 
 int workers_start(unsigned int n);
 /* Give a new session to the least loaded worker. */
