@@ -33,7 +33,7 @@
 /* Pages uffdd's background push places per worker round (UFFDD_PUSH_MAX). */
 #define PUSH_RUN 256
 /* uffdd's readahead: the largest window in pages (UFFDD_RA_MAX), and how many
- * windows past a fault it queues (AHEAD in uffdd/prefetch.c). */
+ * windows past a fault it queues (AHEAD in uffdd/fault.c). */
 #define RA_MAX	 512
 #define RA_AHEAD 4
 /* Polls of uffdd's threads, 1 ms apart, before giving up on it going idle. */
@@ -243,7 +243,7 @@ END_TEST
 
 /*
  * The faults of a sequential read of n pages by uffdd's readahead rule
- * (uffdd/prefetch.c), when what it queues is placed before the next read: a
+ * (uffdd/fault.c), when what it queues is placed before the next read: a
  * fault in or right after what the last one placed or queued doubles the
  * window, from 1 page up to RA_MAX; a fault with a window of 2 or more places
  * it and queues RA_AHEAD more windows after it.

@@ -1,36 +1,21 @@
 // SPDX-License-Identifier: MIT
 /*
- * Worker threads and the fault loop.  A worker owns its sessions' sockets and
- * userfaultfds: it reads events in batches, applies the non-cooperative ones
- * (FORK, REMAP, REMOVE, UNMAP) in order, then serves the page faults sorted
- * by address, one run per ioctl with DONTWAKE and one WAKE per run.
+ * The fault path: read a session's userfaultfd events in batches, apply the
+ * non-cooperative ones (FORK, REMAP, REMOVE, UNMAP) in order, then serve the
+ * page faults sorted by address, one run per ioctl with DONTWAKE and one WAKE
+ * per run (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each
+ * run as long as the readahead window.  It may call session.c, source.c,
+ * notify.c (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 
 #include "uffdd.h"
 
-#define MAX_EVENTS 256
-/* After serving faults, keep polling this long before sleeping: a thread
- * that faulted once is likely to fault again soon, and an epoll sleep and
- * wake-up costs more than the fault itself. */
-#define SPIN_NS 200000ull
-/* While polling, epoll_wait() every so many rounds. */
-#define SPIN_EPOLL_EVERY 8
-
-static struct worker *workers;
-static unsigned int nworkers;
 /* Zeroes to copy from: a zero page of a WP region must be write-protected,
  * which UFFDIO_ZEROPAGE cannot do. */
 static void *zeroes;
-
-static size_t run_bytes(void)
-{
-	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
-}
 
 static void *addr_of(const struct region *r, uint64_t i)
 {
@@ -208,6 +193,52 @@ static int wake(struct session *s, uint64_t addr, uint64_t len)
 	return r;
 }
 
+/* A sequential stream is served this many windows ahead of its faults. */
+#define AHEAD 4
+/* Prefetch requests a session may have queued by readahead. */
+#define MAX_QUEUED 16
+
+/* The readahead run for a missing fault on page i of r. */
+static uint64_t ra_window(struct region *r, uint64_t i)
+{
+	/* A fault in or right after what the last run placed or queued is
+	 * sequential and doubles the window; any other resets it. */
+	if (r->ra_next != UINT64_MAX && i >= r->ra_lo && i <= r->ra_next) {
+		r->ra_pages = r->ra_pages * 2 < UFFDD_RA_MAX ? r->ra_pages * 2 : UFFDD_RA_MAX;
+	} else {
+		/* A new stream: what the old one queued must not make the next
+		 * random fault look sequential. */
+		r->ra_pages = 1;
+		r->ra_next = UINT64_MAX;
+	}
+	r->ra_lo = i;
+	uint64_t n = r->ra_pages < r->npages - i ? r->ra_pages : r->npages - i;
+	for (uint64_t k = 1; k < n; k++)
+		if (bm_test(r->populated, i + k))
+			return k;
+	return n;
+}
+
+/* After a run for a fault that ended at page end: read further ahead. */
+static void ra_ahead(struct session *s, struct region *r, uint64_t end)
+{
+	if (r->ra_next == UINT64_MAX || end > r->ra_next)
+		r->ra_next = end;
+	/* The thread waited for one window; while it reads that, place the
+	 * next ones in the background so that it need not wait again. */
+	if (r->ra_pages < 2 || s->nprefetch >= MAX_QUEUED)
+		return;
+	uint64_t want = end + (uint64_t)AHEAD * r->ra_pages;
+	if (want > r->npages)
+		want = r->npages;
+	if (want <= r->ra_next)
+		return;
+	uint64_t from = r->ra_next;
+	if (session_prefetch_add(s, r->start + (from << uffdd_page_shift),
+			 (want - from) << uffdd_page_shift) == 0)
+		r->ra_next = want;
+}
+
 /* The faults at [i, *ret_j) are WP faults on consecutive pages of r:
  * record them dirty and un-protect (which wakes). */
 static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j)
@@ -241,7 +272,7 @@ static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j
 static int serve_missing(struct session *s, struct region *r, size_t i, size_t *ret_j)
 {
 	uint64_t p = (s->faults[i].addr - r->start) >> uffdd_page_shift;
-	uint64_t n = prefetch_window(r, p);
+	uint64_t n = ra_window(r, p);
 	bool woken;
 	int64_t got = fault_fill(s, r, p, n, false, &woken);
 
@@ -250,8 +281,8 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 		return (int)got;
 	}
 	uint64_t end = r->start + ((p + (uint64_t)got) << uffdd_page_shift);
-	prefetch_ahead(s, r, p + (uint64_t)got);
-	prefetch_record(s, r->start + (p << uffdd_page_shift), end);
+	ra_ahead(s, r, p + (uint64_t)got);
+	session_record(s, r->start + (p << uffdd_page_shift), end);
 	size_t j = i + 1;
 	while (j < s->nfaults && s->faults[j].addr < end)
 		j++;
@@ -327,7 +358,7 @@ static void serve(struct session *s)
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
 {
 	if (s->nfaults == s->faults_cap) {
-		size_t cap = s->faults_cap ? 2 * s->faults_cap : MAX_EVENTS;
+		size_t cap = s->faults_cap ? 2 * s->faults_cap : UFFDD_MAX_EVENTS;
 		struct fault *f = realloc(s->faults, cap * sizeof(*f));
 		if (!f)
 			return -ENOMEM;
@@ -353,7 +384,6 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end)
 
 static void on_fork(struct session *s, int fd)
 {
-	struct worker *w = s->w;
 	struct session *c;
 	int flags = fcntl(fd, F_GETFL);
 
@@ -370,13 +400,9 @@ static void on_fork(struct session *s, int fd)
 		     strerror(-r));
 		return;
 	}
-	c->w = w;
-	c->wnext = w->sessions;
-	w->sessions = c;
 	c->push_pending = s->push_pending;
-	atomic_fetch_add(&w->nsessions, 1);
-	if (worker_watch(w, &c->wuffd, fd) < 0)
-		session_kill(c, "cannot watch its userfaultfd");
+	c->wuffd.handle = fault_ready;
+	notify_child(s, c, fd);
 	ulog(LOG_INFO, "session %" PRIu64 ": fork child is session %" PRIu64, s->id, c->id);
 }
 
@@ -431,17 +457,17 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 		on_fork(s, ev->arg.fork.fd);
 		break;
 	case PIN_UFFD_EVENT_REMAP:
-		server_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 			     PIN_UFFD_EVENT_REMAP);
 		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		server_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
+		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		server_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
+		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
 		break;
 	}
@@ -455,7 +481,7 @@ int fault_handle(struct session *s)
 	/* A few batches at most, so one busy session cannot starve the others;
 	 * epoll reports the rest. */
 	for (int round = 0; round < 4 && !s->dead; round++) {
-		int n = pin_uffd_read_events(s->uffd, w->events, MAX_EVENTS);
+		int n = pin_uffd_read_events(s->uffd, w->events, UFFDD_MAX_EVENTS);
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
@@ -468,7 +494,7 @@ int fault_handle(struct session *s)
 		uint64_t t0 = uffdd_now_ns();
 		for (int i = 0; i < n && !s->dead; i++)
 			apply(s, &w->events[i], t0);
-		if (n < MAX_EVENTS)
+		if (n < UFFDD_MAX_EVENTS)
 			break;
 	}
 	serve(s);
@@ -479,148 +505,13 @@ int fault_handle(struct session *s)
 	return got;
 }
 
-/* ---- workers ---- */
-
-int worker_watch(struct worker *w, struct watch *wt, int fd)
+void fault_ready(struct session *s)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = wt };
-
-	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		int err = errno;
-		ulog(LOG_ERR, "epoll_ctl(ADD, fd %d): %s", fd, strerror(err));
-		return -err;
-	}
-	return 0;
+	fault_handle(s);
 }
 
-void workers_assign(struct session *s)
+int fault_init(void)
 {
-	struct worker *w = &workers[0];
-	uint64_t one = 1;
-
-	for (unsigned int i = 1; i < nworkers; i++)
-		if (atomic_load(&workers[i].nsessions) < atomic_load(&w->nsessions))
-			w = &workers[i];
-	atomic_fetch_add(&w->nsessions, 1);
-	pthread_mutex_lock(&w->qlock);
-	s->wnext = w->queue;
-	w->queue = s;
-	pthread_mutex_unlock(&w->qlock);
-	if (write(w->efd, &one, sizeof(one)) != sizeof(one))
-		ulog(LOG_ERR, "eventfd write: %m");
-}
-
-static void adopt(struct worker *w)
-{
-	uint64_t v;
-
-	if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		ulog(LOG_ERR, "eventfd read: %m");
-	pthread_mutex_lock(&w->qlock);
-	struct session *q = w->queue;
-	w->queue = NULL;
-	pthread_mutex_unlock(&w->qlock);
-	while (q) {
-		struct session *s = q;
-		q = q->wnext;
-		s->w = w;
-		s->wnext = w->sessions;
-		w->sessions = s;
-		if (worker_watch(w, &s->wsock, s->sock) < 0)
-			session_kill(s, "cannot watch its socket");
-	}
-}
-
-static void reap(struct worker *w)
-{
-	for (struct session **p = &w->sessions; *p;) {
-		struct session *s = *p;
-		if (!s->dead) {
-			p = &s->wnext;
-			continue;
-		}
-		*p = s->wnext;
-		if (w->hot == s)
-			w->hot = NULL;
-		atomic_fetch_sub(&w->nsessions, 1);
-		session_free(s);
-	}
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	struct epoll_event evs[64];
-	unsigned int spins = 0;
-
-	for (;;) {
-		bool spinning = uffdd_now_ns() - w->last_busy < SPIN_NS;
-		/* While polling, a read() of the userfaultfd that last had
-		 * events is the cheapest look; epoll_wait() looks at everything
-		 * else every few rounds. */
-		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
-			fault_handle(w->hot);
-			prefetch_step(w);
-			reap(w);
-			continue;
-		}
-		int timeout = spinning ? 0 : prefetch_timeout(w);
-		int n = epoll_wait(w->ep, evs, PIN_ARRAY_SIZE(evs), timeout);
-		if (n < 0) {
-			if (errno != EINTR)
-				ulog(LOG_ERR, "epoll_wait: %m");
-			n = 0;
-		}
-		for (int i = 0; i < n; i++) {
-			struct watch *wt = evs[i].data.ptr;
-			if (wt->kind == WATCH_EVENT)
-				adopt(w);
-			else if (wt->s->dead)
-				continue;
-			else if (wt->kind == WATCH_UFFD)
-				fault_handle(wt->s);
-			else
-				server_handle(wt->s);
-		}
-		prefetch_step(w);
-		reap(w);
-	}
-	return NULL;
-}
-
-static int worker_init(struct worker *w)
-{
-	w->ep = epoll_create1(EPOLL_CLOEXEC);
-	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	w->buf = malloc(run_bytes());
-	w->events = calloc(MAX_EVENTS, sizeof(*w->events));
-	w->wevent = (struct watch){ WATCH_EVENT, NULL };
-	pthread_mutex_init(&w->qlock, NULL);
-	if (w->ep < 0 || w->efd < 0) {
-		ulog(LOG_ERR, "epoll_create1/eventfd: %m");
-		return -errno;
-	}
-	if (!w->buf || !w->events)
-		return -ENOMEM;
-	return worker_watch(w, &w->wevent, w->efd);
-}
-
-int workers_start(unsigned int n)
-{
-	zeroes = calloc(1, run_bytes());
-	workers = calloc(n, sizeof(*workers));
-	if (!zeroes || !workers)
-		return -ENOMEM;
-	nworkers = n;
-	for (unsigned int i = 0; i < n; i++) {
-		int r = worker_init(&workers[i]);
-		if (r < 0)
-			return r;
-		r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
-		if (r) {
-			ulog(LOG_ERR, "pthread_create: %s", strerror(r));
-			return -r;
-		}
-	}
-	return 0;
+	zeroes = calloc(1, uffdd_run_bytes());
+	return zeroes ? 0 : -ENOMEM;
 }

@@ -1,59 +1,25 @@
 // SPDX-License-Identifier: MIT
-/* uffdd: options, logging, systemd notification, start-up. */
+/*
+ * uffdd's entry point: the options, start (the log, the notify handlers, the
+ * listening sockets, the workers, READY=1) and the stop that listen_run()
+ * returns on a signal.  The top of the daemon: it may call any file.
+ */
 #include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
 
 #include "uffdd.h"
 
-struct uffdd_config uffdd_cfg;
-size_t uffdd_page;
-unsigned int uffdd_page_shift;
-
-static bool journal; /* stderr goes to the journal: prefix the priority */
-
-void ulog(int prio, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	if (prio > (uffdd_cfg.verbose ? LOG_DEBUG : LOG_NOTICE))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (journal)
-		fprintf(stderr, "<%d>%s\n", prio, buf);
-	else
-		fprintf(stderr, "uffdd: %s\n", buf);
-}
-
-/* libpin's own messages repeat what the daemon logs: detail for -v only. */
-static void libpin_log(enum pin_log_level level, const char *msg, void *userdata)
-{
-	ulog(LOG_DEBUG, "libpin: %s", msg);
-}
-
-uint64_t uffdd_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void uffdd_notify_status(void)
-{
-#ifdef HAVE_SYSTEMD
-	sd_notifyf(0, "STATUS=Serving %u session(s)", sessions_count());
-#endif
-}
+/* How the layers below the requests reach a client or a worker. */
+static const struct notify_ops notify_ops = {
+	.reply = control_reply,
+	.stale = control_stale,
+	.child = worker_adopt_child,
+};
 
 static void usage(FILE *f)
 {
@@ -136,14 +102,13 @@ int main(int argc, char **argv)
 {
 	sigset_t mask;
 
-	journal = getenv("JOURNAL_STREAM") != NULL;
-	uffdd_page = (size_t)sysconf(_SC_PAGESIZE);
-	uffdd_page_shift = (unsigned int)__builtin_ctzl(uffdd_page);
+	uffdd_page_init();
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	uffdd_cfg.workers = cpus > 0 ? (unsigned int)cpus : 1;
 	if (parse_args(argc, argv) < 0)
 		return 2;
-	pin_log_set(libpin_log, NULL);
+	log_init();
+	notify_set(&notify_ops);
 
 	/* Signals arrive through the main thread's signalfd; the workers
 	 * inherit the mask.  A gone peer is an error return, not SIGPIPE. */
@@ -153,9 +118,11 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (server_listen() < 0)
+	if (listen_open() < 0)
 		return 1;
-	int r = workers_start(uffdd_cfg.workers);
+	int r = fault_init();
+	if (r >= 0)
+		r = workers_start(uffdd_cfg.workers);
 	if (r < 0) {
 		ulog(LOG_ERR, "starting %u workers: %s", uffdd_cfg.workers, strerror(-r));
 		return 1;
@@ -164,5 +131,5 @@ int main(int argc, char **argv)
 #ifdef HAVE_SYSTEMD
 	sd_notifyf(0, "READY=1\nSTATUS=Serving 0 sessions with %u workers", uffdd_cfg.workers);
 #endif
-	return server_run();
+	return listen_run();
 }

@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: MIT
-/* Sessions: identity, regions, pins, counters, per-uid limits. */
+/*
+ * Sessions: identity, regions, pins, counters, per-uid limits, and what the
+ * layers above read and keep in them: which pages are in place, the recorded
+ * working set, the queue of Prefetch requests.  Below every file that serves
+ * requests or faults, it may call source.c, notify.c (the status line), log.c
+ * and util.c.
+ */
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -18,57 +24,6 @@ static struct uid_use *uses;
 static size_t nuses;
 static uint64_t next_id = 1;
 static _Atomic unsigned int count;
-
-/* ---- bitmaps ---- */
-
-uint64_t *bm_new(uint64_t nbits)
-{
-	return calloc((nbits + 63) / 64 ? (nbits + 63) / 64 : 1, sizeof(uint64_t));
-}
-
-void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value)
-{
-	for (uint64_t i = from; i < from + n;) {
-		if (i % 64 == 0 && from + n - i >= 64) {
-			bm[i / 64] = value ? ~0ull : 0;
-			i += 64;
-			continue;
-		}
-		if (value)
-			bm_set(bm, i);
-		else
-			bm_clear(bm, i);
-		i++;
-	}
-}
-
-uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n)
-{
-	uint64_t c = 0;
-
-	for (uint64_t i = from; i < from + n;) {
-		if (i % 64 == 0 && from + n - i >= 64) {
-			c += (uint64_t)__builtin_popcountll(bm[i / 64]);
-			i += 64;
-			continue;
-		}
-		c += bm_test(bm, i);
-		i++;
-	}
-	return c;
-}
-
-uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n)
-{
-	uint64_t *bm = bm_new(n);
-
-	if (!bm || !src)
-		return bm;
-	for (uint64_t i = 0; i < n; i++)
-		if (bm_test(src, from + i))
-			bm_set(bm, i);
-	return bm;
-}
 
 /* ---- regions ---- */
 
@@ -347,8 +302,8 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	s->sock = sock;
 	s->pid = pid;
 	s->uid = uid;
-	s->wsock = (struct watch){ WATCH_SOCK, s };
-	s->wuffd = (struct watch){ WATCH_UFFD, s };
+	s->wsock = (struct watch){ .s = s };
+	s->wuffd = (struct watch){ .s = s };
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_lock(&glock);
 	s->id = next_id++;
@@ -357,7 +312,7 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_add(&count, 1);
 	*ret = s;
-	uffdd_notify_status();
+	notify_status(sessions_count());
 	return 0;
 }
 
@@ -440,7 +395,61 @@ void session_free(struct session *s)
 	free(s->wset);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
-	uffdd_notify_status();
+	notify_status(sessions_count());
+}
+
+/* ---- what is in place, what to place ---- */
+
+uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
+{
+	size_t i = session_first_after(s, addr);
+	uint64_t total = 0, done = 0, fa, n;
+
+	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
+		total += n;
+		if (!r->zero) {
+			done += bm_count(r->populated, fa, n);
+			continue;
+		}
+		for (uint64_t k = fa; k < fa + n; k++)
+			done += done_page(r, k);
+	}
+	*ret_total = total;
+	return done;
+}
+
+void session_record(struct session *s, uint64_t addr, uint64_t end)
+{
+	/* Sequential faults grow one run instead of adding runs. */
+	if (s->nwset && s->wset[s->nwset - 1].end == addr) {
+		s->wset[s->nwset - 1].end = end;
+		return;
+	}
+	if (s->nwset == s->wset_cap) {
+		/* Full, or no memory: the faults are served, just not recorded. */
+		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
+		struct prefetch *p = cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
+		if (!p)
+			return;
+		s->wset = p;
+		s->wset_cap = cap;
+	}
+	s->wset[s->nwset++] = (struct prefetch){ addr, end };
+}
+
+int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len)
+{
+	uint64_t total;
+
+	session_populated(s, addr, len, &total);
+	if (!total)
+		return -ENOENT;
+	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	s->prefetch = p;
+	p[s->nprefetch++] = (struct prefetch){ addr, addr + len };
+	return 0;
 }
 
 void sessions_lock(void)

@@ -6,7 +6,7 @@
  * EFAULT instead of raising SIGBUS in the daemon, since only the kernel
  * touches the mapping.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
  * listed once per session, however many regions use it: a source must not
- * change while it is served.
+ * change while it is served.  It uses util.c's page size and calls no other file.
  */
 #include <fcntl.h>
 #include <string.h>

@@ -6,11 +6,20 @@
  * session->lock only to change regions or pins, so that other threads
  * (uffdctl requests served by another worker) can read them under that lock.
  * Counters are single-writer relaxed atomics.
+ *
+ * The files, each calling only files after it in this list (checked by
+ * ../shared/tools/callcycles.py): main, listen, control, inspect, worker,
+ * push, fault, session, source, notify, log, util.  Requests go listen ->
+ * control -> session; faults worker -> push -> fault -> source.  What goes
+ * back up (a reply, a stale notice, a fork child's userfaultfd) goes through
+ * notify.c's handlers.  Below, one section per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <inttypes.h>
@@ -20,7 +29,7 @@
 
 #include "libpin-private.h"
 
-/* ---- main.c ------------------------------------------------------------ */
+/* ---- util.c: settings, page size, clock -------------------------------- */
 
 struct uffdd_config {
 	const char *socket_path;
@@ -34,12 +43,16 @@ extern struct uffdd_config uffdd_cfg;
 extern size_t uffdd_page;       /* the page size */
 extern unsigned int uffdd_page_shift;
 
-void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Tell systemd (when it started us) how many sessions there are. */
-void uffdd_notify_status(void);
+void uffdd_page_init(void);
 uint64_t uffdd_now_ns(void);
 
-/* ---- bitmaps (one bit per page) ---------------------------------------- */
+/* ---- log.c ------------------------------------------------------------- */
+
+void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Log to the journal when it reads stderr; libpin's messages as debug lines. */
+void log_init(void);
+
+/* ---- util.c: bitmaps (one bit per page) -------------------------------- */
 
 static inline bool bm_test(const uint64_t *bm, uint64_t i)
 {
@@ -61,6 +74,27 @@ void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
 uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
 /* Copy bits [from, from + n) of src to bits [0, n) of a new bitmap. */
 uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
+
+/* ---- notify.c ---------------------------------------------------------- */
+
+struct session;
+
+/* What reaches a client or a worker from below the requests: set once. */
+struct notify_ops {
+	int (*reply)(struct session *s, uint64_t seq, int error, const char *text);
+	/* Tell the owners of pins overlapping [start, end) that they went stale. */
+	void (*stale)(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+	/* A fork child's session and its userfaultfd fd (watch handler set):
+	 * to the parent's worker. */
+	void (*child)(struct session *parent, struct session *child, int fd);
+};
+
+void notify_set(const struct notify_ops *ops);
+int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
+void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+void notify_child(struct session *parent, struct session *child, int fd);
+/* Tell systemd (when it started us) how many sessions there are. */
+void notify_status(unsigned int nsessions);
 
 /* ---- source.c ---------------------------------------------------------- */
 
@@ -145,10 +179,9 @@ struct prefetch {
 	uint64_t addr, end;
 };
 
-enum watch_kind { WATCH_EVENT, WATCH_SOCK, WATCH_UFFD };
-
+/* An fd a worker waits on, and what it calls when the fd is readable. */
 struct watch {
-	enum watch_kind kind;
+	void (*handle)(struct session *s); /* NULL: the worker's own eventfd */
 	struct session *s;
 };
 
@@ -237,18 +270,128 @@ void sessions_unlock(void);
 unsigned int sessions_count(void);
 void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
 
-/* ---- server.c ---------------------------------------------------------- */
+/* Runs of the working set a session records, at most: 16 MiB. */
+#define UFFDD_WSET_MAX (1u << 20)
 
-int server_listen(void);
+static inline bool done_page(const struct region *r, uint64_t i)
+{
+	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
+}
+
+/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
+uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
+/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
+ * request placed (its worker only). */
+void session_record(struct session *s, uint64_t addr, uint64_t end);
+/* Queue a Prefetch request. */
+int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- listen.c ---------------------------------------------------------- */
+
+int listen_open(void);
 /* Accept clients until a signal says stop; returns the exit code. */
-int server_run(void);
-/* The session's socket is readable (or hung up). */
-void server_handle(struct session *s);
-int server_reply(struct session *s, uint64_t seq, int error, const char *text);
-/* Tell the owners of pins overlapping [start, end) that they went stale. */
-void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+int listen_run(void);
+
+/* ---- control.c --------------------------------------------------------- */
+
+/* The session's socket is readable (or hung up): the handler of its watch. */
+void control_handle(struct session *s);
+/* notify_reply() and notify_stale(). */
+int control_reply(struct session *s, uint64_t seq, int error, const char *text);
+void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+
+/* A request being handled: its session, message, the fds that came with it
+ * (those not taken are closed), and the reply text on failure. */
+struct req {
+	struct session *s;
+	const Uffdd__Msg *m;
+	int *fds;
+	size_t nfds;
+	char text[160];
+};
+
+/* Set the reply text and return the error, for one-line failure paths. */
+static inline int fail(struct req *q, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline int fail(struct req *q, int error, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q->text, sizeof(q->text), fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+
+/* ---- inspect.c: requests that read any session --------------------------- */
+
+/* A ListGet reply under construction; every piece is freed with it. */
+struct list {
+	const Uffdd__ListGet *g;
+	Uffdd__Reply *rep;
+	void **allocs;
+	size_t nallocs;
+	int error;
+};
+
+int do_stats(struct req *q, Uffdd__Reply *rep, Uffdd__Stats *st, uint64_t *lat);
+/* ListGet; l's pieces are freed with list_free() after the reply is sent. */
+int do_list(struct req *q, struct list *l);
+void list_free(struct list *l);
+/* Entries [from, from + n) of the recorded working set; *ret_buf and
+ * rep->working_set are the caller's to free. */
+int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf);
 
 /* ---- fault.c ----------------------------------------------------------- */
+
+#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
+#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+/* Events read from a userfaultfd at once; the first size of a fault queue. */
+#define UFFDD_MAX_EVENTS 256
+
+/* The bytes of the largest run: a worker's read buffer, fault.c's zeroes. */
+static inline size_t uffdd_run_bytes(void)
+{
+	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
+}
+
+/* Zeroes to copy from (a WP region's zero pages); before the workers start. */
+int fault_init(void);
+/* The userfaultfd is readable: read events in batches and serve them.
+ * Returns the events read, or -errno when the userfaultfd failed. */
+int fault_handle(struct session *s);
+/* fault_handle() as the handler stored with a userfaultfd's watch. */
+void fault_ready(struct session *s);
+/* Wake faults in [start, end) and forget them: their mapping is gone. */
+void fault_drop(struct session *s, uint64_t start, uint64_t end);
+/*
+ * Place pages [first, first + n) of r, each from its source or as zero, with
+ * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
+ * ioctl placed them all and woke their threads.  Returns the pages handled
+ * (placed, or found there already), or -errno when none were (-EAGAIN: retry
+ * later; -ESRCH: the process is gone).
+ */
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+		   bool *ret_woken);
+
+/* ---- push.c ------------------------------------------------------------ */
+
+/*
+ * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
+ * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
+ * when the first run failed.
+ */
+int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
+/* WaitPopulated: reply now or later. */
+void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
+	       uint32_t timeout_ms);
+/* Background work of one worker round: a run of prefetch or push. */
+void push_step(struct worker *w);
+/* How long the worker may sleep, in ms (-1: until something happens). */
+int push_timeout(struct worker *w);
+
+/* ---- worker.c ---------------------------------------------------------- */
 
 struct worker {
 	pthread_t thread;
@@ -268,55 +411,10 @@ struct worker {
 int workers_start(unsigned int n);
 /* Give a new session to the least loaded worker. */
 void workers_assign(struct session *s);
-/* Watch a session's socket or userfaultfd (worker only). */
+/* Watch a session's socket or userfaultfd (worker only), with the handler
+ * stored in wt. */
 int worker_watch(struct worker *w, struct watch *wt, int fd);
-
-/* The userfaultfd is readable: read events in batches and serve them.
- * Returns the events read, or -errno when the userfaultfd failed. */
-int fault_handle(struct session *s);
-/* Wake faults in [start, end) and forget them: their mapping is gone. */
-void fault_drop(struct session *s, uint64_t start, uint64_t end);
-/*
- * Place pages [first, first + n) of r, each from its source or as zero, with
- * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
- * ioctl placed them all and woke their threads.  Returns the pages handled
- * (placed, or found there already), or -errno when none were (-EAGAIN: retry
- * later; -ESRCH: the process is gone).
- */
-int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
-		   bool *ret_woken);
-
-/* ---- prefetch.c -------------------------------------------------------- */
-
-#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
-#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
-
-/* The readahead run for a missing fault on page i of r. */
-uint64_t prefetch_window(struct region *r, uint64_t i);
-/* Runs of the working set a session records, at most: 16 MiB. */
-#define UFFDD_WSET_MAX (1u << 20)
-
-/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
- * request placed (its worker only). */
-void prefetch_record(struct session *s, uint64_t addr, uint64_t end);
-/*
- * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
- * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
- * when the first run failed.
- */
-int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
-/* After a run for a fault that ended at page end: read further ahead. */
-void prefetch_ahead(struct session *s, struct region *r, uint64_t end);
-/* Queue a Prefetch request. */
-int prefetch_add(struct session *s, uint64_t addr, uint64_t len);
-/* WaitPopulated: reply now or later. */
-void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
-		   uint32_t timeout_ms);
-/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
-uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
-/* Background work of one worker round: a run of prefetch or push. */
-void prefetch_step(struct worker *w);
-/* How long the worker may sleep, in ms (-1: until something happens). */
-int prefetch_timeout(struct worker *w);
+/* notify_child(): a fork child's session joins its parent's worker. */
+void worker_adopt_child(struct session *parent, struct session *c, int fd);
 
 #endif /* UFFDD_H */

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * Everything that places pages before they fault: the readahead window,
- * Prefetch requests, the background push of untouched pages between faults,
- * working-set record and replay, and WaitPopulated.  Work is done in runs of
- * at most UFFDD_PUSH_MAX pages, so a fault never waits behind more than one
- * run.
+ * Pages placed before they fault: Prefetch requests (queued by requests and
+ * by the readahead), the background push of untouched pages between faults,
+ * working-set replay, and WaitPopulated.  Work is done in runs of at most
+ * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
+ * more than one run.  It may call fault.c, session.c, notify.c (the reply to
+ * a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
 
@@ -12,73 +13,6 @@
 
 /* Fork children have no socket to hang up: check on them this often. */
 #define PROBE_NS 1000000000ull
-
-/* A sequential stream is served this many windows ahead of its faults. */
-#define AHEAD 4
-/* Prefetch requests a session may have queued by readahead. */
-#define MAX_QUEUED 16
-
-uint64_t prefetch_window(struct region *r, uint64_t i)
-{
-	/* A fault in or right after what the last run placed or queued is
-	 * sequential and doubles the window; any other resets it. */
-	if (r->ra_next != UINT64_MAX && i >= r->ra_lo && i <= r->ra_next) {
-		r->ra_pages = r->ra_pages * 2 < UFFDD_RA_MAX ? r->ra_pages * 2 : UFFDD_RA_MAX;
-	} else {
-		/* A new stream: what the old one queued must not make the next
-		 * random fault look sequential. */
-		r->ra_pages = 1;
-		r->ra_next = UINT64_MAX;
-	}
-	r->ra_lo = i;
-	uint64_t n = r->ra_pages < r->npages - i ? r->ra_pages : r->npages - i;
-	for (uint64_t k = 1; k < n; k++)
-		if (bm_test(r->populated, i + k))
-			return k;
-	return n;
-}
-
-void prefetch_ahead(struct session *s, struct region *r, uint64_t end)
-{
-	if (r->ra_next == UINT64_MAX || end > r->ra_next)
-		r->ra_next = end;
-	/* The thread waited for one window; while it reads that, place the
-	 * next ones in the background so that it need not wait again. */
-	if (r->ra_pages < 2 || s->nprefetch >= MAX_QUEUED)
-		return;
-	uint64_t want = end + (uint64_t)AHEAD * r->ra_pages;
-	if (want > r->npages)
-		want = r->npages;
-	if (want <= r->ra_next)
-		return;
-	uint64_t from = r->ra_next;
-	if (prefetch_add(s, r->start + (from << uffdd_page_shift),
-			 (want - from) << uffdd_page_shift) == 0)
-		r->ra_next = want;
-}
-
-static bool done_page(const struct region *r, uint64_t i)
-{
-	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
-}
-
-uint64_t prefetch_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
-{
-	size_t i = session_first_after(s, addr);
-	uint64_t total = 0, done = 0, fa, n;
-
-	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
-		total += n;
-		if (!r->zero) {
-			done += bm_count(r->populated, fa, n);
-			continue;
-		}
-		for (uint64_t k = fa; k < fa + n; k++)
-			done += done_page(r, k);
-	}
-	*ret_total = total;
-	return done;
-}
 
 /* Place the run of missing pages of r at or after page *next (below end)
  * with DONTWAKE, counted as pushed with push: returns the pages handled, 0
@@ -102,7 +36,7 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 		/* Readahead and Prefetch requests place what the process asks
 		 * for: part of its working set, unlike the push. */
 		if (!push)
-			prefetch_record(s, r->start + (i << uffdd_page_shift),
+			session_record(s, r->start + (i << uffdd_page_shift),
 					r->start + (*next << uffdd_page_shift));
 	}
 	return got;
@@ -123,25 +57,6 @@ static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64
 	return 1;
 }
 
-void prefetch_record(struct session *s, uint64_t addr, uint64_t end)
-{
-	/* Sequential faults grow one run instead of adding runs. */
-	if (s->nwset && s->wset[s->nwset - 1].end == addr) {
-		s->wset[s->nwset - 1].end = end;
-		return;
-	}
-	if (s->nwset == s->wset_cap) {
-		/* Full, or no memory: the faults are served, just not recorded. */
-		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
-		struct prefetch *p = cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
-		if (!p)
-			return;
-		s->wset = p;
-		s->wset_cap = cap;
-	}
-	s->wset[s->nwset++] = (struct prefetch){ addr, end };
-}
-
 /* Place the missing pages of [addr, end) in runs, adding them to *placed. */
 static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t *placed)
 {
@@ -159,7 +74,7 @@ static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t 
 	return 0;
 }
 
-int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n)
+int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n)
 {
 	uint64_t lo = UINT64_MAX, hi = 0;
 	int64_t placed = 0;
@@ -179,21 +94,6 @@ int64_t prefetch_replay(struct session *s, Uffdd__Range *const *ranges, size_t n
 	if (placed)
 		pin_uffd_wake(s->uffd, (void *)(uintptr_t)lo, hi - lo);
 	return placed || ret == 0 ? placed : ret;
-}
-
-int prefetch_add(struct session *s, uint64_t addr, uint64_t len)
-{
-	uint64_t total;
-
-	prefetch_populated(s, addr, len, &total);
-	if (!total)
-		return -ENOENT;
-	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	s->prefetch = p;
-	p[s->nprefetch++] = (struct prefetch){ addr, addr + len };
-	return 0;
 }
 
 /* One run of the oldest Prefetch request. */
@@ -248,7 +148,7 @@ static int push_one(struct session *s)
 
 static void reply_wait(struct session *s, size_t k, int error, const char *text)
 {
-	server_reply(s, s->waits[k].seq, error, text);
+	notify_reply(s, s->waits[k].seq, error, text);
 	memmove(&s->waits[k], &s->waits[k + 1], (s->nwaits - k - 1) * sizeof(*s->waits));
 	s->nwaits--;
 }
@@ -257,7 +157,7 @@ static void check_waits(struct session *s, uint64_t now)
 {
 	for (size_t k = 0; k < s->nwaits;) {
 		struct waiter *wt = &s->waits[k];
-		uint64_t total, done = prefetch_populated(s, wt->addr, wt->len, &total);
+		uint64_t total, done = session_populated(s, wt->addr, wt->len, &total);
 		if (done == total)
 			reply_wait(s, k, 0, "populated");
 		else if (wt->deadline && now >= wt->deadline)
@@ -267,22 +167,22 @@ static void check_waits(struct session *s, uint64_t now)
 	}
 }
 
-void prefetch_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
+void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
 		   uint32_t timeout_ms)
 {
-	uint64_t total, done = prefetch_populated(s, addr, len, &total);
+	uint64_t total, done = session_populated(s, addr, len, &total);
 
 	if (!total) {
-		server_reply(s, seq, -ENOENT, "no region in that range");
+		notify_reply(s, seq, -ENOENT, "no region in that range");
 		return;
 	}
 	if (done == total) {
-		server_reply(s, seq, 0, "populated");
+		notify_reply(s, seq, 0, "populated");
 		return;
 	}
 	struct waiter *w = realloc(s->waits, (s->nwaits + 1) * sizeof(*w));
 	if (!w) {
-		server_reply(s, seq, -ENOMEM, "out of memory");
+		notify_reply(s, seq, -ENOMEM, "out of memory");
 		return;
 	}
 	s->waits = w;
@@ -311,7 +211,7 @@ static void probe(struct session *s, uint64_t now)
 		session_kill(s, "its process is gone");
 }
 
-void prefetch_step(struct worker *w)
+void push_step(struct worker *w)
 {
 	uint64_t now = uffdd_now_ns();
 
@@ -336,7 +236,7 @@ void prefetch_step(struct worker *w)
 	}
 }
 
-int prefetch_timeout(struct worker *w)
+int push_timeout(struct worker *w)
 {
 	uint64_t now = uffdd_now_ns(), wake = UINT64_MAX;
 

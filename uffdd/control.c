@@ -1,33 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
- * The control plane: listening sockets (systemd's or --socket), accepting
- * with the peer's SO_PEERCRED identity, and the requests of a session.  Every
- * request gets exactly one Reply; a malformed one gets an error Reply and
- * leaves the session (and every other) as it was.
+ * The requests of a session: each message decoded, handled by one
+ * do_<request>() that acts on the sender's session, and answered with exactly
+ * one Reply; a malformed one gets an error Reply and leaves the session (and
+ * every other) as it was.  Also the replies and stale-pin notices that
+ * notify.c delivers.  It may call inspect.c, push.c, fault.c, worker.c (to
+ * watch a handed-over userfaultfd), session.c, source.c, log.c and util.c.
  */
 #include <fcntl.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "uffdd.h"
 
-#define MAX_LISTEN 8
 /* Requests taken from one session per wake-up: fairness to the others. */
 #define MAX_BATCH 16
-
-static int listen_fds[MAX_LISTEN];
-static unsigned int nlisten;
-static bool unlink_on_exit;
 
 /* ---- replies ---- */
 
@@ -65,7 +52,7 @@ static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
 	return r;
 }
 
-int server_reply(struct session *s, uint64_t seq, int error, const char *text)
+int control_reply(struct session *s, uint64_t seq, int error, const char *text)
 {
 	Uffdd__Reply rep = UFFDD__REPLY__INIT;
 
@@ -74,7 +61,7 @@ int server_reply(struct session *s, uint64_t seq, int error, const char *text)
 	return send_reply(s, seq, &rep);
 }
 
-void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
+void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
 {
 	for (size_t i = 0; i < s->npins && s->sock >= 0 && !s->dead; i++) {
 		const struct pin_rec *p = &s->pins[i];
@@ -97,27 +84,6 @@ void server_stale(struct session *s, uint64_t start, uint64_t end, uint32_t even
 }
 
 /* ---- requests ---- */
-
-struct req {
-	struct session *s;
-	const Uffdd__Msg *m;
-	int *fds;
-	size_t nfds;
-	char text[160];
-};
-
-/* Set the reply text and return the error, for one-line failure paths. */
-static int fail(struct req *q, int error, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int fail(struct req *q, int error, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(q->text, sizeof(q->text), fmt, ap);
-	va_end(ap);
-	return error;
-}
 
 static int take_fd(struct req *q)
 {
@@ -175,6 +141,7 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;
+	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
 		pin_uffd_free(s->uffd);
@@ -360,248 +327,17 @@ static int do_pin_release(struct req *q)
 	return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
 }
 
-/* ---- uffdctl's requests: read any session, under the global lock ---- */
-
-struct stats_sum {
-	Uffdd__Stats *st;
-	uint64_t *lat;
-};
-
-static void add_stats(struct session *s, void *data)
+static int do_prefetch(struct req *q)
 {
-	struct stats_sum *sum = data;
-
-	session_stats_fill(s, sum->st, sum->lat);
-}
-
-static void stats_finish(Uffdd__Stats *st, uint64_t *lat)
-{
-	size_t n = UFFDD_LAT_BUCKETS;
-
-	while (n && !lat[n - 1])
-		n--;
-	st->n_latency_us_log2 = n;
-	st->latency_us_log2 = lat;
-}
-
-static int do_stats(struct req *q, Uffdd__Reply *rep, Uffdd__Stats *st, uint64_t *lat)
-{
-	const Uffdd__StatsGet *g = q->m->stats_get;
-	struct stats_sum sum = { st, lat };
-
-	if (g->has_all && g->all) {
-		sessions_foreach(add_stats, &sum);
-	} else if (g->has_session && g->session && g->session != q->s->id) {
-		sessions_lock();
-		struct session *o = sessions_get_locked(g->session);
-		if (o)
-			session_stats_fill(o, st, lat);
-		sessions_unlock();
-		if (!o)
-			return fail(q, -ESRCH, "no session %" PRIu64, g->session);
-	} else {
-		session_stats_fill(q->s, st, lat);
-	}
-	stats_finish(st, lat);
-	rep->stats = st;
-	return 0;
-}
-
-/* A ListGet reply under construction; every piece is freed with it. */
-struct list {
-	const Uffdd__ListGet *g;
-	Uffdd__Reply *rep;
-	void **allocs;
-	size_t nallocs;
-	int error;
-};
-
-static void *list_alloc(struct list *l, size_t size)
-{
-	void **a = realloc(l->allocs, (l->nallocs + 1) * sizeof(*a));
-	void *p = a ? calloc(1, size) : NULL;
-
-	if (a)
-		l->allocs = a;
-	if (!p) {
-		l->error = -ENOMEM;
-		return NULL;
-	}
-	l->allocs[l->nallocs++] = p;
-	return p;
-}
-
-/* Append p to the repeated field (*v, *n). */
-static void list_push(struct list *l, void ***v, size_t *n, void *p)
-{
-	void **nv = realloc(*v, (*n + 1) * sizeof(*nv));
-
-	if (!nv) {
-		l->error = -ENOMEM;
-		return;
-	}
-	*v = nv;
-	nv[(*n)++] = p;
-}
-
-static Uffdd__Range *list_range(struct list *l, uint64_t addr, uint64_t len)
-{
-	Uffdd__Range *r = list_alloc(l, sizeof(*r));
-
-	if (r) {
-		uffdd__range__init(r);
-		r->addr = addr;
-		r->len = len;
-	}
-	return r;
-}
-
-static void list_client(struct list *l, struct session *s)
-{
-	Uffdd__ClientInfo *c = list_alloc(l, sizeof(*c));
-	Uffdd__Stats *st = list_alloc(l, sizeof(*st));
-	uint64_t *lat = list_alloc(l, UFFDD_LAT_BUCKETS * sizeof(*lat));
-	char *name = list_alloc(l, sizeof(s->name));
-
-	if (!c || !st || !lat || !name)
-		return;
-	uffdd__client_info__init(c);
-	uffdd__stats__init(st);
-	c->session = s->id;
-	c->uid = s->uid;
-	pthread_mutex_lock(&s->lock);
-	c->pid = s->pid;
-	memcpy(name, s->name, sizeof(s->name));
-	c->has_regions = c->has_pinned_bytes = true;
-	c->regions = (uint32_t)s->nregions;
-	c->pinned_bytes = s->pinned;
-	pthread_mutex_unlock(&s->lock);
-	c->name = name;
-	session_stats_fill(s, st, lat);
-	stats_finish(st, lat);
-	c->stats = st;
-	list_push(l, (void ***)&l->rep->clients, &l->rep->n_clients, c);
-}
-
-static void list_regions(struct list *l, struct session *s)
-{
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->nregions && !l->error; i++) {
-		const struct region *r = s->regions[i];
-		Uffdd__RegionInfo *ri = list_alloc(l, sizeof(*ri));
-		if (!ri)
-			break;
-		uffdd__region_info__init(ri);
-		ri->session = s->id;
-		ri->range = list_range(l, r->start, r->len);
-		ri->mode = r->mode;
-		ri->source = source_is_zero(r->src) ? UFFDD__SOURCE_KIND__SOURCE_ZERO
-						    : UFFDD__SOURCE_KIND__SOURCE_FD;
-		ri->has_pages_populated = ri->has_pages_dirty = true;
-		ri->pages_populated = STAT_GET(r->n_populated);
-		ri->pages_dirty = STAT_GET(r->n_dirty);
-		if (ri->range)
-			list_push(l, (void ***)&l->rep->regions, &l->rep->n_regions, ri);
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-static void list_pins(struct list *l, struct session *s)
-{
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->npins && !l->error; i++) {
-		Uffdd__PinInfo *pi = list_alloc(l, sizeof(*pi));
-		if (!pi)
-			break;
-		uffdd__pin_info__init(pi);
-		pi->session = s->id;
-		pi->range = list_range(l, s->pins[i].addr, s->pins[i].len);
-		pi->cookie = s->pins[i].cookie;
-		if (pi->range)
-			list_push(l, (void ***)&l->rep->pins, &l->rep->n_pins, pi);
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-static void list_one(struct session *s, void *data)
-{
-	struct list *l = data;
-
-	if (l->g->has_session && l->g->session && l->g->session != s->id)
-		return;
-	switch (l->g->what) {
-	case UFFDD__LIST_GET__WHAT__CLIENTS:
-		list_client(l, s);
-		break;
-	case UFFDD__LIST_GET__WHAT__REGIONS:
-		list_regions(l, s);
-		break;
-	case UFFDD__LIST_GET__WHAT__PINS:
-		list_pins(l, s);
-		break;
-	default:
-		break;
-	}
-}
-
-static void list_free(struct list *l)
-{
-	for (size_t i = 0; i < l->nallocs; i++)
-		free(l->allocs[i]);
-	free(l->allocs);
-	free(l->rep->clients);
-	free(l->rep->regions);
-	free(l->rep->pins);
-}
-
-static int do_list(struct req *q, struct list *l)
-{
-	l->g = q->m->list_get;
-	sessions_foreach(list_one, l);
-	if (l->error)
-		return fail(q, l->error, "out of memory");
-	return 0;
-}
-
-/* ---- working set ---- */
-
-/* Runs per WorkingSetGet reply: 24 encoded bytes each at most, well inside
- * one datagram. */
-#define WSET_PER_REPLY 8192
-
-/* Entries [from, from + n) of the recorded working set; *ret_buf and
- * rep->working_set are the caller's to free. */
-static int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
-{
-	const Uffdd__WorkingSetGet *g = q->m->working_set_get;
 	struct session *s = q->s;
-	uint64_t from = g->has_from ? g->from : 0;
+	const Uffdd__Range *range = q->m->prefetch->range;
+	int error = s->uffd ? session_prefetch_add(s, range->addr, range->len) : -EBADFD;
 
-	if (from > s->nwset)
-		return fail(q, -ERANGE, "from %" PRIu64 " is past the %zu runs recorded", from,
-			    s->nwset);
-	size_t n = s->nwset - (size_t)from < WSET_PER_REPLY ? s->nwset - (size_t)from
-							     : WSET_PER_REPLY;
-	Uffdd__Range *v = calloc(n ? n : 1, sizeof(*v));
-	Uffdd__Range **pv = calloc(n ? n : 1, sizeof(*pv));
-	if (!v || !pv) {
-		free(v);
-		free(pv);
-		return fail(q, -ENOMEM, "out of memory");
-	}
-	for (size_t i = 0; i < n; i++) {
-		const struct prefetch *w = &s->wset[from + i];
-		uffdd__range__init(&v[i]);
-		v[i].addr = w->addr;
-		v[i].len = w->end - w->addr;
-		pv[i] = &v[i];
-	}
-	rep->n_working_set = n;
-	rep->working_set = pv;
-	rep->has_working_set_total = 1;
-	rep->working_set_total = s->nwset;
-	*ret_buf = v;
-	return 0;
+	if (error)
+		fail(q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
+				     : error == -ENOENT ? "no region in that range"
+							: strerror(-error));
+	return error;
 }
 
 static int do_replay(struct req *q, Uffdd__Reply *rep)
@@ -610,7 +346,7 @@ static int do_replay(struct req *q, Uffdd__Reply *rep)
 
 	if (!q->s->uffd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
-	int64_t placed = prefetch_replay(q->s, rp->ranges, rp->n_ranges);
+	int64_t placed = push_replay(q->s, rp->ranges, rp->n_ranges);
 	if (placed < 0)
 		return fail(q, (int)placed, "replay of %zu ranges from %#" PRIx64 ": %s",
 			    rp->n_ranges, rp->ranges[0]->addr, strerror((int)-placed));
@@ -647,17 +383,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_region_remove(&q);
 		break;
 	case UFFDD__MSG__BODY_PREFETCH:
-		error = s->uffd ? prefetch_add(s, m->prefetch->range->addr, m->prefetch->range->len)
-				: -EBADFD;
-		if (error)
-			fail(&q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
-					      : error == -ENOENT ? "no region in that range"
-								 : strerror(-error));
+		error = do_prefetch(&q);
 		break;
 	case UFFDD__MSG__BODY_WAIT:
 		/* Replied to when the range is populated. */
-		prefetch_wait(s, seq, m->wait->range->addr, m->wait->range->len,
-			      m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
+		push_wait(s, seq, m->wait->range->addr, m->wait->range->len,
+			  m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
 		return;
 	case UFFDD__MSG__BODY_DIRTY_GET:
 		error = do_dirty_get(&q, &rep, &bitmap);
@@ -681,7 +412,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_replay(&q, &rep);
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
-		server_reply(s, seq, 0, "goodbye");
+		control_reply(s, seq, 0, "goodbye");
 		session_kill(s, "said goodbye");
 		return;
 	default:
@@ -716,7 +447,7 @@ static const char *recv_error(int err)
 	}
 }
 
-void server_handle(struct session *s)
+void control_handle(struct session *s)
 {
 	for (int k = 0; k < MAX_BATCH && !s->dead; k++) {
 		Uffdd__Msg *m;
@@ -729,7 +460,7 @@ void server_handle(struct session *s)
 		if (r < 0 && recv_error(r)) {
 			ulog(LOG_INFO, "session %" PRIu64 ": rejected a message: %s", s->id,
 			     strerror(-r));
-			server_reply(s, 0, r, recv_error(r));
+			control_reply(s, 0, r, recv_error(r));
 			continue;
 		}
 		if (r < 0) {
@@ -741,156 +472,3 @@ void server_handle(struct session *s)
 	}
 }
 
-/* ---- listening ---- */
-
-static int listen_path(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		ulog(LOG_ERR, "socket path too long: %s", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %m");
-		return -errno;
-	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno != EADDRINUSE)
-			goto fail_bind;
-		/* A socket nobody listens on is a stale one: a daemon that
-		 * died.  One that answers belongs to a live daemon. */
-		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			ulog(LOG_ERR, "%s: another uffdd is listening there", path);
-			close(fd);
-			return -EADDRINUSE;
-		}
-		unlink(path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail_bind;
-	}
-	if (listen(fd, SOMAXCONN) < 0) {
-		ulog(LOG_ERR, "listen %s: %m", path);
-		close(fd);
-		return -errno;
-	}
-	unlink_on_exit = true;
-	return fd;
-fail_bind:;
-	int err = errno;
-	ulog(LOG_ERR, "bind %s: %s", path, strerror(err));
-	close(fd);
-	return -err;
-}
-
-int server_listen(void)
-{
-#ifdef HAVE_SYSTEMD
-	int n = sd_listen_fds(1);
-	if (n < 0) {
-		ulog(LOG_ERR, "sd_listen_fds: %s", strerror(-n));
-		return n;
-	}
-	for (int i = 0; i < n && nlisten < MAX_LISTEN; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
-		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
-			ulog(LOG_ERR, "socket-activation fd %d is not a listening AF_UNIX "
-				      "SOCK_SEQPACKET socket",
-			     fd);
-			return -EINVAL;
-		}
-		int flags = fcntl(fd, F_GETFL);
-		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		listen_fds[nlisten++] = fd;
-	}
-#endif
-	if (nlisten)
-		return 0;
-	if (!uffdd_cfg.socket_path) {
-		ulog(LOG_ERR, "no socket: give --socket PATH or start through uffdd.socket");
-		return -EINVAL;
-	}
-	int fd = listen_path(uffdd_cfg.socket_path);
-	if (fd < 0)
-		return fd;
-	listen_fds[nlisten++] = fd;
-	return 0;
-}
-
-static void accept_all(int lfd)
-{
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				ulog(LOG_ERR, "accept4: %m");
-			if (errno != EINTR)
-				return;
-			continue;
-		}
-		struct ucred cred;
-		socklen_t len = sizeof(cred);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-			ulog(LOG_ERR, "getsockopt(SO_PEERCRED): %m");
-			close(fd);
-			continue;
-		}
-		struct session *s;
-		if (session_new(fd, cred.pid, cred.uid, &s) < 0) {
-			ulog(LOG_ERR, "new session for pid %d: out of memory", (int)cred.pid);
-			close(fd);
-			continue;
-		}
-		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
-		     cred.uid);
-		workers_assign(s);
-	}
-}
-
-int server_run(void)
-{
-	sigset_t mask;
-	struct epoll_event ev = { .events = EPOLLIN };
-
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	if (sfd < 0 || ep < 0) {
-		ulog(LOG_ERR, "signalfd/epoll_create1: %m");
-		return 1;
-	}
-	ev.data.fd = sfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-	for (unsigned int i = 0; i < nlisten; i++) {
-		ev.data.fd = listen_fds[i];
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fds[i], &ev) < 0) {
-			ulog(LOG_ERR, "epoll_ctl(ADD, listening fd): %m");
-			return 1;
-		}
-	}
-	for (;;) {
-		struct epoll_event evs[MAX_LISTEN + 1];
-		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), -1);
-		for (int i = 0; i < n; i++) {
-			if (evs[i].data.fd != sfd) {
-				accept_all(evs[i].data.fd);
-				continue;
-			}
-			struct signalfd_siginfo si;
-			if (read(sfd, &si, sizeof(si)) != sizeof(si))
-				continue;
-			ulog(LOG_INFO, "signal %u: exiting; clients keep their userfaultfds and "
-				       "hand them to the next daemon",
-			     si.ssi_signo);
-			if (unlink_on_exit)
-				unlink(uffdd_cfg.socket_path);
-			return 0;
-		}
-	}
-}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The listening sockets (systemd's, or --socket PATH), and accepting: each
+ * client becomes a session with its peer's SO_PEERCRED identity, its socket
+ * watched by a worker with control.c's request handler.  listen_run() is the
+ * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
+ * handler it stores), worker.c, session.c, log.c and util.c.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "uffdd.h"
+
+#define MAX_LISTEN 8
+
+static int listen_fds[MAX_LISTEN];
+static unsigned int nlisten;
+static bool unlink_on_exit;
+
+static int listen_path(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		ulog(LOG_ERR, "socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %m");
+		return -errno;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EADDRINUSE)
+			goto fail_bind;
+		/* A socket nobody listens on is a stale one: a daemon that
+		 * died.  One that answers belongs to a live daemon. */
+		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			ulog(LOG_ERR, "%s: another uffdd is listening there", path);
+			close(fd);
+			return -EADDRINUSE;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail_bind;
+	}
+	if (listen(fd, SOMAXCONN) < 0) {
+		ulog(LOG_ERR, "listen %s: %m", path);
+		close(fd);
+		return -errno;
+	}
+	unlink_on_exit = true;
+	return fd;
+fail_bind:;
+	int err = errno;
+	ulog(LOG_ERR, "bind %s: %s", path, strerror(err));
+	close(fd);
+	return -err;
+}
+
+int listen_open(void)
+{
+#ifdef HAVE_SYSTEMD
+	int n = sd_listen_fds(1);
+	if (n < 0) {
+		ulog(LOG_ERR, "sd_listen_fds: %s", strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n && nlisten < MAX_LISTEN; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
+			ulog(LOG_ERR, "socket-activation fd %d is not a listening AF_UNIX "
+				      "SOCK_SEQPACKET socket",
+			     fd);
+			return -EINVAL;
+		}
+		int flags = fcntl(fd, F_GETFL);
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		listen_fds[nlisten++] = fd;
+	}
+#endif
+	if (nlisten)
+		return 0;
+	if (!uffdd_cfg.socket_path) {
+		ulog(LOG_ERR, "no socket: give --socket PATH or start through uffdd.socket");
+		return -EINVAL;
+	}
+	int fd = listen_path(uffdd_cfg.socket_path);
+	if (fd < 0)
+		return fd;
+	listen_fds[nlisten++] = fd;
+	return 0;
+}
+
+static void accept_all(int lfd)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				ulog(LOG_ERR, "accept4: %m");
+			if (errno != EINTR)
+				return;
+			continue;
+		}
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			ulog(LOG_ERR, "getsockopt(SO_PEERCRED): %m");
+			close(fd);
+			continue;
+		}
+		struct session *s;
+		if (session_new(fd, cred.pid, cred.uid, &s) < 0) {
+			ulog(LOG_ERR, "new session for pid %d: out of memory", (int)cred.pid);
+			close(fd);
+			continue;
+		}
+		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
+		     cred.uid);
+		s->wsock.handle = control_handle;
+		workers_assign(s);
+	}
+}
+
+int listen_run(void)
+{
+	sigset_t mask;
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (sfd < 0 || ep < 0) {
+		ulog(LOG_ERR, "signalfd/epoll_create1: %m");
+		return 1;
+	}
+	ev.data.fd = sfd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+	for (unsigned int i = 0; i < nlisten; i++) {
+		ev.data.fd = listen_fds[i];
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fds[i], &ev) < 0) {
+			ulog(LOG_ERR, "epoll_ctl(ADD, listening fd): %m");
+			return 1;
+		}
+	}
+	for (;;) {
+		struct epoll_event evs[MAX_LISTEN + 1];
+		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), -1);
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.fd != sfd) {
+				accept_all(evs[i].data.fd);
+				continue;
+			}
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) != sizeof(si))
+				continue;
+			ulog(LOG_INFO, "signal %u: exiting; clients keep their userfaultfds and "
+				       "hand them to the next daemon",
+			     si.ssi_signo);
+			if (unlink_on_exit)
+				unlink(uffdd_cfg.socket_path);
+			return 0;
+		}
+	}
+}

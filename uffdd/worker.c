@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Worker threads: each owns the sockets and userfaultfds of its sessions and
+ * waits on them with epoll, calling the handler stored with each fd when it
+ * is readable; it knows nothing of requests or faults.  Between rounds it
+ * lets push.c do one run of background work, and it frees the sessions that
+ * died.  It may call push.c, session.c, log.c and util.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "uffdd.h"
+
+/* After serving faults, keep polling this long before sleeping: a thread
+ * that faulted once is likely to fault again soon, and an epoll sleep and
+ * wake-up costs more than the fault itself. */
+#define SPIN_NS 200000ull
+/* While polling, epoll_wait() every so many rounds. */
+#define SPIN_EPOLL_EVERY 8
+
+static struct worker *workers;
+static unsigned int nworkers;
+
+int worker_watch(struct worker *w, struct watch *wt, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = wt };
+
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = errno;
+		ulog(LOG_ERR, "epoll_ctl(ADD, fd %d): %s", fd, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+void worker_adopt_child(struct session *parent, struct session *c, int fd)
+{
+	struct worker *w = parent->w;
+
+	c->w = w;
+	c->wnext = w->sessions;
+	w->sessions = c;
+	atomic_fetch_add(&w->nsessions, 1);
+	if (worker_watch(w, &c->wuffd, fd) < 0)
+		session_kill(c, "cannot watch its userfaultfd");
+}
+
+void workers_assign(struct session *s)
+{
+	struct worker *w = &workers[0];
+	uint64_t one = 1;
+
+	for (unsigned int i = 1; i < nworkers; i++)
+		if (atomic_load(&workers[i].nsessions) < atomic_load(&w->nsessions))
+			w = &workers[i];
+	atomic_fetch_add(&w->nsessions, 1);
+	pthread_mutex_lock(&w->qlock);
+	s->wnext = w->queue;
+	w->queue = s;
+	pthread_mutex_unlock(&w->qlock);
+	if (write(w->efd, &one, sizeof(one)) != sizeof(one))
+		ulog(LOG_ERR, "eventfd write: %m");
+}
+
+static void adopt(struct worker *w)
+{
+	uint64_t v;
+
+	if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		ulog(LOG_ERR, "eventfd read: %m");
+	pthread_mutex_lock(&w->qlock);
+	struct session *q = w->queue;
+	w->queue = NULL;
+	pthread_mutex_unlock(&w->qlock);
+	while (q) {
+		struct session *s = q;
+		q = q->wnext;
+		s->w = w;
+		s->wnext = w->sessions;
+		w->sessions = s;
+		if (worker_watch(w, &s->wsock, s->sock) < 0)
+			session_kill(s, "cannot watch its socket");
+	}
+}
+
+static void reap(struct worker *w)
+{
+	for (struct session **p = &w->sessions; *p;) {
+		struct session *s = *p;
+		if (!s->dead) {
+			p = &s->wnext;
+			continue;
+		}
+		*p = s->wnext;
+		if (w->hot == s)
+			w->hot = NULL;
+		atomic_fetch_sub(&w->nsessions, 1);
+		session_free(s);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event evs[64];
+	unsigned int spins = 0;
+
+	for (;;) {
+		bool spinning = uffdd_now_ns() - w->last_busy < SPIN_NS;
+		/* While polling, a read() of the userfaultfd that last had
+		 * events is the cheapest look; epoll_wait() looks at everything
+		 * else every few rounds. */
+		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
+			w->hot->wuffd.handle(w->hot);
+			push_step(w);
+			reap(w);
+			continue;
+		}
+		int timeout = spinning ? 0 : push_timeout(w);
+		int n = epoll_wait(w->ep, evs, PIN_ARRAY_SIZE(evs), timeout);
+		if (n < 0) {
+			if (errno != EINTR)
+				ulog(LOG_ERR, "epoll_wait: %m");
+			n = 0;
+		}
+		for (int i = 0; i < n; i++) {
+			struct watch *wt = evs[i].data.ptr;
+			if (!wt->handle)
+				adopt(w);
+			else if (wt->s->dead)
+				continue;
+			else
+				wt->handle(wt->s);
+		}
+		push_step(w);
+		reap(w);
+	}
+	return NULL;
+}
+
+static int worker_init(struct worker *w)
+{
+	w->ep = epoll_create1(EPOLL_CLOEXEC);
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->buf = malloc(uffdd_run_bytes());
+	w->events = calloc(UFFDD_MAX_EVENTS, sizeof(*w->events));
+	w->wevent = (struct watch){ NULL, NULL };
+	pthread_mutex_init(&w->qlock, NULL);
+	if (w->ep < 0 || w->efd < 0) {
+		ulog(LOG_ERR, "epoll_create1/eventfd: %m");
+		return -errno;
+	}
+	if (!w->buf || !w->events)
+		return -ENOMEM;
+	return worker_watch(w, &w->wevent, w->efd);
+}
+
+int workers_start(unsigned int n)
+{
+	workers = calloc(n, sizeof(*workers));
+	if (!workers)
+		return -ENOMEM;
+	nworkers = n;
+	for (unsigned int i = 0; i < n; i++) {
+		int r = worker_init(&workers[i]);
+		if (r < 0)
+			return r;
+		r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+		if (r) {
+			ulog(LOG_ERR, "pthread_create: %s", strerror(r));
+			return -r;
+		}
+	}
+	return 0;
+}
