@@ -26,13 +26,13 @@
 #include "libpin-private.h"
 
 /* 1,000 regions of 16 pages, or one of them all: 62.5 MiB. */
-#define NREGIONS 1000
-#define REGION_PAGES 16
-#define REGION_BYTES ((size_t)NREGIONS * sz.region_pages * page)
-#define RANDOM_FAULTS 4096
-#define SEQ_BYTES (256ull << 20)
-#define NCLIENTS 16
-#define ROUNDS 5
+#define NREGIONS	1000
+#define REGION_PAGES	16
+#define REGION_BYTES	((size_t)NREGIONS * sz.region_pages * page)
+#define RANDOM_FAULTS	4096
+#define SEQ_BYTES	(256ull << 20)
+#define NCLIENTS	16
+#define ROUNDS		5
 #define SMOKE_SEQ_BYTES (1ull << 20)
 
 /* How much one run measures: the figures, or the smoke test's (bench_smoke()),
@@ -270,8 +270,8 @@ static double uffdd_clients(int fd, const size_t *pages, int nclients, double *r
 		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
 			die("a client failed", EIO);
 	/* Wall time includes each client's set-up: connect, handover, region. */
-	*ret_rate = (double)nclients * (double)sz.random_faults * 1e9 /
-		    (double)(bench_now_ns() - t0);
+	*ret_rate =
+		(double)nclients * (double)sz.random_faults * 1e9 / (double)(bench_now_ns() - t0);
 	close(p[0]);
 	return bench_median(med, (unsigned int)nclients);
 }

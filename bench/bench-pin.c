@@ -19,7 +19,7 @@
 #define HIT_LOOPS   2000000
 #define INVAL_LOOPS 200
 /* Gets in a row before their puts, for the lookup alone. */
-#define HIT_BATCH   1000
+#define HIT_BATCH 1000
 /* The smoke test's pin: a huge page's worth, the io_uring path all the same. */
 #define SMOKE_PIN_BYTES (2ul << 20)
 
@@ -100,8 +100,8 @@ static int bench_1g(struct pin_ctx *ctx)
 {
 	double lib[ROUNDS], raw[ROUNDS], lck[ROUNDS], bg[ROUNDS];
 	struct io_uring ring;
-	char *p = mmap(NULL, sz.pin_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		       -1, 0);
+	char *p = mmap(NULL, sz.pin_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
 	int r;
 
 	if (p == MAP_FAILED)

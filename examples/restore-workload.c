@@ -35,7 +35,7 @@
 #define STATE_ADDR     0x500000000000ull
 #define MAGIC	       0x5546464457524b31ull /* "UFFDWRK1" */
 #define PAGE	       4096u
-#define SLOTS_PER_PAGE 255u /* 16 bytes each; the page's last 16 bytes: count, checksum */
+#define SLOTS_PER_PAGE 255u  /* 16 bytes each; the page's last 16 bytes: count, checksum */
 #define STRIDE	       7919u /* random touch: page k + 1 is STRIDE pages after page k */
 #define LOOKUPS	       4096u
 
@@ -201,8 +201,9 @@ static uint64_t touch(struct table_page *t, uint64_t npages, const struct restor
 		}
 		if (t[i].sum != page_sum(&t[i], i) || t[i].used > SLOTS_PER_PAGE) {
 			if (!bad)
-				fprintf(stderr, "restore-workload: page %" PRIu64 " (%p) is not what "
-						"was checkpointed\n",
+				fprintf(stderr,
+					"restore-workload: page %" PRIu64 " (%p) is not what "
+					"was checkpointed\n",
 					i, (void *)&t[i]);
 			bad++;
 		}
@@ -292,7 +293,8 @@ static int run(const struct restore_opts *o, struct restored *rs, uint64_t t0)
 
 	struct header *h = (struct header *)(uintptr_t)STATE_ADDR;
 	if (h->magic != MAGIC ||
-	    h->sum != words_sum((const uint64_t *)h, offsetof(struct header, sum) / 8, UINT64_MAX)) {
+	    h->sum !=
+		    words_sum((const uint64_t *)h, offsetof(struct header, sum) / 8, UINT64_MAX)) {
 		fprintf(stderr, "restore-workload: the header page is not what was checkpointed\n");
 		return 1;
 	}
@@ -353,9 +355,10 @@ static int restore(const struct restore_opts *o)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: restore-workload checkpoint DIR [--mib N]\n"
-			"       restore-workload restore DIR [--socket PATH] [--touch seq|random]\n"
-			"                        [--no-push] [--record | --replay] [--pause-ms MS]\n");
+	fprintf(stderr,
+		"usage: restore-workload checkpoint DIR [--mib N]\n"
+		"       restore-workload restore DIR [--socket PATH] [--touch seq|random]\n"
+		"                        [--no-push] [--record | --replay] [--pause-ms MS]\n");
 	return 2;
 }
 
@@ -380,8 +383,8 @@ int main(int argc, char **argv)
 			continue;
 		else if (v && !strcmp(a, "--socket") && ++i)
 			o.socket = v;
-		else if (v && !strcmp(a, "--touch") && (!strcmp(v, "seq") || !strcmp(v, "random")) &&
-			 ++i)
+		else if (v && !strcmp(a, "--touch") &&
+			 (!strcmp(v, "seq") || !strcmp(v, "random")) && ++i)
 			o.random = !strcmp(v, "random");
 		else if (v && !strcmp(a, "--pause-ms") && ++i)
 			o.pause_ms = (unsigned int)strtoul(v, NULL, 10);

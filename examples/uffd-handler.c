@@ -214,8 +214,8 @@ int main(void)
 	if (s.err < 0)
 		return fail("serving a fault", s.err);
 
-	printf("worker thread %d read the range in %.2f ms (checksum %016llx)\n",
-	       (int)s.worker_tid, s.seconds * 1e3, (unsigned long long)s.sum);
+	printf("worker thread %d read the range in %.2f ms (checksum %016llx)\n", (int)s.worker_tid,
+	       s.seconds * 1e3, (unsigned long long)s.sum);
 	printf("handler thread: %lu faults in %lu reads, %lu from the worker%s\n", s.faults,
 	       s.reads, s.from_worker,
 	       pin_uffd_features(s.uffd) & PIN_UFFD_FEATURE_THREAD_ID ? "" : " (no THREAD_ID)");

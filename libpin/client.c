@@ -277,8 +277,8 @@ static int send_handover(struct pin_client *c, bool takeover)
 }
 
 /* retry: allowed to reconnect (not while reconnecting). */
-static int send_region_add(struct pin_client *c, const struct client_region *cr,
-			   bool registered, bool retry)
+static int send_region_add(struct pin_client *c, const struct client_region *cr, bool registered,
+			   bool retry)
 {
 	Uffdd__Range range = UFFDD__RANGE__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
@@ -398,8 +398,7 @@ static const char *socket_path(const struct pin_client_opts *opts)
 	return PIN_CLIENT_SOCKET_DEFAULT;
 }
 
-PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts,
-				  struct pin_client **ret)
+PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struct pin_client **ret)
 {
 	struct pin_client_opts o = { .sz = sizeof(o) }, *opts = &o;
 	struct pin_client *c;
@@ -782,7 +781,8 @@ PIN_EXPORT int pin_client_dirty_get(struct pin_client *c, void *addr, size_t len
 		return r;
 	bits = &rep->reply->bitmap;
 	if (bits->len > need) {
-		pin_log(PIN_LOG_ERR, "uffdd: DirtyGet [%#llx, %#llx): %zu bitmap bytes for %zu pages",
+		pin_log(PIN_LOG_ERR,
+			"uffdd: DirtyGet [%#llx, %#llx): %zu bitmap bytes for %zu pages",
 			(unsigned long long)range.addr, (unsigned long long)(range.addr + len),
 			bits->len, pages);
 		pin_proto_free(rep);
@@ -800,8 +800,7 @@ PIN_EXPORT int pin_client_dirty_get(struct pin_client *c, void *addr, size_t len
 	return dirty;
 }
 
-PIN_EXPORT int pin_client_pin_report(struct pin_client *c, void *addr, size_t len,
-				     uint64_t cookie)
+PIN_EXPORT int pin_client_pin_report(struct pin_client *c, void *addr, size_t len, uint64_t cookie)
 {
 	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
 	uint64_t a = (uintptr_t)addr, e = a + len;
@@ -812,7 +811,8 @@ PIN_EXPORT int pin_client_pin_report(struct pin_client *c, void *addr, size_t le
 	if (!c || !len || e < a || e + mask < e)
 		return -EINVAL;
 	/* Pins hold whole pages; so does the daemon's bookkeeping. */
-	p = (struct client_pin){ .addr = a & ~mask, .len = ((e + mask) & ~mask) - (a & ~mask),
+	p = (struct client_pin){ .addr = a & ~mask,
+				 .len = ((e + mask) & ~mask) - (a & ~mask),
 				 .cookie = cookie };
 	r = pin_proto_check_range(p.addr, p.len);
 	if (r < 0)
@@ -875,8 +875,9 @@ static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s)
 	n = s->n_latency_us_log2;
 	/* A daemon with more buckets than we have: fold the rest into the last. */
 	for (size_t i = 0; i < n; i++)
-		d->latency_us_log2[i < PIN_CLIENT_LATENCY_BUCKETS ? i
-								   : PIN_CLIENT_LATENCY_BUCKETS - 1] +=
+		d->latency_us_log2[i < PIN_CLIENT_LATENCY_BUCKETS
+					   ? i
+					   : PIN_CLIENT_LATENCY_BUCKETS - 1] +=
 			s->latency_us_log2[i];
 }
 

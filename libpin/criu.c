@@ -98,9 +98,10 @@ static int img_load(int dfd, const char *name, uint32_t magic, struct img_file *
 	}
 	memcpy(m, f->data, sizeof(m));
 	if (le32toh(m[0]) != IMG_COMMON_MAGIC || le32toh(m[1]) != magic) {
-		pin_log(PIN_LOG_ERR, "%s offset 0: magic 0x%08" PRIx32 " 0x%08" PRIx32
-			", expected 0x%08" PRIx32 " 0x%08" PRIx32, name, le32toh(m[0]),
-			le32toh(m[1]), IMG_COMMON_MAGIC, magic);
+		pin_log(PIN_LOG_ERR,
+			"%s offset 0: magic 0x%08" PRIx32 " 0x%08" PRIx32 ", expected 0x%08" PRIx32
+			" 0x%08" PRIx32,
+			name, le32toh(m[0]), le32toh(m[1]), IMG_COMMON_MAGIC, magic);
 		img_release(f);
 		return -EBADMSG;
 	}
@@ -123,15 +124,17 @@ static int img_next(struct img_file *f, const ProtobufCMessageDescriptor *desc, 
 	if (!left)
 		return 0;
 	if (left < sizeof(len)) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: truncated entry, %zu bytes left", f->name,
-			off, left);
+		pin_log(PIN_LOG_ERR, "%s offset %zu: truncated entry, %zu bytes left", f->name, off,
+			left);
 		return -EBADMSG;
 	}
 	memcpy(&len, f->data + off, sizeof(len));
 	len = le32toh(len);
 	if (len > left - sizeof(len)) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: entry length %" PRIu32
-			" past the end of the file (%zu bytes)", f->name, off, len, f->size);
+		pin_log(PIN_LOG_ERR,
+			"%s offset %zu: entry length %" PRIu32
+			" past the end of the file (%zu bytes)",
+			f->name, off, len, f->size);
 		return -EBADMSG;
 	}
 	msg = protobuf_c_message_unpack(desc, NULL, len, f->data + off + sizeof(len));
@@ -177,8 +180,10 @@ static int pagemap_entry(const struct img_file *f, size_t off, const Criu__Pagem
 
 	if (pe->vaddr % page || !nr || nr > (UINT64_MAX - pe->vaddr) / page ||
 	    nr > (UINT64_MAX - *present) / page) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: entry 0x%" PRIx64 " of %" PRIu64
-			" pages is not a page range", f->name, off, pe->vaddr, nr);
+		pin_log(PIN_LOG_ERR,
+			"%s offset %zu: entry 0x%" PRIx64 " of %" PRIu64
+			" pages is not a page range",
+			f->name, off, pe->vaddr, nr);
 		return -EBADMSG;
 	}
 	*e = (struct pin_criu_pagemap_entry){
@@ -221,7 +226,8 @@ int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
 		if (r < 0)
 			break;
 		if (e.vaddr < prev_end) {
-			pin_log(PIN_LOG_ERR, "%s offset %zu: entry 0x%" PRIx64
+			pin_log(PIN_LOG_ERR,
+				"%s offset %zu: entry 0x%" PRIx64
 				" overlaps or precedes the entry before (ending at 0x%" PRIx64 ")",
 				name, off, e.vaddr, prev_end);
 			r = -EBADMSG;
@@ -287,9 +293,10 @@ static int read_vmas(int dfd, int pid, struct vma **ret, size_t *ret_n)
 			continue;
 		if (ve->start >= ve->end || ve->start % page_size() || ve->end % page_size() ||
 		    (n && ve->start < v[n - 1].end)) {
-			pin_log(PIN_LOG_ERR, "%s: VMA %zu (0x%" PRIx64 "-0x%" PRIx64
-				") is empty, unaligned or out of order", name, i, ve->start,
-				ve->end);
+			pin_log(PIN_LOG_ERR,
+				"%s: VMA %zu (0x%" PRIx64 "-0x%" PRIx64
+				") is empty, unaligned or out of order",
+				name, i, ve->start, ve->end);
 			r = -EBADMSG;
 			goto out;
 		}
@@ -322,26 +329,30 @@ static int check_entries(int pid, uint32_t pages_id, uint64_t pages_size,
 		uint64_t addr = e[i].vaddr, end = e[i].vaddr + e[i].nr_pages * page;
 
 		if (!(e[i].flags & PIN_CRIU_PE_PRESENT)) {
-			pin_log(PIN_LOG_ERR, "pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
+			pin_log(PIN_LOG_ERR,
+				"pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
 				" has flags 0x%" PRIx32 ": pages in a parent dump or on a page "
-				"server are not supported", pid, e[i].file_off, e[i].vaddr,
-				e[i].flags);
+				"server are not supported",
+				pid, e[i].file_off, e[i].vaddr, e[i].flags);
 			return -EOPNOTSUPP;
 		}
 		if (e[i].offset + (end - addr) > pages_size) {
-			pin_log(PIN_LOG_ERR, "pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
-				" of %" PRIu64 " pages ends at byte %" PRIu64 " of pages-%" PRIu32
-				".img, past its end (%" PRIu64 " bytes)", pid, e[i].file_off,
-				e[i].vaddr, e[i].nr_pages, e[i].offset + (end - addr), pages_id,
-				pages_size);
+			pin_log(PIN_LOG_ERR,
+				"pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64 " of %" PRIu64
+				" pages ends at byte %" PRIu64 " of pages-%" PRIu32
+				".img, past its end (%" PRIu64 " bytes)",
+				pid, e[i].file_off, e[i].vaddr, e[i].nr_pages,
+				e[i].offset + (end - addr), pages_id, pages_size);
 			return -EBADMSG;
 		}
 		while (addr < end) {
 			while (k < nv && v[k].end <= addr)
 				k++;
 			if (k == nv || v[k].start > addr) {
-				pin_log(PIN_LOG_ERR, "pagemap-%d.img offset %" PRIu64 ": page 0x%" PRIx64
-					" is in no VMA of mm-%d.img", pid, e[i].file_off, addr, pid);
+				pin_log(PIN_LOG_ERR,
+					"pagemap-%d.img offset %" PRIu64 ": page 0x%" PRIx64
+					" is in no VMA of mm-%d.img",
+					pid, e[i].file_off, addr, pid);
 				return -EBADMSG;
 			}
 			addr = end < v[k].end ? end : v[k].end;
@@ -355,8 +366,8 @@ static int check_entries(int pid, uint32_t pages_id, uint64_t pages_size,
 static bool vma_wanted(const struct vma *v)
 {
 	return (v->status & VMA_AREA_REGULAR) && (v->status & VMA_ANON_PRIVATE) &&
-	       !(v->status & (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR |
-			      VMA_AREA_UPROBES));
+	       !(v->status &
+		 (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_UPROBES));
 }
 
 static const char *vma_name(const struct vma *v)
@@ -388,7 +399,8 @@ static int add_vma(struct pin_image *img, const struct vma *v,
 		if (s > pos)
 			r = pin_image_add_segment(img, s - pos, 0, 0);
 		if (!r)
-			r = pin_image_add_segment(img, t - s, e[i].offset + (s - e[i].vaddr), flags);
+			r = pin_image_add_segment(img, t - s, e[i].offset + (s - e[i].vaddr),
+						  flags);
 		pos = t;
 	}
 	if (!r && pos < v->end)

@@ -20,7 +20,7 @@
 #define PAGES	     "pages"
 #define HEADER	     "uffdd-image 1"
 /* process_vm_readv() granule: large enough to amortize the syscall. */
-#define COPY_CHUNK   (1u << 20)
+#define COPY_CHUNK (1u << 20)
 
 struct image_region {
 	struct pin_image_region pub;
@@ -267,9 +267,10 @@ PIN_EXPORT int pin_image_read(const struct pin_image *img, uint64_t addr, void *
 		if (s->flags & PIN_IMAGE_SEG_DATA) {
 			r = pin_pread_all(img->pages_fd, p, n, s->offset + in);
 			if (r < 0) {
-				pin_log(PIN_LOG_ERR, "pread of the pages file at offset %" PRIu64
-					" (%zu bytes): %s", s->offset + in, n,
-					strerror(r == -ENODATA ? EIO : -r));
+				pin_log(PIN_LOG_ERR,
+					"pread of the pages file at offset %" PRIu64
+					" (%zu bytes): %s",
+					s->offset + in, n, strerror(r == -ENODATA ? EIO : -r));
 				return r == -ENODATA ? -EIO : r;
 			}
 		} else {
@@ -445,8 +446,9 @@ static int write_nonzero(int fd, const unsigned char *buf, size_t len, uint64_t 
 			;
 		r = pwrite_all(fd, buf + i, j - i, off + i);
 		if (r < 0) {
-			pin_log(PIN_LOG_ERR, "pwrite of the pages file at offset %" PRIu64
-				" (%zu bytes): %s", off + i, j - i, strerror(-r));
+			pin_log(PIN_LOG_ERR,
+				"pwrite of the pages file at offset %" PRIu64 " (%zu bytes): %s",
+				off + i, j - i, strerror(-r));
 			return r;
 		}
 		i = j;
@@ -473,9 +475,10 @@ static int copy_mapping(int pid, int fd, unsigned char *buf, const struct mappin
 		n = got < 0 ? 0 : (size_t)got / page * page;
 		if (!n) {
 			r = got < 0 ? -errno : -EFAULT;
-			pin_log(PIN_LOG_ERR, "process_vm_readv of pid %d at 0x%" PRIx64
-				"-0x%" PRIx64 ": %s (did the mapping change?)", pid,
-				m->start + done, m->start + done + want, strerror(-r));
+			pin_log(PIN_LOG_ERR,
+				"process_vm_readv of pid %d at 0x%" PRIx64 "-0x%" PRIx64
+				": %s (did the mapping change?)",
+				pid, m->start + done, m->start + done + want, strerror(-r));
 			return r;
 		}
 		r = write_nonzero(fd, buf, n, off + done);
@@ -519,7 +522,8 @@ static int write_manifest(int dfd, const struct mapping *maps, size_t n)
 		char prot[4];
 
 		prot_letters(maps[i].prot, prot);
-		fprintf(f, "region 0x%" PRIx64 " 0x%" PRIx64 " %s 0x%" PRIx32 " 0x%" PRIx64 "%s%s\n",
+		fprintf(f,
+			"region 0x%" PRIx64 " 0x%" PRIx64 " %s 0x%" PRIx32 " 0x%" PRIx64 "%s%s\n",
 			maps[i].start, maps[i].end - maps[i].start, prot, maps[i].flags, off,
 			maps[i].name[0] ? " " : "", maps[i].name);
 		off += maps[i].end - maps[i].start;

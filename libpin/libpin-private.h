@@ -28,7 +28,7 @@
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
 #endif
 #ifndef UFFDIO_POISON
-#define _UFFDIO_POISON (0x08)
+#define _UFFDIO_POISON		    (0x08)
 #define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
 struct uffdio_poison {
 	struct uffdio_range range;
@@ -38,7 +38,7 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 #ifndef UFFDIO_MOVE
-#define _UFFDIO_MOVE (0x05)
+#define _UFFDIO_MOVE			 (0x05)
 #define UFFDIO_MOVE_MODE_DONTWAKE	 ((__u64)1 << 0)
 #define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
 struct uffdio_move {
@@ -52,8 +52,7 @@ struct uffdio_move {
 #endif
 
 /* Log through the callback of pin_log_set(); a no-op without one. */
-void pin_log(enum pin_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void pin_log(enum pin_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t pin_now_ns(void);
@@ -84,9 +83,9 @@ static inline void pin_freep(void *p)
 
 #include "uffdd.pb-c.h"
 
-#define PIN_PROTO_VERSION  1
-#define PIN_PROTO_MAX_MSG  (256 * 1024) /* one datagram, encoded */
-#define PIN_PROTO_MAX_FDS  4
+#define PIN_PROTO_VERSION 1
+#define PIN_PROTO_MAX_MSG (256 * 1024) /* one datagram, encoded */
+#define PIN_PROTO_MAX_FDS 4
 
 /*
  * Encode msg and send it as one datagram with nfds (<= PIN_PROTO_MAX_FDS)

@@ -57,12 +57,12 @@ struct pin_range {
 	uintptr_t start; /* page aligned */
 	uintptr_t end;
 	unsigned int refs;
-	atomic_bool stale; /* invalidated: never returned by a lookup again */
-	bool pinned;	   /* the backend still holds the pages */
-	bool watched;	   /* registered with the monitor's userfaultfd */
-	bool uncached;	   /* pinned right after a discard: the caller's only */
+	atomic_bool stale;	       /* invalidated: never returned by a lookup again */
+	bool pinned;		       /* the backend still holds the pages */
+	bool watched;		       /* registered with the monitor's userfaultfd */
+	bool uncached;		       /* pinned right after a discard: the caller's only */
 	struct pin_range *prev, *next; /* idle LRU, or the ctx's dead list */
-	void *mr;	   /* rdma: struct ibv_mr * */
+	void *mr;		       /* rdma: struct ibv_mr * */
 	uint32_t lkey, rkey;
 	unsigned int nbufs; /* io_uring: registered buffers, each <= 1 GiB */
 	uint32_t bufs[];
@@ -122,7 +122,7 @@ struct pin_ctx {
 	unsigned int ring_entries;
 	unsigned int rdma_access;
 	uintptr_t page;
-	struct pin_imap map; /* live entries, never stale ones */
+	struct pin_imap map;		       /* live entries, never stale ones */
 	struct pin_range *lru_head, *lru_tail; /* idle entries, oldest first */
 	struct pin_range *dead; /* retired by the monitor, freed by the next caller */
 	/*
@@ -131,7 +131,7 @@ struct pin_ctx {
 	 * (~25 ms a GiB), so the monitor thread does it in the background,
 	 * one chunk at a time, and a new pin of the range just takes it back.
 	 */
-	struct pin_imap unreg; /* disjoint */
+	struct pin_imap unreg;			    /* disjoint */
 	uintptr_t unreg_busy_start, unreg_busy_end; /* the chunk in progress */
 	pthread_cond_t unreg_done;
 	bool closing;
@@ -150,7 +150,6 @@ struct pin_ctx {
 void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg);
 /* Log a pin that failed with err, naming RLIMIT_MEMLOCK when it applies. */
-void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
-		       int err);
+void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err);
 
 #endif /* LIBPIN_PIN_INTERNAL_H */

@@ -38,8 +38,8 @@ static int iouring_open(struct pin_ctx *ctx)
 	}
 	r = io_uring_register_buffers_sparse(&u->ring, PIN_IOURING_SLOTS);
 	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "io_uring_register_buffers_sparse(%u): %s",
-			PIN_IOURING_SLOTS, strerror(-r));
+		pin_log(PIN_LOG_ERR, "io_uring_register_buffers_sparse(%u): %s", PIN_IOURING_SLOTS,
+			strerror(-r));
 		io_uring_queue_exit(&u->ring);
 		free(u);
 		return r;
@@ -96,8 +96,8 @@ static int iouring_pin(struct pin_ctx *ctx, struct pin_range *r)
 	}
 	for (unsigned int i = 0; i < r->nbufs; i++) {
 		uintptr_t addr = r->start + (uintptr_t)i * PIN_IOURING_BUF_MAX;
-		size_t len = r->end - addr < PIN_IOURING_BUF_MAX ? r->end - addr
-								 : PIN_IOURING_BUF_MAX;
+		size_t len =
+			r->end - addr < PIN_IOURING_BUF_MAX ? r->end - addr : PIN_IOURING_BUF_MAX;
 		uint32_t slot = u->free_slots[--u->nfree];
 		int err = update_slot(u, slot, addr, len);
 		if (err < 0) {

@@ -195,8 +195,9 @@ int pin_monitor_new(const struct pin_monitor_owner *owner, struct pin_monitor **
 		return -ENOMEM;
 	if (RUNNING_ON_VALGRIND) {
 		uo.features = PIN_UFFD_FEATURE_EVENT_REMOVE;
-		pin_log(PIN_LOG_WARN, "pin monitor: under valgrind, munmap and mremap of pinned "
-				      "memory are not seen: call %s first",
+		pin_log(PIN_LOG_WARN,
+			"pin monitor: under valgrind, munmap and mremap of pinned "
+			"memory are not seen: call %s first",
 			owner->remedy);
 	}
 	m->owner = *owner;
@@ -205,8 +206,9 @@ int pin_monitor_new(const struct pin_monitor_owner *owner, struct pin_monitor **
 	pthread_mutex_init(&m->qlock, NULL);
 	r = pin_uffd_new(&uo, &m->uffd);
 	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "pin monitor: no userfaultfd (%s); without one, use "
-				     "PIN_CTX_NO_MONITOR and %s",
+		pin_log(PIN_LOG_ERR,
+			"pin monitor: no userfaultfd (%s); without one, use "
+			"PIN_CTX_NO_MONITOR and %s",
 			strerror(-r), owner->remedy);
 		goto fail;
 	}

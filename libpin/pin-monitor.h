@@ -22,7 +22,7 @@ struct pin_monitor;
 struct pin_monitor_change {
 	uint32_t type; /* PIN_UFFD_EVENT_REMOVE, _UNMAP or _REMAP */
 	uintptr_t start, end;
-	uintptr_t to; /* REMAP: where [start, end) went */
+	uintptr_t to;	  /* REMAP: where [start, end) went */
 	uint64_t read_ns; /* CLOCK_MONOTONIC, taken after the read (pin_now_ns) */
 };
 

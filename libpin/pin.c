@@ -37,8 +37,7 @@ static bool has_ipc_lock(void)
 	return data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
 }
 
-void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r,
-		       int err)
+void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err)
 {
 	size_t len = r->end - r->start;
 	struct rlimit rl;
@@ -53,8 +52,8 @@ void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_r
 		"%s [%#lx, +%#zx): %s: RLIMIT_MEMLOCK is %llu bytes, this context pins %zu "
 		"bytes and asked for %zu more; raise RLIMIT_MEMLOCK (ulimit -l, "
 		"LimitMEMLOCK=) or grant CAP_IPC_LOCK",
-		call, (unsigned long)r->start, len, strerror(-err),
-		(unsigned long long)rl.rlim_cur, ctx->pinned_bytes, len);
+		call, (unsigned long)r->start, len, strerror(-err), (unsigned long long)rl.rlim_cur,
+		ctx->pinned_bytes, len);
 }
 
 void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,

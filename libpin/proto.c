@@ -14,7 +14,7 @@
 
 /* Room for the descriptors we accept plus SCM_CREDENTIALS, should the
  * receiver have SO_PASSCRED on: without it every message would be CTRUNC. */
-#define PROTO_CMSG_SPACE \
+#define PROTO_CMSG_SPACE                                                                           \
 	(CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred)))
 
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
@@ -106,7 +106,8 @@ static bool has_field_zero(const ProtobufCMessage *m)
 			continue;
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
-			ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)(base + f->offset);
+			ProtobufCMessage *const *v =
+				*(ProtobufCMessage *const *const *)(base + f->offset);
 
 			for (size_t k = 0; k < n; k++)
 				if (has_field_zero(v[k]))

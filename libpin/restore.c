@@ -35,8 +35,8 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
 	want = (void *)(uintptr_t)g->addr;
 	/* NOREPLACE: MAP_FIXED over a mapping would silently drop it, and with
 	 * it any userfaultfd registration it had. */
-	p = mmap(want, g->len, (int)g->prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-		 -1, 0);
+	p = mmap(want, g->len, (int)g->prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+		 0);
 	if (p == MAP_FAILED) {
 		int err = errno;
 		pin_log(PIN_LOG_ERR, "mmap [%#llx, +%#llx) for image region %zu: %s",

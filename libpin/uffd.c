@@ -16,10 +16,22 @@ struct pin_uffd {
 };
 
 static const char *const feature_names[] = {
-	"PAGEFAULT_FLAG_WP", "EVENT_FORK",	    "EVENT_REMAP",	   "EVENT_REMOVE",
-	"MISSING_HUGETLBFS", "MISSING_SHMEM",	    "EVENT_UNMAP",	   "SIGBUS",
-	"THREAD_ID",	     "MINOR_HUGETLBFS",	    "MINOR_SHMEM",	   "EXACT_ADDRESS",
-	"WP_HUGETLBFS_SHMEM", "WP_UNPOPULATED",	    "POISON",		   "WP_ASYNC",
+	"PAGEFAULT_FLAG_WP",
+	"EVENT_FORK",
+	"EVENT_REMAP",
+	"EVENT_REMOVE",
+	"MISSING_HUGETLBFS",
+	"MISSING_SHMEM",
+	"EVENT_UNMAP",
+	"SIGBUS",
+	"THREAD_ID",
+	"MINOR_HUGETLBFS",
+	"MINOR_SHMEM",
+	"EXACT_ADDRESS",
+	"WP_HUGETLBFS_SHMEM",
+	"WP_UNPOPULATED",
+	"POISON",
+	"WP_ASYNC",
 	"MOVE",
 };
 
@@ -55,7 +67,8 @@ static int open_fd(unsigned int flags)
 		int err = errno;
 		pin_log(PIN_LOG_ERR, "userfaultfd(%#x): %s%s", kflags, strerror(err),
 			err == EPERM ? " (vm.unprivileged_userfaultfd=0 needs CAP_SYS_PTRACE, "
-				       "or UFFD_USER_MODE_ONLY)" : "");
+				       "or UFFD_USER_MODE_ONLY)"
+				     : "");
 		return -err;
 	}
 	return fd;
@@ -94,8 +107,8 @@ PIN_EXPORT int pin_uffd_api(struct pin_uffd *u, uint64_t features)
 		return -EINVAL;
 	int r = pin_ioctl(u->fd, UFFDIO_API, &api);
 	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "UFFDIO_API(features %#llx): %s",
-			(unsigned long long)features, strerror(-r));
+		pin_log(PIN_LOG_ERR, "UFFDIO_API(features %#llx): %s", (unsigned long long)features,
+			strerror(-r));
 		return r;
 	}
 	/* The kernel turns WP_UNPOPULATED on with WP_ASYNC, which relies on it. */
@@ -140,8 +153,8 @@ static void log_missing(uint64_t missing)
 		n += snprintf(names + n, sizeof(names) - n, "%s%s", n ? "," : "",
 			      name ? name : "?");
 	}
-	pin_log(PIN_LOG_ERR, "userfaultfd features missing from this kernel: %s (%#llx)",
-		names, (unsigned long long)missing);
+	pin_log(PIN_LOG_ERR, "userfaultfd features missing from this kernel: %s (%#llx)", names,
+		(unsigned long long)missing);
 }
 
 PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **ret)
@@ -327,8 +340,7 @@ PIN_EXPORT int pin_uffd_poison(struct pin_uffd *u, void *addr, size_t len, unsig
 
 	if (flags & ~PIN_UFFD_DONTWAKE)
 		return -EINVAL;
-	return resolve(u, "UFFDIO_POISON", UFFDIO_POISON, &p, DONE(p.updated), addr, len,
-		       ret_done);
+	return resolve(u, "UFFDIO_POISON", UFFDIO_POISON, &p, DONE(p.updated), addr, len, ret_done);
 }
 
 PIN_EXPORT int pin_uffd_move(struct pin_uffd *u, void *dst, void *src, size_t len,
@@ -347,8 +359,7 @@ PIN_EXPORT int pin_uffd_move(struct pin_uffd *u, void *dst, void *src, size_t le
 	return resolve(u, "UFFDIO_MOVE", UFFDIO_MOVE, &m, DONE(m.move), dst, len, ret_done);
 }
 
-PIN_EXPORT int pin_uffd_writeprotect(struct pin_uffd *u, void *addr, size_t len,
-				     unsigned int flags)
+PIN_EXPORT int pin_uffd_writeprotect(struct pin_uffd *u, void *addr, size_t len, unsigned int flags)
 {
 	struct uffdio_writeprotect wp = {
 		.range = range_of(addr, len),

@@ -16,12 +16,12 @@
 
 #include "libpin-private.h"
 
-#define WSET_FILE     "working-set"
-#define WSET_TMP      "working-set.tmp"
-#define WSET_HEADER   "uffdd-working-set 1"
+#define WSET_FILE   "working-set"
+#define WSET_TMP    "working-set.tmp"
+#define WSET_HEADER "uffdd-working-set 1"
 /* Ranges per Replay message: 24 encoded bytes each at most, so a message
  * stays well inside one datagram (PIN_PROTO_MAX_MSG). */
-#define REPLAY_CHUNK  8192
+#define REPLAY_CHUNK 8192
 
 struct run {
 	uint64_t addr, len;
@@ -148,7 +148,8 @@ static bool hex_field(const char **p, uint64_t *ret)
 	for (c += 2; isxdigit((unsigned char)*c); c++) {
 		if (++digits > 16)
 			return false;
-		v = v << 4 | (uint64_t)(isdigit((unsigned char)*c) ? *c - '0' : (*c | 0x20) - 'a' + 10);
+		v = v << 4 |
+		    (uint64_t)(isdigit((unsigned char)*c) ? *c - '0' : (*c | 0x20) - 'a' + 10);
 	}
 	*p = c;
 	*ret = v;

@@ -3,9 +3,10 @@
 # build needs, only those that are absent, without asking anything.
 # libclang-rt-dev: libFuzzer and the sanitizers' runtimes for clang (only
 # recommended by clang, and recommendations are not installed).
+# clang-format: scripts/test checks every C file against .clang-format.
 packages=(meson ninja-build gcc pkg-config check liburing-dev libibverbs-dev
 	  libsystemd-dev libprotobuf-c-dev protobuf-c-compiler libjson-c-dev valgrind
-	  clang libclang-rt-dev systemd)
+	  clang libclang-rt-dev clang-format systemd)
 
 install_missing() {
 	local missing=() p

@@ -37,10 +37,10 @@
 /* This target's own: the piece gives the pages file's size. */
 #define PAGES_SIZE_MAGIC 0u
 
-#define PID	      1
-#define MAGICS_LEN    (2 * sizeof(uint32_t))
+#define PID	   1
+#define MAGICS_LEN (2 * sizeof(uint32_t))
 /* pin_image_criu_pids() fills at most this many; more are only counted. */
-#define MAX_PIDS      4
+#define MAX_PIDS 4
 /* A sparse pages file larger than this tests nothing more (and the file
  * system may refuse one: EFBIG). */
 #define MAX_PAGES_SIZE (1ull << 40)

@@ -39,8 +39,7 @@ static void make_pages_file(const uint8_t *layout, size_t n, size_t page)
 	close(fd);
 }
 
-static void check_data(const struct pin_image *img, const uint8_t *layout, size_t n,
-		       size_t page)
+static void check_data(const struct pin_image *img, const uint8_t *layout, size_t n, size_t page)
 {
 	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
 		const struct pin_image_region *r = pin_image_region(img, i);

@@ -161,7 +161,8 @@ struct conn {
 static void conn_open(const struct test_daemon *d, struct conn *k, uint64_t features,
 		      unsigned int flags, struct pin_ctx *ctx)
 {
-	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC,
+	struct pin_uffd_opts uo = { .sz = sizeof(uo),
+				    .flags = PIN_UFFD_CLOEXEC,
 				    .features = features };
 	struct pin_client_opts co = {
 		.sz = sizeof(co),
@@ -201,9 +202,8 @@ static void add_region(struct conn *k, uint8_t *base, size_t npages, int fd)
 		.fd = fd,
 	};
 
-	ck_assert_int_eq(pin_uffd_register(k->u, base, npages * page, PIN_UFFD_REGISTER_MISSING,
-					   NULL),
-			 0);
+	ck_assert_int_eq(
+		pin_uffd_register(k->u, base, npages * page, PIN_UFFD_REGISTER_MISSING, NULL), 0);
 	ck_assert_int_eq(pin_client_region_add(k->c, &r), 0);
 }
 
@@ -217,8 +217,8 @@ static struct pin_client_stats stats_of(struct conn *k)
 
 /* Not EVENT_FORK: the harness forks this process to start a daemon, and a
  * FORK event that no daemon reads blocks fork() for good. */
-#define EVENTS_NO_FORK                                                                \
-	(PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |               \
+#define EVENTS_NO_FORK                                                                             \
+	(PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |                            \
 	 PIN_UFFD_FEATURE_EVENT_UNMAP)
 
 /* ---- connecting, and errors the daemon answers ---- */
@@ -389,13 +389,13 @@ END_TEST
 
 /* ---- stale-pin notices into a registration cache ---- */
 
-#define SN_PAGES	16
-#define SN_SEED		0xabcd
-#define SN_COOKIE	0x51a1eull
-#define SN_DISCARD	4 /* MADV_DONTNEED of pages 4 and 5 */
-#define SN_DISCARD_LEN	2
-#define SN_UNMAP	12 /* munmap of pages 12 to 15 */
-#define SN_UNMAP_LEN	4
+#define SN_PAGES       16
+#define SN_SEED	       0xabcd
+#define SN_COOKIE      0x51a1eull
+#define SN_DISCARD     4 /* MADV_DONTNEED of pages 4 and 5 */
+#define SN_DISCARD_LEN 2
+#define SN_UNMAP       12 /* munmap of pages 12 to 15 */
+#define SN_UNMAP_LEN   4
 
 /* Real pins (io_uring registered buffers) of memory the daemon serves: a
  * REMOVE notice and an UNMAP notice each drop the cached pin, and the next
@@ -403,7 +403,8 @@ END_TEST
  * until their handle is put. */
 START_TEST(notice_drops_cached_pin)
 {
-	struct pin_ctx_opts po = { .sz = sizeof(po), .backend = PIN_BACKEND_IO_URING,
+	struct pin_ctx_opts po = { .sz = sizeof(po),
+				   .backend = PIN_BACKEND_IO_URING,
 				   .flags = PIN_CTX_NO_MONITOR };
 	struct pin_ctx_stats cs = { .sz = sizeof(cs) };
 	struct pin_range *pr, *again, *third;
@@ -555,16 +556,17 @@ START_TEST(unreadable_source_refused)
 	ck_assert_int_ge(fd, 0);
 	test_pattern_write(fd, UR_PAGES * page, UR_SEED);
 	uint8_t *base = test_map_pages(UR_PAGES);
-	ck_assert_int_eq(pin_uffd_register(k.u, base, UR_PAGES * page, PIN_UFFD_REGISTER_MISSING,
-					   NULL),
-			 0);
+	ck_assert_int_eq(
+		pin_uffd_register(k.u, base, UR_PAGES * page, PIN_UFFD_REGISTER_MISSING, NULL), 0);
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
 		int bad = open(path, refused[i] | O_CLOEXEC);
 		ck_assert_int_ge(bad, 0);
-		struct pin_client_region r = { .sz = sizeof(r), .addr = base,
+		struct pin_client_region r = { .sz = sizeof(r),
+					       .addr = base,
 					       .len = UR_PAGES * page,
 					       .mode = PIN_UFFD_REGISTER_MISSING,
-					       .flags = PIN_CLIENT_REGION_NO_PUSH, .fd = bad };
+					       .flags = PIN_CLIENT_REGION_NO_PUSH,
+					       .fd = bad };
 		ck_assert_int_eq(pin_client_region_add(k.c, &r), -EBADF);
 		close(bad);
 	}
@@ -635,7 +637,7 @@ END_TEST
 
 #define EA_PAGES   8
 #define EA_SEED	   0xea9a1
-#define EA_DISCARD 6 /* MADV_DONTNEED of pages 6 and 7 */
+#define EA_DISCARD 6	 /* MADV_DONTNEED of pages 6 and 7 */
 #define EA_WAIT_MS 10000 /* a prefetch of 8 pages: far more than it takes, even under valgrind */
 
 static int replay_request(struct inflight *f)
@@ -709,12 +711,12 @@ END_TEST
 
 /* ---- uffdctl against a daemon with content ---- */
 
-#define CTL_PAGES	16 /* region A: a file, 3 pages read */
-#define CTL_WP_PAGES	8  /* region B: zero pages, MISSING and WP, 1 page written */
-#define CTL_PIN_PAGES	4
-#define CTL_COOKIE	0xabcull
-#define CTL_SEED	0xc7
-#define CTL_OUT_MAX	8192
+#define CTL_PAGES     16 /* region A: a file, 3 pages read */
+#define CTL_WP_PAGES  8	 /* region B: zero pages, MISSING and WP, 1 page written */
+#define CTL_PIN_PAGES 4
+#define CTL_COOKIE    0xabcull
+#define CTL_SEED      0xc7
+#define CTL_OUT_MAX   8192
 
 /* What uffdctl prints for args, and its exit status 0. */
 static char *uffdctl(const struct test_daemon *d, const char *args)
@@ -760,18 +762,17 @@ static const char *jstr(struct json_object *o, const char *key)
 }
 
 /* A region line of `uffdctl regions`, as uffdctl(8) shows it. */
-static void region_line(char *buf, size_t len, uint64_t session, const void *addr,
-			size_t npages, const char *size, const char *mode, const char *src,
-			unsigned int dirty, unsigned int populated, const char *bar,
-			const char *pct)
+static void region_line(char *buf, size_t len, uint64_t session, const void *addr, size_t npages,
+			const char *size, const char *mode, const char *src, unsigned int dirty,
+			unsigned int populated, const char *bar, const char *pct)
 {
 	char pop[32];
 
 	snprintf(pop, sizeof(pop), "%u/%zu", populated, npages);
 	snprintf(buf, len, "%8llu %016llx-%016llx %6s %-10s %-4s %8u %-22s [%s] %s\n",
 		 (unsigned long long)session, (unsigned long long)(uintptr_t)addr,
-		 (unsigned long long)((uintptr_t)addr + npages * page), size, mode, src, dirty,
-		 pop, bar, pct);
+		 (unsigned long long)((uintptr_t)addr + npages * page), size, mode, src, dirty, pop,
+		 bar, pct);
 }
 
 /* A client with two regions, a pin, read faults and a write-protect fault:
@@ -862,16 +863,15 @@ START_TEST(uffdctl_shows_content)
 	out = uffdctl(&d, "status");
 	snprintf(want, sizeof(want), "uffdd at %s, this is session ", d.sock);
 	ck_assert_msg(!strncmp(out, want, strlen(want)), "status:\n%s", out);
-	ck_assert_str_eq(strchr(out, '\n') + 1,
-			 "clients:         2 (this one included)\n"
-			 "regions:         2\n"
-			 "pinned:          16K\n"
-			 "faults:          5 (write-protect 1)\n"
-			 "pages copied:    3 (12K)\n"
-			 "pages zeroed:    1\n"
-			 "pages pushed:    0\n"
-			 "populated:       4 of 24 pages\n"
-			 "retries:         0 EAGAIN, 0 EEXIST\n");
+	ck_assert_str_eq(strchr(out, '\n') + 1, "clients:         2 (this one included)\n"
+						"regions:         2\n"
+						"pinned:          16K\n"
+						"faults:          5 (write-protect 1)\n"
+						"pages copied:    3 (12K)\n"
+						"pages zeroed:    1\n"
+						"pages pushed:    0\n"
+						"populated:       4 of 24 pages\n"
+						"retries:         0 EAGAIN, 0 EEXIST\n");
 	free(out);
 	struct json_object *o = uffdctl_json(&d, "status"), *h;
 	ck_assert_str_eq(jstr(o, "socket"), d.sock);

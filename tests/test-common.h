@@ -41,7 +41,7 @@ TCase *test_tcase(Suite *s, const char *name, const struct test_needs *needs);
 
 /* A tcase of one test, named after it, so that one test runs alone:
  * CK_RUN_CASE=name (scripts/mutate does). */
-#define TEST_ADD_CASE(s, t, timeout_s)                                                            \
+#define TEST_ADD_CASE(s, t, timeout_s)                                                             \
 	do {                                                                                       \
 		TCase *tc_ = tcase_create(#t);                                                     \
 		tcase_set_timeout(tc_, timeout_s);                                                 \

@@ -34,12 +34,12 @@
 static size_t page;
 
 /* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                   \
-	do {                                                                         \
-		if (!(c)) {                                                          \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c); \
-			return 1;                                                    \
-		}                                                                    \
+#define REQUIRE(c)                                                                                 \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
+			return 1;                                                                  \
+		}                                                                                  \
 	} while (0)
 
 /* ---- the daemon ---- */
@@ -202,7 +202,12 @@ static int add_region(struct conn *k, void *addr, size_t len, unsigned int mode,
 		      unsigned int flags)
 {
 	struct pin_client_region r = {
-		.sz = sizeof(r), .addr = addr, .len = len, .mode = mode, .flags = flags, .fd = fd,
+		.sz = sizeof(r),
+		.addr = addr,
+		.len = len,
+		.mode = mode,
+		.flags = flags,
+		.fd = fd,
 	};
 
 	if (!(flags & PIN_CLIENT_REGION_REGISTER)) {
@@ -365,7 +370,7 @@ END_TEST
  * the region goes on to page 31. */
 #define HOLE_PAGES 32
 /* pagemap(5): bit 63 present, bits 0-54 the page frame number. */
-#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_PRESENT	 (1ull << 63)
 #define PAGEMAP_PFN_MASK ((1ull << 55) - 1)
 /* kpageflags: bit 24, KPF_ZERO_PAGE. */
 #define KPF_ZERO_PAGE (1ull << 24)
@@ -423,9 +428,8 @@ START_TEST(holes_read_zero)
 
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, "holes", 14, 5);
-	ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page,
-				   8 * page),
-			 0);
+	ck_assert_int_eq(
+		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page, 8 * page), 0);
 	/* The file system must report the hole, or the test proves nothing. */
 	ck_assert_int_eq(lseek(fd, 4 * page, SEEK_DATA), (off_t)(12 * page));
 	ck_assert_int_eq(reap(spawn(client_holes, &d, &fd)), 0);
@@ -646,8 +650,8 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < EV_PAGES; i += 2)
 		REQUIRE(test_page_ok(base, i, 11));
-	uint8_t *moved = mremap(base, EV_PAGES * page, EV_PAGES * page,
-				MREMAP_MAYMOVE | MREMAP_FIXED, spot);
+	uint8_t *moved =
+		mremap(base, EV_PAGES * page, EV_PAGES * page, MREMAP_MAYMOVE | MREMAP_FIXED, spot);
 	REQUIRE(moved == spot);
 	/* The pages touched before moved along; the others are served at the
 	 * new address, from the same source offsets. */
@@ -673,7 +677,10 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 		.features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct pin_client_opts co = {
-		.sz = sizeof(co), .socket = d->sock, .stale_fn = test_on_stale, .stale_data = &seen,
+		.sz = sizeof(co),
+		.socket = d->sock,
+		.stale_fn = test_on_stale,
+		.stale_data = &seen,
 	};
 	struct conn k;
 
@@ -785,8 +792,7 @@ static int client_limits(const struct test_daemon *d, void *arg)
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(add_region(&k, base + page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
-	REQUIRE(add_region(&k, base + 2 * page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) ==
-		-EDQUOT);
+	REQUIRE(add_region(&k, base + 2 * page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == -EDQUOT);
 	REQUIRE(pin_client_pin_report(k.c, base, 2 * page, 1) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, 2) == -EDQUOT);
 	REQUIRE(pin_client_pin_release(k.c, 1) == 0);
@@ -802,8 +808,8 @@ static int client_limits(const struct test_daemon *d, void *arg)
 START_TEST(per_uid_limits)
 {
 	struct test_daemon d;
-	const char *const extra[] = { "--max-regions-per-uid", "2", "--max-pinned-per-uid",
-				      "8192", NULL };
+	const char *const extra[] = { "--max-regions-per-uid", "2", "--max-pinned-per-uid", "8192",
+				      NULL };
 
 	ck_assert_int_eq(page, 4096);
 	test_daemon_start(&d, extra);
@@ -1076,8 +1082,8 @@ static int client_restart(const struct test_daemon *d, void *arg)
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	f.base = map_region(rs->npages * page);
 	REQUIRE(f.base);
-	REQUIRE(add_region(&k, (void *)f.base, rs->npages * page, PIN_UFFD_REGISTER_MISSING,
-			   rs->fd, PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(add_region(&k, (void *)f.base, rs->npages * page, PIN_UFFD_REGISTER_MISSING, rs->fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	REQUIRE(pthread_create(&th, NULL, restart_thread, &f) == 0);
 	REQUIRE(read(rs->go[0], &c, 1) == 1);
 	REQUIRE(pin_client_reconnect(k.c) == 0);
@@ -1121,14 +1127,14 @@ END_TEST
 #define UNBLOCK_WAIT_S 5
 /* Polling the userfaultfd's fdinfo until the daemon has read the fault. */
 #define FDINFO_POLL_MS 10
-#define FDINFO_POLLS 2000
+#define FDINFO_POLLS   2000
 /* The test waiting on a client's step. */
 #define AWAIT_POLL_MS 100
-#define AWAIT_POLLS 600
+#define AWAIT_POLLS   600
 /* A region of PARK_PAGES; the thread faults on page PARK_PAGE of it. */
 #define PARK_PAGES 8
-#define PARK_PAGE 3
-#define PARK_SEED 21
+#define PARK_PAGE  3
+#define PARK_SEED  21
 
 enum park_mode {
 	PARK_PLAIN,   /* the region comes later: the parked fault is served then */
@@ -1186,8 +1192,9 @@ static int wait_read_unserved(int fd)
 			return 0;
 		test_sleep_ms(FDINFO_POLL_MS);
 	}
-	fprintf(stderr, "client: waited %d ms for the daemon to read the fault: pending %ld, "
-			"total %ld (want 0 and 1)\n",
+	fprintf(stderr,
+		"client: waited %d ms for the daemon to read the fault: pending %ld, "
+		"total %ld (want 0 and 1)\n",
 		FDINFO_POLLS * FDINFO_POLL_MS, pending, total);
 	return -1;
 }
@@ -1246,13 +1253,18 @@ static int client_park(const struct test_daemon *d, void *arg)
 		REQUIRE(pin_client_reconnect(k.c) == 0);
 	}
 	struct pin_client_region r = {
-		.sz = sizeof(r), .addr = base, .len = len, .mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_NO_PUSH, .fd = pk->fd,
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = pk->fd,
 	};
 	REQUIRE(pin_client_region_add(k.c, &r) == 0);
 	REQUIRE(join_bounded(th, pk->mode == PARK_RESTART ? "no takeover WAKE"
-				 : pk->mode == PARK_EEXIST ? "no WAKE after EEXIST"
-							   : "the parked fault was not served") == 0);
+				 : pk->mode == PARK_EEXIST
+					 ? "no WAKE after EEXIST"
+					 : "the parked fault was not served") == 0);
 	REQUIRE(buf_ok(out, page, PARK_PAGE * page, PARK_SEED));
 	free(out);
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
@@ -1334,7 +1346,7 @@ END_TEST
 /* ---- stale-pin notices for every event that ends a pin ---- */
 
 #define NOTICE_WAIT_MS 5000
-#define STALE_MAX 8
+#define STALE_MAX      8
 
 struct stale_log {
 	struct test_stale_seen v[STALE_MAX];
@@ -1358,7 +1370,8 @@ static int take_notices(struct pin_client *c, const struct stale_log *l, int wan
 
 	while (l->n < want) {
 		if (poll(&p, 1, NOTICE_WAIT_MS) != 1) {
-			fprintf(stderr, "client: %d stale-pin notices, no more within %d ms; want %d\n",
+			fprintf(stderr,
+				"client: %d stale-pin notices, no more within %d ms; want %d\n",
 				l->n, NOTICE_WAIT_MS, want);
 			return -1;
 		}
@@ -1375,8 +1388,7 @@ static int take_notices(struct pin_client *c, const struct stale_log *l, int wan
 static bool notice_is(const struct test_stale_seen *s, uint64_t cookie, const void *addr,
 		      size_t len, uint32_t event)
 {
-	if (s->cookie == cookie && s->addr == (uintptr_t)addr && s->len == len &&
-	    s->event == event)
+	if (s->cookie == cookie && s->addr == (uintptr_t)addr && s->len == len && s->event == event)
 		return true;
 	fprintf(stderr,
 		"client: notice cookie %#" PRIx64 " [%#" PRIx64 ", +%#" PRIx64 ") event %u; "
@@ -1399,7 +1411,10 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 			    PIN_UFFD_FEATURE_EVENT_UNMAP,
 	};
 	struct pin_client_opts co = {
-		.sz = sizeof(co), .socket = d->sock, .stale_fn = on_stale_log, .stale_data = &log,
+		.sz = sizeof(co),
+		.socket = d->sock,
+		.stale_fn = on_stale_log,
+		.stale_data = &log,
 	};
 	struct conn k;
 
@@ -1457,12 +1472,12 @@ END_TEST
 /* ---- per-uid limits across sessions and uids ---- */
 
 /* What the daemon runs with, and the uid of the second user. */
-#define LIMIT_REGIONS 2
+#define LIMIT_REGIONS	   2
 #define LIMIT_PINNED_PAGES 2
-#define OTHER_UID 65534
+#define OTHER_UID	   65534
 /* Retrying a request until the quota a dead session held is back. */
 #define QUOTA_POLL_MS 10
-#define QUOTA_POLLS 1000
+#define QUOTA_POLLS   1000
 
 struct quota {
 	int held[2]; /* client A -> test: it holds one region and one pinned page */
@@ -1611,7 +1626,7 @@ END_TEST
 /* ---- a run that meets a page already there ---- */
 
 #define PARTIAL_PAGES 16
-#define PARTIAL_RUN 8
+#define PARTIAL_RUN   8
 #define PARTIAL_THERE 2
 /* Long enough for a request to be answered, were it answered early. */
 #define WAIT_SHORT_MS 50
@@ -1637,8 +1652,12 @@ static int client_partial(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_uffd_copy(k.u, base + PARTIAL_THERE * page, src, page, 0, &done) == 0);
 	free(src);
 	struct pin_client_region r = {
-		.sz = sizeof(r), .addr = base, .len = len, .mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_NO_PUSH, .fd = e->fd,
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = e->fd,
 	};
 	REQUIRE(pin_client_region_add(k.c, &r) == 0);
 	REQUIRE(pin_client_prefetch(k.c, base, PARTIAL_RUN * page) == 0);
@@ -1709,9 +1728,8 @@ START_TEST(holes_sequential)
 
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, "holes", 14, 5);
-	ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page,
-				   8 * page),
-			 0);
+	ck_assert_int_eq(
+		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page, 8 * page), 0);
 	ck_assert_int_eq(reap(spawn(client_holes_sequential, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);

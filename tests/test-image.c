@@ -18,15 +18,15 @@
 #include "libpin-private.h"
 #include "test-common.h"
 
-#define PG	4096ul
-#define REG_A	0x7e0000000000ull
-#define REG_B	0x7e0000800000ull
-#define REG_C	0x7e0000a00000ull
-#define REG_D	0x7e0000c00000ull
-#define LEN_A	(4ul << 20)
-#define LEN_B	(1ul << 20)
-#define LEN_C	(1ul << 20)
-#define LEN_D	(64ul << 10)
+#define PG    4096ul
+#define REG_A 0x7e0000000000ull
+#define REG_B 0x7e0000800000ull
+#define REG_C 0x7e0000a00000ull
+#define REG_D 0x7e0000c00000ull
+#define LEN_A (4ul << 20)
+#define LEN_B (1ul << 20)
+#define LEN_C (1ul << 20)
+#define LEN_D (64ul << 10)
 
 /* The environment variable naming the directory of the CRIU dumps. */
 #define CRIU_IMAGES_ENV "UFFDD_CRIU_IMAGES"
@@ -97,7 +97,8 @@ static size_t check_region(const struct pin_image *img, uint64_t addr, uint64_t 
 			int seed = fixture_seed(p, child);
 
 			if (s->flags & PIN_IMAGE_SEG_DATA) {
-				ck_assert_uint_eq(s->flags, PIN_IMAGE_SEG_DATA | PIN_IMAGE_SEG_LAZY);
+				ck_assert_uint_eq(s->flags,
+						  PIN_IMAGE_SEG_DATA | PIN_IMAGE_SEG_LAZY);
 				ck_assert_int_eq(pread(pin_image_pages_fd(img), buf, PG,
 						       (off_t)(s->offset + (p - s->addr))),
 						 (ssize_t)PG);
@@ -400,8 +401,7 @@ static void expect_rejected(int err, const char *where)
 
 	ck_assert_int_eq(pin_image_open_criu(tmp, 25997, &img), err);
 	ck_assert_ptr_eq(img, (void *)1);
-	ck_assert_msg(strstr(last_log, where), "log \"%s\" does not name \"%s\"", last_log,
-		      where);
+	ck_assert_msg(strstr(last_log, where), "log \"%s\" does not name \"%s\"", last_log, where);
 }
 
 START_TEST(criu_bad_magic)
@@ -628,7 +628,8 @@ START_TEST(own_round_trip)
 {
 	unsigned char *area = mmap(NULL, RT_PAGES * PG, PROT_READ | PROT_WRITE,
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = (uintptr_t)area,
+	struct pin_image_write_opts o = { .sz = sizeof(o),
+					  .addr = (uintptr_t)area,
 					  .len = RT_PAGES * PG };
 	char dir[128], dir_rw[128];
 	struct pin_image *img;
@@ -667,10 +668,9 @@ END_TEST
 
 START_TEST(own_self)
 {
-	uint64_t *area = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			      -1, 0);
-	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = (uintptr_t)area,
-					  .len = 4 * PG };
+	uint64_t *area =
+		mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = (uintptr_t)area, .len = 4 * PG };
 	uint64_t buf[4 * PG / 8];
 	struct pin_image *img;
 	struct stat st;
@@ -737,8 +737,7 @@ static void manifest_case(const char *text, int err, const char *where)
 		ck_assert_ptr_eq(img, (void *)1);
 	else
 		pin_image_free(img);
-	ck_assert_msg(strstr(last_log, where), "log \"%s\" does not name \"%s\"", last_log,
-		      where);
+	ck_assert_msg(strstr(last_log, where), "log \"%s\" does not name \"%s\"", last_log, where);
 }
 
 START_TEST(own_bad_manifest)

@@ -161,8 +161,8 @@ START_TEST(counters_exact)
 		ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 		exact = a1 - a0 == pages && r1 - r0 == 0 && a2 - a1 == 0 && r2 - r1 == pages;
 	}
-	ck_assert_msg(exact, "pin: +%lu acquired +%lu released; unpin: +%lu +%lu; want %zu", a1 - a0,
-		      r1 - r0, a2 - a1, r2 - r1, pages);
+	ck_assert_msg(exact, "pin: +%lu acquired +%lu released; unpin: +%lu +%lu; want %zu",
+		      a1 - a0, r1 - r0, a2 - a1, r2 - r1, pages);
 	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 	munmap(p, len);
@@ -258,8 +258,10 @@ END_TEST
 START_TEST(table_full)
 {
 	const size_t n = PIN_IOURING_SLOTS + 1;
-	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING,
-				  .flags = PIN_CTX_NO_MONITOR, .max_idle = n };
+	struct pin_ctx_opts o = { .sz = sizeof(o),
+				  .backend = PIN_BACKEND_IO_URING,
+				  .flags = PIN_CTX_NO_MONITOR,
+				  .max_idle = n };
 	struct pin_range **r = calloc(n, sizeof(*r));
 	char *p = map_small(NULL, n * page);
 	struct pin_ctx *ctx;
@@ -452,8 +454,8 @@ static void unmap_map_again(char *p, size_t len)
 /* A new mapping on top unmaps the old one. */
 static void map_over(char *p, size_t len)
 {
-	ck_assert_ptr_eq(mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-			      -1, 0),
+	ck_assert_ptr_eq(mmap(p, len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
 			 p);
 	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
 	ck_assert_int_eq(p[0], 0);

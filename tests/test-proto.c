@@ -467,7 +467,8 @@ START_TEST(bad_region_add)
 	expect_reject(-EINVAL);
 	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_FD, 100, pg, nullfd);
 	expect_reject(-EINVAL);
-	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_FD, -pg, 2 * pg, nullfd);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_FD, -pg, 2 * pg,
+			nullfd);
 	expect_reject(-EOVERFLOW);
 	send_region_add(PIN_UFFD_REGISTER_WP, UFFDD__SOURCE_KIND__SOURCE_FD, 0, pg, -1);
 	expect_reject(-EBADF);

@@ -428,7 +428,8 @@ END_TEST
 /* A checkpoint of other memory: the workload refuses it before it maps. */
 START_TEST(a_foreign_checkpoint_is_refused)
 {
-	uint8_t *p = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p =
+		mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = (uintptr_t)p, .len = 4 * 4096 };
 	struct run r;
 

@@ -24,15 +24,15 @@
 #include "uffdd-harness.h"
 
 #define RSTF 0x52535446u
-#define CRIU_FEATURES                                                                 \
-	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                 \
+#define CRIU_FEATURES                                                                              \
+	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
 	 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP)
 
 /* The fixture's regions (../shared/criu-images/README.md). */
-#define REGION_A 0x7e0000000000ull
-#define REGION_B 0x7e0000800000ull
-#define REGION_C 0x7e0000a00000ull
-#define REGION_D 0x7e0000c00000ull
+#define REGION_A       0x7e0000000000ull
+#define REGION_B       0x7e0000800000ull
+#define REGION_C       0x7e0000a00000ull
+#define REGION_D       0x7e0000c00000ull
 #define FORK_CHILD_PID 27448 /* its first 16 pages of A hold the pattern ^ 1 */
 
 static size_t page;
@@ -139,7 +139,9 @@ static int recv_fd(int sock)
 	} ctl;
 	char byte;
 	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl.buf,
 			     .msg_controllen = sizeof(ctl.buf) };
 	int fd;
 
@@ -151,12 +153,13 @@ static int recv_fd(int sock)
 
 /* ---- the restored task (a child process) ---- */
 
-#define CHECK(c)                                                                              \
-	do {                                                                                  \
-		if (!(c)) {                                                                   \
-			fprintf(stderr, "%s:%d: task %d: %s failed\n", __FILE__, __LINE__, pid, #c); \
-			return 1;                                                             \
-		}                                                                             \
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: task %d: %s failed\n", __FILE__, __LINE__, pid,    \
+				#c);                                                               \
+			return 1;                                                                  \
+		}                                                                                  \
 	} while (0)
 
 static uint64_t word_at(uint64_t a)
@@ -215,7 +218,8 @@ static int check_image(const struct pin_image *img, const bool *mapped, int pid)
  */
 static int task_main(const char *dump, int pid, int ctl)
 {
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC,
+	struct pin_uffd_opts o = { .sz = sizeof(o),
+				   .flags = PIN_UFFD_CLOEXEC,
 				   .features = CRIU_FEATURES };
 	struct pin_image *img;
 	struct pin_uffd *u;

@@ -37,7 +37,9 @@ static void notify_expect(int fd, pid_t pid, const char *want)
 {
 	char buf[256], cbuf[CMSG_SPACE(sizeof(struct ucred))];
 	struct iovec iov = { buf, sizeof(buf) - 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = cbuf,
 			     .msg_controllen = sizeof(cbuf) };
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 

@@ -41,8 +41,8 @@
 #define PM_UFFD_WP (1ull << 57)
 
 /* What a MISSING registration allows on anonymous and shmem memory. */
-#define IOCTLS_MISSING                                                                          \
-	(PIN_UFFD_IOCTL_WAKE | PIN_UFFD_IOCTL_COPY | PIN_UFFD_IOCTL_ZEROPAGE |                  \
+#define IOCTLS_MISSING                                                                             \
+	(PIN_UFFD_IOCTL_WAKE | PIN_UFFD_IOCTL_COPY | PIN_UFFD_IOCTL_ZEROPAGE |                     \
 	 PIN_UFFD_IOCTL_MOVE | PIN_UFFD_IOCTL_POISON)
 
 /*
@@ -55,12 +55,12 @@
 #define KERNEL_FAULTS 0
 
 /* The features this suite uses; new_granted_features finds them all offered. */
-#define FEATURES_USED                                                                           \
-	(PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP | PIN_UFFD_FEATURE_EVENT_FORK |                     \
-	 PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |                         \
-	 PIN_UFFD_FEATURE_MISSING_SHMEM | PIN_UFFD_FEATURE_EVENT_UNMAP |                        \
-	 PIN_UFFD_FEATURE_THREAD_ID | PIN_UFFD_FEATURE_MINOR_SHMEM |                            \
-	 PIN_UFFD_FEATURE_EXACT_ADDRESS | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM |                 \
+#define FEATURES_USED                                                                              \
+	(PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP | PIN_UFFD_FEATURE_EVENT_FORK |                        \
+	 PIN_UFFD_FEATURE_EVENT_REMAP | PIN_UFFD_FEATURE_EVENT_REMOVE |                            \
+	 PIN_UFFD_FEATURE_MISSING_SHMEM | PIN_UFFD_FEATURE_EVENT_UNMAP |                           \
+	 PIN_UFFD_FEATURE_THREAD_ID | PIN_UFFD_FEATURE_MINOR_SHMEM |                               \
+	 PIN_UFFD_FEATURE_EXACT_ADDRESS | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM |                    \
 	 PIN_UFFD_FEATURE_WP_UNPOPULATED | PIN_UFFD_FEATURE_POISON | PIN_UFFD_FEATURE_MOVE)
 
 static size_t page;
@@ -101,9 +101,9 @@ static void mem_unmap(struct mem *m)
 /* The features a registration on this kind of memory rests on. */
 static uint64_t kind_features(enum mem_kind kind)
 {
-	return kind == MEM_SHMEM ? PIN_UFFD_FEATURE_MISSING_SHMEM |
-					   PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-				 : 0;
+	return kind == MEM_SHMEM
+		       ? PIN_UFFD_FEATURE_MISSING_SHMEM | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+		       : 0;
 }
 
 /* Fill buf with the pattern of the addresses [addr, addr + len). */
@@ -162,9 +162,9 @@ static uint64_t pagemap(const void *addr)
 
 static struct pin_uffd *uffd_new(uint64_t features, unsigned int flags)
 {
-	struct pin_uffd_opts o = {
-		.sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC | flags, .features = features
-	};
+	struct pin_uffd_opts o = { .sz = sizeof(o),
+				   .flags = PIN_UFFD_CLOEXEC | flags,
+				   .features = features };
 	struct pin_uffd *u = NULL;
 
 	ck_assert_int_eq(pin_uffd_new(&o, &u), 0);
@@ -181,8 +181,7 @@ static struct pin_uffd_event next_event(struct pin_uffd *u)
 	return ev;
 }
 
-static void assert_pagefault(const struct pin_uffd_event *ev, const void *addr,
-			     unsigned int flags)
+static void assert_pagefault(const struct pin_uffd_event *ev, const void *addr, unsigned int flags)
 {
 	ck_assert_uint_eq(ev->type, PIN_UFFD_EVENT_PAGEFAULT);
 	ck_assert_uint_eq(ev->arg.pagefault.address, (uintptr_t)addr);
@@ -241,10 +240,10 @@ struct peer {
 	int sock;
 };
 
-#define CHILD_CHECK(cond)                                                                       \
-	do {                                                                                    \
-		if (!(cond))                                                                    \
-			child_fail(__LINE__, #cond);                                            \
+#define CHILD_CHECK(cond)                                                                          \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			child_fail(__LINE__, #cond);                                               \
 	} while (0)
 
 static void __attribute__((noreturn)) child_fail(int line, const char *what)
@@ -261,9 +260,9 @@ static void child_send(int sock, const void *buf, size_t len)
 
 static struct pin_uffd *child_uffd(uint64_t features, void *addr, size_t len, unsigned int mode)
 {
-	struct pin_uffd_opts o = {
-		.sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC | USER_FAULTS, .features = features
-	};
+	struct pin_uffd_opts o = { .sz = sizeof(o),
+				   .flags = PIN_UFFD_CLOEXEC | USER_FAULTS,
+				   .features = features };
 	struct pin_uffd *u;
 
 	CHILD_CHECK(pin_uffd_new(&o, &u) == 0);
@@ -284,9 +283,10 @@ static void child_handover(int sock, struct pin_uffd *u)
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
 	} c;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof(c.buf)
-	};
+	struct msghdr msg = { .msg_iov = &iov,
+			      .msg_iovlen = 1,
+			      .msg_control = c.buf,
+			      .msg_controllen = sizeof(c.buf) };
 
 	memset(&c, 0, sizeof(c));
 	struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
@@ -339,9 +339,10 @@ static struct pin_uffd *peer_uffd(struct peer *peer, uint64_t features)
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int))];
 	} c;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof(c.buf)
-	};
+	struct msghdr msg = { .msg_iov = &iov,
+			      .msg_iovlen = 1,
+			      .msg_control = c.buf,
+			      .msg_controllen = sizeof(c.buf) };
 	struct pin_uffd *u;
 	int fd;
 
@@ -466,9 +467,8 @@ END_TEST
 
 START_TEST(new_missing_feature)
 {
-	struct pin_uffd_opts o = {
-		.sz = sizeof(o), .features = PIN_UFFD_FEATURE_MOVE | (1ull << 40)
-	};
+	struct pin_uffd_opts o = { .sz = sizeof(o),
+				   .features = PIN_UFFD_FEATURE_MOVE | (1ull << 40) };
 	struct pin_uffd *u = (struct pin_uffd *)&o;
 	uint64_t avail;
 
@@ -479,7 +479,8 @@ START_TEST(new_missing_feature)
 	ck_assert_int_eq(pin_uffd_new(&o, &u), -EOPNOTSUPP);
 	pin_log_set(NULL, NULL);
 	ck_assert_ptr_eq(u, (struct pin_uffd *)&o);
-	ck_assert_str_eq(last_log, "userfaultfd features missing from this kernel: ? (0x10000000000)");
+	ck_assert_str_eq(last_log,
+			 "userfaultfd features missing from this kernel: ? (0x10000000000)");
 }
 END_TEST
 
@@ -730,9 +731,9 @@ START_TEST(register_bad_args)
 	/* Holes are skipped, but there must be a mapping in the range. */
 	ck_assert_int_eq(munmap(m.p + page, page), 0);
 	ck_assert_int_eq(munmap(m.p + 3 * page, page), 0);
-	ck_assert_int_eq(pin_uffd_register(u, m.p + 3 * page, page, PIN_UFFD_REGISTER_MISSING,
-					   NULL),
-			 -EINVAL);
+	ck_assert_int_eq(
+		pin_uffd_register(u, m.p + 3 * page, page, PIN_UFFD_REGISTER_MISSING, NULL),
+		-EINVAL);
 	ck_assert_int_eq(pin_uffd_register(u, m.p, 4 * page, PIN_UFFD_REGISTER_MISSING, NULL), 0);
 	ck_assert_int_eq(pin_uffd_zeropage(u, m.p + 2 * page, page, 0, NULL), 0);
 	ck_assert_int_eq(pin_uffd_unregister(u, m.p, 4 * page), 0);
@@ -891,8 +892,8 @@ END_TEST
 START_TEST(wp_unpopulated)
 {
 	/* _i 0: without the feature an empty pte has nothing to carry the bit. */
-	uint64_t features = PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-			    (_i ? PIN_UFFD_FEATURE_WP_UNPOPULATED : 0);
+	uint64_t features =
+		PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP | (_i ? PIN_UFFD_FEATURE_WP_UNPOPULATED : 0);
 	struct pin_uffd *u = uffd_new(features, USER_FAULTS);
 	struct mem m = mem_map(MEM_ANON, 2 * page);
 
@@ -916,10 +917,10 @@ END_TEST
 
 START_TEST(continue_ioctl)
 {
-	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_MINOR_SHMEM |
-					      PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-					      PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP,
-				      USER_FAULTS);
+	struct pin_uffd *u =
+		uffd_new(PIN_UFFD_FEATURE_MINOR_SHMEM | PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+				 PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+			 USER_FAULTS);
 	struct mem m = mem_map(MEM_SHMEM, 2 * page);
 	unsigned char *data = pattern_page(m.p, 3);
 	int64_t done = 0;
@@ -938,8 +939,7 @@ START_TEST(continue_ioctl)
 	ck_assert_int_eq(pin_uffd_continue(u, m.p, page, 0, &done), -EEXIST);
 	ck_assert_int_eq(done, -EEXIST);
 	ck_assert_int_eq(pin_uffd_continue(u, m.p + page, page, PIN_UFFD_WP, &done), 0);
-	ck_assert_uint_eq(pagemap(m.p + page) & (PM_PRESENT | PM_UFFD_WP),
-			  PM_PRESENT | PM_UFFD_WP);
+	ck_assert_uint_eq(pagemap(m.p + page) & (PM_PRESENT | PM_UFFD_WP), PM_PRESENT | PM_UFFD_WP);
 	ck_assert_uint_eq(pagemap(m.p) & (PM_PRESENT | PM_UFFD_WP), PM_PRESENT);
 	free(data);
 	mem_unmap(&m);
@@ -1562,8 +1562,9 @@ START_TEST(read_events_batch)
 	/* One pipe each: a pipe's lock would let only one writer fault at a time. */
 	for (int i = 0; i < BATCH; i++) {
 		ck_assert_int_eq(pipe2(pipes[i], O_CLOEXEC), 0);
-		a[i] = (struct access){ .fd = pipes[i][1], .buf = m.p + i * page + 8 * i,
-					.len = 8, .write = true };
+		a[i] = (struct access){
+			.fd = pipes[i][1], .buf = m.p + i * page + 8 * i, .len = 8, .write = true
+		};
 		ck_assert_int_eq(pthread_create(&threads[i], NULL, access_main, &a[i]), 0);
 	}
 	wait_pending(u, BATCH);
@@ -1578,9 +1579,8 @@ START_TEST(read_events_batch)
 		ck_assert_uint_lt(off / page, BATCH);
 		seen |= 1u << (off / page);
 		/* Runs of pages go in without waking; one WAKE at the end (as uffdd does). */
-		ck_assert_int_eq(pin_uffd_copy(u, m.p + off, src + off, page, PIN_UFFD_DONTWAKE,
-					       &done),
-				 0);
+		ck_assert_int_eq(
+			pin_uffd_copy(u, m.p + off, src + off, page, PIN_UFFD_DONTWAKE, &done), 0);
 		ck_assert_int_eq(done, (int64_t)page);
 	}
 	ck_assert_uint_eq(seen, (1u << BATCH) - 1);
@@ -1653,8 +1653,8 @@ static void *handler_main(void *arg)
 			int64_t done;
 			int r;
 
-			if (ev[i].type != PIN_UFFD_EVENT_PAGEFAULT || off % page || pg >= h->pages ||
-			    ev[i].arg.pagefault.flags) {
+			if (ev[i].type != PIN_UFFD_EVENT_PAGEFAULT || off % page ||
+			    pg >= h->pages || ev[i].arg.pagefault.flags) {
 				h->bad_events++;
 				continue;
 			}
@@ -1667,7 +1667,8 @@ static void *handler_main(void *arg)
 				r = pin_uffd_zeropage(h->u, h->base + off, page, 0, &done);
 				h->zeroed += r == 0;
 			} else {
-				r = pin_uffd_copy(h->u, h->base + off, h->src + off, page, 0, &done);
+				r = pin_uffd_copy(h->u, h->base + off, h->src + off, page, 0,
+						  &done);
 				h->copied += r == 0;
 			}
 			if (r < 0)
@@ -1683,7 +1684,9 @@ START_TEST(threaded_handler)
 	struct pin_uffd *u = uffd_new(PIN_UFFD_FEATURE_THREAD_ID, KERNEL_FAULTS);
 	struct mem m = mem_map(MEM_ANON, pages * page);
 	unsigned char *src = malloc(m.len), *out = malloc(m.len);
-	struct handler h = { .u = u, .base = m.p, .pages = pages, .hole = 5, .holes = 4, .src = src };
+	struct handler h = {
+		.u = u, .base = m.p, .pages = pages, .hole = 5, .holes = 4, .src = src
+	};
 	pthread_t thread;
 
 	ck_assert_ptr_nonnull(src);
@@ -1740,8 +1743,8 @@ static const struct test_needs needs_privileged = {
 };
 static const struct test_needs needs_register = {
 	.what = TEST_NEED_UFFD_USER,
-	.uffd_features = SHMEM_FEATURES | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-			 PIN_UFFD_FEATURE_MINOR_SHMEM,
+	.uffd_features =
+		SHMEM_FEATURES | PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP | PIN_UFFD_FEATURE_MINOR_SHMEM,
 };
 static const struct test_needs needs_resolve = {
 	.what = TEST_NEED_UFFD_USER,

@@ -40,7 +40,8 @@ START_TEST(opts_tail_must_be_zero)
 		uint64_t future;
 	} big = { .o = { .sz = sizeof(big), .flags = PIN_UFFD_NONBLOCK } };
 	struct pin_uffd_opts small = { .sz = offsetof(struct pin_uffd_opts, features),
-				       .flags = PIN_UFFD_SYSCALL, .features = 1 };
+				       .flags = PIN_UFFD_SYSCALL,
+				       .features = 1 };
 	struct pin_uffd_opts o = { .sz = 1, .features = 7 };
 	struct pin_uffd *u = (struct pin_uffd *)0x1;
 

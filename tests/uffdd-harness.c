@@ -81,7 +81,8 @@ void test_daemon_start(struct test_daemon *d, const char *const *extra)
 	/* Under $TMPDIR when set and short enough for the socket's path:
 	 * scripts/mutate removes what a killed test leaves there. */
 	const char *tmp = getenv("TMPDIR");
-	int n = snprintf(d->dir, sizeof(d->dir), "%s/uffdd-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	int n = snprintf(d->dir, sizeof(d->dir), "%s/uffdd-test-XXXXXX",
+			 tmp && *tmp ? tmp : "/tmp");
 	if (n < 0 || (size_t)n >= sizeof(d->dir))
 		snprintf(d->dir, sizeof(d->dir), "/tmp/uffdd-test-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(d->dir));
@@ -95,8 +96,9 @@ void test_daemon_stop(struct test_daemon *d)
 
 	kill(d->pid, SIGTERM);
 	ck_assert_int_eq(waitpid(d->pid, &st, 0), d->pid);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "uffdd on %s: %s %d on SIGTERM, not exit 0",
-		      d->sock, WIFEXITED(st) ? "exit" : "signal",
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "uffdd on %s: %s %d on SIGTERM, not exit 0", d->sock,
+		      WIFEXITED(st) ? "exit" : "signal",
 		      WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 	unlink(d->sock);
 	rmdir(d->dir);

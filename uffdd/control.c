@@ -205,9 +205,9 @@ static int do_region_add(struct req *q)
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",
-			    ret == -EINVAL   ? "not a regular file or block device"
+			    ret == -EINVAL  ? "not a regular file or block device"
 			    : ret == -EBADF ? "not open for reading"
-					     : strerror(-ret));
+					    : strerror(-ret));
 	}
 	struct region *r = region_new(addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 				      !ra->has_push || ra->push);
@@ -290,7 +290,8 @@ static int do_pin_report(struct req *q)
 
 	for (size_t i = 0; i < s->npins; i++)
 		if (s->pins[i].cookie == p->cookie)
-			return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already", p->cookie);
+			return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already",
+				    p->cookie);
 	int ret = session_charge(s, 0, (int64_t)p->range->len, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
@@ -334,9 +335,10 @@ static int do_prefetch(struct req *q)
 	int error = s->uffd ? session_prefetch_add(s, range->addr, range->len) : -EBADFD;
 
 	if (error)
-		fail(q, error, "%s", error == -EBADFD ? "hand over a userfaultfd first"
-				     : error == -ENOENT ? "no region in that range"
-							: strerror(-error));
+		fail(q, error, "%s",
+		     error == -EBADFD	? "hand over a userfaultfd first"
+		     : error == -ENOENT ? "no region in that range"
+					: strerror(-error));
 	return error;
 }
 
@@ -471,4 +473,3 @@ void control_handle(struct session *s)
 		pin_proto_free(m);
 	}
 }
-

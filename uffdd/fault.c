@@ -155,7 +155,8 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 			for (k = 1; i + k < end && bm_test(r->zero, i + k);)
 				k++;
 		} else {
-			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i, &data);
+			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i,
+					  &data);
 			for (uint64_t j = 1; r->zero && j < k; j++) {
 				if (bm_test(r->zero, i + j)) {
 					k = j;
@@ -235,7 +236,7 @@ static void ra_ahead(struct session *s, struct region *r, uint64_t end)
 		return;
 	uint64_t from = r->ra_next;
 	if (session_prefetch_add(s, r->start + (from << uffdd_page_shift),
-			 (want - from) << uffdd_page_shift) == 0)
+				 (want - from) << uffdd_page_shift) == 0)
 		r->ra_next = want;
 }
 
@@ -319,7 +320,8 @@ static void serve(struct session *s)
 			 * handover, a restart).  Or we stopped: keep it. */
 			if (!r && !s->warned_outside) {
 				ulog(s->takeover ? LOG_INFO : LOG_WARNING,
-				     "session %" PRIu64 ": fault at %#" PRIx64 " outside every region; "
+				     "session %" PRIu64 ": fault at %#" PRIx64
+				     " outside every region; "
 				     "it waits until a region covers it",
 				     s->id, f->addr);
 				s->warned_outside = true;
@@ -414,8 +416,9 @@ static void on_remove(struct session *s, uint64_t start, uint64_t end)
 
 	for (struct region *r; (r = session_overlap(s, &i, start, end, &fa, &n));) {
 		if (!r->zero && !(r->zero = bm_new(r->npages)))
-			ulog(LOG_ERR, "session %" PRIu64 ": no memory to record [%#" PRIx64
-				      ", +%#" PRIx64 ") as discarded; it refaults from the source",
+			ulog(LOG_ERR,
+			     "session %" PRIu64 ": no memory to record [%#" PRIx64 ", +%#" PRIx64
+			     ") as discarded; it refaults from the source",
 			     s->id, r->start + (fa << uffdd_page_shift), n << uffdd_page_shift);
 		else
 			bm_assign(r->zero, fa, n, true);
@@ -446,8 +449,9 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 			pthread_mutex_unlock(&s->lock);
 		}
 		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
-			ulog(LOG_ERR, "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
-				      "; waking it to fault again",
+			ulog(LOG_ERR,
+			     "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
+			     "; waking it to fault again",
 			     s->id, ev->arg.pagefault.address);
 			wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
 			     (uint64_t)uffdd_page);

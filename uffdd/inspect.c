@@ -218,8 +218,8 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 	if (from > s->nwset)
 		return fail(q, -ERANGE, "from %" PRIu64 " is past the %zu runs recorded", from,
 			    s->nwset);
-	size_t n = s->nwset - (size_t)from < WSET_PER_REPLY ? s->nwset - (size_t)from
-							     : WSET_PER_REPLY;
+	size_t n =
+		s->nwset - (size_t)from < WSET_PER_REPLY ? s->nwset - (size_t)from : WSET_PER_REPLY;
 	Uffdd__Range *v = calloc(n ? n : 1, sizeof(*v));
 	Uffdd__Range **pv = calloc(n ? n : 1, sizeof(*pv));
 	if (!v || !pv) {

@@ -81,8 +81,9 @@ int listen_open(void)
 	for (int i = 0; i < n && nlisten < MAX_LISTEN; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
 		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
-			ulog(LOG_ERR, "socket-activation fd %d is not a listening AF_UNIX "
-				      "SOCK_SEQPACKET socket",
+			ulog(LOG_ERR,
+			     "socket-activation fd %d is not a listening AF_UNIX "
+			     "SOCK_SEQPACKET socket",
 			     fd);
 			return -EINVAL;
 		}
@@ -170,8 +171,9 @@ int listen_run(void)
 			struct signalfd_siginfo si;
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
-			ulog(LOG_INFO, "signal %u: exiting; clients keep their userfaultfds and "
-				       "hand them to the next daemon",
+			ulog(LOG_INFO,
+			     "signal %u: exiting; clients keep their userfaultfds and "
+			     "hand them to the next daemon",
 			     si.ssi_signo);
 			if (unlink_on_exit)
 				unlink(uffdd_cfg.socket_path);

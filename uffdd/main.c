@@ -93,7 +93,9 @@ static int parse_args(int argc, char **argv)
 	return 0;
 bad:
 	fprintf(stderr, "uffdd: bad value for --%s: %s\n",
-		c == 'w' ? "workers" : c == 'r' ? "max-regions-per-uid" : "max-pinned-per-uid",
+		c == 'w'   ? "workers"
+		: c == 'r' ? "max-regions-per-uid"
+			   : "max-pinned-per-uid",
 		optarg);
 	return -EINVAL;
 }

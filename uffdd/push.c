@@ -37,7 +37,7 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 		 * for: part of its working set, unlike the push. */
 		if (!push)
 			session_record(s, r->start + (i << uffdd_page_shift),
-					r->start + (*next << uffdd_page_shift));
+				       r->start + (*next << uffdd_page_shift));
 	}
 	return got;
 }
@@ -167,8 +167,7 @@ static void check_waits(struct session *s, uint64_t now)
 	}
 }
 
-void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
-		   uint32_t timeout_ms)
+void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms)
 {
 	uint64_t total, done = session_populated(s, addr, len, &total);
 

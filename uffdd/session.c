@@ -65,8 +65,7 @@ void region_free(struct region *r)
 }
 
 /* The pages [from, from + n) of r as a region of their own at start. */
-static struct region *region_part(const struct region *r, uint64_t from, uint64_t n,
-				  uint64_t start)
+static struct region *region_part(const struct region *r, uint64_t from, uint64_t n, uint64_t start)
 {
 	struct region *p = calloc(1, sizeof(*p));
 
@@ -428,7 +427,8 @@ void session_record(struct session *s, uint64_t addr, uint64_t end)
 	if (s->nwset == s->wset_cap) {
 		/* Full, or no memory: the faults are served, just not recorded. */
 		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
-		struct prefetch *p = cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
+		struct prefetch *p =
+			cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
 		if (!p)
 			return;
 		s->wset = p;
@@ -489,10 +489,10 @@ void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat)
 	const struct stats *st = &s->stats;
 	uint64_t total = 0, populated = 0;
 
-#define ADD(f)                               \
-	do {                                 \
-		out->f += STAT_GET(st->f);   \
-		out->has_##f = true;         \
+#define ADD(f)                                                                                     \
+	do {                                                                                       \
+		out->f += STAT_GET(st->f);                                                         \
+		out->has_##f = true;                                                               \
 	} while (0)
 	ADD(faults);
 	ADD(pages_copied);

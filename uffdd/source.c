@@ -41,9 +41,9 @@ struct extents {
 
 struct source {
 	_Atomic unsigned int refs;
-	int fd;		 /* -1: zero source */
-	uint64_t size;	 /* bytes; pages past it read as zero */
-	uint64_t lo, hi; /* the window in use, which the mapping covers */
+	int fd;		    /* -1: zero source */
+	uint64_t size;	    /* bytes; pages past it read as zero */
+	uint64_t lo, hi;    /* the window in use, which the mapping covers */
 	const uint8_t *map; /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
 	struct extents *ext; /* NULL: no data (a zero source, an empty window) */
@@ -199,8 +199,7 @@ static int source_open_fd(struct source *s, struct source_cache *cache)
 	return 0;
 }
 
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache,
-	       struct source **ret)
+int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 

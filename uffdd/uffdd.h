@@ -40,7 +40,7 @@ struct uffdd_config {
 };
 
 extern struct uffdd_config uffdd_cfg;
-extern size_t uffdd_page;       /* the page size */
+extern size_t uffdd_page; /* the page size */
 extern unsigned int uffdd_page_shift;
 
 void uffdd_page_init(void);
@@ -109,8 +109,7 @@ struct source_cache {
 
 /* A page source over the window [off, off + len) of fd (taken over; -1:
  * every page is zero). */
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache,
-	       struct source **ret);
+int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret);
 void source_cache_release(struct source_cache *c);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
@@ -137,15 +136,16 @@ struct stats {
 };
 
 /* Single writer: a plain read-modify-write, atomic only for the readers. */
-#define STAT_ADD(field, n)                                                                        \
-	atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n), \
+#define STAT_ADD(field, n)                                                                         \
+	atomic_store_explicit(&(field),                                                            \
+			      atomic_load_explicit(&(field), memory_order_relaxed) + (n),          \
 			      memory_order_relaxed)
 #define STAT_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 struct region {
 	uint64_t start, len; /* bytes, page aligned */
 	uint64_t npages;
-	uint32_t mode;	     /* PIN_UFFD_REGISTER_MISSING | WP */
+	uint32_t mode; /* PIN_UFFD_REGISTER_MISSING | WP */
 	struct source *src;
 	uint64_t offset;     /* of start in the source */
 	bool push;	     /* push untouched pages in the background */
@@ -154,10 +154,10 @@ struct region {
 	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero; may be NULL */
 	uint64_t *dirty;     /* WP regions: written since the last reset */
 	_Atomic uint64_t n_populated, n_dirty;
-	uint64_t push_next;  /* page index where the background push goes on */
-	uint64_t ra_lo;	     /* readahead: where the last run began */
-	uint64_t ra_next;    /* end of what readahead placed or queued */
-	uint32_t ra_pages;   /* readahead window */
+	uint64_t push_next; /* page index where the background push goes on */
+	uint64_t ra_lo;	    /* readahead: where the last run began */
+	uint64_t ra_next;   /* end of what readahead placed or queued */
+	uint32_t ra_pages;  /* readahead window */
 };
 
 struct pin_rec {
@@ -192,17 +192,17 @@ struct session {
 	pid_t pid;
 	uid_t uid;
 	char name[64];
-	int sock;		/* -1: a fork child's session, no connection */
-	struct pin_uffd *uffd;	/* NULL until UffdHandover */
+	int sock;	       /* -1: a fork child's session, no connection */
+	struct pin_uffd *uffd; /* NULL until UffdHandover */
 	bool takeover;
-	bool dead;		/* freed by its worker at the end of the round */
-	bool eagain;		/* faults wait for a non-cooperative event to pass */
+	bool dead;   /* freed by its worker at the end of the round */
+	bool eagain; /* faults wait for a non-cooperative event to pass */
 	struct worker *w;
 	struct watch wsock, wuffd;
-	struct session *wnext;	/* the worker's list */
-	struct session *gnext;	/* the global list */
+	struct session *wnext; /* the worker's list */
+	struct session *gnext; /* the global list */
 
-	pthread_mutex_t lock;	/* see the top of this file */
+	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
 	size_t nregions;
 	struct pin_rec *pins;
@@ -216,11 +216,11 @@ struct session {
 	size_t nwaits;
 	struct prefetch *prefetch;
 	size_t nprefetch;
-	struct prefetch *wset;	/* the working set: runs MISSING faults placed, in order */
+	struct prefetch *wset; /* the working set: runs MISSING faults placed, in order */
 	size_t nwset, wset_cap;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
-	bool push_pending;	/* some region has pages left to push */
+	bool push_pending; /* some region has pages left to push */
 
 	struct stats stats;
 };
@@ -257,8 +257,7 @@ int session_insert(struct session *s, struct region *r);
  * Cut [start, end) out of the session's regions; with move != 0 the cut
  * parts are put back shifted by move bytes (REMAP).  Returns the pages cut.
  */
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move,
-		bool unregister);
+int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /* A fork child's session: the parent's regions and sources, the child's uffd. */
 int session_fork(struct session *parent, int fd, struct session **ret);
 
@@ -323,7 +322,6 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 	return error;
 }
 
-
 /* ---- inspect.c: requests that read any session --------------------------- */
 
 /* A ListGet reply under construction; every piece is freed with it. */
@@ -345,7 +343,7 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 
 /* ---- fault.c ----------------------------------------------------------- */
 
-#define UFFDD_RA_MAX 512	 /* pages: the largest readahead window, and run */
+#define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
@@ -384,8 +382,7 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
  */
 int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
 /* WaitPopulated: reply now or later. */
-void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len,
-	       uint32_t timeout_ms);
+void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms);
 /* Background work of one worker round: a run of prefetch or push. */
 void push_step(struct worker *w);
 /* How long the worker may sleep, in ms (-1: until something happens). */
@@ -396,15 +393,15 @@ int push_timeout(struct worker *w);
 struct worker {
 	pthread_t thread;
 	int ep;
-	int efd;		/* eventfd: new sessions are queued */
+	int efd; /* eventfd: new sessions are queued */
 	struct watch wevent;
 	pthread_mutex_t qlock;
-	struct session *queue;	/* handed over by the main thread */
+	struct session *queue; /* handed over by the main thread */
 	struct session *sessions;
 	_Atomic unsigned int nsessions;
-	uint64_t last_busy;	/* ns: keep polling for a while after work */
-	struct session *hot;	/* whose userfaultfd had events last */
-	void *buf;		/* source reads and zero pages for WP regions */
+	uint64_t last_busy;  /* ns: keep polling for a while after work */
+	struct session *hot; /* whose userfaultfd had events last */
+	void *buf;	     /* source reads and zero pages for WP regions */
 	struct pin_uffd_event *events;
 };
 

@@ -35,59 +35,60 @@ void pin_log_set(pin_log_fn fn, void *userdata);
 struct pin_uffd;
 
 /* pin_uffd_open() flags */
-#define PIN_UFFD_CLOEXEC	   0x1u
-#define PIN_UFFD_NONBLOCK	   0x2u
+#define PIN_UFFD_CLOEXEC  0x1u
+#define PIN_UFFD_NONBLOCK 0x2u
 /* Faults taken in kernel mode (GUP, copy_to_user) are not reported: they
  * fail with EFAULT instead.  Never use it on ranges that get pinned. */
-#define PIN_UFFD_USER_MODE_ONLY	   0x4u
+#define PIN_UFFD_USER_MODE_ONLY 0x4u
 /* Use the userfaultfd(2) syscall, not /dev/userfaultfd. */
-#define PIN_UFFD_SYSCALL	   0x8u
+#define PIN_UFFD_SYSCALL 0x8u
 
 /* Features, the kernel's UFFD_FEATURE_* bits (a stable ABI). */
-#define PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP	(1ull << 0)
-#define PIN_UFFD_FEATURE_EVENT_FORK		(1ull << 1)
-#define PIN_UFFD_FEATURE_EVENT_REMAP		(1ull << 2)
-#define PIN_UFFD_FEATURE_EVENT_REMOVE		(1ull << 3)
-#define PIN_UFFD_FEATURE_MISSING_HUGETLBFS	(1ull << 4)
-#define PIN_UFFD_FEATURE_MISSING_SHMEM		(1ull << 5)
-#define PIN_UFFD_FEATURE_EVENT_UNMAP		(1ull << 6)
-#define PIN_UFFD_FEATURE_SIGBUS			(1ull << 7)
-#define PIN_UFFD_FEATURE_THREAD_ID		(1ull << 8)
-#define PIN_UFFD_FEATURE_MINOR_HUGETLBFS	(1ull << 9)
-#define PIN_UFFD_FEATURE_MINOR_SHMEM		(1ull << 10)
-#define PIN_UFFD_FEATURE_EXACT_ADDRESS		(1ull << 11)
-#define PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM	(1ull << 12)
-#define PIN_UFFD_FEATURE_WP_UNPOPULATED		(1ull << 13)
-#define PIN_UFFD_FEATURE_POISON			(1ull << 14)
-#define PIN_UFFD_FEATURE_WP_ASYNC		(1ull << 15)
-#define PIN_UFFD_FEATURE_MOVE			(1ull << 16)
+#define PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP  (1ull << 0)
+#define PIN_UFFD_FEATURE_EVENT_FORK	    (1ull << 1)
+#define PIN_UFFD_FEATURE_EVENT_REMAP	    (1ull << 2)
+#define PIN_UFFD_FEATURE_EVENT_REMOVE	    (1ull << 3)
+#define PIN_UFFD_FEATURE_MISSING_HUGETLBFS  (1ull << 4)
+#define PIN_UFFD_FEATURE_MISSING_SHMEM	    (1ull << 5)
+#define PIN_UFFD_FEATURE_EVENT_UNMAP	    (1ull << 6)
+#define PIN_UFFD_FEATURE_SIGBUS		    (1ull << 7)
+#define PIN_UFFD_FEATURE_THREAD_ID	    (1ull << 8)
+#define PIN_UFFD_FEATURE_MINOR_HUGETLBFS    (1ull << 9)
+#define PIN_UFFD_FEATURE_MINOR_SHMEM	    (1ull << 10)
+#define PIN_UFFD_FEATURE_EXACT_ADDRESS	    (1ull << 11)
+#define PIN_UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1ull << 12)
+#define PIN_UFFD_FEATURE_WP_UNPOPULATED	    (1ull << 13)
+#define PIN_UFFD_FEATURE_POISON		    (1ull << 14)
+#define PIN_UFFD_FEATURE_WP_ASYNC	    (1ull << 15)
+#define PIN_UFFD_FEATURE_MOVE		    (1ull << 16)
 
 /* Register modes, the kernel's UFFDIO_REGISTER_MODE_* bits. */
-#define PIN_UFFD_REGISTER_MISSING  0x1u
-#define PIN_UFFD_REGISTER_WP	   0x2u
-#define PIN_UFFD_REGISTER_MINOR	   0x4u
+#define PIN_UFFD_REGISTER_MISSING 0x1u
+#define PIN_UFFD_REGISTER_WP	  0x2u
+#define PIN_UFFD_REGISTER_MINOR	  0x4u
 
 /* Range ioctls a registration allows (pin_uffd_register() ret_ioctls):
  * the kernel's 1 << _UFFDIO_* bits. */
-#define PIN_UFFD_IOCTL_WAKE	   (1ull << 2)
-#define PIN_UFFD_IOCTL_COPY	   (1ull << 3)
-#define PIN_UFFD_IOCTL_ZEROPAGE	   (1ull << 4)
-#define PIN_UFFD_IOCTL_MOVE	   (1ull << 5)
+#define PIN_UFFD_IOCTL_WAKE	    (1ull << 2)
+#define PIN_UFFD_IOCTL_COPY	    (1ull << 3)
+#define PIN_UFFD_IOCTL_ZEROPAGE	    (1ull << 4)
+#define PIN_UFFD_IOCTL_MOVE	    (1ull << 5)
 #define PIN_UFFD_IOCTL_WRITEPROTECT (1ull << 6)
-#define PIN_UFFD_IOCTL_CONTINUE	   (1ull << 7)
-#define PIN_UFFD_IOCTL_POISON	   (1ull << 8)
+#define PIN_UFFD_IOCTL_CONTINUE	    (1ull << 7)
+#define PIN_UFFD_IOCTL_POISON	    (1ull << 8)
 
 /* Flags of the resolving calls; each call takes the ones that apply. */
-#define PIN_UFFD_DONTWAKE	   0x1u /* all: do not wake the faulting threads */
-#define PIN_UFFD_WP		   0x2u /* copy, continue: map write-protected;
-					   writeprotect: protect (else unprotect) */
-#define PIN_UFFD_ALLOW_SRC_HOLES   0x4u /* move: skip unpopulated source pages */
+#define PIN_UFFD_DONTWAKE 0x1u /* all: do not wake the faulting threads */
+#define PIN_UFFD_WP                                                                                \
+	0x2u			      /* copy, continue: map write-protected;                      \
+					 writeprotect: protect (else unprotect) */
+#define PIN_UFFD_ALLOW_SRC_HOLES 0x4u /* move: skip unpopulated source pages */
 
 struct pin_uffd_opts {
-	size_t sz;		/* sizeof(struct pin_uffd_opts) */
-	unsigned int flags;	/* PIN_UFFD_CLOEXEC ... */
-	uint64_t features;	/* required: -EOPNOTSUPP when one is missing */
-	uint64_t optional;	/* granted when the kernel has them */
+	size_t sz;	    /* sizeof(struct pin_uffd_opts) */
+	unsigned int flags; /* PIN_UFFD_CLOEXEC ... */
+	uint64_t features;  /* required: -EOPNOTSUPP when one is missing */
+	uint64_t optional;  /* granted when the kernel has them */
 };
 
 /*
@@ -125,8 +126,8 @@ int pin_uffd_unregister(struct pin_uffd *u, void *addr, size_t len);
  * pending, -EEXIST when the first page is already there).  A partial success
  * returns -EAGAIN with *ret_done > 0: continue at addr + *ret_done.
  */
-int pin_uffd_copy(struct pin_uffd *u, void *dst, const void *src, size_t len,
-		  unsigned int flags, int64_t *ret_done);
+int pin_uffd_copy(struct pin_uffd *u, void *dst, const void *src, size_t len, unsigned int flags,
+		  int64_t *ret_done);
 int pin_uffd_zeropage(struct pin_uffd *u, void *dst, size_t len, unsigned int flags,
 		      int64_t *ret_done);
 int pin_uffd_continue(struct pin_uffd *u, void *addr, size_t len, unsigned int flags,
@@ -147,9 +148,9 @@ enum pin_uffd_event_type {
 };
 
 /* Page fault flags, the kernel's UFFD_PAGEFAULT_FLAG_* bits. */
-#define PIN_UFFD_PF_WRITE	   0x1u
-#define PIN_UFFD_PF_WP		   0x2u
-#define PIN_UFFD_PF_MINOR	   0x4u
+#define PIN_UFFD_PF_WRITE 0x1u
+#define PIN_UFFD_PF_WP	  0x2u
+#define PIN_UFFD_PF_MINOR 0x4u
 
 struct pin_uffd_event {
 	uint32_t type; /* enum pin_uffd_event_type */
@@ -197,10 +198,10 @@ struct io_uring;
 struct ibv_mr;
 
 enum pin_backend {
-	PIN_BACKEND_AUTO = 0,	/* rdma when a device exists, else io_uring */
-	PIN_BACKEND_IO_URING,	/* registered buffers: READ_FIXED/WRITE_FIXED */
-	PIN_BACKEND_RDMA,	/* ibv_reg_mr: lkey/rkey */
-	PIN_BACKEND_MLOCK,	/* mlock(2): resident, but not a FOLL_PIN pin */
+	PIN_BACKEND_AUTO = 0, /* rdma when a device exists, else io_uring */
+	PIN_BACKEND_IO_URING, /* registered buffers: READ_FIXED/WRITE_FIXED */
+	PIN_BACKEND_RDMA,     /* ibv_reg_mr: lkey/rkey */
+	PIN_BACKEND_MLOCK,    /* mlock(2): resident, but not a FOLL_PIN pin */
 };
 
 /* pin_ctx_opts flags */
@@ -209,13 +210,13 @@ enum pin_backend {
 #define PIN_CTX_NO_MONITOR 0x1u
 
 struct pin_ctx_opts {
-	size_t sz;		  /* sizeof(struct pin_ctx_opts) */
-	int backend;		  /* enum pin_backend */
-	unsigned int flags;	  /* PIN_CTX_* */
-	size_t max_idle;	  /* unused pins kept cached; 0: 256 */
-	size_t max_idle_bytes;	  /* their total size; 0: 1 GiB */
+	size_t sz;		   /* sizeof(struct pin_ctx_opts) */
+	int backend;		   /* enum pin_backend */
+	unsigned int flags;	   /* PIN_CTX_* */
+	size_t max_idle;	   /* unused pins kept cached; 0: 256 */
+	size_t max_idle_bytes;	   /* their total size; 0: 1 GiB */
 	unsigned int ring_entries; /* io_uring: queue depth; 0: 64 */
-	unsigned int rdma_access; /* rdma: ibv_access_flags; 0: local write, remote read/write */
+	unsigned int rdma_access;  /* rdma: ibv_access_flags; 0: local write, remote read/write */
 };
 
 /* opts may be NULL.  -ENODEV: PIN_BACKEND_RDMA and no RDMA device. */
@@ -238,14 +239,14 @@ struct pin_ctx_stats {
 	size_t sz;		/* sizeof(struct pin_ctx_stats), set by the caller */
 	uint64_t hits;		/* lookups a cached pin served */
 	uint64_t misses;	/* lookups that pinned */
-	uint64_t invalidations;	/* pins dropped as stale */
+	uint64_t invalidations; /* pins dropped as stale */
 	uint64_t evictions;	/* idle pins dropped for the limits or for room */
 	uint64_t events;	/* userfaultfd events the monitor read */
 	uint64_t pinned_bytes;	/* held by the backend now, stale ones included */
 	uint64_t pinned_ranges;
-	uint64_t idle_ranges;	/* cached without a handle */
+	uint64_t idle_ranges; /* cached without a handle */
 	uint64_t idle_bytes;
-	uint64_t unwatched;	/* pins the monitor cannot watch (see pin_ctx_invalidate) */
+	uint64_t unwatched; /* pins the monitor cannot watch (see pin_ctx_invalidate) */
 };
 
 int pin_ctx_stats(struct pin_ctx *ctx, struct pin_ctx_stats *ret);
@@ -361,12 +362,12 @@ typedef void (*pin_client_stale_fn)(struct pin_client *c, uint64_t cookie, uint6
 #define PIN_CLIENT_RECONNECT 0x1u
 
 struct pin_client_opts {
-	size_t sz;		       /* sizeof(struct pin_client_opts) */
-	const char *socket;	       /* NULL: $UFFDD_SOCKET, else PIN_CLIENT_SOCKET_DEFAULT */
-	const char *name;	       /* shown by uffdctl; NULL: the program's name */
-	unsigned int flags;	       /* PIN_CLIENT_* */
-	unsigned int reconnect_ms;     /* how long a reconnect retries; 0: 5000 */
-	pin_client_stale_fn stale_fn;  /* may be NULL */
+	size_t sz;		      /* sizeof(struct pin_client_opts) */
+	const char *socket;	      /* NULL: $UFFDD_SOCKET, else PIN_CLIENT_SOCKET_DEFAULT */
+	const char *name;	      /* shown by uffdctl; NULL: the program's name */
+	unsigned int flags;	      /* PIN_CLIENT_* */
+	unsigned int reconnect_ms;    /* how long a reconnect retries; 0: 5000 */
+	pin_client_stale_fn stale_fn; /* may be NULL */
 	void *stale_data;
 	/* Stale notices also drop the overlapping pins of this registration
 	 * cache (pin_ctx_invalidate()), before stale_fn runs.  May be NULL. */
@@ -440,7 +441,7 @@ int pin_client_pin_release(struct pin_client *c, uint64_t cookie);
 
 #define PIN_CLIENT_LATENCY_BUCKETS 32
 /* pin_client_stats() session: every session summed up. */
-#define PIN_CLIENT_SESSION_ALL	   UINT64_MAX
+#define PIN_CLIENT_SESSION_ALL UINT64_MAX
 
 struct pin_client_stats {
 	uint64_t faults;

@@ -107,8 +107,8 @@ static int report(const char *dir)
 		data += d;
 		zero += reg->len - d;
 	}
-	printf("%zu regions, %" PRIu64 " bytes written, %" PRIu64 " zero bytes left as holes\n",
-	       n, data, zero);
+	printf("%zu regions, %" PRIu64 " bytes written, %" PRIu64 " zero bytes left as holes\n", n,
+	       data, zero);
 	pin_image_free(img);
 	return 0;
 }
@@ -161,7 +161,8 @@ int main(int argc, char **argv)
 
 	s = proc_state((pid_t)pid);
 	if (s < 0) {
-		fprintf(stderr, "uffdd-checkpoint: /proc/%" PRIu64 "/stat: %s\n", pid, strerror(-s));
+		fprintf(stderr, "uffdd-checkpoint: /proc/%" PRIu64 "/stat: %s\n", pid,
+			strerror(-s));
 		return EXIT_FAILURE;
 	}
 	/* A process that was stopped already stays stopped afterwards. */
@@ -185,8 +186,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uffdd-checkpoint: kill(%" PRIu64 ", SIGCONT): %s\n", pid,
 			strerror(errno));
 	if (r < 0) {
-		fprintf(stderr, "uffdd-checkpoint: checkpoint of pid %" PRIu64 " into %s: %s\n", pid,
-			argv[optind + 1], strerror(-r));
+		fprintf(stderr, "uffdd-checkpoint: checkpoint of pid %" PRIu64 " into %s: %s\n",
+			pid, argv[optind + 1], strerror(-r));
 		return EXIT_FAILURE;
 	}
 	r = report(argv[optind + 1]);

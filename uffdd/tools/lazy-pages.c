@@ -32,8 +32,8 @@
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
 #define MAX_TASKS	 1024
 /* The features CRIU's restore side asks for on each task's userfaultfd. */
-#define CRIU_FEATURES                                                                 \
-	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                 \
+#define CRIU_FEATURES                                                                              \
+	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
 	 PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP)
 
 struct task {
@@ -175,7 +175,8 @@ static int task_start(struct task *t, int pid, int fd)
 		nregions += r > 0 ? r : 0;
 	}
 	if (r >= 0)
-		fprintf(stderr, "uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
+		fprintf(stderr,
+			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
 			pid, pin_image_nr_regions(t->img), nregions);
 out:
 	/* uffdd holds its own copy of the descriptor now. */
@@ -247,7 +248,8 @@ static int serve(int sock, struct task *tasks, size_t *ntasks)
 		int r = read_word(sock, &word), fd;
 
 		if (r < 0) {
-			fprintf(stderr, "uffdd-lazy-pages: restore side: %s before the end of restore\n",
+			fprintf(stderr,
+				"uffdd-lazy-pages: restore side: %s before the end of restore\n",
 				strerror(-r));
 			return r;
 		}
@@ -276,8 +278,9 @@ static int serve(int sock, struct task *tasks, size_t *ntasks)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
-		   "Serve `criu restore --lazy-pages` through uffdd.\n");
+	fprintf(f,
+		"usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
+		"Serve `criu restore --lazy-pages` through uffdd.\n");
 }
 
 int main(int argc, char **argv)
@@ -298,12 +301,24 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "D:W:s:vh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'D': images_dir = optarg; break;
-		case 'W': work_dir = optarg; break;
-		case 's': uffdd_socket = optarg; break;
-		case 'v': verbose = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'D':
+			images_dir = optarg;
+			break;
+		case 'W':
+			work_dir = optarg;
+			break;
+		case 's':
+			uffdd_socket = optarg;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!images_dir || optind != argc) {

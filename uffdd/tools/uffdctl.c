@@ -179,7 +179,8 @@ static void print_histogram(const struct pin_client_stats *st)
 		else
 			bucket_label(i + 1, hi, sizeof(hi));
 		printf("  %7s - %-7s %10" PRIu64 " %5.1f%% |", i ? lo : "0us", hi,
-		       st->latency_us_log2[i], 100.0 * (double)st->latency_us_log2[i] / (double)total);
+		       st->latency_us_log2[i],
+		       100.0 * (double)st->latency_us_log2[i] / (double)total);
 		print_bar(st->latency_us_log2[i], max, BAR_WIDTH);
 		puts("|");
 	}
@@ -197,8 +198,7 @@ static void print_counters(const struct pin_client_stats *st)
 	printf("pages pushed:    %" PRIu64 "\n", st->pages_pushed);
 	printf("populated:       %" PRIu64 " of %" PRIu64 " pages\n", st->pages_populated,
 	       st->pages_total);
-	printf("retries:         %" PRIu64 " EAGAIN, %" PRIu64 " EEXIST\n", st->eagain,
-	       st->eexist);
+	printf("retries:         %" PRIu64 " EAGAIN, %" PRIu64 " EEXIST\n", st->eagain, st->eexist);
 }
 
 static int cmd_stats(struct pin_client *c, uint64_t session)
@@ -284,7 +284,8 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *o = range_json(v[i].session, v[i].addr, v[i].len);
 
-			json_object_object_add(o, "mode", json_object_new_string(mode_name(v[i].mode)));
+			json_object_object_add(o, "mode",
+					       json_object_new_string(mode_name(v[i].mode)));
 			json_object_object_add(o, "source",
 					       json_object_new_string(v[i].source ? "fd" : "zero"));
 			jadd_u64(o, "pages_total", v[i].len / page);
