@@ -27,6 +27,44 @@ static int listen_fds[MAX_LISTEN];
 static unsigned int nlisten;
 static bool unlink_on_exit;
 
+/*
+ * Whether path, which bind() found taken, is a stale socket: a socket file
+ * that nothing listens on (connect() is refused), left by a daemon that died.
+ * Anything else is refused and left alone: not a socket (a file, a log being
+ * written), a live uffdd, or another service's socket of another type.
+ */
+static int stale_socket(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0) {
+		int err = errno;
+		ulog(LOG_ERR, "%s: %s", path, strerror(err));
+		return -err;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		ulog(LOG_ERR, "%s exists and is not a socket; not removing it", path);
+		return -EEXIST;
+	}
+	_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (probe < 0) {
+		int err = errno;
+		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %s", strerror(err));
+		return -err;
+	}
+	if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
+		ulog(LOG_ERR, "%s: another uffdd is listening there", path);
+		return -EADDRINUSE;
+	}
+	if (errno != ECONNREFUSED) {
+		int err = errno;
+		ulog(LOG_ERR, "%s: a live socket of another kind (connect: %s); not removing it",
+		     path, strerror(err));
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+
 static int listen_path(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -44,15 +82,16 @@ static int listen_path(const char *path)
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno != EADDRINUSE)
 			goto fail_bind;
-		/* A socket nobody listens on is a stale one: a daemon that
-		 * died.  One that answers belongs to a live daemon. */
-		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			ulog(LOG_ERR, "%s: another uffdd is listening there", path);
+		int r = stale_socket(path, &sa);
+		if (r < 0) {
 			close(fd);
-			return -EADDRINUSE;
+			return r;
 		}
-		unlink(path);
+		if (unlink(path) < 0 && errno != ENOENT) {
+			ulog(LOG_ERR, "unlink stale socket %s: %m", path);
+			close(fd);
+			return -errno;
+		}
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 			goto fail_bind;
 	}
