@@ -761,6 +761,33 @@ static const char *jstr(struct json_object *o, const char *key)
 	return json_object_get_string(v);
 }
 
+/* A name with a newline, a journal priority, a terminal escape and UTF-8:
+ * the daemon keeps printable ASCII only, and uffdctl prints that. */
+#define EVIL_NAME "a\n<0>b\x1b[31mc\xc3\xa9"
+#define EVIL_SEEN "a?<0>b?[31mc??"
+
+START_TEST(name_printable_only)
+{
+	struct test_daemon d;
+	struct pin_client *c;
+	struct pin_client_info *v;
+	size_t n;
+
+	test_daemon_start(&d, NULL);
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock, .name = EVIL_NAME };
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(v[0].name, EVIL_SEEN);
+	free(v);
+	char *out = uffdctl(&d, "clients");
+	ck_assert_msg(strstr(out, " " EVIL_SEEN " ") != NULL, "uffdctl clients: %s", out);
+	free(out);
+	pin_client_free(c);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* A region line of `uffdctl regions`, as uffdctl(8) shows it. */
 static void region_line(char *buf, size_t len, uint64_t session, const void *addr, size_t npages,
 			const char *size, const char *mode, const char *src, unsigned int dirty,
@@ -973,6 +1000,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, eexist_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, name_printable_only, CASE_TIMEOUT_S);
 	return s;
 }
 

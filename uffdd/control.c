@@ -93,6 +93,20 @@ static int take_fd(struct req *q)
 	return fd;
 }
 
+/*
+ * A client's name goes into log lines and uffdctl's tables: only printable
+ * ASCII is kept, every other byte becomes '?', so that a name can forge
+ * neither a journal line (a newline, "<0>") nor terminal escapes.
+ */
+static void set_name(char *dst, size_t size, const char *name)
+{
+	size_t i = 0;
+
+	for (; name[i] && i + 1 < size; i++)
+		dst[i] = name[i] >= ' ' && name[i] <= '~' ? name[i] : '?';
+	dst[i] = '\0';
+}
+
 static int do_hello(struct req *q, Uffdd__Reply *rep)
 {
 	const Uffdd__Hello *h = q->m->hello;
@@ -102,7 +116,7 @@ static int do_hello(struct req *q, Uffdd__Reply *rep)
 			    h->version, PIN_PROTO_VERSION);
 	if (h->name) {
 		pthread_mutex_lock(&q->s->lock);
-		snprintf(q->s->name, sizeof(q->s->name), "%s", h->name);
+		set_name(q->s->name, sizeof(q->s->name), h->name);
 		pthread_mutex_unlock(&q->s->lock);
 	}
 	rep->has_version = rep->has_session = true;

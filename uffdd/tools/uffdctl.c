@@ -109,6 +109,27 @@ static void print_bar(uint64_t part, uint64_t whole, unsigned int width)
 		putchar(i < n ? '#' : '.');
 }
 
+/*
+ * s as a terminal may show it: bytes outside printable ASCII as \xNN (a
+ * daemon of another version may pass them on); "-" when empty.
+ */
+static const char *printable(const char *s, char *buf, size_t size)
+{
+	size_t k = 0;
+
+	if (!*s)
+		return "-";
+	for (; *s && k + sizeof("\\xNN") <= size; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= ' ' && c <= '~' && c != '\\')
+			buf[k++] = (char)c;
+		else
+			k += (size_t)snprintf(buf + k, size - k, "\\x%02x", c);
+	}
+	buf[k] = '\0';
+	return buf;
+}
+
 static const char *mode_name(uint32_t mode)
 {
 	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
@@ -255,14 +276,14 @@ static int cmd_clients(struct pin_client *c)
 		printf("%8s %8s %6s %-20s %7s %8s %12s %12s\n", "SESSION", "PID", "UID", "NAME",
 		       "REGIONS", "PINNED", "FAULTS", "POPULATED");
 		for (size_t i = 0; i < n; i++) {
-			char b[16], pop[32];
+			char b[16], pop[32], name[4 * sizeof(v[i].name)];
 
 			snprintf(pop, sizeof(pop), "%" PRIu64 "/%" PRIu64,
 				 v[i].stats.pages_populated, v[i].stats.pages_total);
 			printf("%8" PRIu64 " %8d %6u %-20.20s %7u %8s %12" PRIu64 " %12s\n",
-			       v[i].session, v[i].pid, v[i].uid, v[i].name[0] ? v[i].name : "-",
-			       v[i].regions, human_size(v[i].pinned_bytes, b, sizeof(b)),
-			       v[i].stats.faults, pop);
+			       v[i].session, v[i].pid, v[i].uid,
+			       printable(v[i].name, name, sizeof(name)), v[i].regions,
+			       human_size(v[i].pinned_bytes, b, sizeof(b)), v[i].stats.faults, pop);
 		}
 	}
 	free(v);
