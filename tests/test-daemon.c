@@ -637,6 +637,85 @@ START_TEST(fork_child_served)
 }
 END_TEST
 
+/* ---- a fork child's session is seen only once complete ---- */
+
+#define FW_REGIONS 256 /* one page each: the child's copy grows its table many times */
+#define FW_FORKS   64
+
+/* List every session's regions until the pipe says stop; 0 when every
+ * listing succeeded. */
+static int inspector(const struct test_daemon *d, void *arg)
+{
+	int stop = *(int *)arg;
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "inspector" };
+	struct pin_client *c;
+	struct pollfd p = { .fd = stop, .events = POLLIN };
+
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	while (poll(&p, 1, 0) == 0) {
+		struct pin_client_region_info *v;
+		size_t n;
+		REQUIRE(pin_client_list_regions(c, PIN_CLIENT_SESSION_ALL, &v, &n) == 0);
+		free(v);
+	}
+	pin_client_free(c);
+	return 0;
+}
+
+/* A client of FW_REGIONS regions forks FW_FORKS children, each exiting at
+ * once: each fork makes a session the daemon fills with a copy of the
+ * regions. */
+static int client_fork_many(const struct test_daemon *d, void *arg)
+{
+	struct evtest *e = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(FW_REGIONS * page);
+	REQUIRE(base);
+	for (size_t i = 0; i < FW_REGIONS; i++)
+		REQUIRE(add_region(&k, base + i * page, page, PIN_UFFD_REGISTER_MISSING, e->fd,
+				   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (int f = 0; f < FW_FORKS; f++) {
+		pid_t pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0)
+			_exit(0);
+		int st;
+		REQUIRE(waitpid(pid, &st, 0) == pid);
+		REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	/* Each region is the source's first page. */
+	for (size_t i = 0; i < FW_REGIONS; i++)
+		REQUIRE(test_page_ok(base + i * page, 0, 11));
+	conn_close(&k);
+	return 0;
+}
+
+/* While fork children's sessions are made, another client lists every
+ * session's regions: it never sees one half made (in an ASan build a read of
+ * the region table while the daemon grows it is a use-after-free; in a plain
+ * one, a crash), and the daemon exits 0 afterwards. */
+START_TEST(fork_while_inspected)
+{
+	struct test_daemon d;
+	struct evtest e;
+	int stop[2];
+
+	test_daemon_start(&d, NULL);
+	e.fd = make_source(&d, "src", 1, 11);
+	ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
+	pid_t insp = spawn(inspector, &d, &stop[0]);
+	ck_assert_int_eq(reap(spawn(client_fork_many, &d, &e)), 0);
+	ck_assert_int_eq(write(stop[1], "s", 1), 1);
+	ck_assert_int_eq(reap(insp), 0);
+	close(stop[0]);
+	close(stop[1]);
+	close(e.fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 static int client_mremap(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
@@ -1751,6 +1830,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, truncated_source_poisons);
 	ADD_CASE(s, wp_dirty_bitmap);
 	ADD_CASE(s, fork_child_served);
+	ADD_CASE(s, fork_while_inspected);
 	ADD_CASE(s, mremap_followed);
 	ADD_CASE(s, dontneed_refaults_zero);
 	ADD_CASE(s, stale_notices_remap_unmap);

@@ -292,40 +292,59 @@ int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why
 	return ret;
 }
 
-int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
+static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 {
 	struct session *s = calloc(1, sizeof(*s));
 
 	if (!s)
-		return -ENOMEM;
+		return NULL;
 	s->sock = sock;
 	s->pid = pid;
 	s->uid = uid;
 	s->wsock = (struct watch){ .s = s };
 	s->wuffd = (struct watch){ .s = s };
 	pthread_mutex_init(&s->lock, NULL);
+	return s;
+}
+
+/*
+ * Make s visible to other threads (inspection walks the global list from any
+ * worker) and to the counts.  Only a complete session is published: one
+ * filled while listed could be read half made.
+ */
+static void session_publish(struct session *s)
+{
 	pthread_mutex_lock(&glock);
 	s->id = next_id++;
 	s->gnext = all;
 	all = s;
+	s->listed = true;
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_add(&count, 1);
-	*ret = s;
 	notify_status(sessions_count());
+}
+
+int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
+{
+	struct session *s = session_alloc(sock, pid, uid);
+
+	if (!s)
+		return -ENOMEM;
+	session_publish(s);
+	*ret = s;
 	return 0;
 }
 
 int session_fork(struct session *parent, int fd, struct session **ret)
 {
-	struct session *s;
-	int r = session_new(-1, 0, parent->uid, &s);
+	struct session *s = session_alloc(-1, 0, parent->uid);
 
-	if (r < 0) {
+	if (!s) {
 		close(fd);
-		return r;
+		return -ENOMEM;
 	}
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
-	r = pin_uffd_from_fd(fd, pin_uffd_features(parent->uffd), &s->uffd);
+	int r = pin_uffd_from_fd(fd, pin_uffd_features(parent->uffd), &s->uffd);
 	if (r < 0) {
 		close(fd);
 		session_free(s);
@@ -343,6 +362,7 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 	}
 	/* A fork cannot be refused: count the regions even past the limit. */
 	session_charge(s, (int64_t)s->nregions, 0, NULL, 0);
+	session_publish(s);
 	*ret = s;
 	return 0;
 }
@@ -355,7 +375,8 @@ void session_kill(struct session *s, const char *why)
 	s->dead = true;
 }
 
-void session_free(struct session *s)
+/* Take a published session off the list and give back what it was charged. */
+static void session_unpublish(struct session *s)
 {
 	pthread_mutex_lock(&glock);
 	for (struct session **p = &all; *p; p = &(*p)->gnext) {
@@ -371,6 +392,14 @@ void session_free(struct session *s)
 	}
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_sub(&count, 1);
+}
+
+void session_free(struct session *s)
+{
+	/* One never published (a fork child that failed half made) was never
+	 * charged either. */
+	if (s->listed)
+		session_unpublish(s);
 
 	if (s->w) {
 		if (s->sock >= 0)

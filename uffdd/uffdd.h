@@ -201,6 +201,7 @@ struct session {
 	struct watch wsock, wuffd;
 	struct session *wnext; /* the worker's list */
 	struct session *gnext; /* the global list */
+	bool listed;	       /* on the global list: complete, seen by inspection */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
