@@ -1045,6 +1045,7 @@ static void malformed_all(int sock)
 	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__Range range = UFFDD__RANGE__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
 	uint8_t buf[256];
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
@@ -1054,8 +1055,13 @@ static void malformed_all(int sock)
 	hello.name = "a name long enough to cut";
 	m.has_seq = true;
 	m.seq = 5;
+	/* A request before Hello. */
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	ck_assert_int_eq(reply_error(sock, &m, NULL, 0), -EPROTO);
 	m.body_case = UFFDD__MSG__BODY_HELLO;
 	m.hello = &hello;
+	ck_assert_int_eq(reply_error(sock, &m, NULL, 0), 0);
 	size_t len = uffdd__msg__pack(&m, buf);
 	ck_assert_int_eq(raw_error(sock, buf, len - 6), -EBADMSG);
 	/* An unknown message type: field 99, a varint. */

@@ -119,6 +119,7 @@ static int do_hello(struct req *q, Uffdd__Reply *rep)
 		set_name(q->s->name, sizeof(q->s->name), h->name);
 		pthread_mutex_unlock(&q->s->lock);
 	}
+	q->s->hello = true;
 	rep->has_version = rep->has_session = true;
 	rep->version = PIN_PROTO_VERSION;
 	rep->session = q->s->id;
@@ -385,6 +386,11 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	uint64_t seq = m->has_seq ? m->seq : 0;
 	int error;
 
+	/* Hello first: it checks the version every other request is read in. */
+	if (!s->hello && m->body_case != UFFDD__MSG__BODY_HELLO) {
+		error = fail(&q, -EPROTO, "say Hello first");
+		goto reply;
+	}
 	switch (m->body_case) {
 	case UFFDD__MSG__BODY_HELLO:
 		error = do_hello(&q, &rep);
@@ -435,6 +441,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = fail(&q, -EINVAL, "not a request");
 		break;
 	}
+reply:
 	/* A descriptor the request did not take is not kept. */
 	for (size_t i = 0; i < q.nfds; i++)
 		close(fds[i]);

@@ -202,6 +202,7 @@ struct session {
 	struct session *wnext; /* the worker's list */
 	struct session *gnext; /* the global list */
 	bool listed;	       /* on the global list: complete, seen by inspection */
+	bool hello;	       /* said Hello: its other requests are taken */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
