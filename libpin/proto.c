@@ -29,13 +29,20 @@ size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 	}
 }
 
+/*
+ * No user address space of a 64-bit Linux reaches this (x86-64 with 5-level
+ * paging ends at 2^56, arm64 at 2^52): a range past it is no client's memory,
+ * and its length would not fit the signed counters it is charged to.
+ */
+#define USER_ADDR_END (1ull << 57)
+
 int pin_proto_check_range(uint64_t addr, uint64_t len)
 {
 	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
 
 	if (len && addr + len <= addr)
 		return -EOVERFLOW;
-	if (!len || (addr & mask) || (len & mask))
+	if (!len || (addr & mask) || (len & mask) || addr + len > USER_ADDR_END)
 		return -EINVAL;
 	return 0;
 }

@@ -1046,6 +1046,7 @@ static void malformed_all(int sock)
 	Uffdd__Range range = UFFDD__RANGE__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
 	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	Uffdd__PinReport pr = UFFDD__PIN_REPORT__INIT;
 	uint8_t buf[256];
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
@@ -1078,10 +1079,20 @@ static void malformed_all(int sock)
 	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
 	m.region_add = &ra;
 	ck_assert_int_eq(reply_error(sock, &m, &devnull, 1), -EBADF);
-	/* A range whose end wraps. */
+	/* A range whose end wraps; one past every user address space. */
 	range.addr = UINT64_MAX - page + 1;
 	range.len = 2 * page;
 	ck_assert_int_eq(reply_error(sock, &m, NULL, 0), -EOVERFLOW);
+	range.addr = 0x100000;
+	range.len = 1ull << 63;
+	ck_assert_int_eq(reply_error(sock, &m, NULL, 0), -EINVAL);
+	pr.range = &range;
+	pr.cookie = 1;
+	m.body_case = UFFDD__MSG__BODY_PIN_REPORT;
+	m.pin_report = &pr;
+	ck_assert_int_eq(reply_error(sock, &m, NULL, 0), -EINVAL);
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
 	/* A well-formed region before any userfaultfd. */
 	range.addr = 0x100000;
 	range.len = page;

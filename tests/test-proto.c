@@ -428,10 +428,16 @@ START_TEST(bad_ranges)
 	expect_reject(-EINVAL);
 	send_range_msg(UFFDD__MSG__BODY_PREFETCH, pg, pg - 1);
 	expect_reject(-EINVAL);
-	/* The last page below 2^64 is fine. */
+	/* Past every user address space (2^57): no client's memory, and a
+	 * length that would not fit the signed counters it is charged to. */
 	send_range_msg(UFFDD__MSG__BODY_WAIT, -2 * pg, pg);
+	expect_reject(-EINVAL);
+	send_range_msg(UFFDD__MSG__BODY_PIN_REPORT, pg, 1ull << 63);
+	expect_reject(-EINVAL);
+	/* The last page below 2^57 is fine. */
+	send_range_msg(UFFDD__MSG__BODY_WAIT, (1ull << 57) - pg, pg);
 	got = recv_ok(fds, 0);
-	ck_assert_uint_eq(got->wait->range->addr, -2 * pg);
+	ck_assert_uint_eq(got->wait->range->addr, (1ull << 57) - pg);
 	pin_proto_free(got);
 }
 END_TEST
