@@ -8,8 +8,8 @@
  * Counters are single-writer relaxed atomics.
  *
  * The files, each calling only files after it in this list (checked by
- * ../shared/tools/callcycles.py): main, listen, control, inspect, worker,
- * push, fault, session, source, notify, log, util.  Requests go listen ->
+ * ../shared/tools/callcycles.py): main, supervise, listen, control, inspect,
+ * worker, push, fault, session, state, source, store, notify, log, util.  Requests go listen ->
  * control -> session; faults worker -> push -> fault -> source.  What goes
  * back up (a reply, a stale notice, a fork child's userfaultfd) goes through
  * notify.c's handlers.  Below, one section per file.
@@ -96,6 +96,38 @@ void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
 void notify_status(unsigned int nsessions);
 
+/* ---- store.c: the fd store (the service manager's, or supervise.c's) ---- */
+
+/*
+ * Everything a session depends on is a descriptor kept in the store, so that
+ * a daemon killed at any instruction loses nothing: its successor gets them
+ * back (LISTEN_FDS, LISTEN_FDNAMES) and rebuilds the sessions.  The names:
+ *   s<id>.conn   a session's connection      s<id>.uffd  its userfaultfd
+ *   s<id>.state  its state memfd (state.c)   f<id>       a source file
+ * (<id> in decimal).  Any other name is a listening socket.
+ */
+#define STORE_NAME_MAX 32
+
+struct stored_fd {
+	int fd;
+	char name[STORE_NAME_MAX];
+};
+
+/* Whether a store keeps what store_put() hands it (NOTIFY_SOCKET is set). */
+bool store_enabled(void);
+/* Hand a copy of fd to the store under the name; the caller keeps fd.
+ * 0, or -errno (the store is gone or refused it).  0 without a store. */
+int store_put(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drop whatever the store holds under the name. */
+void store_remove(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * At start: what the manager passed, split into the listening sockets and the
+ * stored descriptors (both arrays are the caller's to free; the fds are
+ * CLOEXEC).  Without socket activation, both are empty.
+ */
+int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_stored,
+		size_t *ret_nstored);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -124,6 +156,112 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
  * mapping, or read into buf (len bytes of room) when it cannot be mapped.
  */
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret);
+
+/* ---- state.c: a session's durable record, a memfd ------------------------ */
+
+/*
+ * One memfd per session, mapped by the daemon and changed in place: a header
+ * (magic, version, the session's identity), two commit slots (the current one
+ * is named by a single byte, so a commit takes effect at once), a table of
+ * records (regions and pins), the working set, and an arena of bitmaps.  A
+ * record carries the txn that made it (born) and the one that removed it
+ * (died): it is live when born <= commit and not died <= commit, so many
+ * changes take effect together at state_commit() and a daemon killed before
+ * it leaves every record as it was.  A bitmap's bits are set and cleared in
+ * place (durable at once); a bitmap freed, like a record deleted, is reused
+ * only after the commit.  Owner worker only (or before the session has one).
+ */
+#define STATE_NAME_MAX 64
+/* Runs of the working set a session records, at most: 16 MiB. */
+#define UFFDD_WSET_MAX (1u << 20)
+
+/* Fixed when the session is made. */
+struct state_ident {
+	uint64_t id;
+	uint64_t parent; /* a fork child's parent session; 0: a client's own */
+	uint32_t uid;
+	uint64_t token[2]; /* random */
+};
+
+#define STATE_HELLO (1u << 0) /* the client said Hello */
+#define STATE_UFFD  (1u << 1) /* a userfaultfd was handed over (stored as s<id>.uffd) */
+
+/* What changes, at a commit. */
+struct state_meta {
+	int32_t pid;
+	uint32_t flags; /* STATE_* */
+	uint64_t features;
+	char name[STATE_NAME_MAX];
+};
+
+enum state_kind { STATE_REGION = 1, STATE_PIN = 2 };
+
+#define STATE_R_PUSH (1u << 0) /* push untouched pages in the background */
+#define STATE_R_OURS (1u << 1) /* the daemon registered it */
+
+struct state_rec {
+	uint32_t kind;	/* enum state_kind */
+	uint32_t mode;	/* regions: PIN_UFFD_REGISTER_* */
+	uint32_t flags; /* regions: STATE_R_* */
+	uint32_t pad;
+	uint64_t start, len; /* bytes, page aligned */
+	uint64_t offset;     /* regions: of start in the source; pins: the cookie */
+	uint64_t src;	     /* regions: the source file's id; 0: zero pages */
+	/* regions: arena offsets of the bitmaps (state_bm_off()); dirty 0: not WP */
+	uint64_t populated, zero, dirty;
+};
+
+struct state_range {
+	uint64_t addr, end;
+};
+
+struct state;
+
+/* A new record for a session, in a new memfd of at most max_bytes. */
+int state_new(const struct state_ident *ident, uint64_t max_bytes, struct state **ret);
+/*
+ * Take over fd (an untrusted memfd from the store): map it and check every
+ * part the daemon will use.  -EBADMSG with why filled in when it is not a
+ * record this daemon wrote (closes fd then too), -ENOMEM.
+ */
+int state_open(int fd, uint64_t max_bytes, struct state **ret, char *why, size_t whylen);
+/* Unmap and close; accepts NULL. */
+void state_free(struct state *st);
+int state_fd(const struct state *st);
+const struct state_ident *state_ident(const struct state *st);
+/* The committed metadata; state_set_meta() takes effect at the next commit. */
+const struct state_meta *state_meta(const struct state *st);
+void state_set_meta(struct state *st, const struct state_meta *m);
+/* Arena bytes in use: what the session is charged for its record. */
+uint64_t state_bytes(const struct state *st);
+
+/* A zeroed bitmap of nbits in the arena (NULL: over max_bytes). */
+uint64_t *state_bm_new(struct state *st, uint64_t nbits);
+/* Give it back; its room is reused after the next commit. */
+void state_bm_free(struct state *st, uint64_t *bm, uint64_t nbits);
+uint64_t state_bm_off(const struct state *st, const uint64_t *bm);
+/* The bitmap at off (from a committed record): NULL unless it is one that
+ * state_bm_new() made of nbits. */
+uint64_t *state_bm_at(struct state *st, uint64_t off, uint64_t nbits);
+
+/* Records: an add or a delete takes effect at the next commit. */
+int state_add(struct state *st, const struct state_rec *rec, uint32_t *ret_slot);
+void state_del(struct state *st, uint32_t slot);
+/*
+ * Commit the pending records and metadata, and, when seq is not 0, that the
+ * request seq is done and its encoded reply (len <= PIN_PROTO_MAX_MSG).
+ */
+int state_commit(struct state *st, uint64_t seq, const void *reply, size_t len);
+/* The last request committed (0: none) and its reply. */
+uint64_t state_last(const struct state *st, const void **ret_reply, size_t *ret_len);
+/* Each committed live record, in slot order; stops at fn's first error. */
+int state_foreach(struct state *st,
+		  int (*fn)(const struct state_rec *rec, uint32_t slot, void *data), void *data);
+
+/* The working set: runs appended in order, the last one grown when the next
+ * begins where it ends; at most UFFDD_WSET_MAX runs (then -ENOSPC). */
+int state_wset_add(struct state *st, uint64_t addr, uint64_t end);
+const struct state_range *state_wset(const struct state *st, size_t *ret_n);
 
 /* ---- session.c --------------------------------------------------------- */
 
@@ -271,9 +409,6 @@ void sessions_unlock(void);
 unsigned int sessions_count(void);
 void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
 
-/* Runs of the working set a session records, at most: 16 MiB. */
-#define UFFDD_WSET_MAX (1u << 20)
-
 static inline bool done_page(const struct region *r, uint64_t i)
 {
 	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
@@ -286,6 +421,19 @@ uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint6
 void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- supervise.c: the fd store when no service manager keeps one ------- */
+
+/*
+ * Without --no-supervisor: fork the serving child and return 0 in it, with
+ * NOTIFY_SOCKET naming the parent and LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES
+ * giving it listen_fds (named "listen") and every stored descriptor.  The
+ * parent parses nothing a client sends: it keeps the store (FDSTORE=1,
+ * FDNAME=, FDSTOREREMOVE=1 from its child only), restarts the child when it
+ * dies of a signal or fails, gives up after a burst of quick failures, and
+ * on SIGTERM/SIGINT stops the child and exits with its code (never returns).
+ */
+int supervise(const int *listen_fds, size_t nlisten);
 
 /* ---- listen.c ---------------------------------------------------------- */
 
