@@ -151,13 +151,13 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 		uint64_t k;
 		bool data = false;
 
-		if (r->zero && bm_test(r->zero, i)) {
+		if (bm_test(r->zero, i)) {
 			for (k = 1; i + k < end && bm_test(r->zero, i + k);)
 				k++;
 		} else {
 			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i,
 					  &data);
-			for (uint64_t j = 1; r->zero && j < k; j++) {
+			for (uint64_t j = 1; j < k; j++) {
 				if (bm_test(r->zero, i + j)) {
 					k = j;
 					break;
@@ -255,15 +255,17 @@ static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j
 		last = p;
 	}
 	*ret_j = j;
-	int ret = pin_uffd_writeprotect(s->uffd, addr_of(r, first),
-					(last - first + 1) << uffdd_page_shift, 0);
-	if (ret < 0)
-		return ret;
+	/* Recorded before the write goes through: a daemon killed in between
+	 * reports a page dirty that was not written, never the reverse. */
 	if (r->dirty) {
 		uint64_t had = bm_count(r->dirty, first, last - first + 1);
 		bm_assign(r->dirty, first, last - first + 1, true);
 		STAT_ADD(r->n_dirty, last - first + 1 - had);
 	}
+	int ret = pin_uffd_writeprotect(s->uffd, addr_of(r, first),
+					(last - first + 1) << uffdd_page_shift, 0);
+	if (ret < 0)
+		return ret;
 	STAT_ADD(s->stats.wp_faults, j - i);
 	return 0;
 }
@@ -415,13 +417,7 @@ static void on_remove(struct session *s, uint64_t start, uint64_t end)
 	uint64_t fa, n;
 
 	for (struct region *r; (r = session_overlap(s, &i, start, end, &fa, &n));) {
-		if (!r->zero && !(r->zero = bm_new(r->npages)))
-			ulog(LOG_ERR,
-			     "session %" PRIu64 ": no memory to record [%#" PRIx64 ", +%#" PRIx64
-			     ") as discarded; it refaults from the source",
-			     s->id, r->start + (fa << uffdd_page_shift), n << uffdd_page_shift);
-		else
-			bm_assign(r->zero, fa, n, true);
+		bm_assign(r->zero, fa, n, true);
 		uint64_t had = bm_count(r->populated, fa, n);
 		bm_assign(r->populated, fa, n, false);
 		STAT_ADD(r->n_populated, -had);
@@ -435,6 +431,7 @@ static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move
 	fault_drop(s, start, end);
 	session_cut(s, start, end, move, false);
 	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+	session_commit(s, 0, NULL, 0);
 }
 
 static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0)
@@ -447,6 +444,8 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 			pthread_mutex_lock(&s->lock);
 			s->pid = (pid_t)ev->arg.pagefault.tid;
 			pthread_mutex_unlock(&s->lock);
+			session_set_meta(s);
+			session_commit(s, 0, NULL, 0);
 		}
 		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
 			ulog(LOG_ERR,

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <inttypes.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <syslog.h>
 
@@ -36,6 +37,7 @@ struct uffdd_config {
 	unsigned int workers;
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
+	uint64_t max_state_bytes; /* a session's record, at most */
 	int verbose;
 };
 
@@ -69,11 +71,12 @@ static inline void bm_clear(uint64_t *bm, uint64_t i)
 	bm[i / 64] &= ~(1ull << (i % 64));
 }
 
-uint64_t *bm_new(uint64_t nbits);
 void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
 uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
-/* Copy bits [from, from + n) of src to bits [0, n) of a new bitmap. */
-uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
+/* Bits of [from, from + n) set in a or in b. */
+uint64_t bm_count_or(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t n);
+/* Copy bits [from, from + n) of src to bits [0, n) of dst. */
+void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n);
 
 /* ---- notify.c ---------------------------------------------------------- */
 
@@ -146,6 +149,12 @@ void source_cache_release(struct source_cache *c);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
+/* INTEG: declared by the source.c rework (h-src); names to reconcile. */
+uint64_t source_file_id(const struct source *s);
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
+int source_file_adopt(uint64_t id, int fd);
+void source_files_release_unused(void);
+int source_stat(const struct source *s, struct stat *st);
 /*
  * Of the n pages at file offset off, how many in a row are the same kind as
  * the first: data (*ret_data) or a hole / past the end (read as zero).
@@ -285,12 +294,14 @@ struct region {
 	uint64_t npages;
 	uint32_t mode; /* PIN_UFFD_REGISTER_MISSING | WP */
 	struct source *src;
-	uint64_t offset;     /* of start in the source */
-	bool push;	     /* push untouched pages in the background */
-	bool ours;	     /* the daemon registered it, so it unregisters */
+	uint64_t offset; /* of start in the source */
+	bool push;	 /* push untouched pages in the background */
+	bool ours;	 /* the daemon registered it, so it unregisters */
+	uint32_t slot;	 /* in the session's record */
+	/* Bitmaps in the session's record (state.c), changed in place: */
 	uint64_t *populated; /* pages the daemon placed (or found there) */
-	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero; may be NULL */
-	uint64_t *dirty;     /* WP regions: written since the last reset */
+	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero */
+	uint64_t *dirty;     /* WP regions: written since the last reset; else NULL */
 	_Atomic uint64_t n_populated, n_dirty;
 	uint64_t push_next; /* page index where the background push goes on */
 	uint64_t ra_lo;	    /* readahead: where the last run began */
@@ -300,6 +311,7 @@ struct region {
 
 struct pin_rec {
 	uint64_t addr, len, cookie;
+	uint32_t slot; /* in the record */
 };
 
 /* A fault not resolved yet: waiting for EAGAIN to pass or for its region. */
@@ -341,6 +353,8 @@ struct session {
 	struct session *gnext; /* the global list */
 	bool listed;	       /* on the global list: complete, seen by inspection */
 	bool hello;	       /* said Hello: its other requests are taken */
+	bool in_request;       /* a request is being handled: it commits the record */
+	struct state *st;      /* the durable record (state.c) */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
@@ -356,8 +370,6 @@ struct session {
 	size_t nwaits;
 	struct prefetch *prefetch;
 	size_t nprefetch;
-	struct prefetch *wset; /* the working set: runs MISSING faults placed, in order */
-	size_t nwset, wset_cap;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
@@ -389,9 +401,12 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
  */
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
-struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct source *src,
-			  uint64_t offset, bool push);
-void region_free(struct region *r);
+/* A region of s (its bitmaps in s's record), not in the record yet:
+ * session_insert() adds it. */
+struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
+			  struct source *src, uint64_t offset, bool push);
+/* Free r, taking it out of s's record when it is in it. */
+void region_free(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
 /*
  * Cut [start, end) out of the session's regions; with move != 0 the cut
@@ -400,6 +415,25 @@ int session_insert(struct session *s, struct region *r);
 int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /* A fork child's session: the parent's regions and sources, the child's uffd. */
 int session_fork(struct session *parent, int fd, struct session **ret);
+/* A session rebuilt from its record and descriptors out of the fd store
+ * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
+ * uffd are taken whatever the result.  -EBADMSG with why when the record
+ * does not hold together. */
+int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
+		    size_t whylen);
+/* The pin (addr, len, cookie), recorded. */
+int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
+void session_pin_del(struct session *s, size_t i);
+
+/* The identity that changes (pid, name, Hello said, the userfaultfd's
+ * features) into the record, at the next commit. */
+void session_set_meta(struct session *s);
+/*
+ * Commit the record's pending changes; seq and the encoded reply when a
+ * request is done (seq 0: an event's changes, which wait for the request's
+ * commit while one is handled).
+ */
+int session_commit(struct session *s, uint64_t seq, const void *reply, size_t len);
 
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
@@ -411,7 +445,7 @@ void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
 
 static inline bool done_page(const struct region *r, uint64_t i)
 {
-	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
+	return bm_test(r->populated, i) || bm_test(r->zero, i);
 }
 
 /* Pages of [addr, addr + len) that are in place or discarded, and the total. */
@@ -435,6 +469,12 @@ int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
  */
 int supervise(const int *listen_fds, size_t nlisten);
 
+/* ---- takeover.c -------------------------------------------------------- */
+
+/* The descriptors the fd store handed back at start become sessions again
+ * (every fd is taken); after workers_start(), before accepting. */
+void takeover_run(struct stored_fd *v, size_t n);
+
 /* ---- listen.c ---------------------------------------------------------- */
 
 int listen_open(void);
@@ -448,6 +488,9 @@ void control_handle(struct session *s);
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+/* A session taken over after a restart: tell its client the last request
+ * committed (Resume), and send that request's reply again. */
+void control_resume(struct session *s);
 
 /* A request being handled: its session, message, the fds that came with it
  * (those not taken are closed), and the reply text on failure. */
@@ -457,6 +500,9 @@ struct req {
 	int *fds;
 	size_t nfds;
 	char text[160];
+	/* DirtyGet with reset: the bits to clear once the reply is committed. */
+	struct region *reset;
+	uint64_t reset_first, reset_n;
 };
 
 /* Set the reply text and return the error, for one-line failure paths. */
