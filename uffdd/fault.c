@@ -34,13 +34,14 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		     bool push, bool *woke);
 
 /*
- * The source cannot be read where these pages are (its file shrank).  Zero
- * pages would be data made up: poison them, so the process gets SIGBUS when
- * it touches one, when its userfaultfd has the POISON feature; else zero
- * pages are all there is.
+ * The source cannot be read where these pages are (its file shrank, or the
+ * read failed: err).  Zero pages would be data made up, and a retry would
+ * fail again, forever: poison them, so the process gets SIGBUS when it
+ * touches one, when its userfaultfd has the POISON feature; else zero pages
+ * are all there is.
  */
 static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i, uint64_t n,
-				bool push, bool *woke)
+				bool push, bool *woke, const char *call, int err)
 {
 	size_t len = n << uffdd_page_shift;
 	void *dst = addr_of(r, i);
@@ -48,15 +49,15 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 
 	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
 		ulog(LOG_ERR,
-		     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
-		     "(file truncated?); placing zero pages (no POISON feature)",
-		     s->id, dst, len, strerror(EFAULT));
+		     "session %" PRIu64 ": %s [%p, +%#zx) from the source: %s; placing zero "
+		     "pages (no POISON feature)",
+		     s->id, call, dst, len, strerror(err));
 		return place(s, r, i, n, false, push, woke);
 	}
 	ulog(LOG_ERR,
-	     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
-	     "(file truncated?); poisoning the pages: touching them raises SIGBUS",
-	     s->id, dst, len, strerror(EFAULT));
+	     "session %" PRIu64 ": %s [%p, +%#zx) from the source: %s; poisoning the pages: "
+	     "touching them raises SIGBUS",
+	     s->id, call, dst, len, strerror(err));
 	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
@@ -86,11 +87,10 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	if (data) {
 		uint64_t off = r->offset + (i << uffdd_page_shift);
 		ret = source_data(r->src, off, len, s->w->buf, &src);
-		if (ret < 0) {
-			ulog(LOG_ERR, "session %" PRIu64 ": read source at %#" PRIx64 "+%#zx: %s",
-			     s->id, off, len, strerror(-ret));
+		if (ret == -ENOMEM)
 			return ret;
-		}
+		if (ret < 0)
+			return place_unreadable(s, r, i, n, push, woke, "pread", -ret);
 	}
 	if (data || wp)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
@@ -132,7 +132,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		return ret;
 	case -EFAULT:
 		if (data)
-			return place_unreadable(s, r, i, n, push, woke);
+			return place_unreadable(s, r, i, n, push, woke, "UFFDIO_COPY", EFAULT);
 		break;
 	}
 	ulog(LOG_ERR, "session %" PRIu64 ": %s [%p, +%#zx): %s", s->id,
@@ -328,7 +328,11 @@ static void serve(struct session *s)
 				     s->id, f->addr);
 				s->warned_outside = true;
 			}
-			s->faults[keep++] = *f;
+			/* Once per page: a thread woken by a WAKE over a wider
+			 * range faults again while its first fault waits. */
+			if (!keep || s->faults[keep - 1].addr != f->addr ||
+			    s->faults[keep - 1].flags != f->flags)
+				s->faults[keep++] = *f;
 			i++;
 			continue;
 		}
@@ -361,6 +365,9 @@ static void serve(struct session *s)
 
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
 {
+	/* More than a process has threads: the fault faults again later. */
+	if (s->nfaults >= UFFDD_FAULTS_MAX)
+		return -ENOSPC;
 	if (s->nfaults == s->faults_cap) {
 		size_t cap = s->faults_cap ? 2 * s->faults_cap : UFFDD_MAX_EVENTS;
 		struct fault *f = realloc(s->faults, cap * sizeof(*f));
@@ -447,11 +454,13 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 			session_set_meta(s);
 			session_commit(s, 0, NULL, 0);
 		}
-		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
+		int r = add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0);
+		if (r < 0) {
 			ulog(LOG_ERR,
-			     "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
-			     "; waking it to fault again",
-			     s->id, ev->arg.pagefault.address);
+			     "session %" PRIu64 ": cannot queue the fault at %#" PRIx64
+			     " (%s); waking it to fault again",
+			     s->id, ev->arg.pagefault.address,
+			     r == -ENOSPC ? "too many faults waiting" : strerror(-r));
 			wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
 			     (uint64_t)uffdd_page);
 		}

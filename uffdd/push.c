@@ -153,12 +153,41 @@ static void reply_wait(struct session *s, size_t k, int error, const char *text)
 	s->nwaits--;
 }
 
+/*
+ * Whether every page of the waiter's range that a region covers is in place
+ * or discarded.  The cursor moves past what is (a page once done stays done
+ * while its region lives), so each page is looked at about once over the
+ * waiter's life, and one call looks at UFFDD_WAIT_SCAN pages at most.
+ */
+static bool wait_done(struct session *s, struct waiter *wt)
+{
+	uint64_t end = wt->addr + wt->len, budget = UFFDD_WAIT_SCAN;
+
+	while (wt->cursor < end) {
+		size_t i = session_first_after(s, wt->cursor);
+		if (i == s->nregions || s->regions[i]->start >= end) {
+			wt->cursor = end;
+			break;
+		}
+		struct region *r = s->regions[i];
+		if (wt->cursor < r->start)
+			wt->cursor = r->start;
+		uint64_t from = (wt->cursor - r->start) >> uffdd_page_shift;
+		uint64_t to = ((end < r->start + r->len ? end : r->start + r->len) - r->start) >>
+			      uffdd_page_shift;
+		uint64_t at = bm_first_unset(r->populated, r->zero, from, to, &budget);
+		wt->cursor = r->start + (at << uffdd_page_shift);
+		if (at < to)
+			return false;
+	}
+	return true;
+}
+
 static void check_waits(struct session *s, uint64_t now)
 {
 	for (size_t k = 0; k < s->nwaits;) {
 		struct waiter *wt = &s->waits[k];
-		uint64_t total, done = session_populated(s, wt->addr, wt->len, &total);
-		if (done == total)
+		if (wait_done(s, wt))
 			reply_wait(s, k, 0, "populated");
 		else if (wt->deadline && now >= wt->deadline)
 			reply_wait(s, k, -ETIMEDOUT, "timed out before the range was populated");
@@ -169,14 +198,25 @@ static void check_waits(struct session *s, uint64_t now)
 
 void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms)
 {
-	uint64_t total, done = session_populated(s, addr, len, &total);
+	size_t i = session_first_after(s, addr);
+	struct waiter wt = {
+		.seq = seq,
+		.addr = addr,
+		.len = len,
+		.cursor = addr,
+		.deadline = timeout_ms ? uffdd_now_ns() + timeout_ms * 1000000ull : 0,
+	};
 
-	if (!total) {
+	if (i == s->nregions || s->regions[i]->start >= addr + len) {
 		notify_reply(s, seq, -ENOENT, "no region in that range");
 		return;
 	}
-	if (done == total) {
+	if (wait_done(s, &wt)) {
 		notify_reply(s, seq, 0, "populated");
+		return;
+	}
+	if (s->nwaits >= UFFDD_WAITS_MAX) {
+		notify_reply(s, seq, -EBUSY, "too many WaitPopulated requests waiting already");
 		return;
 	}
 	struct waiter *w = realloc(s->waits, (s->nwaits + 1) * sizeof(*w));
@@ -185,12 +225,7 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 		return;
 	}
 	s->waits = w;
-	w[s->nwaits++] = (struct waiter){
-		.seq = seq,
-		.addr = addr,
-		.len = len,
-		.deadline = timeout_ms ? uffdd_now_ns() + timeout_ms * 1000000ull : 0,
-	};
+	w[s->nwaits++] = wt;
 }
 
 /* A fork child's process may be gone with nothing to tell us: a resolving

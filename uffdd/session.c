@@ -737,19 +737,6 @@ void session_free(struct session *s)
 
 /* ---- what is in place, what to place ---- */
 
-uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
-{
-	size_t i = session_first_after(s, addr);
-	uint64_t total = 0, done = 0, fa, n;
-
-	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
-		total += n;
-		done += bm_count_or(r->populated, r->zero, fa, n);
-	}
-	*ret_total = total;
-	return done;
-}
-
 void session_record(struct session *s, uint64_t addr, uint64_t end)
 {
 	/* Full: the faults are served, just not recorded. */
@@ -758,10 +745,9 @@ void session_record(struct session *s, uint64_t addr, uint64_t end)
 
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len)
 {
-	uint64_t total;
+	size_t i = session_first_after(s, addr);
 
-	session_populated(s, addr, len, &total);
-	if (!total)
+	if (i == s->nregions || s->regions[i]->start >= addr + len)
 		return -ENOENT;
 	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
 	if (!p)

@@ -73,8 +73,13 @@ static inline void bm_clear(uint64_t *bm, uint64_t i)
 
 void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
 uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
-/* Bits of [from, from + n) set in a or in b. */
-uint64_t bm_count_or(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t n);
+/*
+ * The first bit in [from, to) set in neither a nor b; looks at *budget bits
+ * at most (less what it looked at is left there) and returns where it
+ * stopped when they ran out.
+ */
+uint64_t bm_first_unset(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t to,
+			uint64_t *budget);
 /* Copy bits [from, from + n) of src to bits [0, n) of dst. */
 void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n);
 
@@ -323,7 +328,14 @@ struct fault {
 
 struct waiter {
 	uint64_t seq, addr, len, deadline; /* deadline 0: none */
+	uint64_t cursor;		   /* the pages before it are done */
 };
+
+/* WaitPopulated requests a session may have waiting: a client waits for
+ * one at a time, or a few ranges at once. */
+#define UFFDD_WAITS_MAX 64
+/* Pages a waiter's check looks at in one worker round, at most. */
+#define UFFDD_WAIT_SCAN (1u << 18)
 
 struct prefetch {
 	uint64_t addr, end;
@@ -448,8 +460,6 @@ static inline bool done_page(const struct region *r, uint64_t i)
 	return bm_test(r->populated, i) || bm_test(r->zero, i);
 }
 
-/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
-uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
 /* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
  * request placed (its worker only). */
 void session_record(struct session *s, uint64_t addr, uint64_t end);
@@ -543,6 +553,9 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
+/* Faults a session may have waiting (outside every region, or behind a
+ * pending event): each is a blocked thread, once per page. */
+#define UFFDD_FAULTS_MAX 16384
 
 /* The bytes of the largest run: a worker's read buffer, fault.c's zeroes. */
 static inline size_t uffdd_run_bytes(void)

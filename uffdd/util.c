@@ -63,20 +63,25 @@ uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n)
 	return c;
 }
 
-uint64_t bm_count_or(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t n)
+uint64_t bm_first_unset(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t to,
+			uint64_t *budget)
 {
-	uint64_t c = 0;
+	uint64_t i = from;
 
-	for (uint64_t i = from; i < from + n;) {
-		if (i % 64 == 0 && from + n - i >= 64) {
-			c += (uint64_t)__builtin_popcountll(a[i / 64] | b[i / 64]);
+	while (i < to && *budget) {
+		if (i % 64 == 0 && to - i >= 64 && *budget >= 64) {
+			if (~(a[i / 64] | b[i / 64]))
+				return i + (uint64_t)__builtin_ctzll(~(a[i / 64] | b[i / 64]));
 			i += 64;
+			*budget -= 64;
 			continue;
 		}
-		c += bm_test(a, i) || bm_test(b, i);
+		if (!bm_test(a, i) && !bm_test(b, i))
+			return i;
 		i++;
+		(*budget)--;
 	}
-	return c;
+	return i;
 }
 
 void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n)
