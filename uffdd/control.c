@@ -86,6 +86,17 @@ int control_reply(struct session *s, uint64_t seq, int error, const char *text)
 	return send_reply(s, seq, &rep);
 }
 
+void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+
+	rep.error = error;
+	rep.text = error ? "replay failed" : "replayed";
+	rep.has_pages_placed = !error;
+	rep.pages_placed = placed;
+	send_reply(s, seq, &rep);
+}
+
 void control_resume(struct session *s)
 {
 	Uffdd__Resume resume = UFFDD__RESUME__INIT;
@@ -425,18 +436,16 @@ static int do_prefetch(struct req *q)
 	return error;
 }
 
-static int do_replay(struct req *q, Uffdd__Reply *rep)
+static int do_replay(struct req *q)
 {
 	const Uffdd__Replay *rp = q->m->replay;
 
 	if (!q->s->uffd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
-	int64_t placed = push_replay(q->s, rp->ranges, rp->n_ranges);
-	if (placed < 0)
-		return fail(q, (int)placed, "replay of %zu ranges from %#" PRIx64 ": %s",
-			    rp->n_ranges, rp->ranges[0]->addr, strerror((int)-placed));
-	rep->has_pages_placed = 1;
-	rep->pages_placed = (uint64_t)placed;
+	int r = push_replay(q->s, q->m->seq, rp->ranges, rp->n_ranges);
+	if (r < 0)
+		return fail(q, r, "replay of %zu ranges: %s", rp->n_ranges,
+			    r == -EBUSY ? "too many replays under way" : strerror(-r));
 	return 0;
 }
 
@@ -552,7 +561,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_working_set_get(&q, &rep, &wset);
 		break;
 	case UFFDD__MSG__BODY_REPLAY:
-		error = do_replay(&q, &rep);
+		error = do_replay(&q);
+		if (!error) {
+			/* Replied to when its last slice is placed. */
+			s->in_request = false;
+			return;
+		}
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
 		s->in_request = false;

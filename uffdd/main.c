@@ -17,6 +17,7 @@
 /* How the layers below the requests reach a client or a worker. */
 static const struct notify_ops notify_ops = {
 	.reply = control_reply,
+	.replayed = control_replayed,
 	.stale = control_stale,
 	.child = worker_adopt_child,
 };

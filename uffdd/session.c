@@ -730,6 +730,9 @@ void session_free(struct session *s)
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);
+	for (size_t i = 0; i < s->nreplays; i++)
+		free(s->replays[i].v);
+	free(s->replays);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	notify_status(sessions_count());

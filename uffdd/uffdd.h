@@ -90,6 +90,8 @@ struct session;
 /* What reaches a client or a worker from below the requests: set once. */
 struct notify_ops {
 	int (*reply)(struct session *s, uint64_t seq, int error, const char *text);
+	/* A Replay done: the pages it placed. */
+	void (*replayed)(struct session *s, uint64_t seq, int error, uint64_t placed);
 	/* Tell the owners of pins overlapping [start, end) that they went stale. */
 	void (*stale)(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 	/* A fork child's session and its userfaultfd fd (watch handler set):
@@ -99,6 +101,7 @@ struct notify_ops {
 
 void notify_set(const struct notify_ops *ops);
 int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
+void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
@@ -341,6 +344,15 @@ struct prefetch {
 	uint64_t addr, end;
 };
 
+/* A Replay request under way (push.c): its ranges, where it is, what it
+ * placed. */
+struct replay {
+	uint64_t seq;
+	struct prefetch *v;
+	size_t n, k; /* range k is next, from v[k].addr */
+	uint64_t placed;
+};
+
 /* An fd a worker waits on, and what it calls when the fd is readable. */
 struct watch {
 	void (*handle)(struct session *s); /* NULL: the worker's own eventfd */
@@ -382,6 +394,8 @@ struct session {
 	size_t nwaits;
 	struct prefetch *prefetch;
 	size_t nprefetch;
+	struct replay *replays;
+	size_t nreplays;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
@@ -497,6 +511,7 @@ int listen_run(void);
 void control_handle(struct session *s);
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
+void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 /* A session taken over after a restart: tell its client the last request
  * committed (Resume), and send that request's reply again. */
@@ -551,6 +566,10 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+/* Replay requests a session may have under way, and the pages one worker
+ * round gives a Replay (64 MiB: a few ms of copying, then other sessions). */
+#define UFFDD_REPLAYS_MAX  4
+#define UFFDD_REPLAY_SLICE (1u << 14)
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
 /* Faults a session may have waiting (outside every region, or behind a
@@ -585,11 +604,12 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 /* ---- push.c ------------------------------------------------------------ */
 
 /*
- * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
- * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
- * when the first run failed.
+ * Replay: queue the placing of the missing pages of ranges, done in slices
+ * between faults (runs of up to UFFDD_PUSH_MAX pages with DONTWAKE, then one
+ * WAKE per slice); notify_replayed() answers seq with the pages it placed.
+ * -EBUSY when UFFDD_REPLAYS_MAX are under way.
  */
-int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
+int push_replay(struct session *s, uint64_t seq, Uffdd__Range *const *ranges, size_t n);
 /* WaitPopulated: reply now or later. */
 void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms);
 /* Background work of one worker round: a run of prefetch or push. */
