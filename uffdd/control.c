@@ -23,7 +23,7 @@ static int sent(struct session *s, int r)
 	if (r < 0 && r != -EMSGSIZE) {
 		/* The socket is non-blocking: a client that does not read its
 		 * replies (-EAGAIN) would stall every session of this worker. */
-		ulog(LOG_WARNING, "session %" PRIu64 ": send: %s", s->id, strerror(-r));
+		slog(s, LOG_WARNING, "send: %s", strerror(-r));
 		session_kill(s, r == -EAGAIN ? "does not read its replies" : "hung up");
 	}
 	return r;
@@ -478,7 +478,7 @@ static void finish(struct req *q, uint64_t seq, Uffdd__Reply *rep)
 	s->in_request = false;
 	int r = pack_reply(seq, rep, &p);
 	if (r < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": encoding a reply: %s", s->id, strerror(-r));
+		slog(s, LOG_ERR, "encoding a reply: %s", strerror(-r));
 		session_kill(s, "no memory for its reply");
 		return;
 	}
@@ -617,8 +617,7 @@ void control_handle(struct session *s)
 		if (r == -EAGAIN)
 			return;
 		if (r < 0 && recv_error(r)) {
-			ulog(LOG_INFO, "session %" PRIu64 ": rejected a message: %s", s->id,
-			     strerror(-r));
+			slog(s, LOG_INFO, "rejected a message: %s", strerror(-r));
 			control_reply(s, 0, r, recv_error(r));
 			continue;
 		}

@@ -48,16 +48,16 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	int64_t done = 0;
 
 	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": %s [%p, +%#zx) from the source: %s; placing zero "
+		slog(s, LOG_ERR,
+		     "%s [%p, +%#zx) from the source: %s; placing zero "
 		     "pages (no POISON feature)",
-		     s->id, call, dst, len, strerror(err));
+		     call, dst, len, strerror(err));
 		return place(s, r, i, n, false, push, woke);
 	}
-	ulog(LOG_ERR,
-	     "session %" PRIu64 ": %s [%p, +%#zx) from the source: %s; poisoning the pages: "
+	slog(s, LOG_ERR,
+	     "%s [%p, +%#zx) from the source: %s; poisoning the pages: "
 	     "touching them raises SIGBUS",
-	     s->id, call, dst, len, strerror(err));
+	     call, dst, len, strerror(err));
 	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
@@ -135,8 +135,8 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 			return place_unreadable(s, r, i, n, push, woke, "UFFDIO_COPY", EFAULT);
 		break;
 	}
-	ulog(LOG_ERR, "session %" PRIu64 ": %s [%p, +%#zx): %s", s->id,
-	     data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst, len, strerror(-ret));
+	slog(s, LOG_ERR, "%s [%p, +%#zx): %s", data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst,
+	     len, strerror(-ret));
 	return ret;
 }
 
@@ -400,15 +400,13 @@ static void on_fork(struct session *s, int fd)
 
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": fcntl of the fork child's userfaultfd: %m",
-		     s->id);
+		slog(s, LOG_ERR, "fcntl of the fork child's userfaultfd: %m");
 		close(fd);
 		return;
 	}
 	int r = session_fork(s, fd, &c);
 	if (r < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": new session for a fork child: %s", s->id,
-		     strerror(-r));
+		slog(s, LOG_ERR, "new session for a fork child: %s", strerror(-r));
 		return;
 	}
 	c->push_pending = s->push_pending;
@@ -497,8 +495,7 @@ int fault_handle(struct session *s)
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
-			ulog(LOG_ERR, "session %" PRIu64 ": read userfaultfd: %s", s->id,
-			     strerror(-n));
+			slog(s, LOG_ERR, "read userfaultfd: %s", strerror(-n));
 			session_kill(s, "its userfaultfd failed");
 			return n;
 		}

@@ -137,8 +137,7 @@ static void replay_step(struct session *s)
 	}
 	if (ret < 0 || q->k == q->n) {
 		if (ret < 0)
-			ulog(LOG_WARNING, "session %" PRIu64 ": replay stopped: %s", s->id,
-			     strerror(-ret));
+			slog(s, LOG_WARNING, "replay stopped: %s", strerror(-ret));
 		replay_end(s, ret);
 	}
 }

@@ -387,8 +387,7 @@ static int session_store(struct session *s)
 	if (!r && s->uffd)
 		r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": the fd store refused it: %s", s->id,
-		     strerror(-r));
+		slog(s, LOG_ERR, "the fd store refused it: %s", strerror(-r));
 	return r;
 }
 
@@ -497,8 +496,7 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 		return 0;
 	int r = state_commit(s->st, seq, reply, len);
 	if (r < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": committing its record: %s", s->id,
-		     strerror(-r));
+		slog(s, LOG_ERR, "committing its record: %s", strerror(-r));
 	return r;
 }
 

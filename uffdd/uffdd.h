@@ -51,6 +51,18 @@ uint64_t uffdd_now_ns(void);
 /* ---- log.c ------------------------------------------------------------- */
 
 void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Lines one client can cause: a few per window, then a count of the rest. */
+struct ratelimit {
+	uint64_t start; /* ns: the window began */
+	unsigned int n, suppressed;
+};
+
+void ulog_rl(struct ratelimit *rl, int prio, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A session's line, rate limited per session. */
+#define slog(s, prio, fmt, ...)                                                                    \
+	ulog_rl(&(s)->rl, prio, "session %" PRIu64 ": " fmt, (s)->id, ##__VA_ARGS__)
 /* Log to the journal when it reads stderr; libpin's messages as debug lines. */
 void log_init(void);
 
@@ -401,6 +413,7 @@ struct session {
 	bool push_pending; /* some region has pages left to push */
 
 	struct stats stats;
+	struct ratelimit rl; /* its log lines */
 };
 
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
