@@ -136,10 +136,14 @@ struct stored_fd {
 	char name[STORE_NAME_MAX];
 };
 
+/* A name the store takes: printable ASCII but ':', 1 to STORE_NAME_MAX - 1
+ * bytes.  store_put() and store_remove() refuse any other with -EINVAL. */
+bool store_name_valid(const char *name);
 /* Whether a store keeps what store_put() hands it (NOTIFY_SOCKET is set). */
 bool store_enabled(void);
 /* Hand a copy of fd to the store under the name; the caller keeps fd.
- * 0, or -errno (the store is gone or refused it).  0 without a store. */
+ * 0, or -errno (the store is gone or refused it; -EINVAL: a bad name).
+ * 0 without a store. */
 int store_put(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drop whatever the store holds under the name. */
 void store_remove(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
