@@ -415,7 +415,6 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < s->nregions; i++)
 		region_free(s->regions[i]);
 	free(s->regions);
-	source_cache_release(&s->sources);
 	free(s->pins);
 	free(s->faults);
 	free(s->waits);

@@ -131,18 +131,15 @@ int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_st
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
-struct extents;
 
-/* The files a session's sources read, listed once each (owner only). */
-struct source_cache {
-	struct extents **v;
-	size_t n;
-};
-
-/* A page source over the window [off, off + len) of fd (taken over; -1:
- * every page is zero). */
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret);
-void source_cache_release(struct source_cache *c);
+/*
+ * A page source over the window [off, off + len) of fd (taken over; -1:
+ * every page is zero).  A file already held by some source (same device and
+ * inode) is read through the descriptor held, and fd is closed: one
+ * descriptor per distinct file, in the fd store as f<id>.  -EBADF: fd is not
+ * open for reading; -EINVAL: not a regular file or block device.
+ */
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
@@ -348,7 +345,6 @@ struct session {
 	struct pin_rec *pins;
 	size_t npins;
 	uint64_t pinned;
-	struct source_cache sources;
 
 	struct fault *faults;
 	size_t nfaults, faults_cap;
