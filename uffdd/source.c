@@ -4,7 +4,7 @@
  * file is held once, however many regions and sessions read it: a global
  * table keyed by device and inode keeps one descriptor per file, with an id
  * (from 1, never reused) under which the descriptor sits in the fd store as
- * f<id>, so that a restarted daemon can take it back.  A
+ * f<id>, so that a restarted daemon takes it back (source_file_adopt()).  A
  * window (struct source) holds a reference on its file and maps its part of
  * it read-only: UFFDIO_COPY reads the page cache through that mapping, one
  * copy, and a file truncated under us fails the ioctl with EFAULT instead of
@@ -33,6 +33,10 @@
 /* The table's first number of buckets; it doubles when it holds as many
  * files, so that a lookup stays short however many files clients send. */
 #define FILES_BUCKETS_MIN 64
+/* The largest file id taken back at start: counting on from it never wraps
+ * to 0, which names the zero source. */
+#define FILE_ID_MAX (UINT64_MAX / 2)
+
 struct extent {
 	uint64_t start, end; /* page aligned: data pages */
 };
@@ -54,7 +58,8 @@ struct srcfile {
 	dev_t dev;
 	ino_t ino;
 	bool blk;			    /* a block device (else a regular file) */
-	unsigned int refs;		    /* its windows */
+	unsigned int refs;		    /* its windows, and one while adopted */
+	bool adopted;			    /* taken back at start, not yet claimed or released */
 	bool storing;			    /* just added: store_put() under way */
 	struct extents *ext;		    /* the newest listing; NULL: none yet */
 	struct srcfile *next_ino, *next_id; /* the table's chains */
@@ -111,6 +116,16 @@ static struct srcfile *file_by_ino_locked(dev_t dev, ino_t ino)
 		return NULL;
 	for (struct srcfile *f = by_ino[ino_bucket(dev, ino, nbuckets)]; f; f = f->next_ino)
 		if (f->dev == dev && f->ino == ino)
+			return f;
+	return NULL;
+}
+
+static struct srcfile *file_by_id_locked(uint64_t id)
+{
+	if (!nbuckets)
+		return NULL;
+	for (struct srcfile *f = by_id[id_bucket(id, nbuckets)]; f; f = f->next_id)
+		if (f->id == id)
 			return f;
 	return NULL;
 }
@@ -477,6 +492,94 @@ int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
 			return r;
 	}
 	return window_new(f, &st, size, off, len, ret);
+}
+
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret)
+{
+	struct stat st = { 0 };
+	uint64_t size = 0;
+
+	if (!id)
+		return window_new(NULL, &st, size, off, len, ret);
+	pthread_mutex_lock(&files_lock);
+	struct srcfile *f = file_by_id_locked(id);
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&files_lock);
+	if (!f)
+		return -ENOENT;
+	int r = file_stat(f->fd, &st, &size);
+	if (r < 0) {
+		file_put(f);
+		return r;
+	}
+	return window_new(f, &st, size, off, len, ret);
+}
+
+/* Already in the store as f<id>: not handed to it again. */
+int source_file_adopt(uint64_t id, int fd)
+{
+	struct srcfile *f = NULL;
+	struct stat st;
+	uint64_t size;
+	int r = id && id <= FILE_ID_MAX ? file_check(fd, &st, &size) : -EINVAL;
+
+	if (r >= 0 && !(f = file_alloc(id, fd, &st)))
+		r = -ENOMEM;
+	if (r >= 0) {
+		pthread_mutex_lock(&files_lock);
+		if (file_by_id_locked(id))
+			r = -EEXIST;
+		else
+			r = files_grow_locked();
+		if (r >= 0) {
+			/* A second id for a file already here (the store kept
+			 * an f<id> whose removal a crash cut short) is kept as
+			 * a file of its own: regions may name either. */
+			f->adopted = true;
+			file_link_locked(f);
+			if (id >= next_file_id)
+				next_file_id = id + 1;
+		}
+		pthread_mutex_unlock(&files_lock);
+	}
+	if (r < 0) {
+		free(f);
+		close(fd);
+	}
+	return r;
+}
+
+void source_files_unadopted_release(void)
+{
+	struct srcfile *dead = NULL;
+
+	pthread_mutex_lock(&files_lock);
+	for (size_t b = 0; b < nbuckets; b++) {
+		for (struct srcfile *f = by_id[b], *next; f; f = next) {
+			next = f->next_id;
+			if (!f->adopted)
+				continue;
+			f->adopted = false;
+			if (--f->refs)
+				continue;
+			file_unlink_locked(f);
+			/* Out of the table: its chain link lists the dead. */
+			f->next_id = dead;
+			dead = f;
+		}
+	}
+	pthread_mutex_unlock(&files_lock);
+	while (dead) {
+		struct srcfile *f = dead;
+		dead = f->next_id;
+		file_destroy(f);
+	}
+}
+
+uint64_t source_file_id(const struct source *s)
+{
+	return s->file ? s->file->id : 0;
 }
 
 struct source *source_ref(struct source *s)

@@ -140,6 +140,18 @@ struct source;
  * open for reading; -EINVAL: not a regular file or block device.
  */
 int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
+/* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
+/* Its file's id, what a region records (0: a zero source). */
+uint64_t source_file_id(const struct source *s);
+/*
+ * At start: take over fd, stored as f<id>, checked as source_new() checks a
+ * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
+ * above the largest adopted.  Held until source_files_unadopted_release(),
+ * which drops (closes, and removes from the store) those no source took.
+ */
+int source_file_adopt(uint64_t id, int fd);
+void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
