@@ -298,7 +298,7 @@ static int do_region_add(struct req *q)
 	if (ret < 0)
 		return ret;
 	ret = source_new(ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1,
-			 ra->has_offset ? ra->offset : 0, len, &s->sources, &src);
+			 ra->has_offset ? ra->offset : 0, len, &src);
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",

@@ -723,7 +723,6 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < s->nregions; i++)
 		region_free(s, s->regions[i]);
 	free(s->regions);
-	source_cache_release(&s->sources);
 	free(s->pins);
 	free(s->faults);
 	free(s->waits);

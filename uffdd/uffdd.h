@@ -158,18 +158,27 @@ int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_st
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
-struct extents;
 
-/* The files a session's sources read, listed once each (owner only). */
-struct source_cache {
-	struct extents **v;
-	size_t n;
-};
-
-/* A page source over the window [off, off + len) of fd (taken over; -1:
- * every page is zero). */
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret);
-void source_cache_release(struct source_cache *c);
+/*
+ * A page source over the window [off, off + len) of fd (taken over; -1:
+ * every page is zero).  A file already held by some source (same device and
+ * inode) is read through the descriptor held, and fd is closed: one
+ * descriptor per distinct file, in the fd store as f<id>.  -EBADF: fd is not
+ * open for reading; -EINVAL: not a regular file or block device.
+ */
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
+/* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
+/* Its file's id, what a region records (0: a zero source). */
+uint64_t source_file_id(const struct source *s);
+/*
+ * At start: take over fd, stored as f<id>, checked as source_new() checks a
+ * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
+ * above the largest adopted.  Held until source_files_unadopted_release(),
+ * which drops (closes, and removes from the store) those no source took.
+ */
+int source_file_adopt(uint64_t id, int fd);
+void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
@@ -402,7 +411,6 @@ struct session {
 	struct pin_rec *pins;
 	size_t npins;
 	uint64_t pinned;
-	struct source_cache sources;
 
 	struct fault *faults;
 	size_t nfaults, faults_cap;
