@@ -582,6 +582,13 @@ uint64_t source_file_id(const struct source *s)
 	return s->file ? s->file->id : 0;
 }
 
+int source_stat(const struct source *s, struct stat *st)
+{
+	if (!s->file)
+		return -EINVAL;
+	return fstat(s->file->fd, st) < 0 ? -errno : 0;
+}
+
 struct source *source_ref(struct source *s)
 {
 	atomic_fetch_add(&s->refs, 1);

@@ -176,7 +176,7 @@ void takeover_run(struct stored_fd *v, size_t n)
 	for (size_t i = 0; i < ng; i++)
 		taken += take_one(&g[i], &regions) == 0;
 	free(g);
-	source_files_release_unused();
+	source_files_unadopted_release();
 	ulog(LOG_INFO, "restart: took over %zu of %zu sessions (%" PRIu64 " regions)", taken, ng,
 	     regions);
 }

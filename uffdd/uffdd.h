@@ -182,11 +182,7 @@ void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
-/* INTEG: declared by the source.c rework (h-src); names to reconcile. */
-uint64_t source_file_id(const struct source *s);
-int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
-int source_file_adopt(uint64_t id, int fd);
-void source_files_release_unused(void);
+/* fstat() of its file (-EINVAL for a zero source). */
 int source_stat(const struct source *s, struct stat *st);
 /*
  * Of the n pages at file offset off, how many in a row are the same kind as
