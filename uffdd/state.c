@@ -617,7 +617,8 @@ static int check_records(struct state *st, char *why, size_t whylen)
 		st->free_slots[j - 1 - i] = t;
 	}
 
-	qsort(regs, nreg, sizeof(*regs), cmp_extent);
+	if (nreg)
+		qsort(regs, nreg, sizeof(*regs), cmp_extent);
 	for (uint64_t i = 1; i < nreg; i++)
 		if (regs[i - 1].off + regs[i - 1].len > regs[i].off)
 			return bad(why, whylen,
