@@ -360,6 +360,38 @@ START_TEST(allocator_reuse_after_commit)
 }
 END_TEST
 
+/* Allocated blocks of the memfd, in bytes. */
+static uint64_t file_bytes(struct state *st)
+{
+	struct stat sb;
+
+	ck_assert_int_eq(fstat(state_fd(st), &sb), 0);
+	return (uint64_t)sb.st_blocks * 512;
+}
+
+START_TEST(large_bitmap_sparse_and_zeroed)
+{
+	struct state *st = new_state();
+	const uint64_t nbits = 64 * 8 * PAGE; /* 64 pages of bitmap */
+	uint64_t before = file_bytes(st), *a, *b;
+
+	a = state_bm_new(st, nbits);
+	ck_assert_ptr_nonnull(a);
+	/* Only the partial pages at its two ends were written. */
+	ck_assert_uint_le(file_bytes(st) - before, 2 * PAGE);
+	bm_assign(a, 0, nbits, true);
+	ck_assert_uint_ge(file_bytes(st) - before, 64 * PAGE);
+	state_bm_free(st, a, nbits);
+	ck_assert_int_eq(state_commit(st, 0, NULL, 0), 0);
+	b = state_bm_new(st, nbits);
+	ck_assert_ptr_eq(b, a);
+	/* Punched out again (a read of them would fill shmem's holes). */
+	ck_assert_uint_le(file_bytes(st) - before, 2 * PAGE);
+	ck_assert_uint_eq(bm_count(b, 0, nbits), 0);
+	state_free(st);
+}
+END_TEST
+
 struct check_many {
 	struct state *st;
 	uint64_t n;
@@ -715,6 +747,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, reply_double_buffer, 30);
 	TEST_ADD_CASE(s, bitmap_bits_in_place, 30);
 	TEST_ADD_CASE(s, allocator_reuse_after_commit, 30);
+	TEST_ADD_CASE(s, large_bitmap_sparse_and_zeroed, 30);
 	TEST_ADD_CASE(s, table_grows_past_first_block, 60);
 	TEST_ADD_CASE(s, wset_merge_and_cap, 60);
 	TEST_ADD_CASE(s, hostile_file, 30);

@@ -179,6 +179,26 @@ static int arena_put(struct state *st, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * Zero [off, off + len): its whole pages by punching them out of the file
+ * (shmem then holds no memory for them: a bitmap of a large sparse region
+ * costs what is written of it), the partial pages at its ends by hand.
+ */
+static void arena_zero(struct state *st, uint64_t off, uint64_t len)
+{
+	uint64_t page = uffdd_page ? uffdd_page : 1, lo = (off + page - 1) & ~(page - 1),
+		 hi = (off + len) & ~(page - 1);
+
+	if (uffdd_page && lo < hi &&
+	    fallocate(st->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
+		      (off_t)(hi - lo)) == 0) {
+		memset(st->base + off, 0, lo - off);
+		memset(st->base + hi, 0, off + len - hi);
+		return;
+	}
+	memset(st->base + off, 0, len);
+}
+
 /* First fit: the file offset of len zeroed bytes, or 0 when none is free. */
 static uint64_t arena_get(struct state *st, uint64_t len)
 {
@@ -196,7 +216,7 @@ static uint64_t arena_get(struct state *st, uint64_t len)
 			st->nfree--;
 		}
 		st->used += len;
-		memset(st->base + off, 0, len);
+		arena_zero(st, off, len);
 		return off;
 	}
 	return 0;
