@@ -242,6 +242,50 @@ START_TEST(uncommitted_txn_discarded)
 }
 END_TEST
 
+static int stop_at_second(const struct state_rec *rec, uint32_t slot, void *data)
+{
+	return ++*(int *)data == 2 ? -ENOTRECOVERABLE : 0;
+}
+
+/* A table grown by a txn never committed: the successor keeps the committed
+ * table, reuses the slots, and counts only what the commit named. */
+START_TEST(uncommitted_growth_discarded)
+{
+	struct state *st = new_state(), *again;
+	struct state_rec a = region(st, 0x10000000, 4);
+	uint64_t committed;
+	int calls = 0;
+
+	ck_assert_uint_eq(add(st, &a), 0);
+	ck_assert_int_eq(state_commit(st, 0, NULL, 0), 0);
+	committed = state_bytes(st);
+	for (uint32_t i = 1; i < 200; i++) {
+		struct state_rec r = region(st, 0x20000000 + i * 2 * PAGE, 1);
+
+		ck_assert_uint_eq(add(st, &r), i);
+	}
+	state_del(st, 0);
+	state_del(st, 0);
+	state_del(st, 7777);
+	again = reopen(st);
+	state_free(st);
+	ck_assert_uint_eq(state_bytes(again), committed);
+	ck_assert_uint_eq(seen_of(again).n, 1);
+	struct state_rec b = region(again, 0x30000000, 2);
+
+	ck_assert_uint_eq(add(again, &b), 1);
+	ck_assert_int_eq(state_commit(again, 0, NULL, 0), 0);
+	ck_assert_uint_eq(seen_of(again).n, 2);
+	ck_assert_int_eq(state_foreach(again, stop_at_second, &calls), -ENOTRECOVERABLE);
+	ck_assert_int_eq(calls, 2);
+	st = reopen(again);
+	ck_assert_uint_eq(state_bytes(st), state_bytes(again));
+	ck_assert_uint_eq(seen_of(st).n, 2);
+	state_free(st);
+	state_free(again);
+}
+END_TEST
+
 START_TEST(reply_double_buffer)
 {
 	struct state *st = new_state(), *again;
@@ -744,6 +788,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, new_state_is_empty, 30);
 	TEST_ADD_CASE(s, commit_atomicity, 30);
 	TEST_ADD_CASE(s, uncommitted_txn_discarded, 30);
+	TEST_ADD_CASE(s, uncommitted_growth_discarded, 30);
 	TEST_ADD_CASE(s, reply_double_buffer, 30);
 	TEST_ADD_CASE(s, bitmap_bits_in_place, 30);
 	TEST_ADD_CASE(s, allocator_reuse_after_commit, 30);
