@@ -76,6 +76,7 @@ static void mgr_close(struct mgr *m)
 	ck_assert_int_eq(rmdir(m->dir), 0);
 }
 
+#ifdef HAVE_SYSTEMD
 /*
  * The next datagram: its text must be want, its sender this process; its fds
  * land in fds (room for max) and their number is returned.
@@ -117,6 +118,8 @@ static size_t mgr_expect(struct mgr *m, const char *want, int *fds, size_t max)
 	return n;
 }
 
+#endif
+
 /* Nothing was sent. */
 static void mgr_none(struct mgr *m)
 {
@@ -126,6 +129,7 @@ static void mgr_none(struct mgr *m)
 	ck_assert_int_eq(errno, EAGAIN);
 }
 
+#ifdef HAVE_SYSTEMD
 static void same_file(int a, int b)
 {
 	struct stat sa, sb;
@@ -135,18 +139,20 @@ static void same_file(int a, int b)
 	ck_assert_uint_eq(sa.st_dev, sb.st_dev);
 	ck_assert_uint_eq(sa.st_ino, sb.st_ino);
 }
+#endif
 
 /* FDSTORE=1 with the name, and a descriptor of the same file; the caller
  * keeps its own. */
 START_TEST(store_put_sends_fdstore)
 {
 	struct mgr m;
-	int got[4];
 
 	mgr_open(&m);
 	int fd = memfd_create("store-put", MFD_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 #ifdef HAVE_SYSTEMD
+	int got[4];
+
 	ck_assert(store_enabled());
 	ck_assert_int_eq(store_put(fd, "s%d.state", 42), 0);
 	ck_assert_uint_eq(mgr_expect(&m, "FDSTORE=1\nFDNAME=s42.state", got, 4), 1);
@@ -178,12 +184,11 @@ END_TEST
 START_TEST(store_remove_sends_fdstoreremove)
 {
 	struct mgr m;
-	int got[4];
 
 	mgr_open(&m);
 	store_remove("s%d.conn", 5);
 #ifdef HAVE_SYSTEMD
-	ck_assert_uint_eq(mgr_expect(&m, "FDSTOREREMOVE=1\nFDNAME=s5.conn", got, 4), 0);
+	ck_assert_uint_eq(mgr_expect(&m, "FDSTOREREMOVE=1\nFDNAME=s5.conn", NULL, 0), 0);
 #endif
 	mgr_none(&m);
 	mgr_close(&m);

@@ -36,6 +36,11 @@
 /* FileDescriptorStoreMax= of the supervisor: the most descriptors kept
  * (fewer when RLIMIT_NOFILE cannot hold them twice, see store_cap()). */
 #define STORE_MAX_DEFAULT 65536u
+/* A child starting holds each stored descriptor twice for a moment
+ * (child_fds() copies them all above their places first). */
+#define FD_COPIES_AT_START 2u
+/* The store's array starts with room for this many and doubles. */
+#define STORE_CAP_FIRST 64u
 /* Descriptors besides the store's: stdio, the notify socket, the signalfd,
  * the listening sockets, and what a child needs before it serves. */
 #define FD_RESERVE 64u
@@ -49,6 +54,8 @@
  * successor starts; more than any queue the kernel keeps for it
  * (net.unix.max_dgram_qlen datagrams), fewer than a flood by another sender. */
 #define NOTIFY_DRAIN_MAX 65536
+/* "@uffdd-<pid>-<64 random bits in hex>" and its NUL. */
+#define NOTIFY_NAME_MAX (sizeof("@uffdd--") + 10 + 16)
 /* Where LISTEN_FDS begin (SD_LISTEN_FDS_START). */
 #define LISTEN_FDS_START 3u
 /* Signals read per wakeup (signalfd coalesces each kind). */
@@ -64,7 +71,7 @@ struct sup {
 	size_t nlisten;
 	int nfd; /* the notify socket */
 	int sfd; /* signalfd: SIGCHLD, SIGTERM, SIGINT */
-	char notify_name[64];
+	char notify_name[NOTIFY_NAME_MAX];
 	sigset_t oldmask;
 	struct stored_fd *v; /* the store, in the order stored */
 	size_t n, cap, max;
@@ -105,8 +112,8 @@ static void __attribute__((noreturn)) sup_exit(struct sup *s, int code)
 }
 
 /*
- * The most descriptors the store keeps: a child starting holds each twice
- * for a moment (child_fds()), within RLIMIT_NOFILE, raised to its hard limit.
+ * The most descriptors the store keeps: FD_COPIES_AT_START of each, and
+ * FD_RESERVE, within RLIMIT_NOFILE, raised to its hard limit.
  */
 static int store_cap(struct sup *s)
 {
@@ -127,7 +134,7 @@ static int store_cap(struct sup *s)
 		}
 	}
 	uint64_t room = rl.rlim_cur > FD_RESERVE + s->nlisten
-				? (rl.rlim_cur - FD_RESERVE - s->nlisten) / 2
+				? (rl.rlim_cur - FD_RESERVE - s->nlisten) / FD_COPIES_AT_START
 				: 0;
 	s->max = room < STORE_MAX_DEFAULT ? (size_t)room : STORE_MAX_DEFAULT;
 	ulog(LOG_INFO, "fd store: at most %zu descriptors (RLIMIT_NOFILE %llu)", s->max,
@@ -181,7 +188,7 @@ static void store_keep(struct sup *s, int fd, const char *name)
 		return;
 	}
 	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 64;
+		size_t cap = s->cap ? s->cap * 2 : STORE_CAP_FIRST;
 		if (cap > s->max)
 			cap = s->max;
 		struct stored_fd *v = realloc(s->v, cap * sizeof(*v));

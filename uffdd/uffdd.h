@@ -436,7 +436,8 @@ int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
  * parent parses nothing a client sends: it keeps the store (FDSTORE=1,
  * FDNAME=, FDSTOREREMOVE=1 from its child only), restarts the child when it
  * dies of a signal or fails, gives up after a burst of quick failures, and
- * on SIGTERM/SIGINT stops the child and exits with its code (never returns).
+ * on SIGTERM/SIGINT stops the child and exits with its code (never returns;
+ * -errno when it cannot start: no notify socket, signalfd or first fork).
  */
 int supervise(const int *listen_fds, size_t nlisten);
 
