@@ -8,11 +8,12 @@
  * Counters are single-writer relaxed atomics.
  *
  * The files, each calling only files after it in this list (checked by
- * ../shared/tools/callcycles.py): main, supervise, listen, control, inspect,
- * worker, push, fault, session, state, source, store, notify, log, util.  Requests go listen ->
- * control -> session; faults worker -> push -> fault -> source.  What goes
- * back up (a reply, a stale notice, a fork child's userfaultfd) goes through
- * notify.c's handlers.  Below, one section per file.
+ * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
+ * inspect, worker, push, fault, session, state, source, store, notify, log,
+ * util.  Requests go listen -> control -> session; faults worker -> push ->
+ * fault -> source.  What goes back up (a reply, a stale notice, a fork
+ * child's userfaultfd) goes through notify.c's handlers.  Below, one section
+ * per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
@@ -510,19 +511,31 @@ int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
  * parent parses nothing a client sends: it keeps the store (FDSTORE=1,
  * FDNAME=, FDSTOREREMOVE=1 from its child only), restarts the child when it
  * dies of a signal or fails, gives up after a burst of quick failures, and
- * on SIGTERM/SIGINT stops the child and exits with its code (never returns).
+ * on SIGTERM/SIGINT stops the child and exits with its code (never returns;
+ * -errno when it cannot start: no notify socket, signalfd or first fork).
  */
 int supervise(const int *listen_fds, size_t nlisten);
 
-/* ---- takeover.c -------------------------------------------------------- */
+/* ---- takeover.c: the sessions a previous daemon left in the store ------ */
 
-/* The descriptors the fd store handed back at start become sessions again
- * (every fd is taken); after workers_start(), before accepting. */
+/*
+ * At start, after the workers run: take over the stored descriptors v[0, n)
+ * (store_start()'s; each fd is kept or closed, the array stays the
+ * caller's).
+ */
 void takeover_run(struct stored_fd *v, size_t n);
 
 /* ---- listen.c ---------------------------------------------------------- */
 
-int listen_open(void);
+/*
+ * Listen on fds (the listening sockets store_start() found), or, when n is 0,
+ * bind --socket PATH (a stale socket there is replaced, nothing else).
+ */
+int listen_open(const int *fds, size_t n);
+/* The listening sockets listen_open() took or made. */
+size_t listen_get(const int **ret_fds);
+/* Remove --socket PATH if listen_open() bound it (not the manager's). */
+void listen_unlink(void);
 /* Accept clients until a signal says stop; returns the exit code. */
 int listen_run(void);
 
