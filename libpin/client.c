@@ -649,15 +649,13 @@ PIN_EXPORT int pin_client_process(struct pin_client *c)
 	if (!c)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		if (c->lost && (c->flags & PIN_CLIENT_RECONNECT)) {
-			r = reconnect_locked(c);
-			if (r < 0)
-				break;
-		}
-		r = c->lost ? -ECONNRESET : c->sock < 0 ? 0 : drain(c, &n);
-		if (r != -ECONNRESET || !(c->flags & PIN_CLIENT_RECONNECT))
-			break;
+	r = c->lost ? -ECONNRESET : c->sock < 0 ? 0 : drain(c, &n);
+	/* Once a call, as a request: a daemon that ends every connection it
+	 * accepts is not reconnected to forever. */
+	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT)) {
+		r = reconnect_locked(c);
+		if (!r)
+			r = drain(c, &n);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r < 0 ? r : n;

@@ -1192,6 +1192,11 @@ static int call_prefetch(struct call *k)
 	return pin_client_prefetch(k->c, NO_REGION, page);
 }
 
+static int call_process(struct call *k)
+{
+	return pin_client_process(k->c);
+}
+
 static int call_goodbye(struct call *k)
 {
 	return pin_client_goodbye(k->c);
@@ -1418,7 +1423,8 @@ END_TEST
 
 /* With PIN_CLIENT_RECONNECT, a call after a stop reconnects; when no daemon
  * comes back within reconnect_ms it fails with the connect error, and the
- * next call tries again (it used to get -ENOTCONN for good). */
+ * next call tries again (it used to get -ENOTCONN for good).  An event loop
+ * that finds the connection ended reconnects too. */
 START_TEST(reconnect_after_stop)
 {
 	struct fake f;
@@ -1437,7 +1443,13 @@ START_TEST(reconnect_after_stop)
 	fake_reply(&f, 3, 0);
 	ck_assert_int_eq(call_join(&k), 0);
 	ck_assert_int_ge(pin_client_fd(k.c), 0);
-	expect_goodbye(&f, &k, 4);
+
+	ck_assert_int_eq(close(f.sock), 0);
+	f.sock = -1;
+	call_start(&k, call_process);
+	fake_accept(&f, 4);
+	ck_assert_int_eq(call_join(&k), 0);
+	expect_goodbye(&f, &k, 5);
 	fake_client_free(&k);
 	fake_end(&f);
 }
