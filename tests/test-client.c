@@ -1004,8 +1004,8 @@ END_TEST
 #define FAKE_COOKIE  0xc0c0ull
 /* Where the region starts in its source: not 0, so that the offset shows. */
 #define FAKE_OFFSET_PAGES 2
-/* How long it waits for a message the client must have sent: only a client
- * that failed to send it waits that long. */
+/* How long it waits for a message the client must have sent (times
+ * test_time_scale()): only a client that failed to send it waits that long. */
 #define FAKE_WAIT_MS 10000
 /* Short: a case waits for a reconnect to give up. */
 #define FAKE_RECONNECT_MS 100
@@ -1064,7 +1064,7 @@ static Uffdd__Msg *fake_recv(struct fake *f, Uffdd__Msg__BodyCase body, uint64_t
 	size_t nfds;
 	Uffdd__Msg *m;
 
-	ck_assert_int_eq(poll(&p, 1, FAKE_WAIT_MS), 1);
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
 	ck_assert_int_eq(pin_proto_recv(f->sock, &m, fds, &nfds), 0);
 	ck_assert_int_eq(m->body_case, body);
 	ck_assert_uint_eq(m->seq, seq);
@@ -1361,7 +1361,7 @@ START_TEST(resume_while_idle)
 	m.stale = &sn;
 	fake_send(&f, &m);
 	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
-	ck_assert_int_eq(poll(&p, 1, FAKE_WAIT_MS), 1);
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
 	ck_assert_int_eq(pin_client_process(k.c), 1);
 	ck_assert_uint_eq(resumes_logged, 1);
 	ck_assert_int_eq(k.seen.n, 1);
