@@ -660,8 +660,9 @@ static int discard(struct inflight *f)
 /* The kernel refuses to resolve while a non-cooperative event is pending
  * (mmap_changing: EAGAIN), as in its selftests.  With the daemon stopped, a
  * working-set replay request arrives, then a REMOVE: the daemon reads the
- * request first, its copy gets EAGAIN, counted once; the replay fails with
- * EAGAIN, and a prefetch then places the pages, the discarded ones as zero. */
+ * request first, its copy gets EAGAIN, counted once; the replay waits for the
+ * REMOVE to be read, then places the pages kept (the discarded ones are done:
+ * they fault in as zero), and says exactly how many it placed. */
 START_TEST(eagain_counted)
 {
 	struct test_daemon d;
@@ -687,15 +688,14 @@ START_TEST(eagain_counted)
 	inflight_start(&replay, WCHAN_RECV);
 	inflight_start(&remove, WCHAN_UFFD_EVENT);
 	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
-	ck_assert_int_eq(inflight_join(&replay), -EAGAIN);
+	ck_assert_int_eq(inflight_join(&replay), EA_DISCARD);
 	ck_assert_int_eq(inflight_join(&remove), 0);
 	struct pin_client_stats st = stats_of(&k);
 	ck_assert_uint_eq(st.eagain, 1);
-	ck_assert_uint_eq(st.pages_copied, 0);
-	ck_assert_uint_eq(st.pages_populated, 0);
+	ck_assert_uint_eq(st.pages_copied, EA_DISCARD);
+	ck_assert_uint_eq(st.pages_populated, EA_DISCARD);
 
-	/* No fault is queued: once the REMOVE is read, background work goes on.
-	 * The prefetch places the pages kept; the discarded ones count as
+	/* Nothing left for a prefetch to place; the discarded pages count as
 	 * populated already and fault in as zero. */
 	ck_assert_int_eq(pin_client_prefetch(k.c, base, EA_PAGES * page), 0);
 	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EA_PAGES * page, EA_WAIT_MS), 0);

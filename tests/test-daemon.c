@@ -1012,13 +1012,17 @@ END_TEST
 /* ---- malformed messages ---- */
 
 /* Send m (if any) and return the error of the reply, 1 when none came. */
-static int reply_error(int sock, const Uffdd__Msg *m, const int *fds, size_t nfds)
+static int reply_error(int sock, Uffdd__Msg *m, const int *fds, size_t nfds)
 {
 	Uffdd__Msg *r;
 	int rfds[PIN_PROTO_MAX_FDS];
 	size_t n;
 	int e = 1;
 
+	/* A new seq for each request: the same seq as the last one done is
+	 * that request sent again, and gets its reply again. */
+	if (m)
+		m->seq++;
 	if (m && pin_proto_send(sock, m, fds, nfds) < 0)
 		return 1;
 	if (pin_proto_recv(sock, &r, rfds, &n) < 0)

@@ -102,6 +102,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		*woke = ret == 0;
 	if (done > 0) {
 		uint64_t k = (uint64_t)done >> uffdd_page_shift;
+		s->in_eagain = false;
 		mark_populated(r, i, k);
 		if (data) {
 			STAT_ADD(s->stats.pages_copied, k);
@@ -121,7 +122,11 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		mark_populated(r, i, 1);
 		return 1;
 	case -EAGAIN:
-		STAT_ADD(s->stats.eagain, 1);
+		/* Once per wait for a pending event: the retries until the
+		 * event's thread runs again are the same wait. */
+		if (!s->in_eagain)
+			STAT_ADD(s->stats.eagain, 1);
+		s->in_eagain = true;
 		return ret;
 	case -ESRCH:
 	case -ENOSPC:

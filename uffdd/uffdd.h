@@ -391,8 +391,9 @@ struct session {
 	int sock;	       /* -1: a fork child's session, no connection */
 	struct pin_uffd *uffd; /* NULL until UffdHandover */
 	bool takeover;
-	bool dead;   /* freed by its worker at the end of the round */
-	bool eagain; /* faults wait for a non-cooperative event to pass */
+	bool dead;	/* freed by its worker at the end of the round */
+	bool eagain;	/* faults wait for a non-cooperative event to pass */
+	bool in_eagain; /* counted that wait (stats.eagain) */
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct session *wnext; /* the worker's list */
