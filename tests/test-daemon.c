@@ -1096,17 +1096,17 @@ START_TEST(one_fd_per_source_file)
 	int idle = idle_fds(d.pid);
 	pid_t pid = spawn(client_shared, &d, &sh);
 	ck_assert_int_eq(read(sh.ready[0], &c, 1), 1);
-	/* The session: its connection and its userfaultfd. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 2);
+	/* The session: its connection, its userfaultfd and its record. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 3);
 	shared_next(&sh);
 	/* SHARED_REGIONS regions over a: one descriptor. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 3);
-	shared_next(&sh);
-	/* And one for b. */
 	ck_assert_int_eq(count_fds(d.pid), idle + 4);
 	shared_next(&sh);
+	/* And one for b. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 5);
+	shared_next(&sh);
 	/* a's last region gone: a's descriptor too. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 3);
+	ck_assert_int_eq(count_fds(d.pid), idle + 4);
 	ck_assert_int_eq(write(sh.go[1], "g", 1), 1);
 	ck_assert_int_eq(reap(pid), 0);
 	wait_fds(d.pid, idle);
