@@ -639,7 +639,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->hello = m->flags & STATE_HELLO;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
-	if ((m->flags & STATE_UFFD) != (uffd >= 0)) {
+	if (!(m->flags & STATE_UFFD) != (uffd < 0)) {
 		snprintf(why, whylen, "the record says %s userfaultfd, the store has %s",
 			 m->flags & STATE_UFFD ? "a" : "no", uffd >= 0 ? "one" : "none");
 		r = -EBADMSG;
