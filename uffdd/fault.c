@@ -471,21 +471,26 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 	case PIN_UFFD_EVENT_FORK:
 		on_fork(s, ev->arg.fork.fd);
 		break;
+	/* Recorded first, told after: what the kernel did is lost only when
+	 * the daemon dies between the read and the record (uffdd(8)). */
 	case PIN_UFFD_EVENT_REMAP:
-		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
-			     PIN_UFFD_EVENT_REMAP);
 		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
+		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+			     PIN_UFFD_EVENT_REMAP);
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
+		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
+		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		break;
 	}
+	if (ev->type != PIN_UFFD_EVENT_PAGEFAULT)
+		slog(s, LOG_DEBUG, "event %u recorded %" PRIu64 " ns after it was read", ev->type,
+		     uffdd_now_ns() - t0);
 }
 
 int fault_handle(struct session *s)
