@@ -7,6 +7,7 @@
  * file.
  */
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +34,8 @@ static size_t nstored;
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdd [--socket PATH] [--workers N] [--max-regions-per-uid N]\n"
-		   "             [--max-pinned-per-uid BYTES] [--no-supervisor] [-v]\n"
+		   "             [--max-pinned-per-uid BYTES] [--admin-group GROUP]\n"
+		   "             [--no-supervisor] [-v]\n"
 		   "Serve the page faults of client processes through the userfaultfds they\n"
 		   "hand over.  Unless systemd runs it (NOTIFY_SOCKET) or --no-supervisor is\n"
 		   "given, a supervisor process keeps the descriptors clients depend on and\n"
@@ -52,6 +54,29 @@ static int parse_u64(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* GROUP of --admin-group: a group name, or a gid in decimal. */
+static int parse_group(const char *s, gid_t *ret)
+{
+	uint64_t v;
+
+	if (parse_u64(s, &v) == 0) {
+		if (v >= UFFDD_NO_GROUP)
+			return -EINVAL;
+		*ret = (gid_t)v;
+		return 0;
+	}
+	errno = 0;
+	struct group *g = getgrnam(s);
+	if (!g) {
+		int err = errno;
+		fprintf(stderr, "uffdd: --admin-group %s: %s\n", s,
+			err ? strerror(err) : "no such group");
+		return -ENOENT;
+	}
+	*ret = g->gr_gid;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -59,6 +84,7 @@ static int parse_args(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "max-regions-per-uid", required_argument, NULL, 'r' },
 		{ "max-pinned-per-uid", required_argument, NULL, 'p' },
+		{ "admin-group", required_argument, NULL, 'g' },
 		{ "no-supervisor", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -86,6 +112,10 @@ static int parse_args(int argc, char **argv)
 			if (parse_u64(optarg, &v) < 0)
 				goto bad;
 			uffdd_cfg.max_pinned_per_uid = v;
+			break;
+		case 'g':
+			if (parse_group(optarg, &uffdd_cfg.admin_gid) < 0)
+				return -EINVAL;
 			break;
 		case 'n':
 			no_supervisor = true;

@@ -39,8 +39,13 @@ struct uffdd_config {
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
 	uint64_t max_state_bytes; /* a session's record, at most */
+	/* --admin-group: its members see every session (as root does);
+	 * UFFDD_NO_GROUP: none. */
+	gid_t admin_gid;
 	int verbose;
 };
+
+#define UFFDD_NO_GROUP ((gid_t)-1)
 
 extern struct uffdd_config uffdd_cfg;
 extern size_t uffdd_page; /* the page size */
@@ -580,12 +585,21 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 
 /* ---- inspect.c: requests that read any session --------------------------- */
 
-/* A ListGet reply under construction; every piece is freed with it. */
+/* Parts of a ListGet page, in struct list. */
+enum { LIST_ENTRIES, LIST_PTRS, LIST_RANGES, LIST_STATS, LIST_LAT, LIST_NAMES, LIST_PARTS };
+
+/* A ListGet page under construction (inspect.c); every part is freed with it. */
 struct list {
 	const Uffdd__ListGet *g;
 	Uffdd__Reply *rep;
-	void **allocs;
-	size_t nallocs;
+	struct session *caller;
+	bool all;	      /* the caller sees every session */
+	size_t limit;	      /* entries in this page, at most */
+	size_t n;	      /* entries in it */
+	struct session **ses; /* the sessions it may list, by id */
+	size_t nses, ses_cap;
+	bool built;
+	void *part[LIST_PARTS];
 	int error;
 };
 
@@ -593,6 +607,9 @@ int do_stats(struct req *q, Uffdd__Reply *rep, Uffdd__Stats *st, uint64_t *lat);
 /* ListGet; l's pieces are freed with list_free() after the reply is sent. */
 int do_list(struct req *q, struct list *l);
 void list_free(struct list *l);
+/* The most entries of a kind (ListGet.What) that one reply holds: a page of
+ * them, with the rest of the reply at its largest, fits one datagram. */
+size_t list_limit_max(int what);
 /* Entries [from, from + n) of the recorded working set; *ret_buf and
  * rep->working_set are the caller's to free. */
 int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf);

@@ -11,7 +11,7 @@
 
 /* A session's record, at most: its bitmaps cost two or three bits per page,
  * so 1 GiB covers 16 TiB of regions (virtual room only until used). */
-struct uffdd_config uffdd_cfg = { .max_state_bytes = 1ull << 30 };
+struct uffdd_config uffdd_cfg = { .max_state_bytes = 1ull << 30, .admin_gid = UFFDD_NO_GROUP };
 size_t uffdd_page;
 unsigned int uffdd_page_shift;
 
