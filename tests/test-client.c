@@ -15,7 +15,9 @@
  * here, so that each comes exactly where a case wants it.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -990,6 +992,333 @@ START_TEST(uffdctl_shows_content)
 }
 END_TEST
 
+/* ---- who sees what, and lists in pages ---- */
+
+/* An ordinary uid, an admin group no user has here and a uid in it. */
+#define SEEN_UID       65534
+#define SEEN_ADMIN_GID 4242
+#define SEEN_ADMIN_UID 65533
+#define SEEN_REGIONS   2 /* the ordinary uid's, in its first session */
+#define SEEN_COOKIE    0x5eeull
+#define NO_SESSION     999999 /* no session has this id */
+
+/* A client child: false from CHILD_REQUIRE is its exit status, the line. */
+#define CHILD_REQUIRE(c)                                                                           \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: child: %s failed\n", __FILE__, __LINE__, #c);      \
+			return __LINE__ % 255 + 1;                                                 \
+		}                                                                                  \
+	} while (0)
+
+struct seen {
+	const struct test_daemon *d;
+	uint64_t root_sid; /* the test's own session, root's */
+	int up[2];	   /* child -> test: ready, or checked */
+	int down[2];	   /* test -> child: go on */
+};
+
+/* Become uid with only gid as its group, and nothing else (a uid of the
+ * socket's group whom uffdd trusts with nothing). */
+static bool become(uid_t uid, gid_t gid, const gid_t *groups, size_t ngroups)
+{
+	return setgroups(ngroups, groups) == 0 && setresgid(gid, gid, gid) == 0 &&
+	       setresuid(uid, uid, uid) == 0;
+}
+
+static bool child_signal(struct seen *s)
+{
+	char c = 'x';
+
+	return write(s->up[1], &c, 1) == 1;
+}
+
+static bool child_wait(struct seen *s)
+{
+	char c;
+
+	return read(s->down[0], &c, 1) == 1;
+}
+
+/* The lines `uffdctl ARGS` prints (-1 when it fails), as this process's uid. */
+static long uffdctl_lines(const struct test_daemon *d, const char *args)
+{
+	char cmd[512], buf[4096];
+	long lines = 0;
+
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s", getenv("UFFDCTL"), d->sock, args);
+	FILE *f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	for (size_t n; (n = fread(buf, 1, sizeof(buf), f));)
+		for (size_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	return pclose(f) == 0 ? lines : -1;
+}
+
+/*
+ * The ordinary uid: connected after it became that uid, with two sessions
+ * (one with two regions and a pin, one that asks); it sees those two and
+ * nothing of root's, whose session it is told the id of: -ENOENT, as for an
+ * id no session has.
+ */
+static int child_ordinary(struct seen *s)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = s->d->sock, .name = "ordinary" };
+	struct pin_client *c1, *c2;
+	struct pin_client_info *ci;
+	struct pin_client_region_info *ri;
+	struct pin_client_pin_info *pi;
+	struct pin_client_stats st;
+	struct pin_uffd *u;
+	size_t n;
+
+	/* Opening a userfaultfd needs root here; using it does not. */
+	CHILD_REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	CHILD_REQUIRE(become(SEEN_UID, SEEN_UID, NULL, 0));
+	CHILD_REQUIRE(pin_client_connect(&co, &c1) == 0);
+	CHILD_REQUIRE(pin_client_handover(c1, u) == 0);
+	uint8_t *base = test_map_pages(SEEN_REGIONS);
+	CHILD_REQUIRE(pin_uffd_register(u, base, SEEN_REGIONS * page, PIN_UFFD_REGISTER_MISSING,
+					NULL) == 0);
+	for (size_t i = 0; i < SEEN_REGIONS; i++) {
+		struct pin_client_region r = { .sz = sizeof(r),
+					       .addr = base + i * page,
+					       .len = page,
+					       .mode = PIN_UFFD_REGISTER_MISSING,
+					       .flags = PIN_CLIENT_REGION_NO_PUSH,
+					       .fd = -1 };
+		CHILD_REQUIRE(pin_client_region_add(c1, &r) == 0);
+	}
+	CHILD_REQUIRE(pin_client_pin_report(c1, base, page, SEEN_COOKIE) == 0);
+	CHILD_REQUIRE(pin_client_connect(&co, &c2) == 0);
+	CHILD_REQUIRE(child_signal(s) && child_wait(s));
+
+	uint64_t me = pin_client_session(c1);
+	CHILD_REQUIRE(pin_client_list_clients(c2, &ci, &n) == 0);
+	CHILD_REQUIRE(n == 2);
+	for (size_t i = 0; i < n; i++)
+		CHILD_REQUIRE(ci[i].uid == SEEN_UID);
+	free(ci);
+	CHILD_REQUIRE(pin_client_list_regions(c2, 0, &ri, &n) == 0);
+	CHILD_REQUIRE(n == SEEN_REGIONS && ri[0].session == me && ri[1].session == me);
+	free(ri);
+	CHILD_REQUIRE(pin_client_list_pins(c2, 0, &pi, &n) == 0);
+	CHILD_REQUIRE(n == 1 && pi[0].session == me && pi[0].cookie == SEEN_COOKIE);
+	free(pi);
+	CHILD_REQUIRE(pin_client_list_regions(c2, s->root_sid, &ri, &n) == -ENOENT);
+	CHILD_REQUIRE(pin_client_list_pins(c2, s->root_sid, &pi, &n) == -ENOENT);
+	CHILD_REQUIRE(pin_client_list_regions(c2, NO_SESSION, &ri, &n) == -ENOENT);
+	CHILD_REQUIRE(pin_client_stats(c2, s->root_sid, &st) == -ENOENT);
+	CHILD_REQUIRE(pin_client_stats(c2, NO_SESSION, &st) == -ENOENT);
+	CHILD_REQUIRE(pin_client_stats(c2, me, &st) == 0 && st.pages_total == SEEN_REGIONS);
+	CHILD_REQUIRE(pin_client_stats(c2, PIN_CLIENT_SESSION_ALL, &st) == 0);
+	CHILD_REQUIRE(st.pages_total == SEEN_REGIONS);
+	/* uffdctl as this uid: the header, its two sessions, uffdctl's own. */
+	CHILD_REQUIRE(uffdctl_lines(s->d, "clients") == 4);
+	CHILD_REQUIRE(uffdctl_lines(s->d, "regions") == 1 + SEEN_REGIONS);
+	CHILD_REQUIRE(pin_client_goodbye(c2) == 0);
+	CHILD_REQUIRE(pin_client_goodbye(c1) == 0);
+	pin_client_free(c2);
+	pin_client_free(c1);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/* A uid in the admin group (a supplementary group only): it sees all. */
+static int child_admin(struct seen *s)
+{
+	const gid_t groups[] = { SEEN_ADMIN_GID };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = s->d->sock, .name = "admin" };
+	struct pin_client *c;
+	struct pin_client_info *ci;
+	struct pin_client_region_info *ri;
+	struct pin_client_pin_info *pi;
+	struct pin_client_stats st;
+	size_t n;
+
+	CHILD_REQUIRE(become(SEEN_ADMIN_UID, SEEN_ADMIN_UID, groups, PIN_ARRAY_SIZE(groups)));
+	CHILD_REQUIRE(pin_client_connect(&co, &c) == 0);
+	/* Root's, the ordinary uid's two, this one. */
+	CHILD_REQUIRE(pin_client_list_clients(c, &ci, &n) == 0);
+	CHILD_REQUIRE(n == 4);
+	free(ci);
+	/* Root's one region and the ordinary uid's two. */
+	CHILD_REQUIRE(pin_client_list_regions(c, 0, &ri, &n) == 0);
+	CHILD_REQUIRE(n == 1 + SEEN_REGIONS);
+	free(ri);
+	CHILD_REQUIRE(pin_client_list_regions(c, s->root_sid, &ri, &n) == 0);
+	CHILD_REQUIRE(n == 1 && ri[0].session == s->root_sid);
+	free(ri);
+	CHILD_REQUIRE(pin_client_list_pins(c, 0, &pi, &n) == 0);
+	CHILD_REQUIRE(n == 1 && pi[0].cookie == SEEN_COOKIE);
+	free(pi);
+	CHILD_REQUIRE(pin_client_stats(c, s->root_sid, &st) == 0 && st.pages_total == 1);
+	CHILD_REQUIRE(pin_client_stats(c, PIN_CLIENT_SESSION_ALL, &st) == 0);
+	CHILD_REQUIRE(st.pages_total == 1 + SEEN_REGIONS);
+	CHILD_REQUIRE(child_signal(s) && child_wait(s));
+	CHILD_REQUIRE(pin_client_goodbye(c) == 0);
+	pin_client_free(c);
+	return 0;
+}
+
+static pid_t seen_spawn(struct seen *s, int (*fn)(struct seen *s))
+{
+	ck_assert_int_eq(pipe2(s->up, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(s->down, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fn(s));
+	/* The child's ends: a child that fails is an end of file here. */
+	close(s->up[1]);
+	close(s->down[0]);
+	s->up[1] = s->down[0] = -1;
+	return pid;
+}
+
+static void seen_await(struct seen *s)
+{
+	char c;
+
+	ck_assert_msg(read(s->up[0], &c, 1) == 1, "a client child failed: see its line above");
+}
+
+static void seen_go(struct seen *s)
+{
+	ck_assert_int_eq(write(s->down[1], "x", 1), 1);
+}
+
+static int seen_reap(struct seen *s, pid_t pid)
+{
+	int st;
+
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	close(s->up[0]);
+	close(s->down[1]);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/*
+ * uffdd --admin-group: an ordinary uid sees its own sessions only, another
+ * uid's asked by id as if there were none; a uid in the admin group, and
+ * root, see every session; exact counts of clients, regions and pins.
+ */
+START_TEST(lists_seen_by_uid)
+{
+	char gid[16];
+	const char *const extra[] = { "--admin-group", gid, NULL };
+	struct test_daemon d;
+	struct seen ord = { .d = &d }, adm = { .d = &d };
+	struct pin_client_info *ci;
+	struct pin_client_region_info *ri;
+	struct pin_client_stats st;
+	struct conn k;
+	size_t n;
+
+	snprintf(gid, sizeof(gid), "%d", SEEN_ADMIN_GID);
+	test_daemon_start(&d, extra);
+	/* The socket's mode is the access policy: let the other uids in. */
+	ck_assert_int_eq(chmod(d.dir, 0711), 0);
+	ck_assert_int_eq(chmod(d.sock, 0666), 0);
+	conn_open(&d, &k, 0, 0, NULL);
+	uint8_t *base = test_map_pages(1);
+	add_region(&k, base, 1, -1);
+	ord.root_sid = adm.root_sid = pin_client_session(k.c);
+
+	pid_t po = seen_spawn(&ord, child_ordinary);
+	seen_await(&ord);
+	pid_t pa = seen_spawn(&adm, child_admin);
+	seen_await(&adm);
+	/* Root: itself, the ordinary uid's two, the admin's. */
+	ck_assert_int_eq(pin_client_list_clients(k.c, &ci, &n), 0);
+	ck_assert_uint_eq(n, 4);
+	free(ci);
+	ck_assert_int_eq(pin_client_list_regions(k.c, 0, &ri, &n), 0);
+	ck_assert_uint_eq(n, 1 + SEEN_REGIONS);
+	free(ri);
+	ck_assert_int_eq(pin_client_stats(k.c, PIN_CLIENT_SESSION_ALL, &st), 0);
+	ck_assert_uint_eq(st.pages_total, 1 + SEEN_REGIONS);
+	seen_go(&adm);
+	ck_assert_int_eq(seen_reap(&adm, pa), 0);
+	seen_go(&ord);
+	ck_assert_int_eq(seen_reap(&ord, po), 0);
+	conn_close(&k);
+	munmap(base, page);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* More regions than one reply holds (some 3,700 fit a datagram). */
+#define MANY_REGIONS 100000
+
+/*
+ * A session of 100,000 one-page regions: `uffdctl regions` walks every
+ * page of the list and prints each region once, in address order, and
+ * libpin's list has them all.
+ */
+START_TEST(regions_paged)
+{
+	char limit[16], cmd[512], line[256];
+	const char *const extra[] = { "--max-regions-per-uid", limit, NULL };
+	struct test_daemon d;
+	struct pin_client_region_info *ri;
+	struct conn k;
+	size_t n;
+
+	/* Whatever the default cap, these are allowed. */
+	snprintf(limit, sizeof(limit), "%d", MANY_REGIONS);
+	test_daemon_start(&d, extra);
+	conn_open(&d, &k, 0, 0, NULL);
+	uint8_t *base = test_map_pages(MANY_REGIONS);
+	ck_assert_int_eq(
+		pin_uffd_register(k.u, base, MANY_REGIONS * page, PIN_UFFD_REGISTER_MISSING, NULL),
+		0);
+	for (size_t i = 0; i < MANY_REGIONS; i++) {
+		struct pin_client_region r = { .sz = sizeof(r),
+					       .addr = base + i * page,
+					       .len = page,
+					       .mode = PIN_UFFD_REGISTER_MISSING,
+					       .flags = PIN_CLIENT_REGION_NO_PUSH,
+					       .fd = -1 };
+		ck_assert_int_eq(pin_client_region_add(k.c, &r), 0);
+	}
+	uint64_t me = pin_client_session(k.c);
+	ck_assert_int_eq(pin_client_list_regions(k.c, me, &ri, &n), 0);
+	ck_assert_uint_eq(n, MANY_REGIONS);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_uint_eq(ri[i].addr, (uintptr_t)base + i * page);
+	free(ri);
+
+	/* All sessions (uffdctl's own has none), then this one. */
+	for (int pass = 0; pass < 2; pass++) {
+		snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' regions", getenv("UFFDCTL"), d.sock);
+		if (pass)
+			snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " %llu",
+				 (unsigned long long)me);
+		FILE *f = popen(cmd, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t lines = 0;
+		while (fgets(line, sizeof(line), f)) {
+			unsigned long long sid, start, end;
+			ck_assert_ptr_nonnull(strchr(line, '\n'));
+			if (lines++ == 0)
+				continue; /* the header */
+			ck_assert_int_eq(sscanf(line, "%llu %llx-%llx", &sid, &start, &end), 3);
+			ck_assert_uint_eq(sid, me);
+			ck_assert_uint_eq(start, (uintptr_t)base + (lines - 2) * page);
+			ck_assert_uint_eq(end, start + page);
+		}
+		ck_assert_int_eq(pclose(f), 0);
+		ck_assert_uint_eq(lines, 1 + MANY_REGIONS);
+	}
+	conn_close(&k);
+	munmap(base, MANY_REGIONS * page);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- durable sessions, against a scripted daemon ---- */
 
 /*
@@ -1472,6 +1801,12 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, name_printable_only, CASE_TIMEOUT_S);
+	/* Becoming another uid needs root; say so rather than pass. */
+	if (geteuid() == 0)
+		TEST_ADD_CASE(s, lists_seen_by_uid, CASE_TIMEOUT_S);
+	else
+		printf("lists_seen_by_uid: not run: needs root to become uid %d\n", SEEN_UID);
+	TEST_ADD_CASE(s, regions_paged, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_sends_again, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_committed_reply, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_twice, FAKE_TIMEOUT_S);
