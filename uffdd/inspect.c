@@ -382,9 +382,28 @@ static void list_build(struct list *l)
 	Uffdd__Reply *rep = l->rep;
 
 	l->built = true;
-	if (l->error || list_alloc(l) < 0)
+	if (l->error)
 		return;
-	qsort(l->ses, l->nses, sizeof(*l->ses), id_cmp);
+	/* Room for what there is, when less than the limit (one at least: a
+	 * page is never empty when more follow).  Entries added meanwhile
+	 * end the page early, at the right cursor. */
+	size_t avail = 0;
+	for (size_t i = 0; i < l->nses && avail < l->limit; i++) {
+		struct session *s = l->ses[i];
+		if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS) {
+			avail++;
+			continue;
+		}
+		pthread_mutex_lock(&s->lock);
+		avail += g->what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions : s->npins;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (avail < l->limit)
+		l->limit = avail ? avail : 1;
+	if (list_alloc(l) < 0)
+		return;
+	if (l->nses)
+		qsort(l->ses, l->nses, sizeof(*l->ses), id_cmp);
 	rep->has_next_cursor = rep->has_next_key = true;
 	for (size_t i = 0; i < l->nses; i++) {
 		struct session *s = l->ses[i];
