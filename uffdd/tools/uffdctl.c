@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * uffdctl: what uffdd serves, asked over its own protocol (StatsGet,
- * ListGet) through libpin's client.  Human tables by default, JSON with
- * --json.  See uffdctl(8).
+ * ListGet) through libpin's client, whose list calls walk every page of a
+ * list.  It shows the sessions of its user (all of them to root and the
+ * daemon's admin group).  Human tables by default, JSON with --json.  See
+ * uffdctl(8).
  */
 #include <errno.h>
 #include <getopt.h>
