@@ -1034,6 +1034,9 @@ static int list_fetch(struct pin_client *c, Uffdd__ListGet__What what, uint64_t 
 	size_t total = 0;
 	int r = 0;
 
+	/* PIN_CLIENT_SESSION_ALL, as for pin_client_stats(): every session. */
+	if (session == PIN_CLIENT_SESSION_ALL)
+		session = 0;
 	lg.what = what;
 	lg.has_session = session != 0;
 	lg.session = session;

@@ -58,7 +58,7 @@ json 'd["socket"] == "'"$sock"'"' <"$dir/out"
 
 rc=0; "$ctl" --socket "$sock" stats 999999 2>"$dir/err" || rc=$?
 [ $rc = 1 ] || fail "stats of an unknown session exits $rc, not 1"
-grep -q 'No such process' "$dir/err" || fail "stats 999999 does not say why: $(cat "$dir/err")"
+grep -q 'No such file or directory' "$dir/err" || fail "stats 999999 does not say why: $(cat "$dir/err")"
 rc=0; "$ctl" --socket "$dir/none" status 2>/dev/null || rc=$?
 [ $rc = 1 ] || fail "a missing daemon exits $rc, not 1"
 for args in "bogus" "status 1" "regions x" ""; do
