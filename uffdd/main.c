@@ -60,8 +60,10 @@ static int parse_group(const char *s, gid_t *ret)
 	uint64_t v;
 
 	if (parse_u64(s, &v) == 0) {
-		if (v >= UFFDD_NO_GROUP)
+		if (v >= UFFDD_NO_GROUP) {
+			fprintf(stderr, "uffdd: --admin-group %s: not a gid\n", s);
 			return -EINVAL;
+		}
 		*ret = (gid_t)v;
 		return 0;
 	}
