@@ -8,10 +8,13 @@
  * once that thread sleeps in the fault kills the daemon with SIGKILL:
  *  - restart_gap_ms: from the SIGKILL to the fault served by the new
  *    daemon (the faulting thread returns), median of the rounds;
- *  - restart_ready_ms: from the SIGKILL to the new daemon's READY=1.
+ *  - restart_ready_ms: from the SIGKILL to the new daemon's READY=1;
+ *  - restart_gap_supervised_ms: restart_gap_ms of `uffdd --socket PATH`,
+ *    whose own supervisor keeps the store and restarts its serving child.
  * Rounds: argv[1] (default 21); with --smoke, 3.  The daemon is $UFFDD,
  * else the uffdd built next to this benchmark.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -44,13 +47,19 @@
 static size_t page;
 static struct manager *mgr;
 static char dir[] = "/tmp/bench-durable-XXXXXX";
+static struct bench_uffdd ud;
+static pid_t victim; /* the supervisor's serving child, maybe stopped */
 
-/* Say why, and leave nothing behind: the daemon, the sockets, the directory. */
+/* Say why, and leave nothing behind: the daemons, the sockets, the directory. */
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "bench-durable: %s: %s\n", what, strerror(err < 0 ? -err : err));
 	manager_free(mgr);
 	rmdir(dir);
+	if (victim > 0)
+		kill(victim, SIGKILL);
+	if (ud.pid > 0)
+		bench_uffdd_stop(&ud);
 	exit(1);
 }
 
@@ -110,15 +119,132 @@ static void join_served(struct toucher *t)
 		die("the page read back wrong", EIO);
 }
 
+/* A client of the daemon on sock: a region of npages, page i all PAGE_BYTE(i). */
+struct client {
+	struct pin_client *c;
+	struct pin_uffd *u;
+	uint8_t *base;
+	size_t len;
+	int src;
+};
+
+static void client_open(struct client *k, const char *sock, size_t npages)
+{
+	uint8_t buf[4096];
+	int r;
+
+	k->len = npages * page;
+	k->src = memfd_create("bench-durable", MFD_CLOEXEC);
+	if (k->src < 0 || ftruncate(k->src, (off_t)k->len) < 0)
+		die("memfd", errno);
+	for (size_t i = 0; i < npages; i++) {
+		memset(buf, PAGE_BYTE(i), sizeof(buf));
+		for (size_t off = 0; off < page; off += sizeof(buf))
+			if (pwrite(k->src, buf, sizeof(buf), (off_t)(i * page + off)) !=
+			    sizeof(buf))
+				die("pwrite", errno);
+	}
+	k->base = mmap(NULL, k->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (k->base == MAP_FAILED || madvise(k->base, k->len, MADV_NOHUGEPAGE) < 0)
+		die("mmap", errno);
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock, .name = "bench-durable" };
+	struct pin_client_region reg = { .sz = sizeof(reg),
+					 .addr = k->base,
+					 .len = k->len,
+					 .mode = PIN_UFFD_REGISTER_MISSING,
+					 .flags = PIN_CLIENT_REGION_NO_PUSH |
+						  PIN_CLIENT_REGION_REGISTER,
+					 .fd = k->src };
+	if ((r = pin_uffd_new(&uo, &k->u)) < 0 || (r = pin_client_connect(&co, &k->c)) < 0 ||
+	    (r = pin_client_handover(k->c, k->u)) < 0 ||
+	    (r = pin_client_region_add(k->c, &reg)) < 0)
+		die("the client", r);
+}
+
+static void client_close(struct client *k)
+{
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
+	close(k->src);
+	munmap(k->base, k->len);
+}
+
+/* The serving child of uffdd's supervisor sup, but not gone (the one killed). */
+static pid_t serving_child(pid_t sup, pid_t gone)
+{
+	uint64_t end = bench_now_ns() + WAIT_MS * 1000000ull;
+	struct timespec pause = { 0, WCHAN_POLL_NS };
+
+	for (;;) {
+		DIR *d = opendir("/proc");
+		if (!d)
+			die("/proc", errno);
+		for (struct dirent *e; (e = readdir(d));) {
+			char path[64], line[256];
+			pid_t pid = (pid_t)atoi(e->d_name);
+			if (pid <= 0 || pid == gone)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			FILE *f = fopen(path, "re");
+			if (!f)
+				continue;
+			char *ok = fgets(line, sizeof(line), f);
+			fclose(f);
+			const char *p = ok ? strrchr(line, ')') : NULL;
+			int ppid;
+			if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == sup) {
+				closedir(d);
+				return pid;
+			}
+		}
+		closedir(d);
+		if (bench_now_ns() > end)
+			die("uffdd's supervisor has no serving child", ESRCH);
+		nanosleep(&pause, NULL);
+	}
+}
+
+/*
+ * Round i: stop the daemon, fault on page pg, kill the daemon once the
+ * thread sleeps in the fault; *ret_gap: kill to the fault served.  Under the
+ * manager it restarts the daemon (*ret_ready: kill to READY=1); under uffdd's
+ * supervisor (sup) the victim is its serving child, which it restarts.
+ */
+static void round_once(struct client *k, size_t pg, pid_t sup, double *ret_gap, double *ret_ready)
+{
+	struct toucher t = { .addr = k->base + pg * page, .want = PAGE_BYTE(pg) };
+	int r;
+
+	if (sup)
+		victim = serving_child(sup, victim);
+	r = sup ? manager_freeze_pid(victim, WAIT_MS) : manager_freeze(mgr);
+	if (r < 0)
+		die("SIGSTOP of uffdd", r);
+	if ((r = -pthread_create(&t.thread, NULL, touch, &t)) < 0)
+		die("pthread_create", r);
+	while (!t.tid)
+		sched_yield();
+	wait_in_fault(t.tid);
+	uint64_t t0 = bench_now_ns();
+	if (sup && kill(victim, SIGKILL) < 0)
+		die("kill -9 of the serving child", errno);
+	if (!sup && (r = manager_kill9_restart(mgr)) < 0)
+		die("kill -9 and restart", r);
+	if (ret_ready)
+		*ret_ready = (double)(bench_now_ns() - t0) / 1e6;
+	join_served(&t);
+	*ret_gap = (double)(t.done_ns - t0) / 1e6;
+}
+
 int main(int argc, char **argv)
 {
 	bool smoke = bench_smoke(argc, argv);
 	unsigned int rounds = smoke ? SMOKE_ROUNDS : DEFAULT_ROUNDS;
 	static const char *const args[] = { "--workers", "2", NULL };
-	char exe[BENCH_PATH_MAX];
 	double gap[MAX_ROUNDS], ready[MAX_ROUNDS];
-	struct pin_client *c;
-	struct pin_uffd *u;
+	char exe[BENCH_PATH_MAX];
+	struct client k;
 	int r;
 
 	if (!smoke && argc > 1)
@@ -134,67 +260,28 @@ int main(int argc, char **argv)
 	};
 	if ((r = manager_new(&o, &mgr)) < 0 || (r = manager_start(mgr)) < 0)
 		die("uffdd under the manager", r);
-
-	/* A source whose page i is all PAGE_BYTE(i). */
-	size_t len = rounds * page;
-	int src = memfd_create("bench-durable", MFD_CLOEXEC);
-	if (src < 0 || ftruncate(src, (off_t)len) < 0)
-		die("memfd", errno);
-	for (size_t i = 0; i < rounds; i++) {
-		uint8_t buf[4096];
-		memset(buf, PAGE_BYTE(i), sizeof(buf));
-		for (size_t off = 0; off < page; off += sizeof(buf))
-			if (pwrite(src, buf, sizeof(buf), (off_t)(i * page + off)) != sizeof(buf))
-				die("pwrite", errno);
-	}
-	uint8_t *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (base == MAP_FAILED || madvise(base, len, MADV_NOHUGEPAGE) < 0)
-		die("mmap", errno);
-	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_client_opts co = { .sz = sizeof(co),
-				      .socket = manager_socket(mgr),
-				      .name = "bench-durable" };
-	struct pin_client_region reg = { .sz = sizeof(reg),
-					 .addr = base,
-					 .len = len,
-					 .mode = PIN_UFFD_REGISTER_MISSING,
-					 .flags = PIN_CLIENT_REGION_NO_PUSH |
-						  PIN_CLIENT_REGION_REGISTER,
-					 .fd = src };
-	if ((r = pin_uffd_new(&uo, &u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
-	    (r = pin_client_handover(c, u)) < 0 || (r = pin_client_region_add(c, &reg)) < 0)
-		die("the client", r);
-
+	client_open(&k, manager_socket(mgr), rounds);
 	/* Backwards, one page a round: no readahead placed it before. */
-	for (unsigned int i = 0; i < rounds; i++) {
-		size_t pg = rounds - 1 - i;
-		struct toucher t = { .addr = base + pg * page, .want = PAGE_BYTE(pg) };
-
-		if ((r = manager_freeze(mgr)) < 0)
-			die("SIGSTOP of uffdd", r);
-		if ((r = -pthread_create(&t.thread, NULL, touch, &t)) < 0)
-			die("pthread_create", r);
-		while (!t.tid)
-			sched_yield();
-		wait_in_fault(t.tid);
-		uint64_t t0 = bench_now_ns();
-		if ((r = manager_kill9_restart(mgr)) < 0)
-			die("kill -9 and restart", r);
-		ready[i] = (double)(bench_now_ns() - t0) / 1e6;
-		join_served(&t);
-		gap[i] = (double)(t.done_ns - t0) / 1e6;
-	}
+	for (unsigned int i = 0; i < rounds; i++)
+		round_once(&k, rounds - 1 - i, 0, &gap[i], &ready[i]);
 	bench_metric("restart_gap_ms", bench_median(gap, rounds), "ms");
 	bench_metric("restart_ready_ms", bench_median(ready, rounds), "ms");
-
-	pin_client_free(c);
-	pin_uffd_free(u);
-	close(src);
-	munmap(base, len);
+	client_close(&k);
 	if ((r = manager_stop(mgr)) < 0)
 		die("stopping uffdd", r);
 	manager_free(mgr);
+	mgr = NULL;
 	if (rmdir(dir) < 0)
 		die(dir, errno);
+
+	/* uffdd --socket PATH: its own supervisor keeps the store. */
+	bench_uffdd_start(&ud);
+	client_open(&k, ud.sock, rounds);
+	for (unsigned int i = 0; i < rounds; i++)
+		round_once(&k, rounds - 1 - i, ud.pid, &gap[i], NULL);
+	bench_metric("restart_gap_supervised_ms", bench_median(gap, rounds), "ms");
+	client_close(&k);
+	bench_uffdd_stop(&ud);
+	ud.pid = 0;
 	return 0;
 }

@@ -691,14 +691,11 @@ static int all_stopped(pid_t pid)
 	return running == 0;
 }
 
-int manager_freeze(struct manager *m)
+int manager_freeze_pid(pid_t pid, unsigned int timeout_ms)
 {
-	pid_t pid = manager_pid(m);
-	uint64_t end = now_ns() + (uint64_t)m->o.ready_ms * 1000000ull;
+	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	struct timespec pause = { 0, STOP_POLL_NS };
 
-	if (!pid)
-		return -ESRCH;
 	if (kill(pid, SIGSTOP) < 0)
 		return -errno;
 	for (;;) {
@@ -706,11 +703,18 @@ int manager_freeze(struct manager *m)
 		if (r != 0)
 			return r < 0 ? r : 0;
 		if (now_ns() > end) {
-			say("uffdd (pid %d) did not stop in %u ms", (int)pid, m->o.ready_ms);
+			say("pid %d did not stop in %u ms", (int)pid, timeout_ms);
 			return -ETIMEDOUT;
 		}
 		nanosleep(&pause, NULL);
 	}
+}
+
+int manager_freeze(struct manager *m)
+{
+	pid_t pid = manager_pid(m);
+
+	return pid ? manager_freeze_pid(pid, m->o.ready_ms) : -ESRCH;
 }
 
 int manager_stop(struct manager *m)
@@ -720,7 +724,8 @@ int manager_stop(struct manager *m)
 
 	if (!pid)
 		return -ESRCH;
-	if (kill(pid, SIGTERM) < 0)
+	/* SIGCONT after it, as systemd sends: a stopped daemon gets to exit. */
+	if (kill(pid, SIGTERM) < 0 || kill(pid, SIGCONT) < 0)
 		return -errno;
 	pthread_mutex_lock(&m->lock);
 	struct timespec dl = deadline_of(now_ns() + (uint64_t)m->o.ready_ms * 1000000ull);

@@ -49,6 +49,8 @@ int manager_kill9(struct manager *m);
 int manager_kill9_restart(struct manager *m);
 /* SIGSTOP the daemon and wait until every thread of it is stopped. */
 int manager_freeze(struct manager *m);
+/* The same for any process, within timeout_ms. */
+int manager_freeze_pid(pid_t pid, unsigned int timeout_ms);
 /*
  * SIGTERM, reap; 0 when it exited 0, else -ECHILD (said on stderr).  Then the
  * store is emptied, as `systemctl stop` does on systemd 252.
