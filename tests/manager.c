@@ -58,10 +58,12 @@
 /* epoll tags that are not stored descriptors. */
 #define TAG_NOTIFY 0
 #define TAG_STOP   1
-#define TAG_PIDFD  2
-#define TAG_FIRST  3
-/* Polling /proc for a stopped daemon: every 1 ms. */
+#define TAG_FIRST  2
+/* Polling /proc for a stopped daemon, or waitid() for an exited one (no
+ * pidfd: valgrind 3.19 lacks pidfd_open): every 1 ms. */
 #define STOP_POLL_NS 1000000L
+/* While waiting for READY=1, whether the daemon exited is checked this often. */
+#define READY_SLICE_NS 10000000ull
 /* Room for "LISTEN_PID=" and a pid in decimal. */
 #define PID_ENV_LEN 32
 #define MAX_ARGS    32
@@ -82,15 +84,13 @@ struct manager {
 	bool threaded;
 
 	pthread_mutex_t lock; /* everything below */
-	pthread_cond_t cond;  /* a notification was taken in, or the daemon exited */
+	pthread_cond_t cond;  /* a notification was taken in */
 	struct entry *v;      /* in the order stored */
 	size_t n, cap;
 	uint64_t next_tag;
 	pid_t pid;   /* the running daemon; 0: none */
 	pid_t heard; /* whose messages count: the daemon's, or the one just killed */
-	int pidfd;   /* the daemon's, polled by the thread; -1: none */
 	bool ready;  /* READY=1 since the start */
-	bool exited; /* the daemon exited (not reaped yet) */
 	struct manager_stats st;
 };
 
@@ -360,8 +360,6 @@ static void *manager_thread(void *arg)
 			}
 			if (tag == TAG_NOTIFY)
 				drain(m);
-			else if (tag == TAG_PIDFD)
-				m->exited = true;
 			else
 				on_hangup(m, tag, evs[i].events);
 		}
@@ -439,7 +437,7 @@ int manager_new(const struct manager_opts *o, struct manager **ret)
 	if (!m)
 		return -ENOMEM;
 	m->o = *o;
-	m->lfd = m->nfd = m->ep = m->efd = m->pidfd = -1;
+	m->lfd = m->nfd = m->ep = m->efd = -1;
 	m->next_tag = TAG_FIRST;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_condattr_init(&ca);
@@ -557,7 +555,6 @@ static int spawn(struct manager *m)
 	envp[k] = NULL;
 
 	m->ready = false;
-	m->exited = false;
 	pid_t parent = getpid(), pid = fork();
 	if (pid < 0) {
 		r = -errno;
@@ -568,12 +565,6 @@ static int spawn(struct manager *m)
 		exec_daemon(m, parent, fds, tmp, n, (char *const *)argv, envp, pid_env);
 	m->pid = m->heard = pid;
 	m->st.starts++;
-	m->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	/* One-shot: an exited daemon's pidfd stays readable until reaped. */
-	if (m->pidfd < 0 || watch(m, m->pidfd, EPOLLIN | EPOLLONESHOT, TAG_PIDFD) < 0) {
-		r = -errno;
-		say("pidfd_open of %d: %s", (int)pid, strerror(errno));
-	}
 out:
 	free(fds);
 	free(tmp);
@@ -582,14 +573,24 @@ out:
 	return r;
 }
 
-static void unwatch_pid(struct manager *m)
+bool manager_pid_exited(pid_t pid)
 {
-	if (m->pidfd < 0)
-		return;
-	if (epoll_ctl(m->ep, EPOLL_CTL_DEL, m->pidfd, NULL) < 0)
-		say("epoll_ctl DEL of a pidfd: %s", strerror(errno));
-	close(m->pidfd);
-	m->pidfd = -1;
+	siginfo_t si = { 0 };
+
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+int manager_wait_pid(pid_t pid, unsigned int timeout_ms, int *ret_status)
+{
+	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	struct timespec pause = { 0, STOP_POLL_NS };
+
+	while (!manager_pid_exited(pid)) {
+		if (now_ns() > end)
+			return -ETIMEDOUT;
+		nanosleep(&pause, NULL);
+	}
+	return waitpid(pid, ret_status, 0) == pid ? 0 : -errno;
 }
 
 /* Reap the daemon that exited (lock held); its status on stderr. */
@@ -602,7 +603,6 @@ static void reap_exited(struct manager *m, const char *when)
 		    WIFEXITED(st) ? "exited" : "killed by signal",
 		    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), when);
 	drain(m);
-	unwatch_pid(m);
 	m->pid = 0;
 }
 
@@ -611,18 +611,23 @@ int manager_start(struct manager *m)
 	pthread_mutex_lock(&m->lock);
 	drain(m);
 	int r = m->pid ? -EBUSY : spawn(m);
-	struct timespec dl = deadline_of(now_ns() + (uint64_t)m->o.ready_ms * 1000000ull);
+	uint64_t end = now_ns() + (uint64_t)m->o.ready_ms * 1000000ull;
+	bool exited = false;
 
-	while (r == 0 && !m->ready && !m->exited)
-		if (pthread_cond_timedwait(&m->cond, &m->lock, &dl) == ETIMEDOUT) {
-			drain(m);
-			if (!m->ready && !m->exited) {
-				say("uffdd (pid %d) sent no READY=1 in %u ms", (int)m->pid,
-				    m->o.ready_ms);
-				r = -ETIMEDOUT;
-			}
+	/* READY=1 wakes us (the thread broadcasts); an exit is seen within a slice. */
+	while (r == 0 && !m->ready && !(exited = manager_pid_exited(m->pid))) {
+		uint64_t now = now_ns();
+		if (now > end) {
+			say("uffdd (pid %d) sent no READY=1 in %u ms", (int)m->pid, m->o.ready_ms);
+			r = -ETIMEDOUT;
+			break;
 		}
-	if (r == 0 && !m->ready) {
+		struct timespec dl =
+			deadline_of(now + READY_SLICE_NS < end ? now + READY_SLICE_NS : end);
+		pthread_cond_timedwait(&m->cond, &m->lock, &dl);
+		drain(m);
+	}
+	if (r == 0 && !m->ready && exited) {
 		reap_exited(m, "before READY=1");
 		r = -ECHILD;
 	}
@@ -645,7 +650,6 @@ int manager_kill9(struct manager *m)
 	/* What it sent before it died is in the queue: the main pid's still. */
 	pthread_mutex_lock(&m->lock);
 	drain(m);
-	unwatch_pid(m);
 	m->pid = 0;
 	pthread_mutex_unlock(&m->lock);
 	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL) {
@@ -727,27 +731,19 @@ int manager_stop(struct manager *m)
 	/* SIGCONT after it, as systemd sends: a stopped daemon gets to exit. */
 	if (kill(pid, SIGTERM) < 0 || kill(pid, SIGCONT) < 0)
 		return -errno;
-	pthread_mutex_lock(&m->lock);
-	struct timespec dl = deadline_of(now_ns() + (uint64_t)m->o.ready_ms * 1000000ull);
-	while (!m->exited)
-		if (pthread_cond_timedwait(&m->cond, &m->lock, &dl) == ETIMEDOUT)
-			break;
-	if (!m->exited) {
+	if (manager_wait_pid(pid, m->o.ready_ms, &st) == -ETIMEDOUT) {
 		say("uffdd (pid %d) still runs %u ms after SIGTERM: killed", (int)pid,
 		    m->o.ready_ms);
 		kill(pid, SIGKILL);
-		r = -ETIMEDOUT;
-	}
-	if (waitpid(pid, &st, 0) != pid)
-		r = -errno;
-	else if (!r && (!WIFEXITED(st) || WEXITSTATUS(st))) {
+		r = waitpid(pid, &st, 0) == pid ? -ETIMEDOUT : -errno;
+	} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
 		say("uffdd (pid %d) %s %d on SIGTERM, not exit 0", (int)pid,
 		    WIFEXITED(st) ? "exited" : "died of signal",
 		    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 		r = -ECHILD;
 	}
+	pthread_mutex_lock(&m->lock);
 	drain(m);
-	unwatch_pid(m);
 	m->pid = 0;
 	/* systemd 252 empties the store when the service stops. */
 	while (m->n)
@@ -768,7 +764,6 @@ void manager_free(struct manager *m)
 			say("eventfd write: %s", strerror(errno));
 		pthread_join(m->thread, NULL);
 	}
-	unwatch_pid(m);
 	while (m->n)
 		entry_drop(m, m->n - 1);
 	free(m->v);

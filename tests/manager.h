@@ -61,6 +61,12 @@ int manager_stop(struct manager *m);
 void manager_free(struct manager *m);
 
 pid_t manager_pid(struct manager *m);
+
+/* Child pid exited and is not reaped yet (waitid WNOWAIT; valgrind 3.19 has no
+ * pidfd_open). */
+bool manager_pid_exited(pid_t pid);
+/* Reap child pid within timeout_ms: 0 and its status, or -ETIMEDOUT (left as is). */
+int manager_wait_pid(pid_t pid, unsigned int timeout_ms, int *ret_status);
 const char *manager_socket(const struct manager *m);
 void manager_stats(struct manager *m, struct manager_stats *ret);
 /* Stored descriptors whose name matches the fnmatch(3) pattern glob ("s*":

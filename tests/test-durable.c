@@ -58,6 +58,8 @@ static size_t page;
  * thread to finish once its fault can be served, a process to exit.  Times
  * test_time_scale(). */
 #define WAIT_MS 10000
+/* While waiting for a client's step, whether it exited is checked this often. */
+#define ALIVE_SLICE_MS 10
 /* Polling /proc for a thread's wchan. */
 #define WCHAN_POLL_NS 1000000L
 /* Where a thread sleeps: in a fault, waiting for its non-cooperative event
@@ -143,7 +145,6 @@ static void down(void)
 
 struct client {
 	pid_t pid;
-	int pidfd;
 	int up[2];   /* client -> test: a step reached */
 	int down[2]; /* test -> client: go on */
 };
@@ -196,21 +197,32 @@ static void spawn(struct client *cl, client_fn fn, void *arg, const int *keep, s
 	}
 	close(cl->up[1]);
 	close(cl->down[0]);
-	cl->pidfd = (int)syscall(SYS_pidfd_open, cl->pid, 0);
-	ck_assert_int_ge(cl->pidfd, 0);
+}
+
+/* Wait for POLLIN on fd while child pid runs, within the bound: 1 when
+ * readable, 0 when pid exited first, -1 at the bound. */
+static int poll_while_alive(int fd, pid_t pid)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	for (unsigned int waited = 0; waited < wait_ms(); waited += ALIVE_SLICE_MS) {
+		if (poll(&p, 1, ALIVE_SLICE_MS) == 1)
+			return 1;
+		if (manager_pid_exited(pid))
+			return poll(&p, 1, 0) == 1 ? 1 : 0;
+	}
+	return -1;
 }
 
 /* The client reached its next step; fails at once when it exited first. */
 static void await_step(struct client *cl, const char *step)
 {
-	struct pollfd p[2] = { { .fd = cl->up[0], .events = POLLIN },
-			       { .fd = cl->pidfd, .events = POLLIN } };
+	int r = poll_while_alive(cl->up[0], cl->pid);
 	char c;
 
-	ck_assert_msg(poll(p, 2, (int)wait_ms()) > 0, "client %d: no '%s' in %u ms", (int)cl->pid,
-		      step, wait_ms());
-	ck_assert_msg(p[0].revents & POLLIN, "client %d exited before '%s' (its error is above)",
-		      (int)cl->pid, step);
+	ck_assert_msg(r >= 0, "client %d: no '%s' in %u ms", (int)cl->pid, step, wait_ms());
+	ck_assert_msg(r == 1, "client %d exited before '%s' (its error is above)", (int)cl->pid,
+		      step);
 	ck_assert_int_eq(read(cl->up[0], &c, 1), 1);
 }
 
@@ -219,23 +231,25 @@ static void go(struct client *cl)
 	ck_assert_int_eq(write(cl->down[1], "g", 1), 1);
 }
 
-/* Its exit code, within the bound; a hung client is killed and fails. */
-static int reap(struct client *cl)
+/* The exit code of pid, within the bound; a hung process is killed and fails. */
+static int reap_pid(pid_t pid, const char *what)
 {
-	struct pollfd p = { .fd = cl->pidfd, .events = POLLIN };
 	int st;
 
-	if (poll(&p, 1, (int)wait_ms()) != 1) {
-		kill(cl->pid, SIGKILL);
-		ck_assert_int_eq(waitpid(cl->pid, NULL, 0), cl->pid);
-		ck_abort_msg("client %d still ran %u ms after the test was done with it: hung",
-			     (int)cl->pid, wait_ms());
+	if (manager_wait_pid(pid, wait_ms(), &st) < 0) {
+		kill(pid, SIGKILL);
+		ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+		ck_abort_msg("%s %d still ran %u ms after the test was done with it: hung", what,
+			     (int)pid, wait_ms());
 	}
-	ck_assert_int_eq(waitpid(cl->pid, &st, 0), cl->pid);
-	close(cl->pidfd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int reap(struct client *cl)
+{
 	close(cl->up[0]);
 	close(cl->down[1]);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return reap_pid(cl->pid, "client");
 }
 
 /* Client side of the steps. */
@@ -474,16 +488,13 @@ static int fork_child(struct client *cl, const uint8_t *base, bool tell_mid)
 /* Wait for pid within the bound; its exit code. */
 static int wait_child(pid_t pid)
 {
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), st;
-	struct pollfd p = { .fd = pfd, .events = POLLIN };
+	int st;
 
-	REQUIRE(pfd >= 0);
-	if (poll(&p, 1, (int)wait_ms()) != 1) {
+	if (manager_wait_pid(pid, wait_ms(), &st) < 0) {
 		fprintf(stderr, "client %d: its child %d hangs\n", (int)getpid(), (int)pid);
 		kill(pid, SIGKILL);
+		REQUIRE(waitpid(pid, &st, 0) == pid);
 	}
-	close(pfd);
-	REQUIRE(waitpid(pid, &st, 0) == pid);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
@@ -1014,22 +1025,6 @@ static uint64_t figure(const char *out, const char *err, const char *name)
 	return 0;
 }
 
-static int wait_pid_bounded(pid_t pid)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), st;
-	struct pollfd p = { .fd = pfd, .events = POLLIN };
-
-	ck_assert_int_ge(pfd, 0);
-	if (poll(&p, 1, (int)wait_ms()) != 1) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		ck_abort_msg("restore-workload hangs %u ms after its output ended", wait_ms());
-	}
-	close(pfd);
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* restore-workload calls into libpin and touches memory, nothing else: no
  * thread watching the socket.  Killed halfway through its touch, with the
  * background push going and its WaitPopulated coming: it never hangs and
@@ -1046,7 +1041,7 @@ START_TEST(client_without_thread)
 	const char *cargs[] = { "checkpoint", ck, "--mib", "8", NULL };
 	pid_t pid = workload_start(cargs, &fd, &efd);
 	read_until(fd, out, sizeof(out), &len, NULL);
-	ck_assert_int_eq(wait_pid_bounded(pid), 0);
+	ck_assert_int_eq(reap_pid(pid, "restore-workload checkpoint"), 0);
 	close(fd);
 	close(efd);
 
@@ -1059,7 +1054,7 @@ START_TEST(client_without_thread)
 	read_until(fd, out, sizeof(out), &len, "paused_at_page");
 	kill9_restart();
 	read_until(fd, out, sizeof(out), &len, NULL);
-	int status = wait_pid_bounded(pid);
+	int status = reap_pid(pid, "restore-workload");
 	ssize_t n = pread(efd, err, sizeof(err) - 1, 0);
 	err[n > 0 ? n : 0] = '\0';
 	ck_assert_msg(status == 0, "restore-workload exited %d:\n%s\n%s", status, out, err);
@@ -1477,12 +1472,11 @@ START_TEST(kill_loop)
 		sh->src = make_source(KL_PAGES, sh->seed);
 		int keep[] = { sh->src, sh->efd };
 		spawn(&cl, client_loop, sh, keep, 2);
-		struct pollfd p[2] = { { .fd = sh->efd, .events = POLLIN },
-				       { .fd = cl.pidfd, .events = POLLIN } };
-		ck_assert_msg(poll(p, 2, (int)wait_ms()) > 0,
+		int r = poll_while_alive(sh->efd, cl.pid);
+		ck_assert_msg(r >= 0,
 			      "round %u: step %" PRIu64 " not reached in %u ms (at %" PRIu64 ")",
 			      round, sh->target, wait_ms(), (uint64_t)sh->progress);
-		ck_assert_msg(p[0].revents & POLLIN,
+		ck_assert_msg(r == 1,
 			      "round %u: the client exited before step %" PRIu64 " (at %" PRIu64
 			      ")",
 			      round, sh->target, (uint64_t)sh->progress);
