@@ -58,6 +58,9 @@ static size_t page;
  * thread to finish once its fault can be served, a process to exit.  Times
  * test_time_scale(). */
 #define WAIT_MS 10000
+/* A client's exit is awaited this many times the bound: its own bounded
+ * waits (joins, its fork child) end first, so that its message says what hung. */
+#define REAP_BOUNDS 4
 /* While waiting for a client's step, whether it exited is checked this often. */
 #define ALIVE_SLICE_MS 10
 /* Polling /proc for a thread's wchan. */
@@ -236,11 +239,11 @@ static int reap_pid(pid_t pid, const char *what)
 {
 	int st;
 
-	if (manager_wait_pid(pid, wait_ms(), &st) < 0) {
+	if (manager_wait_pid(pid, REAP_BOUNDS * wait_ms(), &st) < 0) {
 		kill(pid, SIGKILL);
 		ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
 		ck_abort_msg("%s %d still ran %u ms after the test was done with it: hung", what,
-			     (int)pid, wait_ms());
+			     (int)pid, REAP_BOUNDS * wait_ms());
 	}
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
@@ -426,18 +429,31 @@ static int inflight_start(struct inflight *f, const char *wchan)
 	return wait_wchan(f->tid, wchan);
 }
 
-/* Join the thread within the bound: -1 when it is still blocked. */
-static int join_bounded(pthread_t th, const char *what)
+/* The bound from now, for pthread_timedjoin_np(). */
+static struct timespec join_deadline(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += wait_ms() / 1000;
-	int r = pthread_timedjoin_np(th, NULL, &ts);
+	return ts;
+}
+
+/* Join the thread by the deadline: -1 when it is still blocked. */
+static int join_by(pthread_t th, const struct timespec *dl, const char *what)
+{
+	int r = pthread_timedjoin_np(th, NULL, dl);
 	if (r == ETIMEDOUT)
 		fprintf(stderr, "client %d: a thread is still blocked after %u ms: %s\n",
 			(int)getpid(), wait_ms(), what);
 	return r == 0 ? 0 : -1;
+}
+
+static int join_bounded(pthread_t th, const char *what)
+{
+	struct timespec dl = join_deadline();
+
+	return join_by(th, &dl, what);
 }
 
 static int inflight_join(struct inflight *f, const char *what)
@@ -922,8 +938,9 @@ static int client_blocked(struct client *cl, void *arg)
 	}
 	/* Every thread waits in a fault as the daemon dies. */
 	REQUIRE(tell(cl) == 0);
+	struct timespec dl = join_deadline();
 	for (unsigned int t = 0; t < BF_THREADS; t++) {
-		REQUIRE(join_bounded(th[t], "a thread that faulted under the old daemon") == 0);
+		REQUIRE(join_by(th[t], &dl, "a thread that faulted under the old daemon") == 0);
 		bad += (int)b[t].bad;
 	}
 	if (bad)
@@ -1426,8 +1443,9 @@ static int client_loop(struct client *cl, void *arg)
 		REQUIRE(pthread_create(&th[t], NULL, kl_read, &rd[t]) == 0);
 	}
 	int ops = kl_ops(sh, &k, r, src);
+	struct timespec dl = join_deadline();
 	for (unsigned int t = 0; t < KL_THREADS; t++)
-		if (join_bounded(th[t], "a reader of R") < 0)
+		if (join_by(th[t], &dl, "a reader of R") < 0)
 			sh->hung_threads++;
 	REQUIRE(sh->hung_threads == 0);
 	REQUIRE(ops == 0);
@@ -1446,10 +1464,14 @@ static unsigned int kills(void)
 	return e && *e ? (unsigned int)strtoul(e, NULL, 10) : KILLS_DEFAULT;
 }
 
-/* A uffd-stress-like restore (threads reading in random order, a fork, an
+/*
+ * A uffd-stress-like restore (threads reading in random order, a fork, an
  * mremap, a DONTNEED, WP writes and DirtyGet), one kill -9 and restart at a
  * random step of it per round, $DURABLE_KILLS rounds: 0 wrong pages, 0 hung
- * threads, the store back to no session each time. */
+ * threads, the store back to no session each time.  A round takes a second
+ * or so (uffdd notices a fork child gone within its 1 s probe); 1,000 kills:
+ *   DURABLE_KILLS=1000 meson test -C build durable -t 20
+ */
 START_TEST(kill_loop)
 {
 	struct kl_shared *sh =
