@@ -82,6 +82,8 @@ static unsigned int wait_ms(void)
 
 static struct manager *mgr;
 static char dir[64];
+/* What the store held when the daemon first said READY=1, before any client. */
+static size_t idle_store;
 
 static void up(void)
 {
@@ -99,6 +101,7 @@ static void up(void)
 				  .ready_ms = wait_ms() };
 	ck_assert_int_eq(manager_new(&o, &mgr), 0);
 	ck_assert_msg(manager_start(mgr) == 0, "uffdd did not start under the manager");
+	idle_store = manager_count(mgr, "*");
 }
 
 static void kill9_restart(void)
@@ -124,11 +127,13 @@ static void store_is(const char *glob, size_t want)
 	}
 }
 
-/* Once the clients are gone: no session's descriptor, no source file. */
+/* Once the clients are gone: no session's descriptor, no source file, and
+ * nothing else either (a name left out is stored as "stored"). */
 static void store_baseline(void)
 {
 	ck_assert_int_eq(manager_wait_count(mgr, "s*", 0, wait_ms()), 0);
 	ck_assert_int_eq(manager_wait_count(mgr, "f*", 0, wait_ms()), 0);
+	store_is("*", idle_store);
 }
 
 static void down(void)
