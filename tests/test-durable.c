@@ -159,8 +159,8 @@ struct client {
 
 typedef int (*client_fn)(struct client *cl, void *arg);
 
-/* In a child: close every descriptor but stdio and keep[] (n of them). */
-static void close_except(int *keep, size_t n)
+/* In a child: close every descriptor but stdio and keep[] (n of them); 0 or -1. */
+static int close_except(int *keep, size_t n)
 {
 	unsigned int from = STDERR_FILENO + 1;
 
@@ -173,11 +173,12 @@ static void close_except(int *keep, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		if (keep[i] < (int)from)
 			continue;
-		if ((unsigned int)keep[i] > from)
-			close_range(from, (unsigned int)keep[i] - 1, 0);
+		if ((unsigned int)keep[i] > from &&
+		    close_range(from, (unsigned int)keep[i] - 1, 0) < 0)
+			return -1;
 		from = (unsigned int)keep[i] + 1;
 	}
-	close_range(from, ~0u, 0);
+	return close_range(from, ~0u, 0);
 }
 
 /* Descriptors a client keeps besides its pipes. */
@@ -200,7 +201,8 @@ static void spawn(struct client *cl, client_fn fn, void *arg, const int *keep, s
 		memcpy(k, keep, nkeep * sizeof(int));
 		k[nkeep] = cl->up[1];
 		k[nkeep + 1] = cl->down[0];
-		close_except(k, nkeep + 2);
+		if (close_except(k, nkeep + 2) < 0)
+			_exit(126);
 		_exit(fn(cl, arg));
 	}
 	close(cl->up[1]);
