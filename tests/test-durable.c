@@ -149,6 +149,73 @@ static void down(void)
 	ck_assert_int_eq(rmdir(dir), 0);
 }
 
+/* ---- the manager itself ---- */
+
+/* What fake-uffdd reports of its two starts (tests/fake-uffdd.c): the
+ * listening socket alone, then it and the store newest first. */
+#define FAKE_FIRST "pid ok fds 1 names uffdd.socket fd3 listening-seqpacket 3 next closed\n"
+#define FAKE_AGAIN                                                                                 \
+	"pid ok fds 6 names uffdd.socket:s5.uffd:stored:s2.peer:s2.conn:s1.state fd3 "             \
+	"listening-seqpacket 3 4 5 6 7 8 next closed\n"
+#define FAKE_STORE   "s1.state s2.conn s2.peer stored s5.uffd"
+#define FAKE_STORED  8 /* every fd added, dropped ones included */
+#define FAKE_DUPS    2 /* s1.state again, and a dup of it as s9.state */
+#define FAKE_RESTORE 5 /* the second start hands its five back: duplicates */
+
+/* The manager does what systemd 252 does with what fake-uffdd sends: one
+ * entry per open file, FDSTOREREMOVE, an invalid name stored as "stored",
+ * EPOLLHUP (a peer gone) and EPOLLERR (a blocking userfaultfd) drop the fd,
+ * a message too long and one from another pid are ignored, and the next
+ * start gets the listening socket then the store newest first, named. */
+START_TEST(manager_plays_systemd)
+{
+	char report[128], got[2 * sizeof(FAKE_AGAIN)] = "", names[256];
+	struct manager_stats st;
+
+	ck_assert_ptr_nonnull(mkdtemp(strcpy(dir, "/tmp/uffdd-manager-XXXXXX")));
+	snprintf(report, sizeof(report), "%s/report", dir);
+	ck_assert_int_eq(setenv("FAKE_REPORT", report, 1), 0);
+	struct manager_opts o = { .dir = dir,
+				  .exe = getenv("FAKE_UFFDD"),
+				  .store_max = STORE_MAX,
+				  .ready_ms = wait_ms() };
+	ck_assert_int_eq(manager_new(&o, &mgr), 0);
+	ck_assert_int_eq(manager_start(mgr), 0);
+	ck_assert_int_eq(manager_wait_count(mgr, "s1.conn", 0, wait_ms()), 0);
+	ck_assert_int_eq(manager_wait_count(mgr, "s4.uffd", 0, wait_ms()), 0);
+	manager_names(mgr, names, sizeof(names));
+	ck_assert_str_eq(names, FAKE_STORE);
+	manager_stats(mgr, &st);
+	ck_assert_uint_eq(st.stored, FAKE_STORED);
+	ck_assert_uint_eq(st.dups, FAKE_DUPS);
+	ck_assert_uint_eq(st.removed, 1);
+	ck_assert_uint_eq(st.hangups, 2);
+	ck_assert_uint_eq(st.refused, 2);
+	ck_assert_uint_eq(st.foreign, 1);
+
+	kill9_restart();
+	manager_stats(mgr, &st);
+	ck_assert_uint_eq(st.stored, FAKE_STORED);
+	ck_assert_uint_eq(st.dups, FAKE_DUPS + FAKE_RESTORE);
+	ck_assert_uint_eq(st.starts, 2);
+	manager_names(mgr, names, sizeof(names));
+	ck_assert_str_eq(names, FAKE_STORE);
+	int fd = open(report, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_ge(read(fd, got, sizeof(got) - 1), 0);
+	close(fd);
+	ck_assert_str_eq(got, FAKE_FIRST FAKE_AGAIN);
+
+	/* A stop empties the store, as systemd 252's does. */
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	store_is("*", 0);
+	manager_free(mgr);
+	mgr = NULL;
+	ck_assert_int_eq(unlink(report), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* ---- clients ---- */
 
 struct client {
@@ -1545,6 +1612,7 @@ Suite *test_suite(void)
 	Suite *s = suite_create("durable");
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
+	TEST_ADD_CASE(s, manager_plays_systemd, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_child_mid_restore, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_while_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, dontneed_then_restart, CASE_TIMEOUT_S);
@@ -1559,8 +1627,8 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	if (!getenv("UFFDD") || !getenv("RESTORE_WORKLOAD"))
-		return "UFFDD and RESTORE_WORKLOAD (the programs to test) are not set; run "
-		       "through meson test";
+	if (!getenv("UFFDD") || !getenv("RESTORE_WORKLOAD") || !getenv("FAKE_UFFDD"))
+		return "UFFDD, RESTORE_WORKLOAD and FAKE_UFFDD (the programs to run) are not set; "
+		       "run through meson test";
 	return test_uffd_skip_reason();
 }
