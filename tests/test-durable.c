@@ -14,6 +14,7 @@
  * clients are gone.  kill_loop does the same at random moments of a mixed
  * workload, $DURABLE_KILLS times.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -51,6 +52,17 @@ static size_t page;
 		}                                                                                  \
 	} while (0)
 
+/* The same for a value the client knows exactly: says what it was instead. */
+#define REQUIRE_EQ(expr, want)                                                                     \
+	do {                                                                                       \
+		long long got_ = (long long)(expr), want_ = (long long)(want);                     \
+		if (got_ != want_) {                                                               \
+			fprintf(stderr, "%s:%d: client %d: %s is %lld, not %lld\n", __FILE__,      \
+				__LINE__, (int)getpid(), #expr, got_, want_);                      \
+			return 1;                                                                  \
+		}                                                                                  \
+	} while (0)
+
 /* Far above anything the store ever needs here; the unit's FileDescriptorStoreMax= is the
  * real bound. */
 #define STORE_MAX 4096
@@ -73,9 +85,19 @@ static size_t page;
 /* A new seed each run, printed: set SEED_ENV to it to replay a failure. */
 #define SEED_ENV "UFFDD_TEST_SEED"
 
+/*
+ * The bound in ms.  Taken once, in the test process (up() asks first):
+ * test_time_scale() checks $TEST_TIME_SCALE with a Check assert, whose
+ * report would go, in a client, down whatever descriptor took the number of
+ * Check's pipe (a client closes what it does not use).
+ */
 static unsigned int wait_ms(void)
 {
-	return WAIT_MS * test_time_scale();
+	static unsigned int ms;
+
+	if (!ms)
+		ms = WAIT_MS * test_time_scale();
+	return ms;
 }
 
 /* ---- the daemon under the manager ---- */
@@ -248,6 +270,14 @@ static int close_except(int *keep, size_t n)
 	return close_range(from, ~0u, 0);
 }
 
+/* What libpin says in a client, but its debug lines: on stderr, for a failure. */
+static void client_log(enum pin_log_level level, const char *msg, void *data)
+{
+	(void)data;
+	if (level < PIN_LOG_DEBUG)
+		fprintf(stderr, "client %d: libpin: %s\n", (int)getpid(), msg);
+}
+
 /* Descriptors a client keeps besides its pipes. */
 #define KEEP_MAX 8
 
@@ -270,6 +300,7 @@ static void spawn(struct client *cl, client_fn fn, void *arg, const int *keep, s
 		k[nkeep + 1] = cl->down[0];
 		if (close_except(k, nkeep + 2) < 0)
 			_exit(126);
+		pin_log_set(client_log, NULL);
 		_exit(fn(cl, arg));
 	}
 	close(cl->up[1]);
@@ -327,6 +358,47 @@ static int reap(struct client *cl)
 	close(cl->up[0]);
 	close(cl->down[1]);
 	return reap_pid(cl->pid, "client");
+}
+
+/*
+ * A thread of the client sleeps in kernel function fn.  Seen from here, not
+ * by the client: valgrind runs a client's fork() and mremap() holding its
+ * lock, so no other thread of the client runs until they return.
+ */
+static void await_wchan(struct client *cl, const char *fn)
+{
+	char path[64], wchan[128];
+	struct timespec pause = { 0, WCHAN_POLL_NS };
+	uint64_t tries = (uint64_t)wait_ms() * 1000000 / WCHAN_POLL_NS;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)cl->pid);
+	for (uint64_t i = 0;; i++) {
+		DIR *d = opendir(path);
+		ck_assert_msg(d != NULL, "client %d is gone: %s", (int)cl->pid, strerror(errno));
+		bool found = false;
+		for (struct dirent *e; !found && (e = readdir(d));) {
+			if (e->d_name[0] == '.')
+				continue;
+			char w[sizeof(path) + sizeof(e->d_name) + sizeof("/wchan")];
+			snprintf(w, sizeof(w), "%s/%s/wchan", path, e->d_name);
+			int fd = open(w, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue; /* a thread that just exited */
+			ssize_t n = read(fd, wchan, sizeof(wchan) - 1);
+			close(fd);
+			wchan[n > 0 ? n : 0] = '\0';
+			found = !strcmp(wchan, fn);
+		}
+		closedir(d);
+		if (found)
+			return;
+		ck_assert_msg(!manager_pid_exited(cl->pid),
+			      "client %d exited before a thread slept in %s (its error is above)",
+			      (int)cl->pid, fn);
+		ck_assert_msg(i < tries, "no thread of client %d sleeps in %s after %u ms",
+			      (int)cl->pid, fn, wait_ms());
+		nanosleep(&pause, NULL);
+	}
 }
 
 /* Client side of the steps. */
@@ -394,8 +466,8 @@ static int conn_open(struct conn *k)
 				      .name = "test-durable" };
 
 	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
-	REQUIRE(pin_client_connect(&co, &k->c) == 0);
-	REQUIRE(pin_client_handover(k->c, k->u) == 0);
+	REQUIRE_EQ(pin_client_connect(&co, &k->c), 0);
+	REQUIRE_EQ(pin_client_handover(k->c, k->u), 0);
 	return 0;
 }
 
@@ -435,7 +507,7 @@ static int add_region(struct conn *k, void *addr, size_t npages, unsigned int mo
 
 	if (!(flags & PIN_CLIENT_REGION_REGISTER))
 		REQUIRE(pin_uffd_register(k->u, addr, npages * page, mode, NULL) == 0);
-	REQUIRE(pin_client_region_add(k->c, &r) == 0);
+	REQUIRE_EQ(pin_client_region_add(k->c, &r), 0);
 	return 0;
 }
 
@@ -445,7 +517,7 @@ static int sync_daemon(struct conn *k)
 {
 	struct pin_client_stats st;
 
-	REQUIRE(pin_client_stats(k->c, 0, &st) == 0);
+	REQUIRE_EQ(pin_client_stats(k->c, 0, &st), 0);
 	return 0;
 }
 
@@ -489,6 +561,14 @@ static void *inflight_main(void *arg)
 	f->tid = (pid_t)syscall(SYS_gettid);
 	f->ret = f->fn(f);
 	return NULL;
+}
+
+/* Start fn in a thread. */
+static int inflight_spawn(struct inflight *f)
+{
+	f->tid = 0;
+	REQUIRE(pthread_create(&f->thread, NULL, inflight_main, f) == 0);
+	return 0;
 }
 
 /* Start fn in a thread; 0 once it sleeps in the kernel in wchan. */
@@ -625,11 +705,11 @@ static int client_fork(struct client *cl, void *arg)
 	struct fk_fork fa = { cl, base };
 	struct inflight f = { .fn = fork_and_wait, .arg = &fa };
 	if (fk->mode == FK_FORKING) {
-		/* fork() returns once the daemon read the FORK event: the new one. */
+		/* fork() returns once the daemon read the FORK event: the new
+		 * one.  The test sees the thread wait for it. */
 		REQUIRE(tell(cl) == 0);
 		REQUIRE(hear(cl) == 0);
-		REQUIRE(inflight_start(&f, WCHAN_EVENT) == 0);
-		REQUIRE(tell(cl) == 0);
+		REQUIRE(inflight_spawn(&f) == 0);
 		REQUIRE(hear(cl) == 0);
 	} else {
 		pid_t parent = getpid(), child = fork();
@@ -694,7 +774,7 @@ START_TEST(fork_while_daemon_dies)
 	await_step(&cl, "ready to fork");
 	freeze();
 	go(&cl);
-	await_step(&cl, "fork() waits for its event");
+	await_wchan(&cl, WCHAN_EVENT);
 	kill9_restart();
 	go(&cl);
 	ck_assert_int_eq(reap(&cl), 0);
@@ -1020,9 +1100,9 @@ static int client_blocked(struct client *cl, void *arg)
 	if (bad)
 		fprintf(stderr, "client: %d page(s) not the source's\n", bad);
 	REQUIRE(bad == 0);
-	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
-	REQUIRE(st.pages_total == BF_PAGES);
-	REQUIRE(st.pages_populated == BF_PAGES);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.pages_total, BF_PAGES);
+	REQUIRE_EQ(st.pages_populated, BF_PAGES);
 	free(order);
 	conn_close(&k);
 	return 0;
@@ -1221,8 +1301,8 @@ static int client_mremap(struct client *cl, void *arg)
 	REQUIRE(hear(cl) == 0);
 	struct mr_move mv = { spot1, spot2 };
 	struct inflight f = { .fn = move_region, .arg = &mv };
-	REQUIRE(inflight_start(&f, WCHAN_EVENT) == 0);
-	REQUIRE(tell(cl) == 0);
+	/* The test sees the thread wait for its event. */
+	REQUIRE(inflight_spawn(&f) == 0);
 	REQUIRE(inflight_join(&f, "mremap never returned") == 0);
 	REQUIRE(mr_check(spot2) == 0);
 	conn_close(&k);
@@ -1245,7 +1325,7 @@ START_TEST(mremap_then_restart)
 	await_step(&cl, "checked");
 	freeze();
 	go(&cl);
-	await_step(&cl, "mremap waits for its event");
+	await_wchan(&cl, WCHAN_EVENT);
 	kill9_restart();
 	ck_assert_int_eq(reap(&cl), 0);
 	store_baseline();
@@ -1298,21 +1378,21 @@ static int client_request(struct client *cl, void *arg)
 	REQUIRE(pthread_create(&f.thread, NULL, inflight_main, &f) == 0);
 	/* The test sees the request arrive on the daemon's end. */
 	REQUIRE(hear(cl) == 0);
-	REQUIRE(inflight_join(&f, "RegionAdd never returned") == 0);
+	REQUIRE_EQ(inflight_join(&f, "RegionAdd never returned"), 0);
 	/* One region, registered once, each page copied once. */
-	REQUIRE(pin_client_list_regions(k.c, 0, &ri, &n) == 0);
-	REQUIRE(n == 1);
-	REQUIRE(ri[0].addr == (uintptr_t)q.base);
-	REQUIRE(ri[0].len == RQ_PAGES * page);
+	REQUIRE_EQ(pin_client_list_regions(k.c, 0, &ri, &n), 0);
+	REQUIRE_EQ(n, 1);
+	REQUIRE_EQ(ri[0].addr, (uintptr_t)q.base);
+	REQUIRE_EQ(ri[0].len, RQ_PAGES * page);
 	free(ri);
 	for (size_t i = RQ_PAGES; i-- > 0;)
 		REQUIRE(src_page_ok(q.base + i * page, i, RQ_SEED));
-	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
-	REQUIRE(st.pages_total == RQ_PAGES);
-	REQUIRE(st.pages_populated == RQ_PAGES);
-	REQUIRE(st.pages_copied == RQ_PAGES);
-	REQUIRE(st.bytes_copied == RQ_PAGES * page);
-	REQUIRE(st.eexist == 0);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.pages_total, RQ_PAGES);
+	REQUIRE_EQ(st.pages_populated, RQ_PAGES);
+	REQUIRE_EQ(st.pages_copied, RQ_PAGES);
+	REQUIRE_EQ(st.bytes_copied, RQ_PAGES * page);
+	REQUIRE_EQ(st.eexist, 0);
 	conn_close(&k);
 	return 0;
 }
