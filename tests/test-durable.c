@@ -270,11 +270,11 @@ static int close_except(int *keep, size_t n)
 	return close_range(from, ~0u, 0);
 }
 
-/* What libpin says in a client, but its debug lines: on stderr, for a failure. */
+/* What libpin warns of in a client: on stderr, for a failure. */
 static void client_log(enum pin_log_level level, const char *msg, void *data)
 {
 	(void)data;
-	if (level < PIN_LOG_DEBUG)
+	if (level <= PIN_LOG_WARN)
 		fprintf(stderr, "client %d: libpin: %s\n", (int)getpid(), msg);
 }
 
@@ -449,9 +449,9 @@ struct conn {
 	struct pin_uffd *u;
 };
 
-/* A userfaultfd with the events every case uses, handed over on a plain
- * connection: no PIN_CLIENT_RECONNECT, no watcher. */
-static int conn_open(struct conn *k)
+/* A userfaultfd with the events every case uses, and a plain connection:
+ * no PIN_CLIENT_RECONNECT, no watcher. */
+static int conn_connect(struct conn *k)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -467,6 +467,13 @@ static int conn_open(struct conn *k)
 
 	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
 	REQUIRE_EQ(pin_client_connect(&co, &k->c), 0);
+	return 0;
+}
+
+/* conn_connect(), and the userfaultfd handed over. */
+static int conn_open(struct conn *k)
+{
+	REQUIRE(conn_connect(k) == 0);
 	REQUIRE_EQ(pin_client_handover(k->c, k->u), 0);
 	return 0;
 }
@@ -1456,8 +1463,12 @@ END_TEST
 #define KL_WRITES  10 /* W: every third page written */
 /* Steps besides the readers' pages: fork, mremap, its check, DONTNEED, its
  * check, the WP writes, DirtyGet. */
-#define KL_OPS	 7
-#define KL_STEPS (KL_R + KL_OPS)
+#define KL_OPS 7
+/* Steps around them: Hello, the handover and R's RegionAdd answered; the
+ * connection closed. */
+#define KL_SETUP 3
+#define KL_END	 1
+#define KL_STEPS (KL_SETUP + KL_R + KL_OPS + KL_END)
 /* One round in this many kills twice in a row. */
 #define TWICE_EVERY 4
 
@@ -1589,11 +1600,16 @@ static int client_loop(struct client *cl, void *arg)
 
 	REQUIRE(order);
 	shuffle(order, KL_R, sh->seed);
-	REQUIRE(conn_open(&k) == 0);
+	/* A kill after a step meets the next request on its way. */
+	REQUIRE(conn_connect(&k) == 0);
+	kl_step(sh);
+	REQUIRE_EQ(pin_client_handover(k.c, k.u), 0);
+	kl_step(sh);
 	uint8_t *r = map_pages(KL_R);
 	REQUIRE(r);
 	/* With the background push: a push may be under way at the kill. */
 	REQUIRE(add_region(&k, r, KL_R, PIN_UFFD_REGISTER_MISSING, src, 0, 0) == 0);
+	kl_step(sh);
 	for (unsigned int t = 0; t < KL_THREADS; t++) {
 		rd[t] = (struct kl_reader){ sh, r, order, t };
 		REQUIRE(pthread_create(&th[t], NULL, kl_read, &rd[t]) == 0);
@@ -1610,6 +1626,8 @@ static int client_loop(struct client *cl, void *arg)
 			kl_wrong(sh, "R at the end", i);
 	free(order);
 	conn_close(&k);
+	/* A kill now meets the end of the session. */
+	kl_step(sh);
 	return 0;
 }
 
