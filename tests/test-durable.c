@@ -1497,9 +1497,11 @@ static void kl_step(struct kl_shared *sh)
 		sh->errors++;
 }
 
-static void kl_wrong(struct kl_shared *sh, const char *what, size_t i)
+/* Page i of what, at p, is wrong: said with whether it reads as zeros. */
+static void kl_wrong(struct kl_shared *sh, const char *what, size_t i, const uint8_t *p)
 {
-	fprintf(stderr, "client %d: %s: page %zu is wrong\n", (int)getpid(), what, i);
+	fprintf(stderr, "client %d: %s: page %zu is wrong%s\n", (int)getpid(), what, i,
+		zero_page(p) ? " (zeros)" : "");
 	sh->wrong_pages++;
 }
 
@@ -1510,7 +1512,7 @@ static void *kl_read(void *arg)
 	for (size_t k = r->t; k < KL_R; k += KL_THREADS) {
 		size_t i = r->order[k];
 		if (!src_page_ok(r->base + i * page, i, r->sh->seed))
-			kl_wrong(r->sh, "R", i);
+			kl_wrong(r->sh, "R", i, r->base + i * page);
 		kl_step(r->sh);
 	}
 	return NULL;
@@ -1529,7 +1531,7 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 		for (size_t j = 0; j < KL_FORKED; j++) {
 			size_t i = (size_t)(rng(&seed) % KL_R);
 			if (!src_page_ok(r + i * page, i, sh->seed))
-				kl_wrong(sh, "fork child", i);
+				kl_wrong(sh, "fork child", i, r + i * page);
 		}
 		_exit(0);
 	}
@@ -1544,12 +1546,12 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < KL_M; i += 2)
 		if (!src_page_ok(m + i * page, KL_OFF_M + i, sh->seed))
-			kl_wrong(sh, "M", i);
+			kl_wrong(sh, "M", i, m + i * page);
 	REQUIRE(mremap(m, KL_M * page, KL_M * page, MREMAP_MAYMOVE | MREMAP_FIXED, spot) == spot);
 	kl_step(sh);
 	for (size_t i = KL_M; i-- > 0;)
 		if (!src_page_ok(spot + i * page, KL_OFF_M + i, sh->seed))
-			kl_wrong(sh, "M moved", i);
+			kl_wrong(sh, "M moved", i, spot + i * page);
 	kl_step(sh);
 
 	/* D: read, part discarded: zero there, the source's elsewhere. */
@@ -1559,14 +1561,14 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	for (size_t i = 0; i < KL_D; i++)
 		if (!src_page_ok(d + i * page, KL_OFF_D + i, sh->seed))
-			kl_wrong(sh, "D", i);
+			kl_wrong(sh, "D", i, d + i * page);
 	REQUIRE(madvise(d + KL_DISC * page, KL_DISC_N * page, MADV_DONTNEED) == 0);
 	kl_step(sh);
 	for (size_t i = 0; i < KL_D; i++) {
 		bool disc = i >= KL_DISC && i < KL_DISC + KL_DISC_N;
 		if (disc ? !zero_page(d + i * page)
 			 : !src_page_ok(d + i * page, KL_OFF_D + i, sh->seed))
-			kl_wrong(sh, disc ? "D discarded" : "D kept", i);
+			kl_wrong(sh, disc ? "D discarded" : "D kept", i, d + i * page);
 	}
 	kl_step(sh);
 
@@ -1623,7 +1625,7 @@ static int client_loop(struct client *cl, void *arg)
 	REQUIRE(ops == 0);
 	for (size_t i = 0; i < KL_R; i++)
 		if (!src_page_ok(r + i * page, i, sh->seed))
-			kl_wrong(sh, "R at the end", i);
+			kl_wrong(sh, "R at the end", i, r + i * page);
 	free(order);
 	conn_close(&k);
 	/* A kill now meets the end of the session. */
