@@ -1464,9 +1464,9 @@ END_TEST
 /* Steps besides the readers' pages: fork, mremap, its check, DONTNEED, its
  * check, the WP writes, DirtyGet. */
 #define KL_OPS 7
-/* Steps around them: Hello, the handover and R's RegionAdd answered; the
- * connection closed. */
-#define KL_SETUP 3
+/* Steps around them: before connecting, Hello, the handover and R's
+ * RegionAdd answered; the connection closed. */
+#define KL_SETUP 4
 #define KL_END	 1
 #define KL_STEPS (KL_SETUP + KL_R + KL_OPS + KL_END)
 /* One round in this many kills twice in a row. */
@@ -1602,7 +1602,9 @@ static int client_loop(struct client *cl, void *arg)
 
 	REQUIRE(order);
 	shuffle(order, KL_R, sh->seed);
-	/* A kill after a step meets the next request on its way. */
+	/* A kill after a step meets the next request on its way; the first,
+	 * the connection and its Hello. */
+	kl_step(sh);
 	REQUIRE(conn_connect(&k) == 0);
 	kl_step(sh);
 	REQUIRE_EQ(pin_client_handover(k.c, k.u), 0);
