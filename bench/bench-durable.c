@@ -47,6 +47,8 @@
 #define WCHAN_POLL_NS 100000L
 #define WCHAN_FAULT   "handle_userfault"
 #define PAGE_BYTE(i)  ((int)((i) % 255) + 1)
+/* The source is written this much at a time (a page is a multiple of it). */
+#define FILL_CHUNK 4096
 
 static size_t page;
 static struct manager *mgr;
@@ -134,7 +136,7 @@ struct client {
 
 static void client_open(struct client *k, const char *sock, size_t npages)
 {
-	uint8_t buf[4096];
+	uint8_t buf[FILL_CHUNK];
 	int r;
 
 	k->len = npages * page;

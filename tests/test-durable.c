@@ -1448,19 +1448,20 @@ END_TEST
 #define KILL_EACH_S 2
 
 /* One source, sliced: R (readers), M (mremap), D (DONTNEED), W (WP). */
-#define KL_R	   512
-#define KL_M	   32
-#define KL_D	   32
-#define KL_W	   32
-#define KL_OFF_M   KL_R
-#define KL_OFF_D   (KL_OFF_M + KL_M)
-#define KL_OFF_W   (KL_OFF_D + KL_D)
-#define KL_PAGES   (KL_OFF_W + KL_W)
-#define KL_THREADS 4
-#define KL_FORKED  16 /* pages the fork child reads */
-#define KL_DISC	   4  /* D: pages 4 to 11 discarded */
-#define KL_DISC_N  8
-#define KL_WRITES  10 /* W: every third page written */
+#define KL_R	    512
+#define KL_M	    32
+#define KL_D	    32
+#define KL_W	    32
+#define KL_OFF_M    KL_R
+#define KL_OFF_D    (KL_OFF_M + KL_M)
+#define KL_OFF_W    (KL_OFF_D + KL_D)
+#define KL_PAGES    (KL_OFF_W + KL_W)
+#define KL_THREADS  4
+#define KL_FORKED   16 /* pages the fork child reads */
+#define KL_DISC	    4  /* D: pages 4 to 11 discarded */
+#define KL_DISC_N   8
+#define KL_WRITES   10 /* W: every third page written */
+#define KL_W_STRIDE 3
 /* Steps besides the readers' pages: fork, mremap, its check, DONTNEED, its
  * check, the WP writes, DirtyGet. */
 #define KL_OPS 7
@@ -1578,7 +1579,7 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 	REQUIRE(add_region(k, w, KL_W, PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP, src,
 			   KL_OFF_W, PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER) == 0);
 	for (size_t i = 0; i < KL_WRITES; i++)
-		w[i * 3 * page] = WP_BYTE;
+		w[i * KL_W_STRIDE * page] = WP_BYTE;
 	kl_step(sh);
 	int n = pin_client_dirty_get(k->c, w, KL_W * page, 0, bm, sizeof(bm));
 	if (n != KL_WRITES)
@@ -1586,7 +1587,8 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 			n, KL_WRITES);
 	REQUIRE(n == KL_WRITES);
 	for (size_t i = 0; i < KL_W; i++)
-		REQUIRE(((bm[i / 8] >> (i % 8)) & 1) == (i % 3 == 0 && i / 3 < KL_WRITES));
+		REQUIRE(((bm[i / 8] >> (i % 8)) & 1) ==
+			(i % KL_W_STRIDE == 0 && i / KL_W_STRIDE < KL_WRITES));
 	kl_step(sh);
 	return 0;
 }
