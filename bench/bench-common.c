@@ -48,21 +48,29 @@ double bench_median(double *samples, unsigned int n)
 	return n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
 }
 
-void bench_uffdd_start(struct bench_uffdd *d)
+void bench_uffdd_exe(char *buf, size_t len)
 {
-	char exe[PATH_MAX], path[PATH_MAX + 32];
+	char exe[PATH_MAX];
 	const char *bin = getenv("UFFDD");
 
-	if (!bin) {
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-		if (n < 0) {
-			perror("bench: readlink /proc/self/exe");
-			exit(1);
-		}
-		exe[n] = '\0';
-		snprintf(path, sizeof(path), "%s/../uffdd/uffdd", dirname(exe));
-		bin = path;
+	if (bin) {
+		snprintf(buf, len, "%s", bin);
+		return;
 	}
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n < 0) {
+		perror("bench: readlink /proc/self/exe");
+		exit(1);
+	}
+	exe[n] = '\0';
+	snprintf(buf, len, "%s/../uffdd/uffdd", dirname(exe));
+}
+
+void bench_uffdd_start(struct bench_uffdd *d)
+{
+	char bin[BENCH_PATH_MAX];
+
+	bench_uffdd_exe(bin, sizeof(bin));
 	snprintf(d->dir, sizeof(d->dir), "/tmp/bench-uffdd-XXXXXX");
 	if (!mkdtemp(d->dir)) {
 		perror("bench: mkdtemp");

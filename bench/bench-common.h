@@ -4,6 +4,7 @@
 #define BENCH_COMMON_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -30,8 +31,13 @@ struct bench_uffdd {
 	char sock[96];
 };
 
-/* Start $UFFDD, else the uffdd built next to this benchmark, and wait until
- * it answers; exits on failure. */
+/* Room for a path to uffdd. */
+#define BENCH_PATH_MAX 4096
+
+/* $UFFDD, else the uffdd built next to this benchmark, into buf; exits on failure. */
+void bench_uffdd_exe(char *buf, size_t len);
+
+/* Start bench_uffdd_exe() and wait until it answers; exits on failure. */
 void bench_uffdd_start(struct bench_uffdd *d);
 /* SIGTERM, wait, and remove the socket and its directory. */
 void bench_uffdd_stop(struct bench_uffdd *d);
