@@ -62,12 +62,12 @@ t0=$(date +%s)
 w=$(mktemp -d /tmp/uffdd-pid1.XXXXXX)
 marker=$w/marker
 echo "host /tmp, $$" >"$marker"
-upid= spid= nspid= cpid= client=
+upid='' spid='' nspid='' cpid='' client=''
 
 # The namespace's PID 1 killed takes every process of the namespace with it;
 # nsenter, outside, is killed too: it may be waiting on a stopped client.
 cleanup() {
-	if [ -n "$spid" ] && [ "$(readlink /proc/$spid/ns/pid 2>/dev/null)" = "$nspid" ]; then
+	if [ -n "$spid" ] && [ "$(readlink /proc/"$spid"/ns/pid 2>/dev/null)" = "$nspid" ]; then
 		kill -KILL "$spid" 2>/dev/null
 	fi
 	if [ -n "$cpid" ]; then
@@ -124,11 +124,11 @@ unshare --pid --fork --mount --mount-proc --propagation private sh -c \
 	 exec '$systemd' --system --unit=basic.target' >"$w/pid1.log" 2>&1 &
 upid=$!
 is_pid1() {
-	spid=$(pgrep -P "$upid") && [ "$(cat /proc/$spid/comm 2>/dev/null)" = systemd ]
+	spid=$(pgrep -P "$upid") && [ "$(cat /proc/"$spid"/comm 2>/dev/null)" = systemd ]
 }
 wait_for $BOOT_S is_pid1 ||
 	skip "systemd did not start as PID 1 of the namespace: $(tail -n 5 "$w/pid1.log")"
-nspid=$(readlink /proc/$spid/ns/pid)
+nspid=$(readlink /proc/"$spid"/ns/pid)
 booted() {
 	local st
 	st=$(E systemctl is-system-running --wait 2>/dev/null)
@@ -146,9 +146,9 @@ sock=$t/uffdd.sock
 put() { # put SRC DEST MODE
 	E sh -c 'cat >"$1" && chmod "$2" "$1"' _ "$2" "$3" <"$1" || fail "copying $1 to $2"
 }
-E mkdir -p $t/sbin $t/examples $t/libpin $t/ckpt || fail "mkdir in the namespace"
-put "$uffdd" $t/sbin/uffdd 755
-put "$workload" $t/examples/restore-workload 755
+E mkdir -p "$t/sbin" "$t/examples" "$t/libpin" "$t/ckpt" || fail "mkdir in the namespace"
+put "$uffdd" "$t/sbin/uffdd" 755
+put "$workload" "$t/examples/restore-workload" 755
 # restore-workload finds libpin at $ORIGIN/../libpin, by its soname.
 soname=$(readelf -d "$libpin" | sed -n 's/^.*Library soname: \[\(.*\)\]$/\1/p')
 [ -n "$soname" ] || fail "no SONAME in $libpin"
@@ -161,11 +161,11 @@ put "$w/uffdd.socket" /run/systemd/system/uffdd.socket 644
 put "$w/uffdd.service" /run/systemd/system/uffdd.service 644
 E systemctl daemon-reload || fail "daemon-reload"
 E systemctl start uffdd.socket || fail "systemctl start uffdd.socket"
-E $t/examples/restore-workload checkpoint $t/ckpt --mib $CKPT_MIB >"$w/ckpt.out" 2>&1 ||
+E "$t/examples/restore-workload" checkpoint "$t/ckpt" --mib $CKPT_MIB >"$w/ckpt.out" 2>&1 ||
 	fail "restore-workload checkpoint: $(cat "$w/ckpt.out")"
 
 # --- a lazy restore, halfway --------------------------------------------------
-nsenter -t "$spid" -m -p $t/examples/restore-workload restore $t/ckpt --socket $sock \
+nsenter -t "$spid" -m -p "$t/examples/restore-workload" restore "$t/ckpt" --socket "$sock" \
 	--touch random --no-push --pause-ms $PAUSE_MS >"$w/client.out" 2>&1 &
 cpid=$!
 halfway() {
@@ -179,7 +179,7 @@ wait_for $RESTORE_S halfway || fail "restore-workload did not reach page $HALF"
 client=$(pgrep -P $cpid) || fail "no restore-workload under nsenter $cpid"
 kill -STOP "$client"
 stopped() {
-	[ "$(sed 's/^.*) \(.\).*$/\1/' /proc/$client/stat)" = T ]
+	[ "$(sed 's/^.*) \(.\).*$/\1/' /proc/"$client"/stat)" = T ]
 }
 wait_for $RESTART_S stopped || fail "restore-workload did not stop"
 
@@ -241,7 +241,7 @@ upid=
 left() {
 	local p
 	for p in /proc/[0-9]*; do
-		[ "$(readlink $p/ns/pid 2>/dev/null)" != "$nspid" ] || return 0
+		[ "$(readlink "$p/ns/pid" 2>/dev/null)" != "$nspid" ] || return 0
 	done
 	return 1
 }
