@@ -9,7 +9,9 @@
 # in its /run; a lazy restore reads half its pages, uffdd is killed with
 # SIGKILL, and systemd must restart it (NRestarts=1, a new MainPID) with the
 # session's descriptors from its fd store, after which the restore finishes
-# byte-exact and the store empties once the client is gone.  Then
+# byte-exact and the store empties once the client is gone.  The same across
+# `systemctl restart`; `systemctl stop` closes the store (systemd 252, as
+# uffdd.service and uffdd(8) say).  Then
 # `systemctl poweroff` inside ends the namespace: the host's /tmp is intact
 # and no process of it is left.  77 where systemd cannot start here.
 set -u
@@ -25,7 +27,7 @@ have_libsystemd=$6
 CKPT_MIB=8
 CKPT_PAGES=2048
 HALF=1023
-# Descriptors the one session keeps in the store: s<id>.conn, s<id>.uffd,
+# Descriptors a restore's session keeps in the store: s<id>.conn, s<id>.uffd,
 # s<id>.state and f<id> for the checkpoint's pages file.
 STORED=4
 # restore-workload's pause halfway, ms: the test stops it there anyway
@@ -164,70 +166,103 @@ E systemctl start uffdd.socket || fail "systemctl start uffdd.socket"
 E "$t/examples/restore-workload" checkpoint "$t/ckpt" --mib $CKPT_MIB >"$w/ckpt.out" 2>&1 ||
 	fail "restore-workload checkpoint: $(cat "$w/ckpt.out")"
 
-# --- a lazy restore, halfway --------------------------------------------------
-nsenter -t "$spid" -m -p "$t/examples/restore-workload" restore "$t/ckpt" --socket "$sock" \
-	--touch random --no-push --pause-ms $PAUSE_MS >"$w/client.out" 2>&1 &
-cpid=$!
+# --- lazy restores, stopped halfway --------------------------------------------
+out=
+# restore_halfway NAME: a restore (output in $w/NAME.out) that read the first
+# HALF pages, stopped there (SIGSTOP) however long what follows takes, with
+# its session's descriptors in the store.
+restore_halfway() {
+	out=$w/$1.out
+	nsenter -t "$spid" -m -p "$t/examples/restore-workload" restore "$t/ckpt" \
+		--socket "$sock" --touch random --no-push --pause-ms $PAUSE_MS >"$out" 2>&1 &
+	cpid=$!
+	wait_for $RESTORE_S halfway || fail "$1: restore-workload did not reach page $HALF"
+	client=$(pgrep -P $cpid) || fail "$1: no restore-workload under nsenter $cpid"
+	kill -STOP "$client"
+	wait_for $RESTART_S stopped || fail "$1: restore-workload did not stop"
+	[ "$(show uffdd.service ActiveState)" = active ] || fail "$1: uffdd.service is not active"
+	n=$(show uffdd.service NFileDescriptorStore)
+	[ "$n" = $STORED ] || fail "$1: the fd store holds $n descriptors during the restore, not $STORED"
+}
 halfway() {
-	grep -qx "paused_at_page $HALF" "$w/client.out" && return 0
+	grep -qx "paused_at_page $HALF" "$out" && return 0
 	kill -0 "$cpid" 2>/dev/null || return 2
 	return 1
 }
-wait_for $RESTORE_S halfway || fail "restore-workload did not reach page $HALF"
-# nsenter's child is the client; stopped, it stays halfway however long the
-# kill takes.
-client=$(pgrep -P $cpid) || fail "no restore-workload under nsenter $cpid"
-kill -STOP "$client"
+# nsenter's child is the client: it has no stat line once it is gone.
 stopped() {
-	[ "$(sed 's/^.*) \(.\).*$/\1/' /proc/"$client"/stat)" = T ]
+	[ "$(sed 's/^.*) \(.\).*$/\1/' /proc/"$client"/stat 2>/dev/null)" = T ]
 }
-wait_for $RESTART_S stopped || fail "restore-workload did not stop"
-
-[ "$(show uffdd.service ActiveState)" = active ] || fail "uffdd.service is not active"
-old=$(show uffdd.service MainPID)
-[ "$(show uffdd.service NRestarts)" = 0 ] || fail "NRestarts is $(show uffdd.service NRestarts) before the kill"
-n=$(show uffdd.service NFileDescriptorStore)
-[ "$n" = $STORED ] || fail "the fd store holds $n descriptors during the restore, not $STORED"
-
-# --- kill -9 ------------------------------------------------------------------
-E systemctl kill -s KILL uffdd.service || fail "systemctl kill -s KILL uffdd.service"
+# restore_finish NAME: the rest of the restore, byte-exact; then the store
+# empties.
+restore_finish() {
+	local rc=0 want
+	# nsenter stopped itself when its child stopped (as a shell's job
+	# would): both go on.
+	kill -CONT "$client" "$cpid"
+	wait_for $RESTORE_S client_done || fail "$1: restore-workload did not finish"
+	wait "$cpid" || rc=$?
+	cpid=
+	[ $rc = 0 ] || fail "$1: restore-workload exits $rc"
+	for want in "pages_checked $CKPT_PAGES" "bad_pages 0" "lookups_missing 0" "verified ok"; do
+		grep -qx "$want" "$out" || fail "$1: restore-workload does not say '$want'"
+	done
+	wait_for $RESTART_S store_empty ||
+		fail "$1: the fd store holds $(show uffdd.service NFileDescriptorStore) descriptors" \
+			"after the client exited, not 0"
+	echo "$1: restore byte-exact, $CKPT_PAGES pages checked; the fd store empty after it"
+}
+client_done() {
+	! kill -0 "$cpid" 2>/dev/null
+}
+store_empty() {
+	[ "$(show uffdd.service NFileDescriptorStore)" = 0 ]
+}
+# restarted N: active again, in a new process, after N automatic restarts.
 restarted() {
 	[ "$(show uffdd.service ActiveState)" != failed ] || return 2
-	[ "$(show uffdd.service NRestarts)" = 1 ] &&
+	[ "$(show uffdd.service NRestarts)" = "$1" ] &&
 		[ "$(show uffdd.service ActiveState)" = active ] &&
 		[ "$(show uffdd.service MainPID)" != "$old" ] &&
 		[ "$(show uffdd.service MainPID)" != 0 ]
 }
-wait_for $RESTART_S restarted ||
-	fail "systemd did not restart uffdd once: NRestarts=$(show uffdd.service NRestarts)" \
-		"ActiveState=$(show uffdd.service ActiveState) MainPID=$(show uffdd.service MainPID) (was $old)"
-new=$(show uffdd.service MainPID)
-n=$(show uffdd.service NFileDescriptorStore)
-[ "$n" = $STORED ] || fail "the fd store holds $n descriptors after the restart, not $STORED"
-echo "uffdd killed (pid $old) and restarted (pid $new) with $n stored descriptors"
 
-# --- the rest of the restore --------------------------------------------------
-# nsenter stopped itself when its child stopped (as a shell's job would):
-# both go on.
-kill -CONT "$client" "$cpid"
-client_done() {
-	! kill -0 "$cpid" 2>/dev/null
-}
-wait_for $RESTORE_S client_done || fail "restore-workload did not finish after the restart"
-rc=0
-wait "$cpid" || rc=$?
+# --- kill -9: systemd restarts uffdd with the store -----------------------------
+restore_halfway kill
+old=$(show uffdd.service MainPID)
+[ "$(show uffdd.service NRestarts)" = 0 ] || fail "kill: NRestarts is $(show uffdd.service NRestarts) before it"
+E systemctl kill -s KILL uffdd.service || fail "systemctl kill -s KILL uffdd.service"
+wait_for $RESTART_S restarted 1 ||
+	fail "kill: systemd did not restart uffdd once: NRestarts=$(show uffdd.service NRestarts)" \
+		"ActiveState=$(show uffdd.service ActiveState) MainPID=$(show uffdd.service MainPID) (was $old)"
+n=$(show uffdd.service NFileDescriptorStore)
+[ "$n" = $STORED ] || fail "kill: the fd store holds $n descriptors after the restart, not $STORED"
+echo "kill: uffdd killed (pid $old) and restarted (pid $(show uffdd.service MainPID)) with $n stored descriptors"
+restore_finish kill
+
+# --- systemctl restart: the store is kept (systemd 252) -------------------------
+restore_halfway restart
+old=$(show uffdd.service MainPID)
+E systemctl restart uffdd.service || fail "systemctl restart uffdd.service"
+# A restart asked for is not counted: NRestarts starts again from 0.
+wait_for $RESTART_S restarted 0 ||
+	fail "restart: uffdd is not running again: NRestarts=$(show uffdd.service NRestarts)" \
+		"ActiveState=$(show uffdd.service ActiveState) MainPID=$(show uffdd.service MainPID) (was $old)"
+n=$(show uffdd.service NFileDescriptorStore)
+[ "$n" = $STORED ] || fail "restart: the fd store holds $n descriptors after it, not $STORED"
+restore_finish restart
+
+# --- systemctl stop: the store is closed (systemd 252) --------------------------
+restore_halfway stop
+E systemctl stop uffdd.service 2>/dev/null || fail "systemctl stop uffdd.service"
+[ "$(show uffdd.service ActiveState)" = inactive ] || fail "stop: uffdd.service is $(show uffdd.service ActiveState)"
+n=$(show uffdd.service NFileDescriptorStore)
+[ "$n" = 0 ] || fail "stop: the fd store holds $n descriptors after it, not 0"
+# The client's faults now wait for a daemon that is gone (uffdd(8), Stop).
+kill -KILL "$cpid" "$client"
+wait "$cpid" 2>/dev/null
 cpid=
-[ $rc = 0 ] || fail "restore-workload exits $rc"
-for want in "pages_checked $CKPT_PAGES" "bad_pages 0" "lookups_missing 0" "verified ok"; do
-	grep -qx "$want" "$w/client.out" || fail "restore-workload does not say '$want'"
-done
-echo "restore byte-exact across the restart: $CKPT_PAGES pages checked"
-store_empty() {
-	[ "$(show uffdd.service NFileDescriptorStore)" = 0 ]
-}
-wait_for $RESTART_S store_empty ||
-	fail "the fd store holds $(show uffdd.service NFileDescriptorStore) descriptors after the client exited, not 0"
-[ "$(show uffdd.service MainPID)" = "$new" ] || fail "uffdd restarted again"
+echo "stop: the fd store closed with the session in it"
 
 # --- poweroff -----------------------------------------------------------------
 timeout $((POWEROFF_S * scale)) nsenter -t "$spid" -m -p systemctl poweroff ||
