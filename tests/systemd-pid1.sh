@@ -11,9 +11,9 @@
 # session's descriptors from its fd store, after which the restore finishes
 # byte-exact and the store empties once the client is gone.  The same across
 # `systemctl restart`; `systemctl stop` closes the store (systemd 252, as
-# uffdd.service and uffdd(8) say).  Then
-# `systemctl poweroff` inside ends the namespace: the host's /tmp is intact
-# and no process of it is left.  77 where systemd cannot start here.
+# uffdd.service and uffdd(8) say).  Then `systemctl poweroff` inside ends the
+# namespace: the host's /tmp is intact and no process of it is left.  77
+# where systemd cannot start here.
 set -u
 socket_unit=$1
 service_unit=$2
@@ -23,18 +23,20 @@ libpin=$5
 have_libsystemd=$6
 
 # The checkpoint restored: 8 MiB, 2048 pages (a header page and 2047 table
-# pages, of which restore-workload reads the first 1023 before its pause).
+# pages, of which restore-workload reads 1023, in random order, before its
+# pause).
 CKPT_MIB=8
 CKPT_PAGES=2048
 HALF=1023
 # Descriptors a restore's session keeps in the store: s<id>.conn, s<id>.uffd,
 # s<id>.state and f<id> for the checkpoint's pages file.
 STORED=4
-# restore-workload's pause halfway, ms: the test stops it there anyway
-# (SIGSTOP), so this only has to outlast the first steps of the kill.
+# restore-workload's pause halfway, ms: time for the test to stop it there
+# (SIGSTOP); one that went on first is stopped a few pages further, with
+# pages still missing all the same.
 PAUSE_MS=500
 # Bounds, in seconds (scaled under valgrind): boot, restart, the rest of
-# the restore, poweroff.  Each is some 20 times what it takes here.
+# the restore, poweroff.  Each is 20 times or more what it takes here.
 BOOT_S=30
 RESTART_S=10
 RESTORE_S=30
