@@ -280,8 +280,22 @@ static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j
 static int serve_missing(struct session *s, struct region *r, size_t i, size_t *ret_j)
 {
 	uint64_t p = (s->faults[i].addr - r->start) >> uffdd_page_shift;
-	uint64_t n = ra_window(r, p);
 	bool woken;
+
+	/*
+	 * A page the daemon placed that faults as missing again was zapped:
+	 * only MADV_DONTNEED, MADV_REMOVE or a hole punched does that to a
+	 * registered range (MADV_FREE may, and allows zeros), each with a
+	 * REMOVE event.  Its REMOVE may be lost (read by a daemon killed before
+	 * it recorded it): the page is zero all the same.  A page placed after
+	 * this fault was queued is still there: the ZEROPAGE meets EEXIST.
+	 */
+	if (bm_test(r->populated, p)) {
+		bm_set(r->zero, p);
+		bm_clear(r->populated, p);
+		STAT_ADD(r->n_populated, -1);
+	}
+	uint64_t n = ra_window(r, p);
 	int64_t got = fault_fill(s, r, p, n, false, &woken);
 
 	if (got < 0) {
