@@ -1947,6 +1947,64 @@ START_TEST(holes_sequential)
 }
 END_TEST
 
+/* ---- a fork child's session goes with its process (issue 12, row 10) ---- */
+
+/* Where the daemon's probe of a fork child looked, and where it looks first:
+ * regions cover both, so only a page found between regions answers it. */
+#define PROBE_OLD_TOP ((1ull << 47) - 2 * page)
+#define PROBE_FIRST   (16ull << 20)
+
+/* Map and add two pages at addr, zero-filled. */
+static int add_fixed(struct conn *k, uint64_t addr)
+{
+	void *p = mmap((void *)(uintptr_t)addr, 2 * page, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	REQUIRE(p == (void *)(uintptr_t)addr);
+	return add_region(k, p, 2 * page, PIN_UFFD_REGISTER_MISSING, -1, 0);
+}
+
+/* Regions over the probe's old page and its first choice; a child forked,
+ * its parent's session ended, then the child exits. */
+static int client_fork_covered(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	int go[2];
+
+	(void)arg;
+	REQUIRE(pipe2(go, O_CLOEXEC) == 0);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	REQUIRE(add_fixed(&k, PROBE_OLD_TOP - page) == 0);
+	REQUIRE(add_fixed(&k, PROBE_FIRST) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		char c;
+		_exit(read(go[0], &c, 1) == 1 ? 0 : 1);
+	}
+	conn_close(&k);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return 0;
+}
+
+/* The child's session (its userfaultfd and its record) is freed once its
+ * process is gone, though regions cover the pages the probe tried before:
+ * the daemon's descriptors come back to what an idle daemon holds. */
+START_TEST(fork_child_reaped_under_regions)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fork_covered, &d, NULL)), 0);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* A case's bound: the 64 MiB fill under valgrind takes minutes. */
 #define CASE_TIMEOUT_S 600
 #define ADD_CASE(s, t) TEST_ADD_CASE(s, t, CASE_TIMEOUT_S)
@@ -1963,6 +2021,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, wp_dirty_bitmap);
 	ADD_CASE(s, fork_child_served);
 	ADD_CASE(s, fork_while_inspected);
+	ADD_CASE(s, fork_child_reaped_under_regions);
 	ADD_CASE(s, mremap_followed);
 	ADD_CASE(s, dontneed_refaults_zero);
 	ADD_CASE(s, stale_notices_remap_unmap);
