@@ -1947,6 +1947,56 @@ START_TEST(holes_sequential)
 }
 END_TEST
 
+/* ---- the daemon allocates nothing for a client (issue 12, row 4) ---- */
+
+#define SPARSE_LEN  (1ull << 30)
+#define SPARSE_DATA (SPARSE_LEN / 2) /* the offset of its one data page */
+
+/* A 1 GiB memfd with one patterned page, as a region's source: adding the
+ * region, and reading its data page and a hole, leaves the memfd with that
+ * one page of memory (a hole read through the daemon's mapping would
+ * allocate one). */
+static int client_sparse(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	struct stat st;
+
+	(void)arg;
+	int fd = memfd_create("sparse", MFD_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(ftruncate(fd, (off_t)SPARSE_LEN) == 0);
+	uint64_t *w = malloc(page);
+	REQUIRE(w);
+	for (size_t i = 0; i < page / sizeof(*w); i++)
+		w[i] = test_pattern(SPARSE_DATA + i * sizeof(*w), 3);
+	REQUIRE(pwrite(fd, w, page, (off_t)SPARSE_DATA) == (ssize_t)page);
+	free(w);
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(SPARSE_LEN);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, SPARSE_LEN, PIN_UFFD_REGISTER_MISSING, fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	REQUIRE(test_page_ok(base, SPARSE_DATA / page, 3));
+	REQUIRE(test_page_zero(base, 0));
+	REQUIRE(test_page_zero(base, SPARSE_LEN / page - 1));
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	conn_close(&k);
+	close(fd);
+	return 0;
+}
+
+START_TEST(sparse_source_not_allocated)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(reap(spawn(client_sparse, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- a fork child's session goes with its process (issue 12, row 10) ---- */
 
 /* Where the daemon's probe of a fork child looked, and where it looks first:
@@ -2017,6 +2067,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, lazy_fill_64m);
 	ADD_CASE(s, holes_read_zero);
 	ADD_CASE(s, holes_sequential);
+	ADD_CASE(s, sparse_source_not_allocated);
 	ADD_CASE(s, truncated_source_poisons);
 	ADD_CASE(s, wp_dirty_bitmap);
 	ADD_CASE(s, fork_child_served);
