@@ -1183,6 +1183,9 @@ static void malformed_all(int sock)
 	/* An unknown message type: field 99, a varint. */
 	const uint8_t unknown[] = { 0x08, 0x07, 0x98, 0x06, 0x01 };
 	ck_assert_int_eq(raw_error(sock, unknown, sizeof(unknown)), -EBADMSG);
+	/* Hello version 2^32 + 1, which protobuf-c alone reads as 1. */
+	const uint8_t wide[] = { 0x52, 0x06, 0x08, 0x81, 0x80, 0x80, 0x80, 0x10 };
+	ck_assert_int_eq(raw_error(sock, wide, sizeof(wide)), -EBADMSG);
 	/* A handover without its fd; a zero-source region with one. */
 	m.body_case = UFFDD__MSG__BODY_UFFD;
 	m.uffd = &ho;
