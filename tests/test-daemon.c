@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1950,6 +1951,84 @@ START_TEST(holes_sequential)
 }
 END_TEST
 
+/* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
+
+#define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
+#define EMFILE_CONNS 32 /* connections then: most wait in the backlog */
+
+/* The highest descriptor number the daemon has open (below VALGRIND_FDS). */
+static int max_fd(pid_t pid)
+{
+	char path[64];
+	int m = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd < VALGRIND_FDS && fd > m)
+			m = fd;
+	}
+	closedir(dir);
+	return m;
+}
+
+/* The CPU time the process has used: utime + stime, in clock ticks. */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long ut, st;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	/* The fields after the name (which may hold spaces): state is 3rd,
+	 * utime the 14th and stime the 15th. */
+	const char *p = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(
+		sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st),
+		2);
+	return ut + st;
+}
+
+/* A daemon with EMFILE_ROOM descriptors left and EMFILE_CONNS connections
+ * waiting: over a second it spends at most a fifth of a second of CPU (an
+ * accept loop retrying EMFILE spends all of it); once the connections are
+ * gone it serves a new client, and its descriptors come back to baseline. */
+START_TEST(emfile_backs_off)
+{
+	struct test_daemon d;
+	struct rlimit old, low;
+	int conns[EMFILE_CONNS];
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)(max_fd(d.pid) + 1 + EMFILE_ROOM);
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &low, NULL), 0);
+	for (int i = 0; i < EMFILE_CONNS; i++)
+		ck_assert_int_ge(conns[i] = try_connect(d.sock), 0);
+	unsigned long long t0 = cpu_ticks(d.pid);
+	test_sleep_ms(1000);
+	unsigned long long used = cpu_ticks(d.pid) - t0;
+	ck_assert_uint_le(used, (unsigned long long)sysconf(_SC_CLK_TCK) / 5);
+	for (int i = 0; i < EMFILE_CONNS; i++)
+		close(conns[i]);
+	wait_fds(d.pid, fds);
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock, .name = "after" };
+	struct pin_client *c;
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	pin_client_free(c);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- the daemon allocates nothing for a client (issue 12, row 4) ---- */
 
 #define SPARSE_LEN  (1ull << 30)
@@ -2091,6 +2170,12 @@ Suite *test_suite(void)
 		       OTHER_UID);
 	ADD_CASE(s, two_clients);
 	ADD_CASE(s, killed_client);
+	/* valgrind keeps descriptors of its own at the top of RLIMIT_NOFILE. */
+	if (test_time_scale() == 1)
+		ADD_CASE(s, emfile_backs_off);
+	else
+		printf("emfile_backs_off: not run under valgrind: its descriptors sit at the top "
+		       "of RLIMIT_NOFILE\n");
 	ADD_CASE(s, one_fd_per_source_file);
 	ADD_CASE(s, malformed_messages);
 	ADD_CASE(s, restart_loses_nothing);
