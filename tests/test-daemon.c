@@ -81,8 +81,8 @@ static int count_fds(pid_t pid)
 	return n;
 }
 
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
+/* The daemon's descriptors past stdio whose link begins with prefix. */
+static int count_links(pid_t pid, const char *prefix)
 {
 	char path[64], link[64];
 	int n = 0;
@@ -96,22 +96,32 @@ static int count_sockets(pid_t pid)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
 		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
+		n += k > 0 && !strncmp(link, prefix, strlen(prefix));
 	}
 	closedir(dir);
 	return n;
 }
 
+/* The daemon's sockets past stdio: the listening one and one per session. */
+static int count_sockets(pid_t pid)
+{
+	return count_links(pid, "socket:");
+}
+
 /* The descriptors of a daemon just started, without clients: the session of
- * the harness's probe (a socket, nothing else) is freed asynchronously, so
- * wait until only the listening socket is left. */
+ * the harness's probe (a socket and a record, nothing else) is freed
+ * asynchronously, its socket closed before its record, so wait until only
+ * the listening socket is left and no record. */
 static int idle_fds(pid_t pid)
 {
-	int n = -1;
+	int n = -1, recs = -1;
 
-	for (int i = 0; i < 500 && (n = count_sockets(pid)) != 1; i++)
+	for (int i = 0; i < 500 && ((n = count_sockets(pid)) != 1 ||
+				    (recs = count_links(pid, "/memfd:uffdd-state")) != 0);
+	     i++)
 		test_sleep_ms(10);
 	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
+	ck_assert_msg(recs == 0, "uffdd has %d session records without a session", recs);
 	return count_fds(pid);
 }
 
@@ -1951,6 +1961,274 @@ START_TEST(holes_sequential)
 }
 END_TEST
 
+/* ---- per-uid caps (issue 12, rows 5 and 11) ---- */
+
+/* Waits for a refusal's reply, at most (its times the time scale): a
+ * connection the daemon serves gets nothing before its Hello. */
+#define REFUSAL_WAIT_MS 5000
+
+/* A connection the daemon should refuse: the error its first message
+ * carries (-EDQUOT), before the client says anything; 1 when none came. */
+static int refused_error(const struct test_daemon *d)
+{
+	Uffdd__Msg *r;
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	int sock = try_connect(d->sock), e = 1;
+
+	if (sock < 0)
+		return 1;
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	if (poll(&p, 1, (int)(REFUSAL_WAIT_MS * test_time_scale())) == 1 &&
+	    pin_proto_recv(sock, &r, fds, &nfds) == 0) {
+		if (r->body_case == UFFDD__MSG__BODY_REPLY && !r->seq)
+			e = r->reply->error;
+		pin_proto_free(r);
+	}
+	close(sock);
+	return e;
+}
+
+/* Tries 10 ms apart while a freed session's charge comes back (the daemon
+ * frees it asynchronously; a fork child's within its 1 s probe). */
+#define CAP_TRIES 500
+
+/* 0 once a new connection is served (its Hello answered). */
+static int hello_until_served(const struct test_daemon *d)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "after" };
+	struct pin_client *c;
+
+	for (int i = 0; i < CAP_TRIES; i++) {
+		if (pin_client_connect(&co, &c) == 0) {
+			pin_client_free(c);
+			return 0;
+		}
+		test_sleep_ms(10);
+	}
+	return -EDQUOT;
+}
+
+static int client_connections(const struct test_daemon *d, void *arg)
+{
+	struct conn a, b;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &a, 0) == 0);
+	REQUIRE(conn_open(d, &b, 0) == 0);
+	REQUIRE(refused_error(d) == -EDQUOT);
+	conn_close(&b);
+	REQUIRE(hello_until_served(d) == 0);
+	conn_close(&a);
+	return 0;
+}
+
+/* Two connections per uid: the third is answered -EDQUOT and closed; one
+ * gone, a new one is served. */
+START_TEST(connections_capped)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-connections-per-uid", "2", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_connections, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define CAP_FORKS 2
+
+static int client_fork_sessions(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	int go[2];
+	pid_t kids[CAP_FORKS];
+
+	(void)arg;
+	REQUIRE(pipe2(go, O_CLOEXEC) == 0);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	/* A registered range: a fork copies it, and the daemon gets the
+	 * child's userfaultfd. */
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	for (int i = 0; i < CAP_FORKS; i++) {
+		REQUIRE((kids[i] = fork()) >= 0);
+		if (kids[i] == 0) {
+			char c;
+			close(go[1]);
+			_exit(read(go[0], &c, 1) == 0 ? 0 : 1);
+		}
+	}
+	/* Its session and its children's, once made: the limit, and no
+	 * connection more. */
+	struct pin_client_info *v = NULL;
+	size_t n = 0;
+	for (int i = 0; i < CAP_TRIES && n != 1 + CAP_FORKS; i++) {
+		free(v);
+		v = NULL;
+		REQUIRE(pin_client_list_clients(k.c, &v, &n) == 0);
+		if (n != 1 + CAP_FORKS)
+			test_sleep_ms(10);
+	}
+	free(v);
+	REQUIRE(n == 1 + CAP_FORKS);
+	REQUIRE(refused_error(d) == -EDQUOT);
+	close(go[1]);
+	for (int i = 0; i < CAP_FORKS; i++) {
+		int st;
+		REQUIRE(waitpid(kids[i], &st, 0) == kids[i]);
+		REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	REQUIRE(hello_until_served(d) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* Fork children's sessions count against the uid's sessions (charged: a
+ * fork cannot be refused), and free their place once their process is
+ * gone. */
+START_TEST(fork_children_count_as_sessions)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-sessions-per-uid", "3", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fork_sessions, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+struct three_files {
+	int fd[3];
+};
+
+static int client_fds(const struct test_daemon *d, void *arg)
+{
+	const struct three_files *f = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(8 * page);
+	REQUIRE(base);
+	/* Connection, record, userfaultfd: 3.  File 0: 4, however many
+	 * regions read it; file 1: 5, the limit. */
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, f->fd[0], 0) == 0);
+	REQUIRE(add_region(&k, base + page, page, PIN_UFFD_REGISTER_MISSING, f->fd[0], 0) == 0);
+	REQUIRE(add_region(&k, base + 2 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[1], 0) == 0);
+	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[2], 0) ==
+		-EDQUOT);
+	REQUIRE(add_region(&k, base + 4 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[1], 0) == 0);
+	/* File 1's regions gone, its place is free. */
+	REQUIRE(pin_client_region_remove(k.c, base + 2 * page, page) == 0);
+	REQUIRE(pin_client_region_remove(k.c, base + 4 * page, page) == 0);
+	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[2], 0) == 0);
+	REQUIRE(test_page_ok(base, 0, 21));
+	REQUIRE(test_page_ok(base + 3 * page, 0, 23));
+	conn_close(&k);
+	return 0;
+}
+
+/* A session's descriptors in the daemon (its connection, record,
+ * userfaultfd and each distinct source file) count against the uid's
+ * --max-fds-per-uid. */
+START_TEST(fds_capped)
+{
+	struct test_daemon d;
+	struct three_files f;
+	const char *const extra[] = { "--max-fds-per-uid", "5", NULL };
+
+	test_daemon_start(&d, extra);
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "src%d", i);
+		f.fd[i] = make_source(&d, name, 1, 21 + (uint64_t)i);
+	}
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fds, &d, &f)), 0);
+	for (int i = 0; i < 3; i++)
+		close(f.fd[i]);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define BIG_PAGES (1ull << 20) /* two bitmaps of 128 KiB in the record */
+
+static int client_bytes(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *a = map_region(BIG_PAGES * page), *b = map_region(BIG_PAGES * page);
+	uint8_t *c = map_region(page);
+	REQUIRE(a && b && c);
+	REQUIRE(add_region(&k, a, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(add_region(&k, b, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
+			   PIN_CLIENT_REGION_NO_PUSH) == -EDQUOT);
+	REQUIRE(add_region(&k, c, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	REQUIRE(test_page_zero(c, 0));
+	conn_close(&k);
+	return 0;
+}
+
+/* The bytes of a session's record (its regions' bitmaps) count against
+ * --max-bytes-per-uid: at 384 KiB, one region of 2^20 pages fits (256 KiB
+ * of bitmaps), a second does not, a small one still does. */
+START_TEST(record_bytes_capped)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-bytes-per-uid", "393216", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_bytes, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+static int client_split(const struct test_daemon *d, void *arg)
+{
+	const int *fd = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *a = map_region(4 * page), *b = map_region(page);
+	REQUIRE(a && b);
+	REQUIRE(add_region(&k, a, 4 * page, PIN_UFFD_REGISTER_MISSING, *fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(add_region(&k, b, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	/* A hole in A's middle would make a third region: refused, and
+	 * nothing cut: A's pages still come from its source. */
+	REQUIRE(pin_client_region_remove(k.c, a + page, page) == -EDQUOT);
+	for (size_t i = 4; i-- > 0;)
+		REQUIRE(test_page_ok(a, i, 31));
+	/* B gone, the split fits. */
+	REQUIRE(pin_client_region_remove(k.c, b, page) == 0);
+	REQUIRE(pin_client_region_remove(k.c, a + page, page) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* A RegionRemove that splits a region is charged the region it makes, and
+ * refused over the limit before anything is cut. */
+START_TEST(split_refused_over_cap)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-regions-per-uid", "2", NULL };
+
+	test_daemon_start(&d, extra);
+	int fd = make_source(&d, "src", 4, 31);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_split, &d, &fd)), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
 
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
@@ -2162,6 +2440,11 @@ Suite *test_suite(void)
 	ADD_CASE(s, prefetch_and_timeout);
 	ADD_CASE(s, prefetch_partial_copy);
 	ADD_CASE(s, per_uid_limits);
+	ADD_CASE(s, connections_capped);
+	ADD_CASE(s, fork_children_count_as_sessions);
+	ADD_CASE(s, fds_capped);
+	ADD_CASE(s, record_bytes_capped);
+	ADD_CASE(s, split_refused_over_cap);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);

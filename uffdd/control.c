@@ -207,6 +207,13 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;
+	/* One more descriptor held for the uid. */
+	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
+	if (r < 0) {
+		pin_uffd_free(s->uffd);
+		s->uffd = NULL;
+		return r;
+	}
 	/* Stored before it is watched: the record says it is there once
 	 * this request commits. */
 	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
@@ -309,7 +316,11 @@ static int do_region_add(struct req *q)
 	struct region *r = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 				      !ra->has_push || ra->push);
 	source_unref(src);
-	ret = r ? add_region(q, ra, r) : fail(q, -ENOMEM, "out of memory");
+	/* Its bitmaps and a source file new to the session, charged. */
+	ret = r ? session_charge(s, 0, 0, q->text, sizeof(q->text))
+		: fail(q, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = add_region(q, ra, r);
 	if (ret < 0) {
 		region_free(s, r);
 		session_charge(s, -1, 0, NULL, 0);
@@ -332,9 +343,18 @@ static int do_region_remove(struct req *q)
 	struct session *s = q->s;
 	uint64_t a = q->m->region_remove->range->addr, b = a + q->m->region_remove->range->len;
 	size_t before = s->nregions;
+	struct region *r = session_find(s, a);
+	/* A hole in the middle of a region makes one more: refused over the
+	 * limit before anything is cut. */
+	int64_t split = r && a > r->start && b < r->start + r->len;
 
+	if (split) {
+		int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
+		if (ret < 0)
+			return ret;
+	}
 	int cut = session_cut(s, a, b, 0, true);
-	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+	session_charge(s, (int64_t)s->nregions - (int64_t)before - split, 0, NULL, 0);
 	if (cut < 0)
 		return fail(q, cut, "out of memory");
 	if (!cut)

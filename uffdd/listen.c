@@ -3,7 +3,8 @@
  * The listening sockets (what store_start() found the manager passed, or
  * --socket PATH, bound here with the stale-socket rules), and accepting: each
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
- * watched by a worker with control.c's request handler.  listen_run() is the
+ * watched by a worker with control.c's request handler; one over its uid's
+ * limits is answered -EDQUOT and closed.  listen_run() is the
  * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
  * handler it stores), worker.c, session.c, log.c and util.c.
  */
@@ -163,6 +164,34 @@ static bool out_of_fds(int err)
 	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
+/* Messages of a refused client read and dropped before its connection is
+ * closed (closing with some unread resets it, and the client could not read
+ * why): a client sends its Hello, then waits. */
+#define REFUSED_DRAIN_MAX 16
+
+/* A connection over its uid's limits (session_new() logged why): tell the
+ * client, then close it. */
+static void refuse(int fd)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+
+	rep.error = -EDQUOT;
+	rep.text = "over a per-uid limit of uffdd: see uffdd(8), LIMITS";
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	/* Non-blocking, to a socket nobody has written to: it fits, or the
+	 * client is gone and closing is all there is left to do. */
+	pin_proto_send(fd, &m, NULL, 0);
+	for (int i = 0; i < REFUSED_DRAIN_MAX; i++) {
+		char b;
+		/* MSG_TRUNC: the datagram is dropped whole; EAGAIN: none left. */
+		if (recv(fd, &b, sizeof(b), MSG_DONTWAIT | MSG_TRUNC) < 0)
+			break;
+	}
+	close(fd);
+}
+
 /* Accept what waits on lfd: 0, or -errno when the daemon is out of
  * descriptors (the caller backs off). */
 static int accept_all(int lfd)
@@ -188,6 +217,10 @@ static int accept_all(int lfd)
 		}
 		struct session *s;
 		int r = session_new(fd, cred.pid, cred.uid, &s);
+		if (r == -EDQUOT) {
+			refuse(fd);
+			continue;
+		}
 		if (r < 0) {
 			close(fd);
 			if (out_of_fds(-r))

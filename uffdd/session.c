@@ -15,7 +15,7 @@
 
 struct uid_use {
 	uid_t uid;
-	uint64_t regions, pinned;
+	uint64_t v[UFFDD_CHARGES]; /* enum charge */
 };
 
 /* Guards the session list and the per-uid table (control plane only). */
@@ -29,6 +29,52 @@ static _Atomic unsigned int count;
 /* ---- regions ---- */
 
 #define NO_SLOT UINT32_MAX
+
+/* Index of the first of s's source files whose id is not below id. */
+static size_t file_find(const struct session *s, uint64_t id)
+{
+	size_t lo = 0, hi = s->nfiles;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (s->files[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* One more region of s reads the source file id (0, a zero source: none). */
+static int file_hold(struct session *s, uint64_t id)
+{
+	size_t i = file_find(s, id);
+
+	if (!id)
+		return 0;
+	if (i < s->nfiles && s->files[i].id == id) {
+		s->files[i].regions++;
+		return 0;
+	}
+	struct file_use *v = realloc(s->files, (s->nfiles + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->files = v;
+	memmove(&v[i + 1], &v[i], (s->nfiles - i) * sizeof(*v));
+	v[i] = (struct file_use){ id, 1 };
+	s->nfiles++;
+	return 0;
+}
+
+static void file_drop(struct session *s, uint64_t id)
+{
+	size_t i = file_find(s, id);
+
+	if (!id || i == s->nfiles || s->files[i].id != id || --s->files[i].regions)
+		return;
+	memmove(&s->files[i], &s->files[i + 1], (s->nfiles - i - 1) * sizeof(*s->files));
+	s->nfiles--;
+}
 
 /* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
 static int region_bitmaps(struct session *s, struct region *r)
@@ -58,7 +104,7 @@ struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint3
 	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	if (region_bitmaps(s, r) < 0) {
+	if (region_bitmaps(s, r) < 0 || file_hold(s, source_file_id(src)) < 0) {
 		region_free(s, r);
 		return NULL;
 	}
@@ -77,6 +123,8 @@ void region_free(struct session *s, struct region *r)
 		state_bm_free(s->st, r->zero, r->npages);
 		state_bm_free(s->st, r->dirty, r->npages);
 	}
+	if (r->src)
+		file_drop(s, source_file_id(r->src));
 	source_unref(r->src);
 	free(r);
 }
@@ -120,7 +168,7 @@ static struct region *region_part(struct session *s, const struct region *r, uin
 	p->ra_pages = 1;
 	p->populated = p->zero = p->dirty = NULL;
 	p->src = NULL;
-	if (region_bitmaps(s, p) < 0) {
+	if (region_bitmaps(s, p) < 0 || file_hold(s, source_file_id(r->src)) < 0) {
 		region_free(s, p);
 		return NULL;
 	}
@@ -305,36 +353,96 @@ static struct uid_use *use_of(uid_t uid, bool create)
 	return &uses[nuses++];
 }
 
+static const char *const charge_names[UFFDD_CHARGES] = {
+	[CHARGE_REGIONS] = "regions",	       [CHARGE_PINNED] = "bytes pinned",
+	[CHARGE_SESSIONS] = "sessions",	       [CHARGE_CONNECTIONS] = "connections",
+	[CHARGE_FDS] = "descriptors in uffdd", [CHARGE_BYTES] = "bytes of session records",
+};
+
+/* The limit on kind k; 0: none. */
+static uint64_t charge_limit(enum charge k)
+{
+	switch (k) {
+	case CHARGE_REGIONS:
+		return uffdd_cfg.max_regions_per_uid;
+	case CHARGE_PINNED:
+		return uffdd_cfg.max_pinned_per_uid;
+	case CHARGE_SESSIONS:
+		return uffdd_cfg.max_sessions_per_uid;
+	case CHARGE_CONNECTIONS:
+		return uffdd_cfg.max_connections_per_uid;
+	case CHARGE_FDS:
+		return uffdd_cfg.max_fds_per_uid;
+	default:
+		return uffdd_cfg.max_bytes_per_uid;
+	}
+}
+
+/* What s holds now of kind k (CHARGE_SESSIONS and after). */
+static uint64_t held(const struct session *s, enum charge k)
+{
+	switch (k) {
+	case CHARGE_SESSIONS:
+		return 1;
+	case CHARGE_CONNECTIONS:
+		return s->sock >= 0;
+	case CHARGE_FDS:
+		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->st != NULL) + s->nfiles;
+	case CHARGE_BYTES:
+		return s->st ? state_bytes(s->st) : 0;
+	default:
+		return 0;
+	}
+}
+
+/* Add d to u's and s's counts (d[k] may be negative). */
+static void charge_apply(struct session *s, struct uid_use *u, const int64_t *d)
+{
+	for (int k = 0; k < UFFDD_CHARGES; k++) {
+		s->charged[k] += (uint64_t)d[k];
+		if (u)
+			u->v[k] += (uint64_t)d[k];
+	}
+}
+
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen)
 {
+	int64_t d[UFFDD_CHARGES] = { [CHARGE_REGIONS] = regions, [CHARGE_PINNED] = pinned };
 	int ret = 0;
 
+	for (int k = CHARGE_SESSIONS; k < UFFDD_CHARGES; k++)
+		d[k] = (int64_t)(held(s, k) - s->charged[k]);
 	pthread_mutex_lock(&glock);
 	struct uid_use *u = use_of(s->uid, true);
-	if (!why) {
-		if (u) {
-			u->regions += (uint64_t)regions;
-			u->pinned += (uint64_t)pinned;
-		}
-	} else if (!u) {
+	if (why && !u) {
 		ret = -ENOMEM;
 		snprintf(why, whylen, "out of memory");
-	} else if (regions > 0 && uffdd_cfg.max_regions_per_uid &&
-		   u->regions + (uint64_t)regions > uffdd_cfg.max_regions_per_uid) {
-		ret = -EDQUOT;
-		snprintf(why, whylen, "uid %u has %" PRIu64 " regions, the limit is %u", s->uid,
-			 u->regions, uffdd_cfg.max_regions_per_uid);
-	} else if (pinned > 0 && uffdd_cfg.max_pinned_per_uid &&
-		   u->pinned + (uint64_t)pinned > uffdd_cfg.max_pinned_per_uid) {
-		ret = -EDQUOT;
-		snprintf(why, whylen, "uid %u has %" PRIu64 " bytes pinned, the limit is %" PRIu64,
-			 s->uid, u->pinned, uffdd_cfg.max_pinned_per_uid);
-	} else {
-		u->regions += (uint64_t)regions;
-		u->pinned += (uint64_t)pinned;
 	}
+	for (int k = 0; why && u && k < UFFDD_CHARGES; k++) {
+		uint64_t lim = charge_limit(k);
+		if (d[k] <= 0 || !lim || ((uint64_t)d[k] <= lim && u->v[k] <= lim - (uint64_t)d[k]))
+			continue;
+		ret = -EDQUOT;
+		snprintf(why, whylen, "uid %u has %" PRIu64 " %s, the limit is %" PRIu64, s->uid,
+			 u->v[k], charge_names[k], lim);
+		break;
+	}
+	if (!ret)
+		charge_apply(s, u, d);
 	pthread_mutex_unlock(&glock);
 	return ret;
+}
+
+/* Give back everything s was charged. */
+static void charge_release(struct session *s)
+{
+	int64_t d[UFFDD_CHARGES];
+
+	for (int k = 0; k < UFFDD_CHARGES; k++)
+		d[k] = -(int64_t)s->charged[k];
+	pthread_mutex_lock(&glock);
+	charge_apply(s, use_of(s->uid, false), d);
+	pthread_mutex_unlock(&glock);
 }
 
 static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
@@ -418,12 +526,27 @@ static void session_publish(struct session *s)
 
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 {
+	/* One line per window for every uid refused: a client retrying in a
+	 * loop must not flood the journal.  The accepting thread's only. */
+	static struct ratelimit rl;
 	struct session *s = session_alloc(sock, pid, uid);
+	char why[128];
 
 	if (!s)
 		return -ENOMEM;
+	/* Checked before anything is made for it: its connection and record. */
+	int r = session_charge(s, 0, 0, why, sizeof(why));
+	if (r < 0) {
+		ulog_rl(&rl, LOG_WARNING, "uid %u pid %d: connection refused: %s", uid, (int)pid,
+			why);
+		s->sock = -1; /* the caller's still */
+		session_free(s);
+		return r;
+	}
 	s->id = take_id();
-	int r = session_state(s, 0);
+	r = session_state(s, 0);
+	if (!r)
+		session_charge(s, 0, 0, NULL, 0);
 	if (r < 0 || (r = session_store(s)) < 0) {
 		session_unstore(s);
 		s->sock = -1; /* the caller's still */
@@ -688,23 +811,17 @@ static void session_unpublish(struct session *s)
 			break;
 		}
 	}
-	struct uid_use *u = use_of(s->uid, false);
-	if (u) {
-		u->regions -= s->nregions < u->regions ? s->nregions : u->regions;
-		u->pinned -= s->pinned < u->pinned ? s->pinned : u->pinned;
-	}
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_sub(&count, 1);
 }
 
 void session_free(struct session *s)
 {
-	/* One never published (a fork child that failed half made) was never
-	 * charged either. */
 	if (s->listed) {
 		session_unpublish(s);
 		session_unstore(s);
 	}
+	charge_release(s);
 
 	if (s->w) {
 		if (s->sock >= 0)
@@ -723,6 +840,7 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < s->nregions; i++)
 		region_free(s, s->regions[i]);
 	free(s->regions);
+	free(s->files);
 	free(s->pins);
 	free(s->faults);
 	free(s->waits);

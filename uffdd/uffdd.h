@@ -38,6 +38,10 @@ struct uffdd_config {
 	unsigned int workers;
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
+	/* Per uid (0: no limit): sessions (fork children too), connections,
+	 * descriptors the daemon holds for them, bytes of their records. */
+	uint32_t max_sessions_per_uid, max_connections_per_uid, max_fds_per_uid;
+	uint64_t max_bytes_per_uid;
 	uint64_t max_state_bytes; /* a session's record, at most */
 	int verbose;
 };
@@ -383,6 +387,23 @@ struct watch {
 
 struct worker;
 
+/* What a uid is charged for (session_charge()). */
+enum charge {
+	CHARGE_REGIONS,
+	CHARGE_PINNED,	    /* bytes */
+	CHARGE_SESSIONS,    /* fork children's too */
+	CHARGE_CONNECTIONS, /* sessions with a connection */
+	CHARGE_FDS,	    /* connection, userfaultfd, record, distinct source files */
+	CHARGE_BYTES,	    /* of the session's record (state_bytes(): bitmaps) */
+	UFFDD_CHARGES
+};
+
+/* A source file a session's regions read, and how many do. */
+struct file_use {
+	uint64_t id;
+	uint64_t regions;
+};
+
 struct session {
 	uint64_t id;
 	pid_t pid;
@@ -422,6 +443,10 @@ struct session {
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
 
+	struct file_use *files; /* sorted by id */
+	size_t nfiles;
+	uint64_t charged[UFFDD_CHARGES]; /* what its uid is charged for it */
+
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
 };
@@ -447,6 +472,10 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
 /*
  * Count against (or release from) the uid's limits: -EDQUOT, with why filled
  * in, when over.  why NULL: forced (what the kernel did cannot be refused).
+ * Besides the regions and pinned bytes given, every call brings the rest of
+ * what the uid is charged for the session (CHARGE_SESSIONS and after) to what
+ * it holds now; with why, a rise over a limit is refused and nothing is
+ * charged.  What a session was charged is given back when it is freed.
  */
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
