@@ -2229,6 +2229,65 @@ START_TEST(split_refused_over_cap)
 }
 END_TEST
 
+/* ---- pins found by cookie in O(1) (issue 12, row 14) ---- */
+
+#define MANY_PINS 4096
+
+static int client_many_pins(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	size_t *order = malloc(MANY_PINS * sizeof(*order));
+
+	(void)arg;
+	REQUIRE(order);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	/* Cookies far apart and close together alike. */
+	for (size_t i = 0; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, (i << 40) | i) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, page, (7ull << 40) | 7) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (7ull << 40) | 7) == -EEXIST);
+	/* Released in a random order, half of them: each found, once. */
+	for (size_t i = 0; i < MANY_PINS; i++)
+		order[i] = i;
+	shuffle(order, MANY_PINS, 5);
+	for (size_t i = 0; i < MANY_PINS / 2; i++) {
+		uint64_t c = (order[i] << 40) | order[i];
+		REQUIRE(pin_client_pin_release(k.c, c) == 0);
+		REQUIRE(pin_client_pin_release(k.c, c) == -ENOENT);
+	}
+	/* The other half still there; the first half reported again. */
+	for (size_t i = MANY_PINS / 2; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (order[i] << 40) | order[i]) ==
+			-EEXIST);
+	for (size_t i = 0; i < MANY_PINS / 2; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, (order[i] << 40) | order[i]) == 0);
+	for (size_t i = 0; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_release(k.c, (order[i] << 40) | order[i]) == 0);
+	/* Every pin's bytes given back: the limit's worth fits again. */
+	REQUIRE(pin_client_pin_report(k.c, base, MANY_PINS * page, 1) == 0);
+	free(order);
+	conn_close(&k);
+	return 0;
+}
+
+/* MANY_PINS pins reported, released in a random order and reported again:
+ * each is found by its cookie (released once, -ENOENT after, -EEXIST for
+ * another range) and the pinned bytes come back exactly. */
+START_TEST(many_pins_by_cookie)
+{
+	struct test_daemon d;
+	char limit[32];
+
+	snprintf(limit, sizeof(limit), "%zu", (size_t)MANY_PINS * page);
+	const char *const extra[] = { "--max-pinned-per-uid", limit, NULL };
+	test_daemon_start(&d, extra);
+	ck_assert_int_eq(reap(spawn(client_many_pins, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
 
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
@@ -2445,6 +2504,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, fds_capped);
 	ADD_CASE(s, record_bytes_capped);
 	ADD_CASE(s, split_refused_over_cap);
+	ADD_CASE(s, many_pins_by_cookie);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);

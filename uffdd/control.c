@@ -408,9 +408,9 @@ static int do_pin_report(struct req *q)
 	struct session *s = q->s;
 	const Uffdd__PinReport *p = q->m->pin_report;
 
-	for (size_t i = 0; i < s->npins; i++) {
-		if (s->pins[i].cookie != p->cookie)
-			continue;
+	ssize_t i = session_pin_find(s, p->cookie);
+
+	if (i >= 0) {
 		/* The same report again (after a restart): done once. */
 		if (s->pins[i].addr == p->range->addr && s->pins[i].len == p->range->len)
 			return 0;
@@ -431,15 +431,14 @@ static int do_pin_release(struct req *q)
 {
 	struct session *s = q->s;
 
-	for (size_t i = 0; i < s->npins; i++) {
-		if (s->pins[i].cookie != q->m->pin_release->cookie)
-			continue;
-		uint64_t len = s->pins[i].len;
-		session_pin_del(s, i);
-		session_charge(s, 0, -(int64_t)len, NULL, 0);
-		return 0;
-	}
-	return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
+	ssize_t i = session_pin_find(s, q->m->pin_release->cookie);
+
+	if (i < 0)
+		return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
+	uint64_t len = s->pins[i].len;
+	session_pin_del(s, (size_t)i);
+	session_charge(s, 0, -(int64_t)len, NULL, 0);
+	return 0;
 }
 
 static int do_prefetch(struct req *q)

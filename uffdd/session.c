@@ -623,6 +623,108 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 	return r;
 }
 
+/* ---- pins: an array, and a hash of it by cookie ---- */
+
+/* Slots per pin in the hash, at least: probes stay short. */
+#define PIN_HASH_LOAD 2
+#define PIN_HASH_MIN  64
+
+static size_t pin_slot(uint64_t cookie, size_t cap)
+{
+	/* splitmix64's finaliser: every bit of the cookie counts. */
+	cookie ^= cookie >> 30;
+	cookie *= 0xbf58476d1ce4e5b9ull;
+	cookie ^= cookie >> 27;
+	cookie *= 0x94d049bb133111ebull;
+	cookie ^= cookie >> 31;
+	return (size_t)cookie & (cap - 1);
+}
+
+ssize_t session_pin_find(const struct session *s, uint64_t cookie)
+{
+	if (!s->pin_hash_cap)
+		return -1;
+	for (size_t h = pin_slot(cookie, s->pin_hash_cap);; h = (h + 1) & (s->pin_hash_cap - 1)) {
+		uint32_t v = s->pin_hash[h];
+		if (!v)
+			return -1;
+		if (s->pins[v - 1].cookie == cookie)
+			return (ssize_t)(v - 1);
+	}
+}
+
+/* The hash slot that holds pin i. */
+static size_t pin_hash_at(const struct session *s, size_t i)
+{
+	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
+
+	while (s->pin_hash[h] != i + 1)
+		h = (h + 1) & (s->pin_hash_cap - 1);
+	return h;
+}
+
+static void pin_hash_put(struct session *s, size_t i)
+{
+	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
+
+	while (s->pin_hash[h])
+		h = (h + 1) & (s->pin_hash_cap - 1);
+	s->pin_hash[h] = (uint32_t)(i + 1);
+}
+
+/* Take slot h out of the linear-probing hash: later entries of its run move
+ * back, so that every lookup still finds them. */
+static void pin_hash_remove(struct session *s, size_t h)
+{
+	size_t mask = s->pin_hash_cap - 1;
+
+	s->pin_hash[h] = 0;
+	for (size_t j = (h + 1) & mask; s->pin_hash[j]; j = (j + 1) & mask) {
+		size_t home = pin_slot(s->pins[s->pin_hash[j] - 1].cookie, s->pin_hash_cap);
+		/* Moved back unless its home lies cyclically in (h, j]. */
+		if (h <= j ? (home > h && home <= j) : (home > h || home <= j))
+			continue;
+		s->pin_hash[h] = s->pin_hash[j];
+		s->pin_hash[j] = 0;
+		h = j;
+	}
+}
+
+/* Room for one more pin: the array and the hash grown by doubling. */
+static int pin_reserve(struct session *s)
+{
+	if (s->npins >= UINT32_MAX - 1)
+		return -ENOSPC;
+	if (s->npins == s->pins_cap) {
+		size_t cap = s->pins_cap ? 2 * s->pins_cap : PIN_HASH_MIN;
+		struct pin_rec *v = realloc(s->pins, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		s->pins = v;
+		s->pins_cap = cap;
+	}
+	if ((s->npins + 1) * PIN_HASH_LOAD <= s->pin_hash_cap)
+		return 0;
+	size_t cap = s->pin_hash_cap ? 2 * s->pin_hash_cap : PIN_HASH_MIN;
+	uint32_t *h = calloc(cap, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	free(s->pin_hash);
+	s->pin_hash = h;
+	s->pin_hash_cap = cap;
+	for (size_t i = 0; i < s->npins; i++)
+		pin_hash_put(s, i);
+	return 0;
+}
+
+/* Append a pin (room reserved; the caller holds s->lock or owns s alone). */
+static void pin_push(struct session *s, const struct pin_rec *p)
+{
+	s->pins[s->npins] = *p;
+	pin_hash_put(s, s->npins++);
+	s->pinned += p->len;
+}
+
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie)
 {
 	struct state_rec rec = { .kind = STATE_PIN, .start = addr, .len = len, .offset = cookie };
@@ -632,18 +734,13 @@ int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t coo
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
-	if (v) {
-		s->pins = v;
-		v[s->npins++] = (struct pin_rec){ addr, len, cookie, slot };
-		s->pinned += len;
-	}
+	r = pin_reserve(s);
+	if (!r)
+		pin_push(s, &(struct pin_rec){ addr, len, cookie, slot });
 	pthread_mutex_unlock(&s->lock);
-	if (!v) {
+	if (r < 0)
 		state_del(s->st, slot);
-		return -ENOMEM;
-	}
-	return 0;
+	return r;
 }
 
 void session_pin_del(struct session *s, size_t i)
@@ -651,7 +748,13 @@ void session_pin_del(struct session *s, size_t i)
 	state_del(s->st, s->pins[i].slot);
 	pthread_mutex_lock(&s->lock);
 	s->pinned -= s->pins[i].len;
-	s->pins[i] = s->pins[--s->npins];
+	pin_hash_remove(s, pin_hash_at(s, i));
+	size_t last = --s->npins;
+	if (i != last) {
+		/* The last pin takes its place, and its hash slot says so. */
+		s->pin_hash[pin_hash_at(s, last)] = (uint32_t)(i + 1);
+		s->pins[i] = s->pins[last];
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -732,12 +835,14 @@ static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
 		}
 		return restore_region(x, rec, slot);
 	}
-	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	s->pins = v;
-	v[s->npins++] = (struct pin_rec){ rec->start, rec->len, rec->offset, slot };
-	s->pinned += rec->len;
+	if (session_pin_find(s, rec->offset) >= 0) {
+		snprintf(x->why, x->whylen, "cookie %#" PRIx64 " pinned twice", rec->offset);
+		return -EBADMSG;
+	}
+	int r = pin_reserve(s);
+	if (r < 0)
+		return r;
+	pin_push(s, &(struct pin_rec){ rec->start, rec->len, rec->offset, slot });
 	return 0;
 }
 
@@ -842,6 +947,7 @@ void session_free(struct session *s)
 	free(s->regions);
 	free(s->files);
 	free(s->pins);
+	free(s->pin_hash);
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);

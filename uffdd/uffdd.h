@@ -428,7 +428,9 @@ struct session {
 	struct region **regions; /* sorted by start, disjoint */
 	size_t nregions;
 	struct pin_rec *pins;
-	size_t npins;
+	size_t npins, pins_cap;
+	uint32_t *pin_hash; /* open addressing by cookie: index + 1; 0 free */
+	size_t pin_hash_cap;
 	uint64_t pinned;
 
 	struct fault *faults;
@@ -501,6 +503,8 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 		    size_t whylen);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
+/* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */
+ssize_t session_pin_find(const struct session *s, uint64_t cookie);
 void session_pin_del(struct session *s, size_t i);
 
 /* The identity that changes (pid, name, Hello said, the userfaultfd's
