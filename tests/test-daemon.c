@@ -2288,6 +2288,57 @@ START_TEST(many_pins_by_cookie)
 }
 END_TEST
 
+/* ---- one userfaultfd, one session (issue 12, row 14) ---- */
+
+static int client_uffd_twice(const struct test_daemon *d, void *arg)
+{
+	struct conn a;
+	struct pin_client *b;
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "second" };
+	int r = -EBUSY;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &a, 0) == 0);
+	REQUIRE(pin_client_connect(&co, &b) == 0);
+	REQUIRE(pin_client_handover(b, a.u) == -EBUSY);
+	/* The first session gone, the userfaultfd is free for another. */
+	pin_client_free(a.c);
+	for (int i = 0; i < CAP_TRIES && r == -EBUSY; i++) {
+		r = pin_client_handover(b, a.u);
+		if (r == -EBUSY)
+			test_sleep_ms(10);
+	}
+	REQUIRE(r == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a.u, base, page, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	struct pin_client_region reg = {
+		.sz = sizeof(reg),
+		.addr = base,
+		.len = page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.fd = -1,
+	};
+	REQUIRE(pin_client_region_add(b, &reg) == 0);
+	REQUIRE(test_page_zero(base, 0));
+	pin_client_free(b);
+	pin_uffd_free(a.u);
+	return 0;
+}
+
+/* A userfaultfd handed over in a second session while the first holds it
+ * is refused with -EBUSY (the second would park its faults forever); once
+ * the first is gone, the second takes it and serves it. */
+START_TEST(uffd_in_one_session_only)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(reap(spawn(client_uffd_twice, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
 
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
@@ -2505,6 +2556,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, record_bytes_capped);
 	ADD_CASE(s, split_refused_over_cap);
 	ADD_CASE(s, many_pins_by_cookie);
+	ADD_CASE(s, uffd_in_one_session_only);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);

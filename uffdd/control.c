@@ -203,7 +203,14 @@ static int do_handover(struct req *q)
 	 * it never reads its own userfaultfd while uffdd serves it. */
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return fail(q, -errno, "fcntl(O_NONBLOCK): %s", strerror(errno));
-	int r = pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	/* Checked and taken under the sessions' lock: of two sessions
+	 * handed one userfaultfd at once, the second sees the first's. */
+	sessions_lock();
+	bool taken = sessions_uffd_taken_locked(fd);
+	int r = taken ? -EBUSY : pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	sessions_unlock();
+	if (r == -EBUSY)
+		return fail(q, r, "that userfaultfd belongs to another session");
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;

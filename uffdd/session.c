@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <linux/kcmp.h>
 
 #include "uffdd.h"
 
@@ -989,6 +991,35 @@ void sessions_lock(void)
 void sessions_unlock(void)
 {
 	pthread_mutex_unlock(&glock);
+}
+
+/* Whether a and b (ours) are the same open file: kcmp(), which needs
+ * CONFIG_KCMP; 0 when it cannot tell (said once). */
+static int same_file(int a, int b)
+{
+	static bool warned;
+	pid_t me = getpid();
+	long r = syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
+
+	if (r >= 0)
+		return r == 0;
+	if (!warned) {
+		int err = errno;
+		warned = true;
+		ulog(LOG_WARNING,
+		     "kcmp(KCMP_FILE): %s: a userfaultfd handed over in two sessions is not "
+		     "noticed",
+		     strerror(err));
+	}
+	return 0;
+}
+
+bool sessions_uffd_taken_locked(int fd)
+{
+	for (struct session *s = all; s; s = s->gnext)
+		if (s->uffd && same_file(pin_uffd_fd(s->uffd), fd) > 0)
+			return true;
+	return false;
 }
 
 struct session *sessions_get_locked(uint64_t id)

@@ -520,6 +520,9 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
+/* Whether some listed session's userfaultfd is the open file of fd (under
+ * sessions_lock(); one userfaultfd belongs to one session only). */
+bool sessions_uffd_taken_locked(int fd);
 void sessions_lock(void);
 void sessions_unlock(void);
 unsigned int sessions_count(void);
