@@ -2339,6 +2339,75 @@ START_TEST(uffd_in_one_session_only)
 }
 END_TEST
 
+/* ---- a pipelining client is slowed down, not cut off (issue 12, row 14) ---- */
+
+/* Far more requests than replies fit in a socket's buffer (some 270). */
+#define PIPELINED 4096
+
+static int client_pipelined(const struct test_daemon *d, void *arg)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT, *r;
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	uint64_t sent = 0, got = 0;
+
+	(void)arg;
+	int sock = try_connect(d->sock);
+	REQUIRE(sock >= 0);
+	hello.version = PIN_PROTO_VERSION;
+	m.has_seq = true;
+	m.seq = 1;
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	REQUIRE(pin_proto_send(sock, &m, NULL, 0) == 0);
+	REQUIRE(pin_proto_recv(sock, &r, fds, &nfds) == 0);
+	REQUIRE(r->body_case == UFFDD__MSG__BODY_REPLY && r->seq == 1 && !r->reply->error);
+	pin_proto_free(r);
+	REQUIRE(fcntl(sock, F_SETFL, O_NONBLOCK) == 0);
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	/* Requests until the socket takes no more (the daemon stopped
+	 * reading them), then one reply, and so on: every reply comes, in
+	 * order. */
+	while (got < PIPELINED) {
+		int e = 0;
+		while (sent < PIPELINED) {
+			m.seq = 2 + sent;
+			e = pin_proto_send(sock, &m, NULL, 0);
+			if (e < 0)
+				break;
+			sent++;
+		}
+		REQUIRE(e == 0 || e == -EAGAIN);
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		REQUIRE(poll(&p, 1, -1) == 1);
+		REQUIRE(pin_proto_recv(sock, &r, fds, &nfds) == 0);
+		REQUIRE(r->body_case == UFFDD__MSG__BODY_REPLY && r->seq == 2 + got &&
+			!r->reply->error);
+		pin_proto_free(r);
+		got++;
+	}
+	close(sock);
+	return 0;
+}
+
+/* PIPELINED StatsGet requests sent without waiting for their replies: the
+ * daemon stops reading them while its replies wait for room, and answers
+ * every one, in order (it used to cut the client off at some 270). */
+START_TEST(pipelined_requests_served)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_pipelined, &d, NULL)), 0);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
 
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
@@ -2557,6 +2626,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, split_refused_over_cap);
 	ADD_CASE(s, many_pins_by_cookie);
 	ADD_CASE(s, uffd_in_one_session_only);
+	ADD_CASE(s, pipelined_requests_served);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "uffdd.h"
 
@@ -18,20 +19,101 @@
 
 /* ---- replies ---- */
 
+/* Watch the session's socket for room (EPOLLOUT, requests left unread)
+ * or for requests (EPOLLIN). */
+static void watch_for(struct session *s, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = &s->wsock };
+
+	/* Not watched yet (a session being taken over): its first request
+	 * flushes the queue. */
+	if (s->w && epoll_ctl(s->w->ep, EPOLL_CTL_MOD, s->sock, &ev) < 0) {
+		int err = errno;
+		slog(s, LOG_ERR, "epoll_ctl(MOD, its socket): %s", strerror(err));
+		session_kill(s, "its socket cannot be watched");
+	}
+}
+
+/* Keep a copy of the message until the socket has room. */
+static int enqueue(struct session *s, const void *buf, size_t len)
+{
+	if (s->outq_n == UFFDD_OUTQ_MAX) {
+		slog(s, LOG_WARNING, "%u messages wait for room in its socket",
+		     (unsigned int)UFFDD_OUTQ_MAX);
+		session_kill(s, "does not read its replies");
+		return -EAGAIN;
+	}
+	uint8_t *copy = malloc(len);
+	if (!s->outq)
+		s->outq = calloc(UFFDD_OUTQ_MAX, sizeof(*s->outq));
+	if (!copy || !s->outq) {
+		free(copy);
+		/* A reply lost would leave its client waiting forever. */
+		session_kill(s, "no memory for its replies");
+		return -ENOMEM;
+	}
+	memcpy(copy, buf, len);
+	s->outq[(s->outq_head + s->outq_n++) % UFFDD_OUTQ_MAX] = (struct out_msg){ copy, len };
+	if (s->outq_n == 1)
+		watch_for(s, EPOLLOUT);
+	return 0;
+}
+
 static int sent(struct session *s, int r)
 {
 	if (r < 0 && r != -EMSGSIZE) {
-		/* The socket is non-blocking: a client that does not read its
-		 * replies (-EAGAIN) would stall every session of this worker. */
 		slog(s, LOG_WARNING, "send: %s", strerror(-r));
-		session_kill(s, r == -EAGAIN ? "does not read its replies" : "hung up");
+		session_kill(s, "hung up");
 	}
 	return r;
 }
 
+/*
+ * Send an encoded message, in order after those waiting: a socket without
+ * room (the client sends requests faster than it reads the replies) keeps
+ * it in the queue, and its requests are left unread until the queue is
+ * sent, so that a pipelining client is slowed down, not cut off.
+ */
+static int out(struct session *s, const void *buf, size_t len)
+{
+	if (s->sock < 0 || s->dead)
+		return -ENOTCONN;
+	if (s->outq_n)
+		return enqueue(s, buf, len);
+	int r = pin_proto_send_raw(s->sock, buf, len, NULL, 0);
+	return r == -EAGAIN ? enqueue(s, buf, len) : sent(s, r);
+}
+
+/* Send what waits while the socket has room: true when nothing is left. */
+static bool flush(struct session *s)
+{
+	while (s->outq_n && !s->dead) {
+		struct out_msg *m = &s->outq[s->outq_head];
+		int r = pin_proto_send_raw(s->sock, m->buf, m->len, NULL, 0);
+		if (r == -EAGAIN)
+			return false;
+		free(m->buf);
+		s->outq_head = (s->outq_head + 1) % UFFDD_OUTQ_MAX;
+		s->outq_n--;
+		if (sent(s, r) < 0 && r != -EMSGSIZE)
+			return false;
+		if (!s->outq_n)
+			watch_for(s, EPOLLIN);
+	}
+	return !s->dead;
+}
+
 static int send_msg(struct session *s, Uffdd__Msg *m)
 {
-	return sent(s, pin_proto_send(s->sock, m, NULL, 0));
+	size_t len = uffdd__msg__get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf)
+		return -ENOMEM;
+	uffdd__msg__pack(m, buf);
+	int r = out(s, buf, len);
+	free(buf);
+	return r;
 }
 
 /* A reply, encoded: the bytes sent, and committed with the request. */
@@ -72,7 +154,7 @@ static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
 	int r = pack_reply(seq, rep, &p);
 	if (r < 0)
 		return r;
-	r = sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	r = out(s, p.buf, p.len);
 	free(p.buf);
 	return r;
 }
@@ -108,7 +190,7 @@ void control_resume(struct session *s)
 	m.body_case = UFFDD__MSG__BODY_RESUME;
 	m.resume = &resume;
 	if (send_msg(s, &m) == 0 && resume.last_seq && len)
-		sent(s, pin_proto_send_raw(s->sock, reply, len, NULL, 0));
+		out(s, reply, len);
 }
 
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
@@ -514,8 +596,7 @@ static void finish(struct req *q, uint64_t seq, Uffdd__Reply *rep)
 		STAT_ADD(q->reset->n_dirty, -bm_count(q->reset->dirty, q->reset_first, q->reset_n));
 		bm_assign(q->reset->dirty, q->reset_first, q->reset_n, false);
 	}
-	if (s->sock >= 0 && !s->dead)
-		sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	out(s, p.buf, p.len);
 	free(p.buf);
 }
 
@@ -537,7 +618,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	if (seq && seq == state_last(s->st, &done, &done_len) && done_len) {
 		for (size_t i = 0; i < nfds; i++)
 			close(fds[i]);
-		sent(s, pin_proto_send_raw(s->sock, done, done_len, NULL, 0));
+		out(s, done, done_len);
 		return;
 	}
 	/* Hello first: it checks the version every other request is read in. */
@@ -634,7 +715,10 @@ static const char *recv_error(int err)
 
 void control_handle(struct session *s)
 {
-	for (int k = 0; k < MAX_BATCH && !s->dead; k++) {
+	/* Replies first: no request is read while some wait for room. */
+	if (!flush(s))
+		return;
+	for (int k = 0; k < MAX_BATCH && !s->dead && !s->outq_n; k++) {
 		Uffdd__Msg *m;
 		int fds[PIN_PROTO_MAX_FDS];
 		size_t nfds;

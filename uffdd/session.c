@@ -950,6 +950,9 @@ void session_free(struct session *s)
 	free(s->files);
 	free(s->pins);
 	free(s->pin_hash);
+	for (size_t i = 0; i < s->outq_n; i++)
+		free(s->outq[(s->outq_head + i) % UFFDD_OUTQ_MAX].buf);
+	free(s->outq);
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);

@@ -387,6 +387,12 @@ struct watch {
 
 struct worker;
 
+/* An encoded message waiting for room in a session's socket (control.c). */
+struct out_msg {
+	uint8_t *buf;
+	size_t len;
+};
+
 /* What a uid is charged for (session_charge()). */
 enum charge {
 	CHARGE_REGIONS,
@@ -445,6 +451,11 @@ struct session {
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
 
+	/* Messages its socket had no room for, sent in order once it has
+	 * (control.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no
+	 * request is read meanwhile. */
+	struct out_msg *outq;
+	size_t outq_head, outq_n;
 	struct file_use *files; /* sorted by id */
 	size_t nfiles;
 	uint64_t charged[UFFDD_CHARGES]; /* what its uid is charged for it */
@@ -580,6 +591,10 @@ int listen_run(void);
 
 /* The session's socket is readable (or hung up): the handler of its watch. */
 void control_handle(struct session *s);
+/* Messages a session may have waiting for room in its socket: a request's
+ * reply, one per WaitPopulated and Replay it may have waiting, and stale
+ * notices.  Past that the client is not reading, and is cut off. */
+#define UFFDD_OUTQ_MAX 256
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
 void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
