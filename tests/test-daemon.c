@@ -2408,6 +2408,61 @@ START_TEST(pipelined_requests_served)
 }
 END_TEST
 
+/* Stale notices one munmap makes: more than fit in the socket (some 270)
+ * and the daemon's queue (UFFDD_OUTQ_MAX, 256) together. */
+#define NOTICES 1024
+
+struct unread {
+	int ready[2]; /* client -> test: its notices are sent, or cut off */
+	int go[2];    /* test -> client: the daemon let go of its session */
+};
+
+static int client_unread(const struct test_daemon *d, void *arg)
+{
+	struct unread *u = arg;
+	struct conn k;
+	char c;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	for (uint64_t i = 1; i <= NOTICES; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, i) == 0);
+	/* Returns once the daemon read the event; nothing reads the notices. */
+	REQUIRE(munmap(base, page) == 0);
+	REQUIRE(write(u->ready[1], "r", 1) == 1);
+	REQUIRE(read(u->go[0], &c, 1) == 1);
+	conn_close(&k);
+	return 0;
+}
+
+/* A client that never reads what the daemon sends is cut off once its
+ * queue is full (its session freed while it still holds its end), and
+ * costs the daemon no more than that. */
+START_TEST(unread_notices_bounded)
+{
+	struct test_daemon d;
+	struct unread u;
+	char c;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(pipe2(u.ready, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(u.go, O_CLOEXEC), 0);
+	int fds = idle_fds(d.pid);
+	pid_t pid = spawn(client_unread, &d, &u);
+	ck_assert_int_eq(read(u.ready[0], &c, 1), 1);
+	wait_fds(d.pid, fds);
+	ck_assert_int_eq(write(u.go[1], "g", 1), 1);
+	ck_assert_int_eq(reap(pid), 0);
+	for (int i = 0; i < 2; i++) {
+		close(u.ready[i]);
+		close(u.go[i]);
+	}
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
 
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
@@ -2627,6 +2682,7 @@ Suite *test_suite(void)
 	ADD_CASE(s, many_pins_by_cookie);
 	ADD_CASE(s, uffd_in_one_session_only);
 	ADD_CASE(s, pipelined_requests_served);
+	ADD_CASE(s, unread_notices_bounded);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);
