@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include "uffdd.h"
 
@@ -271,10 +272,22 @@ static bool is_userfaultfd(int fd)
 	return !strcmp(link, "anon_inode:[userfaultfd]");
 }
 
+/* Give up the userfaultfd a handover took: under the sessions' lock, as
+ * sessions_uffd_taken_locked() reads every session's from any worker. */
+static void drop_uffd(struct session *s)
+{
+	sessions_lock();
+	struct pin_uffd *u = s->uffd;
+	s->uffd = NULL;
+	sessions_unlock();
+	pin_uffd_free(u);
+}
+
 static int do_handover(struct req *q)
 {
 	struct session *s = q->s;
 	_cleanup_close_ int fd = take_fd(q);
+	struct stat st;
 
 	if (s->uffd)
 		return fail(q, -EBUSY, "this session has a userfaultfd already");
@@ -287,9 +300,12 @@ static int do_handover(struct req *q)
 		return fail(q, -errno, "fcntl(O_NONBLOCK): %s", strerror(errno));
 	/* Checked and taken under the sessions' lock: of two sessions
 	 * handed one userfaultfd at once, the second sees the first's. */
+	ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
 	sessions_lock();
-	bool taken = sessions_uffd_taken_locked(fd);
+	bool taken = sessions_uffd_taken_locked(fd, ino);
 	int r = taken ? -EBUSY : pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	if (!r)
+		s->uffd_ino = ino;
 	sessions_unlock();
 	if (r == -EBUSY)
 		return fail(q, r, "that userfaultfd belongs to another session");
@@ -299,24 +315,21 @@ static int do_handover(struct req *q)
 	/* One more descriptor held for the uid. */
 	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
 	if (r < 0) {
-		pin_uffd_free(s->uffd);
-		s->uffd = NULL;
+		drop_uffd(s);
 		return r;
 	}
 	/* Stored before it is watched: the record says it is there once
 	 * this request commits. */
 	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0) {
-		pin_uffd_free(s->uffd);
-		s->uffd = NULL;
+		drop_uffd(s);
 		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
 	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
 		store_remove("s%" PRIu64 ".uffd", s->id);
-		pin_uffd_free(s->uffd);
-		s->uffd = NULL;
+		drop_uffd(s);
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));
 	}
 	s->takeover = q->m->uffd->has_takeover && q->m->uffd->takeover;

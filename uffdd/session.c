@@ -570,6 +570,9 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 	}
 	s->id = take_id();
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		s->uffd_ino = st.st_ino;
 	int r = pin_uffd_from_fd(fd, pin_uffd_features(parent->uffd), &s->uffd);
 	if (r < 0) {
 		close(fd);
@@ -1017,11 +1020,15 @@ static int same_file(int a, int b)
 	return 0;
 }
 
-bool sessions_uffd_taken_locked(int fd)
+bool sessions_uffd_taken_locked(int fd, ino_t ino)
 {
-	for (struct session *s = all; s; s = s->gnext)
-		if (s->uffd && same_file(pin_uffd_fd(s->uffd), fd) > 0)
+	for (struct session *s = all; s; s = s->gnext) {
+		/* Another inode, another file: no system call per session. */
+		if (!s->uffd || (ino && s->uffd_ino && s->uffd_ino != ino))
+			continue;
+		if (same_file(pin_uffd_fd(s->uffd), fd) > 0)
 			return true;
+	}
 	return false;
 }
 

@@ -416,7 +416,11 @@ struct session {
 	uid_t uid;
 	char name[64];
 	int sock;	       /* -1: a fork child's session, no connection */
-	struct pin_uffd *uffd; /* NULL until UffdHandover */
+	struct pin_uffd *uffd; /* NULL until UffdHandover; set and cleared under
+				* sessions_lock() once listed */
+	/* Its userfaultfd's inode (0: not known): one per userfaultfd since
+	 * Linux 5.12, compared before kcmp() (sessions_uffd_taken_locked()). */
+	ino_t uffd_ino;
 	bool takeover;
 	bool dead;	/* freed by its worker at the end of the round */
 	bool eagain;	/* faults wait for a non-cooperative event to pass */
@@ -531,9 +535,10 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
-/* Whether some listed session's userfaultfd is the open file of fd (under
- * sessions_lock(); one userfaultfd belongs to one session only). */
-bool sessions_uffd_taken_locked(int fd);
+/* Whether some listed session's userfaultfd is the open file of fd, whose
+ * inode is ino (0: not known), under sessions_lock(): one userfaultfd
+ * belongs to one session only. */
+bool sessions_uffd_taken_locked(int fd, ino_t ino);
 void sessions_lock(void);
 void sessions_unlock(void);
 unsigned int sessions_count(void);
