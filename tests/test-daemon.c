@@ -2154,7 +2154,7 @@ START_TEST(fds_capped)
 }
 END_TEST
 
-#define BIG_PAGES (1ull << 20) /* two bitmaps of 128 KiB in the record */
+#define BIG_PAGES (1ull << 17) /* two bitmaps of 16 KiB in the record */
 
 static int client_bytes(const struct test_daemon *d, void *arg)
 {
@@ -2175,13 +2175,14 @@ static int client_bytes(const struct test_daemon *d, void *arg)
 	return 0;
 }
 
-/* The bytes of a session's record (its regions' bitmaps) count against
- * --max-bytes-per-uid: at 384 KiB, one region of 2^20 pages fits (256 KiB
- * of bitmaps), a second does not, a small one still does. */
+/* The bytes of a session's record (its table, 5.5 KiB, and its regions'
+ * bitmaps) count against --max-bytes-per-uid: at 48 KiB, one region of 2^17
+ * pages fits (32 KiB of bitmaps), a second does not, a small one still
+ * does. */
 START_TEST(record_bytes_capped)
 {
 	struct test_daemon d;
-	const char *const extra[] = { "--max-bytes-per-uid", "393216", NULL };
+	const char *const extra[] = { "--max-bytes-per-uid", "49152", NULL };
 
 	test_daemon_start(&d, extra);
 	idle_fds(d.pid);
@@ -2691,8 +2692,11 @@ Suite *test_suite(void)
 		       OTHER_UID);
 	ADD_CASE(s, two_clients);
 	ADD_CASE(s, killed_client);
-	/* valgrind keeps descriptors of its own at the top of RLIMIT_NOFILE. */
-	if (test_time_scale() == 1)
+	/* valgrind keeps descriptors of its own at the top of RLIMIT_NOFILE
+	 * (its setup sets TEST_TIME_SCALE; test_time_scale() asserts, which
+	 * only a running test may). */
+	const char *scale = getenv("TEST_TIME_SCALE");
+	if (!scale || !strcmp(scale, "1"))
 		ADD_CASE(s, emfile_backs_off);
 	else
 		printf("emfile_backs_off: not run under valgrind: its descriptors sit at the top "
