@@ -132,6 +132,104 @@ static bool has_field_zero(const ProtobufCMessage *m)
 	return false;
 }
 
+/* Nesting the walk follows, at most: the schema nests four deep
+ * (Msg > Reply > ClientInfo > Stats); a deeper message is not ours. */
+#define WIRE_DEPTH_MAX 8
+/* The bytes of a varint, at most (64 bits, 7 a byte). */
+#define VARINT_MAX_BYTES 10
+
+enum { WIRE_VARINT = 0, WIRE_64BIT = 1, WIRE_LEN = 2, WIRE_32BIT = 5 };
+
+/* A varint at *p (before end): its value, *p moved past it; false when it is
+ * cut short or longer than a 64-bit one. */
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	for (unsigned int i = 0; i < VARINT_MAX_BYTES && *p < end; i++) {
+		uint8_t b = *(*p)++;
+		v |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80)) {
+			*ret = v;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A field whose varint protobuf-c cuts to 32 bits. */
+static bool is_varint_32(ProtobufCType t)
+{
+	return t == PROTOBUF_C_TYPE_INT32 || t == PROTOBUF_C_TYPE_ENUM ||
+	       t == PROTOBUF_C_TYPE_UINT32 || t == PROTOBUF_C_TYPE_SINT32;
+}
+
+/* Whether a varint holds a value of a 32-bit field of type t: protobuf-c
+ * keeps only its low 32 bits, so 2^32 + 1 would read as 1.  An int32 or an
+ * enum is sign-extended on the wire. */
+static bool fits_32(ProtobufCType t, uint64_t v)
+{
+	if (!is_varint_32(t))
+		return true;
+	if (t == PROTOBUF_C_TYPE_INT32 || t == PROTOBUF_C_TYPE_ENUM)
+		return (int64_t)v >= INT32_MIN && (int64_t)v <= INT32_MAX;
+	return v <= UINT32_MAX;
+}
+
+/*
+ * Walk the wire bytes [p, end) of a message of descriptor d (which
+ * protobuf-c decoded already): every varint of a 32-bit field, packed or
+ * not, fits in 32 bits, in this message and the ones it holds.  Each byte is
+ * looked at once per level, at most WIRE_DEPTH_MAX levels.
+ */
+static bool wire_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+		    unsigned int depth)
+{
+	if (depth > WIRE_DEPTH_MAX)
+		return false;
+	while (p < end) {
+		uint64_t key, v;
+		if (!get_varint(&p, end, &key) || key >> 3 > UINT32_MAX)
+			return false;
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field(d, (unsigned int)(key >> 3));
+		switch (key & 7) {
+		case WIRE_VARINT:
+			if (!get_varint(&p, end, &v) || (f && !fits_32(f->type, v)))
+				return false;
+			break;
+		case WIRE_64BIT:
+			if (end - p < 8)
+				return false;
+			p += 8;
+			break;
+		case WIRE_32BIT:
+			if (end - p < 4)
+				return false;
+			p += 4;
+			break;
+		case WIRE_LEN:
+			if (!get_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			const uint8_t *sub = p;
+			p += v;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+			    !wire_ok(f->descriptor, sub, p, depth + 1))
+				return false;
+			/* A packed repeated field: varints one after another. */
+			while (f && f->label == PROTOBUF_C_LABEL_REPEATED &&
+			       is_varint_32(f->type) && sub < p)
+				if (!get_varint(&sub, p, &v) || !fits_32(f->type, v))
+					return false;
+			break;
+		default:
+			/* Groups: protobuf-c refuses them already. */
+			return false;
+		}
+	}
+	return true;
+}
+
 /* What the wire format cannot say: ranges, enums and modes in bounds. */
 static int check_fields(const Uffdd__Msg *msg)
 {
@@ -182,7 +280,8 @@ int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **r
 		return -EBADMSG;
 	msg = uffdd__msg__unpack(NULL, len, buf);
 	/* An unknown field number leaves the oneof unset: a body we do not know. */
-	if (!msg || msg->body_case == UFFDD__MSG__BODY__NOT_SET || has_field_zero(&msg->base)) {
+	if (!msg || msg->body_case == UFFDD__MSG__BODY__NOT_SET || has_field_zero(&msg->base) ||
+	    !wire_ok(&uffdd__msg__descriptor, buf, buf + len, 0)) {
 		r = -EBADMSG;
 		goto fail;
 	}

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -80,8 +81,8 @@ static int count_fds(pid_t pid)
 	return n;
 }
 
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
+/* The daemon's descriptors past stdio whose link begins with prefix. */
+static int count_links(pid_t pid, const char *prefix)
 {
 	char path[64], link[64];
 	int n = 0;
@@ -95,22 +96,32 @@ static int count_sockets(pid_t pid)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
 		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
+		n += k > 0 && !strncmp(link, prefix, strlen(prefix));
 	}
 	closedir(dir);
 	return n;
 }
 
+/* The daemon's sockets past stdio: the listening one and one per session. */
+static int count_sockets(pid_t pid)
+{
+	return count_links(pid, "socket:");
+}
+
 /* The descriptors of a daemon just started, without clients: the session of
- * the harness's probe (a socket, nothing else) is freed asynchronously, so
- * wait until only the listening socket is left. */
+ * the harness's probe (a socket and a record, nothing else) is freed
+ * asynchronously, its socket closed before its record, so wait until only
+ * the listening socket is left and no record. */
 static int idle_fds(pid_t pid)
 {
-	int n = -1;
+	int n = -1, recs = -1;
 
-	for (int i = 0; i < 500 && (n = count_sockets(pid)) != 1; i++)
+	for (int i = 0; i < 500 && ((n = count_sockets(pid)) != 1 ||
+				    (recs = count_links(pid, "/memfd:uffdd-state")) != 0);
+	     i++)
 		test_sleep_ms(10);
 	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
+	ck_assert_msg(recs == 0, "uffdd has %d session records without a session", recs);
 	return count_fds(pid);
 }
 
@@ -1183,6 +1194,9 @@ static void malformed_all(int sock)
 	/* An unknown message type: field 99, a varint. */
 	const uint8_t unknown[] = { 0x08, 0x07, 0x98, 0x06, 0x01 };
 	ck_assert_int_eq(raw_error(sock, unknown, sizeof(unknown)), -EBADMSG);
+	/* Hello version 2^32 + 1, which protobuf-c alone reads as 1. */
+	const uint8_t wide[] = { 0x52, 0x06, 0x08, 0x81, 0x80, 0x80, 0x80, 0x10 };
+	ck_assert_int_eq(raw_error(sock, wide, sizeof(wide)), -EBADMSG);
 	/* A handover without its fd; a zero-source region with one. */
 	m.body_case = UFFDD__MSG__BODY_UFFD;
 	m.uffd = &ho;
@@ -1947,6 +1961,695 @@ START_TEST(holes_sequential)
 }
 END_TEST
 
+/* ---- per-uid caps (issue 12, rows 5 and 11) ---- */
+
+/* Waits for a refusal's reply, at most (its times the time scale): a
+ * connection the daemon serves gets nothing before its Hello. */
+#define REFUSAL_WAIT_MS 5000
+
+/* A connection the daemon should refuse: the error its first message
+ * carries (-EDQUOT), before the client says anything; 1 when none came. */
+static int refused_error(const struct test_daemon *d)
+{
+	Uffdd__Msg *r;
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	int sock = try_connect(d->sock), e = 1;
+
+	if (sock < 0)
+		return 1;
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	if (poll(&p, 1, (int)(REFUSAL_WAIT_MS * test_time_scale())) == 1 &&
+	    pin_proto_recv(sock, &r, fds, &nfds) == 0) {
+		if (r->body_case == UFFDD__MSG__BODY_REPLY && !r->seq)
+			e = r->reply->error;
+		pin_proto_free(r);
+	}
+	close(sock);
+	return e;
+}
+
+/* Tries 10 ms apart while a freed session's charge comes back (the daemon
+ * frees it asynchronously; a fork child's within its 1 s probe). */
+#define CAP_TRIES 500
+
+/* 0 once a new connection is served (its Hello answered). */
+static int hello_until_served(const struct test_daemon *d)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "after" };
+	struct pin_client *c;
+
+	for (int i = 0; i < CAP_TRIES; i++) {
+		if (pin_client_connect(&co, &c) == 0) {
+			pin_client_free(c);
+			return 0;
+		}
+		test_sleep_ms(10);
+	}
+	return -EDQUOT;
+}
+
+static int client_connections(const struct test_daemon *d, void *arg)
+{
+	struct conn a, b;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &a, 0) == 0);
+	REQUIRE(conn_open(d, &b, 0) == 0);
+	REQUIRE(refused_error(d) == -EDQUOT);
+	conn_close(&b);
+	REQUIRE(hello_until_served(d) == 0);
+	conn_close(&a);
+	return 0;
+}
+
+/* Two connections per uid: the third is answered -EDQUOT and closed; one
+ * gone, a new one is served. */
+START_TEST(connections_capped)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-connections-per-uid", "2", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_connections, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define CAP_FORKS 2
+
+static int client_fork_sessions(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	int go[2];
+	pid_t kids[CAP_FORKS];
+
+	(void)arg;
+	REQUIRE(pipe2(go, O_CLOEXEC) == 0);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	/* A registered range: a fork copies it, and the daemon gets the
+	 * child's userfaultfd. */
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	for (int i = 0; i < CAP_FORKS; i++) {
+		REQUIRE((kids[i] = fork()) >= 0);
+		if (kids[i] == 0) {
+			char c;
+			close(go[1]);
+			_exit(read(go[0], &c, 1) == 0 ? 0 : 1);
+		}
+	}
+	/* Its session and its children's, once made: the limit, and no
+	 * connection more. */
+	struct pin_client_info *v = NULL;
+	size_t n = 0;
+	for (int i = 0; i < CAP_TRIES && n != 1 + CAP_FORKS; i++) {
+		free(v);
+		v = NULL;
+		REQUIRE(pin_client_list_clients(k.c, &v, &n) == 0);
+		if (n != 1 + CAP_FORKS)
+			test_sleep_ms(10);
+	}
+	free(v);
+	REQUIRE(n == 1 + CAP_FORKS);
+	REQUIRE(refused_error(d) == -EDQUOT);
+	close(go[1]);
+	for (int i = 0; i < CAP_FORKS; i++) {
+		int st;
+		REQUIRE(waitpid(kids[i], &st, 0) == kids[i]);
+		REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	REQUIRE(hello_until_served(d) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* Fork children's sessions count against the uid's sessions (charged: a
+ * fork cannot be refused), and free their place once their process is
+ * gone. */
+START_TEST(fork_children_count_as_sessions)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-sessions-per-uid", "3", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fork_sessions, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+struct three_files {
+	int fd[3];
+};
+
+static int client_fds(const struct test_daemon *d, void *arg)
+{
+	const struct three_files *f = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(8 * page);
+	REQUIRE(base);
+	/* Connection, record, userfaultfd: 3.  File 0: 4, however many
+	 * regions read it; file 1: 5, the limit. */
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, f->fd[0], 0) == 0);
+	REQUIRE(add_region(&k, base + page, page, PIN_UFFD_REGISTER_MISSING, f->fd[0], 0) == 0);
+	REQUIRE(add_region(&k, base + 2 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[1], 0) == 0);
+	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[2], 0) ==
+		-EDQUOT);
+	REQUIRE(add_region(&k, base + 4 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[1], 0) == 0);
+	/* File 1's regions gone, its place is free. */
+	REQUIRE(pin_client_region_remove(k.c, base + 2 * page, page) == 0);
+	REQUIRE(pin_client_region_remove(k.c, base + 4 * page, page) == 0);
+	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[2], 0) == 0);
+	REQUIRE(test_page_ok(base, 0, 21));
+	REQUIRE(test_page_ok(base + 3 * page, 0, 23));
+	conn_close(&k);
+	return 0;
+}
+
+/* A session's descriptors in the daemon (its connection, record,
+ * userfaultfd and each distinct source file) count against the uid's
+ * --max-fds-per-uid. */
+START_TEST(fds_capped)
+{
+	struct test_daemon d;
+	struct three_files f;
+	const char *const extra[] = { "--max-fds-per-uid", "5", NULL };
+
+	test_daemon_start(&d, extra);
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "src%d", i);
+		f.fd[i] = make_source(&d, name, 1, 21 + (uint64_t)i);
+	}
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fds, &d, &f)), 0);
+	for (int i = 0; i < 3; i++)
+		close(f.fd[i]);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define BIG_PAGES (1ull << 17) /* two bitmaps of 16 KiB in the record */
+
+static int client_bytes(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *a = map_region(BIG_PAGES * page), *b = map_region(BIG_PAGES * page);
+	uint8_t *c = map_region(page);
+	REQUIRE(a && b && c);
+	REQUIRE(add_region(&k, a, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(add_region(&k, b, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
+			   PIN_CLIENT_REGION_NO_PUSH) == -EDQUOT);
+	REQUIRE(add_region(&k, c, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	REQUIRE(test_page_zero(c, 0));
+	conn_close(&k);
+	return 0;
+}
+
+/* The bytes of a session's record (its table, 5.5 KiB, and its regions'
+ * bitmaps) count against --max-bytes-per-uid: at 48 KiB, one region of 2^17
+ * pages fits (32 KiB of bitmaps), a second does not, a small one still
+ * does. */
+START_TEST(record_bytes_capped)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-bytes-per-uid", "49152", NULL };
+
+	test_daemon_start(&d, extra);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_bytes, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+static int client_split(const struct test_daemon *d, void *arg)
+{
+	const int *fd = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *a = map_region(4 * page), *b = map_region(page);
+	REQUIRE(a && b);
+	REQUIRE(add_region(&k, a, 4 * page, PIN_UFFD_REGISTER_MISSING, *fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(add_region(&k, b, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	/* A hole in A's middle would make a third region: refused, and
+	 * nothing cut: A's pages still come from its source. */
+	REQUIRE(pin_client_region_remove(k.c, a + page, page) == -EDQUOT);
+	for (size_t i = 4; i-- > 0;)
+		REQUIRE(test_page_ok(a, i, 31));
+	/* B gone, the split fits. */
+	REQUIRE(pin_client_region_remove(k.c, b, page) == 0);
+	REQUIRE(pin_client_region_remove(k.c, a + page, page) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* A RegionRemove that splits a region is charged the region it makes, and
+ * refused over the limit before anything is cut. */
+START_TEST(split_refused_over_cap)
+{
+	struct test_daemon d;
+	const char *const extra[] = { "--max-regions-per-uid", "2", NULL };
+
+	test_daemon_start(&d, extra);
+	int fd = make_source(&d, "src", 4, 31);
+	idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_split, &d, &fd)), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- pins found by cookie in O(1) (issue 12, row 14) ---- */
+
+#define MANY_PINS 4096
+
+static int client_many_pins(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	size_t *order = malloc(MANY_PINS * sizeof(*order));
+
+	(void)arg;
+	REQUIRE(order);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	/* Cookies far apart and close together alike. */
+	for (size_t i = 0; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, (i << 40) | i) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, page, (7ull << 40) | 7) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (7ull << 40) | 7) == -EEXIST);
+	/* Released in a random order, half of them: each found, once. */
+	for (size_t i = 0; i < MANY_PINS; i++)
+		order[i] = i;
+	shuffle(order, MANY_PINS, 5);
+	for (size_t i = 0; i < MANY_PINS / 2; i++) {
+		uint64_t c = (order[i] << 40) | order[i];
+		REQUIRE(pin_client_pin_release(k.c, c) == 0);
+		REQUIRE(pin_client_pin_release(k.c, c) == -ENOENT);
+	}
+	/* The other half still there; the first half reported again. */
+	for (size_t i = MANY_PINS / 2; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (order[i] << 40) | order[i]) ==
+			-EEXIST);
+	for (size_t i = 0; i < MANY_PINS / 2; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, (order[i] << 40) | order[i]) == 0);
+	for (size_t i = 0; i < MANY_PINS; i++)
+		REQUIRE(pin_client_pin_release(k.c, (order[i] << 40) | order[i]) == 0);
+	/* Every pin's bytes given back: the limit's worth fits again. */
+	REQUIRE(pin_client_pin_report(k.c, base, MANY_PINS * page, 1) == 0);
+	free(order);
+	conn_close(&k);
+	return 0;
+}
+
+/* MANY_PINS pins reported, released in a random order and reported again:
+ * each is found by its cookie (released once, -ENOENT after, -EEXIST for
+ * another range) and the pinned bytes come back exactly. */
+START_TEST(many_pins_by_cookie)
+{
+	struct test_daemon d;
+	char limit[32];
+
+	snprintf(limit, sizeof(limit), "%zu", (size_t)MANY_PINS * page);
+	const char *const extra[] = { "--max-pinned-per-uid", limit, NULL };
+	test_daemon_start(&d, extra);
+	ck_assert_int_eq(reap(spawn(client_many_pins, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- one userfaultfd, one session (issue 12, row 14) ---- */
+
+static int client_uffd_twice(const struct test_daemon *d, void *arg)
+{
+	struct conn a;
+	struct pin_client *b;
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "second" };
+	int r = -EBUSY;
+
+	(void)arg;
+	REQUIRE(conn_open(d, &a, 0) == 0);
+	REQUIRE(pin_client_connect(&co, &b) == 0);
+	REQUIRE(pin_client_handover(b, a.u) == -EBUSY);
+	/* The first session gone, the userfaultfd is free for another. */
+	pin_client_free(a.c);
+	for (int i = 0; i < CAP_TRIES && r == -EBUSY; i++) {
+		r = pin_client_handover(b, a.u);
+		if (r == -EBUSY)
+			test_sleep_ms(10);
+	}
+	REQUIRE(r == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a.u, base, page, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	struct pin_client_region reg = {
+		.sz = sizeof(reg),
+		.addr = base,
+		.len = page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.fd = -1,
+	};
+	REQUIRE(pin_client_region_add(b, &reg) == 0);
+	REQUIRE(test_page_zero(base, 0));
+	pin_client_free(b);
+	pin_uffd_free(a.u);
+	return 0;
+}
+
+/* A userfaultfd handed over in a second session while the first holds it
+ * is refused with -EBUSY (the second would park its faults forever); once
+ * the first is gone, the second takes it and serves it. */
+START_TEST(uffd_in_one_session_only)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(reap(spawn(client_uffd_twice, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- a pipelining client is slowed down, not cut off (issue 12, row 14) ---- */
+
+/* Far more requests than replies fit in a socket's buffer (some 270). */
+#define PIPELINED 4096
+
+static int client_pipelined(const struct test_daemon *d, void *arg)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT, *r;
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	uint64_t sent = 0, got = 0;
+
+	(void)arg;
+	int sock = try_connect(d->sock);
+	REQUIRE(sock >= 0);
+	hello.version = PIN_PROTO_VERSION;
+	m.has_seq = true;
+	m.seq = 1;
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	REQUIRE(pin_proto_send(sock, &m, NULL, 0) == 0);
+	REQUIRE(pin_proto_recv(sock, &r, fds, &nfds) == 0);
+	REQUIRE(r->body_case == UFFDD__MSG__BODY_REPLY && r->seq == 1 && !r->reply->error);
+	pin_proto_free(r);
+	REQUIRE(fcntl(sock, F_SETFL, O_NONBLOCK) == 0);
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	/* Requests until the socket takes no more (the daemon stopped
+	 * reading them), then one reply, and so on: every reply comes, in
+	 * order. */
+	while (got < PIPELINED) {
+		int e = 0;
+		while (sent < PIPELINED) {
+			m.seq = 2 + sent;
+			e = pin_proto_send(sock, &m, NULL, 0);
+			if (e < 0)
+				break;
+			sent++;
+		}
+		REQUIRE(e == 0 || e == -EAGAIN);
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		REQUIRE(poll(&p, 1, -1) == 1);
+		REQUIRE(pin_proto_recv(sock, &r, fds, &nfds) == 0);
+		REQUIRE(r->body_case == UFFDD__MSG__BODY_REPLY && r->seq == 2 + got &&
+			!r->reply->error);
+		pin_proto_free(r);
+		got++;
+	}
+	close(sock);
+	return 0;
+}
+
+/* PIPELINED StatsGet requests sent without waiting for their replies: the
+ * daemon stops reading them while its replies wait for room, and answers
+ * every one, in order (it used to cut the client off at some 270). */
+START_TEST(pipelined_requests_served)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_pipelined, &d, NULL)), 0);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* Stale notices one munmap makes: more than fit in the socket (some 270)
+ * and the daemon's queue (UFFDD_OUTQ_MAX, 256) together. */
+#define NOTICES 1024
+
+struct unread {
+	int ready[2]; /* client -> test: its notices are sent, or cut off */
+	int go[2];    /* test -> client: the daemon let go of its session */
+};
+
+static int client_unread(const struct test_daemon *d, void *arg)
+{
+	struct unread *u = arg;
+	struct conn k;
+	char c;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
+	for (uint64_t i = 1; i <= NOTICES; i++)
+		REQUIRE(pin_client_pin_report(k.c, base, page, i) == 0);
+	/* Returns once the daemon read the event; nothing reads the notices. */
+	REQUIRE(munmap(base, page) == 0);
+	REQUIRE(write(u->ready[1], "r", 1) == 1);
+	REQUIRE(read(u->go[0], &c, 1) == 1);
+	conn_close(&k);
+	return 0;
+}
+
+/* A client that never reads what the daemon sends is cut off once its
+ * queue is full (its session freed while it still holds its end), and
+ * costs the daemon no more than that. */
+START_TEST(unread_notices_bounded)
+{
+	struct test_daemon d;
+	struct unread u;
+	char c;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(pipe2(u.ready, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(u.go, O_CLOEXEC), 0);
+	int fds = idle_fds(d.pid);
+	pid_t pid = spawn(client_unread, &d, &u);
+	ck_assert_int_eq(read(u.ready[0], &c, 1), 1);
+	wait_fds(d.pid, fds);
+	ck_assert_int_eq(write(u.go[1], "g", 1), 1);
+	ck_assert_int_eq(reap(pid), 0);
+	for (int i = 0; i < 2; i++) {
+		close(u.ready[i]);
+		close(u.go[i]);
+	}
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- out of descriptors, the daemon backs off (issue 12, row 5) ---- */
+
+#define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
+#define EMFILE_CONNS 32 /* connections then: most wait in the backlog */
+
+/* The highest descriptor number the daemon has open (below VALGRIND_FDS). */
+static int max_fd(pid_t pid)
+{
+	char path[64];
+	int m = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd < VALGRIND_FDS && fd > m)
+			m = fd;
+	}
+	closedir(dir);
+	return m;
+}
+
+/* The CPU time the process has used: utime + stime, in clock ticks. */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long long ut, st;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	/* The fields after the name (which may hold spaces): state is 3rd,
+	 * utime the 14th and stime the 15th. */
+	const char *p = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(
+		sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st),
+		2);
+	return ut + st;
+}
+
+/* A daemon with EMFILE_ROOM descriptors left and EMFILE_CONNS connections
+ * waiting: over a second it spends at most a fifth of a second of CPU (an
+ * accept loop retrying EMFILE spends all of it); once the connections are
+ * gone it serves a new client, and its descriptors come back to baseline. */
+START_TEST(emfile_backs_off)
+{
+	struct test_daemon d;
+	struct rlimit old, low;
+	int conns[EMFILE_CONNS];
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)(max_fd(d.pid) + 1 + EMFILE_ROOM);
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &low, NULL), 0);
+	for (int i = 0; i < EMFILE_CONNS; i++)
+		ck_assert_int_ge(conns[i] = try_connect(d.sock), 0);
+	unsigned long long t0 = cpu_ticks(d.pid);
+	test_sleep_ms(1000);
+	unsigned long long used = cpu_ticks(d.pid) - t0;
+	ck_assert_uint_le(used, (unsigned long long)sysconf(_SC_CLK_TCK) / 5);
+	for (int i = 0; i < EMFILE_CONNS; i++)
+		close(conns[i]);
+	wait_fds(d.pid, fds);
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock, .name = "after" };
+	struct pin_client *c;
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	pin_client_free(c);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- the daemon allocates nothing for a client (issue 12, row 4) ---- */
+
+#define SPARSE_LEN  (1ull << 30)
+#define SPARSE_DATA (SPARSE_LEN / 2) /* the offset of its one data page */
+
+/* A 1 GiB memfd with one patterned page, as a region's source: adding the
+ * region, and reading its data page and a hole, leaves the memfd with that
+ * one page of memory (a hole read through the daemon's mapping would
+ * allocate one). */
+static int client_sparse(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	struct stat st;
+
+	(void)arg;
+	int fd = memfd_create("sparse", MFD_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(ftruncate(fd, (off_t)SPARSE_LEN) == 0);
+	uint64_t *w = malloc(page);
+	REQUIRE(w);
+	for (size_t i = 0; i < page / sizeof(*w); i++)
+		w[i] = test_pattern(SPARSE_DATA + i * sizeof(*w), 3);
+	REQUIRE(pwrite(fd, w, page, (off_t)SPARSE_DATA) == (ssize_t)page);
+	free(w);
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region(SPARSE_LEN);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, SPARSE_LEN, PIN_UFFD_REGISTER_MISSING, fd,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	REQUIRE(test_page_ok(base, SPARSE_DATA / page, 3));
+	REQUIRE(test_page_zero(base, 0));
+	REQUIRE(test_page_zero(base, SPARSE_LEN / page - 1));
+	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
+	conn_close(&k);
+	close(fd);
+	return 0;
+}
+
+START_TEST(sparse_source_not_allocated)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(reap(spawn(client_sparse, &d, NULL)), 0);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- a fork child's session goes with its process (issue 12, row 10) ---- */
+
+/* Where the daemon's probe of a fork child looked, and where it looks first:
+ * regions cover both, so only a page found between regions answers it. */
+#define PROBE_OLD_TOP ((1ull << 47) - 2 * page)
+#define PROBE_FIRST   (16ull << 20)
+
+/* Map and add two pages at addr, zero-filled. */
+static int add_fixed(struct conn *k, uint64_t addr)
+{
+	void *p = mmap((void *)(uintptr_t)addr, 2 * page, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	REQUIRE(p == (void *)(uintptr_t)addr);
+	return add_region(k, p, 2 * page, PIN_UFFD_REGISTER_MISSING, -1, 0);
+}
+
+/* Regions over the probe's old page and its first choice; a child forked,
+ * its parent's session ended, then the child exits. */
+static int client_fork_covered(const struct test_daemon *d, void *arg)
+{
+	struct conn k;
+	int go[2];
+
+	(void)arg;
+	REQUIRE(pipe2(go, O_CLOEXEC) == 0);
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	REQUIRE(add_fixed(&k, PROBE_OLD_TOP - page) == 0);
+	REQUIRE(add_fixed(&k, PROBE_FIRST) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		char c;
+		_exit(read(go[0], &c, 1) == 1 ? 0 : 1);
+	}
+	conn_close(&k);
+	REQUIRE(write(go[1], "g", 1) == 1);
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return 0;
+}
+
+/* The child's session (its userfaultfd and its record) is freed once its
+ * process is gone, though regions cover the pages the probe tried before:
+ * the daemon's descriptors come back to what an idle daemon holds. */
+START_TEST(fork_child_reaped_under_regions)
+{
+	struct test_daemon d;
+
+	test_daemon_start(&d, NULL);
+	int fds = idle_fds(d.pid);
+	ck_assert_int_eq(reap(spawn(client_fork_covered, &d, NULL)), 0);
+	wait_fds(d.pid, fds);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* A case's bound: the 64 MiB fill under valgrind takes minutes. */
 #define CASE_TIMEOUT_S 600
 #define ADD_CASE(s, t) TEST_ADD_CASE(s, t, CASE_TIMEOUT_S)
@@ -1959,10 +2662,12 @@ Suite *test_suite(void)
 	ADD_CASE(s, lazy_fill_64m);
 	ADD_CASE(s, holes_read_zero);
 	ADD_CASE(s, holes_sequential);
+	ADD_CASE(s, sparse_source_not_allocated);
 	ADD_CASE(s, truncated_source_poisons);
 	ADD_CASE(s, wp_dirty_bitmap);
 	ADD_CASE(s, fork_child_served);
 	ADD_CASE(s, fork_while_inspected);
+	ADD_CASE(s, fork_child_reaped_under_regions);
 	ADD_CASE(s, mremap_followed);
 	ADD_CASE(s, dontneed_refaults_zero);
 	ADD_CASE(s, stale_notices_remap_unmap);
@@ -1970,6 +2675,15 @@ Suite *test_suite(void)
 	ADD_CASE(s, prefetch_and_timeout);
 	ADD_CASE(s, prefetch_partial_copy);
 	ADD_CASE(s, per_uid_limits);
+	ADD_CASE(s, connections_capped);
+	ADD_CASE(s, fork_children_count_as_sessions);
+	ADD_CASE(s, fds_capped);
+	ADD_CASE(s, record_bytes_capped);
+	ADD_CASE(s, split_refused_over_cap);
+	ADD_CASE(s, many_pins_by_cookie);
+	ADD_CASE(s, uffd_in_one_session_only);
+	ADD_CASE(s, pipelined_requests_served);
+	ADD_CASE(s, unread_notices_bounded);
 	/* Becoming another uid needs root; say so rather than pass. */
 	if (geteuid() == 0)
 		ADD_CASE(s, per_uid_limits_across_sessions);
@@ -1978,6 +2692,15 @@ Suite *test_suite(void)
 		       OTHER_UID);
 	ADD_CASE(s, two_clients);
 	ADD_CASE(s, killed_client);
+	/* valgrind keeps descriptors of its own at the top of RLIMIT_NOFILE
+	 * (its setup sets TEST_TIME_SCALE; test_time_scale() asserts, which
+	 * only a running test may). */
+	const char *scale = getenv("TEST_TIME_SCALE");
+	if (!scale || !strcmp(scale, "1"))
+		ADD_CASE(s, emfile_backs_off);
+	else
+		printf("emfile_backs_off: not run under valgrind: its descriptors sit at the top "
+		       "of RLIMIT_NOFILE\n");
 	ADD_CASE(s, one_fd_per_source_file);
 	ADD_CASE(s, malformed_messages);
 	ADD_CASE(s, restart_loses_nothing);

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include "uffdd.h"
 
@@ -18,20 +20,101 @@
 
 /* ---- replies ---- */
 
+/* Watch the session's socket for room (EPOLLOUT, requests left unread)
+ * or for requests (EPOLLIN). */
+static void watch_for(struct session *s, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = &s->wsock };
+
+	/* Not watched yet (a session being taken over): its first request
+	 * flushes the queue. */
+	if (s->w && epoll_ctl(s->w->ep, EPOLL_CTL_MOD, s->sock, &ev) < 0) {
+		int err = errno;
+		slog(s, LOG_ERR, "epoll_ctl(MOD, its socket): %s", strerror(err));
+		session_kill(s, "its socket cannot be watched");
+	}
+}
+
+/* Keep a copy of the message until the socket has room. */
+static int enqueue(struct session *s, const void *buf, size_t len)
+{
+	if (s->outq_n == UFFDD_OUTQ_MAX) {
+		slog(s, LOG_WARNING, "%u messages wait for room in its socket",
+		     (unsigned int)UFFDD_OUTQ_MAX);
+		session_kill(s, "does not read its replies");
+		return -EAGAIN;
+	}
+	uint8_t *copy = malloc(len);
+	if (!s->outq)
+		s->outq = calloc(UFFDD_OUTQ_MAX, sizeof(*s->outq));
+	if (!copy || !s->outq) {
+		free(copy);
+		/* A reply lost would leave its client waiting forever. */
+		session_kill(s, "no memory for its replies");
+		return -ENOMEM;
+	}
+	memcpy(copy, buf, len);
+	s->outq[(s->outq_head + s->outq_n++) % UFFDD_OUTQ_MAX] = (struct out_msg){ copy, len };
+	if (s->outq_n == 1)
+		watch_for(s, EPOLLOUT);
+	return 0;
+}
+
 static int sent(struct session *s, int r)
 {
 	if (r < 0 && r != -EMSGSIZE) {
-		/* The socket is non-blocking: a client that does not read its
-		 * replies (-EAGAIN) would stall every session of this worker. */
 		slog(s, LOG_WARNING, "send: %s", strerror(-r));
-		session_kill(s, r == -EAGAIN ? "does not read its replies" : "hung up");
+		session_kill(s, "hung up");
 	}
 	return r;
 }
 
+/*
+ * Send an encoded message, in order after those waiting: a socket without
+ * room (the client sends requests faster than it reads the replies) keeps
+ * it in the queue, and its requests are left unread until the queue is
+ * sent, so that a pipelining client is slowed down, not cut off.
+ */
+static int out(struct session *s, const void *buf, size_t len)
+{
+	if (s->sock < 0 || s->dead)
+		return -ENOTCONN;
+	if (s->outq_n)
+		return enqueue(s, buf, len);
+	int r = pin_proto_send_raw(s->sock, buf, len, NULL, 0);
+	return r == -EAGAIN ? enqueue(s, buf, len) : sent(s, r);
+}
+
+/* Send what waits while the socket has room: true when nothing is left. */
+static bool flush(struct session *s)
+{
+	while (s->outq_n && !s->dead) {
+		struct out_msg *m = &s->outq[s->outq_head];
+		int r = pin_proto_send_raw(s->sock, m->buf, m->len, NULL, 0);
+		if (r == -EAGAIN)
+			return false;
+		free(m->buf);
+		s->outq_head = (s->outq_head + 1) % UFFDD_OUTQ_MAX;
+		s->outq_n--;
+		if (sent(s, r) < 0 && r != -EMSGSIZE)
+			return false;
+		if (!s->outq_n)
+			watch_for(s, EPOLLIN);
+	}
+	return !s->dead;
+}
+
 static int send_msg(struct session *s, Uffdd__Msg *m)
 {
-	return sent(s, pin_proto_send(s->sock, m, NULL, 0));
+	size_t len = uffdd__msg__get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf)
+		return -ENOMEM;
+	uffdd__msg__pack(m, buf);
+	int r = out(s, buf, len);
+	free(buf);
+	return r;
 }
 
 /* A reply, encoded: the bytes sent, and committed with the request. */
@@ -72,7 +155,7 @@ static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
 	int r = pack_reply(seq, rep, &p);
 	if (r < 0)
 		return r;
-	r = sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	r = out(s, p.buf, p.len);
 	free(p.buf);
 	return r;
 }
@@ -108,7 +191,7 @@ void control_resume(struct session *s)
 	m.body_case = UFFDD__MSG__BODY_RESUME;
 	m.resume = &resume;
 	if (send_msg(s, &m) == 0 && resume.last_seq && len)
-		sent(s, pin_proto_send_raw(s->sock, reply, len, NULL, 0));
+		out(s, reply, len);
 }
 
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
@@ -189,10 +272,22 @@ static bool is_userfaultfd(int fd)
 	return !strcmp(link, "anon_inode:[userfaultfd]");
 }
 
+/* Give up the userfaultfd a handover took: under the sessions' lock, as
+ * sessions_uffd_taken_locked() reads every session's from any worker. */
+static void drop_uffd(struct session *s)
+{
+	sessions_lock();
+	struct pin_uffd *u = s->uffd;
+	s->uffd = NULL;
+	sessions_unlock();
+	pin_uffd_free(u);
+}
+
 static int do_handover(struct req *q)
 {
 	struct session *s = q->s;
 	_cleanup_close_ int fd = take_fd(q);
+	struct stat st;
 
 	if (s->uffd)
 		return fail(q, -EBUSY, "this session has a userfaultfd already");
@@ -203,24 +298,38 @@ static int do_handover(struct req *q)
 	 * it never reads its own userfaultfd while uffdd serves it. */
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return fail(q, -errno, "fcntl(O_NONBLOCK): %s", strerror(errno));
-	int r = pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	/* Checked and taken under the sessions' lock: of two sessions
+	 * handed one userfaultfd at once, the second sees the first's. */
+	ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+	sessions_lock();
+	bool taken = sessions_uffd_taken_locked(fd, ino);
+	int r = taken ? -EBUSY : pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	if (!r)
+		s->uffd_ino = ino;
+	sessions_unlock();
+	if (r == -EBUSY)
+		return fail(q, r, "that userfaultfd belongs to another session");
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;
+	/* One more descriptor held for the uid. */
+	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
+	if (r < 0) {
+		drop_uffd(s);
+		return r;
+	}
 	/* Stored before it is watched: the record says it is there once
 	 * this request commits. */
 	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0) {
-		pin_uffd_free(s->uffd);
-		s->uffd = NULL;
+		drop_uffd(s);
 		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
 	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
 		store_remove("s%" PRIu64 ".uffd", s->id);
-		pin_uffd_free(s->uffd);
-		s->uffd = NULL;
+		drop_uffd(s);
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));
 	}
 	s->takeover = q->m->uffd->has_takeover && q->m->uffd->takeover;
@@ -309,7 +418,11 @@ static int do_region_add(struct req *q)
 	struct region *r = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 				      !ra->has_push || ra->push);
 	source_unref(src);
-	ret = r ? add_region(q, ra, r) : fail(q, -ENOMEM, "out of memory");
+	/* Its bitmaps and a source file new to the session, charged. */
+	ret = r ? session_charge(s, 0, 0, q->text, sizeof(q->text))
+		: fail(q, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = add_region(q, ra, r);
 	if (ret < 0) {
 		region_free(s, r);
 		session_charge(s, -1, 0, NULL, 0);
@@ -332,9 +445,18 @@ static int do_region_remove(struct req *q)
 	struct session *s = q->s;
 	uint64_t a = q->m->region_remove->range->addr, b = a + q->m->region_remove->range->len;
 	size_t before = s->nregions;
+	struct region *r = session_find(s, a);
+	/* A hole in the middle of a region makes one more: refused over the
+	 * limit before anything is cut. */
+	int64_t split = r && a > r->start && b < r->start + r->len;
 
+	if (split) {
+		int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
+		if (ret < 0)
+			return ret;
+	}
 	int cut = session_cut(s, a, b, 0, true);
-	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+	session_charge(s, (int64_t)s->nregions - (int64_t)before - split, 0, NULL, 0);
 	if (cut < 0)
 		return fail(q, cut, "out of memory");
 	if (!cut)
@@ -388,9 +510,9 @@ static int do_pin_report(struct req *q)
 	struct session *s = q->s;
 	const Uffdd__PinReport *p = q->m->pin_report;
 
-	for (size_t i = 0; i < s->npins; i++) {
-		if (s->pins[i].cookie != p->cookie)
-			continue;
+	ssize_t i = session_pin_find(s, p->cookie);
+
+	if (i >= 0) {
 		/* The same report again (after a restart): done once. */
 		if (s->pins[i].addr == p->range->addr && s->pins[i].len == p->range->len)
 			return 0;
@@ -411,15 +533,14 @@ static int do_pin_release(struct req *q)
 {
 	struct session *s = q->s;
 
-	for (size_t i = 0; i < s->npins; i++) {
-		if (s->pins[i].cookie != q->m->pin_release->cookie)
-			continue;
-		uint64_t len = s->pins[i].len;
-		session_pin_del(s, i);
-		session_charge(s, 0, -(int64_t)len, NULL, 0);
-		return 0;
-	}
-	return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
+	ssize_t i = session_pin_find(s, q->m->pin_release->cookie);
+
+	if (i < 0)
+		return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
+	uint64_t len = s->pins[i].len;
+	session_pin_del(s, (size_t)i);
+	session_charge(s, 0, -(int64_t)len, NULL, 0);
+	return 0;
 }
 
 static int do_prefetch(struct req *q)
@@ -488,8 +609,7 @@ static void finish(struct req *q, uint64_t seq, Uffdd__Reply *rep)
 		STAT_ADD(q->reset->n_dirty, -bm_count(q->reset->dirty, q->reset_first, q->reset_n));
 		bm_assign(q->reset->dirty, q->reset_first, q->reset_n, false);
 	}
-	if (s->sock >= 0 && !s->dead)
-		sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	out(s, p.buf, p.len);
 	free(p.buf);
 }
 
@@ -511,7 +631,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	if (seq && seq == state_last(s->st, &done, &done_len) && done_len) {
 		for (size_t i = 0; i < nfds; i++)
 			close(fds[i]);
-		sent(s, pin_proto_send_raw(s->sock, done, done_len, NULL, 0));
+		out(s, done, done_len);
 		return;
 	}
 	/* Hello first: it checks the version every other request is read in. */
@@ -608,7 +728,10 @@ static const char *recv_error(int err)
 
 void control_handle(struct session *s)
 {
-	for (int k = 0; k < MAX_BATCH && !s->dead; k++) {
+	/* Replies first: no request is read while some wait for room. */
+	if (!flush(s))
+		return;
+	for (int k = 0; k < MAX_BATCH && !s->dead && !s->outq_n; k++) {
 		Uffdd__Msg *m;
 		int fds[PIN_PROTO_MAX_FDS];
 		size_t nfds;

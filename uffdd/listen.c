@@ -3,7 +3,8 @@
  * The listening sockets (what store_start() found the manager passed, or
  * --socket PATH, bound here with the stale-socket rules), and accepting: each
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
- * watched by a worker with control.c's request handler.  listen_run() is the
+ * watched by a worker with control.c's request handler; one over its uid's
+ * limits is answered -EDQUOT and closed.  listen_run() is the
  * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
  * handler it stores), worker.c, session.c, log.c and util.c.
  */
@@ -153,16 +154,59 @@ void listen_unlink(void)
 	}
 }
 
-static void accept_all(int lfd)
+/* Out of descriptors (or of socket memory): accept() fails at once again
+ * while the connection waits, so stop watching the listening sockets this
+ * long, and let sessions end and free theirs. */
+#define BACKOFF_NS (100ull * 1000000)
+
+static bool out_of_fds(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* Messages of a refused client read and dropped before its connection is
+ * closed (closing with some unread resets it, and the client could not read
+ * why): a client sends its Hello, then waits. */
+#define REFUSED_DRAIN_MAX 16
+
+/* A connection over its uid's limits (session_new() logged why): tell the
+ * client, then close it. */
+static void refuse(int fd)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+
+	rep.error = -EDQUOT;
+	rep.text = "over a per-uid limit of uffdd: see uffdd(8), LIMITS";
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	/* Non-blocking, to a socket nobody has written to: it fits, or the
+	 * client is gone and closing is all there is left to do. */
+	pin_proto_send(fd, &m, NULL, 0);
+	for (int i = 0; i < REFUSED_DRAIN_MAX; i++) {
+		char b;
+		/* MSG_TRUNC: the datagram is dropped whole; EAGAIN: none left. */
+		if (recv(fd, &b, sizeof(b), MSG_DONTWAIT | MSG_TRUNC) < 0)
+			break;
+	}
+	close(fd);
+}
+
+/* Accept what waits on lfd: 0, or -errno when the daemon is out of
+ * descriptors (the caller backs off). */
+static int accept_all(int lfd)
 {
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				ulog(LOG_ERR, "accept4: %m");
-			if (errno != EINTR)
-				return;
-			continue;
+			int err = errno;
+			if (err == EINTR)
+				continue;
+			if (out_of_fds(err))
+				return -err;
+			if (err != EAGAIN)
+				ulog(LOG_ERR, "accept4(listening fd %d): %s", lfd, strerror(err));
+			return 0;
 		}
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
@@ -172,9 +216,17 @@ static void accept_all(int lfd)
 			continue;
 		}
 		struct session *s;
-		if (session_new(fd, cred.pid, cred.uid, &s) < 0) {
-			ulog(LOG_ERR, "new session for pid %d: out of memory", (int)cred.pid);
+		int r = session_new(fd, cred.pid, cred.uid, &s);
+		if (r == -EDQUOT) {
+			refuse(fd);
+			continue;
+		}
+		if (r < 0) {
 			close(fd);
+			if (out_of_fds(-r))
+				return r;
+			ulog(LOG_ERR, "new session for pid %d uid %u: %s", (int)cred.pid, cred.uid,
+			     strerror(-r));
 			continue;
 		}
 		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
@@ -184,10 +236,28 @@ static void accept_all(int lfd)
 	}
 }
 
+/* Watch the listening sockets in ep, or stop watching them. */
+static int watch_listening(int ep, bool on)
+{
+	for (unsigned int i = 0; i < nlisten; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = listen_fds[i] };
+		if (epoll_ctl(ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_fds[i], &ev) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "epoll_ctl(%s, listening fd %d): %s", on ? "ADD" : "DEL",
+			     listen_fds[i], strerror(err));
+			return -err;
+		}
+	}
+	return 0;
+}
+
 int listen_run(void)
 {
 	sigset_t mask;
 	struct epoll_event ev = { .events = EPOLLIN };
+	static struct ratelimit rl;
+	uint64_t until = 0;	    /* backing off until then; 0: not */
+	unsigned long backoffs = 0; /* since the last accept that went through */
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -199,20 +269,48 @@ int listen_run(void)
 		return 1;
 	}
 	ev.data.fd = sfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-	for (unsigned int i = 0; i < nlisten; i++) {
-		ev.data.fd = listen_fds[i];
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fds[i], &ev) < 0) {
-			ulog(LOG_ERR, "epoll_ctl(ADD, listening fd): %m");
-			return 1;
-		}
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) < 0) {
+		ulog(LOG_ERR, "epoll_ctl(ADD, signalfd): %m");
+		return 1;
 	}
+	if (watch_listening(ep, true) < 0)
+		return 1;
 	for (;;) {
 		struct epoll_event evs[MAX_LISTEN + 1];
-		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), -1);
+		int timeout = -1;
+		if (until) {
+			uint64_t now = uffdd_now_ns();
+			if (now >= until) {
+				if (watch_listening(ep, true) < 0)
+					return 1;
+				until = 0;
+				continue;
+			}
+			/* Rounded up: never a busy 0 ms wait. */
+			timeout = (int)((until - now + 999999) / 1000000);
+		}
+		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), timeout);
+		if (n < 0 && errno != EINTR) {
+			ulog(LOG_ERR, "epoll_wait(listening sockets): %m");
+			return 1;
+		}
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.fd != sfd) {
-				accept_all(evs[i].data.fd);
+				if (until)
+					continue;
+				int r = accept_all(evs[i].data.fd);
+				if (!r) {
+					backoffs = 0;
+					continue;
+				}
+				backoffs++;
+				ulog_rl(&rl, LOG_WARNING,
+					"accept4: %s: not accepting for %llu ms (back-off %lu); "
+					"new clients wait in the backlog",
+					strerror(-r), BACKOFF_NS / 1000000, backoffs);
+				if (watch_listening(ep, false) < 0)
+					return 1;
+				until = uffdd_now_ns() + BACKOFF_NS;
 				continue;
 			}
 			struct signalfd_siginfo si;

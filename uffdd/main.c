@@ -34,7 +34,9 @@ static size_t nstored;
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdd [--socket PATH] [--workers N] [--max-regions-per-uid N]\n"
-		   "             [--max-pinned-per-uid BYTES] [--admin-group GROUP]\n"
+		   "             [--max-pinned-per-uid BYTES] [--max-sessions-per-uid N]\n"
+		   "             [--max-connections-per-uid N] [--max-fds-per-uid N]\n"
+		   "             [--max-bytes-per-uid BYTES] [--admin-group GROUP]\n"
 		   "             [--no-supervisor] [-v]\n"
 		   "Serve the page faults of client processes through the userfaultfds they\n"
 		   "hand over.  Unless systemd runs it (NOTIFY_SOCKET) or --no-supervisor is\n"
@@ -87,6 +89,10 @@ static int parse_args(int argc, char **argv)
 		{ "max-regions-per-uid", required_argument, NULL, 'r' },
 		{ "max-pinned-per-uid", required_argument, NULL, 'p' },
 		{ "admin-group", required_argument, NULL, 'g' },
+		{ "max-sessions-per-uid", required_argument, NULL, 'S' },
+		{ "max-connections-per-uid", required_argument, NULL, 'C' },
+		{ "max-fds-per-uid", required_argument, NULL, 'F' },
+		{ "max-bytes-per-uid", required_argument, NULL, 'B' },
 		{ "no-supervisor", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -119,6 +125,20 @@ static int parse_args(int argc, char **argv)
 			if (parse_group(optarg, &uffdd_cfg.admin_gid) < 0)
 				return -EINVAL;
 			break;
+		case 'S':
+		case 'C':
+		case 'F':
+			if (parse_u64(optarg, &v) < 0 || v > UINT32_MAX)
+				goto bad;
+			*(c == 'S'   ? &uffdd_cfg.max_sessions_per_uid
+			  : c == 'C' ? &uffdd_cfg.max_connections_per_uid
+				     : &uffdd_cfg.max_fds_per_uid) = (uint32_t)v;
+			break;
+		case 'B':
+			if (parse_u64(optarg, &v) < 0)
+				goto bad;
+			uffdd_cfg.max_bytes_per_uid = v;
+			break;
 		case 'n':
 			no_supervisor = true;
 			break;
@@ -142,6 +162,10 @@ bad:
 	fprintf(stderr, "uffdd: bad value for --%s: %s\n",
 		c == 'w'   ? "workers"
 		: c == 'r' ? "max-regions-per-uid"
+		: c == 'S' ? "max-sessions-per-uid"
+		: c == 'C' ? "max-connections-per-uid"
+		: c == 'F' ? "max-fds-per-uid"
+		: c == 'B' ? "max-bytes-per-uid"
 			   : "max-pinned-per-uid",
 		optarg);
 	return -EINVAL;

@@ -274,20 +274,49 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 	w[s->nwaits++] = wt;
 }
 
+/*
+ * Where a probe looks: the kernel checks the range (at or above
+ * vm.mmap_min_addr, 64 KiB by default, and below the task size, 2^47 less a
+ * page at least) before it checks that the process lives, and only then
+ * looks for a mapping.  So any page in [PROBE_LO, PROBE_HI) that no region
+ * covers answers ESRCH once the process is gone, and never places a page.
+ */
+#define PROBE_LO (16ull << 20)
+#define PROBE_HI (1ull << 47)
+
+/* The first page at or above PROBE_LO that no region of s covers (PROBE_HI:
+ * none below it). */
+static uint64_t probe_addr(struct session *s)
+{
+	uint64_t a = PROBE_LO;
+
+	for (size_t i = session_first_after(s, a); i < s->nregions; i++) {
+		const struct region *r = s->regions[i];
+		if (r->start > a || a >= PROBE_HI)
+			break;
+		a = r->start + r->len;
+	}
+	return a;
+}
+
 /* A fork child's process may be gone with nothing to tell us: a resolving
  * ioctl on a page no region covers fails with ESRCH once its mm is gone
  * (ENOENT while it lives: no registered mapping there). */
 static void probe(struct session *s, uint64_t now)
 {
-	uint64_t top = (1ull << 47) - 2 * uffdd_page;
-
 	if (s->sock >= 0 || now < s->next_probe)
 		return;
 	s->next_probe = now + PROBE_NS;
-	if (session_find(s, top))
+	uint64_t a = probe_addr(s);
+	if (a > PROBE_HI - uffdd_page) {
+		slog(s, LOG_WARNING,
+		     "no page in [0x%" PRIx64 ", 0x%" PRIx64
+		     ") outside its regions: its process is not probed",
+		     (uint64_t)PROBE_LO, (uint64_t)PROBE_HI);
 		return;
-	if (pin_uffd_zeropage(s->uffd, (void *)(uintptr_t)top, uffdd_page, PIN_UFFD_DONTWAKE,
-			      NULL) == -ESRCH)
+	}
+	if (pin_uffd_zeropage(s->uffd, (void *)(uintptr_t)a, uffdd_page, PIN_UFFD_DONTWAKE, NULL) ==
+	    -ESRCH)
 		session_kill(s, "its process is gone");
 }
 

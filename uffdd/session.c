@@ -10,12 +10,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <linux/kcmp.h>
 
 #include "uffdd.h"
 
 struct uid_use {
 	uid_t uid;
-	uint64_t regions, pinned;
+	uint64_t v[UFFDD_CHARGES]; /* enum charge */
 };
 
 /* Guards the session list and the per-uid table (control plane only). */
@@ -29,6 +31,52 @@ static _Atomic unsigned int count;
 /* ---- regions ---- */
 
 #define NO_SLOT UINT32_MAX
+
+/* Index of the first of s's source files whose id is not below id. */
+static size_t file_find(const struct session *s, uint64_t id)
+{
+	size_t lo = 0, hi = s->nfiles;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (s->files[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* One more region of s reads the source file id (0, a zero source: none). */
+static int file_hold(struct session *s, uint64_t id)
+{
+	size_t i = file_find(s, id);
+
+	if (!id)
+		return 0;
+	if (i < s->nfiles && s->files[i].id == id) {
+		s->files[i].regions++;
+		return 0;
+	}
+	struct file_use *v = realloc(s->files, (s->nfiles + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->files = v;
+	memmove(&v[i + 1], &v[i], (s->nfiles - i) * sizeof(*v));
+	v[i] = (struct file_use){ id, 1 };
+	s->nfiles++;
+	return 0;
+}
+
+static void file_drop(struct session *s, uint64_t id)
+{
+	size_t i = file_find(s, id);
+
+	if (!id || i == s->nfiles || s->files[i].id != id || --s->files[i].regions)
+		return;
+	memmove(&s->files[i], &s->files[i + 1], (s->nfiles - i - 1) * sizeof(*s->files));
+	s->nfiles--;
+}
 
 /* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
 static int region_bitmaps(struct session *s, struct region *r)
@@ -58,7 +106,7 @@ struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint3
 	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	if (region_bitmaps(s, r) < 0) {
+	if (region_bitmaps(s, r) < 0 || file_hold(s, source_file_id(src)) < 0) {
 		region_free(s, r);
 		return NULL;
 	}
@@ -77,6 +125,8 @@ void region_free(struct session *s, struct region *r)
 		state_bm_free(s->st, r->zero, r->npages);
 		state_bm_free(s->st, r->dirty, r->npages);
 	}
+	if (r->src)
+		file_drop(s, source_file_id(r->src));
 	source_unref(r->src);
 	free(r);
 }
@@ -120,7 +170,7 @@ static struct region *region_part(struct session *s, const struct region *r, uin
 	p->ra_pages = 1;
 	p->populated = p->zero = p->dirty = NULL;
 	p->src = NULL;
-	if (region_bitmaps(s, p) < 0) {
+	if (region_bitmaps(s, p) < 0 || file_hold(s, source_file_id(r->src)) < 0) {
 		region_free(s, p);
 		return NULL;
 	}
@@ -305,36 +355,96 @@ static struct uid_use *use_of(uid_t uid, bool create)
 	return &uses[nuses++];
 }
 
+static const char *const charge_names[UFFDD_CHARGES] = {
+	[CHARGE_REGIONS] = "regions",	       [CHARGE_PINNED] = "bytes pinned",
+	[CHARGE_SESSIONS] = "sessions",	       [CHARGE_CONNECTIONS] = "connections",
+	[CHARGE_FDS] = "descriptors in uffdd", [CHARGE_BYTES] = "bytes of session records",
+};
+
+/* The limit on kind k; 0: none. */
+static uint64_t charge_limit(enum charge k)
+{
+	switch (k) {
+	case CHARGE_REGIONS:
+		return uffdd_cfg.max_regions_per_uid;
+	case CHARGE_PINNED:
+		return uffdd_cfg.max_pinned_per_uid;
+	case CHARGE_SESSIONS:
+		return uffdd_cfg.max_sessions_per_uid;
+	case CHARGE_CONNECTIONS:
+		return uffdd_cfg.max_connections_per_uid;
+	case CHARGE_FDS:
+		return uffdd_cfg.max_fds_per_uid;
+	default:
+		return uffdd_cfg.max_bytes_per_uid;
+	}
+}
+
+/* What s holds now of kind k (CHARGE_SESSIONS and after). */
+static uint64_t held(const struct session *s, enum charge k)
+{
+	switch (k) {
+	case CHARGE_SESSIONS:
+		return 1;
+	case CHARGE_CONNECTIONS:
+		return s->sock >= 0;
+	case CHARGE_FDS:
+		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->st != NULL) + s->nfiles;
+	case CHARGE_BYTES:
+		return s->st ? state_bytes(s->st) : 0;
+	default:
+		return 0;
+	}
+}
+
+/* Add d to u's and s's counts (d[k] may be negative). */
+static void charge_apply(struct session *s, struct uid_use *u, const int64_t *d)
+{
+	for (int k = 0; k < UFFDD_CHARGES; k++) {
+		s->charged[k] += (uint64_t)d[k];
+		if (u)
+			u->v[k] += (uint64_t)d[k];
+	}
+}
+
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen)
 {
+	int64_t d[UFFDD_CHARGES] = { [CHARGE_REGIONS] = regions, [CHARGE_PINNED] = pinned };
 	int ret = 0;
 
+	for (int k = CHARGE_SESSIONS; k < UFFDD_CHARGES; k++)
+		d[k] = (int64_t)(held(s, k) - s->charged[k]);
 	pthread_mutex_lock(&glock);
 	struct uid_use *u = use_of(s->uid, true);
-	if (!why) {
-		if (u) {
-			u->regions += (uint64_t)regions;
-			u->pinned += (uint64_t)pinned;
-		}
-	} else if (!u) {
+	if (why && !u) {
 		ret = -ENOMEM;
 		snprintf(why, whylen, "out of memory");
-	} else if (regions > 0 && uffdd_cfg.max_regions_per_uid &&
-		   u->regions + (uint64_t)regions > uffdd_cfg.max_regions_per_uid) {
-		ret = -EDQUOT;
-		snprintf(why, whylen, "uid %u has %" PRIu64 " regions, the limit is %u", s->uid,
-			 u->regions, uffdd_cfg.max_regions_per_uid);
-	} else if (pinned > 0 && uffdd_cfg.max_pinned_per_uid &&
-		   u->pinned + (uint64_t)pinned > uffdd_cfg.max_pinned_per_uid) {
-		ret = -EDQUOT;
-		snprintf(why, whylen, "uid %u has %" PRIu64 " bytes pinned, the limit is %" PRIu64,
-			 s->uid, u->pinned, uffdd_cfg.max_pinned_per_uid);
-	} else {
-		u->regions += (uint64_t)regions;
-		u->pinned += (uint64_t)pinned;
 	}
+	for (int k = 0; why && u && k < UFFDD_CHARGES; k++) {
+		uint64_t lim = charge_limit(k);
+		if (d[k] <= 0 || !lim || ((uint64_t)d[k] <= lim && u->v[k] <= lim - (uint64_t)d[k]))
+			continue;
+		ret = -EDQUOT;
+		snprintf(why, whylen, "uid %u has %" PRIu64 " %s, the limit is %" PRIu64, s->uid,
+			 u->v[k], charge_names[k], lim);
+		break;
+	}
+	if (!ret)
+		charge_apply(s, u, d);
 	pthread_mutex_unlock(&glock);
 	return ret;
+}
+
+/* Give back everything s was charged. */
+static void charge_release(struct session *s)
+{
+	int64_t d[UFFDD_CHARGES];
+
+	for (int k = 0; k < UFFDD_CHARGES; k++)
+		d[k] = -(int64_t)s->charged[k];
+	pthread_mutex_lock(&glock);
+	charge_apply(s, use_of(s->uid, false), d);
+	pthread_mutex_unlock(&glock);
 }
 
 static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
@@ -418,12 +528,27 @@ static void session_publish(struct session *s)
 
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 {
+	/* One line per window for every uid refused: a client retrying in a
+	 * loop must not flood the journal.  The accepting thread's only. */
+	static struct ratelimit rl;
 	struct session *s = session_alloc(sock, pid, uid);
+	char why[128];
 
 	if (!s)
 		return -ENOMEM;
+	/* Checked before anything is made for it: its connection and record. */
+	int r = session_charge(s, 0, 0, why, sizeof(why));
+	if (r < 0) {
+		ulog_rl(&rl, LOG_WARNING, "uid %u pid %d: connection refused: %s", uid, (int)pid,
+			why);
+		s->sock = -1; /* the caller's still */
+		session_free(s);
+		return r;
+	}
 	s->id = take_id();
-	int r = session_state(s, 0);
+	r = session_state(s, 0);
+	if (!r)
+		session_charge(s, 0, 0, NULL, 0);
 	if (r < 0 || (r = session_store(s)) < 0) {
 		session_unstore(s);
 		s->sock = -1; /* the caller's still */
@@ -445,6 +570,9 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 	}
 	s->id = take_id();
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		s->uffd_ino = st.st_ino;
 	int r = pin_uffd_from_fd(fd, pin_uffd_features(parent->uffd), &s->uffd);
 	if (r < 0) {
 		close(fd);
@@ -500,6 +628,108 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 	return r;
 }
 
+/* ---- pins: an array, and a hash of it by cookie ---- */
+
+/* Slots per pin in the hash, at least: probes stay short. */
+#define PIN_HASH_LOAD 2
+#define PIN_HASH_MIN  64
+
+static size_t pin_slot(uint64_t cookie, size_t cap)
+{
+	/* splitmix64's finaliser: every bit of the cookie counts. */
+	cookie ^= cookie >> 30;
+	cookie *= 0xbf58476d1ce4e5b9ull;
+	cookie ^= cookie >> 27;
+	cookie *= 0x94d049bb133111ebull;
+	cookie ^= cookie >> 31;
+	return (size_t)cookie & (cap - 1);
+}
+
+ssize_t session_pin_find(const struct session *s, uint64_t cookie)
+{
+	if (!s->pin_hash_cap)
+		return -1;
+	for (size_t h = pin_slot(cookie, s->pin_hash_cap);; h = (h + 1) & (s->pin_hash_cap - 1)) {
+		uint32_t v = s->pin_hash[h];
+		if (!v)
+			return -1;
+		if (s->pins[v - 1].cookie == cookie)
+			return (ssize_t)(v - 1);
+	}
+}
+
+/* The hash slot that holds pin i. */
+static size_t pin_hash_at(const struct session *s, size_t i)
+{
+	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
+
+	while (s->pin_hash[h] != i + 1)
+		h = (h + 1) & (s->pin_hash_cap - 1);
+	return h;
+}
+
+static void pin_hash_put(struct session *s, size_t i)
+{
+	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
+
+	while (s->pin_hash[h])
+		h = (h + 1) & (s->pin_hash_cap - 1);
+	s->pin_hash[h] = (uint32_t)(i + 1);
+}
+
+/* Take slot h out of the linear-probing hash: later entries of its run move
+ * back, so that every lookup still finds them. */
+static void pin_hash_remove(struct session *s, size_t h)
+{
+	size_t mask = s->pin_hash_cap - 1;
+
+	s->pin_hash[h] = 0;
+	for (size_t j = (h + 1) & mask; s->pin_hash[j]; j = (j + 1) & mask) {
+		size_t home = pin_slot(s->pins[s->pin_hash[j] - 1].cookie, s->pin_hash_cap);
+		/* Moved back unless its home lies cyclically in (h, j]. */
+		if (h <= j ? (home > h && home <= j) : (home > h || home <= j))
+			continue;
+		s->pin_hash[h] = s->pin_hash[j];
+		s->pin_hash[j] = 0;
+		h = j;
+	}
+}
+
+/* Room for one more pin: the array and the hash grown by doubling. */
+static int pin_reserve(struct session *s)
+{
+	if (s->npins >= UINT32_MAX - 1)
+		return -ENOSPC;
+	if (s->npins == s->pins_cap) {
+		size_t cap = s->pins_cap ? 2 * s->pins_cap : PIN_HASH_MIN;
+		struct pin_rec *v = realloc(s->pins, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		s->pins = v;
+		s->pins_cap = cap;
+	}
+	if ((s->npins + 1) * PIN_HASH_LOAD <= s->pin_hash_cap)
+		return 0;
+	size_t cap = s->pin_hash_cap ? 2 * s->pin_hash_cap : PIN_HASH_MIN;
+	uint32_t *h = calloc(cap, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	free(s->pin_hash);
+	s->pin_hash = h;
+	s->pin_hash_cap = cap;
+	for (size_t i = 0; i < s->npins; i++)
+		pin_hash_put(s, i);
+	return 0;
+}
+
+/* Append a pin (room reserved; the caller holds s->lock or owns s alone). */
+static void pin_push(struct session *s, const struct pin_rec *p)
+{
+	s->pins[s->npins] = *p;
+	pin_hash_put(s, s->npins++);
+	s->pinned += p->len;
+}
+
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie)
 {
 	struct state_rec rec = { .kind = STATE_PIN, .start = addr, .len = len, .offset = cookie };
@@ -509,18 +739,13 @@ int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t coo
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
-	if (v) {
-		s->pins = v;
-		v[s->npins++] = (struct pin_rec){ addr, len, cookie, slot };
-		s->pinned += len;
-	}
+	r = pin_reserve(s);
+	if (!r)
+		pin_push(s, &(struct pin_rec){ addr, len, cookie, slot });
 	pthread_mutex_unlock(&s->lock);
-	if (!v) {
+	if (r < 0)
 		state_del(s->st, slot);
-		return -ENOMEM;
-	}
-	return 0;
+	return r;
 }
 
 void session_pin_del(struct session *s, size_t i)
@@ -528,7 +753,13 @@ void session_pin_del(struct session *s, size_t i)
 	state_del(s->st, s->pins[i].slot);
 	pthread_mutex_lock(&s->lock);
 	s->pinned -= s->pins[i].len;
-	s->pins[i] = s->pins[--s->npins];
+	pin_hash_remove(s, pin_hash_at(s, i));
+	size_t last = --s->npins;
+	if (i != last) {
+		/* The last pin takes its place, and its hash slot says so. */
+		s->pin_hash[pin_hash_at(s, last)] = (uint32_t)(i + 1);
+		s->pins[i] = s->pins[last];
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -609,12 +840,14 @@ static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
 		}
 		return restore_region(x, rec, slot);
 	}
-	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	s->pins = v;
-	v[s->npins++] = (struct pin_rec){ rec->start, rec->len, rec->offset, slot };
-	s->pinned += rec->len;
+	if (session_pin_find(s, rec->offset) >= 0) {
+		snprintf(x->why, x->whylen, "cookie %#" PRIx64 " pinned twice", rec->offset);
+		return -EBADMSG;
+	}
+	int r = pin_reserve(s);
+	if (r < 0)
+		return r;
+	pin_push(s, &(struct pin_rec){ rec->start, rec->len, rec->offset, slot });
 	return 0;
 }
 
@@ -688,23 +921,17 @@ static void session_unpublish(struct session *s)
 			break;
 		}
 	}
-	struct uid_use *u = use_of(s->uid, false);
-	if (u) {
-		u->regions -= s->nregions < u->regions ? s->nregions : u->regions;
-		u->pinned -= s->pinned < u->pinned ? s->pinned : u->pinned;
-	}
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_sub(&count, 1);
 }
 
 void session_free(struct session *s)
 {
-	/* One never published (a fork child that failed half made) was never
-	 * charged either. */
 	if (s->listed) {
 		session_unpublish(s);
 		session_unstore(s);
 	}
+	charge_release(s);
 
 	if (s->w) {
 		if (s->sock >= 0)
@@ -723,7 +950,12 @@ void session_free(struct session *s)
 	for (size_t i = 0; i < s->nregions; i++)
 		region_free(s, s->regions[i]);
 	free(s->regions);
+	free(s->files);
 	free(s->pins);
+	free(s->pin_hash);
+	for (size_t i = 0; i < s->outq_n; i++)
+		free(s->outq[(s->outq_head + i) % UFFDD_OUTQ_MAX].buf);
+	free(s->outq);
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);
@@ -765,6 +997,39 @@ void sessions_lock(void)
 void sessions_unlock(void)
 {
 	pthread_mutex_unlock(&glock);
+}
+
+/* Whether a and b (ours) are the same open file: kcmp(), which needs
+ * CONFIG_KCMP; 0 when it cannot tell (said once). */
+static int same_file(int a, int b)
+{
+	static bool warned;
+	pid_t me = getpid();
+	long r = syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
+
+	if (r >= 0)
+		return r == 0;
+	if (!warned) {
+		int err = errno;
+		warned = true;
+		ulog(LOG_WARNING,
+		     "kcmp(KCMP_FILE): %s: a userfaultfd handed over in two sessions is not "
+		     "noticed",
+		     strerror(err));
+	}
+	return 0;
+}
+
+bool sessions_uffd_taken_locked(int fd, ino_t ino)
+{
+	for (struct session *s = all; s; s = s->gnext) {
+		/* Another inode, another file: no system call per session. */
+		if (!s->uffd || (ino && s->uffd_ino && s->uffd_ino != ino))
+			continue;
+		if (same_file(pin_uffd_fd(s->uffd), fd) > 0)
+			return true;
+	}
+	return false;
 }
 
 struct session *sessions_get_locked(uint64_t id)

@@ -30,6 +30,9 @@
 /* Populated when the region is added, at most: a worker spends some 20 ms
  * on it, while its other sessions wait. */
 #define POPULATE_MAX (256ull << 20)
+/* Extents populated when the region is added, at most: one madvise() each,
+ * a few us, so a file of many small extents costs a few ms too. */
+#define POPULATE_RUNS_MAX 1024
 /* The table's first number of buckets; it doubles when it holds as many
  * files, so that a lookup stays short however many files clients send. */
 #define FILES_BUCKETS_MIN 64
@@ -48,6 +51,7 @@ struct extents {
 	struct timespec mtime, ctime;
 	struct extent *v;
 	size_t n;
+	bool guessed; /* the last extent is the rest of the file, not listed */
 };
 
 /* A source file, in the table once (fields under files_lock but fd, dev,
@@ -336,11 +340,17 @@ static int scan_extents(struct extents *x, int fd)
 
 	while (pos < x->size) {
 		off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
-		if (data < 0)
-			return errno == ENXIO ? 0 : add_extent(x, pos, x->size);
+		if (data < 0 && errno == ENXIO)
+			return 0;
+		if (data < 0) {
+			x->guessed = true;
+			return add_extent(x, pos, x->size);
+		}
 		off_t hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0 || x->n + 1 >= MAX_EXTENTS)
+		if (hole < 0 || x->n + 1 >= MAX_EXTENTS) {
+			x->guessed = true;
 			hole = (off_t)x->size;
+		}
 		int r = add_extent(x, (uint64_t)data, (uint64_t)hole);
 		if (r < 0)
 			return r;
@@ -413,21 +423,52 @@ static int file_extents(struct srcfile *f, const struct stat *st, uint64_t size,
 
 /* ---- windows ---- */
 
+/* The first of the n extents of v that ends after off. */
+static size_t extent_after(const struct extent *v, size_t n, uint64_t off)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (v[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
  * A copy from a page the daemon has not mapped yet first faults it in, which
  * costs a quarter of the copy.  When the pages are in memory anyway (tmpfs,
- * memfd), map the first part of the window now: no I/O, only page tables.
- * A file on disk stays lazy: populating it would read it all.
+ * memfd), map the first data of the window now: no I/O, only page tables.
+ * Only the listed data extents: a read fault on a hole of tmpfs allocates a
+ * page, and the daemon never allocates memory on a client's behalf (an
+ * extent guessed to be data is left alone too).  A file on disk stays lazy:
+ * populating it would read it all.
  */
 static void populate(const struct source *s)
 {
 	struct statfs fs;
 
-	if (!s->map || fstatfs(s->file->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
+	if (!s->map || !s->ext || fstatfs(s->file->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
 		return;
-	size_t len = s->maplen < POPULATE_MAX ? s->maplen : POPULATE_MAX;
-	/* Before Linux 5.14 (EINVAL) the pages fault in as they are copied. */
-	madvise((void *)s->map, len, MADV_POPULATE_READ);
+	const struct extents *x = s->ext;
+	size_t n = x->guessed ? x->n - 1 : x->n;
+	uint64_t end = s->lo + s->maplen, budget = POPULATE_MAX;
+	unsigned int runs = 0;
+	for (size_t i = extent_after(x->v, n, s->lo);
+	     i < n && x->v[i].start < end && budget && runs < POPULATE_RUNS_MAX; i++, runs++) {
+		uint64_t a = x->v[i].start > s->lo ? x->v[i].start : s->lo;
+		uint64_t b = x->v[i].end < end ? x->v[i].end : end;
+		if (b - a > budget)
+			b = a + budget;
+		budget -= b - a;
+		/* Before Linux 5.14 (EINVAL), or a file truncated since it was
+		 * listed (EFAULT): the pages fault in as they are copied. */
+		if (madvise((void *)(s->map + (a - s->lo)), b - a, MADV_POPULATE_READ) < 0)
+			return;
+	}
 }
 
 /* The window's part of its file (st, size bytes now): listed and mapped. */
@@ -616,16 +657,8 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
 {
 	uint64_t len = n << uffdd_page_shift, end = off + len;
 	const struct extent *v = s->ext ? s->ext->v : NULL;
-	size_t lo = 0, hi = s->ext ? s->ext->n : 0, nr = hi;
+	size_t nr = s->ext ? s->ext->n : 0, lo = extent_after(v, nr, off);
 
-	/* The first extent that ends after off. */
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (v[mid].end <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
 	if (lo == nr || v[lo].start >= end) {
 		*ret_data = false;
 		return n;

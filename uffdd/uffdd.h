@@ -38,6 +38,10 @@ struct uffdd_config {
 	unsigned int workers;
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
+	/* Per uid (0: no limit): sessions (fork children too), connections,
+	 * descriptors the daemon holds for them, bytes of their records. */
+	uint32_t max_sessions_per_uid, max_connections_per_uid, max_fds_per_uid;
+	uint64_t max_bytes_per_uid;
 	uint64_t max_state_bytes; /* a session's record, at most */
 	/* --admin-group: its members see every session (as root does);
 	 * UFFDD_NO_GROUP: none. */
@@ -388,13 +392,40 @@ struct watch {
 
 struct worker;
 
+/* An encoded message waiting for room in a session's socket (control.c). */
+struct out_msg {
+	uint8_t *buf;
+	size_t len;
+};
+
+/* What a uid is charged for (session_charge()). */
+enum charge {
+	CHARGE_REGIONS,
+	CHARGE_PINNED,	    /* bytes */
+	CHARGE_SESSIONS,    /* fork children's too */
+	CHARGE_CONNECTIONS, /* sessions with a connection */
+	CHARGE_FDS,	    /* connection, userfaultfd, record, distinct source files */
+	CHARGE_BYTES,	    /* of the session's record (state_bytes(): bitmaps) */
+	UFFDD_CHARGES
+};
+
+/* A source file a session's regions read, and how many do. */
+struct file_use {
+	uint64_t id;
+	uint64_t regions;
+};
+
 struct session {
 	uint64_t id;
 	pid_t pid;
 	uid_t uid;
 	char name[64];
 	int sock;	       /* -1: a fork child's session, no connection */
-	struct pin_uffd *uffd; /* NULL until UffdHandover */
+	struct pin_uffd *uffd; /* NULL until UffdHandover; set and cleared under
+				* sessions_lock() once listed */
+	/* Its userfaultfd's inode (0: not known): one per userfaultfd since
+	 * Linux 5.12, compared before kcmp() (sessions_uffd_taken_locked()). */
+	ino_t uffd_ino;
 	bool takeover;
 	bool dead;	/* freed by its worker at the end of the round */
 	bool eagain;	/* faults wait for a non-cooperative event to pass */
@@ -412,7 +443,9 @@ struct session {
 	struct region **regions; /* sorted by start, disjoint */
 	size_t nregions;
 	struct pin_rec *pins;
-	size_t npins;
+	size_t npins, pins_cap;
+	uint32_t *pin_hash; /* open addressing by cookie: index + 1; 0 free */
+	size_t pin_hash_cap;
 	uint64_t pinned;
 
 	struct fault *faults;
@@ -426,6 +459,15 @@ struct session {
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
+
+	/* Messages its socket had no room for, sent in order once it has
+	 * (control.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no
+	 * request is read meanwhile. */
+	struct out_msg *outq;
+	size_t outq_head, outq_n;
+	struct file_use *files; /* sorted by id */
+	size_t nfiles;
+	uint64_t charged[UFFDD_CHARGES]; /* what its uid is charged for it */
 
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
@@ -452,6 +494,10 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
 /*
  * Count against (or release from) the uid's limits: -EDQUOT, with why filled
  * in, when over.  why NULL: forced (what the kernel did cannot be refused).
+ * Besides the regions and pinned bytes given, every call brings the rest of
+ * what the uid is charged for the session (CHARGE_SESSIONS and after) to what
+ * it holds now; with why, a rise over a limit is refused and nothing is
+ * charged.  What a session was charged is given back when it is freed.
  */
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
@@ -477,6 +523,8 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 		    size_t whylen);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
+/* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */
+ssize_t session_pin_find(const struct session *s, uint64_t cookie);
 void session_pin_del(struct session *s, size_t i);
 
 /* The identity that changes (pid, name, Hello said, the userfaultfd's
@@ -492,6 +540,10 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
+/* Whether some listed session's userfaultfd is the open file of fd, whose
+ * inode is ino (0: not known), under sessions_lock(): one userfaultfd
+ * belongs to one session only. */
+bool sessions_uffd_taken_locked(int fd, ino_t ino);
 void sessions_lock(void);
 void sessions_unlock(void);
 unsigned int sessions_count(void);
@@ -549,6 +601,10 @@ int listen_run(void);
 
 /* The session's socket is readable (or hung up): the handler of its watch. */
 void control_handle(struct session *s);
+/* Messages a session may have waiting for room in its socket: a request's
+ * reply, one per WaitPopulated and Replay it may have waiting, and stale
+ * notices.  Past that the client is not reading, and is cut off. */
+#define UFFDD_OUTQ_MAX 256
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
 void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);

@@ -11,7 +11,16 @@
 
 /* A session's record, at most: its bitmaps cost two or three bits per page,
  * so 1 GiB covers 16 TiB of regions (virtual room only until used). */
-struct uffdd_config uffdd_cfg = { .max_state_bytes = 1ull << 30, .admin_gid = UFFDD_NO_GROUP };
+/* The per-uid defaults leave room for a few large restores and their fork
+ * children, far below what would exhaust the daemon (see uffdd(8)). */
+struct uffdd_config uffdd_cfg = {
+	.max_state_bytes = 1ull << 30,
+	.max_sessions_per_uid = 1024,
+	.max_connections_per_uid = 256,
+	.max_fds_per_uid = 4096,
+	.max_bytes_per_uid = 4ull << 30,
+	.admin_gid = UFFDD_NO_GROUP,
+};
 size_t uffdd_page;
 unsigned int uffdd_page_shift;
 
