@@ -490,12 +490,16 @@ static int session_state(struct session *s, uint64_t parent)
  */
 static int session_store(struct session *s)
 {
-	int r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
+	int r = 0;
 
+	/* A fork child's userfaultfd before its record, which says it has one:
+	 * a record never names a userfaultfd the store does not hold. */
+	if (s->uffd)
+		r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
+	if (!r)
+		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
 	if (!r && s->sock >= 0)
 		r = store_put(s->sock, "s%" PRIu64 ".conn", s->id);
-	if (!r && s->uffd)
-		r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0)
 		slog(s, LOG_ERR, "the fd store refused it: %s", strerror(-r));
 	return r;
@@ -872,9 +876,15 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->hello = m->flags & STATE_HELLO;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
-	if (!(m->flags & STATE_UFFD) != (uffd < 0)) {
-		snprintf(why, whylen, "the record says %s userfaultfd, the store has %s",
-			 m->flags & STATE_UFFD ? "a" : "no", uffd >= 0 ? "one" : "none");
+	if (!(m->flags & STATE_UFFD) && uffd >= 0) {
+		/* A handover the dead daemon stored but never committed: its
+		 * client sends it again (Resume). */
+		store_remove("s%" PRIu64 ".uffd", s->id);
+		close(uffd);
+		uffd = -1;
+	}
+	if ((m->flags & STATE_UFFD) && uffd < 0) {
+		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
 		r = -EBADMSG;
 	} else if (!id->parent && conn < 0) {
 		snprintf(why, whylen, "a client's session without its connection");
