@@ -367,6 +367,21 @@ static int honest_restore(struct hostile *h, void *arg)
 
 /* ---- the test's frame ---- */
 
+/* The test's daemon until it is stopped: a failed assertion exits the
+ * test's process, and this then kills what it would leave behind. */
+static struct hostile *running;
+
+static void leave_nothing(void)
+{
+	if (!running)
+		return;
+	kill(running->d.pid, SIGKILL);
+	waitpid(running->d.pid, NULL, 0);
+	unlink(running->d.sock);
+	rmdir(running->d.dir);
+	unlink(running->log);
+}
+
 /* Start uffdd with extra arguments, its stderr in h->log; let the socket's
  * group in; its descriptors idle; one honest restore alone. */
 static void hostile_start(struct hostile *h, const char *const *extra)
@@ -379,6 +394,8 @@ static void hostile_start(struct hostile *h, const char *const *extra)
 	ck_assert_int_ge(saved, 0);
 	ck_assert_int_eq(dup2(log, STDERR_FILENO), STDERR_FILENO);
 	test_daemon_start(&h->d, extra);
+	running = h;
+	ck_assert_int_eq(atexit(leave_nothing), 0);
 	ck_assert_int_eq(dup2(saved, STDERR_FILENO), STDERR_FILENO);
 	close(saved);
 	close(log);
@@ -501,6 +518,7 @@ static char *hostile_finish(struct hostile *h)
 		      "(slack %d kB)",
 		      rss, h->rss_kb, RSS_SLACK_KB);
 	test_daemon_stop(&h->d);
+	running = NULL;
 	close(h->src);
 	for (int i = 0; i < 2; i++) {
 		close(h->ready[i]);
