@@ -638,7 +638,8 @@ static int raw_hello(struct raw *r, const char *name)
 #define FW_REGIONS 256 /* one page each: the child's copy grows its table many times */
 #define FW_FORKS   64
 
-/* Lists every session's regions until the pipe says stop. */
+/* Lists every session's regions, and every session, until the pipe says
+ * stop: a fork child's session has all of its parent's regions. */
 static int inspector(struct hostile *h, void *arg)
 {
 	int stop = *(int *)arg;
@@ -650,9 +651,16 @@ static int inspector(struct hostile *h, void *arg)
 	REQUIRE(pin_client_connect(&co, &c) == 0);
 	for (; poll(&p, 1, 0) == 0; rounds++) {
 		struct pin_client_region_info *v;
+		struct pin_client_info *ci;
 		size_t n;
 		REQUIRE(pin_client_list_regions(c, PIN_CLIENT_SESSION_ALL, &v, &n) == 0);
 		free(v);
+		/* A fork's session is listed whole or not at all. */
+		REQUIRE(pin_client_list_clients(c, &ci, &n) == 0);
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(ci[i].name, "forker (fork)"))
+				REQUIRE_EQ(ci[i].regions, FW_REGIONS);
+		free(ci);
 	}
 	pin_client_free(c);
 	REQUIRE(rounds > 0);
