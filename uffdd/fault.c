@@ -319,6 +319,26 @@ static int cmp_fault(const void *a, const void *b)
 	return (x->addr > y->addr) - (x->addr < y->addr);
 }
 
+/*
+ * A fault of a fork child whose regions were never recorded (its daemon
+ * died while making it): what the page should hold cannot be known, so the
+ * access gets SIGBUS (without the POISON feature, a zero page would be made
+ * up: the thread waits instead, until the process is killed).
+ */
+static void poison_lost(struct session *s, uint64_t addr)
+{
+	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
+
+	if (r < 0 && r != -EEXIST)
+		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
+		     strerror(-r));
+	else
+		slog(s, LOG_ERR,
+		     "page %#" PRIx64 " of a fork child whose regions were never recorded: "
+		     "poisoned (SIGBUS)",
+		     addr);
+}
+
 /* Serve the session's pending faults; keep those that must wait. */
 static void serve(struct session *s)
 {
@@ -336,6 +356,11 @@ static void serve(struct session *s)
 		size_t j = i + 1;
 		int ret = 0;
 
+		if (!r && s->broken && !s->eagain && !s->dead) {
+			poison_lost(s, f->addr);
+			i++;
+			continue;
+		}
 		if (!r || s->eagain || s->dead) {
 			/* Outside every region: its region is still to come (a
 			 * handover, a restart).  Or we stopped: keep it. */

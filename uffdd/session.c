@@ -583,7 +583,18 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 		session_free(s);
 		return r;
 	}
+	/*
+	 * The child's userfaultfd and a record saying it is being made go to
+	 * the store first: once the FORK event was read, a daemon killed before
+	 * the userfaultfd is stored leaves the child's missing pages to read as
+	 * zeros (uffdd(8)).  Killed while the regions are copied, the record
+	 * says so, and the next daemon poisons the child's missing pages: a
+	 * SIGBUS, never a made-up page.
+	 */
+	s->forking = true;
 	r = session_state(s, parent->id);
+	if (!r)
+		r = session_store(s);
 	for (size_t i = 0; !r && i < parent->nregions; i++) {
 		struct region *p = parent->regions[i];
 		struct region *c = region_part(s, p, 0, p->npages, p->start);
@@ -594,9 +605,11 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 		}
 		insert_locked(s, c);
 	}
+	s->forking = false;
+	session_set_meta(s);
 	if (!r)
 		r = session_commit(s, 0, NULL, 0);
-	if (r < 0 || (r = session_store(s)) < 0) {
+	if (r < 0) {
 		session_unstore(s);
 		session_free(s);
 		return r;
@@ -612,7 +625,8 @@ void session_set_meta(struct session *s)
 {
 	struct state_meta m = {
 		.pid = s->pid,
-		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0),
+		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
+			 (s->forking ? STATE_FORKING : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -874,6 +888,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->id = id->id;
 	s->st = st;
 	s->hello = m->flags & STATE_HELLO;
+	s->broken = m->flags & STATE_FORKING;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {

@@ -150,6 +150,11 @@ static int take_one(struct group *g, uint64_t *ret_regions)
 				     s->id, rg->start, rg->len, strerror(-w));
 		}
 	}
+	if (s->broken)
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": a fork child whose regions the dead daemon never "
+		     "recorded; each page it faults on raises SIGBUS",
+		     s->id);
 	if (s->sock >= 0)
 		control_resume(s);
 	*ret_regions += s->nregions;

@@ -231,8 +231,9 @@ struct state_ident {
 	uint64_t token[2]; /* random */
 };
 
-#define STATE_HELLO (1u << 0) /* the client said Hello */
-#define STATE_UFFD  (1u << 1) /* a userfaultfd was handed over (stored as s<id>.uffd) */
+#define STATE_HELLO   (1u << 0) /* the client said Hello */
+#define STATE_UFFD    (1u << 1) /* a userfaultfd was handed over (stored as s<id>.uffd) */
+#define STATE_FORKING (1u << 2) /* a fork child's, its regions not copied yet */
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -437,7 +438,11 @@ struct session {
 	bool listed;	       /* on the global list: complete, seen by inspection */
 	bool hello;	       /* said Hello: its other requests are taken */
 	bool in_request;       /* a request is being handled: it commits the record */
-	struct state *st;      /* the durable record (state.c) */
+	bool forking;	       /* a fork child being made */
+	/* A fork child whose regions a dead daemon never recorded: its faults
+	 * are poisoned (SIGBUS), for its pages cannot be known. */
+	bool broken;
+	struct state *st; /* the durable record (state.c) */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */

@@ -95,7 +95,13 @@ uint64_t bm_first_unset(const uint64_t *a, const uint64_t *b, uint64_t from, uin
 
 void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n)
 {
-	for (uint64_t i = 0; i < n; i++) {
+	uint64_t w = from / 64, sh = from % 64, i = 0;
+
+	/* A word at a time: a fork copies every region's bitmaps while the
+	 * child's userfaultfd waits to be stored. */
+	for (; i + 64 <= n; i += 64, w++)
+		dst[i / 64] = sh ? src[w] >> sh | src[w + 1] << (64 - sh) : src[w];
+	for (; i < n; i++) {
 		if (bm_test(src, from + i))
 			bm_set(dst, i);
 		else
