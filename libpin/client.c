@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * The client side of the uffdd protocol: synchronous requests over one
- * SOCK_SEQPACKET connection, and what a reconnect must hand over again (the
- * userfaultfd, the regions, the pins) after the daemon restarted.
+ * SOCK_SEQPACKET connection; the daemon's restarts, which keep the connection
+ * (a Resume names the last request the new daemon found done, and the one
+ * outstanding is sent again unless that was it); the end of the connection,
+ * after which every call fails at once; and what a reconnect must hand over
+ * again (the userfaultfd, the regions, the pins) to a daemon that was stopped
+ * and started anew.  Calls proto.c, util.c and pin_ctx_invalidate() only.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -36,7 +40,10 @@ struct client_pin {
 
 struct pin_client {
 	pthread_mutex_t lock;
-	int sock; /* -1 after goodbye */
+	int sock; /* -1 after goodbye, or after a reconnect failed to connect */
+	/* The daemon ended the connection (or a reconnect did not get one):
+	 * requests fail with -ECONNRESET at once, or reconnect. */
+	bool lost;
 	char *path;
 	char *name;
 	unsigned int flags;
@@ -111,25 +118,126 @@ static void dispatch_stale(struct pin_client *c, const Uffdd__StaleNotice *n)
 
 /*
  * Handle one message that is not the reply we wait for.  Returns 1 for a
- * notice, 0 for something skipped.
+ * notice, 0 for something consumed or skipped.
  */
 static int dispatch(struct pin_client *c, Uffdd__Msg *m, size_t nfds, int *fds)
 {
 	for (size_t i = 0; i < nfds; i++)
 		close(fds[i]);
-	if (m->body_case == UFFDD__MSG__BODY_STALE) {
+	switch (m->body_case) {
+	case UFFDD__MSG__BODY_STALE:
 		dispatch_stale(c, m->stale);
 		return 1;
+	case UFFDD__MSG__BODY_RESUME:
+		/* Nothing was outstanding: nothing to send again. */
+		pin_log(PIN_LOG_INFO,
+			"uffdd: the daemon restarted and kept this connection (its last request "
+			"done: seq %llu); no request was waiting",
+			(unsigned long long)m->resume->last_seq);
+		return 0;
+	case UFFDD__MSG__BODY_REPLY:
+		/* A request sent again after a restart may be answered twice. */
+		pin_log(m->seq && m->seq <= c->seq ? PIN_LOG_DEBUG : PIN_LOG_WARN,
+			"uffdd: skipped a Reply to seq %llu", (unsigned long long)m->seq);
+		return 0;
+	default:
+		pin_log(PIN_LOG_WARN, "uffdd: skipped an unexpected message (seq %llu)",
+			(unsigned long long)m->seq);
+		return 0;
 	}
-	pin_log(PIN_LOG_WARN, "uffdd: skipped an unexpected %s (seq %llu)",
-		m->body_case == UFFDD__MSG__BODY_REPLY ? "Reply" : "message",
-		(unsigned long long)m->seq);
-	return 0;
 }
 
 static bool connection_lost(int r)
 {
 	return r == -ECONNRESET || r == -EPIPE;
+}
+
+/* What pin_proto_recv() rejects and the connection survives. */
+static bool malformed(int r)
+{
+	return r == -EBADMSG || r == -EBADF || r == -EINVAL || r == -EOVERFLOW;
+}
+
+/*
+ * r from a send or a receive.  At the end of the connection the daemon is
+ * gone for good (a restarted one keeps the connection: it waits in the fd
+ * store), so every request fails at once with -ECONNRESET from now on.
+ */
+static int check_lost(struct pin_client *c, int r)
+{
+	if (!connection_lost(r))
+		return r;
+	c->lost = true;
+	return -ECONNRESET;
+}
+
+/*
+ * Dispatch the messages already queued, without blocking, adding the notices
+ * to *n: 0, or -errno (-ECONNRESET at the end of the connection).
+ */
+static int drain(struct pin_client *c, int *n)
+{
+	for (;;) {
+		struct pollfd p = { .fd = c->sock, .events = POLLIN };
+		int fds[PIN_PROTO_MAX_FDS];
+		size_t nfds;
+		Uffdd__Msg *m;
+		int r = poll(&p, 1, 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			r = -errno;
+			pin_log(PIN_LOG_ERR, "uffdd: poll: %s", strerror(-r));
+			return r;
+		}
+		if (!r)
+			return 0;
+		r = pin_proto_recv(c->sock, &m, fds, &nfds);
+		if (malformed(r)) {
+			pin_log(PIN_LOG_WARN, "uffdd: skipped a malformed message: %s",
+				strerror(-r));
+			continue;
+		}
+		if (r < 0) {
+			pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
+				"uffdd: reading the connection: %s", strerror(-r));
+			return check_lost(c, r);
+		}
+		*n += dispatch(c, m, nfds, fds);
+		pin_proto_free(m);
+	}
+}
+
+static int send_request(struct pin_client *c, const Uffdd__Msg *req, const int *fds, size_t nfds)
+{
+	int r = pin_proto_send(c->sock, req, fds, nfds);
+
+	if (r < 0)
+		pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
+			"uffdd: sending %s (seq %llu): %s", body_name(req->body_case),
+			(unsigned long long)req->seq, strerror(-r));
+	return check_lost(c, r);
+}
+
+/*
+ * A restarted daemon took the connection over while req was outstanding.
+ * When req is the last request it found done, its committed reply follows;
+ * else req is sent again, the same seq and the same descriptors (the caller
+ * still holds them), and the daemon, which never does a request twice,
+ * answers it.
+ */
+static int resume(struct pin_client *c, const Uffdd__Msg *req, const int *fds, size_t nfds,
+		  uint64_t last)
+{
+	bool done = last == req->seq;
+
+	pin_log(PIN_LOG_INFO,
+		"uffdd: the daemon restarted and kept this connection (its last request done: "
+		"seq %llu); %s %s (seq %llu)",
+		(unsigned long long)last, done ? "waiting for the reply to" : "sending again",
+		body_name(req->body_case), (unsigned long long)req->seq);
+	return done ? 0 : send_request(c, req, fds, nfds);
 }
 
 /*
@@ -141,39 +249,48 @@ static bool connection_lost(int r)
 static int request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
 			Uffdd__Msg **ret_msg)
 {
-	uint64_t seq;
-	int r;
+	int n = 0, r;
 
+	if (c->lost)
+		return -ECONNRESET;
 	if (c->sock < 0)
 		return -ENOTCONN;
-	seq = ++c->seq;
-	req->has_seq = 1;
-	req->seq = seq;
-	r = pin_proto_send(c->sock, req, fds, nfds);
-	if (r < 0) {
-		/* A lost daemon may be a reconnect away from fine: not an error yet. */
-		pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR, "uffdd: sending %s: %s",
-			body_name(req->body_case), strerror(-r));
+	/* What came while nothing was outstanding (a Resume then is not about
+	 * req, a Reply with seq 0 not to it), and the end of the connection. */
+	r = drain(c, &n);
+	if (r < 0)
 		return r;
-	}
+	req->has_seq = 1;
+	req->seq = ++c->seq;
+	r = send_request(c, req, fds, nfds);
+	if (r < 0)
+		return r;
 	for (;;) {
 		int in_fds[PIN_PROTO_MAX_FDS];
 		size_t in_nfds;
 		Uffdd__Msg *m;
 
 		r = pin_proto_recv(c->sock, &m, in_fds, &in_nfds);
-		if (r == -EBADMSG || r == -EBADF || r == -EINVAL || r == -EOVERFLOW) {
+		if (malformed(r)) {
 			pin_log(PIN_LOG_WARN, "uffdd: skipped a malformed message: %s",
 				strerror(-r));
 			continue;
 		}
 		if (r < 0) {
 			pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
-				"uffdd: waiting for the reply to %s: %s", body_name(req->body_case),
+				"uffdd: waiting for the reply to %s (seq %llu): %s",
+				body_name(req->body_case), (unsigned long long)req->seq,
 				strerror(-r));
-			return r;
+			return check_lost(c, r);
 		}
-		if (m->body_case != UFFDD__MSG__BODY_REPLY || (m->seq != seq && m->seq != 0)) {
+		if (m->body_case == UFFDD__MSG__BODY_RESUME) {
+			r = resume(c, req, fds, nfds, m->resume->last_seq);
+			pin_proto_free(m);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (m->body_case != UFFDD__MSG__BODY_REPLY || (m->seq != req->seq && m->seq != 0)) {
 			dispatch(c, m, in_nfds, in_fds);
 			pin_proto_free(m);
 			continue;
@@ -198,7 +315,7 @@ static int request(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t
 	int r = request_once(c, req, fds, nfds, ret_msg);
 
 	/* -ENOTCONN (after goodbye) is the caller's choice, not a lost link. */
-	if (!connection_lost(r) || !(c->flags & PIN_CLIENT_RECONNECT))
+	if (r != -ECONNRESET || !(c->flags & PIN_CLIENT_RECONNECT))
 		return r;
 	r = reconnect_locked(c);
 	if (r < 0)
@@ -341,12 +458,15 @@ static int reconnect_once(struct pin_client *c, unsigned int *waited)
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
+	/* Until a new connection is there: the next request tries again. */
+	c->lost = true;
 	fd = connect_retry(c, waited);
 	if (fd < 0) {
 		pin_log(PIN_LOG_ERR, "uffdd: reconnecting to %s: %s", c->path, strerror(-fd));
 		return fd;
 	}
 	c->sock = fd;
+	c->lost = false;
 	r = say_hello(c);
 	if (r < 0)
 		return r;
@@ -491,6 +611,7 @@ PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
+	c->lost = false;
 	forget_all(c);
 	pthread_mutex_unlock(&c->lock);
 	return r;
@@ -511,7 +632,9 @@ PIN_EXPORT void pin_client_free(struct pin_client *c)
 
 PIN_EXPORT int pin_client_fd(const struct pin_client *c)
 {
-	return c ? c->sock : -EINVAL;
+	if (!c)
+		return -EINVAL;
+	return c->sock >= 0 ? c->sock : -ENOTCONN;
 }
 
 PIN_EXPORT uint64_t pin_client_session(const struct pin_client *c)
@@ -521,36 +644,18 @@ PIN_EXPORT uint64_t pin_client_session(const struct pin_client *c)
 
 PIN_EXPORT int pin_client_process(struct pin_client *c)
 {
-	int n = 0, r = 0;
+	int n = 0, r;
 
 	if (!c)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
-	while (c->sock >= 0) {
-		struct pollfd p = { .fd = c->sock, .events = POLLIN };
-		int fds[PIN_PROTO_MAX_FDS];
-		size_t nfds;
-		Uffdd__Msg *m = NULL;
-
-		r = poll(&p, 1, 0);
-		if (r <= 0) {
-			r = r < 0 && errno != EINTR ? -errno : 0;
-			break;
-		}
-		r = pin_proto_recv(c->sock, &m, fds, &nfds);
-		if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT)) {
-			r = reconnect_locked(c);
-			if (r < 0)
-				break;
-			continue;
-		}
-		if (r < 0 && r != -EBADMSG && r != -EBADF && r != -EINVAL && r != -EOVERFLOW)
-			break;
-		r = 0;
-		if (m) {
-			n += dispatch(c, m, nfds, fds);
-			pin_proto_free(m);
-		}
+	r = c->lost ? -ECONNRESET : c->sock < 0 ? 0 : drain(c, &n);
+	/* Once a call, as a request: a daemon that ends every connection it
+	 * accepts is not reconnected to forever. */
+	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT)) {
+		r = reconnect_locked(c);
+		if (!r)
+			r = drain(c, &n);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return r < 0 ? r : n;
@@ -574,7 +679,7 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 	}
 	c->features = pin_uffd_features(u);
 	r = send_handover(c, false);
-	if (connection_lost(r) && (c->flags & PIN_CLIENT_RECONNECT))
+	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT))
 		r = reconnect_locked(c); /* which hands it over */
 	if (r < 0) {
 		close(c->uffd);

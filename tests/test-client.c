@@ -9,7 +9,10 @@
  * short without POISON, EAGAIN, EEXIST).  The test process is the client; its
  * faults are served by the daemon, another process, so nothing here deadlocks
  * under valgrind.  The fake daemon of test-proto.c keeps only the replies a
- * real daemon never sends.
+ * real daemon never sends.  Durable sessions from the client's side (a
+ * restarted daemon's Resume on the same connection, the end of the
+ * connection when it is stopped) are played by hand by a scripted daemon
+ * here, so that each comes exactly where a case wants it.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -22,7 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -654,8 +660,9 @@ static int discard(struct inflight *f)
 /* The kernel refuses to resolve while a non-cooperative event is pending
  * (mmap_changing: EAGAIN), as in its selftests.  With the daemon stopped, a
  * working-set replay request arrives, then a REMOVE: the daemon reads the
- * request first, its copy gets EAGAIN, counted once; the replay fails with
- * EAGAIN, and a prefetch then places the pages, the discarded ones as zero. */
+ * request first, its copy gets EAGAIN, counted once; the replay waits for the
+ * REMOVE to be read, then places the pages kept (the discarded ones are done:
+ * they fault in as zero), and says exactly how many it placed. */
 START_TEST(eagain_counted)
 {
 	struct test_daemon d;
@@ -681,15 +688,14 @@ START_TEST(eagain_counted)
 	inflight_start(&replay, WCHAN_RECV);
 	inflight_start(&remove, WCHAN_UFFD_EVENT);
 	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
-	ck_assert_int_eq(inflight_join(&replay), -EAGAIN);
+	ck_assert_int_eq(inflight_join(&replay), EA_DISCARD);
 	ck_assert_int_eq(inflight_join(&remove), 0);
 	struct pin_client_stats st = stats_of(&k);
 	ck_assert_uint_eq(st.eagain, 1);
-	ck_assert_uint_eq(st.pages_copied, 0);
-	ck_assert_uint_eq(st.pages_populated, 0);
+	ck_assert_uint_eq(st.pages_copied, EA_DISCARD);
+	ck_assert_uint_eq(st.pages_populated, EA_DISCARD);
 
-	/* No fault is queued: once the REMOVE is read, background work goes on.
-	 * The prefetch places the pages kept; the discarded ones count as
+	/* Nothing left for a prefetch to place; the discarded pages count as
 	 * populated already and fault in as zero. */
 	ck_assert_int_eq(pin_client_prefetch(k.c, base, EA_PAGES * page), 0);
 	ck_assert_int_eq(pin_client_wait_populated(k.c, base, EA_PAGES * page, EA_WAIT_MS), 0);
@@ -984,6 +990,471 @@ START_TEST(uffdctl_shows_content)
 }
 END_TEST
 
+/* ---- durable sessions, against a scripted daemon ---- */
+
+/*
+ * The test plays the daemon by hand on a temporary socket, so that a restart
+ * (a Resume on the same connection) and a stop (the end of the connection)
+ * come exactly where a case wants them; the client's calls block, so they run
+ * in a thread of their own while this one plays and asserts.
+ */
+
+#define FAKE_SESSION 7 /* the id its Hello replies give */
+#define FAKE_BACKLOG 1 /* a case has one connection at a time */
+#define FAKE_COOKIE  0xc0c0ull
+/* Where the region starts in its source: not 0, so that the offset shows. */
+#define FAKE_OFFSET_PAGES 2
+/* How long it waits for a message the client must have sent (times
+ * test_time_scale()): only a client that failed to send it waits that long. */
+#define FAKE_WAIT_MS 10000
+/* Short: a case waits for a reconnect to give up. */
+#define FAKE_RECONNECT_MS 100
+/* A case's bound: every call fails at once or is answered by the test. */
+#define FAKE_TIMEOUT_S 30
+
+struct fake {
+	char dir[64];
+	char path[96];
+	int lsock;
+	int sock; /* the client's connection, -1 when none */
+};
+
+static void fake_listen(struct fake *f)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->path);
+	f->lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(f->lsock, 0);
+	ck_assert_int_eq(bind(f->lsock, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(f->lsock, FAKE_BACKLOG), 0);
+}
+
+static void fake_start(struct fake *f)
+{
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test-client-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/sock", f->dir);
+	f->sock = -1;
+	fake_listen(f);
+}
+
+/* The daemon is stopped: the client's connection ends, the socket goes. */
+static void fake_stop(struct fake *f)
+{
+	if (f->sock >= 0)
+		ck_assert_int_eq(close(f->sock), 0);
+	f->sock = -1;
+	ck_assert_int_eq(close(f->lsock), 0);
+	ck_assert_int_eq(unlink(f->path), 0);
+}
+
+static void fake_end(struct fake *f)
+{
+	fake_stop(f);
+	ck_assert_int_eq(rmdir(f->dir), 0);
+}
+
+/* The next message: body and seq as given, with the source descriptor in
+ * *ret_fd when ret_fd is set, with none otherwise. */
+static Uffdd__Msg *fake_recv(struct fake *f, Uffdd__Msg__BodyCase body, uint64_t seq, int *ret_fd)
+{
+	struct pollfd p = { .fd = f->sock, .events = POLLIN };
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	Uffdd__Msg *m;
+
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
+	ck_assert_int_eq(pin_proto_recv(f->sock, &m, fds, &nfds), 0);
+	ck_assert_int_eq(m->body_case, body);
+	ck_assert_uint_eq(m->seq, seq);
+	ck_assert_uint_eq(nfds, ret_fd ? 1 : 0);
+	if (ret_fd)
+		*ret_fd = fds[0];
+	return m;
+}
+
+static void fake_send(struct fake *f, Uffdd__Msg *m)
+{
+	ck_assert_int_eq(pin_proto_send(f->sock, m, NULL, 0), 0);
+}
+
+static void fake_reply(struct fake *f, uint64_t seq, int error)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	rep.error = error;
+	m.has_seq = 1;
+	m.seq = seq;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(f, &m);
+}
+
+static void fake_resume(struct fake *f, uint64_t last_seq)
+{
+	Uffdd__Resume res = UFFDD__RESUME__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	res.last_seq = last_seq;
+	m.body_case = UFFDD__MSG__BODY_RESUME;
+	m.resume = &res;
+	fake_send(f, &m);
+}
+
+/* Accept the connection and answer its Hello, which has seq. */
+static void fake_accept(struct fake *f, uint64_t seq)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+
+	f->sock = accept4(f->lsock, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(f->sock, 0);
+	Uffdd__Msg *hello = fake_recv(f, UFFDD__MSG__BODY_HELLO, seq, NULL);
+	ck_assert_uint_eq(hello->hello->version, PIN_PROTO_VERSION);
+	pin_proto_free(hello);
+	rep.has_version = rep.has_session = 1;
+	rep.version = PIN_PROTO_VERSION;
+	rep.session = FAKE_SESSION;
+	m.has_seq = 1;
+	m.seq = seq;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(f, &m);
+}
+
+/* A client call made by another thread while this one plays the daemon. */
+struct call {
+	pthread_t thread;
+	int (*fn)(struct call *k);
+	const struct fake *f;
+	unsigned int flags; /* pin_client_opts.flags */
+	struct test_stale_seen seen;
+	struct pin_client *c;
+	int src; /* the source of the region added */
+	int ret;
+};
+
+static void *call_main(void *arg)
+{
+	struct call *k = arg;
+
+	k->ret = k->fn(k);
+	return NULL;
+}
+
+static void call_start(struct call *k, int (*fn)(struct call *k))
+{
+	k->fn = fn;
+	ck_assert_int_eq(pthread_create(&k->thread, NULL, call_main, k), 0);
+}
+
+static int call_join(struct call *k)
+{
+	ck_assert_int_eq(pthread_join(k->thread, NULL), 0);
+	return k->ret;
+}
+
+static int call_connect(struct call *k)
+{
+	struct pin_client_opts co = {
+		.sz = sizeof(co),
+		.socket = k->f->path,
+		.name = "test-durable",
+		.flags = k->flags,
+		.reconnect_ms = FAKE_RECONNECT_MS,
+		.stale_fn = test_on_stale,
+		.stale_data = &k->seen,
+	};
+
+	return pin_client_connect(&co, &k->c);
+}
+
+/* A region served from k->src, the kind of request that carries a descriptor. */
+static int call_region_add(struct call *k)
+{
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = NO_REGION,
+		.len = page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = k->src,
+		.offset = FAKE_OFFSET_PAGES * page,
+	};
+
+	return pin_client_region_add(k->c, &r);
+}
+
+static int call_prefetch(struct call *k)
+{
+	return pin_client_prefetch(k->c, NO_REGION, page);
+}
+
+static int call_process(struct call *k)
+{
+	return pin_client_process(k->c);
+}
+
+static int call_goodbye(struct call *k)
+{
+	return pin_client_goodbye(k->c);
+}
+
+/* A new client of the fake daemon (its Hello is seq 1), with a source to add. */
+static void fake_client(struct fake *f, struct call *k, unsigned int flags)
+{
+	memset(k, 0, sizeof(*k));
+	k->f = f;
+	k->flags = flags;
+	k->src = memfd_create("test-durable-src", MFD_CLOEXEC);
+	ck_assert_int_ge(k->src, 0);
+	call_start(k, call_connect);
+	fake_accept(f, 1);
+	ck_assert_int_eq(call_join(k), 0);
+	ck_assert_uint_eq(pin_client_session(k->c), FAKE_SESSION);
+}
+
+static void fake_client_free(struct call *k)
+{
+	pin_client_free(k->c);
+	ck_assert_int_eq(close(k->src), 0);
+}
+
+/* A RegionAdd as call_region_add() sends it, with an fd of k->src. */
+static void expect_region_add(struct fake *f, const struct call *k, uint64_t seq)
+{
+	struct stat want, got;
+	int fd;
+	Uffdd__Msg *m = fake_recv(f, UFFDD__MSG__BODY_REGION_ADD, seq, &fd);
+
+	ck_assert_uint_eq(m->region_add->range->addr, (uintptr_t)NO_REGION);
+	ck_assert_uint_eq(m->region_add->range->len, page);
+	ck_assert_uint_eq(m->region_add->mode, PIN_UFFD_REGISTER_MISSING);
+	ck_assert_int_eq(m->region_add->source, UFFDD__SOURCE_KIND__SOURCE_FD);
+	ck_assert_uint_eq(m->region_add->offset, FAKE_OFFSET_PAGES * page);
+	ck_assert_int_eq(m->region_add->push, 0);
+	ck_assert_int_eq(m->region_add->registered, 1);
+	pin_proto_free(m);
+	ck_assert_int_eq(fstat(k->src, &want), 0);
+	ck_assert_int_eq(fstat(fd, &got), 0);
+	ck_assert_uint_eq(got.st_dev, want.st_dev);
+	ck_assert_uint_eq(got.st_ino, want.st_ino);
+	ck_assert_int_eq(close(fd), 0);
+}
+
+/* The next request is Goodbye with seq (nothing was sent again before it). */
+static void expect_goodbye(struct fake *f, struct call *k, uint64_t seq)
+{
+	call_start(k, call_goodbye);
+	pin_proto_free(fake_recv(f, UFFDD__MSG__BODY_GOODBYE, seq, NULL));
+	fake_reply(f, seq, 0);
+	ck_assert_int_eq(call_join(k), 0);
+}
+
+/* The INFO lines that say a restarted daemon kept the connection. */
+static _Atomic unsigned int resumes_logged;
+
+static void count_resumes(enum pin_log_level level, const char *msg, void *userdata)
+{
+	if (level == PIN_LOG_INFO && strstr(msg, "the daemon restarted"))
+		resumes_logged++;
+}
+
+static void durable_setup(void)
+{
+	resumes_logged = 0;
+	pin_log_set(count_resumes, NULL);
+}
+
+/* Restarted before it committed the request: the request goes again, the
+ * same seq, the same file, and its reply ends the call. */
+START_TEST(resume_sends_again)
+{
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, 0);
+	call_start(&k, call_region_add);
+	expect_region_add(&f, &k, 2);
+	fake_resume(&f, 1);
+	expect_region_add(&f, &k, 2);
+	fake_reply(&f, 2, 0);
+	ck_assert_int_eq(call_join(&k), 0);
+	ck_assert_uint_eq(resumes_logged, 1);
+	expect_goodbye(&f, &k, 3);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
+/* Restarted after it committed the request: the committed reply follows the
+ * Resume, its error is the call's, and nothing is sent again. */
+START_TEST(resume_committed_reply)
+{
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, 0);
+	call_start(&k, call_region_add);
+	expect_region_add(&f, &k, 2);
+	fake_resume(&f, 2);
+	fake_reply(&f, 2, -EEXIST);
+	ck_assert_int_eq(call_join(&k), -EEXIST);
+	ck_assert_uint_eq(resumes_logged, 1);
+	expect_goodbye(&f, &k, 3);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
+/* Two restarts before the request was committed: it goes once per Resume. */
+START_TEST(resume_twice)
+{
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, 0);
+	call_start(&k, call_region_add);
+	expect_region_add(&f, &k, 2);
+	fake_resume(&f, 1);
+	fake_resume(&f, 1);
+	expect_region_add(&f, &k, 2);
+	expect_region_add(&f, &k, 2);
+	fake_reply(&f, 2, 0);
+	ck_assert_int_eq(call_join(&k), 0);
+	ck_assert_uint_eq(resumes_logged, 2);
+	expect_goodbye(&f, &k, 3);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
+/* A restart while no request waits: pin_client_process() consumes the
+ * Resume (no notice) and dispatches the notice after it; a Resume still
+ * queued when a request starts is not about that request. */
+START_TEST(resume_while_idle)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__StaleNotice sn = UFFDD__STALE_NOTICE__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, 0);
+	fake_resume(&f, 1);
+	range.addr = (uintptr_t)NO_REGION;
+	range.len = page;
+	sn.cookie = FAKE_COOKIE;
+	sn.range = &range;
+	sn.event = PIN_UFFD_EVENT_REMOVE;
+	m.body_case = UFFDD__MSG__BODY_STALE;
+	m.stale = &sn;
+	fake_send(&f, &m);
+	struct pollfd p = { .fd = pin_client_fd(k.c), .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
+	ck_assert_int_eq(pin_client_process(k.c), 1);
+	ck_assert_uint_eq(resumes_logged, 1);
+	ck_assert_int_eq(k.seen.n, 1);
+	ck_assert_uint_eq(k.seen.cookie, FAKE_COOKIE);
+	ck_assert_uint_eq(k.seen.addr, (uintptr_t)NO_REGION);
+	ck_assert_uint_eq(k.seen.len, page);
+	ck_assert_uint_eq(k.seen.event, PIN_UFFD_EVENT_REMOVE);
+	ck_assert_int_eq(pin_client_process(k.c), 0);
+
+	fake_resume(&f, 1);
+	call_start(&k, call_region_add);
+	expect_region_add(&f, &k, 2);
+	fake_reply(&f, 2, 0);
+	ck_assert_int_eq(call_join(&k), 0);
+	ck_assert_uint_eq(resumes_logged, 2);
+	expect_goodbye(&f, &k, 3);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
+/* The daemon is stopped (its successor would have kept the connection):
+ * the call waiting fails with -ECONNRESET, and so does every later one at
+ * once, without a round trip, until Goodbye; then -ENOTCONN.  A client
+ * idle when the daemon stops finds out at its next call, before it sends. */
+START_TEST(stop_fails_at_once)
+{
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, 0);
+	call_start(&k, call_region_add);
+	expect_region_add(&f, &k, 2);
+	ck_assert_int_eq(close(f.sock), 0);
+	f.sock = -1;
+	ck_assert_int_eq(call_join(&k), -ECONNRESET);
+	ck_assert_int_eq(call_region_add(&k), -ECONNRESET);
+	ck_assert_int_eq(pin_client_prefetch(k.c, NO_REGION, page), -ECONNRESET);
+	ck_assert_int_eq(pin_client_process(k.c), -ECONNRESET);
+	ck_assert_int_ge(pin_client_fd(k.c), 0);
+	ck_assert_int_eq(pin_client_goodbye(k.c), -ECONNRESET);
+	ck_assert_int_eq(pin_client_fd(k.c), -ENOTCONN);
+	ck_assert_int_eq(pin_client_prefetch(k.c, NO_REGION, page), -ENOTCONN);
+	ck_assert_int_eq(pin_client_process(k.c), 0);
+	fake_client_free(&k);
+
+	fake_client(&f, &k, 0);
+	ck_assert_int_eq(close(f.sock), 0);
+	f.sock = -1;
+	ck_assert_int_eq(pin_client_prefetch(k.c, NO_REGION, page), -ECONNRESET);
+	ck_assert_int_eq(pin_client_process(k.c), -ECONNRESET);
+	ck_assert_uint_eq(resumes_logged, 0);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
+/* With PIN_CLIENT_RECONNECT, a call after a stop reconnects; when no daemon
+ * comes back within reconnect_ms it fails with the connect error, and the
+ * next call tries again (it used to get -ENOTCONN for good).  An event loop
+ * that finds the connection ended reconnects too. */
+START_TEST(reconnect_after_stop)
+{
+	struct fake f;
+	struct call k;
+
+	durable_setup();
+	fake_start(&f);
+	fake_client(&f, &k, PIN_CLIENT_RECONNECT);
+	fake_stop(&f);
+	ck_assert_int_eq(pin_client_prefetch(k.c, NO_REGION, page), -ENOENT);
+	ck_assert_int_eq(pin_client_fd(k.c), -ENOTCONN);
+	fake_listen(&f);
+	call_start(&k, call_prefetch);
+	fake_accept(&f, 2);
+	pin_proto_free(fake_recv(&f, UFFDD__MSG__BODY_PREFETCH, 3, NULL));
+	fake_reply(&f, 3, 0);
+	ck_assert_int_eq(call_join(&k), 0);
+	ck_assert_int_ge(pin_client_fd(k.c), 0);
+
+	ck_assert_int_eq(close(f.sock), 0);
+	f.sock = -1;
+	call_start(&k, call_process);
+	fake_accept(&f, 4);
+	ck_assert_int_eq(call_join(&k), 0);
+	expect_goodbye(&f, &k, 5);
+	fake_client_free(&k);
+	fake_end(&f);
+}
+END_TEST
+
 /* A case's bound: a daemon under valgrind starts and stops slowly. */
 #define CASE_TIMEOUT_S 120
 
@@ -1001,6 +1472,12 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, name_printable_only, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, resume_sends_again, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, resume_committed_reply, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, resume_twice, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, resume_while_idle, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, stop_fails_at_once, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, reconnect_after_stop, FAKE_TIMEOUT_S);
 	return s;
 }
 

@@ -1009,16 +1009,131 @@ START_TEST(killed_client)
 }
 END_TEST
 
+/* ---- one descriptor per source file ---- */
+
+#define SHARED_REGIONS 100
+#define SHARED_SEED_A  13
+#define SHARED_SEED_B  17
+
+struct shared {
+	int a;	      /* SHARED_REGIONS patterned pages */
+	int b;	      /* one patterned page */
+	int ready[2]; /* client -> test: a step is done */
+	int go[2];    /* test -> client: go on */
+};
+
+/* Tell the test a step is done and wait until it has looked. */
+static int shared_step(struct shared *sh)
+{
+	char c;
+
+	REQUIRE(write(sh->ready[1], "s", 1) == 1);
+	REQUIRE(read(sh->go[0], &c, 1) == 1);
+	return 0;
+}
+
+/*
+ * Steps: connected; SHARED_REGIONS one-page regions added, region i over
+ * page i of a, each with a descriptor of its own (libpin sends a new one
+ * each time); one more region over b; the regions over a removed.  Every
+ * page reads as its file's.
+ */
+static int client_shared(const struct test_daemon *d, void *arg)
+{
+	struct shared *sh = arg;
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k, 0) == 0);
+	uint8_t *base = map_region((SHARED_REGIONS + 1) * page);
+	REQUIRE(base);
+	REQUIRE(shared_step(sh) == 0);
+	for (size_t i = 0; i < SHARED_REGIONS; i++) {
+		struct pin_client_region r = {
+			.sz = sizeof(r),
+			.addr = base + i * page,
+			.len = page,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH,
+			.fd = sh->a,
+			.offset = i * page,
+		};
+		REQUIRE(pin_client_region_add(k.c, &r) == 0);
+	}
+	for (size_t i = 0; i < SHARED_REGIONS; i++)
+		REQUIRE(test_page_ok(base, i, SHARED_SEED_A));
+	REQUIRE(shared_step(sh) == 0);
+	uint8_t *last = base + SHARED_REGIONS * page;
+	REQUIRE(add_region(&k, last, page, PIN_UFFD_REGISTER_MISSING, sh->b,
+			   PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(test_page_ok(last, 0, SHARED_SEED_B));
+	REQUIRE(shared_step(sh) == 0);
+	REQUIRE(pin_client_region_remove(k.c, base, SHARED_REGIONS * page) == 0);
+	REQUIRE(shared_step(sh) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* Let the client take its next step and wait until it has. */
+static void shared_next(struct shared *sh)
+{
+	char c;
+
+	ck_assert_int_eq(write(sh->go[1], "g", 1), 1);
+	ck_assert_int_eq(read(sh->ready[0], &c, 1), 1);
+}
+
+START_TEST(one_fd_per_source_file)
+{
+	struct test_daemon d;
+	struct shared sh;
+	char c;
+
+	test_daemon_start(&d, NULL);
+	sh.a = make_source(&d, "a", SHARED_REGIONS, SHARED_SEED_A);
+	sh.b = make_source(&d, "b", 1, SHARED_SEED_B);
+	ck_assert_int_eq(pipe2(sh.ready, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(sh.go, O_CLOEXEC), 0);
+	int idle = idle_fds(d.pid);
+	pid_t pid = spawn(client_shared, &d, &sh);
+	ck_assert_int_eq(read(sh.ready[0], &c, 1), 1);
+	/* The session: its connection, its userfaultfd and its record. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 3);
+	shared_next(&sh);
+	/* SHARED_REGIONS regions over a: one descriptor. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 4);
+	shared_next(&sh);
+	/* And one for b. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 5);
+	shared_next(&sh);
+	/* a's last region gone: a's descriptor too. */
+	ck_assert_int_eq(count_fds(d.pid), idle + 4);
+	ck_assert_int_eq(write(sh.go[1], "g", 1), 1);
+	ck_assert_int_eq(reap(pid), 0);
+	wait_fds(d.pid, idle);
+	close(sh.ready[0]);
+	close(sh.ready[1]);
+	close(sh.go[0]);
+	close(sh.go[1]);
+	close(sh.a);
+	close(sh.b);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- malformed messages ---- */
 
 /* Send m (if any) and return the error of the reply, 1 when none came. */
-static int reply_error(int sock, const Uffdd__Msg *m, const int *fds, size_t nfds)
+static int reply_error(int sock, Uffdd__Msg *m, const int *fds, size_t nfds)
 {
 	Uffdd__Msg *r;
 	int rfds[PIN_PROTO_MAX_FDS];
 	size_t n;
 	int e = 1;
 
+	/* A new seq for each request: the same seq as the last one done is
+	 * that request sent again, and gets its reply again. */
+	if (m)
+		m->seq++;
 	if (m && pin_proto_send(sock, m, fds, nfds) < 0)
 		return 1;
 	if (pin_proto_recv(sock, &r, rfds, &n) < 0)
@@ -1863,6 +1978,7 @@ Suite *test_suite(void)
 		       OTHER_UID);
 	ADD_CASE(s, two_clients);
 	ADD_CASE(s, killed_client);
+	ADD_CASE(s, one_fd_per_source_file);
 	ADD_CASE(s, malformed_messages);
 	ADD_CASE(s, restart_loses_nothing);
 	ADD_CASE(s, fault_waits_for_region);

@@ -35,7 +35,7 @@ static size_t page;
 /* The next notification on fd, exactly as sent, and who sent it. */
 static void notify_expect(int fd, pid_t pid, const char *want)
 {
-	char buf[256], cbuf[CMSG_SPACE(sizeof(struct ucred))];
+	char buf[256], cbuf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
 	struct iovec iov = { buf, sizeof(buf) - 1 };
 	struct msghdr mh = { .msg_iov = &iov,
 			     .msg_iovlen = 1,
@@ -49,12 +49,24 @@ static void notify_expect(int fd, pid_t pid, const char *want)
 	ck_assert_int_ge(n, 0);
 	buf[n] = 0;
 	ck_assert_str_eq(buf, want);
-	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-	ck_assert_ptr_nonnull(c);
-	ck_assert_int_eq(c->cmsg_type, SCM_CREDENTIALS);
-	struct ucred cred;
-	memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+	ck_assert(!(mh.msg_flags & MSG_CTRUNC));
+	struct ucred cred = { 0 };
+	int fds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_type == SCM_CREDENTIALS) {
+			memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+			continue;
+		}
+		ck_assert_int_eq(c->cmsg_type, SCM_RIGHTS);
+		ck_assert_uint_eq(c->cmsg_len, CMSG_LEN(sizeof(int)));
+		int sent;
+		memcpy(&sent, CMSG_DATA(c), sizeof(sent));
+		close(sent);
+		fds++;
+	}
 	ck_assert_int_eq(cred.pid, pid);
+	/* FDSTORE=1 comes with the one descriptor it names; nothing else does. */
+	ck_assert_int_eq(fds, !strncmp(want, "FDSTORE=1", 9));
 }
 
 /* READY once listening with its workers up, then STATUS on every session
@@ -80,14 +92,29 @@ START_TEST(notify_ready_and_status)
 
 	/* The harness's workers: 2; its Hello was a session of its own. */
 	notify_expect(fd, d.pid, "READY=1\nSTATUS=Serving 0 sessions with 2 workers");
-	notify_expect(fd, d.pid, "STATUS=Serving 1 session(s)");
-	notify_expect(fd, d.pid, "STATUS=Serving 0 session(s)");
-	co.socket = d.sock;
-	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
-	notify_expect(fd, d.pid, "STATUS=Serving 1 session(s)");
-	ck_assert_int_eq(pin_client_goodbye(c), 0);
-	pin_client_free(c);
-	notify_expect(fd, d.pid, "STATUS=Serving 0 session(s)");
+	/* Each session's record and connection go to the fd store first, and
+	 * leave it when the session ends. */
+	for (unsigned int id = 1; id <= 2; id++) {
+		char name[64];
+		if (id == 2) {
+			co.socket = d.sock;
+			ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+		}
+		snprintf(name, sizeof(name), "FDSTORE=1\nFDNAME=s%u.state", id);
+		notify_expect(fd, d.pid, name);
+		snprintf(name, sizeof(name), "FDSTORE=1\nFDNAME=s%u.conn", id);
+		notify_expect(fd, d.pid, name);
+		notify_expect(fd, d.pid, "STATUS=Serving 1 session(s)");
+		if (id == 2) {
+			ck_assert_int_eq(pin_client_goodbye(c), 0);
+			pin_client_free(c);
+		}
+		snprintf(name, sizeof(name), "FDSTOREREMOVE=1\nFDNAME=s%u.state", id);
+		notify_expect(fd, d.pid, name);
+		snprintf(name, sizeof(name), "FDSTOREREMOVE=1\nFDNAME=s%u.conn", id);
+		notify_expect(fd, d.pid, name);
+		notify_expect(fd, d.pid, "STATUS=Serving 0 session(s)");
+	}
 	test_daemon_stop(&d);
 	close(fd);
 	ck_assert_int_eq(unlink(sa.sun_path), 0);
@@ -116,7 +143,8 @@ START_TEST(socket_activation_serves)
 	if (pid == 0) {
 		close_range(3, ~0u, 0);
 		execl(getenv("SYSTEMD_SOCKET_ACTIVATE"), "systemd-socket-activate", "--seqpacket",
-		      "-l", path, getenv("UFFDD"), "--workers", "1", (char *)NULL);
+		      "-l", path, getenv("UFFDD"), "--workers", "1", "--no-supervisor",
+		      (char *)NULL);
 		_exit(127);
 	}
 	/* Until it listens: bind comes before listen, so connect, not stat. */

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * The uffdd a test talks to: started from $UFFDD on a fresh socket with only
- * stdio open, up once it answers a Hello, stopped with SIGTERM and its exit
- * status checked (under the valgrind setup, 99 is what valgrind makes it exit
- * with when it found an error in the daemon).  Waits on the daemon scale by
- * test_time_scale().
+ * stdio open (with --no-supervisor, so that the process started is the one
+ * serving, unless the test asks for the supervisor), up once it answers a
+ * Hello, stopped with SIGTERM and its exit status checked (under the valgrind
+ * setup, 99 is what valgrind makes it exit with when it found an error in the
+ * daemon).  Waits on the daemon scale by test_time_scale().
  */
 #include <check.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +46,17 @@ void test_sleep_ms(unsigned int ms)
 	nanosleep(&ts, NULL);
 }
 
-void test_daemon_spawn(struct test_daemon *d, const char *const *extra)
+/* supervised: uffdd's own supervisor runs (d->pid is the supervisor's);
+ * else --no-supervisor, and d->pid serves. */
+static void spawn(struct test_daemon *d, const char *const *extra, bool supervised)
 {
 	const char *argv[16] = { "uffdd", "--socket", d->sock, "--workers", "2" };
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
 	struct pin_client *c;
 	size_t n = 5;
+
+	if (!supervised)
+		argv[n++] = "--no-supervisor";
 
 	for (; extra && *extra && n < PIN_ARRAY_SIZE(argv) - 1; extra++)
 		argv[n++] = *extra;
@@ -76,7 +83,12 @@ void test_daemon_spawn(struct test_daemon *d, const char *const *extra)
 	ck_abort_msg("uffdd did not answer a Hello on %s within %u ms", d->sock, wait_ms);
 }
 
-void test_daemon_start(struct test_daemon *d, const char *const *extra)
+void test_daemon_spawn(struct test_daemon *d, const char *const *extra)
+{
+	spawn(d, extra, false);
+}
+
+static void start(struct test_daemon *d, const char *const *extra, bool supervised)
 {
 	/* Under $TMPDIR when set and short enough for the socket's path:
 	 * scripts/mutate removes what a killed test leaves there. */
@@ -87,7 +99,17 @@ void test_daemon_start(struct test_daemon *d, const char *const *extra)
 		snprintf(d->dir, sizeof(d->dir), "/tmp/uffdd-test-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(d->dir));
 	snprintf(d->sock, sizeof(d->sock), "%s/sock", d->dir);
-	test_daemon_spawn(d, extra);
+	spawn(d, extra, supervised);
+}
+
+void test_daemon_start(struct test_daemon *d, const char *const *extra)
+{
+	start(d, extra, false);
+}
+
+void test_daemon_start_supervised(struct test_daemon *d, const char *const *extra)
+{
+	start(d, extra, true);
 }
 
 void test_daemon_stop(struct test_daemon *d)

@@ -14,9 +14,12 @@ struct test_daemon {
 	char sock[96]; /* dir/sock */
 };
 
-/* Start uffdd with extra arguments (NULL-terminated, may be NULL) and wait
- * until it answers a Hello. */
+/* Start uffdd with extra arguments (NULL-terminated, may be NULL) and
+ * --no-supervisor, and wait until it answers a Hello. */
 void test_daemon_start(struct test_daemon *d, const char *const *extra);
+/* The same with uffdd's supervisor: d->pid is the supervisor, which serves
+ * through a child. */
+void test_daemon_start_supervised(struct test_daemon *d, const char *const *extra);
 /* Start it again on the same socket (after a stop, or a kill). */
 void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */

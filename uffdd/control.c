@@ -18,37 +18,62 @@
 
 /* ---- replies ---- */
 
-static int send_msg(struct session *s, Uffdd__Msg *m)
+static int sent(struct session *s, int r)
 {
-	int r = pin_proto_send(s->sock, m, NULL, 0);
-
 	if (r < 0 && r != -EMSGSIZE) {
 		/* The socket is non-blocking: a client that does not read its
 		 * replies (-EAGAIN) would stall every session of this worker. */
-		ulog(LOG_WARNING, "session %" PRIu64 ": send: %s", s->id, strerror(-r));
+		slog(s, LOG_WARNING, "send: %s", strerror(-r));
 		session_kill(s, r == -EAGAIN ? "does not read its replies" : "hung up");
 	}
 	return r;
 }
 
-static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
+static int send_msg(struct session *s, Uffdd__Msg *m)
+{
+	return sent(s, pin_proto_send(s->sock, m, NULL, 0));
+}
+
+/* A reply, encoded: the bytes sent, and committed with the request. */
+struct packed {
+	uint8_t *buf;
+	size_t len;
+};
+
+static int pack_reply(uint64_t seq, Uffdd__Reply *rep, struct packed *p)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Reply small = UFFDD__REPLY__INIT;
 
-	if (s->sock < 0 || s->dead)
-		return -ENOTCONN;
 	m.has_seq = true;
 	m.seq = seq;
 	m.body_case = UFFDD__MSG__BODY_REPLY;
 	m.reply = rep;
-	int r = send_msg(s, &m);
-	if (r == -EMSGSIZE) {
-		Uffdd__Reply small = UFFDD__REPLY__INIT;
+	p->len = uffdd__msg__get_packed_size(&m);
+	if (p->len > PIN_PROTO_MAX_MSG) {
 		small.error = -EMSGSIZE;
 		small.text = "the reply does not fit in one message; ask for less";
 		m.reply = &small;
-		r = send_msg(s, &m);
+		p->len = uffdd__msg__get_packed_size(&m);
 	}
+	p->buf = malloc(p->len);
+	if (!p->buf)
+		return -ENOMEM;
+	uffdd__msg__pack(&m, p->buf);
+	return 0;
+}
+
+static int send_reply(struct session *s, uint64_t seq, Uffdd__Reply *rep)
+{
+	struct packed p;
+
+	if (s->sock < 0 || s->dead)
+		return -ENOTCONN;
+	int r = pack_reply(seq, rep, &p);
+	if (r < 0)
+		return r;
+	r = sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	free(p.buf);
 	return r;
 }
 
@@ -59,6 +84,31 @@ int control_reply(struct session *s, uint64_t seq, int error, const char *text)
 	rep.error = error;
 	rep.text = (char *)text;
 	return send_reply(s, seq, &rep);
+}
+
+void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+
+	rep.error = error;
+	rep.text = error ? "replay failed" : "replayed";
+	rep.has_pages_placed = !error;
+	rep.pages_placed = placed;
+	send_reply(s, seq, &rep);
+}
+
+void control_resume(struct session *s)
+{
+	Uffdd__Resume resume = UFFDD__RESUME__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	const void *reply;
+	size_t len;
+
+	resume.last_seq = state_last(s->st, &reply, &len);
+	m.body_case = UFFDD__MSG__BODY_RESUME;
+	m.resume = &resume;
+	if (send_msg(s, &m) == 0 && resume.last_seq && len)
+		sent(s, pin_proto_send_raw(s->sock, reply, len, NULL, 0));
 }
 
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
@@ -120,6 +170,7 @@ static int do_hello(struct req *q, Uffdd__Reply *rep)
 		pthread_mutex_unlock(&q->s->lock);
 	}
 	q->s->hello = true;
+	session_set_meta(q->s);
 	rep->has_version = rep->has_session = true;
 	rep->version = PIN_PROTO_VERSION;
 	rep->session = q->s->id;
@@ -156,14 +207,24 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd = -1;
+	/* Stored before it is watched: the record says it is there once
+	 * this request commits. */
+	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
+	if (r < 0) {
+		pin_uffd_free(s->uffd);
+		s->uffd = NULL;
+		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
+	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
+		store_remove("s%" PRIu64 ".uffd", s->id);
 		pin_uffd_free(s->uffd);
 		s->uffd = NULL;
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));
 	}
 	s->takeover = q->m->uffd->has_takeover && q->m->uffd->takeover;
+	session_set_meta(s);
 	return 0;
 }
 
@@ -199,6 +260,24 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
 	return 0;
 }
 
+/*
+ * The region ra asks for is r already: the same request again (sent once
+ * more after a daemon restart, its reply lost), done once.
+ */
+static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, const struct req *q)
+{
+	struct stat a, b;
+	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+
+	if (r->start != ra->range->addr || r->len != ra->range->len || r->mode != ra->mode ||
+	    fd == source_is_zero(r->src) || (fd && r->offset != ra->offset))
+		return false;
+	if (!fd)
+		return true;
+	return source_stat(r->src, &a) == 0 && fstat(q->fds[0], &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 static int do_region_add(struct req *q)
 {
 	const Uffdd__RegionAdd *ra = q->m->region_add;
@@ -209,14 +288,17 @@ static int do_region_add(struct req *q)
 	if (!s->uffd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	size_t i = session_first_after(s, addr);
-	if (i < s->nregions && s->regions[i]->start < addr + len)
+	if (i < s->nregions && s->regions[i]->start < addr + len) {
+		if (same_region(s->regions[i], ra, q))
+			return 0;
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
+	}
 	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
 	ret = source_new(ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1,
-			 ra->has_offset ? ra->offset : 0, len, &s->sources, &src);
+			 ra->has_offset ? ra->offset : 0, len, &src);
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",
@@ -224,12 +306,12 @@ static int do_region_add(struct req *q)
 			    : ret == -EBADF ? "not open for reading"
 					    : strerror(-ret));
 	}
-	struct region *r = region_new(addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
+	struct region *r = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 				      !ra->has_push || ra->push);
 	source_unref(src);
 	ret = r ? add_region(q, ra, r) : fail(q, -ENOMEM, "out of memory");
 	if (ret < 0) {
-		region_free(r);
+		region_free(s, r);
 		session_charge(s, -1, 0, NULL, 0);
 		return ret;
 	}
@@ -287,9 +369,12 @@ static int do_dirty_get(struct req *q, Uffdd__Reply *rep, uint8_t **ret_buf)
 	for (uint64_t k = 0; k < n; k++)
 		if (bm_test(r->dirty, first + k))
 			buf[k / 8] |= (uint8_t)(1u << (k % 8));
+	/* The bits are cleared once the reply is committed: a daemon killed
+	 * in between answers with the same bits, never with fewer. */
 	if (q->m->dirty_get->reset) {
-		STAT_ADD(r->n_dirty, -bm_count(r->dirty, first, n));
-		bm_assign(r->dirty, first, n, false);
+		q->reset = r;
+		q->reset_first = first;
+		q->reset_n = n;
 	}
 	rep->has_bitmap = true;
 	rep->bitmap.data = buf;
@@ -303,24 +388,21 @@ static int do_pin_report(struct req *q)
 	struct session *s = q->s;
 	const Uffdd__PinReport *p = q->m->pin_report;
 
-	for (size_t i = 0; i < s->npins; i++)
-		if (s->pins[i].cookie == p->cookie)
-			return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already",
-				    p->cookie);
+	for (size_t i = 0; i < s->npins; i++) {
+		if (s->pins[i].cookie != p->cookie)
+			continue;
+		/* The same report again (after a restart): done once. */
+		if (s->pins[i].addr == p->range->addr && s->pins[i].len == p->range->len)
+			return 0;
+		return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already", p->cookie);
+	}
 	int ret = session_charge(s, 0, (int64_t)p->range->len, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
-	pthread_mutex_lock(&s->lock);
-	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
-	if (v) {
-		s->pins = v;
-		v[s->npins++] = (struct pin_rec){ p->range->addr, p->range->len, p->cookie };
-		s->pinned += p->range->len;
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (!v) {
+	ret = session_pin_add(s, p->range->addr, p->range->len, p->cookie);
+	if (ret < 0) {
 		session_charge(s, 0, -(int64_t)p->range->len, NULL, 0);
-		return fail(q, -ENOMEM, "out of memory");
+		return fail(q, ret, "out of memory");
 	}
 	return 0;
 }
@@ -333,10 +415,7 @@ static int do_pin_release(struct req *q)
 		if (s->pins[i].cookie != q->m->pin_release->cookie)
 			continue;
 		uint64_t len = s->pins[i].len;
-		pthread_mutex_lock(&s->lock);
-		s->pins[i] = s->pins[--s->npins];
-		s->pinned -= len;
-		pthread_mutex_unlock(&s->lock);
+		session_pin_del(s, i);
 		session_charge(s, 0, -(int64_t)len, NULL, 0);
 		return 0;
 	}
@@ -357,22 +436,62 @@ static int do_prefetch(struct req *q)
 	return error;
 }
 
-static int do_replay(struct req *q, Uffdd__Reply *rep)
+static int do_replay(struct req *q)
 {
 	const Uffdd__Replay *rp = q->m->replay;
 
 	if (!q->s->uffd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
-	int64_t placed = push_replay(q->s, rp->ranges, rp->n_ranges);
-	if (placed < 0)
-		return fail(q, (int)placed, "replay of %zu ranges from %#" PRIx64 ": %s",
-			    rp->n_ranges, rp->ranges[0]->addr, strerror((int)-placed));
-	rep->has_pages_placed = 1;
-	rep->pages_placed = (uint64_t)placed;
+	int r = push_replay(q->s, q->m->seq, rp->ranges, rp->n_ranges);
+	if (r < 0)
+		return fail(q, r, "replay of %zu ranges: %s", rp->n_ranges,
+			    r == -EBUSY ? "too many replays under way" : strerror(-r));
 	return 0;
 }
 
 /* ---- dispatch ---- */
+
+/* Whether a request changes the session: its reply is committed with it. */
+static bool changes(const Uffdd__Msg *m)
+{
+	switch (m->body_case) {
+	case UFFDD__MSG__BODY_STATS_GET:
+	case UFFDD__MSG__BODY_LIST_GET:
+	case UFFDD__MSG__BODY_WORKING_SET_GET:
+		return false;
+	case UFFDD__MSG__BODY_DIRTY_GET:
+		return m->dirty_get->reset;
+	default:
+		return true;
+	}
+}
+
+/*
+ * Commit what the request changed with its reply, then what may follow the
+ * commit only (a DirtyGet's reset), then answer.
+ */
+static void finish(struct req *q, uint64_t seq, Uffdd__Reply *rep)
+{
+	struct session *s = q->s;
+	struct packed p;
+
+	s->in_request = false;
+	int r = pack_reply(seq, rep, &p);
+	if (r < 0) {
+		slog(s, LOG_ERR, "encoding a reply: %s", strerror(-r));
+		session_kill(s, "no memory for its reply");
+		return;
+	}
+	if (changes(q->m))
+		session_commit(s, seq, p.buf, p.len);
+	if (q->reset) {
+		STAT_ADD(q->reset->n_dirty, -bm_count(q->reset->dirty, q->reset_first, q->reset_n));
+		bm_assign(q->reset->dirty, q->reset_first, q->reset_n, false);
+	}
+	if (s->sock >= 0 && !s->dead)
+		sent(s, pin_proto_send_raw(s->sock, p.buf, p.len, NULL, 0));
+	free(p.buf);
+}
 
 static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds)
 {
@@ -384,13 +503,23 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	uint8_t *bitmap = NULL;
 	Uffdd__Range *wset = NULL;
 	uint64_t seq = m->has_seq ? m->seq : 0;
+	const void *done;
+	size_t done_len;
 	int error;
 
+	/* Sent again after a restart, and done already: the same reply. */
+	if (seq && seq == state_last(s->st, &done, &done_len) && done_len) {
+		for (size_t i = 0; i < nfds; i++)
+			close(fds[i]);
+		sent(s, pin_proto_send_raw(s->sock, done, done_len, NULL, 0));
+		return;
+	}
 	/* Hello first: it checks the version every other request is read in. */
 	if (!s->hello && m->body_case != UFFDD__MSG__BODY_HELLO) {
 		error = fail(&q, -EPROTO, "say Hello first");
 		goto reply;
 	}
+	s->in_request = true;
 	switch (m->body_case) {
 	case UFFDD__MSG__BODY_HELLO:
 		error = do_hello(&q, &rep);
@@ -409,6 +538,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		break;
 	case UFFDD__MSG__BODY_WAIT:
 		/* Replied to when the range is populated. */
+		s->in_request = false;
 		push_wait(s, seq, m->wait->range->addr, m->wait->range->len,
 			  m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
 		return;
@@ -431,9 +561,15 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = do_working_set_get(&q, &rep, &wset);
 		break;
 	case UFFDD__MSG__BODY_REPLAY:
-		error = do_replay(&q, &rep);
+		error = do_replay(&q);
+		if (!error) {
+			/* Replied to when its last slice is placed. */
+			s->in_request = false;
+			return;
+		}
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
+		s->in_request = false;
 		control_reply(s, seq, 0, "goodbye");
 		session_kill(s, "said goodbye");
 		return;
@@ -447,7 +583,7 @@ reply:
 		close(fds[i]);
 	rep.error = error;
 	rep.text = error ? q.text : "ok";
-	send_reply(s, seq, &rep);
+	finish(&q, seq, &rep);
 	free(bitmap);
 	free(wset);
 	free(rep.working_set);
@@ -481,8 +617,7 @@ void control_handle(struct session *s)
 		if (r == -EAGAIN)
 			return;
 		if (r < 0 && recv_error(r)) {
-			ulog(LOG_INFO, "session %" PRIu64 ": rejected a message: %s", s->id,
-			     strerror(-r));
+			slog(s, LOG_INFO, "rejected a message: %s", strerror(-r));
 			control_reply(s, 0, r, recv_error(r));
 			continue;
 		}

@@ -34,29 +34,30 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		     bool push, bool *woke);
 
 /*
- * The source cannot be read where these pages are (its file shrank).  Zero
- * pages would be data made up: poison them, so the process gets SIGBUS when
- * it touches one, when its userfaultfd has the POISON feature; else zero
- * pages are all there is.
+ * The source cannot be read where these pages are (its file shrank, or the
+ * read failed: err).  Zero pages would be data made up, and a retry would
+ * fail again, forever: poison them, so the process gets SIGBUS when it
+ * touches one, when its userfaultfd has the POISON feature; else zero pages
+ * are all there is.
  */
 static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i, uint64_t n,
-				bool push, bool *woke)
+				bool push, bool *woke, const char *call, int err)
 {
 	size_t len = n << uffdd_page_shift;
 	void *dst = addr_of(r, i);
 	int64_t done = 0;
 
 	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
-		     "(file truncated?); placing zero pages (no POISON feature)",
-		     s->id, dst, len, strerror(EFAULT));
+		slog(s, LOG_ERR,
+		     "%s [%p, +%#zx) from the source: %s; placing zero "
+		     "pages (no POISON feature)",
+		     call, dst, len, strerror(err));
 		return place(s, r, i, n, false, push, woke);
 	}
-	ulog(LOG_ERR,
-	     "session %" PRIu64 ": UFFDIO_COPY [%p, +%#zx) from the source: %s "
-	     "(file truncated?); poisoning the pages: touching them raises SIGBUS",
-	     s->id, dst, len, strerror(EFAULT));
+	slog(s, LOG_ERR,
+	     "%s [%p, +%#zx) from the source: %s; poisoning the pages: "
+	     "touching them raises SIGBUS",
+	     call, dst, len, strerror(err));
 	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
@@ -86,11 +87,10 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	if (data) {
 		uint64_t off = r->offset + (i << uffdd_page_shift);
 		ret = source_data(r->src, off, len, s->w->buf, &src);
-		if (ret < 0) {
-			ulog(LOG_ERR, "session %" PRIu64 ": read source at %#" PRIx64 "+%#zx: %s",
-			     s->id, off, len, strerror(-ret));
+		if (ret == -ENOMEM)
 			return ret;
-		}
+		if (ret < 0)
+			return place_unreadable(s, r, i, n, push, woke, "pread", -ret);
 	}
 	if (data || wp)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
@@ -102,6 +102,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		*woke = ret == 0;
 	if (done > 0) {
 		uint64_t k = (uint64_t)done >> uffdd_page_shift;
+		s->in_eagain = false;
 		mark_populated(r, i, k);
 		if (data) {
 			STAT_ADD(s->stats.pages_copied, k);
@@ -121,7 +122,11 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		mark_populated(r, i, 1);
 		return 1;
 	case -EAGAIN:
-		STAT_ADD(s->stats.eagain, 1);
+		/* Once per wait for a pending event: the retries until the
+		 * event's thread runs again are the same wait. */
+		if (!s->in_eagain)
+			STAT_ADD(s->stats.eagain, 1);
+		s->in_eagain = true;
 		return ret;
 	case -ESRCH:
 	case -ENOSPC:
@@ -132,11 +137,11 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		return ret;
 	case -EFAULT:
 		if (data)
-			return place_unreadable(s, r, i, n, push, woke);
+			return place_unreadable(s, r, i, n, push, woke, "UFFDIO_COPY", EFAULT);
 		break;
 	}
-	ulog(LOG_ERR, "session %" PRIu64 ": %s [%p, +%#zx): %s", s->id,
-	     data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst, len, strerror(-ret));
+	slog(s, LOG_ERR, "%s [%p, +%#zx): %s", data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst,
+	     len, strerror(-ret));
 	return ret;
 }
 
@@ -151,13 +156,13 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 		uint64_t k;
 		bool data = false;
 
-		if (r->zero && bm_test(r->zero, i)) {
+		if (bm_test(r->zero, i)) {
 			for (k = 1; i + k < end && bm_test(r->zero, i + k);)
 				k++;
 		} else {
 			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i,
 					  &data);
-			for (uint64_t j = 1; r->zero && j < k; j++) {
+			for (uint64_t j = 1; j < k; j++) {
 				if (bm_test(r->zero, i + j)) {
 					k = j;
 					break;
@@ -255,15 +260,17 @@ static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j
 		last = p;
 	}
 	*ret_j = j;
-	int ret = pin_uffd_writeprotect(s->uffd, addr_of(r, first),
-					(last - first + 1) << uffdd_page_shift, 0);
-	if (ret < 0)
-		return ret;
+	/* Recorded before the write goes through: a daemon killed in between
+	 * reports a page dirty that was not written, never the reverse. */
 	if (r->dirty) {
 		uint64_t had = bm_count(r->dirty, first, last - first + 1);
 		bm_assign(r->dirty, first, last - first + 1, true);
 		STAT_ADD(r->n_dirty, last - first + 1 - had);
 	}
+	int ret = pin_uffd_writeprotect(s->uffd, addr_of(r, first),
+					(last - first + 1) << uffdd_page_shift, 0);
+	if (ret < 0)
+		return ret;
 	STAT_ADD(s->stats.wp_faults, j - i);
 	return 0;
 }
@@ -326,7 +333,11 @@ static void serve(struct session *s)
 				     s->id, f->addr);
 				s->warned_outside = true;
 			}
-			s->faults[keep++] = *f;
+			/* Once per page: a thread woken by a WAKE over a wider
+			 * range faults again while its first fault waits. */
+			if (!keep || s->faults[keep - 1].addr != f->addr ||
+			    s->faults[keep - 1].flags != f->flags)
+				s->faults[keep++] = *f;
 			i++;
 			continue;
 		}
@@ -359,6 +370,9 @@ static void serve(struct session *s)
 
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
 {
+	/* More than a process has threads: the fault faults again later. */
+	if (s->nfaults >= UFFDD_FAULTS_MAX)
+		return -ENOSPC;
 	if (s->nfaults == s->faults_cap) {
 		size_t cap = s->faults_cap ? 2 * s->faults_cap : UFFDD_MAX_EVENTS;
 		struct fault *f = realloc(s->faults, cap * sizeof(*f));
@@ -391,15 +405,13 @@ static void on_fork(struct session *s, int fd)
 
 	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
 	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": fcntl of the fork child's userfaultfd: %m",
-		     s->id);
+		slog(s, LOG_ERR, "fcntl of the fork child's userfaultfd: %m");
 		close(fd);
 		return;
 	}
 	int r = session_fork(s, fd, &c);
 	if (r < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": new session for a fork child: %s", s->id,
-		     strerror(-r));
+		slog(s, LOG_ERR, "new session for a fork child: %s", strerror(-r));
 		return;
 	}
 	c->push_pending = s->push_pending;
@@ -415,13 +427,7 @@ static void on_remove(struct session *s, uint64_t start, uint64_t end)
 	uint64_t fa, n;
 
 	for (struct region *r; (r = session_overlap(s, &i, start, end, &fa, &n));) {
-		if (!r->zero && !(r->zero = bm_new(r->npages)))
-			ulog(LOG_ERR,
-			     "session %" PRIu64 ": no memory to record [%#" PRIx64 ", +%#" PRIx64
-			     ") as discarded; it refaults from the source",
-			     s->id, r->start + (fa << uffdd_page_shift), n << uffdd_page_shift);
-		else
-			bm_assign(r->zero, fa, n, true);
+		bm_assign(r->zero, fa, n, true);
 		uint64_t had = bm_count(r->populated, fa, n);
 		bm_assign(r->populated, fa, n, false);
 		STAT_ADD(r->n_populated, -had);
@@ -435,6 +441,7 @@ static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move
 	fault_drop(s, start, end);
 	session_cut(s, start, end, move, false);
 	session_charge(s, (int64_t)s->nregions - (int64_t)before, 0, NULL, 0);
+	session_commit(s, 0, NULL, 0);
 }
 
 static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0)
@@ -447,12 +454,16 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 			pthread_mutex_lock(&s->lock);
 			s->pid = (pid_t)ev->arg.pagefault.tid;
 			pthread_mutex_unlock(&s->lock);
+			session_set_meta(s);
+			session_commit(s, 0, NULL, 0);
 		}
-		if (add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0) < 0) {
+		int r = add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0);
+		if (r < 0) {
 			ulog(LOG_ERR,
-			     "session %" PRIu64 ": no memory to queue the fault at %#" PRIx64
-			     "; waking it to fault again",
-			     s->id, ev->arg.pagefault.address);
+			     "session %" PRIu64 ": cannot queue the fault at %#" PRIx64
+			     " (%s); waking it to fault again",
+			     s->id, ev->arg.pagefault.address,
+			     r == -ENOSPC ? "too many faults waiting" : strerror(-r));
 			wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
 			     (uint64_t)uffdd_page);
 		}
@@ -460,21 +471,26 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 	case PIN_UFFD_EVENT_FORK:
 		on_fork(s, ev->arg.fork.fd);
 		break;
+	/* Recorded first, told after: what the kernel did is lost only when
+	 * the daemon dies between the read and the record (uffdd(8)). */
 	case PIN_UFFD_EVENT_REMAP:
-		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
-			     PIN_UFFD_EVENT_REMAP);
 		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
 		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
+		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
+			     PIN_UFFD_EVENT_REMAP);
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
+		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
+		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
 		break;
 	}
+	if (ev->type != PIN_UFFD_EVENT_PAGEFAULT)
+		slog(s, LOG_DEBUG, "event %u recorded %" PRIu64 " ns after it was read", ev->type,
+		     uffdd_now_ns() - t0);
 }
 
 int fault_handle(struct session *s)
@@ -489,8 +505,7 @@ int fault_handle(struct session *s)
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
-			ulog(LOG_ERR, "session %" PRIu64 ": read userfaultfd: %s", s->id,
-			     strerror(-n));
+			slog(s, LOG_ERR, "read userfaultfd: %s", strerror(-n));
 			session_kill(s, "its userfaultfd failed");
 			return n;
 		}

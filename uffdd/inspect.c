@@ -214,12 +214,13 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 	const Uffdd__WorkingSetGet *g = q->m->working_set_get;
 	struct session *s = q->s;
 	uint64_t from = g->has_from ? g->from : 0;
+	size_t nwset;
+	const struct state_range *wset = state_wset(s->st, &nwset);
 
-	if (from > s->nwset)
+	if (from > nwset)
 		return fail(q, -ERANGE, "from %" PRIu64 " is past the %zu runs recorded", from,
-			    s->nwset);
-	size_t n =
-		s->nwset - (size_t)from < WSET_PER_REPLY ? s->nwset - (size_t)from : WSET_PER_REPLY;
+			    nwset);
+	size_t n = nwset - (size_t)from < WSET_PER_REPLY ? nwset - (size_t)from : WSET_PER_REPLY;
 	Uffdd__Range *v = calloc(n ? n : 1, sizeof(*v));
 	Uffdd__Range **pv = calloc(n ? n : 1, sizeof(*pv));
 	if (!v || !pv) {
@@ -228,7 +229,7 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 		return fail(q, -ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < n; i++) {
-		const struct prefetch *w = &s->wset[from + i];
+		const struct state_range *w = &wset[from + i];
 		uffdd__range__init(&v[i]);
 		v[i].addr = w->addr;
 		v[i].len = w->end - w->addr;
@@ -237,7 +238,7 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 	rep->n_working_set = n;
 	rep->working_set = pv;
 	rep->has_working_set_total = 1;
-	rep->working_set_total = s->nwset;
+	rep->working_set_total = nwset;
 	*ret_buf = v;
 	return 0;
 }

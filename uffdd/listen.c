@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The listening sockets (systemd's, or --socket PATH), and accepting: each
+ * The listening sockets (what store_start() found the manager passed, or
+ * --socket PATH, bound here with the stale-socket rules), and accepting: each
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
  * watched by a worker with control.c's request handler.  listen_run() is the
  * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
@@ -15,9 +16,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "uffdd.h"
 
@@ -109,29 +107,25 @@ fail_bind:;
 	return -err;
 }
 
-int listen_open(void)
+int listen_open(const int *fds, size_t n)
 {
-#ifdef HAVE_SYSTEMD
-	int n = sd_listen_fds(1);
-	if (n < 0) {
-		ulog(LOG_ERR, "sd_listen_fds: %s", strerror(-n));
-		return n;
+	/* A supervised child inherits what its parent opened: start afresh. */
+	nlisten = 0;
+	unlink_on_exit = false;
+	if (n > MAX_LISTEN) {
+		ulog(LOG_ERR, "%zu listening sockets passed; at most %d", n, MAX_LISTEN);
+		return -EINVAL;
 	}
-	for (int i = 0; i < n && nlisten < MAX_LISTEN; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
-		if (sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1) <= 0) {
-			ulog(LOG_ERR,
-			     "socket-activation fd %d is not a listening AF_UNIX "
-			     "SOCK_SEQPACKET socket",
-			     fd);
-			return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int flags = fcntl(fds[i], F_GETFL);
+		if (flags < 0 || fcntl(fds[i], F_SETFL, flags | O_NONBLOCK) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "fcntl(listening fd %d, O_NONBLOCK): %s", fds[i],
+			     strerror(err));
+			return -err;
 		}
-		int flags = fcntl(fd, F_GETFL);
-		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		listen_fds[nlisten++] = fd;
+		listen_fds[nlisten++] = fds[i];
 	}
-#endif
 	if (nlisten)
 		return 0;
 	if (!uffdd_cfg.socket_path) {
@@ -143,6 +137,20 @@ int listen_open(void)
 		return fd;
 	listen_fds[nlisten++] = fd;
 	return 0;
+}
+
+size_t listen_get(const int **ret_fds)
+{
+	*ret_fds = listen_fds;
+	return nlisten;
+}
+
+void listen_unlink(void)
+{
+	if (unlink_on_exit && unlink(uffdd_cfg.socket_path) < 0 && errno != ENOENT) {
+		int err = errno;
+		ulog(LOG_ERR, "unlink %s: %s", uffdd_cfg.socket_path, strerror(err));
+	}
 }
 
 static void accept_all(int lfd)
@@ -214,8 +222,7 @@ int listen_run(void)
 			     "signal %u: exiting; clients keep their userfaultfds and "
 			     "hand them to the next daemon",
 			     si.ssi_signo);
-			if (unlink_on_exit)
-				unlink(uffdd_cfg.socket_path);
+			listen_unlink();
 			return 0;
 		}
 	}

@@ -12,20 +12,60 @@
 
 static bool journal; /* stderr goes to the journal: prefix the priority */
 
-void ulog(int prio, const char *fmt, ...)
+/* A client may drive this many lines per window; the rest are counted. */
+#define RL_BURST     10
+#define RL_WINDOW_NS (5 * 1000000000ull)
+
+static bool shown(int prio)
+{
+	return prio <= (uffdd_cfg.verbose ? LOG_DEBUG : LOG_NOTICE);
+}
+
+static void vlog(int prio, const char *fmt, va_list ap)
 {
 	char buf[512];
-	va_list ap;
 
-	if (prio > (uffdd_cfg.verbose ? LOG_DEBUG : LOG_NOTICE))
-		return;
-	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
 	if (journal)
 		fprintf(stderr, "<%d>%s\n", prio, buf);
 	else
 		fprintf(stderr, "uffdd: %s\n", buf);
+}
+
+void ulog(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!shown(prio))
+		return;
+	va_start(ap, fmt);
+	vlog(prio, fmt, ap);
+	va_end(ap);
+}
+
+void ulog_rl(struct ratelimit *rl, int prio, const char *fmt, ...)
+{
+	va_list ap;
+	uint64_t now = uffdd_now_ns();
+
+	if (!shown(prio))
+		return;
+	if (now - rl->start >= RL_WINDOW_NS) {
+		if (rl->suppressed)
+			ulog(LOG_WARNING,
+			     "%u similar lines suppressed in %llu s (the next names the session)",
+			     rl->suppressed, RL_WINDOW_NS / 1000000000ull);
+		rl->start = now;
+		rl->n = rl->suppressed = 0;
+	}
+	if (rl->n >= RL_BURST) {
+		rl->suppressed++;
+		return;
+	}
+	rl->n++;
+	va_start(ap, fmt);
+	vlog(prio, fmt, ap);
+	va_end(ap);
 }
 
 /* libpin's own messages repeat what the daemon logs: detail for -v only. */

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * uffdd's entry point: the options, start (the log, the notify handlers, the
- * listening sockets, the workers, READY=1) and the stop that listen_run()
- * returns on a signal.  The top of the daemon: it may call any file.
+ * supervisor unless a service manager runs us, the listening sockets, the
+ * workers, the takeover of what the fd store kept, READY=1) and the stop that
+ * listen_run() returns on a signal.  The top of the daemon: it may call any
+ * file.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -17,16 +19,25 @@
 /* How the layers below the requests reach a client or a worker. */
 static const struct notify_ops notify_ops = {
 	.reply = control_reply,
+	.replayed = control_replayed,
 	.stale = control_stale,
 	.child = worker_adopt_child,
 };
 
+/* --no-supervisor: serve in this process, even without a service manager. */
+static bool no_supervisor;
+/* What the fd store gave back at start, for takeover_run(). */
+static struct stored_fd *stored;
+static size_t nstored;
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdd [--socket PATH] [--workers N] [--max-regions-per-uid N]\n"
-		   "             [--max-pinned-per-uid BYTES] [-v]\n"
+		   "             [--max-pinned-per-uid BYTES] [--no-supervisor] [-v]\n"
 		   "Serve the page faults of client processes through the userfaultfds they\n"
-		   "hand over.  See uffdd(8).\n");
+		   "hand over.  Unless systemd runs it (NOTIFY_SOCKET) or --no-supervisor is\n"
+		   "given, a supervisor process keeps the descriptors clients depend on and\n"
+		   "restarts the serving process when it dies.  See uffdd(8).\n");
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -48,6 +59,7 @@ static int parse_args(int argc, char **argv)
 		{ "workers", required_argument, NULL, 'w' },
 		{ "max-regions-per-uid", required_argument, NULL, 'r' },
 		{ "max-pinned-per-uid", required_argument, NULL, 'p' },
+		{ "no-supervisor", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -75,6 +87,9 @@ static int parse_args(int argc, char **argv)
 				goto bad;
 			uffdd_cfg.max_pinned_per_uid = v;
 			break;
+		case 'n':
+			no_supervisor = true;
+			break;
 		case 'v':
 			uffdd_cfg.verbose++;
 			break;
@@ -100,6 +115,66 @@ bad:
 	return -EINVAL;
 }
 
+/*
+ * Whether a supervisor process is to keep the fd store: not when a service
+ * manager started us (NOTIFY_SOCKET: it keeps the store), nor with
+ * --no-supervisor, nor without libsystemd (the serving child would find
+ * neither its sockets nor a store to hand descriptors to).
+ */
+static bool want_supervisor(void)
+{
+#ifdef HAVE_SYSTEMD
+	return !no_supervisor && !store_enabled();
+#else
+	return false;
+#endif
+}
+
+/* The supervisor's start: the listening sockets (socket activation's, or
+ * --socket PATH), then supervise(); returns 0 in the serving child. */
+static int supervisor_start(void)
+{
+	struct stored_fd *sv;
+	size_t nl, ns;
+	int *lfds;
+	int r = store_start(&lfds, &nl, &sv, &ns);
+
+	if (r < 0)
+		return r;
+	/* No store kept these: nothing can take them over. */
+	for (size_t i = 0; i < ns; i++) {
+		ulog(LOG_WARNING, "%s (fd %d) passed without an fd store; closed", sv[i].name,
+		     sv[i].fd);
+		if (close(sv[i].fd) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "close(fd %d, %s): %s", sv[i].fd, sv[i].name, strerror(err));
+		}
+	}
+	free(sv);
+	r = listen_open(lfds, nl);
+	free(lfds);
+	if (r < 0)
+		return r;
+	const int *fds;
+	size_t n = listen_get(&fds);
+	return supervise(fds, n);
+}
+
+/* The serving process's sockets: what the store (or systemd) passed, else
+ * --socket PATH; the stored descriptors wait for takeover_run(). */
+static int serve_open(void)
+{
+	size_t nl;
+	int *lfds;
+	int r = store_start(&lfds, &nl, &stored, &nstored);
+
+	if (r < 0)
+		return r;
+	r = listen_open(lfds, nl);
+	free(lfds);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	sigset_t mask;
@@ -120,7 +195,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (listen_open() < 0)
+	if (want_supervisor() && supervisor_start() < 0)
+		return 1;
+	if (serve_open() < 0)
 		return 1;
 	int r = fault_init();
 	if (r >= 0)
@@ -129,6 +206,10 @@ int main(int argc, char **argv)
 		ulog(LOG_ERR, "starting %u workers: %s", uffdd_cfg.workers, strerror(-r));
 		return 1;
 	}
+	takeover_run(stored, nstored);
+	free(stored);
+	stored = NULL;
+	nstored = 0;
 	ulog(LOG_INFO, "ready: %u workers", uffdd_cfg.workers);
 #ifdef HAVE_SYSTEMD
 	sd_notifyf(0, "READY=1\nSTATUS=Serving 0 sessions with %u workers", uffdd_cfg.workers);

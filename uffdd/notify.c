@@ -25,6 +25,11 @@ int notify_reply(struct session *s, uint64_t seq, int error, const char *text)
 	return ops->reply(s, seq, error, text);
 }
 
+void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed)
+{
+	ops->replayed(s, seq, error, placed);
+}
+
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
 {
 	ops->stale(s, start, end, event);

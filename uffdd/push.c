@@ -57,43 +57,89 @@ static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64
 	return 1;
 }
 
-/* Place the missing pages of [addr, end) in runs, adding them to *placed. */
-static int replay_range(struct session *s, uint64_t addr, uint64_t end, int64_t *placed)
+/* Pages placed so far (not those found in place). */
+static uint64_t placed_count(const struct session *s)
 {
-	size_t i = session_first_after(s, addr);
-	uint64_t next, n;
+	return STAT_GET(s->stats.pages_copied) + STAT_GET(s->stats.pages_zeroed);
+}
 
-	for (struct region *r; (r = session_overlap(s, &i, addr, end, &next, &n));) {
-		uint64_t stop = next + n;
-		int64_t got;
-		while ((got = place_run(s, r, &next, stop, true)) > 0)
-			*placed += got;
-		if (got < 0)
-			return (int)got;
-	}
+int push_replay(struct session *s, uint64_t seq, Uffdd__Range *const *ranges, size_t n)
+{
+	if (s->nreplays >= UFFDD_REPLAYS_MAX)
+		return -EBUSY;
+	struct replay *q = realloc(s->replays, (s->nreplays + 1) * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	s->replays = q;
+	struct prefetch *v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t k = 0; k < n; k++)
+		v[k] = (struct prefetch){ ranges[k]->addr, ranges[k]->addr + ranges[k]->len };
+	q[s->nreplays++] = (struct replay){ .seq = seq, .v = v, .n = n };
 	return 0;
 }
 
-int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n)
+static void replay_end(struct session *s, int error)
 {
-	uint64_t lo = UINT64_MAX, hi = 0;
-	int64_t placed = 0;
+	struct replay *q = &s->replays[0];
+
+	notify_replayed(s, q->seq, q->placed || !error ? 0 : error, q->placed);
+	free(q->v);
+	memmove(&s->replays[0], &s->replays[1], (s->nreplays - 1) * sizeof(*q));
+	s->nreplays--;
+}
+
+/*
+ * One slice of the oldest Replay: runs of missing pages with DONTWAKE, up to
+ * UFFDD_REPLAY_SLICE pages looked at (those found in place count: each costs
+ * an ioctl), then one WAKE for what the slice covered.  A pending event stops
+ * it until the event is read.
+ */
+static void replay_step(struct session *s)
+{
+	struct replay *q = &s->replays[0];
+	uint64_t budget = UFFDD_REPLAY_SLICE, lo = UINT64_MAX, hi = 0, before = placed_count(s);
 	int ret = 0;
 
-	for (size_t k = 0; k < n && ret == 0; k++) {
-		uint64_t addr = ranges[k]->addr, end = addr + ranges[k]->len;
-		ret = replay_range(s, addr, end, &placed);
-		lo = addr < lo ? addr : lo;
-		hi = end > hi ? end : hi;
+	while (q->k < q->n && budget && !ret) {
+		struct prefetch *p = &q->v[q->k];
+		size_t i = session_first_after(s, p->addr);
+		if (p->addr >= p->end || i == s->nregions || s->regions[i]->start >= p->end) {
+			q->k++;
+			continue;
+		}
+		struct region *r = s->regions[i];
+		if (p->addr < r->start)
+			p->addr = r->start;
+		uint64_t next = (p->addr - r->start) >> uffdd_page_shift;
+		uint64_t end = (p->end < r->start + r->len ? p->end : r->start + r->len) - r->start;
+		int64_t got = place_run(s, r, &next, end >> uffdd_page_shift, true);
+		uint64_t at = r->start + (next << uffdd_page_shift);
+		if (got > 0) {
+			lo = p->addr < lo ? p->addr : lo;
+			hi = at > hi ? at : hi;
+			budget -= (uint64_t)got < budget ? (uint64_t)got : budget;
+		}
+		p->addr = at;
+		if (got == 0)
+			p->addr = r->start + r->len < p->end ? r->start + r->len : p->end;
+		ret = got < 0 ? (int)got : 0;
 	}
-	/* A pending event stops the replay; faults and the push place the rest. */
-	if (ret == -EAGAIN)
-		s->eagain = true;
-	/* One WAKE for the whole set: a thread that faulted on one of its pages
-	 * meanwhile waits for it, its fault maybe unread yet. */
-	if (placed)
+	q->placed += placed_count(s) - before;
+	/* A thread that faulted on one of these pages meanwhile waits for it,
+	 * its fault maybe unread yet. */
+	if (hi > lo)
 		pin_uffd_wake(s->uffd, (void *)(uintptr_t)lo, hi - lo);
-	return placed || ret == 0 ? placed : ret;
+	if (ret == -EAGAIN) {
+		s->eagain = true;
+		return;
+	}
+	if (ret < 0 || q->k == q->n) {
+		if (ret < 0)
+			slog(s, LOG_WARNING, "replay stopped: %s", strerror(-ret));
+		replay_end(s, ret);
+	}
 }
 
 /* One run of the oldest Prefetch request. */
@@ -153,12 +199,41 @@ static void reply_wait(struct session *s, size_t k, int error, const char *text)
 	s->nwaits--;
 }
 
+/*
+ * Whether every page of the waiter's range that a region covers is in place
+ * or discarded.  The cursor moves past what is (a page once done stays done
+ * while its region lives), so each page is looked at about once over the
+ * waiter's life, and one call looks at UFFDD_WAIT_SCAN pages at most.
+ */
+static bool wait_done(struct session *s, struct waiter *wt)
+{
+	uint64_t end = wt->addr + wt->len, budget = UFFDD_WAIT_SCAN;
+
+	while (wt->cursor < end) {
+		size_t i = session_first_after(s, wt->cursor);
+		if (i == s->nregions || s->regions[i]->start >= end) {
+			wt->cursor = end;
+			break;
+		}
+		struct region *r = s->regions[i];
+		if (wt->cursor < r->start)
+			wt->cursor = r->start;
+		uint64_t from = (wt->cursor - r->start) >> uffdd_page_shift;
+		uint64_t to = ((end < r->start + r->len ? end : r->start + r->len) - r->start) >>
+			      uffdd_page_shift;
+		uint64_t at = bm_first_unset(r->populated, r->zero, from, to, &budget);
+		wt->cursor = r->start + (at << uffdd_page_shift);
+		if (at < to)
+			return false;
+	}
+	return true;
+}
+
 static void check_waits(struct session *s, uint64_t now)
 {
 	for (size_t k = 0; k < s->nwaits;) {
 		struct waiter *wt = &s->waits[k];
-		uint64_t total, done = session_populated(s, wt->addr, wt->len, &total);
-		if (done == total)
+		if (wait_done(s, wt))
 			reply_wait(s, k, 0, "populated");
 		else if (wt->deadline && now >= wt->deadline)
 			reply_wait(s, k, -ETIMEDOUT, "timed out before the range was populated");
@@ -169,14 +244,25 @@ static void check_waits(struct session *s, uint64_t now)
 
 void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms)
 {
-	uint64_t total, done = session_populated(s, addr, len, &total);
+	size_t i = session_first_after(s, addr);
+	struct waiter wt = {
+		.seq = seq,
+		.addr = addr,
+		.len = len,
+		.cursor = addr,
+		.deadline = timeout_ms ? uffdd_now_ns() + timeout_ms * 1000000ull : 0,
+	};
 
-	if (!total) {
+	if (i == s->nregions || s->regions[i]->start >= addr + len) {
 		notify_reply(s, seq, -ENOENT, "no region in that range");
 		return;
 	}
-	if (done == total) {
+	if (wait_done(s, &wt)) {
 		notify_reply(s, seq, 0, "populated");
+		return;
+	}
+	if (s->nwaits >= UFFDD_WAITS_MAX) {
+		notify_reply(s, seq, -EBUSY, "too many WaitPopulated requests waiting already");
 		return;
 	}
 	struct waiter *w = realloc(s->waits, (s->nwaits + 1) * sizeof(*w));
@@ -185,12 +271,7 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 		return;
 	}
 	s->waits = w;
-	w[s->nwaits++] = (struct waiter){
-		.seq = seq,
-		.addr = addr,
-		.len = len,
-		.deadline = timeout_ms ? uffdd_now_ns() + timeout_ms * 1000000ull : 0,
-	};
+	w[s->nwaits++] = wt;
 }
 
 /* A fork child's process may be gone with nothing to tell us: a resolving
@@ -219,7 +300,9 @@ void push_step(struct worker *w)
 			continue;
 		if (s->eagain)
 			fault_handle(s);
-		if (s->nprefetch && !s->eagain)
+		if (s->nreplays && !s->eagain)
+			replay_step(s);
+		else if (s->nprefetch && !s->eagain)
 			prefetch_one(s);
 		else if (s->push_pending && !s->eagain)
 			/* Every round, not only when idle: a process faulting at
@@ -242,7 +325,7 @@ int push_timeout(struct worker *w)
 	for (struct session *s = w->sessions; s; s = s->wnext) {
 		if (s->dead || !s->uffd)
 			continue;
-		if (s->eagain || s->nprefetch || s->push_pending)
+		if (s->eagain || s->nreplays || s->nprefetch || s->push_pending)
 			return 0;
 		for (size_t k = 0; k < s->nwaits; k++)
 			if (s->waits[k].deadline && s->waits[k].deadline < wake)

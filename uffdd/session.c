@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 
 #include "uffdd.h"
 
@@ -27,8 +28,22 @@ static _Atomic unsigned int count;
 
 /* ---- regions ---- */
 
-struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct source *src,
-			  uint64_t offset, bool push)
+#define NO_SLOT UINT32_MAX
+
+/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
+static int region_bitmaps(struct session *s, struct region *r)
+{
+	r->populated = state_bm_new(s->st, r->npages);
+	r->zero = state_bm_new(s->st, r->npages);
+	if (r->mode & PIN_UFFD_REGISTER_WP)
+		r->dirty = state_bm_new(s->st, r->npages);
+	if (!r->populated || !r->zero || ((r->mode & PIN_UFFD_REGISTER_WP) && !r->dirty))
+		return -ENOMEM;
+	return 0;
+}
+
+struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
+			  struct source *src, uint64_t offset, bool push)
 {
 	struct region *r = calloc(1, sizeof(*r));
 
@@ -40,32 +55,55 @@ struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct so
 	r->mode = mode;
 	r->offset = offset;
 	r->push = push;
+	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	r->populated = bm_new(r->npages);
-	if (mode & PIN_UFFD_REGISTER_WP)
-		r->dirty = bm_new(r->npages);
-	if (!r->populated || ((mode & PIN_UFFD_REGISTER_WP) && !r->dirty)) {
-		region_free(r);
+	if (region_bitmaps(s, r) < 0) {
+		region_free(s, r);
 		return NULL;
 	}
 	r->src = source_ref(src);
 	return r;
 }
 
-void region_free(struct region *r)
+void region_free(struct session *s, struct region *r)
 {
 	if (!r)
 		return;
+	if (s->st) {
+		if (r->slot != NO_SLOT)
+			state_del(s->st, r->slot);
+		state_bm_free(s->st, r->populated, r->npages);
+		state_bm_free(s->st, r->zero, r->npages);
+		state_bm_free(s->st, r->dirty, r->npages);
+	}
 	source_unref(r->src);
-	free(r->populated);
-	free(r->zero);
-	free(r->dirty);
 	free(r);
 }
 
-/* The pages [from, from + n) of r as a region of their own at start. */
-static struct region *region_part(const struct region *r, uint64_t from, uint64_t n, uint64_t start)
+/* Add r to the record (it takes effect at the next commit). */
+static int region_record(struct session *s, struct region *r)
+{
+	struct state_rec rec = {
+		.kind = STATE_REGION,
+		.mode = r->mode,
+		.flags = (r->push ? STATE_R_PUSH : 0) | (r->ours ? STATE_R_OURS : 0),
+		.start = r->start,
+		.len = r->len,
+		.offset = r->offset,
+		.src = source_file_id(r->src),
+		.populated = state_bm_off(s->st, r->populated),
+		.zero = state_bm_off(s->st, r->zero),
+		.dirty = r->dirty ? state_bm_off(s->st, r->dirty) : 0,
+	};
+
+	return state_add(s->st, &rec, &r->slot);
+}
+
+/* The pages [from, from + n) of r as a region of s (r's session, or a fork
+ * child's) at start, not recorded yet. */
+static struct region *region_part(struct session *s, const struct region *r, uint64_t from,
+				  uint64_t n, uint64_t start)
 {
 	struct region *p = calloc(1, sizeof(*p));
 
@@ -75,20 +113,23 @@ static struct region *region_part(const struct region *r, uint64_t from, uint64_
 	p->start = start;
 	p->len = n << uffdd_page_shift;
 	p->npages = n;
+	p->slot = NO_SLOT;
 	p->offset = r->offset + (from << uffdd_page_shift);
 	p->push_next = r->push_next > from ? r->push_next - from : 0;
 	p->ra_next = UINT64_MAX;
 	p->ra_pages = 1;
-	p->populated = bm_slice(r->populated, from, n);
-	p->zero = r->zero ? bm_slice(r->zero, from, n) : NULL;
-	p->dirty = r->dirty ? bm_slice(r->dirty, from, n) : NULL;
-	atomic_init(&p->n_populated, bm_count(p->populated, 0, n));
-	atomic_init(&p->n_dirty, p->dirty ? bm_count(p->dirty, 0, n) : 0);
-	if (!p->populated || (r->zero && !p->zero) || (r->dirty && !p->dirty)) {
-		p->src = NULL;
-		region_free(p);
+	p->populated = p->zero = p->dirty = NULL;
+	p->src = NULL;
+	if (region_bitmaps(s, p) < 0) {
+		region_free(s, p);
 		return NULL;
 	}
+	bm_copy(p->populated, r->populated, from, n);
+	bm_copy(p->zero, r->zero, from, n);
+	if (r->dirty)
+		bm_copy(p->dirty, r->dirty, from, n);
+	atomic_init(&p->n_populated, bm_count(p->populated, 0, n));
+	atomic_init(&p->n_dirty, p->dirty ? bm_count(p->dirty, 0, n) : 0);
 	p->src = source_ref(r->src);
 	return p;
 }
@@ -159,6 +200,8 @@ int session_insert(struct session *s, struct region *r)
 	pthread_mutex_lock(&s->lock);
 	int ret = reserve(s, 1);
 	if (!ret)
+		ret = region_record(s, r);
+	if (!ret)
 		insert_locked(s, r);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
@@ -172,16 +215,18 @@ static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t 
 	struct region *r = s->regions[i], *head = NULL, *tail = NULL, *mid = NULL;
 	uint64_t fa = (a - r->start) >> uffdd_page_shift, fb = (b - r->start) >> uffdd_page_shift;
 
-	if (reserve(s, 1) < 0 || (fa && !(head = region_part(r, 0, fa, r->start))) ||
-	    (fb < r->npages && !(tail = region_part(r, fb, r->npages - fb, b))) ||
-	    (move && !(mid = region_part(r, fa, fb - fa, (uint64_t)((int64_t)a + move))))) {
-		region_free(head);
-		region_free(tail);
+	if (reserve(s, 1) < 0 || (fa && !(head = region_part(s, r, 0, fa, r->start))) ||
+	    (fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b))) ||
+	    (move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move)))) ||
+	    (head && region_record(s, head) < 0) || (tail && region_record(s, tail) < 0)) {
+		region_free(s, head);
+		region_free(s, tail);
+		region_free(s, mid);
 		return -ENOMEM;
 	}
 	memmove(&s->regions[i], &s->regions[i + 1], (s->nregions - i - 1) * sizeof(r));
 	s->nregions--;
-	region_free(r);
+	region_free(s, r);
 	if (head)
 		insert_locked(s, head);
 	if (tail)
@@ -223,12 +268,12 @@ int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, b
 		struct region *r = moved[k];
 		size_t i = session_first_after(s, r->start);
 		if ((i < s->nregions && s->regions[i]->start < r->start + r->len) ||
-		    reserve(s, 1) < 0) {
+		    reserve(s, 1) < 0 || region_record(s, r) < 0) {
 			ulog(LOG_WARNING,
 			     "session %" PRIu64 ": region moved to [%#" PRIx64 ", +%#" PRIx64
 			     ") overlaps another or no memory; dropped",
 			     s->id, r->start, r->len);
-			region_free(r);
+			region_free(s, r);
 			continue;
 		}
 		insert_locked(s, r);
@@ -307,6 +352,54 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	return s;
 }
 
+static uint64_t take_id(void)
+{
+	pthread_mutex_lock(&glock);
+	uint64_t id = next_id++;
+	pthread_mutex_unlock(&glock);
+	return id;
+}
+
+/* The session's record, new, with its identity; parent: a fork child's. */
+static int session_state(struct session *s, uint64_t parent)
+{
+	struct state_ident ident = { .id = s->id, .parent = parent, .uid = s->uid };
+
+	if (getrandom(ident.token, sizeof(ident.token), 0) != sizeof(ident.token))
+		return -errno;
+	int r = state_new(&ident, uffdd_cfg.max_state_bytes, &s->st);
+	if (r < 0)
+		return r;
+	session_set_meta(s);
+	return state_commit(s->st, 0, NULL, 0);
+}
+
+/*
+ * Hand the session's descriptors to the fd store: the record, the
+ * connection (a client's session) and the userfaultfd (once it has one).
+ */
+static int session_store(struct session *s)
+{
+	int r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
+
+	if (!r && s->sock >= 0)
+		r = store_put(s->sock, "s%" PRIu64 ".conn", s->id);
+	if (!r && s->uffd)
+		r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
+	if (r < 0)
+		slog(s, LOG_ERR, "the fd store refused it: %s", strerror(-r));
+	return r;
+}
+
+static void session_unstore(struct session *s)
+{
+	store_remove("s%" PRIu64 ".state", s->id);
+	if (s->sock >= 0)
+		store_remove("s%" PRIu64 ".conn", s->id);
+	if (s->uffd)
+		store_remove("s%" PRIu64 ".uffd", s->id);
+}
+
 /*
  * Make s visible to other threads (inspection walks the global list from any
  * worker) and to the counts.  Only a complete session is published: one
@@ -315,7 +408,6 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 static void session_publish(struct session *s)
 {
 	pthread_mutex_lock(&glock);
-	s->id = next_id++;
 	s->gnext = all;
 	all = s;
 	s->listed = true;
@@ -330,6 +422,14 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 
 	if (!s)
 		return -ENOMEM;
+	s->id = take_id();
+	int r = session_state(s, 0);
+	if (r < 0 || (r = session_store(s)) < 0) {
+		session_unstore(s);
+		s->sock = -1; /* the caller's still */
+		session_free(s);
+		return r;
+	}
 	session_publish(s);
 	*ret = s;
 	return 0;
@@ -343,6 +443,7 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 		close(fd);
 		return -ENOMEM;
 	}
+	s->id = take_id();
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
 	int r = pin_uffd_from_fd(fd, pin_uffd_features(parent->uffd), &s->uffd);
 	if (r < 0) {
@@ -350,18 +451,220 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 		session_free(s);
 		return r;
 	}
-	for (size_t i = 0; i < parent->nregions; i++) {
+	r = session_state(s, parent->id);
+	for (size_t i = 0; !r && i < parent->nregions; i++) {
 		struct region *p = parent->regions[i];
-		struct region *c = region_part(p, 0, p->npages, p->start);
-		if (!c || reserve(s, 1) < 0) {
-			region_free(c);
-			session_free(s);
-			return -ENOMEM;
+		struct region *c = region_part(s, p, 0, p->npages, p->start);
+		if (!c || reserve(s, 1) < 0 || region_record(s, c) < 0) {
+			region_free(s, c);
+			r = -ENOMEM;
+			break;
 		}
 		insert_locked(s, c);
 	}
+	if (!r)
+		r = session_commit(s, 0, NULL, 0);
+	if (r < 0 || (r = session_store(s)) < 0) {
+		session_unstore(s);
+		session_free(s);
+		return r;
+	}
 	/* A fork cannot be refused: count the regions even past the limit. */
 	session_charge(s, (int64_t)s->nregions, 0, NULL, 0);
+	session_publish(s);
+	*ret = s;
+	return 0;
+}
+
+void session_set_meta(struct session *s)
+{
+	struct state_meta m = {
+		.pid = s->pid,
+		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0),
+		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
+	};
+
+	memcpy(m.name, s->name, sizeof(m.name));
+	state_set_meta(s->st, &m);
+}
+
+int session_commit(struct session *s, uint64_t seq, const void *reply, size_t len)
+{
+	/* What an event changed while a request is handled goes with the
+	 * request's reply. */
+	if (!seq && s->in_request)
+		return 0;
+	int r = state_commit(s->st, seq, reply, len);
+	if (r < 0)
+		slog(s, LOG_ERR, "committing its record: %s", strerror(-r));
+	return r;
+}
+
+int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie)
+{
+	struct state_rec rec = { .kind = STATE_PIN, .start = addr, .len = len, .offset = cookie };
+	uint32_t slot;
+	int r = state_add(s->st, &rec, &slot);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
+	if (v) {
+		s->pins = v;
+		v[s->npins++] = (struct pin_rec){ addr, len, cookie, slot };
+		s->pinned += len;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!v) {
+		state_del(s->st, slot);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void session_pin_del(struct session *s, size_t i)
+{
+	state_del(s->st, s->pins[i].slot);
+	pthread_mutex_lock(&s->lock);
+	s->pinned -= s->pins[i].len;
+	s->pins[i] = s->pins[--s->npins];
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- sessions rebuilt from the fd store ---- */
+
+struct restore {
+	struct session *s;
+	char *why;
+	size_t whylen;
+};
+
+static int restore_region(struct restore *x, const struct state_rec *rec, uint32_t slot)
+{
+	struct session *s = x->s;
+	struct source *src;
+	uint64_t npages = rec->len >> uffdd_page_shift;
+	int r = source_new_from(rec->src, rec->offset, rec->len, &src);
+
+	if (r < 0) {
+		snprintf(x->why, x->whylen,
+			 "region [%#" PRIx64 ", +%#" PRIx64 "): source f%" PRIu64 ": %s",
+			 rec->start, rec->len, rec->src, strerror(-r));
+		return r == -ENOMEM ? r : -EBADMSG;
+	}
+	struct region *g = calloc(1, sizeof(*g));
+	if (!g || reserve(s, 1) < 0) {
+		free(g);
+		source_unref(src);
+		return -ENOMEM;
+	}
+	*g = (struct region){
+		.start = rec->start,
+		.len = rec->len,
+		.npages = npages,
+		.mode = rec->mode,
+		.src = src,
+		.offset = rec->offset,
+		.push = rec->flags & STATE_R_PUSH,
+		.ours = rec->flags & STATE_R_OURS,
+		.slot = slot,
+		.populated = state_bm_at(s->st, rec->populated, npages),
+		.zero = state_bm_at(s->st, rec->zero, npages),
+		.dirty = rec->dirty ? state_bm_at(s->st, rec->dirty, npages) : NULL,
+		.ra_next = UINT64_MAX,
+		.ra_pages = 1,
+	};
+	/* Not to free: they stay in the record, which state_open() checked. */
+	if (!g->populated || !g->zero || (rec->dirty && !g->dirty) ||
+	    !(rec->mode & PIN_UFFD_REGISTER_WP) != !rec->dirty) {
+		snprintf(x->why, x->whylen, "region [%#" PRIx64 ", +%#" PRIx64 "): bad bitmaps",
+			 rec->start, rec->len);
+		source_unref(src);
+		free(g);
+		return -EBADMSG;
+	}
+	atomic_init(&g->n_populated, bm_count(g->populated, 0, npages));
+	atomic_init(&g->n_dirty, g->dirty ? bm_count(g->dirty, 0, npages) : 0);
+	s->regions[s->nregions++] = g;
+	if (g->push && g->n_populated < npages)
+		s->push_pending = true;
+	return 0;
+}
+
+static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
+{
+	struct restore *x = data;
+	struct session *s = x->s;
+
+	if (rec->kind == STATE_REGION) {
+		/* In slot order: kept sorted here, checked disjoint by state_open(). */
+		if (s->nregions && s->regions[s->nregions - 1]->start > rec->start) {
+			int r = restore_region(x, rec, slot);
+			if (r < 0)
+				return r;
+			struct region *g = s->regions[--s->nregions];
+			insert_locked(s, g);
+			return 0;
+		}
+		return restore_region(x, rec, slot);
+	}
+	struct pin_rec *v = realloc(s->pins, (s->npins + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->pins = v;
+	v[s->npins++] = (struct pin_rec){ rec->start, rec->len, rec->offset, slot };
+	s->pinned += rec->len;
+	return 0;
+}
+
+int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
+		    size_t whylen)
+{
+	const struct state_ident *id = state_ident(st);
+	const struct state_meta *m = state_meta(st);
+	struct session *s = session_alloc(conn, m->pid, (uid_t)id->uid);
+	int r = -ENOMEM;
+
+	if (!s) {
+		state_free(st);
+		if (conn >= 0)
+			close(conn);
+		if (uffd >= 0)
+			close(uffd);
+		return r;
+	}
+	s->id = id->id;
+	s->st = st;
+	s->hello = m->flags & STATE_HELLO;
+	memcpy(s->name, m->name, sizeof(s->name));
+	s->name[sizeof(s->name) - 1] = '\0';
+	if (!(m->flags & STATE_UFFD) != (uffd < 0)) {
+		snprintf(why, whylen, "the record says %s userfaultfd, the store has %s",
+			 m->flags & STATE_UFFD ? "a" : "no", uffd >= 0 ? "one" : "none");
+		r = -EBADMSG;
+	} else if (!id->parent && conn < 0) {
+		snprintf(why, whylen, "a client's session without its connection");
+		r = -EBADMSG;
+	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {
+		snprintf(why, whylen, "its userfaultfd: %s", strerror(-r));
+	} else {
+		uffd = -1;
+		struct restore x = { s, why, whylen };
+		r = state_foreach(st, restore_rec, &x);
+	}
+	if (r < 0) {
+		if (uffd >= 0)
+			close(uffd);
+		session_free(s);
+		return r;
+	}
+	pthread_mutex_lock(&glock);
+	if (s->id >= next_id)
+		next_id = s->id + 1;
+	pthread_mutex_unlock(&glock);
+	/* What it held before the restart it holds still: past the limits too. */
+	session_charge(s, (int64_t)s->nregions, (int64_t)s->pinned, NULL, 0);
 	session_publish(s);
 	*ret = s;
 	return 0;
@@ -398,8 +701,10 @@ void session_free(struct session *s)
 {
 	/* One never published (a fork child that failed half made) was never
 	 * charged either. */
-	if (s->listed)
+	if (s->listed) {
 		session_unpublish(s);
+		session_unstore(s);
+	}
 
 	if (s->w) {
 		if (s->sock >= 0)
@@ -412,15 +717,19 @@ void session_free(struct session *s)
 	/* Closing the userfaultfd wakes the client's blocked threads: they
 	 * fault again as if it had never been registered. */
 	pin_uffd_free(s->uffd);
+	/* The record goes whole: no region needs taking out of it. */
+	state_free(s->st);
+	s->st = NULL;
 	for (size_t i = 0; i < s->nregions; i++)
-		region_free(s->regions[i]);
+		region_free(s, s->regions[i]);
 	free(s->regions);
-	source_cache_release(&s->sources);
 	free(s->pins);
 	free(s->faults);
 	free(s->waits);
 	free(s->prefetch);
-	free(s->wset);
+	for (size_t i = 0; i < s->nreplays; i++)
+		free(s->replays[i].v);
+	free(s->replays);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	notify_status(sessions_count());
@@ -428,50 +737,17 @@ void session_free(struct session *s)
 
 /* ---- what is in place, what to place ---- */
 
-uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total)
-{
-	size_t i = session_first_after(s, addr);
-	uint64_t total = 0, done = 0, fa, n;
-
-	for (struct region *r; (r = session_overlap(s, &i, addr, addr + len, &fa, &n));) {
-		total += n;
-		if (!r->zero) {
-			done += bm_count(r->populated, fa, n);
-			continue;
-		}
-		for (uint64_t k = fa; k < fa + n; k++)
-			done += done_page(r, k);
-	}
-	*ret_total = total;
-	return done;
-}
-
 void session_record(struct session *s, uint64_t addr, uint64_t end)
 {
-	/* Sequential faults grow one run instead of adding runs. */
-	if (s->nwset && s->wset[s->nwset - 1].end == addr) {
-		s->wset[s->nwset - 1].end = end;
-		return;
-	}
-	if (s->nwset == s->wset_cap) {
-		/* Full, or no memory: the faults are served, just not recorded. */
-		size_t cap = s->wset_cap ? 2 * s->wset_cap : 1024;
-		struct prefetch *p =
-			cap <= UFFDD_WSET_MAX ? realloc(s->wset, cap * sizeof(*p)) : NULL;
-		if (!p)
-			return;
-		s->wset = p;
-		s->wset_cap = cap;
-	}
-	s->wset[s->nwset++] = (struct prefetch){ addr, end };
+	/* Full: the faults are served, just not recorded. */
+	state_wset_add(s->st, addr, end);
 }
 
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len)
 {
-	uint64_t total;
+	size_t i = session_first_after(s, addr);
 
-	session_populated(s, addr, len, &total);
-	if (!total)
+	if (i == s->nregions || s->regions[i]->start >= addr + len)
 		return -ENOENT;
 	struct prefetch *p = realloc(s->prefetch, (s->nprefetch + 1) * sizeof(*p));
 	if (!p)

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * Page sources: zero, or a file descriptor the client sent.  A regular file
- * is mapped read-only and UFFDIO_COPY reads the page cache through that
- * mapping: one copy, and a file truncated under us fails the ioctl with
- * EFAULT instead of raising SIGBUS in the daemon, since only the kernel
- * touches the mapping.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
- * listed once per session, however many regions use it: a source must not
- * change while it is served.  It uses util.c's page size and calls no other file.
+ * Page sources: zero, or a window of a file a client sent.  Every source
+ * file is held once, however many regions and sessions read it: a global
+ * table keyed by device and inode keeps one descriptor per file, with an id
+ * (from 1, never reused) under which the descriptor sits in the fd store as
+ * f<id>, so that a restarted daemon takes it back (source_file_adopt()).  A
+ * window (struct source) holds a reference on its file and maps its part of
+ * it read-only: UFFDIO_COPY reads the page cache through that mapping, one
+ * copy, and a file truncated under us fails the ioctl with EFAULT instead of
+ * raising SIGBUS in the daemon, since only the kernel touches the mapping.
+ * The data extents (SEEK_DATA/SEEK_HOLE) of a file are listed once and shared
+ * by its windows while the file's size and times stay as they were: a source
+ * must not change while it is served.  It calls store.c (the fd store),
+ * log.c and util.c (the page size).
  */
 #include <fcntl.h>
 #include <string.h>
@@ -24,35 +30,290 @@
 /* Populated when the region is added, at most: a worker spends some 20 ms
  * on it, while its other sessions wait. */
 #define POPULATE_MAX (256ull << 20)
+/* The table's first number of buckets; it doubles when it holds as many
+ * files, so that a lookup stays short however many files clients send. */
+#define FILES_BUCKETS_MIN 64
+/* The largest file id taken back at start: counting on from it never wraps
+ * to 0, which names the zero source. */
+#define FILE_ID_MAX (UINT64_MAX / 2)
 
 struct extent {
 	uint64_t start, end; /* page aligned: data pages */
 };
 
-/* The data extents of one file; immutable once listed. */
+/* The data extents of a file as it was when listed; immutable. */
 struct extents {
 	_Atomic unsigned int refs;
-	dev_t dev;
-	ino_t ino;
 	uint64_t size;
+	struct timespec mtime, ctime;
 	struct extent *v;
 	size_t n;
 };
 
+/* A source file, in the table once (fields under files_lock but fd, dev,
+ * ino, blk and id, fixed when it is added). */
+struct srcfile {
+	uint64_t id;
+	int fd;
+	dev_t dev;
+	ino_t ino;
+	bool blk;			    /* a block device (else a regular file) */
+	unsigned int refs;		    /* its windows, and one while adopted */
+	bool adopted;			    /* taken back at start, not yet claimed or released */
+	bool storing;			    /* just added: store_put() under way */
+	struct extents *ext;		    /* the newest listing; NULL: none yet */
+	struct srcfile *next_ino, *next_id; /* the table's chains */
+};
+
 struct source {
 	_Atomic unsigned int refs;
-	int fd;		    /* -1: zero source */
-	uint64_t size;	    /* bytes; pages past it read as zero */
-	uint64_t lo, hi;    /* the window in use, which the mapping covers */
-	const uint8_t *map; /* the window mapped at lo; NULL: read with pread */
+	struct srcfile *file; /* NULL: zero source */
+	uint64_t lo, hi;      /* the window in use, which the mapping covers */
+	const uint8_t *map;   /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
 	struct extents *ext; /* NULL: no data (a zero source, an empty window) */
 };
+
+static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
+/* A file's store_put() is done: a window on it may be recorded. */
+static pthread_cond_t files_stored = PTHREAD_COND_INITIALIZER;
+static struct srcfile **by_ino, **by_id; /* nbuckets chains each */
+static size_t nbuckets, nfiles;
+static uint64_t next_file_id = 1;
 
 static uint64_t page_up(uint64_t x)
 {
 	return (x + uffdd_page - 1) & ~(uint64_t)(uffdd_page - 1);
 }
+
+/* ---- the table of files ---- */
+
+/* splitmix64's finaliser: every bit of x moves every bit of the result. */
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+/* The buckets of a table of n (a power of two) chains. */
+static size_t ino_bucket(dev_t dev, ino_t ino, size_t n)
+{
+	return (size_t)mix((uint64_t)dev ^ mix((uint64_t)ino)) & (n - 1);
+}
+
+static size_t id_bucket(uint64_t id, size_t n)
+{
+	return (size_t)mix(id) & (n - 1);
+}
+
+static struct srcfile *file_by_ino_locked(dev_t dev, ino_t ino)
+{
+	if (!nbuckets)
+		return NULL;
+	for (struct srcfile *f = by_ino[ino_bucket(dev, ino, nbuckets)]; f; f = f->next_ino)
+		if (f->dev == dev && f->ino == ino)
+			return f;
+	return NULL;
+}
+
+static struct srcfile *file_by_id_locked(uint64_t id)
+{
+	if (!nbuckets)
+		return NULL;
+	for (struct srcfile *f = by_id[id_bucket(id, nbuckets)]; f; f = f->next_id)
+		if (f->id == id)
+			return f;
+	return NULL;
+}
+
+/* Room for one more file: double the buckets when they are as many as the
+ * files.  Without memory the chains grow longer; only a first table fails. */
+static int files_grow_locked(void)
+{
+	if (nfiles < nbuckets)
+		return 0;
+	size_t n = nbuckets ? nbuckets * 2 : FILES_BUCKETS_MIN;
+	struct srcfile **ino = calloc(n, sizeof(*ino)), **id = calloc(n, sizeof(*id));
+	if (!ino || !id) {
+		free(ino);
+		free(id);
+		return nbuckets ? 0 : -ENOMEM;
+	}
+	for (size_t b = 0; b < nbuckets; b++) {
+		for (struct srcfile *f = by_ino[b], *next; f; f = next) {
+			size_t k = ino_bucket(f->dev, f->ino, n);
+			next = f->next_ino;
+			f->next_ino = ino[k];
+			ino[k] = f;
+		}
+		for (struct srcfile *f = by_id[b], *next; f; f = next) {
+			size_t k = id_bucket(f->id, n);
+			next = f->next_id;
+			f->next_id = id[k];
+			id[k] = f;
+		}
+	}
+	free(by_ino);
+	free(by_id);
+	by_ino = ino;
+	by_id = id;
+	nbuckets = n;
+	return 0;
+}
+
+/* After files_grow_locked(). */
+static void file_link_locked(struct srcfile *f)
+{
+	size_t bi = ino_bucket(f->dev, f->ino, nbuckets), bd = id_bucket(f->id, nbuckets);
+
+	f->next_ino = by_ino[bi];
+	by_ino[bi] = f;
+	f->next_id = by_id[bd];
+	by_id[bd] = f;
+	nfiles++;
+}
+
+static void file_unlink_locked(struct srcfile *f)
+{
+	struct srcfile **p = &by_ino[ino_bucket(f->dev, f->ino, nbuckets)];
+
+	while (*p != f)
+		p = &(*p)->next_ino;
+	*p = f->next_ino;
+	for (p = &by_id[id_bucket(f->id, nbuckets)]; *p != f; p = &(*p)->next_id)
+		;
+	*p = f->next_id;
+	nfiles--;
+}
+
+static void extents_unref(struct extents *x)
+{
+	if (!x || atomic_fetch_sub(&x->refs, 1) != 1)
+		return;
+	free(x->v);
+	free(x);
+}
+
+/* Out of the table already: out of the store, closed. */
+static void file_destroy(struct srcfile *f)
+{
+	store_remove("f%" PRIu64, f->id);
+	close(f->fd);
+	extents_unref(f->ext);
+	free(f);
+}
+
+static void file_put(struct srcfile *f)
+{
+	pthread_mutex_lock(&files_lock);
+	bool last = --f->refs == 0;
+	if (last)
+		file_unlink_locked(f);
+	pthread_mutex_unlock(&files_lock);
+	if (last)
+		file_destroy(f);
+}
+
+/* What the file behind fd is and its size in bytes: -EINVAL unless a regular
+ * file or a block device. */
+static int file_stat(int fd, struct stat *st, uint64_t *ret_size)
+{
+	if (fstat(fd, st) < 0)
+		return -errno;
+	if (S_ISBLK(st->st_mode))
+		return ioctl(fd, BLKGETSIZE64, ret_size) < 0 ? -errno : 0;
+	if (!S_ISREG(st->st_mode))
+		return -EINVAL;
+	*ret_size = (uint64_t)st->st_size;
+	return 0;
+}
+
+/* A descriptor a client (or the store) gave: one the daemon can read. */
+static int file_check(int fd, struct stat *st, uint64_t *ret_size)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	/* A source the daemon cannot read would fail every fault, forever:
+	 * refuse it now (-EBADF), as read(2) would. */
+	if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+		return -EBADF;
+	return file_stat(fd, st, ret_size);
+}
+
+static struct srcfile *file_alloc(uint64_t id, int fd, const struct stat *st)
+{
+	struct srcfile *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->id = id;
+	f->fd = fd;
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	f->blk = S_ISBLK(st->st_mode);
+	f->refs = 1;
+	return f;
+}
+
+/*
+ * The table's file for fd (checked), with a reference: the one already
+ * there (fd is closed), or fd as a new file, handed to the store as f<id>
+ * first.  fd is the table's or closed, whatever the result.
+ */
+static int file_get(int fd, const struct stat *st, struct srcfile **ret)
+{
+	struct srcfile *f = file_alloc(0, fd, st);
+
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&files_lock);
+	struct srcfile *g = file_by_ino_locked(st->st_dev, st->st_ino);
+	if (g) {
+		g->refs++;
+		/* A region recorded before its file is in the store would not
+		 * survive the daemon: wait for the store_put() under way. */
+		while (g->storing)
+			pthread_cond_wait(&files_stored, &files_lock);
+		pthread_mutex_unlock(&files_lock);
+		free(f);
+		close(fd);
+		*ret = g;
+		return 0;
+	}
+	if (files_grow_locked() < 0) {
+		pthread_mutex_unlock(&files_lock);
+		free(f);
+		close(fd);
+		return -ENOMEM;
+	}
+	f->id = next_file_id++;
+	f->storing = true;
+	file_link_locked(f);
+	pthread_mutex_unlock(&files_lock);
+
+	int r = store_put(fd, "f%" PRIu64, f->id);
+	if (r < 0)
+		ulog(LOG_WARNING,
+		     "source file %" PRIu64 " (dev %#jx, inode %ju): store_put f%" PRIu64
+		     ": %s; its sessions will not survive a restart",
+		     f->id, (uintmax_t)f->dev, (uintmax_t)f->ino, f->id, strerror(-r));
+	pthread_mutex_lock(&files_lock);
+	f->storing = false;
+	pthread_cond_broadcast(&files_stored);
+	pthread_mutex_unlock(&files_lock);
+	*ret = f;
+	return 0;
+}
+
+/* ---- extents ---- */
 
 static int add_extent(struct extents *x, uint64_t start, uint64_t end)
 {
@@ -64,14 +325,6 @@ static int add_extent(struct extents *x, uint64_t start, uint64_t end)
 	}
 	x->v[x->n++] = (struct extent){ start & ~(uint64_t)(uffdd_page - 1), page_up(end) };
 	return 0;
-}
-
-static void extents_unref(struct extents *x)
-{
-	if (!x || atomic_fetch_sub(&x->refs, 1) != 1)
-		return;
-	free(x->v);
-	free(x);
 }
 
 /* List the data extents of the whole file: a SEEK_HOLE walks the file up to
@@ -96,55 +349,69 @@ static int scan_extents(struct extents *x, int fd)
 	return 0;
 }
 
-/* The extents of the file behind fd: from the session's cache, or listed
- * and added to it.  A block device is data throughout. */
-static int extents_get(struct source_cache *c, int fd, const struct stat *st, uint64_t size,
-		       struct extents **ret)
+static bool same_time(const struct timespec *a, const struct timespec *b)
 {
-	bool blk = S_ISBLK(st->st_mode);
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
 
-	for (size_t i = 0; !blk && i < c->n; i++) {
-		struct extents *x = c->v[i];
-		if (x->dev == st->st_dev && x->ino == st->st_ino && x->size == size) {
-			atomic_fetch_add(&x->refs, 1);
-			*ret = x;
-			return 0;
-		}
-	}
+/* Whether listing x still describes the file as st shows it. */
+static bool extents_current(const struct extents *x, const struct stat *st, uint64_t size)
+{
+	return x && x->size == size && same_time(&x->mtime, &st->st_mtim) &&
+	       same_time(&x->ctime, &st->st_ctim);
+}
+
+/* A block device is data throughout. */
+static int extents_list(const struct srcfile *f, const struct stat *st, uint64_t size,
+			struct extents **ret)
+{
 	struct extents *x = calloc(1, sizeof(*x));
-	struct extents **v = blk ? NULL : realloc(c->v, (c->n + 1) * sizeof(*v));
-	if (!x || (!blk && !v)) {
-		free(x);
+
+	if (!x)
 		return -ENOMEM;
-	}
 	atomic_init(&x->refs, 1);
-	x->dev = st->st_dev;
-	x->ino = st->st_ino;
 	x->size = size;
-	int r = blk ? add_extent(x, 0, size) : scan_extents(x, fd);
+	x->mtime = st->st_mtim;
+	x->ctime = st->st_ctim;
+	int r = f->blk ? add_extent(x, 0, size) : scan_extents(x, f->fd);
 	if (r < 0) {
 		extents_unref(x);
-		if (v)
-			c->v = v;
 		return r;
-	}
-	if (!blk) {
-		c->v = v;
-		c->v[c->n++] = x;
-		atomic_fetch_add(&x->refs, 1);
 	}
 	*ret = x;
 	return 0;
 }
 
-void source_cache_release(struct source_cache *c)
+/* The listing of f as st shows it, with a reference: f's newest when the
+ * file has not changed since, else a new one, which becomes f's newest
+ * (listed without the lock: it may read the whole file's layout). */
+static int file_extents(struct srcfile *f, const struct stat *st, uint64_t size,
+			struct extents **ret)
 {
-	for (size_t i = 0; i < c->n; i++)
-		extents_unref(c->v[i]);
-	free(c->v);
-	c->v = NULL;
-	c->n = 0;
+	pthread_mutex_lock(&files_lock);
+	struct extents *x = f->ext;
+	if (extents_current(x, st, size)) {
+		atomic_fetch_add(&x->refs, 1);
+		pthread_mutex_unlock(&files_lock);
+		*ret = x;
+		return 0;
+	}
+	pthread_mutex_unlock(&files_lock);
+
+	int r = extents_list(f, st, size, &x);
+	if (r < 0)
+		return r;
+	atomic_fetch_add(&x->refs, 1);
+	pthread_mutex_lock(&files_lock);
+	struct extents *old = f->ext;
+	f->ext = x;
+	pthread_mutex_unlock(&files_lock);
+	extents_unref(old);
+	*ret = x;
+	return 0;
 }
+
+/* ---- windows ---- */
 
 /*
  * A copy from a page the daemon has not mapped yet first faults it in, which
@@ -156,64 +423,49 @@ static void populate(const struct source *s)
 {
 	struct statfs fs;
 
-	if (!s->map || fstatfs(s->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
+	if (!s->map || fstatfs(s->file->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
 		return;
 	size_t len = s->maplen < POPULATE_MAX ? s->maplen : POPULATE_MAX;
 	/* Before Linux 5.14 (EINVAL) the pages fault in as they are copied. */
 	madvise((void *)s->map, len, MADV_POPULATE_READ);
 }
 
-static int source_open_fd(struct source *s, struct source_cache *cache)
+/* The window's part of its file (st, size bytes now): listed and mapped. */
+static int window_open(struct source *s, const struct stat *st, uint64_t size)
 {
-	struct stat st;
-	int fl = fcntl(s->fd, F_GETFL);
-
-	if (fl < 0)
-		return -errno;
-	/* A source the daemon cannot read would fail every fault, forever:
-	 * refuse it now (-EBADF), as read(2) would. */
-	if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
-		return -EBADF;
-	if (fstat(s->fd, &st) < 0)
-		return -errno;
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0)
-			return -errno;
-	} else if (S_ISREG(st.st_mode)) {
-		s->size = (uint64_t)st.st_size;
-	} else {
-		return -EINVAL;
-	}
-	if (s->hi > s->size)
-		s->hi = s->size;
+	if (s->hi > size)
+		s->hi = size;
 	if (s->lo >= s->hi)
 		return 0;
-	int r = extents_get(cache, s->fd, &st, s->size, &s->ext);
-	if (r < 0 || S_ISBLK(st.st_mode))
+	int r = file_extents(s->file, st, size, &s->ext);
+	if (r < 0 || s->file->blk)
 		return r;
 	s->maplen = page_up(s->hi) - s->lo;
-	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->fd, (off_t)s->lo);
+	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->file->fd, (off_t)s->lo);
 	/* Not mappable (a file system without mmap): pread it. */
 	s->map = m == MAP_FAILED ? NULL : m;
 	populate(s);
 	return 0;
 }
 
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret)
+/* A window [off, off + len) of f (NULL: zero), which takes over the caller's
+ * reference on f. */
+static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, uint64_t off,
+		      uint64_t len, struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 
 	if (!s) {
-		if (fd >= 0)
-			close(fd);
+		if (f)
+			file_put(f);
 		return -ENOMEM;
 	}
 	atomic_init(&s->refs, 1);
-	s->fd = fd;
+	s->file = f;
 	s->lo = off;
 	s->hi = off + len;
-	if (fd >= 0) {
-		int r = source_open_fd(s, cache);
+	if (f) {
+		int r = window_open(s, st, size);
 		if (r < 0) {
 			source_unref(s);
 			return r;
@@ -221,6 +473,120 @@ int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, s
 	}
 	*ret = s;
 	return 0;
+}
+
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
+{
+	struct srcfile *f = NULL;
+	struct stat st = { 0 };
+	uint64_t size = 0;
+
+	if (fd >= 0) {
+		int r = file_check(fd, &st, &size);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+		r = file_get(fd, &st, &f);
+		if (r < 0)
+			return r;
+	}
+	return window_new(f, &st, size, off, len, ret);
+}
+
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret)
+{
+	struct stat st = { 0 };
+	uint64_t size = 0;
+
+	if (!id)
+		return window_new(NULL, &st, size, off, len, ret);
+	pthread_mutex_lock(&files_lock);
+	struct srcfile *f = file_by_id_locked(id);
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&files_lock);
+	if (!f)
+		return -ENOENT;
+	int r = file_stat(f->fd, &st, &size);
+	if (r < 0) {
+		file_put(f);
+		return r;
+	}
+	return window_new(f, &st, size, off, len, ret);
+}
+
+/* Already in the store as f<id>: not handed to it again. */
+int source_file_adopt(uint64_t id, int fd)
+{
+	struct srcfile *f = NULL;
+	struct stat st;
+	uint64_t size;
+	int r = id && id <= FILE_ID_MAX ? file_check(fd, &st, &size) : -EINVAL;
+
+	if (r >= 0 && !(f = file_alloc(id, fd, &st)))
+		r = -ENOMEM;
+	if (r >= 0) {
+		pthread_mutex_lock(&files_lock);
+		if (file_by_id_locked(id))
+			r = -EEXIST;
+		else
+			r = files_grow_locked();
+		if (r >= 0) {
+			/* A second id for a file already here (the store kept
+			 * an f<id> whose removal a crash cut short) is kept as
+			 * a file of its own: regions may name either. */
+			f->adopted = true;
+			file_link_locked(f);
+			if (id >= next_file_id)
+				next_file_id = id + 1;
+		}
+		pthread_mutex_unlock(&files_lock);
+	}
+	if (r < 0) {
+		free(f);
+		close(fd);
+	}
+	return r;
+}
+
+void source_files_unadopted_release(void)
+{
+	struct srcfile *dead = NULL;
+
+	pthread_mutex_lock(&files_lock);
+	for (size_t b = 0; b < nbuckets; b++) {
+		for (struct srcfile *f = by_id[b], *next; f; f = next) {
+			next = f->next_id;
+			if (!f->adopted)
+				continue;
+			f->adopted = false;
+			if (--f->refs)
+				continue;
+			file_unlink_locked(f);
+			/* Out of the table: its chain link lists the dead. */
+			f->next_id = dead;
+			dead = f;
+		}
+	}
+	pthread_mutex_unlock(&files_lock);
+	while (dead) {
+		struct srcfile *f = dead;
+		dead = f->next_id;
+		file_destroy(f);
+	}
+}
+
+uint64_t source_file_id(const struct source *s)
+{
+	return s->file ? s->file->id : 0;
+}
+
+int source_stat(const struct source *s, struct stat *st)
+{
+	if (!s->file)
+		return -EINVAL;
+	return fstat(s->file->fd, st) < 0 ? -errno : 0;
 }
 
 struct source *source_ref(struct source *s)
@@ -235,15 +601,15 @@ void source_unref(struct source *s)
 		return;
 	if (s->map)
 		munmap((void *)s->map, s->maplen);
-	if (s->fd >= 0)
-		close(s->fd);
 	extents_unref(s->ext);
+	if (s->file)
+		file_put(s->file);
 	free(s);
 }
 
 bool source_is_zero(const struct source *s)
 {
-	return s->fd < 0;
+	return !s->file;
 }
 
 uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data)
@@ -281,7 +647,7 @@ int source_data(const struct source *s, uint64_t off, size_t len, void *buf, con
 	}
 	size_t got = 0;
 	while (got < len) {
-		ssize_t k = pread(s->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		ssize_t k = pread(s->file->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)

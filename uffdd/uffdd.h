@@ -8,11 +8,12 @@
  * Counters are single-writer relaxed atomics.
  *
  * The files, each calling only files after it in this list (checked by
- * ../shared/tools/callcycles.py): main, supervise, listen, control, inspect,
- * worker, push, fault, session, state, source, store, notify, log, util.  Requests go listen ->
- * control -> session; faults worker -> push -> fault -> source.  What goes
- * back up (a reply, a stale notice, a fork child's userfaultfd) goes through
- * notify.c's handlers.  Below, one section per file.
+ * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
+ * inspect, worker, push, fault, session, state, source, store, notify, log,
+ * util.  Requests go listen -> control -> session; faults worker -> push ->
+ * fault -> source.  What goes back up (a reply, a stale notice, a fork
+ * child's userfaultfd) goes through notify.c's handlers.  Below, one section
+ * per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
@@ -24,6 +25,7 @@
 #include <stdbool.h>
 #include <inttypes.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <syslog.h>
 
@@ -36,6 +38,7 @@ struct uffdd_config {
 	unsigned int workers;
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
+	uint64_t max_state_bytes; /* a session's record, at most */
 	int verbose;
 };
 
@@ -49,6 +52,18 @@ uint64_t uffdd_now_ns(void);
 /* ---- log.c ------------------------------------------------------------- */
 
 void ulog(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Lines one client can cause: a few per window, then a count of the rest. */
+struct ratelimit {
+	uint64_t start; /* ns: the window began */
+	unsigned int n, suppressed;
+};
+
+void ulog_rl(struct ratelimit *rl, int prio, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A session's line, rate limited per session. */
+#define slog(s, prio, fmt, ...)                                                                    \
+	ulog_rl(&(s)->rl, prio, "session %" PRIu64 ": " fmt, (s)->id, ##__VA_ARGS__)
 /* Log to the journal when it reads stderr; libpin's messages as debug lines. */
 void log_init(void);
 
@@ -69,11 +84,17 @@ static inline void bm_clear(uint64_t *bm, uint64_t i)
 	bm[i / 64] &= ~(1ull << (i % 64));
 }
 
-uint64_t *bm_new(uint64_t nbits);
 void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value);
 uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n);
-/* Copy bits [from, from + n) of src to bits [0, n) of a new bitmap. */
-uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n);
+/*
+ * The first bit in [from, to) set in neither a nor b; looks at *budget bits
+ * at most (less what it looked at is left there) and returns where it
+ * stopped when they ran out.
+ */
+uint64_t bm_first_unset(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t to,
+			uint64_t *budget);
+/* Copy bits [from, from + n) of src to bits [0, n) of dst. */
+void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n);
 
 /* ---- notify.c ---------------------------------------------------------- */
 
@@ -82,6 +103,8 @@ struct session;
 /* What reaches a client or a worker from below the requests: set once. */
 struct notify_ops {
 	int (*reply)(struct session *s, uint64_t seq, int error, const char *text);
+	/* A Replay done: the pages it placed. */
+	void (*replayed)(struct session *s, uint64_t seq, int error, uint64_t placed);
 	/* Tell the owners of pins overlapping [start, end) that they went stale. */
 	void (*stale)(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 	/* A fork child's session and its userfaultfd fd (watch handler set):
@@ -91,6 +114,7 @@ struct notify_ops {
 
 void notify_set(const struct notify_ops *ops);
 int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
+void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
@@ -113,10 +137,14 @@ struct stored_fd {
 	char name[STORE_NAME_MAX];
 };
 
+/* A name the store takes: printable ASCII but ':', 1 to STORE_NAME_MAX - 1
+ * bytes.  store_put() and store_remove() refuse any other with -EINVAL. */
+bool store_name_valid(const char *name);
 /* Whether a store keeps what store_put() hands it (NOTIFY_SOCKET is set). */
 bool store_enabled(void);
 /* Hand a copy of fd to the store under the name; the caller keeps fd.
- * 0, or -errno (the store is gone or refused it).  0 without a store. */
+ * 0, or -errno (the store is gone or refused it; -EINVAL: a bad name).
+ * 0 without a store. */
 int store_put(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drop whatever the store holds under the name. */
 void store_remove(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -131,21 +159,32 @@ int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_st
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
-struct extents;
 
-/* The files a session's sources read, listed once each (owner only). */
-struct source_cache {
-	struct extents **v;
-	size_t n;
-};
-
-/* A page source over the window [off, off + len) of fd (taken over; -1:
- * every page is zero). */
-int source_new(int fd, uint64_t off, uint64_t len, struct source_cache *cache, struct source **ret);
-void source_cache_release(struct source_cache *c);
+/*
+ * A page source over the window [off, off + len) of fd (taken over; -1:
+ * every page is zero).  A file already held by some source (same device and
+ * inode) is read through the descriptor held, and fd is closed: one
+ * descriptor per distinct file, in the fd store as f<id>.  -EBADF: fd is not
+ * open for reading; -EINVAL: not a regular file or block device.
+ */
+int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
+/* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
+int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
+/* Its file's id, what a region records (0: a zero source). */
+uint64_t source_file_id(const struct source *s);
+/*
+ * At start: take over fd, stored as f<id>, checked as source_new() checks a
+ * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
+ * above the largest adopted.  Held until source_files_unadopted_release(),
+ * which drops (closes, and removes from the store) those no source took.
+ */
+int source_file_adopt(uint64_t id, int fd);
+void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
+/* fstat() of its file (-EINVAL for a zero source). */
+int source_stat(const struct source *s, struct stat *st);
 /*
  * Of the n pages at file offset off, how many in a row are the same kind as
  * the first: data (*ret_data) or a hole / past the end (read as zero).
@@ -285,12 +324,14 @@ struct region {
 	uint64_t npages;
 	uint32_t mode; /* PIN_UFFD_REGISTER_MISSING | WP */
 	struct source *src;
-	uint64_t offset;     /* of start in the source */
-	bool push;	     /* push untouched pages in the background */
-	bool ours;	     /* the daemon registered it, so it unregisters */
+	uint64_t offset; /* of start in the source */
+	bool push;	 /* push untouched pages in the background */
+	bool ours;	 /* the daemon registered it, so it unregisters */
+	uint32_t slot;	 /* in the session's record */
+	/* Bitmaps in the session's record (state.c), changed in place: */
 	uint64_t *populated; /* pages the daemon placed (or found there) */
-	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero; may be NULL */
-	uint64_t *dirty;     /* WP regions: written since the last reset */
+	uint64_t *zero;	     /* discarded (MADV_DONTNEED): refault as zero */
+	uint64_t *dirty;     /* WP regions: written since the last reset; else NULL */
 	_Atomic uint64_t n_populated, n_dirty;
 	uint64_t push_next; /* page index where the background push goes on */
 	uint64_t ra_lo;	    /* readahead: where the last run began */
@@ -300,6 +341,7 @@ struct region {
 
 struct pin_rec {
 	uint64_t addr, len, cookie;
+	uint32_t slot; /* in the record */
 };
 
 /* A fault not resolved yet: waiting for EAGAIN to pass or for its region. */
@@ -311,10 +353,26 @@ struct fault {
 
 struct waiter {
 	uint64_t seq, addr, len, deadline; /* deadline 0: none */
+	uint64_t cursor;		   /* the pages before it are done */
 };
+
+/* WaitPopulated requests a session may have waiting: a client waits for
+ * one at a time, or a few ranges at once. */
+#define UFFDD_WAITS_MAX 64
+/* Pages a waiter's check looks at in one worker round, at most. */
+#define UFFDD_WAIT_SCAN (1u << 18)
 
 struct prefetch {
 	uint64_t addr, end;
+};
+
+/* A Replay request under way (push.c): its ranges, where it is, what it
+ * placed. */
+struct replay {
+	uint64_t seq;
+	struct prefetch *v;
+	size_t n, k; /* range k is next, from v[k].addr */
+	uint64_t placed;
 };
 
 /* An fd a worker waits on, and what it calls when the fd is readable. */
@@ -333,14 +391,17 @@ struct session {
 	int sock;	       /* -1: a fork child's session, no connection */
 	struct pin_uffd *uffd; /* NULL until UffdHandover */
 	bool takeover;
-	bool dead;   /* freed by its worker at the end of the round */
-	bool eagain; /* faults wait for a non-cooperative event to pass */
+	bool dead;	/* freed by its worker at the end of the round */
+	bool eagain;	/* faults wait for a non-cooperative event to pass */
+	bool in_eagain; /* counted that wait (stats.eagain) */
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct session *wnext; /* the worker's list */
 	struct session *gnext; /* the global list */
 	bool listed;	       /* on the global list: complete, seen by inspection */
 	bool hello;	       /* said Hello: its other requests are taken */
+	bool in_request;       /* a request is being handled: it commits the record */
+	struct state *st;      /* the durable record (state.c) */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
@@ -348,7 +409,6 @@ struct session {
 	struct pin_rec *pins;
 	size_t npins;
 	uint64_t pinned;
-	struct source_cache sources;
 
 	struct fault *faults;
 	size_t nfaults, faults_cap;
@@ -356,13 +416,14 @@ struct session {
 	size_t nwaits;
 	struct prefetch *prefetch;
 	size_t nprefetch;
-	struct prefetch *wset; /* the working set: runs MISSING faults placed, in order */
-	size_t nwset, wset_cap;
+	struct replay *replays;
+	size_t nreplays;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
 
 	struct stats stats;
+	struct ratelimit rl; /* its log lines */
 };
 
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
@@ -389,9 +450,12 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
  */
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
-struct region *region_new(uint64_t start, uint64_t len, uint32_t mode, struct source *src,
-			  uint64_t offset, bool push);
-void region_free(struct region *r);
+/* A region of s (its bitmaps in s's record), not in the record yet:
+ * session_insert() adds it. */
+struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
+			  struct source *src, uint64_t offset, bool push);
+/* Free r, taking it out of s's record when it is in it. */
+void region_free(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
 /*
  * Cut [start, end) out of the session's regions; with move != 0 the cut
@@ -400,6 +464,25 @@ int session_insert(struct session *s, struct region *r);
 int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /* A fork child's session: the parent's regions and sources, the child's uffd. */
 int session_fork(struct session *parent, int fd, struct session **ret);
+/* A session rebuilt from its record and descriptors out of the fd store
+ * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
+ * uffd are taken whatever the result.  -EBADMSG with why when the record
+ * does not hold together. */
+int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
+		    size_t whylen);
+/* The pin (addr, len, cookie), recorded. */
+int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
+void session_pin_del(struct session *s, size_t i);
+
+/* The identity that changes (pid, name, Hello said, the userfaultfd's
+ * features) into the record, at the next commit. */
+void session_set_meta(struct session *s);
+/*
+ * Commit the record's pending changes; seq and the encoded reply when a
+ * request is done (seq 0: an event's changes, which wait for the request's
+ * commit while one is handled).
+ */
+int session_commit(struct session *s, uint64_t seq, const void *reply, size_t len);
 
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
@@ -411,11 +494,9 @@ void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
 
 static inline bool done_page(const struct region *r, uint64_t i)
 {
-	return bm_test(r->populated, i) || (r->zero && bm_test(r->zero, i));
+	return bm_test(r->populated, i) || bm_test(r->zero, i);
 }
 
-/* Pages of [addr, addr + len) that are in place or discarded, and the total. */
-uint64_t session_populated(struct session *s, uint64_t addr, uint64_t len, uint64_t *ret_total);
 /* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
  * request placed (its worker only). */
 void session_record(struct session *s, uint64_t addr, uint64_t end);
@@ -431,13 +512,31 @@ int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
  * parent parses nothing a client sends: it keeps the store (FDSTORE=1,
  * FDNAME=, FDSTOREREMOVE=1 from its child only), restarts the child when it
  * dies of a signal or fails, gives up after a burst of quick failures, and
- * on SIGTERM/SIGINT stops the child and exits with its code (never returns).
+ * on SIGTERM/SIGINT stops the child and exits with its code (never returns;
+ * -errno when it cannot start: no notify socket, signalfd or first fork).
  */
 int supervise(const int *listen_fds, size_t nlisten);
 
+/* ---- takeover.c: the sessions a previous daemon left in the store ------ */
+
+/*
+ * At start, after the workers run: take over the stored descriptors v[0, n)
+ * (store_start()'s; each fd is kept or closed, the array stays the
+ * caller's).
+ */
+void takeover_run(struct stored_fd *v, size_t n);
+
 /* ---- listen.c ---------------------------------------------------------- */
 
-int listen_open(void);
+/*
+ * Listen on fds (the listening sockets store_start() found), or, when n is 0,
+ * bind --socket PATH (a stale socket there is replaced, nothing else).
+ */
+int listen_open(const int *fds, size_t n);
+/* The listening sockets listen_open() took or made. */
+size_t listen_get(const int **ret_fds);
+/* Remove --socket PATH if listen_open() bound it (not the manager's). */
+void listen_unlink(void);
 /* Accept clients until a signal says stop; returns the exit code. */
 int listen_run(void);
 
@@ -447,7 +546,11 @@ int listen_run(void);
 void control_handle(struct session *s);
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
+void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+/* A session taken over after a restart: tell its client the last request
+ * committed (Resume), and send that request's reply again. */
+void control_resume(struct session *s);
 
 /* A request being handled: its session, message, the fds that came with it
  * (those not taken are closed), and the reply text on failure. */
@@ -457,6 +560,9 @@ struct req {
 	int *fds;
 	size_t nfds;
 	char text[160];
+	/* DirtyGet with reset: the bits to clear once the reply is committed. */
+	struct region *reset;
+	uint64_t reset_first, reset_n;
 };
 
 /* Set the reply text and return the error, for one-line failure paths. */
@@ -495,8 +601,15 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+/* Replay requests a session may have under way, and the pages one worker
+ * round gives a Replay (64 MiB: a few ms of copying, then other sessions). */
+#define UFFDD_REPLAYS_MAX  4
+#define UFFDD_REPLAY_SLICE (1u << 14)
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
+/* Faults a session may have waiting (outside every region, or behind a
+ * pending event): each is a blocked thread, once per page. */
+#define UFFDD_FAULTS_MAX 16384
 
 /* The bytes of the largest run: a worker's read buffer, fault.c's zeroes. */
 static inline size_t uffdd_run_bytes(void)
@@ -526,11 +639,12 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 /* ---- push.c ------------------------------------------------------------ */
 
 /*
- * Replay: place the missing pages of ranges now, runs of up to UFFDD_PUSH_MAX
- * pages with DONTWAKE, then one WAKE.  Returns the pages placed, or -errno
- * when the first run failed.
+ * Replay: queue the placing of the missing pages of ranges, done in slices
+ * between faults (runs of up to UFFDD_PUSH_MAX pages with DONTWAKE, then one
+ * WAKE per slice); notify_replayed() answers seq with the pages it placed.
+ * -EBUSY when UFFDD_REPLAYS_MAX are under way.
  */
-int64_t push_replay(struct session *s, Uffdd__Range *const *ranges, size_t n);
+int push_replay(struct session *s, uint64_t seq, Uffdd__Range *const *ranges, size_t n);
 /* WaitPopulated: reply now or later. */
 void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uint32_t timeout_ms);
 /* Background work of one worker round: a run of prefetch or push. */

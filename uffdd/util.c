@@ -9,7 +9,9 @@
 
 #include "uffdd.h"
 
-struct uffdd_config uffdd_cfg;
+/* A session's record, at most: its bitmaps cost two or three bits per page,
+ * so 1 GiB covers 16 TiB of regions (virtual room only until used). */
+struct uffdd_config uffdd_cfg = { .max_state_bytes = 1ull << 30 };
 size_t uffdd_page;
 unsigned int uffdd_page_shift;
 
@@ -28,11 +30,6 @@ uint64_t uffdd_now_ns(void)
 }
 
 /* ---- bitmaps ---- */
-
-uint64_t *bm_new(uint64_t nbits)
-{
-	return calloc((nbits + 63) / 64 ? (nbits + 63) / 64 : 1, sizeof(uint64_t));
-}
 
 void bm_assign(uint64_t *bm, uint64_t from, uint64_t n, bool value)
 {
@@ -66,14 +63,33 @@ uint64_t bm_count(const uint64_t *bm, uint64_t from, uint64_t n)
 	return c;
 }
 
-uint64_t *bm_slice(const uint64_t *src, uint64_t from, uint64_t n)
+uint64_t bm_first_unset(const uint64_t *a, const uint64_t *b, uint64_t from, uint64_t to,
+			uint64_t *budget)
 {
-	uint64_t *bm = bm_new(n);
+	uint64_t i = from;
 
-	if (!bm || !src)
-		return bm;
-	for (uint64_t i = 0; i < n; i++)
+	while (i < to && *budget) {
+		if (i % 64 == 0 && to - i >= 64 && *budget >= 64) {
+			if (~(a[i / 64] | b[i / 64]))
+				return i + (uint64_t)__builtin_ctzll(~(a[i / 64] | b[i / 64]));
+			i += 64;
+			*budget -= 64;
+			continue;
+		}
+		if (!bm_test(a, i) && !bm_test(b, i))
+			return i;
+		i++;
+		(*budget)--;
+	}
+	return i;
+}
+
+void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
 		if (bm_test(src, from + i))
-			bm_set(bm, i);
-	return bm;
+			bm_set(dst, i);
+		else
+			bm_clear(dst, i);
+	}
 }

@@ -80,8 +80,11 @@ static void adopt(struct worker *w)
 		s->w = w;
 		s->wnext = w->sessions;
 		w->sessions = s;
-		if (worker_watch(w, &s->wsock, s->sock) < 0)
+		if (s->sock >= 0 && worker_watch(w, &s->wsock, s->sock) < 0)
 			session_kill(s, "cannot watch its socket");
+		/* A session taken over after a restart has its userfaultfd. */
+		if (s->uffd && worker_watch(w, &s->wuffd, pin_uffd_fd(s->uffd)) < 0)
+			session_kill(s, "cannot watch its userfaultfd");
 	}
 }
 

@@ -357,8 +357,9 @@ typedef void (*pin_client_stale_fn)(struct pin_client *c, uint64_t cookie, uint6
 				    uint64_t len, uint32_t event, void *userdata);
 
 /* pin_client_opts flags */
-/* A request that finds the connection lost reconnects (pin_client_reconnect())
- * and is sent again once, instead of failing with -ECONNRESET or -EPIPE. */
+/* A request that finds the connection ended (the daemon was stopped; a
+ * restart keeps it) reconnects (pin_client_reconnect()) and is sent again
+ * once, instead of failing with -ECONNRESET. */
 #define PIN_CLIENT_RECONNECT 0x1u
 
 struct pin_client_opts {
@@ -376,7 +377,7 @@ struct pin_client_opts {
 
 /* Connect and say Hello.  opts may be NULL. */
 int pin_client_connect(const struct pin_client_opts *opts, struct pin_client **ret);
-/* Connect again (after the daemon restarted) and hand over what this client
+/* Connect again (after the daemon was stopped) and hand over what this client
  * handed over before: Hello, the userfaultfd with takeover, its regions and
  * its pins.  Retries for reconnect_ms while the socket refuses. */
 int pin_client_reconnect(struct pin_client *c);
@@ -386,7 +387,8 @@ int pin_client_goodbye(struct pin_client *c);
 /* Disconnect and free; accepts NULL. */
 void pin_client_free(struct pin_client *c);
 
-/* The socket, to poll for POLLIN in an event loop (it changes on reconnect). */
+/* The socket, to poll for POLLIN in an event loop (it changes on reconnect);
+ * -ENOTCONN when there is none. */
 int pin_client_fd(const struct pin_client *c);
 /* The daemon's id for this session (uffdctl shows it). */
 uint64_t pin_client_session(const struct pin_client *c);

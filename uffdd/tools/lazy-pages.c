@@ -12,7 +12,11 @@
  * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
  * zero pages.  uffdd serves the faults; after the final word it pushes what
  * was not touched.  The page file descriptors go to uffdd, so uffdd itself
- * never opens a path.
+ * never opens a path.  Each task's connection stays open until its pages are
+ * all in place, then says Goodbye: a restarted uffdd keeps the connection and
+ * the session (the userfaultfd and sources sit in its fd store), so nothing
+ * kept here needs handing over again; a stopped one ends it, and the restore
+ * fails.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -209,7 +213,9 @@ static int each_lazy_segment(struct task *t, bool wait)
 /* After RSTF: push every lazy page not faulted in yet, and wait for it.
  * uffdd counts Prefetch requests as copies, not as its background push:
  * what went in meanwhile is the copies since.  First say what the faults
- * (and their readahead) placed before the end. */
+ * (and their readahead) placed before the end.  A daemon restart in between
+ * keeps the session but not its counters (they are not in its record): then
+ * what the new daemon copied is all that is known. */
 static int task_finish(struct task *t, uint64_t *ret_pushed)
 {
 	struct pin_client_stats before, after;
@@ -227,7 +233,9 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 	if (r >= 0)
 		r = each_lazy_segment(t, true);
 	if (r >= 0 && pin_client_stats(t->client, 0, &after) >= 0)
-		*ret_pushed += after.pages_copied - before.pages_copied;
+		*ret_pushed += after.pages_copied >= before.pages_copied
+				       ? after.pages_copied - before.pages_copied
+				       : after.pages_copied;
 	return r;
 }
 

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The start after a restart: the descriptors the fd store handed back
+ * (store.c's names) become sessions again.  Source files first, then each
+ * session from its record (state.c, checked as untrusted input), its
+ * connection and its userfaultfd; a session that does not hold together is
+ * dropped from the store with one log line and costs no other.  Every
+ * registered range is woken, so that threads whose faults the dead daemon
+ * had read fault again, to us; each client is told the last request
+ * committed (control_resume()).  It may call control.c, fault.c, worker.c,
+ * session.c, state.c, source.c, store.c, log.c and util.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uffdd.h"
+
+enum part { CONN, UFFD, STATE, NPARTS };
+
+static const char *const part_name[NPARTS] = { "conn", "uffd", "state" };
+
+struct group {
+	uint64_t id;
+	int fd[NPARTS];
+};
+
+/* "<prefix><decimal id><rest>": the id, and where rest begins; NULL when not. */
+static const char *parse_id(const char *name, char prefix, uint64_t *ret)
+{
+	char *end;
+
+	if (name[0] != prefix || name[1] < '0' || name[1] > '9')
+		return NULL;
+	errno = 0;
+	unsigned long long v = strtoull(name + 1, &end, 10);
+	if (errno || !v)
+		return NULL;
+	*ret = v;
+	return end;
+}
+
+static void drop(const char *why_what, const char *name, int fd)
+{
+	ulog(LOG_WARNING, "fd store: %s: %s; dropped", name, why_what);
+	store_remove("%s", name);
+	close(fd);
+}
+
+static void drop_group(struct group *g, const char *why)
+{
+	ulog(LOG_ERR, "session %" PRIu64 ": not taken over: %s", g->id, why);
+	for (int k = 0; k < NPARTS; k++) {
+		store_remove("s%" PRIu64 ".%s", g->id, part_name[k]);
+		if (g->fd[k] >= 0)
+			close(g->fd[k]);
+	}
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+	const struct group *x = a, *y = b;
+
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Group the session descriptors by id (sorted); source files are adopted now. */
+static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
+{
+	struct group *g = calloc(n ? n : 1, sizeof(*g));
+	size_t ng = 0;
+
+	if (!g)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t id;
+		const char *rest = parse_id(v[i].name, 'f', &id);
+		if (rest && !*rest) {
+			int r = source_file_adopt(id, v[i].fd);
+			if (r < 0)
+				drop(strerror(-r), v[i].name, v[i].fd);
+			continue;
+		}
+		rest = parse_id(v[i].name, 's', &id);
+		int k = NPARTS;
+		for (int j = 0; rest && *rest == '.' && j < NPARTS; j++)
+			if (!strcmp(rest + 1, part_name[j]))
+				k = j;
+		if (k == NPARTS) {
+			drop("not a name this daemon gives", v[i].name, v[i].fd);
+			continue;
+		}
+		size_t j = 0;
+		while (j < ng && g[j].id != id)
+			j++;
+		if (j == ng)
+			g[ng++] = (struct group){ id, { -1, -1, -1 } };
+		if (g[j].fd[k] >= 0) {
+			/* The same name twice: the store kept a descriptor a
+			 * dead daemon gave twice; the first is as good. */
+			close(v[i].fd);
+			continue;
+		}
+		g[j].fd[k] = v[i].fd;
+	}
+	qsort(g, ng, sizeof(*g), cmp_group);
+	*ret_n = ng;
+	return g;
+}
+
+static int take_one(struct group *g, uint64_t *ret_regions)
+{
+	char why[160];
+	struct state *st;
+	struct session *s;
+
+	if (g->fd[STATE] < 0) {
+		drop_group(g, "no record (s<id>.state) in the store");
+		return -EBADMSG;
+	}
+	int r = state_open(g->fd[STATE], uffdd_cfg.max_state_bytes, &st, why, sizeof(why));
+	g->fd[STATE] = -1;
+	if (r == 0 && state_ident(st)->id != g->id) {
+		snprintf(why, sizeof(why), "its record is session %" PRIu64 "'s",
+			 state_ident(st)->id);
+		state_free(st);
+		r = -EBADMSG;
+	}
+	if (r < 0) {
+		drop_group(g, r == -EBADMSG ? why : strerror(-r));
+		return r;
+	}
+	r = session_restore(st, g->fd[CONN], g->fd[UFFD], &s, why, sizeof(why));
+	g->fd[CONN] = g->fd[UFFD] = -1;
+	if (r < 0) {
+		drop_group(g, r == -EBADMSG ? why : strerror(-r));
+		return r;
+	}
+	if (s->sock >= 0)
+		s->wsock.handle = control_handle;
+	if (s->uffd) {
+		s->wuffd.handle = fault_ready;
+		for (size_t i = 0; i < s->nregions; i++) {
+			struct region *rg = s->regions[i];
+			int w = pin_uffd_wake(s->uffd, (void *)(uintptr_t)rg->start, rg->len);
+			if (w < 0 && w != -ENOENT)
+				ulog(LOG_WARNING,
+				     "session %" PRIu64 ": UFFDIO_WAKE [%#" PRIx64 ", +%#" PRIx64
+				     "): %s",
+				     s->id, rg->start, rg->len, strerror(-w));
+		}
+	}
+	if (s->sock >= 0)
+		control_resume(s);
+	*ret_regions += s->nregions;
+	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): taken over, %zu regions, %zu pins", s->id,
+	     (int)s->pid, s->name[0] ? s->name : "unnamed", s->nregions, s->npins);
+	workers_assign(s);
+	return 0;
+}
+
+void takeover_run(struct stored_fd *v, size_t n)
+{
+	size_t ng = 0, taken = 0;
+	uint64_t regions = 0;
+
+	if (!n)
+		return;
+	struct group *g = collect(v, n, &ng);
+	if (!g) {
+		ulog(LOG_ERR, "fd store: no memory to take over %zu descriptors", n);
+		for (size_t i = 0; i < n; i++)
+			close(v[i].fd);
+		return;
+	}
+	for (size_t i = 0; i < ng; i++)
+		taken += take_one(&g[i], &regions) == 0;
+	free(g);
+	source_files_unadopted_release();
+	ulog(LOG_INFO, "restart: took over %zu of %zu sessions (%" PRIu64 " regions)", taken, ng,
+	     regions);
+}
