@@ -941,9 +941,12 @@ struct outside {
 	_Atomic int bad;
 };
 
-/* Each thread's page read by the kernel (write(2) from it to a memfd of the
- * thread's: a file's writes take its lock), not by the thread: a thread blocked in a fault of its
- * own would hold valgrind's lock (its threads run one at a time) and the test's would never run. */
+/*
+ * Each thread's page is read by the kernel (write(2) from it to a memfd of
+ * the thread's: a file's writes take its lock), not by the thread: a thread
+ * blocked in a fault of its own would hold valgrind's lock (its threads run
+ * one at a time), and the test's thread would never run.
+ */
 static void *outside_thread(void *arg)
 {
 	struct outside *o = arg;
