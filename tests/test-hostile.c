@@ -1326,6 +1326,268 @@ START_TEST(socket_path_refused)
 }
 END_TEST
 
+/* ---- row 2: what an ordinary uid sees ---- */
+
+#define RESIDENT_COOKIE 0xc0ffeeull
+#define OWN_COOKIE	7
+#define OWN_PAGES	2
+
+struct resident {
+	int out[2];  /* resident -> test: its session id */
+	int quit[2]; /* test -> resident: go */
+};
+
+/* A root client of one region and one pin, until told to go. */
+static int resident(struct hostile *h, void *arg)
+{
+	struct resident *r = arg;
+	struct pin_uffd *u;
+	struct conn k;
+	char c;
+
+	REQUIRE(uffd_new(&u) == 0);
+	REQUIRE(conn_open(h, &k, u, "resident") == 0);
+	uint8_t *base = map_region(page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, page, -1) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, page, RESIDENT_COOKIE) == 0);
+	uint64_t id = pin_client_session(k.c);
+	REQUIRE(write(r->out[1], &id, sizeof(id)) == sizeof(id));
+	REQUIRE(read(r->quit[0], &c, 1) == 1);
+	pin_client_free(k.c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+static int attack_visibility(struct attacker *a)
+{
+	uint64_t other = *(uint64_t *)a->arg;
+	struct pin_client_region_info *rv;
+	struct pin_client_pin_info *pv;
+	struct pin_client_info *cv;
+	struct pin_client_stats st;
+	struct conn k;
+	size_t n;
+
+	REQUIRE(conn_open(a->h, &k, a->u, "snoop") == 0);
+	uint8_t *base = map_region(OWN_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, OWN_PAGES * page, -1) == 0);
+	REQUIRE(pin_client_pin_report(k.c, base, page, OWN_COOKIE) == 0);
+	uint64_t own = pin_client_session(k.c);
+	/* Its own session only: not root's, not its pid, regions or cookies. */
+	REQUIRE(pin_client_list_clients(k.c, &cv, &n) == 0);
+	REQUIRE_EQ(n, 1);
+	REQUIRE_EQ(cv[0].session, own);
+	REQUIRE_EQ(cv[0].uid, HOSTILE_UID);
+	free(cv);
+	REQUIRE(pin_client_list_regions(k.c, PIN_CLIENT_SESSION_ALL, &rv, &n) == 0);
+	REQUIRE_EQ(n, 1);
+	REQUIRE(rv[0].session == own && rv[0].addr == (uintptr_t)base);
+	free(rv);
+	REQUIRE(pin_client_list_pins(k.c, PIN_CLIENT_SESSION_ALL, &pv, &n) == 0);
+	REQUIRE_EQ(n, 1);
+	REQUIRE_EQ(pv[0].cookie, OWN_COOKIE);
+	free(pv);
+	/* Another uid's session is one that does not exist. */
+	REQUIRE_EQ(pin_client_list_regions(k.c, other, &rv, &n), -ENOENT);
+	REQUIRE_EQ(pin_client_list_pins(k.c, other, &pv, &n), -ENOENT);
+	REQUIRE_EQ(pin_client_stats(k.c, other, &st), -ENOENT);
+	/* The sum over every session it sees: its own. */
+	REQUIRE(pin_client_stats(k.c, PIN_CLIENT_SESSION_ALL, &st) == 0);
+	REQUIRE_EQ(st.pages_total, OWN_PAGES);
+	REQUIRE(attack_hold(a) == 0);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* Row 2: an ordinary uid lists only its own sessions (clients, regions,
+ * pins, stats); root's session, there all along, is -ENOENT to it. */
+START_TEST(lists_own_uid_only)
+{
+	struct hostile h;
+	struct resident r;
+	uint64_t other;
+
+	hostile_start(&h, NULL);
+	ck_assert_int_eq(pipe2(r.out, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(r.quit, O_CLOEXEC), 0);
+	pid_t res = fork_fn(resident, &h, &r);
+	ck_assert_int_eq(read(r.out[0], &other, sizeof(other)), sizeof(other));
+	int idle = h.fds;
+	h.residents = 1;
+	h.fds = settle_fds(&h, -1);
+	hostile_run(&h, attack_visibility, &other);
+	ck_assert_int_eq(write(r.quit[1], "q", 1), 1);
+	ck_assert_int_eq(reap(res), 0);
+	h.residents = 0;
+	h.fds = idle;
+	for (int i = 0; i < 2; i++) {
+		close(r.out[i]);
+		close(r.quit[i]);
+	}
+	free(hostile_finish(&h));
+}
+END_TEST
+
+/* ---- row 4: RegionAdd over a sparse file ---- */
+
+#define SPARSE_BYTES  (256u << 20)
+#define SPARSE_CYCLES 3
+
+static int attack_sparse(struct attacker *a)
+{
+	struct conn k;
+	struct stat st;
+
+	REQUIRE(conn_open(a->h, &k, a->u, "sparse") == 0);
+	uint8_t *base = map_region(SPARSE_BYTES);
+	REQUIRE(base);
+	int mfd = memfd_create("sparse", MFD_CLOEXEC);
+	REQUIRE(mfd >= 0);
+	REQUIRE(ftruncate(mfd, SPARSE_BYTES) == 0);
+	REQUIRE(pin_uffd_register(k.u, base, SPARSE_BYTES, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = SPARSE_BYTES,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = mfd,
+	};
+	for (int i = 0; i < SPARSE_CYCLES; i++) {
+		REQUIRE(pin_client_region_add(k.c, &r) == 0);
+		REQUIRE(pin_client_region_remove(k.c, base, SPARSE_BYTES) == 0);
+	}
+	/* Not a page of the file was allocated. */
+	REQUIRE(fstat(mfd, &st) == 0);
+	REQUIRE_EQ(st.st_blocks, 0);
+	REQUIRE(pin_client_region_add(k.c, &r) == 0);
+	REQUIRE(attack_hold(a) == 0);
+	/* A hole reads as zeroes. */
+	REQUIRE(test_page_zero(base, SPARSE_BYTES / page - 1));
+	REQUIRE(fstat(mfd, &st) == 0);
+	REQUIRE_EQ(st.st_blocks, 0);
+	close(mfd);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* Row 4: RegionAdd and RegionRemove over a 256 MiB sparse memfd, three
+ * times: the daemon allocates none of the file (its blocks stay 0). */
+START_TEST(sparse_source_not_allocated)
+{
+	struct hostile h;
+
+	hostile_start(&h, NULL);
+	hostile_run(&h, attack_sparse, NULL);
+	free(hostile_finish(&h));
+}
+END_TEST
+
+/* ---- row 5: per-uid caps on connections and descriptors ---- */
+
+#define CAP_CONNS 4
+/* A session holds its connection, its userfaultfd and its record, and one
+ * descriptor per distinct source file (uffdd(8), LIMITS). */
+#define CAP_FDS	      8
+#define SESSION_FDS   3
+#define CAP_SRC_FILES (CAP_FDS - SESSION_FDS)
+
+static int attack_caps(struct attacker *a)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = a->h->d.sock, .name = "many" };
+	struct pin_client *extra[CAP_CONNS];
+	int files[CAP_SRC_FILES + 1];
+	struct pin_client *c;
+	struct conn k;
+
+	REQUIRE(conn_open(a->h, &k, a->u, "caps") == 0);
+	/* Connections: this one and CAP_CONNS - 1 more; the next is refused. */
+	for (int i = 0; i < CAP_CONNS - 1; i++)
+		REQUIRE(pin_client_connect(&co, &extra[i]) == 0);
+	/* uffdd(8): answered -EDQUOT and closed.  The Hello may be sent
+	 * after the close, and then fails -ECONNRESET before the answer is
+	 * read (a race of h-limits', reported). */
+	int refused = pin_client_connect(&co, &c);
+	REQUIRE(refused == -EDQUOT || refused == -ECONNRESET);
+	for (int i = 0; i < CAP_CONNS - 1; i++)
+		pin_client_free(extra[i]);
+	/* Descriptors: CAP_SRC_FILES distinct files, then one more is refused. */
+	uint8_t *base = map_region((CAP_SRC_FILES + 1) * page);
+	REQUIRE(base);
+	for (int i = 0; i <= CAP_SRC_FILES; i++) {
+		files[i] = memfd_create("cap", MFD_CLOEXEC);
+		REQUIRE(files[i] >= 0);
+		REQUIRE(ftruncate(files[i], page) == 0);
+		REQUIRE_EQ(add_region(&k, base + i * page, page, files[i]),
+			   i < CAP_SRC_FILES ? 0 : -EDQUOT);
+	}
+	REQUIRE(attack_hold(a) == 0);
+	for (int i = 0; i <= CAP_SRC_FILES; i++)
+		close(files[i]);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* Row 5: past --max-connections-per-uid a connection is refused (-EDQUOT),
+ * past --max-fds-per-uid a region over one more source file is; root's
+ * honest restore is not counted with them. */
+START_TEST(per_uid_caps)
+{
+	char conns[16], fds[16];
+	const char *const extra[] = { "--max-connections-per-uid", conns, "--max-fds-per-uid", fds,
+				      NULL };
+	struct hostile h;
+
+	snprintf(conns, sizeof(conns), "%d", CAP_CONNS);
+	snprintf(fds, sizeof(fds), "%d", CAP_FDS);
+	hostile_start(&h, extra);
+	hostile_run(&h, attack_caps, NULL);
+	free(hostile_finish(&h));
+}
+END_TEST
+
+/* ---- row 14: the version read exactly, one userfaultfd in one session ---- */
+
+static int attack_version_uffd(struct attacker *a)
+{
+	/* Msg { seq 1, hello (10) { version (1) = 2^32 + 1 } } */
+	const uint8_t hello[] = { 0x08, 0x01, 0x52, 0x06, 0x08, 0x81, 0x80, 0x80, 0x80, 0x10 };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = a->h->d.sock, .name = "second" };
+	struct pin_client *second;
+	struct conn k;
+	struct raw r;
+
+	REQUIRE(raw_connect(a->h, &r) == 0);
+	REQUIRE(send(r.sock, hello, sizeof(hello), 0) == (ssize_t)sizeof(hello));
+	Uffdd__Msg *rep = raw_recv(&r, REPLY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY);
+	REQUIRE_EQ(rep->reply->error, -EBADMSG);
+	pin_proto_free(rep);
+	close(r.sock);
+	/* The same userfaultfd handed over in a second session. */
+	REQUIRE(conn_open(a->h, &k, a->u, "first") == 0);
+	REQUIRE(pin_client_connect(&co, &second) == 0);
+	REQUIRE_EQ(pin_client_handover(second, a->u), -EBUSY);
+	REQUIRE(attack_hold(a) == 0);
+	pin_client_free(second);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* Row 14: Hello with version 2^32 + 1 is -EBADMSG (not read as 1); a
+ * userfaultfd another session holds is refused with -EBUSY. */
+START_TEST(version_and_uffd_once)
+{
+	struct hostile h;
+
+	hostile_start(&h, NULL);
+	hostile_run(&h, attack_version_uffd, NULL);
+	free(hostile_finish(&h));
+}
+END_TEST
+
 /* A case's bound: two 16 MiB restores and the attack, natively seconds;
  * under valgrind or ASan several times that. */
 #define CASE_TIMEOUT_S 600
@@ -1340,7 +1602,11 @@ Suite *test_suite(void)
 		const TTest *t;
 	} cases[] = {
 		{ "fork_while_inspected", fork_while_inspected },
+		{ "lists_own_uid_only", lists_own_uid_only },
 		{ "waiters_capped", waiters_capped },
+		{ "sparse_source_not_allocated", sparse_source_not_allocated },
+		{ "per_uid_caps", per_uid_caps },
+		{ "version_and_uffd_once", version_and_uffd_once },
 		{ "unreadable_source", unreadable_source },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "faults_outside_regions", faults_outside_regions },
