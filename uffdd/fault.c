@@ -448,7 +448,7 @@ static void on_fork(struct session *s, int fd)
 		close(fd);
 		return;
 	}
-	int r = session_fork(s, fd, &c);
+	int r = session_fork(s, fd, 0, &c);
 	if (r < 0) {
 		slog(s, LOG_ERR, "new session for a fork child: %s", strerror(-r));
 		return;

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * Sessions: identity, regions, pins, counters, per-uid limits, and what the
- * layers above read and keep in them: which pages are in place, the recorded
- * working set, the queue of Prefetch requests.  Below every file that serves
- * requests or faults, it may call source.c, notify.c (the status line), log.c
- * and util.c.
+ * Sessions: identity, pins, counters, per-uid limits, the record and the fd
+ * store entries of each, sessions rebuilt from them after a restart, and what
+ * the layers above read and keep in them: which pages are in place, the
+ * recorded working set, the queue of Prefetch requests.  Its regions are
+ * region.c's.  Below every file that serves requests or faults, it may call
+ * region.c, state.c, source.c, store.c, notify.c (the status line), log.c and
+ * util.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,316 +29,6 @@ static struct uid_use *uses;
 static size_t nuses;
 static uint64_t next_id = 1;
 static _Atomic unsigned int count;
-
-/* ---- regions ---- */
-
-#define NO_SLOT UINT32_MAX
-
-/* Index of the first of s's source files whose id is not below id. */
-static size_t file_find(const struct session *s, uint64_t id)
-{
-	size_t lo = 0, hi = s->nfiles;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (s->files[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* One more region of s reads the source file id (0, a zero source: none). */
-static int file_hold(struct session *s, uint64_t id)
-{
-	size_t i = file_find(s, id);
-
-	if (!id)
-		return 0;
-	if (i < s->nfiles && s->files[i].id == id) {
-		s->files[i].regions++;
-		return 0;
-	}
-	struct file_use *v = realloc(s->files, (s->nfiles + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	s->files = v;
-	memmove(&v[i + 1], &v[i], (s->nfiles - i) * sizeof(*v));
-	v[i] = (struct file_use){ id, 1 };
-	s->nfiles++;
-	return 0;
-}
-
-static void file_drop(struct session *s, uint64_t id)
-{
-	size_t i = file_find(s, id);
-
-	if (!id || i == s->nfiles || s->files[i].id != id || --s->files[i].regions)
-		return;
-	memmove(&s->files[i], &s->files[i + 1], (s->nfiles - i - 1) * sizeof(*s->files));
-	s->nfiles--;
-}
-
-/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
-static int region_bitmaps(struct session *s, struct region *r)
-{
-	r->populated = state_bm_new(s->st, r->npages);
-	r->zero = state_bm_new(s->st, r->npages);
-	if (r->mode & PIN_UFFD_REGISTER_WP)
-		r->dirty = state_bm_new(s->st, r->npages);
-	if (!r->populated || !r->zero || ((r->mode & PIN_UFFD_REGISTER_WP) && !r->dirty))
-		return -ENOMEM;
-	return 0;
-}
-
-struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
-			  struct source *src, uint64_t offset, bool push)
-{
-	struct region *r = calloc(1, sizeof(*r));
-
-	if (!r)
-		return NULL;
-	r->start = start;
-	r->len = len;
-	r->npages = len >> uffdd_page_shift;
-	r->mode = mode;
-	r->offset = offset;
-	r->push = push;
-	r->slot = NO_SLOT;
-	r->ra_next = UINT64_MAX;
-	r->ra_pages = 1;
-	if (region_bitmaps(s, r) < 0 || file_hold(s, source_file_id(src)) < 0) {
-		region_free(s, r);
-		return NULL;
-	}
-	r->src = source_ref(src);
-	return r;
-}
-
-void region_free(struct session *s, struct region *r)
-{
-	if (!r)
-		return;
-	if (s->st) {
-		if (r->slot != NO_SLOT)
-			state_del(s->st, r->slot);
-		state_bm_free(s->st, r->populated, r->npages);
-		state_bm_free(s->st, r->zero, r->npages);
-		state_bm_free(s->st, r->dirty, r->npages);
-	}
-	if (r->src)
-		file_drop(s, source_file_id(r->src));
-	source_unref(r->src);
-	free(r);
-}
-
-/* Add r to the record (it takes effect at the next commit). */
-static int region_record(struct session *s, struct region *r)
-{
-	struct state_rec rec = {
-		.kind = STATE_REGION,
-		.mode = r->mode,
-		.flags = (r->push ? STATE_R_PUSH : 0) | (r->ours ? STATE_R_OURS : 0),
-		.start = r->start,
-		.len = r->len,
-		.offset = r->offset,
-		.src = source_file_id(r->src),
-		.populated = state_bm_off(s->st, r->populated),
-		.zero = state_bm_off(s->st, r->zero),
-		.dirty = r->dirty ? state_bm_off(s->st, r->dirty) : 0,
-	};
-
-	return state_add(s->st, &rec, &r->slot);
-}
-
-/* The pages [from, from + n) of r as a region of s (r's session, or a fork
- * child's) at start, not recorded yet. */
-static struct region *region_part(struct session *s, const struct region *r, uint64_t from,
-				  uint64_t n, uint64_t start)
-{
-	struct region *p = calloc(1, sizeof(*p));
-
-	if (!p)
-		return NULL;
-	*p = *r;
-	p->start = start;
-	p->len = n << uffdd_page_shift;
-	p->npages = n;
-	p->slot = NO_SLOT;
-	p->offset = r->offset + (from << uffdd_page_shift);
-	p->push_next = r->push_next > from ? r->push_next - from : 0;
-	p->ra_next = UINT64_MAX;
-	p->ra_pages = 1;
-	p->populated = p->zero = p->dirty = NULL;
-	p->src = NULL;
-	if (region_bitmaps(s, p) < 0 || file_hold(s, source_file_id(r->src)) < 0) {
-		region_free(s, p);
-		return NULL;
-	}
-	bm_copy(p->populated, r->populated, from, n);
-	bm_copy(p->zero, r->zero, from, n);
-	if (r->dirty)
-		bm_copy(p->dirty, r->dirty, from, n);
-	atomic_init(&p->n_populated, bm_count(p->populated, 0, n));
-	atomic_init(&p->n_dirty, p->dirty ? bm_count(p->dirty, 0, n) : 0);
-	p->src = source_ref(r->src);
-	return p;
-}
-
-size_t session_first_after(const struct session *s, uint64_t addr)
-{
-	size_t lo = 0, hi = s->nregions;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (s->regions[mid]->start + s->regions[mid]->len <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uint64_t end,
-			       uint64_t *ret_first, uint64_t *ret_n)
-{
-	if (*i >= s->nregions || s->regions[*i]->start >= end)
-		return NULL;
-	struct region *r = s->regions[(*i)++];
-	uint64_t a = r->start > start ? r->start : start;
-	uint64_t b = r->start + r->len < end ? r->start + r->len : end;
-	*ret_first = (a - r->start) >> uffdd_page_shift;
-	*ret_n = (b - a) >> uffdd_page_shift;
-	return r;
-}
-
-struct region *session_find(struct session *s, uint64_t addr)
-{
-	size_t i = session_first_after(s, addr);
-
-	if (i < s->nregions && s->regions[i]->start <= addr)
-		return s->regions[i];
-	return NULL;
-}
-
-/* Room for n more regions, so that inserting cannot fail half way. */
-static int reserve(struct session *s, size_t n)
-{
-	struct region **v = realloc(s->regions, (s->nregions + n) * sizeof(*v));
-
-	if (!v)
-		return -ENOMEM;
-	s->regions = v;
-	return 0;
-}
-
-/* Insert into reserved room; the caller checked for overlaps. */
-static void insert_locked(struct session *s, struct region *r)
-{
-	size_t i = session_first_after(s, r->start);
-
-	memmove(&s->regions[i + 1], &s->regions[i], (s->nregions - i) * sizeof(r));
-	s->regions[i] = r;
-	s->nregions++;
-}
-
-int session_insert(struct session *s, struct region *r)
-{
-	size_t i = session_first_after(s, r->start);
-
-	if (i < s->nregions && s->regions[i]->start < r->start + r->len)
-		return -EEXIST;
-	pthread_mutex_lock(&s->lock);
-	int ret = reserve(s, 1);
-	if (!ret)
-		ret = region_record(s, r);
-	if (!ret)
-		insert_locked(s, r);
-	pthread_mutex_unlock(&s->lock);
-	return ret;
-}
-
-/* Replace the region at i by its parts outside [a, b); the part inside,
- * shifted by move, goes to *ret_mid when move is not 0. */
-static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t move,
-		   struct region **ret_mid)
-{
-	struct region *r = s->regions[i], *head = NULL, *tail = NULL, *mid = NULL;
-	uint64_t fa = (a - r->start) >> uffdd_page_shift, fb = (b - r->start) >> uffdd_page_shift;
-
-	if (reserve(s, 1) < 0 || (fa && !(head = region_part(s, r, 0, fa, r->start))) ||
-	    (fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b))) ||
-	    (move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move)))) ||
-	    (head && region_record(s, head) < 0) || (tail && region_record(s, tail) < 0)) {
-		region_free(s, head);
-		region_free(s, tail);
-		region_free(s, mid);
-		return -ENOMEM;
-	}
-	memmove(&s->regions[i], &s->regions[i + 1], (s->nregions - i - 1) * sizeof(r));
-	s->nregions--;
-	region_free(s, r);
-	if (head)
-		insert_locked(s, head);
-	if (tail)
-		insert_locked(s, tail);
-	*ret_mid = mid;
-	return (int)(fb - fa);
-}
-
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister)
-{
-	struct region **moved = NULL;
-	size_t nmoved = 0;
-	int cut = 0, ret = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = session_first_after(s, start); i < s->nregions;) {
-		struct region *r = s->regions[i], *mid = NULL;
-		if (r->start >= end)
-			break;
-		uint64_t a = r->start > start ? r->start : start;
-		uint64_t b = r->start + r->len < end ? r->start + r->len : end;
-		struct region **m = realloc(moved, (nmoved + 1) * sizeof(*m));
-		if (!m) {
-			ret = -ENOMEM;
-			break;
-		}
-		moved = m;
-		if (unregister && r->ours && s->uffd)
-			pin_uffd_unregister(s->uffd, (void *)(uintptr_t)a, b - a);
-		ret = cut_one(s, i, a, b, move, &mid);
-		if (ret < 0)
-			break;
-		cut += ret;
-		if (mid)
-			moved[nmoved++] = mid;
-		i = session_first_after(s, b);
-	}
-	for (size_t k = 0; k < nmoved; k++) {
-		struct region *r = moved[k];
-		size_t i = session_first_after(s, r->start);
-		if ((i < s->nregions && s->regions[i]->start < r->start + r->len) ||
-		    reserve(s, 1) < 0 || region_record(s, r) < 0) {
-			ulog(LOG_WARNING,
-			     "session %" PRIu64 ": region moved to [%#" PRIx64 ", +%#" PRIx64
-			     ") overlaps another or no memory; dropped",
-			     s->id, r->start, r->len);
-			region_free(s, r);
-			continue;
-		}
-		insert_locked(s, r);
-	}
-	pthread_mutex_unlock(&s->lock);
-	free(moved);
-	if (ret < 0) {
-		ulog(LOG_ERR, "session %" PRIu64 ": cut [%#" PRIx64 ", %#" PRIx64 "): %s", s->id,
-		     start, end, strerror(-ret));
-		return ret;
-	}
-	return cut;
-}
 
 /* ---- sessions ---- */
 
@@ -490,19 +182,22 @@ static int session_state(struct session *s, uint64_t parent)
  */
 static int session_store(struct session *s)
 {
-	int r = 0;
+	int r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
 
-	/* A fork child's userfaultfd before its record, which says it has one:
-	 * a record never names a userfaultfd the store does not hold. */
-	if (s->uffd)
-		r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
-	if (!r)
-		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
 	if (!r && s->sock >= 0)
 		r = store_put(s->sock, "s%" PRIu64 ".conn", s->id);
 	if (r < 0)
 		slog(s, LOG_ERR, "the fd store refused it: %s", strerror(-r));
 	return r;
+}
+
+/* The name a session's userfaultfd is stored under. */
+static void store_remove_uffd(const struct session *s)
+{
+	if (s->parent)
+		store_remove("s%" PRIu64 ".fork%" PRIu64, s->id, s->parent);
+	else
+		store_remove("s%" PRIu64 ".uffd", s->id);
 }
 
 static void session_unstore(struct session *s)
@@ -511,7 +206,7 @@ static void session_unstore(struct session *s)
 	if (s->sock >= 0)
 		store_remove("s%" PRIu64 ".conn", s->id);
 	if (s->uffd)
-		store_remove("s%" PRIu64 ".uffd", s->id);
+		store_remove_uffd(s);
 }
 
 /*
@@ -564,7 +259,7 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	return 0;
 }
 
-int session_fork(struct session *parent, int fd, struct session **ret)
+int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret)
 {
 	struct session *s = session_alloc(-1, 0, parent->uid);
 
@@ -572,7 +267,8 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 		close(fd);
 		return -ENOMEM;
 	}
-	s->id = take_id();
+	s->id = id ? id : take_id();
+	s->parent = parent->id;
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
 	struct stat st;
 	if (fstat(fd, &st) == 0)
@@ -592,20 +288,23 @@ int session_fork(struct session *parent, int fd, struct session **ret)
 	 * SIGBUS, never a made-up page.
 	 */
 	s->forking = true;
-	r = session_state(s, parent->id);
+	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".fork%" PRIu64, s->id, s->parent);
 	if (!r)
-		r = session_store(s);
+		r = session_state(s, parent->id);
+	if (!r)
+		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
 	for (size_t i = 0; !r && i < parent->nregions; i++) {
 		struct region *p = parent->regions[i];
 		struct region *c = region_part(s, p, 0, p->npages, p->start);
-		if (!c || reserve(s, 1) < 0 || region_record(s, c) < 0) {
+		if (!c || regions_reserve(s, 1) < 0 || region_record(s, c) < 0) {
 			region_free(s, c);
 			r = -ENOMEM;
 			break;
 		}
-		insert_locked(s, c);
+		regions_insert_locked(s, c);
 	}
-	s->forking = false;
+	/* A broken parent's child is as broken: its pages are as unknown. */
+	s->forking = s->broken = parent->broken;
 	session_set_meta(s);
 	if (!r)
 		r = session_commit(s, 0, NULL, 0);
@@ -803,7 +502,7 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 		return r == -ENOMEM ? r : -EBADMSG;
 	}
 	struct region *g = calloc(1, sizeof(*g));
-	if (!g || reserve(s, 1) < 0) {
+	if (!g || regions_reserve(s, 1) < 0) {
 		free(g);
 		source_unref(src);
 		return -ENOMEM;
@@ -853,7 +552,7 @@ static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
 			if (r < 0)
 				return r;
 			struct region *g = s->regions[--s->nregions];
-			insert_locked(s, g);
+			regions_insert_locked(s, g);
 			return 0;
 		}
 		return restore_region(x, rec, slot);
@@ -866,6 +565,40 @@ static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
 	if (r < 0)
 		return r;
 	pin_push(s, &(struct pin_rec){ rec->start, rec->len, rec->offset, slot });
+	return 0;
+}
+
+int session_orphan(uint64_t id, int uffd, struct session **ret)
+{
+	struct session *s = session_alloc(-1, 0, 0);
+	int r = -ENOMEM;
+
+	if (!s) {
+		close(uffd);
+		return r;
+	}
+	s->id = id;
+	s->forking = s->broken = true;
+	/* The features it was made with are not known: the ioctls say. */
+	r = pin_uffd_from_fd(uffd, 0, &s->uffd);
+	if (r < 0) {
+		close(uffd);
+		session_free(s);
+		return r;
+	}
+	r = session_state(s, 0);
+	if (!r)
+		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
+	if (r < 0) {
+		session_free(s);
+		return r;
+	}
+	pthread_mutex_lock(&glock);
+	if (s->id >= next_id)
+		next_id = s->id + 1;
+	pthread_mutex_unlock(&glock);
+	session_publish(s);
+	*ret = s;
 	return 0;
 }
 
@@ -901,7 +634,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	if ((m->flags & STATE_UFFD) && uffd < 0) {
 		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
 		r = -EBADMSG;
-	} else if (!id->parent && conn < 0) {
+	} else if (!id->parent && !(m->flags & STATE_FORKING) && conn < 0) {
 		snprintf(why, whylen, "a client's session without its connection");
 		r = -EBADMSG;
 	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {

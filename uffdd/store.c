@@ -106,15 +106,20 @@ static bool id_then(const char *s, const char *suffix)
 	return n > 0 && !strcmp(s + n, suffix);
 }
 
-/* s<id>.conn, s<id>.uffd, s<id>.state and f<id> are stored descriptors. */
+/* s<id>.conn, s<id>.uffd, s<id>.state, s<id>.fork<parent id> and f<id> are
+ * stored descriptors. */
 static bool stored_name(const char *name)
 {
 	if (!store_name_valid(name))
 		return false;
 	if (name[0] == 'f')
 		return id_then(name + 1, "");
-	return name[0] == 's' && (id_then(name + 1, ".conn") || id_then(name + 1, ".uffd") ||
-				  id_then(name + 1, ".state"));
+	if (name[0] != 's')
+		return false;
+	size_t n = strspn(name + 1, "0123456789");
+	return id_then(name + 1, ".conn") || id_then(name + 1, ".uffd") ||
+	       id_then(name + 1, ".state") ||
+	       (n && !strncmp(name + 1 + n, ".fork", 5) && id_then(name + 6 + n, ""));
 }
 
 static void strv_free(char **v, int n)

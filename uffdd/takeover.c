@@ -23,6 +23,8 @@ static const char *const part_name[NPARTS] = { "conn", "uffd", "state" };
 struct group {
 	uint64_t id;
 	int fd[NPARTS];
+	uint64_t parent;   /* a fork child's uffd came as s<id>.fork<parent> */
+	struct session *s; /* rebuilt */
 };
 
 /* "<prefix><decimal id><rest>": the id, and where rest begins; NULL when not. */
@@ -83,9 +85,15 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		}
 		rest = parse_id(v[i].name, 's', &id);
 		int k = NPARTS;
+		uint64_t parent = 0;
 		for (int j = 0; rest && *rest == '.' && j < NPARTS; j++)
 			if (!strcmp(rest + 1, part_name[j]))
 				k = j;
+		if (rest && !strncmp(rest, ".fork", 5)) {
+			const char *end = parse_id(rest + 4, 'k', &parent);
+			if (end && !*end)
+				k = UFFD;
+		}
 		if (k == NPARTS) {
 			drop("not a name this daemon gives", v[i].name, v[i].fd);
 			continue;
@@ -94,7 +102,9 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		while (j < ng && g[j].id != id)
 			j++;
 		if (j == ng)
-			g[ng++] = (struct group){ id, { -1, -1, -1 } };
+			g[ng++] = (struct group){ id, { -1, -1, -1 }, 0, NULL };
+		if (parent)
+			g[j].parent = parent;
 		if (g[j].fd[k] >= 0) {
 			/* The same name twice: the store kept a descriptor a
 			 * dead daemon gave twice; the first is as good. */
@@ -108,12 +118,18 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 	return g;
 }
 
-static int take_one(struct group *g, uint64_t *ret_regions)
+/* The session a group's record describes; a fork child left half made
+ * (no record, or one marked forking) is only opened here: see remake(). */
+static int take_one(struct group *g, bool *ret_half)
 {
 	char why[160];
 	struct state *st;
-	struct session *s;
 
+	*ret_half = false;
+	if (g->fd[STATE] < 0 && g->fd[CONN] < 0 && g->fd[UFFD] >= 0 && g->parent) {
+		*ret_half = true;
+		return 0;
+	}
 	if (g->fd[STATE] < 0) {
 		drop_group(g, "no record (s<id>.state) in the store");
 		return -EBADMSG;
@@ -130,12 +146,55 @@ static int take_one(struct group *g, uint64_t *ret_regions)
 		drop_group(g, r == -EBADMSG ? why : strerror(-r));
 		return r;
 	}
-	r = session_restore(st, g->fd[CONN], g->fd[UFFD], &s, why, sizeof(why));
+	/* Marked forking by a daemon making it from its parent (an orphan's
+	 * record names no parent: it stays poisoned). */
+	if ((state_meta(st)->flags & STATE_FORKING) && state_ident(st)->parent && g->parent &&
+	    g->fd[UFFD] >= 0) {
+		state_free(st);
+		*ret_half = true;
+		return 0;
+	}
+	r = session_restore(st, g->fd[CONN], g->fd[UFFD], &g->s, why, sizeof(why));
 	g->fd[CONN] = g->fd[UFFD] = -1;
 	if (r < 0) {
 		drop_group(g, r == -EBADMSG ? why : strerror(-r));
 		return r;
 	}
+	g->s->parent = g->parent;
+	return 0;
+}
+
+/*
+ * A fork child the dead daemon did not finish recording, made again from
+ * its parent's record: nothing changed the parent after the fork was read
+ * (its worker was making the child), and no session is served yet.  Without
+ * its parent (gone, or itself half made), its pages are unknown: poisoned.
+ */
+static int remake(struct group *g, struct group *v, size_t n)
+{
+	struct session *parent = NULL;
+
+	for (size_t i = 0; i < n && v[i].id < g->id; i++)
+		if (v[i].id == g->parent && v[i].s && !v[i].s->broken)
+			parent = v[i].s;
+	store_remove("s%" PRIu64 ".state", g->id);
+	int r = parent ? session_fork(parent, g->fd[UFFD], g->id, &g->s)
+		       : session_orphan(g->id, g->fd[UFFD], &g->s);
+	g->fd[UFFD] = -1;
+	if (r < 0) {
+		drop_group(g, strerror(-r));
+		return r;
+	}
+	g->s->parent = g->parent;
+	ulog(parent ? LOG_WARNING : LOG_ERR,
+	     "session %" PRIu64 ": a fork child the dead daemon did not finish recording: %s",
+	     g->id, parent ? "made again from its parent's record" : "its pages raise SIGBUS");
+	return 0;
+}
+
+/* Serve s: wake what the dead daemon read, tell its client where it was. */
+static void serve_again(struct session *s)
+{
 	if (s->sock >= 0)
 		s->wsock.handle = control_handle;
 	if (s->uffd) {
@@ -157,11 +216,9 @@ static int take_one(struct group *g, uint64_t *ret_regions)
 		     s->id);
 	if (s->sock >= 0)
 		control_resume(s);
-	*ret_regions += s->nregions;
 	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): taken over, %zu regions, %zu pins", s->id,
 	     (int)s->pid, s->name[0] ? s->name : "unnamed", s->nregions, s->npins);
 	workers_assign(s);
-	return 0;
 }
 
 void takeover_run(struct stored_fd *v, size_t n)
@@ -178,8 +235,24 @@ void takeover_run(struct stored_fd *v, size_t n)
 			close(v[i].fd);
 		return;
 	}
-	for (size_t i = 0; i < ng; i++)
-		taken += take_one(&g[i], &regions) == 0;
+	/* Every record first, then the half made children from their parents,
+	 * and only then is any session served. */
+	bool *half = calloc(ng ? ng : 1, sizeof(*half));
+	for (size_t i = 0; half && i < ng; i++)
+		take_one(&g[i], &half[i]);
+	for (size_t i = 0; half && i < ng; i++)
+		if (half[i])
+			remake(&g[i], g, ng);
+	for (size_t i = 0; i < ng; i++) {
+		if (!half)
+			drop_group(&g[i], "no memory");
+		if (!g[i].s)
+			continue;
+		regions += g[i].s->nregions;
+		taken++;
+		serve_again(g[i].s);
+	}
+	free(half);
 	free(g);
 	source_files_unadopted_release();
 	ulog(LOG_INFO, "restart: took over %zu of %zu sessions (%" PRIu64 " regions)", taken, ng,

@@ -9,8 +9,8 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, session, state, source, store, notify, log,
- * util.  Requests go listen -> control -> session; faults worker -> push ->
+ * inspect, worker, push, fault, session, region, state, source, store,
+ * notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
  * fault -> source.  What goes back up (a reply, a stale notice, a fork
  * child's userfaultfd) goes through notify.c's handlers.  Below, one section
  * per file.
@@ -137,6 +137,7 @@ void notify_status(unsigned int nsessions);
  * back (LISTEN_FDS, LISTEN_FDNAMES) and rebuilds the sessions.  The names:
  *   s<id>.conn   a session's connection      s<id>.uffd  its userfaultfd
  *   s<id>.state  its state memfd (state.c)   f<id>       a source file
+ *   s<id>.fork<parent id>  a fork child's userfaultfd
  * (<id> in decimal).  Any other name is a listening socket.
  */
 #define STORE_NAME_MAX 32
@@ -439,6 +440,7 @@ struct session {
 	bool hello;	       /* said Hello: its other requests are taken */
 	bool in_request;       /* a request is being handled: it commits the record */
 	bool forking;	       /* a fork child being made */
+	uint64_t parent;       /* a fork child's parent session (its uffd's name) */
 	/* A fork child whose regions a dead daemon never recorded: its faults
 	 * are poisoned (SIGBUS), for its pages cannot be known. */
 	bool broken;
@@ -512,20 +514,38 @@ struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint3
 			  struct source *src, uint64_t offset, bool push);
 /* Free r, taking it out of s's record when it is in it. */
 void region_free(struct session *s, struct region *r);
+/* The pages [from, from + n) of r as a region of s (r's session, or a fork
+ * child's) at start, with a copy of their bits, not recorded yet. */
+struct region *region_part(struct session *s, const struct region *r, uint64_t from, uint64_t n,
+			   uint64_t start);
+/* Add r to s's record (it takes effect at the next commit). */
+int region_record(struct session *s, struct region *r);
+/* Room for n more regions in s's array, so that inserting cannot fail. */
+int regions_reserve(struct session *s, size_t n);
+/* Insert r into reserved room (under s->lock); the caller checked overlaps. */
+void regions_insert_locked(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
 /*
  * Cut [start, end) out of the session's regions; with move != 0 the cut
  * parts are put back shifted by move bytes (REMAP).  Returns the pages cut.
  */
 int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
-/* A fork child's session: the parent's regions and sources, the child's uffd. */
-int session_fork(struct session *parent, int fd, struct session **ret);
+/*
+ * A fork child's session: the parent's regions and sources, the child's
+ * userfaultfd fd (taken).  id 0: a new one; else the id of a child whose
+ * record a dead daemon never completed, made again from its parent's record,
+ * which did not change after the fork was read.
+ */
+int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret);
 /* A session rebuilt from its record and descriptors out of the fd store
  * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
  * uffd are taken whatever the result.  -EBADMSG with why when the record
  * does not hold together. */
 int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
 		    size_t whylen);
+/* A fork child's userfaultfd stored without a record or a parent to make it
+ * from: a session whose faults are poisoned, recorded as such. */
+int session_orphan(uint64_t id, int uffd, struct session **ret);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
 /* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */
