@@ -63,23 +63,6 @@ static uint64_t placed_count(const struct session *s)
 	return STAT_GET(s->stats.pages_copied) + STAT_GET(s->stats.pages_zeroed);
 }
 
-int push_replay(struct session *s, uint64_t seq, Uffdd__Range *const *ranges, size_t n)
-{
-	if (s->nreplays >= UFFDD_REPLAYS_MAX)
-		return -EBUSY;
-	struct replay *q = realloc(s->replays, (s->nreplays + 1) * sizeof(*q));
-	if (!q)
-		return -ENOMEM;
-	s->replays = q;
-	struct prefetch *v = calloc(n ? n : 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t k = 0; k < n; k++)
-		v[k] = (struct prefetch){ ranges[k]->addr, ranges[k]->addr + ranges[k]->len };
-	q[s->nreplays++] = (struct replay){ .seq = seq, .v = v, .n = n };
-	return 0;
-}
-
 static void replay_end(struct session *s, int error)
 {
 	struct replay *q = &s->replays[0];
@@ -140,6 +123,27 @@ static void replay_step(struct session *s)
 			slog(s, LOG_WARNING, "replay stopped: %s", strerror(-ret));
 		replay_end(s, ret);
 	}
+}
+
+int push_replay(struct session *s, uint64_t seq, Uffdd__Range *const *ranges, size_t n)
+{
+	if (s->nreplays >= UFFDD_REPLAYS_MAX)
+		return -EBUSY;
+	struct replay *q = realloc(s->replays, (s->nreplays + 1) * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	s->replays = q;
+	struct prefetch *v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t k = 0; k < n; k++)
+		v[k] = (struct prefetch){ ranges[k]->addr, ranges[k]->addr + ranges[k]->len };
+	q[s->nreplays++] = (struct replay){ .seq = seq, .v = v, .n = n };
+	/* The first slice now, as the request is read: a replay before the
+	 * process runs is placed at once. */
+	if (s->nreplays == 1 && !s->eagain)
+		replay_step(s);
+	return 0;
 }
 
 /* One run of the oldest Prefetch request. */
