@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
+#include <dirent.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "libpin.h"
@@ -42,13 +45,14 @@ bool test_page_zero(const uint8_t *base, size_t i)
 	return true;
 }
 
-long test_status_kb(const char *field)
+long test_pid_status_kb(pid_t pid, const char *field)
 {
-	char line[256];
+	char path[64], line[256];
 	long kb = -1;
 	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
 
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
 	ck_assert_ptr_nonnull(f);
 	while (fgets(line, sizeof(line), f))
 		if (!strncmp(line, field, n) && line[n] == ':')
@@ -56,6 +60,36 @@ long test_status_kb(const char *field)
 	fclose(f);
 	ck_assert_int_ge(kb, 0);
 	return kb;
+}
+
+long test_status_kb(const char *field)
+{
+	return test_pid_status_kb(getpid(), field);
+}
+
+int test_count_fds(pid_t pid)
+{
+	char path[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));)
+		n += e->d_name[0] != '.' && atoi(e->d_name) < TEST_VALGRIND_FDS;
+	closedir(dir);
+	return n;
+}
+
+uint64_t test_seed(void)
+{
+	const char *e = getenv(TEST_SEED_ENV);
+	/* Odd: never 0, which xorshift would keep forever. */
+	uint64_t seed = (e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL)) | 1;
+
+	fprintf(stderr, "seed %" PRIu64 " (%s=%" PRIu64 " replays this run)\n", seed, TEST_SEED_ENV,
+		seed);
+	return seed;
 }
 
 const char *test_uffd_skip_reason(void)

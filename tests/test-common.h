@@ -67,6 +67,21 @@ bool test_page_zero(const uint8_t *base, size_t i);
 
 /* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
 long test_status_kb(const char *field);
+/* The same of another process. */
+long test_pid_status_kb(pid_t pid, const char *field);
+/*
+ * A process's descriptors, those below TEST_VALGRIND_FDS: under the valgrind
+ * setup (--trace-children) valgrind runs the daemon too, with a few
+ * descriptors of its own just below the soft RLIMIT_NOFILE: not counted when
+ * that is above 1024; at 1024 (1012 to 1018) they are, and being open all the
+ * daemon's life, in every count alike.
+ */
+#define TEST_VALGRIND_FDS 1024
+int test_count_fds(pid_t pid);
+/* A new seed each run (patterns, orders), printed: set TEST_SEED_ENV to it
+ * to replay a failure. */
+#define TEST_SEED_ENV "UFFDD_TEST_SEED"
+uint64_t test_seed(void);
 
 /* npages of private anonymous memory in small pages only: a partly filled
  * range must not become a huge page (see uffdd(8)). */

@@ -58,29 +58,6 @@ static int try_connect(const char *path)
 	return -1;
 }
 
-/*
- * Descriptors counted: those below this.  Under the valgrind setup
- * (--trace-children) valgrind runs the daemon too, with a few descriptors of
- * its own just below the soft RLIMIT_NOFILE: not counted when that is above
- * 1024; at 1024 (1012 to 1018) they are, and being open all the daemon's
- * life, in every count alike.
- */
-#define VALGRIND_FDS 1024
-
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));)
-		n += e->d_name[0] != '.' && atoi(e->d_name) < VALGRIND_FDS;
-	closedir(dir);
-	return n;
-}
-
 /* The daemon's descriptors past stdio whose link begins with prefix. */
 static int count_links(pid_t pid, const char *prefix)
 {
@@ -92,7 +69,7 @@ static int count_links(pid_t pid, const char *prefix)
 	ck_assert_ptr_nonnull(dir);
 	for (struct dirent *e; (e = readdir(dir));) {
 		int fd = atoi(e->d_name);
-		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= VALGRIND_FDS)
+		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= TEST_VALGRIND_FDS)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
 		ssize_t k = readlink(path, link, sizeof(link) - 1);
@@ -122,7 +99,7 @@ static int idle_fds(pid_t pid)
 		test_sleep_ms(10);
 	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
 	ck_assert_msg(recs == 0, "uffdd has %d session records without a session", recs);
-	return count_fds(pid);
+	return test_count_fds(pid);
 }
 
 /* The daemon frees a session asynchronously: wait for its fds to go. */
@@ -130,7 +107,7 @@ static void wait_fds(pid_t pid, int want)
 {
 	int n = -1;
 
-	for (int i = 0; i < 500 && (n = count_fds(pid)) != want; i++)
+	for (int i = 0; i < 500 && (n = test_count_fds(pid)) != want; i++)
 		test_sleep_ms(10);
 	if (n != want) {
 		char cmd[64];
@@ -326,21 +303,6 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	free(f->order);
 	conn_close(&k);
 	return 0;
-}
-
-/* A new seed each run (the pattern and the touch order), printed: set
- * SEED_ENV to it to replay a failure. */
-#define SEED_ENV "UFFDD_TEST_SEED"
-
-static uint64_t test_seed(void)
-{
-	const char *e = getenv(SEED_ENV);
-	/* Odd: never 0, which xorshift would keep forever. */
-	uint64_t seed = (e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL)) | 1;
-
-	fprintf(stderr, "seed %" PRIu64 " (%s=%" PRIu64 " replays this run)\n", seed, SEED_ENV,
-		seed);
-	return seed;
 }
 
 START_TEST(lazy_fill_64m)
@@ -1108,16 +1070,16 @@ START_TEST(one_fd_per_source_file)
 	pid_t pid = spawn(client_shared, &d, &sh);
 	ck_assert_int_eq(read(sh.ready[0], &c, 1), 1);
 	/* The session: its connection, its userfaultfd and its record. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 3);
+	ck_assert_int_eq(test_count_fds(d.pid), idle + 3);
 	shared_next(&sh);
 	/* SHARED_REGIONS regions over a: one descriptor. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 4);
+	ck_assert_int_eq(test_count_fds(d.pid), idle + 4);
 	shared_next(&sh);
 	/* And one for b. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 5);
+	ck_assert_int_eq(test_count_fds(d.pid), idle + 5);
 	shared_next(&sh);
 	/* a's last region gone: a's descriptor too. */
-	ck_assert_int_eq(count_fds(d.pid), idle + 4);
+	ck_assert_int_eq(test_count_fds(d.pid), idle + 4);
 	ck_assert_int_eq(write(sh.go[1], "g", 1), 1);
 	ck_assert_int_eq(reap(pid), 0);
 	wait_fds(d.pid, idle);
@@ -2469,7 +2431,7 @@ END_TEST
 #define EMFILE_ROOM  4	/* descriptors the daemon has left: two sessions' */
 #define EMFILE_CONNS 32 /* connections then: most wait in the backlog */
 
-/* The highest descriptor number the daemon has open (below VALGRIND_FDS). */
+/* The highest descriptor number the daemon has open (below TEST_VALGRIND_FDS). */
 static int max_fd(pid_t pid)
 {
 	char path[64];
@@ -2480,7 +2442,7 @@ static int max_fd(pid_t pid)
 	ck_assert_ptr_nonnull(dir);
 	for (struct dirent *e; (e = readdir(dir));) {
 		int fd = atoi(e->d_name);
-		if (e->d_name[0] != '.' && fd < VALGRIND_FDS && fd > m)
+		if (e->d_name[0] != '.' && fd < TEST_VALGRIND_FDS && fd > m)
 			m = fd;
 	}
 	closedir(dir);

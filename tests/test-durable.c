@@ -82,9 +82,6 @@ static size_t page;
 #define WCHAN_FAULT "handle_userfault"
 #define WCHAN_EVENT "userfaultfd_event_wait_completion"
 
-/* A new seed each run, printed: set SEED_ENV to it to replay a failure. */
-#define SEED_ENV "UFFDD_TEST_SEED"
-
 /*
  * The bound in ms.  Taken once, in the test process (up() asks first):
  * test_time_scale() checks $TEST_TIME_SCALE with a Check assert, whose
@@ -1042,17 +1039,6 @@ static void shuffle(size_t *v, size_t n, uint64_t seed)
 		v[i - 1] = v[j];
 		v[j] = t;
 	}
-}
-
-static uint64_t test_seed(void)
-{
-	const char *e = getenv(SEED_ENV);
-	/* Odd: never 0, which xorshift would keep forever. */
-	uint64_t seed = (e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL)) | 1;
-
-	fprintf(stderr, "seed %" PRIu64 " (%s=%" PRIu64 " replays this run)\n", seed, SEED_ENV,
-		seed);
-	return seed;
 }
 
 static void *bf_thread(void *arg)

@@ -105,20 +105,6 @@ struct hostile {
 	void (*during)(struct hostile *h);
 };
 
-static int count_fds(pid_t pid)
-{
-	char path[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));)
-		n += e->d_name[0] != '.';
-	closedir(dir);
-	return n;
-}
-
 /* The daemon's sockets past stdio: the listening one and one per session. */
 static int count_sockets(pid_t pid)
 {
@@ -140,31 +126,13 @@ static int count_sockets(pid_t pid)
 	return n;
 }
 
-/* A field of /proc/pid/status in kB ("VmRSS", "RssAnon", ...). */
-static long status_kb(pid_t pid, const char *field)
-{
-	char path[64], line[256];
-	size_t n = strlen(field);
-	long kb = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n) && line[n] == ':')
-			kb = strtol(line + n + 1, NULL, 10);
-	fclose(f);
-	ck_assert_int_ge(kb, 0);
-	return kb;
-}
-
 /* The memory the daemon spends: anonymous and shared memory (its session
  * records) resident.  Not its file pages: code of the binary and libraries
  * that an attack runs for the first time stays mapped, shared, and is not
  * spent on anyone. */
 static long rss_kb(pid_t pid)
 {
-	return status_kb(pid, "RssAnon") + status_kb(pid, "RssShmem");
+	return test_pid_status_kb(pid, "RssAnon") + test_pid_status_kb(pid, "RssShmem");
 }
 
 /* Whether the daemon runs under ASan or valgrind (a library of theirs is
@@ -200,7 +168,7 @@ static int settle_fds(const struct hostile *h, int want)
 	for (int i = 0; i < POLLS && (n = count_sockets(h->d.pid)) != 1 + h->residents; i++)
 		test_sleep_ms(POLL_MS * test_time_scale());
 	ck_assert_msg(n == 1 + h->residents, "uffdd has %d sockets, not %d", n, 1 + h->residents);
-	for (int i = 0; i < POLLS && (n = count_fds(h->d.pid)) != want && want >= 0; i++)
+	for (int i = 0; i < POLLS && (n = test_count_fds(h->d.pid)) != want && want >= 0; i++)
 		test_sleep_ms(POLL_MS * test_time_scale());
 	if (want >= 0 && n != want) {
 		char cmd[64];
@@ -496,7 +464,7 @@ static void hostile_run(struct hostile *h, attack_fn fn, void *arg)
 	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
 		hostile_round(h, fn, arg);
 		settle_fds(h, h->fds);
-		ck_assert_int_eq(count_fds(h->d.pid), h->fds);
+		ck_assert_int_eq(test_count_fds(h->d.pid), h->fds);
 		if (!i)
 			h->rss_kb = rss_kb(h->d.pid);
 	}
@@ -510,7 +478,7 @@ static char *read_log(const struct hostile *h);
 static char *hostile_finish(struct hostile *h)
 {
 	settle_fds(h, h->fds);
-	ck_assert_int_eq(count_fds(h->d.pid), h->fds);
+	ck_assert_int_eq(test_count_fds(h->d.pid), h->fds);
 	long rss = rss_kb(h->d.pid);
 	if (rss_meaningless(h->d.pid)) {
 		printf("uffdd's RSS not checked: it runs under ASan or valgrind\n");
@@ -1513,6 +1481,18 @@ static int attack_caps(struct attacker *a)
 	REQUIRE(refused == -EDQUOT || refused == -ECONNRESET);
 	for (int i = 0; i < CAP_CONNS - 1; i++)
 		pin_client_free(extra[i]);
+	/* Their sessions end when the daemon reads their hangups: until then
+	 * their descriptors count.  This uid sees its own sessions only. */
+	size_t left = 0;
+	for (int t = 0; t < POLLS; t++) {
+		struct pin_client_info *ci;
+		REQUIRE(pin_client_list_clients(k.c, &ci, &left) == 0);
+		free(ci);
+		if (left == 1)
+			break;
+		test_sleep_ms(POLL_MS);
+	}
+	REQUIRE_EQ(left, 1);
 	/* Descriptors: CAP_SRC_FILES distinct files, then one more is refused. */
 	uint8_t *base = map_region((CAP_SRC_FILES + 1) * page);
 	REQUIRE(base);

@@ -154,6 +154,15 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	return s;
 }
 
+/* An id a session had before a restart: new ones come after it. */
+static void id_taken(uint64_t id)
+{
+	pthread_mutex_lock(&glock);
+	if (id >= next_id)
+		next_id = id + 1;
+	pthread_mutex_unlock(&glock);
+}
+
 static uint64_t take_id(void)
 {
 	pthread_mutex_lock(&glock);
@@ -593,10 +602,7 @@ int session_orphan(uint64_t id, int uffd, struct session **ret)
 		session_free(s);
 		return r;
 	}
-	pthread_mutex_lock(&glock);
-	if (s->id >= next_id)
-		next_id = s->id + 1;
-	pthread_mutex_unlock(&glock);
+	id_taken(s->id);
 	session_publish(s);
 	*ret = s;
 	return 0;
@@ -650,10 +656,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 		session_free(s);
 		return r;
 	}
-	pthread_mutex_lock(&glock);
-	if (s->id >= next_id)
-		next_id = s->id + 1;
-	pthread_mutex_unlock(&glock);
+	id_taken(s->id);
 	/* What it held before the restart it holds still: past the limits too. */
 	session_charge(s, (int64_t)s->nregions, (int64_t)s->pinned, NULL, 0);
 	session_publish(s);
