@@ -2472,8 +2472,9 @@ static unsigned long long cpu_ticks(pid_t pid)
 
 /* A daemon with EMFILE_ROOM descriptors left and EMFILE_CONNS connections
  * waiting: over a second it spends at most a fifth of a second of CPU (an
- * accept loop retrying EMFILE spends all of it); once the connections are
- * gone it serves a new client, and its descriptors come back to baseline. */
+ * accept loop retrying EMFILE spends all of it); given room again and the
+ * connections gone, it serves a new client, and its descriptors come back
+ * to baseline. */
 START_TEST(emfile_backs_off)
 {
 	struct test_daemon d;
@@ -2492,6 +2493,9 @@ START_TEST(emfile_backs_off)
 	test_sleep_ms(1000);
 	unsigned long long used = cpu_ticks(d.pid) - t0;
 	ck_assert_uint_le(used, (unsigned long long)sysconf(_SC_CLK_TCK) / 5);
+	/* Room again: the backlog drains (each of those connections a session
+	 * for a moment, gone at its hangup), and a new client is served. */
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &old, NULL), 0);
 	for (int i = 0; i < EMFILE_CONNS; i++)
 		close(conns[i]);
 	wait_fds(d.pid, fds);

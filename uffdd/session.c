@@ -154,8 +154,7 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	return s;
 }
 
-/* An id a session had before a restart: new ones come after it. */
-static void id_taken(uint64_t id)
+void id_taken(uint64_t id)
 {
 	pthread_mutex_lock(&glock);
 	if (id >= next_id)
@@ -277,6 +276,8 @@ int session_fork(struct session *parent, int fd, uint64_t id, struct session **r
 		return -ENOMEM;
 	}
 	s->id = id ? id : take_id();
+	if (id)
+		id_taken(id);
 	s->parent = parent->id;
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
 	struct stat st;

@@ -235,6 +235,9 @@ void takeover_run(struct stored_fd *v, size_t n)
 			close(v[i].fd);
 		return;
 	}
+	/* No new session may take the id of one in the store, kept or not. */
+	for (size_t i = 0; i < ng; i++)
+		id_taken(g[i].id);
 	/* Every record first, then the half made children from their parents,
 	 * and only then is any session served. */
 	bool *half = calloc(ng ? ng : 1, sizeof(*half));

@@ -546,6 +546,9 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 /* A fork child's userfaultfd stored without a record or a parent to make it
  * from: a session whose faults are poisoned, recorded as such. */
 int session_orphan(uint64_t id, int uffd, struct session **ret);
+/* An id the fd store names (a session's before a restart, kept or
+ * dropped): new sessions get ids above it. */
+void id_taken(uint64_t id);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
 /* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */
