@@ -166,6 +166,13 @@ sed -E "s@^ListenSequentialPacket=.*@ListenSequentialPacket=$sock@" "$socket_uni
 sed -E "s@^ExecStart=[^ ]*/uffdd( |\$)@ExecStart=$t/sbin/uffdd\1@" "$service_unit" >"$w/uffdd.service"
 grep -q "^ListenSequentialPacket=$sock\$" "$w/uffdd.socket" || fail "no ListenSequentialPacket= in $socket_unit"
 grep -qE "^ExecStart=$t/sbin/uffdd( |\$)" "$w/uffdd.service" || fail "no ExecStart= in $service_unit"
+# The sanitizer build's options (scripts/test) reach the daemon through the
+# unit: LeakSanitizer cannot run in this PID namespace and would fail the stop.
+if [ -n "${ASAN_OPTIONS-}" ]; then
+	printf '[Service]\nEnvironment=ASAN_OPTIONS=%s\n' "$ASAN_OPTIONS" >"$w/asan.conf"
+	E mkdir -p /run/systemd/system/uffdd.service.d || fail "mkdir uffdd.service.d"
+	put "$w/asan.conf" /run/systemd/system/uffdd.service.d/asan.conf 644
+fi
 put "$w/uffdd.socket" /run/systemd/system/uffdd.socket 644
 put "$w/uffdd.service" /run/systemd/system/uffdd.service 644
 E systemctl daemon-reload || fail "daemon-reload"
