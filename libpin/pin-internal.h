@@ -149,7 +149,9 @@ struct pin_ctx {
  * live entry of the cache covers. */
 void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg);
-/* Log a pin that failed with err, naming RLIMIT_MEMLOCK when it applies. */
+/* pin-refusal.c: log a pin that failed with err, naming the cause that
+ * /proc/self/maps shows (secretmem, a shared file, PROT_NONE, a hole...) or
+ * RLIMIT_MEMLOCK when it applies. */
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err);
 
 #endif /* LIBPIN_PIN_INTERNAL_H */

@@ -11,7 +11,7 @@
  * Raw syscalls: AddressSanitizer replaces mlock/munlock with no-ops.
  *
  * It owns nothing but its ops.  It calls util.c and, for what the cache still
- * covers and for error messages, pin.c through pin-internal.h.
+ * covers, pin.c, and for error messages pin-refusal.c, through pin-internal.h.
  */
 #include <string.h>
 #include <sys/syscall.h>

@@ -9,11 +9,8 @@
  * struct pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor
  * calls back only through the struct pin_monitor_owner given to it here.
  */
-#include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 
 #include "pin-internal.h"
 
@@ -26,35 +23,6 @@
 #define UNWATCH_CHUNK (64ul << 20)
 /* Room kept in ctx->unreg for the splits the monitor thread may make. */
 #define UNREG_SLACK 16
-
-static bool has_ipc_lock(void)
-{
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[2] = { 0 };
-
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
-}
-
-void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err)
-{
-	size_t len = r->end - r->start;
-	struct rlimit rl;
-
-	if ((err != -ENOMEM && err != -EPERM && err != -EAGAIN) || has_ipc_lock() ||
-	    getrlimit(RLIMIT_MEMLOCK, &rl) < 0) {
-		pin_log(PIN_LOG_ERR, "%s [%#lx, +%#zx): %s", call, (unsigned long)r->start, len,
-			strerror(-err));
-		return;
-	}
-	pin_log(PIN_LOG_ERR,
-		"%s [%#lx, +%#zx): %s: RLIMIT_MEMLOCK is %llu bytes, this context pins %zu "
-		"bytes and asked for %zu more; raise RLIMIT_MEMLOCK (ulimit -l, "
-		"LimitMEMLOCK=) or grant CAP_IPC_LOCK",
-		call, (unsigned long)r->start, len, strerror(-err), (unsigned long long)rl.rlim_cur,
-		ctx->pinned_bytes, len);
-}
 
 void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg)
