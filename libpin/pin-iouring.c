@@ -6,6 +6,15 @@
  * Registering a buffer pins its pages with FOLL_PIN | FOLL_LONGTERM; the
  * kernel caps a buffer at 1 GiB, so larger ranges take several slots.
  *
+ * The table starts small and doubles when it fills, up to
+ * PIN_IOURING_SLOTS: for each huge page a registration holds, the kernel
+ * scans every slot of the table (io_uring/rsrc.c, headpage_already_acct),
+ * which at 16384 slots cost more than the pin itself.  It grows with
+ * IORING_REGISTER_CLONE_BUFFERS onto itself (IORING_REGISTER_DST_REPLACE):
+ * one empty slot, always the last one, is cloned to the new last slot, and
+ * every buffer keeps its index.  A kernel without that gets the whole table
+ * at once.
+ *
  * Updates carry tag 0: a tag would post a CQE when the kernel drops the old
  * buffer, and that CQE would land in the caller's completion queue, since
  * the caller issues READ_FIXED/WRITE_FIXED on this very ring.  With no
@@ -13,14 +22,110 @@
  */
 #include <liburing.h>
 #include <string.h>
+#include <sys/syscall.h>
 
 #include "pin-internal.h"
 
+/* The table a context starts with; the probe of growth starts at half. */
+#define INITIAL_SLOTS 64u
+
+/* Kernel ABI newer than Debian 12's headers (include/uapi/linux/io_uring.h, 6.13). */
+#define PIN_IORING_REGISTER_CLONE_BUFFERS 30
+#define PIN_IORING_REGISTER_DST_REPLACE	  (1u << 1)
+struct pin_io_uring_clone_buffers {
+	uint32_t src_fd;
+	uint32_t flags;
+	uint32_t src_off;
+	uint32_t dst_off;
+	uint32_t nr;
+	uint32_t pad[3];
+};
+
 struct iouring {
 	struct io_uring ring;
-	uint32_t nfree;
-	uint32_t free_slots[PIN_IOURING_SLOTS]; /* a stack of empty slots */
+	uint32_t size;	/* slots in the kernel's table */
+	uint32_t nfree; /* below the last slot, which stays empty until full size */
+	uint32_t free_slots[PIN_IOURING_SLOTS]; /* a stack of empty slots, the lowest on top */
 };
+
+/* Grow the kernel's table to size slots: clone the empty last slot onto the
+ * new last one.  Returns 0 or -errno. */
+static int clone_grow(struct iouring *u, uint32_t size)
+{
+	struct pin_io_uring_clone_buffers c = {
+		.src_fd = (uint32_t)u->ring.ring_fd,
+		.flags = PIN_IORING_REGISTER_DST_REPLACE,
+		.src_off = u->size - 1,
+		.dst_off = size - 1,
+		.nr = 1,
+	};
+
+	if (syscall(SYS_io_uring_register, u->ring.ring_fd, PIN_IORING_REGISTER_CLONE_BUFFERS, &c,
+		    1) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Slots [from, to) are free now: under the ones free already, which are lower. */
+static void add_free(struct iouring *u, uint32_t from, uint32_t to)
+{
+	uint32_t n = to - from;
+
+	memmove(u->free_slots + n, u->free_slots, u->nfree * sizeof(u->free_slots[0]));
+	for (uint32_t i = 0; i < n; i++)
+		u->free_slots[i] = to - 1 - i;
+	u->nfree += n;
+}
+
+/* Double the table (to full size at most); -ENOSPC when it is full size. */
+static int grow(struct iouring *u)
+{
+	uint32_t size = u->size * 2 < PIN_IOURING_SLOTS ? u->size * 2 : PIN_IOURING_SLOTS;
+
+	if (u->size == PIN_IOURING_SLOTS)
+		return -ENOSPC;
+	int r = clone_grow(u, size);
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "io_uring buffer table: clone of slot %u to %u: %s",
+			u->size - 1, size - 1, strerror(-r));
+		return r;
+	}
+	/* The old last slot is free now; at full size the last one is too. */
+	add_free(u, u->size - 1, size == PIN_IOURING_SLOTS ? size : size - 1);
+	u->size = size;
+	return 0;
+}
+
+/* A small table that grows, else (no clone in this kernel) the whole one. */
+static int register_table(struct iouring *u)
+{
+	int r = io_uring_register_buffers_sparse(&u->ring, INITIAL_SLOTS / 2);
+
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "io_uring_register_buffers_sparse(%u): %s", INITIAL_SLOTS / 2,
+			strerror(-r));
+		return r;
+	}
+	u->size = INITIAL_SLOTS / 2;
+	if (clone_grow(u, INITIAL_SLOTS) == 0) {
+		u->size = INITIAL_SLOTS;
+		add_free(u, 0, INITIAL_SLOTS - 1);
+		return 0;
+	}
+	pin_log(PIN_LOG_DEBUG, "io_uring: no IORING_REGISTER_CLONE_BUFFERS with offsets: a "
+			       "full buffer table from the start");
+	r = io_uring_unregister_buffers(&u->ring);
+	if (r == 0)
+		r = io_uring_register_buffers_sparse(&u->ring, PIN_IOURING_SLOTS);
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "io_uring_register_buffers_sparse(%u): %s", PIN_IOURING_SLOTS,
+			strerror(-r));
+		return r;
+	}
+	u->size = PIN_IOURING_SLOTS;
+	add_free(u, 0, PIN_IOURING_SLOTS);
+	return 0;
+}
 
 static int iouring_open(struct pin_ctx *ctx)
 {
@@ -36,18 +141,12 @@ static int iouring_open(struct pin_ctx *ctx)
 		free(u);
 		return r;
 	}
-	r = io_uring_register_buffers_sparse(&u->ring, PIN_IOURING_SLOTS);
+	r = register_table(u);
 	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "io_uring_register_buffers_sparse(%u): %s", PIN_IOURING_SLOTS,
-			strerror(-r));
 		io_uring_queue_exit(&u->ring);
 		free(u);
 		return r;
 	}
-	/* Hand out low indexes first. */
-	for (uint32_t i = 0; i < PIN_IOURING_SLOTS; i++)
-		u->free_slots[i] = PIN_IOURING_SLOTS - 1 - i;
-	u->nfree = PIN_IOURING_SLOTS;
 	ctx->be_data = u;
 	return 0;
 }
@@ -89,10 +188,14 @@ static int iouring_pin(struct pin_ctx *ctx, struct pin_range *r)
 {
 	struct iouring *u = ctx->be_data;
 
-	if (u->nfree < r->nbufs) {
-		pin_log(PIN_LOG_DEBUG, "io_uring buffer table full: %u slots free, %u needed",
-			u->nfree, r->nbufs);
-		return -ENOSPC;
+	while (u->nfree < r->nbufs) {
+		int err = grow(u);
+		if (err == -ENOSPC)
+			pin_log(PIN_LOG_DEBUG,
+				"io_uring buffer table full: %u slots free, %u needed", u->nfree,
+				r->nbufs);
+		if (err < 0)
+			return err;
 	}
 	for (unsigned int i = 0; i < r->nbufs; i++) {
 		uintptr_t addr = r->start + (uintptr_t)i * PIN_IOURING_BUF_MAX;
