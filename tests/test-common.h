@@ -32,6 +32,8 @@ struct test_needs {
 	unsigned int what;	/* enum test_need bits */
 	uint64_t uffd_features; /* PIN_UFFD_FEATURE_* the kernel must offer */
 	const char *path_env;	/* names a file or directory that must exist */
+	/* The area's own check, run last: NULL when met, else why not. */
+	const char *(*check)(void);
 };
 
 Suite *test_suite_new(const char *area);

@@ -117,6 +117,11 @@ static bool unmet(const struct test_needs *n, char *why, size_t len)
 			return true;
 		}
 	}
+	const char *own = n->check ? n->check() : NULL;
+	if (own) {
+		snprintf(why, len, "%s", own);
+		return true;
+	}
 	return false;
 }
 

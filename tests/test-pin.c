@@ -19,11 +19,10 @@
 
 #include "pin-internal.h"
 #include "test-common.h"
+#include "test-pin-util.h"
 
 #define MiB (1ul << 20)
 #define GiB (1ul << 30)
-/* The smallest ring: test_skip_reason() only asks whether io_uring exists. */
-#define PROBE_RING_ENTRIES 1
 
 static size_t page;
 static char last_log[1024];
@@ -71,69 +70,13 @@ static struct pin_ctx_stats stats_of(struct pin_ctx *ctx)
 	return s;
 }
 
-/* nr_foll_pin_acquired/released after folding the per-CPU deltas in. */
-static void foll_pins(uint64_t *acquired, uint64_t *released)
-{
-	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
-	char line[128];
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(write(fd, "1", 1), 1);
-	close(fd);
-	FILE *f = fopen("/proc/vmstat", "r");
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f)) {
-		sscanf(line, "nr_foll_pin_acquired %lu", acquired);
-		sscanf(line, "nr_foll_pin_released %lu", released);
-	}
-	fclose(f);
-}
-
-/* A memfd of len bytes whose 64-bit word at offset o is test_pattern(o, seed). */
-static int pattern_file(size_t len, uint64_t seed)
-{
-	int fd = memfd_create("pattern", MFD_CLOEXEC);
-
-	ck_assert_int_ge(fd, 0);
-	test_pattern_write(fd, len, seed);
-	return fd;
-}
-
-static void assert_pattern(const void *p, size_t len, uint64_t seed)
-{
-	const uint64_t *w = p;
-
-	for (size_t i = 0; i < len / 8; i++)
-		ck_assert_uint_eq(w[i], test_pattern(i * 8, seed));
-}
-
-/* One READ_FIXED or WRITE_FIXED through the context's ring; returns cqe->res. */
-static int io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len, int index)
-{
-	struct io_uring *ring = pin_ctx_io_uring(ctx);
-	struct io_uring_cqe *cqe;
-
-	ck_assert_ptr_nonnull(ring);
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-	ck_assert_ptr_nonnull(sqe);
-	if (write)
-		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
-	else
-		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
-	ck_assert_int_eq(io_uring_submit(ring), 1);
-	ck_assert_int_eq(io_uring_wait_cqe(ring, &cqe), 0);
-	int res = cqe->res;
-	io_uring_cqe_seen(ring, cqe);
-	return res;
-}
-
 /* Read the pattern file into [p, p + len) through the pin's buffer. */
 static void read_into(struct pin_ctx *ctx, struct pin_range *r, char *p, size_t len, int fd)
 {
 	int index = pin_range_buf_index(r, p, len);
 
 	ck_assert_int_ge(index, 0);
-	ck_assert_int_eq(io_fixed(ctx, false, fd, p, len, index), (int)len);
+	ck_assert_int_eq(test_io_fixed(ctx, false, fd, p, len, index), (int)len);
 }
 
 START_TEST(counters_exact)
@@ -149,15 +92,15 @@ START_TEST(counters_exact)
 	 * retry until one round sees only our pins. */
 	for (int round = 0; round < 20 && !exact; round++) {
 		long pin0 = test_status_kb("VmPin");
-		foll_pins(&a0, &r0);
+		test_foll_pins(&a0, &r0);
 		ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
-		foll_pins(&a1, &r1);
+		test_foll_pins(&a1, &r1);
 		ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 		pin_range_put(r);
 		/* Cached: still pinned until it is dropped. */
 		ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
-		foll_pins(&a2, &r2);
+		test_foll_pins(&a2, &r2);
 		ck_assert_int_eq(test_status_kb("VmPin"), pin0);
 		exact = a1 - a0 == pages && r1 - r0 == 0 && a2 - a1 == 0 && r2 - r1 == pages;
 	}
@@ -227,7 +170,7 @@ START_TEST(split_past_1g)
 	const size_t len = GiB + 2 * MiB;
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = map_small(NULL, len);
-	int fd = pattern_file(64 * 1024, 7);
+	int fd = test_pattern_file(64 * 1024, 7);
 	struct pin_range *r;
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
@@ -243,7 +186,7 @@ START_TEST(split_past_1g)
 	/* A read into the second buffer lands past 1 GiB, and nowhere else. */
 	char *dst = p + GiB + 4 * page;
 	read_into(ctx, r, dst, 64 * 1024, fd);
-	assert_pattern(dst, 64 * 1024, 7);
+	test_assert_pattern(dst, 64 * 1024, 7);
 	ck_assert_int_eq(dst[-1], 0x5a);
 	ck_assert_int_eq(dst[64 * 1024], 0x5a);
 	ck_assert_int_eq(p[4 * page], 0x5a);
@@ -370,7 +313,7 @@ static char *pin_cached(struct pin_ctx *ctx, size_t len)
 static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0,
 			    unsigned int events)
 {
-	int fd = pattern_file(page, 3);
+	int fd = test_pattern_file(page, 3);
 	struct pin_range *r;
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
@@ -384,7 +327,7 @@ static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0,
 	ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
 	char *mid = p + len / 2;
 	read_into(ctx, r, mid, page, fd);
-	assert_pattern(mid, page, 3);
+	test_assert_pattern(mid, page, 3);
 	pin_range_put(r);
 	close(fd);
 }
@@ -478,7 +421,7 @@ START_TEST(stale_munmap_one_page)
 	const size_t len = 64 * MiB;
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
-	int fd = pattern_file(page, 4);
+	int fd = test_pattern_file(page, 4);
 	struct pin_range *r;
 
 	if (RUNNING_ON_VALGRIND)
@@ -491,7 +434,7 @@ START_TEST(stale_munmap_one_page)
 	ck_assert_uint_eq(s.invalidations, 1);
 	ck_assert_uint_eq(s.pinned_bytes, len / 2);
 	read_into(ctx, r, p + page, page, fd);
-	assert_pattern(p + page, page, 4);
+	test_assert_pattern(p + page, page, 4);
 	pin_range_put(r);
 	/* The hole cannot be pinned. */
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), -EFAULT);
@@ -534,7 +477,7 @@ START_TEST(fork_keeps_parent_coherent)
 	const size_t len = 4 * MiB;
 	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = map_small(NULL, len);
-	int in = pattern_file(page, 9);
+	int in = test_pattern_file(page, 9);
 	int out = memfd_create("out", MFD_CLOEXEC);
 	struct pin_range *r;
 	char back[256];
@@ -555,13 +498,13 @@ START_TEST(fork_keeps_parent_coherent)
 	/* Parent writes after the fork go out through the pin... */
 	memset(p, 0x77, sizeof(back));
 	int index = pin_range_buf_index(r, p, sizeof(back));
-	ck_assert_int_eq(io_fixed(ctx, true, out, p, sizeof(back), index), (int)sizeof(back));
+	ck_assert_int_eq(test_io_fixed(ctx, true, out, p, sizeof(back), index), (int)sizeof(back));
 	ck_assert_int_eq(pread(out, back, sizeof(back), 0), (ssize_t)sizeof(back));
 	for (size_t i = 0; i < sizeof(back); i++)
 		ck_assert_int_eq(back[i], 0x77);
 	/* ...and reads through it land where the parent looks. */
 	read_into(ctx, r, p + page, page, in);
-	assert_pattern(p + page, page, 9);
+	test_assert_pattern(p + page, page, 9);
 	pin_range_put(r);
 	pin_ctx_free(ctx);
 	close(in);
@@ -687,7 +630,7 @@ static void *lookup_loop(void *arg)
 START_TEST(threads_never_see_stale)
 {
 	struct stress st = { .ctx = ctx_new(PIN_BACKEND_IO_URING, 0), .pages = 64 };
-	int fd = pattern_file(page, 5);
+	int fd = test_pattern_file(page, 5);
 	struct looker lk[LOOKERS] = { 0 };
 	unsigned int seed = 1;
 
@@ -709,7 +652,7 @@ START_TEST(threads_never_see_stale)
 		ck_assert_int_eq(madvise(x, page, MADV_DONTNEED), 0);
 		ck_assert_int_eq(pin_range_get(st.ctx, x, page, &r), 0);
 		read_into(st.ctx, r, x, page, fd);
-		assert_pattern(x, page, 5);
+		test_assert_pattern(x, page, 5);
 		pin_range_put(r);
 	}
 	atomic_store(&st.stop, true);
@@ -900,45 +843,7 @@ Suite *test_suite(void)
 	return s;
 }
 
-/* kernel.io_uring_disabled: 0 allows io_uring to all, 1 to CAP_SYS_ADMIN and
- * kernel.io_uring_group only, 2 to nobody; -1 when the sysctl is absent. */
-static int io_uring_disabled(void)
-{
-	int v = -1;
-	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "re");
-
-	if (f) {
-		if (fscanf(f, "%d", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-/*
- * Skipped only where io_uring is absent: not in this kernel (ENOSYS) or
- * turned off for this process (EPERM with kernel.io_uring_disabled set).
- * Any other error is a failure: the suite runs and every case reports it.
- */
 const char *test_skip_reason(void)
 {
-	static char why[128];
-	struct io_uring ring;
-
-	if (geteuid() != 0)
-		return "needs root (/proc/sys/vm/stat_refresh, RLIMIT_MEMLOCK for 1 GiB pins)";
-	int r = io_uring_queue_init(PROBE_RING_ENTRIES, &ring, 0);
-	if (r == 0) {
-		io_uring_queue_exit(&ring);
-		return NULL;
-	}
-	if (r == -ENOSYS)
-		return "no io_uring in this kernel (io_uring_setup: ENOSYS)";
-	int disabled = io_uring_disabled();
-	if (r == -EPERM && disabled > 0) {
-		snprintf(why, sizeof(why), "io_uring is disabled (kernel.io_uring_disabled = %d)",
-			 disabled);
-		return why;
-	}
-	return NULL;
+	return test_pin_skip_reason();
 }

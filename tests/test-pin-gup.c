@@ -1,0 +1,692 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Area pin-gup (suite pin): each case of pin_user_pages() a user meets
+ * (Documentation/core-api/pin_user_pages.rst, mm/gup.c), pinned through the
+ * io_uring backend, with the kernel's own counters, the bytes the process
+ * sees and, for a refusal, the errno and the cause libpin logs.
+ *
+ * The counters (nr_foll_pin_acquired/released) are system-wide: a case
+ * retries its round until one sees only its own pins.  A FOLL_PIN of a small
+ * page counts 1; a large folio (THP, hugetlb) counts each page pinned, and
+ * io_uring, which keeps one buffer vector per huge page (coalescing), gives
+ * back all but one pin per folio at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <valgrind/valgrind.h>
+
+#include "pin-internal.h"
+#include "test-common.h"
+#include "test-pin-util.h"
+
+#define MiB	 (1ul << 20)
+#define HUGE_2M	 (2ul << 20)
+#define LEN	 (4 * MiB) /* two huge pages */
+#define SEED_IN	 21
+#define SEED_OUT 22
+/* Rounds a counted case may take before it gives up on a quiet machine. */
+#define QUIET_ROUNDS 20
+/* 2 MiB hugetlb pages the hugetlb tcase reserves: LEN for each of its cases. */
+#define HUGETLB_PAGES 4
+/* /proc/self/pagemap: bit 63 present, bits 0-54 the page frame (root only). */
+#define PM_PRESENT (1ull << 63)
+#define PM_PFN	   ((1ull << 55) - 1)
+#ifndef SYS_memfd_secret
+#define SYS_memfd_secret 447
+#endif
+
+static size_t page;
+static char last_log[1024];
+
+static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
+{
+	if (level <= PIN_LOG_ERR)
+		snprintf(last_log, sizeof(last_log), "%s", msg);
+}
+
+static void setup(void)
+{
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	last_log[0] = 0;
+	pin_log_set(capture_log, NULL);
+}
+
+static struct pin_ctx *ctx_new(void)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
+	struct pin_ctx *ctx = NULL;
+
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	return ctx;
+}
+
+static size_t pinned_bytes(struct pin_ctx *ctx)
+{
+	struct pin_ctx_stats s = { .sz = sizeof(s) };
+
+	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
+	return s.pinned_bytes;
+}
+
+/* What the kernel's counters moved by while a range was pinned, then unpinned. */
+struct deltas {
+	uint64_t pin_acquired, pin_released;
+	uint64_t unpin_acquired, unpin_released;
+};
+
+/*
+ * Pin [p, p + len) and drop the pin again, until a round's counters move by
+ * want exactly (or QUIET_ROUNDS went by); returns what pin_range_get()
+ * returned, the last round's deltas in *got.
+ */
+static int pin_counted(struct pin_ctx *ctx, void *p, size_t len, const struct deltas *want,
+		       struct deltas *got)
+{
+	uint64_t a0, r0, a1, r1, a2 = 0, r2 = 0;
+	struct pin_range *r;
+	int err = 0;
+
+	for (int round = 0; round < QUIET_ROUNDS; round++) {
+		test_foll_pins(&a0, &r0);
+		err = pin_range_get(ctx, p, len, &r);
+		test_foll_pins(&a1, &r1);
+		if (err == 0) {
+			pin_range_put(r);
+			ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+		}
+		test_foll_pins(&a2, &r2);
+		*got = (struct deltas){ a1 - a0, r1 - r0, a2 - a1, r2 - r1 };
+		if (!memcmp(got, want, sizeof(*got)))
+			break;
+	}
+	return err;
+}
+
+static void assert_deltas(const struct deltas *got, const struct deltas *want)
+{
+	ck_assert_msg(!memcmp(got, want, sizeof(*got)),
+		      "pin: +%lu acquired +%lu released, unpin: +%lu +%lu; want +%lu +%lu, +%lu "
+		      "+%lu",
+		      got->pin_acquired, got->pin_released, got->unpin_acquired,
+		      got->unpin_released, want->pin_acquired, want->pin_released,
+		      want->unpin_acquired, want->unpin_released);
+}
+
+/* Small pages each take one pin and give it back at the unpin. */
+static void assert_small_pins(struct pin_ctx *ctx, void *p, size_t len)
+{
+	const struct deltas want = { len / page, 0, 0, len / page };
+	struct deltas got;
+
+	ck_assert_int_eq(pin_counted(ctx, p, len, &want, &got), 0);
+	assert_deltas(&got, &want);
+}
+
+/* A huge page counts a pin per small page, and io_uring keeps one of them. */
+static void assert_huge_pins(struct pin_ctx *ctx, void *p, size_t len)
+{
+	const size_t folios = len / HUGE_2M;
+	const struct deltas want = { len / page, len / page - folios, 0, folios };
+	struct deltas got;
+
+	ck_assert_int_eq(pin_counted(ctx, p, len, &want, &got), 0);
+	assert_deltas(&got, &want);
+}
+
+/*
+ * Pin [p, p + len), write the pattern into it through the pin (the
+ * "device" is io_uring's READ_FIXED), and check that the process reads it.
+ */
+static void device_write(struct pin_ctx *ctx, char *p, size_t len, uint64_t seed)
+{
+	int fd = test_pattern_file(len, seed);
+	long pin0 = test_status_kb("VmPin");
+	struct pin_range *r;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
+	int index = pin_range_buf_index(r, p, len);
+	ck_assert_int_ge(index, 0);
+	ck_assert_int_eq(test_io_fixed(ctx, false, fd, p, len, index), (int)len);
+	test_assert_pattern(p, len, seed);
+	pin_range_put(r);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+	ck_assert_int_eq(test_status_kb("VmPin"), pin0);
+	close(fd);
+}
+
+static char *map_anon(size_t len, int prot, int advice)
+{
+	char *p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, len, advice), 0);
+	return p;
+}
+
+/* The page frame behind each page of [p, p + n pages), 0 where none is. */
+static void page_frames(const char *p, size_t n, uint64_t *pfn)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e;
+		off_t at = (off_t)((uintptr_t)p / page + i) * (off_t)sizeof(e);
+		ck_assert_int_eq(pread(fd, &e, sizeof(e), at), (ssize_t)sizeof(e));
+		pfn[i] = e & PM_PRESENT ? e & PM_PFN : 0;
+	}
+	close(fd);
+}
+
+START_TEST(never_written)
+{
+	struct pin_ctx *ctx = ctx_new();
+	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
+
+	/* Pinning for writing faults every page in, one pin each. */
+	assert_small_pins(ctx, p, LEN);
+	char *q = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
+	device_write(ctx, q, LEN, SEED_IN);
+	pin_ctx_free(ctx);
+	munmap(p, LEN);
+	munmap(q, LEN);
+}
+END_TEST
+
+START_TEST(zero_page_unshared)
+{
+	const size_t n = LEN / page;
+	struct pin_ctx *ctx = ctx_new();
+	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
+	uint64_t *before = calloc(n, sizeof(*before)), *after = calloc(n, sizeof(*after));
+	struct pin_range *r;
+
+	/* Read, never written: every page is the shared zero page. */
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(((volatile char *)p)[i * page], 0);
+	page_frames(p, n, before);
+	ck_assert_uint_ne(before[0], 0);
+	for (size_t i = 1; i < n; i++)
+		ck_assert_uint_eq(before[i], before[0]);
+	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), 0);
+	/* The pin unshared each page: private frames, none of them the zero page. */
+	page_frames(p, n, after);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_ne(after[i], 0);
+		ck_assert_uint_ne(after[i], before[0]);
+		if (i)
+			ck_assert_uint_ne(after[i], after[i - 1]);
+	}
+	pin_range_put(r);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, LEN), 1);
+	/* Private now: the pin counts as on any written page, and I/O lands. */
+	assert_small_pins(ctx, p, LEN);
+	device_write(ctx, p, LEN, SEED_IN);
+	pin_ctx_free(ctx);
+	free(before);
+	free(after);
+	munmap(p, LEN);
+}
+END_TEST
+
+/* LEN bytes aligned to a huge page, out of a larger mapping (unmapped on exit). */
+static char *map_aligned(size_t *ret_total, char **ret_base)
+{
+	*ret_total = LEN + HUGE_2M;
+	*ret_base =
+		mmap(NULL, *ret_total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(*ret_base, MAP_FAILED);
+	return (char *)(((uintptr_t)*ret_base + HUGE_2M - 1) & ~(HUGE_2M - 1));
+}
+
+/* AnonHugePages of /proc/self/smaps for the mapping that starts at p, in kB. */
+static long anon_huge_kb(const char *p)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[256];
+	unsigned long start, end;
+	long kb = -1;
+	bool in = false;
+
+	ck_assert_ptr_nonnull(f);
+	while (kb < 0 && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			in = start <= (uintptr_t)p && (uintptr_t)p < end;
+		else if (in)
+			sscanf(line, "AnonHugePages: %ld kB", &kb);
+	}
+	fclose(f);
+	return kb;
+}
+
+START_TEST(thp)
+{
+	struct pin_ctx *ctx = ctx_new();
+	size_t total;
+	char *base, *p = map_aligned(&total, &base);
+
+	ck_assert_int_eq(madvise(p, LEN, MADV_HUGEPAGE), 0);
+	memset(p, 0x5a, LEN);
+	ck_assert_int_eq(anon_huge_kb(p), (long)(LEN / 1024));
+	assert_huge_pins(ctx, p, LEN);
+	device_write(ctx, p, LEN, SEED_IN);
+	/* Still huge pages: nothing split them. */
+	ck_assert_int_eq(anon_huge_kb(p), (long)(LEN / 1024));
+	pin_ctx_free(ctx);
+	munmap(base, total);
+}
+END_TEST
+
+/* THP that transparent_hugepage/enabled allows to MADV_HUGEPAGE ranges. */
+static const char *thp_unmet(void)
+{
+	static char why[160];
+	char mode[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
+
+	if (!f)
+		return "no transparent huge pages (/sys/kernel/mm/transparent_hugepage)";
+	if (!fgets(mode, sizeof(mode), f))
+		mode[0] = 0;
+	fclose(f);
+	if (!strstr(mode, "[never]"))
+		return NULL;
+	snprintf(why, sizeof(why), "transparent_hugepage/enabled is %s", strtok(mode, "\n"));
+	return why;
+}
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+
+static long read_long(const char *path)
+{
+	long v = -1;
+	FILE *f = fopen(path, "re");
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static bool write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f)
+		return false;
+	bool ok = fprintf(f, "%ld", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+/* Add n 2 MiB pages to the pool; how many the kernel found, all or none. */
+static long hugetlb_reserve(long n)
+{
+	long old = read_long(NR_HUGEPAGES);
+
+	if (old < 0 || !write_long(NR_HUGEPAGES, old + n))
+		return 0;
+	long got = read_long(NR_HUGEPAGES) - old;
+	if (got == n)
+		return n;
+	write_long(NR_HUGEPAGES, old);
+	return got;
+}
+
+static void hugetlb_release(long n)
+{
+	write_long(NR_HUGEPAGES, read_long(NR_HUGEPAGES) - n);
+}
+
+static const char *hugetlb_unmet(void)
+{
+	static char why[160];
+	long got = hugetlb_reserve(HUGETLB_PAGES);
+
+	if (got == HUGETLB_PAGES) {
+		hugetlb_release(HUGETLB_PAGES);
+		return NULL;
+	}
+	snprintf(why, sizeof(why), "could reserve %ld of %d 2 MiB hugetlb pages (%s)", got,
+		 HUGETLB_PAGES, NR_HUGEPAGES);
+	return why;
+}
+
+/* The hugetlb tcase, in the runner's process: the pool lives around it. */
+static void hugetlb_setup(void)
+{
+	ck_assert_int_eq(hugetlb_reserve(HUGETLB_PAGES), HUGETLB_PAGES);
+}
+
+static void hugetlb_teardown(void)
+{
+	hugetlb_release(HUGETLB_PAGES);
+}
+
+START_TEST(hugetlb_anon)
+{
+	struct pin_ctx *ctx = ctx_new();
+	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+		       -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	assert_huge_pins(ctx, p, LEN);
+	device_write(ctx, p, LEN, SEED_IN);
+	pin_ctx_free(ctx);
+	munmap(p, LEN);
+}
+END_TEST
+
+/*
+ * A memfd mapped MAP_SHARED: pinned, written through the pin, released, and
+ * the data is in the file (pin_user_pages.rst: a page written by a device
+ * must be dirty when its pin goes, or writeback may lose it).
+ */
+static void memfd_case(unsigned int flags, bool huge)
+{
+	struct pin_ctx *ctx = ctx_new();
+	int fd = memfd_create("pinned", MFD_CLOEXEC | flags);
+	uint64_t *back = malloc(LEN);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, LEN), 0);
+	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	/* Small pages stay small, whatever shmem_enabled says short of "force". */
+	if (!huge)
+		ck_assert_int_eq(madvise(p, LEN, MADV_NOHUGEPAGE), 0);
+	if (huge)
+		assert_huge_pins(ctx, p, LEN);
+	else
+		assert_small_pins(ctx, p, LEN);
+	device_write(ctx, p, LEN, SEED_OUT);
+	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	ck_assert_int_eq(munmap(p, LEN), 0);
+	ck_assert_int_eq(pread(fd, back, LEN, 0), (ssize_t)LEN);
+	test_assert_pattern(back, LEN, SEED_OUT);
+	free(back);
+	close(fd);
+	pin_ctx_free(ctx);
+}
+
+START_TEST(shmem_memfd)
+{
+	memfd_case(0, false);
+}
+END_TEST
+
+START_TEST(hugetlb_memfd)
+{
+	memfd_case(MFD_HUGETLB, true);
+}
+END_TEST
+
+/*
+ * A refusal: pin_range_get() fails with -EFAULT, the counters move by want
+ * (pages pinned before the refusal are given back), nothing stays pinned,
+ * and the log names the call, the errno, the range and why ("[a, b) cause").
+ */
+static void assert_refused(void *p, size_t len, const struct deltas *want, const char *at,
+			   size_t at_len, const char *cause)
+{
+	struct pin_ctx *ctx = ctx_new();
+	char head[128], part[128];
+	struct deltas got;
+
+	ck_assert_int_eq(pin_counted(ctx, p, len, want, &got), -EFAULT);
+	assert_deltas(&got, want);
+	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	snprintf(head, sizeof(head), "io_uring buffer registration [%p, +%#zx): Bad address: ", p,
+		 len);
+	snprintf(part, sizeof(part), "[%p, %p) ", at, at + at_len);
+	ck_assert_msg(!strncmp(last_log, head, strlen(head)), "log: %s", last_log);
+	ck_assert_msg(strstr(last_log, part) && strstr(last_log, cause), "log: %s; want %s%s",
+		      last_log, part, cause);
+	pin_ctx_free(ctx);
+}
+
+/* The fast path grabs the first present page before it sees the mapping's
+ * kind, and gives that pin back; a page not yet there costs nothing. */
+static const struct deltas none = { 0, 0, 0, 0 };
+static const struct deltas first_page = { 1, 1, 0, 0 };
+
+static int secretmem(void)
+{
+	return (int)syscall(SYS_memfd_secret, 0);
+}
+
+static const char *secretmem_unmet(void)
+{
+	static char why[160];
+	int fd = secretmem();
+
+	if (fd >= 0) {
+		close(fd);
+		return NULL;
+	}
+	snprintf(why, sizeof(why), "memfd_secret: %s (secretmem.enable=0 or not built%s)",
+		 strerror(errno), RUNNING_ON_VALGRIND ? ", or valgrind" : "");
+	return why;
+}
+
+START_TEST(refused_secretmem)
+{
+	int fd = secretmem();
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, LEN), 0);
+	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	assert_refused(p, LEN, &none, p, LEN, "is memfd_secret memory");
+	memset(p, 0x5a, LEN);
+	assert_refused(p, LEN, &first_page, p, LEN, "is memfd_secret memory");
+	munmap(p, LEN);
+	close(fd);
+}
+END_TEST
+
+/* A file in the working directory (meson's build directory). */
+static int cwd_file(char *path, size_t len)
+{
+	snprintf(path, len, "pin-gup-XXXXXX");
+	int fd = mkostemp(path, O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, LEN), 0);
+	return fd;
+}
+
+static const char *cwd_unmet(void)
+{
+	static char why[160];
+	struct statfs fs;
+
+	if (statfs(".", &fs) < 0) {
+		snprintf(why, sizeof(why), "statfs of the working directory: %s", strerror(errno));
+		return why;
+	}
+	if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)
+		return NULL;
+	return "the working directory is on tmpfs or hugetlbfs, whose pages can be pinned: run "
+	       "from a disk filesystem";
+}
+
+START_TEST(refused_shared_file)
+{
+	char name[64], cause[512];
+	int fd = cwd_file(name, sizeof(name));
+	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	char *priv = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	char cwd[256];
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_ptr_ne(priv, MAP_FAILED);
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	ck_assert_int_eq(unlink(name), 0);
+	snprintf(cause, sizeof(cause), "is a MAP_SHARED mapping of the file %s/%s (deleted)", cwd,
+		 name);
+	assert_refused(p, LEN, &none, p, LEN, cause);
+	memset(p, 0x5a, LEN);
+	assert_refused(p, LEN, &first_page, p, LEN, cause);
+	/* MAP_PRIVATE: the pin breaks COW into anonymous pages, which it may hold. */
+	struct pin_ctx *ctx = ctx_new();
+	assert_small_pins(ctx, priv, LEN);
+	pin_ctx_free(ctx);
+	munmap(p, LEN);
+	munmap(priv, LEN);
+	close(fd);
+}
+END_TEST
+
+START_TEST(refused_prot)
+{
+	char *p = map_anon(2 * LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
+	const struct deltas half = { LEN / page, LEN / page, 0, 0 };
+	const struct deltas one = { 1, 1, 0, 0 };
+
+	memset(p, 0x5a, 2 * LEN);
+	ck_assert_int_eq(mprotect(p + LEN, LEN, PROT_NONE), 0);
+	assert_refused(p + LEN, LEN, &none, p + LEN, LEN, "is PROT_NONE");
+	/* The first half is pinned, and given back when the second refuses. */
+	assert_refused(p, 2 * LEN, &half, p + LEN, LEN, "is PROT_NONE");
+	ck_assert_int_eq(mprotect(p + LEN, LEN, PROT_READ), 0);
+	assert_refused(p + LEN, LEN, &none, p + LEN, LEN,
+		       "is mapped without PROT_WRITE, and pins are taken for writing");
+	/* A hole after the first page. */
+	ck_assert_int_eq(munmap(p + page, LEN - page), 0);
+	assert_refused(p, 2 * page, &one, p + page, page, "is not mapped");
+	munmap(p, page);
+	munmap(p + LEN, LEN);
+}
+END_TEST
+
+/* In the child: its pages hold the pattern of seed, page frame by page frame
+ * none of the parent's (pfn); then it writes its own and reads them back. */
+static int fork_child(char *p, const uint64_t *pfn, int go, int done)
+{
+	const size_t n = LEN / page;
+	uint64_t *mine = calloc(n, sizeof(*mine));
+	char c;
+
+	for (size_t i = 0; i < n; i++)
+		if (!test_page_ok((uint8_t *)p, i, SEED_IN))
+			return 10;
+	if (write(done, "r", 1) != 1 || read(go, &c, 1) != 1)
+		return 11;
+	/* The parent wrote through its pin meanwhile: not into this copy. */
+	for (size_t i = 0; i < n; i++)
+		if (!test_page_ok((uint8_t *)p, i, SEED_IN))
+			return 12;
+	page_frames(p, n, mine);
+	for (size_t i = 0; i < n; i++)
+		if (!mine[i] || mine[i] == pfn[i])
+			return 13;
+	memset(p, 0xcc, LEN);
+	for (size_t i = 0; i < LEN; i++)
+		if ((unsigned char)p[i] != 0xcc)
+			return 14;
+	free(mine);
+	return 0;
+}
+
+START_TEST(fork_after_pin)
+{
+	const size_t n = LEN / page;
+	struct pin_ctx *ctx = ctx_new();
+	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
+	uint64_t *pfn = calloc(n, sizeof(*pfn)), *now = calloc(n, sizeof(*now));
+	int in = test_pattern_file(LEN, SEED_IN), out = test_pattern_file(LEN, SEED_OUT);
+	int go[2], done[2], status;
+	struct pin_range *r;
+	char c;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), 0);
+	int index = pin_range_buf_index(r, p, LEN);
+	ck_assert_int_ge(index, 0);
+	ck_assert_int_eq(test_io_fixed(ctx, false, in, p, LEN, index), (int)LEN);
+	page_frames(p, n, pfn);
+	ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(done, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fork_child(p, pfn, go[0], done[1]));
+	ck_assert_int_eq(read(done[0], &c, 1), 1);
+	/* The parent keeps the pinned pages: the same frames, and a device
+	 * write through the pin is what the parent reads. */
+	page_frames(p, n, now);
+	ck_assert_mem_eq(now, pfn, n * sizeof(*pfn));
+	ck_assert_int_eq(test_io_fixed(ctx, false, out, p, LEN, index), (int)LEN);
+	test_assert_pattern(p, LEN, SEED_OUT);
+	ck_assert_int_eq(write(go[1], "g", 1), 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	/* The child's own writes stayed in its copy. */
+	test_assert_pattern(p, LEN, SEED_OUT);
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	for (int i = 0; i < 2; i++) {
+		close(go[i]);
+		close(done[i]);
+	}
+	close(in);
+	close(out);
+	free(pfn);
+	free(now);
+	munmap(p, LEN);
+}
+END_TEST
+
+static const struct test_needs needs_none = { 0 };
+static const struct test_needs needs_thp = { .check = thp_unmet };
+static const struct test_needs needs_hugetlb = { .check = hugetlb_unmet };
+static const struct test_needs needs_secretmem = { .check = secretmem_unmet };
+static const struct test_needs needs_disk = { .check = cwd_unmet };
+
+/* A tcase of its own per need, so that each skips alone with its reason. */
+static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
+{
+	TCase *tc = test_tcase(s, name, needs);
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_set_timeout(tc, 120);
+	return tc;
+}
+
+Suite *test_suite(void)
+{
+	Suite *s = test_suite_new("pin-gup");
+	TCase *small = tcase(s, "small_pages", &needs_none);
+	TCase *huge = tcase(s, "hugetlb", &needs_hugetlb);
+
+	tcase_add_test(small, never_written);
+	tcase_add_test(small, zero_page_unshared);
+	tcase_add_test(small, shmem_memfd);
+	tcase_add_test(small, fork_after_pin);
+	tcase_add_test(small, refused_prot);
+	tcase_add_test(tcase(s, "thp", &needs_thp), thp);
+	tcase_add_unchecked_fixture(huge, hugetlb_setup, hugetlb_teardown);
+	tcase_add_test(huge, hugetlb_anon);
+	tcase_add_test(huge, hugetlb_memfd);
+	tcase_add_test(tcase(s, "secretmem", &needs_secretmem), refused_secretmem);
+	tcase_add_test(tcase(s, "shared_file", &needs_disk), refused_shared_file);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	return test_pin_skip_reason();
+}

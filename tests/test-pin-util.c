@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+/* Helpers of the pin areas (see test-pin-util.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "test-common.h"
+#include "test-pin-util.h"
+
+void test_foll_pins(uint64_t *acquired, uint64_t *released)
+{
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY | O_CLOEXEC);
+	char line[128];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "1", 1), 1);
+	close(fd);
+	FILE *f = fopen("/proc/vmstat", "re");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "nr_foll_pin_acquired %lu", acquired);
+		sscanf(line, "nr_foll_pin_released %lu", released);
+	}
+	fclose(f);
+}
+
+int test_pattern_file(size_t len, uint64_t seed)
+{
+	int fd = memfd_create("pattern", MFD_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	test_pattern_write(fd, len, seed);
+	return fd;
+}
+
+void test_assert_pattern(const void *p, size_t len, uint64_t seed)
+{
+	const uint64_t *w = p;
+
+	for (size_t i = 0; i < len / 8; i++)
+		ck_assert_uint_eq(w[i], test_pattern(i * 8, seed));
+}
+
+int test_io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len, int index)
+{
+	struct io_uring *ring = pin_ctx_io_uring(ctx);
+	struct io_uring_cqe *cqe;
+
+	ck_assert_ptr_nonnull(ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	ck_assert_ptr_nonnull(sqe);
+	if (write)
+		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
+	else
+		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
+	ck_assert_int_eq(io_uring_submit(ring), 1);
+	ck_assert_int_eq(io_uring_wait_cqe(ring, &cqe), 0);
+	int res = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return res;
+}
+
+/* The smallest ring: test_pin_skip_reason() only asks whether io_uring exists. */
+#define PROBE_RING_ENTRIES 1
+
+/* kernel.io_uring_disabled: 0 allows io_uring to all, 1 to CAP_SYS_ADMIN and
+ * kernel.io_uring_group only, 2 to nobody; -1 when the sysctl is absent. */
+static int io_uring_disabled(void)
+{
+	int v = -1;
+	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "re");
+
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+const char *test_pin_skip_reason(void)
+{
+	static char why[128];
+	struct io_uring ring;
+
+	if (geteuid() != 0)
+		return "needs root (/proc/sys/vm/stat_refresh, /proc/self/pagemap, RLIMIT_MEMLOCK "
+		       "for 1 GiB pins, nr_hugepages)";
+	int r = io_uring_queue_init(PROBE_RING_ENTRIES, &ring, 0);
+	if (r == 0) {
+		io_uring_queue_exit(&ring);
+		return NULL;
+	}
+	if (r == -ENOSYS)
+		return "no io_uring in this kernel (io_uring_setup: ENOSYS)";
+	int disabled = io_uring_disabled();
+	if (r == -EPERM && disabled > 0) {
+		snprintf(why, sizeof(why), "io_uring is disabled (kernel.io_uring_disabled = %d)",
+			 disabled);
+		return why;
+	}
+	return NULL;
+}

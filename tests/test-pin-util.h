@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* What the pin areas (test-pin.c, test-pin-gup.c) share: the kernel's pin
+ * counters, patterned files, and one fixed-buffer I/O through a context. */
+#ifndef TEST_PIN_UTIL_H
+#define TEST_PIN_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "libpin.h"
+
+/* nr_foll_pin_acquired/released after folding the per-CPU deltas in. */
+void test_foll_pins(uint64_t *acquired, uint64_t *released);
+
+/* A memfd of len bytes whose 64-bit word at offset o is test_pattern(o, seed). */
+int test_pattern_file(size_t len, uint64_t seed);
+
+/* The words of [p, p + len) are test_pattern(o, seed), o counted from p. */
+void test_assert_pattern(const void *p, size_t len, uint64_t seed);
+
+/* One READ_FIXED or WRITE_FIXED at offset 0 of fd through the context's ring,
+ * with buffer index; returns cqe->res. */
+int test_io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len, int index);
+
+/*
+ * For test_skip_reason(): root, and io_uring unless it is absent (ENOSYS)
+ * or turned off for this process (EPERM with kernel.io_uring_disabled set).
+ * Any other error is a failure: the suite runs and every case reports it.
+ */
+const char *test_pin_skip_reason(void);
+
+#endif /* TEST_PIN_UTIL_H */
