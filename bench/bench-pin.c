@@ -3,7 +3,11 @@
  * Pinning: pin + unpin of 1 GiB through libpin against raw
  * io_uring_register_buffers of the same memory in the same run, mlock of it,
  * the cache-hit lookup, and how long after madvise(MADV_DONTNEED) returns the
- * monitor has dropped the stale pin.  With --smoke: 2 MiB, one round each.
+ * monitor has dropped the stale pin.  Then 1 GiB backed by huge pages (THP,
+ * and 2 MiB hugetlb pages where the pool can be grown by 1 GiB; given back
+ * after) against 1 GiB of 4 KiB pages, same run: a huge page is pinned as
+ * one folio and io_uring keeps one buffer vector for it (issue 19).
+ * With --smoke: 2 MiB, one round each.
  */
 #include <liburing.h>
 #include <stdio.h>
@@ -22,6 +26,8 @@
 #define HIT_BATCH 1000
 /* The smoke test's pin: a huge page's worth, the io_uring path all the same. */
 #define SMOKE_PIN_BYTES (2ul << 20)
+#define HUGE_2M		(2ul << 20)
+#define NR_HUGEPAGES	"/proc/sys/vm/nr_hugepages"
 
 /* How much one run measures: the figures, or the smoke test's (bench_smoke()). */
 struct sizes {
@@ -130,6 +136,115 @@ static int bench_1g(struct pin_ctx *ctx)
 	return 0;
 }
 
+/* len bytes of private anonymous memory aligned to a huge page, written, with
+ * advice; the mapping starts at *ret_base and is len + HUGE_2M long. */
+static char *map_written(size_t len, int advice, char **ret_base)
+{
+	char *base = mmap(NULL, len + HUGE_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+
+	if (base == MAP_FAILED)
+		return NULL;
+	char *p = (char *)(((uintptr_t)base + HUGE_2M - 1) & ~(HUGE_2M - 1));
+	madvise(p, len, advice);
+	memset(p, 1, len);
+	*ret_base = base;
+	return p;
+}
+
+static long read_long(const char *path)
+{
+	long v = -1;
+	FILE *f = fopen(path, "re");
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static bool write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f)
+		return false;
+	bool ok = fprintf(f, "%ld", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+/* Grow the 2 MiB hugetlb pool by n pages: all, or none (then false). */
+static bool hugetlb_reserve(long n)
+{
+	long old = read_long(NR_HUGEPAGES);
+
+	if (old < 0 || !write_long(NR_HUGEPAGES, old + n))
+		return false;
+	if (read_long(NR_HUGEPAGES) == old + n)
+		return true;
+	write_long(NR_HUGEPAGES, old);
+	return false;
+}
+
+/* Median pin + unpin of huge against small, interleaved rounds: the ratio. */
+static double huge_vs_small(struct pin_ctx *ctx, char *huge, char *small, const char *name)
+{
+	double h[ROUNDS], s[ROUNDS];
+	char metric[64];
+
+	for (int i = 0; i < sz.rounds; i++) {
+		h[i] = libpin_round(ctx, huge, sz.pin_bytes);
+		unwatch_wait(ctx);
+		s[i] = libpin_round(ctx, small, sz.pin_bytes);
+		unwatch_wait(ctx);
+		if (h[i] < 0 || s[i] < 0)
+			return -1;
+	}
+	double mh = bench_median(h, sz.rounds), ms = bench_median(s, sz.rounds);
+	snprintf(metric, sizeof(metric), "pin_1g_%s", name);
+	bench_metric(metric, mh, "ms");
+	snprintf(metric, sizeof(metric), "pin_1g_%s_vs_4k_x", name);
+	bench_metric(metric, mh / ms, "x");
+	return mh / ms;
+}
+
+static int bench_huge(struct pin_ctx *ctx)
+{
+	const size_t len = sz.pin_bytes, npages = len / HUGE_2M;
+	char *small_base, *thp_base;
+	char *small = map_written(len, MADV_NOHUGEPAGE, &small_base);
+	char *thp = map_written(len, MADV_HUGEPAGE, &thp_base);
+	int err = 0;
+
+	if (!small || !thp)
+		return fail("mmap 1 GiB", -errno);
+	bench_metric("pin_1g_4k", libpin_round(ctx, small, len), "ms");
+	unwatch_wait(ctx);
+	if (huge_vs_small(ctx, thp, small, "thp") < 0)
+		err = fail("pin 1 GiB of THP", -ENOMEM);
+	munmap(thp_base, len + HUGE_2M);
+	if (!err && hugetlb_reserve((long)npages)) {
+		char *h = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		if (h == MAP_FAILED) {
+			err = fail("mmap 1 GiB MAP_HUGETLB", -errno);
+		} else {
+			memset(h, 1, len);
+			if (huge_vs_small(ctx, h, small, "hugetlb") < 0)
+				err = fail("pin 1 GiB of hugetlb", -ENOMEM);
+			munmap(h, len);
+		}
+		write_long(NR_HUGEPAGES, read_long(NR_HUGEPAGES) - (long)npages);
+	} else if (!err) {
+		fprintf(stderr, "bench-pin: no pin_1g_hugetlb_vs_4k_x: %s could not grow by %zu\n",
+			NR_HUGEPAGES, npages);
+	}
+	munmap(small_base, len + HUGE_2M);
+	return err;
+}
+
 static int bench_hit(struct pin_ctx *ctx)
 {
 	static struct pin_range *held[HIT_BATCH];
@@ -220,7 +335,7 @@ int main(int argc, char **argv)
 
 	if (err < 0)
 		return fail("pin_ctx_new", err);
-	int status = bench_1g(ctx) || bench_hit(ctx) || bench_invalidate(ctx);
+	int status = bench_1g(ctx) || bench_huge(ctx) || bench_hit(ctx) || bench_invalidate(ctx);
 	pin_ctx_free(ctx);
 	return status;
 }
