@@ -37,6 +37,9 @@
 #define QUIET_ROUNDS 20
 /* 2 MiB hugetlb pages the hugetlb tcase reserves: LEN for each of its cases. */
 #define HUGETLB_PAGES 4
+/* Pages in LEN at the smallest page size: arrays of page frames on the stack
+ * (a forked child leaves with _exit(), and heap blocks would count as lost). */
+#define LEN_PAGES_MAX (LEN / 4096)
 /* /proc/self/pagemap: bit 63 present, bits 0-54 the page frame (root only). */
 #define PM_PRESENT (1ull << 63)
 #define PM_PFN	   ((1ull << 55) - 1)
@@ -208,7 +211,7 @@ START_TEST(zero_page_unshared)
 	const size_t n = LEN / page;
 	struct pin_ctx *ctx = ctx_new();
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
-	uint64_t *before = calloc(n, sizeof(*before)), *after = calloc(n, sizeof(*after));
+	uint64_t before[LEN_PAGES_MAX], after[LEN_PAGES_MAX];
 	struct pin_range *r;
 
 	/* Read, never written: every page is the shared zero page. */
@@ -233,8 +236,6 @@ START_TEST(zero_page_unshared)
 	assert_small_pins(ctx, p, LEN);
 	device_write(ctx, p, LEN, SEED_IN);
 	pin_ctx_free(ctx);
-	free(before);
-	free(after);
 	munmap(p, LEN);
 }
 END_TEST
@@ -577,7 +578,7 @@ END_TEST
 static int fork_child(char *p, const uint64_t *pfn, int go, int done)
 {
 	const size_t n = LEN / page;
-	uint64_t *mine = calloc(n, sizeof(*mine));
+	uint64_t mine[LEN_PAGES_MAX];
 	char c;
 
 	for (size_t i = 0; i < n; i++)
@@ -597,7 +598,6 @@ static int fork_child(char *p, const uint64_t *pfn, int go, int done)
 	for (size_t i = 0; i < LEN; i++)
 		if ((unsigned char)p[i] != 0xcc)
 			return 14;
-	free(mine);
 	return 0;
 }
 
@@ -606,7 +606,7 @@ START_TEST(fork_after_pin)
 	const size_t n = LEN / page;
 	struct pin_ctx *ctx = ctx_new();
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
-	uint64_t *pfn = calloc(n, sizeof(*pfn)), *now = calloc(n, sizeof(*now));
+	uint64_t pfn[LEN_PAGES_MAX], now[LEN_PAGES_MAX];
 	int in = test_pattern_file(LEN, SEED_IN), out = test_pattern_file(LEN, SEED_OUT);
 	int go[2], done[2], status;
 	struct pin_range *r;
@@ -627,7 +627,7 @@ START_TEST(fork_after_pin)
 	/* The parent keeps the pinned pages: the same frames, and a device
 	 * write through the pin is what the parent reads. */
 	page_frames(p, n, now);
-	ck_assert_mem_eq(now, pfn, n * sizeof(*pfn));
+	ck_assert_mem_eq(now, pfn, n * sizeof(pfn[0]));
 	ck_assert_int_eq(test_io_fixed(ctx, false, out, p, LEN, index), (int)LEN);
 	test_assert_pattern(p, LEN, SEED_OUT);
 	ck_assert_int_eq(write(go[1], "g", 1), 1);
@@ -644,8 +644,6 @@ START_TEST(fork_after_pin)
 	}
 	close(in);
 	close(out);
-	free(pfn);
-	free(now);
 	munmap(p, LEN);
 }
 END_TEST
