@@ -1,28 +1,21 @@
 // SPDX-License-Identifier: MIT
 /*
- * Area pin-gup (suite pin): each case of pin_user_pages() a user meets
- * (Documentation/core-api/pin_user_pages.rst, mm/gup.c), pinned through the
- * io_uring backend, with the kernel's own counters, the bytes the process
- * sees and, for a refusal, the errno and the cause libpin logs.
+ * Area pin-gup (suite pin): each kind of memory pin_user_pages() pins
+ * (Documentation/core-api/pin_user_pages.rst, mm/gup.c), through the
+ * io_uring backend, with the kernel's own counters and the bytes the process
+ * sees; test-pin-refused.c has what it refuses.
  *
- * The counters (nr_foll_pin_acquired/released) are system-wide: a case
- * retries its round until one sees only its own pins.  A FOLL_PIN of a small
- * page counts 1; a large folio (THP, hugetlb) counts each page pinned, and
- * io_uring, which keeps one buffer vector per huge page (coalescing), gives
- * back all but one pin per folio at once.
+ * A FOLL_PIN of a small page counts 1; a large folio (THP, hugetlb) counts
+ * each page pinned, and io_uring, which keeps one buffer vector per huge page
+ * (coalescing), gives back all pins of a folio but one at once.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/statfs.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <valgrind/valgrind.h>
 
 #include "pin-internal.h"
 #include "test-common.h"
@@ -33,8 +26,6 @@
 #define LEN	 (4 * MiB) /* two huge pages */
 #define SEED_IN	 21
 #define SEED_OUT 22
-/* Rounds a counted case may take before it gives up on a quiet machine. */
-#define QUIET_ROUNDS 20
 /* 2 MiB hugetlb pages the hugetlb tcase reserves: LEN for each of its cases. */
 #define HUGETLB_PAGES 4
 /* Pages in LEN at the smallest page size: arrays of page frames on the stack
@@ -43,24 +34,12 @@
 /* /proc/self/pagemap: bit 63 present, bits 0-54 the page frame (root only). */
 #define PM_PRESENT (1ull << 63)
 #define PM_PFN	   ((1ull << 55) - 1)
-#ifndef SYS_memfd_secret
-#define SYS_memfd_secret 447
-#endif
 
 static size_t page;
-static char last_log[1024];
-
-static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
-{
-	if (level <= PIN_LOG_ERR)
-		snprintf(last_log, sizeof(last_log), "%s", msg);
-}
 
 static void setup(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	last_log[0] = 0;
-	pin_log_set(capture_log, NULL);
 }
 
 static struct pin_ctx *ctx_new(void)
@@ -80,69 +59,15 @@ static size_t pinned_bytes(struct pin_ctx *ctx)
 	return s.pinned_bytes;
 }
 
-/* What the kernel's counters moved by while a range was pinned, then unpinned. */
-struct deltas {
-	uint64_t pin_acquired, pin_released;
-	uint64_t unpin_acquired, unpin_released;
-};
-
-/*
- * Pin [p, p + len) and drop the pin again, until a round's counters move by
- * want exactly (or QUIET_ROUNDS went by); returns what pin_range_get()
- * returned, the last round's deltas in *got.
- */
-static int pin_counted(struct pin_ctx *ctx, void *p, size_t len, const struct deltas *want,
-		       struct deltas *got)
-{
-	uint64_t a0, r0, a1, r1, a2 = 0, r2 = 0;
-	struct pin_range *r;
-	int err = 0;
-
-	for (int round = 0; round < QUIET_ROUNDS; round++) {
-		test_foll_pins(&a0, &r0);
-		err = pin_range_get(ctx, p, len, &r);
-		test_foll_pins(&a1, &r1);
-		if (err == 0) {
-			pin_range_put(r);
-			ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
-		}
-		test_foll_pins(&a2, &r2);
-		*got = (struct deltas){ a1 - a0, r1 - r0, a2 - a1, r2 - r1 };
-		if (!memcmp(got, want, sizeof(*got)))
-			break;
-	}
-	return err;
-}
-
-static void assert_deltas(const struct deltas *got, const struct deltas *want)
-{
-	ck_assert_msg(!memcmp(got, want, sizeof(*got)),
-		      "pin: +%lu acquired +%lu released, unpin: +%lu +%lu; want +%lu +%lu, +%lu "
-		      "+%lu",
-		      got->pin_acquired, got->pin_released, got->unpin_acquired,
-		      got->unpin_released, want->pin_acquired, want->pin_released,
-		      want->unpin_acquired, want->unpin_released);
-}
-
-/* Small pages each take one pin and give it back at the unpin. */
-static void assert_small_pins(struct pin_ctx *ctx, void *p, size_t len)
-{
-	const struct deltas want = { len / page, 0, 0, len / page };
-	struct deltas got;
-
-	ck_assert_int_eq(pin_counted(ctx, p, len, &want, &got), 0);
-	assert_deltas(&got, &want);
-}
-
 /* A huge page counts a pin per small page, and io_uring keeps one of them. */
 static void assert_huge_pins(struct pin_ctx *ctx, void *p, size_t len)
 {
 	const size_t folios = len / HUGE_2M;
-	const struct deltas want = { len / page, len / page - folios, 0, folios };
-	struct deltas got;
+	const struct test_deltas want = { len / page, len / page - folios, 0, folios };
+	struct test_deltas got;
 
-	ck_assert_int_eq(pin_counted(ctx, p, len, &want, &got), 0);
-	assert_deltas(&got, &want);
+	ck_assert_int_eq(test_pin_counted(ctx, p, len, &want, &got), 0);
+	test_assert_deltas(&got, &want);
 }
 
 /*
@@ -197,7 +122,7 @@ START_TEST(never_written)
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
 
 	/* Pinning for writing faults every page in, one pin each. */
-	assert_small_pins(ctx, p, LEN);
+	test_assert_small_pins(ctx, p, LEN);
 	char *q = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
 	device_write(ctx, q, LEN, SEED_IN);
 	pin_ctx_free(ctx);
@@ -233,7 +158,7 @@ START_TEST(zero_page_unshared)
 	pin_range_put(r);
 	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, LEN), 1);
 	/* Private now: the pin counts as on any written page, and I/O lands. */
-	assert_small_pins(ctx, p, LEN);
+	test_assert_small_pins(ctx, p, LEN);
 	device_write(ctx, p, LEN, SEED_IN);
 	pin_ctx_free(ctx);
 	munmap(p, LEN);
@@ -411,7 +336,7 @@ static void memfd_case(unsigned int flags, bool huge)
 	if (huge)
 		assert_huge_pins(ctx, p, LEN);
 	else
-		assert_small_pins(ctx, p, LEN);
+		test_assert_small_pins(ctx, p, LEN);
 	device_write(ctx, p, LEN, SEED_OUT);
 	ck_assert_uint_eq(pinned_bytes(ctx), 0);
 	ck_assert_int_eq(munmap(p, LEN), 0);
@@ -431,145 +356,6 @@ END_TEST
 START_TEST(hugetlb_memfd)
 {
 	memfd_case(MFD_HUGETLB, true);
-}
-END_TEST
-
-/*
- * A refusal: pin_range_get() fails with -EFAULT, the counters move by want
- * (pages pinned before the refusal are given back), nothing stays pinned,
- * and the log names the call, the errno, the range and why ("[a, b) cause").
- */
-static void assert_refused(void *p, size_t len, const struct deltas *want, const char *at,
-			   size_t at_len, const char *cause)
-{
-	struct pin_ctx *ctx = ctx_new();
-	char head[128], part[128];
-	struct deltas got;
-
-	ck_assert_int_eq(pin_counted(ctx, p, len, want, &got), -EFAULT);
-	assert_deltas(&got, want);
-	ck_assert_uint_eq(pinned_bytes(ctx), 0);
-	snprintf(head, sizeof(head), "io_uring buffer registration [%p, +%#zx): Bad address: ", p,
-		 len);
-	snprintf(part, sizeof(part), "[%p, %p) ", at, at + at_len);
-	ck_assert_msg(!strncmp(last_log, head, strlen(head)), "log: %s", last_log);
-	ck_assert_msg(strstr(last_log, part) && strstr(last_log, cause), "log: %s; want %s%s",
-		      last_log, part, cause);
-	pin_ctx_free(ctx);
-}
-
-/* The fast path grabs the first present page before it sees the mapping's
- * kind, and gives that pin back; a page not yet there costs nothing. */
-static const struct deltas none = { 0, 0, 0, 0 };
-static const struct deltas first_page = { 1, 1, 0, 0 };
-
-static int secretmem(void)
-{
-	return (int)syscall(SYS_memfd_secret, 0);
-}
-
-static const char *secretmem_unmet(void)
-{
-	static char why[160];
-	int fd = secretmem();
-
-	if (fd >= 0) {
-		close(fd);
-		return NULL;
-	}
-	snprintf(why, sizeof(why), "memfd_secret: %s (secretmem.enable=0 or not built%s)",
-		 strerror(errno), RUNNING_ON_VALGRIND ? ", or valgrind" : "");
-	return why;
-}
-
-START_TEST(refused_secretmem)
-{
-	int fd = secretmem();
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, LEN), 0);
-	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	assert_refused(p, LEN, &none, p, LEN, "is memfd_secret memory");
-	memset(p, 0x5a, LEN);
-	assert_refused(p, LEN, &first_page, p, LEN, "is memfd_secret memory");
-	munmap(p, LEN);
-	close(fd);
-}
-END_TEST
-
-/* A file in the working directory (meson's build directory). */
-static int cwd_file(char *path, size_t len)
-{
-	snprintf(path, len, "pin-gup-XXXXXX");
-	int fd = mkostemp(path, O_CLOEXEC);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(ftruncate(fd, LEN), 0);
-	return fd;
-}
-
-static const char *cwd_unmet(void)
-{
-	static char why[160];
-	struct statfs fs;
-
-	if (statfs(".", &fs) < 0) {
-		snprintf(why, sizeof(why), "statfs of the working directory: %s", strerror(errno));
-		return why;
-	}
-	if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)
-		return NULL;
-	return "the working directory is on tmpfs or hugetlbfs, whose pages can be pinned: run "
-	       "from a disk filesystem";
-}
-
-START_TEST(refused_shared_file)
-{
-	char name[64], cause[512];
-	int fd = cwd_file(name, sizeof(name));
-	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	char *priv = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-	char cwd[256];
-
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	ck_assert_ptr_ne(priv, MAP_FAILED);
-	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
-	ck_assert_int_eq(unlink(name), 0);
-	snprintf(cause, sizeof(cause), "is a MAP_SHARED mapping of the file %s/%s (deleted)", cwd,
-		 name);
-	assert_refused(p, LEN, &none, p, LEN, cause);
-	memset(p, 0x5a, LEN);
-	assert_refused(p, LEN, &first_page, p, LEN, cause);
-	/* MAP_PRIVATE: the pin breaks COW into anonymous pages, which it may hold. */
-	struct pin_ctx *ctx = ctx_new();
-	assert_small_pins(ctx, priv, LEN);
-	pin_ctx_free(ctx);
-	munmap(p, LEN);
-	munmap(priv, LEN);
-	close(fd);
-}
-END_TEST
-
-START_TEST(refused_prot)
-{
-	char *p = map_anon(2 * LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
-	const struct deltas half = { LEN / page, LEN / page, 0, 0 };
-	const struct deltas one = { 1, 1, 0, 0 };
-
-	memset(p, 0x5a, 2 * LEN);
-	ck_assert_int_eq(mprotect(p + LEN, LEN, PROT_NONE), 0);
-	assert_refused(p + LEN, LEN, &none, p + LEN, LEN, "is PROT_NONE");
-	/* The first half is pinned, and given back when the second refuses. */
-	assert_refused(p, 2 * LEN, &half, p + LEN, LEN, "is PROT_NONE");
-	ck_assert_int_eq(mprotect(p + LEN, LEN, PROT_READ), 0);
-	assert_refused(p + LEN, LEN, &none, p + LEN, LEN,
-		       "is mapped without PROT_WRITE, and pins are taken for writing");
-	/* A hole after the first page. */
-	ck_assert_int_eq(munmap(p + page, LEN - page), 0);
-	assert_refused(p, 2 * page, &one, p + page, page, "is not mapped");
-	munmap(p, page);
-	munmap(p + LEN, LEN);
 }
 END_TEST
 
@@ -651,8 +437,6 @@ END_TEST
 static const struct test_needs needs_none = { 0 };
 static const struct test_needs needs_thp = { .check = thp_unmet };
 static const struct test_needs needs_hugetlb = { .check = hugetlb_unmet };
-static const struct test_needs needs_secretmem = { .check = secretmem_unmet };
-static const struct test_needs needs_disk = { .check = cwd_unmet };
 
 /* A tcase of its own per need, so that each skips alone with its reason. */
 static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
@@ -674,13 +458,10 @@ Suite *test_suite(void)
 	tcase_add_test(small, zero_page_unshared);
 	tcase_add_test(small, shmem_memfd);
 	tcase_add_test(small, fork_after_pin);
-	tcase_add_test(small, refused_prot);
 	tcase_add_test(tcase(s, "thp", &needs_thp), thp);
 	tcase_add_unchecked_fixture(huge, hugetlb_setup, hugetlb_teardown);
 	tcase_add_test(huge, hugetlb_anon);
 	tcase_add_test(huge, hugetlb_memfd);
-	tcase_add_test(tcase(s, "secretmem", &needs_secretmem), refused_secretmem);
-	tcase_add_test(tcase(s, "shared_file", &needs_disk), refused_shared_file);
 	return s;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -61,6 +62,52 @@ int test_io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len
 	int res = cqe->res;
 	io_uring_cqe_seen(ring, cqe);
 	return res;
+}
+
+/* Rounds test_pin_counted() may take before it gives up on a quiet machine. */
+#define QUIET_ROUNDS 20
+
+int test_pin_counted(struct pin_ctx *ctx, void *p, size_t len, const struct test_deltas *want,
+		     struct test_deltas *got)
+{
+	uint64_t a0, r0, a1, r1, a2 = 0, r2 = 0;
+	struct pin_range *r;
+	int err = 0;
+
+	for (int round = 0; round < QUIET_ROUNDS; round++) {
+		test_foll_pins(&a0, &r0);
+		err = pin_range_get(ctx, p, len, &r);
+		test_foll_pins(&a1, &r1);
+		if (err == 0) {
+			pin_range_put(r);
+			ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
+		}
+		test_foll_pins(&a2, &r2);
+		*got = (struct test_deltas){ a1 - a0, r1 - r0, a2 - a1, r2 - r1 };
+		if (!memcmp(got, want, sizeof(*got)))
+			break;
+	}
+	return err;
+}
+
+void test_assert_deltas(const struct test_deltas *got, const struct test_deltas *want)
+{
+	ck_assert_msg(!memcmp(got, want, sizeof(*got)),
+		      "pin: +%lu acquired +%lu released, unpin: +%lu +%lu; want +%lu +%lu, +%lu "
+		      "+%lu",
+		      got->pin_acquired, got->pin_released, got->unpin_acquired,
+		      got->unpin_released, want->pin_acquired, want->pin_released,
+		      want->unpin_acquired, want->unpin_released);
+}
+
+void test_assert_small_pins(struct pin_ctx *ctx, void *p, size_t len)
+{
+	const size_t pages = len / (size_t)sysconf(_SC_PAGESIZE);
+	const struct test_deltas want = { pages, 0, 0, pages };
+	struct test_deltas got;
+
+	ck_assert_int_eq(test_pin_counted(ctx, p, len, &want, &got), 0);
+	test_assert_deltas(&got, &want);
 }
 
 /* The smallest ring: test_pin_skip_reason() only asks whether io_uring exists. */

@@ -23,6 +23,24 @@ void test_assert_pattern(const void *p, size_t len, uint64_t seed);
  * with buffer index; returns cqe->res. */
 int test_io_fixed(struct pin_ctx *ctx, bool write, int fd, void *buf, size_t len, int index);
 
+/* What the kernel's counters moved by while a range was pinned, then unpinned. */
+struct test_deltas {
+	uint64_t pin_acquired, pin_released;
+	uint64_t unpin_acquired, unpin_released;
+};
+
+/*
+ * Pin [p, p + len) through ctx and drop the pin again (pin_range_put() and
+ * pin_ctx_invalidate()), until a round's counters move by want exactly: they
+ * are system-wide, and other processes may pin meanwhile.  Returns what
+ * pin_range_get() returned, the last round's deltas in *got.
+ */
+int test_pin_counted(struct pin_ctx *ctx, void *p, size_t len, const struct test_deltas *want,
+		     struct test_deltas *got);
+void test_assert_deltas(const struct test_deltas *got, const struct test_deltas *want);
+/* Small pages each take one pin and give it back at the unpin. */
+void test_assert_small_pins(struct pin_ctx *ctx, void *p, size_t len);
+
 /*
  * For test_skip_reason(): root, and io_uring unless it is absent (ENOSYS)
  * or turned off for this process (EPERM with kernel.io_uring_disabled set).
