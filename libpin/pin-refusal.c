@@ -101,7 +101,8 @@ static bool char_device(const char *path)
 	return stat(path, &st) == 0 && S_ISCHR(st.st_mode);
 }
 
-/* Why the mapping e refuses a long-term pin, into why; false when it shows no reason. */
+/* Why the mapping e refuses a pin (long-term: by pin_user_pages(), else by
+ * mlock(2)), into why; false when it shows no reason. */
 static bool entry_refuses(const struct maps_entry *e, bool longterm, char *why, size_t len)
 {
 	if (!strcmp(e->perms, "---p") || !strcmp(e->perms, "---s")) {
@@ -117,6 +118,7 @@ static bool entry_refuses(const struct maps_entry *e, bool longterm, char *why, 
 			 e->path);
 		return true;
 	}
+	/* mlock(2) populates without writing, and takes any file. */
 	if (!longterm)
 		return false;
 	if (e->perms[1] != 'w') {
@@ -158,8 +160,6 @@ static bool maps_refusal(uintptr_t start, uintptr_t end, bool longterm, char *wh
 			e.end = e.start < end ? e.start : end;
 			e.start = cur;
 			found = true;
-		} else if (e.start >= end) {
-			break;
 		} else {
 			found = entry_refuses(&e, longterm, cause, sizeof(cause));
 			e.start = cur;
@@ -195,12 +195,15 @@ static const char *errno_cause(int err)
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err)
 {
 	bool longterm = ctx->backend != PIN_BACKEND_MLOCK;
+	/* EFAULT from GUP, ENOMEM from mlock(2): what is not there, or not pinnable.
+	 * (mlock fails on PROT_NONE, memfd_secret and holes: it cannot populate them.) */
+	bool maps = err == -EFAULT || (!longterm && err == -ENOMEM);
 	size_t len = r->end - r->start;
 	const char *hint = errno_cause(err);
 	char why[448];
 	struct rlimit rl;
 
-	if (maps_refusal(r->start, r->end, longterm, why, sizeof(why)) ||
+	if ((maps && maps_refusal(r->start, r->end, longterm, why, sizeof(why))) ||
 	    (hint && snprintf(why, sizeof(why), "%s", hint) > 0)) {
 		pin_log(PIN_LOG_ERR, "%s [%#lx, +%#zx): %s: %s", call, (unsigned long)r->start, len,
 			strerror(-err), why);

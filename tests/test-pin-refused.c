@@ -119,6 +119,17 @@ START_TEST(refused_secretmem)
 	assert_refused(p, LEN, &none, p, LEN, "is memfd_secret memory");
 	memset(p, 0x5a, LEN);
 	assert_refused(p, LEN, &first_page, p, LEN, "is memfd_secret memory");
+	/* mlock(2) cannot populate it either. */
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_MLOCK };
+	struct pin_ctx *ctx;
+	struct pin_range *r;
+	char want[160];
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), -ENOMEM);
+	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is memfd_secret memory", p,
+		 LEN, strerror(ENOMEM), p, p + LEN);
+	ck_assert_msg(!strncmp(last_log, want, strlen(want)), "log: %s; want %s", last_log, want);
+	pin_ctx_free(ctx);
 	munmap(p, LEN);
 	close(fd);
 }
@@ -202,6 +213,38 @@ START_TEST(refused_prot)
 }
 END_TEST
 
+/* mlock(2) fails with ENOMEM where it cannot populate: the log names the
+ * part (PROT_NONE, a hole), not RLIMIT_MEMLOCK.  A read-only mapping it locks. */
+START_TEST(mlock_refused)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_MLOCK };
+	char *p = mmap(NULL, 3 * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct pin_range *r;
+	struct pin_ctx *ctx;
+	char want[160];
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, 3 * page, &r), 0);
+	pin_range_put(r);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, 3 * page), 1);
+	ck_assert_int_eq(mprotect(p + page, page, PROT_NONE), 0);
+	ck_assert_int_eq(munmap(p + 2 * page, page), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, 2 * page, &r), -ENOMEM);
+	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is PROT_NONE", p, 2 * page,
+		 strerror(ENOMEM), p + page, p + 2 * page);
+	ck_assert_str_eq(last_log, want);
+	ck_assert_int_eq(mprotect(p + page, page, PROT_READ), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, 3 * page, &r), -ENOMEM);
+	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is not mapped", p, 3 * page,
+		 strerror(ENOMEM), p + 2 * page, p + 3 * page);
+	ck_assert_str_eq(last_log, want);
+	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	pin_ctx_free(ctx);
+	munmap(p, 2 * page);
+}
+END_TEST
+
 static const struct test_needs needs_none = { 0 };
 static const struct test_needs needs_secretmem = { .check = secretmem_unmet };
 static const struct test_needs needs_disk = { .check = cwd_unmet };
@@ -219,8 +262,10 @@ static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("pin-refused");
+	TCase *prot = tcase(s, "prot", &needs_none);
 
-	tcase_add_test(tcase(s, "prot", &needs_none), refused_prot);
+	tcase_add_test(prot, refused_prot);
+	tcase_add_test(prot, mlock_refused);
 	tcase_add_test(tcase(s, "secretmem", &needs_secretmem), refused_secretmem);
 	tcase_add_test(tcase(s, "shared_file", &needs_disk), refused_shared_file);
 	return s;
