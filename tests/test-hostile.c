@@ -694,6 +694,16 @@ END_TEST
 #define WAITS_CAP      64
 #define WAITS_PAST_CAP 16
 
+/* The text of the last error libpin logged in this process. */
+static char last_error[512];
+
+static void keep_error(enum pin_log_level level, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (level == PIN_LOG_ERR)
+		snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
 static int attack_waiters(struct attacker *a)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
@@ -707,9 +717,21 @@ static int attack_waiters(struct attacker *a)
 	void *base = mmap(NULL, FAKE_BYTES, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(base != MAP_FAILED);
-	/* The issue's 16 TiB region: its two bitmaps (2^32 bits each) do not
-	 * fit in a session's record (1 GiB at most): refused. */
-	REQUIRE(add_region(&k, base, FAKE_BYTES, -1) == -ENOMEM);
+	/* The issue's 16 TiB region: its two bitmaps (2^32 bits each, 1024 MiB
+	 * together) do not fit in a session's record (1 GiB at most, less its
+	 * header, replies and working set): refused with EFBIG, the reply
+	 * naming the record and the room it has. */
+	char want[160];
+	snprintf(want, sizeof(want),
+		 "[%p, +%#llx): 1024 MiB of bitmaps; the session's record has room for ", base,
+		 FAKE_BYTES);
+	pin_log_set(keep_error, NULL);
+	REQUIRE(add_region(&k, base, FAKE_BYTES, -1) == -EFBIG);
+	pin_log_set(NULL, NULL);
+	const char *text = strchr(last_error, '(');
+	REQUIRE(text && !strncmp(text + 1, want, strlen(want)));
+	REQUIRE(!strcmp(text + strlen(text) - strlen(" MiB (of 1024 MiB))"),
+			" MiB (of 1024 MiB))"));
 	REQUIRE(pin_uffd_unregister(k.u, base, FAKE_BYTES) == 0);
 	REQUIRE(add_region(&k, base, WAIT_BYTES, -1) == 0);
 	/* The requests on the client's own socket, without waiting for replies. */

@@ -387,6 +387,20 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, cons
 	       a.st_ino == b.st_ino;
 }
 
+/* -EFBIG, saying why [addr, +len) does not fit in the session's record: its
+ * bitmaps (1 bit a page each: populated, zero, and dirty with WP) against
+ * the room the record had before they were tried. */
+static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode, uint64_t room)
+{
+	uint64_t maps = (mode & PIN_UFFD_REGISTER_WP) ? 3 : 2;
+
+	return fail(q, -EFBIG,
+		    "[%#" PRIx64 ", +%#" PRIx64 "): %" PRIu64 " MiB of bitmaps; the session's "
+		    "record has room for %" PRIu64 " MiB (of %" PRIu64 " MiB)",
+		    addr, len, (len >> uffdd_page_shift) / 8 * maps >> 20, room >> 20,
+		    uffdd_cfg.max_state_bytes >> 20);
+}
+
 static int do_region_add(struct req *q)
 {
 	const Uffdd__RegionAdd *ra = q->m->region_add;
@@ -415,12 +429,18 @@ static int do_region_add(struct req *q)
 			    : ret == -EBADF ? "not open for reading"
 					    : strerror(-ret));
 	}
-	struct region *r = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
-				      !ra->has_push || ra->push);
+	struct region *r = NULL;
+	uint64_t room = state_room(s->st);
+	ret = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
+			 !ra->has_push || ra->push, &r);
 	source_unref(src);
 	/* Its bitmaps and a source file new to the session, charged. */
-	ret = r ? session_charge(s, 0, 0, q->text, sizeof(q->text))
-		: fail(q, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = session_charge(s, 0, 0, q->text, sizeof(q->text));
+	else if (ret == -EFBIG)
+		record_full(q, addr, len, ra->mode, room);
+	else
+		fail(q, ret, "out of memory");
 	if (!ret)
 		ret = add_region(q, ra, r);
 	if (ret < 0) {

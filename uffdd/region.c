@@ -62,25 +62,25 @@ static void file_drop(struct session *s, uint64_t id)
 	s->nfiles--;
 }
 
-/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
+/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP):
+ * 0, -EFBIG (over the record's size) or -ENOMEM. */
 static int region_bitmaps(struct session *s, struct region *r)
 {
-	r->populated = state_bm_new(s->st, r->npages);
-	r->zero = state_bm_new(s->st, r->npages);
-	if (r->mode & PIN_UFFD_REGISTER_WP)
-		r->dirty = state_bm_new(s->st, r->npages);
-	if (!r->populated || !r->zero || ((r->mode & PIN_UFFD_REGISTER_WP) && !r->dirty))
-		return -ENOMEM;
+	if (!(r->populated = state_bm_new(s->st, r->npages)) ||
+	    !(r->zero = state_bm_new(s->st, r->npages)) ||
+	    ((r->mode & PIN_UFFD_REGISTER_WP) && !(r->dirty = state_bm_new(s->st, r->npages))))
+		return -errno;
 	return 0;
 }
 
-struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
-			  struct source *src, uint64_t offset, bool push)
+int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, struct source *src,
+	       uint64_t offset, bool push, struct region **ret)
 {
 	struct region *r = calloc(1, sizeof(*r));
+	int err;
 
 	if (!r)
-		return NULL;
+		return -ENOMEM;
 	r->start = start;
 	r->len = len;
 	r->npages = len >> uffdd_page_shift;
@@ -90,12 +90,13 @@ struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint3
 	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	if (region_bitmaps(s, r) < 0 || file_hold(s, source_file_id(src)) < 0) {
+	if ((err = region_bitmaps(s, r)) < 0 || (err = file_hold(s, source_file_id(src))) < 0) {
 		region_free(s, r);
-		return NULL;
+		return err;
 	}
 	r->src = source_ref(src);
-	return r;
+	*ret = r;
+	return 0;
 }
 
 void region_free(struct session *s, struct region *r)

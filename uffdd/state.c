@@ -762,16 +762,26 @@ uint64_t *state_bm_new(struct state *st, uint64_t nbits)
 {
 	uint64_t off;
 
-	if (!nbits || nbits / 8 > st->size)
+	if (!nbits) {
+		errno = EINVAL;
 		return NULL;
-	off = arena_get(st, bm_bytes(nbits));
-	if (!off)
+	}
+	off = nbits / 8 > st->size ? 0 : arena_get(st, bm_bytes(nbits));
+	if (!off) {
+		errno = EFBIG;
 		return NULL;
+	}
 	if (bm_remember(st, off, nbits)) {
 		arena_free(st, off, bm_bytes(nbits), true);
+		errno = ENOMEM;
 		return NULL;
 	}
 	return (uint64_t *)(st->base + off);
+}
+
+uint64_t state_room(const struct state *st)
+{
+	return st->size - ARENA_OFF - st->used;
 }
 
 void state_bm_free(struct state *st, uint64_t *bm, uint64_t nbits)

@@ -285,8 +285,13 @@ void state_set_meta(struct state *st, const struct state_meta *m);
 /* Arena bytes in use: what the session is charged for its record. */
 uint64_t state_bytes(const struct state *st);
 
-/* A zeroed bitmap of nbits in the arena (NULL: over max_bytes). */
+/* A zeroed bitmap of nbits in the arena; NULL with errno EFBIG when no run
+ * of its size is free within the record's max_bytes, ENOMEM when the daemon
+ * is out of memory, EINVAL for 0 bits. */
 uint64_t *state_bm_new(struct state *st, uint64_t nbits);
+/* The arena's bytes not in use: what bitmaps and record tables may still
+ * take (in one run or several). */
+uint64_t state_room(const struct state *st);
 /* Give it back; its room is reused after the next commit. */
 void state_bm_free(struct state *st, uint64_t *bm, uint64_t nbits);
 uint64_t state_bm_off(const struct state *st, const uint64_t *bm);
@@ -509,9 +514,10 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
 /* A region of s (its bitmaps in s's record), not in the record yet:
- * session_insert() adds it. */
-struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
-			  struct source *src, uint64_t offset, bool push);
+ * session_insert() adds it.  -EFBIG when its bitmaps do not fit in the
+ * record, -ENOMEM. */
+int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, struct source *src,
+	       uint64_t offset, bool push, struct region **ret);
 /* Free r, taking it out of s's record when it is in it. */
 void region_free(struct session *s, struct region *r);
 /* The pages [from, from + n) of r as a region of s (r's session, or a fork
