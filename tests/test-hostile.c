@@ -902,6 +902,18 @@ static int attack_replay_present(struct attacker *a)
 	pin_proto_free(rep);
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 0 && st.pages_zeroed == 0);
+	/* Each page found in place by one ioctl (EEXIST), and recorded so. */
+	REQUIRE(st.eexist == PRESENT_BYTES / page);
+	REQUIRE(st.pages_populated == PRESENT_BYTES / page);
+	/* Again: the record says they are in place, and no ioctl asks. */
+	REQUIRE(raw_send(&r, &m) == 0);
+	rep = raw_recv(&r, REPLY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m.seq);
+	REQUIRE(rep->reply->error == 0);
+	REQUIRE(rep->reply->has_pages_placed && rep->reply->pages_placed == 0);
+	pin_proto_free(rep);
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.eexist == PRESENT_BYTES / page);
 	/* Not unmapped: with the session gone, no one would read the UNMAP
 	 * event, and munmap() would wait for that forever. */
 	pin_client_free(k.c);

@@ -708,10 +708,17 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
-/* Replay requests a session may have under way, and the pages one worker
- * round gives a Replay (64 MiB: a few ms of copying, then other sessions). */
+/* Replay requests a session may have under way, and what one worker round
+ * gives a Replay (push.c, replay_step()): pages handled (64 MiB: a few ms of
+ * copying, then other sessions); runs placed, so that a slice of whole runs
+ * (UFFDD_PUSH_MAX pages each) is bounded by its pages, and one of pages the
+ * process has already, an ioctl each (EEXIST, a microsecond or two), by its
+ * runs (some 100 us); and pages of bitmaps looked at (a word per 64 pages:
+ * some 10 us for 2^20). */
 #define UFFDD_REPLAYS_MAX  4
 #define UFFDD_REPLAY_SLICE (1u << 14)
+#define UFFDD_REPLAY_RUNS  (UFFDD_REPLAY_SLICE / UFFDD_PUSH_MAX)
+#define UFFDD_REPLAY_SCAN  (1ull << 20)
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
 /* Faults a session may have waiting (outside every region, or behind a
