@@ -364,6 +364,11 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
 	if (ret < 0) {
 		if (r->ours)
 			pin_uffd_unregister(s->uffd, addr, ra->range->len);
+		if (ret == -EFBIG)
+			return fail(q, ret,
+				    "the session's record has no room for the table of one more "
+				    "region (%" PRIu64 " MiB free)",
+				    state_room(s->st) >> 20);
 		return fail(q, ret, "out of memory");
 	}
 	return 0;
@@ -475,10 +480,16 @@ static int do_region_remove(struct req *q)
 		if (ret < 0)
 			return ret;
 	}
-	int cut = session_cut(s, a, b, 0, true);
+	int64_t cut = session_cut(s, a, b, 0, true);
 	session_charge(s, (int64_t)s->nregions - (int64_t)before - split, 0, NULL, 0);
+	if (cut == -EFBIG)
+		return fail(
+			q, (int)cut,
+			"cutting [%#" PRIx64 ", %#" PRIx64 ") out leaves parts whose bitmaps do "
+			"not fit in the session's record beside the whole (%" PRIu64 " MiB free)",
+			a, b, state_room(s->st) >> 20);
 	if (cut < 0)
-		return fail(q, cut, "out of memory");
+		return fail(q, (int)cut, "out of memory");
 	if (!cut)
 		return fail(q, -ENOENT, "no region in [%#" PRIx64 ", %#" PRIx64 ")", a, b);
 	fault_drop(s, a, b);

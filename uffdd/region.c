@@ -155,8 +155,12 @@ struct region *region_part(struct session *s, const struct region *r, uint64_t f
 	p->ra_pages = 1;
 	p->populated = p->zero = p->dirty = NULL;
 	p->src = NULL;
-	if (region_bitmaps(s, p) < 0 || file_hold(s, source_file_id(r->src)) < 0) {
+	int err = region_bitmaps(s, p);
+	if (!err)
+		err = file_hold(s, source_file_id(r->src));
+	if (err < 0) {
 		region_free(s, p);
+		errno = -err;
 		return NULL;
 	}
 	bm_copy(p->populated, r->populated, from, n);
@@ -244,20 +248,28 @@ int session_insert(struct session *s, struct region *r)
 
 /* Replace the region at i by its parts outside [a, b); the part inside,
  * shifted by move, goes to *ret_mid when move is not 0. */
-static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t move,
-		   struct region **ret_mid)
+static int64_t cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t move,
+		       struct region **ret_mid)
 {
 	struct region *r = s->regions[i], *head = NULL, *tail = NULL, *mid = NULL;
 	uint64_t fa = (a - r->start) >> uffdd_page_shift, fb = (b - r->start) >> uffdd_page_shift;
+	int err = regions_reserve(s, 1);
 
-	if (regions_reserve(s, 1) < 0 || (fa && !(head = region_part(s, r, 0, fa, r->start))) ||
-	    (fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b))) ||
-	    (move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move)))) ||
-	    (head && region_record(s, head) < 0) || (tail && region_record(s, tail) < 0)) {
+	if (!err && fa && !(head = region_part(s, r, 0, fa, r->start)))
+		err = -errno;
+	if (!err && fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b)))
+		err = -errno;
+	if (!err && move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move))))
+		err = -errno;
+	if (!err && head)
+		err = region_record(s, head);
+	if (!err && tail)
+		err = region_record(s, tail);
+	if (err < 0) {
 		region_free(s, head);
 		region_free(s, tail);
 		region_free(s, mid);
-		return -ENOMEM;
+		return err;
 	}
 	memmove(&s->regions[i], &s->regions[i + 1], (s->nregions - i - 1) * sizeof(r));
 	s->nregions--;
@@ -267,14 +279,14 @@ static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t 
 	if (tail)
 		regions_insert_locked(s, tail);
 	*ret_mid = mid;
-	return (int)(fb - fa);
+	return (int64_t)(fb - fa);
 }
 
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister)
+int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister)
 {
 	struct region **moved = NULL;
 	size_t nmoved = 0;
-	int cut = 0, ret = 0;
+	int64_t cut = 0, ret = 0;
 
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = session_first_after(s, start); i < s->nregions;) {

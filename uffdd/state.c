@@ -352,13 +352,13 @@ static int table_grow(struct state *st)
 	uint64_t cap = st->table_cap * 2, off;
 
 	if (cap > TABLE_MAX)
-		return -ENOSPC;
+		return -EFBIG;
 	if (reserve((void **)&st->free_slots, &st->free_slots_cap, st->nfree_slots + cap / 2,
 		    sizeof(*st->free_slots)))
 		return -ENOMEM;
 	off = arena_get(st, cap * sizeof(struct entry));
 	if (!off)
-		return -ENOSPC;
+		return -EFBIG;
 	memcpy(st->base + off, st->table, st->table_cap * sizeof(struct entry));
 	arena_free(st, st->table_off, st->table_cap * sizeof(struct entry), st->table_fresh);
 	/* Popped lowest first. */

@@ -299,7 +299,9 @@ uint64_t state_bm_off(const struct state *st, const uint64_t *bm);
  * state_bm_new() made of nbits. */
 uint64_t *state_bm_at(struct state *st, uint64_t off, uint64_t nbits);
 
-/* Records: an add or a delete takes effect at the next commit. */
+/* Records: an add or a delete takes effect at the next commit.  state_add()
+ * fails with -EFBIG when the table is full and has no room to double in the
+ * record. */
 int state_add(struct state *st, const struct state_rec *rec, uint32_t *ret_slot);
 void state_del(struct state *st, uint32_t slot);
 /*
@@ -521,7 +523,8 @@ int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, s
 /* Free r, taking it out of s's record when it is in it. */
 void region_free(struct session *s, struct region *r);
 /* The pages [from, from + n) of r as a region of s (r's session, or a fork
- * child's) at start, with a copy of their bits, not recorded yet. */
+ * child's) at start, with a copy of their bits, not recorded yet; NULL with
+ * errno EFBIG (its bitmaps do not fit in s's record) or ENOMEM. */
 struct region *region_part(struct session *s, const struct region *r, uint64_t from, uint64_t n,
 			   uint64_t start);
 /* Add r to s's record (it takes effect at the next commit). */
@@ -533,9 +536,11 @@ void regions_insert_locked(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
 /*
  * Cut [start, end) out of the session's regions; with move != 0 the cut
- * parts are put back shifted by move bytes (REMAP).  Returns the pages cut.
+ * parts are put back shifted by move bytes (REMAP).  Returns the pages cut,
+ * or -EFBIG (the parts' bitmaps or records do not fit in the session's
+ * record while the whole is still there) or -ENOMEM.
  */
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
+int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /*
  * A fork child's session: the parent's regions and sources, the child's
  * userfaultfd fd (taken).  id 0: a new one; else the id of a child whose
