@@ -301,11 +301,13 @@ int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t mov
 			break;
 		}
 		moved = m;
-		if (unregister && r->ours && s->uffd)
-			pin_uffd_unregister(s->uffd, (void *)(uintptr_t)a, b - a);
+		bool ours = r->ours;
 		ret = cut_one(s, i, a, b, move, &mid);
 		if (ret < 0)
 			break;
+		/* Once cut: a cut refused leaves the region as it was. */
+		if (unregister && ours && s->uffd)
+			pin_uffd_unregister(s->uffd, (void *)(uintptr_t)a, b - a);
 		cut += ret;
 		if (mid)
 			moved[nmoved++] = mid;
