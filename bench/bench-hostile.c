@@ -4,11 +4,15 @@
  * hostile_<class>_neighbor_x is the honest client's restore time (HONEST_BYTES
  * over a patterned file, faulted in random order) beside the attacker
  * divided by the same restore alone, both measured in this run (median of
- * the rounds; the goal is 1.5 or less, printed, not asserted).  The attacker
- * is a child process; as root it becomes uid ATTACKER_UID first, so that
- * per-uid limits do not charge the honest client for it.  The daemon is
- * $UFFDD, else the uffdd built next to this benchmark.  With --smoke: 1 MiB
- * restores, one round.
+ * the rounds; the goal is 1.5 or less, printed, not asserted).
+ * reference_cpu_hog_neighbor_x is the same beside a process that only keeps
+ * a CPU busy, never talking to uffdd: the CPU scheduler's share and this
+ * machine's noise, which no daemon undoes for an attacker that keeps a CPU
+ * busy too.  The attacker is a child process; as root it becomes uid
+ * ATTACKER_UID first, so that per-uid limits do not charge the honest client
+ * for it.  The daemon is $UFFDD, else the uffdd built next to this benchmark.
+ * With --smoke: 1 MiB restores, one round.  Classes named as arguments
+ * (replay_present cpu_hog ...) are the only ones run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +49,8 @@
 #define BAD_PAGES     256
 #define WAIT_BYTES    (1ull << 40)
 #define RAW_SEQ0      (1ull << 32)
+/* The CPU hog's spins between looks at its stop pipe (some 100 us). */
+#define HOG_SPINS (1u << 16)
 
 static size_t page, honest_bytes = HONEST_BYTES;
 static int rounds = ROUNDS;
@@ -219,6 +225,8 @@ static double honest_once(void)
 struct attack {
 	const char *name;
 	void (*fn)(struct pin_uffd *u, int ready, int stop);
+	/* Not an attack on uffdd: its figure is reference_<name>_neighbor_x. */
+	bool reference;
 };
 
 static bool stopped(int stop)
@@ -381,10 +389,22 @@ static void attack_outside(struct pin_uffd *u, int ready, int stop)
 	_exit(0);
 }
 
+/* The reference: a process that only keeps a CPU busy, never talking to
+ * uffdd. */
+static void attack_cpu_hog(struct pin_uffd *u, int ready, int stop)
+{
+	(void)u;
+	say_ready(ready);
+	while (!stopped(stop))
+		for (volatile unsigned int i = 0; i < HOG_SPINS; i++)
+			;
+	_exit(0);
+}
+
 static const struct attack attacks[] = {
-	{ "fork_inspect", attack_fork },      { "waiters", attack_waiters },
-	{ "bad_source", attack_bad_source },  { "replay_present", attack_replay },
-	{ "outside_faults", attack_outside },
+	{ "fork_inspect", attack_fork, false },	     { "waiters", attack_waiters, false },
+	{ "bad_source", attack_bad_source, false },  { "replay_present", attack_replay, false },
+	{ "outside_faults", attack_outside, false }, { "cpu_hog", attack_cpu_hog, true },
 };
 
 /* The honest restore beside a, in seconds. */
@@ -426,6 +446,21 @@ static double beside(const struct attack *a)
 	return t;
 }
 
+/* Whether the arguments leave class name to run: none but --smoke, or it. */
+static bool chosen(int argc, char **argv, const char *name)
+{
+	bool any = false;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--smoke"))
+			continue;
+		if (!strcmp(argv[i], name))
+			return true;
+		any = true;
+	}
+	return !any;
+}
+
 int main(int argc, char **argv)
 {
 	char path[128];
@@ -454,11 +489,14 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < sizeof(attacks) / sizeof(attacks[0]); k++) {
 		double alone[ROUNDS], with[ROUNDS];
 		char name[96];
+		if (!chosen(argc, argv, attacks[k].name))
+			continue;
 		for (int r = 0; r < rounds; r++) {
 			alone[r] = honest_once();
 			with[r] = beside(&attacks[k]);
 		}
-		snprintf(name, sizeof(name), "hostile_%s_neighbor_x", attacks[k].name);
+		snprintf(name, sizeof(name), "%s_%s_neighbor_x",
+			 attacks[k].reference ? "reference" : "hostile", attacks[k].name);
 		bench_metric(name, bench_median(with, rounds) / bench_median(alone, rounds), "x");
 	}
 	close(src);

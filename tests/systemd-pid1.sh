@@ -1,19 +1,27 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Usage: systemd-pid1.sh UFFDD.SOCKET UFFDD.SERVICE UFFDD RESTORE-WORKLOAD LIBPIN HAVE-LIBSYSTEMD
+#                        SYSUSERS.CONF UFFDCTL
 # Suite systemd: durable sessions under the real service manager (issue 11).
 # The host's systemd (252 on Debian 12) boots as PID 1 in new PID and mount
 # namespaces, with /tmp, /var/tmp and /run on tmpfs of their own (its
-# tmpfiles would empty the host's /tmp) and the host's /tmp at
-# /mnt/host-tmp.  The built units, uffdd and restore-workload are installed
-# in its /run; a lazy restore reads half its pages, uffdd is killed with
-# SIGKILL, and systemd must restart it (NRestarts=1, a new MainPID) with the
-# session's descriptors from its fd store, after which the restore finishes
-# byte-exact and the store empties once the client is gone.  The same across
-# `systemctl restart`; `systemctl stop` closes the store (systemd 252, as
-# uffdd.service and uffdd(8) say).  Then `systemctl poweroff` inside ends the
-# namespace: the host's /tmp is intact and no process of it is left.  77
-# where systemd cannot start here.
+# tmpfiles would empty the host's /tmp), the host's /tmp at /mnt/host-tmp,
+# and /etc under an overlay whose writes go to a tmpfs (systemd-sysusers
+# makes the uffdd user there, not in the host's /etc/passwd).  The built
+# units, the sysusers.d file, uffdd, uffdctl and restore-workload are
+# installed in its /run; uffdd must run as the user uffdd, its socket must
+# let a member of the group uffdd in and keep anyone else out (uffdctl as
+# nobody, with and without the group).  A lazy restore (restore-workload
+# runs as root: a userfaultfd that reports kernel faults needs CAP_SYS_PTRACE
+# or /dev/userfaultfd, root's alone here; root connects whatever the socket's
+# group) reads half its pages, uffdd is killed with SIGKILL, and systemd must
+# restart it (NRestarts=1, a new MainPID) with the session's descriptors from
+# its fd store, after which the restore finishes byte-exact and the store
+# empties once the client is gone.  The same across `systemctl restart`;
+# `systemctl stop` closes the store (systemd 252, as uffdd.service and
+# uffdd(8) say).  Then `systemctl poweroff` inside ends the namespace: the
+# host's /tmp is intact and no process of it is left.  77 where systemd
+# cannot start here.
 set -u
 socket_unit=$1
 service_unit=$2
@@ -21,6 +29,8 @@ uffdd=$3
 workload=$4
 libpin=$5
 have_libsystemd=$6
+sysusers_conf=$7
+uffdctl=$8
 
 # The checkpoint restored: 8 MiB, 2048 pages (a header page and 2047 table
 # pages, of which restore-workload reads 1023, in random order, before its
@@ -130,6 +140,8 @@ show() {
 unshare --pid --fork --mount --mount-proc --propagation private sh -c \
 	'mkdir -p /mnt/host-tmp && mount --bind /tmp /mnt/host-tmp &&
 	 for d in /tmp /var/tmp /run; do mount -t tmpfs tmpfs $d; done &&
+	 mkdir /run/etc.upper /run/etc.work &&
+	 mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc.upper,workdir=/run/etc.work /etc &&
 	 exec '$systemd' --system --unit=basic.target' >"$w/pid1.log" 2>&1 &
 upid=$!
 is_pid1() {
@@ -156,7 +168,10 @@ put() { # put SRC DEST MODE
 	E sh -c 'cat >"$1" && chmod "$2" "$1"' _ "$2" "$3" <"$1" || fail "copying $1 to $2"
 }
 E mkdir -p "$t/sbin" "$t/examples" "$t/libpin" "$t/ckpt" || fail "mkdir in the namespace"
+# nobody runs uffdctl from here and connects to the socket in it.
+E chmod 755 "$t" || fail "chmod $t"
 put "$uffdd" "$t/sbin/uffdd" 755
+put "$uffdctl" "$t/sbin/uffdctl" 755
 put "$workload" "$t/examples/restore-workload" 755
 # restore-workload finds libpin at $ORIGIN/../libpin, by its soname.
 soname=$(readelf -d "$libpin" | sed -n 's/^.*Library soname: \[\(.*\)\]$/\1/p')
@@ -173,10 +188,28 @@ if [ -n "${ASAN_OPTIONS-}" ]; then
 	E mkdir -p /run/systemd/system/uffdd.service.d || fail "mkdir uffdd.service.d"
 	put "$w/asan.conf" /run/systemd/system/uffdd.service.d/asan.conf 644
 fi
+E mkdir -p /run/sysusers.d || fail "mkdir /run/sysusers.d"
+put "$sysusers_conf" /run/sysusers.d/uffdd.conf 644
+E systemd-sysusers >"$w/sysusers.out" 2>&1 || fail "systemd-sysusers: $(cat "$w/sysusers.out")"
+E getent passwd uffdd >/dev/null || fail "systemd-sysusers made no user uffdd"
 put "$w/uffdd.socket" /run/systemd/system/uffdd.socket 644
 put "$w/uffdd.service" /run/systemd/system/uffdd.service 644
 E systemctl daemon-reload || fail "daemon-reload"
 E systemctl start uffdd.socket || fail "systemctl start uffdd.socket"
+own=$(E stat -c '%U:%G %a' "$sock") || fail "stat $sock"
+[ "$own" = "root:uffdd 660" ] || fail "the socket is $own, not root:uffdd 660"
+# uffdctl as nobody: in the socket's group it is served (by the uffdd this
+# starts), outside it connect(2) is refused.
+E setpriv --reuid=nobody --regid=nogroup --groups=uffdd "$t/sbin/uffdctl" --socket "$sock" \
+	status >"$w/member.out" 2>&1 || fail "uffdctl status as nobody in group uffdd: $(cat "$w/member.out")"
+E setpriv --reuid=nobody --regid=nogroup --clear-groups "$t/sbin/uffdctl" --socket "$sock" \
+	status >"$w/other.out" 2>&1 && fail "uffdctl status as nobody outside group uffdd was served"
+grep -q "Permission denied" "$w/other.out" ||
+	fail "uffdctl status as nobody outside group uffdd: $(cat "$w/other.out"), not EACCES"
+main=$(show uffdd.service MainPID)
+uid=$(E sed -n 's/^Uid:[[:space:]]*\([0-9]*\).*$/\1/p' /proc/"$main"/status)
+[ -n "$uid" ] && [ "$uid" = "$(E id -u uffdd)" ] || fail "uffdd (pid $main) runs as uid '$uid', not uffdd's"
+echo "uffdd runs as the user uffdd (uid $uid); its socket lets the group uffdd in, no one else"
 E "$t/examples/restore-workload" checkpoint "$t/ckpt" --mib $CKPT_MIB >"$w/ckpt.out" 2>&1 ||
 	fail "restore-workload checkpoint: $(cat "$w/ckpt.out")"
 

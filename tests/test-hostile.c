@@ -708,8 +708,8 @@ static int attack_waiters(struct attacker *a)
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	REQUIRE(base != MAP_FAILED);
 	/* The issue's 16 TiB region: its two bitmaps (2^32 bits each) do not
-	 * fit in a session's record (1 GiB at most): refused. */
-	REQUIRE(add_region(&k, base, FAKE_BYTES, -1) == -ENOMEM);
+	 * fit in a session's record (1 GiB at most): refused (record_caps_named). */
+	REQUIRE(add_region(&k, base, FAKE_BYTES, -1) == -EFBIG);
 	REQUIRE(pin_uffd_unregister(k.u, base, FAKE_BYTES) == 0);
 	REQUIRE(add_region(&k, base, WAIT_BYTES, -1) == 0);
 	/* The requests on the client's own socket, without waiting for replies. */
@@ -743,6 +743,83 @@ START_TEST(waiters_capped)
 
 	hostile_start(&h, NULL);
 	hostile_run(&h, attack_waiters, NULL);
+	free(hostile_finish(&h));
+}
+END_TEST
+
+/* ---- the session's record: its caps named ---- */
+
+/* A region whose two bitmaps (2^31 bits each, 512 MiB together) fit in a
+ * session's record, but not twice. */
+#define HALF_RECORD_BYTES (8ull << 40)
+
+/* The text of the last error libpin logged in this process. */
+static char last_error[512];
+
+static void keep_error(enum pin_log_level level, const char *msg, void *userdata)
+{
+	(void)userdata;
+	if (level == PIN_LOG_ERR)
+		snprintf(last_error, sizeof(last_error), "%s", msg);
+}
+
+/* Whether the text of the last error (in its parentheses) starts with head
+ * and ends with tail. */
+static bool error_text(const char *head, const char *tail)
+{
+	const char *t = strchr(last_error, '(');
+	size_t n = t ? strlen(t) : 0;
+
+	return t && !strncmp(t + 1, head, strlen(head)) && n > strlen(tail) + 1 &&
+	       !strncmp(t + n - 1 - strlen(tail), tail, strlen(tail)) && t[n - 1] == ')';
+}
+
+static int attack_record_caps(struct attacker *a)
+{
+	char want[160];
+	struct conn k;
+
+	REQUIRE(conn_open(a->h, &k, a->u, "record") == 0);
+	uint8_t *base = mmap(NULL, FAKE_BYTES, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	REQUIRE(base != MAP_FAILED);
+	pin_log_set(keep_error, NULL);
+	/* 16 TiB: 1024 MiB of bitmaps, more than the whole record. */
+	REQUIRE(add_region(&k, base, FAKE_BYTES, -1) == -EFBIG);
+	snprintf(want, sizeof(want),
+		 "[%p, +%#llx): 1024 MiB of bitmaps; the session's record has room for ", base,
+		 FAKE_BYTES);
+	REQUIRE(error_text(want, " MiB (of 1024 MiB)"));
+	REQUIRE(pin_uffd_unregister(k.u, base, FAKE_BYTES) == 0);
+	/* 8 TiB fits; a page cut out of its middle would leave two parts of
+	 * 256 MiB of bitmaps each beside the whole's 512 MiB: refused, the
+	 * region kept whole. */
+	REQUIRE(add_region(&k, base, HALF_RECORD_BYTES, -1) == 0);
+	uint8_t *mid = base + HALF_RECORD_BYTES / 2;
+	REQUIRE(pin_client_region_remove(k.c, mid, page) == -EFBIG);
+	snprintf(want, sizeof(want), "cutting [%p, %p) out leaves parts whose bitmaps do not fit",
+		 mid, mid + page);
+	REQUIRE(error_text(want, " MiB free)"));
+	struct pin_client_stats st;
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.pages_total == HALF_RECORD_BYTES / page);
+	/* The whole goes, leaving nothing to copy. */
+	REQUIRE(pin_client_region_remove(k.c, base, HALF_RECORD_BYTES) == 0);
+	pin_log_set(NULL, NULL);
+	REQUIRE(attack_hold(a) == 0);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* The session's record is at most 1 GiB: a RegionAdd whose bitmaps do not
+ * fit, and a RegionRemove whose parts would not, fail with EFBIG and a text
+ * that says what was needed and what room there is. */
+START_TEST(record_caps_named)
+{
+	struct hostile h;
+
+	hostile_start(&h, NULL);
+	hostile_run(&h, attack_record_caps, NULL);
 	free(hostile_finish(&h));
 }
 END_TEST
@@ -880,6 +957,18 @@ static int attack_replay_present(struct attacker *a)
 	pin_proto_free(rep);
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_copied == 0 && st.pages_zeroed == 0);
+	/* Each page found in place by one ioctl (EEXIST), and recorded so. */
+	REQUIRE(st.eexist == PRESENT_BYTES / page);
+	REQUIRE(st.pages_populated == PRESENT_BYTES / page);
+	/* Again: the record says they are in place, and no ioctl asks. */
+	REQUIRE(raw_send(&r, &m) == 0);
+	rep = raw_recv(&r, REPLY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m.seq);
+	REQUIRE(rep->reply->error == 0);
+	REQUIRE(rep->reply->has_pages_placed && rep->reply->pages_placed == 0);
+	pin_proto_free(rep);
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.eexist == PRESENT_BYTES / page);
 	/* Not unmapped: with the session gone, no one would read the UNMAP
 	 * event, and munmap() would wait for that forever. */
 	pin_client_free(k.c);
@@ -1584,6 +1673,7 @@ Suite *test_suite(void)
 		{ "fork_while_inspected", fork_while_inspected },
 		{ "lists_own_uid_only", lists_own_uid_only },
 		{ "waiters_capped", waiters_capped },
+		{ "record_caps_named", record_caps_named },
 		{ "sparse_source_not_allocated", sparse_source_not_allocated },
 		{ "per_uid_caps", per_uid_caps },
 		{ "version_and_uffd_once", version_and_uffd_once },

@@ -395,11 +395,21 @@ START_TEST(allocator_reuse_after_commit)
 	/* Zeroed for its new owner. */
 	ck_assert_uint_eq(bm_count(c, 0, 1000), 0);
 	ck_assert_uint_eq(state_bytes(st), table + 2 * bm);
-	/* max_bytes bounds the arena. */
+	/* max_bytes bounds the arena: EFBIG past its room, which is what the
+	 * header, replies, working set and what is in use leave. */
+	ck_assert_uint_eq(state_room(st), MAX_BYTES - FMT_ARENA_OFF - (table + 2 * bm));
+	ck_assert_ptr_null(state_bm_new(st, (state_room(st) + 1) * 8));
+	ck_assert_int_eq(errno, EFBIG);
 	ck_assert_ptr_null(state_bm_new(st, MAX_BYTES * 8));
+	ck_assert_int_eq(errno, EFBIG);
 	ck_assert_ptr_null(state_bm_new(st, UINT64_MAX));
+	ck_assert_int_eq(errno, EFBIG);
 	ck_assert_ptr_null(state_bm_new(st, 0));
+	ck_assert_int_eq(errno, EINVAL);
 	ck_assert_uint_eq(state_bytes(st), table + 2 * bm);
+	/* What room there is, taken whole. */
+	ck_assert_ptr_nonnull(state_bm_new(st, state_room(st) * 8));
+	ck_assert_uint_eq(state_room(st), 0);
 	state_free(st);
 }
 END_TEST

@@ -364,6 +364,11 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
 	if (ret < 0) {
 		if (r->ours)
 			pin_uffd_unregister(s->uffd, addr, ra->range->len);
+		if (ret == -EFBIG)
+			return fail(q, ret,
+				    "the session's record has no room for the table of one more "
+				    "region (%" PRIu64 " MiB free)",
+				    state_room(s->st) >> 20);
 		return fail(q, ret, "out of memory");
 	}
 	return 0;
@@ -385,6 +390,20 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, cons
 		return true;
 	return source_stat(r->src, &a) == 0 && fstat(q->fds[0], &b) == 0 && a.st_dev == b.st_dev &&
 	       a.st_ino == b.st_ino;
+}
+
+/* -EFBIG, saying why [addr, +len) does not fit in the session's record: its
+ * bitmaps (1 bit a page each: populated, zero, and dirty with WP) against
+ * the room the record had before they were tried. */
+static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode, uint64_t room)
+{
+	uint64_t maps = (mode & PIN_UFFD_REGISTER_WP) ? 3 : 2;
+
+	return fail(q, -EFBIG,
+		    "[%#" PRIx64 ", +%#" PRIx64 "): %" PRIu64 " MiB of bitmaps; the session's "
+		    "record has room for %" PRIu64 " MiB (of %" PRIu64 " MiB)",
+		    addr, len, (len >> uffdd_page_shift) / 8 * maps >> 20, room >> 20,
+		    uffdd_cfg.max_state_bytes >> 20);
 }
 
 static int do_region_add(struct req *q)
@@ -415,12 +434,18 @@ static int do_region_add(struct req *q)
 			    : ret == -EBADF ? "not open for reading"
 					    : strerror(-ret));
 	}
-	struct region *r = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
-				      !ra->has_push || ra->push);
+	struct region *r = NULL;
+	uint64_t room = state_room(s->st);
+	ret = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
+			 !ra->has_push || ra->push, &r);
 	source_unref(src);
 	/* Its bitmaps and a source file new to the session, charged. */
-	ret = r ? session_charge(s, 0, 0, q->text, sizeof(q->text))
-		: fail(q, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = session_charge(s, 0, 0, q->text, sizeof(q->text));
+	else if (ret == -EFBIG)
+		record_full(q, addr, len, ra->mode, room);
+	else
+		fail(q, ret, "out of memory");
 	if (!ret)
 		ret = add_region(q, ra, r);
 	if (ret < 0) {
@@ -455,10 +480,16 @@ static int do_region_remove(struct req *q)
 		if (ret < 0)
 			return ret;
 	}
-	int cut = session_cut(s, a, b, 0, true);
+	int64_t cut = session_cut(s, a, b, 0, true);
 	session_charge(s, (int64_t)s->nregions - (int64_t)before - split, 0, NULL, 0);
+	if (cut == -EFBIG)
+		return fail(
+			q, (int)cut,
+			"cutting [%#" PRIx64 ", %#" PRIx64 ") out leaves parts whose bitmaps do "
+			"not fit in the session's record beside the whole (%" PRIu64 " MiB free)",
+			a, b, state_room(s->st) >> 20);
 	if (cut < 0)
-		return fail(q, cut, "out of memory");
+		return fail(q, (int)cut, "out of memory");
 	if (!cut)
 		return fail(q, -ENOENT, "no region in [%#" PRIx64 ", %#" PRIx64 ")", a, b);
 	fault_drop(s, a, b);

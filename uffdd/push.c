@@ -16,16 +16,15 @@
 
 /* Place the run of missing pages of r at or after page *next (below end)
  * with DONTWAKE, counted as pushed with push: returns the pages handled, 0
- * when none was left, -errno. */
+ * when none was left or *scan ran out first (*next < end), -errno.  Pages
+ * in place are skipped a bitmap word at a time, each page taken from *scan. */
 static int64_t place_run(struct session *s, struct region *r, uint64_t *next, uint64_t end,
-			 bool push)
+			 bool push, uint64_t *scan)
 {
-	uint64_t i = *next;
+	uint64_t i = bm_first_unset(r->populated, r->zero, *next, end, scan);
 
-	while (i < end && done_page(r, i))
-		i++;
 	*next = i;
-	if (i >= end)
+	if (i >= end || !*scan)
 		return 0;
 	uint64_t n = 1;
 	while (n < UFFDD_PUSH_MAX && i + n < end && !done_page(r, i + n))
@@ -46,7 +45,8 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
  * when none was left, -errno. */
 static int fill_from(struct session *s, struct region *r, uint64_t *next, uint64_t end, bool push)
 {
-	int64_t got = place_run(s, r, next, end, push);
+	uint64_t scan = UINT64_MAX;
+	int64_t got = place_run(s, r, next, end, push, &scan);
 
 	if (got <= 0)
 		return (int)got;
@@ -74,18 +74,23 @@ static void replay_end(struct session *s, int error)
 }
 
 /*
- * One slice of the oldest Replay: runs of missing pages with DONTWAKE, up to
- * UFFDD_REPLAY_SLICE pages looked at (those found in place count: each costs
- * an ioctl), then one WAKE for what the slice covered.  A pending event stops
- * it until the event is read.
+ * One slice of the oldest Replay: runs of missing pages with DONTWAKE, then
+ * one WAKE for what the slice covered.  A slice ends after UFFDD_REPLAY_SLICE
+ * pages handled, or UFFDD_REPLAY_RUNS runs (each an ioctl at least: a page
+ * the process has already costs one, found EEXIST), or UFFDD_REPLAY_SCAN
+ * pages of bitmaps looked at, whichever comes first: then the worker's other
+ * sessions have their turn.  A pending event stops it until the event is
+ * read.
  */
 static void replay_step(struct session *s)
 {
 	struct replay *q = &s->replays[0];
-	uint64_t budget = UFFDD_REPLAY_SLICE, lo = UINT64_MAX, hi = 0, before = placed_count(s);
+	uint64_t budget = UFFDD_REPLAY_SLICE, scan = UFFDD_REPLAY_SCAN, lo = UINT64_MAX, hi = 0,
+		 before = placed_count(s);
+	unsigned int runs = UFFDD_REPLAY_RUNS;
 	int ret = 0;
 
-	while (q->k < q->n && budget && !ret) {
+	while (q->k < q->n && budget && runs && scan && !ret) {
 		struct prefetch *p = &q->v[q->k];
 		size_t i = session_first_after(s, p->addr);
 		if (p->addr >= p->end || i == s->nregions || s->regions[i]->start >= p->end) {
@@ -97,15 +102,19 @@ static void replay_step(struct session *s)
 			p->addr = r->start;
 		uint64_t next = (p->addr - r->start) >> uffdd_page_shift;
 		uint64_t end = (p->end < r->start + r->len ? p->end : r->start + r->len) - r->start;
-		int64_t got = place_run(s, r, &next, end >> uffdd_page_shift, true);
+		end >>= uffdd_page_shift;
+		int64_t got = place_run(s, r, &next, end, true, &scan);
 		uint64_t at = r->start + (next << uffdd_page_shift);
 		if (got > 0) {
 			lo = p->addr < lo ? p->addr : lo;
 			hi = at > hi ? at : hi;
 			budget -= (uint64_t)got < budget ? (uint64_t)got : budget;
+			runs--;
 		}
 		p->addr = at;
-		if (got == 0)
+		/* Nothing left of this region in the range (not: the scan ran
+		 * out before its end). */
+		if (got == 0 && next >= end)
 			p->addr = r->start + r->len < p->end ? r->start + r->len : p->end;
 		ret = got < 0 ? (int)got : 0;
 	}

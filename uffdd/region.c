@@ -62,25 +62,25 @@ static void file_drop(struct session *s, uint64_t id)
 	s->nfiles--;
 }
 
-/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP). */
+/* Bitmaps of npages in the session's record, zeroed (the dirty one for WP):
+ * 0, -EFBIG (over the record's size) or -ENOMEM. */
 static int region_bitmaps(struct session *s, struct region *r)
 {
-	r->populated = state_bm_new(s->st, r->npages);
-	r->zero = state_bm_new(s->st, r->npages);
-	if (r->mode & PIN_UFFD_REGISTER_WP)
-		r->dirty = state_bm_new(s->st, r->npages);
-	if (!r->populated || !r->zero || ((r->mode & PIN_UFFD_REGISTER_WP) && !r->dirty))
-		return -ENOMEM;
+	if (!(r->populated = state_bm_new(s->st, r->npages)) ||
+	    !(r->zero = state_bm_new(s->st, r->npages)) ||
+	    ((r->mode & PIN_UFFD_REGISTER_WP) && !(r->dirty = state_bm_new(s->st, r->npages))))
+		return -errno;
 	return 0;
 }
 
-struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
-			  struct source *src, uint64_t offset, bool push)
+int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, struct source *src,
+	       uint64_t offset, bool push, struct region **ret)
 {
 	struct region *r = calloc(1, sizeof(*r));
+	int err;
 
 	if (!r)
-		return NULL;
+		return -ENOMEM;
 	r->start = start;
 	r->len = len;
 	r->npages = len >> uffdd_page_shift;
@@ -90,12 +90,13 @@ struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint3
 	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	if (region_bitmaps(s, r) < 0 || file_hold(s, source_file_id(src)) < 0) {
+	if ((err = region_bitmaps(s, r)) < 0 || (err = file_hold(s, source_file_id(src))) < 0) {
 		region_free(s, r);
-		return NULL;
+		return err;
 	}
 	r->src = source_ref(src);
-	return r;
+	*ret = r;
+	return 0;
 }
 
 void region_free(struct session *s, struct region *r)
@@ -154,8 +155,12 @@ struct region *region_part(struct session *s, const struct region *r, uint64_t f
 	p->ra_pages = 1;
 	p->populated = p->zero = p->dirty = NULL;
 	p->src = NULL;
-	if (region_bitmaps(s, p) < 0 || file_hold(s, source_file_id(r->src)) < 0) {
+	int err = region_bitmaps(s, p);
+	if (!err)
+		err = file_hold(s, source_file_id(r->src));
+	if (err < 0) {
 		region_free(s, p);
+		errno = -err;
 		return NULL;
 	}
 	bm_copy(p->populated, r->populated, from, n);
@@ -243,20 +248,28 @@ int session_insert(struct session *s, struct region *r)
 
 /* Replace the region at i by its parts outside [a, b); the part inside,
  * shifted by move, goes to *ret_mid when move is not 0. */
-static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t move,
-		   struct region **ret_mid)
+static int64_t cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t move,
+		       struct region **ret_mid)
 {
 	struct region *r = s->regions[i], *head = NULL, *tail = NULL, *mid = NULL;
 	uint64_t fa = (a - r->start) >> uffdd_page_shift, fb = (b - r->start) >> uffdd_page_shift;
+	int err = regions_reserve(s, 1);
 
-	if (regions_reserve(s, 1) < 0 || (fa && !(head = region_part(s, r, 0, fa, r->start))) ||
-	    (fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b))) ||
-	    (move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move)))) ||
-	    (head && region_record(s, head) < 0) || (tail && region_record(s, tail) < 0)) {
+	if (!err && fa && !(head = region_part(s, r, 0, fa, r->start)))
+		err = -errno;
+	if (!err && fb < r->npages && !(tail = region_part(s, r, fb, r->npages - fb, b)))
+		err = -errno;
+	if (!err && move && !(mid = region_part(s, r, fa, fb - fa, (uint64_t)((int64_t)a + move))))
+		err = -errno;
+	if (!err && head)
+		err = region_record(s, head);
+	if (!err && tail)
+		err = region_record(s, tail);
+	if (err < 0) {
 		region_free(s, head);
 		region_free(s, tail);
 		region_free(s, mid);
-		return -ENOMEM;
+		return err;
 	}
 	memmove(&s->regions[i], &s->regions[i + 1], (s->nregions - i - 1) * sizeof(r));
 	s->nregions--;
@@ -266,14 +279,14 @@ static int cut_one(struct session *s, size_t i, uint64_t a, uint64_t b, int64_t 
 	if (tail)
 		regions_insert_locked(s, tail);
 	*ret_mid = mid;
-	return (int)(fb - fa);
+	return (int64_t)(fb - fa);
 }
 
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister)
+int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister)
 {
 	struct region **moved = NULL;
 	size_t nmoved = 0;
-	int cut = 0, ret = 0;
+	int64_t cut = 0, ret = 0;
 
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = session_first_after(s, start); i < s->nregions;) {
@@ -288,11 +301,13 @@ int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, b
 			break;
 		}
 		moved = m;
-		if (unregister && r->ours && s->uffd)
-			pin_uffd_unregister(s->uffd, (void *)(uintptr_t)a, b - a);
+		bool ours = r->ours;
 		ret = cut_one(s, i, a, b, move, &mid);
 		if (ret < 0)
 			break;
+		/* Once cut: a cut refused leaves the region as it was. */
+		if (unregister && ours && s->uffd)
+			pin_uffd_unregister(s->uffd, (void *)(uintptr_t)a, b - a);
 		cut += ret;
 		if (mid)
 			moved[nmoved++] = mid;

@@ -352,13 +352,13 @@ static int table_grow(struct state *st)
 	uint64_t cap = st->table_cap * 2, off;
 
 	if (cap > TABLE_MAX)
-		return -ENOSPC;
+		return -EFBIG;
 	if (reserve((void **)&st->free_slots, &st->free_slots_cap, st->nfree_slots + cap / 2,
 		    sizeof(*st->free_slots)))
 		return -ENOMEM;
 	off = arena_get(st, cap * sizeof(struct entry));
 	if (!off)
-		return -ENOSPC;
+		return -EFBIG;
 	memcpy(st->base + off, st->table, st->table_cap * sizeof(struct entry));
 	arena_free(st, st->table_off, st->table_cap * sizeof(struct entry), st->table_fresh);
 	/* Popped lowest first. */
@@ -762,16 +762,26 @@ uint64_t *state_bm_new(struct state *st, uint64_t nbits)
 {
 	uint64_t off;
 
-	if (!nbits || nbits / 8 > st->size)
+	if (!nbits) {
+		errno = EINVAL;
 		return NULL;
-	off = arena_get(st, bm_bytes(nbits));
-	if (!off)
+	}
+	off = nbits / 8 > st->size ? 0 : arena_get(st, bm_bytes(nbits));
+	if (!off) {
+		errno = EFBIG;
 		return NULL;
+	}
 	if (bm_remember(st, off, nbits)) {
 		arena_free(st, off, bm_bytes(nbits), true);
+		errno = ENOMEM;
 		return NULL;
 	}
 	return (uint64_t *)(st->base + off);
+}
+
+uint64_t state_room(const struct state *st)
+{
+	return st->size - ARENA_OFF - st->used;
 }
 
 void state_bm_free(struct state *st, uint64_t *bm, uint64_t nbits)

@@ -285,8 +285,13 @@ void state_set_meta(struct state *st, const struct state_meta *m);
 /* Arena bytes in use: what the session is charged for its record. */
 uint64_t state_bytes(const struct state *st);
 
-/* A zeroed bitmap of nbits in the arena (NULL: over max_bytes). */
+/* A zeroed bitmap of nbits in the arena; NULL with errno EFBIG when no run
+ * of its size is free within the record's max_bytes, ENOMEM when the daemon
+ * is out of memory, EINVAL for 0 bits. */
 uint64_t *state_bm_new(struct state *st, uint64_t nbits);
+/* The arena's bytes not in use: what bitmaps and record tables may still
+ * take (in one run or several). */
+uint64_t state_room(const struct state *st);
 /* Give it back; its room is reused after the next commit. */
 void state_bm_free(struct state *st, uint64_t *bm, uint64_t nbits);
 uint64_t state_bm_off(const struct state *st, const uint64_t *bm);
@@ -294,7 +299,9 @@ uint64_t state_bm_off(const struct state *st, const uint64_t *bm);
  * state_bm_new() made of nbits. */
 uint64_t *state_bm_at(struct state *st, uint64_t off, uint64_t nbits);
 
-/* Records: an add or a delete takes effect at the next commit. */
+/* Records: an add or a delete takes effect at the next commit.  state_add()
+ * fails with -EFBIG when the table is full and has no room to double in the
+ * record. */
 int state_add(struct state *st, const struct state_rec *rec, uint32_t *ret_slot);
 void state_del(struct state *st, uint32_t slot);
 /*
@@ -509,13 +516,15 @@ struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uin
 int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
 
 /* A region of s (its bitmaps in s's record), not in the record yet:
- * session_insert() adds it. */
-struct region *region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode,
-			  struct source *src, uint64_t offset, bool push);
+ * session_insert() adds it.  -EFBIG when its bitmaps do not fit in the
+ * record, -ENOMEM. */
+int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, struct source *src,
+	       uint64_t offset, bool push, struct region **ret);
 /* Free r, taking it out of s's record when it is in it. */
 void region_free(struct session *s, struct region *r);
 /* The pages [from, from + n) of r as a region of s (r's session, or a fork
- * child's) at start, with a copy of their bits, not recorded yet. */
+ * child's) at start, with a copy of their bits, not recorded yet; NULL with
+ * errno EFBIG (its bitmaps do not fit in s's record) or ENOMEM. */
 struct region *region_part(struct session *s, const struct region *r, uint64_t from, uint64_t n,
 			   uint64_t start);
 /* Add r to s's record (it takes effect at the next commit). */
@@ -527,9 +536,11 @@ void regions_insert_locked(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
 /*
  * Cut [start, end) out of the session's regions; with move != 0 the cut
- * parts are put back shifted by move bytes (REMAP).  Returns the pages cut.
+ * parts are put back shifted by move bytes (REMAP).  Returns the pages cut,
+ * or -EFBIG (the parts' bitmaps or records do not fit in the session's
+ * record while the whole is still there) or -ENOMEM.
  */
-int session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
+int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /*
  * A fork child's session: the parent's regions and sources, the child's
  * userfaultfd fd (taken).  id 0: a new one; else the id of a child whose
@@ -702,10 +713,17 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
 #define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
-/* Replay requests a session may have under way, and the pages one worker
- * round gives a Replay (64 MiB: a few ms of copying, then other sessions). */
+/* Replay requests a session may have under way, and what one worker round
+ * gives a Replay (push.c, replay_step()): pages handled (64 MiB: a few ms of
+ * copying, then other sessions); runs placed, so that a slice of whole runs
+ * (UFFDD_PUSH_MAX pages each) is bounded by its pages, and one of pages the
+ * process has already, an ioctl each (EEXIST, a microsecond or two), by its
+ * runs (some 100 us); and pages of bitmaps looked at (a word per 64 pages:
+ * some 10 us for 2^20). */
 #define UFFDD_REPLAYS_MAX  4
 #define UFFDD_REPLAY_SLICE (1u << 14)
+#define UFFDD_REPLAY_RUNS  (UFFDD_REPLAY_SLICE / UFFDD_PUSH_MAX)
+#define UFFDD_REPLAY_SCAN  (1ull << 20)
 /* Events read from a userfaultfd at once; the first size of a fault queue. */
 #define UFFDD_MAX_EVENTS 256
 /* Faults a session may have waiting (outside every region, or behind a
