@@ -596,18 +596,29 @@ static void forget_all(struct pin_client *c)
 	c->uffd = -1;
 }
 
-PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
+static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s);
+
+/* Goodbye; with wait, the reply comes when the session ended, with its
+ * counters in *ret_stats (when not NULL). */
+static int goodbye(struct pin_client *c, bool wait, struct pin_client_stats *ret_stats)
 {
 	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
 	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
 	int r;
 
 	if (!c)
 		return -EINVAL;
+	bye.has_wait = wait;
+	bye.wait = wait;
 	req.body_case = UFFDD__MSG__BODY_GOODBYE;
 	req.goodbye = &bye;
 	pthread_mutex_lock(&c->lock);
-	r = request_once(c, &req, NULL, 0, NULL);
+	r = request_once(c, &req, NULL, 0, ret_stats ? &rep : NULL);
+	if (rep) {
+		copy_stats(ret_stats, rep->reply->stats);
+		pin_proto_free(rep);
+	}
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
@@ -615,6 +626,16 @@ PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
 	forget_all(c);
 	pthread_mutex_unlock(&c->lock);
 	return r;
+}
+
+PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
+{
+	return goodbye(c, false, NULL);
+}
+
+PIN_EXPORT int pin_client_finish(struct pin_client *c, struct pin_client_stats *ret_stats)
+{
+	return goodbye(c, true, ret_stats);
 }
 
 PIN_EXPORT void pin_client_free(struct pin_client *c)

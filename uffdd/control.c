@@ -60,11 +60,21 @@ static int enqueue(struct session *s, const void *buf, size_t len)
 	return 0;
 }
 
+/* The client is gone: so is its session, unless it said Goodbye (then the
+ * daemon finishes it without the connection). */
+static void hung_up(struct session *s, const char *why)
+{
+	if (s->finishing)
+		session_detach(s);
+	else
+		session_kill(s, why);
+}
+
 static int sent(struct session *s, int r)
 {
 	if (r < 0 && r != -EMSGSIZE) {
 		slog(s, LOG_WARNING, "send: %s", strerror(-r));
-		session_kill(s, "hung up");
+		hung_up(s, "hung up");
 	}
 	return r;
 }
@@ -88,7 +98,7 @@ static int out(struct session *s, const void *buf, size_t len)
 /* Send what waits while the socket has room: true when nothing is left. */
 static bool flush(struct session *s)
 {
-	while (s->outq_n && !s->dead) {
+	while (s->outq_n && !s->dead && s->sock >= 0) {
 		struct out_msg *m = &s->outq[s->outq_head];
 		int r = pin_proto_send_raw(s->sock, m->buf, m->len, NULL, 0);
 		if (r == -EAGAIN)
@@ -101,7 +111,7 @@ static bool flush(struct session *s)
 		if (!s->outq_n)
 			watch_for(s, EPOLLIN);
 	}
-	return !s->dead;
+	return !s->dead && s->sock >= 0;
 }
 
 static int send_msg(struct session *s, Uffdd__Msg *m)
@@ -177,6 +187,21 @@ void control_replayed(struct session *s, uint64_t seq, int error, uint64_t place
 	rep.text = error ? "replay failed" : "replayed";
 	rep.has_pages_placed = !error;
 	rep.pages_placed = placed;
+	send_reply(s, seq, &rep);
+}
+
+void control_ended(struct session *s, uint64_t seq, int error, const char *text)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Stats st = UFFDD__STATS__INIT;
+	uint64_t lat[UFFDD_LAT_BUCKETS] = { 0 };
+
+	session_stats_fill(s, &st, lat);
+	st.n_latency_us_log2 = UFFDD_LAT_BUCKETS;
+	st.latency_us_log2 = lat;
+	rep.error = error;
+	rep.text = (char *)text;
+	rep.stats = &st;
 	send_reply(s, seq, &rep);
 }
 
@@ -570,6 +595,41 @@ static int do_replay(struct req *q)
 	return 0;
 }
 
+/*
+ * Goodbye: the session is the daemon's now.  With pages left it pushes them
+ * and ends the session when all are in (push.c), or when the process is
+ * gone: recorded, so that a successor finishes it too.  The Goodbye itself
+ * is not committed as done: sent again after a restart, it finds the
+ * session finishing and waits as the first did.
+ */
+static void do_goodbye(struct session *s, uint64_t seq, bool wait)
+{
+	uint64_t left = s->uffd ? session_pages_left(s) : 0;
+	char text[96];
+
+	s->in_request = false;
+	if (!s->finishing && !left) {
+		control_reply(s, seq, 0, wait ? "every page is in place" : "goodbye");
+		session_end(s, 0, "said goodbye");
+		return;
+	}
+	if (!s->finishing) {
+		session_finish(s);
+		session_commit(s, 0, NULL, 0);
+		slog(s, LOG_INFO, "said goodbye with %" PRIu64 " pages not in place: placing them",
+		     left);
+	}
+	if (wait) {
+		s->bye_seq = seq;
+		/* Done already, while this Goodbye was sent again. */
+		if (s->ending)
+			session_end(s, s->end_error, s->end_why);
+		return;
+	}
+	snprintf(text, sizeof(text), "goodbye: the daemon places the %" PRIu64 " pages left", left);
+	control_reply(s, seq, 0, text);
+}
+
 /* ---- dispatch ---- */
 
 /* Whether a request changes the session: its reply is committed with it. */
@@ -639,6 +699,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = fail(&q, -EPROTO, "say Hello first");
 		goto reply;
 	}
+	/* After Goodbye only Goodbye again (sent again after a restart) and
+	 * what reads. */
+	if (s->finishing && m->body_case != UFFDD__MSG__BODY_GOODBYE && changes(m)) {
+		error = fail(&q, -EPROTO, "the session said Goodbye");
+		goto reply;
+	}
 	s->in_request = true;
 	switch (m->body_case) {
 	case UFFDD__MSG__BODY_HELLO:
@@ -689,9 +755,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		}
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
-		s->in_request = false;
-		control_reply(s, seq, 0, "goodbye");
-		session_kill(s, "said goodbye");
+		do_goodbye(s, seq, m->goodbye->has_wait && m->goodbye->wait);
 		return;
 	default:
 		error = fail(&q, -EINVAL, "not a request");
@@ -728,6 +792,9 @@ static const char *recv_error(int err)
 
 void control_handle(struct session *s)
 {
+	/* Its connection closed after Goodbye, in this round. */
+	if (s->sock < 0)
+		return;
 	/* Replies first: no request is read while some wait for room. */
 	if (!flush(s))
 		return;
@@ -745,7 +812,7 @@ void control_handle(struct session *s)
 			continue;
 		}
 		if (r < 0) {
-			session_kill(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
+			hung_up(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
 			return;
 		}
 		handle(s, m, fds, nfds);

@@ -335,7 +335,7 @@ void session_set_meta(struct session *s)
 	struct state_meta m = {
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
-			 (s->forking ? STATE_FORKING : 0),
+			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -524,7 +524,8 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 		.mode = rec->mode,
 		.src = src,
 		.offset = rec->offset,
-		.push = rec->flags & STATE_R_PUSH,
+		/* A finishing session pushes every region. */
+		.push = (rec->flags & STATE_R_PUSH) || s->finishing,
 		.ours = rec->flags & STATE_R_OURS,
 		.slot = slot,
 		.populated = state_bm_at(s->st, rec->populated, npages),
@@ -629,6 +630,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->st = st;
 	s->hello = m->flags & STATE_HELLO;
 	s->broken = m->flags & STATE_FORKING;
+	s->finishing = m->flags & STATE_FINISHING;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {
@@ -641,7 +643,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	if ((m->flags & STATE_UFFD) && uffd < 0) {
 		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
 		r = -EBADMSG;
-	} else if (!id->parent && !(m->flags & STATE_FORKING) && conn < 0) {
+	} else if (!id->parent && !(m->flags & (STATE_FORKING | STATE_FINISHING)) && conn < 0) {
 		snprintf(why, whylen, "a client's session without its connection");
 		r = -EBADMSG;
 	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {
@@ -665,12 +667,100 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	return 0;
 }
 
+uint64_t session_pages_left(const struct session *s)
+{
+	uint64_t left = 0;
+
+	for (size_t i = 0; i < s->nregions; i++) {
+		const struct region *r = s->regions[i];
+		if (r->push_error == -ENOENT)
+			continue;
+		for (uint64_t w = 0; w * 64 < r->npages; w++) {
+			uint64_t miss = ~(r->populated[w] | r->zero[w]);
+			if ((w + 1) * 64 > r->npages)
+				miss &= (1ull << (r->npages % 64)) - 1;
+			left += (uint64_t)__builtin_popcountll(miss);
+		}
+	}
+	return left;
+}
+
+void session_end(struct session *s, int error, const char *why)
+{
+	char text[160];
+
+	if (s->dead)
+		return;
+	if (s->finishing && s->sock >= 0 && !s->bye_seq && (!error || error == -ESRCH)) {
+		if (!s->ending)
+			snprintf(s->end_why, sizeof(s->end_why), "%s", why);
+		s->end_error = s->ending ? s->end_error : error;
+		s->ending = true;
+		return;
+	}
+	if (error) {
+		snprintf(text, sizeof(text), "%s: %" PRIu64 " pages not in place", why,
+			 s->uffd ? session_pages_left(s) : 0);
+		why = text;
+	}
+	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): %s", s->id, (int)s->pid,
+	     s->name[0] ? s->name : "unnamed", why);
+	/* Answered before it is dead: a dead session's socket sends nothing. */
+	if (s->bye_seq)
+		notify_ended(s, s->bye_seq, error, why);
+	s->bye_seq = 0;
+	while (error == -ESRCH && s->nwaits) {
+		notify_reply(s, s->waits[0].seq, error, why);
+		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
+	}
+	s->dead = true;
+}
+
 void session_kill(struct session *s, const char *why)
 {
-	if (!s->dead)
-		ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): %s", s->id, (int)s->pid,
-		     s->name[0] ? s->name : "unnamed", why);
-	s->dead = true;
+	session_end(s, -ECONNABORTED, why);
+}
+
+void session_finish(struct session *s)
+{
+	s->finishing = true;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		/* A push stopped by an error is tried once more. */
+		if (r->push_error != -ENOENT) {
+			r->push = true;
+			r->push_error = 0;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	s->push_pending = true;
+	session_set_meta(s);
+}
+
+void session_detach(struct session *s)
+{
+	if (s->sock < 0)
+		return;
+	if (s->w)
+		epoll_ctl(s->w->ep, EPOLL_CTL_DEL, s->sock, NULL);
+	store_remove("s%" PRIu64 ".conn", s->id);
+	close(s->sock);
+	s->sock = -1;
+	for (size_t i = 0; i < s->outq_n; i++)
+		free(s->outq[(s->outq_head + i) % UFFDD_OUTQ_MAX].buf);
+	s->outq_n = 0;
+	/* Nobody is left to answer. */
+	s->bye_seq = 0;
+	s->nwaits = 0;
+	session_charge(s, 0, 0, NULL, 0);
+	ulog(LOG_INFO,
+	     "session %" PRIu64 " (pid %d, %s): its client left after Goodbye; the daemon places "
+	     "the %" PRIu64 " pages left",
+	     s->id, (int)s->pid, s->name[0] ? s->name : "unnamed",
+	     s->uffd ? session_pages_left(s) : 0);
+	if (s->ending)
+		session_end(s, s->end_error, s->end_why);
 }
 
 /* Take a published session off the list and give back what it was charged. */
