@@ -13,14 +13,16 @@
  *           each thread its own 4 MiB.
  *   child 1 (fork after A, B and C): rewrites the first 64 pages of A with
  *           its tag and maps 8 MiB of its own; checks all of it when told.
- *   child 2 (the same fork, its copy of A untouched): exits at once when
- *           told (SIGUSR2), before its pages are all in.
+ *   child 2 (the same fork, its copy of A untouched): looks for
+ *           DIR/exit-child2 every millisecond and exits when it is there
+ *           (made after the dump): the moment it runs after the restore,
+ *           long before its pages are all in.
  *
  * Each task writes its pid to DIR/pid-ROLE, then waits.  After the restore,
  * SIGUSR1 tells a task to check every byte and write DIR/result-ROLE: "ok
  * PAGES" or "bad WRONG PAGES first ADDR" (the parent after both threads
- * checked theirs); child 2 exits on SIGUSR2 without touching anything.  The
- * children exit after that; the parent waits to be killed.
+ * checked theirs).  Child 1 exits after that; the parent waits to be
+ * killed.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -34,6 +36,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PG	    4096ul
@@ -163,7 +166,20 @@ static void *thread_wait(void *arg)
 	return thread_main(arg);
 }
 
-static void child(const char *role, const struct expect *v, size_t n, bool early)
+/* Child 2: gone as soon as it runs after the restore. */
+static void child_early(void)
+{
+	const struct timespec ms = { .tv_nsec = 1000000 };
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/exit-child2", dir);
+	write_file("child2", "pid", "%d\n", getpid());
+	while (access(path, F_OK))
+		nanosleep(&ms, NULL);
+	_exit(0);
+}
+
+static void child(const char *role, const struct expect *v, size_t n)
 {
 	sigset_t set;
 	unsigned long pages = 0, bad = 0;
@@ -171,11 +187,8 @@ static void child(const char *role, const struct expect *v, size_t n, bool early
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGUSR2);
 	write_file(role, "pid", "%d\n", getpid());
-	int sig = wait_signal(&set);
-	if (early || sig == SIGUSR2)
-		_exit(0);
+	wait_signal(&set);
 	for (size_t i = 0; i < n; i++)
 		check(&v[i], &pages, &bad, &first);
 	report(role, pages, bad, first);
@@ -195,7 +208,6 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &set, NULL))
 		die("sigprocmask");
 
@@ -244,13 +256,13 @@ int main(int argc, char **argv)
 		d.patterned_len = d.len;
 		pattern(d.at, d.len, d.tag);
 		v[3] = d;
-		child("child1", v, 4, false);
+		child("child1", v, 4);
 	}
 	pid_t k2 = fork();
 	if (k2 < 0)
 		die("fork");
 	if (k2 == 0)
-		child("child2", NULL, 0, true);
+		child_early();
 
 	if (pthread_barrier_init(&go, NULL, NTHREADS + 1))
 		die("pthread_barrier_init");
