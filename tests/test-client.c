@@ -544,6 +544,79 @@ START_TEST(truncated_source_zero_without_poison)
 }
 END_TEST
 
+#define BA_PAGES 6
+#define BA_SEED	 0x0ba
+
+static int touch(struct inflight *f)
+{
+	return *(volatile uint8_t *)f->arg;
+}
+
+/*
+ * RegionAddBatch: BA_PAGES one-page regions, zero and file sources in turn,
+ * in one request; a thread that faulted on the last of them before it was
+ * added is served once the batch is in.  A batch whose second region
+ * overlaps one fails (-EEXIST), and its first region stays.
+ */
+START_TEST(region_add_batch)
+{
+	struct test_daemon d;
+	struct conn k;
+	struct pin_client_region v[BA_PAGES], w[3];
+	struct pin_client_region_info *ri;
+	struct inflight f = { .fn = touch };
+	size_t n;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, BA_PAGES, BA_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = test_map_pages(BA_PAGES + 2);
+	ck_assert_int_eq(pin_uffd_register(k.u, base, (BA_PAGES + 2) * page,
+					   PIN_UFFD_REGISTER_MISSING, NULL),
+			 0);
+	for (size_t i = 0; i < BA_PAGES; i++)
+		v[i] = (struct pin_client_region){
+			.sz = sizeof(v[i]),
+			.addr = base + i * page,
+			.len = page,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_NO_PUSH,
+			.fd = i % 2 ? fd : -1,
+			.offset = i * page,
+		};
+	f.arg = base + (BA_PAGES - 1) * page;
+	inflight_start(&f, "handle_userfault");
+	ck_assert_int_eq(pin_client_region_add_many(k.c, v, BA_PAGES), 0);
+	inflight_join(&f);
+	for (size_t i = BA_PAGES; i-- > 0;)
+		ck_assert(i % 2 ? test_page_ok(base, i, BA_SEED) : test_page_zero(base, i));
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, BA_PAGES);
+	ck_assert_uint_eq(st.pages_copied, BA_PAGES / 2);
+	ck_assert_uint_eq(st.pages_zeroed, BA_PAGES / 2);
+
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(w); i++)
+		w[i] = (struct pin_client_region){
+			.sz = sizeof(w[i]),
+			.addr = base + (i == 1 ? 0 : (BA_PAGES + i / 2) * page),
+			.len = i == 1 ? 2 * page : page,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_NO_PUSH,
+			.fd = -1,
+		};
+	ck_assert_int_eq(pin_client_region_add_many(k.c, w, PIN_ARRAY_SIZE(w)), -EEXIST);
+	ck_assert_int_eq(pin_client_list_regions(k.c, pin_client_session(k.c), &ri, &n), 0);
+	ck_assert_uint_eq(n, BA_PAGES + 1);
+	ck_assert_uint_eq(ri[BA_PAGES].addr, (uintptr_t)(base + BA_PAGES * page));
+	ck_assert_uint_eq(ri[BA_PAGES].len, page);
+	free(ri);
+	conn_close(&k);
+	munmap(base, (BA_PAGES + 2) * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 #define UR_PAGES 4
 #define UR_SEED	 0x0b5
 
@@ -1804,6 +1877,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, notice_drops_cached_pin, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, truncated_source_zero_without_poison, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, unreadable_source_refused, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, region_add_batch, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eexist_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);

@@ -398,7 +398,7 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
  * The region ra asks for is r already: the same request again (sent once
  * more after a daemon restart, its reply lost), done once.
  */
-static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, const struct req *q)
+static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, int src_fd)
 {
 	struct stat a, b;
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
@@ -408,13 +408,18 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, cons
 		return false;
 	if (!fd)
 		return true;
-	return source_stat(r->src, &a) == 0 && fstat(q->fds[0], &b) == 0 && a.st_dev == b.st_dev &&
+	return source_stat(r->src, &a) == 0 && fstat(src_fd, &b) == 0 && a.st_dev == b.st_dev &&
 	       a.st_ino == b.st_ino;
 }
 
-static int do_region_add(struct req *q)
+/*
+ * Add the region ra asks for, its source read from src_fd (taken whatever
+ * the outcome; -1 for SOURCE_ZERO).  The faults that wait for it are the
+ * caller's to serve.
+ */
+static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 {
-	const Uffdd__RegionAdd *ra = q->m->region_add;
+	_cleanup_close_ int fd = src_fd;
 	struct session *s = q->s;
 	struct source *src;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
@@ -423,7 +428,7 @@ static int do_region_add(struct req *q)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	size_t i = session_first_after(s, addr);
 	if (i < s->nregions && s->regions[i]->start < addr + len) {
-		if (same_region(s->regions[i], ra, q))
+		if (same_region(s->regions[i], ra, fd))
 			return 0;
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
@@ -431,8 +436,8 @@ static int do_region_add(struct req *q)
 	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
-	ret = source_new(ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1,
-			 ra->has_offset ? ra->offset : 0, len, &src);
+	ret = source_new(fd, ra->has_offset ? ra->offset : 0, len, &src);
+	fd = -1;
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",
@@ -459,10 +464,53 @@ static int do_region_add(struct req *q)
 	 * wake them all so they fault again, to us. */
 	if (s->takeover && !r->ours)
 		pin_uffd_wake(s->uffd, (void *)(uintptr_t)addr, len);
-	/* Faults that waited for this region. */
-	if (s->nfaults)
-		fault_handle(s);
 	return 0;
+}
+
+static int do_region_add(struct req *q)
+{
+	const Uffdd__RegionAdd *ra = q->m->region_add;
+	int ret = region_add_one(q, ra,
+				 ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1);
+
+	/* Faults that waited for this region. */
+	if (!ret && q->s->nfaults)
+		fault_handle(q->s);
+	return ret;
+}
+
+/*
+ * Each region of the batch as RegionAdd, in order, up to the first that
+ * fails (the reply says which; those before it stay: the batch sent again
+ * finds them done).  The faults that waited for any of them are served
+ * once, at the end.
+ */
+static int do_region_add_batch(struct req *q)
+{
+	const Uffdd__RegionAddBatch *b = q->m->region_add_batch;
+	_cleanup_close_ int fd = q->nfds ? take_fd(q) : -1;
+	int ret = 0;
+
+	for (size_t i = 0; i < b->n_regions && !ret; i++) {
+		const Uffdd__RegionAdd *ra = b->regions[i];
+		int src_fd = -1;
+
+		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_FD) {
+			src_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+			if (src_fd < 0)
+				return fail(q, -errno, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
+					    b->n_regions, strerror(errno));
+		}
+		ret = region_add_one(q, ra, src_fd);
+		if (ret < 0) {
+			char why[sizeof(q->text)];
+			snprintf(why, sizeof(why), "%s", q->text);
+			fail(q, ret, "region %zu of %zu: %s", i, b->n_regions, why);
+		}
+	}
+	if (q->s->nfaults)
+		fault_handle(q->s);
+	return ret;
 }
 
 static int do_region_remove(struct req *q)
@@ -715,6 +763,9 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		break;
 	case UFFDD__MSG__BODY_REGION_ADD:
 		error = do_region_add(&q);
+		break;
+	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
+		error = do_region_add_batch(&q);
 		break;
 	case UFFDD__MSG__BODY_REGION_REMOVE:
 		error = do_region_remove(&q);
