@@ -9,7 +9,7 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, session, region, state, source, store,
+ * inspect, worker, push, fault, finish, session, region, state, source, store,
  * notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
  * fault -> source.  What goes back up (a reply, a stale notice, a fork
  * child's userfaultfd) goes through notify.c's handlers.  Below, one section
@@ -503,28 +503,6 @@ struct session {
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
 /* Unlink from every list, close its descriptors and free it; worker only. */
 void session_free(struct session *s);
-/*
- * Mark a session for freeing, once, and say why: error 0 when every page is
- * in place, -ESRCH when its process is gone (its WaitPopulated requests get
- * that too), else the reason it cannot go on.  A Goodbye that waits for the
- * end gets error and why, and the session's counters.  A finishing session
- * whose client may still send its Goodbye again (it was taken over after a
- * restart) keeps its connection until then: the end is that Goodbye's
- * answer (s->ending).
- */
-void session_end(struct session *s, int error, const char *why);
-/* session_end() for a session that cannot go on (it hung up, its
- * userfaultfd failed): -ECONNABORTED. */
-void session_kill(struct session *s, const char *why);
-/* Goodbye: the daemon pushes the rest of every region, then ends the
- * session (push.c); recorded at the next commit. */
-void session_finish(struct session *s);
-/* A finishing session's client hung up: close the connection; the session
- * goes on without it. */
-void session_detach(struct session *s);
-/* Pages of its regions neither in place nor discarded, but for regions
- * where no mapping is registered any more (push_error -ENOENT). */
-uint64_t session_pages_left(const struct session *s);
 
 /* Lookups in a session's sorted region array (owner, or under s->lock). */
 struct region *session_find(struct session *s, uint64_t addr);
@@ -627,6 +605,31 @@ static inline bool done_page(const struct region *r, uint64_t i)
 void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- finish.c: how a session ends ---------------------------------------- */
+
+/*
+ * Mark a session for freeing, once, and say why: error 0 when every page is
+ * in place, -ESRCH when its process is gone (its WaitPopulated requests get
+ * that too), else the reason it cannot go on.  A Goodbye that waits for the
+ * end gets error and why, and the session's counters.  A finishing session
+ * whose client may still send its Goodbye again (it was taken over after a
+ * restart) keeps its connection until then: the end is that Goodbye's
+ * answer (s->ending).
+ */
+void session_end(struct session *s, int error, const char *why);
+/* session_end() for a session that cannot go on (it hung up, its
+ * userfaultfd failed): -ECONNABORTED. */
+void session_kill(struct session *s, const char *why);
+/* Goodbye: the daemon pushes the rest of every region, then ends the
+ * session (push.c); recorded at the next commit. */
+void session_finish(struct session *s);
+/* A finishing session's client hung up: close the connection; the session
+ * goes on without it. */
+void session_detach(struct session *s);
+/* Pages of its regions neither in place nor discarded, but for regions
+ * where no mapping is registered any more (push_error -ENOENT). */
+uint64_t session_pages_left(const struct session *s);
 
 /* ---- supervise.c: the fd store when no service manager keeps one ------- */
 
