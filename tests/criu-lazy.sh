@@ -107,6 +107,7 @@ check() {
 }
 
 times=()
+gone_early=0
 for i in $(seq 1 "$ITERATIONS"); do
 	dir=$top/run$i
 	mkdir -p "$dir/dump" "$dir/work"
@@ -168,13 +169,12 @@ for i in $(seq 1 "$ITERATIONS"); do
 		echo "  uffdd-lazy-pages exited $status:"
 		sed 's/^/    /' "$dir/lazy-pages.out"
 	fi
-	# Child 2 was gone before uffdd-lazy-pages said Goodbye for it.
+	# Whether child 2 was gone before uffdd-lazy-pages said Goodbye for
+	# it depends on the order CRIU sent the tasks in (a Goodbye before
+	# child 2 ran pushes all its pages): counted, not asserted (suite
+	# restore asserts it, with the task reaped before the end).
 	gone_line="task $(cat "$dir/pid-child2") exited before its pages were all in"
-	if [ "$SERVER" = uffdd ] && ! grep -q "$gone_line" "$dir/lazy-pages.out"; then
-		ok=0
-		echo "  no '$gone_line' in:"
-		sed 's/^/    /' "$dir/lazy-pages.out"
-	fi
+	grep -q "$gone_line" "$dir/lazy-pages.out" && gone_early=$((gone_early + 1))
 	echo "run $i: restore returned after $ms ms, $SERVER lazy-pages exit $status, $([ $ok = 1 ] && echo ok || echo FAILED)"
 	[ "$SERVER" = uffdd ] && sed -n 's/^uffdd-lazy-pages: /  /p' "$dir/lazy-pages.out" | grep -e exited -e restored
 	[ $ok = 1 ] || fail=$((fail + 1))
@@ -183,6 +183,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 	rm -rf "$dir/dump"
 done
 [ "${RESTART:-0}" = 1 ] && echo "uffdd took over after a restart $(grep -c 'restarting it with' "$top/uffdd.log") times"
+[ "$SERVER" = uffdd ] && echo "child 2 exited before its pages were all in: $gone_early of $ITERATIONS runs"
 echo "restore returned after (ms): ${times[*]}"
 if [ ${#times[@]} -gt 0 ]; then
 	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((${#times[@]} + 1) / 2))p")
