@@ -12,7 +12,7 @@
 # this kernel); root.  Exit 77 with the reason when either is missing.
 # RESTART=1: kill -9 uffdd's serving process right after the restore (its
 # supervisor starts another, which takes the sessions over from the fd
-# store).  Prints per run: `run N: restore returned after MS ms, uffdd-lazy-pages
+# store); a new uffdd for each run.  Prints per run: `run N: restore returned after MS ms, uffdd-lazy-pages
 # exit S, parent ok|bad, child1 ok|bad`, then a `metric` line of the
 # restore times.  Leaves nothing behind: every task of the tree is killed by
 # the pid it wrote, the daemon by its pid.
@@ -86,12 +86,21 @@ wait_exit() {
 	wait "$1"
 }
 
-if [ "$SERVER" = uffdd ]; then
-	sock=$top/uffdd.sock
-	"$UFFDD" --socket "$sock" >"$top/uffdd.log" 2>&1 &
+# start_daemon: uffdd on $sock, its pid in $daemon.
+start_daemon() {
+	"$UFFDD" --socket "$sock" >>"$top/uffdd.log" 2>&1 &
 	daemon=$!
 	wait_for "$sock" || { echo "uffdd did not listen"; cat "$top/uffdd.log"; exit 1; }
-fi
+}
+
+stop_daemon() {
+	kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	daemon=
+	rm -f "$sock"
+}
+
+sock=$top/uffdd.sock
+[ "$SERVER" = uffdd ] && start_daemon
 
 # check ROLE PAGES: the task's result says every byte of PAGES pages is right.
 check() {
@@ -181,6 +190,12 @@ for i in $(seq 1 "$ITERATIONS"); do
 	kill -KILL "$(cat "$dir/pid-parent")" "$(cat "$dir/pid-child1")" \
 		"$(cat "$dir/pid-child2")" 2>/dev/null
 	rm -rf "$dir/dump"
+	# Its supervisor gives up after a burst of quick restarts (uffdd(8)):
+	# a new daemon for each run that kills one.
+	if [ "${RESTART:-0}" = 1 ]; then
+		stop_daemon
+		start_daemon
+	fi
 done
 [ "${RESTART:-0}" = 1 ] && echo "uffdd took over after a restart $(grep -c 'restarting it with' "$top/uffdd.log") times"
 [ "$SERVER" = uffdd ] && echo "child 2 exited before its pages were all in: $gone_early of $ITERATIONS runs"
