@@ -626,6 +626,71 @@ START_TEST(region_add_batch)
 }
 END_TEST
 
+#define GB_PAGES 64
+#define GB_SEED	 0x0b7
+
+/* Whether session id is still listed (asked on another connection). */
+static bool listed(struct pin_client *c, uint64_t id)
+{
+	struct pin_client_info *v;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		found |= v[i].session == id;
+	free(v);
+	return found;
+}
+
+/*
+ * Goodbye hands the session over: with pages of a region (added without
+ * the push) never touched and the client's own userfaultfd closed, every
+ * page still reads as its source says, and the session ends once all are
+ * in (freed at the end of its worker's round: waited for).
+ * pin_client_finish() answers at that end, with the counters.
+ */
+START_TEST(goodbye_places_the_rest)
+{
+	struct test_daemon d;
+	struct conn k;
+	struct pin_client_stats st;
+	struct pin_client_opts co = { .sz = sizeof(co) };
+	struct pin_client *watcher;
+
+	test_daemon_start(&d, NULL);
+	co.socket = d.sock;
+	ck_assert_int_eq(pin_client_connect(&co, &watcher), 0);
+	int fd = make_source(&d, GB_PAGES, GB_SEED);
+	for (int wait = 0; wait < 2; wait++) {
+		conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+		uint8_t *base = test_map_pages(GB_PAGES);
+		add_region(&k, base, GB_PAGES, fd);
+		ck_assert(test_page_ok(base, 0, GB_SEED));
+		uint64_t id = pin_client_session(k.c);
+		if (wait) {
+			ck_assert_int_eq(pin_client_finish(k.c, &st), 0);
+			ck_assert_uint_eq(st.pages_copied, GB_PAGES);
+			ck_assert_uint_eq(st.pages_populated, GB_PAGES);
+		} else {
+			ck_assert_int_eq(pin_client_goodbye(k.c), 0);
+		}
+		pin_client_free(k.c);
+		pin_uffd_free(k.u);
+		for (size_t i = GB_PAGES; i-- > 0;)
+			ck_assert_msg(test_page_ok(base, i, GB_SEED), "page %zu", i);
+		for (int tries = 0; listed(watcher, id); tries++) {
+			ck_assert_msg(tries < POLL_TRIES, "session %" PRIu64 " did not end", id);
+			test_sleep_ms(POLL_MS);
+		}
+		munmap(base, GB_PAGES * page);
+	}
+	pin_client_free(watcher);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 #define UR_PAGES 4
 #define UR_SEED	 0x0b5
 
@@ -1887,6 +1952,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, truncated_source_zero_without_poison, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, unreadable_source_refused, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, region_add_batch, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, goodbye_places_the_rest, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eexist_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);

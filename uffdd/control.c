@@ -497,9 +497,11 @@ static int do_region_add_batch(struct req *q)
 
 		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_FD) {
 			src_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-			if (src_fd < 0)
-				return fail(q, -errno, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
-					    b->n_regions, strerror(errno));
+			if (src_fd < 0) {
+				int err = errno;
+				return fail(q, -err, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
+					    b->n_regions, strerror(err));
+			}
 		}
 		ret = region_add_one(q, ra, src_fd);
 		if (ret < 0) {
@@ -657,7 +659,10 @@ static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 
 	s->in_request = false;
 	if (!s->finishing && !left) {
-		control_reply(s, seq, 0, wait ? "every page is in place" : "goodbye");
+		if (wait)
+			control_ended(s, seq, 0, "every page is in place");
+		else
+			control_reply(s, seq, 0, "goodbye");
 		session_end(s, 0, "said goodbye");
 		return;
 	}
