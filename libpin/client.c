@@ -72,6 +72,8 @@ static const char *body_name(Uffdd__Msg__BodyCase b)
 		return "UffdHandover";
 	case UFFDD__MSG__BODY_REGION_ADD:
 		return "RegionAdd";
+	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
+		return "RegionAddBatch";
 	case UFFDD__MSG__BODY_REGION_REMOVE:
 		return "RegionRemove";
 	case UFFDD__MSG__BODY_PREFETCH:
@@ -596,18 +598,29 @@ static void forget_all(struct pin_client *c)
 	c->uffd = -1;
 }
 
-PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
+static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s);
+
+/* Goodbye; with wait, the reply comes when the session ended, with its
+ * counters in *ret_stats (when not NULL). */
+static int goodbye(struct pin_client *c, bool wait, struct pin_client_stats *ret_stats)
 {
 	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
 	Uffdd__Msg req = UFFDD__MSG__INIT;
+	Uffdd__Msg *rep = NULL;
 	int r;
 
 	if (!c)
 		return -EINVAL;
+	bye.has_wait = wait;
+	bye.wait = wait;
 	req.body_case = UFFDD__MSG__BODY_GOODBYE;
 	req.goodbye = &bye;
 	pthread_mutex_lock(&c->lock);
-	r = request_once(c, &req, NULL, 0, NULL);
+	r = request_once(c, &req, NULL, 0, ret_stats ? &rep : NULL);
+	if (rep) {
+		copy_stats(ret_stats, rep->reply->stats);
+		pin_proto_free(rep);
+	}
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
@@ -615,6 +628,16 @@ PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
 	forget_all(c);
 	pthread_mutex_unlock(&c->lock);
 	return r;
+}
+
+PIN_EXPORT int pin_client_goodbye(struct pin_client *c)
+{
+	return goodbye(c, false, NULL);
+}
+
+PIN_EXPORT int pin_client_finish(struct pin_client *c, struct pin_client_stats *ret_stats)
+{
+	return goodbye(c, true, ret_stats);
 }
 
 PIN_EXPORT void pin_client_free(struct pin_client *c)
@@ -701,15 +724,15 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 	return 0;
 }
 
-PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
+/* Check a caller's region and make what the client remembers of it (with
+ * its own duplicate of the source fd); *ret_registered: the caller
+ * registered the range. */
+static int region_take(const struct pin_client_region *user_r, struct client_region *ret,
+		       bool *ret_registered)
 {
 	struct pin_client_region reg = { .sz = sizeof(reg) }, *r = &reg;
-	struct client_region cr;
-	int err;
+	int err = pin_opts_copy(&reg, sizeof(reg), user_r);
 
-	if (!c || !user_r)
-		return -EINVAL;
-	err = pin_opts_copy(&reg, sizeof(reg), user_r);
 	if (err < 0)
 		return err;
 	err = pin_proto_check_range((uintptr_t)r->addr, r->len);
@@ -721,7 +744,7 @@ PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_clie
 		return -EINVAL;
 	if (r->fd < -1)
 		return -EBADF;
-	cr = (struct client_region){
+	*ret = (struct client_region){
 		.addr = (uintptr_t)r->addr,
 		.len = r->len,
 		.mode = r->mode,
@@ -729,19 +752,139 @@ PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_clie
 		.fd = -1,
 		.offset = r->fd >= 0 ? r->offset : 0,
 	};
+	*ret_registered = !(r->flags & PIN_CLIENT_REGION_REGISTER);
 	if (r->fd >= 0) {
-		cr.fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
-		if (cr.fd < 0)
+		ret->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
+		if (ret->fd < 0)
 			return -errno;
 	}
+	return 0;
+}
 
+PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
+{
+	struct client_region cr;
+	bool registered;
+	int err;
+
+	if (!c || !user_r)
+		return -EINVAL;
+	err = region_take(user_r, &cr, &registered);
+	if (err < 0)
+		return err;
 	pthread_mutex_lock(&c->lock);
-	err = send_region_add(c, &cr, !(r->flags & PIN_CLIENT_REGION_REGISTER), true);
+	err = send_region_add(c, &cr, registered, true);
 	if (err == 0)
 		err = remember_region(c, &cr);
 	pthread_mutex_unlock(&c->lock);
 	if (err < 0 && cr.fd >= 0)
 		close(cr.fd);
+	return err;
+}
+
+/* Regions per RegionAddBatch: some 40 bytes each encoded, so a batch is
+ * far inside one datagram (PIN_PROTO_MAX_MSG). */
+#define BATCH_MAX 2048
+
+static void region_add_fill(Uffdd__RegionAdd *ra, Uffdd__Range *range,
+			    const struct client_region *cr, bool registered)
+{
+	range->addr = cr->addr;
+	range->len = cr->len;
+	ra->range = range;
+	ra->mode = cr->mode;
+	ra->source = cr->fd >= 0 ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra->has_offset = cr->fd >= 0;
+	ra->offset = cr->offset;
+	ra->has_push = 1;
+	ra->push = cr->push;
+	ra->has_registered = 1;
+	ra->registered = registered;
+}
+
+/* One RegionAddBatch of v[0, n), the source fd (or -1) attached. */
+static int send_batch(struct pin_client *c, const struct client_region *v, const bool *registered,
+		      size_t n, int fd)
+{
+	Uffdd__RegionAdd *ra = calloc(n, sizeof(*ra));
+	Uffdd__RegionAdd **ptrs = calloc(n, sizeof(*ptrs));
+	Uffdd__Range *ranges = calloc(n, sizeof(*ranges));
+	Uffdd__RegionAddBatch b = UFFDD__REGION_ADD_BATCH__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+	int r = -ENOMEM;
+
+	if (ra && ptrs && ranges) {
+		for (size_t i = 0; i < n; i++) {
+			uffdd__region_add__init(&ra[i]);
+			uffdd__range__init(&ranges[i]);
+			region_add_fill(&ra[i], &ranges[i], &v[i], registered[i]);
+			ptrs[i] = &ra[i];
+		}
+		b.n_regions = n;
+		b.regions = ptrs;
+		req.body_case = UFFDD__MSG__BODY_REGION_ADD_BATCH;
+		req.region_add_batch = &b;
+		r = request(c, &req, &fd, fd >= 0, NULL);
+	}
+	free(ra);
+	free(ptrs);
+	free(ranges);
+	return r;
+}
+
+/* v[0, n) in one batch, or one by one when the daemon has no batches (it
+ * rejects the unknown body with -EBADMSG), then remembered. */
+static int add_chunk(struct pin_client *c, struct client_region *v, const bool *registered,
+		     size_t n)
+{
+	int fd = -1, r;
+
+	for (size_t i = 0; i < n && fd < 0; i++)
+		fd = v[i].fd;
+	r = send_batch(c, v, registered, n, fd);
+	for (size_t i = 0; r == -EBADMSG && i < n; i++)
+		r = send_region_add(c, &v[i], registered[i], true);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		r = remember_region(c, &v[i]);
+		if (r == 0)
+			v[i].fd = -1; /* the client's now */
+	}
+	return r;
+}
+
+int pin_client_region_add_many(struct pin_client *c, const struct pin_client_region *v, size_t n)
+{
+	struct client_region *cr = calloc(n ? n : 1, sizeof(*cr));
+	bool *registered = calloc(n ? n : 1, sizeof(*registered));
+	size_t taken = 0;
+	int err = !c || !v || !cr || !registered ? -ENOMEM : 0, fd = -1;
+
+	if (!c || !v)
+		err = -EINVAL;
+	/* One descriptor travels with a batch: every source is that file. */
+	for (size_t i = 0; !err && i < n; i++) {
+		if (v[i].fd >= 0 && fd >= 0 && v[i].fd != fd)
+			err = -EINVAL;
+		fd = v[i].fd >= 0 ? v[i].fd : fd;
+	}
+	for (; !err && taken < n; taken++) {
+		err = region_take(&v[taken], &cr[taken], &registered[taken]);
+		if (err)
+			break;
+	}
+	if (!err) {
+		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; !err && i < n; i += BATCH_MAX)
+			err = add_chunk(c, &cr[i], &registered[i],
+					n - i < BATCH_MAX ? n - i : BATCH_MAX);
+		pthread_mutex_unlock(&c->lock);
+	}
+	/* What was not remembered (on failure) is not kept. */
+	for (size_t i = 0; i < taken; i++)
+		if (cr[i].fd >= 0)
+			close(cr[i].fd);
+	free(cr);
+	free(registered);
 	return err;
 }
 

@@ -128,12 +128,20 @@ void pin_proto_free(Uffdd__Msg *msg);
  * a round trip. */
 int pin_proto_check_range(uint64_t addr, uint64_t len);
 /* How many descriptors a message of this body must carry: 1 for
- * UffdHandover and for RegionAdd with SOURCE_FD, 0 otherwise. */
+ * UffdHandover, for RegionAdd with SOURCE_FD and for a RegionAddBatch with
+ * one, 0 otherwise. */
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg);
 
 /* One request without descriptors and its Reply (client.c), for requests
  * other files make: the Reply's error, *ret_msg (may be NULL) on success. */
 int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_msg);
+/*
+ * pin_client_region_add() for the n regions of v, in RegionAddBatch requests
+ * (one by one with a daemon that has none); every SOURCE_FD region must have
+ * the same fd.  0, or the first error (the regions it added before stay in
+ * the daemon's session, not in the client's memory).
+ */
+int pin_client_region_add_many(struct pin_client *c, const struct pin_client_region *v, size_t n);
 
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))

@@ -24,6 +24,12 @@ size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 		return 1;
 	case UFFDD__MSG__BODY_REGION_ADD:
 		return msg->region_add->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
+		for (size_t i = 0; i < msg->region_add_batch->n_regions; i++)
+			if (msg->region_add_batch->regions[i]->source ==
+			    UFFDD__SOURCE_KIND__SOURCE_FD)
+				return 1;
+		return 0;
 	default:
 		return 0;
 	}
@@ -88,6 +94,19 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 	default:
 		return -EINVAL;
 	}
+}
+
+/* Every region of a batch, and at least one. */
+static int check_region_add_batch(const Uffdd__RegionAddBatch *b)
+{
+	if (!b->n_regions)
+		return -EINVAL;
+	for (size_t i = 0; i < b->n_regions; i++) {
+		int r = check_region_add(b->regions[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 /*
@@ -236,6 +255,8 @@ static int check_fields(const Uffdd__Msg *msg)
 	switch (msg->body_case) {
 	case UFFDD__MSG__BODY_REGION_ADD:
 		return check_region_add(msg->region_add);
+	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
+		return check_region_add_batch(msg->region_add_batch);
 	case UFFDD__MSG__BODY_REGION_REMOVE:
 		return check_range(msg->region_remove->range);
 	case UFFDD__MSG__BODY_PREFETCH:

@@ -6,7 +6,9 @@
  * (pin_client_add_image_region).  They are two calls because with CRIU the
  * two sides are different processes.
  */
+#include <limits.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -69,18 +71,24 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 					   size_t i, unsigned int flags)
 {
 	const struct pin_image_region *g;
-	int n = 0;
 
 	if (!c || !img || (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)))
 		return -EINVAL;
 	g = region_at(img, i);
 	if (!g)
 		return -ENOENT;
+	if (g->nr_segments > INT_MAX)
+		return -E2BIG;
+	_cleanup_free_ struct pin_client_region *v =
+		calloc(g->nr_segments ? g->nr_segments : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
 	for (size_t k = 0; k < g->nr_segments; k++) {
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
-		struct pin_client_region cr = {
-			.sz = sizeof(cr),
+
+		v[k] = (struct pin_client_region){
+			.sz = sizeof(v[k]),
 			.addr = (void *)(uintptr_t)sg->addr,
 			.len = sg->len,
 			.mode = PIN_UFFD_REGISTER_MISSING,
@@ -88,10 +96,9 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 			.fd = data ? pin_image_pages_fd(img) : -1,
 			.offset = data ? sg->offset : 0,
 		};
-		int r = pin_client_region_add(c, &cr);
-		if (r < 0)
-			return r;
-		n++;
 	}
-	return n;
+	/* One request for all the parts: a restore of many mappings starts
+	 * no later for their number (issue 13). */
+	int r = pin_client_region_add_many(c, v, g->nr_segments);
+	return r < 0 ? r : (int)g->nr_segments;
 }

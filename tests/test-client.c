@@ -544,6 +544,153 @@ START_TEST(truncated_source_zero_without_poison)
 }
 END_TEST
 
+#define BA_PAGES 6
+#define BA_SEED	 0x0ba
+
+/* Fault on f->arg through write(2): a thread blocked in a fault of its own
+ * would hold valgrind's lock, and no other thread would run. */
+static int touch(struct inflight *f)
+{
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	ssize_t n = write(p[1], f->arg, 1);
+	close(p[0]);
+	close(p[1]);
+	return (int)n;
+}
+
+/*
+ * RegionAddBatch: BA_PAGES one-page regions, zero and file sources in turn,
+ * in one request; a thread that faulted on the last of them before it was
+ * added is served once the batch is in.  A batch whose second region
+ * overlaps one fails (-EEXIST), and its first region stays.
+ */
+START_TEST(region_add_batch)
+{
+	struct test_daemon d;
+	struct conn k;
+	struct pin_client_region v[BA_PAGES], w[3];
+	struct pin_client_region_info *ri;
+	struct inflight f = { .fn = touch };
+	size_t n;
+
+	test_daemon_start(&d, NULL);
+	int fd = make_source(&d, BA_PAGES, BA_SEED);
+	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+	uint8_t *base = test_map_pages(BA_PAGES + 2);
+	ck_assert_int_eq(pin_uffd_register(k.u, base, (BA_PAGES + 2) * page,
+					   PIN_UFFD_REGISTER_MISSING, NULL),
+			 0);
+	for (size_t i = 0; i < BA_PAGES; i++)
+		v[i] = (struct pin_client_region){
+			.sz = sizeof(v[i]),
+			.addr = base + i * page,
+			.len = page,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_NO_PUSH,
+			.fd = i % 2 ? fd : -1,
+			.offset = i * page,
+		};
+	f.arg = base + (BA_PAGES - 1) * page;
+	inflight_start(&f, "handle_userfault");
+	ck_assert_int_eq(pin_client_region_add_many(k.c, v, BA_PAGES), 0);
+	ck_assert_int_eq(inflight_join(&f), 1);
+	for (size_t i = BA_PAGES; i-- > 0;)
+		ck_assert(i % 2 ? test_page_ok(base, i, BA_SEED) : test_page_zero(base, i));
+	struct pin_client_stats st = stats_of(&k);
+	ck_assert_uint_eq(st.faults, BA_PAGES);
+	ck_assert_uint_eq(st.pages_copied, BA_PAGES / 2);
+	ck_assert_uint_eq(st.pages_zeroed, BA_PAGES / 2);
+
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(w); i++)
+		w[i] = (struct pin_client_region){
+			.sz = sizeof(w[i]),
+			.addr = base + (i == 1 ? 0 : (BA_PAGES + i / 2) * page),
+			.len = i == 1 ? 2 * page : page,
+			.mode = PIN_UFFD_REGISTER_MISSING,
+			.flags = PIN_CLIENT_REGION_NO_PUSH,
+			.fd = -1,
+		};
+	ck_assert_int_eq(pin_client_region_add_many(k.c, w, PIN_ARRAY_SIZE(w)), -EEXIST);
+	ck_assert_int_eq(pin_client_list_regions(k.c, pin_client_session(k.c), &ri, &n), 0);
+	ck_assert_uint_eq(n, BA_PAGES + 1);
+	ck_assert_uint_eq(ri[BA_PAGES].addr, (uintptr_t)(base + BA_PAGES * page));
+	ck_assert_uint_eq(ri[BA_PAGES].len, page);
+	free(ri);
+	conn_close(&k);
+	munmap(base, (BA_PAGES + 2) * page);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+#define GB_PAGES 64
+#define GB_SEED	 0x0b7
+
+/* Whether session id is still listed (asked on another connection). */
+static bool listed(struct pin_client *c, uint64_t id)
+{
+	struct pin_client_info *v;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		found |= v[i].session == id;
+	free(v);
+	return found;
+}
+
+/*
+ * Goodbye hands the session over: with pages of a region (added without
+ * the push) never touched and the client's own userfaultfd closed, every
+ * page still reads as its source says, and the session ends once all are
+ * in (freed at the end of its worker's round: waited for).
+ * pin_client_finish() answers at that end, with the counters.
+ */
+START_TEST(goodbye_places_the_rest)
+{
+	struct test_daemon d;
+	struct conn k;
+	struct pin_client_stats st;
+	struct pin_client_opts co = { .sz = sizeof(co) };
+	struct pin_client *watcher;
+
+	test_daemon_start(&d, NULL);
+	co.socket = d.sock;
+	ck_assert_int_eq(pin_client_connect(&co, &watcher), 0);
+	int fd = make_source(&d, GB_PAGES, GB_SEED);
+	for (int wait = 0; wait < 2; wait++) {
+		conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
+		uint8_t *base = test_map_pages(GB_PAGES);
+		add_region(&k, base, GB_PAGES, fd);
+		ck_assert(test_page_ok(base, 0, GB_SEED));
+		uint64_t id = pin_client_session(k.c);
+		if (wait) {
+			ck_assert_int_eq(pin_client_finish(k.c, &st), 0);
+			ck_assert_uint_eq(st.pages_copied, GB_PAGES);
+			ck_assert_uint_eq(st.pages_populated, GB_PAGES);
+		} else {
+			ck_assert_int_eq(pin_client_goodbye(k.c), 0);
+		}
+		pin_client_free(k.c);
+		pin_uffd_free(k.u);
+		for (size_t i = GB_PAGES; i-- > 0;)
+			ck_assert_msg(test_page_ok(base, i, GB_SEED), "page %zu", i);
+		for (int tries = 0; listed(watcher, id); tries++) {
+			ck_assert_msg(tries < POLL_TRIES, "session %" PRIu64 " did not end", id);
+			test_sleep_ms(POLL_MS);
+		}
+		munmap(base, GB_PAGES * page);
+	}
+	pin_client_free(watcher);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 #define UR_PAGES 4
 #define UR_SEED	 0x0b5
 
@@ -1804,6 +1951,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, notice_drops_cached_pin, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, truncated_source_zero_without_poison, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, unreadable_source_refused, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, region_add_batch, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, goodbye_places_the_rest, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eexist_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, eagain_counted, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_shows_content, CASE_TIMEOUT_S);

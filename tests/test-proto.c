@@ -484,6 +484,71 @@ START_TEST(bad_region_add)
 }
 END_TEST
 
+/* A batch of n regions of one page each, sources as given ('z' zero, 'f'
+ * fd, 'b' zero without a mode), with nfds descriptors (the null device). */
+static void send_batch(const char *sources, size_t nfds)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	size_t n = strlen(sources);
+	Uffdd__Range range[4];
+	Uffdd__RegionAdd ra[4], *ptrs[4];
+	Uffdd__RegionAddBatch b = UFFDD__REGION_ADD_BATCH__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	int fds[2] = { nullfd, nullfd };
+
+	ck_assert_uint_le(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		uffdd__range__init(&range[i]);
+		uffdd__region_add__init(&ra[i]);
+		range[i].addr = 0x7f0000000000ull + i * pg;
+		range[i].len = pg;
+		ra[i].range = &range[i];
+		ra[i].mode = sources[i] == 'b' ? 0 : PIN_UFFD_REGISTER_MISSING;
+		ra[i].source = sources[i] == 'f' ? UFFDD__SOURCE_KIND__SOURCE_FD
+						 : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+		ptrs[i] = &ra[i];
+	}
+	b.n_regions = n;
+	b.regions = ptrs;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD_BATCH;
+	m.region_add_batch = &b;
+	ck_assert_int_eq(pin_proto_send(sv[0], &m, fds, nfds), 0);
+}
+
+/* One descriptor with a batch that has a SOURCE_FD region, none without;
+ * no empty batch; each region checked as a RegionAdd is. */
+START_TEST(region_add_batch_decoding)
+{
+	int before = count_fds(), fds[PIN_PROTO_MAX_FDS];
+	Uffdd__Msg *got;
+
+	send_batch("zfzf", 1);
+	got = recv_ok(fds, 1);
+	ck_assert_uint_eq(got->region_add_batch->n_regions, 4);
+	ck_assert_uint_eq(got->region_add_batch->regions[3]->range->addr,
+			  0x7f0000000000ull + 3 * (uint64_t)sysconf(_SC_PAGESIZE));
+	ck_assert_uint_eq(pin_proto_fds_expected(got), 1);
+	pin_proto_free(got);
+	close(fds[0]);
+	send_batch("zz", 0);
+	got = recv_ok(fds, 0);
+	ck_assert_uint_eq(pin_proto_fds_expected(got), 0);
+	pin_proto_free(got);
+
+	send_batch("zf", 0);
+	expect_reject(-EBADF);
+	send_batch("zz", 1);
+	expect_reject(-EBADF);
+	send_batch("ff", 2);
+	expect_reject(-EBADF);
+	send_batch("", 0);
+	expect_reject(-EINVAL);
+	send_batch("zfbz", 1);
+	expect_reject(-EINVAL);
+	ck_assert_int_eq(count_fds(), before);
+}
+END_TEST
+
 START_TEST(bad_enums_and_errors)
 {
 	Uffdd__ListGet lg = UFFDD__LIST_GET__INIT;
@@ -891,6 +956,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, nonblocking_empty);
 	tcase_add_test(tc, bad_ranges);
 	tcase_add_test(tc, bad_region_add);
+	tcase_add_test(tc, region_add_batch_decoding);
 	tcase_add_test(tc, bad_enums_and_errors);
 	tcase_add_test(tc, send_bad_fd);
 	tcase_add_test(tc, decode_buffer);

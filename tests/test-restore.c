@@ -243,6 +243,9 @@ static int task_main(const char *dump, int pid, int ctl)
 	pin_uffd_free(u);
 	CHECK(write(ctl, "r", 1) == 1);
 	CHECK(read(ctl, &go, 1) == 1);
+	/* A task that exits right after the restore, its pages not all in. */
+	if (go == 'x')
+		return 0;
 	CHECK(check_fixture(pid) == 0);
 	CHECK(check_image(img, mapped, pid) == 0);
 	CHECK(write(ctl, "v", 1) == 1);
@@ -257,6 +260,9 @@ static int task_main(const char *dump, int pid, int ctl)
 enum order {
 	VERIFY_BEFORE_END, /* every page arrives by a fault */
 	VERIFY_AFTER_END,  /* every page was pushed, and uffdd let go */
+	/* As VERIFY_AFTER_END, but the last task exits (and is reaped)
+	 * before the end of restore, none of its pages touched. */
+	LAST_EXITS_BEFORE_END,
 };
 
 struct restore {
@@ -329,10 +335,17 @@ static int restore_run(struct restore *rs, enum order order, bool zombie)
 		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
 		read_byte(rs->ctl[i], 'v');
 	}
+	if (order == LAST_EXITS_BEFORE_END) {
+		int st, last = --rs->npids;
+		ck_assert_int_eq(write(rs->ctl[last], "x", 1), 1);
+		ck_assert_int_eq(waitpid(rs->tasks[last], &st, 0), rs->tasks[last]);
+		ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		close(rs->ctl[last]);
+	}
 	send_all(sock, &end, sizeof(end));
 	int status = lazy_pages_wait(&rs->lp, rs->out, sizeof(rs->out));
 	close(sock);
-	for (int i = 0; order == VERIFY_AFTER_END && i < rs->npids; i++) {
+	for (int i = 0; order != VERIFY_BEFORE_END && i < rs->npids; i++) {
 		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
 		read_byte(rs->ctl[i], 'v');
 	}
@@ -452,6 +465,29 @@ START_TEST(criu_two_tasks_and_a_zombie)
 }
 END_TEST
 
+/*
+ * A task that exits before its pages are all in ends its own session: the
+ * other gets every page (checked after uffdd let go), and uffdd-lazy-pages
+ * says which task went and exits 0.
+ */
+START_TEST(criu_task_gone_before_the_end)
+{
+	struct restore rs;
+	char want[96];
+
+	restore_start(&rs, "fixture-fork", 2);
+	int gone = rs.pids[1];
+	ck_assert_int_eq(restore_run(&rs, LAST_EXITS_BEFORE_END, false), 0);
+	snprintf(want, sizeof(want), "task %d exited before its pages were all in", gone);
+	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
+	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
+	ck_assert_msg(strstr(rs.out, "; 1 exited before, 0 failed"), "%s", rs.out);
+	snprintf(want, sizeof(want), " %lu pages pushed", lazy_page_count(rs.dump, rs.pids[0]));
+	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
+	restore_finish(&rs);
+}
+END_TEST
+
 START_TEST(criu_restore_side_gone_fails)
 {
 	struct test_daemon d;
@@ -482,6 +518,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_faults_serve_every_byte);
 	tcase_add_test(tc, criu_push_after_restore_completes_it);
 	tcase_add_test(tc, criu_two_tasks_and_a_zombie);
+	tcase_add_test(tc, criu_task_gone_before_the_end);
 	tcase_add_test(tc, criu_restore_side_gone_fails);
 	suite_add_tcase(s, tc);
 	return s;

@@ -60,11 +60,21 @@ static int enqueue(struct session *s, const void *buf, size_t len)
 	return 0;
 }
 
+/* The client is gone: so is its session, unless it said Goodbye (then the
+ * daemon finishes it without the connection). */
+static void hung_up(struct session *s, const char *why)
+{
+	if (s->finishing)
+		session_detach(s);
+	else
+		session_kill(s, why);
+}
+
 static int sent(struct session *s, int r)
 {
 	if (r < 0 && r != -EMSGSIZE) {
 		slog(s, LOG_WARNING, "send: %s", strerror(-r));
-		session_kill(s, "hung up");
+		hung_up(s, "hung up");
 	}
 	return r;
 }
@@ -88,7 +98,7 @@ static int out(struct session *s, const void *buf, size_t len)
 /* Send what waits while the socket has room: true when nothing is left. */
 static bool flush(struct session *s)
 {
-	while (s->outq_n && !s->dead) {
+	while (s->outq_n && !s->dead && s->sock >= 0) {
 		struct out_msg *m = &s->outq[s->outq_head];
 		int r = pin_proto_send_raw(s->sock, m->buf, m->len, NULL, 0);
 		if (r == -EAGAIN)
@@ -101,7 +111,7 @@ static bool flush(struct session *s)
 		if (!s->outq_n)
 			watch_for(s, EPOLLIN);
 	}
-	return !s->dead;
+	return !s->dead && s->sock >= 0;
 }
 
 static int send_msg(struct session *s, Uffdd__Msg *m)
@@ -177,6 +187,21 @@ void control_replayed(struct session *s, uint64_t seq, int error, uint64_t place
 	rep.text = error ? "replay failed" : "replayed";
 	rep.has_pages_placed = !error;
 	rep.pages_placed = placed;
+	send_reply(s, seq, &rep);
+}
+
+void control_ended(struct session *s, uint64_t seq, int error, const char *text)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Stats st = UFFDD__STATS__INIT;
+	uint64_t lat[UFFDD_LAT_BUCKETS] = { 0 };
+
+	session_stats_fill(s, &st, lat);
+	st.n_latency_us_log2 = UFFDD_LAT_BUCKETS;
+	st.latency_us_log2 = lat;
+	rep.error = error;
+	rep.text = (char *)text;
+	rep.stats = &st;
 	send_reply(s, seq, &rep);
 }
 
@@ -378,7 +403,7 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
  * The region ra asks for is r already: the same request again (sent once
  * more after a daemon restart, its reply lost), done once.
  */
-static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, const struct req *q)
+static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, int src_fd)
 {
 	struct stat a, b;
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
@@ -388,7 +413,7 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, cons
 		return false;
 	if (!fd)
 		return true;
-	return source_stat(r->src, &a) == 0 && fstat(q->fds[0], &b) == 0 && a.st_dev == b.st_dev &&
+	return source_stat(r->src, &a) == 0 && fstat(src_fd, &b) == 0 && a.st_dev == b.st_dev &&
 	       a.st_ino == b.st_ino;
 }
 
@@ -406,9 +431,14 @@ static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode
 		    uffdd_cfg.max_state_bytes >> 20);
 }
 
-static int do_region_add(struct req *q)
+/*
+ * Add the region ra asks for, its source read from src_fd (taken whatever
+ * the outcome; -1 for SOURCE_ZERO).  The faults that wait for it are the
+ * caller's to serve.
+ */
+static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 {
-	const Uffdd__RegionAdd *ra = q->m->region_add;
+	_cleanup_close_ int fd = src_fd;
 	struct session *s = q->s;
 	struct source *src;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
@@ -417,7 +447,7 @@ static int do_region_add(struct req *q)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	size_t i = session_first_after(s, addr);
 	if (i < s->nregions && s->regions[i]->start < addr + len) {
-		if (same_region(s->regions[i], ra, q))
+		if (same_region(s->regions[i], ra, fd))
 			return 0;
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
@@ -425,8 +455,8 @@ static int do_region_add(struct req *q)
 	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
-	ret = source_new(ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1,
-			 ra->has_offset ? ra->offset : 0, len, &src);
+	ret = source_new(fd, ra->has_offset ? ra->offset : 0, len, &src);
+	fd = -1;
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",
@@ -459,10 +489,55 @@ static int do_region_add(struct req *q)
 	 * wake them all so they fault again, to us. */
 	if (s->takeover && !r->ours)
 		pin_uffd_wake(s->uffd, (void *)(uintptr_t)addr, len);
-	/* Faults that waited for this region. */
-	if (s->nfaults)
-		fault_handle(s);
 	return 0;
+}
+
+static int do_region_add(struct req *q)
+{
+	const Uffdd__RegionAdd *ra = q->m->region_add;
+	int ret = region_add_one(q, ra,
+				 ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1);
+
+	/* Faults that waited for this region. */
+	if (!ret && q->s->nfaults)
+		fault_handle(q->s);
+	return ret;
+}
+
+/*
+ * Each region of the batch as RegionAdd, in order, up to the first that
+ * fails (the reply says which; those before it stay: the batch sent again
+ * finds them done).  The faults that waited for any of them are served
+ * once, at the end.
+ */
+static int do_region_add_batch(struct req *q)
+{
+	const Uffdd__RegionAddBatch *b = q->m->region_add_batch;
+	_cleanup_close_ int fd = q->nfds ? take_fd(q) : -1;
+	int ret = 0;
+
+	for (size_t i = 0; i < b->n_regions && !ret; i++) {
+		const Uffdd__RegionAdd *ra = b->regions[i];
+		int src_fd = -1;
+
+		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_FD) {
+			src_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+			if (src_fd < 0) {
+				int err = errno;
+				return fail(q, -err, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
+					    b->n_regions, strerror(err));
+			}
+		}
+		ret = region_add_one(q, ra, src_fd);
+		if (ret < 0) {
+			char why[sizeof(q->text)];
+			snprintf(why, sizeof(why), "%s", q->text);
+			fail(q, ret, "region %zu of %zu: %s", i, b->n_regions, why);
+		}
+	}
+	if (q->s->nfaults)
+		fault_handle(q->s);
+	return ret;
 }
 
 static int do_region_remove(struct req *q)
@@ -601,6 +676,44 @@ static int do_replay(struct req *q)
 	return 0;
 }
 
+/*
+ * Goodbye: the session is the daemon's now.  With pages left it pushes them
+ * and ends the session when all are in (push.c), or when the process is
+ * gone: recorded, so that a successor finishes it too.  The Goodbye itself
+ * is not committed as done: sent again after a restart, it finds the
+ * session finishing and waits as the first did.
+ */
+static void do_goodbye(struct session *s, uint64_t seq, bool wait)
+{
+	uint64_t left = s->uffd ? session_pages_left(s) : 0;
+	char text[96];
+
+	s->in_request = false;
+	if (!s->finishing && !left) {
+		if (wait)
+			control_ended(s, seq, 0, "every page is in place");
+		else
+			control_reply(s, seq, 0, "goodbye");
+		session_end(s, 0, "said goodbye");
+		return;
+	}
+	if (!s->finishing) {
+		session_finish(s);
+		session_commit(s, 0, NULL, 0);
+		slog(s, LOG_INFO, "said goodbye with %" PRIu64 " pages not in place: placing them",
+		     left);
+	}
+	if (wait) {
+		s->bye_seq = seq;
+		/* Done already, while this Goodbye was sent again. */
+		if (s->ending)
+			session_end(s, s->end_error, s->end_why);
+		return;
+	}
+	snprintf(text, sizeof(text), "goodbye: the daemon places the %" PRIu64 " pages left", left);
+	control_reply(s, seq, 0, text);
+}
+
 /* ---- dispatch ---- */
 
 /* Whether a request changes the session: its reply is committed with it. */
@@ -670,6 +783,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		error = fail(&q, -EPROTO, "say Hello first");
 		goto reply;
 	}
+	/* After Goodbye only Goodbye again (sent again after a restart) and
+	 * what reads. */
+	if (s->finishing && m->body_case != UFFDD__MSG__BODY_GOODBYE && changes(m)) {
+		error = fail(&q, -EPROTO, "the session said Goodbye");
+		goto reply;
+	}
 	s->in_request = true;
 	switch (m->body_case) {
 	case UFFDD__MSG__BODY_HELLO:
@@ -680,6 +799,9 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		break;
 	case UFFDD__MSG__BODY_REGION_ADD:
 		error = do_region_add(&q);
+		break;
+	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
+		error = do_region_add_batch(&q);
 		break;
 	case UFFDD__MSG__BODY_REGION_REMOVE:
 		error = do_region_remove(&q);
@@ -720,9 +842,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		}
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
-		s->in_request = false;
-		control_reply(s, seq, 0, "goodbye");
-		session_kill(s, "said goodbye");
+		do_goodbye(s, seq, m->goodbye->has_wait && m->goodbye->wait);
 		return;
 	default:
 		error = fail(&q, -EINVAL, "not a request");
@@ -759,6 +879,9 @@ static const char *recv_error(int err)
 
 void control_handle(struct session *s)
 {
+	/* Its connection closed after Goodbye, in this round. */
+	if (s->sock < 0)
+		return;
 	/* Replies first: no request is read while some wait for room. */
 	if (!flush(s))
 		return;
@@ -776,7 +899,7 @@ void control_handle(struct session *s)
 			continue;
 		}
 		if (r < 0) {
-			session_kill(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
+			hung_up(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
 			return;
 		}
 		handle(s, m, fds, nfds);

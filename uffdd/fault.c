@@ -131,7 +131,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	case -ESRCH:
 	case -ENOSPC:
 		/* The process is gone: ESRCH since Linux 4.13, ENOSPC before. */
-		session_kill(s, "its process is gone");
+		session_end(s, -ESRCH, "its process is gone");
 		return -ESRCH;
 	case -ENOENT:
 		return ret;
@@ -391,7 +391,7 @@ static void serve(struct session *s)
 			continue;
 		}
 		if (ret == -ESRCH || ret == -ENOSPC) {
-			session_kill(s, "its process is gone");
+			session_end(s, -ESRCH, "its process is gone");
 			return;
 		}
 		if (ret < 0)

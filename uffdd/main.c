@@ -21,6 +21,7 @@
 static const struct notify_ops notify_ops = {
 	.reply = control_reply,
 	.replayed = control_replayed,
+	.ended = control_ended,
 	.stale = control_stale,
 	.child = worker_adopt_child,
 };

@@ -2,7 +2,8 @@
 /*
  * The notify interface, below the sessions: how the fault path and the
  * background work reach what sits above them without calling it.  A reply to
- * a client (a finished WaitPopulated), a stale-pin notice, and a fork child's
+ * a client (a finished WaitPopulated, the end of a session that said
+ * Goodbye), a stale-pin notice, and a fork child's
  * session with its userfaultfd, which goes to a worker, travel through the
  * handlers main.c sets once at start; the service manager's status line is
  * sent from here.  It calls nothing else of uffdd.
@@ -28,6 +29,11 @@ int notify_reply(struct session *s, uint64_t seq, int error, const char *text)
 void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed)
 {
 	ops->replayed(s, seq, error, placed);
+}
+
+void notify_ended(struct session *s, uint64_t seq, int error, const char *text)
+{
+	ops->ended(s, seq, error, text);
 }
 
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)

@@ -4,7 +4,8 @@
  * by the readahead), the background push of untouched pages between faults,
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
  * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
- * more than one run.  It may call fault.c, session.c, notify.c (the reply to
+ * more than one run.  A session whose client said Goodbye ends here once
+ * its pages are all in.  It may call fault.c, session.c, notify.c (the reply to
  * a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
@@ -194,10 +195,14 @@ static int push_one(struct session *s)
 		if (!r->push || r->push_next >= r->npages)
 			continue;
 		int ret = fill_from(s, r, &r->push_next, r->npages, true);
-		if (ret == -EAGAIN)
+		if (ret == -EAGAIN) {
 			s->eagain = true;
-		else if (ret < 0)
-			r->push = false; /* logged; leave the rest to faults */
+		} else if (ret < 0) {
+			/* Logged (but -ENOENT: nothing is registered there any
+			 * more); the rest is left to faults. */
+			r->push = false;
+			r->push_error = ret;
+		}
 		if (ret)
 			return ret;
 	}
@@ -312,12 +317,18 @@ static uint64_t probe_addr(struct session *s)
 	return a;
 }
 
-/* A fork child's process may be gone with nothing to tell us: a resolving
- * ioctl on a page no region covers fails with ESRCH once its mm is gone
- * (ENOENT while it lives: no registered mapping there). */
+/* A fork child's process, or that of a session finishing after Goodbye,
+ * may be gone with nothing to tell us: a resolving ioctl on a page no region
+ * covers fails with ESRCH once its mm is gone (ENOENT while it lives: no
+ * registered mapping there). */
+static bool probed(const struct session *s)
+{
+	return s->sock < 0 || s->finishing;
+}
+
 static void probe(struct session *s, uint64_t now)
 {
-	if (s->sock >= 0 || now < s->next_probe)
+	if (!probed(s) || now < s->next_probe)
 		return;
 	s->next_probe = now + PROBE_NS;
 	uint64_t a = probe_addr(s);
@@ -330,7 +341,29 @@ static void probe(struct session *s, uint64_t now)
 	}
 	if (pin_uffd_zeropage(s->uffd, (void *)(uintptr_t)a, uffdd_page, PIN_UFFD_DONTWAKE, NULL) ==
 	    -ESRCH)
-		session_kill(s, "its process is gone");
+		session_end(s, -ESRCH, "its process is gone");
+}
+
+/*
+ * A session that said Goodbye ends when every page is in place.  Pages
+ * whose push failed keep it (and the process's faults served) until its
+ * process is gone: closing the userfaultfd would turn them into zeros.
+ */
+static void finish_check(struct session *s)
+{
+	if (!s->finishing || s->dead || s->ending || s->push_pending || s->nprefetch ||
+	    s->nreplays || s->eagain)
+		return;
+	uint64_t left = session_pages_left(s);
+	if (!left) {
+		session_end(s, 0, "every page is in place");
+		return;
+	}
+	if (!s->stuck_said)
+		slog(s, LOG_WARNING,
+		     "%" PRIu64 " pages cannot be placed: the session stays until its process ends",
+		     left);
+	s->stuck_said = true;
 }
 
 void push_step(struct worker *w)
@@ -357,6 +390,7 @@ void push_step(struct worker *w)
 		if (s->nwaits)
 			check_waits(s, now);
 		probe(s, now);
+		finish_check(s);
 	}
 }
 
@@ -372,7 +406,7 @@ int push_timeout(struct worker *w)
 		for (size_t k = 0; k < s->nwaits; k++)
 			if (s->waits[k].deadline && s->waits[k].deadline < wake)
 				wake = s->waits[k].deadline;
-		if (s->sock < 0 && s->next_probe < wake)
+		if (probed(s) && s->next_probe < wake)
 			wake = s->next_probe;
 	}
 	if (wake == UINT64_MAX)

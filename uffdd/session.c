@@ -335,7 +335,7 @@ void session_set_meta(struct session *s)
 	struct state_meta m = {
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
-			 (s->forking ? STATE_FORKING : 0),
+			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -524,7 +524,8 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 		.mode = rec->mode,
 		.src = src,
 		.offset = rec->offset,
-		.push = rec->flags & STATE_R_PUSH,
+		/* A finishing session pushes every region. */
+		.push = (rec->flags & STATE_R_PUSH) || s->finishing,
 		.ours = rec->flags & STATE_R_OURS,
 		.slot = slot,
 		.populated = state_bm_at(s->st, rec->populated, npages),
@@ -629,6 +630,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->st = st;
 	s->hello = m->flags & STATE_HELLO;
 	s->broken = m->flags & STATE_FORKING;
+	s->finishing = m->flags & STATE_FINISHING;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {
@@ -641,7 +643,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	if ((m->flags & STATE_UFFD) && uffd < 0) {
 		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
 		r = -EBADMSG;
-	} else if (!id->parent && !(m->flags & STATE_FORKING) && conn < 0) {
+	} else if (!id->parent && !(m->flags & (STATE_FORKING | STATE_FINISHING)) && conn < 0) {
 		snprintf(why, whylen, "a client's session without its connection");
 		r = -EBADMSG;
 	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {
@@ -663,14 +665,6 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	session_publish(s);
 	*ret = s;
 	return 0;
-}
-
-void session_kill(struct session *s, const char *why)
-{
-	if (!s->dead)
-		ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): %s", s->id, (int)s->pid,
-		     s->name[0] ? s->name : "unnamed", why);
-	s->dead = true;
 }
 
 /* Take a published session off the list and give back what it was charged. */

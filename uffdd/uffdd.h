@@ -9,7 +9,7 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, session, region, state, source, store,
+ * inspect, worker, push, fault, finish, session, region, state, source, store,
  * notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
  * fault -> source.  What goes back up (a reply, a stale notice, a fork
  * child's userfaultfd) goes through notify.c's handlers.  Below, one section
@@ -114,6 +114,9 @@ struct notify_ops {
 	int (*reply)(struct session *s, uint64_t seq, int error, const char *text);
 	/* A Replay done: the pages it placed. */
 	void (*replayed)(struct session *s, uint64_t seq, int error, uint64_t placed);
+	/* The session ends: the answer to a Goodbye that waited, with its
+	 * counters. */
+	void (*ended)(struct session *s, uint64_t seq, int error, const char *text);
 	/* Tell the owners of pins overlapping [start, end) that they went stale. */
 	void (*stale)(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 	/* A fork child's session and its userfaultfd fd (watch handler set):
@@ -124,6 +127,7 @@ struct notify_ops {
 void notify_set(const struct notify_ops *ops);
 int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
 void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
+void notify_ended(struct session *s, uint64_t seq, int error, const char *text);
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
@@ -235,6 +239,9 @@ struct state_ident {
 #define STATE_HELLO   (1u << 0) /* the client said Hello */
 #define STATE_UFFD    (1u << 1) /* a userfaultfd was handed over (stored as s<id>.uffd) */
 #define STATE_FORKING (1u << 2) /* a fork child's, its regions not copied yet */
+/* Its client said Goodbye: the daemon places the rest of every region, then
+ * ends it (with or without its connection). */
+#define STATE_FINISHING (1u << 3)
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -344,6 +351,8 @@ struct region {
 	struct source *src;
 	uint64_t offset; /* of start in the source */
 	bool push;	 /* push untouched pages in the background */
+	int push_error;	 /* what stopped its push (0: nothing; -ENOENT: no
+			  * mapping is registered there, nothing can fault) */
 	bool ours;	 /* the daemon registered it, so it unregisters */
 	uint32_t slot;	 /* in the session's record */
 	/* Bitmaps in the session's record (state.c), changed in place: */
@@ -473,6 +482,17 @@ struct session {
 	uint64_t next_probe; /* fork children: when to check the process is alive */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
+	/* Its client said Goodbye (STATE_FINISHING): every region's rest is
+	 * pushed, then the session ends, its connection or not (push.c). */
+	bool finishing;
+	bool stuck_said;  /* logged that some of its pages cannot be placed */
+	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
+	/* Done (every page in, or its process gone) while its client, after a
+	 * daemon restart, has yet to send its Goodbye again: the end waits for
+	 * that Goodbye, or for the client to hang up (session_end()). */
+	bool ending;
+	int end_error;
+	char end_why[96];
 
 	/* Messages its socket had no room for, sent in order once it has
 	 * (control.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no
@@ -490,8 +510,6 @@ struct session {
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
 /* Unlink from every list, close its descriptors and free it; worker only. */
 void session_free(struct session *s);
-/* Mark a session for freeing (its process is gone, or it hung up). */
-void session_kill(struct session *s, const char *why);
 
 /* Lookups in a session's sorted region array (owner, or under s->lock). */
 struct region *session_find(struct session *s, uint64_t addr);
@@ -599,6 +617,31 @@ void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
 
+/* ---- finish.c: how a session ends ---------------------------------------- */
+
+/*
+ * Mark a session for freeing, once, and say why: error 0 when every page is
+ * in place, -ESRCH when its process is gone (its WaitPopulated requests get
+ * that too), else the reason it cannot go on.  A Goodbye that waits for the
+ * end gets error and why, and the session's counters.  A finishing session
+ * whose client may still send its Goodbye again (it was taken over after a
+ * restart) keeps its connection until then: the end is that Goodbye's
+ * answer (s->ending).
+ */
+void session_end(struct session *s, int error, const char *why);
+/* session_end() for a session that cannot go on (it hung up, its
+ * userfaultfd failed): -ECONNABORTED. */
+void session_kill(struct session *s, const char *why);
+/* Goodbye: the daemon pushes the rest of every region, then ends the
+ * session (push.c); recorded at the next commit. */
+void session_finish(struct session *s);
+/* A finishing session's client hung up: close the connection; the session
+ * goes on without it. */
+void session_detach(struct session *s);
+/* Pages of its regions neither in place nor discarded, but for regions
+ * where no mapping is registered any more (push_error -ENOENT). */
+uint64_t session_pages_left(const struct session *s);
+
 /* ---- supervise.c: the fd store when no service manager keeps one ------- */
 
 /*
@@ -647,6 +690,7 @@ void control_handle(struct session *s);
 /* notify_reply() and notify_stale(). */
 int control_reply(struct session *s, uint64_t seq, int error, const char *text);
 void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
+void control_ended(struct session *s, uint64_t seq, int error, const char *text);
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
 /* A session taken over after a restart: tell its client the last request
  * committed (Resume), and send that request's reply again. */

@@ -381,9 +381,15 @@ int pin_client_connect(const struct pin_client_opts *opts, struct pin_client **r
  * handed over before: Hello, the userfaultfd with takeover, its regions and
  * its pins.  Retries for reconnect_ms while the socket refuses. */
 int pin_client_reconnect(struct pin_client *c);
-/* Say Goodbye (the daemon drops the session) and disconnect; requests then
- * fail with -ENOTCONN until pin_client_reconnect(). */
+/* Say Goodbye and disconnect: the daemon places the pages of the session's
+ * regions not in place yet, then drops it.  Requests then fail with
+ * -ENOTCONN until pin_client_reconnect(). */
 int pin_client_goodbye(struct pin_client *c);
+struct pin_client_stats;
+/* pin_client_goodbye(), and wait until the session ended: 0 when every page
+ * of its regions is in place (its counters then in *ret_stats, when not
+ * NULL), -ESRCH when its process went first. */
+int pin_client_finish(struct pin_client *c, struct pin_client_stats *ret_stats);
 /* Disconnect and free; accepts NULL. */
 void pin_client_free(struct pin_client *c);
 

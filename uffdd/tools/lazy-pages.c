@@ -10,13 +10,15 @@
  * This front end reads the task's memory layout from the dump (pagemap and
  * mm images) and hands the userfaultfd to uffdd with one region per part of
  * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
- * zero pages.  uffdd serves the faults; after the final word it pushes what
- * was not touched.  The page file descriptors go to uffdd, so uffdd itself
- * never opens a path.  Each task's connection stays open until its pages are
- * all in place, then says Goodbye: a restarted uffdd keeps the connection and
- * the session (the userfaultfd and sources sit in its fd store), so nothing
- * kept here needs handing over again; a stopped one ends it, and the restore
- * fails.
+ * zero pages.  uffdd serves the faults.  After the final word each task's
+ * session says Goodbye and waits: uffdd pushes what was not touched and ends
+ * the session when every page is in place, or when the task is gone (a task
+ * may exit before its pages are all in: the others go on).  The page file
+ * descriptors go to uffdd, so uffdd itself never opens a path.  A restarted
+ * uffdd keeps the connections and the sessions (the userfaultfds and sources
+ * sit in its fd store), so nothing kept here needs handing over again; a
+ * stopped one ends them, and the restore fails.  Should this program die
+ * after a Goodbye, uffdd finishes the sessions all the same.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -44,6 +46,8 @@ struct task {
 	int pid;
 	struct pin_image *img;
 	struct pin_client *client;
+	struct pin_client_stats before; /* when the restore ended */
+	bool have_before;
 };
 
 static const char *images_dir, *work_dir, *uffdd_socket;
@@ -188,55 +192,50 @@ out:
 	return r;
 }
 
-/* Prefetch (or wait for) every PE_LAZY page of the task: the lazy ranges
- * CRIU's restorer registered, the only ones uffdd can place pages in. */
-static int each_lazy_segment(struct task *t, bool wait)
+/* After RSTF: say what the faults (and their readahead) placed before the
+ * end. */
+static void task_report(struct task *t)
 {
-	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
-		const struct pin_image_region *g = pin_image_region(t->img, i);
-		for (size_t k = 0; k < g->nr_segments; k++) {
-			const struct pin_image_segment *sg = &g->segments[k];
-			void *addr = (void *)(uintptr_t)sg->addr;
-			int r = 0;
+	int r = pin_client_stats(t->client, 0, &t->before);
 
-			if (!(sg->flags & PIN_IMAGE_SEG_LAZY))
-				continue;
-			r = wait ? pin_client_wait_populated(t->client, addr, sg->len, 0)
-				 : pin_client_prefetch(t->client, addr, sg->len);
-			if (r < 0)
-				return r;
-		}
-	}
-	return 0;
-}
-
-/* After RSTF: push every lazy page not faulted in yet, and wait for it.
- * uffdd counts Prefetch requests as copies, not as its background push:
- * what went in meanwhile is the copies since.  First say what the faults
- * (and their readahead) placed before the end.  A daemon restart in between
- * keeps the session but not its counters (they are not in its record): then
- * what the new daemon copied is all that is known. */
-static int task_finish(struct task *t, uint64_t *ret_pushed)
-{
-	struct pin_client_stats before, after;
-	int r = pin_client_stats(t->client, 0, &before);
-
+	t->have_before = r >= 0;
 	if (r >= 0)
 		printf("uffdd-lazy-pages: task %d: before the end: %" PRIu64 " faults, %" PRIu64
 		       " pages copied, %" PRIu64 " zeroed, %" PRIu64 " pushed, %" PRIu64
 		       " found there, %" PRIu64 " of %" PRIu64 " populated\n",
-		       t->pid, before.faults, before.pages_copied, before.pages_zeroed,
-		       before.pages_pushed, before.eexist, before.pages_populated,
-		       before.pages_total);
-	if (r >= 0)
-		r = each_lazy_segment(t, false);
-	if (r >= 0)
-		r = each_lazy_segment(t, true);
-	if (r >= 0 && pin_client_stats(t->client, 0, &after) >= 0)
-		*ret_pushed += after.pages_copied >= before.pages_copied
-				       ? after.pages_copied - before.pages_copied
-				       : after.pages_copied;
-	return r;
+		       t->pid, t->before.faults, t->before.pages_copied, t->before.pages_zeroed,
+		       t->before.pages_pushed, t->before.eexist, t->before.pages_populated,
+		       t->before.pages_total);
+}
+
+/*
+ * Goodbye, and wait until uffdd has placed every page of the task not
+ * faulted in yet: 0, or -ESRCH when the task exited first (it needs no
+ * more pages: not a failure), else -errno.  What went in meanwhile is the
+ * copies since the report.  A daemon restart in between keeps the session
+ * but not its counters (they are not in its record): then what the new
+ * daemon copied is all that is known.
+ */
+static int task_finish(struct task *t, uint64_t *ret_pushed)
+{
+	struct pin_client_stats after;
+	int r = pin_client_finish(t->client, &after);
+
+	if (r == -ESRCH) {
+		printf("uffdd-lazy-pages: task %d exited before its pages were all in; its "
+		       "session ended\n",
+		       t->pid);
+		return r;
+	}
+	if (r < 0) {
+		fprintf(stderr, "uffdd-lazy-pages: task %d: its pages are not all in: %s\n", t->pid,
+			strerror(-r));
+		return r;
+	}
+	uint64_t since = t->have_before ? t->before.pages_copied : 0;
+	*ret_pushed +=
+		after.pages_copied >= since ? after.pages_copied - since : after.pages_copied;
+	return 0;
 }
 
 static void task_free(struct task *t)
@@ -303,7 +302,7 @@ int main(int argc, char **argv)
 	};
 	static struct task tasks[MAX_TASKS];
 	uint64_t pushed = 0;
-	size_t ntasks = 0;
+	size_t ntasks = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
 	double t0, t1;
 
@@ -349,18 +348,25 @@ int main(int argc, char **argv)
 	r = serve(sock, tasks, &ntasks);
 	close(sock);
 	t1 = now_ms();
-	for (size_t i = 0; r >= 0 && i < ntasks; i++) {
-		r = task_finish(&tasks[i], &pushed);
-		if (r < 0)
-			fprintf(stderr, "uffdd-lazy-pages: task %d: push: %s\n", tasks[i].pid,
-				strerror(-r));
+	if (r < 0) {
+		/* Goodbye all the same: uffdd places the pages of the tasks
+		 * restored so far. */
+		for (size_t i = 0; i < ntasks; i++)
+			task_free(&tasks[i]);
+		return 1;
+	}
+	for (size_t i = 0; i < ntasks; i++)
+		task_report(&tasks[i]);
+	/* One task gone, or failed, ends only its own session. */
+	for (size_t i = 0; i < ntasks; i++) {
+		int f = task_finish(&tasks[i], &pushed);
+		exited += f == -ESRCH;
+		failed += f < 0 && f != -ESRCH;
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
-	if (r < 0)
-		return 1;
 	printf("uffdd-lazy-pages: %zu tasks restored in %.1f ms, %" PRIu64
-	       " pages pushed after it in %.1f ms\n",
-	       ntasks, t1 - t0, pushed, now_ms() - t1);
-	return 0;
+	       " pages pushed after it in %.1f ms; %zu exited before, %zu failed\n",
+	       ntasks, t1 - t0, pushed, now_ms() - t1, exited, failed);
+	return failed ? 1 : 0;
 }

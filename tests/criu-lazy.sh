@@ -1,0 +1,215 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Suite criu: real CRIU dumps the multi-task workload (criu-workload.c) and
+# restores it lazily, its pages served by uffdd-lazy-pages through uffdd (or
+# by `criu lazy-pages` with SERVER=criu, for comparison).  Every byte of every
+# task that lives is checked; child 2 exits right after the restore, before
+# its pages are all in.
+#
+# usage: criu-lazy.sh WORKLOAD UFFDD LAZY_PAGES [ITERATIONS]
+# $CRIU, else criu on PATH: at least 4.1 (Debian 12's 3.17 does not run on
+# this kernel); root.  Exit 77 with the reason when either is missing.
+# RESTART=1: kill -9 uffdd's serving process right after the restore (its
+# supervisor starts another, which takes the sessions over from the fd
+# store); a new uffdd for each run.  Prints per run: `run N: restore returned after MS ms, uffdd-lazy-pages
+# exit S, parent ok|bad, child1 ok|bad`, then a `metric` line of the
+# restore times.  Leaves nothing behind: every task of the tree is killed by
+# the pid it wrote, the daemon by its pid.
+set -u
+
+WORKLOAD=$1 UFFDD=$2 LAZY_PAGES=$3 ITERATIONS=${4:-3}
+SERVER=${SERVER:-uffdd}
+# Pages each checked task holds (criu-workload.c): the parent's A, B, C and
+# two threads' regions; child 1's A, B, C and D.
+PARENT_PAGES=10240 CHILD1_PAGES=10240
+# Bounds, in tenths of a second: a wait past one is a failure, not a hang.
+WAIT_FILE=300 WAIT_EXIT=600
+
+# Under `meson test --setup=valgrind` this shell is traced: its leaks at
+# exit would turn 77 into valgrind's 99, and a failure's 1 too; /bin/sh is
+# not traced.
+skip() {
+	echo "SKIP: $*"
+	exec /bin/sh -c 'exit 77'
+}
+
+[ "$(id -u)" = 0 ] || skip "CRIU needs root"
+CRIU=${CRIU:-$(command -v criu || true)}
+[ -n "$CRIU" ] && [ -x "$CRIU" ] || skip "no criu (set \$CRIU or put criu on PATH)"
+ver=$("$CRIU" --version 2>/dev/null | sed -n 's/^Version: *//p')
+major=${ver%%.*} minor=${ver#*.}
+minor=${minor%%.*}
+case "$major$minor" in *[!0-9]* | '') skip "$CRIU: cannot tell its version ('$ver')" ;; esac
+[ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; } ||
+	skip "$CRIU is $ver; lazy restore here needs 4.1 or later"
+
+top=$(mktemp -d "${TMPDIR:-/tmp}/criu-lazy.XXXXXX") || exit 1
+daemon=
+pids=()
+fail=0
+
+cleanup() {
+	[ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+	[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	rm -rf "$top"
+}
+trap cleanup EXIT
+
+# wait_for FILE: until it exists, WAIT_FILE tenths at most.
+wait_for() {
+	local n=0
+	while [ ! -e "$1" ]; do
+		[ $n -ge $WAIT_FILE ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+}
+
+# gone PID: until no process has the pid (zombies too), WAIT_FILE tenths
+# at most.
+gone() {
+	local n=0
+	while [ -e "/proc/$1" ]; do
+		[ $n -ge $WAIT_FILE ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+}
+
+# wait_exit PID: its exit status, or 124 after WAIT_EXIT tenths (then killed).
+wait_exit() {
+	local n=0
+	while kill -0 "$1" 2>/dev/null; do
+		if [ $n -ge $WAIT_EXIT ]; then
+			kill -KILL "$1"
+			wait "$1" 2>/dev/null
+			return 124
+		fi
+		sleep 0.1
+		n=$((n + 1))
+	done
+	wait "$1"
+}
+
+# start_daemon: uffdd on $sock, its pid in $daemon.
+start_daemon() {
+	"$UFFDD" --socket "$sock" >>"$top/uffdd.log" 2>&1 &
+	daemon=$!
+	wait_for "$sock" || { echo "uffdd did not listen"; cat "$top/uffdd.log"; exit 1; }
+}
+
+stop_daemon() {
+	kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	daemon=
+	rm -f "$sock"
+}
+
+sock=$top/uffdd.sock
+[ "$SERVER" = uffdd ] && start_daemon
+
+# check ROLE PAGES: the task's result says every byte of PAGES pages is right.
+check() {
+	local f=$dir/result-$1
+	if ! wait_for "$f"; then
+		echo "  $1: no result (the task died: a fault read something it cannot have)"
+		return 1
+	fi
+	if [ "$(cat "$f")" != "ok $2" ]; then
+		echo "  $1: $(cat "$f") (want: ok $2)"
+		return 1
+	fi
+}
+
+times=()
+gone_early=0
+for i in $(seq 1 "$ITERATIONS"); do
+	dir=$top/run$i
+	mkdir -p "$dir/dump" "$dir/work"
+	# Its own session, not our child: CRIU dumps it without our terminal
+	# or job, and init reaps it.
+	setsid -f "$WORKLOAD" "$dir" </dev/null >"$dir/workload.log" 2>&1
+	for r in parent child1 child2; do
+		wait_for "$dir/pid-$r" || { echo "run $i: the workload did not start"; exit 1; }
+		pids+=("$(cat "$dir/pid-$r")")
+	done
+	if ! "$CRIU" dump -t "$(cat "$dir/pid-parent")" -D "$dir/dump" -o dump.log -v4; then
+		echo "run $i: criu dump failed"
+		tail -20 "$dir/dump/dump.log"
+		exit 1
+	fi
+	# The dumped tree is gone, but its pids are free for the restore only
+	# once init reaped them.
+	touch "$dir/exit-child2"
+	for r in parent child1 child2; do
+		gone "$(cat "$dir/pid-$r")" || { echo "run $i: $r outlived the dump"; exit 1; }
+	done
+	if [ "$SERVER" = uffdd ]; then
+		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" \
+			>"$dir/lazy-pages.out" 2>&1 &
+	else
+		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log -v4 \
+			>"$dir/lazy-pages.out" 2>&1 &
+	fi
+	server=$!
+	if ! wait_for "$dir/work/lazy-pages.socket"; then
+		echo "run $i: no lazy-pages.socket"
+		cat "$dir/lazy-pages.out"
+		exit 1
+	fi
+	t0=$(date +%s%N)
+	if ! "$CRIU" restore -D "$dir/dump" -W "$dir/work" --lazy-pages -d -o restore.log -v4; then
+		echo "run $i: criu restore failed"
+		tail -20 "$dir/work/restore.log"
+		fail=$((fail + 1))
+		kill -KILL "$server" 2>/dev/null
+		continue
+	fi
+	t1=$(date +%s%N)
+	ms=$(((t1 - t0) / 1000000))
+	times+=("$ms")
+	# Child 2 went as soon as it ran (exit-child2); the others check
+	# every byte.
+	kill -USR1 "$(cat "$dir/pid-parent")" "$(cat "$dir/pid-child1")"
+	if [ "${RESTART:-0}" = 1 ]; then
+		kill -KILL "$(pgrep -P "$daemon")"
+	fi
+	ok=1
+	check parent $PARENT_PAGES || ok=0
+	check child1 $CHILD1_PAGES || ok=0
+	wait_exit "$server"
+	status=$?
+	if [ "$SERVER" = uffdd ] && [ $status -ne 0 ]; then
+		ok=0
+		echo "  uffdd-lazy-pages exited $status:"
+		sed 's/^/    /' "$dir/lazy-pages.out"
+	fi
+	# Whether child 2 was gone before uffdd-lazy-pages said Goodbye for
+	# it depends on the order CRIU sent the tasks in (a Goodbye before
+	# child 2 ran pushes all its pages): counted, not asserted (suite
+	# restore asserts it, with the task reaped before the end).
+	gone_line="task $(cat "$dir/pid-child2") exited before its pages were all in"
+	grep -q "$gone_line" "$dir/lazy-pages.out" && gone_early=$((gone_early + 1))
+	echo "run $i: restore returned after $ms ms, $SERVER lazy-pages exit $status, $([ $ok = 1 ] && echo ok || echo FAILED)"
+	[ "$SERVER" = uffdd ] && sed -n 's/^uffdd-lazy-pages: /  /p' "$dir/lazy-pages.out" | grep -e exited -e restored
+	[ $ok = 1 ] || fail=$((fail + 1))
+	kill -KILL "$(cat "$dir/pid-parent")" "$(cat "$dir/pid-child1")" \
+		"$(cat "$dir/pid-child2")" 2>/dev/null
+	rm -rf "$dir/dump"
+	# Its supervisor gives up after a burst of quick restarts (uffdd(8)):
+	# a new daemon for each run that kills one.
+	if [ "${RESTART:-0}" = 1 ]; then
+		stop_daemon
+		start_daemon
+	fi
+done
+[ "${RESTART:-0}" = 1 ] && echo "uffdd took over after a restart $(grep -c 'restarting it with' "$top/uffdd.log") times"
+[ "$SERVER" = uffdd ] && echo "child 2 exited before its pages were all in: $gone_early of $ITERATIONS runs"
+echo "restore returned after (ms): ${times[*]}"
+if [ ${#times[@]} -gt 0 ]; then
+	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((${#times[@]} + 1) / 2))p")
+	echo "metric criu_restore_return_${SERVER}_median $median ms"
+fi
+trap - EXIT
+cleanup
+exec /bin/sh -c "echo '$fail of $ITERATIONS runs failed'; [ $fail -eq 0 ]"

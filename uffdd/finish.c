@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: MIT
+/*
+ * How a session ends: at once (its process is gone, it hung up, its
+ * userfaultfd failed), or, after its client said Goodbye, once the daemon
+ * has placed every page of its regions (push.c calls session_end() then).
+ * The answer to a Goodbye that waits for the end, -ESRCH to the
+ * WaitPopulated requests of a process that is gone, a finishing session
+ * that goes on without its connection, and the pages a session still
+ * misses.  Below the requests and the fault path, it may call session.c,
+ * store.c, notify.c and log.c.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "uffdd.h"
+
+uint64_t session_pages_left(const struct session *s)
+{
+	uint64_t left = 0;
+
+	for (size_t i = 0; i < s->nregions; i++) {
+		const struct region *r = s->regions[i];
+		if (r->push_error == -ENOENT)
+			continue;
+		for (uint64_t w = 0; w * 64 < r->npages; w++) {
+			uint64_t miss = ~(r->populated[w] | r->zero[w]);
+			if ((w + 1) * 64 > r->npages)
+				miss &= (1ull << (r->npages % 64)) - 1;
+			left += (uint64_t)__builtin_popcountll(miss);
+		}
+	}
+	return left;
+}
+
+void session_end(struct session *s, int error, const char *why)
+{
+	char text[160];
+
+	if (s->dead)
+		return;
+	if (s->finishing && s->sock >= 0 && !s->bye_seq && (!error || error == -ESRCH)) {
+		if (!s->ending)
+			snprintf(s->end_why, sizeof(s->end_why), "%s", why);
+		s->end_error = s->ending ? s->end_error : error;
+		s->ending = true;
+		return;
+	}
+	if (error) {
+		snprintf(text, sizeof(text), "%s: %" PRIu64 " pages not in place", why,
+			 s->uffd ? session_pages_left(s) : 0);
+		why = text;
+	}
+	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): %s", s->id, (int)s->pid,
+	     s->name[0] ? s->name : "unnamed", why);
+	/* Answered before it is dead: a dead session's socket sends nothing. */
+	if (s->bye_seq)
+		notify_ended(s, s->bye_seq, error, why);
+	s->bye_seq = 0;
+	while (error == -ESRCH && s->nwaits) {
+		notify_reply(s, s->waits[0].seq, error, why);
+		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
+	}
+	s->dead = true;
+}
+
+void session_kill(struct session *s, const char *why)
+{
+	session_end(s, -ECONNABORTED, why);
+}
+
+void session_finish(struct session *s)
+{
+	s->finishing = true;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct region *r = s->regions[i];
+		/* A push stopped by an error is tried once more. */
+		if (r->push_error != -ENOENT) {
+			r->push = true;
+			r->push_error = 0;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	s->push_pending = true;
+	session_set_meta(s);
+}
+
+void session_detach(struct session *s)
+{
+	if (s->sock < 0)
+		return;
+	if (s->w)
+		epoll_ctl(s->w->ep, EPOLL_CTL_DEL, s->sock, NULL);
+	store_remove("s%" PRIu64 ".conn", s->id);
+	close(s->sock);
+	s->sock = -1;
+	for (size_t i = 0; i < s->outq_n; i++)
+		free(s->outq[(s->outq_head + i) % UFFDD_OUTQ_MAX].buf);
+	s->outq_n = 0;
+	/* Nobody is left to answer. */
+	s->bye_seq = 0;
+	s->nwaits = 0;
+	session_charge(s, 0, 0, NULL, 0);
+	ulog(LOG_INFO,
+	     "session %" PRIu64 " (pid %d, %s): its client left after Goodbye; the daemon places "
+	     "the %" PRIu64 " pages left",
+	     s->id, (int)s->pid, s->name[0] ? s->name : "unnamed",
+	     s->uffd ? session_pages_left(s) : 0);
+	if (s->ending)
+		session_end(s, s->end_error, s->end_why);
+}
