@@ -5,8 +5,9 @@
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
  * watched by a worker with control.c's request handler; one over its uid's
  * limits is answered -EDQUOT and closed.  listen_run() is the
- * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
- * handler it stores), worker.c, session.c, log.c and util.c.
+ * main thread's loop until SIGTERM or SIGINT; it reaps readers on SIGCHLD.
+ * It may call control.c (the handler it stores), worker.c, session.c,
+ * reader.c (reader_reap()), log.c and util.c.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -262,6 +263,8 @@ int listen_run(void)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* A session's reader ended (reader.c). */
+	sigaddset(&mask, SIGCHLD);
 	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sfd < 0 || ep < 0) {
@@ -316,6 +319,10 @@ int listen_run(void)
 			struct signalfd_siginfo si;
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
+			if (si.ssi_signo == SIGCHLD) {
+				reader_reap();
+				continue;
+			}
 			ulog(LOG_INFO,
 			     "signal %u: exiting; clients keep their userfaultfds and "
 			     "hand them to the next daemon",

@@ -236,6 +236,9 @@ int main(int argc, char **argv)
 	sigset_t mask;
 
 	uffdd_page_init();
+	/* A session's reader (reader.c), run by the daemon. */
+	if (argc == 3 && !strcmp(argv[1], "--reader"))
+		return reader_main(argv[2]);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	uffdd_cfg.workers = cpus > 0 ? (unsigned int)cpus : 1;
 	if (parse_args(argc, argv) < 0)
@@ -248,6 +251,7 @@ int main(int argc, char **argv)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

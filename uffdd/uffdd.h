@@ -9,8 +9,8 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, session, region, state, source, store,
- * notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
+ * inspect, worker, push, fault, session, region, state, reader, source,
+ * store, notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
  * fault -> source.  What goes back up (a reply, a stale notice, a fork
  * child's userfaultfd) goes through notify.c's handlers.  Below, one section
  * per file.
@@ -166,6 +166,38 @@ void store_remove(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_stored,
 		size_t *ret_nstored);
 
+/* ---- reader.c: reads of a source that may block, off the workers ------- */
+
+struct reader;
+struct source;
+
+/*
+ * A session's reader for uid: a process that reads a source that may block,
+ * one read of a run at most at a time, and writes efd (the worker's eventfd)
+ * when it is done.  -EDQUOT: the uid has too many readers stuck already.
+ */
+int reader_new(uid_t uid, int efd, struct reader **ret);
+/* Read len bytes (a run at most) at off of src: 0, or -EBUSY while a read
+ * is under way. */
+int reader_start(struct reader *rd, struct source *src, uint64_t off, size_t len);
+/*
+ * What the last read holds at off of src, len bytes at most: their number
+ * (> 0, at *ret, valid until the next reader_start()), 0 when it holds
+ * nothing there, or once the -errno of a read there that failed.
+ */
+ssize_t reader_take(struct reader *rd, const struct source *src, uint64_t off, size_t len,
+		    const void **ret);
+bool reader_busy(const struct reader *rd);
+/* Whether a read ended since the last call. */
+bool reader_done(struct reader *rd);
+/* End it; accepts NULL.  A read under way is left to end on its own (maybe
+ * never): the caller never waits for it. */
+void reader_free(struct reader *rd);
+/* Reap the readers that exited (on SIGCHLD). */
+void reader_reap(void);
+/* The reader process's main (`uffdd --reader SOCK,BUF,EFD`): its exit code. */
+int reader_main(const char *fds);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -201,10 +233,21 @@ int source_stat(const struct source *s, struct stat *st);
  */
 uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data);
 /*
+ * Whether a read of it may wait for a server that never answers (FUSE, NFS,
+ * a block device): then a reader (reader.c) reads it, never a worker.
+ */
+bool source_may_block(const struct source *s);
+/*
  * Where the len bytes of data at off can be copied from: inside the source's
  * mapping, or read into buf (len bytes of room) when it cannot be mapped.
+ * Not for a source that may block.
  */
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret);
+/* Its file's descriptor (-1: a zero source). */
+int source_fd(const struct source *s);
+/* Read the len bytes at off of fd into buf (past the end of the file:
+ * zeroes); any thread or process. */
+int source_pread(int fd, uint64_t off, size_t len, void *buf);
 
 /* ---- state.c: a session's durable record, a memfd ------------------------ */
 
@@ -476,6 +519,9 @@ struct session {
 	size_t nfiles;
 	uint64_t charged[UFFDD_CHARGES]; /* what its uid is charged for it */
 
+	/* Reads its sources that may block (NULL until the first). */
+	struct reader *rd;
+
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
 };
@@ -732,7 +778,8 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end);
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
  * ioctl placed them all and woke their threads.  Returns the pages handled
  * (placed, or found there already), or -errno when none were (-EAGAIN: retry
- * later; -ESRCH: the process is gone).
+ * later; -EINPROGRESS: their data is being read, retry once reader_done();
+ * -ESRCH: the process is gone).
  */
 int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
 		   bool *ret_woken);
