@@ -29,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -104,7 +105,8 @@ static char dir[64];
 /* What the store held when the daemon first said READY=1, before any client. */
 static size_t idle_store;
 
-static void up(void)
+/* Under the manager, with WatchdogSec= of watchdog_usec (0: none). */
+static void up_watched(unsigned int watchdog_usec)
 {
 	const char *tmp = getenv("TMPDIR");
 	static const char *const args[] = { "--workers", "2", NULL };
@@ -117,10 +119,16 @@ static void up(void)
 				  .exe = getenv("UFFDD"),
 				  .args = args,
 				  .store_max = STORE_MAX,
-				  .ready_ms = wait_ms() };
+				  .ready_ms = wait_ms(),
+				  .watchdog_usec = watchdog_usec };
 	ck_assert_int_eq(manager_new(&o, &mgr), 0);
 	ck_assert_msg(manager_start(mgr) == 0, "uffdd did not start under the manager");
 	idle_store = manager_count(mgr, "*");
+}
+
+static void up(void)
+{
+	up_watched(0);
 }
 
 static void kill9_restart(void)
@@ -1696,6 +1704,92 @@ START_TEST(kill_loop)
 }
 END_TEST
 
+/* ---- the watchdog ---- */
+
+/* WatchdogSec= here: short, so that WATCHDOG=1 comes often. */
+#define WD_USEC 200000u
+/* WATCHDOG=1 messages seen before the test believes they keep coming. */
+#define WD_PETS	   3
+#define WD_POLL_MS 10
+/* Intervals to wait for one without WATCHDOG=1, at most. */
+#define WD_SETTLE 10
+
+static unsigned long pets(void)
+{
+	struct manager_stats st;
+
+	manager_stats(mgr, &st);
+	return st.watchdog;
+}
+
+/* Wait until more than n WATCHDOG=1 came; returns how many did. */
+static unsigned long pets_past(unsigned long n)
+{
+	unsigned long got = 0;
+
+	for (unsigned int t = 0; t < wait_ms() && (got = pets()) <= n; t += WD_POLL_MS)
+		test_sleep_ms(WD_POLL_MS);
+	return got;
+}
+
+/* A thread of pid other than its main one: a worker (uffdd has no others). */
+static pid_t a_worker(pid_t pid)
+{
+	char path[64];
+	pid_t tid = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	for (struct dirent *e; (e = readdir(d)) && !tid;)
+		if (e->d_name[0] != '.' && atoi(e->d_name) != pid)
+			tid = atoi(e->d_name);
+	closedir(d);
+	ck_assert_int_gt(tid, 0);
+	return tid;
+}
+
+/*
+ * With WATCHDOG_USEC set, uffdd sends WATCHDOG=1 while its workers go round,
+ * idle ones too; one worker stopped (a ptrace stop, as a thread stuck in the
+ * kernel would be), it sends none, so systemd would restart it; let go, it
+ * sends them again.  Without WATCHDOG_USEC, none.
+ */
+START_TEST(watchdog_petted)
+{
+	int status;
+
+	up_watched(WD_USEC);
+	ck_assert_uint_gt(pets_past(WD_PETS), WD_PETS);
+	pid_t tid = a_worker(manager_pid(mgr));
+	ck_assert_int_eq(ptrace(PTRACE_SEIZE, tid, NULL, NULL), 0);
+	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, tid, NULL, NULL), 0);
+	ck_assert_int_eq(waitpid(tid, &status, __WALL), tid);
+	/* What was sent before it stopped arrives within an interval: wait
+	 * for an interval without any, then two more bring none. */
+	unsigned long before = pets();
+	for (int i = 0; i < WD_SETTLE; i++) {
+		test_sleep_ms(WD_USEC / 1000);
+		unsigned long now = pets();
+		if (now == before)
+			break;
+		before = now;
+	}
+	test_sleep_ms(2 * WD_USEC / 1000);
+	ck_assert_uint_eq(pets(), before);
+	ck_assert_int_eq(ptrace(PTRACE_DETACH, tid, NULL, NULL), 0);
+	ck_assert_uint_gt(pets_past(before), before);
+	down();
+
+	up_watched(0);
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	ck_assert_uint_eq(pets(), 0);
+	manager_free(mgr);
+	mgr = NULL;
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* A bound for most cases: a few daemon starts, each under WAIT_MS. */
 #define CASE_TIMEOUT_S 120
 
@@ -1714,6 +1808,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
+	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);
 	return s;
 }
 

@@ -259,6 +259,12 @@ int main(int argc, char **argv)
 		return 1;
 	if (serve_open() < 0)
 		return 1;
+#ifdef HAVE_SYSTEMD
+	/* WatchdogSec=: WATCHDOG=1 while every worker goes round (listen.c). */
+	uint64_t usec;
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		uffdd_cfg.watchdog_ns = usec * 1000;
+#endif
 	int r = fault_init();
 	if (r >= 0)
 		r = workers_start(uffdd_cfg.workers);

@@ -46,6 +46,8 @@ struct uffdd_config {
 	/* --admin-group: its members see every session (as root does);
 	 * UFFDD_NO_GROUP: none. */
 	gid_t admin_gid;
+	/* The service manager's watchdog (WATCHDOG_USEC), in ns; 0: none. */
+	uint64_t watchdog_ns;
 	int verbose;
 };
 
@@ -128,6 +130,8 @@ void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t even
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
 void notify_status(unsigned int nsessions);
+/* Tell the service manager's watchdog that the daemon is alive (WATCHDOG=1). */
+void notify_watchdog(void);
 
 /* ---- store.c: the fd store (the service manager's, or supervise.c's) ---- */
 
@@ -804,6 +808,7 @@ int push_timeout(struct worker *w);
 
 struct worker {
 	pthread_t thread;
+	_Atomic uint64_t beat; /* ns: when its loop last went round */
 	int ep;
 	int efd; /* eventfd: new sessions are queued */
 	struct watch wevent;
@@ -818,6 +823,9 @@ struct worker {
 };
 
 int workers_start(unsigned int n);
+/* Whether every worker's loop went round at or after since (ns); else the
+ * index of one that did not, in *ret_stuck. */
+bool workers_alive(uint64_t since, unsigned int *ret_stuck);
 /* Give a new session to the least loaded worker. */
 void workers_assign(struct session *s);
 /* Watch a session's socket or userfaultfd (worker only), with the handler
