@@ -6,8 +6,9 @@
  * Not a thread: a FUSE read may wait uninterruptibly, and a thread that
  * never returns keeps the whole daemon from exiting (its process stays a
  * zombie, and systemd cannot restart it); an io_uring read waits in an
- * io-wq thread of the daemon, the same.  A reader is uffdd run again as
- * `uffdd --reader SOCK BUF EFD`: it takes requests (offset, length, the
+ * io-wq thread of the daemon, the same (and a worker's io-wq has a few
+ * bounded threads for all its sessions).  A reader is uffdd run again as
+ * `uffdd --reader SOCK,BUF,EFD`: it takes requests (offset, length, the
  * source's descriptor) on a SOCK_SEQPACKET socket, preads into BUF, a memfd
  * of one run (uffdd_run_bytes()) that the worker maps too, answers the
  * error, and writes EFD, its worker's eventfd, to wake it.  One read at a

@@ -13,9 +13,9 @@
  * file a server answers for (FUSE, NFS) or a block device may never answer,
  * so it is not mapped, and a session's reader (reader.c), a process of its
  * own, preads it.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
- * listed once and shared by its windows while the file's size and times stay as they were: a source
- * must not change while it is served.  It calls store.c (the fd store),
- * log.c and util.c (the page size).
+ * listed once and shared by its windows while the file's size and times stay
+ * as they were: a source must not change while it is served.  It calls
+ * store.c (the fd store), log.c and util.c (the page size).
  */
 #include <fcntl.h>
 #include <string.h>
@@ -23,7 +23,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 
 #include "uffdd.h"
 
@@ -462,7 +464,11 @@ static size_t extent_after(const struct extent *v, size_t n, uint64_t off)
  */
 static void populate(const struct source *s)
 {
-	if (!s->map || !s->ext || !s->file->memory)
+	struct statfs fs;
+
+	/* Not fstatfs() first: FUSE asks its server, which may never answer. */
+	if (!s->map || !s->ext || !s->file->memory || fstatfs(s->file->fd, &fs) < 0 ||
+	    fs.f_type != TMPFS_MAGIC)
 		return;
 	const struct extents *x = s->ext;
 	size_t n = x->guessed ? x->n - 1 : x->n;
