@@ -4,7 +4,7 @@
  * (linux/fuse.h) on /dev/fuse directly.  The root directory holds one
  * read-only file; attributes are valid for a day, so the kernel asks for
  * them once; LSEEK is ENOSYS (the kernel then finds the whole file data);
- * READ is counted and never answered.  Closing /dev/fuse aborts the
+ * READ is counted and never answered, until stuck_fuse_answer().  Closing /dev/fuse aborts the
  * connection: every request waiting fails with ENOTCONN.
  */
 #include <errno.h>
@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +34,27 @@
 #define BUF_BYTES (1u << 20)
 #define MAX_WRITE 4096
 
+/* READs kept waiting, at most (the kernel has a few under way at once). */
+#define PENDING_MAX 64
+
+struct read_req {
+	uint64_t unique, off;
+	uint32_t size;
+};
+
 struct stuck_fuse {
 	char dir[256];
 	size_t size;
 	int dev;  /* /dev/fuse */
-	int stop; /* eventfd */
+	int kick; /* eventfd: look at stopping and answering */
 	pthread_t thread;
+	_Atomic bool stopping, answering;
 	_Atomic unsigned int reads;
 	uint8_t *buf;
+	/* The server thread's: READs waiting, and room for an answer. */
+	struct read_req pending[PENDING_MAX];
+	size_t npending;
+	uint64_t *data;
 };
 
 static int fail(const char *what, int err)
@@ -105,6 +119,38 @@ static void on_lookup(struct stuck_fuse *f, const struct fuse_in_header *in, con
 	reply(f, in->unique, 0, &o, sizeof(o));
 }
 
+uint64_t stuck_fuse_word(uint64_t off)
+{
+	return off * 0x9e3779b97f4a7c15ull ^ 0x57c4f5e;
+}
+
+static void answer_read(struct stuck_fuse *f, const struct read_req *q)
+{
+	uint64_t end = q->off + q->size < f->size ? q->off + q->size : f->size;
+	size_t n = end > q->off ? (size_t)(end - q->off) : 0;
+
+	for (size_t i = 0; i < n / 8; i++)
+		f->data[i] = stuck_fuse_word(q->off + 8 * i);
+	reply(f, q->unique, 0, n ? f->data : NULL, n);
+}
+
+static void on_read(struct stuck_fuse *f, const struct fuse_in_header *in, const void *arg)
+{
+	const struct fuse_read_in *r = arg;
+	struct read_req q = { in->unique, r->offset, r->size };
+
+	atomic_fetch_add(&f->reads, 1);
+	if (q.size > BUF_BYTES || q.off % 8) {
+		reply(f, q.unique, -EINVAL, NULL, 0);
+		return;
+	}
+	if (atomic_load(&f->answering))
+		answer_read(f, &q);
+	else if (f->npending < PENDING_MAX)
+		/* The server is gone: not answered (until it comes back). */
+		f->pending[f->npending++] = q;
+}
+
 static void serve_one(struct stuck_fuse *f, size_t len)
 {
 	const struct fuse_in_header *in = (const void *)f->buf;
@@ -139,8 +185,7 @@ static void serve_one(struct stuck_fuse *f, size_t len)
 		break;
 	}
 	case FUSE_READ:
-		/* The server is gone: never answered. */
-		atomic_fetch_add(&f->reads, 1);
+		on_read(f, in, arg);
 		break;
 	case FUSE_FLUSH:
 	case FUSE_RELEASE:
@@ -162,7 +207,7 @@ static void *server(void *arg)
 {
 	struct stuck_fuse *f = arg;
 	struct pollfd p[2] = { { .fd = f->dev, .events = POLLIN },
-			       { .fd = f->stop, .events = POLLIN } };
+			       { .fd = f->kick, .events = POLLIN } };
 
 	for (;;) {
 		if (poll(p, 2, -1) < 0) {
@@ -171,8 +216,17 @@ static void *server(void *arg)
 			fail("poll", errno);
 			break;
 		}
-		if (p[1].revents)
-			break;
+		if (p[1].revents) {
+			uint64_t v;
+			if (read(f->kick, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				fail("read eventfd", errno);
+			if (atomic_load(&f->stopping))
+				break;
+			if (atomic_load(&f->answering))
+				for (; f->npending; f->npending--)
+					answer_read(f, &f->pending[f->npending - 1]);
+			continue;
+		}
 		ssize_t n = read(f->dev, f->buf, BUF_BYTES);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == ENOENT))
 			continue;
@@ -197,11 +251,12 @@ int stuck_fuse_new(const char *dir, size_t size, struct stuck_fuse **ret)
 		return -ENOMEM;
 	snprintf(f->dir, sizeof(f->dir), "%s", dir);
 	f->size = size;
-	f->stop = eventfd(0, EFD_CLOEXEC);
+	f->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	f->dev = open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 	f->buf = malloc(BUF_BYTES);
-	if (f->stop < 0 || f->dev < 0 || !f->buf) {
-		r = fail("eventfd, open /dev/fuse or malloc", f->buf ? errno : ENOMEM);
+	f->data = malloc(BUF_BYTES);
+	if (f->kick < 0 || f->dev < 0 || !f->buf || !f->data) {
+		r = fail("eventfd, open /dev/fuse or malloc", f->buf && f->data ? errno : ENOMEM);
 		goto out;
 	}
 	snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other",
@@ -221,9 +276,10 @@ int stuck_fuse_new(const char *dir, size_t size, struct stuck_fuse **ret)
 out:
 	if (f->dev >= 0)
 		close(f->dev);
-	if (f->stop >= 0)
-		close(f->stop);
+	if (f->kick >= 0)
+		close(f->kick);
 	free(f->buf);
+	free(f->data);
 	free(f);
 	return r;
 }
@@ -231,7 +287,21 @@ out:
 void stuck_fuse_forget(struct stuck_fuse *f)
 {
 	close(f->dev);
-	close(f->stop);
+	close(f->kick);
+}
+
+static void kick(struct stuck_fuse *f)
+{
+	uint64_t one = 1;
+
+	if (write(f->kick, &one, sizeof(one)) != sizeof(one))
+		fail("write eventfd", errno);
+}
+
+void stuck_fuse_answer(struct stuck_fuse *f)
+{
+	atomic_store(&f->answering, true);
+	kick(f);
 }
 
 unsigned int stuck_fuse_reads(struct stuck_fuse *f)
@@ -241,18 +311,17 @@ unsigned int stuck_fuse_reads(struct stuck_fuse *f)
 
 void stuck_fuse_free(struct stuck_fuse *f)
 {
-	uint64_t one = 1;
-
 	if (!f)
 		return;
-	if (write(f->stop, &one, sizeof(one)) != sizeof(one))
-		fail("write eventfd", errno);
+	atomic_store(&f->stopping, true);
+	kick(f);
 	pthread_join(f->thread, NULL);
 	/* The last descriptor of the connection: it is aborted. */
 	close(f->dev);
 	if (umount2(f->dir, MNT_DETACH) < 0)
 		fail("umount2", errno);
-	close(f->stop);
+	close(f->kick);
 	free(f->buf);
+	free(f->data);
 	free(f);
 }

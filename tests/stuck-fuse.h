@@ -4,13 +4,15 @@
  * (issue 12, row 9): a FUSE file system of one file, served through
  * /dev/fuse without libfuse, that answers everything but READ, which it
  * never answers.  A read of the file's data waits in the kernel until the
- * connection is aborted.  Root only (mount).  Every call returns 0 or -errno
+ * connection is aborted, or the server comes back (stuck_fuse_answer()).
+ * Root only (mount).  Every call returns 0 or -errno
  * and says why on stderr.
  */
 #ifndef STUCK_FUSE_H
 #define STUCK_FUSE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct stuck_fuse;
 
@@ -24,6 +26,11 @@ int stuck_fuse_new(const char *dir, size_t size, struct stuck_fuse **ret);
 void stuck_fuse_forget(struct stuck_fuse *f);
 /* READ requests received (none answered). */
 unsigned int stuck_fuse_reads(struct stuck_fuse *f);
+/* The server comes back: it answers the READs waiting and every one after,
+ * the file's 64-bit word at byte offset off (a multiple of 8) being
+ * stuck_fuse_word(off). */
+void stuck_fuse_answer(struct stuck_fuse *f);
+uint64_t stuck_fuse_word(uint64_t off);
 /* Abort the connection (every read waiting fails), unmount and free;
  * accepts NULL. */
 void stuck_fuse_free(struct stuck_fuse *f);

@@ -38,6 +38,7 @@
 
 #include "libpin-private.h"
 #include "manager.h"
+#include "stuck-fuse.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
 
@@ -1132,6 +1133,92 @@ START_TEST(threads_blocked_in_faults)
 }
 END_TEST
 
+/* ---- a read under way when the daemon dies ---- */
+
+#define RF_PAGES   16
+#define RF_POLL_MS 10
+
+struct rf {
+	const uint8_t *base;
+	_Atomic pid_t tid;
+	unsigned int bad; /* words not the file's */
+};
+
+static void *rf_thread(void *arg)
+{
+	struct rf *r = arg;
+
+	r->tid = (pid_t)syscall(SYS_gettid);
+	for (size_t off = 0; off < RF_PAGES * page; off += 8) {
+		uint64_t v;
+		memcpy(&v, r->base + off, sizeof(v));
+		r->bad += v != stuck_fuse_word(off);
+	}
+	return NULL;
+}
+
+static int client_read_in_flight(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct rf r = { 0 };
+	struct conn k;
+	pthread_t th;
+
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(RF_PAGES);
+	REQUIRE(base);
+	r.base = base;
+	REQUIRE(add_region(&k, base, RF_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(pthread_create(&th, NULL, rf_thread, &r) == 0);
+	struct timespec pause = { 0, WCHAN_POLL_NS };
+	while (!r.tid)
+		nanosleep(&pause, NULL);
+	REQUIRE(wait_wchan(r.tid, WCHAN_FAULT) == 0);
+	REQUIRE(tell(cl) == 0);
+	struct timespec dl = join_deadline();
+	REQUIRE(join_by(th, &dl, "a thread whose page was being read as the daemon died") == 0);
+	REQUIRE_EQ(r.bad, 0);
+	conn_close(&k);
+	return 0;
+}
+
+/*
+ * A source that stops answering (a FUSE file, tests/stuck-fuse.c) while a
+ * thread waits for a page of it; the daemon dies with its reader's read
+ * under way.  The next daemon WAKEs the thread and reads the page again;
+ * when the server comes back, the thread gets the file's bytes, exactly.
+ */
+START_TEST(read_in_flight_at_kill)
+{
+	char fdir[128], path[160];
+	struct stuck_fuse *f;
+	struct client cl;
+
+	up();
+	snprintf(fdir, sizeof(fdir), "%s/fuse", dir);
+	ck_assert_int_eq(mkdir(fdir, 0755), 0);
+	ck_assert_int_eq(stuck_fuse_new(fdir, RF_PAGES * page, &f), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fdir);
+	int src = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(src, 0);
+	spawn(&cl, client_read_in_flight, &src, &src, 1);
+	await_step(&cl, "its thread waits in a fault");
+	/* The daemon's reader asked; the server does not answer. */
+	for (unsigned int t = 0; t < wait_ms() && !stuck_fuse_reads(f); t += RF_POLL_MS)
+		test_sleep_ms(RF_POLL_MS);
+	ck_assert_uint_ge(stuck_fuse_reads(f), 1);
+	kill9_restart();
+	stuck_fuse_answer(f);
+	ck_assert_int_eq(reap(&cl), 0);
+	store_baseline();
+	close(src);
+	stuck_fuse_free(f);
+	ck_assert_int_eq(rmdir(fdir), 0);
+	down();
+}
+END_TEST
+
 /* ---- a client with no thread of its own: examples/restore-workload ---- */
 
 #define RW_MIB	 8
@@ -1809,6 +1896,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
 	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, read_in_flight_at_kill, CASE_TIMEOUT_S);
 	return s;
 }
 
