@@ -2,10 +2,11 @@
 /*
  * stuck-fuse.h: a FUSE server in a thread, speaking the kernel's protocol
  * (linux/fuse.h) on /dev/fuse directly.  The root directory holds one
- * read-only file; attributes are valid for a day, so the kernel asks for
- * them once; LSEEK is ENOSYS (the kernel then finds the whole file data);
- * READ is counted and never answered, until stuck_fuse_answer().  Closing /dev/fuse aborts the
- * connection: every request waiting fails with ENOTCONN.
+ * read-only file; the root's attributes and the name are valid for a day,
+ * the file's attributes expire at once, and its GETATTR, like STATFS and
+ * LSEEK, is never answered; READ is counted and never answered, until
+ * stuck_fuse_answer().  Closing /dev/fuse aborts the connection: every
+ * request waiting fails with ENOTCONN.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,7 +50,7 @@ struct stuck_fuse {
 	int kick; /* eventfd: look at stopping and answering */
 	pthread_t thread;
 	_Atomic bool stopping, answering;
-	_Atomic unsigned int reads;
+	_Atomic unsigned int reads, stalled;
 	uint8_t *buf;
 	/* The server thread's: READs waiting, and room for an answer. */
 	struct read_req pending[PENDING_MAX];
@@ -107,9 +108,9 @@ static void on_init(struct stuck_fuse *f, const struct fuse_in_header *in, const
 
 static void on_lookup(struct stuck_fuse *f, const struct fuse_in_header *in, const char *name)
 {
-	struct fuse_entry_out o = {
-		.nodeid = FILE_INO, .generation = 1, .entry_valid = VALID_S, .attr_valid = VALID_S
-	};
+	/* The file's attributes expire at once: an fstat() would ask for
+	 * them again, and wait for ever. */
+	struct fuse_entry_out o = { .nodeid = FILE_INO, .generation = 1, .entry_valid = VALID_S };
 
 	if (in->nodeid != ROOT_INO || strcmp(name, STUCK_FUSE_NAME)) {
 		reply(f, in->unique, -ENOENT, NULL, 0);
@@ -166,6 +167,12 @@ static void serve_one(struct stuck_fuse *f, size_t len)
 		on_lookup(f, in, arg);
 		break;
 	case FUSE_GETATTR: {
+		/* The file's attributes came with its LOOKUP: asked again,
+		 * the server is gone (uffdd must not ask: fstat_cached()). */
+		if (in->nodeid == FILE_INO) {
+			atomic_fetch_add(&f->stalled, 1);
+			break;
+		}
 		struct fuse_attr_out o = { .attr_valid = VALID_S };
 		attr_of(f, in->nodeid, &o.attr);
 		reply(f, in->unique, 0, &o, sizeof(o));
@@ -179,11 +186,12 @@ static void serve_one(struct stuck_fuse *f, size_t len)
 		reply(f, in->unique, 0, &o, sizeof(o));
 		break;
 	}
-	case FUSE_STATFS: {
-		struct fuse_statfs_out o = { .st = { .bsize = 4096, .namelen = 255 } };
-		reply(f, in->unique, 0, &o, sizeof(o));
+	case FUSE_STATFS:
+	case FUSE_LSEEK:
+		/* Gone too: uffdd must not ask (a file that may block is all
+		 * data to it, and never fstatfs()'d). */
+		atomic_fetch_add(&f->stalled, 1);
 		break;
-	}
 	case FUSE_READ:
 		on_read(f, in, arg);
 		break;
@@ -307,6 +315,11 @@ void stuck_fuse_answer(struct stuck_fuse *f)
 unsigned int stuck_fuse_reads(struct stuck_fuse *f)
 {
 	return atomic_load(&f->reads);
+}
+
+unsigned int stuck_fuse_stalled(struct stuck_fuse *f)
+{
+	return atomic_load(&f->stalled);
 }
 
 void stuck_fuse_free(struct stuck_fuse *f)

@@ -2,11 +2,10 @@
 /*
  * A source stuck the way a network file system's is when its server is gone
  * (issue 12, row 9): a FUSE file system of one file, served through
- * /dev/fuse without libfuse, that answers everything but READ, which it
- * never answers.  A read of the file's data waits in the kernel until the
- * connection is aborted, or the server comes back (stuck_fuse_answer()).
- * Root only (mount).  Every call returns 0 or -errno
- * and says why on stderr.
+ * /dev/fuse without libfuse, that answers what opening its file takes, and
+ * never READ (nor GETATTR of the file once looked up, STATFS, LSEEK).  A read of the file's data
+ * waits in the kernel until the connection is aborted, or the server comes back
+ * (stuck_fuse_answer()). Root only (mount).  Every call returns 0 or -errno and says why on stderr.
  */
 #ifndef STUCK_FUSE_H
 #define STUCK_FUSE_H
@@ -26,6 +25,9 @@ int stuck_fuse_new(const char *dir, size_t size, struct stuck_fuse **ret);
 void stuck_fuse_forget(struct stuck_fuse *f);
 /* READ requests received (none answered). */
 unsigned int stuck_fuse_reads(struct stuck_fuse *f);
+/* Other requests received that it leaves unanswered for ever: the file's
+ * GETATTR (its attributes came with its LOOKUP), STATFS and LSEEK. */
+unsigned int stuck_fuse_stalled(struct stuck_fuse *f);
 /* The server comes back: it answers the READs waiting and every one after,
  * the file's 64-bit word at byte offset off (a multiple of 8) being
  * stuck_fuse_word(off). */

@@ -1669,6 +1669,8 @@ static void wait_stuck(struct hostile *h)
 	for (int i = 0; i < POLLS && !stuck_fuse_reads(fuse); i++)
 		test_sleep_ms(POLL_MS * test_time_scale());
 	ck_assert_uint_ge(stuck_fuse_reads(fuse), 1);
+	/* Nothing else was asked that is never answered. */
+	ck_assert_uint_eq(stuck_fuse_stalled(fuse), 0);
 }
 
 /* Beside the stuck read, uffdctl answers, and lists the attacker. */

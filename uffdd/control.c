@@ -383,8 +383,8 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, cons
 		return false;
 	if (!fd)
 		return true;
-	return source_stat(r->src, &a) == 0 && fstat(q->fds[0], &b) == 0 && a.st_dev == b.st_dev &&
-	       a.st_ino == b.st_ino;
+	return source_stat(r->src, &a) == 0 && fstat_cached(q->fds[0], &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 static int do_region_add(struct req *q)

@@ -236,8 +236,10 @@ static void file_put(struct srcfile *f)
  * file or a block device. */
 static int file_stat(int fd, struct stat *st, uint64_t *ret_size)
 {
-	if (fstat(fd, st) < 0)
-		return -errno;
+	int r = fstat_cached(fd, st);
+
+	if (r < 0)
+		return r;
 	if (S_ISBLK(st->st_mode))
 		return ioctl(fd, BLKGETSIZE64, ret_size) < 0 ? -errno : 0;
 	if (!S_ISREG(st->st_mode))
@@ -386,7 +388,7 @@ static bool extents_current(const struct extents *x, const struct stat *st, uint
 	       same_time(&x->ctime, &st->st_ctim);
 }
 
-/* A block device is data throughout. */
+/* A block device is data throughout, and so is a file that may block. */
 static int extents_list(const struct srcfile *f, const struct stat *st, uint64_t size,
 			struct extents **ret)
 {
@@ -398,7 +400,9 @@ static int extents_list(const struct srcfile *f, const struct stat *st, uint64_t
 	x->size = size;
 	x->mtime = st->st_mtim;
 	x->ctime = st->st_ctim;
-	int r = f->blk ? add_extent(x, 0, size) : scan_extents(x, f->fd);
+	/* SEEK_DATA asks a FUSE server, which may never answer: a file that
+	 * may block is read whole, its holes as data (zeroes all the same). */
+	int r = !f->direct ? add_extent(x, 0, size) : scan_extents(x, f->fd);
 	if (r < 0) {
 		extents_unref(x);
 		return r;
@@ -645,7 +649,7 @@ int source_stat(const struct source *s, struct stat *st)
 {
 	if (!s->file)
 		return -EINVAL;
-	return fstat(s->file->fd, st) < 0 ? -errno : 0;
+	return fstat_cached(s->file->fd, st);
 }
 
 struct source *source_ref(struct source *s)

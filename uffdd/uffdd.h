@@ -59,6 +59,10 @@ extern unsigned int uffdd_page_shift;
 
 void uffdd_page_init(void);
 uint64_t uffdd_now_ns(void);
+/* fstat() of a descriptor a client sent, from what the kernel has cached
+ * (AT_STATX_DONT_SYNC): a FUSE or NFS file's server is not asked, and may
+ * never answer.  0 or -errno. */
+int fstat_cached(int fd, struct stat *st);
 
 /* ---- log.c ------------------------------------------------------------- */
 
