@@ -26,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,6 +36,7 @@
 
 #include "bench-common.h"
 #include "libpin-private.h"
+#include "stuck-fuse.h"
 
 #define HONEST_BYTES	   (16u << 20)
 #define SMOKE_HONEST_BYTES (1u << 20)
@@ -227,6 +230,9 @@ struct attack {
 	void (*fn)(struct pin_uffd *u, int ready, int stop);
 	/* Not an attack on uffdd: its figure is reference_<name>_neighbor_x. */
 	bool reference;
+	/* As root, before it becomes ATTACKER_UID (NULL: nothing); the class
+	 * is left out when not root. */
+	void (*setup)(struct pin_uffd *u);
 };
 
 static bool stopped(int stop)
@@ -401,10 +407,78 @@ static void attack_cpu_hog(struct pin_uffd *u, int ready, int stop)
 	_exit(0);
 }
 
+/*
+ * Row 9: STUCK_SESSIONS sessions (a worker's share at least) whose source is
+ * a FUSE file that never answers a READ (tests/stuck-fuse.c), each with a
+ * thread waiting on a page of it.  The attacker mounts its file system as
+ * root in a mount namespace of its own, before it becomes ATTACKER_UID: when
+ * it exits, the connection is aborted (the reads it left stuck fail) and the
+ * mount goes with the namespace.
+ */
+#define STUCK_SESSIONS 4
+#define STUCK_PAGES    16
+
+static char stuck_dir[160];
+static struct stuck_fuse *stuck_fs;
+static int stuck_fd = -1;
+static struct pin_uffd *stuck_u[STUCK_SESSIONS];
+
+static void setup_stuck(struct pin_uffd *u)
+{
+	char path[192];
+
+	CHECK(unshare(CLONE_NEWNS) == 0);
+	CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0);
+	CHECK(stuck_fuse_new(stuck_dir, STUCK_PAGES * page, &stuck_fs) == 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, stuck_dir);
+	stuck_fd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(stuck_fd >= 0);
+	stuck_u[0] = u;
+	for (int i = 1; i < STUCK_SESSIONS; i++)
+		stuck_u[i] = uffd_new();
+}
+
+static void *touch(void *arg)
+{
+	(void)*(volatile uint8_t *)arg;
+	return NULL;
+}
+
+static void attack_stuck(struct pin_uffd *u, int ready, int stop)
+{
+	struct pin_client *c[STUCK_SESSIONS];
+	uint8_t *base[STUCK_SESSIONS];
+	pthread_t th[STUCK_SESSIONS];
+	char b;
+
+	(void)u;
+	for (int i = 0; i < STUCK_SESSIONS; i++) {
+		c[i] = connect_as("stuck", stuck_u[i]);
+		base[i] = map_anon(STUCK_PAGES * page);
+		region(c[i], stuck_u[i], base[i], STUCK_PAGES * page, stuck_fd, true);
+		CHECK(pthread_create(&th[i], NULL, touch, base[i]) == 0);
+	}
+	/* Closed while the server answers: a close of a FUSE file waits for
+	 * its FLUSH. */
+	close(stuck_fd);
+	say_ready(ready);
+	CHECK(read(stop, &b, 1) >= 0);
+	for (int i = 0; i < STUCK_SESSIONS; i++) {
+		pin_client_free(c[i]);
+		CHECK(pin_uffd_unregister(stuck_u[i], base[i], STUCK_PAGES * page) == 0);
+		CHECK(pthread_join(th[i], NULL) == 0);
+	}
+	_exit(0);
+}
+
 static const struct attack attacks[] = {
-	{ "fork_inspect", attack_fork, false },	     { "waiters", attack_waiters, false },
-	{ "bad_source", attack_bad_source, false },  { "replay_present", attack_replay, false },
-	{ "outside_faults", attack_outside, false }, { "cpu_hog", attack_cpu_hog, true },
+	{ "fork_inspect", attack_fork, false, NULL },
+	{ "waiters", attack_waiters, false, NULL },
+	{ "bad_source", attack_bad_source, false, NULL },
+	{ "replay_present", attack_replay, false, NULL },
+	{ "outside_faults", attack_outside, false, NULL },
+	{ "stuck_source", attack_stuck, false, setup_stuck },
+	{ "cpu_hog", attack_cpu_hog, true, NULL },
 };
 
 /* The honest restore beside a, in seconds. */
@@ -425,6 +499,8 @@ static double beside(const struct attack *a)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		/* Opening a userfaultfd needs root here; using it does not. */
 		struct pin_uffd *u = uffd_new();
+		if (a->setup)
+			a->setup(u);
 		if (geteuid() == 0) {
 			CHECK(setgroups(1, &g) == 0);
 			CHECK(setresgid(ATTACKER_UID, ATTACKER_UID, ATTACKER_UID) == 0);
@@ -486,11 +562,19 @@ int main(int argc, char **argv)
 	if (pwrite(src, buf, honest_bytes, 0) != (ssize_t)honest_bytes)
 		die("pwrite", errno);
 	free(buf);
+	snprintf(stuck_dir, sizeof(stuck_dir), "%s/stuck", ud.dir);
+	if (mkdir(stuck_dir, 0755) < 0)
+		die("mkdir", errno);
 	for (size_t k = 0; k < sizeof(attacks) / sizeof(attacks[0]); k++) {
 		double alone[ROUNDS], with[ROUNDS];
 		char name[96];
 		if (!chosen(argc, argv, attacks[k].name))
 			continue;
+		if (attacks[k].setup && (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) < 0)) {
+			printf("# hostile_%s: left out (needs root and /dev/fuse)\n",
+			       attacks[k].name);
+			continue;
+		}
 		for (int r = 0; r < rounds; r++) {
 			alone[r] = honest_once();
 			with[r] = beside(&attacks[k]);
@@ -500,6 +584,8 @@ int main(int argc, char **argv)
 		bench_metric(name, bench_median(with, rounds) / bench_median(alone, rounds), "x");
 	}
 	close(src);
+	if (rmdir(stuck_dir) < 0)
+		die("rmdir", errno);
 	bench_uffdd_stop(&ud);
 	return 0;
 }

@@ -229,6 +229,8 @@ static void take_message(struct manager *m, char *buf, int *fds, size_t nfds)
 		tags[ntags++] = t;
 	if (tag_has(tags, ntags, "READY=1"))
 		m->ready = true;
+	if (tag_has(tags, ntags, "WATCHDOG=1"))
+		m->st.watchdog++;
 	if (tag_has(tags, ntags, "FDSTOREREMOVE=1")) {
 		const char *name = tag_find(tags, ntags, "FDNAME=");
 		if (!name || !fdname_valid(name))
@@ -478,7 +480,7 @@ static char *put_decimal(char *p, long v)
 
 /* In the child, between fork and exec: async-signal-safe calls only. */
 static void exec_daemon(struct manager *m, pid_t parent, const int *fds, int *tmp, size_t n,
-			char *const *argv, char **envp, char *pid_env)
+			char *const *argv, char **envp, char *pid_env, char *wd_pid_env)
 {
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
@@ -495,6 +497,7 @@ static void exec_daemon(struct manager *m, pid_t parent, const int *fds, int *tm
 	if (close_range((unsigned int)(3 + n), ~0u, 0) < 0)
 		_exit(127);
 	put_decimal(pid_env + strlen("LISTEN_PID="), (long)getpid());
+	put_decimal(wd_pid_env + strlen("WATCHDOG_PID="), (long)getpid());
 	execve(m->o.exe, argv, envp);
 	_exit(127);
 }
@@ -503,8 +506,8 @@ extern char **environ;
 
 static bool ours(const char *e)
 {
-	static const char *const keys[] = { "NOTIFY_SOCKET=", "LISTEN_PID=", "LISTEN_FDS=",
-					    "LISTEN_FDNAMES=" };
+	static const char *const keys[] = { "NOTIFY_SOCKET=",  "LISTEN_PID=",	 "LISTEN_FDS=",
+					    "LISTEN_FDNAMES=", "WATCHDOG_USEC=", "WATCHDOG_PID=" };
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
 		if (!strncmp(e, keys[i], strlen(keys[i])))
@@ -519,6 +522,7 @@ static int spawn(struct manager *m)
 	const char *argv[MAX_ARGS] = { m->o.exe, "--no-supervisor" };
 	size_t na = 2;
 	char pid_env[PID_ENV_LEN] = "LISTEN_PID=", fds_env[PID_ENV_LEN] = "LISTEN_FDS=";
+	char wd_pid_env[PID_ENV_LEN] = "WATCHDOG_PID=", wd_env[PID_ENV_LEN] = "WATCHDOG_USEC=";
 	char notify_env[sizeof(m->notify) + sizeof("NOTIFY_SOCKET=")];
 	int r = 0;
 
@@ -530,7 +534,7 @@ static int spawn(struct manager *m)
 	while (environ[nenv])
 		nenv++;
 	int *fds = calloc(n, sizeof(int)), *tmp = calloc(n, sizeof(int));
-	char *names = malloc(namelen), **envp = calloc(nenv + 5, sizeof(char *));
+	char *names = malloc(namelen), **envp = calloc(nenv + 7, sizeof(char *));
 	if (!fds || !tmp || !names || !envp) {
 		r = -ENOMEM;
 		goto out;
@@ -552,6 +556,11 @@ static int spawn(struct manager *m)
 	envp[k++] = pid_env;
 	envp[k++] = fds_env;
 	envp[k++] = names;
+	if (m->o.watchdog_usec) {
+		put_decimal(wd_env + strlen("WATCHDOG_USEC="), (long)m->o.watchdog_usec);
+		envp[k++] = wd_env;
+		envp[k++] = wd_pid_env;
+	}
 	envp[k] = NULL;
 
 	m->ready = false;
@@ -562,7 +571,7 @@ static int spawn(struct manager *m)
 		goto out;
 	}
 	if (pid == 0)
-		exec_daemon(m, parent, fds, tmp, n, (char *const *)argv, envp, pid_env);
+		exec_daemon(m, parent, fds, tmp, n, (char *const *)argv, envp, pid_env, wd_pid_env);
 	m->pid = m->heard = pid;
 	m->st.starts++;
 out:

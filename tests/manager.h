@@ -15,22 +15,24 @@
 struct manager;
 
 struct manager_opts {
-	const char *dir;	 /* an existing directory for the two sockets */
-	const char *exe;	 /* uffdd */
-	const char *const *args; /* after "--no-supervisor"; NULL-terminated, may be NULL */
-	unsigned int store_max;	 /* FileDescriptorStoreMax= */
-	unsigned int ready_ms;	 /* how long a start may take until READY=1 */
+	const char *dir;	    /* an existing directory for the two sockets */
+	const char *exe;	    /* uffdd */
+	const char *const *args;    /* after "--no-supervisor"; NULL-terminated, may be NULL */
+	unsigned int store_max;	    /* FileDescriptorStoreMax= */
+	unsigned int ready_ms;	    /* how long a start may take until READY=1 */
+	unsigned int watchdog_usec; /* WatchdogSec= (WATCHDOG_USEC, WATCHDOG_PID); 0: none */
 };
 
 /* What the manager did with what it was sent, since manager_new(). */
 struct manager_stats {
-	unsigned long stored;  /* descriptors added to the store */
-	unsigned long dups;    /* not added: the same open file was stored already */
-	unsigned long removed; /* dropped by FDSTOREREMOVE=1 */
-	unsigned long hangups; /* dropped on EPOLLHUP or EPOLLERR, as systemd does */
-	unsigned long refused; /* closed: the store was full, or the message invalid */
-	unsigned long foreign; /* messages from another pid than the daemon's, ignored */
-	unsigned long starts;  /* daemons started */
+	unsigned long stored;	/* descriptors added to the store */
+	unsigned long dups;	/* not added: the same open file was stored already */
+	unsigned long removed;	/* dropped by FDSTOREREMOVE=1 */
+	unsigned long hangups;	/* dropped on EPOLLHUP or EPOLLERR, as systemd does */
+	unsigned long refused;	/* closed: the store was full, or the message invalid */
+	unsigned long foreign;	/* messages from another pid than the daemon's, ignored */
+	unsigned long starts;	/* daemons started */
+	unsigned long watchdog; /* WATCHDOG=1 messages (nothing is done when they stop) */
 };
 
 /*

@@ -29,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,6 +38,7 @@
 
 #include "libpin-private.h"
 #include "manager.h"
+#include "stuck-fuse.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
 
@@ -104,7 +106,8 @@ static char dir[64];
 /* What the store held when the daemon first said READY=1, before any client. */
 static size_t idle_store;
 
-static void up(void)
+/* Under the manager, with WatchdogSec= of watchdog_usec (0: none). */
+static void up_watched(unsigned int watchdog_usec)
 {
 	const char *tmp = getenv("TMPDIR");
 	static const char *const args[] = { "--workers", "2", NULL };
@@ -117,10 +120,16 @@ static void up(void)
 				  .exe = getenv("UFFDD"),
 				  .args = args,
 				  .store_max = STORE_MAX,
-				  .ready_ms = wait_ms() };
+				  .ready_ms = wait_ms(),
+				  .watchdog_usec = watchdog_usec };
 	ck_assert_int_eq(manager_new(&o, &mgr), 0);
 	ck_assert_msg(manager_start(mgr) == 0, "uffdd did not start under the manager");
 	idle_store = manager_count(mgr, "*");
+}
+
+static void up(void)
+{
+	up_watched(0);
 }
 
 static void kill9_restart(void)
@@ -1124,6 +1133,92 @@ START_TEST(threads_blocked_in_faults)
 }
 END_TEST
 
+/* ---- a read under way when the daemon dies ---- */
+
+#define RF_PAGES   16
+#define RF_POLL_MS 10
+
+struct rf {
+	const uint8_t *base;
+	_Atomic pid_t tid;
+	unsigned int bad; /* words not the file's */
+};
+
+static void *rf_thread(void *arg)
+{
+	struct rf *r = arg;
+
+	r->tid = (pid_t)syscall(SYS_gettid);
+	for (size_t off = 0; off < RF_PAGES * page; off += 8) {
+		uint64_t v;
+		memcpy(&v, r->base + off, sizeof(v));
+		r->bad += v != stuck_fuse_word(off);
+	}
+	return NULL;
+}
+
+static int client_read_in_flight(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct rf r = { 0 };
+	struct conn k;
+	pthread_t th;
+
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(RF_PAGES);
+	REQUIRE(base);
+	r.base = base;
+	REQUIRE(add_region(&k, base, RF_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(pthread_create(&th, NULL, rf_thread, &r) == 0);
+	struct timespec pause = { 0, WCHAN_POLL_NS };
+	while (!r.tid)
+		nanosleep(&pause, NULL);
+	REQUIRE(wait_wchan(r.tid, WCHAN_FAULT) == 0);
+	REQUIRE(tell(cl) == 0);
+	struct timespec dl = join_deadline();
+	REQUIRE(join_by(th, &dl, "a thread whose page was being read as the daemon died") == 0);
+	REQUIRE_EQ(r.bad, 0);
+	conn_close(&k);
+	return 0;
+}
+
+/*
+ * A source that stops answering (a FUSE file, tests/stuck-fuse.c) while a
+ * thread waits for a page of it; the daemon dies with its reader's read
+ * under way.  The next daemon WAKEs the thread and reads the page again;
+ * when the server comes back, the thread gets the file's bytes, exactly.
+ */
+START_TEST(read_in_flight_at_kill)
+{
+	char fdir[128], path[160];
+	struct stuck_fuse *f;
+	struct client cl;
+
+	up();
+	snprintf(fdir, sizeof(fdir), "%s/fuse", dir);
+	ck_assert_int_eq(mkdir(fdir, 0755), 0);
+	ck_assert_int_eq(stuck_fuse_new(fdir, RF_PAGES * page, &f), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fdir);
+	int src = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(src, 0);
+	spawn(&cl, client_read_in_flight, &src, &src, 1);
+	await_step(&cl, "its thread waits in a fault");
+	/* The daemon's reader asked; the server does not answer. */
+	for (unsigned int t = 0; t < wait_ms() && !stuck_fuse_reads(f); t += RF_POLL_MS)
+		test_sleep_ms(RF_POLL_MS);
+	ck_assert_uint_ge(stuck_fuse_reads(f), 1);
+	kill9_restart();
+	stuck_fuse_answer(f);
+	ck_assert_int_eq(reap(&cl), 0);
+	store_baseline();
+	close(src);
+	stuck_fuse_free(f);
+	ck_assert_int_eq(rmdir(fdir), 0);
+	down();
+}
+END_TEST
+
 /* ---- a client with no thread of its own: examples/restore-workload ---- */
 
 #define RW_MIB	 8
@@ -1696,6 +1791,92 @@ START_TEST(kill_loop)
 }
 END_TEST
 
+/* ---- the watchdog ---- */
+
+/* WatchdogSec= here: short, so that WATCHDOG=1 comes often. */
+#define WD_USEC 200000u
+/* WATCHDOG=1 messages seen before the test believes they keep coming. */
+#define WD_PETS	   3
+#define WD_POLL_MS 10
+/* Intervals to wait for one without WATCHDOG=1, at most. */
+#define WD_SETTLE 10
+
+static unsigned long pets(void)
+{
+	struct manager_stats st;
+
+	manager_stats(mgr, &st);
+	return st.watchdog;
+}
+
+/* Wait until more than n WATCHDOG=1 came; returns how many did. */
+static unsigned long pets_past(unsigned long n)
+{
+	unsigned long got = 0;
+
+	for (unsigned int t = 0; t < wait_ms() && (got = pets()) <= n; t += WD_POLL_MS)
+		test_sleep_ms(WD_POLL_MS);
+	return got;
+}
+
+/* A thread of pid other than its main one: a worker (uffdd has no others). */
+static pid_t a_worker(pid_t pid)
+{
+	char path[64];
+	pid_t tid = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	for (struct dirent *e; (e = readdir(d)) && !tid;)
+		if (e->d_name[0] != '.' && atoi(e->d_name) != pid)
+			tid = atoi(e->d_name);
+	closedir(d);
+	ck_assert_int_gt(tid, 0);
+	return tid;
+}
+
+/*
+ * With WATCHDOG_USEC set, uffdd sends WATCHDOG=1 while its workers go round,
+ * idle ones too; one worker stopped (a ptrace stop, as a thread stuck in the
+ * kernel would be), it sends none, so systemd would restart it; let go, it
+ * sends them again.  Without WATCHDOG_USEC, none.
+ */
+START_TEST(watchdog_petted)
+{
+	int status;
+
+	up_watched(WD_USEC);
+	ck_assert_uint_gt(pets_past(WD_PETS), WD_PETS);
+	pid_t tid = a_worker(manager_pid(mgr));
+	ck_assert_int_eq(ptrace(PTRACE_SEIZE, tid, NULL, NULL), 0);
+	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, tid, NULL, NULL), 0);
+	ck_assert_int_eq(waitpid(tid, &status, __WALL), tid);
+	/* What was sent before it stopped arrives within an interval: wait
+	 * for an interval without any, then two more bring none. */
+	unsigned long before = pets();
+	for (int i = 0; i < WD_SETTLE; i++) {
+		test_sleep_ms(WD_USEC / 1000);
+		unsigned long now = pets();
+		if (now == before)
+			break;
+		before = now;
+	}
+	test_sleep_ms(2 * WD_USEC / 1000);
+	ck_assert_uint_eq(pets(), before);
+	ck_assert_int_eq(ptrace(PTRACE_DETACH, tid, NULL, NULL), 0);
+	ck_assert_uint_gt(pets_past(before), before);
+	down();
+
+	up_watched(0);
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	ck_assert_uint_eq(pets(), 0);
+	manager_free(mgr);
+	mgr = NULL;
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* A bound for most cases: a few daemon starts, each under WAIT_MS. */
 #define CASE_TIMEOUT_S 120
 
@@ -1714,6 +1895,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
+	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, read_in_flight_at_kill, CASE_TIMEOUT_S);
 	return s;
 }
 

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "stuck-fuse.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
 
@@ -101,6 +103,9 @@ struct hostile {
 	long rss_kb;   /* its RSS after the first round of the attack */
 	int ready[2];  /* attacker -> test: the attack is in place */
 	int stop[2];   /* test -> attacker: the honest restore is done */
+	/* What the test waits for once the attack holds, before the honest
+	 * restore; may be NULL. */
+	void (*held)(struct hostile *h);
 	/* What the test looks at while the attack holds, after the honest restore; may be NULL. */
 	void (*during)(struct hostile *h);
 };
@@ -356,6 +361,7 @@ static void leave_nothing(void)
  * group in; its descriptors idle; one honest restore alone. */
 static void hostile_start(struct hostile *h, const char *const *extra)
 {
+	h->held = NULL;
 	h->during = NULL;
 	h->residents = 0;
 	snprintf(h->log, sizeof(h->log), "/tmp/uffdd-hostile-log-XXXXXX");
@@ -448,6 +454,8 @@ static void hostile_round(struct hostile *h, attack_fn fn, void *arg)
 	if (held != 1 || read(h->ready[0], &c, 1) != 1)
 		ck_abort_msg("the attacker failed before its attack held: exit %d", reap(att));
 	assert_up(h);
+	if (h->held)
+		h->held(h);
 	ck_assert_int_eq(reap(fork_fn(honest_restore, h, NULL)), 0);
 	assert_up(h);
 	if (h->during)
@@ -1657,6 +1665,168 @@ START_TEST(version_and_uffd_once)
 }
 END_TEST
 
+/* ---- row 9: a source that never answers ---- */
+
+#define STUCK_PAGES 16
+
+/* The test's FUSE file system, whose reads never end until it is freed. */
+static struct stuck_fuse *fuse;
+static char fuse_dir[128];
+/* The rounds of the attack so far. */
+static int stuck_rounds;
+
+static void fuse_leave_nothing(void)
+{
+	if (fuse)
+		umount2(fuse_dir, MNT_DETACH);
+}
+
+/* The daemon's children: its sessions' readers, not reaped yet. */
+static int children_of(pid_t pid)
+{
+	char path[320];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread is gone */
+		for (int c; fscanf(f, "%d", &c) == 1;)
+			n++;
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Wait until the daemon has want children; returns how many it has. */
+static int settle_children(const struct hostile *h, int want)
+{
+	int n = -1;
+
+	for (int i = 0; i < POLLS && (n = children_of(h->d.pid)) != want; i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	return n;
+}
+
+static void *touch_thread(void *arg)
+{
+	(void)*(volatile uint8_t *)arg;
+	return NULL;
+}
+
+static int attack_stuck_source(struct attacker *a)
+{
+	const char *path = a->arg;
+	struct conn k;
+	pthread_t th;
+
+	/* Else the server's end outlives the test's process when it fails. */
+	stuck_fuse_forget(fuse);
+	REQUIRE(conn_open(a->h, &k, a->u, "stuck-source") == 0);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(add_region(&k, base, STUCK_PAGES * page, fd) == 0);
+	close(fd);
+	/* A thread waits for a page the source never gives. */
+	REQUIRE(pthread_create(&th, NULL, touch_thread, base) == 0);
+	REQUIRE(attack_hold(a) == 0);
+	/* Gone with the read under way: the session ends, the read stays.
+	 * The thread is let go (it finds a zero page: nothing serves it). */
+	pin_client_free(k.c);
+	REQUIRE(pin_uffd_unregister(a->u, base, STUCK_PAGES * page) == 0);
+	REQUIRE(pthread_join(th, NULL) == 0);
+	REQUIRE(test_page_zero(base, 0));
+	return 0;
+}
+
+/* The attacker's fault reached the source: the daemon has a reader for it
+ * (one more than the stuck readers of the rounds before), and the file
+ * system a READ it does not answer. */
+static void wait_stuck(struct hostile *h)
+{
+	stuck_rounds++;
+	ck_assert_int_eq(settle_children(h, stuck_rounds), stuck_rounds);
+	for (int i = 0; i < POLLS && !stuck_fuse_reads(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_ge(stuck_fuse_reads(fuse), 1);
+	/* Nothing else was asked that is never answered. */
+	ck_assert_uint_eq(stuck_fuse_stalled(fuse), 0);
+}
+
+/* Beside the stuck read, uffdctl answers, and lists the attacker. */
+static void ctl_answers(struct hostile *h)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(strstr(out, " stuck-source ") != NULL, "uffdctl clients: %s", out);
+	free(out);
+}
+
+/*
+ * Row 9: a FUSE file whose server never answers a READ, as source.  One
+ * worker serves both clients: the attacker's fault waits for its session's
+ * reader (a process), stuck in the kernel, while the honest restore beside
+ * it completes byte-exact and uffdctl answers.  The attacker hangs up with
+ * the read under way: its session ends and the daemon's descriptors are back
+ * to the baseline, while its reader stays stuck (one per round).  Once the
+ * file system is gone (the reads fail), the readers exit and are reaped.  A
+ * daemon stopped with a reader stuck exits 0.
+ */
+START_TEST(stuck_source)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+	char path[192];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	stuck_rounds = 0;
+	h.held = wait_stuck;
+	h.during = ctl_answers;
+	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
+		hostile_round(&h, attack_stuck_source, path);
+		/* Its session ended; its reader did not. */
+		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
+		ck_assert_int_eq(children_of(h.d.pid), i + 1);
+		if (!i)
+			h.rss_kb = rss_kb(h.d.pid);
+	}
+	stuck_fuse_free(fuse);
+	/* The reads failed: the readers exited, and were reaped. */
+	ck_assert_int_eq(settle_children(&h, 0), 0);
+	/* Once more, and the daemon stops with the read stuck: it exits 0
+	 * all the same (a thread stuck so would keep it from exiting). */
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	stuck_rounds = 0;
+	hostile_round(&h, attack_stuck_source, path);
+	ck_assert_int_eq(children_of(h.d.pid), 1);
+	free(hostile_finish(&h));
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert_int_eq(rmdir(fuse_dir), 0);
+}
+END_TEST
+
 /* A case's bound: two 16 MiB restores and the attack, natively seconds;
  * under valgrind or ASan several times that. */
 #define CASE_TIMEOUT_S 600
@@ -1678,6 +1848,7 @@ Suite *test_suite(void)
 		{ "per_uid_caps", per_uid_caps },
 		{ "version_and_uffd_once", version_and_uffd_once },
 		{ "unreadable_source", unreadable_source },
+		{ "stuck_source", stuck_source },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },

@@ -4,7 +4,9 @@
  * non-cooperative ones (FORK, REMAP, REMOVE, UNMAP) in order, then serve the
  * page faults sorted by address, one run per ioctl with DONTWAKE and one WAKE
  * per run (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each
- * run as long as the readahead window.  It may call session.c, source.c,
+ * run as long as the readahead window.  Data from a source that may block
+ * comes from the session's reader (reader.c): its faults wait in the queue
+ * until the read is done.  It may call session.c, reader.c, source.c,
  * notify.c (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
@@ -69,6 +71,31 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	return (int64_t)done >> uffdd_page_shift;
 }
 
+/*
+ * The data at off of a source that may block, *len bytes at most: what the
+ * session's reader read there (*len becomes what it holds), else its read is
+ * started and the pages wait for it (-EINPROGRESS): the worker goes on with
+ * other sessions meanwhile.
+ */
+static int read_data(struct session *s, struct source *src, uint64_t off, size_t *len,
+		     const void **ret)
+{
+	if (!s->rd) {
+		int r = reader_new(s->uid, s->w->efd, &s->rd);
+		if (r < 0)
+			return r;
+	}
+	ssize_t got = reader_take(s->rd, src, off, *len, ret);
+	if (got < 0)
+		return (int)got;
+	if (got > 0) {
+		*len = (size_t)got;
+		return 0;
+	}
+	int r = reader_start(s->rd, src, off, *len);
+	return r == 0 || r == -EBUSY ? -EINPROGRESS : r;
+}
+
 /* Place n pages at page i of r, all data or all zero.  With woke, the
  * ioctl wakes their threads, and *woke says whether it did (it placed them
  * all).  Returns the pages handled or -errno. */
@@ -86,11 +113,15 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 
 	if (data) {
 		uint64_t off = r->offset + (i << uffdd_page_shift);
-		ret = source_data(r->src, off, len, s->w->buf, &src);
-		if (ret == -ENOMEM)
+		if (source_may_block(r->src))
+			ret = read_data(s, r->src, off, &len, &src);
+		else
+			ret = source_data(r->src, off, len, s->w->buf, &src);
+		if (ret == -ENOMEM || ret == -EINPROGRESS)
 			return ret;
+		const char *call = ret == -EDQUOT ? "read (its uid has readers stuck)" : "pread";
 		if (ret < 0)
-			return place_unreadable(s, r, i, n, push, woke, "pread", -ret);
+			return place_unreadable(s, r, i, n, push, woke, call, -ret);
 	}
 	if (data || wp)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
@@ -339,6 +370,16 @@ static void poison_lost(struct session *s, uint64_t addr)
 		     addr);
 }
 
+/* Keep the fault f in the queue, at *keep (not after f). */
+static void keep_fault(struct session *s, size_t *keep, const struct fault *f)
+{
+	/* Once per page: a thread woken by a WAKE over a wider range faults
+	 * again while its first fault waits. */
+	if (!*keep || s->faults[*keep - 1].addr != f->addr ||
+	    s->faults[*keep - 1].flags != f->flags)
+		s->faults[(*keep)++] = *f;
+}
+
 /* Serve the session's pending faults; keep those that must wait. */
 static void serve(struct session *s)
 {
@@ -372,11 +413,7 @@ static void serve(struct session *s)
 				     s->id, f->addr);
 				s->warned_outside = true;
 			}
-			/* Once per page: a thread woken by a WAKE over a wider
-			 * range faults again while its first fault waits. */
-			if (!keep || s->faults[keep - 1].addr != f->addr ||
-			    s->faults[keep - 1].flags != f->flags)
-				s->faults[keep++] = *f;
+			keep_fault(s, &keep, f);
 			i++;
 			continue;
 		}
@@ -384,6 +421,13 @@ static void serve(struct session *s)
 			ret = serve_wp(s, r, i, &j);
 		else
 			ret = serve_missing(s, r, i, &j);
+		if (ret == -EINPROGRESS) {
+			/* Its data is being read (reader.c): it waits for the
+			 * read, its session's other faults do not. */
+			keep_fault(s, &keep, f);
+			i++;
+			continue;
+		}
 		if (ret == -EAGAIN) {
 			/* A non-cooperative event is pending: it must be read
 			 * before anything resolves.  Keep these faults. */

@@ -5,8 +5,10 @@
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
  * watched by a worker with control.c's request handler; one over its uid's
  * limits is answered -EDQUOT and closed.  listen_run() is the
- * main thread's loop until SIGTERM or SIGINT.  It may call control.c (the
- * handler it stores), worker.c, session.c, log.c and util.c.
+ * main thread's loop until SIGTERM or SIGINT; it reaps readers on SIGCHLD,
+ * and tells the service manager's watchdog that every worker goes round.
+ * It may call control.c (the handler it stores), worker.c, session.c,
+ * reader.c (reader_reap()), notify.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -251,8 +253,39 @@ static int watch_listening(int ep, bool on)
 	return 0;
 }
 
+/*
+ * The service manager's watchdog: every quarter of its interval, WATCHDOG=1
+ * when every worker went round within half of it (and this thread runs).  A
+ * worker stuck (in a call that never returns) stops it, and systemd restarts
+ * the daemon, which loses nothing (durable sessions).  A source that never
+ * answers stalls its reader only (reader.c), never a worker.  Returns the ms
+ * until the next look (-1: no watchdog).
+ */
+static int watchdog_step(uint64_t now, uint64_t *next)
+{
+	static struct ratelimit rl;
+	uint64_t wd = uffdd_cfg.watchdog_ns;
+	unsigned int stuck;
+
+	if (!wd)
+		return -1;
+	if (now >= *next) {
+		if (workers_alive(now - wd / 2, &stuck))
+			notify_watchdog();
+		else
+			ulog_rl(&rl, LOG_ERR,
+				"worker %u has not gone round for over %" PRIu64
+				" ms: no WATCHDOG=1, so the service manager restarts us",
+				stuck, wd / 2 / 1000000);
+		*next = now + wd / 4;
+	}
+	/* Rounded up: never a busy 0 ms wait. */
+	return (int)((*next - now + 999999) / 1000000);
+}
+
 int listen_run(void)
 {
+	uint64_t next_pet = 0;
 	sigset_t mask;
 	struct epoll_event ev = { .events = EPOLLIN };
 	static struct ratelimit rl;
@@ -262,6 +295,8 @@ int listen_run(void)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	/* A session's reader ended (reader.c). */
+	sigaddset(&mask, SIGCHLD);
 	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sfd < 0 || ep < 0) {
@@ -277,9 +312,9 @@ int listen_run(void)
 		return 1;
 	for (;;) {
 		struct epoll_event evs[MAX_LISTEN + 1];
-		int timeout = -1;
+		uint64_t now = uffdd_now_ns();
+		int timeout = watchdog_step(now, &next_pet);
 		if (until) {
-			uint64_t now = uffdd_now_ns();
 			if (now >= until) {
 				if (watch_listening(ep, true) < 0)
 					return 1;
@@ -287,7 +322,9 @@ int listen_run(void)
 				continue;
 			}
 			/* Rounded up: never a busy 0 ms wait. */
-			timeout = (int)((until - now + 999999) / 1000000);
+			int t = (int)((until - now + 999999) / 1000000);
+			if (timeout < 0 || t < timeout)
+				timeout = t;
 		}
 		int n = epoll_wait(ep, evs, PIN_ARRAY_SIZE(evs), timeout);
 		if (n < 0 && errno != EINTR) {
@@ -316,6 +353,10 @@ int listen_run(void)
 			struct signalfd_siginfo si;
 			if (read(sfd, &si, sizeof(si)) != sizeof(si))
 				continue;
+			if (si.ssi_signo == SIGCHLD) {
+				reader_reap();
+				continue;
+			}
 			ulog(LOG_INFO,
 			     "signal %u: exiting; clients keep their userfaultfds and "
 			     "hand them to the next daemon",

@@ -237,6 +237,9 @@ int main(int argc, char **argv)
 	sigset_t mask;
 
 	uffdd_page_init();
+	/* A session's reader (reader.c), run by the daemon. */
+	if (argc == 3 && !strcmp(argv[1], "--reader"))
+		return reader_main(argv[2]);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	uffdd_cfg.workers = cpus > 0 ? (unsigned int)cpus : 1;
 	if (parse_args(argc, argv) < 0)
@@ -249,6 +252,7 @@ int main(int argc, char **argv)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -256,6 +260,12 @@ int main(int argc, char **argv)
 		return 1;
 	if (serve_open() < 0)
 		return 1;
+#ifdef HAVE_SYSTEMD
+	/* WatchdogSec=: WATCHDOG=1 while every worker goes round (listen.c). */
+	uint64_t usec;
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		uffdd_cfg.watchdog_ns = usec * 1000;
+#endif
 	int r = fault_init();
 	if (r >= 0)
 		r = workers_start(uffdd_cfg.workers);

@@ -5,8 +5,8 @@
  * a client (a finished WaitPopulated, the end of a session that said
  * Goodbye), a stale-pin notice, and a fork child's
  * session with its userfaultfd, which goes to a worker, travel through the
- * handlers main.c sets once at start; the service manager's status line is
- * sent from here.  It calls nothing else of uffdd.
+ * handlers main.c sets once at start; the service manager's status line and
+ * its watchdog's WATCHDOG=1 are sent from here.  It calls nothing else of uffdd.
  */
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -44,6 +44,13 @@ void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t even
 void notify_child(struct session *parent, struct session *child, int fd)
 {
 	ops->child(parent, child, fd);
+}
+
+void notify_watchdog(void)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "WATCHDOG=1");
+#endif
 }
 
 void notify_status(unsigned int nsessions)

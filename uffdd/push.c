@@ -4,8 +4,9 @@
  * by the readahead), the background push of untouched pages between faults,
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
  * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
- * more than one run.  A session whose client said Goodbye ends here once
- * its pages are all in.  It may call fault.c, session.c, notify.c (the reply to
+ * more than one run; a session's work waits while its reader reads.  A
+ * session whose client said Goodbye ends here once its pages are all in.
+ * It may call fault.c, session.c, reader.c, notify.c (the reply to
  * a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
@@ -128,6 +129,9 @@ static void replay_step(struct session *s)
 		s->eagain = true;
 		return;
 	}
+	/* Its data is being read: it goes on once the read is done. */
+	if (ret == -EINPROGRESS)
+		return;
 	if (ret < 0 || q->k == q->n) {
 		if (ret < 0)
 			slog(s, LOG_WARNING, "replay stopped: %s", strerror(-ret));
@@ -180,7 +184,7 @@ static int prefetch_one(struct session *s)
 	}
 	if (ret == -EAGAIN)
 		s->eagain = true;
-	if (p->addr >= p->end || (ret < 0 && ret != -EAGAIN)) {
+	if (p->addr >= p->end || (ret < 0 && ret != -EAGAIN && ret != -EINPROGRESS)) {
 		memmove(&s->prefetch[0], &s->prefetch[1], (s->nprefetch - 1) * sizeof(*p));
 		s->nprefetch--;
 	}
@@ -197,7 +201,7 @@ static int push_one(struct session *s)
 		int ret = fill_from(s, r, &r->push_next, r->npages, true);
 		if (ret == -EAGAIN) {
 			s->eagain = true;
-		} else if (ret < 0) {
+		} else if (ret < 0 && ret != -EINPROGRESS) {
 			/* Logged (but -ENOENT: nothing is registered there any
 			 * more); the rest is left to faults. */
 			r->push = false;
@@ -373,13 +377,16 @@ void push_step(struct worker *w)
 	for (struct session *s = w->sessions; s; s = s->wnext) {
 		if (s->dead || !s->uffd)
 			continue;
-		if (s->eagain)
+		/* Faults that waited for a read, or for an event. */
+		if (s->eagain || (s->rd && reader_done(s->rd)))
 			fault_handle(s);
-		if (s->nreplays && !s->eagain)
+		/* While a read is under way, the session's work waits for it. */
+		bool go = !s->eagain && !s->dead && !(s->rd && reader_busy(s->rd));
+		if (s->nreplays && go)
 			replay_step(s);
-		else if (s->nprefetch && !s->eagain)
+		else if (s->nprefetch && go)
 			prefetch_one(s);
-		else if (s->push_pending && !s->eagain)
+		else if (s->push_pending && go)
 			/* Every round, not only when idle: a process faulting at
 			 * random keeps the worker busy, and a push that waits for
 			 * a quiet moment starves (256 MiB read at random took
@@ -401,7 +408,8 @@ int push_timeout(struct worker *w)
 	for (struct session *s = w->sessions; s; s = s->wnext) {
 		if (s->dead || !s->uffd)
 			continue;
-		if (s->eagain || s->nreplays || s->nprefetch || s->push_pending)
+		bool reading = s->rd && reader_busy(s->rd);
+		if (s->eagain || (!reading && (s->nreplays || s->nprefetch || s->push_pending)))
 			return 0;
 		for (size_t k = 0; k < s->nwaits; k++)
 			if (s->waits[k].deadline && s->waits[k].deadline < wake)

@@ -5,8 +5,8 @@
  * the layers above read and keep in them: which pages are in place, the
  * recorded working set, the queue of Prefetch requests.  Its regions are
  * region.c's.  Below every file that serves requests or faults, it may call
- * region.c, state.c, source.c, store.c, notify.c (the status line), log.c and
- * util.c.
+ * region.c, state.c, reader.c (to end its reader), source.c, store.c, notify.c
+ * (the status line), log.c and util.c.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -689,6 +689,9 @@ void session_free(struct session *s)
 		session_unstore(s);
 	}
 	charge_release(s);
+	/* A read under way (of a source that may never answer) is left to
+	 * the reader: nothing here waits for it. */
+	reader_free(s->rd);
 
 	if (s->w) {
 		if (s->sock >= 0)

@@ -9,19 +9,23 @@
  * it read-only: UFFDIO_COPY reads the page cache through that mapping, one
  * copy, and a file truncated under us fails the ioctl with EFAULT instead of
  * raising SIGBUS in the daemon, since only the kernel touches the mapping.
- * The data extents (SEEK_DATA/SEEK_HOLE) of a file are listed once and shared
- * by its windows while the file's size and times stay as they were: a source
- * must not change while it is served.  It calls store.c (the fd store),
- * log.c and util.c (the page size).
+ * That holds for a file whose reads wait for memory or a local disk only: a
+ * file a server answers for (FUSE, NFS) or a block device may never answer,
+ * so it is not mapped, and a session's reader (reader.c), a process of its
+ * own, preads it.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
+ * listed once and shared by its windows while the file's size and times stay
+ * as they were: a source must not change while it is served.  It calls
+ * store.c (the fd store), log.c and util.c (the page size).
  */
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
-#include <linux/magic.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 
 #include "uffdd.h"
 
@@ -61,7 +65,13 @@ struct srcfile {
 	int fd;
 	dev_t dev;
 	ino_t ino;
-	bool blk;			    /* a block device (else a regular file) */
+	bool blk;    /* a block device (else a regular file) */
+	bool memory; /* shmem or hugetlbfs: its pages are in memory */
+	/* Its reads wait at most for memory or a local disk: the workers read
+	 * it.  Else (a block device, a file system of no device of its own:
+	 * FUSE, NFS, ...) a read may wait for a server forever: a session's
+	 * reader reads it (reader.c), never a worker. */
+	bool direct;
 	unsigned int refs;		    /* its windows, and one while adopted */
 	bool adopted;			    /* taken back at start, not yet claimed or released */
 	bool storing;			    /* just added: store_put() under way */
@@ -226,8 +236,10 @@ static void file_put(struct srcfile *f)
  * file or a block device. */
 static int file_stat(int fd, struct stat *st, uint64_t *ret_size)
 {
-	if (fstat(fd, st) < 0)
-		return -errno;
+	int r = fstat_cached(fd, st);
+
+	if (r < 0)
+		return r;
 	if (S_ISBLK(st->st_mode))
 		return ioctl(fd, BLKGETSIZE64, ret_size) < 0 ? -errno : 0;
 	if (!S_ISREG(st->st_mode))
@@ -261,6 +273,11 @@ static struct srcfile *file_alloc(uint64_t id, int fd, const struct stat *st)
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
 	f->blk = S_ISBLK(st->st_mode);
+	/* Without a request to the file system, which may never answer:
+	 * seals are shmem's and hugetlbfs's, and a file system on a block
+	 * device has a device number of a real major. */
+	f->memory = fcntl(fd, F_GET_SEALS) >= 0;
+	f->direct = f->memory || (!f->blk && major(st->st_dev) != 0);
 	f->refs = 1;
 	return f;
 }
@@ -371,7 +388,7 @@ static bool extents_current(const struct extents *x, const struct stat *st, uint
 	       same_time(&x->ctime, &st->st_ctim);
 }
 
-/* A block device is data throughout. */
+/* A block device is data throughout, and so is a file that may block. */
 static int extents_list(const struct srcfile *f, const struct stat *st, uint64_t size,
 			struct extents **ret)
 {
@@ -383,7 +400,9 @@ static int extents_list(const struct srcfile *f, const struct stat *st, uint64_t
 	x->size = size;
 	x->mtime = st->st_mtim;
 	x->ctime = st->st_ctim;
-	int r = f->blk ? add_extent(x, 0, size) : scan_extents(x, f->fd);
+	/* SEEK_DATA asks a FUSE server, which may never answer: a file that
+	 * may block is read whole, its holes as data (zeroes all the same). */
+	int r = !f->direct ? add_extent(x, 0, size) : scan_extents(x, f->fd);
 	if (r < 0) {
 		extents_unref(x);
 		return r;
@@ -451,7 +470,9 @@ static void populate(const struct source *s)
 {
 	struct statfs fs;
 
-	if (!s->map || !s->ext || fstatfs(s->file->fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC)
+	/* Not fstatfs() first: FUSE asks its server, which may never answer. */
+	if (!s->map || !s->ext || !s->file->memory || fstatfs(s->file->fd, &fs) < 0 ||
+	    fs.f_type != TMPFS_MAGIC)
 		return;
 	const struct extents *x = s->ext;
 	size_t n = x->guessed ? x->n - 1 : x->n;
@@ -479,7 +500,8 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size)
 	if (s->lo >= s->hi)
 		return 0;
 	int r = file_extents(s->file, st, size, &s->ext);
-	if (r < 0 || s->file->blk)
+	/* A reader preads what a worker must not touch. */
+	if (r < 0 || !s->file->direct)
 		return r;
 	s->maplen = page_up(s->hi) - s->lo;
 	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->file->fd, (off_t)s->lo);
@@ -627,7 +649,7 @@ int source_stat(const struct source *s, struct stat *st)
 {
 	if (!s->file)
 		return -EINVAL;
-	return fstat(s->file->fd, st) < 0 ? -errno : 0;
+	return fstat_cached(s->file->fd, st);
 }
 
 struct source *source_ref(struct source *s)
@@ -672,15 +694,34 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
 	return ((e->end < end ? e->end : end) - off) >> uffdd_page_shift;
 }
 
+bool source_may_block(const struct source *s)
+{
+	return s->file && !s->file->direct;
+}
+
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret)
 {
 	if (s->map && off >= s->lo && off + len - s->lo <= s->maplen) {
 		*ret = s->map + (off - s->lo);
 		return 0;
 	}
+	int r = source_pread(s->file->fd, off, len, buf);
+	if (r < 0)
+		return r;
+	*ret = buf;
+	return 0;
+}
+
+int source_fd(const struct source *s)
+{
+	return s->file ? s->file->fd : -1;
+}
+
+int source_pread(int fd, uint64_t off, size_t len, void *buf)
+{
 	size_t got = 0;
 	while (got < len) {
-		ssize_t k = pread(s->file->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		ssize_t k = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
@@ -691,6 +732,5 @@ int source_data(const struct source *s, uint64_t off, size_t len, void *buf, con
 	}
 	/* The file shrank: what is gone reads as zero, like a hole. */
 	memset((uint8_t *)buf + got, 0, len - got);
-	*ret = buf;
 	return 0;
 }

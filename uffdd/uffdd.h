@@ -9,8 +9,8 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, finish, session, region, state, source, store,
- * notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
+ * inspect, worker, push, fault, finish, session, region, state, reader,
+ * source, store, notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
  * fault -> source.  What goes back up (a reply, a stale notice, a fork
  * child's userfaultfd) goes through notify.c's handlers.  Below, one section
  * per file.
@@ -46,6 +46,8 @@ struct uffdd_config {
 	/* --admin-group: its members see every session (as root does);
 	 * UFFDD_NO_GROUP: none. */
 	gid_t admin_gid;
+	/* The service manager's watchdog (WATCHDOG_USEC), in ns; 0: none. */
+	uint64_t watchdog_ns;
 	int verbose;
 };
 
@@ -57,6 +59,10 @@ extern unsigned int uffdd_page_shift;
 
 void uffdd_page_init(void);
 uint64_t uffdd_now_ns(void);
+/* fstat() of a descriptor a client sent, from what the kernel has cached
+ * (AT_STATX_DONT_SYNC): a FUSE or NFS file's server is not asked, and may
+ * never answer.  0 or -errno. */
+int fstat_cached(int fd, struct stat *st);
 
 /* ---- log.c ------------------------------------------------------------- */
 
@@ -132,6 +138,8 @@ void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t even
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
 void notify_status(unsigned int nsessions);
+/* Tell the service manager's watchdog that the daemon is alive (WATCHDOG=1). */
+void notify_watchdog(void);
 
 /* ---- store.c: the fd store (the service manager's, or supervise.c's) ---- */
 
@@ -170,6 +178,38 @@ void store_remove(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_stored,
 		size_t *ret_nstored);
 
+/* ---- reader.c: reads of a source that may block, off the workers ------- */
+
+struct reader;
+struct source;
+
+/*
+ * A session's reader for uid: a process that reads a source that may block,
+ * one read of a run at most at a time, and writes efd (the worker's eventfd)
+ * when it is done.  -EDQUOT: the uid has too many readers stuck already.
+ */
+int reader_new(uid_t uid, int efd, struct reader **ret);
+/* Read len bytes (a run at most) at off of src: 0, or -EBUSY while a read
+ * is under way. */
+int reader_start(struct reader *rd, struct source *src, uint64_t off, size_t len);
+/*
+ * What the last read holds at off of src, len bytes at most: their number
+ * (> 0, at *ret, valid until the next reader_start()), 0 when it holds
+ * nothing there, or once the -errno of a read there that failed.
+ */
+ssize_t reader_take(struct reader *rd, const struct source *src, uint64_t off, size_t len,
+		    const void **ret);
+bool reader_busy(const struct reader *rd);
+/* Whether a read ended since the last call. */
+bool reader_done(struct reader *rd);
+/* End it; accepts NULL.  A read under way is left to end on its own (maybe
+ * never): the caller never waits for it. */
+void reader_free(struct reader *rd);
+/* Reap the readers that exited (on SIGCHLD). */
+void reader_reap(void);
+/* The reader process's main (`uffdd --reader SOCK,BUF,EFD`): its exit code. */
+int reader_main(const char *fds);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -205,10 +245,21 @@ int source_stat(const struct source *s, struct stat *st);
  */
 uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data);
 /*
+ * Whether a read of it may wait for a server that never answers (FUSE, NFS,
+ * a block device): then a reader (reader.c) reads it, never a worker.
+ */
+bool source_may_block(const struct source *s);
+/*
  * Where the len bytes of data at off can be copied from: inside the source's
  * mapping, or read into buf (len bytes of room) when it cannot be mapped.
+ * Not for a source that may block.
  */
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret);
+/* Its file's descriptor (-1: a zero source). */
+int source_fd(const struct source *s);
+/* Read the len bytes at off of fd into buf (past the end of the file:
+ * zeroes); any thread or process. */
+int source_pread(int fd, uint64_t off, size_t len, void *buf);
 
 /* ---- state.c: a session's durable record, a memfd ------------------------ */
 
@@ -503,6 +554,9 @@ struct session {
 	size_t nfiles;
 	uint64_t charged[UFFDD_CHARGES]; /* what its uid is charged for it */
 
+	/* Reads its sources that may block (NULL until the first). */
+	struct reader *rd;
+
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
 };
@@ -794,7 +848,8 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end);
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
  * ioctl placed them all and woke their threads.  Returns the pages handled
  * (placed, or found there already), or -errno when none were (-EAGAIN: retry
- * later; -ESRCH: the process is gone).
+ * later; -EINPROGRESS: their data is being read, retry once reader_done();
+ * -ESRCH: the process is gone).
  */
 int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
 		   bool *ret_woken);
@@ -819,6 +874,7 @@ int push_timeout(struct worker *w);
 
 struct worker {
 	pthread_t thread;
+	_Atomic uint64_t beat; /* ns: when its loop last went round */
 	int ep;
 	int efd; /* eventfd: new sessions are queued */
 	struct watch wevent;
@@ -833,6 +889,9 @@ struct worker {
 };
 
 int workers_start(unsigned int n);
+/* Whether every worker's loop went round at or after since (ns); else the
+ * index of one that did not, in *ret_stuck. */
+bool workers_alive(uint64_t since, unsigned int *ret_stuck);
 /* Give a new session to the least loaded worker. */
 void workers_assign(struct session *s);
 /* Watch a session's socket or userfaultfd (worker only), with the handler

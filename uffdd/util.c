@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * Below every other file of the daemon: its settings (filled by main.c), the
- * page size, the monotonic clock and the bitmaps of one bit per page.  It
- * calls nothing else of uffdd.
+ * page size, the monotonic clock, fstat_cached() and the bitmaps of one bit
+ * per page.  It calls nothing else of uffdd.
  */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +32,29 @@ void uffdd_page_init(void)
 {
 	uffdd_page = (size_t)sysconf(_SC_PAGESIZE);
 	uffdd_page_shift = (unsigned int)__builtin_ctzl(uffdd_page);
+}
+
+int fstat_cached(int fd, struct stat *st)
+{
+	struct statx x;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &x) < 0)
+		return -errno;
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+	st->st_ino = x.stx_ino;
+	st->st_mode = x.stx_mode;
+	st->st_nlink = x.stx_nlink;
+	st->st_uid = x.stx_uid;
+	st->st_gid = x.stx_gid;
+	st->st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+	st->st_size = (off_t)x.stx_size;
+	st->st_blksize = (blksize_t)x.stx_blksize;
+	st->st_blocks = (blkcnt_t)x.stx_blocks;
+	st->st_atim = (struct timespec){ x.stx_atime.tv_sec, x.stx_atime.tv_nsec };
+	st->st_mtim = (struct timespec){ x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec };
+	st->st_ctim = (struct timespec){ x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec };
+	return 0;
 }
 
 uint64_t uffdd_now_ns(void)

@@ -4,7 +4,9 @@
  * waits on them with epoll, calling the handler stored with each fd when it
  * is readable; it knows nothing of requests or faults.  Between rounds it
  * lets push.c do one run of background work, and it frees the sessions that
- * died.  It may call push.c, session.c, log.c and util.c.
+ * died.  Each round it notes the time (its beat), which the watchdog's
+ * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It may call push.c, session.c, log.c
+ * and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,27 @@
 
 static struct worker *workers;
 static unsigned int nworkers;
+
+/* With a watchdog, an idle worker wakes this often (ms): a quarter of its
+ * interval, so that it went round within half of it when the main thread
+ * looks (listen.c). */
+static int watchdog_wait_ms(void)
+{
+	uint64_t ms = uffdd_cfg.watchdog_ns / 4 / 1000000;
+
+	return ms ? (ms < INT32_MAX ? (int)ms : INT32_MAX) : 1;
+}
+
+bool workers_alive(uint64_t since, unsigned int *ret_stuck)
+{
+	for (unsigned int i = 0; i < nworkers; i++) {
+		if (atomic_load_explicit(&workers[i].beat, memory_order_relaxed) < since) {
+			*ret_stuck = i;
+			return false;
+		}
+	}
+	return true;
+}
 
 int worker_watch(struct worker *w, struct watch *wt, int fd)
 {
@@ -111,7 +134,9 @@ static void *worker_main(void *arg)
 	unsigned int spins = 0;
 
 	for (;;) {
-		bool spinning = uffdd_now_ns() - w->last_busy < SPIN_NS;
+		uint64_t now = uffdd_now_ns();
+		bool spinning = now - w->last_busy < SPIN_NS;
+		atomic_store_explicit(&w->beat, now, memory_order_relaxed);
 		/* While polling, a read() of the userfaultfd that last had
 		 * events is the cheapest look; epoll_wait() looks at everything
 		 * else every few rounds. */
@@ -122,6 +147,9 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		int timeout = spinning ? 0 : push_timeout(w);
+		/* Idle, it still goes round for the watchdog (listen.c). */
+		if (uffdd_cfg.watchdog_ns && (timeout < 0 || timeout > watchdog_wait_ms()))
+			timeout = watchdog_wait_ms();
 		int n = epoll_wait(w->ep, evs, PIN_ARRAY_SIZE(evs), timeout);
 		if (n < 0) {
 			if (errno != EINTR)
@@ -145,6 +173,7 @@ static void *worker_main(void *arg)
 
 static int worker_init(struct worker *w)
 {
+	atomic_init(&w->beat, uffdd_now_ns());
 	w->ep = epoll_create1(EPOLL_CLOEXEC);
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	w->buf = malloc(uffdd_run_bytes());
