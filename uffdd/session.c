@@ -208,13 +208,19 @@ static void store_remove_uffd(const struct session *s)
 		store_remove("s%" PRIu64 ".uffd", s->id);
 }
 
+/*
+ * The record goes last: a death in between leaves a record that names what
+ * the store lacks (the next daemon drops it), never a fork child's
+ * userfaultfd without its record, which would look like a child a dead
+ * daemon was making.
+ */
 static void session_unstore(struct session *s)
 {
-	store_remove("s%" PRIu64 ".state", s->id);
-	if (s->sock >= 0)
-		store_remove("s%" PRIu64 ".conn", s->id);
 	if (s->uffd)
 		store_remove_uffd(s);
+	if (s->sock >= 0)
+		store_remove("s%" PRIu64 ".conn", s->id);
+	store_remove("s%" PRIu64 ".state", s->id);
 }
 
 /*

@@ -49,9 +49,13 @@ static void drop(const char *why_what, const char *name, int fd)
 	close(fd);
 }
 
+/* Its names leave the store record last (as session.c's do): a fork
+ * child's userfaultfd left behind would look like a child being made. */
 static void drop_group(struct group *g, const char *why)
 {
 	ulog(LOG_ERR, "session %" PRIu64 ": not taken over: %s", g->id, why);
+	if (g->parent)
+		store_remove("s%" PRIu64 ".fork%" PRIu64, g->id, g->parent);
 	for (int k = 0; k < NPARTS; k++) {
 		store_remove("s%" PRIu64 ".%s", g->id, part_name[k]);
 		if (g->fd[k] >= 0)
