@@ -887,6 +887,55 @@ START_TEST(fork_child_made_again)
 }
 END_TEST
 
+/* ---- a connection accepted by a daemon that dies ---- */
+
+#define CA_PAGES 16
+#define CA_SEED	 0xacce
+
+/* Connects, hands over, adds a region and reads it all. */
+static int client_connect_once(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct conn k;
+
+	(void)cl;
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(CA_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, CA_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = 0; i < CA_PAGES; i++)
+		REQUIRE(src_page_ok(base + i * page, i, CA_SEED));
+	conn_close(&k);
+	return 0;
+}
+
+/*
+ * The daemon dies after it accepted a connection and before its store kept
+ * it (held there by UFFDD_HOLD): the connection ends with the Hello
+ * unanswered, and pin_client_connect() connects again to the next daemon
+ * instead of failing with ECONNRESET (found by the kill loop: a kill at its
+ * first step).
+ */
+START_TEST(connect_while_daemon_dies)
+{
+	struct client cl;
+
+	ck_assert_int_eq(setenv(HOLD_ENV, "conn-accepted", 1), 0);
+	up();
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	int src = make_source(CA_PAGES, CA_SEED);
+	spawn(&cl, client_connect_once, &src, &src, 1);
+	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at conn-accepted");
+	store_is("s*", 0);
+	kill9_restart();
+	ck_assert_int_eq(reap(&cl), 0);
+	store_baseline();
+	close(src);
+	down();
+}
+END_TEST
+
 /* ---- MADV_DONTNEED ---- */
 
 #define DN_PAGES 64
@@ -1805,6 +1854,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, fork_child_mid_restore, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_while_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_child_made_again, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, connect_while_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, dontneed_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, wp_dirty_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, threads_blocked_in_faults, CASE_TIMEOUT_S);

@@ -61,7 +61,8 @@ uint64_t uffdd_now_ns(void);
  * A point where a death matters: with UFFDD_HOLD=<point> in its environment
  * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
  * at that point.  Points: "fork-stored" (a batch's fork children stored,
- * none of them made yet).  Without the variable: nothing.
+ * none of them made yet), "conn-accepted" (a connection accepted, not yet
+ * stored).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
