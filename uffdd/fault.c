@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * The fault path: read a session's userfaultfd events in batches, apply the
- * non-cooperative ones (FORK, REMAP, REMOVE, UNMAP) in order, then serve the
- * page faults sorted by address, one run per ioctl with DONTWAKE and one WAKE
- * per run (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each
- * run as long as the readahead window.  It may call session.c, source.c,
- * notify.c (stale notices, fork children), log.c and util.c.
+ * The fault path: read a session's userfaultfd events in batches, hand each
+ * FORK's child userfaultfd to the fd store first, apply the non-cooperative
+ * events (FORK, REMAP, REMOVE, UNMAP) in order, then serve the page faults
+ * sorted by address, one run per ioctl with DONTWAKE and one WAKE per run
+ * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
+ * long as the readahead window.  It may call session.c, state.c, store.c,
+ * source.c, notify.c (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
