@@ -559,7 +559,23 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struc
 		pin_log(PIN_LOG_ERR, "uffdd: connect(%s): %s", c->path, strerror(-r));
 		goto fail;
 	}
-	r = say_hello(c);
+	/* A daemon killed after it accepted the connection and before its
+	 * store kept it resets it unanswered: that session never was, and the
+	 * next daemon accepts a new one. */
+	unsigned int waited = 0;
+	while (connection_lost(r = say_hello(c)) && waited < c->reconnect_ms) {
+		pin_log(PIN_LOG_INFO, "uffdd: Hello: %s; connecting again", strerror(-r));
+		close(c->sock);
+		c->lost = false;
+		nanosleep(&(struct timespec){ .tv_nsec = RECONNECT_STEP_MS * 1000000L }, NULL);
+		waited += RECONNECT_STEP_MS;
+		c->sock = connect_retry(c, &waited);
+		if (c->sock < 0) {
+			r = c->sock;
+			pin_log(PIN_LOG_ERR, "uffdd: connect(%s): %s", c->path, strerror(-r));
+			goto fail;
+		}
+	}
 	if (r < 0)
 		goto fail;
 	*ret = c;

@@ -704,13 +704,12 @@ static int all_stopped(pid_t pid)
 	return running == 0;
 }
 
-int manager_freeze_pid(pid_t pid, unsigned int timeout_ms)
+/* Wait within timeout_ms until every thread of pid is stopped. */
+static int wait_stopped(pid_t pid, unsigned int timeout_ms)
 {
 	uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	struct timespec pause = { 0, STOP_POLL_NS };
 
-	if (kill(pid, SIGSTOP) < 0)
-		return -errno;
 	for (;;) {
 		int r = all_stopped(pid);
 		if (r != 0)
@@ -723,11 +722,40 @@ int manager_freeze_pid(pid_t pid, unsigned int timeout_ms)
 	}
 }
 
+int manager_freeze_pid(pid_t pid, unsigned int timeout_ms)
+{
+	if (kill(pid, SIGSTOP) < 0)
+		return -errno;
+	return wait_stopped(pid, timeout_ms);
+}
+
 int manager_freeze(struct manager *m)
 {
 	pid_t pid = manager_pid(m);
 
 	return pid ? manager_freeze_pid(pid, m->o.ready_ms) : -ESRCH;
+}
+
+int manager_wait_stopped(struct manager *m)
+{
+	pid_t pid = manager_pid(m);
+
+	return pid ? wait_stopped(pid, m->o.ready_ms) : -ESRCH;
+}
+
+size_t manager_lose(struct manager *m, const char *name)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&m->lock);
+	drain(m);
+	for (size_t i = m->n; i-- > 0;)
+		if (!strcmp(m->v[i].name, name)) {
+			entry_drop(m, i);
+			n++;
+		}
+	pthread_mutex_unlock(&m->lock);
+	return n;
 }
 
 int manager_stop(struct manager *m)

@@ -53,6 +53,12 @@ int manager_kill9_restart(struct manager *m);
 int manager_freeze(struct manager *m);
 /* The same for any process, within timeout_ms. */
 int manager_freeze_pid(pid_t pid, unsigned int timeout_ms);
+/* Wait until every thread of the daemon is stopped: it stopped itself
+ * (uffdd's UFFDD_HOLD); -ETIMEDOUT after ready_ms. */
+int manager_wait_stopped(struct manager *m);
+/* Drop every stored descriptor of that name with no word from the daemon,
+ * as a store that lost it would; how many. */
+size_t manager_lose(struct manager *m, const char *name);
 /*
  * SIGTERM, reap; 0 when it exited 0, else -ECHILD (said on stderr).  Then the
  * store is emptied, as `systemctl stop` does on systemd 252.

@@ -2,6 +2,8 @@
 /* Helpers that tests of several areas share (see test-common.h). */
 #include <dirent.h>
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,4 +113,26 @@ uint8_t *test_map_pages(size_t npages)
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
 	return p;
+}
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+bool test_read_bus(const volatile uint8_t *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	volatile bool bus = false;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1))
+		bus = true;
+	else
+		(void)*p;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
 }

@@ -71,6 +71,9 @@ bool test_page_zero(const uint8_t *base, size_t i);
 long test_status_kb(const char *field);
 /* The same of another process. */
 long test_pid_status_kb(pid_t pid, const char *field);
+/* Whether reading the first byte of p raises SIGBUS (caught here, so that
+ * a sanitizer's own handler does not turn it into an abort). */
+bool test_read_bus(const volatile uint8_t *p);
 /*
  * A process's descriptors, those below TEST_VALGRIND_FDS: under the valgrind
  * setup (--trace-children) valgrind runs the daemon too, with a few

@@ -12,7 +12,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -413,26 +412,10 @@ END_TEST
 
 /* ---- a source that shrinks under its region ---- */
 
-static sigjmp_buf bus_jmp;
-
-static void on_sigbus(int sig)
-{
-	siglongjmp(bus_jmp, 1);
-}
-
 /* Whether reading page i of base raises SIGBUS. */
 static bool page_bus(const uint8_t *base, size_t i)
 {
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	volatile bool bus = false;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(bus_jmp, 1))
-		bus = true;
-	else
-		(void)*(volatile const uint8_t *)(base + i * page);
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
+	return test_read_bus(base + i * page);
 }
 
 static int client_truncated(const struct test_daemon *d, void *arg)

@@ -799,6 +799,154 @@ START_TEST(fork_while_daemon_dies)
 }
 END_TEST
 
+/* ---- a fork child made again from its parent's record ---- */
+
+/* uffdd's UFFDD_HOLD_ENV: it stops itself at the point named. */
+#define HOLD_ENV "UFFDD_HOLD"
+/* The parent's session is s1, its fork child's s2. */
+#define MA_CHILD_FORK  "s2.fork1"
+#define MA_CHILD_STATE "s2.state"
+
+/*
+ * Reads pages 0 to 15, forks (the daemon holds at "fork-stored"); the child
+ * reads 23 to 16, says so, and waits for its parent; then it reads 0 to 23
+ * again (its own, in place) and page 63, which it does not have and which
+ * must raise SIGBUS.  The parent reads 24 to 63 when told, says so, and
+ * lets the child go on when told.  Exits with the child's status.
+ */
+static int client_made_again(struct client *cl, void *arg)
+{
+	int src = *(int *)arg, go_child[2];
+	struct conn k;
+
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(FK_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, FK_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = FK_PARENT; i-- > 0;)
+		REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
+	REQUIRE(pipe2(go_child, O_CLOEXEC) == 0);
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	pid_t parent = getpid(), child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		char c;
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(126);
+		for (size_t i = FK_CHILD; i-- > FK_PARENT;)
+			REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
+		REQUIRE(tell(cl) == 0);
+		REQUIRE(read(go_child[0], &c, 1) == 1);
+		for (size_t i = FK_CHILD; i-- > 0;)
+			REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
+		REQUIRE(test_read_bus(base + (FK_PAGES - 1) * page));
+		_exit(0);
+	}
+	/* Pages the child does not have: only the parent's session places them. */
+	REQUIRE(hear(cl) == 0);
+	for (size_t i = FK_CHILD; i < FK_PAGES; i++)
+		REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE(write(go_child[1], "g", 1) == 1);
+	int st = wait_child(child);
+	conn_close(&k);
+	return st;
+}
+
+/*
+ * The daemon dies after it stored a fork child's userfaultfd and before the
+ * child's record (held there by UFFDD_HOLD), and the next one dies as soon
+ * as it is ready: the child is made again from its parent's record once,
+ * and reads exact.  Then its parent reads pages the child does not have,
+ * and the child's record is lost (as a full store would lose it): the
+ * parent's record no longer is the fork's, so the child is not made again
+ * from it (its missing pages would read as zeros): its pages are there, and
+ * a page it does not have raises SIGBUS.
+ */
+START_TEST(fork_child_made_again)
+{
+	struct client cl;
+
+	ck_assert_int_eq(setenv(HOLD_ENV, "fork-stored", 1), 0);
+	up();
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	int src = make_source(FK_PAGES, FK_SEED);
+	spawn(&cl, client_made_again, &src, &src, 1);
+	await_step(&cl, "ready to fork");
+	go(&cl);
+	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at fork-stored");
+	store_is(MA_CHILD_FORK, 1);
+	store_is(MA_CHILD_STATE, 0);
+	kill9_restart();
+	kill9_restart();
+	store_is(MA_CHILD_FORK, 1);
+	store_is(MA_CHILD_STATE, 1);
+	await_step(&cl, "the child read its pages 16 to 23");
+	go(&cl);
+	await_step(&cl, "the parent read its pages 24 to 63");
+	freeze();
+	ck_assert_uint_eq(manager_lose(mgr, MA_CHILD_STATE), 1);
+	kill9_restart();
+	go(&cl);
+	ck_assert_int_eq(reap(&cl), 0);
+	store_baseline();
+	close(src);
+	down();
+}
+END_TEST
+
+/* ---- a connection accepted by a daemon that dies ---- */
+
+#define CA_PAGES 16
+#define CA_SEED	 0xacce
+
+/* Connects, hands over, adds a region and reads it all. */
+static int client_connect_once(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct conn k;
+
+	(void)cl;
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(CA_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, CA_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = 0; i < CA_PAGES; i++)
+		REQUIRE(src_page_ok(base + i * page, i, CA_SEED));
+	conn_close(&k);
+	return 0;
+}
+
+/*
+ * The daemon dies after it accepted a connection and before its store kept
+ * it (held there by UFFDD_HOLD): the connection ends with the Hello
+ * unanswered, and pin_client_connect() connects again to the next daemon
+ * instead of failing with ECONNRESET (found by the kill loop: a kill at its
+ * first step).
+ */
+START_TEST(connect_while_daemon_dies)
+{
+	struct client cl;
+
+	ck_assert_int_eq(setenv(HOLD_ENV, "conn-accepted", 1), 0);
+	up();
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	int src = make_source(CA_PAGES, CA_SEED);
+	spawn(&cl, client_connect_once, &src, &src, 1);
+	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at conn-accepted");
+	store_is("s*", 0);
+	kill9_restart();
+	ck_assert_int_eq(reap(&cl), 0);
+	store_baseline();
+	close(src);
+	down();
+}
+END_TEST
+
 /* ---- MADV_DONTNEED ---- */
 
 #define DN_PAGES 64
@@ -1888,6 +2036,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, manager_plays_systemd, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_child_mid_restore, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, fork_while_daemon_dies, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, fork_child_made_again, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, connect_while_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, dontneed_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, wp_dirty_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, threads_blocked_in_faults, CASE_TIMEOUT_S);

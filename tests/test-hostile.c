@@ -21,7 +21,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -834,29 +833,6 @@ END_TEST
 
 /* ---- row 6: a source that cannot be read ---- */
 
-static sigjmp_buf bus_jmp;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-/* Whether reading the first byte of p raises SIGBUS. */
-static bool read_bus(const volatile uint8_t *p)
-{
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	volatile bool bus = false;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(bus_jmp, 1))
-		bus = true;
-	else
-		(void)*p;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
 #define BAD_PAGES 16
 
 static int attack_bad_source(struct attacker *a)
@@ -894,8 +870,8 @@ static int attack_bad_source(struct attacker *a)
 	} else {
 		/* Touched again, the poisoned page raises SIGBUS again
 		 * without another fault for the daemon. */
-		REQUIRE(read_bus(base + (BAD_PAGES - 1) * page));
-		REQUIRE(read_bus(base + (BAD_PAGES - 1) * page));
+		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
+		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
 	}
 	close(opath);
 	close(wronly);

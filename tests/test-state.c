@@ -529,6 +529,30 @@ START_TEST(wset_merge_and_cap)
 }
 END_TEST
 
+/* The fork children being made: durable without a commit, none at first,
+ * exactly the ids set, none once cleared. */
+START_TEST(making_in_place)
+{
+	struct state *st = new_state(), *again;
+
+	ck_assert(!state_making(st, 0));
+	ck_assert(!state_making(st, ident.id + 1));
+	state_making_set(st, 12, 14);
+	again = reopen(st);
+	ck_assert(!state_making(again, 11));
+	ck_assert(state_making(again, 12));
+	ck_assert(state_making(again, 13));
+	ck_assert(!state_making(again, 14));
+	state_free(again);
+	state_making_set(st, 0, 0);
+	again = reopen(st);
+	ck_assert(!state_making(again, 0));
+	ck_assert(!state_making(again, 12));
+	state_free(again);
+	state_free(st);
+}
+END_TEST
+
 /* ---- hostile memfds ---- */
 
 /* A committed state: regions at slots 0 and 1 (WP, with zero and dirty
@@ -805,6 +829,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, large_bitmap_sparse_and_zeroed, 30);
 	TEST_ADD_CASE(s, table_grows_past_first_block, 60);
 	TEST_ADD_CASE(s, wset_merge_and_cap, 60);
+	TEST_ADD_CASE(s, making_in_place, 30);
 	TEST_ADD_CASE(s, hostile_file, 30);
 	TEST_ADD_CASE(s, hostile_header, 30);
 	TEST_ADD_CASE(s, hostile_records, 30);

@@ -93,7 +93,7 @@ START_TEST(notify_ready_and_status)
 	/* The harness's workers: 2; its Hello was a session of its own. */
 	notify_expect(fd, d.pid, "READY=1\nSTATUS=Serving 0 sessions with 2 workers");
 	/* Each session's record and connection go to the fd store first, and
-	 * leave it when the session ends. */
+	 * leave it when the session ends, the record last. */
 	for (unsigned int id = 1; id <= 2; id++) {
 		char name[64];
 		if (id == 2) {
@@ -109,9 +109,9 @@ START_TEST(notify_ready_and_status)
 			ck_assert_int_eq(pin_client_goodbye(c), 0);
 			pin_client_free(c);
 		}
-		snprintf(name, sizeof(name), "FDSTOREREMOVE=1\nFDNAME=s%u.state", id);
-		notify_expect(fd, d.pid, name);
 		snprintf(name, sizeof(name), "FDSTOREREMOVE=1\nFDNAME=s%u.conn", id);
+		notify_expect(fd, d.pid, name);
+		snprintf(name, sizeof(name), "FDSTOREREMOVE=1\nFDNAME=s%u.state", id);
 		notify_expect(fd, d.pid, name);
 		notify_expect(fd, d.pid, "STATUS=Serving 0 session(s)");
 	}

@@ -413,8 +413,8 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, int 
 		return false;
 	if (!fd)
 		return true;
-	return source_stat(r->src, &a) == 0 && fstat_cached(src_fd, &b) == 0 && a.st_dev == b.st_dev &&
-	       a.st_ino == b.st_ino;
+	return source_stat(r->src, &a) == 0 && fstat_cached(src_fd, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /* -EFBIG, saying why [addr, +len) does not fit in the session's record: its

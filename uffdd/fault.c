@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The fault path: read a session's userfaultfd events in batches, apply the
- * non-cooperative ones (FORK, REMAP, REMOVE, UNMAP) in order, then serve the
- * page faults sorted by address, one run per ioctl with DONTWAKE and one WAKE
- * per run (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each
- * run as long as the readahead window.  Data from a source that may block
- * comes from the session's reader (reader.c): its faults wait in the queue
- * until the read is done.  It may call session.c, reader.c, source.c,
- * notify.c (stale notices, fork children), log.c and util.c.
+ * The fault path: read a session's userfaultfd events in batches, hand each
+ * FORK's child userfaultfd to the fd store first, apply the non-cooperative
+ * events (FORK, REMAP, REMOVE, UNMAP) in order, then serve the page faults
+ * sorted by address, one run per ioctl with DONTWAKE and one WAKE per run
+ * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
+ * long as the readahead window.  Data from a source that may block comes
+ * from the session's reader (reader.c): its faults wait in the queue until
+ * the read is done.  It may call session.c, state.c, store.c, reader.c,
+ * source.c, notify.c (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -229,6 +230,14 @@ static int wake(struct session *s, uint64_t addr, uint64_t len)
 		     s->id, addr, len, strerror(-r));
 	return r;
 }
+
+/* Messages one read(2) takes: a FORK's descriptor waits for no other read
+ * before it is stored (store_forks()). */
+#define READ_BATCH 64
+/* Reads per call at most, so that one busy session cannot starve the others
+ * (epoll reports the rest). */
+#define READ_ROUNDS 16
+_Static_assert(READ_BATCH <= UFFDD_MAX_EVENTS, "a read must fit the worker's events");
 
 /* A sequential stream is served this many windows ahead of its faults. */
 #define AHEAD 4
@@ -481,20 +490,63 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end)
 	s->nfaults = keep;
 }
 
-static void on_fork(struct session *s, int fd)
+/*
+ * A FORK's child userfaultfd exists only in this process from the read on:
+ * a death before the store holds a copy closes it, the kernel drops the
+ * child's registrations, and its missing pages read as zeros (uffdd(8)).
+ * So before anything else of the batch: the children's ids (consecutive,
+ * the first in *ret_first), the parent's record naming them as being made,
+ * and each descriptor, non-blocking (a blocking one polls as EPOLLERR, which
+ * makes the store drop it), to the store.  A descriptor that cannot be made
+ * so is closed, and its event's fd set to -1.
+ */
+static void store_forks(struct session *s, struct pin_uffd_event *ev, int n, uint64_t t0,
+			uint64_t *ret_first)
+{
+	size_t k = 0;
+
+	for (int i = 0; i < n; i++)
+		k += ev[i].type == PIN_UFFD_EVENT_FORK;
+	*ret_first = 0;
+	if (!k)
+		return;
+	uint64_t id = ids_take(k);
+	*ret_first = id;
+	state_making_set(s->st, id, id + k);
+	for (int i = 0; i < n; i++) {
+		if (ev[i].type != PIN_UFFD_EVENT_FORK)
+			continue;
+		int fd = ev[i].arg.fork.fd;
+		int flags = fcntl(fd, F_GETFL);
+		if (flags >= 0 && !(flags & O_NONBLOCK))
+			flags = fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+		if (flags >= 0) {
+			store_put(fd, "s%" PRIu64 ".fork%" PRIu64, id, s->id);
+			slog(s, LOG_DEBUG,
+			     "fork child %" PRIu64 " stored %" PRIu64 " ns after the read", id,
+			     uffdd_now_ns() - t0);
+			flags = fcntl(fd, F_SETFD, FD_CLOEXEC);
+		}
+		if (flags < 0) {
+			slog(s, LOG_ERR, "fcntl of fork child %" PRIu64 "'s userfaultfd: %m", id);
+			store_remove("s%" PRIu64 ".fork%" PRIu64, id, s->id);
+			close(fd);
+			ev[i].arg.fork.fd = -1;
+		}
+		id++;
+	}
+}
+
+static void on_fork(struct session *s, int fd, uint64_t id)
 {
 	struct session *c;
-	int flags = fcntl(fd, F_GETFL);
 
-	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-	    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		slog(s, LOG_ERR, "fcntl of the fork child's userfaultfd: %m");
-		close(fd);
+	if (fd < 0)
 		return;
-	}
-	int r = session_fork(s, fd, 0, &c);
+	int r = session_fork(s, fd, id, &c);
 	if (r < 0) {
-		slog(s, LOG_ERR, "new session for a fork child: %s", strerror(-r));
+		slog(s, LOG_ERR, "new session for fork child %" PRIu64 ": %s", id, strerror(-r));
+		store_remove("s%" PRIu64 ".fork%" PRIu64, id, s->id);
 		return;
 	}
 	c->push_pending = s->push_pending;
@@ -527,7 +579,8 @@ static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move
 	session_commit(s, 0, NULL, 0);
 }
 
-static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0)
+/* child: the id of the next FORK's child (store_forks()). */
+static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0, uint64_t *child)
 {
 	switch (ev->type) {
 	case PIN_UFFD_EVENT_PAGEFAULT:
@@ -552,7 +605,7 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t
 		}
 		break;
 	case PIN_UFFD_EVENT_FORK:
-		on_fork(s, ev->arg.fork.fd);
+		on_fork(s, ev->arg.fork.fd, (*child)++);
 		break;
 	/* Recorded first, told after: what the kernel did is lost only when
 	 * the daemon dies between the read and the record (uffdd(8)). */
@@ -581,10 +634,8 @@ int fault_handle(struct session *s)
 	struct worker *w = s->w;
 	int got = 0;
 
-	/* A few batches at most, so one busy session cannot starve the others;
-	 * epoll reports the rest. */
-	for (int round = 0; round < 4 && !s->dead; round++) {
-		int n = pin_uffd_read_events(s->uffd, w->events, UFFDD_MAX_EVENTS);
+	for (int round = 0; round < READ_ROUNDS && !s->dead; round++) {
+		int n = pin_uffd_read_events(s->uffd, w->events, READ_BATCH);
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
@@ -593,10 +644,18 @@ int fault_handle(struct session *s)
 			return n;
 		}
 		got += n;
-		uint64_t t0 = uffdd_now_ns();
-		for (int i = 0; i < n && !s->dead; i++)
-			apply(s, &w->events[i], t0);
-		if (n < UFFDD_MAX_EVENTS)
+		uint64_t first, child, t0 = uffdd_now_ns();
+		store_forks(s, w->events, n, t0, &first);
+		if (first)
+			uffdd_hold("fork-stored");
+		child = first;
+		for (int i = 0; i < n; i++)
+			/* A child outlives its parent's process: made all the same. */
+			if (!s->dead || w->events[i].type == PIN_UFFD_EVENT_FORK)
+				apply(s, &w->events[i], t0, &child);
+		if (first)
+			state_making_set(s->st, 0, 0);
+		if (n < READ_BATCH)
 			break;
 	}
 	serve(s);

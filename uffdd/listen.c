@@ -218,6 +218,7 @@ static int accept_all(int lfd)
 			continue;
 		}
 		struct session *s;
+		uffdd_hold("conn-accepted");
 		int r = session_new(fd, cred.pid, cred.uid, &s);
 		if (r == -EDQUOT) {
 			refuse(fd);

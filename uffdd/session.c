@@ -163,10 +163,11 @@ void id_taken(uint64_t id)
 	pthread_mutex_unlock(&glock);
 }
 
-static uint64_t take_id(void)
+uint64_t ids_take(size_t n)
 {
 	pthread_mutex_lock(&glock);
-	uint64_t id = next_id++;
+	uint64_t id = next_id;
+	next_id += n;
 	pthread_mutex_unlock(&glock);
 	return id;
 }
@@ -209,13 +210,19 @@ static void store_remove_uffd(const struct session *s)
 		store_remove("s%" PRIu64 ".uffd", s->id);
 }
 
+/*
+ * The record goes last: a death in between leaves a record that names what
+ * the store lacks (the next daemon drops it), never a fork child's
+ * userfaultfd without its record, which would look like a child a dead
+ * daemon was making.
+ */
 static void session_unstore(struct session *s)
 {
-	store_remove("s%" PRIu64 ".state", s->id);
-	if (s->sock >= 0)
-		store_remove("s%" PRIu64 ".conn", s->id);
 	if (s->uffd)
 		store_remove_uffd(s);
+	if (s->sock >= 0)
+		store_remove("s%" PRIu64 ".conn", s->id);
+	store_remove("s%" PRIu64 ".state", s->id);
 }
 
 /*
@@ -253,7 +260,7 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 		session_free(s);
 		return r;
 	}
-	s->id = take_id();
+	s->id = ids_take(1);
 	r = session_state(s, 0);
 	if (!r)
 		session_charge(s, 0, 0, NULL, 0);
@@ -276,9 +283,8 @@ int session_fork(struct session *parent, int fd, uint64_t id, struct session **r
 		close(fd);
 		return -ENOMEM;
 	}
-	s->id = id ? id : take_id();
-	if (id)
-		id_taken(id);
+	s->id = id;
+	id_taken(id);
 	s->parent = parent->id;
 	snprintf(s->name, sizeof(s->name), "%.50s (fork)", parent->name);
 	struct stat st;
@@ -291,17 +297,13 @@ int session_fork(struct session *parent, int fd, uint64_t id, struct session **r
 		return r;
 	}
 	/*
-	 * The child's userfaultfd and a record saying it is being made go to
-	 * the store first: once the FORK event was read, a daemon killed before
-	 * the userfaultfd is stored leaves the child's missing pages to read as
-	 * zeros (uffdd(8)).  Killed while the regions are copied, the record
-	 * says so, and the next daemon poisons the child's missing pages: a
-	 * SIGBUS, never a made-up page.
+	 * The child's userfaultfd is in the store already (the caller's), and
+	 * its parent's record names it as being made.  A record saying so goes
+	 * to the store first: killed while the regions are copied, the next
+	 * daemon makes the child again from its parent's record.
 	 */
 	s->forking = true;
-	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".fork%" PRIu64, s->id, s->parent);
-	if (!r)
-		r = session_state(s, parent->id);
+	r = session_state(s, parent->id);
 	if (!r)
 		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
 	for (size_t i = 0; !r && i < parent->nregions; i++) {

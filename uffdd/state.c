@@ -59,6 +59,10 @@ struct state_hdr {
 	struct state_ident ident;
 	uint64_t wset_n; /* runs of the working set: durable at once, not at a commit */
 	struct state_slot slot[2];
+	/* The ids [first, end) of the fork children being made from this
+	 * session: durable at once.  Last, so that a record from before it
+	 * reads 0 there (none). */
+	uint64_t making[2];
 };
 
 _Static_assert(sizeof(struct state_hdr) <= HDR_BYTES, "the header outgrew its block");
@@ -93,6 +97,7 @@ struct state {
 	bool table_fresh; /* made in the open txn: nothing committed names it */
 	bool scrub;	  /* slots written by a txn never committed: reset before any change */
 	uint64_t wset_n;
+	uint64_t making[2];
 
 	uint32_t *free_slots; /* a stack of slots neither live nor pending */
 	size_t nfree_slots, free_slots_cap;
@@ -558,6 +563,8 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	st->ident = h.ident;
 	st->com = *s;
 	st->wset_n = h.wset_n;
+	/* Any two ids: they only name the children that may be made again. */
+	memcpy(st->making, h.making, sizeof(st->making));
 	return 0;
 }
 
@@ -966,6 +973,23 @@ int state_wset_add(struct state *st, uint64_t addr, uint64_t end)
 	/* The run, then the count that makes it seen. */
 	__atomic_store_n(&st->hdr->wset_n, st->wset_n, __ATOMIC_RELEASE);
 	return 0;
+}
+
+void state_making_set(struct state *st, uint64_t first, uint64_t end)
+{
+	st->making[0] = first;
+	st->making[1] = end;
+	/* Empty first: a death between the stores leaves the old ids, none, or
+	 * the new ones, never a mix.  Seen before the descriptors they name
+	 * reach the store (a syscall after these stores). */
+	__atomic_store_n(&st->hdr->making[1], 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&st->hdr->making[0], first, __ATOMIC_RELEASE);
+	__atomic_store_n(&st->hdr->making[1], end, __ATOMIC_RELEASE);
+}
+
+bool state_making(const struct state *st, uint64_t id)
+{
+	return id >= st->making[0] && id < st->making[1];
 }
 
 const struct state_range *state_wset(const struct state *st, size_t *ret_n)

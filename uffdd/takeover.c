@@ -49,9 +49,13 @@ static void drop(const char *why_what, const char *name, int fd)
 	close(fd);
 }
 
+/* Its names leave the store record last (as session.c's do): a fork
+ * child's userfaultfd left behind would look like a child being made. */
 static void drop_group(struct group *g, const char *why)
 {
 	ulog(LOG_ERR, "session %" PRIu64 ": not taken over: %s", g->id, why);
+	if (g->parent)
+		store_remove("s%" PRIu64 ".fork%" PRIu64, g->id, g->parent);
 	for (int k = 0; k < NPARTS; k++) {
 		store_remove("s%" PRIu64 ".%s", g->id, part_name[k]);
 		if (g->fd[k] >= 0)
@@ -166,16 +170,19 @@ static int take_one(struct group *g, bool *ret_half)
 
 /*
  * A fork child the dead daemon did not finish recording, made again from
- * its parent's record: nothing changed the parent after the fork was read
- * (its worker was making the child), and no session is served yet.  Without
- * its parent (gone, or itself half made), its pages are unknown: poisoned.
+ * its parent's record when that record still names it as being made:
+ * nothing changed the parent since the fork was read then (its worker was
+ * making the child, and no session is served before the takeover is done).
+ * Otherwise (the parent gone, itself half made, or served since: the child's
+ * record was lost after it was complete) its pages are unknown: poisoned.
  */
 static int remake(struct group *g, struct group *v, size_t n)
 {
 	struct session *parent = NULL;
 
 	for (size_t i = 0; i < n && v[i].id < g->id; i++)
-		if (v[i].id == g->parent && v[i].s && !v[i].s->broken)
+		if (v[i].id == g->parent && v[i].s && !v[i].s->broken &&
+		    state_making(v[i].s->st, g->id))
 			parent = v[i].s;
 	store_remove("s%" PRIu64 ".state", g->id);
 	int r = parent ? session_fork(parent, g->fd[UFFD], g->id, &g->s)
@@ -246,6 +253,11 @@ void takeover_run(struct stored_fd *v, size_t n)
 	for (size_t i = 0; half && i < ng; i++)
 		if (half[i])
 			remake(&g[i], g, ng);
+	/* Made, or never to be made again: served from now on, a parent's
+	 * record changes. */
+	for (size_t i = 0; i < ng; i++)
+		if (g[i].s)
+			state_making_set(g[i].s->st, 0, 0);
 	for (size_t i = 0; i < ng; i++) {
 		if (!half)
 			drop_group(&g[i], "no memory");

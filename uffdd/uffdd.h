@@ -10,10 +10,10 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
  * inspect, worker, push, fault, finish, session, region, state, reader,
- * source, store, notify, log, util.  Requests go listen -> control -> session; faults worker -> push ->
- * fault -> source.  What goes back up (a reply, a stale notice, a fork
- * child's userfaultfd) goes through notify.c's handlers.  Below, one section
- * per file.
+ * source, store, notify, log, util.  Requests go listen -> control ->
+ * session; faults worker -> push -> fault -> source.  What goes back up (a
+ * reply, a stale notice, a fork child's userfaultfd) goes through notify.c's
+ * handlers.  Below, one section per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
@@ -63,6 +63,16 @@ uint64_t uffdd_now_ns(void);
  * (AT_STATX_DONT_SYNC): a FUSE or NFS file's server is not asked, and may
  * never answer.  0 or -errno. */
 int fstat_cached(int fd, struct stat *st);
+
+/*
+ * A point where a death matters: with UFFDD_HOLD=<point> in its environment
+ * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
+ * at that point.  Points: "fork-stored" (a batch's fork children stored,
+ * none of them made yet), "conn-accepted" (a connection accepted, not yet
+ * stored).  Without the variable: nothing.
+ */
+#define UFFDD_HOLD_ENV "UFFDD_HOLD"
+void uffdd_hold(const char *point);
 
 /* ---- log.c ------------------------------------------------------------- */
 
@@ -378,6 +388,16 @@ int state_foreach(struct state *st,
 int state_wset_add(struct state *st, uint64_t addr, uint64_t end);
 const struct state_range *state_wset(const struct state *st, size_t *ret_n);
 
+/*
+ * The fork children being made from this session: ids [first, end), set
+ * before their userfaultfds go to the store and cleared (0, 0) once their
+ * records are complete; durable at once.  A child that a dead daemon left
+ * half made is made again from its parent's record only when the record
+ * still names it: nothing changed the parent since its fork then.
+ */
+void state_making_set(struct state *st, uint64_t first, uint64_t end);
+bool state_making(const struct state *st, uint64_t id);
+
 /* ---- session.c --------------------------------------------------------- */
 
 #define UFFDD_LAT_BUCKETS 32
@@ -614,10 +634,11 @@ int session_insert(struct session *s, struct region *r);
  */
 int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t move, bool unregister);
 /*
- * A fork child's session: the parent's regions and sources, the child's
- * userfaultfd fd (taken).  id 0: a new one; else the id of a child whose
- * record a dead daemon never completed, made again from its parent's record,
- * which did not change after the fork was read.
+ * A fork child's session, id: the parent's regions and sources, the child's
+ * userfaultfd fd (taken), which the caller stored as s<id>.fork<parent>
+ * after the parent's record named id as being made (state_making_set()).
+ * The parent's record must be as it was when the fork was read: the FORK
+ * event's handler, or the takeover for a child a dead daemon left half made.
  */
 int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret);
 /* A session rebuilt from its record and descriptors out of the fd store
@@ -632,6 +653,8 @@ int session_orphan(uint64_t id, int uffd, struct session **ret);
 /* An id the fd store names (a session's before a restart, kept or
  * dropped): new sessions get ids above it. */
 void id_taken(uint64_t id);
+/* n consecutive new ids; the first. */
+uint64_t ids_take(size_t n);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
 /* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */

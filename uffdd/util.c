@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * Below every other file of the daemon: its settings (filled by main.c), the
- * page size, the monotonic clock, fstat_cached() and the bitmaps of one bit
- * per page.  It calls nothing else of uffdd.
+ * page size, the monotonic clock, fstat_cached(), the bitmaps of one bit per
+ * page and the points where a test holds the daemon to kill it.  It calls
+ * nothing else of uffdd.
  */
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -134,4 +137,12 @@ void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n)
 		else
 			bm_clear(dst, i);
 	}
+}
+
+void uffdd_hold(const char *point)
+{
+	const char *e = getenv(UFFDD_HOLD_ENV);
+
+	if (e && !strcmp(e, point))
+		raise(SIGSTOP);
 }
