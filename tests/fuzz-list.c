@@ -27,12 +27,14 @@
 #include "uffdd.h"
 
 /* Bounds that keep one input quick: sessions, entries of one session (more
- * than a page holds), entries in all, and pages of a walk (the limit is
- * raised to keep within it). */
+ * than a page holds), entries in all, pages of a walk, and pages times
+ * entries (a page of pins reads every pin of its session: they are kept in
+ * no order); the limit is raised to keep within the last two. */
 #define FZ_SESSIONS   1024
 #define FZ_ENTRIES    8192
 #define FZ_TOTAL      32768
 #define FZ_PAGES      512
+#define FZ_VISITS     (1u << 15)
 #define FZ_FEW	      16 /* entries of a session, but in bulk */
 #define FZ_PAGE_SHIFT 12
 /* The uids of the table: the caller's, root's, another. */
@@ -136,6 +138,7 @@ static struct session *caller;	  /* never removed */
 static size_t total;		  /* regions and pins in the table */
 static char fd_source;		  /* what a region with a file source points to */
 static struct session *seen_last; /* seen()'s last: entries come a session at a time */
+static size_t seen_next;	  /* and the index after the last one's, in order too */
 
 static struct session *session_add(uid_t uid)
 {
@@ -191,11 +194,14 @@ static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_
 		fuzz_die("realloc");
 }
 
-/* The first region of s starting at start or above. */
+/* The first region of s starting at start or above (at once past the last:
+ * the table is built in ascending order). */
 static size_t region_from(const struct session *s, uint64_t start)
 {
 	size_t lo = 0, hi = s->nregions;
 
+	if (!hi || s->regions[hi - 1]->start < start)
+		return hi;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (s->regions[mid]->start < start)
@@ -253,6 +259,8 @@ static size_t pin_from(const struct session *s, uint64_t cookie)
 {
 	size_t lo = 0, hi = s->npins;
 
+	if (!hi || s->pins[hi - 1].cookie < cookie)
+		return hi;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (s->pins[mid].cookie < cookie)
@@ -408,15 +416,21 @@ static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t
 		return;
 	}
 	if (what == UFFDD__LIST_GET__WHAT__REGIONS) {
-		size_t i = region_from(s, key);
+		size_t i = seen_next < s->nregions && s->regions[seen_next]->start == key
+				   ? seen_next
+				   : region_from(s, key);
 		if (i < s->nregions && s->regions[i]->start == key) {
 			x->regions[i].seen++;
+			seen_next = i + 1;
 			return;
 		}
 	} else {
-		size_t i = pin_from(s, key);
+		size_t i = seen_next < s->npins && s->pins[seen_next].cookie == key
+				   ? seen_next
+				   : pin_from(s, key);
 		if (i < s->npins && s->pins[i].cookie == key) {
 			x->pins[i].seen++;
+			seen_next = i + 1;
 			return;
 		}
 	}
@@ -478,10 +492,15 @@ static void walk(struct input *in, Uffdd__ListGet__What what, uint64_t filter, u
 	bool root = caller->uid == 0;
 	struct pos cur = { 0, 0 };
 	size_t max = list_limit_max(what), n0 = entries(what), added = 0;
+	size_t pages = n0 ? FZ_VISITS / n0 : FZ_PAGES;
 
-	/* A small limit over many entries: as many pages as the bound. */
-	if (limit && n0 / limit > FZ_PAGES)
-		limit = (uint32_t)(n0 / FZ_PAGES + 1);
+	/* A small limit over many entries: as many pages as the bounds. */
+	if (pages > FZ_PAGES)
+		pages = FZ_PAGES;
+	if (!pages)
+		pages = 1;
+	if (limit && n0 / limit > pages)
+		limit = (uint32_t)(n0 / pages + 1);
 	g.what = what;
 	g.has_session = filter != 0;
 	g.session = filter;
