@@ -39,6 +39,10 @@
 #define FZ_PAGE_SHIFT 12
 /* The uids of the table: the caller's, root's, another. */
 #define FZ_UIDS 3
+/* The table's own bookkeeping and checks: what is fuzzed is inspect.c, so
+ * no coverage feedback from them, and no call per comparison (they were
+ * half of the time of an input that builds thousands of entries). */
+#define FZ_UNTRACED __attribute__((no_sanitize("coverage")))
 
 /* ---- what session.c and source.c give inspect.c, over a table here ---- */
 
@@ -52,7 +56,7 @@ void sessions_unlock(void)
 {
 }
 
-struct session *sessions_get_locked(uint64_t id)
+FZ_UNTRACED struct session *sessions_get_locked(uint64_t id)
 {
 	for (struct session *s = all; s; s = s->gnext)
 		if (s->id == id)
@@ -60,7 +64,7 @@ struct session *sessions_get_locked(uint64_t id)
 	return NULL;
 }
 
-void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
+FZ_UNTRACED void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
 {
 	for (struct session *s = all; s; s = s->gnext)
 		fn(s, data);
@@ -140,7 +144,7 @@ static char fd_source;		  /* what a region with a file source points to */
 static struct session *seen_last; /* seen()'s last: entries come a session at a time */
 static size_t seen_next;	  /* and the index after the last one's, in order too */
 
-static struct session *session_add(uid_t uid)
+FZ_UNTRACED static struct session *session_add(uid_t uid)
 {
 	struct fz_session *x = calloc(1, sizeof(*x));
 	struct session *s = &x->s;
@@ -160,7 +164,7 @@ static struct session *session_add(uid_t uid)
 	return s;
 }
 
-static void session_del(struct session *s)
+FZ_UNTRACED static void session_del(struct session *s)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -183,7 +187,7 @@ static void session_del(struct session *s)
 }
 
 /* Room for one more in the arrays a and b of cap entries (n in use). */
-static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_t *cap)
+FZ_UNTRACED static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_t *cap)
 {
 	if (n < *cap)
 		return;
@@ -196,7 +200,7 @@ static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_
 
 /* The first region of s starting at start or above (at once past the last:
  * the table is built in ascending order). */
-static size_t region_from(const struct session *s, uint64_t start)
+FZ_UNTRACED static size_t region_from(const struct session *s, uint64_t start)
 {
 	size_t lo = 0, hi = s->nregions;
 
@@ -213,7 +217,7 @@ static size_t region_from(const struct session *s, uint64_t start)
 }
 
 /* A one-page region at page index pg, where no region starts yet. */
-static void region_add(struct session *s, uint64_t pg)
+FZ_UNTRACED static void region_add(struct session *s, uint64_t pg)
 {
 	uint64_t start = (big ? pg | 1ull << 44 : pg) << FZ_PAGE_SHIFT;
 	struct fz_session *x = extra_of(s);
@@ -243,7 +247,7 @@ static void region_add(struct session *s, uint64_t pg)
 	total++;
 }
 
-static void region_del(struct session *s, size_t i)
+FZ_UNTRACED static void region_del(struct session *s, size_t i)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -255,7 +259,7 @@ static void region_del(struct session *s, size_t i)
 }
 
 /* The first pin of s (in cookie order) whose cookie is cookie or above. */
-static size_t pin_from(const struct session *s, uint64_t cookie)
+FZ_UNTRACED static size_t pin_from(const struct session *s, uint64_t cookie)
 {
 	size_t lo = 0, hi = s->npins;
 
@@ -273,7 +277,7 @@ static size_t pin_from(const struct session *s, uint64_t cookie)
 
 /* A pin with this cookie, unless the session has one.  The table keeps
  * them in cookie order, to find them quickly; inspect.c assumes no order. */
-static void pin_add(struct session *s, uint64_t cookie)
+FZ_UNTRACED static void pin_add(struct session *s, uint64_t cookie)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -298,7 +302,7 @@ static void pin_add(struct session *s, uint64_t cookie)
 	total++;
 }
 
-static void pin_del(struct session *s, size_t i)
+FZ_UNTRACED static void pin_del(struct session *s, size_t i)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -308,7 +312,7 @@ static void pin_del(struct session *s, size_t i)
 	memmove(x->pins + i, x->pins + i + 1, (s->npins - i) * sizeof(*x->pins));
 }
 
-static size_t nsessions(void)
+FZ_UNTRACED static size_t nsessions(void)
 {
 	size_t n = 0;
 
@@ -317,7 +321,7 @@ static size_t nsessions(void)
 	return n;
 }
 
-static struct session *nth(size_t k)
+FZ_UNTRACED static struct session *nth(size_t k)
 {
 	size_t n = nsessions();
 	struct session *s = all;
@@ -398,7 +402,8 @@ static bool before(struct pos a, struct pos b)
 	return a.sid < b.sid || (a.sid == b.sid && a.key < b.key);
 }
 
-static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t sid, uint64_t key)
+FZ_UNTRACED static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t sid,
+			     uint64_t key)
 {
 	struct session *s =
 		seen_last && seen_last->id == sid ? seen_last : sessions_get_locked(sid);
@@ -438,7 +443,7 @@ static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t
 }
 
 /* Whether an entry that existed for the whole walk was listed once. */
-static void check_mark(const struct mark *m, bool want)
+FZ_UNTRACED static void check_mark(const struct mark *m, bool want)
 {
 	if (m->before && m->seen != (unsigned int)want)
 		fuzz_die(want ? "an entry there for the whole walk was not listed once"
@@ -447,7 +452,7 @@ static void check_mark(const struct mark *m, bool want)
 		fuzz_die("an entry listed twice");
 }
 
-static void check_all(bool root, Uffdd__ListGet__What what, uint64_t filter)
+FZ_UNTRACED static void check_all(bool root, Uffdd__ListGet__What what, uint64_t filter)
 {
 	for (struct session *s = all; s; s = s->gnext) {
 		struct fz_session *x = extra_of(s);
@@ -474,7 +479,7 @@ static void check_size(Uffdd__Reply *rep)
 		fuzz_die("a page does not fit one datagram");
 }
 
-static size_t entries(Uffdd__ListGet__What what)
+FZ_UNTRACED static size_t entries(Uffdd__ListGet__What what)
 {
 	size_t n = 0;
 
