@@ -23,20 +23,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sanitizer/asan_interface.h>
+
 #include "fuzz-common.h"
 #include "uffdd.h"
 
 /* Bounds that keep one input quick: sessions, entries of one session (more
- * than a page holds), entries in all, and pages of a walk (the limit is
- * raised to keep within it). */
-#define FZ_SESSIONS   1024
-#define FZ_ENTRIES    8192
-#define FZ_TOTAL      32768
-#define FZ_PAGES      512
-#define FZ_FEW	      16 /* entries of a session, but in bulk */
-#define FZ_PAGE_SHIFT 12
+ * than a page holds), entries in all, pages of a walk, and pages times
+ * entries (a page of pins reads every pin of its session: they are kept in
+ * no order); the limit is raised to keep within the last two. */
+#define FZ_SESSIONS 1024
+#define FZ_ENTRIES  8192
+#define FZ_TOTAL    32768
+#define FZ_PAGES    512
+#define FZ_VISITS   (1u << 15)
+/* Regions made in one input, a removed one's room not used again until the
+ * next: the build's, and as many as changes add. */
+#define FZ_REGION_ALLOCS (FZ_TOTAL + 4096)
+#define FZ_FEW		 16 /* entries of a session, but in bulk */
+#define FZ_PAGE_SHIFT	 12
 /* The uids of the table: the caller's, root's, another. */
 #define FZ_UIDS 3
+/* The table's own bookkeeping and checks: what is fuzzed is inspect.c, so
+ * no coverage feedback from them, and no call per comparison (they were
+ * half of the time of an input that builds thousands of entries). */
+#define FZ_UNTRACED __attribute__((no_sanitize("coverage")))
 
 /* ---- what session.c and source.c give inspect.c, over a table here ---- */
 
@@ -50,7 +61,7 @@ void sessions_unlock(void)
 {
 }
 
-struct session *sessions_get_locked(uint64_t id)
+FZ_UNTRACED struct session *sessions_get_locked(uint64_t id)
 {
 	for (struct session *s = all; s; s = s->gnext)
 		if (s->id == id)
@@ -58,7 +69,7 @@ struct session *sessions_get_locked(uint64_t id)
 	return NULL;
 }
 
-void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
+FZ_UNTRACED void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
 {
 	for (struct session *s = all; s; s = s->gnext)
 		fn(s, data);
@@ -136,8 +147,37 @@ static struct session *caller;	  /* never removed */
 static size_t total;		  /* regions and pins in the table */
 static char fd_source;		  /* what a region with a file source points to */
 static struct session *seen_last; /* seen()'s last: entries come a session at a time */
+static size_t seen_next;	  /* and the index after the last one's, in order too */
 
-static struct session *session_add(uid_t uid)
+/*
+ * Regions come from one pool, emptied after each input: a calloc() and a
+ * free() each under ASan were half of the time of an input that builds
+ * thousands.  A removed region is poisoned, so that inspect.c reading one
+ * is reported as a read of freed memory would be.
+ */
+static struct region *pool;
+static size_t pool_used;
+
+FZ_UNTRACED static struct region *fz_region_new(void)
+{
+	if (!pool)
+		pool = calloc(FZ_REGION_ALLOCS, sizeof(*pool));
+	if (!pool)
+		fuzz_die("calloc of the region pool");
+	if (pool_used == FZ_REGION_ALLOCS)
+		return NULL;
+	struct region *r = &pool[pool_used++];
+	ASAN_UNPOISON_MEMORY_REGION(r, sizeof(*r));
+	memset(r, 0, sizeof(*r));
+	return r;
+}
+
+FZ_UNTRACED static void fz_region_gone(struct region *r)
+{
+	ASAN_POISON_MEMORY_REGION(r, sizeof(*r));
+}
+
+FZ_UNTRACED static struct session *session_add(uid_t uid)
 {
 	struct fz_session *x = calloc(1, sizeof(*x));
 	struct session *s = &x->s;
@@ -157,7 +197,7 @@ static struct session *session_add(uid_t uid)
 	return s;
 }
 
-static void session_del(struct session *s)
+FZ_UNTRACED static void session_del(struct session *s)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -170,7 +210,7 @@ static void session_del(struct session *s)
 			break;
 		}
 	for (size_t i = 0; i < s->nregions; i++)
-		free(s->regions[i]);
+		fz_region_gone(s->regions[i]);
 	free(s->regions);
 	free(s->pins);
 	free(x->regions);
@@ -180,7 +220,7 @@ static void session_del(struct session *s)
 }
 
 /* Room for one more in the arrays a and b of cap entries (n in use). */
-static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_t *cap)
+FZ_UNTRACED static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_t *cap)
 {
 	if (n < *cap)
 		return;
@@ -191,11 +231,14 @@ static void grow(void **a, size_t asize, void **b, size_t bsize, size_t n, size_
 		fuzz_die("realloc");
 }
 
-/* The first region of s starting at start or above. */
-static size_t region_from(const struct session *s, uint64_t start)
+/* The first region of s starting at start or above (at once past the last:
+ * the table is built in ascending order). */
+FZ_UNTRACED static size_t region_from(const struct session *s, uint64_t start)
 {
 	size_t lo = 0, hi = s->nregions;
 
+	if (!hi || s->regions[hi - 1]->start < start)
+		return hi;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (s->regions[mid]->start < start)
@@ -207,7 +250,7 @@ static size_t region_from(const struct session *s, uint64_t start)
 }
 
 /* A one-page region at page index pg, where no region starts yet. */
-static void region_add(struct session *s, uint64_t pg)
+FZ_UNTRACED static void region_add(struct session *s, uint64_t pg)
 {
 	uint64_t start = (big ? pg | 1ull << 44 : pg) << FZ_PAGE_SHIFT;
 	struct fz_session *x = extra_of(s);
@@ -217,9 +260,9 @@ static void region_add(struct session *s, uint64_t pg)
 	size_t i = region_from(s, start);
 	if (i < s->nregions && s->regions[i]->start == start)
 		return;
-	struct region *r = calloc(1, sizeof(*r));
+	struct region *r = fz_region_new();
 	if (!r)
-		fuzz_die("calloc");
+		return;
 	r->start = start;
 	r->len = r->npages = 1;
 	r->len <<= FZ_PAGE_SHIFT;
@@ -237,11 +280,11 @@ static void region_add(struct session *s, uint64_t pg)
 	total++;
 }
 
-static void region_del(struct session *s, size_t i)
+FZ_UNTRACED static void region_del(struct session *s, size_t i)
 {
 	struct fz_session *x = extra_of(s);
 
-	free(s->regions[i]);
+	fz_region_gone(s->regions[i]);
 	s->nregions--;
 	total--;
 	memmove(s->regions + i, s->regions + i + 1, (s->nregions - i) * sizeof(*s->regions));
@@ -249,10 +292,12 @@ static void region_del(struct session *s, size_t i)
 }
 
 /* The first pin of s (in cookie order) whose cookie is cookie or above. */
-static size_t pin_from(const struct session *s, uint64_t cookie)
+FZ_UNTRACED static size_t pin_from(const struct session *s, uint64_t cookie)
 {
 	size_t lo = 0, hi = s->npins;
 
+	if (!hi || s->pins[hi - 1].cookie < cookie)
+		return hi;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (s->pins[mid].cookie < cookie)
@@ -265,7 +310,7 @@ static size_t pin_from(const struct session *s, uint64_t cookie)
 
 /* A pin with this cookie, unless the session has one.  The table keeps
  * them in cookie order, to find them quickly; inspect.c assumes no order. */
-static void pin_add(struct session *s, uint64_t cookie)
+FZ_UNTRACED static void pin_add(struct session *s, uint64_t cookie)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -290,7 +335,7 @@ static void pin_add(struct session *s, uint64_t cookie)
 	total++;
 }
 
-static void pin_del(struct session *s, size_t i)
+FZ_UNTRACED static void pin_del(struct session *s, size_t i)
 {
 	struct fz_session *x = extra_of(s);
 
@@ -300,7 +345,7 @@ static void pin_del(struct session *s, size_t i)
 	memmove(x->pins + i, x->pins + i + 1, (s->npins - i) * sizeof(*x->pins));
 }
 
-static size_t nsessions(void)
+FZ_UNTRACED static size_t nsessions(void)
 {
 	size_t n = 0;
 
@@ -309,7 +354,7 @@ static size_t nsessions(void)
 	return n;
 }
 
-static struct session *nth(size_t k)
+FZ_UNTRACED static struct session *nth(size_t k)
 {
 	size_t n = nsessions();
 	struct session *s = all;
@@ -390,7 +435,8 @@ static bool before(struct pos a, struct pos b)
 	return a.sid < b.sid || (a.sid == b.sid && a.key < b.key);
 }
 
-static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t sid, uint64_t key)
+FZ_UNTRACED static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t sid,
+			     uint64_t key)
 {
 	struct session *s =
 		seen_last && seen_last->id == sid ? seen_last : sessions_get_locked(sid);
@@ -408,15 +454,21 @@ static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t
 		return;
 	}
 	if (what == UFFDD__LIST_GET__WHAT__REGIONS) {
-		size_t i = region_from(s, key);
+		size_t i = seen_next < s->nregions && s->regions[seen_next]->start == key
+				   ? seen_next
+				   : region_from(s, key);
 		if (i < s->nregions && s->regions[i]->start == key) {
 			x->regions[i].seen++;
+			seen_next = i + 1;
 			return;
 		}
 	} else {
-		size_t i = pin_from(s, key);
+		size_t i = seen_next < s->npins && s->pins[seen_next].cookie == key
+				   ? seen_next
+				   : pin_from(s, key);
 		if (i < s->npins && s->pins[i].cookie == key) {
 			x->pins[i].seen++;
+			seen_next = i + 1;
 			return;
 		}
 	}
@@ -424,7 +476,7 @@ static void seen(bool root, Uffdd__ListGet__What what, uint64_t filter, uint64_t
 }
 
 /* Whether an entry that existed for the whole walk was listed once. */
-static void check_mark(const struct mark *m, bool want)
+FZ_UNTRACED static void check_mark(const struct mark *m, bool want)
 {
 	if (m->before && m->seen != (unsigned int)want)
 		fuzz_die(want ? "an entry there for the whole walk was not listed once"
@@ -433,7 +485,7 @@ static void check_mark(const struct mark *m, bool want)
 		fuzz_die("an entry listed twice");
 }
 
-static void check_all(bool root, Uffdd__ListGet__What what, uint64_t filter)
+FZ_UNTRACED static void check_all(bool root, Uffdd__ListGet__What what, uint64_t filter)
 {
 	for (struct session *s = all; s; s = s->gnext) {
 		struct fz_session *x = extra_of(s);
@@ -460,7 +512,7 @@ static void check_size(Uffdd__Reply *rep)
 		fuzz_die("a page does not fit one datagram");
 }
 
-static size_t entries(Uffdd__ListGet__What what)
+FZ_UNTRACED static size_t entries(Uffdd__ListGet__What what)
 {
 	size_t n = 0;
 
@@ -478,10 +530,15 @@ static void walk(struct input *in, Uffdd__ListGet__What what, uint64_t filter, u
 	bool root = caller->uid == 0;
 	struct pos cur = { 0, 0 };
 	size_t max = list_limit_max(what), n0 = entries(what), added = 0;
+	size_t pages = n0 ? FZ_VISITS / n0 : FZ_PAGES;
 
-	/* A small limit over many entries: as many pages as the bound. */
-	if (limit && n0 / limit > FZ_PAGES)
-		limit = (uint32_t)(n0 / FZ_PAGES + 1);
+	/* A small limit over many entries: as many pages as the bounds. */
+	if (pages > FZ_PAGES)
+		pages = FZ_PAGES;
+	if (!pages)
+		pages = 1;
+	if (limit && n0 / limit > pages)
+		limit = (uint32_t)(n0 / pages + 1);
 	g.what = what;
 	g.has_session = filter != 0;
 	g.session = filter;
@@ -571,6 +628,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	walk(&in, what, filter, limit);
 	while (all)
 		session_del(all);
+	pool_used = 0;
 	walking = false;
 	caller = NULL;
 	return 0;
