@@ -44,7 +44,8 @@ static void usage(FILE *f)
 		   "  -s, --socket PATH  the daemon's socket (default: $UFFDD_SOCKET, else\n"
 		   "                     " PIN_CLIENT_SOCKET_DEFAULT ")\n"
 		   "  -j, --json         print JSON\n"
-		   "  -h, --help         this text\n");
+		   "  -h, --help         this text\n"
+		   "      --version      the version\n");
 }
 
 static void print_json(struct json_object *o)
@@ -430,6 +431,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	struct pin_client_opts opts = { .sz = sizeof(opts), .name = "uffdctl" };
@@ -448,6 +450,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return EXIT_SUCCESS;
+		case 'V':
+			puts("uffdctl " PIN_PACKAGE_VERSION);
 			return EXIT_SUCCESS;
 		default:
 			usage(stderr);
