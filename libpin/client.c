@@ -174,8 +174,41 @@ static int check_lost(struct pin_client *c, int r)
 }
 
 /*
+ * The daemon refuses a connection over its uid's limits with a Reply of seq 0
+ * before it closes it (uffdd(8), LIMITS): its error (said), or 0 when m is no
+ * refusal.
+ */
+static int refused(const Uffdd__Msg *m)
+{
+	if (m->body_case != UFFDD__MSG__BODY_REPLY || m->seq || m->reply->error >= 0)
+		return 0;
+	pin_log(PIN_LOG_ERR, "uffdd: connection refused: %s (%s)", strerror(-m->reply->error),
+		m->reply->text ? m->reply->text : "");
+	return m->reply->error;
+}
+
+/* After a Hello that found the connection ended: the refusal that may wait
+ * on the socket, or 0. */
+static int refusal_waiting(const struct pin_client *c)
+{
+	struct pollfd p = { .fd = c->sock, .events = POLLIN };
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	Uffdd__Msg *m;
+
+	if (poll(&p, 1, 0) != 1 || pin_proto_recv(c->sock, &m, fds, &nfds) < 0)
+		return 0;
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	int r = refused(m);
+	pin_proto_free(m);
+	return r;
+}
+
+/*
  * Dispatch the messages already queued, without blocking, adding the notices
- * to *n: 0, or -errno (-ECONNRESET at the end of the connection).
+ * to *n: 0, or -errno (-ECONNRESET at the end of the connection, the
+ * daemon's error when it refused the connection).
  */
 static int drain(struct pin_client *c, int *n)
 {
@@ -205,6 +238,14 @@ static int drain(struct pin_client *c, int *n)
 			pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
 				"uffdd: reading the connection: %s", strerror(-r));
 			return check_lost(c, r);
+		}
+		/* Before the first request, a Reply of seq 0 is the refusal. */
+		r = c->seq ? 0 : refused(m);
+		if (r < 0) {
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			pin_proto_free(m);
+			return r;
 		}
 		*n += dispatch(c, m, nfds, fds);
 		pin_proto_free(m);
@@ -366,9 +407,15 @@ static int say_hello(struct pin_client *c)
 
 	hello.version = PIN_PROTO_VERSION;
 	hello.name = c->name;
+	hello.has_inspect = hello.inspect = !!(c->flags & PIN_CLIENT_INSPECT);
 	req.body_case = UFFDD__MSG__BODY_HELLO;
 	req.hello = &hello;
 	r = request_once(c, &req, NULL, 0, &rep);
+	if (r == -ECONNRESET) {
+		int e = refusal_waiting(c);
+		if (e < 0)
+			return e;
+	}
 	if (r < 0)
 		return r;
 	if (!rep->reply->has_version || rep->reply->version != PIN_PROTO_VERSION) {
@@ -531,7 +578,7 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struc
 	r = pin_opts_copy(&o, sizeof(o), user_opts);
 	if (r < 0)
 		return r;
-	if (o.flags & ~PIN_CLIENT_RECONNECT)
+	if (o.flags & ~(PIN_CLIENT_RECONNECT | PIN_CLIENT_INSPECT))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)

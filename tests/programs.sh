@@ -63,18 +63,20 @@ line=$(grep version "$dir/log")
 [ "$line" = "uffdd: version $version, socket $dir/s, workers 3; $limits; supervisor off (a restart loses the sessions)" ] ||
 	fail "uffdd's start line: $line"
 [ "$(grep -c . "$dir/log")" = 1 ] || fail "uffdd logged more than its start line: $(cat "$dir/log")"
-"$uffdd" --socket "$dir/s" --workers 3 --max-regions-per-uid 7 2>"$dir/log" &
+# A log of its own: the shell opens it in the background job, after
+# wait_line may have looked.
+"$uffdd" --socket "$dir/s" --workers 3 --max-regions-per-uid 7 2>"$dir/log2" &
 pid=$!
-wait_line "$dir/log" 'version'
+wait_line "$dir/log2" 'version'
 kill $pid
 wait $pid || true
 pid=
-grep -q "^uffdd: version $version, .*; supervisor on (uffdd's own)$" "$dir/log" ||
-	fail "uffdd's start line under its supervisor: $(cat "$dir/log")"
+grep -q "^uffdd: version $version, .*; supervisor on (uffdd's own)$" "$dir/log2" ||
+	fail "uffdd's start line under its supervisor: $(cat "$dir/log2")"
 
 # uffdd-lazy-pages: ended by a signal while it waits for CRIU.
 mkdir "$dir/images"
-"$lazy" -D "$dir/images" 2>"$dir/log" &
+"$lazy" -D "$dir/images" 2>"$dir/log3" &
 pid=$!
 wait_socket "$dir/images/lazy-pages.socket"
 kill $pid
@@ -83,7 +85,7 @@ pid=
 [ $rc = 143 ] || fail "uffdd-lazy-pages exits $rc on SIGTERM, not 143 (killed by it)"
 [ ! -e "$dir/images/lazy-pages.socket" ] || fail "SIGTERM left lazy-pages.socket behind"
 # ... and after the restore side connected (then hung up before the end).
-"$lazy" -D "$dir/images" 2>"$dir/log" &
+"$lazy" -D "$dir/images" 2>"$dir/log4" &
 pid=$!
 wait_socket "$dir/images/lazy-pages.socket"
 python3 -c "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()" \
@@ -92,8 +94,8 @@ rc=0; wait $pid || rc=$?
 pid=
 [ $rc = 1 ] || fail "uffdd-lazy-pages exits $rc when the restore side hangs up, not 1"
 [ ! -e "$dir/images/lazy-pages.socket" ] || fail "a served connection left lazy-pages.socket behind"
-grep -q 'restore side: Connection reset by peer before the end of restore' "$dir/log" ||
-	fail "uffdd-lazy-pages does not say why: $(cat "$dir/log")"
+grep -q 'restore side: Connection reset by peer before the end of restore' "$dir/log4" ||
+	fail "uffdd-lazy-pages does not say why: $(cat "$dir/log4")"
 rm -rf "$dir"
 trap - EXIT
 exec echo "ok"

@@ -361,6 +361,10 @@ typedef void (*pin_client_stale_fn)(struct pin_client *c, uint64_t cookie, uint6
  * restart keeps it) reconnects (pin_client_reconnect()) and is sent again
  * once, instead of failing with -ECONNRESET. */
 #define PIN_CLIENT_RECONNECT 0x1u
+/* Only look (uffdctl): the connection reads counters and lists, is not a
+ * session (not listed, not counted), and every request that changes
+ * something fails with -EPERM. */
+#define PIN_CLIENT_INSPECT 0x2u
 
 struct pin_client_opts {
 	size_t sz;		      /* sizeof(struct pin_client_opts) */
