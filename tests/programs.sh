@@ -21,6 +21,12 @@ fail() {
 	exit 1
 }
 
+# What a program wrote to $1, without valgrind's lines (its setup traces the
+# programs, and writes to their standard error).
+own() {
+	grep -v '^==[0-9]*==' "$1" || true
+}
+
 # Wait (bounded) until $1 holds a line matching $2.
 wait_line() {
 	i=0
@@ -59,10 +65,10 @@ kill $pid
 rc=0; wait $pid || rc=$?
 pid=
 [ $rc = 0 ] || fail "uffdd exits $rc on SIGTERM"
-line=$(grep version "$dir/log")
+line=$(own "$dir/log" | grep version)
 [ "$line" = "uffdd: version $version, socket $dir/s, workers 3; $limits; supervisor off (a restart loses the sessions)" ] ||
 	fail "uffdd's start line: $line"
-[ "$(grep -c . "$dir/log")" = 1 ] || fail "uffdd logged more than its start line: $(cat "$dir/log")"
+[ "$(own "$dir/log" | grep -c .)" = 1 ] || fail "uffdd logged more than its start line: $(cat "$dir/log")"
 # A log of its own: the shell opens it in the background job, after
 # wait_line may have looked.
 "$uffdd" --socket "$dir/s" --workers 3 --max-regions-per-uid 7 2>"$dir/log2" &
