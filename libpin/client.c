@@ -55,7 +55,8 @@ struct pin_client {
 	uint64_t session;
 
 	/* Handed over again on reconnect. */
-	int uffd; /* our duplicate; -1 before pin_client_handover() */
+	int uffd;      /* our duplicate; -1 before pin_client_handover() */
+	bool uffd_own; /* opened in this process: pin_uffd_own() */
 	uint64_t features;
 	struct client_region *regions;
 	size_t nr_regions;
@@ -748,6 +749,7 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 		goto out;
 	}
 	c->features = pin_uffd_features(u);
+	c->uffd_own = pin_uffd_own(u);
 	r = send_handover(c, false);
 	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT))
 		r = reconnect_locked(c); /* which hands it over */
@@ -771,11 +773,14 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 	return 0;
 }
 
+#define REGION_FLAGS                                                                               \
+	(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_REGISTERED)
+
 /* Check a caller's region and make what the client remembers of it (with
- * its own duplicate of the source fd); *ret_registered: the caller
- * registered the range. */
+ * its own duplicate of the source fd); *ret_flags: its flags; *ret_registered:
+ * the daemon is to leave the registration alone. */
 static int region_take(const struct pin_client_region *user_r, struct client_region *ret,
-		       bool *ret_registered)
+		       unsigned int *ret_flags, bool *ret_registered)
 {
 	struct pin_client_region reg = { .sz = sizeof(reg) }, *r = &reg;
 	int err = pin_opts_copy(&reg, sizeof(reg), user_r);
@@ -786,8 +791,9 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 	if (err < 0)
 		return err;
 	if (!r->mode || (r->mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) ||
-	    (r->flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)) ||
-	    !page_aligned(r->offset))
+	    (r->flags & ~REGION_FLAGS) || !page_aligned(r->offset))
+		return -EINVAL;
+	if ((r->flags & PIN_CLIENT_REGION_REGISTER) && (r->flags & PIN_CLIENT_REGION_REGISTERED))
 		return -EINVAL;
 	if (r->fd < -1)
 		return -EBADF;
@@ -799,6 +805,7 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 		.fd = -1,
 		.offset = r->fd >= 0 ? r->offset : 0,
 	};
+	*ret_flags = r->flags;
 	*ret_registered = !(r->flags & PIN_CLIENT_REGION_REGISTER);
 	if (r->fd >= 0) {
 		ret->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
@@ -808,19 +815,66 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 	return 0;
 }
 
+/* The names of mode's faults, for a message. */
+static const char *mode_text(uint32_t mode)
+{
+	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
+	case PIN_UFFD_REGISTER_MISSING:
+		return "MISSING";
+	case PIN_UFFD_REGISTER_WP:
+		return "WP";
+	default:
+		return "MISSING and WP";
+	}
+}
+
+/*
+ * Before the daemon is asked to serve cr: register it with the handed-over
+ * userfaultfd (a no-op where it is registered so already), or with
+ * PIN_CLIENT_REGION_REGISTERED check that it is, or with
+ * PIN_CLIENT_REGION_REGISTER leave it to the daemon.  A range nobody
+ * registered would fault as zero pages, never reaching the daemon.
+ */
+static int region_claim(const struct pin_client *c, const struct client_region *cr,
+			unsigned int flags)
+{
+	uintptr_t gap;
+
+	if (flags & PIN_CLIENT_REGION_REGISTER)
+		return 0;
+	if (!(flags & PIN_CLIENT_REGION_REGISTERED))
+		/* Without a userfaultfd handed over the daemon refuses it. */
+		return c->uffd < 0 ? 0 : pin_uffd_register_fd(c->uffd, cr->addr, cr->len, cr->mode);
+	/* Another process's memory (pin_uffd_from_fd()): its word is taken. */
+	if (c->uffd >= 0 && !c->uffd_own)
+		return 0;
+	int r = pin_uffd_covers(cr->addr, cr->len, cr->mode, &gap);
+	if (r)
+		return r < 0 ? r : 0;
+	pin_log(PIN_LOG_ERR,
+		"RegionAdd [%#llx, +%#llx): PIN_CLIENT_REGION_REGISTERED, but %#lx is not "
+		"registered with a userfaultfd for %s faults (/proc/self/smaps)",
+		(unsigned long long)cr->addr, (unsigned long long)cr->len, (unsigned long)gap,
+		mode_text(cr->mode));
+	return -EINVAL;
+}
+
 PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
 {
 	struct client_region cr;
+	unsigned int flags;
 	bool registered;
 	int err;
 
 	if (!c || !user_r)
 		return -EINVAL;
-	err = region_take(user_r, &cr, &registered);
+	err = region_take(user_r, &cr, &flags, &registered);
 	if (err < 0)
 		return err;
 	pthread_mutex_lock(&c->lock);
-	err = send_region_add(c, &cr, registered, true);
+	err = region_claim(c, &cr, flags);
+	if (err == 0)
+		err = send_region_add(c, &cr, registered, true);
 	if (err == 0)
 		err = remember_region(c, &cr);
 	pthread_mutex_unlock(&c->lock);
@@ -903,8 +957,9 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 {
 	struct client_region *cr = calloc(n ? n : 1, sizeof(*cr));
 	bool *registered = calloc(n ? n : 1, sizeof(*registered));
+	unsigned int *flags = calloc(n ? n : 1, sizeof(*flags));
 	size_t taken = 0;
-	int err = !c || !v || !cr || !registered ? -ENOMEM : 0, fd = -1;
+	int err = !c || !v || !cr || !registered || !flags ? -ENOMEM : 0, fd = -1;
 
 	if (!c || !v)
 		err = -EINVAL;
@@ -915,12 +970,14 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 		fd = v[i].fd >= 0 ? v[i].fd : fd;
 	}
 	for (; !err && taken < n; taken++) {
-		err = region_take(&v[taken], &cr[taken], &registered[taken]);
+		err = region_take(&v[taken], &cr[taken], &flags[taken], &registered[taken]);
 		if (err)
 			break;
 	}
 	if (!err) {
 		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; !err && i < n; i++)
+			err = region_claim(c, &cr[i], flags[i]);
 		for (size_t i = 0; !err && i < n; i += BATCH_MAX)
 			err = add_chunk(c, &cr[i], &registered[i],
 					n - i < BATCH_MAX ? n - i : BATCH_MAX);
@@ -932,6 +989,7 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 			close(cr[i].fd);
 	free(cr);
 	free(registered);
+	free(flags);
 	return err;
 }
 

@@ -4,6 +4,7 @@
 #define LIBPIN_PRIVATE_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
@@ -142,6 +143,22 @@ int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_m
  * the daemon's session, not in the client's memory).
  */
 int pin_client_region_add_many(struct pin_client *c, const struct pin_client_region *v, size_t n);
+
+/*
+ * Register [addr, addr + len) for mode on the userfaultfd fd (uffd.c): what
+ * pin_uffd_register() does, for a descriptor without its handle.  Already
+ * registered there with those modes: a no-op (the kernel's).
+ */
+int pin_uffd_register_fd(int fd, uintptr_t addr, size_t len, unsigned int mode);
+/* u was opened in this process (pin_uffd_open(), pin_uffd_new()): its
+ * registrations are in this process's memory, which /proc/self shows. */
+bool pin_uffd_own(const struct pin_uffd *u);
+/*
+ * Whether some userfaultfd is registered on every page of [addr, addr + len)
+ * for every fault of mode, as /proc/self/smaps says (VmFlags um, uw): 1; 0
+ * when not, *ret_gap then the first address that is not; or -errno.
+ */
+int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *ret_gap);
 
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))

@@ -411,9 +411,11 @@ int pin_client_process(struct pin_client *c);
  * the caller keeps u.  Once per client (-EALREADY). */
 int pin_client_handover(struct pin_client *c, const struct pin_uffd *u);
 
-/* pin_client_region flags */
-#define PIN_CLIENT_REGION_NO_PUSH  0x1u /* no background push of untouched pages */
-#define PIN_CLIENT_REGION_REGISTER 0x2u /* the daemon registers the range (we did not) */
+/* pin_client_region flags.  Without REGISTER or REGISTERED, libpin registers
+ * the range with the handed-over userfaultfd (a no-op where it is already). */
+#define PIN_CLIENT_REGION_NO_PUSH    0x1u /* no background push of untouched pages */
+#define PIN_CLIENT_REGION_REGISTER   0x2u /* the daemon registers the range */
+#define PIN_CLIENT_REGION_REGISTERED 0x4u /* the caller did: checked, refused if not */
 
 struct pin_client_region {
 	size_t sz;	    /* sizeof(struct pin_client_region) */

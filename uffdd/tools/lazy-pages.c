@@ -202,7 +202,11 @@ static int task_start(struct task *t, int pid, int fd)
 	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
 		if (!lazy_mapping(pin_image_region(t->img, i)))
 			continue;
-		r = pin_client_add_image_region(t->client, t->img, i, PIN_CLIENT_REGION_NO_PUSH);
+		/* CRIU's restorer registered the lazy mappings: a task gone
+		 * meanwhile ends its own session, not this call. */
+		r = pin_client_add_image_region(t->client, t->img, i,
+						PIN_CLIENT_REGION_NO_PUSH |
+							PIN_CLIENT_REGION_REGISTERED);
 		nregions += r > 0 ? r : 0;
 	}
 	if (r >= 0)
