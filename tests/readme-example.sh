@@ -1,16 +1,18 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Usage: readme-example.sh README.md UFFDD LIBPIN.SO INCLUDE-DIR CC
+# Usage: readme-example.sh README.md UFFDD LIBPIN.SO LIBPIN.A INCLUDE-DIR CC
 # The library example of README.md compiles as shown (warnings are errors)
 # and works: against a uffdd on a temporary socket, the page it reads is
-# the file's (issue 16, item 11).  77 when this user may not open a
-# userfaultfd that takes kernel faults (README.md, Requirements).
+# the file's (issue 16, item 11).  Linked with libpin.so, and with the
+# static libpin.a (item 7).  77 when this user may not open a userfaultfd
+# that takes kernel faults (README.md, Requirements).
 set -eu
 readme=$1
 uffdd=$2
 lib=$3
-inc=$4
-cc=$5
+archive=$4
+inc=$5
+cc=$6
 if [ "$(id -u)" != 0 ] && [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" != 1 ] &&
 	[ ! -w /dev/userfaultfd ]; then
 	echo "SKIP: this user may not open a userfaultfd (see README.md, Requirements)"
@@ -31,6 +33,10 @@ lines=$(wc -l <"$dir/hello.c")
 [ "$lines" -gt 10 ] || fail "no C block in $readme"
 "$cc" -std=gnu11 -Wall -Wextra -Werror -I"$inc" "$dir/hello.c" "$lib" -o "$dir/hello" ||
 	fail "the README's example does not compile"
+# shellcheck disable=SC2046 # pkg-config's words are separate arguments
+"$cc" -std=gnu11 -Wall -Wextra -Werror -I"$inc" "$dir/hello.c" "$archive" \
+	$(pkg-config --libs liburing libprotobuf-c) -lpthread -o "$dir/hello-static" ||
+	fail "the README's example does not link with $archive"
 
 printf 'hello from uffdd' >"$dir/page"
 "$uffdd" --no-supervisor --socket "$dir/sock" --workers 1 2>"$dir/log" &
@@ -45,6 +51,9 @@ done
 out=$(UFFDD_SOCKET=$dir/sock LIBPIN_LOG=stderr LD_LIBRARY_PATH=${lib%/*} \
 	"$dir/hello" "$dir/page") || fail "the example exits $?"
 [ "$out" = "hello from uffdd" ] || fail "the example printed '$out'"
+out=$(UFFDD_SOCKET=$dir/sock LIBPIN_LOG=stderr "$dir/hello-static" "$dir/page") ||
+	fail "the example linked statically exits $?"
+[ "$out" = "hello from uffdd" ] || fail "the example linked statically printed '$out'"
 kill $pid
 rc=0; wait $pid || rc=$?
 pid=
