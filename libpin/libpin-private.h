@@ -167,6 +167,14 @@ int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *re
 
 /* open(2) directory dir for the *at() calls; -errno, logged, on failure. */
 int pin_image_open_dir(const char *dir);
+
+/* A run of DIR/working-set (uffdd-image(5)). */
+struct pin_ws_run {
+	uint64_t addr, len;
+};
+/* The runs of DIR/working-set, in its order (free()); -ENOENT without one,
+ * -EBADMSG (logged with the line) when it is malformed (workingset.c). */
+int pin_working_set_read(const char *dir, struct pin_ws_run **ret, size_t *ret_nr);
 /*
  * A new image without regions over the pages file dfd/pages (dir names dfd
  * in messages), opened read-only; its size in *ret_size.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Usage: programs.sh VERSION UFFDD UFFDCTL UFFDD-CHECKPOINT UFFDD-LAZY-PAGES
+# Usage: programs.sh VERSION UFFDD UFFDCTL UFFDD-CHECKPOINT UFFDD-LAZY-PAGES UFFDD-IMAGE
 # What every installed program shares (issue 16, item 8): --version prints
 # "NAME VERSION" and exits 0; an unknown option exits 2; uffdd's first line
 # says its version, sockets, limits and whether a supervisor keeps the
@@ -12,6 +12,7 @@ uffdd=$2
 ctl=$3
 ckpt=$4
 lazy=$5
+image=$6
 dir=$(mktemp -d)
 pid=
 trap '[ -z "$pid" ] || kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
@@ -48,7 +49,7 @@ wait_socket() {
 	done
 }
 
-for p in "$uffdd" "$ctl" "$ckpt" "$lazy"; do
+for p in "$uffdd" "$ctl" "$ckpt" "$lazy" "$image"; do
 	name=${p##*/}
 	out=$("$p" --version) || fail "$name --version exits $?"
 	[ "$out" = "$name $version" ] || fail "$name --version prints '$out', not '$name $version'"
