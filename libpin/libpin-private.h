@@ -168,6 +168,11 @@ int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *re
 /* open(2) directory dir for the *at() calls; -errno, logged, on failure. */
 int pin_image_open_dir(const char *dir);
 
+/* pin_uffd_open()/pin_uffd_new() flag of libpin's own: a refusal for lack
+ * of privilege (EPERM) is not logged, for the caller tries otherwise and
+ * reports (pin-monitor.c). */
+#define PIN_UFFD_QUIET_EPERM (1u << 31)
+
 /* A run of DIR/working-set (uffdd-image(5)). */
 struct pin_ws_run {
 	uint64_t addr, len;

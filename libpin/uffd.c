@@ -67,6 +67,8 @@ static int open_fd(unsigned int flags)
 		}
 	}
 	int fd = syscall(SYS_userfaultfd, kflags);
+	if (fd < 0 && errno == EPERM && (flags & PIN_UFFD_QUIET_EPERM))
+		return -EPERM;
 	if (fd < 0) {
 		int err = errno;
 		pin_log(PIN_LOG_ERR, "userfaultfd(%#x): %s%s", kflags, strerror(err),
@@ -92,7 +94,7 @@ static int uffd_alloc(int fd, struct pin_uffd **ret)
 PIN_EXPORT int pin_uffd_open(unsigned int flags, struct pin_uffd **ret)
 {
 	if (!ret || (flags & ~(PIN_UFFD_CLOEXEC | PIN_UFFD_NONBLOCK | PIN_UFFD_USER_MODE_ONLY |
-			       PIN_UFFD_SYSCALL)))
+			       PIN_UFFD_SYSCALL | PIN_UFFD_QUIET_EPERM)))
 		return -EINVAL;
 	int fd = open_fd(flags);
 	if (fd < 0)
@@ -176,7 +178,8 @@ PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **
 	if (r < 0)
 		return r;
 	/* One handshake per userfaultfd: learn the offer on a spare one. */
-	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL), &avail, NULL);
+	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL | PIN_UFFD_QUIET_EPERM),
+		  &avail, NULL);
 	if (r < 0)
 		return r;
 	if (o.features & ~avail) {
