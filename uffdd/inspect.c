@@ -62,10 +62,12 @@ static bool sees_all(struct session *s)
 	return uffdd_cfg.admin_gid != UFFDD_NO_GROUP && peer_in_group(s, uffdd_cfg.admin_gid);
 }
 
-/* Inspection connections are nobody's business: listed nowhere. */
 static bool visible(const struct session *caller, bool all, const struct session *o)
 {
-	return !o->inspect && (all || o->uid == caller->uid);
+	/* Inspection connections are nobody's business: listed nowhere. */
+	if (o->inspect)
+		return false;
+	return all || o->uid == caller->uid;
 }
 
 struct stats_sum {
