@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Usage: readme-example.sh README.md UFFDD LIBPIN.SO LIBPIN.A INCLUDE-DIR CC
+# Usage: readme-example.sh README.md UFFDD LIBPIN.SO LIBPIN.A INCLUDE-DIR CC [SANITIZE-FLAG]
 # The library example of README.md compiles as shown (warnings are errors)
 # and works: against a uffdd on a temporary socket, the page it reads is
 # the file's (issue 16, item 11).  Linked with libpin.so, and with the
@@ -13,6 +13,7 @@ lib=$3
 archive=$4
 inc=$5
 cc=$6
+san=${7:-}
 if [ "$(id -u)" != 0 ] && [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" != 1 ] &&
 	[ ! -w /dev/userfaultfd ]; then
 	echo "SKIP: this user may not open a userfaultfd (see README.md, Requirements)"
@@ -31,10 +32,11 @@ fail() {
 awk '/^```c$/ { on = 1; next } on && /^```$/ { exit } on' "$readme" >"$dir/hello.c"
 lines=$(wc -l <"$dir/hello.c")
 [ "$lines" -gt 10 ] || fail "no C block in $readme"
-"$cc" -std=gnu11 -Wall -Wextra -Werror -I"$inc" "$dir/hello.c" "$lib" -o "$dir/hello" ||
+# shellcheck disable=SC2086 # $san: no flag, or one
+"$cc" -std=gnu11 -Wall -Wextra -Werror $san -I"$inc" "$dir/hello.c" "$lib" -o "$dir/hello" ||
 	fail "the README's example does not compile"
 # shellcheck disable=SC2046 # pkg-config's words are separate arguments
-"$cc" -std=gnu11 -Wall -Wextra -Werror -I"$inc" "$dir/hello.c" "$archive" \
+"$cc" -std=gnu11 -Wall -Wextra -Werror $san -I"$inc" "$dir/hello.c" "$archive" \
 	$(pkg-config --libs liburing libprotobuf-c) -lpthread -o "$dir/hello-static" ||
 	fail "the README's example does not link with $archive"
 
