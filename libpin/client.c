@@ -55,7 +55,8 @@ struct pin_client {
 	uint64_t session;
 
 	/* Handed over again on reconnect. */
-	int uffd; /* our duplicate; -1 before pin_client_handover() */
+	int uffd;      /* our duplicate; -1 before pin_client_handover() */
+	bool uffd_own; /* opened in this process: pin_uffd_own() */
 	uint64_t features;
 	struct client_region *regions;
 	size_t nr_regions;
@@ -174,8 +175,41 @@ static int check_lost(struct pin_client *c, int r)
 }
 
 /*
+ * The daemon refuses a connection over its uid's limits with a Reply of seq 0
+ * before it closes it (uffdd(8), LIMITS): its error (said), or 0 when m is no
+ * refusal.
+ */
+static int refused(const Uffdd__Msg *m)
+{
+	if (m->body_case != UFFDD__MSG__BODY_REPLY || m->seq || m->reply->error >= 0)
+		return 0;
+	pin_log(PIN_LOG_ERR, "uffdd: connection refused: %s (%s)", strerror(-m->reply->error),
+		m->reply->text ? m->reply->text : "");
+	return m->reply->error;
+}
+
+/* After a Hello that found the connection ended: the refusal that may wait
+ * on the socket, or 0. */
+static int refusal_waiting(const struct pin_client *c)
+{
+	struct pollfd p = { .fd = c->sock, .events = POLLIN };
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t nfds;
+	Uffdd__Msg *m;
+
+	if (poll(&p, 1, 0) != 1 || pin_proto_recv(c->sock, &m, fds, &nfds) < 0)
+		return 0;
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	int r = refused(m);
+	pin_proto_free(m);
+	return r;
+}
+
+/*
  * Dispatch the messages already queued, without blocking, adding the notices
- * to *n: 0, or -errno (-ECONNRESET at the end of the connection).
+ * to *n: 0, or -errno (-ECONNRESET at the end of the connection, the
+ * daemon's error when it refused the connection).
  */
 static int drain(struct pin_client *c, int *n)
 {
@@ -205,6 +239,14 @@ static int drain(struct pin_client *c, int *n)
 			pin_log(connection_lost(r) ? PIN_LOG_WARN : PIN_LOG_ERR,
 				"uffdd: reading the connection: %s", strerror(-r));
 			return check_lost(c, r);
+		}
+		/* Before the first request, a Reply of seq 0 is the refusal. */
+		r = c->seq ? 0 : refused(m);
+		if (r < 0) {
+			for (size_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			pin_proto_free(m);
+			return r;
 		}
 		*n += dispatch(c, m, nfds, fds);
 		pin_proto_free(m);
@@ -366,9 +408,15 @@ static int say_hello(struct pin_client *c)
 
 	hello.version = PIN_PROTO_VERSION;
 	hello.name = c->name;
+	hello.has_inspect = hello.inspect = !!(c->flags & PIN_CLIENT_INSPECT);
 	req.body_case = UFFDD__MSG__BODY_HELLO;
 	req.hello = &hello;
 	r = request_once(c, &req, NULL, 0, &rep);
+	if (r == -ECONNRESET) {
+		int e = refusal_waiting(c);
+		if (e < 0)
+			return e;
+	}
 	if (r < 0)
 		return r;
 	if (!rep->reply->has_version || rep->reply->version != PIN_PROTO_VERSION) {
@@ -531,7 +579,7 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struc
 	r = pin_opts_copy(&o, sizeof(o), user_opts);
 	if (r < 0)
 		return r;
-	if (o.flags & ~PIN_CLIENT_RECONNECT)
+	if (o.flags & ~(PIN_CLIENT_RECONNECT | PIN_CLIENT_INSPECT))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -717,6 +765,7 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 		goto out;
 	}
 	c->features = pin_uffd_features(u);
+	c->uffd_own = pin_uffd_own(u);
 	r = send_handover(c, false);
 	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT))
 		r = reconnect_locked(c); /* which hands it over */
@@ -740,11 +789,14 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 	return 0;
 }
 
+#define REGION_FLAGS                                                                               \
+	(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_REGISTERED)
+
 /* Check a caller's region and make what the client remembers of it (with
- * its own duplicate of the source fd); *ret_registered: the caller
- * registered the range. */
+ * its own duplicate of the source fd); *ret_flags: its flags; *ret_registered:
+ * the daemon is to leave the registration alone. */
 static int region_take(const struct pin_client_region *user_r, struct client_region *ret,
-		       bool *ret_registered)
+		       unsigned int *ret_flags, bool *ret_registered)
 {
 	struct pin_client_region reg = { .sz = sizeof(reg) }, *r = &reg;
 	int err = pin_opts_copy(&reg, sizeof(reg), user_r);
@@ -755,8 +807,9 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 	if (err < 0)
 		return err;
 	if (!r->mode || (r->mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) ||
-	    (r->flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)) ||
-	    !page_aligned(r->offset))
+	    (r->flags & ~REGION_FLAGS) || !page_aligned(r->offset))
+		return -EINVAL;
+	if ((r->flags & PIN_CLIENT_REGION_REGISTER) && (r->flags & PIN_CLIENT_REGION_REGISTERED))
 		return -EINVAL;
 	if (r->fd < -1)
 		return -EBADF;
@@ -768,6 +821,7 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 		.fd = -1,
 		.offset = r->fd >= 0 ? r->offset : 0,
 	};
+	*ret_flags = r->flags;
 	*ret_registered = !(r->flags & PIN_CLIENT_REGION_REGISTER);
 	if (r->fd >= 0) {
 		ret->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
@@ -777,19 +831,66 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 	return 0;
 }
 
+/* The names of mode's faults, for a message. */
+static const char *mode_text(uint32_t mode)
+{
+	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
+	case PIN_UFFD_REGISTER_MISSING:
+		return "MISSING";
+	case PIN_UFFD_REGISTER_WP:
+		return "WP";
+	default:
+		return "MISSING and WP";
+	}
+}
+
+/*
+ * Before the daemon is asked to serve cr: register it with the handed-over
+ * userfaultfd (a no-op where it is registered so already), or with
+ * PIN_CLIENT_REGION_REGISTERED check that it is, or with
+ * PIN_CLIENT_REGION_REGISTER leave it to the daemon.  A range nobody
+ * registered would fault as zero pages, never reaching the daemon.
+ */
+static int region_claim(const struct pin_client *c, const struct client_region *cr,
+			unsigned int flags)
+{
+	uintptr_t gap;
+
+	if (flags & PIN_CLIENT_REGION_REGISTER)
+		return 0;
+	if (!(flags & PIN_CLIENT_REGION_REGISTERED))
+		/* Without a userfaultfd handed over the daemon refuses it. */
+		return c->uffd < 0 ? 0 : pin_uffd_register_fd(c->uffd, cr->addr, cr->len, cr->mode);
+	/* Another process's memory (pin_uffd_from_fd()): its word is taken. */
+	if (c->uffd >= 0 && !c->uffd_own)
+		return 0;
+	int r = pin_uffd_covers(cr->addr, cr->len, cr->mode, &gap);
+	if (r)
+		return r < 0 ? r : 0;
+	pin_log(PIN_LOG_ERR,
+		"RegionAdd [%#llx, +%#llx): PIN_CLIENT_REGION_REGISTERED, but %#lx is not "
+		"registered with a userfaultfd for %s faults (/proc/self/smaps)",
+		(unsigned long long)cr->addr, (unsigned long long)cr->len, (unsigned long)gap,
+		mode_text(cr->mode));
+	return -EINVAL;
+}
+
 PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
 {
 	struct client_region cr;
+	unsigned int flags;
 	bool registered;
 	int err;
 
 	if (!c || !user_r)
 		return -EINVAL;
-	err = region_take(user_r, &cr, &registered);
+	err = region_take(user_r, &cr, &flags, &registered);
 	if (err < 0)
 		return err;
 	pthread_mutex_lock(&c->lock);
-	err = send_region_add(c, &cr, registered, true);
+	err = region_claim(c, &cr, flags);
+	if (err == 0)
+		err = send_region_add(c, &cr, registered, true);
 	if (err == 0)
 		err = remember_region(c, &cr);
 	pthread_mutex_unlock(&c->lock);
@@ -872,8 +973,9 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 {
 	struct client_region *cr = calloc(n ? n : 1, sizeof(*cr));
 	bool *registered = calloc(n ? n : 1, sizeof(*registered));
+	unsigned int *flags = calloc(n ? n : 1, sizeof(*flags));
 	size_t taken = 0;
-	int err = !c || !v || !cr || !registered ? -ENOMEM : 0, fd = -1;
+	int err = !c || !v || !cr || !registered || !flags ? -ENOMEM : 0, fd = -1;
 
 	if (!c || !v)
 		err = -EINVAL;
@@ -884,12 +986,14 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 		fd = v[i].fd >= 0 ? v[i].fd : fd;
 	}
 	for (; !err && taken < n; taken++) {
-		err = region_take(&v[taken], &cr[taken], &registered[taken]);
+		err = region_take(&v[taken], &cr[taken], &flags[taken], &registered[taken]);
 		if (err)
 			break;
 	}
 	if (!err) {
 		pthread_mutex_lock(&c->lock);
+		for (size_t i = 0; !err && i < n; i++)
+			err = region_claim(c, &cr[i], flags[i]);
 		for (size_t i = 0; !err && i < n; i += BATCH_MAX)
 			err = add_chunk(c, &cr[i], &registered[i],
 					n - i < BATCH_MAX ? n - i : BATCH_MAX);
@@ -901,6 +1005,7 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 			close(cr[i].fd);
 	free(cr);
 	free(registered);
+	free(flags);
 	return err;
 }
 

@@ -4,6 +4,7 @@
 #define LIBPIN_PRIVATE_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
@@ -143,6 +144,22 @@ int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_m
  */
 int pin_client_region_add_many(struct pin_client *c, const struct pin_client_region *v, size_t n);
 
+/*
+ * Register [addr, addr + len) for mode on the userfaultfd fd (uffd.c): what
+ * pin_uffd_register() does, for a descriptor without its handle.  Already
+ * registered there with those modes: a no-op (the kernel's).
+ */
+int pin_uffd_register_fd(int fd, uintptr_t addr, size_t len, unsigned int mode);
+/* u was opened in this process (pin_uffd_open(), pin_uffd_new()): its
+ * registrations are in this process's memory, which /proc/self shows. */
+bool pin_uffd_own(const struct pin_uffd *u);
+/*
+ * Whether some userfaultfd is registered on every page of [addr, addr + len)
+ * for every fault of mode, as /proc/self/smaps says (VmFlags um, uw): 1; 0
+ * when not, *ret_gap then the first address that is not; or -errno.
+ */
+int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *ret_gap);
+
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))
 
@@ -150,6 +167,19 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 
 /* open(2) directory dir for the *at() calls; -errno, logged, on failure. */
 int pin_image_open_dir(const char *dir);
+
+/* pin_uffd_open()/pin_uffd_new() flag of libpin's own: a refusal for lack
+ * of privilege (EPERM) is not logged, for the caller tries otherwise and
+ * reports (pin-monitor.c). */
+#define PIN_UFFD_QUIET_EPERM (1u << 31)
+
+/* A run of DIR/working-set (uffdd-image(5)). */
+struct pin_ws_run {
+	uint64_t addr, len;
+};
+/* The runs of DIR/working-set, in its order (free()); -ENOENT without one,
+ * -EBADMSG (logged with the line) when it is malformed (workingset.c). */
+int pin_working_set_read(const char *dir, struct pin_ws_run **ret, size_t *ret_nr);
 /*
  * A new image without regions over the pages file dfd/pages (dir names dfd
  * in messages), opened read-only; its size in *ret_size.

@@ -122,7 +122,13 @@ struct pin_ctx {
 	unsigned int ring_entries;
 	unsigned int rdma_access;
 	uintptr_t page;
-	struct pin_imap map;		       /* live entries, never stale ones */
+	struct pin_imap map; /* live entries, never stale ones */
+	/*
+	 * Live entries taken right after a discard (uncached: the callers'
+	 * only, never shared), so that later changes mark them stale as they
+	 * do cached ones.
+	 */
+	struct pin_imap held;
 	struct pin_range *lru_head, *lru_tail; /* idle entries, oldest first */
 	struct pin_range *dead; /* retired by the monitor, freed by the next caller */
 	/*

@@ -15,7 +15,15 @@
  * kernel any WP fault that still happened.  tests/test-pin.c checks that
  * touching registered memory raises no event.
  *
- * Never UFFD_USER_MODE_ONLY: GUP through io_uring must fault normally.
+ * UFFD_USER_MODE_ONLY only when the kernel refuses this user a userfaultfd
+ * that sees kernel faults (vm.unprivileged_userfaultfd=0, no CAP_SYS_PTRACE,
+ * no access to /dev/userfaultfd): WP registration with nothing
+ * write-protected hands the userfaultfd no fault at all, so the pages the
+ * kernel faults in to pin them (GUP) fault as they would unregistered, and
+ * the REMOVE, UNMAP and REMAP events come all the same (tests/unprivileged.sh
+ * runs the io_uring backend as uid 65534).  A userfaultfd that takes faults
+ * (uffdd's MISSING regions) must never be user-mode only: there, GUP would
+ * fail with EFAULT.
  *
  * The kernel blocks the caller of munmap/madvise/mremap until the event is
  * read, so this thread never waits for its owner's lock: it queues what it
@@ -204,7 +212,15 @@ int pin_monitor_new(const struct pin_monitor_owner *owner, struct pin_monitor **
 	m->page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	m->stop_fd = m->kick_fd = -1;
 	pthread_mutex_init(&m->qlock, NULL);
+	uo.flags |= PIN_UFFD_QUIET_EPERM;
 	r = pin_uffd_new(&uo, &m->uffd);
+	if (r == -EPERM) {
+		pin_log(PIN_LOG_DEBUG,
+			"pin monitor: this user may not have a userfaultfd that "
+			"sees kernel faults: a user-mode-only one, which takes none");
+		uo.flags = (uo.flags & ~PIN_UFFD_QUIET_EPERM) | PIN_UFFD_USER_MODE_ONLY;
+		r = pin_uffd_new(&uo, &m->uffd);
+	}
 	if (r < 0) {
 		pin_log(PIN_LOG_ERR,
 			"pin monitor: no userfaultfd (%s); without one, use "

@@ -3,11 +3,15 @@
  * Pin contexts and the registration cache: lookups by range, refcounted
  * handles, idle pins in LRU order under count and byte limits, and
  * invalidation, so that a lookup never returns a pin whose pages the process
- * no longer sees.  It owns the context's lock and everything under it,
- * including the stale-pin rules (the recent discards, the ranges left to
- * unregister).  It calls the interval map (range.c), the backends through
- * struct pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor
- * calls back only through the struct pin_monitor_owner given to it here.
+ * no longer sees.  Staleness does not depend on the cache: pins kept out of
+ * it (taken right after a discard) are tracked all the same (ctx->held), but
+ * never shared: such a pin may have raced the discard's zap and hold the old
+ * pages, where a new pin by the thread that discarded (its madvise() done)
+ * cannot (tests/test-pin.c threads_never_see_stale).  It owns the context's
+ * lock and everything under it, including the stale-pin rules (the recent discards, the ranges left
+ * to unregister).  It calls the interval map (range.c), the backends through struct
+ * pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor calls back only through the
+ * struct pin_monitor_owner given to it here.
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +28,26 @@
 /* Room kept in ctx->unreg for the splits the monitor thread may make. */
 #define UNREG_SLACK 16
 
+struct gap_fn {
+	const struct pin_ctx *ctx;
+	void (*fn)(uintptr_t start, uintptr_t end, void *arg);
+	void *arg;
+};
+
+static void held_gaps(uintptr_t start, uintptr_t end, void *arg)
+{
+	const struct gap_fn *g = arg;
+
+	pin_imap_gaps(&g->ctx->held, start, end, g->fn, g->arg);
+}
+
 void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
 		       void (*fn)(uintptr_t start, uintptr_t end, void *arg), void *arg)
 {
-	pin_imap_gaps(&ctx->map, start, end, fn, arg);
+	struct gap_fn g = { ctx, fn, arg };
+
+	/* The gaps of the cached entries that no held one covers either. */
+	pin_imap_gaps(&ctx->map, start, end, held_gaps, &g);
 }
 
 /* With ctx->lock held: remember a discard the monitor read at read_ns. */
@@ -122,6 +142,7 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_cond_init(&ctx->unreg_done, NULL);
 	pin_imap_init(&ctx->map);
+	pin_imap_init(&ctx->held);
 	pin_imap_init(&ctx->unreg);
 	ctx->page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	ctx->flags = o.flags;
@@ -205,7 +226,7 @@ static void unwatch_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t en
 	/* Closing the userfaultfd unregisters everything at once. */
 	if (!ctx->mon || ctx->closing)
 		return;
-	pin_imap_gaps(&ctx->map, start, end, now ? unwatch_now : unwatch_later, ctx);
+	pin_ctx_uncovered(ctx, start, end, now ? unwatch_now : unwatch_later, ctx);
 }
 
 /* The monitor thread, with ctx->lock held: forget pending unregistrations
@@ -307,6 +328,12 @@ static unsigned int invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uint
 			retire(ctx, r, on_monitor);
 		}
 	}
+	/* Held by callers only: their last pin_range_put() retires them. */
+	while ((r = pin_imap_take_overlap(&ctx->held, start, end))) {
+		atomic_store(&r->stale, true);
+		ctx->invalidations++;
+		n++;
+	}
 	return n;
 }
 
@@ -392,6 +419,8 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	r->nbufs = nbufs;
 	r->refs = 1;
 	err = pin_imap_reserve(&ctx->map, 1);
+	if (err == 0)
+		err = pin_imap_reserve(&ctx->held, 1);
 	if (err == 0 && ctx->mon)
 		err = unwatch_cancel(ctx, start, end);
 	if (err < 0) {
@@ -421,7 +450,9 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	if (ctx->mon)
 		pin_monitor_sync(ctx->mon, false);
 	if (!atomic_load(&r->stale) && after_remove(ctx, r, started)) {
+		/* Reserved above: cannot fail. */
 		pin_imap_remove(&ctx->map, start, r);
+		pin_imap_insert(&ctx->held, start, end, r);
 		r->uncached = true;
 	}
 	*ret = r;
@@ -477,6 +508,9 @@ PIN_EXPORT void pin_range_put(struct pin_range *r)
 	lock_synced(ctx);
 	if (--r->refs == 0) {
 		if (atomic_load(&r->stale) || r->uncached) {
+			/* A stale entry left both maps when it went stale. */
+			if (!atomic_load(&r->stale))
+				pin_imap_remove(&ctx->held, r->start, r);
 			retire(ctx, r, false);
 		} else {
 			lru_append(ctx, r);
@@ -512,7 +546,8 @@ PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
 			;
 		/* Handles the caller still holds lose their pins here. */
 		struct pin_range *r;
-		while ((r = pin_imap_take_overlap(&ctx->map, 0, UINTPTR_MAX))) {
+		while ((r = pin_imap_take_overlap(&ctx->map, 0, UINTPTR_MAX)) ||
+		       (r = pin_imap_take_overlap(&ctx->held, 0, UINTPTR_MAX))) {
 			atomic_store(&r->stale, true);
 			retire(ctx, r, false);
 		}
@@ -523,6 +558,7 @@ PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
 	if (ctx->be)
 		ctx->be->close(ctx);
 	pin_imap_fini(&ctx->map);
+	pin_imap_fini(&ctx->held);
 	pin_imap_fini(&ctx->unreg);
 	pthread_cond_destroy(&ctx->unreg_done);
 	pthread_mutex_destroy(&ctx->lock);

@@ -72,7 +72,9 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 {
 	const struct pin_image_region *g;
 
-	if (!c || !img || (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER)))
+	if (!c || !img ||
+	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
+		       PIN_CLIENT_REGION_REGISTERED)))
 		return -EINVAL;
 	g = region_at(img, i);
 	if (!g)

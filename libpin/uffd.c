@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
@@ -13,6 +14,9 @@
 struct pin_uffd {
 	int fd;
 	uint64_t features;
+	/* Opened here: its faults are this process's memory's (not one from
+	 * pin_uffd_from_fd(), which may be another process's). */
+	bool own;
 };
 
 static const char *const feature_names[] = {
@@ -63,6 +67,8 @@ static int open_fd(unsigned int flags)
 		}
 	}
 	int fd = syscall(SYS_userfaultfd, kflags);
+	if (fd < 0 && errno == EPERM && (flags & PIN_UFFD_QUIET_EPERM))
+		return -EPERM;
 	if (fd < 0) {
 		int err = errno;
 		pin_log(PIN_LOG_ERR, "userfaultfd(%#x): %s%s", kflags, strerror(err),
@@ -88,7 +94,7 @@ static int uffd_alloc(int fd, struct pin_uffd **ret)
 PIN_EXPORT int pin_uffd_open(unsigned int flags, struct pin_uffd **ret)
 {
 	if (!ret || (flags & ~(PIN_UFFD_CLOEXEC | PIN_UFFD_NONBLOCK | PIN_UFFD_USER_MODE_ONLY |
-			       PIN_UFFD_SYSCALL)))
+			       PIN_UFFD_SYSCALL | PIN_UFFD_QUIET_EPERM)))
 		return -EINVAL;
 	int fd = open_fd(flags);
 	if (fd < 0)
@@ -96,6 +102,8 @@ PIN_EXPORT int pin_uffd_open(unsigned int flags, struct pin_uffd **ret)
 	int r = uffd_alloc(fd, ret);
 	if (r < 0)
 		close(fd);
+	else
+		(*ret)->own = true;
 	return r;
 }
 
@@ -170,7 +178,8 @@ PIN_EXPORT int pin_uffd_new(const struct pin_uffd_opts *opts, struct pin_uffd **
 	if (r < 0)
 		return r;
 	/* One handshake per userfaultfd: learn the offer on a spare one. */
-	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL), &avail, NULL);
+	r = probe(o.flags & (PIN_UFFD_USER_MODE_ONLY | PIN_UFFD_SYSCALL | PIN_UFFD_QUIET_EPERM),
+		  &avail, NULL);
 	if (r < 0)
 		return r;
 	if (o.features & ~avail) {
@@ -250,6 +259,78 @@ PIN_EXPORT int pin_uffd_register(struct pin_uffd *u, void *addr, size_t len, uns
 	}
 	if (ret_ioctls)
 		*ret_ioctls = reg.ioctls;
+	return 0;
+}
+
+bool pin_uffd_own(const struct pin_uffd *u)
+{
+	return u->own;
+}
+
+int pin_uffd_register_fd(int fd, uintptr_t addr, size_t len, unsigned int mode)
+{
+	struct uffdio_register reg = { .range = range_of((void *)addr, len), .mode = mode };
+	int r = pin_ioctl(fd, UFFDIO_REGISTER, &reg);
+
+	if (r == -EBUSY)
+		pin_log(PIN_LOG_ERR,
+			"UFFDIO_REGISTER [%#lx, +%#zx): %s: another userfaultfd is registered on "
+			"part of it",
+			(unsigned long)addr, len, strerror(-r));
+	else if (r == -ENOMEM || r == -EINVAL)
+		pin_log(PIN_LOG_ERR,
+			"UFFDIO_REGISTER [%#lx, +%#zx): %s: a part is not mapped, or its mapping "
+			"cannot take userfaultfd faults (see ioctl_userfaultfd(2))",
+			(unsigned long)addr, len, strerror(-r));
+	else if (r < 0)
+		log_range_error("UFFDIO_REGISTER", (void *)addr, len, r);
+	return r;
+}
+
+/* The VmFlags (each " xx") a registration for mode sets (proc(5)). */
+static bool flags_cover(const char *vmflags, unsigned int mode)
+{
+	return (!(mode & PIN_UFFD_REGISTER_MISSING) || strstr(vmflags, " um")) &&
+	       (!(mode & PIN_UFFD_REGISTER_WP) || strstr(vmflags, " uw")) &&
+	       (!(mode & PIN_UFFD_REGISTER_MINOR) || strstr(vmflags, " ui"));
+}
+
+int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *ret_gap)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	uintptr_t cur = addr, end = addr + len;
+	unsigned long start = 0, stop = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	int r = 0;
+
+	if (!f) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "open /proc/self/smaps: %s", strerror(-r));
+		return r;
+	}
+	/* A mapping's first line names its range; its VmFlags line ends it. */
+	while (cur < end && getline(&line, &cap, f) > 0) {
+		if (strncmp(line, "VmFlags:", strlen("VmFlags:"))) {
+			/* "Anonymous:" would give a first number alone. */
+			unsigned long a, b;
+			if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
+				start = a;
+				stop = b;
+			}
+			continue;
+		}
+		if (stop <= cur)
+			continue;
+		if (start > cur || !flags_cover(line + strlen("VmFlags:") - 1, mode))
+			break;
+		cur = stop;
+	}
+	free(line);
+	fclose(f);
+	if (cur >= end)
+		return 1;
+	*ret_gap = cur;
 	return 0;
 }
 

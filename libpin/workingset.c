@@ -248,6 +248,25 @@ static int read_runs(const char *dir, struct run **ret, size_t *ret_nr)
 	return r;
 }
 
+int pin_working_set_read(const char *dir, struct pin_ws_run **ret, size_t *ret_nr)
+{
+	struct run *v;
+	size_t n;
+	int r = read_runs(dir, &v, &n);
+
+	if (r < 0)
+		return r;
+	struct pin_ws_run *w = calloc(n ? n : 1, sizeof(*w));
+	for (size_t i = 0; w && i < n; i++)
+		w[i] = (struct pin_ws_run){ v[i].addr, v[i].len };
+	free(v);
+	if (!w)
+		return -ENOMEM;
+	*ret = w;
+	*ret_nr = n;
+	return 0;
+}
+
 static int cmp_run(const void *a, const void *b)
 {
 	const struct run *x = a, *y = b;

@@ -3,10 +3,11 @@
 # The per-tcase skips, checked as an ordinary user (uid 65534, no capabilities):
 # test-uffd runs every tcase whose faults come from user mode and leaves out,
 # each for its own reason, the ones that need privilege; test-image without
-# the CRIU dumps still runs its own-format cases.  Usage: unprivileged.sh
-# TEST_UFFD TEST_IMAGE
+# the CRIU dumps still runs its own-format cases; the io_uring pin backend
+# works for that user (pin-as-user).  Usage: unprivileged.sh TEST_UFFD
+# TEST_IMAGE PIN_AS_USER
 set -u
-uffd=$1 image=$2
+uffd=$1 image=$2 pin=$3
 # Under valgrind (LD_PRELOAD names its preload) the binaries would be too,
 # and valgrind answers userfaultfd(2) with ENOSYS: nothing would run.
 case "${LD_PRELOAD:-}" in *vgpreload*)
@@ -20,7 +21,7 @@ fi
 as_nobody() {
 	setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$@"
 }
-for bin in "$uffd" "$image"; do
+for bin in "$uffd" "$image" "$pin"; do
 	if ! as_nobody test -x "$bin"; then
 		echo "SKIP: uid 65534 cannot reach $bin"
 		exit 77
@@ -57,3 +58,9 @@ for want in "SKIP: image/criu: no /nonexistent (UFFDD_CRIU_IMAGES)" \
 	"100%: Checks: 4, Failures: 0, Errors: 0"; do
 	case "$out" in *"$want"*) ;; *) fail "no line '$want'" ;; esac
 done
+
+# The io_uring backend's monitor makes do with a user-mode-only userfaultfd.
+out=$(as_nobody "$pin" 2>&1)
+rc=$?
+show
+[ $rc = 0 ] || [ $rc = 77 ] || fail "pin-as-user as uid 65534 exited $rc"

@@ -272,11 +272,16 @@ static int do_hello(struct req *q, Uffdd__Reply *rep)
 	if (h->version != PIN_PROTO_VERSION)
 		return fail(q, -EPROTONOSUPPORT, "protocol version %u; this daemon speaks %u",
 			    h->version, PIN_PROTO_VERSION);
+	bool inspect = h->has_inspect && h->inspect;
+	if (q->s->hello && inspect != q->s->inspect)
+		return fail(q, -EINVAL, "inspect is said in the first Hello only");
 	if (h->name) {
 		pthread_mutex_lock(&q->s->lock);
 		set_name(q->s->name, sizeof(q->s->name), h->name);
 		pthread_mutex_unlock(&q->s->lock);
 	}
+	if (inspect && !q->s->inspect)
+		session_inspect(q->s);
 	q->s->hello = true;
 	session_set_meta(q->s);
 	rep->has_version = rep->has_session = true;
@@ -787,6 +792,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	 * what reads. */
 	if (s->finishing && m->body_case != UFFDD__MSG__BODY_GOODBYE && changes(m)) {
 		error = fail(&q, -EPROTO, "the session said Goodbye");
+		goto reply;
+	}
+	/* An inspection connection reads; Goodbye only ends it. */
+	if (s->inspect && m->body_case != UFFDD__MSG__BODY_GOODBYE &&
+	    m->body_case != UFFDD__MSG__BODY_HELLO && changes(m)) {
+		error = fail(&q, -EPERM, "an inspection connection only reads");
 		goto reply;
 	}
 	s->in_request = true;

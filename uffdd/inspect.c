@@ -64,6 +64,9 @@ static bool sees_all(struct session *s)
 
 static bool visible(const struct session *caller, bool all, const struct session *o)
 {
+	/* Inspection connections are nobody's business: listed nowhere. */
+	if (o->inspect)
+		return false;
 	return all || o->uid == caller->uid;
 }
 

@@ -8,9 +8,13 @@
  */
 #include <getopt.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #ifdef HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -38,7 +42,7 @@ static void usage(FILE *f)
 		   "             [--max-pinned-per-uid BYTES] [--max-sessions-per-uid N]\n"
 		   "             [--max-connections-per-uid N] [--max-fds-per-uid N]\n"
 		   "             [--max-bytes-per-uid BYTES] [--admin-group GROUP]\n"
-		   "             [--no-supervisor] [-v]\n"
+		   "             [--no-supervisor] [-v] [--version]\n"
 		   "Serve the page faults of client processes through the userfaultfds they\n"
 		   "hand over.  Unless systemd runs it (NOTIFY_SOCKET) or --no-supervisor is\n"
 		   "given, a supervisor process keeps the descriptors clients depend on and\n"
@@ -97,6 +101,7 @@ static int parse_args(int argc, char **argv)
 		{ "no-supervisor", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	uint64_t v;
@@ -148,6 +153,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			exit(0);
+		case 'V':
+			puts("uffdd " PIN_PACKAGE_VERSION);
 			exit(0);
 		default:
 			usage(stderr);
@@ -232,6 +240,47 @@ static int serve_open(void)
 	return r;
 }
 
+/* Where listening socket fd listens, into buf: its path, or "fd N". */
+static const char *socket_name(int fd, char *buf, size_t size)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+	    len <= offsetof(struct sockaddr_un, sun_path) || !sa.sun_path[0])
+		snprintf(buf, size, "fd %d", fd);
+	else
+		snprintf(buf, size, "%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
+			 sa.sun_path);
+	return buf;
+}
+
+/*
+ * The one line each serving process starts with, whatever -v says: what an
+ * administrator checks first (which build, where it listens, the limits
+ * clients meet, and whether a restart keeps the sessions).
+ */
+static void log_start(bool supervised)
+{
+	char socks[512] = "", name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+	const int *fds;
+	size_t n = listen_get(&fds), k = 0;
+
+	for (size_t i = 0; i < n && k < sizeof(socks); i++)
+		k += (size_t)snprintf(socks + k, sizeof(socks) - k, "%s%s", i ? ", " : "",
+				      socket_name(fds[i], name, sizeof(name)));
+	ulog(LOG_NOTICE,
+	     "version " PIN_PACKAGE_VERSION ", socket %s, workers %u; per uid (0: no "
+	     "limit): %" PRIu32 " sessions, %" PRIu32 " connections, %" PRIu32 " regions, %" PRIu64
+	     " bytes pinned, %" PRIu32 " descriptors, %" PRIu64 " bytes of records; supervisor %s",
+	     socks, uffdd_cfg.workers, uffdd_cfg.max_sessions_per_uid,
+	     uffdd_cfg.max_connections_per_uid, uffdd_cfg.max_regions_per_uid,
+	     uffdd_cfg.max_pinned_per_uid, uffdd_cfg.max_fds_per_uid, uffdd_cfg.max_bytes_per_uid,
+	     supervised	       ? "on (uffdd's own)"
+	     : store_enabled() ? "on (the service manager's fd store)"
+			       : "off (a restart loses the sessions)");
+}
+
 int main(int argc, char **argv)
 {
 	sigset_t mask;
@@ -256,10 +305,12 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (want_supervisor() && supervisor_start() < 0)
+	bool supervised = want_supervisor();
+	if (supervised && supervisor_start() < 0)
 		return 1;
 	if (serve_open() < 0)
 		return 1;
+	log_start(supervised);
 #ifdef HAVE_SYSTEMD
 	/* WatchdogSec=: WATCHDOG=1 while every worker goes round (listen.c). */
 	uint64_t usec;

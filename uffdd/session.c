@@ -78,7 +78,7 @@ static uint64_t held(const struct session *s, enum charge k)
 {
 	switch (k) {
 	case CHARGE_SESSIONS:
-		return 1;
+		return !s->inspect;
 	case CHARGE_CONNECTIONS:
 		return s->sock >= 0;
 	case CHARGE_FDS:
@@ -273,6 +273,17 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 	session_publish(s);
 	*ret = s;
 	return 0;
+}
+
+void session_inspect(struct session *s)
+{
+	pthread_mutex_lock(&glock);
+	s->inspect = true;
+	pthread_mutex_unlock(&glock);
+	session_unstore(s);
+	session_charge(s, 0, 0, NULL, 0);
+	atomic_fetch_sub(&count, 1);
+	notify_status(sessions_count());
 }
 
 int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret)
@@ -681,7 +692,8 @@ static void session_unpublish(struct session *s)
 		}
 	}
 	pthread_mutex_unlock(&glock);
-	atomic_fetch_sub(&count, 1);
+	if (!s->inspect)
+		atomic_fetch_sub(&count, 1);
 }
 
 void session_free(struct session *s)

@@ -531,6 +531,9 @@ struct session {
 	/* A fork child whose regions a dead daemon never recorded: its faults
 	 * are poisoned (SIGBUS), for its pages cannot be known. */
 	bool broken;
+	/* Said Hello with inspect (uffdctl): only reads, is listed nowhere,
+	 * counts as no session; set under the global lock. */
+	bool inspect;
 	struct state *st; /* the durable record (state.c) */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
@@ -582,6 +585,12 @@ struct session {
 };
 
 int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
+/*
+ * Make s an inspection connection: out of the counts of sessions (its
+ * connection still counts) and out of the fd store (a restarted daemon does
+ * not bring it back as a session: its client connects again).
+ */
+void session_inspect(struct session *s);
 /* Unlink from every list, close its descriptors and free it; worker only. */
 void session_free(struct session *s);
 

@@ -361,6 +361,10 @@ typedef void (*pin_client_stale_fn)(struct pin_client *c, uint64_t cookie, uint6
  * restart keeps it) reconnects (pin_client_reconnect()) and is sent again
  * once, instead of failing with -ECONNRESET. */
 #define PIN_CLIENT_RECONNECT 0x1u
+/* Only look (uffdctl): the connection reads counters and lists, is not a
+ * session (not listed, not counted), and every request that changes
+ * something fails with -EPERM. */
+#define PIN_CLIENT_INSPECT 0x2u
 
 struct pin_client_opts {
 	size_t sz;		      /* sizeof(struct pin_client_opts) */
@@ -407,9 +411,11 @@ int pin_client_process(struct pin_client *c);
  * the caller keeps u.  Once per client (-EALREADY). */
 int pin_client_handover(struct pin_client *c, const struct pin_uffd *u);
 
-/* pin_client_region flags */
-#define PIN_CLIENT_REGION_NO_PUSH  0x1u /* no background push of untouched pages */
-#define PIN_CLIENT_REGION_REGISTER 0x2u /* the daemon registers the range (we did not) */
+/* pin_client_region flags.  Without REGISTER or REGISTERED, libpin registers
+ * the range with the handed-over userfaultfd (a no-op where it is already). */
+#define PIN_CLIENT_REGION_NO_PUSH    0x1u /* no background push of untouched pages */
+#define PIN_CLIENT_REGION_REGISTER   0x2u /* the daemon registers the range */
+#define PIN_CLIENT_REGION_REGISTERED 0x4u /* the caller did: checked, refused if not */
 
 struct pin_client_region {
 	size_t sz;	    /* sizeof(struct pin_client_region) */

@@ -18,6 +18,9 @@
 
 #include "libpin.h"
 
+/* A usage error's exit status, as every program of uffdd's. */
+#define EXIT_USAGE 2
+
 /* How long to wait for SIGSTOP to take effect, in 1 ms polls. */
 #define STOP_POLLS 2000
 
@@ -30,11 +33,13 @@ static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdd-checkpoint [-r] [-f] [-a ADDR -l LEN] PID DIR\n"
 		   "Write a checkpoint of process PID's private memory into DIR.\n"
-		   "  -r       also read-only mappings\n"
-		   "  -f       also file-backed private mappings\n"
-		   "  -a ADDR  only mappings within [ADDR, ADDR+LEN) (with -l)\n"
+		   "  -r          also read-only mappings\n"
+		   "  -f          also file-backed private mappings\n"
+		   "  -a ADDR     only mappings within [ADDR, ADDR+LEN) (with -l)\n"
 		   "  -l LEN\n"
-		   "  -h       this help\n");
+		   "  -h, --help  this help\n"
+		   "  --version   the version\n"
+		   "Exit status: 0 done, 1 failed, 2 usage error.\n");
 }
 
 /* The state letter of /proc/PID/stat: 'T' once SIGSTOP has taken effect. */
@@ -129,7 +134,13 @@ int main(int argc, char **argv)
 	uint64_t pid;
 	int c, r, s;
 
-	while ((c = getopt(argc, argv, "rfa:l:h")) != -1) {
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+
+	while ((c = getopt_long(argc, argv, "rfa:l:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			o.flags |= PIN_IMAGE_WRITE_READONLY;
@@ -149,6 +160,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return EXIT_SUCCESS;
+		case 'V':
+			puts("uffdd-checkpoint " PIN_PACKAGE_VERSION);
 			return EXIT_SUCCESS;
 		default:
 			goto bad_usage;
@@ -200,5 +214,5 @@ int main(int argc, char **argv)
 
 bad_usage:
 	usage(stderr);
-	return EXIT_FAILURE;
+	return EXIT_USAGE;
 }

@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,24 @@ struct task {
 
 static const char *images_dir, *work_dir, *uffdd_socket;
 static int verbose;
+/* lazy-pages.socket while it exists: removed once the restore side is
+ * connected, or when a signal ends the wait for it. */
+static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static const int exit_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+static void remove_socket_and_die(int sig)
+{
+	unlink(sock_path);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* How the socket file goes while it is listened on: a signal's handler. */
+static void on_exit_signals(void (*handler)(int))
+{
+	for (size_t i = 0; i < sizeof(exit_signals) / sizeof(exit_signals[0]); i++)
+		signal(exit_signals[i], handler);
+}
 
 static void log_stderr(enum pin_log_level level, const char *msg, void *userdata)
 {
@@ -81,11 +100,15 @@ static int listen_at(const char *dir)
 	if (fd < 0)
 		return -errno;
 	unlink(sa.sun_path);
+	memcpy(sock_path, sa.sun_path, sizeof(sock_path));
+	on_exit_signals(remove_socket_and_die);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
 		int err = errno;
 		fprintf(stderr, "uffdd-lazy-pages: bind/listen %s: %s\n", sa.sun_path,
 			strerror(err));
 		close(fd);
+		unlink(sock_path);
+		on_exit_signals(SIG_DFL);
 		return -err;
 	}
 	return fd;
@@ -179,7 +202,11 @@ static int task_start(struct task *t, int pid, int fd)
 	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
 		if (!lazy_mapping(pin_image_region(t->img, i)))
 			continue;
-		r = pin_client_add_image_region(t->client, t->img, i, PIN_CLIENT_REGION_NO_PUSH);
+		/* CRIU's restorer registered the lazy mappings: a task gone
+		 * meanwhile ends its own session, not this call. */
+		r = pin_client_add_image_region(t->client, t->img, i,
+						PIN_CLIENT_REGION_NO_PUSH |
+							PIN_CLIENT_REGION_REGISTERED);
 		nregions += r > 0 ? r : 0;
 	}
 	if (r >= 0)
@@ -287,6 +314,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
+		"       uffdd-lazy-pages --version\n"
 		"Serve `criu restore --lazy-pages` through uffdd.\n");
 }
 
@@ -298,6 +326,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static struct task tasks[MAX_TASKS];
@@ -323,6 +352,9 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'V':
+			puts("uffdd-lazy-pages " PIN_PACKAGE_VERSION);
+			return 0;
 		default:
 			usage(stderr);
 			return 2;
@@ -339,9 +371,13 @@ int main(int argc, char **argv)
 	do
 		sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 	while (sock < 0 && errno == EINTR);
+	int err = errno;
 	close(lsock);
+	/* One restore side only: nobody else is to find the socket. */
+	unlink(sock_path);
+	on_exit_signals(SIG_DFL);
 	if (sock < 0) {
-		perror("uffdd-lazy-pages: accept");
+		fprintf(stderr, "uffdd-lazy-pages: accept: %s\n", strerror(err));
 		return 1;
 	}
 	t0 = now_ms();

@@ -24,6 +24,11 @@ fail() {
 	echo "uffdctl-test: $*"
 	exit 1
 }
+# What a program wrote to $1, without valgrind's lines (its setup traces the
+# programs, and writes to their standard error).
+own() {
+	grep -v '^==[0-9]*==' "$1" || true
+}
 json() {
 	python3 -c "import json, sys; d = json.load(sys.stdin); assert $1, d"
 }
@@ -35,16 +40,16 @@ ctl_out() {
 }
 
 ctl_out status
-grep -q '^clients: *1 (this one included)$' "$dir/out" || fail "status does not count its own session"
+# uffdctl's own connection is an inspection connection: no session.
+grep -q '^clients: *0$' "$dir/out" || fail "status counts uffdctl's connection: $(cat "$dir/out")"
 ctl_out clients
-[ "$(wc -l <"$dir/out")" = 2 ] || fail "clients: not a header and one line"
-tail -1 "$dir/out" | grep -q ' uffdctl ' || fail "clients: no uffdctl line"
+[ "$(wc -l <"$dir/out")" = 1 ] || fail "clients: more than the header: $(cat "$dir/out")"
 ctl_out --json clients
-json 'len(d) == 1 and d[0]["name"] == "uffdctl"' <"$dir/out"
+json 'd == []' <"$dir/out"
 ctl_out --json status
-json 'd["clients"] == 1 and d["regions"] == 0' <"$dir/out"
+json 'd["clients"] == 0 and d["regions"] == 0 and "session" not in d' <"$dir/out"
 ctl_out --json stats
-json 'd["session"] == "all" and d["faults"] == 0' <"$dir/out"
+json 'd["session"] is None and d["faults"] == 0' <"$dir/out"
 ctl_out stats
 grep -q '^latency: no faults served yet$' "$dir/out" || fail "stats: histogram"
 ctl_out regions
@@ -59,8 +64,34 @@ json 'd["socket"] == "'"$sock"'"' <"$dir/out"
 rc=0; "$ctl" --socket "$sock" stats 999999 2>"$dir/err" || rc=$?
 [ $rc = 1 ] || fail "stats of an unknown session exits $rc, not 1"
 grep -q 'No such file or directory' "$dir/err" || fail "stats 999999 does not say why: $(cat "$dir/err")"
-rc=0; "$ctl" --socket "$dir/none" status 2>/dev/null || rc=$?
+rc=0; "$ctl" --socket "$sock" regions 99999 >"$dir/out" 2>"$dir/err" || rc=$?
+[ $rc = 1 ] || fail "regions of an unknown session exits $rc, not 1"
+[ ! -s "$dir/out" ] || fail "regions 99999 printed: $(cat "$dir/out")"
+[ "$(own "$dir/err")" = "uffdctl: uffdd: ListGet: No such file or directory (no session 99999)" ] ||
+	fail "regions 99999 says: $(cat "$dir/err")"
+rc=0; "$ctl" --socket "$dir/none" status 2>"$dir/err" || rc=$?
 [ $rc = 1 ] || fail "a missing daemon exits $rc, not 1"
+cat >"$dir/want" <<EOF
+uffdctl: uffdd is not running at $dir/none (no socket there)
+uffdctl: \`systemctl status uffdd.socket uffdd.service\` says why; a uffdd started by hand listens where its --socket says: give uffdctl the same --socket, or set UFFDD_SOCKET
+EOF
+own "$dir/err" | cmp -s "$dir/want" - || fail "a missing daemon: $(cat "$dir/err")"
+: >"$dir/file"
+rc=0; "$ctl" --socket "$dir/file" status 2>"$dir/err" || rc=$?
+[ $rc = 1 ] || fail "a file for a socket exits $rc, not 1"
+[ "$(own "$dir/err")" = "uffdctl: $dir/file is not a socket: is it uffdd's?" ] ||
+	fail "a file for a socket: $(cat "$dir/err")"
+# A user the socket's mode keeps out is told the mode and the group.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	chmod 0660 "$sock"
+	chgrp "$(id -g)" "$sock"
+	chmod 0755 "$dir"
+	group=$(getent group "$(id -g)" | cut -d: -f1)
+	rc=0; setpriv --reuid=65534 --regid=65534 --clear-groups "$ctl" --socket "$sock" status 2>"$dir/err" || rc=$?
+	[ $rc = 1 ] || fail "a user kept out exits $rc, not 1"
+	grep -qx "uffdctl: the socket is mode 0660, group $group: connect as root or as a member of group $group" "$dir/err" ||
+		fail "a user kept out: $(cat "$dir/err")"
+fi
 for args in "bogus" "status 1" "regions x" ""; do
 	rc=0; "$ctl" --socket "$sock" $args 2>/dev/null || rc=$?
 	[ $rc = 2 ] || fail "'uffdctl $args' exits $rc, not 2"

@@ -3,16 +3,20 @@
  * uffdctl: what uffdd serves, asked over its own protocol (StatsGet,
  * ListGet) through libpin's client, whose list calls walk every page of a
  * list.  It shows the sessions of its user (all of them to root and the
- * daemon's admin group).  Human tables by default, JSON with --json.  See
- * uffdctl(8).
+ * daemon's admin group).  It connects as an inspection connection
+ * (PIN_CLIENT_INSPECT): it is not a session and lists nowhere.  Human tables
+ * by default, JSON with --json.  When the daemon cannot be reached it says
+ * what to check.  See uffdctl(8).
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -23,11 +27,79 @@
 
 static const char *socket_opt;
 static bool json;
+/* While connecting: libpin's last error, said only when no hint replaces it. */
+static char connect_msg[512];
 
 static void log_stderr(enum pin_log_level level, const char *msg, void *userdata)
 {
 	if (level <= PIN_LOG_WARN)
 		fprintf(stderr, "uffdctl: %s\n", msg);
+}
+
+static void log_keep(enum pin_log_level level, const char *msg, void *userdata)
+{
+	if (level <= PIN_LOG_WARN)
+		snprintf(connect_msg, sizeof(connect_msg), "%s", msg);
+}
+
+/* Why the socket at path refuses us, when its owner and mode say so. */
+static void hint_access(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		fprintf(stderr,
+			"uffdctl: a directory on the way to %s is closed to you (%s): ask root\n",
+			path, strerror(errno));
+		return;
+	}
+	struct group *g = getgrgid(st.st_gid);
+	char gid[16];
+
+	snprintf(gid, sizeof(gid), "%u", (unsigned int)st.st_gid);
+	const char *name = g ? g->gr_name : gid;
+	fprintf(stderr,
+		"uffdctl: the socket is mode %04o, group %s: connect as root or as a member of "
+		"group %s\n"
+		"uffdctl: (`id -nG` lists your groups; `usermod -aG %s USER` adds one, from the "
+		"next login on)\n",
+		(unsigned int)(st.st_mode & 07777), name, name, name);
+}
+
+/* The daemon cannot be reached at path (err): say what to check. */
+static void say_unreachable(const char *path, int err)
+{
+	struct stat st;
+
+	switch (err) {
+	case ECONNREFUSED:
+		if (stat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "uffdctl: %s is not a socket: is it uffdd's?\n", path);
+			break;
+		}
+		/* fall through */
+	case ENOENT:
+		fprintf(stderr,
+			"uffdctl: uffdd is not running at %s (%s)\n"
+			"uffdctl: `systemctl status uffdd.socket uffdd.service` says why; a uffdd "
+			"started by hand listens where its --socket says: give uffdctl the same "
+			"--socket, or set UFFDD_SOCKET\n",
+			path, err == ENOENT ? "no socket there" : "nobody listens there");
+		break;
+	case EACCES:
+	case EPERM:
+		fprintf(stderr, "uffdctl: you may not connect to uffdd at %s (%s)\n", path,
+			strerror(err));
+		hint_access(path);
+		break;
+	default:
+		if (connect_msg[0])
+			fprintf(stderr, "uffdctl: %s\n", connect_msg);
+		else
+			fprintf(stderr, "uffdctl: connecting to uffdd at %s: %s\n", path,
+				strerror(err));
+		break;
+	}
 }
 
 static void usage(FILE *f)
@@ -44,7 +116,8 @@ static void usage(FILE *f)
 		   "  -s, --socket PATH  the daemon's socket (default: $UFFDD_SOCKET, else\n"
 		   "                     " PIN_CLIENT_SOCKET_DEFAULT ")\n"
 		   "  -j, --json         print JSON\n"
-		   "  -h, --help         this text\n");
+		   "  -h, --help         this text\n"
+		   "      --version      the version\n");
 }
 
 static void print_json(struct json_object *o)
@@ -234,10 +307,9 @@ static int cmd_stats(struct pin_client *c, uint64_t session)
 	if (json) {
 		struct json_object *o = stats_json(&st);
 
-		if (session)
-			jadd_u64(o, "session", session);
-		else
-			json_object_object_add(o, "session", json_object_new_string("all"));
+		/* null: the sum over every session the user may see. */
+		json_object_object_add(o, "session",
+				       session ? json_object_new_uint64(session) : NULL);
 		print_json(o);
 		return 0;
 	}
@@ -395,7 +467,6 @@ static int cmd_status(struct pin_client *c, const char *path)
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "socket", json_object_new_string(path));
-		jadd_u64(o, "session", pin_client_session(c));
 		jadd_u64(o, "clients", n);
 		jadd_u64(o, "regions", regions);
 		jadd_u64(o, "pinned_bytes", pinned);
@@ -405,8 +476,8 @@ static int cmd_status(struct pin_client *c, const char *path)
 	}
 	char b[16];
 
-	printf("uffdd at %s, this is session %" PRIu64 "\n", path, pin_client_session(c));
-	printf("clients:         %zu (this one included)\n", n);
+	printf("uffdd at %s\n", path);
+	printf("clients:         %zu\n", n);
 	printf("regions:         %" PRIu64 "\n", regions);
 	printf("pinned:          %s\n", human_size(pinned, b, sizeof(b)));
 	print_counters(&st);
@@ -430,9 +501,12 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	struct pin_client_opts opts = { .sz = sizeof(opts), .name = "uffdctl" };
+	struct pin_client_opts opts = { .sz = sizeof(opts),
+					.name = "uffdctl",
+					.flags = PIN_CLIENT_INSPECT };
 	struct pin_client *c = NULL;
 	const char *cmd, *path;
 	uint64_t session = 0;
@@ -448,6 +522,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return EXIT_SUCCESS;
+		case 'V':
+			puts("uffdctl " PIN_PACKAGE_VERSION);
 			return EXIT_SUCCESS;
 		default:
 			usage(stderr);
@@ -478,10 +555,13 @@ int main(int argc, char **argv)
 	if (!path || !*path)
 		path = PIN_CLIENT_SOCKET_DEFAULT;
 	opts.socket = path;
-	pin_log_set(log_stderr, NULL);
+	pin_log_set(log_keep, NULL);
 	r = pin_client_connect(&opts, &c);
-	if (r < 0)
-		return EXIT_FAILURE; /* the log callback said why */
+	if (r < 0) {
+		say_unreachable(path, -r);
+		return EXIT_FAILURE;
+	}
+	pin_log_set(log_stderr, NULL);
 
 	if (!strcmp(cmd, "status"))
 		r = cmd_status(c, path);
