@@ -42,23 +42,6 @@ static void setup(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static struct pin_ctx *ctx_new(void)
-{
-	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
-	struct pin_ctx *ctx = NULL;
-
-	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
-	return ctx;
-}
-
-static size_t pinned_bytes(struct pin_ctx *ctx)
-{
-	struct pin_ctx_stats s = { .sz = sizeof(s) };
-
-	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
-	return s.pinned_bytes;
-}
-
 /* A huge page counts a pin per small page, and io_uring keeps one of them. */
 static void assert_huge_pins(struct pin_ctx *ctx, void *p, size_t len)
 {
@@ -118,7 +101,7 @@ static void page_frames(const char *p, size_t n, uint64_t *pfn)
 
 START_TEST(never_written)
 {
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
 
 	/* Pinning for writing faults every page in, one pin each. */
@@ -134,7 +117,7 @@ END_TEST
 START_TEST(zero_page_unshared)
 {
 	const size_t n = LEN / page;
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
 	uint64_t before[LEN_PAGES_MAX], after[LEN_PAGES_MAX];
 	struct pin_range *r;
@@ -198,7 +181,7 @@ static long anon_huge_kb(const char *p)
 
 START_TEST(thp)
 {
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	size_t total;
 	char *base, *p = map_aligned(&total, &base);
 
@@ -303,7 +286,7 @@ static void hugetlb_teardown(void)
 
 START_TEST(hugetlb_anon)
 {
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
 		       -1, 0);
 
@@ -322,7 +305,7 @@ END_TEST
  */
 static void memfd_case(unsigned int flags, bool huge)
 {
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	int fd = memfd_create("pinned", MFD_CLOEXEC | flags);
 	uint64_t *back = malloc(LEN);
 
@@ -338,7 +321,7 @@ static void memfd_case(unsigned int flags, bool huge)
 	else
 		test_assert_small_pins(ctx, p, LEN);
 	device_write(ctx, p, LEN, SEED_OUT);
-	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	ck_assert_int_eq(munmap(p, LEN), 0);
 	ck_assert_int_eq(pread(fd, back, LEN, 0), (ssize_t)LEN);
 	test_assert_pattern(back, LEN, SEED_OUT);
@@ -390,7 +373,7 @@ static int fork_child(char *p, const uint64_t *pfn, int go, int done)
 START_TEST(fork_after_pin)
 {
 	const size_t n = LEN / page;
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = map_anon(LEN, PROT_READ | PROT_WRITE, MADV_NOHUGEPAGE);
 	uint64_t pfn[LEN_PAGES_MAX], now[LEN_PAGES_MAX];
 	int in = test_pattern_file(LEN, SEED_IN), out = test_pattern_file(LEN, SEED_OUT);
@@ -438,27 +421,17 @@ static const struct test_needs needs_none = { 0 };
 static const struct test_needs needs_thp = { .check = thp_unmet };
 static const struct test_needs needs_hugetlb = { .check = hugetlb_unmet };
 
-/* A tcase of its own per need, so that each skips alone with its reason. */
-static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
-{
-	TCase *tc = test_tcase(s, name, needs);
-
-	tcase_add_checked_fixture(tc, setup, NULL);
-	tcase_set_timeout(tc, 120);
-	return tc;
-}
-
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("pin-gup");
-	TCase *small = tcase(s, "small_pages", &needs_none);
-	TCase *huge = tcase(s, "hugetlb", &needs_hugetlb);
+	TCase *small = test_pin_tcase(s, "small_pages", &needs_none, setup);
+	TCase *huge = test_pin_tcase(s, "hugetlb", &needs_hugetlb, setup);
 
 	tcase_add_test(small, never_written);
 	tcase_add_test(small, zero_page_unshared);
 	tcase_add_test(small, shmem_memfd);
 	tcase_add_test(small, fork_after_pin);
-	tcase_add_test(tcase(s, "thp", &needs_thp), thp);
+	tcase_add_test(test_pin_tcase(s, "thp", &needs_thp, setup), thp);
 	tcase_add_unchecked_fixture(huge, hugetlb_setup, hugetlb_teardown);
 	tcase_add_test(huge, hugetlb_anon);
 	tcase_add_test(huge, hugetlb_memfd);

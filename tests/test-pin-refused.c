@@ -43,23 +43,6 @@ static void setup(void)
 	pin_log_set(capture_log, NULL);
 }
 
-static struct pin_ctx *ctx_new(void)
-{
-	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
-	struct pin_ctx *ctx = NULL;
-
-	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
-	return ctx;
-}
-
-static size_t pinned_bytes(struct pin_ctx *ctx)
-{
-	struct pin_ctx_stats s = { .sz = sizeof(s) };
-
-	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
-	return s.pinned_bytes;
-}
-
 /*
  * A refusal: pin_range_get() fails with -EFAULT, the counters move by want
  * (pages pinned before the refusal are given back), nothing stays pinned,
@@ -68,13 +51,13 @@ static size_t pinned_bytes(struct pin_ctx *ctx)
 static void assert_refused(void *p, size_t len, const struct test_deltas *want, const char *at,
 			   size_t at_len, const char *cause)
 {
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char head[128], part[128];
 	struct test_deltas got;
 
 	ck_assert_int_eq(test_pin_counted(ctx, p, len, want, &got), -EFAULT);
 	test_assert_deltas(&got, want);
-	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	snprintf(head, sizeof(head), "io_uring buffer registration [%p, +%#zx): Bad address: ", p,
 		 len);
 	snprintf(part, sizeof(part), "[%p, %p) ", at, at + at_len);
@@ -179,7 +162,7 @@ START_TEST(refused_shared_file)
 	memset(p, 0x5a, LEN);
 	assert_refused(p, LEN, &first_page, p, LEN, cause);
 	/* MAP_PRIVATE: the pin breaks COW into anonymous pages, which it may hold. */
-	struct pin_ctx *ctx = ctx_new();
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	test_assert_small_pins(ctx, priv, LEN);
 	pin_ctx_free(ctx);
 	munmap(p, LEN);
@@ -239,7 +222,7 @@ START_TEST(mlock_refused)
 	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is not mapped", p, 3 * page,
 		 strerror(ENOMEM), p + 2 * page, p + 3 * page);
 	ck_assert_str_eq(last_log, want);
-	ck_assert_uint_eq(pinned_bytes(ctx), 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 	munmap(p, 2 * page);
 }
@@ -249,25 +232,15 @@ static const struct test_needs needs_none = { 0 };
 static const struct test_needs needs_secretmem = { .check = secretmem_unmet };
 static const struct test_needs needs_disk = { .check = cwd_unmet };
 
-/* A tcase of its own per need, so that each skips alone with its reason. */
-static TCase *tcase(Suite *s, const char *name, const struct test_needs *needs)
-{
-	TCase *tc = test_tcase(s, name, needs);
-
-	tcase_add_checked_fixture(tc, setup, NULL);
-	tcase_set_timeout(tc, 120);
-	return tc;
-}
-
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("pin-refused");
-	TCase *prot = tcase(s, "prot", &needs_none);
+	TCase *prot = test_pin_tcase(s, "prot", &needs_none, setup);
 
 	tcase_add_test(prot, refused_prot);
 	tcase_add_test(prot, mlock_refused);
-	tcase_add_test(tcase(s, "secretmem", &needs_secretmem), refused_secretmem);
-	tcase_add_test(tcase(s, "shared_file", &needs_disk), refused_shared_file);
+	tcase_add_test(test_pin_tcase(s, "secretmem", &needs_secretmem, setup), refused_secretmem);
+	tcase_add_test(test_pin_tcase(s, "shared_file", &needs_disk, setup), refused_shared_file);
 	return s;
 }
 

@@ -21,35 +21,6 @@
 
 static size_t page;
 
-static char *map_small(size_t len)
-{
-	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
-	memset(p, 0x5a, len);
-	return p;
-}
-
-static struct pin_ctx *ctx_new(void)
-{
-	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING };
-	struct pin_ctx *ctx = NULL;
-
-	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
-	return ctx;
-}
-
-/* The counters, after the events the monitor read are applied (a stats call
- * syncs as a look-up does). */
-static struct pin_ctx_stats stats_of(struct pin_ctx *ctx)
-{
-	struct pin_ctx_stats s = { .sz = sizeof(s) };
-
-	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
-	return s;
-}
-
 /* A pin of [p, p + len) taken right after a discard in it: uncached. */
 static struct pin_range *pin_after_discard(struct pin_ctx *ctx, char *p, size_t len)
 {
@@ -60,7 +31,7 @@ static struct pin_range *pin_after_discard(struct pin_ctx *ctx, char *p, size_t 
 	ck_assert_int_eq(madvise(p + page, page, MADV_DONTNEED), 0);
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	ck_assert_int_eq(pin_range_stale(r), 0);
-	ck_assert_uint_eq(stats_of(ctx).idle_ranges, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).idle_ranges, 0);
 	return r;
 }
 
@@ -68,29 +39,29 @@ static struct pin_range *pin_after_discard(struct pin_ctx *ctx, char *p, size_t 
 START_TEST(uncached_pin_goes_stale)
 {
 	const size_t len = 8 * MiB;
-	struct pin_ctx *ctx = ctx_new();
-	char *p = map_small(len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	struct pin_range *r = pin_after_discard(ctx, p, len);
 
-	uint64_t inval = stats_of(ctx).invalidations;
+	uint64_t inval = test_pin_stats(ctx).invalidations;
 	ck_assert_int_eq(madvise(p + 2 * page, page, MADV_DONTNEED), 0);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.invalidations, inval + 1);
 	ck_assert_int_eq(pin_range_stale(r), 1);
 	/* Still held, still pinned, until its last handle goes. */
 	ck_assert_uint_eq(s.pinned_bytes, len);
 	pin_range_put(r);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 
 	r = pin_after_discard(ctx, p, len);
 	/* Valgrind would hang the unmap (see pin-monitor.c): say it ourselves. */
 	if (RUNNING_ON_VALGRIND)
 		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
 	ck_assert_int_eq(munmap(p, len), 0);
-	ck_assert_uint_eq(stats_of(ctx).pinned_ranges, 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_ranges, 1);
 	ck_assert_int_eq(pin_range_stale(r), 1);
 	pin_range_put(r);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 }
 END_TEST
@@ -103,15 +74,15 @@ END_TEST
 START_TEST(subrange_of_a_held_pin)
 {
 	const size_t len = 64 * MiB, sub_off = 3 * MiB, sub_len = 4 * MiB;
-	struct pin_ctx *ctx = ctx_new();
-	char *p = map_small(len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	struct pin_range *big, *sub;
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &big), 0);
-	uint64_t hits = stats_of(ctx).hits;
+	uint64_t hits = test_pin_stats(ctx).hits;
 	ck_assert_int_eq(pin_range_get(ctx, p + sub_off, sub_len, &sub), 0);
 	ck_assert_ptr_eq(sub, big);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.hits, hits + 1);
 	ck_assert_uint_eq(s.pinned_ranges, 1);
 	ck_assert_uint_eq(s.pinned_bytes, len);
@@ -121,14 +92,14 @@ START_TEST(subrange_of_a_held_pin)
 	big = pin_after_discard(ctx, p, len);
 	ck_assert_int_eq(pin_range_get(ctx, p + sub_off, sub_len, &sub), 0);
 	ck_assert_ptr_ne(sub, big);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, len + sub_len);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, len + sub_len);
 	ck_assert_int_eq(madvise(p + sub_off, page, MADV_DONTNEED), 0);
-	ck_assert_uint_eq(stats_of(ctx).pinned_ranges, 2);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_ranges, 2);
 	ck_assert_int_eq(pin_range_stale(big), 1);
 	ck_assert_int_eq(pin_range_stale(sub), 1);
 	pin_range_put(sub);
 	pin_range_put(big);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 	munmap(p, len);
 }

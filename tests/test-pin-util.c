@@ -11,6 +11,48 @@
 #include "test-common.h"
 #include "test-pin-util.h"
 
+/* Seconds a pin case may take: pinning and unpinning a range round by round
+ * until the system-wide counters hold still. */
+#define PIN_TCASE_TIMEOUT 120
+
+char *test_map_small(void *hint, size_t len)
+{
+	char *p = mmap(hint, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | (hint ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	memset(p, 0x5a, len);
+	return p;
+}
+
+struct pin_ctx *test_pin_ctx_new(int backend, unsigned int flags)
+{
+	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = backend, .flags = flags };
+	struct pin_ctx *ctx = NULL;
+
+	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
+	return ctx;
+}
+
+struct pin_ctx_stats test_pin_stats(struct pin_ctx *ctx)
+{
+	struct pin_ctx_stats s = { .sz = sizeof(s) };
+
+	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
+	return s;
+}
+
+TCase *test_pin_tcase(Suite *s, const char *name, const struct test_needs *needs,
+		      void (*setup)(void))
+{
+	TCase *tc = test_tcase(s, name, needs);
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	tcase_set_timeout(tc, PIN_TCASE_TIMEOUT);
+	return tc;
+}
+
 void test_foll_pins(uint64_t *acquired, uint64_t *released)
 {
 	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY | O_CLOEXEC);

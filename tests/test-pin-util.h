@@ -9,6 +9,24 @@
 #include <stdint.h>
 
 #include "libpin.h"
+#include "test-common.h"
+
+/* Anonymous memory in small pages only, filled with 0x5a (at hint exactly, when
+ * not NULL): a THP folio would make the kernel's pin counters move per folio
+ * instead of per page. */
+char *test_map_small(void *hint, size_t len);
+
+/* A context of that backend and flags; the test fails if there is none. */
+struct pin_ctx *test_pin_ctx_new(int backend, unsigned int flags);
+
+/* The context's counters (a stats call syncs the monitor's events as a
+ * look-up does). */
+struct pin_ctx_stats test_pin_stats(struct pin_ctx *ctx);
+
+/* A tcase of its own per need, so that each skips alone with its reason,
+ * with setup as its checked fixture. */
+TCase *test_pin_tcase(Suite *s, const char *name, const struct test_needs *needs,
+		      void (*setup)(void));
 
 /* nr_foll_pin_acquired/released after folding the per-CPU deltas in. */
 void test_foll_pins(uint64_t *acquired, uint64_t *released);

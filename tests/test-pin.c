@@ -40,36 +40,6 @@ static void setup(void)
 	pin_log_set(capture_log, NULL);
 }
 
-/* Anonymous memory in small pages only: a THP folio would make the kernel's
- * pin counters move per folio instead of per page. */
-static char *map_small(void *hint, size_t len)
-{
-	char *p = mmap(hint, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | (hint ? MAP_FIXED_NOREPLACE : 0), -1, 0);
-
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
-	memset(p, 0x5a, len);
-	return p;
-}
-
-static struct pin_ctx *ctx_new(int backend, unsigned int flags)
-{
-	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = backend, .flags = flags };
-	struct pin_ctx *ctx = NULL;
-
-	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
-	return ctx;
-}
-
-static struct pin_ctx_stats stats_of(struct pin_ctx *ctx)
-{
-	struct pin_ctx_stats s = { .sz = sizeof(s) };
-
-	ck_assert_int_eq(pin_ctx_stats(ctx, &s), 0);
-	return s;
-}
-
 /* Read the pattern file into [p, p + len) through the pin's buffer. */
 static void read_into(struct pin_ctx *ctx, struct pin_range *r, char *p, size_t len, int fd)
 {
@@ -82,8 +52,8 @@ static void read_into(struct pin_ctx *ctx, struct pin_range *r, char *p, size_t 
 START_TEST(counters_exact)
 {
 	const size_t len = 16 * MiB, pages = len / page;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	uint64_t a0, r0, a1, r1, a2, r2;
 	struct pin_range *r;
 	bool exact = false;
@@ -106,7 +76,7 @@ START_TEST(counters_exact)
 	}
 	ck_assert_msg(exact, "pin: +%lu acquired +%lu released; unpin: +%lu +%lu; want %zu",
 		      a1 - a0, r1 - r0, a2 - a1, r2 - r1, pages);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 	munmap(p, len);
 }
@@ -117,7 +87,7 @@ START_TEST(cache_hits_and_limits)
 	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = PIN_BACKEND_IO_URING, .max_idle = 2 };
 	struct pin_range *r[4];
 	struct pin_ctx *ctx;
-	char *p = map_small(NULL, 5 * MiB);
+	char *p = test_map_small(NULL, 5 * MiB);
 
 	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
 	ck_assert_str_eq(pin_ctx_backend_name(ctx), "io_uring");
@@ -132,7 +102,7 @@ START_TEST(cache_hits_and_limits)
 	pin_range_put(r[0]);
 	ck_assert_int_eq(pin_range_get(ctx, p + MiB, page, &r[0]), 0);
 	ck_assert_int_eq(pin_range_stale(r[0]), 0);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.hits, 2);
 	ck_assert_uint_eq(s.misses, 1);
 	ck_assert_uint_eq(s.idle_ranges, 0);
@@ -141,7 +111,7 @@ START_TEST(cache_hits_and_limits)
 		ck_assert_int_eq(pin_range_get(ctx, p + (size_t)(i + 2) * MiB, page, &r[i]), 0);
 	for (int i = 0; i < 3; i++)
 		pin_range_put(r[i]);
-	s = stats_of(ctx);
+	s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.misses, 4);
 	ck_assert_uint_eq(s.evictions, 2);
 	ck_assert_uint_eq(s.idle_ranges, 2);
@@ -168,8 +138,8 @@ END_TEST
 START_TEST(split_past_1g)
 {
 	const size_t len = GiB + 2 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	int fd = test_pattern_file(64 * 1024, 7);
 	struct pin_range *r;
 
@@ -190,7 +160,7 @@ START_TEST(split_past_1g)
 	ck_assert_int_eq(dst[-1], 0x5a);
 	ck_assert_int_eq(dst[64 * 1024], 0x5a);
 	ck_assert_int_eq(p[4 * page], 0x5a);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, len);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, len);
 	pin_range_put(r);
 	pin_ctx_free(ctx);
 	close(fd);
@@ -206,7 +176,7 @@ START_TEST(table_full)
 				  .flags = PIN_CTX_NO_MONITOR,
 				  .max_idle = n };
 	struct pin_range **r = calloc(n, sizeof(*r));
-	char *p = map_small(NULL, n * page);
+	char *p = test_map_small(NULL, n * page);
 	struct pin_ctx *ctx;
 
 	ck_assert_int_eq(pin_ctx_new(&o, &ctx), 0);
@@ -218,7 +188,7 @@ START_TEST(table_full)
 	ck_assert_int_eq(pin_range_get(ctx, p + (n - 1) * page, page, &r[n - 1]), 0);
 	ck_assert_int_eq(pin_range_buf_index(r[n - 1], p + (n - 1) * page, page),
 			 pin_range_buf_index(r[0], p, page) + 5);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.evictions, 1);
 	ck_assert_uint_eq(s.pinned_ranges, PIN_IOURING_SLOTS);
 	for (size_t i = 0; i < n; i++)
@@ -250,7 +220,7 @@ static int memlock_child(int backend)
 	struct pin_ctx_opts o = { .sz = sizeof(o), .backend = backend };
 	struct pin_range *r;
 	struct pin_ctx *ctx;
-	char *p = map_small(NULL, MiB);
+	char *p = test_map_small(NULL, MiB);
 
 	if (drop_ipc_lock() < 0 || setrlimit(RLIMIT_MEMLOCK, &rl) < 0)
 		return 10;
@@ -263,7 +233,7 @@ static int memlock_child(int backend)
 	if (!strstr(last_log, "RLIMIT_MEMLOCK is 65536 bytes") ||
 	    !strstr(last_log, "asked for 1048576 more") || !strstr(last_log, "CAP_IPC_LOCK"))
 		return 13;
-	if (stats_of(ctx).pinned_bytes != 0)
+	if (test_pin_stats(ctx).pinned_bytes != 0)
 		return 14;
 	pin_ctx_free(ctx);
 	return 0;
@@ -298,11 +268,11 @@ END_TEST
 static char *pin_cached(struct pin_ctx *ctx, size_t len)
 {
 	struct pin_range *r;
-	char *p = map_small(NULL, len);
+	char *p = test_map_small(NULL, len);
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	pin_range_put(r);
-	ck_assert_uint_eq(stats_of(ctx).idle_ranges, 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).idle_ranges, 1);
 	return p;
 }
 
@@ -317,7 +287,7 @@ static void assert_repinned(struct pin_ctx *ctx, char *p, size_t len, long pin0,
 	struct pin_range *r;
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.misses, 2);
 	ck_assert_uint_eq(s.hits, 0);
 	ck_assert_uint_eq(s.invalidations, 1);
@@ -336,7 +306,7 @@ START_TEST(stale_dontneed)
 {
 	const size_t len = 64 * MiB;
 	long pin0 = test_status_kb("VmPin");
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 
 	ck_assert_int_eq(madvise(p + len / 2, page, MADV_DONTNEED), 0);
@@ -350,8 +320,8 @@ END_TEST
 START_TEST(stale_dontneed_held)
 {
 	const size_t len = 8 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	struct pin_range *old, *cur;
 
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &old), 0);
@@ -361,9 +331,9 @@ START_TEST(stale_dontneed_held)
 	ck_assert_int_eq(pin_range_stale(old), 1);
 	ck_assert_int_eq(pin_range_stale(cur), 0);
 	/* The stale pin holds its pages until its last handle goes. */
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, 2 * len);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 2 * len);
 	pin_range_put(old);
-	ck_assert_uint_eq(stats_of(ctx).pinned_bytes, len);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, len);
 	pin_range_put(cur);
 	pin_ctx_free(ctx);
 	munmap(p, len);
@@ -376,7 +346,7 @@ static void check_replaced(void (*replace)(char *p, size_t len))
 {
 	const size_t len = 64 * MiB;
 	long pin0 = test_status_kb("VmPin");
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 
 	/* Valgrind would hang the unmap (see pin-monitor.c): say it ourselves. */
@@ -391,7 +361,7 @@ static void check_replaced(void (*replace)(char *p, size_t len))
 static void unmap_map_again(char *p, size_t len)
 {
 	ck_assert_int_eq(munmap(p, len), 0);
-	ck_assert_ptr_eq(map_small(p, len), p);
+	ck_assert_ptr_eq(test_map_small(p, len), p);
 }
 
 /* A new mapping on top unmaps the old one. */
@@ -419,7 +389,7 @@ END_TEST
 START_TEST(stale_munmap_one_page)
 {
 	const size_t len = 64 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 	int fd = test_pattern_file(page, 4);
 	struct pin_range *r;
@@ -429,7 +399,7 @@ START_TEST(stale_munmap_one_page)
 	ck_assert_int_eq(munmap(p + len / 2, page), 0);
 	/* What is left mapped below the hole is pinned anew. */
 	ck_assert_int_eq(pin_range_get(ctx, p, len / 2, &r), 0);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.misses, 2);
 	ck_assert_uint_eq(s.invalidations, 1);
 	ck_assert_uint_eq(s.pinned_bytes, len / 2);
@@ -448,7 +418,7 @@ START_TEST(stale_mremap)
 {
 	const size_t len = 64 * MiB;
 	long pin0 = test_status_kb("VmPin");
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 	char *q = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct pin_uffd *u;
@@ -458,7 +428,7 @@ START_TEST(stale_mremap)
 		ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 1);
 	ck_assert_ptr_eq(mremap(p, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, q), q);
 	ck_assert_int_eq(q[0], 0x5a);
-	ck_assert_ptr_eq(map_small(p, len), p);
+	ck_assert_ptr_eq(test_map_small(p, len), p);
 	/* REMAP, then UNMAP of the range it left. */
 	assert_repinned(ctx, p, len, pin0, RUNNING_ON_VALGRIND ? 0 : 2);
 	/* The registration that moved along with the mapping was dropped: another
@@ -475,8 +445,8 @@ END_TEST
 START_TEST(fork_keeps_parent_coherent)
 {
 	const size_t len = 4 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	int in = test_pattern_file(page, 9);
 	int out = memfd_create("out", MFD_CLOEXEC);
 	struct pin_range *r;
@@ -516,7 +486,7 @@ END_TEST
 START_TEST(watch_takes_no_fault)
 {
 	const size_t len = 4 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	ck_assert_ptr_ne(p, MAP_FAILED);
@@ -529,11 +499,11 @@ START_TEST(watch_takes_no_fault)
 		p[off + 1] = (char)(off / page);
 	for (size_t off = 0; off < len; off += page)
 		ck_assert_int_eq(p[off + 1], (char)(off / page));
-	ck_assert_uint_eq(stats_of(ctx).events, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).events, 0);
 	ck_assert_uint_eq(pin_monitor_faults(ctx->mon), 0);
 	/* Registered it is: a discard is reported. */
 	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
-	ck_assert_uint_eq(stats_of(ctx).events, 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).events, 1);
 	pin_monitor_unwatch(ctx->mon, (uintptr_t)p, (uintptr_t)p + len);
 	pin_ctx_free(ctx);
 	munmap(p, len);
@@ -543,7 +513,7 @@ END_TEST
 START_TEST(unwatch_in_background)
 {
 	const size_t len = 8 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
 	char *p = pin_cached(ctx, len);
 	struct pin_range *r;
 	struct pin_uffd *u;
@@ -556,7 +526,7 @@ START_TEST(unwatch_in_background)
 	ck_assert_int_eq(madvise(p + page, page, MADV_DONTNEED), 0);
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	pin_range_put(r);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.misses, 3);
 	ck_assert_uint_eq(s.invalidations, 2);
 	ck_assert_uint_eq(s.unwatched, 0);
@@ -629,12 +599,12 @@ static void *lookup_loop(void *arg)
 
 START_TEST(threads_never_see_stale)
 {
-	struct stress st = { .ctx = ctx_new(PIN_BACKEND_IO_URING, 0), .pages = 64 };
+	struct stress st = { .ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0), .pages = 64 };
 	int fd = test_pattern_file(page, 5);
 	struct looker lk[LOOKERS] = { 0 };
 	unsigned int seed = 1;
 
-	st.p = map_small(NULL, st.pages * page);
+	st.p = test_map_small(NULL, st.pages * page);
 	for (int i = 0; i < LOOKERS; i++) {
 		lk[i].st = &st;
 		ck_assert_int_eq(pthread_create(&lk[i].thread, NULL, lookup_loop, &lk[i]), 0);
@@ -663,7 +633,7 @@ START_TEST(threads_never_see_stale)
 			      "[%zu, +%zu): %s",
 			      i, lk[i].lookups, lk[i].first, lk[i].n, strerror(-lk[i].err));
 	}
-	struct pin_ctx_stats s = stats_of(st.ctx);
+	struct pin_ctx_stats s = test_pin_stats(st.ctx);
 	/* Every handle is put: what is still pinned is idle in the cache. */
 	ck_assert_uint_eq(s.pinned_ranges, s.idle_ranges);
 	ck_assert_uint_eq(s.pinned_bytes, s.idle_bytes);
@@ -676,8 +646,8 @@ END_TEST
 START_TEST(busy_range_falls_back)
 {
 	const size_t len = 2 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = test_map_small(NULL, len);
 	struct pin_range *r;
 	struct pin_uffd *u;
 
@@ -688,13 +658,13 @@ START_TEST(busy_range_falls_back)
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	ck_assert_ptr_nonnull(strstr(last_log, "pin_ctx_invalidate()"));
 	pin_range_put(r);
-	ck_assert_uint_eq(stats_of(ctx).unwatched, 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).unwatched, 1);
 	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
 	/* Unseen by the monitor: only the explicit call drops the pin. */
-	ck_assert_uint_eq(stats_of(ctx).events, 0);
+	ck_assert_uint_eq(test_pin_stats(ctx).events, 0);
 	ck_assert_int_eq(pin_ctx_invalidate(ctx, p + page, 1), 1);
 	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, len), 0);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.invalidations, 1);
 	ck_assert_uint_eq(s.unwatched, 0);
 	ck_assert_uint_eq(s.pinned_bytes, 0);
@@ -707,7 +677,7 @@ END_TEST
 START_TEST(no_monitor_needs_invalidate)
 {
 	const size_t len = 2 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_IO_URING, PIN_CTX_NO_MONITOR);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, PIN_CTX_NO_MONITOR);
 	char *p = pin_cached(ctx, len);
 	struct pin_range *r;
 
@@ -715,11 +685,11 @@ START_TEST(no_monitor_needs_invalidate)
 	/* Without the monitor nobody saw it: the stale pin is still cached. */
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	pin_range_put(r);
-	ck_assert_uint_eq(stats_of(ctx).hits, 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).hits, 1);
 	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, page), 1);
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
 	pin_range_put(r);
-	struct pin_ctx_stats s = stats_of(ctx);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
 	ck_assert_uint_eq(s.misses, 2);
 	ck_assert_uint_eq(s.events, 0);
 	pin_ctx_free(ctx);
@@ -730,8 +700,8 @@ END_TEST
 START_TEST(mlock_is_not_foll_pin)
 {
 	const size_t len = 4 * MiB;
-	struct pin_ctx *ctx = ctx_new(PIN_BACKEND_MLOCK, 0);
-	char *p = map_small(NULL, len);
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_MLOCK, 0);
+	char *p = test_map_small(NULL, len);
 	long lck0 = test_status_kb("VmLck"), pin0 = test_status_kb("VmPin");
 	struct pin_range *a, *b;
 
@@ -798,7 +768,7 @@ START_TEST(rdma_backend_as_the_machine_allows)
 	/* Untouched on failure. */
 	if (r < 0)
 		ck_assert_ptr_eq(ctx, (struct pin_ctx *)&o);
-	ctx = ctx_new(PIN_BACKEND_AUTO, 0);
+	ctx = test_pin_ctx_new(PIN_BACKEND_AUTO, 0);
 	ck_assert_int_eq(pin_ctx_backend(ctx), want_auto);
 	pin_ctx_free(ctx);
 }
