@@ -507,6 +507,17 @@ static char *hostile_finish(struct hostile *h)
 	return log;
 }
 
+/* One attack class against a daemon started with no extra argument, whose
+ * log the test does not read: start, HOSTILE_ROUNDS rounds, finish. */
+static void hostile_attack(attack_fn fn)
+{
+	struct hostile h;
+
+	hostile_start(&h, NULL);
+	hostile_run(&h, fn, NULL);
+	free(hostile_finish(&h));
+}
+
 /* The daemon's log, NUL-terminated (free()). */
 static char *read_log(const struct hostile *h)
 {
@@ -682,11 +693,7 @@ static int attack_fork_inspected(struct attacker *a)
  * use-after-free, in a plain build a crash), the daemon stays up. */
 START_TEST(fork_while_inspected)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_fork_inspected, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_fork_inspected);
 }
 END_TEST
 
@@ -746,11 +753,7 @@ static int attack_waiters(struct attacker *a)
  * beside them completes (no timing asserted: bench-hostile measures it). */
 START_TEST(waiters_capped)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_waiters, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_waiters);
 }
 END_TEST
 
@@ -823,11 +826,7 @@ static int attack_record_caps(struct attacker *a)
  * that says what was needed and what room there is. */
 START_TEST(record_caps_named)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_record_caps, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_record_caps);
 }
 END_TEST
 
@@ -964,11 +963,7 @@ static int attack_replay_present(struct attacker *a)
  * meanwhile. */
 START_TEST(replay_over_present_pages)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_replay_present, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_replay_present);
 }
 END_TEST
 
@@ -1157,11 +1152,7 @@ static int attack_lengths(struct attacker *a)
  * WaitPopulated over ranges past 2^57, get -EINVAL and change no count. */
 START_TEST(lengths_past_address_space)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_lengths, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_lengths);
 }
 END_TEST
 
@@ -1273,11 +1264,7 @@ static int attack_no_hello(struct attacker *a)
  * one is not kept, and Hello then works. */
 START_TEST(requests_before_hello)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_no_hello, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_no_hello);
 }
 END_TEST
 
@@ -1518,11 +1505,7 @@ static int attack_sparse(struct attacker *a)
  * times: the daemon allocates none of the file (its blocks stay 0). */
 START_TEST(sparse_source_not_allocated)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_sparse, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_sparse);
 }
 END_TEST
 
@@ -1633,11 +1616,7 @@ static int attack_version_uffd(struct attacker *a)
  * userfaultfd another session holds is refused with -EBUSY. */
 START_TEST(version_and_uffd_once)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	hostile_run(&h, attack_version_uffd, NULL);
-	free(hostile_finish(&h));
+	hostile_attack(attack_version_uffd);
 }
 END_TEST
 
