@@ -809,6 +809,21 @@ END_TEST
 
 /* uffdd's UFFDD_HOLD_ENV: it stops itself at the point named. */
 #define HOLD_ENV "UFFDD_HOLD"
+
+/* Start uffdd told to stop itself at the point named (the daemons it is
+ * restarted as later are not). */
+static void up_held(const char *at)
+{
+	ck_assert_int_eq(setenv(HOLD_ENV, at, 1), 0);
+	up();
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+}
+
+/* uffdd reached the point up_held() named and stopped there. */
+static void await_held(const char *at)
+{
+	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at %s", at);
+}
 /* The parent's session is s1, its fork child's s2. */
 #define MA_CHILD_FORK  "s2.fork1"
 #define MA_CHILD_STATE "s2.state"
@@ -876,14 +891,12 @@ START_TEST(fork_child_made_again)
 {
 	struct client cl;
 
-	ck_assert_int_eq(setenv(HOLD_ENV, "fork-stored", 1), 0);
-	up();
-	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	up_held("fork-stored");
 	int src = make_source(FK_PAGES, FK_SEED);
 	spawn(&cl, client_made_again, &src, &src, 1);
 	await_step(&cl, "ready to fork");
 	go(&cl);
-	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at fork-stored");
+	await_held("fork-stored");
 	store_is(MA_CHILD_FORK, 1);
 	store_is(MA_CHILD_STATE, 0);
 	kill9_restart();
@@ -938,12 +951,10 @@ START_TEST(connect_while_daemon_dies)
 {
 	struct client cl;
 
-	ck_assert_int_eq(setenv(HOLD_ENV, "conn-accepted", 1), 0);
-	up();
-	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	up_held("conn-accepted");
 	int src = make_source(CA_PAGES, CA_SEED);
 	spawn(&cl, client_connect_once, &src, &src, 1);
-	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at conn-accepted");
+	await_held("conn-accepted");
 	store_is("s*", 0);
 	kill9_restart();
 	ck_assert_int_eq(reap(&cl), 0);
