@@ -56,25 +56,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for FILE: until it exists, WAIT_FILE tenths at most.
-wait_for() {
+# poll COMMAND...: until it succeeds, WAIT_FILE tenths at most.
+poll() {
 	local n=0
-	while [ ! -e "$1" ]; do
+	until "$@"; do
 		[ $n -ge $WAIT_FILE ] && return 1
 		sleep 0.1
 		n=$((n + 1))
 	done
 }
 
-# gone PID: until no process has the pid (zombies too), WAIT_FILE tenths
-# at most.
+# wait_for FILE: until it exists.
+wait_for() {
+	poll test -e "$1"
+}
+
+# gone PID: until no process has the pid (zombies too).
 gone() {
-	local n=0
-	while [ -e "/proc/$1" ]; do
-		[ $n -ge $WAIT_FILE ] && return 1
-		sleep 0.1
-		n=$((n + 1))
-	done
+	poll test ! -e "/proc/$1"
 }
 
 # wait_exit PID: its exit status, or 124 after WAIT_EXIT tenths (then killed).
