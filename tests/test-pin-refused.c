@@ -28,19 +28,11 @@
 #endif
 
 static size_t page;
-static char last_log[1024];
-
-static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
-{
-	if (level <= PIN_LOG_ERR)
-		snprintf(last_log, sizeof(last_log), "%s", msg);
-}
 
 static void setup(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	last_log[0] = 0;
-	pin_log_set(capture_log, NULL);
+	test_pin_log_capture(PIN_LOG_ERR);
 }
 
 /*
@@ -61,9 +53,10 @@ static void assert_refused(void *p, size_t len, const struct test_deltas *want, 
 	snprintf(head, sizeof(head), "io_uring buffer registration [%p, +%#zx): Bad address: ", p,
 		 len);
 	snprintf(part, sizeof(part), "[%p, %p) ", at, at + at_len);
-	ck_assert_msg(!strncmp(last_log, head, strlen(head)), "log: %s", last_log);
-	ck_assert_msg(strstr(last_log, part) && strstr(last_log, cause), "log: %s; want %s%s",
-		      last_log, part, cause);
+	ck_assert_msg(!strncmp(test_pin_last_log, head, strlen(head)), "log: %s",
+		      test_pin_last_log);
+	ck_assert_msg(strstr(test_pin_last_log, part) && strstr(test_pin_last_log, cause),
+		      "log: %s; want %s%s", test_pin_last_log, part, cause);
 	pin_ctx_free(ctx);
 }
 
@@ -111,7 +104,8 @@ START_TEST(refused_secretmem)
 	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), -ENOMEM);
 	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is memfd_secret memory", p,
 		 LEN, strerror(ENOMEM), p, p + LEN);
-	ck_assert_msg(!strncmp(last_log, want, strlen(want)), "log: %s; want %s", last_log, want);
+	ck_assert_msg(!strncmp(test_pin_last_log, want, strlen(want)), "log: %s; want %s",
+		      test_pin_last_log, want);
 	pin_ctx_free(ctx);
 	munmap(p, LEN);
 	close(fd);
@@ -216,12 +210,12 @@ START_TEST(mlock_refused)
 	ck_assert_int_eq(pin_range_get(ctx, p, 2 * page, &r), -ENOMEM);
 	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is PROT_NONE", p, 2 * page,
 		 strerror(ENOMEM), p + page, p + 2 * page);
-	ck_assert_str_eq(last_log, want);
+	ck_assert_str_eq(test_pin_last_log, want);
 	ck_assert_int_eq(mprotect(p + page, page, PROT_READ), 0);
 	ck_assert_int_eq(pin_range_get(ctx, p, 3 * page, &r), -ENOMEM);
 	snprintf(want, sizeof(want), "mlock [%p, +%#zx): %s: [%p, %p) is not mapped", p, 3 * page,
 		 strerror(ENOMEM), p + 2 * page, p + 3 * page);
-	ck_assert_str_eq(last_log, want);
+	ck_assert_str_eq(test_pin_last_log, want);
 	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
 	pin_ctx_free(ctx);
 	munmap(p, 2 * page);

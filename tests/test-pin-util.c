@@ -15,6 +15,25 @@
  * until the system-wide counters hold still. */
 #define PIN_TCASE_TIMEOUT 120
 
+char test_pin_last_log[1024];
+
+static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
+{
+	const enum pin_log_level *max = userdata;
+
+	if (level <= *max)
+		snprintf(test_pin_last_log, sizeof(test_pin_last_log), "%s", msg);
+}
+
+void test_pin_log_capture(enum pin_log_level max)
+{
+	static enum pin_log_level capture_max;
+
+	capture_max = max;
+	test_pin_last_log[0] = 0;
+	pin_log_set(capture_log, &capture_max);
+}
+
 char *test_map_small(void *hint, size_t len)
 {
 	char *p = mmap(hint, len, PROT_READ | PROT_WRITE,

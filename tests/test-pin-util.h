@@ -23,6 +23,11 @@ struct pin_ctx *test_pin_ctx_new(int backend, unsigned int flags);
  * look-up does). */
 struct pin_ctx_stats test_pin_stats(struct pin_ctx *ctx);
 
+/* The last message libpin logged at level max or more severe, since
+ * test_pin_log_capture(max) emptied it and set the log callback. */
+extern char test_pin_last_log[1024];
+void test_pin_log_capture(enum pin_log_level max);
+
 /* A tcase of its own per need, so that each skips alone with its reason,
  * with setup as its checked fixture. */
 TCase *test_pin_tcase(Suite *s, const char *name, const struct test_needs *needs,

@@ -25,19 +25,11 @@
 #define GiB (1ul << 30)
 
 static size_t page;
-static char last_log[1024];
-
-static void capture_log(enum pin_log_level level, const char *msg, void *userdata)
-{
-	if (level <= PIN_LOG_WARN)
-		snprintf(last_log, sizeof(last_log), "%s", msg);
-}
 
 static void setup(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	last_log[0] = 0;
-	pin_log_set(capture_log, NULL);
+	test_pin_log_capture(PIN_LOG_WARN);
 }
 
 /* Read the pattern file into [p, p + len) through the pin's buffer. */
@@ -230,8 +222,9 @@ static int memlock_child(int backend)
 	int err = pin_range_get(ctx, p, MiB, &r);
 	if (err != -ENOMEM)
 		return 12;
-	if (!strstr(last_log, "RLIMIT_MEMLOCK is 65536 bytes") ||
-	    !strstr(last_log, "asked for 1048576 more") || !strstr(last_log, "CAP_IPC_LOCK"))
+	if (!strstr(test_pin_last_log, "RLIMIT_MEMLOCK is 65536 bytes") ||
+	    !strstr(test_pin_last_log, "asked for 1048576 more") ||
+	    !strstr(test_pin_last_log, "CAP_IPC_LOCK"))
 		return 13;
 	if (test_pin_stats(ctx).pinned_bytes != 0)
 		return 14;
@@ -656,7 +649,7 @@ START_TEST(busy_range_falls_back)
 	ck_assert_int_eq(pin_uffd_new(NULL, &u), 0);
 	ck_assert_int_eq(pin_uffd_register(u, p, len, PIN_UFFD_REGISTER_MISSING, NULL), 0);
 	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
-	ck_assert_ptr_nonnull(strstr(last_log, "pin_ctx_invalidate()"));
+	ck_assert_ptr_nonnull(strstr(test_pin_last_log, "pin_ctx_invalidate()"));
 	pin_range_put(r);
 	ck_assert_uint_eq(test_pin_stats(ctx).unwatched, 1);
 	ck_assert_int_eq(madvise(p, page, MADV_DONTNEED), 0);
@@ -754,13 +747,13 @@ START_TEST(rdma_backend_as_the_machine_allows)
 #ifdef HAVE_RDMA
 	if (rdma_device()) {
 		ck_assert_msg(r == 0, "an RDMA device is listed, but pin_ctx_new: %s (%s)",
-			      strerror(-r), last_log);
+			      strerror(-r), test_pin_last_log);
 		ck_assert_str_eq(pin_ctx_backend_name(ctx), "rdma");
 		pin_ctx_free(ctx);
 		want_auto = PIN_BACKEND_RDMA;
 	} else {
 		ck_assert_int_eq(r, -ENODEV);
-		ck_assert_ptr_nonnull(strstr(last_log, "no RDMA device"));
+		ck_assert_ptr_nonnull(strstr(test_pin_last_log, "no RDMA device"));
 	}
 #else
 	ck_assert_int_eq(r, -EOPNOTSUPP);
