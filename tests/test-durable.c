@@ -372,6 +372,16 @@ static int reap(struct client *cl)
 	return reap_pid(cl->pid, "client");
 }
 
+/* The end of a test of one client: it exited 0, the store is back to its
+ * idle names, the client's source is closed and uffdd stopped. */
+static void client_done(struct client *cl, int src)
+{
+	ck_assert_int_eq(reap(cl), 0);
+	store_baseline();
+	close(src);
+	down();
+}
+
 /*
  * A thread of the client sleeps in kernel function fn.  Seen from here, not
  * by the client: valgrind runs a client's fork() and mremap() holding its
@@ -774,10 +784,7 @@ START_TEST(fork_child_mid_restore)
 	kill9_restart();
 	go(&cl); /* the child */
 	go(&cl); /* the parent */
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(fk.src);
-	down();
+	client_done(&cl, fk.src);
 }
 END_TEST
 
@@ -798,10 +805,7 @@ START_TEST(fork_while_daemon_dies)
 	await_wchan(&cl, WCHAN_EVENT);
 	kill9_restart();
 	go(&cl);
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(fk.src);
-	down();
+	client_done(&cl, fk.src);
 }
 END_TEST
 
@@ -910,10 +914,7 @@ START_TEST(fork_child_made_again)
 	ck_assert_uint_eq(manager_lose(mgr, MA_CHILD_STATE), 1);
 	kill9_restart();
 	go(&cl);
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -957,10 +958,7 @@ START_TEST(connect_while_daemon_dies)
 	await_held("conn-accepted");
 	store_is("s*", 0);
 	kill9_restart();
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -1045,10 +1043,7 @@ START_TEST(dontneed_then_restart)
 	go(&cl);
 	await_step(&cl, "MADV_DONTNEED waits for its event");
 	kill9_restart();
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -1175,10 +1170,7 @@ START_TEST(wp_dirty_then_restart)
 	go(&cl);
 	await_step(&cl, "a write waits in its WP fault");
 	kill9_restart();
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -1291,10 +1283,7 @@ START_TEST(threads_blocked_in_faults)
 	go(&cl);
 	await_step(&cl, "every thread blocked in a fault");
 	kill9_restart();
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -1582,10 +1571,7 @@ START_TEST(mremap_then_restart)
 	go(&cl);
 	await_wchan(&cl, WCHAN_EVENT);
 	kill9_restart();
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
@@ -1679,10 +1665,7 @@ START_TEST(request_in_flight)
 	await_queued();
 	kill9_restart();
 	go(&cl);
-	ck_assert_int_eq(reap(&cl), 0);
-	store_baseline();
-	close(src);
-	down();
+	client_done(&cl, src);
 }
 END_TEST
 
