@@ -540,6 +540,19 @@ static int add_region(struct conn *k, void *addr, size_t npages, unsigned int mo
 	return 0;
 }
 
+/* Connect and add npages of new anonymous memory as a region served from
+ * src, not pushed: the client's usual start.  *ret_base is the memory. */
+static int open_region(struct conn *k, size_t npages, int src, uint8_t **ret_base)
+{
+	REQUIRE(conn_open(k) == 0);
+	uint8_t *base = map_pages(npages);
+	REQUIRE(base);
+	REQUIRE(add_region(k, base, npages, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	*ret_base = base;
+	return 0;
+}
+
 /* A request's reply comes after the daemon handled every event it read
  * before it: a point where what the process did is recorded. */
 static int sync_daemon(struct conn *k)
@@ -723,12 +736,9 @@ static int client_fork(struct client *cl, void *arg)
 {
 	struct fk *fk = arg;
 	struct conn k;
+	uint8_t *base;
 
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(FK_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, FK_PAGES, PIN_UFFD_REGISTER_MISSING, fk->src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, FK_PAGES, fk->src, &base) == 0);
 	for (size_t i = FK_PARENT; i-- > 0;)
 		REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
 	struct fk_fork fa = { cl, base };
@@ -843,12 +853,9 @@ static int client_made_again(struct client *cl, void *arg)
 {
 	int src = *(int *)arg, go_child[2];
 	struct conn k;
+	uint8_t *base;
 
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(FK_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, FK_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, FK_PAGES, src, &base) == 0);
 	for (size_t i = FK_PARENT; i-- > 0;)
 		REQUIRE(src_page_ok(base + i * page, i, FK_SEED));
 	REQUIRE(pipe2(go_child, O_CLOEXEC) == 0);
@@ -928,13 +935,10 @@ static int client_connect_once(struct client *cl, void *arg)
 {
 	int src = *(int *)arg;
 	struct conn k;
+	uint8_t *base;
 
 	(void)cl;
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(CA_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, CA_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, CA_PAGES, src, &base) == 0);
 	for (size_t i = 0; i < CA_PAGES; i++)
 		REQUIRE(src_page_ok(base + i * page, i, CA_SEED));
 	conn_close(&k);
@@ -999,12 +1003,9 @@ static int client_dontneed(struct client *cl, void *arg)
 {
 	int src = *(int *)arg;
 	struct conn k;
+	uint8_t *base;
 
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(DN_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, DN_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, DN_PAGES, src, &base) == 0);
 	for (size_t i = 0; i < DN_READ; i++)
 		REQUIRE(src_page_ok(base + i * page, i, DN_SEED));
 	REQUIRE(madvise(base + DN_A * page, DN_A_LEN * page, MADV_DONTNEED) == 0);
@@ -1230,15 +1231,12 @@ static int client_blocked(struct client *cl, void *arg)
 	size_t *order = malloc(BF_PAGES * sizeof(*order));
 	struct pin_client_stats st;
 	struct conn k;
+	uint8_t *base;
 	int bad = 0;
 
 	REQUIRE(order);
 	shuffle(order, BF_PAGES, BF_SEED);
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(BF_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, BF_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, BF_PAGES, src, &base) == 0);
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
 	for (unsigned int t = 0; t < BF_THREADS; t++) {
