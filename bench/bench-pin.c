@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bench-common.h"
+#include "hugetlb.h"
 #include "pin-internal.h"
 
 #define GiB    (1ul << 30)
@@ -30,7 +31,6 @@
 /* The smoke test's pin: a huge page's worth, the io_uring path all the same. */
 #define SMOKE_PIN_BYTES (2ul << 20)
 #define HUGE_2M		(2ul << 20)
-#define NR_HUGEPAGES	"/proc/sys/vm/nr_hugepages"
 
 /* How much one run measures: the figures, or the smoke test's (bench_smoke()). */
 struct sizes {
@@ -155,42 +155,6 @@ static char *map_written(size_t len, int advice, char **ret_base)
 	return p;
 }
 
-static long read_long(const char *path)
-{
-	long v = -1;
-	FILE *f = fopen(path, "re");
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-static bool write_long(const char *path, long v)
-{
-	FILE *f = fopen(path, "we");
-
-	if (!f)
-		return false;
-	bool ok = fprintf(f, "%ld", v) > 0;
-	return fclose(f) == 0 && ok;
-}
-
-/* Grow the 2 MiB hugetlb pool by n pages: all, or none (then false). */
-static bool hugetlb_reserve(long n)
-{
-	long old = read_long(NR_HUGEPAGES);
-
-	if (old < 0 || !write_long(NR_HUGEPAGES, old + n))
-		return false;
-	if (read_long(NR_HUGEPAGES) == old + n)
-		return true;
-	write_long(NR_HUGEPAGES, old);
-	return false;
-}
-
 /* Median pin + unpin of huge against small, interleaved rounds: the ratio. */
 static double huge_vs_small(struct pin_ctx *ctx, char *huge, char *small, const char *name)
 {
@@ -228,7 +192,7 @@ static int bench_huge(struct pin_ctx *ctx)
 	if (huge_vs_small(ctx, thp, small, "thp") < 0)
 		err = fail("pin 1 GiB of THP", -ENOMEM);
 	munmap(thp_base, len + HUGE_2M);
-	if (!err && hugetlb_reserve((long)npages)) {
+	if (!err && hugetlb_reserve((long)npages) == (long)npages) {
 		char *h = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 		if (h == MAP_FAILED) {
@@ -239,7 +203,7 @@ static int bench_huge(struct pin_ctx *ctx)
 				err = fail("pin 1 GiB of hugetlb", -ENOMEM);
 			munmap(h, len);
 		}
-		write_long(NR_HUGEPAGES, read_long(NR_HUGEPAGES) - (long)npages);
+		hugetlb_release((long)npages);
 	} else if (!err) {
 		fprintf(stderr, "bench-pin: no pin_1g_hugetlb_vs_4k_x: %s could not grow by %zu\n",
 			NR_HUGEPAGES, npages);

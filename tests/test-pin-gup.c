@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hugetlb.h"
 #include "pin-internal.h"
 #include "test-common.h"
 #include "test-pin-util.h"
@@ -213,50 +214,6 @@ static const char *thp_unmet(void)
 		return NULL;
 	snprintf(why, sizeof(why), "transparent_hugepage/enabled is %s", strtok(mode, "\n"));
 	return why;
-}
-
-#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
-
-static long read_long(const char *path)
-{
-	long v = -1;
-	FILE *f = fopen(path, "re");
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-static bool write_long(const char *path, long v)
-{
-	FILE *f = fopen(path, "we");
-
-	if (!f)
-		return false;
-	bool ok = fprintf(f, "%ld", v) > 0;
-	return fclose(f) == 0 && ok;
-}
-
-/* Add n 2 MiB pages to the pool; how many the kernel found, all or none. */
-static long hugetlb_reserve(long n)
-{
-	long old = read_long(NR_HUGEPAGES);
-
-	if (old < 0 || !write_long(NR_HUGEPAGES, old + n))
-		return 0;
-	long got = read_long(NR_HUGEPAGES) - old;
-	if (got == n)
-		return n;
-	write_long(NR_HUGEPAGES, old);
-	return got;
-}
-
-static void hugetlb_release(long n)
-{
-	write_long(NR_HUGEPAGES, read_long(NR_HUGEPAGES) - n);
 }
 
 static const char *hugetlb_unmet(void)
