@@ -1573,6 +1573,58 @@ START_TEST(mremap_then_restart)
 }
 END_TEST
 
+/* Reads every other page of the first half, says so, waits; then moves the
+ * range (the daemon reads the REMAP, records it, and is killed before it
+ * applies it) and reads it all at the new address. */
+static int client_mremap_read(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct conn k;
+
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(MR_PAGES);
+	uint8_t *spot = mmap(NULL, MR_PAGES * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(base && spot != MAP_FAILED);
+	REQUIRE(add_region(&k, base, MR_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = 0; i < MR_PAGES / 2; i += 2)
+		REQUIRE(src_page_ok(base + i * page, i, MR_SEED));
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE(mremap(base, MR_PAGES * page, MR_PAGES * page, MREMAP_MAYMOVE | MREMAP_FIXED,
+		       spot) == spot);
+	/* Answered by the next daemon: the region is where it went. */
+	struct pin_client_region_info *ri = NULL;
+	size_t n = 0;
+	REQUIRE_EQ(pin_client_list_regions(k.c, 0, &ri, &n), 0);
+	REQUIRE_EQ(n, 1);
+	REQUIRE_EQ(ri[0].addr, (uintptr_t)spot);
+	REQUIRE_EQ(ri[0].len, MR_PAGES * page);
+	free(ri);
+	REQUIRE(mr_check(spot) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* A REMAP the daemon read and recorded, killed before it applied it (held
+ * there by UFFDD_HOLD): the next daemon applies it, and the moved pages
+ * arrive exact at the new address (the kill loop found this window: the
+ * range hung for ever, faulting where no region was). */
+START_TEST(mremap_read_when_daemon_dies)
+{
+	struct client cl;
+
+	up_held("events-recorded");
+	int src = make_source(MR_PAGES, MR_SEED);
+	spawn(&cl, client_mremap_read, &src, &src, 1);
+	await_step(&cl, "read the first pages");
+	go(&cl);
+	await_held("events-recorded");
+	kill9_restart();
+	client_done(&cl, src);
+}
+END_TEST
+
 /* ---- a request in flight ---- */
 
 #define RQ_PAGES 16
@@ -2041,6 +2093,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, threads_blocked_in_faults, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, client_without_thread, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, mremap_read_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
 	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);

@@ -45,6 +45,9 @@ struct fmt_hdr {
 	struct state_ident ident;
 	uint64_t wset_n;
 	struct fmt_slot slot[2];
+	uint64_t making[2];
+	uint64_t events_at; /* events << 32 | applied */
+	struct state_event events[STATE_EVENTS_MAX];
 };
 
 struct fmt_entry {
@@ -553,6 +556,47 @@ START_TEST(making_in_place)
 }
 END_TEST
 
+/* A read's events: durable without a commit, none pending at first, each
+ * given back in order until applied, and a new read's replace the old. */
+START_TEST(events_in_place)
+{
+	struct state *st = new_state(), *again;
+	const struct state_event ev[3] = {
+		{ .type = PIN_UFFD_EVENT_REMAP, .start = 0x10000, .end = 0x20000, .to = 0x80000 },
+		{ .type = PIN_UFFD_EVENT_FORK, .start = 9 },
+		{ .type = PIN_UFFD_EVENT_UNMAP, .start = 0x80000, .end = 0x81000 },
+	};
+	const struct state_event *e;
+
+	ck_assert_ptr_null(state_event_next(st));
+	state_events_set(st, ev, 3);
+	state_event_applied(st);
+	again = reopen(st);
+	for (size_t i = 1; i < 3; i++) {
+		e = state_event_next(again);
+		ck_assert_ptr_nonnull(e);
+		ck_assert_mem_eq(e, &ev[i], sizeof(*e));
+		state_event_applied(again);
+	}
+	ck_assert_ptr_null(state_event_next(again));
+	state_event_applied(again);
+	ck_assert_ptr_null(state_event_next(again));
+	state_free(again);
+	/* A new read's events, none applied: the old ones' room is theirs. */
+	state_events_set(st, &ev[2], 1);
+	again = reopen(st);
+	e = state_event_next(again);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_mem_eq(e, &ev[2], sizeof(*e));
+	state_free(again);
+	state_event_applied(st);
+	again = reopen(st);
+	ck_assert_ptr_null(state_event_next(again));
+	state_free(again);
+	state_free(st);
+}
+END_TEST
+
 /* ---- hostile memfds ---- */
 
 /* A committed state: regions at slots 0 and 1 (WP, with zero and dirty
@@ -710,6 +754,38 @@ START_TEST(hostile_header)
 	fd = hostile_base(&tab);
 	poke64(fd, FMT_WSET_OFF + 8, 0x10000000);
 	refused(fd, MAX_BYTES, "wset run 0: [0x10000000, 0x10000000) is empty");
+	fd = hostile_base(&tab);
+	poke64(fd, offsetof(struct fmt_hdr, events_at), (uint64_t)(STATE_EVENTS_MAX + 1) << 32);
+	refused(fd, MAX_BYTES, "events 0 applied of 65 (at most 64)");
+	fd = hostile_base(&tab);
+	poke64(fd, offsetof(struct fmt_hdr, events_at), 1ull << 32 | 2);
+	refused(fd, MAX_BYTES, "events 2 applied of 1 (at most 64)");
+	fd = hostile_base(&tab);
+	poke64(fd, offsetof(struct fmt_hdr, events_at), 1ull << 32);
+	refused(fd, MAX_BYTES, "event 0 of type 0");
+	const struct {
+		struct state_event e;
+		const char *want;
+	} bad[] = {
+		{ { .type = PIN_UFFD_EVENT_UNMAP, .start = 0x2000, .end = 0x1000 },
+		  "event 1: [0x2000, 0x1000) to 0 is not a range of pages" },
+		{ { .type = PIN_UFFD_EVENT_REMOVE, .start = 0x1001, .end = 0x2000 },
+		  "event 1: [0x1001, 0x2000) to 0 is not a range of pages" },
+		{ { .type = PIN_UFFD_EVENT_REMAP, .start = 0x1000, .end = 0x3000, .to = 0x10 },
+		  "event 1: [0x1000, 0x3000) to 0x10 is not a range of pages" },
+		{ { .type = PIN_UFFD_EVENT_REMAP,
+		    .start = 0x1000,
+		    .end = 0x3000,
+		    .to = -0x1000ull },
+		  "event 1: [0x1000, 0x3000) to 0xfffffffffffff000 is not a range of pages" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		fd = hostile_base(&tab);
+		/* Event 0 applied: only the pending ones are checked. */
+		poke(fd, offsetof(struct fmt_hdr, events[1]), &bad[i].e, sizeof(bad[i].e));
+		poke64(fd, offsetof(struct fmt_hdr, events_at), 2ull << 32 | 1);
+		refused(fd, MAX_BYTES, bad[i].want);
+	}
 }
 END_TEST
 
@@ -830,6 +906,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, table_grows_past_first_block, 60);
 	TEST_ADD_CASE(s, wset_merge_and_cap, 60);
 	TEST_ADD_CASE(s, making_in_place, 30);
+	TEST_ADD_CASE(s, events_in_place, 30);
 	TEST_ADD_CASE(s, hostile_file, 30);
 	TEST_ADD_CASE(s, hostile_header, 30);
 	TEST_ADD_CASE(s, hostile_records, 30);

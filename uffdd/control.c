@@ -505,7 +505,7 @@ static int do_region_add(struct req *q)
 
 	/* Faults that waited for this region. */
 	if (!ret && q->s->nfaults)
-		fault_handle(q->s);
+		fault_serve(q->s);
 	return ret;
 }
 
@@ -541,7 +541,7 @@ static int do_region_add_batch(struct req *q)
 		}
 	}
 	if (q->s->nfaults)
-		fault_handle(q->s);
+		fault_serve(q->s);
 	return ret;
 }
 

@@ -495,24 +495,28 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end)
  * a death before the store holds a copy closes it, the kernel drops the
  * child's registrations, and its missing pages read as zeros (uffdd(8)).
  * So before anything else of the batch: the children's ids (consecutive,
- * the first in *ret_first), the parent's record naming them as being made,
- * and each descriptor, non-blocking (a blocking one polls as EPOLLERR, which
- * makes the store drop it), to the store.  A descriptor that cannot be made
- * so is closed, and its event's fd set to -1.
+ * the first returned; 0: no FORK) and the parent's record naming them as
+ * being made (fork_ids()), then, once the batch's events are recorded, each
+ * descriptor, non-blocking (a blocking one polls as EPOLLERR, which makes
+ * the store drop it), to the store (store_forks()).  A descriptor that
+ * cannot be made so is closed, and its event's fd set to -1.
  */
-static void store_forks(struct session *s, struct pin_uffd_event *ev, int n, uint64_t t0,
-			uint64_t *ret_first)
+static uint64_t fork_ids(struct session *s, const struct pin_uffd_event *ev, int n)
 {
 	size_t k = 0;
 
 	for (int i = 0; i < n; i++)
 		k += ev[i].type == PIN_UFFD_EVENT_FORK;
-	*ret_first = 0;
 	if (!k)
-		return;
+		return 0;
 	uint64_t id = ids_take(k);
-	*ret_first = id;
 	state_making_set(s->st, id, id + k);
+	return id;
+}
+
+static void store_forks(struct session *s, struct pin_uffd_event *ev, int n, uint64_t t0,
+			uint64_t id)
+{
 	for (int i = 0; i < n; i++) {
 		if (ev[i].type != PIN_UFFD_EVENT_FORK)
 			continue;
@@ -579,54 +583,119 @@ static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move
 	session_commit(s, 0, NULL, 0);
 }
 
-/* child: the id of the next FORK's child (store_forks()). */
-static void apply(struct session *s, const struct pin_uffd_event *ev, uint64_t t0, uint64_t *child)
+void fault_apply_event(struct session *s, const struct state_event *e)
 {
-	switch (ev->type) {
-	case PIN_UFFD_EVENT_PAGEFAULT:
-		/* A fork child's session learns its pid from its first fault:
-		 * right after fork() its only thread is the main one. */
-		if (!s->pid && ev->arg.pagefault.tid) {
-			pthread_mutex_lock(&s->lock);
-			s->pid = (pid_t)ev->arg.pagefault.tid;
-			pthread_mutex_unlock(&s->lock);
-			session_set_meta(s);
-			session_commit(s, 0, NULL, 0);
-		}
-		int r = add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0);
-		if (r < 0) {
-			ulog(LOG_ERR,
-			     "session %" PRIu64 ": cannot queue the fault at %#" PRIx64
-			     " (%s); waking it to fault again",
-			     s->id, ev->arg.pagefault.address,
-			     r == -ENOSPC ? "too many faults waiting" : strerror(-r));
-			wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
-			     (uint64_t)uffdd_page);
-		}
-		break;
-	case PIN_UFFD_EVENT_FORK:
-		on_fork(s, ev->arg.fork.fd, (*child)++);
-		break;
-	/* Recorded first, told after: what the kernel did is lost only when
-	 * the daemon dies between the read and the record (uffdd(8)). */
+	switch (e->type) {
 	case PIN_UFFD_EVENT_REMAP:
-		on_cut(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
-		       (int64_t)(ev->arg.remap.to - ev->arg.remap.from));
-		notify_stale(s, ev->arg.remap.from, ev->arg.remap.from + ev->arg.remap.len,
-			     PIN_UFFD_EVENT_REMAP);
+		on_cut(s, e->start, e->end, (int64_t)(e->to - e->start));
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		on_remove(s, ev->arg.remove.start, ev->arg.remove.end);
-		notify_stale(s, ev->arg.remove.start, ev->arg.remove.end, PIN_UFFD_EVENT_REMOVE);
+		on_remove(s, e->start, e->end);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		on_cut(s, ev->arg.unmap.start, ev->arg.unmap.end, 0);
-		notify_stale(s, ev->arg.unmap.start, ev->arg.unmap.end, PIN_UFFD_EVENT_UNMAP);
+		on_cut(s, e->start, e->end, 0);
 		break;
+	default:
+		return;
 	}
-	if (ev->type != PIN_UFFD_EVENT_PAGEFAULT)
-		slog(s, LOG_DEBUG, "event %u recorded %" PRIu64 " ns after it was read", ev->type,
+	notify_stale(s, e->start, e->end, e->type);
+}
+
+/*
+ * The batch's FORK, REMAP, REMOVE and UNMAP events, to the record before any
+ * is applied: the kernel forgets each once it is read, and a moved range
+ * that the next daemon does not know of faults where no region is, for
+ * ever.  The children's ids run from first (fork_ids()).
+ */
+static void record_events(struct session *s, const struct pin_uffd_event *ev, int n, uint64_t first,
+			  uint64_t t0)
+{
+	struct state_event rec[READ_BATCH];
+	uint32_t k = 0;
+
+	for (int i = 0; i < n; i++) {
+		const struct pin_uffd_event *e = &ev[i];
+		struct state_event *r = &rec[k];
+
+		*r = (struct state_event){ .type = e->type };
+		switch (e->type) {
+		case PIN_UFFD_EVENT_FORK:
+			r->start = first++;
+			break;
+		case PIN_UFFD_EVENT_REMAP:
+			r->start = e->arg.remap.from;
+			r->end = e->arg.remap.from + e->arg.remap.len;
+			r->to = e->arg.remap.to;
+			break;
+		case PIN_UFFD_EVENT_REMOVE:
+			r->start = e->arg.remove.start;
+			r->end = e->arg.remove.end;
+			break;
+		case PIN_UFFD_EVENT_UNMAP:
+			r->start = e->arg.unmap.start;
+			r->end = e->arg.unmap.end;
+			break;
+		default:
+			continue;
+		}
+		k++;
+	}
+	if (k) {
+		state_events_set(s->st, rec, k);
+		slog(s, LOG_DEBUG, "%" PRIu32 " events recorded %" PRIu64 " ns after the read", k,
 		     uffdd_now_ns() - t0);
+		uffdd_hold("events-recorded");
+	}
+}
+
+/* A page fault: queued (a fork child's session learns its pid from its first
+ * one: right after fork() its only thread is the main one). */
+static void on_fault(struct session *s, const struct pin_uffd_event *ev, uint64_t t0)
+{
+	if (!s->pid && ev->arg.pagefault.tid) {
+		pthread_mutex_lock(&s->lock);
+		s->pid = (pid_t)ev->arg.pagefault.tid;
+		pthread_mutex_unlock(&s->lock);
+		session_set_meta(s);
+		session_commit(s, 0, NULL, 0);
+	}
+	int r = add_fault(s, ev->arg.pagefault.address, ev->arg.pagefault.flags, t0);
+	if (r < 0) {
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": cannot queue the fault at %#" PRIx64
+		     " (%s); waking it to fault again",
+		     s->id, ev->arg.pagefault.address,
+		     r == -ENOSPC ? "too many faults waiting" : strerror(-r));
+		wake(s, ev->arg.pagefault.address & ~(uint64_t)(uffdd_page - 1),
+		     (uint64_t)uffdd_page);
+	}
+}
+
+/*
+ * The batch in order, each recorded event marked applied once it is (what
+ * the kernel did is lost only when the daemon dies between the read and
+ * record_events(): uffdd(8)).  A child outlives its parent's process: made
+ * all the same.
+ */
+static void apply(struct session *s, const struct pin_uffd_event *ev, int n, uint64_t t0,
+		  uint64_t child)
+{
+	for (int i = 0; i < n; i++) {
+		const struct pin_uffd_event *e = &ev[i];
+
+		if (e->type == PIN_UFFD_EVENT_PAGEFAULT) {
+			if (!s->dead)
+				on_fault(s, e, t0);
+			continue;
+		}
+		if (e->type == PIN_UFFD_EVENT_FORK)
+			on_fork(s, e->arg.fork.fd, child++);
+		else if (!s->dead)
+			fault_apply_event(s, state_event_next(s->st));
+		state_event_applied(s->st);
+		slog(s, LOG_DEBUG, "event %u applied %" PRIu64 " ns after it was read", e->type,
+		     uffdd_now_ns() - t0);
+	}
 }
 
 int fault_handle(struct session *s)
@@ -644,15 +713,12 @@ int fault_handle(struct session *s)
 			return n;
 		}
 		got += n;
-		uint64_t first, child, t0 = uffdd_now_ns();
-		store_forks(s, w->events, n, t0, &first);
+		uint64_t t0 = uffdd_now_ns(), first = fork_ids(s, w->events, n);
+		record_events(s, w->events, n, first, t0);
+		store_forks(s, w->events, n, t0, first);
 		if (first)
 			uffdd_hold("fork-stored");
-		child = first;
-		for (int i = 0; i < n; i++)
-			/* A child outlives its parent's process: made all the same. */
-			if (!s->dead || w->events[i].type == PIN_UFFD_EVENT_FORK)
-				apply(s, &w->events[i], t0, &child);
+		apply(s, w->events, n, t0, first);
 		if (first)
 			state_making_set(s->st, 0, 0);
 		if (n < READ_BATCH)
@@ -664,6 +730,11 @@ int fault_handle(struct session *s)
 		w->hot = s;
 	}
 	return got;
+}
+
+void fault_serve(struct session *s)
+{
+	serve(s);
 }
 
 void fault_ready(struct session *s)

@@ -63,6 +63,11 @@ struct state_hdr {
 	 * session: durable at once.  Last, so that a record from before it
 	 * reads 0 there (none). */
 	uint64_t making[2];
+	/* The last read's recorded events: how many (the high 32 bits) and
+	 * how many of them were applied (the low 32), in one store; durable at
+	 * once. */
+	uint64_t events_at;
+	struct state_event events[STATE_EVENTS_MAX];
 };
 
 _Static_assert(sizeof(struct state_hdr) <= HDR_BYTES, "the header outgrew its block");
@@ -98,6 +103,8 @@ struct state {
 	bool scrub;	  /* slots written by a txn never committed: reset before any change */
 	uint64_t wset_n;
 	uint64_t making[2];
+	uint32_t events_n, events_done;
+	struct state_event events[STATE_EVENTS_MAX];
 
 	uint32_t *free_slots; /* a stack of slots neither live nor pending */
 	size_t nfree_slots, free_slots_cap;
@@ -518,10 +525,39 @@ static int check_rec(const struct state *st, const struct state_rec *r, uint32_t
 }
 
 /* The header and the committed slot, copied out of the file first. */
+/* The events not applied yet: each a range the daemon can apply. */
+static int check_events(const struct state_hdr *h, char *why, size_t whylen)
+{
+	uint32_t n = (uint32_t)(h->events_at >> 32), done = (uint32_t)h->events_at;
+
+	if (n > STATE_EVENTS_MAX || done > n)
+		return bad(why, whylen, "events %" PRIu32 " applied of %" PRIu32 " (at most %u)",
+			   done, n, STATE_EVENTS_MAX);
+	for (uint32_t i = done; i < n; i++) {
+		const struct state_event *e = &h->events[i];
+		uint64_t mask = (uint64_t)uffdd_page - 1;
+
+		if (e->type == PIN_UFFD_EVENT_FORK)
+			continue;
+		if (e->type != PIN_UFFD_EVENT_REMAP && e->type != PIN_UFFD_EVENT_REMOVE &&
+		    e->type != PIN_UFFD_EVENT_UNMAP)
+			return bad(why, whylen, "event %" PRIu32 " of type %" PRIu32, i, e->type);
+		if (e->start > e->end || (e->start & mask) || (e->end & mask) ||
+		    (e->type == PIN_UFFD_EVENT_REMAP &&
+		     ((e->to & mask) || e->to > UINT64_MAX - (e->end - e->start))))
+			return bad(why, whylen,
+				   "event %" PRIu32 ": [%#" PRIx64 ", %#" PRIx64 ") to %#" PRIx64
+				   " is not a range of pages",
+				   i, e->start, e->end, e->to);
+	}
+	return 0;
+}
+
 static int check_header(struct state *st, char *why, size_t whylen)
 {
 	struct state_hdr h;
 	uint8_t cur;
+	int r;
 
 	memcpy(&h, st->hdr, sizeof(h));
 	cur = h.cur;
@@ -560,11 +596,17 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	if (h.wset_n > UFFDD_WSET_MAX)
 		return bad(why, whylen, "wset_n %" PRIu64 " (at most %u)", h.wset_n,
 			   UFFDD_WSET_MAX);
+	r = check_events(&h, why, whylen);
+	if (r < 0)
+		return r;
 	st->ident = h.ident;
 	st->com = *s;
 	st->wset_n = h.wset_n;
 	/* Any two ids: they only name the children that may be made again. */
 	memcpy(st->making, h.making, sizeof(st->making));
+	st->events_n = (uint32_t)(h.events_at >> 32);
+	st->events_done = (uint32_t)h.events_at;
+	memcpy(st->events, h.events, sizeof(st->events));
 	return 0;
 }
 
@@ -990,6 +1032,38 @@ void state_making_set(struct state *st, uint64_t first, uint64_t end)
 bool state_making(const struct state *st, uint64_t id)
 {
 	return id >= st->making[0] && id < st->making[1];
+}
+
+static void events_store(struct state *st)
+{
+	__atomic_store_n(&st->hdr->events_at, (uint64_t)st->events_n << 32 | st->events_done,
+			 __ATOMIC_RELEASE);
+}
+
+void state_events_set(struct state *st, const struct state_event *ev, uint32_t n)
+{
+	/* The old ones all applied before their room is written: a death
+	 * leaves them so, or the new ones, none applied. */
+	st->events_done = st->events_n;
+	events_store(st);
+	memcpy(st->events, ev, n * sizeof(*ev));
+	memcpy(st->hdr->events, ev, n * sizeof(*ev));
+	st->events_n = n;
+	st->events_done = 0;
+	events_store(st);
+}
+
+void state_event_applied(struct state *st)
+{
+	if (st->events_done < st->events_n) {
+		st->events_done++;
+		events_store(st);
+	}
+}
+
+const struct state_event *state_event_next(const struct state *st)
+{
+	return st->events_done < st->events_n ? &st->events[st->events_done] : NULL;
 }
 
 const struct state_range *state_wset(const struct state *st, size_t *ret_n)

@@ -172,7 +172,8 @@ static int take_one(struct group *g, bool *ret_half)
  * A fork child the dead daemon did not finish recording, made again from
  * its parent's record when that record still names it as being made:
  * nothing changed the parent since the fork was read then (its worker was
- * making the child, and no session is served before the takeover is done).
+ * making the child, the events before it in that read are applied first:
+ * replay_events(), and no session is served before the takeover is done).
  * Otherwise (the parent gone, itself half made, or served since: the child's
  * record was lost after it was complete) its pages are unknown: poisoned.
  */
@@ -197,6 +198,35 @@ static int remake(struct group *g, struct group *v, size_t n)
 	     "session %" PRIu64 ": a fork child the dead daemon did not finish recording: %s",
 	     g->id, parent ? "made again from its parent's record" : "its pages raise SIGBUS");
 	return 0;
+}
+
+/*
+ * The events the dead daemon read from p's userfaultfd and recorded but did
+ * not apply, applied in their order; a FORK's child that it left half made
+ * is made again at its place in that order, from the parent's record as it
+ * was at that fork.
+ */
+static void replay_events(struct group *p, struct group *v, size_t n, bool *half)
+{
+	const struct state_event *e;
+	unsigned int k = 0;
+
+	while ((e = state_event_next(p->s->st))) {
+		if (e->type != PIN_UFFD_EVENT_FORK)
+			fault_apply_event(p->s, e);
+		for (size_t i = 0; e->type == PIN_UFFD_EVENT_FORK && i < n; i++)
+			if (half[i] && v[i].id == e->start && v[i].parent == p->id) {
+				remake(&v[i], v, n);
+				half[i] = false;
+			}
+		state_event_applied(p->s->st);
+		k++;
+	}
+	if (k)
+		ulog(LOG_WARNING,
+		     "session %" PRIu64 ": applied %u events (fork, mremap, discard, unmap) that "
+		     "the dead daemon read and recorded but did not apply",
+		     p->id, k);
 }
 
 /* Serve s: wake what the dead daemon read, tell its client where it was. */
@@ -245,11 +275,16 @@ void takeover_run(struct stored_fd *v, size_t n)
 	/* No new session may take the id of one in the store, kept or not. */
 	for (size_t i = 0; i < ng; i++)
 		id_taken(g[i].id);
-	/* Every record first, then the half made children from their parents,
-	 * and only then is any session served. */
+	/* Every record first, then the events a dead daemon read and did not
+	 * apply (the half made children at their forks among them), then the
+	 * other half made children from their parents, and only then is any
+	 * session served. */
 	bool *half = calloc(ng ? ng : 1, sizeof(*half));
 	for (size_t i = 0; half && i < ng; i++)
 		take_one(&g[i], &half[i]);
+	for (size_t i = 0; half && i < ng; i++)
+		if (g[i].s)
+			replay_events(&g[i], g, ng, half);
 	for (size_t i = 0; half && i < ng; i++)
 		if (half[i])
 			remake(&g[i], g, ng);

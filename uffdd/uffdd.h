@@ -398,6 +398,28 @@ const struct state_range *state_wset(const struct state *st, size_t *ret_n);
 void state_making_set(struct state *st, uint64_t first, uint64_t end);
 bool state_making(const struct state *st, uint64_t id);
 
+/*
+ * The FORK, REMAP, REMOVE and UNMAP events of one read of a session's
+ * userfaultfd, in order, recorded before any is applied (the kernel forgets
+ * an event once it is read), and how many of them were applied; durable at
+ * once.  The next daemon applies the rest (takeover.c).  Applying one twice
+ * changes nothing: a REMAP's source range, a removed range, an unmapped one
+ * hold no region the second time.
+ */
+#define STATE_EVENTS_MAX 64u
+struct state_event {
+	uint32_t type; /* PIN_UFFD_EVENT_FORK, _REMAP, _REMOVE or _UNMAP */
+	uint32_t pad;
+	uint64_t start, end; /* the range (page aligned); FORK: the child's id in start */
+	uint64_t to;	     /* REMAP: where start went */
+};
+/* A new read's events (n <= STATE_EVENTS_MAX), none applied. */
+void state_events_set(struct state *st, const struct state_event *ev, uint32_t n);
+/* One more of them applied. */
+void state_event_applied(struct state *st);
+/* The first event not applied, NULL when none. */
+const struct state_event *state_event_next(const struct state *st);
+
 /* ---- session.c --------------------------------------------------------- */
 
 #define UFFDD_LAT_BUCKETS 32
@@ -871,10 +893,17 @@ int fault_init(void);
 /* The userfaultfd is readable: read events in batches and serve them.
  * Returns the events read, or -errno when the userfaultfd failed. */
 int fault_handle(struct session *s);
+/* Serve the faults queued, reading no event: a request's handler does so
+ * (what an event changed then would be committed only with its reply, after
+ * the event was recorded as applied). */
+void fault_serve(struct session *s);
 /* fault_handle() as the handler stored with a userfaultfd's watch. */
 void fault_ready(struct session *s);
 /* Wake faults in [start, end) and forget them: their mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
+/* A recorded REMAP, REMOVE or UNMAP (state_event_next()) applied to the
+ * session's regions, and told to its client's pins; a FORK is not one. */
+void fault_apply_event(struct session *s, const struct state_event *e);
 /*
  * Place pages [first, first + n) of r, each from its source or as zero, with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
