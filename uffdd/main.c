@@ -332,5 +332,7 @@ int main(int argc, char **argv)
 #ifdef HAVE_SYSTEMD
 	sd_notifyf(0, "READY=1\nSTATUS=Serving 0 sessions with %u workers", uffdd_cfg.workers);
 #endif
-	return listen_run();
+	r = listen_run();
+	workers_stop();
+	return r;
 }

@@ -696,6 +696,12 @@ static void session_unpublish(struct session *s)
 		atomic_fetch_sub(&count, 1);
 }
 
+void session_unmap_record(struct session *s)
+{
+	state_free(s->st);
+	s->st = NULL;
+}
+
 void session_free(struct session *s)
 {
 	if (s->listed) {

@@ -615,6 +615,9 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
 void session_inspect(struct session *s);
 /* Unlink from every list, close its descriptors and free it; worker only. */
 void session_free(struct session *s);
+/* The daemon exits (workers_stop()): its record unmapped and closed, the
+ * store's copy kept; nothing may use s after it. */
+void session_unmap_record(struct session *s);
 
 /* Lookups in a session's sorted region array (owner, or under s->lock). */
 struct region *session_find(struct session *s, uint64_t addr);
@@ -950,6 +953,14 @@ struct worker {
 };
 
 int workers_start(unsigned int n);
+/*
+ * The daemon exits: each worker ends its loop (waited for a bounded time: a
+ * worker blocked in a call is left as it is), then, when all did, every
+ * session's record is unmapped (an exit need not touch a page of it, which
+ * valgrind's leak check at exit does: it read each 1 GiB record whole).
+ * What the store holds stays for the next daemon.
+ */
+void workers_stop(void);
 /* Whether every worker's loop went round at or after since (ns); else the
  * index of one that did not, in *ret_stuck. */
 bool workers_alive(uint64_t since, unsigned int *ret_stuck);

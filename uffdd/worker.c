@@ -24,6 +24,10 @@
 
 static struct worker *workers;
 static unsigned int nworkers;
+/* The daemon exits: each loop ends at its next round. */
+static atomic_bool stopping;
+/* How long an exit waits for each worker to end its loop. */
+#define STOP_WAIT_S 2
 
 /* With a watchdog, an idle worker wakes this often (ms): a quarter of its
  * interval, so that it went round within half of it when the main thread
@@ -133,7 +137,7 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[64];
 	unsigned int spins = 0;
 
-	for (;;) {
+	while (!atomic_load(&stopping)) {
 		uint64_t now = uffdd_now_ns();
 		bool spinning = now - w->last_busy < SPIN_NS;
 		atomic_store_explicit(&w->beat, now, memory_order_relaxed);
@@ -206,4 +210,34 @@ int workers_start(unsigned int n)
 		}
 	}
 	return 0;
+}
+
+void workers_stop(void)
+{
+	uint64_t one = 1;
+
+	atomic_store(&stopping, true);
+	for (unsigned int i = 0; i < nworkers; i++)
+		if (write(workers[i].efd, &one, sizeof(one)) != sizeof(one))
+			ulog(LOG_ERR, "eventfd write: %m");
+	for (unsigned int i = 0; i < nworkers; i++) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += STOP_WAIT_S;
+		int r = pthread_timedjoin_np(workers[i].thread, NULL, &until);
+		if (r) {
+			ulog(LOG_WARNING,
+			     "worker %u did not end its loop in %d s (%s): its sessions' records "
+			     "stay mapped",
+			     i, STOP_WAIT_S, strerror(r));
+			return;
+		}
+	}
+	/* None runs: no session is in use. */
+	for (unsigned int i = 0; i < nworkers; i++) {
+		for (struct session *s = workers[i].sessions; s; s = s->wnext)
+			session_unmap_record(s);
+		for (struct session *s = workers[i].queue; s; s = s->wnext)
+			session_unmap_record(s);
+	}
 }
