@@ -11,12 +11,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "libpin.h"
@@ -73,18 +75,27 @@ static struct pin_ctx *ctx_of(struct io_uring *ring)
 }
 
 /* One READ_FIXED of len bytes at offset 0 of fd into buf, on the caller's
- * ring, with buffer index; returns cqe->res. */
-static int read_fixed(struct io_uring *ring, int fd, void *buf, size_t len, int index)
+ * ring, with buffer index; returns cqe->res, or INT_MIN when the ring fails. */
+static int read_fixed_raw(struct io_uring *ring, int fd, void *buf, size_t len, int index)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 	struct io_uring_cqe *cqe;
 
-	ck_assert_ptr_nonnull(sqe);
+	if (!sqe)
+		return INT_MIN;
 	io_uring_prep_read_fixed(sqe, fd, buf, (unsigned int)len, 0, index);
-	ck_assert_int_eq(io_uring_submit(ring), 1);
-	ck_assert_int_eq(io_uring_wait_cqe(ring, &cqe), 0);
+	if (io_uring_submit(ring) != 1 || io_uring_wait_cqe(ring, &cqe) != 0)
+		return INT_MIN;
 	int res = cqe->res;
 	io_uring_cqe_seen(ring, cqe);
+	return res;
+}
+
+static int read_fixed(struct io_uring *ring, int fd, void *buf, size_t len, int index)
+{
+	int res = read_fixed_raw(ring, fd, buf, len, index);
+
+	ck_assert_int_ne(res, INT_MIN);
 	return res;
 }
 
@@ -307,6 +318,41 @@ START_TEST(ring_closed_by_caller)
 }
 END_TEST
 
+/* After fork() the ring and its table are the parent's too: a READ_FIXED the
+ * child issues with a pin's index fills the parent's pinned pages, while the
+ * child's own copies of them keep what they held at the fork. */
+START_TEST(fork_child_reads_into_parent)
+{
+	struct io_uring ring;
+	struct pin_range *r;
+
+	ring_new(&ring, TABLE, 0);
+	struct pin_ctx *ctx = ctx_of(&ring);
+	char *p = test_map_small(NULL, LEN);
+	int fd = test_pattern_file(LEN, SEED);
+	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), 0);
+	int index = pin_range_buf_index(r, p, LEN);
+
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* No Check calls here: the parent judges by the exit status. */
+		int res = read_fixed_raw(&ring, fd, p, LEN, index);
+		_exit(res != (int)LEN ? 1 : p[0] != 0x5a || p[LEN - 1] != 0x5a ? 2 : 0);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	test_assert_pattern(p, LEN, SEED);
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	io_uring_queue_exit(&ring);
+	close(fd);
+	munmap(p, LEN);
+}
+END_TEST
+
 struct other_thread {
 	int ring_fd;
 	int err;
@@ -372,6 +418,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, table_unregistered);
 	tcase_add_test(tc, ring_closed_by_caller);
 	tcase_add_test(tc, single_issuer_ring);
+	tcase_add_test(tc, fork_child_reads_into_parent);
 	return s;
 }
 
