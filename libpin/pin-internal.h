@@ -90,6 +90,8 @@ struct pin_backend_ops {
 };
 
 extern const struct pin_backend_ops pin_backend_iouring;
+/* io_uring into the caller's ring (pin_ctx_opts.ring_nslots > 0). */
+extern const struct pin_backend_ops pin_backend_iouring_caller;
 extern const struct pin_backend_ops pin_backend_mlock;
 #ifdef HAVE_RDMA
 extern const struct pin_backend_ops pin_backend_rdma;
@@ -120,6 +122,8 @@ struct pin_ctx {
 	bool autoselect;
 	unsigned int flags;
 	unsigned int ring_entries;
+	int ring_fd; /* the caller's ring, with ring_nslots > 0 */
+	unsigned int ring_first_slot, ring_nslots;
 	unsigned int rdma_access;
 	uintptr_t page;
 	struct pin_imap map; /* live entries, never stale ones */

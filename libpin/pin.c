@@ -85,11 +85,11 @@ static bool after_remove(const struct pin_ctx *ctx, const struct pin_range *r, u
 
 static int monitor_start(struct pin_ctx *ctx);
 
-static const struct pin_backend_ops *backend_of(int backend)
+static const struct pin_backend_ops *backend_of(const struct pin_ctx *ctx, int backend)
 {
 	switch (backend) {
 	case PIN_BACKEND_IO_URING:
-		return &pin_backend_iouring;
+		return ctx->ring_nslots ? &pin_backend_iouring_caller : &pin_backend_iouring;
 	case PIN_BACKEND_MLOCK:
 		return &pin_backend_mlock;
 #ifdef HAVE_RDMA
@@ -102,6 +102,9 @@ static const struct pin_backend_ops *backend_of(int backend)
 
 static int open_backend(struct pin_ctx *ctx, int backend)
 {
+	/* A ring the caller gave chooses io_uring. */
+	if (backend == PIN_BACKEND_AUTO && ctx->ring_nslots)
+		backend = PIN_BACKEND_IO_URING;
 	if (backend == PIN_BACKEND_AUTO) {
 		ctx->autoselect = true;
 #ifdef HAVE_RDMA
@@ -113,7 +116,7 @@ static int open_backend(struct pin_ctx *ctx, int backend)
 #endif
 		backend = PIN_BACKEND_IO_URING;
 	}
-	ctx->be = backend_of(backend);
+	ctx->be = backend_of(ctx, backend);
 	if (!ctx->be) {
 		pin_log(PIN_LOG_ERR, "pin backend %d is not built in (meson -Drdma)", backend);
 		return -EOPNOTSUPP;
@@ -136,6 +139,13 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 	if (o.backend < PIN_BACKEND_AUTO || o.backend > PIN_BACKEND_MLOCK ||
 	    (o.flags & ~PIN_CTX_NO_MONITOR))
 		return -EINVAL;
+	if (o.ring_nslots && o.backend != PIN_BACKEND_AUTO && o.backend != PIN_BACKEND_IO_URING) {
+		pin_log(PIN_LOG_ERR,
+			"pin_ctx_new: a caller's ring (ring_nslots %u) needs the io_uring "
+			"backend, not %d",
+			o.ring_nslots, o.backend);
+		return -EINVAL;
+	}
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
@@ -150,6 +160,9 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 	ctx->max_idle_bytes = o.max_idle_bytes ? o.max_idle_bytes : DEFAULT_MAX_IDLE_BYTES;
 	ctx->ring_entries = o.ring_entries ? o.ring_entries : DEFAULT_RING_ENTRIES;
 	ctx->rdma_access = o.rdma_access;
+	ctx->ring_fd = o.ring_fd;
+	ctx->ring_first_slot = o.ring_first_slot;
+	ctx->ring_nslots = o.ring_nslots;
 	r = open_backend(ctx, o.backend);
 	if (r < 0) {
 		ctx->be = NULL;

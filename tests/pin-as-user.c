@@ -4,8 +4,10 @@
  * sees kernel faults (issue 16, item 6): run by tests/unprivileged.sh as uid
  * 65534.  The context opens (its monitor's userfaultfd is user-mode only),
  * a pin faults its pages in, a READ_FIXED through it lands where it should,
- * and a discard marks the pin stale and a look-up pins anew.  Exit 0, 1 with
- * what failed, or 77 when io_uring itself is closed to this user.
+ * and a discard marks the pin stale and a look-up pins anew.  The same user
+ * pins into a ring of its own (a sparse table of CALLER_SLOTS) and reads
+ * through it.  Exit 0, 1 with what failed, or 77 when io_uring itself is
+ * closed to this user.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -20,6 +22,9 @@
 #define AT_PAGE	  5
 #define FILL	  'Q'
 #define EXIT_SKIP 77
+/* The caller's ring: a table of CALLER_SLOTS, all of them libpin's. */
+#define CALLER_SLOTS   4
+#define CALLER_ENTRIES 4
 
 static int failed(const char *what, int err)
 {
@@ -33,10 +38,9 @@ static void log_stdout(enum pin_log_level level, const char *msg, void *userdata
 		printf("libpin: %s\n", msg);
 }
 
-/* One READ_FIXED of a page of FILL into p, through buffer index. */
-static int read_fixed(struct pin_ctx *ctx, char *p, size_t page, int index)
+/* One READ_FIXED of a page of FILL into p, on ring, through buffer index. */
+static int read_fixed(struct io_uring *ring, char *p, size_t page, int index)
 {
-	struct io_uring *ring = pin_ctx_io_uring(ctx);
 	struct io_uring_cqe *cqe;
 	char buf[4096];
 	int fd = memfd_create("pin-as-user", MFD_CLOEXEC);
@@ -59,6 +63,41 @@ static int read_fixed(struct pin_ctx *ctx, char *p, size_t page, int index)
 	}
 	close(fd);
 	return r;
+}
+
+/* Pin [p, p + LEN) into a ring of the caller's and read a page through it. */
+static int callers_ring(char *p, size_t page)
+{
+	struct io_uring ring;
+	struct pin_ctx *ctx;
+	struct pin_range *r;
+	int e = io_uring_queue_init(CALLER_ENTRIES, &ring, 0);
+
+	if (e < 0)
+		return failed("io_uring_queue_init", e);
+	e = io_uring_register_buffers_sparse(&ring, CALLER_SLOTS);
+	if (e < 0)
+		return failed("io_uring_register_buffers_sparse", e);
+	struct pin_ctx_opts o = { .sz = sizeof(o),
+				  .backend = PIN_BACKEND_IO_URING,
+				  .ring_fd = ring.ring_fd,
+				  .ring_nslots = CALLER_SLOTS };
+	e = pin_ctx_new(&o, &ctx);
+	if (e < 0)
+		return failed("pin_ctx_new(the caller's ring)", e);
+	e = pin_range_get(ctx, p, LEN, &r);
+	if (e < 0)
+		return failed("pin_range_get(the caller's ring)", e);
+	memset(p, 0, LEN);
+	e = read_fixed(&ring, p, page, pin_range_buf_index(r, p, page));
+	if (e != (int)page || p[0] != FILL || p[page - 1] != FILL) {
+		printf("FAIL: READ_FIXED on the caller's ring: %d, byte %#x\n", e, p[0]);
+		return 1;
+	}
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	io_uring_queue_exit(&ring);
+	return 0;
 }
 
 int main(void)
@@ -88,7 +127,7 @@ int main(void)
 	if (e < 0)
 		return failed("pin_range_get", e);
 	char *at = p + AT_PAGE * page;
-	e = read_fixed(ctx, at, page, pin_range_buf_index(r, at, page));
+	e = read_fixed(pin_ctx_io_uring(ctx), at, page, pin_range_buf_index(r, at, page));
 	if (e != (int)page || at[0] != FILL || at[page - 1] != FILL) {
 		printf("FAIL: READ_FIXED through the pin: %d, byte %#x\n", e, at[0]);
 		return 1;
@@ -106,7 +145,10 @@ int main(void)
 	pin_range_put(again);
 	pin_range_put(r);
 	pin_ctx_free(ctx);
+	e = callers_ring(p, page);
+	if (e)
+		return e;
 	munmap(p, LEN);
-	printf("ok: io_uring pins, a READ_FIXED through one, a discard seen\n");
+	printf("ok: io_uring pins, a READ_FIXED through one, a discard seen, the caller's ring\n");
 	return 0;
 }

@@ -217,6 +217,16 @@ struct pin_ctx_opts {
 	size_t max_idle_bytes;	   /* their total size; 0: 1 GiB */
 	unsigned int ring_entries; /* io_uring: queue depth; 0: 64 */
 	unsigned int rdma_access;  /* rdma: ibv_access_flags; 0: local write, remote read/write */
+	/*
+	 * io_uring: with ring_nslots > 0, pin into the caller's own ring, an
+	 * io_uring file descriptor (libpin keeps a duplicate), in the slots
+	 * [ring_first_slot, ring_first_slot + ring_nslots) of the sparse buffer
+	 * table the caller registered on it; libpin empties them first.  See
+	 * pin_ctx_new(3).  ring_nslots 0: a ring of libpin's own.
+	 */
+	int ring_fd;
+	unsigned int ring_first_slot;
+	unsigned int ring_nslots;
 };
 
 /* opts may be NULL.  -ENODEV: PIN_BACKEND_RDMA and no RDMA device. */
@@ -226,7 +236,8 @@ void pin_ctx_free(struct pin_ctx *ctx);
 /* The backend in use (enum pin_backend, never AUTO) and its name. */
 int pin_ctx_backend(const struct pin_ctx *ctx);
 const char *pin_ctx_backend_name(const struct pin_ctx *ctx);
-/* io_uring backend: the ring holding the registered buffers, and its fd.
+/* io_uring backend: the ring holding the registered buffers, and its fd
+ * (with a caller's ring: NULL, and libpin's duplicate of its fd).
  * NULL / -EOPNOTSUPP with another backend. */
 struct io_uring *pin_ctx_io_uring(struct pin_ctx *ctx);
 int pin_ctx_ring_fd(const struct pin_ctx *ctx);
@@ -262,8 +273,9 @@ size_t pin_range_len(const struct pin_range *r);
 int pin_range_stale(const struct pin_range *r);
 /* io_uring: how many registered buffers the range takes (one per GiB). */
 int pin_range_buf_count(const struct pin_range *r);
-/* io_uring: the buffer index for READ_FIXED/WRITE_FIXED of [addr, addr + len);
- * -ERANGE when that is not inside one buffer. */
+/* io_uring: the buffer index for READ_FIXED/WRITE_FIXED of [addr, addr + len)
+ * on the context's ring (the caller's, when it gave one); -ERANGE when that
+ * is not inside one buffer. */
 int pin_range_buf_index(const struct pin_range *r, const void *addr, size_t len);
 /* rdma: the memory region's keys, and the region itself. */
 int pin_range_rdma_keys(const struct pin_range *r, uint32_t *ret_lkey, uint32_t *ret_rkey);
