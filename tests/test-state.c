@@ -752,6 +752,9 @@ START_TEST(hostile_header)
 	poke(fd, offsetof(struct fmt_hdr, cur), &(uint8_t){ 2 }, 1);
 	refused(fd, MAX_BYTES, "cur 2 (want 0 or 1)");
 	fd = hostile_base(&tab);
+	poke64(fd, SLOT_AT(fd, txn), UINT64_MAX);
+	refused(fd, MAX_BYTES, "txn 18446744073709551615 (the last there is)");
+	fd = hostile_base(&tab);
 	poke(fd, SLOT_AT(fd, reply_area), &(uint32_t){ 2 }, 4);
 	refused(fd, MAX_BYTES, "reply_area 2 (want 0 or 1)");
 	fd = hostile_base(&tab);
