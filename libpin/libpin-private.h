@@ -160,6 +160,20 @@ bool pin_uffd_own(const struct pin_uffd *u);
  */
 int pin_uffd_covers(uintptr_t addr, size_t len, unsigned int mode, uintptr_t *ret_gap);
 
+/* The size of one message of a userfaultfd (struct uffd_msg). */
+#define PIN_UFFD_MSG_BYTES 32u
+/*
+ * One read(2) of at most max messages of u straight into raw (max *
+ * PIN_UFFD_MSG_BYTES bytes, which may be shared memory: the kernel writes
+ * each message there before read(2) returns, so they outlive a caller
+ * killed as it returns), decoded into events.  Returns the count, or -errno
+ * (-EAGAIN: none queued).
+ */
+int pin_uffd_read_raw(struct pin_uffd *u, void *raw, struct pin_uffd_event *events, size_t max);
+/* One raw message decoded; -EINVAL when its event is none the kernel sends
+ * (0: an empty slot). */
+int pin_uffd_decode(const void *raw, struct pin_uffd_event *ev);
+
 #define _cleanup_close_ __attribute__((cleanup(pin_closep)))
 #define _cleanup_free_	__attribute__((cleanup(pin_freep)))
 

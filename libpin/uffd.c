@@ -468,8 +468,14 @@ PIN_EXPORT int pin_uffd_wake(struct pin_uffd *u, void *addr, size_t len)
 	return r;
 }
 
-static void decode(const struct uffd_msg *m, struct pin_uffd_event *ev)
+_Static_assert(sizeof(struct uffd_msg) == PIN_UFFD_MSG_BYTES, "a userfaultfd message's size");
+
+int pin_uffd_decode(const void *raw, struct pin_uffd_event *ev)
 {
+	struct uffd_msg mb;
+	const struct uffd_msg *m = &mb;
+
+	memcpy(&mb, raw, sizeof(mb));
 	memset(ev, 0, sizeof(*ev));
 	switch (m->event) {
 	case UFFD_EVENT_PAGEFAULT:
@@ -498,6 +504,32 @@ static void decode(const struct uffd_msg *m, struct pin_uffd_event *ev)
 		ev->arg.unmap.start = m->arg.remove.start;
 		ev->arg.unmap.end = m->arg.remove.end;
 		break;
+	default:
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int pin_uffd_read_raw(struct pin_uffd *u, void *raw, struct pin_uffd_event *events, size_t max)
+{
+	if (!u || !raw || !events || !max || max > INT32_MAX / PIN_UFFD_MSG_BYTES)
+		return -EINVAL;
+	for (;;) {
+		ssize_t got = read(u->fd, raw, max * PIN_UFFD_MSG_BYTES);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int err = errno;
+			if (err != EAGAIN)
+				pin_log(PIN_LOG_ERR, "read userfaultfd: %s", strerror(err));
+			return -err;
+		}
+		if (got == 0 || got % PIN_UFFD_MSG_BYTES)
+			return -EIO;
+		size_t n = (size_t)got / PIN_UFFD_MSG_BYTES;
+		for (size_t i = 0; i < n; i++)
+			pin_uffd_decode((const uint8_t *)raw + i * PIN_UFFD_MSG_BYTES, &events[i]);
+		return (int)n;
 	}
 }
 
@@ -540,7 +572,7 @@ PIN_EXPORT int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *e
 			return n ? (int)n : -EIO;
 		size_t k = (size_t)got / sizeof(msgs[0]);
 		for (size_t i = 0; i < k; i++)
-			decode(&msgs[i], &events[n + i]);
+			pin_uffd_decode(&msgs[i], &events[n + i]);
 		n += k;
 		if (k < want)
 			break;

@@ -1574,8 +1574,8 @@ START_TEST(mremap_then_restart)
 END_TEST
 
 /* Reads every other page of the first half, says so, waits; then moves the
- * range (the daemon reads the REMAP, records it, and is killed before it
- * applies it) and reads it all at the new address. */
+ * range (the daemon reads the REMAP and is killed before it applies it) and
+ * reads it all at the new address. */
 static int client_mremap_read(struct client *cl, void *arg)
 {
 	int src = *(int *)arg;
@@ -1606,20 +1606,20 @@ static int client_mremap_read(struct client *cl, void *arg)
 	return 0;
 }
 
-/* A REMAP the daemon read and recorded, killed before it applied it (held
- * there by UFFDD_HOLD): the next daemon applies it, and the moved pages
- * arrive exact at the new address (the kill loop found this window: the
- * range hung for ever, faulting where no region was). */
+/* A REMAP the daemon read, killed before it applied it (held there by
+ * UFFDD_HOLD): the read left it in the record, the next daemon applies it,
+ * and the moved pages arrive exact at the new address (the kill loop found
+ * this window: the range hung for ever, faulting where no region was). */
 START_TEST(mremap_read_when_daemon_dies)
 {
 	struct client cl;
 
-	up_held("events-recorded");
+	up_held("events-read");
 	int src = make_source(MR_PAGES, MR_SEED);
 	spawn(&cl, client_mremap_read, &src, &src, 1);
 	await_step(&cl, "read the first pages");
 	go(&cl);
-	await_held("events-recorded");
+	await_held("events-read");
 	kill9_restart();
 	client_done(&cl, src);
 }

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 /* Before Check's header, whose fail() macro would rename uffdd.h's fail(). */
+#include <linux/userfaultfd.h>
+
 #include "uffdd.h"
 #include "test-common.h"
 
@@ -46,8 +48,8 @@ struct fmt_hdr {
 	uint64_t wset_n;
 	struct fmt_slot slot[2];
 	uint64_t making[2];
-	uint64_t events_at; /* events << 32 | applied */
-	struct state_event events[STATE_EVENTS_MAX];
+	uint32_t events_applied, pad2;
+	struct uffd_msg events[STATE_EVENTS_MAX];
 };
 
 struct fmt_entry {
@@ -556,42 +558,80 @@ START_TEST(making_in_place)
 }
 END_TEST
 
-/* A read's events: durable without a commit, none pending at first, each
- * given back in order until applied, and a new read's replace the old. */
+static struct uffd_msg msg_range(uint8_t event, uint64_t a, uint64_t b, uint64_t c)
+{
+	struct uffd_msg m = { .event = event };
+
+	if (event == UFFD_EVENT_REMAP) {
+		m.arg.remap.from = a;
+		m.arg.remap.to = c;
+		m.arg.remap.len = b - a;
+	} else if (event == UFFD_EVENT_PAGEFAULT) {
+		m.arg.pagefault.address = a;
+	} else {
+		m.arg.remove.start = a;
+		m.arg.remove.end = b;
+	}
+	return m;
+}
+
+/* A read's messages, as the kernel leaves them in the buffer: durable
+ * without a commit, those not applied given back in order (page faults
+ * never), with the FORKs before each, and cleared by the next read. */
 START_TEST(events_in_place)
 {
 	struct state *st = new_state(), *again;
-	const struct state_event ev[3] = {
-		{ .type = PIN_UFFD_EVENT_REMAP, .start = 0x10000, .end = 0x20000, .to = 0x80000 },
-		{ .type = PIN_UFFD_EVENT_FORK, .start = 9 },
-		{ .type = PIN_UFFD_EVENT_UNMAP, .start = 0x80000, .end = 0x81000 },
+	const struct uffd_msg m[5] = {
+		msg_range(UFFD_EVENT_PAGEFAULT, 0x5000, 0, 0),
+		msg_range(UFFD_EVENT_REMAP, 0x10000, 0x20000, 0x80000),
+		{ .event = UFFD_EVENT_FORK },
+		msg_range(UFFD_EVENT_PAGEFAULT, 0x6000, 0, 0),
+		msg_range(UFFD_EVENT_UNMAP, 0x80000, 0x81000, 0),
 	};
-	const struct state_event *e;
+	const struct pin_uffd_event *e;
+	uint32_t at = 0, forks = 7;
 
-	ck_assert_ptr_null(state_event_next(st));
-	state_events_set(st, ev, 3);
-	state_event_applied(st);
 	again = reopen(st);
-	for (size_t i = 1; i < 3; i++) {
-		e = state_event_next(again);
-		ck_assert_ptr_nonnull(e);
-		ck_assert_mem_eq(e, &ev[i], sizeof(*e));
-		state_event_applied(again);
-	}
-	ck_assert_ptr_null(state_event_next(again));
-	state_event_applied(again);
-	ck_assert_ptr_null(state_event_next(again));
+	ck_assert_ptr_null(state_event_pending(again, &at, &forks));
 	state_free(again);
-	/* A new read's events, none applied: the old ones' room is theirs. */
-	state_events_set(st, &ev[2], 1);
+	memcpy(state_events_buf(st), m, sizeof(m));
+	state_events_applied(st, 2);
 	again = reopen(st);
-	e = state_event_next(again);
+	e = state_event_pending(again, &at, &forks);
 	ck_assert_ptr_nonnull(e);
-	ck_assert_mem_eq(e, &ev[2], sizeof(*e));
+	ck_assert_int_eq(e->type, PIN_UFFD_EVENT_FORK);
+	ck_assert_uint_eq(at, 2);
+	ck_assert_uint_eq(forks, 0);
+	state_events_applied(again, ++at);
+	e = state_event_pending(again, &at, &forks);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_int_eq(e->type, PIN_UFFD_EVENT_UNMAP);
+	ck_assert_uint_eq(e->arg.unmap.start, 0x80000);
+	ck_assert_uint_eq(e->arg.unmap.end, 0x81000);
+	ck_assert_uint_eq(at, 4);
+	ck_assert_uint_eq(forks, 1);
+	state_events_applied(again, ++at);
+	ck_assert_ptr_null(state_event_pending(again, &at, &forks));
 	state_free(again);
-	state_event_applied(st);
+	/* The REMAP from the start, once nothing is marked applied. */
+	state_events_applied(st, 0);
 	again = reopen(st);
-	ck_assert_ptr_null(state_event_next(again));
+	at = 0;
+	e = state_event_pending(again, &at, &forks);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_int_eq(e->type, PIN_UFFD_EVENT_REMAP);
+	ck_assert_uint_eq(e->arg.remap.from, 0x10000);
+	ck_assert_uint_eq(e->arg.remap.to, 0x80000);
+	ck_assert_uint_eq(e->arg.remap.len, 0x10000);
+	ck_assert_uint_eq(at, 1);
+	state_free(again);
+	/* The next read's buffer: the last one's messages gone, none pending. */
+	uint8_t *buf = state_events_buf(st);
+	for (size_t i = 0; i < sizeof(m); i++)
+		ck_assert_uint_eq(buf[i], 0);
+	again = reopen(st);
+	at = 0;
+	ck_assert_ptr_null(state_event_pending(again, &at, &forks));
 	state_free(again);
 	state_free(st);
 }
@@ -712,6 +752,9 @@ START_TEST(hostile_header)
 	poke(fd, offsetof(struct fmt_hdr, cur), &(uint8_t){ 2 }, 1);
 	refused(fd, MAX_BYTES, "cur 2 (want 0 or 1)");
 	fd = hostile_base(&tab);
+	poke64(fd, SLOT_AT(fd, txn), UINT64_MAX);
+	refused(fd, MAX_BYTES, "txn 18446744073709551615 (the last there is)");
+	fd = hostile_base(&tab);
 	poke(fd, SLOT_AT(fd, reply_area), &(uint32_t){ 2 }, 4);
 	refused(fd, MAX_BYTES, "reply_area 2 (want 0 or 1)");
 	fd = hostile_base(&tab);
@@ -755,35 +798,31 @@ START_TEST(hostile_header)
 	poke64(fd, FMT_WSET_OFF + 8, 0x10000000);
 	refused(fd, MAX_BYTES, "wset run 0: [0x10000000, 0x10000000) is empty");
 	fd = hostile_base(&tab);
-	poke64(fd, offsetof(struct fmt_hdr, events_at), (uint64_t)(STATE_EVENTS_MAX + 1) << 32);
-	refused(fd, MAX_BYTES, "events 0 applied of 65 (at most 64)");
+	poke(fd, offsetof(struct fmt_hdr, events_applied), &(uint32_t){ STATE_EVENTS_MAX + 1 }, 4);
+	refused(fd, MAX_BYTES, "events_applied 65 (at most 64)");
 	fd = hostile_base(&tab);
-	poke64(fd, offsetof(struct fmt_hdr, events_at), 1ull << 32 | 2);
-	refused(fd, MAX_BYTES, "events 2 applied of 1 (at most 64)");
-	fd = hostile_base(&tab);
-	poke64(fd, offsetof(struct fmt_hdr, events_at), 1ull << 32);
-	refused(fd, MAX_BYTES, "event 0 of type 0");
+	poke(fd, offsetof(struct fmt_hdr, events[0]), &(uint8_t){ 0x99 }, 1);
+	refused(fd, MAX_BYTES, "event 0: no such message (0x99)");
 	const struct {
-		struct state_event e;
+		struct uffd_msg m;
 		const char *want;
 	} bad[] = {
-		{ { .type = PIN_UFFD_EVENT_UNMAP, .start = 0x2000, .end = 0x1000 },
+		{ msg_range(UFFD_EVENT_UNMAP, 0x2000, 0x1000, 0),
 		  "event 1: [0x2000, 0x1000) to 0 is not a range of pages" },
-		{ { .type = PIN_UFFD_EVENT_REMOVE, .start = 0x1001, .end = 0x2000 },
+		{ msg_range(UFFD_EVENT_REMOVE, 0x1001, 0x2000, 0),
 		  "event 1: [0x1001, 0x2000) to 0 is not a range of pages" },
-		{ { .type = PIN_UFFD_EVENT_REMAP, .start = 0x1000, .end = 0x3000, .to = 0x10 },
+		{ msg_range(UFFD_EVENT_REMAP, 0x1000, 0x3000, 0x10),
 		  "event 1: [0x1000, 0x3000) to 0x10 is not a range of pages" },
-		{ { .type = PIN_UFFD_EVENT_REMAP,
-		    .start = 0x1000,
-		    .end = 0x3000,
-		    .to = -0x1000ull },
+		{ msg_range(UFFD_EVENT_REMAP, 0x1000, 0x3000, -0x1000ull),
 		  "event 1: [0x1000, 0x3000) to 0xfffffffffffff000 is not a range of pages" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		/* Event 0 applied: only the others are checked as ranges. */
+		struct uffd_msg two[2] = { msg_range(UFFD_EVENT_UNMAP, 0x2000, 0x1000, 0),
+					   bad[i].m };
 		fd = hostile_base(&tab);
-		/* Event 0 applied: only the pending ones are checked. */
-		poke(fd, offsetof(struct fmt_hdr, events[1]), &bad[i].e, sizeof(bad[i].e));
-		poke64(fd, offsetof(struct fmt_hdr, events_at), 2ull << 32 | 1);
+		poke(fd, offsetof(struct fmt_hdr, events), two, sizeof(two));
+		poke(fd, offsetof(struct fmt_hdr, events_applied), &(uint32_t){ 1 }, 4);
 		refused(fd, MAX_BYTES, bad[i].want);
 	}
 }

@@ -238,6 +238,7 @@ static int wake(struct session *s, uint64_t addr, uint64_t len)
  * (epoll reports the rest). */
 #define READ_ROUNDS 16
 _Static_assert(READ_BATCH <= UFFDD_MAX_EVENTS, "a read must fit the worker's events");
+_Static_assert(READ_BATCH <= STATE_EVENTS_MAX, "a read must fit the record's events");
 
 /* A sequential stream is served this many windows ahead of its faults. */
 #define AHEAD 4
@@ -583,69 +584,30 @@ static void on_cut(struct session *s, uint64_t start, uint64_t end, int64_t move
 	session_commit(s, 0, NULL, 0);
 }
 
-void fault_apply_event(struct session *s, const struct state_event *e)
+void fault_apply_event(struct session *s, const struct pin_uffd_event *ev)
 {
-	switch (e->type) {
+	uint64_t start, end;
+
+	switch (ev->type) {
 	case PIN_UFFD_EVENT_REMAP:
-		on_cut(s, e->start, e->end, (int64_t)(e->to - e->start));
+		start = ev->arg.remap.from;
+		end = start + ev->arg.remap.len;
+		on_cut(s, start, end, (int64_t)(ev->arg.remap.to - start));
 		break;
 	case PIN_UFFD_EVENT_REMOVE:
-		on_remove(s, e->start, e->end);
+		start = ev->arg.remove.start;
+		end = ev->arg.remove.end;
+		on_remove(s, start, end);
 		break;
 	case PIN_UFFD_EVENT_UNMAP:
-		on_cut(s, e->start, e->end, 0);
+		start = ev->arg.unmap.start;
+		end = ev->arg.unmap.end;
+		on_cut(s, start, end, 0);
 		break;
 	default:
 		return;
 	}
-	notify_stale(s, e->start, e->end, e->type);
-}
-
-/*
- * The batch's FORK, REMAP, REMOVE and UNMAP events, to the record before any
- * is applied: the kernel forgets each once it is read, and a moved range
- * that the next daemon does not know of faults where no region is, for
- * ever.  The children's ids run from first (fork_ids()).
- */
-static void record_events(struct session *s, const struct pin_uffd_event *ev, int n, uint64_t first,
-			  uint64_t t0)
-{
-	struct state_event rec[READ_BATCH];
-	uint32_t k = 0;
-
-	for (int i = 0; i < n; i++) {
-		const struct pin_uffd_event *e = &ev[i];
-		struct state_event *r = &rec[k];
-
-		*r = (struct state_event){ .type = e->type };
-		switch (e->type) {
-		case PIN_UFFD_EVENT_FORK:
-			r->start = first++;
-			break;
-		case PIN_UFFD_EVENT_REMAP:
-			r->start = e->arg.remap.from;
-			r->end = e->arg.remap.from + e->arg.remap.len;
-			r->to = e->arg.remap.to;
-			break;
-		case PIN_UFFD_EVENT_REMOVE:
-			r->start = e->arg.remove.start;
-			r->end = e->arg.remove.end;
-			break;
-		case PIN_UFFD_EVENT_UNMAP:
-			r->start = e->arg.unmap.start;
-			r->end = e->arg.unmap.end;
-			break;
-		default:
-			continue;
-		}
-		k++;
-	}
-	if (k) {
-		state_events_set(s->st, rec, k);
-		slog(s, LOG_DEBUG, "%" PRIu32 " events recorded %" PRIu64 " ns after the read", k,
-		     uffdd_now_ns() - t0);
-		uffdd_hold("events-recorded");
-	}
+	notify_stale(s, start, end, ev->type);
 }
 
 /* A page fault: queued (a fork child's session learns its pid from its first
@@ -672,10 +634,9 @@ static void on_fault(struct session *s, const struct pin_uffd_event *ev, uint64_
 }
 
 /*
- * The batch in order, each recorded event marked applied once it is (what
- * the kernel did is lost only when the daemon dies between the read and
- * record_events(): uffdd(8)).  A child outlives its parent's process: made
- * all the same.
+ * The batch in order, each event but a page fault marked applied in the
+ * record once it is (the read put the batch there: state_events_buf()).  A
+ * child outlives its parent's process: made all the same.
  */
 static void apply(struct session *s, const struct pin_uffd_event *ev, int n, uint64_t t0,
 		  uint64_t child)
@@ -691,10 +652,22 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, int n, uin
 		if (e->type == PIN_UFFD_EVENT_FORK)
 			on_fork(s, e->arg.fork.fd, child++);
 		else if (!s->dead)
-			fault_apply_event(s, state_event_next(s->st));
-		state_event_applied(s->st);
+			fault_apply_event(s, e);
+		state_events_applied(s->st, (uint32_t)i + 1);
 		slog(s, LOG_DEBUG, "event %u applied %" PRIu64 " ns after it was read", e->type,
 		     uffdd_now_ns() - t0);
+	}
+}
+
+/* A death here, after a read that took an event but a page fault, is what
+ * the record's copy of the read is for (held with UFFDD_HOLD=events-read). */
+static void hold_events(const struct pin_uffd_event *ev, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (ev[i].type != PIN_UFFD_EVENT_PAGEFAULT) {
+			uffdd_hold("events-read");
+			return;
+		}
 	}
 }
 
@@ -704,7 +677,7 @@ int fault_handle(struct session *s)
 	int got = 0;
 
 	for (int round = 0; round < READ_ROUNDS && !s->dead; round++) {
-		int n = pin_uffd_read_events(s->uffd, w->events, READ_BATCH);
+		int n = pin_uffd_read_raw(s->uffd, state_events_buf(s->st), w->events, READ_BATCH);
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
@@ -714,7 +687,7 @@ int fault_handle(struct session *s)
 		}
 		got += n;
 		uint64_t t0 = uffdd_now_ns(), first = fork_ids(s, w->events, n);
-		record_events(s, w->events, n, first, t0);
+		hold_events(w->events, n);
 		store_forks(s, w->events, n, t0, first);
 		if (first)
 			uffdd_hold("fork-stored");

@@ -63,11 +63,12 @@ struct state_hdr {
 	 * session: durable at once.  Last, so that a record from before it
 	 * reads 0 there (none). */
 	uint64_t making[2];
-	/* The last read's recorded events: how many (the high 32 bits) and
-	 * how many of them were applied (the low 32), in one store; durable at
-	 * once. */
-	uint64_t events_at;
-	struct state_event events[STATE_EVENTS_MAX];
+	/* The messages of the last read of the session's userfaultfd, as the
+	 * kernel wrote them (state_events_buf()), ended by an empty one, and
+	 * how many of them need no replay; durable at once. */
+	uint32_t events_applied;
+	uint32_t pad2;
+	uint8_t events[STATE_EVENTS_MAX][PIN_UFFD_MSG_BYTES];
 };
 
 _Static_assert(sizeof(struct state_hdr) <= HDR_BYTES, "the header outgrew its block");
@@ -103,8 +104,10 @@ struct state {
 	bool scrub;	  /* slots written by a txn never committed: reset before any change */
 	uint64_t wset_n;
 	uint64_t making[2];
-	uint32_t events_n, events_done;
-	struct state_event events[STATE_EVENTS_MAX];
+	/* The dead daemon's last read, decoded at state_open(): events_n of
+	 * them, the first events_applied not to be replayed. */
+	uint32_t events_n, events_applied;
+	struct pin_uffd_event events[STATE_EVENTS_MAX];
 
 	uint32_t *free_slots; /* a stack of slots neither live nor pending */
 	size_t nfree_slots, free_slots_cap;
@@ -525,31 +528,52 @@ static int check_rec(const struct state *st, const struct state_rec *r, uint32_t
 }
 
 /* The header and the committed slot, copied out of the file first. */
-/* The events not applied yet: each a range the daemon can apply. */
-static int check_events(const struct state_hdr *h, char *why, size_t whylen)
+/* The last read's messages, up to the first empty one: each one the kernel
+ * sends, and those not applied a range the daemon can apply. */
+static int check_events(struct state *st, const struct state_hdr *h, char *why, size_t whylen)
 {
-	uint32_t n = (uint32_t)(h->events_at >> 32), done = (uint32_t)h->events_at;
+	uint64_t mask = (uint64_t)uffdd_page - 1;
+	uint32_t n = 0;
 
-	if (n > STATE_EVENTS_MAX || done > n)
-		return bad(why, whylen, "events %" PRIu32 " applied of %" PRIu32 " (at most %u)",
-			   done, n, STATE_EVENTS_MAX);
-	for (uint32_t i = done; i < n; i++) {
-		const struct state_event *e = &h->events[i];
-		uint64_t mask = (uint64_t)uffdd_page - 1;
+	for (; n < STATE_EVENTS_MAX && h->events[n][0]; n++) {
+		struct pin_uffd_event *e = &st->events[n];
+		uint64_t a = 0, b = 0, to = 0;
+		bool wraps = false;
 
-		if (e->type == PIN_UFFD_EVENT_FORK)
+		if (pin_uffd_decode(h->events[n], e) < 0)
+			return bad(why, whylen, "event %" PRIu32 ": no such message (%#x)", n,
+				   h->events[n][0]);
+		if (n < h->events_applied)
 			continue;
-		if (e->type != PIN_UFFD_EVENT_REMAP && e->type != PIN_UFFD_EVENT_REMOVE &&
-		    e->type != PIN_UFFD_EVENT_UNMAP)
-			return bad(why, whylen, "event %" PRIu32 " of type %" PRIu32, i, e->type);
-		if (e->start > e->end || (e->start & mask) || (e->end & mask) ||
-		    (e->type == PIN_UFFD_EVENT_REMAP &&
-		     ((e->to & mask) || e->to > UINT64_MAX - (e->end - e->start))))
+		switch (e->type) {
+		case PIN_UFFD_EVENT_REMAP:
+			a = e->arg.remap.from;
+			to = e->arg.remap.to;
+			b = a + e->arg.remap.len;
+			wraps = b < a || (to & mask) || to > UINT64_MAX - e->arg.remap.len;
+			break;
+		case PIN_UFFD_EVENT_REMOVE:
+			a = e->arg.remove.start;
+			b = e->arg.remove.end;
+			break;
+		case PIN_UFFD_EVENT_UNMAP:
+			a = e->arg.unmap.start;
+			b = e->arg.unmap.end;
+			break;
+		default:
+			continue;
+		}
+		if (wraps || a > b || (a & mask) || (b & mask))
 			return bad(why, whylen,
 				   "event %" PRIu32 ": [%#" PRIx64 ", %#" PRIx64 ") to %#" PRIx64
 				   " is not a range of pages",
-				   i, e->start, e->end, e->to);
+				   n, a, b, to);
 	}
+	if (h->events_applied > STATE_EVENTS_MAX)
+		return bad(why, whylen, "events_applied %" PRIu32 " (at most %u)",
+			   h->events_applied, STATE_EVENTS_MAX);
+	st->events_n = n;
+	st->events_applied = h->events_applied;
 	return 0;
 }
 
@@ -577,6 +601,9 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	struct state_slot *s = &h.slot[cur];
 	uint64_t room;
 
+	/* The next commit's txn must be above it. */
+	if (s->txn == UINT64_MAX)
+		return bad(why, whylen, "txn %" PRIu64 " (the last there is)", s->txn);
 	if (s->reply_area > 1)
 		return bad(why, whylen, "reply_area %" PRIu32 " (want 0 or 1)", s->reply_area);
 	if (s->reply_len > PIN_PROTO_MAX_MSG)
@@ -596,7 +623,7 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	if (h.wset_n > UFFDD_WSET_MAX)
 		return bad(why, whylen, "wset_n %" PRIu64 " (at most %u)", h.wset_n,
 			   UFFDD_WSET_MAX);
-	r = check_events(&h, why, whylen);
+	r = check_events(st, &h, why, whylen);
 	if (r < 0)
 		return r;
 	st->ident = h.ident;
@@ -604,9 +631,6 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	st->wset_n = h.wset_n;
 	/* Any two ids: they only name the children that may be made again. */
 	memcpy(st->making, h.making, sizeof(st->making));
-	st->events_n = (uint32_t)(h.events_at >> 32);
-	st->events_done = (uint32_t)h.events_at;
-	memcpy(st->events, h.events, sizeof(st->events));
 	return 0;
 }
 
@@ -1034,36 +1058,46 @@ bool state_making(const struct state *st, uint64_t id)
 	return id >= st->making[0] && id < st->making[1];
 }
 
-static void events_store(struct state *st)
+uint64_t state_making_first(const struct state *st)
 {
-	__atomic_store_n(&st->hdr->events_at, (uint64_t)st->events_n << 32 | st->events_done,
-			 __ATOMIC_RELEASE);
+	return st->making[0];
 }
 
-void state_events_set(struct state *st, const struct state_event *ev, uint32_t n)
+void *state_events_buf(struct state *st)
 {
-	/* The old ones all applied before their room is written: a death
-	 * leaves them so, or the new ones, none applied. */
-	st->events_done = st->events_n;
-	events_store(st);
-	memcpy(st->events, ev, n * sizeof(*ev));
-	memcpy(st->hdr->events, ev, n * sizeof(*ev));
-	st->events_n = n;
-	st->events_done = 0;
-	events_store(st);
+	struct state_hdr *h = st->hdr;
+
+	/* All applied before any is cleared: a death leaves them so, then
+	 * none, then the next read's, none applied. */
+	__atomic_store_n(&h->events_applied, STATE_EVENTS_MAX, __ATOMIC_RELEASE);
+	for (uint32_t i = 0; i < STATE_EVENTS_MAX && h->events[i][0]; i++)
+		memset(h->events[i], 0, PIN_UFFD_MSG_BYTES);
+	__atomic_store_n(&h->events_applied, 0, __ATOMIC_RELEASE);
+	st->events_n = st->events_applied = 0;
+	return h->events;
 }
 
-void state_event_applied(struct state *st)
+void state_events_applied(struct state *st, uint32_t upto)
 {
-	if (st->events_done < st->events_n) {
-		st->events_done++;
-		events_store(st);
+	__atomic_store_n(&st->hdr->events_applied, upto, __ATOMIC_RELEASE);
+	st->events_applied = upto;
+}
+
+const struct pin_uffd_event *state_event_pending(const struct state *st, uint32_t *at,
+						 uint32_t *ret_forks)
+{
+	uint32_t i = *at > st->events_applied ? *at : st->events_applied;
+
+	for (; i < st->events_n; i++) {
+		if (st->events[i].type == PIN_UFFD_EVENT_PAGEFAULT)
+			continue;
+		*ret_forks = 0;
+		for (uint32_t k = 0; k < i; k++)
+			*ret_forks += st->events[k].type == PIN_UFFD_EVENT_FORK;
+		*at = i;
+		return &st->events[i];
 	}
-}
-
-const struct state_event *state_event_next(const struct state *st)
-{
-	return st->events_done < st->events_n ? &st->events[st->events_done] : NULL;
+	return NULL;
 }
 
 const struct state_range *state_wset(const struct state *st, size_t *ret_n)

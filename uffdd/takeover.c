@@ -201,31 +201,34 @@ static int remake(struct group *g, struct group *v, size_t n)
 }
 
 /*
- * The events the dead daemon read from p's userfaultfd and recorded but did
- * not apply, applied in their order; a FORK's child that it left half made
- * is made again at its place in that order, from the parent's record as it
- * was at that fork.
+ * The events of the dead daemon's last read of p's userfaultfd that it did
+ * not apply (the read left them in the record), applied in their order; a
+ * FORK's child that it left half made is made again at its place in that
+ * order, from the parent's record as it was at that fork.
  */
 static void replay_events(struct group *p, struct group *v, size_t n, bool *half)
 {
-	const struct state_event *e;
-	unsigned int k = 0;
+	struct state *st = p->s->st;
+	const struct pin_uffd_event *e;
+	uint32_t at = 0, forks, k = 0;
 
-	while ((e = state_event_next(p->s->st))) {
+	while ((e = state_event_pending(st, &at, &forks))) {
 		if (e->type != PIN_UFFD_EVENT_FORK)
 			fault_apply_event(p->s, e);
 		for (size_t i = 0; e->type == PIN_UFFD_EVENT_FORK && i < n; i++)
-			if (half[i] && v[i].id == e->start && v[i].parent == p->id) {
+			if (half[i] && v[i].parent == p->id && state_making(st, v[i].id) &&
+			    v[i].id == state_making_first(st) + forks) {
 				remake(&v[i], v, n);
 				half[i] = false;
 			}
-		state_event_applied(p->s->st);
+		state_events_applied(st, ++at);
 		k++;
 	}
 	if (k)
 		ulog(LOG_WARNING,
-		     "session %" PRIu64 ": applied %u events (fork, mremap, discard, unmap) that "
-		     "the dead daemon read and recorded but did not apply",
+		     "session %" PRIu64 ": applied %" PRIu32
+		     " events (fork, mremap, discard, unmap) "
+		     "that the dead daemon read but did not apply",
 		     p->id, k);
 }
 

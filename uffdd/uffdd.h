@@ -397,28 +397,33 @@ const struct state_range *state_wset(const struct state *st, size_t *ret_n);
  */
 void state_making_set(struct state *st, uint64_t first, uint64_t end);
 bool state_making(const struct state *st, uint64_t id);
+/* The first of them (0: none): a read's k-th FORK made the child first + k. */
+uint64_t state_making_first(const struct state *st);
 
 /*
- * The FORK, REMAP, REMOVE and UNMAP events of one read of a session's
- * userfaultfd, in order, recorded before any is applied (the kernel forgets
- * an event once it is read), and how many of them were applied; durable at
- * once.  The next daemon applies the rest (takeover.c).  Applying one twice
- * changes nothing: a REMAP's source range, a removed range, an unmapped one
- * hold no region the second time.
+ * The last read(2) of the session's userfaultfd goes straight into the
+ * record: the kernel writes each message it hands over there before read(2)
+ * returns, so a daemon killed as it returns leaves them (a FORK, REMAP,
+ * REMOVE or UNMAP is not delivered again, and a moved range the next daemon
+ * does not know of faults where no region is, for ever).  The daemon marks
+ * them applied as it goes; the next one applies those not marked
+ * (takeover.c).  Applying one twice changes nothing: a REMAP's source range,
+ * a removed range, an unmapped one hold no region the second time.
  */
 #define STATE_EVENTS_MAX 64u
-struct state_event {
-	uint32_t type; /* PIN_UFFD_EVENT_FORK, _REMAP, _REMOVE or _UNMAP */
-	uint32_t pad;
-	uint64_t start, end; /* the range (page aligned); FORK: the child's id in start */
-	uint64_t to;	     /* REMAP: where start went */
-};
-/* A new read's events (n <= STATE_EVENTS_MAX), none applied. */
-void state_events_set(struct state *st, const struct state_event *ev, uint32_t n);
-/* One more of them applied. */
-void state_event_applied(struct state *st);
-/* The first event not applied, NULL when none. */
-const struct state_event *state_event_next(const struct state *st);
+/* Where the next read(2) puts at most STATE_EVENTS_MAX messages: the last
+ * read's, all applied, are cleared first. */
+void *state_events_buf(struct state *st);
+/* The messages [0, upto) of the last read need no replay. */
+void state_events_applied(struct state *st, uint32_t upto);
+/*
+ * At takeover: the first message of the dead daemon's last read from index
+ * *at on that it did not mark applied and that is not a page fault, decoded
+ * (state_open() checked it), its index in *at, and, for a FORK, how many
+ * FORKs came before it in that read in *ret_forks; NULL when none.
+ */
+const struct pin_uffd_event *state_event_pending(const struct state *st, uint32_t *at,
+						 uint32_t *ret_forks);
 
 /* ---- session.c --------------------------------------------------------- */
 
@@ -904,9 +909,9 @@ void fault_serve(struct session *s);
 void fault_ready(struct session *s);
 /* Wake faults in [start, end) and forget them: their mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
-/* A recorded REMAP, REMOVE or UNMAP (state_event_next()) applied to the
- * session's regions, and told to its client's pins; a FORK is not one. */
-void fault_apply_event(struct session *s, const struct state_event *e);
+/* A REMAP, REMOVE or UNMAP applied to the session's regions, and told to
+ * its client's pins; any other event is not one. */
+void fault_apply_event(struct session *s, const struct pin_uffd_event *ev);
 /*
  * Place pages [first, first + n) of r, each from its source or as zero, with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
