@@ -69,6 +69,27 @@ long test_status_kb(const char *field)
 	return test_pid_status_kb(getpid(), field);
 }
 
+long test_anon_huge_kb(uint64_t addr, uint64_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool inside = false;
+	long kb = 0, v;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		uint64_t start, end;
+
+		/* A mapping's first line: "start-end perms ..." in hex. */
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " ", &start, &end) == 2)
+			inside = start >= addr && end <= addr + len;
+		else if (inside && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return kb;
+}
+
 int test_count_fds(pid_t pid)
 {
 	char path[64];

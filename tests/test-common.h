@@ -67,6 +67,9 @@ bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed);
 /* Page i of the region at base holds only zero bytes. */
 bool test_page_zero(const uint8_t *base, size_t i);
 
+/* AnonHugePages of /proc/self/smaps in kB, summed over the mappings inside
+ * [addr, addr + len): the transparent huge pages mapped there. */
+long test_anon_huge_kb(uint64_t addr, uint64_t len);
 /* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
 long test_status_kb(const char *field);
 /* The same of another process. */
