@@ -175,22 +175,9 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	static char why[128];
-	char mode[128] = "";
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	const char *why = test_thp_skip_reason();
 
 	if (sysconf(_SC_PAGESIZE) != PAGE)
 		return "2 MiB runs of 4 KiB pages: needs 4 KiB pages";
-	if (!f)
-		return "no transparent huge pages (no /sys/kernel/mm/transparent_hugepage/enabled)";
-	if (!fgets(mode, sizeof(mode), f))
-		mode[0] = '\0';
-	fclose(f);
-	mode[strcspn(mode, "\n")] = '\0';
-	if (!strstr(mode, "[always]") && !strstr(mode, "[madvise]")) {
-		snprintf(why, sizeof(why), "transparent huge pages are off: enabled is %.60s",
-			 mode);
-		return why;
-	}
-	return test_uffd_skip_reason();
+	return why ? why : test_uffd_skip_reason();
 }

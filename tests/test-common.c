@@ -115,6 +115,24 @@ uint64_t test_seed(void)
 	return seed;
 }
 
+const char *test_thp_skip_reason(void)
+{
+	static char why[128];
+	char mode[96] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!f)
+		return "no transparent huge pages (no /sys/kernel/mm/transparent_hugepage/enabled)";
+	if (!fgets(mode, sizeof(mode), f))
+		mode[0] = '\0';
+	fclose(f);
+	mode[strcspn(mode, "\n")] = '\0';
+	if (strstr(mode, "[always]") || strstr(mode, "[madvise]"))
+		return NULL;
+	snprintf(why, sizeof(why), "transparent huge pages are off: enabled is %s", mode);
+	return why;
+}
+
 const char *test_uffd_skip_reason(void)
 {
 	struct pin_uffd *u;

@@ -95,6 +95,10 @@ uint64_t test_seed(void);
  * range must not become a huge page (see uffdd(8)). */
 uint8_t *test_map_pages(size_t npages);
 
+/* NULL when anonymous memory can have transparent huge pages
+ * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */
+const char *test_thp_skip_reason(void);
+
 /* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
 const char *test_uffd_skip_reason(void);
 
