@@ -328,9 +328,10 @@ static void restore_begin(struct restore *rs, const char *which, int npids, bool
 		int sv[2];
 		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 		rs->tasks[i] = fork_task(rs->pids[i], rs->at_dump_pids);
-		if (rs->tasks[i] == -EEXIST) {
-			/* Taken here: the task goes elsewhere, as in a pid
-			 * namespace, and nothing is to be collapsed. */
+		if (rs->tasks[i] == -EEXIST || rs->tasks[i] == -ENOSYS) {
+			/* Taken here (or no clone3: valgrind): the task goes
+			 * elsewhere, as in a pid namespace, and nothing is to
+			 * be collapsed. */
 			rs->tasks[i] = fork();
 			rs->at_dump_pids = false;
 		}
@@ -531,20 +532,19 @@ START_TEST(criu_task_gone_before_the_end)
 }
 END_TEST
 
-/* The line uffdd-lazy-pages prints for the collapse of task pid. */
+/* What uffdd-lazy-pages says of the collapse of task pid: nothing when the
+ * task is not at that pid (no process of it collapsed). */
 static void assert_collapsed(const struct restore *rs, int pid, int huge, int refused)
 {
 	char want[160];
 
-	if (rs->at_dump_pids)
-		snprintf(want, sizeof(want),
-			 "task %d: %d of 2 2 MiB runs collapsed into huge pages, %d refused", pid,
-			 huge, refused);
-	else
-		snprintf(want, sizeof(want),
-			 "task %d: the process with pid %d here is not the "
-			 "restored task",
-			 pid, pid);
+	if (!rs->at_dump_pids) {
+		ck_assert_msg(!strstr(rs->out, "runs collapsed"), "%s", rs->out);
+		return;
+	}
+	snprintf(want, sizeof(want),
+		 "task %d: %d of 2 2 MiB runs collapsed into huge pages, %d refused", pid, huge,
+		 refused);
 	ck_assert_msg(strstr(rs->out, want), "want '%s' in: %s", want, rs->out);
 }
 
