@@ -304,29 +304,33 @@ static int collapse_run(int pidfd, uint64_t a)
  * takes only COLD, PAGEOUT, WILLNEED and COLLAPSE for another process).
  */
 /*
- * Whether the process at the task's pid is the restored task: every lazy
- * mapping of the dump starts a mapping of its /proc/PID/maps, and the pidfd
- * still names a live process (the pid not reused since).  CRIU sends the pid
- * of the dump; restored into a pid namespace, the task has another one here.
+ * Whether the process at the task's pid is the restored task: each lazy
+ * mapping of the dump lies inside a mapping of its /proc/PID/maps (inside,
+ * not equal: the kernel may merge neighbours the dump had apart), and the
+ * pidfd still names a live process (the pid not reused since).  CRIU sends
+ * the pid of the dump; restored into a pid namespace, the task has another
+ * one here.
  */
 static bool task_is_here(const struct task *t)
 {
+	size_t n = pin_image_nr_regions(t->img), found = 0, want = 0;
 	char path[64], line[512];
-	size_t found = 0, want = 0;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/maps", t->pid);
 	f = fopen(path, "re");
 	if (!f)
 		return false;
-	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++)
+	for (size_t i = 0; i < n; i++)
 		want += lazy_mapping(pin_image_region(t->img, i));
 	while (fgets(line, sizeof(line), f)) {
-		uint64_t start = strtoull(line, NULL, 16);
+		unsigned long long start, end;
 
-		for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
+		if (sscanf(line, "%llx-%llx", &start, &end) != 2)
+			continue;
+		for (size_t i = 0; i < n; i++) {
 			const struct pin_image_region *g = pin_image_region(t->img, i);
-			found += lazy_mapping(g) && g->addr == start;
+			found += lazy_mapping(g) && g->addr >= start && g->addr + g->len <= end;
 		}
 	}
 	fclose(f);
