@@ -18,7 +18,7 @@
 #include "test-common.h"
 #include "uffdd-harness.h"
 
-#define REGION_ADDR  0x600000000000ull /* 2 MiB aligned, where nothing of ours is */
+#define REGION_ADDR  0x520000000000ull /* 2 MiB aligned; below ASan's allocator (0x600000000000) */
 #define RUN_BYTES    (2ull << 20)      /* a PMD huge page of x86-64 */
 #define RUNS	     16
 #define REGION_BYTES (RUNS * RUN_BYTES)
