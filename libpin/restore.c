@@ -4,15 +4,26 @@
  * it was and registers it (pin_image_map_region), and whoever holds the
  * connection to uffdd describes where its pages come from
  * (pin_client_add_image_region).  They are two calls because with CRIU the
- * two sides are different processes.
+ * two sides are different processes.  Once pages are in, the restored
+ * process turns whole 2 MiB runs of a region back into huge pages
+ * (pin_image_collapse_region).
  */
 #include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/mman.h>
 
 #include "libpin-private.h"
+
+/* include/uapi/asm-generic/mman-common.h, since Linux 6.1; glibc 2.36 lacks it. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+/* A PMD-sized transparent huge page of x86-64, arm64 with 4 KiB pages, and
+ * the other architectures with 4 KiB pages: what MADV_COLLAPSE builds. */
+#define HUGE_RUN (2ull << 20)
 
 static const struct pin_image_region *region_at(const struct pin_image *img, size_t i)
 {
@@ -103,4 +114,63 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 	 * no later for their number (issue 13). */
 	int r = pin_client_region_add_many(c, v, g->nr_segments);
 	return r < 0 ? r : (int)g->nr_segments;
+}
+
+/*
+ * One aligned 2 MiB run: 1 when it is a huge page now, 0 when the kernel
+ * would not make it one yet, else -errno.  While the range is registered
+ * MISSING, the kernel refuses a run with a page not in (EBUSY: it counts an
+ * empty or zero-page PTE of an armed range as one it must not fill), so a run
+ * is never completed with zeros behind the daemon's back.
+ */
+static int collapse_run(uint64_t a)
+{
+	void *p = (void *)(uintptr_t)a;
+	int err;
+
+	/* MADV_COLLAPSE refuses a VM_NOHUGEPAGE range (EINVAL). */
+	if (madvise(p, HUGE_RUN, MADV_HUGEPAGE) < 0) {
+		err = errno;
+		pin_log(PIN_LOG_ERR, "madvise(MADV_HUGEPAGE) [%p, +%#llx): %s", p, HUGE_RUN,
+			strerror(err));
+		return -err;
+	}
+	if (madvise(p, HUGE_RUN, MADV_COLLAPSE) == 0)
+		return 1;
+	err = errno;
+	/* Not whole yet: small pages again, as pin_image_map_region() left them. */
+	if (madvise(p, HUGE_RUN, MADV_NOHUGEPAGE) < 0) {
+		int e = errno;
+		pin_log(PIN_LOG_ERR, "madvise(MADV_NOHUGEPAGE) [%p, +%#llx): %s", p, HUGE_RUN,
+			strerror(e));
+		return -e;
+	}
+	/* EBUSY: a page not in (or a cgroup charge failed); EAGAIN: a page
+	 * briefly busy; ENOMEM: no huge page free.  A later call may do. */
+	if (err == EBUSY || err == EAGAIN || err == ENOMEM)
+		return 0;
+	pin_log(PIN_LOG_ERR, "madvise(MADV_COLLAPSE) [%p, +%#llx): %s", p, HUGE_RUN, strerror(err));
+	return -err;
+}
+
+PIN_EXPORT int pin_image_collapse_region(const struct pin_image *img, size_t i)
+{
+	const struct pin_image_region *g;
+	uint64_t a, end;
+	int n = 0;
+
+	if (!img)
+		return -EINVAL;
+	g = region_at(img, i);
+	if (!g)
+		return -ENOENT;
+	a = (g->addr + HUGE_RUN - 1) & ~(HUGE_RUN - 1);
+	end = (g->addr + g->len) & ~(HUGE_RUN - 1);
+	for (; a < end; a += HUGE_RUN) {
+		int r = collapse_run(a);
+		if (r < 0)
+			return r;
+		n += r;
+	}
+	return n;
 }

@@ -69,6 +69,27 @@ long test_status_kb(const char *field)
 	return test_pid_status_kb(getpid(), field);
 }
 
+long test_anon_huge_kb(uint64_t addr, uint64_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool inside = false;
+	long kb = 0, v;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		uint64_t start, end;
+
+		/* A mapping's first line: "start-end perms ..." in hex. */
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " ", &start, &end) == 2)
+			inside = start >= addr && end <= addr + len;
+		else if (inside && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return kb;
+}
+
 int test_count_fds(pid_t pid)
 {
 	char path[64];
@@ -92,6 +113,24 @@ uint64_t test_seed(void)
 	fprintf(stderr, "seed %" PRIu64 " (%s=%" PRIu64 " replays this run)\n", seed, TEST_SEED_ENV,
 		seed);
 	return seed;
+}
+
+const char *test_thp_skip_reason(void)
+{
+	static char why[128];
+	char mode[96] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+	if (!f)
+		return "no transparent huge pages (no /sys/kernel/mm/transparent_hugepage/enabled)";
+	if (!fgets(mode, sizeof(mode), f))
+		mode[0] = '\0';
+	fclose(f);
+	mode[strcspn(mode, "\n")] = '\0';
+	if (strstr(mode, "[always]") || strstr(mode, "[madvise]"))
+		return NULL;
+	snprintf(why, sizeof(why), "transparent huge pages are off: enabled is %s", mode);
+	return why;
 }
 
 const char *test_uffd_skip_reason(void)

@@ -67,6 +67,9 @@ bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed);
 /* Page i of the region at base holds only zero bytes. */
 bool test_page_zero(const uint8_t *base, size_t i);
 
+/* AnonHugePages of /proc/self/smaps in kB, summed over the mappings inside
+ * [addr, addr + len): the transparent huge pages mapped there. */
+long test_anon_huge_kb(uint64_t addr, uint64_t len);
 /* A field of /proc/self/status in kB (VmPin: the pages this process pins). */
 long test_status_kb(const char *field);
 /* The same of another process. */
@@ -91,6 +94,10 @@ uint64_t test_seed(void);
 /* npages of private anonymous memory in small pages only: a partly filled
  * range must not become a huge page (see uffdd(8)). */
 uint8_t *test_map_pages(size_t npages);
+
+/* NULL when anonymous memory can have transparent huge pages
+ * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */
+const char *test_thp_skip_reason(void);
 
 /* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
 const char *test_uffd_skip_reason(void);

@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -246,11 +248,18 @@ static int task_main(const char *dump, int pid, int ctl)
 	/* A task that exits right after the restore, its pages not all in. */
 	if (go == 'x')
 		return 0;
+	char verify = go;
 	CHECK(check_fixture(pid) == 0);
 	CHECK(check_image(img, mapped, pid) == 0);
+	/* 'h': huge pages wanted for A again, as a restorer that gives back a
+	 * mapping its own advice would leave it (A had none: THP eligible). */
+	CHECK(go != 'h' || madvise((void *)(uintptr_t)REGION_A, 4 << 20, MADV_HUGEPAGE) == 0);
 	CHECK(write(ctl, "v", 1) == 1);
 	/* Stay until the restore side is done with our memory. */
 	CHECK(read(ctl, &go, 1) == 0);
+	/* uffdd-lazy-pages collapsed A's two runs, and every byte stayed. */
+	CHECK(verify != 'h' || test_anon_huge_kb(REGION_A, 4 << 20) == 4 << 10);
+	CHECK(verify != 'h' || check_fixture(pid) == 0);
 	pin_image_free(img);
 	return 0;
 }
@@ -273,6 +282,8 @@ struct restore {
 	int npids;
 	pid_t tasks[4];
 	int ctl[4];
+	char verify;	   /* what tells a task to check its memory: 'g', or 'h' (task_main) */
+	bool at_dump_pids; /* the tasks are at the dump's pids (restore_begin()) */
 	char out[2048];
 };
 
@@ -284,9 +295,30 @@ static void read_byte(int fd, char want)
 	ck_assert_int_eq(c, want);
 }
 
-/* Start the restore of dump `which`, of npids tasks (README.md). */
-static void restore_start(struct restore *rs, const char *which, int npids)
+/*
+ * A task child: at pid (as CRIU places a task at its dumped pid, with
+ * clone3's set_tid) when at_pid, else wherever fork puts it.  -errno of
+ * clone3 when pid is taken.
+ */
+static pid_t fork_task(pid_t pid, bool at_pid)
 {
+	struct clone_args a = { .exit_signal = SIGCHLD,
+				.set_tid = (uint64_t)(uintptr_t)&pid,
+				.set_tid_size = 1 };
+	long r;
+
+	if (!at_pid)
+		return fork();
+	r = syscall(SYS_clone3, &a, sizeof(a));
+	return r < 0 ? -errno : (pid_t)r;
+}
+
+/* Start the restore of dump `which`, of npids tasks (README.md), the tasks
+ * at the dump's pids when at_dump_pids and none of them is taken. */
+static void restore_begin(struct restore *rs, const char *which, int npids, bool at_dump_pids)
+{
+	rs->verify = 'g';
+	rs->at_dump_pids = at_dump_pids;
 	snprintf(rs->dump, sizeof(rs->dump), "%s/%s", images, which);
 	rs->npids = pin_image_criu_pids(rs->dump, rs->pids, PIN_ARRAY_SIZE(rs->pids));
 	ck_assert_int_eq(rs->npids, npids);
@@ -295,7 +327,14 @@ static void restore_start(struct restore *rs, const char *which, int npids)
 	for (int i = 0; i < rs->npids; i++) {
 		int sv[2];
 		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-		rs->tasks[i] = fork();
+		rs->tasks[i] = fork_task(rs->pids[i], rs->at_dump_pids);
+		if (rs->tasks[i] == -EEXIST || rs->tasks[i] == -ENOSYS) {
+			/* Taken here (or no clone3: valgrind): the task goes
+			 * elsewhere, as in a pid namespace, and nothing is to
+			 * be collapsed. */
+			rs->tasks[i] = fork();
+			rs->at_dump_pids = false;
+		}
 		ck_assert_int_ge(rs->tasks[i], 0);
 		if (rs->tasks[i] == 0) {
 			/* Only its own end: the restore side's ends of the
@@ -309,6 +348,11 @@ static void restore_start(struct restore *rs, const char *which, int npids)
 		close(sv[1]);
 		rs->ctl[i] = sv[0];
 	}
+}
+
+static void restore_start(struct restore *rs, const char *which, int npids)
+{
+	restore_begin(rs, which, npids, false);
 }
 
 /* Play `criu restore --lazy-pages` for every task of the dump. */
@@ -332,7 +376,7 @@ static int restore_run(struct restore *rs, enum order order, bool zombie)
 	for (int i = 0; i < rs->npids; i++)
 		read_byte(rs->ctl[i], 'r');
 	for (int i = 0; order == VERIFY_BEFORE_END && i < rs->npids; i++) {
-		ck_assert_int_eq(write(rs->ctl[i], "g", 1), 1);
+		ck_assert_int_eq(write(rs->ctl[i], &rs->verify, 1), 1);
 		read_byte(rs->ctl[i], 'v');
 	}
 	if (order == LAST_EXITS_BEFORE_END) {
@@ -488,6 +532,54 @@ START_TEST(criu_task_gone_before_the_end)
 }
 END_TEST
 
+/* What uffdd-lazy-pages says of the collapse of task pid: nothing when the
+ * task is not at that pid (no process of it collapsed). */
+static void assert_collapsed(const struct restore *rs, int pid, int huge, int refused)
+{
+	char want[160];
+
+	if (!rs->at_dump_pids) {
+		ck_assert_msg(!strstr(rs->out, "runs collapsed"), "%s", rs->out);
+		return;
+	}
+	snprintf(want, sizeof(want),
+		 "task %d: %d of 2 2 MiB runs collapsed into huge pages, %d refused", pid, huge,
+		 refused);
+	ck_assert_msg(strstr(rs->out, want), "want '%s' in: %s", want, rs->out);
+}
+
+/*
+ * Once a task's pages are all in, uffdd-lazy-pages collapses the aligned
+ * 2 MiB runs of its lazy mappings (process_madvise(MADV_COLLAPSE)): A's two
+ * when the task made A eligible again (the task then finds A huge pages and
+ * every byte as before); both refused while A is MADV_NOHUGEPAGE as
+ * pin_image_map_region() left it.  The task sits at its dumped pid, as CRIU
+ * places it; when that pid is taken here, at another, and then
+ * uffdd-lazy-pages must find that the pid is not the task's and leave it be.
+ */
+START_TEST(criu_collapse_after_restore)
+{
+	struct restore rs;
+
+	restore_begin(&rs, "fixture", 1, true);
+	rs.verify = rs.at_dump_pids ? 'h' : 'g';
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
+	assert_collapsed(&rs, rs.pids[0], 2, 0);
+	restore_finish(&rs);
+
+	restore_begin(&rs, "fixture", 1, true);
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
+	assert_collapsed(&rs, rs.pids[0], 0, 2);
+	restore_finish(&rs);
+}
+END_TEST
+
+/* process_madvise() on another process: CAP_SYS_NICE (mm/madvise.c). */
+static const char *thp_and_nice(void)
+{
+	return geteuid() == 0 ? test_thp_skip_reason() : "process_madvise needs CAP_SYS_NICE";
+}
+
 START_TEST(criu_restore_side_gone_fails)
 {
 	struct test_daemon d;
@@ -509,8 +601,10 @@ END_TEST
 
 Suite *test_suite(void)
 {
-	Suite *s = suite_create("restore");
+	Suite *s = test_suite_new("restore");
 	TCase *tc = tcase_create("criu-lazy-pages");
+	const struct test_needs collapse_needs = { .check = thp_and_nice };
+	TCase *tcc = test_tcase(s, "criu-collapse", &collapse_needs);
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	snprintf(images, sizeof(images), "%s", getenv("UFFDD_CRIU_IMAGES"));
@@ -521,6 +615,8 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_task_gone_before_the_end);
 	tcase_add_test(tc, criu_restore_side_gone_fails);
 	suite_add_tcase(s, tc);
+	tcase_set_timeout(tcc, 120);
+	tcase_add_test(tcc, criu_collapse_after_restore);
 	return s;
 }
 

@@ -537,6 +537,15 @@ int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd 
  */
 int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img, size_t i,
 				unsigned int flags);
+/*
+ * In the restored process, once pages are in: make every aligned 2 MiB run of
+ * region i whose pages are all in a transparent huge page again
+ * (MADV_HUGEPAGE, then MADV_COLLAPSE); a run with a page still missing stays
+ * small pages, MADV_NOHUGEPAGE.  Call it when pin_client_wait_populated()
+ * says the region is in, or at any time for the runs that are.  Returns the
+ * number of runs that are huge pages now.
+ */
+int pin_image_collapse_region(const struct pin_image *img, size_t i);
 
 /*
  * Working-set record and replay.  After a restore served on demand: ask

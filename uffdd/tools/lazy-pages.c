@@ -19,6 +19,12 @@
  * sit in its fd store), so nothing kept here needs handing over again; a
  * stopped one ends them, and the restore fails.  Should this program die
  * after a Goodbye, uffdd finishes the sessions all the same.
+ *
+ * Then each task whose pages are all in gets its huge pages back: its lazy
+ * mappings' aligned 2 MiB runs go through process_madvise(MADV_COLLAPSE) on a
+ * pidfd opened when the task arrived.  That needs CAP_SYS_NICE and ptrace
+ * read access to the task, which this program has beside `criu restore`;
+ * uffdd itself never asks for them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,7 +45,13 @@
 #include "libpin.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
-#define MAX_TASKS	 1024
+/* include/uapi/asm-generic/mman-common.h, since Linux 6.1; glibc 2.36 lacks it. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+/* What MADV_COLLAPSE builds: a PMD huge page with 4 KiB pages. */
+#define HUGE_RUN  (2ull << 20)
+#define MAX_TASKS 1024
 /* The features CRIU's restore side asks for on each task's userfaultfd. */
 #define CRIU_FEATURES                                                                              \
 	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
@@ -47,6 +61,7 @@ struct task {
 	int pid;
 	struct pin_image *img;
 	struct pin_client *client;
+	int pidfd;			/* -1: none (the task was gone already) */
 	struct pin_client_stats before; /* when the restore ended */
 	bool have_before;
 };
@@ -185,6 +200,11 @@ static int task_start(struct task *t, int pid, int fd)
 	int r, nregions = 0;
 
 	t->pid = pid;
+	/* Taken now, while the pid surely names the task. */
+	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (t->pidfd < 0)
+		fprintf(stderr, "uffdd-lazy-pages: task %d: pidfd_open: %s; no huge pages for it\n",
+			pid, strerror(errno));
 	r = pin_uffd_from_fd(fd, CRIU_FEATURES, &u);
 	if (r < 0) {
 		close(fd);
@@ -265,8 +285,111 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 	return 0;
 }
 
+/* One aligned run of the task's: -errno of process_madvise() or 0. */
+static int collapse_run(int pidfd, uint64_t a)
+{
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)a, .iov_len = HUGE_RUN };
+
+	if (syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLLAPSE, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * The task's pages are all in: make each aligned 2 MiB run of its lazy
+ * mappings a huge page.  The mappings are unregistered now (uffdd closed its
+ * userfaultfd), so a collapse fills what is not present with zeros: right,
+ * since every page was placed and one missing now was discarded by the task.
+ * A mapping left MADV_NOHUGEPAGE cannot be changed from here (process_madvise
+ * takes only COLD, PAGEOUT, WILLNEED and COLLAPSE for another process).
+ */
+/*
+ * Whether the process at the task's pid is the restored task: each lazy
+ * mapping of the dump lies inside a mapping of its /proc/PID/maps (inside,
+ * not equal: the kernel may merge neighbours the dump had apart), and the
+ * pidfd still names a live process (the pid not reused since).  CRIU sends
+ * the pid of the dump; restored into a pid namespace, the task has another
+ * one here.
+ */
+static bool task_is_here(const struct task *t)
+{
+	size_t n = pin_image_nr_regions(t->img), found = 0, want = 0;
+	char path[64], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", t->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		want += lazy_mapping(pin_image_region(t->img, i));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+
+		if (sscanf(line, "%llx-%llx", &start, &end) != 2)
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			const struct pin_image_region *g = pin_image_region(t->img, i);
+			found += lazy_mapping(g) && g->addr >= start && g->addr + g->len <= end;
+		}
+	}
+	fclose(f);
+	return found == want && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0;
+}
+
+static void task_collapse(struct task *t, bool *denied)
+{
+	unsigned int runs = 0, huge = 0, refused = 0;
+
+	if (t->pidfd < 0 || *denied)
+		return;
+	if (!task_is_here(t)) {
+		printf("uffdd-lazy-pages: task %d: the process with pid %d here is not the "
+		       "restored "
+		       "task (a pid namespace?); no huge pages for it\n",
+		       t->pid, t->pid);
+		return;
+	}
+	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
+		const struct pin_image_region *g = pin_image_region(t->img, i);
+		uint64_t a = (g->addr + HUGE_RUN - 1) & ~(HUGE_RUN - 1);
+
+		if (!lazy_mapping(g))
+			continue;
+		for (; a + HUGE_RUN <= g->addr + g->len; a += HUGE_RUN) {
+			int r = collapse_run(t->pidfd, a);
+
+			runs++;
+			huge += r == 0;
+			refused += r == -EINVAL;
+			if (r == -EPERM) {
+				*denied = true;
+				fprintf(stderr,
+					"uffdd-lazy-pages: process_madvise(MADV_COLLAPSE) of task "
+					"%d: %s (it needs CAP_SYS_NICE); huge pages not "
+					"collapsed\n",
+					t->pid, strerror(-r));
+				return;
+			}
+			if (r == -ESRCH)
+				return;
+			/* EBUSY, EAGAIN, ENOMEM: no huge page to be had now. */
+			if (r < 0 && r != -EINVAL && r != -EBUSY && r != -EAGAIN && r != -ENOMEM)
+				fprintf(stderr,
+					"uffdd-lazy-pages: process_madvise(MADV_COLLAPSE) of task "
+					"%d [%#" PRIx64 ", +%#llx): %s\n",
+					t->pid, a, HUGE_RUN, strerror(-r));
+		}
+	}
+	printf("uffdd-lazy-pages: task %d: %u of %u 2 MiB runs collapsed into huge pages, %u "
+	       "refused (MADV_NOHUGEPAGE, or no THP)\n",
+	       t->pid, huge, runs, refused);
+}
+
 static void task_free(struct task *t)
 {
+	if (t->pidfd >= 0)
+		close(t->pidfd);
 	if (t->client)
 		pin_client_goodbye(t->client);
 	pin_client_free(t->client);
@@ -330,6 +453,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	static struct task tasks[MAX_TASKS];
+	bool denied = false; /* no CAP_SYS_NICE: not tried again */
 	uint64_t pushed = 0;
 	size_t ntasks = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
@@ -398,6 +522,8 @@ int main(int argc, char **argv)
 		int f = task_finish(&tasks[i], &pushed);
 		exited += f == -ESRCH;
 		failed += f < 0 && f != -ESRCH;
+		if (f == 0)
+			task_collapse(&tasks[i], &denied);
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
