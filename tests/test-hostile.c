@@ -1636,7 +1636,8 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
-/* The daemon's children: its sessions' readers, not reaped yet. */
+/* The daemon's children: its sessions' readers and its closers, not
+ * reaped yet. */
 static int children_of(pid_t pid)
 {
 	char path[320];
@@ -1762,7 +1763,7 @@ START_TEST(stuck_source)
 		hostile_round(&h, attack_stuck_source, path);
 		/* Its session ended; its reader did not. */
 		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-		ck_assert_int_eq(children_of(h.d.pid), i + 1);
+		ck_assert_int_eq(settle_children(&h, i + 1), i + 1);
 		if (!i)
 			h.rss_kb = rss_kb(h.d.pid);
 	}
@@ -1774,7 +1775,7 @@ START_TEST(stuck_source)
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	stuck_rounds = 0;
 	hostile_round(&h, attack_stuck_source, path);
-	ck_assert_int_eq(children_of(h.d.pid), 1);
+	ck_assert_int_eq(settle_children(&h, 1), 1);
 	free(hostile_finish(&h));
 	stuck_fuse_free(fuse);
 	fuse = NULL;

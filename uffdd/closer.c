@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Closers: the close() of a descriptor a client sent whose file system may
+ * never answer it, done off the workers.  Every close() of a FUSE file sends
+ * FLUSH and waits for the answer (fs/fuse/file.c: fuse_flush(), a forced
+ * request that waits uninterruptibly once sent), however many references the
+ * file has left; an NFS file opened for writing writes its dirty pages back.
+ * No copy of the descriptor avoids that: each close of each copy flushes.
+ * So such a close is done by a closer, a process of the daemon's that shares
+ * its descriptor table (clone(CLONE_FILES), no thread): the descriptor leaves
+ * the table at once, and only the closer waits.  Not a thread: a thread that
+ * never returns keeps the daemon from exiting; a closer stuck so holds the
+ * table (the daemon's descriptors stay open until it ends) but not the
+ * daemon.  One closer runs per uid at a time, over the descriptors queued
+ * when it started; the uid's next ones wait for it, so a stuck file system
+ * stalls the closes of the uid that sent it only, and a uid with
+ * CLOSES_PENDING_MAX closes pending may add no source that may block
+ * (closer_pending()).  Closers are reaped on SIGCHLD (closer_reap()), and a
+ * close pending over CLOSE_SLOW_NS is said once (closer_tick()).  It calls
+ * log.c and util.c.
+ */
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+
+#include "uffdd.h"
+
+/* A close pending this long is said (once): its file system does not answer. */
+#define CLOSE_SLOW_NS (10ull * 1000000000)
+
+struct closer {
+	uid_t uid;
+	pid_t pid;	/* the closer running; 0: none */
+	uint64_t since; /* when it started */
+	bool said;	/* its slow close was logged */
+	int *run;	/* what it closes (the first of them, for the log) */
+	size_t nrun;
+	int *queue; /* what the next one closes */
+	size_t nqueue, cap;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* One per uid with closes pending (a few: one per uid whose file system is stuck). */
+static struct closer *closers;
+static size_t nclosers;
+/* The thread that calls closer_tick(): woken (SIGCHLD) when a closer starts. */
+static pthread_t ticker;
+static bool have_ticker;
+
+/* Whether a close() of fd may wait for a server: a regular file of a file
+ * system of no device of its own (FUSE, NFS, ...), not shmem.  Asks the file
+ * system nothing (statx from the cache, the seals from memory). */
+static bool may_block(int fd)
+{
+	struct stat st;
+
+	if (fstat_cached(fd, &st) < 0)
+		return false;
+	return S_ISREG(st.st_mode) && major(st.st_dev) == 0 && fcntl(fd, F_GET_SEALS) < 0;
+}
+
+static struct closer *closer_of_locked(uid_t uid, bool create)
+{
+	for (size_t i = 0; i < nclosers; i++)
+		if (closers[i].uid == uid)
+			return &closers[i];
+	if (!create)
+		return NULL;
+	struct closer *v = realloc(closers, (nclosers + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	closers = v;
+	closers[nclosers] = (struct closer){ .uid = uid };
+	return &closers[nclosers++];
+}
+
+/* The closer's whole life: it has the table and a copy of the memory, of a
+ * process of many threads: system calls only. */
+__attribute__((noreturn)) static void closer_main(const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		syscall(SYS_close, fds[i]);
+	_exit(0);
+}
+
+/* Start c's next closer over its queue; the queue is closed here when no
+ * closer can start (said once, the closes wait in a worker then). */
+static void start_locked(struct closer *c)
+{
+	c->run = c->queue;
+	c->nrun = c->nqueue;
+	c->queue = NULL;
+	c->nqueue = c->cap = 0;
+	/* Like fork(), but the descriptor table is the daemon's own. */
+	long pid = syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid == 0)
+		closer_main(c->run, c->nrun);
+	if (pid < 0) {
+		int err = errno;
+		ulog(LOG_ERR,
+		     "uid %u: clone(CLONE_FILES) for a closer: %s; %zu descriptors closed here",
+		     c->uid, strerror(err), c->nrun);
+		for (size_t i = 0; i < c->nrun; i++)
+			close(c->run[i]);
+		free(c->run);
+		c->run = NULL;
+		c->nrun = 0;
+		return;
+	}
+	c->pid = (pid_t)pid;
+	c->since = uffdd_now_ns();
+	c->said = false;
+	/* Its slow close is looked for from now on. */
+	if (have_ticker)
+		pthread_kill(ticker, SIGCHLD);
+}
+
+void closer_close(int fd, uid_t uid)
+{
+	if (fd < 0)
+		return;
+	if (!may_block(fd)) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&lock);
+	struct closer *c = closer_of_locked(uid, true);
+	if (c && c->nqueue == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 8;
+		int *v = realloc(c->queue, cap * sizeof(*v));
+		if (v) {
+			c->queue = v;
+			c->cap = cap;
+		}
+	}
+	if (!c || c->nqueue == c->cap) {
+		pthread_mutex_unlock(&lock);
+		ulog(LOG_ERR, "uid %u: descriptor %d: no memory to queue its close; closed here",
+		     uid, fd);
+		close(fd);
+		return;
+	}
+	c->queue[c->nqueue++] = fd;
+	if (!c->pid)
+		start_locked(c);
+	pthread_mutex_unlock(&lock);
+}
+
+size_t closer_pending(uid_t uid)
+{
+	pthread_mutex_lock(&lock);
+	struct closer *c = closer_of_locked(uid, false);
+	size_t n = c ? c->nrun + c->nqueue : 0;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+void closer_reap(void)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nclosers;) {
+		struct closer *c = &closers[i];
+		if (c->pid) {
+			pid_t r = waitpid(c->pid, NULL, WNOHANG);
+			if (r == 0 || (r < 0 && errno == EINTR)) {
+				i++;
+				continue;
+			}
+			if (c->said)
+				ulog(LOG_INFO,
+				     "uid %u: the close of %zu descriptors ended after %" PRIu64
+				     " s",
+				     c->uid, c->nrun, (uffdd_now_ns() - c->since) / 1000000000);
+			free(c->run);
+			c->run = NULL;
+			c->nrun = 0;
+			c->pid = 0;
+			if (c->nqueue)
+				start_locked(c);
+		}
+		if (c->pid) {
+			i++;
+			continue;
+		}
+		free(c->queue);
+		closers[i] = closers[--nclosers];
+	}
+	if (!nclosers) {
+		free(closers);
+		closers = NULL;
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+int closer_tick(uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	pthread_mutex_lock(&lock);
+	if (!have_ticker) {
+		ticker = pthread_self();
+		have_ticker = true;
+	}
+	for (size_t i = 0; i < nclosers; i++) {
+		struct closer *c = &closers[i];
+		if (!c->pid || c->said)
+			continue;
+		if (now - c->since >= CLOSE_SLOW_NS) {
+			ulog(LOG_WARNING,
+			     "uid %u: close() of %zu source descriptors (the first was %d) pending "
+			     "for %" PRIu64 " s in closer %d: their file system does not answer "
+			     "FLUSH; that uid's next closes wait for it, until the file system "
+			     "answers or its connection is aborted",
+			     c->uid, c->nrun, c->run[0], (now - c->since) / 1000000000,
+			     (int)c->pid);
+			c->said = true;
+			continue;
+		}
+		if (c->since + CLOSE_SLOW_NS < next)
+			next = c->since + CLOSE_SLOW_NS;
+	}
+	pthread_mutex_unlock(&lock);
+	if (next == UINT64_MAX)
+		return -1;
+	/* Rounded up: never a busy 0 ms wait. */
+	return (int)((next - now + 999999) / 1000000);
+}
