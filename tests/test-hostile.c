@@ -1636,9 +1636,9 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
-/* The daemon's children: its sessions' readers and its closers, not
- * reaped yet. */
-static int children_of(pid_t pid)
+/* The daemon's children: its sessions' readers and its closers, not reaped
+ * yet; the last one listed at *ret_child (may be NULL). */
+static int children_of_ret(pid_t pid, pid_t *ret_child)
 {
 	char path[320];
 	int n = 0;
@@ -1653,12 +1653,20 @@ static int children_of(pid_t pid)
 		FILE *f = fopen(path, "r");
 		if (!f)
 			continue; /* the thread is gone */
-		for (int c; fscanf(f, "%d", &c) == 1;)
+		for (int c; fscanf(f, "%d", &c) == 1;) {
 			n++;
+			if (ret_child)
+				*ret_child = c;
+		}
 		fclose(f);
 	}
 	closedir(dir);
 	return n;
+}
+
+static int children_of(pid_t pid)
+{
+	return children_of_ret(pid, NULL);
 }
 
 /* Wait until the daemon has want children; returns how many it has. */
@@ -1783,6 +1791,186 @@ START_TEST(stuck_source)
 }
 END_TEST
 
+/* ---- a source whose FLUSH never ends (issue 12, row 9) ---- */
+
+/* Send m with fd attached; the error of its reply (1: none came). */
+static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
+{
+	m->has_seq = true;
+	m->seq = ++r->seq;
+	if (pin_proto_send(r->sock, m, &fd, 1) < 0)
+		return 1;
+	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
+	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m->seq
+			? rep->reply->error
+			: 1;
+	pin_proto_free(rep);
+	return e;
+}
+
+/*
+ * In the attacker: a region over the FUSE file, through the protocol itself
+ * (pin_client keeps a copy of a region's source, whose close would wait
+ * too); its own descriptor closed (FLUSH answered still); held; then gone,
+ * so that its session ends and the daemon closes the source file, its FLUSH
+ * unanswered; held again.
+ */
+static int attack_stuck_flush(struct attacker *a)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	const char *path = a->arg;
+	struct raw r;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, &r) == 0);
+	REQUIRE(raw_hello(&r, "stuck-flush") == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	range.addr = (uintptr_t)base;
+	range.len = STUCK_PAGES * page;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING;
+	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	/* Nothing reads it: no reader, no READ. */
+	ra.has_push = true;
+	ra.push = false;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	REQUIRE(raw_error_fd(&r, &m, fd) == 0);
+	close(fd);
+	REQUIRE(attack_hold(a) == 0);
+	close(r.sock);
+	REQUIRE(pin_uffd_unregister(a->u, base, STUCK_PAGES * page) == 0);
+	return attack_hold(a);
+}
+
+/* The attack holds: FLUSH hangs from now on; the attacker hangs up, and the
+ * daemon's close() of the source file waits in the file system. */
+static void flush_hangs(struct hostile *h)
+{
+	char c;
+
+	stuck_fuse_hang_flush(fuse);
+	ck_assert_int_eq(write(h->stop[1], "s", 1), 1);
+	ck_assert_int_eq(read(h->ready[0], &c, 1), 1);
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+}
+
+/* The closer that waits in the close (flush_still_hangs()). */
+static pid_t closer;
+
+/* The honest restore is done, the close still waits: uffdctl answers too
+ * (served by the one worker), and the attacker's session is gone. */
+static void flush_still_hangs(struct hostile *h)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(strstr(out, " stuck-flush ") == NULL, "uffdctl clients: %s", out);
+	free(out);
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	/* The one waiting: a closer, a child of the daemon's. */
+	ck_assert_int_eq(children_of_ret(h->d.pid, &closer), 1);
+}
+
+/* Whether anything is mounted on dir. */
+static bool mounted(const char *dir)
+{
+	char line[1024], want[160];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+
+	ck_assert_ptr_nonnull(f);
+	snprintf(want, sizeof(want), " %s ", dir);
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, want) != NULL;
+	fclose(f);
+	return found;
+}
+
+/*
+ * Row 9, the close: a FUSE file whose server stops answering FLUSH (and
+ * RELEASE), as source.  The attacker's session ends, and the daemon closes
+ * the file: the close waits for ever in the file system.  One worker serves
+ * every session, and the honest restore beside it completes byte-exact,
+ * uffdctl answers, while that FLUSH is still unanswered: no worker waits in
+ * it.  Once the connection is aborted (as an administrator would, through
+ * /sys/fs/fuse/connections), the close ends: the daemon's descriptors and
+ * children are back to their baseline, and nothing is left mounted.
+ */
+START_TEST(stuck_flush)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+	char path[192];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	h.held = flush_hangs;
+	h.during = flush_still_hangs;
+	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
+		ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+		hostile_round(&h, attack_stuck_flush, path);
+		ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+		/* The close ended: nothing of it is left. */
+		ck_assert_int_eq(settle_children(&h, 0), 0);
+		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
+		stuck_fuse_free(fuse);
+		fuse = NULL;
+		ck_assert(!mounted(fuse_dir));
+		if (!i)
+			h.rss_kb = rss_kb(h.d.pid);
+	}
+	/* Once more, and the daemon stops with the close hanging: it exits 0
+	 * all the same (a thread stuck so would keep it from exiting); its
+	 * closer ends once the connection is aborted. */
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	hostile_round(&h, attack_stuck_flush, path);
+	free(hostile_finish(&h));
+	ck_assert_int_eq(kill(closer, 0), 0);
+	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+	for (int i = 0; i < POLLS && kill(closer, 0) == 0; i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_int_eq(kill(closer, 0), -1);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+	ck_assert_int_eq(rmdir(fuse_dir), 0);
+}
+END_TEST
+
+/* Why the FUSE cases cannot run here; NULL: they can. */
+static const char *fuse_missing(void)
+{
+	if (access("/dev/fuse", R_OK | W_OK) < 0)
+		return "no /dev/fuse to serve a stuck file system through";
+	if (access("/sys/fs/fuse/connections", F_OK) < 0)
+		return "no /sys/fs/fuse/connections (fusectl) to abort its connection through";
+	return NULL;
+}
+
 /* A case's bound: two 16 MiB restores and the attack, natively seconds;
  * under valgrind or ASan several times that. */
 #define CASE_TIMEOUT_S 600
@@ -1792,6 +1980,9 @@ Suite *test_suite(void)
 	Suite *s = test_suite_new("hostile");
 	/* Becoming another uid needs root; the daemon takes kernel-mode faults. */
 	const struct test_needs needs = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD };
+	/* Row 9's stuck sources are FUSE file systems of the test's own. */
+	const struct test_needs fuse_needs = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD,
+					       .check = fuse_missing };
 	const struct {
 		const char *name;
 		const TTest *t;
@@ -1805,6 +1996,7 @@ Suite *test_suite(void)
 		{ "version_and_uffd_once", version_and_uffd_once },
 		{ "unreadable_source", unreadable_source },
 		{ "stuck_source", stuck_source },
+		{ "stuck_flush", stuck_flush },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },
@@ -1816,7 +2008,8 @@ Suite *test_suite(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(cases); i++) {
 		/* One tcase per test, named after it: CK_RUN_CASE=name runs it alone. */
-		TCase *tc = test_tcase(s, cases[i].name, &needs);
+		bool fuse_case = cases[i].t == stuck_source || cases[i].t == stuck_flush;
+		TCase *tc = test_tcase(s, cases[i].name, fuse_case ? &fuse_needs : &needs);
 		tcase_set_timeout(tc, CASE_TIMEOUT_S);
 		tcase_add_test(tc, cases[i].t);
 	}
