@@ -16,8 +16,10 @@
  * stalls the closes of the uid that sent it only, and a uid with
  * CLOSES_PENDING_MAX closes pending may add no source that may block
  * (closer_pending()).  Closers are reaped on SIGCHLD (closer_reap()), and a
- * close pending over CLOSE_SLOW_NS is said once (closer_tick()).  It calls
- * log.c and util.c.
+ * close pending over CLOSE_SLOW_NS is said once (closer_tick()).  A closer
+ * that cannot start (clone() fails) is tried again later; a close that
+ * cannot even be queued (no memory) leaves its descriptor open, said: a
+ * worker never waits in one.  It calls log.c and util.c.
  */
 #include <fcntl.h>
 #include <sched.h>
@@ -30,8 +32,16 @@
 
 #include "uffdd.h"
 
+#define NS_PER_S  ((uint64_t)1000000000)
+#define NS_PER_MS ((uint64_t)1000000)
 /* A close pending this long is said (once): its file system does not answer. */
-#define CLOSE_SLOW_NS (10ull * 1000000000)
+#define CLOSE_SLOW_NS (10 * NS_PER_S)
+/* A closer that could not start (clone() failed: out of memory or of
+ * processes) is tried again this much later; its descriptors wait queued,
+ * never closed by a worker. */
+#define CLOSER_RETRY_NS (1 * NS_PER_S)
+/* A queue's first room (it doubles): a uid's closes come a few at a time. */
+#define QUEUE_MIN 8
 
 struct closer {
 	uid_t uid;
@@ -42,6 +52,7 @@ struct closer {
 	size_t nrun;
 	int *queue; /* what the next one closes */
 	size_t nqueue, cap;
+	uint64_t retry_at; /* a clone() failed: when to try again; 0: none failed */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -51,17 +62,11 @@ static size_t nclosers;
 /* The thread that calls closer_tick(): woken (SIGCHLD) when a closer starts. */
 static pthread_t ticker;
 static bool have_ticker;
+static struct ratelimit clone_rl;
 
-/* Whether a close() of fd may wait for a server: a regular file of a file
- * system of no device of its own (FUSE, NFS, ...), not shmem.  Asks the file
- * system nothing (statx from the cache, the seals from memory). */
-static bool may_block(int fd)
+bool closer_needed(int fd, const struct stat *st)
 {
-	struct stat st;
-
-	if (fstat_cached(fd, &st) < 0)
-		return false;
-	return S_ISREG(st.st_mode) && major(st.st_dev) == 0 && fcntl(fd, F_GET_SEALS) < 0;
+	return S_ISREG(st->st_mode) && major(st->st_dev) == 0 && fcntl(fd, F_GET_SEALS) < 0;
 }
 
 static struct closer *closer_of_locked(uid_t uid, bool create)
@@ -88,50 +93,50 @@ __attribute__((noreturn)) static void closer_main(const int *fds, size_t n)
 	_exit(0);
 }
 
-/* Start c's next closer over its queue; the queue is closed here when no
- * closer can start (said once, the closes wait in a worker then). */
-static void start_locked(struct closer *c)
+/* Start c's closer over its queue; when it cannot start, the queue waits
+ * CLOSER_RETRY_NS (closer_tick() tries again). */
+static void start_locked(struct closer *c, uint64_t now)
 {
+	/* Like fork(), but the descriptor table is the daemon's own. */
+	long pid = syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid == 0)
+		closer_main(c->queue, c->nqueue);
+	if (pid < 0) {
+		int err = errno;
+		ulog_rl(&clone_rl, LOG_ERR,
+			"uid %u: clone(CLONE_FILES) for a closer: %s; its %zu descriptors wait "
+			"%" PRIu64 " ms to be closed",
+			c->uid, strerror(err), c->nqueue, CLOSER_RETRY_NS / NS_PER_MS);
+		c->retry_at = now + CLOSER_RETRY_NS;
+		return;
+	}
 	c->run = c->queue;
 	c->nrun = c->nqueue;
 	c->queue = NULL;
 	c->nqueue = c->cap = 0;
-	/* Like fork(), but the descriptor table is the daemon's own. */
-	long pid = syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
-	if (pid == 0)
-		closer_main(c->run, c->nrun);
-	if (pid < 0) {
-		int err = errno;
-		ulog(LOG_ERR,
-		     "uid %u: clone(CLONE_FILES) for a closer: %s; %zu descriptors closed here",
-		     c->uid, strerror(err), c->nrun);
-		for (size_t i = 0; i < c->nrun; i++)
-			close(c->run[i]);
-		free(c->run);
-		c->run = NULL;
-		c->nrun = 0;
-		return;
-	}
+	c->retry_at = 0;
 	c->pid = (pid_t)pid;
-	c->since = uffdd_now_ns();
+	c->since = now;
 	c->said = false;
-	/* Its slow close is looked for from now on. */
+	/* Its slow close, or its retry, is looked for from now on. */
 	if (have_ticker)
 		pthread_kill(ticker, SIGCHLD);
 }
 
 void closer_close(int fd, uid_t uid)
 {
+	struct stat st;
+
 	if (fd < 0)
 		return;
-	if (!may_block(fd)) {
+	if (fstat_cached(fd, &st) < 0 || !closer_needed(fd, &st)) {
 		close(fd);
 		return;
 	}
 	pthread_mutex_lock(&lock);
 	struct closer *c = closer_of_locked(uid, true);
 	if (c && c->nqueue == c->cap) {
-		size_t cap = c->cap ? 2 * c->cap : 8;
+		size_t cap = c->cap ? 2 * c->cap : QUEUE_MIN;
 		int *v = realloc(c->queue, cap * sizeof(*v));
 		if (v) {
 			c->queue = v;
@@ -140,14 +145,14 @@ void closer_close(int fd, uid_t uid)
 	}
 	if (!c || c->nqueue == c->cap) {
 		pthread_mutex_unlock(&lock);
-		ulog(LOG_ERR, "uid %u: descriptor %d: no memory to queue its close; closed here",
-		     uid, fd);
-		close(fd);
+		/* Never closed here: a worker must not wait in it. */
+		ulog(LOG_ERR, "uid %u: descriptor %d: no memory to queue its close; left open", uid,
+		     fd);
 		return;
 	}
 	c->queue[c->nqueue++] = fd;
-	if (!c->pid)
-		start_locked(c);
+	if (!c->pid && !c->retry_at)
+		start_locked(c, uffdd_now_ns());
 	pthread_mutex_unlock(&lock);
 }
 
@@ -160,30 +165,30 @@ size_t closer_pending(uid_t uid)
 	return n;
 }
 
+/* c's closer has ended: the next over its queue, or c is done with (true). */
+static bool ended_locked(struct closer *c, uint64_t now)
+{
+	if (c->said)
+		ulog(LOG_INFO, "uid %u: the close of %zu descriptors ended after %" PRIu64 " s",
+		     c->uid, c->nrun, (now - c->since) / NS_PER_S);
+	free(c->run);
+	c->run = NULL;
+	c->nrun = 0;
+	c->pid = 0;
+	if (c->nqueue)
+		start_locked(c, now);
+	return !c->pid && !c->nqueue;
+}
+
 void closer_reap(void)
 {
+	uint64_t now = uffdd_now_ns();
+
 	pthread_mutex_lock(&lock);
 	for (size_t i = 0; i < nclosers;) {
 		struct closer *c = &closers[i];
-		if (c->pid) {
-			pid_t r = waitpid(c->pid, NULL, WNOHANG);
-			if (r == 0 || (r < 0 && errno == EINTR)) {
-				i++;
-				continue;
-			}
-			if (c->said)
-				ulog(LOG_INFO,
-				     "uid %u: the close of %zu descriptors ended after %" PRIu64
-				     " s",
-				     c->uid, c->nrun, (uffdd_now_ns() - c->since) / 1000000000);
-			free(c->run);
-			c->run = NULL;
-			c->nrun = 0;
-			c->pid = 0;
-			if (c->nqueue)
-				start_locked(c);
-		}
-		if (c->pid) {
+		pid_t r = c->pid ? waitpid(c->pid, NULL, WNOHANG) : 0;
+		if (r == 0 || (r < 0 && errno == EINTR) || !ended_locked(c, now)) {
 			i++;
 			continue;
 		}
@@ -197,6 +202,27 @@ void closer_reap(void)
 	pthread_mutex_unlock(&lock);
 }
 
+/* When c is to be looked at again (UINT64_MAX: not before it changes). */
+static uint64_t look_locked(struct closer *c, uint64_t now)
+{
+	if (c->retry_at && now >= c->retry_at)
+		start_locked(c, now);
+	if (c->retry_at)
+		return c->retry_at;
+	if (!c->pid || c->said)
+		return UINT64_MAX;
+	if (now - c->since < CLOSE_SLOW_NS)
+		return c->since + CLOSE_SLOW_NS;
+	ulog(LOG_WARNING,
+	     "uid %u: close() of %zu descriptors (the first was %d) pending for %" PRIu64
+	     " s in closer %d: their file system does not answer FLUSH; the uid's next closes "
+	     "wait for it, until the file system answers or its connection is aborted "
+	     "(/sys/fs/fuse/connections/N/abort)",
+	     c->uid, c->nrun, c->run[0], (now - c->since) / NS_PER_S, (int)c->pid);
+	c->said = true;
+	return UINT64_MAX;
+}
+
 int closer_tick(uint64_t now)
 {
 	uint64_t next = UINT64_MAX;
@@ -207,26 +233,13 @@ int closer_tick(uint64_t now)
 		have_ticker = true;
 	}
 	for (size_t i = 0; i < nclosers; i++) {
-		struct closer *c = &closers[i];
-		if (!c->pid || c->said)
-			continue;
-		if (now - c->since >= CLOSE_SLOW_NS) {
-			ulog(LOG_WARNING,
-			     "uid %u: close() of %zu source descriptors (the first was %d) pending "
-			     "for %" PRIu64 " s in closer %d: their file system does not answer "
-			     "FLUSH; that uid's next closes wait for it, until the file system "
-			     "answers or its connection is aborted",
-			     c->uid, c->nrun, c->run[0], (now - c->since) / 1000000000,
-			     (int)c->pid);
-			c->said = true;
-			continue;
-		}
-		if (c->since + CLOSE_SLOW_NS < next)
-			next = c->since + CLOSE_SLOW_NS;
+		uint64_t t = look_locked(&closers[i], now);
+		if (t < next)
+			next = t;
 	}
 	pthread_mutex_unlock(&lock);
 	if (next == UINT64_MAX)
 		return -1;
 	/* Rounded up: never a busy 0 ms wait. */
-	return (int)((next - now + 999999) / 1000000);
+	return (int)((next - now + NS_PER_MS - 1) / NS_PER_MS);
 }

@@ -542,13 +542,6 @@ static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, u
 	return 0;
 }
 
-/* Whether a close() of the file (st) may wait for a server: as closer.c
- * judges, without asking the file system. */
-static bool file_close_may_block(int fd, const struct stat *st)
-{
-	return S_ISREG(st->st_mode) && major(st->st_dev) == 0 && fcntl(fd, F_GET_SEALS) < 0;
-}
-
 int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
 {
 	struct srcfile *f = NULL;
@@ -559,8 +552,7 @@ int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **re
 		int r = file_check(fd, &st, &size);
 		/* Each such file's last close may hang: a uid whose closes
 		 * wait already sends no more of them. */
-		if (!r && file_close_may_block(fd, &st) &&
-		    closer_pending(uid) >= CLOSES_PENDING_MAX)
+		if (!r && closer_needed(fd, &st) && closer_pending(uid) >= CLOSES_PENDING_MAX)
 			r = -EDQUOT;
 		if (r < 0) {
 			closer_close(fd, uid);

@@ -233,6 +233,10 @@ int reader_main(const char *fds);
  * after; the caller never waits for its file system.
  */
 void closer_close(int fd, uid_t uid);
+/* Whether a close() of fd (st its statx()) may wait for a server: a regular
+ * file of a file system of no device of its own (FUSE, NFS, ...), not shmem.
+ * Asks the file system nothing. */
+bool closer_needed(int fd, const struct stat *st);
 /* The closes of uid not done yet. */
 size_t closer_pending(uid_t uid);
 /* Reap the closers that ended and start the next (on SIGCHLD). */
