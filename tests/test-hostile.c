@@ -437,21 +437,28 @@ static int attack_hold(struct attacker *a)
 	return 0;
 }
 
+/* Wait until the attacker att says it holds (attack_hold()), or exits (then
+ * its status says why). */
+static void attacker_held(struct hostile *h, pid_t att)
+{
+	struct pollfd p = { .fd = h->ready[0], .events = POLLIN };
+	char c;
+	int held = 0;
+
+	while ((held = poll(&p, 1, POLL_MS)) == 0 && !exited(att))
+		;
+	if (held != 1 || read(h->ready[0], &c, 1) != 1)
+		ck_abort_msg("the attacker failed before its attack held: exit %d", reap(att));
+}
+
 /* Run the attack; once it holds (attack_hold()), the honest restore beside
  * it; then the attacker finishes and exits 0. */
 static void hostile_round(struct hostile *h, attack_fn fn, void *arg)
 {
 	struct attack_run run = { fn, arg };
-	struct pollfd p = { .fd = h->ready[0], .events = POLLIN };
 	pid_t att = fork_fn(become_attacker, h, &run);
-	char c;
 
-	/* The attacker says it holds, or exits (then its status says why). */
-	int held = 0;
-	while ((held = poll(&p, 1, POLL_MS)) == 0 && !exited(att))
-		;
-	if (held != 1 || read(h->ready[0], &c, 1) != 1)
-		ck_abort_msg("the attacker failed before its attack held: exit %d", reap(att));
+	attacker_held(h, att);
 	assert_up(h);
 	if (h->held)
 		h->held(h);
@@ -1793,7 +1800,8 @@ END_TEST
 
 /* ---- a source whose FLUSH never ends (issue 12, row 9) ---- */
 
-/* Send m with fd attached; the error of its reply (1: none came). */
+/* Send m with fd attached; the error of its reply (1: none came); a
+ * message refused as malformed is answered with seq 0. */
 static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 {
 	m->has_seq = true;
@@ -1801,7 +1809,7 @@ static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 	if (pin_proto_send(r->sock, m, &fd, 1) < 0)
 		return 1;
 	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
-	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m->seq
+	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
 			? rep->reply->error
 			: 1;
 	pin_proto_free(rep);
@@ -1961,6 +1969,104 @@ START_TEST(stuck_flush)
 }
 END_TEST
 
+/* uffdd's CLOSES_PENDING_MAX: a uid with that many closes pending may add
+ * no source whose close may wait (uffdd(8)). */
+#define CLOSES_MAX 64
+
+/*
+ * In the attacker: its userfaultfd handed over and the FUSE file opened while
+ * FLUSH is answered; held; then, FLUSH hanging, the file sent CLOSES_MAX
+ * times with a request that takes no descriptor (each refused -EBADF, and
+ * answered: no worker waits in its close), and a RegionAdd over it refused
+ * -EDQUOT; held.  It exits with the file open: its own close waits for the
+ * connection to be aborted.
+ */
+static int attack_closes(struct attacker *a)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	const char *path = a->arg;
+	struct raw r;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, &r) == 0);
+	REQUIRE(raw_hello(&r, "closes") == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(attack_hold(a) == 0);
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	for (int i = 0; i < CLOSES_MAX; i++)
+		REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EBADF);
+	range.addr = (uintptr_t)base;
+	range.len = STUCK_PAGES * page;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING;
+	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EDQUOT);
+	return attack_hold(a);
+}
+
+/*
+ * Row 9, the closes a client drives: every descriptor a client sends is
+ * closed off the workers when its close may wait, charged to its uid.  With
+ * FLUSH hanging, the attacker's CLOSES_MAX refused descriptors cost one
+ * closer (waiting in the first) and a queue; past them it may add no such
+ * source (-EDQUOT); meanwhile the honest restore on the one worker is
+ * byte-exact.  Once the connection is aborted, the queue is closed: the
+ * daemon's children and descriptors are back to their baseline, nothing is
+ * mounted.
+ */
+START_TEST(stuck_flush_capped)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+	char path[192];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	struct attack_run run = { attack_closes, path };
+	pid_t att = fork_fn(become_attacker, &h, &run);
+	attacker_held(&h, att);
+	stuck_fuse_hang_flush(fuse);
+	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
+	attacker_held(&h, att);
+	/* One close waits, in the one closer; the rest are queued. */
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	ck_assert_int_eq(children_of(h.d.pid), 1);
+	ck_assert_int_eq(reap(fork_fn(honest_restore, &h, NULL)), 0);
+	assert_up(&h);
+	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
+	ck_assert_int_eq(reap(att), 0);
+	ck_assert_int_eq(settle_children(&h, 0), 0);
+	ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+	h.rss_kb = rss_kb(h.d.pid);
+	free(hostile_finish(&h));
+	ck_assert_int_eq(rmdir(fuse_dir), 0);
+}
+END_TEST
+
 /* Why the FUSE cases cannot run here; NULL: they can. */
 static const char *fuse_missing(void)
 {
@@ -1997,6 +2103,7 @@ Suite *test_suite(void)
 		{ "unreadable_source", unreadable_source },
 		{ "stuck_source", stuck_source },
 		{ "stuck_flush", stuck_flush },
+		{ "stuck_flush_capped", stuck_flush_capped },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },
@@ -2008,7 +2115,8 @@ Suite *test_suite(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(cases); i++) {
 		/* One tcase per test, named after it: CK_RUN_CASE=name runs it alone. */
-		bool fuse_case = cases[i].t == stuck_source || cases[i].t == stuck_flush;
+		bool fuse_case = cases[i].t == stuck_source || cases[i].t == stuck_flush ||
+				 cases[i].t == stuck_flush_capped;
 		TCase *tc = test_tcase(s, cases[i].name, fuse_case ? &fuse_needs : &needs);
 		tcase_set_timeout(tc, CASE_TIMEOUT_S);
 		tcase_add_test(tc, cases[i].t);

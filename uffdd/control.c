@@ -905,6 +905,15 @@ static const char *recv_error(int err)
 	}
 }
 
+/* What a message that was refused came with, closed as any descriptor a
+ * client sent. */
+static void close_sent(int fd, void *userdata)
+{
+	const struct session *s = userdata;
+
+	closer_close(fd, s->uid);
+}
+
 void control_handle(struct session *s)
 {
 	/* Its connection closed after Goodbye, in this round. */
@@ -917,7 +926,7 @@ void control_handle(struct session *s)
 		Uffdd__Msg *m;
 		int fds[PIN_PROTO_MAX_FDS];
 		size_t nfds;
-		int r = pin_proto_recv(s->sock, &m, fds, &nfds);
+		int r = pin_proto_recv_closing(s->sock, &m, fds, &nfds, close_sent, s);
 
 		if (r == -EAGAIN)
 			return;
