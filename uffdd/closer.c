@@ -202,6 +202,18 @@ void closer_reap(void)
 	pthread_mutex_unlock(&lock);
 }
 
+void closer_forget(void)
+{
+	for (size_t i = 0; i < nclosers; i++) {
+		free(closers[i].run);
+		free(closers[i].queue);
+	}
+	free(closers);
+	closers = NULL;
+	nclosers = 0;
+	have_ticker = false;
+}
+
 /* When c is to be looked at again (UINT64_MAX: not before it changes). */
 static uint64_t look_locked(struct closer *c, uint64_t now)
 {

@@ -241,6 +241,9 @@ bool closer_needed(int fd, const struct stat *st);
 size_t closer_pending(uid_t uid);
 /* Reap the closers that ended and start the next (on SIGCHLD). */
 void closer_reap(void);
+/* In a child after fork(): forget the parent's closers and queues (their
+ * descriptors are the parent's to close), closing nothing. */
+void closer_forget(void);
 /* Say the closes pending over a while (once each); the ms until the next
  * look (-1: none).  Its caller is woken by SIGCHLD when a closer starts. */
 int closer_tick(uint64_t now);
