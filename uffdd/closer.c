@@ -30,6 +30,12 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
+#ifdef HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 #include "uffdd.h"
 
 #define NS_PER_S  ((uint64_t)1000000000)
@@ -97,6 +103,15 @@ __attribute__((noreturn)) static void closer_main(const int *fds, size_t n)
  * CLOSER_RETRY_NS (closer_tick() tries again). */
 static void start_locked(struct closer *c, uint64_t now)
 {
+	/* Valgrind runs no clone() but a thread's or fork()'s: under it (the
+	 * tests' valgrind setup, which leaves out suite hostile) the closes
+	 * are done here. */
+	if (RUNNING_ON_VALGRIND) {
+		for (size_t i = 0; i < c->nqueue; i++)
+			close(c->queue[i]);
+		c->nqueue = 0;
+		return;
+	}
 	/* Like fork(), but the descriptor table is the daemon's own. */
 	long pid = syscall(SYS_clone, CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (pid == 0)
