@@ -2048,7 +2048,10 @@ START_TEST(stuck_flush_capped)
 	stuck_fuse_hang_flush(fuse);
 	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
 	attacker_held(&h, att);
-	/* One close waits, in the one closer; the rest are queued. */
+	/* One close waits, in the one closer (which may not have asked yet);
+	 * the rest are queued. */
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
 	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
 	ck_assert_int_eq(children_of(h.d.pid), 1);
 	ck_assert_int_eq(reap(fork_fn(honest_restore, &h, NULL)), 0);
