@@ -119,6 +119,11 @@ int pin_proto_send_raw(int sock, const void *buf, size_t len, const int *fds, si
  * -ECONNRESET at EOF, -EAGAIN on a non-blocking socket with nothing queued.
  */
 int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds);
+/* The same, closing what it does not keep through close_fd(fd, userdata)
+ * instead of close(): a close() of a file a peer sent may wait for its file
+ * system (uffdd's closer.c does it off its workers). */
+int pin_proto_recv_closing(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds,
+			   void (*close_fd)(int fd, void *userdata), void *userdata);
 /* The decoding half of pin_proto_recv() for a buffer that came with nfds
  * descriptors: same checks, same errors (the fuzz target's entry point). */
 int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **ret_msg);

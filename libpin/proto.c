@@ -2,8 +2,9 @@
 /*
  * Framing of the uffdd protocol: one protobuf-c encoded Msg per
  * SOCK_SEQPACKET datagram, descriptors attached with SCM_RIGHTS.  Both ends
- * (libpin's client and uffdd) receive through pin_proto_recv(), so every check
- * on untrusted input lives here, once.
+ * (libpin's client and uffdd) receive through pin_proto_recv() (or
+ * pin_proto_recv_closing(): the same, closing what it refuses its caller's
+ * way), so every check on untrusted input lives here, once.
  */
 #include <poll.h>
 #include <stdbool.h>
@@ -380,10 +381,24 @@ int pin_proto_send(int sock, const Uffdd__Msg *msg, const int *fds, size_t nfds)
 	return pin_proto_send_raw(sock, buf, len, fds, nfds);
 }
 
-static void close_all(const int *fds, size_t n)
+/* Descriptors the receiver does not keep: its own close, or close(). */
+struct closing {
+	void (*close_fd)(int fd, void *userdata);
+	void *userdata;
+};
+
+static void close_one(const struct closing *c, int fd)
+{
+	if (c->close_fd)
+		c->close_fd(fd, c->userdata);
+	else
+		close(fd);
+}
+
+static void close_all(const struct closing *c, const int *fds, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		close(fds[i]);
+		close_one(c, fds[i]);
 }
 
 /*
@@ -392,7 +407,7 @@ static void close_all(const int *fds, size_t n)
  * fits a few): those are closed at once, and the count then never matches
  * what a body expects.
  */
-static size_t collect_fds(struct msghdr *mh, int *got)
+static size_t collect_fds(struct msghdr *mh, int *got, const struct closing *c)
 {
 	size_t n = 0;
 
@@ -409,7 +424,7 @@ static size_t collect_fds(struct msghdr *mh, int *got)
 			if (n < PIN_PROTO_MAX_FDS)
 				got[n] = fd;
 			else
-				close(fd);
+				close_one(c, fd);
 			n++;
 		}
 	}
@@ -429,8 +444,10 @@ static int zero_length(int sock)
 	return -EBADMSG;
 }
 
-int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds)
+int pin_proto_recv_closing(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds,
+			   void (*close_fd)(int fd, void *userdata), void *userdata)
 {
+	const struct closing c = { close_fd, userdata };
 	union {
 		struct cmsghdr align;
 		char buf[PROTO_CMSG_SPACE];
@@ -458,7 +475,7 @@ int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds)
 	if (n < 0)
 		return -errno;
 
-	nfds = collect_fds(&mh, got);
+	nfds = collect_fds(&mh, got, &c);
 	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
 		r = -EBADMSG;
 	else if (n == 0)
@@ -466,11 +483,16 @@ int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds)
 	else
 		r = pin_proto_decode(buf, (size_t)n, nfds, &msg);
 	if (r < 0) {
-		close_all(got, nfds < PIN_PROTO_MAX_FDS ? nfds : PIN_PROTO_MAX_FDS);
+		close_all(&c, got, nfds < PIN_PROTO_MAX_FDS ? nfds : PIN_PROTO_MAX_FDS);
 		return r;
 	}
 	memcpy(fds, got, nfds * sizeof(int));
 	*ret_nfds = nfds;
 	*ret_msg = msg;
 	return 0;
+}
+
+int pin_proto_recv(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret_nfds)
+{
+	return pin_proto_recv_closing(sock, ret_msg, fds, ret_nfds, NULL, NULL);
 }

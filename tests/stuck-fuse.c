@@ -5,7 +5,8 @@
  * read-only file; the root's attributes and the name are valid for a day,
  * the file's attributes expire at once, and its GETATTR, like STATFS and
  * LSEEK, is never answered; READ is counted and never answered, until
- * stuck_fuse_answer().  Closing /dev/fuse aborts the connection: every
+ * stuck_fuse_answer(); FLUSH and RELEASE are answered until
+ * stuck_fuse_hang_flush().  Closing /dev/fuse aborts the connection: every
  * request waiting fails with ENOTCONN.
  */
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -49,8 +51,9 @@ struct stuck_fuse {
 	int dev;  /* /dev/fuse */
 	int kick; /* eventfd: look at stopping and answering */
 	pthread_t thread;
-	_Atomic bool stopping, answering;
-	_Atomic unsigned int reads, stalled;
+	_Atomic bool stopping, answering, hang_flush;
+	_Atomic unsigned int reads, stalled, flushes;
+	dev_t conn; /* the connection's number: its mount's device */
 	uint8_t *buf;
 	/* The server thread's: READs waiting, and room for an answer. */
 	struct read_req pending[PENDING_MAX];
@@ -197,6 +200,14 @@ static void serve_one(struct stuck_fuse *f, size_t len)
 		break;
 	case FUSE_FLUSH:
 	case FUSE_RELEASE:
+		/* Gone too, once told: a close() waits. */
+		if (atomic_load(&f->hang_flush)) {
+			if (in->opcode == FUSE_FLUSH)
+				atomic_fetch_add(&f->flushes, 1);
+			break;
+		}
+		reply(f, in->unique, 0, NULL, 0);
+		break;
 	case FUSE_RELEASEDIR:
 		reply(f, in->unique, 0, NULL, 0);
 		break;
@@ -279,6 +290,14 @@ int stuck_fuse_new(const char *dir, size_t size, struct stuck_fuse **ret)
 		r = fail("pthread_create", r);
 		goto out;
 	}
+	/* The root's attributes: the server answers them (it runs now). */
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		r = fail("stat of the mount", errno);
+		stuck_fuse_free(f);
+		return r;
+	}
+	f->conn = st.st_dev;
 	*ret = f;
 	return 0;
 out:
@@ -310,6 +329,32 @@ void stuck_fuse_answer(struct stuck_fuse *f)
 {
 	atomic_store(&f->answering, true);
 	kick(f);
+}
+
+void stuck_fuse_hang_flush(struct stuck_fuse *f)
+{
+	atomic_store(&f->hang_flush, true);
+}
+
+unsigned int stuck_fuse_flushes(struct stuck_fuse *f)
+{
+	return atomic_load(&f->flushes);
+}
+
+int stuck_fuse_abort(struct stuck_fuse *f)
+{
+	char path[64];
+	int r = 0;
+
+	/* The connection's number is its device's minor (major 0). */
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", minor(f->conn));
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(path, errno);
+	if (write(fd, "1", 1) != 1)
+		r = fail(path, errno);
+	close(fd);
+	return r;
 }
 
 unsigned int stuck_fuse_reads(struct stuck_fuse *f)

@@ -437,21 +437,28 @@ static int attack_hold(struct attacker *a)
 	return 0;
 }
 
+/* Wait until the attacker att says it holds (attack_hold()), or exits (then
+ * its status says why). */
+static void attacker_held(struct hostile *h, pid_t att)
+{
+	struct pollfd p = { .fd = h->ready[0], .events = POLLIN };
+	char c;
+	int held = 0;
+
+	while ((held = poll(&p, 1, POLL_MS)) == 0 && !exited(att))
+		;
+	if (held != 1 || read(h->ready[0], &c, 1) != 1)
+		ck_abort_msg("the attacker failed before its attack held: exit %d", reap(att));
+}
+
 /* Run the attack; once it holds (attack_hold()), the honest restore beside
  * it; then the attacker finishes and exits 0. */
 static void hostile_round(struct hostile *h, attack_fn fn, void *arg)
 {
 	struct attack_run run = { fn, arg };
-	struct pollfd p = { .fd = h->ready[0], .events = POLLIN };
 	pid_t att = fork_fn(become_attacker, h, &run);
-	char c;
 
-	/* The attacker says it holds, or exits (then its status says why). */
-	int held = 0;
-	while ((held = poll(&p, 1, POLL_MS)) == 0 && !exited(att))
-		;
-	if (held != 1 || read(h->ready[0], &c, 1) != 1)
-		ck_abort_msg("the attacker failed before its attack held: exit %d", reap(att));
+	attacker_held(h, att);
 	assert_up(h);
 	if (h->held)
 		h->held(h);
@@ -1636,8 +1643,9 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
-/* The daemon's children: its sessions' readers, not reaped yet. */
-static int children_of(pid_t pid)
+/* The daemon's children: its sessions' readers and its closers, not reaped
+ * yet; the last one listed at *ret_child (may be NULL). */
+static int children_of_ret(pid_t pid, pid_t *ret_child)
 {
 	char path[320];
 	int n = 0;
@@ -1652,12 +1660,20 @@ static int children_of(pid_t pid)
 		FILE *f = fopen(path, "r");
 		if (!f)
 			continue; /* the thread is gone */
-		for (int c; fscanf(f, "%d", &c) == 1;)
+		for (int c; fscanf(f, "%d", &c) == 1;) {
 			n++;
+			if (ret_child)
+				*ret_child = c;
+		}
 		fclose(f);
 	}
 	closedir(dir);
 	return n;
+}
+
+static int children_of(pid_t pid)
+{
+	return children_of_ret(pid, NULL);
 }
 
 /* Wait until the daemon has want children; returns how many it has. */
@@ -1762,7 +1778,7 @@ START_TEST(stuck_source)
 		hostile_round(&h, attack_stuck_source, path);
 		/* Its session ended; its reader did not. */
 		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-		ck_assert_int_eq(children_of(h.d.pid), i + 1);
+		ck_assert_int_eq(settle_children(&h, i + 1), i + 1);
 		if (!i)
 			h.rss_kb = rss_kb(h.d.pid);
 	}
@@ -1774,13 +1790,295 @@ START_TEST(stuck_source)
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	stuck_rounds = 0;
 	hostile_round(&h, attack_stuck_source, path);
-	ck_assert_int_eq(children_of(h.d.pid), 1);
+	ck_assert_int_eq(settle_children(&h, 1), 1);
 	free(hostile_finish(&h));
 	stuck_fuse_free(fuse);
 	fuse = NULL;
 	ck_assert_int_eq(rmdir(fuse_dir), 0);
 }
 END_TEST
+
+/* ---- a source whose FLUSH never ends (issue 12, row 9) ---- */
+
+/* Send m with fd attached; the error of its reply (1: none came); a
+ * message refused as malformed is answered with seq 0. */
+static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
+{
+	m->has_seq = true;
+	m->seq = ++r->seq;
+	if (pin_proto_send(r->sock, m, &fd, 1) < 0)
+		return 1;
+	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
+	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
+			? rep->reply->error
+			: 1;
+	pin_proto_free(rep);
+	return e;
+}
+
+/*
+ * In the attacker: a region over the FUSE file, through the protocol itself
+ * (pin_client keeps a copy of a region's source, whose close would wait
+ * too); its own descriptor closed (FLUSH answered still); held; then gone,
+ * so that its session ends and the daemon closes the source file, its FLUSH
+ * unanswered; held again.
+ */
+static int attack_stuck_flush(struct attacker *a)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	const char *path = a->arg;
+	struct raw r;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, &r) == 0);
+	REQUIRE(raw_hello(&r, "stuck-flush") == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	range.addr = (uintptr_t)base;
+	range.len = STUCK_PAGES * page;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING;
+	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	/* Nothing reads it: no reader, no READ. */
+	ra.has_push = true;
+	ra.push = false;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	REQUIRE(raw_error_fd(&r, &m, fd) == 0);
+	close(fd);
+	REQUIRE(attack_hold(a) == 0);
+	close(r.sock);
+	REQUIRE(pin_uffd_unregister(a->u, base, STUCK_PAGES * page) == 0);
+	return attack_hold(a);
+}
+
+/* The attack holds: FLUSH hangs from now on; the attacker hangs up, and the
+ * daemon's close() of the source file waits in the file system. */
+static void flush_hangs(struct hostile *h)
+{
+	char c;
+
+	stuck_fuse_hang_flush(fuse);
+	ck_assert_int_eq(write(h->stop[1], "s", 1), 1);
+	ck_assert_int_eq(read(h->ready[0], &c, 1), 1);
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+}
+
+/* The closer that waits in the close (flush_still_hangs()). */
+static pid_t closer;
+
+/* The honest restore is done, the close still waits: uffdctl answers too
+ * (served by the one worker), and the attacker's session is gone. */
+static void flush_still_hangs(struct hostile *h)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_msg(strstr(out, " stuck-flush ") == NULL, "uffdctl clients: %s", out);
+	free(out);
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	/* The one waiting: a closer, a child of the daemon's. */
+	ck_assert_int_eq(children_of_ret(h->d.pid, &closer), 1);
+}
+
+/* Whether anything is mounted on dir. */
+static bool mounted(const char *dir)
+{
+	char line[1024], want[160];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+
+	ck_assert_ptr_nonnull(f);
+	snprintf(want, sizeof(want), " %s ", dir);
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, want) != NULL;
+	fclose(f);
+	return found;
+}
+
+/*
+ * Row 9, the close: a FUSE file whose server stops answering FLUSH (and
+ * RELEASE), as source.  The attacker's session ends, and the daemon closes
+ * the file: the close waits for ever in the file system.  One worker serves
+ * every session, and the honest restore beside it completes byte-exact,
+ * uffdctl answers, while that FLUSH is still unanswered: no worker waits in
+ * it.  Once the connection is aborted (as an administrator would, through
+ * /sys/fs/fuse/connections), the close ends: the daemon's descriptors and
+ * children are back to their baseline, and nothing is left mounted.
+ */
+START_TEST(stuck_flush)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+	char path[192];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	h.held = flush_hangs;
+	h.during = flush_still_hangs;
+	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
+		ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+		hostile_round(&h, attack_stuck_flush, path);
+		ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+		/* The close ended: nothing of it is left. */
+		ck_assert_int_eq(settle_children(&h, 0), 0);
+		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
+		stuck_fuse_free(fuse);
+		fuse = NULL;
+		ck_assert(!mounted(fuse_dir));
+		if (!i)
+			h.rss_kb = rss_kb(h.d.pid);
+	}
+	/* Once more, and the daemon stops with the close hanging: it exits 0
+	 * all the same (a thread stuck so would keep it from exiting); its
+	 * closer ends once the connection is aborted. */
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	hostile_round(&h, attack_stuck_flush, path);
+	free(hostile_finish(&h));
+	ck_assert_int_eq(kill(closer, 0), 0);
+	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+	for (int i = 0; i < POLLS && kill(closer, 0) == 0; i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_int_eq(kill(closer, 0), -1);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+	ck_assert_int_eq(rmdir(fuse_dir), 0);
+}
+END_TEST
+
+/* uffdd's CLOSES_PENDING_MAX: a uid with that many closes pending may add
+ * no source whose close may wait (uffdd(8)). */
+#define CLOSES_MAX 64
+
+/*
+ * In the attacker: its userfaultfd handed over and the FUSE file opened while
+ * FLUSH is answered; held; then, FLUSH hanging, the file sent CLOSES_MAX
+ * times with a request that takes no descriptor (each refused -EBADF, and
+ * answered: no worker waits in its close), and a RegionAdd over it refused
+ * -EDQUOT; held.  It exits with the file open: its own close waits for the
+ * connection to be aborted.
+ */
+static int attack_closes(struct attacker *a)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	const char *path = a->arg;
+	struct raw r;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, &r) == 0);
+	REQUIRE(raw_hello(&r, "closes") == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(attack_hold(a) == 0);
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	for (int i = 0; i < CLOSES_MAX; i++)
+		REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EBADF);
+	range.addr = (uintptr_t)base;
+	range.len = STUCK_PAGES * page;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING;
+	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EDQUOT);
+	return attack_hold(a);
+}
+
+/*
+ * Row 9, the closes a client drives: every descriptor a client sends is
+ * closed off the workers when its close may wait, charged to its uid.  With
+ * FLUSH hanging, the attacker's CLOSES_MAX refused descriptors cost one
+ * closer (waiting in the first) and a queue; past them it may add no such
+ * source (-EDQUOT); meanwhile the honest restore on the one worker is
+ * byte-exact.  Once the connection is aborted, the queue is closed: the
+ * daemon's children and descriptors are back to their baseline, nothing is
+ * mounted.
+ */
+START_TEST(stuck_flush_capped)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+	char path[192];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
+	struct attack_run run = { attack_closes, path };
+	pid_t att = fork_fn(become_attacker, &h, &run);
+	attacker_held(&h, att);
+	stuck_fuse_hang_flush(fuse);
+	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
+	attacker_held(&h, att);
+	/* One close waits, in the one closer (which may not have asked yet);
+	 * the rest are queued. */
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	ck_assert_int_eq(children_of(h.d.pid), 1);
+	ck_assert_int_eq(reap(fork_fn(honest_restore, &h, NULL)), 0);
+	assert_up(&h);
+	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
+	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
+	ck_assert_int_eq(reap(att), 0);
+	ck_assert_int_eq(settle_children(&h, 0), 0);
+	ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+	h.rss_kb = rss_kb(h.d.pid);
+	free(hostile_finish(&h));
+	ck_assert_int_eq(rmdir(fuse_dir), 0);
+}
+END_TEST
+
+/* Why the FUSE cases cannot run here; NULL: they can. */
+static const char *fuse_missing(void)
+{
+	if (access("/dev/fuse", R_OK | W_OK) < 0)
+		return "no /dev/fuse to serve a stuck file system through";
+	if (access("/sys/fs/fuse/connections", F_OK) < 0)
+		return "no /sys/fs/fuse/connections (fusectl) to abort its connection through";
+	return NULL;
+}
 
 /* A case's bound: two 16 MiB restores and the attack, natively seconds;
  * under valgrind or ASan several times that. */
@@ -1791,6 +2089,9 @@ Suite *test_suite(void)
 	Suite *s = test_suite_new("hostile");
 	/* Becoming another uid needs root; the daemon takes kernel-mode faults. */
 	const struct test_needs needs = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD };
+	/* Row 9's stuck sources are FUSE file systems of the test's own. */
+	const struct test_needs fuse_needs = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD,
+					       .check = fuse_missing };
 	const struct {
 		const char *name;
 		const TTest *t;
@@ -1804,6 +2105,8 @@ Suite *test_suite(void)
 		{ "version_and_uffd_once", version_and_uffd_once },
 		{ "unreadable_source", unreadable_source },
 		{ "stuck_source", stuck_source },
+		{ "stuck_flush", stuck_flush },
+		{ "stuck_flush_capped", stuck_flush_capped },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },
@@ -1815,7 +2118,9 @@ Suite *test_suite(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(cases); i++) {
 		/* One tcase per test, named after it: CK_RUN_CASE=name runs it alone. */
-		TCase *tc = test_tcase(s, cases[i].name, &needs);
+		bool fuse_case = cases[i].t == stuck_source || cases[i].t == stuck_flush ||
+				 cases[i].t == stuck_flush_capped;
+		TCase *tc = test_tcase(s, cases[i].name, fuse_case ? &fuse_needs : &needs);
 		tcase_set_timeout(tc, CASE_TIMEOUT_S);
 		tcase_add_test(tc, cases[i].t);
 	}

@@ -5,7 +5,8 @@
  * one Reply; a malformed one gets an error Reply and leaves the session (and
  * every other) as it was.  Also the replies and stale-pin notices that
  * notify.c delivers.  It may call inspect.c, push.c, fault.c, worker.c (to
- * watch a handed-over userfaultfd), session.c, source.c, log.c and util.c.
+ * watch a handed-over userfaultfd), session.c, source.c, closer.c (a
+ * descriptor a client sent is closed through it), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -251,6 +252,20 @@ static int take_fd(struct req *q)
 	return fd;
 }
 
+/* A descriptor a client sent, closed when its scope ends through closer.c:
+ * its close may wait for a file system that never answers (a FUSE file). */
+struct sent_fd {
+	int fd;
+	uid_t uid;
+};
+
+static void sent_fd_close(struct sent_fd *f)
+{
+	closer_close(f->fd, f->uid);
+}
+
+#define _cleanup_sent_ __attribute__((cleanup(sent_fd_close)))
+
 /*
  * A client's name goes into log lines and uffdctl's tables: only printable
  * ASCII is kept, every other byte becomes '?', so that a name can forge
@@ -316,24 +331,24 @@ static void drop_uffd(struct session *s)
 static int do_handover(struct req *q)
 {
 	struct session *s = q->s;
-	_cleanup_close_ int fd = take_fd(q);
+	_cleanup_sent_ struct sent_fd fd = { take_fd(q), s->uid };
 	struct stat st;
 
 	if (s->uffd)
 		return fail(q, -EBUSY, "this session has a userfaultfd already");
-	if (!is_userfaultfd(fd))
+	if (!is_userfaultfd(fd.fd))
 		return fail(q, -EBADF, "the descriptor is not a userfaultfd");
-	int flags = fcntl(fd, F_GETFL);
+	int flags = fcntl(fd.fd, F_GETFL);
 	/* O_NONBLOCK is on the open file, which the client shares: harmless,
 	 * it never reads its own userfaultfd while uffdd serves it. */
-	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+	if (flags < 0 || fcntl(fd.fd, F_SETFL, flags | O_NONBLOCK) < 0)
 		return fail(q, -errno, "fcntl(O_NONBLOCK): %s", strerror(errno));
 	/* Checked and taken under the sessions' lock: of two sessions
 	 * handed one userfaultfd at once, the second sees the first's. */
-	ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+	ino_t ino = fstat(fd.fd, &st) == 0 ? st.st_ino : 0;
 	sessions_lock();
-	bool taken = sessions_uffd_taken_locked(fd, ino);
-	int r = taken ? -EBUSY : pin_uffd_from_fd(fd, q->m->uffd->features, &s->uffd);
+	bool taken = sessions_uffd_taken_locked(fd.fd, ino);
+	int r = taken ? -EBUSY : pin_uffd_from_fd(fd.fd, q->m->uffd->features, &s->uffd);
 	if (!r)
 		s->uffd_ino = ino;
 	sessions_unlock();
@@ -341,7 +356,7 @@ static int do_handover(struct req *q)
 		return fail(q, r, "that userfaultfd belongs to another session");
 	if (r < 0)
 		return fail(q, r, "out of memory");
-	fd = -1;
+	fd.fd = -1;
 	/* One more descriptor held for the uid. */
 	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
 	if (r < 0) {
@@ -443,8 +458,8 @@ static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode
  */
 static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 {
-	_cleanup_close_ int fd = src_fd;
 	struct session *s = q->s;
+	_cleanup_sent_ struct sent_fd fd = { src_fd, s->uid };
 	struct source *src;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
 
@@ -452,7 +467,7 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	size_t i = session_first_after(s, addr);
 	if (i < s->nregions && s->regions[i]->start < addr + len) {
-		if (same_region(s->regions[i], ra, fd))
+		if (same_region(s->regions[i], ra, fd.fd))
 			return 0;
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
@@ -460,14 +475,16 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
-	ret = source_new(fd, ra->has_offset ? ra->offset : 0, len, &src);
-	fd = -1;
+	ret = source_new(fd.fd, s->uid, ra->has_offset ? ra->offset : 0, len, &src);
+	fd.fd = -1;
 	if (ret < 0) {
 		session_charge(s, -1, 0, NULL, 0);
 		return fail(q, ret, "source: %s",
-			    ret == -EINVAL  ? "not a regular file or block device"
-			    : ret == -EBADF ? "not open for reading"
-					    : strerror(-ret));
+			    ret == -EINVAL   ? "not a regular file or block device"
+			    : ret == -EBADF  ? "not open for reading"
+			    : ret == -EDQUOT ? "the uid's closes of such files wait for their "
+					       "file system already (it does not answer FLUSH)"
+					     : strerror(-ret));
 	}
 	struct region *r = NULL;
 	uint64_t room = state_room(s->st);
@@ -518,7 +535,7 @@ static int do_region_add(struct req *q)
 static int do_region_add_batch(struct req *q)
 {
 	const Uffdd__RegionAddBatch *b = q->m->region_add_batch;
-	_cleanup_close_ int fd = q->nfds ? take_fd(q) : -1;
+	_cleanup_sent_ struct sent_fd fd = { q->nfds ? take_fd(q) : -1, q->s->uid };
 	int ret = 0;
 
 	for (size_t i = 0; i < b->n_regions && !ret; i++) {
@@ -526,7 +543,7 @@ static int do_region_add_batch(struct req *q)
 		int src_fd = -1;
 
 		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_FD) {
-			src_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+			src_fd = fcntl(fd.fd, F_DUPFD_CLOEXEC, 3);
 			if (src_fd < 0) {
 				int err = errno;
 				return fail(q, -err, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
@@ -779,7 +796,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 	/* Sent again after a restart, and done already: the same reply. */
 	if (seq && seq == state_last(s->st, &done, &done_len) && done_len) {
 		for (size_t i = 0; i < nfds; i++)
-			close(fds[i]);
+			closer_close(fds[i], s->uid);
 		out(s, done, done_len);
 		return;
 	}
@@ -862,7 +879,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 reply:
 	/* A descriptor the request did not take is not kept. */
 	for (size_t i = 0; i < q.nfds; i++)
-		close(fds[i]);
+		closer_close(fds[i], s->uid);
 	rep.error = error;
 	rep.text = error ? q.text : "ok";
 	finish(&q, seq, &rep);
@@ -888,6 +905,15 @@ static const char *recv_error(int err)
 	}
 }
 
+/* What a message that was refused came with, closed as any descriptor a
+ * client sent. */
+static void close_sent(int fd, void *userdata)
+{
+	const struct session *s = userdata;
+
+	closer_close(fd, s->uid);
+}
+
 void control_handle(struct session *s)
 {
 	/* Its connection closed after Goodbye, in this round. */
@@ -900,7 +926,7 @@ void control_handle(struct session *s)
 		Uffdd__Msg *m;
 		int fds[PIN_PROTO_MAX_FDS];
 		size_t nfds;
-		int r = pin_proto_recv(s->sock, &m, fds, &nfds);
+		int r = pin_proto_recv_closing(s->sock, &m, fds, &nfds, close_sent, s);
 
 		if (r == -EAGAIN)
 			return;

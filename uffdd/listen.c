@@ -5,10 +5,11 @@
  * client becomes a session with its peer's SO_PEERCRED identity, its socket
  * watched by a worker with control.c's request handler; one over its uid's
  * limits is answered -EDQUOT and closed.  listen_run() is the
- * main thread's loop until SIGTERM or SIGINT; it reaps readers on SIGCHLD,
- * and tells the service manager's watchdog that every worker goes round.
- * It may call control.c (the handler it stores), worker.c, session.c,
- * reader.c (reader_reap()), notify.c, log.c and util.c.
+ * main thread's loop until SIGTERM or SIGINT; it reaps readers and closers
+ * on SIGCHLD, says a close that hangs, and tells the service manager's
+ * watchdog that every worker goes round.  It may call control.c (the handler
+ * it stores), worker.c, session.c, reader.c (reader_reap()), closer.c
+ * (closer_reap(), closer_tick()), notify.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -296,7 +297,8 @@ int listen_run(void)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	/* A session's reader ended (reader.c). */
+	/* A session's reader ended (reader.c), or a closer (closer.c) ended
+	 * or started. */
 	sigaddset(&mask, SIGCHLD);
 	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -315,6 +317,9 @@ int listen_run(void)
 		struct epoll_event evs[MAX_LISTEN + 1];
 		uint64_t now = uffdd_now_ns();
 		int timeout = watchdog_step(now, &next_pet);
+		int slow = closer_tick(now);
+		if (slow >= 0 && (timeout < 0 || slow < timeout))
+			timeout = slow;
 		if (until) {
 			if (now >= until) {
 				if (watch_listening(ep, true) < 0)
@@ -356,6 +361,7 @@ int listen_run(void)
 				continue;
 			if (si.ssi_signo == SIGCHLD) {
 				reader_reap();
+				closer_reap();
 				continue;
 			}
 			ulog(LOG_INFO,

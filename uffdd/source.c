@@ -14,8 +14,10 @@
  * so it is not mapped, and a session's reader (reader.c), a process of its
  * own, preads it.  The data extents (SEEK_DATA/SEEK_HOLE) of a file are
  * listed once and shared by its windows while the file's size and times stay
- * as they were: a source must not change while it is served.  It calls
- * store.c (the fd store), log.c and util.c (the page size).
+ * as they were: a source must not change while it is served.  A file's
+ * descriptor is closed through closer.c: a FUSE file's close() waits for its
+ * server.  It calls closer.c, store.c (the fd store), log.c and util.c (the
+ * page size).
  */
 #include <fcntl.h>
 #include <string.h>
@@ -72,10 +74,11 @@ struct srcfile {
 	 * FUSE, NFS, ...) a read may wait for a server forever: a session's
 	 * reader reads it (reader.c), never a worker. */
 	bool direct;
-	unsigned int refs;		    /* its windows, and one while adopted */
-	bool adopted;			    /* taken back at start, not yet claimed or released */
-	bool storing;			    /* just added: store_put() under way */
-	struct extents *ext;		    /* the newest listing; NULL: none yet */
+	uid_t uid;	     /* who sent it: its close is charged to that uid (closer.c) */
+	unsigned int refs;   /* its windows, and one while adopted */
+	bool adopted;	     /* taken back at start, not yet claimed or released */
+	bool storing;	     /* just added: store_put() under way */
+	struct extents *ext; /* the newest listing; NULL: none yet */
 	struct srcfile *next_ino, *next_id; /* the table's chains */
 };
 
@@ -216,7 +219,7 @@ static void extents_unref(struct extents *x)
 static void file_destroy(struct srcfile *f)
 {
 	store_remove("f%" PRIu64, f->id);
-	close(f->fd);
+	closer_close(f->fd, f->uid);
 	extents_unref(f->ext);
 	free(f);
 }
@@ -262,7 +265,7 @@ static int file_check(int fd, struct stat *st, uint64_t *ret_size)
 	return file_stat(fd, st, ret_size);
 }
 
-static struct srcfile *file_alloc(uint64_t id, int fd, const struct stat *st)
+static struct srcfile *file_alloc(uint64_t id, int fd, uid_t uid, const struct stat *st)
 {
 	struct srcfile *f = calloc(1, sizeof(*f));
 
@@ -270,6 +273,7 @@ static struct srcfile *file_alloc(uint64_t id, int fd, const struct stat *st)
 		return NULL;
 	f->id = id;
 	f->fd = fd;
+	f->uid = uid;
 	f->dev = st->st_dev;
 	f->ino = st->st_ino;
 	f->blk = S_ISBLK(st->st_mode);
@@ -287,12 +291,12 @@ static struct srcfile *file_alloc(uint64_t id, int fd, const struct stat *st)
  * there (fd is closed), or fd as a new file, handed to the store as f<id>
  * first.  fd is the table's or closed, whatever the result.
  */
-static int file_get(int fd, const struct stat *st, struct srcfile **ret)
+static int file_get(int fd, uid_t uid, const struct stat *st, struct srcfile **ret)
 {
-	struct srcfile *f = file_alloc(0, fd, st);
+	struct srcfile *f = file_alloc(0, fd, uid, st);
 
 	if (!f) {
-		close(fd);
+		closer_close(fd, uid);
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&files_lock);
@@ -305,14 +309,14 @@ static int file_get(int fd, const struct stat *st, struct srcfile **ret)
 			pthread_cond_wait(&files_stored, &files_lock);
 		pthread_mutex_unlock(&files_lock);
 		free(f);
-		close(fd);
+		closer_close(fd, uid);
 		*ret = g;
 		return 0;
 	}
 	if (files_grow_locked() < 0) {
 		pthread_mutex_unlock(&files_lock);
 		free(f);
-		close(fd);
+		closer_close(fd, uid);
 		return -ENOMEM;
 	}
 	f->id = next_file_id++;
@@ -538,7 +542,7 @@ static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, u
 	return 0;
 }
 
-int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
+int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
 {
 	struct srcfile *f = NULL;
 	struct stat st = { 0 };
@@ -546,18 +550,22 @@ int source_new(int fd, uint64_t off, uint64_t len, struct source **ret)
 
 	if (fd >= 0) {
 		int r = file_check(fd, &st, &size);
+		/* Each such file's last close may hang: a uid whose closes
+		 * wait already sends no more of them. */
+		if (!r && closer_needed(fd, &st) && closer_pending(uid) >= CLOSES_PENDING_MAX)
+			r = -EDQUOT;
 		if (r < 0) {
-			close(fd);
+			closer_close(fd, uid);
 			return r;
 		}
-		r = file_get(fd, &st, &f);
+		r = file_get(fd, uid, &st, &f);
 		if (r < 0)
 			return r;
 	}
 	return window_new(f, &st, size, off, len, ret);
 }
 
-int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret)
+int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
 {
 	struct stat st = { 0 };
 	uint64_t size = 0;
@@ -566,8 +574,13 @@ int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret
 		return window_new(NULL, &st, size, off, len, ret);
 	pthread_mutex_lock(&files_lock);
 	struct srcfile *f = file_by_id_locked(id);
-	if (f)
+	if (f) {
 		f->refs++;
+		/* Taken back at start: its close is charged to a session's uid
+		 * from now on. */
+		if (f->adopted)
+			f->uid = uid;
+	}
 	pthread_mutex_unlock(&files_lock);
 	if (!f)
 		return -ENOENT;
@@ -587,7 +600,8 @@ int source_file_adopt(uint64_t id, int fd)
 	uint64_t size;
 	int r = id && id <= FILE_ID_MAX ? file_check(fd, &st, &size) : -EINVAL;
 
-	if (r >= 0 && !(f = file_alloc(id, fd, &st)))
+	/* Root's until a session claims it (source_new_from()). */
+	if (r >= 0 && !(f = file_alloc(id, fd, 0, &st)))
 		r = -ENOMEM;
 	if (r >= 0) {
 		pthread_mutex_lock(&files_lock);
@@ -608,7 +622,7 @@ int source_file_adopt(uint64_t id, int fd)
 	}
 	if (r < 0) {
 		free(f);
-		close(fd);
+		closer_close(fd, 0);
 	}
 	return r;
 }

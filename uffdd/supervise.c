@@ -10,7 +10,8 @@
  * stop it on SIGTERM or SIGINT.  The parent reads nothing a client sends and
  * never waits on the child: it reads datagrams and signals only.  It may call
  * listen.c (to remove the socket it bound), store.c (the names it takes),
- * log.c and util.c.
+ * closer.c (a stored descriptor dropped may be a FUSE file, closed by a
+ * closer, charged to root), log.c and util.c.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -215,7 +216,9 @@ static void store_drop(struct sup *s, const char *name)
 			s->v[k++] = s->v[i];
 			continue;
 		}
-		close_logged(s->v[i].fd, "stored");
+		/* A client's source file (f<id>) may be a FUSE file, whose
+		 * close waits for its server: never here. */
+		closer_close(s->v[i].fd, 0);
 	}
 	s->n = k;
 }
@@ -410,8 +413,10 @@ static void child_setup(struct sup *s)
 		ulog(LOG_ERR, "child: sigprocmask(SIG_SETMASK): %s", strerror(err));
 		_exit(EXIT_FAILURE);
 	}
-	/* The store's descriptors are the child's LISTEN_FDS now. */
+	/* The store's descriptors are the child's LISTEN_FDS now; the
+	 * supervisor's closes pending are its own. */
 	free(s->v);
+	closer_forget();
 }
 
 /* Start a serving child: 0 in it, 1 in the supervisor, or -errno. */
@@ -512,6 +517,7 @@ static int signals_read(struct sup *s)
 			}
 			continue;
 		}
+		closer_reap();
 		int status;
 		pid_t pid = waitpid(s->child, &status, WNOHANG);
 		if (pid < 0) {

@@ -10,7 +10,7 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
  * inspect, worker, push, fault, finish, session, region, state, reader,
- * source, store, notify, log, util.  Requests go listen -> control ->
+ * source, closer, store, notify, log, util.  Requests go listen -> control ->
  * session; faults worker -> push -> fault -> source.  What goes back up (a
  * reply, a stale notice, a fork child's userfaultfd) goes through notify.c's
  * handlers.  Below, one section per file.
@@ -220,6 +220,34 @@ void reader_reap(void);
 /* The reader process's main (`uffdd --reader SOCK,BUF,EFD`): its exit code. */
 int reader_main(const char *fds);
 
+/* ---- closer.c: closes that may wait for a server, off the workers ------- */
+
+/* A uid with this many closes pending adds no source that may block. */
+#define CLOSES_PENDING_MAX 64
+
+/*
+ * Close fd (taken; -1: nothing), a descriptor uid sent: at once, unless its
+ * close() may wait for a server (a FUSE or NFS file); then in a closer, a
+ * process sharing the daemon's descriptor table, after the uid's closes
+ * before it.  The descriptor leaves the table before the call returns or soon
+ * after; the caller never waits for its file system.
+ */
+void closer_close(int fd, uid_t uid);
+/* Whether a close() of fd (st its statx()) may wait for a server: a regular
+ * file of a file system of no device of its own (FUSE, NFS, ...), not shmem.
+ * Asks the file system nothing. */
+bool closer_needed(int fd, const struct stat *st);
+/* The closes of uid not done yet. */
+size_t closer_pending(uid_t uid);
+/* Reap the closers that ended and start the next (on SIGCHLD). */
+void closer_reap(void);
+/* In a child after fork(): forget the parent's closers and queues (their
+ * descriptors are the parent's to close), closing nothing. */
+void closer_forget(void);
+/* Say the closes pending over a while (once each); the ms until the next
+ * look (-1: none).  Its caller is woken by SIGCHLD when a closer starts. */
+int closer_tick(uint64_t now);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -228,12 +256,15 @@ struct source;
  * A page source over the window [off, off + len) of fd (taken over; -1:
  * every page is zero).  A file already held by some source (same device and
  * inode) is read through the descriptor held, and fd is closed: one
- * descriptor per distinct file, in the fd store as f<id>.  -EBADF: fd is not
- * open for reading; -EINVAL: not a regular file or block device.
+ * descriptor per distinct file, in the fd store as f<id>.  uid sent it: the
+ * close of the file is charged to it (closer.c).  -EBADF: fd is not open for
+ * reading; -EINVAL: not a regular file or block device; -EDQUOT: a file whose
+ * close may wait for a server, from a uid with CLOSES_PENDING_MAX closes
+ * pending.
  */
-int source_new(int fd, uint64_t off, uint64_t len, struct source **ret);
+int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
-int source_new_from(uint64_t id, uint64_t off, uint64_t len, struct source **ret);
+int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* Its file's id, what a region records (0: a zero source). */
 uint64_t source_file_id(const struct source *s);
 /*
