@@ -8,8 +8,8 @@
  * (criu/page-xfer.c):
  *
  * - Every message starts with struct page_server_iov {u32 cmd; u64 nr_pages,
- *   vaddr, dst_id}, in the sender's byte order and C layout: 32 bytes, 4 of
- *   padding after cmd (both ends are the same architecture).
+ *   vaddr, dst_id}, in the sender's byte order and C layout (both ends are
+ *   the same architecture; on x86-64, 32 bytes with 4 of padding after cmd).
  * - PS_IOV_GET {nr_pages, vaddr, dst_id = the task's pid}: the server looks
  *   the task up by its pid (not by the PS_TYPE_PID-encoded id that
  *   PS_IOV_OPEN2 takes on the dump side: OPEN2 opens a pagemap to write,
@@ -53,14 +53,14 @@
  * socket buffer toward it. */
 #define GETS_IN_FLIGHT 64
 
+/* CRIU's struct, declared alike so that it is laid out alike on every ABI;
+ * its padding is sent as zeros (ps_iov()) and ignored when read. */
 struct ps_iov {
 	uint32_t cmd;
-	uint32_t pad; /* the C padding of CRIU's struct; sent as 0, ignored */
 	uint64_t nr_pages;
 	uint64_t vaddr;
 	uint64_t dst_id;
 };
-_Static_assert(sizeof(struct ps_iov) == 32, "CRIU's struct page_server_iov is 32 bytes");
 
 struct pin_ps {
 	int fd;
@@ -89,6 +89,19 @@ struct fetch {
 static uint64_t page_size(void)
 {
 	return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A request, no byte of it left to chance. */
+static struct ps_iov ps_iov(uint32_t cmd, uint64_t nr_pages, uint64_t vaddr, uint64_t dst_id)
+{
+	struct ps_iov iov;
+
+	memset(&iov, 0, sizeof(iov));
+	iov.cmd = cmd;
+	iov.nr_pages = nr_pages;
+	iov.vaddr = vaddr;
+	iov.dst_id = dst_id;
+	return iov;
 }
 
 static int ps_new(int fd, const char *peer, struct pin_ps **ret)
@@ -240,12 +253,7 @@ static int send_gets(struct fetch *f)
 {
 	while (f->sent < f->n && f->sent - f->done < GETS_IN_FLIGHT) {
 		const struct get *g = &f->gets[f->sent];
-		struct ps_iov iov = {
-			.cmd = PS_IOV_GET,
-			.nr_pages = g->nr,
-			.vaddr = g->addr,
-			.dst_id = f->dst_id,
-		};
+		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, f->dst_id);
 		ssize_t n =
 			send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put, MSG_NOSIGNAL);
 
@@ -377,7 +385,7 @@ int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *
 
 int pin_ps_close(struct pin_ps *ps, int timeout_ms)
 {
-	struct ps_iov iov = { .cmd = PS_IOV_CLOSE };
+	struct ps_iov iov = ps_iov(PS_IOV_CLOSE, 0, 0, 0);
 	size_t put = 0, got = 0;
 	int32_t status;
 	int r = 0;

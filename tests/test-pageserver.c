@@ -35,7 +35,7 @@
 #define PE_PRESENT   4
 
 struct iov {
-	uint32_t cmd, pad;
+	uint32_t cmd;
 	uint64_t nr_pages, vaddr, dst_id;
 };
 
