@@ -4,6 +4,7 @@
  * mm-PID.img, cut into segments by the entries of pagemap-PID.img whose
  * pages sit in pages-<pages_id>.img.  The facts (magic numbers, message
  * fields, flag bits) are CRIU's public image format; see proto/criu.proto.
+ * With a page server, the pages file is the one criu-remote.c fills.
  */
 #include <endian.h>
 #include <fcntl.h>
@@ -331,8 +332,8 @@ static int check_entries(int pid, uint32_t pages_id, uint64_t pages_size,
 		if (!(e[i].flags & PIN_CRIU_PE_PRESENT)) {
 			pin_log(PIN_LOG_ERR,
 				"pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
-				" has flags 0x%" PRIx32 ": pages in a parent dump or on a page "
-				"server are not supported",
+				" has flags 0x%" PRIx32 ": pages in a parent dump, or on a page "
+				"server (uffdd-lazy-pages --page-server), are not supported here",
 				pid, e[i].file_off, e[i].vaddr, e[i].flags);
 			return -EOPNOTSUPP;
 		}
@@ -429,7 +430,10 @@ static int build(struct pin_image *img, const struct vma *v, size_t nv,
 	return 0;
 }
 
-PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret)
+/* A task's image, its pages from the dump's pages file, or with ps from
+ * the page server (criu-remote.c). */
+static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+		     struct pin_image **ret)
 {
 	_cleanup_close_ int dfd = -1;
 	struct pin_criu_pagemap_entry *e = NULL;
@@ -453,7 +457,11 @@ PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **
 	if (r < 0)
 		goto out;
 	snprintf(name, sizeof(name), "pages-%" PRIu32 ".img", pages_id);
-	r = pin_image_new_at(dfd, dir, name, &img, &pages_size);
+	if (ps)
+		r = pin_criu_remote_pages(dfd, dir, pid, pages_id, ps, timeout_ms, e, ne, &img,
+					  &pages_size);
+	else
+		r = pin_image_new_at(dfd, dir, name, &img, &pages_size);
 	if (r < 0)
 		goto out;
 	r = check_entries(pid, pages_id, pages_size, e, ne, v, nv);
@@ -468,6 +476,19 @@ out:
 	free(v);
 	free(e);
 	return r;
+}
+
+PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret)
+{
+	return open_criu(dir, pid, NULL, 0, ret);
+}
+
+int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+			       struct pin_image **ret)
+{
+	if (!ps || timeout_ms <= 0)
+		return -EINVAL;
+	return open_criu(dir, pid, ps, timeout_ms, ret);
 }
 
 PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)

@@ -64,14 +64,22 @@ int pin_image_new_at(int dfd, const char *dir, const char *pages, struct pin_ima
 		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, pages, strerror(errno));
 		return r;
 	}
-	img = calloc(1, sizeof(*img));
+	img = pin_image_new_fd(fd);
 	if (!img)
 		return -ENOMEM;
-	img->pages_fd = fd;
 	fd = -1;
 	*ret = img;
 	*ret_size = (uint64_t)st.st_size;
 	return 0;
+}
+
+struct pin_image *pin_image_new_fd(int fd)
+{
+	struct pin_image *img = calloc(1, sizeof(*img));
+
+	if (img)
+		img->pages_fd = fd;
+	return img;
 }
 
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,

@@ -205,6 +205,9 @@ int pin_working_set_read(const char *dir, struct pin_ws_run **ret, size_t *ret_n
  */
 int pin_image_new_at(int dfd, const char *dir, const char *pages, struct pin_image **ret,
 		     uint64_t *ret_size);
+/* A new image without regions over the pages file fd, which it owns from
+ * now on; NULL when out of memory (fd left open). */
+struct pin_image *pin_image_new_fd(int fd);
 /*
  * Append a region above the previous one, then its segments in address
  * order, each starting where the one before ended (-EINVAL otherwise, or
@@ -236,5 +239,50 @@ struct pin_criu_pagemap_entry {
  */
 int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
 			  struct pin_criu_pagemap_entry **ret_entries, size_t *ret_nr);
+
+/* ---- CRIU's page server (pageserver.c, criu-remote.c) ------------------- */
+
+/* A connection to a page server of CRIU's. */
+struct pin_ps;
+/* nr_pages pages of a task at addr, to be written to buf. */
+struct pin_ps_range {
+	uint64_t addr;
+	uint64_t nr_pages;
+	void *buf;
+};
+
+/* Connect to ADDR:PORT (a name or a number, IPv4 or IPv6), waiting
+ * timeout_ms at most for each address tried; logged on failure. */
+int pin_ps_connect(const char *addr, uint16_t port, int timeout_ms, struct pin_ps **ret);
+/* A connected stream socket (it becomes the connection's, made
+ * non-blocking); name stands for the peer in messages. */
+int pin_ps_from_fd(int fd, const char *name, struct pin_ps **ret);
+/*
+ * Fetch the lazy pages of task dst_id (its pid) in ranges: GETs of at most
+ * 1 MiB, many in flight, the rest of a short answer asked again.  Each wait
+ * ends after timeout_ms without a byte moved (-ETIMEDOUT).  A failure is
+ * logged with the GET it hit; the connection is unusable after one.
+ */
+int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *ranges, size_t n,
+		 int timeout_ms);
+/* PS_IOV_CLOSE and the server's status: 0, -EPROTO (a status not 0) or
+ * -errno; the caller still frees ps. */
+int pin_ps_close(struct pin_ps *ps, int timeout_ms);
+/* Close the socket and free; accepts NULL. */
+void pin_ps_free(struct pin_ps *ps);
+
+/*
+ * Task pid of the CRIU dump in dir as pin_image_open_criu() reads it, but
+ * its PE_LAZY pages fetched from the page server ps (the others read from
+ * pages-<id>.img, which a lazy dump's images need only for them): all of
+ * them placed in a sealed memfd that becomes the image's pages file.
+ */
+int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+			       struct pin_image **ret);
+/* criu.c's reader with the pages placed by criu-remote.c: e's offsets and
+ * flags rewritten to point into the new pages file, *ret over it. */
+int pin_criu_remote_pages(int dfd, const char *dir, int pid, uint32_t pages_id, struct pin_ps *ps,
+			  int timeout_ms, struct pin_criu_pagemap_entry *e, size_t ne,
+			  struct pin_image **ret, uint64_t *ret_size);
 
 #endif /* LIBPIN_PRIVATE_H */

@@ -12,7 +12,16 @@
 # this kernel); root.  Exit 77 with the reason when either is missing.
 # RESTART=1: kill -9 uffdd's serving process right after the restore (its
 # supervisor starts another, which takes the sessions over from the fd
-# store); a new uffdd for each run.  Prints per run: `run N: restore returned after MS ms, uffdd-lazy-pages
+# store); a new uffdd for each run.  REMOTE=1: the lazy pages come from
+# `criu page-server --lazy-pages` over the dump on 127.0.0.1, through
+# `uffdd-lazy-pages --page-server` (or `criu lazy-pages --page-server`),
+# which must say it fetched every lazy page through the socket.
+# LAZY_DUMP=1: the same from `criu dump --lazy-pages --address 127.0.0.1
+# --port P` itself, which keeps the dumped tree (frozen) until the pages are
+# all taken: the workload runs in a pid namespace of its own (the restored
+# tree gets another), the pid files hold its pids there, and the dump must
+# end with status 0 once uffdd-lazy-pages closes the connection.  Prints
+# per run: `run N: restore returned after MS ms, uffdd-lazy-pages
 # exit S, parent ok|bad, child1 ok|bad`, then a `metric` line of the
 # restore times.  Leaves nothing behind: every task of the tree is killed by
 # the pid it wrote, the daemon by its pid.
@@ -43,6 +52,17 @@ minor=${minor%%.*}
 case "$major$minor" in *[!0-9]* | '') skip "$CRIU: cannot tell its version ('$ver')" ;; esac
 [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; } ||
 	skip "$CRIU is $ver; lazy restore here needs 4.1 or later"
+
+# CRIU's page server sizes the pipe it tees pages through to 3.2 MiB and
+# goes on when that fails (fs.pipe-max-size is 1 MiB by default, and root
+# without CAP_SYS_RESOURCE is held to it): then the first GET that does not
+# start a buffer of its fails (EBADF) and the server hangs up.
+[ "${LAZY_DUMP:-0}" = 1 ] && REMOTE=1
+if [ "${REMOTE:-0}" = 1 ]; then
+	cap_sys_resource=$((0x$(sed -n 's/^CapEff:\t*//p' /proc/self/status) >> 24 & 1))
+	[ "$(cat /proc/sys/fs/pipe-max-size)" -ge 4194304 ] || [ $cap_sys_resource = 1 ] ||
+		skip "criu page-server fails here: fs.pipe-max-size < 4 MiB and no CAP_SYS_RESOURCE"
+fi
 
 top=$(mktemp -d "${TMPDIR:-/tmp}/criu-lazy.XXXXXX") || exit 1
 daemon=
@@ -105,6 +125,64 @@ stop_daemon() {
 }
 
 sock=$top/uffdd.sock
+
+# start_page_server: `criu page-server --lazy-pages` over $dir/dump on a
+# free port of 127.0.0.1 ($port), its pid in $page_server.  A port another
+# program took is tried again with another.
+start_page_server() {
+	local try
+	for try in $(seq 1 20); do
+		port=$((20000 + (RANDOM % 20000)))
+		"$CRIU" page-server --lazy-pages -D "$dir/dump" --address 127.0.0.1 \
+			--port "$port" -o page-server.log -v4 >"$dir/page-server.out" 2>&1 &
+		page_server=$!
+		pids+=("$page_server")
+		# Listening, or gone (the port was taken).
+		poll listening_or_gone
+		kill -0 "$page_server" 2>/dev/null && return 0
+		wait "$page_server" 2>/dev/null
+	done
+	echo "criu page-server did not listen"
+	tail -5 "$dir/dump/page-server.log"
+	return 1
+}
+
+listening_or_gone() {
+	ss -Hltn "sport = :$port" | grep -q . || ! kill -0 "$page_server" 2>/dev/null
+}
+
+# start_lazy_dump: `criu dump --lazy-pages` of the tree, its page server on
+# a port of 127.0.0.1 ($port) that nothing listened on a moment ago; its pid
+# in $page_server.
+start_lazy_dump() {
+	port=$((20000 + (RANDOM % 20000)))
+	ss -Hltn "sport = :$port" | grep -q . && port=$((port + 1))
+	"$CRIU" dump --lazy-pages --address 127.0.0.1 --port "$port" -t "$(hpid parent)" \
+		-D "$dir/dump" -o dump.log -v4 >"$dir/dump.out" 2>&1 &
+	page_server=$!
+	if ! poll listening_or_gone || ! kill -0 "$page_server" 2>/dev/null; then
+		echo "criu dump --lazy-pages did not listen"
+		tail -20 "$dir/dump/dump.log"
+		return 1
+	fi
+}
+
+# hpid ROLE: the pid of the workload's task ROLE as seen here.  In a pid
+# namespace of its own (LAZY_DUMP) its pid file holds its pid there: the
+# task of the tree now running (the restored one, once the dumped one is
+# gone) that has that pid in its namespace.
+hpid() {
+	local want p
+	want=$(cat "$dir/pid-$1")
+	if [ "${LAZY_DUMP:-0}" != 1 ]; then
+		echo "$want"
+		return
+	fi
+	for p in $(pgrep -x -f "$WORKLOAD $dir"); do
+		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$p/status" 2>/dev/null)" = "$want" ] &&
+			echo "$p" && return
+	done
+}
 [ "$SERVER" = uffdd ] && start_daemon
 
 # check ROLE PAGES: the task's result says every byte of PAGES pages is right.
@@ -127,28 +205,40 @@ for i in $(seq 1 "$ITERATIONS"); do
 	mkdir -p "$dir/dump" "$dir/work"
 	# Its own session, not our child: CRIU dumps it without our terminal
 	# or job, and init reaps it.
-	setsid -f "$WORKLOAD" "$dir" </dev/null >"$dir/workload.log" 2>&1
+	# A pid namespace's first task must lead its session for CRIU.
+	ns=()
+	[ "${LAZY_DUMP:-0}" = 1 ] && ns=(unshare --pid --fork setsid)
+	setsid -f "${ns[@]}" "$WORKLOAD" "$dir" </dev/null >"$dir/workload.log" 2>&1
 	for r in parent child1 child2; do
 		wait_for "$dir/pid-$r" || { echo "run $i: the workload did not start"; exit 1; }
-		pids+=("$(cat "$dir/pid-$r")")
+		pids+=("$(hpid $r)")
 	done
-	if ! "$CRIU" dump -t "$(cat "$dir/pid-parent")" -D "$dir/dump" -o dump.log -v4; then
+	if [ "${LAZY_DUMP:-0}" = 1 ]; then
+		start_lazy_dump || exit 1
+		touch "$dir/exit-child2"
+	elif ! "$CRIU" dump -t "$(cat "$dir/pid-parent")" -D "$dir/dump" -o dump.log -v4; then
 		echo "run $i: criu dump failed"
 		tail -20 "$dir/dump/dump.log"
 		exit 1
+	else
+		# The dumped tree is gone, but its pids are free for the restore
+		# only once init reaped them.
+		touch "$dir/exit-child2"
+		for r in parent child1 child2; do
+			gone "$(cat "$dir/pid-$r")" || { echo "run $i: $r outlived the dump"; exit 1; }
+		done
 	fi
-	# The dumped tree is gone, but its pids are free for the restore only
-	# once init reaped them.
-	touch "$dir/exit-child2"
-	for r in parent child1 child2; do
-		gone "$(cat "$dir/pid-$r")" || { echo "run $i: $r outlived the dump"; exit 1; }
-	done
+	remote=()
+	if [ "${REMOTE:-0}" = 1 ]; then
+		[ "${LAZY_DUMP:-0}" = 1 ] || start_page_server || exit 1
+		remote=(--page-server --address 127.0.0.1 --port "$port")
+	fi
 	if [ "$SERVER" = uffdd ]; then
-		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" \
+		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" "${remote[@]}" \
 			>"$dir/lazy-pages.out" 2>&1 &
 	else
 		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log -v4 \
-			>"$dir/lazy-pages.out" 2>&1 &
+			"${remote[@]}" >"$dir/lazy-pages.out" 2>&1 &
 	fi
 	server=$!
 	if ! wait_for "$dir/work/lazy-pages.socket"; then
@@ -160,6 +250,8 @@ for i in $(seq 1 "$ITERATIONS"); do
 	if ! "$CRIU" restore -D "$dir/dump" -W "$dir/work" --lazy-pages -d -o restore.log -v4; then
 		echo "run $i: criu restore failed"
 		tail -20 "$dir/work/restore.log"
+		echo "its lazy-pages said:"
+		sed 's/^/    /' "$dir/lazy-pages.out"
 		fail=$((fail + 1))
 		kill -KILL "$server" 2>/dev/null
 		continue
@@ -167,13 +259,20 @@ for i in $(seq 1 "$ITERATIONS"); do
 	t1=$(date +%s%N)
 	ms=$(((t1 - t0) / 1000000))
 	times+=("$ms")
+	ok=1
+	# The dumped tree goes when the dump ends, once its page server
+	# was told the pages are all taken.
+	if [ "${LAZY_DUMP:-0}" = 1 ]; then
+		wait_exit "$page_server" ||
+			{ ok=0; echo "  criu dump --lazy-pages failed:"; tail -5 "$dir/dump/dump.log"; }
+		pids+=($(pgrep -x -f "$WORKLOAD $dir"))
+	fi
 	# Child 2 went as soon as it ran (exit-child2); the others check
 	# every byte.
-	kill -USR1 "$(cat "$dir/pid-parent")" "$(cat "$dir/pid-child1")"
+	kill -USR1 "$(hpid parent)" "$(hpid child1)"
 	if [ "${RESTART:-0}" = 1 ]; then
 		kill -KILL "$(pgrep -P "$daemon")"
 	fi
-	ok=1
 	check parent $PARENT_PAGES || ok=0
 	check child1 $CHILD1_PAGES || ok=0
 	wait_exit "$server"
@@ -182,6 +281,18 @@ for i in $(seq 1 "$ITERATIONS"); do
 		ok=0
 		echo "  uffdd-lazy-pages exited $status:"
 		sed 's/^/    /' "$dir/lazy-pages.out"
+	fi
+	# Through the page server, each of the three tasks had its lazy pages
+	# from it, and none of them came from anywhere else.
+	if [ "$SERVER" = uffdd ] && [ "${REMOTE:-0}" = 1 ]; then
+		fetched=$(grep -c 'pages from the page server' "$dir/lazy-pages.out")
+		empty=$(grep -c ': 0 pages from the page server' "$dir/lazy-pages.out")
+		if [ "$fetched" != 3 ] || [ "$empty" != 0 ]; then
+			ok=0
+			echo "  $fetched tasks had their pages from the page server (want 3), $empty none"
+		fi
+		[ "${LAZY_DUMP:-0}" = 1 ] || wait_exit "$page_server" ||
+			{ ok=0; echo "  criu page-server failed:"; tail -5 "$dir/dump/page-server.log"; }
 	fi
 	# Whether child 2 was gone before uffdd-lazy-pages said Goodbye for
 	# it depends on the order CRIU sent the tasks in (a Goodbye before
@@ -192,8 +303,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 	echo "run $i: restore returned after $ms ms, $SERVER lazy-pages exit $status, $([ $ok = 1 ] && echo ok || echo FAILED)"
 	[ "$SERVER" = uffdd ] && sed -n 's/^uffdd-lazy-pages: /  /p' "$dir/lazy-pages.out" | grep -e exited -e restored
 	[ $ok = 1 ] || fail=$((fail + 1))
-	kill -KILL "$(cat "$dir/pid-parent")" "$(cat "$dir/pid-child1")" \
-		"$(cat "$dir/pid-child2")" 2>/dev/null
+	kill -KILL $(pgrep -x -f "$WORKLOAD $dir") 2>/dev/null
 	rm -rf "$dir/dump"
 	# Its supervisor gives up after a burst of quick restarts (uffdd(8)):
 	# a new daemon for each run that kills one.

@@ -103,6 +103,21 @@ pid=
 [ ! -e "$dir/images/lazy-pages.socket" ] || fail "a served connection left lazy-pages.socket behind"
 grep -q 'restore side: Connection reset by peer before the end of restore' "$dir/log4" ||
 	fail "uffdd-lazy-pages does not say why: $(cat "$dir/log4")"
+# uffdd-lazy-pages --page-server: its options all or none; a page server
+# that is not there fails it before it listens.
+for args in "--page-server" "--page-server --address 127.0.0.1" "--address 127.0.0.1 --port 1" \
+	"--page-server --address 127.0.0.1 --port 0" "--page-server --address 127.0.0.1 --port 65536"; do
+	rc=0; "$lazy" -D "$dir/images" $args >/dev/null 2>&1 || rc=$?
+	[ $rc = 2 ] || fail "uffdd-lazy-pages -D DIR $args exits $rc, not 2"
+done
+# A port nobody listens on: one the kernel gave and took back.
+port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+rc=0
+"$lazy" -D "$dir/images" --page-server --address 127.0.0.1 --port "$port" 2>"$dir/log5" || rc=$?
+[ $rc = 1 ] || fail "uffdd-lazy-pages exits $rc without a page server, not 1"
+grep -q "^uffdd-lazy-pages: page server 127.0.0.1:$port: connect: Connection refused$" "$dir/log5" ||
+	fail "uffdd-lazy-pages does not say why: $(cat "$dir/log5")"
+[ ! -e "$dir/images/lazy-pages.socket" ] || fail "no page server, yet lazy-pages.socket was made"
 rm -rf "$dir"
 trap - EXIT
 exec echo "ok"

@@ -23,6 +23,7 @@
 
 #include "libpin-private.h"
 #include "test-common.h"
+#include "fake-page-server.h"
 #include "uffdd-harness.h"
 
 #define RSTF 0x52535446u
@@ -46,8 +47,11 @@ struct lazy_pages {
 	char work[64];
 };
 
-static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d, const char *dump)
+/* With ps_port, its lazy pages from the page server at 127.0.0.1:ps_port. */
+static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d, const char *dump,
+			     uint16_t ps_port)
 {
+	char port[8];
 	int pfd[2];
 
 	snprintf(lp->work, sizeof(lp->work), "/tmp/uffdd-lp-XXXXXX");
@@ -57,8 +61,14 @@ static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d,
 	ck_assert_int_ge(lp->pid, 0);
 	if (lp->pid == 0) {
 		dup2(pfd[1], 1);
-		execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W", lp->work,
-		      "--socket", d->sock, (char *)NULL);
+		snprintf(port, sizeof(port), "%u", ps_port);
+		if (ps_port)
+			execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W",
+			      lp->work, "--socket", d->sock, "--page-server", "--address",
+			      "127.0.0.1", "--port", port, (char *)NULL);
+		else
+			execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W",
+			      lp->work, "--socket", d->sock, (char *)NULL);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -314,8 +324,10 @@ static pid_t fork_task(pid_t pid, bool at_pid)
 }
 
 /* Start the restore of dump `which`, of npids tasks (README.md), the tasks
- * at the dump's pids when at_dump_pids and none of them is taken. */
-static void restore_begin(struct restore *rs, const char *which, int npids, bool at_dump_pids)
+ * at the dump's pids when at_dump_pids and none of them is taken; with
+ * ps_port, from the page server there. */
+static void restore_begin(struct restore *rs, const char *which, int npids, bool at_dump_pids,
+			  uint16_t ps_port)
 {
 	rs->verify = 'g';
 	rs->at_dump_pids = at_dump_pids;
@@ -323,7 +335,7 @@ static void restore_begin(struct restore *rs, const char *which, int npids, bool
 	rs->npids = pin_image_criu_pids(rs->dump, rs->pids, PIN_ARRAY_SIZE(rs->pids));
 	ck_assert_int_eq(rs->npids, npids);
 	test_daemon_start(&rs->d, NULL);
-	lazy_pages_start(&rs->lp, &rs->d, rs->dump);
+	lazy_pages_start(&rs->lp, &rs->d, rs->dump, ps_port);
 	for (int i = 0; i < rs->npids; i++) {
 		int sv[2];
 		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -350,9 +362,9 @@ static void restore_begin(struct restore *rs, const char *which, int npids, bool
 	}
 }
 
-static void restore_start(struct restore *rs, const char *which, int npids)
+static void restore_start(struct restore *rs, const char *which, int npids, uint16_t ps_port)
 {
-	restore_begin(rs, which, npids, false);
+	restore_begin(rs, which, npids, false, ps_port);
 }
 
 /* Play `criu restore --lazy-pages` for every task of the dump. */
@@ -472,7 +484,7 @@ START_TEST(criu_faults_serve_every_byte)
 {
 	struct restore rs;
 
-	restore_start(&rs, "fixture", 1);
+	restore_start(&rs, "fixture", 1, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
 	ck_assert_msg(strstr(rs.out, "1 tasks restored"), "%s", rs.out);
 	assert_placed_by_faults(&rs);
@@ -485,7 +497,7 @@ START_TEST(criu_push_after_restore_completes_it)
 	struct restore rs;
 	char want[64];
 
-	restore_start(&rs, "fixture", 1);
+	restore_start(&rs, "fixture", 1, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_AFTER_END, false), 0);
 	/* Nothing touched before the end: the push placed every lazy page. */
 	struct placed p = placed_before_end(&rs, rs.pids[0]);
@@ -501,7 +513,7 @@ START_TEST(criu_two_tasks_and_a_zombie)
 {
 	struct restore rs;
 
-	restore_start(&rs, "fixture-fork", 2);
+	restore_start(&rs, "fixture-fork", 2, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, true), 0);
 	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
 	assert_placed_by_faults(&rs);
@@ -519,7 +531,7 @@ START_TEST(criu_task_gone_before_the_end)
 	struct restore rs;
 	char want[96];
 
-	restore_start(&rs, "fixture-fork", 2);
+	restore_start(&rs, "fixture-fork", 2, 0);
 	int gone = rs.pids[1];
 	ck_assert_int_eq(restore_run(&rs, LAST_EXITS_BEFORE_END, false), 0);
 	snprintf(want, sizeof(want), "task %d exited before its pages were all in", gone);
@@ -561,15 +573,40 @@ START_TEST(criu_collapse_after_restore)
 {
 	struct restore rs;
 
-	restore_begin(&rs, "fixture", 1, true);
+	restore_begin(&rs, "fixture", 1, true, 0);
 	rs.verify = rs.at_dump_pids ? 'h' : 'g';
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
 	assert_collapsed(&rs, rs.pids[0], 2, 0);
 	restore_finish(&rs);
 
-	restore_begin(&rs, "fixture", 1, true);
+	restore_begin(&rs, "fixture", 1, true, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
 	assert_collapsed(&rs, rs.pids[0], 0, 2);
+	restore_finish(&rs);
+}
+END_TEST
+
+/*
+ * The lazy pages from a page server (fake-page-server.c, answering 5 pages
+ * at most per GET): each lazy page of both tasks asked for once, every
+ * byte right (the tasks check them by faults), the connection closed with
+ * PS_IOV_CLOSE.  The images' own pages files are not read for them.
+ */
+START_TEST(criu_remote_pages_from_a_page_server)
+{
+	struct restore rs;
+	struct fake_ps ps;
+	char dump[600], why[300];
+
+	snprintf(dump, sizeof(dump), "%s/fixture-fork", images);
+	fake_ps_start(&ps, dump, 5);
+	restore_start(&rs, "fixture-fork", 2, ps.port);
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, true), 0);
+	long served = fake_ps_end(&ps, why, sizeof(why));
+	ck_assert_msg(served >= 0, "the page server: %s", why);
+	ck_assert_int_eq(served, lazy_page_count(rs.dump, rs.pids[0]) +
+					 lazy_page_count(rs.dump, rs.pids[1]));
+	assert_placed_by_faults(&rs);
 	restore_finish(&rs);
 }
 END_TEST
@@ -589,7 +626,7 @@ START_TEST(criu_restore_side_gone_fails)
 
 	snprintf(dump, sizeof(dump), "%s/fixture", images);
 	test_daemon_start(&d, NULL);
-	lazy_pages_start(&lp, &d, dump);
+	lazy_pages_start(&lp, &d, dump, 0);
 	int sock = lazy_pages_connect(&lp);
 	/* A pid and then no descriptor: the restore side died. */
 	send_all(sock, &pid, sizeof(pid));
@@ -614,6 +651,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_two_tasks_and_a_zombie);
 	tcase_add_test(tc, criu_task_gone_before_the_end);
 	tcase_add_test(tc, criu_restore_side_gone_fails);
+	tcase_add_test(tc, criu_remote_pages_from_a_page_server);
 	suite_add_tcase(s, tc);
 	tcase_set_timeout(tcc, 120);
 	tcase_add_test(tcc, criu_collapse_after_restore);

@@ -25,6 +25,15 @@
  * pidfd opened when the task arrived.  That needs CAP_SYS_NICE and ptrace
  * read access to the task, which this program has beside `criu restore`;
  * uffdd itself never asks for them.
+ *
+ * With --page-server --address A --port P the lazy pages come from CRIU's
+ * page server at A:P (`criu dump --lazy-pages` or `criu page-server
+ * --lazy-pages`): one connection, made before the socket is listened on.
+ * As each task arrives its lazy pages are fetched whole (many GETs in
+ * flight) into a sealed memfd that takes the pages file's place; the
+ * images directory needs the metadata only (and pages-N.img for the pages
+ * CRIU restores eagerly).  When every task is finished the connection is
+ * closed with PS_IOV_CLOSE, which ends a lazy dump.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -42,7 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libpin.h"
+#include "libpin-private.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
 /* include/uapi/asm-generic/mman-common.h, since Linux 6.1; glibc 2.36 lacks it. */
@@ -52,6 +61,8 @@
 /* What MADV_COLLAPSE builds: a PMD huge page with 4 KiB pages. */
 #define HUGE_RUN  (2ull << 20)
 #define MAX_TASKS 1024
+/* A page server that moves no byte for this long is taken for dead. */
+#define PS_TIMEOUT_MS 30000
 /* The features CRIU's restore side asks for on each task's userfaultfd. */
 #define CRIU_FEATURES                                                                              \
 	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
@@ -67,6 +78,8 @@ struct task {
 };
 
 static const char *images_dir, *work_dir, *uffdd_socket;
+/* --page-server: the connection to it, else NULL. */
+static struct pin_ps *page_server;
 static int verbose;
 /* lazy-pages.socket while it exists: removed once the restore side is
  * connected, or when a signal ends the wait for it. */
@@ -191,6 +204,22 @@ static bool lazy_mapping(const struct pin_image_region *g)
 	return !data;
 }
 
+/* The bytes of the image's PE_LAZY pages: with a page server, what came
+ * through it. */
+static uint64_t lazy_bytes(const struct pin_image *img)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+
+		for (size_t k = 0; k < g->nr_segments; k++)
+			if (g->segments[k].flags & PIN_IMAGE_SEG_LAZY)
+				n += g->segments[k].len;
+	}
+	return n;
+}
+
 /* Hand one task's userfaultfd and layout to uffdd; no push before RSTF. */
 static int task_start(struct task *t, int pid, int fd)
 {
@@ -210,7 +239,11 @@ static int task_start(struct task *t, int pid, int fd)
 		close(fd);
 		return r;
 	}
-	r = pin_image_open_criu(images_dir, pid, &t->img);
+	if (page_server)
+		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
+					       &t->img);
+	else
+		r = pin_image_open_criu(images_dir, pid, &t->img);
 	if (r < 0)
 		goto out;
 	snprintf(name, sizeof(name), "criu-%d", pid);
@@ -233,6 +266,10 @@ static int task_start(struct task *t, int pid, int fd)
 		fprintf(stderr,
 			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
 			pid, pin_image_nr_regions(t->img), nregions);
+	if (r >= 0 && page_server)
+		fprintf(stderr,
+			"uffdd-lazy-pages: task %d: %" PRIu64 " pages from the page server\n", pid,
+			lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
 out:
 	/* uffdd holds its own copy of the descriptor now. */
 	pin_uffd_free(u);
@@ -437,6 +474,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
+		"                        [--page-server --address ADDR --port PORT]\n"
 		"       uffdd-lazy-pages --version\n"
 		"Serve `criu restore --lazy-pages` through uffdd.\n");
 }
@@ -448,6 +486,9 @@ int main(int argc, char **argv)
 		{ "work-dir", required_argument, NULL, 'W' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "page-server", no_argument, NULL, 'P' },
+		{ "address", required_argument, NULL, 'a' },
+		{ "port", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -458,6 +499,10 @@ int main(int argc, char **argv)
 	size_t ntasks = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
 	double t0, t1;
+	bool remote = false;
+	const char *address = NULL;
+	long port = 0;
+	char *end;
 
 	while ((c = getopt_long(argc, argv, "D:W:s:vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -473,6 +518,21 @@ int main(int argc, char **argv)
 		case 'v':
 			verbose = 1;
 			break;
+		case 'P':
+			remote = true;
+			break;
+		case 'a':
+			address = optarg;
+			break;
+		case 'p':
+			errno = 0;
+			port = strtol(optarg, &end, 10);
+			if (errno || *end || port <= 0 || port > UINT16_MAX) {
+				fprintf(stderr, "uffdd-lazy-pages: --port %s: not a port\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -484,14 +544,18 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!images_dir || optind != argc) {
+	if (!images_dir || optind != argc || remote != (address && port)) {
 		usage(stderr);
 		return 2;
 	}
 	pin_log_set(log_stderr, NULL);
-	lsock = listen_at(work_dir ? work_dir : images_dir);
-	if (lsock < 0)
+	if (remote && pin_ps_connect(address, (uint16_t)port, PS_TIMEOUT_MS, &page_server) < 0)
 		return 1;
+	lsock = listen_at(work_dir ? work_dir : images_dir);
+	if (lsock < 0) {
+		pin_ps_free(page_server);
+		return 1;
+	}
 	do
 		sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 	while (sock < 0 && errno == EINTR);
@@ -502,6 +566,7 @@ int main(int argc, char **argv)
 	on_exit_signals(SIG_DFL);
 	if (sock < 0) {
 		fprintf(stderr, "uffdd-lazy-pages: accept: %s\n", strerror(err));
+		pin_ps_free(page_server);
 		return 1;
 	}
 	t0 = now_ms();
@@ -513,7 +578,13 @@ int main(int argc, char **argv)
 		 * restored so far. */
 		for (size_t i = 0; i < ntasks; i++)
 			task_free(&tasks[i]);
+		pin_ps_free(page_server);
 		return 1;
+	}
+	/* Every page is in a memfd now: the page server may go. */
+	if (page_server) {
+		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
+		pin_ps_free(page_server);
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_report(&tasks[i]);

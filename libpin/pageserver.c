@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A client of CRIU's page server, the remote end of a lazy restore: the
+ * side that `criu dump --lazy-pages --address A --port P` keeps running
+ * after the dump, or that `criu page-server --lazy-pages` runs over a dump's
+ * images.  It owns the connection, the GETs in flight and the replies; it
+ * calls nothing of libpin's but the log.  The facts are CRIU's
+ * (criu/page-xfer.c):
+ *
+ * - Every message starts with struct page_server_iov {u32 cmd; u64 nr_pages,
+ *   vaddr, dst_id}, in the sender's byte order and C layout (both ends are
+ *   the same architecture; on x86-64, 32 bytes with 4 of padding after cmd).
+ * - PS_IOV_GET {nr_pages, vaddr, dst_id = the task's pid}: the server looks
+ *   the task up by its pid (not by the PS_TYPE_PID-encoded id that
+ *   PS_IOV_OPEN2 takes on the dump side: OPEN2 opens a pagemap to write,
+ *   which a restore never does).  It answers in order, one reply per GET:
+ *   the same header with cmd PS_IOV_ADD_F | PE_PRESENT << 16 and nr_pages
+ *   possibly fewer (it stops at the end of the run of pages it keeps
+ *   together), then the raw pages.  A GET for pages it holds no lazy copy
+ *   of ends the connection: that is its only error reply.
+ * - PS_IOV_CLOSE: it answers an int32 status (0) and waits for our close.
+ *
+ * The socket is non-blocking: GETs go out while replies come in, so that
+ * neither side can wait on a full socket buffer for the other.  Every wait
+ * is bounded by the caller's timeout, counted from the last byte moved.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "libpin-private.h"
+
+/* criu/page-xfer.c */
+#define PS_IOV_ADD   1
+#define PS_IOV_ADD_F 6
+#define PS_IOV_GET   7
+#define PS_IOV_CLOSE 0x1023
+#define PS_CMD_BITS  16
+#define PS_CMD_MASK  ((1u << PS_CMD_BITS) - 1)
+
+/* Pages asked for by one GET, at most: CRIU tees the pages through a pipe
+ * it sizes to about 800 pages, the pages before them in their run
+ * included; 1 MiB stays well inside it. */
+#define GET_PAGES_MAX 256
+/* GETs in flight at once, at most: enough to keep the server's replies
+ * back to back, few enough that their 32-byte headers never fill the
+ * socket buffer toward it. */
+#define GETS_IN_FLIGHT 64
+
+/* CRIU's struct, declared alike so that it is laid out alike on every ABI;
+ * its padding is sent as zeros (ps_iov()) and ignored when read. */
+struct ps_iov {
+	uint32_t cmd;
+	uint64_t nr_pages;
+	uint64_t vaddr;
+	uint64_t dst_id;
+};
+
+struct pin_ps {
+	int fd;
+	char peer[96]; /* "ADDR:PORT" for messages */
+};
+
+/* One GET: what it asks for and where the pages go. */
+struct get {
+	uint64_t addr, nr;
+	unsigned char *buf;
+};
+
+/* A fetch under way: gets[done, sent) are in flight, gets[sent, n) wait. */
+struct fetch {
+	struct pin_ps *ps;
+	uint64_t dst_id;
+	struct get *gets;
+	size_t n, cap, done, sent;
+	/* the reply being read: its header, then its pages */
+	struct ps_iov reply;
+	size_t got; /* bytes of it read, header included */
+	/* the GET being written: bytes of its header out */
+	size_t put;
+};
+
+static uint64_t page_size(void)
+{
+	return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A request, no byte of it left to chance. */
+static struct ps_iov ps_iov(uint32_t cmd, uint64_t nr_pages, uint64_t vaddr, uint64_t dst_id)
+{
+	struct ps_iov iov;
+
+	memset(&iov, 0, sizeof(iov));
+	iov.cmd = cmd;
+	iov.nr_pages = nr_pages;
+	iov.vaddr = vaddr;
+	iov.dst_id = dst_id;
+	return iov;
+}
+
+static int ps_new(int fd, const char *peer, struct pin_ps **ret)
+{
+	struct pin_ps *ps = calloc(1, sizeof(*ps));
+	int fl = fcntl(fd, F_GETFL);
+
+	if (!ps)
+		return -ENOMEM;
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		int r = -errno;
+
+		pin_log(PIN_LOG_ERR, "page server %s: fcntl O_NONBLOCK: %s", peer, strerror(-r));
+		free(ps);
+		return r;
+	}
+	ps->fd = fd;
+	snprintf(ps->peer, sizeof(ps->peer), "%s", peer);
+	*ret = ps;
+	return 0;
+}
+
+int pin_ps_from_fd(int fd, const char *name, struct pin_ps **ret)
+{
+	if (fd < 0 || !ret)
+		return -EINVAL;
+	return ps_new(fd, name ? name : "(fd)", ret);
+}
+
+/* poll(2) for events on ps's socket, timeout_ms at most (EINTR retried
+ * with what is left): 0 when they came, -ETIMEDOUT, or -errno. */
+static int wait_for(struct pin_ps *ps, short events, int timeout_ms)
+{
+	uint64_t end = pin_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+	for (;;) {
+		struct pollfd p = { .fd = ps->fd, .events = events };
+		uint64_t now = pin_now_ns();
+		int n;
+
+		if (now >= end)
+			return -ETIMEDOUT;
+		n = poll(&p, 1, (int)((end - now + 999999u) / 1000000u));
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Connect to one address of the server, timeout_ms at most. */
+static int connect_one(const struct addrinfo *ai, const char *peer, int timeout_ms,
+		       struct pin_ps **ret)
+{
+	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			ai->ai_protocol);
+	int one = 1, err = 0, r;
+	socklen_t len = sizeof(err);
+	struct pin_ps *ps;
+
+	if (fd < 0)
+		return -errno;
+	r = ps_new(fd, peer, &ps);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		r = errno == EINPROGRESS ? wait_for(ps, POLLOUT, timeout_ms) : -errno;
+		if (!r && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			r = -errno;
+		if (!r && err)
+			r = -err;
+	}
+	/* Each GET goes out at once: the server waits for it. */
+	if (!r && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		r = -errno;
+	if (r < 0) {
+		pin_ps_free(ps);
+		return r;
+	}
+	*ret = ps;
+	return 0;
+}
+
+int pin_ps_connect(const char *addr, uint16_t port, int timeout_ms, struct pin_ps **ret)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	char service[8], peer[96];
+	int r;
+
+	if (!addr || !port || timeout_ms <= 0 || !ret)
+		return -EINVAL;
+	snprintf(service, sizeof(service), "%u", port);
+	snprintf(peer, sizeof(peer), "%s:%u", addr, port);
+	r = getaddrinfo(addr, service, &hints, &res);
+	if (r) {
+		pin_log(PIN_LOG_ERR, "page server %s: getaddrinfo: %s", peer, gai_strerror(r));
+		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	}
+	r = -EHOSTUNREACH;
+	for (ai = res; ai; ai = ai->ai_next) {
+		r = connect_one(ai, peer, timeout_ms, ret);
+		if (!r)
+			break;
+	}
+	freeaddrinfo(res);
+	if (r < 0)
+		pin_log(PIN_LOG_ERR, "page server %s: connect: %s", peer, strerror(-r));
+	return r;
+}
+
+void pin_ps_free(struct pin_ps *ps)
+{
+	if (!ps)
+		return;
+	close(ps->fd);
+	free(ps);
+}
+
+/* Queue a GET; the array grows when a short reply leaves a rest to ask. */
+static int queue(struct fetch *f, uint64_t addr, uint64_t nr, unsigned char *buf)
+{
+	if (f->n == f->cap) {
+		size_t cap = f->cap ? 2 * f->cap : 64;
+		struct get *g = reallocarray(f->gets, cap, sizeof(*g));
+
+		if (!g)
+			return -ENOMEM;
+		f->gets = g;
+		f->cap = cap;
+	}
+	f->gets[f->n++] = (struct get){ .addr = addr, .nr = nr, .buf = buf };
+	return 0;
+}
+
+static void log_get(const struct fetch *f, const struct get *g, const char *what, int err)
+{
+	pin_log(PIN_LOG_ERR,
+		"page server %s: GET task %" PRIu64 " [0x%" PRIx64 ", 0x%" PRIx64 "): %s%s%s",
+		f->ps->peer, f->dst_id, g->addr, g->addr + g->nr * page_size(), what,
+		err ? ": " : "", err ? strerror(err) : "");
+}
+
+/* Write what can go of the next GETs; 0, or -errno. */
+static int send_gets(struct fetch *f)
+{
+	while (f->sent < f->n && f->sent - f->done < GETS_IN_FLIGHT) {
+		const struct get *g = &f->gets[f->sent];
+		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, f->dst_id);
+		ssize_t n =
+			send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n < 0) {
+			int err = errno;
+
+			log_get(f, g, "send", err);
+			return -err;
+		}
+		f->put += (size_t)n;
+		if (f->put == sizeof(iov)) {
+			f->put = 0;
+			f->sent++;
+		}
+	}
+	return 0;
+}
+
+/* A reply's header against the GET it answers; 0 or -EBADMSG. */
+static int check_reply(const struct fetch *f, const struct get *g)
+{
+	const struct ps_iov *r = &f->reply;
+	uint32_t cmd = r->cmd & PS_CMD_MASK, flags = r->cmd >> PS_CMD_BITS;
+	char what[160];
+
+	if (!((cmd == PS_IOV_ADD_F && flags == PIN_CRIU_PE_PRESENT) || r->cmd == PS_IOV_ADD) ||
+	    r->dst_id != f->dst_id || r->vaddr != g->addr || !r->nr_pages || r->nr_pages > g->nr) {
+		snprintf(what, sizeof(what),
+			 "answered cmd 0x%" PRIx32 " task %" PRIu64 " 0x%" PRIx64 " %" PRIu64
+			 " pages",
+			 r->cmd, r->dst_id, r->vaddr, r->nr_pages);
+		log_get(f, g, what, 0);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Read what has come of the replies; 0, or -errno. */
+static int recv_replies(struct fetch *f)
+{
+	uint64_t page = page_size();
+
+	while (f->done < f->sent) {
+		struct get *g = &f->gets[f->done];
+		size_t goal = sizeof(f->reply), hdr = sizeof(f->reply);
+		unsigned char *dst = (unsigned char *)&f->reply + f->got;
+		ssize_t n;
+		int r;
+
+		if (f->got >= hdr) {
+			goal = hdr + f->reply.nr_pages * page;
+			dst = g->buf + (f->got - hdr);
+		}
+		n = recv(f->ps->fd, dst, goal - f->got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n <= 0) {
+			int err = n < 0 ? errno : ECONNRESET;
+
+			log_get(f, g,
+				n < 0 ? "recv"
+				      : "the server closed the connection before answering (it "
+					"does "
+					"so for pages it holds no lazy copy of)",
+				n < 0 ? err : 0);
+			return -err;
+		}
+		f->got += (size_t)n;
+		if (f->got == hdr) {
+			r = check_reply(f, g);
+			if (r < 0)
+				return r;
+		}
+		if (f->got < hdr || f->got < hdr + f->reply.nr_pages * page)
+			continue;
+		/* The rest of a short answer is asked again. */
+		if (f->reply.nr_pages < g->nr) {
+			uint64_t k = f->reply.nr_pages;
+
+			r = queue(f, g->addr + k * page, g->nr - k, g->buf + k * page);
+			if (r < 0)
+				return r;
+		}
+		f->got = 0;
+		f->done++;
+	}
+	return 0;
+}
+
+int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *ranges, size_t n,
+		 int timeout_ms)
+{
+	struct fetch f = { .ps = ps, .dst_id = dst_id };
+	uint64_t page = page_size();
+	int r = 0;
+
+	if (!ps || (!ranges && n) || timeout_ms <= 0)
+		return -EINVAL;
+	for (size_t i = 0; !r && i < n; i++)
+		for (uint64_t k = 0; !r && k < ranges[i].nr_pages; k += GET_PAGES_MAX) {
+			uint64_t nr = ranges[i].nr_pages - k;
+
+			r = queue(&f, ranges[i].addr + k * page,
+				  nr < GET_PAGES_MAX ? nr : GET_PAGES_MAX,
+				  (unsigned char *)ranges[i].buf + k * page);
+		}
+	while (!r && f.done < f.n) {
+		r = send_gets(&f);
+		if (!r)
+			r = recv_replies(&f);
+		if (r || f.done == f.n)
+			break;
+		/* Room for a GET only while fewer than the most are out. */
+		bool more = f.sent < f.n && f.sent - f.done < GETS_IN_FLIGHT;
+
+		r = wait_for(ps, POLLIN | (more ? POLLOUT : 0), timeout_ms);
+		if (r == -ETIMEDOUT)
+			log_get(&f, &f.gets[f.done], "no answer in time", ETIMEDOUT);
+	}
+	free(f.gets);
+	return r;
+}
+
+int pin_ps_close(struct pin_ps *ps, int timeout_ms)
+{
+	struct ps_iov iov = ps_iov(PS_IOV_CLOSE, 0, 0, 0);
+	size_t put = 0, got = 0;
+	int32_t status;
+	int r = 0;
+
+	if (!ps || timeout_ms <= 0)
+		return -EINVAL;
+	while (!r && put < sizeof(iov)) {
+		ssize_t n = send(ps->fd, (char *)&iov + put, sizeof(iov) - put, MSG_NOSIGNAL);
+
+		if (n >= 0)
+			put += (size_t)n;
+		else if (errno == EAGAIN)
+			r = wait_for(ps, POLLOUT, timeout_ms);
+		else if (errno != EINTR)
+			r = -errno;
+	}
+	while (!r && got < sizeof(status)) {
+		ssize_t n = recv(ps->fd, (char *)&status + got, sizeof(status) - got, 0);
+
+		if (n > 0)
+			got += (size_t)n;
+		else if (n == 0)
+			r = -ECONNRESET;
+		else if (errno == EAGAIN)
+			r = wait_for(ps, POLLIN, timeout_ms);
+		else if (errno != EINTR)
+			r = -errno;
+	}
+	if (r < 0) {
+		pin_log(PIN_LOG_ERR, "page server %s: close: %s", ps->peer, strerror(-r));
+		return r;
+	}
+	if (status) {
+		pin_log(PIN_LOG_ERR, "page server %s: close: status %" PRId32, ps->peer, status);
+		return -EPROTO;
+	}
+	return 0;
+}
