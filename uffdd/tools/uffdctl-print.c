@@ -2,8 +2,8 @@
 /*
  * How uffdctl prints what the daemon said: sizes and names made narrow and
  * printable, progress bars, the counters, the latency histogram, and their
- * JSON, for the commands (uffdctl.c); it calls no other file of uffdctl,
- * only libc and json-c.
+ * JSON.  Shared by the one-shot commands (uffdctl.c) and watch
+ * (uffdctl-watch.c); it calls neither, only libc and json-c.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -135,23 +135,45 @@ struct json_object *ctl_stats_json(const struct pin_client_stats *st)
 	return o;
 }
 
-void ctl_print_histogram(const struct pin_client_stats *st, unsigned int bar_width)
+/* The non-empty buckets' span [*first, *last], their largest count and sum. */
+static uint64_t histogram_span(const struct pin_client_stats *st, unsigned int *first,
+			       unsigned int *last, uint64_t *max)
 {
-	unsigned int first = PIN_CLIENT_LATENCY_BUCKETS, last = 0;
-	uint64_t max = 0, total = 0;
+	uint64_t total = 0;
 
+	*first = PIN_CLIENT_LATENCY_BUCKETS;
+	*last = 0;
+	*max = 0;
 	for (unsigned int i = 0; i < PIN_CLIENT_LATENCY_BUCKETS; i++) {
 		uint64_t n = st->latency_us_log2[i];
 
 		if (!n)
 			continue;
-		if (first == PIN_CLIENT_LATENCY_BUCKETS)
-			first = i;
-		last = i;
+		if (*first == PIN_CLIENT_LATENCY_BUCKETS)
+			*first = i;
+		*last = i;
 		total += n;
-		if (n > max)
-			max = n;
+		if (n > *max)
+			*max = n;
 	}
+	return total;
+}
+
+unsigned int ctl_histogram_lines(const struct pin_client_stats *st)
+{
+	unsigned int first, last;
+	uint64_t max;
+
+	if (!histogram_span(st, &first, &last, &max))
+		return 1;
+	return 1 + last - first + 1;
+}
+
+void ctl_print_histogram(const struct pin_client_stats *st, unsigned int bar_width)
+{
+	unsigned int first, last;
+	uint64_t max, total = histogram_span(st, &first, &last, &max);
+
 	if (!total) {
 		puts("latency: no faults served yet");
 		return;

@@ -7,13 +7,14 @@
  * (PIN_CLIENT_INSPECT): it is not a session and lists nowhere.  Human tables
  * by default, JSON with --json.  When the daemon cannot be reached it says
  * what to check.  This file: the arguments, the connection, the hints and
- * the commands; it calls uffdctl-print.c (tables, JSON, the histogram).
- * See uffdctl(8).
+ * the one-shot commands; it calls uffdctl-print.c (tables, JSON, the
+ * histogram) and uffdctl-watch.c (watch).  See uffdctl(8).
  */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,12 @@
 #include <unistd.h>
 
 #include "uffdctl.h"
+
+/* Watch: a frame a second reads well; 10 ms at least, each frame walking
+ * every page of the session list; an hour at most. */
+#define WATCH_INTERVAL_MS     1000
+#define WATCH_INTERVAL_MIN_MS 10
+#define WATCH_INTERVAL_MAX_MS 3600000
 
 static const char *socket_opt;
 static bool json;
@@ -103,6 +110,7 @@ static void say_unreachable(const char *path, int err)
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdctl [--socket PATH] [--json] COMMAND [SESSION]\n"
+		   "       uffdctl [--socket PATH] watch [SESSION] [--interval MS] [--count N]\n"
 		   "\n"
 		   "Commands:\n"
 		   "  status            the daemon, its clients and counters, summed up\n"
@@ -110,10 +118,14 @@ static void usage(FILE *f)
 		   "  regions [SESSION] the regions and their restore progress\n"
 		   "  pins [SESSION]    the pinned ranges clients reported\n"
 		   "  stats [SESSION]   fault counters and the latency histogram\n"
+		   "  watch [SESSION]   each session's restore progress and the histogram,\n"
+		   "                    redrawn every interval\n"
 		   "\n"
 		   "  -s, --socket PATH  the daemon's socket (default: $UFFDD_SOCKET, else\n"
 		   "                     " PIN_CLIENT_SOCKET_DEFAULT ")\n"
 		   "  -j, --json         print JSON\n"
+		   "  -i, --interval MS  watch: the time between frames (default 1000)\n"
+		   "  -n, --count N      watch: stop after N frames, printed plainly\n"
 		   "  -h, --help         this text\n"
 		   "      --version      the version\n");
 }
@@ -317,11 +329,59 @@ static int parse_session(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* --interval and --count: a decimal in [min, max]. */
+static int parse_uint(const char *opt, const char *s, unsigned int min, unsigned int max,
+		      unsigned int *ret)
+{
+	uint64_t v;
+
+	if (parse_session(s, &v) < 0 || v < min || v > max) {
+		fprintf(stderr, "uffdctl: %s takes a number from %u to %u, not %s\n", opt, min, max,
+			s);
+		return -EINVAL;
+	}
+	*ret = (unsigned int)v;
+	return 0;
+}
+
+/* Watch's end by an error: the daemon gone for good (libpin's reconnect gave
+ * up) gets the hints of a daemon not reached; anything else what libpin said. */
+static int watch(struct pin_client *c, const struct ctl_watch_opts *o)
+{
+	int r;
+
+	connect_msg[0] = '\0';
+	r = ctl_watch(c, o);
+	if (r >= 0)
+		return 0;
+	if (pin_client_fd(c) < 0)
+		say_unreachable(o->path, -r);
+	else if (connect_msg[0])
+		fprintf(stderr, "uffdctl: %s\n", connect_msg);
+	else
+		fprintf(stderr, "uffdctl: watch: %s\n", strerror(-r));
+	return r;
+}
+
+static bool known(const char *cmd)
+{
+	static const char *const cmds[] = {
+		"status", "clients", "regions", "pins", "stats", "watch"
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i]))
+			return true;
+	return false;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -329,18 +389,31 @@ int main(int argc, char **argv)
 	struct pin_client_opts opts = { .sz = sizeof(opts),
 					.name = "uffdctl",
 					.flags = PIN_CLIENT_INSPECT };
+	struct ctl_watch_opts wo = { .interval_ms = WATCH_INTERVAL_MS };
 	struct pin_client *c = NULL;
 	const char *cmd, *path;
+	bool watch_opt = false;
 	uint64_t session = 0;
 	int opt, r;
 
-	while ((opt = getopt_long(argc, argv, "s:jh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:ji:n:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			socket_opt = optarg;
 			break;
 		case 'j':
 			json = true;
+			break;
+		case 'i':
+			if (parse_uint("--interval", optarg, WATCH_INTERVAL_MIN_MS,
+				       WATCH_INTERVAL_MAX_MS, &wo.interval_ms) < 0)
+				return 2;
+			watch_opt = true;
+			break;
+		case 'n':
+			if (parse_uint("--count", optarg, 1, UINT_MAX, &wo.count) < 0)
+				return 2;
+			watch_opt = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -362,8 +435,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uffdctl: not a session id: %s\n", argv[optind + 1]);
 		return 2;
 	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "clients") && strcmp(cmd, "regions") &&
-	    strcmp(cmd, "pins") && strcmp(cmd, "stats")) {
+	if (!known(cmd)) {
 		fprintf(stderr, "uffdctl: unknown command: %s\n", cmd);
 		usage(stderr);
 		return 2;
@@ -372,29 +444,43 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uffdctl: %s takes no session\n", cmd);
 		return 2;
 	}
+	if (!strcmp(cmd, "watch") ? json : watch_opt) {
+		fprintf(stderr, "uffdctl: %s\n",
+			json ? "watch prints no JSON" : "--interval and --count are watch's");
+		return 2;
+	}
 
 	path = socket_opt ? socket_opt : getenv("UFFDD_SOCKET");
 	if (!path || !*path)
 		path = PIN_CLIENT_SOCKET_DEFAULT;
 	opts.socket = path;
+	/* Watch outlives a daemon restart: its requests reconnect. */
+	if (!strcmp(cmd, "watch"))
+		opts.flags |= PIN_CLIENT_RECONNECT;
 	pin_log_set(log_keep, NULL);
 	r = pin_client_connect(&opts, &c);
 	if (r < 0) {
 		say_unreachable(path, -r);
 		return EXIT_FAILURE;
 	}
-	pin_log_set(log_stderr, NULL);
 
-	if (!strcmp(cmd, "status"))
-		r = cmd_status(c, path);
-	else if (!strcmp(cmd, "clients"))
-		r = cmd_clients(c);
-	else if (!strcmp(cmd, "regions"))
-		r = cmd_regions(c, session);
-	else if (!strcmp(cmd, "pins"))
-		r = cmd_pins(c, session);
-	else
-		r = cmd_stats(c, session);
+	if (!strcmp(cmd, "watch")) {
+		wo.path = path;
+		wo.session = session;
+		r = watch(c, &wo);
+	} else {
+		pin_log_set(log_stderr, NULL);
+		if (!strcmp(cmd, "status"))
+			r = cmd_status(c, path);
+		else if (!strcmp(cmd, "clients"))
+			r = cmd_clients(c);
+		else if (!strcmp(cmd, "regions"))
+			r = cmd_regions(c, session);
+		else if (!strcmp(cmd, "pins"))
+			r = cmd_pins(c, session);
+		else
+			r = cmd_stats(c, session);
+	}
 	pin_client_goodbye(c);
 	pin_client_free(c);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
