@@ -6,6 +6,7 @@
 # without push, both paused halfway through their pages.  Three frames into
 # a pipe are exactly what the daemon's lists say (header, one line per
 # session with its pid and 256 pages, the histogram `uffdctl stats` draws);
+# in a pty, frames redrawn in place and fitted to its width and height;
 # watch of one session survives a restart of the serving process and ends
 # with status 0 when the session ends; SIGINT ends it with 0; a daemon gone
 # for good with 1 and the hint.  77 when this user may not open a
@@ -56,10 +57,18 @@ exit_status() {
 	[ $rc != 137 ] || rc=124
 }
 frames() {
-	grep -c '^uffdd at ' "$1" || true
+	grep -c '^uffdd at ' "$1" 2>/dev/null || true
+}
+# start_watch ARGS...: uffdctl watch in the background, $w its pid; its
+# output in w.out and w.err, made anew first: a file left from the last
+# watch would show frames of that one.
+start_watch() {
+	rm -f "$dir/w.out" "$dir/w.err"
+	"$ctl" --socket "$sock" watch "$@" >"$dir/w.out" 2>"$dir/w.err" &
+	w=$!
 }
 more_frames_than() {
-	[ "$(frames "$dir/w.out")" -gt "$1" ]
+	[ "$(frames "$dir/w.out")" -gt "$1" ] 2>/dev/null
 }
 ctl_json() {
 	"$ctl" --socket "$sock" --json "$@" >"$dir/json" || fail "'uffdctl --json $*' exits $?"
@@ -134,10 +143,63 @@ if grep -q "$(printf '\033')" "$dir/out"; then
 	fail "escape sequences in plain frames"
 fi
 
+# --- on a terminal: redrawn in place, fitted to its width and height --------------
+# In a pty of 100 columns: the name 16 wide, the bar 24 (what 60 columns of
+# other fields leave); rows for both sessions, then one less: the sessions
+# are counted instead.  SIGINT after the second frame: status 0.
+hist=$(wc -l <"$dir/histogram")
+for rows in $((hist + 5)) $((hist + 4)); do
+	python3 - "$ctl" "$sock" "$rows" "$a" "$b" "${TEST_TIME_SCALE:-1}" <<'EOF' || fail "watch on a terminal of $rows rows: see above"
+import os, pty, re, select, signal, struct, sys, time, fcntl, termios
+ctl, sock, rows, a, b, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(ctl, [ctl, "--socket", sock, "watch", "--interval", "50"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 100, 0, 0))
+clear = b"\x1b[H\x1b[2J"
+out, end = b"", time.time() + 10 * scale
+def read(timeout):
+    global out
+    r, _, _ = select.select([fd], [], [], timeout)
+    if not r:
+        return False
+    try:
+        d = os.read(fd, 65536)
+    except OSError:
+        return False
+    out += d
+    return bool(d)
+# Frames 1 and 2 whole: the third has begun.
+while out.count(clear) < 3 and time.time() < end:
+    read(0.1)
+os.kill(pid, signal.SIGINT)
+while read(1):
+    pass
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+assert status == 0, f"watch exits {status} on SIGINT in a terminal"
+frames = out.split(clear)
+assert frames[0] == b"" and len(frames) >= 3, out
+lines = frames[2].decode().split("\r\n")
+assert lines[-1] == "", lines
+lines = lines[:-1]
+assert re.fullmatch(r"uffdd at .*: 2 sessions, every 50 ms, frame 2", lines[0]), lines
+title = " SESS     PID NAME             PROGRESS                                PAGES PAGES/S  FAULTS RETRIES"
+assert lines[1] == title, (lines[1], title)
+sessions = [l for l in lines[2:] if re.match(r" *\d+ +\d+ restore-workload +\[", l)]
+if len(lines) <= rows - 1 and len(sessions) == 2:
+    assert all(len(l) == 100 for l in sessions), sessions
+    assert any(f" {a} restore-workload [########################] 100.0%     256/256    done " in l for l in sessions), sessions
+    assert any(f" {b} restore-workload [" in l for l in sessions), sessions
+else:
+    assert sessions == [] and lines[2] == "(2 more sessions)", lines
+    assert len(lines) == rows - 1, (len(lines), rows)
+print(f"rows {rows}: {len(sessions)} sessions shown")
+EOF
+done
+
 # --- one session, across a restart of the serving process, to its end -------------
 sb=$(python3 -c "import json, sys; print([c['session'] for c in json.load(open(sys.argv[1])) if c['pid'] == $b][0])" "$dir/clients.json")
-"$ctl" --socket "$sock" watch "$sb" --interval 50 >"$dir/w.out" 2>"$dir/w.err" &
-w=$!
+start_watch "$sb" --interval 50
 until_true more_frames_than 0 || fail "watch $sb drew no frame: $(cat "$dir/w.err")"
 server=$(pgrep -P $daemon) || fail "no serving process under uffdd $daemon"
 kill -KILL "$server"
@@ -158,8 +220,7 @@ w=
 [ "$(tail -n 1 "$dir/w.out")" = "session $sb ended" ] || fail "watch $sb ends with: $(tail -n 3 "$dir/w.out")"
 
 # --- SIGINT: status 0, after a whole frame --------------------------------------------
-"$ctl" --socket "$sock" watch --interval 50 >"$dir/w.out" 2>"$dir/w.err" &
-w=$!
+start_watch --interval 50
 until_true more_frames_than 0 || fail "watch drew no frame: $(cat "$dir/w.err")"
 kill -INT $w
 exit_status $w
@@ -168,8 +229,7 @@ w=
 [ -z "$(own "$dir/w.err")" ] || fail "watch on SIGINT says: $(cat "$dir/w.err")"
 
 # --- the daemon gone for good: status 1 and the hint ----------------------------------
-"$ctl" --socket "$sock" watch --interval 50 >"$dir/w.out" 2>"$dir/w.err" &
-w=$!
+start_watch --interval 50
 until_true more_frames_than 0 || fail "watch drew no frame: $(cat "$dir/w.err")"
 kill $daemon
 wait $daemon 2>/dev/null || true
