@@ -35,8 +35,10 @@
 /* Header, column titles and the cursor's line after the last: a frame that
  * leaves it free does not scroll its header out. */
 #define FRAME_LINES 3
-/* A rate of this many pages per second or more is shown as 12.3K or 1.2M. */
-#define RATE_EXACT_BELOW 10000.0
+/* A count of this much or more is shown as 12.3K, 123K or 1.2M. */
+#define COUNT_EXACT_BELOW 10000.0
+/* The PAGES column: "populated/total" exactly while it fits. */
+#define PAGES_W 11
 
 /* What a session had populated at the last frame, for its rate. */
 struct seen {
@@ -112,6 +114,24 @@ static unsigned int clamp(long v, unsigned int lo, unsigned int hi)
 	return v < (long)lo ? lo : v > (long)hi ? hi : (unsigned int)v;
 }
 
+/* 9999, 12.3K, 123K, 1.2M, 12G: four or five characters. */
+static const char *count(double v, char *buf, size_t len)
+{
+	static const char units[] = " KMGTPE";
+	int u = 0;
+
+	if (v < COUNT_EXACT_BELOW) {
+		snprintf(buf, len, "%.0f", v);
+		return buf;
+	}
+	while (v >= 1000 && units[u + 1]) {
+		v /= 1000;
+		u++;
+	}
+	snprintf(buf, len, "%.*f%c", v < 100 ? 1 : 0, v, units[u]);
+	return buf;
+}
+
 /* "-" on a session's first frame, "done" once every page is in, else pages/s. */
 static const char *rate(const struct watch *w, const struct pin_client_info *s, double dt,
 			char *buf, size_t len)
@@ -126,31 +146,29 @@ static const char *rate(const struct watch *w, const struct pin_client_info *s, 
 	double r = st->pages_populated > before->populated
 			   ? (double)(st->pages_populated - before->populated) / dt
 			   : 0;
-	if (r < RATE_EXACT_BELOW)
-		snprintf(buf, len, "%.0f", r);
-	else if (r < RATE_EXACT_BELOW * 1000)
-		snprintf(buf, len, "%.1fK", r / 1e3);
-	else
-		snprintf(buf, len, "%.1fM", r / 1e6);
-	return buf;
+	return count(r, buf, len);
 }
 
 static void print_session(const struct watch *w, const struct pin_client_info *s, double dt,
 			  unsigned int name_w, unsigned int bar_w)
 {
 	const struct pin_client_stats *st = &s->stats;
-	char name[4 * sizeof(s->name)], pages[48], r[16], retries[48];
+	char name[4 * sizeof(s->name)], pages[48], r[16], retries[48], pop[16], total[16];
 
-	snprintf(pages, sizeof(pages), "%" PRIu64 "/%" PRIu64, st->pages_populated,
-		 st->pages_total);
+	/* Millions of pages do not fit exactly: then both counted short. */
+	if (snprintf(pages, sizeof(pages), "%" PRIu64 "/%" PRIu64, st->pages_populated,
+		     st->pages_total) > PAGES_W)
+		snprintf(pages, sizeof(pages), "%s/%s",
+			 count((double)st->pages_populated, pop, sizeof(pop)),
+			 count((double)st->pages_total, total, sizeof(total)));
 	snprintf(retries, sizeof(retries), "%" PRIu64 "/%" PRIu64, st->eagain, st->eexist);
 	printf("%5" PRIu64 " %7d %-*.*s [", s->session, s->pid, (int)name_w, (int)name_w,
 	       ctl_printable(s->name, name, sizeof(name)));
 	ctl_print_bar(st->pages_populated, st->pages_total, bar_w);
-	printf("] %5.1f%% %11s %7s %7" PRIu64 " %7s\n",
+	printf("] %5.1f%% %*s %7s %7" PRIu64 " %7s\n",
 	       st->pages_total ? 100.0 * (double)st->pages_populated / (double)st->pages_total
 			       : 0.0,
-	       pages, rate(w, s, dt, r, sizeof(r)), st->faults, retries);
+	       PAGES_W, pages, rate(w, s, dt, r, sizeof(r)), st->faults, retries);
 }
 
 static void print_header(const struct watch *w, size_t n, unsigned int name_w, unsigned int bar_w)
@@ -166,8 +184,8 @@ static void print_header(const struct watch *w, size_t n, unsigned int name_w, u
 	if (w->o->count)
 		printf(" of %u", w->o->count);
 	putchar('\n');
-	printf("%5s %7s %-*s %-*s %6s %11s %7s %7s %7s\n", "SESS", "PID", (int)name_w, "NAME",
-	       (int)bar_w + 2, "PROGRESS", "", "PAGES", "PAGES/S", "FAULTS", "RETRIES");
+	printf("%5s %7s %-*s %-*s %6s %*s %7s %7s %7s\n", "SESS", "PID", (int)name_w, "NAME",
+	       (int)bar_w + 2, "PROGRESS", "", PAGES_W, "PAGES", "PAGES/S", "FAULTS", "RETRIES");
 }
 
 /*
