@@ -39,6 +39,9 @@
 #define COUNT_EXACT_BELOW 10000.0
 /* The PAGES column: "populated/total" exactly while it fits. */
 #define PAGES_W 11
+/* A socket path longer than sun_path connects nowhere; each byte may show
+ * as \xNN. */
+#define PATH_SHOWN (4 * 108)
 
 /* What a session had populated at the last frame, for its rate. */
 struct seen {
@@ -173,7 +176,7 @@ static void print_session(const struct watch *w, const struct pin_client_info *s
 
 static void print_header(const struct watch *w, size_t n, unsigned int name_w, unsigned int bar_w)
 {
-	char path[4 * 108];
+	char path[PATH_SHOWN];
 
 	printf("uffdd at %s: ", ctl_printable(w->o->path, path, sizeof(path)));
 	if (w->o->session)
@@ -191,10 +194,10 @@ static void print_header(const struct watch *w, size_t n, unsigned int name_w, u
 /*
  * The frame of the sessions in v (n, sorted) and the counters st.  On a
  * terminal the sessions that do not fit under its height are counted, not
- * shown.
+ * shown.  -errno when standard output fails (a full disk, a closed file).
  */
-static void print_frame(struct watch *w, const struct pin_client_info *v, size_t n,
-			const struct pin_client_stats *st, double dt)
+static int print_frame(struct watch *w, const struct pin_client_info *v, size_t n,
+		       const struct pin_client_stats *st, double dt)
 {
 	long room = (long)w->cols - LINE_FIXED;
 	unsigned int name_w = clamp(room - BAR_MIN, NAME_MIN, NAME_MAX);
@@ -217,7 +220,7 @@ static void print_frame(struct watch *w, const struct pin_client_info *v, size_t
 	if (shown < n)
 		printf("(%zu more sessions)\n", n - shown);
 	ctl_print_histogram(st, clamp((long)w->cols - CTL_HISTOGRAM_FIXED, BAR_MIN, BAR_MAX));
-	fflush(stdout);
+	return fflush(stdout) == EOF ? -errno : 0;
 }
 
 /* Keep only session id's entry of v; 0 when it is not there (it ended). */
@@ -255,7 +258,11 @@ static int frame(struct watch *w)
 	r = pin_client_list_clients(w->c, &v, &n);
 	if (r < 0)
 		return r;
-	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (clock_gettime(CLOCK_MONOTONIC, &now) < 0) {
+		r = -errno;
+		free(v);
+		return r;
+	}
 	if (id)
 		n = only(v, n, id);
 	if (id && !n) {
@@ -265,9 +272,10 @@ static int frame(struct watch *w)
 	qsort(v, n, sizeof(*v), by_session);
 	w->frame++;
 	measure(w);
-	print_frame(w, v, n, &st, w->frame > 1 ? seconds(&w->when, &now) : 0);
+	r = print_frame(w, v, n, &st, w->frame > 1 ? seconds(&w->when, &now) : 0);
 	w->when = now;
-	r = seen_keep(w, v, n);
+	if (r == 0)
+		r = seen_keep(w, v, n);
 	free(v);
 	return r;
 ended:
@@ -275,8 +283,7 @@ ended:
 	if (!w->redraw && w->frame > 1)
 		putchar('\n');
 	printf("session %" PRIu64 " ended\n", id);
-	fflush(stdout);
-	return 1;
+	return fflush(stdout) == EOF ? -errno : 1;
 }
 
 /* Wait interval_ms, or less when SIGINT or SIGTERM arrives: then 1. */
