@@ -6,12 +6,15 @@
  * daemon's admin group).  It connects as an inspection connection
  * (PIN_CLIENT_INSPECT): it is not a session and lists nowhere.  Human tables
  * by default, JSON with --json.  When the daemon cannot be reached it says
- * what to check.  See uffdctl(8).
+ * what to check.  This file: the arguments, the connection, the hints and
+ * the one-shot commands; it calls uffdctl-print.c (tables, JSON, the
+ * histogram) and uffdctl-watch.c (watch).  See uffdctl(8).
  */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +22,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
+#include "uffdctl.h"
 
-#include "libpin.h"
-
-#define BAR_WIDTH 40
+/* Watch: a frame a second reads well; 10 ms at least, each frame walking
+ * every page of the session list; an hour at most. */
+#define WATCH_INTERVAL_MS     1000
+#define WATCH_INTERVAL_MIN_MS 10
+#define WATCH_INTERVAL_MAX_MS 3600000
 
 static const char *socket_opt;
 static bool json;
@@ -105,6 +110,7 @@ static void say_unreachable(const char *path, int err)
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: uffdctl [--socket PATH] [--json] COMMAND [SESSION]\n"
+		   "       uffdctl [--socket PATH] watch [SESSION] [--interval MS] [--count N]\n"
 		   "\n"
 		   "Commands:\n"
 		   "  status            the daemon, its clients and counters, summed up\n"
@@ -112,189 +118,16 @@ static void usage(FILE *f)
 		   "  regions [SESSION] the regions and their restore progress\n"
 		   "  pins [SESSION]    the pinned ranges clients reported\n"
 		   "  stats [SESSION]   fault counters and the latency histogram\n"
+		   "  watch [SESSION]   each session's restore progress and the histogram,\n"
+		   "                    redrawn every interval\n"
 		   "\n"
 		   "  -s, --socket PATH  the daemon's socket (default: $UFFDD_SOCKET, else\n"
 		   "                     " PIN_CLIENT_SOCKET_DEFAULT ")\n"
 		   "  -j, --json         print JSON\n"
+		   "  -i, --interval MS  watch: the time between frames (default 1000)\n"
+		   "  -n, --count N      watch: stop after N frames, printed plainly\n"
 		   "  -h, --help         this text\n"
 		   "      --version      the version\n");
-}
-
-static void print_json(struct json_object *o)
-{
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-						       JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
-}
-
-static void jadd_u64(struct json_object *o, const char *key, uint64_t v)
-{
-	json_object_object_add(o, key, json_object_new_uint64(v));
-}
-
-/* A list entry's common part: whose, and where. */
-static struct json_object *range_json(uint64_t session, uint64_t addr, uint64_t len)
-{
-	struct json_object *o = json_object_new_object();
-
-	jadd_u64(o, "session", session);
-	jadd_u64(o, "start", addr);
-	jadd_u64(o, "end", addr + len);
-	jadd_u64(o, "len", len);
-	return o;
-}
-
-/* 1536 -> "1.5K": sizes in tables stay narrow. */
-static const char *human_size(uint64_t v, char *buf, size_t len)
-{
-	static const char units[] = "BKMGTPE";
-	double d = (double)v;
-	int u = 0;
-
-	while (d >= 1024 && units[u + 1]) {
-		d /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, len, "%" PRIu64 "B", v);
-	else
-		snprintf(buf, len, "%.*f%c", d < 10 ? 1 : 0, d, units[u]);
-	return buf;
-}
-
-/* Lower bound of latency bucket i (2^i us) as "512us", "2ms", "1s". */
-static const char *bucket_label(unsigned int i, char *buf, size_t len)
-{
-	uint64_t us = 1ull << i;
-
-	if (us < 1000)
-		snprintf(buf, len, "%" PRIu64 "us", us);
-	else if (us < 1000000)
-		snprintf(buf, len, "%.*fms", us < 10000 ? 1 : 0, us / 1e3);
-	else
-		snprintf(buf, len, "%.*fs", us < 10000000 ? 1 : 0, us / 1e6);
-	return buf;
-}
-
-static void print_bar(uint64_t part, uint64_t whole, unsigned int width)
-{
-	unsigned int n = whole ? (unsigned int)((double)part / (double)whole * width + 0.5) : 0;
-
-	for (unsigned int i = 0; i < width; i++)
-		putchar(i < n ? '#' : '.');
-}
-
-/*
- * s as a terminal may show it: bytes outside printable ASCII as \xNN (a
- * daemon of another version may pass them on); "-" when empty.
- */
-static const char *printable(const char *s, char *buf, size_t size)
-{
-	size_t k = 0;
-
-	if (!*s)
-		return "-";
-	for (; *s && k + sizeof("\\xNN") <= size; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= ' ' && c <= '~' && c != '\\')
-			buf[k++] = (char)c;
-		else
-			k += (size_t)snprintf(buf + k, size - k, "\\x%02x", c);
-	}
-	buf[k] = '\0';
-	return buf;
-}
-
-static const char *mode_name(uint32_t mode)
-{
-	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
-	case PIN_UFFD_REGISTER_MISSING:
-		return "missing";
-	case PIN_UFFD_REGISTER_WP:
-		return "wp";
-	case PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP:
-		return "missing+wp";
-	default:
-		return "?";
-	}
-}
-
-static struct json_object *stats_json(const struct pin_client_stats *st)
-{
-	struct json_object *o = json_object_new_object(), *h = json_object_new_array();
-	unsigned int last = 0;
-
-	jadd_u64(o, "faults", st->faults);
-	jadd_u64(o, "wp_faults", st->wp_faults);
-	jadd_u64(o, "pages_copied", st->pages_copied);
-	jadd_u64(o, "pages_zeroed", st->pages_zeroed);
-	jadd_u64(o, "bytes_copied", st->bytes_copied);
-	jadd_u64(o, "pages_pushed", st->pages_pushed);
-	jadd_u64(o, "eagain", st->eagain);
-	jadd_u64(o, "eexist", st->eexist);
-	jadd_u64(o, "pages_total", st->pages_total);
-	jadd_u64(o, "pages_populated", st->pages_populated);
-	for (unsigned int i = 0; i < PIN_CLIENT_LATENCY_BUCKETS; i++)
-		if (st->latency_us_log2[i])
-			last = i + 1;
-	/* Trailing empty buckets say nothing; index i is still [2^i, 2^(i+1)) us. */
-	for (unsigned int i = 0; i < last; i++)
-		json_object_array_add(h, json_object_new_uint64(st->latency_us_log2[i]));
-	json_object_object_add(o, "latency_us_log2", h);
-	return o;
-}
-
-static void print_histogram(const struct pin_client_stats *st)
-{
-	unsigned int first = PIN_CLIENT_LATENCY_BUCKETS, last = 0;
-	uint64_t max = 0, total = 0;
-
-	for (unsigned int i = 0; i < PIN_CLIENT_LATENCY_BUCKETS; i++) {
-		uint64_t n = st->latency_us_log2[i];
-
-		if (!n)
-			continue;
-		if (first == PIN_CLIENT_LATENCY_BUCKETS)
-			first = i;
-		last = i;
-		total += n;
-		if (n > max)
-			max = n;
-	}
-	if (!total) {
-		puts("latency: no faults served yet");
-		return;
-	}
-	puts("latency (fault to wake, log2 buckets):");
-	for (unsigned int i = first; i <= last; i++) {
-		char lo[16], hi[16];
-
-		bucket_label(i, lo, sizeof(lo));
-		if (i == PIN_CLIENT_LATENCY_BUCKETS - 1)
-			snprintf(hi, sizeof(hi), "...");
-		else
-			bucket_label(i + 1, hi, sizeof(hi));
-		printf("  %7s - %-7s %10" PRIu64 " %5.1f%% |", i ? lo : "0us", hi,
-		       st->latency_us_log2[i],
-		       100.0 * (double)st->latency_us_log2[i] / (double)total);
-		print_bar(st->latency_us_log2[i], max, BAR_WIDTH);
-		puts("|");
-	}
-}
-
-static void print_counters(const struct pin_client_stats *st)
-{
-	char b[16];
-
-	printf("faults:          %" PRIu64 " (write-protect %" PRIu64 ")\n", st->faults,
-	       st->wp_faults);
-	printf("pages copied:    %" PRIu64 " (%s)\n", st->pages_copied,
-	       human_size(st->bytes_copied, b, sizeof(b)));
-	printf("pages zeroed:    %" PRIu64 "\n", st->pages_zeroed);
-	printf("pages pushed:    %" PRIu64 "\n", st->pages_pushed);
-	printf("populated:       %" PRIu64 " of %" PRIu64 " pages\n", st->pages_populated,
-	       st->pages_total);
-	printf("retries:         %" PRIu64 " EAGAIN, %" PRIu64 " EEXIST\n", st->eagain, st->eexist);
 }
 
 static int cmd_stats(struct pin_client *c, uint64_t session)
@@ -305,20 +138,20 @@ static int cmd_stats(struct pin_client *c, uint64_t session)
 	if (r < 0)
 		return r;
 	if (json) {
-		struct json_object *o = stats_json(&st);
+		struct json_object *o = ctl_stats_json(&st);
 
 		/* null: the sum over every session the user may see. */
 		json_object_object_add(o, "session",
 				       session ? json_object_new_uint64(session) : NULL);
-		print_json(o);
+		ctl_print_json(o);
 		return 0;
 	}
 	if (session)
 		printf("session %" PRIu64 "\n", session);
 	else
 		puts("all sessions");
-	print_counters(&st);
-	print_histogram(&st);
+	ctl_print_counters(&st);
+	ctl_print_histogram(&st, CTL_BAR_WIDTH);
 	return 0;
 }
 
@@ -336,16 +169,16 @@ static int cmd_clients(struct pin_client *c)
 		for (size_t i = 0; i < n; i++) {
 			struct json_object *o = json_object_new_object();
 
-			jadd_u64(o, "session", v[i].session);
+			ctl_jadd_u64(o, "session", v[i].session);
 			json_object_object_add(o, "pid", json_object_new_int(v[i].pid));
-			jadd_u64(o, "uid", v[i].uid);
+			ctl_jadd_u64(o, "uid", v[i].uid);
 			json_object_object_add(o, "name", json_object_new_string(v[i].name));
-			jadd_u64(o, "regions", v[i].regions);
-			jadd_u64(o, "pinned_bytes", v[i].pinned_bytes);
-			json_object_object_add(o, "stats", stats_json(&v[i].stats));
+			ctl_jadd_u64(o, "regions", v[i].regions);
+			ctl_jadd_u64(o, "pinned_bytes", v[i].pinned_bytes);
+			json_object_object_add(o, "stats", ctl_stats_json(&v[i].stats));
 			json_object_array_add(a, o);
 		}
-		print_json(a);
+		ctl_print_json(a);
 	} else {
 		printf("%8s %8s %6s %-20s %7s %8s %12s %12s\n", "SESSION", "PID", "UID", "NAME",
 		       "REGIONS", "PINNED", "FAULTS", "POPULATED");
@@ -356,8 +189,9 @@ static int cmd_clients(struct pin_client *c)
 				 v[i].stats.pages_populated, v[i].stats.pages_total);
 			printf("%8" PRIu64 " %8d %6u %-20.20s %7u %8s %12" PRIu64 " %12s\n",
 			       v[i].session, v[i].pid, v[i].uid,
-			       printable(v[i].name, name, sizeof(name)), v[i].regions,
-			       human_size(v[i].pinned_bytes, b, sizeof(b)), v[i].stats.faults, pop);
+			       ctl_printable(v[i].name, name, sizeof(name)), v[i].regions,
+			       ctl_human_size(v[i].pinned_bytes, b, sizeof(b)), v[i].stats.faults,
+			       pop);
 		}
 	}
 	free(v);
@@ -377,18 +211,18 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 		struct json_object *a = json_object_new_array();
 
 		for (size_t i = 0; i < n; i++) {
-			struct json_object *o = range_json(v[i].session, v[i].addr, v[i].len);
+			struct json_object *o = ctl_range_json(v[i].session, v[i].addr, v[i].len);
 
 			json_object_object_add(o, "mode",
-					       json_object_new_string(mode_name(v[i].mode)));
+					       json_object_new_string(ctl_mode_name(v[i].mode)));
 			json_object_object_add(o, "source",
 					       json_object_new_string(v[i].source ? "fd" : "zero"));
-			jadd_u64(o, "pages_total", v[i].len / page);
-			jadd_u64(o, "pages_populated", v[i].pages_populated);
-			jadd_u64(o, "pages_dirty", v[i].pages_dirty);
+			ctl_jadd_u64(o, "pages_total", v[i].len / page);
+			ctl_jadd_u64(o, "pages_populated", v[i].pages_populated);
+			ctl_jadd_u64(o, "pages_dirty", v[i].pages_dirty);
 			json_object_array_add(a, o);
 		}
-		print_json(a);
+		ctl_print_json(a);
 	} else {
 		printf("%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE", "SIZE", "MODE",
 		       "SRC", "DIRTY", "POPULATED");
@@ -401,9 +235,9 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 			printf("%8" PRIu64 " %016" PRIx64 "-%016" PRIx64 " %6s %-10s %-4s %8" PRIu64
 			       " %-22s [",
 			       v[i].session, v[i].addr, v[i].addr + v[i].len,
-			       human_size(v[i].len, b, sizeof(b)), mode_name(v[i].mode),
+			       ctl_human_size(v[i].len, b, sizeof(b)), ctl_mode_name(v[i].mode),
 			       v[i].source ? "fd" : "zero", v[i].pages_dirty, pop);
-			print_bar(v[i].pages_populated, total, 20);
+			ctl_print_bar(v[i].pages_populated, total, 20);
 			printf("] %5.1f%%\n",
 			       total ? 100.0 * (double)v[i].pages_populated / (double)total : 0.0);
 		}
@@ -424,12 +258,12 @@ static int cmd_pins(struct pin_client *c, uint64_t session)
 		struct json_object *a = json_object_new_array();
 
 		for (size_t i = 0; i < n; i++) {
-			struct json_object *o = range_json(v[i].session, v[i].addr, v[i].len);
+			struct json_object *o = ctl_range_json(v[i].session, v[i].addr, v[i].len);
 
-			jadd_u64(o, "cookie", v[i].cookie);
+			ctl_jadd_u64(o, "cookie", v[i].cookie);
 			json_object_array_add(a, o);
 		}
-		print_json(a);
+		ctl_print_json(a);
 	} else {
 		printf("%8s %-33s %6s %18s\n", "SESSION", "RANGE", "SIZE", "COOKIE");
 		for (size_t i = 0; i < n; i++) {
@@ -437,7 +271,7 @@ static int cmd_pins(struct pin_client *c, uint64_t session)
 
 			printf("%8" PRIu64 " %016" PRIx64 "-%016" PRIx64 " %6s %#18" PRIx64 "\n",
 			       v[i].session, v[i].addr, v[i].addr + v[i].len,
-			       human_size(v[i].len, b, sizeof(b)), v[i].cookie);
+			       ctl_human_size(v[i].len, b, sizeof(b)), v[i].cookie);
 		}
 	}
 	free(v);
@@ -467,11 +301,11 @@ static int cmd_status(struct pin_client *c, const char *path)
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "socket", json_object_new_string(path));
-		jadd_u64(o, "clients", n);
-		jadd_u64(o, "regions", regions);
-		jadd_u64(o, "pinned_bytes", pinned);
-		json_object_object_add(o, "stats", stats_json(&st));
-		print_json(o);
+		ctl_jadd_u64(o, "clients", n);
+		ctl_jadd_u64(o, "regions", regions);
+		ctl_jadd_u64(o, "pinned_bytes", pinned);
+		json_object_object_add(o, "stats", ctl_stats_json(&st));
+		ctl_print_json(o);
 		return 0;
 	}
 	char b[16];
@@ -479,8 +313,8 @@ static int cmd_status(struct pin_client *c, const char *path)
 	printf("uffdd at %s\n", path);
 	printf("clients:         %zu\n", n);
 	printf("regions:         %" PRIu64 "\n", regions);
-	printf("pinned:          %s\n", human_size(pinned, b, sizeof(b)));
-	print_counters(&st);
+	printf("pinned:          %s\n", ctl_human_size(pinned, b, sizeof(b)));
+	ctl_print_counters(&st);
 	return 0;
 }
 
@@ -495,11 +329,59 @@ static int parse_session(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* --interval and --count: a decimal in [min, max]. */
+static int parse_uint(const char *opt, const char *s, unsigned int min, unsigned int max,
+		      unsigned int *ret)
+{
+	uint64_t v;
+
+	if (parse_session(s, &v) < 0 || v < min || v > max) {
+		fprintf(stderr, "uffdctl: %s takes a number from %u to %u, not %s\n", opt, min, max,
+			s);
+		return -EINVAL;
+	}
+	*ret = (unsigned int)v;
+	return 0;
+}
+
+/* Watch's end by an error: the daemon gone for good (libpin's reconnect gave
+ * up) gets the hints of a daemon not reached; anything else what libpin said. */
+static int watch(struct pin_client *c, const struct ctl_watch_opts *o)
+{
+	int r;
+
+	connect_msg[0] = '\0';
+	r = ctl_watch(c, o);
+	if (r >= 0)
+		return 0;
+	if (pin_client_fd(c) < 0)
+		say_unreachable(o->path, -r);
+	else if (connect_msg[0])
+		fprintf(stderr, "uffdctl: %s\n", connect_msg);
+	else
+		fprintf(stderr, "uffdctl: watch: %s\n", strerror(-r));
+	return r;
+}
+
+static bool known(const char *cmd)
+{
+	static const char *const cmds[] = {
+		"status", "clients", "regions", "pins", "stats", "watch"
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i]))
+			return true;
+	return false;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -507,18 +389,31 @@ int main(int argc, char **argv)
 	struct pin_client_opts opts = { .sz = sizeof(opts),
 					.name = "uffdctl",
 					.flags = PIN_CLIENT_INSPECT };
+	struct ctl_watch_opts wo = { .interval_ms = WATCH_INTERVAL_MS };
 	struct pin_client *c = NULL;
 	const char *cmd, *path;
+	bool watch_opt = false;
 	uint64_t session = 0;
 	int opt, r;
 
-	while ((opt = getopt_long(argc, argv, "s:jh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:ji:n:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			socket_opt = optarg;
 			break;
 		case 'j':
 			json = true;
+			break;
+		case 'i':
+			if (parse_uint("--interval", optarg, WATCH_INTERVAL_MIN_MS,
+				       WATCH_INTERVAL_MAX_MS, &wo.interval_ms) < 0)
+				return 2;
+			watch_opt = true;
+			break;
+		case 'n':
+			if (parse_uint("--count", optarg, 1, UINT_MAX, &wo.count) < 0)
+				return 2;
+			watch_opt = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -540,8 +435,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uffdctl: not a session id: %s\n", argv[optind + 1]);
 		return 2;
 	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "clients") && strcmp(cmd, "regions") &&
-	    strcmp(cmd, "pins") && strcmp(cmd, "stats")) {
+	if (!known(cmd)) {
 		fprintf(stderr, "uffdctl: unknown command: %s\n", cmd);
 		usage(stderr);
 		return 2;
@@ -550,29 +444,43 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uffdctl: %s takes no session\n", cmd);
 		return 2;
 	}
+	if (!strcmp(cmd, "watch") ? json : watch_opt) {
+		fprintf(stderr, "uffdctl: %s\n",
+			json ? "watch prints no JSON" : "--interval and --count are watch's");
+		return 2;
+	}
 
 	path = socket_opt ? socket_opt : getenv("UFFDD_SOCKET");
 	if (!path || !*path)
 		path = PIN_CLIENT_SOCKET_DEFAULT;
 	opts.socket = path;
+	/* Watch outlives a daemon restart: its requests reconnect. */
+	if (!strcmp(cmd, "watch"))
+		opts.flags |= PIN_CLIENT_RECONNECT;
 	pin_log_set(log_keep, NULL);
 	r = pin_client_connect(&opts, &c);
 	if (r < 0) {
 		say_unreachable(path, -r);
 		return EXIT_FAILURE;
 	}
-	pin_log_set(log_stderr, NULL);
 
-	if (!strcmp(cmd, "status"))
-		r = cmd_status(c, path);
-	else if (!strcmp(cmd, "clients"))
-		r = cmd_clients(c);
-	else if (!strcmp(cmd, "regions"))
-		r = cmd_regions(c, session);
-	else if (!strcmp(cmd, "pins"))
-		r = cmd_pins(c, session);
-	else
-		r = cmd_stats(c, session);
+	if (!strcmp(cmd, "watch")) {
+		wo.path = path;
+		wo.session = session;
+		r = watch(c, &wo);
+	} else {
+		pin_log_set(log_stderr, NULL);
+		if (!strcmp(cmd, "status"))
+			r = cmd_status(c, path);
+		else if (!strcmp(cmd, "clients"))
+			r = cmd_clients(c);
+		else if (!strcmp(cmd, "regions"))
+			r = cmd_regions(c, session);
+		else if (!strcmp(cmd, "pins"))
+			r = cmd_pins(c, session);
+		else
+			r = cmd_stats(c, session);
+	}
 	pin_client_goodbye(c);
 	pin_client_free(c);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
