@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ] && [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/
 fi
 dir=$(mktemp -d)
 pid=
-trap '[ -z "$pid" ] || kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -z "$pid" ] || kill $pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 fail() {
 	echo "readme-example: $*"

@@ -10,7 +10,7 @@ dir=$(mktemp -d)
 sock=$dir/uffdd.sock
 "$uffdd" --socket "$sock" --workers 1 2>"$dir/log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 # Up means answering: the socket file exists from bind(), before listen().
 i=0
 until "$ctl" --socket "$sock" status >/dev/null 2>&1; do
