@@ -375,6 +375,12 @@ void push_step(struct worker *w)
 	uint64_t now = uffdd_now_ns();
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (!s->dead && s->fc_deadline && now >= s->fc_deadline) {
+			slog(s, LOG_WARNING,
+			     "Firecracker handshake refused: none came within %u ms: %s",
+			     UFFDD_FC_HANDSHAKE_MS, strerror(ETIMEDOUT));
+			session_kill(s, "no Firecracker handshake in time");
+		}
 		if (s->dead || !s->uffd)
 			continue;
 		/* Faults that waited for a read, or for an event. */
@@ -406,6 +412,8 @@ int push_timeout(struct worker *w)
 	uint64_t now = uffdd_now_ns(), wake = UINT64_MAX;
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (!s->dead && s->fc_deadline && s->fc_deadline < wake)
+			wake = s->fc_deadline;
 		if (s->dead || !s->uffd)
 			continue;
 		bool reading = s->rd && reader_busy(s->rd);
