@@ -14,6 +14,7 @@
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -28,7 +29,11 @@
 
 /* uffdd's own sockets, then the Firecracker ones (listen_open_firecracker()). */
 static int listen_fds[MAX_LISTEN + UFFDD_FC_MAX];
-/* Of each: -1, uffdd's protocol; else the --firecracker-socket pair's index. */
+/* Of each: LISTEN_UFFDD, uffdd's protocol; LISTEN_STREAM, a SOCK_STREAM
+ * socket passed that no pair took yet; else the --firecracker-socket pair's
+ * index. */
+#define LISTEN_UFFDD  (-1)
+#define LISTEN_STREAM (-2)
 static int listen_fc[MAX_LISTEN + UFFDD_FC_MAX];
 static unsigned int nlisten;
 static bool unlink_on_exit;
@@ -142,7 +147,15 @@ int listen_open(const int *fds, size_t n)
 			     strerror(err));
 			return -err;
 		}
-		listen_fc[nlisten] = -1;
+		int type;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "getsockopt(listening fd %d, SO_TYPE): %s", fds[i],
+			     strerror(err));
+			return -err;
+		}
+		listen_fc[nlisten] = type == SOCK_STREAM ? LISTEN_STREAM : LISTEN_UFFDD;
 		listen_fds[nlisten++] = fds[i];
 	}
 	if (nlisten)
@@ -155,14 +168,38 @@ int listen_open(const int *fds, size_t n)
 	if (fd < 0)
 		return fd;
 	unlink_on_exit = true;
-	listen_fc[nlisten] = -1;
+	listen_fc[nlisten] = LISTEN_UFFDD;
 	listen_fds[nlisten++] = fd;
 	return 0;
+}
+
+/* The index of the SOCK_STREAM socket passed that listens at path; -1. */
+static int passed_at(const char *path)
+{
+	for (unsigned int k = 0; k < nlisten; k++) {
+		struct sockaddr_un sa;
+		socklen_t len = sizeof(sa);
+		if (listen_fc[k] != LISTEN_STREAM ||
+		    getsockname(listen_fds[k], (struct sockaddr *)&sa, &len) < 0 ||
+		    len <= offsetof(struct sockaddr_un, sun_path))
+			continue;
+		size_t n = len - offsetof(struct sockaddr_un, sun_path);
+		if (strnlen(sa.sun_path, n) == strlen(path) && !strncmp(sa.sun_path, path, n))
+			return (int)k;
+	}
+	return -1;
 }
 
 int listen_open_firecracker(void)
 {
 	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++) {
+		/* The service manager's (it outlives a restart: VMs that
+		 * connect meanwhile wait in its backlog), else our own. */
+		int k = passed_at(uffdd_cfg.fc[i].socket);
+		if (k >= 0) {
+			listen_fc[k] = (int)i;
+			continue;
+		}
 		int fd = listen_path(uffdd_cfg.fc[i].socket, SOCK_STREAM);
 		if (fd < 0)
 			return fd;
@@ -170,6 +207,14 @@ int listen_open_firecracker(void)
 		listen_fc[nlisten] = (int)i;
 		listen_fds[nlisten++] = fd;
 	}
+	for (unsigned int k = 0; k < nlisten; k++)
+		if (listen_fc[k] == LISTEN_STREAM) {
+			ulog(LOG_ERR,
+			     "listening fd %d is a SOCK_STREAM socket that no --firecracker-socket "
+			     "names",
+			     listen_fds[k]);
+			return -EINVAL;
+		}
 	return 0;
 }
 
@@ -262,7 +307,7 @@ static int accept_all(unsigned int k)
 		}
 		struct session *s;
 		uffdd_hold("conn-accepted");
-		const char *fc = listen_fc[k] < 0
+		const char *fc = listen_fc[k] == LISTEN_UFFDD
 					 ? NULL
 					 : fc_name((unsigned int)listen_fc[k], name, sizeof(name));
 		int r = session_new(fd, cred.pid, cred.uid, fc, &s);
