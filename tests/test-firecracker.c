@@ -59,6 +59,7 @@ struct fc {
 	char sock[96]; /* the --firecracker-socket */
 	char mem[96];  /* the --mem-file */
 	char log[96];  /* the daemon's stderr */
+	char mdir[96]; /* the service manager's sockets (kill tests) */
 	int memfd;
 	uint8_t *reg[2];
 	size_t len[2];
@@ -592,6 +593,39 @@ START_TEST(silent_vm_closed)
 }
 END_TEST
 
+/* Descriptors the manager's store may hold: a few sessions' worth. */
+#define STORE_MAX 64
+/* How long a daemon may take to start, natively. */
+#define READY_MS 10000
+
+/* uffdd serving f's socket under tests/manager.c (the service manager, its
+ * sockets in f->mdir), stopping itself at hold (UFFDD_HOLD) unless NULL; the
+ * daemons it is restarted as do not. */
+static struct manager *managed(struct fc *f, const char *hold)
+{
+	/* The manager keeps the pointer: static, as the test's own. */
+	static const char *args[] = { "--workers", "2", "--firecracker-socket", NULL, "--mem-file",
+				      NULL,	   NULL };
+	struct manager *mgr;
+
+	files(f);
+	snprintf(f->mdir, sizeof(f->mdir), "%s/m", f->dir);
+	ck_assert_int_eq(mkdir(f->mdir, 0700), 0);
+	args[3] = f->sock;
+	args[5] = f->mem;
+	struct manager_opts o = { .dir = f->mdir,
+				  .exe = getenv("UFFDD"),
+				  .args = args,
+				  .store_max = STORE_MAX,
+				  .ready_ms = READY_MS * test_time_scale() };
+	ck_assert_int_eq(manager_new(&o, &mgr), 0);
+	if (hold)
+		ck_assert_int_eq(setenv("UFFDD_HOLD", hold, 1), 0);
+	ck_assert_int_eq(manager_start(mgr), 0);
+	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
+	return mgr;
+}
+
 /* Pages of [p, p + n pages) not in this process's memory (mincore). */
 static size_t absent(const uint8_t *p, size_t n)
 {
@@ -617,21 +651,9 @@ START_TEST(kill9_mid_restore)
 {
 	struct fc f = { 0 };
 	struct manager *mgr;
-	char mdir[sizeof(((struct fc *)0)->dir) + 2];
 	size_t half;
 
-	files(&f);
-	snprintf(mdir, sizeof(mdir), "%s/m", f.dir);
-	ck_assert_int_eq(mkdir(mdir, 0700), 0);
-	const char *const args[] = { "--workers", "2", "--firecracker-socket", f.sock, "--mem-file",
-				     f.mem,	  NULL };
-	struct manager_opts o = { .dir = mdir,
-				  .exe = getenv("UFFDD"),
-				  .args = args,
-				  .store_max = 64,
-				  .ready_ms = 10000 * test_time_scale() };
-	ck_assert_int_eq(manager_new(&o, &mgr), 0);
-	ck_assert_int_eq(manager_start(mgr), 0);
+	mgr = managed(&f, NULL);
 	size_t idle = manager_count(mgr, "*");
 	vmm_memory(&f);
 	vmm_handshake(&f);
@@ -663,12 +685,42 @@ START_TEST(kill9_mid_restore)
 	/* The VM exits: its session and its descriptors leave the store. */
 	close(f.conn);
 	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, 10000 * test_time_scale()), 0);
-	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, 10000 * test_time_scale()), 0);
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, READY_MS * test_time_scale()), 0);
 	ck_assert_uint_eq(manager_count(mgr, "*"), idle);
 	ck_assert_int_eq(manager_stop(mgr), 0);
 	manager_free(mgr);
-	rmdir(mdir);
+	rmdir(f.mdir);
+	cleanup(&f);
+}
+END_TEST
+
+/* The daemon dies after it accepted and stored a VM's connection and before
+ * it read the handshake (held there by UFFDD_HOLD): its successor reads the
+ * handshake, still queued on the stored connection, and serves the VM. */
+START_TEST(kill9_before_handshake_read)
+{
+	struct fc f = { 0 };
+	struct manager *mgr;
+
+	mgr = managed(&f, "fc-accepted");
+	vmm_memory(&f);
+	vmm_handshake(&f);
+	ck_assert_int_eq(manager_wait_stopped(mgr), 0);
+	/* Its connection and record, no userfaultfd yet. */
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.conn"), 1);
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.state"), 1);
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 0);
+	ck_assert_int_eq(manager_kill9_restart(mgr), 0);
+	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 1);
+	close(f.conn);
+	f.conn = -1;
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	manager_free(mgr);
+	rmdir(f.mdir);
 	cleanup(&f);
 }
 END_TEST
@@ -685,6 +737,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, huge_message_refused, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, silent_vm_closed, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill9_mid_restore, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, kill9_before_handshake_read, CASE_TIMEOUT_S);
 	return s;
 }
 

@@ -330,6 +330,7 @@ static int accept_all(unsigned int k)
 			fc_accepted(s);
 		else
 			s->wsock.handle = control_handle;
+		uffdd_hold("fc-accepted");
 		workers_assign(s);
 	}
 }

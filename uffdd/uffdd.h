@@ -80,7 +80,8 @@ int fstat_cached(int fd, struct stat *st);
  * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
  * at that point.  Points: "fork-stored" (a batch's fork children stored,
  * none of them made yet), "conn-accepted" (a connection accepted, not yet
- * stored).  Without the variable: nothing.
+ * stored), "fc-accepted" (a connection accepted and stored, a Firecracker
+ * VM's handshake not read yet).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
