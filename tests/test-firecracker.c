@@ -210,12 +210,19 @@ static void files(struct fc *f)
 	f->uffd = f->conn = -1;
 }
 
-/* uffdd serving f->sock from f->mem, its stderr in f->log. */
-static void up(struct fc *f)
+/* uffdd serving f->sock from f->mem with more arguments (NULL-terminated,
+ * may be NULL), its stderr in f->log. */
+static void up_with(struct fc *f, const char *const *more)
 {
-	const char *const args[] = { "--firecracker-socket", f->sock, "--mem-file", f->mem, NULL };
+	const char *args[12] = { "--firecracker-socket", f->sock, "--mem-file", f->mem };
+	size_t n = 4;
 
 	files(f);
+	for (; more && *more; more++) {
+		ck_assert_uint_lt(n, PIN_ARRAY_SIZE(args) - 1);
+		args[n++] = *more;
+	}
+	args[n] = NULL;
 	int log = open(f->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	int saved = dup(STDERR_FILENO);
 	ck_assert_int_ge(log, 0);
@@ -224,6 +231,11 @@ static void up(struct fc *f)
 	ck_assert_int_eq(dup2(saved, STDERR_FILENO), STDERR_FILENO);
 	close(saved);
 	close(log);
+}
+
+static void up(struct fc *f)
+{
+	up_with(f, NULL);
 }
 
 static void cleanup(struct fc *f)
@@ -522,6 +534,35 @@ START_TEST(malformed_refused)
 }
 END_TEST
 
+/* The VM is charged to its uid like any client: a guest of two regions
+ * over a limit of one is refused, and the first region is given back. */
+START_TEST(over_uid_limit_refused)
+{
+	static const char *const limit[] = { "--max-regions-per-uid", "1", NULL };
+	struct fc f = { 0 };
+	char json[1024];
+
+	up_with(&f, limit);
+	vmm_memory(&f);
+	int n = vmm_json(&f, json, sizeof(json));
+	char line[160];
+	snprintf(line, sizeof(line),
+		 "its regions: region 1 of 2: uid %u has 1 regions, the limit is 1: Disk quota "
+		 "exceeded",
+		 (unsigned int)getuid());
+	refused(&f, json, (size_t)n, 1, line);
+	/* Given back: a guest of one region is served. */
+	n = snprintf(json, sizeof(json),
+		     "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
+		     "\"page_size\":%zu}]",
+		     (uint64_t)(uintptr_t)f.reg[0], f.len[0], page);
+	f.conn = vmm_connect(f.sock);
+	vmm_send(f.conn, json, (size_t)n, &f.uffd, 1);
+	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	down(&f);
+}
+END_TEST
+
 /* A message over the bound: read no further than it, and refused. */
 START_TEST(huge_message_refused)
 {
@@ -734,6 +775,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, balloon_remove_reads_zero, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, old_handshake_page_size_kib, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, malformed_refused, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, over_uid_limit_refused, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, huge_message_refused, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, silent_vm_closed, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill9_mid_restore, CASE_TIMEOUT_S);
