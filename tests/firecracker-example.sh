@@ -22,7 +22,9 @@ fail() {
 mkdir "$dir/snap"
 : >"$dir/snap/vmstate"
 head -c 1048576 /dev/zero >"$dir/snap/mem"
-UFFDD=$uffdd "$example" "$dir/snap" >"$dir/out" 2>&1 &
+# Through /bin/sh: under meson's valgrind setup a shell of the system is
+# not traced (its own leaks at exit are not what this is about).
+UFFDD=$uffdd /bin/sh "$example" "$dir/snap" >"$dir/out" 2>&1 &
 pid=$!
 # The request is printed once uffdd listens on both sockets (10 s at most).
 i=0
@@ -51,4 +53,8 @@ pid=
 [ $st = 0 ] || fail "exit status $st on SIGTERM"
 [ ! -e "$dir/snap/firecracker-uffd.sock" ] || fail "uffdd left its Firecracker socket"
 [ ! -e "$dir/snap/uffdd.sock" ] || fail "uffdd left its socket"
-echo "ok"
+rm -rf "$dir"
+trap - EXIT
+# exec: under meson's valgrind setup the shell itself is traced, and its own
+# leaks at exit are not what the test is about.
+exec echo "ok"

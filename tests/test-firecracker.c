@@ -4,7 +4,7 @@
  * fake VMM that does what Firecracker does when it restores a snapshot with
  * a Uffd memory backend (src/vmm/src/persist.rs): a userfaultfd with
  * UFFD_FEATURE_EVENT_REMOVE (close-on-exec, non-blocking, not user-mode
- * only), guest memory as anonymous private mappings, each registered
+ * only; vmm_uffd()), guest memory as anonymous private mappings, each registered
  * MISSING, then a SOCK_STREAM connection to the handler's socket and one
  * sendmsg() of the JSON mappings with the userfaultfd; the connection stays
  * open.  The test process is the VMM: it touches the guest memory as a
@@ -69,10 +69,19 @@ struct fc {
 
 /* ---- the fake VMM ---- */
 
-/* A userfaultfd as Firecracker's UffdBuilder makes it. */
+/* A userfaultfd as Firecracker makes it: through /dev/userfaultfd where
+ * there is one (its docs: kernel 6.1), else the system call; close-on-exec,
+ * non-blocking, not user-mode only. */
 static int vmm_uffd(void)
 {
-	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
+
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+	} else {
+		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	}
 	ck_assert_int_ge(fd, 0);
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE };
 	ck_assert_int_eq(ioctl(fd, UFFDIO_API, &api), 0);
@@ -131,6 +140,9 @@ static void vmm_send(int s, const void *body, size_t len, const int *fds, size_t
 	} cm;
 	struct iovec iov = { (void *)body, len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	/* The padding after the descriptors is sent too. */
+	memset(&cm, 0, sizeof(cm));
 
 	ck_assert_uint_le(nfds, 4);
 	if (nfds) {
@@ -585,7 +597,7 @@ START_TEST(huge_message_refused)
 		union {
 			struct cmsghdr h;
 			char b[CMSG_SPACE(sizeof(int))];
-		} cm;
+		} cm = { 0 };
 		struct iovec iov = { big, len };
 		struct msghdr mh = { .msg_iov = &iov,
 				     .msg_iovlen = 1,

@@ -5,9 +5,10 @@
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
  * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
  * more than one run; a session's work waits while its reader reads.  A
- * session whose client said Goodbye ends here once its pages are all in.
- * It may call fault.c, session.c, reader.c, notify.c (the reply to
- * a WaitPopulated), log.c and util.c.
+ * session whose client said Goodbye ends here once its pages are all in,
+ * and a Firecracker VM's whose handshake did not come in time (its
+ * fc_deadline).  It may call fault.c, finish.c, session.c, reader.c,
+ * notify.c (the reply to a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
 
