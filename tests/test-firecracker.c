@@ -289,12 +289,16 @@ static char *read_log(const struct fc *f)
 	return buf;
 }
 
-/*
- * uffdd closes s: the VMM reads end-of-file.  With unread: uffdd closed with
- * bytes unread, which the kernel reports once as ECONNRESET, to whichever
- * call on s comes first (the sender's, or this recv()).
- */
-static void wait_closed(int s, bool unread)
+/* How uffdd closes a VM's connection, as the VM's recv() sees it. */
+enum closed {
+	CLOSED_EOF,   /* end-of-file: uffdd read everything that was sent */
+	CLOSED_RESET, /* ECONNRESET: uffdd left what was sent unread (it peeks) */
+	/* Either: the kernel reports the reset once, to whichever call on s
+	 * comes first (a sender's, or this recv()). */
+	CLOSED_EITHER,
+};
+
+static void wait_closed(int s, enum closed how)
 {
 	struct timeval tv = { .tv_sec = CLOSE_WAIT_S * (time_t)test_time_scale() };
 	char b;
@@ -302,7 +306,10 @@ static void wait_closed(int s, bool unread)
 	ck_assert_int_eq(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	errno = 0;
 	ssize_t n = recv(s, &b, 1, 0);
-	ck_assert_msg(n == 0 || (unread && n == -1 && errno == ECONNRESET),
+	bool eof = n == 0, reset = n == -1 && errno == ECONNRESET;
+	ck_assert_msg(how == CLOSED_EOF	    ? eof
+		      : how == CLOSED_RESET ? reset
+					    : eof || reset,
 		      "recv() after uffdd closed: %zd, %s", n, strerror(errno));
 }
 
@@ -423,7 +430,7 @@ static void refused(struct fc *f, const char *body, size_t len, size_t nfds, con
 	int s = vmm_connect(f->sock);
 
 	vmm_send(s, body, len, fds, nfds);
-	wait_closed(s, false);
+	wait_closed(s, CLOSED_RESET);
 	close(s);
 	int n = settled_fds(f);
 	ck_assert_msg(n == base, "uffdd has %d descriptors after refusing \"%s\", %d before", n,
@@ -611,7 +618,7 @@ START_TEST(huge_message_refused)
 		sendmsg(s, &mh, MSG_NOSIGNAL);
 		_exit(0);
 	}
-	wait_closed(s, true);
+	wait_closed(s, CLOSED_EITHER);
 	close(s);
 	int st;
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -635,7 +642,7 @@ START_TEST(silent_vm_closed)
 
 	up(&f);
 	int s = vmm_connect(f.sock);
-	wait_closed(s, false);
+	wait_closed(s, CLOSED_EOF);
 	close(s);
 	char *log = read_log(&f);
 	ck_assert_msg(strstr(log, "Firecracker handshake refused: none came within 5000 ms: "
@@ -778,6 +785,32 @@ START_TEST(kill9_before_handshake_read)
 }
 END_TEST
 
+/* The daemon dies after the VM's session is made and committed and before
+ * the handshake is taken off the connection (held there by UFFDD_HOLD): the
+ * successor serves the session as recorded and drops the handshake. */
+START_TEST(kill9_before_handshake_taken)
+{
+	struct fc f = { 0 };
+	struct manager *mgr = managed(&f, "fc-served");
+
+	vmm_memory(&f);
+	vmm_handshake(&f);
+	ck_assert_int_eq(manager_wait_stopped(mgr), 0);
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 1);
+	ck_assert_int_eq(manager_kill9_restart(mgr), 0);
+	touch(&f, 1, 0, f.len[1] / page, test_seed());
+	touch(&f, 0, 0, f.len[0] / page, test_seed() + 1);
+	/* The connection is still the session's: closing it ends the session. */
+	close(f.conn);
+	f.conn = -1;
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	manager_free(mgr);
+	rmdir(f.mdir);
+	cleanup(&f);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("firecracker");
@@ -792,6 +825,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, silent_vm_closed, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill9_mid_restore, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill9_before_handshake_read, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, kill9_before_handshake_taken, CASE_TIMEOUT_S);
 	return s;
 }
 

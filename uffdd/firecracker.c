@@ -11,8 +11,11 @@
  * from it.  This file reads and checks that message, bounded in size and
  * time, and makes a session of it as if a client had sent Hello, the
  * userfaultfd and a RegionAddBatch over the --mem-file that the
- * administrator paired with the socket: the VM never names a file.  From
- * then on the session is served like any other.  It owns the memory files;
+ * administrator paired with the socket: the VM never names a file.  The
+ * message is peeked at (MSG_PEEK, SO_PEEK_OFF) and taken off the connection
+ * only once the session made of it is committed (STATE_FC_READY): a daemon
+ * that dies before leaves it there for its successor.  From then on the
+ * session is served like any other.  It owns the memory files;
  * it may call control.c, session.c, finish.c, log.c and util.c.
  */
 #include <fcntl.h>
@@ -123,9 +126,14 @@ static void msg_free(struct msg *m)
 	free(m->buf);
 }
 
-/* 0, or -errno of recvmsg(). */
-static int msg_read(int sock, struct msg *m)
+/* Peek at what waits on sock (the peek offset from 0: a dead daemon may
+ * have moved it), or take it with take: 0, or -errno of recvmsg(). */
+static int msg_read(int sock, struct msg *m, bool take)
 {
+	int zero = 0;
+
+	if (!take && setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)) < 0)
+		return -errno;
 	while (m->len <= FC_MSG_MAX) {
 		union {
 			struct cmsghdr h;
@@ -136,7 +144,8 @@ static int msg_read(int sock, struct msg *m)
 				     .msg_iovlen = 1,
 				     .msg_control = cm.b,
 				     .msg_controllen = sizeof(cm.b) };
-		ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		ssize_t n =
+			recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (take ? 0 : MSG_PEEK));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -401,7 +410,11 @@ static int make_session(struct session *s, int uffd, const struct map *v, size_t
 	ho.features = features;
 	m.body_case = UFFDD__MSG__BODY_UFFD;
 	m.uffd = &ho;
-	r = control_request(s, &m, &uffd, 1, why, sizeof(why));
+	/* Handed over already by a daemon that died before the regions. */
+	if (s->uffd)
+		close(uffd);
+	else
+		r = control_request(s, &m, &uffd, 1, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "its userfaultfd: %s", why);
 		return r;
@@ -436,6 +449,9 @@ static int make_session(struct session *s, int uffd, const struct map *v, size_t
 	batch.regions = rap;
 	m.body_case = UFFDD__MSG__BODY_REGION_ADD_BATCH;
 	m.region_add_batch = &batch;
+	/* Served, in the same commit as the regions. */
+	s->fc_ready = true;
+	session_set_meta(s);
 	r = control_request(s, &m, &fd, 1, why, sizeof(why));
 	if (r < 0)
 		refuse(s, r, "its regions: %s", why);
@@ -447,6 +463,49 @@ out:
 	free(rap);
 	free(rr);
 	return r;
+}
+
+/*
+ * Take up to len bytes off the connection, and the descriptors with them
+ * (closed): a handshake served, or what a dead daemon left of one.  The
+ * bytes taken.
+ */
+static size_t take(struct session *s, size_t len)
+{
+	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	size_t n = 0;
+
+	if (!m.buf) {
+		session_kill(s, "no memory to take its handshake off its connection");
+		return 0;
+	}
+	int r = msg_read(s->sock, &m, true);
+	n = m.len;
+	msg_free(&m);
+	if (r < 0) {
+		slog(s, LOG_WARNING, "recvmsg: %s", strerror(-r));
+		session_kill(s, "its connection failed");
+	} else if (n > len) {
+		slog(s, LOG_ERR, "Firecracker VM (pid %d) sent bytes after its handshake: ended",
+		     (int)s->pid);
+		session_kill(s, "bytes after its handshake");
+	}
+	return n;
+}
+
+void fc_taken_over(struct session *s)
+{
+	if (!s->fc_ready) {
+		fc_accepted(s);
+		return;
+	}
+	s->wsock.handle = fc_handle;
+	size_t n = take(s, FC_MSG_MAX);
+	if (n)
+		slog(s, LOG_WARNING,
+		     "dropped the %zu bytes of its handshake that a dead daemon served and did not "
+		     "take off its connection",
+		     n);
 }
 
 static void handshake(struct session *s)
@@ -462,7 +521,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "no memory for its message");
 		return;
 	}
-	int r = msg_read(s->sock, &m);
+	int r = msg_read(s->sock, &m, false);
 	if (r < 0) {
 		refuse(s, r, "recvmsg");
 		goto out;
@@ -519,7 +578,10 @@ static void handshake(struct session *s)
 	}
 	s->fc_deadline = 0;
 	m.nfds = 0;
-	make_session(s, m.fds[0], v, n);
+	if (make_session(s, m.fds[0], v, n) == 0) {
+		uffdd_hold("fc-served");
+		take(s, m.len);
+	}
 out:
 	json_object_put(arr);
 	free(v);

@@ -355,7 +355,7 @@ void session_set_meta(struct session *s)
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
 			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0) |
-			 (s->fc ? STATE_FC : 0),
+			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -652,6 +652,7 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->broken = m->flags & STATE_FORKING;
 	s->finishing = m->flags & STATE_FINISHING;
 	s->fc = m->flags & STATE_FC;
+	s->fc_ready = m->flags & STATE_FC_READY;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {

@@ -235,11 +235,8 @@ static void serve_again(struct session *s)
 {
 	if (s->sock >= 0)
 		s->wsock.handle = control_handle;
-	/* A VM whose handshake no daemon read yet: it waits in the socket. */
-	if (s->fc && s->sock >= 0 && !s->uffd)
-		fc_accepted(s);
-	else if (s->fc)
-		s->wsock.handle = fc_handle;
+	if (s->fc && s->sock >= 0)
+		fc_taken_over(s);
 	if (s->uffd) {
 		s->wuffd.handle = fault_ready;
 		for (size_t i = 0; i < s->nregions; i++) {

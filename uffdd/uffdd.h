@@ -81,7 +81,9 @@ int fstat_cached(int fd, struct stat *st);
  * at that point.  Points: "fork-stored" (a batch's fork children stored,
  * none of them made yet), "conn-accepted" (a connection accepted, not yet
  * stored), "fc-accepted" (a connection accepted and stored, a Firecracker
- * VM's handshake not read yet).  Without the variable: nothing.
+ * VM's handshake not read yet), "fc-served" (a VM's session made of its
+ * handshake and committed, the handshake not yet taken off the
+ * connection).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
@@ -318,6 +320,9 @@ struct state_ident {
 /* A Firecracker VM's (firecracker.c): its connection carries one handshake
  * and no request; nothing is sent to it. */
 #define STATE_FC (1u << 4)
+/* Its handshake is served (the session made of it committed); until then a
+ * successor serves it again from the connection, where it stays. */
+#define STATE_FC_READY (1u << 5)
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -573,7 +578,7 @@ struct session {
 	bool inspect;
 	/* A Firecracker VM's (STATE_FC), and until when its handshake may come
 	 * (ns; 0: it came, or none is waited for). */
-	bool fc;
+	bool fc, fc_ready;
 	uint64_t fc_deadline;
 	int fc_pair;	  /* its --firecracker-socket pair; -1: none configured now */
 	struct state *st; /* the durable record (state.c) */
@@ -823,6 +828,10 @@ int fc_init(void);
 const char *fc_name(unsigned int i, char *buf, size_t size);
 /* A VM connected to pair i's socket: wait for its handshake. */
 void fc_accepted(struct session *s);
+/* A VM's session taken over after a restart: its handshake served again
+ * when no daemon finished serving it, else what of it is left on the
+ * connection dropped. */
+void fc_taken_over(struct session *s);
 /* How long a VM has from connect() to its handshake: Firecracker sends it at
  * once (push.c ends a session that waits longer). */
 #define UFFDD_FC_HANDSHAKE_MS 5000
