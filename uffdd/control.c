@@ -90,6 +90,9 @@ static int out(struct session *s, const void *buf, size_t len)
 {
 	if (s->sock < 0 || s->dead)
 		return -ENOTCONN;
+	/* A Firecracker VM reads nothing from its connection. */
+	if (s->fc)
+		return 0;
 	if (s->outq_n)
 		return enqueue(s, buf, len);
 	int r = pin_proto_send_raw(s->sock, buf, len, NULL, 0);
@@ -779,7 +782,10 @@ static void finish(struct req *q, uint64_t seq, Uffdd__Reply *rep)
 	free(p.buf);
 }
 
-static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds)
+/* Handle one request; its error, and the reply's text in why (why NULL:
+ * not wanted). */
+static int handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds, char *why,
+		  size_t whylen)
 {
 	struct req q = { .s = s, .m = m, .fds = fds, .nfds = nfds };
 	Uffdd__Reply rep = UFFDD__REPLY__INIT;
@@ -798,7 +804,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		for (size_t i = 0; i < nfds; i++)
 			closer_close(fds[i], s->uid);
 		out(s, done, done_len);
-		return;
+		return 0;
 	}
 	/* Hello first: it checks the version every other request is read in. */
 	if (!s->hello && m->body_case != UFFDD__MSG__BODY_HELLO) {
@@ -842,7 +848,7 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		s->in_request = false;
 		push_wait(s, seq, m->wait->range->addr, m->wait->range->len,
 			  m->wait->has_timeout_ms ? m->wait->timeout_ms : 0);
-		return;
+		return 0;
 	case UFFDD__MSG__BODY_DIRTY_GET:
 		error = do_dirty_get(&q, &rep, &bitmap);
 		break;
@@ -866,12 +872,12 @@ static void handle(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds
 		if (!error) {
 			/* Replied to when its last slice is placed. */
 			s->in_request = false;
-			return;
+			return 0;
 		}
 		break;
 	case UFFDD__MSG__BODY_GOODBYE:
 		do_goodbye(s, seq, m->goodbye->has_wait && m->goodbye->wait);
-		return;
+		return 0;
 	default:
 		error = fail(&q, -EINVAL, "not a request");
 		break;
@@ -882,11 +888,20 @@ reply:
 		closer_close(fds[i], s->uid);
 	rep.error = error;
 	rep.text = error ? q.text : "ok";
+	if (why)
+		snprintf(why, whylen, "%s", rep.text);
 	finish(&q, seq, &rep);
 	free(bitmap);
 	free(wset);
 	free(rep.working_set);
 	list_free(&l);
+	return error;
+}
+
+int control_request(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds, char *why,
+		    size_t whylen)
+{
+	return handle(s, m, fds, nfds, why, whylen);
 }
 
 static const char *recv_error(int err)
@@ -939,7 +954,7 @@ void control_handle(struct session *s)
 			hung_up(s, r == -ECONNRESET ? "disconnected" : strerror(-r));
 			return;
 		}
-		handle(s, m, fds, nfds);
+		handle(s, m, fds, nfds, NULL, 0);
 		pin_proto_free(m);
 	}
 }

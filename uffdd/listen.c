@@ -7,12 +7,15 @@
  * limits is answered -EDQUOT and closed.  listen_run() is the
  * main thread's loop until SIGTERM or SIGINT; it reaps readers and closers
  * on SIGCHLD, says a close that hangs, and tells the service manager's
- * watchdog that every worker goes round.  It may call control.c (the handler
- * it stores), worker.c, session.c, reader.c (reader_reap()), closer.c
+ * watchdog that every worker goes round.  A connection to a
+ * --firecracker-socket is a VM's session, given to firecracker.c (its
+ * handshake).  It may call firecracker.c, control.c (the handler it
+ * stores), worker.c, session.c, reader.c (reader_reap()), closer.c
  * (closer_reap(), closer_tick()), notify.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -25,9 +28,23 @@
 
 #define MAX_LISTEN 8
 
-static int listen_fds[MAX_LISTEN];
+/* uffdd's own sockets, then the Firecracker ones (listen_open_firecracker()). */
+static int listen_fds[MAX_LISTEN + UFFDD_FC_MAX];
+/* Of each: LISTEN_UFFDD, uffdd's protocol; LISTEN_STREAM, a SOCK_STREAM
+ * socket passed that no pair took yet; else the --firecracker-socket pair's
+ * index. */
+#define LISTEN_UFFDD  (-1)
+#define LISTEN_STREAM (-2)
+static int listen_fc[MAX_LISTEN + UFFDD_FC_MAX];
 static unsigned int nlisten;
 static bool unlink_on_exit;
+/* The Firecracker sockets this process bound: removed on exit. */
+static bool fc_bound[UFFDD_FC_MAX];
+
+static const char *socket_type(int type)
+{
+	return type == SOCK_STREAM ? "SOCK_STREAM" : "SOCK_SEQPACKET";
+}
 
 /*
  * Whether path, which bind() found taken, is a stale socket: a socket file
@@ -35,7 +52,7 @@ static bool unlink_on_exit;
  * Anything else is refused and left alone: not a socket (a file, a log being
  * written), a live uffdd, or another service's socket of another type.
  */
-static int stale_socket(const char *path, const struct sockaddr_un *sa)
+static int stale_socket(const char *path, const struct sockaddr_un *sa, int type)
 {
 	struct stat st;
 
@@ -48,10 +65,10 @@ static int stale_socket(const char *path, const struct sockaddr_un *sa)
 		ulog(LOG_ERR, "%s exists and is not a socket; not removing it", path);
 		return -EEXIST;
 	}
-	_cleanup_close_ int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	_cleanup_close_ int probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (probe < 0) {
 		int err = errno;
-		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %s", strerror(err));
+		ulog(LOG_ERR, "socket(AF_UNIX, %s): %s", socket_type(type), strerror(err));
 		return -err;
 	}
 	if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
@@ -67,7 +84,9 @@ static int stale_socket(const char *path, const struct sockaddr_un *sa)
 	return 0;
 }
 
-static int listen_path(const char *path)
+/* Bind and listen on path, a socket of type (uffdd's SOCK_SEQPACKET, or
+ * Firecracker's SOCK_STREAM). */
+static int listen_path(const char *path, int type)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
@@ -76,15 +95,16 @@ static int listen_path(const char *path)
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
-		ulog(LOG_ERR, "socket(AF_UNIX, SOCK_SEQPACKET): %m");
-		return -errno;
+		int err = errno;
+		ulog(LOG_ERR, "socket(AF_UNIX, %s): %s", socket_type(type), strerror(err));
+		return -err;
 	}
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno != EADDRINUSE)
 			goto fail_bind;
-		int r = stale_socket(path, &sa);
+		int r = stale_socket(path, &sa, type);
 		if (r < 0) {
 			close(fd);
 			return r;
@@ -102,7 +122,6 @@ static int listen_path(const char *path)
 		close(fd);
 		return -errno;
 	}
-	unlink_on_exit = true;
 	return fd;
 fail_bind:;
 	int err = errno;
@@ -116,6 +135,7 @@ int listen_open(const int *fds, size_t n)
 	/* A supervised child inherits what its parent opened: start afresh. */
 	nlisten = 0;
 	unlink_on_exit = false;
+	memset(fc_bound, 0, sizeof(fc_bound));
 	if (n > MAX_LISTEN) {
 		ulog(LOG_ERR, "%zu listening sockets passed; at most %d", n, MAX_LISTEN);
 		return -EINVAL;
@@ -128,6 +148,15 @@ int listen_open(const int *fds, size_t n)
 			     strerror(err));
 			return -err;
 		}
+		int type;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "getsockopt(listening fd %d, SO_TYPE): %s", fds[i],
+			     strerror(err));
+			return -err;
+		}
+		listen_fc[nlisten] = type == SOCK_STREAM ? LISTEN_STREAM : LISTEN_UFFDD;
 		listen_fds[nlisten++] = fds[i];
 	}
 	if (nlisten)
@@ -136,10 +165,57 @@ int listen_open(const int *fds, size_t n)
 		ulog(LOG_ERR, "no socket: give --socket PATH or start through uffdd.socket");
 		return -EINVAL;
 	}
-	int fd = listen_path(uffdd_cfg.socket_path);
+	int fd = listen_path(uffdd_cfg.socket_path, SOCK_SEQPACKET);
 	if (fd < 0)
 		return fd;
+	unlink_on_exit = true;
+	listen_fc[nlisten] = LISTEN_UFFDD;
 	listen_fds[nlisten++] = fd;
+	return 0;
+}
+
+/* The index of the SOCK_STREAM socket passed that listens at path; -1. */
+static int passed_at(const char *path)
+{
+	for (unsigned int k = 0; k < nlisten; k++) {
+		struct sockaddr_un sa;
+		socklen_t len = sizeof(sa);
+		if (listen_fc[k] != LISTEN_STREAM ||
+		    getsockname(listen_fds[k], (struct sockaddr *)&sa, &len) < 0 ||
+		    len <= offsetof(struct sockaddr_un, sun_path))
+			continue;
+		size_t n = len - offsetof(struct sockaddr_un, sun_path);
+		if (strnlen(sa.sun_path, n) == strlen(path) && !strncmp(sa.sun_path, path, n))
+			return (int)k;
+	}
+	return -1;
+}
+
+int listen_open_firecracker(void)
+{
+	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++) {
+		/* The service manager's (it outlives a restart: VMs that
+		 * connect meanwhile wait in its backlog), else our own. */
+		int k = passed_at(uffdd_cfg.fc[i].socket);
+		if (k >= 0) {
+			listen_fc[k] = (int)i;
+			continue;
+		}
+		int fd = listen_path(uffdd_cfg.fc[i].socket, SOCK_STREAM);
+		if (fd < 0)
+			return fd;
+		fc_bound[i] = true;
+		listen_fc[nlisten] = (int)i;
+		listen_fds[nlisten++] = fd;
+	}
+	for (unsigned int k = 0; k < nlisten; k++)
+		if (listen_fc[k] == LISTEN_STREAM) {
+			ulog(LOG_ERR,
+			     "listening fd %d is a SOCK_STREAM socket that no --firecracker-socket "
+			     "names",
+			     listen_fds[k]);
+			return -EINVAL;
+		}
 	return 0;
 }
 
@@ -149,12 +225,21 @@ size_t listen_get(const int **ret_fds)
 	return nlisten;
 }
 
+static void unlink_logged(const char *path)
+{
+	if (unlink(path) < 0 && errno != ENOENT) {
+		int err = errno;
+		ulog(LOG_ERR, "unlink %s: %s", path, strerror(err));
+	}
+}
+
 void listen_unlink(void)
 {
-	if (unlink_on_exit && unlink(uffdd_cfg.socket_path) < 0 && errno != ENOENT) {
-		int err = errno;
-		ulog(LOG_ERR, "unlink %s: %s", uffdd_cfg.socket_path, strerror(err));
-	}
+	if (unlink_on_exit)
+		unlink_logged(uffdd_cfg.socket_path);
+	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++)
+		if (fc_bound[i])
+			unlink_logged(uffdd_cfg.fc[i].socket);
 }
 
 /* Out of descriptors (or of socket memory): accept() fails at once again
@@ -195,10 +280,13 @@ static void refuse(int fd)
 	close(fd);
 }
 
-/* Accept what waits on lfd: 0, or -errno when the daemon is out of
- * descriptors (the caller backs off). */
-static int accept_all(int lfd)
+/* Accept what waits on listening socket k: 0, or -errno when the daemon is
+ * out of descriptors (the caller backs off). */
+static int accept_all(unsigned int k)
 {
+	int lfd = listen_fds[k];
+	char name[sizeof(((struct session *)0)->name)];
+
 	for (;;) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
@@ -220,8 +308,12 @@ static int accept_all(int lfd)
 		}
 		struct session *s;
 		uffdd_hold("conn-accepted");
-		int r = session_new(fd, cred.pid, cred.uid, &s);
-		if (r == -EDQUOT) {
+		const char *fc = listen_fc[k] == LISTEN_UFFDD
+					 ? NULL
+					 : fc_name((unsigned int)listen_fc[k], name, sizeof(name));
+		int r = session_new(fd, cred.pid, cred.uid, fc, &s);
+		/* A VM reads no reply: the log says why (session_new()). */
+		if (r == -EDQUOT && !fc) {
 			refuse(fd);
 			continue;
 		}
@@ -233,9 +325,13 @@ static int accept_all(int lfd)
 			     strerror(-r));
 			continue;
 		}
-		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u", s->id, (int)cred.pid,
-		     cred.uid);
-		s->wsock.handle = control_handle;
+		ulog(LOG_INFO, "session %" PRIu64 ": pid %d uid %u%s%s", s->id, (int)cred.pid,
+		     cred.uid, fc ? ", " : "", fc ? fc : "");
+		if (fc)
+			fc_accepted(s);
+		else
+			s->wsock.handle = control_handle;
+		uffdd_hold("fc-accepted");
 		workers_assign(s);
 	}
 }
@@ -244,7 +340,7 @@ static int accept_all(int lfd)
 static int watch_listening(int ep, bool on)
 {
 	for (unsigned int i = 0; i < nlisten; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.fd = listen_fds[i] };
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
 		if (epoll_ctl(ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listen_fds[i], &ev) < 0) {
 			int err = errno;
 			ulog(LOG_ERR, "epoll_ctl(%s, listening fd %d): %s", on ? "ADD" : "DEL",
@@ -306,7 +402,8 @@ int listen_run(void)
 		ulog(LOG_ERR, "signalfd/epoll_create1: %m");
 		return 1;
 	}
-	ev.data.fd = sfd;
+	/* Listening sockets are watched by their index: past them, the signalfd. */
+	ev.data.u32 = MAX_LISTEN + UFFDD_FC_MAX;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev) < 0) {
 		ulog(LOG_ERR, "epoll_ctl(ADD, signalfd): %m");
 		return 1;
@@ -314,7 +411,7 @@ int listen_run(void)
 	if (watch_listening(ep, true) < 0)
 		return 1;
 	for (;;) {
-		struct epoll_event evs[MAX_LISTEN + 1];
+		struct epoll_event evs[MAX_LISTEN + UFFDD_FC_MAX + 1];
 		uint64_t now = uffdd_now_ns();
 		int timeout = watchdog_step(now, &next_pet);
 		int slow = closer_tick(now);
@@ -338,10 +435,10 @@ int listen_run(void)
 			return 1;
 		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.fd != sfd) {
+			if (evs[i].data.u32 < nlisten) {
 				if (until)
 					continue;
-				int r = accept_all(evs[i].data.fd);
+				int r = accept_all(evs[i].data.u32);
 				if (!r) {
 					backoffs = 0;
 					continue;

@@ -42,11 +42,14 @@ static void usage(FILE *f)
 		   "             [--max-pinned-per-uid BYTES] [--max-sessions-per-uid N]\n"
 		   "             [--max-connections-per-uid N] [--max-fds-per-uid N]\n"
 		   "             [--max-bytes-per-uid BYTES] [--admin-group GROUP]\n"
+		   "             [--firecracker-socket PATH --mem-file FILE]...\n"
 		   "             [--no-supervisor] [-v] [--version]\n"
 		   "Serve the page faults of client processes through the userfaultfds they\n"
 		   "hand over.  Unless systemd runs it (NOTIFY_SOCKET) or --no-supervisor is\n"
 		   "given, a supervisor process keeps the descriptors clients depend on and\n"
-		   "restarts the serving process when it dies.  See uffdd(8).\n");
+		   "restarts the serving process when it dies.  Firecracker VMs restored with\n"
+		   "a Uffd memory backend connect to a --firecracker-socket, and are served\n"
+		   "from the --mem-file that follows it.  See uffdd(8).\n");
 }
 
 static int parse_u64(const char *s, uint64_t *ret)
@@ -98,6 +101,8 @@ static int parse_args(int argc, char **argv)
 		{ "max-connections-per-uid", required_argument, NULL, 'C' },
 		{ "max-fds-per-uid", required_argument, NULL, 'F' },
 		{ "max-bytes-per-uid", required_argument, NULL, 'B' },
+		{ "firecracker-socket", required_argument, NULL, 'f' },
+		{ "mem-file", required_argument, NULL, 'm' },
 		{ "no-supervisor", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -145,6 +150,26 @@ static int parse_args(int argc, char **argv)
 				goto bad;
 			uffdd_cfg.max_bytes_per_uid = v;
 			break;
+		case 'f':
+			if (uffdd_cfg.nfc == UFFDD_FC_MAX) {
+				fprintf(stderr, "uffdd: at most %d --firecracker-socket\n",
+					UFFDD_FC_MAX);
+				return -EINVAL;
+			}
+			if (uffdd_cfg.nfc && !uffdd_cfg.fc[uffdd_cfg.nfc - 1].mem_file)
+				goto no_mem_file;
+			uffdd_cfg.fc[uffdd_cfg.nfc++].socket = optarg;
+			break;
+		case 'm':
+			if (!uffdd_cfg.nfc || uffdd_cfg.fc[uffdd_cfg.nfc - 1].mem_file) {
+				fprintf(stderr,
+					"uffdd: --mem-file %s: give it after the "
+					"--firecracker-socket it serves\n",
+					optarg);
+				return -EINVAL;
+			}
+			uffdd_cfg.fc[uffdd_cfg.nfc - 1].mem_file = optarg;
+			break;
 		case 'n':
 			no_supervisor = true;
 			break;
@@ -166,7 +191,13 @@ static int parse_args(int argc, char **argv)
 		fprintf(stderr, "uffdd: unexpected argument: %s\n", argv[optind]);
 		return -EINVAL;
 	}
+	if (uffdd_cfg.nfc && !uffdd_cfg.fc[uffdd_cfg.nfc - 1].mem_file)
+		goto no_mem_file;
 	return 0;
+no_mem_file:
+	fprintf(stderr, "uffdd: --firecracker-socket %s: no --mem-file follows it\n",
+		uffdd_cfg.fc[uffdd_cfg.nfc - 1].socket);
+	return -EINVAL;
 bad:
 	fprintf(stderr, "uffdd: bad value for --%s: %s\n",
 		c == 'w'   ? "workers"
@@ -237,6 +268,10 @@ static int serve_open(void)
 		return r;
 	r = listen_open(lfds, nl);
 	free(lfds);
+	if (r >= 0)
+		r = fc_init();
+	if (r >= 0)
+		r = listen_open_firecracker();
 	return r;
 }
 

@@ -5,9 +5,10 @@
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
  * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
  * more than one run; a session's work waits while its reader reads.  A
- * session whose client said Goodbye ends here once its pages are all in.
- * It may call fault.c, session.c, reader.c, notify.c (the reply to
- * a WaitPopulated), log.c and util.c.
+ * session whose client said Goodbye ends here once its pages are all in,
+ * and a Firecracker VM's whose handshake did not come in time (its
+ * fc_deadline).  It may call fault.c, finish.c, session.c, reader.c,
+ * notify.c (the reply to a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
 
@@ -375,6 +376,12 @@ void push_step(struct worker *w)
 	uint64_t now = uffdd_now_ns();
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (!s->dead && s->fc_deadline && now >= s->fc_deadline) {
+			slog(s, LOG_WARNING,
+			     "Firecracker handshake refused: none came within %u ms: %s",
+			     UFFDD_FC_HANDSHAKE_MS, strerror(ETIMEDOUT));
+			session_kill(s, "no Firecracker handshake in time");
+		}
 		if (s->dead || !s->uffd)
 			continue;
 		/* Faults that waited for a read, or for an event. */
@@ -406,6 +413,8 @@ int push_timeout(struct worker *w)
 	uint64_t now = uffdd_now_ns(), wake = UINT64_MAX;
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (!s->dead && s->fc_deadline && s->fc_deadline < wake)
+			wake = s->fc_deadline;
 		if (s->dead || !s->uffd)
 			continue;
 		bool reading = s->rd && reader_busy(s->rd);

@@ -241,7 +241,7 @@ static void session_publish(struct session *s)
 	notify_status(sessions_count());
 }
 
-int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
+int session_new(int sock, pid_t pid, uid_t uid, const char *fc_name, struct session **ret)
 {
 	/* One line per window for every uid refused: a client retrying in a
 	 * loop must not flood the journal.  The accepting thread's only. */
@@ -261,6 +261,11 @@ int session_new(int sock, pid_t pid, uid_t uid, struct session **ret)
 		return r;
 	}
 	s->id = ids_take(1);
+	/* In its record from the start: a successor knows what it is. */
+	if (fc_name) {
+		s->fc = true;
+		snprintf(s->name, sizeof(s->name), "%s", fc_name);
+	}
 	r = session_state(s, 0);
 	if (!r)
 		session_charge(s, 0, 0, NULL, 0);
@@ -349,7 +354,8 @@ void session_set_meta(struct session *s)
 	struct state_meta m = {
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
-			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0),
+			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0) |
+			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -645,6 +651,8 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->hello = m->flags & STATE_HELLO;
 	s->broken = m->flags & STATE_FORKING;
 	s->finishing = m->flags & STATE_FINISHING;
+	s->fc = m->flags & STATE_FC;
+	s->fc_ready = m->flags & STATE_FC_READY;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {

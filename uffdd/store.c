@@ -164,11 +164,14 @@ int store_start(int **ret_listen, size_t *ret_nlisten, struct stored_fd **ret_st
 			strcpy(sfds[ns++].name, name);
 			continue;
 		}
+		/* SOCK_STREAM: a --firecracker-socket (listen.c matches it). */
 		int k = sd_is_socket(fd, AF_UNIX, SOCK_SEQPACKET, 1);
+		if (k == 0)
+			k = sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1);
 		if (k <= 0) {
 			ulog(LOG_ERR,
 			     "socket-activation fd %d (%s) is not a listening AF_UNIX "
-			     "SOCK_SEQPACKET socket%s%s",
+			     "SOCK_SEQPACKET or SOCK_STREAM socket%s%s",
 			     fd, name, k < 0 ? ": " : "", k < 0 ? strerror(-k) : "");
 			r = -EINVAL;
 			goto out;

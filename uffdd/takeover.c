@@ -7,7 +7,8 @@
  * dropped from the store with one log line and costs no other.  Every
  * registered range is woken, so that threads whose faults the dead daemon
  * had read fault again, to us; each client is told the last request
- * committed (control_resume()).  It may call control.c, fault.c, worker.c,
+ * committed (control_resume()); a Firecracker VM's session is told nothing
+ * (firecracker.c).  It may call firecracker.c, control.c, fault.c, worker.c,
  * session.c, state.c, source.c, store.c, log.c and util.c.
  */
 #include <stdio.h>
@@ -237,6 +238,8 @@ static void serve_again(struct session *s)
 {
 	if (s->sock >= 0)
 		s->wsock.handle = control_handle;
+	if (s->fc && s->sock >= 0)
+		fc_taken_over(s);
 	if (s->uffd) {
 		s->wuffd.handle = fault_ready;
 		for (size_t i = 0; i < s->nregions; i++) {
@@ -254,7 +257,8 @@ static void serve_again(struct session *s)
 		     "session %" PRIu64 ": a fork child whose regions the dead daemon never "
 		     "recorded; each page it faults on raises SIGBUS",
 		     s->id);
-	if (s->sock >= 0)
+	/* A VM reads nothing from its connection. */
+	if (s->sock >= 0 && !s->fc)
 		control_resume(s);
 	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): taken over, %zu regions, %zu pins", s->id,
 	     (int)s->pid, s->name[0] ? s->name : "unnamed", s->nregions, s->npins);

@@ -8,9 +8,9 @@
  * Counters are single-writer relaxed atomics.
  *
  * The files, each calling only files after it in this list (checked by
- * ../shared/tools/callcycles.py): main, supervise, takeover, listen, control,
- * inspect, worker, push, fault, finish, session, region, state, reader,
- * source, closer, store, notify, log, util.  Requests go listen -> control ->
+ * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
+ * firecracker, control, inspect, worker, push, fault, finish, session, region,
+ * state, reader, source, closer, store, notify, log, util.  Requests go listen -> control ->
  * session; faults worker -> push -> fault -> source.  What goes back up (a
  * reply, a stale notice, a fork child's userfaultfd) goes through notify.c's
  * handlers.  Below, one section per file.
@@ -33,8 +33,19 @@
 
 /* ---- util.c: settings, page size, clock -------------------------------- */
 
+/* --firecracker-socket PATH --mem-file FILE pairs, at most (firecracker.c). */
+#define UFFDD_FC_MAX 8
+
+struct uffdd_fc {
+	const char *socket, *mem_file;
+};
+
 struct uffdd_config {
 	const char *socket_path;
+	/* Where Firecracker VMs connect, each with the snapshot memory file
+	 * their pages come from (named by the administrator only). */
+	struct uffdd_fc fc[UFFDD_FC_MAX];
+	unsigned int nfc;
 	unsigned int workers;
 	uint32_t max_regions_per_uid;
 	uint64_t max_pinned_per_uid;
@@ -69,7 +80,10 @@ int fstat_cached(int fd, struct stat *st);
  * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
  * at that point.  Points: "fork-stored" (a batch's fork children stored,
  * none of them made yet), "conn-accepted" (a connection accepted, not yet
- * stored).  Without the variable: nothing.
+ * stored), "fc-accepted" (a connection accepted and stored, a Firecracker
+ * VM's handshake not read yet), "fc-served" (a VM's session made of its
+ * handshake and committed, the handshake not yet taken off the
+ * connection).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
@@ -334,6 +348,12 @@ struct state_ident {
 /* Its client said Goodbye: the daemon places the rest of every region, then
  * ends it (with or without its connection). */
 #define STATE_FINISHING (1u << 3)
+/* A Firecracker VM's (firecracker.c): its connection carries one handshake
+ * and no request; nothing is sent to it. */
+#define STATE_FC (1u << 4)
+/* Its handshake is served (the session made of it committed); until then a
+ * successor serves it again from the connection, where it stays. */
+#define STATE_FC_READY (1u << 5)
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -592,6 +612,11 @@ struct session {
 	/* Said Hello with inspect (uffdctl): only reads, is listed nowhere,
 	 * counts as no session; set under the global lock. */
 	bool inspect;
+	/* A Firecracker VM's (STATE_FC), and until when its handshake may come
+	 * (ns; 0: it came, or none is waited for). */
+	bool fc, fc_ready;
+	uint64_t fc_deadline;
+	int fc_pair;	  /* its --firecracker-socket pair; -1: none configured now */
 	struct state *st; /* the durable record (state.c) */
 
 	pthread_mutex_t lock;	 /* see the top of this file */
@@ -642,7 +667,8 @@ struct session {
 	struct ratelimit rl; /* its log lines */
 };
 
-int session_new(int sock, pid_t pid, uid_t uid, struct session **ret);
+/* A client's session; with fc_name, a Firecracker VM's of that name. */
+int session_new(int sock, pid_t pid, uid_t uid, const char *fc_name, struct session **ret);
 /*
  * Make s an inspection connection: out of the counts of sessions (its
  * connection still counts) and out of the fd store (a restarted daemon does
@@ -819,17 +845,43 @@ void takeover_run(struct stored_fd *v, size_t n);
  * bind --socket PATH (a stale socket there is replaced, nothing else).
  */
 int listen_open(const int *fds, size_t n);
+/* The serving process's: bind each --firecracker-socket (SOCK_STREAM, as
+ * Firecracker connects); a stale socket there is replaced, nothing else. */
+int listen_open_firecracker(void);
 /* The listening sockets listen_open() took or made. */
 size_t listen_get(const int **ret_fds);
-/* Remove --socket PATH if listen_open() bound it (not the manager's). */
+/* Remove --socket PATH if listen_open() bound it (not the manager's), and
+ * the Firecracker sockets this process bound. */
 void listen_unlink(void);
 /* Accept clients until a signal says stop; returns the exit code. */
 int listen_run(void);
+
+/* ---- firecracker.c: Firecracker's page-fault handler handshake ---------- */
+
+/* Open each configured memory file; -errno (logged) when one cannot be. */
+int fc_init(void);
+/* The name of the sessions of pair i (session_new()'s fc_name). */
+const char *fc_name(unsigned int i, char *buf, size_t size);
+/* A VM connected to pair i's socket: wait for its handshake. */
+void fc_accepted(struct session *s);
+/* A VM's session taken over after a restart: its handshake served again
+ * when no daemon finished serving it, else what of it is left on the
+ * connection dropped. */
+void fc_taken_over(struct session *s);
+/* How long a VM has from connect() to its handshake: Firecracker sends it at
+ * once (push.c ends a session that waits longer). */
+#define UFFDD_FC_HANDSHAKE_MS 5000
+/* The handler of a Firecracker session's connection. */
+void fc_handle(struct session *s);
 
 /* ---- control.c --------------------------------------------------------- */
 
 /* The session's socket is readable (or hung up): the handler of its watch. */
 void control_handle(struct session *s);
+/* Handle m as if s's client had sent it (firecracker.c): its error, and
+ * the reply's text in why. */
+int control_request(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds, char *why,
+		    size_t whylen);
 /* Messages a session may have waiting for room in its socket: a request's
  * reply, one per WaitPopulated and Replay it may have waiting, and stale
  * notices.  Past that the client is not reading, and is cut off. */

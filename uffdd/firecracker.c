@@ -1,0 +1,623 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Firecracker's page-fault handler handshake.  A microVM restored with
+ * `mem_backend: {backend_type: "Uffd", backend_path: SOCKET}` connects to
+ * SOCKET (a --firecracker-socket, SOCK_STREAM) and sends one message: a JSON
+ * array of its guest regions (base_host_virt_addr, size, offset into the
+ * snapshot's memory file, page_size; releases before page_size sent
+ * page_size_kib, which holds bytes too) with its userfaultfd attached
+ * (SCM_RIGHTS; registered MISSING, with UFFD_FEATURE_EVENT_REMOVE for the
+ * balloon).  It keeps the connection open while it runs and reads nothing
+ * from it.  This file reads and checks that message, bounded in size and
+ * time, and makes a session of it as if a client had sent Hello, the
+ * userfaultfd and a RegionAddBatch over the --mem-file that the
+ * administrator paired with the socket: the VM never names a file.  The
+ * message is peeked at (MSG_PEEK, SO_PEEK_OFF) and taken off the connection
+ * only once the session made of it is committed (STATE_FC_READY): a daemon
+ * that dies before leaves it there for its successor.  From then on the
+ * session is served like any other.  It owns the memory files;
+ * it may call control.c, session.c, finish.c, log.c and util.c.
+ */
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "uffdd.h"
+
+/* The largest handshake taken: Firecracker's own example handlers read it
+ * into 1 KiB; a mapping is some 100 bytes. */
+#define FC_MSG_MAX (64 * 1024)
+/* Mappings in one handshake, at most: guest memory in slots (hot-plugged
+ * memory comes in many). */
+#define FC_MAPS_MAX 1024
+/* Descriptors read with it, at most: one is Firecracker's; newer variants
+ * (guest_memfd) send three; more are read only to be closed. */
+#define FC_FDS_MAX 8
+/* JSON nesting: the array, a mapping, its values. */
+#define FC_JSON_DEPTH 3
+/* The page sizes of Firecracker's guests: 4 KiB, 2 MiB (hugetlbfs). */
+#define FC_PAGE_HUGE (2ull << 20)
+
+static int mem_fd[UFFDD_FC_MAX];
+
+int fc_init(void)
+{
+	char a[sizeof(((struct session *)0)->name)], b[sizeof(a)];
+
+	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++) {
+		const char *path = uffdd_cfg.fc[i].mem_file;
+		struct stat st;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			int err = errno;
+			ulog(LOG_ERR, "--mem-file %s: %s", path, strerror(err));
+			return -err;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			ulog(LOG_ERR, "--mem-file %s: not a regular file", path);
+			close(fd);
+			return -EINVAL;
+		}
+		mem_fd[i] = fd;
+		/* A session finds its pair by name after a restart. */
+		for (unsigned int j = 0; j < i; j++)
+			if (!strcmp(fc_name(i, a, sizeof(a)), fc_name(j, b, sizeof(b)))) {
+				ulog(LOG_ERR, "--firecracker-socket %s and %s: the same name (%s)",
+				     uffdd_cfg.fc[j].socket, uffdd_cfg.fc[i].socket, a);
+				return -EINVAL;
+			}
+	}
+	return 0;
+}
+
+const char *fc_name(unsigned int i, char *buf, size_t size)
+{
+	snprintf(buf, size, "firecracker %s", uffdd_cfg.fc[i].socket);
+	return buf;
+}
+
+void fc_accepted(struct session *s)
+{
+	char name[sizeof(s->name)];
+
+	s->fc_pair = -1;
+	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++)
+		if (!strcmp(s->name, fc_name(i, name, sizeof(name))))
+			s->fc_pair = (int)i;
+	s->fc_deadline = uffdd_now_ns() + UFFDD_FC_HANDSHAKE_MS * 1000000ull;
+	s->wsock.handle = fc_handle;
+}
+
+/* Refuse the handshake: one line, and the session ends (its connection
+ * closed; the VM's faults are never served). */
+static void refuse(struct session *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void refuse(struct session *s, int err, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	slog(s, LOG_ERR, "Firecracker handshake (pid %d) refused: %s: %s", (int)s->pid, why,
+	     strerror(-err));
+	session_kill(s, "Firecracker handshake refused");
+}
+
+/* What came: the bytes and the descriptors, until none is left or more
+ * than FC_MSG_MAX bytes came. */
+struct msg {
+	char *buf;
+	size_t len;
+	int fds[FC_FDS_MAX];
+	size_t nfds;
+	bool hup; /* the peer closed its end */
+};
+
+static void msg_free(struct msg *m)
+{
+	for (size_t i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	free(m->buf);
+}
+
+/* Peek at what waits on sock (the peek offset from 0: a dead daemon may
+ * have moved it), or take it with take: 0, or -errno of recvmsg(). */
+static int msg_read(int sock, struct msg *m, bool take)
+{
+	int zero = 0;
+
+	if (!take && setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)) < 0)
+		return -errno;
+	while (m->len <= FC_MSG_MAX) {
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(FC_FDS_MAX * sizeof(int))];
+		} cm;
+		struct iovec iov = { m->buf + m->len, FC_MSG_MAX + 1 - m->len };
+		struct msghdr mh = { .msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = cm.b,
+				     .msg_controllen = sizeof(cm.b) };
+		ssize_t n =
+			recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (take ? 0 : MSG_PEEK));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN ? 0 : -errno;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+				if (m->nfds < FC_FDS_MAX)
+					m->fds[m->nfds++] = fd;
+				else
+					close(fd);
+			}
+		}
+		if (!n) {
+			m->hup = true;
+			return 0;
+		}
+		m->len += (size_t)n;
+	}
+	return 0;
+}
+
+/* A mapping, checked. */
+struct map {
+	uint64_t addr, len, off;
+};
+
+/* A field of mapping i that must be an integer in [0, INT64_MAX). */
+static int get_u64(json_object *o, const char *key, size_t i, uint64_t *ret, char *why,
+		   size_t whylen)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v)) {
+		snprintf(why, whylen, "mapping %zu has no \"%s\"", i, key);
+		return -EINVAL;
+	}
+	int64_t x = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+	if (x < 0 || x == INT64_MAX) {
+		snprintf(why, whylen, "mapping %zu: \"%s\" is not an integer in [0, 2^63 - 1)", i,
+			 key);
+		return -EINVAL;
+	}
+	*ret = (uint64_t)x;
+	return 0;
+}
+
+/*
+ * Mapping i's page size in bytes: page_size, or page_size_kib, which
+ * Firecracker fills with bytes as well (the name is wrong, its docs say);
+ * 4 or 2048 there are taken as KiB.  When both come they must agree.
+ */
+static int get_page_size(json_object *o, size_t i, uint64_t *ret, char *why, size_t whylen)
+{
+	uint64_t ps = 0, kib = 0;
+	bool has_ps = json_object_object_get_ex(o, "page_size", NULL);
+	bool has_kib = json_object_object_get_ex(o, "page_size_kib", NULL);
+
+	if (!has_ps && !has_kib) {
+		snprintf(why, whylen, "mapping %zu has neither \"page_size\" nor \"page_size_kib\"",
+			 i);
+		return -EINVAL;
+	}
+	if (has_ps && get_u64(o, "page_size", i, &ps, why, whylen) < 0)
+		return -EINVAL;
+	if (has_kib && get_u64(o, "page_size_kib", i, &kib, why, whylen) < 0)
+		return -EINVAL;
+	if (kib == 4 || kib == FC_PAGE_HUGE >> 10)
+		kib <<= 10;
+	if (has_ps && has_kib && ps != kib) {
+		snprintf(why, whylen,
+			 "mapping %zu: \"page_size\" %" PRIu64 " and \"page_size_kib\" %" PRIu64
+			 " disagree",
+			 i, ps, kib);
+		return -EINVAL;
+	}
+	*ret = has_ps ? ps : kib;
+	return 0;
+}
+
+static int cmp_map(const void *a, const void *b)
+{
+	const struct map *x = a, *y = b;
+
+	return (x->addr > y->addr) - (x->addr < y->addr);
+}
+
+/*
+ * The mappings of a parsed handshake, each inside the memory file of size
+ * file_size, page aligned, disjoint, all of one page size that uffdd serves.
+ * 0, or -errno with why.
+ */
+static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_t *ret_n, char *why,
+		      size_t whylen)
+{
+	size_t n = json_object_array_length(arr);
+	uint64_t page = 0;
+
+	if (!n) {
+		snprintf(why, whylen, "no mapping");
+		return -EINVAL;
+	}
+	if (n > FC_MAPS_MAX) {
+		snprintf(why, whylen, "%zu mappings; at most %d", n, FC_MAPS_MAX);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(arr, i);
+		uint64_t ps;
+
+		if (!json_object_is_type(o, json_type_object)) {
+			snprintf(why, whylen, "mapping %zu is not a JSON object", i);
+			return -EINVAL;
+		}
+		if (get_u64(o, "base_host_virt_addr", i, &v[i].addr, why, whylen) < 0 ||
+		    get_u64(o, "size", i, &v[i].len, why, whylen) < 0 ||
+		    get_u64(o, "offset", i, &v[i].off, why, whylen) < 0 ||
+		    get_page_size(o, i, &ps, why, whylen) < 0)
+			return -EINVAL;
+		if (ps != uffdd_page && ps != FC_PAGE_HUGE) {
+			snprintf(why, whylen, "mapping %zu: page size %" PRIu64 "; 4096 or 2097152",
+				 i, ps);
+			return -EINVAL;
+		}
+		if (ps != uffdd_page) {
+			snprintf(why, whylen,
+				 "mapping %zu: page size %" PRIu64 " (a hugetlbfs-backed guest): "
+				 "uffdd places %zu-byte pages only",
+				 i, ps, uffdd_page);
+			return -EOPNOTSUPP;
+		}
+		if (page && ps != page) {
+			snprintf(why, whylen,
+				 "mapping %zu: page size %" PRIu64 ", mapping 0's %" PRIu64, i, ps,
+				 page);
+			return -EINVAL;
+		}
+		page = ps;
+		if (!v[i].len || (v[i].addr | v[i].len | v[i].off) & (page - 1)) {
+			snprintf(why, whylen,
+				 "mapping %zu [%#" PRIx64 ", +%#" PRIx64 ") at offset %#" PRIx64
+				 ": empty or not aligned to its %" PRIu64 "-byte pages",
+				 i, v[i].addr, v[i].len, v[i].off, page);
+			return -EINVAL;
+		}
+		/* Both below 2^63: the sums cannot wrap. */
+		if (v[i].off + v[i].len > file_size) {
+			snprintf(why, whylen,
+				 "mapping %zu: offset %#" PRIx64 " + size %#" PRIx64
+				 " is past the end of the memory file (%#" PRIx64 " bytes)",
+				 i, v[i].off, v[i].len, file_size);
+			return -EINVAL;
+		}
+	}
+	qsort(v, n, sizeof(*v), cmp_map);
+	for (size_t i = 0; i + 1 < n; i++)
+		if (v[i].addr + v[i].len > v[i + 1].addr) {
+			snprintf(why, whylen,
+				 "mappings [%#" PRIx64 ", +%#" PRIx64 ") and [%#" PRIx64
+				 ", +%#" PRIx64 ") overlap",
+				 v[i].addr, v[i].len, v[i + 1].addr, v[i + 1].len);
+			return -EINVAL;
+		}
+	*ret_n = n;
+	return 0;
+}
+
+/* The whole message as one JSON value, nothing but white space after it. */
+static int parse(const struct msg *m, json_object **ret, char *why, size_t whylen)
+{
+	json_tokener *tok = json_tokener_new_ex(FC_JSON_DEPTH);
+
+	if (!tok) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	json_object *o = json_tokener_parse_ex(tok, m->buf, (int)m->len);
+	enum json_tokener_error e = json_tokener_get_error(tok);
+	size_t end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (!o) {
+		if (e == json_tokener_continue)
+			snprintf(why, whylen, "truncated JSON (%zu bytes)", m->len);
+		else
+			snprintf(why, whylen, "not JSON: %s at byte %zu",
+				 json_tokener_error_desc(e), end);
+		return -EBADMSG;
+	}
+	while (end < m->len && strchr(" \t\r\n", m->buf[end]) && m->buf[end])
+		end++;
+	if (end < m->len) {
+		json_object_put(o);
+		snprintf(why, whylen, "%zu bytes after the JSON", m->len - end);
+		return -EBADMSG;
+	}
+	if (!json_object_is_type(o, json_type_array)) {
+		json_object_put(o);
+		snprintf(why, whylen, "not a JSON array of mappings");
+		return -EINVAL;
+	}
+	*ret = o;
+	return 0;
+}
+
+/* The userfaultfd's features, from the kernel's own account of it (its
+ * fdinfo's API line); -EBADF when fd is no userfaultfd. */
+static int uffd_features(int fd, uint64_t *ret)
+{
+	/* Set in the features shown once UFFDIO_API is done: not a feature. */
+	const uint64_t initialized = 1ull << 31;
+	char path[64], buf[512];
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	_cleanup_close_ int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return -errno;
+	ssize_t n = read(f, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	unsigned long long api, features;
+	const char *p = strstr(buf, "\nAPI:\t");
+	if (!p || sscanf(p + 6, "%llx:%llx:", &api, &features) != 2)
+		return -EBADF;
+	*ret = features & ~initialized;
+	return 0;
+}
+
+/* Hello, the userfaultfd, the regions: as a client sends them. */
+static int make_session(struct session *s, int uffd, const struct map *v, size_t n)
+{
+	int mfd = mem_fd[s->fc_pair];
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__RegionAddBatch batch = UFFDD__REGION_ADD_BATCH__INIT;
+	char why[200];
+	uint64_t features = 0;
+
+	int r = uffd_features(uffd, &features);
+	if (r < 0) {
+		close(uffd);
+		refuse(s, r, "the descriptor is not a userfaultfd");
+		return r;
+	}
+	char name[sizeof(s->name)];
+	snprintf(name, sizeof(name), "%s", s->name);
+	hello.version = PIN_PROTO_VERSION;
+	hello.name = name;
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	r = control_request(s, &m, NULL, 0, why, sizeof(why));
+	if (r < 0) {
+		close(uffd);
+		refuse(s, r, "Hello: %s", why);
+		return r;
+	}
+	ho.features = features;
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	/* Handed over already by a daemon that died before the regions. */
+	if (s->uffd)
+		close(uffd);
+	else
+		r = control_request(s, &m, &uffd, 1, why, sizeof(why));
+	if (r < 0) {
+		refuse(s, r, "its userfaultfd: %s", why);
+		return r;
+	}
+	Uffdd__RegionAdd *ra = calloc(n, sizeof(*ra));
+	Uffdd__RegionAdd **rap = calloc(n, sizeof(*rap));
+	Uffdd__Range *rr = calloc(n, sizeof(*rr));
+	int fd = fcntl(mfd, F_DUPFD_CLOEXEC, 3);
+	if (!ra || !rap || !rr || fd < 0) {
+		r = fd < 0 ? -errno : -ENOMEM;
+		if (fd >= 0)
+			close(fd);
+		refuse(s, r, "%zu regions", n);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uffdd__range__init(&rr[i]);
+		rr[i].addr = v[i].addr;
+		rr[i].len = v[i].len;
+		uffdd__region_add__init(&ra[i]);
+		ra[i].range = &rr[i];
+		ra[i].mode = PIN_UFFD_REGISTER_MISSING;
+		ra[i].source = UFFDD__SOURCE_KIND__SOURCE_FD;
+		ra[i].has_offset = true;
+		ra[i].offset = v[i].off;
+		/* Firecracker registered them; the rest of each is pushed. */
+		ra[i].has_registered = ra[i].has_push = true;
+		ra[i].registered = ra[i].push = true;
+		rap[i] = &ra[i];
+	}
+	batch.n_regions = n;
+	batch.regions = rap;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD_BATCH;
+	m.region_add_batch = &batch;
+	/* Served, in the same commit as the regions. */
+	s->fc_ready = true;
+	session_set_meta(s);
+	r = control_request(s, &m, &fd, 1, why, sizeof(why));
+	if (r < 0)
+		refuse(s, r, "its regions: %s", why);
+	else
+		slog(s, LOG_INFO, "Firecracker VM (pid %d): %zu regions from %s", (int)s->pid, n,
+		     uffdd_cfg.fc[s->fc_pair].mem_file);
+out:
+	free(ra);
+	free(rap);
+	free(rr);
+	return r;
+}
+
+/*
+ * Take up to len bytes off the connection, and the descriptors with them
+ * (closed): a handshake served, or what a dead daemon left of one.  The
+ * bytes taken.
+ */
+static size_t take(struct session *s, size_t len)
+{
+	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	size_t n = 0;
+
+	if (!m.buf) {
+		session_kill(s, "no memory to take its handshake off its connection");
+		return 0;
+	}
+	int r = msg_read(s->sock, &m, true);
+	n = m.len;
+	msg_free(&m);
+	if (r < 0) {
+		slog(s, LOG_WARNING, "recvmsg: %s", strerror(-r));
+		session_kill(s, "its connection failed");
+	} else if (n > len) {
+		slog(s, LOG_ERR, "Firecracker VM (pid %d) sent bytes after its handshake: ended",
+		     (int)s->pid);
+		session_kill(s, "bytes after its handshake");
+	}
+	return n;
+}
+
+void fc_taken_over(struct session *s)
+{
+	if (!s->fc_ready) {
+		fc_accepted(s);
+		return;
+	}
+	s->wsock.handle = fc_handle;
+	size_t n = take(s, FC_MSG_MAX);
+	if (n)
+		slog(s, LOG_WARNING,
+		     "dropped the %zu bytes of its handshake that a dead daemon served and did not "
+		     "take off its connection",
+		     n);
+}
+
+static void handshake(struct session *s)
+{
+	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	struct map *v = NULL;
+	json_object *arr = NULL;
+	struct stat st;
+	char why[200];
+	size_t n;
+
+	if (!m.buf) {
+		refuse(s, -ENOMEM, "no memory for its message");
+		return;
+	}
+	int r = msg_read(s->sock, &m, false);
+	if (r < 0) {
+		refuse(s, r, "recvmsg");
+		goto out;
+	}
+	if (!m.len && !m.nfds && !m.hup)
+		goto out; /* woken for nothing */
+	if (m.len > FC_MSG_MAX) {
+		refuse(s, -EMSGSIZE, "a message over %d bytes", FC_MSG_MAX);
+		goto out;
+	}
+	if (!m.len && m.hup) {
+		refuse(s, -ECONNRESET, "it hung up before its handshake");
+		goto out;
+	}
+	if (!m.len) {
+		refuse(s, -EBADMSG, "an empty message");
+		goto out;
+	}
+	if (m.nfds == 3) {
+		refuse(s, -EBADF,
+		       "3 descriptors (a guest_memfd VM's handshake): uffdd serves a "
+		       "userfaultfd alone");
+		goto out;
+	}
+	if (m.nfds != 1) {
+		refuse(s, -EBADF, "%zu descriptors; Firecracker sends its userfaultfd alone",
+		       m.nfds);
+		goto out;
+	}
+	if (s->fc_pair < 0) {
+		refuse(s, -ENOENT, "its --firecracker-socket is no longer configured");
+		goto out;
+	}
+	r = parse(&m, &arr, why, sizeof(why));
+	if (r < 0) {
+		refuse(s, r, "%s", why);
+		goto out;
+	}
+	if (fstat(mem_fd[s->fc_pair], &st) < 0) {
+		r = -errno;
+		refuse(s, r, "fstat(%s)", uffdd_cfg.fc[s->fc_pair].mem_file);
+		goto out;
+	}
+	n = json_object_array_length(arr);
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (!v) {
+		refuse(s, -ENOMEM, "%zu mappings", n);
+		goto out;
+	}
+	r = check_maps(arr, (uint64_t)st.st_size, v, &n, why, sizeof(why));
+	if (r < 0) {
+		refuse(s, r, "%s", why);
+		goto out;
+	}
+	s->fc_deadline = 0;
+	m.nfds = 0;
+	if (make_session(s, m.fds[0], v, n) == 0) {
+		uffdd_hold("fc-served");
+		take(s, m.len);
+	}
+out:
+	json_object_put(arr);
+	free(v);
+	msg_free(&m);
+}
+
+/* After the handshake Firecracker sends nothing; its connection closes when
+ * it exits. */
+static void after(struct session *s)
+{
+	char b[64];
+	ssize_t n = recv(s->sock, b, sizeof(b), MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n < 0) {
+		int err = errno;
+		slog(s, LOG_WARNING, "recv: %s", strerror(err));
+		session_kill(s, "its connection failed");
+		return;
+	}
+	if (!n) {
+		session_kill(s, "the VM's connection closed");
+		return;
+	}
+	slog(s, LOG_ERR, "Firecracker VM (pid %d) sent bytes after its handshake: ended",
+	     (int)s->pid);
+	session_kill(s, "bytes after its handshake");
+}
+
+void fc_handle(struct session *s)
+{
+	if (s->dead || s->sock < 0)
+		return;
+	if (s->uffd)
+		after(s);
+	else
+		handshake(s);
+}
