@@ -468,7 +468,10 @@ struct pin_rec {
 struct fault {
 	uint64_t addr;
 	uint32_t flags;
-	uint64_t t0; /* ns, when read from the userfaultfd */
+	/* Fault messages this entry stands for: the same page's faults that
+	 * waited together are kept once (fault.c keep_fault()). */
+	uint32_t n;
+	uint64_t t0; /* ns, when the read(2) of the userfaultfd returned the first */
 };
 
 struct waiter {
@@ -902,7 +905,8 @@ int fault_handle(struct session *s);
 void fault_serve(struct session *s);
 /* fault_handle() as the handler stored with a userfaultfd's watch. */
 void fault_ready(struct session *s);
-/* Wake faults in [start, end) and forget them: their mapping is gone. */
+/* Wake faults in [start, end) and forget them, counted as finished: their
+ * mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /* A recorded REMAP, REMOVE or UNMAP (state_event_next()) applied to the
  * session's regions, and told to its client's pins; a FORK is not one. */
