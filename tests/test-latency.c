@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -219,6 +221,8 @@ static void lat_run(struct lat *l, client_fn fn)
 		stuck_fuse_answer(l->f);
 	pid_t got = waitpid(pid, &st, 0);
 	close(l->ask[0]);
+	/* A client that failed may have left it stopped. */
+	kill(l->d.pid, SIGCONT);
 	/* Gone before any assert: a failed case leaves no mount and no daemon. */
 	if (l->f) {
 		stuck_fuse_free(l->f);
@@ -345,6 +349,163 @@ START_TEST(wait_for_region_counted)
 }
 END_TEST
 
+/* Where a thread waits for its non-cooperative event (MADV_DONTNEED) to be
+ * read. */
+#define WCHAN_EVENT "userfaultfd_event_wait_completion"
+/* uffdd's UFFDD_HOLD point: it stops itself once a read's events are
+ * recorded, before it applies them or serves the read's faults. */
+#define HOLD_EVENTS "events-recorded"
+
+/* Wait until process pid is in state c ('T': stopped) per /proc/PID/stat. */
+static int await_state(pid_t pid, char c)
+{
+	char path[64], buf[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < POLLS; i++) {
+		FILE *f = fopen(path, "r");
+		REQUIRE(f);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		/* "pid (comm) S ...": comm may hold spaces, not ") ". */
+		const char *p = strstr(buf, ") ");
+		REQUIRE(p);
+		if (p[2] == c)
+			return 0;
+		test_sleep_ms(POLL_MS * test_time_scale());
+	}
+	fprintf(stderr, "client: process %d never in state %c\n", (int)pid, c);
+	return 1;
+}
+
+/* Wait until thread tid of this process sleeps in kernel function fn. */
+static int await_wchan(pid_t tid, const char *fn)
+{
+	char path[64], buf[128] = "";
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	for (int i = 0; i < POLLS; i++) {
+		FILE *f = fopen(path, "r");
+		REQUIRE(f);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = 0;
+		if (!strcmp(buf, fn))
+			return 0;
+		test_sleep_ms(POLL_MS * test_time_scale());
+	}
+	fprintf(stderr, "client: thread %d sleeps in '%s', not in %s\n", (int)tid, buf, fn);
+	return 1;
+}
+
+/* Wait until n faults of u are queued, none read. */
+static int await_unread(struct pin_uffd *u, unsigned long n)
+{
+	unsigned long pending = 0, total = 0;
+
+	for (int i = 0; i < POLLS; i++) {
+		REQUIRE(uffd_queue(u, &pending, &total) == 0);
+		if (pending == n && total == n)
+			return 0;
+		test_sleep_ms(POLL_MS * test_time_scale());
+	}
+	fprintf(stderr, "client: %lu faults unread of %lu, not %lu\n", pending, total, n);
+	return 1;
+}
+
+/* A thread whose MADV_DONTNEED of a page waits until its REMOVE is read. */
+struct discard {
+	pthread_t th;
+	uint8_t *p;
+	_Atomic pid_t tid;
+	int ret;
+};
+
+static void *discard_main(void *arg)
+{
+	struct discard *x = arg;
+
+	x->tid = (pid_t)syscall(SYS_gettid);
+	x->ret = madvise(x->p, page, MADV_DONTNEED);
+	return NULL;
+}
+
+static int discard_start(struct discard *x, uint8_t *p)
+{
+	x->p = p;
+	x->tid = 0;
+	REQUIRE(pthread_create(&x->th, NULL, discard_main, x) == 0);
+	for (int i = 0; i < POLLS && !x->tid; i++)
+		test_sleep_ms(POLL_MS);
+	REQUIRE(x->tid);
+	return await_wchan(x->tid, WCHAN_EVENT);
+}
+
+static int discard_join(struct discard *x)
+{
+	REQUIRE(pthread_join(x->th, NULL) == 0);
+	REQUIRE(x->ret == 0);
+	return 0;
+}
+
+static int client_eagain(struct lat *l)
+{
+	struct toucher t = { 0 };
+	struct discard a, c;
+	struct pin_client_stats st;
+	struct conn k;
+	pid_t d = l->d.pid;
+
+	REQUIRE(conn_open(&l->d, &k, 3) == 0);
+	REQUIRE(add_region(&k, 3, -1) == 0);
+	/* Stopped while idle: what comes now is read at once when it goes on. */
+	REQUIRE(kill(d, SIGSTOP) == 0);
+	REQUIRE(await_state(d, 'T') == 0);
+	t.p = k.base + page;
+	REQUIRE(pthread_create(&t.th, NULL, touch, &t) == 0);
+	REQUIRE(await_unread(k.u, 1) == 0);
+	REQUIRE(discard_start(&a, k.base) == 0);
+	/* It reads the fault and the first REMOVE, and stops itself once it
+	 * has recorded that. */
+	REQUIRE(kill(d, SIGCONT) == 0);
+	REQUIRE(discard_join(&a) == 0);
+	REQUIRE(await_state(d, 'T') == 0);
+	/* A second REMOVE, unread: any UFFDIO_ZEROPAGE meets EAGAIN. */
+	REQUIRE(discard_start(&c, k.base + 2 * page) == 0);
+	test_sleep_ms(STALL_MS);
+	/* It serves the fault (EAGAIN: kept), reads the second REMOVE, and
+	 * stops again once it has recorded it; then serves the fault. */
+	REQUIRE(kill(d, SIGCONT) == 0);
+	REQUIRE(discard_join(&c) == 0);
+	REQUIRE(await_state(d, 'T') == 0);
+	REQUIRE(kill(d, SIGCONT) == 0);
+	REQUIRE(pthread_join(t.th, NULL) == 0);
+	REQUIRE(t.word == 0);
+	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+	REQUIRE(st.eagain == 1);
+	return check_stats(&k, 1, STALL_BUCKET);
+}
+
+/*
+ * A fault deferred by EAGAIN: read with a REMOVE event, it meets a second
+ * REMOVE not read yet when it is served (uffdd stops itself after recording
+ * each read's events, UFFDD_HOLD=events-recorded, and the test makes the
+ * second event then), keeps waiting STALL_MS, and is served after the
+ * second event is read.  EAGAIN was seen once, and the fault is counted
+ * once, in a bucket of STALL_MS or more.
+ */
+START_TEST(eagain_wait_counted)
+{
+	struct lat l;
+
+	ck_assert_int_eq(setenv("UFFDD_HOLD", HOLD_EVENTS, 1), 0);
+	lat_start(&l, false);
+	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
+	lat_run(&l, client_eagain);
+}
+END_TEST
+
 const char *test_skip_reason(void)
 {
 	if (!getenv("UFFDD"))
@@ -359,20 +520,24 @@ const char *test_skip_reason(void)
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("latency");
-	/* The FUSE mount needs root; the daemon takes kernel-mode faults. */
-	const struct test_needs fuse = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD };
+	/* The FUSE mount and stopping the daemon need root; the daemon takes
+	 * kernel-mode faults. */
+	const struct test_needs root = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD };
 	const struct test_needs uffd = { .what = TEST_NEED_UFFD };
 	TCase *tc;
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	tc = test_tcase(s, "slow_source_wait_counted", &fuse);
+	tc = test_tcase(s, "slow_source_wait_counted", &root);
 	tcase_set_timeout(tc, CASE_TIMEOUT_S);
 	tcase_add_test(tc, slow_source_wait_counted);
-	tc = test_tcase(s, "dropped_fault_counted", &fuse);
+	tc = test_tcase(s, "dropped_fault_counted", &root);
 	tcase_set_timeout(tc, CASE_TIMEOUT_S);
 	tcase_add_test(tc, dropped_fault_counted);
 	tc = test_tcase(s, "wait_for_region_counted", &uffd);
 	tcase_set_timeout(tc, CASE_TIMEOUT_S);
 	tcase_add_test(tc, wait_for_region_counted);
+	tc = test_tcase(s, "eagain_wait_counted", &root);
+	tcase_set_timeout(tc, CASE_TIMEOUT_S);
+	tcase_add_test(tc, eagain_wait_counted);
 	return s;
 }
