@@ -7,8 +7,10 @@
  * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
  * long as the readahead window.  Data from a source that may block comes
  * from the session's reader (reader.c): its faults wait in the queue until
- * the read is done.  It may call session.c, state.c, store.c, reader.c,
- * source.c, notify.c (stale notices, fork children), log.c and util.c.
+ * the read is done.  Each fault is counted once, when it is finished
+ * (fault_done()), its latency from the read that returned it.  It may call
+ * session.c, state.c, store.c, reader.c, source.c, notify.c (stale notices,
+ * fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>

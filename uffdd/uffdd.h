@@ -69,7 +69,9 @@ int fstat_cached(int fd, struct stat *st);
  * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
  * at that point.  Points: "fork-stored" (a batch's fork children stored,
  * none of them made yet), "conn-accepted" (a connection accepted, not yet
- * stored).  Without the variable: nothing.
+ * stored), "events-recorded" (a read's events in the session's record,
+ * none applied, the read's faults not served).  Without the variable:
+ * nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
