@@ -48,6 +48,17 @@ double bench_median(double *samples, unsigned int n)
 	return n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
 }
 
+double bench_percentile(double *samples, size_t n, double q)
+{
+	qsort(samples, n, sizeof(*samples), cmp_double);
+	/* Nearest rank: the smallest sample with at least q of them at or
+	 * below it. */
+	size_t k = (size_t)((double)n * q);
+	if ((double)k < (double)n * q)
+		k++;
+	return samples[k ? k - 1 : 0];
+}
+
 void bench_uffdd_exe(char *buf, size_t len)
 {
 	char exe[PATH_MAX];

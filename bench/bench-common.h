@@ -24,6 +24,10 @@ void bench_metric(const char *name, double value, const char *unit);
 /* Median of n samples (sorts them in place). */
 double bench_median(double *samples, unsigned int n);
 
+/* The q-quantile (0 < q <= 1) of n > 0 samples by nearest rank (sorts them
+ * in place): p99 is bench_percentile(v, n, 0.99). */
+double bench_percentile(double *samples, size_t n, double q);
+
 /* A uffdd of our own, on a socket in a fresh temporary directory. */
 struct bench_uffdd {
 	pid_t pid;

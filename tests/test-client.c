@@ -1037,7 +1037,7 @@ START_TEST(uffdctl_shows_content)
 		 "pages pushed:    0\n"
 		 "populated:       4 of 24 pages\n"
 		 "retries:         0 EAGAIN, 0 EEXIST\n"
-		 "latency (fault to wake, log2 buckets):\n",
+		 "latency (from the read of each fault, log2 buckets):\n",
 		 (unsigned long long)me);
 	ck_assert_msg(!strncmp(out, want, strlen(want)), "stats:\n%s\nwanted first\n%s", out, want);
 	free(out);

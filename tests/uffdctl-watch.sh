@@ -109,7 +109,7 @@ ctl_json clients
 cp "$dir/json" "$dir/clients.json"
 "$ctl" --socket "$sock" stats >"$dir/stats" || fail "stats exits $?"
 sed -n '/^latency/,$p' "$dir/stats" >"$dir/histogram"
-grep -q '^latency (fault to wake' "$dir/histogram" || fail "B's faults drew no histogram: $(cat "$dir/stats")"
+grep -q '^latency (from the read' "$dir/histogram" || fail "B's faults drew no histogram: $(cat "$dir/stats")"
 python3 - "$dir/clients.json" "$sock" "$a" "$b" "$dir/histogram" >"$dir/want" <<'EOF'
 import json, sys
 clients, sock, a, b = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -7,8 +7,10 @@
  * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
  * long as the readahead window.  Data from a source that may block comes
  * from the session's reader (reader.c): its faults wait in the queue until
- * the read is done.  It may call session.c, state.c, store.c, reader.c,
- * source.c, notify.c (stale notices, fork children), log.c and util.c.
+ * the read is done.  Each fault is counted once, when it is finished
+ * (fault_done()), its latency from the read that returned it.  It may call
+ * session.c, state.c, store.c, reader.c, source.c, notify.c (stale notices,
+ * fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -213,12 +215,19 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 	return (int64_t)(i - first);
 }
 
-static void record_latency(struct session *s, const struct fault *f, uint64_t now)
+/*
+ * The fault f is finished (served, woken, dropped or poisoned): each of its
+ * messages counts once, its latency from the read that returned it to now,
+ * so that the time it waited behind a read, an event or other sessions'
+ * work is in the histogram.
+ */
+static void fault_done(struct session *s, const struct fault *f, uint64_t now)
 {
 	uint64_t us = (now - f->t0) / 1000;
 	unsigned int b = us ? 63 - (unsigned int)__builtin_clzll(us) : 0;
 
-	STAT_ADD(s->stats.lat[b < UFFDD_LAT_BUCKETS ? b : UFFDD_LAT_BUCKETS - 1], 1);
+	STAT_ADD(s->stats.lat[b < UFFDD_LAT_BUCKETS ? b : UFFDD_LAT_BUCKETS - 1], f->n);
+	STAT_ADD(s->stats.faults, f->n);
 }
 
 static int wake(struct session *s, uint64_t addr, uint64_t len)
@@ -383,11 +392,18 @@ static void poison_lost(struct session *s, uint64_t addr)
 /* Keep the fault f in the queue, at *keep (not after f). */
 static void keep_fault(struct session *s, size_t *keep, const struct fault *f)
 {
+	struct fault *last = *keep ? &s->faults[*keep - 1] : NULL;
+
 	/* Once per page: a thread woken by a WAKE over a wider range faults
-	 * again while its first fault waits. */
-	if (!*keep || s->faults[*keep - 1].addr != f->addr ||
-	    s->faults[*keep - 1].flags != f->flags)
-		s->faults[(*keep)++] = *f;
+	 * again while its first fault waits.  Its messages still count, each
+	 * from the first read. */
+	if (last && last->addr == f->addr && last->flags == f->flags) {
+		last->n += f->n;
+		if (f->t0 < last->t0)
+			last->t0 = f->t0;
+		return;
+	}
+	s->faults[(*keep)++] = *f;
 }
 
 /* Serve the session's pending faults; keep those that must wait. */
@@ -409,6 +425,7 @@ static void serve(struct session *s)
 
 		if (!r && s->broken && !s->eagain && !s->dead) {
 			poison_lost(s, f->addr);
+			fault_done(s, f, uffdd_now_ns());
 			i++;
 			continue;
 		}
@@ -454,8 +471,7 @@ static void serve(struct session *s)
 			wake(s, f->addr, (uint64_t)uffdd_page);
 		uint64_t now = uffdd_now_ns();
 		for (size_t k = i; k < j; k++)
-			record_latency(s, &s->faults[k], now);
-		STAT_ADD(s->stats.faults, j - i);
+			fault_done(s, &s->faults[k], now);
 		i = j;
 	}
 	s->nfaults = keep;
@@ -474,7 +490,8 @@ static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t 
 		s->faults = f;
 		s->faults_cap = cap;
 	}
-	s->faults[s->nfaults++] = (struct fault){ addr & ~(uint64_t)(uffdd_page - 1), flags, t0 };
+	s->faults[s->nfaults++] =
+		(struct fault){ addr & ~(uint64_t)(uffdd_page - 1), flags, 1, t0 };
 	return 0;
 }
 
@@ -483,9 +500,12 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end)
 	size_t keep = 0;
 
 	for (size_t i = 0; i < s->nfaults; i++) {
-		if (s->faults[i].addr >= start && s->faults[i].addr < end)
+		if (s->faults[i].addr >= start && s->faults[i].addr < end) {
+			/* Finished here: the thread faults again and meets the
+			 * new map (a new fault, counted from its own read). */
 			wake(s, s->faults[i].addr, (uint64_t)uffdd_page);
-		else
+			fault_done(s, &s->faults[i], uffdd_now_ns());
+		} else
 			s->faults[keep++] = s->faults[i];
 	}
 	s->nfaults = keep;

@@ -83,7 +83,9 @@ int fstat_cached(int fd, struct stat *st);
  * stored), "fc-accepted" (a connection accepted and stored, a Firecracker
  * VM's handshake not read yet), "fc-served" (a VM's session made of its
  * handshake and committed, the handshake not yet taken off the
- * connection).  Without the variable: nothing.
+ * connection), "events-read" (a read that took an event but a page fault:
+ * its messages in the session's record, none applied, its faults not
+ * served).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
@@ -524,7 +526,10 @@ struct pin_rec {
 struct fault {
 	uint64_t addr;
 	uint32_t flags;
-	uint64_t t0; /* ns, when read from the userfaultfd */
+	/* Fault messages this entry stands for: the same page's faults that
+	 * waited together are kept once (fault.c keep_fault()). */
+	uint32_t n;
+	uint64_t t0; /* ns, when the read(2) of the userfaultfd returned the first */
 };
 
 struct waiter {
@@ -990,7 +995,8 @@ int fault_handle(struct session *s);
 void fault_serve(struct session *s);
 /* fault_handle() as the handler stored with a userfaultfd's watch. */
 void fault_ready(struct session *s);
-/* Wake faults in [start, end) and forget them: their mapping is gone. */
+/* Wake faults in [start, end) and forget them, counted as finished: their
+ * mapping is gone. */
 void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /* A REMAP, REMOVE or UNMAP applied to the session's regions, and told to
  * its client's pins; any other event is not one. */

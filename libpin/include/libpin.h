@@ -480,8 +480,9 @@ struct pin_client_stats {
 	uint64_t eexist;
 	uint64_t pages_total;	  /* pages in the regions */
 	uint64_t pages_populated; /* of those, populated */
-	/* Fault service latency: bucket i counts [2^i, 2^(i+1)) us, bucket 0
-	 * also below 1 us, the last one everything above. */
+	/* Fault latency, from the daemon's read of each fault to its end:
+	 * bucket i counts [2^i, 2^(i+1)) us, bucket 0 also below 1 us, the
+	 * last one everything above; the counts add up to faults. */
 	uint64_t latency_us_log2[PIN_CLIENT_LATENCY_BUCKETS];
 };
 

@@ -178,7 +178,7 @@ void ctl_print_histogram(const struct pin_client_stats *st, unsigned int bar_wid
 		puts("latency: no faults served yet");
 		return;
 	}
-	puts("latency (fault to wake, log2 buckets):");
+	puts("latency (from the read of each fault, log2 buckets):");
 	for (unsigned int i = first; i <= last; i++) {
 		char lo[16], hi[16];
 
