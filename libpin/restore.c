@@ -67,10 +67,26 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
 	return r;
 }
 
+/*
+ * Whether segment b continues the run that ends with a: the next addresses,
+ * and either both zero or both data with the next bytes of the pages file.
+ * CRIU writes a mapping's pages in address order, cutting its pagemap in
+ * entries of a few MiB: a mapping dumped whole is one run.
+ */
+static bool continues(const struct pin_image_segment *a, const struct pin_image_segment *b)
+{
+	bool data = a->flags & PIN_IMAGE_SEG_DATA;
+
+	if (a->addr + a->len != b->addr || data != !!(b->flags & PIN_IMAGE_SEG_DATA))
+		return false;
+	return !data || a->offset + a->len == b->offset;
+}
+
 PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
 					   size_t i, unsigned int flags)
 {
 	const struct pin_image_region *g;
+	size_t n = 0;
 
 	if (!c || !img ||
 	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
@@ -85,12 +101,18 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 		calloc(g->nr_segments ? g->nr_segments : 1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
+	/* One uffdd region per run of segments: each region costs the daemon
+	 * a record and bitmaps, and the restore waits for them (issue 13). */
 	for (size_t k = 0; k < g->nr_segments; k++) {
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
 
-		v[k] = (struct pin_client_region){
-			.sz = sizeof(v[k]),
+		if (k && continues(&g->segments[k - 1], sg)) {
+			v[n - 1].len += sg->len;
+			continue;
+		}
+		v[n++] = (struct pin_client_region){
+			.sz = sizeof(v[0]),
 			.addr = (void *)(uintptr_t)sg->addr,
 			.len = sg->len,
 			.mode = PIN_UFFD_REGISTER_MISSING,
@@ -101,6 +123,6 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 	}
 	/* One request for all the parts: a restore of many mappings starts
 	 * no later for their number (issue 13). */
-	int r = pin_client_region_add_many(c, v, g->nr_segments);
-	return r < 0 ? r : (int)g->nr_segments;
+	int r = pin_client_region_add_many(c, v, n);
+	return r < 0 ? r : (int)n;
 }
