@@ -183,6 +183,7 @@ static int task_start(struct task *t, int pid, int fd)
 	char name[32];
 	struct pin_uffd *u;
 	int r, nregions = 0;
+	double t0 = now_ms();
 
 	t->pid = pid;
 	r = pin_uffd_from_fd(fd, CRIU_FEATURES, &u);
@@ -211,8 +212,9 @@ static int task_start(struct task *t, int pid, int fd)
 	}
 	if (r >= 0)
 		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
-			pid, pin_image_nr_regions(t->img), nregions);
+			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd in "
+			"%.1f ms\n",
+			pid, pin_image_nr_regions(t->img), nregions, now_ms() - t0);
 out:
 	/* uffdd holds its own copy of the descriptor now. */
 	pin_uffd_free(u);
