@@ -82,27 +82,15 @@ static bool continues(const struct pin_image_segment *a, const struct pin_image_
 	return !data || a->offset + a->len == b->offset;
 }
 
-PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
-					   size_t i, unsigned int flags)
+/*
+ * The runs of segments of g as regions at v + n (room for every segment),
+ * flags each: the new count.  One uffdd region per run: each region costs
+ * the daemon a record and bitmaps, and the restore waits for them (issue
+ * 13).
+ */
+static size_t runs_of(const struct pin_image *img, const struct pin_image_region *g,
+		      unsigned int flags, struct pin_client_region *v, size_t n)
 {
-	const struct pin_image_region *g;
-	size_t n = 0;
-
-	if (!c || !img ||
-	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
-		       PIN_CLIENT_REGION_REGISTERED)))
-		return -EINVAL;
-	g = region_at(img, i);
-	if (!g)
-		return -ENOENT;
-	if (g->nr_segments > INT_MAX)
-		return -E2BIG;
-	_cleanup_free_ struct pin_client_region *v =
-		calloc(g->nr_segments ? g->nr_segments : 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	/* One uffdd region per run of segments: each region costs the daemon
-	 * a record and bitmaps, and the restore waits for them (issue 13). */
 	for (size_t k = 0; k < g->nr_segments; k++) {
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
@@ -121,8 +109,39 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 			.offset = data ? sg->offset : 0,
 		};
 	}
-	/* One request for all the parts: a restore of many mappings starts
-	 * no later for their number (issue 13). */
+	return n;
+}
+
+int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
+				 const size_t *idx, size_t nidx, unsigned int flags)
+{
+	size_t segments = 0, n = 0;
+
+	if (!c || !img || (nidx && !idx) ||
+	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
+		       PIN_CLIENT_REGION_REGISTERED)))
+		return -EINVAL;
+	for (size_t j = 0; j < nidx; j++) {
+		const struct pin_image_region *g = region_at(img, idx[j]);
+		if (!g)
+			return -ENOENT;
+		segments += g->nr_segments;
+		if (g->nr_segments > INT_MAX || segments > INT_MAX)
+			return -E2BIG;
+	}
+	_cleanup_free_ struct pin_client_region *v = calloc(segments ? segments : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t j = 0; j < nidx; j++)
+		n = runs_of(img, pin_image_region(img, idx[j]), flags, v, n);
+	/* One request for all of them: a restore of many mappings starts no
+	 * later for their number (issue 13). */
 	int r = pin_client_region_add_many(c, v, n);
 	return r < 0 ? r : (int)n;
+}
+
+PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
+					   size_t i, unsigned int flags)
+{
+	return pin_client_add_image_regions(c, img, &i, 1, flags);
 }

@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "libpin.h"
+#include "libpin-private.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
 #define MAX_TASKS	 1024
@@ -200,16 +200,21 @@ static int task_start(struct task *t, int pid, int fd)
 	if (r < 0)
 		goto out;
 	r = pin_client_handover(t->client, u);
-	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
-		if (!lazy_mapping(pin_image_region(t->img, i)))
-			continue;
-		/* CRIU's restorer registered the lazy mappings: a task gone
-		 * meanwhile ends its own session, not this call. */
-		r = pin_client_add_image_region(t->client, t->img, i,
-						PIN_CLIENT_REGION_NO_PUSH |
-							PIN_CLIENT_REGION_REGISTERED);
-		nregions += r > 0 ? r : 0;
-	}
+	size_t nmaps = pin_image_nr_regions(t->img), nlazy = 0;
+	size_t *lazy = calloc(nmaps ? nmaps : 1, sizeof(*lazy));
+	if (r >= 0 && !lazy)
+		r = -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < nmaps; i++)
+		if (lazy_mapping(pin_image_region(t->img, i)))
+			lazy[nlazy++] = i;
+	/* CRIU's restorer registered the lazy mappings: a task gone meanwhile
+	 * ends its own session, not this call.  All in one request: the
+	 * restorer's first touches wait for them. */
+	if (r >= 0)
+		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy,
+							    PIN_CLIENT_REGION_NO_PUSH |
+								    PIN_CLIENT_REGION_REGISTERED);
+	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
 			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd in "
