@@ -10,7 +10,8 @@
  * This front end reads the task's memory layout from the dump (pagemap and
  * mm images) and hands the userfaultfd to uffdd with one region per part of
  * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
- * zero pages.  uffdd serves the faults.  After the final word each task's
+ * zero pages, all in one request (the restorer's first touches wait for
+ * them).  uffdd serves the faults.  After the final word each task's
  * session says Goodbye and waits: uffdd pushes what was not touched and ends
  * the session when every page is in place, or when the task is gone (a task
  * may exit before its pages are all in: the others go on).  The page file
