@@ -177,11 +177,26 @@ static bool lazy_mapping(const struct pin_image_region *g)
 	return !data;
 }
 
-/* Hand one task's userfaultfd and layout to uffdd; no push before RSTF. */
-static int task_start(struct task *t, int pid, int fd)
+/* Read task pid's image and connect to uffdd for it. */
+static int task_open(struct task *t, int pid)
 {
 	struct pin_client_opts copts = { .sz = sizeof(copts), .socket = uffdd_socket };
 	char name[32];
+	int r;
+
+	t->pid = pid;
+	r = pin_image_open_criu(images_dir, pid, &t->img);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "criu-%d", pid);
+	copts.name = name;
+	return pin_client_connect(&copts, &t->client);
+}
+
+/* Hand one task's userfaultfd and layout to uffdd (its image and connection
+ * made now unless prepare() made them); no push before RSTF. */
+static int task_start(struct task *t, int pid, int fd)
+{
 	struct pin_uffd *u;
 	int r, nregions = 0;
 	double t0 = now_ms();
@@ -192,14 +207,11 @@ static int task_start(struct task *t, int pid, int fd)
 		close(fd);
 		return r;
 	}
-	r = pin_image_open_criu(images_dir, pid, &t->img);
-	if (r < 0)
-		goto out;
-	snprintf(name, sizeof(name), "criu-%d", pid);
-	copts.name = name;
-	r = pin_client_connect(&copts, &t->client);
-	if (r < 0)
-		goto out;
+	if (!t->client) {
+		r = task_open(t, pid);
+		if (r < 0)
+			goto out;
+	}
 	r = pin_client_handover(t->client, u);
 	size_t nmaps = pin_image_nr_regions(t->img), nlazy = 0;
 	size_t *lazy = calloc(nmaps ? nmaps : 1, sizeof(*lazy));
@@ -279,11 +291,45 @@ static void task_free(struct task *t)
 		pin_client_goodbye(t->client);
 	pin_client_free(t->client);
 	pin_image_free(t->img);
+	*t = (struct task){ 0 };
+}
+
+/*
+ * Before the restore side sends a task: each task of the dump (pstree.img)
+ * with its image read and its connection to uffdd made, so that its
+ * userfaultfd, when it comes, costs two requests while the restorer waits
+ * (issue 13).  A task that fails here is tried again, and its error said,
+ * when it comes.
+ */
+static void prepare(struct task *ready, size_t *nready)
+{
+	int pids[MAX_TASKS];
+	int n = pin_image_criu_pids(images_dir, pids, MAX_TASKS);
+
+	for (int i = 0; i < n && i < MAX_TASKS; i++) {
+		if (pids[i] <= 0 || task_open(&ready[*nready], pids[i]) < 0) {
+			task_free(&ready[*nready]);
+			continue;
+		}
+		(*nready)++;
+	}
+}
+
+/* Into *t, task pid as prepare() made it, if it did. */
+static void take_ready(struct task *ready, size_t nready, int pid, struct task *t)
+{
+	for (size_t i = 0; i < nready; i++) {
+		if (ready[i].pid != pid || !ready[i].client)
+			continue;
+		*t = ready[i];
+		ready[i] = (struct task){ 0 };
+		return;
+	}
 }
 
 /* Take the restore side's tasks until RSTF; *ntasks counts those started,
  * to be freed whatever the outcome. */
-static int serve(int sock, struct task *tasks, size_t *ntasks)
+static int serve(int sock, struct task *tasks, size_t *ntasks, struct task *ready, size_t nready)
 {
 	for (;;) {
 		uint32_t word;
@@ -310,6 +356,7 @@ static int serve(int sock, struct task *tasks, size_t *ntasks)
 			fprintf(stderr, "uffdd-lazy-pages: more than %d tasks\n", MAX_TASKS);
 			return -E2BIG;
 		}
+		take_ready(ready, nready, (int)word, &tasks[*ntasks]);
 		r = task_start(&tasks[(*ntasks)++], (int)word, fd);
 		if (r < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: task %d: %s\n", (int)word, strerror(-r));
@@ -337,9 +384,9 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	static struct task tasks[MAX_TASKS];
+	static struct task tasks[MAX_TASKS], ready[MAX_TASKS];
 	uint64_t pushed = 0;
-	size_t ntasks = 0, exited = 0, failed = 0;
+	size_t ntasks = 0, nready = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
 	double t0, t1;
 
@@ -376,6 +423,7 @@ int main(int argc, char **argv)
 	lsock = listen_at(work_dir ? work_dir : images_dir);
 	if (lsock < 0)
 		return 1;
+	prepare(ready, &nready);
 	do
 		sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 	while (sock < 0 && errno == EINTR);
@@ -389,9 +437,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t0 = now_ms();
-	r = serve(sock, tasks, &ntasks);
+	r = serve(sock, tasks, &ntasks, ready, nready);
 	close(sock);
 	t1 = now_ms();
+	/* Tasks of the dump the restore side did not send (zombies). */
+	for (size_t i = 0; i < nready; i++)
+		task_free(&ready[i]);
 	if (r < 0) {
 		/* Goodbye all the same: uffdd places the pages of the tasks
 		 * restored so far. */
