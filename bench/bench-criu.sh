@@ -103,12 +103,14 @@ dump() {
 	# child: reaped here at once, not whenever init gets to it.
 	setsid "$TOUCH" "$dir" "$1" </dev/null >"$dir/touch.log" 2>&1 &
 	task=$!
+	# Reaped all the same, without a word when the dump kills it.
+	disown "$task"
 	poll test -e "$dir/pid" || die "criu-touch did not start: $(cat "$dir/touch.log")"
 	pid=$(cat "$dir/pid")
 	[ "$pid" = "$task" ] || die "criu-touch is $pid, not our child $task"
 	"$CRIU" dump -t "$pid" -D "$dir/dump" -o dump.log ||
 		die "criu dump failed: $(tail -5 "$dir/dump/dump.log")"
-	wait "$task" 2>/dev/null
+	poll test ! -e "/proc/$task" || die "the dumped task $task outlived the dump"
 	task=
 }
 
