@@ -23,12 +23,20 @@
 #define RECONNECT_MS_DEFAULT 5000
 #define RECONNECT_STEP_MS    20
 
+/* The client's duplicate of a source file's descriptor, shared by every
+ * region added with it in one call (a CRIU task's thousands of regions are
+ * one descriptor, not one each).  Counted under the client's lock. */
+struct client_src {
+	int fd;
+	unsigned int refs;
+};
+
 struct client_region {
 	uint64_t addr;
 	uint64_t len;
 	uint32_t mode;
 	bool push;
-	int fd; /* -1: zero pages */
+	struct client_src *src; /* NULL: zero pages */
 	uint64_t offset;
 };
 
@@ -59,7 +67,7 @@ struct pin_client {
 	bool uffd_own; /* opened in this process: pin_uffd_own() */
 	uint64_t features;
 	struct client_region *regions;
-	size_t nr_regions;
+	size_t nr_regions, cap_regions;
 	struct client_pin *pins;
 	size_t nr_pins;
 };
@@ -443,6 +451,39 @@ static int send_handover(struct pin_client *c, bool takeover)
 	return request_once(c, &req, &c->uffd, 1, NULL);
 }
 
+/* A duplicate of fd, one reference: NULL with errno set on failure. */
+static struct client_src *src_new(int fd)
+{
+	struct client_src *src = malloc(sizeof(*src));
+
+	if (!src)
+		return NULL;
+	src->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (src->fd < 0) {
+		int err = errno;
+		free(src);
+		errno = err;
+		return NULL;
+	}
+	src->refs = 1;
+	return src;
+}
+
+static struct client_src *src_ref(struct client_src *src)
+{
+	if (src)
+		src->refs++;
+	return src;
+}
+
+static void src_unref(struct client_src *src)
+{
+	if (!src || --src->refs)
+		return;
+	close(src->fd);
+	free(src);
+}
+
 /* retry: allowed to reconnect (not while reconnecting). */
 static int send_region_add(struct pin_client *c, const struct client_region *cr, bool registered,
 			   bool retry)
@@ -455,8 +496,8 @@ static int send_region_add(struct pin_client *c, const struct client_region *cr,
 	range.len = cr->len;
 	ra.range = &range;
 	ra.mode = cr->mode;
-	ra.source = cr->fd >= 0 ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
-	ra.has_offset = cr->fd >= 0;
+	ra.source = cr->src ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra.has_offset = cr->src != NULL;
 	ra.offset = cr->offset;
 	ra.has_push = 1;
 	ra.push = cr->push;
@@ -465,8 +506,8 @@ static int send_region_add(struct pin_client *c, const struct client_region *cr,
 	req.body_case = UFFDD__MSG__BODY_REGION_ADD;
 	req.region_add = &ra;
 	if (retry)
-		return request(c, &req, &cr->fd, cr->fd >= 0, NULL);
-	return request_once(c, &req, &cr->fd, cr->fd >= 0, NULL);
+		return request(c, &req, cr->src ? &cr->src->fd : NULL, cr->src != NULL, NULL);
+	return request_once(c, &req, cr->src ? &cr->src->fd : NULL, cr->src != NULL, NULL);
 }
 
 static int send_pin_report(struct pin_client *c, const struct client_pin *p, bool retry)
@@ -649,11 +690,10 @@ PIN_EXPORT int pin_client_reconnect(struct pin_client *c)
 static void forget_all(struct pin_client *c)
 {
 	for (size_t i = 0; i < c->nr_regions; i++)
-		if (c->regions[i].fd >= 0)
-			close(c->regions[i].fd);
+		src_unref(c->regions[i].src);
 	free(c->regions);
 	c->regions = NULL;
-	c->nr_regions = 0;
+	c->nr_regions = c->cap_regions = 0;
 	free(c->pins);
 	c->pins = NULL;
 	c->nr_pins = 0;
@@ -778,13 +818,18 @@ out:
 	return r;
 }
 
+/* Keep cr (and its reference on its source); the table grows by doubling. */
 static int remember_region(struct pin_client *c, const struct client_region *cr)
 {
-	struct client_region *n = reallocarray(c->regions, c->nr_regions + 1, sizeof(*n));
+	if (c->nr_regions == c->cap_regions) {
+		size_t cap = c->cap_regions ? 2 * c->cap_regions : 16;
+		struct client_region *n = reallocarray(c->regions, cap, sizeof(*n));
 
-	if (!n)
-		return -ENOMEM;
-	c->regions = n;
+		if (!n)
+			return -ENOMEM;
+		c->regions = n;
+		c->cap_regions = cap;
+	}
 	c->regions[c->nr_regions++] = *cr;
 	return 0;
 }
@@ -792,11 +837,13 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 #define REGION_FLAGS                                                                               \
 	(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_REGISTERED)
 
-/* Check a caller's region and make what the client remembers of it (with
- * its own duplicate of the source fd); *ret_flags: its flags; *ret_registered:
- * the daemon is to leave the registration alone. */
+/* Check a caller's region and make what the client remembers of it, with a
+ * reference on *src: the client's duplicate of the region's fd, made on the
+ * first use (the caller's reference; its regions all have that fd).
+ * *ret_flags: its flags; *ret_registered: the daemon is to leave the
+ * registration alone. */
 static int region_take(const struct pin_client_region *user_r, struct client_region *ret,
-		       unsigned int *ret_flags, bool *ret_registered)
+		       struct client_src **src, unsigned int *ret_flags, bool *ret_registered)
 {
 	struct pin_client_region reg = { .sz = sizeof(reg) }, *r = &reg;
 	int err = pin_opts_copy(&reg, sizeof(reg), user_r);
@@ -818,15 +865,14 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 		.len = r->len,
 		.mode = r->mode,
 		.push = !(r->flags & PIN_CLIENT_REGION_NO_PUSH),
-		.fd = -1,
 		.offset = r->fd >= 0 ? r->offset : 0,
 	};
 	*ret_flags = r->flags;
 	*ret_registered = !(r->flags & PIN_CLIENT_REGION_REGISTER);
 	if (r->fd >= 0) {
-		ret->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 3);
-		if (ret->fd < 0)
+		if (!*src && !(*src = src_new(r->fd)))
 			return -errno;
+		ret->src = src_ref(*src);
 	}
 	return 0;
 }
@@ -877,25 +923,27 @@ static int region_claim(const struct pin_client *c, const struct client_region *
 
 PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_client_region *user_r)
 {
-	struct client_region cr;
+	struct client_region cr = { 0 };
+	struct client_src *src = NULL;
 	unsigned int flags;
 	bool registered;
 	int err;
 
 	if (!c || !user_r)
 		return -EINVAL;
-	err = region_take(user_r, &cr, &flags, &registered);
-	if (err < 0)
-		return err;
-	pthread_mutex_lock(&c->lock);
-	err = region_claim(c, &cr, flags);
-	if (err == 0)
-		err = send_region_add(c, &cr, registered, true);
-	if (err == 0)
-		err = remember_region(c, &cr);
-	pthread_mutex_unlock(&c->lock);
-	if (err < 0 && cr.fd >= 0)
-		close(cr.fd);
+	err = region_take(user_r, &cr, &src, &flags, &registered);
+	if (err == 0) {
+		pthread_mutex_lock(&c->lock);
+		err = region_claim(c, &cr, flags);
+		if (err == 0)
+			err = send_region_add(c, &cr, registered, true);
+		if (err == 0)
+			err = remember_region(c, &cr);
+		if (err < 0)
+			src_unref(cr.src);
+		src_unref(src);
+		pthread_mutex_unlock(&c->lock);
+	}
 	return err;
 }
 
@@ -910,8 +958,8 @@ static void region_add_fill(Uffdd__RegionAdd *ra, Uffdd__Range *range,
 	range->len = cr->len;
 	ra->range = range;
 	ra->mode = cr->mode;
-	ra->source = cr->fd >= 0 ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
-	ra->has_offset = cr->fd >= 0;
+	ra->source = cr->src ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra->has_offset = cr->src != NULL;
 	ra->offset = cr->offset;
 	ra->has_push = 1;
 	ra->push = cr->push;
@@ -957,14 +1005,14 @@ static int add_chunk(struct pin_client *c, struct client_region *v, const bool *
 	int fd = -1, r;
 
 	for (size_t i = 0; i < n && fd < 0; i++)
-		fd = v[i].fd;
+		fd = v[i].src ? v[i].src->fd : -1;
 	r = send_batch(c, v, registered, n, fd);
 	for (size_t i = 0; r == -EBADMSG && i < n; i++)
 		r = send_region_add(c, &v[i], registered[i], true);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		r = remember_region(c, &v[i]);
 		if (r == 0)
-			v[i].fd = -1; /* the client's now */
+			v[i].src = NULL; /* the client's now */
 	}
 	return r;
 }
@@ -974,6 +1022,7 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 	struct client_region *cr = calloc(n ? n : 1, sizeof(*cr));
 	bool *registered = calloc(n ? n : 1, sizeof(*registered));
 	unsigned int *flags = calloc(n ? n : 1, sizeof(*flags));
+	struct client_src *src = NULL;
 	size_t taken = 0;
 	int err = !c || !v || !cr || !registered || !flags ? -ENOMEM : 0, fd = -1;
 
@@ -986,23 +1035,22 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 		fd = v[i].fd >= 0 ? v[i].fd : fd;
 	}
 	for (; !err && taken < n; taken++) {
-		err = region_take(&v[taken], &cr[taken], &flags[taken], &registered[taken]);
+		err = region_take(&v[taken], &cr[taken], &src, &flags[taken], &registered[taken]);
 		if (err)
 			break;
 	}
-	if (!err) {
+	if (c)
 		pthread_mutex_lock(&c->lock);
-		for (size_t i = 0; !err && i < n; i++)
-			err = region_claim(c, &cr[i], flags[i]);
-		for (size_t i = 0; !err && i < n; i += BATCH_MAX)
-			err = add_chunk(c, &cr[i], &registered[i],
-					n - i < BATCH_MAX ? n - i : BATCH_MAX);
-		pthread_mutex_unlock(&c->lock);
-	}
+	for (size_t i = 0; !err && i < n; i++)
+		err = region_claim(c, &cr[i], flags[i]);
+	for (size_t i = 0; !err && i < n; i += BATCH_MAX)
+		err = add_chunk(c, &cr[i], &registered[i], n - i < BATCH_MAX ? n - i : BATCH_MAX);
 	/* What was not remembered (on failure) is not kept. */
 	for (size_t i = 0; i < taken; i++)
-		if (cr[i].fd >= 0)
-			close(cr[i].fd);
+		src_unref(cr[i].src);
+	src_unref(src);
+	if (c)
+		pthread_mutex_unlock(&c->lock);
 	free(cr);
 	free(registered);
 	free(flags);
@@ -1023,21 +1071,13 @@ static int forget_region_range(struct pin_client *c, uint64_t a, uint64_t e)
 		if (cr->addr < a && ce > e) {
 			struct client_region tail = *cr;
 
-			tail.fd = -1;
-			if (cr->fd >= 0) {
-				tail.fd = fcntl(cr->fd, F_DUPFD_CLOEXEC, 3);
-				if (tail.fd < 0)
-					return -errno;
-			}
 			tail.offset += e - cr->addr;
 			tail.addr = e;
 			tail.len = ce - e;
 			cr->len = a - cr->addr;
-			if (remember_region(c, &tail) < 0) {
-				if (tail.fd >= 0)
-					close(tail.fd);
+			if (remember_region(c, &tail) < 0)
 				return -ENOMEM;
-			}
+			src_ref(tail.src);
 			return 0;
 		}
 		if (cr->addr < a) {
@@ -1047,8 +1087,7 @@ static int forget_region_range(struct pin_client *c, uint64_t a, uint64_t e)
 			cr->len = ce - e;
 			cr->addr = e;
 		} else {
-			if (cr->fd >= 0)
-				close(cr->fd);
+			src_unref(cr->src);
 			*cr = c->regions[--c->nr_regions];
 			continue;
 		}

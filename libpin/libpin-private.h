@@ -148,6 +148,12 @@ int pin_client_request(struct pin_client *c, Uffdd__Msg *req, Uffdd__Msg **ret_m
  * the daemon's session, not in the client's memory).
  */
 int pin_client_region_add_many(struct pin_client *c, const struct pin_client_region *v, size_t n);
+/*
+ * pin_client_add_image_region() for the nidx regions of img at idx, all in
+ * one pin_client_region_add_many(): the number of uffdd regions added.
+ */
+int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
+				 const size_t *idx, size_t nidx, unsigned int flags);
 
 /*
  * Register [addr, addr + len) for mode on the userfaultfd fd (uffd.c): what

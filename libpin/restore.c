@@ -78,30 +78,40 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
 	return r;
 }
 
-PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
-					   size_t i, unsigned int flags)
+/*
+ * Whether segment b continues the run that ends with a: the next addresses,
+ * and either both zero or both data with the next bytes of the pages file.
+ * CRIU writes a mapping's pages in address order, cutting its pagemap in
+ * entries of a few MiB: a mapping dumped whole is one run.
+ */
+static bool continues(const struct pin_image_segment *a, const struct pin_image_segment *b)
 {
-	const struct pin_image_region *g;
+	bool data = a->flags & PIN_IMAGE_SEG_DATA;
 
-	if (!c || !img ||
-	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
-		       PIN_CLIENT_REGION_REGISTERED)))
-		return -EINVAL;
-	g = region_at(img, i);
-	if (!g)
-		return -ENOENT;
-	if (g->nr_segments > INT_MAX)
-		return -E2BIG;
-	_cleanup_free_ struct pin_client_region *v =
-		calloc(g->nr_segments ? g->nr_segments : 1, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
+	if (a->addr + a->len != b->addr || data != !!(b->flags & PIN_IMAGE_SEG_DATA))
+		return false;
+	return !data || a->offset + a->len == b->offset;
+}
+
+/*
+ * The runs of segments of g as regions at v + n (room for every segment),
+ * flags each: the new count.  One uffdd region per run: each region costs
+ * the daemon a record and bitmaps, and the restore waits for them (issue
+ * 13).
+ */
+static size_t runs_of(const struct pin_image *img, const struct pin_image_region *g,
+		      unsigned int flags, struct pin_client_region *v, size_t n)
+{
 	for (size_t k = 0; k < g->nr_segments; k++) {
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
 
-		v[k] = (struct pin_client_region){
-			.sz = sizeof(v[k]),
+		if (k && continues(&g->segments[k - 1], sg)) {
+			v[n - 1].len += sg->len;
+			continue;
+		}
+		v[n++] = (struct pin_client_region){
+			.sz = sizeof(v[0]),
 			.addr = (void *)(uintptr_t)sg->addr,
 			.len = sg->len,
 			.mode = PIN_UFFD_REGISTER_MISSING,
@@ -110,10 +120,41 @@ PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pi
 			.offset = data ? sg->offset : 0,
 		};
 	}
-	/* One request for all the parts: a restore of many mappings starts
-	 * no later for their number (issue 13). */
-	int r = pin_client_region_add_many(c, v, g->nr_segments);
-	return r < 0 ? r : (int)g->nr_segments;
+	return n;
+}
+
+int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
+				 const size_t *idx, size_t nidx, unsigned int flags)
+{
+	size_t segments = 0, n = 0;
+
+	if (!c || !img || (nidx && !idx) ||
+	    (flags & ~(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER |
+		       PIN_CLIENT_REGION_REGISTERED)))
+		return -EINVAL;
+	for (size_t j = 0; j < nidx; j++) {
+		const struct pin_image_region *g = region_at(img, idx[j]);
+		if (!g)
+			return -ENOENT;
+		segments += g->nr_segments;
+		if (g->nr_segments > INT_MAX || segments > INT_MAX)
+			return -E2BIG;
+	}
+	_cleanup_free_ struct pin_client_region *v = calloc(segments ? segments : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t j = 0; j < nidx; j++)
+		n = runs_of(img, pin_image_region(img, idx[j]), flags, v, n);
+	/* One request for all of them: a restore of many mappings starts no
+	 * later for their number (issue 13). */
+	int r = pin_client_region_add_many(c, v, n);
+	return r < 0 ? r : (int)n;
+}
+
+PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,
+					   size_t i, unsigned int flags)
+{
+	return pin_client_add_image_regions(c, img, &i, 1, flags);
 }
 
 /*

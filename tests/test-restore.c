@@ -617,6 +617,76 @@ static const char *thp_and_nice(void)
 	return geteuid() == 0 ? test_thp_skip_reason() : "process_madvise needs CAP_SYS_NICE";
 }
 
+/* The index of the image's region at addr. */
+static size_t region_index(const struct pin_image *img, uint64_t addr)
+{
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++)
+		if (pin_image_region(img, i)->addr == addr)
+			return i;
+	ck_abort_msg("no region at %#llx in the image", (unsigned long long)addr);
+	return 0;
+}
+
+/*
+ * pin_client_add_image_region() hands a run of segments to uffdd as one
+ * region: the fixture's region A (five pagemap entries, their pages one
+ * after the other in pages-1.img) is one region of 4 MiB; region B (data and
+ * zero pages in turn: 128 entries of one page) stays 256 regions.  Every
+ * byte the faults bring in is the dump's.
+ */
+START_TEST(criu_runs_of_segments_one_region_each)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co) };
+	struct pin_client_region_info *ri;
+	struct test_daemon d;
+	struct pin_image *img;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	char dump[600];
+	size_t n;
+
+	snprintf(dump, sizeof(dump), "%s/fixture", images);
+	ck_assert_int_eq(pin_image_open_criu(dump, 25997, &img), 0);
+	size_t a = region_index(img, REGION_A), b = region_index(img, REGION_B);
+	ck_assert_uint_eq(pin_image_region(img, a)->nr_segments, 5);
+	ck_assert_uint_eq(pin_image_region(img, b)->nr_segments, 256);
+	test_daemon_start(&d, NULL);
+	co.socket = d.sock;
+	ck_assert_int_eq(pin_uffd_new(&uo, &u), 0);
+	ck_assert_int_eq(pin_image_map_region(img, a, u), 0);
+	ck_assert_int_eq(pin_image_map_region(img, b, u), 0);
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	ck_assert_int_eq(pin_client_handover(c, u), 0);
+	ck_assert_int_eq(pin_client_add_image_region(c, img, a, PIN_CLIENT_REGION_NO_PUSH), 1);
+	ck_assert_int_eq(pin_client_add_image_region(c, img, b, PIN_CLIENT_REGION_NO_PUSH), 256);
+	ck_assert_int_eq(pin_client_list_regions(c, pin_client_session(c), &ri, &n), 0);
+	ck_assert_uint_eq(n, 257);
+	ck_assert_uint_eq(ri[0].addr, REGION_A);
+	ck_assert_uint_eq(ri[0].len, 4ull << 20);
+	ck_assert_uint_eq(ri[0].source, 1);
+	for (size_t k = 0; k < 256; k++) {
+		ck_assert_uint_eq(ri[1 + k].addr, REGION_B + k * page);
+		ck_assert_uint_eq(ri[1 + k].len, page);
+		ck_assert_uint_eq(ri[1 + k].source, k % 2 == 0);
+	}
+	free(ri);
+	for (size_t i = 0; i < 2; i++) {
+		const struct pin_image_region *g = pin_image_region(img, i ? b : a);
+		uint8_t *want = malloc(g->len);
+		ck_assert_ptr_nonnull(want);
+		ck_assert_int_eq(pin_image_read(img, g->addr, want, g->len), 0);
+		ck_assert_int_eq(memcmp((void *)(uintptr_t)g->addr, want, g->len), 0);
+		free(want);
+		ck_assert_int_eq(munmap((void *)(uintptr_t)g->addr, g->len), 0);
+	}
+	pin_client_free(c);
+	pin_uffd_free(u);
+	pin_image_free(img);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 START_TEST(criu_restore_side_gone_fails)
 {
 	struct test_daemon d;
@@ -652,6 +722,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_task_gone_before_the_end);
 	tcase_add_test(tc, criu_restore_side_gone_fails);
 	tcase_add_test(tc, criu_remote_pages_from_a_page_server);
+	tcase_add_test(tc, criu_runs_of_segments_one_region_each);
 	suite_add_tcase(s, tc);
 	tcase_set_timeout(tcc, 120);
 	tcase_add_test(tcc, criu_collapse_after_restore);

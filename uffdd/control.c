@@ -423,10 +423,11 @@ static int add_region(struct req *q, const Uffdd__RegionAdd *ra, struct region *
 }
 
 /*
- * The region ra asks for is r already: the same request again (sent once
- * more after a daemon restart, its reply lost), done once.
+ * The region ra asks for, from src, is r already: the same request again
+ * (sent once more after a daemon restart, its reply lost), done once.
  */
-static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, int src_fd)
+static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra,
+			const struct source *src)
 {
 	struct stat a, b;
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
@@ -436,8 +437,8 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra, int 
 		return false;
 	if (!fd)
 		return true;
-	return source_stat(r->src, &a) == 0 && fstat_cached(src_fd, &b) == 0 &&
-	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	return source_stat(r->src, &a) == 0 && source_stat(src, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
 }
 
 /* -EFBIG, saying why [addr, +len) does not fit in the session's record: its
@@ -455,22 +456,35 @@ static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode
 }
 
 /*
- * Add the region ra asks for, its source read from src_fd (taken whatever
- * the outcome; -1 for SOURCE_ZERO).  The faults that wait for it are the
- * caller's to serve.
+ * The source of a region: the window [off, +len) of src_fd (taken whatever
+ * the outcome), or zero pages with src_fd -1.
  */
-static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
+static int region_source(struct req *q, int src_fd, uint64_t off, uint64_t len, struct source **ret)
+{
+	int err = source_new(src_fd, q->s->uid, off, len, ret);
+
+	if (err < 0)
+		return fail(q, err, "source: %s",
+			    err == -EINVAL   ? "not a regular file or block device"
+			    : err == -EBADF  ? "not open for reading"
+			    : err == -EDQUOT ? "the uid's closes of such files wait for their "
+					       "file system already (it does not answer FLUSH)"
+					     : strerror(-err));
+	return 0;
+}
+
+/*
+ * Add the region ra asks for, its pages read from src (the caller's
+ * reference).  The faults that wait for it are the caller's to serve.
+ */
+static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct source *src)
 {
 	struct session *s = q->s;
-	_cleanup_sent_ struct sent_fd fd = { src_fd, s->uid };
-	struct source *src;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
-
-	if (!s->uffd)
-		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	size_t i = session_first_after(s, addr);
+
 	if (i < s->nregions && s->regions[i]->start < addr + len) {
-		if (same_region(s->regions[i], ra, fd.fd))
+		if (same_region(s->regions[i], ra, src))
 			return 0;
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
@@ -478,22 +492,10 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
-	ret = source_new(fd.fd, s->uid, ra->has_offset ? ra->offset : 0, len, &src);
-	fd.fd = -1;
-	if (ret < 0) {
-		session_charge(s, -1, 0, NULL, 0);
-		return fail(q, ret, "source: %s",
-			    ret == -EINVAL   ? "not a regular file or block device"
-			    : ret == -EBADF  ? "not open for reading"
-			    : ret == -EDQUOT ? "the uid's closes of such files wait for their "
-					       "file system already (it does not answer FLUSH)"
-					     : strerror(-ret));
-	}
 	struct region *r = NULL;
 	uint64_t room = state_room(s->st);
 	ret = region_new(s, addr, len, ra->mode, src, ra->has_offset ? ra->offset : 0,
 			 !ra->has_push || ra->push, &r);
-	source_unref(src);
 	/* Its bitmaps and a source file new to the session, charged. */
 	if (!ret)
 		ret = session_charge(s, 0, 0, q->text, sizeof(q->text));
@@ -520,9 +522,19 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, int src_fd)
 static int do_region_add(struct req *q)
 {
 	const Uffdd__RegionAdd *ra = q->m->region_add;
-	int ret = region_add_one(q, ra,
-				 ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? take_fd(q) : -1);
+	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+	int src_fd = fd ? take_fd(q) : -1;
+	struct source *src;
 
+	if (!q->s->uffd) {
+		closer_close(src_fd, q->s->uid);
+		return fail(q, -EBADFD, "hand over a userfaultfd first");
+	}
+	int ret = region_source(q, src_fd, fd ? ra->offset : 0, ra->range->len, &src);
+	if (ret < 0)
+		return ret;
+	ret = region_add_one(q, ra, src);
+	source_unref(src);
 	/* Faults that waited for this region. */
 	if (!ret && q->s->nfaults)
 		fault_serve(q->s);
@@ -532,34 +544,49 @@ static int do_region_add(struct req *q)
 /*
  * Each region of the batch as RegionAdd, in order, up to the first that
  * fails (the reply says which; those before it stay: the batch sent again
- * finds them done).  The faults that waited for any of them are served
- * once, at the end.
+ * finds them done).  One source serves them all: a window of the batch's
+ * file over every part the regions read (and one of zero pages), so that a
+ * region costs no system call (issue 13: a restore of thousands of regions
+ * waits for them).  The faults that waited for any of them are served once,
+ * at the end.
  */
 static int do_region_add_batch(struct req *q)
 {
 	const Uffdd__RegionAddBatch *b = q->m->region_add_batch;
-	_cleanup_sent_ struct sent_fd fd = { q->nfds ? take_fd(q) : -1, q->s->uid };
-	int ret = 0;
+	int fd = q->nfds ? take_fd(q) : -1;
+	struct source *file = NULL, *zero = NULL;
+	uint64_t lo = UINT64_MAX, hi = 0;
+	int ret;
 
+	if (!q->s->uffd) {
+		closer_close(fd, q->s->uid);
+		return fail(q, -EBADFD, "hand over a userfaultfd first");
+	}
+	for (size_t i = 0; i < b->n_regions; i++) {
+		const Uffdd__RegionAdd *ra = b->regions[i];
+		if (ra->source != UFFDD__SOURCE_KIND__SOURCE_FD)
+			continue;
+		lo = ra->offset < lo ? ra->offset : lo;
+		hi = ra->offset + ra->range->len > hi ? ra->offset + ra->range->len : hi;
+	}
+	ret = region_source(q, -1, 0, 0, &zero);
+	if (!ret && fd >= 0 && lo < hi)
+		ret = region_source(q, fd, lo, hi - lo, &file);
+	else
+		closer_close(fd, q->s->uid);
 	for (size_t i = 0; i < b->n_regions && !ret; i++) {
 		const Uffdd__RegionAdd *ra = b->regions[i];
-		int src_fd = -1;
 
-		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_FD) {
-			src_fd = fcntl(fd.fd, F_DUPFD_CLOEXEC, 3);
-			if (src_fd < 0) {
-				int err = errno;
-				return fail(q, -err, "region %zu of %zu: fcntl(F_DUPFD): %s", i,
-					    b->n_regions, strerror(err));
-			}
-		}
-		ret = region_add_one(q, ra, src_fd);
+		ret = region_add_one(q, ra,
+				     ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? file : zero);
 		if (ret < 0) {
 			char why[sizeof(q->text)];
 			snprintf(why, sizeof(why), "%s", q->text);
 			fail(q, ret, "region %zu of %zu: %s", i, b->n_regions, why);
 		}
 	}
+	source_unref(file);
+	source_unref(zero);
 	if (q->s->nfaults)
 		fault_serve(q->s);
 	return ret;

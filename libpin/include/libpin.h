@@ -533,7 +533,8 @@ int pin_client_list_pins(struct pin_client *c, uint64_t session, struct pin_clie
 int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd *u);
 /*
  * Tell uffdd where the pages of region i come from: one uffdd region per
- * segment, data from the image's pages file, the rest zero pages.  flags:
+ * run of segments (adjacent, both zero or both data at adjacent offsets),
+ * data from the image's pages file, the rest zero pages.  flags:
  * PIN_CLIENT_REGION_*.  Returns the number of uffdd regions added.
  */
 int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img, size_t i,

@@ -10,7 +10,8 @@
  * This front end reads the task's memory layout from the dump (pagemap and
  * mm images) and hands the userfaultfd to uffdd with one region per part of
  * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
- * zero pages.  uffdd serves the faults.  After the final word each task's
+ * zero pages, all in one request (the restorer's first touches wait for
+ * them).  uffdd serves the faults.  After the final word each task's
  * session says Goodbye and waits: uffdd pushes what was not touched and ends
  * the session when every page is in place, or when the task is gone (a task
  * may exit before its pages are all in: the others go on).  The page file
@@ -220,13 +221,38 @@ static uint64_t lazy_bytes(const struct pin_image *img)
 	return n;
 }
 
-/* Hand one task's userfaultfd and layout to uffdd; no push before RSTF. */
-static int task_start(struct task *t, int pid, int fd)
+/* Read task pid's image (its lazy pages fetched from the page server when
+ * there is one) and connect to uffdd for it. */
+static int task_open(struct task *t, int pid)
 {
 	struct pin_client_opts copts = { .sz = sizeof(copts), .socket = uffdd_socket };
 	char name[32];
+	int r;
+
+	t->pid = pid;
+	if (page_server)
+		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
+					       &t->img);
+	else
+		r = pin_image_open_criu(images_dir, pid, &t->img);
+	if (r < 0)
+		return r;
+	if (page_server)
+		fprintf(stderr,
+			"uffdd-lazy-pages: task %d: %" PRIu64 " pages from the page server\n", pid,
+			lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
+	snprintf(name, sizeof(name), "criu-%d", pid);
+	copts.name = name;
+	return pin_client_connect(&copts, &t->client);
+}
+
+/* Hand one task's userfaultfd and layout to uffdd (its image and connection
+ * made now unless prepare() made them); no push before RSTF. */
+static int task_start(struct task *t, int pid, int fd)
+{
 	struct pin_uffd *u;
 	int r, nregions = 0;
+	double t0 = now_ms();
 
 	t->pid = pid;
 	/* Taken now, while the pid surely names the task. */
@@ -239,37 +265,32 @@ static int task_start(struct task *t, int pid, int fd)
 		close(fd);
 		return r;
 	}
-	if (page_server)
-		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
-					       &t->img);
-	else
-		r = pin_image_open_criu(images_dir, pid, &t->img);
-	if (r < 0)
-		goto out;
-	snprintf(name, sizeof(name), "criu-%d", pid);
-	copts.name = name;
-	r = pin_client_connect(&copts, &t->client);
-	if (r < 0)
-		goto out;
-	r = pin_client_handover(t->client, u);
-	for (size_t i = 0; r >= 0 && i < pin_image_nr_regions(t->img); i++) {
-		if (!lazy_mapping(pin_image_region(t->img, i)))
-			continue;
-		/* CRIU's restorer registered the lazy mappings: a task gone
-		 * meanwhile ends its own session, not this call. */
-		r = pin_client_add_image_region(t->client, t->img, i,
-						PIN_CLIENT_REGION_NO_PUSH |
-							PIN_CLIENT_REGION_REGISTERED);
-		nregions += r > 0 ? r : 0;
+	if (!t->client) {
+		r = task_open(t, pid);
+		if (r < 0)
+			goto out;
 	}
+	r = pin_client_handover(t->client, u);
+	size_t nmaps = pin_image_nr_regions(t->img), nlazy = 0;
+	size_t *lazy = calloc(nmaps ? nmaps : 1, sizeof(*lazy));
+	if (r >= 0 && !lazy)
+		r = -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < nmaps; i++)
+		if (lazy_mapping(pin_image_region(t->img, i)))
+			lazy[nlazy++] = i;
+	/* CRIU's restorer registered the lazy mappings: a task gone meanwhile
+	 * ends its own session, not this call.  All in one request: the
+	 * restorer's first touches wait for them. */
+	if (r >= 0)
+		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy,
+							    PIN_CLIENT_REGION_NO_PUSH |
+								    PIN_CLIENT_REGION_REGISTERED);
+	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd\n",
-			pid, pin_image_nr_regions(t->img), nregions);
-	if (r >= 0 && page_server)
-		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: %" PRIu64 " pages from the page server\n", pid,
-			lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
+			"uffdd-lazy-pages: task %d: %zu mappings, %d regions handed to uffdd in "
+			"%.1f ms\n",
+			pid, pin_image_nr_regions(t->img), nregions, now_ms() - t0);
 out:
 	/* uffdd holds its own copy of the descriptor now. */
 	pin_uffd_free(u);
@@ -431,11 +452,46 @@ static void task_free(struct task *t)
 		pin_client_goodbye(t->client);
 	pin_client_free(t->client);
 	pin_image_free(t->img);
+	*t = (struct task){ .pidfd = -1 };
+}
+
+/*
+ * Before the restore side sends a task: each task of the dump (pstree.img)
+ * with its image read and its connection to uffdd made, so that its
+ * userfaultfd, when it comes, costs two requests while the restorer waits
+ * (issue 13).  A task that fails here is tried again, and its error said,
+ * when it comes.
+ */
+static void prepare(struct task *ready, size_t *nready)
+{
+	int pids[MAX_TASKS];
+	int n = pin_image_criu_pids(images_dir, pids, MAX_TASKS);
+
+	for (int i = 0; i < n && i < MAX_TASKS; i++) {
+		ready[*nready] = (struct task){ .pidfd = -1 };
+		if (pids[i] <= 0 || task_open(&ready[*nready], pids[i]) < 0) {
+			task_free(&ready[*nready]);
+			continue;
+		}
+		(*nready)++;
+	}
+}
+
+/* Into *t, task pid as prepare() made it, if it did. */
+static void take_ready(struct task *ready, size_t nready, int pid, struct task *t)
+{
+	for (size_t i = 0; i < nready; i++) {
+		if (ready[i].pid != pid || !ready[i].client)
+			continue;
+		*t = ready[i];
+		ready[i] = (struct task){ .pidfd = -1 };
+		return;
+	}
 }
 
 /* Take the restore side's tasks until RSTF; *ntasks counts those started,
  * to be freed whatever the outcome. */
-static int serve(int sock, struct task *tasks, size_t *ntasks)
+static int serve(int sock, struct task *tasks, size_t *ntasks, struct task *ready, size_t nready)
 {
 	for (;;) {
 		uint32_t word;
@@ -462,6 +518,7 @@ static int serve(int sock, struct task *tasks, size_t *ntasks)
 			fprintf(stderr, "uffdd-lazy-pages: more than %d tasks\n", MAX_TASKS);
 			return -E2BIG;
 		}
+		take_ready(ready, nready, (int)word, &tasks[*ntasks]);
 		r = task_start(&tasks[(*ntasks)++], (int)word, fd);
 		if (r < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: task %d: %s\n", (int)word, strerror(-r));
@@ -493,10 +550,10 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	static struct task tasks[MAX_TASKS];
+	static struct task tasks[MAX_TASKS], ready[MAX_TASKS];
 	bool denied = false; /* no CAP_SYS_NICE: not tried again */
 	uint64_t pushed = 0;
-	size_t ntasks = 0, exited = 0, failed = 0;
+	size_t ntasks = 0, nready = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
 	double t0, t1;
 	bool remote = false;
@@ -556,6 +613,7 @@ int main(int argc, char **argv)
 		pin_ps_free(page_server);
 		return 1;
 	}
+	prepare(ready, &nready);
 	do
 		sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 	while (sock < 0 && errno == EINTR);
@@ -570,9 +628,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t0 = now_ms();
-	r = serve(sock, tasks, &ntasks);
+	r = serve(sock, tasks, &ntasks, ready, nready);
 	close(sock);
 	t1 = now_ms();
+	/* Tasks of the dump the restore side did not send (zombies). */
+	for (size_t i = 0; i < nready; i++)
+		task_free(&ready[i]);
 	if (r < 0) {
 		/* Goodbye all the same: uffdd places the pages of the tasks
 		 * restored so far. */

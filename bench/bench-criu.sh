@@ -1,0 +1,178 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# bench-criu [RUNS] [--smoke]: real CRIU restores a workload lazily
+# (criu-touch: one task that mapped and wrote 256 MiB, then 1 GiB), served
+# by uffdd-lazy-pages + uffdd and by `criu lazy-pages`, the two interleaved
+# in one run over the same dump (its pages file warm in the page cache).
+# After the restore the task reads one word of every page, in address order
+# (seq) or in a random one (rand).  Per size and order, medians of RUNS runs
+# (default 3) of each server:
+#   criu_<size>_<order>_local_start_ms_<server>  until `criu restore` returns
+#   criu_<size>_<order>_local_done_ms_<server>   until the last page is read
+#   criu_<size>_<order>_local_start_x            uffdd's over criu's
+#   criu_<size>_<order>_local_done_x
+# --smoke: one run of each over 16 MiB (the names keep 256m and 1g).
+# $CRIU, else criu on PATH, at least 4.1, and root: without them it prints
+# `skip: REASON` and exits 0.  $UFFDD, $UFFDD_LAZY_PAGES: else the ones built
+# next to this benchmark.  Leaves nothing behind: the restored task is
+# killed by its pid, uffdd by its pid, the temporary directory removed.
+set -u
+
+bin=$(cd "$(dirname "$0")" && pwd)
+UFFDD=${UFFDD:-$bin/../uffdd/uffdd}
+LAZY_PAGES=${UFFDD_LAZY_PAGES:-$bin/../uffdd/tools/uffdd-lazy-pages}
+TOUCH=$bin/criu-touch
+RUNS=3 smoke=0
+for a in "$@"; do
+	case $a in
+	--smoke) smoke=1 ;;
+	*[!0-9]* | '' | 0) echo "usage: bench-criu [RUNS] [--smoke]" >&2; exit 2 ;;
+	*) RUNS=$a ;;
+	esac
+done
+# Sizes in MiB, each with the name its metrics carry.
+sizes=(256 1024) names=(256m 1g)
+[ $smoke = 1 ] && RUNS=1 sizes=(16 16)
+# Bounds, in tenths of a second: a wait past one is a failure, not a hang
+# (criu lazy-pages took 44 s to serve 1 GiB in a random order).
+WAIT_FILE=1200
+
+skip() {
+	echo "skip: $*"
+	exit 0
+}
+
+[ "$(id -u)" = 0 ] || skip "CRIU needs root"
+CRIU=${CRIU:-$(command -v criu || true)}
+[ -n "$CRIU" ] && [ -x "$CRIU" ] || skip "no criu (set \$CRIU or put criu on PATH)"
+ver=$("$CRIU" --version 2>/dev/null | sed -n 's/^Version: *//p')
+major=${ver%%.*} minor=${ver#*.}
+minor=${minor%%.*}
+case "$major$minor" in *[!0-9]* | '') skip "$CRIU: cannot tell its version ('$ver')" ;; esac
+[ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; } ||
+	skip "$CRIU is $ver; lazy restore here needs 4.1 or later"
+
+top=$(mktemp -d "${TMPDIR:-/tmp}/bench-criu.XXXXXX") || exit 1
+daemon= task= server=
+
+cleanup() {
+	[ -n "$task" ] && kill -KILL "$task" 2>/dev/null
+	[ -n "$server" ] && kill -KILL "$server" 2>/dev/null
+	[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	rm -rf "$top"
+}
+trap cleanup EXIT
+
+die() {
+	echo "bench-criu: $*" >&2
+	exit 1
+}
+
+# poll COMMAND...: until it succeeds, WAIT_FILE tenths at most.
+poll() {
+	local n=0
+	until "$@"; do
+		[ $n -ge $WAIT_FILE ] && return 1
+		sleep 0.1
+		n=$((n + 1))
+	done
+}
+
+# median N...: of its arguments.
+median() {
+	printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"
+}
+
+# ratio A B: A / B with three decimals.
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'
+}
+
+sock=$top/uffdd.sock
+"$UFFDD" --socket "$sock" >"$top/uffdd.log" 2>&1 &
+daemon=$!
+poll test -S "$sock" || die "uffdd did not listen: $(cat "$top/uffdd.log")"
+
+# dump MIB: a fresh criu-touch of MIB MiB dumped into $dir/dump; its pid in
+# $pid, free again once this returns.
+dump() {
+	dir=$top/m$1
+	mkdir -p "$dir/dump" "$dir/work"
+	# Its own session (CRIU dumps it without our terminal), yet our
+	# child: reaped here at once, not whenever init gets to it.
+	setsid "$TOUCH" "$dir" "$1" </dev/null >"$dir/touch.log" 2>&1 &
+	task=$!
+	# Reaped all the same, without a word when the dump kills it.
+	disown "$task"
+	poll test -e "$dir/pid" || die "criu-touch did not start: $(cat "$dir/touch.log")"
+	pid=$(cat "$dir/pid")
+	[ "$pid" = "$task" ] || die "criu-touch is $pid, not our child $task"
+	"$CRIU" dump -t "$pid" -D "$dir/dump" -o dump.log ||
+		die "criu dump failed: $(tail -5 "$dir/dump/dump.log")"
+	poll test ! -e "/proc/$task" || die "the dumped task $task outlived the dump"
+	task=
+}
+
+# restore SERVER SIGNAL: one lazy restore served by SERVER (uffdd or criu),
+# the task told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets
+# start_ms and done_ms.
+restore() {
+	local t0 t1 end st
+	rm -f "$dir/result" "$dir/work/lazy-pages.socket"
+	if [ "$1" = uffdd ]; then
+		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" \
+			>"$dir/server.log" 2>&1 &
+	else
+		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log \
+			>"$dir/server.log" 2>&1 &
+	fi
+	server=$!
+	poll test -S "$dir/work/lazy-pages.socket" ||
+		die "$1: no lazy-pages.socket: $(cat "$dir/server.log")"
+	t0=$(date +%s%N)
+	# --restore-sibling: the task is our child, reaped by this shell as
+	# soon as it is killed (the next restore needs its pid free).
+	"$CRIU" restore -D "$dir/dump" -W "$dir/work" --lazy-pages -d --restore-sibling \
+		-o restore.log ||
+		die "$1: criu restore failed: $(tail -5 "$dir/work/restore.log")"
+	t1=$(date +%s%N)
+	task=$pid
+	kill -"$2" "$task"
+	poll test -e "$dir/result" || die "$1: the restored task wrote no result"
+	read -r st _ end _ <"$dir/result"
+	[ "$st" = ok ] || die "$1: the restored task read wrong pages: $(cat "$dir/result")"
+	wait "$server" || die "$1: its lazy-pages server exited $?: $(tail -5 "$dir/server.log")"
+	server=
+	kill -KILL "$task"
+	poll test ! -e "/proc/$task" || die "the restored task $task did not go"
+	task=
+	start_ms=$(((t1 - t0) / 1000000))
+	done_ms=$(((end - t0) / 1000000))
+}
+
+for k in "${!sizes[@]}"; do
+	dump "${sizes[$k]}"
+	for order in seq rand; do
+		sig=USR1
+		[ $order = rand ] && sig=USR2
+		su=() du=() sc=() dc=()
+		for _ in $(seq "$RUNS"); do
+			restore uffdd $sig
+			su+=("$start_ms") du+=("$done_ms")
+			restore criu $sig
+			sc+=("$start_ms") dc+=("$done_ms")
+		done
+		m=criu_${names[$k]}_${order}_local
+		msu=$(median "${su[@]}") mdu=$(median "${du[@]}")
+		msc=$(median "${sc[@]}") mdc=$(median "${dc[@]}")
+		echo "# $m: start ms uffdd ${su[*]}, criu ${sc[*]}; done ms uffdd ${du[*]}, criu ${dc[*]}"
+		echo "metric ${m}_start_ms_uffdd $msu ms"
+		echo "metric ${m}_start_ms_criu $msc ms"
+		echo "metric ${m}_done_ms_uffdd $mdu ms"
+		echo "metric ${m}_done_ms_criu $mdc ms"
+		echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
+		echo "metric ${m}_done_x $(ratio "$mdu" "$mdc") x"
+	done
+	rm -rf "$dir"
+done
