@@ -4,7 +4,8 @@
  * restoring.  The region is served from a patterned memfd without the
  * background push, so every page a pin finds in place was placed by the
  * one Replay that the cache's miss sent (pin_client_connect(3), opts ctx):
- * the session counts no fault.  READ_FIXED/WRITE_FIXED through the pin
+ * the session counts no fault, with the io_uring backend and with mlock.
+ * READ_FIXED/WRITE_FIXED through the pin
  * move every byte; a DONTNEED under a held pin during the restore makes it
  * stale (the daemon's notice) and the next look-up pins anew, the
  * discarded page now zero.
@@ -48,8 +49,8 @@ static void setup(void)
 
 /* LEN bytes of anonymous memory, not one page in place, registered MISSING
  * and handed to a fresh uffdd, served from a memfd patterned with SEED and
- * never pushed; a cache that pins through io_uring, the client's. */
-static void lazy_open(struct lazy *z)
+ * never pushed; a cache that pins through backend, the client's. */
+static void lazy_open(struct lazy *z, int backend)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -61,7 +62,7 @@ static void lazy_open(struct lazy *z)
 	memset(&z->seen, 0, sizeof(z->seen));
 	test_daemon_start(&z->d, NULL);
 	/* The range is the session's: its stale notices stand in for a monitor. */
-	z->ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, PIN_CTX_NO_MONITOR);
+	z->ctx = test_pin_ctx_new(backend, PIN_CTX_NO_MONITOR);
 	struct pin_client_opts co = {
 		.sz = sizeof(co),
 		.socket = z->d.sock,
@@ -124,7 +125,7 @@ START_TEST(pin_places_then_pins)
 	struct pin_range *r;
 	struct lazy z;
 
-	lazy_open(&z);
+	lazy_open(&z, PIN_BACKEND_IO_URING);
 	struct pin_client_stats st = stats_of(&z);
 	ck_assert_uint_eq(st.pages_populated, 0);
 	ck_assert_uint_eq(st.pages_total, LEN / page);
@@ -165,6 +166,24 @@ START_TEST(pin_places_then_pins)
 }
 END_TEST
 
+/* mlock(2) faults the pages in as a pin does: the Replay first here too. */
+START_TEST(mlock_places_then_locks)
+{
+	struct pin_range *r;
+	struct lazy z;
+
+	lazy_open(&z, PIN_BACKEND_MLOCK);
+	ck_assert_int_eq(pin_range_get(z.ctx, z.p, LEN, &r), 0);
+	struct pin_client_stats st = stats_of(&z);
+	ck_assert_uint_eq(st.faults, 0);
+	ck_assert_uint_eq(st.pages_populated, LEN / page);
+	ck_assert_uint_eq(st.pages_pushed, LEN / page);
+	test_assert_pattern(z.p, LEN, SEED);
+	pin_range_put(r);
+	lazy_close(&z);
+}
+END_TEST
+
 /* Dispatch the daemon's notices until one came. */
 static void wait_notice(struct lazy *z)
 {
@@ -183,7 +202,7 @@ START_TEST(dontneed_under_pin_repins)
 	struct pin_range *r, *r2;
 	struct lazy z;
 
-	lazy_open(&z);
+	lazy_open(&z, PIN_BACKEND_IO_URING);
 	ck_assert_int_eq(pin_range_get(z.ctx, z.p, LEN, &r), 0);
 	ck_assert_int_eq(pin_client_pin_report(z.c, z.p, LEN, COOKIE), 0);
 	char *gone = z.p + DISCARDED * page;
@@ -241,6 +260,7 @@ Suite *test_suite(void)
 
 	tcase_add_test(tc, pin_places_then_pins);
 	tcase_add_test(tc, dontneed_under_pin_repins);
+	tcase_add_test(tc, mlock_places_then_locks);
 	return s;
 }
 
