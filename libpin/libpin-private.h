@@ -154,8 +154,8 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
  * pins, without the context's lock, so that the uffdd client serving that
  * memory places its missing pages in bulk first (client.c); a failure is
  * logged there and the pin goes on (its faults place the pages then).  fn
- * NULL: none.  The client sets it when it gets a userfaultfd of this process
- * and clears it when freed.
+ * NULL: none, if arg is the one set (else the hook stays).  The client sets
+ * it when it gets a userfaultfd of this process and clears it when freed.
  */
 typedef void (*pin_ctx_populate_fn)(void *arg, uintptr_t start, uintptr_t end);
 void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg);

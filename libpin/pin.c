@@ -490,8 +490,11 @@ static struct pin_range *take_cached(struct pin_ctx *ctx, uintptr_t start, uintp
 void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg)
 {
 	pthread_mutex_lock(&ctx->lock);
-	ctx->populate = fn;
-	ctx->populate_arg = arg;
+	/* A client going away leaves the hook of one that came after it. */
+	if (fn || ctx->populate_arg == arg) {
+		ctx->populate = fn;
+		ctx->populate_arg = fn ? arg : NULL;
+	}
 	pthread_mutex_unlock(&ctx->lock);
 }
 
