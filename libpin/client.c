@@ -6,7 +6,9 @@
  * outstanding is sent again unless that was it); the end of the connection,
  * after which every call fails at once; and what a reconnect must hand over
  * again (the userfaultfd, the regions, the pins) to a daemon that was stopped
- * and started anew.  Calls proto.c, util.c and pin_ctx_invalidate() only.
+ * and started anew; and the registration cache's misses on memory it serves
+ * (populate_for_pin()).  Calls proto.c, util.c, pin_ctx_invalidate() and
+ * pin_ctx_set_populate() only.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -59,6 +61,7 @@ struct pin_client {
 	pin_client_stale_fn stale_fn;
 	void *stale_data;
 	struct pin_ctx *ctx;
+	bool populates; /* ctx's misses call populate_for_pin() */
 	uint64_t seq;
 	uint64_t session;
 
@@ -748,6 +751,8 @@ PIN_EXPORT void pin_client_free(struct pin_client *c)
 {
 	if (!c)
 		return;
+	if (c->populates)
+		pin_ctx_set_populate(c->ctx, NULL, NULL);
 	if (c->sock >= 0)
 		close(c->sock);
 	forget_all(c);
@@ -788,6 +793,49 @@ PIN_EXPORT int pin_client_process(struct pin_client *c)
 	return r < 0 ? r : n;
 }
 
+static bool overlaps_region(const struct pin_client *c, uint64_t start, uint64_t end)
+{
+	for (size_t i = 0; i < c->nr_regions; i++)
+		if (c->regions[i].addr < end && c->regions[i].addr + c->regions[i].len > start)
+			return true;
+	return false;
+}
+
+/*
+ * Issue 18: a miss of the client's registration cache on [start, end)
+ * (pin_ctx_set_populate()), when our userfaultfd is this process's: one
+ * Replay of the range, which the daemon places at once and ahead of its
+ * background push, a COPY per run of missing pages, and answers once they
+ * are in; the pin then finds every page in place instead of faulting each
+ * through the daemon.  Memory no region of ours covers costs no request.
+ */
+static void populate_for_pin(void *arg, uintptr_t start, uintptr_t end)
+{
+	struct pin_client *c = arg;
+	Uffdd__Range range = UFFDD__RANGE__INIT, *pv = &range;
+	Uffdd__Replay rp = UFFDD__REPLAY__INIT;
+	Uffdd__Msg req = UFFDD__MSG__INIT;
+
+	pthread_mutex_lock(&c->lock);
+	bool ours = overlaps_region(c, start, end);
+	pthread_mutex_unlock(&c->lock);
+	if (!ours)
+		return;
+	range.addr = start;
+	range.len = end - start;
+	rp.n_ranges = 1;
+	rp.ranges = &pv;
+	req.body_case = UFFDD__MSG__BODY_REPLAY;
+	req.replay = &rp;
+	int r = pin_client_request(c, &req, NULL);
+	/* After Goodbye the daemon places everything anyway. */
+	if (r < 0 && r != -ENOTCONN)
+		pin_log(PIN_LOG_WARN,
+			"uffdd: Replay of [%#lx, %#lx) before pinning it: %s; its pages fault in "
+			"one by one instead",
+			(unsigned long)start, (unsigned long)end, strerror(-r));
+}
+
 PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *u)
 {
 	int r;
@@ -812,6 +860,10 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 	if (r < 0) {
 		close(c->uffd);
 		c->uffd = -1;
+	} else if (c->ctx && c->uffd_own) {
+		/* Lock order: the client's, then the context's. */
+		pin_ctx_set_populate(c->ctx, populate_for_pin, c);
+		c->populates = true;
 	}
 out:
 	pthread_mutex_unlock(&c->lock);

@@ -156,6 +156,17 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
 				 const size_t *idx, size_t nidx, unsigned int flags);
 
 /*
+ * Issue 18: a cache miss on [start, end) calls fn(arg, start, end) before it
+ * pins, without the context's lock, so that the uffdd client serving that
+ * memory places its missing pages in bulk first (client.c); a failure is
+ * logged there and the pin goes on (its faults place the pages then).  fn
+ * NULL: none, if arg is the one set (else the hook stays).  The client sets
+ * it when it gets a userfaultfd of this process and clears it when freed.
+ */
+typedef void (*pin_ctx_populate_fn)(void *arg, uintptr_t start, uintptr_t end);
+void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg);
+
+/*
  * Register [addr, addr + len) for mode on the userfaultfd fd (uffd.c): what
  * pin_uffd_register() does, for a descriptor without its handle.  Already
  * registered there with those modes: a no-op (the kernel's).

@@ -153,6 +153,9 @@ struct pin_ctx {
 	size_t pinned_bytes, pinned_ranges, unwatched;
 	uint64_t hits, misses, invalidations, evictions;
 	struct pin_monitor *mon;
+	/* The uffdd client serving this memory (pin_ctx_set_populate()). */
+	pin_ctx_populate_fn populate;
+	void *populate_arg;
 };
 
 /* With ctx->lock held: call fn on each maximal piece of [start, end) that no

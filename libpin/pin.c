@@ -11,7 +11,8 @@
  * lock and everything under it, including the stale-pin rules (the recent discards, the ranges left
  * to unregister).  It calls the interval map (range.c), the backends through struct
  * pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor calls back only through the
- * struct pin_monitor_owner given to it here.
+ * struct pin_monitor_owner given to it here.  A miss first lets the uffdd client serving the
+ * memory place its missing pages, through the hook the client set (pin_ctx_set_populate()).
  */
 #include <stdio.h>
 #include <string.h>
@@ -472,6 +473,31 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	return 0;
 }
 
+/* With ctx->lock held: a cached pin covering [start, end), with a new
+ * reference; NULL when none does. */
+static struct pin_range *take_cached(struct pin_ctx *ctx, uintptr_t start, uintptr_t end)
+{
+	struct pin_range *r = pin_imap_find_covering(&ctx->map, start, end);
+
+	if (r) {
+		if (r->refs++ == 0)
+			lru_unlink(ctx, r);
+		ctx->hits++;
+	}
+	return r;
+}
+
+void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg)
+{
+	pthread_mutex_lock(&ctx->lock);
+	/* A client going away leaves the hook of one that came after it. */
+	if (fn || ctx->populate_arg == arg) {
+		ctx->populate = fn;
+		ctx->populate_arg = fn ? arg : NULL;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 			     struct pin_range **ret)
 {
@@ -487,11 +513,18 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 	end = (a + len + ctx->page - 1) & ~(ctx->page - 1);
 
 	lock_synced(ctx);
-	r = pin_imap_find_covering(&ctx->map, start, end);
+	r = take_cached(ctx, start, end);
+	if (!r && ctx->populate) {
+		pin_ctx_populate_fn fn = ctx->populate;
+		void *arg = ctx->populate_arg;
+		/* Unlocked: stale notices that come in with the client's
+		 * reply invalidate, which takes the lock. */
+		pthread_mutex_unlock(&ctx->lock);
+		fn(arg, start, end);
+		lock_synced(ctx);
+		r = take_cached(ctx, start, end);
+	}
 	if (r) {
-		if (r->refs++ == 0)
-			lru_unlink(ctx, r);
-		ctx->hits++;
 		pthread_mutex_unlock(&ctx->lock);
 		*ret = r;
 		return 0;

@@ -387,7 +387,10 @@ struct pin_client_opts {
 	pin_client_stale_fn stale_fn; /* may be NULL */
 	void *stale_data;
 	/* Stale notices also drop the overlapping pins of this registration
-	 * cache (pin_ctx_invalidate()), before stale_fn runs.  May be NULL. */
+	 * cache (pin_ctx_invalidate()), before stale_fn runs; and once a
+	 * userfaultfd of this process is handed over, its misses on memory of
+	 * our regions first have the daemon place the missing pages in bulk
+	 * (pin_client_connect(3)).  May be NULL. */
 	struct pin_ctx *ctx;
 };
 
