@@ -147,6 +147,7 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	if (!s)
 		return NULL;
 	s->sock = sock;
+	s->pagemap = -1;
 	s->pid = pid;
 	s->uid = uid;
 	s->wsock = (struct watch){ .s = s };
@@ -220,6 +221,8 @@ static void session_unstore(struct session *s)
 {
 	if (s->uffd)
 		store_remove_uffd(s);
+	if (s->pagemap >= 0)
+		store_remove("s%" PRIu64 ".pagemap", s->id);
 	if (s->sock >= 0)
 		store_remove("s%" PRIu64 ".conn", s->id);
 	store_remove("s%" PRIu64 ".state", s->id);
@@ -355,7 +358,8 @@ void session_set_meta(struct session *s)
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
 			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0) |
-			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0),
+			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0) |
+			 (s->pagemap >= 0 ? STATE_PAGEMAP : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -732,6 +736,8 @@ void session_free(struct session *s)
 	/* Closing the userfaultfd wakes the client's blocked threads: they
 	 * fault again as if it had never been registered. */
 	pin_uffd_free(s->uffd);
+	if (s->pagemap >= 0)
+		close(s->pagemap);
 	/* The record goes whole: no region needs taking out of it. */
 	state_free(s->st);
 	s->st = NULL;
