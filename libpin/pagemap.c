@@ -100,6 +100,10 @@ PIN_EXPORT int pin_pagemap_scan_written(int pagemap_fd, uint64_t addr, uint64_t 
 		};
 		int r;
 
+		/* Valgrind does not know that the kernel fills vec (it takes
+		 * the ioctl's argument for the only memory it writes): zeroed
+		 * here, what the kernel writes over it counts as defined. */
+		memset(vec, 0, arg.vec_len * sizeof(*vec));
 		do
 			r = ioctl(pagemap_fd, PIN_PAGEMAP_SCAN, &arg);
 		while (r < 0 && errno == EINTR);
