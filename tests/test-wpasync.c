@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -252,6 +254,155 @@ START_TEST(async_refused)
 }
 END_TEST
 
+/* ---- the protocol itself ---- */
+
+static int raw_connect(const struct test_daemon *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", d->sock);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Send m with a new seq and return the error of its reply; 1 when none came. */
+static int reply_error(int sock, Uffdd__Msg *m, const int *fds, size_t nfds)
+{
+	Uffdd__Msg *r;
+	int rfds[PIN_PROTO_MAX_FDS];
+	size_t n;
+	int e = 1;
+
+	m->has_seq = true;
+	m->seq++;
+	if (pin_proto_send(sock, m, fds, nfds) < 0 || pin_proto_recv(sock, &r, rfds, &n) < 0)
+		return 1;
+	if (r->body_case == UFFDD__MSG__BODY_REPLY && (!r->seq || r->seq == m->seq))
+		e = r->reply->error;
+	pin_proto_free(r);
+	return e;
+}
+
+/* A connection that said Hello. */
+static int hello(const struct test_daemon *d, Uffdd__Msg *m)
+{
+	Uffdd__Hello h = UFFDD__HELLO__INIT;
+	int sock = raw_connect(d);
+
+	h.version = PIN_PROTO_VERSION;
+	m->body_case = UFFDD__MSG__BODY_HELLO;
+	m->hello = &h;
+	int e = sock < 0 ? 1 : reply_error(sock, m, NULL, 0);
+	m->hello = NULL;
+	if (e) {
+		if (sock >= 0)
+			close(sock);
+		return -1;
+	}
+	return sock;
+}
+
+static int region_add(int sock, Uffdd__Msg *m, void *addr, unsigned int mode, bool wp_async)
+{
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+
+	range.addr = (uintptr_t)addr;
+	range.len = NPAGES * page;
+	ra.range = &range;
+	ra.mode = mode;
+	/* The daemon registers it, and pushes nothing. */
+	ra.has_registered = ra.has_push = ra.has_wp_async = true;
+	ra.registered = ra.push = false;
+	ra.wp_async = wp_async;
+	m->body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m->region_add = &ra;
+	return reply_error(sock, m, NULL, 0);
+}
+
+static int client_protocol(const struct test_daemon *d)
+{
+	struct pin_uffd_opts ao = { .sz = sizeof(ao),
+				    .flags = PIN_UFFD_CLOEXEC,
+				    .features = ASYNC_FEATURES };
+	struct pin_uffd_opts so = { .sz = sizeof(so),
+				    .flags = PIN_UFFD_CLOEXEC,
+				    .features = PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	struct pin_uffd *a, *b, *c;
+	uint8_t *base = test_map_pages(NPAGES), *base2 = test_map_pages(NPAGES);
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	REQUIRE(pm >= 0 && null >= 0);
+	REQUIRE(pin_uffd_new(&ao, &a) == 0);
+	REQUIRE(pin_uffd_new(&so, &b) == 0);
+	REQUIRE(pin_uffd_new(&ao, &c) == 0);
+
+	/* An async userfaultfd without its pagemap. */
+	int s1 = hello(d, &m);
+	REQUIRE(s1 >= 0);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	ho.features = ASYNC_FEATURES;
+	ho.has_pagemap = ho.pagemap = true;
+	int two[2] = { pin_uffd_fd(a), null };
+	/* Said, not sent; sent, not a pagemap. */
+	REQUIRE(reply_error(s1, &m, two, 1) == -EBADF);
+	REQUIRE(reply_error(s1, &m, two, 2) == -EBADF);
+	ho.has_pagemap = ho.pagemap = false;
+	REQUIRE(reply_error(s1, &m, two, 1) == 0);
+	REQUIRE(region_add(s1, &m, base, PIN_UFFD_REGISTER_WP, true) == -EBADFD);
+	REQUIRE(region_add(s1, &m, base, PIN_UFFD_REGISTER_WP, false) == -EINVAL);
+	REQUIRE(region_add(s1, &m, base, PIN_UFFD_REGISTER_MISSING, true) == -EINVAL);
+	/* MISSING alone is no WP region: async or not does not matter. */
+	REQUIRE(region_add(s1, &m, base, PIN_UFFD_REGISTER_MISSING, false) == 0);
+	close(s1);
+
+	/* A synchronous one: no wp-async region of it. */
+	int s2 = hello(d, &m);
+	REQUIRE(s2 >= 0);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	ho.features = PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	int fb = pin_uffd_fd(b);
+	REQUIRE(reply_error(s2, &m, &fb, 1) == 0);
+	REQUIRE(region_add(s2, &m, base, PIN_UFFD_REGISTER_WP, true) == -EOPNOTSUPP);
+	close(s2);
+
+	/* With its pagemap, as libpin sends it. */
+	int s3 = hello(d, &m);
+	REQUIRE(s3 >= 0);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	ho.features = ASYNC_FEATURES;
+	ho.has_pagemap = ho.pagemap = true;
+	int fc[2] = { pin_uffd_fd(c), pm };
+	REQUIRE(reply_error(s3, &m, fc, 2) == 0);
+	/* Other memory: the first session's registration may still be
+	 * there, its end being the daemon's to do. */
+	REQUIRE(region_add(s3, &m, base2, PIN_UFFD_REGISTER_WP, true) == 0);
+	close(s3);
+
+	pin_uffd_free(a);
+	pin_uffd_free(b);
+	pin_uffd_free(c);
+	close(pm);
+	close(null);
+	return 0;
+}
+
+START_TEST(async_protocol)
+{
+	ck_assert_int_eq(run(client_protocol), 0);
+}
+END_TEST
+
 #define CASE_TIMEOUT_S 300
 
 Suite *test_suite(void)
@@ -263,6 +414,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, async_dirty_bitmap_missing, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, async_fork_parent_exact, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, async_refused, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, async_protocol, CASE_TIMEOUT_S);
 	return s;
 }
 
