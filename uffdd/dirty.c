@@ -7,7 +7,8 @@
  * then answers exactly as for a synchronous WP region.  The kernel checked
  * the client's access to its own memory when the client opened the file;
  * the daemon opens no path.  Calls libpin, the fd store and the bitmaps;
- * called by control.c (requests) and takeover.c (restart).
+ * called by control.c (requests), fault.c (discards) and takeover.c
+ * (restart).
  */
 #include <inttypes.h>
 #include <linux/magic.h>
@@ -55,8 +56,7 @@ bool dirty_async(const struct session *s, const struct region *r)
 	       (pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_WP_ASYNC);
 }
 
-/* Record [a, a + n) pages of r (from its first page) dirty; count the new ones. */
-static void mark(struct region *r, uint64_t first, uint64_t n)
+void dirty_mark(struct region *r, uint64_t first, uint64_t n)
 {
 	uint64_t had = bm_count(r->dirty, first, n);
 
@@ -86,8 +86,8 @@ int dirty_scan(struct session *s, struct region *r, uint64_t addr, uint64_t len,
 			return n;
 		}
 		for (int i = 0; i < n; i++)
-			mark(r, (out[i].addr - r->start) >> uffdd_page_shift,
-			     out[i].len >> uffdd_page_shift);
+			dirty_mark(r, (out[i].addr - r->start) >> uffdd_page_shift,
+				   out[i].len >> uffdd_page_shift);
 		/* Protected again only once their bits are in the record:
 		 * PAGEMAP_SCAN's own re-protection would clear the kernel's
 		 * mark before the record has it. */

@@ -935,6 +935,8 @@ bool dirty_is_pagemap(int fd);
 int dirty_pagemap_set(struct session *s, int fd);
 /* Whether r is tracked without faults: WP on a WP_ASYNC userfaultfd. */
 bool dirty_async(const struct session *s, const struct region *r);
+/* Record pages [first, first + n) of r dirty, counting the new ones. */
+void dirty_mark(struct region *r, uint64_t first, uint64_t n);
 /*
  * Move the pages of [addr, addr + len) (inside wp-async region r) that the
  * kernel saw written into r's dirty bitmap (the record), and with reset
