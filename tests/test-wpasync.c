@@ -6,9 +6,11 @@
  * answer exactly as for a synchronous WP region: the pages written since the
  * region was added or last reset, bit for bit.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -35,10 +37,40 @@ static size_t page;
 
 typedef int (*client_fn)(const struct test_daemon *d);
 
+/* Polls for the daemon to free a session (it does so asynchronously):
+ * 10 ms apart, 5 s in all (times the valgrind scale). */
+#define FREE_POLL_MS 10
+#define FREE_POLLS   500
+
+/* The daemon's descriptors on a /proc/PID/pagemap. */
+static int pagemaps(pid_t pid)
+{
+	char path[64], link[64];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, atoi(e->d_name));
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;
+		link[k] = '\0';
+		n += !strncmp(link, "/proc/", 6) && strstr(link, "/pagemap") != NULL;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* A daemon and one client process running fn; then the pagemaps its
+ * sessions had the daemon hold are closed. */
 static int run(client_fn fn)
 {
 	struct test_daemon d;
-	int st;
+	int st, n = -1;
 
 	test_daemon_start(&d, NULL);
 	pid_t pid = fork();
@@ -46,6 +78,12 @@ static int run(client_fn fn)
 	if (!pid)
 		_exit(fn(&d));
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	for (unsigned int i = 0; i < FREE_POLLS * test_time_scale() && n; i++) {
+		n = pagemaps(d.pid);
+		if (n)
+			test_sleep_ms(FREE_POLL_MS);
+	}
+	ck_assert_int_eq(n, 0);
 	test_daemon_stop(&d);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

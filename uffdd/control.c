@@ -331,13 +331,12 @@ static void drop_uffd(struct session *s)
 	pin_uffd_free(u);
 }
 
-/* Give up the pagemap a handover took. */
-static void drop_pagemap(struct session *s)
+/* Give up the pagemap a handover took (the caller takes it out of the
+ * store where it went in). */
+static void close_pagemap(struct session *s)
 {
-	if (s->pagemap < 0)
-		return;
-	store_remove("s%" PRIu64 ".pagemap", s->id);
-	close(s->pagemap);
+	if (s->pagemap >= 0)
+		close(s->pagemap);
 	s->pagemap = -1;
 }
 
@@ -373,9 +372,12 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd.fd = -1;
-	/* One more descriptor held for the uid. */
+	s->pagemap = pm.fd;
+	pm.fd = -1;
+	/* One or two more descriptors held for the uid. */
 	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
 	if (r < 0) {
+		close_pagemap(s);
 		drop_uffd(s);
 		return r;
 	}
@@ -383,22 +385,23 @@ static int do_handover(struct req *q)
 	 * this request commits. */
 	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0) {
+		close_pagemap(s);
 		drop_uffd(s);
 		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
 	}
-	if (pm.fd >= 0) {
-		r = dirty_pagemap_set(s, pm.fd);
-		pm.fd = -1;
-		if (r < 0) {
-			store_remove("s%" PRIu64 ".uffd", s->id);
-			drop_uffd(s);
-			return fail(q, r, "the fd store refused the pagemap: %s", strerror(-r));
-		}
+	r = s->pagemap >= 0 ? store_put(s->pagemap, "s%" PRIu64 ".pagemap", s->id) : 0;
+	if (r < 0) {
+		close_pagemap(s);
+		store_remove("s%" PRIu64 ".uffd", s->id);
+		drop_uffd(s);
+		return fail(q, r, "the fd store refused the pagemap: %s", strerror(-r));
 	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
-		drop_pagemap(s);
+		if (s->pagemap >= 0)
+			store_remove("s%" PRIu64 ".pagemap", s->id);
+		close_pagemap(s);
 		store_remove("s%" PRIu64 ".uffd", s->id);
 		drop_uffd(s);
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * wp-async regions: WP regions of a userfaultfd opened with WP_ASYNC, whose
- * writes raise no fault.  Owns the client's pagemap descriptor (checked,
- * kept in the fd store as s<id>.pagemap) and DirtyGet's scan of such a
- * region (PAGEMAP_SCAN through it) into the region's dirty bitmap, which
- * then answers exactly as for a synchronous WP region.  The kernel checked
- * the client's access to its own memory when the client opened the file;
- * the daemon opens no path.  Calls libpin, the fd store and the bitmaps;
- * called by control.c (requests), fault.c (discards) and takeover.c
- * (restart).
+ * writes raise no fault.  Checks the client's pagemap descriptor (which
+ * comes with the userfaultfd and sits in the fd store as s<id>.pagemap) and
+ * owns DirtyGet's scan of such a region (PAGEMAP_SCAN through it) into the
+ * region's dirty bitmap, which then answers exactly as for a synchronous WP
+ * region.  The kernel checked the client's access to its own memory when
+ * the client opened the file; the daemon opens no path.  Calls libpin and
+ * the bitmaps; called by control.c (requests), fault.c (discards) and
+ * takeover.c (restart).
  */
 #include <inttypes.h>
 #include <linux/magic.h>
@@ -36,18 +36,6 @@ bool dirty_is_pagemap(int fd)
 		return false;
 	link[n] = '\0';
 	return !strcmp(link + n - (sizeof(tail) - 1), tail);
-}
-
-int dirty_pagemap_set(struct session *s, int fd)
-{
-	int r = store_put(fd, "s%" PRIu64 ".pagemap", s->id);
-
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	s->pagemap = fd;
-	return 0;
 }
 
 bool dirty_async(const struct session *s, const struct region *r)

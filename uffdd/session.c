@@ -82,7 +82,8 @@ static uint64_t held(const struct session *s, enum charge k)
 	case CHARGE_CONNECTIONS:
 		return s->sock >= 0;
 	case CHARGE_FDS:
-		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->st != NULL) + s->nfiles;
+		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->pagemap >= 0) +
+		       (s->st != NULL) + s->nfiles;
 	case CHARGE_BYTES:
 		return s->st ? state_bytes(s->st) : 0;
 	default:

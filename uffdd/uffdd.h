@@ -931,8 +931,6 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 
 /* Whether fd is a /proc/PID/pagemap file. */
 bool dirty_is_pagemap(int fd);
-/* Take fd as s's pagemap, stored as s<id>.pagemap; closes it on failure. */
-int dirty_pagemap_set(struct session *s, int fd);
 /* Whether r is tracked without faults: WP on a WP_ASYNC userfaultfd. */
 bool dirty_async(const struct session *s, const struct region *r);
 /* Record pages [first, first + n) of r dirty, counting the new ones. */
