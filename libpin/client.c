@@ -69,6 +69,9 @@ struct pin_client {
 	int uffd;      /* our duplicate; -1 before pin_client_handover() */
 	bool uffd_own; /* opened in this process: pin_uffd_own() */
 	uint64_t features;
+	/* /proc/self/pagemap, handed over with a WP_ASYNC userfaultfd of this
+	 * process: the daemon scans it for the written pages; -1: none. */
+	int pagemap;
 	struct client_region *regions;
 	size_t nr_regions, cap_regions;
 	struct client_pin *pins;
@@ -445,13 +448,22 @@ static int send_handover(struct pin_client *c, bool takeover)
 {
 	Uffdd__UffdHandover h = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__Msg req = UFFDD__MSG__INIT;
+	int fds[] = { c->uffd, c->pagemap };
 
 	h.features = c->features;
 	h.has_takeover = takeover;
 	h.takeover = takeover;
+	h.has_pagemap = h.pagemap = c->pagemap >= 0;
 	req.body_case = UFFDD__MSG__BODY_UFFD;
 	req.uffd = &h;
-	return request_once(c, &req, &c->uffd, 1, NULL);
+	return request_once(c, &req, fds, c->pagemap >= 0 ? 2 : 1, NULL);
+}
+
+/* A WP region of a WP_ASYNC userfaultfd is tracked without faults: the
+ * daemon is told so (it checks that the two agree). */
+static bool wp_async(const struct pin_client *c, unsigned int mode)
+{
+	return (mode & PIN_UFFD_REGISTER_WP) && (c->features & PIN_UFFD_FEATURE_WP_ASYNC);
 }
 
 /* A duplicate of fd, one reference: NULL with errno set on failure. */
@@ -506,6 +518,7 @@ static int send_region_add(struct pin_client *c, const struct client_region *cr,
 	ra.push = cr->push;
 	ra.has_registered = 1;
 	ra.registered = registered;
+	ra.has_wp_async = ra.wp_async = wp_async(c, cr->mode);
 	req.body_case = UFFDD__MSG__BODY_REGION_ADD;
 	req.region_add = &ra;
 	if (retry)
@@ -631,6 +644,7 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struc
 	pthread_mutex_init(&c->lock, NULL);
 	c->sock = -1;
 	c->uffd = -1;
+	c->pagemap = -1;
 	c->path = strdup(socket_path(opts));
 	c->name = strdup(opts->name ? opts->name : program_invocation_short_name);
 	if (!c->path || !c->name) {
@@ -703,6 +717,9 @@ static void forget_all(struct pin_client *c)
 	if (c->uffd >= 0)
 		close(c->uffd);
 	c->uffd = -1;
+	if (c->pagemap >= 0)
+		close(c->pagemap);
+	c->pagemap = -1;
 }
 
 static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s);
@@ -854,12 +871,27 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 	}
 	c->features = pin_uffd_features(u);
 	c->uffd_own = pin_uffd_own(u);
+	/* Our own memory only: another process's userfaultfd (a restore
+	 * tool's) is tracked through that process's pagemap, not ours. */
+	if ((c->features & PIN_UFFD_FEATURE_WP_ASYNC) && c->uffd_own) {
+		c->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+		if (c->pagemap < 0) {
+			r = -errno;
+			pin_log(PIN_LOG_ERR, "open /proc/self/pagemap: %s", strerror(-r));
+			close(c->uffd);
+			c->uffd = -1;
+			goto out;
+		}
+	}
 	r = send_handover(c, false);
 	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT))
 		r = reconnect_locked(c); /* which hands it over */
 	if (r < 0) {
 		close(c->uffd);
 		c->uffd = -1;
+		if (c->pagemap >= 0)
+			close(c->pagemap);
+		c->pagemap = -1;
 	} else if (c->ctx && c->uffd_own) {
 		/* Lock order: the client's, then the context's. */
 		pin_ctx_set_populate(c->ctx, populate_for_pin, c);
@@ -1003,7 +1035,7 @@ PIN_EXPORT int pin_client_region_add(struct pin_client *c, const struct pin_clie
  * far inside one datagram (PIN_PROTO_MAX_MSG). */
 #define BATCH_MAX 2048
 
-static void region_add_fill(Uffdd__RegionAdd *ra, Uffdd__Range *range,
+static void region_add_fill(const struct pin_client *c, Uffdd__RegionAdd *ra, Uffdd__Range *range,
 			    const struct client_region *cr, bool registered)
 {
 	range->addr = cr->addr;
@@ -1017,6 +1049,7 @@ static void region_add_fill(Uffdd__RegionAdd *ra, Uffdd__Range *range,
 	ra->push = cr->push;
 	ra->has_registered = 1;
 	ra->registered = registered;
+	ra->has_wp_async = ra->wp_async = wp_async(c, cr->mode);
 }
 
 /* One RegionAddBatch of v[0, n), the source fd (or -1) attached. */
@@ -1034,7 +1067,7 @@ static int send_batch(struct pin_client *c, const struct client_region *v, const
 		for (size_t i = 0; i < n; i++) {
 			uffdd__region_add__init(&ra[i]);
 			uffdd__range__init(&ranges[i]);
-			region_add_fill(&ra[i], &ranges[i], &v[i], registered[i]);
+			region_add_fill(c, &ra[i], &ranges[i], &v[i], registered[i]);
 			ptrs[i] = &ra[i];
 		}
 		b.n_regions = n;

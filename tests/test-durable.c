@@ -1175,6 +1175,68 @@ START_TEST(wp_dirty_then_restart)
 }
 END_TEST
 
+/* The same pages under wp-async tracking (issue 17): writes the kernel
+ * keeps, found by PAGEMAP_SCAN through the pagemap in the store. */
+static int client_wp_async(struct client *cl, void *arg)
+{
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC,
+		.features = PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_UNPOPULATED,
+	};
+	struct pin_client_opts co = { .sz = sizeof(co),
+				      .socket = manager_socket(mgr),
+				      .name = "test-durable" };
+	bool want[WP_PAGES] = { false };
+	struct conn k;
+
+	(void)arg;
+	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
+	REQUIRE_EQ(pin_client_connect(&co, &k.c), 0);
+	REQUIRE_EQ(pin_client_handover(k.c, k.u), 0);
+	uint8_t *base = map_pages(WP_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, WP_PAGES, PIN_UFFD_REGISTER_WP, -1, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = 0; i < WP_WRITTEN; i++) {
+		memset(base + i * WP_STRIDE * page, WP_BYTE, WP_LEN);
+		want[i * WP_STRIDE] = true;
+	}
+	/* These bits go into the record... */
+	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
+	/* ...this write stays the kernel's alone. */
+	base[WP_LATE * page] = WP_BYTE;
+	want[WP_LATE] = true;
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE(wp_dirty_is(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
+	memset(want, 0, sizeof(want));
+	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
+	base[WP_AFTER_A * page] = WP_BYTE;
+	base[WP_AFTER_B * page] = WP_BYTE;
+	want[WP_AFTER_A] = want[WP_AFTER_B] = true;
+	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+/* A restarted daemon takes the client's pagemap back from the store: the
+ * bits the dead one recorded and the writes it never scanned, both exact. */
+START_TEST(wp_async_dirty_then_restart)
+{
+	struct client cl;
+
+	up();
+	spawn(&cl, client_wp_async, NULL, NULL, 0);
+	await_step(&cl, "written");
+	store_is("s*.pagemap", 1);
+	kill9_restart();
+	store_is("s*.pagemap", 1);
+	go(&cl);
+	client_done(&cl, -1);
+}
+END_TEST
+
 /* ---- threads blocked in faults ---- */
 
 #define BF_PAGES   1024
@@ -2090,6 +2152,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, connect_while_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, dontneed_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, wp_dirty_then_restart, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, wp_async_dirty_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, threads_blocked_in_faults, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, client_without_thread, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);

@@ -331,9 +331,19 @@ static void drop_uffd(struct session *s)
 	pin_uffd_free(u);
 }
 
+/* Give up the pagemap a handover took (the caller takes it out of the
+ * store where it went in). */
+static void close_pagemap(struct session *s)
+{
+	if (s->pagemap >= 0)
+		close(s->pagemap);
+	s->pagemap = -1;
+}
+
 static int do_handover(struct req *q)
 {
 	struct session *s = q->s;
+	_cleanup_sent_ struct sent_fd pm = { q->nfds > 1 ? q->fds[1] : -1, s->uid };
 	_cleanup_sent_ struct sent_fd fd = { take_fd(q), s->uid };
 	struct stat st;
 
@@ -341,6 +351,8 @@ static int do_handover(struct req *q)
 		return fail(q, -EBUSY, "this session has a userfaultfd already");
 	if (!is_userfaultfd(fd.fd))
 		return fail(q, -EBADF, "the descriptor is not a userfaultfd");
+	if (pm.fd >= 0 && !dirty_is_pagemap(pm.fd))
+		return fail(q, -EBADF, "the second descriptor is not a /proc/PID/pagemap");
 	int flags = fcntl(fd.fd, F_GETFL);
 	/* O_NONBLOCK is on the open file, which the client shares: harmless,
 	 * it never reads its own userfaultfd while uffdd serves it. */
@@ -360,9 +372,12 @@ static int do_handover(struct req *q)
 	if (r < 0)
 		return fail(q, r, "out of memory");
 	fd.fd = -1;
-	/* One more descriptor held for the uid. */
+	s->pagemap = pm.fd;
+	pm.fd = -1;
+	/* One or two more descriptors held for the uid. */
 	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
 	if (r < 0) {
+		close_pagemap(s);
 		drop_uffd(s);
 		return r;
 	}
@@ -370,12 +385,23 @@ static int do_handover(struct req *q)
 	 * this request commits. */
 	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
 	if (r < 0) {
+		close_pagemap(s);
 		drop_uffd(s);
 		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
+	}
+	r = s->pagemap >= 0 ? store_put(s->pagemap, "s%" PRIu64 ".pagemap", s->id) : 0;
+	if (r < 0) {
+		close_pagemap(s);
+		store_remove("s%" PRIu64 ".uffd", s->id);
+		drop_uffd(s);
+		return fail(q, r, "the fd store refused the pagemap: %s", strerror(-r));
 	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
+		if (s->pagemap >= 0)
+			store_remove("s%" PRIu64 ".pagemap", s->id);
+		close_pagemap(s);
 		store_remove("s%" PRIu64 ".uffd", s->id);
 		drop_uffd(s);
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));
@@ -456,6 +482,31 @@ static int record_full(struct req *q, uint64_t addr, uint64_t len, uint32_t mode
 }
 
 /*
+ * wp_async must say what the userfaultfd does: with WP_ASYNC the kernel
+ * sends no WP fault, so a region that expects them would never see a write;
+ * and a wp-async region needs the pagemap its DirtyGet scans.
+ */
+static int check_wp_async(struct req *q, const Uffdd__RegionAdd *ra)
+{
+	bool want = ra->has_wp_async && ra->wp_async;
+	bool async = pin_uffd_features(q->s->uffd) & PIN_UFFD_FEATURE_WP_ASYNC;
+
+	if (want && !(ra->mode & PIN_UFFD_REGISTER_WP))
+		return fail(q, -EINVAL, "wp_async without PIN_UFFD_REGISTER_WP in mode");
+	if (want && !async)
+		return fail(q, -EOPNOTSUPP,
+			    "wp_async: the userfaultfd was opened without UFFD_FEATURE_WP_ASYNC");
+	if (!want && async && (ra->mode & PIN_UFFD_REGISTER_WP))
+		return fail(q, -EINVAL,
+			    "the userfaultfd has UFFD_FEATURE_WP_ASYNC: its writes raise no fault, "
+			    "so a WP region of it is wp_async");
+	if (want && q->s->pagemap < 0)
+		return fail(q, -EBADFD,
+			    "wp_async: no pagemap came with the userfaultfd to scan for writes");
+	return 0;
+}
+
+/*
  * The source of a region: the window [off, +len) of src_fd (taken whatever
  * the outcome), or zero pages with src_fd -1.
  */
@@ -481,6 +532,10 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 {
 	struct session *s = q->s;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
+	int ret = check_wp_async(q, ra);
+
+	if (ret < 0)
+		return ret;
 	size_t i = session_first_after(s, addr);
 
 	if (i < s->nregions && s->regions[i]->start < addr + len) {
@@ -489,7 +544,7 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 		return fail(q, -EEXIST, "[%#" PRIx64 ", +%#" PRIx64 ") overlaps a region", addr,
 			    len);
 	}
-	int ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
+	ret = session_charge(s, 1, 0, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
 	struct region *r = NULL;
@@ -635,7 +690,13 @@ static int do_dirty_get(struct req *q, Uffdd__Reply *rep, uint8_t **ret_buf)
 	uint64_t first = (addr - r->start) >> uffdd_page_shift, n = len >> uffdd_page_shift;
 	if (n / 8 > PIN_PROTO_MAX_MSG / 2)
 		return fail(q, -E2BIG, "the bitmap of %" PRIu64 " pages does not fit a message", n);
-	if (q->m->dirty_get->reset) {
+	if (dirty_async(s, r)) {
+		/* The kernel's marks into the bitmap; the same answer from there on. */
+		int ret = dirty_scan(s, r, addr, len, q->m->dirty_get->reset, q->text,
+				     sizeof(q->text));
+		if (ret < 0)
+			return ret;
+	} else if (q->m->dirty_get->reset) {
 		/* Protect before taking the bits: a write in between faults
 		 * and lands in the new bitmap, after this request. */
 		int ret = pin_uffd_writeprotect(s->uffd, (void *)(uintptr_t)addr, len, PIN_UFFD_WP);

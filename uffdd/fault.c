@@ -587,6 +587,11 @@ static void on_remove(struct session *s, uint64_t start, uint64_t end)
 	uint64_t fa, n;
 
 	for (struct region *r; (r = session_overlap(s, &i, start, end, &fa, &n));) {
+		/* Changed (they read zero now), as the kernel says of them
+		 * too until they refault: a page a MISSING region gets again
+		 * comes write-protected and would read as unwritten. */
+		if (dirty_async(s, r))
+			dirty_mark(r, fa, n);
 		bm_assign(r->zero, fa, n, true);
 		uint64_t had = bm_count(r->populated, fa, n);
 		bm_assign(r->populated, fa, n, false);

@@ -82,7 +82,8 @@ static uint64_t held(const struct session *s, enum charge k)
 	case CHARGE_CONNECTIONS:
 		return s->sock >= 0;
 	case CHARGE_FDS:
-		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->st != NULL) + s->nfiles;
+		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->pagemap >= 0) +
+		       (s->st != NULL) + s->nfiles;
 	case CHARGE_BYTES:
 		return s->st ? state_bytes(s->st) : 0;
 	default:
@@ -147,6 +148,7 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	if (!s)
 		return NULL;
 	s->sock = sock;
+	s->pagemap = -1;
 	s->pid = pid;
 	s->uid = uid;
 	s->wsock = (struct watch){ .s = s };
@@ -220,6 +222,8 @@ static void session_unstore(struct session *s)
 {
 	if (s->uffd)
 		store_remove_uffd(s);
+	if (s->pagemap >= 0)
+		store_remove("s%" PRIu64 ".pagemap", s->id);
 	if (s->sock >= 0)
 		store_remove("s%" PRIu64 ".conn", s->id);
 	store_remove("s%" PRIu64 ".state", s->id);
@@ -355,7 +359,8 @@ void session_set_meta(struct session *s)
 		.pid = s->pid,
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
 			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0) |
-			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0),
+			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0) |
+			 (s->pagemap >= 0 ? STATE_PAGEMAP : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -732,6 +737,8 @@ void session_free(struct session *s)
 	/* Closing the userfaultfd wakes the client's blocked threads: they
 	 * fault again as if it had never been registered. */
 	pin_uffd_free(s->uffd);
+	if (s->pagemap >= 0)
+		close(s->pagemap);
 	/* The record goes whole: no region needs taking out of it. */
 	state_free(s->st);
 	s->st = NULL;

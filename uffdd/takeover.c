@@ -17,9 +17,9 @@
 
 #include "uffdd.h"
 
-enum part { CONN, UFFD, STATE, NPARTS };
+enum part { CONN, UFFD, STATE, PAGEMAP, NPARTS };
 
-static const char *const part_name[NPARTS] = { "conn", "uffd", "state" };
+static const char *const part_name[NPARTS] = { "conn", "uffd", "state", "pagemap" };
 
 struct group {
 	uint64_t id;
@@ -107,7 +107,7 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		while (j < ng && g[j].id != id)
 			j++;
 		if (j == ng)
-			g[ng++] = (struct group){ id, { -1, -1, -1 }, 0, NULL };
+			g[ng++] = (struct group){ id, { -1, -1, -1, -1 }, 0, NULL };
 		if (parent)
 			g[j].parent = parent;
 		if (g[j].fd[k] >= 0) {
@@ -121,6 +121,34 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 	qsort(g, ng, sizeof(*g), cmp_group);
 	*ret_n = ng;
 	return g;
+}
+
+/*
+ * The client's pagemap (wp-async regions), as the record says: one it does
+ * not name came with a handover never committed (the client sends it
+ * again); one it names and the store lacks leaves those regions' DirtyGet
+ * failing, the rest of the session served.
+ */
+static void adopt_pagemap(struct group *g)
+{
+	struct session *s = g->s;
+	bool said = state_meta(s->st)->flags & STATE_PAGEMAP;
+	int fd = g->fd[PAGEMAP];
+
+	g->fd[PAGEMAP] = -1;
+	if (fd >= 0 && (!said || !dirty_is_pagemap(fd))) {
+		ulog(LOG_WARNING, "fd store: s%" PRIu64 ".pagemap: %s; dropped", s->id,
+		     said ? "not a /proc/PID/pagemap" : "its handover was never committed");
+		store_remove("s%" PRIu64 ".pagemap", s->id);
+		close(fd);
+		fd = -1;
+	}
+	if (said && fd < 0)
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": its record says a pagemap, the store has none: "
+		     "DirtyGet of its wp-async regions fails",
+		     s->id);
+	s->pagemap = fd;
 }
 
 /* The session a group's record describes; a fork child left half made
@@ -166,6 +194,7 @@ static int take_one(struct group *g, bool *ret_half)
 		return r;
 	}
 	g->s->parent = g->parent;
+	adopt_pagemap(g);
 	return 0;
 }
 

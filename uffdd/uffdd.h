@@ -356,6 +356,9 @@ struct state_ident {
 /* Its handshake is served (the session made of it committed); until then a
  * successor serves it again from the connection, where it stays. */
 #define STATE_FC_READY (1u << 5)
+/* The client's pagemap came with its userfaultfd (stored as s<id>.pagemap):
+ * wp-async regions' DirtyGet scans it (dirty.c). */
+#define STATE_PAGEMAP (1u << 6)
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -598,6 +601,9 @@ struct session {
 	/* Its userfaultfd's inode (0: not known): one per userfaultfd since
 	 * Linux 5.12, compared before kcmp() (sessions_uffd_taken_locked()). */
 	ino_t uffd_ino;
+	/* The client's /proc/PID/pagemap, handed over with a WP_ASYNC
+	 * userfaultfd (dirty.c); -1: none (a fork child's never has one). */
+	int pagemap;
 	bool takeover;
 	bool dead;	/* freed by its worker at the end of the round */
 	bool eagain;	/* faults wait for a non-cooperative event to pass */
@@ -925,6 +931,23 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 	va_end(ap);
 	return error;
 }
+
+/* ---- dirty.c: wp-async regions (WP_ASYNC, PAGEMAP_SCAN) ------------------ */
+
+/* Whether fd is a /proc/PID/pagemap file. */
+bool dirty_is_pagemap(int fd);
+/* Whether r is tracked without faults: WP on a WP_ASYNC userfaultfd. */
+bool dirty_async(const struct session *s, const struct region *r);
+/* Record pages [first, first + n) of r dirty, counting the new ones. */
+void dirty_mark(struct region *r, uint64_t first, uint64_t n);
+/*
+ * Move the pages of [addr, addr + len) (inside wp-async region r) that the
+ * kernel saw written into r's dirty bitmap (the record), and with reset
+ * write-protect those pages again, after their bits are recorded: a daemon
+ * that dies in between loses no write.  Fills why on failure.
+ */
+int dirty_scan(struct session *s, struct region *r, uint64_t addr, uint64_t len, bool reset,
+	       char *why, size_t whylen);
 
 /* ---- inspect.c: requests that read any session --------------------------- */
 

@@ -183,6 +183,35 @@ struct pin_uffd_event {
  */
 int pin_uffd_read_events(struct pin_uffd *u, struct pin_uffd_event *events, size_t max);
 
+/* ---- written pages (PAGEMAP_SCAN) -------------------------------------- */
+
+/*
+ * Async dirty tracking: open the userfaultfd with PIN_UFFD_FEATURE_WP_ASYNC
+ * (and PIN_UFFD_FEATURE_WP_UNPOPULATED for anonymous memory), register the
+ * range PIN_UFFD_REGISTER_WP and protect it with pin_uffd_writeprotect(): the
+ * kernel then lifts the protection of a page on its first write without any
+ * fault event, and pin_pagemap_scan_written() finds the written pages.
+ */
+struct pin_pagemap_range {
+	uint64_t addr;
+	uint64_t len;
+};
+
+/* pin_pagemap_scan_written() flags */
+#define PIN_PAGEMAP_RESET 0x1u /* write-protect the reported pages again, in the same walk */
+
+/*
+ * The written pages of [addr, addr + len) in the memory of the process whose
+ * /proc/PID/pagemap pagemap_fd is (PAGEMAP_SCAN), as at most max ranges in
+ * out, adjacent pages merged.  Returns how many; *ret_end (may be NULL) is
+ * where the scan stopped: addr + len, or less when out was full (call again
+ * from there).  max 0 with out NULL and PIN_PAGEMAP_RESET protects the whole
+ * range.  -EOPNOTSUPP: the kernel has no PAGEMAP_SCAN; -EPERM: part of the
+ * range is not registered for async write-protect.
+ */
+int pin_pagemap_scan_written(int pagemap_fd, uint64_t addr, uint64_t len, unsigned int flags,
+			     struct pin_pagemap_range *out, size_t max, uint64_t *ret_end);
+
 /* ---- pinning ----------------------------------------------------------- */
 
 /*
