@@ -1171,6 +1171,21 @@ END_TEST
 #define EVIL_SEEN   "a?<0>b?[31mc??"
 #define CTL_OUT_MAX 8192
 
+/* What `uffdctl clients` prints (it exits 0); the caller frees it. */
+static char *ctl_clients(const struct hostile *h)
+{
+	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	return out;
+}
+
 static int attack_name(struct attacker *a)
 {
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = a->h->d.sock, .name = EVIL_NAME };
@@ -1184,17 +1199,10 @@ static int attack_name(struct attacker *a)
 
 /* While the attacker is connected: uffdctl clients, as root, shows its
  * name with every unprintable byte replaced. */
-static void ctl_clients(struct hostile *h)
+static void ctl_shows_name(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = ctl_clients(h);
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " " EVIL_SEEN " ") != NULL, "uffdctl clients: %s", out);
 	ck_assert_msg(!strchr(out, '\x1b') && !strstr(out, "\n<0>"), "uffdctl clients: %s", out);
 	free(out);
@@ -1209,7 +1217,7 @@ START_TEST(name_forges_nothing)
 	struct hostile h;
 
 	hostile_start(&h, extra);
-	h.during = ctl_clients;
+	h.during = ctl_shows_name;
 	hostile_run(&h, attack_name, NULL);
 	char *log = hostile_finish(&h);
 	ck_assert_msg(count_lines_with(log, "(pid ") >= 1 &&
@@ -1643,6 +1651,16 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
+/* The directory the stuck file systems mount on, in the daemon's; its file's
+ * path at path (size bytes); unmounted at exit should the test fail. */
+static void fuse_dir_make(const struct hostile *h, char *path, size_t size)
+{
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h->d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, size, "%s/" STUCK_FUSE_NAME, fuse_dir);
+}
+
 /* The daemon's children: its sessions' readers and its closers, not reaped
  * yet; the last one listed at *ret_child (may be NULL). */
 static int children_of_ret(pid_t pid, pid_t *ret_child)
@@ -1736,15 +1754,8 @@ static void wait_stuck(struct hostile *h)
 /* Beside the stuck read, uffdctl answers, and lists the attacker. */
 static void ctl_answers(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = ctl_clients(h);
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " stuck-source ") != NULL, "uffdctl clients: %s", out);
 	free(out);
 }
@@ -1766,11 +1777,8 @@ START_TEST(stuck_source)
 	struct hostile h;
 
 	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	fuse_dir_make(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
 	stuck_rounds = 0;
 	h.held = wait_stuck;
 	h.during = ctl_answers;
@@ -1817,6 +1825,50 @@ static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 }
 
 /*
+ * In the attacker: STUCK_PAGES pages at *ret_base registered MISSING, a raw
+ * connection r named name that was handed the userfaultfd, and the FUSE file
+ * (a->arg) open at *ret_fd.  The server's end is forgotten first, else it
+ * outlives the test's process when it fails.
+ */
+static int stuck_attacker_open(struct attacker *a, const char *name, struct raw *r,
+			       uint8_t **ret_base, int *ret_fd)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, r) == 0);
+	REQUIRE(raw_hello(r, name) == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(a->arg, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	*ret_base = base;
+	*ret_fd = fd;
+	return 0;
+}
+
+/* m: a RegionAdd of the STUCK_PAGES pages at base, MISSING, served from the
+ * descriptor sent with it. */
+static void stuck_region_add(Uffdd__Msg *m, Uffdd__RegionAdd *ra, Uffdd__Range *range,
+			     uint8_t *base)
+{
+	range->addr = (uintptr_t)base;
+	range->len = STUCK_PAGES * page;
+	ra->range = range;
+	ra->mode = PIN_UFFD_REGISTER_MISSING;
+	ra->source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	m->body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m->region_add = ra;
+}
+
+/*
  * In the attacker: a region over the FUSE file, through the protocol itself
  * (pin_client keeps a copy of a region's source, whose close would wait
  * too); its own descriptor closed (FLUSH answered still); held; then gone,
@@ -1826,41 +1878,31 @@ static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 static int attack_stuck_flush(struct attacker *a)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
-	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
 	Uffdd__Range range = UFFDD__RANGE__INIT;
-	const char *path = a->arg;
 	struct raw r;
+	uint8_t *base;
+	int fd;
 
-	stuck_fuse_forget(fuse);
-	uint8_t *base = map_region(STUCK_PAGES * page);
-	REQUIRE(base);
-	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
-				  NULL) == 0);
-	REQUIRE(raw_connect(a->h, &r) == 0);
-	REQUIRE(raw_hello(&r, "stuck-flush") == 0);
-	ho.features = pin_uffd_features(a->u);
-	m.body_case = UFFDD__MSG__BODY_UFFD;
-	m.uffd = &ho;
-	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	REQUIRE(fd >= 0);
-	range.addr = (uintptr_t)base;
-	range.len = STUCK_PAGES * page;
-	ra.range = &range;
-	ra.mode = PIN_UFFD_REGISTER_MISSING;
-	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	REQUIRE(stuck_attacker_open(a, "stuck-flush", &r, &base, &fd) == 0);
+	stuck_region_add(&m, &ra, &range, base);
 	/* Nothing reads it: no reader, no READ. */
 	ra.has_push = true;
 	ra.push = false;
-	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
-	m.region_add = &ra;
 	REQUIRE(raw_error_fd(&r, &m, fd) == 0);
 	close(fd);
 	REQUIRE(attack_hold(a) == 0);
 	close(r.sock);
 	REQUIRE(pin_uffd_unregister(a->u, base, STUCK_PAGES * page) == 0);
 	return attack_hold(a);
+}
+
+/* Wait for the file system to be asked one FLUSH (it answers none). */
+static void wait_one_flush(void)
+{
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
 }
 
 /* The attack holds: FLUSH hangs from now on; the attacker hangs up, and the
@@ -1872,9 +1914,7 @@ static void flush_hangs(struct hostile *h)
 	stuck_fuse_hang_flush(fuse);
 	ck_assert_int_eq(write(h->stop[1], "s", 1), 1);
 	ck_assert_int_eq(read(h->ready[0], &c, 1), 1);
-	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
-		test_sleep_ms(POLL_MS * test_time_scale());
-	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	wait_one_flush();
 }
 
 /* The closer that waits in the close (flush_still_hangs()). */
@@ -1884,15 +1924,8 @@ static pid_t closer;
  * (served by the one worker), and the attacker's session is gone. */
 static void flush_still_hangs(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = ctl_clients(h);
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " stuck-flush ") == NULL, "uffdctl clients: %s", out);
 	free(out);
 	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
@@ -1915,6 +1948,18 @@ static bool mounted(const char *dir)
 	return found;
 }
 
+/* The connection aborted, the closes waiting in it ended: the daemon's
+ * children and descriptors are back to their baseline; the file system is
+ * freed and nothing is left mounted. */
+static void fuse_closes_ended(struct hostile *h)
+{
+	ck_assert_int_eq(settle_children(h, 0), 0);
+	ck_assert_int_eq(settle_fds(h, h->fds), h->fds);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+}
+
 /*
  * Row 9, the close: a FUSE file whose server stops answering FLUSH (and
  * RELEASE), as source.  The attacker's session ends, and the daemon closes
@@ -1932,10 +1977,7 @@ START_TEST(stuck_flush)
 	struct hostile h;
 
 	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	fuse_dir_make(&h, path, sizeof(path));
 	h.held = flush_hangs;
 	h.during = flush_still_hangs;
 	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
@@ -1943,11 +1985,7 @@ START_TEST(stuck_flush)
 		hostile_round(&h, attack_stuck_flush, path);
 		ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
 		/* The close ended: nothing of it is left. */
-		ck_assert_int_eq(settle_children(&h, 0), 0);
-		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-		stuck_fuse_free(fuse);
-		fuse = NULL;
-		ck_assert(!mounted(fuse_dir));
+		fuse_closes_ended(&h);
 		if (!i)
 			h.rss_kb = rss_kb(h.d.pid);
 	}
@@ -1984,38 +2022,20 @@ END_TEST
 static int attack_closes(struct attacker *a)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
-	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
 	Uffdd__Range range = UFFDD__RANGE__INIT;
-	const char *path = a->arg;
 	struct raw r;
+	uint8_t *base;
+	int fd;
 
-	stuck_fuse_forget(fuse);
-	uint8_t *base = map_region(STUCK_PAGES * page);
-	REQUIRE(base);
-	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
-				  NULL) == 0);
-	REQUIRE(raw_connect(a->h, &r) == 0);
-	REQUIRE(raw_hello(&r, "closes") == 0);
-	ho.features = pin_uffd_features(a->u);
-	m.body_case = UFFDD__MSG__BODY_UFFD;
-	m.uffd = &ho;
-	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	REQUIRE(fd >= 0);
+	REQUIRE(stuck_attacker_open(a, "closes", &r, &base, &fd) == 0);
 	REQUIRE(attack_hold(a) == 0);
 	m.body_case = UFFDD__MSG__BODY_STATS_GET;
 	m.stats_get = &sg;
 	for (int i = 0; i < CLOSES_MAX; i++)
 		REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EBADF);
-	range.addr = (uintptr_t)base;
-	range.len = STUCK_PAGES * page;
-	ra.range = &range;
-	ra.mode = PIN_UFFD_REGISTER_MISSING;
-	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
-	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
-	m.region_add = &ra;
+	stuck_region_add(&m, &ra, &range, base);
 	REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EDQUOT);
 	return attack_hold(a);
 }
@@ -2037,10 +2057,7 @@ START_TEST(stuck_flush_capped)
 	struct hostile h;
 
 	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	fuse_dir_make(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	struct attack_run run = { attack_closes, path };
 	pid_t att = fork_fn(become_attacker, &h, &run);
@@ -2050,20 +2067,14 @@ START_TEST(stuck_flush_capped)
 	attacker_held(&h, att);
 	/* One close waits, in the one closer (which may not have asked yet);
 	 * the rest are queued. */
-	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
-		test_sleep_ms(POLL_MS * test_time_scale());
-	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	wait_one_flush();
 	ck_assert_int_eq(children_of(h.d.pid), 1);
 	ck_assert_int_eq(reap(fork_fn(honest_restore, &h, NULL)), 0);
 	assert_up(&h);
 	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
 	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
 	ck_assert_int_eq(reap(att), 0);
-	ck_assert_int_eq(settle_children(&h, 0), 0);
-	ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-	stuck_fuse_free(fuse);
-	fuse = NULL;
-	ck_assert(!mounted(fuse_dir));
+	fuse_closes_ended(&h);
 	h.rss_kb = rss_kb(h.d.pid);
 	free(hostile_finish(&h));
 	ck_assert_int_eq(rmdir(fuse_dir), 0);
