@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -160,32 +159,28 @@ static void restore(bool collapse, struct result *res)
 	pin_uffd_free(u);
 }
 
+/* In the child: the process of the kind, and its passes. */
+static void measured(const void *arg, void *out)
+{
+	enum kind k = *(const enum kind *)arg;
+	struct result *res = out;
+
+	if (k == NATIVE)
+		map_written();
+	else
+		restore(k == RESTORED_COLLAPSED, res);
+	res->huge_pct = huge_pct();
+	passes_over(res);
+}
+
 /* One process of the kind, fresh, as the restored process would be. */
 static struct result run_one(enum kind k)
 {
 	struct result res = { 0 };
-	int p[2];
+	int r = bench_in_child(measured, &k, &res, sizeof(res));
 
-	if (pipe(p) < 0)
-		die("pipe", errno);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork", errno);
-	if (pid == 0) {
-		if (k == NATIVE)
-			map_written();
-		else
-			restore(k == RESTORED_COLLAPSED, &res);
-		res.huge_pct = huge_pct();
-		passes_over(&res);
-		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
-	}
-	close(p[1]);
-	ssize_t n = read(p[0], &res, sizeof(res));
-	int st;
-	close(p[0]);
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != sizeof(res))
-		die("a measured process failed", EIO);
+	if (r < 0)
+		die("a measured process failed", r);
 	if (res.bad)
 		die("a word was not what was checkpointed", EIO);
 	return res;
@@ -193,27 +188,12 @@ static struct result run_one(enum kind k)
 
 int main(int argc, char **argv)
 {
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-
 	if (bench_smoke(argc, argv)) {
 		state_bytes = SMOKE_STATE_BYTES;
 		passes = 1;
 	}
 	npages = state_bytes / PAGE;
-	order = malloc(npages * sizeof(*order));
-	if (!order)
-		die("malloc", ENOMEM);
-	for (uint32_t i = 0; i < npages; i++)
-		order[i] = i;
-	for (size_t i = npages - 1; i > 0; i--) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		size_t j = s % (i + 1);
-		uint32_t t = order[i];
-		order[i] = order[j];
-		order[j] = t;
-	}
+	order = bench_shuffled(npages);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
@@ -233,12 +213,7 @@ int main(int argc, char **argv)
 	bench_metric("post_restore_access_small_pages_vs_native", small.pass_ms / native.pass_ms,
 		     "x");
 
-	char p[160];
-	for (const char *f = "manifest\0pages\0"; *f; f += strlen(f) + 1) {
-		snprintf(p, sizeof(p), "%s/%s", ck, f);
-		unlink(p);
-	}
-	rmdir(ck);
+	bench_checkpoint_remove(ck);
 	bench_uffdd_stop(&ud);
 	free(order);
 	return 0;

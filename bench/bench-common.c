@@ -59,6 +59,67 @@ double bench_percentile(double *samples, size_t n, double q)
 	return samples[k ? k - 1 : 0];
 }
 
+uint32_t *bench_shuffled(size_t n)
+{
+	uint32_t *v = malloc(n * sizeof(*v));
+	uint64_t s = 0x9e3779b97f4a7c15ull;
+
+	if (!v) {
+		perror("bench: malloc of a permutation");
+		exit(1);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = i;
+	/* Fisher-Yates, drawing from xorshift64. */
+	for (size_t i = n - 1; i > 0; i--) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		size_t j = s % (i + 1);
+		uint32_t t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+	return v;
+}
+
+int bench_in_child(void (*fn)(const void *arg, void *res), const void *arg, void *res, size_t size)
+{
+	int p[2], st;
+
+	if (pipe(p) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		fn(arg, res);
+		_exit(write(p[1], res, size) == (ssize_t)size ? 0 : 1);
+	}
+	close(p[1]);
+	ssize_t n = read(p[0], res, size);
+	close(p[0]);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != (ssize_t)size)
+		return -EIO;
+	return 0;
+}
+
+void bench_checkpoint_remove(const char *dir)
+{
+	char p[PATH_MAX];
+
+	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
+		snprintf(p, sizeof(p), "%s/%s", dir, f);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 void bench_uffdd_exe(char *buf, size_t len)
 {
 	char exe[PATH_MAX];

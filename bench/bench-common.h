@@ -28,6 +28,21 @@ double bench_median(double *samples, unsigned int n);
  * in place): p99 is bench_percentile(v, n, 0.99). */
 double bench_percentile(double *samples, size_t n, double q);
 
+/* A random permutation of 0..n-1 (n > 0), the same every run (a fixed seed,
+ * xorshift64); malloc'd, exits when it cannot be. */
+uint32_t *bench_shuffled(size_t n);
+
+/*
+ * Run fn(arg, res) in a fresh child process (as a restored process would be)
+ * and copy its result of size bytes back into res: 0, or -EIO when the child
+ * failed or wrote less, -errno when the pipe or the fork failed.
+ */
+int bench_in_child(void (*fn)(const void *arg, void *res), const void *arg, void *res, size_t size);
+
+/* Remove a checkpoint directory pin_image_write() made (its manifest, pages
+ * and any working set) and the directory itself. */
+void bench_checkpoint_remove(const char *dir);
+
 /* A uffdd of our own, on a socket in a fresh temporary directory. */
 struct bench_uffdd {
 	pid_t pid;

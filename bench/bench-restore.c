@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -193,32 +192,34 @@ static void restore_bulk(bool rnd, struct result *res)
 	pin_uffd_free(u);
 }
 
+/* What one restore is: its mode and its order. */
+struct run {
+	enum mode m;
+	bool rnd;
+};
+
+/* In the child: the restore. */
+static void restore(const void *arg, void *out)
+{
+	const struct run *run = arg;
+
+	if (run->m == EAGER)
+		restore_eager(run->rnd, out);
+	else if (run->m == BULK)
+		restore_bulk(run->rnd, out);
+	else
+		restore_lazy(run->m, run->rnd, out);
+}
+
 /* One restore in a fresh process, as a restored process would be. */
 static struct result run_one(enum mode m, bool rnd)
 {
+	const struct run run = { m, rnd };
 	struct result res = { 0 };
-	int p[2];
+	int r = bench_in_child(restore, &run, &res, sizeof(res));
 
-	if (pipe(p) < 0)
-		die("pipe", errno);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork", errno);
-	if (pid == 0) {
-		if (m == EAGER)
-			restore_eager(rnd, &res);
-		else if (m == BULK)
-			restore_bulk(rnd, &res);
-		else
-			restore_lazy(m, rnd, &res);
-		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
-	}
-	close(p[1]);
-	ssize_t n = read(p[0], &res, sizeof(res));
-	int st;
-	close(p[0]);
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != sizeof(res))
-		die("a restore failed", EIO);
+	if (r < 0)
+		die("a restore failed", r);
 	if (res.bad)
 		die("a restored page was wrong", EIO);
 	return res;
@@ -265,8 +266,6 @@ static void report(const char *name, const struct figures *f, bool counts)
 int main(int argc, char **argv)
 {
 	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-
 	if (bench_smoke(argc, argv)) {
 		runs = 1;
 		state_bytes = SMOKE_STATE_BYTES;
@@ -276,20 +275,7 @@ int main(int argc, char **argv)
 		die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = state_bytes / page;
-	order_rand = malloc(npages * sizeof(*order_rand));
-	if (!order_rand)
-		die("malloc", ENOMEM);
-	for (uint32_t i = 0; i < npages; i++)
-		order_rand[i] = i;
-	for (size_t i = npages - 1; i > 0; i--) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		size_t j = s % (i + 1);
-		uint32_t t = order_rand[i];
-		order_rand[i] = order_rand[j];
-		order_rand[j] = t;
-	}
+	order_rand = bench_shuffled(npages);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
@@ -322,12 +308,7 @@ int main(int argc, char **argv)
 		snprintf(n, sizeof(n), "restore_256m_replay_%s_fewer_faults", t);
 		bench_metric(n, od.faults ? 100.0 * (1 - rp.faults / od.faults) : 0, "%");
 	}
-	char p[160];
-	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
-		snprintf(p, sizeof(p), "%s/%s", ck, f);
-		unlink(p);
-	}
-	rmdir(ck);
+	bench_checkpoint_remove(ck);
 	bench_uffdd_stop(&ud);
 	free(order_rand);
 	return 0;
