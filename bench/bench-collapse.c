@@ -45,14 +45,6 @@ static uint32_t *order; /* a random permutation of the pages */
 static char ck[96];
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-collapse: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t a)
 {
 	return a * 0x9e3779b97f4a7c15ull | 1;
@@ -68,9 +60,9 @@ static uint64_t *map_written(void)
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 
 	if (p == MAP_FAILED || (void *)p != want)
-		die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
 	if (madvise(p, state_bytes, MADV_HUGEPAGE) < 0)
-		die("madvise(MADV_HUGEPAGE)", errno);
+		bench_die("madvise(MADV_HUGEPAGE)", errno);
 	for (uint64_t i = 0; i < state_bytes / 8; i++)
 		p[i] = word_of(STATE_ADDR + i * 8);
 	return p;
@@ -83,7 +75,7 @@ static void make_checkpoint(void)
 	int r = pin_image_write(0, ck, &o);
 
 	if (r < 0)
-		die("pin_image_write", r);
+		bench_die("pin_image_write", r);
 	munmap(p, state_bytes);
 }
 
@@ -96,7 +88,7 @@ static double huge_pct(void)
 	long kb = 0, v;
 
 	if (!f)
-		die("/proc/self/smaps", errno);
+		bench_die("/proc/self/smaps", errno);
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long start, end;
 
@@ -148,12 +140,12 @@ static void restore(bool collapse, struct result *res)
 	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
 	    (r = pin_client_handover(c, u)) < 0 ||
 	    (r = pin_client_add_image_region(c, img, 0, 0)) < 0)
-		die("restore", r);
+		bench_die("restore", r);
 	r = pin_client_wait_populated(c, (void *)(uintptr_t)STATE_ADDR, state_bytes, 0);
 	if (r < 0)
-		die("pin_client_wait_populated", r);
+		bench_die("pin_client_wait_populated", r);
 	if (collapse && (res->collapsed = pin_image_collapse_region(img, 0)) < 0)
-		die("pin_image_collapse_region", res->collapsed);
+		bench_die("pin_image_collapse_region", res->collapsed);
 	pin_client_free(c);
 	pin_image_free(img);
 	pin_uffd_free(u);
@@ -180,9 +172,9 @@ static struct result run_one(enum kind k)
 	int r = bench_in_child(measured, &k, &res, sizeof(res));
 
 	if (r < 0)
-		die("a measured process failed", r);
+		bench_die("a measured process failed", r);
 	if (res.bad)
-		die("a word was not what was checkpointed", EIO);
+		bench_die("a word was not what was checkpointed", EIO);
 	return res;
 }
 
@@ -193,7 +185,7 @@ int main(int argc, char **argv)
 		passes = 1;
 	}
 	npages = state_bytes / PAGE;
-	order = bench_shuffled(npages);
+	order = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();

@@ -6,12 +6,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench-common.h"
 #include "libpin.h"
+
+/* The uffdd bench_uffdd_start() started and bench_uffdd_stop() did not
+ * stop yet (0: none), which bench_die() stops. */
+static pid_t running;
+
+void bench_die(const char *what, int err)
+{
+	fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, what,
+		strerror(err < 0 ? -err : err));
+	if (running > 0)
+		kill(running, SIGTERM);
+	exit(1);
+}
+
+void *bench_map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		bench_die("mmap", errno);
+	if (madvise(p, len, MADV_NOHUGEPAGE) < 0)
+		bench_die("madvise(MADV_NOHUGEPAGE)", errno);
+	return p;
+}
+
+int bench_memfd_source(size_t len, size_t page)
+{
+	int fd = memfd_create("bench-source", MFD_CLOEXEC);
+
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+		bench_die("memfd", errno);
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		bench_die("mmap memfd", errno);
+	for (size_t i = 0; i < len / page; i++)
+		memset(p + i * page, (int)(i | 1), page);
+	munmap(p, len);
+	return fd;
+}
 
 bool bench_smoke(int argc, char **argv)
 {
@@ -59,23 +99,25 @@ double bench_percentile(double *samples, size_t n, double q)
 	return samples[k ? k - 1 : 0];
 }
 
-uint32_t *bench_shuffled(size_t n)
+uint64_t bench_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+uint32_t *bench_shuffled(size_t n, uint64_t seed)
 {
 	uint32_t *v = malloc(n * sizeof(*v));
-	uint64_t s = 0x9e3779b97f4a7c15ull;
 
-	if (!v) {
-		perror("bench: malloc of a permutation");
-		exit(1);
-	}
+	if (!v)
+		bench_die("malloc of a permutation", ENOMEM);
 	for (uint32_t i = 0; i < n; i++)
 		v[i] = i;
-	/* Fisher-Yates, drawing from xorshift64. */
+	/* Fisher-Yates. */
 	for (size_t i = n - 1; i > 0; i--) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		size_t j = s % (i + 1);
+		size_t j = bench_rand(&seed) % (i + 1);
 		uint32_t t = v[i];
 		v[i] = v[j];
 		v[j] = t;
@@ -154,6 +196,7 @@ void bench_uffdd_start(struct bench_uffdd *d)
 		execl(bin, "uffdd", "--socket", d->sock, (char *)NULL);
 		_exit(127);
 	}
+	running = d->pid;
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
 	for (int i = 0; i < 500; i++) {
 		struct pin_client *c;
@@ -174,6 +217,7 @@ void bench_uffdd_stop(struct bench_uffdd *d)
 {
 	kill(d->pid, SIGTERM);
 	waitpid(d->pid, NULL, 0);
+	running = 0;
 	unlink(d->sock);
 	rmdir(d->dir);
 }

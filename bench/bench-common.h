@@ -21,6 +21,18 @@ uint64_t bench_now_ns(void);
 /* Print `metric NAME VALUE UNIT`, the one output format of bench/. */
 void bench_metric(const char *name, double value, const char *unit);
 
+/* Print "PROGRAM: what: the text of err" (err an errno, either sign), stop
+ * the uffdd bench_uffdd_start() started (if it runs) and exit 1. */
+_Noreturn void bench_die(const char *what, int err);
+
+/* An anonymous private mapping of len bytes, without huge pages (pages
+ * placed one by one must not be merged into huge ones); dies on failure. */
+void *bench_map_anon(size_t len);
+
+/* A memfd of len bytes (whole pages of size page), page i filled with the
+ * byte i | 1: every page different, none zero; dies on failure. */
+int bench_memfd_source(size_t len, size_t page);
+
 /* Median of n samples (sorts them in place). */
 double bench_median(double *samples, unsigned int n);
 
@@ -28,9 +40,12 @@ double bench_median(double *samples, unsigned int n);
  * in place): p99 is bench_percentile(v, n, 0.99). */
 double bench_percentile(double *samples, size_t n, double q);
 
-/* A random permutation of 0..n-1 (n > 0), the same every run (a fixed seed,
- * xorshift64); malloc'd, exits when it cannot be. */
-uint32_t *bench_shuffled(size_t n);
+/* The next number of the xorshift64 sequence at *state (not 0). */
+uint64_t bench_rand(uint64_t *state);
+
+/* A random permutation of 0..n-1 (n > 0), the same for the same seed (not
+ * 0; bench_rand()); malloc'd, exits when it cannot be. */
+uint32_t *bench_shuffled(size_t n, uint64_t seed);
 
 /*
  * Run fn(arg, res) in a fresh child process (as a restored process would be)

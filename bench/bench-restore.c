@@ -48,14 +48,6 @@ static uint32_t *order_rand; /* a random permutation of the pages */
 static char ck[96];
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-restore: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t i)
 {
 	return (STATE_ADDR + i * page) * 0x9e3779b97f4a7c15ull | 1;
@@ -68,7 +60,7 @@ static void make_checkpoint(void)
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 
 	if (p == MAP_FAILED || (void *)p != want)
-		die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
 	/* Every page different, and none zero: all of it is data. */
 	for (uint64_t i = 0; i < npages; i++)
 		for (size_t k = 0; k < page / 8; k++)
@@ -76,7 +68,7 @@ static void make_checkpoint(void)
 	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = state_bytes };
 	int r = pin_image_write(0, ck, &o);
 	if (r < 0)
-		die("pin_image_write", r);
+		bench_die("pin_image_write", r);
 	munmap(p, state_bytes);
 }
 
@@ -120,16 +112,16 @@ static void restore_lazy(enum mode m, bool rnd, struct result *res)
 	    (r = pin_client_handover(c, u)) < 0 ||
 	    (r = pin_client_add_image_region(c, img, 0,
 					     m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH)) < 0)
-		die("restore", r);
+		bench_die("restore", r);
 	if (m == REPLAY && (r = pin_client_working_set_replay(c, ck)) < 0)
-		die("pin_client_working_set_replay", r);
+		bench_die("pin_client_working_set_replay", r);
 	uint64_t t1 = bench_now_ns();
 	res->bad = touch(rnd);
 	uint64_t t2 = bench_now_ns();
 	if ((r = pin_client_stats(c, 0, &st)) < 0)
-		die("pin_client_stats", r);
+		bench_die("pin_client_stats", r);
 	if (m == ONDEMAND && (r = pin_client_working_set_save(c, ck)) < 0)
-		die("pin_client_working_set_save", r);
+		bench_die("pin_client_working_set_save", r);
 	res->total_ms = ms(t0, t2);
 	res->run_ms = ms(t1, t2);
 	res->faults = st.faults;
@@ -151,11 +143,11 @@ static void restore_eager(bool rnd, struct result *res)
 	uint8_t *p = mmap(want, state_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (fd < 0 || p != want)
-		die("open/mmap", errno);
+		bench_die("open/mmap", errno);
 	for (size_t off = 0; off < state_bytes;) {
 		ssize_t n = pread(fd, p + off, state_bytes - off, (off_t)off);
 		if (n <= 0)
-			die("pread", n < 0 ? errno : EIO);
+			bench_die("pread", n < 0 ? errno : EIO);
 		off += (size_t)n;
 	}
 	close(fd);
@@ -176,13 +168,13 @@ static void restore_bulk(bool rnd, struct result *res)
 
 	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(NULL, &u)) < 0 ||
 	    (r = pin_image_map_region(img, 0, u)) < 0)
-		die("restore", r);
+		bench_die("restore", r);
 	void *src = mmap(NULL, state_bytes, PROT_READ, MAP_SHARED, pin_image_pages_fd(img), 0);
 	if (src == MAP_FAILED)
-		die("mmap pages", errno);
+		bench_die("mmap pages", errno);
 	r = pin_uffd_copy(u, (void *)(uintptr_t)STATE_ADDR, src, state_bytes, 0, NULL);
 	if (r < 0)
-		die("UFFDIO_COPY", r);
+		bench_die("UFFDIO_COPY", r);
 	uint64_t t1 = bench_now_ns();
 	res->bad = touch(rnd);
 	uint64_t t2 = bench_now_ns();
@@ -219,9 +211,9 @@ static struct result run_one(enum mode m, bool rnd)
 	int r = bench_in_child(restore, &run, &res, sizeof(res));
 
 	if (r < 0)
-		die("a restore failed", r);
+		bench_die("a restore failed", r);
 	if (res.bad)
-		die("a restored page was wrong", EIO);
+		bench_die("a restored page was wrong", EIO);
 	return res;
 }
 
@@ -272,10 +264,10 @@ int main(int argc, char **argv)
 	}
 
 	if (runs < 1 || runs > MAX_RUNS)
-		die("runs: 1 to 64", EINVAL);
+		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = state_bytes / page;
-	order_rand = bench_shuffled(npages);
+	order_rand = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
