@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
 #include <dirent.h>
+#include <fnmatch.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -100,6 +102,29 @@ int test_count_fds(pid_t pid)
 	ck_assert_ptr_nonnull(dir);
 	for (struct dirent *e; (e = readdir(dir));)
 		n += e->d_name[0] != '.' && atoi(e->d_name) < TEST_VALGRIND_FDS;
+	closedir(dir);
+	return n;
+}
+
+int test_count_fd_links(pid_t pid, const char *pattern)
+{
+	char path[64], link[PATH_MAX];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= TEST_VALGRIND_FDS)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue; /* closed meanwhile */
+		link[k] = '\0';
+		n += fnmatch(pattern, link, 0) == 0;
+	}
 	closedir(dir);
 	return n;
 }

@@ -86,6 +86,9 @@ bool test_read_bus(const volatile uint8_t *p);
  */
 #define TEST_VALGRIND_FDS 1024
 int test_count_fds(pid_t pid);
+/* Of those past stdio, the ones whose link (/proc/PID/fd/N) matches the
+ * fnmatch(3) pattern, whose "*" spans "/" too: "socket:*" counts sockets. */
+int test_count_fd_links(pid_t pid, const char *pattern);
 /* A new seed each run (patterns, orders), printed: set TEST_SEED_ENV to it
  * to replay a failure. */
 #define TEST_SEED_ENV "UFFDD_TEST_SEED"

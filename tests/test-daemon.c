@@ -33,15 +33,6 @@
 
 static size_t page;
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* ---- the daemon ---- */
 
 static int try_connect(const char *path)
@@ -57,33 +48,6 @@ static int try_connect(const char *path)
 	return -1;
 }
 
-/* The daemon's descriptors past stdio whose link begins with prefix. */
-static int count_links(pid_t pid, const char *prefix)
-{
-	char path[64], link[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		int fd = atoi(e->d_name);
-		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= TEST_VALGRIND_FDS)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, prefix, strlen(prefix));
-	}
-	closedir(dir);
-	return n;
-}
-
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
-{
-	return count_links(pid, "socket:");
-}
-
 /* The descriptors of a daemon just started, without clients: the session of
  * the harness's probe (a socket and a record, nothing else) is freed
  * asynchronously, its socket closed before its record, so wait until only
@@ -92,8 +56,8 @@ static int idle_fds(pid_t pid)
 {
 	int n = -1, recs = -1;
 
-	for (int i = 0; i < 500 && ((n = count_sockets(pid)) != 1 ||
-				    (recs = count_links(pid, "/memfd:uffdd-state")) != 0);
+	for (int i = 0; i < 500 && ((n = test_count_fd_links(pid, "socket:*")) != 1 ||
+				    (recs = test_count_fd_links(pid, "/memfd:uffdd-state*")) != 0);
 	     i++)
 		test_sleep_ms(10);
 	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);

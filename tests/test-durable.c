@@ -50,27 +50,6 @@
 
 static size_t page;
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client %d: %s failed\n", __FILE__, __LINE__,       \
-				(int)getpid(), #c);                                                \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* The same for a value the client knows exactly: says what it was instead. */
-#define REQUIRE_EQ(expr, want)                                                                     \
-	do {                                                                                       \
-		long long got_ = (long long)(expr), want_ = (long long)(want);                     \
-		if (got_ != want_) {                                                               \
-			fprintf(stderr, "%s:%d: client %d: %s is %lld, not %lld\n", __FILE__,      \
-				__LINE__, (int)getpid(), #expr, got_, want_);                      \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* Far above anything the store ever needs here; the unit's FileDescriptorStoreMax= is the
  * real bound. */
 #define STORE_MAX 4096

@@ -71,26 +71,6 @@ static size_t page;
 #define POLL_MS 10
 #define POLLS	1000
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* Inside client processes: a value, and the one it must be. */
-#define REQUIRE_EQ(got, want)                                                                      \
-	do {                                                                                       \
-		long long g_ = (long long)(got), w_ = (long long)(want);                           \
-		if (g_ != w_) {                                                                    \
-			fprintf(stderr, "%s:%d: client: %s is %lld, not %lld\n", __FILE__,         \
-				__LINE__, #got, g_, w_);                                           \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* ---- the daemon, its log, its descriptors and memory ---- */
 
 struct hostile {
@@ -108,27 +88,6 @@ struct hostile {
 	/* What the test looks at while the attack holds, after the honest restore; may be NULL. */
 	void (*during)(struct hostile *h);
 };
-
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
-{
-	char path[64], link[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		int fd = atoi(e->d_name);
-		if (e->d_name[0] == '.' || fd <= STDERR_FILENO)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
-	}
-	closedir(dir);
-	return n;
-}
 
 /* The memory the daemon spends: anonymous and shared memory (its session
  * records) resident.  Not its file pages: code of the binary and libraries
@@ -169,7 +128,8 @@ static int settle_fds(const struct hostile *h, int want)
 {
 	int n = -1;
 
-	for (int i = 0; i < POLLS && (n = count_sockets(h->d.pid)) != 1 + h->residents; i++)
+	for (int i = 0;
+	     i < POLLS && (n = test_count_fd_links(h->d.pid, "socket:*")) != 1 + h->residents; i++)
 		test_sleep_ms(POLL_MS * test_time_scale());
 	ck_assert_msg(n == 1 + h->residents, "uffdd has %d sockets, not %d", n, 1 + h->residents);
 	for (int i = 0; i < POLLS && (n = test_count_fds(h->d.pid)) != want && want >= 0; i++)

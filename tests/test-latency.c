@@ -56,15 +56,6 @@ static size_t page;
 #define POLL_MS 10
 #define POLLS	1000
 
-/* Inside the client process: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
