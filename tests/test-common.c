@@ -129,6 +129,26 @@ int test_count_fd_links(pid_t pid, const char *pattern)
 	return n;
 }
 
+uint64_t test_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+void test_permutation(size_t *v, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i] = i;
+	/* Fisher-Yates. */
+	for (size_t i = n; i > 1; i--) {
+		size_t j = (size_t)(test_rand(&seed) % i), t = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
 uint64_t test_seed(void)
 {
 	const char *e = getenv(TEST_SEED_ENV);

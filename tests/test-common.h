@@ -93,6 +93,11 @@ int test_count_fd_links(pid_t pid, const char *pattern);
  * to replay a failure. */
 #define TEST_SEED_ENV "UFFDD_TEST_SEED"
 uint64_t test_seed(void);
+/* The next number of the xorshift64 sequence at *state (not 0). */
+uint64_t test_rand(uint64_t *state);
+/* v[0..n) becomes a random permutation of 0..n-1, the same for the same
+ * seed (not 0). */
+void test_permutation(size_t *v, size_t n, uint64_t seed);
 
 /* npages of private anonymous memory in small pages only: a partly filled
  * range must not become a huge page (see uffdd(8)). */

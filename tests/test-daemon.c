@@ -183,23 +183,6 @@ static int make_source(const struct test_daemon *d, const char *name, size_t npa
 	return fd;
 }
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void shuffle(size_t *v, size_t n, uint64_t seed)
-{
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)(rng(&seed) % i), t = v[i - 1];
-		v[i - 1] = v[j];
-		v[j] = t;
-	}
-}
-
 /* ---- lazy fill ---- */
 
 #define FILL_THREADS 4
@@ -243,9 +226,7 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	f->base = base;
 	f->order = malloc(f->npages * sizeof(*f->order));
 	REQUIRE(f->order);
-	for (size_t i = 0; i < f->npages; i++)
-		f->order[i] = i;
-	shuffle(f->order, f->npages, f->seed);
+	test_permutation(f->order, f->npages, f->seed);
 	for (int i = 0; i < FILL_THREADS; i++)
 		REQUIRE(pthread_create(&th[i], NULL, fill_thread, f) == 0);
 	for (int i = 0; i < FILL_THREADS; i++)
@@ -340,9 +321,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, HOLE_PAGES * page, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	for (size_t i = 0; i < HOLE_PAGES; i++)
-		order[i] = i;
-	shuffle(order, HOLE_PAGES, 77);
+	test_permutation(order, HOLE_PAGES, 77);
 	for (size_t k2 = 0; k2 < HOLE_PAGES; k2++) {
 		size_t i = order[k2];
 		bool data = i < 4 || (i >= 12 && i < 14);
@@ -449,7 +428,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 			   PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH) == 0);
 	/* Read some pages first, write others straight away. */
 	for (int i = 0; i < WP_PAGES; i++) {
-		uint64_t r = rng(&seed) % 4;
+		uint64_t r = test_rand(&seed) % 4;
 		if (r == 0)
 			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1) {
@@ -466,7 +445,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	REQUIRE(dirty_check(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
 	/* After the reset only new writes count. */
 	for (int i = 0; i < WP_PAGES; i++) {
-		want[i] = rng(&seed) % 3 == 0;
+		want[i] = test_rand(&seed) % 3 == 0;
 		if (want[i])
 			base[i * page + 100] = 3;
 		writes += want[i];
@@ -846,7 +825,7 @@ static int client_victim(const struct test_daemon *d, void *arg)
 	int fd = pin_uffd_fd(k.u);
 	REQUIRE(write(ready[1], &fd, sizeof(fd)) == sizeof(fd));
 	for (uint64_t seed = 3, f = 0; f < VICTIM_FAULTS; f++) {
-		size_t i = (size_t)(rng(&seed) % n);
+		size_t i = (size_t)(test_rand(&seed) % n);
 		REQUIRE(base[i * page] == 0);
 		REQUIRE(madvise(base + i * page, page, MADV_DONTNEED) == 0);
 	}
@@ -2159,9 +2138,7 @@ static int client_many_pins(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_client_pin_report(k.c, base, page, (7ull << 40) | 7) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (7ull << 40) | 7) == -EEXIST);
 	/* Released in a random order, half of them: each found, once. */
-	for (size_t i = 0; i < MANY_PINS; i++)
-		order[i] = i;
-	shuffle(order, MANY_PINS, 5);
+	test_permutation(order, MANY_PINS, 5);
 	for (size_t i = 0; i < MANY_PINS / 2; i++) {
 		uint64_t c = (order[i] << 40) | order[i];
 		REQUIRE(pin_client_pin_release(k.c, c) == 0);

@@ -230,14 +230,6 @@ static int add_region(struct conn *k, void *addr, size_t len, int fd)
 	return ret < 0 ? ret : pin_client_region_add(k->c, &r);
 }
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 struct honest {
 	const uint8_t *base;
 	size_t npages;
@@ -266,7 +258,6 @@ static int honest_restore(struct hostile *h, void *arg)
 	pthread_t th[HONEST_THREADS];
 	struct pin_uffd *u;
 	struct conn k;
-	uint64_t s = HONEST_SEED;
 
 	REQUIRE(uffd_new(&u) == 0);
 	REQUIRE(conn_open(h, &k, u, "honest") == 0);
@@ -276,13 +267,7 @@ static int honest_restore(struct hostile *h, void *arg)
 	o.base = base;
 	o.order = malloc(o.npages * sizeof(*o.order));
 	REQUIRE(o.order);
-	for (size_t i = 0; i < o.npages; i++)
-		o.order[i] = i;
-	for (size_t i = o.npages; i > 1; i--) {
-		size_t j = (size_t)(rng(&s) % i), t = o.order[i - 1];
-		o.order[i - 1] = o.order[j];
-		o.order[j] = t;
-	}
+	test_permutation(o.order, o.npages, HONEST_SEED);
 	for (int i = 0; i < HONEST_THREADS; i++)
 		REQUIRE(pthread_create(&th[i], NULL, honest_thread, &o) == 0);
 	for (int i = 0; i < HONEST_THREADS; i++)

@@ -117,14 +117,6 @@ static int dirty_is(struct conn *k, uint8_t *base, const bool *want, unsigned in
 	return 0;
 }
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 #define ASYNC_FEATURES (PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_UNPOPULATED)
 
 /*
@@ -144,7 +136,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	REQUIRE(add_region(&k, base, mode, flags) == 0);
 	REQUIRE(dirty_is(&k, base, want, 0) == 0);
 	for (int i = 0; i < NPAGES; i++) {
-		uint64_t r = rng(&seed) % 4;
+		uint64_t r = test_rand(&seed) % 4;
 		if (r == 0 || r == 1)
 			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1 || r == 2) {
@@ -158,7 +150,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	memset(want, 0, sizeof(want));
 	REQUIRE(dirty_is(&k, base, want, 0) == 0);
 	for (int i = 0; i < NPAGES; i++) {
-		want[i] = rng(&seed) % 3 == 0;
+		want[i] = test_rand(&seed) % 3 == 0;
 		if (want[i])
 			base[i * page + 100] = 3;
 	}
