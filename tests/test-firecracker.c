@@ -402,21 +402,31 @@ START_TEST(balloon_remove_reads_zero)
 }
 END_TEST
 
+/* The handshake of region 0 alone, its page size under key ("page_size", or
+ * "page_size_kib" alone as releases before page_size sent it): served, every
+ * page of it right. */
+static void serve_region0(struct fc *f, const char *key)
+{
+	char json[512];
+	int n = snprintf(json, sizeof(json),
+			 "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
+			 "\"%s\":%zu}]",
+			 (uint64_t)(uintptr_t)f->reg[0], f->len[0], key, page);
+
+	ck_assert_int_lt(n, (int)sizeof(json));
+	f->conn = vmm_connect(f->sock);
+	vmm_send(f->conn, json, (size_t)n, &f->uffd, 1);
+	touch(f, 0, 0, f->len[0] / page, test_seed());
+}
+
 /* Firecracker releases before page_size sent page_size_kib alone. */
 START_TEST(old_handshake_page_size_kib)
 {
 	struct fc f = { 0 };
-	char json[512];
 
 	up(&f);
 	vmm_memory(&f);
-	int n = snprintf(json, sizeof(json),
-			 "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
-			 "\"page_size_kib\":%zu}]",
-			 (uint64_t)(uintptr_t)f.reg[0], f.len[0], page);
-	f.conn = vmm_connect(f.sock);
-	vmm_send(f.conn, json, (size_t)n, &f.uffd, 1);
-	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	serve_region0(&f, "page_size_kib");
 	down(&f);
 }
 END_TEST
@@ -571,13 +581,7 @@ START_TEST(over_uid_limit_refused)
 		 (unsigned int)getuid());
 	refused(&f, json, (size_t)n, 1, line);
 	/* Given back: a guest of one region is served. */
-	n = snprintf(json, sizeof(json),
-		     "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
-		     "\"page_size\":%zu}]",
-		     (uint64_t)(uintptr_t)f.reg[0], f.len[0], page);
-	f.conn = vmm_connect(f.sock);
-	vmm_send(f.conn, json, (size_t)n, &f.uffd, 1);
-	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	serve_region0(&f, "page_size");
 	down(&f);
 }
 END_TEST
