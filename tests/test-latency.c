@@ -277,6 +277,17 @@ START_TEST(slow_source_wait_counted)
 }
 END_TEST
 
+/* A thread touching the first page of k's region; back STALL_MS after the
+ * daemon read its fault. */
+static int touch_stalled(struct toucher *t, struct conn *k)
+{
+	t->p = k->base;
+	REQUIRE(pthread_create(&t->th, NULL, touch, t) == 0);
+	REQUIRE(await_read(k->u, 1) == 0);
+	test_sleep_ms(STALL_MS);
+	return 0;
+}
+
 static int client_dropped(struct lat *l)
 {
 	struct toucher t = { 0 };
@@ -286,10 +297,7 @@ static int client_dropped(struct lat *l)
 	REQUIRE(fd >= 0);
 	REQUIRE(conn_open(&l->d, &k, FUSE_PAGES) == 0);
 	REQUIRE(add_region(&k, FUSE_PAGES, fd) == 0);
-	t.p = k.base;
-	REQUIRE(pthread_create(&t.th, NULL, touch, &t) == 0);
-	REQUIRE(await_read(k.u, 1) == 0);
-	test_sleep_ms(STALL_MS);
+	REQUIRE(touch_stalled(&t, &k) == 0);
 	REQUIRE(pin_client_region_remove(k.c, k.base, FUSE_PAGES * page) == 0);
 	/* Woken, it faults again: read by the daemon, outside every region. */
 	REQUIRE(await_read(k.u, 1) == 0);
@@ -321,10 +329,7 @@ static int client_wait_for_region(struct lat *l)
 	struct conn k;
 
 	REQUIRE(conn_open(&l->d, &k, 1) == 0);
-	t.p = k.base;
-	REQUIRE(pthread_create(&t.th, NULL, touch, &t) == 0);
-	REQUIRE(await_read(k.u, 1) == 0);
-	test_sleep_ms(STALL_MS);
+	REQUIRE(touch_stalled(&t, &k) == 0);
 	REQUIRE(add_region(&k, 1, -1) == 0);
 	REQUIRE(pthread_join(t.th, NULL) == 0);
 	REQUIRE(t.word == 0);
