@@ -129,19 +129,13 @@ static void passes_over(struct result *res)
 /* A restore through uffdd (faults and push), complete before the passes. */
 static void restore(bool collapse, struct result *res)
 {
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_image *img;
 	struct pin_client *c;
 	struct pin_uffd *u;
-	int r;
 
-	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(&uo, &u)) < 0 ||
-	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
-	    (r = pin_client_handover(c, u)) < 0 ||
-	    (r = pin_client_add_image_region(c, img, 0, 0)) < 0)
-		bench_die("restore", r);
-	r = pin_client_wait_populated(c, (void *)(uintptr_t)STATE_ADDR, state_bytes, 0);
+	bench_restore_start(ck, ud.sock, &uo, 0, &img, &u, &c);
+	int r = pin_client_wait_populated(c, (void *)(uintptr_t)STATE_ADDR, state_bytes, 0);
 	if (r < 0)
 		bench_die("pin_client_wait_populated", r);
 	if (collapse && (res->collapsed = pin_image_collapse_region(img, 0)) < 0)

@@ -53,6 +53,37 @@ int bench_memfd_source(size_t len, size_t page)
 	return fd;
 }
 
+struct pin_uffd *bench_uffd_new(void)
+{
+	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_uffd *u;
+	int r = pin_uffd_new(&o, &u);
+
+	if (r < 0)
+		bench_die("pin_uffd_new", r);
+	return u;
+}
+
+void bench_restore_start(const char *ck, const char *sock, const struct pin_uffd_opts *uo,
+			 unsigned int flags, struct pin_image **ret_img, struct pin_uffd **ret_u,
+			 struct pin_client **ret_c)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock, .name = "bench" };
+	struct pin_image *img;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	int r;
+
+	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(uo, &u)) < 0 ||
+	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
+	    (r = pin_client_handover(c, u)) < 0 ||
+	    (r = pin_client_add_image_region(c, img, 0, flags)) < 0)
+		bench_die("restore", r);
+	*ret_img = img;
+	*ret_u = u;
+	*ret_c = c;
+}
+
 bool bench_smoke(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++)

@@ -33,6 +33,23 @@ void *bench_map_anon(size_t len);
  * byte i | 1: every page different, none zero; dies on failure. */
 int bench_memfd_source(size_t len, size_t page);
 
+/* A userfaultfd (close-on-exec, no features asked); dies on failure. */
+struct pin_uffd *bench_uffd_new(void);
+
+struct pin_client;
+struct pin_image;
+struct pin_uffd_opts;
+/*
+ * The restored process's side of a lazy restore of region 0 of the
+ * checkpoint ck through the uffdd at sock: the image opened, a userfaultfd
+ * of uo, the region mapped and registered, the userfaultfd handed over and
+ * the region added with flags (pin_client_add_image_region()); dies on
+ * failure.
+ */
+void bench_restore_start(const char *ck, const char *sock, const struct pin_uffd_opts *uo,
+			 unsigned int flags, struct pin_image **ret_img, struct pin_uffd **ret_u,
+			 struct pin_client **ret_c);
+
 /* Median of n samples (sorts them in place). */
 double bench_median(double *samples, unsigned int n);
 

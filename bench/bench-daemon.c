@@ -83,17 +83,6 @@ static double touch_random(const uint8_t *base, const size_t *pages, size_t k)
 	return m;
 }
 
-static struct pin_uffd *new_uffd(void)
-{
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_uffd *u;
-	int r = pin_uffd_new(&o, &u);
-
-	if (r < 0)
-		bench_die("pin_uffd_new", r);
-	return u;
-}
-
 /* ---- the raw handler: one thread busy-polling read() ---- */
 
 struct raw {
@@ -120,7 +109,7 @@ static void *raw_handler(void *arg)
 
 static double raw_random(const size_t *pages)
 {
-	struct raw r = { .u = new_uffd() };
+	struct raw r = { .u = bench_uffd_new() };
 	pthread_t th;
 	uint8_t *src = bench_map_anon(REGION_BYTES), *base = bench_map_anon(REGION_BYTES);
 
@@ -155,7 +144,7 @@ static void conn_open(struct conn *k)
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	int r;
 
-	k->u = new_uffd();
+	k->u = bench_uffd_new();
 	if ((r = pin_client_connect(&co, &k->c)) < 0 || (r = pin_client_handover(k->c, k->u)) < 0)
 		bench_die("connect/handover", r);
 }
@@ -308,7 +297,7 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
  */
 static double bulk_copy_gbps(int fd)
 {
-	struct pin_uffd *u = new_uffd();
+	struct pin_uffd *u = bench_uffd_new();
 	uint8_t *src, *dst = bench_map_anon(sz.seq_bytes);
 
 	if (fd >= 0) {

@@ -94,7 +94,6 @@ static double ms(uint64_t a, uint64_t b)
 static void restore_lazy(enum mode m, bool rnd, struct result *res)
 {
 	uint64_t t0 = bench_now_ns();
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
@@ -107,12 +106,8 @@ static void restore_lazy(enum mode m, bool rnd, struct result *res)
 	struct pin_uffd *u;
 	int r;
 
-	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(&uo, &u)) < 0 ||
-	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
-	    (r = pin_client_handover(c, u)) < 0 ||
-	    (r = pin_client_add_image_region(c, img, 0,
-					     m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH)) < 0)
-		bench_die("restore", r);
+	bench_restore_start(ck, ud.sock, &uo, m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH, &img, &u,
+			    &c);
 	if (m == REPLAY && (r = pin_client_working_set_replay(c, ck)) < 0)
 		bench_die("pin_client_working_set_replay", r);
 	uint64_t t1 = bench_now_ns();

@@ -53,17 +53,6 @@ static uint8_t fill_of(size_t i)
 	return (uint8_t)(i | 1);
 }
 
-static struct pin_uffd *new_uffd(void)
-{
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_uffd *u;
-	int r = pin_uffd_new(&o, &u);
-
-	if (r < 0)
-		bench_die("pin_uffd_new", r);
-	return u;
-}
-
 /* ---- a client: its userfaultfd, region and touches ---- */
 
 struct client {
@@ -81,7 +70,7 @@ static void client_open(struct client *k, int fd, bool raw)
 {
 	size_t len = k->npages * page;
 
-	k->u = new_uffd();
+	k->u = bench_uffd_new();
 	k->base = bench_map_anon(len);
 	int r = pin_uffd_register(k->u, k->base, len, PIN_UFFD_REGISTER_MISSING, NULL);
 	if (r < 0)
