@@ -690,6 +690,23 @@ static struct manager *managed(struct fc *f, const char *hold)
 	return mgr;
 }
 
+/* The VM exits: its connection closed, its sessions leave the store. */
+static void vm_exits(struct fc *f, struct manager *mgr)
+{
+	close(f->conn);
+	f->conn = -1;
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+}
+
+/* The end of a managed() case: uffdd stopped, its manager gone. */
+static void managed_down(struct fc *f, struct manager *mgr)
+{
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	manager_free(mgr);
+	rmdir(f->mdir);
+	cleanup(f);
+}
+
 /* Pages of [p, p + n pages) not in this process's memory (mincore). */
 static size_t absent(const uint8_t *p, size_t n)
 {
@@ -747,15 +764,10 @@ START_TEST(kill9_mid_restore)
 	for (size_t i = 0; i < f.len[1] / page; i++)
 		check_page(&f, 1, i, i >= BALLOON_FIRST && i < BALLOON_FIRST + BALLOON_PAGES);
 	/* The VM exits: its session and its descriptors leave the store. */
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	vm_exits(&f, mgr);
 	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, READY_MS * test_time_scale()), 0);
 	ck_assert_uint_eq(manager_count(mgr, "*"), idle);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	managed_down(&f, mgr);
 }
 END_TEST
 
@@ -779,13 +791,8 @@ START_TEST(kill9_before_handshake_read)
 	touch(&f, 0, 0, f.len[0] / page, test_seed());
 	touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
 	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 1);
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	vm_exits(&f, mgr);
+	managed_down(&f, mgr);
 }
 END_TEST
 
@@ -805,13 +812,8 @@ START_TEST(kill9_before_handshake_taken)
 	touch(&f, 1, 0, f.len[1] / page, test_seed());
 	touch(&f, 0, 0, f.len[0] / page, test_seed() + 1);
 	/* The connection is still the session's: closing it ends the session. */
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	vm_exits(&f, mgr);
+	managed_down(&f, mgr);
 }
 END_TEST
 
