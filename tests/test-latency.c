@@ -358,6 +358,18 @@ END_TEST
  * recorded, before it applies them or serves the read's faults. */
 #define HOLD_EVENTS "events-read"
 
+/* The start of a /proc file, NUL-terminated, into buf (size bytes). */
+static int read_proc(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+
+	REQUIRE(f);
+	size_t n = fread(buf, 1, size - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return 0;
+}
+
 /* Wait until process pid is in state c ('T': stopped) per /proc/PID/stat. */
 static int await_state(pid_t pid, char c)
 {
@@ -365,11 +377,7 @@ static int await_state(pid_t pid, char c)
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	for (int i = 0; i < POLLS; i++) {
-		FILE *f = fopen(path, "r");
-		REQUIRE(f);
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
+		REQUIRE(read_proc(path, buf, sizeof(buf)) == 0);
 		/* "pid (comm) S ...": comm may hold spaces, not ") ". */
 		const char *p = strstr(buf, ") ");
 		REQUIRE(p);
@@ -388,11 +396,7 @@ static int await_wchan(pid_t tid, const char *fn)
 
 	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
 	for (int i = 0; i < POLLS; i++) {
-		FILE *f = fopen(path, "r");
-		REQUIRE(f);
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
+		REQUIRE(read_proc(path, buf, sizeof(buf)) == 0);
 		if (!strcmp(buf, fn))
 			return 0;
 		test_sleep_ms(POLL_MS * test_time_scale());
