@@ -89,6 +89,10 @@ int test_count_fds(pid_t pid);
 /* Of those past stdio, the ones whose link (/proc/PID/fd/N) matches the
  * fnmatch(3) pattern, whose "*" spans "/" too: "socket:*" counts sockets. */
 int test_count_fd_links(pid_t pid, const char *pattern);
+/* Read exactly len bytes from fd: false at an end of file or an error. */
+bool test_read_all(int fd, void *buf, size_t len);
+/* Send len bytes on socket fd in one send(), without SIGPIPE: whether all went. */
+bool test_send_all(int fd, const void *buf, size_t len);
 /* A new seed each run (patterns, orders), printed: set TEST_SEED_ENV to it
  * to replay a failure. */
 #define TEST_SEED_ENV "UFFDD_TEST_SEED"
