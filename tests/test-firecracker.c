@@ -363,16 +363,11 @@ START_TEST(restore_every_byte)
 	touch(&f, 0, 0, f.len[0] / page, test_seed());
 	touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
 
-	char cmd[256], out[4096] = "";
-	snprintf(cmd, sizeof(cmd), "%s --socket %s --json clients", getenv("UFFDCTL"), f.d.sock);
-	FILE *p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	size_t n = fread(out, 1, sizeof(out) - 1, p);
-	out[n] = '\0';
-	ck_assert_int_eq(pclose(p), 0);
-	char name[160];
+	char *out = test_uffdctl(&f.d, "--json clients"), name[160];
+
 	snprintf(name, sizeof(name), "\"name\":\"firecracker %s\"", f.sock);
 	ck_assert_msg(strstr(out, name), "uffdctl clients does not list \"%s\":\n%s", name, out);
+	free(out);
 	down(&f);
 }
 END_TEST

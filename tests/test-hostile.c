@@ -1112,24 +1112,8 @@ END_TEST
 
 /* A newline and a journal priority, a terminal escape, UTF-8: the daemon
  * keeps printable ASCII only (uffdd-protocol(7)). */
-#define EVIL_NAME   "a\n<0>b\x1b[31mc\xc3\xa9"
-#define EVIL_SEEN   "a?<0>b?[31mc??"
-#define CTL_OUT_MAX 8192
-
-/* What `uffdctl clients` prints (it exits 0); the caller frees it. */
-static char *ctl_clients(const struct hostile *h)
-{
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
-
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
-}
+#define EVIL_NAME "a\n<0>b\x1b[31mc\xc3\xa9"
+#define EVIL_SEEN "a?<0>b?[31mc??"
 
 static int attack_name(struct attacker *a)
 {
@@ -1146,7 +1130,7 @@ static int attack_name(struct attacker *a)
  * name with every unprintable byte replaced. */
 static void ctl_shows_name(struct hostile *h)
 {
-	char *out = ctl_clients(h);
+	char *out = test_uffdctl(&h->d, "clients");
 
 	ck_assert_msg(strstr(out, " " EVIL_SEEN " ") != NULL, "uffdctl clients: %s", out);
 	ck_assert_msg(!strchr(out, '\x1b') && !strstr(out, "\n<0>"), "uffdctl clients: %s", out);
@@ -1699,7 +1683,7 @@ static void wait_stuck(struct hostile *h)
 /* Beside the stuck read, uffdctl answers, and lists the attacker. */
 static void ctl_answers(struct hostile *h)
 {
-	char *out = ctl_clients(h);
+	char *out = test_uffdctl(&h->d, "clients");
 
 	ck_assert_msg(strstr(out, " stuck-source ") != NULL, "uffdctl clients: %s", out);
 	free(out);
@@ -1869,7 +1853,7 @@ static pid_t closer;
  * (served by the one worker), and the attacker's session is gone. */
 static void flush_still_hangs(struct hostile *h)
 {
-	char *out = ctl_clients(h);
+	char *out = test_uffdctl(&h->d, "clients");
 
 	ck_assert_msg(strstr(out, " stuck-flush ") == NULL, "uffdctl clients: %s", out);
 	free(out);

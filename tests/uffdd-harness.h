@@ -48,6 +48,11 @@ void test_daemon_start_supervised(struct test_daemon *d, const char *const *extr
 void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */
 void test_daemon_stop(struct test_daemon *d);
+/* What $UFFDCTL prints for args (appended to its --socket option), which
+ * must exit 0 and print less than TEST_UFFDCTL_OUT_MAX bytes; the caller
+ * frees it. */
+#define TEST_UFFDCTL_OUT_MAX 8192
+char *test_uffdctl(const struct test_daemon *d, const char *args);
 void test_sleep_ms(unsigned int ms);
 /* How many times slower than native the programs a test starts run:
  * $TEST_TIME_SCALE, which the valgrind setup sets (they run under valgrind
