@@ -544,20 +544,23 @@ Suite *test_suite(void)
 	const struct test_needs root = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD,
 					 .check = not_under_valgrind };
 	const struct test_needs uffd = { .what = TEST_NEED_UFFD, .check = not_under_valgrind };
-	TCase *tc;
+	const struct {
+		const char *name;
+		const TTest *t;
+		const struct test_needs *needs;
+	} cases[] = {
+		{ "slow_source_wait_counted", slow_source_wait_counted, &root },
+		{ "dropped_fault_counted", dropped_fault_counted, &root },
+		{ "wait_for_region_counted", wait_for_region_counted, &uffd },
+		{ "eagain_wait_counted", eagain_wait_counted, &root },
+	};
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	tc = test_tcase(s, "slow_source_wait_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, slow_source_wait_counted);
-	tc = test_tcase(s, "dropped_fault_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, dropped_fault_counted);
-	tc = test_tcase(s, "wait_for_region_counted", &uffd);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, wait_for_region_counted);
-	tc = test_tcase(s, "eagain_wait_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, eagain_wait_counted);
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(cases); i++) {
+		TCase *tc = test_tcase(s, cases[i].name, cases[i].needs);
+
+		tcase_set_timeout(tc, CASE_TIMEOUT_S);
+		tcase_add_test(tc, cases[i].t);
+	}
 	return s;
 }
