@@ -518,11 +518,17 @@ static int raw_connect(const struct hostile *h, struct raw *r)
 	return 0;
 }
 
-static int raw_send(struct raw *r, Uffdd__Msg *m)
+/* Send m with a new seq, and fd attached unless it is -1. */
+static int raw_send_fd(struct raw *r, Uffdd__Msg *m, int fd)
 {
 	m->has_seq = true;
 	m->seq = ++r->seq;
-	return pin_proto_send(r->sock, m, NULL, 0);
+	return pin_proto_send(r->sock, m, &fd, fd >= 0);
+}
+
+static int raw_send(struct raw *r, Uffdd__Msg *m)
+{
+	return raw_send_fd(r, m, -1);
 }
 
 /* The next reply, within timeout_ms; NULL when none came. */
@@ -547,12 +553,12 @@ static Uffdd__Msg *raw_recv(struct raw *r, int timeout_ms)
 /* A reply not due: how long to look for one that should not come. */
 #define NO_REPLY_MS 200
 
-/* Send m and return the error of its reply; 1 when no reply (or another seq)
- * came.  A message refused as malformed is answered with seq 0: its seq is
- * not read. */
-static int raw_error(struct raw *r, Uffdd__Msg *m)
+/* Send m, fd attached unless it is -1, and return the error of its reply;
+ * 1 when no reply (or another seq) came.  A message refused as malformed is
+ * answered with seq 0: its seq is not read. */
+static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 {
-	if (raw_send(r, m) < 0)
+	if (raw_send_fd(r, m, fd) < 0)
 		return 1;
 	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
 	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
@@ -560,6 +566,11 @@ static int raw_error(struct raw *r, Uffdd__Msg *m)
 			: 1;
 	pin_proto_free(rep);
 	return e;
+}
+
+static int raw_error(struct raw *r, Uffdd__Msg *m)
+{
+	return raw_error_fd(r, m, -1);
 }
 
 static int raw_hello(struct raw *r, const char *name)
@@ -1736,22 +1747,6 @@ START_TEST(stuck_source)
 END_TEST
 
 /* ---- a source whose FLUSH never ends (issue 12, row 9) ---- */
-
-/* Send m with fd attached; the error of its reply (1: none came); a
- * message refused as malformed is answered with seq 0. */
-static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
-{
-	m->has_seq = true;
-	m->seq = ++r->seq;
-	if (pin_proto_send(r->sock, m, &fd, 1) < 0)
-		return 1;
-	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
-	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
-			? rep->reply->error
-			: 1;
-	pin_proto_free(rep);
-	return e;
-}
 
 /*
  * In the attacker: STUCK_PAGES pages at *ret_base registered MISSING, a raw
