@@ -217,6 +217,17 @@ uint8_t *test_map_pages(size_t npages)
 	return p;
 }
 
+void *test_map_region(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/* A partly filled range must not become a huge page: see uffdd(8). */
+	madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
 static sigjmp_buf bus_jmp;
 
 static void on_sigbus(int sig)

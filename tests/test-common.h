@@ -106,6 +106,9 @@ void test_permutation(size_t *v, size_t n, uint64_t seed);
 /* npages of private anonymous memory in small pages only: a partly filled
  * range must not become a huge page (see uffdd(8)). */
 uint8_t *test_map_pages(size_t npages);
+/* The same of len bytes for client processes, which run no Check: NULL
+ * when the mmap() fails. */
+void *test_map_region(size_t len);
 
 /* NULL when anonymous memory can have transparent huge pages
  * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */

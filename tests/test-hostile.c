@@ -204,17 +204,6 @@ static int conn_open(const struct hostile *h, struct conn *k, struct pin_uffd *u
 	return 0;
 }
 
-static void *map_region(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
 static int add_region(struct conn *k, void *addr, size_t len, int fd)
 {
 	struct pin_client_region r = {
@@ -261,7 +250,7 @@ static int honest_restore(struct hostile *h, void *arg)
 
 	REQUIRE(uffd_new(&u) == 0);
 	REQUIRE(conn_open(h, &k, u, "honest") == 0);
-	uint8_t *base = map_region(HONEST_BYTES);
+	uint8_t *base = test_map_region(HONEST_BYTES);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, HONEST_BYTES, h->src) == 0);
 	o.base = base;
@@ -625,7 +614,7 @@ static int attack_fork_inspected(struct attacker *a)
 	int stop[2];
 
 	REQUIRE(conn_open(a->h, &k, a->u, "forker") == 0);
-	uint8_t *base = map_region(FW_REGIONS * page);
+	uint8_t *base = test_map_region(FW_REGIONS * page);
 	REQUIRE(base);
 	for (size_t i = 0; i < FW_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, -1) == 0);
@@ -803,7 +792,7 @@ static int attack_bad_source(struct attacker *a)
 	char path[64];
 
 	REQUIRE(conn_open(a->h, &k, a->u, "bad-source") == 0);
-	uint8_t *base = map_region(BAD_PAGES * page);
+	uint8_t *base = test_map_region(BAD_PAGES * page);
 	REQUIRE(base);
 	int mfd = memfd_create("bad-source", MFD_CLOEXEC);
 	REQUIRE(mfd >= 0);
@@ -995,7 +984,7 @@ static int attack_outside(struct attacker *a)
 	long pending = -1;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "outside") == 0);
-	o.base = map_region(OUT_THREADS * page);
+	o.base = test_map_region(OUT_THREADS * page);
 	REQUIRE(o.base);
 	/* Registered, but no region of the daemon's covers it. */
 	REQUIRE(pin_uffd_register(k.u, o.base, OUT_THREADS * page, PIN_UFFD_REGISTER_MISSING,
@@ -1055,7 +1044,7 @@ static int attack_lengths(struct attacker *a)
 	size_t n;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "lengths") == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, -1) == 0);
 	struct raw r = { .sock = pin_client_fd(k.c), .seq = RAW_SEQ0 };
@@ -1330,7 +1319,7 @@ static int resident(struct hostile *h, void *arg)
 
 	REQUIRE(uffd_new(&u) == 0);
 	REQUIRE(conn_open(h, &k, u, "resident") == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, -1) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, RESIDENT_COOKIE) == 0);
@@ -1353,7 +1342,7 @@ static int attack_visibility(struct attacker *a)
 	size_t n;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "snoop") == 0);
-	uint8_t *base = map_region(OWN_PAGES * page);
+	uint8_t *base = test_map_region(OWN_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, OWN_PAGES * page, -1) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, OWN_COOKIE) == 0);
@@ -1424,7 +1413,7 @@ static int attack_sparse(struct attacker *a)
 	struct stat st;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "sparse") == 0);
-	uint8_t *base = map_region(SPARSE_BYTES);
+	uint8_t *base = test_map_region(SPARSE_BYTES);
 	REQUIRE(base);
 	int mfd = memfd_create("sparse", MFD_CLOEXEC);
 	REQUIRE(mfd >= 0);
@@ -1505,7 +1494,7 @@ static int attack_caps(struct attacker *a)
 	}
 	REQUIRE_EQ(left, 1);
 	/* Descriptors: CAP_SRC_FILES distinct files, then one more is refused. */
-	uint8_t *base = map_region((CAP_SRC_FILES + 1) * page);
+	uint8_t *base = test_map_region((CAP_SRC_FILES + 1) * page);
 	REQUIRE(base);
 	for (int i = 0; i <= CAP_SRC_FILES; i++) {
 		files[i] = memfd_create("cap", MFD_CLOEXEC);
@@ -1659,7 +1648,7 @@ static int attack_stuck_source(struct attacker *a)
 	/* Else the server's end outlives the test's process when it fails. */
 	stuck_fuse_forget(fuse);
 	REQUIRE(conn_open(a->h, &k, a->u, "stuck-source") == 0);
-	uint8_t *base = map_region(STUCK_PAGES * page);
+	uint8_t *base = test_map_region(STUCK_PAGES * page);
 	REQUIRE(base);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	REQUIRE(fd >= 0);
@@ -1761,7 +1750,7 @@ static int stuck_attacker_open(struct attacker *a, const char *name, struct raw 
 	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 
 	stuck_fuse_forget(fuse);
-	uint8_t *base = map_region(STUCK_PAGES * page);
+	uint8_t *base = test_map_region(STUCK_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
 				  NULL) == 0);
