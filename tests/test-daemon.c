@@ -103,17 +103,6 @@ static int reap(pid_t pid)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void *map_region(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
@@ -219,7 +208,7 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	size_t len = f->npages * page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, len, PIN_UFFD_REGISTER_MISSING, f->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -317,7 +306,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	size_t order[HOLE_PAGES];
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(HOLE_PAGES * page);
+	uint8_t *base = test_map_region(HOLE_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, HOLE_PAGES * page, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -368,7 +357,7 @@ static int client_truncated(const struct test_daemon *d, void *arg)
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	REQUIRE(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, 4 * page, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -420,7 +409,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(WP_PAGES * page);
+	uint8_t *base = test_map_region(WP_PAGES * page);
 	REQUIRE(base);
 	/* The daemon registers this one (MISSING and WP, zero pages). */
 	REQUIRE(add_region(&k, base, WP_PAGES * page,
@@ -502,7 +491,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -570,7 +559,7 @@ static int client_fork_many(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(FW_REGIONS * page);
+	uint8_t *base = test_map_region(FW_REGIONS * page);
 	REQUIRE(base);
 	for (size_t i = 0; i < FW_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -621,7 +610,7 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	uint8_t *spot = mmap(NULL, EV_PAGES * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(base && spot != MAP_FAILED);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -665,7 +654,7 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -704,7 +693,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(n * page);
+	uint8_t *base = test_map_region(n * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, e->fd, 0) == 0);
 	REQUIRE(pin_client_wait_populated(k.c, base, n * page, 60000) == 0);
@@ -727,7 +716,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(n * page);
+	uint8_t *base = test_map_region(n * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -766,7 +755,7 @@ static int client_limits(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(add_region(&k, base + page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
@@ -816,7 +805,7 @@ static int client_victim(const struct test_daemon *d, void *arg)
 	size_t n = (32u << 20) / page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region((n + 1) * page);
+	uint8_t *base = test_map_region((n + 1) * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, -1,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -943,7 +932,7 @@ static int client_shared(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region((SHARED_REGIONS + 1) * page);
+	uint8_t *base = test_map_region((SHARED_REGIONS + 1) * page);
 	REQUIRE(base);
 	REQUIRE(shared_step(sh) == 0);
 	for (size_t i = 0; i < SHARED_REGIONS; i++) {
@@ -1193,7 +1182,7 @@ static int client_restart(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	f.base = map_region(rs->npages * page);
+	f.base = test_map_region(rs->npages * page);
 	REQUIRE(f.base);
 	REQUIRE(add_region(&k, (void *)f.base, rs->npages * page, PIN_UFFD_REGISTER_MISSING, rs->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -1339,7 +1328,7 @@ static int client_park(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	/* Registered, but no region covers it yet: the daemon reads the
 	 * fault and keeps it. */
@@ -1534,7 +1523,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	uint8_t *spot = mmap(NULL, EV_PAGES * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(base && spot != MAP_FAILED);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -1622,7 +1611,7 @@ static int client_quota_a(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, 1) == 0);
@@ -1657,7 +1646,7 @@ static int client_quota_b(const struct test_daemon *d, void *arg)
 
 	pin_log_set(keep_log, NULL);
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	/* Alone, this session would stay under both limits. */
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
@@ -1689,7 +1678,7 @@ static int client_quota_other(const struct test_daemon *d, void *arg)
 	REQUIRE(setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(LIMIT_REGIONS * page);
+	uint8_t *base = test_map_region(LIMIT_REGIONS * page);
 	REQUIRE(base);
 	for (int i = 0; i < LIMIT_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) ==
@@ -1757,7 +1746,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 	int64_t done;
 
 	REQUIRE(src && conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(pin_uffd_register(k.u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	for (size_t j = 0; j < page / 8; j++)
@@ -1813,7 +1802,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 	uint8_t *out = malloc(len);
 
 	REQUIRE(out && conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, len, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -1938,7 +1927,7 @@ static int client_fork_sessions(const struct test_daemon *d, void *arg)
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	/* A registered range: a fork copies it, and the daemon gets the
 	 * child's userfaultfd. */
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	for (int i = 0; i < CAP_FORKS; i++) {
@@ -1999,7 +1988,7 @@ static int client_fds(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(8 * page);
+	uint8_t *base = test_map_region(8 * page);
 	REQUIRE(base);
 	/* Connection, record, userfaultfd: 3.  File 0: 4, however many
 	 * regions read it; file 1: 5, the limit. */
@@ -2050,8 +2039,8 @@ static int client_bytes(const struct test_daemon *d, void *arg)
 
 	(void)arg;
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *a = map_region(BIG_PAGES * page), *b = map_region(BIG_PAGES * page);
-	uint8_t *c = map_region(page);
+	uint8_t *a = test_map_region(BIG_PAGES * page), *b = test_map_region(BIG_PAGES * page);
+	uint8_t *c = test_map_region(page);
 	REQUIRE(a && b && c);
 	REQUIRE(add_region(&k, a, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -2085,7 +2074,7 @@ static int client_split(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *a = map_region(4 * page), *b = map_region(page);
+	uint8_t *a = test_map_region(4 * page), *b = test_map_region(page);
 	REQUIRE(a && b);
 	REQUIRE(add_region(&k, a, 4 * page, PIN_UFFD_REGISTER_MISSING, *fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -2130,7 +2119,7 @@ static int client_many_pins(const struct test_daemon *d, void *arg)
 	(void)arg;
 	REQUIRE(order);
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	/* Cookies far apart and close together alike. */
 	for (size_t i = 0; i < MANY_PINS; i++)
@@ -2196,7 +2185,7 @@ static int client_uffd_twice(const struct test_daemon *d, void *arg)
 			test_sleep_ms(10);
 	}
 	REQUIRE(r == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(pin_uffd_register(a.u, base, page, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	struct pin_client_region reg = {
@@ -2311,7 +2300,7 @@ static int client_unread(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	for (uint64_t i = 1; i <= NOTICES; i++)
@@ -2458,7 +2447,7 @@ static int client_sparse(const struct test_daemon *d, void *arg)
 	free(w);
 	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(SPARSE_LEN);
+	uint8_t *base = test_map_region(SPARSE_LEN);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, SPARSE_LEN, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
