@@ -1580,10 +1580,15 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
-/* The directory the stuck file systems mount on, in the daemon's; its file's
- * path at path (size bytes); unmounted at exit should the test fail. */
-static void fuse_dir_make(const struct hostile *h, char *path, size_t size)
+/* The start of a stuck-FUSE case: the daemon with one worker (to serve every
+ * session), the directory the stuck file systems mount on in the daemon's,
+ * and its file's path at path (size bytes); unmounted at exit should the
+ * test fail. */
+static void stuck_start(struct hostile *h, char *path, size_t size)
 {
+	const char *const extra[] = { "--workers", "1", NULL };
+
+	hostile_start(h, extra);
 	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h->d.dir);
 	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
 	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
@@ -1701,12 +1706,10 @@ static void ctl_answers(struct hostile *h)
  */
 START_TEST(stuck_source)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	fuse_dir_make(&h, path, sizeof(path));
+	stuck_start(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	stuck_rounds = 0;
 	h.held = wait_stuck;
@@ -1885,12 +1888,10 @@ static void fuse_closes_ended(struct hostile *h)
  */
 START_TEST(stuck_flush)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	fuse_dir_make(&h, path, sizeof(path));
+	stuck_start(&h, path, sizeof(path));
 	h.held = flush_hangs;
 	h.during = flush_still_hangs;
 	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
@@ -1965,12 +1966,10 @@ static int attack_closes(struct attacker *a)
  */
 START_TEST(stuck_flush_capped)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	fuse_dir_make(&h, path, sizeof(path));
+	stuck_start(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	struct attack_run run = { attack_closes, path };
 	pid_t att = fork_fn(become_attacker, &h, &run);
