@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -46,14 +45,6 @@ static uint32_t *order; /* a random permutation of the pages */
 static char ck[96];
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-collapse: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t a)
 {
 	return a * 0x9e3779b97f4a7c15ull | 1;
@@ -69,9 +60,9 @@ static uint64_t *map_written(void)
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 
 	if (p == MAP_FAILED || (void *)p != want)
-		die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
 	if (madvise(p, state_bytes, MADV_HUGEPAGE) < 0)
-		die("madvise(MADV_HUGEPAGE)", errno);
+		bench_die("madvise(MADV_HUGEPAGE)", errno);
 	for (uint64_t i = 0; i < state_bytes / 8; i++)
 		p[i] = word_of(STATE_ADDR + i * 8);
 	return p;
@@ -84,7 +75,7 @@ static void make_checkpoint(void)
 	int r = pin_image_write(0, ck, &o);
 
 	if (r < 0)
-		die("pin_image_write", r);
+		bench_die("pin_image_write", r);
 	munmap(p, state_bytes);
 }
 
@@ -97,7 +88,7 @@ static double huge_pct(void)
 	long kb = 0, v;
 
 	if (!f)
-		die("/proc/self/smaps", errno);
+		bench_die("/proc/self/smaps", errno);
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long start, end;
 
@@ -138,82 +129,57 @@ static void passes_over(struct result *res)
 /* A restore through uffdd (faults and push), complete before the passes. */
 static void restore(bool collapse, struct result *res)
 {
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_image *img;
 	struct pin_client *c;
 	struct pin_uffd *u;
-	int r;
 
-	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(&uo, &u)) < 0 ||
-	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
-	    (r = pin_client_handover(c, u)) < 0 ||
-	    (r = pin_client_add_image_region(c, img, 0, 0)) < 0)
-		die("restore", r);
-	r = pin_client_wait_populated(c, (void *)(uintptr_t)STATE_ADDR, state_bytes, 0);
+	bench_restore_start(ck, ud.sock, &uo, 0, &img, &u, &c);
+	int r = pin_client_wait_populated(c, (void *)(uintptr_t)STATE_ADDR, state_bytes, 0);
 	if (r < 0)
-		die("pin_client_wait_populated", r);
+		bench_die("pin_client_wait_populated", r);
 	if (collapse && (res->collapsed = pin_image_collapse_region(img, 0)) < 0)
-		die("pin_image_collapse_region", res->collapsed);
+		bench_die("pin_image_collapse_region", res->collapsed);
 	pin_client_free(c);
 	pin_image_free(img);
 	pin_uffd_free(u);
+}
+
+/* In the child: the process of the kind, and its passes. */
+static void measured(const void *arg, void *out)
+{
+	enum kind k = *(const enum kind *)arg;
+	struct result *res = out;
+
+	if (k == NATIVE)
+		map_written();
+	else
+		restore(k == RESTORED_COLLAPSED, res);
+	res->huge_pct = huge_pct();
+	passes_over(res);
 }
 
 /* One process of the kind, fresh, as the restored process would be. */
 static struct result run_one(enum kind k)
 {
 	struct result res = { 0 };
-	int p[2];
+	int r = bench_in_child(measured, &k, &res, sizeof(res));
 
-	if (pipe(p) < 0)
-		die("pipe", errno);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork", errno);
-	if (pid == 0) {
-		if (k == NATIVE)
-			map_written();
-		else
-			restore(k == RESTORED_COLLAPSED, &res);
-		res.huge_pct = huge_pct();
-		passes_over(&res);
-		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
-	}
-	close(p[1]);
-	ssize_t n = read(p[0], &res, sizeof(res));
-	int st;
-	close(p[0]);
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != sizeof(res))
-		die("a measured process failed", EIO);
+	if (r < 0)
+		bench_die("a measured process failed", r);
 	if (res.bad)
-		die("a word was not what was checkpointed", EIO);
+		bench_die("a word was not what was checkpointed", EIO);
 	return res;
 }
 
 int main(int argc, char **argv)
 {
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-
 	if (bench_smoke(argc, argv)) {
 		state_bytes = SMOKE_STATE_BYTES;
 		passes = 1;
 	}
 	npages = state_bytes / PAGE;
-	order = malloc(npages * sizeof(*order));
-	if (!order)
-		die("malloc", ENOMEM);
-	for (uint32_t i = 0; i < npages; i++)
-		order[i] = i;
-	for (size_t i = npages - 1; i > 0; i--) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		size_t j = s % (i + 1);
-		uint32_t t = order[i];
-		order[i] = order[j];
-		order[j] = t;
-	}
+	order = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
@@ -233,12 +199,7 @@ int main(int argc, char **argv)
 	bench_metric("post_restore_access_small_pages_vs_native", small.pass_ms / native.pass_ms,
 		     "x");
 
-	char p[160];
-	for (const char *f = "manifest\0pages\0"; *f; f += strlen(f) + 1) {
-		snprintf(p, sizeof(p), "%s/%s", ck, f);
-		unlink(p);
-	}
-	rmdir(ck);
+	bench_checkpoint_remove(ck);
 	bench_uffdd_stop(&ud);
 	free(order);
 	return 0;

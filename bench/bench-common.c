@@ -6,12 +6,83 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench-common.h"
 #include "libpin.h"
+
+/* The uffdd bench_uffdd_start() started and bench_uffdd_stop() did not
+ * stop yet (0: none), which bench_die() stops. */
+static pid_t running;
+
+void bench_die(const char *what, int err)
+{
+	fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, what,
+		strerror(err < 0 ? -err : err));
+	if (running > 0)
+		kill(running, SIGTERM);
+	exit(1);
+}
+
+void *bench_map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		bench_die("mmap", errno);
+	if (madvise(p, len, MADV_NOHUGEPAGE) < 0)
+		bench_die("madvise(MADV_NOHUGEPAGE)", errno);
+	return p;
+}
+
+int bench_memfd_source(size_t len, size_t page)
+{
+	int fd = memfd_create("bench-source", MFD_CLOEXEC);
+
+	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+		bench_die("memfd", errno);
+	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		bench_die("mmap memfd", errno);
+	for (size_t i = 0; i < len / page; i++)
+		memset(p + i * page, (int)(i | 1), page);
+	munmap(p, len);
+	return fd;
+}
+
+struct pin_uffd *bench_uffd_new(void)
+{
+	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_uffd *u;
+	int r = pin_uffd_new(&o, &u);
+
+	if (r < 0)
+		bench_die("pin_uffd_new", r);
+	return u;
+}
+
+void bench_restore_start(const char *ck, const char *sock, const struct pin_uffd_opts *uo,
+			 unsigned int flags, struct pin_image **ret_img, struct pin_uffd **ret_u,
+			 struct pin_client **ret_c)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock, .name = "bench" };
+	struct pin_image *img;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	int r;
+
+	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(uo, &u)) < 0 ||
+	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
+	    (r = pin_client_handover(c, u)) < 0 ||
+	    (r = pin_client_add_image_region(c, img, 0, flags)) < 0)
+		bench_die("restore", r);
+	*ret_img = img;
+	*ret_u = u;
+	*ret_c = c;
+}
 
 bool bench_smoke(int argc, char **argv)
 {
@@ -59,6 +130,69 @@ double bench_percentile(double *samples, size_t n, double q)
 	return samples[k ? k - 1 : 0];
 }
 
+uint64_t bench_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+uint32_t *bench_shuffled(size_t n, uint64_t seed)
+{
+	uint32_t *v = malloc(n * sizeof(*v));
+
+	if (!v)
+		bench_die("malloc of a permutation", ENOMEM);
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = i;
+	/* Fisher-Yates. */
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = bench_rand(&seed) % (i + 1);
+		uint32_t t = v[i];
+		v[i] = v[j];
+		v[j] = t;
+	}
+	return v;
+}
+
+int bench_in_child(void (*fn)(const void *arg, void *res), const void *arg, void *res, size_t size)
+{
+	int p[2], st;
+
+	if (pipe(p) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		fn(arg, res);
+		_exit(write(p[1], res, size) == (ssize_t)size ? 0 : 1);
+	}
+	close(p[1]);
+	ssize_t n = read(p[0], res, size);
+	close(p[0]);
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != (ssize_t)size)
+		return -EIO;
+	return 0;
+}
+
+void bench_checkpoint_remove(const char *dir)
+{
+	char p[PATH_MAX];
+
+	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
+		snprintf(p, sizeof(p), "%s/%s", dir, f);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 void bench_uffdd_exe(char *buf, size_t len)
 {
 	char exe[PATH_MAX];
@@ -93,6 +227,7 @@ void bench_uffdd_start(struct bench_uffdd *d)
 		execl(bin, "uffdd", "--socket", d->sock, (char *)NULL);
 		_exit(127);
 	}
+	running = d->pid;
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
 	for (int i = 0; i < 500; i++) {
 		struct pin_client *c;
@@ -113,6 +248,7 @@ void bench_uffdd_stop(struct bench_uffdd *d)
 {
 	kill(d->pid, SIGTERM);
 	waitpid(d->pid, NULL, 0);
+	running = 0;
 	unlink(d->sock);
 	rmdir(d->dir);
 }

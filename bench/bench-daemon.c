@@ -48,59 +48,17 @@ static const struct sizes smoke = { 1, NCLIENTS, SMOKE_SEQ_BYTES, 1 };
 static size_t page;
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-daemon: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
-static void *map_anon(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap", errno);
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
-/* A memfd of len bytes, every page a different pattern. */
-static int make_source(size_t len)
-{
-	int fd = memfd_create("bench-src", MFD_CLOEXEC);
-
-	if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
-		die("memfd", errno);
-	uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap memfd", errno);
-	for (size_t i = 0; i < len; i += page)
-		memset(p + i, (int)(i / page) | 1, page);
-	munmap(p, len);
-	return fd;
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* k distinct random pages out of n. */
 static size_t *random_pages(size_t n, size_t k, uint64_t seed)
 {
 	size_t *v = malloc(n * sizeof(*v));
 
 	if (!v)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	for (size_t i = 0; i < n; i++)
 		v[i] = i;
 	for (size_t i = 0; i < k; i++) {
-		size_t j = i + (size_t)(rng(&seed) % (n - i)), t = v[i];
+		size_t j = i + (size_t)(bench_rand(&seed) % (n - i)), t = v[i];
 		v[i] = v[j];
 		v[j] = t;
 	}
@@ -113,27 +71,16 @@ static double touch_random(const uint8_t *base, const size_t *pages, size_t k)
 	double *lat = malloc(k * sizeof(*lat));
 
 	if (!lat)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	for (size_t i = 0; i < k; i++) {
 		uint64_t t0 = bench_now_ns();
 		if (!*(const volatile uint8_t *)(base + pages[i] * page))
-			die("a page read as zero", EIO);
+			bench_die("a page read as zero", EIO);
 		lat[i] = (double)(bench_now_ns() - t0) / 1000.0;
 	}
 	double m = bench_median(lat, (unsigned int)k);
 	free(lat);
 	return m;
-}
-
-static struct pin_uffd *new_uffd(void)
-{
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_uffd *u;
-	int r = pin_uffd_new(&o, &u);
-
-	if (r < 0)
-		die("pin_uffd_new", r);
-	return u;
 }
 
 /* ---- the raw handler: one thread busy-polling read() ---- */
@@ -162,9 +109,9 @@ static void *raw_handler(void *arg)
 
 static double raw_random(const size_t *pages)
 {
-	struct raw r = { .u = new_uffd() };
+	struct raw r = { .u = bench_uffd_new() };
 	pthread_t th;
-	uint8_t *src = map_anon(REGION_BYTES), *base = map_anon(REGION_BYTES);
+	uint8_t *src = bench_map_anon(REGION_BYTES), *base = bench_map_anon(REGION_BYTES);
 
 	for (size_t i = 0; i < REGION_BYTES; i += page)
 		memset(src + i, (int)(i / page) | 1, page);
@@ -172,7 +119,7 @@ static double raw_random(const size_t *pages)
 	fcntl(pin_uffd_fd(r.u), F_SETFL, flags | O_NONBLOCK);
 	int ret = pin_uffd_register(r.u, base, REGION_BYTES, PIN_UFFD_REGISTER_MISSING, NULL);
 	if (ret < 0)
-		die("register", ret);
+		bench_die("register", ret);
 	r.src = src;
 	r.base = (uintptr_t)base;
 	pthread_create(&th, NULL, raw_handler, &r);
@@ -197,9 +144,9 @@ static void conn_open(struct conn *k)
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	int r;
 
-	k->u = new_uffd();
+	k->u = bench_uffd_new();
 	if ((r = pin_client_connect(&co, &k->c)) < 0 || (r = pin_client_handover(k->c, k->u)) < 0)
-		die("connect/handover", r);
+		bench_die("connect/handover", r);
 }
 
 static void conn_close(struct conn *k)
@@ -211,7 +158,7 @@ static void conn_close(struct conn *k)
 /* n regions of len bytes each over consecutive offsets of fd, no push. */
 static uint8_t *add_regions(struct conn *k, int fd, size_t n, size_t len)
 {
-	uint8_t *base = map_anon(n * len);
+	uint8_t *base = bench_map_anon(n * len);
 
 	for (size_t i = 0; i < n; i++) {
 		struct pin_client_region r = {
@@ -225,7 +172,7 @@ static uint8_t *add_regions(struct conn *k, int fd, size_t n, size_t len)
 		};
 		int ret = pin_uffd_register(k->u, r.addr, len, r.mode, NULL);
 		if (ret < 0 || (ret = pin_client_region_add(k->c, &r)) < 0)
-			die("region", ret);
+			bench_die("region", ret);
 	}
 	return base;
 }
@@ -251,12 +198,12 @@ static double uffdd_clients(int fd, const size_t *pages, int nclients, double *r
 	int p[2];
 
 	if (pipe(p) < 0)
-		die("pipe", errno);
+		bench_die("pipe", errno);
 	uint64_t t0 = bench_now_ns();
 	for (int i = 0; i < nclients; i++) {
 		pid_t pid = pids[i] = fork();
 		if (pid < 0)
-			die("fork", errno);
+			bench_die("fork", errno);
 		if (pid == 0) {
 			double m = uffdd_random(fd, pages, 1);
 			_exit(write(p[1], &m, sizeof(m)) == sizeof(m) ? 0 : 1);
@@ -265,10 +212,10 @@ static double uffdd_clients(int fd, const size_t *pages, int nclients, double *r
 	close(p[1]);
 	for (int i = 0; i < nclients; i++)
 		if (read(p[0], &med[i], sizeof(med[i])) != sizeof(med[i]))
-			die("a client failed", EIO);
+			bench_die("a client failed", EIO);
 	for (int i = 0, st; i < nclients; i++)
 		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
-			die("a client failed", EIO);
+			bench_die("a client failed", EIO);
 	/* Wall time includes each client's set-up: connect, handover, region. */
 	*ret_rate =
 		(double)nclients * (double)sz.random_faults * 1e9 / (double)(bench_now_ns() - t0);
@@ -291,14 +238,14 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
 	double *lat = malloc(sz.random_faults * sizeof(*lat));
 
 	if (!lat || pipe(res) < 0)
-		die("pipe", errno);
+		bench_die("pipe", errno);
 	for (int i = 0; i < nclients; i++)
 		if (pipe(ring[i]) < 0)
-			die("pipe", errno);
+			bench_die("pipe", errno);
 	for (int i = 0; i < nclients; i++) {
 		pid_t pid = pids[i] = fork();
 		if (pid < 0)
-			die("fork", errno);
+			bench_die("fork", errno);
 		if (pid)
 			continue;
 		struct conn k;
@@ -322,15 +269,15 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
 	close(res[1]);
 	/* Every client is connected once it waits for the token: start it. */
 	if (write(ring[0][1], "t", 1) != 1)
-		die("write", errno);
+		bench_die("write", errno);
 	for (int i = 0; i < nclients; i++) {
 		size_t want = turns * sizeof(*lat);
 		if (read(res[0], lat + (size_t)i * turns, want) != (ssize_t)want)
-			die("a client failed", EIO);
+			bench_die("a client failed", EIO);
 	}
 	for (int i = 0, st; i < nclients; i++)
 		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st))
-			die("a client failed", EIO);
+			bench_die("a client failed", EIO);
 	for (int i = 0; i < nclients; i++) {
 		close(ring[i][0]);
 		close(ring[i][1]);
@@ -350,25 +297,25 @@ static double uffdd_in_turn(int fd, const size_t *pages, int nclients)
  */
 static double bulk_copy_gbps(int fd)
 {
-	struct pin_uffd *u = new_uffd();
-	uint8_t *src, *dst = map_anon(sz.seq_bytes);
+	struct pin_uffd *u = bench_uffd_new();
+	uint8_t *src, *dst = bench_map_anon(sz.seq_bytes);
 
 	if (fd >= 0) {
 		src = mmap(NULL, sz.seq_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
 		if (src == MAP_FAILED)
-			die("mmap source", errno);
+			bench_die("mmap source", errno);
 	} else {
-		src = map_anon(sz.seq_bytes);
+		src = bench_map_anon(sz.seq_bytes);
 		memset(src, 0x5a, sz.seq_bytes);
 	}
 	int r = pin_uffd_register(u, dst, sz.seq_bytes, PIN_UFFD_REGISTER_MISSING, NULL);
 	if (r < 0)
-		die("register", r);
+		bench_die("register", r);
 	uint64_t t0 = bench_now_ns();
 	r = pin_uffd_copy(u, dst, src, sz.seq_bytes, 0, NULL);
 	uint64_t t = bench_now_ns() - t0;
 	if (r < 0)
-		die("UFFDIO_COPY", r);
+		bench_die("UFFDIO_COPY", r);
 	pin_uffd_free(u);
 	munmap(src, sz.seq_bytes);
 	munmap(dst, sz.seq_bytes);
@@ -384,7 +331,7 @@ static double uffdd_seq_gbps(int fd)
 	uint64_t t0 = bench_now_ns();
 	for (size_t i = 0; i < sz.seq_bytes; i += page)
 		if (!*(volatile uint8_t *)(base + i))
-			die("a page read as zero", EIO);
+			bench_die("a page read as zero", EIO);
 	uint64_t t = bench_now_ns() - t0;
 	conn_close(&k);
 	munmap(base, sz.seq_bytes);
@@ -398,7 +345,8 @@ int main(int argc, char **argv)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	signal(SIGPIPE, SIG_IGN);
 	size_t *pages = random_pages(REGION_BYTES / page, sz.random_faults, 0x1234567);
-	int src = make_source(REGION_BYTES), seq = make_source(sz.seq_bytes);
+	int src = bench_memfd_source(REGION_BYTES, page),
+	    seq = bench_memfd_source(sz.seq_bytes, page);
 
 	bench_uffdd_start(&ud);
 	/* Each pair is measured back to back, sz.rounds times: the medians, and

@@ -52,31 +52,15 @@ static unsigned int rounds = ROUNDS;
 static uint32_t *order; /* the random pages written, in order */
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-dirty: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* bytes of anonymous memory in small pages, every page populated. */
 static uint8_t *map_populated(void)
 {
 	uint8_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED)
-		die("mmap", errno);
+		bench_die("mmap", errno);
 	if (madvise(p, bytes, MADV_NOHUGEPAGE) < 0)
-		die("madvise(MADV_NOHUGEPAGE)", errno);
+		bench_die("madvise(MADV_NOHUGEPAGE)", errno);
 	memset(p, 1, bytes);
 	return p;
 }
@@ -119,10 +103,10 @@ static struct tracked track(uint8_t *p, bool async)
 	int e;
 
 	if (!t.bm)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	if ((e = pin_uffd_new(&uo, &t.u)) < 0 || (e = pin_client_connect(&co, &t.c)) < 0 ||
 	    (e = pin_client_handover(t.c, t.u)) < 0 || (e = pin_client_region_add(t.c, &r)) < 0)
-		die(async ? "wp-async region" : "WP region", e);
+		bench_die(async ? "wp-async region" : "WP region", e);
 	return t;
 }
 
@@ -133,7 +117,7 @@ static int dirty_reset(struct tracked *t, uint8_t *p, double *ret_ms)
 	int n = pin_client_dirty_get(t->c, p, bytes, PIN_CLIENT_DIRTY_RESET, t->bm, npages / 8);
 
 	if (n < 0)
-		die("pin_client_dirty_get", n);
+		bench_die("pin_client_dirty_get", n);
 	if (ret_ms)
 		*ret_ms = (double)(bench_now_ns() - t0) / 1e6;
 	return n;
@@ -166,7 +150,7 @@ static size_t distinct(size_t n)
 	size_t k = 0;
 
 	if (!seen)
-		die("calloc", ENOMEM);
+		bench_die("calloc", ENOMEM);
 	for (size_t i = 0; i < n; i++)
 		k += !seen[order[i]]++;
 	free(seen);
@@ -218,7 +202,7 @@ static double scan_pagemap(int pm, uint8_t *p, struct pin_pagemap_range *out, si
 		int n = pin_pagemap_scan_written(pm, at, end - at, PIN_PAGEMAP_RESET, out,
 						 SCAN_RANGES, &at);
 		if (n < 0)
-			die("pin_pagemap_scan_written", n);
+			bench_die("pin_pagemap_scan_written", n);
 		for (int i = 0; i < n; i++)
 			found += out[i].len / page;
 	}
@@ -234,7 +218,7 @@ static double scan_pagemap(int pm, uint8_t *p, struct pin_pagemap_range *out, si
 static void clear_refs(int fd)
 {
 	if (pwrite(fd, "4", 1, 0) != 1)
-		die("write 4 to /proc/self/clear_refs", errno);
+		bench_die("write 4 to /proc/self/clear_refs", errno);
 }
 
 /* Whether this kernel keeps soft-dirty bits: a page written after
@@ -246,12 +230,12 @@ static bool softdirty_works(int pm, int refs)
 	uint64_t e = 0;
 
 	if (p == MAP_FAILED)
-		die("mmap", errno);
+		bench_die("mmap", errno);
 	p[0] = 1;
 	clear_refs(refs);
 	p[0] = 2;
 	if (pread(pm, &e, sizeof(e), (off_t)((uintptr_t)p / page * sizeof(e))) != sizeof(e))
-		die("pread /proc/self/pagemap", errno);
+		bench_die("pread /proc/self/pagemap", errno);
 	munmap((void *)p, page);
 	return e & PM_SOFT_DIRTY;
 }
@@ -267,7 +251,7 @@ static double scan_softdirty(int pm, int refs, uint8_t *p, uint64_t *buf, size_t
 		size_t n = npages - i < PM_CHUNK ? npages - i : PM_CHUNK;
 		ssize_t got = pread(pm, buf, n * 8, (off_t)((first + i) * 8));
 		if (got != (ssize_t)(n * 8))
-			die("pread /proc/self/pagemap", got < 0 ? errno : EIO);
+			bench_die("pread /proc/self/pagemap", got < 0 ? errno : EIO);
 		for (size_t k = 0; k < n; k++)
 			found += !!(buf[k] & PM_SOFT_DIRTY);
 	}
@@ -291,9 +275,9 @@ static void bench_scan(void)
 	size_t want = distinct(npages * SCAN_WRITTEN_PCT / 100);
 
 	if (!out || !buf)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	if (pm < 0 || refs < 0)
-		die("open /proc/self/pagemap, clear_refs", errno);
+		bench_die("open /proc/self/pagemap, clear_refs", errno);
 
 	/* Soft-dirty: populated memory, armed, then the rounds. */
 	bool sd = softdirty_works(pm, refs);
@@ -317,7 +301,7 @@ static void bench_scan(void)
 	if ((e = pin_uffd_new(&uo, &u)) < 0 ||
 	    (e = pin_uffd_register(u, p, bytes, PIN_UFFD_REGISTER_WP, NULL)) < 0 ||
 	    (e = pin_uffd_writeprotect(u, p, bytes, PIN_UFFD_WP)) < 0)
-		die("wp-async registration", e);
+		bench_die("wp-async registration", e);
 	for (unsigned int r = 0; r < rounds; r++) {
 		write_some(p, (uint8_t)(r + 2));
 		pm_ms[r] = scan_pagemap(pm, p, out, want);
@@ -364,9 +348,9 @@ int main(int argc, char **argv)
 	npages = bytes / page;
 	order = malloc(npages * sizeof(*order));
 	if (!order)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	for (size_t i = 0; i < npages; i++)
-		order[i] = (uint32_t)(rng(&seed) % npages);
+		order[i] = (uint32_t)(bench_rand(&seed) % npages);
 	bench_uffdd_start(&ud);
 	bench_write_overhead();
 	bench_scan();

@@ -52,12 +52,6 @@ static size_t page, mem_bytes;
 static char dir[64], mem[96], fcsock[96], ctlsock[96];
 static uint32_t *order; /* a random permutation of the pages */
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-firecracker: %s: %s\n", what, strerror(err));
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t i)
 {
 	return i * 0x9e3779b97f4a7c15ull + 1;
@@ -68,11 +62,11 @@ static void make_mem(void)
 {
 	int fd = open(mem, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)mem_bytes) < 0)
-		die("memory file", errno);
+		bench_die("memory file", errno);
 	for (uint64_t i = 0; i < mem_bytes / page; i++) {
 		uint64_t w = word_of(i);
 		if (pwrite(fd, &w, sizeof(w), (off_t)(i * page)) != sizeof(w))
-			die("pwrite", errno);
+			bench_die("pwrite", errno);
 	}
 	close(fd);
 }
@@ -91,7 +85,7 @@ static int vmm_uffd(void)
 	}
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE };
 	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) < 0)
-		die("userfaultfd", errno);
+		bench_die("userfaultfd", errno);
 	return fd;
 }
 
@@ -103,11 +97,11 @@ static double vmm_restore(void)
 	uint8_t *g = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (g == MAP_FAILED)
-		die("mmap guest memory", errno);
+		bench_die("mmap guest memory", errno);
 	struct uffdio_register reg = { .range = { (uintptr_t)g, mem_bytes },
 				       .mode = UFFDIO_REGISTER_MODE_MISSING };
 	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
-		die("UFFDIO_REGISTER", errno);
+		bench_die("UFFDIO_REGISTER", errno);
 	char json[256];
 	int n = snprintf(json, sizeof(json),
 			 "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
@@ -133,9 +127,9 @@ static double vmm_restore(void)
 
 	uint64_t t0 = bench_now_ns();
 	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		die("connect", errno);
+		bench_die("connect", errno);
 	if (sendmsg(s, &mh, MSG_NOSIGNAL) != n)
-		die("sendmsg", errno);
+		bench_die("sendmsg", errno);
 	for (size_t i = 0; i < mem_bytes / page; i++) {
 		uint64_t w;
 		memcpy(&w, g + (size_t)order[i] * page, sizeof(w));
@@ -160,14 +154,14 @@ static int example_handler(void)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fcsock);
 	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(l, 1) < 0)
-		die("example: bind", errno);
+		bench_die("example: bind", errno);
 	int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 	if (s < 0)
-		die("example: accept", errno);
+		bench_die("example: accept", errno);
 	int mfd = open(mem, O_RDONLY | O_CLOEXEC);
 	const uint8_t *back = mmap(NULL, mem_bytes, PROT_READ, MAP_PRIVATE, mfd, 0);
 	if (mfd < 0 || back == MAP_FAILED)
-		die("example: memory file", errno);
+		bench_die("example: memory file", errno);
 	char buf[HANDSHAKE_MAX + 1];
 	union {
 		struct cmsghdr h;
@@ -183,16 +177,16 @@ static int example_handler(void)
 	unsigned long long base, size, off;
 	int uffd;
 	if (n <= 0 || !c || c->cmsg_type != SCM_RIGHTS)
-		die("example: handshake", n < 0 ? errno : EBADMSG);
+		bench_die("example: handshake", n < 0 ? errno : EBADMSG);
 	buf[n] = '\0';
 	memcpy(&uffd, CMSG_DATA(c), sizeof(int));
 	if (sscanf(buf, "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":%llu", &base,
 		   &size, &off) != 3)
-		die("example: mappings", EBADMSG);
+		bench_die("example: mappings", EBADMSG);
 	struct pollfd p[2] = { { uffd, POLLIN, 0 }, { s, POLLIN, 0 } };
 	for (;;) {
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			die("example: poll", errno);
+			bench_die("example: poll", errno);
 		/* The VMM closed its end: it is done. */
 		if (p[1].revents & (POLLIN | POLLHUP))
 			return 0;
@@ -205,7 +199,7 @@ static int example_handler(void)
 						  .src = (uintptr_t)(back + (a - base + off)),
 						  .len = page };
 			if (ioctl(uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST)
-				die("example: UFFDIO_COPY", errno);
+				bench_die("example: UFFDIO_COPY", errno);
 		}
 	}
 }
@@ -215,7 +209,7 @@ static double example_restore(void)
 	unlink(fcsock);
 	pid_t pid = fork();
 	if (pid < 0)
-		die("fork", errno);
+		bench_die("fork", errno);
 	if (!pid)
 		_exit(example_handler());
 	struct stat st;
@@ -226,7 +220,7 @@ static double example_restore(void)
 	double ms = vmm_restore();
 	int status;
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
-		die("the example handler failed", ECHILD);
+		bench_die("the example handler failed", ECHILD);
 	unlink(fcsock);
 	return ms;
 }
@@ -242,7 +236,7 @@ static double uffdd_restore(void)
 	bench_uffdd_exe(bin, sizeof(bin));
 	pid_t pid = fork();
 	if (pid < 0)
-		die("fork", errno);
+		bench_die("fork", errno);
 	if (!pid) {
 		execl(bin, "uffdd", "--no-supervisor", "--socket", ctlsock, "--firecracker-socket",
 		      fcsock, "--mem-file", mem, (char *)NULL);
@@ -253,13 +247,13 @@ static double uffdd_restore(void)
 	for (; i < UP_POLLS && pin_client_connect(&co, &cl) < 0; i++)
 		usleep(UP_POLL_US);
 	if (i == UP_POLLS)
-		die("uffdd did not start", ETIMEDOUT);
+		bench_die("uffdd did not start", ETIMEDOUT);
 	pin_client_free(cl);
 	double ms = vmm_restore();
 	int status;
 	kill(pid, SIGTERM);
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
-		die("uffdd did not exit 0", ECHILD);
+		bench_die("uffdd did not exit 0", ECHILD);
 	return ms;
 }
 
@@ -272,12 +266,12 @@ int main(int argc, char **argv)
 	if (!smoke && argc > 1 && strcmp(argv[1], "--smoke"))
 		runs = (unsigned int)strtoul(argv[1], NULL, 10);
 	if (!runs || runs > MAX_RUNS)
-		die("runs: 1 to 64", EINVAL);
+		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	mem_bytes = smoke ? SMOKE_BYTES : MEM_BYTES;
 	snprintf(dir, sizeof(dir), "/tmp/bench-fc-XXXXXX");
 	if (!mkdtemp(dir))
-		die("mkdtemp", errno);
+		bench_die("mkdtemp", errno);
 	snprintf(mem, sizeof(mem), "%s/mem", dir);
 	snprintf(fcsock, sizeof(fcsock), "%s/fc.sock", dir);
 	snprintf(ctlsock, sizeof(ctlsock), "%s/sock", dir);
@@ -285,7 +279,7 @@ int main(int argc, char **argv)
 	size_t np = mem_bytes / page;
 	order = malloc(np * sizeof(*order));
 	if (!order)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	uint64_t x = bench_now_ns() | 1;
 	for (size_t i = 0; i < np; i++)
 		order[i] = (uint32_t)i;

@@ -60,14 +60,6 @@ static int rounds = ROUNDS;
 static struct bench_uffdd ud;
 static int src; /* the honest client's source */
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-hostile: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 /* In a child: report and exit 1. */
 #define CHECK(c)                                                                                   \
 	do {                                                                                       \
@@ -197,7 +189,7 @@ static void reap_ok(pid_t pid, const char *who)
 	int st;
 
 	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
-		die(who, EPROTO);
+		bench_die(who, EPROTO);
 }
 
 /* One honest restore, in seconds. */
@@ -207,10 +199,10 @@ static double honest_once(void)
 	uint64_t ns;
 
 	if (pipe2(p, O_CLOEXEC) < 0)
-		die("pipe2", errno);
+		bench_die("pipe2", errno);
 	pid_t pid = fork();
 	if (pid < 0)
-		die("fork", errno);
+		bench_die("fork", errno);
 	if (pid == 0)
 		honest_child(p[1]);
 	close(p[1]);
@@ -218,7 +210,7 @@ static double honest_once(void)
 	close(p[0]);
 	reap_ok(pid, "the honest restore failed");
 	if (n != sizeof(ns))
-		die("the honest restore's time", EPROTO);
+		bench_die("the honest restore's time", EPROTO);
 	return (double)ns / 1e9;
 }
 
@@ -488,10 +480,10 @@ static double beside(const struct attack *a)
 	char b;
 
 	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(stop, O_CLOEXEC) < 0)
-		die("pipe2", errno);
+		bench_die("pipe2", errno);
 	pid_t pid = fork();
 	if (pid < 0)
-		die("fork", errno);
+		bench_die("fork", errno);
 	if (pid == 0) {
 		gid_t g = ATTACKER_UID;
 		close(ready[0]);
@@ -512,10 +504,10 @@ static double beside(const struct attack *a)
 	close(ready[1]);
 	close(stop[0]);
 	if (read(ready[0], &b, 1) != 1)
-		die(a->name, EPROTO);
+		bench_die(a->name, EPROTO);
 	double t = honest_once();
 	if (write(stop[1], "s", 1) != 1)
-		die("write", errno);
+		bench_die("write", errno);
 	close(stop[1]);
 	close(ready[0]);
 	reap_ok(pid, a->name);
@@ -549,22 +541,22 @@ int main(int argc, char **argv)
 	bench_uffdd_start(&ud);
 	/* The attacker's uid reaches the socket through its mode. */
 	if (chmod(ud.dir, 0711) < 0 || chmod(ud.sock, 0666) < 0)
-		die("chmod", errno);
+		bench_die("chmod", errno);
 	snprintf(path, sizeof(path), "%s/src", ud.dir);
 	src = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (src < 0 || unlink(path) < 0)
-		die("the source", errno);
+		bench_die("the source", errno);
 	uint64_t *buf = malloc(honest_bytes);
 	if (!buf)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	for (size_t i = 0; i < honest_bytes / 8; i++)
 		buf[i] = pattern(i * 8);
 	if (pwrite(src, buf, honest_bytes, 0) != (ssize_t)honest_bytes)
-		die("pwrite", errno);
+		bench_die("pwrite", errno);
 	free(buf);
 	snprintf(stuck_dir, sizeof(stuck_dir), "%s/stuck", ud.dir);
 	if (mkdir(stuck_dir, 0755) < 0)
-		die("mkdir", errno);
+		bench_die("mkdir", errno);
 	for (size_t k = 0; k < sizeof(attacks) / sizeof(attacks[0]); k++) {
 		double alone[ROUNDS], with[ROUNDS];
 		char name[96];
@@ -585,7 +577,7 @@ int main(int argc, char **argv)
 	}
 	close(src);
 	if (rmdir(stuck_dir) < 0)
-		die("rmdir", errno);
+		bench_die("rmdir", errno);
 	bench_uffdd_stop(&ud);
 	return 0;
 }

@@ -32,14 +32,6 @@ static size_t page;
 static uint64_t bytes = BYTES;
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-pinlazy: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t i)
 {
 	return i * 0x9e3779b97f4a7c15ull | 1;
@@ -51,10 +43,10 @@ static int make_source(void)
 	int fd = memfd_create("bench-pinlazy", MFD_CLOEXEC);
 
 	if (fd < 0 || ftruncate(fd, (off_t)bytes) < 0)
-		die("memfd", errno);
+		bench_die("memfd", errno);
 	uint64_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
-		die("mmap of the source", errno);
+		bench_die("mmap of the source", errno);
 	for (uint64_t i = 0; i < bytes / 8; i++)
 		p[i] = word_of(i);
 	munmap(p, bytes);
@@ -78,40 +70,28 @@ static double pin_once(struct pin_ctx *ctx, void *p)
 	int err = pin_range_get(ctx, p, bytes, &r);
 
 	if (err < 0)
-		die("pin_range_get", err);
+		bench_die("pin_range_get", err);
 	double ms = (double)(bench_now_ns() - t0) / 1e6;
 	pin_range_put(r);
 	/* The next round pins anew. */
 	if ((err = pin_ctx_invalidate(ctx, p, bytes)) != 1)
-		die("pin_ctx_invalidate", err < 0 ? err : EPROTO);
+		bench_die("pin_ctx_invalidate", err < 0 ? err : EPROTO);
 	return ms;
-}
-
-static void *map_anon(void)
-{
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap", errno);
-	/* Small pages, as uffdd places them. */
-	if (madvise(p, bytes, MADV_NOHUGEPAGE) < 0)
-		die("madvise", errno);
-	return p;
 }
 
 static double round_resident(struct pin_ctx *ctx, int src)
 {
-	char *p = map_anon();
+	char *p = bench_map_anon(bytes);
 
 	for (uint64_t off = 0; off < bytes;) {
 		ssize_t n = pread(src, p + off, bytes - off, (off_t)off);
 		if (n <= 0)
-			die("pread", n < 0 ? errno : EIO);
+			bench_die("pread", n < 0 ? errno : EIO);
 		off += (uint64_t)n;
 	}
 	double ms = pin_once(ctx, p);
 	if (check((const uint64_t *)p))
-		die("resident pages", EIO);
+		bench_die("resident pages", EIO);
 	munmap(p, bytes);
 	return ms;
 }
@@ -125,7 +105,7 @@ static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults)
 	struct pin_client_stats st;
 	struct pin_client *c;
 	struct pin_uffd *u;
-	char *p = map_anon();
+	char *p = bench_map_anon(bytes);
 	int r;
 
 	struct pin_client_region reg = {
@@ -137,15 +117,15 @@ static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults)
 	};
 	if ((r = pin_uffd_new(&uo, &u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
 	    (r = pin_client_handover(c, u)) < 0 || (r = pin_client_region_add(c, &reg)) < 0)
-		die("restore", r);
+		bench_die("restore", r);
 	double ms = pin_once(ctx, p);
 	if ((r = pin_client_stats(c, 0, &st)) < 0)
-		die("pin_client_stats", r);
+		bench_die("pin_client_stats", r);
 	*ret_faults = st.faults;
 	if (check((const uint64_t *)p))
-		die("lazy pages", EIO);
+		bench_die("lazy pages", EIO);
 	if ((r = pin_client_goodbye(c)) < 0)
-		die("pin_client_goodbye", r);
+		bench_die("pin_client_goodbye", r);
 	pin_client_free(c);
 	pin_uffd_free(u);
 	munmap(p, bytes);
@@ -155,21 +135,21 @@ static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults)
 static double round_bulk(struct pin_ctx *ctx, int src)
 {
 	struct pin_uffd *u;
-	char *p = map_anon();
+	char *p = bench_map_anon(bytes);
 	int r;
 
 	const void *from = mmap(NULL, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, src, 0);
 	if (from == MAP_FAILED)
-		die("mmap of the source", errno);
+		bench_die("mmap of the source", errno);
 	if ((r = pin_uffd_new(NULL, &u)) < 0 ||
 	    (r = pin_uffd_register(u, p, bytes, PIN_UFFD_REGISTER_MISSING, NULL)) < 0)
-		die("userfaultfd", r);
+		bench_die("userfaultfd", r);
 	uint64_t t0 = bench_now_ns();
 	if ((r = pin_uffd_copy(u, p, from, bytes, 0, NULL)) < 0)
-		die("UFFDIO_COPY", r);
+		bench_die("UFFDIO_COPY", r);
 	double ms = (double)(bench_now_ns() - t0) / 1e6 + pin_once(ctx, p);
 	if (check((const uint64_t *)p))
-		die("bulk pages", EIO);
+		bench_die("bulk pages", EIO);
 	pin_uffd_free(u);
 	munmap((void *)from, bytes);
 	munmap(p, bytes);
@@ -196,10 +176,10 @@ int main(int argc, char **argv)
 	} else if (argc > 1) {
 		rounds = (unsigned int)atoi(argv[1]);
 		if (rounds < 1 || rounds > MAX_ROUNDS)
-			die("rounds (1 to 64)", EINVAL);
+			bench_die("rounds (1 to 64)", EINVAL);
 	}
 	if ((r = pin_ctx_new(&po, &ctx)) < 0)
-		die("pin_ctx_new (io_uring)", r);
+		bench_die("pin_ctx_new (io_uring)", r);
 	int src = make_source();
 	bench_uffdd_start(&ud);
 	for (unsigned int i = 0; i < rounds; i++) {

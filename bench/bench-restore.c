@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -49,14 +48,6 @@ static uint32_t *order_rand; /* a random permutation of the pages */
 static char ck[96];
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-restore: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
 static uint64_t word_of(uint64_t i)
 {
 	return (STATE_ADDR + i * page) * 0x9e3779b97f4a7c15ull | 1;
@@ -69,7 +60,7 @@ static void make_checkpoint(void)
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 
 	if (p == MAP_FAILED || (void *)p != want)
-		die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
 	/* Every page different, and none zero: all of it is data. */
 	for (uint64_t i = 0; i < npages; i++)
 		for (size_t k = 0; k < page / 8; k++)
@@ -77,7 +68,7 @@ static void make_checkpoint(void)
 	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = state_bytes };
 	int r = pin_image_write(0, ck, &o);
 	if (r < 0)
-		die("pin_image_write", r);
+		bench_die("pin_image_write", r);
 	munmap(p, state_bytes);
 }
 
@@ -103,7 +94,6 @@ static double ms(uint64_t a, uint64_t b)
 static void restore_lazy(enum mode m, bool rnd, struct result *res)
 {
 	uint64_t t0 = bench_now_ns();
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = ud.sock, .name = "bench" };
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
@@ -116,21 +106,17 @@ static void restore_lazy(enum mode m, bool rnd, struct result *res)
 	struct pin_uffd *u;
 	int r;
 
-	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(&uo, &u)) < 0 ||
-	    (r = pin_image_map_region(img, 0, u)) < 0 || (r = pin_client_connect(&co, &c)) < 0 ||
-	    (r = pin_client_handover(c, u)) < 0 ||
-	    (r = pin_client_add_image_region(c, img, 0,
-					     m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH)) < 0)
-		die("restore", r);
+	bench_restore_start(ck, ud.sock, &uo, m == LAZY ? 0 : PIN_CLIENT_REGION_NO_PUSH, &img, &u,
+			    &c);
 	if (m == REPLAY && (r = pin_client_working_set_replay(c, ck)) < 0)
-		die("pin_client_working_set_replay", r);
+		bench_die("pin_client_working_set_replay", r);
 	uint64_t t1 = bench_now_ns();
 	res->bad = touch(rnd);
 	uint64_t t2 = bench_now_ns();
 	if ((r = pin_client_stats(c, 0, &st)) < 0)
-		die("pin_client_stats", r);
+		bench_die("pin_client_stats", r);
 	if (m == ONDEMAND && (r = pin_client_working_set_save(c, ck)) < 0)
-		die("pin_client_working_set_save", r);
+		bench_die("pin_client_working_set_save", r);
 	res->total_ms = ms(t0, t2);
 	res->run_ms = ms(t1, t2);
 	res->faults = st.faults;
@@ -152,11 +138,11 @@ static void restore_eager(bool rnd, struct result *res)
 	uint8_t *p = mmap(want, state_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (fd < 0 || p != want)
-		die("open/mmap", errno);
+		bench_die("open/mmap", errno);
 	for (size_t off = 0; off < state_bytes;) {
 		ssize_t n = pread(fd, p + off, state_bytes - off, (off_t)off);
 		if (n <= 0)
-			die("pread", n < 0 ? errno : EIO);
+			bench_die("pread", n < 0 ? errno : EIO);
 		off += (size_t)n;
 	}
 	close(fd);
@@ -177,13 +163,13 @@ static void restore_bulk(bool rnd, struct result *res)
 
 	if ((r = pin_image_open(ck, &img)) < 0 || (r = pin_uffd_new(NULL, &u)) < 0 ||
 	    (r = pin_image_map_region(img, 0, u)) < 0)
-		die("restore", r);
+		bench_die("restore", r);
 	void *src = mmap(NULL, state_bytes, PROT_READ, MAP_SHARED, pin_image_pages_fd(img), 0);
 	if (src == MAP_FAILED)
-		die("mmap pages", errno);
+		bench_die("mmap pages", errno);
 	r = pin_uffd_copy(u, (void *)(uintptr_t)STATE_ADDR, src, state_bytes, 0, NULL);
 	if (r < 0)
-		die("UFFDIO_COPY", r);
+		bench_die("UFFDIO_COPY", r);
 	uint64_t t1 = bench_now_ns();
 	res->bad = touch(rnd);
 	uint64_t t2 = bench_now_ns();
@@ -193,34 +179,36 @@ static void restore_bulk(bool rnd, struct result *res)
 	pin_uffd_free(u);
 }
 
+/* What one restore is: its mode and its order. */
+struct run {
+	enum mode m;
+	bool rnd;
+};
+
+/* In the child: the restore. */
+static void restore(const void *arg, void *out)
+{
+	const struct run *run = arg;
+
+	if (run->m == EAGER)
+		restore_eager(run->rnd, out);
+	else if (run->m == BULK)
+		restore_bulk(run->rnd, out);
+	else
+		restore_lazy(run->m, run->rnd, out);
+}
+
 /* One restore in a fresh process, as a restored process would be. */
 static struct result run_one(enum mode m, bool rnd)
 {
+	const struct run run = { m, rnd };
 	struct result res = { 0 };
-	int p[2];
+	int r = bench_in_child(restore, &run, &res, sizeof(res));
 
-	if (pipe(p) < 0)
-		die("pipe", errno);
-	pid_t pid = fork();
-	if (pid < 0)
-		die("fork", errno);
-	if (pid == 0) {
-		if (m == EAGER)
-			restore_eager(rnd, &res);
-		else if (m == BULK)
-			restore_bulk(rnd, &res);
-		else
-			restore_lazy(m, rnd, &res);
-		_exit(write(p[1], &res, sizeof(res)) == sizeof(res) ? 0 : 1);
-	}
-	close(p[1]);
-	ssize_t n = read(p[0], &res, sizeof(res));
-	int st;
-	close(p[0]);
-	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) || n != sizeof(res))
-		die("a restore failed", EIO);
+	if (r < 0)
+		bench_die("a restore failed", r);
 	if (res.bad)
-		die("a restored page was wrong", EIO);
+		bench_die("a restored page was wrong", EIO);
 	return res;
 }
 
@@ -265,31 +253,16 @@ static void report(const char *name, const struct figures *f, bool counts)
 int main(int argc, char **argv)
 {
 	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
-	uint64_t s = 0x9e3779b97f4a7c15ull;
-
 	if (bench_smoke(argc, argv)) {
 		runs = 1;
 		state_bytes = SMOKE_STATE_BYTES;
 	}
 
 	if (runs < 1 || runs > MAX_RUNS)
-		die("runs: 1 to 64", EINVAL);
+		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = state_bytes / page;
-	order_rand = malloc(npages * sizeof(*order_rand));
-	if (!order_rand)
-		die("malloc", ENOMEM);
-	for (uint32_t i = 0; i < npages; i++)
-		order_rand[i] = i;
-	for (size_t i = npages - 1; i > 0; i--) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		size_t j = s % (i + 1);
-		uint32_t t = order_rand[i];
-		order_rand[i] = order_rand[j];
-		order_rand[j] = t;
-	}
+	order_rand = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
 	bench_uffdd_start(&ud);
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	make_checkpoint();
@@ -322,12 +295,7 @@ int main(int argc, char **argv)
 		snprintf(n, sizeof(n), "restore_256m_replay_%s_fewer_faults", t);
 		bench_metric(n, od.faults ? 100.0 * (1 - rp.faults / od.faults) : 0, "%");
 	}
-	char p[160];
-	for (const char *f = "manifest\0pages\0working-set\0"; *f; f += strlen(f) + 1) {
-		snprintf(p, sizeof(p), "%s/%s", ck, f);
-		unlink(p);
-	}
-	rmdir(ck);
+	bench_checkpoint_remove(ck);
 	bench_uffdd_stop(&ud);
 	free(order_rand);
 	return 0;

@@ -47,81 +47,10 @@ static const struct sizes smoke = { 64, 4 };
 static size_t page;
 static struct bench_uffdd ud;
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench-touch: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	if (ud.pid > 0)
-		kill(ud.pid, SIGTERM);
-	exit(1);
-}
-
-static uint8_t *map_anon(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		die("mmap", errno);
-	/* Pages placed one by one must not be merged into huge ones. */
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
-/* The byte page i of the source is filled with. */
+/* The byte page i of the source is filled with (bench_memfd_source()). */
 static uint8_t fill_of(size_t i)
 {
 	return (uint8_t)(i | 1);
-}
-
-/* A memfd of n pages, page i filled with fill_of(i). */
-static int make_source(size_t n)
-{
-	int fd = memfd_create("bench-touch", MFD_CLOEXEC);
-
-	if (fd < 0 || ftruncate(fd, (off_t)(n * page)) < 0)
-		die("memfd", errno);
-	uint8_t *p = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
-		die("mmap memfd", errno);
-	for (size_t i = 0; i < n; i++)
-		memset(p + i * page, fill_of(i), page);
-	munmap(p, n * page);
-	return fd;
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-/* 0..n-1 in a random order. */
-static size_t *permutation(size_t n, uint64_t seed)
-{
-	size_t *v = malloc(n * sizeof(*v));
-
-	if (!v)
-		die("malloc", ENOMEM);
-	for (size_t i = 0; i < n; i++)
-		v[i] = i;
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)(rng(&seed) % i), t = v[i - 1];
-		v[i - 1] = v[j];
-		v[j] = t;
-	}
-	return v;
-}
-
-static struct pin_uffd *new_uffd(void)
-{
-	struct pin_uffd_opts o = { .sz = sizeof(o), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_uffd *u;
-	int r = pin_uffd_new(&o, &u);
-
-	if (r < 0)
-		die("pin_uffd_new", r);
-	return u;
 }
 
 /* ---- a client: its userfaultfd, region and touches ---- */
@@ -131,8 +60,8 @@ struct client {
 	struct pin_client *c; /* NULL: the raw handler serves u */
 	uint8_t *base;
 	size_t npages;
-	size_t *order; /* NULL: address order */
-	double *lat;   /* us, one per touch */
+	uint32_t *order; /* NULL: address order */
+	double *lat;	 /* us, one per touch */
 	pthread_barrier_t *go;
 	pthread_t th;
 };
@@ -141,15 +70,15 @@ static void client_open(struct client *k, int fd, bool raw)
 {
 	size_t len = k->npages * page;
 
-	k->u = new_uffd();
-	k->base = map_anon(len);
+	k->u = bench_uffd_new();
+	k->base = bench_map_anon(len);
 	int r = pin_uffd_register(k->u, k->base, len, PIN_UFFD_REGISTER_MISSING, NULL);
 	if (r < 0)
-		die("register", r);
+		bench_die("register", r);
 	if (raw) {
 		int fl = fcntl(pin_uffd_fd(k->u), F_GETFL);
 		if (fl < 0 || fcntl(pin_uffd_fd(k->u), F_SETFL, fl | O_NONBLOCK) < 0)
-			die("fcntl", errno);
+			bench_die("fcntl", errno);
 		k->c = NULL;
 		return;
 	}
@@ -166,7 +95,7 @@ static void client_open(struct client *k, int fd, bool raw)
 	};
 	if ((r = pin_client_connect(&co, &k->c)) < 0 || (r = pin_client_handover(k->c, k->u)) < 0 ||
 	    (r = pin_client_region_add(k->c, &rg)) < 0)
-		die("connect, handover or region", r);
+		bench_die("connect, handover or region", r);
 }
 
 static void client_close(struct client *k)
@@ -190,7 +119,7 @@ static void *client_touch(void *arg)
 		uint8_t v = *(const volatile uint8_t *)(k->base + p * page);
 		k->lat[i] = (double)(bench_now_ns() - t0) / 1000.0;
 		if (v != fill_of(p))
-			die("a page read wrong", EIO);
+			bench_die("a page read wrong", EIO);
 	}
 	return NULL;
 }
@@ -218,11 +147,11 @@ static void raw_serve(const struct raw *r, const struct client *k)
 			int ret = pin_uffd_copy(k->u, (void *)a, r->src + (a - (uintptr_t)k->base),
 						page, 0, NULL);
 			if (ret < 0 && ret != -EEXIST)
-				die("raw UFFDIO_COPY", ret);
+				bench_die("raw UFFDIO_COPY", ret);
 		}
 	}
 	if (got < 0 && errno != EAGAIN)
-		die("raw read", errno);
+		bench_die("raw read", errno);
 }
 
 static void *raw_handler(void *arg)
@@ -237,7 +166,7 @@ static void *raw_handler(void *arg)
 		if (poll(p, (nfds_t)r->n + 1, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			die("poll", errno);
+			bench_die("poll", errno);
 		}
 		if (p[r->n].revents)
 			return NULL;
@@ -268,23 +197,23 @@ static void measure(int fd, const uint8_t *src, int n, size_t npages, bool rando
 
 	for (int i = 0; i < n; i++) {
 		k[i] = (struct client){ .npages = npages, .lat = lat + (size_t)i * npages };
-		k[i].order = random ? permutation(npages, 0x9e3779b9u + (uint64_t)i) : NULL;
+		k[i].order = random ? bench_shuffled(npages, 0x9e3779b9u + (uint64_t)i) : NULL;
 		k[i].go = n > 1 ? &go : NULL;
 		client_open(&k[i], fd, raw);
 	}
 	if (raw) {
 		r.stop = eventfd(0, EFD_CLOEXEC);
 		if (r.stop < 0 || pthread_create(&rth, NULL, raw_handler, &r))
-			die("raw handler", errno);
+			bench_die("raw handler", errno);
 	}
 	if (n == 1) {
 		client_touch(&k[0]);
 	} else {
 		if (pthread_barrier_init(&go, NULL, (unsigned int)n))
-			die("pthread_barrier_init", EINVAL);
+			bench_die("pthread_barrier_init", EINVAL);
 		for (int i = 0; i < n; i++)
 			if (pthread_create(&k[i].th, NULL, client_touch, &k[i]))
-				die("pthread_create", EAGAIN);
+				bench_die("pthread_create", EAGAIN);
 		for (int i = 0; i < n; i++)
 			pthread_join(k[i].th, NULL);
 		pthread_barrier_destroy(&go);
@@ -292,7 +221,7 @@ static void measure(int fd, const uint8_t *src, int n, size_t npages, bool rando
 	if (raw) {
 		uint64_t one = 1;
 		if (write(r.stop, &one, sizeof(one)) != sizeof(one))
-			die("write eventfd", errno);
+			bench_die("write eventfd", errno);
 		pthread_join(rth, NULL);
 		close(r.stop);
 	}
@@ -301,7 +230,7 @@ static void measure(int fd, const uint8_t *src, int n, size_t npages, bool rando
 		if (!raw) {
 			int ret = pin_client_stats(k[i].c, 0, &st);
 			if (ret < 0)
-				die("pin_client_stats", ret);
+				bench_die("pin_client_stats", ret);
 			for (int b = 0; b < PIN_CLIENT_LATENCY_BUCKETS; b++)
 				hist[b] += st.latency_us_log2[b];
 		}
@@ -336,7 +265,7 @@ static void order(const char *name, int fd, const uint8_t *src, int n, size_t np
 	char m[128];
 
 	if (!raw || !served)
-		die("malloc", ENOMEM);
+		bench_die("malloc", ENOMEM);
 	memset(hist, 0, sizeof(hist));
 	measure(fd, src, n, npages, random, true, raw);
 	measure(fd, src, n, npages, random, false, served);
@@ -365,11 +294,11 @@ int main(int argc, char **argv)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	signal(SIGPIPE, SIG_IGN);
 	size_t npages = sz.one_pages > sz.client_pages ? sz.one_pages : sz.client_pages;
-	int fd = make_source(npages);
+	int fd = bench_memfd_source(npages * page, page);
 	const uint8_t *src = mmap(NULL, npages * page, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
 
 	if (src == MAP_FAILED)
-		die("mmap source", errno);
+		bench_die("mmap source", errno);
 	bench_uffdd_start(&ud);
 	order("seq", fd, src, 1, sz.one_pages, false);
 	order("random", fd, src, 1, sz.one_pages, true);

@@ -38,23 +38,6 @@ struct server {
 	char why[256];
 };
 
-static bool read_all(int fd, void *buf, size_t len)
-{
-	for (size_t got = 0; got < len;) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-
-		if (n <= 0)
-			return false;
-		got += (size_t)n;
-	}
-	return true;
-}
-
-static bool write_all(int fd, const void *buf, size_t len)
-{
-	return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len;
-}
-
 static struct pin_image *task_image(struct server *s, int pid)
 {
 	for (size_t i = 0; i < s->ntasks; i++)
@@ -113,8 +96,8 @@ static int get(struct server *s, struct iov *q)
 		return -1;
 	r = pin_image_read(img, q->vaddr, buf, q->nr_pages * s->page);
 	q->cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
-	if (r < 0 || !write_all(s->sk, q, sizeof(*q)) ||
-	    !write_all(s->sk, buf, q->nr_pages * s->page)) {
+	if (r < 0 || !test_send_all(s->sk, q, sizeof(*q)) ||
+	    !test_send_all(s->sk, buf, q->nr_pages * s->page)) {
 		snprintf(s->why, sizeof(s->why), "answering a GET of task %llu at 0x%llx failed",
 			 (unsigned long long)q->dst_id, (unsigned long long)q->vaddr);
 		r = -1;
@@ -134,7 +117,7 @@ static int serve(struct server *s)
 
 	for (;;) {
 		memset(&q, 0, sizeof(q));
-		if (!read_all(s->sk, &q, sizeof(q))) {
+		if (!test_read_all(s->sk, &q, sizeof(q))) {
 			snprintf(s->why, sizeof(s->why), "the client hung up without PS_IOV_CLOSE");
 			return -1;
 		}
@@ -147,7 +130,7 @@ static int serve(struct server *s)
 		if (get(s, &q) < 0)
 			return -1;
 	}
-	if (!write_all(s->sk, &status, sizeof(status)) || read(s->sk, &c, 1) != 0) {
+	if (!test_send_all(s->sk, &status, sizeof(status)) || read(s->sk, &c, 1) != 0) {
 		snprintf(s->why, sizeof(s->why), "after CLOSE: no hang-up");
 		return -1;
 	}

@@ -871,29 +871,13 @@ END_TEST
 #define CTL_PIN_PAGES 4
 #define CTL_COOKIE    0xabcull
 #define CTL_SEED      0xc7
-#define CTL_OUT_MAX   8192
-
-/* What uffdctl prints for args, and its exit status 0. */
-static char *uffdctl(const struct test_daemon *d, const char *args)
-{
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
-
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s", getenv("UFFDCTL"), d->sock, args);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
-}
 
 static struct json_object *uffdctl_json(const struct test_daemon *d, const char *args)
 {
 	char full[128];
 
 	snprintf(full, sizeof(full), "--json %s", args);
-	char *out = uffdctl(d, full);
+	char *out = test_uffdctl(d, full);
 	struct json_object *o = json_tokener_parse(out);
 	ck_assert_msg(o != NULL, "not JSON: %s", out);
 	free(out);
@@ -941,7 +925,7 @@ START_TEST(name_printable_only)
 	ck_assert_uint_lt(mine, n);
 	ck_assert_str_eq(v[mine].name, EVIL_SEEN);
 	free(v);
-	char *out = uffdctl(&d, "clients");
+	char *out = test_uffdctl(&d, "clients");
 	ck_assert_msg(strstr(out, " " EVIL_SEEN " ") != NULL, "uffdctl clients: %s", out);
 	free(out);
 	pin_client_free(c);
@@ -994,7 +978,7 @@ START_TEST(uffdctl_shows_content)
 	b[0] = 1;
 	uint64_t me = pin_client_session(k.c);
 
-	char *out = uffdctl(&d, "clients");
+	char *out = test_uffdctl(&d, "clients");
 	snprintf(want, sizeof(want), "%8llu %8d %6u %-20s %7u %8s %12u %12s\n",
 		 (unsigned long long)me, (int)getpid(), (unsigned int)getuid(), "test-client", 2,
 		 "16K", 5, "4/24");
@@ -1010,7 +994,7 @@ START_TEST(uffdctl_shows_content)
 	free(out);
 
 	snprintf(args, sizeof(args), "regions %llu", (unsigned long long)me);
-	out = uffdctl(&d, args);
+	out = test_uffdctl(&d, args);
 	snprintf(want, sizeof(want), "%8s %-33s %6s %-10s %-4s %8s %s\n", "SESSION", "RANGE",
 		 "SIZE", "MODE", "SRC", "DIRTY", "POPULATED");
 	char ra[512], rb[512];
@@ -1024,7 +1008,7 @@ START_TEST(uffdctl_shows_content)
 	free(out);
 
 	snprintf(args, sizeof(args), "pins %llu", (unsigned long long)me);
-	out = uffdctl(&d, args);
+	out = test_uffdctl(&d, args);
 	snprintf(line, sizeof(line), "%8llu %016llx-%016llx %6s %18s\n", (unsigned long long)me,
 		 (unsigned long long)(uintptr_t)a,
 		 (unsigned long long)((uintptr_t)a + CTL_PIN_PAGES * page), "16K", "0xabc");
@@ -1034,7 +1018,7 @@ START_TEST(uffdctl_shows_content)
 	free(out);
 
 	snprintf(args, sizeof(args), "stats %llu", (unsigned long long)me);
-	out = uffdctl(&d, args);
+	out = test_uffdctl(&d, args);
 	snprintf(want, sizeof(want),
 		 "session %llu\n"
 		 "faults:          5 (write-protect 1)\n"
@@ -1049,7 +1033,7 @@ START_TEST(uffdctl_shows_content)
 	free(out);
 
 	/* status: ours only (uffdctl's own connection is no session). */
-	out = uffdctl(&d, "status");
+	out = test_uffdctl(&d, "status");
 	snprintf(want, sizeof(want), "uffdd at %s\n", d.sock);
 	ck_assert_msg(!strncmp(out, want, strlen(want)), "status:\n%s", out);
 	ck_assert_str_eq(strchr(out, '\n') + 1, "clients:         1\n"

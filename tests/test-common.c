@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
 #include <dirent.h>
+#include <fnmatch.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,6 +107,66 @@ int test_count_fds(pid_t pid)
 	return n;
 }
 
+int test_count_fd_links(pid_t pid, const char *pattern)
+{
+	char path[64], link[PATH_MAX];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= TEST_VALGRIND_FDS)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue; /* closed meanwhile */
+		link[k] = '\0';
+		n += fnmatch(pattern, link, 0) == 0;
+	}
+	closedir(dir);
+	return n;
+}
+
+bool test_read_all(int fd, void *buf, size_t len)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+
+		if (n <= 0)
+			return false;
+		got += (size_t)n;
+	}
+	return true;
+}
+
+bool test_send_all(int fd, const void *buf, size_t len)
+{
+	return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len;
+}
+
+uint64_t test_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+void test_permutation(size_t *v, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i] = i;
+	/* Fisher-Yates. */
+	for (size_t i = n; i > 1; i--) {
+		size_t j = (size_t)(test_rand(&seed) % i), t = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
 uint64_t test_seed(void)
 {
 	const char *e = getenv(TEST_SEED_ENV);
@@ -151,6 +214,17 @@ uint8_t *test_map_pages(size_t npages)
 
 	ck_assert_ptr_ne(p, MAP_FAILED);
 	ck_assert_int_eq(madvise(p, len, MADV_NOHUGEPAGE), 0);
+	return p;
+}
+
+void *test_map_region(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	/* A partly filled range must not become a huge page: see uffdd(8). */
+	madvise(p, len, MADV_NOHUGEPAGE);
 	return p;
 }
 

@@ -86,14 +86,29 @@ bool test_read_bus(const volatile uint8_t *p);
  */
 #define TEST_VALGRIND_FDS 1024
 int test_count_fds(pid_t pid);
+/* Of those past stdio, the ones whose link (/proc/PID/fd/N) matches the
+ * fnmatch(3) pattern, whose "*" spans "/" too: "socket:*" counts sockets. */
+int test_count_fd_links(pid_t pid, const char *pattern);
+/* Read exactly len bytes from fd: false at an end of file or an error. */
+bool test_read_all(int fd, void *buf, size_t len);
+/* Send len bytes on socket fd in one send(), without SIGPIPE: whether all went. */
+bool test_send_all(int fd, const void *buf, size_t len);
 /* A new seed each run (patterns, orders), printed: set TEST_SEED_ENV to it
  * to replay a failure. */
 #define TEST_SEED_ENV "UFFDD_TEST_SEED"
 uint64_t test_seed(void);
+/* The next number of the xorshift64 sequence at *state (not 0). */
+uint64_t test_rand(uint64_t *state);
+/* v[0..n) becomes a random permutation of 0..n-1, the same for the same
+ * seed (not 0). */
+void test_permutation(size_t *v, size_t n, uint64_t seed);
 
 /* npages of private anonymous memory in small pages only: a partly filled
  * range must not become a huge page (see uffdd(8)). */
 uint8_t *test_map_pages(size_t npages);
+/* The same of len bytes for client processes, which run no Check: NULL
+ * when the mmap() fails. */
+void *test_map_region(size_t len);
 
 /* NULL when anonymous memory can have transparent huge pages
  * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */

@@ -33,15 +33,6 @@
 
 static size_t page;
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* ---- the daemon ---- */
 
 static int try_connect(const char *path)
@@ -57,33 +48,6 @@ static int try_connect(const char *path)
 	return -1;
 }
 
-/* The daemon's descriptors past stdio whose link begins with prefix. */
-static int count_links(pid_t pid, const char *prefix)
-{
-	char path[64], link[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		int fd = atoi(e->d_name);
-		if (e->d_name[0] == '.' || fd <= STDERR_FILENO || fd >= TEST_VALGRIND_FDS)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, prefix, strlen(prefix));
-	}
-	closedir(dir);
-	return n;
-}
-
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
-{
-	return count_links(pid, "socket:");
-}
-
 /* The descriptors of a daemon just started, without clients: the session of
  * the harness's probe (a socket and a record, nothing else) is freed
  * asynchronously, its socket closed before its record, so wait until only
@@ -92,8 +56,8 @@ static int idle_fds(pid_t pid)
 {
 	int n = -1, recs = -1;
 
-	for (int i = 0; i < 500 && ((n = count_sockets(pid)) != 1 ||
-				    (recs = count_links(pid, "/memfd:uffdd-state")) != 0);
+	for (int i = 0; i < 500 && ((n = test_count_fd_links(pid, "socket:*")) != 1 ||
+				    (recs = test_count_fd_links(pid, "/memfd:uffdd-state*")) != 0);
 	     i++)
 		test_sleep_ms(10);
 	ck_assert_msg(n == 1, "uffdd has %d sockets, not just the listening one", n);
@@ -137,17 +101,6 @@ static int reap(pid_t pid)
 	if (waitpid(pid, &st, 0) != pid)
 		return -1;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void *map_region(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
 }
 
 struct conn {
@@ -219,23 +172,6 @@ static int make_source(const struct test_daemon *d, const char *name, size_t npa
 	return fd;
 }
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void shuffle(size_t *v, size_t n, uint64_t seed)
-{
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)(rng(&seed) % i), t = v[i - 1];
-		v[i - 1] = v[j];
-		v[j] = t;
-	}
-}
-
 /* ---- lazy fill ---- */
 
 #define FILL_THREADS 4
@@ -272,16 +208,14 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	size_t len = f->npages * page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, len, PIN_UFFD_REGISTER_MISSING, f->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
 	f->base = base;
 	f->order = malloc(f->npages * sizeof(*f->order));
 	REQUIRE(f->order);
-	for (size_t i = 0; i < f->npages; i++)
-		f->order[i] = i;
-	shuffle(f->order, f->npages, f->seed);
+	test_permutation(f->order, f->npages, f->seed);
 	for (int i = 0; i < FILL_THREADS; i++)
 		REQUIRE(pthread_create(&th[i], NULL, fill_thread, f) == 0);
 	for (int i = 0; i < FILL_THREADS; i++)
@@ -372,13 +306,11 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	size_t order[HOLE_PAGES];
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(HOLE_PAGES * page);
+	uint8_t *base = test_map_region(HOLE_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, HOLE_PAGES * page, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	for (size_t i = 0; i < HOLE_PAGES; i++)
-		order[i] = i;
-	shuffle(order, HOLE_PAGES, 77);
+	test_permutation(order, HOLE_PAGES, 77);
 	for (size_t k2 = 0; k2 < HOLE_PAGES; k2++) {
 		size_t i = order[k2];
 		bool data = i < 4 || (i >= 12 && i < 14);
@@ -425,7 +357,7 @@ static int client_truncated(const struct test_daemon *d, void *arg)
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	REQUIRE(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, 4 * page, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -477,7 +409,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(WP_PAGES * page);
+	uint8_t *base = test_map_region(WP_PAGES * page);
 	REQUIRE(base);
 	/* The daemon registers this one (MISSING and WP, zero pages). */
 	REQUIRE(add_region(&k, base, WP_PAGES * page,
@@ -485,7 +417,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 			   PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH) == 0);
 	/* Read some pages first, write others straight away. */
 	for (int i = 0; i < WP_PAGES; i++) {
-		uint64_t r = rng(&seed) % 4;
+		uint64_t r = test_rand(&seed) % 4;
 		if (r == 0)
 			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1) {
@@ -502,7 +434,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	REQUIRE(dirty_check(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
 	/* After the reset only new writes count. */
 	for (int i = 0; i < WP_PAGES; i++) {
-		want[i] = rng(&seed) % 3 == 0;
+		want[i] = test_rand(&seed) % 3 == 0;
 		if (want[i])
 			base[i * page + 100] = 3;
 		writes += want[i];
@@ -559,7 +491,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -627,7 +559,7 @@ static int client_fork_many(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(FW_REGIONS * page);
+	uint8_t *base = test_map_region(FW_REGIONS * page);
 	REQUIRE(base);
 	for (size_t i = 0; i < FW_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -678,7 +610,7 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	uint8_t *spot = mmap(NULL, EV_PAGES * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(base && spot != MAP_FAILED);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -722,7 +654,7 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -761,7 +693,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(n * page);
+	uint8_t *base = test_map_region(n * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, e->fd, 0) == 0);
 	REQUIRE(pin_client_wait_populated(k.c, base, n * page, 60000) == 0);
@@ -784,7 +716,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(n * page);
+	uint8_t *base = test_map_region(n * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, e->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -823,7 +755,7 @@ static int client_limits(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(add_region(&k, base + page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
@@ -873,7 +805,7 @@ static int client_victim(const struct test_daemon *d, void *arg)
 	size_t n = (32u << 20) / page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region((n + 1) * page);
+	uint8_t *base = test_map_region((n + 1) * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, n * page, PIN_UFFD_REGISTER_MISSING, -1,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -882,7 +814,7 @@ static int client_victim(const struct test_daemon *d, void *arg)
 	int fd = pin_uffd_fd(k.u);
 	REQUIRE(write(ready[1], &fd, sizeof(fd)) == sizeof(fd));
 	for (uint64_t seed = 3, f = 0; f < VICTIM_FAULTS; f++) {
-		size_t i = (size_t)(rng(&seed) % n);
+		size_t i = (size_t)(test_rand(&seed) % n);
 		REQUIRE(base[i * page] == 0);
 		REQUIRE(madvise(base + i * page, page, MADV_DONTNEED) == 0);
 	}
@@ -1000,7 +932,7 @@ static int client_shared(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region((SHARED_REGIONS + 1) * page);
+	uint8_t *base = test_map_region((SHARED_REGIONS + 1) * page);
 	REQUIRE(base);
 	REQUIRE(shared_step(sh) == 0);
 	for (size_t i = 0; i < SHARED_REGIONS; i++) {
@@ -1250,7 +1182,7 @@ static int client_restart(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	f.base = map_region(rs->npages * page);
+	f.base = test_map_region(rs->npages * page);
 	REQUIRE(f.base);
 	REQUIRE(add_region(&k, (void *)f.base, rs->npages * page, PIN_UFFD_REGISTER_MISSING, rs->fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -1396,7 +1328,7 @@ static int client_park(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	/* Registered, but no region covers it yet: the daemon reads the
 	 * fault and keeps it. */
@@ -1591,7 +1523,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(EV_PAGES * page);
+	uint8_t *base = test_map_region(EV_PAGES * page);
 	uint8_t *spot = mmap(NULL, EV_PAGES * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	REQUIRE(base && spot != MAP_FAILED);
 	REQUIRE(add_region(&k, base, EV_PAGES * page, PIN_UFFD_REGISTER_MISSING, e->fd,
@@ -1679,7 +1611,7 @@ static int client_quota_a(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, 1) == 0);
@@ -1714,7 +1646,7 @@ static int client_quota_b(const struct test_daemon *d, void *arg)
 
 	pin_log_set(keep_log, NULL);
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(4 * page);
+	uint8_t *base = test_map_region(4 * page);
 	REQUIRE(base);
 	/* Alone, this session would stay under both limits. */
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
@@ -1746,7 +1678,7 @@ static int client_quota_other(const struct test_daemon *d, void *arg)
 	REQUIRE(setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
 	REQUIRE(pin_client_handover(k.c, k.u) == 0);
-	uint8_t *base = map_region(LIMIT_REGIONS * page);
+	uint8_t *base = test_map_region(LIMIT_REGIONS * page);
 	REQUIRE(base);
 	for (int i = 0; i < LIMIT_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) ==
@@ -1814,7 +1746,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 	int64_t done;
 
 	REQUIRE(src && conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(pin_uffd_register(k.u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	for (size_t j = 0; j < page / 8; j++)
@@ -1870,7 +1802,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 	uint8_t *out = malloc(len);
 
 	REQUIRE(out && conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(len);
+	uint8_t *base = test_map_region(len);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, len, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -1995,7 +1927,7 @@ static int client_fork_sessions(const struct test_daemon *d, void *arg)
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	/* A registered range: a fork copies it, and the daemon gets the
 	 * child's userfaultfd. */
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	for (int i = 0; i < CAP_FORKS; i++) {
@@ -2056,7 +1988,7 @@ static int client_fds(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(8 * page);
+	uint8_t *base = test_map_region(8 * page);
 	REQUIRE(base);
 	/* Connection, record, userfaultfd: 3.  File 0: 4, however many
 	 * regions read it; file 1: 5, the limit. */
@@ -2107,8 +2039,8 @@ static int client_bytes(const struct test_daemon *d, void *arg)
 
 	(void)arg;
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *a = map_region(BIG_PAGES * page), *b = map_region(BIG_PAGES * page);
-	uint8_t *c = map_region(page);
+	uint8_t *a = test_map_region(BIG_PAGES * page), *b = test_map_region(BIG_PAGES * page);
+	uint8_t *c = test_map_region(page);
 	REQUIRE(a && b && c);
 	REQUIRE(add_region(&k, a, BIG_PAGES * page, PIN_UFFD_REGISTER_MISSING, -1,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -2142,7 +2074,7 @@ static int client_split(const struct test_daemon *d, void *arg)
 	struct conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *a = map_region(4 * page), *b = map_region(page);
+	uint8_t *a = test_map_region(4 * page), *b = test_map_region(page);
 	REQUIRE(a && b);
 	REQUIRE(add_region(&k, a, 4 * page, PIN_UFFD_REGISTER_MISSING, *fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
@@ -2187,7 +2119,7 @@ static int client_many_pins(const struct test_daemon *d, void *arg)
 	(void)arg;
 	REQUIRE(order);
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	/* Cookies far apart and close together alike. */
 	for (size_t i = 0; i < MANY_PINS; i++)
@@ -2195,9 +2127,7 @@ static int client_many_pins(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_client_pin_report(k.c, base, page, (7ull << 40) | 7) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, 2 * page, (7ull << 40) | 7) == -EEXIST);
 	/* Released in a random order, half of them: each found, once. */
-	for (size_t i = 0; i < MANY_PINS; i++)
-		order[i] = i;
-	shuffle(order, MANY_PINS, 5);
+	test_permutation(order, MANY_PINS, 5);
 	for (size_t i = 0; i < MANY_PINS / 2; i++) {
 		uint64_t c = (order[i] << 40) | order[i];
 		REQUIRE(pin_client_pin_release(k.c, c) == 0);
@@ -2255,7 +2185,7 @@ static int client_uffd_twice(const struct test_daemon *d, void *arg)
 			test_sleep_ms(10);
 	}
 	REQUIRE(r == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(pin_uffd_register(a.u, base, page, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	struct pin_client_region reg = {
@@ -2370,7 +2300,7 @@ static int client_unread(const struct test_daemon *d, void *arg)
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	for (uint64_t i = 1; i <= NOTICES; i++)
@@ -2517,7 +2447,7 @@ static int client_sparse(const struct test_daemon *d, void *arg)
 	free(w);
 	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
 	REQUIRE(conn_open(d, &k, 0) == 0);
-	uint8_t *base = map_region(SPARSE_LEN);
+	uint8_t *base = test_map_region(SPARSE_LEN);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, SPARSE_LEN, PIN_UFFD_REGISTER_MISSING, fd,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);

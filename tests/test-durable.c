@@ -50,27 +50,6 @@
 
 static size_t page;
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client %d: %s failed\n", __FILE__, __LINE__,       \
-				(int)getpid(), #c);                                                \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* The same for a value the client knows exactly: says what it was instead. */
-#define REQUIRE_EQ(expr, want)                                                                     \
-	do {                                                                                       \
-		long long got_ = (long long)(expr), want_ = (long long)(want);                     \
-		if (got_ != want_) {                                                               \
-			fprintf(stderr, "%s:%d: client %d: %s is %lld, not %lld\n", __FILE__,      \
-				__LINE__, (int)getpid(), #expr, got_, want_);                      \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* Far above anything the store ever needs here; the unit's FileDescriptorStoreMax= is the
  * real bound. */
 #define STORE_MAX 4096
@@ -1077,6 +1056,30 @@ static int wp_dirty_is(struct conn *k, uint8_t *base, const bool *want, unsigned
 	return 0;
 }
 
+/* The writes before the kill: WP_LEN bytes of every WP_STRIDE-th page,
+ * WP_WRITTEN of them, marked in want. */
+static void wp_write_first(uint8_t *base, bool *want)
+{
+	for (size_t i = 0; i < WP_WRITTEN; i++) {
+		memset(base + i * WP_STRIDE * page, WP_BYTE, WP_LEN);
+		want[i * WP_STRIDE] = true;
+	}
+}
+
+/* DirtyGet with a reset answers want; then no page is dirty, and the two
+ * pages written after it are, they alone.  want is left as they are. */
+static int wp_reset_then_two(struct conn *k, uint8_t *base, bool *want)
+{
+	REQUIRE(wp_dirty_is(k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
+	memset(want, 0, WP_PAGES * sizeof(*want));
+	REQUIRE(wp_dirty_is(k, base, want, 0) == 0);
+	base[WP_AFTER_A * page] = WP_BYTE;
+	base[WP_AFTER_B * page] = WP_BYTE;
+	want[WP_AFTER_A] = want[WP_AFTER_B] = true;
+	REQUIRE(wp_dirty_is(k, base, want, 0) == 0);
+	return 0;
+}
+
 /* Write WP_BYTE over the first bytes of the page through the kernel
  * (pread into it): a WP fault that valgrind does not serialise. */
 static int write_late(struct inflight *f)
@@ -1123,10 +1126,7 @@ static int client_wp(struct client *cl, void *arg)
 			   src, 0, PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER) == 0);
 	for (size_t i = 0; i < WP_PAGES; i++)
 		REQUIRE(src_page_ok(base + i * page, i, WP_SEED));
-	for (size_t i = 0; i < WP_WRITTEN; i++) {
-		memset(base + i * WP_STRIDE * page, WP_BYTE, WP_LEN);
-		want[i * WP_STRIDE] = true;
-	}
+	wp_write_first(base, want);
 	REQUIRE(sync_daemon(&k) == 0);
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
@@ -1143,12 +1143,7 @@ static int client_wp(struct client *cl, void *arg)
 	want[WP_LATE] = true;
 	REQUIRE(wp_content_ok(base, want) == 0);
 	/* The write the daemon died under counts too; a reset then starts over. */
-	REQUIRE(wp_dirty_is(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
-	memset(want, 0, sizeof(want));
-	base[WP_AFTER_A * page] = WP_BYTE;
-	base[WP_AFTER_B * page] = WP_BYTE;
-	want[WP_AFTER_A] = want[WP_AFTER_B] = true;
-	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
+	REQUIRE(wp_reset_then_two(&k, base, want) == 0);
 	conn_close(&k);
 	return 0;
 }
@@ -1198,10 +1193,7 @@ static int client_wp_async(struct client *cl, void *arg)
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, WP_PAGES, PIN_UFFD_REGISTER_WP, -1, 0,
 			   PIN_CLIENT_REGION_NO_PUSH) == 0);
-	for (size_t i = 0; i < WP_WRITTEN; i++) {
-		memset(base + i * WP_STRIDE * page, WP_BYTE, WP_LEN);
-		want[i * WP_STRIDE] = true;
-	}
+	wp_write_first(base, want);
 	/* These bits go into the record... */
 	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
 	/* ...this write stays the kernel's alone. */
@@ -1209,13 +1201,7 @@ static int client_wp_async(struct client *cl, void *arg)
 	want[WP_LATE] = true;
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
-	REQUIRE(wp_dirty_is(&k, base, want, PIN_CLIENT_DIRTY_RESET) == 0);
-	memset(want, 0, sizeof(want));
-	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
-	base[WP_AFTER_A * page] = WP_BYTE;
-	base[WP_AFTER_B * page] = WP_BYTE;
-	want[WP_AFTER_A] = want[WP_AFTER_B] = true;
-	REQUIRE(wp_dirty_is(&k, base, want, 0) == 0);
+	REQUIRE(wp_reset_then_two(&k, base, want) == 0);
 	conn_close(&k);
 	return 0;
 }
@@ -1251,25 +1237,6 @@ struct bf {
 	_Atomic unsigned int bad;
 };
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static void shuffle(size_t *v, size_t n, uint64_t seed)
-{
-	for (size_t i = 0; i < n; i++)
-		v[i] = i;
-	for (size_t i = n; i > 1; i--) {
-		size_t j = (size_t)(rng(&seed) % i), t = v[i - 1];
-		v[i - 1] = v[j];
-		v[j] = t;
-	}
-}
-
 static void *bf_thread(void *arg)
 {
 	struct bf *b = arg;
@@ -1297,7 +1264,7 @@ static int client_blocked(struct client *cl, void *arg)
 	int bad = 0;
 
 	REQUIRE(order);
-	shuffle(order, BF_PAGES, BF_SEED);
+	test_permutation(order, BF_PAGES, BF_SEED);
 	REQUIRE(open_region(&k, BF_PAGES, src, &base) == 0);
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
@@ -1873,7 +1840,7 @@ static int kl_ops(struct kl_shared *sh, struct conn *k, uint8_t *r, int src)
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(126);
 		for (size_t j = 0; j < KL_FORKED; j++) {
-			size_t i = (size_t)(rng(&seed) % KL_R);
+			size_t i = (size_t)(test_rand(&seed) % KL_R);
 			if (!src_page_ok(r + i * page, i, sh->seed))
 				kl_wrong(sh, "fork child", i, r + i * page);
 		}
@@ -1946,7 +1913,7 @@ static int client_loop(struct client *cl, void *arg)
 	struct conn k;
 
 	REQUIRE(order);
-	shuffle(order, KL_R, sh->seed);
+	test_permutation(order, KL_R, sh->seed);
 	/* A kill after a step meets the next request on its way; the first,
 	 * the connection and its Hello. */
 	kl_step(sh);
@@ -2014,8 +1981,8 @@ START_TEST(kill_loop)
 
 		sh->progress = 0;
 		sh->wrong_pages = sh->hung_threads = sh->errors = 0;
-		sh->seed = rng(&seed) | 1;
-		sh->target = 1 + rng(&seed) % KL_STEPS;
+		sh->seed = test_rand(&seed) | 1;
+		sh->target = 1 + test_rand(&seed) % KL_STEPS;
 		sh->src = make_source(KL_PAGES, sh->seed);
 		int keep[] = { sh->src, sh->efd };
 		spawn(&cl, client_loop, sh, keep, 2);
@@ -2031,7 +1998,7 @@ START_TEST(kill_loop)
 		kill9_restart();
 		/* Some rounds kill the new daemon again as soon as it is ready:
 		 * a restart storm, the takeover's own work under way. */
-		bool twice = done + 1 < n && rng(&seed) % TWICE_EVERY == 0;
+		bool twice = done + 1 < n && test_rand(&seed) % TWICE_EVERY == 0;
 		if (twice)
 			kill9_restart();
 		done += 1 + twice;

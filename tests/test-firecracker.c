@@ -363,16 +363,11 @@ START_TEST(restore_every_byte)
 	touch(&f, 0, 0, f.len[0] / page, test_seed());
 	touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
 
-	char cmd[256], out[4096] = "";
-	snprintf(cmd, sizeof(cmd), "%s --socket %s --json clients", getenv("UFFDCTL"), f.d.sock);
-	FILE *p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	size_t n = fread(out, 1, sizeof(out) - 1, p);
-	out[n] = '\0';
-	ck_assert_int_eq(pclose(p), 0);
-	char name[160];
+	char *out = test_uffdctl(&f.d, "--json clients"), name[160];
+
 	snprintf(name, sizeof(name), "\"name\":\"firecracker %s\"", f.sock);
 	ck_assert_msg(strstr(out, name), "uffdctl clients does not list \"%s\":\n%s", name, out);
+	free(out);
 	down(&f);
 }
 END_TEST
@@ -402,21 +397,31 @@ START_TEST(balloon_remove_reads_zero)
 }
 END_TEST
 
+/* The handshake of region 0 alone, its page size under key ("page_size", or
+ * "page_size_kib" alone as releases before page_size sent it): served, every
+ * page of it right. */
+static void serve_region0(struct fc *f, const char *key)
+{
+	char json[512];
+	int n = snprintf(json, sizeof(json),
+			 "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
+			 "\"%s\":%zu}]",
+			 (uint64_t)(uintptr_t)f->reg[0], f->len[0], key, page);
+
+	ck_assert_int_lt(n, (int)sizeof(json));
+	f->conn = vmm_connect(f->sock);
+	vmm_send(f->conn, json, (size_t)n, &f->uffd, 1);
+	touch(f, 0, 0, f->len[0] / page, test_seed());
+}
+
 /* Firecracker releases before page_size sent page_size_kib alone. */
 START_TEST(old_handshake_page_size_kib)
 {
 	struct fc f = { 0 };
-	char json[512];
 
 	up(&f);
 	vmm_memory(&f);
-	int n = snprintf(json, sizeof(json),
-			 "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
-			 "\"page_size_kib\":%zu}]",
-			 (uint64_t)(uintptr_t)f.reg[0], f.len[0], page);
-	f.conn = vmm_connect(f.sock);
-	vmm_send(f.conn, json, (size_t)n, &f.uffd, 1);
-	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	serve_region0(&f, "page_size_kib");
 	down(&f);
 }
 END_TEST
@@ -571,13 +576,7 @@ START_TEST(over_uid_limit_refused)
 		 (unsigned int)getuid());
 	refused(&f, json, (size_t)n, 1, line);
 	/* Given back: a guest of one region is served. */
-	n = snprintf(json, sizeof(json),
-		     "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
-		     "\"page_size\":%zu}]",
-		     (uint64_t)(uintptr_t)f.reg[0], f.len[0], page);
-	f.conn = vmm_connect(f.sock);
-	vmm_send(f.conn, json, (size_t)n, &f.uffd, 1);
-	touch(&f, 0, 0, f.len[0] / page, test_seed());
+	serve_region0(&f, "page_size");
 	down(&f);
 }
 END_TEST
@@ -686,6 +685,23 @@ static struct manager *managed(struct fc *f, const char *hold)
 	return mgr;
 }
 
+/* The VM exits: its connection closed, its sessions leave the store. */
+static void vm_exits(struct fc *f, struct manager *mgr)
+{
+	close(f->conn);
+	f->conn = -1;
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+}
+
+/* The end of a managed() case: uffdd stopped, its manager gone. */
+static void managed_down(struct fc *f, struct manager *mgr)
+{
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	manager_free(mgr);
+	rmdir(f->mdir);
+	cleanup(f);
+}
+
 /* Pages of [p, p + n pages) not in this process's memory (mincore). */
 static size_t absent(const uint8_t *p, size_t n)
 {
@@ -743,15 +759,10 @@ START_TEST(kill9_mid_restore)
 	for (size_t i = 0; i < f.len[1] / page; i++)
 		check_page(&f, 1, i, i >= BALLOON_FIRST && i < BALLOON_FIRST + BALLOON_PAGES);
 	/* The VM exits: its session and its descriptors leave the store. */
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	vm_exits(&f, mgr);
 	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, READY_MS * test_time_scale()), 0);
 	ck_assert_uint_eq(manager_count(mgr, "*"), idle);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	managed_down(&f, mgr);
 }
 END_TEST
 
@@ -775,13 +786,8 @@ START_TEST(kill9_before_handshake_read)
 	touch(&f, 0, 0, f.len[0] / page, test_seed());
 	touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
 	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 1);
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	vm_exits(&f, mgr);
+	managed_down(&f, mgr);
 }
 END_TEST
 
@@ -801,13 +807,8 @@ START_TEST(kill9_before_handshake_taken)
 	touch(&f, 1, 0, f.len[1] / page, test_seed());
 	touch(&f, 0, 0, f.len[0] / page, test_seed() + 1);
 	/* The connection is still the session's: closing it ends the session. */
-	close(f.conn);
-	f.conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f.mdir);
-	cleanup(&f);
+	vm_exits(&f, mgr);
+	managed_down(&f, mgr);
 }
 END_TEST
 

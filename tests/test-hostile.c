@@ -71,26 +71,6 @@ static size_t page;
 #define POLL_MS 10
 #define POLLS	1000
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* Inside client processes: a value, and the one it must be. */
-#define REQUIRE_EQ(got, want)                                                                      \
-	do {                                                                                       \
-		long long g_ = (long long)(got), w_ = (long long)(want);                           \
-		if (g_ != w_) {                                                                    \
-			fprintf(stderr, "%s:%d: client: %s is %lld, not %lld\n", __FILE__,         \
-				__LINE__, #got, g_, w_);                                           \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 /* ---- the daemon, its log, its descriptors and memory ---- */
 
 struct hostile {
@@ -108,27 +88,6 @@ struct hostile {
 	/* What the test looks at while the attack holds, after the honest restore; may be NULL. */
 	void (*during)(struct hostile *h);
 };
-
-/* The daemon's sockets past stdio: the listening one and one per session. */
-static int count_sockets(pid_t pid)
-{
-	char path[64], link[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		int fd = atoi(e->d_name);
-		if (e->d_name[0] == '.' || fd <= STDERR_FILENO)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		n += k > 0 && !strncmp(link, "socket:", strlen("socket:"));
-	}
-	closedir(dir);
-	return n;
-}
 
 /* The memory the daemon spends: anonymous and shared memory (its session
  * records) resident.  Not its file pages: code of the binary and libraries
@@ -169,7 +128,8 @@ static int settle_fds(const struct hostile *h, int want)
 {
 	int n = -1;
 
-	for (int i = 0; i < POLLS && (n = count_sockets(h->d.pid)) != 1 + h->residents; i++)
+	for (int i = 0;
+	     i < POLLS && (n = test_count_fd_links(h->d.pid, "socket:*")) != 1 + h->residents; i++)
 		test_sleep_ms(POLL_MS * test_time_scale());
 	ck_assert_msg(n == 1 + h->residents, "uffdd has %d sockets, not %d", n, 1 + h->residents);
 	for (int i = 0; i < POLLS && (n = test_count_fds(h->d.pid)) != want && want >= 0; i++)
@@ -244,17 +204,6 @@ static int conn_open(const struct hostile *h, struct conn *k, struct pin_uffd *u
 	return 0;
 }
 
-static void *map_region(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (p == MAP_FAILED)
-		return NULL;
-	/* A partly filled range must not become a huge page: see uffdd(8). */
-	madvise(p, len, MADV_NOHUGEPAGE);
-	return p;
-}
-
 static int add_region(struct conn *k, void *addr, size_t len, int fd)
 {
 	struct pin_client_region r = {
@@ -268,14 +217,6 @@ static int add_region(struct conn *k, void *addr, size_t len, int fd)
 	int ret = pin_uffd_register(k->u, addr, len, PIN_UFFD_REGISTER_MISSING, NULL);
 
 	return ret < 0 ? ret : pin_client_region_add(k->c, &r);
-}
-
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
 }
 
 struct honest {
@@ -306,23 +247,16 @@ static int honest_restore(struct hostile *h, void *arg)
 	pthread_t th[HONEST_THREADS];
 	struct pin_uffd *u;
 	struct conn k;
-	uint64_t s = HONEST_SEED;
 
 	REQUIRE(uffd_new(&u) == 0);
 	REQUIRE(conn_open(h, &k, u, "honest") == 0);
-	uint8_t *base = map_region(HONEST_BYTES);
+	uint8_t *base = test_map_region(HONEST_BYTES);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, HONEST_BYTES, h->src) == 0);
 	o.base = base;
 	o.order = malloc(o.npages * sizeof(*o.order));
 	REQUIRE(o.order);
-	for (size_t i = 0; i < o.npages; i++)
-		o.order[i] = i;
-	for (size_t i = o.npages; i > 1; i--) {
-		size_t j = (size_t)(rng(&s) % i), t = o.order[i - 1];
-		o.order[i - 1] = o.order[j];
-		o.order[j] = t;
-	}
+	test_permutation(o.order, o.npages, HONEST_SEED);
 	for (int i = 0; i < HONEST_THREADS; i++)
 		REQUIRE(pthread_create(&th[i], NULL, honest_thread, &o) == 0);
 	for (int i = 0; i < HONEST_THREADS; i++)
@@ -573,11 +507,17 @@ static int raw_connect(const struct hostile *h, struct raw *r)
 	return 0;
 }
 
-static int raw_send(struct raw *r, Uffdd__Msg *m)
+/* Send m with a new seq, and fd attached unless it is -1. */
+static int raw_send_fd(struct raw *r, Uffdd__Msg *m, int fd)
 {
 	m->has_seq = true;
 	m->seq = ++r->seq;
-	return pin_proto_send(r->sock, m, NULL, 0);
+	return pin_proto_send(r->sock, m, &fd, fd >= 0);
+}
+
+static int raw_send(struct raw *r, Uffdd__Msg *m)
+{
+	return raw_send_fd(r, m, -1);
 }
 
 /* The next reply, within timeout_ms; NULL when none came. */
@@ -602,12 +542,12 @@ static Uffdd__Msg *raw_recv(struct raw *r, int timeout_ms)
 /* A reply not due: how long to look for one that should not come. */
 #define NO_REPLY_MS 200
 
-/* Send m and return the error of its reply; 1 when no reply (or another seq)
- * came.  A message refused as malformed is answered with seq 0: its seq is
- * not read. */
-static int raw_error(struct raw *r, Uffdd__Msg *m)
+/* Send m, fd attached unless it is -1, and return the error of its reply;
+ * 1 when no reply (or another seq) came.  A message refused as malformed is
+ * answered with seq 0: its seq is not read. */
+static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 {
-	if (raw_send(r, m) < 0)
+	if (raw_send_fd(r, m, fd) < 0)
 		return 1;
 	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
 	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
@@ -615,6 +555,11 @@ static int raw_error(struct raw *r, Uffdd__Msg *m)
 			: 1;
 	pin_proto_free(rep);
 	return e;
+}
+
+static int raw_error(struct raw *r, Uffdd__Msg *m)
+{
+	return raw_error_fd(r, m, -1);
 }
 
 static int raw_hello(struct raw *r, const char *name)
@@ -669,7 +614,7 @@ static int attack_fork_inspected(struct attacker *a)
 	int stop[2];
 
 	REQUIRE(conn_open(a->h, &k, a->u, "forker") == 0);
-	uint8_t *base = map_region(FW_REGIONS * page);
+	uint8_t *base = test_map_region(FW_REGIONS * page);
 	REQUIRE(base);
 	for (size_t i = 0; i < FW_REGIONS; i++)
 		REQUIRE(add_region(&k, base + i * page, page, -1) == 0);
@@ -847,7 +792,7 @@ static int attack_bad_source(struct attacker *a)
 	char path[64];
 
 	REQUIRE(conn_open(a->h, &k, a->u, "bad-source") == 0);
-	uint8_t *base = map_region(BAD_PAGES * page);
+	uint8_t *base = test_map_region(BAD_PAGES * page);
 	REQUIRE(base);
 	int mfd = memfd_create("bad-source", MFD_CLOEXEC);
 	REQUIRE(mfd >= 0);
@@ -1039,7 +984,7 @@ static int attack_outside(struct attacker *a)
 	long pending = -1;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "outside") == 0);
-	o.base = map_region(OUT_THREADS * page);
+	o.base = test_map_region(OUT_THREADS * page);
 	REQUIRE(o.base);
 	/* Registered, but no region of the daemon's covers it. */
 	REQUIRE(pin_uffd_register(k.u, o.base, OUT_THREADS * page, PIN_UFFD_REGISTER_MISSING,
@@ -1099,7 +1044,7 @@ static int attack_lengths(struct attacker *a)
 	size_t n;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "lengths") == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, -1) == 0);
 	struct raw r = { .sock = pin_client_fd(k.c), .seq = RAW_SEQ0 };
@@ -1167,9 +1112,8 @@ END_TEST
 
 /* A newline and a journal priority, a terminal escape, UTF-8: the daemon
  * keeps printable ASCII only (uffdd-protocol(7)). */
-#define EVIL_NAME   "a\n<0>b\x1b[31mc\xc3\xa9"
-#define EVIL_SEEN   "a?<0>b?[31mc??"
-#define CTL_OUT_MAX 8192
+#define EVIL_NAME "a\n<0>b\x1b[31mc\xc3\xa9"
+#define EVIL_SEEN "a?<0>b?[31mc??"
 
 static int attack_name(struct attacker *a)
 {
@@ -1184,17 +1128,10 @@ static int attack_name(struct attacker *a)
 
 /* While the attacker is connected: uffdctl clients, as root, shows its
  * name with every unprintable byte replaced. */
-static void ctl_clients(struct hostile *h)
+static void ctl_shows_name(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = test_uffdctl(&h->d, "clients");
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " " EVIL_SEEN " ") != NULL, "uffdctl clients: %s", out);
 	ck_assert_msg(!strchr(out, '\x1b') && !strstr(out, "\n<0>"), "uffdctl clients: %s", out);
 	free(out);
@@ -1209,7 +1146,7 @@ START_TEST(name_forges_nothing)
 	struct hostile h;
 
 	hostile_start(&h, extra);
-	h.during = ctl_clients;
+	h.during = ctl_shows_name;
 	hostile_run(&h, attack_name, NULL);
 	char *log = hostile_finish(&h);
 	ck_assert_msg(count_lines_with(log, "(pid ") >= 1 &&
@@ -1382,7 +1319,7 @@ static int resident(struct hostile *h, void *arg)
 
 	REQUIRE(uffd_new(&u) == 0);
 	REQUIRE(conn_open(h, &k, u, "resident") == 0);
-	uint8_t *base = map_region(page);
+	uint8_t *base = test_map_region(page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, page, -1) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, RESIDENT_COOKIE) == 0);
@@ -1405,7 +1342,7 @@ static int attack_visibility(struct attacker *a)
 	size_t n;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "snoop") == 0);
-	uint8_t *base = map_region(OWN_PAGES * page);
+	uint8_t *base = test_map_region(OWN_PAGES * page);
 	REQUIRE(base);
 	REQUIRE(add_region(&k, base, OWN_PAGES * page, -1) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base, page, OWN_COOKIE) == 0);
@@ -1476,7 +1413,7 @@ static int attack_sparse(struct attacker *a)
 	struct stat st;
 
 	REQUIRE(conn_open(a->h, &k, a->u, "sparse") == 0);
-	uint8_t *base = map_region(SPARSE_BYTES);
+	uint8_t *base = test_map_region(SPARSE_BYTES);
 	REQUIRE(base);
 	int mfd = memfd_create("sparse", MFD_CLOEXEC);
 	REQUIRE(mfd >= 0);
@@ -1557,7 +1494,7 @@ static int attack_caps(struct attacker *a)
 	}
 	REQUIRE_EQ(left, 1);
 	/* Descriptors: CAP_SRC_FILES distinct files, then one more is refused. */
-	uint8_t *base = map_region((CAP_SRC_FILES + 1) * page);
+	uint8_t *base = test_map_region((CAP_SRC_FILES + 1) * page);
 	REQUIRE(base);
 	for (int i = 0; i <= CAP_SRC_FILES; i++) {
 		files[i] = memfd_create("cap", MFD_CLOEXEC);
@@ -1643,6 +1580,21 @@ static void fuse_leave_nothing(void)
 		umount2(fuse_dir, MNT_DETACH);
 }
 
+/* The start of a stuck-FUSE case: the daemon with one worker (to serve every
+ * session), the directory the stuck file systems mount on in the daemon's,
+ * and its file's path at path (size bytes); unmounted at exit should the
+ * test fail. */
+static void stuck_start(struct hostile *h, char *path, size_t size)
+{
+	const char *const extra[] = { "--workers", "1", NULL };
+
+	hostile_start(h, extra);
+	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h->d.dir);
+	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
+	snprintf(path, size, "%s/" STUCK_FUSE_NAME, fuse_dir);
+}
+
 /* The daemon's children: its sessions' readers and its closers, not reaped
  * yet; the last one listed at *ret_child (may be NULL). */
 static int children_of_ret(pid_t pid, pid_t *ret_child)
@@ -1701,7 +1653,7 @@ static int attack_stuck_source(struct attacker *a)
 	/* Else the server's end outlives the test's process when it fails. */
 	stuck_fuse_forget(fuse);
 	REQUIRE(conn_open(a->h, &k, a->u, "stuck-source") == 0);
-	uint8_t *base = map_region(STUCK_PAGES * page);
+	uint8_t *base = test_map_region(STUCK_PAGES * page);
 	REQUIRE(base);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	REQUIRE(fd >= 0);
@@ -1736,15 +1688,8 @@ static void wait_stuck(struct hostile *h)
 /* Beside the stuck read, uffdctl answers, and lists the attacker. */
 static void ctl_answers(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = test_uffdctl(&h->d, "clients");
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " stuck-source ") != NULL, "uffdctl clients: %s", out);
 	free(out);
 }
@@ -1761,16 +1706,11 @@ static void ctl_answers(struct hostile *h)
  */
 START_TEST(stuck_source)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
+	stuck_start(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
 	stuck_rounds = 0;
 	h.held = wait_stuck;
 	h.during = ctl_answers;
@@ -1800,20 +1740,48 @@ END_TEST
 
 /* ---- a source whose FLUSH never ends (issue 12, row 9) ---- */
 
-/* Send m with fd attached; the error of its reply (1: none came); a
- * message refused as malformed is answered with seq 0. */
-static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
+/*
+ * In the attacker: STUCK_PAGES pages at *ret_base registered MISSING, a raw
+ * connection r named name that was handed the userfaultfd, and the FUSE file
+ * (a->arg) open at *ret_fd.  The server's end is forgotten first, else it
+ * outlives the test's process when it fails.
+ */
+static int stuck_attacker_open(struct attacker *a, const char *name, struct raw *r,
+			       uint8_t **ret_base, int *ret_fd)
 {
-	m->has_seq = true;
-	m->seq = ++r->seq;
-	if (pin_proto_send(r->sock, m, &fd, 1) < 0)
-		return 1;
-	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
-	int e = rep && rep->body_case == UFFDD__MSG__BODY_REPLY && (rep->seq == m->seq || !rep->seq)
-			? rep->reply->error
-			: 1;
-	pin_proto_free(rep);
-	return e;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
+
+	stuck_fuse_forget(fuse);
+	uint8_t *base = test_map_region(STUCK_PAGES * page);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
+				  NULL) == 0);
+	REQUIRE(raw_connect(a->h, r) == 0);
+	REQUIRE(raw_hello(r, name) == 0);
+	ho.features = pin_uffd_features(a->u);
+	m.body_case = UFFDD__MSG__BODY_UFFD;
+	m.uffd = &ho;
+	REQUIRE(raw_error_fd(r, &m, pin_uffd_fd(a->u)) == 0);
+	int fd = open(a->arg, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	*ret_base = base;
+	*ret_fd = fd;
+	return 0;
+}
+
+/* m: a RegionAdd of the STUCK_PAGES pages at base, MISSING, served from the
+ * descriptor sent with it. */
+static void stuck_region_add(Uffdd__Msg *m, Uffdd__RegionAdd *ra, Uffdd__Range *range,
+			     uint8_t *base)
+{
+	range->addr = (uintptr_t)base;
+	range->len = STUCK_PAGES * page;
+	ra->range = range;
+	ra->mode = PIN_UFFD_REGISTER_MISSING;
+	ra->source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	m->body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m->region_add = ra;
 }
 
 /*
@@ -1826,41 +1794,31 @@ static int raw_error_fd(struct raw *r, Uffdd__Msg *m, int fd)
 static int attack_stuck_flush(struct attacker *a)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
-	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
 	Uffdd__Range range = UFFDD__RANGE__INIT;
-	const char *path = a->arg;
 	struct raw r;
+	uint8_t *base;
+	int fd;
 
-	stuck_fuse_forget(fuse);
-	uint8_t *base = map_region(STUCK_PAGES * page);
-	REQUIRE(base);
-	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
-				  NULL) == 0);
-	REQUIRE(raw_connect(a->h, &r) == 0);
-	REQUIRE(raw_hello(&r, "stuck-flush") == 0);
-	ho.features = pin_uffd_features(a->u);
-	m.body_case = UFFDD__MSG__BODY_UFFD;
-	m.uffd = &ho;
-	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	REQUIRE(fd >= 0);
-	range.addr = (uintptr_t)base;
-	range.len = STUCK_PAGES * page;
-	ra.range = &range;
-	ra.mode = PIN_UFFD_REGISTER_MISSING;
-	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
+	REQUIRE(stuck_attacker_open(a, "stuck-flush", &r, &base, &fd) == 0);
+	stuck_region_add(&m, &ra, &range, base);
 	/* Nothing reads it: no reader, no READ. */
 	ra.has_push = true;
 	ra.push = false;
-	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
-	m.region_add = &ra;
 	REQUIRE(raw_error_fd(&r, &m, fd) == 0);
 	close(fd);
 	REQUIRE(attack_hold(a) == 0);
 	close(r.sock);
 	REQUIRE(pin_uffd_unregister(a->u, base, STUCK_PAGES * page) == 0);
 	return attack_hold(a);
+}
+
+/* Wait for the file system to be asked one FLUSH (it answers none). */
+static void wait_one_flush(void)
+{
+	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
+		test_sleep_ms(POLL_MS * test_time_scale());
+	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
 }
 
 /* The attack holds: FLUSH hangs from now on; the attacker hangs up, and the
@@ -1872,9 +1830,7 @@ static void flush_hangs(struct hostile *h)
 	stuck_fuse_hang_flush(fuse);
 	ck_assert_int_eq(write(h->stop[1], "s", 1), 1);
 	ck_assert_int_eq(read(h->ready[0], &c, 1), 1);
-	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
-		test_sleep_ms(POLL_MS * test_time_scale());
-	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	wait_one_flush();
 }
 
 /* The closer that waits in the close (flush_still_hangs()). */
@@ -1884,15 +1840,8 @@ static pid_t closer;
  * (served by the one worker), and the attacker's session is gone. */
 static void flush_still_hangs(struct hostile *h)
 {
-	char cmd[512], *out = calloc(1, CTL_OUT_MAX);
+	char *out = test_uffdctl(&h->d, "clients");
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), h->d.sock);
-	FILE *f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	size_t n = fread(out, 1, CTL_OUT_MAX - 1, f);
-	ck_assert_uint_lt(n, CTL_OUT_MAX - 1);
-	ck_assert_int_eq(pclose(f), 0);
 	ck_assert_msg(strstr(out, " stuck-flush ") == NULL, "uffdctl clients: %s", out);
 	free(out);
 	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
@@ -1915,6 +1864,18 @@ static bool mounted(const char *dir)
 	return found;
 }
 
+/* The connection aborted, the closes waiting in it ended: the daemon's
+ * children and descriptors are back to their baseline; the file system is
+ * freed and nothing is left mounted. */
+static void fuse_closes_ended(struct hostile *h)
+{
+	ck_assert_int_eq(settle_children(h, 0), 0);
+	ck_assert_int_eq(settle_fds(h, h->fds), h->fds);
+	stuck_fuse_free(fuse);
+	fuse = NULL;
+	ck_assert(!mounted(fuse_dir));
+}
+
 /*
  * Row 9, the close: a FUSE file whose server stops answering FLUSH (and
  * RELEASE), as source.  The attacker's session ends, and the daemon closes
@@ -1927,15 +1888,10 @@ static bool mounted(const char *dir)
  */
 START_TEST(stuck_flush)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	stuck_start(&h, path, sizeof(path));
 	h.held = flush_hangs;
 	h.during = flush_still_hangs;
 	for (int i = 0; i < HOSTILE_ROUNDS; i++) {
@@ -1943,11 +1899,7 @@ START_TEST(stuck_flush)
 		hostile_round(&h, attack_stuck_flush, path);
 		ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
 		/* The close ended: nothing of it is left. */
-		ck_assert_int_eq(settle_children(&h, 0), 0);
-		ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-		stuck_fuse_free(fuse);
-		fuse = NULL;
-		ck_assert(!mounted(fuse_dir));
+		fuse_closes_ended(&h);
 		if (!i)
 			h.rss_kb = rss_kb(h.d.pid);
 	}
@@ -1984,38 +1936,20 @@ END_TEST
 static int attack_closes(struct attacker *a)
 {
 	Uffdd__Msg m = UFFDD__MSG__INIT;
-	Uffdd__UffdHandover ho = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
 	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
 	Uffdd__Range range = UFFDD__RANGE__INIT;
-	const char *path = a->arg;
 	struct raw r;
+	uint8_t *base;
+	int fd;
 
-	stuck_fuse_forget(fuse);
-	uint8_t *base = map_region(STUCK_PAGES * page);
-	REQUIRE(base);
-	REQUIRE(pin_uffd_register(a->u, base, STUCK_PAGES * page, PIN_UFFD_REGISTER_MISSING,
-				  NULL) == 0);
-	REQUIRE(raw_connect(a->h, &r) == 0);
-	REQUIRE(raw_hello(&r, "closes") == 0);
-	ho.features = pin_uffd_features(a->u);
-	m.body_case = UFFDD__MSG__BODY_UFFD;
-	m.uffd = &ho;
-	REQUIRE(raw_error_fd(&r, &m, pin_uffd_fd(a->u)) == 0);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	REQUIRE(fd >= 0);
+	REQUIRE(stuck_attacker_open(a, "closes", &r, &base, &fd) == 0);
 	REQUIRE(attack_hold(a) == 0);
 	m.body_case = UFFDD__MSG__BODY_STATS_GET;
 	m.stats_get = &sg;
 	for (int i = 0; i < CLOSES_MAX; i++)
 		REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EBADF);
-	range.addr = (uintptr_t)base;
-	range.len = STUCK_PAGES * page;
-	ra.range = &range;
-	ra.mode = PIN_UFFD_REGISTER_MISSING;
-	ra.source = UFFDD__SOURCE_KIND__SOURCE_FD;
-	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
-	m.region_add = &ra;
+	stuck_region_add(&m, &ra, &range, base);
 	REQUIRE_EQ(raw_error_fd(&r, &m, fd), -EDQUOT);
 	return attack_hold(a);
 }
@@ -2032,15 +1966,10 @@ static int attack_closes(struct attacker *a)
  */
 START_TEST(stuck_flush_capped)
 {
-	const char *const extra[] = { "--workers", "1", NULL };
 	char path[192];
 	struct hostile h;
 
-	hostile_start(&h, extra);
-	snprintf(fuse_dir, sizeof(fuse_dir), "%s/stuck", h.d.dir);
-	ck_assert_int_eq(mkdir(fuse_dir, 0755), 0);
-	ck_assert_int_eq(atexit(fuse_leave_nothing), 0);
-	snprintf(path, sizeof(path), "%s/" STUCK_FUSE_NAME, fuse_dir);
+	stuck_start(&h, path, sizeof(path));
 	ck_assert_int_eq(stuck_fuse_new(fuse_dir, STUCK_PAGES * page, &fuse), 0);
 	struct attack_run run = { attack_closes, path };
 	pid_t att = fork_fn(become_attacker, &h, &run);
@@ -2050,20 +1979,14 @@ START_TEST(stuck_flush_capped)
 	attacker_held(&h, att);
 	/* One close waits, in the one closer (which may not have asked yet);
 	 * the rest are queued. */
-	for (int i = 0; i < POLLS && !stuck_fuse_flushes(fuse); i++)
-		test_sleep_ms(POLL_MS * test_time_scale());
-	ck_assert_uint_eq(stuck_fuse_flushes(fuse), 1);
+	wait_one_flush();
 	ck_assert_int_eq(children_of(h.d.pid), 1);
 	ck_assert_int_eq(reap(fork_fn(honest_restore, &h, NULL)), 0);
 	assert_up(&h);
 	ck_assert_int_eq(stuck_fuse_abort(fuse), 0);
 	ck_assert_int_eq(write(h.stop[1], "s", 1), 1);
 	ck_assert_int_eq(reap(att), 0);
-	ck_assert_int_eq(settle_children(&h, 0), 0);
-	ck_assert_int_eq(settle_fds(&h, h.fds), h.fds);
-	stuck_fuse_free(fuse);
-	fuse = NULL;
-	ck_assert(!mounted(fuse_dir));
+	fuse_closes_ended(&h);
 	h.rss_kb = rss_kb(h.d.pid);
 	free(hostile_finish(&h));
 	ck_assert_int_eq(rmdir(fuse_dir), 0);

@@ -56,15 +56,6 @@ static size_t page;
 #define POLL_MS 10
 #define POLLS	1000
 
-/* Inside the client process: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
@@ -286,6 +277,17 @@ START_TEST(slow_source_wait_counted)
 }
 END_TEST
 
+/* A thread touching the first page of k's region; back STALL_MS after the
+ * daemon read its fault. */
+static int touch_stalled(struct toucher *t, struct conn *k)
+{
+	t->p = k->base;
+	REQUIRE(pthread_create(&t->th, NULL, touch, t) == 0);
+	REQUIRE(await_read(k->u, 1) == 0);
+	test_sleep_ms(STALL_MS);
+	return 0;
+}
+
 static int client_dropped(struct lat *l)
 {
 	struct toucher t = { 0 };
@@ -295,10 +297,7 @@ static int client_dropped(struct lat *l)
 	REQUIRE(fd >= 0);
 	REQUIRE(conn_open(&l->d, &k, FUSE_PAGES) == 0);
 	REQUIRE(add_region(&k, FUSE_PAGES, fd) == 0);
-	t.p = k.base;
-	REQUIRE(pthread_create(&t.th, NULL, touch, &t) == 0);
-	REQUIRE(await_read(k.u, 1) == 0);
-	test_sleep_ms(STALL_MS);
+	REQUIRE(touch_stalled(&t, &k) == 0);
 	REQUIRE(pin_client_region_remove(k.c, k.base, FUSE_PAGES * page) == 0);
 	/* Woken, it faults again: read by the daemon, outside every region. */
 	REQUIRE(await_read(k.u, 1) == 0);
@@ -330,10 +329,7 @@ static int client_wait_for_region(struct lat *l)
 	struct conn k;
 
 	REQUIRE(conn_open(&l->d, &k, 1) == 0);
-	t.p = k.base;
-	REQUIRE(pthread_create(&t.th, NULL, touch, &t) == 0);
-	REQUIRE(await_read(k.u, 1) == 0);
-	test_sleep_ms(STALL_MS);
+	REQUIRE(touch_stalled(&t, &k) == 0);
 	REQUIRE(add_region(&k, 1, -1) == 0);
 	REQUIRE(pthread_join(t.th, NULL) == 0);
 	REQUIRE(t.word == 0);
@@ -362,6 +358,18 @@ END_TEST
  * recorded, before it applies them or serves the read's faults. */
 #define HOLD_EVENTS "events-read"
 
+/* The start of a /proc file, NUL-terminated, into buf (size bytes). */
+static int read_proc(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+
+	REQUIRE(f);
+	size_t n = fread(buf, 1, size - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return 0;
+}
+
 /* Wait until process pid is in state c ('T': stopped) per /proc/PID/stat. */
 static int await_state(pid_t pid, char c)
 {
@@ -369,11 +377,7 @@ static int await_state(pid_t pid, char c)
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	for (int i = 0; i < POLLS; i++) {
-		FILE *f = fopen(path, "r");
-		REQUIRE(f);
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
+		REQUIRE(read_proc(path, buf, sizeof(buf)) == 0);
 		/* "pid (comm) S ...": comm may hold spaces, not ") ". */
 		const char *p = strstr(buf, ") ");
 		REQUIRE(p);
@@ -392,11 +396,7 @@ static int await_wchan(pid_t tid, const char *fn)
 
 	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
 	for (int i = 0; i < POLLS; i++) {
-		FILE *f = fopen(path, "r");
-		REQUIRE(f);
-		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[n] = 0;
+		REQUIRE(read_proc(path, buf, sizeof(buf)) == 0);
 		if (!strcmp(buf, fn))
 			return 0;
 		test_sleep_ms(POLL_MS * test_time_scale());
@@ -544,20 +544,23 @@ Suite *test_suite(void)
 	const struct test_needs root = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD,
 					 .check = not_under_valgrind };
 	const struct test_needs uffd = { .what = TEST_NEED_UFFD, .check = not_under_valgrind };
-	TCase *tc;
+	const struct {
+		const char *name;
+		const TTest *t;
+		const struct test_needs *needs;
+	} cases[] = {
+		{ "slow_source_wait_counted", slow_source_wait_counted, &root },
+		{ "dropped_fault_counted", dropped_fault_counted, &root },
+		{ "wait_for_region_counted", wait_for_region_counted, &uffd },
+		{ "eagain_wait_counted", eagain_wait_counted, &root },
+	};
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	tc = test_tcase(s, "slow_source_wait_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, slow_source_wait_counted);
-	tc = test_tcase(s, "dropped_fault_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, dropped_fault_counted);
-	tc = test_tcase(s, "wait_for_region_counted", &uffd);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, wait_for_region_counted);
-	tc = test_tcase(s, "eagain_wait_counted", &root);
-	tcase_set_timeout(tc, CASE_TIMEOUT_S);
-	tcase_add_test(tc, eagain_wait_counted);
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(cases); i++) {
+		TCase *tc = test_tcase(s, cases[i].name, cases[i].needs);
+
+		tcase_set_timeout(tc, CASE_TIMEOUT_S);
+		tcase_add_test(tc, cases[i].t);
+	}
 	return s;
 }

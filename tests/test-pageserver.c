@@ -58,23 +58,6 @@ struct fake {
 	struct pin_ps *ps;
 };
 
-static bool read_all(int fd, void *buf, size_t len)
-{
-	for (size_t got = 0; got < len;) {
-		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
-
-		if (n <= 0)
-			return false;
-		got += (size_t)n;
-	}
-	return true;
-}
-
-static bool write_all(int fd, const void *buf, size_t len)
-{
-	return send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len;
-}
-
 #define FAKE_CHECK(f, cond)                                                                        \
 	do {                                                                                       \
 		if (!(cond)) {                                                                     \
@@ -101,9 +84,9 @@ static void *replay(void *arg)
 		got = realloc(got, len);
 		FAKE_CHECK(f, want && got && fread(want, 1, len, rec) == len);
 		if (dir == 'C')
-			FAKE_CHECK(f, read_all(f->sv[1], got, len) && !memcmp(got, want, len));
+			FAKE_CHECK(f, test_read_all(f->sv[1], got, len) && !memcmp(got, want, len));
 		else
-			FAKE_CHECK(f, dir == 'S' && write_all(f->sv[1], want, len));
+			FAKE_CHECK(f, dir == 'S' && test_send_all(f->sv[1], want, len));
 	}
 out:
 	free(want);
@@ -212,7 +195,7 @@ static void *answer_late(void *arg)
 	while (out < NGETS) {
 		/* No answer while fewer than a window's worth are unanswered. */
 		if (in < NGETS && in - out < WINDOW) {
-			FAKE_CHECK(f, read_all(f->sv[1], &q[in], sizeof(q[in])));
+			FAKE_CHECK(f, test_read_all(f->sv[1], &q[in], sizeof(q[in])));
 			FAKE_CHECK(f, q[in].cmd == PS_IOV_GET && q[in].nr_pages == 1 &&
 					      q[in].dst_id == 7 &&
 					      q[in].vaddr == REG_A + in * 2 * PG);
@@ -223,8 +206,8 @@ static void *answer_late(void *arg)
 		}
 		q[out].cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
 		memset(page, (int)(out & 0xff), sizeof(page));
-		FAKE_CHECK(f, write_all(f->sv[1], &q[out], sizeof(q[out])) &&
-				      write_all(f->sv[1], page, sizeof(page)));
+		FAKE_CHECK(f, test_send_all(f->sv[1], &q[out], sizeof(q[out])) &&
+				      test_send_all(f->sv[1], page, sizeof(page)));
 		out++;
 	}
 out:
@@ -257,12 +240,12 @@ static void *answer_wrong(void *arg)
 	struct fake *f = arg;
 	struct iov q;
 
-	FAKE_CHECK(f, read_all(f->sv[1], &q, sizeof(q)));
+	FAKE_CHECK(f, test_read_all(f->sv[1], &q, sizeof(q)));
 	q.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
 	q.vaddr += PG;
-	FAKE_CHECK(f, write_all(f->sv[1], &q, sizeof(q)));
+	FAKE_CHECK(f, test_send_all(f->sv[1], &q, sizeof(q)));
 	/* Wait for the client's hang-up. */
-	FAKE_CHECK(f, !read_all(f->sv[1], &q, sizeof(q)));
+	FAKE_CHECK(f, !test_read_all(f->sv[1], &q, sizeof(q)));
 out:
 	close(f->sv[1]);
 	return NULL;
@@ -289,8 +272,8 @@ static void *answer_never(void *arg)
 	struct fake *f = arg;
 	struct iov q;
 
-	FAKE_CHECK(f, read_all(f->sv[1], &q, sizeof(q)));
-	FAKE_CHECK(f, !read_all(f->sv[1], &q, sizeof(q)));
+	FAKE_CHECK(f, test_read_all(f->sv[1], &q, sizeof(q)));
+	FAKE_CHECK(f, !test_read_all(f->sv[1], &q, sizeof(q)));
 out:
 	close(f->sv[1]);
 	return NULL;
@@ -317,8 +300,8 @@ static void *close_refused(void *arg)
 	int32_t status = 1;
 	struct iov q;
 
-	FAKE_CHECK(f, read_all(f->sv[1], &q, sizeof(q)) && q.cmd == PS_IOV_CLOSE);
-	FAKE_CHECK(f, write_all(f->sv[1], &status, sizeof(status)));
+	FAKE_CHECK(f, test_read_all(f->sv[1], &q, sizeof(q)) && q.cmd == PS_IOV_CLOSE);
+	FAKE_CHECK(f, test_send_all(f->sv[1], &status, sizeof(status)));
 out:
 	close(f->sv[1]);
 	return NULL;
@@ -346,14 +329,14 @@ static void *serve_fixture(void *arg)
 	static unsigned char pages[5 * PG];
 	struct iov q;
 
-	while (read_all(f->sv[1], &q, sizeof(q))) {
+	while (test_read_all(f->sv[1], &q, sizeof(q))) {
 		FAKE_CHECK(f, q.cmd == PS_IOV_GET && q.dst_id == FIXTURE_PID && q.nr_pages);
 		if (q.nr_pages > 5)
 			q.nr_pages = 5;
 		FAKE_CHECK(f, pin_image_read(served, q.vaddr, pages, q.nr_pages * PG) == 0);
 		q.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
-		FAKE_CHECK(f, write_all(f->sv[1], &q, sizeof(q)) &&
-				      write_all(f->sv[1], pages, q.nr_pages * PG));
+		FAKE_CHECK(f, test_send_all(f->sv[1], &q, sizeof(q)) &&
+				      test_send_all(f->sv[1], pages, q.nr_pages * PG));
 	}
 out:
 	close(f->sv[1]);

@@ -74,6 +74,15 @@ static struct pin_ctx *ctx_of(struct io_uring *ring)
 	return ctx;
 }
 
+/* The usual start: a ring with a TABLE-slot sparse table, a context pinning
+ * into its slots, and LEN bytes of small pages at *ret_p. */
+static struct pin_ctx *ring_ctx_map(struct io_uring *ring, char **ret_p)
+{
+	ring_new(ring, TABLE, 0);
+	*ret_p = test_map_small(NULL, LEN);
+	return ctx_of(ring);
+}
+
 /* One READ_FIXED of len bytes at offset 0 of fd into buf, on the caller's
  * ring, with buffer index; returns cqe->res, or INT_MIN when the ring fails. */
 static int read_fixed_raw(struct io_uring *ring, int fd, void *buf, size_t len, int index)
@@ -149,10 +158,9 @@ END_TEST
 START_TEST(pin_counters_exact)
 {
 	struct io_uring ring;
+	char *p;
 
-	ring_new(&ring, TABLE, 0);
-	struct pin_ctx *ctx = ctx_of(&ring);
-	char *p = test_map_small(NULL, LEN);
+	struct pin_ctx *ctx = ring_ctx_map(&ring, &p);
 
 	test_assert_small_pins(ctx, p, LEN);
 	pin_ctx_free(ctx);
@@ -196,10 +204,9 @@ START_TEST(stale_pin_slot_replaced)
 {
 	struct pin_range *held, *fresh;
 	struct io_uring ring;
+	char *p;
 
-	ring_new(&ring, TABLE, 0);
-	struct pin_ctx *ctx = ctx_of(&ring);
-	char *p = test_map_small(NULL, LEN);
+	struct pin_ctx *ctx = ring_ctx_map(&ring, &p);
 	int fd = test_pattern_file(LEN, SEED);
 
 	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &held), 0);
@@ -277,10 +284,9 @@ START_TEST(table_unregistered)
 {
 	struct io_uring ring;
 	struct pin_range *r;
+	char *p;
 
-	ring_new(&ring, TABLE, 0);
-	struct pin_ctx *ctx = ctx_of(&ring);
-	char *p = test_map_small(NULL, LEN);
+	struct pin_ctx *ctx = ring_ctx_map(&ring, &p);
 
 	test_pin_log_capture(PIN_LOG_ERR);
 	ck_assert_int_eq(io_uring_unregister_buffers(&ring), 0);
@@ -300,10 +306,9 @@ START_TEST(ring_closed_by_caller)
 {
 	struct io_uring ring;
 	struct pin_range *r;
+	char *p;
 
-	ring_new(&ring, TABLE, 0);
-	struct pin_ctx *ctx = ctx_of(&ring);
-	char *p = test_map_small(NULL, LEN);
+	struct pin_ctx *ctx = ring_ctx_map(&ring, &p);
 
 	test_pin_log_capture(PIN_LOG_ERR);
 	io_uring_queue_exit(&ring);
@@ -325,10 +330,9 @@ START_TEST(fork_child_reads_into_parent)
 {
 	struct io_uring ring;
 	struct pin_range *r;
+	char *p;
 
-	ring_new(&ring, TABLE, 0);
-	struct pin_ctx *ctx = ctx_of(&ring);
-	char *p = test_map_small(NULL, LEN);
+	struct pin_ctx *ctx = ring_ctx_map(&ring, &p);
 	int fd = test_pattern_file(LEN, SEED);
 	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), 0);
 	int index = pin_range_buf_index(r, p, LEN);

@@ -26,44 +26,12 @@
 
 static size_t page;
 
-/* Inside client processes: report and fail without Check. */
-#define REQUIRE(c)                                                                                 \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: client: %s failed\n", __FILE__, __LINE__, #c);     \
-			return 1;                                                                  \
-		}                                                                                  \
-	} while (0)
-
 typedef int (*client_fn)(const struct test_daemon *d);
 
 /* Polls for the daemon to free a session (it does so asynchronously):
  * 10 ms apart, 5 s in all (times the valgrind scale). */
 #define FREE_POLL_MS 10
 #define FREE_POLLS   500
-
-/* The daemon's descriptors on a /proc/PID/pagemap. */
-static int pagemaps(pid_t pid)
-{
-	char path[64], link[64];
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, atoi(e->d_name));
-		ssize_t k = readlink(path, link, sizeof(link) - 1);
-		if (k <= 0)
-			continue;
-		link[k] = '\0';
-		n += !strncmp(link, "/proc/", 6) && strstr(link, "/pagemap") != NULL;
-	}
-	closedir(dir);
-	return n;
-}
 
 /* A daemon and one client process running fn; then the pagemaps its
  * sessions had the daemon hold are closed. */
@@ -79,7 +47,7 @@ static int run(client_fn fn)
 		_exit(fn(&d));
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	for (unsigned int i = 0; i < FREE_POLLS * test_time_scale() && n; i++) {
-		n = pagemaps(d.pid);
+		n = test_count_fd_links(d.pid, "/proc/*/pagemap");
 		if (n)
 			test_sleep_ms(FREE_POLL_MS);
 	}
@@ -149,14 +117,6 @@ static int dirty_is(struct conn *k, uint8_t *base, const bool *want, unsigned in
 	return 0;
 }
 
-static uint64_t rng(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 #define ASYNC_FEATURES (PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_UNPOPULATED)
 
 /*
@@ -176,7 +136,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	REQUIRE(add_region(&k, base, mode, flags) == 0);
 	REQUIRE(dirty_is(&k, base, want, 0) == 0);
 	for (int i = 0; i < NPAGES; i++) {
-		uint64_t r = rng(&seed) % 4;
+		uint64_t r = test_rand(&seed) % 4;
 		if (r == 0 || r == 1)
 			REQUIRE(test_page_zero(base, (size_t)i));
 		if (r == 1 || r == 2) {
@@ -190,7 +150,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	memset(want, 0, sizeof(want));
 	REQUIRE(dirty_is(&k, base, want, 0) == 0);
 	for (int i = 0; i < NPAGES; i++) {
-		want[i] = rng(&seed) % 3 == 0;
+		want[i] = test_rand(&seed) % 3 == 0;
 		if (want[i])
 			base[i * page + 100] = 3;
 	}

@@ -133,3 +133,17 @@ void test_on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_
 
 	*s = (struct test_stale_seen){ cookie, addr, len, event, s->n + 1 };
 }
+
+char *test_uffdctl(const struct test_daemon *d, const char *args)
+{
+	char cmd[512], *out = calloc(1, TEST_UFFDCTL_OUT_MAX);
+
+	ck_assert_ptr_nonnull(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' %s", getenv("UFFDCTL"), d->sock, args);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	size_t n = fread(out, 1, TEST_UFFDCTL_OUT_MAX - 1, f);
+	ck_assert_uint_lt(n, TEST_UFFDCTL_OUT_MAX - 1);
+	ck_assert_int_eq(pclose(f), 0);
+	return out;
+}

@@ -6,7 +6,31 @@
 #define UFFDD_HARNESS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
+#include <unistd.h>
+
+/* Inside client processes (children of the test that run no Check): report
+ * what failed, with the client's pid, and return 1 from the function. */
+#define REQUIRE(c)                                                                                 \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: client %d: %s failed\n", __FILE__, __LINE__,       \
+				(int)getpid(), #c);                                                \
+			return 1;                                                                  \
+		}                                                                                  \
+	} while (0)
+
+/* The same for a value the client knows exactly: says what it was instead. */
+#define REQUIRE_EQ(expr, want)                                                                     \
+	do {                                                                                       \
+		long long got_ = (long long)(expr), want_ = (long long)(want);                     \
+		if (got_ != want_) {                                                               \
+			fprintf(stderr, "%s:%d: client %d: %s is %lld, not %lld\n", __FILE__,      \
+				__LINE__, (int)getpid(), #expr, got_, want_);                      \
+			return 1;                                                                  \
+		}                                                                                  \
+	} while (0)
 
 struct test_daemon {
 	pid_t pid;
@@ -24,6 +48,11 @@ void test_daemon_start_supervised(struct test_daemon *d, const char *const *extr
 void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */
 void test_daemon_stop(struct test_daemon *d);
+/* What $UFFDCTL prints for args (appended to its --socket option), which
+ * must exit 0 and print less than TEST_UFFDCTL_OUT_MAX bytes; the caller
+ * frees it. */
+#define TEST_UFFDCTL_OUT_MAX 8192
+char *test_uffdctl(const struct test_daemon *d, const char *args);
 void test_sleep_ms(unsigned int ms);
 /* How many times slower than native the programs a test starts run:
  * $TEST_TIME_SCALE, which the valgrind setup sets (they run under valgrind
