@@ -8,7 +8,7 @@
  * kernel recorded when the client connected, never what it says).  Other
  * sessions are read under the global lock and each one's own lock, a page
  * at a time: no lock is held from one request to the next.  It may call
- * session.c, source.c, log.c and util.c.
+ * session.c, pins.c, source.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,46 +303,29 @@ static uint64_t list_regions(struct list *l, struct session *s, uint64_t key)
 	return next;
 }
 
-static int cookie_cmp(const void *a, const void *b)
-{
-	const struct pin_rec *x = *(struct pin_rec *const *)a, *y = *(struct pin_rec *const *)b;
-
-	return x->cookie < y->cookie ? -1 : x->cookie > y->cookie;
-}
-
 /* The pins of s in cookie order (a cookie is one pin's in a session) from
  * key on, while the page has room; returns the cookie of the first one left
- * out (0: none was). */
+ * out (0: none was).  O(log n) to the first, then one step each. */
 static uint64_t list_pins(struct list *l, struct session *s, uint64_t key)
 {
+	const struct pin_set *ps = &s->pins;
 	uint64_t next = 0;
 
 	pthread_mutex_lock(&s->lock);
-	const struct pin_rec **v = malloc((s->npins ? s->npins : 1) * sizeof(*v));
-	size_t n = 0;
-	if (!v) {
-		l->error = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < s->npins; i++)
-		if (s->pins[i].cookie >= key)
-			v[n++] = &s->pins[i];
-	qsort(v, n, sizeof(*v), cookie_cmp);
-	for (size_t i = 0; i < n; i++) {
+	for (ssize_t i = pins_from(ps, key); i >= 0; i = pins_next(ps, (size_t)i)) {
+		const struct pin_rec *p = &ps->v[i];
 		if (l->n == l->limit) {
-			next = v[i]->cookie;
+			next = p->cookie;
 			break;
 		}
 		Uffdd__PinInfo *pi = (Uffdd__PinInfo *)l->part[LIST_ENTRIES] + l->n;
 		uffdd__pin_info__init(pi);
 		pi->session = s->id;
-		pi->range = list_range(l, v[i]->addr, v[i]->len);
-		pi->cookie = v[i]->cookie;
+		pi->range = list_range(l, p->addr, p->len);
+		pi->cookie = p->cookie;
 		((void **)l->part[LIST_PTRS])[l->n++] = pi;
 	}
-out:
 	pthread_mutex_unlock(&s->lock);
-	free(v);
 	return next;
 }
 
@@ -398,7 +381,7 @@ static void list_build(struct list *l)
 			continue;
 		}
 		pthread_mutex_lock(&s->lock);
-		avail += g->what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions : s->npins;
+		avail += g->what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions : s->pins.n;
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (avail < l->limit)
