@@ -52,7 +52,9 @@
 
 /* ---- what session.c and source.c give inspect.c, over a table here ---- */
 
-static struct session *all;
+/* In id order, as session.c keeps its list; tail: the last (the largest
+ * id, where a new session goes). */
+static struct session *all, *tail;
 
 void sessions_lock(void)
 {
@@ -202,9 +204,9 @@ FZ_UNTRACED static struct session *session_add(uid_t uid)
 	s->pins.prio_state = s->id | 1;
 	STAT_ADD(s->stats.faults, big ? UINT64_MAX : s->id);
 	x->self.before = !walking;
-	/* At the head, as session.c publishes. */
-	s->gnext = all;
-	all = s;
+	s->gnext = NULL;
+	*(tail ? &tail->gnext : &all) = s;
+	tail = s;
 	return s;
 }
 
@@ -215,9 +217,11 @@ FZ_UNTRACED static void session_del(struct session *s)
 	total -= s->nregions + s->pins.n;
 	if (seen_last == s)
 		seen_last = NULL;
-	for (struct session **p = &all; *p; p = &(*p)->gnext)
+	for (struct session **p = &all, *prev = NULL; *p; prev = *p, p = &(*p)->gnext)
 		if (*p == s) {
 			*p = s->gnext;
+			if (tail == s)
+				tail = prev;
 			break;
 		}
 	for (size_t i = 0; i < s->nregions; i++)

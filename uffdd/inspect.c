@@ -329,13 +329,6 @@ static uint64_t list_pins(struct list *l, struct session *s, uint64_t key)
 	return next;
 }
 
-static int id_cmp(const void *a, const void *b)
-{
-	const struct session *x = *(struct session *const *)a, *y = *(struct session *const *)b;
-
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
 /* The page's parts for limit entries of its kind. */
 static int list_alloc(struct list *l)
 {
@@ -373,23 +366,10 @@ static void list_build(struct list *l)
 	/* Room for what there is, when less than the limit (one at least: a
 	 * page is never empty when more follow).  Entries added meanwhile
 	 * end the page early, at the right cursor. */
-	size_t avail = 0;
-	for (size_t i = 0; i < l->nses && avail < l->limit; i++) {
-		struct session *s = l->ses[i];
-		if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS) {
-			avail++;
-			continue;
-		}
-		pthread_mutex_lock(&s->lock);
-		avail += g->what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions : s->pins.n;
-		pthread_mutex_unlock(&s->lock);
-	}
-	if (avail < l->limit)
-		l->limit = avail ? avail : 1;
+	if (l->avail < l->limit)
+		l->limit = l->avail ? l->avail : 1;
 	if (list_alloc(l) < 0)
 		return;
-	if (l->nses)
-		qsort(l->ses, l->nses, sizeof(*l->ses), id_cmp);
 	rep->has_next_cursor = rep->has_next_key = true;
 	for (size_t i = 0; i < l->nses; i++) {
 		struct session *s = l->ses[i];
@@ -433,10 +413,36 @@ static void list_build(struct list *l)
 	}
 }
 
+/* The entries of s from key on; pins counted no further than the page
+ * needs (O(log n + limit)). */
+static size_t list_avail(const struct list *l, struct session *s, uint64_t key)
+{
+	const Uffdd__ListGet *g = l->g;
+	size_t n = 0;
+
+	if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS)
+		return 1;
+	pthread_mutex_lock(&s->lock);
+	if (g->what == UFFDD__LIST_GET__WHAT__REGIONS)
+		n = s->nregions - region_from(s, key);
+	else if (!key)
+		n = s->pins.n;
+	else
+		for (ssize_t i = pins_from(&s->pins, key); i >= 0 && n < l->limit;
+		     i = pins_next(&s->pins, (size_t)i))
+			n++;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 /*
- * Under the global lock, every session in turn: keep those the page may
- * list (visible to the caller, the one asked for, at or after the cursor),
- * and build the page at the last one, the lock still held.
+ * Under the global lock, every session in turn, in id order (session.c
+ * keeps it): keep those the page may list (visible to the caller, the one
+ * asked for, at or after the cursor), count their entries until there are
+ * enough for the page, and build the page at the last session, the lock
+ * still held.  Sessions past the count are kept too: entries their owners
+ * remove meanwhile (under the session's lock only) leave room that the
+ * next ones fill, and a page is never empty when more follow.
  */
 static void list_one(struct session *s, void *data)
 {
@@ -446,6 +452,9 @@ static void list_one(struct session *s, void *data)
 
 	if (visible(l->caller, l->all, s) && s->id >= cursor &&
 	    (!g->has_session || !g->session || g->session == s->id)) {
+		if (l->avail < l->limit)
+			l->avail += list_avail(
+				l, s, s->id == cursor && g->has_cursor_key ? g->cursor_key : 0);
 		if (l->nses == l->ses_cap) {
 			size_t cap = l->ses_cap ? 2 * l->ses_cap : 16;
 			struct session **v = realloc(l->ses, cap * sizeof(*v));

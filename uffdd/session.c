@@ -228,13 +228,19 @@ static void session_unstore(struct session *s)
 /*
  * Make s visible to other threads (inspection walks the global list from any
  * worker) and to the counts.  Only a complete session is published: one
- * filled while listed could be read half made.
+ * filled while listed could be read half made.  The list is in id order
+ * (a fork child or a session taken over may come after higher ids): a page
+ * of a list walks it from its cursor, no sort.
  */
 static void session_publish(struct session *s)
 {
+	struct session **p = &all;
+
 	pthread_mutex_lock(&glock);
-	s->gnext = all;
-	all = s;
+	while (*p && (*p)->id < s->id)
+		p = &(*p)->gnext;
+	s->gnext = *p;
+	*p = s;
 	s->listed = true;
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_add(&count, 1);

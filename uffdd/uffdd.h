@@ -574,7 +574,7 @@ struct session {
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct session *wnext; /* the worker's list */
-	struct session *gnext; /* the global list */
+	struct session *gnext; /* the global list, in id order */
 	bool listed;	       /* on the global list: complete, seen by inspection */
 	bool hello;	       /* said Hello: its other requests are taken */
 	bool in_request;       /* a request is being handled: it commits the record */
@@ -872,6 +872,7 @@ struct list {
 	size_t n;	      /* entries in it */
 	struct session **ses; /* the sessions it may list, by id */
 	size_t nses, ses_cap;
+	size_t avail; /* their entries from the cursor on, counted to the limit */
 	bool built;
 	void *part[LIST_PARTS];
 	int error;
