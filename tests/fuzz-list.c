@@ -72,6 +72,15 @@ FZ_UNTRACED struct session *sessions_get_locked(uint64_t id)
 	return NULL;
 }
 
+FZ_UNTRACED struct session *sessions_from_locked(uint64_t id)
+{
+	struct session *s = all;
+
+	while (s && s->id < id)
+		s = s->gnext;
+	return s;
+}
+
 FZ_UNTRACED void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
 {
 	for (struct session *s = all; s; s = s->gnext)

@@ -348,31 +348,77 @@ static int list_alloc(struct list *l)
 	return l->error;
 }
 
+/* The entries of s from key on; pins counted no further than the page
+ * needs (O(log n + limit)). */
+static size_t list_avail(const struct list *l, struct session *s, uint64_t key)
+{
+	const Uffdd__ListGet *g = l->g;
+	size_t n = 0;
+
+	if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS)
+		return 1;
+	pthread_mutex_lock(&s->lock);
+	if (g->what == UFFDD__LIST_GET__WHAT__REGIONS)
+		n = s->nregions - region_from(s, key);
+	else if (!key)
+		n = s->pins.n;
+	else
+		for (ssize_t i = pins_from(&s->pins, key); i >= 0 && n < l->limit;
+		     i = pins_next(&s->pins, (size_t)i))
+			n++;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 /*
- * The page, from the sessions it may list (l->ses, under the global lock):
- * entries at or after (cursor, cursor_key) in (session id, key) order, and
- * where the next page begins.
+ * The session the page may list after s, or its first when s is NULL
+ * (visible to the caller, the one asked for, at or after the cursor), under
+ * the global lock: the list is in id order (session.c keeps it), so a page
+ * starts at its cursor and reads no session past the ones it lists, and
+ * the one after them.
  */
-static void list_build(struct list *l)
+static struct session *list_next(const struct list *l, struct session *s)
+{
+	const Uffdd__ListGet *g = l->g;
+	uint64_t cursor = g->has_cursor ? g->cursor : 0;
+	bool one = g->has_session && g->session;
+
+	if (s)
+		s = one ? NULL : s->gnext;
+	else
+		s = sessions_from_locked(one && g->session > cursor ? g->session : cursor);
+	for (; s; s = one ? NULL : s->gnext)
+		if (visible(l->caller, l->all, s) && (!one || s->id == g->session))
+			return s;
+	return NULL;
+}
+
+/*
+ * The page, under the global lock: entries at or after (cursor,
+ * cursor_key) in (session id, key) order, and where the next page begins.
+ * Returns whether any session could be listed.
+ */
+static bool list_build(struct list *l)
 {
 	const Uffdd__ListGet *g = l->g;
 	uint64_t cursor = g->has_cursor ? g->cursor : 0;
 	uint64_t key = g->has_cursor_key ? g->cursor_key : 0;
 	Uffdd__Reply *rep = l->rep;
+	struct session *first = list_next(l, NULL);
+	size_t avail = 0;
 
-	l->built = true;
-	if (l->error)
-		return;
 	/* Room for what there is, when less than the limit (one at least: a
 	 * page is never empty when more follow).  Entries added meanwhile
-	 * end the page early, at the right cursor. */
-	if (l->avail < l->limit)
-		l->limit = l->avail ? l->avail : 1;
+	 * end the page early, at the right cursor; entries removed meanwhile
+	 * (under a session's own lock) leave room the next sessions fill. */
+	for (struct session *s = first; s && avail < l->limit; s = list_next(l, s))
+		avail += list_avail(l, s, s->id == cursor ? key : 0);
+	if (avail < l->limit)
+		l->limit = avail ? avail : 1;
 	if (list_alloc(l) < 0)
-		return;
+		return first != NULL;
 	rep->has_next_cursor = rep->has_next_key = true;
-	for (size_t i = 0; i < l->nses; i++) {
-		struct session *s = l->ses[i];
+	for (struct session *s = first; s; s = list_next(l, s)) {
 		uint64_t from = s->id == cursor ? key : 0, next = 0;
 
 		if (l->n == l->limit) {
@@ -411,72 +457,13 @@ static void list_build(struct list *l)
 		rep->n_pins = l->n;
 		break;
 	}
-}
-
-/* The entries of s from key on; pins counted no further than the page
- * needs (O(log n + limit)). */
-static size_t list_avail(const struct list *l, struct session *s, uint64_t key)
-{
-	const Uffdd__ListGet *g = l->g;
-	size_t n = 0;
-
-	if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS)
-		return 1;
-	pthread_mutex_lock(&s->lock);
-	if (g->what == UFFDD__LIST_GET__WHAT__REGIONS)
-		n = s->nregions - region_from(s, key);
-	else if (!key)
-		n = s->pins.n;
-	else
-		for (ssize_t i = pins_from(&s->pins, key); i >= 0 && n < l->limit;
-		     i = pins_next(&s->pins, (size_t)i))
-			n++;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
-
-/*
- * Under the global lock, every session in turn, in id order (session.c
- * keeps it): keep those the page may list (visible to the caller, the one
- * asked for, at or after the cursor), count their entries until there are
- * enough for the page, and build the page at the last session, the lock
- * still held.  Sessions past the count are kept too: entries their owners
- * remove meanwhile (under the session's lock only) leave room that the
- * next ones fill, and a page is never empty when more follow.
- */
-static void list_one(struct session *s, void *data)
-{
-	struct list *l = data;
-	const Uffdd__ListGet *g = l->g;
-	uint64_t cursor = g->has_cursor ? g->cursor : 0;
-
-	if (visible(l->caller, l->all, s) && s->id >= cursor &&
-	    (!g->has_session || !g->session || g->session == s->id)) {
-		if (l->avail < l->limit)
-			l->avail += list_avail(
-				l, s, s->id == cursor && g->has_cursor_key ? g->cursor_key : 0);
-		if (l->nses == l->ses_cap) {
-			size_t cap = l->ses_cap ? 2 * l->ses_cap : 16;
-			struct session **v = realloc(l->ses, cap * sizeof(*v));
-			if (v) {
-				l->ses = v;
-				l->ses_cap = cap;
-			} else {
-				l->error = -ENOMEM;
-			}
-		}
-		if (l->nses < l->ses_cap)
-			l->ses[l->nses++] = s;
-	}
-	if (!s->gnext)
-		list_build(l);
+	return first != NULL;
 }
 
 void list_free(struct list *l)
 {
 	for (size_t i = 0; i < LIST_PARTS; i++)
 		free(l->part[i]);
-	free(l->ses);
 }
 
 int do_list(struct req *q, struct list *l)
@@ -491,16 +478,16 @@ int do_list(struct req *q, struct list *l)
 	l->caller = q->s;
 	l->all = sees_all(q->s);
 	l->limit = g->has_limit && g->limit && g->limit < max ? g->limit : max;
-	sessions_foreach(list_one, l);
-	if (!l->built)
-		list_build(l);
+	sessions_lock();
+	bool found = list_build(l);
+	sessions_unlock();
 	if (l->error) {
 		l->rep->n_clients = l->rep->n_regions = l->rep->n_pins = 0;
 		return fail(q, l->error, "out of memory");
 	}
 	/* The one session asked for, when the caller may not see it, is
 	 * answered as one that does not exist. */
-	if (g->has_session && g->session && !l->nses && !(g->has_cursor && g->cursor > g->session))
+	if (g->has_session && g->session && !found && !(g->has_cursor && g->cursor > g->session))
 		return fail(q, -ENOENT, "no session %" PRIu64, g->session);
 	return 0;
 }

@@ -726,6 +726,15 @@ struct session *sessions_get_locked(uint64_t id)
 	return NULL;
 }
 
+struct session *sessions_from_locked(uint64_t id)
+{
+	struct session *s = all;
+
+	while (s && s->id < id)
+		s = s->gnext;
+	return s;
+}
+
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
 {
 	pthread_mutex_lock(&glock);

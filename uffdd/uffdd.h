@@ -732,6 +732,9 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
+/* The first listed session whose id is id or above, under sessions_lock();
+ * the next ones follow by gnext, in id order. */
+struct session *sessions_from_locked(uint64_t id);
 /* Whether some listed session's userfaultfd is the open file of fd, whose
  * inode is ino (0: not known), under sessions_lock(): one userfaultfd
  * belongs to one session only. */
@@ -867,13 +870,9 @@ struct list {
 	const Uffdd__ListGet *g;
 	Uffdd__Reply *rep;
 	struct session *caller;
-	bool all;	      /* the caller sees every session */
-	size_t limit;	      /* entries in this page, at most */
-	size_t n;	      /* entries in it */
-	struct session **ses; /* the sessions it may list, by id */
-	size_t nses, ses_cap;
-	size_t avail; /* their entries from the cursor on, counted to the limit */
-	bool built;
+	bool all;     /* the caller sees every session */
+	size_t limit; /* entries in this page, at most */
+	size_t n;     /* entries in it */
 	void *part[LIST_PARTS];
 	int error;
 };
