@@ -12,7 +12,7 @@
 #include "uffdd-harness.h"
 
 /* As many pins as a ListGet test of the daemon lists; under valgrind (a
- * time scale above 1) a tenth. */
+ * time scale above 1) or ASan a tenth. */
 #define MANY	    100000
 #define MANY_TRACED 10000
 /* Deletes and adds at random in between (each moves the sorted array). */
@@ -132,7 +132,11 @@ static void check_from(const struct pin_set *ps, const uint64_t *want, size_t n,
 
 static size_t many(void)
 {
+#ifdef __SANITIZE_ADDRESS__
+	return MANY_TRACED;
+#else
 	return test_time_scale() > 1 ? MANY_TRACED : MANY;
+#endif
 }
 
 /*
