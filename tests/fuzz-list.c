@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * libFuzzer target over uffdd's paged lists (uffdd/inspect.c): a session
- * table built from the input (here, in place of session.c), a caller of
+ * table built from the input (here, in place of session.c; its pins in
+ * pins.c's set, as the daemon keeps them), a caller of
  * some uid, and a walk of ListGet pages from (0, 0) with the limit the input
  * gives, the table changed between pages as the input says (regions, pins
  * and sessions added and removed).
@@ -30,8 +31,8 @@
 
 /* Bounds that keep one input quick: sessions, entries of one session (more
  * than a page holds), entries in all, pages of a walk, and pages times
- * entries (a page of pins reads every pin of its session: they are kept in
- * no order); the limit is raised to keep within the last two. */
+ * entries (a page walks every session, and the walk's checks read every
+ * entry); the limit is raised to keep within the last two. */
 #define FZ_SESSIONS 1024
 #define FZ_ENTRIES  8192
 #define FZ_TOTAL    32768
@@ -51,7 +52,9 @@
 
 /* ---- what session.c and source.c give inspect.c, over a table here ---- */
 
-static struct session *all;
+/* In id order, as session.c keeps its list; tail: the last (the largest
+ * id, where a new session goes). */
+static struct session *all, *tail;
 
 void sessions_lock(void)
 {
@@ -67,6 +70,15 @@ FZ_UNTRACED struct session *sessions_get_locked(uint64_t id)
 		if (s->id == id)
 			return s;
 	return NULL;
+}
+
+FZ_UNTRACED struct session *sessions_from_locked(uint64_t id)
+{
+	struct session *s = all;
+
+	while (s && s->id < id)
+		s = s->gnext;
+	return s;
 }
 
 FZ_UNTRACED void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
@@ -125,13 +137,20 @@ struct mark {
 	unsigned int seen;
 };
 
-/* A session of the table, and the marks of it, its regions and its pins
- * (in their arrays' order). */
+/* A pin as the table knows it, in cookie order. */
+struct fz_pin {
+	uint64_t cookie;
+	struct mark m;
+};
+
+/* A session of the table, and the marks of it, its regions (in their
+ * array's order) and its pins (the same as s.pins, in cookie order). */
 struct fz_session {
 	struct session s;
 	struct mark self;
-	struct mark *regions, *pins;
-	size_t regions_cap, pins_cap;
+	struct mark *regions;
+	struct fz_pin *pins;
+	size_t regions_cap, npins, pins_cap;
 };
 
 static struct fz_session *extra_of(struct session *s)
@@ -189,11 +208,14 @@ FZ_UNTRACED static struct session *session_add(uid_t uid)
 	s->uid = uid;
 	s->pid = big ? -1 : (pid_t)s->id;
 	memset(s->name, big ? '~' : 'n', big ? sizeof(s->name) - 1 : 1);
+	/* The treap's shape is the input's to choose, not getrandom()'s: a
+	 * crash reproduces. */
+	s->pins.prio_state = s->id | 1;
 	STAT_ADD(s->stats.faults, big ? UINT64_MAX : s->id);
 	x->self.before = !walking;
-	/* At the head, as session.c publishes. */
-	s->gnext = all;
-	all = s;
+	s->gnext = NULL;
+	*(tail ? &tail->gnext : &all) = s;
+	tail = s;
 	return s;
 }
 
@@ -201,18 +223,20 @@ FZ_UNTRACED static void session_del(struct session *s)
 {
 	struct fz_session *x = extra_of(s);
 
-	total -= s->nregions + s->npins;
+	total -= s->nregions + s->pins.n;
 	if (seen_last == s)
 		seen_last = NULL;
-	for (struct session **p = &all; *p; p = &(*p)->gnext)
+	for (struct session **p = &all, *prev = NULL; *p; prev = *p, p = &(*p)->gnext)
 		if (*p == s) {
 			*p = s->gnext;
+			if (tail == s)
+				tail = prev;
 			break;
 		}
 	for (size_t i = 0; i < s->nregions; i++)
 		fz_region_gone(s->regions[i]);
 	free(s->regions);
-	free(s->pins);
+	pins_free(&s->pins);
 	free(x->regions);
 	free(x->pins);
 	pthread_mutex_destroy(&s->lock);
@@ -292,15 +316,16 @@ FZ_UNTRACED static void region_del(struct session *s, size_t i)
 }
 
 /* The first pin of s (in cookie order) whose cookie is cookie or above. */
-FZ_UNTRACED static size_t pin_from(const struct session *s, uint64_t cookie)
+FZ_UNTRACED static size_t pin_from(struct session *s, uint64_t cookie)
 {
-	size_t lo = 0, hi = s->npins;
+	const struct fz_session *x = extra_of(s);
+	size_t lo = 0, hi = x->npins;
 
-	if (!hi || s->pins[hi - 1].cookie < cookie)
+	if (!hi || x->pins[hi - 1].cookie < cookie)
 		return hi;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (s->pins[mid].cookie < cookie)
+		if (x->pins[mid].cookie < cookie)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -308,41 +333,47 @@ FZ_UNTRACED static size_t pin_from(const struct session *s, uint64_t cookie)
 	return lo;
 }
 
-/* A pin with this cookie, unless the session has one.  The table keeps
- * them in cookie order, to find them quickly; inspect.c assumes no order. */
+/* A pin with this cookie, unless the session has one: into s->pins, and
+ * into the table's own array in cookie order. */
 FZ_UNTRACED static void pin_add(struct session *s, uint64_t cookie)
 {
 	struct fz_session *x = extra_of(s);
 
-	if (s->npins >= FZ_ENTRIES || total >= FZ_TOTAL)
+	if (s->pins.n >= FZ_ENTRIES || total >= FZ_TOTAL)
 		return;
 	if (big)
 		cookie |= 1ull << 63;
 	size_t i = pin_from(s, cookie);
-	if (i < s->npins && s->pins[i].cookie == cookie)
+	if (i < x->npins && x->pins[i].cookie == cookie)
 		return;
-	grow((void **)&s->pins, sizeof(*s->pins), (void **)&x->pins, sizeof(*x->pins), s->npins,
-	     &x->pins_cap);
-	memmove(s->pins + i + 1, s->pins + i, (s->npins - i) * sizeof(*s->pins));
-	memmove(x->pins + i + 1, x->pins + i, (s->npins - i) * sizeof(*x->pins));
-	s->pins[i] = (struct pin_rec){
-		.addr = big ? UINT64_MAX << FZ_PAGE_SHIFT : cookie << FZ_PAGE_SHIFT,
-		.len = big ? UINT64_MAX << FZ_PAGE_SHIFT : 1u << FZ_PAGE_SHIFT,
-		.cookie = cookie,
-	};
-	x->pins[i] = (struct mark){ .before = !walking };
-	s->npins++;
+	if (x->npins == x->pins_cap) {
+		x->pins_cap = x->pins_cap ? 2 * x->pins_cap : 16;
+		x->pins = realloc(x->pins, x->pins_cap * sizeof(*x->pins));
+		if (!x->pins)
+			fuzz_die("realloc");
+	}
+	if (pins_reserve(&s->pins) < 0)
+		fuzz_die("pins_reserve");
+	pins_add(&s->pins, big ? UINT64_MAX << FZ_PAGE_SHIFT : cookie << FZ_PAGE_SHIFT,
+		 big ? UINT64_MAX << FZ_PAGE_SHIFT : 1u << FZ_PAGE_SHIFT, cookie, 0);
+	memmove(x->pins + i + 1, x->pins + i, (x->npins - i) * sizeof(*x->pins));
+	x->pins[i] = (struct fz_pin){ cookie, { .before = !walking } };
+	x->npins++;
 	total++;
 }
 
+/* The pin at i in cookie order. */
 FZ_UNTRACED static void pin_del(struct session *s, size_t i)
 {
 	struct fz_session *x = extra_of(s);
+	ssize_t k = pins_find(&s->pins, x->pins[i].cookie);
 
+	if (k < 0)
+		fuzz_die("a pin the set does not find");
+	pins_del(&s->pins, (size_t)k);
 	total--;
-	s->npins--;
-	memmove(s->pins + i, s->pins + i + 1, (s->npins - i) * sizeof(*s->pins));
-	memmove(x->pins + i, x->pins + i + 1, (s->npins - i) * sizeof(*x->pins));
+	x->npins--;
+	memmove(x->pins + i, x->pins + i + 1, (x->npins - i) * sizeof(*x->pins));
 }
 
 FZ_UNTRACED static size_t nsessions(void)
@@ -417,8 +448,8 @@ static size_t change(struct input *in)
 			pin_add(s, take(in, 8));
 		break;
 	default:
-		if (s && s->npins)
-			pin_del(s, take(in, 2) % s->npins);
+		if (s && s->pins.n)
+			pin_del(s, take(in, 2) % s->pins.n);
 		break;
 	}
 	return op % 2 == 0;
@@ -463,11 +494,11 @@ FZ_UNTRACED static void seen(bool root, Uffdd__ListGet__What what, uint64_t filt
 			return;
 		}
 	} else {
-		size_t i = seen_next < s->npins && s->pins[seen_next].cookie == key
+		size_t i = seen_next < x->npins && x->pins[seen_next].cookie == key
 				   ? seen_next
 				   : pin_from(s, key);
-		if (i < s->npins && s->pins[i].cookie == key) {
-			x->pins[i].seen++;
+		if (i < x->npins && x->pins[i].cookie == key) {
+			x->pins[i].m.seen++;
 			seen_next = i + 1;
 			return;
 		}
@@ -494,8 +525,8 @@ FZ_UNTRACED static void check_all(bool root, Uffdd__ListGet__What what, uint64_t
 		check_mark(&x->self, what == UFFDD__LIST_GET__WHAT__CLIENTS && want);
 		for (size_t i = 0; i < s->nregions; i++)
 			check_mark(&x->regions[i], what == UFFDD__LIST_GET__WHAT__REGIONS && want);
-		for (size_t i = 0; i < s->npins; i++)
-			check_mark(&x->pins[i], what == UFFDD__LIST_GET__WHAT__PINS && want);
+		for (size_t i = 0; i < x->npins; i++)
+			check_mark(&x->pins[i].m, what == UFFDD__LIST_GET__WHAT__PINS && want);
 	}
 }
 
@@ -519,7 +550,7 @@ FZ_UNTRACED static size_t entries(Uffdd__ListGet__What what)
 	for (struct session *s = all; s; s = s->gnext)
 		n += what == UFFDD__LIST_GET__WHAT__CLIENTS   ? 1
 		     : what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions
-							      : s->npins;
+							      : s->pins.n;
 	return n;
 }
 

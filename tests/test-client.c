@@ -1463,6 +1463,248 @@ START_TEST(regions_paged)
 }
 END_TEST
 
+/* ---- pins listed in pages, changed between pages ---- */
+
+/* 100,000 pins, some 100 pages of PINS_LIMIT; under valgrind (a time scale
+ * above 1) or ASan 10,000. */
+#define MANY_PINS	 100000
+#define MANY_PINS_TRACED 10000
+/* Entries a page asks for: a page ends inside the session. */
+#define PINS_LIMIT 997
+/* Where the pins' one-page ranges lie (the daemon only records them). */
+#define PINS_BASE 0x10000000ull
+
+/* A connection that speaks the protocol itself: ListGet with a cursor is
+ * what pin_client never sends page by page. */
+struct raw {
+	int sock;
+	uint64_t seq;
+};
+
+/* Send m, return its reply (freed by the caller). */
+static Uffdd__Msg *raw_call(struct raw *r, Uffdd__Msg *m)
+{
+	int fds[PIN_PROTO_MAX_FDS];
+	Uffdd__Msg *rep;
+	size_t nfds;
+
+	m->has_seq = true;
+	m->seq = ++r->seq;
+	ck_assert_int_eq(pin_proto_send(r->sock, m, NULL, 0), 0);
+	ck_assert_int_eq(pin_proto_recv(r->sock, &rep, fds, &nfds), 0);
+	ck_assert_uint_eq(nfds, 0);
+	ck_assert_int_eq(rep->body_case, UFFDD__MSG__BODY_REPLY);
+	ck_assert_uint_eq(rep->seq, m->seq);
+	ck_assert_msg(rep->reply->error == 0, "request %d: %s", (int)m->body_case,
+		      rep->reply->text ? rep->reply->text : "");
+	return rep;
+}
+
+static uint64_t raw_hello(struct raw *r, const struct test_daemon *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Hello hello = UFFDD__HELLO__INIT;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", d->sock);
+	r->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	r->seq = 0;
+	ck_assert_int_ge(r->sock, 0);
+	ck_assert_int_eq(connect(r->sock, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	hello.version = PIN_PROTO_VERSION;
+	hello.name = "pins-paged";
+	m.body_case = UFFDD__MSG__BODY_HELLO;
+	m.hello = &hello;
+	Uffdd__Msg *rep = raw_call(r, &m);
+	ck_assert(rep->reply->has_session);
+	uint64_t sid = rep->reply->session;
+	pin_proto_free(rep);
+	return sid;
+}
+
+static void raw_pin(struct raw *r, uint64_t cookie, bool report)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__PinReport pr = UFFDD__PIN_REPORT__INIT;
+	Uffdd__PinRelease rel = UFFDD__PIN_RELEASE__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+
+	if (report) {
+		range.addr = PINS_BASE + (cookie % MANY_PINS) * page;
+		range.len = page;
+		pr.range = &range;
+		pr.cookie = cookie;
+		m.body_case = UFFDD__MSG__BODY_PIN_REPORT;
+		m.pin_report = &pr;
+	} else {
+		rel.cookie = cookie;
+		m.body_case = UFFDD__MSG__BODY_PIN_RELEASE;
+		m.pin_release = &rel;
+	}
+	pin_proto_free(raw_call(r, &m));
+}
+
+static uint64_t pins_rng_state;
+
+static uint64_t pins_rng(void)
+{
+	uint64_t z = (pins_rng_state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* The cookies the session has, in order: want[0, n). */
+struct pins_model {
+	uint64_t *want;
+	size_t n;
+};
+
+static size_t model_lower(const struct pins_model *pm, uint64_t c)
+{
+	size_t lo = 0, hi = pm->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (pm->want[mid] < c)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool model_has(const struct pins_model *pm, uint64_t c)
+{
+	size_t k = model_lower(pm, c);
+
+	return k < pm->n && pm->want[k] == c;
+}
+
+/* Report cookie c (not there yet) or release it (there), in the daemon and
+ * the model alike. */
+static void model_set(struct raw *r, struct pins_model *pm, uint64_t c, bool report)
+{
+	size_t k = model_lower(pm, c);
+
+	raw_pin(r, c, report);
+	if (report) {
+		memmove(pm->want + k + 1, pm->want + k, (pm->n - k) * sizeof(*pm->want));
+		pm->want[k] = c;
+		pm->n++;
+	} else {
+		memmove(pm->want + k, pm->want + k + 1, (pm->n - k - 1) * sizeof(*pm->want));
+		pm->n--;
+	}
+}
+
+/* A cookie in [lo, hi] the session has not (there is one). */
+static uint64_t fresh_cookie(const struct pins_model *pm, uint64_t lo, uint64_t hi)
+{
+	for (;;) {
+		uint64_t span = hi - lo + 1; /* 0: all 2^64 */
+		uint64_t c = lo + (span ? pins_rng() % span : pins_rng());
+		if (!model_has(pm, c))
+			return c;
+	}
+}
+
+static int cookie_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A session of 100,000 pins with random cookies, listed in pages of
+ * PINS_LIMIT: between two pages (every other time) the pin the next page
+ * begins at is released, and one before the cursor and one after; one is
+ * reported before the cursor and one after.  Each page holds exactly the pins there
+ * at or after its cursor, in cookie order, up to the limit, and says
+ * where the next begins: every pin there for the whole walk is listed once,
+ * in order, one released before its page never, one reported after the
+ * cursor in its place.
+ */
+START_TEST(pins_paged)
+{
+	struct test_daemon d;
+	struct pins_model pm = { 0 };
+	struct raw r;
+#ifdef __SANITIZE_ADDRESS__
+	const size_t many = MANY_PINS_TRACED;
+#else
+	const size_t many = test_time_scale() > 1 ? MANY_PINS_TRACED : MANY_PINS;
+#endif
+	/* Each page adds two and removes three at most. */
+	pm.want = malloc((many + 2 * (many / PINS_LIMIT + 2)) * sizeof(*pm.want));
+	ck_assert_ptr_nonnull(pm.want);
+	pins_rng_state = test_seed();
+	test_daemon_start(&d, NULL);
+	uint64_t sid = raw_hello(&r, &d);
+	/* Distinct: the generator's outputs are, as its states are. */
+	while (pm.n < many) {
+		pm.want[pm.n] = pins_rng();
+		raw_pin(&r, pm.want[pm.n++], true);
+	}
+	qsort(pm.want, pm.n, sizeof(*pm.want), cookie_cmp);
+
+	Uffdd__ListGet lg = UFFDD__LIST_GET__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	uint64_t key = 0, last = 0;
+	size_t pages = 0;
+	lg.what = UFFDD__LIST_GET__WHAT__PINS;
+	lg.has_session = lg.has_cursor = lg.has_cursor_key = lg.has_limit = true;
+	lg.session = lg.cursor = sid;
+	lg.limit = PINS_LIMIT;
+	m.body_case = UFFDD__MSG__BODY_LIST_GET;
+	m.list_get = &lg;
+	for (;; pages++) {
+		lg.cursor_key = key;
+		ck_assert_uint_le(pages, many);
+		Uffdd__Msg *rep = raw_call(&r, &m);
+		const Uffdd__Reply *p = rep->reply;
+		size_t k = model_lower(&pm, key);
+		size_t n = pm.n - k < PINS_LIMIT ? pm.n - k : PINS_LIMIT;
+		ck_assert_uint_eq(p->n_pins, n);
+		for (size_t i = 0; i < n; i++) {
+			ck_assert_uint_eq(p->pins[i]->session, sid);
+			ck_assert_uint_eq(p->pins[i]->cookie, pm.want[k + i]);
+			ck_assert_uint_eq(p->pins[i]->range->addr,
+					  PINS_BASE + (pm.want[k + i] % MANY_PINS) * page);
+			ck_assert_uint_eq(p->pins[i]->range->len, page);
+			ck_assert(p->pins[i]->cookie > last || (!pages && !i));
+			last = p->pins[i]->cookie;
+		}
+		bool more = k + n < pm.n;
+		ck_assert_uint_eq(p->has_next_cursor && p->next_cursor, more);
+		if (!more) {
+			pin_proto_free(rep);
+			break;
+		}
+		ck_assert_uint_eq(p->next_cursor, sid);
+		ck_assert_uint_eq(p->next_key, pm.want[k + n]);
+		key = p->next_key;
+		pin_proto_free(rep);
+		/* The pin the next page begins at goes every other page: it
+		 * begins after it then, at it otherwise. */
+		if (pages % 2)
+			model_set(&r, &pm, key, false);
+		size_t at = model_lower(&pm, key);
+		if (at < pm.n)
+			model_set(&r, &pm, pm.want[at + pins_rng() % (pm.n - at)], false);
+		if (at)
+			model_set(&r, &pm, pm.want[pins_rng() % at], false);
+		model_set(&r, &pm, fresh_cookie(&pm, key + 1, UINT64_MAX), true);
+		model_set(&r, &pm, fresh_cookie(&pm, 0, key - 1), true);
+	}
+	close(r.sock);
+	free(pm.want);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* ---- durable sessions, against a scripted daemon ---- */
 
 /*
@@ -1953,6 +2195,7 @@ Suite *test_suite(void)
 	else
 		printf("lists_seen_by_uid: not run: needs root to become uid %d\n", SEEN_UID);
 	TEST_ADD_CASE(s, regions_paged, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, pins_paged, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_sends_again, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_committed_reply, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, resume_twice, FAKE_TIMEOUT_S);

@@ -225,8 +225,8 @@ void control_resume(struct session *s)
 
 void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event)
 {
-	for (size_t i = 0; i < s->npins && s->sock >= 0 && !s->dead; i++) {
-		const struct pin_rec *p = &s->pins[i];
+	for (size_t i = 0; i < s->pins.n && s->sock >= 0 && !s->dead; i++) {
+		const struct pin_rec *p = &s->pins.v[i];
 		uint64_t a = p->addr > start ? p->addr : start;
 		uint64_t b = p->addr + p->len < end ? p->addr + p->len : end;
 		if (a >= b)
@@ -733,7 +733,7 @@ static int do_pin_report(struct req *q)
 
 	if (i >= 0) {
 		/* The same report again (after a restart): done once. */
-		if (s->pins[i].addr == p->range->addr && s->pins[i].len == p->range->len)
+		if (s->pins.v[i].addr == p->range->addr && s->pins.v[i].len == p->range->len)
 			return 0;
 		return fail(q, -EEXIST, "cookie %#" PRIx64 " is reported already", p->cookie);
 	}
@@ -743,7 +743,8 @@ static int do_pin_report(struct req *q)
 	ret = session_pin_add(s, p->range->addr, p->range->len, p->cookie);
 	if (ret < 0) {
 		session_charge(s, 0, -(int64_t)p->range->len, NULL, 0);
-		return fail(q, ret, "out of memory");
+		return fail(q, ret, "pin %#" PRIx64 " at [%#" PRIx64 ", +%#" PRIx64 "): %s",
+			    p->cookie, p->range->addr, p->range->len, strerror(-ret));
 	}
 	return 0;
 }
@@ -756,7 +757,7 @@ static int do_pin_release(struct req *q)
 
 	if (i < 0)
 		return fail(q, -ENOENT, "no pin with cookie %#" PRIx64, q->m->pin_release->cookie);
-	uint64_t len = s->pins[i].len;
+	uint64_t len = s->pins.v[i].len;
 	session_pin_del(s, (size_t)i);
 	session_charge(s, 0, -(int64_t)len, NULL, 0);
 	return 0;

@@ -8,7 +8,7 @@
  * kernel recorded when the client connected, never what it says).  Other
  * sessions are read under the global lock and each one's own lock, a page
  * at a time: no lock is held from one request to the next.  It may call
- * session.c, source.c, log.c and util.c.
+ * session.c, pins.c, source.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,54 +303,30 @@ static uint64_t list_regions(struct list *l, struct session *s, uint64_t key)
 	return next;
 }
 
-static int cookie_cmp(const void *a, const void *b)
-{
-	const struct pin_rec *x = *(struct pin_rec *const *)a, *y = *(struct pin_rec *const *)b;
-
-	return x->cookie < y->cookie ? -1 : x->cookie > y->cookie;
-}
-
 /* The pins of s in cookie order (a cookie is one pin's in a session) from
  * key on, while the page has room; returns the cookie of the first one left
- * out (0: none was). */
+ * out (0: none was).  O(log n) to the first, then one step each. */
 static uint64_t list_pins(struct list *l, struct session *s, uint64_t key)
 {
+	const struct pin_set *ps = &s->pins;
 	uint64_t next = 0;
 
 	pthread_mutex_lock(&s->lock);
-	const struct pin_rec **v = malloc((s->npins ? s->npins : 1) * sizeof(*v));
-	size_t n = 0;
-	if (!v) {
-		l->error = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < s->npins; i++)
-		if (s->pins[i].cookie >= key)
-			v[n++] = &s->pins[i];
-	qsort(v, n, sizeof(*v), cookie_cmp);
-	for (size_t i = 0; i < n; i++) {
+	for (ssize_t i = pins_from(ps, key); i >= 0; i = pins_next(ps, (size_t)i)) {
+		const struct pin_rec *p = &ps->v[i];
 		if (l->n == l->limit) {
-			next = v[i]->cookie;
+			next = p->cookie;
 			break;
 		}
 		Uffdd__PinInfo *pi = (Uffdd__PinInfo *)l->part[LIST_ENTRIES] + l->n;
 		uffdd__pin_info__init(pi);
 		pi->session = s->id;
-		pi->range = list_range(l, v[i]->addr, v[i]->len);
-		pi->cookie = v[i]->cookie;
+		pi->range = list_range(l, p->addr, p->len);
+		pi->cookie = p->cookie;
 		((void **)l->part[LIST_PTRS])[l->n++] = pi;
 	}
-out:
 	pthread_mutex_unlock(&s->lock);
-	free(v);
 	return next;
-}
-
-static int id_cmp(const void *a, const void *b)
-{
-	const struct session *x = *(struct session *const *)a, *y = *(struct session *const *)b;
-
-	return x->id < y->id ? -1 : x->id > y->id;
 }
 
 /* The page's parts for limit entries of its kind. */
@@ -372,44 +348,77 @@ static int list_alloc(struct list *l)
 	return l->error;
 }
 
+/* The entries of s from key on; pins counted no further than the page
+ * needs (O(log n + limit)). */
+static size_t list_avail(const struct list *l, struct session *s, uint64_t key)
+{
+	const Uffdd__ListGet *g = l->g;
+	size_t n = 0;
+
+	if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS)
+		return 1;
+	pthread_mutex_lock(&s->lock);
+	if (g->what == UFFDD__LIST_GET__WHAT__REGIONS)
+		n = s->nregions - region_from(s, key);
+	else if (!key)
+		n = s->pins.n;
+	else
+		for (ssize_t i = pins_from(&s->pins, key); i >= 0 && n < l->limit;
+		     i = pins_next(&s->pins, (size_t)i))
+			n++;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 /*
- * The page, from the sessions it may list (l->ses, under the global lock):
- * entries at or after (cursor, cursor_key) in (session id, key) order, and
- * where the next page begins.
+ * The session the page may list after s, or its first when s is NULL
+ * (visible to the caller, the one asked for, at or after the cursor), under
+ * the global lock: the list is in id order (session.c keeps it), so a page
+ * starts at its cursor and reads no session past the ones it lists, and
+ * the one after them.
  */
-static void list_build(struct list *l)
+static struct session *list_next(const struct list *l, struct session *s)
+{
+	const Uffdd__ListGet *g = l->g;
+	uint64_t cursor = g->has_cursor ? g->cursor : 0;
+	bool one = g->has_session && g->session;
+
+	if (s)
+		s = one ? NULL : s->gnext;
+	else
+		s = sessions_from_locked(one && g->session > cursor ? g->session : cursor);
+	for (; s; s = one ? NULL : s->gnext)
+		if (visible(l->caller, l->all, s) && (!one || s->id == g->session))
+			return s;
+	return NULL;
+}
+
+/*
+ * The page, under the global lock: entries at or after (cursor,
+ * cursor_key) in (session id, key) order, and where the next page begins.
+ * Returns whether any session could be listed.
+ */
+static bool list_build(struct list *l)
 {
 	const Uffdd__ListGet *g = l->g;
 	uint64_t cursor = g->has_cursor ? g->cursor : 0;
 	uint64_t key = g->has_cursor_key ? g->cursor_key : 0;
 	Uffdd__Reply *rep = l->rep;
+	struct session *first = list_next(l, NULL);
+	size_t avail = 0;
 
-	l->built = true;
-	if (l->error)
-		return;
 	/* Room for what there is, when less than the limit (one at least: a
 	 * page is never empty when more follow).  Entries added meanwhile
-	 * end the page early, at the right cursor. */
-	size_t avail = 0;
-	for (size_t i = 0; i < l->nses && avail < l->limit; i++) {
-		struct session *s = l->ses[i];
-		if (g->what == UFFDD__LIST_GET__WHAT__CLIENTS) {
-			avail++;
-			continue;
-		}
-		pthread_mutex_lock(&s->lock);
-		avail += g->what == UFFDD__LIST_GET__WHAT__REGIONS ? s->nregions : s->npins;
-		pthread_mutex_unlock(&s->lock);
-	}
+	 * end the page early, at the right cursor; entries removed meanwhile
+	 * (under a session's own lock) leave room the next sessions fill. */
+	for (struct session *s = first; s && avail < l->limit; s = list_next(l, s))
+		avail += list_avail(l, s, s->id == cursor ? key : 0);
 	if (avail < l->limit)
 		l->limit = avail ? avail : 1;
 	if (list_alloc(l) < 0)
-		return;
-	if (l->nses)
-		qsort(l->ses, l->nses, sizeof(*l->ses), id_cmp);
+		return first != NULL;
 	rep->has_next_cursor = rep->has_next_key = true;
-	for (size_t i = 0; i < l->nses; i++) {
-		struct session *s = l->ses[i];
+	for (struct session *s = first; s; s = list_next(l, s)) {
 		uint64_t from = s->id == cursor ? key : 0, next = 0;
 
 		if (l->n == l->limit) {
@@ -448,43 +457,13 @@ static void list_build(struct list *l)
 		rep->n_pins = l->n;
 		break;
 	}
-}
-
-/*
- * Under the global lock, every session in turn: keep those the page may
- * list (visible to the caller, the one asked for, at or after the cursor),
- * and build the page at the last one, the lock still held.
- */
-static void list_one(struct session *s, void *data)
-{
-	struct list *l = data;
-	const Uffdd__ListGet *g = l->g;
-	uint64_t cursor = g->has_cursor ? g->cursor : 0;
-
-	if (visible(l->caller, l->all, s) && s->id >= cursor &&
-	    (!g->has_session || !g->session || g->session == s->id)) {
-		if (l->nses == l->ses_cap) {
-			size_t cap = l->ses_cap ? 2 * l->ses_cap : 16;
-			struct session **v = realloc(l->ses, cap * sizeof(*v));
-			if (v) {
-				l->ses = v;
-				l->ses_cap = cap;
-			} else {
-				l->error = -ENOMEM;
-			}
-		}
-		if (l->nses < l->ses_cap)
-			l->ses[l->nses++] = s;
-	}
-	if (!s->gnext)
-		list_build(l);
+	return first != NULL;
 }
 
 void list_free(struct list *l)
 {
 	for (size_t i = 0; i < LIST_PARTS; i++)
 		free(l->part[i]);
-	free(l->ses);
 }
 
 int do_list(struct req *q, struct list *l)
@@ -499,16 +478,16 @@ int do_list(struct req *q, struct list *l)
 	l->caller = q->s;
 	l->all = sees_all(q->s);
 	l->limit = g->has_limit && g->limit && g->limit < max ? g->limit : max;
-	sessions_foreach(list_one, l);
-	if (!l->built)
-		list_build(l);
+	sessions_lock();
+	bool found = list_build(l);
+	sessions_unlock();
 	if (l->error) {
 		l->rep->n_clients = l->rep->n_regions = l->rep->n_pins = 0;
 		return fail(q, l->error, "out of memory");
 	}
 	/* The one session asked for, when the caller may not see it, is
 	 * answered as one that does not exist. */
-	if (g->has_session && g->session && !l->nses && !(g->has_cursor && g->cursor > g->session))
+	if (g->has_session && g->session && !found && !(g->has_cursor && g->cursor > g->session))
 		return fail(q, -ENOENT, "no session %" PRIu64, g->session);
 	return 0;
 }

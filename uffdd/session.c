@@ -4,9 +4,9 @@
  * store entries of each, sessions rebuilt from them after a restart, and what
  * the layers above read and keep in them: which pages are in place, the
  * recorded working set, the queue of Prefetch requests.  Its regions are
- * region.c's.  Below every file that serves requests or faults, it may call
- * region.c, state.c, reader.c (to end its reader), source.c, store.c, notify.c
- * (the status line), log.c and util.c.
+ * region.c's, its pins pins.c's.  Below every file that serves requests or
+ * faults, it may call region.c, pins.c, state.c, reader.c (to end its
+ * reader), source.c, store.c, notify.c (the status line), log.c and util.c.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -232,13 +232,19 @@ static void session_unstore(struct session *s)
 /*
  * Make s visible to other threads (inspection walks the global list from any
  * worker) and to the counts.  Only a complete session is published: one
- * filled while listed could be read half made.
+ * filled while listed could be read half made.  The list is in id order
+ * (a fork child or a session taken over may come after higher ids): a page
+ * of a list walks it from its cursor, no sort.
  */
 static void session_publish(struct session *s)
 {
+	struct session **p = &all;
+
 	pthread_mutex_lock(&glock);
-	s->gnext = all;
-	all = s;
+	while (*p && (*p)->id < s->id)
+		p = &(*p)->gnext;
+	s->gnext = *p;
+	*p = s;
 	s->listed = true;
 	pthread_mutex_unlock(&glock);
 	atomic_fetch_add(&count, 1);
@@ -380,106 +386,11 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 	return r;
 }
 
-/* ---- pins: an array, and a hash of it by cookie ---- */
-
-/* Slots per pin in the hash, at least: probes stay short. */
-#define PIN_HASH_LOAD 2
-#define PIN_HASH_MIN  64
-
-static size_t pin_slot(uint64_t cookie, size_t cap)
-{
-	/* splitmix64's finaliser: every bit of the cookie counts. */
-	cookie ^= cookie >> 30;
-	cookie *= 0xbf58476d1ce4e5b9ull;
-	cookie ^= cookie >> 27;
-	cookie *= 0x94d049bb133111ebull;
-	cookie ^= cookie >> 31;
-	return (size_t)cookie & (cap - 1);
-}
+/* ---- pins (pins.c), recorded ---- */
 
 ssize_t session_pin_find(const struct session *s, uint64_t cookie)
 {
-	if (!s->pin_hash_cap)
-		return -1;
-	for (size_t h = pin_slot(cookie, s->pin_hash_cap);; h = (h + 1) & (s->pin_hash_cap - 1)) {
-		uint32_t v = s->pin_hash[h];
-		if (!v)
-			return -1;
-		if (s->pins[v - 1].cookie == cookie)
-			return (ssize_t)(v - 1);
-	}
-}
-
-/* The hash slot that holds pin i. */
-static size_t pin_hash_at(const struct session *s, size_t i)
-{
-	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
-
-	while (s->pin_hash[h] != i + 1)
-		h = (h + 1) & (s->pin_hash_cap - 1);
-	return h;
-}
-
-static void pin_hash_put(struct session *s, size_t i)
-{
-	size_t h = pin_slot(s->pins[i].cookie, s->pin_hash_cap);
-
-	while (s->pin_hash[h])
-		h = (h + 1) & (s->pin_hash_cap - 1);
-	s->pin_hash[h] = (uint32_t)(i + 1);
-}
-
-/* Take slot h out of the linear-probing hash: later entries of its run move
- * back, so that every lookup still finds them. */
-static void pin_hash_remove(struct session *s, size_t h)
-{
-	size_t mask = s->pin_hash_cap - 1;
-
-	s->pin_hash[h] = 0;
-	for (size_t j = (h + 1) & mask; s->pin_hash[j]; j = (j + 1) & mask) {
-		size_t home = pin_slot(s->pins[s->pin_hash[j] - 1].cookie, s->pin_hash_cap);
-		/* Moved back unless its home lies cyclically in (h, j]. */
-		if (h <= j ? (home > h && home <= j) : (home > h || home <= j))
-			continue;
-		s->pin_hash[h] = s->pin_hash[j];
-		s->pin_hash[j] = 0;
-		h = j;
-	}
-}
-
-/* Room for one more pin: the array and the hash grown by doubling. */
-static int pin_reserve(struct session *s)
-{
-	if (s->npins >= UINT32_MAX - 1)
-		return -ENOSPC;
-	if (s->npins == s->pins_cap) {
-		size_t cap = s->pins_cap ? 2 * s->pins_cap : PIN_HASH_MIN;
-		struct pin_rec *v = realloc(s->pins, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		s->pins = v;
-		s->pins_cap = cap;
-	}
-	if ((s->npins + 1) * PIN_HASH_LOAD <= s->pin_hash_cap)
-		return 0;
-	size_t cap = s->pin_hash_cap ? 2 * s->pin_hash_cap : PIN_HASH_MIN;
-	uint32_t *h = calloc(cap, sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	free(s->pin_hash);
-	s->pin_hash = h;
-	s->pin_hash_cap = cap;
-	for (size_t i = 0; i < s->npins; i++)
-		pin_hash_put(s, i);
-	return 0;
-}
-
-/* Append a pin (room reserved; the caller holds s->lock or owns s alone). */
-static void pin_push(struct session *s, const struct pin_rec *p)
-{
-	s->pins[s->npins] = *p;
-	pin_hash_put(s, s->npins++);
-	s->pinned += p->len;
+	return pins_find(&s->pins, cookie);
 }
 
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie)
@@ -491,9 +402,11 @@ int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t coo
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	r = pin_reserve(s);
-	if (!r)
-		pin_push(s, &(struct pin_rec){ addr, len, cookie, slot });
+	r = pins_reserve(&s->pins);
+	if (!r) {
+		pins_add(&s->pins, addr, len, cookie, slot);
+		s->pinned += len;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0)
 		state_del(s->st, slot);
@@ -502,16 +415,10 @@ int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t coo
 
 void session_pin_del(struct session *s, size_t i)
 {
-	state_del(s->st, s->pins[i].slot);
+	state_del(s->st, s->pins.v[i].slot);
 	pthread_mutex_lock(&s->lock);
-	s->pinned -= s->pins[i].len;
-	pin_hash_remove(s, pin_hash_at(s, i));
-	size_t last = --s->npins;
-	if (i != last) {
-		/* The last pin takes its place, and its hash slot says so. */
-		s->pin_hash[pin_hash_at(s, last)] = (uint32_t)(i + 1);
-		s->pins[i] = s->pins[last];
-	}
+	s->pinned -= s->pins.v[i].len;
+	pins_del(&s->pins, i);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -597,10 +504,11 @@ static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
 		snprintf(x->why, x->whylen, "cookie %#" PRIx64 " pinned twice", rec->offset);
 		return -EBADMSG;
 	}
-	int r = pin_reserve(s);
+	int r = pins_reserve(&s->pins);
 	if (r < 0)
 		return r;
-	pin_push(s, &(struct pin_rec){ rec->start, rec->len, rec->offset, slot });
+	pins_add(&s->pins, rec->start, rec->len, rec->offset, slot);
+	s->pinned += rec->len;
 	return 0;
 }
 
@@ -746,8 +654,7 @@ void session_free(struct session *s)
 		region_free(s, s->regions[i]);
 	free(s->regions);
 	free(s->files);
-	free(s->pins);
-	free(s->pin_hash);
+	pins_free(&s->pins);
 	for (size_t i = 0; i < s->outq_n; i++)
 		free(s->outq[(s->outq_head + i) % UFFDD_OUTQ_MAX].buf);
 	free(s->outq);
@@ -838,6 +745,15 @@ struct session *sessions_get_locked(uint64_t id)
 		if (s->id == id)
 			return s;
 	return NULL;
+}
+
+struct session *sessions_from_locked(uint64_t id)
+{
+	struct session *s = all;
+
+	while (s && s->id < id)
+		s = s->gnext;
+	return s;
 }
 
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)

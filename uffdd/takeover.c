@@ -290,7 +290,7 @@ static void serve_again(struct session *s)
 	if (s->sock >= 0 && !s->fc)
 		control_resume(s);
 	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): taken over, %zu regions, %zu pins", s->id,
-	     (int)s->pid, s->name[0] ? s->name : "unnamed", s->nregions, s->npins);
+	     (int)s->pid, s->name[0] ? s->name : "unnamed", s->nregions, s->pins.n);
 	workers_assign(s);
 }
 

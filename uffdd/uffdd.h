@@ -10,10 +10,10 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, control, inspect, worker, push, fault, dirty, finish, session,
- * region, state, reader, source, closer, store, notify, log, util.  Requests
- * go listen -> control -> session; faults worker -> push -> fault -> source.
- * What goes back up (a reply, a stale notice, a fork child's userfaultfd)
- * goes through notify.c's handlers.  Below, one section per file.
+ * region, pins, state, reader, source, closer, store, notify, log, util.
+ * Requests go listen -> control -> session; faults worker -> push -> fault
+ * -> source.  What goes back up (a reply, a stale notice, a fork child's
+ * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
@@ -520,10 +520,40 @@ struct region {
 	uint32_t ra_pages;  /* readahead window */
 };
 
+/* ---- pins.c: a session's pins, by cookie and in cookie order ---------- */
+
 struct pin_rec {
 	uint64_t addr, len, cookie;
 	uint32_t slot; /* in the record */
+	/* Its place in cookie order: links of the treap (index + 1; 0 none)
+	 * and its priority there. */
+	uint32_t up, kid[2], prio;
 };
+
+struct pin_set {
+	struct pin_rec *v;
+	size_t n, cap;
+	uint32_t *hash; /* open addressing by cookie: index + 1; 0 free */
+	size_t hash_cap;
+	uint32_t root;	     /* of the treap: index + 1; 0 empty */
+	uint64_t prio_state; /* the priorities' generator; 0: not seeded yet */
+};
+
+/* Room for one more pin (a zeroed set is an empty one): 0 or -errno. */
+int pins_reserve(struct pin_set *ps);
+/* A pin whose cookie the set has not, into the room reserved. */
+void pins_add(struct pin_set *ps, uint64_t addr, uint64_t len, uint64_t cookie, uint32_t slot);
+/* Pin i out; the last one takes index i. */
+void pins_del(struct pin_set *ps, size_t i);
+/* The index of the pin with that cookie, -1 when none (O(1)). */
+ssize_t pins_find(const struct pin_set *ps, uint64_t cookie);
+/* In cookie order (O(log n) each): the index of the first pin whose cookie
+ * is cookie or above, and of the one after pin i; -1 when none. */
+ssize_t pins_from(const struct pin_set *ps, uint64_t cookie);
+ssize_t pins_next(const struct pin_set *ps, size_t i);
+void pins_free(struct pin_set *ps);
+
+/* ---- session.c (cont.) ------------------------------------------------- */
 
 /* A fault not resolved yet: waiting for EAGAIN to pass or for its region. */
 struct fault {
@@ -611,7 +641,7 @@ struct session {
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct session *wnext; /* the worker's list */
-	struct session *gnext; /* the global list */
+	struct session *gnext; /* the global list, in id order */
 	bool listed;	       /* on the global list: complete, seen by inspection */
 	bool hello;	       /* said Hello: its other requests are taken */
 	bool in_request;       /* a request is being handled: it commits the record */
@@ -633,10 +663,7 @@ struct session {
 	pthread_mutex_t lock;	 /* see the top of this file */
 	struct region **regions; /* sorted by start, disjoint */
 	size_t nregions;
-	struct pin_rec *pins;
-	size_t npins, pins_cap;
-	uint32_t *pin_hash; /* open addressing by cookie: index + 1; 0 free */
-	size_t pin_hash_cap;
+	struct pin_set pins;
 	uint64_t pinned;
 
 	struct fault *faults;
@@ -764,7 +791,7 @@ void id_taken(uint64_t id);
 uint64_t ids_take(size_t n);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
-/* The index in s->pins of the pin with that cookie, -1 when none (O(1)). */
+/* The index in s->pins.v of the pin with that cookie, -1 when none (O(1)). */
 ssize_t session_pin_find(const struct session *s, uint64_t cookie);
 void session_pin_del(struct session *s, size_t i);
 
@@ -781,6 +808,9 @@ int session_commit(struct session *s, uint64_t seq, const void *reply, size_t le
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
+/* The first listed session whose id is id or above, under sessions_lock();
+ * the next ones follow by gnext, in id order. */
+struct session *sessions_from_locked(uint64_t id);
 /* Whether some listed session's userfaultfd is the open file of fd, whose
  * inode is ino (0: not known), under sessions_lock(): one userfaultfd
  * belongs to one session only. */
@@ -959,12 +989,9 @@ struct list {
 	const Uffdd__ListGet *g;
 	Uffdd__Reply *rep;
 	struct session *caller;
-	bool all;	      /* the caller sees every session */
-	size_t limit;	      /* entries in this page, at most */
-	size_t n;	      /* entries in it */
-	struct session **ses; /* the sessions it may list, by id */
-	size_t nses, ses_cap;
-	bool built;
+	bool all;     /* the caller sees every session */
+	size_t limit; /* entries in this page, at most */
+	size_t n;     /* entries in it */
 	void *part[LIST_PARTS];
 	int error;
 };
