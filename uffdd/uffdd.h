@@ -9,11 +9,11 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, control, inspect, worker, push, fault, finish, session, region,
- * state, reader, source, closer, store, notify, log, util.  Requests go listen -> control ->
- * session; faults worker -> push -> fault -> source.  What goes back up (a
- * reply, a stale notice, a fork child's userfaultfd) goes through notify.c's
- * handlers.  Below, one section per file.
+ * firecracker, control, inspect, worker, push, fault, dirty, finish, session,
+ * region, state, reader, source, closer, store, notify, log, util.  Requests
+ * go listen -> control -> session; faults worker -> push -> fault -> source.
+ * What goes back up (a reply, a stale notice, a fork child's userfaultfd)
+ * goes through notify.c's handlers.  Below, one section per file.
  */
 #ifndef UFFDD_H
 #define UFFDD_H
