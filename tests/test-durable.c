@@ -307,7 +307,8 @@ static void spawn(struct client *cl, client_fn fn, void *arg, const int *keep, s
 		/* Never left behind by a test that failed. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 			_exit(126);
-		memcpy(k, keep, nkeep * sizeof(int));
+		if (nkeep)
+			memcpy(k, keep, nkeep * sizeof(int));
 		k[nkeep] = cl->up[1];
 		k[nkeep + 1] = cl->down[0];
 		if (close_except(k, nkeep + 2) < 0)
