@@ -29,6 +29,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(addr, len) ((void)(addr), (void)(len))
+#endif
+
 #include "libpin-private.h"
 #include "manager.h"
 #include "test-common.h"
@@ -92,8 +98,14 @@ static int vmm_uffd(void)
 	return fd;
 }
 
-/* Guest memory and its registration, as create_guest_memory() and
- * guest_memory_from_uffd() do. */
+/*
+ * Guest memory and its registration, as create_guest_memory() and
+ * guest_memory_from_uffd() do.  Memcheck's leak search, at the exit of a
+ * case that failed before it unmapped them, would read the pages no session
+ * serves any more and wait in the kernel for ever (issue 15): it skips a
+ * range whose address errors are not reported, and the guest's pages hold
+ * no pointer to the heap.
+ */
 static void vmm_memory(struct fc *f)
 {
 	f->uffd = vmm_uffd();
@@ -108,6 +120,7 @@ static void vmm_memory(struct fc *f)
 			.mode = UFFDIO_REGISTER_MODE_MISSING,
 		};
 		ck_assert_int_eq(ioctl(f->uffd, UFFDIO_REGISTER, &reg), 0);
+		VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(f->reg[i], f->len[i]);
 	}
 }
 
