@@ -259,14 +259,17 @@ START_TEST(malformed_refused)
 	refused(&f, json, (size_t)n, 1,
 		"mapping 0: page size 8192; 4096 or 2097152: Invalid argument");
 
-	/* 2 MiB pages (hugetlbfs): not served. */
+	/* 2 MiB pages (hugetlbfs) at an address that is not a huge page's
+	 * (bit 12 set). */
 	n = snprintf(json, sizeof(json),
 		     "[{\"base_host_virt_addr\":%" PRIu64 ",\"size\":%zu,\"offset\":0,"
 		     "\"page_size\":2097152}]",
-		     a0, (size_t)(2 * MIB));
-	refused(&f, json, (size_t)n, 1,
-		"mapping 0: page size 2097152 (a hugetlbfs-backed guest): uffdd places "
-		"4096-byte pages only: Operation not supported");
+		     a0 | page, (size_t)(2 * MIB));
+	snprintf(line, sizeof(line),
+		 "mapping 0 [%#" PRIx64 ", +0x200000) at offset 0: empty or not aligned to its "
+		 "2097152-byte pages: Invalid argument",
+		 a0 | page);
+	refused(&f, json, (size_t)n, 1, line);
 
 	/* Not aligned. */
 	n = snprintf(json, sizeof(json),
