@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 
 #include "fc-vmm.h"
 #include "libpin-private.h"
+#include "manager.h"
 #include "test-common.h"
 
 /* A userfaultfd as Firecracker makes it: through /dev/userfaultfd where
@@ -260,4 +262,47 @@ char *fc_read_log(const struct fc *f)
 	fclose(in);
 	fclose(m);
 	return buf;
+}
+
+/* Descriptors the manager's store may hold: a few sessions' worth. */
+#define STORE_MAX 64
+
+struct manager *fc_managed(struct fc *f, const char *hold)
+{
+	/* The manager keeps the pointer: static, as the test's own. */
+	static const char *args[] = { "--workers", "2", "--firecracker-socket", NULL, "--mem-file",
+				      NULL,	   NULL };
+	struct manager *mgr;
+
+	fc_files(f);
+	snprintf(f->mdir, sizeof(f->mdir), "%s/m", f->dir);
+	ck_assert_int_eq(mkdir(f->mdir, 0700), 0);
+	args[3] = f->sock;
+	args[5] = f->mem;
+	struct manager_opts o = { .dir = f->mdir,
+				  .exe = getenv("UFFDD"),
+				  .args = args,
+				  .store_max = STORE_MAX,
+				  .ready_ms = FC_READY_MS * test_time_scale() };
+	ck_assert_int_eq(manager_new(&o, &mgr), 0);
+	if (hold)
+		ck_assert_int_eq(setenv("UFFDD_HOLD", hold, 1), 0);
+	ck_assert_int_eq(manager_start(mgr), 0);
+	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
+	return mgr;
+}
+
+void fc_vm_exits(struct fc *f, struct manager *mgr)
+{
+	close(f->conn);
+	f->conn = -1;
+	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, FC_READY_MS * test_time_scale()), 0);
+}
+
+void fc_managed_down(struct fc *f, struct manager *mgr)
+{
+	ck_assert_int_eq(manager_stop(mgr), 0);
+	manager_free(mgr);
+	rmdir(f->mdir);
+	fc_cleanup(f);
 }

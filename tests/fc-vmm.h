@@ -72,4 +72,17 @@ void fc_down(struct fc *f);
 /* The daemon's log so far (free()). */
 char *fc_read_log(const struct fc *f);
 
+/* How long a daemon may take to start, natively. */
+#define FC_READY_MS 10000
+
+struct manager;
+/* uffdd serving f's socket under tests/manager.c (the service manager, its
+ * sockets in f->mdir), stopping itself at hold (UFFDD_HOLD) unless NULL; the
+ * daemons it is restarted as do not. */
+struct manager *fc_managed(struct fc *f, const char *hold);
+/* The VM exits: its connection closed, its sessions leave the store. */
+void fc_vm_exits(struct fc *f, struct manager *mgr);
+/* The end of a fc_managed() case: uffdd stopped, its manager gone. */
+void fc_managed_down(struct fc *f, struct manager *mgr);
+
 #endif

@@ -3,7 +3,8 @@
  * A Firecracker guest whose memory is hugetlbfs's 2 MiB pages (its
  * machine-config huge_pages "2M"), against the fake VMM of fc-vmm.c: its
  * regions mapped MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, page_size
- * 2097152 in the handshake; uffdd places each huge page whole.  The pool
+ * 2097152 in the handshake; uffdd places each huge page whole, and so does
+ * a successor that takes the VM's session over.  The pool
  * grows by the guest's pages around the tcase (hugetlb.c), which is left
  * out, saying why, when it cannot.
  */
@@ -16,6 +17,7 @@
 
 #include "fc-vmm.h"
 #include "hugetlb.h"
+#include "manager.h"
 #include "test-common.h"
 
 #define CASE_TIMEOUT_S 120
@@ -96,6 +98,33 @@ START_TEST(hugetlb_every_byte)
 }
 END_TEST
 
+/*
+ * uffdd killed (-9) after region 0 is in place and started again by its
+ * service manager: the successor takes the session over with its regions of
+ * huge pages, serves region 1 whole huge pages at a time, and the refault of
+ * a huge page the balloon takes from then on as zero.
+ */
+START_TEST(hugetlb_kill9_mid_restore)
+{
+	struct fc f = { 0 };
+	struct manager *mgr = fc_managed(&f, NULL);
+
+	huge_memory(&f);
+	vmm_handshake(&f);
+	touch_huge(&f, 0, SIZE_MAX, test_seed());
+	ck_assert_int_eq(manager_freeze(mgr), 0);
+	ck_assert_int_eq(manager_kill9_restart(mgr), 0);
+	/* The VM's connection, userfaultfd and record, kept and taken over. */
+	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*"), 3);
+	touch_huge(&f, 1, SIZE_MAX, test_seed() + 1);
+	ck_assert_int_eq(madvise(f.reg[1] + BALLOON_PLACED * HUGE, HUGE, MADV_DONTNEED), 0);
+	touch_huge(&f, 1, BALLOON_PLACED, test_seed() + 2);
+	touch_huge(&f, 0, SIZE_MAX, test_seed() + 3);
+	fc_vm_exits(&f, mgr);
+	fc_managed_down(&f, mgr);
+}
+END_TEST
+
 /* NULL when the pool can grow by the guest's pages (given back at once). */
 static const char *hugetlb_unmet(void)
 {
@@ -127,12 +156,13 @@ Suite *test_suite(void)
 	static const struct test_needs needs = { .what = TEST_NEED_ROOT | TEST_NEED_UFFD,
 						 .check = hugetlb_unmet };
 	Suite *s = test_suite_new("firecracker-huge");
-	TCase *tc = test_tcase(s, "hugetlb_every_byte", &needs);
+	TCase *tc = test_tcase(s, "hugetlb", &needs);
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	tcase_set_timeout(tc, CASE_TIMEOUT_S);
 	tcase_add_unchecked_fixture(tc, pool_grow, pool_shrink);
 	tcase_add_test(tc, hugetlb_every_byte);
+	tcase_add_test(tc, hugetlb_kill9_mid_restore);
 	return s;
 }
 

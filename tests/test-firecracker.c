@@ -424,56 +424,6 @@ START_TEST(silent_vm_closed)
 }
 END_TEST
 
-/* Descriptors the manager's store may hold: a few sessions' worth. */
-#define STORE_MAX 64
-/* How long a daemon may take to start, natively. */
-#define READY_MS 10000
-
-/* uffdd serving f's socket under tests/manager.c (the service manager, its
- * sockets in f->mdir), stopping itself at hold (UFFDD_HOLD) unless NULL; the
- * daemons it is restarted as do not. */
-static struct manager *managed(struct fc *f, const char *hold)
-{
-	/* The manager keeps the pointer: static, as the test's own. */
-	static const char *args[] = { "--workers", "2", "--firecracker-socket", NULL, "--mem-file",
-				      NULL,	   NULL };
-	struct manager *mgr;
-
-	fc_files(f);
-	snprintf(f->mdir, sizeof(f->mdir), "%s/m", f->dir);
-	ck_assert_int_eq(mkdir(f->mdir, 0700), 0);
-	args[3] = f->sock;
-	args[5] = f->mem;
-	struct manager_opts o = { .dir = f->mdir,
-				  .exe = getenv("UFFDD"),
-				  .args = args,
-				  .store_max = STORE_MAX,
-				  .ready_ms = READY_MS * test_time_scale() };
-	ck_assert_int_eq(manager_new(&o, &mgr), 0);
-	if (hold)
-		ck_assert_int_eq(setenv("UFFDD_HOLD", hold, 1), 0);
-	ck_assert_int_eq(manager_start(mgr), 0);
-	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
-	return mgr;
-}
-
-/* The VM exits: its connection closed, its sessions leave the store. */
-static void vm_exits(struct fc *f, struct manager *mgr)
-{
-	close(f->conn);
-	f->conn = -1;
-	ck_assert_int_eq(manager_wait_count(mgr, "s[0-9]*", 0, READY_MS * test_time_scale()), 0);
-}
-
-/* The end of a managed() case: uffdd stopped, its manager gone. */
-static void managed_down(struct fc *f, struct manager *mgr)
-{
-	ck_assert_int_eq(manager_stop(mgr), 0);
-	manager_free(mgr);
-	rmdir(f->mdir);
-	fc_cleanup(f);
-}
-
 /* Pages of [p, p + n pages) not in this process's memory (mincore). */
 static size_t absent(const uint8_t *p, size_t n)
 {
@@ -501,7 +451,7 @@ START_TEST(kill9_mid_restore)
 	struct manager *mgr;
 	size_t half;
 
-	mgr = managed(&f, NULL);
+	mgr = fc_managed(&f, NULL);
 	size_t idle = manager_count(mgr, "*");
 	vmm_memory(&f);
 	vmm_handshake(&f);
@@ -531,10 +481,10 @@ START_TEST(kill9_mid_restore)
 	for (size_t i = 0; i < f.len[1] / page; i++)
 		vmm_check_page(&f, 1, i, i >= BALLOON_FIRST && i < BALLOON_FIRST + BALLOON_PAGES);
 	/* The VM exits: its session and its descriptors leave the store. */
-	vm_exits(&f, mgr);
-	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, READY_MS * test_time_scale()), 0);
+	fc_vm_exits(&f, mgr);
+	ck_assert_int_eq(manager_wait_count(mgr, "f[0-9]*", 0, FC_READY_MS * test_time_scale()), 0);
 	ck_assert_uint_eq(manager_count(mgr, "*"), idle);
-	managed_down(&f, mgr);
+	fc_managed_down(&f, mgr);
 }
 END_TEST
 
@@ -546,7 +496,7 @@ START_TEST(kill9_before_handshake_read)
 	struct fc f = { 0 };
 	struct manager *mgr;
 
-	mgr = managed(&f, "fc-accepted");
+	mgr = fc_managed(&f, "fc-accepted");
 	vmm_memory(&f);
 	vmm_handshake(&f);
 	ck_assert_int_eq(manager_wait_stopped(mgr), 0);
@@ -558,8 +508,8 @@ START_TEST(kill9_before_handshake_read)
 	vmm_touch(&f, 0, 0, f.len[0] / page, test_seed());
 	vmm_touch(&f, 1, 0, f.len[1] / page, test_seed() + 1);
 	ck_assert_uint_eq(manager_count(mgr, "s[0-9]*.uffd"), 1);
-	vm_exits(&f, mgr);
-	managed_down(&f, mgr);
+	fc_vm_exits(&f, mgr);
+	fc_managed_down(&f, mgr);
 }
 END_TEST
 
@@ -569,7 +519,7 @@ END_TEST
 START_TEST(kill9_before_handshake_taken)
 {
 	struct fc f = { 0 };
-	struct manager *mgr = managed(&f, "fc-served");
+	struct manager *mgr = fc_managed(&f, "fc-served");
 
 	vmm_memory(&f);
 	vmm_handshake(&f);
@@ -579,8 +529,8 @@ START_TEST(kill9_before_handshake_taken)
 	vmm_touch(&f, 1, 0, f.len[1] / page, test_seed());
 	vmm_touch(&f, 0, 0, f.len[0] / page, test_seed() + 1);
 	/* The connection is still the session's: closing it ends the session. */
-	vm_exits(&f, mgr);
-	managed_down(&f, mgr);
+	fc_vm_exits(&f, mgr);
+	fc_managed_down(&f, mgr);
 }
 END_TEST
 
