@@ -459,6 +459,7 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra,
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
 
 	if (r->start != ra->range->addr || r->len != ra->range->len || r->mode != ra->mode ||
+	    r->huge != (ra->has_page_size && ra->page_size == UFFDD_HUGE_PAGE) ||
 	    fd == source_is_zero(r->src) || (fd && r->offset != ra->offset))
 		return false;
 	if (!fd)
@@ -507,6 +508,32 @@ static int check_wp_async(struct req *q, const Uffdd__RegionAdd *ra)
 }
 
 /*
+ * ra's page size: the system's, or UFFDD_HUGE_PAGE (*ret_huge) over a range
+ * and offset aligned to it, MISSING only (a WP fault is served a page of
+ * uffdd_page at a time).
+ */
+static int check_page_size(struct req *q, const Uffdd__RegionAdd *ra, bool *ret_huge)
+{
+	uint64_t ps = ra->has_page_size ? ra->page_size : 0;
+	uint64_t off = ra->has_offset ? ra->offset : 0;
+
+	*ret_huge = ps == UFFDD_HUGE_PAGE && ps != uffdd_page;
+	if (!ps || ps == uffdd_page)
+		return 0;
+	if (ps != UFFDD_HUGE_PAGE || UFFDD_HUGE_PAGE > uffdd_run_bytes())
+		return fail(q, -EINVAL, "page_size %" PRIu64 ": %zu or %llu", ps, uffdd_page,
+			    UFFDD_HUGE_PAGE);
+	if (ra->mode != PIN_UFFD_REGISTER_MISSING)
+		return fail(q, -EOPNOTSUPP, "page_size %" PRIu64 ": MISSING regions only", ps);
+	if ((ra->range->addr | ra->range->len | off) & (ps - 1))
+		return fail(q, -EINVAL,
+			    "[%#" PRIx64 ", +%#" PRIx64 ") at offset %#" PRIx64
+			    ": not aligned to its %" PRIu64 "-byte pages",
+			    ra->range->addr, ra->range->len, off, ps);
+	return 0;
+}
+
+/*
  * The source of a region: the window [off, +len) of src_fd (taken whatever
  * the outcome), or zero pages with src_fd -1.
  */
@@ -532,8 +559,11 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 {
 	struct session *s = q->s;
 	uint64_t addr = ra->range->addr, len = ra->range->len;
+	bool huge = false;
 	int ret = check_wp_async(q, ra);
 
+	if (!ret)
+		ret = check_page_size(q, ra, &huge);
 	if (ret < 0)
 		return ret;
 	size_t i = session_first_after(s, addr);
@@ -558,8 +588,10 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 		record_full(q, addr, len, ra->mode, room);
 	else
 		fail(q, ret, "out of memory");
-	if (!ret)
+	if (!ret) {
+		r->huge = huge;
 		ret = add_region(q, ra, r);
+	}
 	if (ret < 0) {
 		region_free(s, r);
 		session_charge(s, -1, 0, NULL, 0);

@@ -5,7 +5,8 @@
  * events (FORK, REMAP, REMOVE, UNMAP) in order, then serve the page faults
  * sorted by address, one run per ioctl with DONTWAKE and one WAKE per run
  * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
- * long as the readahead window.  Data from a source that may block comes
+ * long as the readahead window; a region of huge pages (hugetlbfs) a whole
+ * huge page at a time.  Data from a source that may block comes
  * from the session's reader (reader.c): its faults wait in the queue until
  * the read is done.  Each fault is counted once, when it is finished
  * (fault_done()), its latency from the read that returned it.  It may call
@@ -75,12 +76,12 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 }
 
 /*
- * The data at off of a source that may block, *len bytes at most: what the
- * session's reader read there (*len becomes what it holds), else its read is
- * started and the pages wait for it (-EINPROGRESS): the worker goes on with
- * other sessions meanwhile.
+ * The data at off of a source that may block, *len bytes at most (all of
+ * them with whole: a huge page): what the session's reader read there (*len
+ * becomes what it holds), else its read is started and the pages wait for
+ * it (-EINPROGRESS): the worker goes on with other sessions meanwhile.
  */
-static int read_data(struct session *s, struct source *src, uint64_t off, size_t *len,
+static int read_data(struct session *s, struct source *src, uint64_t off, size_t *len, bool whole,
 		     const void **ret)
 {
 	if (!s->rd) {
@@ -91,7 +92,7 @@ static int read_data(struct session *s, struct source *src, uint64_t off, size_t
 	ssize_t got = reader_take(s->rd, src, off, *len, ret);
 	if (got < 0)
 		return (int)got;
-	if (got > 0) {
+	if (got > 0 && (!whole || (size_t)got == *len)) {
 		*len = (size_t)got;
 		return 0;
 	}
@@ -117,7 +118,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	if (data) {
 		uint64_t off = r->offset + (i << uffdd_page_shift);
 		if (source_may_block(r->src))
-			ret = read_data(s, r->src, off, &len, &src);
+			ret = read_data(s, r->src, off, &len, r->huge, &src);
 		else
 			ret = source_data(r->src, off, len, s->w->buf, &src);
 		if (ret == -ENOMEM || ret == -EINPROGRESS)
@@ -126,7 +127,8 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		if (ret < 0)
 			return place_unreadable(s, r, i, n, push, woke, call, -ret);
 	}
-	if (data || wp)
+	/* hugetlbfs has no UFFDIO_ZEROPAGE. */
+	if (data || wp || r->huge)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
 	else
 		ret = pin_uffd_zeropage(s->uffd, dst, len, dontwake, &done);
@@ -153,8 +155,8 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		/* The page is there (placed before, or the range was populated by
 		 * the process before registering): nothing to do but wake. */
 		STAT_ADD(s->stats.eexist, 1);
-		mark_populated(r, i, 1);
-		return 1;
+		mark_populated(r, i, region_unit(r));
+		return (int64_t)region_unit(r);
 	case -EAGAIN:
 		/* Once per wait for a pending event: the retries until the
 		 * event's thread runs again are the same wait. */
@@ -174,9 +176,33 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 			return place_unreadable(s, r, i, n, push, woke, "UFFDIO_COPY", EFAULT);
 		break;
 	}
-	slog(s, LOG_ERR, "%s [%p, +%#zx): %s", data || wp ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst,
-	     len, strerror(-ret));
+	slog(s, LOG_ERR, "%s [%p, +%#zx): %s",
+	     data || wp || r->huge ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst, len, strerror(-ret));
 	return ret;
+}
+
+/*
+ * fault_fill() in a region of huge pages: each huge page that [first,
+ * +n) touches is placed whole, zero when the balloon removed it, else from
+ * the source (a hole in it reads as zeroes).  Pages handled from first.
+ */
+static int64_t fill_huge(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+			 bool *ret_woken)
+{
+	uint64_t u = region_unit(r), i = first & ~(u - 1), end = first + n;
+
+	while (i < end) {
+		/* One ioctl for the whole run: let it wake, and save a WAKE. */
+		bool single = ret_woken && i <= first && i + u >= end;
+		bool data = bm_count(r->zero, i, u) < u;
+		int64_t got = place(s, r, i, u, data, push, single ? ret_woken : NULL);
+		if (got < 0)
+			return i > first ? (int64_t)(i - first) : got;
+		i += (uint64_t)got;
+		if ((uint64_t)got < u)
+			break;
+	}
+	return (int64_t)((i < end ? i : end) - first);
 }
 
 int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
@@ -186,6 +212,8 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 
 	if (ret_woken)
 		*ret_woken = false;
+	if (r->huge)
+		return fill_huge(s, r, first, n, push, ret_woken);
 	while (i < end) {
 		uint64_t k;
 		bool data = false;
@@ -329,7 +357,8 @@ static int serve_wp(struct session *s, struct region *r, size_t i, size_t *ret_j
  * say which faults the run covered. */
 static int serve_missing(struct session *s, struct region *r, size_t i, size_t *ret_j)
 {
-	uint64_t p = (s->faults[i].addr - r->start) >> uffdd_page_shift;
+	uint64_t u = region_unit(r);
+	uint64_t p = ((s->faults[i].addr - r->start) >> uffdd_page_shift) & ~(u - 1);
 	bool woken;
 
 	/*
@@ -341,11 +370,13 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 	 * this fault was queued is still there: the ZEROPAGE meets EEXIST.
 	 */
 	if (bm_test(r->populated, p)) {
-		bm_set(r->zero, p);
-		bm_clear(r->populated, p);
-		STAT_ADD(r->n_populated, -1);
+		uint64_t had = bm_count(r->populated, p, u);
+		bm_assign(r->zero, p, u, true);
+		bm_assign(r->populated, p, u, false);
+		STAT_ADD(r->n_populated, -had);
 	}
-	uint64_t n = ra_window(r, p);
+	/* Whole huge pages: the region is aligned to them. */
+	uint64_t n = (ra_window(r, p) + u - 1) & ~(u - 1);
 	int64_t got = fault_fill(s, r, p, n, false, &woken);
 
 	if (got < 0) {

@@ -4,8 +4,9 @@
  * `mem_backend: {backend_type: "Uffd", backend_path: SOCKET}` connects to
  * SOCKET (a --firecracker-socket, SOCK_STREAM) and sends one message: a JSON
  * array of its guest regions (base_host_virt_addr, size, offset into the
- * snapshot's memory file, page_size; releases before page_size sent
- * page_size_kib, which holds bytes too) with its userfaultfd attached
+ * snapshot's memory file, page_size: 4 KiB, or 2 MiB for a guest of
+ * hugetlbfs pages; releases before page_size sent page_size_kib, which
+ * holds bytes too) with its userfaultfd attached
  * (SCM_RIGHTS; registered MISSING, with UFFD_FEATURE_EVENT_REMOVE for the
  * balloon).  It keeps the connection open while it runs and reads nothing
  * from it.  This file reads and checks that message, bounded in size and
@@ -39,8 +40,10 @@
 #define FC_FDS_MAX 8
 /* JSON nesting: the array, a mapping, its values. */
 #define FC_JSON_DEPTH 3
-/* The page sizes of Firecracker's guests: 4 KiB, 2 MiB (hugetlbfs). */
+/* The page sizes of Firecracker's guests: 4 KiB, 2 MiB (hugetlbfs), which
+ * is uffdd's huge page. */
 #define FC_PAGE_HUGE (2ull << 20)
+_Static_assert(FC_PAGE_HUGE == UFFDD_HUGE_PAGE, "a hugetlbfs guest's pages are placed whole");
 
 static int mem_fd[UFFDD_FC_MAX];
 
@@ -239,11 +242,11 @@ static int cmp_map(const void *a, const void *b)
 
 /*
  * The mappings of a parsed handshake, each inside the memory file of size
- * file_size, page aligned, disjoint, all of one page size that uffdd serves.
- * 0, or -errno with why.
+ * file_size, aligned to their pages, disjoint, all of one page size that
+ * uffdd serves (*ret_page).  0, or -errno with why.
  */
-static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_t *ret_n, char *why,
-		      size_t whylen)
+static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_t *ret_n,
+		      uint64_t *ret_page, char *why, size_t whylen)
 {
 	size_t n = json_object_array_length(arr);
 	uint64_t page = 0;
@@ -273,13 +276,6 @@ static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_
 			snprintf(why, whylen, "mapping %zu: page size %" PRIu64 "; 4096 or 2097152",
 				 i, ps);
 			return -EINVAL;
-		}
-		if (ps != uffdd_page) {
-			snprintf(why, whylen,
-				 "mapping %zu: page size %" PRIu64 " (a hugetlbfs-backed guest): "
-				 "uffdd places %zu-byte pages only",
-				 i, ps, uffdd_page);
-			return -EOPNOTSUPP;
 		}
 		if (page && ps != page) {
 			snprintf(why, whylen,
@@ -314,6 +310,7 @@ static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_
 			return -EINVAL;
 		}
 	*ret_n = n;
+	*ret_page = page;
 	return 0;
 }
 
@@ -379,7 +376,7 @@ static int uffd_features(int fd, uint64_t *ret)
 }
 
 /* Hello, the userfaultfd, the regions: as a client sends them. */
-static int make_session(struct session *s, int uffd, const struct map *v, size_t n)
+static int make_session(struct session *s, int uffd, const struct map *v, size_t n, uint64_t page)
 {
 	int mfd = mem_fd[s->fc_pair];
 	Uffdd__Msg m = UFFDD__MSG__INIT;
@@ -440,6 +437,8 @@ static int make_session(struct session *s, int uffd, const struct map *v, size_t
 		ra[i].source = UFFDD__SOURCE_KIND__SOURCE_FD;
 		ra[i].has_offset = true;
 		ra[i].offset = v[i].off;
+		ra[i].has_page_size = true;
+		ra[i].page_size = page;
 		/* Firecracker registered them; the rest of each is pushed. */
 		ra[i].has_registered = ra[i].has_push = true;
 		ra[i].registered = ra[i].push = true;
@@ -515,6 +514,7 @@ static void handshake(struct session *s)
 	json_object *arr = NULL;
 	struct stat st;
 	char why[200];
+	uint64_t page;
 	size_t n;
 
 	if (!m.buf) {
@@ -571,14 +571,14 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "%zu mappings", n);
 		goto out;
 	}
-	r = check_maps(arr, (uint64_t)st.st_size, v, &n, why, sizeof(why));
+	r = check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
 		goto out;
 	}
 	s->fc_deadline = 0;
 	m.nfds = 0;
-	if (make_session(s, m.fds[0], v, n) == 0) {
+	if (make_session(s, m.fds[0], v, n, page) == 0) {
 		uffdd_hold("fc-served");
 		take(s, m.len);
 	}

@@ -459,6 +459,7 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 		/* A finishing session pushes every region. */
 		.push = (rec->flags & STATE_R_PUSH) || s->finishing,
 		.ours = rec->flags & STATE_R_OURS,
+		.huge = rec->flags & STATE_R_HUGE,
 		.slot = slot,
 		.populated = state_bm_at(s->st, rec->populated, npages),
 		.zero = state_bm_at(s->st, rec->zero, npages),

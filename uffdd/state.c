@@ -515,8 +515,14 @@ static int check_rec(const struct state *st, const struct state_rec *r, uint32_t
 	}
 	if (!r->mode || r->mode & ~modes)
 		return bad(why, whylen, "record %" PRIu32 ": mode %#" PRIx32, slot, r->mode);
-	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS))
+	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE))
 		return bad(why, whylen, "record %" PRIu32 ": flags %#" PRIx32, slot, r->flags);
+	if ((r->flags & STATE_R_HUGE) && ((r->start | r->len | r->offset) & (UFFDD_HUGE_PAGE - 1) ||
+					  r->mode != PIN_UFFD_REGISTER_MISSING))
+		return bad(why, whylen,
+			   "record %" PRIu32 ": huge pages over [%#" PRIx64 ", +%#" PRIx64
+			   ") at offset %#" PRIx64 ", mode %#" PRIx32,
+			   slot, r->start, r->len, r->offset, r->mode);
 	if (!r->populated)
 		return bad(why, whylen, "record %" PRIu32 ": no populated bitmap", slot);
 	ret = check_bm(st, "populated", slot, r->populated, nbits, why, whylen);

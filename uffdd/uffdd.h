@@ -372,6 +372,7 @@ enum state_kind { STATE_REGION = 1, STATE_PIN = 2 };
 
 #define STATE_R_PUSH (1u << 0) /* push untouched pages in the background */
 #define STATE_R_OURS (1u << 1) /* the daemon registered it */
+#define STATE_R_HUGE (1u << 2) /* UFFDD_HUGE_PAGE pages (hugetlbfs) */
 
 struct state_rec {
 	uint32_t kind;	/* enum state_kind */
@@ -508,6 +509,7 @@ struct region {
 	int push_error;	 /* what stopped its push (0: nothing; -ENOENT: no
 			  * mapping is registered there, nothing can fault) */
 	bool ours;	 /* the daemon registered it, so it unregisters */
+	bool huge;	 /* a hugetlbfs mapping of UFFDD_HUGE_PAGE pages */
 	uint32_t slot;	 /* in the session's record */
 	/* Bitmaps in the session's record (state.c), changed in place: */
 	uint64_t *populated; /* pages the daemon placed (or found there) */
@@ -1032,6 +1034,18 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 static inline size_t uffdd_run_bytes(void)
 {
 	return (size_t)UFFDD_RA_MAX << uffdd_page_shift;
+}
+
+/* The huge pages of a hugetlbfs mapping that uffdd places (x86-64's and
+ * arm64's 2 MiB beside 4 KiB pages): whole, one UFFDIO_COPY each, which
+ * takes nothing less (and UFFDIO_ZEROPAGE nothing at all).  One must fit a
+ * run (uffdd_run_bytes()). */
+#define UFFDD_HUGE_PAGE (2ull << 20)
+
+/* The pages (of uffdd_page) that r places at once: a huge page's, or one. */
+static inline uint64_t region_unit(const struct region *r)
+{
+	return r->huge ? UFFDD_HUGE_PAGE >> uffdd_page_shift : 1;
 }
 
 /* Zeroes to copy from (a WP region's zero pages); before the workers start. */
