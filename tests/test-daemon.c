@@ -2375,7 +2375,7 @@ static unsigned long long runnable_ns(pid_t pid)
 	ck_assert_ptr_nonnull(dir);
 	for (struct dirent *e; (e = readdir(dir));) {
 		unsigned long long run, wait;
-		char stat[320];
+		char stat[sizeof(path) + sizeof(e->d_name) + 16];
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(stat, sizeof(stat), "%s/%s/schedstat", path, e->d_name);
