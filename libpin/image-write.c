@@ -1,0 +1,626 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Writing checkpoint images (uffdd-image(5)) from a live process's memory:
+ * a full image, or an incremental one that holds only the pages changed
+ * since its parent (the written pages the kernel's async write-protect
+ * record or the caller names, and the pages that read zero now).  Reads the
+ * parent through image.c and image-chain.c, the record through pagemap.c.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include "libpin-private.h"
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+#define MANIFEST     PIN_IMAGE_MANIFEST
+#define MANIFEST_TMP "manifest.tmp"
+#define PAGES	     PIN_IMAGE_PAGES
+/* process_vm_readv() granule: large enough to amortize the syscall. */
+#define COPY_CHUNK (1u << 20)
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+struct mapping {
+	uint64_t start, end;
+	uint32_t prot, flags;
+	char *name;
+	struct pin_pagemap_range *held; /* the pages the image holds */
+	size_t nr_held;
+};
+
+static bool special_mapping(const char *name)
+{
+	static const char *const names[] = { "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]",
+					     "[uprobes]" };
+
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(names); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	return false;
+}
+
+/*
+ * One line of /proc/PID/maps.  Returns 1 and *m when it is a mapping to
+ * take, 0 when not, -EBADMSG when the line does not parse.
+ */
+static int parse_maps_line(char *line, unsigned int flags, struct mapping *m)
+{
+	uint64_t start, end, inode;
+	char perms[5], *name;
+	int pos = -1;
+	bool anon;
+
+	if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*x %*s %" SCNu64 " %n", &start, &end, perms,
+		   &inode, &pos) != 4 ||
+	    pos < 0 || strlen(perms) != 4)
+		return -EBADMSG;
+	name = line + pos;
+	name[strcspn(name, "\n")] = '\0';
+	anon = inode == 0 && (name[0] == '\0' || name[0] == '[');
+	/* Unreadable (PROT_NONE guards) and shared mappings are not ours to copy. */
+	if (perms[0] != 'r' || perms[3] != 'p' || special_mapping(name))
+		return 0;
+	if (!anon && !(flags & PIN_IMAGE_WRITE_FILE))
+		return 0;
+	if (perms[1] != 'w' && !(flags & PIN_IMAGE_WRITE_READONLY))
+		return 0;
+	*m = (struct mapping){
+		.start = start,
+		.end = end,
+		.prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0) |
+			(perms[2] == 'x' ? PROT_EXEC : 0),
+		.flags = MAP_PRIVATE | (anon ? MAP_ANONYMOUS : 0) |
+			 (!strcmp(name, "[stack]") ? MAP_GROWSDOWN : 0),
+		.name = name,
+	};
+	return 1;
+}
+
+static void free_mappings(struct mapping *maps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(maps[i].name);
+		free(maps[i].held);
+	}
+	free(maps);
+}
+
+/* Clip m to [addr, addr + len); false when nothing is left. */
+static bool clip(struct mapping *m, uint64_t addr, uint64_t len)
+{
+	uint64_t end = addr + len;
+
+	if (!len)
+		return true;
+	if (m->end <= addr || m->start >= end)
+		return false;
+	if (m->start < addr)
+		m->start = addr;
+	if (m->end > end)
+		m->end = end;
+	return true;
+}
+
+static int read_maps(int pid, const struct pin_image_write_opts *o, struct mapping **ret,
+		     size_t *ret_n)
+{
+	char path[64], *line = NULL;
+	size_t linesz = 0, n = 0, cap = 0, lineno = 0;
+	struct mapping *maps = NULL;
+	FILE *f;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "re");
+	if (!f) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "open %s: %s", path, strerror(errno));
+		return r;
+	}
+	while (getline(&line, &linesz, f) > 0) {
+		struct mapping m;
+
+		lineno++;
+		r = parse_maps_line(line, o->flags, &m);
+		if (r < 0) {
+			pin_log(PIN_LOG_ERR, "%s line %zu does not parse", path, lineno);
+			break;
+		}
+		if (!r || !clip(&m, o->addr, o->len))
+			continue;
+		if (n == cap) {
+			size_t c = cap ? 2 * cap : 32;
+			struct mapping *nm = reallocarray(maps, c, sizeof(*nm));
+
+			if (!nm) {
+				r = -ENOMEM;
+				break;
+			}
+			maps = nm;
+			cap = c;
+		}
+		m.name = strdup(m.name);
+		if (!m.name) {
+			r = -ENOMEM;
+			break;
+		}
+		maps[n++] = m;
+		r = 0;
+	}
+	if (!r && ferror(f)) {
+		r = -EIO;
+		pin_log(PIN_LOG_ERR, "read %s: %s", path, strerror(EIO));
+	}
+	free(line);
+	fclose(f);
+	if (r < 0) {
+		free_mappings(maps, n);
+		return r;
+	}
+	*ret = maps;
+	*ret_n = n;
+	return 0;
+}
+
+static bool page_is_zero(const unsigned char *p, size_t page)
+{
+	return p[0] == 0 && !memcmp(p, p + 1, page - 1);
+}
+
+/* Write the non-zero pages of buf (len a page multiple) at off; zero pages
+ * stay holes of the sparse file. */
+static int write_nonzero(int fd, const unsigned char *buf, size_t len, uint64_t off)
+{
+	size_t page = page_size();
+
+	for (size_t i = 0; i < len;) {
+		size_t j;
+		int r;
+
+		if (page_is_zero(buf + i, page)) {
+			i += page;
+			continue;
+		}
+		for (j = i + page; j < len && !page_is_zero(buf + j, page); j += page)
+			;
+		r = pwrite_all(fd, buf + i, j - i, off + i);
+		if (r < 0) {
+			pin_log(PIN_LOG_ERR,
+				"pwrite of the pages file at offset %" PRIu64 " (%zu bytes): %s",
+				off + i, j - i, strerror(-r));
+			return r;
+		}
+		i = j;
+	}
+	return 0;
+}
+
+/* Copy [start, end) of pid's memory to offset off of the pages file. */
+static int copy_range(int pid, int fd, unsigned char *buf, uint64_t start, uint64_t end,
+		      uint64_t off)
+{
+	size_t page = page_size();
+	uint64_t len = end - start;
+
+	for (uint64_t done = 0; done < len;) {
+		size_t want = len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
+		struct iovec local = { .iov_base = buf, .iov_len = want };
+		struct iovec remote = { .iov_base = (void *)(uintptr_t)(start + done),
+					.iov_len = want };
+		ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+		size_t n;
+		int r;
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		n = got < 0 ? 0 : (size_t)got / page * page;
+		if (!n) {
+			r = got < 0 ? -errno : -EFAULT;
+			pin_log(PIN_LOG_ERR,
+				"process_vm_readv of pid %d at 0x%" PRIx64 "-0x%" PRIx64
+				": %s (did the mapping change?)",
+				pid, start + done, start + done + want, strerror(-r));
+			return r;
+		}
+		r = write_nonzero(fd, buf, n, off + done);
+		if (r < 0)
+			return r;
+		done += n;
+	}
+	return 0;
+}
+
+/* The pages of m the image holds, each at its place in the region's part
+ * of the pages file (at off). */
+static int copy_mapping(int pid, int fd, unsigned char *buf, const struct mapping *m, uint64_t off)
+{
+	for (size_t i = 0; i < m->nr_held; i++) {
+		const struct pin_pagemap_range *h = &m->held[i];
+		int r = copy_range(pid, fd, buf, h->addr, h->addr + h->len,
+				   off + h->addr - m->start);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void prot_letters(uint32_t prot, char out[4])
+{
+	out[0] = prot & PROT_READ ? 'r' : '-';
+	out[1] = prot & PROT_WRITE ? 'w' : '-';
+	out[2] = prot & PROT_EXEC ? 'x' : '-';
+	out[3] = '\0';
+}
+
+/* Who the image is: its id, and with a parent the parent's and the way to
+ * it from the image's directory. */
+struct identity {
+	char id[PIN_IMAGE_ID_LEN + 1];
+	char parent_id[PIN_IMAGE_ID_LEN + 1];
+	char *parent_path; /* NULL: a full image */
+};
+
+static void print_manifest(FILE *f, const struct mapping *maps, size_t n,
+			   const struct identity *who)
+{
+	uint64_t off = 0;
+
+	fprintf(f, "%s\npage-size %zu\nid %s\n",
+		who->parent_path ? PIN_IMAGE_HEADER_INCR : PIN_IMAGE_HEADER_FULL, page_size(),
+		who->id);
+	if (who->parent_path)
+		fprintf(f, "parent %s %s\n", who->parent_id, who->parent_path);
+	for (size_t i = 0; i < n; i++) {
+		char prot[4];
+
+		prot_letters(maps[i].prot, prot);
+		fprintf(f,
+			"region 0x%" PRIx64 " 0x%" PRIx64 " %s 0x%" PRIx32 " 0x%" PRIx64 "%s%s\n",
+			maps[i].start, maps[i].end - maps[i].start, prot, maps[i].flags, off,
+			maps[i].name[0] ? " " : "", maps[i].name);
+		for (size_t k = 0; who->parent_path && k < maps[i].nr_held; k++)
+			fprintf(f, "held 0x%" PRIx64 " 0x%" PRIx64 "\n", maps[i].held[k].addr,
+				maps[i].held[k].len);
+		off += maps[i].end - maps[i].start;
+	}
+	fprintf(f, "end %zu\n", n);
+}
+
+/* The manifest goes to a temporary name first so that a reader never sees
+ * one that describes a pages file still being written. */
+static int write_manifest(int dfd, const struct mapping *maps, size_t n, const struct identity *who)
+{
+	int fd = openat(dfd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f;
+	int r = 0;
+
+	if (fd < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "open %s: %s", MANIFEST_TMP, strerror(errno));
+		return r;
+	}
+	f = fdopen(fd, "w");
+	if (!f) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	print_manifest(f, maps, n, who);
+	if (fflush(f) || ferror(f))
+		r = -errno ?: -EIO;
+	if (fclose(f) && !r)
+		r = -errno;
+	if (!r && renameat(dfd, MANIFEST_TMP, dfd, MANIFEST) < 0)
+		r = -errno;
+	if (r < 0)
+		pin_log(PIN_LOG_ERR, "write %s: %s", MANIFEST, strerror(-r));
+	return r;
+}
+
+/* The pages file sized to hold every mapping (zero pages stay holes), the
+ * held pages copied in, then the manifest.  An old manifest goes first: it
+ * must not describe the pages file being rewritten. */
+static int write_image(int pid, int dfd, const char *dir, const struct mapping *maps, size_t n,
+		       const struct identity *who)
+{
+	_cleanup_free_ unsigned char *buf = aligned_alloc(page_size(), COPY_CHUNK);
+	_cleanup_close_ int fd = -1;
+	uint64_t total = 0;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	if (unlinkat(dfd, MANIFEST, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
+		return r;
+	}
+	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
+		return r;
+	}
+	for (size_t i = 0; i < n; i++)
+		total += maps[i].end - maps[i].start;
+	if (ftruncate(fd, (off_t)total) < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "ftruncate %s/%s to %" PRIu64 ": %s", dir, PAGES, total,
+			strerror(errno));
+		return r;
+	}
+	total = 0;
+	for (size_t i = 0; i < n; i++) {
+		r = copy_mapping(pid, fd, buf, &maps[i], total);
+		if (r < 0)
+			return r;
+		total += maps[i].end - maps[i].start;
+	}
+	return write_manifest(dfd, maps, n, who);
+}
+
+/* How to reach `to` from directory `from`, both absolute and canonical:
+ * "../" for each component of from past their common ones, then the rest
+ * of to. */
+static char *relative_path(const char *from, const char *to)
+{
+	size_t i = 0, ups = 0;
+	const char *rest;
+	char *out, *p;
+
+	while (from[i] && from[i] == to[i])
+		i++;
+	/* Back to the end of the last component both share. */
+	if (!((from[i] == '\0' || from[i] == '/') && (to[i] == '\0' || to[i] == '/')))
+		while (i > 0 && from[i - 1] != '/')
+			i--;
+	for (const char *c = from + i; *c; c++)
+		if (*c != '/' && (c == from + i || c[-1] == '/'))
+			ups++;
+	rest = to + i;
+	while (*rest == '/')
+		rest++;
+	out = malloc(3 * ups + strlen(rest) + 2);
+	if (!out)
+		return NULL;
+	p = out;
+	for (size_t k = 0; k < ups; k++)
+		p = stpcpy(p, "../");
+	if (*rest)
+		strcpy(p, rest);
+	else if (ups)
+		p[-1] = '\0';
+	else
+		strcpy(p, ".");
+	return out;
+}
+
+/* The parent (read and checked whole, chain and all), its id and the way
+ * to it from dir; refused when it is dir itself. */
+static int open_parent(const char *parent, const char *dir, int dfd, struct pin_image **ret,
+		       struct identity *who)
+{
+	char *from = realpath(dir, NULL), *to = realpath(parent, NULL);
+	struct stat a, b;
+	int r = 0;
+
+	if (!from || !to) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "realpath %s: %s", from ? parent : dir, strerror(errno));
+	} else if (stat(to, &b) < 0 || fstat(dfd, &a) < 0) {
+		r = -errno;
+	} else if (a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+		pin_log(PIN_LOG_ERR, "%s: an image cannot be its own parent", dir);
+		r = -EINVAL;
+	}
+	if (!r)
+		r = pin_image_open(parent, ret);
+	if (!r) {
+		memcpy(who->parent_id, (*ret)->id, sizeof(who->parent_id));
+		who->parent_path = relative_path(from, to);
+		if (!who->parent_path)
+			r = -ENOMEM;
+		else if (!who->parent_id[0]) {
+			pin_log(PIN_LOG_ERR, "%s/%s has no id line: it cannot be a parent", parent,
+				MANIFEST);
+			r = -EINVAL;
+		}
+		if (r < 0)
+			pin_image_free(*ret);
+	}
+	free(from);
+	free(to);
+	return r;
+}
+
+static int open_pagemap(int pid)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fd = -errno;
+		pin_log(PIN_LOG_ERR, "open %s: %s", path, strerror(errno));
+	}
+	return fd;
+}
+
+/* Which pages of each mapping the image holds. */
+static int choose_held(int pmfd, const struct pin_image *parent, struct mapping *maps, size_t n,
+		       const struct pin_image_write_opts *o)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = pin_image_held(pmfd, parent, maps[i].start, maps[i].end,
+				       maps[i].flags & MAP_ANONYMOUS, o->written, o->nr_written,
+				       &maps[i].held, &maps[i].nr_held);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int rearm(int pmfd, const struct mapping *maps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = pin_image_rearm(pmfd, maps[i].start, maps[i].end);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int check_opts(int pid, const char *dir, const struct pin_image_write_opts *o)
+{
+	if (pid < 0 || !dir ||
+	    o->flags & ~(PIN_IMAGE_WRITE_READONLY | PIN_IMAGE_WRITE_FILE | PIN_IMAGE_WRITE_REARM) ||
+	    o->addr + o->len < o->addr || (o->written && !o->parent) ||
+	    (!o->written && o->nr_written))
+		return -EINVAL;
+	for (size_t i = 1; i < o->nr_written; i++)
+		if (o->written[i].addr < o->written[i - 1].addr + o->written[i - 1].len)
+			return -EINVAL;
+	return 0;
+}
+
+PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts)
+{
+	struct pin_image_write_opts o = { .sz = sizeof(o) };
+	struct identity who = { .parent_path = NULL };
+	_cleanup_close_ int dfd = -1;
+	_cleanup_close_ int pmfd = -1;
+	struct pin_image *parent = NULL;
+	struct mapping *maps = NULL;
+	size_t n = 0;
+	int r;
+
+	r = pin_opts_copy(&o, sizeof(o), opts);
+	if (r < 0)
+		return r;
+	r = check_opts(pid, dir, &o);
+	if (r < 0)
+		return r;
+	if (!pid)
+		pid = getpid();
+	/* A process's memory may hold secrets: only the owner reads it. */
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
+		return r;
+	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	r = pin_image_new_id(who.id);
+	if (!r && (o.parent || (o.flags & PIN_IMAGE_WRITE_REARM))) {
+		pmfd = open_pagemap(pid);
+		r = pmfd < 0 ? pmfd : 0;
+	}
+	if (!r && o.parent)
+		r = open_parent(o.parent, dir, dfd, &parent, &who);
+	if (!r)
+		r = read_maps(pid, &o, &maps, &n);
+	if (!r)
+		r = choose_held(pmfd, parent, maps, n, &o);
+	if (!r)
+		r = write_image(pid, dfd, dir, maps, n, &who);
+	if (!r && (o.flags & PIN_IMAGE_WRITE_REARM))
+		r = rearm(pmfd, maps, n);
+	free_mappings(maps, n);
+	pin_image_free(parent);
+	free(who.parent_path);
+	return r < 0 ? r : (int)n;
+}
+
+/* ---- a chain squashed -------------------------------------------------- */
+
+int pin_image_save(const struct pin_image *img, const char *dir)
+{
+	size_t n = pin_image_nr_regions(img), page = page_size();
+	_cleanup_free_ unsigned char *buf = aligned_alloc(page, COPY_CHUNK);
+	struct identity who = { .parent_path = NULL };
+	_cleanup_close_ int dfd = -1, fd = -1;
+	_cleanup_free_ struct mapping *maps = calloc(n ? n : 1, sizeof(*maps));
+	uint64_t total = 0;
+	int r;
+
+	if (!buf || !maps)
+		return -ENOMEM;
+	if (mkdir(dir, 0700) < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
+		return r;
+	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	r = pin_image_new_id(who.id);
+	if (r < 0)
+		return r;
+	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+
+		maps[i] = (struct mapping){ .start = g->addr,
+					    .end = g->addr + g->len,
+					    .prot = g->prot,
+					    .flags = g->flags,
+					    .name = (char *)g->name };
+		total += g->len;
+	}
+	if (ftruncate(fd, (off_t)total) < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "ftruncate %s/%s: %s", dir, PAGES, strerror(errno));
+		return r;
+	}
+	total = 0;
+	for (size_t i = 0; i < n; i++) {
+		for (uint64_t a = maps[i].start; a < maps[i].end;) {
+			size_t k = maps[i].end - a < COPY_CHUNK ? maps[i].end - a : COPY_CHUNK;
+
+			r = pin_image_read(img, a, buf, k);
+			if (!r)
+				r = write_nonzero(fd, buf, k, total + a - maps[i].start);
+			if (r < 0)
+				return r;
+			a += k;
+		}
+		total += maps[i].end - maps[i].start;
+	}
+	return write_manifest(dfd, maps, n, &who);
+}
