@@ -40,6 +40,8 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 #define PAGES	     PIN_IMAGE_PAGES
 /* process_vm_readv() granule: large enough to amortize the syscall. */
 #define COPY_CHUNK (1u << 20)
+/* Ranges per process_vm_readv(): IOV_MAX, the most the kernel takes. */
+#define COPY_IOVS 1024
 
 static size_t page_size(void)
 {
@@ -221,52 +223,87 @@ static int write_nonzero(int fd, const unsigned char *buf, size_t len, uint64_t 
 	return 0;
 }
 
-/* Copy [start, end) of pid's memory to offset off of the pages file. */
-static int copy_range(int pid, int fd, unsigned char *buf, uint64_t start, uint64_t end,
-		      uint64_t off)
-{
-	size_t page = page_size();
-	uint64_t len = end - start;
+/* Where a copy is in the list of held ranges. */
+struct cursor {
+	const struct pin_pagemap_range *v;
+	size_t n, i;
+	uint64_t in; /* bytes of v[i] done */
+};
 
-	for (uint64_t done = 0; done < len;) {
-		size_t want = len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
-		struct iovec local = { .iov_base = buf, .iov_len = want };
-		struct iovec remote = { .iov_base = (void *)(uintptr_t)(start + done),
-					.iov_len = want };
-		ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-		size_t n;
+static void cursor_advance(struct cursor *c, uint64_t bytes)
+{
+	while (bytes) {
+		uint64_t take = c->v[c->i].len - c->in < bytes ? c->v[c->i].len - c->in : bytes;
+
+		c->in += take;
+		bytes -= take;
+		if (c->in == c->v[c->i].len) {
+			c->i++;
+			c->in = 0;
+		}
+	}
+}
+
+/* The next ranges from c, up to COPY_CHUNK bytes and COPY_IOVS of them. */
+static size_t gather(const struct cursor *c, struct iovec *remote, size_t *ret_k)
+{
+	size_t k = 0, want = 0, i = c->i;
+	uint64_t in = c->in;
+
+	while (i < c->n && k < COPY_IOVS && want < COPY_CHUNK) {
+		uint64_t left = c->v[i].len - in;
+		size_t take = left < COPY_CHUNK - want ? (size_t)left : COPY_CHUNK - want;
+
+		remote[k++] = (struct iovec){ (void *)(uintptr_t)(c->v[i].addr + in), take };
+		want += take;
+		in += take;
+		if (in == c->v[i].len) {
+			i++;
+			in = 0;
+		}
+	}
+	*ret_k = k;
+	return want;
+}
+
+/*
+ * Copy the n held ranges v of pid's memory one after the other into the
+ * pages file from offset 0, many ranges a process_vm_readv(2): an
+ * incremental checkpoint's pages are scattered, its pages file dense.
+ */
+static int copy_held(int pid, int fd, unsigned char *buf, const struct pin_pagemap_range *v,
+		     size_t n)
+{
+	struct cursor c = { .v = v, .n = n };
+	size_t page = page_size();
+	uint64_t off = 0;
+
+	while (c.i < c.n) {
+		struct iovec remote[COPY_IOVS], local = { .iov_base = buf };
+		size_t k, got_pages;
+		ssize_t got;
 		int r;
 
+		local.iov_len = gather(&c, remote, &k);
+		got = process_vm_readv(pid, &local, 1, remote, k, 0);
 		if (got < 0 && errno == EINTR)
 			continue;
-		n = got < 0 ? 0 : (size_t)got / page * page;
-		if (!n) {
+		got_pages = got < 0 ? 0 : (size_t)got / page * page;
+		if (!got_pages) {
 			r = got < 0 ? -errno : -EFAULT;
 			pin_log(PIN_LOG_ERR,
 				"process_vm_readv of pid %d at 0x%" PRIx64 "-0x%" PRIx64
 				": %s (did the mapping change?)",
-				pid, start + done, start + done + want, strerror(-r));
+				pid, (uint64_t)(uintptr_t)remote[0].iov_base,
+				(uint64_t)(uintptr_t)remote[0].iov_base + remote[0].iov_len,
+				strerror(-r));
 			return r;
 		}
-		r = write_nonzero(fd, buf, n, off + done);
+		r = write_nonzero(fd, buf, got_pages, off);
 		if (r < 0)
 			return r;
-		done += n;
-	}
-	return 0;
-}
-
-/* The pages of m the image holds, each at its place in the region's part
- * of the pages file (at off). */
-static int copy_mapping(int pid, int fd, unsigned char *buf, const struct mapping *m, uint64_t off)
-{
-	for (size_t i = 0; i < m->nr_held; i++) {
-		const struct pin_pagemap_range *h = &m->held[i];
-		int r = copy_range(pid, fd, buf, h->addr, h->addr + h->len,
-				   off + h->addr - m->start);
-
-		if (r < 0)
-			return r;
+		off += got_pages;
+		cursor_advance(&c, got_pages);
 	}
 	return 0;
 }
@@ -287,6 +324,8 @@ struct identity {
 	char *parent_path; /* NULL: a full image */
 };
 
+/* A full image's regions and an incremental one's held lines give the
+ * offset in the pages file, where the held pages follow one another. */
 static void print_manifest(FILE *f, const struct mapping *maps, size_t n,
 			   const struct identity *who)
 {
@@ -303,12 +342,14 @@ static void print_manifest(FILE *f, const struct mapping *maps, size_t n,
 		prot_letters(maps[i].prot, prot);
 		fprintf(f,
 			"region 0x%" PRIx64 " 0x%" PRIx64 " %s 0x%" PRIx32 " 0x%" PRIx64 "%s%s\n",
-			maps[i].start, maps[i].end - maps[i].start, prot, maps[i].flags, off,
-			maps[i].name[0] ? " " : "", maps[i].name);
-		for (size_t k = 0; who->parent_path && k < maps[i].nr_held; k++)
-			fprintf(f, "held 0x%" PRIx64 " 0x%" PRIx64 "\n", maps[i].held[k].addr,
-				maps[i].held[k].len);
-		off += maps[i].end - maps[i].start;
+			maps[i].start, maps[i].end - maps[i].start, prot, maps[i].flags,
+			who->parent_path ? 0 : off, maps[i].name[0] ? " " : "", maps[i].name);
+		for (size_t k = 0; k < maps[i].nr_held; k++) {
+			if (who->parent_path)
+				fprintf(f, "held 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 "\n",
+					maps[i].held[k].addr, maps[i].held[k].len, off);
+			off += maps[i].held[k].len;
+		}
 	}
 	fprintf(f, "end %zu\n", n);
 }
@@ -344,19 +385,30 @@ static int write_manifest(int dfd, const struct mapping *maps, size_t n, const s
 	return r;
 }
 
-/* The pages file sized to hold every mapping (zero pages stay holes), the
- * held pages copied in, then the manifest.  An old manifest goes first: it
- * must not describe the pages file being rewritten. */
+/* The pages file sized to hold every held page (zero pages stay holes),
+ * they copied in, then the manifest.  An old manifest goes first: it must
+ * not describe the pages file being rewritten. */
 static int write_image(int pid, int dfd, const char *dir, const struct mapping *maps, size_t n,
 		       const struct identity *who)
 {
 	_cleanup_free_ unsigned char *buf = aligned_alloc(page_size(), COPY_CHUNK);
+	_cleanup_free_ struct pin_pagemap_range *all = NULL;
 	_cleanup_close_ int fd = -1;
 	uint64_t total = 0;
+	size_t nall = 0;
 	int r;
 
-	if (!buf)
+	for (size_t i = 0; i < n; i++)
+		nall += maps[i].nr_held;
+	all = calloc(nall ? nall : 1, sizeof(*all));
+	if (!buf || !all)
 		return -ENOMEM;
+	nall = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < maps[i].nr_held; k++) {
+			all[nall++] = maps[i].held[k];
+			total += maps[i].held[k].len;
+		}
 	if (unlinkat(dfd, MANIFEST, 0) < 0 && errno != ENOENT) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
@@ -368,22 +420,14 @@ static int write_image(int pid, int dfd, const char *dir, const struct mapping *
 		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
 		return r;
 	}
-	for (size_t i = 0; i < n; i++)
-		total += maps[i].end - maps[i].start;
 	if (ftruncate(fd, (off_t)total) < 0) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "ftruncate %s/%s to %" PRIu64 ": %s", dir, PAGES, total,
 			strerror(errno));
 		return r;
 	}
-	total = 0;
-	for (size_t i = 0; i < n; i++) {
-		r = copy_mapping(pid, fd, buf, &maps[i], total);
-		if (r < 0)
-			return r;
-		total += maps[i].end - maps[i].start;
-	}
-	return write_manifest(dfd, maps, n, who);
+	r = copy_held(pid, fd, buf, all, nall);
+	return r < 0 ? r : write_manifest(dfd, maps, n, who);
 }
 
 /* How to reach `to` from directory `from`, both absolute and canonical:
@@ -571,10 +615,12 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 	struct identity who = { .parent_path = NULL };
 	_cleanup_close_ int dfd = -1, fd = -1;
 	_cleanup_free_ struct mapping *maps = calloc(n ? n : 1, sizeof(*maps));
+	/* Every region held whole: the full image's layout. */
+	_cleanup_free_ struct pin_pagemap_range *whole = calloc(n ? n : 1, sizeof(*whole));
 	uint64_t total = 0;
 	int r;
 
-	if (!buf || !maps)
+	if (!buf || !maps || !whole)
 		return -ENOMEM;
 	if (mkdir(dir, 0700) < 0) {
 		r = -errno;
@@ -600,7 +646,10 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 					    .end = g->addr + g->len,
 					    .prot = g->prot,
 					    .flags = g->flags,
-					    .name = (char *)g->name };
+					    .name = (char *)g->name,
+					    .held = &whole[i],
+					    .nr_held = 1 };
+		whole[i] = (struct pin_pagemap_range){ g->addr, g->len };
 		total += g->len;
 	}
 	if (ftruncate(fd, (off_t)total) < 0) {

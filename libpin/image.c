@@ -333,11 +333,10 @@ static int parse_prot(const char *s, uint32_t *ret)
 }
 
 /* One "region" line into img, checked against the page size, the previous
- * region and the size of the pages file; its pages offset in *ret_off.  A
- * full image's region gets its segments now, an incremental one's as its
- * "held" lines come (struct held_state). */
-static int parse_region(struct pin_image *img, const char *line, uint64_t pages_size, bool full,
-			uint64_t *ret_off)
+ * region and the size of the pages file.  A full image's region gets its
+ * segments now, an incremental one's as its "held" lines come (struct
+ * held_state). */
+static int parse_region(struct pin_image *img, const char *line, uint64_t pages_size, bool full)
 {
 	uint64_t addr, len, off, page = page_size();
 	char prot[8];
@@ -350,21 +349,21 @@ static int parse_region(struct pin_image *img, const char *line, uint64_t pages_
 	    pos < 0 || (line[pos] != '\0' && line[pos] != ' ') || parse_prot(prot, &p) < 0)
 		return -EBADMSG;
 	name = line[pos] ? line + pos + 1 : "";
+	/* An incremental image's held lines place its pages: offset 0 here. */
 	if (!len || addr % page || len % page || off % page || addr + len < addr ||
-	    off + len < off || off + len > pages_size)
+	    off + len < off || (full ? off + len > pages_size : off != 0))
 		return -EBADMSG;
 	r = pin_image_add_region(img, addr, len, p, flags, name);
 	if (r < 0)
 		return r == -EINVAL ? -EBADMSG : r;
-	*ret_off = off;
 	return full ? add_file_segments(img, off, len) : 0;
 }
 
 /* Where the held lines of the last region of an incremental image are. */
 struct held_state {
-	bool open;    /* a region takes held lines */
-	uint64_t pos; /* its first address no line covered yet */
-	uint64_t off; /* its offset in the pages file */
+	bool open;	     /* a region takes held lines */
+	uint64_t pos;	     /* its first address no line covered yet */
+	uint64_t pages_size; /* of the pages file */
 };
 
 static const struct pin_image_region *last_region(const struct pin_image *img)
@@ -386,20 +385,23 @@ static int held_close(struct pin_image *img, struct held_state *h)
 	return pin_image_add_segment(img, g->addr + g->len - h->pos, 0, PIN_IMAGE_SEG_PARENT);
 }
 
-/* "held ADDR LEN": pages of the open region this image holds (data, or zero
- * where its pages file has a hole), after those of the line before. */
+/* "held ADDR LEN OFFSET": pages of the open region this image holds, after
+ * those of the line before, at OFFSET of the pages file (data, or zero
+ * where it has a hole). */
 static int parse_held(struct pin_image *img, const char *line, struct held_state *h)
 {
-	uint64_t addr, len, page = page_size();
+	uint64_t addr, len, off, page = page_size();
 	const struct pin_image_region *g;
 	int pos = -1, r;
 
-	if (!h->open || sscanf(line, "held %" SCNx64 " %" SCNx64 "%n", &addr, &len, &pos) != 2 ||
+	if (!h->open ||
+	    sscanf(line, "held %" SCNx64 " %" SCNx64 " %" SCNx64 "%n", &addr, &len, &off, &pos) !=
+		    3 ||
 	    pos < 0 || line[pos] != '\0')
 		return -EBADMSG;
 	g = last_region(img);
-	if (!len || addr % page || len % page || addr < h->pos || addr + len < addr ||
-	    addr + len > g->addr + g->len)
+	if (!len || addr % page || len % page || off % page || addr < h->pos || addr + len < addr ||
+	    addr + len > g->addr + g->len || off + len < off || off + len > h->pages_size)
 		return -EBADMSG;
 	if (addr > h->pos) {
 		r = pin_image_add_segment(img, addr - h->pos, 0, PIN_IMAGE_SEG_PARENT);
@@ -407,7 +409,7 @@ static int parse_held(struct pin_image *img, const char *line, struct held_state
 			return r;
 	}
 	h->pos = addr + len;
-	return add_file_segments(img, h->off + (addr - g->addr), len);
+	return add_file_segments(img, off, len);
 }
 
 static bool parse_id(const char *s, char out[PIN_IMAGE_ID_LEN + 1])
@@ -452,10 +454,12 @@ static int parse_line(struct pin_image *img, const char *line, int version, size
 	r = held_close(img, h);
 	if (r < 0)
 		return r;
-	r = parse_region(img, line, pages_size, full, &h->off);
+	r = parse_region(img, line, pages_size, full);
 	if (r < 0 || full)
 		return r;
-	*h = (struct held_state){ .open = true, .pos = last_region(img)->addr, .off = h->off };
+	*h = (struct held_state){ .open = true,
+				  .pos = last_region(img)->addr,
+				  .pages_size = pages_size };
 	return 0;
 }
 

@@ -231,13 +231,16 @@ static void assert_page(const struct pin_image *img, uint64_t at, size_t p, int6
 static void assert_held(const char *dir, const struct model *m, uint64_t at, bool whole)
 {
 	struct pin_image_link *v;
-	size_t n;
+	size_t n, nheld = 0;
+	char path[200];
+	struct stat st;
 
 	ck_assert_int_eq(pin_image_chain_open(dir, &v, &n), 0);
 	for (size_t p = 0; p < NPAGES; p++) {
 		const struct pin_image_segment *s = pin_image_find_segment(v[0].img, at + p * PG);
 		bool want = whole || m->written[p] || m->st[p] != P_PRESENT;
 
+		nheld += want;
 		ck_assert_ptr_nonnull(s);
 		ck_assert_msg(!(s->flags & PIN_IMAGE_SEG_PARENT) == want,
 			      "%s: page %zu (state %d, written %d) %s", dir, p, m->st[p],
@@ -248,6 +251,10 @@ static void assert_held(const char *dir, const struct model *m, uint64_t at, boo
 				      !!(s->flags & PIN_IMAGE_SEG_DATA), (long long)m->seed[p]);
 	}
 	pin_image_chain_free(v, n);
+	/* The held pages one after the other, nothing else. */
+	snprintf(path, sizeof(path), "%s/pages", dir);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, (off_t)(nheld * PG));
 }
 
 /* The chain of checkpoints ck[0..CHAIN), the model's content at each in snap. */
