@@ -3,8 +3,9 @@
  * Writing checkpoint images (uffdd-image(5)) from a live process's memory:
  * a full image, or an incremental one that holds only the pages changed
  * since its parent (the written pages the kernel's async write-protect
- * record or the caller names, and the pages that read zero now).  Reads the
- * parent through image.c and image-chain.c, the record through pagemap.c.
+ * record or the caller names, and the pages that read zero now); and a
+ * chain squashed into one full image.  Takes the mappings from image-maps.c,
+ * what to hold from image-held.c, the parent from image-chain.c.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,6 +17,14 @@
 #include <sys/uio.h>
 
 #include "libpin-private.h"
+
+#define MANIFEST     PIN_IMAGE_MANIFEST
+#define MANIFEST_TMP "manifest.tmp"
+#define PAGES	     PIN_IMAGE_PAGES
+/* process_vm_readv() granule: large enough to amortize the syscall. */
+#define COPY_CHUNK (1u << 20)
+/* Ranges per process_vm_readv(): IOV_MAX, the most the kernel takes. */
+#define COPY_IOVS 1024
 
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
@@ -35,159 +44,9 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-#define MANIFEST     PIN_IMAGE_MANIFEST
-#define MANIFEST_TMP "manifest.tmp"
-#define PAGES	     PIN_IMAGE_PAGES
-/* process_vm_readv() granule: large enough to amortize the syscall. */
-#define COPY_CHUNK (1u << 20)
-/* Ranges per process_vm_readv(): IOV_MAX, the most the kernel takes. */
-#define COPY_IOVS 1024
-
 static size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);
-}
-
-struct mapping {
-	uint64_t start, end;
-	uint32_t prot, flags;
-	char *name;
-	struct pin_pagemap_range *held; /* the pages the image holds */
-	size_t nr_held;
-};
-
-static bool special_mapping(const char *name)
-{
-	static const char *const names[] = { "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]",
-					     "[uprobes]" };
-
-	for (size_t i = 0; i < PIN_ARRAY_SIZE(names); i++)
-		if (!strcmp(name, names[i]))
-			return true;
-	return false;
-}
-
-/*
- * One line of /proc/PID/maps.  Returns 1 and *m when it is a mapping to
- * take, 0 when not, -EBADMSG when the line does not parse.
- */
-static int parse_maps_line(char *line, unsigned int flags, struct mapping *m)
-{
-	uint64_t start, end, inode;
-	char perms[5], *name;
-	int pos = -1;
-	bool anon;
-
-	if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*x %*s %" SCNu64 " %n", &start, &end, perms,
-		   &inode, &pos) != 4 ||
-	    pos < 0 || strlen(perms) != 4)
-		return -EBADMSG;
-	name = line + pos;
-	name[strcspn(name, "\n")] = '\0';
-	anon = inode == 0 && (name[0] == '\0' || name[0] == '[');
-	/* Unreadable (PROT_NONE guards) and shared mappings are not ours to copy. */
-	if (perms[0] != 'r' || perms[3] != 'p' || special_mapping(name))
-		return 0;
-	if (!anon && !(flags & PIN_IMAGE_WRITE_FILE))
-		return 0;
-	if (perms[1] != 'w' && !(flags & PIN_IMAGE_WRITE_READONLY))
-		return 0;
-	*m = (struct mapping){
-		.start = start,
-		.end = end,
-		.prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0) |
-			(perms[2] == 'x' ? PROT_EXEC : 0),
-		.flags = MAP_PRIVATE | (anon ? MAP_ANONYMOUS : 0) |
-			 (!strcmp(name, "[stack]") ? MAP_GROWSDOWN : 0),
-		.name = name,
-	};
-	return 1;
-}
-
-static void free_mappings(struct mapping *maps, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(maps[i].name);
-		free(maps[i].held);
-	}
-	free(maps);
-}
-
-/* Clip m to [addr, addr + len); false when nothing is left. */
-static bool clip(struct mapping *m, uint64_t addr, uint64_t len)
-{
-	uint64_t end = addr + len;
-
-	if (!len)
-		return true;
-	if (m->end <= addr || m->start >= end)
-		return false;
-	if (m->start < addr)
-		m->start = addr;
-	if (m->end > end)
-		m->end = end;
-	return true;
-}
-
-static int read_maps(int pid, const struct pin_image_write_opts *o, struct mapping **ret,
-		     size_t *ret_n)
-{
-	char path[64], *line = NULL;
-	size_t linesz = 0, n = 0, cap = 0, lineno = 0;
-	struct mapping *maps = NULL;
-	FILE *f;
-	int r = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", path, strerror(errno));
-		return r;
-	}
-	while (getline(&line, &linesz, f) > 0) {
-		struct mapping m;
-
-		lineno++;
-		r = parse_maps_line(line, o->flags, &m);
-		if (r < 0) {
-			pin_log(PIN_LOG_ERR, "%s line %zu does not parse", path, lineno);
-			break;
-		}
-		if (!r || !clip(&m, o->addr, o->len))
-			continue;
-		if (n == cap) {
-			size_t c = cap ? 2 * cap : 32;
-			struct mapping *nm = reallocarray(maps, c, sizeof(*nm));
-
-			if (!nm) {
-				r = -ENOMEM;
-				break;
-			}
-			maps = nm;
-			cap = c;
-		}
-		m.name = strdup(m.name);
-		if (!m.name) {
-			r = -ENOMEM;
-			break;
-		}
-		maps[n++] = m;
-		r = 0;
-	}
-	if (!r && ferror(f)) {
-		r = -EIO;
-		pin_log(PIN_LOG_ERR, "read %s: %s", path, strerror(EIO));
-	}
-	free(line);
-	fclose(f);
-	if (r < 0) {
-		free_mappings(maps, n);
-		return r;
-	}
-	*ret = maps;
-	*ret_n = n;
-	return 0;
 }
 
 static bool page_is_zero(const unsigned char *p, size_t page)
@@ -326,7 +185,7 @@ struct identity {
 
 /* A full image's regions and an incremental one's held lines give the
  * offset in the pages file, where the held pages follow one another. */
-static void print_manifest(FILE *f, const struct mapping *maps, size_t n,
+static void print_manifest(FILE *f, const struct pin_image_mapping *maps, size_t n,
 			   const struct identity *who)
 {
 	uint64_t off = 0;
@@ -356,7 +215,8 @@ static void print_manifest(FILE *f, const struct mapping *maps, size_t n,
 
 /* The manifest goes to a temporary name first so that a reader never sees
  * one that describes a pages file still being written. */
-static int write_manifest(int dfd, const struct mapping *maps, size_t n, const struct identity *who)
+static int write_manifest(int dfd, const struct pin_image_mapping *maps, size_t n,
+			  const struct identity *who)
 {
 	int fd = openat(dfd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	FILE *f;
@@ -388,8 +248,8 @@ static int write_manifest(int dfd, const struct mapping *maps, size_t n, const s
 /* The pages file sized to hold every held page (zero pages stay holes),
  * they copied in, then the manifest.  An old manifest goes first: it must
  * not describe the pages file being rewritten. */
-static int write_image(int pid, int dfd, const char *dir, const struct mapping *maps, size_t n,
-		       const struct identity *who)
+static int write_image(int pid, int dfd, const char *dir, const struct pin_image_mapping *maps,
+		       size_t n, const struct identity *who)
 {
 	_cleanup_free_ unsigned char *buf = aligned_alloc(page_size(), COPY_CHUNK);
 	_cleanup_free_ struct pin_pagemap_range *all = NULL;
@@ -519,8 +379,8 @@ static int open_pagemap(int pid)
 }
 
 /* Which pages of each mapping the image holds. */
-static int choose_held(int pmfd, const struct pin_image *parent, struct mapping *maps, size_t n,
-		       const struct pin_image_write_opts *o)
+static int choose_held(int pmfd, const struct pin_image *parent, struct pin_image_mapping *maps,
+		       size_t n, const struct pin_image_write_opts *o)
 {
 	for (size_t i = 0; i < n; i++) {
 		int r = pin_image_held(pmfd, parent, maps[i].start, maps[i].end,
@@ -533,7 +393,7 @@ static int choose_held(int pmfd, const struct pin_image *parent, struct mapping 
 	return 0;
 }
 
-static int rearm(int pmfd, const struct mapping *maps, size_t n)
+static int rearm(int pmfd, const struct pin_image_mapping *maps, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		int r = pin_image_rearm(pmfd, maps[i].start, maps[i].end);
@@ -564,7 +424,7 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 	_cleanup_close_ int dfd = -1;
 	_cleanup_close_ int pmfd = -1;
 	struct pin_image *parent = NULL;
-	struct mapping *maps = NULL;
+	struct pin_image_mapping *maps = NULL;
 	size_t n = 0;
 	int r;
 
@@ -593,14 +453,14 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 	if (!r && o.parent)
 		r = open_parent(o.parent, dir, dfd, &parent, &who);
 	if (!r)
-		r = read_maps(pid, &o, &maps, &n);
+		r = pin_image_read_maps(pid, &o, &maps, &n);
 	if (!r)
 		r = choose_held(pmfd, parent, maps, n, &o);
 	if (!r)
 		r = write_image(pid, dfd, dir, maps, n, &who);
 	if (!r && (o.flags & PIN_IMAGE_WRITE_REARM))
 		r = rearm(pmfd, maps, n);
-	free_mappings(maps, n);
+	pin_image_free_mappings(maps, n);
 	pin_image_free(parent);
 	free(who.parent_path);
 	return r < 0 ? r : (int)n;
@@ -614,7 +474,7 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 	_cleanup_free_ unsigned char *buf = aligned_alloc(page, COPY_CHUNK);
 	struct identity who = { .parent_path = NULL };
 	_cleanup_close_ int dfd = -1, fd = -1;
-	_cleanup_free_ struct mapping *maps = calloc(n ? n : 1, sizeof(*maps));
+	_cleanup_free_ struct pin_image_mapping *maps = calloc(n ? n : 1, sizeof(*maps));
 	/* Every region held whole: the full image's layout. */
 	_cleanup_free_ struct pin_pagemap_range *whole = calloc(n ? n : 1, sizeof(*whole));
 	uint64_t total = 0;
@@ -642,13 +502,13 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 	for (size_t i = 0; i < n; i++) {
 		const struct pin_image_region *g = pin_image_region(img, i);
 
-		maps[i] = (struct mapping){ .start = g->addr,
-					    .end = g->addr + g->len,
-					    .prot = g->prot,
-					    .flags = g->flags,
-					    .name = (char *)g->name,
-					    .held = &whole[i],
-					    .nr_held = 1 };
+		maps[i] = (struct pin_image_mapping){ .start = g->addr,
+						      .end = g->addr + g->len,
+						      .prot = g->prot,
+						      .flags = g->flags,
+						      .name = (char *)g->name,
+						      .held = &whole[i],
+						      .nr_held = 1 };
 		whole[i] = (struct pin_pagemap_range){ g->addr, g->len };
 		total += g->len;
 	}

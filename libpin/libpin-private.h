@@ -258,6 +258,19 @@ int pin_image_held(int pagemap_fd, const struct pin_image *parent, uint64_t star
 		   struct pin_pagemap_range **ret, size_t *ret_n);
 /* Write-protect again the async write-protect ranges of [start, end). */
 int pin_image_rearm(int pagemap_fd, uint64_t start, uint64_t end);
+/* A mapping a checkpoint takes (image-maps.c), and what of it the image
+ * holds (image-write.c). */
+struct pin_image_mapping {
+	uint64_t start, end;
+	uint32_t prot, flags;
+	char *name;
+	struct pin_pagemap_range *held; /* the pages the image holds */
+	size_t nr_held;
+};
+/* The mappings of /proc/pid/maps o asks for, in address order. */
+int pin_image_read_maps(int pid, const struct pin_image_write_opts *o,
+			struct pin_image_mapping **ret, size_t *ret_n);
+void pin_image_free_mappings(struct pin_image_mapping *maps, size_t n);
 /* Write img (a chain's flattened) as one full image into dir (image-write.c). */
 int pin_image_save(const struct pin_image *img, const char *dir);
 /* A new random image id (getrandom(2)). */
