@@ -312,17 +312,10 @@ static int resolve(struct pin_image *child, struct pin_image *parent, const char
 	return 0;
 }
 
-PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
+int pin_image_chain_flatten(struct pin_image_link *v, size_t n, struct pin_image **ret)
 {
-	struct pin_image_link *v;
-	size_t n;
 	int r;
 
-	if (!dir || !ret)
-		return -EINVAL;
-	r = pin_image_chain_open(dir, &v, &n);
-	if (r < 0)
-		return r;
 	/* From the oldest (a full image) up, each resolved by the one below. */
 	for (size_t i = n - 1; i > 0; i--) {
 		r = resolve(v[i - 1].img, v[i].img, v[i - 1].dir);
@@ -335,4 +328,16 @@ PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
 	v[0].img = NULL;
 	pin_image_chain_free(v, n);
 	return 0;
+}
+
+PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
+{
+	struct pin_image_link *v;
+	size_t n;
+	int r;
+
+	if (!dir || !ret)
+		return -EINVAL;
+	r = pin_image_chain_open(dir, &v, &n);
+	return r < 0 ? r : pin_image_chain_flatten(v, n, ret);
 }

@@ -132,8 +132,12 @@ int pin_image_rearm(int pagemap_fd, uint64_t start, uint64_t end)
 {
 	struct pin_pagemap_cat *cat = NULL;
 	size_t nc = 0;
-	int r = pin_pagemap_scan_categories(pagemap_fd, start, end - start, PIN_PAGE_IS_WPALLOWED,
-					    &cat, &nc);
+	int r;
+
+	if (!pin_pagemap_scan_supported(pagemap_fd))
+		return 0;
+	r = pin_pagemap_scan_categories(pagemap_fd, start, end - start, PIN_PAGE_IS_WPALLOWED, &cat,
+					&nc);
 
 	for (size_t i = 0; !r && i < nc; i++)
 		if (cat[i].categories & PIN_PAGE_IS_WPALLOWED) {

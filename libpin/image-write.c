@@ -326,26 +326,47 @@ static char *relative_path(const char *from, const char *to)
 	return out;
 }
 
+/* -EINVAL when dir (open as dfd) is one of the images of chain v: writing
+ * it would destroy what the new image stands on. */
+static int not_in_chain(const struct pin_image_link *v, size_t n, const char *dir, int dfd)
+{
+	struct stat a, b;
+
+	if (fstat(dfd, &a) < 0)
+		return -errno;
+	for (size_t i = 0; i < n; i++)
+		if (!stat(v[i].dir, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			pin_log(PIN_LOG_ERR,
+				"%s: an image cannot be its own parent (it is %s of the chain)",
+				dir, v[i].dir);
+			return -EINVAL;
+		}
+	return 0;
+}
+
 /* The parent (read and checked whole, chain and all), its id and the way
- * to it from dir; refused when it is dir itself. */
+ * to it from dir; refused when dir is one of its chain. */
 static int open_parent(const char *parent, const char *dir, int dfd, struct pin_image **ret,
 		       struct identity *who)
 {
 	char *from = realpath(dir, NULL), *to = realpath(parent, NULL);
-	struct stat a, b;
+	struct pin_image_link *v;
+	size_t n;
 	int r = 0;
 
 	if (!from || !to) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "realpath %s: %s", from ? parent : dir, strerror(errno));
-	} else if (stat(to, &b) < 0 || fstat(dfd, &a) < 0) {
-		r = -errno;
-	} else if (a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-		pin_log(PIN_LOG_ERR, "%s: an image cannot be its own parent", dir);
-		r = -EINVAL;
 	}
 	if (!r)
-		r = pin_image_open(parent, ret);
+		r = pin_image_chain_open(parent, &v, &n);
+	if (!r) {
+		r = not_in_chain(v, n, dir, dfd);
+		if (r < 0)
+			pin_image_chain_free(v, n);
+		else
+			r = pin_image_chain_flatten(v, n, ret);
+	}
 	if (!r) {
 		memcpy(who->parent_id, (*ret)->id, sizeof(who->parent_id));
 		who->parent_path = relative_path(from, to);
@@ -411,8 +432,9 @@ static int check_opts(int pid, const char *dir, const struct pin_image_write_opt
 	    o->addr + o->len < o->addr || (o->written && !o->parent) ||
 	    (!o->written && o->nr_written))
 		return -EINVAL;
-	for (size_t i = 1; i < o->nr_written; i++)
-		if (o->written[i].addr < o->written[i - 1].addr + o->written[i - 1].len)
+	for (size_t i = 0; i < o->nr_written; i++)
+		if (!o->written[i].len || (o->written[i].addr | o->written[i].len) % page_size() ||
+		    (i && o->written[i].addr < o->written[i - 1].addr + o->written[i - 1].len))
 			return -EINVAL;
 	return 0;
 }

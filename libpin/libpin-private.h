@@ -247,6 +247,8 @@ struct pin_image_link {
 /* The images of the chain that ends with dir, newest first, each the
  * parent its child names (id and all); *ret is pin_image_chain_free()'s. */
 int pin_image_chain_open(const char *dir, struct pin_image_link **ret, size_t *ret_n);
+/* The chain v (pin_image_chain_open()'s, which it frees) as one image. */
+int pin_image_chain_flatten(struct pin_image_link *v, size_t n, struct pin_image **ret);
 void pin_image_chain_free(struct pin_image_link *v, size_t n);
 /*
  * The pages of the mapping [start, end) an incremental checkpoint against
@@ -256,7 +258,8 @@ void pin_image_chain_free(struct pin_image_link *v, size_t n);
 int pin_image_held(int pagemap_fd, const struct pin_image *parent, uint64_t start, uint64_t end,
 		   bool anon, const struct pin_pagemap_range *written, size_t nr_written,
 		   struct pin_pagemap_range **ret, size_t *ret_n);
-/* Write-protect again the async write-protect ranges of [start, end). */
+/* Write-protect again the async write-protect ranges of [start, end); none
+ * without PAGEMAP_SCAN (the kernel has no WP_ASYNC either). */
 int pin_image_rearm(int pagemap_fd, uint64_t start, uint64_t end);
 /* A mapping a checkpoint takes (image-maps.c), and what of it the image
  * holds (image-write.c). */
@@ -328,6 +331,9 @@ struct pin_pagemap_cat {
  */
 int pin_pagemap_scan_categories(int pagemap_fd, uint64_t addr, uint64_t len, uint64_t mask,
 				struct pin_pagemap_cat **ret, size_t *ret_n);
+
+/* Whether the kernel has PAGEMAP_SCAN (Linux 6.7), asked without a log. */
+bool pin_pagemap_scan_supported(int pagemap_fd);
 
 /* CRIU's pagemap flags (criu/include/pagemap.h). */
 #define PIN_CRIU_PE_PARENT  0x1u /* pages are in the parent dump */

@@ -194,3 +194,15 @@ int pin_pagemap_scan_categories(int pagemap_fd, uint64_t addr, uint64_t len, uin
 	*ret_n = n;
 	return 0;
 }
+
+bool pin_pagemap_scan_supported(int pagemap_fd)
+{
+	struct pin_pm_scan_arg arg = { .size = sizeof(arg) };
+	int r;
+
+	/* An empty range: 0 where the kernel has the ioctl, ENOTTY where not. */
+	do
+		r = ioctl(pagemap_fd, PIN_PAGEMAP_SCAN, &arg);
+	while (r < 0 && errno == EINTR);
+	return r >= 0 || errno != ENOTTY;
+}

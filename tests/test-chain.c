@@ -10,7 +10,8 @@
  * squash into one image, byte for byte; damaged chains (a parent missing,
  * swapped for another checkpoint, a cycle) are refused naming the file.
  * After fork and mremap the record does not follow (no EVENT_FORK nor
- * EVENT_REMAP), so the region goes in whole: checked too.
+ * EVENT_REMAP), so the region goes in whole: checked too; and the caller's
+ * list of written pages in place of the kernel's record.
  */
 #include <fcntl.h>
 #include <stdbool.h>
@@ -475,6 +476,49 @@ START_TEST(chain_fork_and_mremap_whole)
 }
 END_TEST
 
+/* The caller's list of written pages (as pin_client_dirty_get() of a
+ * synchronous WP region gives) in place of the kernel's record: the same
+ * pages held. */
+START_TEST(chain_written_list)
+{
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = REGION, .len = LEN };
+	struct pin_pagemap_range v[NPAGES];
+	static struct model m;
+	struct workload w = workload_start();
+	struct pin_image *img;
+	size_t n = 0;
+
+	make_chain(&w, &m);
+	workload_do(&w, (char)('0' + CHAIN));
+	step(&m, NULL, CHAIN);
+	for (size_t p = 0; p < NPAGES; p++) {
+		if (!m.written[p])
+			continue;
+		if (n && v[n - 1].addr + v[n - 1].len == REGION + p * PG)
+			v[n - 1].len += PG;
+		else
+			v[n++] = (struct pin_pagemap_range){ REGION + p * PG, PG };
+	}
+	ck_assert_uint_gt(n, 1);
+	o.parent = ck[CHAIN - 1];
+	o.written = v;
+	o.nr_written = n;
+	ck_assert_int_eq(pin_image_write(w.pid, in_tmp("listed"), &o), 1);
+	assert_held(in_tmp("listed"), &m, REGION, false);
+	ck_assert_int_eq(pin_image_open(in_tmp("listed"), &img), 0);
+	for (size_t p = 0; p < NPAGES; p++)
+		assert_page(img, REGION, p, m.seed[p], "listed");
+	pin_image_free(img);
+	/* Unsorted, or not whole pages: refused. */
+	v[0].len = 1;
+	ck_assert_int_eq(pin_image_write(w.pid, in_tmp("bad"), &o), -EINVAL);
+	v[0] = v[1];
+	ck_assert_int_eq(pin_image_write(w.pid, in_tmp("bad"), &o), -EINVAL);
+	workload_stop(&w);
+	rm_tree(tmp);
+}
+END_TEST
+
 /* ck[k]'s manifest with its parent line replaced by line. */
 static void set_parent_line(int k, const char *line)
 {
@@ -534,6 +578,19 @@ START_TEST(chain_damaged_refused)
 	ck_assert_int_eq(pin_image_open(ck[4], &img), 0);
 	pin_image_free(img);
 
+	/* Its own parent, or an older image of the parent's chain, is refused
+	 * when written. */
+	o.parent = ck[3];
+	ck_assert_int_eq(pin_image_write(w.pid, ck[3], &o), -EINVAL);
+	ck_assert_msg(strstr(last_log, "its own parent"), "%s", last_log);
+	ck_assert_int_eq(pin_image_write(w.pid, ck[0], &o), -EINVAL);
+	snprintf(want, sizeof(want),
+		 "%s: an image cannot be its own parent (it is %s of the chain)", ck[0], ck[0]);
+	ck_assert_msg(strstr(last_log, want), "log \"%s\" does not name %s", last_log, want);
+	ck_assert_int_eq(pin_image_open(ck[3], &img), 0);
+	pin_image_free(img);
+	o.parent = NULL;
+
 	/* A cycle: ck1 names ck2 (with its right id) as its parent. */
 	ck_assert_int_eq(pin_image_open(ck[2], &img), 0);
 	memcpy(id2, img->id, sizeof(id2));
@@ -544,10 +601,6 @@ START_TEST(chain_damaged_refused)
 		 ck[2]);
 	refused(2, -ELOOP, want);
 
-	/* Its own parent is refused when written. */
-	o.parent = ck[3];
-	ck_assert_int_eq(pin_image_write(w.pid, ck[3], &o), -EINVAL);
-	ck_assert_msg(strstr(last_log, "its own parent"), "%s", last_log);
 	pin_log_set(NULL, NULL);
 	workload_stop(&w);
 	rm_tree(tmp);
@@ -563,6 +616,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, chain_squashes, 60);
 	TEST_ADD_CASE(s, chain_fork_and_mremap_whole, 60);
 	TEST_ADD_CASE(s, chain_damaged_refused, 60);
+	TEST_ADD_CASE(s, chain_written_list, 60);
 	return s;
 }
 
