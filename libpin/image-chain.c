@@ -304,7 +304,8 @@ static int resolve(struct pin_image *child, struct pin_image *parent, const char
 		}
 	}
 	fds[0] = parent->pages_fd;
-	memcpy(fds + 1, parent->parent_fds, parent->nr_parents * sizeof(*fds));
+	if (parent->nr_parents)
+		memcpy(fds + 1, parent->parent_fds, parent->nr_parents * sizeof(*fds));
 	child->parent_fds = fds;
 	child->nr_parents = parent->nr_parents + 1;
 	parent->pages_fd = -1;
