@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checkpoint images: our own format (uffdd-image(5)), written from a live
- * process's memory and read back, and the region list every image format
- * (criu.c too) is read into.
+ * Checkpoint images: the region list every image format (criu.c too) is
+ * read into, and our own format's manifest (uffdd-image(5)) read back: a full
+ * image, or one link of a chain whose pages not held are its parent's
+ * (image-chain.c resolves those).  Writing is image-write.c's.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -15,25 +16,8 @@
 
 #include "libpin-private.h"
 
-#define MANIFEST     "manifest"
-#define MANIFEST_TMP "manifest.tmp"
-#define PAGES	     "pages"
-#define HEADER	     "uffdd-image 1"
-/* process_vm_readv() granule: large enough to amortize the syscall. */
-#define COPY_CHUNK (1u << 20)
-
-struct image_region {
-	struct pin_image_region pub;
-	struct pin_image_segment *segs; /* pub.segments, writable */
-	size_t cap;
-	char *name;
-};
-
-struct pin_image {
-	int pages_fd;
-	size_t nr, cap;
-	struct image_region *regions;
-};
+#define MANIFEST PIN_IMAGE_MANIFEST
+#define PAGES	 PIN_IMAGE_PAGES
 
 static size_t page_size(void)
 {
@@ -82,6 +66,20 @@ struct pin_image *pin_image_new_fd(int fd)
 	return img;
 }
 
+int pin_image_source_fd(const struct pin_image *img, uint32_t source)
+{
+	if (!source)
+		return img->pages_fd;
+	return source <= img->nr_parents ? img->parent_fds[source - 1] : -EINVAL;
+}
+
+PIN_EXPORT int pin_image_segment_fd(const struct pin_image *img, const struct pin_image_segment *s)
+{
+	if (!img || !s || !(s->flags & PIN_IMAGE_SEG_DATA))
+		return -EINVAL;
+	return pin_image_source_fd(img, s->source);
+}
+
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
 			 uint32_t flags, const char *name)
 {
@@ -118,6 +116,12 @@ int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uin
 
 int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, uint32_t flags)
 {
+	return pin_image_add_source_segment(img, len, offset, flags, 0);
+}
+
+int pin_image_add_source_segment(struct pin_image *img, uint64_t len, uint64_t offset,
+				 uint32_t flags, uint32_t source)
+{
 	struct image_region *r;
 	uint64_t addr, end;
 
@@ -148,6 +152,7 @@ int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, 
 		.len = len,
 		.offset = flags & PIN_IMAGE_SEG_DATA ? offset : 0,
 		.flags = flags,
+		.source = flags & PIN_IMAGE_SEG_DATA ? source : 0,
 	};
 	return 0;
 }
@@ -163,6 +168,11 @@ PIN_EXPORT void pin_image_free(struct pin_image *img)
 	free(img->regions);
 	if (img->pages_fd >= 0)
 		close(img->pages_fd);
+	for (size_t i = 0; i < img->nr_parents; i++)
+		if (img->parent_fds[i] >= 0)
+			close(img->parent_fds[i]);
+	free(img->parent_fds);
+	free(img->parent_path);
 	free(img);
 }
 
@@ -182,7 +192,7 @@ PIN_EXPORT int pin_image_pages_fd(const struct pin_image *img)
 }
 
 /* The segment holding addr, by binary search; NULL outside every region. */
-static const struct pin_image_segment *find_segment(const struct pin_image *img, uint64_t addr)
+const struct pin_image_segment *pin_image_find_segment(const struct pin_image *img, uint64_t addr)
 {
 	size_t lo = 0, hi = img->nr;
 	const struct pin_image_region *r = NULL;
@@ -238,24 +248,6 @@ int pin_pread_all(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 PIN_EXPORT int pin_image_read(const struct pin_image *img, uint64_t addr, void *buf, size_t len)
 {
 	char *p = buf;
@@ -263,7 +255,7 @@ PIN_EXPORT int pin_image_read(const struct pin_image *img, uint64_t addr, void *
 	if (!img || (!buf && len))
 		return -EINVAL;
 	while (len) {
-		const struct pin_image_segment *s = find_segment(img, addr);
+		const struct pin_image_segment *s = pin_image_find_segment(img, addr);
 		uint64_t in;
 		size_t n;
 		int r;
@@ -273,7 +265,8 @@ PIN_EXPORT int pin_image_read(const struct pin_image *img, uint64_t addr, void *
 		in = addr - s->addr;
 		n = s->len - in < len ? (size_t)(s->len - in) : len;
 		if (s->flags & PIN_IMAGE_SEG_DATA) {
-			r = pin_pread_all(img->pages_fd, p, n, s->offset + in);
+			r = pin_pread_all(pin_image_source_fd(img, s->source), p, n,
+					  s->offset + in);
 			if (r < 0) {
 				pin_log(PIN_LOG_ERR,
 					"pread of the pages file at offset %" PRIu64
@@ -289,331 +282,6 @@ PIN_EXPORT int pin_image_read(const struct pin_image *img, uint64_t addr, void *
 		len -= n;
 	}
 	return 0;
-}
-
-/* ---- writing ----------------------------------------------------------- */
-
-struct mapping {
-	uint64_t start, end;
-	uint32_t prot, flags;
-	char *name;
-};
-
-static bool special_mapping(const char *name)
-{
-	static const char *const names[] = { "[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]",
-					     "[uprobes]" };
-
-	for (size_t i = 0; i < PIN_ARRAY_SIZE(names); i++)
-		if (!strcmp(name, names[i]))
-			return true;
-	return false;
-}
-
-/*
- * One line of /proc/PID/maps.  Returns 1 and *m when it is a mapping to
- * take, 0 when not, -EBADMSG when the line does not parse.
- */
-static int parse_maps_line(char *line, unsigned int flags, struct mapping *m)
-{
-	uint64_t start, end, inode;
-	char perms[5], *name;
-	int pos = -1;
-	bool anon;
-
-	if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*x %*s %" SCNu64 " %n", &start, &end, perms,
-		   &inode, &pos) != 4 ||
-	    pos < 0 || strlen(perms) != 4)
-		return -EBADMSG;
-	name = line + pos;
-	name[strcspn(name, "\n")] = '\0';
-	anon = inode == 0 && (name[0] == '\0' || name[0] == '[');
-	/* Unreadable (PROT_NONE guards) and shared mappings are not ours to copy. */
-	if (perms[0] != 'r' || perms[3] != 'p' || special_mapping(name))
-		return 0;
-	if (!anon && !(flags & PIN_IMAGE_WRITE_FILE))
-		return 0;
-	if (perms[1] != 'w' && !(flags & PIN_IMAGE_WRITE_READONLY))
-		return 0;
-	*m = (struct mapping){
-		.start = start,
-		.end = end,
-		.prot = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0) |
-			(perms[2] == 'x' ? PROT_EXEC : 0),
-		.flags = MAP_PRIVATE | (anon ? MAP_ANONYMOUS : 0) |
-			 (!strcmp(name, "[stack]") ? MAP_GROWSDOWN : 0),
-		.name = name,
-	};
-	return 1;
-}
-
-static void free_mappings(struct mapping *maps, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(maps[i].name);
-	free(maps);
-}
-
-/* Clip m to [addr, addr + len); false when nothing is left. */
-static bool clip(struct mapping *m, uint64_t addr, uint64_t len)
-{
-	uint64_t end = addr + len;
-
-	if (!len)
-		return true;
-	if (m->end <= addr || m->start >= end)
-		return false;
-	if (m->start < addr)
-		m->start = addr;
-	if (m->end > end)
-		m->end = end;
-	return true;
-}
-
-static int read_maps(int pid, const struct pin_image_write_opts *o, struct mapping **ret,
-		     size_t *ret_n)
-{
-	char path[64], *line = NULL;
-	size_t linesz = 0, n = 0, cap = 0, lineno = 0;
-	struct mapping *maps = NULL;
-	FILE *f;
-	int r = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", path, strerror(errno));
-		return r;
-	}
-	while (getline(&line, &linesz, f) > 0) {
-		struct mapping m;
-
-		lineno++;
-		r = parse_maps_line(line, o->flags, &m);
-		if (r < 0) {
-			pin_log(PIN_LOG_ERR, "%s line %zu does not parse", path, lineno);
-			break;
-		}
-		if (!r || !clip(&m, o->addr, o->len))
-			continue;
-		if (n == cap) {
-			size_t c = cap ? 2 * cap : 32;
-			struct mapping *nm = reallocarray(maps, c, sizeof(*nm));
-
-			if (!nm) {
-				r = -ENOMEM;
-				break;
-			}
-			maps = nm;
-			cap = c;
-		}
-		m.name = strdup(m.name);
-		if (!m.name) {
-			r = -ENOMEM;
-			break;
-		}
-		maps[n++] = m;
-		r = 0;
-	}
-	if (!r && ferror(f)) {
-		r = -EIO;
-		pin_log(PIN_LOG_ERR, "read %s: %s", path, strerror(EIO));
-	}
-	free(line);
-	fclose(f);
-	if (r < 0) {
-		free_mappings(maps, n);
-		return r;
-	}
-	*ret = maps;
-	*ret_n = n;
-	return 0;
-}
-
-static bool page_is_zero(const unsigned char *p, size_t page)
-{
-	return p[0] == 0 && !memcmp(p, p + 1, page - 1);
-}
-
-/* Write the non-zero pages of buf (len a page multiple) at off; zero pages
- * stay holes of the sparse file. */
-static int write_nonzero(int fd, const unsigned char *buf, size_t len, uint64_t off)
-{
-	size_t page = page_size();
-
-	for (size_t i = 0; i < len;) {
-		size_t j;
-		int r;
-
-		if (page_is_zero(buf + i, page)) {
-			i += page;
-			continue;
-		}
-		for (j = i + page; j < len && !page_is_zero(buf + j, page); j += page)
-			;
-		r = pwrite_all(fd, buf + i, j - i, off + i);
-		if (r < 0) {
-			pin_log(PIN_LOG_ERR,
-				"pwrite of the pages file at offset %" PRIu64 " (%zu bytes): %s",
-				off + i, j - i, strerror(-r));
-			return r;
-		}
-		i = j;
-	}
-	return 0;
-}
-
-static int copy_mapping(int pid, int fd, unsigned char *buf, const struct mapping *m, uint64_t off)
-{
-	size_t page = page_size();
-	uint64_t len = m->end - m->start;
-
-	for (uint64_t done = 0; done < len;) {
-		size_t want = len - done < COPY_CHUNK ? (size_t)(len - done) : COPY_CHUNK;
-		struct iovec local = { .iov_base = buf, .iov_len = want };
-		struct iovec remote = { .iov_base = (void *)(uintptr_t)(m->start + done),
-					.iov_len = want };
-		ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-		size_t n;
-		int r;
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		n = got < 0 ? 0 : (size_t)got / page * page;
-		if (!n) {
-			r = got < 0 ? -errno : -EFAULT;
-			pin_log(PIN_LOG_ERR,
-				"process_vm_readv of pid %d at 0x%" PRIx64 "-0x%" PRIx64
-				": %s (did the mapping change?)",
-				pid, m->start + done, m->start + done + want, strerror(-r));
-			return r;
-		}
-		r = write_nonzero(fd, buf, n, off + done);
-		if (r < 0)
-			return r;
-		done += n;
-	}
-	return 0;
-}
-
-static void prot_letters(uint32_t prot, char out[4])
-{
-	out[0] = prot & PROT_READ ? 'r' : '-';
-	out[1] = prot & PROT_WRITE ? 'w' : '-';
-	out[2] = prot & PROT_EXEC ? 'x' : '-';
-	out[3] = '\0';
-}
-
-/* The manifest goes to a temporary name first so that a reader never sees
- * one that describes a pages file still being written. */
-static int write_manifest(int dfd, const struct mapping *maps, size_t n)
-{
-	int fd = openat(dfd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	uint64_t off = 0;
-	FILE *f;
-	int r = 0;
-
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", MANIFEST_TMP, strerror(errno));
-		return r;
-	}
-	f = fdopen(fd, "w");
-	if (!f) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	fprintf(f, "%s\npage-size %zu\n", HEADER, page_size());
-	for (size_t i = 0; i < n; i++) {
-		char prot[4];
-
-		prot_letters(maps[i].prot, prot);
-		fprintf(f,
-			"region 0x%" PRIx64 " 0x%" PRIx64 " %s 0x%" PRIx32 " 0x%" PRIx64 "%s%s\n",
-			maps[i].start, maps[i].end - maps[i].start, prot, maps[i].flags, off,
-			maps[i].name[0] ? " " : "", maps[i].name);
-		off += maps[i].end - maps[i].start;
-	}
-	fprintf(f, "end %zu\n", n);
-	if (fflush(f) || ferror(f))
-		r = -errno ?: -EIO;
-	if (fclose(f) && !r)
-		r = -errno;
-	if (!r && renameat(dfd, MANIFEST_TMP, dfd, MANIFEST) < 0)
-		r = -errno;
-	if (r < 0)
-		pin_log(PIN_LOG_ERR, "write %s: %s", MANIFEST, strerror(-r));
-	return r;
-}
-
-PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts)
-{
-	struct pin_image_write_opts o = { .sz = sizeof(o) };
-	_cleanup_close_ int dfd = -1;
-	_cleanup_close_ int fd = -1;
-	_cleanup_free_ unsigned char *buf = NULL;
-	struct mapping *maps = NULL;
-	size_t n = 0;
-	uint64_t total = 0;
-	int r;
-
-	r = pin_opts_copy(&o, sizeof(o), opts);
-	if (r < 0)
-		return r;
-	if (pid < 0 || !dir || o.flags & ~(PIN_IMAGE_WRITE_READONLY | PIN_IMAGE_WRITE_FILE) ||
-	    o.addr + o.len < o.addr)
-		return -EINVAL;
-	if (!pid)
-		pid = getpid();
-	/* A process's memory may hold secrets: only the owner reads it. */
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dfd = pin_image_open_dir(dir);
-	if (dfd < 0)
-		return dfd;
-	buf = aligned_alloc(page_size(), COPY_CHUNK);
-	if (!buf)
-		return -ENOMEM;
-	r = read_maps(pid, &o, &maps, &n);
-	if (r < 0)
-		return r;
-	/* An old manifest must not describe the pages file being rewritten. */
-	if (unlinkat(dfd, MANIFEST, 0) < 0 && errno != ENOENT) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
-		goto out;
-	}
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++)
-		total += maps[i].end - maps[i].start;
-	/* The whole size first: pages never written stay holes. */
-	if (ftruncate(fd, (off_t)total) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "ftruncate %s/%s to %" PRIu64 ": %s", dir, PAGES, total,
-			strerror(errno));
-		goto out;
-	}
-	total = 0;
-	for (size_t i = 0; i < n; i++) {
-		r = copy_mapping(pid, fd, buf, &maps[i], total);
-		if (r < 0)
-			goto out;
-		total += maps[i].end - maps[i].start;
-	}
-	r = write_manifest(dfd, maps, n);
-out:
-	free_mappings(maps, n);
-	return r < 0 ? r : (int)n;
 }
 
 /* ---- reading ----------------------------------------------------------- */
@@ -665,8 +333,10 @@ static int parse_prot(const char *s, uint32_t *ret)
 }
 
 /* One "region" line into img, checked against the page size, the previous
- * region and the size of the pages file. */
-static int parse_region(struct pin_image *img, const char *line, uint64_t pages_size)
+ * region and the size of the pages file.  A full image's region gets its
+ * segments now, an incremental one's as its "held" lines come (struct
+ * held_state). */
+static int parse_region(struct pin_image *img, const char *line, uint64_t pages_size, bool full)
 {
 	uint64_t addr, len, off, page = page_size();
 	char prot[8];
@@ -679,20 +349,127 @@ static int parse_region(struct pin_image *img, const char *line, uint64_t pages_
 	    pos < 0 || (line[pos] != '\0' && line[pos] != ' ') || parse_prot(prot, &p) < 0)
 		return -EBADMSG;
 	name = line[pos] ? line + pos + 1 : "";
+	/* An incremental image's held lines place its pages: offset 0 here. */
 	if (!len || addr % page || len % page || off % page || addr + len < addr ||
-	    off + len < off || off + len > pages_size)
+	    off + len < off || (full ? off + len > pages_size : off != 0))
 		return -EBADMSG;
 	r = pin_image_add_region(img, addr, len, p, flags, name);
 	if (r < 0)
 		return r == -EINVAL ? -EBADMSG : r;
+	return full ? add_file_segments(img, off, len) : 0;
+}
+
+/* Where the held lines of the last region of an incremental image are. */
+struct held_state {
+	bool open;	     /* a region takes held lines */
+	uint64_t pos;	     /* its first address no line covered yet */
+	uint64_t pages_size; /* of the pages file */
+};
+
+static const struct pin_image_region *last_region(const struct pin_image *img)
+{
+	return &img->regions[img->nr - 1].pub;
+}
+
+/* The rest of the open region is its parent's. */
+static int held_close(struct pin_image *img, struct held_state *h)
+{
+	const struct pin_image_region *g;
+
+	if (!h->open)
+		return 0;
+	h->open = false;
+	g = last_region(img);
+	if (h->pos == g->addr + g->len)
+		return 0;
+	return pin_image_add_segment(img, g->addr + g->len - h->pos, 0, PIN_IMAGE_SEG_PARENT);
+}
+
+/* "held ADDR LEN OFFSET": pages of the open region this image holds, after
+ * those of the line before, at OFFSET of the pages file (data, or zero
+ * where it has a hole). */
+static int parse_held(struct pin_image *img, const char *line, struct held_state *h)
+{
+	uint64_t addr, len, off, page = page_size();
+	const struct pin_image_region *g;
+	int pos = -1, r;
+
+	if (!h->open ||
+	    sscanf(line, "held %" SCNx64 " %" SCNx64 " %" SCNx64 "%n", &addr, &len, &off, &pos) !=
+		    3 ||
+	    pos < 0 || line[pos] != '\0')
+		return -EBADMSG;
+	g = last_region(img);
+	if (!len || addr % page || len % page || off % page || addr < h->pos || addr + len < addr ||
+	    addr + len > g->addr + g->len || off + len < off || off + len > h->pages_size)
+		return -EBADMSG;
+	if (addr > h->pos) {
+		r = pin_image_add_segment(img, addr - h->pos, 0, PIN_IMAGE_SEG_PARENT);
+		if (r < 0)
+			return r;
+	}
+	h->pos = addr + len;
 	return add_file_segments(img, off, len);
+}
+
+static bool parse_id(const char *s, char out[PIN_IMAGE_ID_LEN + 1])
+{
+	if (strspn(s, "0123456789abcdef") != PIN_IMAGE_ID_LEN)
+		return false;
+	memcpy(out, s, PIN_IMAGE_ID_LEN);
+	out[PIN_IMAGE_ID_LEN] = '\0';
+	return true;
+}
+
+/* "id ID" (both versions, optional in 1) or "parent ID PATH" (version 2). */
+static int parse_link(struct pin_image *img, const char *line, int version, size_t lineno)
+{
+	if (lineno == 3 && !strncmp(line, "id ", 3))
+		return parse_id(line + 3, img->id) && !line[3 + PIN_IMAGE_ID_LEN] ? 0 : -EBADMSG;
+	if (lineno == 4 && version == 2 && !strncmp(line, "parent ", 7)) {
+		const char *path = line + 7 + PIN_IMAGE_ID_LEN + 1;
+
+		if (!parse_id(line + 7, img->parent_id) || line[7 + PIN_IMAGE_ID_LEN] != ' ' ||
+		    !*path)
+			return -EBADMSG;
+		img->parent_path = strdup(path);
+		return img->parent_path ? 0 : -ENOMEM;
+	}
+	return 1;
+}
+
+/* Version 2 (incremental) needs its id and parent before the regions. */
+static int parse_line(struct pin_image *img, const char *line, int version, size_t lineno,
+		      uint64_t pages_size, struct held_state *h)
+{
+	bool full = version == 1;
+	int r = parse_link(img, line, version, lineno);
+
+	if (r <= 0)
+		return r;
+	if (!full && (!img->id[0] || !img->parent_path))
+		return -EBADMSG;
+	if (!full && !strncmp(line, "held ", 5))
+		return parse_held(img, line, h);
+	r = held_close(img, h);
+	if (r < 0)
+		return r;
+	r = parse_region(img, line, pages_size, full);
+	if (r < 0 || full)
+		return r;
+	*h = (struct held_state){ .open = true,
+				  .pos = last_region(img)->addr,
+				  .pages_size = pages_size };
+	return 0;
 }
 
 static int parse_manifest(struct pin_image *img, FILE *f, const char *dir, uint64_t pages_size)
 {
 	char *line = NULL, expect[64];
 	size_t linesz = 0, lineno = 0, nr = 0;
+	struct held_state h = { 0 };
 	bool ended = false;
+	int version = 0;
 	ssize_t len;
 	int r = 0;
 
@@ -704,15 +481,23 @@ static int parse_manifest(struct pin_image *img, FILE *f, const char *dir, uint6
 			break;
 		}
 		line[len - 1] = '\0';
-		if (lineno == 1)
-			r = strcmp(line, HEADER) ? -EBADMSG : 0;
-		else if (lineno == 2)
+		if (lineno == 1) {
+			version = !strcmp(line, PIN_IMAGE_HEADER_FULL)	 ? 1
+				  : !strcmp(line, PIN_IMAGE_HEADER_INCR) ? 2
+									 : 0;
+			r = version ? 0 : -EBADMSG;
+		} else if (lineno == 2) {
 			r = strcmp(line, expect) ? -EBADMSG : 0;
-		else if (!strncmp(line, "end ", 4)) {
+		} else if (!strncmp(line, "end ", 4)) {
 			ended = true;
-			r = sscanf(line, "end %zu", &nr) == 1 && nr == img->nr ? 0 : -EBADMSG;
+			r = held_close(img, &h);
+			if (!r)
+				r = sscanf(line, "end %zu", &nr) == 1 && nr == img->nr &&
+						    (version == 1 || img->parent_path)
+					    ? 0
+					    : -EBADMSG;
 		} else {
-			r = parse_region(img, line, pages_size);
+			r = parse_line(img, line, version, lineno, pages_size, &h);
 		}
 		if (r < 0)
 			break;
@@ -730,19 +515,13 @@ static int parse_manifest(struct pin_image *img, FILE *f, const char *dir, uint6
 	return r;
 }
 
-PIN_EXPORT int pin_image_open(const char *dir, struct pin_image **ret)
+int pin_image_open_one(int dfd, const char *dir, struct pin_image **ret)
 {
-	_cleanup_close_ int dfd = -1;
 	struct pin_image *img;
 	uint64_t pages_size;
 	int mfd, r;
 	FILE *f;
 
-	if (!dir || !ret)
-		return -EINVAL;
-	dfd = pin_image_open_dir(dir);
-	if (dfd < 0)
-		return dfd;
 	r = pin_image_new_at(dfd, dir, PAGES, &img, &pages_size);
 	if (r < 0)
 		return r;

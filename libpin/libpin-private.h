@@ -201,6 +201,84 @@ int pin_uffd_decode(const void *raw, struct pin_uffd_event *ev);
 
 /* ---- checkpoint images (image.c; criu.c builds them too) --------------- */
 
+#define PIN_IMAGE_MANIFEST    "manifest"
+#define PIN_IMAGE_PAGES	      "pages"
+#define PIN_IMAGE_HEADER_FULL "uffdd-image 1"
+#define PIN_IMAGE_HEADER_INCR "uffdd-image 2"
+/* An image's id: 128 random bits as lowercase hex (uffdd-image(5)). */
+#define PIN_IMAGE_ID_LEN 32
+/* A segment of an incremental image whose pages it does not hold: its
+ * parent's, until pin_image_open() puts the parent's segments there. */
+#define PIN_IMAGE_SEG_PARENT 0x80000000u
+
+struct image_region {
+	struct pin_image_region pub;
+	struct pin_image_segment *segs; /* pub.segments, writable */
+	size_t cap;
+	char *name;
+};
+
+struct pin_image {
+	int pages_fd;	 /* segment source 0 */
+	int *parent_fds; /* source k >= 1: the pages file of the k-th ancestor */
+	size_t nr_parents;
+	size_t nr, cap;
+	struct image_region *regions;
+	char id[PIN_IMAGE_ID_LEN + 1];	      /* "" when the manifest names none */
+	char parent_id[PIN_IMAGE_ID_LEN + 1]; /* "" without a parent */
+	char *parent_path;		      /* as the manifest says; NULL without */
+};
+
+/* One manifest and pages file of the directory dfd (dir names it in
+ * messages), a parent's pages left as PIN_IMAGE_SEG_PARENT segments. */
+int pin_image_open_one(int dfd, const char *dir, struct pin_image **ret);
+/* The pages file of a segment source (0: img's own); -EINVAL past them. */
+int pin_image_source_fd(const struct pin_image *img, uint32_t source);
+/* pin_image_add_segment() with the data's source (image-chain.c). */
+int pin_image_add_source_segment(struct pin_image *img, uint64_t len, uint64_t offset,
+				 uint32_t flags, uint32_t source);
+/* The segment holding addr; NULL outside every region. */
+const struct pin_image_segment *pin_image_find_segment(const struct pin_image *img, uint64_t addr);
+/* One image of a chain, newest first (image-chain.c). */
+struct pin_image_link {
+	struct pin_image *img; /* as pin_image_open_one() read it */
+	char *dir;	       /* its directory, as reached from the newest */
+};
+/* The images of the chain that ends with dir, newest first, each the
+ * parent its child names (id and all); *ret is pin_image_chain_free()'s. */
+int pin_image_chain_open(const char *dir, struct pin_image_link **ret, size_t *ret_n);
+/* The chain v (pin_image_chain_open()'s, which it frees) as one image. */
+int pin_image_chain_flatten(struct pin_image_link *v, size_t n, struct pin_image **ret);
+void pin_image_chain_free(struct pin_image_link *v, size_t n);
+/*
+ * The pages of the mapping [start, end) an incremental checkpoint against
+ * parent holds (all of them with parent NULL), in address order, merged
+ * (image-held.c); *ret is free()'s.  written NULL: the kernel's record.
+ */
+int pin_image_held(int pagemap_fd, const struct pin_image *parent, uint64_t start, uint64_t end,
+		   bool anon, const struct pin_pagemap_range *written, size_t nr_written,
+		   struct pin_pagemap_range **ret, size_t *ret_n);
+/* Write-protect again the async write-protect ranges of [start, end); none
+ * without PAGEMAP_SCAN (the kernel has no WP_ASYNC either). */
+int pin_image_rearm(int pagemap_fd, uint64_t start, uint64_t end);
+/* A mapping a checkpoint takes (image-maps.c), and what of it the image
+ * holds (image-write.c). */
+struct pin_image_mapping {
+	uint64_t start, end;
+	uint32_t prot, flags;
+	char *name;
+	struct pin_pagemap_range *held; /* the pages the image holds */
+	size_t nr_held;
+};
+/* The mappings of /proc/pid/maps o asks for, in address order. */
+int pin_image_read_maps(int pid, const struct pin_image_write_opts *o,
+			struct pin_image_mapping **ret, size_t *ret_n);
+void pin_image_free_mappings(struct pin_image_mapping *maps, size_t n);
+/* Write img (a chain's flattened) as one full image into dir (image-write.c). */
+int pin_image_save(const struct pin_image *img, const char *dir);
+/* A new random image id (getrandom(2)). */
+int pin_image_new_id(char out[PIN_IMAGE_ID_LEN + 1]);
+
 /* open(2) directory dir for the *at() calls; -errno, logged, on failure. */
 int pin_image_open_dir(const char *dir);
 
@@ -235,6 +313,27 @@ int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uin
 int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, uint32_t flags);
 /* pread(2) until len bytes are in, EINTR retried; -ENODATA at end of file. */
 int pin_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+/* PAGEMAP_SCAN page categories (include/uapi/linux/fs.h, Linux 6.7). */
+#define PIN_PAGE_IS_WPALLOWED (1ull << 0)
+#define PIN_PAGE_IS_WRITTEN   (1ull << 1)
+#define PIN_PAGE_IS_PRESENT   (1ull << 3)
+#define PIN_PAGE_IS_PFNZERO   (1ull << 5)
+
+/* A run of pages of the same categories (PIN_PAGE_IS_*). */
+struct pin_pagemap_cat {
+	uint64_t addr, len, categories;
+};
+/*
+ * Every page of [addr, addr + len) of the process of pagemap_fd, in runs of
+ * the same categories of mask (pagemap.c); *ret is free()'s.  Unlike
+ * pin_pagemap_scan_written() any memory may be scanned.
+ */
+int pin_pagemap_scan_categories(int pagemap_fd, uint64_t addr, uint64_t len, uint64_t mask,
+				struct pin_pagemap_cat **ret, size_t *ret_n);
+
+/* Whether the kernel has PAGEMAP_SCAN (Linux 6.7), asked without a log. */
+bool pin_pagemap_scan_supported(int pagemap_fd);
 
 /* CRIU's pagemap flags (criu/include/pagemap.h). */
 #define PIN_CRIU_PE_PARENT  0x1u /* pages are in the parent dump */

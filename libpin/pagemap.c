@@ -7,6 +7,8 @@
  * walk.  The kernel checks access (PTRACE_MODE_READ) when the file is opened
  * and binds it to that process's memory: whoever holds the descriptor may
  * scan, which is how a daemon scans a client that handed its own over.
+ * Also the pages of any range by their categories (present, zero page,
+ * async write-protect allowed, written), for incremental checkpoints.
  * Calls only the ioctl helper and the log.
  */
 #include <inttypes.h>
@@ -22,7 +24,6 @@
  */
 #define PIN_PM_SCAN_WP_MATCHING	  (1ull << 0)
 #define PIN_PM_SCAN_CHECK_WPASYNC (1ull << 1)
-#define PIN_PAGE_IS_WRITTEN	  (1ull << 1)
 
 struct pin_page_region {
 	uint64_t start;
@@ -124,4 +125,84 @@ PIN_EXPORT int pin_pagemap_scan_written(int pagemap_fd, uint64_t addr, uint64_t 
 	if (ret_end)
 		*ret_end = at;
 	return (int)n;
+}
+
+/* Append [start, end) of categories c, merged into the last run when it
+ * continues it with the same categories. */
+static int cat_push(struct pin_pagemap_cat **v, size_t *n, size_t *cap, uint64_t start,
+		    uint64_t end, uint64_t c)
+{
+	if (*n && (*v)[*n - 1].addr + (*v)[*n - 1].len == start && (*v)[*n - 1].categories == c) {
+		(*v)[*n - 1].len += end - start;
+		return 0;
+	}
+	if (*n == *cap) {
+		size_t nc = *cap ? 2 * *cap : 64;
+		struct pin_pagemap_cat *nv = reallocarray(*v, nc, sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = (struct pin_pagemap_cat){ start, end - start, c };
+	return 0;
+}
+
+int pin_pagemap_scan_categories(int pagemap_fd, uint64_t addr, uint64_t len, uint64_t mask,
+				struct pin_pagemap_cat **ret, size_t *ret_n)
+{
+	struct page_region_batch {
+		struct pin_page_region r[SCAN_BATCH];
+	} *b = malloc(sizeof(*b));
+	struct pin_pagemap_cat *v = NULL;
+	uint64_t at = addr, end = addr + len;
+	size_t n = 0, cap = 0;
+	int r = b ? 0 : -ENOMEM;
+
+	while (!r && at < end) {
+		struct pin_pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.start = at,
+			.end = end,
+			.vec = (uintptr_t)b->r,
+			.vec_len = SCAN_BATCH,
+			.return_mask = mask,
+		};
+		int got;
+
+		memset(b->r, 0, sizeof(b->r));
+		do
+			got = ioctl(pagemap_fd, PIN_PAGEMAP_SCAN, &arg);
+		while (got < 0 && errno == EINTR);
+		if (got < 0) {
+			r = scan_error(at, end - at, -errno);
+			break;
+		}
+		for (int i = 0; !r && i < got; i++)
+			r = cat_push(&v, &n, &cap, b->r[i].start, b->r[i].end, b->r[i].categories);
+		if (!r && arg.walk_end <= at)
+			r = scan_error(at, end - at, -EIO);
+		at = arg.walk_end;
+	}
+	free(b);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+bool pin_pagemap_scan_supported(int pagemap_fd)
+{
+	struct pin_pm_scan_arg arg = { .size = sizeof(arg) };
+	int r;
+
+	/* An empty range: 0 where the kernel has the ioctl, ENOTTY where not. */
+	do
+		r = ioctl(pagemap_fd, PIN_PAGEMAP_SCAN, &arg);
+	while (r < 0 && errno == EINTR);
+	return r >= 0 || errno != ENOTTY;
 }

@@ -90,7 +90,7 @@ static bool continues(const struct pin_image_segment *a, const struct pin_image_
 
 	if (a->addr + a->len != b->addr || data != !!(b->flags & PIN_IMAGE_SEG_DATA))
 		return false;
-	return !data || a->offset + a->len == b->offset;
+	return !data || (a->source == b->source && a->offset + a->len == b->offset);
 }
 
 /*
@@ -116,11 +116,38 @@ static size_t runs_of(const struct pin_image *img, const struct pin_image_region
 			.len = sg->len,
 			.mode = PIN_UFFD_REGISTER_MISSING,
 			.flags = flags,
-			.fd = data ? pin_image_pages_fd(img) : -1,
+			.fd = data ? pin_image_segment_fd(img, sg) : -1,
 			.offset = data ? sg->offset : 0,
 		};
 	}
 	return n;
+}
+
+/*
+ * One request for all the runs of each pages file, the zero runs with the
+ * first: a restore of many mappings starts no later for their number (issue
+ * 13), and a request carries one descriptor.  A chain's image has one pages
+ * file per image that holds some of its pages.
+ */
+static int add_by_source(struct pin_client *c, const struct pin_image *img,
+			 const struct pin_client_region *v, size_t n)
+{
+	_cleanup_free_ struct pin_client_region *batch = calloc(n ? n : 1, sizeof(*batch));
+	int r = 0;
+
+	if (!batch)
+		return -ENOMEM;
+	for (uint32_t source = 0; !r && source <= img->nr_parents; source++) {
+		int fd = pin_image_source_fd(img, source);
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (v[i].fd < 0 ? !source : v[i].fd == fd)
+				batch[k++] = v[i];
+		if (k)
+			r = pin_client_region_add_many(c, batch, k);
+	}
+	return r;
 }
 
 int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
@@ -145,9 +172,7 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
 		return -ENOMEM;
 	for (size_t j = 0; j < nidx; j++)
 		n = runs_of(img, pin_image_region(img, idx[j]), flags, v, n);
-	/* One request for all of them: a restore of many mappings starts no
-	 * later for their number (issue 13). */
-	int r = pin_client_region_add_many(c, v, n);
+	int r = add_by_source(c, img, v, n);
 	return r < 0 ? r : (int)n;
 }
 

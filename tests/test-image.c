@@ -750,7 +750,35 @@ START_TEST(own_bad_manifest)
 		      0, "");
 	manifest_case("uffdd-image 1\npage-size 4096\nregion 0x10000 0x4000 rw- 0x22 0x0\n",
 		      -EBADMSG, "manifest line 4");
-	manifest_case("uffdd-image 2\npage-size 4096\nend 0\n", -EBADMSG, "manifest line 1");
+	manifest_case("uffdd-image 3\npage-size 4096\nend 0\n", -EBADMSG, "manifest line 1");
+	/* Incremental (version 2): its id, then its parent, before anything. */
+	manifest_case("uffdd-image 2\npage-size 4096\nend 0\n", -EBADMSG, "manifest line 3");
+	manifest_case("uffdd-image 2\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x0\nend 1\n",
+		      -EBADMSG, "manifest line 4");
+	manifest_case("uffdd-image 1\npage-size 4096\nid 0123456789abcdef0123456789abcdeg\n"
+		      "end 0\n",
+		      -EBADMSG, "manifest line 3");
+	manifest_case("uffdd-image 1\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x0\nheld 0x10000 0x1000\nend 1\n",
+		      -EBADMSG, "manifest line 5");
+	manifest_case("uffdd-image 2\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "parent 0123456789abcdef0123456789abcdee ../p\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x0\nheld 0x11000 0x1000 0x0\n"
+		      "held 0x10000 0x1000 0x1000\nend 1\n",
+		      -EBADMSG, "manifest line 7");
+	manifest_case("uffdd-image 2\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "parent 0123456789abcdef0123456789abcdee ../p\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x1000\nend 1\n",
+		      -EBADMSG, "manifest line 5");
+	manifest_case("uffdd-image 2\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "parent 0123456789abcdef0123456789abcdee ../p\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x0\nheld 0x10000 0x1000 0x4000\nend 1\n",
+		      -EBADMSG, "manifest line 6");
+	manifest_case("uffdd-image 2\npage-size 4096\nid 0123456789abcdef0123456789abcdef\n"
+		      "parent 0123456789abcdef0123456789abcdee ../p\n"
+		      "region 0x10000 0x4000 rw- 0x22 0x0\nheld 0x13000 0x2000 0x0\nend 1\n",
+		      -EBADMSG, "manifest line 6");
 	manifest_case("uffdd-image 1\npage-size 4096\nregion 0x10000 0x5000 rw- 0x22 0x0\nend 1\n",
 		      -EBADMSG, "manifest line 3");
 	manifest_case("uffdd-image 1\npage-size 4096\nregion 0x10000 0x1000 rw- 0x22 0x0\n"

@@ -329,7 +329,7 @@ struct pin_image_segment {
 	uint64_t len;
 	uint64_t offset; /* in the pages file, with PIN_IMAGE_SEG_DATA; else 0 */
 	uint32_t flags;	 /* PIN_IMAGE_SEG_* */
-	uint32_t reserved;
+	uint32_t source; /* with DATA: 0 the image's pages file, k its k-th parent's */
 };
 
 struct pin_image_region {
@@ -346,20 +346,38 @@ struct pin_image_region {
  * anonymous writable ones.  Both together also take read-only file ones. */
 #define PIN_IMAGE_WRITE_READONLY 0x1u /* mappings without PROT_WRITE */
 #define PIN_IMAGE_WRITE_FILE	 0x2u /* file-backed mappings */
+/* Once written, write-protect again the pages of pid's async write-protect
+ * ranges (PAGEMAP_SCAN): the next incremental checkpoint with this one as
+ * its parent counts the writes from now. */
+#define PIN_IMAGE_WRITE_REARM 0x4u
 
 struct pin_image_write_opts {
 	size_t sz;	    /* sizeof(struct pin_image_write_opts) */
 	unsigned int flags; /* PIN_IMAGE_WRITE_* */
 	uint64_t addr;	    /* with len: only this range of the mappings */
 	uint64_t len;	    /* 0: the whole address space */
+	/* Incremental: the checkpoint of pid this one follows (a chain of
+	 * them restores as one image, pin_image_open()); NULL: a full one. */
+	const char *parent;
+	/* With parent: the pages written since it, sorted, not overlapping
+	 * (pin_client_dirty_get() of a WP region gives them); NULL: those
+	 * the kernel's async write-protect record (PAGEMAP_SCAN) shows. */
+	const struct pin_pagemap_range *written;
+	size_t nr_written;
 };
 
 /*
  * Write a checkpoint of the memory of process pid (0: the caller) into
- * directory dir (created when missing).  Returns the number of regions.
+ * directory dir (created when missing).  With opts->parent, only the pages
+ * that changed since that checkpoint: written since (opts->written, or the
+ * kernel's record of async write-protect ranges), or reading zero now
+ * (discarded); a mapping that is not one of the parent's regions, same
+ * start and end, or that has no record goes in whole.  Returns the number
+ * of regions.
  */
 int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts);
-/* Read a checkpoint that pin_image_write() made. */
+/* Read a checkpoint that pin_image_write() made; an incremental one with
+ * its chain of parents, each page from the newest image that holds it. */
 int pin_image_open(const char *dir, struct pin_image **ret);
 /* Read the memory of task pid of a CRIU dump in dir. */
 int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret);
@@ -372,8 +390,10 @@ void pin_image_free(struct pin_image *img);
 size_t pin_image_nr_regions(const struct pin_image *img);
 /* Region i, NULL past the end; valid until pin_image_free(). */
 const struct pin_image_region *pin_image_region(const struct pin_image *img, size_t i);
-/* The pages file, open read-only; owned by img. */
+/* The pages file, open read-only; owned by img.  Of a chain: the newest. */
 int pin_image_pages_fd(const struct pin_image *img);
+/* The pages file a DATA segment's offset is in (its source), owned by img. */
+int pin_image_segment_fd(const struct pin_image *img, const struct pin_image_segment *s);
 /* Copy the image's bytes at [addr, addr + len) into buf; -EFAULT when a
  * byte lies outside every region. */
 int pin_image_read(const struct pin_image *img, uint64_t addr, void *buf, size_t len);

@@ -2,7 +2,9 @@
 /*
  * uffdd-checkpoint PID DIR: write a checkpoint (uffdd-image(5)) of a live
  * process, stopped with SIGSTOP while its memory is copied, then list what
- * went in.
+ * went in.  With --parent, an incremental one: the pages changed since the
+ * parent (the kernel's async write-protect record, PAGEMAP_SCAN), which
+ * every checkpoint arms again for the next.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,8 +33,9 @@ static void log_stderr(enum pin_log_level level, const char *msg, void *userdata
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: uffdd-checkpoint [-r] [-f] [-a ADDR -l LEN] PID DIR\n"
+	fprintf(f, "Usage: uffdd-checkpoint [-r] [-f] [-a ADDR -l LEN] [-p PARENT] PID DIR\n"
 		   "Write a checkpoint of process PID's private memory into DIR.\n"
+		   "  -p, --parent PARENT  only what changed since checkpoint PARENT\n"
 		   "  -r          also read-only mappings\n"
 		   "  -f          also file-backed private mappings\n"
 		   "  -a ADDR     only mappings within [ADDR, ADDR+LEN) (with -l)\n"
@@ -86,11 +89,12 @@ static void prot_letters(uint32_t prot, char out[4])
 	out[3] = '\0';
 }
 
-/* One line per region, then the totals; data is what the pages file holds. */
+/* One line per region, then the totals; data is what the pages file holds,
+ * and of an incremental checkpoint the bytes its parents give. */
 static int report(const char *dir)
 {
 	struct pin_image *img;
-	uint64_t data = 0, zero = 0;
+	uint64_t data = 0, zero = 0, inherited = 0;
 	size_t n;
 	int r = pin_image_open(dir, &img);
 
@@ -99,21 +103,30 @@ static int report(const char *dir)
 	n = pin_image_nr_regions(img);
 	for (size_t i = 0; i < n; i++) {
 		const struct pin_image_region *reg = pin_image_region(img, i);
-		uint64_t d = 0;
+		uint64_t d = 0, p = 0;
 		char prot[4];
 
-		for (size_t s = 0; s < reg->nr_segments; s++)
-			if (reg->segments[s].flags & PIN_IMAGE_SEG_DATA)
-				d += reg->segments[s].len;
+		for (size_t s = 0; s < reg->nr_segments; s++) {
+			const struct pin_image_segment *sg = &reg->segments[s];
+
+			if ((sg->flags & PIN_IMAGE_SEG_DATA) && sg->source)
+				p += sg->len;
+			else if (sg->flags & PIN_IMAGE_SEG_DATA)
+				d += sg->len;
+		}
 		prot_letters(reg->prot, prot);
 		printf("0x%012" PRIx64 "-0x%012" PRIx64 " %s %10" PRIu64 " data bytes %10" PRIu64
 		       " zero bytes %s\n",
-		       reg->addr, reg->addr + reg->len, prot, d, reg->len - d, reg->name);
+		       reg->addr, reg->addr + reg->len, prot, d, reg->len - d - p, reg->name);
 		data += d;
-		zero += reg->len - d;
+		zero += reg->len - d - p;
+		inherited += p;
 	}
-	printf("%zu regions, %" PRIu64 " bytes written, %" PRIu64 " zero bytes left as holes\n", n,
+	printf("%zu regions, %" PRIu64 " bytes written, %" PRIu64 " zero bytes left as holes", n,
 	       data, zero);
+	if (inherited)
+		printf(", %" PRIu64 " bytes from the parents", inherited);
+	printf("\n");
 	pin_image_free(img);
 	return 0;
 }
@@ -137,11 +150,17 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "parent", required_argument, NULL, 'p' },
 		{ 0 },
 	};
 
-	while ((c = getopt_long(argc, argv, "rfa:l:h", longopts, NULL)) != -1) {
+	/* Every checkpoint counts the writes from itself on, for the next. */
+	o.flags = PIN_IMAGE_WRITE_REARM;
+	while ((c = getopt_long(argc, argv, "rfa:l:p:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'p':
+			o.parent = optarg;
+			break;
 		case 'r':
 			o.flags |= PIN_IMAGE_WRITE_READONLY;
 			break;

@@ -5,8 +5,9 @@
  * and the working set; verify: the manifest as pin_image_open() checks it,
  * every data page read back, the working set's runs inside the regions;
  * diff: page by page, what a checkpoint has that another has not (what an
- * incremental checkpoint would carry).  Reads through libpin's image calls
- * (and its private working-set reader).  See uffdd-image(8).
+ * incremental checkpoint would carry); squash: a chain of incremental
+ * checkpoints as one full one, byte for byte.  Reads through libpin's image
+ * calls (and its private working-set and chain readers).  See uffdd-image(8).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,9 +37,11 @@ static void usage(FILE *f)
 	fprintf(f, "Usage: uffdd-image info DIR\n"
 		   "       uffdd-image verify DIR\n"
 		   "       uffdd-image diff OLD NEW\n"
+		   "       uffdd-image squash DIR OUT\n"
 		   "       uffdd-image --version\n"
 		   "Look inside a checkpoint (uffdd-image(5)), check it against its manifest,\n"
-		   "or compare two page by page.  Exit status: 0 done (diff: whether or not\n"
+		   "compare two page by page, or write a chain of incremental checkpoints\n"
+		   "as one.  Exit status: 0 done (diff: whether or not\n"
 		   "pages differ), 1 failed or not valid, 2 usage error.  See uffdd-image(8).\n");
 }
 
@@ -87,6 +90,46 @@ static uint64_t data_pages(const struct pin_image_region *g)
 	return n;
 }
 
+/* Pages of a link of a chain it holds itself, and of those the data ones. */
+static void held_pages(const struct pin_image *img, uint64_t *ret_held, uint64_t *ret_data)
+{
+	*ret_held = *ret_data = 0;
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+
+		for (size_t k = 0; k < g->nr_segments; k++) {
+			const struct pin_image_segment *s = &g->segments[k];
+
+			if (!(s->flags & PIN_IMAGE_SEG_PARENT))
+				*ret_held += s->len / page;
+			if (s->flags & PIN_IMAGE_SEG_DATA)
+				*ret_data += s->len / page;
+		}
+	}
+}
+
+/* One line per image of a chain, newest first (none for a full image). */
+static int print_chain(const char *dir)
+{
+	struct pin_image_link *v;
+	size_t n;
+	int r = pin_image_chain_open(dir, &v, &n);
+
+	if (r < 0) {
+		fprintf(stderr, "uffdd-image: %s: %s\n", dir, strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; n > 1 && i < n; i++) {
+		uint64_t held, data;
+
+		held_pages(v[i].img, &held, &data);
+		printf("chain %zu id %s held pages %" PRIu64 " data %" PRIu64 " %s\n", i,
+		       v[i].img->id, held, data, v[i].dir);
+	}
+	pin_image_chain_free(v, n);
+	return 0;
+}
+
 static int cmd_info(const char *dir)
 {
 	struct pin_image *img;
@@ -117,6 +160,11 @@ static int cmd_info(const char *dir)
 		       " zero %" PRIu64 "%s%s\n",
 		       g->addr, g->addr + g->len, prot_text(g->prot, prot), g->len / page, d,
 		       g->len / page - d, g->name[0] ? " " : "", g->name);
+	}
+	if (print_chain(dir) < 0) {
+		free(ws);
+		pin_image_free(img);
+		return EXIT_FAILURE;
 	}
 	for (size_t i = 0; i < nws; i++)
 		ws_pages += ws[i].len / page;
@@ -270,6 +318,23 @@ out_buf:
 	return ret;
 }
 
+static int cmd_squash(const char *dir, const char *out)
+{
+	struct pin_image *img;
+	int r;
+
+	if (open_image(dir, &img) < 0)
+		return EXIT_FAILURE;
+	r = pin_image_save(img, out);
+	if (r < 0)
+		fprintf(stderr, "uffdd-image: squash %s into %s: %s\n", dir, out, strerror(-r));
+	else
+		printf("squashed %s into %s: regions %zu, images %zu\n", dir, out,
+		       pin_image_nr_regions(img), img->nr_parents + 1);
+	pin_image_free(img);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -302,6 +367,8 @@ int main(int argc, char **argv)
 		return cmd_verify(argv[optind + 1]);
 	if (!strcmp(cmd, "diff") && n == 3)
 		return cmd_diff(argv[optind + 1], argv[optind + 2]);
+	if (!strcmp(cmd, "squash") && n == 3)
+		return cmd_squash(argv[optind + 1], argv[optind + 2]);
 	usage(stderr);
 	return EXIT_USAGE;
 }
