@@ -31,6 +31,7 @@ struct image_region {
 
 struct pin_image {
 	int pages_fd;
+	int snapshot_fd; /* pin_image_snapshot()'s memfd; -1: none */
 	size_t nr, cap;
 	struct image_region *regions;
 };
@@ -77,9 +78,21 @@ struct pin_image *pin_image_new_fd(int fd)
 {
 	struct pin_image *img = calloc(1, sizeof(*img));
 
-	if (img)
+	if (img) {
 		img->pages_fd = fd;
+		img->snapshot_fd = -1;
+	}
 	return img;
+}
+
+int pin_image_snapshot_fd(const struct pin_image *img)
+{
+	return img->snapshot_fd;
+}
+
+void pin_image_snapshot_set(struct pin_image *img, int fd)
+{
+	img->snapshot_fd = fd;
 }
 
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
@@ -163,6 +176,8 @@ PIN_EXPORT void pin_image_free(struct pin_image *img)
 	free(img->regions);
 	if (img->pages_fd >= 0)
 		close(img->pages_fd);
+	if (img->snapshot_fd >= 0)
+		close(img->snapshot_fd);
 	free(img);
 }
 

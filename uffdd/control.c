@@ -534,6 +534,8 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 	uint64_t addr = ra->range->addr, len = ra->range->len;
 	int ret = check_wp_async(q, ra);
 
+	if (!ret)
+		ret = snapshot_check(s, ra->mode, src, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
 	size_t i = session_first_after(s, addr);
