@@ -292,6 +292,57 @@ START_TEST(every_byte_exact_in_random_order)
 }
 END_TEST
 
+/* Placed ahead of any touch (Prefetch: the path of push and Replay too):
+ * the image's pages mapped by CONTINUE, no fault, then every byte exact. */
+static int run_prefetch(const char *sock, int in, int out)
+{
+	struct restore rs;
+	struct pin_client_stats st;
+	void *base = (void *)(uintptr_t)REGION_ADDR;
+
+	REQUIRE(restore_start(&rs, sock, PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE_EQ(pin_client_prefetch(rs.c, base, REGION_BYTES), 0);
+	REQUIRE_EQ(pin_client_wait_populated(rs.c, base, REGION_BYTES, 0), 0);
+	REQUIRE_EQ(smaps_kb("Rss"), DATA_PAGES * PAGE / 1024);
+	/* uffdctl looks at the region meanwhile. */
+	REQUIRE(step(out) == 0 && await(in) == 0);
+	REQUIRE(read_all_random() == 0);
+	REQUIRE_EQ(pin_client_stats(rs.c, 0, &st), 0);
+	REQUIRE_EQ(st.faults, 0);
+	REQUIRE_EQ(st.pages_copied, DATA_PAGES);
+	REQUIRE_EQ(st.pages_zeroed, HOLES);
+	REQUIRE_EQ(st.bytes_copied, 0);
+	REQUIRE_EQ(smaps_kb("Anonymous"), 0);
+	restore_end(&rs);
+	return 0;
+}
+
+START_TEST(prefetch_continues_ahead_of_faults)
+{
+	struct test_daemon d;
+
+	int to_c[2], from_c[2];
+
+	load();
+	test_daemon_start(&d, NULL);
+	ck_assert_int_eq(pipe2(to_c, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(from_c, O_CLOEXEC), 0);
+	pid_t c = spawn(run_prefetch, d.sock, to_c[0], from_c[1]);
+	ck_assert_int_eq(await(from_c[0]), 0);
+	char *out = test_uffdctl(&d, "regions");
+	ck_assert_msg(strstr(out, "4.0M missing+minor fd "), "uffdctl regions: %s", out);
+	free(out);
+	ck_assert_int_eq(step(to_c[1]), 0);
+	ck_assert_int_eq(reap(c), 0);
+	for (int i = 0; i < 2; i++) {
+		close(to_c[i]);
+		close(from_c[i]);
+	}
+	test_daemon_stop(&d);
+	unload();
+}
+END_TEST
+
 /* A: every page written (its own copy, MARK), then B restores and reads. */
 static int run_writer(const char *sock, int in, int out)
 {
@@ -503,6 +554,7 @@ Suite *test_suite(void)
 	Suite *s = suite_create("snapshot");
 
 	TEST_ADD_CASE(s, every_byte_exact_in_random_order, 120);
+	TEST_ADD_CASE(s, prefetch_continues_ahead_of_faults, 120);
 	TEST_ADD_CASE(s, two_restores_see_not_each_others_writes, 120);
 	TEST_ADD_CASE(s, dontneed_gives_the_image_page_again, 120);
 	TEST_ADD_CASE(s, kill9_and_restart_mid_restore, 120);
