@@ -110,9 +110,9 @@ static bool continues(const struct pin_image_segment *a, const struct pin_image_
 
 /*
  * The runs of segments of region i as regions at v + n (room for every
- * segment), flags each: the new count.  One uffdd region per run: each region costs
- * the daemon a record and bitmaps, and the restore waits for them (issue
- * 13).
+ * segment), flags each: the new count.  One uffdd region per run: each
+ * region costs the daemon a record and bitmaps, and the restore waits for
+ * them (issue 13).
  */
 static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
 		      struct pin_client_region *v, size_t n)
