@@ -360,25 +360,48 @@ static int run_writer(const char *sock, int in, int out)
 	return 0;
 }
 
+/* B: reads every page, then stays until told. */
+static int run_read_and_stay(const char *sock, int in, int out)
+{
+	struct restore rs;
+
+	REQUIRE(restore_start(&rs, sock, PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(read_all_random() == 0);
+	REQUIRE(assert_stats(&rs) == 0);
+	REQUIRE_EQ(smaps_kb("Anonymous"), 0);
+	REQUIRE(step(out) == 0 && await(in) == 0);
+	restore_end(&rs);
+	return 0;
+}
+
 START_TEST(two_restores_see_not_each_others_writes)
 {
 	struct test_daemon d;
-	int to_a[2], from_a[2];
+	int to_a[2], from_a[2], to_b[2], from_b[2];
 
 	load();
 	test_daemon_start(&d, NULL);
 	ck_assert_int_eq(pipe2(to_a, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(from_a, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(to_b, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(from_b, O_CLOEXEC), 0);
 	pid_t a = spawn(run_writer, d.sock, to_a[0], from_a[1]);
 	ck_assert_int_eq(await(from_a[0]), 0);
 	assert_memfd_unchanged();
-	ck_assert_int_eq(reap(spawn(run_read, d.sock, -1, -1)), 0);
+	pid_t b = spawn(run_read_and_stay, d.sock, to_b[0], from_b[1]);
+	ck_assert_int_eq(await(from_b[0]), 0);
+	/* Both sessions name the image: the daemon holds its memfd once. */
+	ck_assert_int_eq(test_count_fd_links(d.pid, "/memfd:pin-snapshot*"), 1);
+	ck_assert_int_eq(step(to_b[1]), 0);
+	ck_assert_int_eq(reap(b), 0);
 	ck_assert_int_eq(step(to_a[1]), 0);
 	ck_assert_int_eq(reap(a), 0);
 	assert_memfd_unchanged();
 	for (int i = 0; i < 2; i++) {
 		close(to_a[i]);
 		close(from_a[i]);
+		close(to_b[i]);
+		close(from_b[i]);
 	}
 	test_daemon_stop(&d);
 	unload();
