@@ -12,12 +12,14 @@
  * Memory, once every restore has read every page: the sum over the
  * restores of their PSS (/proc/PID/smaps_rollup) without its shmem part,
  * plus the memfd's pages once (the shmem pages are the memfd's, which PSS
- * splits among every process that maps them, uffdd too); ÷ the image.
+ * splits among the restores that map them); ÷ the image.
  * The literal sum of PSS plus the memfd, which counts the memfd's mapped
  * pages twice, is printed too.  run_ms: each restore's time from the go to
- * its last page read; the median over the restores of every round.  Rounds
- * alternate the two modes, argv[1] of each (default 3); --smoke: one round
- * of 2 restores of 1 MiB (the names keep "8x256m").  The daemon is $UFFDD,
+ * its last page read (resume to all read); total_ms: that plus its own
+ * setup (image opened, region mapped, handed over, added); each the median
+ * over the restores of every round.  Each round has one restore alone (1x),
+ * then 8 at once (8x), in each mode; argv[1] rounds (default 3); --smoke:
+ * one round, 2 restores of 1 MiB (the names keep "256m").  The daemon is $UFFDD,
  * else the uffdd built next to this benchmark.
  */
 #include <errno.h>

@@ -280,6 +280,9 @@ struct source;
  * pending.
  */
 int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
+/* The same, its file never mapped by the daemon: a snapshot's source, whose
+ * pages the daemon never reads (UFFDIO_CONTINUE maps the process's own). */
+int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
 int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* Its file's id, what a region records (0: a zero source). */
