@@ -143,7 +143,7 @@ static int adopt(int fd, uint64_t size)
 			(long long)st.st_size, size);
 		return -EINVAL;
 	}
-	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	return copy < 0 ? -errno : copy;
 }
 
