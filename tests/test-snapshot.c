@@ -501,7 +501,7 @@ START_TEST(kill9_and_restart_mid_restore)
 	}
 	ck_assert_int_eq(manager_stop(mgr), 0);
 	manager_free(mgr);
-	rmdir(dir);
+	ck_assert_int_eq(rmdir(dir), 0);
 	unload();
 }
 END_TEST
