@@ -937,8 +937,8 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 	err = pin_proto_check_range((uintptr_t)r->addr, r->len);
 	if (err < 0)
 		return err;
-	if (!r->mode || (r->mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) ||
-	    (r->flags & ~REGION_FLAGS) || !page_aligned(r->offset))
+	if (!pin_region_mode_valid(r->mode) || (r->flags & ~REGION_FLAGS) ||
+	    !page_aligned(r->offset) || ((r->mode & PIN_UFFD_REGISTER_MINOR) && r->fd < 0))
 		return -EINVAL;
 	if ((r->flags & PIN_CLIENT_REGION_REGISTER) && (r->flags & PIN_CLIENT_REGION_REGISTERED))
 		return -EINVAL;
@@ -964,6 +964,8 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 /* The names of mode's faults, for a message. */
 static const char *mode_text(uint32_t mode)
 {
+	if (mode & PIN_UFFD_REGISTER_MINOR)
+		return "MISSING and MINOR";
 	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
 	case PIN_UFFD_REGISTER_MISSING:
 		return "MISSING";

@@ -61,8 +61,10 @@ struct pin_image *pin_image_new_fd(int fd)
 {
 	struct pin_image *img = calloc(1, sizeof(*img));
 
-	if (img)
+	if (img) {
 		img->pages_fd = fd;
+		img->snapshot_fd = -1;
+	}
 	return img;
 }
 
@@ -78,6 +80,16 @@ PIN_EXPORT int pin_image_segment_fd(const struct pin_image *img, const struct pi
 	if (!img || !s || !(s->flags & PIN_IMAGE_SEG_DATA))
 		return -EINVAL;
 	return pin_image_source_fd(img, s->source);
+}
+
+int pin_image_snapshot_fd(const struct pin_image *img)
+{
+	return img->snapshot_fd;
+}
+
+void pin_image_snapshot_set(struct pin_image *img, int fd)
+{
+	img->snapshot_fd = fd;
 }
 
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
@@ -173,6 +185,8 @@ PIN_EXPORT void pin_image_free(struct pin_image *img)
 			close(img->parent_fds[i]);
 	free(img->parent_fds);
 	free(img->parent_path);
+	if (img->snapshot_fd >= 0)
+		close(img->snapshot_fd);
 	free(img);
 }
 

@@ -80,6 +80,18 @@ static inline void pin_freep(void *p)
 	free(*(void **)p);
 }
 
+/* A region's registration modes that uffdd serves: MISSING, WP or both, or
+ * MISSING with MINOR (a snapshot region: a sealed memfd's pages are
+ * CONTINUEd, its holes fault MISSING). */
+static inline bool pin_region_mode_valid(unsigned int mode)
+{
+	const unsigned int snapshot = PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_MINOR;
+
+	if (mode & PIN_UFFD_REGISTER_MINOR)
+		return mode == snapshot;
+	return mode && !(mode & ~(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP));
+}
+
 /* ---- the uffdd protocol (proto.c; see proto/uffdd.proto) -------------- */
 
 #include "uffdd.pb-c.h"
@@ -220,6 +232,7 @@ struct image_region {
 
 struct pin_image {
 	int pages_fd;	 /* segment source 0 */
+	int snapshot_fd; /* pin_image_snapshot()'s memfd; -1: none */
 	int *parent_fds; /* source k >= 1: the pages file of the k-th ancestor */
 	size_t nr_parents;
 	size_t nr, cap;
@@ -311,6 +324,13 @@ struct pin_image *pin_image_new_fd(int fd);
 int pin_image_add_region(struct pin_image *img, uint64_t addr, uint64_t len, uint32_t prot,
 			 uint32_t flags, const char *name);
 int pin_image_add_segment(struct pin_image *img, uint64_t len, uint64_t offset, uint32_t flags);
+/* The image's snapshot memfd (pin_image_snapshot()), -1: none; set takes
+ * fd over (image.c). */
+int pin_image_snapshot_fd(const struct pin_image *img);
+void pin_image_snapshot_set(struct pin_image *img, int fd);
+/* Where region i starts in the snapshot memfd: the regions lie one after
+ * another, each as long as it is (snapshot.c). */
+uint64_t pin_image_snapshot_offset(const struct pin_image *img, size_t i);
 /* pread(2) until len bytes are in, EINTR retried; -ENODATA at end of file. */
 int pin_pread_all(int fd, void *buf, size_t len, uint64_t off);
 

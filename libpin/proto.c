@@ -80,11 +80,12 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 
 	if (r < 0)
 		return r;
-	if (!ra->mode || (ra->mode & ~(uint32_t)(PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)))
+	if (!pin_region_mode_valid(ra->mode))
 		return -EINVAL;
 	switch (ra->source) {
 	case UFFDD__SOURCE_KIND__SOURCE_ZERO:
-		return 0;
+		/* MINOR faults come for pages of a file only. */
+		return ra->mode & PIN_UFFD_REGISTER_MINOR ? -EINVAL : 0;
 	case UFFDD__SOURCE_KIND__SOURCE_FD:
 		if (ra->offset & mask)
 			return -EINVAL;

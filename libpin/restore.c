@@ -46,10 +46,25 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
 	if (!g)
 		return -ENOENT;
 	want = (void *)(uintptr_t)g->addr;
+	int snap = pin_image_snapshot_fd(img);
+	unsigned int mode = PIN_UFFD_REGISTER_MISSING;
+	if (snap >= 0) {
+		/* The snapshot's pages fault MINOR, its holes MISSING. */
+		if (!(pin_uffd_features(u) & PIN_UFFD_FEATURE_MINOR_SHMEM)) {
+			pin_log(PIN_LOG_ERR,
+				"image region %zu of a snapshot: the userfaultfd "
+				"lacks UFFD_FEATURE_MINOR_SHMEM",
+				i);
+			return -EOPNOTSUPP;
+		}
+		mode |= PIN_UFFD_REGISTER_MINOR;
+	}
 	/* NOREPLACE: MAP_FIXED over a mapping would silently drop it, and with
-	 * it any userfaultfd registration it had. */
-	p = mmap(want, g->len, (int)g->prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
-		 0);
+	 * it any userfaultfd registration it had.  A snapshot's region maps
+	 * the memfd privately: its pages are shared until written. */
+	p = mmap(want, g->len, (int)g->prot,
+		 MAP_PRIVATE | MAP_FIXED_NOREPLACE | (snap >= 0 ? 0 : MAP_ANONYMOUS), snap,
+		 snap >= 0 ? (off_t)pin_image_snapshot_offset(img, i) : 0);
 	if (p == MAP_FAILED) {
 		int err = errno;
 		pin_log(PIN_LOG_ERR, "mmap [%#llx, +%#llx) for image region %zu: %s",
@@ -72,7 +87,7 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
 			(unsigned long long)g->len, strerror(err));
 		return -err;
 	}
-	int r = pin_uffd_register(u, p, g->len, PIN_UFFD_REGISTER_MISSING, NULL);
+	int r = pin_uffd_register(u, p, g->len, mode, NULL);
 	if (r < 0)
 		munmap(p, g->len);
 	return r;
@@ -94,14 +109,31 @@ static bool continues(const struct pin_image_segment *a, const struct pin_image_
 }
 
 /*
- * The runs of segments of g as regions at v + n (room for every segment),
- * flags each: the new count.  One uffdd region per run: each region costs
- * the daemon a record and bitmaps, and the restore waits for them (issue
- * 13).
+ * The runs of segments of region i as regions at v + n (room for every
+ * segment), flags each: the new count.  One uffdd region per run: each
+ * region costs the daemon a record and bitmaps, and the restore waits for
+ * them (issue 13).
  */
-static size_t runs_of(const struct pin_image *img, const struct pin_image_region *g,
-		      unsigned int flags, struct pin_client_region *v, size_t n)
+static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
+		      struct pin_client_region *v, size_t n)
 {
+	const struct pin_image_region *g = pin_image_region(img, i);
+	int snap = pin_image_snapshot_fd(img);
+
+	/* A snapshot's region is one run: the memfd's holes are its zero
+	 * pages, and the kernel tells them apart (MISSING, not MINOR). */
+	if (snap >= 0) {
+		v[n++] = (struct pin_client_region){
+			.sz = sizeof(v[0]),
+			.addr = (void *)(uintptr_t)g->addr,
+			.len = g->len,
+			.mode = PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_MINOR,
+			.flags = flags,
+			.fd = snap,
+			.offset = pin_image_snapshot_offset(img, i),
+		};
+		return n;
+	}
 	for (size_t k = 0; k < g->nr_segments; k++) {
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
@@ -127,11 +159,14 @@ static size_t runs_of(const struct pin_image *img, const struct pin_image_region
  * One request for all the runs of each pages file, the zero runs with the
  * first: a restore of many mappings starts no later for their number (issue
  * 13), and a request carries one descriptor.  A chain's image has one pages
- * file per image that holds some of its pages.
+ * file per image that holds some of its pages; a snapshot has its memfd only.
  */
 static int add_by_source(struct pin_client *c, const struct pin_image *img,
 			 const struct pin_client_region *v, size_t n)
 {
+	if (pin_image_snapshot_fd(img) >= 0)
+		return pin_client_region_add_many(c, v, n);
+
 	_cleanup_free_ struct pin_client_region *batch = calloc(n ? n : 1, sizeof(*batch));
 	int r = 0;
 
@@ -171,7 +206,7 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
 	if (!v)
 		return -ENOMEM;
 	for (size_t j = 0; j < nidx; j++)
-		n = runs_of(img, pin_image_region(img, idx[j]), flags, v, n);
+		n = runs_of(img, idx[j], flags, v, n);
 	int r = add_by_source(c, img, v, n);
 	return r < 0 ? r : (int)n;
 }

@@ -861,6 +861,19 @@ START_TEST(hostile_records)
 	fd = hostile_base(&tab);
 	poke(fd, REC_AT(tab, 1, mode), &(uint32_t){ 9 }, 4);
 	refused(fd, MAX_BYTES, "record 1: mode 0x9");
+	/* MINOR only with MISSING (a shared snapshot's region), from a file. */
+	fd = hostile_base(&tab);
+	poke(fd, REC_AT(tab, 1, mode), &(uint32_t){ PIN_UFFD_REGISTER_MINOR }, 4);
+	refused(fd, MAX_BYTES, "record 1: mode 0x4");
+	fd = hostile_base(&tab);
+	poke(fd, REC_AT(tab, 1, mode),
+	     &(uint32_t){ PIN_UFFD_REGISTER_WP | PIN_UFFD_REGISTER_MINOR }, 4);
+	refused(fd, MAX_BYTES, "record 1: mode 0x6");
+	fd = hostile_base(&tab);
+	poke(fd, REC_AT(tab, 1, mode),
+	     &(uint32_t){ PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_MINOR }, 4);
+	poke64(fd, REC_AT(tab, 1, src), 0);
+	refused(fd, MAX_BYTES, "record 1: mode 0x5");
 	fd = hostile_base(&tab);
 	poke(fd, REC_AT(tab, 1, flags), &(uint32_t){ 0x100 }, 4);
 	refused(fd, MAX_BYTES, "record 1: flags 0x100");

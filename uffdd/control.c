@@ -535,11 +535,15 @@ static int check_page_size(struct req *q, const Uffdd__RegionAdd *ra, bool *ret_
 
 /*
  * The source of a region: the window [off, +len) of src_fd (taken whatever
- * the outcome), or zero pages with src_fd -1.
+ * the outcome), or zero pages with src_fd -1.  A snapshot's (its regions
+ * MINOR) is not mapped: the daemon never reads it, and mapping and
+ * populating 256 MiB would hold the worker some 30 ms per restore.
  */
-static int region_source(struct req *q, int src_fd, uint64_t off, uint64_t len, struct source **ret)
+static int region_source(struct req *q, int src_fd, uint64_t off, uint64_t len, bool snapshot,
+			 struct source **ret)
 {
-	int err = source_new(src_fd, q->s->uid, off, len, ret);
+	int err = snapshot ? source_new_unmapped(src_fd, q->s->uid, off, len, ret)
+			   : source_new(src_fd, q->s->uid, off, len, ret);
 
 	if (err < 0)
 		return fail(q, err, "source: %s",
@@ -564,6 +568,8 @@ static int region_add_one(struct req *q, const Uffdd__RegionAdd *ra, struct sour
 
 	if (!ret)
 		ret = check_page_size(q, ra, &huge);
+	if (!ret)
+		ret = snapshot_check(s, ra->mode, src, q->text, sizeof(q->text));
 	if (ret < 0)
 		return ret;
 	size_t i = session_first_after(s, addr);
@@ -617,7 +623,8 @@ static int do_region_add(struct req *q)
 		closer_close(src_fd, q->s->uid);
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	}
-	int ret = region_source(q, src_fd, fd ? ra->offset : 0, ra->range->len, &src);
+	int ret = region_source(q, src_fd, fd ? ra->offset : 0, ra->range->len,
+				ra->mode & PIN_UFFD_REGISTER_MINOR, &src);
 	if (ret < 0)
 		return ret;
 	ret = region_add_one(q, ra, src);
@@ -643,6 +650,7 @@ static int do_region_add_batch(struct req *q)
 	int fd = q->nfds ? take_fd(q) : -1;
 	struct source *file = NULL, *zero = NULL;
 	uint64_t lo = UINT64_MAX, hi = 0;
+	bool snapshot = true; /* every region from the file a snapshot's */
 	int ret;
 
 	if (!q->s->uffd) {
@@ -655,10 +663,11 @@ static int do_region_add_batch(struct req *q)
 			continue;
 		lo = ra->offset < lo ? ra->offset : lo;
 		hi = ra->offset + ra->range->len > hi ? ra->offset + ra->range->len : hi;
+		snapshot = snapshot && (ra->mode & PIN_UFFD_REGISTER_MINOR);
 	}
-	ret = region_source(q, -1, 0, 0, &zero);
+	ret = region_source(q, -1, 0, 0, false, &zero);
 	if (!ret && fd >= 0 && lo < hi)
-		ret = region_source(q, fd, lo, hi - lo, &file);
+		ret = region_source(q, fd, lo, hi - lo, snapshot, &file);
 	else
 		closer_close(fd, q->s->uid);
 	for (size_t i = 0; i < b->n_regions && !ret; i++) {

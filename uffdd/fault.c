@@ -4,14 +4,14 @@
  * FORK's child userfaultfd to the fd store first, apply the non-cooperative
  * events (FORK, REMAP, REMOVE, UNMAP) in order, then serve the page faults
  * sorted by address, one run per ioctl with DONTWAKE and one WAKE per run
- * (COPY, ZEROPAGE, WP; EAGAIN keeps the faults, EEXIST wakes), each run as
- * long as the readahead window; a region of huge pages (hugetlbfs) a whole
- * huge page at a time.  Data from a source that may block comes
- * from the session's reader (reader.c): its faults wait in the queue until
- * the read is done.  Each fault is counted once, when it is finished
- * (fault_done()), its latency from the read that returned it.  It may call
- * session.c, state.c, store.c, reader.c, source.c, notify.c (stale notices,
- * fork children), log.c and util.c.
+ * (COPY, ZEROPAGE, CONTINUE for a snapshot's pages, WP; EAGAIN keeps the
+ * faults, EEXIST wakes), each run as long as the readahead window; a region
+ * of huge pages (hugetlbfs) a whole huge page at a time.  Data from a source
+ * that may block comes from the session's reader (reader.c): its faults wait
+ * in the queue until the read is done.  Each fault is counted once, when it
+ * is finished (fault_done()), its latency from the read that returned it.
+ * It may call session.c, state.c, store.c, reader.c, source.c, notify.c
+ * (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -115,7 +115,14 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	int64_t done = 0;
 	int ret;
 
-	if (data) {
+	/* A snapshot's page is in the page cache of the memfd the process
+	 * maps: CONTINUE maps it there, nothing is read or copied. */
+	bool cont = data && snapshot_region(r);
+	/* hugetlbfs has no UFFDIO_ZEROPAGE: a huge page's zeroes are copied. */
+	bool copy = !cont && (data || wp || r->huge);
+	const char *call = cont ? "UFFDIO_CONTINUE" : copy ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
+
+	if (data && !cont) {
 		uint64_t off = r->offset + (i << uffdd_page_shift);
 		if (source_may_block(r->src))
 			ret = read_data(s, r->src, off, &len, r->huge, &src);
@@ -123,12 +130,13 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 			ret = source_data(r->src, off, len, s->w->buf, &src);
 		if (ret == -ENOMEM || ret == -EINPROGRESS)
 			return ret;
-		const char *call = ret == -EDQUOT ? "read (its uid has readers stuck)" : "pread";
+		const char *rd = ret == -EDQUOT ? "read (its uid has readers stuck)" : "pread";
 		if (ret < 0)
-			return place_unreadable(s, r, i, n, push, woke, call, -ret);
+			return place_unreadable(s, r, i, n, push, woke, rd, -ret);
 	}
-	/* hugetlbfs has no UFFDIO_ZEROPAGE. */
-	if (data || wp || r->huge)
+	if (cont)
+		ret = pin_uffd_continue(s->uffd, dst, len, dontwake, &done);
+	else if (copy)
 		ret = pin_uffd_copy(s->uffd, dst, src, len, flags, &done);
 	else
 		ret = pin_uffd_zeropage(s->uffd, dst, len, dontwake, &done);
@@ -141,8 +149,11 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		s->in_eagain = false;
 		mark_populated(r, i, k);
 		if (data) {
+			/* Placed with the image's data; bytes the daemon
+			 * copied only when it copied them. */
 			STAT_ADD(s->stats.pages_copied, k);
-			STAT_ADD(s->stats.bytes_copied, (uint64_t)done);
+			if (!cont)
+				STAT_ADD(s->stats.bytes_copied, (uint64_t)done);
 		} else {
 			STAT_ADD(s->stats.pages_zeroed, k);
 		}
@@ -172,12 +183,13 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	case -ENOENT:
 		return ret;
 	case -EFAULT:
+		/* CONTINUE: no page in the memfd there, which its seals rule
+		 * out unless the process maps another file than the source. */
 		if (data)
-			return place_unreadable(s, r, i, n, push, woke, "UFFDIO_COPY", EFAULT);
+			return place_unreadable(s, r, i, n, push, woke, call, EFAULT);
 		break;
 	}
-	slog(s, LOG_ERR, "%s [%p, +%#zx): %s",
-	     data || wp || r->huge ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE", dst, len, strerror(-ret));
+	slog(s, LOG_ERR, "%s [%p, +%#zx): %s", call, dst, len, strerror(-ret));
 	return ret;
 }
 
@@ -371,7 +383,9 @@ static int serve_missing(struct session *s, struct region *r, size_t i, size_t *
 	 */
 	if (bm_test(r->populated, p)) {
 		uint64_t had = bm_count(r->populated, p, u);
-		bm_assign(r->zero, p, u, true);
+		/* A snapshot's page refaults as the image has it. */
+		if (!snapshot_region(r))
+			bm_assign(r->zero, p, u, true);
 		bm_assign(r->populated, p, u, false);
 		STAT_ADD(r->n_populated, -had);
 	}
@@ -623,7 +637,10 @@ static void on_remove(struct session *s, uint64_t start, uint64_t end)
 		 * comes write-protected and would read as unwritten. */
 		if (dirty_async(s, r))
 			dirty_mark(r, fa, n);
-		bm_assign(r->zero, fa, n, true);
+		/* A snapshot's pages refault as the image has them
+		 * (snapshot.c): nothing to remember but that they left. */
+		if (!snapshot_region(r))
+			bm_assign(r->zero, fa, n, true);
 		uint64_t had = bm_count(r->populated, fa, n);
 		bm_assign(r->populated, fa, n, false);
 		STAT_ADD(r->n_populated, -had);

@@ -9,6 +9,8 @@
  * it read-only: UFFDIO_COPY reads the page cache through that mapping, one
  * copy, and a file truncated under us fails the ioctl with EFAULT instead of
  * raising SIGBUS in the daemon, since only the kernel touches the mapping.
+ * A shared snapshot's window (source_new_unmapped()) is not mapped: its
+ * pages go to the process by UFFDIO_CONTINUE from its own mapping.
  * That holds for a file whose reads wait for memory or a local disk only: a
  * file a server answers for (FUSE, NFS) or a block device may never answer,
  * so it is not mapped, and a session's reader (reader.c), a process of its
@@ -496,8 +498,9 @@ static void populate(const struct source *s)
 	}
 }
 
-/* The window's part of its file (st, size bytes now): listed and mapped. */
-static int window_open(struct source *s, const struct stat *st, uint64_t size)
+/* The window's part of its file (st, size bytes now): listed, and with map
+ * mapped. */
+static int window_open(struct source *s, const struct stat *st, uint64_t size, bool map)
 {
 	if (s->hi > size)
 		s->hi = size;
@@ -505,7 +508,7 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size)
 		return 0;
 	int r = file_extents(s->file, st, size, &s->ext);
 	/* A reader preads what a worker must not touch. */
-	if (r < 0 || !s->file->direct)
+	if (r < 0 || !s->file->direct || !map)
 		return r;
 	s->maplen = page_up(s->hi) - s->lo;
 	void *m = mmap(NULL, s->maplen, PROT_READ, MAP_SHARED, s->file->fd, (off_t)s->lo);
@@ -516,9 +519,9 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size)
 }
 
 /* A window [off, off + len) of f (NULL: zero), which takes over the caller's
- * reference on f. */
+ * reference on f; mapped when map says so and the file allows. */
 static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, uint64_t off,
-		      uint64_t len, struct source **ret)
+		      uint64_t len, bool map, struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 
@@ -532,7 +535,7 @@ static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, u
 	s->lo = off;
 	s->hi = off + len;
 	if (f) {
-		int r = window_open(s, st, size);
+		int r = window_open(s, st, size, map);
 		if (r < 0) {
 			source_unref(s);
 			return r;
@@ -542,7 +545,7 @@ static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, u
 	return 0;
 }
 
-int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
+static int new_window(int fd, uid_t uid, uint64_t off, uint64_t len, bool map, struct source **ret)
 {
 	struct srcfile *f = NULL;
 	struct stat st = { 0 };
@@ -562,7 +565,17 @@ int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **re
 		if (r < 0)
 			return r;
 	}
-	return window_new(f, &st, size, off, len, ret);
+	return window_new(f, &st, size, off, len, map, ret);
+}
+
+int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
+{
+	return new_window(fd, uid, off, len, true, ret);
+}
+
+int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
+{
+	return new_window(fd, uid, off, len, false, ret);
 }
 
 int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
@@ -571,7 +584,7 @@ int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct s
 	uint64_t size = 0;
 
 	if (!id)
-		return window_new(NULL, &st, size, off, len, ret);
+		return window_new(NULL, &st, size, off, len, true, ret);
 	pthread_mutex_lock(&files_lock);
 	struct srcfile *f = file_by_id_locked(id);
 	if (f) {
@@ -589,7 +602,7 @@ int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct s
 		file_put(f);
 		return r;
 	}
-	return window_new(f, &st, size, off, len, ret);
+	return window_new(f, &st, size, off, len, true, ret);
 }
 
 /* Already in the store as f<id>: not handed to it again. */

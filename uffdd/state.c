@@ -498,8 +498,6 @@ static int check_bm(const struct state *st, const char *field, uint32_t slot, ui
 static int check_rec(const struct state *st, const struct state_rec *r, uint32_t slot, char *why,
 		     size_t whylen)
 {
-	const uint32_t modes =
-		PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP | PIN_UFFD_REGISTER_MINOR;
 	uint64_t nbits = r->len >> uffdd_page_shift;
 	int ret;
 
@@ -513,7 +511,9 @@ static int check_rec(const struct state *st, const struct state_rec *r, uint32_t
 			return bad(why, whylen, "record %" PRIu32 ": a pin with bitmaps", slot);
 		return 0;
 	}
-	if (!r->mode || r->mode & ~modes)
+	/* What a RegionAdd may ask for: a snapshot's MINOR with MISSING, from
+	 * a file. */
+	if (!pin_region_mode_valid(r->mode) || ((r->mode & PIN_UFFD_REGISTER_MINOR) && !r->src))
 		return bad(why, whylen, "record %" PRIu32 ": mode %#" PRIx32, slot, r->mode);
 	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE))
 		return bad(why, whylen, "record %" PRIu32 ": flags %#" PRIx32, slot, r->flags);

@@ -9,8 +9,9 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, control, inspect, worker, push, fault, dirty, finish, session,
- * region, pins, state, reader, source, closer, store, notify, log, util.
+ * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
+ * finish, session, region, pins, state, reader, source, closer, store,
+ * notify, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -279,6 +280,9 @@ struct source;
  * pending.
  */
 int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
+/* The same, its file never mapped by the daemon: a snapshot's source, whose
+ * pages the daemon never reads (UFFDIO_CONTINUE maps the process's own). */
+int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
 int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* Its file's id, what a region records (0: a zero source). */
@@ -502,7 +506,7 @@ struct stats {
 struct region {
 	uint64_t start, len; /* bytes, page aligned */
 	uint64_t npages;
-	uint32_t mode; /* PIN_UFFD_REGISTER_MISSING | WP */
+	uint32_t mode; /* PIN_UFFD_REGISTER_MISSING | WP, or MISSING | MINOR */
 	struct source *src;
 	uint64_t offset; /* of start in the source */
 	bool push;	 /* push untouched pages in the background */
@@ -832,6 +836,24 @@ static inline bool done_page(const struct region *r, uint64_t i)
 void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- snapshot.c: regions of a shared image memfd (MINOR, CONTINUE) ---- */
+
+/* A snapshot region: registered MISSING and MINOR over a MAP_PRIVATE
+ * mapping of its source, a sealed memfd; data pages are CONTINUEd. */
+static inline bool snapshot_region(const struct region *r)
+{
+	return r->mode & PIN_UFFD_REGISTER_MINOR;
+}
+
+/*
+ * Whether s may have a region of mode from src: 0 for a mode without MINOR;
+ * with it, -EOPNOTSUPP when s's userfaultfd lacks MINOR_SHMEM, -EINVAL when
+ * src is not a memfd sealed against writes, growing and shrinking (why
+ * filled in).
+ */
+int snapshot_check(const struct session *s, uint32_t mode, const struct source *src, char *why,
+		   size_t whylen);
 
 /* ---- finish.c: how a session ends ---------------------------------------- */
 

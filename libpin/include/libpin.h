@@ -485,7 +485,7 @@ struct pin_client_region {
 	size_t sz;	    /* sizeof(struct pin_client_region) */
 	void *addr;	    /* page aligned */
 	size_t len;	    /* page aligned, > 0 */
-	unsigned int mode;  /* PIN_UFFD_REGISTER_MISSING and/or PIN_UFFD_REGISTER_WP */
+	unsigned int mode;  /* PIN_UFFD_REGISTER_MISSING and/or _WP, or MISSING with _MINOR */
 	unsigned int flags; /* PIN_CLIENT_REGION_* */
 	int fd;		    /* page source: page addr + x is at offset + x; -1: zero pages */
 	uint64_t offset;    /* page aligned */
@@ -583,6 +583,19 @@ int pin_client_list_pins(struct pin_client *c, uint64_t session, struct pin_clie
  * existing mapping: -EEXIST), MADV_NOHUGEPAGE, and register it MISSING on u.
  */
 int pin_image_map_region(const struct pin_image *img, size_t i, struct pin_uffd *u);
+/*
+ * Shared snapshots (many restores of one image, one copy in memory): with
+ * fd -1, put img's pages into a new sealed memfd (its regions one after
+ * another, zero pages left as holes), once; or take fd, such a memfd made
+ * for the same image by another process (duplicated; -EINVAL unless sealed
+ * against writes, growing and shrinking, and as large as img's regions).
+ * From then on pin_image_map_region() maps img's regions MAP_PRIVATE from
+ * the memfd and registers them MISSING and MINOR (the userfaultfd needs
+ * PIN_UFFD_FEATURE_MINOR_SHMEM), and pin_client_add_image_region() has uffdd
+ * serve them from it with UFFDIO_CONTINUE.  Returns the memfd (owned by
+ * img, to hand to the other restores); -EBUSY when img has one already.
+ */
+int pin_image_snapshot(struct pin_image *img, int fd);
 /*
  * Tell uffdd where the pages of region i come from: one uffdd region per
  * run of segments (adjacent, both zero or both data at adjacent offsets),

@@ -98,6 +98,9 @@ const char *ctl_printable(const char *s, char *buf, size_t size)
 
 const char *ctl_mode_name(uint32_t mode)
 {
+	/* A shared snapshot's region (pin_image_snapshot(3)). */
+	if (mode == (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_MINOR))
+		return "missing+minor";
 	switch (mode & (PIN_UFFD_REGISTER_MISSING | PIN_UFFD_REGISTER_WP)) {
 	case PIN_UFFD_REGISTER_MISSING:
 		return "missing";
