@@ -3,8 +3,8 @@
  * uffdd-checkpoint PID DIR: write a checkpoint (uffdd-image(5)) of a live
  * process, stopped with SIGSTOP while its memory is copied, then list what
  * went in.  With --parent, an incremental one: the pages changed since the
- * parent (the kernel's async write-protect record, PAGEMAP_SCAN), which
- * every checkpoint arms again for the next.
+ * parent (the kernel's async write-protect record, PAGEMAP_SCAN); with
+ * --rearm the record starts again from this checkpoint for the next.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,9 +33,10 @@ static void log_stderr(enum pin_log_level level, const char *msg, void *userdata
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: uffdd-checkpoint [-r] [-f] [-a ADDR -l LEN] [-p PARENT] PID DIR\n"
+	fprintf(f, "Usage: uffdd-checkpoint [-r] [-f] [-a ADDR -l LEN] [-p PARENT] [-R] PID DIR\n"
 		   "Write a checkpoint of process PID's private memory into DIR.\n"
 		   "  -p, --parent PARENT  only what changed since checkpoint PARENT\n"
+		   "  -R, --rearm  write-protect the written pages again afterwards\n"
 		   "  -r          also read-only mappings\n"
 		   "  -f          also file-backed private mappings\n"
 		   "  -a ADDR     only mappings within [ADDR, ADDR+LEN) (with -l)\n"
@@ -151,15 +152,17 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "parent", required_argument, NULL, 'p' },
+		{ "rearm", no_argument, NULL, 'R' },
 		{ 0 },
 	};
 
-	/* Every checkpoint counts the writes from itself on, for the next. */
-	o.flags = PIN_IMAGE_WRITE_REARM;
-	while ((c = getopt_long(argc, argv, "rfa:l:p:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "rfa:l:p:Rh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			o.parent = optarg;
+			break;
+		case 'R':
+			o.flags |= PIN_IMAGE_WRITE_REARM;
 			break;
 		case 'r':
 			o.flags |= PIN_IMAGE_WRITE_READONLY;
