@@ -1655,6 +1655,57 @@ START_TEST(mremap_read_when_daemon_dies)
 }
 END_TEST
 
+/* ---- pages placed, not yet recorded, when the daemon dies ---- */
+
+#define PL_PAGES 64
+#define PL_SEED	 0x91ac
+
+/*
+ * Touches page 0 of a region no push serves (the daemon places a run from
+ * it and holds before it records it, is killed and restarted), then reads
+ * every page: each exact, and WaitPopulated of the whole region returns, as
+ * the stats say every page is in.  Pages the dead daemon placed but did not
+ * record never fault again: without a look at them, the wait never ends.
+ */
+static int client_placed(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct pin_client_stats st;
+	struct conn k;
+
+	REQUIRE(conn_open(&k) == 0);
+	uint8_t *base = map_pages(PL_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, PL_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE(src_page_ok(base, 0, PL_SEED));
+	for (size_t i = 0; i < PL_PAGES; i++)
+		REQUIRE(src_page_ok(base + i * page, i, PL_SEED));
+	REQUIRE_EQ(pin_client_wait_populated(k.c, base, PL_PAGES * page, wait_ms()), 0);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.pages_total, PL_PAGES);
+	REQUIRE_EQ(st.pages_populated, PL_PAGES);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(placed_when_daemon_dies)
+{
+	struct client cl;
+
+	up_held("placed");
+	int src = make_source(PL_PAGES, PL_SEED);
+	spawn(&cl, client_placed, &src, &src, 1);
+	await_step(&cl, "region added");
+	go(&cl);
+	await_held("placed");
+	kill9_restart();
+	client_done(&cl, src);
+}
+END_TEST
+
 /* ---- a request in flight ---- */
 
 #define RQ_PAGES 16
@@ -2125,6 +2176,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, client_without_thread, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_read_when_daemon_dies, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, placed_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
 	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);

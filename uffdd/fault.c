@@ -39,6 +39,14 @@ static void mark_populated(struct region *r, uint64_t i, uint64_t n)
 static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n, bool data,
 		     bool push, bool *woke);
 
+/* Before an ioctl that places pages: in the record, for a daemon that takes
+ * over from one killed before it set their populated bits. */
+static void placing(struct session *s, const void *dst, size_t len)
+{
+	if (s->st)
+		state_placing_set(s->st, (uintptr_t)dst, (uintptr_t)dst + len);
+}
+
 /*
  * The source cannot be read where these pages are (its file shrank, or the
  * read failed: err).  Zero pages would be data made up, and a retry would
@@ -64,6 +72,7 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	     "%s [%p, +%#zx) from the source: %s; poisoning the pages: "
 	     "touching them raises SIGBUS",
 	     call, dst, len, strerror(err));
+	placing(s, dst, len);
 	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
@@ -134,6 +143,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		if (ret < 0)
 			return place_unreadable(s, r, i, n, push, woke, rd, -ret);
 	}
+	placing(s, dst, len);
 	if (cont)
 		ret = pin_uffd_continue(s->uffd, dst, len, dontwake, &done);
 	else if (copy)
@@ -146,6 +156,7 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		*woke = ret == 0;
 	if (done > 0) {
 		uint64_t k = (uint64_t)done >> uffdd_page_shift;
+		uffdd_hold("placed");
 		s->in_eagain = false;
 		mark_populated(r, i, k);
 		if (data) {

@@ -69,6 +69,10 @@ struct state_hdr {
 	uint32_t events_applied;
 	uint32_t pad2;
 	uint8_t events[STATE_EVENTS_MAX][PIN_UFFD_MSG_BYTES];
+	/* The addresses [start, end) a placing ioctl may be filling now
+	 * (state_placing_set()); durable at once.  Last, so that a record
+	 * from before it reads 0 there (none). */
+	uint64_t placing[2];
 };
 
 _Static_assert(sizeof(struct state_hdr) <= HDR_BYTES, "the header outgrew its block");
@@ -104,6 +108,7 @@ struct state {
 	bool scrub;	  /* slots written by a txn never committed: reset before any change */
 	uint64_t wset_n;
 	uint64_t making[2];
+	uint64_t placing[2]; /* the dead daemon's, as read at state_open() */
 	/* The dead daemon's last read, decoded at state_open(): events_n of
 	 * them, the first events_applied not to be replayed. */
 	uint32_t events_n, events_applied;
@@ -638,6 +643,8 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	st->wset_n = h.wset_n;
 	/* Any two ids: they only name the children that may be made again. */
 	memcpy(st->making, h.making, sizeof(st->making));
+	/* Any range: a Prefetch of it places only missing pages of regions. */
+	memcpy(st->placing, h.placing, sizeof(st->placing));
 	return 0;
 }
 
@@ -1068,6 +1075,25 @@ bool state_making(const struct state *st, uint64_t id)
 uint64_t state_making_first(const struct state *st)
 {
 	return st->making[0];
+}
+
+void state_placing_set(struct state *st, uint64_t start, uint64_t end)
+{
+	/* Empty first: a death between the stores leaves the old range, none,
+	 * or the new one, never a mix.  Seen before the ioctl (a syscall
+	 * after these stores) places anything. */
+	__atomic_store_n(&st->hdr->placing[1], 0, __ATOMIC_RELEASE);
+	if (start < end) {
+		__atomic_store_n(&st->hdr->placing[0], start, __ATOMIC_RELEASE);
+		__atomic_store_n(&st->hdr->placing[1], end, __ATOMIC_RELEASE);
+	}
+}
+
+bool state_placing(const struct state *st, uint64_t *ret_start, uint64_t *ret_end)
+{
+	*ret_start = st->placing[0];
+	*ret_end = st->placing[1];
+	return st->placing[0] < st->placing[1];
 }
 
 void *state_events_buf(struct state *st)

@@ -265,6 +265,15 @@ static void replay_events(struct group *p, struct group *v, size_t n, bool *half
 /* Serve s: wake what the dead daemon read, tell its client where it was. */
 static void serve_again(struct session *s)
 {
+	uint64_t start, end;
+
+	/* Pages the dead daemon may have placed without recording them. */
+	if (s->uffd && state_placing(s->st, &start, &end) &&
+	    session_prefetch_add(s, start, end - start) == -ENOMEM)
+		ulog(LOG_WARNING,
+		     "session %" PRIu64 ": no memory to check [%#" PRIx64 ", %#" PRIx64
+		     "), which the dead daemon was placing; a WaitPopulated of it may wait",
+		     s->id, start, end);
 	if (s->sock >= 0)
 		s->wsock.handle = control_handle;
 	if (s->fc && s->sock >= 0)

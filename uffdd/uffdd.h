@@ -86,7 +86,8 @@ int fstat_cached(int fd, struct stat *st);
  * handshake and committed, the handshake not yet taken off the
  * connection), "events-read" (a read that took an event but a page fault:
  * its messages in the session's record, none applied, its faults not
- * served).  Without the variable: nothing.
+ * served), "placed" (a placing ioctl done, its pages' populated bits not
+ * set yet).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
@@ -460,6 +461,18 @@ void state_making_set(struct state *st, uint64_t first, uint64_t end);
 bool state_making(const struct state *st, uint64_t id);
 /* The first of them (0: none): a read's k-th FORK made the child first + k. */
 uint64_t state_making_first(const struct state *st);
+
+/*
+ * The pages [start, end) the last placing ioctl (COPY, ZEROPAGE, CONTINUE,
+ * POISON) was given, set before it; durable at once.  A daemon killed after
+ * the ioctl and before it set their populated bits leaves pages in the
+ * process that its record does not have: they never fault again, so a
+ * WaitPopulated would wait for them for ever.  state_placing() gives the
+ * dead daemon's range at takeover (false: none), and its missing pages are
+ * placed again (a Prefetch), which finds those already there (EEXIST).
+ */
+void state_placing_set(struct state *st, uint64_t start, uint64_t end);
+bool state_placing(const struct state *st, uint64_t *ret_start, uint64_t *ret_end);
 
 /*
  * The last read(2) of the session's userfaultfd goes straight into the
