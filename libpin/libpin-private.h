@@ -307,6 +307,8 @@ bool pin_ps_gets_sending(const struct pin_ps_gets *g);
 /* What the last failure was, and the GET it hit (nr_pages 0: none). */
 const char *pin_ps_gets_failure(const struct pin_ps_gets *g, uint64_t *ret_addr,
 				uint64_t *ret_nr_pages);
+/* Its socket. */
+int pin_ps_fd(const struct pin_ps *ps);
 /* A connected stream socket whose flags stay as they are (a descriptor
  * shared with a client): for GETs only, which never block. */
 int pin_ps_wrap(int fd, const char *name, struct pin_ps **ret);

@@ -137,6 +137,11 @@ int pin_ps_from_fd(int fd, const char *name, struct pin_ps **ret)
 	return ps_new(fd, name ? name : "(fd)", ret);
 }
 
+int pin_ps_fd(const struct pin_ps *ps)
+{
+	return ps->fd;
+}
+
 int pin_ps_wrap(int fd, const char *name, struct pin_ps **ret)
 {
 	struct pin_ps *ps;
@@ -314,8 +319,7 @@ int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, voi
 static int failed(struct pin_ps_gets *f, const struct get *g, const char *what, int err)
 {
 	f->failed = *g;
-	snprintf(f->why, sizeof(f->why), "%s%s%s", what, err ? ": " : "",
-		 err ? strerror(err) : "");
+	snprintf(f->why, sizeof(f->why), "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
 	pin_log(PIN_LOG_ERR,
 		"page server %s: GET task %" PRIu64 " [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
 		f->ps->peer, f->dst_id, g->addr, g->addr + g->nr * page_size(), f->why);
