@@ -18,17 +18,22 @@
 #define PROTO_CMSG_SPACE                                                                           \
 	(CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred)))
 
+/* A file's or a page server's region comes with its descriptor. */
+static bool source_has_fd(Uffdd__SourceKind k)
+{
+	return k == UFFDD__SOURCE_KIND__SOURCE_FD || k == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
+}
+
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 {
 	switch (msg->body_case) {
 	case UFFDD__MSG__BODY_UFFD:
 		return 1 + (msg->uffd->has_pagemap && msg->uffd->pagemap);
 	case UFFDD__MSG__BODY_REGION_ADD:
-		return msg->region_add->source != UFFDD__SOURCE_KIND__SOURCE_ZERO;
+		return source_has_fd(msg->region_add->source);
 	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
 		for (size_t i = 0; i < msg->region_add_batch->n_regions; i++)
-			if (msg->region_add_batch->regions[i]->source !=
-			    UFFDD__SOURCE_KIND__SOURCE_ZERO)
+			if (source_has_fd(msg->region_add_batch->regions[i]->source))
 				return 1;
 		return 0;
 	default:
