@@ -390,9 +390,10 @@ void push_step(struct worker *w)
 			s->remote_wait = false;
 			fault_handle(s);
 		}
-		/* While a read is under way, the session's work waits for it. */
-		bool go =
-			!s->eagain && !s->dead && !(s->rd && reader_busy(s->rd)) && !s->remote_wait;
+		/* While a read is under way, the session's work waits for it;
+		 * not for a page server's answers: its runs are asked ahead, and
+		 * a fault's GET waits behind them anyway. */
+		bool go = !s->eagain && !s->dead && !(s->rd && reader_busy(s->rd));
 		if (s->nreplays && go)
 			replay_step(s);
 		else if (s->nprefetch && go)

@@ -35,8 +35,10 @@
 /* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
 #define REMOTE_GET_PAGES 256
 /* How far ahead of a push run the pages are asked for, so that GETs are in
- * flight back to back while the run before them is placed. */
-#define REMOTE_AHEAD_BYTES (16ull << 20)
+ * flight back to back while the run before them is placed.  A fault's GET
+ * is answered after them (the server answers in order): more would make
+ * each fault wait longer. */
+#define REMOTE_AHEAD_BYTES (4ull << 20)
 /* A server that moves no reply for this long is taken as hung. */
 #define REMOTE_TIMEOUT_NS (10ull * 1000000000ull)
 
@@ -385,10 +387,15 @@ int remotes_timeout(const struct worker *w)
 {
 	uint64_t now = uffdd_now_ns(), wake = UINT64_MAX;
 
-	for (const struct remote *rm = w->remotes; rm; rm = rm->next)
+	for (const struct remote *rm = w->remotes; rm; rm = rm->next) {
+		/* A reply read outside remotes_pump() (by a fault's or a run's
+		 * read): the faults waiting for it are served at once. */
+		if (rm->moved)
+			return 0;
 		if (!rm->err && pin_ps_gets_pending(rm->gets) &&
 		    rm->since + REMOTE_TIMEOUT_NS < wake)
 			wake = rm->since + REMOTE_TIMEOUT_NS;
+	}
 	if (wake == UINT64_MAX)
 		return -1;
 	return wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
