@@ -117,8 +117,10 @@ static pid_t server_start(void)
 		bench_die("fork", errno);
 	if (pid == 0) {
 		for (;;) {
-			int sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
-			if (sk >= 0)
+			int one = 1, sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
+			/* As CRIU's: no Nagle wait between an answer's parts. */
+			if (sk >= 0 &&
+			    setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0)
 				serve(sk);
 		}
 	}

@@ -150,7 +150,12 @@ static void server_start(struct server *s, const struct server_opts *o)
 	ck_assert_int_ge(s->pid, 0);
 	if (s->pid == 0) {
 		struct report rp = { 0 };
-		int sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
+		int one = 1, sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
+
+		/* As CRIU's: an answer's header and pages go out at once (with
+		 * Nagle the pages would wait for the header's delayed ACK). */
+		if (sk >= 0)
+			setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
 		close(p[0]);
 		if (sk < 0)
