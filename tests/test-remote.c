@@ -461,6 +461,59 @@ START_TEST(restart_loses_the_page_server)
 }
 END_TEST
 
+/* A page server's region must come with a connected stream socket: a file
+ * is refused with ENOTSOCK, and nothing of it is kept. */
+static int client_not_a_socket(const struct test_daemon *d)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t n = 0, len = 4 * page;
+	uint8_t *base = test_map_region(len);
+	int fd = memfd_create("not-a-socket", MFD_CLOEXEC);
+
+	REQUIRE(base && fd >= 0 && ftruncate(fd, (off_t)len) == 0);
+	REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = fd,
+		.offset = REMOTE_BASE,
+		.task = TASK,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -ENOTSOCK);
+	REQUIRE_EQ(pin_client_list_regions(c, 0, &ri, &n), 0);
+	REQUIRE_EQ(n, 0);
+	free(ri);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+START_TEST(not_a_socket_refused)
+{
+	struct test_daemon d;
+	int st;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, NULL);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_not_a_socket(&d));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
+	test_daemon_stop(&d);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("remote");
@@ -470,6 +523,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);
+	TEST_ADD_CASE(s, not_a_socket_refused, 60);
 	return s;
 }
 

@@ -541,7 +541,7 @@ struct pin_client_region_info {
 	uint64_t addr;
 	uint64_t len;
 	uint32_t mode;	 /* PIN_UFFD_REGISTER_* */
-	uint32_t source; /* 0: zero pages, 1: a file */
+	uint32_t source; /* 0: zero pages, 1: a file, 2: a page server */
 	uint64_t pages_populated;
 	uint64_t pages_dirty;
 };
