@@ -93,7 +93,13 @@ static void serve(int sk)
 		for (uint64_t i = 0; i < nr; i++)
 			for (size_t w = 0; w < page / 8; w++)
 				buf[i * page / 8 + w] = word_of(q.vaddr + i * page) + w;
-		struct iov a = { PS_IOV_ADD_F | PE_PRESENT << 16, nr, q.vaddr, q.dst_id };
+		struct iov a;
+		/* Its padding too: what goes on the wire is all defined. */
+		memset(&a, 0, sizeof(a));
+		a.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
+		a.nr_pages = nr;
+		a.vaddr = q.vaddr;
+		a.dst_id = q.dst_id;
 		if (!io_all(sk, &a, sizeof(a), true) || !io_all(sk, buf, nr * page, true))
 			break;
 	}

@@ -69,12 +69,17 @@ static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
 	uint64_t nr = q->nr_pages < o->max_pages ? q->nr_pages : o->max_pages;
 	size_t len = nr * page;
 	uint64_t *buf = malloc(len);
-	struct iov a = { PS_IOV_ADD_F | PE_PRESENT << 16, nr, q->vaddr + (lie ? page : 0),
-			 q->dst_id };
+	struct iov a;
 	bool ok;
 
 	if (!buf)
 		return false;
+	/* Its padding too: what goes on the wire is all defined. */
+	memset(&a, 0, sizeof(a));
+	a.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
+	a.nr_pages = nr;
+	a.vaddr = q->vaddr + (lie ? page : 0);
+	a.dst_id = q->dst_id;
 	for (size_t w = 0; w < len / 8; w++)
 		buf[w] = test_pattern(q->vaddr - REMOTE_BASE + w * 8, o->seed);
 	ok = test_send_all(sk, &a, sizeof(a)) && test_send_all(sk, buf, len);
