@@ -502,6 +502,61 @@ static int client_not_a_socket(const struct test_daemon *d)
 	return 0;
 }
 
+/* A page server's buffers are charged to the session at their most
+ * (64 MiB): a uid allowed 32 MiB of bytes gets no page server's region,
+ * and a zero region there all the same. */
+static int client_over_bytes(const struct test_daemon *d)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t len = 4 * page;
+	uint8_t *base = test_map_region(len);
+	int sk[2];
+
+	REQUIRE(base && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) == 0);
+	REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = sk[0],
+		.offset = REMOTE_BASE,
+		.task = TASK,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -EDQUOT);
+	r.flags = PIN_CLIENT_REGION_REGISTER;
+	r.fd = -1;
+	r.offset = 0;
+	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+START_TEST(buffers_charged)
+{
+	static const char *const extra[] = { "--max-bytes-per-uid", "33554432", NULL };
+	struct test_daemon d;
+	int st;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, extra);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_over_bytes(&d));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
+	test_daemon_stop(&d);
+}
+END_TEST
+
 START_TEST(not_a_socket_refused)
 {
 	struct test_daemon d;
@@ -529,6 +584,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);
 	TEST_ADD_CASE(s, not_a_socket_refused, 60);
+	TEST_ADD_CASE(s, buffers_charged, 60);
 	return s;
 }
 

@@ -10,8 +10,8 @@
  * between rounds (remotes_pump()).  What was asked is kept as a list of
  * GETs, each with its buffer: a page is asked once while its GET is in
  * flight or its buffer not used up, and a buffer is freed once its pages
- * are placed.  The buffers of a source hold REMOTE_BYTES_MAX at most: the
- * daemon's memory spent on one client is bounded.  A server that hangs up,
+ * are placed.  The buffers of a source hold UFFDD_REMOTE_BYTES_MAX at most,
+ * charged to the session that uses it (session.c).  A server that hangs up,
  * answers what was not asked or does not answer within REMOTE_TIMEOUT_NS
  * breaks its source only: one log line, then every read of it fails with
  * that error (fault.c poisons the pages).  A source does not survive a
@@ -27,9 +27,6 @@
 
 #include "uffdd.h"
 
-/* Bytes of buffers (asked or holding pages not placed yet) a source has at
- * most: 64 GETs of 1 MiB, what libpin keeps in flight. */
-#define REMOTE_BYTES_MAX (64ull << 20)
 /* GETs a source keeps at most: its list is scanned for each read. */
 #define REMOTE_GETS_MAX 256
 /* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
@@ -231,7 +228,7 @@ static void drop(struct remote *rm, size_t i)
  * most used first (their pages were placed); never the one holding keep. */
 static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 {
-	while (rm->n == REMOTE_GETS_MAX || rm->bytes + bytes > REMOTE_BYTES_MAX) {
+	while (rm->n == REMOTE_GETS_MAX || rm->bytes + bytes > UFFDD_REMOTE_BYTES_MAX) {
 		size_t best = rm->n;
 		for (size_t i = 0; i < rm->n; i++) {
 			const struct rget *g = &rm->v[i];

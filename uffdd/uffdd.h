@@ -332,6 +332,10 @@ int source_pread(int fd, uint64_t off, size_t len, void *buf);
 struct remote;
 struct worker;
 
+/* Bytes of buffers (asked or holding pages not placed yet) a page-server
+ * source has at most, charged to its session (CHARGE_BYTES): 64 GETs of
+ * 1 MiB, what libpin keeps in flight. */
+#define UFFDD_REMOTE_BYTES_MAX (64ull << 20)
 /* Page-server sources' ids have this bit, files' ids not (FILE_ID_MAX). */
 #define REMOTE_ID_BIT ((uint64_t)1 << 63)
 
@@ -802,6 +806,8 @@ struct region *region_part(struct session *s, const struct region *r, uint64_t f
 int region_record(struct session *s, struct region *r);
 /* Room for n more regions in s's array, so that inserting cannot fail. */
 int regions_reserve(struct session *s, size_t n);
+/* The distinct page-server sources of s's regions. */
+uint64_t regions_remote_sources(const struct session *s);
 /* Insert r into reserved room (under s->lock); the caller checked overlaps. */
 void regions_insert_locked(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
