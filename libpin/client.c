@@ -40,6 +40,8 @@ struct client_region {
 	bool push;
 	struct client_src *src; /* NULL: zero pages */
 	uint64_t offset;
+	bool ps; /* src is a page server's socket, its GETs for task */
+	uint64_t task;
 };
 
 struct client_pin {
@@ -499,6 +501,13 @@ static void src_unref(struct client_src *src)
 	free(src);
 }
 
+static Uffdd__SourceKind source_kind(const struct client_region *cr)
+{
+	if (!cr->src)
+		return UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	return cr->ps ? UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER : UFFDD__SOURCE_KIND__SOURCE_FD;
+}
+
 /* retry: allowed to reconnect (not while reconnecting). */
 static int send_region_add(struct pin_client *c, const struct client_region *cr, bool registered,
 			   bool retry)
@@ -511,7 +520,9 @@ static int send_region_add(struct pin_client *c, const struct client_region *cr,
 	range.len = cr->len;
 	ra.range = &range;
 	ra.mode = cr->mode;
-	ra.source = cr->src ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra.source = source_kind(cr);
+	ra.has_task = cr->ps;
+	ra.task = cr->task;
 	ra.has_offset = cr->src != NULL;
 	ra.offset = cr->offset;
 	ra.has_push = 1;
@@ -919,7 +930,8 @@ static int remember_region(struct pin_client *c, const struct client_region *cr)
 }
 
 #define REGION_FLAGS                                                                               \
-	(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_REGISTERED)
+	(PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_REGISTERED |   \
+	 PIN_CLIENT_REGION_PAGE_SERVER)
 
 /* Check a caller's region and make what the client remembers of it, with a
  * reference on *src: the client's duplicate of the region's fd, made on the
@@ -942,7 +954,7 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 		return -EINVAL;
 	if ((r->flags & PIN_CLIENT_REGION_REGISTER) && (r->flags & PIN_CLIENT_REGION_REGISTERED))
 		return -EINVAL;
-	if (r->fd < -1)
+	if (r->fd < -1 || (r->fd < 0 && (r->flags & PIN_CLIENT_REGION_PAGE_SERVER)))
 		return -EBADF;
 	*ret = (struct client_region){
 		.addr = (uintptr_t)r->addr,
@@ -950,6 +962,8 @@ static int region_take(const struct pin_client_region *user_r, struct client_reg
 		.mode = r->mode,
 		.push = !(r->flags & PIN_CLIENT_REGION_NO_PUSH),
 		.offset = r->fd >= 0 ? r->offset : 0,
+		.ps = r->fd >= 0 && (r->flags & PIN_CLIENT_REGION_PAGE_SERVER),
+		.task = r->task,
 	};
 	*ret_flags = r->flags;
 	*ret_registered = !(r->flags & PIN_CLIENT_REGION_REGISTER);
@@ -1044,7 +1058,9 @@ static void region_add_fill(const struct pin_client *c, Uffdd__RegionAdd *ra, Uf
 	range->len = cr->len;
 	ra->range = range;
 	ra->mode = cr->mode;
-	ra->source = cr->src ? UFFDD__SOURCE_KIND__SOURCE_FD : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+	ra->source = source_kind(cr);
+	ra->has_task = cr->ps;
+	ra->task = cr->task;
 	ra->has_offset = cr->src != NULL;
 	ra->offset = cr->offset;
 	ra->has_push = 1;
@@ -1111,6 +1127,7 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 	unsigned int *flags = calloc(n ? n : 1, sizeof(*flags));
 	struct client_src *src = NULL;
 	size_t taken = 0;
+	unsigned int ps = 0;
 	int err = !c || !v || !cr || !registered || !flags ? -ENOMEM : 0, fd = -1;
 
 	if (!c || !v)
@@ -1119,6 +1136,11 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
 	for (size_t i = 0; !err && i < n; i++) {
 		if (v[i].fd >= 0 && fd >= 0 && v[i].fd != fd)
 			err = -EINVAL;
+		/* ... and one kind: a file, or a page server for one task. */
+		if (v[i].fd >= 0 && fd >= 0 && ((v[i].flags ^ ps) & PIN_CLIENT_REGION_PAGE_SERVER))
+			err = -EINVAL;
+		if (v[i].fd >= 0 && fd < 0)
+			ps = v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER;
 		fd = v[i].fd >= 0 ? v[i].fd : fd;
 	}
 	for (; !err && taken < n; taken++) {

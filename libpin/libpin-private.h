@@ -401,6 +401,36 @@ int pin_ps_from_fd(int fd, const char *name, struct pin_ps **ret);
  */
 int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *ranges, size_t n,
 		 int timeout_ms);
+/*
+ * GETs streamed over a connection for a caller that waits on the socket
+ * itself (uffdd): queued, sent and answered without ever blocking (every
+ * send and recv is MSG_DONTWAIT), each reply checked against its GET as
+ * pin_ps_fetch() checks it.  The connection is unusable after a failure.
+ */
+struct pin_ps_gets;
+/* A reply whole: nr_pages pages at addr are in buf. */
+typedef void (*pin_ps_done_fn)(void *arg, uint64_t addr, uint64_t nr_pages, void *buf);
+int pin_ps_gets_new(struct pin_ps *ps, uint64_t dst_id, struct pin_ps_gets **ret);
+void pin_ps_gets_free(struct pin_ps_gets *g);
+/* Queue nr_pages pages at addr, to be written to buf (GETs of 1 MiB at
+ * most; the rest of a short answer is asked again, told to done apart). */
+int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf);
+/* Send and receive what can move now, calling done for each whole reply;
+ * 0, or -errno (-EBADMSG: an answer that is not the GET's; -ECONNRESET: the
+ * server hung up), logged, and told by pin_ps_gets_failure(). */
+int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg);
+/* GETs queued or in flight. */
+size_t pin_ps_gets_pending(const struct pin_ps_gets *g);
+/* Whether some GET waits for room to be sent (wait for POLLOUT too). */
+bool pin_ps_gets_sending(const struct pin_ps_gets *g);
+/* What the last failure was, and the GET it hit (nr_pages 0: none). */
+const char *pin_ps_gets_failure(const struct pin_ps_gets *g, uint64_t *ret_addr,
+				uint64_t *ret_nr_pages);
+/* Its socket. */
+int pin_ps_fd(const struct pin_ps *ps);
+/* A connected stream socket whose flags stay as they are (a descriptor
+ * shared with a client): for GETs only, which never block. */
+int pin_ps_wrap(int fd, const char *name, struct pin_ps **ret);
 /* PS_IOV_CLOSE and the server's status: 0, -EPROTO (a status not 0) or
  * -errno; the caller still frees ps. */
 int pin_ps_close(struct pin_ps *ps, int timeout_ms);

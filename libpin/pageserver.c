@@ -20,9 +20,11 @@
  *   of ends the connection: that is its only error reply.
  * - PS_IOV_CLOSE: it answers an int32 status (0) and waits for our close.
  *
- * The socket is non-blocking: GETs go out while replies come in, so that
- * neither side can wait on a full socket buffer for the other.  Every wait
- * is bounded by the caller's timeout, counted from the last byte moved.
+ * GETs go out while replies come in, never blocking (MSG_DONTWAIT), so that
+ * neither side can wait on a full socket buffer for the other: a stream of
+ * GETs (struct pin_ps_gets) that uffdd pumps when its socket is ready, and
+ * pin_ps_fetch() on it, which polls, every wait bounded by the caller's
+ * timeout, counted from the last byte moved.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -73,8 +75,9 @@ struct get {
 	unsigned char *buf;
 };
 
-/* A fetch under way: gets[done, sent) are in flight, gets[sent, n) wait. */
-struct fetch {
+/* GETs under way on a connection: gets[done, sent) are in flight,
+ * gets[sent, n) wait to go. */
+struct pin_ps_gets {
 	struct pin_ps *ps;
 	uint64_t dst_id;
 	struct get *gets;
@@ -84,6 +87,9 @@ struct fetch {
 	size_t got; /* bytes of it read, header included */
 	/* the GET being written: bytes of its header out */
 	size_t put;
+	/* the GET the last failure hit, and what it was */
+	struct get failed;
+	char why[160];
 };
 
 static uint64_t page_size(void)
@@ -129,6 +135,26 @@ int pin_ps_from_fd(int fd, const char *name, struct pin_ps **ret)
 	if (fd < 0 || !ret)
 		return -EINVAL;
 	return ps_new(fd, name ? name : "(fd)", ret);
+}
+
+int pin_ps_fd(const struct pin_ps *ps)
+{
+	return ps->fd;
+}
+
+int pin_ps_wrap(int fd, const char *name, struct pin_ps **ret)
+{
+	struct pin_ps *ps;
+
+	if (fd < 0 || !ret)
+		return -EINVAL;
+	ps = calloc(1, sizeof(*ps));
+	if (!ps)
+		return -ENOMEM;
+	ps->fd = fd;
+	snprintf(ps->peer, sizeof(ps->peer), "%s", name ? name : "(fd)");
+	*ret = ps;
+	return 0;
 }
 
 /* poll(2) for events on ps's socket, timeout_ms at most (EINTR retried
@@ -224,9 +250,41 @@ void pin_ps_free(struct pin_ps *ps)
 	free(ps);
 }
 
-/* Queue a GET; the array grows when a short reply leaves a rest to ask. */
-static int queue(struct fetch *f, uint64_t addr, uint64_t nr, unsigned char *buf)
+int pin_ps_gets_new(struct pin_ps *ps, uint64_t dst_id, struct pin_ps_gets **ret)
 {
+	struct pin_ps_gets *g;
+
+	if (!ps || !ret)
+		return -EINVAL;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	g->ps = ps;
+	g->dst_id = dst_id;
+	*ret = g;
+	return 0;
+}
+
+void pin_ps_gets_free(struct pin_ps_gets *g)
+{
+	if (!g)
+		return;
+	free(g->gets);
+	free(g);
+}
+
+/* Queue a GET; the array grows when a short reply leaves a rest to ask,
+ * and starts over from its head once every GET is answered. */
+static int queue(struct pin_ps_gets *f, uint64_t addr, uint64_t nr, unsigned char *buf)
+{
+	if (f->done == f->n)
+		f->n = f->done = f->sent = 0;
+	if (f->n == f->cap && f->done) {
+		memmove(f->gets, f->gets + f->done, (f->n - f->done) * sizeof(*f->gets));
+		f->n -= f->done;
+		f->sent -= f->done;
+		f->done = 0;
+	}
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? 2 * f->cap : 64;
 		struct get *g = reallocarray(f->gets, cap, sizeof(*g));
@@ -240,33 +298,49 @@ static int queue(struct fetch *f, uint64_t addr, uint64_t nr, unsigned char *buf
 	return 0;
 }
 
-static void log_get(const struct fetch *f, const struct get *g, const char *what, int err)
+int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf)
 {
+	uint64_t page = page_size();
+
+	if (!g || !nr_pages || !buf)
+		return -EINVAL;
+	for (uint64_t k = 0; k < nr_pages; k += GET_PAGES_MAX) {
+		uint64_t nr = nr_pages - k;
+		int r = queue(g, addr + k * page, nr < GET_PAGES_MAX ? nr : GET_PAGES_MAX,
+			      (unsigned char *)buf + k * page);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Say what failed, with the GET it hit, and return -err. */
+static int failed(struct pin_ps_gets *f, const struct get *g, const char *what, int err)
+{
+	f->failed = *g;
+	snprintf(f->why, sizeof(f->why), "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
 	pin_log(PIN_LOG_ERR,
-		"page server %s: GET task %" PRIu64 " [0x%" PRIx64 ", 0x%" PRIx64 "): %s%s%s",
-		f->ps->peer, f->dst_id, g->addr, g->addr + g->nr * page_size(), what,
-		err ? ": " : "", err ? strerror(err) : "");
+		"page server %s: GET task %" PRIu64 " [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
+		f->ps->peer, f->dst_id, g->addr, g->addr + g->nr * page_size(), f->why);
+	return -(err ? err : EBADMSG);
 }
 
 /* Write what can go of the next GETs; 0, or -errno. */
-static int send_gets(struct fetch *f)
+static int send_gets(struct pin_ps_gets *f)
 {
 	while (f->sent < f->n && f->sent - f->done < GETS_IN_FLIGHT) {
 		const struct get *g = &f->gets[f->sent];
 		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, f->dst_id);
-		ssize_t n =
-			send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put, MSG_NOSIGNAL);
+		ssize_t n = send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return 0;
-		if (n < 0) {
-			int err = errno;
-
-			log_get(f, g, "send", err);
-			return -err;
-		}
+		if (n < 0)
+			return failed(f, g, "send", errno);
 		f->put += (size_t)n;
 		if (f->put == sizeof(iov)) {
 			f->put = 0;
@@ -277,7 +351,7 @@ static int send_gets(struct fetch *f)
 }
 
 /* A reply's header against the GET it answers; 0 or -EBADMSG. */
-static int check_reply(const struct fetch *f, const struct get *g)
+static int check_reply(struct pin_ps_gets *f, const struct get *g)
 {
 	const struct ps_iov *r = &f->reply;
 	uint32_t cmd = r->cmd & PS_CMD_MASK, flags = r->cmd >> PS_CMD_BITS;
@@ -289,17 +363,32 @@ static int check_reply(const struct fetch *f, const struct get *g)
 			 "answered cmd 0x%" PRIx32 " task %" PRIu64 " 0x%" PRIx64 " %" PRIu64
 			 " pages",
 			 r->cmd, r->dst_id, r->vaddr, r->nr_pages);
-		log_get(f, g, what, 0);
-		return -EBADMSG;
+		return failed(f, g, what, 0);
 	}
 	return 0;
 }
 
-/* Read what has come of the replies; 0, or -errno. */
-static int recv_replies(struct fetch *f)
+/* Read what has come of the replies, each whole one told to done; 0, or
+ * -errno. */
+static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 {
 	uint64_t page = page_size();
+	unsigned char drop[64];
 
+	/* Nothing asked: whatever comes is a lie, and EOF a hang-up. */
+	if (f->done == f->sent) {
+		ssize_t n = recv(f->ps->fd, drop, sizeof(drop), MSG_DONTWAIT);
+		struct get none = { 0 };
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		if (n < 0)
+			return failed(f, &none, "recv", errno);
+		return failed(f, &none,
+			      n ? "the server sent what no GET asked for"
+				: "the server closed the connection",
+			      n ? 0 : ECONNRESET);
+	}
 	while (f->done < f->sent) {
 		struct get *g = &f->gets[f->done];
 		size_t goal = sizeof(f->reply), hdr = sizeof(f->reply);
@@ -311,22 +400,18 @@ static int recv_replies(struct fetch *f)
 			goal = hdr + f->reply.nr_pages * page;
 			dst = g->buf + (f->got - hdr);
 		}
-		n = recv(f->ps->fd, dst, goal - f->got, 0);
+		n = recv(f->ps->fd, dst, goal - f->got, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return 0;
-		if (n <= 0) {
-			int err = n < 0 ? errno : ECONNRESET;
-
-			log_get(f, g,
-				n < 0 ? "recv"
-				      : "the server closed the connection before answering (it "
-					"does "
-					"so for pages it holds no lazy copy of)",
-				n < 0 ? err : 0);
-			return -err;
-		}
+		if (n < 0)
+			return failed(f, g, "recv", errno);
+		if (n == 0)
+			return failed(f, g,
+				      "the server closed the connection before answering (it "
+				      "does so for pages it holds no lazy copy of)",
+				      ECONNRESET);
 		f->got += (size_t)n;
 		if (f->got == hdr) {
 			r = check_reply(f, g);
@@ -335,51 +420,77 @@ static int recv_replies(struct fetch *f)
 		}
 		if (f->got < hdr || f->got < hdr + f->reply.nr_pages * page)
 			continue;
-		/* The rest of a short answer is asked again. */
-		if (f->reply.nr_pages < g->nr) {
-			uint64_t k = f->reply.nr_pages;
+		struct get whole = *g;
+		uint64_t k = f->reply.nr_pages;
 
-			r = queue(f, g->addr + k * page, g->nr - k, g->buf + k * page);
+		f->got = 0;
+		f->done++;
+		/* The rest of a short answer is asked again. */
+		if (k < whole.nr) {
+			r = queue(f, whole.addr + k * page, whole.nr - k, whole.buf + k * page);
 			if (r < 0)
 				return r;
 		}
-		f->got = 0;
-		f->done++;
+		if (done)
+			done(arg, whole.addr, k, whole.buf);
 	}
 	return 0;
+}
+
+int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg)
+{
+	int r;
+
+	if (!g)
+		return -EINVAL;
+	r = send_gets(g);
+	if (!r)
+		r = recv_replies(g, done, arg);
+	/* Room for more GETs now that replies came. */
+	if (!r)
+		r = send_gets(g);
+	return r;
+}
+
+size_t pin_ps_gets_pending(const struct pin_ps_gets *g)
+{
+	return g->n - g->done;
+}
+
+bool pin_ps_gets_sending(const struct pin_ps_gets *g)
+{
+	return g->sent < g->n && g->sent - g->done < GETS_IN_FLIGHT;
+}
+
+const char *pin_ps_gets_failure(const struct pin_ps_gets *g, uint64_t *ret_addr,
+				uint64_t *ret_nr_pages)
+{
+	*ret_addr = g->failed.addr;
+	*ret_nr_pages = g->failed.nr;
+	return g->why;
 }
 
 int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *ranges, size_t n,
 		 int timeout_ms)
 {
-	struct fetch f = { .ps = ps, .dst_id = dst_id };
-	uint64_t page = page_size();
-	int r = 0;
+	struct pin_ps_gets *f = NULL;
+	int r;
 
 	if (!ps || (!ranges && n) || timeout_ms <= 0)
 		return -EINVAL;
+	r = pin_ps_gets_new(ps, dst_id, &f);
 	for (size_t i = 0; !r && i < n; i++)
-		for (uint64_t k = 0; !r && k < ranges[i].nr_pages; k += GET_PAGES_MAX) {
-			uint64_t nr = ranges[i].nr_pages - k;
-
-			r = queue(&f, ranges[i].addr + k * page,
-				  nr < GET_PAGES_MAX ? nr : GET_PAGES_MAX,
-				  (unsigned char *)ranges[i].buf + k * page);
-		}
-	while (!r && f.done < f.n) {
-		r = send_gets(&f);
-		if (!r)
-			r = recv_replies(&f);
-		if (r || f.done == f.n)
+		if (ranges[i].nr_pages)
+			r = pin_ps_gets_add(f, ranges[i].addr, ranges[i].nr_pages, ranges[i].buf);
+	while (!r && pin_ps_gets_pending(f)) {
+		r = pin_ps_gets_pump(f, NULL, NULL);
+		if (r || !pin_ps_gets_pending(f))
 			break;
-		/* Room for a GET only while fewer than the most are out. */
-		bool more = f.sent < f.n && f.sent - f.done < GETS_IN_FLIGHT;
-
-		r = wait_for(ps, POLLIN | (more ? POLLOUT : 0), timeout_ms);
+		r = wait_for(ps, POLLIN | (pin_ps_gets_sending(f) ? POLLOUT : 0), timeout_ms);
 		if (r == -ETIMEDOUT)
-			log_get(&f, &f.gets[f.done], "no answer in time", ETIMEDOUT);
+			failed(f, &f->gets[f->done], "no answer in time", ETIMEDOUT);
 	}
-	free(f.gets);
+	pin_ps_gets_free(f);
 	return r;
 }
 

@@ -18,17 +18,22 @@
 #define PROTO_CMSG_SPACE                                                                           \
 	(CMSG_SPACE(sizeof(int) * PIN_PROTO_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred)))
 
+/* A file's or a page server's region comes with its descriptor. */
+static bool source_has_fd(Uffdd__SourceKind k)
+{
+	return k == UFFDD__SOURCE_KIND__SOURCE_FD || k == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
+}
+
 size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 {
 	switch (msg->body_case) {
 	case UFFDD__MSG__BODY_UFFD:
 		return 1 + (msg->uffd->has_pagemap && msg->uffd->pagemap);
 	case UFFDD__MSG__BODY_REGION_ADD:
-		return msg->region_add->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+		return source_has_fd(msg->region_add->source);
 	case UFFDD__MSG__BODY_REGION_ADD_BATCH:
 		for (size_t i = 0; i < msg->region_add_batch->n_regions; i++)
-			if (msg->region_add_batch->regions[i]->source ==
-			    UFFDD__SOURCE_KIND__SOURCE_FD)
+			if (source_has_fd(msg->region_add_batch->regions[i]->source))
 				return 1;
 		return 0;
 	default:
@@ -87,6 +92,7 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 		/* MINOR faults come for pages of a file only. */
 		return ra->mode & PIN_UFFD_REGISTER_MINOR ? -EINVAL : 0;
 	case UFFDD__SOURCE_KIND__SOURCE_FD:
+	case UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER:
 		if (ra->offset & mask)
 			return -EINVAL;
 		/* The file side of the mapping must not wrap either. */
@@ -101,14 +107,26 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 /* Every region of a batch, and at least one. */
 static int check_region_add_batch(const Uffdd__RegionAddBatch *b)
 {
+	bool file = false, ps = false;
+	uint64_t task = 0;
+
 	if (!b->n_regions)
 		return -EINVAL;
 	for (size_t i = 0; i < b->n_regions; i++) {
 		int r = check_region_add(b->regions[i]);
 		if (r < 0)
 			return r;
+		file |= b->regions[i]->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+		if (b->regions[i]->source != UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER)
+			continue;
+		/* One page server, one task: the GETs of all carry it. */
+		if (ps && b->regions[i]->task != task)
+			return -EINVAL;
+		ps = true;
+		task = b->regions[i]->task;
 	}
-	return 0;
+	/* One descriptor comes with a batch: a file or a page server. */
+	return file && ps ? -EINVAL : 0;
 }
 
 /*

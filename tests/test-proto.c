@@ -480,6 +480,12 @@ START_TEST(bad_region_add)
 	expect_reject(-EBADF);
 	send_region_add(PIN_UFFD_REGISTER_WP, UFFDD__SOURCE_KIND__SOURCE_ZERO, 0, pg, nullfd);
 	expect_reject(-EBADF);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER, 0, pg,
+			-1);
+	expect_reject(-EBADF);
+	send_region_add(PIN_UFFD_REGISTER_MISSING, UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER, 100, pg,
+			nullfd);
+	expect_reject(-EINVAL);
 	ck_assert_int_eq(count_fds(), before);
 }
 END_TEST
@@ -504,8 +510,14 @@ static void send_batch(const char *sources, size_t nfds)
 		range[i].len = pg;
 		ra[i].range = &range[i];
 		ra[i].mode = sources[i] == 'b' ? 0 : PIN_UFFD_REGISTER_MISSING;
-		ra[i].source = sources[i] == 'f' ? UFFDD__SOURCE_KIND__SOURCE_FD
-						 : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+		ra[i].source = sources[i] == 'f'   ? UFFDD__SOURCE_KIND__SOURCE_FD
+			       : sources[i] == 'p' ? UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER
+						   : UFFDD__SOURCE_KIND__SOURCE_ZERO;
+		/* 'q': a page server's region for another task. */
+		if (sources[i] == 'q')
+			ra[i].source = UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
+		ra[i].has_task = ra[i].source == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
+		ra[i].task = sources[i] == 'q' ? 2 : 1;
 		ptrs[i] = &ra[i];
 	}
 	b.n_regions = n;
@@ -544,6 +556,19 @@ START_TEST(region_add_batch_decoding)
 	send_batch("", 0);
 	expect_reject(-EINVAL);
 	send_batch("zfbz", 1);
+	expect_reject(-EINVAL);
+	/* A page server's regions: its socket, one task, no file beside. */
+	send_batch("zpp", 1);
+	got = recv_ok(fds, 1);
+	ck_assert_uint_eq(pin_proto_fds_expected(got), 1);
+	ck_assert_uint_eq(got->region_add_batch->regions[2]->task, 1);
+	pin_proto_free(got);
+	close(fds[0]);
+	send_batch("pp", 0);
+	expect_reject(-EBADF);
+	send_batch("pq", 1);
+	expect_reject(-EINVAL);
+	send_batch("pf", 1);
 	expect_reject(-EINVAL);
 	ck_assert_int_eq(count_fds(), before);
 }

@@ -5,7 +5,7 @@
  * one Reply; a malformed one gets an error Reply and leaves the session (and
  * every other) as it was.  Also the replies and stale-pin notices that
  * notify.c delivers.  It may call inspect.c, push.c, fault.c, worker.c (to
- * watch a handed-over userfaultfd), session.c, source.c, closer.c (a
+ * watch a handed-over userfaultfd), session.c, source.c, source-remote.c, closer.c (a
  * descriptor a client sent is closed through it), log.c and util.c.
  */
 #include <fcntl.h>
@@ -457,11 +457,14 @@ static bool same_region(const struct region *r, const Uffdd__RegionAdd *ra,
 {
 	struct stat a, b;
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
+	bool ps = ra->source == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
 
 	if (r->start != ra->range->addr || r->len != ra->range->len || r->mode != ra->mode ||
 	    r->huge != (ra->has_page_size && ra->page_size == UFFDD_HUGE_PAGE) ||
-	    fd == source_is_zero(r->src) || (fd && r->offset != ra->offset))
+	    (fd || ps) == source_is_zero(r->src) || ps != !!source_remote(r->src) ||
+	    ((fd || ps) && r->offset != ra->offset))
 		return false;
+	/* A page server's pages are the task's wherever they come from. */
 	if (!fd)
 		return true;
 	return source_stat(r->src, &a) == 0 && source_stat(src, &b) == 0 && a.st_dev == b.st_dev &&
@@ -555,6 +558,21 @@ static int region_source(struct req *q, int src_fd, uint64_t off, uint64_t len, 
 	return 0;
 }
 
+/* A page server's source over the connected socket sock (taken whatever the
+ * outcome), its GETs for task. */
+static int region_source_ps(struct req *q, int sock, uint64_t task, struct source **ret)
+{
+	struct remote *rm;
+	int err = sock < 0 ? -EBADF : remote_new(sock, task, q->s->w, q->s->id, &rm);
+
+	if (!err)
+		err = source_new_remote(rm, ret);
+	if (err < 0)
+		return fail(q, err, "page server: %s",
+			    err == -ENOTSOCK ? "not a connected stream socket" : strerror(-err));
+	return 0;
+}
+
 /*
  * Add the region ra asks for, its pages read from src (the caller's
  * reference).  The faults that wait for it are the caller's to serve.
@@ -616,15 +634,17 @@ static int do_region_add(struct req *q)
 {
 	const Uffdd__RegionAdd *ra = q->m->region_add;
 	bool fd = ra->source == UFFDD__SOURCE_KIND__SOURCE_FD;
-	int src_fd = fd ? take_fd(q) : -1;
+	bool ps = ra->source == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER;
+	int src_fd = fd || ps ? take_fd(q) : -1;
 	struct source *src;
 
 	if (!q->s->uffd) {
 		closer_close(src_fd, q->s->uid);
 		return fail(q, -EBADFD, "hand over a userfaultfd first");
 	}
-	int ret = region_source(q, src_fd, fd ? ra->offset : 0, ra->range->len,
-				ra->mode & PIN_UFFD_REGISTER_MINOR, &src);
+	int ret = ps ? region_source_ps(q, src_fd, ra->task, &src)
+		     : region_source(q, src_fd, fd ? ra->offset : 0, ra->range->len,
+				     ra->mode & PIN_UFFD_REGISTER_MINOR, &src);
 	if (ret < 0)
 		return ret;
 	ret = region_add_one(q, ra, src);
@@ -649,7 +669,8 @@ static int do_region_add_batch(struct req *q)
 	const Uffdd__RegionAddBatch *b = q->m->region_add_batch;
 	int fd = q->nfds ? take_fd(q) : -1;
 	struct source *file = NULL, *zero = NULL;
-	uint64_t lo = UINT64_MAX, hi = 0;
+	uint64_t lo = UINT64_MAX, hi = 0, task = 0;
+	bool ps = false;
 	bool snapshot = true; /* every region from the file a snapshot's */
 	int ret;
 
@@ -659,6 +680,11 @@ static int do_region_add_batch(struct req *q)
 	}
 	for (size_t i = 0; i < b->n_regions; i++) {
 		const Uffdd__RegionAdd *ra = b->regions[i];
+		/* libpin's check: one kind, one task. */
+		if (ra->source == UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER) {
+			ps = true;
+			task = ra->task;
+		}
 		if (ra->source != UFFDD__SOURCE_KIND__SOURCE_FD)
 			continue;
 		lo = ra->offset < lo ? ra->offset : lo;
@@ -666,7 +692,9 @@ static int do_region_add_batch(struct req *q)
 		snapshot = snapshot && (ra->mode & PIN_UFFD_REGISTER_MINOR);
 	}
 	ret = region_source(q, -1, 0, 0, false, &zero);
-	if (!ret && fd >= 0 && lo < hi)
+	if (!ret && ps)
+		ret = region_source_ps(q, fd, task, &file);
+	else if (!ret && fd >= 0 && lo < hi)
 		ret = region_source(q, fd, lo, hi - lo, snapshot, &file);
 	else
 		closer_close(fd, q->s->uid);
@@ -674,7 +702,7 @@ static int do_region_add_batch(struct req *q)
 		const Uffdd__RegionAdd *ra = b->regions[i];
 
 		ret = region_add_one(q, ra,
-				     ra->source == UFFDD__SOURCE_KIND__SOURCE_FD ? file : zero);
+				     ra->source != UFFDD__SOURCE_KIND__SOURCE_ZERO ? file : zero);
 		if (ret < 0) {
 			char why[sizeof(q->text)];
 			snprintf(why, sizeof(why), "%s", q->text);

@@ -8,10 +8,11 @@
  * faults, EEXIST wakes), each run as long as the readahead window; a region
  * of huge pages (hugetlbfs) a whole huge page at a time.  Data from a source
  * that may block comes from the session's reader (reader.c): its faults wait
- * in the queue until the read is done.  Each fault is counted once, when it
- * is finished (fault_done()), its latency from the read that returned it.
- * It may call session.c, state.c, store.c, reader.c, source.c, notify.c
- * (stale notices, fork children), log.c and util.c.
+ * in the queue until the read is done; from a page server (source-remote.c),
+ * until its GET is answered.  Each fault is counted once, when it is
+ * finished (fault_done()), its latency from the read that returned it.  It
+ * may call session.c, state.c, store.c, reader.c, source.c, source-remote.c,
+ * notify.c (stale notices, fork children), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -121,6 +122,8 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	size_t len = n << uffdd_page_shift;
 	void *dst = addr_of(r, i);
 	const void *src = zeroes;
+	struct remote *rm = data ? source_remote(r->src) : NULL;
+	uint64_t off = r->offset + (i << uffdd_page_shift);
 	int64_t done = 0;
 	int ret;
 
@@ -131,8 +134,16 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 	bool copy = !cont && (data || wp || r->huge);
 	const char *call = cont ? "UFFDIO_CONTINUE" : copy ? "UFFDIO_COPY" : "UFFDIO_ZEROPAGE";
 
-	if (data && !cont) {
-		uint64_t off = r->offset + (i << uffdd_page_shift);
+	if (rm) {
+		/* A push run asks for the rest of its region ahead. */
+		ret = remote_data(rm, off, &len, push ? r->offset + r->len : 0, &src);
+		if (ret == -EINPROGRESS)
+			s->remote_wait = true;
+		if (ret == -EINPROGRESS || ret == -ENOMEM)
+			return ret;
+		if (ret < 0)
+			return place_unreadable(s, r, i, n, push, woke, "GET", -ret);
+	} else if (data && !cont) {
 		if (source_may_block(r->src))
 			ret = read_data(s, r->src, off, &len, r->huge, &src);
 		else
@@ -154,6 +165,9 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 		done = (int64_t)len;
 	if (woke)
 		*woke = ret == 0;
+	/* What went in, or was there already, is not asked for again. */
+	if (rm && (done > 0 || ret == -EEXIST))
+		remote_used(rm, off, done > 0 ? (size_t)done : uffdd_page);
 	if (done > 0) {
 		uint64_t k = (uint64_t)done >> uffdd_page_shift;
 		uffdd_hold("placed");

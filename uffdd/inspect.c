@@ -292,8 +292,9 @@ static uint64_t list_regions(struct list *l, struct session *s, uint64_t key)
 		ri->session = s->id;
 		ri->range = list_range(l, r->start, r->len);
 		ri->mode = r->mode;
-		ri->source = source_is_zero(r->src) ? UFFDD__SOURCE_KIND__SOURCE_ZERO
-						    : UFFDD__SOURCE_KIND__SOURCE_FD;
+		ri->source = source_is_zero(r->src)  ? UFFDD__SOURCE_KIND__SOURCE_ZERO
+			     : source_remote(r->src) ? UFFDD__SOURCE_KIND__SOURCE_PAGE_SERVER
+						     : UFFDD__SOURCE_KIND__SOURCE_FD;
 		ri->has_pages_populated = ri->has_pages_dirty = true;
 		ri->pages_populated = STAT_GET(r->n_populated);
 		ri->pages_dirty = STAT_GET(r->n_dirty);

@@ -7,7 +7,7 @@
  * more than one run; a session's work waits while its reader reads.  A
  * session whose client said Goodbye ends here once its pages are all in,
  * and a Firecracker VM's whose handshake did not come in time (its
- * fc_deadline).  It may call fault.c, finish.c, session.c, reader.c,
+ * fc_deadline).  It may call fault.c, finish.c, session.c, reader.c, source-remote.c,
  * notify.c (the reply to a WaitPopulated), log.c and util.c.
  */
 #include <string.h>
@@ -374,6 +374,7 @@ static void finish_check(struct session *s)
 void push_step(struct worker *w)
 {
 	uint64_t now = uffdd_now_ns();
+	bool moved = remotes_pump(w);
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
 		if (!s->dead && s->fc_deadline && now >= s->fc_deadline) {
@@ -384,10 +385,14 @@ void push_step(struct worker *w)
 		}
 		if (s->dead || !s->uffd)
 			continue;
-		/* Faults that waited for a read, or for an event. */
-		if (s->eagain || (s->rd && reader_done(s->rd)))
+		/* Faults that waited for a read, a page server, or an event. */
+		if (s->eagain || (s->rd && reader_done(s->rd)) || (s->remote_wait && moved)) {
+			s->remote_wait = false;
 			fault_handle(s);
-		/* While a read is under way, the session's work waits for it. */
+		}
+		/* While a read is under way, the session's work waits for it;
+		 * not for a page server's answers: its runs are asked ahead, and
+		 * a fault's GET waits behind them anyway. */
 		bool go = !s->eagain && !s->dead && !(s->rd && reader_busy(s->rd));
 		if (s->nreplays && go)
 			replay_step(s);
@@ -417,7 +422,7 @@ int push_timeout(struct worker *w)
 			wake = s->fc_deadline;
 		if (s->dead || !s->uffd)
 			continue;
-		bool reading = s->rd && reader_busy(s->rd);
+		bool reading = (s->rd && reader_busy(s->rd)) || s->remote_wait;
 		if (s->eagain || (!reading && (s->nreplays || s->nprefetch || s->push_pending)))
 			return 0;
 		for (size_t k = 0; k < s->nwaits; k++)
@@ -426,7 +431,9 @@ int push_timeout(struct worker *w)
 		if (probed(s) && s->next_probe < wake)
 			wake = s->next_probe;
 	}
+	int ms = remotes_timeout(w);
 	if (wake == UINT64_MAX)
-		return -1;
-	return wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+		return ms;
+	int at = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+	return ms >= 0 && ms < at ? ms : at;
 }

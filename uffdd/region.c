@@ -52,6 +52,12 @@ static int file_hold(struct session *s, uint64_t id)
 	return 0;
 }
 
+uint64_t regions_remote_sources(const struct session *s)
+{
+	/* Their ids have the top bit: they sort last. */
+	return s->nfiles - file_find(s, REMOTE_ID_BIT);
+}
+
 static void file_drop(struct session *s, uint64_t id)
 {
 	size_t i = file_find(s, id);

@@ -49,9 +49,12 @@ static struct uid_use *use_of(uid_t uid, bool create)
 }
 
 static const char *const charge_names[UFFDD_CHARGES] = {
-	[CHARGE_REGIONS] = "regions",	       [CHARGE_PINNED] = "bytes pinned",
-	[CHARGE_SESSIONS] = "sessions",	       [CHARGE_CONNECTIONS] = "connections",
-	[CHARGE_FDS] = "descriptors in uffdd", [CHARGE_BYTES] = "bytes of session records",
+	[CHARGE_REGIONS] = "regions",
+	[CHARGE_PINNED] = "bytes pinned",
+	[CHARGE_SESSIONS] = "sessions",
+	[CHARGE_CONNECTIONS] = "connections",
+	[CHARGE_FDS] = "descriptors in uffdd",
+	[CHARGE_BYTES] = "bytes of session records and page-server buffers",
 };
 
 /* The limit on kind k; 0: none. */
@@ -85,7 +88,9 @@ static uint64_t held(const struct session *s, enum charge k)
 		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->pagemap >= 0) +
 		       (s->st != NULL) + s->nfiles;
 	case CHARGE_BYTES:
-		return s->st ? state_bytes(s->st) : 0;
+		/* A page server's buffers, at their most, are the session's. */
+		return (s->st ? state_bytes(s->st) : 0) +
+		       regions_remote_sources(s) * UFFDD_REMOTE_BYTES_MAX;
 	default:
 		return 0;
 	}

@@ -18,8 +18,9 @@
  * listed once and shared by its windows while the file's size and times stay
  * as they were: a source must not change while it is served.  A file's
  * descriptor is closed through closer.c: a FUSE file's close() waits for its
- * server.  It calls closer.c, store.c (the fd store), log.c and util.c (the
- * page size).
+ * server.  A source may be a page server's instead (source-remote.c), which
+ * it holds and frees.  It calls source-remote.c, closer.c, store.c (the fd
+ * store), log.c and util.c (the page size).
  */
 #include <fcntl.h>
 #include <string.h>
@@ -90,7 +91,8 @@ struct source {
 	uint64_t lo, hi;      /* the window in use, which the mapping covers */
 	const uint8_t *map;   /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
-	struct extents *ext; /* NULL: no data (a zero source, an empty window) */
+	struct extents *ext;   /* NULL: no data (a zero source, an empty window) */
+	struct remote *remote; /* a page server's: every page is data, asked */
 };
 
 static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -578,11 +580,34 @@ int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct so
 	return new_window(fd, uid, off, len, false, ret);
 }
 
+int source_new_remote(struct remote *rm, struct source **ret)
+{
+	struct source *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		remote_free(rm);
+		return -ENOMEM;
+	}
+	atomic_init(&s->refs, 1);
+	s->remote = rm;
+	*ret = s;
+	return 0;
+}
+
+struct remote *source_remote(const struct source *s)
+{
+	return s->remote;
+}
+
 int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
 {
 	struct stat st = { 0 };
 	uint64_t size = 0;
 
+	if (id & REMOTE_ID_BIT) {
+		struct remote *rm = remote_lost(id);
+		return rm ? source_new_remote(rm, ret) : -ENOMEM;
+	}
 	if (!id)
 		return window_new(NULL, &st, size, off, len, true, ret);
 	pthread_mutex_lock(&files_lock);
@@ -669,6 +694,8 @@ void source_files_unadopted_release(void)
 
 uint64_t source_file_id(const struct source *s)
 {
+	if (s->remote)
+		return remote_id(s->remote);
 	return s->file ? s->file->id : 0;
 }
 
@@ -694,18 +721,24 @@ void source_unref(struct source *s)
 	extents_unref(s->ext);
 	if (s->file)
 		file_put(s->file);
+	remote_free(s->remote);
 	free(s);
 }
 
 bool source_is_zero(const struct source *s)
 {
-	return !s->file;
+	return !s->file && !s->remote;
 }
 
 uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *ret_data)
 {
 	uint64_t len = n << uffdd_page_shift, end = off + len;
 	const struct extent *v = s->ext ? s->ext->v : NULL;
+
+	if (s->remote) {
+		*ret_data = true;
+		return n;
+	}
 	size_t nr = s->ext ? s->ext->n : 0, lo = extent_after(v, nr, off);
 
 	if (lo == nr || v[lo].start >= end) {

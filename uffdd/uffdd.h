@@ -10,8 +10,8 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
- * finish, session, region, pins, state, reader, source, closer, store,
- * notify, log, util.
+ * finish, session, region, pins, state, reader, source, source-remote,
+ * closer, store, notify, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -269,6 +269,7 @@ int closer_tick(uint64_t now);
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
+struct remote;
 
 /*
  * A page source over the window [off, off + len) of fd (taken over; -1:
@@ -286,7 +287,14 @@ int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **re
 int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
 /* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
 int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
-/* Its file's id, what a region records (0: a zero source). */
+/* A page-server source (source-remote.c), which it takes over; an id with
+ * REMOTE_ID_BIT given to source_new_from() makes one whose connection is
+ * lost (remote_lost()). */
+int source_new_remote(struct remote *rm, struct source **ret);
+/* Its page server, NULL when it reads a file or zeroes. */
+struct remote *source_remote(const struct source *s);
+/* Its file's id, what a region records (0: a zero source; a page server's
+ * has REMOTE_ID_BIT). */
 uint64_t source_file_id(const struct source *s);
 /*
  * At start: take over fd, stored as f<id>, checked as source_new() checks a
@@ -322,6 +330,44 @@ int source_fd(const struct source *s);
 /* Read the len bytes at off of fd into buf (past the end of the file:
  * zeroes); any thread or process. */
 int source_pread(int fd, uint64_t off, size_t len, void *buf);
+
+/* ---- source-remote.c: pages asked of a remote page server ---------------- */
+
+struct remote;
+struct worker;
+
+/* Bytes of buffers (asked or holding pages not placed yet) a page-server
+ * source has at most, charged to its session (CHARGE_BYTES): 64 GETs of
+ * 1 MiB, what libpin keeps in flight. */
+#define UFFDD_REMOTE_BYTES_MAX (64ull << 20)
+/* Page-server sources' ids have this bit, files' ids not (FILE_ID_MAX). */
+#define REMOTE_ID_BIT ((uint64_t)1 << 63)
+
+/*
+ * A page-server source over fd (taken over; a connected stream socket, else
+ * -ENOTSOCK), whose GETs carry task; worker w's epoll watches it.  sid names
+ * the session in log lines.
+ */
+int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct remote **ret);
+/* One of a region rebuilt after a restart: its connection is gone (every
+ * read fails with -ENOTCONN); NULL without memory. */
+struct remote *remote_lost(uint64_t id);
+void remote_free(struct remote *rm);
+uint64_t remote_id(const struct remote *rm);
+/*
+ * The data at off (the remote task's address), *len bytes at most: 0 with
+ * *ret and *len set to what has come, -EINPROGRESS when it is asked for
+ * (the worker's remotes_pump() says when something came), or the -errno
+ * that broke the source.  ahead (0: none) is where a push run's region ends
+ * in the source: what comes after off is asked for too.
+ */
+int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, const void **ret);
+/* The len bytes at off were placed (or found there): their buffer may go. */
+void remote_used(struct remote *rm, uint64_t off, size_t len);
+/* Move what can move on every remote of w; whether a reply came or one broke. */
+bool remotes_pump(struct worker *w);
+/* The ms until a remote of w is taken as hung (-1: none waits). */
+int remotes_timeout(const struct worker *w);
 
 /* ---- state.c: a session's durable record, a memfd ------------------------ */
 
@@ -719,6 +765,8 @@ struct session {
 
 	/* Reads its sources that may block (NULL until the first). */
 	struct reader *rd;
+	/* Some fault or run waits for a page server's answer. */
+	bool remote_wait;
 
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
@@ -776,6 +824,8 @@ struct region *region_part(struct session *s, const struct region *r, uint64_t f
 int region_record(struct session *s, struct region *r);
 /* Room for n more regions in s's array, so that inserting cannot fail. */
 int regions_reserve(struct session *s, size_t n);
+/* The distinct page-server sources of s's regions. */
+uint64_t regions_remote_sources(const struct session *s);
 /* Insert r into reserved room (under s->lock); the caller checked overlaps. */
 void regions_insert_locked(struct session *s, struct region *r);
 int session_insert(struct session *s, struct region *r);
@@ -1139,9 +1189,10 @@ struct worker {
 	struct session *queue; /* handed over by the main thread */
 	struct session *sessions;
 	_Atomic unsigned int nsessions;
-	uint64_t last_busy;  /* ns: keep polling for a while after work */
-	struct session *hot; /* whose userfaultfd had events last */
-	void *buf;	     /* source reads and zero pages for WP regions */
+	uint64_t last_busy;	/* ns: keep polling for a while after work */
+	struct session *hot;	/* whose userfaultfd had events last */
+	void *buf;		/* source reads and zero pages for WP regions */
+	struct remote *remotes; /* page-server sources its epoll watches */
 	struct pin_uffd_event *events;
 };
 

@@ -480,6 +480,10 @@ int pin_client_handover(struct pin_client *c, const struct pin_uffd *u);
 #define PIN_CLIENT_REGION_NO_PUSH    0x1u /* no background push of untouched pages */
 #define PIN_CLIENT_REGION_REGISTER   0x2u /* the daemon registers the range */
 #define PIN_CLIENT_REGION_REGISTERED 0x4u /* the caller did: checked, refused if not */
+/* fd is a stream socket connected to a CRIU page server: the daemon asks it
+ * for page addr + x as page offset + x of task (PS_IOV_GET), as faults and
+ * the push need them. */
+#define PIN_CLIENT_REGION_PAGE_SERVER 0x8u
 
 struct pin_client_region {
 	size_t sz;	    /* sizeof(struct pin_client_region) */
@@ -489,6 +493,7 @@ struct pin_client_region {
 	unsigned int flags; /* PIN_CLIENT_REGION_* */
 	int fd;		    /* page source: page addr + x is at offset + x; -1: zero pages */
 	uint64_t offset;    /* page aligned */
+	uint64_t task;	    /* PIN_CLIENT_REGION_PAGE_SERVER: the id its GETs carry */
 };
 
 /* Ask the daemon to serve a range of the handed-over userfaultfd.  The
@@ -556,7 +561,7 @@ struct pin_client_region_info {
 	uint64_t addr;
 	uint64_t len;
 	uint32_t mode;	 /* PIN_UFFD_REGISTER_* */
-	uint32_t source; /* 0: zero pages, 1: a file */
+	uint32_t source; /* 0: zero pages, 1: a file, 2: a page server */
 	uint64_t pages_populated;
 	uint64_t pages_dirty;
 };

@@ -34,7 +34,10 @@
  * flight) into a sealed memfd that takes the pages file's place; the
  * images directory needs the metadata only (and pages-N.img for the pages
  * CRIU restores eagerly).  When every task is finished the connection is
- * closed with PS_IOV_CLOSE, which ends a lazy dump.
+ * closed with PS_IOV_CLOSE, which ends a lazy dump.  Not handed to uffdd as
+ * the regions' source (SOURCE_PAGE_SERVER) yet: CRIU's page server takes
+ * one connection for the whole tree, and uffdd reads a page server's stream
+ * for one session only (issue 13).
  */
 #include <errno.h>
 #include <getopt.h>

@@ -130,6 +130,14 @@ static void usage(FILE *f)
 		   "      --version      the version\n");
 }
 
+/* pin_client_region_info.source (libpin.h), as uffdctl prints it. */
+static const char *source_name(uint32_t source)
+{
+	static const char *const names[] = { "zero", "fd", "ps" };
+
+	return source < sizeof(names) / sizeof(names[0]) ? names[source] : "?";
+}
+
 static int cmd_stats(struct pin_client *c, uint64_t session)
 {
 	struct pin_client_stats st;
@@ -216,7 +224,7 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 			json_object_object_add(o, "mode",
 					       json_object_new_string(ctl_mode_name(v[i].mode)));
 			json_object_object_add(o, "source",
-					       json_object_new_string(v[i].source ? "fd" : "zero"));
+					       json_object_new_string(source_name(v[i].source)));
 			ctl_jadd_u64(o, "pages_total", v[i].len / page);
 			ctl_jadd_u64(o, "pages_populated", v[i].pages_populated);
 			ctl_jadd_u64(o, "pages_dirty", v[i].pages_dirty);
@@ -236,7 +244,7 @@ static int cmd_regions(struct pin_client *c, uint64_t session)
 			       " %-22s [",
 			       v[i].session, v[i].addr, v[i].addr + v[i].len,
 			       ctl_human_size(v[i].len, b, sizeof(b)), ctl_mode_name(v[i].mode),
-			       v[i].source ? "fd" : "zero", v[i].pages_dirty, pop);
+			       source_name(v[i].source), v[i].pages_dirty, pop);
 			ctl_print_bar(v[i].pages_populated, total, 20);
 			printf("] %5.1f%%\n",
 			       total ? 100.0 * (double)v[i].pages_populated / (double)total : 0.0);

@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Area remote (suite daemon, issue 13): regions whose pages uffdd asks of a
+ * CRIU page server over a socket the client connected and handed over
+ * (SOURCE_PAGE_SERVER).  The server is a child of the test that speaks
+ * CRIU's page-server protocol (criu/page-xfer.c) over loopback TCP, its
+ * pages patterned by their address (the word at task address R + o is
+ * test_pattern(o, seed)), and reports what it was asked: GETs, pages, pages
+ * asked twice, and the most GETs it held unanswered at once.  It can hold
+ * its first answers until that many GETs came, hang up after some answers,
+ * or answer one GET with another address (a lie).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+/* criu/page-xfer.c */
+#define PS_IOV_ADD_F 6
+#define PS_IOV_GET   7
+#define PE_PRESENT   4
+
+/* Where the task's pages are on the server's side, and the task's id. */
+#define REMOTE_BASE 0x7f1200000000ull
+#define TASK	    4242
+
+static size_t page;
+
+struct iov {
+	uint32_t cmd;
+	uint64_t nr_pages, vaddr, dst_id;
+};
+
+struct server_opts {
+	size_t npages;
+	uint64_t seed;
+	uint64_t max_pages; /* pages per answer at most (short answers) */
+	unsigned int hold;  /* answer nothing until this many GETs came */
+	long hang_up_after; /* answers, then close (-1: never) */
+	long lie_at;	    /* the answer (from 0) given another address (-1: none) */
+};
+
+struct report {
+	long gets, pages, twice, most_held;
+	char why[160];
+};
+
+struct server {
+	pid_t pid;
+	uint16_t port;
+	int report;
+};
+
+/* One answer: the header, then the pages, patterned by address. */
+static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
+{
+	uint64_t nr = q->nr_pages < o->max_pages ? q->nr_pages : o->max_pages;
+	size_t len = nr * page;
+	uint64_t *buf = malloc(len);
+	struct iov a;
+	bool ok;
+
+	if (!buf)
+		return false;
+	/* Its padding too: what goes on the wire is all defined. */
+	memset(&a, 0, sizeof(a));
+	a.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
+	a.nr_pages = nr;
+	a.vaddr = q->vaddr + (lie ? page : 0);
+	a.dst_id = q->dst_id;
+	for (size_t w = 0; w < len / 8; w++)
+		buf[w] = test_pattern(q->vaddr - REMOTE_BASE + w * 8, o->seed);
+	ok = test_send_all(sk, &a, sizeof(a)) && test_send_all(sk, buf, len);
+	free(buf);
+	return ok;
+}
+
+/* Serve until the daemon hangs up (or o says to); the report. */
+static void serve(int sk, const struct server_opts *o, struct report *rp)
+{
+	uint8_t *asked = calloc(o->npages, 1);
+	struct iov held[256];
+	size_t nheld = 0;
+	long answers = 0;
+
+	for (;;) {
+		struct iov q;
+		/* Hold the first GETs until o->hold came; then one by one. */
+		bool hold = answers == 0 && nheld < o->hold;
+		if (hold || nheld == 0) {
+			if (!test_read_all(sk, &q, sizeof(q)))
+				break;
+			if (q.cmd != PS_IOV_GET || q.dst_id != TASK || q.vaddr < REMOTE_BASE ||
+			    (q.vaddr - REMOTE_BASE) % page || !q.nr_pages ||
+			    (q.vaddr - REMOTE_BASE) / page + q.nr_pages > o->npages) {
+				snprintf(rp->why, sizeof(rp->why),
+					 "GET cmd %u task %llu 0x%llx %llu pages: not the task's",
+					 q.cmd, (unsigned long long)q.dst_id,
+					 (unsigned long long)q.vaddr,
+					 (unsigned long long)q.nr_pages);
+				break;
+			}
+			rp->gets++;
+			held[nheld++] = q;
+			if ((long)nheld > rp->most_held)
+				rp->most_held = (long)nheld;
+			if (answers == 0 && nheld < o->hold && nheld < PIN_ARRAY_SIZE(held))
+				continue;
+		}
+		q = held[0];
+		memmove(held, held + 1, --nheld * sizeof(*held));
+		uint64_t first = (q.vaddr - REMOTE_BASE) / page;
+		uint64_t nr = q.nr_pages < o->max_pages ? q.nr_pages : o->max_pages;
+		for (uint64_t k = 0; k < nr; k++)
+			rp->twice += asked[first + k]++ > 0;
+		bool lie = answers == o->lie_at;
+		if (!answer(sk, o, &q, lie))
+			break;
+		/* After a lie the daemon reads nothing more: neither does it. */
+		if (lie)
+			break;
+		rp->pages += (long)nr;
+		if (++answers == o->hang_up_after)
+			break;
+	}
+	free(asked);
+}
+
+static void server_start(struct server *s, const struct server_opts *o)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int lsk = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), p[2];
+
+	ck_assert_int_ge(lsk, 0);
+	ck_assert_int_eq(bind(lsk, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(lsk, 1), 0);
+	ck_assert_int_eq(getsockname(lsk, (struct sockaddr *)&sa, &len), 0);
+	s->port = ntohs(sa.sin_port);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	s->pid = fork();
+	ck_assert_int_ge(s->pid, 0);
+	if (s->pid == 0) {
+		struct report rp = { 0 };
+		int one = 1, sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
+
+		/* As CRIU's: an answer's header and pages go out at once (with
+		 * Nagle the pages would wait for the header's delayed ACK). */
+		if (sk >= 0)
+			setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+		close(p[0]);
+		if (sk < 0)
+			snprintf(rp.why, sizeof(rp.why), "accept: %s", strerror(errno));
+		else
+			serve(sk, o, &rp);
+		_exit(write(p[1], &rp, sizeof(rp)) == sizeof(rp) ? 0 : 1);
+	}
+	close(lsk);
+	close(p[1]);
+	s->report = p[0];
+}
+
+static void server_end(struct server *s, struct report *rp)
+{
+	int st;
+
+	ck_assert_int_eq(test_read_all(s->report, rp, sizeof(*rp)), true);
+	close(s->report);
+	ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the page server failed");
+	ck_assert_msg(!rp->why[0], "the page server: %s", rp->why);
+}
+
+/* ---- clients ---- */
+
+struct client {
+	uint16_t port;
+	size_t npages;
+	uint64_t seed;
+	unsigned int flags; /* PIN_CLIENT_REGION_* */
+	bool wait;	    /* wait for the push, touching nothing */
+	bool may_bus;	    /* pages may be poisoned: count them */
+	int report;	    /* the client writes its counts here */
+	/* Say "half" here after the first half of the pages, then wait for a
+	 * byte on go (-1: no pause). */
+	int half, go;
+};
+
+struct counts {
+	long ok, bus, wrong;
+	uint64_t copied;
+};
+
+static int connect_server(uint16_t port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		return -1;
+	return fd;
+}
+
+/* Map, hand the region over with the connected socket, touch every page in
+ * random order (or wait for the push), and report what each held. */
+static int client_main(const struct test_daemon *d, struct client *cl)
+{
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC,
+		.optional = PIN_UFFD_FEATURE_POISON,
+	};
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
+	struct pin_client_stats st;
+	struct counts n = { 0 };
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t len = cl->npages * page;
+	uint8_t *base = test_map_region(len);
+	size_t *order = malloc(cl->npages * sizeof(*order));
+	int sk = connect_server(cl->port);
+
+	REQUIRE(base && order && sk >= 0);
+	REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = cl->flags | PIN_CLIENT_REGION_PAGE_SERVER,
+		.fd = sk,
+		.offset = REMOTE_BASE,
+		.task = TASK,
+	};
+	REQUIRE(pin_uffd_register(u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
+	close(sk);
+	if (cl->wait)
+		REQUIRE_EQ(pin_client_wait_populated(c, base, len, 0), 0);
+	test_permutation(order, cl->npages, cl->seed);
+	for (size_t k = 0; k < cl->npages; k++) {
+		size_t i = order[k];
+		char b;
+		if (cl->half >= 0 && k == cl->npages / 2)
+			REQUIRE(write(cl->half, "h", 1) == 1 && read(cl->go, &b, 1) == 1);
+		if (cl->may_bus && test_read_bus(base + i * page))
+			n.bus++;
+		else if (test_page_ok(base, i, cl->seed))
+			n.ok++;
+		else
+			n.wrong++;
+	}
+	REQUIRE(pin_client_stats(c, 0, &st) == 0);
+	n.copied = st.pages_copied;
+	REQUIRE(write(cl->report, &n, sizeof(n)) == sizeof(n));
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/* The process that serves for the supervisor sup (its only child). */
+static pid_t serving_child(pid_t sup)
+{
+	char path[64];
+	long pid = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)sup, (int)sup);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
+	fclose(f);
+	return (pid_t)pid;
+}
+
+/* Run the server with o and a client with cl; their reports.  With
+ * restart, uffdd runs under its supervisor, and its serving process is
+ * killed (SIGKILL) when the client has read half of its pages. */
+static void run_restart(const struct server_opts *o, struct client *cl, struct report *rp,
+			struct counts *n, bool restart)
+{
+	struct test_daemon d;
+	struct server s;
+	int p[2], h[2] = { -1, -1 }, g[2] = { -1, -1 }, st;
+	char b;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	if (restart)
+		test_daemon_start_supervised(&d, NULL);
+	else
+		test_daemon_start(&d, NULL);
+	server_start(&s, o);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	if (restart) {
+		ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
+		ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
+	}
+	cl->port = s.port;
+	cl->report = p[1];
+	cl->half = h[1];
+	cl->go = g[0];
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_main(&d, cl));
+	close(p[1]);
+	if (restart) {
+		ck_assert_int_eq(read(h[0], &b, 1), 1);
+		ck_assert_int_eq(kill(serving_child(d.pid), SIGKILL), 0);
+		ck_assert_int_eq(write(g[1], "g", 1), 1);
+		for (int i = 0; i < 2; i++) {
+			close(h[i]);
+			close(g[i]);
+		}
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
+	ck_assert_int_eq(test_read_all(p[0], n, sizeof(*n)), true);
+	close(p[0]);
+	/* The session ends with its client: the daemon hangs up. */
+	server_end(&s, rp);
+	test_daemon_stop(&d);
+}
+
+static void run(const struct server_opts *o, struct client *cl, struct report *rp, struct counts *n)
+{
+	run_restart(o, cl, rp, n, false);
+}
+
+#define NPAGES 2048 /* 8 MiB */
+
+/*
+ * Faults in random order, no push: every page right, each asked for once,
+ * every page the server sent placed (the faults' readahead included), and
+ * answers cut short (5 pages at most, as CRIU's at its buffers' ends) asked
+ * on from where they stopped.
+ */
+START_TEST(random_faults_each_page_once)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1 };
+	struct client cl = { .npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH };
+	struct report rp = { 0 };
+	struct counts n;
+
+	run(&o, &cl, &rp, &n);
+	ck_assert_int_eq(n.ok, NPAGES);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(rp.twice, 0);
+	ck_assert_int_eq(rp.pages, NPAGES);
+	ck_assert_uint_eq(n.copied, NPAGES);
+}
+END_TEST
+
+/*
+ * The push alone, its GETs in flight together: the server answers nothing
+ * until 4 GETs came (what uffdd asks ahead of a push run: 4 MiB), so the
+ * test ends only if they did.  32 MiB, each page asked once, every byte
+ * right.
+ */
+START_TEST(push_many_gets_in_flight)
+{
+	uint64_t seed = test_seed();
+	size_t npages = 8192;
+	struct server_opts o = { npages, seed, 256, 4, -1, -1 };
+	struct client cl = { .npages = npages, .seed = seed, .wait = true };
+	struct report rp = { 0 };
+	struct counts n;
+
+	run(&o, &cl, &rp, &n);
+	ck_assert_int_eq(n.ok, (long)npages);
+	ck_assert_int_eq(rp.twice, 0);
+	ck_assert_int_eq(rp.pages, (long)npages);
+	ck_assert_int_ge(rp.most_held, 4);
+	/* 1 MiB each, none short, none asked twice. */
+	ck_assert_int_eq(rp.gets, (long)npages / 256);
+}
+END_TEST
+
+/*
+ * A server that hangs up after 20 answers: the pages it sent are there and
+ * right, every other page raises SIGBUS (poisoned, never zeros made up), and
+ * the daemon goes on serving (the session ends normally).
+ */
+START_TEST(server_hangs_up_midway)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, 20, -1 };
+	struct client cl = {
+		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
+	};
+	struct report rp = { 0 };
+	struct counts n;
+
+	run(&o, &cl, &rp, &n);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(n.ok, rp.pages);
+	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
+	ck_assert_int_gt(n.bus, 0);
+}
+END_TEST
+
+/*
+ * A server that answers its 10th GET with the next page's address: that
+ * answer is refused (its pages not taken), the source is broken from then
+ * on, every page not sent right before raises SIGBUS.
+ */
+START_TEST(server_answers_a_wrong_range)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, 9 };
+	struct client cl = {
+		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
+	};
+	struct report rp = { 0 };
+	struct counts n;
+
+	run(&o, &cl, &rp, &n);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(n.ok, rp.pages);
+	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
+	ck_assert_int_gt(n.bus, 0);
+}
+END_TEST
+
+/*
+ * The daemon killed when half the pages are in: its successor takes the
+ * session over, but not the page server's stream, which may be cut in the
+ * middle of an answer (CRIU's protocol has no framing to find the next one
+ * in), so the socket is not kept: every page not in before the kill raises
+ * SIGBUS (poisoned, never zeros made up), every page in before is right.
+ */
+START_TEST(restart_loses_the_page_server)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1 };
+	struct client cl = {
+		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
+	};
+	struct report rp = { 0 };
+	struct counts n;
+
+	run_restart(&o, &cl, &rp, &n, true);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_ge(n.ok, NPAGES / 2);
+	ck_assert_int_eq(n.ok + n.bus, NPAGES);
+	ck_assert_int_le(n.ok, rp.pages);
+}
+END_TEST
+
+/* A page server's region must come with a connected stream socket: a file
+ * is refused with ENOTSOCK, and nothing of it is kept. */
+static int client_not_a_socket(const struct test_daemon *d)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t n = 0, len = 4 * page;
+	uint8_t *base = test_map_region(len);
+	int fd = memfd_create("not-a-socket", MFD_CLOEXEC);
+
+	REQUIRE(base && fd >= 0 && ftruncate(fd, (off_t)len) == 0);
+	REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = fd,
+		.offset = REMOTE_BASE,
+		.task = TASK,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -ENOTSOCK);
+	REQUIRE_EQ(pin_client_list_regions(c, 0, &ri, &n), 0);
+	REQUIRE_EQ(n, 0);
+	free(ri);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/* A page server's buffers are charged to the session at their most
+ * (64 MiB): a uid allowed 32 MiB of bytes gets no page server's region,
+ * and a zero region there all the same. */
+static int client_over_bytes(const struct test_daemon *d)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t len = 4 * page;
+	uint8_t *base = test_map_region(len);
+	int sk[2];
+
+	REQUIRE(base && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) == 0);
+	REQUIRE(pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = sk[0],
+		.offset = REMOTE_BASE,
+		.task = TASK,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -EDQUOT);
+	r.flags = PIN_CLIENT_REGION_REGISTER;
+	r.fd = -1;
+	r.offset = 0;
+	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+START_TEST(buffers_charged)
+{
+	static const char *const extra[] = { "--max-bytes-per-uid", "33554432", NULL };
+	struct test_daemon d;
+	int st;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, extra);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_over_bytes(&d));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
+	test_daemon_stop(&d);
+}
+END_TEST
+
+START_TEST(not_a_socket_refused)
+{
+	struct test_daemon d;
+	int st;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, NULL);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_not_a_socket(&d));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
+	test_daemon_stop(&d);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("remote");
+
+	TEST_ADD_CASE(s, random_faults_each_page_once, 120);
+	TEST_ADD_CASE(s, push_many_gets_in_flight, 120);
+	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
+	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
+	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);
+	TEST_ADD_CASE(s, not_a_socket_refused, 60);
+	TEST_ADD_CASE(s, buffers_charged, 60);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	if (!getenv("UFFDD"))
+		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
+	return test_uffd_skip_reason();
+}
