@@ -61,6 +61,7 @@ struct pin_range {
 	bool pinned;		       /* the backend still holds the pages */
 	bool watched;		       /* registered with the monitor's userfaultfd */
 	bool uncached;		       /* pinned right after a discard: the caller's only */
+	bool changed;		       /* unmapped, moved or discarded: pages out of reach */
 	struct pin_range *prev, *next; /* idle LRU, or the ctx's dead list */
 	void *mr;		       /* rdma: struct ibv_mr * */
 	uint32_t lkey, rkey;
@@ -87,6 +88,9 @@ struct pin_backend_ops {
 	 * since a free() there could trim memory the monitor itself watches.
 	 */
 	bool unpin_on_monitor;
+	/* The kernel's unpin leaves the pages as clean as it found them
+	 * (pin-dirty.c): shared ones are marked dirty first. */
+	bool dirty_before_unpin;
 };
 
 extern const struct pin_backend_ops pin_backend_iouring;
@@ -166,5 +170,8 @@ void pin_ctx_uncovered(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
  * /proc/self/maps shows (secretmem, a shared file, PROT_NONE, a hole...) or
  * RLIMIT_MEMLOCK when it applies. */
 void pin_log_pin_error(struct pin_ctx *ctx, const char *call, const struct pin_range *r, int err);
+/* pin-dirty.c: mark the pages of the MAP_SHARED parts of [start, end) dirty,
+ * so that reclaim keeps what a device wrote through a pin of them. */
+void pin_dirty_shared(uintptr_t start, uintptr_t end);
 
 #endif /* LIBPIN_PIN_INTERNAL_H */

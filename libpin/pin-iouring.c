@@ -369,6 +369,7 @@ const struct pin_backend_ops pin_backend_iouring = {
 	.pin = iouring_pin,
 	.unpin = iouring_unpin,
 	.unpin_on_monitor = true,
+	.dirty_before_unpin = true,
 };
 
 const struct pin_backend_ops pin_backend_iouring_caller = {
@@ -379,6 +380,7 @@ const struct pin_backend_ops pin_backend_iouring_caller = {
 	.pin = iouring_pin,
 	.unpin = iouring_unpin,
 	.unpin_on_monitor = false,
+	.dirty_before_unpin = true,
 };
 
 PIN_EXPORT struct io_uring *pin_ctx_io_uring(struct pin_ctx *ctx)

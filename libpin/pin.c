@@ -288,6 +288,8 @@ static void unpin(struct pin_ctx *ctx, struct pin_range *r)
 {
 	if (!r->pinned)
 		return;
+	if (ctx->be->dirty_before_unpin && !r->changed)
+		pin_dirty_shared(r->start, r->end);
 	ctx->be->unpin(ctx, r);
 	r->pinned = false;
 	ctx->pinned_bytes -= r->end - r->start;
@@ -326,14 +328,16 @@ static void reap_dead(struct pin_ctx *ctx)
 	}
 }
 
-/* With ctx->lock held: drop every entry overlapping [start, end). */
+/* With ctx->lock held: drop every entry overlapping [start, end), which
+ * changed (an event of the monitor's) or which the caller gives up. */
 static unsigned int invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uintptr_t end,
-				      bool on_monitor)
+				      bool changed, bool on_monitor)
 {
 	struct pin_range *r;
 	unsigned int n = 0;
 
 	while ((r = pin_imap_take_overlap(&ctx->map, start, end))) {
+		r->changed = changed;
 		atomic_store(&r->stale, true);
 		ctx->invalidations++;
 		n++;
@@ -344,6 +348,7 @@ static unsigned int invalidate_locked(struct pin_ctx *ctx, uintptr_t start, uint
 	}
 	/* Held by callers only: their last pin_range_put() retires them. */
 	while ((r = pin_imap_take_overlap(&ctx->held, start, end))) {
+		r->changed = changed;
 		atomic_store(&r->stale, true);
 		ctx->invalidations++;
 		n++;
@@ -356,7 +361,7 @@ static void monitor_apply(void *arg, const struct pin_monitor_change *c, bool on
 {
 	struct pin_ctx *ctx = arg;
 
-	invalidate_locked(ctx, c->start, c->end, on_monitor);
+	invalidate_locked(ctx, c->start, c->end, true, on_monitor);
 	if (c->type == PIN_UFFD_EVENT_REMOVE) {
 		note_remove(ctx, c->start, c->end, c->read_ns);
 		return;
@@ -372,7 +377,7 @@ static void monitor_apply(void *arg, const struct pin_monitor_change *c, bool on
 static void monitor_lost(void *arg, bool on_monitor)
 {
 	pin_log(PIN_LOG_WARN, "pin monitor: event queue overflowed, dropping every pin");
-	invalidate_locked(arg, 0, UINTPTR_MAX, on_monitor);
+	invalidate_locked(arg, 0, UINTPTR_MAX, true, on_monitor);
 }
 
 /* The monitor calls back into this context only through these. */
@@ -573,7 +578,7 @@ PIN_EXPORT int pin_ctx_invalidate(struct pin_ctx *ctx, const void *addr, size_t 
 	if (!ctx || a + len < a)
 		return -EINVAL;
 	lock_synced(ctx);
-	unsigned int n = invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false);
+	unsigned int n = invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false, false);
 	pthread_mutex_unlock(&ctx->lock);
 	return (int)n;
 }

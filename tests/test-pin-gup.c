@@ -35,6 +35,8 @@
 /* /proc/self/pagemap: bit 63 present, bits 0-54 the page frame (root only). */
 #define PM_PRESENT (1ull << 63)
 #define PM_PFN	   ((1ull << 55) - 1)
+/* /proc/kpageflags, a word per page frame: bit 4 is KPF_DIRTY. */
+#define KPF_DIRTY 4
 
 static size_t page;
 
@@ -98,6 +100,25 @@ static void page_frames(const char *p, size_t n, uint64_t *pfn)
 		pfn[i] = e & PM_PRESENT ? e & PM_PFN : 0;
 	}
 	close(fd);
+}
+
+/* How many pages of [p, p + n pages) are dirty; each must be present. */
+static size_t dirty_pages(const char *p, size_t n)
+{
+	uint64_t pfn[LEN_PAGES_MAX], flags;
+	int fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+	size_t dirty = 0;
+
+	ck_assert_int_ge(fd, 0);
+	page_frames(p, n, pfn);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_ne(pfn[i], 0);
+		ck_assert_int_eq(pread(fd, &flags, sizeof(flags), (off_t)(pfn[i] * sizeof(flags))),
+				 (ssize_t)sizeof(flags));
+		dirty += (flags >> KPF_DIRTY) & 1;
+	}
+	close(fd);
+	return dirty;
 }
 
 START_TEST(never_written)
@@ -293,6 +314,49 @@ START_TEST(shmem_memfd)
 }
 END_TEST
 
+/*
+ * A shmem page that was only read when it was pinned: present, its page
+ * table entry writable but clean.  The device writes it through the kernel's
+ * mapping, which dirties nothing, and io_uring unpins without marking it
+ * dirty (io_uring/rsrc.c: unpin_user_page()); reclaim would drop it as a
+ * clean page and the memfd would read zeros.  libpin marks it dirty before
+ * the release (pin-dirty.c), so MADV_PAGEOUT keeps the data.
+ */
+START_TEST(shmem_read_then_written)
+{
+	const size_t n = LEN / page;
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	int fd = memfd_create("pinned", MFD_CLOEXEC), in = test_pattern_file(LEN, SEED_OUT);
+	uint64_t *back = malloc(LEN);
+	struct pin_range *r;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, LEN), 0);
+	char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	ck_assert_int_eq(madvise(p, LEN, MADV_NOHUGEPAGE), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(((volatile char *)p)[i * page], 0);
+	ck_assert_uint_eq(dirty_pages(p, n), 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, LEN, &r), 0);
+	ck_assert_int_eq(test_io_fixed(ctx, false, in, p, LEN, pin_range_buf_index(r, p, LEN)),
+			 (int)LEN);
+	ck_assert_uint_eq(dirty_pages(p, n), 0);
+	pin_range_put(r);
+	ck_assert_int_eq(pin_ctx_invalidate(ctx, p, LEN), 1);
+	ck_assert_uint_eq(test_pin_stats(ctx).pinned_bytes, 0);
+	ck_assert_uint_eq(dirty_pages(p, n), n);
+	ck_assert_int_eq(madvise(p, LEN, MADV_PAGEOUT), 0);
+	ck_assert_int_eq(pread(fd, back, LEN, 0), (ssize_t)LEN);
+	test_assert_pattern(back, LEN, SEED_OUT);
+	free(back);
+	ck_assert_int_eq(munmap(p, LEN), 0);
+	close(fd);
+	close(in);
+	pin_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(hugetlb_memfd)
 {
 	memfd_case(MFD_HUGETLB, true);
@@ -387,6 +451,7 @@ Suite *test_suite(void)
 	tcase_add_test(small, never_written);
 	tcase_add_test(small, zero_page_unshared);
 	tcase_add_test(small, shmem_memfd);
+	tcase_add_test(small, shmem_read_then_written);
 	tcase_add_test(small, fork_after_pin);
 	tcase_add_test(test_pin_tcase(s, "thp", &needs_thp, setup), thp);
 	tcase_add_unchecked_fixture(huge, hugetlb_setup, hugetlb_teardown);
