@@ -439,6 +439,30 @@ static int check_opts(int pid, const char *dir, const struct pin_image_write_opt
 	return 0;
 }
 
+/* Make the directory dir (one that is there already is taken only when
+ * may_exist), open it and draw the new image's id into who; returns the
+ * directory's fd or -errno. */
+static int make_image_dir(const char *dir, bool may_exist, struct identity *who)
+{
+	int dfd, r;
+
+	/* A process's memory may hold secrets: only the owner reads it. */
+	if (mkdir(dir, 0700) < 0 && (errno != EEXIST || !may_exist)) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
+		return r;
+	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	r = pin_image_new_id(who->id);
+	if (r < 0) {
+		close(dfd);
+		return r;
+	}
+	return dfd;
+}
+
 PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts)
 {
 	struct pin_image_write_opts o = { .sz = sizeof(o) };
@@ -458,17 +482,10 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 		return r;
 	if (!pid)
 		pid = getpid();
-	/* A process's memory may hold secrets: only the owner reads it. */
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dfd = pin_image_open_dir(dir);
+	dfd = make_image_dir(dir, true, &who);
 	if (dfd < 0)
 		return dfd;
-	r = pin_image_new_id(who.id);
-	if (!r && (o.parent || (o.flags & PIN_IMAGE_WRITE_REARM))) {
+	if (o.parent || (o.flags & PIN_IMAGE_WRITE_REARM)) {
 		pmfd = open_pagemap(pid);
 		r = pmfd < 0 ? pmfd : 0;
 	}
@@ -504,17 +521,9 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 
 	if (!buf || !maps || !whole)
 		return -ENOMEM;
-	if (mkdir(dir, 0700) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dfd = pin_image_open_dir(dir);
+	dfd = make_image_dir(dir, false, &who);
 	if (dfd < 0)
 		return dfd;
-	r = pin_image_new_id(who.id);
-	if (r < 0)
-		return r;
 	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
