@@ -66,21 +66,11 @@ static volatile uint64_t *word(uint64_t a)
 /* The region as checkpointed: its holes never touched. */
 static void checkpoint(void)
 {
-	void *want = (void *)(uintptr_t)REGION_ADDR;
-	void *p = mmap(want, REGION_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	struct pin_image_write_opts o = { .sz = sizeof(o),
-					  .addr = REGION_ADDR,
-					  .len = REGION_BYTES };
-
-	ck_assert_ptr_eq(p, want);
+	test_map_fixed(REGION_ADDR, REGION_BYTES);
 	for (uint64_t a = REGION_ADDR; a < REGION_ADDR + REGION_BYTES; a += 8)
 		if (!hole((a - REGION_ADDR) / PAGE))
 			*word(a) = image_word(a);
-	snprintf(ck, sizeof(ck), "/tmp/uffdd-snapshot-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(ck));
-	ck_assert_int_eq(pin_image_write(0, ck, &o), 1);
-	ck_assert_int_eq(munmap(p, REGION_BYTES), 0);
+	test_checkpoint_region(ck, sizeof(ck), "snapshot", REGION_ADDR, REGION_BYTES);
 }
 
 /* The image loaded once: its data in the memfd, its holes holes. */
