@@ -183,6 +183,16 @@ void vmm_touch(const struct fc *f, int r, size_t from, size_t to, uint64_t seed)
 
 /* ---- the daemon ---- */
 
+const char *fc_skip_reason(const char *why_page)
+{
+	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
+		return "UFFDD and UFFDCTL (the programs to run) are not set; run through meson "
+		       "test";
+	if (sysconf(_SC_PAGESIZE) != 4096)
+		return why_page;
+	return test_uffd_skip_reason();
+}
+
 void fc_files(struct fc *f)
 {
 	const char *tmp = getenv("TMPDIR");

@@ -72,6 +72,10 @@ void fc_down(struct fc *f);
 /* The daemon's log so far (free()). */
 char *fc_read_log(const struct fc *f);
 
+/* NULL when the firecracker cases can run here: UFFDD and UFFDCTL set, 4
+ * KiB pages (else why_page: what needs them), a userfaultfd; else why not. */
+const char *fc_skip_reason(const char *why_page);
+
 /* How long a daemon may take to start, natively. */
 #define FC_READY_MS 10000
 
