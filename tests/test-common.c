@@ -227,6 +227,18 @@ const char *test_uffd_skip_reason(void)
 	return NULL;
 }
 
+const char *test_uffd_features_skip_reason(uint64_t features, const char *why)
+{
+	const char *no_uffd = test_uffd_skip_reason();
+	uint64_t offered = 0;
+
+	if (no_uffd)
+		return no_uffd;
+	if (pin_uffd_probe(&offered, NULL) < 0 || (offered & features) != features)
+		return why;
+	return NULL;
+}
+
 uint8_t *test_map_pages(size_t npages)
 {
 	size_t len = npages * (size_t)sysconf(_SC_PAGESIZE);

@@ -124,5 +124,8 @@ const char *test_thp_skip_reason(void);
 
 /* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
 const char *test_uffd_skip_reason(void);
+/* test_uffd_skip_reason(), else why when the kernel does not offer every
+ * one of features (PIN_UFFD_FEATURE_*). */
+const char *test_uffd_features_skip_reason(uint64_t features, const char *why);
 
 #endif /* TEST_COMMON_H */

@@ -576,14 +576,9 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	const char *why = test_uffd_skip_reason();
-	uint64_t f = 0;
-
-	if (why)
-		return why;
 	if (sysconf(_SC_PAGESIZE) != PAGE)
 		return "the image's layout is in 4 KiB pages: needs 4 KiB pages";
-	if (pin_uffd_probe(&f, NULL) < 0 || !(f & PIN_UFFD_FEATURE_MINOR_SHMEM))
-		return "MINOR faults on shmem: needs UFFD_FEATURE_MINOR_SHMEM (Linux 5.14)";
-	return NULL;
+	return test_uffd_features_skip_reason(
+		PIN_UFFD_FEATURE_MINOR_SHMEM,
+		"MINOR faults on shmem: needs UFFD_FEATURE_MINOR_SHMEM (Linux 5.14)");
 }
