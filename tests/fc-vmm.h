@@ -37,8 +37,6 @@ struct fc {
 	int conn;
 };
 
-/* A userfaultfd as Firecracker makes it. */
-int vmm_uffd(void);
 /* f's userfaultfd and the guest of two regions over the memory file, at
  * offsets 0 and REG0_MIB, of the system's pages. */
 void vmm_memory(struct fc *f);
