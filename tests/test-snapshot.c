@@ -268,16 +268,23 @@ static int await(int fd)
 	return read(fd, &b, 1) == 1 ? 0 : -1;
 }
 
-START_TEST(every_byte_exact_in_random_order)
+/* A case of one restore: fn in a child process against a uffdd of its own,
+ * which exits 0, and the image's memfd as loaded after it. */
+static void one_restore(int (*fn)(const char *, int, int))
 {
 	struct test_daemon d;
 
 	load();
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_read, d.sock, -1, -1)), 0);
+	ck_assert_int_eq(reap(spawn(fn, d.sock, -1, -1)), 0);
 	assert_memfd_unchanged();
 	test_daemon_stop(&d);
 	unload();
+}
+
+START_TEST(every_byte_exact_in_random_order)
+{
+	one_restore(run_read);
 }
 END_TEST
 
@@ -423,14 +430,7 @@ static int run_dontneed(const char *sock, int in, int out)
 
 START_TEST(dontneed_gives_the_image_page_again)
 {
-	struct test_daemon d;
-
-	load();
-	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_dontneed, d.sock, -1, -1)), 0);
-	assert_memfd_unchanged();
-	test_daemon_stop(&d);
-	unload();
+	one_restore(run_dontneed);
 }
 END_TEST
 
@@ -551,13 +551,7 @@ static int run_refusals(const char *sock, int in, int out)
 
 START_TEST(refused_without_seals_or_minor)
 {
-	struct test_daemon d;
-
-	load();
-	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_refusals, d.sock, -1, -1)), 0);
-	test_daemon_stop(&d);
-	unload();
+	one_restore(run_refusals);
 }
 END_TEST
 
