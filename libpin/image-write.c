@@ -245,6 +245,21 @@ static int write_manifest(int dfd, const struct pin_image_mapping *maps, size_t 
 	return r;
 }
 
+/* The pages file of the image in dir (dfd), opened for writing, made if it
+ * is not there, with flags besides; the fd or -errno. */
+static int create_pages(int dfd, const char *dir, int flags)
+{
+	int fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0600);
+
+	if (fd < 0) {
+		int r = -errno;
+
+		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
 /* The pages file sized to hold every held page (zero pages stay holes),
  * they copied in, then the manifest.  An old manifest goes first: it must
  * not describe the pages file being rewritten. */
@@ -274,12 +289,9 @@ static int write_image(int pid, int dfd, const char *dir, const struct pin_image
 		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
 		return r;
 	}
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		return r;
-	}
+	fd = create_pages(dfd, dir, O_TRUNC);
+	if (fd < 0)
+		return fd;
 	if (ftruncate(fd, (off_t)total) < 0) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "ftruncate %s/%s to %" PRIu64 ": %s", dir, PAGES, total,
@@ -524,12 +536,9 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 	dfd = make_image_dir(dir, false, &who);
 	if (dfd < 0)
 		return dfd;
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		return r;
-	}
+	fd = create_pages(dfd, dir, O_EXCL);
+	if (fd < 0)
+		return fd;
 	for (size_t i = 0; i < n; i++) {
 		const struct pin_image_region *g = pin_image_region(img, i);
 
