@@ -182,6 +182,29 @@ int bench_in_child(void (*fn)(const void *arg, void *res), const void *arg, void
 	return 0;
 }
 
+uint64_t bench_state_word(uint64_t a)
+{
+	return a * 0x9e3779b97f4a7c15ull | 1;
+}
+
+void bench_checkpoint_state(const char *ck, uint64_t addr, uint64_t len, size_t page)
+{
+	void *want = (void *)(uintptr_t)addr;
+	uint64_t *p = mmap(want, len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (p == MAP_FAILED || (void *)p != want)
+		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
+	for (uint64_t off = 0; off < len; off += page)
+		for (size_t k = 0; k < page / 8; k++)
+			p[off / 8 + k] = bench_state_word(addr + off) + k;
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = addr, .len = len };
+	int r = pin_image_write(0, ck, &o);
+	if (r < 0)
+		bench_die("pin_image_write", r);
+	munmap(p, len);
+}
+
 void bench_checkpoint_remove(const char *dir)
 {
 	char p[PATH_MAX];

@@ -71,6 +71,15 @@ uint32_t *bench_shuffled(size_t n, uint64_t seed);
  */
 int bench_in_child(void (*fn)(const void *arg, void *res), const void *arg, void *res, size_t size);
 
+/* The first word of the page at address a in a state bench_checkpoint_state()
+ * wrote (its word k is this + k): every page different, none zero. */
+uint64_t bench_state_word(uint64_t a);
+
+/* Map len bytes at addr (whole pages of size page; nothing may be there),
+ * fill them with bench_state_word(), checkpoint them into the directory ck
+ * with pin_image_write() and unmap them; dies on failure. */
+void bench_checkpoint_state(const char *ck, uint64_t addr, uint64_t len, size_t page);
+
 /* Remove a checkpoint directory pin_image_write() made (its manifest, pages
  * and any working set) and the directory itself. */
 void bench_checkpoint_remove(const char *dir);

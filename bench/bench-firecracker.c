@@ -30,12 +30,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
+#include "fc-uffd.h"
 #include "libpin.h"
 
 #define MEM_BYTES    (256ull << 20)
@@ -73,27 +73,13 @@ static void make_mem(void)
 
 /* ---- the VMM (Firecracker's side) ---- */
 
-static int vmm_uffd(void)
-{
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
-
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-	} else {
-		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	}
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE };
-	if (fd < 0 || ioctl(fd, UFFDIO_API, &api) < 0)
-		bench_die("userfaultfd", errno);
-	return fd;
-}
-
 /* Restore through the handler on fcsock: ms from connect() to the last
  * page read; exits on a wrong word. */
 static double vmm_restore(void)
 {
-	int uffd = vmm_uffd();
+	int uffd = fc_uffd_open();
+	if (uffd < 0)
+		bench_die("userfaultfd", uffd);
 	uint8_t *g = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (g == MAP_FAILED)

@@ -69,26 +69,7 @@ static int snap = -1; /* the loader's memfd */
 
 static uint64_t word_of(uint64_t i)
 {
-	return (STATE_ADDR + i * page) * 0x9e3779b97f4a7c15ull | 1;
-}
-
-static void make_checkpoint(void)
-{
-	void *want = (void *)(uintptr_t)STATE_ADDR;
-	uint64_t *p = mmap(want, state_bytes, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-
-	if (p == MAP_FAILED || (void *)p != want)
-		bench_die("mmap of the state", p == MAP_FAILED ? errno : EEXIST);
-	/* Every page different, and none zero: all of it is data. */
-	for (uint64_t i = 0; i < npages; i++)
-		for (size_t k = 0; k < page / 8; k++)
-			p[i * page / 8 + k] = word_of(i) + k;
-	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = STATE_ADDR, .len = state_bytes };
-	int r = pin_image_write(0, ck, &o);
-	if (r < 0)
-		bench_die("pin_image_write", r);
-	munmap(p, state_bytes);
+	return bench_state_word(STATE_ADDR + i * page);
 }
 
 static void put(int fd, const void *buf, size_t len)
@@ -273,7 +254,7 @@ int main(int argc, char **argv)
 	snprintf(ck, sizeof(ck), "/tmp/bench-snapshot-XXXXXX");
 	if (!mkdtemp(ck))
 		bench_die("mkdtemp", errno);
-	make_checkpoint();
+	bench_checkpoint_state(ck, STATE_ADDR, state_bytes, page);
 	/* The loader: the image into the page cache once. */
 	if ((r = pin_image_open(ck, &img)) < 0 || (r = snap = pin_image_snapshot(img, -1)) < 0)
 		bench_die("pin_image_snapshot", r);

@@ -245,6 +245,21 @@ static int write_manifest(int dfd, const struct pin_image_mapping *maps, size_t 
 	return r;
 }
 
+/* The pages file of the image in dir (dfd), opened for writing, made if it
+ * is not there, with flags besides; the fd or -errno. */
+static int create_pages(int dfd, const char *dir, int flags)
+{
+	int fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0600);
+
+	if (fd < 0) {
+		int r = -errno;
+
+		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
 /* The pages file sized to hold every held page (zero pages stay holes),
  * they copied in, then the manifest.  An old manifest goes first: it must
  * not describe the pages file being rewritten. */
@@ -274,12 +289,9 @@ static int write_image(int pid, int dfd, const char *dir, const struct pin_image
 		pin_log(PIN_LOG_ERR, "unlink %s/%s: %s", dir, MANIFEST, strerror(errno));
 		return r;
 	}
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		return r;
-	}
+	fd = create_pages(dfd, dir, O_TRUNC);
+	if (fd < 0)
+		return fd;
 	if (ftruncate(fd, (off_t)total) < 0) {
 		r = -errno;
 		pin_log(PIN_LOG_ERR, "ftruncate %s/%s to %" PRIu64 ": %s", dir, PAGES, total,
@@ -439,6 +451,30 @@ static int check_opts(int pid, const char *dir, const struct pin_image_write_opt
 	return 0;
 }
 
+/* Make the directory dir (one that is there already is taken only when
+ * may_exist), open it and draw the new image's id into who; returns the
+ * directory's fd or -errno. */
+static int make_image_dir(const char *dir, bool may_exist, struct identity *who)
+{
+	int dfd, r;
+
+	/* A process's memory may hold secrets: only the owner reads it. */
+	if (mkdir(dir, 0700) < 0 && (errno != EEXIST || !may_exist)) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
+		return r;
+	}
+	dfd = pin_image_open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	r = pin_image_new_id(who->id);
+	if (r < 0) {
+		close(dfd);
+		return r;
+	}
+	return dfd;
+}
+
 PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_write_opts *opts)
 {
 	struct pin_image_write_opts o = { .sz = sizeof(o) };
@@ -458,17 +494,10 @@ PIN_EXPORT int pin_image_write(int pid, const char *dir, const struct pin_image_
 		return r;
 	if (!pid)
 		pid = getpid();
-	/* A process's memory may hold secrets: only the owner reads it. */
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dfd = pin_image_open_dir(dir);
+	dfd = make_image_dir(dir, true, &who);
 	if (dfd < 0)
 		return dfd;
-	r = pin_image_new_id(who.id);
-	if (!r && (o.parent || (o.flags & PIN_IMAGE_WRITE_REARM))) {
+	if (o.parent || (o.flags & PIN_IMAGE_WRITE_REARM)) {
 		pmfd = open_pagemap(pid);
 		r = pmfd < 0 ? pmfd : 0;
 	}
@@ -504,23 +533,12 @@ int pin_image_save(const struct pin_image *img, const char *dir)
 
 	if (!buf || !maps || !whole)
 		return -ENOMEM;
-	if (mkdir(dir, 0700) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "mkdir %s: %s", dir, strerror(errno));
-		return r;
-	}
-	dfd = pin_image_open_dir(dir);
+	dfd = make_image_dir(dir, false, &who);
 	if (dfd < 0)
 		return dfd;
-	r = pin_image_new_id(who.id);
-	if (r < 0)
-		return r;
-	fd = openat(dfd, PAGES, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s/%s: %s", dir, PAGES, strerror(errno));
-		return r;
-	}
+	fd = create_pages(dfd, dir, O_EXCL);
+	if (fd < 0)
+		return fd;
 	for (size_t i = 0; i < n; i++) {
 		const struct pin_image_region *g = pin_image_region(img, i);
 

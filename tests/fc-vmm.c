@@ -21,7 +21,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,29 +30,11 @@
 #define VALGRIND_DISABLE_ADDR_ERROR_REPORTING_IN_RANGE(addr, len) ((void)(addr), (void)(len))
 #endif
 
+#include "fc-uffd.h"
 #include "fc-vmm.h"
 #include "libpin-private.h"
 #include "manager.h"
 #include "test-common.h"
-
-/* A userfaultfd as Firecracker makes it: through /dev/userfaultfd where
- * there is one (its docs: kernel 6.1), else the system call; close-on-exec,
- * non-blocking, not user-mode only. */
-int vmm_uffd(void)
-{
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC), fd;
-
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-	} else {
-		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	}
-	ck_assert_int_ge(fd, 0);
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE };
-	ck_assert_int_eq(ioctl(fd, UFFDIO_API, &api), 0);
-	return fd;
-}
 
 /*
  * Guest memory and its registration, as create_guest_memory() and
@@ -65,8 +46,10 @@ int vmm_uffd(void)
  */
 void vmm_map(struct fc *f, int i, size_t len, size_t off, int flags, size_t psize)
 {
-	if (f->uffd < 0)
-		f->uffd = vmm_uffd();
+	if (f->uffd < 0) {
+		f->uffd = fc_uffd_open();
+		ck_assert_msg(f->uffd >= 0, "userfaultfd: %s", strerror(-f->uffd));
+	}
 	f->len[i] = len;
 	f->off[i] = off;
 	f->psize = psize;
@@ -182,6 +165,16 @@ void vmm_touch(const struct fc *f, int r, size_t from, size_t to, uint64_t seed)
 }
 
 /* ---- the daemon ---- */
+
+const char *fc_skip_reason(const char *why_page)
+{
+	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
+		return "UFFDD and UFFDCTL (the programs to run) are not set; run through meson "
+		       "test";
+	if (sysconf(_SC_PAGESIZE) != 4096)
+		return why_page;
+	return test_uffd_skip_reason();
+}
 
 void fc_files(struct fc *f)
 {

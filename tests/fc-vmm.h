@@ -37,8 +37,6 @@ struct fc {
 	int conn;
 };
 
-/* A userfaultfd as Firecracker makes it. */
-int vmm_uffd(void);
 /* f's userfaultfd and the guest of two regions over the memory file, at
  * offsets 0 and REG0_MIB, of the system's pages. */
 void vmm_memory(struct fc *f);
@@ -71,6 +69,10 @@ void fc_cleanup(struct fc *f);
 void fc_down(struct fc *f);
 /* The daemon's log so far (free()). */
 char *fc_read_log(const struct fc *f);
+
+/* NULL when the firecracker cases can run here: UFFDD and UFFDCTL set, 4
+ * KiB pages (else why_page: what needs them), a userfaultfd; else why not. */
+const char *fc_skip_reason(const char *why_page);
 
 /* How long a daemon may take to start, natively. */
 #define FC_READY_MS 10000

@@ -623,17 +623,11 @@ Suite *test_suite(void)
 const char *test_skip_reason(void)
 {
 	const uint64_t async = PIN_UFFD_FEATURE_WP_ASYNC | PIN_UFFD_FEATURE_WP_UNPOPULATED;
-	uint64_t features = 0;
-	const char *why;
 
 	if (sysconf(_SC_PAGESIZE) != (long)PG)
 		return "the chain cases assume 4 KiB pages; this machine's page size differs";
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	why = test_uffd_skip_reason();
-	if (why)
-		return why;
-	if (pin_uffd_probe(&features, NULL) < 0 || (features & async) != async)
-		return "the kernel has no UFFD_FEATURE_WP_ASYNC (Linux 6.7+)";
-	return NULL;
+	return test_uffd_features_skip_reason(
+		async, "the kernel has no UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
 }

@@ -1544,16 +1544,7 @@ static void raw_pin(struct raw *r, uint64_t cookie, bool report)
 	pin_proto_free(raw_call(r, &m));
 }
 
-static uint64_t pins_rng_state;
-
-static uint64_t pins_rng(void)
-{
-	uint64_t z = (pins_rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+static uint64_t pins_rng_state; /* test_rand()'s, from test_seed() */
 
 /* The cookies the session has, in order: want[0, n). */
 struct pins_model {
@@ -1604,7 +1595,8 @@ static uint64_t fresh_cookie(const struct pins_model *pm, uint64_t lo, uint64_t 
 {
 	for (;;) {
 		uint64_t span = hi - lo + 1; /* 0: all 2^64 */
-		uint64_t c = lo + (span ? pins_rng() % span : pins_rng());
+		uint64_t c = lo + (span ? test_rand(&pins_rng_state) % span
+					: test_rand(&pins_rng_state));
 		if (!model_has(pm, c))
 			return c;
 	}
@@ -1645,7 +1637,7 @@ START_TEST(pins_paged)
 	uint64_t sid = raw_hello(&r, &d);
 	/* Distinct: the generator's outputs are, as its states are. */
 	while (pm.n < many) {
-		pm.want[pm.n] = pins_rng();
+		pm.want[pm.n] = test_rand(&pins_rng_state);
 		raw_pin(&r, pm.want[pm.n++], true);
 	}
 	qsort(pm.want, pm.n, sizeof(*pm.want), cookie_cmp);
@@ -1693,9 +1685,10 @@ START_TEST(pins_paged)
 			model_set(&r, &pm, key, false);
 		size_t at = model_lower(&pm, key);
 		if (at < pm.n)
-			model_set(&r, &pm, pm.want[at + pins_rng() % (pm.n - at)], false);
+			model_set(&r, &pm, pm.want[at + test_rand(&pins_rng_state) % (pm.n - at)],
+				  false);
 		if (at)
-			model_set(&r, &pm, pm.want[pins_rng() % at], false);
+			model_set(&r, &pm, pm.want[test_rand(&pins_rng_state) % at], false);
 		model_set(&r, &pm, fresh_cookie(&pm, key + 1, UINT64_MAX), true);
 		model_set(&r, &pm, fresh_cookie(&pm, 0, key - 1), true);
 	}

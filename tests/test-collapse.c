@@ -48,20 +48,10 @@ static volatile uint64_t *word(uint64_t a)
 /* The region as it was: every word its own, none zero (no zero pages). */
 static void checkpoint(struct restored *rs)
 {
-	void *want = (void *)(uintptr_t)REGION_ADDR;
-	void *p = mmap(want, REGION_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	struct pin_image_write_opts o = { .sz = sizeof(o),
-					  .addr = REGION_ADDR,
-					  .len = REGION_BYTES };
-
-	ck_assert_ptr_eq(p, want);
+	test_map_fixed(REGION_ADDR, REGION_BYTES);
 	for (uint64_t a = REGION_ADDR; a < REGION_ADDR + REGION_BYTES; a += 8)
 		*word(a) = test_pattern(a, rs->seed) | 1;
-	snprintf(rs->ck, sizeof(rs->ck), "/tmp/uffdd-collapse-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(rs->ck));
-	ck_assert_int_eq(pin_image_write(0, rs->ck, &o), 1);
-	ck_assert_int_eq(munmap(p, REGION_BYTES), 0);
+	test_checkpoint_region(rs->ck, sizeof(rs->ck), "collapse", REGION_ADDR, REGION_BYTES);
 }
 
 /* Map it again and hand it to a uffdd that pushes nothing by itself. */

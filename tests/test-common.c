@@ -178,6 +178,26 @@ uint64_t test_seed(void)
 	return seed;
 }
 
+void *test_map_fixed(uint64_t addr, uint64_t len)
+{
+	void *want = (void *)(uintptr_t)addr;
+	void *p = mmap(want, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	ck_assert_ptr_eq(p, want);
+	return p;
+}
+
+void test_checkpoint_region(char *ck, size_t size, const char *name, uint64_t addr, uint64_t len)
+{
+	struct pin_image_write_opts o = { .sz = sizeof(o), .addr = addr, .len = len };
+
+	ck_assert_int_lt(snprintf(ck, size, "/tmp/uffdd-%s-XXXXXX", name), (int)size);
+	ck_assert_ptr_nonnull(mkdtemp(ck));
+	ck_assert_int_eq(pin_image_write(0, ck, &o), 1);
+	ck_assert_int_eq(munmap((void *)(uintptr_t)addr, len), 0);
+}
+
 const char *test_thp_skip_reason(void)
 {
 	static char why[128];
@@ -204,6 +224,18 @@ const char *test_uffd_skip_reason(void)
 		return "userfaultfd is not available to this user (needs /dev/userfaultfd "
 		       "access or CAP_SYS_PTRACE)";
 	pin_uffd_free(u);
+	return NULL;
+}
+
+const char *test_uffd_features_skip_reason(uint64_t features, const char *why)
+{
+	const char *no_uffd = test_uffd_skip_reason();
+	uint64_t offered = 0;
+
+	if (no_uffd)
+		return no_uffd;
+	if (pin_uffd_probe(&offered, NULL) < 0 || (offered & features) != features)
+		return why;
 	return NULL;
 }
 

@@ -110,11 +110,22 @@ uint8_t *test_map_pages(size_t npages);
  * when the mmap() fails. */
 void *test_map_region(size_t len);
 
+/* len bytes of private anonymous memory at addr, where nothing may be: a
+ * region to fill and then give to test_checkpoint_region(). */
+void *test_map_fixed(uint64_t addr, uint64_t len);
+/* The one region of len bytes at addr written by pin_image_write() into a
+ * new directory /tmp/uffdd-NAME-XXXXXX (its path into ck, of size bytes),
+ * then unmapped, for a restore to map it again. */
+void test_checkpoint_region(char *ck, size_t size, const char *name, uint64_t addr, uint64_t len);
+
 /* NULL when anonymous memory can have transparent huge pages
  * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */
 const char *test_thp_skip_reason(void);
 
 /* NULL when this user can open a userfaultfd; else why not, for test_skip_reason(). */
 const char *test_uffd_skip_reason(void);
+/* test_uffd_skip_reason(), else why when the kernel does not offer every
+ * one of features (PIN_UFFD_FEATURE_*). */
+const char *test_uffd_features_skip_reason(uint64_t features, const char *why);
 
 #endif /* TEST_COMMON_H */

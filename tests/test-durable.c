@@ -818,6 +818,26 @@ static void await_held(const char *at)
 {
 	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at %s", at);
 }
+
+/*
+ * uffdd killed -9 where it held at the point at, and restarted, while a
+ * client fn (its arg a source of npages from seed) waits: the client says
+ * step and is let go, which brings the daemon to at.  Then the client
+ * finishes, and must exit 0.
+ */
+static void die_held(const char *at, client_fn fn, size_t npages, uint64_t seed, const char *step)
+{
+	struct client cl;
+
+	up_held(at);
+	int src = make_source(npages, seed);
+	spawn(&cl, fn, &src, &src, 1);
+	await_step(&cl, step);
+	go(&cl);
+	await_held(at);
+	kill9_restart();
+	client_done(&cl, src);
+}
 /* The parent's session is s1, its fork child's s2. */
 #define MA_CHILD_FORK  "s2.fork1"
 #define MA_CHILD_STATE "s2.state"
@@ -1642,16 +1662,7 @@ static int client_mremap_read(struct client *cl, void *arg)
  * this window: the range hung for ever, faulting where no region was). */
 START_TEST(mremap_read_when_daemon_dies)
 {
-	struct client cl;
-
-	up_held("events-read");
-	int src = make_source(MR_PAGES, MR_SEED);
-	spawn(&cl, client_mremap_read, &src, &src, 1);
-	await_step(&cl, "read the first pages");
-	go(&cl);
-	await_held("events-read");
-	kill9_restart();
-	client_done(&cl, src);
+	die_held("events-read", client_mremap_read, MR_PAGES, MR_SEED, "read the first pages");
 }
 END_TEST
 
@@ -1693,16 +1704,7 @@ static int client_placed(struct client *cl, void *arg)
 
 START_TEST(placed_when_daemon_dies)
 {
-	struct client cl;
-
-	up_held("placed");
-	int src = make_source(PL_PAGES, PL_SEED);
-	spawn(&cl, client_placed, &src, &src, 1);
-	await_step(&cl, "region added");
-	go(&cl);
-	await_held("placed");
-	kill9_restart();
-	client_done(&cl, src);
+	die_held("placed", client_placed, PL_PAGES, PL_SEED, "region added");
 }
 END_TEST
 

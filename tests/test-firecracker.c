@@ -554,10 +554,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	if (!getenv("UFFDD") || !getenv("UFFDCTL"))
-		return "UFFDD and UFFDCTL (the programs to run) are not set; run through meson "
-		       "test";
-	if (sysconf(_SC_PAGESIZE) != 4096)
-		return "the page size is not 4096: the JSON the tests send says 4096";
-	return test_uffd_skip_reason();
+	return fc_skip_reason("the page size is not 4096: the JSON the tests send says 4096");
 }

@@ -22,16 +22,7 @@
  * a chance far below 2^-64. */
 #define DEPTH_MAX 200
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+static uint64_t rng_state; /* test_rand()'s, from test_seed() */
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -156,7 +147,7 @@ START_TEST(random_adds_and_deletes)
 	ck_assert_int_eq(pins_find(&ps, 1), -1);
 	ck_assert_int_eq(pins_from(&ps, 0), -1);
 	while (n < many()) {
-		uint64_t c = rng();
+		uint64_t c = test_rand(&rng_state);
 		if (pins_find(&ps, c) >= 0)
 			continue;
 		add(&ps, c);
@@ -165,7 +156,7 @@ START_TEST(random_adds_and_deletes)
 	qsort(want, n, sizeof(*want), cmp_u64);
 	check_set(&ps, want, n);
 	for (size_t round = 0; round < ROUNDS; round++) {
-		size_t k = rng() % n;
+		size_t k = test_rand(&rng_state) % n;
 		uint64_t gone = want[k];
 		ssize_t i = pins_find(&ps, gone);
 		ck_assert_int_ge(i, 0);
@@ -175,8 +166,8 @@ START_TEST(random_adds_and_deletes)
 		n--;
 		check_from(&ps, want, n, gone);
 		check_from(&ps, want, n, want[k == n ? 0 : k]);
-		check_from(&ps, want, n, rng());
-		uint64_t c = rng();
+		check_from(&ps, want, n, test_rand(&rng_state));
+		uint64_t c = test_rand(&rng_state);
 		if (pins_find(&ps, c) >= 0)
 			continue;
 		add(&ps, c);
@@ -188,7 +179,7 @@ START_TEST(random_adds_and_deletes)
 	check_set(&ps, want, n);
 	/* In random order; the array's order matters no more. */
 	while (n) {
-		size_t k = rng() % n;
+		size_t k = test_rand(&rng_state) % n;
 		pins_del(&ps, (size_t)pins_find(&ps, want[k]));
 		want[k] = want[--n];
 	}

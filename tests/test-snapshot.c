@@ -66,21 +66,11 @@ static volatile uint64_t *word(uint64_t a)
 /* The region as checkpointed: its holes never touched. */
 static void checkpoint(void)
 {
-	void *want = (void *)(uintptr_t)REGION_ADDR;
-	void *p = mmap(want, REGION_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	struct pin_image_write_opts o = { .sz = sizeof(o),
-					  .addr = REGION_ADDR,
-					  .len = REGION_BYTES };
-
-	ck_assert_ptr_eq(p, want);
+	test_map_fixed(REGION_ADDR, REGION_BYTES);
 	for (uint64_t a = REGION_ADDR; a < REGION_ADDR + REGION_BYTES; a += 8)
 		if (!hole((a - REGION_ADDR) / PAGE))
 			*word(a) = image_word(a);
-	snprintf(ck, sizeof(ck), "/tmp/uffdd-snapshot-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(ck));
-	ck_assert_int_eq(pin_image_write(0, ck, &o), 1);
-	ck_assert_int_eq(munmap(p, REGION_BYTES), 0);
+	test_checkpoint_region(ck, sizeof(ck), "snapshot", REGION_ADDR, REGION_BYTES);
 }
 
 /* The image loaded once: its data in the memfd, its holes holes. */
@@ -278,16 +268,50 @@ static int await(int fd)
 	return read(fd, &b, 1) == 1 ? 0 : -1;
 }
 
-START_TEST(every_byte_exact_in_random_order)
+/* A restore in a child process told when to go on: step(to[1]) tells it;
+ * it says it is ready on from. */
+struct told {
+	pid_t pid;
+	int to[2], from[2];
+};
+
+/* fn started in a child process with a pipe each way, ready (its first
+ * step(out) heard). */
+static void told_start(struct told *t, int (*fn)(const char *, int, int), const char *sock)
+{
+	ck_assert_int_eq(pipe2(t->to, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(t->from, O_CLOEXEC), 0);
+	t->pid = spawn(fn, sock, t->to[0], t->from[1]);
+	ck_assert_int_eq(await(t->from[0]), 0);
+}
+
+/* The child exits 0; its pipes closed. */
+static void told_end(struct told *t)
+{
+	ck_assert_int_eq(reap(t->pid), 0);
+	for (int i = 0; i < 2; i++) {
+		close(t->to[i]);
+		close(t->from[i]);
+	}
+}
+
+/* A case of one restore: fn in a child process against a uffdd of its own,
+ * which exits 0, and the image's memfd as loaded after it. */
+static void one_restore(int (*fn)(const char *, int, int))
 {
 	struct test_daemon d;
 
 	load();
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_read, d.sock, -1, -1)), 0);
+	ck_assert_int_eq(reap(spawn(fn, d.sock, -1, -1)), 0);
 	assert_memfd_unchanged();
 	test_daemon_stop(&d);
 	unload();
+}
+
+START_TEST(every_byte_exact_in_random_order)
+{
+	one_restore(run_read);
 }
 END_TEST
 
@@ -319,24 +343,16 @@ static int run_prefetch(const char *sock, int in, int out)
 START_TEST(prefetch_continues_ahead_of_faults)
 {
 	struct test_daemon d;
-
-	int to_c[2], from_c[2];
+	struct told c;
 
 	load();
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(pipe2(to_c, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(from_c, O_CLOEXEC), 0);
-	pid_t c = spawn(run_prefetch, d.sock, to_c[0], from_c[1]);
-	ck_assert_int_eq(await(from_c[0]), 0);
+	told_start(&c, run_prefetch, d.sock);
 	char *out = test_uffdctl(&d, "regions");
 	ck_assert_msg(strstr(out, "4.0M missing+minor fd "), "uffdctl regions: %s", out);
 	free(out);
-	ck_assert_int_eq(step(to_c[1]), 0);
-	ck_assert_int_eq(reap(c), 0);
-	for (int i = 0; i < 2; i++) {
-		close(to_c[i]);
-		close(from_c[i]);
-	}
+	ck_assert_int_eq(step(c.to[1]), 0);
+	told_end(&c);
 	test_daemon_stop(&d);
 	unload();
 }
@@ -376,32 +392,20 @@ static int run_read_and_stay(const char *sock, int in, int out)
 START_TEST(two_restores_see_not_each_others_writes)
 {
 	struct test_daemon d;
-	int to_a[2], from_a[2], to_b[2], from_b[2];
+	struct told a, b;
 
 	load();
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(pipe2(to_a, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(from_a, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(to_b, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(from_b, O_CLOEXEC), 0);
-	pid_t a = spawn(run_writer, d.sock, to_a[0], from_a[1]);
-	ck_assert_int_eq(await(from_a[0]), 0);
+	told_start(&a, run_writer, d.sock);
 	assert_memfd_unchanged();
-	pid_t b = spawn(run_read_and_stay, d.sock, to_b[0], from_b[1]);
-	ck_assert_int_eq(await(from_b[0]), 0);
+	told_start(&b, run_read_and_stay, d.sock);
 	/* Both sessions name the image: the daemon holds its memfd once. */
 	ck_assert_int_eq(test_count_fd_links(d.pid, "/memfd:pin-snapshot*"), 1);
-	ck_assert_int_eq(step(to_b[1]), 0);
-	ck_assert_int_eq(reap(b), 0);
-	ck_assert_int_eq(step(to_a[1]), 0);
-	ck_assert_int_eq(reap(a), 0);
+	ck_assert_int_eq(step(b.to[1]), 0);
+	told_end(&b);
+	ck_assert_int_eq(step(a.to[1]), 0);
+	told_end(&a);
 	assert_memfd_unchanged();
-	for (int i = 0; i < 2; i++) {
-		close(to_a[i]);
-		close(from_a[i]);
-		close(to_b[i]);
-		close(from_b[i]);
-	}
 	test_daemon_stop(&d);
 	unload();
 }
@@ -433,14 +437,7 @@ static int run_dontneed(const char *sock, int in, int out)
 
 START_TEST(dontneed_gives_the_image_page_again)
 {
-	struct test_daemon d;
-
-	load();
-	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_dontneed, d.sock, -1, -1)), 0);
-	assert_memfd_unchanged();
-	test_daemon_stop(&d);
-	unload();
+	one_restore(run_dontneed);
 }
 END_TEST
 
@@ -473,7 +470,7 @@ START_TEST(kill9_and_restart_mid_restore)
 	static const char *const args[] = { "--workers", "2", NULL };
 	struct manager *mgr;
 	char dir[64], sock[96];
-	int to_c[2], from_c[2];
+	struct told c;
 
 	load();
 	snprintf(dir, sizeof(dir), "/tmp/uffdd-snapshot-d-XXXXXX");
@@ -486,19 +483,12 @@ START_TEST(kill9_and_restart_mid_restore)
 				  .ready_ms = CHILD_WAIT_MS * test_time_scale() };
 	ck_assert_int_eq(manager_new(&o, &mgr), 0);
 	ck_assert_int_eq(manager_start(mgr), 0);
-	ck_assert_int_eq(pipe2(to_c, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(from_c, O_CLOEXEC), 0);
-	pid_t c = spawn(run_across_restart, sock, to_c[0], from_c[1]);
-	ck_assert_int_eq(await(from_c[0]), 0);
+	told_start(&c, run_across_restart, sock);
 	/* Killed while the child's next faults wait for it. */
-	ck_assert_int_eq(step(to_c[1]), 0);
+	ck_assert_int_eq(step(c.to[1]), 0);
 	ck_assert_int_eq(manager_kill9_restart(mgr), 0);
-	ck_assert_int_eq(reap(c), 0);
+	told_end(&c);
 	assert_memfd_unchanged();
-	for (int i = 0; i < 2; i++) {
-		close(to_c[i]);
-		close(from_c[i]);
-	}
 	ck_assert_int_eq(manager_stop(mgr), 0);
 	manager_free(mgr);
 	ck_assert_int_eq(rmdir(dir), 0);
@@ -561,13 +551,7 @@ static int run_refusals(const char *sock, int in, int out)
 
 START_TEST(refused_without_seals_or_minor)
 {
-	struct test_daemon d;
-
-	load();
-	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(run_refusals, d.sock, -1, -1)), 0);
-	test_daemon_stop(&d);
-	unload();
+	one_restore(run_refusals);
 }
 END_TEST
 
@@ -586,14 +570,9 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	const char *why = test_uffd_skip_reason();
-	uint64_t f = 0;
-
-	if (why)
-		return why;
 	if (sysconf(_SC_PAGESIZE) != PAGE)
 		return "the image's layout is in 4 KiB pages: needs 4 KiB pages";
-	if (pin_uffd_probe(&f, NULL) < 0 || !(f & PIN_UFFD_FEATURE_MINOR_SHMEM))
-		return "MINOR faults on shmem: needs UFFD_FEATURE_MINOR_SHMEM (Linux 5.14)";
-	return NULL;
+	return test_uffd_features_skip_reason(
+		PIN_UFFD_FEATURE_MINOR_SHMEM,
+		"MINOR faults on shmem: needs UFFD_FEATURE_MINOR_SHMEM (Linux 5.14)");
 }

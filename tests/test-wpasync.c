@@ -421,14 +421,8 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	uint64_t features = 0;
-
 	if (!getenv("UFFDD"))
 		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	const char *why = test_uffd_skip_reason();
-	if (why)
-		return why;
-	if (pin_uffd_probe(&features, NULL) < 0 || (features & ASYNC_FEATURES) != ASYNC_FEATURES)
-		return "the kernel has no UFFD_FEATURE_WP_ASYNC (Linux 6.7+)";
-	return NULL;
+	return test_uffd_features_skip_reason(
+		ASYNC_FEATURES, "the kernel has no UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
 }

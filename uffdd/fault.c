@@ -219,57 +219,48 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 }
 
 /*
- * fault_fill() in a region of huge pages: each huge page that [first,
- * +n) touches is placed whole, zero when the balloon removed it, else from
- * the source (a hole in it reads as zeroes).  Pages handled from first.
+ * The run from page i (before end) that one ioctl places, and whether it is
+ * the source's (*ret_data; else zero): in a region of huge pages, the huge
+ * page at i whole, zero only when the balloon removed all of it (a hole in
+ * the source reads as zeroes); else the small pages from i that are all
+ * zero, or all of one extent of the source.
  */
-static int64_t fill_huge(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
-			 bool *ret_woken)
+static uint64_t run_at(const struct region *r, uint64_t i, uint64_t end, bool *ret_data)
 {
-	uint64_t u = region_unit(r), i = first & ~(u - 1), end = first + n;
+	uint64_t k;
 
-	while (i < end) {
-		/* One ioctl for the whole run: let it wake, and save a WAKE. */
-		bool single = ret_woken && i <= first && i + u >= end;
-		bool data = bm_count(r->zero, i, u) < u;
-		int64_t got = place(s, r, i, u, data, push, single ? ret_woken : NULL);
-		if (got < 0)
-			return i > first ? (int64_t)(i - first) : got;
-		i += (uint64_t)got;
-		if ((uint64_t)got < u)
-			break;
+	*ret_data = false;
+	if (r->huge) {
+		uint64_t u = region_unit(r);
+
+		*ret_data = bm_count(r->zero, i, u) < u;
+		return u;
 	}
-	return (int64_t)((i < end ? i : end) - first);
+	if (bm_test(r->zero, i)) {
+		for (k = 1; i + k < end && bm_test(r->zero, i + k);)
+			k++;
+		return k;
+	}
+	k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i, ret_data);
+	for (uint64_t j = 1; j < k; j++)
+		if (bm_test(r->zero, i + j))
+			return j;
+	return k;
 }
 
 int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
 		   bool *ret_woken)
 {
-	uint64_t i = first, end = first + n;
+	/* Each huge page that [first, +n) touches is placed whole. */
+	uint64_t i = r->huge ? first & ~(region_unit(r) - 1) : first, end = first + n;
 
 	if (ret_woken)
 		*ret_woken = false;
-	if (r->huge)
-		return fill_huge(s, r, first, n, push, ret_woken);
 	while (i < end) {
-		uint64_t k;
-		bool data = false;
-
-		if (bm_test(r->zero, i)) {
-			for (k = 1; i + k < end && bm_test(r->zero, i + k);)
-				k++;
-		} else {
-			k = source_extent(r->src, r->offset + (i << uffdd_page_shift), end - i,
-					  &data);
-			for (uint64_t j = 1; j < k; j++) {
-				if (bm_test(r->zero, i + j)) {
-					k = j;
-					break;
-				}
-			}
-		}
+		bool data;
+		uint64_t k = run_at(r, i, end, &data);
 		/* One ioctl for the whole run: let it wake, and save a WAKE. */
-		bool single = ret_woken && i == first && k == n;
+		bool single = ret_woken && i <= first && i + k >= end;
 		int64_t got = place(s, r, i, k, data, push, single ? ret_woken : NULL);
 		if (got < 0)
 			return i > first ? (int64_t)(i - first) : got;
@@ -277,7 +268,7 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 		if ((uint64_t)got < k)
 			break;
 	}
-	return (int64_t)(i - first);
+	return (int64_t)((i < end ? i : end) - first);
 }
 
 /*
