@@ -10,7 +10,8 @@
  * the read is done.  Each fault is counted once, when it is finished
  * (fault_done()), its latency from the read that returned it.  It may call
  * session.c, state.c, store.c, reader.c, source.c, notify.c (stale notices,
- * fork children), log.c and util.c.
+ * fork children), evlog.c (each read of the userfaultfd, each event), log.c
+ * and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -632,6 +633,7 @@ void fault_apply_event(struct session *s, const struct pin_uffd_event *ev)
 	default:
 		return;
 	}
+	evlog_put(s, ev);
 	notify_stale(s, start, end, ev->type);
 }
 
@@ -702,10 +704,14 @@ int fault_handle(struct session *s)
 	int got = 0;
 
 	for (int round = 0; round < READ_ROUNDS && !s->dead; round++) {
+		evlog_begin(s);
 		int n = pin_uffd_read_raw(s->uffd, state_events_buf(s->st), w->events, READ_BATCH);
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			evlog_end(s);
 			break;
+		}
 		if (n < 0) {
+			evlog_end(s);
 			slog(s, LOG_ERR, "read userfaultfd: %s", strerror(-n));
 			session_kill(s, "its userfaultfd failed");
 			return n;
@@ -717,6 +723,7 @@ int fault_handle(struct session *s)
 		if (first)
 			uffdd_hold("fork-stored");
 		apply(s, w->events, n, t0, first);
+		evlog_end(s);
 		if (first)
 			state_making_set(s->st, 0, 0);
 		if (n < READ_BATCH)

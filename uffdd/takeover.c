@@ -9,7 +9,7 @@
  * had read fault again, to us; each client is told the last request
  * committed (control_resume()); a Firecracker VM's session is told nothing
  * (firecracker.c).  It may call firecracker.c, control.c, fault.c, worker.c,
- * session.c, state.c, source.c, store.c, log.c and util.c.
+ * session.c, state.c, source.c, store.c, evlog.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +17,9 @@
 
 #include "uffdd.h"
 
-enum part { CONN, UFFD, STATE, PAGEMAP, NPARTS };
+enum part { CONN, UFFD, STATE, PAGEMAP, EVLOG, NPARTS };
 
-static const char *const part_name[NPARTS] = { "conn", "uffd", "state", "pagemap" };
+static const char *const part_name[NPARTS] = { "conn", "uffd", "state", "pagemap", "evlog" };
 
 struct group {
 	uint64_t id;
@@ -151,6 +151,43 @@ static void adopt_pagemap(struct group *g)
 	s->pagemap = fd;
 }
 
+/*
+ * The client's event log, as the record says, busy until its session is
+ * served (serve_again()): the events the dead daemon read and did not log
+ * are applied, and logged, first.  One the record names and the store lacks,
+ * or that does not map, leaves the client's pin cache blind to the changes
+ * from now on: said, the session served all the same.
+ */
+static void adopt_evlog(struct group *g)
+{
+	struct session *s = g->s;
+	bool said = state_meta(s->st)->flags & STATE_EVLOG;
+	int fd = g->fd[EVLOG];
+	char why[160];
+
+	g->fd[EVLOG] = -1;
+	if (fd >= 0 && !said) {
+		ulog(LOG_WARNING,
+		     "fd store: s%" PRIu64 ".evlog: its handover was never "
+		     "committed; dropped",
+		     s->id);
+		store_remove("s%" PRIu64 ".evlog", s->id);
+		close(fd);
+		return;
+	}
+	if (fd >= 0 && evlog_adopt(s, fd, why, sizeof(why)) < 0) {
+		ulog(LOG_ERR, "fd store: s%" PRIu64 ".evlog: %s; dropped", s->id, why);
+		store_remove("s%" PRIu64 ".evlog", s->id);
+		close(fd);
+		fd = -1;
+	}
+	if (said && fd < 0)
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": its record says an event log, none could be taken: "
+		     "its client's pin cache no longer learns of discards and unmaps",
+		     s->id);
+}
+
 /* The session a group's record describes; a fork child left half made
  * (no record, or one marked forking) is only opened here: see remake(). */
 static int take_one(struct group *g, bool *ret_half)
@@ -195,6 +232,7 @@ static int take_one(struct group *g, bool *ret_half)
 	}
 	g->s->parent = g->parent;
 	adopt_pagemap(g);
+	adopt_evlog(g);
 	return 0;
 }
 
@@ -269,6 +307,8 @@ static void serve_again(struct session *s)
 		s->wsock.handle = control_handle;
 	if (s->fc && s->sock >= 0)
 		fc_taken_over(s);
+	/* What the dead daemon read is logged now (replay_events()). */
+	evlog_end(s);
 	if (s->uffd) {
 		s->wuffd.handle = fault_ready;
 		for (size_t i = 0; i < s->nregions; i++) {
