@@ -680,6 +680,8 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, int n, uin
 			on_fork(s, e->arg.fork.fd, child++);
 		else if (!s->dead)
 			fault_apply_event(s, e);
+		else /* Its client's pins went stale all the same. */
+			evlog_put(s, e);
 		state_events_applied(s->st, (uint32_t)i + 1);
 		slog(s, LOG_DEBUG, "event %u applied %" PRIu64 " ns after it was read", e->type,
 		     uffdd_now_ns() - t0);
