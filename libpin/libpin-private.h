@@ -182,7 +182,7 @@ void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg
  * every read that completed before it (the read happened inside a window that
  * had ended); one that finds it odd waits for it to change (the window ends in
  * microseconds: a read and its events, no fault is resolved inside it), and
- * past PIN_EVLOG_SETTLE_NS pins anew instead of trusting the cache.
+ * past 50 ms (pin-evlog.c) pins anew instead of trusting the cache.
  *
  * Entries are written before head moves past them (release); the reader takes
  * [its tail, head), and when head ran more than PIN_EVLOG_ENTRIES ahead of

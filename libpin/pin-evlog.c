@@ -11,9 +11,11 @@
 #include "pin-internal.h"
 
 /* How long a look-up waits for uffdd to log the events of a read in
- * progress (a read and its events take microseconds; a daemon preempted or
- * restarting takes longer) before it pins anew instead of trusting the cache. */
-#define SETTLE_NS 2000000ull
+ * progress before it pins anew instead of trusting the cache: a read and its
+ * events take microseconds, but the daemon's thread may lose its CPU for a
+ * few scheduler slices on a busy machine; one stopped or restarting takes
+ * longer, and the pins taken meanwhile are the caller's only (uncached). */
+#define SETTLE_NS 50000000ull
 
 int pin_evlog_next(const struct pin_evlog *log, uint64_t *tail, struct pin_evlog_change *c)
 {

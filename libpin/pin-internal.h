@@ -175,7 +175,7 @@ struct pin_evlog_change {
  * *tail is now at the head). */
 int pin_evlog_next(const struct pin_evlog *log, uint64_t *tail, struct pin_evlog_change *c);
 /* Wait while the daemon is in a read whose events may not be logged yet;
- * false when it took more than 2 ms. */
+ * false when it took more than 50 ms. */
 bool pin_evlog_settle(const struct pin_evlog *log);
 
 /* With ctx->lock held: call fn on each maximal piece of [start, end) that no

@@ -212,7 +212,8 @@ START_TEST(evlog_overrun)
 }
 END_TEST
 
-/* Even: nothing to wait for.  Odd and never changed: given up on. */
+/* Even: nothing to wait for.  Odd and never changed: given up on (after
+ * 50 ms). */
 START_TEST(evlog_settle)
 {
 	static struct pin_evlog log;
