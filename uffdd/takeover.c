@@ -106,8 +106,12 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		size_t j = 0;
 		while (j < ng && g[j].id != id)
 			j++;
-		if (j == ng)
-			g[ng++] = (struct group){ id, { -1, -1, -1, -1 }, 0, NULL };
+		if (j == ng) {
+			g[ng] = (struct group){ .id = id };
+			for (int p = 0; p < NPARTS; p++)
+				g[ng].fd[p] = -1;
+			ng++;
+		}
 		if (parent)
 			g[j].parent = parent;
 		if (g[j].fd[k] >= 0) {
