@@ -11,6 +11,9 @@
  * floor of any userfaultfd restore is one UFFDIO_COPY of the whole range
  * from the mapped source, then the pin (bulk): pin_256m_lazy_vs_bulk_x.  With
  * --smoke, one round over 64 MiB (the metric names keep "256m").
+ * pin_256m_hit_session is a cache hit (get and put) of the whole range while
+ * the session serves it (its event log read first), pin_256m_hit the same of
+ * resident memory no session serves; pin_hit_session_vs_plain_x their ratio.
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +30,8 @@
 #define SMOKE_BYTES    (64ull << 20)
 #define MAX_ROUNDS     64
 #define DEFAULT_ROUNDS 5
+/* Hits timed per round (tens of ms): enough for a stable mean. */
+#define HIT_LOOPS 200000
 
 static size_t page;
 static uint64_t bytes = BYTES;
@@ -79,7 +84,41 @@ static double pin_once(struct pin_ctx *ctx, void *p)
 	return ms;
 }
 
-static double round_resident(struct pin_ctx *ctx, int src)
+static uint64_t hits_of(struct pin_ctx *ctx)
+{
+	struct pin_ctx_stats st = { .sz = sizeof(st) };
+	int err = pin_ctx_stats(ctx, &st);
+
+	if (err < 0)
+		bench_die("pin_ctx_stats", err);
+	return st.hits;
+}
+
+/* Cache hits over the whole range at p, every one a hit: mean ns of a get
+ * and its put. */
+static double hits(struct pin_ctx *ctx, void *p)
+{
+	struct pin_range *r;
+	int err = pin_range_get(ctx, p, bytes, &r);
+
+	if (err < 0)
+		bench_die("pin_range_get", err);
+	pin_range_put(r);
+	uint64_t h0 = hits_of(ctx), t0 = bench_now_ns();
+	for (int i = 0; i < HIT_LOOPS; i++) {
+		if ((err = pin_range_get(ctx, p, bytes, &r)) < 0)
+			bench_die("pin_range_get (hit)", err);
+		pin_range_put(r);
+	}
+	double ns = (double)(bench_now_ns() - t0) / HIT_LOOPS;
+	if (hits_of(ctx) - h0 != HIT_LOOPS)
+		bench_die("a look-up that should hit missed", EPROTO);
+	if ((err = pin_ctx_invalidate(ctx, p, bytes)) != 1)
+		bench_die("pin_ctx_invalidate", err < 0 ? err : EPROTO);
+	return ns;
+}
+
+static double round_resident(struct pin_ctx *ctx, int src, double *ret_hit_ns)
 {
 	char *p = bench_map_anon(bytes);
 
@@ -92,11 +131,12 @@ static double round_resident(struct pin_ctx *ctx, int src)
 	double ms = pin_once(ctx, p);
 	if (check((const uint64_t *)p))
 		bench_die("resident pages", EIO);
+	*ret_hit_ns = hits(ctx, p);
 	munmap(p, bytes);
 	return ms;
 }
 
-static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults)
+static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults, double *ret_hit_ns)
 {
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_client_opts co = {
@@ -124,6 +164,7 @@ static double round_lazy(struct pin_ctx *ctx, int src, uint64_t *ret_faults)
 	*ret_faults = st.faults;
 	if (check((const uint64_t *)p))
 		bench_die("lazy pages", EIO);
+	*ret_hit_ns = hits(ctx, p);
 	if ((r = pin_client_goodbye(c)) < 0)
 		bench_die("pin_client_goodbye", r);
 	pin_client_free(c);
@@ -160,6 +201,7 @@ int main(int argc, char **argv)
 {
 	unsigned int rounds = DEFAULT_ROUNDS;
 	double lazy[MAX_ROUNDS], res[MAX_ROUNDS], bulk[MAX_ROUNDS], faults[MAX_ROUNDS];
+	double hit_session[MAX_ROUNDS], hit[MAX_ROUNDS];
 	struct pin_ctx_opts po = {
 		.sz = sizeof(po),
 		.backend = PIN_BACKEND_IO_URING,
@@ -184,9 +226,9 @@ int main(int argc, char **argv)
 	bench_uffdd_start(&ud);
 	for (unsigned int i = 0; i < rounds; i++) {
 		uint64_t f;
-		res[i] = round_resident(ctx, src);
+		res[i] = round_resident(ctx, src, &hit[i]);
 		bulk[i] = round_bulk(ctx, src);
-		lazy[i] = round_lazy(ctx, src, &f);
+		lazy[i] = round_lazy(ctx, src, &f, &hit_session[i]);
 		faults[i] = (double)f;
 	}
 	bench_uffdd_stop(&ud);
@@ -198,6 +240,10 @@ int main(int argc, char **argv)
 	bench_metric("pin_256m_lazy_vs_resident_x", l / s, "x");
 	bench_metric("pin_256m_lazy_vs_bulk_x", l / b, "x");
 	bench_metric("pin_256m_lazy_faults", bench_median(faults, rounds), "faults");
+	double hs = bench_median(hit_session, rounds), hp = bench_median(hit, rounds);
+	bench_metric("pin_256m_hit_session", hs, "ns");
+	bench_metric("pin_256m_hit", hp, "ns");
+	bench_metric("pin_hit_session_vs_plain_x", hs / hp, "x");
 	pin_ctx_free(ctx);
 	close(src);
 	return 0;

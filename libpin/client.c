@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -74,6 +75,11 @@ struct pin_client {
 	/* /proc/self/pagemap, handed over with a WP_ASYNC userfaultfd of this
 	 * process: the daemon scans it for the written pages; -1: none. */
 	int pagemap;
+	/* The session's event log (struct pin_evlog), when ctx caches pins of
+	 * this process: its memfd, handed over with the userfaultfd (-1: none),
+	 * and our read-only view, kept until pin_client_free(). */
+	int evlog_fd;
+	const struct pin_evlog *evlog;
 	struct client_region *regions;
 	size_t nr_regions, cap_regions;
 	struct client_pin *pins;
@@ -450,15 +456,21 @@ static int send_handover(struct pin_client *c, bool takeover)
 {
 	Uffdd__UffdHandover h = UFFDD__UFFD_HANDOVER__INIT;
 	Uffdd__Msg req = UFFDD__MSG__INIT;
-	int fds[] = { c->uffd, c->pagemap };
+	int fds[3] = { c->uffd };
+	size_t nfds = 1;
 
+	if (c->pagemap >= 0)
+		fds[nfds++] = c->pagemap;
+	if (c->evlog_fd >= 0)
+		fds[nfds++] = c->evlog_fd;
 	h.features = c->features;
 	h.has_takeover = takeover;
 	h.takeover = takeover;
 	h.has_pagemap = h.pagemap = c->pagemap >= 0;
+	h.has_evlog = h.evlog = c->evlog_fd >= 0;
 	req.body_case = UFFDD__MSG__BODY_UFFD;
 	req.uffd = &h;
-	return request_once(c, &req, fds, c->pagemap >= 0 ? 2 : 1, NULL);
+	return request_once(c, &req, fds, nfds, NULL);
 }
 
 /* A WP region of a WP_ASYNC userfaultfd is tracked without faults: the
@@ -656,6 +668,7 @@ PIN_EXPORT int pin_client_connect(const struct pin_client_opts *user_opts, struc
 	c->sock = -1;
 	c->uffd = -1;
 	c->pagemap = -1;
+	c->evlog_fd = -1;
 	c->path = strdup(socket_path(opts));
 	c->name = strdup(opts->name ? opts->name : program_invocation_short_name);
 	if (!c->path || !c->name) {
@@ -714,6 +727,50 @@ PIN_EXPORT int pin_client_reconnect(struct pin_client *c)
 	return r;
 }
 
+/*
+ * The event log for c->ctx (struct pin_evlog): a memfd of one page, sealed
+ * against any change of size (the daemon maps it: a shrink would cost it a
+ * SIGBUS), mapped read-only here.
+ */
+static int evlog_open(struct pin_client *c)
+{
+	int fd = memfd_create("uffdd-evlog", MFD_CLOEXEC | MFD_ALLOW_SEALING), r;
+
+	if (fd < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "memfd_create(event log): %s", strerror(-r));
+		return r;
+	}
+	if (ftruncate(fd, PIN_EVLOG_SIZE) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "event log memfd (ftruncate %d, seals): %s", PIN_EVLOG_SIZE,
+			strerror(-r));
+		close(fd);
+		return r;
+	}
+	void *m = mmap(NULL, PIN_EVLOG_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		r = -errno;
+		pin_log(PIN_LOG_ERR, "mmap(event log): %s", strerror(-r));
+		close(fd);
+		return r;
+	}
+	c->evlog_fd = fd;
+	c->evlog = m;
+	return 0;
+}
+
+static void evlog_close(struct pin_client *c)
+{
+	if (c->evlog)
+		munmap((void *)c->evlog, PIN_EVLOG_SIZE);
+	c->evlog = NULL;
+	if (c->evlog_fd >= 0)
+		close(c->evlog_fd);
+	c->evlog_fd = -1;
+}
+
 /* The state a reconnect would hand over, dropped: the session is gone. */
 static void forget_all(struct pin_client *c)
 {
@@ -731,6 +788,10 @@ static void forget_all(struct pin_client *c)
 	if (c->pagemap >= 0)
 		close(c->pagemap);
 	c->pagemap = -1;
+	/* The mapping stays: a session that finishes still logs. */
+	if (c->evlog_fd >= 0)
+		close(c->evlog_fd);
+	c->evlog_fd = -1;
 }
 
 static void copy_stats(struct pin_client_stats *d, const Uffdd__Stats *s);
@@ -780,7 +841,10 @@ PIN_EXPORT void pin_client_free(struct pin_client *c)
 	if (!c)
 		return;
 	if (c->populates)
-		pin_ctx_set_populate(c->ctx, NULL, NULL);
+		pin_ctx_set_populate(c->ctx, NULL, c);
+	if (c->evlog)
+		pin_ctx_set_evlog(c->ctx, NULL, c);
+	evlog_close(c);
 	if (c->sock >= 0)
 		close(c->sock);
 	forget_all(c);
@@ -894,6 +958,18 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 			goto out;
 		}
 	}
+	/* Our cache's pins of our memory learn of its changes from the log. */
+	if (c->ctx && c->uffd_own) {
+		r = evlog_open(c);
+		if (r < 0) {
+			close(c->uffd);
+			c->uffd = -1;
+			if (c->pagemap >= 0)
+				close(c->pagemap);
+			c->pagemap = -1;
+			goto out;
+		}
+	}
 	r = send_handover(c, false);
 	if (r == -ECONNRESET && (c->flags & PIN_CLIENT_RECONNECT))
 		r = reconnect_locked(c); /* which hands it over */
@@ -903,8 +979,11 @@ PIN_EXPORT int pin_client_handover(struct pin_client *c, const struct pin_uffd *
 		if (c->pagemap >= 0)
 			close(c->pagemap);
 		c->pagemap = -1;
+		evlog_close(c);
 	} else if (c->ctx && c->uffd_own) {
-		/* Lock order: the client's, then the context's. */
+		/* Lock order: the client's, then the context's.  The log is
+		 * new: the context reads it from its first entry. */
+		pin_ctx_set_evlog(c->ctx, c->evlog, c);
 		pin_ctx_set_populate(c->ctx, populate_for_pin, c);
 		c->populates = true;
 	}

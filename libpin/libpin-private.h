@@ -4,7 +4,9 @@
 #define LIBPIN_PRIVATE_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
@@ -177,6 +179,55 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
  */
 typedef void (*pin_ctx_populate_fn)(void *arg, uintptr_t start, uintptr_t end);
 void pin_ctx_set_populate(struct pin_ctx *ctx, pin_ctx_populate_fn fn, void *arg);
+
+/*
+ * Issue 18: the event log, one page of a memfd the client hands over with its
+ * userfaultfd (UffdHandover.evlog) and maps read-only; uffdd, which reads that
+ * userfaultfd, writes each REMOVE, UNMAP and REMAP it reads into it, so that
+ * the client's pin cache drops the pins those made stale, every one, reported
+ * or not, with no round trip.
+ *
+ * The kernel completes such an event when uffdd reads it: madvise(), munmap()
+ * and mremap() return before uffdd has done anything with it.  So busy is odd
+ * from before each read(2) of the userfaultfd until that read's events are in
+ * the log (uffdd: evlog.c).  A look-up that finds busy even sees every event of
+ * every read that completed before it (the read happened inside a window that
+ * had ended); one that finds it odd waits for it to change (the window ends in
+ * microseconds: a read and its events, no fault is resolved inside it), and
+ * past 50 ms (pin-evlog.c) pins anew instead of trusting the cache.
+ *
+ * Entries are written before head moves past them (release); the reader takes
+ * [its tail, head), and when head ran more than PIN_EVLOG_ENTRIES ahead of
+ * it, before or while it read, it drops every pin: some events were lost.
+ */
+#define PIN_EVLOG_SIZE	  4096
+#define PIN_EVLOG_ENTRIES ((PIN_EVLOG_SIZE - 64) / 32)
+
+struct pin_evlog_entry {
+	_Atomic uint64_t start;
+	_Atomic uint64_t end;
+	_Atomic uint64_t to;   /* REMAP: where [start, end) went */
+	_Atomic uint32_t type; /* enum pin_uffd_event_type */
+	uint32_t pad;
+};
+
+struct pin_evlog {
+	_Atomic uint64_t busy; /* odd: a read's events may not be in yet */
+	_Atomic uint64_t head; /* entries ever written */
+	uint8_t pad[48];
+	struct pin_evlog_entry ent[PIN_EVLOG_ENTRIES];
+};
+
+_Static_assert(sizeof(struct pin_evlog) <= PIN_EVLOG_SIZE, "the event log is one page");
+
+/*
+ * Read log (NULL: none), a new one (head 0), from its first entry at every
+ * look-up of ctx from now on; what the old one held and ctx had not read yet
+ * is applied first.  The client sets it when it hands a userfaultfd of this
+ * process over with a log, and clears it (NULL, with the arg it set) before
+ * it unmaps the log.
+ */
+void pin_ctx_set_evlog(struct pin_ctx *ctx, const struct pin_evlog *log, void *arg);
 
 /*
  * Register [addr, addr + len) for mode on the userfaultfd fd (uffd.c): what

@@ -160,7 +160,27 @@ struct pin_ctx {
 	/* The uffdd client serving this memory (pin_ctx_set_populate()). */
 	pin_ctx_populate_fn populate;
 	void *populate_arg;
+	/* Its session's event log (pin_ctx_set_evlog()), read up to evlog_tail. */
+	const struct pin_evlog *evlog;
+	void *evlog_arg;
+	uint64_t evlog_tail;
 };
+
+/* ---- pin-evlog.c: reading a uffdd session's event log ------------------ */
+
+struct pin_evlog_change {
+	uint32_t type; /* PIN_UFFD_EVENT_REMOVE, _UNMAP or _REMAP */
+	uintptr_t start, end;
+	uintptr_t to; /* REMAP: where [start, end) went */
+};
+
+/* The entry past *tail into *c, *tail moved past it: 1; 0 when there is
+ * none; -ENOSPC when the writer overran the reader (entries were lost:
+ * *tail is now at the head). */
+int pin_evlog_next(const struct pin_evlog *log, uint64_t *tail, struct pin_evlog_change *c);
+/* Wait while the daemon is in a read whose events may not be logged yet;
+ * false when it took more than 50 ms. */
+bool pin_evlog_settle(const struct pin_evlog *log);
 
 /* With ctx->lock held: call fn on each maximal piece of [start, end) that no
  * live entry of the cache covers. */

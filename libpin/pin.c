@@ -12,7 +12,9 @@
  * to unregister).  It calls the interval map (range.c), the backends through struct
  * pin_backend_ops, the monitor (pin-monitor.h) and util.c; the monitor calls back only through the
  * struct pin_monitor_owner given to it here.  A miss first lets the uffdd client serving the
- * memory place its missing pages, through the hook the client set (pin_ctx_set_populate()).
+ * memory place its missing pages, through the hook the client set (pin_ctx_set_populate()); every
+ * look-up first applies what that client's session logged (pin_ctx_set_evlog(), read through
+ * pin-evlog.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -373,6 +375,60 @@ static void monitor_apply(void *arg, const struct pin_monitor_change *c, bool on
 		unwatch_uncovered(ctx, c->to, c->to + (c->end - c->start), true);
 }
 
+/* With ctx->lock held: one change the session's event log holds. */
+static void evlog_apply(struct pin_ctx *ctx, const struct pin_evlog_change *c)
+{
+	invalidate_locked(ctx, c->start, c->end, true, false);
+	if (c->type == PIN_UFFD_EVENT_REMOVE)
+		note_remove(ctx, c->start, c->end, pin_now_ns());
+	/* MREMAP_FIXED unmapped what a pin of the destination held. */
+	if (c->type == PIN_UFFD_EVENT_REMAP)
+		invalidate_locked(ctx, c->to, c->to + (c->end - c->start), true, false);
+}
+
+/* With ctx->lock held: apply what the session's event log holds past our tail. */
+static void evlog_read(struct pin_ctx *ctx)
+{
+	struct pin_evlog_change c;
+	int r;
+
+	if (!ctx->evlog)
+		return;
+	while ((r = pin_evlog_next(ctx->evlog, &ctx->evlog_tail, &c)) > 0)
+		evlog_apply(ctx, &c);
+	if (r < 0) {
+		pin_log(PIN_LOG_WARN,
+			"uffdd event log: overrun before it was read, dropping every pin");
+		invalidate_locked(ctx, 0, UINTPTR_MAX, true, false);
+	}
+}
+
+/*
+ * With ctx->lock held: wait until uffdd has logged the events of the read it
+ * is in, and apply the log.  False when that took too long: the cache may not
+ * know of a change that is done, so the caller pins anew.
+ */
+static bool evlog_settle(struct pin_ctx *ctx)
+{
+	bool settled = !ctx->evlog || pin_evlog_settle(ctx->evlog);
+
+	evlog_read(ctx);
+	return settled;
+}
+
+void pin_ctx_set_evlog(struct pin_ctx *ctx, const struct pin_evlog *log, void *arg)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (log || ctx->evlog_arg == arg) {
+		/* What the old log holds came before anything the new one will. */
+		evlog_read(ctx);
+		ctx->evlog = log;
+		ctx->evlog_arg = log ? arg : NULL;
+		ctx->evlog_tail = 0;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+}
+
 /* The monitor, with ctx->lock held: events were lost. */
 static void monitor_lost(void *arg, bool on_monitor)
 {
@@ -401,6 +457,7 @@ static void lock_synced(struct pin_ctx *ctx)
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->mon)
 		pin_monitor_sync(ctx->mon, false);
+	evlog_read(ctx);
 	reap_dead(ctx);
 }
 
@@ -423,7 +480,10 @@ static void trim_idle(struct pin_ctx *ctx)
 		evict_oldest(ctx);
 }
 
-static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pin_range **ret)
+/* uncached: the caller's only, never shared (the cache may not know of a
+ * change before it). */
+static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, bool uncached,
+		  struct pin_range **ret)
 {
 	unsigned int nbufs = ctx->be->nbufs(end - start);
 	struct pin_range *r = calloc(1, sizeof(*r) + nbufs * sizeof(r->bufs[0]));
@@ -468,7 +528,8 @@ static int create(struct pin_ctx *ctx, uintptr_t start, uintptr_t end, struct pi
 	pin_imap_insert(&ctx->map, start, end, r);
 	if (ctx->mon)
 		pin_monitor_sync(ctx->mon, false);
-	if (!atomic_load(&r->stale) && after_remove(ctx, r, started)) {
+	evlog_read(ctx);
+	if (!atomic_load(&r->stale) && (uncached || after_remove(ctx, r, started))) {
 		/* Reserved above: cannot fail. */
 		pin_imap_remove(&ctx->map, start, r);
 		pin_imap_insert(&ctx->held, start, end, r);
@@ -518,7 +579,8 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 	end = (a + len + ctx->page - 1) & ~(ctx->page - 1);
 
 	lock_synced(ctx);
-	r = take_cached(ctx, start, end);
+	bool settled = evlog_settle(ctx);
+	r = settled ? take_cached(ctx, start, end) : NULL;
 	if (!r && ctx->populate) {
 		pin_ctx_populate_fn fn = ctx->populate;
 		void *arg = ctx->populate_arg;
@@ -527,7 +589,8 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 		pthread_mutex_unlock(&ctx->lock);
 		fn(arg, start, end);
 		lock_synced(ctx);
-		r = take_cached(ctx, start, end);
+		settled = evlog_settle(ctx);
+		r = settled ? take_cached(ctx, start, end) : NULL;
 	}
 	if (r) {
 		pthread_mutex_unlock(&ctx->lock);
@@ -536,7 +599,7 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 	}
 	ctx->misses++;
 	for (int i = 0; i < STALE_RETRIES; i++) {
-		err = create(ctx, start, end, &r);
+		err = create(ctx, start, end, !settled, &r);
 		if (err < 0 || !atomic_load(&r->stale))
 			break;
 		/* The range changed while we pinned it: pin what is there now. */

@@ -28,7 +28,8 @@ size_t pin_proto_fds_expected(const Uffdd__Msg *msg)
 {
 	switch (msg->body_case) {
 	case UFFDD__MSG__BODY_UFFD:
-		return 1 + (msg->uffd->has_pagemap && msg->uffd->pagemap);
+		return 1 + (msg->uffd->has_pagemap && msg->uffd->pagemap) +
+		       (msg->uffd->has_evlog && msg->uffd->evlog);
 	case UFFDD__MSG__BODY_REGION_ADD:
 		return source_has_fd(msg->region_add->source);
 	case UFFDD__MSG__BODY_REGION_ADD_BATCH:

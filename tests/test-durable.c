@@ -452,8 +452,8 @@ struct conn {
 };
 
 /* A userfaultfd with the events every case uses, and a plain connection:
- * no PIN_CLIENT_RECONNECT, no watcher. */
-static int conn_connect(struct conn *k)
+ * no PIN_CLIENT_RECONNECT, no watcher; with ctx, that pin cache's. */
+static int conn_connect_cached(struct conn *k, struct pin_ctx *ctx)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -463,13 +463,18 @@ static int conn_connect(struct conn *k)
 			    PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP,
 		.optional = PIN_UFFD_FEATURE_THREAD_ID,
 	};
-	struct pin_client_opts co = { .sz = sizeof(co),
-				      .socket = manager_socket(mgr),
-				      .name = "test-durable" };
+	struct pin_client_opts co = {
+		.sz = sizeof(co), .socket = manager_socket(mgr), .name = "test-durable", .ctx = ctx
+	};
 
 	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
 	REQUIRE_EQ(pin_client_connect(&co, &k->c), 0);
 	return 0;
+}
+
+static int conn_connect(struct conn *k)
+{
+	return conn_connect_cached(k, NULL);
 }
 
 /* conn_connect(), and the userfaultfd handed over. */
@@ -1708,6 +1713,69 @@ START_TEST(placed_when_daemon_dies)
 }
 END_TEST
 
+/* ---- the pin cache's event log across a restart ---- */
+
+#define EL_PAGES 16
+#define EL_SEED	 0xe1
+
+/*
+ * A pin of the restoring region, cached (mlock: no kernel pin counter
+ * moves); after the daemon's kill and restart, the range unmapped and mapped
+ * anew under it (an mlocked range cannot be discarded): the look-up right
+ * after gives a new pin, the old one stale, so the next daemon took the
+ * event log over and writes the events it reads there.
+ */
+static int client_evlog(struct client *cl, void *arg)
+{
+	struct pin_ctx_opts po = { .sz = sizeof(po),
+				   .backend = PIN_BACKEND_MLOCK,
+				   .flags = PIN_CTX_NO_MONITOR };
+	struct pin_range *r, *r2;
+	struct pin_ctx *ctx;
+	struct conn k;
+
+	REQUIRE_EQ(pin_ctx_new(&po, &ctx), 0);
+	REQUIRE(conn_connect_cached(&k, ctx) == 0);
+	REQUIRE_EQ(pin_client_handover(k.c, k.u), 0);
+	uint8_t *base = map_pages(EL_PAGES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, EL_PAGES, PIN_UFFD_REGISTER_MISSING, *(int *)arg, 0,
+			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE_EQ(pin_range_get(ctx, base, EL_PAGES * page, &r), 0);
+	pin_range_put(r);
+	REQUIRE_EQ(pin_range_get(ctx, base, EL_PAGES * page, &r), 0);
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE_EQ(munmap(base, EL_PAGES * page), 0);
+	REQUIRE(mmap(base, EL_PAGES * page, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == base);
+	memset(base, 0x5a, EL_PAGES * page);
+	REQUIRE_EQ(pin_range_get(ctx, base, EL_PAGES * page, &r2), 0);
+	REQUIRE(r2 != r);
+	REQUIRE_EQ(pin_range_stale(r), 1);
+	REQUIRE_EQ(pin_range_stale(r2), 0);
+	pin_range_put(r2);
+	pin_range_put(r);
+	conn_close(&k);
+	pin_ctx_free(ctx);
+	return 0;
+}
+
+START_TEST(evlog_taken_over)
+{
+	struct client cl;
+
+	up();
+	int src = make_source(EL_PAGES, EL_SEED);
+	spawn(&cl, client_evlog, &src, &src, 1);
+	await_step(&cl, "pinned and cached");
+	store_is("s*.evlog", 1);
+	kill9_restart();
+	go(&cl);
+	client_done(&cl, src);
+}
+END_TEST
+
 /* ---- a request in flight ---- */
 
 #define RQ_PAGES 16
@@ -2179,6 +2247,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_read_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, placed_when_daemon_dies, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, evlog_taken_over, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());
 	TEST_ADD_CASE(s, watchdog_petted, CASE_TIMEOUT_S);

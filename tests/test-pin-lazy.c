@@ -8,13 +8,23 @@
  * READ_FIXED/WRITE_FIXED through the pin
  * move every byte; a DONTNEED under a held pin during the restore makes it
  * stale (the daemon's notice) and the next look-up pins anew, the
- * discarded page now zero.
+ * discarded page now zero.  A cached pin that a DONTNEED, a munmap and mmap
+ * or an mremap made stale is never returned by the look-up right after it,
+ * in the same thread, with no report and no notice: the daemon's event log
+ * (struct pin_evlog) tells the cache first, its monitor or none; held open
+ * (UFFDD_HOLD), the window between the daemon's read of the event and its
+ * log of it makes the look-up wait, not take the old pin.
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "libpin.h"
@@ -30,6 +40,15 @@
 #define NOTICE_MS 10000
 /* The page the DONTNEED case discards. */
 #define DISCARDED 100
+/* Changes under a cached pin, each over its own slice of the region: enough
+ * rounds that a look-up racing the daemon's log of the change shows, fewer
+ * discards than the cache remembers for a second (PIN_REMOVE_LOG: past it,
+ * every new pin would be kept out of the cache, the counts below with it). */
+#define ROUNDS 1000
+/* Under valgrind (test_time_scale() > 1) each round takes ~50 times longer:
+ * the held window (dontneed_read_not_logged) is what shows the race there. */
+#define ROUNDS_TRACED 50
+#define SLICE	      (8 * page)
 
 static size_t page;
 
@@ -51,7 +70,7 @@ static void setup(void)
 /* LEN bytes of anonymous memory, not one page in place, registered MISSING
  * and handed to a fresh uffdd, served from a memfd patterned with SEED and
  * never pushed; a cache that pins through backend, the client's. */
-static void lazy_open(struct lazy *z, int backend)
+static void lazy_open_flags(struct lazy *z, int backend, unsigned int ctx_flags)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -63,7 +82,7 @@ static void lazy_open(struct lazy *z, int backend)
 	memset(&z->seen, 0, sizeof(z->seen));
 	test_daemon_start(&z->d, NULL);
 	/* The range is the session's: its stale notices stand in for a monitor. */
-	z->ctx = test_pin_ctx_new(backend, PIN_CTX_NO_MONITOR);
+	z->ctx = test_pin_ctx_new(backend, ctx_flags);
 	struct pin_client_opts co = {
 		.sz = sizeof(co),
 		.socket = z->d.sock,
@@ -88,6 +107,11 @@ static void lazy_open(struct lazy *z, int backend)
 	ck_assert_int_eq(pin_client_connect(&co, &z->c), 0);
 	ck_assert_int_eq(pin_client_handover(z->c, z->u), 0);
 	ck_assert_int_eq(pin_client_region_add(z->c, &reg), 0);
+}
+
+static void lazy_open(struct lazy *z, int backend)
+{
+	lazy_open_flags(z, backend, PIN_CTX_NO_MONITOR);
 }
 
 static void lazy_close(struct lazy *z)
@@ -272,6 +296,218 @@ START_TEST(dontneed_under_pin_repins)
 }
 END_TEST
 
+enum change { DONTNEED, REMAP_MMAP, MUNMAP_MMAP };
+
+/* Memory at p again, new and not registered, every page present (written
+ * by this thread, not placed by the daemon). */
+static void map_anew(char *p)
+{
+	ck_assert_ptr_eq(mmap(p, SLICE, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+			 p);
+	memset(p, 0x5a, SLICE);
+}
+
+static void change(enum change how, char *p, unsigned int round, char *scratch)
+{
+	switch (how) {
+	case DONTNEED:
+		ck_assert_int_eq(madvise(p + (round % (SLICE / page)) * page, page, MADV_DONTNEED),
+				 0);
+		break;
+	case REMAP_MMAP:
+		ck_assert_ptr_eq(mremap(p, SLICE, SLICE, MREMAP_MAYMOVE | MREMAP_FIXED, scratch),
+				 scratch);
+		map_anew(p);
+		break;
+	case MUNMAP_MMAP:
+		ck_assert_int_eq(munmap(p, SLICE), 0);
+		map_anew(p);
+		break;
+	}
+}
+
+/*
+ * ROUNDS times, over a new slice each: a pin placed by the daemon and cached
+ * (its second look-up hits), held while the slice changes, and the look-up
+ * right after the change, in this thread: a new pin, the held one stale.  A
+ * file read through the new pin (READ_FIXED) is what the process reads.
+ */
+static void stale_never_returned(enum change how, unsigned int ctx_flags)
+{
+	struct lazy z;
+	struct pin_range *r, *r2;
+
+	const unsigned int rounds = test_time_scale() > 1 ? ROUNDS_TRACED : ROUNDS;
+
+	ck_assert_uint_le(ROUNDS * SLICE, LEN);
+	lazy_open_flags(&z, PIN_BACKEND_IO_URING, ctx_flags);
+	int in = test_pattern_file(SLICE, SEED_IN);
+	char *scratch =
+		mmap(NULL, SLICE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(scratch, MAP_FAILED);
+	for (unsigned int i = 0; i < rounds; i++) {
+		char *p = z.p + (size_t)i * SLICE;
+		ck_assert_int_eq(pin_range_get(z.ctx, p, SLICE, &r), 0);
+		pin_range_put(r);
+		ck_assert_int_eq(pin_range_get(z.ctx, p, SLICE, &r), 0);
+		change(how, p, i, scratch);
+		ck_assert_int_eq(pin_range_get(z.ctx, p, SLICE, &r2), 0);
+		ck_assert_msg(r2 != r, "round %u: the stale pin came back", i);
+		/* Known once the daemon logged the change: a look-up that found
+		 * it slow to (50 ms) pinned anew without waiting for that. */
+		while (!pin_range_stale(r))
+			test_pin_stats(z.ctx);
+		ck_assert_int_eq(pin_range_stale(r2), 0);
+		int index = pin_range_buf_index(r2, p, SLICE);
+		ck_assert_int_ge(index, 0);
+		ck_assert_int_eq(test_io_fixed(z.ctx, false, in, p, SLICE, index), (int)SLICE);
+		test_assert_pattern(p, SLICE, SEED_IN);
+		pin_range_put(r2);
+		pin_range_put(r);
+	}
+	struct pin_ctx_stats cs = test_pin_stats(z.ctx);
+	ck_assert_uint_eq(cs.hits, rounds);
+	ck_assert_uint_eq(cs.misses, 2 * rounds);
+	ck_assert_uint_eq(cs.invalidations, rounds);
+	ck_assert_int_eq(munmap(scratch, SLICE), 0);
+	close(in);
+	lazy_close(&z);
+}
+
+START_TEST(dontneed_never_stale)
+{
+	stale_never_returned(DONTNEED, PIN_CTX_NO_MONITOR);
+}
+END_TEST
+
+START_TEST(dontneed_never_stale_monitored)
+{
+	stale_never_returned(DONTNEED, 0);
+}
+END_TEST
+
+START_TEST(munmap_mmap_never_stale)
+{
+	stale_never_returned(MUNMAP_MMAP, PIN_CTX_NO_MONITOR);
+}
+END_TEST
+
+START_TEST(munmap_mmap_never_stale_monitored)
+{
+	stale_never_returned(MUNMAP_MMAP, 0);
+}
+END_TEST
+
+START_TEST(mremap_never_stale)
+{
+	stale_never_returned(REMAP_MMAP, PIN_CTX_NO_MONITOR);
+}
+END_TEST
+
+START_TEST(mremap_never_stale_monitored)
+{
+	stale_never_returned(REMAP_MMAP, 0);
+}
+END_TEST
+
+/* uffdd's UFFDD_HOLD: it stops itself (SIGSTOP) at the point named. */
+#define HOLD_ENV "UFFDD_HOLD"
+
+struct resumer {
+	pid_t daemon;
+	pid_t tid; /* the thread that looks up */
+	atomic_bool done;
+};
+
+/* The state letter of thread tid of this process in /proc. */
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[256];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	FILE *f = fopen(path, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	const char *paren = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(paren);
+	return paren[2];
+}
+
+/* Let the held daemon go on once the look-up no longer runs: it sleeps
+ * (waiting for the daemon's reply to the miss's Replay) or returned. */
+static void *resume_main(void *arg)
+{
+	struct resumer *rs = arg;
+
+	while (!atomic_load(&rs->done) && thread_state(rs->tid) != 'S')
+		test_sleep_ms(1);
+	ck_assert_int_eq(kill(rs->daemon, SIGCONT), 0);
+	return NULL;
+}
+
+/*
+ * The window the log's busy counter covers, held open: the daemon stops
+ * itself right after the read that took the DONTNEED's event (which lets
+ * madvise() return), before it has logged it.  The look-up right after, in
+ * the same thread, must not take the cached pin: it sees the daemon busy,
+ * waits, misses, and its Replay lets the daemon go on (logged then, the old
+ * pin stale before the new one is made).  The file read through the new pin
+ * is what the process reads.
+ */
+START_TEST(dontneed_read_not_logged)
+{
+	struct pin_range *r, *r2;
+	struct resumer rs = { .tid = gettid() };
+	pthread_t t;
+	struct lazy z;
+	int st;
+
+	ck_assert_int_eq(setenv(HOLD_ENV, "events-read", 1), 0);
+	lazy_open(&z, PIN_BACKEND_IO_URING);
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	rs.daemon = z.d.pid;
+	int in = test_pattern_file(SLICE, SEED_IN);
+	ck_assert_int_eq(pin_range_get(z.ctx, z.p, SLICE, &r), 0);
+	pin_range_put(r);
+	ck_assert_int_eq(pin_range_get(z.ctx, z.p, SLICE, &r), 0);
+	ck_assert_uint_eq(test_pin_stats(z.ctx).hits, 1);
+
+	ck_assert_int_eq(madvise(z.p, page, MADV_DONTNEED), 0);
+	ck_assert_int_eq(waitpid(z.d.pid, &st, WUNTRACED), z.d.pid);
+	ck_assert(WIFSTOPPED(st));
+	ck_assert_int_eq(pthread_create(&t, NULL, resume_main, &rs), 0);
+	int got = pin_range_get(z.ctx, z.p, SLICE, &r2);
+	atomic_store(&rs.done, true);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(got, 0);
+	ck_assert_msg(r2 != r, "the cached pin of the discarded page came back");
+	ck_assert_int_eq(pin_range_stale(r), 1);
+	ck_assert_int_eq(pin_range_stale(r2), 0);
+	ck_assert_int_eq(
+		test_io_fixed(z.ctx, false, in, z.p, SLICE, pin_range_buf_index(r2, z.p, SLICE)),
+		(int)SLICE);
+	test_assert_pattern(z.p, SLICE, SEED_IN);
+	pin_range_put(r2);
+	pin_range_put(r);
+
+	/* The daemon would stop again at the next event (the unmap at the
+	 * end): it goes first. */
+	ck_assert_int_eq(pin_client_goodbye(z.c), 0);
+	pin_client_free(z.c);
+	pin_ctx_free(z.ctx);
+	pin_uffd_free(z.u);
+	ck_assert_int_eq(kill(z.d.pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(z.d.pid, &st, 0), z.d.pid);
+	unlink(z.d.sock);
+	rmdir(z.d.dir);
+	close(z.src);
+	close(in);
+	ck_assert_int_eq(munmap(z.p, LEN), 0);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("pin-lazy");
@@ -282,6 +518,26 @@ Suite *test_suite(void)
 	tcase_add_test(tc, pin_places_then_pins);
 	tcase_add_test(tc, dontneed_under_pin_repins);
 	tcase_add_test(tc, mlock_places_then_locks);
+	const struct test_needs remap = {
+		.what = TEST_NEED_ROOT | TEST_NEED_UFFD,
+		.uffd_features = PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP |
+				 PIN_UFFD_FEATURE_EVENT_REMAP,
+	};
+	/* One tcase each: scripts/mutate runs them alone (CK_RUN_CASE). */
+	const struct {
+		const char *name;
+		const TTest *t;
+	} changes[] = {
+		{ "dontneed_read_not_logged", dontneed_read_not_logged },
+		{ "dontneed_never_stale", dontneed_never_stale },
+		{ "dontneed_never_stale_monitored", dontneed_never_stale_monitored },
+		{ "munmap_mmap_never_stale", munmap_mmap_never_stale },
+		{ "munmap_mmap_never_stale_monitored", munmap_mmap_never_stale_monitored },
+		{ "mremap_never_stale", mremap_never_stale },
+		{ "mremap_never_stale_monitored", mremap_never_stale_monitored },
+	};
+	for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++)
+		tcase_add_test(test_pin_tcase(s, changes[i].name, &remap, setup), changes[i].t);
 	return s;
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* Suite unit: the interval map of the registration cache (libpin/range.c). */
+/* Suite unit: the interval map of the registration cache (libpin/range.c),
+ * and its reader of a uffdd session's event log (libpin/pin-evlog.c). */
 #include "pin-internal.h"
 #include "test-common.h"
 
@@ -137,10 +138,98 @@ START_TEST(many)
 }
 END_TEST
 
+/* One entry as uffdd's evlog.c writes it: the slot, then head. */
+static void log_put(struct pin_evlog *log, uint32_t type, uint64_t start, uint64_t end, uint64_t to)
+{
+	uint64_t h = atomic_load(&log->head);
+	struct pin_evlog_entry *e = &log->ent[h % PIN_EVLOG_ENTRIES];
+
+	atomic_store(&e->start, start);
+	atomic_store(&e->end, end);
+	atomic_store(&e->to, to);
+	atomic_store(&e->type, type);
+	atomic_store(&log->head, h + 1);
+}
+
+static void assert_next(struct pin_evlog *log, uint64_t *tail, uint32_t type, uintptr_t start,
+			uintptr_t end, uintptr_t to)
+{
+	struct pin_evlog_change ch;
+
+	ck_assert_int_eq(pin_evlog_next(log, tail, &ch), 1);
+	ck_assert_uint_eq(ch.type, type);
+	ck_assert_uint_eq(ch.start, start);
+	ck_assert_uint_eq(ch.end, end);
+	ck_assert_uint_eq(ch.to, to);
+}
+
+/* Entries come back in order, exactly; a range that wraps stands for all
+ * of memory. */
+START_TEST(evlog_in_order)
+{
+	static struct pin_evlog log;
+	struct pin_evlog_change ch;
+	uint64_t tail = 0;
+
+	ck_assert_int_eq(pin_evlog_next(&log, &tail, &ch), 0);
+	/* Twice round the ring, a third of it at a time. */
+	for (uint64_t i = 0; i < 2 * PIN_EVLOG_ENTRIES; i += PIN_EVLOG_ENTRIES / 3) {
+		for (uint64_t k = i; k < i + PIN_EVLOG_ENTRIES / 3; k++)
+			log_put(&log, PIN_UFFD_EVENT_REMAP, k << 12, (k + 1) << 12, (k + 7) << 20);
+		for (uint64_t k = i; k < i + PIN_EVLOG_ENTRIES / 3; k++)
+			assert_next(&log, &tail, PIN_UFFD_EVENT_REMAP, k << 12, (k + 1) << 12,
+				    (k + 7) << 20);
+		ck_assert_int_eq(pin_evlog_next(&log, &tail, &ch), 0);
+	}
+	log_put(&log, PIN_UFFD_EVENT_REMOVE, 8192, 4096, 0);
+	assert_next(&log, &tail, PIN_UFFD_EVENT_UNMAP, 0, UINTPTR_MAX, 0);
+	log_put(&log, PIN_UFFD_EVENT_REMAP, 0, 8192, UINTPTR_MAX - 4095);
+	assert_next(&log, &tail, PIN_UFFD_EVENT_UNMAP, 0, UINTPTR_MAX, 0);
+	ck_assert_uint_eq(tail, atomic_load(&log.head));
+}
+END_TEST
+
+/* A lap behind, the slot of the oldest unread entry may be half rewritten:
+ * a reader that far behind is told it lost entries, once, and goes on from
+ * the head. */
+START_TEST(evlog_overrun)
+{
+	static struct pin_evlog log;
+	struct pin_evlog_change ch;
+	uint64_t tail = 0;
+
+	for (uint64_t k = 0; k < PIN_EVLOG_ENTRIES - 1; k++)
+		log_put(&log, PIN_UFFD_EVENT_REMOVE, k << 12, (k + 1) << 12, 0);
+	for (uint64_t k = 0; k < PIN_EVLOG_ENTRIES - 1; k++)
+		assert_next(&log, &tail, PIN_UFFD_EVENT_REMOVE, k << 12, (k + 1) << 12, 0);
+	for (uint64_t k = 0; k < PIN_EVLOG_ENTRIES; k++)
+		log_put(&log, PIN_UFFD_EVENT_UNMAP, k << 12, (k + 1) << 12, 0);
+	ck_assert_int_eq(pin_evlog_next(&log, &tail, &ch), -ENOSPC);
+	ck_assert_uint_eq(tail, 2 * PIN_EVLOG_ENTRIES - 1);
+	ck_assert_int_eq(pin_evlog_next(&log, &tail, &ch), 0);
+	log_put(&log, PIN_UFFD_EVENT_UNMAP, 1 << 20, 2 << 20, 0);
+	assert_next(&log, &tail, PIN_UFFD_EVENT_UNMAP, 1 << 20, 2 << 20, 0);
+}
+END_TEST
+
+/* Even: nothing to wait for.  Odd and never changed: given up on (after
+ * 50 ms). */
+START_TEST(evlog_settle)
+{
+	static struct pin_evlog log;
+
+	atomic_store(&log.busy, 6);
+	ck_assert(pin_evlog_settle(&log));
+	atomic_store(&log.busy, 7);
+	ck_assert(!pin_evlog_settle(&log));
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("range");
 	TCase *tc = tcase_create("imap");
+	TCase *tl = tcase_create("evlog");
 
 	tcase_add_test(tc, covering);
 	tcase_add_test(tc, take_overlap);
@@ -148,6 +237,10 @@ Suite *test_suite(void)
 	tcase_add_test(tc, punch);
 	tcase_add_test(tc, many);
 	suite_add_tcase(s, tc);
+	tcase_add_test(tl, evlog_in_order);
+	tcase_add_test(tl, evlog_overrun);
+	tcase_add_test(tl, evlog_settle);
+	suite_add_tcase(s, tl);
 	return s;
 }
 

@@ -765,8 +765,8 @@ START_TEST(hostile_header)
 	     "0123456789012345678901234567890123456789012345678901234567890123", STATE_NAME_MAX);
 	refused(fd, MAX_BYTES, "meta.name is not terminated");
 	fd = hostile_base(&tab);
-	poke(fd, SLOT_AT(fd, meta.flags), &(uint32_t){ 0x80 }, 4);
-	refused(fd, MAX_BYTES, "meta.flags 0x80");
+	poke(fd, SLOT_AT(fd, meta.flags), &(uint32_t){ 0x100 }, 4);
+	refused(fd, MAX_BYTES, "meta.flags 0x100");
 	fd = hostile_base(&tab);
 	poke64(fd, SLOT_AT(fd, table_off), MAX_BYTES - 64);
 	refused(fd, MAX_BYTES,

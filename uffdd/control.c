@@ -5,8 +5,9 @@
  * one Reply; a malformed one gets an error Reply and leaves the session (and
  * every other) as it was.  Also the replies and stale-pin notices that
  * notify.c delivers.  It may call inspect.c, push.c, fault.c, worker.c (to
- * watch a handed-over userfaultfd), session.c, source.c, source-remote.c, closer.c (a
- * descriptor a client sent is closed through it), log.c and util.c.
+ * watch a handed-over userfaultfd), session.c, source.c, source-remote.c,
+ * closer.c (a descriptor a client sent is closed through it), evlog.c (a
+ * handed-over event log), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -331,19 +332,56 @@ static void drop_uffd(struct session *s)
 	pin_uffd_free(u);
 }
 
-/* Give up the pagemap a handover took (the caller takes it out of the
- * store where it went in). */
-static void close_pagemap(struct session *s)
+/* Give up the pagemap and the event log a handover took, and take them and
+ * the userfaultfd out of the store if stored: what fails after them. */
+static void undo_handover(struct session *s, bool stored)
 {
+	if (stored) {
+		if (s->pagemap >= 0)
+			store_remove("s%" PRIu64 ".pagemap", s->id);
+		if (s->evlog_fd >= 0)
+			store_remove("s%" PRIu64 ".evlog", s->id);
+		store_remove("s%" PRIu64 ".uffd", s->id);
+	}
 	if (s->pagemap >= 0)
 		close(s->pagemap);
 	s->pagemap = -1;
+	evlog_close(s);
+	drop_uffd(s);
+}
+
+/* Descriptors stored by a handover: the userfaultfd, then the pagemap and the
+ * event log when they came.  0, or the store's error (nothing stays). */
+static int store_handover(struct req *q)
+{
+	struct session *s = q->s;
+	int r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
+
+	if (r < 0)
+		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
+	r = s->pagemap >= 0 ? store_put(s->pagemap, "s%" PRIu64 ".pagemap", s->id) : 0;
+	if (r < 0) {
+		store_remove("s%" PRIu64 ".uffd", s->id);
+		return fail(q, r, "the fd store refused the pagemap: %s", strerror(-r));
+	}
+	r = s->evlog_fd >= 0 ? store_put(s->evlog_fd, "s%" PRIu64 ".evlog", s->id) : 0;
+	if (r < 0) {
+		if (s->pagemap >= 0)
+			store_remove("s%" PRIu64 ".pagemap", s->id);
+		store_remove("s%" PRIu64 ".uffd", s->id);
+		return fail(q, r, "the fd store refused the event log: %s", strerror(-r));
+	}
+	return 0;
 }
 
 static int do_handover(struct req *q)
 {
 	struct session *s = q->s;
-	_cleanup_sent_ struct sent_fd pm = { q->nfds > 1 ? q->fds[1] : -1, s->uid };
+	const Uffdd__UffdHandover *h = q->m->uffd;
+	bool has_pm = h->has_pagemap && h->pagemap, has_log = h->has_evlog && h->evlog;
+	/* The decoder checked the count: the userfaultfd, [pagemap], [log]. */
+	_cleanup_sent_ struct sent_fd pm = { has_pm ? q->fds[1] : -1, s->uid };
+	_cleanup_sent_ struct sent_fd log = { has_log ? q->fds[1 + has_pm] : -1, s->uid };
 	_cleanup_sent_ struct sent_fd fd = { take_fd(q), s->uid };
 	struct stat st;
 
@@ -363,7 +401,7 @@ static int do_handover(struct req *q)
 	ino_t ino = fstat(fd.fd, &st) == 0 ? st.st_ino : 0;
 	sessions_lock();
 	bool taken = sessions_uffd_taken_locked(fd.fd, ino);
-	int r = taken ? -EBUSY : pin_uffd_from_fd(fd.fd, q->m->uffd->features, &s->uffd);
+	int r = taken ? -EBUSY : pin_uffd_from_fd(fd.fd, h->features, &s->uffd);
 	if (!r)
 		s->uffd_ino = ino;
 	sessions_unlock();
@@ -374,39 +412,36 @@ static int do_handover(struct req *q)
 	fd.fd = -1;
 	s->pagemap = pm.fd;
 	pm.fd = -1;
-	/* One or two more descriptors held for the uid. */
+	if (log.fd >= 0) {
+		r = evlog_adopt(s, log.fd, q->text, sizeof(q->text));
+		if (r < 0) {
+			undo_handover(s, false);
+			return r;
+		}
+		log.fd = -1;
+		/* Nothing read yet: nothing pending. */
+		evlog_end(s);
+	}
+	/* One to three more descriptors held for the uid. */
 	r = session_charge(s, 0, 0, q->text, sizeof(q->text));
 	if (r < 0) {
-		close_pagemap(s);
-		drop_uffd(s);
+		undo_handover(s, false);
 		return r;
 	}
 	/* Stored before it is watched: the record says it is there once
 	 * this request commits. */
-	r = store_put(pin_uffd_fd(s->uffd), "s%" PRIu64 ".uffd", s->id);
+	r = store_handover(q);
 	if (r < 0) {
-		close_pagemap(s);
-		drop_uffd(s);
-		return fail(q, r, "the fd store refused the userfaultfd: %s", strerror(-r));
-	}
-	r = s->pagemap >= 0 ? store_put(s->pagemap, "s%" PRIu64 ".pagemap", s->id) : 0;
-	if (r < 0) {
-		close_pagemap(s);
-		store_remove("s%" PRIu64 ".uffd", s->id);
-		drop_uffd(s);
-		return fail(q, r, "the fd store refused the pagemap: %s", strerror(-r));
+		undo_handover(s, false);
+		return r;
 	}
 	s->wuffd.handle = fault_ready;
 	r = worker_watch(s->w, &s->wuffd, pin_uffd_fd(s->uffd));
 	if (r < 0) {
-		if (s->pagemap >= 0)
-			store_remove("s%" PRIu64 ".pagemap", s->id);
-		close_pagemap(s);
-		store_remove("s%" PRIu64 ".uffd", s->id);
-		drop_uffd(s);
+		undo_handover(s, true);
 		return fail(q, r, "epoll_ctl: %s", strerror(-r));
 	}
-	s->takeover = q->m->uffd->has_takeover && q->m->uffd->takeover;
+	s->takeover = h->has_takeover && h->takeover;
 	session_set_meta(s);
 	return 0;
 }

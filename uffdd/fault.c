@@ -12,7 +12,8 @@
  * until its GET is answered.  Each fault is counted once, when it is
  * finished (fault_done()), its latency from the read that returned it.  It
  * may call session.c, state.c, store.c, reader.c, source.c, source-remote.c,
- * notify.c (stale notices, fork children), log.c and util.c.
+ * notify.c (stale notices, fork children), evlog.c (each read of the
+ * userfaultfd, each event), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -696,6 +697,7 @@ void fault_apply_event(struct session *s, const struct pin_uffd_event *ev)
 	default:
 		return;
 	}
+	evlog_put(s, ev);
 	notify_stale(s, start, end, ev->type);
 }
 
@@ -742,6 +744,8 @@ static void apply(struct session *s, const struct pin_uffd_event *ev, int n, uin
 			on_fork(s, e->arg.fork.fd, child++);
 		else if (!s->dead)
 			fault_apply_event(s, e);
+		else /* Its client's pins went stale all the same. */
+			evlog_put(s, e);
 		state_events_applied(s->st, (uint32_t)i + 1);
 		slog(s, LOG_DEBUG, "event %u applied %" PRIu64 " ns after it was read", e->type,
 		     uffdd_now_ns() - t0);
@@ -766,10 +770,14 @@ int fault_handle(struct session *s)
 	int got = 0;
 
 	for (int round = 0; round < READ_ROUNDS && !s->dead; round++) {
+		evlog_begin(s);
 		int n = pin_uffd_read_raw(s->uffd, state_events_buf(s->st), w->events, READ_BATCH);
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			evlog_end(s);
 			break;
+		}
 		if (n < 0) {
+			evlog_end(s);
 			slog(s, LOG_ERR, "read userfaultfd: %s", strerror(-n));
 			session_kill(s, "its userfaultfd failed");
 			return n;
@@ -781,6 +789,7 @@ int fault_handle(struct session *s)
 		if (first)
 			uffdd_hold("fork-stored");
 		apply(s, w->events, n, t0, first);
+		evlog_end(s);
 		if (first)
 			state_making_set(s->st, 0, 0);
 		if (n < READ_BATCH)

@@ -6,7 +6,8 @@
  * recorded working set, the queue of Prefetch requests.  Its regions are
  * region.c's, its pins pins.c's.  Below every file that serves requests or
  * faults, it may call region.c, pins.c, state.c, reader.c (to end its
- * reader), source.c, store.c, notify.c (the status line), log.c and util.c.
+ * reader), source.c, store.c, notify.c (the status line), evlog.c (to unmap
+ * its event log), log.c and util.c.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ static uint64_t held(const struct session *s, enum charge k)
 		return s->sock >= 0;
 	case CHARGE_FDS:
 		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->pagemap >= 0) +
-		       (s->st != NULL) + s->nfiles;
+		       (s->evlog_fd >= 0) + (s->st != NULL) + s->nfiles;
 	case CHARGE_BYTES:
 		/* A page server's buffers, at their most, are the session's. */
 		return (s->st ? state_bytes(s->st) : 0) +
@@ -154,6 +155,7 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 		return NULL;
 	s->sock = sock;
 	s->pagemap = -1;
+	s->evlog_fd = -1;
 	s->pid = pid;
 	s->uid = uid;
 	s->wsock = (struct watch){ .s = s };
@@ -229,6 +231,8 @@ static void session_unstore(struct session *s)
 		store_remove_uffd(s);
 	if (s->pagemap >= 0)
 		store_remove("s%" PRIu64 ".pagemap", s->id);
+	if (s->evlog_fd >= 0)
+		store_remove("s%" PRIu64 ".evlog", s->id);
 	if (s->sock >= 0)
 		store_remove("s%" PRIu64 ".conn", s->id);
 	store_remove("s%" PRIu64 ".state", s->id);
@@ -371,7 +375,8 @@ void session_set_meta(struct session *s)
 		.flags = (s->hello ? STATE_HELLO : 0) | (s->uffd ? STATE_UFFD : 0) |
 			 (s->forking ? STATE_FORKING : 0) | (s->finishing ? STATE_FINISHING : 0) |
 			 (s->fc ? STATE_FC : 0) | (s->fc_ready ? STATE_FC_READY : 0) |
-			 (s->pagemap >= 0 ? STATE_PAGEMAP : 0),
+			 (s->pagemap >= 0 ? STATE_PAGEMAP : 0) |
+			 (s->evlog_fd >= 0 ? STATE_EVLOG : 0),
 		.features = s->uffd ? pin_uffd_features(s->uffd) : 0,
 	};
 
@@ -653,6 +658,7 @@ void session_free(struct session *s)
 	pin_uffd_free(s->uffd);
 	if (s->pagemap >= 0)
 		close(s->pagemap);
+	evlog_close(s);
 	/* The record goes whole: no region needs taking out of it. */
 	state_free(s->st);
 	s->st = NULL;

@@ -623,7 +623,7 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	if (!memchr(s->meta.name, 0, sizeof(s->meta.name)))
 		return bad(why, whylen, "meta.name is not terminated");
 	if (s->meta.flags & ~(STATE_HELLO | STATE_UFFD | STATE_FORKING | STATE_FINISHING |
-			      STATE_FC | STATE_FC_READY | STATE_PAGEMAP))
+			      STATE_FC | STATE_FC_READY | STATE_PAGEMAP | STATE_EVLOG))
 		return bad(why, whylen, "meta.flags %#" PRIx32, s->meta.flags);
 	room = s->table_off >= ARENA_OFF && s->table_off <= st->size ? st->size - s->table_off : 0;
 	if (s->table_off < ARENA_OFF || s->table_off % UNIT || !s->table_cap ||

@@ -106,8 +106,8 @@ static bool id_then(const char *s, const char *suffix)
 	return n > 0 && !strcmp(s + n, suffix);
 }
 
-/* s<id>.conn, s<id>.uffd, s<id>.state, s<id>.pagemap, s<id>.fork<parent id>
- * and f<id> are stored descriptors. */
+/* s<id>.conn, s<id>.uffd, s<id>.state, s<id>.pagemap, s<id>.evlog,
+ * s<id>.fork<parent id> and f<id> are stored descriptors. */
 static bool stored_name(const char *name)
 {
 	if (!store_name_valid(name))
@@ -119,6 +119,7 @@ static bool stored_name(const char *name)
 	size_t n = strspn(name + 1, "0123456789");
 	return id_then(name + 1, ".conn") || id_then(name + 1, ".uffd") ||
 	       id_then(name + 1, ".state") || id_then(name + 1, ".pagemap") ||
+	       id_then(name + 1, ".evlog") ||
 	       (n && !strncmp(name + 1 + n, ".fork", 5) && id_then(name + 6 + n, ""));
 }
 

@@ -9,7 +9,7 @@
  * had read fault again, to us; each client is told the last request
  * committed (control_resume()); a Firecracker VM's session is told nothing
  * (firecracker.c).  It may call firecracker.c, control.c, fault.c, worker.c,
- * session.c, state.c, source.c, store.c, log.c and util.c.
+ * session.c, state.c, source.c, store.c, evlog.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,9 +17,9 @@
 
 #include "uffdd.h"
 
-enum part { CONN, UFFD, STATE, PAGEMAP, NPARTS };
+enum part { CONN, UFFD, STATE, PAGEMAP, EVLOG, NPARTS };
 
-static const char *const part_name[NPARTS] = { "conn", "uffd", "state", "pagemap" };
+static const char *const part_name[NPARTS] = { "conn", "uffd", "state", "pagemap", "evlog" };
 
 struct group {
 	uint64_t id;
@@ -106,8 +106,12 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		size_t j = 0;
 		while (j < ng && g[j].id != id)
 			j++;
-		if (j == ng)
-			g[ng++] = (struct group){ id, { -1, -1, -1, -1 }, 0, NULL };
+		if (j == ng) {
+			g[ng] = (struct group){ .id = id };
+			for (int p = 0; p < NPARTS; p++)
+				g[ng].fd[p] = -1;
+			ng++;
+		}
 		if (parent)
 			g[j].parent = parent;
 		if (g[j].fd[k] >= 0) {
@@ -149,6 +153,43 @@ static void adopt_pagemap(struct group *g)
 		     "DirtyGet of its wp-async regions fails",
 		     s->id);
 	s->pagemap = fd;
+}
+
+/*
+ * The client's event log, as the record says, busy until its session is
+ * served (serve_again()): the events the dead daemon read and did not log
+ * are applied, and logged, first.  One the record names and the store lacks,
+ * or that does not map, leaves the client's pin cache blind to the changes
+ * from now on: said, the session served all the same.
+ */
+static void adopt_evlog(struct group *g)
+{
+	struct session *s = g->s;
+	bool said = state_meta(s->st)->flags & STATE_EVLOG;
+	int fd = g->fd[EVLOG];
+	char why[160];
+
+	g->fd[EVLOG] = -1;
+	if (fd >= 0 && !said) {
+		ulog(LOG_WARNING,
+		     "fd store: s%" PRIu64 ".evlog: its handover was never "
+		     "committed; dropped",
+		     s->id);
+		store_remove("s%" PRIu64 ".evlog", s->id);
+		close(fd);
+		return;
+	}
+	if (fd >= 0 && evlog_adopt(s, fd, why, sizeof(why)) < 0) {
+		ulog(LOG_ERR, "fd store: s%" PRIu64 ".evlog: %s; dropped", s->id, why);
+		store_remove("s%" PRIu64 ".evlog", s->id);
+		close(fd);
+		fd = -1;
+	}
+	if (said && fd < 0)
+		ulog(LOG_ERR,
+		     "session %" PRIu64 ": its record says an event log, none could be taken: "
+		     "its client's pin cache no longer learns of discards and unmaps",
+		     s->id);
 }
 
 /* The session a group's record describes; a fork child left half made
@@ -195,6 +236,7 @@ static int take_one(struct group *g, bool *ret_half)
 	}
 	g->s->parent = g->parent;
 	adopt_pagemap(g);
+	adopt_evlog(g);
 	return 0;
 }
 
@@ -278,6 +320,8 @@ static void serve_again(struct session *s)
 		s->wsock.handle = control_handle;
 	if (s->fc && s->sock >= 0)
 		fc_taken_over(s);
+	/* What the dead daemon read is logged now (replay_events()). */
+	evlog_end(s);
 	if (s->uffd) {
 		s->wuffd.handle = fault_ready;
 		for (size_t i = 0; i < s->nregions; i++) {

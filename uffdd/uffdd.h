@@ -11,7 +11,7 @@
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
  * finish, session, region, pins, state, reader, source, source-remote,
- * closer, store, notify, log, util.
+ * closer, store, notify, evlog, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -163,6 +163,19 @@ int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
 void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void notify_ended(struct session *s, uint64_t seq, int error, const char *text);
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+
+/* ---- evlog.c: the event log a client's pin cache reads ---- */
+
+/* Map fd (the client's memfd, checked) as s's log, busy until evlog_end();
+ * the error's text in why. */
+int evlog_adopt(struct session *s, int fd, char *why, size_t whylen);
+/* Around each read of s's userfaultfd, until its events are applied. */
+void evlog_begin(struct session *s);
+void evlog_end(struct session *s);
+/* Log a REMOVE, UNMAP or REMAP (others are not logged). */
+void evlog_put(struct session *s, const struct pin_uffd_event *ev);
+/* Unmap and close the log (none: a no-op). */
+void evlog_close(struct session *s);
 void notify_child(struct session *parent, struct session *child, int fd);
 /* Tell systemd (when it started us) how many sessions there are. */
 void notify_status(unsigned int nsessions);
@@ -410,6 +423,9 @@ struct state_ident {
 /* The client's pagemap came with its userfaultfd (stored as s<id>.pagemap):
  * wp-async regions' DirtyGet scans it (dirty.c). */
 #define STATE_PAGEMAP (1u << 6)
+/* The client's event log came with its userfaultfd (stored as s<id>.evlog:
+ * evlog.c). */
+#define STATE_EVLOG (1u << 7)
 
 /* What changes, at a commit. */
 struct state_meta {
@@ -699,6 +715,12 @@ struct session {
 	/* The client's /proc/PID/pagemap, handed over with a WP_ASYNC
 	 * userfaultfd (dirty.c); -1: none (a fork child's never has one). */
 	int pagemap;
+	/* The client's event log (evlog.c), handed over with its userfaultfd
+	 * (stored as s<id>.evlog); NULL and -1: none.  busy and head are
+	 * ours, written there. */
+	struct pin_evlog *evlog;
+	int evlog_fd;
+	uint64_t evlog_busy, evlog_head;
 	bool takeover;
 	bool dead;	/* freed by its worker at the end of the round */
 	bool eagain;	/* faults wait for a non-cooperative event to pass */
