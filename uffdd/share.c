@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * A fair share of the daemon's time for each uid (issue 12).  Every piece of
- * work a worker does for a session (its faults and events, its requests, a
- * slice of its bulk work) is charged to the session's uid, in thread CPU
- * time.  A uid charged while k other uids are active (charged within
- * SHARE_ACTIVE_NS) owes k times what it spent: its requests and its bulk work
- * (Replay, Prefetch, push) wait until it has paid (deferred, never refused),
- * so that it runs 1/(k+1) of the time at most while others need the daemon,
- * and at full speed when alone.  Faults are never deferred: they are served
- * first, whoever owes.  The table holds one entry per uid ever seen, never
- * freed (a client cannot make uids); entries are read and changed with
- * atomics from any worker.  It calls util.c only.
+ * A fair share of the daemon's time for each uid (issue 12).  What a worker
+ * spends on a session's requests, on a slice of its bulk work (Replay,
+ * Prefetch, push) and on the sessions its fork children need is charged to
+ * the session's uid, in thread CPU time; its faults only mark it active.  A
+ * uid charged while k other uids are active (charged, or served faults,
+ * within SHARE_ACTIVE_NS) owes k times what it spent: its requests and its
+ * bulk work wait until it has paid (deferred, never refused), so that it
+ * runs 1/(k+1) of the time at most while others need the daemon, and at
+ * full speed alone.  A worker with nothing else to do sleeps in ms (epoll):
+ * there, a wait is a ms at least, and the share less.  Faults never wait,
+ * whoever owes.  The table holds one entry per uid ever seen, never
+ * freed (a client cannot make uids), read and changed with atomics from any
+ * worker.  It calls util.c only.
  */
 #include <stdlib.h>
 #include <time.h>
@@ -26,7 +28,7 @@
 struct share {
 	uid_t uid;
 	_Atomic uint64_t active; /* ns: when it was charged last */
-	_Atomic uint64_t until;	 /* ns: its requests and bulk work wait until then */
+	_Atomic uint64_t until;	 /* ns: what it owes is paid then */
 	struct share *_Atomic next;
 };
 
@@ -85,9 +87,12 @@ void share_charge(struct share *sh, uint64_t spent, uint64_t now)
 	unsigned int k = others_active(sh, now);
 	if (!k || !spent)
 		return;
-	uint64_t until = atomic_load_explicit(&sh->until, memory_order_relaxed), next;
+	/* Its share of the time since the work began is 1/(k+1): it owes the
+	 * rest, past what it owed already. */
+	uint64_t began = now - spent,
+		 until = atomic_load_explicit(&sh->until, memory_order_relaxed), next;
 	do {
-		next = (until > now ? until : now) + spent * k;
+		next = (until > began ? until : began) + spent * (k + 1);
 		if (next > now + SHARE_DEFER_MAX_NS)
 			next = now + SHARE_DEFER_MAX_NS;
 	} while (!atomic_compare_exchange_weak(&sh->until, &until, next));
