@@ -446,10 +446,15 @@ void push_step(struct worker *w)
 		finish_check(s);
 	}
 	struct session *s = after ? after : first;
-	if (s) {
-		w->bulk_last = s->id;
-		bulk_step(s);
-	}
+	if (!s)
+		return;
+	w->bulk_last = s->id;
+	bulk_step(s);
+	/* What the slice placed may answer a WaitPopulated, or end a session
+	 * that said Goodbye: now, not when something next wakes the worker. */
+	if (s->nwaits)
+		check_waits(s, now);
+	finish_check(s);
 }
 
 int push_timeout(struct worker *w)
