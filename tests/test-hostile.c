@@ -919,6 +919,191 @@ START_TEST(replay_over_present_pages)
 }
 END_TEST
 
+/* ---- a fair share of the daemon's time per uid ---- */
+
+/* What a share attacker's Replay finds present: one ioctl (EEXIST) a page,
+ * some 30 ms of a worker natively. */
+#define SHARE_BYTES (64ull << 20)
+/* The daemon forgets that a uid was active after 10 ms (uffdd(8)); the
+ * attacker waits this long (times the time scale) for the daemon to be done
+ * with the restore before it: then no other uid is. */
+#define SHARE_QUIET_MS 100
+
+struct share_attack {
+	struct conn k;
+	struct raw r;
+	void *base;
+	int ready;	/* to the test: a wait was counted */
+	int64_t before; /* its deferred count alone */
+	_Atomic bool stop;
+	_Atomic int bad;
+};
+
+/* The deferred counter of the caller's session: a raw StatsGet, as the
+ * library's struct has no room for it. */
+static int64_t deferred_of(struct raw *r)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	int64_t n = -1;
+
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	if (raw_send(r, &m) < 0)
+		return -1;
+	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
+	if (rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m.seq &&
+	    rep->reply->error == 0 && rep->reply->stats && rep->reply->stats->has_deferred)
+		n = (int64_t)rep->reply->stats->deferred;
+	pin_proto_free(rep);
+	return n;
+}
+
+/* The region added again (its record forgets that the pages are there),
+ * then a Replay over them: each page found present, none placed. */
+static int share_cycle(struct share_attack *sa)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Replay rp = UFFDD__REPLAY__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT, *ranges[] = { &range };
+	struct pin_client_region reg = {
+		.sz = sizeof(reg),
+		.addr = sa->base,
+		.len = SHARE_BYTES,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_NO_PUSH,
+		.fd = -1,
+	};
+
+	REQUIRE(pin_client_region_remove(sa->k.c, sa->base, SHARE_BYTES) == 0);
+	REQUIRE(pin_client_region_add(sa->k.c, &reg) == 0);
+	range.addr = (uintptr_t)sa->base;
+	range.len = SHARE_BYTES;
+	rp.n_ranges = 1;
+	rp.ranges = ranges;
+	m.body_case = UFFDD__MSG__BODY_REPLAY;
+	m.replay = &rp;
+	REQUIRE(raw_send(&sa->r, &m) == 0);
+	Uffdd__Msg *rep = raw_recv(&sa->r, REPLAY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m.seq);
+	REQUIRE(rep->reply->error == 0);
+	REQUIRE(rep->reply->has_pages_placed && rep->reply->pages_placed == 0);
+	pin_proto_free(rep);
+	return 0;
+}
+
+/* Cycles until one of them waited for the uid's share; then the test is
+ * told (a second byte on ready). */
+static void *share_loop(void *arg)
+{
+	struct share_attack *sa = arg;
+	int64_t n = sa->before;
+
+	while (!atomic_load(&sa->stop) && n == sa->before)
+		if (share_cycle(sa) || (n = deferred_of(&sa->r)) < 0) {
+			atomic_store(&sa->bad, 1);
+			return NULL;
+		}
+	if (n > sa->before && write(sa->ready, "d", 1) != 1)
+		atomic_store(&sa->bad, 1);
+	return NULL;
+}
+
+static int attack_share(struct attacker *a)
+{
+	struct share_attack sa = { 0 };
+	pthread_t th;
+
+	REQUIRE(conn_open(a->h, &sa.k, a->u, "share") == 0);
+	sa.r = (struct raw){ .sock = pin_client_fd(sa.k.c), .seq = RAW_SEQ0 };
+	sa.base = mmap(NULL, SHARE_BYTES, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	REQUIRE(sa.base != MAP_FAILED);
+	REQUIRE(madvise(sa.base, SHARE_BYTES, MADV_NOHUGEPAGE) == 0);
+	REQUIRE(madvise(sa.base, SHARE_BYTES, MADV_POPULATE_READ) == 0);
+	REQUIRE(add_region(&sa.k, sa.base, SHARE_BYTES, -1) == 0);
+	/* Alone (no other uid active for longer than the daemon remembers):
+	 * nothing of this uid's waits.  (Its setup, right after the restore
+	 * before it, may have.) */
+	test_sleep_ms(SHARE_QUIET_MS * test_time_scale());
+	sa.before = deferred_of(&sa.r);
+	REQUIRE(sa.before >= 0);
+	REQUIRE(share_cycle(&sa) == 0);
+	REQUIRE(deferred_of(&sa.r) == sa.before);
+	/* Beside a root client that keeps faulting (share_toucher()): the uid
+	 * owes it time, and its work waits (deferred, never refused: every
+	 * cycle is answered in full). */
+	sa.ready = a->h->ready[1];
+	REQUIRE(pthread_create(&th, NULL, share_loop, &sa) == 0);
+	REQUIRE(attack_hold(a) == 0);
+	atomic_store(&sa.stop, true);
+	REQUIRE(pthread_join(th, NULL) == 0);
+	REQUIRE(sa.bad == 0);
+	REQUIRE(deferred_of(&sa.r) > sa.before);
+	/* Not unmapped: see attack_replay_present(). */
+	pin_client_free(sa.k.c);
+	return 0;
+}
+
+/* Root's client: faults on page after page of a zero region (the daemon
+ * serving each) until stop is readable. */
+static int share_toucher(struct hostile *h, void *arg)
+{
+	int stop = *(int *)arg;
+	struct pollfd p = { .fd = stop, .events = POLLIN };
+	struct pin_uffd *u;
+	struct conn k;
+
+	REQUIRE(uffd_new(&u) == 0);
+	REQUIRE(conn_open(h, &k, u, "toucher") == 0);
+	uint8_t *base = test_map_region(SHARE_BYTES);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, SHARE_BYTES, -1) == 0);
+	for (size_t i = 0; poll(&p, 1, 0) == 0; i = (i + 1) % (SHARE_BYTES / page)) {
+		REQUIRE(base[i * page] == 0);
+		if (i + 1 == SHARE_BYTES / page)
+			REQUIRE(madvise(base, SHARE_BYTES, MADV_DONTNEED) == 0);
+	}
+	pin_client_free(k.c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/* Once the share attacker holds: root's client faults until the attacker
+ * says that its work waited (its second byte on ready). */
+static void share_held(struct hostile *h)
+{
+	struct pollfd p = { .fd = h->ready[0], .events = POLLIN };
+	int stop[2];
+	char c;
+
+	ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
+	pid_t toucher = fork_fn(share_toucher, h, &stop[0]);
+	int n = 0;
+	for (int i = 0; i < POLLS && (n = poll(&p, 1, POLL_MS * (int)test_time_scale())) == 0; i++)
+		;
+	ck_assert_int_eq(write(stop[1], "s", 1), 1);
+	ck_assert_int_eq(reap(toucher), 0);
+	close(stop[0]);
+	close(stop[1]);
+	ck_assert_msg(n == 1 && read(h->ready[0], &c, 1) == 1 && c == 'd',
+		      "the attacker's work never waited beside a faulting root client");
+}
+
+/* A uid that keeps a worker busy (Replays over present pages, again and
+ * again) beside another uid's faults owes it time: its work waits (counted
+ * in its session's deferred), none is refused; alone, none waits. */
+START_TEST(fair_share_defers)
+{
+	struct hostile h;
+
+	hostile_start(&h, NULL);
+	h.held = share_held;
+	hostile_run(&h, attack_share, NULL);
+	free(hostile_finish(&h));
+}
+END_TEST
+
 /* ---- row 8: faults outside every region ---- */
 
 #define OUT_THREADS 64 /* each faults on a page of its own, outside every region */
@@ -2031,6 +2216,7 @@ Suite *test_suite(void)
 		{ "stuck_flush", stuck_flush },
 		{ "stuck_flush_capped", stuck_flush_capped },
 		{ "replay_over_present_pages", replay_over_present_pages },
+		{ "fair_share_defers", fair_share_defers },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },
 		{ "name_forges_nothing", name_forges_nothing },

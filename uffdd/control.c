@@ -7,9 +7,11 @@
  * notify.c delivers.  It may call inspect.c, push.c, fault.c, worker.c (to
  * watch a handed-over userfaultfd), session.c, source.c, source-remote.c,
  * closer.c (a descriptor a client sent is closed through it), evlog.c (a
- * handed-over event log), log.c and util.c.
+ * handed-over event log), share.c (a uid that owes others time waits for its
+ * requests to be read), log.c and util.c.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -114,7 +116,7 @@ static bool flush(struct session *s)
 		if (sent(s, r) < 0 && r != -EMSGSIZE)
 			return false;
 		if (!s->outq_n)
-			watch_for(s, EPOLLIN);
+			watch_for(s, s->paused ? 0 : EPOLLIN);
 	}
 	return !s->dead && s->sock >= 0;
 }
@@ -1122,6 +1124,14 @@ static void close_sent(int fd, void *userdata)
 	closer_close(fd, s->uid);
 }
 
+/* Whether the client hung up: its socket polls POLLHUP or POLLERR. */
+static bool hung_up_now(struct session *s)
+{
+	struct pollfd p = { .fd = s->sock };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+}
+
 void control_handle(struct session *s)
 {
 	/* Its connection closed after Goodbye, in this round. */
@@ -1130,6 +1140,17 @@ void control_handle(struct session *s)
 	/* Replies first: no request is read while some wait for room. */
 	if (!flush(s))
 		return;
+	/* Its uid owes others time (share.c): its requests wait, unwatched,
+	 * until its worker sees the debt paid; but a hang-up (reported
+	 * unasked) is met at once. */
+	if (share_owes(s->share, uffdd_now_ns()) && !hung_up_now(s)) {
+		if (!s->paused) {
+			s->paused = true;
+			STAT_ADD(s->stats.deferred, 1);
+			watch_for(s, 0);
+		}
+		return;
+	}
 	for (int k = 0; k < MAX_BATCH && !s->dead && !s->outq_n; k++) {
 		Uffdd__Msg *m;
 		int fds[PIN_PROTO_MAX_FDS];

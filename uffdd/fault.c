@@ -13,7 +13,8 @@
  * finished (fault_done()), its latency from the read that returned it.  It
  * may call session.c, state.c, store.c, reader.c, source.c, source-remote.c,
  * notify.c (stale notices, fork children), evlog.c (each read of the
- * userfaultfd, each event), log.c and util.c.
+ * userfaultfd, each event), share.c (the time fork children cost), log.c
+ * and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -784,14 +785,19 @@ int fault_handle(struct session *s)
 		}
 		got += n;
 		uint64_t t0 = uffdd_now_ns(), first = fork_ids(s, w->events, n);
+		uint64_t c0 = first ? share_clock() : 0;
 		hold_events(w->events, n);
 		store_forks(s, w->events, n, t0, first);
 		if (first)
 			uffdd_hold("fork-stored");
 		apply(s, w->events, n, t0, first);
 		evlog_end(s);
-		if (first)
+		if (first) {
 			state_making_set(s->st, 0, 0);
+			/* Sessions made for the uid: charged as a request is
+			 * (share.c), a fault is not. */
+			share_charge(s->share, share_clock() - c0, uffdd_now_ns());
+		}
 		if (n < READ_BATCH)
 			break;
 	}

@@ -4,11 +4,13 @@
  * by the readahead), the background push of untouched pages between faults,
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
  * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
- * more than one run; a session's work waits while its reader reads.  A
- * session whose client said Goodbye ends here once its pages are all in,
- * and a Firecracker VM's whose handshake did not come in time (its
- * fc_deadline).  It may call fault.c, finish.c, session.c, reader.c, source-remote.c,
- * notify.c (the reply to a WaitPopulated), log.c and util.c.
+ * more than one run; a session's work waits while its reader reads, and
+ * while its uid owes others time (share.c); each round one session's work
+ * goes, in turn.  A session whose client said Goodbye ends here once its
+ * pages are all in, and a Firecracker VM's whose handshake did not come in
+ * time (its fc_deadline).  It may call fault.c, finish.c, session.c,
+ * reader.c, source-remote.c, notify.c (the reply to a WaitPopulated),
+ * share.c, log.c and util.c.
  */
 #include <string.h>
 
@@ -371,10 +373,55 @@ static void finish_check(struct session *s)
 	s->stuck_said = true;
 }
 
+/* Whether s has bulk work (Replay, Prefetch, push) it may do now: none
+ * while a read or an event is awaited, nor while its uid owes others time
+ * (a wait counted once in its deferred counter). */
+static bool bulk_ready(struct session *s, uint64_t now)
+{
+	if (s->dead || !s->uffd || s->eagain || (s->rd && reader_busy(s->rd)))
+		return false;
+	if (!s->nreplays && !s->nprefetch && !s->push_pending)
+		return false;
+	if (!share_owes(s->share, now))
+		return true;
+	if (!s->bulk_deferred)
+		STAT_ADD(s->stats.deferred, 1);
+	s->bulk_deferred = true;
+	return false;
+}
+
+/* One slice of s's bulk work, charged to its uid. */
+static void bulk_step(struct session *s)
+{
+	uint64_t c0 = share_clock();
+
+	s->bulk_deferred = false;
+	if (s->nreplays)
+		replay_step(s);
+	else if (s->nprefetch)
+		prefetch_one(s);
+	else
+		/* Every round, not only when idle: a process faulting at
+		 * random keeps the worker busy, and a push that waits for a
+		 * quiet moment starves (256 MiB read at random took 25,000
+		 * faults and 3 x the time of one bulk copy; now some 650
+		 * faults, near that copy).  A fault waits for one run at
+		 * most. */
+		push_one(s);
+	share_charge(s->share, share_clock() - c0, uffdd_now_ns());
+}
+
+/*
+ * Each round gives one slice of bulk work to one session, the next after the
+ * last served (by id, round robin): the worker's faults wait behind one
+ * slice at most, however many sessions have bulk work, and each session's
+ * bulk work goes at the same pace.
+ */
 void push_step(struct worker *w)
 {
 	uint64_t now = uffdd_now_ns();
 	bool moved = remotes_pump(w);
+	struct session *first = NULL, *after = NULL;
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
 		if (!s->dead && s->fc_deadline && now >= s->fc_deadline) {
@@ -390,27 +437,27 @@ void push_step(struct worker *w)
 			s->remote_wait = false;
 			fault_handle(s);
 		}
-		/* While a read is under way, the session's work waits for it;
-		 * not for a page server's answers: its runs are asked ahead, and
-		 * a fault's GET waits behind them anyway. */
-		bool go = !s->eagain && !s->dead && !(s->rd && reader_busy(s->rd));
-		if (s->nreplays && go)
-			replay_step(s);
-		else if (s->nprefetch && go)
-			prefetch_one(s);
-		else if (s->push_pending && go)
-			/* Every round, not only when idle: a process faulting at
-			 * random keeps the worker busy, and a push that waits for
-			 * a quiet moment starves (256 MiB read at random took
-			 * 25,000 faults and 3 x the time of one bulk copy; now
-			 * some 650 faults, near that copy).  A fault waits for
-			 * one run at most. */
-			push_one(s);
+		if (bulk_ready(s, now)) {
+			if (!first || s->id < first->id)
+				first = s;
+			if (s->id > w->bulk_last && (!after || s->id < after->id))
+				after = s;
+		}
 		if (s->nwaits)
 			check_waits(s, now);
 		probe(s, now);
 		finish_check(s);
 	}
+	struct session *s = after ? after : first;
+	if (!s)
+		return;
+	w->bulk_last = s->id;
+	bulk_step(s);
+	/* What the slice placed may answer a WaitPopulated, or end a session
+	 * that said Goodbye: now, not when something next wakes the worker. */
+	if (s->nwaits)
+		check_waits(s, now);
+	finish_check(s);
 }
 
 int push_timeout(struct worker *w)
@@ -423,8 +470,16 @@ int push_timeout(struct worker *w)
 		if (s->dead || !s->uffd)
 			continue;
 		bool reading = (s->rd && reader_busy(s->rd)) || s->remote_wait;
-		if (s->eagain || (!reading && (s->nreplays || s->nprefetch || s->push_pending)))
+		if (s->eagain)
 			return 0;
+		if (!reading && (s->nreplays || s->nprefetch || s->push_pending)) {
+			/* Its uid owes others time: its bulk work waits as long. */
+			uint64_t owes = share_owes(s->share, now);
+			if (!owes)
+				return 0;
+			if (now + owes < wake)
+				wake = now + owes;
+		}
 		for (size_t k = 0; k < s->nwaits; k++)
 			if (s->waits[k].deadline && s->waits[k].deadline < wake)
 				wake = s->waits[k].deadline;

@@ -7,7 +7,7 @@
  * region.c's, its pins pins.c's.  Below every file that serves requests or
  * faults, it may call region.c, pins.c, state.c, reader.c (to end its
  * reader), source.c, store.c, notify.c (the status line), evlog.c (to unmap
- * its event log), log.c and util.c.
+ * its event log), share.c (its uid's entry), log.c and util.c.
  */
 #include <malloc.h>
 #include <stdio.h>
@@ -158,6 +158,7 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	s->evlog_fd = -1;
 	s->pid = pid;
 	s->uid = uid;
+	s->share = share_of(uid);
 	s->wsock = (struct watch){ .s = s };
 	s->wuffd = (struct watch){ .s = s };
 	pthread_mutex_init(&s->lock, NULL);
@@ -800,6 +801,7 @@ void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat)
 	ADD(wp_faults);
 	ADD(eagain);
 	ADD(eexist);
+	ADD(deferred);
 #undef ADD
 	for (unsigned int i = 0; i < UFFDD_LAT_BUCKETS; i++)
 		lat[i] += STAT_GET(st->lat[i]);

@@ -11,7 +11,7 @@
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
  * finish, session, region, pins, state, reader, source, source-remote,
- * closer, store, notify, evlog, log, util.
+ * closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -91,6 +91,25 @@ int fstat_cached(int fd, struct stat *st);
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
+
+/* ---- share.c: a fair share of the daemon's time per uid ----------------- */
+
+/*
+ * Work done for a session is charged to its uid (share_charge()); a uid that
+ * spent while others were active owes them time, and its requests and bulk
+ * work wait until share_owes() says 0.  Faults never wait for it.
+ */
+struct share;
+
+/* The entry of uid (made at its first use; NULL when out of memory: such a
+ * uid is never deferred). */
+struct share *share_of(uid_t uid);
+/* This thread's CPU time (ns): what share_charge() is given is a difference. */
+uint64_t share_clock(void);
+/* sh's uid had spent ns of a worker's CPU time at now (ns, uffdd_now_ns()). */
+void share_charge(struct share *sh, uint64_t spent, uint64_t now);
+/* How long sh's requests and bulk work must still wait (ns; 0: none). */
+uint64_t share_owes(const struct share *sh, uint64_t now);
 
 /* ---- log.c ------------------------------------------------------------- */
 
@@ -568,6 +587,9 @@ const struct pin_uffd_event *state_event_pending(const struct state *st, uint32_
 struct stats {
 	_Atomic uint64_t faults, pages_copied, pages_zeroed, bytes_copied, pages_pushed, wp_faults,
 		eagain, eexist;
+	/* Its requests or its bulk work waited for its uid's share (share.c):
+	 * once a wait. */
+	_Atomic uint64_t deferred;
 	_Atomic uint64_t lat[UFFDD_LAT_BUCKETS];
 };
 
@@ -727,6 +749,11 @@ struct session {
 	bool in_eagain; /* counted that wait (stats.eagain) */
 	struct worker *w;
 	struct watch wsock, wuffd;
+	struct share *share; /* its uid's share of the daemon's time */
+	/* Its socket is not watched for requests: its uid owes time (share.c);
+	 * its worker watches it again once paid. */
+	bool paused;
+	bool bulk_deferred;    /* its bulk work waits for the same (push.c) */
 	struct session *wnext; /* the worker's list */
 	struct session *gnext; /* the global list, in id order */
 	bool listed;	       /* on the global list: complete, seen by inspection */
@@ -1213,6 +1240,7 @@ struct worker {
 	_Atomic unsigned int nsessions;
 	uint64_t last_busy;	/* ns: keep polling for a while after work */
 	struct session *hot;	/* whose userfaultfd had events last */
+	uint64_t bulk_last;	/* the session whose bulk work went last (push.c) */
 	void *buf;		/* source reads and zero pages for WP regions */
 	struct remote *remotes; /* page-server sources its epoll watches */
 	struct pin_uffd_event *events;

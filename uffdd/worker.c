@@ -5,8 +5,10 @@
  * is readable; it knows nothing of requests or faults.  Between rounds it
  * lets push.c do one run of background work, and it frees the sessions that
  * died.  Each round it notes the time (its beat), which the watchdog's
- * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It may call push.c, session.c, log.c
- * and util.c.
+ * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It charges
+ * the time of each session's requests to its uid, and watches again the
+ * sockets paused while their uid owed others time (share.c).  It may call
+ * push.c, session.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +133,59 @@ static void reap(struct worker *w)
 	}
 }
 
+/*
+ * Call the handler of a readable watch.  Requests are charged to the
+ * session's uid (share.c); faults read only mark it active (served first,
+ * they are never deferred; what an event costs, fault.c charges).
+ */
+static void run(struct watch *wt)
+{
+	struct session *s = wt->s;
+	struct worker *w = s->w;
+
+	if (wt != &s->wsock) {
+		uint64_t busy = w->last_busy;
+		wt->handle(s);
+		/* fault_handle() read events. */
+		if (w->last_busy != busy)
+			share_charge(s->share, 0, w->last_busy);
+		return;
+	}
+	uint64_t c0 = share_clock();
+	wt->handle(s);
+	share_charge(s->share, share_clock() - c0, uffdd_now_ns());
+}
+
+/*
+ * Watch again the sockets of the sessions paused while their uid owed others
+ * time (control.c), now paid; returns timeout lowered to the wait (ms) for
+ * the first one still paused.
+ */
+static int resume_paused(struct worker *w, int timeout)
+{
+	uint64_t now = uffdd_now_ns();
+
+	for (struct session *s = w->sessions; s; s = s->wnext) {
+		if (!s->paused || s->dead || s->sock < 0)
+			continue;
+		uint64_t owes = share_owes(s->share, now);
+		if (owes) {
+			int ms = (int)((owes + 999999) / 1000000);
+			if (timeout < 0 || ms < timeout)
+				timeout = ms;
+			continue;
+		}
+		struct epoll_event ev = { .events = s->outq_n ? EPOLLOUT : EPOLLIN,
+					  .data.ptr = &s->wsock };
+		s->paused = false;
+		if (epoll_ctl(w->ep, EPOLL_CTL_MOD, s->sock, &ev) < 0) {
+			ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(MOD, its socket): %m", s->id);
+			session_kill(s, "its socket cannot be watched");
+		}
+	}
+	return timeout;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -145,12 +200,13 @@ static void *worker_main(void *arg)
 		 * events is the cheapest look; epoll_wait() looks at everything
 		 * else every few rounds. */
 		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
-			w->hot->wuffd.handle(w->hot);
+			run(&w->hot->wuffd);
 			push_step(w);
+			resume_paused(w, 0);
 			reap(w);
 			continue;
 		}
-		int timeout = spinning ? 0 : push_timeout(w);
+		int timeout = resume_paused(w, spinning ? 0 : push_timeout(w));
 		/* Idle, it still goes round for the watchdog (listen.c). */
 		if (uffdd_cfg.watchdog_ns && (timeout < 0 || timeout > watchdog_wait_ms()))
 			timeout = watchdog_wait_ms();
@@ -167,7 +223,7 @@ static void *worker_main(void *arg)
 			else if (wt->s->dead)
 				continue;
 			else
-				wt->handle(wt->s);
+				run(wt);
 		}
 		push_step(w);
 		reap(w);
