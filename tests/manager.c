@@ -59,6 +59,8 @@
 #define TAG_NOTIFY 0
 #define TAG_STOP   1
 #define TAG_FIRST  2
+/* manager_stop() waits this many times o.ready_ms for the daemon to exit. */
+#define STOP_BOUNDS 3u
 /* Polling /proc for a stopped daemon, or waitid() for an exited one (no
  * pidfd: valgrind 3.19 lacks pidfd_open): every 1 ms. */
 #define STOP_POLL_NS 1000000L
@@ -768,9 +770,12 @@ int manager_stop(struct manager *m)
 	/* SIGCONT after it, as systemd sends: a stopped daemon gets to exit. */
 	if (kill(pid, SIGTERM) < 0 || kill(pid, SIGCONT) < 0)
 		return -errno;
-	if (manager_wait_pid(pid, m->o.ready_ms, &st) == -ETIMEDOUT) {
+	/* Its workers get 2 s each to end their loops; a daemon under
+	 * ASan on a loaded machine was seen past 10 s in all: a hang is one
+	 * that outlasts three times the start's bound. */
+	if (manager_wait_pid(pid, STOP_BOUNDS * m->o.ready_ms, &st) == -ETIMEDOUT) {
 		say("uffdd (pid %d) still runs %u ms after SIGTERM: killed", (int)pid,
-		    m->o.ready_ms);
+		    STOP_BOUNDS * m->o.ready_ms);
 		kill(pid, SIGKILL);
 		r = waitpid(pid, &st, 0) == pid ? -ETIMEDOUT : -errno;
 	} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
