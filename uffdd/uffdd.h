@@ -10,8 +10,9 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
- * finish, session, region, pins, state, reader, source, source-remote,
- * closer, store, notify, evlog, share, log, util.
+ * finish, session, region, pins, state-txn, state, state-arena, state-now,
+ * reader, source, source-remote, closer, store, notify, evlog, share, log,
+ * util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -496,6 +497,8 @@ void state_set_meta(struct state *st, const struct state_meta *m);
 /* Arena bytes in use: what the session is charged for its record. */
 uint64_t state_bytes(const struct state *st);
 
+/* state-txn.c: bitmaps, records and commits. */
+
 /* A zeroed bitmap of nbits in the arena; NULL with errno EFBIG when no run
  * of its size is free within the record's max_bytes, ENOMEM when the daemon
  * is out of memory, EINVAL for 0 bits. */
@@ -525,6 +528,8 @@ uint64_t state_last(const struct state *st, const void **ret_reply, size_t *ret_
 /* Each committed live record, in slot order; stops at fn's first error. */
 int state_foreach(struct state *st,
 		  int (*fn)(const struct state_rec *rec, uint32_t slot, void *data), void *data);
+
+/* state-now.c: what is durable at once, not at a commit. */
 
 /* The working set: runs appended in order, the last one grown when the next
  * begins where it ends; at most UFFDD_WSET_MAX runs (then -ENOSPC). */
