@@ -172,7 +172,7 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
 /*
  * Issue 18: a cache miss on [start, end) calls fn(arg, start, end) before it
  * pins, without the context's lock, so that the uffdd client serving that
- * memory places its missing pages in bulk first (client.c); a failure is
+ * memory places its missing pages in bulk first (client-pins.c); a failure is
  * logged there and the pin goes on (its faults place the pages then).  fn
  * NULL: none, if arg is the one set (else the hook stays).  The client sets
  * it when it gets a userfaultfd of this process and clears it when freed.
