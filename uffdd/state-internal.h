@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
 /*
  * A session's durable record, private to its files: the file's layout (the
  * header, its commit slots, the record table's entries) and what the daemon
