@@ -38,6 +38,9 @@
 #define TABLE_FIRST 64u
 /* Slot numbers are uint32_t. */
 #define TABLE_MAX UINT32_MAX
+/* The last txn committed: the records pending for the next one carry its
+ * number, which must not be 0 (never born). */
+#define STATE_TXN_LAST (UINT64_MAX - 1)
 
 /* One commit: what state_open() believes when cur names it. */
 struct state_slot {
@@ -601,9 +604,11 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	struct state_slot *s = &h.slot[cur];
 	uint64_t room;
 
-	/* The next commit's txn must be above it. */
-	if (s->txn == UINT64_MAX)
-		return bad(why, whylen, "txn %" PRIu64 " (the last there is)", s->txn);
+	/* Past the last txn a commit writes (STATE_TXN_LAST): records
+	 * pending for the next one would be born at txn 0, never. */
+	if (s->txn > STATE_TXN_LAST)
+		return bad(why, whylen, "txn %" PRIu64 " (the last is %" PRIu64 ")", s->txn,
+			   STATE_TXN_LAST);
 	if (s->reply_area > 1)
 		return bad(why, whylen, "reply_area %" PRIu32 " (want 0 or 1)", s->reply_area);
 	if (s->reply_len > PIN_PROTO_MAX_MSG)
@@ -972,6 +977,10 @@ int state_commit(struct state *st, uint64_t seq, const void *reply, size_t len)
 
 	if (len > PIN_PROTO_MAX_MSG || (len && !reply))
 		return -EINVAL;
+	/* A txn state_open() refuses is never written: the record stays at
+	 * the last one, readable by a successor. */
+	if (st->com.txn == STATE_TXN_LAST)
+		return -EOVERFLOW;
 	if (reserve((void **)&st->free_slots, &st->free_slots_cap,
 		    st->nfree_slots + st->ndead_slots, sizeof(*st->free_slots)))
 		return -ENOMEM;
