@@ -753,7 +753,7 @@ START_TEST(hostile_header)
 	refused(fd, MAX_BYTES, "cur 2 (want 0 or 1)");
 	fd = hostile_base(&tab);
 	poke64(fd, SLOT_AT(fd, txn), UINT64_MAX);
-	refused(fd, MAX_BYTES, "txn 18446744073709551615 (the last there is)");
+	refused(fd, MAX_BYTES, "txn 18446744073709551615 (the last is 18446744073709551614)");
 	fd = hostile_base(&tab);
 	poke(fd, SLOT_AT(fd, reply_area), &(uint32_t){ 2 }, 4);
 	refused(fd, MAX_BYTES, "reply_area 2 (want 0 or 1)");
@@ -825,6 +825,33 @@ START_TEST(hostile_header)
 		poke(fd, offsetof(struct fmt_hdr, events_applied), &(uint32_t){ 1 }, 4);
 		refused(fd, MAX_BYTES, bad[i].want);
 	}
+}
+END_TEST
+
+/* A record at the last txn (forged: no daemon commits 2^64 times) is read,
+ * and a commit there changes nothing a successor reads. */
+START_TEST(last_txn_commit_refused)
+{
+	struct state *st = NULL, *again;
+	char why[256] = "";
+	const void *reply;
+	size_t len;
+	uint64_t tab;
+	int fd = hostile_base(&tab);
+
+	poke64(fd, SLOT_AT(fd, txn), UINT64_MAX - 1);
+	ck_assert_msg(state_open(fd, MAX_BYTES, &st, why, sizeof(why)) == 0, "state_open: %s", why);
+	ck_assert_uint_eq(seen_of(st).n, 3);
+	struct state_rec c = region(st, 0x30000000, 2);
+	add(st, &c);
+	ck_assert_int_eq(state_commit(st, 6, "later", 5), -EOVERFLOW);
+	again = reopen(st);
+	ck_assert_uint_eq(seen_of(again).n, 3);
+	ck_assert_uint_eq(state_last(again, &reply, &len), 5);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_mem_eq(reply, "reply", 5);
+	state_free(again);
+	state_free(st);
 }
 END_TEST
 
@@ -961,6 +988,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, events_in_place, 30);
 	TEST_ADD_CASE(s, hostile_file, 30);
 	TEST_ADD_CASE(s, hostile_header, 30);
+	TEST_ADD_CASE(s, last_txn_commit_refused, 30);
 	TEST_ADD_CASE(s, hostile_records, 30);
 	return s;
 }

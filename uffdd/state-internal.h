@@ -28,6 +28,9 @@
 #define TABLE_FIRST 64u
 /* Slot numbers are uint32_t. */
 #define TABLE_MAX UINT32_MAX
+/* The last txn committed: the records pending for the next one carry its
+ * number, which must not be 0 (never born). */
+#define STATE_TXN_LAST (UINT64_MAX - 1)
 
 /* One commit: what state_open() believes when cur names it. */
 struct state_slot {

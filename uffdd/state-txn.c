@@ -202,6 +202,10 @@ int state_commit(struct state *st, uint64_t seq, const void *reply, size_t len)
 
 	if (len > PIN_PROTO_MAX_MSG || (len && !reply))
 		return -EINVAL;
+	/* A txn state_open() refuses is never written: the record stays at
+	 * the last one, readable by a successor. */
+	if (st->com.txn == STATE_TXN_LAST)
+		return -EOVERFLOW;
 	if (reserve((void **)&st->free_slots, &st->free_slots_cap,
 		    st->nfree_slots + st->ndead_slots, sizeof(*st->free_slots)))
 		return -ENOMEM;

@@ -244,9 +244,11 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	struct state_slot *s = &h.slot[cur];
 	uint64_t room;
 
-	/* The next commit's txn must be above it. */
-	if (s->txn == UINT64_MAX)
-		return bad(why, whylen, "txn %" PRIu64 " (the last there is)", s->txn);
+	/* Past the last txn a commit writes (STATE_TXN_LAST): records
+	 * pending for the next one would be born at txn 0, never. */
+	if (s->txn > STATE_TXN_LAST)
+		return bad(why, whylen, "txn %" PRIu64 " (the last is %" PRIu64 ")", s->txn,
+			   STATE_TXN_LAST);
 	if (s->reply_area > 1)
 		return bad(why, whylen, "reply_area %" PRIu32 " (want 0 or 1)", s->reply_area);
 	if (s->reply_len > PIN_PROTO_MAX_MSG)

@@ -521,6 +521,8 @@ void state_del(struct state *st, uint32_t slot);
 /*
  * Commit the pending records and metadata, and, when seq is not 0, that the
  * request seq is done and its encoded reply (len <= PIN_PROTO_MAX_MSG).
+ * -EOVERFLOW, nothing committed, once the record is at the last txn (only a
+ * forged record from the store starts near it).
  */
 int state_commit(struct state *st, uint64_t seq, const void *reply, size_t len);
 /* The last request committed (0: none) and its reply. */

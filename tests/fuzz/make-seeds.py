@@ -174,14 +174,105 @@ def image_seeds():
     write('image', 'bad-prot', manifest([region(BASE, 1, 'rwz', 0x22, 0), 'end 1'], DATA))
 
 
+# ---- fuzz-list (tests/fuzz-list.c): ListGet walks over its base table ----
+
+CLIENTS, REGIONS, PINS = 0, 1, 2
+START, ROOT, BIG, FILTER, INSPECT, OTHER_UID = 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+# Base sessions of fuzz-list-table.c by index: 5-7 and 517-519 hold 8192
+# regions and pins (uids 1000, 0, 1001; the second three of the largest
+# values); the caller's session is 1024, the input's come after.
+HUGE, HUGE_ROOT, HUGE_BIG = 5, 6, 517
+# Change kinds (one byte: the kind, bit 6 near the cursor's key).
+ADD_SESSION, DEL_SESSION, ADD_REGION, DEL_REGION, ADD_PIN, DEL_PIN = range(6)
+NEAR = 0x40
+HERE = 0  # a change's session: the cursor's (a step of 0)
+STEP_NEXT = 0x8001  # an entry's index: the one after the cursor's key
+
+
+def le(v, n):
+    return (v % (1 << (8 * n))).to_bytes(n, 'little')
+
+
+def small(limit):
+    return bytes([limit - 1])
+
+
+AROUND = {'server': 0, 'max-1': 1, 'max': 2, 'max+1': 3, 'u32': 10}
+
+
+def around(name):
+    return bytes([0xff, AROUND[name]])
+
+
+def session(uid, nregions, first, stride, npins, cookie, cstride):
+    return (bytes([{1000: 0, 1001: 1, 0: 2}[uid], nregions]) + le(first, 2) +
+            bytes([stride - 1, npins]) + le(cookie, 8) + bytes([cstride - 1]))
+
+
+def change(kind, target=HERE, *args):
+    return bytes([kind]) + le(target, 2) + b''.join(args)
+
+
+def walk(flags, limit, pages, sessions=(), setup=(), filter_=None, start=None, changes=()):
+    out = bytes([flags]) + limit + bytes([pages - 1, len(sessions)]) + b''.join(sessions)
+    out += bytes([len(setup)]) + b''.join(setup)
+    if filter_ is not None:
+        out += le(filter_, 2)
+    if start is not None:
+        out += start
+    return out + b''.join(changes)
+
+
+def list_seeds():
+    mixed = [session(1000, 5, 0x10, 3, 4, 1 << 40, 2), session(0, 16, 0x100, 1, 16, 7, 1),
+             session(1001, 2, 0x10, 1, 3, 9, 5)]
+    near_pins = [change(ADD_PIN | NEAR, HERE, b'\xff'),
+                 change(DEL_PIN | NEAR, HERE, le(STEP_NEXT, 2)),
+                 change(ADD_PIN | NEAR, HERE, b'\x01'), change(DEL_SESSION, 0x8000 | 1023)] * 4
+    near_regions = [change(ADD_REGION | NEAR, HERE, b'\xff'),
+                    change(DEL_REGION | NEAR, HERE, le(STEP_NEXT, 2)),
+                    change(DEL_SESSION, 1), change(ADD_SESSION)] * 4
+    seeds = {
+        'clients-full-pages': walk(CLIENTS | ROOT, around('server'), 4),
+        'clients-small-changing': walk(CLIENTS, small(3), 16, mixed, [change(DEL_SESSION, 0x8000)],
+                                       changes=[change(ADD_SESSION), change(DEL_SESSION, 1),
+                                                change(DEL_SESSION, 0xff)] * 5),
+        'clients-inspect-caller': walk(CLIENTS | INSPECT | OTHER_UID, small(7), 16,
+                                       changes=[change(ADD_SESSION + 6)] * 15),
+        'pins-filter-other-uid': walk(PINS | FILTER, small(16), 16, filter_=HUGE_ROOT),
+        'pins-full-pages': walk(PINS | START | ROOT, around('max'), 4,
+                                start=le(HUGE, 2) + b'\x40'),
+        'pins-small-changing': walk(PINS | START, small(4), 16, mixed,
+                                    start=le(HUGE, 2) + b'\x42' + le(100, 2), changes=near_pins),
+        # The input's sessions take the last ids, up to 2^64-1.
+        'pins-last-ids': walk(PINS | ROOT | BIG | START, small(3), 16,
+                              [session(0, 0, 0, 1, 2, 1 << 62, 1)] * 31,
+                              start=le(1050, 2) + b'\x40', changes=[change(ADD_SESSION)] * 15),
+        'regions-filter': walk(REGIONS | FILTER, small(16), 16, filter_=HUGE,
+                               changes=[change(DEL_REGION, 0x8000 | HUGE, le(7, 2))] * 15),
+        'regions-full-pages': walk(REGIONS | START | ROOT | BIG, around('max+1'), 3,
+                                   start=le(HUGE_BIG, 2) + b'\x40'),
+        'regions-small-changing': walk(REGIONS, small(5), 16, mixed,
+                                       [change(DEL_SESSION, 0x8000),
+                                        change(ADD_REGION, 0x8001, le(3, 2))],
+                                       changes=near_regions),
+        'regions-between-keys': walk(REGIONS | START | ROOT, small(2), 16,
+                                     start=le(HUGE_BIG + 2, 2) + b'\x43' + le(4000, 2),
+                                     changes=near_regions),
+    }
+    for name, data in seeds.items():
+        write('list', name, data)
+
+
 def main():
     if not os.path.isdir(CRIU):
         sys.exit('make-seeds: %s is missing' % CRIU)
-    for target in ('proto', 'criu', 'image'):
+    for target in ('proto', 'criu', 'image', 'list'):
         shutil.rmtree(os.path.join(OUT, target), ignore_errors=True)
     proto_seeds()
     criu_seeds()
     image_seeds()
+    list_seeds()
 
 
 if __name__ == '__main__':
