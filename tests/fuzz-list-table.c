@@ -99,6 +99,13 @@ bool source_is_zero(const struct source *s)
 	return !s;
 }
 
+/* The table's sources are all files (or zero). */
+struct remote *source_remote(const struct source *s)
+{
+	(void)s;
+	return NULL;
+}
+
 /* WorkingSetGet's (inspect.c's other request), not asked here. */
 const struct state_range *state_wset(const struct state *st, size_t *ret_n)
 {
