@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -164,6 +166,95 @@ void vmm_touch(const struct fc *f, int r, size_t from, size_t to, uint64_t seed)
 	free(order);
 }
 
+/* How long a thread may take to start and fault, and the daemon to log a
+ * line (a bound, not a measure), natively: polls of POLL_MS. */
+#define POLL_MS	   10
+#define POLL_TRIES 1000
+
+/* A guest's vCPU faulting on one page: a byte of it written to a pipe, so
+ * that the fault is taken in a system call (under valgrind a thread that
+ * faults in user space keeps its one-thread turn and nothing else runs). */
+struct vcpu {
+	pthread_t thread;
+	_Atomic pid_t tid;
+	const uint8_t *p;
+	ssize_t ret;
+};
+
+static void *vcpu_main(void *arg)
+{
+	struct vcpu *v = arg;
+	int p[2];
+
+	v->tid = (pid_t)syscall(SYS_gettid);
+	if (pipe2(p, O_CLOEXEC)) {
+		v->ret = -errno;
+		return NULL;
+	}
+	v->ret = write(p[1], v->p, 1);
+	close(p[0]);
+	close(p[1]);
+	return NULL;
+}
+
+/* Thread tid of this process sleeps in kernel function fn. */
+static void wait_wchan(pid_t tid, const char *fn)
+{
+	unsigned int tries = POLL_TRIES * test_time_scale();
+	char path[64], buf[128] = "";
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	for (unsigned int k = 0;; k++) {
+		FILE *f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		if (!strcmp(buf, fn))
+			return;
+		ck_assert_msg(k < tries, "thread %d sleeps in '%s', not in %s", (int)tid, buf, fn);
+		test_sleep_ms(POLL_MS);
+	}
+}
+
+void vmm_handshake_after_faults(struct fc *f, const struct vmm_page *set, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	struct vcpu *v = calloc(n, sizeof(*v));
+
+	ck_assert_ptr_nonnull(v);
+	for (size_t k = 0; k < n; k++) {
+		v[k].p = f->reg[set[k].r] + set[k].i * page;
+		ck_assert_int_eq(pthread_create(&v[k].thread, NULL, vcpu_main, &v[k]), 0);
+		for (unsigned int t = 0; !v[k].tid; t++) {
+			ck_assert_msg(t < POLL_TRIES * test_time_scale(), "vCPU %zu did not start",
+				      k);
+			test_sleep_ms(POLL_MS);
+		}
+		wait_wchan(v[k].tid, "handle_userfault");
+	}
+	vmm_handshake(f);
+	for (size_t k = 0; k < n; k++) {
+		ck_assert_int_eq(pthread_join(v[k].thread, NULL), 0);
+		ck_assert_int_eq(v[k].ret, 1);
+		vmm_check_page(f, set[k].r, set[k].i, false);
+	}
+	free(v);
+}
+
+void vmm_exit(struct fc *f)
+{
+	if (f->conn >= 0)
+		close(f->conn);
+	f->conn = -1;
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(munmap(f->reg[i], f->len[i]), 0);
+		f->reg[i] = NULL;
+	}
+	close(f->uffd);
+	f->uffd = -1;
+}
+
 /* ---- the daemon ---- */
 
 const char *fc_skip_reason(const char *why_page)
@@ -255,6 +346,30 @@ char *fc_read_log(const struct fc *f)
 	fclose(in);
 	fclose(m);
 	return buf;
+}
+
+unsigned int fc_count(const char *log, const char *line)
+{
+	unsigned int n = 0;
+
+	for (const char *p = log; (p = strstr(p, line)); p += strlen(line))
+		n++;
+	return n;
+}
+
+char *fc_wait_log(const struct fc *f, const char *line, unsigned int n)
+{
+	unsigned int tries = POLL_TRIES * test_time_scale();
+
+	for (unsigned int k = 0;; k++) {
+		char *log = fc_read_log(f);
+		if (fc_count(log, line) >= n)
+			return log;
+		ck_assert_msg(k < tries, "uffdd's log does not hold \"%s\" %u times:\n%s", line, n,
+			      log);
+		free(log);
+		test_sleep_ms(POLL_MS);
+	}
 }
 
 /* Descriptors the manager's store may hold: a few sessions' worth. */

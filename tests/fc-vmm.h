@@ -57,6 +57,19 @@ void vmm_check_page(const struct fc *f, int r, size_t i, bool zero);
  * would, each checked byte for byte. */
 void vmm_touch(const struct fc *f, int r, size_t from, size_t to, uint64_t seed);
 
+/* A page of the guest of vmm_memory(): page i of region r. */
+struct vmm_page {
+	int r;
+	size_t i;
+};
+/* One thread per page of set reads it, and waits in the kernel for its
+ * fault (f->uffd is nobody's yet); then Firecracker's handshake, and once
+ * every thread is woken every page is checked byte for byte. */
+void vmm_handshake_after_faults(struct fc *f, const struct vmm_page *set, size_t n);
+/* The VM is gone: its connection closed (if it is not yet), its guest
+ * unmapped, its userfaultfd closed (f's files and daemon stay). */
+void vmm_exit(struct fc *f);
+
 /* f's directory, memory file and paths (no daemon). */
 void fc_files(struct fc *f);
 /* uffdd serving f->sock from f->mem with more arguments (NULL-terminated,
@@ -69,6 +82,10 @@ void fc_cleanup(struct fc *f);
 void fc_down(struct fc *f);
 /* The daemon's log so far (free()). */
 char *fc_read_log(const struct fc *f);
+/* The daemon's log once it holds line n times at least (free()). */
+char *fc_wait_log(const struct fc *f, const char *line, unsigned int n);
+/* How many times line is in log. */
+unsigned int fc_count(const char *log, const char *line);
 
 /* NULL when the firecracker cases can run here: UFFDD and UFFDCTL set, 4
  * KiB pages (else why_page: what needs them), a userfaultfd; else why not. */

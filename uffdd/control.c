@@ -190,6 +190,14 @@ void control_replayed(struct session *s, uint64_t seq, int error, uint64_t place
 {
 	Uffdd__Reply rep = UFFDD__REPLY__INIT;
 
+	/* A VM's replay (firecracker.c) is nobody's request: the VM reads
+	 * nothing from its connection. */
+	if (s->fc) {
+		slog(s, error ? LOG_WARNING : LOG_INFO,
+		     "Firecracker VM (pid %d): working set replayed: %" PRIu64 " pages placed%s%s",
+		     (int)s->pid, placed, error ? ", then " : "", error ? strerror(-error) : "");
+		return;
+	}
 	rep.error = error;
 	rep.text = error ? "replay failed" : "replayed";
 	rep.has_pages_placed = !error;

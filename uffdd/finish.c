@@ -61,6 +61,8 @@ void session_end(struct session *s, int error, const char *why)
 		notify_reply(s, s->waits[0].seq, error, why);
 		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
 	}
+	if (s->fc_ready)
+		notify_vm_ended(s);
 	s->dead = true;
 }
 

@@ -16,8 +16,12 @@
  * message is peeked at (MSG_PEEK, SO_PEEK_OFF) and taken off the connection
  * only once the session made of it is committed (STATE_FC_READY): a daemon
  * that dies before leaves it there for its successor.  From then on the
- * session is served like any other.  It owns the memory files;
- * it may call control.c, session.c, finish.c, log.c and util.c.
+ * session is served like any other.  When a served VM's session ends, its
+ * working set is kept as runs of offsets in the memory file; a VM restored
+ * next from the same file (device, inode, size, mtime: the same snapshot)
+ * gets those runs replayed, in their order, before its faults' readahead
+ * and the push (fcwset.c keeps them).  It owns the memory files; it may
+ * call control.c, fcwset.c, session.c, finish.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -83,7 +87,8 @@ const char *fc_name(unsigned int i, char *buf, size_t size)
 	return buf;
 }
 
-void fc_accepted(struct session *s)
+/* The pair s's name says (-1: none configured now). */
+static void find_pair(struct session *s)
 {
 	char name[sizeof(s->name)];
 
@@ -91,6 +96,11 @@ void fc_accepted(struct session *s)
 	for (unsigned int i = 0; i < uffdd_cfg.nfc; i++)
 		if (!strcmp(s->name, fc_name(i, name, sizeof(name))))
 			s->fc_pair = (int)i;
+}
+
+void fc_accepted(struct session *s)
+{
+	find_pair(s);
 	s->fc_deadline = uffdd_now_ns() + UFFDD_FC_HANDSHAKE_MS * 1000000ull;
 	s->wsock.handle = fc_handle;
 }
@@ -175,11 +185,6 @@ static int msg_read(int sock, struct msg *m, bool take)
 	return 0;
 }
 
-/* A mapping, checked. */
-struct map {
-	uint64_t addr, len, off;
-};
-
 /* A field of mapping i that must be an integer in [0, INT64_MAX). */
 static int get_u64(json_object *o, const char *key, size_t i, uint64_t *ret, char *why,
 		   size_t whylen)
@@ -235,7 +240,7 @@ static int get_page_size(json_object *o, size_t i, uint64_t *ret, char *why, siz
 
 static int cmp_map(const void *a, const void *b)
 {
-	const struct map *x = a, *y = b;
+	const struct fc_map *x = a, *y = b;
 
 	return (x->addr > y->addr) - (x->addr < y->addr);
 }
@@ -245,7 +250,7 @@ static int cmp_map(const void *a, const void *b)
  * file_size, aligned to their pages, disjoint, all of one page size that
  * uffdd serves (*ret_page).  0, or -errno with why.
  */
-static int check_maps(json_object *arr, uint64_t file_size, struct map *v, size_t *ret_n,
+static int check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
 		      uint64_t *ret_page, char *why, size_t whylen)
 {
 	size_t n = json_object_array_length(arr);
@@ -375,8 +380,53 @@ static int uffd_features(int fd, uint64_t *ret)
 	return 0;
 }
 
+/*
+ * A VM restored from the snapshot another VM left its working set for:
+ * that set, recorded as this VM's too (its next VM's start), queued as a
+ * Replay (its first slice placed now, before the VM's faults are read).
+ */
+static void replay_kept(struct session *s, const struct fc_map *v, size_t n)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__Replay rp = UFFDD__REPLAY__INIT;
+	char why[200];
+	size_t nr;
+	_cleanup_free_ Uffdd__Range *rr = fcwset_ranges(mem_fd[s->fc_pair], v, n, &nr);
+	_cleanup_free_ Uffdd__Range **rrp = rr ? calloc(nr, sizeof(*rrp)) : NULL;
+	uint64_t bytes = 0;
+
+	if (!rr)
+		return;
+	if (!rrp) {
+		slog(s, LOG_WARNING, "no memory to replay the kept working set (%zu runs)", nr);
+		return;
+	}
+	for (size_t i = 0; i < nr; i++) {
+		rrp[i] = &rr[i];
+		bytes += rr[i].len;
+		session_record(s, rr[i].addr, rr[i].addr + rr[i].len);
+	}
+	rp.n_ranges = nr;
+	rp.ranges = rrp;
+	m.body_case = UFFDD__MSG__BODY_REPLAY;
+	m.replay = &rp;
+	slog(s, LOG_INFO,
+	     "Firecracker VM (pid %d): replaying the working set the last VM of %s left: %zu "
+	     "runs, %" PRIu64 " bytes",
+	     (int)s->pid, uffdd_cfg.fc[s->fc_pair].mem_file, nr, bytes);
+	if (control_request(s, &m, NULL, 0, why, sizeof(why)) < 0)
+		slog(s, LOG_WARNING, "its working set is not replayed: %s", why);
+}
+
+void fc_ended(struct session *s)
+{
+	if (s->fc_pair >= 0)
+		fcwset_keep(s, (unsigned int)s->fc_pair, mem_fd[s->fc_pair]);
+}
+
 /* Hello, the userfaultfd, the regions: as a client sends them. */
-static int make_session(struct session *s, int uffd, const struct map *v, size_t n, uint64_t page)
+static int make_session(struct session *s, int uffd, const struct fc_map *v, size_t n,
+			uint64_t page)
 {
 	int mfd = mem_fd[s->fc_pair];
 	Uffdd__Msg m = UFFDD__MSG__INIT;
@@ -452,11 +502,13 @@ static int make_session(struct session *s, int uffd, const struct map *v, size_t
 	s->fc_ready = true;
 	session_set_meta(s);
 	r = control_request(s, &m, &fd, 1, why, sizeof(why));
-	if (r < 0)
+	if (r < 0) {
 		refuse(s, r, "its regions: %s", why);
-	else
-		slog(s, LOG_INFO, "Firecracker VM (pid %d): %zu regions from %s", (int)s->pid, n,
-		     uffdd_cfg.fc[s->fc_pair].mem_file);
+		goto out;
+	}
+	slog(s, LOG_INFO, "Firecracker VM (pid %d): %zu regions from %s", (int)s->pid, n,
+	     uffdd_cfg.fc[s->fc_pair].mem_file);
+	replay_kept(s, v, n);
 out:
 	free(ra);
 	free(rap);
@@ -498,6 +550,8 @@ void fc_taken_over(struct session *s)
 		fc_accepted(s);
 		return;
 	}
+	/* Its working set is kept for its pair's file when it ends. */
+	find_pair(s);
 	s->wsock.handle = fc_handle;
 	size_t n = take(s, FC_MSG_MAX);
 	if (n)
@@ -510,7 +564,7 @@ void fc_taken_over(struct session *s)
 static void handshake(struct session *s)
 {
 	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
-	struct map *v = NULL;
+	struct fc_map *v = NULL;
 	json_object *arr = NULL;
 	struct stat st;
 	char why[200];

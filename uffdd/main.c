@@ -28,6 +28,7 @@ static const struct notify_ops notify_ops = {
 	.ended = control_ended,
 	.stale = control_stale,
 	.child = worker_adopt_child,
+	.vm_ended = fc_ended,
 };
 
 /* --no-supervisor: serve in this process, even without a service manager. */

@@ -3,8 +3,8 @@
  * The notify interface, below the sessions: how the fault path and the
  * background work reach what sits above them without calling it.  A reply to
  * a client (a finished WaitPopulated, the end of a session that said
- * Goodbye), a stale-pin notice, and a fork child's
- * session with its userfaultfd, which goes to a worker, travel through the
+ * Goodbye), a stale-pin notice, the end of a Firecracker VM's session, and
+ * a fork child's session with its userfaultfd, which goes to a worker, travel through the
  * handlers main.c sets once at start; the service manager's status line and
  * its watchdog's WATCHDOG=1 are sent from here.  It calls nothing else of uffdd.
  */
@@ -44,6 +44,11 @@ void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t even
 void notify_child(struct session *parent, struct session *child, int fd)
 {
 	ops->child(parent, child, fd);
+}
+
+void notify_vm_ended(struct session *s)
+{
+	ops->vm_ended(s);
 }
 
 void notify_watchdog(void)

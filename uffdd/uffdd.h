@@ -176,6 +176,9 @@ struct notify_ops {
 	/* A fork child's session and its userfaultfd fd (watch handler set):
 	 * to the parent's worker. */
 	void (*child)(struct session *parent, struct session *child, int fd);
+	/* A Firecracker VM's session ends (firecracker.c keeps its working
+	 * set for the next VM of its memory file). */
+	void (*vm_ended)(struct session *s);
 };
 
 void notify_set(const struct notify_ops *ops);
@@ -183,6 +186,7 @@ int notify_reply(struct session *s, uint64_t seq, int error, const char *text);
 void notify_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
 void notify_ended(struct session *s, uint64_t seq, int error, const char *text);
 void notify_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+void notify_vm_ended(struct session *s);
 
 /* ---- evlog.c: the event log a client's pin cache reads ---- */
 
@@ -1057,6 +1061,24 @@ void fc_taken_over(struct session *s);
 #define UFFDD_FC_HANDSHAKE_MS 5000
 /* The handler of a Firecracker session's connection. */
 void fc_handle(struct session *s);
+/* A VM's session that was served ends: its working set, as offsets in its
+ * memory file, replaces what its pair kept; the next VM restored from that
+ * same file (device, inode, size, mtime) gets it replayed first. */
+void fc_ended(struct session *s);
+
+/* ---- fcwset.c: working sets kept between Firecracker VMs ---------------- */
+
+/* A guest memory mapping of a Firecracker handshake, checked. */
+struct fc_map {
+	uint64_t addr, len, off;
+};
+
+/* s, a VM's session of pair i over memfd, ends: its working set replaces
+ * what the pair kept. */
+void fcwset_keep(struct session *s, unsigned int pair, int memfd);
+/* The working set kept for the snapshot memfd holds, as ranges of the n
+ * mappings of v in recorded order (free()); NULL when none is kept. */
+Uffdd__Range *fcwset_ranges(int memfd, const struct fc_map *v, size_t n, size_t *ret_n);
 
 /* ---- control.c --------------------------------------------------------- */
 
