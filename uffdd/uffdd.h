@@ -9,10 +9,10 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, control, inspect, worker, push, fault, dirty, snapshot,
- * finish, session, region, pins, state-txn, state, state-arena, state-now,
- * reader, source, source-remote, closer, store, notify, evlog, share, log,
- * util.
+ * firecracker, fcwset, control, inspect, worker, push, fault, dirty,
+ * snapshot, finish, session, region, pins, state-txn, state, state-arena,
+ * state-now, reader, source, source-remote, closer, store, notify, evlog,
+ * share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
