@@ -88,6 +88,18 @@ static struct state *reopen(struct state *st)
 }
 
 /* A region of npages at start with its populated bitmap. */
+/* The last reply st holds is seq's, its bytes want's; returns where they are. */
+static const void *last_is(struct state *st, uint64_t seq, const char *want)
+{
+	const void *p;
+	size_t len;
+
+	ck_assert_uint_eq(state_last(st, &p, &len), seq);
+	ck_assert_uint_eq(len, strlen(want));
+	ck_assert_mem_eq(p, want, len);
+	return p;
+}
+
 static struct state_rec region(struct state *st, uint64_t start, uint64_t npages)
 {
 	uint64_t *bm = state_bm_new(st, npages);
@@ -298,13 +310,9 @@ START_TEST(reply_double_buffer)
 	size_t len;
 
 	ck_assert_int_eq(state_commit(st, 1, "one", 3), 0);
-	ck_assert_uint_eq(state_last(st, &p1, &len), 1);
-	ck_assert_uint_eq(len, 3);
-	ck_assert_mem_eq(p1, "one", 3);
+	p1 = last_is(st, 1, "one");
 	ck_assert_int_eq(state_commit(st, 2, "second", 6), 0);
-	ck_assert_uint_eq(state_last(st, &p2, &len), 2);
-	ck_assert_uint_eq(len, 6);
-	ck_assert_mem_eq(p2, "second", 6);
+	p2 = last_is(st, 2, "second");
 	/* The next reply went to the other area: the committed one was never
 	 * written over, so a commit cut short leaves it whole. */
 	ck_assert_ptr_ne(p1, p2);
@@ -324,9 +332,7 @@ START_TEST(reply_double_buffer)
 	ck_assert_int_eq(state_commit(st, 4, "four", 4), 0);
 	state_free(again);
 	again = reopen(st);
-	ck_assert_uint_eq(state_last(again, &p, &len), 4);
-	ck_assert_uint_eq(len, 4);
-	ck_assert_mem_eq(p, "four", 4);
+	last_is(again, 4, "four");
 	state_free(again);
 	state_free(st);
 }
@@ -834,8 +840,6 @@ START_TEST(last_txn_commit_refused)
 {
 	struct state *st = NULL, *again;
 	char why[256] = "";
-	const void *reply;
-	size_t len;
 	uint64_t tab;
 	int fd = hostile_base(&tab);
 
@@ -847,9 +851,7 @@ START_TEST(last_txn_commit_refused)
 	ck_assert_int_eq(state_commit(st, 6, "later", 5), -EOVERFLOW);
 	again = reopen(st);
 	ck_assert_uint_eq(seen_of(again).n, 3);
-	ck_assert_uint_eq(state_last(again, &reply, &len), 5);
-	ck_assert_uint_eq(len, 5);
-	ck_assert_mem_eq(reply, "reply", 5);
+	last_is(again, 5, "reply");
 	state_free(again);
 	state_free(st);
 }
