@@ -2,7 +2,6 @@
 /* A page server of CRIU's played from a dump's images (fake-page-server.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,16 +138,8 @@ static int serve(struct server *s)
 
 void fake_ps_start(struct fake_ps *ps, const char *dump, uint64_t max_pages)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int lsk = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), p[2];
+	int lsk = test_listen_loopback(&ps->port), p[2];
 
-	ck_assert_int_ge(lsk, 0);
-	ck_assert_int_eq(bind(lsk, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(lsk, 1), 0);
-	ck_assert_int_eq(getsockname(lsk, (struct sockaddr *)&sa, &len), 0);
-	ps->port = ntohs(sa.sin_port);
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
 	ps->pid = fork();
 	ck_assert_int_ge(ps->pid, 0);

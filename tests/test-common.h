@@ -93,6 +93,9 @@ int test_count_fd_links(pid_t pid, const char *pattern);
 bool test_read_all(int fd, void *buf, size_t len);
 /* Send len bytes on socket fd in one send(), without SIGPIPE: whether all went. */
 bool test_send_all(int fd, const void *buf, size_t len);
+/* A TCP socket listening on a port of 127.0.0.1 the kernel picked (one
+ * connection's backlog), returned with its port; asserts on failure. */
+int test_listen_loopback(uint16_t *ret_port);
 /* A new seed each run (patterns, orders), printed: set TEST_SEED_ENV to it
  * to replay a failure. */
 #define TEST_SEED_ENV "UFFDD_TEST_SEED"

@@ -140,16 +140,8 @@ static void serve(int sk, const struct server_opts *o, struct report *rp)
 
 static void server_start(struct server *s, const struct server_opts *o)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int lsk = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), p[2];
+	int lsk = test_listen_loopback(&s->port), p[2];
 
-	ck_assert_int_ge(lsk, 0);
-	ck_assert_int_eq(bind(lsk, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(listen(lsk, 1), 0);
-	ck_assert_int_eq(getsockname(lsk, (struct sockaddr *)&sa, &len), 0);
-	s->port = ntohs(sa.sin_port);
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
 	s->pid = fork();
 	ck_assert_int_ge(s->pid, 0);
@@ -348,6 +340,37 @@ static void run(const struct server_opts *o, struct client *cl, struct report *r
 #define NPAGES 2048 /* 8 MiB */
 
 /*
+ * Faults without push against a server that may hang up after
+ * hang_up_after answers or lie at answer lie_at (-1: neither), pages that
+ * may be poisoned counted, the daemon restarted at half if restart.
+ */
+static void run_faulting(long hang_up_after, long lie_at, bool restart, struct report *rp,
+			 struct counts *n)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, hang_up_after, lie_at };
+	struct client cl = {
+		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
+	};
+
+	run_restart(&o, &cl, rp, n, restart);
+}
+
+/* A broken server: the pages it sent right are there and right, every
+ * other page raises SIGBUS. */
+static void run_broken_server(long hang_up_after, long lie_at)
+{
+	struct report rp = { 0 };
+	struct counts n;
+
+	run_faulting(hang_up_after, lie_at, false, &rp, &n);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(n.ok, rp.pages);
+	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
+	ck_assert_int_gt(n.bus, 0);
+}
+
+/*
  * Faults in random order, no push: every page right, each asked for once,
  * every page the server sent placed (the faults' readahead included), and
  * answers cut short (5 pages at most, as CRIU's at its buffers' ends) asked
@@ -402,19 +425,7 @@ END_TEST
  */
 START_TEST(server_hangs_up_midway)
 {
-	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 256, 0, 20, -1 };
-	struct client cl = {
-		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
-	};
-	struct report rp = { 0 };
-	struct counts n;
-
-	run(&o, &cl, &rp, &n);
-	ck_assert_int_eq(n.wrong, 0);
-	ck_assert_int_eq(n.ok, rp.pages);
-	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
-	ck_assert_int_gt(n.bus, 0);
+	run_broken_server(20, -1);
 }
 END_TEST
 
@@ -425,19 +436,7 @@ END_TEST
  */
 START_TEST(server_answers_a_wrong_range)
 {
-	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 256, 0, -1, 9 };
-	struct client cl = {
-		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
-	};
-	struct report rp = { 0 };
-	struct counts n;
-
-	run(&o, &cl, &rp, &n);
-	ck_assert_int_eq(n.wrong, 0);
-	ck_assert_int_eq(n.ok, rp.pages);
-	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
-	ck_assert_int_gt(n.bus, 0);
+	run_broken_server(-1, 9);
 }
 END_TEST
 
@@ -450,15 +449,10 @@ END_TEST
  */
 START_TEST(restart_loses_the_page_server)
 {
-	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1 };
-	struct client cl = {
-		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
-	};
 	struct report rp = { 0 };
 	struct counts n;
 
-	run_restart(&o, &cl, &rp, &n, true);
+	run_faulting(-1, -1, true, &rp, &n);
 	ck_assert_int_eq(n.wrong, 0);
 	ck_assert_int_ge(n.ok, NPAGES / 2);
 	ck_assert_int_eq(n.ok + n.bus, NPAGES);
@@ -539,9 +533,10 @@ static int client_over_bytes(const struct test_daemon *d)
 	return 0;
 }
 
-START_TEST(buffers_charged)
+/* A daemon started with extra arguments, one client in a child: it must
+ * exit 0. */
+static void run_one_client(const char *const *extra, int (*fn)(const struct test_daemon *d))
 {
-	static const char *const extra[] = { "--max-bytes-per-uid", "33554432", NULL };
 	struct test_daemon d;
 	int st;
 
@@ -550,27 +545,23 @@ START_TEST(buffers_charged)
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
-		_exit(client_over_bytes(&d));
+		_exit(fn(&d));
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
 	test_daemon_stop(&d);
+}
+
+START_TEST(buffers_charged)
+{
+	static const char *const extra[] = { "--max-bytes-per-uid", "33554432", NULL };
+
+	run_one_client(extra, client_over_bytes);
 }
 END_TEST
 
 START_TEST(not_a_socket_refused)
 {
-	struct test_daemon d;
-	int st;
-
-	page = (size_t)sysconf(_SC_PAGESIZE);
-	test_daemon_start(&d, NULL);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(client_not_a_socket(&d));
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
-	test_daemon_stop(&d);
+	run_one_client(NULL, client_not_a_socket);
 }
 END_TEST
 
