@@ -449,14 +449,23 @@ static char *hostile_finish(struct hostile *h)
 }
 
 /* One attack class against a daemon started with no extra argument, whose
- * log the test does not read: start, HOSTILE_ROUNDS rounds, finish. */
-static void hostile_attack(attack_fn fn)
+ * log the test does not read: start, HOSTILE_ROUNDS rounds with the test's
+ * held and during steps (struct hostile; NULL: none), finish. */
+static void hostile_attack_with(attack_fn fn, void (*held)(struct hostile *h),
+				void (*during)(struct hostile *h))
 {
 	struct hostile h;
 
 	hostile_start(&h, NULL);
+	h.held = held;
+	h.during = during;
 	hostile_run(&h, fn, NULL);
 	free(hostile_finish(&h));
+}
+
+static void hostile_attack(attack_fn fn)
+{
+	hostile_attack_with(fn, NULL, NULL);
 }
 
 /* The daemon's log, NUL-terminated (free()). */
@@ -1095,12 +1104,7 @@ static void share_held(struct hostile *h)
  * in its session's deferred), none is refused; alone, none waits. */
 START_TEST(fair_share_defers)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	h.held = share_held;
-	hostile_run(&h, attack_share, NULL);
-	free(hostile_finish(&h));
+	hostile_attack_with(attack_share, share_held, NULL);
 }
 END_TEST
 
@@ -1474,12 +1478,7 @@ static int attack_idle(struct attacker *a)
  * refuses and removes nothing; the live one keeps serving. */
 START_TEST(socket_path_refused)
 {
-	struct hostile h;
-
-	hostile_start(&h, NULL);
-	h.during = socket_over;
-	hostile_run(&h, attack_idle, NULL);
-	free(hostile_finish(&h));
+	hostile_attack_with(attack_idle, NULL, socket_over);
 }
 END_TEST
 
