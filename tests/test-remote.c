@@ -462,44 +462,42 @@ END_TEST
 
 /* A page server's region must come with a connected stream socket: a file
  * is refused with ENOTSOCK, and nothing of it is kept. */
-static int client_not_a_socket(const struct test_daemon *d)
+static int not_a_socket(struct pin_client *c, struct pin_client_region *r)
 {
-	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
 	struct pin_client_region_info *ri = NULL;
-	struct pin_client *c;
-	struct pin_uffd *u;
-	size_t n = 0, len = 4 * page;
-	uint8_t *base = test_map_region(len);
+	size_t n = 0;
 	int fd = memfd_create("not-a-socket", MFD_CLOEXEC);
 
-	REQUIRE(base && fd >= 0 && ftruncate(fd, (off_t)len) == 0);
-	REQUIRE(pin_uffd_new(&uo, &u) == 0);
-	REQUIRE(pin_client_connect(&co, &c) == 0);
-	REQUIRE(pin_client_handover(c, u) == 0);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = base,
-		.len = len,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
-		.fd = fd,
-		.offset = REMOTE_BASE,
-		.task = TASK,
-	};
-	REQUIRE_EQ(pin_client_region_add(c, &r), -ENOTSOCK);
+	REQUIRE(fd >= 0 && ftruncate(fd, (off_t)r->len) == 0);
+	r->fd = fd;
+	REQUIRE_EQ(pin_client_region_add(c, r), -ENOTSOCK);
 	REQUIRE_EQ(pin_client_list_regions(c, 0, &ri, &n), 0);
 	REQUIRE_EQ(n, 0);
 	free(ri);
-	pin_client_free(c);
-	pin_uffd_free(u);
 	return 0;
 }
 
 /* A page server's buffers are charged to the session at their most
  * (64 MiB): a uid allowed 32 MiB of bytes gets no page server's region,
  * and a zero region there all the same. */
-static int client_over_bytes(const struct test_daemon *d)
+static int over_bytes(struct pin_client *c, struct pin_client_region *r)
+{
+	int sk[2];
+
+	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) == 0);
+	r->fd = sk[0];
+	REQUIRE_EQ(pin_client_region_add(c, r), -EDQUOT);
+	r->flags = PIN_CLIENT_REGION_REGISTER;
+	r->fd = -1;
+	r->offset = 0;
+	REQUIRE_EQ(pin_client_region_add(c, r), 0);
+	return 0;
+}
+
+/* A client with its uffd handed over and 4 pages mapped, whose page
+ * server's region (its fd still to set) fn adds. */
+static int page_server_client(const struct test_daemon *d,
+			      int (*fn)(struct pin_client *c, struct pin_client_region *r))
 {
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
@@ -507,9 +505,8 @@ static int client_over_bytes(const struct test_daemon *d)
 	struct pin_uffd *u;
 	size_t len = 4 * page;
 	uint8_t *base = test_map_region(len);
-	int sk[2];
 
-	REQUIRE(base && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) == 0);
+	REQUIRE(base);
 	REQUIRE(pin_uffd_new(&uo, &u) == 0);
 	REQUIRE(pin_client_connect(&co, &c) == 0);
 	REQUIRE(pin_client_handover(c, u) == 0);
@@ -519,23 +516,21 @@ static int client_over_bytes(const struct test_daemon *d)
 		.len = len,
 		.mode = PIN_UFFD_REGISTER_MISSING,
 		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
-		.fd = sk[0],
+		.fd = -1,
 		.offset = REMOTE_BASE,
 		.task = TASK,
 	};
-	REQUIRE_EQ(pin_client_region_add(c, &r), -EDQUOT);
-	r.flags = PIN_CLIENT_REGION_REGISTER;
-	r.fd = -1;
-	r.offset = 0;
-	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
+	int ret = fn(c, &r);
+
 	pin_client_free(c);
 	pin_uffd_free(u);
-	return 0;
+	return ret;
 }
 
-/* A daemon started with extra arguments, one client in a child: it must
- * exit 0. */
-static void run_one_client(const char *const *extra, int (*fn)(const struct test_daemon *d))
+/* A daemon started with extra arguments, one page_server_client() in a
+ * child: it must exit 0. */
+static void run_one_client(const char *const *extra,
+			   int (*fn)(struct pin_client *c, struct pin_client_region *r))
 {
 	struct test_daemon d;
 	int st;
@@ -545,7 +540,7 @@ static void run_one_client(const char *const *extra, int (*fn)(const struct test
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
-		_exit(fn(&d));
+		_exit(page_server_client(&d, fn));
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
 	test_daemon_stop(&d);
@@ -555,13 +550,13 @@ START_TEST(buffers_charged)
 {
 	static const char *const extra[] = { "--max-bytes-per-uid", "33554432", NULL };
 
-	run_one_client(extra, client_over_bytes);
+	run_one_client(extra, over_bytes);
 }
 END_TEST
 
 START_TEST(not_a_socket_refused)
 {
-	run_one_client(NULL, client_not_a_socket);
+	run_one_client(NULL, not_a_socket);
 }
 END_TEST
 
