@@ -25,7 +25,7 @@
 #define FC_PAGE_HUGE (2ull << 20)
 _Static_assert(FC_PAGE_HUGE == UFFDD_HUGE_PAGE, "a hugetlbfs guest's pages are placed whole");
 
-void msg_free(struct msg *m)
+void fcmsg_free(struct fcmsg *m)
 {
 	for (size_t i = 0; i < m->nfds; i++)
 		close(m->fds[i]);
@@ -34,7 +34,7 @@ void msg_free(struct msg *m)
 
 /* Peek at what waits on sock (the peek offset from 0: a dead daemon may
  * have moved it), or take it with take: 0, or -errno of recvmsg(). */
-int msg_read(int sock, struct msg *m, bool take)
+int fcmsg_read(int sock, struct fcmsg *m, bool take)
 {
 	int zero = 0;
 
@@ -143,8 +143,8 @@ static int cmp_map(const void *a, const void *b)
  * file_size, aligned to their pages, disjoint, all of one page size that
  * uffdd serves (*ret_page).  0, or -errno with why.
  */
-int check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-	       uint64_t *ret_page, char *why, size_t whylen)
+int fcmsg_check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
+		     uint64_t *ret_page, char *why, size_t whylen)
 {
 	size_t n = json_object_array_length(arr);
 	uint64_t page = 0;
@@ -213,7 +213,7 @@ int check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *r
 }
 
 /* The whole message as one JSON value, nothing but white space after it. */
-int parse(const struct msg *m, json_object **ret, char *why, size_t whylen)
+int fcmsg_parse(const struct fcmsg *m, json_object **ret, char *why, size_t whylen)
 {
 	json_tokener *tok = json_tokener_new_ex(FC_JSON_DEPTH);
 

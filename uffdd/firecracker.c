@@ -274,16 +274,16 @@ out:
  */
 static size_t take(struct session *s, size_t len)
 {
-	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	struct fcmsg m = { .buf = malloc(FC_MSG_MAX + 1) };
 	size_t n = 0;
 
 	if (!m.buf) {
 		session_kill(s, "no memory to take its handshake off its connection");
 		return 0;
 	}
-	int r = msg_read(s->sock, &m, true);
+	int r = fcmsg_read(s->sock, &m, true);
 	n = m.len;
-	msg_free(&m);
+	fcmsg_free(&m);
 	if (r < 0) {
 		slog(s, LOG_WARNING, "recvmsg: %s", strerror(-r));
 		session_kill(s, "its connection failed");
@@ -314,7 +314,7 @@ void fc_taken_over(struct session *s)
 
 static void handshake(struct session *s)
 {
-	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	struct fcmsg m = { .buf = malloc(FC_MSG_MAX + 1) };
 	struct fc_map *v = NULL;
 	json_object *arr = NULL;
 	struct stat st;
@@ -326,7 +326,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "no memory for its message");
 		return;
 	}
-	int r = msg_read(s->sock, &m, false);
+	int r = fcmsg_read(s->sock, &m, false);
 	if (r < 0) {
 		refuse(s, r, "recvmsg");
 		goto out;
@@ -360,7 +360,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOENT, "its --firecracker-socket is no longer configured");
 		goto out;
 	}
-	r = parse(&m, &arr, why, sizeof(why));
+	r = fcmsg_parse(&m, &arr, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
 		goto out;
@@ -376,7 +376,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "%zu mappings", n);
 		goto out;
 	}
-	r = check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
+	r = fcmsg_check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
 		goto out;
@@ -390,7 +390,7 @@ static void handshake(struct session *s)
 out:
 	json_object_put(arr);
 	free(v);
-	msg_free(&m);
+	fcmsg_free(&m);
 }
 
 /* After the handshake Firecracker sends nothing; its connection closes when

@@ -1091,7 +1091,7 @@ Uffdd__Range *fcwset_ranges(int memfd, const struct fc_map *v, size_t n, size_t 
 
 /* What came: the bytes and the descriptors, until none is left or more
  * than FC_MSG_MAX bytes came. */
-struct msg {
+struct fcmsg {
 	char *buf;
 	size_t len;
 	int fds[FC_FDS_MAX];
@@ -1101,16 +1101,16 @@ struct msg {
 
 struct json_object;
 
-void msg_free(struct msg *m);
+void fcmsg_free(struct fcmsg *m);
 /* Peek at what waits on sock, or take it with take: 0, or -errno. */
-int msg_read(int sock, struct msg *m, bool take);
+int fcmsg_read(int sock, struct fcmsg *m, bool take);
 /* The mappings of the parsed handshake arr, checked against the memory
  * file's size, sorted by address into v (json_object_array_length(arr)
  * entries): 0, or -errno with why. */
-int check_maps(struct json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-	       uint64_t *ret_page, char *why, size_t whylen);
+int fcmsg_check_maps(struct json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
+		     uint64_t *ret_page, char *why, size_t whylen);
 /* m as one JSON array (json_object_put()): 0, or -errno with why. */
-int parse(const struct msg *m, struct json_object **ret, char *why, size_t whylen);
+int fcmsg_parse(const struct fcmsg *m, struct json_object **ret, char *why, size_t whylen);
 
 /* ---- control.c --------------------------------------------------------- */
 
