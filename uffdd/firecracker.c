@@ -9,19 +9,20 @@
  * holds bytes too) with its userfaultfd attached
  * (SCM_RIGHTS; registered MISSING, with UFFD_FEATURE_EVENT_REMOVE for the
  * balloon).  It keeps the connection open while it runs and reads nothing
- * from it.  This file reads and checks that message, bounded in size and
- * time, and makes a session of it as if a client had sent Hello, the
- * userfaultfd and a RegionAddBatch over the --mem-file that the
- * administrator paired with the socket: the VM never names a file.  The
- * message is peeked at (MSG_PEEK, SO_PEEK_OFF) and taken off the connection
- * only once the session made of it is committed (STATE_FC_READY): a daemon
- * that dies before leaves it there for its successor.  From then on the
- * session is served like any other.  When a served VM's session ends, its
- * working set is kept as runs of offsets in the memory file; a VM restored
- * next from the same file (device, inode, size, mtime: the same snapshot)
- * gets those runs replayed, in their order, before its faults' readahead
- * and the push (fcwset.c keeps them).  It owns the memory files; it may
- * call control.c, fcwset.c, session.c, finish.c, log.c and util.c.
+ * from it.  This file waits for that message, bounded in time, has fcmsg.c
+ * read and check it, bounded in size, and makes a session of it as if a
+ * client had sent Hello, the userfaultfd and a RegionAddBatch over the
+ * --mem-file that the administrator paired with the socket: the VM never
+ * names a file.  The message is peeked at (MSG_PEEK, SO_PEEK_OFF) and
+ * taken off the connection only once the session made of it is committed
+ * (STATE_FC_READY): a daemon that dies before leaves it there for its
+ * successor.  From then on the session is served like any other.  When a
+ * served VM's session ends, its working set is kept as runs of offsets in
+ * the memory file; a VM restored next from the same file (device, inode,
+ * size, mtime: the same snapshot) gets those runs replayed, in their order,
+ * before its faults' readahead and the push (fcwset.c keeps them).  It owns
+ * the memory files; it may call control.c, fcwset.c, fcmsg.c, session.c,
+ * finish.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -32,22 +33,6 @@
 #include <sys/stat.h>
 
 #include "uffdd.h"
-
-/* The largest handshake taken: Firecracker's own example handlers read it
- * into 1 KiB; a mapping is some 100 bytes. */
-#define FC_MSG_MAX (64 * 1024)
-/* Mappings in one handshake, at most: guest memory in slots (hot-plugged
- * memory comes in many). */
-#define FC_MAPS_MAX 1024
-/* Descriptors read with it, at most: one is Firecracker's; newer variants
- * (guest_memfd) send three; more are read only to be closed. */
-#define FC_FDS_MAX 8
-/* JSON nesting: the array, a mapping, its values. */
-#define FC_JSON_DEPTH 3
-/* The page sizes of Firecracker's guests: 4 KiB, 2 MiB (hugetlbfs), which
- * is uffdd's huge page. */
-#define FC_PAGE_HUGE (2ull << 20)
-_Static_assert(FC_PAGE_HUGE == UFFDD_HUGE_PAGE, "a hugetlbfs guest's pages are placed whole");
 
 static int mem_fd[UFFDD_FC_MAX];
 
@@ -120,240 +105,6 @@ static void refuse(struct session *s, int err, const char *fmt, ...)
 	slog(s, LOG_ERR, "Firecracker handshake (pid %d) refused: %s: %s", (int)s->pid, why,
 	     strerror(-err));
 	session_kill(s, "Firecracker handshake refused");
-}
-
-/* What came: the bytes and the descriptors, until none is left or more
- * than FC_MSG_MAX bytes came. */
-struct msg {
-	char *buf;
-	size_t len;
-	int fds[FC_FDS_MAX];
-	size_t nfds;
-	bool hup; /* the peer closed its end */
-};
-
-static void msg_free(struct msg *m)
-{
-	for (size_t i = 0; i < m->nfds; i++)
-		close(m->fds[i]);
-	free(m->buf);
-}
-
-/* Peek at what waits on sock (the peek offset from 0: a dead daemon may
- * have moved it), or take it with take: 0, or -errno of recvmsg(). */
-static int msg_read(int sock, struct msg *m, bool take)
-{
-	int zero = 0;
-
-	if (!take && setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero)) < 0)
-		return -errno;
-	while (m->len <= FC_MSG_MAX) {
-		union {
-			struct cmsghdr h;
-			char b[CMSG_SPACE(FC_FDS_MAX * sizeof(int))];
-		} cm;
-		struct iovec iov = { m->buf + m->len, FC_MSG_MAX + 1 - m->len };
-		struct msghdr mh = { .msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = cm.b,
-				     .msg_controllen = sizeof(cm.b) };
-		ssize_t n =
-			recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (take ? 0 : MSG_PEEK));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return errno == EAGAIN ? 0 : -errno;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < k; i++) {
-				int fd;
-				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-				if (m->nfds < FC_FDS_MAX)
-					m->fds[m->nfds++] = fd;
-				else
-					close(fd);
-			}
-		}
-		if (!n) {
-			m->hup = true;
-			return 0;
-		}
-		m->len += (size_t)n;
-	}
-	return 0;
-}
-
-/* A field of mapping i that must be an integer in [0, INT64_MAX). */
-static int get_u64(json_object *o, const char *key, size_t i, uint64_t *ret, char *why,
-		   size_t whylen)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v)) {
-		snprintf(why, whylen, "mapping %zu has no \"%s\"", i, key);
-		return -EINVAL;
-	}
-	int64_t x = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
-	if (x < 0 || x == INT64_MAX) {
-		snprintf(why, whylen, "mapping %zu: \"%s\" is not an integer in [0, 2^63 - 1)", i,
-			 key);
-		return -EINVAL;
-	}
-	*ret = (uint64_t)x;
-	return 0;
-}
-
-/*
- * Mapping i's page size in bytes: page_size, or page_size_kib, which
- * Firecracker fills with bytes as well (the name is wrong, its docs say);
- * 4 or 2048 there are taken as KiB.  When both come they must agree.
- */
-static int get_page_size(json_object *o, size_t i, uint64_t *ret, char *why, size_t whylen)
-{
-	uint64_t ps = 0, kib = 0;
-	bool has_ps = json_object_object_get_ex(o, "page_size", NULL);
-	bool has_kib = json_object_object_get_ex(o, "page_size_kib", NULL);
-
-	if (!has_ps && !has_kib) {
-		snprintf(why, whylen, "mapping %zu has neither \"page_size\" nor \"page_size_kib\"",
-			 i);
-		return -EINVAL;
-	}
-	if (has_ps && get_u64(o, "page_size", i, &ps, why, whylen) < 0)
-		return -EINVAL;
-	if (has_kib && get_u64(o, "page_size_kib", i, &kib, why, whylen) < 0)
-		return -EINVAL;
-	if (kib == 4 || kib == FC_PAGE_HUGE >> 10)
-		kib <<= 10;
-	if (has_ps && has_kib && ps != kib) {
-		snprintf(why, whylen,
-			 "mapping %zu: \"page_size\" %" PRIu64 " and \"page_size_kib\" %" PRIu64
-			 " disagree",
-			 i, ps, kib);
-		return -EINVAL;
-	}
-	*ret = has_ps ? ps : kib;
-	return 0;
-}
-
-static int cmp_map(const void *a, const void *b)
-{
-	const struct fc_map *x = a, *y = b;
-
-	return (x->addr > y->addr) - (x->addr < y->addr);
-}
-
-/*
- * The mappings of a parsed handshake, each inside the memory file of size
- * file_size, aligned to their pages, disjoint, all of one page size that
- * uffdd serves (*ret_page).  0, or -errno with why.
- */
-static int check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-		      uint64_t *ret_page, char *why, size_t whylen)
-{
-	size_t n = json_object_array_length(arr);
-	uint64_t page = 0;
-
-	if (!n) {
-		snprintf(why, whylen, "no mapping");
-		return -EINVAL;
-	}
-	if (n > FC_MAPS_MAX) {
-		snprintf(why, whylen, "%zu mappings; at most %d", n, FC_MAPS_MAX);
-		return -E2BIG;
-	}
-	for (size_t i = 0; i < n; i++) {
-		json_object *o = json_object_array_get_idx(arr, i);
-		uint64_t ps;
-
-		if (!json_object_is_type(o, json_type_object)) {
-			snprintf(why, whylen, "mapping %zu is not a JSON object", i);
-			return -EINVAL;
-		}
-		if (get_u64(o, "base_host_virt_addr", i, &v[i].addr, why, whylen) < 0 ||
-		    get_u64(o, "size", i, &v[i].len, why, whylen) < 0 ||
-		    get_u64(o, "offset", i, &v[i].off, why, whylen) < 0 ||
-		    get_page_size(o, i, &ps, why, whylen) < 0)
-			return -EINVAL;
-		if (ps != uffdd_page && ps != FC_PAGE_HUGE) {
-			snprintf(why, whylen, "mapping %zu: page size %" PRIu64 "; 4096 or 2097152",
-				 i, ps);
-			return -EINVAL;
-		}
-		if (page && ps != page) {
-			snprintf(why, whylen,
-				 "mapping %zu: page size %" PRIu64 ", mapping 0's %" PRIu64, i, ps,
-				 page);
-			return -EINVAL;
-		}
-		page = ps;
-		if (!v[i].len || (v[i].addr | v[i].len | v[i].off) & (page - 1)) {
-			snprintf(why, whylen,
-				 "mapping %zu [%#" PRIx64 ", +%#" PRIx64 ") at offset %#" PRIx64
-				 ": empty or not aligned to its %" PRIu64 "-byte pages",
-				 i, v[i].addr, v[i].len, v[i].off, page);
-			return -EINVAL;
-		}
-		/* Both below 2^63: the sums cannot wrap. */
-		if (v[i].off + v[i].len > file_size) {
-			snprintf(why, whylen,
-				 "mapping %zu: offset %#" PRIx64 " + size %#" PRIx64
-				 " is past the end of the memory file (%#" PRIx64 " bytes)",
-				 i, v[i].off, v[i].len, file_size);
-			return -EINVAL;
-		}
-	}
-	qsort(v, n, sizeof(*v), cmp_map);
-	for (size_t i = 0; i + 1 < n; i++)
-		if (v[i].addr + v[i].len > v[i + 1].addr) {
-			snprintf(why, whylen,
-				 "mappings [%#" PRIx64 ", +%#" PRIx64 ") and [%#" PRIx64
-				 ", +%#" PRIx64 ") overlap",
-				 v[i].addr, v[i].len, v[i + 1].addr, v[i + 1].len);
-			return -EINVAL;
-		}
-	*ret_n = n;
-	*ret_page = page;
-	return 0;
-}
-
-/* The whole message as one JSON value, nothing but white space after it. */
-static int parse(const struct msg *m, json_object **ret, char *why, size_t whylen)
-{
-	json_tokener *tok = json_tokener_new_ex(FC_JSON_DEPTH);
-
-	if (!tok) {
-		snprintf(why, whylen, "out of memory");
-		return -ENOMEM;
-	}
-	json_object *o = json_tokener_parse_ex(tok, m->buf, (int)m->len);
-	enum json_tokener_error e = json_tokener_get_error(tok);
-	size_t end = json_tokener_get_parse_end(tok);
-	json_tokener_free(tok);
-	if (!o) {
-		if (e == json_tokener_continue)
-			snprintf(why, whylen, "truncated JSON (%zu bytes)", m->len);
-		else
-			snprintf(why, whylen, "not JSON: %s at byte %zu",
-				 json_tokener_error_desc(e), end);
-		return -EBADMSG;
-	}
-	while (end < m->len && strchr(" \t\r\n", m->buf[end]) && m->buf[end])
-		end++;
-	if (end < m->len) {
-		json_object_put(o);
-		snprintf(why, whylen, "%zu bytes after the JSON", m->len - end);
-		return -EBADMSG;
-	}
-	if (!json_object_is_type(o, json_type_array)) {
-		json_object_put(o);
-		snprintf(why, whylen, "not a JSON array of mappings");
-		return -EINVAL;
-	}
-	*ret = o;
-	return 0;
 }
 
 /* The userfaultfd's features, from the kernel's own account of it (its
@@ -523,16 +274,16 @@ out:
  */
 static size_t take(struct session *s, size_t len)
 {
-	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	struct fcmsg m = { .buf = malloc(FC_MSG_MAX + 1) };
 	size_t n = 0;
 
 	if (!m.buf) {
 		session_kill(s, "no memory to take its handshake off its connection");
 		return 0;
 	}
-	int r = msg_read(s->sock, &m, true);
+	int r = fcmsg_read(s->sock, &m, true);
 	n = m.len;
-	msg_free(&m);
+	fcmsg_free(&m);
 	if (r < 0) {
 		slog(s, LOG_WARNING, "recvmsg: %s", strerror(-r));
 		session_kill(s, "its connection failed");
@@ -563,7 +314,7 @@ void fc_taken_over(struct session *s)
 
 static void handshake(struct session *s)
 {
-	struct msg m = { .buf = malloc(FC_MSG_MAX + 1) };
+	struct fcmsg m = { .buf = malloc(FC_MSG_MAX + 1) };
 	struct fc_map *v = NULL;
 	json_object *arr = NULL;
 	struct stat st;
@@ -575,7 +326,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "no memory for its message");
 		return;
 	}
-	int r = msg_read(s->sock, &m, false);
+	int r = fcmsg_read(s->sock, &m, false);
 	if (r < 0) {
 		refuse(s, r, "recvmsg");
 		goto out;
@@ -609,7 +360,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOENT, "its --firecracker-socket is no longer configured");
 		goto out;
 	}
-	r = parse(&m, &arr, why, sizeof(why));
+	r = fcmsg_parse(&m, &arr, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
 		goto out;
@@ -625,7 +376,7 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "%zu mappings", n);
 		goto out;
 	}
-	r = check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
+	r = fcmsg_check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
 		goto out;
@@ -639,7 +390,7 @@ static void handshake(struct session *s)
 out:
 	json_object_put(arr);
 	free(v);
-	msg_free(&m);
+	fcmsg_free(&m);
 }
 
 /* After the handshake Firecracker sends nothing; its connection closes when

@@ -9,10 +9,10 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, fcwset, control, inspect, worker, push, fault, dirty,
- * snapshot, finish, session, region, pins, state-txn, state, state-arena,
- * state-now, reader, source, source-remote, closer, store, notify, evlog,
- * share, log, util.
+ * firecracker, fcwset, fcmsg, control, inspect, worker, push, fault,
+ * dirty, snapshot, finish, session, region, pins, state-txn, state,
+ * state-arena, state-now, reader, source, source-remote, closer, store,
+ * notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -1079,6 +1079,38 @@ void fcwset_keep(struct session *s, unsigned int pair, int memfd);
 /* The working set kept for the snapshot memfd holds, as ranges of the n
  * mappings of v in recorded order (free()); NULL when none is kept. */
 Uffdd__Range *fcwset_ranges(int memfd, const struct fc_map *v, size_t n, size_t *ret_n);
+
+/* ---- fcmsg.c: the Firecracker handshake's message, read and checked ---- */
+
+/* The largest handshake taken: Firecracker's own example handlers read it
+ * into 1 KiB; a mapping is some 100 bytes. */
+#define FC_MSG_MAX (64 * 1024)
+/* Descriptors read with it, at most: one is Firecracker's; newer variants
+ * (guest_memfd) send three; more are read only to be closed. */
+#define FC_FDS_MAX 8
+
+/* What came: the bytes and the descriptors, until none is left or more
+ * than FC_MSG_MAX bytes came. */
+struct fcmsg {
+	char *buf;
+	size_t len;
+	int fds[FC_FDS_MAX];
+	size_t nfds;
+	bool hup; /* the peer closed its end */
+};
+
+struct json_object;
+
+void fcmsg_free(struct fcmsg *m);
+/* Peek at what waits on sock, or take it with take: 0, or -errno. */
+int fcmsg_read(int sock, struct fcmsg *m, bool take);
+/* The mappings of the parsed handshake arr, checked against the memory
+ * file's size, sorted by address into v (json_object_array_length(arr)
+ * entries): 0, or -errno with why. */
+int fcmsg_check_maps(struct json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
+		     uint64_t *ret_page, char *why, size_t whylen);
+/* m as one JSON array (json_object_put()): 0, or -errno with why. */
+int fcmsg_parse(const struct fcmsg *m, struct json_object **ret, char *why, size_t whylen);
 
 /* ---- control.c --------------------------------------------------------- */
 
