@@ -10,9 +10,9 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, fcwset, control, inspect, worker, push, fault, dirty,
- * snapshot, finish, session, region, pins, state-txn, state, state-arena,
- * state-now, reader, source, source-remote, closer, store, notify, evlog,
- * share, log, util.
+ * snapshot, finish, session-restore, session, region, pins, state-txn,
+ * state, state-arena, state-now, reader, source, source-remote, closer,
+ * store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -904,15 +904,13 @@ int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t mov
  * event's handler, or the takeover for a child a dead daemon left half made.
  */
 int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret);
-/* A session rebuilt from its record and descriptors out of the fd store
- * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
- * uffd are taken whatever the result.  -EBADMSG with why when the record
- * does not hold together. */
-int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
-		    size_t whylen);
-/* A fork child's userfaultfd stored without a record or a parent to make it
- * from: a session whose faults are poisoned, recorded as such. */
-int session_orphan(uint64_t id, int uffd, struct session **ret);
+/* A session, new and unlisted: no id, record or userfaultfd yet; NULL when
+ * out of memory. */
+struct session *session_alloc(int sock, pid_t pid, uid_t uid);
+/* The session's record, new, with its identity; parent: a fork child's. */
+int session_state(struct session *s, uint64_t parent);
+/* Make s, complete, visible to other threads and to the counts. */
+void session_publish(struct session *s);
 /* An id the fd store names (a session's before a restart, kept or
  * dropped): new sessions get ids above it. */
 void id_taken(uint64_t id);
@@ -959,6 +957,18 @@ static inline bool done_page(const struct region *r, uint64_t i)
 void session_record(struct session *s, uint64_t addr, uint64_t end);
 /* Queue a Prefetch request. */
 int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- session-restore.c: sessions rebuilt from the fd store ------------ */
+
+/* A session rebuilt from its record and descriptors out of the fd store
+ * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
+ * uffd are taken whatever the result.  -EBADMSG with why when the record
+ * does not hold together. */
+int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
+		    size_t whylen);
+/* A fork child's userfaultfd stored without a record or a parent to make it
+ * from: a session whose faults are poisoned, recorded as such. */
+int session_orphan(uint64_t id, int uffd, struct session **ret);
 
 /* ---- snapshot.c: regions of a shared image memfd (MINOR, CONTINUE) ---- */
 
