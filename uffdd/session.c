@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * Sessions: identity, pins, counters, per-uid limits, the record and the fd
- * store entries of each, sessions rebuilt from them after a restart, and what
- * the layers above read and keep in them: which pages are in place, the
- * recorded working set, the queue of Prefetch requests.  Its regions are
- * region.c's, its pins pins.c's.  Below every file that serves requests or
- * faults, it may call region.c, pins.c, state.c, reader.c (to end its
- * reader), source.c, store.c, notify.c (the status line), evlog.c (to unmap
- * its event log), share.c (its uid's entry), log.c and util.c.
+ * store entries of each (sessions rebuilt from them after a restart are
+ * session-restore.c's), and what the layers above read and keep in them:
+ * which pages are in place, the recorded working set, the queue of Prefetch
+ * requests.  Its regions are region.c's, its pins pins.c's.  Below every file
+ * that serves requests or faults, it may call region.c, pins.c, state.c,
+ * reader.c (to end its reader), source.c, store.c, notify.c (the status
+ * line), evlog.c (to unmap its event log), share.c (its uid's entry), log.c
+ * and util.c.
  */
 #include <malloc.h>
 #include <stdio.h>
