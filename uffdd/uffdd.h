@@ -11,8 +11,8 @@
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, fcwset, control, inspect, worker, push, fault, dirty,
  * snapshot, finish, session-restore, session, region, pins, state-txn,
- * state, state-arena, state-now, reader, source, source-remote, closer,
- * store, notify, evlog, share, log, util.
+ * state, state-arena, state-now, reader, source, source-file,
+ * source-remote, closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -303,6 +303,17 @@ void closer_forget(void);
  * look (-1: none).  Its caller is woken by SIGCHLD when a closer starts. */
 int closer_tick(uint64_t now);
 
+/* ---- source-file.c: source files, held once each, and their extents ---- */
+
+/*
+ * At start: take over fd, stored as f<id>, checked as source_new() checks a
+ * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
+ * above the largest adopted.  Held until source_files_unadopted_release(),
+ * which drops (closes, and removes from the store) those no source took.
+ */
+int source_file_adopt(uint64_t id, int fd);
+void source_files_unadopted_release(void);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -333,14 +344,6 @@ struct remote *source_remote(const struct source *s);
 /* Its file's id, what a region records (0: a zero source; a page server's
  * has REMOTE_ID_BIT). */
 uint64_t source_file_id(const struct source *s);
-/*
- * At start: take over fd, stored as f<id>, checked as source_new() checks a
- * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
- * above the largest adopted.  Held until source_files_unadopted_release(),
- * which drops (closes, and removes from the store) those no source took.
- */
-int source_file_adopt(uint64_t id, int fd);
-void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
