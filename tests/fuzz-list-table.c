@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * fuzz-list's session table (see fuzz-list.h): what session.c and source.c
- * give inspect.c, over sessions kept here, their pins in pins.c's set as the
- * daemon keeps them.  The base (FZ_BASE sessions, a few of them with more
+ * fuzz-list's session table (see fuzz-list.h): what session-table.c,
+ * session.c and source.c give inspect.c, over sessions kept here, their pins
+ * in pins.c's set as the daemon keeps them.  The base (FZ_BASE sessions, a few of them with more
  * entries than a page holds, half of them with the largest values) is built
  * once; an input's changes mark the base sessions they touch, and
  * fz_table_reset() copies those back from what was built and frees what the

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz-list's session table (fuzz-list-table.c), in place of session.c's:
+ * fuzz-list's session table (fuzz-list-table.c), in place of
+ * session-table.c's:
  * a base of FZ_BASE sessions built once per process, the changes an input
  * makes to it, undone after the input so that every input starts from the
  * same table (a crash reproduces alone), and the marks the walk's checks
@@ -68,9 +69,9 @@ extern bool fz_walking;
  * counters. */
 extern bool fz_big;
 
-/* The live sessions, in id order as session.c keeps them: how many, the
- * i-th, the index of the first whose id is id or above (fz_nsessions() if
- * none), and the one of that id (NULL: none). */
+/* The live sessions, in id order as session-table.c keeps them: how many,
+ * the i-th, the index of the first whose id is id or above (fz_nsessions()
+ * if none), and the one of that id (NULL: none). */
 size_t fz_nsessions(void);
 struct session *fz_session_at(size_t i);
 size_t fz_index_from(uint64_t id);

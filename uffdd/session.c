@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * Sessions: identity, pins, counters, per-uid limits, the record and the fd
- * store entries of each, sessions rebuilt from them after a restart, and what
- * the layers above read and keep in them: which pages are in place, the
- * recorded working set, the queue of Prefetch requests.  Its regions are
- * region.c's, its pins pins.c's.  Below every file that serves requests or
- * faults, it may call region.c, pins.c, state.c, reader.c (to end its
+ * Sessions: identity, pins, counters, the record and the fd store entries of
+ * each (sessions rebuilt from them after a restart are session-restore.c's;
+ * the list of sessions and per-uid limits session-table.c's), and what the
+ * layers above read and keep in them: which pages are in place, the recorded
+ * working set, the queue of Prefetch requests.  Its regions are region.c's,
+ * its pins pins.c's.  Below every file that serves requests or faults, it may
+ * call session-table.c, region.c, pins.c, state.c, reader.c (to end its
  * reader), source.c, store.c, notify.c (the status line), evlog.c (to unmap
  * its event log), share.c (its uid's entry), log.c and util.c.
  */
@@ -14,140 +15,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
-#include <linux/kcmp.h>
 
 #include "uffdd.h"
 
-struct uid_use {
-	uid_t uid;
-	uint64_t v[UFFDD_CHARGES]; /* enum charge */
-};
-
-/* Guards the session list and the per-uid table (control plane only). */
-static pthread_mutex_t glock = PTHREAD_MUTEX_INITIALIZER;
-static struct session *all;
-static struct uid_use *uses;
-static size_t nuses;
-static uint64_t next_id = 1;
-static _Atomic unsigned int count;
-
 /* ---- sessions ---- */
 
-static struct uid_use *use_of(uid_t uid, bool create)
-{
-	for (size_t i = 0; i < nuses; i++)
-		if (uses[i].uid == uid)
-			return &uses[i];
-	if (!create)
-		return NULL;
-	struct uid_use *u = realloc(uses, (nuses + 1) * sizeof(*u));
-	if (!u)
-		return NULL;
-	uses = u;
-	uses[nuses] = (struct uid_use){ .uid = uid };
-	return &uses[nuses++];
-}
-
-static const char *const charge_names[UFFDD_CHARGES] = {
-	[CHARGE_REGIONS] = "regions",
-	[CHARGE_PINNED] = "bytes pinned",
-	[CHARGE_SESSIONS] = "sessions",
-	[CHARGE_CONNECTIONS] = "connections",
-	[CHARGE_FDS] = "descriptors in uffdd",
-	[CHARGE_BYTES] = "bytes of session records and page-server buffers",
-};
-
-/* The limit on kind k; 0: none. */
-static uint64_t charge_limit(enum charge k)
-{
-	switch (k) {
-	case CHARGE_REGIONS:
-		return uffdd_cfg.max_regions_per_uid;
-	case CHARGE_PINNED:
-		return uffdd_cfg.max_pinned_per_uid;
-	case CHARGE_SESSIONS:
-		return uffdd_cfg.max_sessions_per_uid;
-	case CHARGE_CONNECTIONS:
-		return uffdd_cfg.max_connections_per_uid;
-	case CHARGE_FDS:
-		return uffdd_cfg.max_fds_per_uid;
-	default:
-		return uffdd_cfg.max_bytes_per_uid;
-	}
-}
-
-/* What s holds now of kind k (CHARGE_SESSIONS and after). */
-static uint64_t held(const struct session *s, enum charge k)
-{
-	switch (k) {
-	case CHARGE_SESSIONS:
-		return !s->inspect;
-	case CHARGE_CONNECTIONS:
-		return s->sock >= 0;
-	case CHARGE_FDS:
-		return (uint64_t)(s->sock >= 0) + (s->uffd != NULL) + (s->pagemap >= 0) +
-		       (s->evlog_fd >= 0) + (s->st != NULL) + s->nfiles;
-	case CHARGE_BYTES:
-		/* A page server's buffers, at their most, are the session's. */
-		return (s->st ? state_bytes(s->st) : 0) +
-		       regions_remote_sources(s) * UFFDD_REMOTE_BYTES_MAX;
-	default:
-		return 0;
-	}
-}
-
-/* Add d to u's and s's counts (d[k] may be negative). */
-static void charge_apply(struct session *s, struct uid_use *u, const int64_t *d)
-{
-	for (int k = 0; k < UFFDD_CHARGES; k++) {
-		s->charged[k] += (uint64_t)d[k];
-		if (u)
-			u->v[k] += (uint64_t)d[k];
-	}
-}
-
-int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen)
-{
-	int64_t d[UFFDD_CHARGES] = { [CHARGE_REGIONS] = regions, [CHARGE_PINNED] = pinned };
-	int ret = 0;
-
-	for (int k = CHARGE_SESSIONS; k < UFFDD_CHARGES; k++)
-		d[k] = (int64_t)(held(s, k) - s->charged[k]);
-	pthread_mutex_lock(&glock);
-	struct uid_use *u = use_of(s->uid, true);
-	if (why && !u) {
-		ret = -ENOMEM;
-		snprintf(why, whylen, "out of memory");
-	}
-	for (int k = 0; why && u && k < UFFDD_CHARGES; k++) {
-		uint64_t lim = charge_limit(k);
-		if (d[k] <= 0 || !lim || ((uint64_t)d[k] <= lim && u->v[k] <= lim - (uint64_t)d[k]))
-			continue;
-		ret = -EDQUOT;
-		snprintf(why, whylen, "uid %u has %" PRIu64 " %s, the limit is %" PRIu64, s->uid,
-			 u->v[k], charge_names[k], lim);
-		break;
-	}
-	if (!ret)
-		charge_apply(s, u, d);
-	pthread_mutex_unlock(&glock);
-	return ret;
-}
-
-/* Give back everything s was charged. */
-static void charge_release(struct session *s)
-{
-	int64_t d[UFFDD_CHARGES];
-
-	for (int k = 0; k < UFFDD_CHARGES; k++)
-		d[k] = -(int64_t)s->charged[k];
-	pthread_mutex_lock(&glock);
-	charge_apply(s, use_of(s->uid, false), d);
-	pthread_mutex_unlock(&glock);
-}
-
-static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
+struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 {
 	struct session *s = calloc(1, sizeof(*s));
 
@@ -165,25 +38,8 @@ static struct session *session_alloc(int sock, pid_t pid, uid_t uid)
 	return s;
 }
 
-void id_taken(uint64_t id)
-{
-	pthread_mutex_lock(&glock);
-	if (id >= next_id)
-		next_id = id + 1;
-	pthread_mutex_unlock(&glock);
-}
-
-uint64_t ids_take(size_t n)
-{
-	pthread_mutex_lock(&glock);
-	uint64_t id = next_id;
-	next_id += n;
-	pthread_mutex_unlock(&glock);
-	return id;
-}
-
 /* The session's record, new, with its identity; parent: a fork child's. */
-static int session_state(struct session *s, uint64_t parent)
+int session_state(struct session *s, uint64_t parent)
 {
 	struct state_ident ident = { .id = s->id, .parent = parent, .uid = s->uid };
 
@@ -239,28 +95,6 @@ static void session_unstore(struct session *s)
 	store_remove("s%" PRIu64 ".state", s->id);
 }
 
-/*
- * Make s visible to other threads (inspection walks the global list from any
- * worker) and to the counts.  Only a complete session is published: one
- * filled while listed could be read half made.  The list is in id order
- * (a fork child or a session taken over may come after higher ids): a page
- * of a list walks it from its cursor, no sort.
- */
-static void session_publish(struct session *s)
-{
-	struct session **p = &all;
-
-	pthread_mutex_lock(&glock);
-	while (*p && (*p)->id < s->id)
-		p = &(*p)->gnext;
-	s->gnext = *p;
-	*p = s;
-	s->listed = true;
-	pthread_mutex_unlock(&glock);
-	atomic_fetch_add(&count, 1);
-	notify_status(sessions_count());
-}
-
 int session_new(int sock, pid_t pid, uid_t uid, const char *fc_name, struct session **ret)
 {
 	/* One line per window for every uid refused: a client retrying in a
@@ -307,7 +141,7 @@ void session_inspect(struct session *s)
 	pthread_mutex_unlock(&glock);
 	session_unstore(s);
 	session_charge(s, 0, 0, NULL, 0);
-	atomic_fetch_sub(&count, 1);
+	atomic_fetch_sub(&session_table_count, 1);
 	notify_status(sessions_count());
 }
 
@@ -433,202 +267,6 @@ void session_pin_del(struct session *s, size_t i)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- sessions rebuilt from the fd store ---- */
-
-struct restore {
-	struct session *s;
-	char *why;
-	size_t whylen;
-};
-
-static int restore_region(struct restore *x, const struct state_rec *rec, uint32_t slot)
-{
-	struct session *s = x->s;
-	struct source *src;
-	uint64_t npages = rec->len >> uffdd_page_shift;
-	int r = source_new_from(rec->src, s->uid, rec->offset, rec->len, &src);
-
-	if (r < 0) {
-		snprintf(x->why, x->whylen,
-			 "region [%#" PRIx64 ", +%#" PRIx64 "): source f%" PRIu64 ": %s",
-			 rec->start, rec->len, rec->src, strerror(-r));
-		return r == -ENOMEM ? r : -EBADMSG;
-	}
-	struct region *g = calloc(1, sizeof(*g));
-	if (!g || regions_reserve(s, 1) < 0) {
-		free(g);
-		source_unref(src);
-		return -ENOMEM;
-	}
-	*g = (struct region){
-		.start = rec->start,
-		.len = rec->len,
-		.npages = npages,
-		.mode = rec->mode,
-		.src = src,
-		.offset = rec->offset,
-		/* A finishing session pushes every region. */
-		.push = (rec->flags & STATE_R_PUSH) || s->finishing,
-		.ours = rec->flags & STATE_R_OURS,
-		.huge = rec->flags & STATE_R_HUGE,
-		.slot = slot,
-		.populated = state_bm_at(s->st, rec->populated, npages),
-		.zero = state_bm_at(s->st, rec->zero, npages),
-		.dirty = rec->dirty ? state_bm_at(s->st, rec->dirty, npages) : NULL,
-		.ra_next = UINT64_MAX,
-		.ra_pages = 1,
-	};
-	/* Not to free: they stay in the record, which state_open() checked. */
-	if (!g->populated || !g->zero || (rec->dirty && !g->dirty) ||
-	    !(rec->mode & PIN_UFFD_REGISTER_WP) != !rec->dirty) {
-		snprintf(x->why, x->whylen, "region [%#" PRIx64 ", +%#" PRIx64 "): bad bitmaps",
-			 rec->start, rec->len);
-		source_unref(src);
-		free(g);
-		return -EBADMSG;
-	}
-	atomic_init(&g->n_populated, bm_count(g->populated, 0, npages));
-	atomic_init(&g->n_dirty, g->dirty ? bm_count(g->dirty, 0, npages) : 0);
-	s->regions[s->nregions++] = g;
-	if (g->push && g->n_populated < npages)
-		s->push_pending = true;
-	return 0;
-}
-
-static int restore_rec(const struct state_rec *rec, uint32_t slot, void *data)
-{
-	struct restore *x = data;
-	struct session *s = x->s;
-
-	if (rec->kind == STATE_REGION) {
-		/* In slot order: kept sorted here, checked disjoint by state_open(). */
-		if (s->nregions && s->regions[s->nregions - 1]->start > rec->start) {
-			int r = restore_region(x, rec, slot);
-			if (r < 0)
-				return r;
-			struct region *g = s->regions[--s->nregions];
-			regions_insert_locked(s, g);
-			return 0;
-		}
-		return restore_region(x, rec, slot);
-	}
-	if (session_pin_find(s, rec->offset) >= 0) {
-		snprintf(x->why, x->whylen, "cookie %#" PRIx64 " pinned twice", rec->offset);
-		return -EBADMSG;
-	}
-	int r = pins_reserve(&s->pins);
-	if (r < 0)
-		return r;
-	pins_add(&s->pins, rec->start, rec->len, rec->offset, slot);
-	s->pinned += rec->len;
-	return 0;
-}
-
-int session_orphan(uint64_t id, int uffd, struct session **ret)
-{
-	struct session *s = session_alloc(-1, 0, 0);
-	int r = -ENOMEM;
-
-	if (!s) {
-		close(uffd);
-		return r;
-	}
-	s->id = id;
-	s->forking = s->broken = true;
-	/* The features it was made with are not known: the ioctls say. */
-	r = pin_uffd_from_fd(uffd, 0, &s->uffd);
-	if (r < 0) {
-		close(uffd);
-		session_free(s);
-		return r;
-	}
-	r = session_state(s, 0);
-	if (!r)
-		r = store_put(state_fd(s->st), "s%" PRIu64 ".state", s->id);
-	if (r < 0) {
-		session_free(s);
-		return r;
-	}
-	id_taken(s->id);
-	session_publish(s);
-	*ret = s;
-	return 0;
-}
-
-int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
-		    size_t whylen)
-{
-	const struct state_ident *id = state_ident(st);
-	const struct state_meta *m = state_meta(st);
-	struct session *s = session_alloc(conn, m->pid, (uid_t)id->uid);
-	int r = -ENOMEM;
-
-	if (!s) {
-		state_free(st);
-		if (conn >= 0)
-			close(conn);
-		if (uffd >= 0)
-			close(uffd);
-		return r;
-	}
-	s->id = id->id;
-	s->st = st;
-	s->hello = m->flags & STATE_HELLO;
-	s->broken = m->flags & STATE_FORKING;
-	s->finishing = m->flags & STATE_FINISHING;
-	s->fc = m->flags & STATE_FC;
-	s->fc_ready = m->flags & STATE_FC_READY;
-	memcpy(s->name, m->name, sizeof(s->name));
-	s->name[sizeof(s->name) - 1] = '\0';
-	if (!(m->flags & STATE_UFFD) && uffd >= 0) {
-		/* A handover the dead daemon stored but never committed: its
-		 * client sends it again (Resume). */
-		store_remove("s%" PRIu64 ".uffd", s->id);
-		close(uffd);
-		uffd = -1;
-	}
-	if ((m->flags & STATE_UFFD) && uffd < 0) {
-		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
-		r = -EBADMSG;
-	} else if (!id->parent && !(m->flags & (STATE_FORKING | STATE_FINISHING)) && conn < 0) {
-		snprintf(why, whylen, "a client's session without its connection");
-		r = -EBADMSG;
-	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {
-		snprintf(why, whylen, "its userfaultfd: %s", strerror(-r));
-	} else {
-		uffd = -1;
-		struct restore x = { s, why, whylen };
-		r = state_foreach(st, restore_rec, &x);
-	}
-	if (r < 0) {
-		if (uffd >= 0)
-			close(uffd);
-		session_free(s);
-		return r;
-	}
-	id_taken(s->id);
-	/* What it held before the restart it holds still: past the limits too. */
-	session_charge(s, (int64_t)s->nregions, (int64_t)s->pinned, NULL, 0);
-	session_publish(s);
-	*ret = s;
-	return 0;
-}
-
-/* Take a published session off the list and give back what it was charged. */
-static void session_unpublish(struct session *s)
-{
-	pthread_mutex_lock(&glock);
-	for (struct session **p = &all; *p; p = &(*p)->gnext) {
-		if (*p == s) {
-			*p = s->gnext;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&glock);
-	if (!s->inspect)
-		atomic_fetch_sub(&count, 1);
-}
-
 void session_unmap_record(struct session *s)
 {
 	state_free(s->st);
@@ -707,79 +345,6 @@ int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len)
 	s->prefetch = p;
 	p[s->nprefetch++] = (struct prefetch){ addr, addr + len };
 	return 0;
-}
-
-void sessions_lock(void)
-{
-	pthread_mutex_lock(&glock);
-}
-
-void sessions_unlock(void)
-{
-	pthread_mutex_unlock(&glock);
-}
-
-/* Whether a and b (ours) are the same open file: kcmp(), which needs
- * CONFIG_KCMP; 0 when it cannot tell (said once). */
-static int same_file(int a, int b)
-{
-	static bool warned;
-	pid_t me = getpid();
-	long r = syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
-
-	if (r >= 0)
-		return r == 0;
-	if (!warned) {
-		int err = errno;
-		warned = true;
-		ulog(LOG_WARNING,
-		     "kcmp(KCMP_FILE): %s: a userfaultfd handed over in two sessions is not "
-		     "noticed",
-		     strerror(err));
-	}
-	return 0;
-}
-
-bool sessions_uffd_taken_locked(int fd, ino_t ino)
-{
-	for (struct session *s = all; s; s = s->gnext) {
-		/* Another inode, another file: no system call per session. */
-		if (!s->uffd || (ino && s->uffd_ino && s->uffd_ino != ino))
-			continue;
-		if (same_file(pin_uffd_fd(s->uffd), fd) > 0)
-			return true;
-	}
-	return false;
-}
-
-struct session *sessions_get_locked(uint64_t id)
-{
-	for (struct session *s = all; s; s = s->gnext)
-		if (s->id == id)
-			return s;
-	return NULL;
-}
-
-struct session *sessions_from_locked(uint64_t id)
-{
-	struct session *s = all;
-
-	while (s && s->id < id)
-		s = s->gnext;
-	return s;
-}
-
-void sessions_foreach(void (*fn)(struct session *s, void *data), void *data)
-{
-	pthread_mutex_lock(&glock);
-	for (struct session *s = all; s; s = s->gnext)
-		fn(s, data);
-	pthread_mutex_unlock(&glock);
-}
-
-unsigned int sessions_count(void)
-{
-	return atomic_load(&count);
 }
 
 /* Adds s's counters to out (and lat, UFFDD_LAT_BUCKETS entries). */

@@ -10,9 +10,10 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, fcwset, fcmsg, control, inspect, worker, push, fault,
- * dirty, snapshot, finish, session, region, pins, state-txn, state,
- * state-arena, state-now, reader, source, source-remote, closer, store,
- * notify, evlog, share, log, util.
+ * dirty, snapshot, finish, session-restore, session, session-table, region,
+ * pins, state-txn, state, state-arena, state-now, reader, source,
+ * source-file, source-remote, closer, store, notify, evlog, share, log,
+ * util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -303,6 +304,17 @@ void closer_forget(void);
  * look (-1: none).  Its caller is woken by SIGCHLD when a closer starts. */
 int closer_tick(uint64_t now);
 
+/* ---- source-file.c: source files, held once each, and their extents ---- */
+
+/*
+ * At start: take over fd, stored as f<id>, checked as source_new() checks a
+ * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
+ * above the largest adopted.  Held until source_files_unadopted_release(),
+ * which drops (closes, and removes from the store) those no source took.
+ */
+int source_file_adopt(uint64_t id, int fd);
+void source_files_unadopted_release(void);
+
 /* ---- source.c ---------------------------------------------------------- */
 
 struct source;
@@ -333,14 +345,6 @@ struct remote *source_remote(const struct source *s);
 /* Its file's id, what a region records (0: a zero source; a page server's
  * has REMOTE_ID_BIT). */
 uint64_t source_file_id(const struct source *s);
-/*
- * At start: take over fd, stored as f<id>, checked as source_new() checks a
- * client's (closed on failure; -EEXIST: the id is taken).  New files get ids
- * above the largest adopted.  Held until source_files_unadopted_release(),
- * which drops (closes, and removes from the store) those no source took.
- */
-int source_file_adopt(uint64_t id, int fd);
-void source_files_unadopted_release(void);
 struct source *source_ref(struct source *s);
 void source_unref(struct source *s);
 bool source_is_zero(const struct source *s);
@@ -858,16 +862,6 @@ size_t session_first_after(const struct session *s, uint64_t addr);
 struct region *session_overlap(struct session *s, size_t *i, uint64_t start, uint64_t end,
 			       uint64_t *ret_first, uint64_t *ret_n);
 
-/*
- * Count against (or release from) the uid's limits: -EDQUOT, with why filled
- * in, when over.  why NULL: forced (what the kernel did cannot be refused).
- * Besides the regions and pinned bytes given, every call brings the rest of
- * what the uid is charged for the session (CHARGE_SESSIONS and after) to what
- * it holds now; with why, a rise over a limit is refused and nothing is
- * charged.  What a session was charged is given back when it is freed.
- */
-int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
-
 /* A region of s (its bitmaps in s's record), not in the record yet:
  * session_insert() adds it.  -EFBIG when its bitmaps do not fit in the
  * record, -ENOMEM. */
@@ -904,20 +898,11 @@ int64_t session_cut(struct session *s, uint64_t start, uint64_t end, int64_t mov
  * event's handler, or the takeover for a child a dead daemon left half made.
  */
 int session_fork(struct session *parent, int fd, uint64_t id, struct session **ret);
-/* A session rebuilt from its record and descriptors out of the fd store
- * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
- * uffd are taken whatever the result.  -EBADMSG with why when the record
- * does not hold together. */
-int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
-		    size_t whylen);
-/* A fork child's userfaultfd stored without a record or a parent to make it
- * from: a session whose faults are poisoned, recorded as such. */
-int session_orphan(uint64_t id, int uffd, struct session **ret);
-/* An id the fd store names (a session's before a restart, kept or
- * dropped): new sessions get ids above it. */
-void id_taken(uint64_t id);
-/* n consecutive new ids; the first. */
-uint64_t ids_take(size_t n);
+/* A session, new and unlisted: no id, record or userfaultfd yet; NULL when
+ * out of memory. */
+struct session *session_alloc(int sock, pid_t pid, uid_t uid);
+/* The session's record, new, with its identity; parent: a fork child's. */
+int session_state(struct session *s, uint64_t parent);
 /* The pin (addr, len, cookie), recorded. */
 int session_pin_add(struct session *s, uint64_t addr, uint64_t len, uint64_t cookie);
 /* The index in s->pins.v of the pin with that cookie, -1 when none (O(1)). */
@@ -934,6 +919,43 @@ void session_set_meta(struct session *s);
  */
 int session_commit(struct session *s, uint64_t seq, const void *reply, size_t len);
 
+void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
+
+static inline bool done_page(const struct region *r, uint64_t i)
+{
+	return bm_test(r->populated, i) || bm_test(r->zero, i);
+}
+
+/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
+ * request placed (its worker only). */
+void session_record(struct session *s, uint64_t addr, uint64_t end);
+/* Queue a Prefetch request. */
+int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+
+/* ---- session-table.c: the tables of sessions and of uids' charges ------ */
+
+/* Guards the session list and the per-uid table (control plane only). */
+extern pthread_mutex_t glock;
+/* Published sessions not turned to inspection (sessions_count()). */
+extern _Atomic unsigned int session_table_count;
+
+/*
+ * Count against (or release from) the uid's limits: -EDQUOT, with why filled
+ * in, when over.  why NULL: forced (what the kernel did cannot be refused).
+ * Besides the regions and pinned bytes given, every call brings the rest of
+ * what the uid is charged for the session (CHARGE_SESSIONS and after) to what
+ * it holds now; with why, a rise over a limit is refused and nothing is
+ * charged.  What a session was charged is given back when it is freed.
+ */
+int session_charge(struct session *s, int64_t regions, int64_t pinned, char *why, size_t whylen);
+
+/* Make s, complete, visible to other threads and to the counts. */
+void session_publish(struct session *s);
+/* An id the fd store names (a session's before a restart, kept or
+ * dropped): new sessions get ids above it. */
+void id_taken(uint64_t id);
+/* n consecutive new ids; the first. */
+uint64_t ids_take(size_t n);
 /* Visit every session (under the global lock); uffdctl's view. */
 void sessions_foreach(void (*fn)(struct session *s, void *data), void *data);
 struct session *sessions_get_locked(uint64_t id);
@@ -947,18 +969,22 @@ bool sessions_uffd_taken_locked(int fd, ino_t ino);
 void sessions_lock(void);
 void sessions_unlock(void);
 unsigned int sessions_count(void);
-void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat);
+/* Take a published session off the list (and off the count). */
+void session_unpublish(struct session *s);
+/* Give back everything s was charged. */
+void charge_release(struct session *s);
 
-static inline bool done_page(const struct region *r, uint64_t i)
-{
-	return bm_test(r->populated, i) || bm_test(r->zero, i);
-}
+/* ---- session-restore.c: sessions rebuilt from the fd store ------------ */
 
-/* Record the run [addr, end) a MISSING fault, its readahead or a Prefetch
- * request placed (its worker only). */
-void session_record(struct session *s, uint64_t addr, uint64_t end);
-/* Queue a Prefetch request. */
-int session_prefetch_add(struct session *s, uint64_t addr, uint64_t len);
+/* A session rebuilt from its record and descriptors out of the fd store
+ * (conn, uffd: -1 when absent), not yet watched by a worker; st, conn and
+ * uffd are taken whatever the result.  -EBADMSG with why when the record
+ * does not hold together. */
+int session_restore(struct state *st, int conn, int uffd, struct session **ret, char *why,
+		    size_t whylen);
+/* A fork child's userfaultfd stored without a record or a parent to make it
+ * from: a session whose faults are poisoned, recorded as such. */
+int session_orphan(uint64_t id, int uffd, struct session **ret);
 
 /* ---- snapshot.c: regions of a shared image memfd (MINOR, CONTINUE) ---- */
 
