@@ -9,10 +9,10 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, fcwset, control, control-reply, inspect, worker, push, fault,
- * dirty, snapshot, finish, session, region, pins, state-txn, state, state-arena,
- * state-now, reader, source, source-remote, closer, store, notify, evlog,
- * share, log, util.
+ * firecracker, fcwset, control, control-region, control-reply, inspect,
+ * worker, push, fault, dirty, snapshot, finish, session, region, pins,
+ * state-txn, state, state-arena, state-now, reader, source, source-remote,
+ * closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -1115,6 +1115,15 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 	return error;
 }
 
+/* The first descriptor sent with q, taken: the request keeps it. */
+static inline int take_fd(struct req *q)
+{
+	int fd = q->fds[0];
+
+	q->nfds = 0;
+	return fd;
+}
+
 /* ---- dirty.c: wp-async regions (WP_ASYNC, PAGEMAP_SCAN) ------------------ */
 
 /* Whether fd is a /proc/PID/pagemap file. */
@@ -1131,6 +1140,15 @@ void dirty_mark(struct region *r, uint64_t first, uint64_t n);
  */
 int dirty_scan(struct session *s, struct region *r, uint64_t addr, uint64_t len, bool reset,
 	       char *why, size_t whylen);
+
+/* ---- control-region.c: RegionAdd, RegionRemove, DirtyGet ---------------- */
+
+/* The requests of their names: 0 or the error, its text in q->text. */
+int do_region_add(struct req *q);
+int do_region_add_batch(struct req *q);
+int do_region_remove(struct req *q);
+/* The dirty bitmap in rep (*ret_buf: free() after the reply is sent). */
+int do_dirty_get(struct req *q, Uffdd__Reply *rep, uint8_t **ret_buf);
 
 /* ---- control-reply.c --------------------------------------------------- */
 
