@@ -7,8 +7,8 @@
  * region's dirty bitmap, which then answers exactly as for a synchronous WP
  * region.  The kernel checked the client's access to its own memory when
  * the client opened the file; the daemon opens no path.  Calls libpin and
- * the bitmaps; called by control.c (requests), fault.c (discards) and
- * takeover.c (restart).
+ * the bitmaps; called by control.c and control-region.c (requests),
+ * fault.c (discards) and takeover.c (restart).
  */
 #include <inttypes.h>
 #include <linux/magic.h>

@@ -8,8 +8,9 @@
  * registered range is woken, so that threads whose faults the dead daemon
  * had read fault again, to us; each client is told the last request
  * committed (control_resume()); a Firecracker VM's session is told nothing
- * (firecracker.c).  It may call firecracker.c, control.c, fault.c, worker.c,
- * session.c, state.c, source.c, store.c, evlog.c, log.c and util.c.
+ * (firecracker.c).  It may call firecracker.c, control.c, control-reply.c
+ * (Resume), fault.c, worker.c, session.c, state.c, source.c, store.c,
+ * evlog.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,11 +9,11 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, fcwset, fcmsg, control, inspect, worker, push, fault,
- * dirty, snapshot, finish, session-restore, session, session-table, region,
- * pins, state-txn, state, state-arena, state-now, reader, source,
- * source-file, source-remote, closer, store, notify, evlog, share, log,
- * util.
+ * firecracker, fcwset, fcmsg, control, control-region, control-reply,
+ * inspect, worker, push, fault, dirty, snapshot, finish, session-restore,
+ * session, session-table, region, pins, state-txn, state, state-arena,
+ * state-now, reader, source, source-file, source-remote, closer, store,
+ * notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -715,7 +715,7 @@ struct watch {
 
 struct worker;
 
-/* An encoded message waiting for room in a session's socket (control.c). */
+/* An encoded message waiting for room in a session's socket (control-reply.c). */
 struct out_msg {
 	uint8_t *buf;
 	size_t len;
@@ -819,7 +819,7 @@ struct session {
 	char end_why[96];
 
 	/* Messages its socket had no room for, sent in order once it has
-	 * (control.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no
+	 * (control-reply.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no
 	 * request is read meanwhile. */
 	struct out_msg *outq;
 	size_t outq_head, outq_n;
@@ -1146,18 +1146,6 @@ void control_handle(struct session *s);
  * the reply's text in why. */
 int control_request(struct session *s, const Uffdd__Msg *m, int *fds, size_t nfds, char *why,
 		    size_t whylen);
-/* Messages a session may have waiting for room in its socket: a request's
- * reply, one per WaitPopulated and Replay it may have waiting, and stale
- * notices.  Past that the client is not reading, and is cut off. */
-#define UFFDD_OUTQ_MAX 256
-/* notify_reply() and notify_stale(). */
-int control_reply(struct session *s, uint64_t seq, int error, const char *text);
-void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
-void control_ended(struct session *s, uint64_t seq, int error, const char *text);
-void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
-/* A session taken over after a restart: tell its client the last request
- * committed (Resume), and send that request's reply again. */
-void control_resume(struct session *s);
 
 /* A request being handled: its session, message, the fds that came with it
  * (those not taken are closed), and the reply text on failure. */
@@ -1185,6 +1173,15 @@ static inline int fail(struct req *q, int error, const char *fmt, ...)
 	return error;
 }
 
+/* The first descriptor sent with q, taken: the request keeps it. */
+static inline int take_fd(struct req *q)
+{
+	int fd = q->fds[0];
+
+	q->nfds = 0;
+	return fd;
+}
+
 /* ---- dirty.c: wp-async regions (WP_ASYNC, PAGEMAP_SCAN) ------------------ */
 
 /* Whether fd is a /proc/PID/pagemap file. */
@@ -1201,6 +1198,51 @@ void dirty_mark(struct region *r, uint64_t first, uint64_t n);
  */
 int dirty_scan(struct session *s, struct region *r, uint64_t addr, uint64_t len, bool reset,
 	       char *why, size_t whylen);
+
+/* ---- control-region.c: RegionAdd, RegionRemove, DirtyGet ---------------- */
+
+/* The requests of their names: 0 or the error, its text in q->text. */
+int do_region_add(struct req *q);
+int do_region_add_batch(struct req *q);
+int do_region_remove(struct req *q);
+/* The dirty bitmap in rep (*ret_buf: free() after the reply is sent). */
+int do_dirty_get(struct req *q, Uffdd__Reply *rep, uint8_t **ret_buf);
+
+/* ---- control-reply.c --------------------------------------------------- */
+
+/* Messages a session may have waiting for room in its socket: a request's
+ * reply, one per WaitPopulated and Replay it may have waiting, and stale
+ * notices.  Past that the client is not reading, and is cut off. */
+#define UFFDD_OUTQ_MAX 256
+/* notify_reply() and notify_stale(). */
+int control_reply(struct session *s, uint64_t seq, int error, const char *text);
+void control_replayed(struct session *s, uint64_t seq, int error, uint64_t placed);
+void control_ended(struct session *s, uint64_t seq, int error, const char *text);
+void control_stale(struct session *s, uint64_t start, uint64_t end, uint32_t event);
+/* A session taken over after a restart: tell its client the last request
+ * committed (Resume), and send that request's reply again. */
+void control_resume(struct session *s);
+
+/* A reply, encoded: the bytes sent, and committed with the request. */
+struct packed {
+	uint8_t *buf;
+	size_t len;
+};
+
+/* Watch the session's socket for room (EPOLLOUT, requests left unread)
+ * or for requests (EPOLLIN). */
+void watch_for(struct session *s, uint32_t events);
+/* The client is gone: so is its session, unless it said Goodbye (then the
+ * daemon finishes it without the connection). */
+void hung_up(struct session *s, const char *why);
+/* Send an encoded message, in order after those waiting (queued while the
+ * socket has no room): 0 or -errno. */
+int reply_out(struct session *s, const void *buf, size_t len);
+/* Send what waits while the socket has room: true when nothing is left. */
+bool flush(struct session *s);
+/* Encode a Reply to request seq into p (p->buf: free()); one too large
+ * for a message becomes an -EMSGSIZE Reply.  0 or -ENOMEM. */
+int pack_reply(uint64_t seq, Uffdd__Reply *rep, struct packed *p);
 
 /* ---- inspect.c: requests that read any session --------------------------- */
 
