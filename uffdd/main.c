@@ -353,7 +353,7 @@ int main(int argc, char **argv)
 	if (sd_watchdog_enabled(0, &usec) > 0)
 		uffdd_cfg.watchdog_ns = usec * 1000;
 #endif
-	int r = fault_init();
+	int r = place_init();
 	if (r >= 0)
 		r = workers_start(uffdd_cfg.workers);
 	if (r < 0) {

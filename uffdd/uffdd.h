@@ -10,10 +10,10 @@
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
  * firecracker, fcwset, fcmsg, control, control-region, control-reply,
- * inspect, worker, push, fault, dirty, snapshot, finish, session-restore,
- * session, session-table, region, pins, state-txn, state, state-arena,
- * state-now, reader, source, source-file, source-remote, closer, store,
- * notify, evlog, share, log, util.
+ * inspect, worker, push, fault, place, dirty, snapshot, finish,
+ * session-restore, session, session-table, region, pins, state-txn, state,
+ * state-arena, state-now, reader, source, source-file, source-remote,
+ * closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -1311,8 +1311,6 @@ static inline uint64_t region_unit(const struct region *r)
 	return r->huge ? UFFDD_HUGE_PAGE >> uffdd_page_shift : 1;
 }
 
-/* Zeroes to copy from (a WP region's zero pages); before the workers start. */
-int fault_init(void);
 /* The userfaultfd is readable: read events in batches and serve them.
  * Returns the events read, or -errno when the userfaultfd failed. */
 int fault_handle(struct session *s);
@@ -1328,6 +1326,16 @@ void fault_drop(struct session *s, uint64_t start, uint64_t end);
 /* A REMAP, REMOVE or UNMAP applied to the session's regions, and told to
  * its client's pins; any other event is not one. */
 void fault_apply_event(struct session *s, const struct pin_uffd_event *ev);
+/* ---- place.c ----------------------------------------------------------- */
+
+/* The address of page i of r. */
+static inline void *region_page_addr(const struct region *r, uint64_t i)
+{
+	return (void *)(uintptr_t)(r->start + (i << uffdd_page_shift));
+}
+
+/* Zeroes to copy from (a WP region's zero pages); before the workers start. */
+int place_init(void);
 /*
  * Place pages [first, first + n) of r, each from its source or as zero, with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
