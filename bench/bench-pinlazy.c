@@ -11,6 +11,11 @@
  * floor of any userfaultfd restore is one UFFDIO_COPY of the whole range
  * from the mapped source, then the pin (bulk): pin_256m_lazy_vs_bulk_x.  With
  * --smoke, one round over 64 MiB (the metric names keep "256m").
+ * pin_256m_zero_fill is the floor of any restore at all, data or not: the
+ * pin of 256 MiB of fresh anonymous memory, whose pages the kernel allocates
+ * and zeroes as it pins (no byte of data, no userfaultfd); its ratio to the
+ * resident pin, pin_256m_zero_fill_vs_resident_x, is the least that
+ * pin_256m_lazy_vs_resident_x can be on this machine.
  * pin_256m_hit_session is a cache hit (get and put) of the whole range while
  * the session serves it (its event log read first), pin_256m_hit the same of
  * resident memory no session serves; pin_hit_session_vs_plain_x their ratio.
@@ -197,11 +202,24 @@ static double round_bulk(struct pin_ctx *ctx, int src)
 	return ms;
 }
 
+/* The floor: pin memory no page of which exists yet. */
+static double round_zero_fill(struct pin_ctx *ctx)
+{
+	char *p = bench_map_anon(bytes);
+	double ms = pin_once(ctx, p);
+
+	for (uint64_t off = 0; off < bytes; off += page)
+		if (p[off])
+			bench_die("fresh pages", EIO);
+	munmap(p, bytes);
+	return ms;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int rounds = DEFAULT_ROUNDS;
 	double lazy[MAX_ROUNDS], res[MAX_ROUNDS], bulk[MAX_ROUNDS], faults[MAX_ROUNDS];
-	double hit_session[MAX_ROUNDS], hit[MAX_ROUNDS];
+	double hit_session[MAX_ROUNDS], hit[MAX_ROUNDS], zero[MAX_ROUNDS];
 	struct pin_ctx_opts po = {
 		.sz = sizeof(po),
 		.backend = PIN_BACKEND_IO_URING,
@@ -228,15 +246,19 @@ int main(int argc, char **argv)
 		uint64_t f;
 		res[i] = round_resident(ctx, src, &hit[i]);
 		bulk[i] = round_bulk(ctx, src);
+		zero[i] = round_zero_fill(ctx);
 		lazy[i] = round_lazy(ctx, src, &f, &hit_session[i]);
 		faults[i] = (double)f;
 	}
 	bench_uffdd_stop(&ud);
 	double l = bench_median(lazy, rounds), s = bench_median(res, rounds),
-	       b = bench_median(bulk, rounds);
+	       b = bench_median(bulk, rounds), z = bench_median(zero, rounds);
 	bench_metric("pin_256m_lazy", l, "ms");
 	bench_metric("pin_256m_resident", s, "ms");
 	bench_metric("pin_256m_bulk", b, "ms");
+	bench_metric("pin_256m_zero_fill", z, "ms");
+	bench_metric("pin_256m_zero_fill_vs_resident_x", z / s, "x");
+	bench_metric("pin_256m_lazy_vs_zero_fill_x", l / z, "x");
 	bench_metric("pin_256m_lazy_vs_resident_x", l / s, "x");
 	bench_metric("pin_256m_lazy_vs_bulk_x", l / b, "x");
 	bench_metric("pin_256m_lazy_faults", bench_median(faults, rounds), "faults");
