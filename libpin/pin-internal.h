@@ -77,6 +77,9 @@ struct pin_backend_ops {
 	const char *name;
 	int (*open)(struct pin_ctx *ctx);
 	void (*close)(struct pin_ctx *ctx);
+	/* In a fork child: free the child's copy, release nothing of the
+	 * parent's (NULL: close does only that already). */
+	void (*forget)(struct pin_ctx *ctx);
 	/* How many buffer slots a range of len bytes takes (0: none). */
 	unsigned int (*nbufs)(size_t len);
 	/* -ENOSPC or -ENOMEM make the cache evict idle entries and retry. */
@@ -164,7 +167,17 @@ struct pin_ctx {
 	const struct pin_evlog *evlog;
 	void *evlog_arg;
 	uint64_t evlog_tail;
+	/* pin-fork.c: the list of live contexts; this is a fork child's copy. */
+	struct pin_ctx *fork_next, *fork_prev;
+	bool forked;
 };
+
+/* ---- pin-fork.c: contexts across fork(2) --------------------------------- */
+
+/* Put ctx on the list whose copies a fork marks forked (0, or -errno of
+ * pthread_atfork); untrack takes it off. */
+int pin_fork_track(struct pin_ctx *ctx);
+void pin_fork_untrack(struct pin_ctx *ctx);
 
 /* ---- pin-evlog.c: reading a uffdd session's event log ------------------ */
 

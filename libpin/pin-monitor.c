@@ -269,6 +269,16 @@ void pin_monitor_free(struct pin_monitor *m)
 	free(m);
 }
 
+void pin_monitor_forget(struct pin_monitor *m)
+{
+	if (!m)
+		return;
+	close(m->stop_fd);
+	close(m->kick_fd);
+	pin_uffd_free(m->uffd);
+	free(m);
+}
+
 int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end)
 {
 	struct uffdio_register reg = {

@@ -50,6 +50,9 @@ struct pin_monitor_owner {
 /* Starts the monitor thread; *owner is copied. */
 int pin_monitor_new(const struct pin_monitor_owner *owner, struct pin_monitor **ret);
 void pin_monitor_free(struct pin_monitor *m);
+/* In a fork child, where the thread does not exist: close the child's
+ * descriptors and free its copy. */
+void pin_monitor_forget(struct pin_monitor *m);
 /* Register [start, end) for events, in a mode that takes over no fault. */
 int pin_monitor_watch(struct pin_monitor *m, uintptr_t start, uintptr_t end);
 void pin_monitor_unwatch(struct pin_monitor *m, uintptr_t start, uintptr_t end);

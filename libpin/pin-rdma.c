@@ -137,6 +137,13 @@ static void rdma_close(struct pin_ctx *ctx)
 	free(d);
 }
 
+/* The protection domain and the device are the parent's: a dealloc here
+ * would end the parent's registrations. */
+static void rdma_forget(struct pin_ctx *ctx)
+{
+	free(ctx->be_data);
+}
+
 static unsigned int rdma_nbufs(size_t len)
 {
 	return 0;
@@ -173,6 +180,7 @@ const struct pin_backend_ops pin_backend_rdma = {
 	.name = "rdma",
 	.open = rdma_open,
 	.close = rdma_close,
+	.forget = rdma_forget,
 	.nbufs = rdma_nbufs,
 	.pin = rdma_pin,
 	.unpin = rdma_unpin,

@@ -157,6 +157,11 @@ PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret
 	pin_imap_init(&ctx->map);
 	pin_imap_init(&ctx->held);
 	pin_imap_init(&ctx->unreg);
+	r = pin_fork_track(ctx);
+	if (r < 0) {
+		pin_ctx_free(ctx);
+		return r;
+	}
 	ctx->page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	ctx->flags = o.flags;
 	ctx->max_idle = o.max_idle ? o.max_idle : DEFAULT_MAX_IDLE;
@@ -573,6 +578,8 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 
 	if (!ctx || !ret || !len)
 		return -EINVAL;
+	if (ctx->forked)
+		return -ECHILD;
 	if (a + len < a || a + len > UINTPTR_MAX - ctx->page)
 		return -EOVERFLOW;
 	start = a & ~(ctx->page - 1);
@@ -615,7 +622,7 @@ PIN_EXPORT int pin_range_get(struct pin_ctx *ctx, const void *addr, size_t len,
 
 PIN_EXPORT void pin_range_put(struct pin_range *r)
 {
-	if (!r)
+	if (!r || r->ctx->forked)
 		return;
 	struct pin_ctx *ctx = r->ctx;
 
@@ -640,16 +647,42 @@ PIN_EXPORT int pin_ctx_invalidate(struct pin_ctx *ctx, const void *addr, size_t 
 
 	if (!ctx || a + len < a)
 		return -EINVAL;
+	if (ctx->forked)
+		return -ECHILD;
 	lock_synced(ctx);
 	unsigned int n = invalidate_locked(ctx, a & ~(ctx->page - 1), a + len, false, false);
 	pthread_mutex_unlock(&ctx->lock);
 	return (int)n;
 }
 
+/* A fork child's copy of ctx (pin-fork.c): its memory and descriptors go,
+ * the parent's pins and registrations stay. */
+static void forget(struct pin_ctx *ctx)
+{
+	struct pin_range *r;
+
+	while ((r = pin_imap_take_overlap(&ctx->map, 0, UINTPTR_MAX)) ||
+	       (r = pin_imap_take_overlap(&ctx->held, 0, UINTPTR_MAX)))
+		free(r);
+	while ((r = ctx->dead)) {
+		ctx->dead = r->next;
+		free(r);
+	}
+	pin_monitor_forget(ctx->mon);
+	if (ctx->be)
+		(ctx->be->forget ? ctx->be->forget : ctx->be->close)(ctx);
+}
+
 PIN_EXPORT void pin_ctx_free(struct pin_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	pin_fork_untrack(ctx);
+	if (ctx->forked) {
+		forget(ctx);
+		ctx->mon = NULL;
+		ctx->be = NULL;
+	}
 	if (ctx->be) {
 		pthread_mutex_lock(&ctx->lock);
 		ctx->closing = true;
@@ -686,6 +719,8 @@ PIN_EXPORT int pin_ctx_stats(struct pin_ctx *ctx, struct pin_ctx_stats *ret)
 	/* Callers built against an older struct get its prefix. */
 	if (!ctx || !ret || ret->sz < sizeof(ret->sz))
 		return -EINVAL;
+	if (ctx->forked)
+		return -ECHILD;
 	lock_synced(ctx);
 	s.hits = ctx->hits;
 	s.misses = ctx->misses;

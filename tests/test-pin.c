@@ -476,6 +476,69 @@ START_TEST(fork_keeps_parent_coherent)
 }
 END_TEST
 
+/* The child's copy of a context refuses, and freeing it leaves the
+ * parent's pins, ring buffers and monitor as they were.  The child reports
+ * by exit status: the step that failed. */
+static int child_refuses(struct pin_ctx *ctx, char *p, size_t len, struct pin_range *r)
+{
+	struct pin_ctx_stats st = { .sz = sizeof(st) };
+	struct pin_range *again;
+
+	if (pin_range_get(ctx, p, len, &again) != -ECHILD)
+		return 1;
+	if (pin_ctx_invalidate(ctx, p, len) != -ECHILD)
+		return 2;
+	if (pin_ctx_stats(ctx, &st) != -ECHILD)
+		return 3;
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	return 0;
+}
+
+START_TEST(fork_child_refused)
+{
+	const size_t len = 4 * MiB;
+	long pin0 = test_status_kb("VmPin");
+	struct pin_ctx *ctx = test_pin_ctx_new(PIN_BACKEND_IO_URING, 0);
+	char *p = pin_cached(ctx, len);
+	int in = test_pattern_file(page, 4);
+	struct pin_range *r;
+	int status;
+
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(child_refuses(ctx, p, len, r));
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child step %d failed",
+		      WEXITSTATUS(status));
+	/* The parent's buffer is still registered in the shared ring... */
+	read_into(ctx, r, p + page, page, in);
+	test_assert_pattern(p + page, page, 4);
+	struct pin_ctx_stats s = test_pin_stats(ctx);
+	ck_assert_uint_eq(s.hits, 1);
+	ck_assert_uint_eq(s.pinned_ranges, 1);
+	ck_assert_int_eq(test_status_kb("VmPin") - pin0, (long)(len / 1024));
+	pin_range_put(r);
+	/* ...and its monitor still sees a discard. */
+	ck_assert_int_eq(madvise(p + len / 2, page, MADV_DONTNEED), 0);
+	ck_assert_int_eq(p[len / 2], 0);
+	ck_assert_int_eq(pin_range_get(ctx, p, len, &r), 0);
+	s = test_pin_stats(ctx);
+	ck_assert_uint_eq(s.misses, 2);
+	ck_assert_uint_eq(s.invalidations, 1);
+	ck_assert_uint_eq(s.events, 1); /* REMOVE */
+	ck_assert_uint_eq(s.pinned_ranges, 1);
+	read_into(ctx, r, p + len / 2, page, in);
+	test_assert_pattern(p + len / 2, page, 4);
+	pin_range_put(r);
+	pin_ctx_free(ctx);
+	close(in);
+	munmap(p, len);
+}
+END_TEST
+
 START_TEST(watch_takes_no_fault)
 {
 	const size_t len = 4 * MiB;
@@ -773,10 +836,13 @@ Suite *test_suite(void)
 	TCase *io = tcase_create("io_uring");
 	TCase *stale = tcase_create("stale");
 	TCase *other = tcase_create("other");
+	/* Alone in its tcase: scripts/mutate runs it (CK_RUN_CASE). */
+	TCase *forked = tcase_create("fork_child_refused");
 
 	tcase_add_checked_fixture(io, setup, NULL);
 	tcase_add_checked_fixture(stale, setup, NULL);
 	tcase_add_checked_fixture(other, setup, NULL);
+	tcase_add_checked_fixture(forked, setup, NULL);
 	tcase_set_timeout(io, 600);
 	tcase_set_timeout(stale, 600);
 	tcase_set_timeout(other, 600);
@@ -800,9 +866,11 @@ Suite *test_suite(void)
 	tcase_add_test(other, mlock_is_not_foll_pin);
 	tcase_add_test(other, memlock_mlock);
 	tcase_add_test(other, rdma_backend_as_the_machine_allows);
+	tcase_add_test(forked, fork_child_refused);
 	suite_add_tcase(s, io);
 	suite_add_tcase(s, stale);
 	suite_add_tcase(s, other);
+	suite_add_tcase(s, forked);
 	return s;
 }
 

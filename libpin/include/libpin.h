@@ -260,7 +260,9 @@ struct pin_ctx_opts {
 
 /* opts may be NULL.  -ENODEV: PIN_BACKEND_RDMA and no RDMA device. */
 int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret);
-/* Release every pin and free; accepts NULL.  Put every handle first. */
+/* Release every pin and free; accepts NULL.  Put every handle first.  In a
+ * fork child, every call on the parent's context fails -ECHILD but this one,
+ * which frees the child's copy and releases none of the parent's pins. */
 void pin_ctx_free(struct pin_ctx *ctx);
 /* The backend in use (enum pin_backend, never AUTO) and its name. */
 int pin_ctx_backend(const struct pin_ctx *ctx);
