@@ -172,6 +172,11 @@ struct pin_ctx {
 	bool forked;
 };
 
+/* ---- pin.c, for pin-ctx.c ------------------------------------------------- */
+
+/* Start the context's monitor (pin-monitor.c), which calls back into pin.c. */
+int pin_ctx_watch_start(struct pin_ctx *ctx);
+
 /* ---- pin-fork.c: contexts across fork(2) --------------------------------- */
 
 /* Put ctx on the list whose copies a fork marks forked (0, or -errno of

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * Pin contexts and the registration cache: lookups by range, refcounted
+ * A pin context's registration cache (the context made by pin-ctx.c, its
+ * handles read by pin-handle.c): lookups by range, refcounted
  * handles, idle pins in LRU order under count and byte limits, and
  * invalidation, so that a lookup never returns a pin whose pages the process
  * no longer sees.  Staleness does not depend on the cache: pins kept out of
@@ -21,9 +22,6 @@
 
 #include "pin-internal.h"
 
-#define DEFAULT_MAX_IDLE       256
-#define DEFAULT_MAX_IDLE_BYTES (1ul << 30)
-#define DEFAULT_RING_ENTRIES   64
 /* A lookup that keeps finding its new pin invalidated while it pins gives up. */
 #define STALE_RETRIES 3
 /* Background unregistration goes this far per ioctl (about 1.5 ms). */
@@ -84,110 +82,6 @@ static bool after_remove(const struct pin_ctx *ctx, const struct pin_range *r, u
 			return true;
 	}
 	return false;
-}
-
-static int monitor_start(struct pin_ctx *ctx);
-
-static const struct pin_backend_ops *backend_of(const struct pin_ctx *ctx, int backend)
-{
-	switch (backend) {
-	case PIN_BACKEND_IO_URING:
-		return ctx->ring_nslots ? &pin_backend_iouring_caller : &pin_backend_iouring;
-	case PIN_BACKEND_MLOCK:
-		return &pin_backend_mlock;
-#ifdef HAVE_RDMA
-	case PIN_BACKEND_RDMA:
-		return &pin_backend_rdma;
-#endif
-	}
-	return NULL;
-}
-
-static int open_backend(struct pin_ctx *ctx, int backend)
-{
-	/* A ring the caller gave chooses io_uring. */
-	if (backend == PIN_BACKEND_AUTO && ctx->ring_nslots)
-		backend = PIN_BACKEND_IO_URING;
-	if (backend == PIN_BACKEND_AUTO) {
-		ctx->autoselect = true;
-#ifdef HAVE_RDMA
-		ctx->be = &pin_backend_rdma;
-		ctx->backend = PIN_BACKEND_RDMA;
-		int r = ctx->be->open(ctx);
-		if (r != -ENODEV)
-			return r;
-#endif
-		backend = PIN_BACKEND_IO_URING;
-	}
-	ctx->be = backend_of(ctx, backend);
-	if (!ctx->be) {
-		pin_log(PIN_LOG_ERR, "pin backend %d is not built in (meson -Drdma)", backend);
-		return -EOPNOTSUPP;
-	}
-	ctx->backend = backend;
-	return ctx->be->open(ctx);
-}
-
-PIN_EXPORT int pin_ctx_new(const struct pin_ctx_opts *opts, struct pin_ctx **ret)
-{
-	struct pin_ctx_opts o = { .sz = sizeof(o) };
-	struct pin_ctx *ctx;
-	int r;
-
-	if (!ret)
-		return -EINVAL;
-	r = pin_opts_copy(&o, sizeof(o), opts);
-	if (r < 0)
-		return r;
-	if (o.backend < PIN_BACKEND_AUTO || o.backend > PIN_BACKEND_MLOCK ||
-	    (o.flags & ~PIN_CTX_NO_MONITOR))
-		return -EINVAL;
-	if (o.ring_nslots && o.backend != PIN_BACKEND_AUTO && o.backend != PIN_BACKEND_IO_URING) {
-		pin_log(PIN_LOG_ERR,
-			"pin_ctx_new: a caller's ring (ring_nslots %u) needs the io_uring "
-			"backend, not %d",
-			o.ring_nslots, o.backend);
-		return -EINVAL;
-	}
-	ctx = calloc(1, sizeof(*ctx));
-	if (!ctx)
-		return -ENOMEM;
-	pthread_mutex_init(&ctx->lock, NULL);
-	pthread_cond_init(&ctx->unreg_done, NULL);
-	pin_imap_init(&ctx->map);
-	pin_imap_init(&ctx->held);
-	pin_imap_init(&ctx->unreg);
-	r = pin_fork_track(ctx);
-	if (r < 0) {
-		pin_ctx_free(ctx);
-		return r;
-	}
-	ctx->page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	ctx->flags = o.flags;
-	ctx->max_idle = o.max_idle ? o.max_idle : DEFAULT_MAX_IDLE;
-	ctx->max_idle_bytes = o.max_idle_bytes ? o.max_idle_bytes : DEFAULT_MAX_IDLE_BYTES;
-	ctx->ring_entries = o.ring_entries ? o.ring_entries : DEFAULT_RING_ENTRIES;
-	ctx->rdma_access = o.rdma_access;
-	ctx->ring_fd = o.ring_fd;
-	ctx->ring_first_slot = o.ring_first_slot;
-	ctx->ring_nslots = o.ring_nslots;
-	r = open_backend(ctx, o.backend);
-	if (r < 0) {
-		ctx->be = NULL;
-		pin_ctx_free(ctx);
-		return r;
-	}
-	if (!(o.flags & PIN_CTX_NO_MONITOR)) {
-		r = monitor_start(ctx);
-		if (r < 0) {
-			pin_ctx_free(ctx);
-			return r;
-		}
-	}
-	pin_log(PIN_LOG_DEBUG, "pin context: %s backend%s", ctx->be->name,
-		ctx->mon ? ", monitored by userfaultfd" : "");
-	*ret = ctx;
-	return 0;
 }
 
 static void lru_unlink(struct pin_ctx *ctx, struct pin_range *r)
@@ -442,7 +336,7 @@ static void monitor_lost(void *arg, bool on_monitor)
 }
 
 /* The monitor calls back into this context only through these. */
-static int monitor_start(struct pin_ctx *ctx)
+int pin_ctx_watch_start(struct pin_ctx *ctx)
 {
 	const struct pin_monitor_owner owner = {
 		.lock = &ctx->lock,
@@ -737,73 +631,4 @@ PIN_EXPORT int pin_ctx_stats(struct pin_ctx *ctx, struct pin_ctx_stats *ret)
 	memcpy(ret, &s, sz);
 	ret->sz = sz;
 	return 0;
-}
-
-PIN_EXPORT int pin_ctx_backend(const struct pin_ctx *ctx)
-{
-	return ctx ? ctx->backend : -EINVAL;
-}
-
-PIN_EXPORT const char *pin_ctx_backend_name(const struct pin_ctx *ctx)
-{
-	return ctx ? ctx->be->name : NULL;
-}
-
-PIN_EXPORT void *pin_range_addr(const struct pin_range *r)
-{
-	return r ? (void *)r->start : NULL;
-}
-
-PIN_EXPORT size_t pin_range_len(const struct pin_range *r)
-{
-	return r ? r->end - r->start : 0;
-}
-
-PIN_EXPORT int pin_range_stale(const struct pin_range *r)
-{
-	if (!r)
-		return -EINVAL;
-	return atomic_load(&((struct pin_range *)r)->stale) ? 1 : 0;
-}
-
-PIN_EXPORT int pin_range_buf_count(const struct pin_range *r)
-{
-	if (!r)
-		return -EINVAL;
-	return r->ctx->backend == PIN_BACKEND_IO_URING ? (int)r->nbufs : -EOPNOTSUPP;
-}
-
-PIN_EXPORT int pin_range_buf_index(const struct pin_range *r, const void *addr, size_t len)
-{
-	uintptr_t a = (uintptr_t)addr;
-
-	if (!r)
-		return -EINVAL;
-	if (r->ctx->backend != PIN_BACKEND_IO_URING)
-		return -EOPNOTSUPP;
-	if (a < r->start || a >= r->end || len > r->end - a)
-		return -ERANGE;
-	size_t i = (a - r->start) / PIN_IOURING_BUF_MAX;
-	if (a + len > r->start + (i + 1) * PIN_IOURING_BUF_MAX)
-		return -ERANGE;
-	return (int)r->bufs[i];
-}
-
-PIN_EXPORT int pin_range_rdma_keys(const struct pin_range *r, uint32_t *ret_lkey,
-				   uint32_t *ret_rkey)
-{
-	if (!r)
-		return -EINVAL;
-	if (r->ctx->backend != PIN_BACKEND_RDMA)
-		return -EOPNOTSUPP;
-	if (ret_lkey)
-		*ret_lkey = r->lkey;
-	if (ret_rkey)
-		*ret_rkey = r->rkey;
-	return 0;
-}
-
-PIN_EXPORT struct ibv_mr *pin_range_ibv_mr(const struct pin_range *r)
-{
-	return r ? r->mr : NULL;
 }
