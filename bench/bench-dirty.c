@@ -7,9 +7,17 @@
  *    tracking ÷ the same writes untracked; and _syncwp_x: under uffdd's
  *    synchronous WP mode, each first write a fault the daemon serves.
  *    Every round starts with all pages protected (a DirtyGet with reset).
- *    _first_write_us: what tracking adds per first write to a page (the
- *    writes to pages written before in the round cost the same tracked or
- *    not), the issue's 1.5 us (async) against 25 us (a synchronous fault).
+ *    dirty_bare_fault_write_overhead_x: the floor, the same writes where
+ *    each first write takes the kernel's bare write fault (the page
+ *    write-protected by a fork whose child exited: do_wp_page() reuses it,
+ *    the path a wp-async fault takes after clearing the uffd-wp bit).  The
+ *    three run interleaved in each round, over their own 1 GiB each, and a
+ *    "# round" line gives each round's figures.  The minor faults each took
+ *    (getrusage) are counted: one per first write, or the kernel took a
+ *    slower path.  _first_write_us: what tracking adds per first write to
+ *    a page (the writes to pages written before in the round cost the same
+ *    tracked or not), the issue's 1.5 us (async) against 25 us (a
+ *    synchronous fault), beside the bare fault's.
  *  - dirty_scan_vs_softdirty_x: finding the pages written since the last
  *    look (5 % of them, random) and arming for the next: PAGEMAP_SCAN with
  *    its own re-protection (pin_pagemap_scan_written(), PIN_PAGEMAP_RESET)
@@ -29,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench-common.h"
@@ -130,14 +140,50 @@ static void untrack(struct tracked *t)
 	free(t->bm);
 }
 
-/* Median ms of the write workload over p, tracked by t (NULL: untracked). */
+/* Minor faults of this process so far. */
+static long minflt(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		bench_die("getrusage", errno);
+	return ru.ru_minflt;
+}
+
+/* Every page of this process not MADV_DONTFORK write-protected the way
+ * fork(2) leaves them: a child that exits at once.  The first write to
+ * each then takes the kernel's bare write fault, the page reused (its only
+ * user), not copied: do_wp_page()'s path that wp-async takes too. */
+static void cow_arm(void)
+{
+	pid_t c = fork();
+	int st;
+
+	if (c < 0)
+		bench_die("fork", errno);
+	if (c == 0)
+		_exit(0);
+	if (waitpid(c, &st, 0) != c)
+		bench_die("waitpid", errno);
+}
+
+/* The write workload over p: ms, and the minor faults it took in *faults. */
+static double timed_writes(uint8_t *p, uint8_t value, double *faults)
+{
+	long f0 = minflt();
+	double ms = write_all(p, value);
+
+	*faults = (double)(minflt() - f0);
+	return ms;
+}
+
+/* Median ms of the write workload over p, tracked by t. */
 static double writes_ms(uint8_t *p, struct tracked *t)
 {
 	double ms[ROUNDS];
 
 	for (unsigned int r = 0; r < rounds; r++) {
-		if (t)
-			dirty_reset(t, p, NULL);
+		dirty_reset(t, p, NULL);
 		ms[r] = write_all(p, (uint8_t)(r + 2));
 	}
 	return bench_median(ms, rounds);
@@ -157,29 +203,83 @@ static size_t distinct(size_t n)
 	return k;
 }
 
-static void bench_write_overhead(void)
+/* map_populated(), kept out of the children cow_arm() makes (its pages
+ * stay writable). */
+static uint8_t *map_unforked(void)
 {
 	uint8_t *p = map_populated();
-	double plain = writes_ms(p, NULL);
-	struct tracked t = track(p, true);
-	double async = writes_ms(p, &t);
 
+	if (madvise(p, bytes, MADV_DONTFORK) < 0)
+		bench_die("madvise(MADV_DONTFORK)", errno);
+	return p;
+}
+
+/* The three workloads of a round, the one to run k-th: rotating, so that
+ * none is always the first after the re-arming. */
+enum { UNTRACKED, WPASYNC, BARE, KINDS };
+
+/*
+ * Untracked, wp-async and bare-fault writes interleaved in each round, each
+ * over its own populated 1 GiB: the ratios are of the same moments of this
+ * loaded machine.  Then synchronous WP, slower by far.
+ */
+static void bench_write_overhead(void)
+{
+	uint8_t *mem[KINDS] = { map_unforked(), map_unforked(), map_populated() };
+	double ms[KINDS][ROUNDS], faults[KINDS][ROUNDS], med[KINDS];
+	struct tracked t = track(mem[WPASYNC], true);
+	double first = (double)distinct(npages);
+
+	for (unsigned int r = 0; r < rounds; r++) {
+		dirty_reset(&t, mem[WPASYNC], NULL);
+		cow_arm();
+		for (unsigned int k = 0; k < KINDS; k++) {
+			unsigned int w = (r + k) % KINDS;
+
+			ms[w][r] = timed_writes(mem[w], (uint8_t)(r + 2), &faults[w][r]);
+		}
+		printf("# round %u: untracked %.1f ms (%.0f faults), wp-async %.1f ms (%.0f), "
+		       "bare fault %.1f ms (%.0f): wp-async %.3fx, bare %.3fx; per first write "
+		       "wp-async %.3f us, bare %.3f us\n",
+		       r, ms[UNTRACKED][r], faults[UNTRACKED][r], ms[WPASYNC][r],
+		       faults[WPASYNC][r], ms[BARE][r], faults[BARE][r],
+		       ms[WPASYNC][r] / ms[UNTRACKED][r], ms[BARE][r] / ms[UNTRACKED][r],
+		       (ms[WPASYNC][r] - ms[UNTRACKED][r]) * 1e3 / first,
+		       (ms[BARE][r] - ms[UNTRACKED][r]) * 1e3 / first);
+	}
 	untrack(&t);
-	munmap(p, bytes);
-	p = map_populated();
+	for (unsigned int w = 0; w < KINDS; w++) {
+		munmap(mem[w], bytes);
+		med[w] = bench_median(ms[w], rounds);
+	}
+	uint8_t *p = map_populated();
 	t = track(p, false);
 	double sync = writes_ms(p, &t);
 	untrack(&t);
 	munmap(p, bytes);
-	bench_metric("dirty_write_untracked_ms", plain, "ms");
-	bench_metric("dirty_write_wpasync_ms", async, "ms");
+
+	bench_metric("dirty_write_untracked_ms", med[UNTRACKED], "ms");
+	bench_metric("dirty_write_wpasync_ms", med[WPASYNC], "ms");
+	bench_metric("dirty_write_bare_fault_ms", med[BARE], "ms");
 	bench_metric("dirty_write_syncwp_ms", sync, "ms");
-	bench_metric("dirty_track_write_overhead_x", async / plain, "x");
-	bench_metric("dirty_track_write_overhead_syncwp_x", sync / plain, "x");
+	bench_metric("dirty_track_write_overhead_x", med[WPASYNC] / med[UNTRACKED], "x");
+	/* The floor: the same first writes, each a bare kernel write fault. */
+	bench_metric("dirty_bare_fault_write_overhead_x", med[BARE] / med[UNTRACKED], "x");
+	bench_metric("dirty_track_write_overhead_syncwp_x", sync / med[UNTRACKED], "x");
+	bench_metric("dirty_first_writes", first, "pages");
+	bench_metric("dirty_write_faults_untracked", bench_median(faults[UNTRACKED], rounds),
+		     "faults");
+	bench_metric("dirty_write_faults_wpasync", bench_median(faults[WPASYNC], rounds), "faults");
+	bench_metric("dirty_write_faults_bare", bench_median(faults[BARE], rounds), "faults");
 	/* ms over first writes, in us. */
-	double first = (double)distinct(npages) / 1e3;
-	bench_metric("dirty_first_write_wpasync_us", (async - plain) / first, "us");
-	bench_metric("dirty_first_write_syncwp_us", (sync - plain) / first, "us");
+	bench_metric("dirty_first_write_wpasync_us", (med[WPASYNC] - med[UNTRACKED]) * 1e3 / first,
+		     "us");
+	bench_metric("dirty_first_write_bare_fault_us", (med[BARE] - med[UNTRACKED]) * 1e3 / first,
+		     "us");
+	bench_metric("dirty_first_write_syncwp_us", (sync - med[UNTRACKED]) * 1e3 / first, "us");
+	/* 1: a wp-async first write costs what any write fault costs here. */
+	bench_metric("dirty_first_write_wpasync_vs_bare_x",
+		     (med[WPASYNC] - med[UNTRACKED]) / (med[BARE] - med[UNTRACKED]), "x");
 }
 
 /* Write the first SCAN_WRITTEN_PCT % of order's pages; how many. */

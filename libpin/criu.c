@@ -15,14 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "libpin-private.h"
-#include "criu.pb-c.h"
-
-/* criu/include/magic.h */
-#define IMG_COMMON_MAGIC 0x54564319u
-#define PSTREE_MAGIC	 0x50273030u
-#define MM_MAGIC	 0x57492820u
-#define PAGEMAP_MAGIC	 0x56084025u
+#include "criu-internal.h"
 
 /* VmaEntry.status bits, criu/include/image.h */
 #define VMA_AREA_REGULAR  (1u << 0)
@@ -35,16 +28,6 @@
 #define VMA_AREA_GUARD	  (1u << 16)
 #define VMA_AREA_UPROBES  (1u << 17)
 
-/* Metadata images are small; anything this large is not one of CRIU's. */
-#define MAX_IMAGE (256u << 20)
-
-struct img_file {
-	char name[64];
-	uint8_t *data;
-	size_t size;
-	size_t pos;
-};
-
 struct vma {
 	uint64_t start, end;
 	uint32_t prot, flags, status;
@@ -55,226 +38,22 @@ static uint64_t page_size(void)
 	return (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-static void img_release(struct img_file *f)
-{
-	free(f->data);
-	f->data = NULL;
-}
-
-/* Read a whole image file and check its two magic numbers. */
-static int img_load(int dfd, const char *name, uint32_t magic, struct img_file *f)
-{
-	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
-	uint32_t m[2];
-	struct stat st;
-	int r;
-
-	*f = (struct img_file){ 0 };
-	snprintf(f->name, sizeof(f->name), "%s", name);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		pin_log(PIN_LOG_ERR, "open %s: %s", name, strerror(errno));
-		return r;
-	}
-	if ((uint64_t)st.st_size > MAX_IMAGE) {
-		pin_log(PIN_LOG_ERR, "%s: %" PRIu64 " bytes, more than an image holds", name,
-			(uint64_t)st.st_size);
-		return -EFBIG;
-	}
-	f->size = (size_t)st.st_size;
-	f->data = malloc(f->size ? f->size : 1);
-	if (!f->data)
-		return -ENOMEM;
-	r = pin_pread_all(fd, f->data, f->size, 0);
-	if (r < 0) {
-		pin_log(PIN_LOG_ERR, "read %s: %s", name, strerror(r == -ENODATA ? EIO : -r));
-		img_release(f);
-		return r == -ENODATA ? -EIO : r;
-	}
-	if (f->size < sizeof(m)) {
-		pin_log(PIN_LOG_ERR, "%s offset 0: %zu bytes, too short for the magic numbers",
-			name, f->size);
-		img_release(f);
-		return -EBADMSG;
-	}
-	memcpy(m, f->data, sizeof(m));
-	if (le32toh(m[0]) != IMG_COMMON_MAGIC || le32toh(m[1]) != magic) {
-		pin_log(PIN_LOG_ERR,
-			"%s offset 0: magic 0x%08" PRIx32 " 0x%08" PRIx32 ", expected 0x%08" PRIx32
-			" 0x%08" PRIx32,
-			name, le32toh(m[0]), le32toh(m[1]), IMG_COMMON_MAGIC, magic);
-		img_release(f);
-		return -EBADMSG;
-	}
-	f->pos = sizeof(m);
-	return 0;
-}
-
-/*
- * The next (u32 length, message) entry decoded as desc.  Returns 1 with
- * *ret (free with protobuf_c_message_free_unpacked()) and the entry's file
- * offset, 0 at the end of the file, -EBADMSG on a damaged entry.
- */
-static int img_next(struct img_file *f, const ProtobufCMessageDescriptor *desc, void **ret,
-		    size_t *ret_off)
-{
-	size_t off = f->pos, left = f->size - f->pos;
-	ProtobufCMessage *msg;
-	uint32_t len;
-
-	if (!left)
-		return 0;
-	if (left < sizeof(len)) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: truncated entry, %zu bytes left", f->name, off,
-			left);
-		return -EBADMSG;
-	}
-	memcpy(&len, f->data + off, sizeof(len));
-	len = le32toh(len);
-	if (len > left - sizeof(len)) {
-		pin_log(PIN_LOG_ERR,
-			"%s offset %zu: entry length %" PRIu32
-			" past the end of the file (%zu bytes)",
-			f->name, off, len, f->size);
-		return -EBADMSG;
-	}
-	msg = protobuf_c_message_unpack(desc, NULL, len, f->data + off + sizeof(len));
-	if (!msg) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: entry of %" PRIu32 " bytes is not a valid %s",
-			f->name, off, len, desc->name);
-		return -EBADMSG;
-	}
-	f->pos = off + sizeof(len) + len;
-	*ret = msg;
-	*ret_off = off;
-	return 1;
-}
-
-/* img_load(), then the first entry, which must be there, as desc. */
-static int img_load_first(int dfd, const char *name, uint32_t magic,
-			  const ProtobufCMessageDescriptor *desc, struct img_file *f, void **ret)
-{
-	size_t off;
-	int r = img_load(dfd, name, magic, f);
-
-	if (r < 0)
-		return r;
-	r = img_next(f, desc, ret, &off);
-	if (r == 0) {
-		pin_log(PIN_LOG_ERR, "%s offset %zu: no %s", name, f->pos, desc->name);
-		r = -EBADMSG;
-	}
-	if (r < 0) {
-		img_release(f);
-		return r;
-	}
-	return 0;
-}
-
-static int pagemap_entry(const struct img_file *f, size_t off, const Criu__PagemapEntry *pe,
-			 uint64_t *present, struct pin_criu_pagemap_entry *e)
-{
-	uint64_t page = page_size(), nr = pe->has_nr_pages ? pe->nr_pages : pe->compat_nr_pages;
-	uint32_t flags = pe->has_flags ? pe->flags
-				       : (pe->has_in_parent && pe->in_parent ? PIN_CRIU_PE_PARENT
-									     : PIN_CRIU_PE_PRESENT);
-
-	if (pe->vaddr % page || !nr || nr > (UINT64_MAX - pe->vaddr) / page ||
-	    nr > (UINT64_MAX - *present) / page) {
-		pin_log(PIN_LOG_ERR,
-			"%s offset %zu: entry 0x%" PRIx64 " of %" PRIu64
-			" pages is not a page range",
-			f->name, off, pe->vaddr, nr);
-		return -EBADMSG;
-	}
-	*e = (struct pin_criu_pagemap_entry){
-		.vaddr = pe->vaddr,
-		.nr_pages = nr,
-		.offset = flags & PIN_CRIU_PE_PRESENT ? *present : 0,
-		.file_off = off,
-		.flags = flags,
-	};
-	if (flags & PIN_CRIU_PE_PRESENT)
-		*present += nr * page;
-	return 0;
-}
-
-int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
-			  struct pin_criu_pagemap_entry **ret_entries, size_t *ret_nr)
-{
-	struct pin_criu_pagemap_entry *es = NULL;
-	size_t n = 0, cap = 0, off;
-	uint64_t present = 0, prev_end = 0;
-	Criu__PagemapHead *head = NULL;
-	Criu__PagemapEntry *pe;
-	struct img_file f;
-	char name[64];
-	uint32_t pages_id;
-	int r;
-
-	snprintf(name, sizeof(name), "pagemap-%d.img", pid);
-	r = img_load_first(dirfd, name, PAGEMAP_MAGIC, &criu__pagemap_head__descriptor, &f,
-			   (void **)&head);
-	if (r < 0)
-		return r;
-	pages_id = head->pages_id;
-	protobuf_c_message_free_unpacked(&head->base, NULL);
-	while ((r = img_next(&f, &criu__pagemap_entry__descriptor, (void **)&pe, &off)) > 0) {
-		struct pin_criu_pagemap_entry e;
-
-		r = pagemap_entry(&f, off, pe, &present, &e);
-		protobuf_c_message_free_unpacked(&pe->base, NULL);
-		if (r < 0)
-			break;
-		if (e.vaddr < prev_end) {
-			pin_log(PIN_LOG_ERR,
-				"%s offset %zu: entry 0x%" PRIx64
-				" overlaps or precedes the entry before (ending at 0x%" PRIx64 ")",
-				name, off, e.vaddr, prev_end);
-			r = -EBADMSG;
-			break;
-		}
-		prev_end = e.vaddr + e.nr_pages * page_size();
-		if (n == cap) {
-			size_t c = cap ? 2 * cap : 64;
-			struct pin_criu_pagemap_entry *ne = reallocarray(es, c, sizeof(*ne));
-
-			if (!ne) {
-				r = -ENOMEM;
-				break;
-			}
-			es = ne;
-			cap = c;
-		}
-		es[n++] = e;
-	}
-	if (r < 0)
-		goto out;
-	*ret_pages_id = pages_id;
-	*ret_entries = es;
-	*ret_nr = n;
-	es = NULL;
-out:
-	free(es);
-	img_release(&f);
-	return r;
-}
-
 /* The VMAs of mm-PID.img in address order, CRIU's fake guard VMAs left out. */
 static int read_vmas(int dfd, int pid, struct vma **ret, size_t *ret_n)
 {
 	Criu__MmEntry *mm = NULL, *extra;
 	struct vma *v = NULL;
-	struct img_file f;
+	struct pin_criu_img f;
 	size_t off, n = 0;
 	char name[64];
 	int r;
 
 	snprintf(name, sizeof(name), "mm-%d.img", pid);
-	r = img_load_first(dfd, name, MM_MAGIC, &criu__mm_entry__descriptor, &f, (void **)&mm);
+	r = pin_criu_img_load_first(dfd, name, CRIU_MM_MAGIC, &criu__mm_entry__descriptor, &f,
+				    (void **)&mm);
 	if (r < 0)
 		return r;
-	r = img_next(&f, &criu__mm_entry__descriptor, (void **)&extra, &off);
+	r = pin_criu_img_next(&f, &criu__mm_entry__descriptor, (void **)&extra, &off);
 	if (r > 0) {
 		protobuf_c_message_free_unpacked(&extra->base, NULL);
 		pin_log(PIN_LOG_ERR, "%s offset %zu: a second MmEntry", name, off);
@@ -314,36 +93,41 @@ out:
 	free(v);
 	if (mm)
 		protobuf_c_message_free_unpacked(&mm->base, NULL);
-	img_release(&f);
+	pin_criu_img_release(&f);
 	return r;
 }
 
-/* Every page of every entry lies in a VMA, and its pages in the pages file. */
-static int check_entries(int pid, uint32_t pages_id, uint64_t pages_size,
-			 const struct pin_criu_pagemap_entry *e, size_t ne, const struct vma *v,
-			 size_t nv)
+/* Every page of every entry lies in a VMA, and its pages in its dump's
+ * pages file. */
+static int check_entries(int pid, const struct pin_criu_chain *c, const struct vma *v, size_t nv)
 {
+	const struct pin_criu_pagemap_entry *e = c->e;
 	uint64_t page = page_size();
 	size_t k = 0;
 
-	for (size_t i = 0; i < ne; i++) {
+	for (size_t i = 0; i < c->ne; i++) {
 		uint64_t addr = e[i].vaddr, end = e[i].vaddr + e[i].nr_pages * page;
+		uint32_t s = e[i].source;
 
 		if (!(e[i].flags & PIN_CRIU_PE_PRESENT)) {
 			pin_log(PIN_LOG_ERR,
-				"pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
-				" has flags 0x%" PRIx32 ": pages in a parent dump, or on a page "
-				"server (uffdd-lazy-pages --page-server), are not supported here",
-				pid, e[i].file_off, e[i].vaddr, e[i].flags);
+				"%s/pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
+				" has flags 0x%" PRIx32 ": %s",
+				c->dirs[0], pid, e[i].file_off, e[i].vaddr, e[i].flags,
+				e[i].flags & PIN_CRIU_PE_PARENT
+					? "pages in a parent dump are not served with a page server"
+					: "its pages are in no pages file (on a page server? "
+					  "uffdd-lazy-pages --page-server)");
 			return -EOPNOTSUPP;
 		}
-		if (e[i].offset + (end - addr) > pages_size) {
+		if (e[i].offset + (end - addr) > c->pages_sizes[s]) {
 			pin_log(PIN_LOG_ERR,
-				"pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64 " of %" PRIu64
-				" pages ends at byte %" PRIu64 " of pages-%" PRIu32
-				".img, past its end (%" PRIu64 " bytes)",
-				pid, e[i].file_off, e[i].vaddr, e[i].nr_pages,
-				e[i].offset + (end - addr), pages_id, pages_size);
+				"%s/pagemap-%d.img offset %" PRIu64 ": entry 0x%" PRIx64
+				" of %" PRIu64 " pages ends at byte %" PRIu64
+				" of %s/pages-%" PRIu32 ".img, past its end (%" PRIu64 " bytes)",
+				c->dirs[0], pid, e[i].file_off, e[i].vaddr, e[i].nr_pages,
+				e[i].offset + (end - addr), c->dirs[s], c->pages_ids[s],
+				c->pages_sizes[s]);
 			return -EBADMSG;
 		}
 		while (addr < end) {
@@ -351,9 +135,9 @@ static int check_entries(int pid, uint32_t pages_id, uint64_t pages_size,
 				k++;
 			if (k == nv || v[k].start > addr) {
 				pin_log(PIN_LOG_ERR,
-					"pagemap-%d.img offset %" PRIu64 ": page 0x%" PRIx64
+					"%s/pagemap-%d.img offset %" PRIu64 ": page 0x%" PRIx64
 					" is in no VMA of mm-%d.img",
-					pid, e[i].file_off, addr, pid);
+					c->dirs[0], pid, e[i].file_off, addr, pid);
 				return -EBADMSG;
 			}
 			addr = end < v[k].end ? end : v[k].end;
@@ -400,8 +184,8 @@ static int add_vma(struct pin_image *img, const struct vma *v,
 		if (s > pos)
 			r = pin_image_add_segment(img, s - pos, 0, 0);
 		if (!r)
-			r = pin_image_add_segment(img, t - s, e[i].offset + (s - e[i].vaddr),
-						  flags);
+			r = pin_image_add_source_segment(img, t - s, e[i].offset + (s - e[i].vaddr),
+							 flags, e[i].source);
 		pos = t;
 	}
 	if (!r && pos < v->end)
@@ -430,19 +214,71 @@ static int build(struct pin_image *img, const struct vma *v, size_t nv,
 	return 0;
 }
 
-/* A task's image, its pages from the dump's pages file, or with ps from
- * the page server (criu-remote.c). */
+/* Task pid's pagemap with its pages from the page server ps, read into a
+ * memfd that is *ret's pages file (criu-remote.c): a chain of one. */
+static int open_remote(int dfd, const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+		       struct pin_criu_chain *c, struct pin_image **ret)
+{
+	int r;
+
+	c->n = 1;
+	c->dirs = calloc(1, sizeof(*c->dirs));
+	c->pages_ids = calloc(1, sizeof(*c->pages_ids));
+	c->pages_fds = malloc(sizeof(*c->pages_fds));
+	c->pages_sizes = calloc(1, sizeof(*c->pages_sizes));
+	if (!c->dirs || !c->pages_ids || !c->pages_fds || !c->pages_sizes)
+		return -ENOMEM;
+	c->pages_fds[0] = -1;
+	c->dirs[0] = strdup(dir);
+	if (!c->dirs[0])
+		return -ENOMEM;
+	r = pin_criu_pagemap_read(dfd, pid, &c->pages_ids[0], &c->e, &c->ne);
+	if (r < 0)
+		return r;
+	return pin_criu_remote_pages(dfd, dir, pid, c->pages_ids[0], ps, timeout_ms, c->e, c->ne,
+				     ret, &c->pages_sizes[0]);
+}
+
+/* Task pid's pagemap through its chain of parents (criu-chain.c), as an
+ * image whose segment source k is the k-th dump's pages file. */
+static int open_chain(int dfd, const char *dir, int pid, struct pin_criu_chain *c,
+		      struct pin_image **ret)
+{
+	struct pin_image *img;
+	int r = pin_criu_chain_open(dfd, dir, pid, c);
+
+	if (r < 0)
+		return r;
+	img = pin_image_new_fd(c->pages_fds[0]);
+	if (!img)
+		return -ENOMEM;
+	c->pages_fds[0] = -1;
+	if (c->n > 1) {
+		img->parent_fds = malloc((c->n - 1) * sizeof(*img->parent_fds));
+		if (!img->parent_fds) {
+			pin_image_free(img);
+			return -ENOMEM;
+		}
+		for (size_t k = 1; k < c->n; k++) {
+			img->parent_fds[k - 1] = c->pages_fds[k];
+			c->pages_fds[k] = -1;
+		}
+		img->nr_parents = c->n - 1;
+	}
+	*ret = img;
+	return 0;
+}
+
+/* A task's image, its pages from the dump's pages file and its parents',
+ * or with ps from the page server (criu-remote.c). */
 static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
 		     struct pin_image **ret)
 {
 	_cleanup_close_ int dfd = -1;
-	struct pin_criu_pagemap_entry *e = NULL;
+	struct pin_criu_chain c = { 0 };
 	struct pin_image *img = NULL;
 	struct vma *v = NULL;
-	size_t ne = 0, nv = 0;
-	uint64_t pages_size;
-	uint32_t pages_id;
-	char name[64];
+	size_t nv = 0;
 	int r;
 
 	if (!dir || pid <= 0 || !ret)
@@ -450,23 +286,15 @@ static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms
 	dfd = pin_image_open_dir(dir);
 	if (dfd < 0)
 		return dfd;
-	r = pin_criu_pagemap_read(dfd, pid, &pages_id, &e, &ne);
-	if (r < 0)
-		return r;
 	r = read_vmas(dfd, pid, &v, &nv);
-	if (r < 0)
-		goto out;
-	snprintf(name, sizeof(name), "pages-%" PRIu32 ".img", pages_id);
-	if (ps)
-		r = pin_criu_remote_pages(dfd, dir, pid, pages_id, ps, timeout_ms, e, ne, &img,
-					  &pages_size);
-	else
-		r = pin_image_new_at(dfd, dir, name, &img, &pages_size);
-	if (r < 0)
-		goto out;
-	r = check_entries(pid, pages_id, pages_size, e, ne, v, nv);
+	if (!r && ps)
+		r = open_remote(dfd, dir, pid, ps, timeout_ms, &c, &img);
+	else if (!r)
+		r = open_chain(dfd, dir, pid, &c, &img);
 	if (!r)
-		r = build(img, v, nv, e, ne);
+		r = check_entries(pid, &c, v, nv);
+	if (!r)
+		r = build(img, v, nv, c.e, c.ne);
 	if (r < 0)
 		goto out;
 	*ret = img;
@@ -474,7 +302,7 @@ static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms
 out:
 	pin_image_free(img);
 	free(v);
-	free(e);
+	pin_criu_chain_free(&c);
 	return r;
 }
 
@@ -495,7 +323,7 @@ PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)
 {
 	_cleanup_close_ int dfd = -1;
 	Criu__PstreeEntry *ps;
-	struct img_file f;
+	struct pin_criu_img f;
 	size_t off, n = 0;
 	int r;
 
@@ -504,15 +332,16 @@ PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)
 	dfd = pin_image_open_dir(dir);
 	if (dfd < 0)
 		return dfd;
-	r = img_load(dfd, "pstree.img", PSTREE_MAGIC, &f);
+	r = pin_criu_img_load(dfd, "pstree.img", CRIU_PSTREE_MAGIC, &f);
 	if (r < 0)
 		return r;
-	while ((r = img_next(&f, &criu__pstree_entry__descriptor, (void **)&ps, &off)) > 0) {
+	while ((r = pin_criu_img_next(&f, &criu__pstree_entry__descriptor, (void **)&ps, &off)) >
+	       0) {
 		if (n < max)
 			pids[n] = (int)ps->pid;
 		n++;
 		protobuf_c_message_free_unpacked(&ps->base, NULL);
 	}
-	img_release(&f);
+	pin_criu_img_release(&f);
 	return r < 0 ? r : (int)n;
 }

@@ -417,12 +417,13 @@ struct pin_criu_pagemap_entry {
 	uint64_t offset;   /* in pages-<pages_id>.img, with PE_PRESENT */
 	uint64_t file_off; /* where the entry sits in pagemap-PID.img */
 	uint32_t flags;	   /* PE_*; old images' in_parent becomes PE_PARENT */
+	uint32_t source;   /* whose pages file: 0 the dump's, k its k-th parent's */
 };
 
 /*
  * Decode pagemap-PID.img in directory dirfd: the head's pages_id and the
- * entries, checked to be page aligned, ascending and not overlapping.
- * *ret_entries is malloc'd.
+ * entries, checked to be page aligned, ascending and not overlapping, each
+ * of source 0 (criu-img.c).  *ret_entries is malloc'd.
  */
 int pin_criu_pagemap_read(int dirfd, int pid, uint32_t *ret_pages_id,
 			  struct pin_criu_pagemap_entry **ret_entries, size_t *ret_nr);

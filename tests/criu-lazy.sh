@@ -23,7 +23,17 @@
 # end with status 0 once uffdd-lazy-pages closes the connection.  Prints
 # per run: `run N: restore returned after MS ms, uffdd-lazy-pages
 # exit S, parent ok|bad, child1 ok|bad`, then a `metric` line of the
-# restore times.  Leaves nothing behind: every task of the tree is killed by
+# restore times.  PREDUMP=1: a pre-dump chain (issue 17): `criu pre-dump`,
+# then the parent writes a quarter of its region A again (SIGUSR2,
+# criu-workload.c), then `criu dump --prev-images-dir ../pre --track-mem`,
+# whose pagemap leaves the pages not written again to the pre-dump
+# (PE_PARENT): every byte checked is the newest, from one dump or the other.
+# It needs soft-dirty tracking (`criu check --feature mem_dirty_track`);
+# without it the test exits 77 saying so.  SPLIT=1 (with $CRIU_SPLIT, the criu-split
+# program): where no pre-dump can be made, the parent's plain dump split
+# into a chain of three as CRIU writes one (tests/criu-split.c: a page held
+# by a newer dump holds stale bytes in the older ones), restored from the
+# newest by `criu restore --lazy-pages`.  Leaves nothing behind: every task of the tree is killed by
 # the pid it wrote, the daemon by its pid.
 set -u
 
@@ -52,6 +62,19 @@ minor=${minor%%.*}
 case "$major$minor" in *[!0-9]* | '') skip "$CRIU: cannot tell its version ('$ver')" ;; esac
 [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; } ||
 	skip "$CRIU is $ver; lazy restore here needs 4.1 or later"
+
+if [ "${PREDUMP:-0}" = 1 ] || [ "${SPLIT:-0}" = 1 ]; then
+	[ "${REMOTE:-0}${LAZY_DUMP:-0}" = 00 ] || skip "PREDUMP=1 and SPLIT=1 are not combined with REMOTE or LAZY_DUMP"
+fi
+[ "${SPLIT:-0}" = 0 ] || [ -x "${CRIU_SPLIT:-}" ] || { echo "SPLIT=1 needs \$CRIU_SPLIT"; exit 1; }
+if [ "${PREDUMP:-0}" = 1 ]; then
+	[ "${REMOTE:-0}${LAZY_DUMP:-0}" = 00 ] || skip "PREDUMP=1 is not combined with REMOTE or LAZY_DUMP"
+	# criu pre-dump finds the pages written since through soft-dirty
+	# bits; a kernel without them fails it ("BUG at criu/mem.c").
+	"$CRIU" check --feature mem_dirty_track >/dev/null 2>&1 ||
+		skip "criu check --feature mem_dirty_track fails: no soft-dirty tracking here" \
+			"(CONFIG_MEM_SOFT_DIRTY), so criu pre-dump cannot run"
+fi
 
 # CRIU's page server sizes the pipe it tees pages through to 3.2 MiB and
 # goes on when that fails (fs.pipe-max-size is 1 MiB by default, and root
@@ -198,6 +221,28 @@ check() {
 	fi
 }
 
+# predump_then_rewrite: `criu pre-dump` of the tree into $dir/pre, then the
+# parent writes pages of A again; ${prev[@]}: the dump's options for it.
+predump_then_rewrite() {
+	mkdir -p "$dir/pre"
+	if ! "$CRIU" pre-dump -t "$(cat "$dir/pid-parent")" -D "$dir/pre" -o pre-dump.log -v4; then
+		echo "run $i: criu pre-dump failed"
+		tail -20 "$dir/pre/pre-dump.log"
+		return 1
+	fi
+	kill -USR2 "$(cat "$dir/pid-parent")"
+	wait_for "$dir/rewritten-parent" || { echo "run $i: the parent did not write again"; return 1; }
+	prev=(--prev-images-dir ../pre --track-mem)
+}
+
+# in_parent_entries DIR PID: how many pagemap entries of the task leave
+# their pages to the parent dump (`crit decode`; empty without crit).
+in_parent_entries() {
+	command -v crit >/dev/null || return 0
+	crit decode -i "$1/pagemap-$2.img" 2>/dev/null | grep -c '"flags": "PE_PARENT"'
+}
+
+prev=()
 times=()
 gone_early=0
 for i in $(seq 1 "$ITERATIONS"); do
@@ -216,7 +261,10 @@ for i in $(seq 1 "$ITERATIONS"); do
 	if [ "${LAZY_DUMP:-0}" = 1 ]; then
 		start_lazy_dump || exit 1
 		touch "$dir/exit-child2"
-	elif ! "$CRIU" dump -t "$(cat "$dir/pid-parent")" -D "$dir/dump" -o dump.log -v4; then
+	elif [ "${PREDUMP:-0}" = 1 ] && ! predump_then_rewrite; then
+		exit 1
+	elif ! "$CRIU" dump -t "$(cat "$dir/pid-parent")" -D "$dir/dump" "${prev[@]}" -o dump.log \
+		-v4; then
 		echo "run $i: criu dump failed"
 		tail -20 "$dir/dump/dump.log"
 		exit 1
@@ -228,16 +276,40 @@ for i in $(seq 1 "$ITERATIONS"); do
 			gone "$(cat "$dir/pid-$r")" || { echo "run $i: $r outlived the dump"; exit 1; }
 		done
 	fi
+	if [ "${PREDUMP:-0}" = 1 ]; then
+		# The dump names its parent, and leaves it pages.
+		if [ "$(readlink "$dir/dump/parent")" != ../pre ]; then
+			echo "run $i: the dump has no parent link to ../pre"
+			exit 1
+		fi
+		n=$(in_parent_entries "$dir/dump" "$(cat "$dir/pid-parent")")
+		if [ "$n" = 0 ]; then
+			echo "run $i: no pagemap entry of the parent's dump is in the pre-dump"
+			exit 1
+		fi
+		echo "run $i: ${n:-(no crit to count)} of the parent's pagemap entries in the pre-dump"
+	fi
+	# What is restored: the dump, or the newest of the chain split from it.
+	images=$dir/dump
+	if [ "${SPLIT:-0}" = 1 ]; then
+		if ! "$CRIU_SPLIT" "$dir/dump" "$(cat "$dir/pid-parent")" "$dir/chain" 3 \
+			>"$dir/split.out" 2>&1; then
+			echo "run $i: criu-split failed:"
+			cat "$dir/split.out"
+			exit 1
+		fi
+		images=$dir/chain/0
+	fi
 	remote=()
 	if [ "${REMOTE:-0}" = 1 ]; then
 		[ "${LAZY_DUMP:-0}" = 1 ] || start_page_server || exit 1
 		remote=(--page-server --address 127.0.0.1 --port "$port")
 	fi
 	if [ "$SERVER" = uffdd ]; then
-		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" "${remote[@]}" \
+		"$LAZY_PAGES" -D "$images" -W "$dir/work" --socket "$sock" "${remote[@]}" \
 			>"$dir/lazy-pages.out" 2>&1 &
 	else
-		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log -v4 \
+		"$CRIU" lazy-pages -D "$images" -W "$dir/work" -o lazy-pages.log -v4 \
 			"${remote[@]}" >"$dir/lazy-pages.out" 2>&1 &
 	fi
 	server=$!
@@ -247,7 +319,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 		exit 1
 	fi
 	t0=$(date +%s%N)
-	if ! "$CRIU" restore -D "$dir/dump" -W "$dir/work" --lazy-pages -d -o restore.log -v4; then
+	if ! "$CRIU" restore -D "$images" -W "$dir/work" --lazy-pages -d -o restore.log -v4; then
 		echo "run $i: criu restore failed"
 		tail -20 "$dir/work/restore.log"
 		echo "its lazy-pages said:"
@@ -304,7 +376,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 	[ "$SERVER" = uffdd ] && sed -n 's/^uffdd-lazy-pages: /  /p' "$dir/lazy-pages.out" | grep -e exited -e restored
 	[ $ok = 1 ] || fail=$((fail + 1))
 	kill -KILL $(pgrep -x -f "$WORKLOAD $dir") 2>/dev/null
-	rm -rf "$dir/dump"
+	rm -rf "$dir/dump" "$dir/pre" "$dir/chain"
 	# Its supervisor gives up after a burst of quick restarts (uffdd(8)):
 	# a new daemon for each run that kills one.
 	if [ "${RESTART:-0}" = 1 ]; then

@@ -18,6 +18,11 @@
  *           (made after the dump): the moment it runs after the restore,
  *           long before its pages are all in.
  *
+ * SIGUSR2 (between `criu pre-dump` and `criu dump --prev-images-dir`) tells
+ * the parent to write every REWRITE_EVERY-th page of A again, with another
+ * tag, and to say so in DIR/rewritten-parent: the dump holds those pages, and
+ * leaves the others to the pre-dump, which holds the old ones.
+ *
  * Each task writes its pid to DIR/pid-ROLE, then waits.  After the restore,
  * SIGUSR1 tells a task to check every byte and write DIR/result-ROLE: "ok
  * PAGES" or "bad WRONG PAGES first ADDR" (the parent after both threads
@@ -44,9 +49,11 @@
 #define MIB	    (1ul << 20)
 #define NTHREADS    2
 #define CHILD_PAGES 64 /* of A that child 1 rewrites */
+/* SIGUSR2: the parent rewrites pages 1, 1 + this, 1 + 2 * this... of A. */
+#define REWRITE_EVERY 4
 
 /* Tags: the task in the high byte, the region in the low one. */
-enum { TAG_A = 1, TAG_B = 2, TAG_C = 3, TAG_T = 4, TAG_D = 5 };
+enum { TAG_A = 1, TAG_B = 2, TAG_C = 3, TAG_T = 4, TAG_D = 5, TAG_A2 = 6 };
 #define TAG_PARENT 0x100u
 #define TAG_CHILD  0x200u
 
@@ -60,6 +67,9 @@ struct expect {
 	uint64_t tag2;		 /* child 1's rewrite */
 	uintptr_t patterned_len; /* bytes from at that were patterned; the rest zero */
 	unsigned int zero_every; /* 0, or every n-th page was discarded */
+	/* 0, or page n with n % rewrite_every == 1 holds rewrite_tag */
+	unsigned int rewrite_every;
+	uint64_t rewrite_tag;
 };
 
 static const char *dir;
@@ -97,7 +107,8 @@ static void check(const struct expect *e, unsigned long *pages, unsigned long *b
 	for (uintptr_t off = 0; off < e->len; off += PG) {
 		bool zero = off >= e->patterned_len ||
 			    (e->zero_every && (off / PG) % e->zero_every == 0);
-		uint64_t tag = off < e->tag2_len ? e->tag2 : e->tag;
+		bool again = e->rewrite_every && (off / PG) % e->rewrite_every == 1;
+		uint64_t tag = again ? e->rewrite_tag : off < e->tag2_len ? e->tag2 : e->tag;
 		const uint64_t *w = (const uint64_t *)(e->at + off);
 		bool ok = true;
 
@@ -208,6 +219,7 @@ int main(int argc, char **argv)
 	dir = argv[1];
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, &set, NULL))
 		die("sigprocmask");
 
@@ -270,7 +282,13 @@ int main(int argc, char **argv)
 		if (pthread_create(&th[i], NULL, thread_wait, (void *)i))
 			die("pthread_create");
 	write_file("parent", "pid", "%d\n", getpid());
-	wait_signal(&set);
+	while (wait_signal(&set) == SIGUSR2) {
+		a.rewrite_every = REWRITE_EVERY;
+		a.rewrite_tag = TAG_PARENT | TAG_A2;
+		for (uintptr_t off = PG; off < a.len; off += REWRITE_EVERY * PG)
+			pattern(a.at + off, PG, a.rewrite_tag);
+		write_file("parent", "rewritten", "%lu\n", a.len / PG / REWRITE_EVERY);
+	}
 	pthread_barrier_wait(&go);
 
 	unsigned long pages = 0, bad = 0;

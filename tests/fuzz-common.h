@@ -33,9 +33,10 @@ void fuzz_remove_file(const char *name);
 /*
  * What holds for every image a reader accepted: regions page aligned, in
  * ascending order and apart; each region tiled by its segments in order;
- * each data segment inside the pages file of pages_size bytes; the first
+ * each data segment inside its pages file, source k of sizes[k] bytes
+ * (nsizes of them); the first
  * and last byte of every segment readable through pin_image_read().
  */
-void fuzz_check_image(const struct pin_image *img, uint64_t pages_size);
+void fuzz_check_image(const struct pin_image *img, const uint64_t *sizes, size_t nsizes);
 
 #endif /* FUZZ_COMMON_H */

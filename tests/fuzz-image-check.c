@@ -16,7 +16,7 @@ static void check_byte_readable(const struct pin_image *img, uint64_t addr)
 }
 
 static void check_segments(const struct pin_image *img, const struct pin_image_region *r,
-			   uint64_t pages_size)
+			   const uint64_t *sizes, size_t nsizes)
 {
 	uint64_t pos = r->addr;
 
@@ -27,9 +27,11 @@ static void check_segments(const struct pin_image *img, const struct pin_image_r
 
 		if (s->addr != pos || !s->len || s->len > r->addr + r->len - pos)
 			fuzz_die("segments do not tile their region");
+		if ((s->flags & PIN_IMAGE_SEG_DATA) && s->source >= nsizes)
+			fuzz_die("a data segment of a pages file the image has not");
 		if ((s->flags & PIN_IMAGE_SEG_DATA) &&
-		    (s->offset > pages_size || s->len > pages_size - s->offset))
-			fuzz_die("a data segment past the end of the pages file");
+		    (s->offset > sizes[s->source] || s->len > sizes[s->source] - s->offset))
+			fuzz_die("a data segment past the end of its pages file");
 		check_byte_readable(img, s->addr);
 		check_byte_readable(img, s->addr + s->len - 1);
 		pos += s->len;
@@ -38,7 +40,7 @@ static void check_segments(const struct pin_image *img, const struct pin_image_r
 		fuzz_die("segments end before their region");
 }
 
-void fuzz_check_image(const struct pin_image *img, uint64_t pages_size)
+void fuzz_check_image(const struct pin_image *img, const uint64_t *sizes, size_t nsizes)
 {
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), prev_end = 0;
 
@@ -51,7 +53,7 @@ void fuzz_check_image(const struct pin_image *img, uint64_t pages_size)
 			fuzz_die("a region empty, unaligned or wrapping");
 		if (i && r->addr < prev_end)
 			fuzz_die("regions out of order or overlapping");
-		check_segments(img, r, pages_size);
+		check_segments(img, r, sizes, nsizes);
 		prev_end = r->addr + r->len;
 	}
 }

@@ -77,7 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_write_file("manifest", data, mlen);
 	make_pages_file(layout, n, page);
 	if (pin_image_open(dir, &img) == 0) {
-		fuzz_check_image(img, n * page);
+		uint64_t pages_size = n * page;
+
+		fuzz_check_image(img, &pages_size, 1);
 		check_data(img, layout, n, page);
 		pin_image_free(img);
 	}

@@ -496,7 +496,7 @@ END_TEST
 START_TEST(criu_pages_past_end)
 {
 	cut("pages-1.img", 1183 * PG);
-	expect_rejected(-EBADMSG, "of pages-1.img, past its end (4845568 bytes)");
+	expect_rejected(-EBADMSG, "/pages-1.img, past its end (4845568 bytes)");
 	ck_assert_ptr_nonnull(strstr(last_log, "pagemap-25997.img offset "));
 }
 END_TEST

@@ -23,6 +23,7 @@
 
 #include "libpin-private.h"
 #include "test-common.h"
+#include "criu-split.h"
 #include "fake-page-server.h"
 #include "uffdd-harness.h"
 
@@ -331,7 +332,11 @@ static void restore_begin(struct restore *rs, const char *which, int npids, bool
 {
 	rs->verify = 'g';
 	rs->at_dump_pids = at_dump_pids;
-	snprintf(rs->dump, sizeof(rs->dump), "%s/%s", images, which);
+	/* A path of its own (a chain criu-split.c made), else a dump of images. */
+	if (which[0] == '/')
+		snprintf(rs->dump, sizeof(rs->dump), "%s", which);
+	else
+		snprintf(rs->dump, sizeof(rs->dump), "%s/%s", images, which);
 	rs->npids = pin_image_criu_pids(rs->dump, rs->pids, PIN_ARRAY_SIZE(rs->pids));
 	ck_assert_int_eq(rs->npids, npids);
 	test_daemon_start(&rs->d, NULL);
@@ -706,6 +711,86 @@ START_TEST(criu_restore_side_gone_fails)
 }
 END_TEST
 
+/* ---- CRIU pre-dump chains (issue 17) ---- */
+
+#define CHAIN_DUMPS 3
+
+/* The fixture split into a chain of CHAIN_DUMPS in a new directory *top,
+ * its newest dump's path in dump. */
+static void make_chain(char *top, size_t toplen, char *dump, size_t dumplen)
+{
+	struct criu_split st;
+	char fixture[600];
+
+	snprintf(top, toplen, "/tmp/uffdd-chain-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(top));
+	snprintf(fixture, sizeof(fixture), "%s/fixture", images);
+	ck_assert_int_eq(criu_split(fixture, 25997, top, CHAIN_DUMPS, &st), 0);
+	snprintf(dump, dumplen, "%s/0", top);
+}
+
+static void remove_chain(const char *top)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", top);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Regions one per run of one pages file: "N regions handed to uffdd". */
+static void assert_regions_of_sources(const struct restore *rs)
+{
+	struct pin_image *img;
+	unsigned int sources[CHAIN_DUMPS] = { 0 };
+
+	ck_assert_int_eq(pin_image_open_criu(rs->dump, rs->pids[0], &img), 0);
+	for (size_t i = 0; i < pin_image_nr_regions(img); i++) {
+		const struct pin_image_region *g = pin_image_region(img, i);
+
+		for (size_t k = 0; k < g->nr_segments; k++)
+			if (g->segments[k].flags & PIN_IMAGE_SEG_DATA)
+				sources[g->segments[k].source]++;
+	}
+	for (int k = 0; k < CHAIN_DUMPS; k++)
+		ck_assert_uint_gt(sources[k], 0);
+	pin_image_free(img);
+}
+
+/* Every byte by faults, each page from the newest dump that holds it: the
+ * older copies are stale (criu-split.c), and check_fixture() knows the
+ * task's bytes. */
+START_TEST(criu_chain_faults_serve_every_byte)
+{
+	struct restore rs;
+	char top[64], dump[128];
+
+	make_chain(top, sizeof(top), dump, sizeof(dump));
+	restore_start(&rs, dump, 1, 0);
+	assert_regions_of_sources(&rs);
+	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
+	assert_placed_by_faults(&rs);
+	restore_finish(&rs);
+	remove_chain(top);
+}
+END_TEST
+
+/* Nothing touched before the end: the push places every lazy page from
+ * the three pages files. */
+START_TEST(criu_chain_push_completes_it)
+{
+	struct restore rs;
+	char top[64], dump[128], want[64];
+
+	make_chain(top, sizeof(top), dump, sizeof(dump));
+	restore_start(&rs, dump, 1, 0);
+	ck_assert_int_eq(restore_run(&rs, VERIFY_AFTER_END, false), 0);
+	snprintf(want, sizeof(want), " %lu pages pushed", lazy_page_count(rs.dump, rs.pids[0]));
+	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
+	restore_finish(&rs);
+	remove_chain(top);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("restore");
@@ -723,6 +808,8 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_restore_side_gone_fails);
 	tcase_add_test(tc, criu_remote_pages_from_a_page_server);
 	tcase_add_test(tc, criu_runs_of_segments_one_region_each);
+	tcase_add_test(tc, criu_chain_faults_serve_every_byte);
+	tcase_add_test(tc, criu_chain_push_completes_it);
 	suite_add_tcase(s, tc);
 	tcase_set_timeout(tcc, 120);
 	tcase_add_test(tcc, criu_collapse_after_restore);

@@ -140,6 +140,69 @@ def criu_seeds():
     # An entry of 2^50 pages: more than any pages file holds.
     huge = f_int(1, 0x7e0000000000) + f_int(2, 0) + f_int(4, 4) + f_int(5, 1 << 50)
     write('criu', 'bad-pagemap-huge', pm[:12 + head_len] + struct.pack('<I', len(huge)) + huge + mm)
+    chain_seeds(pm, mm, ps, head_len)
+
+
+PARENT_LOOP_MAGIC = 1  # fuzz-criu.c's own: the oldest dump's parent link makes a cycle
+PE_PARENT = 1
+
+
+def fields(msg):
+    """The varint fields of a protobuf message: {number: value}."""
+    out, i = {}, 0
+    while i < len(msg):
+        tag, i = msg[i], i + 1
+        v = shift = 0
+        while True:
+            b, i = msg[i], i + 1
+            v |= (b & 0x7f) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        out[tag >> 3] = v
+    return out
+
+
+def entries(pm, head_len):
+    """The PagemapEntry messages of pagemap image pm."""
+    out, i = [], 12 + head_len
+    while i < len(pm):
+        n = struct.unpack_from('<I', pm, i)[0]
+        out.append(pm[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def with_len(msg):
+    return struct.pack('<I', len(msg)) + msg
+
+
+def child_pagemap(pm, head_len, parity, old=False):
+    """pm's entries, those of index % 2 == parity left to the parent dump as
+    CRIU writes them (PE_PARENT, no pages); old: with in_parent instead of
+    flags, as CRIU before flags did."""
+    out = pm[:12 + head_len]
+    for k, e in enumerate(entries(pm, head_len)):
+        if k % 2 != parity:
+            out += with_len(e)
+            continue
+        f = fields(e)
+        tail = f_int(3, 1) if old else f_int(4, PE_PARENT) + f_int(5, f[5])
+        out += with_len(f_int(1, f[1]) + f_int(2, f[5] if old else 0) + tail)
+    return out
+
+
+def chain_seeds(pm, mm, ps, head_len):
+    """Pre-dump chains: the first pagemap is the dump's, the next its
+    parent's, the one after the parent's parent (fuzz-criu.c)."""
+    child, child2 = child_pagemap(pm, head_len, 0), child_pagemap(pm, head_len, 1)
+    write('criu', 'chain-two', child + pm + mm + ps)
+    write('criu', 'chain-three', child + child2 + pm + mm)
+    write('criu', 'chain-in-parent-field', child_pagemap(pm, head_len, 0, True) + pm + mm)
+    loop = struct.pack('<II', IMG_COMMON_MAGIC, PARENT_LOOP_MAGIC)
+    write('criu', 'bad-chain-cycle', child + child2 + loop + mm)
+    write('criu', 'bad-chain-no-parent', child + mm)
+    write('criu', 'bad-chain-parent-empty', child + pm[:12 + head_len] + mm)
 
 
 # ---- our image's manifest (fuzz-image.c) ----------------------------------

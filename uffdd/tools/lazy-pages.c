@@ -11,7 +11,10 @@
  * mm images) and hands the userfaultfd to uffdd with one region per part of
  * each anonymous private mapping: PE_LAZY pages from pages-N.img, the rest as
  * zero pages, all in one request (the restorer's first touches wait for
- * them).  uffdd serves the faults.  After the final word each task's
+ * them).  A dump made with --prev-images-dir after `criu pre-dump` is read
+ * through its chain of parent dumps (libpin/criu-chain.c): each page from
+ * the newest dump that holds it, one request per pages file.  uffdd serves
+ * the faults.  After the final word each task's
  * session says Goodbye and waits: uffdd pushes what was not touched and ends
  * the session when every page is in place, or when the task is gone (a task
  * may exit before its pages are all in: the others go on).  The page file
