@@ -20,9 +20,10 @@
  * served VM's session ends, its working set is kept as runs of offsets in
  * the memory file; a VM restored next from the same file (device, inode,
  * size, mtime: the same snapshot) gets those runs replayed, in their order,
- * before its faults' readahead and the push (fcwset.c keeps them).  It owns
- * the memory files; it may call control.c, fcwset.c, fcmsg.c, session.c,
- * finish.c, log.c and util.c.
+ * before its faults' readahead and the push (fcwset.c keeps them, in the fd
+ * store too: a restarted daemon takes them back).  It owns the memory
+ * files; it may call control.c, fcwset.c, fcmsg.c, session.c, finish.c,
+ * store.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -173,6 +174,25 @@ void fc_ended(struct session *s)
 {
 	if (s->fc_pair >= 0)
 		fcwset_keep(s, (unsigned int)s->fc_pair, mem_fd[s->fc_pair]);
+}
+
+void fc_wset_adopt(uint64_t number, int fd)
+{
+	char why[200] = "";
+	int r = -ENOENT;
+
+	if (number > uffdd_cfg.nfc)
+		snprintf(why, sizeof(why), "%u --firecracker-socket pairs are configured",
+			 uffdd_cfg.nfc);
+	else
+		r = fcwset_adopt((unsigned int)number - 1, mem_fd[number - 1], fd, why,
+				 sizeof(why));
+	if (r < 0)
+		ulog(LOG_WARNING, "fd store: w%" PRIu64 ": %s; dropped", number, why);
+	/* A name stored twice: dropping it would drop the one kept. */
+	if (r < 0 && r != -EEXIST)
+		store_remove("w%" PRIu64, number);
+	close(fd);
 }
 
 /* Hello, the userfaultfd, the regions: as a client sends them. */

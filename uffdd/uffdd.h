@@ -1091,6 +1091,10 @@ void fc_handle(struct session *s);
  * memory file, replaces what its pair kept; the next VM restored from that
  * same file (device, inode, size, mtime) gets it replayed first. */
 void fc_ended(struct session *s);
+/* At start: the kept working set stored as w<number> in fd (closed), for
+ * the pair of that number (1 for the first); dropped from the store when
+ * it is no longer valid. */
+void fc_wset_adopt(uint64_t number, int fd);
 
 /* ---- fcwset.c: working sets kept between Firecracker VMs ---------------- */
 
@@ -1105,6 +1109,11 @@ void fcwset_keep(struct session *s, unsigned int pair, int memfd);
 /* The working set kept for the snapshot memfd holds, as ranges of the n
  * mappings of v in recorded order (free()); NULL when none is kept. */
 Uffdd__Range *fcwset_ranges(int memfd, const struct fc_map *v, size_t n, size_t *ret_n);
+/* At start: the kept set the fd store held as w<pair + 1> in fd (not
+ * taken), checked, becomes pair's when the pair's memfd holds the same
+ * snapshot; 0, or -errno with why filled in (-ESTALE: another snapshot,
+ * -EEXIST: the pair has one already, -EBADMSG: not a valid set). */
+int fcwset_adopt(unsigned int pair, int memfd, int fd, char *why, size_t whylen);
 
 /* ---- fcmsg.c: the Firecracker handshake's message, read and checked ---- */
 
