@@ -314,13 +314,14 @@ START_TEST(malformed_refused)
 	/* No userfaultfd attached. */
 	n = vmm_json(&f, json, sizeof(json));
 	refused(&f, json, (size_t)n, 0,
-		"0 descriptors; Firecracker sends its userfaultfd alone: "
-		"Bad file descriptor");
+		"0 descriptors; Firecracker sends its userfaultfd alone, or with its guest_memfd "
+		"and userfault bitmap: Bad file descriptor");
 
-	/* Three: the guest_memfd variant. */
+	/* Three, the guest_memfd variant's count, for mappings that are not of a
+	 * guest_memfd (test-firecracker-gmem.c: the variant itself). */
 	refused(&f, json, (size_t)n, 3,
-		"3 descriptors (a guest_memfd VM's handshake): uffdd serves a userfaultfd "
-		"alone: Bad file descriptor");
+		"3 descriptors, and its mappings say \"is_guest_memfd\": false: Bad file "
+		"descriptor");
 
 	/* A descriptor that is no userfaultfd. */
 	int fd = f.uffd;

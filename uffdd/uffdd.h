@@ -9,7 +9,7 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, fcwset, fcmsg, control, control-region, control-reply,
+ * firecracker, fcgmem, fcwset, fcmsg, control, control-region, control-reply,
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-remote,
@@ -1096,6 +1096,18 @@ void fc_ended(struct session *s);
  * it is no longer valid. */
 void fc_wset_adopt(uint64_t number, int fd);
 
+/* ---- fcgmem.c: the guest_memfd variant of the handshake ------------------ */
+
+/* Its descriptors: the userfaultfd, the guest_memfd, the userfault bitmap. */
+#define FC_GMEM_FDS 3
+struct fcmsg;
+struct fc_map;
+/* Why the guest_memfd VM of m (its n mappings v, of page-byte pages) is
+ * refused: its descriptors checked, and what this kernel allows probed;
+ * -errno with why filled in. */
+int fcgmem_refusal(const struct fcmsg *m, const struct fc_map *v, size_t n, uint64_t page,
+		   char *why, size_t whylen);
+
 /* ---- fcwset.c: working sets kept between Firecracker VMs ---------------- */
 
 /* A guest memory mapping of a Firecracker handshake, checked. */
@@ -1141,9 +1153,10 @@ void fcmsg_free(struct fcmsg *m);
 int fcmsg_read(int sock, struct fcmsg *m, bool take);
 /* The mappings of the parsed handshake arr, checked against the memory
  * file's size, sorted by address into v (json_object_array_length(arr)
- * entries): 0, or -errno with why. */
+ * entries), their page size, and whether they say they are of a
+ * guest_memfd (is_guest_memfd): 0, or -errno with why. */
 int fcmsg_check_maps(struct json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-		     uint64_t *ret_page, char *why, size_t whylen);
+		     uint64_t *ret_page, bool *ret_gmem, char *why, size_t whylen);
 /* m as one JSON array (json_object_put()): 0, or -errno with why. */
 int fcmsg_parse(const struct fcmsg *m, struct json_object **ret, char *why, size_t whylen);
 
