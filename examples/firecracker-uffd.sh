@@ -22,6 +22,11 @@
 #   systemctl edit uffdd.service  ->  [Service]
 #                                     Environment="UFFDD_FIRECRACKER=--firecracker-socket /run/uffdd/firecracker.sock --mem-file /var/lib/vm/mem"
 # and give Firecracker "backend_path": "/run/uffdd/firecracker.sock".
+# There, with the service's fd store, a restart of uffdd keeps the VMs it
+# serves and the working set the last VM left for the next one (fd store
+# name w1); this script runs uffdd without a store, so stopping it stops
+# both.  A secret-free snapshot (guest memory in a guest_memfd) is refused
+# with the reason the kernel gives (uffdd(8), FIRECRACKER).
 set -eu
 
 [ $# -ge 1 ] && [ $# -le 2 ] || { sed -n 8,14p "$0" >&2; exit 2; }

@@ -375,11 +375,13 @@ char *fc_wait_log(const struct fc *f, const char *line, unsigned int n)
 /* Descriptors the manager's store may hold: a few sessions' worth. */
 #define STORE_MAX 64
 
-struct manager *fc_managed(struct fc *f, const char *hold)
+/* fc_managed_with(), its daemon's stderr in f->log when log. */
+static struct manager *managed(struct fc *f, const char *hold, const char *const *more, bool log)
 {
 	/* The manager keeps the pointer: static, as the test's own. */
-	static const char *args[] = { "--workers", "2", "--firecracker-socket", NULL, "--mem-file",
-				      NULL,	   NULL };
+	static const char *args[12] = { "--workers", "2", "--firecracker-socket", NULL,
+					"--mem-file" };
+	size_t n = 6;
 	struct manager *mgr;
 
 	fc_files(f);
@@ -387,6 +389,11 @@ struct manager *fc_managed(struct fc *f, const char *hold)
 	ck_assert_int_eq(mkdir(f->mdir, 0700), 0);
 	args[3] = f->sock;
 	args[5] = f->mem;
+	for (; more && *more; more++) {
+		ck_assert_uint_lt(n, PIN_ARRAY_SIZE(args) - 1);
+		args[n++] = *more;
+	}
+	args[n] = NULL;
 	struct manager_opts o = { .dir = f->mdir,
 				  .exe = getenv("UFFDD"),
 				  .args = args,
@@ -395,9 +402,40 @@ struct manager *fc_managed(struct fc *f, const char *hold)
 	ck_assert_int_eq(manager_new(&o, &mgr), 0);
 	if (hold)
 		ck_assert_int_eq(setenv("UFFDD_HOLD", hold, 1), 0);
+	int saved = log ? fc_log_begin(f) : -1;
 	ck_assert_int_eq(manager_start(mgr), 0);
+	if (log)
+		fc_log_end(saved);
 	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
 	return mgr;
+}
+
+struct manager *fc_managed(struct fc *f, const char *hold)
+{
+	return managed(f, hold, NULL, false);
+}
+
+struct manager *fc_managed_with(struct fc *f, const char *hold, const char *const *more)
+{
+	return managed(f, hold, more, true);
+}
+
+int fc_log_begin(const struct fc *f)
+{
+	int log = open(f->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int saved = dup(STDERR_FILENO);
+
+	ck_assert_int_ge(log, 0);
+	ck_assert_int_ge(saved, 0);
+	ck_assert_int_eq(dup2(log, STDERR_FILENO), STDERR_FILENO);
+	close(log);
+	return saved;
+}
+
+void fc_log_end(int saved)
+{
+	ck_assert_int_eq(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
 }
 
 void fc_vm_exits(struct fc *f, struct manager *mgr)

@@ -99,6 +99,13 @@ struct manager;
  * sockets in f->mdir), stopping itself at hold (UFFDD_HOLD) unless NULL; the
  * daemons it is restarted as do not. */
 struct manager *fc_managed(struct fc *f, const char *hold);
+/* The same with more arguments (NULL-terminated, may be NULL), its
+ * daemon's stderr in f->log (a restart's too: fc_log_begin()). */
+struct manager *fc_managed_with(struct fc *f, const char *hold, const char *const *more);
+/* The daemons started from now on (manager_start(), a restart) write
+ * their stderr at the end of f->log; what stderr was, for fc_log_end(). */
+int fc_log_begin(const struct fc *f);
+void fc_log_end(int saved);
 /* The VM exits: its connection closed, its sessions leave the store. */
 void fc_vm_exits(struct fc *f, struct manager *mgr);
 /* The end of a fc_managed() case: uffdd stopped, its manager gone. */

@@ -4,7 +4,8 @@
  * VM's connection (peeked at, or taken), bounded in size and in the
  * descriptors kept with it, parsed as one JSON array of guest mappings and
  * checked: each inside the memory file, aligned to its pages, disjoint, all
- * of one page size uffdd serves.  firecracker.c makes a session of what it
+ * of one page size uffdd serves, all of a guest_memfd or none (the newer
+ * variant's is_guest_memfd).  firecracker.c makes a session of what it
  * returns.  It calls no other file (it reads util.c's uffdd_page).
  */
 #include <json-c/json.h>
@@ -131,6 +132,32 @@ static int get_page_size(json_object *o, size_t i, uint64_t *ret, char *why, siz
 	return 0;
 }
 
+/*
+ * The fields of the guest_memfd variant (Firecracker's secret-free
+ * restore): gpa_start, the region's guest physical address (checked, not
+ * used), and is_guest_memfd, which says whether the mapping is of the
+ * guest_memfd sent with it.  Both may be absent (the classic handshake:
+ * not guest_memfd); when there, of their types.
+ */
+static int get_variant(json_object *o, size_t i, bool *ret_gmem, char *why, size_t whylen)
+{
+	json_object *g;
+	uint64_t gpa;
+
+	if (json_object_object_get_ex(o, "gpa_start", NULL) &&
+	    get_u64(o, "gpa_start", i, &gpa, why, whylen) < 0)
+		return -EINVAL;
+	*ret_gmem = false;
+	if (!json_object_object_get_ex(o, "is_guest_memfd", &g))
+		return 0;
+	if (!json_object_is_type(g, json_type_boolean)) {
+		snprintf(why, whylen, "mapping %zu: \"is_guest_memfd\" is not true or false", i);
+		return -EINVAL;
+	}
+	*ret_gmem = json_object_get_boolean(g);
+	return 0;
+}
+
 static int cmp_map(const void *a, const void *b)
 {
 	const struct fc_map *x = a, *y = b;
@@ -144,10 +171,11 @@ static int cmp_map(const void *a, const void *b)
  * uffdd serves (*ret_page).  0, or -errno with why.
  */
 int fcmsg_check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-		     uint64_t *ret_page, char *why, size_t whylen)
+		     uint64_t *ret_page, bool *ret_gmem, char *why, size_t whylen)
 {
 	size_t n = json_object_array_length(arr);
 	uint64_t page = 0;
+	bool gmem = false;
 
 	if (!n) {
 		snprintf(why, whylen, "no mapping");
@@ -170,6 +198,17 @@ int fcmsg_check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, siz
 		    get_u64(o, "offset", i, &v[i].off, why, whylen) < 0 ||
 		    get_page_size(o, i, &ps, why, whylen) < 0)
 			return -EINVAL;
+		bool g;
+		if (get_variant(o, i, &g, why, whylen) < 0)
+			return -EINVAL;
+		if (i && g != gmem) {
+			snprintf(why, whylen,
+				 "mapping %zu: \"is_guest_memfd\" %s, mapping 0's %s: one guest "
+				 "memory is all guest_memfd or none",
+				 i, g ? "true" : "false", gmem ? "true" : "false");
+			return -EINVAL;
+		}
+		gmem = g;
 		if (ps != uffdd_page && ps != FC_PAGE_HUGE) {
 			snprintf(why, whylen, "mapping %zu: page size %" PRIu64 "; 4096 or 2097152",
 				 i, ps);
@@ -209,6 +248,7 @@ int fcmsg_check_maps(json_object *arr, uint64_t file_size, struct fc_map *v, siz
 		}
 	*ret_n = n;
 	*ret_page = page;
+	*ret_gmem = gmem;
 	return 0;
 }
 

@@ -16,13 +16,16 @@
  * names a file.  The message is peeked at (MSG_PEEK, SO_PEEK_OFF) and
  * taken off the connection only once the session made of it is committed
  * (STATE_FC_READY): a daemon that dies before leaves it there for its
- * successor.  From then on the session is served like any other.  When a
- * served VM's session ends, its working set is kept as runs of offsets in
- * the memory file; a VM restored next from the same file (device, inode,
- * size, mtime: the same snapshot) gets those runs replayed, in their order,
- * before its faults' readahead and the push (fcwset.c keeps them).  It owns
- * the memory files; it may call control.c, fcwset.c, fcmsg.c, session.c,
- * finish.c, log.c and util.c.
+ * successor.  From then on the session is served like any other.  A
+ * guest_memfd VM (the newer variant: is_guest_memfd, three descriptors) is
+ * checked and refused with fcgmem.c's reason.  When a served VM's session
+ * ends, its working set is kept as runs of offsets in the memory file; a VM
+ * restored next from the same file (device, inode, size, mtime: the same
+ * snapshot) gets those runs replayed, in their order, before its faults'
+ * readahead and the push (fcwset.c keeps them, in the fd store too: a
+ * restarted daemon takes them back).  It owns the memory files; it may call
+ * control.c, fcgmem.c, fcwset.c, fcmsg.c, session.c, finish.c, store.c,
+ * log.c and util.c.
  */
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -175,6 +178,25 @@ void fc_ended(struct session *s)
 		fcwset_keep(s, (unsigned int)s->fc_pair, mem_fd[s->fc_pair]);
 }
 
+void fc_wset_adopt(uint64_t number, int fd)
+{
+	char why[200] = "";
+	int r = -ENOENT;
+
+	if (number > uffdd_cfg.nfc)
+		snprintf(why, sizeof(why), "%u --firecracker-socket pairs are configured",
+			 uffdd_cfg.nfc);
+	else
+		r = fcwset_adopt((unsigned int)number - 1, mem_fd[number - 1], fd, why,
+				 sizeof(why));
+	if (r < 0)
+		ulog(LOG_WARNING, "fd store: w%" PRIu64 ": %s; dropped", number, why);
+	/* A name stored twice: dropping it would drop the one kept. */
+	if (r < 0 && r != -EEXIST)
+		store_remove("w%" PRIu64, number);
+	close(fd);
+}
+
 /* Hello, the userfaultfd, the regions: as a client sends them. */
 static int make_session(struct session *s, int uffd, const struct fc_map *v, size_t n,
 			uint64_t page)
@@ -320,6 +342,7 @@ static void handshake(struct session *s)
 	struct stat st;
 	char why[200];
 	uint64_t page;
+	bool gmem;
 	size_t n;
 
 	if (!m.buf) {
@@ -345,14 +368,10 @@ static void handshake(struct session *s)
 		refuse(s, -EBADMSG, "an empty message");
 		goto out;
 	}
-	if (m.nfds == 3) {
+	if (m.nfds != 1 && m.nfds != FC_GMEM_FDS) {
 		refuse(s, -EBADF,
-		       "3 descriptors (a guest_memfd VM's handshake): uffdd serves a "
-		       "userfaultfd alone");
-		goto out;
-	}
-	if (m.nfds != 1) {
-		refuse(s, -EBADF, "%zu descriptors; Firecracker sends its userfaultfd alone",
+		       "%zu descriptors; Firecracker sends its userfaultfd alone, or with its "
+		       "guest_memfd and userfault bitmap",
 		       m.nfds);
 		goto out;
 	}
@@ -376,9 +395,24 @@ static void handshake(struct session *s)
 		refuse(s, -ENOMEM, "%zu mappings", n);
 		goto out;
 	}
-	r = fcmsg_check_maps(arr, (uint64_t)st.st_size, v, &n, &page, why, sizeof(why));
+	r = fcmsg_check_maps(arr, (uint64_t)st.st_size, v, &n, &page, &gmem, why, sizeof(why));
 	if (r < 0) {
 		refuse(s, r, "%s", why);
+		goto out;
+	}
+	if (gmem != (m.nfds == FC_GMEM_FDS)) {
+		refuse(s, -EBADF, "%zu descriptors, and its mappings say \"is_guest_memfd\": %s",
+		       m.nfds, gmem ? "true" : "false");
+		goto out;
+	}
+	if (gmem) {
+		uint64_t features;
+		r = uffd_features(m.fds[0], &features);
+		if (r < 0)
+			refuse(s, r, "descriptor 0 is not a userfaultfd");
+		else
+			refuse(s, fcgmem_refusal(&m, v, n, page, why, sizeof(why)),
+			       "a guest_memfd VM: %s", why);
 		goto out;
 	}
 	s->fc_deadline = 0;

@@ -8,9 +8,10 @@
  * registered range is woken, so that threads whose faults the dead daemon
  * had read fault again, to us; each client is told the last request
  * committed (control_resume()); a Firecracker VM's session is told nothing
- * (firecracker.c).  It may call firecracker.c, control.c, control-reply.c
- * (Resume), fault.c, worker.c, session.c, state.c, source.c, store.c,
- * evlog.c, log.c and util.c.
+ * (firecracker.c), and the working sets kept for the next VMs go back to
+ * fcwset.c through firecracker.c.  It may call firecracker.c, control.c,
+ * control-reply.c (Resume), fault.c, worker.c, session.c, state.c,
+ * source.c, store.c, evlog.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,11 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 			int r = source_file_adopt(id, v[i].fd);
 			if (r < 0)
 				drop(strerror(-r), v[i].name, v[i].fd);
+			continue;
+		}
+		rest = parse_id(v[i].name, 'w', &id);
+		if (rest && !*rest) {
+			fc_wset_adopt(id, v[i].fd);
 			continue;
 		}
 		rest = parse_id(v[i].name, 's', &id);

@@ -9,7 +9,7 @@
  *
  * The files, each calling only files after it in this list (checked by
  * ../shared/tools/callcycles.py): main, supervise, takeover, listen,
- * firecracker, fcwset, fcmsg, control, control-region, control-reply,
+ * firecracker, fcgmem, fcwset, fcmsg, control, control-region, control-reply,
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-remote,
@@ -1091,6 +1091,22 @@ void fc_handle(struct session *s);
  * memory file, replaces what its pair kept; the next VM restored from that
  * same file (device, inode, size, mtime) gets it replayed first. */
 void fc_ended(struct session *s);
+/* At start: the kept working set stored as w<number> in fd (closed), for
+ * the pair of that number (1 for the first); dropped from the store when
+ * it is no longer valid. */
+void fc_wset_adopt(uint64_t number, int fd);
+
+/* ---- fcgmem.c: the guest_memfd variant of the handshake ------------------ */
+
+/* Its descriptors: the userfaultfd, the guest_memfd, the userfault bitmap. */
+#define FC_GMEM_FDS 3
+struct fcmsg;
+struct fc_map;
+/* Why the guest_memfd VM of m (its n mappings v, of page-byte pages) is
+ * refused: its descriptors checked, and what this kernel allows probed;
+ * -errno with why filled in. */
+int fcgmem_refusal(const struct fcmsg *m, const struct fc_map *v, size_t n, uint64_t page,
+		   char *why, size_t whylen);
 
 /* ---- fcwset.c: working sets kept between Firecracker VMs ---------------- */
 
@@ -1105,6 +1121,11 @@ void fcwset_keep(struct session *s, unsigned int pair, int memfd);
 /* The working set kept for the snapshot memfd holds, as ranges of the n
  * mappings of v in recorded order (free()); NULL when none is kept. */
 Uffdd__Range *fcwset_ranges(int memfd, const struct fc_map *v, size_t n, size_t *ret_n);
+/* At start: the kept set the fd store held as w<pair + 1> in fd (not
+ * taken), checked, becomes pair's when the pair's memfd holds the same
+ * snapshot; 0, or -errno with why filled in (-ESTALE: another snapshot,
+ * -EEXIST: the pair has one already, -EBADMSG: not a valid set). */
+int fcwset_adopt(unsigned int pair, int memfd, int fd, char *why, size_t whylen);
 
 /* ---- fcmsg.c: the Firecracker handshake's message, read and checked ---- */
 
@@ -1132,9 +1153,10 @@ void fcmsg_free(struct fcmsg *m);
 int fcmsg_read(int sock, struct fcmsg *m, bool take);
 /* The mappings of the parsed handshake arr, checked against the memory
  * file's size, sorted by address into v (json_object_array_length(arr)
- * entries): 0, or -errno with why. */
+ * entries), their page size, and whether they say they are of a
+ * guest_memfd (is_guest_memfd): 0, or -errno with why. */
 int fcmsg_check_maps(struct json_object *arr, uint64_t file_size, struct fc_map *v, size_t *ret_n,
-		     uint64_t *ret_page, char *why, size_t whylen);
+		     uint64_t *ret_page, bool *ret_gmem, char *why, size_t whylen);
 /* m as one JSON array (json_object_put()): 0, or -errno with why. */
 int fcmsg_parse(const struct fcmsg *m, struct json_object **ret, char *why, size_t whylen);
 
