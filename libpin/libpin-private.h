@@ -459,13 +459,19 @@ int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *
  * pin_ps_fetch() checks it.  The connection is unusable after a failure.
  */
 struct pin_ps_gets;
-/* A reply whole: nr_pages pages at addr are in buf. */
-typedef void (*pin_ps_done_fn)(void *arg, uint64_t addr, uint64_t nr_pages, void *buf);
+/* A reply whole: nr_pages pages at addr are in buf, for the GET added with
+ * tag. */
+typedef void (*pin_ps_done_fn)(void *arg, void *tag, uint64_t addr, uint64_t nr_pages, void *buf);
 int pin_ps_gets_new(struct pin_ps *ps, uint64_t dst_id, struct pin_ps_gets **ret);
 void pin_ps_gets_free(struct pin_ps_gets *g);
 /* Queue nr_pages pages at addr, to be written to buf (GETs of 1 MiB at
  * most; the rest of a short answer is asked again, told to done apart). */
 int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf);
+/* The same for task dst_id (not the one of pin_ps_gets_new()), its replies
+ * told to done with tag: the GETs of many tasks share one connection, as
+ * CRIU's restore of a tree does. */
+int pin_ps_gets_add_task(struct pin_ps_gets *g, uint64_t dst_id, uint64_t addr, uint64_t nr_pages,
+			 void *buf, void *tag);
 /* Send and receive what can move now, calling done for each whole reply;
  * 0, or -errno (-EBADMSG: an answer that is not the GET's; -ECONNRESET: the
  * server hung up), logged, and told by pin_ps_gets_failure(). */

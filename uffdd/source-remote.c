@@ -3,27 +3,37 @@
  * Page-server sources: the pages of a region asked for over a connected
  * stream socket that a client handed over (CRIU's page-server protocol,
  * spoken by libpin's pin_ps_gets: this file only decides what to ask and
- * keeps what came).  A source's offsets are the remote task's addresses; a
- * GET carries the task's id.  The socket belongs to one worker, whose epoll
- * wakes the worker when it is ready (watched with the worker's own eventfd
- * watch, so nothing here dangles when a session ends); the worker pumps it
- * between rounds (remotes_pump()).  What was asked is kept as a list of
- * GETs, each with its buffer: a page is asked once while its GET is in
- * flight or its buffer not used up, and a buffer is freed once its pages
- * are placed.  The buffers of a source hold UFFDD_REMOTE_BYTES_MAX at most,
- * charged to the session that uses it (session.c).  A server that hangs up,
- * answers what was not asked or does not answer within REMOTE_TIMEOUT_NS
- * breaks its source only: one log line, then every read of it fails with
- * that error (fault.c poisons the pages).  A source does not survive a
+ * keeps what came).  A source's offsets are the remote task's addresses; its
+ * GETs carry the task's id.  One connection (struct conn) serves every
+ * source made over the same socket by one uid: CRIU's page server takes one
+ * connection for a whole tree, whose tasks are sessions of their own here.
+ * Each source (struct remote, a view of the connection for one task) keeps
+ * its GETs, each with its buffer, and its own descriptor of the socket in
+ * its worker's epoll, so that each worker wakes when a reply comes; the
+ * worker pumps the connection between rounds (remotes_pump()), under the
+ * connection's lock, and a reply for another worker's source wakes that
+ * worker (its eventfd).  A page is asked once while its GET is in flight or
+ * its buffer not used up, and a buffer is freed, by its own worker only,
+ * once its pages are placed.  The buffers of a connection hold
+ * UFFDD_REMOTE_BYTES_MAX at most, charged to one session that uses it (its
+ * payer; session.c): a source that finds no room asks the others to drop
+ * the answered buffers they hold and waits for them.  A source that ends
+ * leaves the connection to the others (its GETs in flight still read, their
+ * pages dropped); the last one closes it.  A server that hangs up, answers
+ * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
+ * connection's sources only: one log line, then every read of them fails
+ * with that error (fault.c poisons the pages).  A source does not survive a
  * daemon restart: CRIU's stream has no framing to find the next reply in
  * after a reply half read, so a region rebuilt from the record gets a lost
  * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls log.c
  * and util.c.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "uffdd.h"
 
@@ -46,86 +56,194 @@ struct rget {
 	uint8_t *buf;
 };
 
+/* One connection to a page server, shared by the sources of one uid made
+ * over the same socket; every field but the fixed ones under lock. */
+struct conn {
+	pthread_mutex_t lock;
+	dev_t dev; /* the socket's, fixed */
+	ino_t ino;
+	uid_t uid;
+	struct pin_ps *ps;
+	struct pin_ps_gets *gets;
+	struct remote *views; /* its sources, the orphans too */
+	unsigned int live;    /* sources not orphaned */
+	uint64_t bytes;	      /* buffers of all its sources */
+	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
+	int err;	      /* broken: its -errno */
+	struct conn *next;
+};
+
 struct remote {
 	uint64_t id; /* REMOTE_ID_BIT set */
 	uint64_t task;
-	uint64_t sid; /* the session that handed it over, for log lines */
-	struct pin_ps *ps;
-	struct pin_ps_gets *gets;
-	struct worker *w; /* NULL: lost, never read */
+	uint64_t sid;	  /* the session that handed it over, for log lines */
+	struct conn *c;	  /* NULL: lost, never read */
+	struct worker *w; /* NULL: lost, or an orphan */
+	int fd;		  /* its descriptor of the socket, in w's epoll */
 	uint32_t events;  /* what the worker's epoll waits for */
+	int err;	  /* lost: -ENOTCONN */
+	/* Under c->lock: */
 	struct rget *v;
 	size_t n;
-	uint64_t bytes;
-	uint64_t since; /* ns: the last reply, or when the first GET went out */
-	int err;	/* broken: its -errno */
-	bool moved;	/* a reply came or it broke since the last pump */
-	struct remote *next;
+	bool orphan;  /* its sources are gone: kept for its GETs in flight */
+	bool starved; /* found no room: told when some is freed */
+	bool shed;    /* asked to drop its answered buffers */
+	struct remote *cnext;
+	/* Any thread: */
+	atomic_bool pays;    /* its session is charged for the connection */
+	atomic_bool moved;   /* a reply came or it broke since the last pump */
+	struct remote *next; /* w's list */
 };
 
-static uint64_t next_id = 1;
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conn *conns;
+static _Atomic uint64_t next_id = 1;
 
 uint64_t remote_id(const struct remote *rm)
 {
 	return rm->id;
 }
 
+bool remote_pays(const struct remote *rm)
+{
+	return atomic_load(&rm->pays);
+}
+
+/* Tell rm's worker that something moved for it (from another worker). */
+static void tell(struct remote *rm, const struct worker *self)
+{
+	uint64_t one = 1;
+
+	atomic_store(&rm->moved, true);
+	if (rm->w && rm->w != self && write(rm->w->efd, &one, sizeof(one)) != sizeof(one))
+		ulog(LOG_ERR, "session %" PRIu64 ": eventfd write for page server: %m", rm->sid);
+}
+
 /* Watch for what the socket must do now: replies (and a hang-up) always,
- * room while GETs wait to go. */
+ * room while GETs wait to go; nothing once broken.  rm's worker only. */
 static void rewatch(struct remote *rm)
 {
-	uint32_t want = EPOLLIN | (pin_ps_gets_sending(rm->gets) ? EPOLLOUT : 0);
+	uint32_t want = EPOLLIN | (pin_ps_gets_sending(rm->c->gets) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.ptr = &rm->w->wevent };
 
+	if (rm->c->err)
+		want = 0;
 	if (want == rm->events)
 		return;
-	if (epoll_ctl(rm->w->ep, EPOLL_CTL_MOD, pin_ps_fd(rm->ps), &ev) < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(MOD) of page server r%" PRIu64 ": %m",
-		     rm->sid, rm->id & ~REMOTE_ID_BIT);
+	int r = want ? epoll_ctl(rm->w->ep, EPOLL_CTL_MOD, rm->fd, &ev)
+		     : epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL);
+	if (r < 0)
+		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(%s) of page server r%" PRIu64 ": %m",
+		     rm->sid, want ? "MOD" : "DEL", rm->id & ~REMOTE_ID_BIT);
 	else
 		rm->events = want;
 }
 
-static void unwatch(struct remote *rm)
+/* Once: say why, and stop reading it; every source of it is told. */
+static void broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why)
 {
-	if (rm->w && rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, pin_ps_fd(rm->ps), NULL) < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(DEL) of page server r%" PRIu64 ": %m",
-		     rm->sid, rm->id & ~REMOTE_ID_BIT);
-	rm->events = 0;
-}
+	struct conn *c = rm->c;
 
-/* Once: say why, and stop reading it. */
-static void broken(struct remote *rm, int err, const char *call, uint64_t addr, uint64_t nr,
-		   const char *why)
-{
-	if (rm->err)
+	if (c->err)
 		return;
-	rm->err = err;
-	rm->moved = true;
+	c->err = err;
 	if (!nr)
 		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64 "), no GET waiting: %s; "
-		     "its pages not in yet will be poisoned",
-		     rm->sid, rm->task, why);
+		     "session %" PRIu64 ": page server (task %" PRIu64 ", %u sources), no GET "
+		     "waiting: %s; its pages not in yet will be poisoned",
+		     rm->sid, rm->task, c->live, why);
 	else
 		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64 "): %s [%#" PRIx64
-		     ", %#" PRIx64 "): %s; its pages are poisoned",
-		     rm->sid, rm->task, call, addr, addr + (nr << uffdd_page_shift), why);
-	unwatch(rm);
+		     "session %" PRIu64 ": page server (task %" PRIu64
+		     ", %u sources): GET [%#" PRIx64 ", %#" PRIx64 "): %s; its pages are poisoned",
+		     rm->sid, rm->task, c->live, addr, addr + (nr << uffdd_page_shift), why);
+	for (struct remote *v = c->views; v; v = v->cnext)
+		if (!v->orphan)
+			tell(v, rm->w);
 }
 
-int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct remote **ret)
+static void conn_free(struct conn *c)
+{
+	while (c->views) {
+		struct remote *v = c->views;
+		c->views = v->cnext;
+		for (size_t i = 0; i < v->n; i++)
+			free(v->v[i].buf);
+		free(v->v);
+		free(v);
+	}
+	pin_ps_gets_free(c->gets);
+	pin_ps_free(c->ps);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* A new connection over a descriptor of its own (the caller keeps fd). */
+static int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct conn **ret)
+{
+	char name[64];
+	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+	if (dup < 0)
+		return -errno;
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(dup);
+		return -ENOMEM;
+	}
+	snprintf(name, sizeof(name), "session %" PRIu64, sid);
+	int r = pin_ps_wrap(dup, name, &c->ps);
+	if (r < 0) {
+		close(dup);
+		free(c);
+		return r;
+	}
+	r = pin_ps_gets_new(c->ps, 0, &c->gets);
+	if (r < 0) {
+		pin_ps_free(c->ps);
+		free(c);
+		return r;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	c->dev = st->st_dev;
+	c->ino = st->st_ino;
+	c->uid = uid;
+	*ret = c;
+	return 0;
+}
+
+/* The connection of uid over the socket st is, made if none (under
+ * conns_lock); -EBUSY when another uid's reads it. */
+static int conn_get(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct conn **ret)
+{
+	for (struct conn *c = conns; c; c = c->next) {
+		if (c->dev != st->st_dev || c->ino != st->st_ino)
+			continue;
+		if (c->uid != uid)
+			return -EBUSY;
+		*ret = c;
+		return 0;
+	}
+	int r = conn_new(fd, st, uid, sid, ret);
+	if (r < 0)
+		return r;
+	(*ret)->next = conns;
+	conns = *ret;
+	return 0;
+}
+
+int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
+	       struct remote **ret)
 {
 	int type = 0;
 	socklen_t len = sizeof(type);
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
-	char name[64];
+	struct stat st;
 
 	/* A connected stream: what a page server's client holds. */
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
-	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) {
+	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0 || fstat(fd, &st) < 0) {
 		close(fd);
 		return -ENOTSOCK;
 	}
@@ -134,25 +252,34 @@ int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct rem
 		close(fd);
 		return -ENOMEM;
 	}
-	snprintf(name, sizeof(name), "session %" PRIu64, sid);
-	int r = pin_ps_wrap(fd, name, &rm->ps);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->wevent };
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = -errno;
+		close(fd);
+		free(rm);
+		return err;
+	}
+	pthread_mutex_lock(&conns_lock);
+	int r = conn_get(fd, &st, uid, sid, &rm->c);
 	if (r < 0) {
+		pthread_mutex_unlock(&conns_lock);
+		epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
 		close(fd);
 		free(rm);
 		return r;
 	}
-	r = pin_ps_gets_new(rm->ps, task, &rm->gets);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->wevent };
-	if (!r && epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
-		r = -errno;
-	if (r < 0) {
-		pin_ps_gets_free(rm->gets);
-		pin_ps_free(rm->ps);
-		free(rm);
-		return r;
-	}
+	struct conn *c = rm->c;
+	pthread_mutex_lock(&c->lock);
+	atomic_init(&rm->pays, !c->live);
+	atomic_init(&rm->moved, false);
+	c->live++;
+	rm->cnext = c->views;
+	c->views = rm;
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&conns_lock);
+	rm->fd = fd;
 	rm->events = EPOLLIN;
-	rm->id = REMOTE_ID_BIT | next_id++;
+	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
 	rm->task = task;
 	rm->sid = sid;
 	rm->w = w;
@@ -165,33 +292,18 @@ int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct rem
 struct remote *remote_lost(uint64_t id)
 {
 	struct remote *rm = calloc(1, sizeof(*rm));
+	uint64_t n = id & ~REMOTE_ID_BIT, cur = atomic_load(&next_id);
 
 	if (!rm)
 		return NULL;
 	rm->id = id;
 	rm->err = -ENOTCONN;
-	if ((id & ~REMOTE_ID_BIT) >= next_id)
-		next_id = (id & ~REMOTE_ID_BIT) + 1;
+	rm->fd = -1;
+	atomic_init(&rm->pays, false);
+	atomic_init(&rm->moved, false);
+	while (n >= cur && !atomic_compare_exchange_weak(&next_id, &cur, n + 1))
+		;
 	return rm;
-}
-
-void remote_free(struct remote *rm)
-{
-	if (!rm)
-		return;
-	if (rm->w) {
-		unwatch(rm);
-		struct remote **p = &rm->w->remotes;
-		while (*p != rm)
-			p = &(*p)->next;
-		*p = rm->next;
-	}
-	pin_ps_gets_free(rm->gets);
-	pin_ps_free(rm->ps);
-	for (size_t i = 0; i < rm->n; i++)
-		free(rm->v[i].buf);
-	free(rm->v);
-	free(rm);
 }
 
 static uint64_t rget_end(const struct rget *g)
@@ -199,10 +311,120 @@ static uint64_t rget_end(const struct rget *g)
 	return g->addr + (g->nr << uffdd_page_shift);
 }
 
-/* A reply whole (pin_ps_done_fn): its pages are ready. */
-static void arrived(void *arg, uint64_t addr, uint64_t nr, void *buf)
+/* Drop GET i of rm (under c->lock); the sources that found no room are
+ * told, by self's worker. */
+static void drop(struct remote *rm, size_t i, const struct worker *self)
 {
-	struct remote *rm = arg;
+	struct conn *c = rm->c;
+
+	c->bytes -= rm->v[i].nr << uffdd_page_shift;
+	free(rm->v[i].buf);
+	rm->v[i] = rm->v[--rm->n];
+	for (struct remote *v = c->views; v; v = v->cnext) {
+		if (v->starved) {
+			v->starved = false;
+			tell(v, self);
+		}
+	}
+}
+
+/* Drop every answered GET of rm: none of its buffers is being read (rm's
+ * worker, between placements).  Asked to while none is answered yet, it
+ * drops them as they come. */
+static void shed(struct remote *rm)
+{
+	size_t before = rm->n;
+
+	for (size_t i = 0; i < rm->n;) {
+		if (rm->v[i].ready == rm->v[i].nr)
+			drop(rm, i, rm->w);
+		else
+			i++;
+	}
+	if (rm->n < before || !rm->n)
+		rm->shed = false;
+}
+
+static void unlink_view(struct conn *c, struct remote *rm)
+{
+	struct remote **p = &c->views;
+
+	while (*p != rm)
+		p = &(*p)->cnext;
+	*p = rm->cnext;
+}
+
+void remote_free(struct remote *rm)
+{
+	if (!rm)
+		return;
+	if (rm->w) {
+		if (rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL) < 0)
+			ulog(LOG_ERR,
+			     "session %" PRIu64 ": epoll_ctl(DEL) of page server r%" PRIu64 ": %m",
+			     rm->sid, rm->id & ~REMOTE_ID_BIT);
+		struct remote **p = &rm->w->remotes;
+		while (*p != rm)
+			p = &(*p)->next;
+		*p = rm->next;
+	}
+	if (rm->fd >= 0)
+		close(rm->fd);
+	struct conn *c = rm->c;
+	if (!c) {
+		free(rm);
+		return;
+	}
+	pthread_mutex_lock(&conns_lock);
+	pthread_mutex_lock(&c->lock);
+	if (--c->live == 0) {
+		struct conn **p = &conns;
+		while (*p != c)
+			p = &(*p)->next;
+		*p = c->next;
+		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_unlock(&conns_lock);
+		/* The last source closes it: what is in flight is dropped. */
+		conn_free(c);
+		return;
+	}
+	pthread_mutex_unlock(&conns_lock);
+	/* The others go on: one of them pays for the buffers now. */
+	if (atomic_load(&rm->pays)) {
+		for (struct remote *v = c->views; v; v = v->cnext) {
+			if (v != rm && !v->orphan) {
+				atomic_store(&v->pays, true);
+				break;
+			}
+		}
+		atomic_store(&rm->pays, false);
+	}
+	shed(rm);
+	rm->w = NULL;
+	rm->orphan = true;
+	rm->starved = rm->shed = false;
+	/* Its GETs in flight are still answered on the stream: kept until
+	 * they are, their pages dropped. */
+	if (!rm->n) {
+		unlink_view(c, rm);
+		free(rm->v);
+		free(rm);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* What a pump needs: the connection and the worker that pumps. */
+struct pumping {
+	struct conn *c;
+	const struct worker *self;
+};
+
+/* A reply whole (pin_ps_done_fn): its pages are ready for the source that
+ * asked (tag). */
+static void arrived(void *arg, void *tag, uint64_t addr, uint64_t nr, void *buf)
+{
+	struct pumping *pu = arg;
+	struct remote *rm = tag;
 
 	(void)buf;
 	for (size_t i = 0; i < rm->n; i++) {
@@ -210,25 +432,46 @@ static void arrived(void *arg, uint64_t addr, uint64_t nr, void *buf)
 		/* Not one before it that is whole and ends there. */
 		if (g->ready < g->nr && addr == g->addr + (g->ready << uffdd_page_shift)) {
 			g->ready += nr;
+			if (rm->orphan && g->ready == g->nr)
+				drop(rm, i, pu->self);
 			break;
 		}
 	}
-	rm->since = uffdd_now_ns();
-	rm->moved = true;
+	pu->c->since = uffdd_now_ns();
+	if (!rm->orphan) {
+		tell(rm, pu->self);
+	} else if (!rm->n) {
+		unlink_view(pu->c, rm);
+		free(rm->v);
+		free(rm);
+	}
 }
 
-static void drop(struct remote *rm, size_t i)
+/* Under c->lock, by rm's worker. */
+static void pump(struct remote *rm)
 {
-	rm->bytes -= rm->v[i].nr << uffdd_page_shift;
-	free(rm->v[i].buf);
-	rm->v[i] = rm->v[--rm->n];
+	struct pumping pu = { rm->c, rm->w };
+
+	if (!rm->c->err) {
+		int r = pin_ps_gets_pump(rm->c->gets, arrived, &pu);
+		if (r < 0) {
+			uint64_t addr, nr;
+			const char *why = pin_ps_gets_failure(rm->c->gets, &addr, &nr);
+			broken(rm, r, addr, nr, why);
+		}
+	}
+	rewatch(rm);
 }
 
-/* Room for a GET of bytes: the buffers of answered GETs go first, those
- * most used first (their pages were placed); never the one holding keep. */
+/* Room for a GET of bytes: the buffers of rm's answered GETs go first, those
+ * most used first (their pages were placed); never the one holding keep.
+ * Else the other sources are asked to drop theirs, and rm is told when
+ * they did. */
 static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 {
-	while (rm->n == REMOTE_GETS_MAX || rm->bytes + bytes > UFFDD_REMOTE_BYTES_MAX) {
+	struct conn *c = rm->c;
+
+	while (rm->n == REMOTE_GETS_MAX || c->bytes + bytes > UFFDD_REMOTE_BYTES_MAX) {
 		size_t best = rm->n;
 		for (size_t i = 0; i < rm->n; i++) {
 			const struct rget *g = &rm->v[i];
@@ -236,24 +479,22 @@ static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 			    (best == rm->n || g->used > rm->v[best].used))
 				best = i;
 		}
-		if (best == rm->n)
-			return false;
-		drop(rm, best);
+		if (best < rm->n) {
+			drop(rm, best, rm->w);
+			continue;
+		}
+		if (rm->n < REMOTE_GETS_MAX) {
+			for (struct remote *v = c->views; v; v = v->cnext) {
+				if (v != rm && !v->orphan && v->n) {
+					v->shed = true;
+					tell(v, rm->w);
+				}
+			}
+		}
+		rm->starved = true;
+		return false;
 	}
 	return true;
-}
-
-static void pump(struct remote *rm)
-{
-	int r = pin_ps_gets_pump(rm->gets, arrived, rm);
-
-	if (r < 0) {
-		uint64_t addr, nr;
-		const char *why = pin_ps_gets_failure(rm->gets, &addr, &nr);
-		broken(rm, r, "GET", addr, nr, why);
-		return;
-	}
-	rewatch(rm);
 }
 
 /* The GET that has the page at off, if any. */
@@ -269,6 +510,8 @@ static struct rget *find(struct remote *rm, uint64_t off)
  * at most, while there is room (keeping the GET that has keep). */
 static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 {
+	struct conn *c = rm->c;
+
 	while (off < end) {
 		const struct rget *have = find(rm, off);
 		if (have) {
@@ -292,31 +535,34 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 			rm->v = v;
 		}
 		uint8_t *buf = aligned_alloc(uffdd_page, bytes);
-		bool idle = !pin_ps_gets_pending(rm->gets);
-		if (!buf || pin_ps_gets_add(rm->gets, off, nr, buf) < 0) {
+		bool idle = !pin_ps_gets_pending(c->gets);
+		if (!buf || pin_ps_gets_add_task(c->gets, rm->task, off, nr, buf, rm) < 0) {
 			free(buf);
 			return;
 		}
 		/* The wait for an answer starts now. */
 		if (idle)
-			rm->since = uffdd_now_ns();
+			c->since = uffdd_now_ns();
 		rm->v[rm->n++] = (struct rget){ .addr = off, .nr = nr, .buf = buf };
-		rm->bytes += bytes;
+		c->bytes += bytes;
 		off += bytes;
 	}
 }
 
-int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, const void **ret)
+/* remote_data() under c->lock. */
+static int data_locked(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead,
+		       const void **ret)
 {
+	int err = rm->c->err;
 	const struct rget *g = find(rm, off);
 
 	/* What came before a source broke is as good as ever. */
 	if (g && off >= g->addr + (g->ready << uffdd_page_shift))
-		return rm->err ? rm->err : -EINPROGRESS;
+		return err ? err : -EINPROGRESS;
 	if (g) {
 		/* A push run asks for what comes after it while it is placed. */
 		uint64_t from = rget_end(g);
-		if (ahead > from && !rm->err) {
+		if (ahead > from && !err) {
 			ask(rm, from,
 			    ahead < from + REMOTE_AHEAD_BYTES ? ahead : from + REMOTE_AHEAD_BYTES,
 			    off);
@@ -329,27 +575,41 @@ int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, co
 			*len = (size_t)(ready - off);
 		return 0;
 	}
-	if (rm->err)
-		return rm->err;
+	if (err)
+		return err;
 	uint64_t end = off + *len;
 	if (ahead > end)
 		end = ahead < off + REMOTE_AHEAD_BYTES ? ahead : off + REMOTE_AHEAD_BYTES;
 	ask(rm, off, end, UINT64_MAX);
 	pump(rm);
-	return rm->err ? rm->err : -EINPROGRESS;
+	return rm->c->err ? rm->c->err : -EINPROGRESS;
+}
+
+int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, const void **ret)
+{
+	if (!rm->c)
+		return rm->err;
+	pthread_mutex_lock(&rm->c->lock);
+	int r = data_locked(rm, off, len, ahead, ret);
+	pthread_mutex_unlock(&rm->c->lock);
+	return r;
 }
 
 void remote_used(struct remote *rm, uint64_t off, size_t len)
 {
+	if (!rm->c)
+		return;
+	pthread_mutex_lock(&rm->c->lock);
 	for (size_t i = 0; i < rm->n; i++) {
 		struct rget *g = &rm->v[i];
 		if (off < g->addr || off >= rget_end(g))
 			continue;
 		g->used += len >> uffdd_page_shift;
 		if (g->used >= g->nr && g->ready == g->nr)
-			drop(rm, i);
-		return;
+			drop(rm, i, rm->w);
+		break;
 	}
+	pthread_mutex_unlock(&rm->c->lock);
 }
 
 bool remotes_pump(struct worker *w)
@@ -357,13 +617,17 @@ bool remotes_pump(struct worker *w)
 	bool moved = false;
 
 	for (struct remote *rm = w->remotes; rm; rm = rm->next) {
+		struct conn *c = rm->c;
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (rm->shed)
+			shed(rm);
 		/* With nothing asked too: a hang-up, or a lie, is read now. */
-		if (!rm->err)
-			pump(rm);
+		pump(rm);
 		/* After the pump, which may have moved since. */
 		uint64_t now = uffdd_now_ns();
-		if (!rm->err && pin_ps_gets_pending(rm->gets) &&
-		    now - rm->since > REMOTE_TIMEOUT_NS) {
+		if (!c->err && pin_ps_gets_pending(c->gets) && now - c->since > REMOTE_TIMEOUT_NS) {
 			uint64_t addr = 0, nr = 0;
 			for (size_t i = 0; i < rm->n; i++) {
 				if (rm->v[i].ready < rm->v[i].nr) {
@@ -372,10 +636,11 @@ bool remotes_pump(struct worker *w)
 					break;
 				}
 			}
-			broken(rm, -ETIMEDOUT, "GET", addr, nr, "no answer in time");
+			broken(rm, -ETIMEDOUT, addr, nr, "no answer in time");
+			rewatch(rm);
 		}
-		moved |= rm->moved;
-		rm->moved = false;
+		pthread_mutex_unlock(&c->lock);
+		moved |= atomic_exchange(&rm->moved, false);
 	}
 	return moved;
 }
@@ -386,12 +651,17 @@ int remotes_timeout(const struct worker *w)
 
 	for (const struct remote *rm = w->remotes; rm; rm = rm->next) {
 		/* A reply read outside remotes_pump() (by a fault's or a run's
-		 * read): the faults waiting for it are served at once. */
-		if (rm->moved)
+		 * read, or by another worker): the faults waiting for it are
+		 * served at once. */
+		if (atomic_load(&rm->moved))
 			return 0;
-		if (!rm->err && pin_ps_gets_pending(rm->gets) &&
-		    rm->since + REMOTE_TIMEOUT_NS < wake)
-			wake = rm->since + REMOTE_TIMEOUT_NS;
+		struct conn *c = rm->c;
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (!c->err && pin_ps_gets_pending(c->gets) && c->since + REMOTE_TIMEOUT_NS < wake)
+			wake = c->since + REMOTE_TIMEOUT_NS;
+		pthread_mutex_unlock(&c->lock);
 	}
 	if (wake == UINT64_MAX)
 		return -1;
