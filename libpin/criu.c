@@ -432,7 +432,7 @@ static int build(struct pin_image *img, const struct vma *v, size_t nv,
 
 /* A task's image, its pages from the dump's pages file, or with ps from
  * the page server (criu-remote.c). */
-static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+static int open_criu(const char *dir, int pid, bool remote, struct pin_ps *ps, int timeout_ms,
 		     struct pin_image **ret)
 {
 	_cleanup_close_ int dfd = -1;
@@ -457,7 +457,7 @@ static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms
 	if (r < 0)
 		goto out;
 	snprintf(name, sizeof(name), "pages-%" PRIu32 ".img", pages_id);
-	if (ps)
+	if (remote)
 		r = pin_criu_remote_pages(dfd, dir, pid, pages_id, ps, timeout_ms, e, ne, &img,
 					  &pages_size);
 	else
@@ -480,7 +480,7 @@ out:
 
 PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret)
 {
-	return open_criu(dir, pid, NULL, 0, ret);
+	return open_criu(dir, pid, false, NULL, 0, ret);
 }
 
 int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
@@ -488,7 +488,12 @@ int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int 
 {
 	if (!ps || timeout_ms <= 0)
 		return -EINVAL;
-	return open_criu(dir, pid, ps, timeout_ms, ret);
+	return open_criu(dir, pid, true, ps, timeout_ms, ret);
+}
+
+int pin_image_open_criu_lazy(const char *dir, int pid, struct pin_image **ret)
+{
+	return open_criu(dir, pid, true, NULL, 0, ret);
 }
 
 PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)

@@ -168,6 +168,15 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
  */
 int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
 				 const size_t *idx, size_t nidx, unsigned int flags);
+/*
+ * The same with the PE_LAZY pages of img (pin_image_open_criu_lazy()) asked
+ * of the page server over ps_fd by uffdd, for task (SOURCE_PAGE_SERVER, one
+ * batch of its own): the tasks of a tree hand over the same socket, and
+ * uffdd serves them all over one connection.
+ */
+int pin_client_add_image_regions_remote(struct pin_client *c, const struct pin_image *img,
+					const size_t *idx, size_t nidx, unsigned int flags,
+					int ps_fd, uint64_t task);
 
 /*
  * Issue 18: a cache miss on [start, end) calls fn(arg, start, end) before it
@@ -502,8 +511,14 @@ void pin_ps_free(struct pin_ps *ps);
  */
 int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
 			       struct pin_image **ret);
+/*
+ * The same with the PE_LAZY pages left on the page server: holes in the
+ * memfd, to be asked for by uffdd (pin_client_add_image_regions_remote()).
+ */
+int pin_image_open_criu_lazy(const char *dir, int pid, struct pin_image **ret);
 /* criu.c's reader with the pages placed by criu-remote.c: e's offsets and
- * flags rewritten to point into the new pages file, *ret over it. */
+ * flags rewritten to point into the new pages file, *ret over it; ps NULL:
+ * the PE_LAZY pages not fetched. */
 int pin_criu_remote_pages(int dfd, const char *dir, int pid, uint32_t pages_id, struct pin_ps *ps,
 			  int timeout_ms, struct pin_criu_pagemap_entry *e, size_t ne,
 			  struct pin_image **ret, uint64_t *ret_size);

@@ -50,6 +50,7 @@ struct server_opts {
 	unsigned int hold;  /* answer nothing until this many GETs came */
 	long hang_up_after; /* answers, then close (-1: never) */
 	long lie_at;	    /* the answer (from 0) given another address (-1: none) */
+	uint64_t ntasks;    /* tasks TASK, TASK + 1, ... (0: one), each seed + k */
 };
 
 struct report {
@@ -81,7 +82,7 @@ static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
 	a.vaddr = q->vaddr + (lie ? page : 0);
 	a.dst_id = q->dst_id;
 	for (size_t w = 0; w < len / 8; w++)
-		buf[w] = test_pattern(q->vaddr - REMOTE_BASE + w * 8, o->seed);
+		buf[w] = test_pattern(q->vaddr - REMOTE_BASE + w * 8, o->seed + q->dst_id - TASK);
 	ok = test_send_all(sk, &a, sizeof(a)) && test_send_all(sk, buf, len);
 	free(buf);
 	return ok;
@@ -90,7 +91,8 @@ static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
 /* Serve until the daemon hangs up (or o says to); the report. */
 static void serve(int sk, const struct server_opts *o, struct report *rp)
 {
-	uint8_t *asked = calloc(o->npages, 1);
+	uint64_t ntasks = o->ntasks ? o->ntasks : 1;
+	uint8_t *asked = calloc(o->npages * ntasks, 1);
 	struct iov held[256];
 	size_t nheld = 0;
 	long answers = 0;
@@ -102,8 +104,9 @@ static void serve(int sk, const struct server_opts *o, struct report *rp)
 		if (hold || nheld == 0) {
 			if (!test_read_all(sk, &q, sizeof(q)))
 				break;
-			if (q.cmd != PS_IOV_GET || q.dst_id != TASK || q.vaddr < REMOTE_BASE ||
-			    (q.vaddr - REMOTE_BASE) % page || !q.nr_pages ||
+			if (q.cmd != PS_IOV_GET || q.dst_id < TASK || q.dst_id >= TASK + ntasks ||
+			    q.vaddr < REMOTE_BASE || (q.vaddr - REMOTE_BASE) % page ||
+			    !q.nr_pages ||
 			    (q.vaddr - REMOTE_BASE) / page + q.nr_pages > o->npages) {
 				snprintf(rp->why, sizeof(rp->why),
 					 "GET cmd %u task %llu 0x%llx %llu pages: not the task's",
@@ -121,7 +124,7 @@ static void serve(int sk, const struct server_opts *o, struct report *rp)
 		}
 		q = held[0];
 		memmove(held, held + 1, --nheld * sizeof(*held));
-		uint64_t first = (q.vaddr - REMOTE_BASE) / page;
+		uint64_t first = (q.dst_id - TASK) * o->npages + (q.vaddr - REMOTE_BASE) / page;
 		uint64_t nr = q.nr_pages < o->max_pages ? q.nr_pages : o->max_pages;
 		for (uint64_t k = 0; k < nr; k++)
 			rp->twice += asked[first + k]++ > 0;
@@ -187,6 +190,8 @@ struct client {
 	bool wait;	    /* wait for the push, touching nothing */
 	bool may_bus;	    /* pages may be poisoned: count them */
 	int report;	    /* the client writes its counts here */
+	uint64_t task;	    /* its GETs' (0: TASK) */
+	int sk;		    /* the page server's socket, shared (0: its own connection) */
 	/* Say "half" here after the first half of the pages, then wait for a
 	 * byte on go (-1: no pause). */
 	int half, go;
@@ -227,7 +232,7 @@ static int client_main(const struct test_daemon *d, struct client *cl)
 	size_t len = cl->npages * page;
 	uint8_t *base = test_map_region(len);
 	size_t *order = malloc(cl->npages * sizeof(*order));
-	int sk = connect_server(cl->port);
+	int sk = cl->sk > 0 ? cl->sk : connect_server(cl->port);
 
 	REQUIRE(base && order && sk >= 0);
 	REQUIRE(pin_uffd_new(&uo, &u) == 0);
@@ -241,7 +246,7 @@ static int client_main(const struct test_daemon *d, struct client *cl)
 		.flags = cl->flags | PIN_CLIENT_REGION_PAGE_SERVER,
 		.fd = sk,
 		.offset = REMOTE_BASE,
-		.task = TASK,
+		.task = cl->task ? cl->task : TASK,
 	};
 	REQUIRE(pin_uffd_register(u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
@@ -348,7 +353,7 @@ static void run_faulting(long hang_up_after, long lie_at, bool restart, struct r
 			 struct counts *n)
 {
 	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 256, 0, hang_up_after, lie_at };
+	struct server_opts o = { NPAGES, seed, 256, 0, hang_up_after, lie_at, 1 };
 	struct client cl = {
 		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
 	};
@@ -379,7 +384,7 @@ static void run_broken_server(long hang_up_after, long lie_at)
 START_TEST(random_faults_each_page_once)
 {
 	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1 };
+	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, 1 };
 	struct client cl = { .npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH };
 	struct report rp = { 0 };
 	struct counts n;
@@ -403,7 +408,7 @@ START_TEST(push_many_gets_in_flight)
 {
 	uint64_t seed = test_seed();
 	size_t npages = 8192;
-	struct server_opts o = { npages, seed, 256, 4, -1, -1 };
+	struct server_opts o = { npages, seed, 256, 4, -1, -1, 1 };
 	struct client cl = { .npages = npages, .seed = seed, .wait = true };
 	struct report rp = { 0 };
 	struct counts n;
@@ -457,6 +462,70 @@ START_TEST(restart_loses_the_page_server)
 	ck_assert_int_ge(n.ok, NPAGES / 2);
 	ck_assert_int_eq(n.ok + n.bus, NPAGES);
 	ck_assert_int_le(n.ok, rp.pages);
+}
+END_TEST
+
+/*
+ * A tree of TREE_TASKS tasks restored over one connection, as CRIU's page
+ * server takes one for the whole tree: each task a client of its own (a
+ * session), every one handing over the same socket, each touching its pages
+ * in its own random order at once, no push.  One connection in the daemon
+ * asks for all of them, each GET with its task's id, each reply placed in
+ * the task that asked: every page of every task right (each task's pattern
+ * its own), each asked once, every page the server sent placed.
+ */
+#define TREE_TASKS 2
+
+START_TEST(tree_shares_one_connection)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, TREE_TASKS };
+	struct client cl[TREE_TASKS];
+	struct test_daemon d;
+	struct server srv;
+	struct report rp = { 0 };
+	pid_t pid[TREE_TASKS];
+	int p[TREE_TASKS][2], st;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, NULL);
+	server_start(&srv, &o);
+	int sk = connect_server(srv.port);
+	ck_assert_int_gt(sk, 0);
+	for (int k = 0; k < TREE_TASKS; k++) {
+		ck_assert_int_eq(pipe2(p[k], O_CLOEXEC), 0);
+		cl[k] = (struct client){ .npages = NPAGES,
+					 .seed = seed + (uint64_t)k,
+					 .flags = PIN_CLIENT_REGION_NO_PUSH,
+					 .report = p[k][1],
+					 .task = TASK + (uint64_t)k,
+					 .sk = sk,
+					 .half = -1,
+					 .go = -1 };
+		pid[k] = fork();
+		ck_assert_int_ge(pid[k], 0);
+		if (pid[k] == 0)
+			_exit(client_main(&d, &cl[k]));
+		close(p[k][1]);
+	}
+	close(sk);
+	long pages = 0;
+	for (int k = 0; k < TREE_TASKS; k++) {
+		struct counts n;
+		ck_assert_int_eq(waitpid(pid[k], &st, 0), pid[k]);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "task %d failed", k);
+		ck_assert_int_eq(test_read_all(p[k][0], &n, sizeof(n)), true);
+		close(p[k][0]);
+		ck_assert_int_eq(n.ok, NPAGES);
+		ck_assert_int_eq(n.wrong, 0);
+		ck_assert_uint_eq(n.copied, NPAGES);
+		pages += n.ok;
+	}
+	/* The last session gone, the daemon closes the connection. */
+	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.twice, 0);
+	ck_assert_int_eq(rp.pages, pages);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -566,6 +635,7 @@ Suite *test_suite(void)
 
 	TEST_ADD_CASE(s, random_faults_each_page_once, 120);
 	TEST_ADD_CASE(s, push_many_gets_in_flight, 120);
+	TEST_ADD_CASE(s, tree_shares_one_connection, 120);
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);

@@ -588,9 +588,12 @@ END_TEST
 
 /*
  * The lazy pages from a page server (fake-page-server.c, answering 5 pages
- * at most per GET): each lazy page of both tasks asked for once, every
- * byte right (the tasks check them by faults), the connection closed with
- * PS_IOV_CLOSE.  The images' own pages files are not read for them.
+ * at most per GET), one connection for the tree: both tasks' sessions hand
+ * over its socket and uffdd asks for their pages over it as they fault, each
+ * GET with its task's pid.  Each lazy page of both tasks asked for once,
+ * every byte right (the tasks check them by faults), the connection closed
+ * with PS_IOV_CLOSE once all are in.  The images' own pages files are not
+ * read for them.
  */
 START_TEST(criu_remote_pages_from_a_page_server)
 {

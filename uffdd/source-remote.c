@@ -119,22 +119,28 @@ static void tell(struct remote *rm, const struct worker *self)
 		ulog(LOG_ERR, "session %" PRIu64 ": eventfd write for page server: %m", rm->sid);
 }
 
-/* Watch for what the socket must do now: replies (and a hang-up) always,
- * room while GETs wait to go; nothing once broken.  rm's worker only. */
+/* Watch for what the socket must do now: replies (and a hang-up) while
+ * GETs are pending, room while some wait to go; nothing once broken.  With
+ * nothing asked the stream is the client's (uffdd-lazy-pages closes the
+ * connection there once every page is in): not read.  rm's worker only. */
 static void rewatch(struct remote *rm)
 {
-	uint32_t want = EPOLLIN | (pin_ps_gets_sending(rm->c->gets) ? EPOLLOUT : 0);
+	struct pin_ps_gets *g = rm->c->gets;
+	uint32_t want = rm->c->err || !pin_ps_gets_pending(g)
+				? 0
+				: EPOLLIN | (pin_ps_gets_sending(g) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.ptr = &rm->w->wevent };
 
-	if (rm->c->err)
-		want = 0;
 	if (want == rm->events)
 		return;
-	int r = want ? epoll_ctl(rm->w->ep, EPOLL_CTL_MOD, rm->fd, &ev)
-		     : epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL);
-	if (r < 0)
+	int op = !want ? EPOLL_CTL_DEL : rm->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(rm->w->ep, op, rm->fd, want ? &ev : NULL) < 0)
 		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(%s) of page server r%" PRIu64 ": %m",
-		     rm->sid, want ? "MOD" : "DEL", rm->id & ~REMOTE_ID_BIT);
+		     rm->sid,
+		     !want	  ? "DEL"
+		     : rm->events ? "MOD"
+				  : "ADD",
+		     rm->id & ~REMOTE_ID_BIT);
 	else
 		rm->events = want;
 }
@@ -252,18 +258,10 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 		close(fd);
 		return -ENOMEM;
 	}
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->wevent };
-	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		int err = -errno;
-		close(fd);
-		free(rm);
-		return err;
-	}
 	pthread_mutex_lock(&conns_lock);
 	int r = conn_get(fd, &st, uid, sid, &rm->c);
 	if (r < 0) {
 		pthread_mutex_unlock(&conns_lock);
-		epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
 		close(fd);
 		free(rm);
 		return r;
@@ -278,7 +276,6 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_unlock(&conns_lock);
 	rm->fd = fd;
-	rm->events = EPOLLIN;
 	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
 	rm->task = task;
 	rm->sid = sid;
@@ -452,7 +449,7 @@ static void pump(struct remote *rm)
 {
 	struct pumping pu = { rm->c, rm->w };
 
-	if (!rm->c->err) {
+	if (!rm->c->err && pin_ps_gets_pending(rm->c->gets)) {
 		int r = pin_ps_gets_pump(rm->c->gets, arrived, &pu);
 		if (r < 0) {
 			uint64_t addr, nr;
@@ -623,7 +620,6 @@ bool remotes_pump(struct worker *w)
 		pthread_mutex_lock(&c->lock);
 		if (rm->shed)
 			shed(rm);
-		/* With nothing asked too: a hang-up, or a lie, is read now. */
 		pump(rm);
 		/* After the pump, which may have moved since. */
 		uint64_t now = uffdd_now_ns();

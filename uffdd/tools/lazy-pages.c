@@ -30,14 +30,14 @@
  * With --page-server --address A --port P the lazy pages come from CRIU's
  * page server at A:P (`criu dump --lazy-pages` or `criu page-server
  * --lazy-pages`): one connection, made before the socket is listened on.
- * As each task arrives its lazy pages are fetched whole (many GETs in
- * flight) into a sealed memfd that takes the pages file's place; the
- * images directory needs the metadata only (and pages-N.img for the pages
- * CRIU restores eagerly).  When every task is finished the connection is
- * closed with PS_IOV_CLOSE, which ends a lazy dump.  Not handed to uffdd as
- * the regions' source (SOURCE_PAGE_SERVER) yet: CRIU's page server takes
- * one connection for the whole tree, and uffdd reads a page server's stream
- * for one session only (issue 13).
+ * Each task's lazy runs are regions whose source is that connection
+ * (SOURCE_PAGE_SERVER, the task's pid in its GETs): every task hands over
+ * the same socket, and uffdd asks for the pages of all of them over one
+ * connection (CRIU's page server takes one for the whole tree), as they are
+ * touched or pushed; nothing is fetched here.  The images directory needs
+ * the metadata only (and pages-N.img for the pages CRIU restores eagerly).
+ * This program reads nothing of the connection meanwhile; when every task
+ * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -208,8 +208,8 @@ static bool lazy_mapping(const struct pin_image_region *g)
 	return !data;
 }
 
-/* The bytes of the image's PE_LAZY pages: with a page server, what came
- * through it. */
+/* The bytes of the image's PE_LAZY pages: with a page server, what stays
+ * there. */
 static uint64_t lazy_bytes(const struct pin_image *img)
 {
 	uint64_t n = 0;
@@ -224,7 +224,7 @@ static uint64_t lazy_bytes(const struct pin_image *img)
 	return n;
 }
 
-/* Read task pid's image (its lazy pages fetched from the page server when
+/* Read task pid's image (its lazy pages left on the page server when
  * there is one) and connect to uffdd for it. */
 static int task_open(struct task *t, int pid)
 {
@@ -234,16 +234,14 @@ static int task_open(struct task *t, int pid)
 
 	t->pid = pid;
 	if (page_server)
-		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
-					       &t->img);
+		r = pin_image_open_criu_lazy(images_dir, pid, &t->img);
 	else
 		r = pin_image_open_criu(images_dir, pid, &t->img);
 	if (r < 0)
 		return r;
 	if (page_server)
-		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: %" PRIu64 " pages from the page server\n", pid,
-			lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
+		fprintf(stderr, "uffdd-lazy-pages: task %d: %" PRIu64 " pages on the page server\n",
+			pid, lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
 	snprintf(name, sizeof(name), "criu-%d", pid);
 	copts.name = name;
 	return pin_client_connect(&copts, &t->client);
@@ -284,10 +282,13 @@ static int task_start(struct task *t, int pid, int fd)
 	/* CRIU's restorer registered the lazy mappings: a task gone meanwhile
 	 * ends its own session, not this call.  All in one request: the
 	 * restorer's first touches wait for them. */
-	if (r >= 0)
-		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy,
-							    PIN_CLIENT_REGION_NO_PUSH |
-								    PIN_CLIENT_REGION_REGISTERED);
+	unsigned int flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTERED;
+	if (r >= 0 && page_server)
+		r = nregions =
+			pin_client_add_image_regions_remote(t->client, t->img, lazy, nlazy, flags,
+							    pin_ps_fd(page_server), (uint64_t)pid);
+	else if (r >= 0)
+		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy, flags);
 	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
@@ -645,11 +646,6 @@ int main(int argc, char **argv)
 		pin_ps_free(page_server);
 		return 1;
 	}
-	/* Every page is in a memfd now: the page server may go. */
-	if (page_server) {
-		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
-		pin_ps_free(page_server);
-	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_report(&tasks[i]);
 	/* One task gone, or failed, ends only its own session. */
@@ -659,6 +655,11 @@ int main(int argc, char **argv)
 		failed += f < 0 && f != -ESRCH;
 		if (f == 0)
 			task_collapse(&tasks[i], &denied);
+	}
+	/* Every page is in: uffdd asks the page server for nothing more. */
+	if (page_server) {
+		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
+		pin_ps_free(page_server);
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
