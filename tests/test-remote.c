@@ -476,11 +476,12 @@ END_TEST
  * own), each asked once.  With touch0, task 0 touches that many pages and
  * exits while the others wait at half their pages: its session ends (its
  * GETs in flight still read by the daemon, their pages dropped), and the
- * others go on over the connection it leaves them.
+ * others go on over the connection it leaves them.  extra: the daemon's
+ * arguments.
  */
 #define TREE_TASKS 2
 
-static void run_tree(size_t touch0)
+static void run_tree(size_t touch0, const char *const *extra)
 {
 	uint64_t seed = test_seed();
 	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, TREE_TASKS };
@@ -493,7 +494,7 @@ static void run_tree(size_t touch0)
 	char b;
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
-	test_daemon_start(&d, NULL);
+	test_daemon_start(&d, extra);
 	server_start(&srv, &o);
 	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
@@ -553,13 +554,24 @@ static void run_tree(size_t touch0)
 
 START_TEST(tree_shares_one_connection)
 {
-	run_tree(0);
+	run_tree(0, NULL);
 }
 END_TEST
 
 START_TEST(tree_task_ends_first)
 {
-	run_tree(NPAGES / 4);
+	run_tree(NPAGES / 4, NULL);
+}
+END_TEST
+
+/* The connection's buffers (64 MiB at their most) are charged to the uid
+ * once: with 96 MiB allowed, both tasks' regions are taken (charged to
+ * each session, the second RegionAdd would be refused with EDQUOT). */
+START_TEST(tree_charged_once)
+{
+	static const char *const extra[] = { "--max-bytes-per-uid", "100663296", NULL };
+
+	run_tree(0, extra);
 }
 END_TEST
 
@@ -671,6 +683,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, push_many_gets_in_flight, 120);
 	TEST_ADD_CASE(s, tree_shares_one_connection, 120);
 	TEST_ADD_CASE(s, tree_task_ends_first, 120);
+	TEST_ADD_CASE(s, tree_charged_once, 120);
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);
