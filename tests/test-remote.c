@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -328,6 +329,111 @@ START_TEST(tree_charged_once)
 }
 END_TEST
 
+/* A uid that is not root's, to hand over root's page-server socket. */
+#define OTHER_UID 65534
+
+/* In a child: a session of OTHER_UID handing over sk, root's connection's
+ * socket: refused with EBUSY (it would read root's stream), nothing kept. */
+static int other_uid_client(const struct test_daemon *d, int sk)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "other" };
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t n = 0, len = 4 * page;
+	uint8_t *base = test_map_region(len);
+
+	/* Opening a userfaultfd needs root here; using it does not. */
+	REQUIRE(base && pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(setresgid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
+	REQUIRE(setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = sk,
+		.offset = REMOTE_BASE,
+		.task = TASK + 1,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -EBUSY);
+	REQUIRE_EQ(pin_client_list_regions(c, pin_client_session(c), &ri, &n), 0);
+	REQUIRE_EQ(n, 0);
+	free(ri);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/*
+ * Root's task hands its socket over and waits at half its pages; a client of
+ * another uid that got the same socket hands it over too: refused (EBUSY),
+ * and root's task then gets every page right, each asked once.
+ */
+START_TEST(other_uid_refused_the_connection)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1, 1 };
+	struct test_daemon d;
+	struct server srv;
+	struct report rp = { 0 };
+	struct counts n;
+	int p[2], h[2], g[2], st;
+	char b;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, NULL);
+	/* The other uid may reach the daemon (its uid limits are its own). */
+	ck_assert_int_eq(chmod(d.dir, 0711), 0);
+	ck_assert_int_eq(chmod(d.sock, 0666), 0);
+	server_start(&srv, &o);
+	int sk = connect_server(srv.port);
+	ck_assert_int_gt(sk, 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
+	struct client cl = { .npages = NPAGES,
+			     .seed = seed,
+			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .report = p[1],
+			     .sk = sk,
+			     .half = h[1],
+			     .go = g[0] };
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_main(&d, &cl));
+	close(p[1]);
+	ck_assert_int_eq(read(h[0], &b, 1), 1);
+	pid_t other = fork();
+	ck_assert_int_ge(other, 0);
+	if (other == 0)
+		_exit(other_uid_client(&d, sk));
+	ck_assert_int_eq(waitpid(other, &st, 0), other);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other uid's client failed");
+	close(sk);
+	ck_assert_int_eq(write(g[1], "g", 1), 1);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "root's client failed");
+	ck_assert_int_eq(test_read_all(p[0], &n, sizeof(n)), true);
+	for (int i = 0; i < 2; i++) {
+		close(h[i]);
+		close(g[i]);
+	}
+	close(p[0]);
+	ck_assert_int_eq(n.ok, NPAGES);
+	ck_assert_int_eq(n.wrong, 0);
+	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.twice, 0);
+	ck_assert_int_eq(rp.pages, NPAGES);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* A page server's region must come with a connected stream socket: a file
  * is refused with ENOTSOCK, and nothing of it is kept. */
 static int not_a_socket(struct pin_client *c, struct pin_client_region *r)
@@ -430,13 +536,18 @@ END_TEST
 
 Suite *test_suite(void)
 {
-	Suite *s = suite_create("remote");
+	Suite *s = test_suite_new("remote");
+	/* Root's socket handed over by another uid: setresuid() needs root. */
+	const struct test_needs root = { .what = TEST_NEED_ROOT };
+	TCase *tc = test_tcase(s, "other_uid_refused_the_connection", &root);
 
 	TEST_ADD_CASE(s, random_faults_each_page_once, 120);
 	TEST_ADD_CASE(s, push_many_gets_in_flight, 120);
 	TEST_ADD_CASE(s, tree_shares_one_connection, 120);
 	TEST_ADD_CASE(s, tree_task_ends_first, 120);
 	TEST_ADD_CASE(s, tree_charged_once, 120);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, other_uid_refused_the_connection);
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);
