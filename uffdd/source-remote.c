@@ -25,8 +25,8 @@
  * with that error (fault.c poisons the pages).  A source does not survive a
  * daemon restart: CRIU's stream has no framing to find the next reply in
  * after a reply half read, so a region rebuilt from the record gets a lost
- * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls log.c
- * and util.c.
+ * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls
+ * remote-conn.c (the connections), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "uffdd.h"
+#include "remote-internal.h"
 
 /* GETs a source keeps at most: its list is scanned for each read. */
 #define REMOTE_GETS_MAX 256
@@ -49,54 +49,6 @@
 /* A server that moves no reply for this long is taken as hung. */
 #define REMOTE_TIMEOUT_NS (10ull * 1000000000ull)
 
-/* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
- * them placed. */
-struct rget {
-	uint64_t addr, nr, ready, used;
-	uint8_t *buf;
-};
-
-/* One connection to a page server, shared by the sources of one uid made
- * over the same socket; every field but the fixed ones under lock. */
-struct conn {
-	pthread_mutex_t lock;
-	dev_t dev; /* the socket's, fixed */
-	ino_t ino;
-	uid_t uid;
-	struct pin_ps *ps;
-	struct pin_ps_gets *gets;
-	struct remote *views; /* its sources, the orphans too */
-	unsigned int live;    /* sources not orphaned */
-	uint64_t bytes;	      /* buffers of all its sources */
-	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
-	int err;	      /* broken: its -errno */
-	struct conn *next;
-};
-
-struct remote {
-	uint64_t id; /* REMOTE_ID_BIT set */
-	uint64_t task;
-	uint64_t sid;	  /* the session that handed it over, for log lines */
-	struct conn *c;	  /* NULL: lost, never read */
-	struct worker *w; /* NULL: lost, or an orphan */
-	int fd;		  /* its descriptor of the socket, in w's epoll */
-	uint32_t events;  /* what the worker's epoll waits for */
-	int err;	  /* lost: -ENOTCONN */
-	/* Under c->lock: */
-	struct rget *v;
-	size_t n;
-	bool orphan;  /* its sources are gone: kept for its GETs in flight */
-	bool starved; /* found no room: told when some is freed */
-	bool shed;    /* asked to drop its answered buffers */
-	struct remote *cnext;
-	/* Any thread: */
-	atomic_bool pays;    /* its session is charged for the connection */
-	atomic_bool moved;   /* a reply came or it broke since the last pump */
-	struct remote *next; /* w's list */
-};
-
-static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct conn *conns;
 static _Atomic uint64_t next_id = 1;
 
 uint64_t remote_id(const struct remote *rm)
@@ -107,135 +59,6 @@ uint64_t remote_id(const struct remote *rm)
 bool remote_pays(const struct remote *rm)
 {
 	return atomic_load(&rm->pays);
-}
-
-/* Tell rm's worker that something moved for it (from another worker). */
-static void tell(struct remote *rm, const struct worker *self)
-{
-	uint64_t one = 1;
-
-	atomic_store(&rm->moved, true);
-	if (rm->w && rm->w != self && write(rm->w->efd, &one, sizeof(one)) != sizeof(one))
-		ulog(LOG_ERR, "session %" PRIu64 ": eventfd write for page server: %m", rm->sid);
-}
-
-/* Watch for what the socket must do now: replies (and a hang-up) while
- * GETs are pending, room while some wait to go; nothing once broken.  With
- * nothing asked the stream is the client's (uffdd-lazy-pages closes the
- * connection there once every page is in): not read.  rm's worker only. */
-static void rewatch(struct remote *rm)
-{
-	struct pin_ps_gets *g = rm->c->gets;
-	uint32_t want = rm->c->err || !pin_ps_gets_pending(g)
-				? 0
-				: EPOLLIN | (pin_ps_gets_sending(g) ? EPOLLOUT : 0);
-	struct epoll_event ev = { .events = want, .data.ptr = &rm->w->wevent };
-
-	if (want == rm->events)
-		return;
-	int op = !want ? EPOLL_CTL_DEL : rm->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (epoll_ctl(rm->w->ep, op, rm->fd, want ? &ev : NULL) < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(%s) of page server r%" PRIu64 ": %m",
-		     rm->sid,
-		     !want	  ? "DEL"
-		     : rm->events ? "MOD"
-				  : "ADD",
-		     rm->id & ~REMOTE_ID_BIT);
-	else
-		rm->events = want;
-}
-
-/* Once: say why, and stop reading it; every source of it is told. */
-static void broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why)
-{
-	struct conn *c = rm->c;
-
-	if (c->err)
-		return;
-	c->err = err;
-	if (!nr)
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64 ", %u sources), no GET "
-		     "waiting: %s; its pages not in yet will be poisoned",
-		     rm->sid, rm->task, c->live, why);
-	else
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64
-		     ", %u sources): GET [%#" PRIx64 ", %#" PRIx64 "): %s; its pages are poisoned",
-		     rm->sid, rm->task, c->live, addr, addr + (nr << uffdd_page_shift), why);
-	for (struct remote *v = c->views; v; v = v->cnext)
-		if (!v->orphan)
-			tell(v, rm->w);
-}
-
-static void conn_free(struct conn *c)
-{
-	while (c->views) {
-		struct remote *v = c->views;
-		c->views = v->cnext;
-		for (size_t i = 0; i < v->n; i++)
-			free(v->v[i].buf);
-		free(v->v);
-		free(v);
-	}
-	pin_ps_gets_free(c->gets);
-	pin_ps_free(c->ps);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-}
-
-/* A new connection over a descriptor of its own (the caller keeps fd). */
-static int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct conn **ret)
-{
-	char name[64];
-	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-
-	if (dup < 0)
-		return -errno;
-	struct conn *c = calloc(1, sizeof(*c));
-	if (!c) {
-		close(dup);
-		return -ENOMEM;
-	}
-	snprintf(name, sizeof(name), "session %" PRIu64, sid);
-	int r = pin_ps_wrap(dup, name, &c->ps);
-	if (r < 0) {
-		close(dup);
-		free(c);
-		return r;
-	}
-	r = pin_ps_gets_new(c->ps, 0, &c->gets);
-	if (r < 0) {
-		pin_ps_free(c->ps);
-		free(c);
-		return r;
-	}
-	pthread_mutex_init(&c->lock, NULL);
-	c->dev = st->st_dev;
-	c->ino = st->st_ino;
-	c->uid = uid;
-	*ret = c;
-	return 0;
-}
-
-/* The connection of uid over the socket st is, made if none (under
- * conns_lock); -EBUSY when another uid's reads it. */
-static int conn_get(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct conn **ret)
-{
-	for (struct conn *c = conns; c; c = c->next) {
-		if (c->dev != st->st_dev || c->ino != st->st_ino)
-			continue;
-		if (c->uid != uid)
-			return -EBUSY;
-		*ret = c;
-		return 0;
-	}
-	int r = conn_new(fd, st, uid, sid, ret);
-	if (r < 0)
-		return r;
-	(*ret)->next = conns;
-	conns = *ret;
-	return 0;
 }
 
 int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
@@ -258,28 +81,19 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 		close(fd);
 		return -ENOMEM;
 	}
-	pthread_mutex_lock(&conns_lock);
-	int r = conn_get(fd, &st, uid, sid, &rm->c);
+	atomic_init(&rm->moved, false);
+	/* Whole before the connection's other sources may see it. */
+	rm->fd = fd;
+	rm->task = task;
+	rm->sid = sid;
+	rm->w = w;
+	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {
-		pthread_mutex_unlock(&conns_lock);
 		close(fd);
 		free(rm);
 		return r;
 	}
-	struct conn *c = rm->c;
-	pthread_mutex_lock(&c->lock);
-	atomic_init(&rm->pays, !c->live);
-	atomic_init(&rm->moved, false);
-	c->live++;
-	rm->cnext = c->views;
-	c->views = rm;
-	pthread_mutex_unlock(&c->lock);
-	pthread_mutex_unlock(&conns_lock);
-	rm->fd = fd;
 	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
-	rm->task = task;
-	rm->sid = sid;
-	rm->w = w;
 	rm->next = w->remotes;
 	w->remotes = rm;
 	*ret = rm;
@@ -303,54 +117,6 @@ struct remote *remote_lost(uint64_t id)
 	return rm;
 }
 
-static uint64_t rget_end(const struct rget *g)
-{
-	return g->addr + (g->nr << uffdd_page_shift);
-}
-
-/* Drop GET i of rm (under c->lock); the sources that found no room are
- * told, by self's worker. */
-static void drop(struct remote *rm, size_t i, const struct worker *self)
-{
-	struct conn *c = rm->c;
-
-	c->bytes -= rm->v[i].nr << uffdd_page_shift;
-	free(rm->v[i].buf);
-	rm->v[i] = rm->v[--rm->n];
-	for (struct remote *v = c->views; v; v = v->cnext) {
-		if (v->starved) {
-			v->starved = false;
-			tell(v, self);
-		}
-	}
-}
-
-/* Drop every answered GET of rm: none of its buffers is being read (rm's
- * worker, between placements).  Asked to while none is answered yet, it
- * drops them as they come. */
-static void shed(struct remote *rm)
-{
-	size_t before = rm->n;
-
-	for (size_t i = 0; i < rm->n;) {
-		if (rm->v[i].ready == rm->v[i].nr)
-			drop(rm, i, rm->w);
-		else
-			i++;
-	}
-	if (rm->n < before || !rm->n)
-		rm->shed = false;
-}
-
-static void unlink_view(struct conn *c, struct remote *rm)
-{
-	struct remote **p = &c->views;
-
-	while (*p != rm)
-		p = &(*p)->cnext;
-	*p = rm->cnext;
-}
-
 void remote_free(struct remote *rm)
 {
 	if (!rm)
@@ -367,47 +133,11 @@ void remote_free(struct remote *rm)
 	}
 	if (rm->fd >= 0)
 		close(rm->fd);
-	struct conn *c = rm->c;
-	if (!c) {
+	if (!rm->c) {
 		free(rm);
 		return;
 	}
-	pthread_mutex_lock(&conns_lock);
-	pthread_mutex_lock(&c->lock);
-	if (--c->live == 0) {
-		struct conn **p = &conns;
-		while (*p != c)
-			p = &(*p)->next;
-		*p = c->next;
-		pthread_mutex_unlock(&c->lock);
-		pthread_mutex_unlock(&conns_lock);
-		/* The last source closes it: what is in flight is dropped. */
-		conn_free(c);
-		return;
-	}
-	pthread_mutex_unlock(&conns_lock);
-	/* The others go on: one of them pays for the buffers now. */
-	if (atomic_load(&rm->pays)) {
-		for (struct remote *v = c->views; v; v = v->cnext) {
-			if (v != rm && !v->orphan) {
-				atomic_store(&v->pays, true);
-				break;
-			}
-		}
-		atomic_store(&rm->pays, false);
-	}
-	shed(rm);
-	rm->w = NULL;
-	rm->orphan = true;
-	rm->starved = rm->shed = false;
-	/* Its GETs in flight are still answered on the stream: kept until
-	 * they are, their pages dropped. */
-	if (!rm->n) {
-		unlink_view(c, rm);
-		free(rm->v);
-		free(rm);
-	}
-	pthread_mutex_unlock(&c->lock);
+	conn_leave(rm->c, rm);
 }
 
 /* What a pump needs: the connection and the worker that pumps. */
@@ -430,15 +160,15 @@ static void arrived(void *arg, void *tag, uint64_t addr, uint64_t nr, void *buf)
 		if (g->ready < g->nr && addr == g->addr + (g->ready << uffdd_page_shift)) {
 			g->ready += nr;
 			if (rm->orphan && g->ready == g->nr)
-				drop(rm, i, pu->self);
+				remote_drop(rm, i, pu->self);
 			break;
 		}
 	}
 	pu->c->since = uffdd_now_ns();
 	if (!rm->orphan) {
-		tell(rm, pu->self);
+		remote_tell(rm, pu->self);
 	} else if (!rm->n) {
-		unlink_view(pu->c, rm);
+		remote_unlink(pu->c, rm);
 		free(rm->v);
 		free(rm);
 	}
@@ -454,10 +184,10 @@ static void pump(struct remote *rm)
 		if (r < 0) {
 			uint64_t addr, nr;
 			const char *why = pin_ps_gets_failure(rm->c->gets, &addr, &nr);
-			broken(rm, r, addr, nr, why);
+			remote_broken(rm, r, addr, nr, why);
 		}
 	}
-	rewatch(rm);
+	remote_rewatch(rm);
 }
 
 /* Room for a GET of bytes: the buffers of rm's answered GETs go first, those
@@ -477,14 +207,14 @@ static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 				best = i;
 		}
 		if (best < rm->n) {
-			drop(rm, best, rm->w);
+			remote_drop(rm, best, rm->w);
 			continue;
 		}
 		if (rm->n < REMOTE_GETS_MAX) {
 			for (struct remote *v = c->views; v; v = v->cnext) {
 				if (v != rm && !v->orphan && v->n) {
 					v->shed = true;
-					tell(v, rm->w);
+					remote_tell(v, rm->w);
 				}
 			}
 		}
@@ -603,7 +333,7 @@ void remote_used(struct remote *rm, uint64_t off, size_t len)
 			continue;
 		g->used += len >> uffdd_page_shift;
 		if (g->used >= g->nr && g->ready == g->nr)
-			drop(rm, i, rm->w);
+			remote_drop(rm, i, rm->w);
 		break;
 	}
 	pthread_mutex_unlock(&rm->c->lock);
@@ -619,7 +349,7 @@ bool remotes_pump(struct worker *w)
 			continue;
 		pthread_mutex_lock(&c->lock);
 		if (rm->shed)
-			shed(rm);
+			remote_shed(rm);
 		pump(rm);
 		/* After the pump, which may have moved since. */
 		uint64_t now = uffdd_now_ns();
@@ -632,8 +362,8 @@ bool remotes_pump(struct worker *w)
 					break;
 				}
 			}
-			broken(rm, -ETIMEDOUT, addr, nr, "no answer in time");
-			rewatch(rm);
+			remote_broken(rm, -ETIMEDOUT, addr, nr, "no answer in time");
+			remote_rewatch(rm);
 		}
 		pthread_mutex_unlock(&c->lock);
 		moved |= atomic_exchange(&rm->moved, false);
