@@ -463,16 +463,22 @@ static struct placed placed_before_end(const struct restore *rs, int pid)
  * every region uffdd was given, each once: the lazy pages from the dump, the
  * rest as zero pages; nothing pushed, nothing there before.  The number of
  * faults depends on how far readahead got ahead of the reading task: at least
- * one, at most one per page.
+ * one, at most one per page.  With remote, a fault waits for its page to come
+ * from the page server, and the page may fault again meanwhile (a fault the
+ * kernel sends again, seen under ASan's pace): the second finds the page
+ * there, at most once a fault.
  */
-static void assert_placed_by_faults(const struct restore *rs)
+static void assert_placed_by_faults(const struct restore *rs, bool remote)
 {
 	for (int i = 0; i < rs->npids; i++) {
 		struct placed p = placed_before_end(rs, rs->pids[i]);
 		ck_assert_uint_eq(p.copied, lazy_page_count(rs->dump, rs->pids[i]));
 		ck_assert_uint_eq(p.zeroed, p.total - p.copied);
 		ck_assert_uint_eq(p.pushed, 0);
-		ck_assert_uint_eq(p.found, 0);
+		if (remote)
+			ck_assert_uint_le(p.found, p.faults);
+		else
+			ck_assert_uint_eq(p.found, 0);
 		ck_assert_uint_eq(p.populated, p.total);
 		ck_assert_uint_ge(p.faults, 1);
 		ck_assert_uint_le(p.faults, p.total);
@@ -487,7 +493,7 @@ START_TEST(criu_faults_serve_every_byte)
 	restore_start(&rs, "fixture", 1, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, false), 0);
 	ck_assert_msg(strstr(rs.out, "1 tasks restored"), "%s", rs.out);
-	assert_placed_by_faults(&rs);
+	assert_placed_by_faults(&rs, false);
 	restore_finish(&rs);
 }
 END_TEST
@@ -516,7 +522,7 @@ START_TEST(criu_two_tasks_and_a_zombie)
 	restore_start(&rs, "fixture-fork", 2, 0);
 	ck_assert_int_eq(restore_run(&rs, VERIFY_BEFORE_END, true), 0);
 	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
-	assert_placed_by_faults(&rs);
+	assert_placed_by_faults(&rs, false);
 	restore_finish(&rs);
 }
 END_TEST
@@ -609,7 +615,7 @@ START_TEST(criu_remote_pages_from_a_page_server)
 	ck_assert_msg(served >= 0, "the page server: %s", why);
 	ck_assert_int_eq(served, lazy_page_count(rs.dump, rs.pids[0]) +
 					 lazy_page_count(rs.dump, rs.pids[1]));
-	assert_placed_by_faults(&rs);
+	assert_placed_by_faults(&rs, true);
 	restore_finish(&rs);
 }
 END_TEST
