@@ -29,30 +29,26 @@ void remote_tell(struct remote *rm, const struct worker *self)
 		ulog(LOG_ERR, "session %" PRIu64 ": eventfd write for page server: %m", rm->sid);
 }
 
-/* Watch for what the socket must do now: replies (and a hang-up) while
- * GETs are pending, room while some wait to go; nothing once broken.  With
- * nothing asked the stream is the client's (uffdd-lazy-pages closes the
- * connection there once every page is in): not read.  rm's worker only. */
+/* Watch the socket once, edge-triggered: replies, a hang-up, room after a
+ * send found none, each wakes the worker once, whose rounds pump every
+ * source (remotes_pump()): no epoll_ctl() as GETs come and go.  With nothing
+ * asked, what comes is not read (the stream is the client's then:
+ * uffdd-lazy-pages closes the connection there once every page is in), and
+ * wakes no more.  Nothing once broken.  rm's worker only. */
 void remote_rewatch(struct remote *rm)
 {
-	struct pin_ps_gets *g = rm->c->gets;
-	uint32_t want = rm->c->err || !pin_ps_gets_pending(g)
-				? 0
-				: EPOLLIN | (pin_ps_gets_sending(g) ? EPOLLOUT : 0);
-	struct epoll_event ev = { .events = want, .data.ptr = &rm->w->wevent };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLET,
+				  .data.ptr = &rm->w->wevent };
+	bool want = !rm->c->err;
 
-	if (want == rm->events)
+	if (want == !!rm->events)
 		return;
-	int op = !want ? EPOLL_CTL_DEL : rm->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (epoll_ctl(rm->w->ep, op, rm->fd, want ? &ev : NULL) < 0)
+	if (epoll_ctl(rm->w->ep, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, rm->fd, want ? &ev : NULL) <
+	    0)
 		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(%s) of page server r%" PRIu64 ": %m",
-		     rm->sid,
-		     !want	  ? "DEL"
-		     : rm->events ? "MOD"
-				  : "ADD",
-		     rm->id & ~REMOTE_ID_BIT);
+		     rm->sid, want ? "ADD" : "DEL", rm->id & ~REMOTE_ID_BIT);
 	else
-		rm->events = want;
+		rm->events = want ? ev.events : 0;
 }
 
 /* Once: say why, and stop reading it; every source of it is told. */

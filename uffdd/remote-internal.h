@@ -58,7 +58,8 @@ struct remote {
 uint64_t rget_end(const struct rget *g);
 /* Tell rm's worker that something moved for it (self: the worker telling). */
 void remote_tell(struct remote *rm, const struct worker *self);
-/* rm's worker's epoll watch of its descriptor, as its connection needs now. */
+/* rm's worker's epoll watch of its descriptor: made once, gone once the
+ * connection broke. */
 void remote_rewatch(struct remote *rm);
 /* rm's connection fails with err (once: one log line; its sources told). */
 void remote_broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why);
