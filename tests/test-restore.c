@@ -47,6 +47,9 @@ struct lazy_pages {
 	char work[64];
 };
 
+/* With ps_port, one more argument of uffdd-lazy-pages (NULL: none). */
+static const char *ps_extra;
+
 /* With ps_port, its lazy pages from the page server at 127.0.0.1:ps_port. */
 static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d, const char *dump,
 			     uint16_t ps_port)
@@ -65,7 +68,7 @@ static void lazy_pages_start(struct lazy_pages *lp, const struct test_daemon *d,
 		if (ps_port)
 			execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W",
 			      lp->work, "--socket", d->sock, "--page-server", "--address",
-			      "127.0.0.1", "--port", port, (char *)NULL);
+			      "127.0.0.1", "--port", port, ps_extra, (char *)NULL);
 		else
 			execl(getenv("UFFDD_LAZY_PAGES"), "uffdd-lazy-pages", "-D", dump, "-W",
 			      lp->work, "--socket", d->sock, (char *)NULL);
@@ -592,16 +595,10 @@ START_TEST(criu_collapse_after_restore)
 }
 END_TEST
 
-/*
- * The lazy pages from a page server (fake-page-server.c, answering 5 pages
- * at most per GET), one connection for the tree: both tasks' sessions hand
- * over its socket and uffdd asks for their pages over it as they fault, each
- * GET with its task's pid.  Each lazy page of both tasks asked for once,
- * every byte right (the tasks check them by faults), the connection closed
- * with PS_IOV_CLOSE once all are in.  The images' own pages files are not
- * read for them.
- */
-START_TEST(criu_remote_pages_from_a_page_server)
+/* The restore of the fixture-fork dump from the page server there, served
+ * 5 pages at most per GET: each lazy page of both tasks asked for once,
+ * every byte right, placed by faults. */
+static void restore_from_page_server(bool remote)
 {
 	struct restore rs;
 	struct fake_ps ps;
@@ -615,8 +612,29 @@ START_TEST(criu_remote_pages_from_a_page_server)
 	ck_assert_msg(served >= 0, "the page server: %s", why);
 	ck_assert_int_eq(served, lazy_page_count(rs.dump, rs.pids[0]) +
 					 lazy_page_count(rs.dump, rs.pids[1]));
-	assert_placed_by_faults(&rs, true);
+	assert_placed_by_faults(&rs, remote);
 	restore_finish(&rs);
+}
+
+/*
+ * The lazy pages from a page server (fake-page-server.c), one connection
+ * for the tree: both tasks' sessions hand over its socket and uffdd asks for
+ * their pages over it as they fault, each GET with its task's pid; the
+ * connection closed with PS_IOV_CLOSE once all are in.  The images' own
+ * pages files are not read for them.
+ */
+START_TEST(criu_remote_pages_from_a_page_server)
+{
+	restore_from_page_server(true);
+}
+END_TEST
+
+/* With --fetch-all, every lazy page fetched first into memfds (what
+ * survives a uffdd restart), then served as files. */
+START_TEST(criu_remote_pages_fetched_all)
+{
+	ps_extra = "--fetch-all";
+	restore_from_page_server(false);
 }
 END_TEST
 
@@ -731,6 +749,7 @@ Suite *test_suite(void)
 	tcase_add_test(tc, criu_task_gone_before_the_end);
 	tcase_add_test(tc, criu_restore_side_gone_fails);
 	tcase_add_test(tc, criu_remote_pages_from_a_page_server);
+	tcase_add_test(tc, criu_remote_pages_fetched_all);
 	tcase_add_test(tc, criu_runs_of_segments_one_region_each);
 	suite_add_tcase(s, tc);
 	tcase_set_timeout(tcc, 120);

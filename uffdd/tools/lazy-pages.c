@@ -37,7 +37,12 @@
  * touched or pushed; nothing is fetched here.  The images directory needs
  * the metadata only (and pages-N.img for the pages CRIU restores eagerly).
  * This program reads nothing of the connection meanwhile; when every task
- * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.
+ * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.  A
+ * uffdd restart loses such a connection (the stream cannot be resumed after
+ * a reply half read: issue 13), so with --fetch-all each task's lazy pages
+ * are fetched whole as it arrives (many GETs in flight) into a sealed memfd
+ * that takes the pages file's place and, like any source file, survives a
+ * restart.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -84,6 +89,8 @@ struct task {
 static const char *images_dir, *work_dir, *uffdd_socket;
 /* --page-server: the connection to it, else NULL. */
 static struct pin_ps *page_server;
+/* --fetch-all: its pages fetched into memfds, not asked by uffdd. */
+static bool fetch_all;
 static int verbose;
 /* lazy-pages.socket while it exists: removed once the restore side is
  * connected, or when a signal ends the wait for it. */
@@ -209,7 +216,7 @@ static bool lazy_mapping(const struct pin_image_region *g)
 }
 
 /* The bytes of the image's PE_LAZY pages: with a page server, what stays
- * there. */
+ * there (or came from there with --fetch-all). */
 static uint64_t lazy_bytes(const struct pin_image *img)
 {
 	uint64_t n = 0;
@@ -233,15 +240,19 @@ static int task_open(struct task *t, int pid)
 	int r;
 
 	t->pid = pid;
-	if (page_server)
+	if (page_server && fetch_all)
+		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
+					       &t->img);
+	else if (page_server)
 		r = pin_image_open_criu_lazy(images_dir, pid, &t->img);
 	else
 		r = pin_image_open_criu(images_dir, pid, &t->img);
 	if (r < 0)
 		return r;
 	if (page_server)
-		fprintf(stderr, "uffdd-lazy-pages: task %d: %" PRIu64 " pages on the page server\n",
-			pid, lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
+		fprintf(stderr, "uffdd-lazy-pages: task %d: %" PRIu64 " pages %s the page server\n",
+			pid, lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE),
+			fetch_all ? "from" : "on");
 	snprintf(name, sizeof(name), "criu-%d", pid);
 	copts.name = name;
 	return pin_client_connect(&copts, &t->client);
@@ -283,7 +294,7 @@ static int task_start(struct task *t, int pid, int fd)
 	 * ends its own session, not this call.  All in one request: the
 	 * restorer's first touches wait for them. */
 	unsigned int flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTERED;
-	if (r >= 0 && page_server)
+	if (r >= 0 && page_server && !fetch_all)
 		r = nregions =
 			pin_client_add_image_regions_remote(t->client, t->img, lazy, nlazy, flags,
 							    pin_ps_fd(page_server), (uint64_t)pid);
@@ -535,7 +546,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
-		"                        [--page-server --address ADDR --port PORT]\n"
+		"                        [--page-server --address ADDR --port PORT [--fetch-all]]\n"
 		"       uffdd-lazy-pages --version\n"
 		"Serve `criu restore --lazy-pages` through uffdd.\n");
 }
@@ -548,6 +559,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "page-server", no_argument, NULL, 'P' },
+		{ "fetch-all", no_argument, NULL, 'F' },
 		{ "address", required_argument, NULL, 'a' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
@@ -582,6 +594,9 @@ int main(int argc, char **argv)
 		case 'P':
 			remote = true;
 			break;
+		case 'F':
+			fetch_all = true;
+			break;
 		case 'a':
 			address = optarg;
 			break;
@@ -605,7 +620,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!images_dir || optind != argc || remote != (address && port)) {
+	if (!images_dir || optind != argc || remote != (address && port) ||
+	    (fetch_all && !remote)) {
 		usage(stderr);
 		return 2;
 	}
@@ -656,7 +672,8 @@ int main(int argc, char **argv)
 		if (f == 0)
 			task_collapse(&tasks[i], &denied);
 	}
-	/* Every page is in: uffdd asks the page server for nothing more. */
+	/* Every page is in: uffdd asks the page server for nothing more (with
+	 * --fetch-all, nothing was handed over). */
 	if (page_server) {
 		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
 		pin_ps_free(page_server);
