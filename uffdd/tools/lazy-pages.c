@@ -17,8 +17,9 @@
  * may exit before its pages are all in: the others go on).  The page file
  * descriptors go to uffdd, so uffdd itself never opens a path.  A restarted
  * uffdd keeps the connections and the sessions (the userfaultfds and sources
- * sit in its fd store), so nothing kept here needs handing over again; a
- * stopped one ends them, and the restore fails.  Should this program die
+ * sit in its fd store), so nothing kept here needs handing over again (but
+ * a page server's connection: see --fetch-all below); a stopped one ends
+ * them, and the restore fails.  Should this program die
  * after a Goodbye, uffdd finishes the sessions all the same.
  *
  * Then each task whose pages are all in gets its huge pages back: its lazy
