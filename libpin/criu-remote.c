@@ -91,7 +91,8 @@ static int fill(int dfd, const char *dir, int pid, uint32_t pages_id, struct pin
 		e[i].flags |= PIN_CRIU_PE_PRESENT;
 		off += len;
 	}
-	return pin_ps_fetch(ps, (uint64_t)pid, ranges, k, timeout_ms);
+	/* Without ps they stay on the server: holes in the file. */
+	return ps ? pin_ps_fetch(ps, (uint64_t)pid, ranges, k, timeout_ms) : 0;
 }
 
 int pin_criu_remote_pages(int dfd, const char *dir, int pid, uint32_t pages_id, struct pin_ps *ps,

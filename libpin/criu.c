@@ -270,8 +270,9 @@ static int open_chain(int dfd, const char *dir, int pid, struct pin_criu_chain *
 }
 
 /* A task's image, its pages from the dump's pages file and its parents',
- * or with ps from the page server (criu-remote.c). */
-static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
+ * or, remote, from the page server ps (criu-remote.c; ps NULL: its lazy
+ * pages left to the page server, for uffdd to ask). */
+static int open_criu(const char *dir, int pid, bool remote, struct pin_ps *ps, int timeout_ms,
 		     struct pin_image **ret)
 {
 	_cleanup_close_ int dfd = -1;
@@ -287,7 +288,7 @@ static int open_criu(const char *dir, int pid, struct pin_ps *ps, int timeout_ms
 	if (dfd < 0)
 		return dfd;
 	r = read_vmas(dfd, pid, &v, &nv);
-	if (!r && ps)
+	if (!r && remote)
 		r = open_remote(dfd, dir, pid, ps, timeout_ms, &c, &img);
 	else if (!r)
 		r = open_chain(dfd, dir, pid, &c, &img);
@@ -308,7 +309,7 @@ out:
 
 PIN_EXPORT int pin_image_open_criu(const char *dir, int pid, struct pin_image **ret)
 {
-	return open_criu(dir, pid, NULL, 0, ret);
+	return open_criu(dir, pid, false, NULL, 0, ret);
 }
 
 int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
@@ -316,7 +317,12 @@ int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int 
 {
 	if (!ps || timeout_ms <= 0)
 		return -EINVAL;
-	return open_criu(dir, pid, ps, timeout_ms, ret);
+	return open_criu(dir, pid, true, ps, timeout_ms, ret);
+}
+
+int pin_image_open_criu_lazy(const char *dir, int pid, struct pin_image **ret)
+{
+	return open_criu(dir, pid, true, NULL, 0, ret);
 }
 
 PIN_EXPORT int pin_image_criu_pids(const char *dir, int *pids, size_t max)

@@ -168,6 +168,15 @@ int pin_client_region_add_many(struct pin_client *c, const struct pin_client_reg
  */
 int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
 				 const size_t *idx, size_t nidx, unsigned int flags);
+/*
+ * The same with the PE_LAZY pages of img (pin_image_open_criu_lazy()) asked
+ * of the page server over ps_fd by uffdd, for task (SOURCE_PAGE_SERVER, one
+ * batch of its own): the tasks of a tree hand over the same socket, and
+ * uffdd serves them all over one connection.
+ */
+int pin_client_add_image_regions_remote(struct pin_client *c, const struct pin_image *img,
+					const size_t *idx, size_t nidx, unsigned int flags,
+					int ps_fd, uint64_t task);
 
 /*
  * Issue 18: a cache miss on [start, end) calls fn(arg, start, end) before it
@@ -460,13 +469,19 @@ int pin_ps_fetch(struct pin_ps *ps, uint64_t dst_id, const struct pin_ps_range *
  * pin_ps_fetch() checks it.  The connection is unusable after a failure.
  */
 struct pin_ps_gets;
-/* A reply whole: nr_pages pages at addr are in buf. */
-typedef void (*pin_ps_done_fn)(void *arg, uint64_t addr, uint64_t nr_pages, void *buf);
+/* A reply whole: nr_pages pages at addr are in buf, for the GET added with
+ * tag. */
+typedef void (*pin_ps_done_fn)(void *arg, void *tag, uint64_t addr, uint64_t nr_pages, void *buf);
 int pin_ps_gets_new(struct pin_ps *ps, uint64_t dst_id, struct pin_ps_gets **ret);
 void pin_ps_gets_free(struct pin_ps_gets *g);
 /* Queue nr_pages pages at addr, to be written to buf (GETs of 1 MiB at
  * most; the rest of a short answer is asked again, told to done apart). */
 int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf);
+/* The same for task dst_id (not the one of pin_ps_gets_new()), its replies
+ * told to done with tag: the GETs of many tasks share one connection, as
+ * CRIU's restore of a tree does. */
+int pin_ps_gets_add_task(struct pin_ps_gets *g, uint64_t dst_id, uint64_t addr, uint64_t nr_pages,
+			 void *buf, void *tag);
 /* Send and receive what can move now, calling done for each whole reply;
  * 0, or -errno (-EBADMSG: an answer that is not the GET's; -ECONNRESET: the
  * server hung up), logged, and told by pin_ps_gets_failure(). */
@@ -497,8 +512,14 @@ void pin_ps_free(struct pin_ps *ps);
  */
 int pin_image_open_criu_remote(const char *dir, int pid, struct pin_ps *ps, int timeout_ms,
 			       struct pin_image **ret);
+/*
+ * The same with the PE_LAZY pages left on the page server: holes in the
+ * memfd, to be asked for by uffdd (pin_client_add_image_regions_remote()).
+ */
+int pin_image_open_criu_lazy(const char *dir, int pid, struct pin_image **ret);
 /* criu.c's reader with the pages placed by criu-remote.c: e's offsets and
- * flags rewritten to point into the new pages file, *ret over it. */
+ * flags rewritten to point into the new pages file, *ret over it; ps NULL:
+ * the PE_LAZY pages not fetched. */
 int pin_criu_remote_pages(int dfd, const char *dir, int pid, uint32_t pages_id, struct pin_ps *ps,
 			  int timeout_ms, struct pin_criu_pagemap_entry *e, size_t ne,
 			  struct pin_image **ret, uint64_t *ret_size);

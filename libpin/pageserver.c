@@ -71,8 +71,9 @@ struct pin_ps {
 
 /* One GET: what it asks for and where the pages go. */
 struct get {
-	uint64_t addr, nr;
+	uint64_t dst_id, addr, nr;
 	unsigned char *buf;
+	void *tag; /* the caller's, told to done with the reply */
 };
 
 /* GETs under way on a connection: gets[done, sent) are in flight,
@@ -275,7 +276,7 @@ void pin_ps_gets_free(struct pin_ps_gets *g)
 
 /* Queue a GET; the array grows when a short reply leaves a rest to ask,
  * and starts over from its head once every GET is answered. */
-static int queue(struct pin_ps_gets *f, uint64_t addr, uint64_t nr, unsigned char *buf)
+static int queue(struct pin_ps_gets *f, const struct get *q)
 {
 	if (f->done == f->n)
 		f->n = f->done = f->sent = 0;
@@ -294,11 +295,12 @@ static int queue(struct pin_ps_gets *f, uint64_t addr, uint64_t nr, unsigned cha
 		f->gets = g;
 		f->cap = cap;
 	}
-	f->gets[f->n++] = (struct get){ .addr = addr, .nr = nr, .buf = buf };
+	f->gets[f->n++] = *q;
 	return 0;
 }
 
-int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf)
+int pin_ps_gets_add_task(struct pin_ps_gets *g, uint64_t dst_id, uint64_t addr, uint64_t nr_pages,
+			 void *buf, void *tag)
 {
 	uint64_t page = page_size();
 
@@ -306,13 +308,22 @@ int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, voi
 		return -EINVAL;
 	for (uint64_t k = 0; k < nr_pages; k += GET_PAGES_MAX) {
 		uint64_t nr = nr_pages - k;
-		int r = queue(g, addr + k * page, nr < GET_PAGES_MAX ? nr : GET_PAGES_MAX,
-			      (unsigned char *)buf + k * page);
+		struct get q = { .dst_id = dst_id,
+				 .addr = addr + k * page,
+				 .nr = nr < GET_PAGES_MAX ? nr : GET_PAGES_MAX,
+				 .buf = (unsigned char *)buf + k * page,
+				 .tag = tag };
+		int r = queue(g, &q);
 
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+int pin_ps_gets_add(struct pin_ps_gets *g, uint64_t addr, uint64_t nr_pages, void *buf)
+{
+	return g ? pin_ps_gets_add_task(g, g->dst_id, addr, nr_pages, buf, NULL) : -EINVAL;
 }
 
 /* Say what failed, with the GET it hit, and return -err. */
@@ -322,7 +333,7 @@ static int failed(struct pin_ps_gets *f, const struct get *g, const char *what, 
 	snprintf(f->why, sizeof(f->why), "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
 	pin_log(PIN_LOG_ERR,
 		"page server %s: GET task %" PRIu64 " [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
-		f->ps->peer, f->dst_id, g->addr, g->addr + g->nr * page_size(), f->why);
+		f->ps->peer, g->dst_id, g->addr, g->addr + g->nr * page_size(), f->why);
 	return -(err ? err : EBADMSG);
 }
 
@@ -331,7 +342,7 @@ static int send_gets(struct pin_ps_gets *f)
 {
 	while (f->sent < f->n && f->sent - f->done < GETS_IN_FLIGHT) {
 		const struct get *g = &f->gets[f->sent];
-		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, f->dst_id);
+		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, g->dst_id);
 		ssize_t n = send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 
@@ -358,7 +369,7 @@ static int check_reply(struct pin_ps_gets *f, const struct get *g)
 	char what[160];
 
 	if (!((cmd == PS_IOV_ADD_F && flags == PIN_CRIU_PE_PRESENT) || r->cmd == PS_IOV_ADD) ||
-	    r->dst_id != f->dst_id || r->vaddr != g->addr || !r->nr_pages || r->nr_pages > g->nr) {
+	    r->dst_id != g->dst_id || r->vaddr != g->addr || !r->nr_pages || r->nr_pages > g->nr) {
 		snprintf(what, sizeof(what),
 			 "answered cmd 0x%" PRIx32 " task %" PRIu64 " 0x%" PRIx64 " %" PRIu64
 			 " pages",
@@ -427,12 +438,17 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 		f->done++;
 		/* The rest of a short answer is asked again. */
 		if (k < whole.nr) {
-			r = queue(f, whole.addr + k * page, whole.nr - k, whole.buf + k * page);
+			struct get rest = whole;
+
+			rest.addr += k * page;
+			rest.nr -= k;
+			rest.buf += k * page;
+			r = queue(f, &rest);
 			if (r < 0)
 				return r;
 		}
 		if (done)
-			done(arg, whole.addr, k, whole.buf);
+			done(arg, whole.tag, whole.addr, k, whole.buf);
 	}
 	return 0;
 }

@@ -25,6 +25,13 @@
  * the other architectures with 4 KiB pages: what MADV_COLLAPSE builds. */
 #define HUGE_RUN (2ull << 20)
 
+/* A page server the PE_LAZY pages are asked of: a connected socket, and
+ * the task id its GETs carry. */
+struct remote_pages {
+	int fd;
+	uint64_t task;
+};
+
 static const struct pin_image_region *region_at(const struct pin_image *img, size_t i)
 {
 	const struct pin_image_region *g = pin_image_region(img, i);
@@ -99,23 +106,28 @@ PIN_EXPORT int pin_image_map_region(const struct pin_image *img, size_t i, struc
  * CRIU writes a mapping's pages in address order, cutting its pagemap in
  * entries of a few MiB: a mapping dumped whole is one run.
  */
-static bool continues(const struct pin_image_segment *a, const struct pin_image_segment *b)
+static bool continues(const struct pin_image_segment *a, const struct pin_image_segment *b,
+		      const struct remote_pages *rp)
 {
 	bool data = a->flags & PIN_IMAGE_SEG_DATA;
+	bool lazy = rp && (a->flags & PIN_IMAGE_SEG_LAZY);
 
-	if (a->addr + a->len != b->addr || data != !!(b->flags & PIN_IMAGE_SEG_DATA))
+	if (a->addr + a->len != b->addr || data != !!(b->flags & PIN_IMAGE_SEG_DATA) ||
+	    (rp && lazy != !!(b->flags & PIN_IMAGE_SEG_LAZY)))
 		return false;
-	return !data || (a->source == b->source && a->offset + a->len == b->offset);
+	/* A page server's offsets are the task's addresses. */
+	return !data || lazy || (a->source == b->source && a->offset + a->len == b->offset);
 }
 
 /*
  * The runs of segments of region i as regions at v + n (room for every
- * segment), flags each: the new count.  One uffdd region per run: each
+ * segment), flags each: the new count.  With rp, the PE_LAZY runs are asked
+ * of its page server.  One uffdd region per run: each
  * region costs the daemon a record and bitmaps, and the restore waits for
  * them (issue 13).
  */
 static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
-		      struct pin_client_region *v, size_t n)
+		      const struct remote_pages *rp, struct pin_client_region *v, size_t n)
 {
 	const struct pin_image_region *g = pin_image_region(img, i);
 	int snap = pin_image_snapshot_fd(img);
@@ -138,7 +150,7 @@ static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
 		const struct pin_image_segment *sg = &g->segments[k];
 		bool data = sg->flags & PIN_IMAGE_SEG_DATA;
 
-		if (k && continues(&g->segments[k - 1], sg)) {
+		if (k && continues(&g->segments[k - 1], sg, rp)) {
 			v[n - 1].len += sg->len;
 			continue;
 		}
@@ -151,6 +163,12 @@ static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
 			.fd = data ? pin_image_segment_fd(img, sg) : -1,
 			.offset = data ? sg->offset : 0,
 		};
+		if (data && rp && (sg->flags & PIN_IMAGE_SEG_LAZY)) {
+			v[n - 1].flags |= PIN_CLIENT_REGION_PAGE_SERVER;
+			v[n - 1].fd = rp->fd;
+			v[n - 1].offset = sg->addr;
+			v[n - 1].task = rp->task;
+		}
 	}
 	return n;
 }
@@ -172,12 +190,20 @@ static int add_by_source(struct pin_client *c, const struct pin_image *img,
 
 	if (!batch)
 		return -ENOMEM;
+	/* The page server's runs: one batch, one descriptor. */
+	size_t nps = 0;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER)
+			batch[nps++] = v[i];
+	if (nps)
+		r = pin_client_region_add_many(c, batch, nps);
 	for (uint32_t source = 0; !r && source <= img->nr_parents; source++) {
 		int fd = pin_image_source_fd(img, source);
 		size_t k = 0;
 
 		for (size_t i = 0; i < n; i++)
-			if (v[i].fd < 0 ? !source : v[i].fd == fd)
+			if (!(v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER) &&
+			    (v[i].fd < 0 ? !source : v[i].fd == fd))
 				batch[k++] = v[i];
 		if (k)
 			r = pin_client_region_add_many(c, batch, k);
@@ -185,8 +211,8 @@ static int add_by_source(struct pin_client *c, const struct pin_image *img,
 	return r;
 }
 
-int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
-				 const size_t *idx, size_t nidx, unsigned int flags)
+static int add_image_regions(struct pin_client *c, const struct pin_image *img, const size_t *idx,
+			     size_t nidx, unsigned int flags, const struct remote_pages *rp)
 {
 	size_t segments = 0, n = 0;
 
@@ -206,9 +232,24 @@ int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *i
 	if (!v)
 		return -ENOMEM;
 	for (size_t j = 0; j < nidx; j++)
-		n = runs_of(img, idx[j], flags, v, n);
+		n = runs_of(img, idx[j], flags, rp, v, n);
 	int r = add_by_source(c, img, v, n);
 	return r < 0 ? r : (int)n;
+}
+
+int pin_client_add_image_regions(struct pin_client *c, const struct pin_image *img,
+				 const size_t *idx, size_t nidx, unsigned int flags)
+{
+	return add_image_regions(c, img, idx, nidx, flags, NULL);
+}
+
+int pin_client_add_image_regions_remote(struct pin_client *c, const struct pin_image *img,
+					const size_t *idx, size_t nidx, unsigned int flags,
+					int ps_fd, uint64_t task)
+{
+	struct remote_pages rp = { ps_fd, task };
+
+	return ps_fd < 0 ? -EBADF : add_image_regions(c, img, idx, nidx, flags, &rp);
 }
 
 PIN_EXPORT int pin_client_add_image_region(struct pin_client *c, const struct pin_image *img,

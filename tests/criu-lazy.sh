@@ -15,7 +15,8 @@
 # store); a new uffdd for each run.  REMOTE=1: the lazy pages come from
 # `criu page-server --lazy-pages` over the dump on 127.0.0.1, through
 # `uffdd-lazy-pages --page-server` (or `criu lazy-pages --page-server`),
-# which must say it fetched every lazy page through the socket.
+# which must say each task's lazy pages are on the page server (uffdd asks
+# for them), or with RESTART=1 came from it (--fetch-all).
 # LAZY_DUMP=1: the same from `criu dump --lazy-pages --address 127.0.0.1
 # --port P` itself, which keeps the dumped tree (frozen) until the pages are
 # all taken: the workload runs in a pid namespace of its own (the restored
@@ -304,6 +305,9 @@ for i in $(seq 1 "$ITERATIONS"); do
 	if [ "${REMOTE:-0}" = 1 ]; then
 		[ "${LAZY_DUMP:-0}" = 1 ] || start_page_server || exit 1
 		remote=(--page-server --address 127.0.0.1 --port "$port")
+		# A uffdd restart loses a connection it was handed (issue 13):
+		# the pages fetched first into memfds survive it.
+		[ "${RESTART:-0}" = 1 ] && remote+=(--fetch-all)
 	fi
 	if [ "$SERVER" = uffdd ]; then
 		"$LAZY_PAGES" -D "$images" -W "$dir/work" --socket "$sock" "${remote[@]}" \
@@ -357,8 +361,8 @@ for i in $(seq 1 "$ITERATIONS"); do
 	# Through the page server, each of the three tasks had its lazy pages
 	# from it, and none of them came from anywhere else.
 	if [ "$SERVER" = uffdd ] && [ "${REMOTE:-0}" = 1 ]; then
-		fetched=$(grep -c 'pages from the page server' "$dir/lazy-pages.out")
-		empty=$(grep -c ': 0 pages from the page server' "$dir/lazy-pages.out")
+		fetched=$(grep -c -E 'pages (on|from) the page server' "$dir/lazy-pages.out")
+		empty=$(grep -c -E ': 0 pages (on|from) the page server' "$dir/lazy-pages.out")
 		if [ "$fetched" != 3 ] || [ "$empty" != 0 ]; then
 			ok=0
 			echo "  $fetched tasks had their pages from the page server (want 3), $empty none"

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,11 +150,16 @@ void fake_ps_start(struct fake_ps *ps, const char *dump, uint64_t max_pages)
 				    .max_pages = max_pages,
 				    .page = (uint64_t)sysconf(_SC_PAGESIZE) };
 		char report[300];
-		int r;
+		int r, one = 1;
 
 		close(p[0]);
 		s.sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
-		r = s.sk < 0 ? -1 : serve(&s);
+		/* As CRIU's page_server_serve(): an answer's header and pages go
+		 * out at once (with Nagle the pages would wait for the header's
+		 * delayed ACK, 40 ms an answer while one GET is in flight). */
+		if (s.sk >= 0 && setsockopt(s.sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+			snprintf(s.why, sizeof(s.why), "TCP_NODELAY: %s", strerror(errno));
+		r = s.sk < 0 || s.why[0] ? -1 : serve(&s);
 		if (s.sk < 0)
 			snprintf(s.why, sizeof(s.why), "accept: %s", strerror(errno));
 		snprintf(report, sizeof(report), "%ld %s", r < 0 ? -1L : (long)s.served, s.why);

@@ -2,272 +2,32 @@
 /*
  * Area remote (suite daemon, issue 13): regions whose pages uffdd asks of a
  * CRIU page server over a socket the client connected and handed over
- * (SOURCE_PAGE_SERVER).  The server is a child of the test that speaks
- * CRIU's page-server protocol (criu/page-xfer.c) over loopback TCP, its
- * pages patterned by their address (the word at task address R + o is
- * test_pattern(o, seed)), and reports what it was asked: GETs, pages, pages
- * asked twice, and the most GETs it held unanswered at once.  It can hold
- * its first answers until that many GETs came, hang up after some answers,
- * or answer one GET with another address (a lie).
+ * (SOURCE_PAGE_SERVER).  The server (remote-harness.c) is a child of the
+ * test that speaks CRIU's page-server protocol (criu/page-xfer.c) over
+ * loopback TCP, its pages patterned by their address (the word at task
+ * address R + o is test_pattern(o, seed)), and reports what it was asked:
+ * GETs, pages, pages asked twice, and the most GETs it held unanswered at
+ * once.  It can hold its first answers until that many GETs came, hang up
+ * after some answers, or answer one GET with another address (a lie).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "remote-harness.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
 
-/* criu/page-xfer.c */
-#define PS_IOV_ADD_F 6
-#define PS_IOV_GET   7
-#define PE_PRESENT   4
-
-/* Where the task's pages are on the server's side, and the task's id. */
-#define REMOTE_BASE 0x7f1200000000ull
-#define TASK	    4242
-
 static size_t page;
-
-struct iov {
-	uint32_t cmd;
-	uint64_t nr_pages, vaddr, dst_id;
-};
-
-struct server_opts {
-	size_t npages;
-	uint64_t seed;
-	uint64_t max_pages; /* pages per answer at most (short answers) */
-	unsigned int hold;  /* answer nothing until this many GETs came */
-	long hang_up_after; /* answers, then close (-1: never) */
-	long lie_at;	    /* the answer (from 0) given another address (-1: none) */
-};
-
-struct report {
-	long gets, pages, twice, most_held;
-	char why[160];
-};
-
-struct server {
-	pid_t pid;
-	uint16_t port;
-	int report;
-};
-
-/* One answer: the header, then the pages, patterned by address. */
-static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
-{
-	uint64_t nr = q->nr_pages < o->max_pages ? q->nr_pages : o->max_pages;
-	size_t len = nr * page;
-	uint64_t *buf = malloc(len);
-	struct iov a;
-	bool ok;
-
-	if (!buf)
-		return false;
-	/* Its padding too: what goes on the wire is all defined. */
-	memset(&a, 0, sizeof(a));
-	a.cmd = PS_IOV_ADD_F | PE_PRESENT << 16;
-	a.nr_pages = nr;
-	a.vaddr = q->vaddr + (lie ? page : 0);
-	a.dst_id = q->dst_id;
-	for (size_t w = 0; w < len / 8; w++)
-		buf[w] = test_pattern(q->vaddr - REMOTE_BASE + w * 8, o->seed);
-	ok = test_send_all(sk, &a, sizeof(a)) && test_send_all(sk, buf, len);
-	free(buf);
-	return ok;
-}
-
-/* Serve until the daemon hangs up (or o says to); the report. */
-static void serve(int sk, const struct server_opts *o, struct report *rp)
-{
-	uint8_t *asked = calloc(o->npages, 1);
-	struct iov held[256];
-	size_t nheld = 0;
-	long answers = 0;
-
-	for (;;) {
-		struct iov q;
-		/* Hold the first GETs until o->hold came; then one by one. */
-		bool hold = answers == 0 && nheld < o->hold;
-		if (hold || nheld == 0) {
-			if (!test_read_all(sk, &q, sizeof(q)))
-				break;
-			if (q.cmd != PS_IOV_GET || q.dst_id != TASK || q.vaddr < REMOTE_BASE ||
-			    (q.vaddr - REMOTE_BASE) % page || !q.nr_pages ||
-			    (q.vaddr - REMOTE_BASE) / page + q.nr_pages > o->npages) {
-				snprintf(rp->why, sizeof(rp->why),
-					 "GET cmd %u task %llu 0x%llx %llu pages: not the task's",
-					 q.cmd, (unsigned long long)q.dst_id,
-					 (unsigned long long)q.vaddr,
-					 (unsigned long long)q.nr_pages);
-				break;
-			}
-			rp->gets++;
-			held[nheld++] = q;
-			if ((long)nheld > rp->most_held)
-				rp->most_held = (long)nheld;
-			if (answers == 0 && nheld < o->hold && nheld < PIN_ARRAY_SIZE(held))
-				continue;
-		}
-		q = held[0];
-		memmove(held, held + 1, --nheld * sizeof(*held));
-		uint64_t first = (q.vaddr - REMOTE_BASE) / page;
-		uint64_t nr = q.nr_pages < o->max_pages ? q.nr_pages : o->max_pages;
-		for (uint64_t k = 0; k < nr; k++)
-			rp->twice += asked[first + k]++ > 0;
-		bool lie = answers == o->lie_at;
-		if (!answer(sk, o, &q, lie))
-			break;
-		/* After a lie the daemon reads nothing more: neither does it. */
-		if (lie)
-			break;
-		rp->pages += (long)nr;
-		if (++answers == o->hang_up_after)
-			break;
-	}
-	free(asked);
-}
-
-static void server_start(struct server *s, const struct server_opts *o)
-{
-	int lsk = test_listen_loopback(&s->port), p[2];
-
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-	s->pid = fork();
-	ck_assert_int_ge(s->pid, 0);
-	if (s->pid == 0) {
-		struct report rp = { 0 };
-		int one = 1, sk = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
-
-		/* As CRIU's: an answer's header and pages go out at once (with
-		 * Nagle the pages would wait for the header's delayed ACK). */
-		if (sk >= 0)
-			setsockopt(sk, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-		close(p[0]);
-		if (sk < 0)
-			snprintf(rp.why, sizeof(rp.why), "accept: %s", strerror(errno));
-		else
-			serve(sk, o, &rp);
-		_exit(write(p[1], &rp, sizeof(rp)) == sizeof(rp) ? 0 : 1);
-	}
-	close(lsk);
-	close(p[1]);
-	s->report = p[0];
-}
-
-static void server_end(struct server *s, struct report *rp)
-{
-	int st;
-
-	ck_assert_int_eq(test_read_all(s->report, rp, sizeof(*rp)), true);
-	close(s->report);
-	ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the page server failed");
-	ck_assert_msg(!rp->why[0], "the page server: %s", rp->why);
-}
-
-/* ---- clients ---- */
-
-struct client {
-	uint16_t port;
-	size_t npages;
-	uint64_t seed;
-	unsigned int flags; /* PIN_CLIENT_REGION_* */
-	bool wait;	    /* wait for the push, touching nothing */
-	bool may_bus;	    /* pages may be poisoned: count them */
-	int report;	    /* the client writes its counts here */
-	/* Say "half" here after the first half of the pages, then wait for a
-	 * byte on go (-1: no pause). */
-	int half, go;
-};
-
-struct counts {
-	long ok, bus, wrong;
-	uint64_t copied;
-};
-
-static int connect_server(uint16_t port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		return -1;
-	return fd;
-}
-
-/* Map, hand the region over with the connected socket, touch every page in
- * random order (or wait for the push), and report what each held. */
-static int client_main(const struct test_daemon *d, struct client *cl)
-{
-	struct pin_uffd_opts uo = {
-		.sz = sizeof(uo),
-		.flags = PIN_UFFD_CLOEXEC,
-		.optional = PIN_UFFD_FEATURE_POISON,
-	};
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
-	struct pin_client_stats st;
-	struct counts n = { 0 };
-	struct pin_client *c;
-	struct pin_uffd *u;
-	size_t len = cl->npages * page;
-	uint8_t *base = test_map_region(len);
-	size_t *order = malloc(cl->npages * sizeof(*order));
-	int sk = connect_server(cl->port);
-
-	REQUIRE(base && order && sk >= 0);
-	REQUIRE(pin_uffd_new(&uo, &u) == 0);
-	REQUIRE(pin_client_connect(&co, &c) == 0);
-	REQUIRE(pin_client_handover(c, u) == 0);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = base,
-		.len = len,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = cl->flags | PIN_CLIENT_REGION_PAGE_SERVER,
-		.fd = sk,
-		.offset = REMOTE_BASE,
-		.task = TASK,
-	};
-	REQUIRE(pin_uffd_register(u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
-	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
-	close(sk);
-	if (cl->wait)
-		REQUIRE_EQ(pin_client_wait_populated(c, base, len, 0), 0);
-	test_permutation(order, cl->npages, cl->seed);
-	for (size_t k = 0; k < cl->npages; k++) {
-		size_t i = order[k];
-		char b;
-		if (cl->half >= 0 && k == cl->npages / 2)
-			REQUIRE(write(cl->half, "h", 1) == 1 && read(cl->go, &b, 1) == 1);
-		if (cl->may_bus && test_read_bus(base + i * page))
-			n.bus++;
-		else if (test_page_ok(base, i, cl->seed))
-			n.ok++;
-		else
-			n.wrong++;
-	}
-	REQUIRE(pin_client_stats(c, 0, &st) == 0);
-	n.copied = st.pages_copied;
-	REQUIRE(write(cl->report, &n, sizeof(n)) == sizeof(n));
-	pin_client_free(c);
-	pin_uffd_free(u);
-	return 0;
-}
 
 /* The process that serves for the supervisor sup (its only child). */
 static pid_t serving_child(pid_t sup)
@@ -348,7 +108,7 @@ static void run_faulting(long hang_up_after, long lie_at, bool restart, struct r
 			 struct counts *n)
 {
 	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 256, 0, hang_up_after, lie_at };
+	struct server_opts o = { NPAGES, seed, 256, 0, hang_up_after, lie_at, 1 };
 	struct client cl = {
 		.npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH, .may_bus = true
 	};
@@ -379,7 +139,7 @@ static void run_broken_server(long hang_up_after, long lie_at)
 START_TEST(random_faults_each_page_once)
 {
 	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1 };
+	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, 1 };
 	struct client cl = { .npages = NPAGES, .seed = seed, .flags = PIN_CLIENT_REGION_NO_PUSH };
 	struct report rp = { 0 };
 	struct counts n;
@@ -403,7 +163,7 @@ START_TEST(push_many_gets_in_flight)
 {
 	uint64_t seed = test_seed();
 	size_t npages = 8192;
-	struct server_opts o = { npages, seed, 256, 4, -1, -1 };
+	struct server_opts o = { npages, seed, 256, 4, -1, -1, 1 };
 	struct client cl = { .npages = npages, .seed = seed, .wait = true };
 	struct report rp = { 0 };
 	struct counts n;
@@ -457,6 +217,220 @@ START_TEST(restart_loses_the_page_server)
 	ck_assert_int_ge(n.ok, NPAGES / 2);
 	ck_assert_int_eq(n.ok + n.bus, NPAGES);
 	ck_assert_int_le(n.ok, rp.pages);
+}
+END_TEST
+
+/*
+ * A tree of TREE_TASKS tasks restored over one connection, as CRIU's page
+ * server takes one for the whole tree: each task a client of its own (a
+ * session), every one handing over the same socket, each touching its pages
+ * in its own random order at once, no push.  One connection in the daemon
+ * asks for all of them, each GET with its task's id, each reply placed in
+ * the task that asked: every page touched right (each task's pattern its
+ * own), each asked once.  With touch0, task 0 touches that many pages and
+ * exits while the others wait at half their pages: its session ends (its
+ * GETs in flight still read by the daemon, their pages dropped), and the
+ * others go on over the connection it leaves them.  extra: the daemon's
+ * arguments.
+ */
+#define TREE_TASKS 2
+
+static void run_tree(size_t touch0, const char *const *extra)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, TREE_TASKS };
+	struct client cl[TREE_TASKS];
+	struct test_daemon d;
+	struct server srv;
+	struct report rp = { 0 };
+	pid_t pid[TREE_TASKS];
+	int p[TREE_TASKS][2], h[2], g[2], st;
+	char b;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, extra);
+	server_start(&srv, &o);
+	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
+	int sk = connect_server(srv.port);
+	ck_assert_int_gt(sk, 0);
+	for (int k = 0; k < TREE_TASKS; k++) {
+		ck_assert_int_eq(pipe2(p[k], O_CLOEXEC), 0);
+		cl[k] = (struct client){ .npages = NPAGES,
+					 .seed = seed + (uint64_t)k,
+					 .flags = PIN_CLIENT_REGION_NO_PUSH,
+					 .report = p[k][1],
+					 .task = TASK + (uint64_t)k,
+					 .sk = sk,
+					 .touch = k ? 0 : touch0,
+					 .half = touch0 && k ? h[1] : -1,
+					 .go = g[0] };
+		pid[k] = fork();
+		ck_assert_int_ge(pid[k], 0);
+		if (pid[k] == 0)
+			_exit(client_main(&d, &cl[k]));
+		close(p[k][1]);
+	}
+	close(sk);
+	long pages = 0;
+	for (int k = 0; k < TREE_TASKS; k++) {
+		struct counts n;
+		/* The others wait at half until task 0 is gone. */
+		for (int i = 1; k == 1 && touch0 && i < TREE_TASKS; i++)
+			ck_assert_int_eq(read(h[0], &b, 1), 1);
+		for (int i = 1; k == 1 && touch0 && i < TREE_TASKS; i++)
+			ck_assert_int_eq(write(g[1], "g", 1), 1);
+		ck_assert_int_eq(waitpid(pid[k], &st, 0), pid[k]);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "task %d failed", k);
+		ck_assert_int_eq(test_read_all(p[k][0], &n, sizeof(n)), true);
+		close(p[k][0]);
+		long want = k || !touch0 ? NPAGES : (long)touch0;
+		ck_assert_int_eq(n.ok, want);
+		ck_assert_int_eq(n.wrong, 0);
+		if (want == NPAGES)
+			ck_assert_uint_eq(n.copied, NPAGES);
+		pages += n.ok;
+	}
+	for (int i = 0; i < 2; i++) {
+		close(h[i]);
+		close(g[i]);
+	}
+	/* The last session gone, the daemon closes the connection. */
+	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.twice, 0);
+	/* Task 0's readahead may have asked for pages it never touched. */
+	if (touch0)
+		ck_assert_int_ge(rp.pages, pages);
+	else
+		ck_assert_int_eq(rp.pages, pages);
+	test_daemon_stop(&d);
+}
+
+START_TEST(tree_shares_one_connection)
+{
+	run_tree(0, NULL);
+}
+END_TEST
+
+START_TEST(tree_task_ends_first)
+{
+	run_tree(NPAGES / 4, NULL);
+}
+END_TEST
+
+/* The connection's buffers (64 MiB at their most) are charged to the uid
+ * once: with 96 MiB allowed, both tasks' regions are taken (charged to
+ * each session, the second RegionAdd would be refused with EDQUOT). */
+START_TEST(tree_charged_once)
+{
+	static const char *const extra[] = { "--max-bytes-per-uid", "100663296", NULL };
+
+	run_tree(0, extra);
+}
+END_TEST
+
+/* A uid that is not root's, to hand over root's page-server socket. */
+#define OTHER_UID 65534
+
+/* In a child: a session of OTHER_UID handing over sk, root's connection's
+ * socket: refused with EBUSY (it would read root's stream), nothing kept. */
+static int other_uid_client(const struct test_daemon *d, int sk)
+{
+	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "other" };
+	struct pin_client_region_info *ri = NULL;
+	struct pin_client *c;
+	struct pin_uffd *u;
+	size_t n = 0, len = 4 * page;
+	uint8_t *base = test_map_region(len);
+
+	/* Opening a userfaultfd needs root here; using it does not. */
+	REQUIRE(base && pin_uffd_new(&uo, &u) == 0);
+	REQUIRE(setresgid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
+	REQUIRE(setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
+	REQUIRE(pin_client_connect(&co, &c) == 0);
+	REQUIRE(pin_client_handover(c, u) == 0);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
+		.fd = sk,
+		.offset = REMOTE_BASE,
+		.task = TASK + 1,
+	};
+	REQUIRE_EQ(pin_client_region_add(c, &r), -EBUSY);
+	REQUIRE_EQ(pin_client_list_regions(c, pin_client_session(c), &ri, &n), 0);
+	REQUIRE_EQ(n, 0);
+	free(ri);
+	pin_client_free(c);
+	pin_uffd_free(u);
+	return 0;
+}
+
+/*
+ * Root's task hands its socket over and waits at half its pages; a client of
+ * another uid that got the same socket hands it over too: refused (EBUSY),
+ * and root's task then gets every page right, each asked once.
+ */
+START_TEST(other_uid_refused_the_connection)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1, 1 };
+	struct test_daemon d;
+	struct server srv;
+	struct report rp = { 0 };
+	struct counts n;
+	int p[2], h[2], g[2], st;
+	char b;
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	test_daemon_start(&d, NULL);
+	/* The other uid may reach the daemon (its uid limits are its own). */
+	ck_assert_int_eq(chmod(d.dir, 0711), 0);
+	ck_assert_int_eq(chmod(d.sock, 0666), 0);
+	server_start(&srv, &o);
+	int sk = connect_server(srv.port);
+	ck_assert_int_gt(sk, 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
+	struct client cl = { .npages = NPAGES,
+			     .seed = seed,
+			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .report = p[1],
+			     .sk = sk,
+			     .half = h[1],
+			     .go = g[0] };
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_main(&d, &cl));
+	close(p[1]);
+	ck_assert_int_eq(read(h[0], &b, 1), 1);
+	pid_t other = fork();
+	ck_assert_int_ge(other, 0);
+	if (other == 0)
+		_exit(other_uid_client(&d, sk));
+	ck_assert_int_eq(waitpid(other, &st, 0), other);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other uid's client failed");
+	close(sk);
+	ck_assert_int_eq(write(g[1], "g", 1), 1);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "root's client failed");
+	ck_assert_int_eq(test_read_all(p[0], &n, sizeof(n)), true);
+	for (int i = 0; i < 2; i++) {
+		close(h[i]);
+		close(g[i]);
+	}
+	close(p[0]);
+	ck_assert_int_eq(n.ok, NPAGES);
+	ck_assert_int_eq(n.wrong, 0);
+	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.twice, 0);
+	ck_assert_int_eq(rp.pages, NPAGES);
+	test_daemon_stop(&d);
 }
 END_TEST
 
@@ -562,10 +536,18 @@ END_TEST
 
 Suite *test_suite(void)
 {
-	Suite *s = suite_create("remote");
+	Suite *s = test_suite_new("remote");
+	/* Root's socket handed over by another uid: setresuid() needs root. */
+	const struct test_needs root = { .what = TEST_NEED_ROOT };
+	TCase *tc = test_tcase(s, "other_uid_refused_the_connection", &root);
 
 	TEST_ADD_CASE(s, random_faults_each_page_once, 120);
 	TEST_ADD_CASE(s, push_many_gets_in_flight, 120);
+	TEST_ADD_CASE(s, tree_shares_one_connection, 120);
+	TEST_ADD_CASE(s, tree_task_ends_first, 120);
+	TEST_ADD_CASE(s, tree_charged_once, 120);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, other_uid_refused_the_connection);
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_loses_the_page_server, 120);

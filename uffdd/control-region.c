@@ -165,13 +165,15 @@ static int region_source(struct req *q, int src_fd, uint64_t off, uint64_t len, 
 static int region_source_ps(struct req *q, int sock, uint64_t task, struct source **ret)
 {
 	struct remote *rm;
-	int err = sock < 0 ? -EBADF : remote_new(sock, task, q->s->w, q->s->id, &rm);
+	int err = sock < 0 ? -EBADF : remote_new(sock, task, q->s->uid, q->s->w, q->s->id, &rm);
 
 	if (!err)
 		err = source_new_remote(rm, ret);
 	if (err < 0)
 		return fail(q, err, "page server: %s",
-			    err == -ENOTSOCK ? "not a connected stream socket" : strerror(-err));
+			    err == -ENOTSOCK ? "not a connected stream socket"
+			    : err == -EBUSY  ? "another uid's sources read that socket"
+					     : strerror(-err));
 	return 0;
 }
 

@@ -31,9 +31,10 @@ static size_t file_find(const struct session *s, uint64_t id)
 	return lo;
 }
 
-/* One more region of s reads the source file id (0, a zero source: none). */
-static int file_hold(struct session *s, uint64_t id)
+/* One more region of s reads src's file (none for a zero source). */
+static int file_hold(struct session *s, const struct source *src)
 {
+	uint64_t id = source_file_id(src);
 	size_t i = file_find(s, id);
 
 	if (!id)
@@ -47,25 +48,48 @@ static int file_hold(struct session *s, uint64_t id)
 		return -ENOMEM;
 	s->files = v;
 	memmove(&v[i + 1], &v[i], (s->nfiles - i) * sizeof(*v));
-	v[i] = (struct file_use){ id, 1 };
+	v[i] = (struct file_use){ id, 1, src };
 	s->nfiles++;
 	return 0;
 }
 
-uint64_t regions_remote_sources(const struct session *s)
+/* The source of some region of s over the file id (an entry whose source
+ * went with its region: regions rebuilt after a restart each have their
+ * own). */
+static const struct source *file_src(const struct session *s, size_t i)
 {
-	/* Their ids have the top bit: they sort last. */
-	return s->nfiles - file_find(s, REMOTE_ID_BIT);
+	for (size_t k = 0; !s->files[i].src && k < s->nregions; k++)
+		if (source_file_id(s->regions[k]->src) == s->files[i].id)
+			return s->regions[k]->src;
+	return s->files[i].src;
 }
 
-static void file_drop(struct session *s, uint64_t id)
+/* One region less of s reads src's file. */
+static void file_drop(struct session *s, const struct source *src)
 {
+	uint64_t id = source_file_id(src);
 	size_t i = file_find(s, id);
 
-	if (!id || i == s->nfiles || s->files[i].id != id || --s->files[i].regions)
+	if (!id || i == s->nfiles || s->files[i].id != id)
+		return;
+	if (s->files[i].src == src)
+		s->files[i].src = NULL;
+	if (--s->files[i].regions)
 		return;
 	memmove(&s->files[i], &s->files[i + 1], (s->nfiles - i - 1) * sizeof(*s->files));
 	s->nfiles--;
+}
+
+uint64_t regions_remote_sources(const struct session *s)
+{
+	uint64_t n = 0;
+
+	/* Their ids have the top bit: they sort last. */
+	for (size_t i = file_find(s, REMOTE_ID_BIT); i < s->nfiles; i++) {
+		const struct source *src = file_src(s, i);
+		n += src && remote_pays(source_remote(src));
+	}
+	return n;
 }
 
 /* Bitmaps of npages in the session's record, zeroed (the dirty one for WP):
@@ -96,7 +120,7 @@ int region_new(struct session *s, uint64_t start, uint64_t len, uint32_t mode, s
 	r->slot = NO_SLOT;
 	r->ra_next = UINT64_MAX;
 	r->ra_pages = 1;
-	if ((err = region_bitmaps(s, r)) < 0 || (err = file_hold(s, source_file_id(src))) < 0) {
+	if ((err = region_bitmaps(s, r)) < 0 || (err = file_hold(s, src)) < 0) {
 		region_free(s, r);
 		return err;
 	}
@@ -117,7 +141,7 @@ void region_free(struct session *s, struct region *r)
 		state_bm_free(s->st, r->dirty, r->npages);
 	}
 	if (r->src)
-		file_drop(s, source_file_id(r->src));
+		file_drop(s, r->src);
 	source_unref(r->src);
 	free(r);
 }
@@ -164,7 +188,7 @@ struct region *region_part(struct session *s, const struct region *r, uint64_t f
 	p->src = NULL;
 	int err = region_bitmaps(s, p);
 	if (!err)
-		err = file_hold(s, source_file_id(r->src));
+		err = file_hold(s, r->src);
 	if (err < 0) {
 		region_free(s, p);
 		errno = -err;

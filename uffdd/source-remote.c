@@ -3,29 +3,39 @@
  * Page-server sources: the pages of a region asked for over a connected
  * stream socket that a client handed over (CRIU's page-server protocol,
  * spoken by libpin's pin_ps_gets: this file only decides what to ask and
- * keeps what came).  A source's offsets are the remote task's addresses; a
- * GET carries the task's id.  The socket belongs to one worker, whose epoll
- * wakes the worker when it is ready (watched with the worker's own eventfd
- * watch, so nothing here dangles when a session ends); the worker pumps it
- * between rounds (remotes_pump()).  What was asked is kept as a list of
- * GETs, each with its buffer: a page is asked once while its GET is in
- * flight or its buffer not used up, and a buffer is freed once its pages
- * are placed.  The buffers of a source hold UFFDD_REMOTE_BYTES_MAX at most,
- * charged to the session that uses it (session.c).  A server that hangs up,
- * answers what was not asked or does not answer within REMOTE_TIMEOUT_NS
- * breaks its source only: one log line, then every read of it fails with
- * that error (fault.c poisons the pages).  A source does not survive a
+ * keeps what came).  A source's offsets are the remote task's addresses; its
+ * GETs carry the task's id.  One connection (struct conn) serves every
+ * source made over the same socket by one uid: CRIU's page server takes one
+ * connection for a whole tree, whose tasks are sessions of their own here.
+ * Each source (struct remote, a view of the connection for one task) keeps
+ * its GETs, each with its buffer, and its own descriptor of the socket in
+ * its worker's epoll, so that each worker wakes when a reply comes; the
+ * worker pumps the connection between rounds (remotes_pump()), under the
+ * connection's lock, and a reply for another worker's source wakes that
+ * worker (its eventfd).  A page is asked once while its GET is in flight or
+ * its buffer not used up, and a buffer is freed, by its own worker only,
+ * once its pages are placed.  The buffers of a connection hold
+ * UFFDD_REMOTE_BYTES_MAX at most, charged to one session that uses it (its
+ * payer; session.c): a source that finds no room asks the others to drop
+ * the answered buffers they hold and waits for them.  A source that ends
+ * leaves the connection to the others (its GETs in flight still read, their
+ * pages dropped); the last one closes it.  A server that hangs up, answers
+ * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
+ * connection's sources only: one log line, then every read of them fails
+ * with that error (fault.c poisons the pages).  A source does not survive a
  * daemon restart: CRIU's stream has no framing to find the next reply in
  * after a reply half read, so a region rebuilt from the record gets a lost
- * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls log.c
- * and util.c.
+ * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls
+ * remote-conn.c (the connections), log.c and util.c.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include "uffdd.h"
+#include "remote-internal.h"
 
 /* GETs a source keeps at most: its list is scanned for each read. */
 #define REMOTE_GETS_MAX 256
@@ -39,93 +49,30 @@
 /* A server that moves no reply for this long is taken as hung. */
 #define REMOTE_TIMEOUT_NS (10ull * 1000000000ull)
 
-/* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
- * them placed. */
-struct rget {
-	uint64_t addr, nr, ready, used;
-	uint8_t *buf;
-};
-
-struct remote {
-	uint64_t id; /* REMOTE_ID_BIT set */
-	uint64_t task;
-	uint64_t sid; /* the session that handed it over, for log lines */
-	struct pin_ps *ps;
-	struct pin_ps_gets *gets;
-	struct worker *w; /* NULL: lost, never read */
-	uint32_t events;  /* what the worker's epoll waits for */
-	struct rget *v;
-	size_t n;
-	uint64_t bytes;
-	uint64_t since; /* ns: the last reply, or when the first GET went out */
-	int err;	/* broken: its -errno */
-	bool moved;	/* a reply came or it broke since the last pump */
-	struct remote *next;
-};
-
-static uint64_t next_id = 1;
+static _Atomic uint64_t next_id = 1;
 
 uint64_t remote_id(const struct remote *rm)
 {
 	return rm->id;
 }
 
-/* Watch for what the socket must do now: replies (and a hang-up) always,
- * room while GETs wait to go. */
-static void rewatch(struct remote *rm)
+bool remote_pays(const struct remote *rm)
 {
-	uint32_t want = EPOLLIN | (pin_ps_gets_sending(rm->gets) ? EPOLLOUT : 0);
-	struct epoll_event ev = { .events = want, .data.ptr = &rm->w->wevent };
-
-	if (want == rm->events)
-		return;
-	if (epoll_ctl(rm->w->ep, EPOLL_CTL_MOD, pin_ps_fd(rm->ps), &ev) < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(MOD) of page server r%" PRIu64 ": %m",
-		     rm->sid, rm->id & ~REMOTE_ID_BIT);
-	else
-		rm->events = want;
+	return atomic_load(&rm->pays);
 }
 
-static void unwatch(struct remote *rm)
-{
-	if (rm->w && rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, pin_ps_fd(rm->ps), NULL) < 0)
-		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(DEL) of page server r%" PRIu64 ": %m",
-		     rm->sid, rm->id & ~REMOTE_ID_BIT);
-	rm->events = 0;
-}
-
-/* Once: say why, and stop reading it. */
-static void broken(struct remote *rm, int err, const char *call, uint64_t addr, uint64_t nr,
-		   const char *why)
-{
-	if (rm->err)
-		return;
-	rm->err = err;
-	rm->moved = true;
-	if (!nr)
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64 "), no GET waiting: %s; "
-		     "its pages not in yet will be poisoned",
-		     rm->sid, rm->task, why);
-	else
-		ulog(LOG_ERR,
-		     "session %" PRIu64 ": page server (task %" PRIu64 "): %s [%#" PRIx64
-		     ", %#" PRIx64 "): %s; its pages are poisoned",
-		     rm->sid, rm->task, call, addr, addr + (nr << uffdd_page_shift), why);
-	unwatch(rm);
-}
-
-int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct remote **ret)
+int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
+	       struct remote **ret)
 {
 	int type = 0;
 	socklen_t len = sizeof(type);
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
-	char name[64];
+	struct stat st;
 
 	/* A connected stream: what a page server's client holds. */
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
-	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) {
+	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0 || fstat(fd, &st) < 0) {
 		close(fd);
 		return -ENOTSOCK;
 	}
@@ -134,28 +81,19 @@ int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct rem
 		close(fd);
 		return -ENOMEM;
 	}
-	snprintf(name, sizeof(name), "session %" PRIu64, sid);
-	int r = pin_ps_wrap(fd, name, &rm->ps);
+	atomic_init(&rm->moved, false);
+	/* Whole before the connection's other sources may see it. */
+	rm->fd = fd;
+	rm->task = task;
+	rm->sid = sid;
+	rm->w = w;
+	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {
 		close(fd);
 		free(rm);
 		return r;
 	}
-	r = pin_ps_gets_new(rm->ps, task, &rm->gets);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &w->wevent };
-	if (!r && epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0)
-		r = -errno;
-	if (r < 0) {
-		pin_ps_gets_free(rm->gets);
-		pin_ps_free(rm->ps);
-		free(rm);
-		return r;
-	}
-	rm->events = EPOLLIN;
-	rm->id = REMOTE_ID_BIT | next_id++;
-	rm->task = task;
-	rm->sid = sid;
-	rm->w = w;
+	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
 	rm->next = w->remotes;
 	w->remotes = rm;
 	*ret = rm;
@@ -165,13 +103,17 @@ int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct rem
 struct remote *remote_lost(uint64_t id)
 {
 	struct remote *rm = calloc(1, sizeof(*rm));
+	uint64_t n = id & ~REMOTE_ID_BIT, cur = atomic_load(&next_id);
 
 	if (!rm)
 		return NULL;
 	rm->id = id;
 	rm->err = -ENOTCONN;
-	if ((id & ~REMOTE_ID_BIT) >= next_id)
-		next_id = (id & ~REMOTE_ID_BIT) + 1;
+	rm->fd = -1;
+	atomic_init(&rm->pays, false);
+	atomic_init(&rm->moved, false);
+	while (n >= cur && !atomic_compare_exchange_weak(&next_id, &cur, n + 1))
+		;
 	return rm;
 }
 
@@ -180,29 +122,36 @@ void remote_free(struct remote *rm)
 	if (!rm)
 		return;
 	if (rm->w) {
-		unwatch(rm);
+		if (rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL) < 0)
+			ulog(LOG_ERR,
+			     "session %" PRIu64 ": epoll_ctl(DEL) of page server r%" PRIu64 ": %m",
+			     rm->sid, rm->id & ~REMOTE_ID_BIT);
 		struct remote **p = &rm->w->remotes;
 		while (*p != rm)
 			p = &(*p)->next;
 		*p = rm->next;
 	}
-	pin_ps_gets_free(rm->gets);
-	pin_ps_free(rm->ps);
-	for (size_t i = 0; i < rm->n; i++)
-		free(rm->v[i].buf);
-	free(rm->v);
-	free(rm);
+	if (rm->fd >= 0)
+		close(rm->fd);
+	if (!rm->c) {
+		free(rm);
+		return;
+	}
+	conn_leave(rm->c, rm);
 }
 
-static uint64_t rget_end(const struct rget *g)
-{
-	return g->addr + (g->nr << uffdd_page_shift);
-}
+/* What a pump needs: the connection and the worker that pumps. */
+struct pumping {
+	struct conn *c;
+	const struct worker *self;
+};
 
-/* A reply whole (pin_ps_done_fn): its pages are ready. */
-static void arrived(void *arg, uint64_t addr, uint64_t nr, void *buf)
+/* A reply whole (pin_ps_done_fn): its pages are ready for the source that
+ * asked (tag). */
+static void arrived(void *arg, void *tag, uint64_t addr, uint64_t nr, void *buf)
 {
-	struct remote *rm = arg;
+	struct pumping *pu = arg;
+	struct remote *rm = tag;
 
 	(void)buf;
 	for (size_t i = 0; i < rm->n; i++) {
@@ -210,25 +159,46 @@ static void arrived(void *arg, uint64_t addr, uint64_t nr, void *buf)
 		/* Not one before it that is whole and ends there. */
 		if (g->ready < g->nr && addr == g->addr + (g->ready << uffdd_page_shift)) {
 			g->ready += nr;
+			if (rm->orphan && g->ready == g->nr)
+				remote_drop(rm, i, pu->self);
 			break;
 		}
 	}
-	rm->since = uffdd_now_ns();
-	rm->moved = true;
+	pu->c->since = uffdd_now_ns();
+	if (!rm->orphan) {
+		remote_tell(rm, pu->self);
+	} else if (!rm->n) {
+		remote_unlink(pu->c, rm);
+		free(rm->v);
+		free(rm);
+	}
 }
 
-static void drop(struct remote *rm, size_t i)
+/* Under c->lock, by rm's worker. */
+static void pump(struct remote *rm)
 {
-	rm->bytes -= rm->v[i].nr << uffdd_page_shift;
-	free(rm->v[i].buf);
-	rm->v[i] = rm->v[--rm->n];
+	struct pumping pu = { rm->c, rm->w };
+
+	if (!rm->c->err && pin_ps_gets_pending(rm->c->gets)) {
+		int r = pin_ps_gets_pump(rm->c->gets, arrived, &pu);
+		if (r < 0) {
+			uint64_t addr, nr;
+			const char *why = pin_ps_gets_failure(rm->c->gets, &addr, &nr);
+			remote_broken(rm, r, addr, nr, why);
+		}
+	}
+	remote_rewatch(rm);
 }
 
-/* Room for a GET of bytes: the buffers of answered GETs go first, those
- * most used first (their pages were placed); never the one holding keep. */
+/* Room for a GET of bytes: the buffers of rm's answered GETs go first, those
+ * most used first (their pages were placed); never the one holding keep.
+ * Else the other sources are asked to drop theirs, and rm is told when
+ * they did. */
 static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 {
-	while (rm->n == REMOTE_GETS_MAX || rm->bytes + bytes > UFFDD_REMOTE_BYTES_MAX) {
+	struct conn *c = rm->c;
+
+	while (rm->n == REMOTE_GETS_MAX || c->bytes + bytes > UFFDD_REMOTE_BYTES_MAX) {
 		size_t best = rm->n;
 		for (size_t i = 0; i < rm->n; i++) {
 			const struct rget *g = &rm->v[i];
@@ -236,24 +206,22 @@ static bool room(struct remote *rm, uint64_t bytes, uint64_t keep)
 			    (best == rm->n || g->used > rm->v[best].used))
 				best = i;
 		}
-		if (best == rm->n)
-			return false;
-		drop(rm, best);
+		if (best < rm->n) {
+			remote_drop(rm, best, rm->w);
+			continue;
+		}
+		if (rm->n < REMOTE_GETS_MAX) {
+			for (struct remote *v = c->views; v; v = v->cnext) {
+				if (v != rm && !v->orphan && v->n) {
+					v->shed = true;
+					remote_tell(v, rm->w);
+				}
+			}
+		}
+		rm->starved = true;
+		return false;
 	}
 	return true;
-}
-
-static void pump(struct remote *rm)
-{
-	int r = pin_ps_gets_pump(rm->gets, arrived, rm);
-
-	if (r < 0) {
-		uint64_t addr, nr;
-		const char *why = pin_ps_gets_failure(rm->gets, &addr, &nr);
-		broken(rm, r, "GET", addr, nr, why);
-		return;
-	}
-	rewatch(rm);
 }
 
 /* The GET that has the page at off, if any. */
@@ -269,6 +237,8 @@ static struct rget *find(struct remote *rm, uint64_t off)
  * at most, while there is room (keeping the GET that has keep). */
 static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 {
+	struct conn *c = rm->c;
+
 	while (off < end) {
 		const struct rget *have = find(rm, off);
 		if (have) {
@@ -292,31 +262,34 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 			rm->v = v;
 		}
 		uint8_t *buf = aligned_alloc(uffdd_page, bytes);
-		bool idle = !pin_ps_gets_pending(rm->gets);
-		if (!buf || pin_ps_gets_add(rm->gets, off, nr, buf) < 0) {
+		bool idle = !pin_ps_gets_pending(c->gets);
+		if (!buf || pin_ps_gets_add_task(c->gets, rm->task, off, nr, buf, rm) < 0) {
 			free(buf);
 			return;
 		}
 		/* The wait for an answer starts now. */
 		if (idle)
-			rm->since = uffdd_now_ns();
+			c->since = uffdd_now_ns();
 		rm->v[rm->n++] = (struct rget){ .addr = off, .nr = nr, .buf = buf };
-		rm->bytes += bytes;
+		c->bytes += bytes;
 		off += bytes;
 	}
 }
 
-int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, const void **ret)
+/* remote_data() under c->lock. */
+static int data_locked(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead,
+		       const void **ret)
 {
+	int err = rm->c->err;
 	const struct rget *g = find(rm, off);
 
 	/* What came before a source broke is as good as ever. */
 	if (g && off >= g->addr + (g->ready << uffdd_page_shift))
-		return rm->err ? rm->err : -EINPROGRESS;
+		return err ? err : -EINPROGRESS;
 	if (g) {
 		/* A push run asks for what comes after it while it is placed. */
 		uint64_t from = rget_end(g);
-		if (ahead > from && !rm->err) {
+		if (ahead > from && !err) {
 			ask(rm, from,
 			    ahead < from + REMOTE_AHEAD_BYTES ? ahead : from + REMOTE_AHEAD_BYTES,
 			    off);
@@ -329,27 +302,41 @@ int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, co
 			*len = (size_t)(ready - off);
 		return 0;
 	}
-	if (rm->err)
-		return rm->err;
+	if (err)
+		return err;
 	uint64_t end = off + *len;
 	if (ahead > end)
 		end = ahead < off + REMOTE_AHEAD_BYTES ? ahead : off + REMOTE_AHEAD_BYTES;
 	ask(rm, off, end, UINT64_MAX);
 	pump(rm);
-	return rm->err ? rm->err : -EINPROGRESS;
+	return rm->c->err ? rm->c->err : -EINPROGRESS;
+}
+
+int remote_data(struct remote *rm, uint64_t off, size_t *len, uint64_t ahead, const void **ret)
+{
+	if (!rm->c)
+		return rm->err;
+	pthread_mutex_lock(&rm->c->lock);
+	int r = data_locked(rm, off, len, ahead, ret);
+	pthread_mutex_unlock(&rm->c->lock);
+	return r;
 }
 
 void remote_used(struct remote *rm, uint64_t off, size_t len)
 {
+	if (!rm->c)
+		return;
+	pthread_mutex_lock(&rm->c->lock);
 	for (size_t i = 0; i < rm->n; i++) {
 		struct rget *g = &rm->v[i];
 		if (off < g->addr || off >= rget_end(g))
 			continue;
 		g->used += len >> uffdd_page_shift;
 		if (g->used >= g->nr && g->ready == g->nr)
-			drop(rm, i);
-		return;
+			remote_drop(rm, i, rm->w);
+		break;
 	}
+	pthread_mutex_unlock(&rm->c->lock);
 }
 
 bool remotes_pump(struct worker *w)
@@ -357,13 +344,16 @@ bool remotes_pump(struct worker *w)
 	bool moved = false;
 
 	for (struct remote *rm = w->remotes; rm; rm = rm->next) {
-		/* With nothing asked too: a hang-up, or a lie, is read now. */
-		if (!rm->err)
-			pump(rm);
+		struct conn *c = rm->c;
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (rm->shed)
+			remote_shed(rm);
+		pump(rm);
 		/* After the pump, which may have moved since. */
 		uint64_t now = uffdd_now_ns();
-		if (!rm->err && pin_ps_gets_pending(rm->gets) &&
-		    now - rm->since > REMOTE_TIMEOUT_NS) {
+		if (!c->err && pin_ps_gets_pending(c->gets) && now - c->since > REMOTE_TIMEOUT_NS) {
 			uint64_t addr = 0, nr = 0;
 			for (size_t i = 0; i < rm->n; i++) {
 				if (rm->v[i].ready < rm->v[i].nr) {
@@ -372,10 +362,11 @@ bool remotes_pump(struct worker *w)
 					break;
 				}
 			}
-			broken(rm, -ETIMEDOUT, "GET", addr, nr, "no answer in time");
+			remote_broken(rm, -ETIMEDOUT, addr, nr, "no answer in time");
+			remote_rewatch(rm);
 		}
-		moved |= rm->moved;
-		rm->moved = false;
+		pthread_mutex_unlock(&c->lock);
+		moved |= atomic_exchange(&rm->moved, false);
 	}
 	return moved;
 }
@@ -386,12 +377,17 @@ int remotes_timeout(const struct worker *w)
 
 	for (const struct remote *rm = w->remotes; rm; rm = rm->next) {
 		/* A reply read outside remotes_pump() (by a fault's or a run's
-		 * read): the faults waiting for it are served at once. */
-		if (rm->moved)
+		 * read, or by another worker): the faults waiting for it are
+		 * served at once. */
+		if (atomic_load(&rm->moved))
 			return 0;
-		if (!rm->err && pin_ps_gets_pending(rm->gets) &&
-		    rm->since + REMOTE_TIMEOUT_NS < wake)
-			wake = rm->since + REMOTE_TIMEOUT_NS;
+		struct conn *c = rm->c;
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		if (!c->err && pin_ps_gets_pending(c->gets) && c->since + REMOTE_TIMEOUT_NS < wake)
+			wake = c->since + REMOTE_TIMEOUT_NS;
+		pthread_mutex_unlock(&c->lock);
 	}
 	if (wake == UINT64_MAX)
 		return -1;

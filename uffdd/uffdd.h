@@ -13,7 +13,7 @@
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-remote,
- * closer, store, notify, evlog, share, log, util.
+ * remote-conn, closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -378,18 +378,25 @@ struct remote;
 struct worker;
 
 /* Bytes of buffers (asked or holding pages not placed yet) a page-server
- * source has at most, charged to its session (CHARGE_BYTES): 64 GETs of
- * 1 MiB, what libpin keeps in flight. */
+ * connection has at most, charged to the session of one of its sources
+ * (CHARGE_BYTES, remote_pays()): 64 GETs of 1 MiB, what libpin keeps in
+ * flight. */
 #define UFFDD_REMOTE_BYTES_MAX (64ull << 20)
 /* Page-server sources' ids have this bit, files' ids not (FILE_ID_MAX). */
 #define REMOTE_ID_BIT ((uint64_t)1 << 63)
 
 /*
  * A page-server source over fd (taken over; a connected stream socket, else
- * -ENOTSOCK), whose GETs carry task; worker w's epoll watches it.  sid names
- * the session in log lines.
+ * -ENOTSOCK), whose GETs carry task; worker w's epoll watches it.  The
+ * sources uid makes over the same socket (any descriptor of it) share one
+ * connection; -EBUSY: another uid's sources read that socket.  sid names the
+ * session in log lines.
  */
-int remote_new(int fd, uint64_t task, struct worker *w, uint64_t sid, struct remote **ret);
+int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
+	       struct remote **ret);
+/* Whether its session is charged for the connection's buffers (one source
+ * of each connection is; when it ends, another). */
+bool remote_pays(const struct remote *rm);
 /* One of a region rebuilt after a restart: its connection is gone (every
  * read fails with -ENOTCONN); NULL without memory. */
 struct remote *remote_lost(uint64_t id);
@@ -736,6 +743,7 @@ enum charge {
 struct file_use {
 	uint64_t id;
 	uint64_t regions;
+	const struct source *src; /* the first region's (a page server's: theirs) */
 };
 
 struct session {

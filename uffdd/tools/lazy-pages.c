@@ -20,8 +20,9 @@
  * may exit before its pages are all in: the others go on).  The page file
  * descriptors go to uffdd, so uffdd itself never opens a path.  A restarted
  * uffdd keeps the connections and the sessions (the userfaultfds and sources
- * sit in its fd store), so nothing kept here needs handing over again; a
- * stopped one ends them, and the restore fails.  Should this program die
+ * sit in its fd store), so nothing kept here needs handing over again (but
+ * a page server's connection: see --fetch-all below); a stopped one ends
+ * them, and the restore fails.  Should this program die
  * after a Goodbye, uffdd finishes the sessions all the same.
  *
  * Then each task whose pages are all in gets its huge pages back: its lazy
@@ -33,14 +34,19 @@
  * With --page-server --address A --port P the lazy pages come from CRIU's
  * page server at A:P (`criu dump --lazy-pages` or `criu page-server
  * --lazy-pages`): one connection, made before the socket is listened on.
- * As each task arrives its lazy pages are fetched whole (many GETs in
- * flight) into a sealed memfd that takes the pages file's place; the
- * images directory needs the metadata only (and pages-N.img for the pages
- * CRIU restores eagerly).  When every task is finished the connection is
- * closed with PS_IOV_CLOSE, which ends a lazy dump.  Not handed to uffdd as
- * the regions' source (SOURCE_PAGE_SERVER) yet: CRIU's page server takes
- * one connection for the whole tree, and uffdd reads a page server's stream
- * for one session only (issue 13).
+ * Each task's lazy runs are regions whose source is that connection
+ * (SOURCE_PAGE_SERVER, the task's pid in its GETs): every task hands over
+ * the same socket, and uffdd asks for the pages of all of them over one
+ * connection (CRIU's page server takes one for the whole tree), as they are
+ * touched or pushed; nothing is fetched here.  The images directory needs
+ * the metadata only (and pages-N.img for the pages CRIU restores eagerly).
+ * This program reads nothing of the connection meanwhile; when every task
+ * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.  A
+ * uffdd restart loses such a connection (the stream cannot be resumed after
+ * a reply half read: issue 13), so with --fetch-all each task's lazy pages
+ * are fetched whole as it arrives (many GETs in flight) into a sealed memfd
+ * that takes the pages file's place and, like any source file, survives a
+ * restart.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -87,6 +93,8 @@ struct task {
 static const char *images_dir, *work_dir, *uffdd_socket;
 /* --page-server: the connection to it, else NULL. */
 static struct pin_ps *page_server;
+/* --fetch-all: its pages fetched into memfds, not asked by uffdd. */
+static bool fetch_all;
 static int verbose;
 /* lazy-pages.socket while it exists: removed once the restore side is
  * connected, or when a signal ends the wait for it. */
@@ -211,8 +219,8 @@ static bool lazy_mapping(const struct pin_image_region *g)
 	return !data;
 }
 
-/* The bytes of the image's PE_LAZY pages: with a page server, what came
- * through it. */
+/* The bytes of the image's PE_LAZY pages: with a page server, what stays
+ * there (or came from there with --fetch-all). */
 static uint64_t lazy_bytes(const struct pin_image *img)
 {
 	uint64_t n = 0;
@@ -227,7 +235,7 @@ static uint64_t lazy_bytes(const struct pin_image *img)
 	return n;
 }
 
-/* Read task pid's image (its lazy pages fetched from the page server when
+/* Read task pid's image (its lazy pages left on the page server when
  * there is one) and connect to uffdd for it. */
 static int task_open(struct task *t, int pid)
 {
@@ -236,17 +244,19 @@ static int task_open(struct task *t, int pid)
 	int r;
 
 	t->pid = pid;
-	if (page_server)
+	if (page_server && fetch_all)
 		r = pin_image_open_criu_remote(images_dir, pid, page_server, PS_TIMEOUT_MS,
 					       &t->img);
+	else if (page_server)
+		r = pin_image_open_criu_lazy(images_dir, pid, &t->img);
 	else
 		r = pin_image_open_criu(images_dir, pid, &t->img);
 	if (r < 0)
 		return r;
 	if (page_server)
-		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: %" PRIu64 " pages from the page server\n", pid,
-			lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE));
+		fprintf(stderr, "uffdd-lazy-pages: task %d: %" PRIu64 " pages %s the page server\n",
+			pid, lazy_bytes(t->img) / (uint64_t)sysconf(_SC_PAGESIZE),
+			fetch_all ? "from" : "on");
 	snprintf(name, sizeof(name), "criu-%d", pid);
 	copts.name = name;
 	return pin_client_connect(&copts, &t->client);
@@ -287,10 +297,13 @@ static int task_start(struct task *t, int pid, int fd)
 	/* CRIU's restorer registered the lazy mappings: a task gone meanwhile
 	 * ends its own session, not this call.  All in one request: the
 	 * restorer's first touches wait for them. */
-	if (r >= 0)
-		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy,
-							    PIN_CLIENT_REGION_NO_PUSH |
-								    PIN_CLIENT_REGION_REGISTERED);
+	unsigned int flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTERED;
+	if (r >= 0 && page_server && !fetch_all)
+		r = nregions =
+			pin_client_add_image_regions_remote(t->client, t->img, lazy, nlazy, flags,
+							    pin_ps_fd(page_server), (uint64_t)pid);
+	else if (r >= 0)
+		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy, flags);
 	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
@@ -537,7 +550,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uffdd-lazy-pages -D IMAGES_DIR [-W WORK_DIR] [--socket UFFDD_SOCKET] [-v]\n"
-		"                        [--page-server --address ADDR --port PORT]\n"
+		"                        [--page-server --address ADDR --port PORT [--fetch-all]]\n"
 		"       uffdd-lazy-pages --version\n"
 		"Serve `criu restore --lazy-pages` through uffdd.\n");
 }
@@ -550,6 +563,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "page-server", no_argument, NULL, 'P' },
+		{ "fetch-all", no_argument, NULL, 'F' },
 		{ "address", required_argument, NULL, 'a' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
@@ -584,6 +598,9 @@ int main(int argc, char **argv)
 		case 'P':
 			remote = true;
 			break;
+		case 'F':
+			fetch_all = true;
+			break;
 		case 'a':
 			address = optarg;
 			break;
@@ -607,7 +624,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!images_dir || optind != argc || remote != (address && port)) {
+	if (!images_dir || optind != argc || remote != (address && port) ||
+	    (fetch_all && !remote)) {
 		usage(stderr);
 		return 2;
 	}
@@ -648,11 +666,6 @@ int main(int argc, char **argv)
 		pin_ps_free(page_server);
 		return 1;
 	}
-	/* Every page is in a memfd now: the page server may go. */
-	if (page_server) {
-		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
-		pin_ps_free(page_server);
-	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_report(&tasks[i]);
 	/* One task gone, or failed, ends only its own session. */
@@ -662,6 +675,12 @@ int main(int argc, char **argv)
 		failed += f < 0 && f != -ESRCH;
 		if (f == 0)
 			task_collapse(&tasks[i], &denied);
+	}
+	/* Every page is in: uffdd asks the page server for nothing more (with
+	 * --fetch-all, nothing was handed over). */
+	if (page_server) {
+		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
+		pin_ps_free(page_server);
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);

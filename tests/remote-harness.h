@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Area remote's page server and clients (remote-harness.c).  The server's
+ * pages are patterned by their address: the word at task address
+ * REMOTE_BASE + o of task TASK + k is test_pattern(o, seed + k).
+ */
+#ifndef REMOTE_HARNESS_H
+#define REMOTE_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "uffdd-harness.h"
+
+/* Where the task's pages are on the server's side, and the task's id. */
+#define REMOTE_BASE 0x7f1200000000ull
+#define TASK	    4242
+
+struct server_opts {
+	size_t npages;
+	uint64_t seed;
+	uint64_t max_pages; /* pages per answer at most (short answers) */
+	unsigned int hold;  /* answer nothing until this many GETs came */
+	long hang_up_after; /* answers, then close (-1: never) */
+	long lie_at;	    /* the answer (from 0) given another address (-1: none) */
+	uint64_t ntasks;    /* tasks TASK, TASK + 1, ... (0: one), each seed + k */
+};
+
+struct report {
+	long gets, pages, twice, most_held;
+	char why[160];
+};
+
+struct server {
+	pid_t pid;
+	uint16_t port;
+	int report;
+};
+
+/* A server child with o, listening on loopback until it accepted one
+ * connection; its report once the connection ends (asserted clean). */
+void server_start(struct server *s, const struct server_opts *o);
+void server_end(struct server *s, struct report *rp);
+
+struct client {
+	uint16_t port;
+	size_t npages;
+	uint64_t seed;
+	unsigned int flags; /* PIN_CLIENT_REGION_* */
+	bool wait;	    /* wait for the push, touching nothing */
+	bool may_bus;	    /* pages may be poisoned: count them */
+	int report;	    /* the client writes its counts here */
+	uint64_t task;	    /* its GETs' (0: TASK) */
+	int sk;		    /* the page server's socket, shared (0: its own connection) */
+	size_t touch;	    /* pages touched (0: all) */
+	/* Say "half" here after the first half of the pages, then wait for a
+	 * byte on go (-1: no pause). */
+	int half, go;
+};
+
+struct counts {
+	long ok, bus, wrong;
+	uint64_t copied;
+};
+
+/* A connected socket to the server at port (TCP_NODELAY), or -1. */
+int connect_server(uint16_t port);
+/* Map, hand the region over with the connected socket, touch the pages in
+ * random order (or wait for the push), and write the counts to cl->report;
+ * the process's exit status. */
+int client_main(const struct test_daemon *d, struct client *cl);
+
+#endif

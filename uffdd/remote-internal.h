@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Page-server sources (source-remote.c) and the connections they share
+ * (remote-conn.c), private to those two files.
+ */
+#ifndef UFFDD_REMOTE_INTERNAL_H
+#define UFFDD_REMOTE_INTERNAL_H
+
+#include "uffdd.h"
+
+/* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
+ * them placed. */
+struct rget {
+	uint64_t addr, nr, ready, used;
+	uint8_t *buf;
+};
+
+/* One connection to a page server, shared by the sources of one uid made
+ * over the same socket; every field but the fixed ones under lock. */
+struct conn {
+	pthread_mutex_t lock;
+	dev_t dev; /* the socket's, fixed */
+	ino_t ino;
+	uid_t uid;
+	struct pin_ps *ps;
+	struct pin_ps_gets *gets;
+	struct remote *views; /* its sources, the orphans too */
+	unsigned int live;    /* sources not orphaned */
+	uint64_t bytes;	      /* buffers of all its sources */
+	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
+	int err;	      /* broken: its -errno */
+	struct conn *next;
+};
+
+struct remote {
+	uint64_t id; /* REMOTE_ID_BIT set */
+	uint64_t task;
+	uint64_t sid;	  /* the session that handed it over, for log lines */
+	struct conn *c;	  /* NULL: lost, never read */
+	struct worker *w; /* NULL: lost, or an orphan */
+	int fd;		  /* its descriptor of the socket, in w's epoll */
+	uint32_t events;  /* what the worker's epoll waits for */
+	int err;	  /* lost: -ENOTCONN */
+	/* Under c->lock: */
+	struct rget *v;
+	size_t n;
+	bool orphan;  /* its sources are gone: kept for its GETs in flight */
+	bool starved; /* found no room: told when some is freed */
+	bool shed;    /* asked to drop its answered buffers */
+	struct remote *cnext;
+	/* Any thread: */
+	atomic_bool pays;    /* its session is charged for the connection */
+	atomic_bool moved;   /* a reply came or it broke since the last pump */
+	struct remote *next; /* w's list */
+};
+
+/* The end of g's pages in the source. */
+uint64_t rget_end(const struct rget *g);
+/* Tell rm's worker that something moved for it (self: the worker telling). */
+void remote_tell(struct remote *rm, const struct worker *self);
+/* rm's worker's epoll watch of its descriptor: made once, gone once the
+ * connection broke. */
+void remote_rewatch(struct remote *rm);
+/* rm's connection fails with err (once: one log line; its sources told). */
+void remote_broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why);
+/* Drop GET i of rm and its buffer; the sources that found no room are told. */
+void remote_drop(struct remote *rm, size_t i, const struct worker *self);
+/* Drop rm's answered GETs (rm's worker), or as they come. */
+void remote_shed(struct remote *rm);
+/* Take an orphan out of c's sources. */
+void remote_unlink(struct conn *c, struct remote *rm);
+/* rm joins uid's connection over the socket fd (st), made if none: 0, or
+ * -EBUSY (another uid's), -errno; its session pays if it is the first. */
+int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct remote *rm);
+/* rm (its worker's watch gone) leaves c: the last closes it, else rm stays
+ * as an orphan while GETs of it are in flight. */
+void conn_leave(struct conn *c, struct remote *rm);
+
+#endif
