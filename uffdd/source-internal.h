@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Page sources' files, private to source.c (windows of them) and
- * source-file.c (the table of files and their listings of data extents).
+ * Page sources' files, private to source.c (windows of them),
+ * source-file.c (the table of files and their listings of data extents) and
+ * source-ra.c (a window's readahead).
  */
 #ifndef UFFDD_SOURCE_INTERNAL_H
 #define UFFDD_SOURCE_INTERNAL_H
@@ -66,5 +67,19 @@ int file_get(int fd, uid_t uid, const struct stat *st, struct srcfile **ret);
 /* The listing of f's data extents as st shows it, with a reference. */
 int file_extents(struct srcfile *f, const struct stat *st, uint64_t size, struct extents **ret);
 void extents_unref(struct extents *x);
+
+/* ---- source-ra.c: readahead of a window on disk, through io_uring ---- */
+
+struct ra;
+/* Readahead over the window [lo, hi) of fd, mapped at map, whose data
+ * extents ext lists; NULL when the window is too large to track or memory
+ * is short (then the copies read as they go). */
+struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map);
+/* [off, off + len) of the window is about to be copied: read it, and what
+ * the pattern so far says will be wanted, ahead; never waits for the disk.
+ * Accepts NULL. */
+void ra_note(struct ra *ra, uint64_t off, size_t len);
+/* Accepts NULL; reads in flight go on without it. */
+void ra_free(struct ra *ra);
 
 #endif

@@ -12,8 +12,8 @@
  * firecracker, fcwset, fcmsg, control, control-region, control-reply,
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
- * state-arena, state-now, reader, source, source-file, source-remote,
- * closer, store, notify, evlog, share, log, util.
+ * state-arena, state-now, reader, source, source-file, source-ra,
+ * source-remote, closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
