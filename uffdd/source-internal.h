@@ -75,11 +75,14 @@ struct ra;
  * extents ext lists; NULL when the window is too large to track or memory
  * is short (then the copies read as they go). */
 struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map);
-/* [off, off + len) of the window is about to be copied: read it, and what
- * the pattern so far says will be wanted, ahead; never waits for the disk.
- * Accepts NULL. */
-void ra_note(struct ra *ra, uint64_t off, size_t len);
-/* Accepts NULL; reads in flight go on without it. */
+/*
+ * [off, off + len) of the window is about to be copied: ask for its reads,
+ * and for what the pattern so far says will be wanted, ahead; never waits
+ * for the disk.  Whether it is in the page cache (true too when this thread
+ * reads nothing ahead, or cannot ask: the copy reads it).  Accepts NULL.
+ */
+bool ra_note(struct ra *ra, uint64_t off, size_t len);
+/* Accepts NULL; its reads in flight hold it until they land. */
 void ra_free(struct ra *ra);
 
 #endif

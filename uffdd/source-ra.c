@@ -12,16 +12,23 @@
  *    asked for in address order, as a push or a sequential toucher does, or
  *    RA_DENSE_SHARE of the window's chunks asked for at random), the rest is
  *    streamed, every chunk once, RA_FLY_MAX chunks in flight.
- * Each read is IORING_OP_FADVISE(POSIX_FADV_WILLNEED), which io_uring always
- * runs in its io-wq: the worker only queues it, a batch per submit, and
- * never waits for the disk there (the copy waits for the page it needs, as
- * it did).  A chunk is in flight until its last page is in the page cache
- * (mincore() on the window's mapping).  Each worker thread has one ring of
- * its own, made at its first use; a thread that cannot have one (io_uring
- * refused or disabled) reads as before, at the kernel's pace, said once.
- * A read that fails is not seen here: the copy reads the page again and
- * fails (place.c poisons it).  Files in memory (tmpfs, memfd) have nothing
- * to read ahead; a file that may block is read by a reader (reader.c), not
+ * A chunk's read is IORING_OP_FADVISE(POSIX_FADV_WILLNEED), which io_uring
+ * always runs in its io-wq (the whole chunk's reads go to the disk at once),
+ * linked to an IORING_OP_READ of its last page into a scratch page, whose
+ * completion says the chunk has landed in the page cache.  The worker only
+ * queues them, a batch per submit, and never waits for the disk: a copy
+ * from a chunk in flight is -EINPROGRESS (the fault waits, the worker
+ * serves what has landed meanwhile), and the worker's eventfd, registered
+ * with its ring, wakes it when a read lands (source_reads_landed()).  A
+ * read that fails lands all the same: the copy then reads the page again
+ * and fails, and place.c poisons it.  Each worker thread has one ring of its
+ * own (source_thread_start()); a thread without one (io_uring refused or
+ * disabled) copies as before, reading at the kernel's pace, said once.  A
+ * window is read ahead by the first thread that asks for it, whose ring
+ * says when its reads land; another thread's copies wait for the disk.
+ * A window freed while its reads are in flight lives on (a reference per
+ * read) until they land.  Files in memory (tmpfs, memfd) have nothing to
+ * read ahead; a file that may block is read by a reader (reader.c), never
  * mapped.  It calls log.c.
  */
 #include <liburing.h>
@@ -31,8 +38,8 @@
 
 #include "source-internal.h"
 
-/* The piece of the file read at once: large enough that the disk streams,
- * a huge page's size (read whole even when the window starts within it). */
+/* The piece of the file read at once, aligned in the file (a huge page's
+ * size): large enough that the disk streams. */
 #define RA_CHUNK (2ull << 20)
 /* Chunks in flight while the window streams: 32 MiB, several times what a
  * disk needs queued to stream, a small part of the memory of a restore. */
@@ -46,50 +53,112 @@
 /* A window of more chunks (2 TiB) gets no readahead: its bitmap would cost
  * more than the reads save. */
 #define RA_CHUNKS_MAX (1u << 20)
-/* Notes a chunk may stay in flight before it counts as read all the same:
- * its last page may have been read and evicted already, under memory
- * pressure, and the stream must not wait for it forever. */
-#define RA_STALE_NOTES 4096
-/* A thread's ring: room for the chunks in flight and the ones asked for. */
-#define RA_RING_ENTRIES 64
+/* A thread's ring: two entries per chunk, for the chunks in flight and the
+ * ones asked for. */
+#define RA_RING_ENTRIES 128
+/* Chunks a stream looks at per note, at most: in a warm file each is only
+ * a mincore(), but a note must not walk a large file's every chunk. */
+#define RA_SCAN_MAX 64
 
 struct ra {
 	pthread_mutex_t lock;
+	_Atomic unsigned int refs; /* the window's, and one per read in flight */
 	int fd;
-	uint64_t lo, hi; /* the window, mapped at map */
-	const uint8_t *map;
-	uint64_t base;		/* lo rounded down to a chunk */
-	size_t nchunks;		/* chunks from base that the window touches */
-	uint64_t *done;		/* per chunk: read, or without data */
-	size_t left;		/* chunks with data not read yet */
-	size_t dense;		/* chunks asked for that make the pattern dense */
-	size_t asked;		/* distinct chunks asked for (read on demand) */
-	size_t last;		/* the last chunk asked for */
-	unsigned streak;	/* chunks asked for in a row, one after the other */
-	bool stream;		/* the whole window is wanted: read it ahead */
-	size_t cursor;		/* where the stream looks for the next chunk */
-	size_t fly[RA_FLY_MAX]; /* streamed chunks in flight, oldest first */
-	unsigned int head, nfly, stale;
+	const void *owner;   /* the ring of the thread that reads it ahead */
+	uint64_t lo, hi;     /* the window */
+	const uint8_t *map;  /* mapped at lo: while the window lives, not after */
+	uint64_t base;	     /* lo rounded down to a chunk */
+	size_t nchunks;	     /* chunks from base that the window touches */
+	uint64_t *done;	     /* per chunk: read asked, or without data */
+	uint64_t *landed;    /* per chunk: read done, or without data */
+	size_t left;	     /* chunks with data not asked for yet */
+	size_t dense;	     /* chunks asked for that make the pattern dense */
+	size_t asked;	     /* distinct chunks asked for on demand */
+	size_t last;	     /* the last chunk asked for */
+	unsigned int streak; /* chunks asked for in a row, one after the other */
+	bool stream;	     /* the whole window is wanted: read it ahead */
+	size_t cursor;	     /* where the stream looks for the next chunk */
+	unsigned int nfly;   /* streamed chunks in flight */
+};
+
+/* A chunk's read in flight: what its completion names. */
+struct ra_op {
+	struct ra *ra;
+	size_t k;
+	bool fly; /* streamed (counted in nfly) */
 };
 
 /* ---- the thread's ring ---- */
+
+struct ring {
+	struct io_uring u;
+	unsigned int inflight; /* reads not landed yet */
+	bool landed;	       /* some landed since source_reads_landed() */
+	uint8_t scratch[];     /* a page: what the reads of last pages read */
+};
 
 static pthread_key_t ring_key;
 static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
 static bool ring_key_ok;
 static _Atomic bool ring_said;
-/* The thread's ring; NULL before its first use, or (RING_NONE) when it has
- * none. */
-static __thread struct io_uring *ring;
-static struct io_uring ring_none;
-#define RING_NONE (&ring_none)
+/* The thread's ring; NULL: none (not a worker, or io_uring refused). */
+static __thread struct ring *ring;
 
+static void ra_put(struct ra *ra)
+{
+	if (atomic_fetch_sub(&ra->refs, 1) != 1)
+		return;
+	pthread_mutex_destroy(&ra->lock);
+	free(ra->done);
+	free(ra->landed);
+	free(ra);
+}
+
+static void bit_set(uint64_t *v, size_t k)
+{
+	v[k / 64] |= 1ull << (k % 64);
+}
+
+static bool bit_test(const uint64_t *v, size_t k)
+{
+	return v[k / 64] >> (k % 64) & 1;
+}
+
+/* Take the completions: each READ's chunk has landed. */
+static void ring_reap(struct ring *rg)
+{
+	struct io_uring_cqe *cqes[RA_RING_ENTRIES];
+	unsigned int n;
+
+	while ((n = io_uring_peek_batch_cqe(&rg->u, cqes, RA_RING_ENTRIES)) > 0) {
+		for (unsigned int i = 0; i < n; i++) {
+			struct ra_op *op = io_uring_cqe_get_data(cqes[i]);
+			if (!op)
+				continue;
+			pthread_mutex_lock(&op->ra->lock);
+			bit_set(op->ra->landed, op->k);
+			op->ra->nfly -= op->fly;
+			pthread_mutex_unlock(&op->ra->lock);
+			ra_put(op->ra);
+			free(op);
+			rg->inflight--;
+			rg->landed = true;
+		}
+		io_uring_cq_advance(&rg->u, n);
+	}
+}
+
+/* At the thread's end: its reads land first (a local disk's: soon), so
+ * that their windows are freed. */
 static void ring_free(void *p)
 {
-	struct io_uring *r = p;
+	struct ring *rg = p;
+	struct io_uring_cqe *cqe;
 
-	io_uring_queue_exit(r);
-	free(r);
+	while (rg->inflight && io_uring_wait_cqe(&rg->u, &cqe) == 0)
+		ring_reap(rg);
+	io_uring_queue_exit(&rg->u);
+	free(rg);
 }
 
 static void ring_key_make(void)
@@ -97,54 +166,48 @@ static void ring_key_make(void)
 	ring_key_ok = pthread_key_create(&ring_key, ring_free) == 0;
 }
 
-/* The calling thread's ring, made at its first call; NULL: none. */
-static struct io_uring *ring_get(void)
+void source_thread_start(int efd)
 {
-	if (ring)
-		return ring == RING_NONE ? NULL : ring;
 	pthread_once(&ring_once, ring_key_make);
-	struct io_uring *r = malloc(sizeof(*r));
-	int err = r ? 0 : -ENOMEM;
+	struct ring *rg = calloc(1, sizeof(*rg) + uffdd_page);
+	const char *call = "calloc";
+	bool made = false;
+	int err = rg ? 0 : -ENOMEM;
+
 	if (!err && !ring_key_ok)
-		err = -EAGAIN;
-	if (!err)
-		err = io_uring_queue_init(RA_RING_ENTRIES, r, 0);
-	if (!err && (err = -pthread_setspecific(ring_key, r)) < 0)
-		io_uring_queue_exit(r);
+		call = "pthread_key_create", err = -EAGAIN;
+	if (!err && (err = io_uring_queue_init(RA_RING_ENTRIES, &rg->u, 0)) < 0)
+		call = "io_uring_queue_init";
+	made = !err;
+	if (!err && (err = io_uring_register_eventfd(&rg->u, efd)) < 0)
+		call = "io_uring_register_eventfd";
+	if (!err && (err = -pthread_setspecific(ring_key, rg)) < 0)
+		call = "pthread_setspecific";
 	if (err < 0) {
-		free(r);
-		ring = RING_NONE;
+		if (made)
+			io_uring_queue_exit(&rg->u);
+		free(rg);
 		if (!atomic_exchange(&ring_said, true))
 			ulog(LOG_WARNING,
-			     "io_uring_queue_init (%d entries): %s; cold source files are read "
-			     "at the kernel's readahead pace, page by page as copies need them",
-			     RA_RING_ENTRIES, strerror(-err));
-		return NULL;
+			     "%s: %s; cold source files are read at the kernel's readahead "
+			     "pace, as copies need their pages",
+			     call, strerror(-err));
+		return;
 	}
-	ring = r;
+	ring = rg;
+}
+
+bool source_reads_landed(void)
+{
+	if (!ring)
+		return false;
+	ring_reap(ring);
+	bool r = ring->landed;
+	ring->landed = false;
 	return r;
 }
 
-/* Completions say nothing the page cache does not: dropped. */
-static void ring_reap(struct io_uring *r)
-{
-	struct io_uring_cqe *cqes[RA_RING_ENTRIES];
-	unsigned int n = io_uring_peek_batch_cqe(r, cqes, RA_RING_ENTRIES);
-
-	io_uring_cq_advance(r, n);
-}
-
 /* ---- chunks ---- */
-
-static bool chunk_done(const struct ra *ra, size_t k)
-{
-	return ra->done[k / 64] >> (k % 64) & 1;
-}
-
-static void chunk_set_done(struct ra *ra, size_t k)
-{
-	ra->done[k / 64] |= 1ull << (k % 64);
-}
 
 static size_t chunk_of(const struct ra *ra, uint64_t off)
 {
@@ -160,63 +223,79 @@ static void chunk_range(const struct ra *ra, size_t k, uint64_t *a, uint64_t *b)
 	*b = s + RA_CHUNK < ra->hi ? s + RA_CHUNK : ra->hi;
 }
 
-/* Queue the read of chunk k (not read yet); false when the ring is full. */
-static bool chunk_read(struct ra *ra, struct io_uring *r, size_t k)
+/* The page of chunk k that lands last (its last), at *ret_tail. */
+static uint64_t chunk_tail(const struct ra *ra, size_t k, uint64_t *ret_tail)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
 	uint64_t a, b;
 
-	if (!sqe) {
-		/* Full of reads queued: they go, and make room. */
-		if (io_uring_submit(r) < 0 || !(sqe = io_uring_get_sqe(r)))
-			return false;
+	chunk_range(ra, k, &a, &b);
+	*ret_tail = b - a < uffdd_page ? a : (b - 1) & ~(uint64_t)(uffdd_page - 1);
+	return b;
+}
+
+/* Whether chunk k is in the page cache already (its last page is): a warm
+ * file is read nothing ahead, and its copies never wait. */
+static bool chunk_cached(const struct ra *ra, size_t k)
+{
+	uint64_t tail;
+	unsigned char v;
+
+	chunk_tail(ra, k, &tail);
+	return mincore((void *)(ra->map + (tail - ra->lo)), uffdd_page, &v) == 0 && (v & 1);
+}
+
+/* Queue the read of chunk k (not asked for yet): the whole chunk ahead,
+ * then its last page, whose completion says it landed; or nothing when it
+ * is cached.  False when the ring has no room or no memory. */
+static bool chunk_read(struct ra *ra, struct ring *rg, size_t k, bool fly)
+{
+	struct ra_op *op;
+	uint64_t a, b, tail;
+
+	if (chunk_cached(ra, k)) {
+		bit_set(ra->done, k);
+		bit_set(ra->landed, k);
+		ra->left--;
+		return true;
+	}
+	if (!(op = malloc(sizeof(*op))))
+		return false;
+	if (io_uring_sq_space_left(&rg->u) < 2 && io_uring_submit(&rg->u) < 0) {
+		free(op);
+		return false;
+	}
+	if (io_uring_sq_space_left(&rg->u) < 2) {
+		free(op);
+		return false;
 	}
 	chunk_range(ra, k, &a, &b);
-	io_uring_prep_fadvise(sqe, ra->fd, a, (off_t)(b - a), POSIX_FADV_WILLNEED);
-	io_uring_sqe_set_data64(sqe, 0);
-	chunk_set_done(ra, k);
+	chunk_tail(ra, k, &tail);
+	struct io_uring_sqe *adv = io_uring_get_sqe(&rg->u), *rd = io_uring_get_sqe(&rg->u);
+	io_uring_prep_fadvise(adv, ra->fd, a, (off_t)(b - a), POSIX_FADV_WILLNEED);
+	io_uring_sqe_set_data(adv, NULL);
+	/* Linked: the read waits for the advice, and runs when it failed. */
+	adv->flags |= IOSQE_IO_LINK;
+	io_uring_prep_read(rd, ra->fd, rg->scratch, (unsigned int)(b - tail), tail);
+	*op = (struct ra_op){ ra, k, fly };
+	io_uring_sqe_set_data(rd, op);
+	atomic_fetch_add(&ra->refs, 1);
+	bit_set(ra->done, k);
 	ra->left--;
+	ra->nfly += fly;
+	rg->inflight++;
 	return true;
 }
 
-/* Whether chunk k is in the page cache: its last page is (the pages of a
- * chunk are read in order). */
-static bool chunk_in(const struct ra *ra, size_t k)
-{
-	uint64_t a, b;
-	unsigned char v;
-
-	chunk_range(ra, k, &a, &b);
-	uint64_t last = (b - 1 - ra->lo) & ~(uint64_t)(uffdd_page - 1);
-	/* A file truncated since: no page there, nothing in flight. */
-	if (mincore((void *)(ra->map + last), uffdd_page, &v) < 0)
-		return true;
-	return v & 1;
-}
-
-/* Forget the streamed chunks that are in the page cache now. */
-static void fly_retire(struct ra *ra)
-{
-	while (ra->nfly) {
-		if (!chunk_in(ra, ra->fly[ra->head]) && ++ra->stale < RA_STALE_NOTES)
-			return;
-		ra->stale = 0;
-		ra->head = (ra->head + 1) % RA_FLY_MAX;
-		ra->nfly--;
-	}
-}
-
-/* Stream: queue the next chunks not read yet, up to RA_FLY_MAX in flight. */
-static bool fly_fill(struct ra *ra, struct io_uring *r)
+/* Stream: queue the next chunks not asked for yet, RA_FLY_MAX in flight. */
+static bool fly_fill(struct ra *ra, struct ring *rg)
 {
 	bool queued = false;
 
-	while (ra->left && ra->nfly < RA_FLY_MAX) {
-		while (chunk_done(ra, ra->cursor))
+	for (unsigned int n = 0; ra->left && ra->nfly < RA_FLY_MAX && n < RA_SCAN_MAX; n++) {
+		while (bit_test(ra->done, ra->cursor))
 			ra->cursor = (ra->cursor + 1) % ra->nchunks;
-		if (!chunk_read(ra, r, ra->cursor))
+		if (!chunk_read(ra, rg, ra->cursor, true))
 			break;
-		ra->fly[(ra->head + ra->nfly++) % RA_FLY_MAX] = ra->cursor;
 		queued = true;
 	}
 	return queued;
@@ -244,39 +323,47 @@ static void pattern(struct ra *ra, size_t c, size_t e)
 	}
 }
 
-void ra_note(struct ra *ra, uint64_t off, size_t len)
+bool ra_note(struct ra *ra, uint64_t off, size_t len)
 {
-	/* Another thread reads ahead on this window already: enough. */
-	if (!ra || pthread_mutex_trylock(&ra->lock))
-		return;
-	struct io_uring *r = ring_get();
-	if (!r) {
+	struct ring *rg = ring;
+
+	if (!ra || !rg)
+		return true;
+	ring_reap(rg);
+	/* Another thread reads ahead on this window (its ring would say when
+	 * a read lands, not this one's): the copy waits. */
+	if (pthread_mutex_trylock(&ra->lock))
+		return true;
+	if (!ra->owner)
+		ra->owner = rg;
+	if (ra->owner != rg) {
 		pthread_mutex_unlock(&ra->lock);
-		return;
+		return true;
 	}
-	ring_reap(r);
-	bool queued = false;
+	bool queued = false, in = true, room = true;
 	size_t c = chunk_of(ra, off), e = chunk_of(ra, off + len - 1) + 1;
 	for (size_t k = c; k < e; k++) {
-		if (chunk_done(ra, k))
+		if (!bit_test(ra->done, k) && room && chunk_read(ra, rg, k, false)) {
+			ra->asked++;
+			queued = true;
+		} else if (!bit_test(ra->done, k)) {
+			/* No room to ask: the copy reads it. */
+			room = false;
 			continue;
-		if (!chunk_read(ra, r, k))
-			break;
-		ra->asked++;
-		queued = true;
+		}
+		in &= bit_test(ra->landed, k);
 	}
 	pattern(ra, c, e);
-	if (ra->stream) {
-		fly_retire(ra);
-		queued |= fly_fill(ra, r);
-	}
-	/* Not submitted: the copy reads the pages itself, as without a ring. */
+	if (ra->stream)
+		queued |= fly_fill(ra, rg);
+	/* Not submitted (no room): asked again at the next note. */
 	if (queued)
-		io_uring_submit(r);
+		io_uring_submit(&rg->u);
 	pthread_mutex_unlock(&ra->lock);
+	return in || !room;
 }
 
-/* Mark the chunks with data (per ext) as not done. */
+/* Mark the chunks with data (per ext) as not asked for, not landed. */
 static void mark_data(struct ra *ra, const struct extents *ext)
 {
 	for (size_t i = 0; i < ext->n; i++) {
@@ -285,9 +372,10 @@ static void mark_data(struct ra *ra, const struct extents *ext)
 		if (a >= b)
 			continue;
 		for (size_t k = chunk_of(ra, a); k <= chunk_of(ra, b - 1); k++) {
-			if (!chunk_done(ra, k))
+			if (!bit_test(ra->done, k))
 				continue;
 			ra->done[k / 64] &= ~(1ull << (k % 64));
+			ra->landed[k / 64] &= ~(1ull << (k % 64));
 			ra->left++;
 		}
 	}
@@ -302,14 +390,17 @@ struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, c
 		return NULL;
 	struct ra *ra = calloc(1, sizeof(*ra));
 	size_t words = ((size_t)n + 63) / 64;
-	uint64_t *done = malloc(words * sizeof(*done));
-	if (!ra || !done) {
+	uint64_t *done = malloc(words * sizeof(*done)), *landed = malloc(words * sizeof(*landed));
+	if (!ra || !done || !landed) {
 		free(ra);
 		free(done);
+		free(landed);
 		return NULL;
 	}
 	memset(done, 0xff, words * sizeof(*done));
+	memset(landed, 0xff, words * sizeof(*landed));
 	pthread_mutex_init(&ra->lock, NULL);
+	atomic_init(&ra->refs, 1);
 	ra->fd = fd;
 	ra->lo = lo;
 	ra->hi = hi;
@@ -317,6 +408,7 @@ struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, c
 	ra->base = base;
 	ra->nchunks = (size_t)n;
 	ra->done = done;
+	ra->landed = landed;
 	ra->last = SIZE_MAX - 1;
 	mark_data(ra, ext);
 	ra->dense =
@@ -326,9 +418,6 @@ struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, c
 
 void ra_free(struct ra *ra)
 {
-	if (!ra)
-		return;
-	pthread_mutex_destroy(&ra->lock);
-	free(ra->done);
-	free(ra);
+	if (ra)
+		ra_put(ra);
 }

@@ -299,7 +299,9 @@ bool source_may_block(const struct source *s)
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret)
 {
 	if (s->map && off >= s->lo && off + len - s->lo <= s->maplen) {
-		ra_note(s->ra, off, len);
+		/* Being read: the fault waits, not the worker. */
+		if (!ra_note(s->ra, off, len))
+			return -EINPROGRESS;
 		*ret = s->map + (off - s->lo);
 		return 0;
 	}
