@@ -71,10 +71,12 @@ void extents_unref(struct extents *x);
 /* ---- source-ra.c: readahead of a window on disk, through io_uring ---- */
 
 struct ra;
-/* Readahead over the window [lo, hi) of fd, mapped at map, whose data
- * extents ext lists; NULL when the window is too large to track or memory
- * is short (then the copies read as they go). */
-struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map);
+/* Readahead over the window [lo, hi) mapped at map (maplen bytes, which it
+ * takes over: unmapped by the last ra_free() or read), whose data extents
+ * ext lists; NULL when the window is too large to track or memory is short
+ * (then the copies read as they go, and the caller keeps the mapping). */
+struct ra *ra_new(uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map,
+		  size_t maplen);
 /*
  * [off, off + len) of the window is about to be copied: ask for its reads,
  * and for what the pattern so far says will be wanted, ahead; never waits
@@ -82,7 +84,8 @@ struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, c
  * reads nothing ahead, or cannot ask: the copy reads it).  Accepts NULL.
  */
 bool ra_note(struct ra *ra, uint64_t off, size_t len);
-/* Accepts NULL; its reads in flight hold it until they land. */
+/* Accepts NULL; its reads in flight hold it (and its mapping) until they
+ * land. */
 void ra_free(struct ra *ra);
 
 #endif

@@ -12,24 +12,28 @@
  *    asked for in address order, as a push or a sequential toucher does, or
  *    RA_DENSE_SHARE of the window's chunks asked for at random), the rest is
  *    streamed, every chunk once, RA_FLY_MAX chunks in flight.
- * A chunk's read is IORING_OP_FADVISE(POSIX_FADV_WILLNEED), which io_uring
- * always runs in its io-wq (the whole chunk's reads go to the disk at once),
- * linked to an IORING_OP_READ of its last page into a scratch page, whose
- * completion says the chunk has landed in the page cache.  The worker only
- * queues them, a batch per submit, and never waits for the disk: a copy
- * from a chunk in flight is -EINPROGRESS (the fault waits, the worker
- * serves what has landed meanwhile), and the worker's eventfd, registered
- * with its ring, wakes it when a read lands (source_reads_landed()).  A
- * read that fails lands all the same: the copy then reads the page again
- * and fails, and place.c poisons it.  Each worker thread has one ring of its
- * own (source_thread_start()); a thread without one (io_uring refused or
- * disabled) copies as before, reading at the kernel's pace, said once.  A
- * window is read ahead by the first thread that asks for it, whose ring
- * says when its reads land; another thread's copies wait for the disk.
- * A window freed while its reads are in flight lives on (a reference per
- * read) until they land.  Files in memory (tmpfs, memfd) have nothing to
- * read ahead; a file that may block is read by a reader (reader.c), never
- * mapped.  It calls log.c.
+ * A chunk's read is IORING_OP_MADVISE(MADV_POPULATE_READ) of its part of
+ * the window's mapping, which io_uring always runs in its io-wq: the page
+ * cache's own readahead (the device's read_ahead_kb, large folios) reads
+ * it, its pages are mapped for the copies to come, and its completion says
+ * it landed.  (POSIX_FADV_WILLNEED in 2 MiB pieces was slower: a cold
+ * 256 MiB took 250 to 330 ms where read(2) took 190 to 220 and a populate
+ * 160 to 230.)  The worker only queues the reads, a batch per submit, and
+ * never waits for the disk: a copy from a chunk in flight is -EINPROGRESS
+ * (the fault waits, the worker serves what has landed meanwhile), and the
+ * worker's eventfd, registered with its ring, wakes it when a read lands
+ * (source_reads_landed()).  A read that fails lands all the same: the copy
+ * then reads the page again and fails, and place.c poisons it.  Each worker
+ * thread has one ring of its own (source_thread_start()); a thread without
+ * one (io_uring refused or disabled) copies as before, reading at the
+ * kernel's pace, said once.  A window is read ahead by the first thread
+ * that asks for it, whose ring says when its reads land; another thread's
+ * copies wait for the disk.  The mapping is the readahead's once it has
+ * one: a window freed while its reads are in flight stays mapped (a
+ * reference per read) until they land, so that a populate never meets
+ * another mapping at its address.  Files in memory (tmpfs, memfd) have
+ * nothing to read ahead; a file that may block is read by a reader
+ * (reader.c), never mapped.  It calls log.c.
  */
 #include <liburing.h>
 #include <stdlib.h>
@@ -47,15 +51,14 @@
 /* Chunks asked for one after the other that make a sequential stream. */
 #define RA_SEQ_CHUNKS 2
 /* Chunks asked for at random that make a dense pattern: this share of the
- * window's chunks with data (1/16), and at least RA_DENSE_MIN. */
-#define RA_DENSE_SHARE 16
+ * window's chunks with data (1/32), and at least RA_DENSE_MIN. */
+#define RA_DENSE_SHARE 32
 #define RA_DENSE_MIN   4
 /* A window of more chunks (2 TiB) gets no readahead: its bitmap would cost
  * more than the reads save. */
 #define RA_CHUNKS_MAX (1u << 20)
-/* A thread's ring: two entries per chunk, for the chunks in flight and the
- * ones asked for. */
-#define RA_RING_ENTRIES 128
+/* A thread's ring: room for the chunks in flight and the ones asked for. */
+#define RA_RING_ENTRIES 64
 /* Chunks a stream looks at per note, at most: in a warm file each is only
  * a mincore(), but a note must not walk a large file's every chunk. */
 #define RA_SCAN_MAX 64
@@ -63,10 +66,10 @@
 struct ra {
 	pthread_mutex_t lock;
 	_Atomic unsigned int refs; /* the window's, and one per read in flight */
-	int fd;
-	const void *owner;   /* the ring of the thread that reads it ahead */
-	uint64_t lo, hi;     /* the window */
-	const uint8_t *map;  /* mapped at lo: while the window lives, not after */
+	const void *owner;	   /* the ring of the thread that reads it ahead */
+	uint64_t lo, hi;	   /* the window */
+	const uint8_t *map; /* mapped at lo, maplen bytes: unmapped with the last reference */
+	size_t maplen;
 	uint64_t base;	     /* lo rounded down to a chunk */
 	size_t nchunks;	     /* chunks from base that the window touches */
 	uint64_t *done;	     /* per chunk: read asked, or without data */
@@ -94,7 +97,6 @@ struct ring {
 	struct io_uring u;
 	unsigned int inflight; /* reads not landed yet */
 	bool landed;	       /* some landed since source_reads_landed() */
-	uint8_t scratch[];     /* a page: what the reads of last pages read */
 };
 
 static pthread_key_t ring_key;
@@ -109,6 +111,7 @@ static void ra_put(struct ra *ra)
 	if (atomic_fetch_sub(&ra->refs, 1) != 1)
 		return;
 	pthread_mutex_destroy(&ra->lock);
+	munmap((void *)ra->map, ra->maplen);
 	free(ra->done);
 	free(ra->landed);
 	free(ra);
@@ -124,7 +127,7 @@ static bool bit_test(const uint64_t *v, size_t k)
 	return v[k / 64] >> (k % 64) & 1;
 }
 
-/* Take the completions: each READ's chunk has landed. */
+/* Take the completions: each one's chunk has landed. */
 static void ring_reap(struct ring *rg)
 {
 	struct io_uring_cqe *cqes[RA_RING_ENTRIES];
@@ -169,7 +172,7 @@ static void ring_key_make(void)
 void source_thread_start(int efd)
 {
 	pthread_once(&ring_once, ring_key_make);
-	struct ring *rg = calloc(1, sizeof(*rg) + uffdd_page);
+	struct ring *rg = calloc(1, sizeof(*rg));
 	const char *call = "calloc";
 	bool made = false;
 	int err = rg ? 0 : -ENOMEM;
@@ -223,34 +226,25 @@ static void chunk_range(const struct ra *ra, size_t k, uint64_t *a, uint64_t *b)
 	*b = s + RA_CHUNK < ra->hi ? s + RA_CHUNK : ra->hi;
 }
 
-/* The page of chunk k that lands last (its last), at *ret_tail. */
-static uint64_t chunk_tail(const struct ra *ra, size_t k, uint64_t *ret_tail)
-{
-	uint64_t a, b;
-
-	chunk_range(ra, k, &a, &b);
-	*ret_tail = b - a < uffdd_page ? a : (b - 1) & ~(uint64_t)(uffdd_page - 1);
-	return b;
-}
-
 /* Whether chunk k is in the page cache already (its last page is): a warm
  * file is read nothing ahead, and its copies never wait. */
 static bool chunk_cached(const struct ra *ra, size_t k)
 {
-	uint64_t tail;
+	uint64_t a, b;
 	unsigned char v;
 
-	chunk_tail(ra, k, &tail);
+	chunk_range(ra, k, &a, &b);
+	uint64_t tail = (b - 1) & ~(uint64_t)(uffdd_page - 1);
 	return mincore((void *)(ra->map + (tail - ra->lo)), uffdd_page, &v) == 0 && (v & 1);
 }
 
-/* Queue the read of chunk k (not asked for yet): the whole chunk ahead,
- * then its last page, whose completion says it landed; or nothing when it
- * is cached.  False when the ring has no room or no memory. */
+/* Queue the read of chunk k (not asked for yet), or nothing when it is
+ * cached.  False when the ring has no room or no memory. */
 static bool chunk_read(struct ra *ra, struct ring *rg, size_t k, bool fly)
 {
+	struct io_uring_sqe *sqe;
 	struct ra_op *op;
-	uint64_t a, b, tail;
+	uint64_t a, b;
 
 	if (chunk_cached(ra, k)) {
 		bit_set(ra->done, k);
@@ -260,24 +254,17 @@ static bool chunk_read(struct ra *ra, struct ring *rg, size_t k, bool fly)
 	}
 	if (!(op = malloc(sizeof(*op))))
 		return false;
-	if (io_uring_sq_space_left(&rg->u) < 2 && io_uring_submit(&rg->u) < 0) {
-		free(op);
-		return false;
-	}
-	if (io_uring_sq_space_left(&rg->u) < 2) {
+	/* Full of reads queued: they go, and make room. */
+	if (!(sqe = io_uring_get_sqe(&rg->u)) &&
+	    (io_uring_submit(&rg->u) < 0 || !(sqe = io_uring_get_sqe(&rg->u)))) {
 		free(op);
 		return false;
 	}
 	chunk_range(ra, k, &a, &b);
-	chunk_tail(ra, k, &tail);
-	struct io_uring_sqe *adv = io_uring_get_sqe(&rg->u), *rd = io_uring_get_sqe(&rg->u);
-	io_uring_prep_fadvise(adv, ra->fd, a, (off_t)(b - a), POSIX_FADV_WILLNEED);
-	io_uring_sqe_set_data(adv, NULL);
-	/* Linked: the read waits for the advice, and runs when it failed. */
-	adv->flags |= IOSQE_IO_LINK;
-	io_uring_prep_read(rd, ra->fd, rg->scratch, (unsigned int)(b - tail), tail);
+	io_uring_prep_madvise(sqe, (void *)(ra->map + (a - ra->lo)), (off_t)(b - a),
+			      MADV_POPULATE_READ);
 	*op = (struct ra_op){ ra, k, fly };
-	io_uring_sqe_set_data(rd, op);
+	io_uring_sqe_set_data(sqe, op);
 	atomic_fetch_add(&ra->refs, 1);
 	bit_set(ra->done, k);
 	ra->left--;
@@ -381,7 +368,8 @@ static void mark_data(struct ra *ra, const struct extents *ext)
 	}
 }
 
-struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map)
+struct ra *ra_new(uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map,
+		  size_t maplen)
 {
 	uint64_t base = lo & ~(RA_CHUNK - 1);
 	uint64_t n = (hi - base + RA_CHUNK - 1) / RA_CHUNK;
@@ -401,10 +389,10 @@ struct ra *ra_new(int fd, uint64_t lo, uint64_t hi, const struct extents *ext, c
 	memset(landed, 0xff, words * sizeof(*landed));
 	pthread_mutex_init(&ra->lock, NULL);
 	atomic_init(&ra->refs, 1);
-	ra->fd = fd;
 	ra->lo = lo;
 	ra->hi = hi;
 	ra->map = map;
+	ra->maplen = maplen;
 	ra->base = base;
 	ra->nchunks = (size_t)n;
 	ra->done = done;

@@ -114,7 +114,7 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size, b
 	populate(s);
 	/* In memory already: nothing to read ahead. */
 	if (s->map && !s->file->memory)
-		s->ra = ra_new(s->file->fd, s->lo, s->hi, s->ext, s->map);
+		s->ra = ra_new(s->lo, s->hi, s->ext, s->map, s->maplen);
 	return 0;
 }
 
@@ -252,8 +252,10 @@ void source_unref(struct source *s)
 {
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
-	ra_free(s->ra);
-	if (s->map)
+	/* The readahead's mapping goes with its last read. */
+	if (s->ra)
+		ra_free(s->ra);
+	else if (s->map)
 		munmap((void *)s->map, s->maplen);
 	extents_unref(s->ext);
 	if (s->file)
