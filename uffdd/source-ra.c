@@ -59,6 +59,11 @@
 #define RA_CHUNKS_MAX (1u << 20)
 /* A thread's ring: room for the chunks in flight and the ones asked for. */
 #define RA_RING_ENTRIES 64
+/* The io-wq threads a ring's reads may have at once (each is a task of the
+ * daemon's, under the unit's TasksMax=): a populate waits in one for its
+ * chunk, and the page cache's readahead reads ahead of it, so a few keep
+ * the disk streaming. */
+#define RA_IOWQ_MAX 4
 /* Chunks a stream looks at per note, at most: in a warm file each is only
  * a mincore(), but a note must not walk a large file's every chunk. */
 #define RA_SCAN_MAX 64
@@ -184,6 +189,9 @@ void source_thread_start(int efd)
 	made = !err;
 	if (!err && (err = io_uring_register_eventfd(&rg->u, efd)) < 0)
 		call = "io_uring_register_eventfd";
+	unsigned int iowq[2] = { RA_IOWQ_MAX, 0 };
+	if (!err && (err = io_uring_register_iowq_max_workers(&rg->u, iowq)) < 0)
+		call = "io_uring_register_iowq_max_workers";
 	if (!err && (err = -pthread_setspecific(ring_key, rg)) < 0)
 		call = "pthread_setspecific";
 	if (err < 0) {
