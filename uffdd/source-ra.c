@@ -208,12 +208,23 @@ void source_thread_start(int efd)
 	ring = rg;
 }
 
+/* Submit what is queued; whether all went (else io_uring_submit() failed,
+ * out of memory say: the reads queued go with a later call). */
+static bool ring_flush(struct ring *rg)
+{
+	if (io_uring_sq_ready(&rg->u))
+		io_uring_submit(&rg->u);
+	return !io_uring_sq_ready(&rg->u);
+}
+
 bool source_reads_landed(void)
 {
 	if (!ring)
 		return false;
 	ring_reap(ring);
-	bool r = ring->landed;
+	/* Reads not submitted land never: the faults that wait for them
+	 * ask again, and their copies read the pages themselves. */
+	bool r = ring->landed || !ring_flush(ring);
 	ring->landed = false;
 	return r;
 }
@@ -282,18 +293,14 @@ static bool chunk_read(struct ra *ra, struct ring *rg, size_t k, bool fly)
 }
 
 /* Stream: queue the next chunks not asked for yet, RA_FLY_MAX in flight. */
-static bool fly_fill(struct ra *ra, struct ring *rg)
+static void fly_fill(struct ra *ra, struct ring *rg)
 {
-	bool queued = false;
-
 	for (unsigned int n = 0; ra->left && ra->nfly < RA_FLY_MAX && n < RA_SCAN_MAX; n++) {
 		while (bit_test(ra->done, ra->cursor))
 			ra->cursor = (ra->cursor + 1) % ra->nchunks;
 		if (!chunk_read(ra, rg, ra->cursor, true))
 			break;
-		queued = true;
 	}
-	return queued;
 }
 
 /* The pattern after chunks [c, e) were asked for: whether the window
@@ -335,27 +342,26 @@ bool ra_note(struct ra *ra, uint64_t off, size_t len)
 		pthread_mutex_unlock(&ra->lock);
 		return true;
 	}
-	bool queued = false, in = true, room = true;
+	bool in = true, room = true;
 	size_t c = chunk_of(ra, off), e = chunk_of(ra, off + len - 1) + 1;
 	for (size_t k = c; k < e; k++) {
-		if (!bit_test(ra->done, k) && room && chunk_read(ra, rg, k, false)) {
-			ra->asked++;
-			queued = true;
-		} else if (!bit_test(ra->done, k)) {
+		if (!bit_test(ra->done, k)) {
 			/* No room to ask: the copy reads it. */
-			room = false;
-			continue;
+			if (!room || !chunk_read(ra, rg, k, false)) {
+				room = false;
+				continue;
+			}
+			ra->asked++;
 		}
 		in &= bit_test(ra->landed, k);
 	}
 	pattern(ra, c, e);
 	if (ra->stream)
-		queued |= fly_fill(ra, rg);
-	/* Not submitted (no room): asked again at the next note. */
-	if (queued)
-		io_uring_submit(&rg->u);
+		fly_fill(ra, rg);
+	/* Reads that could not be submitted: the copy reads the pages. */
+	bool sent = ring_flush(rg);
 	pthread_mutex_unlock(&ra->lock);
-	return in || !room;
+	return in || !room || !sent;
 }
 
 /* Mark the chunks with data (per ext) as not asked for, not landed. */
