@@ -182,16 +182,20 @@ void source_thread_start(int efd)
 	bool made = false;
 	int err = rg ? 0 : -ENOMEM;
 
-	if (!err && !ring_key_ok)
-		call = "pthread_key_create", err = -EAGAIN;
+	if (!err && !ring_key_ok) {
+		call = "pthread_key_create";
+		err = -EAGAIN;
+	}
 	if (!err && (err = io_uring_queue_init(RA_RING_ENTRIES, &rg->u, 0)) < 0)
 		call = "io_uring_queue_init";
 	made = !err;
 	if (!err && (err = io_uring_register_eventfd(&rg->u, efd)) < 0)
 		call = "io_uring_register_eventfd";
+	/* Before Linux 5.15 (EINVAL): no cap but the io-wq's own, a few per
+	 * CPU; the ring reads all the same. */
 	unsigned int iowq[2] = { RA_IOWQ_MAX, 0 };
-	if (!err && (err = io_uring_register_iowq_max_workers(&rg->u, iowq)) < 0)
-		call = "io_uring_register_iowq_max_workers";
+	if (!err)
+		io_uring_register_iowq_max_workers(&rg->u, iowq);
 	if (!err && (err = -pthread_setspecific(ring_key, rg)) < 0)
 		call = "pthread_setspecific";
 	if (err < 0) {
