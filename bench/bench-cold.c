@@ -16,7 +16,8 @@
  *    restore over the read, the same round's (goal: rand <= 1.3).
  * Rounds: argv[1] (default 5); --smoke: one round over 1 MiB (the names keep
  * "256m").  The file is on the file system of /tmp (bench_uffdd_start()'s
- * directory), a disk's: a tmpfs has no cold pages, and the run says so.
+ * directory), a disk's: a tmpfs has no cold pages, and the run says
+ * `skip:` there.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -189,8 +190,12 @@ int main(int argc, char **argv)
 	bench_uffdd_start(&ud);
 	if (statfs(ud.dir, &fs) < 0)
 		bench_die("statfs", errno);
-	if (fs.f_type == TMPFS_MAGIC)
-		fprintf(stderr, "bench-cold: %s is a tmpfs: nothing is cold there\n", ud.dir);
+	if (fs.f_type == TMPFS_MAGIC) {
+		printf("skip: %s is on a tmpfs: nothing is cold there\n", ud.dir);
+		bench_uffdd_stop(&ud);
+		free(order_rand);
+		return 0;
+	}
 	snprintf(ck, sizeof(ck), "%s/ck", ud.dir);
 	snprintf(pages_path, sizeof(pages_path), "%s/pages", ck);
 	bench_checkpoint_state(ck, STATE_ADDR, state_bytes, page);
