@@ -262,8 +262,9 @@ static uint64_t sequential_faults(uint64_t n)
 }
 
 /* Whether every thread of uffdd sleeps in epoll_wait(): a worker sleeps only
- * when it has nothing left to do (with readahead queued its timeout is 0).
- * Else says which thread is busy, in busy. */
+ * when it has nothing left to do (with readahead queued its timeout is 0);
+ * an io_uring worker of its source reads (uffdd/source-ra.c) waits for work
+ * in io_wq_worker.  Else says which thread is busy, in busy. */
 static bool daemon_idle(pid_t pid, char *busy, size_t len)
 {
 	char path[96], wchan[64];
@@ -281,7 +282,7 @@ static bool daemon_idle(pid_t pid, char *busy, size_t len)
 		ssize_t n = read(fd, wchan, sizeof(wchan) - 1);
 		close(fd);
 		wchan[n > 0 ? n : 0] = '\0';
-		idle = !strcmp(wchan, "do_epoll_wait");
+		idle = !strcmp(wchan, "do_epoll_wait") || !strcmp(wchan, "io_wq_worker");
 		if (!idle)
 			snprintf(busy, len, "thread %.20s in '%s'", e->d_name, wchan);
 	}

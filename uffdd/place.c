@@ -138,6 +138,12 @@ static int64_t place(struct session *s, struct region *r, uint64_t i, uint64_t n
 			ret = read_data(s, r->src, off, &len, r->huge, &src);
 		else
 			ret = source_data(r->src, off, len, s->w->buf, &src);
+		/* Read ahead, not landed yet (source-ra.c): a push waits for
+		 * it, while a fault waits alone and the push goes on. */
+		if (ret == -EINPROGRESS && !source_may_block(r->src)) {
+			s->src_wait = true;
+			s->src_wait_bulk |= push;
+		}
 		if (ret == -ENOMEM || ret == -EINPROGRESS)
 			return ret;
 		const char *rd = ret == -EDQUOT ? "read (its uid has readers stuck)" : "pread";

@@ -378,7 +378,7 @@ static void finish_check(struct session *s)
  * (a wait counted once in its deferred counter). */
 static bool bulk_ready(struct session *s, uint64_t now)
 {
-	if (s->dead || !s->uffd || s->eagain || (s->rd && reader_busy(s->rd)))
+	if (s->dead || !s->uffd || s->eagain || (s->rd && reader_busy(s->rd)) || s->src_wait_bulk)
 		return false;
 	if (!s->nreplays && !s->nprefetch && !s->push_pending)
 		return false;
@@ -420,7 +420,7 @@ static void bulk_step(struct session *s)
 void push_step(struct worker *w)
 {
 	uint64_t now = uffdd_now_ns();
-	bool moved = remotes_pump(w);
+	bool moved = remotes_pump(w), landed = source_reads_landed();
 	struct session *first = NULL, *after = NULL;
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
@@ -433,8 +433,10 @@ void push_step(struct worker *w)
 		if (s->dead || !s->uffd)
 			continue;
 		/* Faults that waited for a read, a page server, or an event. */
-		if (s->eagain || (s->rd && reader_done(s->rd)) || (s->remote_wait && moved)) {
+		if (s->eagain || (s->rd && reader_done(s->rd)) || (s->remote_wait && moved) ||
+		    (s->src_wait && landed)) {
 			s->remote_wait = false;
+			s->src_wait = s->src_wait_bulk = false;
 			fault_handle(s);
 		}
 		if (bulk_ready(s, now)) {
@@ -469,7 +471,7 @@ int push_timeout(struct worker *w)
 			wake = s->fc_deadline;
 		if (s->dead || !s->uffd)
 			continue;
-		bool reading = (s->rd && reader_busy(s->rd)) || s->remote_wait;
+		bool reading = (s->rd && reader_busy(s->rd)) || s->remote_wait || s->src_wait_bulk;
 		if (s->eagain)
 			return 0;
 		if (!reading && (s->nreplays || s->nprefetch || s->push_pending)) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Page sources' files, private to source.c (windows of them) and
- * source-file.c (the table of files and their listings of data extents).
+ * Page sources' files, private to source.c (windows of them),
+ * source-file.c (the table of files and their listings of data extents) and
+ * source-ra.c (a window's readahead).
  */
 #ifndef UFFDD_SOURCE_INTERNAL_H
 #define UFFDD_SOURCE_INTERNAL_H
@@ -66,5 +67,25 @@ int file_get(int fd, uid_t uid, const struct stat *st, struct srcfile **ret);
 /* The listing of f's data extents as st shows it, with a reference. */
 int file_extents(struct srcfile *f, const struct stat *st, uint64_t size, struct extents **ret);
 void extents_unref(struct extents *x);
+
+/* ---- source-ra.c: readahead of a window on disk, through io_uring ---- */
+
+struct ra;
+/* Readahead over the window [lo, hi) mapped at map (maplen bytes, which it
+ * takes over: unmapped by the last ra_free() or read), whose data extents
+ * ext lists; NULL when the window is too large to track or memory is short
+ * (then the copies read as they go, and the caller keeps the mapping). */
+struct ra *ra_new(uint64_t lo, uint64_t hi, const struct extents *ext, const uint8_t *map,
+		  size_t maplen);
+/*
+ * [off, off + len) of the window is about to be copied: ask for its reads,
+ * and for what the pattern so far says will be wanted, ahead; never waits
+ * for the disk.  Whether it is in the page cache (true too when this thread
+ * reads nothing ahead, or cannot ask: the copy reads it).  Accepts NULL.
+ */
+bool ra_note(struct ra *ra, uint64_t off, size_t len);
+/* Accepts NULL; its reads in flight hold it (and its mapping) until they
+ * land. */
+void ra_free(struct ra *ra);
 
 #endif

@@ -12,9 +12,10 @@
  * NFS) or a block device may never answer, so it is not mapped, and a
  * session's reader (reader.c), a process of its own, preads it.  A window
  * shares its file's listing of data extents.  A source may be a page server's
- * instead (source-remote.c), which it holds and frees.  It calls
- * source-file.c (the table of files), source-remote.c, closer.c, log.c and
- * util.c (the page size).
+ * instead (source-remote.c), which it holds and frees.  A mapped window of a
+ * file on disk reads ahead (source-ra.c) what its copies will need.  It calls
+ * source-file.c (the table of files), source-ra.c, source-remote.c,
+ * closer.c, log.c and util.c (the page size).
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -38,6 +39,7 @@ struct source {
 	const uint8_t *map;   /* the window mapped at lo; NULL: read with pread */
 	size_t maplen;
 	struct extents *ext;   /* NULL: no data (a zero source, an empty window) */
+	struct ra *ra;	       /* a mapped file on disk: its readahead */
 	struct remote *remote; /* a page server's: every page is data, asked */
 };
 
@@ -110,6 +112,9 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size, b
 	/* Not mappable (a file system without mmap): pread it. */
 	s->map = m == MAP_FAILED ? NULL : m;
 	populate(s);
+	/* In memory already: nothing to read ahead. */
+	if (s->map && !s->file->memory)
+		s->ra = ra_new(s->lo, s->hi, s->ext, s->map, s->maplen);
 	return 0;
 }
 
@@ -247,7 +252,10 @@ void source_unref(struct source *s)
 {
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
-	if (s->map)
+	/* The readahead's mapping goes with its last read. */
+	if (s->ra)
+		ra_free(s->ra);
+	else if (s->map)
 		munmap((void *)s->map, s->maplen);
 	extents_unref(s->ext);
 	if (s->file)
@@ -293,6 +301,9 @@ bool source_may_block(const struct source *s)
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret)
 {
 	if (s->map && off >= s->lo && off + len - s->lo <= s->maplen) {
+		/* Being read: the fault waits, not the worker. */
+		if (!ra_note(s->ra, off, len))
+			return -EINPROGRESS;
 		*ret = s->map + (off - s->lo);
 		return 0;
 	}

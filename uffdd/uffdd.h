@@ -12,8 +12,8 @@
  * firecracker, fcgmem, fcwset, fcmsg, control, control-region, control-reply,
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
- * state-arena, state-now, reader, source, source-file, source-remote,
- * remote-conn, closer, store, notify, evlog, share, log, util.
+ * state-arena, state-now, reader, source, source-file, source-ra,
+ * source-remote, remote-conn, closer, store, notify, evlog, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -363,7 +363,8 @@ bool source_may_block(const struct source *s);
 /*
  * Where the len bytes of data at off can be copied from: inside the source's
  * mapping, or read into buf (len bytes of room) when it cannot be mapped.
- * Not for a source that may block.
+ * -EINPROGRESS: they are being read (source-ra.c), ask again once
+ * source_reads_landed().  Not for a source that may block.
  */
 int source_data(const struct source *s, uint64_t off, size_t len, void *buf, const void **ret);
 /* Its file's descriptor (-1: a zero source). */
@@ -371,6 +372,18 @@ int source_fd(const struct source *s);
 /* Read the len bytes at off of fd into buf (past the end of the file:
  * zeroes); any thread or process. */
 int source_pread(int fd, uint64_t off, size_t len, void *buf);
+
+/* ---- source-ra.c: readahead of source files on disk, through io_uring --- */
+
+/*
+ * In a worker thread, at its start: the thread's ring for source reads,
+ * whose completions write efd (the worker's eventfd).  Without one (said
+ * once), the thread's copies read cold pages themselves.
+ */
+void source_thread_start(int efd);
+/* Whether reads of this thread landed since the last call: faults that
+ * waited for them (source_data() -EINPROGRESS) may go on. */
+bool source_reads_landed(void);
 
 /* ---- source-remote.c: pages asked of a remote page server ---------------- */
 
@@ -839,6 +852,9 @@ struct session {
 	struct reader *rd;
 	/* Some fault or run waits for a page server's answer. */
 	bool remote_wait;
+	/* Faults wait for a source read ahead to land (source_reads_landed()),
+	 * and with src_wait_bulk its bulk work too. */
+	bool src_wait, src_wait_bulk;
 
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */

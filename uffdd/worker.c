@@ -192,6 +192,7 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[64];
 	unsigned int spins = 0;
 
+	source_thread_start(w->efd);
 	while (!atomic_load(&stopping)) {
 		uint64_t now = uffdd_now_ns();
 		bool spinning = now - w->last_busy < SPIN_NS;
