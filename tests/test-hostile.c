@@ -1243,15 +1243,15 @@ static int attack_lengths(struct attacker *a)
 	ra.mode = PIN_UFFD_REGISTER_MISSING;
 	pf.range = &range;
 	w.range = &range;
-	/* uffdd-protocol(7): a range whose end wraps is -EOVERFLOW, one
-	 * ending past 2^57 -EINVAL. */
+	/* uffdd-protocol(7): a range whose end wraps around 2^64 or ends
+	 * past 2^57 is -EINVAL (issue 12: "overflow -> EINVAL"). */
 	const struct {
 		uint64_t addr, len;
 		int error;
 	} bad[] = {
 		{ (uintptr_t)base, 1ull << 63, -EINVAL }, /* negative as a signed length */
-		{ (uintptr_t)base, UINT64_MAX - page + 1, -EOVERFLOW }, /* wraps */
-		{ (uintptr_t)base, ADDR_END, -EINVAL },			/* ends past 2^57 */
+		{ (uintptr_t)base, UINT64_MAX - page + 1, -EINVAL }, /* wraps */
+		{ (uintptr_t)base, ADDR_END, -EINVAL },		     /* ends past 2^57 */
 		{ ADDR_END - page, 2 * page, -EINVAL },
 		{ ADDR_END, page, -EINVAL }, /* starts there */
 	};
