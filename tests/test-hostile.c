@@ -2191,6 +2191,70 @@ static const char *fuse_missing(void)
  * under valgrind or ASan several times that. */
 #define CASE_TIMEOUT_S 600
 
+/* ---- regions: capped by default ---- */
+
+/* uffdd(8), LIMITS: --max-regions-per-uid's default. */
+#define DEFAULT_REGIONS (1u << 18)
+
+static int attack_regions_default(struct attacker *a)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	Uffdd__RegionAdd ra = UFFDD__REGION_ADD__INIT;
+	Uffdd__Range range = UFFDD__RANGE__INIT;
+	const size_t len = (DEFAULT_REGIONS + 1) * (size_t)page;
+	char want[128];
+	struct conn k;
+
+	REQUIRE(conn_open(a->h, &k, a->u, "regions") == 0);
+	uint8_t *base = test_map_region(len);
+	REQUIRE(base);
+	REQUIRE(pin_uffd_register(k.u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	struct pin_client_region *v = calloc(DEFAULT_REGIONS, sizeof(*v));
+	REQUIRE(v);
+	for (size_t i = 0; i < DEFAULT_REGIONS; i++)
+		v[i] = (struct pin_client_region){ .sz = sizeof(v[i]),
+						   .addr = base + i * page,
+						   .len = page,
+						   .mode = PIN_UFFD_REGISTER_MISSING,
+						   .flags = PIN_CLIENT_REGION_NO_PUSH,
+						   .fd = -1 };
+	REQUIRE_EQ(pin_client_region_add_many(k.c, v, DEFAULT_REGIONS), 0);
+	free(v);
+	/* One more: -EDQUOT, and the text names the limit, the uid and its use. */
+	struct raw r = { .sock = pin_client_fd(k.c), .seq = RAW_SEQ0 };
+	range.addr = (uintptr_t)base + DEFAULT_REGIONS * page;
+	range.len = page;
+	ra.range = &range;
+	ra.mode = PIN_UFFD_REGISTER_MISSING;
+	m.body_case = UFFDD__MSG__BODY_REGION_ADD;
+	m.region_add = &ra;
+	REQUIRE(raw_send(&r, &m) == 0);
+	Uffdd__Msg *rep = raw_recv(&r, REPLY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY && rep->seq == m.seq);
+	REQUIRE_EQ(rep->reply->error, -EDQUOT);
+	snprintf(want, sizeof(want), "uid %d has %u regions, the limit is %u", HOSTILE_UID,
+		 DEFAULT_REGIONS, DEFAULT_REGIONS);
+	if (!rep->reply->text || strcmp(rep->reply->text, want)) {
+		fprintf(stderr, "the refusal says \"%s\", not \"%s\"\n",
+			rep->reply->text ? rep->reply->text : "", want);
+		return 1;
+	}
+	pin_proto_free(rep);
+	REQUIRE(attack_hold(a) == 0);
+	pin_client_free(k.c);
+	return 0;
+}
+
+/* The per-uid cap on regions holds without being asked for (issue 12): with
+ * no option, the attacker's DEFAULT_REGIONS regions are taken and the next
+ * one is refused with -EDQUOT and a text; root's honest restore is not
+ * counted with them. */
+START_TEST(regions_capped_by_default)
+{
+	hostile_attack(attack_regions_default);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("hostile");
@@ -2221,6 +2285,7 @@ Suite *test_suite(void)
 		{ "name_forges_nothing", name_forges_nothing },
 		{ "requests_before_hello", requests_before_hello },
 		{ "socket_path_refused", socket_path_refused },
+		{ "regions_capped_by_default", regions_capped_by_default },
 	};
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
