@@ -2255,6 +2255,102 @@ START_TEST(regions_capped_by_default)
 }
 END_TEST
 
+/* ---- log lines: rate limited per session ---- */
+
+/* What a session may log per window (uffdd/log.c), and the burst the
+ * attacker drives: malformed datagrams, each logged at --verbose.  The
+ * burst's round trips take milliseconds, far inside one window (5 s). */
+#define LOG_BURST 10
+#define LOG_FLOOD 30
+
+/* A datagram no decoder takes (a field tag with no field: -EBADMSG). */
+static int raw_malformed(struct raw *r)
+{
+	const uint8_t junk = 0xff;
+
+	REQUIRE(send(r->sock, &junk, 1, 0) == 1);
+	Uffdd__Msg *rep = raw_recv(r, REPLY_MS);
+	REQUIRE(rep && rep->body_case == UFFDD__MSG__BODY_REPLY);
+	REQUIRE_EQ(rep->reply->error, -EBADMSG);
+	pin_proto_free(rep);
+	return 0;
+}
+
+static int attack_log_flood(struct attacker *a)
+{
+	struct raw flood, other;
+
+	REQUIRE(raw_connect(a->h, &flood) == 0);
+	REQUIRE_EQ(raw_hello(&flood, "flood"), 0);
+	REQUIRE(raw_connect(a->h, &other) == 0);
+	REQUIRE_EQ(raw_hello(&other, "other"), 0);
+	for (int i = 0; i < LOG_FLOOD; i++)
+		REQUIRE(raw_malformed(&flood) == 0);
+	/* Each one is still answered; another session's line is not held back. */
+	REQUIRE(raw_malformed(&other) == 0);
+	REQUIRE(attack_hold(a) == 0);
+	close(flood.sock);
+	close(other.sock);
+	return 0;
+}
+
+/* The id of the session a log line at p (its "session N: " part) names. */
+static unsigned long long line_session(const char *log, const char *p)
+{
+	while (p > log && p[-1] != '\n')
+		p--;
+	const char *at = strstr(p, "session ");
+	ck_assert_ptr_nonnull(at);
+	return strtoull(at + strlen("session "), NULL, 10);
+}
+
+/* Logs are rate limited per session (uffdd/log.c): a session that makes
+ * LOG_FLOOD loggable refusals in a burst gets exactly LOG_BURST lines, then,
+ * when it ends, one line counting the LOG_FLOOD - LOG_BURST suppressed;
+ * another session's line in the same window still gets through. */
+START_TEST(log_rate_limited)
+{
+	const char *const extra[] = { "--verbose", NULL };
+	const char *rejected = ": rejected a message: ";
+	unsigned long long ids[2 * HOSTILE_ROUNDS];
+	unsigned int lines[2 * HOSTILE_ROUNDS] = { 0 }, nids = 0;
+	char suppressed[96];
+	struct hostile h;
+
+	hostile_start(&h, extra);
+	hostile_run(&h, attack_log_flood, NULL);
+	char *log = hostile_finish(&h);
+	for (const char *p = log; (p = strstr(p, rejected)); p += strlen(rejected)) {
+		unsigned long long id = line_session(log, p);
+		unsigned int i = 0;
+		while (i < nids && ids[i] != id)
+			i++;
+		ck_assert_msg(i < PIN_ARRAY_SIZE(ids), "more sessions than 2 a round:\n%s", log);
+		ids[i] = id;
+		nids += i == nids;
+		lines[i]++;
+	}
+	ck_assert_msg(nids == 2 * HOSTILE_ROUNDS, "%u sessions logged, the log:\n%s", nids, log);
+	unsigned int floods = 0;
+	for (unsigned int i = 0; i < nids; i++) {
+		snprintf(suppressed, sizeof(suppressed),
+			 "session %llu: %u similar lines suppressed in its last 5 s\n", ids[i],
+			 LOG_FLOOD - LOG_BURST);
+		if (lines[i] == LOG_BURST) {
+			floods++;
+			ck_assert_msg(count_lines_with(log, suppressed) == 1, "no \"%s\":\n%s",
+				      suppressed, log);
+		} else {
+			ck_assert_msg(lines[i] == 1, "session %llu: %u lines:\n%s", ids[i],
+				      lines[i], log);
+		}
+	}
+	ck_assert_uint_eq(floods, HOSTILE_ROUNDS);
+	ck_assert_uint_eq(count_lines_with(log, " similar lines suppressed"), HOSTILE_ROUNDS);
+	free(log);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = test_suite_new("hostile");
@@ -2286,6 +2382,7 @@ Suite *test_suite(void)
 		{ "requests_before_hello", requests_before_hello },
 		{ "socket_path_refused", socket_path_refused },
 		{ "regions_capped_by_default", regions_capped_by_default },
+		{ "log_rate_limited", log_rate_limited },
 	};
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
