@@ -2162,6 +2162,78 @@ START_TEST(reconnect_after_stop)
 }
 END_TEST
 
+/* Names as a daemon of another version (or a fake one) may send them: a
+ * newline, a terminal escape, a backslash, bytes >= 0x80, DEL and a control
+ * byte; uffdctl shows each of those bytes as \xNN (uffdctl(8)). */
+static const struct {
+	const char *name, *shown;
+} raw_names[] = {
+	{ "a\nb", "a\\x0ab" },
+	{ "\x1b[31mred", "\\x1b[31mred" },
+	{ "back\\slash", "back\\x5cslash" },
+	{ "caf\xc3\xa9\x80\xff", "caf\\xc3\\xa9\\x80\\xff" },
+	{ "\x7f\x01", "\\x7f\\x01" },
+};
+#define RAW_NAMES PIN_ARRAY_SIZE(raw_names)
+
+/* `uffdctl clients` against the fake daemon, which lists a session per name
+ * of raw_names: one line per session, each name escaped, nothing but
+ * printable ASCII and newlines printed. */
+START_TEST(uffdctl_escapes_names)
+{
+	Uffdd__ClientInfo ci[RAW_NAMES], *cp[RAW_NAMES];
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	char cmd[512], line[256], want[128];
+	struct fake f;
+	size_t lines = 0;
+
+	fake_start(&f);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), f.path);
+	FILE *out = popen(cmd, "r");
+	ck_assert_ptr_nonnull(out);
+	fake_accept(&f, 1);
+	Uffdd__Msg *lg = fake_recv(&f, UFFDD__MSG__BODY_LIST_GET, 2, NULL);
+	ck_assert_int_eq(lg->list_get->what, UFFDD__LIST_GET__WHAT__CLIENTS);
+	pin_proto_free(lg);
+	for (size_t i = 0; i < RAW_NAMES; i++) {
+		uffdd__client_info__init(&ci[i]);
+		ci[i].session = i + 1;
+		ci[i].pid = (int32_t)(100 + i);
+		ci[i].uid = 1000;
+		ci[i].name = (char *)raw_names[i].name;
+		cp[i] = &ci[i];
+	}
+	rep.n_clients = RAW_NAMES;
+	rep.clients = cp;
+	m.has_seq = 1;
+	m.seq = 2;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(&f, &m);
+	/* uffdctl says Goodbye, then prints (its stdout, a pipe, is flushed at exit). */
+	pin_proto_free(fake_recv(&f, UFFDD__MSG__BODY_GOODBYE, 3, NULL));
+	fake_reply(&f, 3, 0);
+	while (fgets(line, sizeof(line), out)) {
+		ck_assert_msg(strchr(line, '\n'), "a line cut short: %s", line);
+		for (const char *p = line; *p != '\n'; p++)
+			ck_assert_msg(*p >= ' ' && *p <= '~', "byte %#x in: %s", (unsigned char)*p,
+				      line);
+		if (lines++ == 0)
+			continue; /* the header */
+		ck_assert_uint_le(lines - 1, RAW_NAMES);
+		size_t i = lines - 2;
+		snprintf(want, sizeof(want), "%8zu %8zu %6u %-20s ", i + 1, 100 + i, 1000u,
+			 raw_names[i].shown);
+		ck_assert_msg(!strncmp(line, want, strlen(want)), "\"%s\", not \"%s...\"", line,
+			      want);
+	}
+	ck_assert_int_eq(pclose(out), 0);
+	ck_assert_uint_eq(lines, 1 + RAW_NAMES);
+	fake_end(&f);
+}
+END_TEST
+
 /* A case's bound: a daemon under valgrind starts and stops slowly. */
 #define CASE_TIMEOUT_S 120
 
@@ -2194,6 +2266,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, resume_while_idle, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, stop_fails_at_once, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, reconnect_after_stop, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, uffdctl_escapes_names, FAKE_TIMEOUT_S);
 	return s;
 }
 
