@@ -2234,6 +2234,54 @@ START_TEST(uffdctl_escapes_names)
 }
 END_TEST
 
+/*
+ * A connection over its uid's limits is answered with a Reply of seq 0,
+ * -EDQUOT, and closed (uffdd(8), LIMITS).  When the daemon closes it with the
+ * client's Hello unread, AF_UNIX sets ECONNRESET on the client's socket, and
+ * the client's next receive gets that before the Reply queued for it: libpin
+ * reads once more and says -EDQUOT.  The client (a child) is stopped while
+ * the fake refuses, so its receive comes after the close whatever the
+ * scheduler does.
+ */
+START_TEST(refusal_read_after_reset)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	struct fake f;
+	int st;
+
+	fake_start(&f);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct pin_client_opts co = { .sz = sizeof(co), .socket = f.path, .name = "over" };
+		struct pin_client *c;
+		_exit(-pin_client_connect(&co, &c));
+	}
+	f.sock = accept4(f.lsock, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(f.sock, 0);
+	/* Its Hello is queued here, unread. */
+	struct pollfd p = { .fd = f.sock, .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	ck_assert_int_eq(waitpid(pid, &st, WUNTRACED), pid);
+	ck_assert(WIFSTOPPED(st));
+	rep.error = -EDQUOT;
+	rep.text = "over a per-uid limit";
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(&f, &m);
+	/* Closed, and nothing listens: a client that took the reset for a
+	 * daemon gone would fail to connect again, at once. */
+	fake_stop(&f);
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), EDQUOT);
+	ck_assert_int_eq(rmdir(f.dir), 0);
+}
+END_TEST
+
 /* A case's bound: a daemon under valgrind starts and stops slowly. */
 #define CASE_TIMEOUT_S 120
 
@@ -2267,6 +2315,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, stop_fails_at_once, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, reconnect_after_stop, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, uffdctl_escapes_names, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, refusal_read_after_reset, FAKE_TIMEOUT_S);
 	return s;
 }
 
