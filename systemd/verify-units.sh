@@ -60,8 +60,9 @@ args=$(sed -n 's/^ExecStart=[^ ]*//p' "$dir/uffdd.service" | tr ' ' '\n' | grep 
 # shellcheck disable=SC2086 # the unit's arguments, split as systemd splits them
 "$bin" $args --no-supervisor --socket "$dir/sock" 2>"$dir/log" &
 pid=$!
+# Its start line within 5 s, times TEST_TIME_SCALE (under valgrind it is traced).
 tries=0
-until grep -q 'descriptors' "$dir/log" || [ $tries -ge 500 ]; do
+until grep -q 'descriptors' "$dir/log" || [ $tries -ge $((500 * ${TEST_TIME_SCALE:-1})) ]; do
 	sleep 0.01
 	tries=$((tries + 1))
 done
