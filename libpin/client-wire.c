@@ -102,7 +102,7 @@ bool client_connection_lost(int r)
 /* What pin_proto_recv() rejects and the connection survives. */
 static bool malformed(int r)
 {
-	return r == -EBADMSG || r == -EBADF || r == -EINVAL || r == -EOVERFLOW;
+	return r == -EBADMSG || r == -EBADF || r == -EINVAL;
 }
 
 /*

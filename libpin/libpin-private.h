@@ -122,9 +122,10 @@ int pin_proto_send_raw(int sock, const void *buf, size_t len, const int *fds, si
  *              know (an unknown field number leaves body_case NOT_SET);
  *   -EBADF     the number of descriptors differs from
  *              pin_proto_fds_expected();
- *   -EOVERFLOW a range (or a file offset + length) whose end wraps;
- *   -EINVAL    a range of length 0 or not page aligned, an unknown enum value
- *              or register mode, a Reply error outside [-4095, 0].
+ *   -EINVAL    a range of length 0, not page aligned, ending past 2^57 or
+ *              wrapping around 2^64 (or a file offset + length that wraps),
+ *              an unknown enum value or register mode, a Reply error outside
+ *              [-4095, 0].
  * Descriptors that came with a rejected message are closed; accepted ones
  * are CLOEXEC (MSG_CMSG_CLOEXEC) and land in fds[], which must have room
  * for PIN_PROTO_MAX_FDS.  Returns 0 with *ret_msg (free with
@@ -143,8 +144,8 @@ int pin_proto_recv_closing(int sock, Uffdd__Msg **ret_msg, int *fds, size_t *ret
 int pin_proto_decode(const uint8_t *buf, size_t len, size_t nfds, Uffdd__Msg **ret_msg);
 /* Free a message pin_proto_recv() or pin_proto_decode() returned; accepts NULL. */
 void pin_proto_free(Uffdd__Msg *msg);
-/* A Range the decoder accepts: -EOVERFLOW when addr + len wraps, -EINVAL
- * when empty or not page aligned, else 0.  The client checks with it before
+/* A Range the decoder accepts: -EINVAL when empty, not page aligned, past
+ * 2^57 or wrapping around 2^64, else 0.  The client checks with it before
  * a round trip. */
 int pin_proto_check_range(uint64_t addr, uint64_t len);
 /* How many descriptors a message of this body must carry: 1 for

@@ -53,8 +53,10 @@ int pin_proto_check_range(uint64_t addr, uint64_t len)
 {
 	uint64_t mask = (uint64_t)sysconf(_SC_PAGESIZE) - 1;
 
+	/* A range that wraps around 2^64 is out of bounds like one past
+	 * user space: -EINVAL for both (issue 12). */
 	if (len && addr + len <= addr)
-		return -EOVERFLOW;
+		return -EINVAL;
 	if (!len || (addr & mask) || (len & mask) || addr + len > USER_ADDR_END)
 		return -EINVAL;
 	return 0;
@@ -98,7 +100,7 @@ static int check_region_add(const Uffdd__RegionAdd *ra)
 			return -EINVAL;
 		/* The file side of the mapping must not wrap either. */
 		if (ra->offset + ra->range->len < ra->offset)
-			return -EOVERFLOW;
+			return -EINVAL;
 		return 0;
 	default:
 		return -EINVAL;

@@ -1396,14 +1396,13 @@ END_TEST
 #define MANY_REGIONS_TRACED 10000
 
 /*
- * A session of 100,000 one-page regions: `uffdctl regions` walks every
- * page of the list and prints each region once, in address order, and
- * libpin's list has them all.
+ * A session of 100,000 one-page regions, under the default cap on regions
+ * (uffdd(8), LIMITS): `uffdctl regions` walks every page of the list and
+ * prints each region once, in address order, and libpin's list has them all.
  */
 START_TEST(regions_paged)
 {
-	char limit[16], cmd[512], line[256];
-	const char *const extra[] = { "--max-regions-per-uid", limit, NULL };
+	char cmd[512], line[256];
 	struct test_daemon d;
 	struct pin_client_region_info *ri;
 	struct conn k;
@@ -1414,9 +1413,7 @@ START_TEST(regions_paged)
 	const size_t many = test_time_scale() > 1 ? MANY_REGIONS_TRACED : MANY_REGIONS;
 #endif
 
-	/* Whatever the default cap, these are allowed. */
-	snprintf(limit, sizeof(limit), "%zu", many);
-	test_daemon_start(&d, extra);
+	test_daemon_start(&d, NULL);
 	conn_open(&d, &k, 0, 0, NULL);
 	uint8_t *base = test_map_pages(many);
 	ck_assert_int_eq(pin_uffd_register(k.u, base, many * page, PIN_UFFD_REGISTER_MISSING, NULL),
@@ -2165,6 +2162,126 @@ START_TEST(reconnect_after_stop)
 }
 END_TEST
 
+/* Names as a daemon of another version (or a fake one) may send them: a
+ * newline, a terminal escape, a backslash, bytes >= 0x80, DEL and a control
+ * byte; uffdctl shows each of those bytes as \xNN (uffdctl(8)). */
+static const struct {
+	const char *name, *shown;
+} raw_names[] = {
+	{ "a\nb", "a\\x0ab" },
+	{ "\x1b[31mred", "\\x1b[31mred" },
+	{ "back\\slash", "back\\x5cslash" },
+	{ "caf\xc3\xa9\x80\xff", "caf\\xc3\\xa9\\x80\\xff" },
+	{ "\x7f\x01", "\\x7f\\x01" },
+};
+#define RAW_NAMES PIN_ARRAY_SIZE(raw_names)
+
+/* `uffdctl clients` against the fake daemon, which lists a session per name
+ * of raw_names: one line per session, each name escaped, nothing but
+ * printable ASCII and newlines printed. */
+START_TEST(uffdctl_escapes_names)
+{
+	Uffdd__ClientInfo ci[RAW_NAMES], *cp[RAW_NAMES];
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	char cmd[512], line[256], want[128];
+	struct fake f;
+	size_t lines = 0;
+
+	fake_start(&f);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' clients", getenv("UFFDCTL"), f.path);
+	FILE *out = popen(cmd, "r");
+	ck_assert_ptr_nonnull(out);
+	fake_accept(&f, 1);
+	Uffdd__Msg *lg = fake_recv(&f, UFFDD__MSG__BODY_LIST_GET, 2, NULL);
+	ck_assert_int_eq(lg->list_get->what, UFFDD__LIST_GET__WHAT__CLIENTS);
+	pin_proto_free(lg);
+	for (size_t i = 0; i < RAW_NAMES; i++) {
+		uffdd__client_info__init(&ci[i]);
+		ci[i].session = i + 1;
+		ci[i].pid = (int32_t)(100 + i);
+		ci[i].uid = 1000;
+		ci[i].name = (char *)raw_names[i].name;
+		cp[i] = &ci[i];
+	}
+	rep.n_clients = RAW_NAMES;
+	rep.clients = cp;
+	m.has_seq = 1;
+	m.seq = 2;
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(&f, &m);
+	/* uffdctl says Goodbye, then prints (its stdout, a pipe, is flushed at exit). */
+	pin_proto_free(fake_recv(&f, UFFDD__MSG__BODY_GOODBYE, 3, NULL));
+	fake_reply(&f, 3, 0);
+	while (fgets(line, sizeof(line), out)) {
+		ck_assert_msg(strchr(line, '\n'), "a line cut short: %s", line);
+		for (const char *p = line; *p != '\n'; p++)
+			ck_assert_msg(*p >= ' ' && *p <= '~', "byte %#x in: %s", (unsigned char)*p,
+				      line);
+		if (lines++ == 0)
+			continue; /* the header */
+		ck_assert_uint_le(lines - 1, RAW_NAMES);
+		size_t i = lines - 2;
+		snprintf(want, sizeof(want), "%8zu %8zu %6u %-20s ", i + 1, 100 + i, 1000u,
+			 raw_names[i].shown);
+		ck_assert_msg(!strncmp(line, want, strlen(want)), "\"%s\", not \"%s...\"", line,
+			      want);
+	}
+	ck_assert_int_eq(pclose(out), 0);
+	ck_assert_uint_eq(lines, 1 + RAW_NAMES);
+	fake_end(&f);
+}
+END_TEST
+
+/*
+ * A connection over its uid's limits is answered with a Reply of seq 0,
+ * -EDQUOT, and closed (uffdd(8), LIMITS).  When the daemon closes it with the
+ * client's Hello unread, AF_UNIX sets ECONNRESET on the client's socket, and
+ * the client's next receive gets that before the Reply queued for it: libpin
+ * reads once more and says -EDQUOT.  The client (a child) is stopped while
+ * the fake refuses, so its receive comes after the close whatever the
+ * scheduler does.
+ */
+START_TEST(refusal_read_after_reset)
+{
+	Uffdd__Reply rep = UFFDD__REPLY__INIT;
+	Uffdd__Msg m = UFFDD__MSG__INIT;
+	struct fake f;
+	int st;
+
+	fake_start(&f);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct pin_client_opts co = { .sz = sizeof(co), .socket = f.path, .name = "over" };
+		struct pin_client *c;
+		_exit(-pin_client_connect(&co, &c));
+	}
+	f.sock = accept4(f.lsock, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(f.sock, 0);
+	/* Its Hello is queued here, unread. */
+	struct pollfd p = { .fd = f.sock, .events = POLLIN };
+	ck_assert_int_eq(poll(&p, 1, (int)(FAKE_WAIT_MS * test_time_scale())), 1);
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	ck_assert_int_eq(waitpid(pid, &st, WUNTRACED), pid);
+	ck_assert(WIFSTOPPED(st));
+	rep.error = -EDQUOT;
+	rep.text = "over a per-uid limit";
+	m.body_case = UFFDD__MSG__BODY_REPLY;
+	m.reply = &rep;
+	fake_send(&f, &m);
+	/* Closed, and nothing listens: a client that took the reset for a
+	 * daemon gone would fail to connect again, at once. */
+	fake_stop(&f);
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), EDQUOT);
+	ck_assert_int_eq(rmdir(f.dir), 0);
+}
+END_TEST
+
 /* A case's bound: a daemon under valgrind starts and stops slowly. */
 #define CASE_TIMEOUT_S 120
 
@@ -2197,6 +2314,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, resume_while_idle, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, stop_fails_at_once, FAKE_TIMEOUT_S);
 	TEST_ADD_CASE(s, reconnect_after_stop, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, uffdctl_escapes_names, FAKE_TIMEOUT_S);
+	TEST_ADD_CASE(s, refusal_read_after_reset, FAKE_TIMEOUT_S);
 	return s;
 }
 

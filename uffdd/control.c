@@ -489,10 +489,9 @@ static const char *recv_error(int err)
 		return "malformed message: truncated, undecodable or of an unknown type";
 	case -EBADF:
 		return "wrong number of file descriptors for this message";
-	case -EOVERFLOW:
-		return "a range wraps around the end of the address space";
 	case -EINVAL:
-		return "a field is out of bounds (empty or unaligned range, unknown mode)";
+		return "a field is out of bounds (a range empty, unaligned, past user space or "
+		       "wrapping; an unknown mode)";
 	default:
 		return NULL;
 	}

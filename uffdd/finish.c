@@ -53,6 +53,9 @@ void session_end(struct session *s, int error, const char *why)
 	}
 	ulog(LOG_INFO, "session %" PRIu64 " (pid %d, %s): %s", s->id, (int)s->pid,
 	     s->name[0] ? s->name : "unnamed", why);
+	char who[32];
+	snprintf(who, sizeof(who), "session %" PRIu64, s->id);
+	ulog_rl_end(&s->rl, who);
 	/* Answered before it is dead: a dead session's socket sends nothing. */
 	if (s->bye_seq)
 		notify_ended(s, s->bye_seq, error, why);

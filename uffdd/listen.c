@@ -253,8 +253,11 @@ static bool out_of_fds(int err)
 }
 
 /* Messages of a refused client read and dropped before its connection is
- * closed (closing with some unread resets it, and the client could not read
- * why): a client sends its Hello, then waits. */
+ * closed: closing with some unread makes the client's next receive fail
+ * ECONNRESET before it gets the Reply queued for it.  A Hello that comes
+ * after the drain still does that, or, after the close, fails EPIPE; either
+ * way the Reply is there for the client's next receive (libpin reads it:
+ * client:refusal_read_after_reset).  A client sends its Hello, then waits. */
 #define REFUSED_DRAIN_MAX 16
 
 /* A connection over its uid's limits (session_new() logged why): tell the

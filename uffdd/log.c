@@ -68,6 +68,14 @@ void ulog_rl(struct ratelimit *rl, int prio, const char *fmt, ...)
 	va_end(ap);
 }
 
+void ulog_rl_end(struct ratelimit *rl, const char *who)
+{
+	if (rl->suppressed)
+		ulog(LOG_WARNING, "%s: %u similar lines suppressed in its last %llu s", who,
+		     rl->suppressed, RL_WINDOW_NS / 1000000000ull);
+	rl->suppressed = 0;
+}
+
 /* libpin's own messages repeat what the daemon logs: detail for -v only. */
 static void libpin_log(enum pin_log_level level, const char *msg, void *userdata)
 {

@@ -275,6 +275,10 @@ void session_unmap_record(struct session *s)
 
 void session_free(struct session *s)
 {
+	/* Closed last: once its connection is gone, what the session cost is
+	 * given back (a test that waits for the one sees the other). */
+	int sock = s->sock;
+
 	if (s->listed) {
 		session_unpublish(s);
 		session_unstore(s);
@@ -290,8 +294,6 @@ void session_free(struct session *s)
 		if (s->uffd)
 			epoll_ctl(s->w->ep, EPOLL_CTL_DEL, pin_uffd_fd(s->uffd), NULL);
 	}
-	if (s->sock >= 0)
-		close(s->sock);
 	/* Closing the userfaultfd wakes the client's blocked threads: they
 	 * fault again as if it had never been registered. */
 	pin_uffd_free(s->uffd);
@@ -322,6 +324,8 @@ void session_free(struct session *s)
 	 * otherwise (a burst of 64 fork sessions left 1 to 3.5 MiB more each
 	 * time).  It walks only the arenas' free lists. */
 	malloc_trim(0);
+	if (sock >= 0)
+		close(sock);
 	notify_status(sessions_count());
 }
 

@@ -125,6 +125,10 @@ struct ratelimit {
 
 void ulog_rl(struct ratelimit *rl, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Log the count of the lines rl suppressed in its window, if any, for who
+ * ("session 7"): the end of what may log through it (a window that never
+ * turns again would never tell). */
+void ulog_rl_end(struct ratelimit *rl, const char *who);
 /* A session's line, rate limited per session. */
 #define slog(s, prio, fmt, ...)                                                                    \
 	ulog_rl(&(s)->rl, prio, "session %" PRIu64 ": " fmt, (s)->id, ##__VA_ARGS__)
