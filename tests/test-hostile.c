@@ -794,6 +794,10 @@ END_TEST
 /* ---- row 6: a source that cannot be read ---- */
 
 #define BAD_PAGES 16
+/* Pages in place before the source fails (every BAD_KEPT_EVERY-th), and the
+ * first one touched after. */
+#define BAD_KEPT_EVERY 8
+#define BAD_TOUCHED    4
 
 static int attack_bad_source(struct attacker *a)
 {
@@ -820,18 +824,34 @@ static int attack_bad_source(struct attacker *a)
 	REQUIRE(pin_uffd_unregister(k.u, base, BAD_PAGES * page) == 0);
 	REQUIRE(add_region(&k, base, BAD_PAGES * page, wronly) == -EBADF);
 	REQUIRE(pin_uffd_unregister(k.u, base, BAD_PAGES * page) == 0);
-	/* One that fails once added: the file is cut to nothing. */
+	/* One that fails once added: the file is cut to nothing, after two
+	 * pages apart (each its own fault, no readahead) came in. */
 	REQUIRE(add_region(&k, base, BAD_PAGES * page, mfd) == 0);
+	for (size_t i = 0; i < BAD_PAGES; i += BAD_KEPT_EVERY)
+		REQUIRE(base[i * page] == 0xa5);
 	REQUIRE(ftruncate(mfd, 0) == 0);
 	REQUIRE(attack_hold(a) == 0);
 	if (!(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON)) {
 		/* Then the daemon places zero pages, and says so. */
 		REQUIRE(test_page_zero(base, BAD_PAGES - 1));
 	} else {
-		/* Touched again, the poisoned page raises SIGBUS again
-		 * without another fault for the daemon. */
-		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
-		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
+		/* The first page touched after the cut fails for good: every
+		 * page of the source not in place is poisoned with it, so
+		 * each raises SIGBUS (again when touched again) without a
+		 * fault for the daemon; the pages in place stay. */
+		struct pin_client_stats st;
+		REQUIRE(test_read_bus(base + BAD_TOUCHED * page));
+		for (size_t i = 0; i < BAD_PAGES; i++) {
+			if (i % BAD_KEPT_EVERY) {
+				REQUIRE(test_read_bus(base + i * page));
+				continue;
+			}
+			for (size_t j = 0; j < page; j++)
+				REQUIRE(base[i * page + j] == 0xa5);
+		}
+		REQUIRE(test_read_bus(base + BAD_TOUCHED * page));
+		REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+		REQUIRE_EQ(st.faults, BAD_PAGES / BAD_KEPT_EVERY + 1);
 	}
 	close(opath);
 	close(wronly);
@@ -841,8 +861,9 @@ static int attack_bad_source(struct attacker *a)
 }
 
 /* Row 6: an O_PATH and an O_WRONLY source get -EBADF at RegionAdd; a source
- * whose read fails (cut to nothing once added) poisons the page touched:
- * SIGBUS, and one log line, not a retry loop. */
+ * whose read fails (cut to nothing once added) poisons the page touched and
+ * every other page it should give that is not in place: SIGBUS, and one log
+ * line and one fault, not a retry loop nor a fault a page. */
 START_TEST(unreadable_source)
 {
 	struct hostile h;

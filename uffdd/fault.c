@@ -11,7 +11,7 @@
  * read that returned it.  It may call place.c, session.c, state.c, store.c,
  * reader.c, source.c, source-remote.c, notify.c (stale notices, fork
  * children), evlog.c (each read of the userfaultfd, each event), share.c
- * (the time fork children cost), log.c and util.c.
+ * (the time fork children and unreadable sources cost), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -284,6 +284,12 @@ static void serve(struct session *s)
 		i = j;
 	}
 	s->nfaults = keep;
+	/* Faults that met a source it cannot read: its own doing, charged
+	 * (share.c), unlike a fault served. */
+	if (s->unpaid_ns) {
+		share_charge(s->share, s->unpaid_ns, uffdd_now_ns());
+		s->unpaid_ns = 0;
+	}
 }
 
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)

@@ -408,6 +408,8 @@ static void bulk_step(struct session *s)
 		 * faults, near that copy).  A fault waits for one run at
 		 * most. */
 		push_one(s);
+	/* The slice's time holds what its pages' unreadable source cost. */
+	s->unpaid_ns = 0;
 	share_charge(s->share, share_clock() - c0, uffdd_now_ns());
 }
 

@@ -831,6 +831,10 @@ struct session {
 	struct reader *rd;
 	/* Some fault or run waits for a page server's answer. */
 	bool remote_wait;
+	/* Worker time (ns) spent on its faults that is its own doing (a source
+	 * it gave that cannot be read: place.c), not charged to its uid yet:
+	 * the fault path charges it (share.c), bulk work's charge holds it. */
+	uint64_t unpaid_ns;
 
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */
