@@ -545,6 +545,7 @@ int fault_handle(struct session *s)
 		apply(s, w->events, n, t0, first);
 		evlog_end(s);
 		if (first) {
+			s->forked = true;
 			state_making_set(s->st, 0, 0);
 			/* Sessions made for the uid: charged as a request is
 			 * (share.c), a fault is not. */

@@ -99,7 +99,8 @@ void uffdd_hold(const char *point);
 /*
  * Work done for a session is charged to its uid (share_charge()); a uid that
  * spent while others were active owes them time, and its requests and bulk
- * work wait until share_owes() says 0.  Faults never wait for it.
+ * work wait until share_owes() says 0.  Faults never wait for it, but for
+ * those of a process that forked while its uid owed (worker.c).
  */
 struct share;
 
@@ -765,6 +766,10 @@ struct session {
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct share *share; /* its uid's share of the daemon's time */
+	/* Its last read of its userfaultfd took a FORK (fault.c); then, if its
+	 * uid owes time, the userfaultfd is not watched until paid (worker.c):
+	 * the process's next fork waits that long in the kernel. */
+	bool forked, uffd_paused;
 	/* Its socket is not watched for requests: its uid owes time (share.c);
 	 * its worker watches it again once paid. */
 	bool paused;
