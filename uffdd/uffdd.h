@@ -809,6 +809,7 @@ struct session {
 	struct replay *replays;
 	size_t nreplays;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
+	uint64_t probe_gap;  /* ns from the last check to the next (push.c) */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
 	/* Its client said Goodbye (STATE_FINISHING): every region's rest is

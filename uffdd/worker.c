@@ -6,10 +6,10 @@
  * lets push.c do one run of background work, and it frees the sessions that
  * died.  Each round it notes the time (its beat), which the watchdog's
  * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It charges
- * the time of each session's requests to its uid, pauses the userfaultfd of
- * a session that forked while its uid owed others time, and watches again
- * the sockets and userfaultfds paused so, once paid (share.c).  It may call
- * push.c, session.c, share.c, log.c and util.c.
+ * the time of each session's requests and of its end to its uid, pauses the
+ * userfaultfd of a session that forked while its uid owed others time, and
+ * watches again the sockets and userfaultfds paused so, once paid
+ * (share.c).  It may call push.c, session.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -130,7 +130,12 @@ static void reap(struct worker *w)
 		if (w->hot == s)
 			w->hot = NULL;
 		atomic_fetch_sub(&w->nsessions, 1);
+		/* Its end is its uid's time too, as its start was (a fork
+		 * child's most of all: its parent made it for nothing). */
+		struct share *sh = s->share;
+		uint64_t c0 = share_clock();
 		session_free(s);
+		share_charge(sh, share_clock() - c0, uffdd_now_ns());
 	}
 }
 
