@@ -49,10 +49,10 @@ static bool failed_for_good(int err)
 /*
  * Pages of r poisoned ahead of their faults when its source failed for good
  * at page i: those of the POISON_SPAN-page span holding i that the source
- * should give (not in place, not known zero, not a hole), so that the
- * process meets SIGBUS there in the kernel, without a fault for the daemon
- * each.  A span bounds the work of one failure (a bitmap scan, an ioctl per
- * run); a fault in the next span poisons that one.
+ * should give but no longer can (gone_from()), not in place, not known zero,
+ * not a hole, so that the process meets SIGBUS there in the kernel, without
+ * a fault for the daemon each.  A span bounds the work of one failure (a
+ * bitmap scan, an ioctl per run); a fault in the next span poisons that one.
  */
 #define POISON_SPAN (1ull << 18)
 
@@ -87,11 +87,33 @@ static void poison_missing(struct session *s, struct region *r, uint64_t i, uint
 	}
 }
 
-static void poison_ahead(struct session *s, struct region *r, uint64_t i)
+/*
+ * The first page of r the source can no longer give, having failed with err:
+ * a file that shrank (EFAULT: the copy ran past the end of its mapping) still
+ * gives the pages before its end; any other failure of a file, or of a page
+ * server, leaves none.  UINT64_MAX: unknown (nothing is poisoned ahead).
+ */
+static uint64_t gone_from(const struct region *r, int err)
+{
+	int fd = source_fd(r->src);
+	struct stat st;
+
+	if (err != EFAULT || fd < 0)
+		return 0;
+	if (fstat_cached(fd, &st) < 0)
+		return UINT64_MAX;
+	uint64_t size = (uint64_t)st.st_size;
+	return size <= r->offset ? 0 : (size - r->offset + uffdd_page - 1) >> uffdd_page_shift;
+}
+
+static void poison_ahead(struct session *s, struct region *r, uint64_t i, int err)
 {
 	uint64_t lo = i & ~(POISON_SPAN - 1),
-		 end = r->npages - lo < POISON_SPAN ? r->npages : lo + POISON_SPAN;
+		 end = r->npages - lo < POISON_SPAN ? r->npages : lo + POISON_SPAN,
+		 from = gone_from(r, err);
 
+	if (from > lo)
+		lo = from;
 	for (uint64_t p = lo; p < end;) {
 		bool data;
 		uint64_t k = run_at(r, p, end, &data);
@@ -143,7 +165,7 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	if (done > 0)
 		mark_populated(r, i, (uint64_t)done >> uffdd_page_shift);
 	if (done > 0 && ahead)
-		poison_ahead(s, r, i);
+		poison_ahead(s, r, i, err);
 	s->unpaid_ns += share_clock() - c0;
 	if (done <= 0)
 		return ret == -EEXIST ? 1 : ret;
