@@ -153,7 +153,7 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	     "%s [%p, +%#zx) from the source: %s; poisoning %s: "
 	     "touching them raises SIGBUS",
 	     call, dst, len, strerror(err),
-	     ahead ? "the pages it should give that are not in place" : "the pages");
+	     ahead ? "the pages it can no longer give" : "the pages");
 	placing(s, dst, len);
 	/* Poisoned ahead, the rest is in place before the thread wakes and
 	 * touches the next page: the caller wakes it then. */
