@@ -243,7 +243,8 @@ static void *worker_main(void *arg)
 		/* While polling, a read() of the userfaultfd that last had
 		 * events is the cheapest look; epoll_wait() looks at everything
 		 * else every few rounds. */
-		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
+		if (spinning && w->hot && !w->hot->dead && !w->hot->uffd_paused &&
+		    ++spins % SPIN_EPOLL_EVERY) {
 			run(&w->hot->wuffd);
 			push_step(w);
 			resume_paused(w, 0);
