@@ -215,8 +215,10 @@ static void keep_fault(struct session *s, size_t *keep, const struct fault *f)
 	s->faults[(*keep)++] = *f;
 }
 
-/* Serve the session's pending faults; keep those that must wait. */
-static void serve(struct session *s)
+/* Serve the session's pending faults; keep those that must wait.  Returns
+ * whether some met a source it cannot read (poisoned: their threads get
+ * SIGBUS, and fault again no sooner than their process recovers). */
+static bool serve(struct session *s)
 {
 	size_t keep = 0;
 
@@ -224,7 +226,7 @@ static void serve(struct session *s)
 	 * prefetch or replay with no fault queued) may go on. */
 	s->eagain = false;
 	if (!s->nfaults)
-		return;
+		return false;
 	qsort(s->faults, s->nfaults, sizeof(*s->faults), cmp_fault);
 	for (size_t i = 0; i < s->nfaults;) {
 		struct fault *f = &s->faults[i];
@@ -272,7 +274,7 @@ static void serve(struct session *s)
 		}
 		if (ret == -ESRCH || ret == -ENOSPC) {
 			session_end(s, -ESRCH, "its process is gone");
-			return;
+			return false;
 		}
 		if (ret < 0)
 			/* The mapping changed or the page cannot be placed:
@@ -286,10 +288,11 @@ static void serve(struct session *s)
 	s->nfaults = keep;
 	/* Faults that met a source it cannot read: its own doing, charged
 	 * (share.c), unlike a fault served. */
-	if (s->unpaid_ns) {
-		share_charge(s->share, s->unpaid_ns, uffdd_now_ns());
-		s->unpaid_ns = 0;
-	}
+	if (!s->unpaid_ns)
+		return false;
+	share_charge(s->share, s->unpaid_ns, uffdd_now_ns());
+	s->unpaid_ns = 0;
+	return true;
 }
 
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
@@ -554,8 +557,13 @@ int fault_handle(struct session *s)
 		if (n < READ_BATCH)
 			break;
 	}
-	serve(s);
-	if (got) {
+	/* A session whose faults were served is polled a while (worker.c):
+	 * its threads are likely to fault again soon; not one whose faults
+	 * were poisoned. */
+	if (serve(s)) {
+		if (w->hot == s)
+			w->hot = NULL;
+	} else if (got) {
 		w->last_busy = uffdd_now_ns();
 		w->hot = s;
 	}
@@ -564,7 +572,7 @@ int fault_handle(struct session *s)
 
 void fault_serve(struct session *s)
 {
-	serve(s);
+	(void)serve(s);
 }
 
 void fault_ready(struct session *s)
