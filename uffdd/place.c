@@ -130,8 +130,10 @@ static void poison_ahead(struct session *s, struct region *r, uint64_t i, int er
  * touches one, when its userfaultfd has the POISON feature; else zero pages
  * are all there is.  A source that failed for good poisons the rest of its
  * span too (poison_ahead()), but in a snapshot's region (a page the memfd
- * lacks says nothing of the others) and one of huge pages.  The time it
- * takes is the session's own doing: unpaid until its uid is charged.
+ * lacks says nothing of the others), one of huge pages, and one whose file
+ * is read by a reader (a network or FUSE file's failure may pass, and a
+ * reader killed fails its read with EIO).  The time it takes is the
+ * session's own doing: unpaid until its uid is charged.
  */
 static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i, uint64_t n,
 				bool push, bool *woke, const char *call, int err)
@@ -148,7 +150,8 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 		return place(s, r, i, n, false, push, woke);
 	}
 	uint64_t c0 = share_clock();
-	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r);
+	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r) &&
+		     !source_may_block(r->src);
 	slog(s, LOG_ERR,
 	     "%s [%p, +%#zx) from the source: %s; poisoning %s: "
 	     "touching them raises SIGBUS",
