@@ -794,6 +794,10 @@ END_TEST
 /* ---- row 6: a source that cannot be read ---- */
 
 #define BAD_PAGES 16
+/* Pages in place before the source fails (every BAD_KEPT_EVERY-th), and the
+ * first one touched after. */
+#define BAD_KEPT_EVERY 8
+#define BAD_TOUCHED    4
 
 static int attack_bad_source(struct attacker *a)
 {
@@ -820,18 +824,34 @@ static int attack_bad_source(struct attacker *a)
 	REQUIRE(pin_uffd_unregister(k.u, base, BAD_PAGES * page) == 0);
 	REQUIRE(add_region(&k, base, BAD_PAGES * page, wronly) == -EBADF);
 	REQUIRE(pin_uffd_unregister(k.u, base, BAD_PAGES * page) == 0);
-	/* One that fails once added: the file is cut to nothing. */
+	/* One that fails once added: the file is cut to nothing, after two
+	 * pages apart (each its own fault, no readahead) came in. */
 	REQUIRE(add_region(&k, base, BAD_PAGES * page, mfd) == 0);
+	for (size_t i = 0; i < BAD_PAGES; i += BAD_KEPT_EVERY)
+		REQUIRE(base[i * page] == 0xa5);
 	REQUIRE(ftruncate(mfd, 0) == 0);
 	REQUIRE(attack_hold(a) == 0);
 	if (!(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON)) {
 		/* Then the daemon places zero pages, and says so. */
 		REQUIRE(test_page_zero(base, BAD_PAGES - 1));
 	} else {
-		/* Touched again, the poisoned page raises SIGBUS again
-		 * without another fault for the daemon. */
-		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
-		REQUIRE(test_read_bus(base + (BAD_PAGES - 1) * page));
+		/* The first page touched after the cut fails for good: every
+		 * page of the source not in place is poisoned with it, so
+		 * each raises SIGBUS (again when touched again) without a
+		 * fault for the daemon; the pages in place stay. */
+		struct pin_client_stats st;
+		REQUIRE(test_read_bus(base + BAD_TOUCHED * page));
+		for (size_t i = 0; i < BAD_PAGES; i++) {
+			if (i % BAD_KEPT_EVERY) {
+				REQUIRE(test_read_bus(base + i * page));
+				continue;
+			}
+			for (size_t j = 0; j < page; j++)
+				REQUIRE(base[i * page + j] == 0xa5);
+		}
+		REQUIRE(test_read_bus(base + BAD_TOUCHED * page));
+		REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
+		REQUIRE_EQ(st.faults, BAD_PAGES / BAD_KEPT_EVERY + 1);
 	}
 	close(opath);
 	close(wronly);
@@ -841,8 +861,9 @@ static int attack_bad_source(struct attacker *a)
 }
 
 /* Row 6: an O_PATH and an O_WRONLY source get -EBADF at RegionAdd; a source
- * whose read fails (cut to nothing once added) poisons the page touched:
- * SIGBUS, and one log line, not a retry loop. */
+ * whose read fails (cut to nothing once added) poisons the page touched and
+ * every other page it should give that is not in place: SIGBUS, and one log
+ * line and one fault, not a retry loop nor a fault a page. */
 START_TEST(unreadable_source)
 {
 	struct hostile h;
@@ -1105,6 +1126,95 @@ static void share_held(struct hostile *h)
 START_TEST(fair_share_defers)
 {
 	hostile_attack_with(attack_share, share_held, NULL);
+}
+END_TEST
+
+/* Forks between two looks at the forker's deferred counter. */
+#define FORK_SHARE_BATCH 16
+
+struct fork_share {
+	struct conn k;
+	struct raw r;
+	int ready;	/* to the test: a wait was counted */
+	int64_t before; /* its deferred count alone */
+	_Atomic bool stop;
+	_Atomic int bad;
+};
+
+/* FORK_SHARE_BATCH forks (each child exits at once), then the deferred
+ * count, asked once the uid owes nothing (SHARE_QUIET_MS later: the
+ * request itself is not deferred): only a paused userfaultfd counts. */
+static int64_t fork_batch(struct fork_share *fs)
+{
+	for (int f = 0; f < FORK_SHARE_BATCH; f++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0)
+			_exit(0);
+		if (reap(pid) != 0)
+			return -1;
+	}
+	test_sleep_ms(SHARE_QUIET_MS * test_time_scale());
+	return deferred_of(&fs->r);
+}
+
+/* Forks until one of them waited for the uid's share; then the test is told
+ * (a second byte on ready). */
+static void *fork_share_loop(void *arg)
+{
+	struct fork_share *fs = arg;
+	int64_t n = fs->before;
+
+	while (!atomic_load(&fs->stop) && n == fs->before)
+		if ((n = fork_batch(fs)) < 0) {
+			atomic_store(&fs->bad, 1);
+			return NULL;
+		}
+	if (n > fs->before && write(fs->ready, "d", 1) != 1)
+		atomic_store(&fs->bad, 1);
+	return NULL;
+}
+
+static int attack_fork_share(struct attacker *a)
+{
+	struct fork_share fs = { 0 };
+	pthread_t th;
+
+	REQUIRE(conn_open(a->h, &fs.k, a->u, "forker") == 0);
+	fs.r = (struct raw){ .sock = pin_client_fd(fs.k.c), .seq = RAW_SEQ0 };
+	uint8_t *base = test_map_region(FW_REGIONS * page);
+	REQUIRE(base);
+	for (size_t i = 0; i < FW_REGIONS; i++)
+		REQUIRE(add_region(&fs.k, base + i * page, page, -1) == 0);
+	/* Alone: no fork waits. */
+	test_sleep_ms(SHARE_QUIET_MS * test_time_scale());
+	fs.before = deferred_of(&fs.r);
+	REQUIRE(fs.before >= 0);
+	REQUIRE(fork_batch(&fs) == fs.before);
+	/* Beside a root client that keeps faulting (share_toucher()): the
+	 * uid owes it the time its children's sessions took, and its next
+	 * fork waits in the kernel until paid. */
+	fs.ready = a->h->ready[1];
+	REQUIRE(pthread_create(&th, NULL, fork_share_loop, &fs) == 0);
+	REQUIRE(attack_hold(a) == 0);
+	atomic_store(&fs.stop, true);
+	REQUIRE(pthread_join(th, NULL) == 0);
+	REQUIRE(fs.bad == 0);
+	/* Each region is still a zero page. */
+	for (size_t i = 0; i < FW_REGIONS; i++)
+		REQUIRE(test_page_zero(base, i));
+	pin_client_free(fs.k.c);
+	return 0;
+}
+
+/* A process that forks (each fork a session of FW_REGIONS regions the
+ * daemon makes, charged to its uid) beside another uid's faults: its
+ * userfaultfd is not read while its uid owes, so a fork waits in the kernel
+ * (counted in its session's deferred); alone, none waits. */
+START_TEST(fair_share_forks)
+{
+	hostile_attack_with(attack_fork_share, share_held, NULL);
 }
 END_TEST
 
@@ -2374,6 +2484,7 @@ Suite *test_suite(void)
 		{ "stuck_flush_capped", stuck_flush_capped },
 		{ "replay_over_present_pages", replay_over_present_pages },
 		{ "fair_share_defers", fair_share_defers },
+		{ "fair_share_forks", fair_share_forks },
 		{ "faults_outside_regions", faults_outside_regions },
 		{ "lengths_past_address_space", lengths_past_address_space },
 		{ "name_forges_nothing", name_forges_nothing },

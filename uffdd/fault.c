@@ -11,7 +11,7 @@
  * read that returned it.  It may call place.c, session.c, state.c, store.c,
  * reader.c, source.c, source-remote.c, notify.c (stale notices, fork
  * children), evlog.c (each read of the userfaultfd, each event), share.c
- * (the time fork children cost), log.c and util.c.
+ * (the time fork children and unreadable sources cost), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -215,8 +215,10 @@ static void keep_fault(struct session *s, size_t *keep, const struct fault *f)
 	s->faults[(*keep)++] = *f;
 }
 
-/* Serve the session's pending faults; keep those that must wait. */
-static void serve(struct session *s)
+/* Serve the session's pending faults; keep those that must wait.  Returns
+ * whether some met a source it cannot read (poisoned: their threads get
+ * SIGBUS, and fault again no sooner than their process recovers). */
+static bool serve(struct session *s)
 {
 	size_t keep = 0;
 
@@ -224,7 +226,7 @@ static void serve(struct session *s)
 	 * prefetch or replay with no fault queued) may go on. */
 	s->eagain = false;
 	if (!s->nfaults)
-		return;
+		return false;
 	qsort(s->faults, s->nfaults, sizeof(*s->faults), cmp_fault);
 	for (size_t i = 0; i < s->nfaults;) {
 		struct fault *f = &s->faults[i];
@@ -272,7 +274,7 @@ static void serve(struct session *s)
 		}
 		if (ret == -ESRCH || ret == -ENOSPC) {
 			session_end(s, -ESRCH, "its process is gone");
-			return;
+			return false;
 		}
 		if (ret < 0)
 			/* The mapping changed or the page cannot be placed:
@@ -284,6 +286,13 @@ static void serve(struct session *s)
 		i = j;
 	}
 	s->nfaults = keep;
+	/* Faults that met a source it cannot read: its own doing, charged
+	 * (share.c), unlike a fault served. */
+	if (!s->unpaid_ns)
+		return false;
+	share_charge(s->share, s->unpaid_ns, uffdd_now_ns());
+	s->unpaid_ns = 0;
+	return true;
 }
 
 static int add_fault(struct session *s, uint64_t addr, uint32_t flags, uint64_t t0)
@@ -539,6 +548,7 @@ int fault_handle(struct session *s)
 		apply(s, w->events, n, t0, first);
 		evlog_end(s);
 		if (first) {
+			s->forked = true;
 			state_making_set(s->st, 0, 0);
 			/* Sessions made for the uid: charged as a request is
 			 * (share.c), a fault is not. */
@@ -547,8 +557,13 @@ int fault_handle(struct session *s)
 		if (n < READ_BATCH)
 			break;
 	}
-	serve(s);
-	if (got) {
+	/* A session whose faults were served is polled a while (worker.c):
+	 * its threads are likely to fault again soon; not one whose faults
+	 * were poisoned. */
+	if (serve(s)) {
+		if (w->hot == s)
+			w->hot = NULL;
+	} else if (got) {
 		w->last_busy = uffdd_now_ns();
 		w->hot = s;
 	}
@@ -557,7 +572,7 @@ int fault_handle(struct session *s)
 
 void fault_serve(struct session *s)
 {
-	serve(s);
+	(void)serve(s);
 }
 
 void fault_ready(struct session *s)

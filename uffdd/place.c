@@ -6,9 +6,11 @@
  * huge page at a time; EEXIST is a page there already.  Data from a source
  * that may block comes from the session's reader (reader.c), from a page
  * server from its GETs (source-remote.c): -EINPROGRESS until then.  Each
- * placing ioctl's range goes into the session's record first.  It may call
- * snapshot.c, session.c, state.c, reader.c, source.c, source-remote.c,
- * log.c and util.c.
+ * placing ioctl's range goes into the session's record first.  A source
+ * that failed for good poisons the region's pages not in place at once, and
+ * what a failed read costs is the session's to pay (s->unpaid_ns).  It may
+ * call snapshot.c, session.c, state.c, reader.c, source.c, source-remote.c,
+ * share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -38,12 +40,100 @@ static void placing(struct session *s, const void *dst, size_t len)
 		state_placing_set(s->st, (uintptr_t)dst, (uintptr_t)dst + len);
 }
 
+/* A source read failed for good, not for a while: a retry would fail again. */
+static bool failed_for_good(int err)
+{
+	return err != EINTR && err != EAGAIN && err != ENOMEM && err != ENOBUFS && err != EDQUOT;
+}
+
+/*
+ * Pages of r poisoned ahead of their faults when its source failed for good
+ * at page i: those of the POISON_SPAN-page span holding i that the source
+ * should give but no longer can (gone_from()), not in place, not known zero,
+ * not a hole, so that the process meets SIGBUS there in the kernel, without
+ * a fault for the daemon each.  A span bounds the work of one failure (a
+ * bitmap scan, an ioctl per run); a fault in the next span poisons that one.
+ */
+#define POISON_SPAN (1ull << 18)
+
+static uint64_t run_at(const struct region *r, uint64_t i, uint64_t end, bool *ret_data);
+
+/* Poison the pages of [i, end) not in place, one ioctl per run; a page the
+ * process has already (EEXIST) stays as it is. */
+static void poison_missing(struct session *s, struct region *r, uint64_t i, uint64_t end)
+{
+	while (i < end) {
+		if (bm_test(r->populated, i)) {
+			i++;
+			continue;
+		}
+		uint64_t n = 1;
+		while (i + n < end && !bm_test(r->populated, i + n))
+			n++;
+		void *dst = region_page_addr(r, i);
+		int64_t done = 0;
+		placing(s, dst, n << uffdd_page_shift);
+		int ret = pin_uffd_poison(s->uffd, dst, n << uffdd_page_shift, PIN_UFFD_DONTWAKE,
+					  &done);
+		uint64_t k = ret == 0 ? n : done > 0 ? (uint64_t)done >> uffdd_page_shift : 0;
+		/* Anything but EEXIST (an event pending, the process gone)
+		 * ends it: the pages left are poisoned at their faults. */
+		if (ret < 0 && ret != -EEXIST)
+			return;
+		/* EEXIST: page i + k is there already, and stays. */
+		uint64_t there = ret == -EEXIST;
+		mark_populated(r, i, k + there);
+		i += k + there;
+	}
+}
+
+/*
+ * The first page of r the source can no longer give, having failed with err:
+ * a file that shrank (EFAULT: the copy ran past the end of its mapping) still
+ * gives the pages before its end; any other failure of a file, or of a page
+ * server, leaves none.  UINT64_MAX: unknown (nothing is poisoned ahead).
+ */
+static uint64_t gone_from(const struct region *r, int err)
+{
+	int fd = source_fd(r->src);
+	struct stat st;
+
+	if (err != EFAULT || fd < 0)
+		return 0;
+	if (fstat_cached(fd, &st) < 0)
+		return UINT64_MAX;
+	uint64_t size = (uint64_t)st.st_size;
+	return size <= r->offset ? 0 : (size - r->offset + uffdd_page - 1) >> uffdd_page_shift;
+}
+
+static void poison_ahead(struct session *s, struct region *r, uint64_t i, int err)
+{
+	uint64_t lo = i & ~(POISON_SPAN - 1),
+		 end = r->npages - lo < POISON_SPAN ? r->npages : lo + POISON_SPAN,
+		 from = gone_from(r, err);
+
+	if (from > lo)
+		lo = from;
+	for (uint64_t p = lo; p < end;) {
+		bool data;
+		uint64_t k = run_at(r, p, end, &data);
+		if (data)
+			poison_missing(s, r, p, p + k);
+		p += k;
+	}
+}
+
 /*
  * The source cannot be read where these pages are (its file shrank, or the
  * read failed: err).  Zero pages would be data made up, and a retry would
  * fail again, forever: poison them, so the process gets SIGBUS when it
  * touches one, when its userfaultfd has the POISON feature; else zero pages
- * are all there is.
+ * are all there is.  A source that failed for good poisons the rest of its
+ * span too (poison_ahead()), but in a snapshot's region (a page the memfd
+ * lacks says nothing of the others), one of huge pages, and one whose file
+ * is read by a reader (a network or FUSE file's failure may pass, and a
+ * reader killed fails its read with EIO).  The time it takes is the
+ * session's own doing: unpaid until its uid is charged.
  */
 static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i, uint64_t n,
 				bool push, bool *woke, const char *call, int err)
@@ -59,19 +149,29 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 		     call, dst, len, strerror(err));
 		return place(s, r, i, n, false, push, woke);
 	}
+	uint64_t c0 = share_clock();
+	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r) &&
+		     !source_may_block(r->src);
 	slog(s, LOG_ERR,
-	     "%s [%p, +%#zx) from the source: %s; poisoning the pages: "
+	     "%s [%p, +%#zx) from the source: %s; poisoning %s: "
 	     "touching them raises SIGBUS",
-	     call, dst, len, strerror(err));
+	     call, dst, len, strerror(err),
+	     ahead ? "the pages it can no longer give" : "the pages");
 	placing(s, dst, len);
-	int ret = pin_uffd_poison(s->uffd, dst, len, woke ? 0 : PIN_UFFD_DONTWAKE, &done);
+	/* Poisoned ahead, the rest is in place before the thread wakes and
+	 * touches the next page: the caller wakes it then. */
+	int ret = pin_uffd_poison(s->uffd, dst, len, woke && !ahead ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
 	if (woke)
-		*woke = ret == 0;
+		*woke = ret == 0 && !ahead;
+	if (done > 0)
+		mark_populated(r, i, (uint64_t)done >> uffdd_page_shift);
+	if (done > 0 && ahead)
+		poison_ahead(s, r, i, err);
+	s->unpaid_ns += share_clock() - c0;
 	if (done <= 0)
 		return ret == -EEXIST ? 1 : ret;
-	mark_populated(r, i, (uint64_t)done >> uffdd_page_shift);
 	return (int64_t)done >> uffdd_page_shift;
 }
 

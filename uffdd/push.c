@@ -16,8 +16,12 @@
 
 #include "uffdd.h"
 
-/* Fork children have no socket to hang up: check on them this often. */
-#define PROBE_NS 1000000000ull
+/* Fork children have no socket to hang up: check on them first after
+ * PROBE_FIRST_NS, then twice as long each time, up to PROBE_NS.  Most
+ * children that fork() makes exit (or exec) soon: their sessions go within
+ * milliseconds, and the few that live long cost a probe a second. */
+#define PROBE_FIRST_NS 1000000ull
+#define PROBE_NS       1000000000ull
 
 /* Place the run of missing pages of r at or after page *next (below end)
  * with DONTWAKE, counted as pushed with push: returns the pages handled, 0
@@ -337,7 +341,9 @@ static void probe(struct session *s, uint64_t now)
 {
 	if (!probed(s) || now < s->next_probe)
 		return;
-	s->next_probe = now + PROBE_NS;
+	s->probe_gap = s->probe_gap ? (s->probe_gap * 2 < PROBE_NS ? s->probe_gap * 2 : PROBE_NS)
+				    : PROBE_FIRST_NS;
+	s->next_probe = now + s->probe_gap;
 	uint64_t a = probe_addr(s);
 	if (a > PROBE_HI - uffdd_page) {
 		slog(s, LOG_WARNING,
@@ -408,6 +414,8 @@ static void bulk_step(struct session *s)
 		 * faults, near that copy).  A fault waits for one run at
 		 * most. */
 		push_one(s);
+	/* The slice's time holds what its pages' unreadable source cost. */
+	s->unpaid_ns = 0;
 	share_charge(s->share, share_clock() - c0, uffdd_now_ns());
 }
 

@@ -10,9 +10,11 @@
  * runs 1/(k+1) of the time at most while others need the daemon, and at
  * full speed alone.  A worker with nothing else to do sleeps in ms (epoll):
  * there, a wait is a ms at least, and the share less.  Faults never wait,
- * whoever owes.  The table holds one entry per uid ever seen, never
- * freed (a client cannot make uids), read and changed with atomics from any
- * worker.  It calls util.c only.
+ * whoever owes, but for those of a process that forked while its uid owed
+ * (worker.c); a fault whose source cannot be read is charged (place.c).
+ * The table holds one entry per uid ever seen, never freed (a client cannot
+ * make uids), read and changed with atomics from any worker.  It calls
+ * util.c only.
  */
 #include <stdlib.h>
 #include <time.h>

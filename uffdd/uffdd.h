@@ -99,7 +99,8 @@ void uffdd_hold(const char *point);
 /*
  * Work done for a session is charged to its uid (share_charge()); a uid that
  * spent while others were active owes them time, and its requests and bulk
- * work wait until share_owes() says 0.  Faults never wait for it.
+ * work wait until share_owes() says 0.  Faults never wait for it, but for
+ * those of a process that forked while its uid owed (worker.c).
  */
 struct share;
 
@@ -790,6 +791,10 @@ struct session {
 	struct worker *w;
 	struct watch wsock, wuffd;
 	struct share *share; /* its uid's share of the daemon's time */
+	/* Its last read of its userfaultfd took a FORK (fault.c); then, if its
+	 * uid owes time, the userfaultfd is not watched until paid (worker.c):
+	 * the process's next fork waits that long in the kernel. */
+	bool forked, uffd_paused;
 	/* Its socket is not watched for requests: its uid owes time (share.c);
 	 * its worker watches it again once paid. */
 	bool paused;
@@ -829,6 +834,7 @@ struct session {
 	struct replay *replays;
 	size_t nreplays;
 	uint64_t next_probe; /* fork children: when to check the process is alive */
+	uint64_t probe_gap;  /* ns from the last check to the next (push.c) */
 	bool warned_outside;
 	bool push_pending; /* some region has pages left to push */
 	/* Its client said Goodbye (STATE_FINISHING): every region's rest is
@@ -859,6 +865,10 @@ struct session {
 	/* Faults wait for a source read ahead to land (source_reads_landed()),
 	 * and with src_wait_bulk its bulk work too. */
 	bool src_wait, src_wait_bulk;
+	/* Worker time (ns) spent on its faults that is its own doing (a source
+	 * it gave that cannot be read: place.c), not charged to its uid yet:
+	 * the fault path charges it (share.c), bulk work's charge holds it. */
+	uint64_t unpaid_ns;
 
 	struct stats stats;
 	struct ratelimit rl; /* its log lines */

@@ -6,9 +6,10 @@
  * lets push.c do one run of background work, and it frees the sessions that
  * died.  Each round it notes the time (its beat), which the watchdog's
  * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It charges
- * the time of each session's requests to its uid, and watches again the
- * sockets paused while their uid owed others time (share.c).  It may call
- * push.c, session.c, share.c, log.c and util.c.
+ * the time of each session's requests and of its end to its uid, pauses the
+ * userfaultfd of a session that forked while its uid owed others time, and
+ * watches again the sockets and userfaultfds paused so, once paid
+ * (share.c).  It may call push.c, session.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +130,35 @@ static void reap(struct worker *w)
 		if (w->hot == s)
 			w->hot = NULL;
 		atomic_fetch_sub(&w->nsessions, 1);
+		/* Its end is its uid's time too, as its start was (a fork
+		 * child's most of all: its parent made it for nothing). */
+		struct share *sh = s->share;
+		uint64_t c0 = share_clock();
 		session_free(s);
+		share_charge(sh, share_clock() - c0, uffdd_now_ns());
 	}
+}
+
+/*
+ * A FORK blocks the forking thread until the daemon reads it, and each costs
+ * the daemon a session: a process that forked while its uid owes others time
+ * (charged for its children, share.c) has its userfaultfd unwatched until
+ * that is paid, so that its uid forks at its share's pace.  Its faults wait
+ * as long (5 ms at most, share.c): the process's own doing; a session that
+ * does not fork is never paused so.
+ */
+static void pause_uffd(struct worker *w, struct session *s)
+{
+	struct epoll_event ev = { .events = 0, .data.ptr = &s->wuffd };
+
+	if (epoll_ctl(w->ep, EPOLL_CTL_MOD, pin_uffd_fd(s->uffd), &ev) < 0) {
+		ulog(LOG_ERR, "session %" PRIu64 ": epoll_ctl(MOD, its userfaultfd): %m", s->id);
+		return;
+	}
+	s->uffd_paused = true;
+	STAT_ADD(s->stats.deferred, 1);
+	if (w->hot == s)
+		w->hot = NULL;
 }
 
 /*
@@ -145,10 +173,13 @@ static void run(struct watch *wt)
 
 	if (wt != &s->wsock) {
 		uint64_t busy = w->last_busy;
+		s->forked = false;
 		wt->handle(s);
 		/* fault_handle() read events. */
 		if (w->last_busy != busy)
 			share_charge(s->share, 0, w->last_busy);
+		if (s->forked && !s->dead && share_owes(s->share, uffdd_now_ns()))
+			pause_uffd(w, s);
 		return;
 	}
 	uint64_t c0 = share_clock();
@@ -157,16 +188,17 @@ static void run(struct watch *wt)
 }
 
 /*
- * Watch again the sockets of the sessions paused while their uid owed others
- * time (control.c), now paid; returns timeout lowered to the wait (ms) for
- * the first one still paused.
+ * Watch again the sockets (control.c) and userfaultfds (pause_uffd()) of the
+ * sessions paused while their uid owed others time, now paid; returns
+ * timeout lowered to the wait (ms) for the first one still paused.
  */
 static int resume_paused(struct worker *w, int timeout)
 {
 	uint64_t now = uffdd_now_ns();
 
 	for (struct session *s = w->sessions; s; s = s->wnext) {
-		if (!s->paused || s->dead || s->sock < 0)
+		bool sock = s->paused && s->sock >= 0;
+		if ((!sock && !s->uffd_paused) || s->dead)
 			continue;
 		uint64_t owes = share_owes(s->share, now);
 		if (owes) {
@@ -175,6 +207,18 @@ static int resume_paused(struct worker *w, int timeout)
 				timeout = ms;
 			continue;
 		}
+		if (s->uffd_paused) {
+			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &s->wuffd };
+			s->uffd_paused = false;
+			if (epoll_ctl(w->ep, EPOLL_CTL_MOD, pin_uffd_fd(s->uffd), &ev) < 0) {
+				ulog(LOG_ERR,
+				     "session %" PRIu64 ": epoll_ctl(MOD, its userfaultfd): %m",
+				     s->id);
+				session_kill(s, "its userfaultfd cannot be watched");
+			}
+		}
+		if (!sock)
+			continue;
 		struct epoll_event ev = { .events = s->outq_n ? EPOLLOUT : EPOLLIN,
 					  .data.ptr = &s->wsock };
 		s->paused = false;
@@ -200,7 +244,8 @@ static void *worker_main(void *arg)
 		/* While polling, a read() of the userfaultfd that last had
 		 * events is the cheapest look; epoll_wait() looks at everything
 		 * else every few rounds. */
-		if (spinning && w->hot && !w->hot->dead && ++spins % SPIN_EPOLL_EVERY) {
+		if (spinning && w->hot && !w->hot->dead && !w->hot->uffd_paused &&
+		    ++spins % SPIN_EPOLL_EVERY) {
 			run(&w->hot->wuffd);
 			push_step(w);
 			resume_paused(w, 0);
