@@ -267,10 +267,12 @@ int main(int argc, char **argv)
 		report(n, &rp, true);
 		snprintf(n, sizeof(n), "restore_256m_lazy_%s_vs_eager", t);
 		bench_metric(n, eager.total_ms / lazy.total_ms, "x");
-		/* Above 1: the lazy restore had every page read sooner than one
-		 * bulk copy (and the touch after it) could. */
+		/* The lazy run's time (from the moment the process runs until it
+		 * read every page) over one bulk copy's (and the touch after it):
+		 * lower is better, below 1 the lazy restore had every page read
+		 * sooner than that copy could (issue 14: seq 0.6, rand 0.65). */
 		snprintf(n, sizeof(n), "restore_256m_lazy_%s_vs_bulk_copy", t);
-		bench_metric(n, bulk.total_ms / lazy.run_ms, "x");
+		bench_metric(n, lazy.run_ms / bulk.total_ms, "x");
 		snprintf(n, sizeof(n), "restore_256m_replay_%s_speedup", t);
 		bench_metric(n, od.total_ms / rp.total_ms, "x");
 		snprintf(n, sizeof(n), "restore_256m_replay_%s_fewer_faults", t);
