@@ -31,8 +31,10 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	*next = i;
 	if (i >= end || !*scan)
 		return 0;
-	uint64_t n = 1;
-	while (n < UFFDD_PUSH_MAX && i + n < end && !done_page(r, i + n))
+	/* As long as one thread's run takes, on every thread that may place
+	 * r's pages. */
+	uint64_t n = 1, most = (uint64_t)UFFDD_PUSH_MAX * place_width(r);
+	while (n < most && i + n < end && !done_page(r, i + n))
 		n++;
 	int64_t got = fault_fill(s, r, i, n, push, NULL);
 	if (got > 0) {

@@ -13,7 +13,7 @@
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-remote,
- * closer, store, notify, evlog, share, log, util.
+ * closer, store, notify, evlog, crew, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -93,6 +93,24 @@ int fstat_cached(int fd, struct stat *st);
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
+
+/* ---- crew.c: placer threads that share a worker's bulk placing ---------- */
+
+/* A task of a batch; buf holds uffdd_run_bytes() for its source reads. */
+typedef void (*crew_fn)(void *task, void *buf);
+
+/* Start n placers (0: each worker places alone); before the workers. */
+int crew_start(unsigned int n);
+/* The threads a batch may have at once: the placers and its caller. */
+unsigned int crew_width(void);
+/* Run fn on tasks (n of size bytes each, in order) with the crew, the
+ * caller taking mine of them at most with its buf: returns k when tasks
+ * [0, k) were done, the rest not begun (none taken by then).  While the
+ * crew serves another caller, this one does its mine alone. */
+unsigned int crew_run(crew_fn fn, void *tasks, size_t size, unsigned int n, unsigned int mine,
+		      void *buf);
+/* After the workers ended: end the placers. */
+void crew_stop(void);
 
 /* ---- share.c: a fair share of the daemon's time per uid ----------------- */
 
@@ -1336,10 +1354,21 @@ static inline void *region_page_addr(const struct region *r, uint64_t i)
 
 /* Zeroes to copy from (a WP region's zero pages); before the workers start. */
 int place_init(void);
+/* Placer threads besides the workers, at most (crew.c), and the pieces one
+ * run is cut into, at most: two per thread. */
+#define UFFDD_PLACERS_MAX  7
+#define UFFDD_PLACE_PIECES (2 * (UFFDD_PLACERS_MAX + 1))
+/* The threads that may place one run of r at once (crew.c): a bulk run of
+ * r may be as many times UFFDD_PUSH_MAX pages, and take no longer. */
+unsigned int place_width(const struct region *r);
 /*
  * Place pages [first, first + n) of r, each from its source or as zero, with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
- * ioctl placed them all and woke their threads.  Returns the pages handled
+ * ioctl placed them all and woke their threads.  A run of 2 x 32 pages or
+ * more is cut into disjoint pieces placed by the crew at once (crew.c),
+ * when place_width(r) allows, the worker doing its share of them only: the
+ * pages handled may end short of the run with no error.  n is
+ * UFFDD_PUSH_MAX x place_width(r) at most.  Returns the pages handled
  * (placed, or found there already), or -errno when none were (-EAGAIN: retry
  * later; -EINPROGRESS: their data is being read, retry once reader_done();
  * -ESRCH: the process is gone).

@@ -7,8 +7,9 @@
  * died.  Each round it notes the time (its beat), which the watchdog's
  * WATCHDOG=1 depends on (listen.c): a worker stuck stops it.  It charges
  * the time of each session's requests to its uid, and watches again the
- * sockets paused while their uid owed others time (share.c).  It may call
- * push.c, session.c, share.c, log.c and util.c.
+ * sockets paused while their uid owed others time (share.c).  It starts
+ * and ends the placer crew (crew.c).  It may call push.c, session.c,
+ * crew.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -251,12 +252,17 @@ static int worker_init(struct worker *w)
 
 int workers_start(unsigned int n)
 {
+	/* As many threads may place one session's run as there are workers
+	 * (as many as CPUs, unless --workers says otherwise). */
+	int r = crew_start(n - 1 < UFFDD_PLACERS_MAX ? n - 1 : UFFDD_PLACERS_MAX);
+	if (r < 0)
+		return r;
 	workers = calloc(n, sizeof(*workers));
 	if (!workers)
 		return -ENOMEM;
 	nworkers = n;
 	for (unsigned int i = 0; i < n; i++) {
-		int r = worker_init(&workers[i]);
+		r = worker_init(&workers[i]);
 		if (r < 0)
 			return r;
 		r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
@@ -296,4 +302,5 @@ void workers_stop(void)
 		for (struct session *s = workers[i].queue; s; s = s->wnext)
 			session_unmap_record(s);
 	}
+	crew_stop();
 }
