@@ -18,6 +18,8 @@
 
 #include "uffdd.h"
 
+#define CREW_THREAD_NAME "uffdd-placer"
+
 static struct {
 	pthread_mutex_t use; /* held by the caller the crew serves */
 	pthread_mutex_t lock;
@@ -98,6 +100,9 @@ int crew_start(unsigned int n)
 			crew.bufs[i] = NULL;
 			return -r;
 		}
+		/* Named: a look at the daemon's threads tells placers from
+		 * workers (a placer is idle whenever every worker is). */
+		pthread_setname_np(crew.threads[i], CREW_THREAD_NAME);
 		crew.n = i + 1;
 	}
 	return 0;
