@@ -1293,7 +1293,7 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 /* ---- fault.c ----------------------------------------------------------- */
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
-#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run a thread places */
 /* Replay requests a session may have under way, and what one worker round
  * gives a Replay (push.c, replay_step()): pages handled (64 MiB: a few ms of
  * copying, then other sessions); runs placed, so that a slice of whole runs
