@@ -2208,7 +2208,21 @@ static unsigned long pets_past(unsigned long n)
 	return got;
 }
 
-/* A thread of pid other than its main one: a worker (uffdd has no others). */
+/* Whether thread tid of pid is one of uffdd's placers (uffdd/crew.c). */
+static bool placer(pid_t pid, pid_t tid)
+{
+	char path[64], comm[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)pid, (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	comm[n > 0 ? n : 0] = '\0';
+	return !strcmp(comm, "uffdd-placer\n");
+}
+
+/* A thread of pid other than its main one and its placers: a worker. */
 static pid_t a_worker(pid_t pid)
 {
 	char path[64];
@@ -2218,7 +2232,7 @@ static pid_t a_worker(pid_t pid)
 	DIR *d = opendir(path);
 	ck_assert_ptr_nonnull(d);
 	for (struct dirent *e; (e = readdir(d)) && !tid;)
-		if (e->d_name[0] != '.' && atoi(e->d_name) != pid)
+		if (e->d_name[0] != '.' && atoi(e->d_name) != pid && !placer(pid, atoi(e->d_name)))
 			tid = atoi(e->d_name);
 	closedir(d);
 	ck_assert_int_gt(tid, 0);
