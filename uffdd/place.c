@@ -348,34 +348,42 @@ static bool wide_ok(const struct region *r)
 }
 
 /*
- * Place [first, first + n) of r in pieces across the crew, the worker doing
- * 1/width of them at most (what one thread's run takes: a fault waits no
- * longer behind it); what no thread took is left for later.  The record's
- * placing range covers every piece first: each ioctl in flight is inside
- * it, and a daemon that takes over from one killed meanwhile places it
- * again (EEXIST for what went in).  Then the worker applies what the pieces
- * did, and from the first piece that failed goes on alone, where errors
- * (EAGAIN, ESRCH, an unreadable source) are handled as ever.  Returns the
- * pages handled from first on, as fill_serial().
+ * Place [first, first + n) of r in pieces across the crew.  The worker
+ * places own pages of them at most, and as many as that at least (or the
+ * run): the pieces of the first own pages are its share, whoever takes
+ * them, and it takes no more once it placed as many pieces (one thread's
+ * run: a fault waits no longer behind it); what no thread took is left for
+ * later.  The record's placing range covers every piece first: each ioctl
+ * in flight is inside it, and a daemon that takes over from one killed
+ * meanwhile places it again (EEXIST for what went in).  Then the worker
+ * applies what the pieces did, and from the first piece that failed goes on
+ * alone, where errors (EAGAIN, ESRCH, an unreadable source) are handled as
+ * ever.  Returns the pages handled from first on, as fill_serial().
  */
-static int64_t fill_wide(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push)
+static int64_t fill_wide(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+			 uint64_t own)
 {
 	struct piece pv[UFFDD_PLACE_PIECES];
-	uint64_t width = crew_width(), np = n / PLACE_PIECE_MIN, placed = 0;
-
-	/* Two pieces a thread: one that is slow to start costs half as much.
-	 * A piece, of UFFDD_PUSH_MAX / 2 pages at most (n is UFFDD_PUSH_MAX x
-	 * width at most), fits a thread's buffer. */
-	if (np > 2 * width)
-		np = 2 * width;
-	for (uint64_t k = 0; k < np; k++)
+	/* Pieces of some size pages: two a thread, so that one slow to start
+	 * costs half as much.  n being UFFDD_PUSH_MAX x width at most, a piece
+	 * is UFFDD_PUSH_MAX / 2 pages at most, and fits a thread's buffer. */
+	uint64_t width = crew_width(), size = n / (2 * width), placed = 0;
+	if (size < PLACE_PIECE_MIN)
+		size = PLACE_PIECE_MIN;
+	uint64_t a = own < n ? own : n, ma = (a + size - 1) / size, mb = (n - a + size - 1) / size;
+	for (uint64_t k = 0; k < ma; k++)
 		pv[k] = (struct piece){
-			.s = s, .r = r, .i = first + n * k / np, .end = first + n * (k + 1) / np
+			.s = s, .r = r, .i = first + a * k / ma, .end = first + a * (k + 1) / ma
 		};
+	for (uint64_t k = 0; k < mb; k++)
+		pv[ma + k] = (struct piece){ .s = s,
+					     .r = r,
+					     .i = first + a + (n - a) * k / mb,
+					     .end = first + a + (n - a) * (k + 1) / mb };
+	uint64_t np = ma + mb;
 	placing(s, region_page_addr(r, first), n << uffdd_page_shift);
-	uint64_t mine = np / width ? np / width : 1,
-		 taken = crew_run(piece_place, pv, sizeof(*pv), (unsigned int)np,
-				  (unsigned int)mine, s->w->buf);
+	uint64_t taken = crew_run(piece_place, pv, sizeof(*pv), (unsigned int)np, (unsigned int)ma,
+				  s->w->buf);
 	for (uint64_t k = 0; k < taken; k++)
 		placed += pv[k].copied + pv[k].zeroed;
 	if (placed) {
@@ -419,9 +427,12 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 {
 	if (n < 2 * PLACE_PIECE_MIN || place_width(r) < 2)
 		return fill_serial(s, r, first, n, push, ret_woken);
-	if (ret_woken)
-		*ret_woken = false;
-	return fill_wide(s, r, first, n, push);
+	if (!ret_woken)
+		return fill_wide(s, r, first, n, push, UFFDD_PUSH_MAX);
+	/* A fault's run is placed whole, as ever: by the worker when no
+	 * placer is free. */
+	*ret_woken = false;
+	return fill_wide(s, r, first, n, push, n);
 }
 
 int place_init(void)

@@ -1355,9 +1355,10 @@ static inline void *region_page_addr(const struct region *r, uint64_t i)
 /* Zeroes to copy from (a WP region's zero pages); before the workers start. */
 int place_init(void);
 /* Placer threads besides the workers, at most (crew.c), and the pieces one
- * run is cut into, at most: two per thread. */
+ * run is cut into, at most: two per thread, and one for the rest of each
+ * of the run's two parts (place.c, fill_wide()). */
 #define UFFDD_PLACERS_MAX  7
-#define UFFDD_PLACE_PIECES (2 * (UFFDD_PLACERS_MAX + 1))
+#define UFFDD_PLACE_PIECES (2 * (UFFDD_PLACERS_MAX + 1) + 2)
 /* The threads that may place one run of r at once (crew.c): a bulk run of
  * r may be as many times UFFDD_PUSH_MAX pages, and take no longer. */
 unsigned int place_width(const struct region *r);
@@ -1366,8 +1367,9 @@ unsigned int place_width(const struct region *r);
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
  * ioctl placed them all and woke their threads.  A run of 2 x 32 pages or
  * more is cut into disjoint pieces placed by the crew at once (crew.c),
- * when place_width(r) allows, the worker doing its share of them only: the
- * pages handled may end short of the run with no error.  n is
+ * when place_width(r) allows; without ret_woken (not a fault's run) the
+ * worker does UFFDD_PUSH_MAX pages of them at most, and the pages handled
+ * may end short of the run with no error.  n is
  * UFFDD_PUSH_MAX x place_width(r) at most.  Returns the pages handled
  * (placed, or found there already), or -errno when none were (-EAGAIN: retry
  * later; -EINPROGRESS: their data is being read, retry once reader_done();
