@@ -19,6 +19,11 @@
 #include "uffdd.h"
 
 #define CREW_THREAD_NAME "uffdd-placer"
+/* After a batch a placer looks for the next one this long before it sleeps,
+ * and a caller for the placers' last tasks before it sleeps: during a push,
+ * batches follow each other some 10 us apart, and a futex sleep and wake-up
+ * costs more than that (tens of us on a busy machine, each batch). */
+#define CREW_SPIN_NS 50000ull
 
 static struct {
 	pthread_mutex_t use; /* held by the caller the crew serves */
@@ -26,14 +31,15 @@ static struct {
 	pthread_cond_t go, done;
 	pthread_t *threads;
 	void **bufs;
-	unsigned int n; /* placers started */
-	uint64_t gen;	/* batches handed out so far */
-	bool stop;
+	unsigned int n;	      /* placers started */
+	_Atomic uint64_t gen; /* batches handed out so far */
+	_Atomic bool stop;
 	/* The batch: n tasks of size bytes from tasks, fn on each. */
 	crew_fn fn;
 	char *tasks;
 	size_t size;
-	unsigned int ntasks, busy; /* placers inside it */
+	unsigned int ntasks;
+	_Atomic unsigned int busy; /* placers inside it */
 	_Atomic unsigned int next; /* the next task to take */
 } crew = {
 	.use = PTHREAD_MUTEX_INITIALIZER,
@@ -56,6 +62,25 @@ static unsigned int take(crew_fn fn, char *tasks, size_t size, unsigned int n, u
 	return done;
 }
 
+/* Until a batch after the seen-th is handed out, the crew stops, or
+ * CREW_SPIN_NS passed. */
+static void spin_while(uint64_t seen)
+{
+	uint64_t until = uffdd_now_ns() + CREW_SPIN_NS;
+
+	while (atomic_load(&crew.gen) == seen && !atomic_load(&crew.stop) && uffdd_now_ns() < until)
+		;
+}
+
+/* Until no placer is inside the batch, or CREW_SPIN_NS passed. */
+static void spin_while_busy(void)
+{
+	uint64_t until = uffdd_now_ns() + CREW_SPIN_NS;
+
+	while (atomic_load(&crew.busy) && uffdd_now_ns() < until)
+		;
+}
+
 static void *placer_main(void *arg)
 {
 	void *buf = arg;
@@ -63,6 +88,11 @@ static void *placer_main(void *arg)
 
 	pthread_mutex_lock(&crew.lock);
 	for (;;) {
+		if (!crew.stop && crew.gen == seen) {
+			pthread_mutex_unlock(&crew.lock);
+			spin_while(seen);
+			pthread_mutex_lock(&crew.lock);
+		}
 		while (!crew.stop && crew.gen == seen)
 			pthread_cond_wait(&crew.go, &crew.lock);
 		if (crew.stop)
@@ -134,6 +164,7 @@ unsigned int crew_run(crew_fn fn, void *tasks, size_t size, unsigned int n, unsi
 	take(fn, tasks, size, n, mine, buf);
 	/* Closed: what no one took is left, a suffix of the tasks. */
 	unsigned int taken = atomic_exchange(&crew.next, n);
+	spin_while_busy();
 	pthread_mutex_lock(&crew.lock);
 	while (crew.busy)
 		pthread_cond_wait(&crew.done, &crew.lock);
