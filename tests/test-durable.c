@@ -1713,6 +1713,46 @@ START_TEST(placed_when_daemon_dies)
 }
 END_TEST
 
+/* A Prefetch of this many pages goes in runs of UFFDD_PUSH_MAX x 2 pages,
+ * each cut into pieces that the worker and its placer place at once (uffdd
+ * --workers 2: one placer, uffdd/crew.c). */
+#define PW_PAGES 4096
+#define PW_SEED	 0x3e1d
+
+/*
+ * The same with a Prefetch of the whole region: the daemon holds once the
+ * pieces of its first run are placed (two ioctls in flight until then, the
+ * worker's and the placer's), none of them recorded.  The record's placing
+ * range must cover every piece: a page of one it left out is never looked
+ * at again (no fault, no push), and the wait never ends.
+ */
+static int client_placed_wide(struct client *cl, void *arg)
+{
+	int src = *(int *)arg;
+	struct pin_client_stats st;
+	struct conn k;
+	uint8_t *base;
+
+	REQUIRE(open_region(&k, PW_PAGES, src, &base) == 0);
+	REQUIRE(tell(cl) == 0);
+	REQUIRE(hear(cl) == 0);
+	REQUIRE_EQ(pin_client_prefetch(k.c, base, PW_PAGES * page), 0);
+	for (size_t i = 0; i < PW_PAGES; i++)
+		REQUIRE(src_page_ok(base + i * page, i, PW_SEED));
+	REQUIRE_EQ(pin_client_wait_populated(k.c, base, PW_PAGES * page, wait_ms()), 0);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.pages_total, PW_PAGES);
+	REQUIRE_EQ(st.pages_populated, PW_PAGES);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(placed_by_two_when_daemon_dies)
+{
+	die_held("placed", client_placed_wide, PW_PAGES, PW_SEED, "region added");
+}
+END_TEST
+
 /* ---- the pin cache's event log across a restart ---- */
 
 #define EL_PAGES 16
@@ -2168,7 +2208,21 @@ static unsigned long pets_past(unsigned long n)
 	return got;
 }
 
-/* A thread of pid other than its main one: a worker (uffdd has no others). */
+/* Whether thread tid of pid is one of uffdd's placers (uffdd/crew.c). */
+static bool placer(pid_t pid, pid_t tid)
+{
+	char path[64], comm[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)pid, (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	comm[n > 0 ? n : 0] = '\0';
+	return !strcmp(comm, "uffdd-placer\n");
+}
+
+/* A thread of pid other than its main one and its placers: a worker. */
 static pid_t a_worker(pid_t pid)
 {
 	char path[64];
@@ -2178,7 +2232,7 @@ static pid_t a_worker(pid_t pid)
 	DIR *d = opendir(path);
 	ck_assert_ptr_nonnull(d);
 	for (struct dirent *e; (e = readdir(d)) && !tid;)
-		if (e->d_name[0] != '.' && atoi(e->d_name) != pid)
+		if (e->d_name[0] != '.' && atoi(e->d_name) != pid && !placer(pid, atoi(e->d_name)))
 			tid = atoi(e->d_name);
 	closedir(d);
 	ck_assert_int_gt(tid, 0);
@@ -2247,6 +2301,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, mremap_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, mremap_read_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, placed_when_daemon_dies, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, placed_by_two_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, evlog_taken_over, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, request_in_flight, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, kill_loop, KILL_BASE_S + KILL_EACH_S * kills());

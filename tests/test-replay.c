@@ -261,7 +261,22 @@ static uint64_t sequential_faults(uint64_t n)
 	return faults;
 }
 
-/* Whether every thread of uffdd sleeps in epoll_wait(): a worker sleeps only
+/* Thread tid of uffdd (pid) is a placer (uffdd/crew.c): it places only
+ * while a worker waits for it, so when every worker sleeps, it does too. */
+static bool placer_thread(pid_t pid, const char *tid)
+{
+	char path[96], comm[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ssize_t n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	comm[n > 0 ? n : 0] = '\0';
+	return !strcmp(comm, "uffdd-placer\n");
+}
+
+/* Whether every worker of uffdd sleeps in epoll_wait(): a worker sleeps only
  * when it has nothing left to do (with readahead queued its timeout is 0);
  * an io_uring worker of its source reads (uffdd/source-ra.c) waits for work
  * in io_wq_worker.  Else says which thread is busy, in busy. */
@@ -274,7 +289,7 @@ static bool daemon_idle(pid_t pid, char *busy, size_t len)
 	DIR *dir = opendir(path);
 	ck_assert_ptr_nonnull(dir);
 	for (struct dirent *e; idle && (e = readdir(dir));) {
-		if (e->d_name[0] == '.')
+		if (e->d_name[0] == '.' || placer_thread(pid, e->d_name))
 			continue;
 		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/wchan", (int)pid, e->d_name);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -6,11 +6,12 @@
  * huge page at a time; EEXIST is a page there already.  Data from a source
  * that may block comes from the session's reader (reader.c), from a page
  * server from its GETs (source-remote.c): -EINPROGRESS until then.  Each
- * placing ioctl's range goes into the session's record first.  A source
- * that failed for good poisons the region's pages not in place at once, and
- * what a failed read costs is the session's to pay (s->unpaid_ns).  It may
- * call snapshot.c, session.c, state.c, reader.c, source.c, source-remote.c,
- * share.c, log.c and util.c.
+ * placing ioctl's range goes into the session's record first.  A long run
+ * goes in pieces placed by several threads at once (crew.c), whose results
+ * the worker applies.  A source that failed for good poisons the region's
+ * pages not in place at once, and what a failed read costs is the session's
+ * to pay (s->unpaid_ns).  It may call snapshot.c, session.c, state.c,
+ * reader.c, source.c, source-remote.c, crew.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,12 @@
 #include "uffdd.h"
 
 /* Zeroes to copy from: a zero page of a WP region must be write-protected,
- * which UFFDIO_ZEROPAGE cannot do. */
+ * which UFFDIO_ZEROPAGE cannot do.  Read by the crew too. */
 static void *zeroes;
+/* Pages: a run shorter than two of these is placed by one thread (handing
+ * a piece to another costs a wake-up, some 10 us; copying 128 KiB, some
+ * 40 us). */
+#define PLACE_PIECE_MIN 32
 
 static void mark_populated(struct region *r, uint64_t i, uint64_t n)
 {
@@ -344,8 +349,9 @@ static uint64_t run_at(const struct region *r, uint64_t i, uint64_t end, bool *r
 	return k;
 }
 
-int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
-		   bool *ret_woken)
+/* fault_fill() one ioctl after the other, by the calling worker. */
+static int64_t fill_serial(struct session *s, struct region *r, uint64_t first, uint64_t n,
+			   bool push, bool *ret_woken)
 {
 	/* Each huge page that [first, +n) touches is placed whole. */
 	uint64_t i = r->huge ? first & ~(region_unit(r) - 1) : first, end = first + n;
@@ -365,6 +371,174 @@ int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t
 			break;
 	}
 	return (int64_t)((i < end ? i : end) - first);
+}
+
+/*
+ * A piece of a wide run: pages [i, end) of r, placed by whichever thread of
+ * the crew takes it, with DONTWAKE, one ioctl per run_at() run.  It changes
+ * nothing of the session: what it placed is counted here, and the worker
+ * applies it once every piece is done.  It stops at the first call that
+ * fails (err), but for EEXIST: that page is there, and it goes on.
+ */
+struct piece {
+	struct session *s;
+	struct region *r;
+	uint64_t i, end;
+	uint64_t at;			/* pages below it are in place */
+	uint64_t copied, zeroed, bytes; /* placed by it (pages, pages, bytes copied) */
+	uint64_t eexist;
+	int err;
+};
+
+static void piece_place(void *task, void *buf)
+{
+	struct piece *p = task;
+	struct region *r = p->r;
+	bool wp = r->mode & PIN_UFFD_REGISTER_WP;
+
+	for (p->at = p->i; p->at < p->end;) {
+		bool data;
+		uint64_t k = run_at(r, p->at, p->end, &data);
+		size_t len = k << uffdd_page_shift;
+		void *dst = region_page_addr(r, p->at);
+		const void *src = zeroes;
+		bool cont = data && snapshot_region(r), copy = !cont && (data || wp);
+		int64_t done = 0;
+		int ret = 0;
+
+		if (data && !cont)
+			ret = source_data(r->src, r->offset + (p->at << uffdd_page_shift), len, buf,
+					  &src);
+		if (ret < 0) {
+			p->err = ret;
+			return;
+		}
+		if (cont)
+			ret = pin_uffd_continue(p->s->uffd, dst, len, PIN_UFFD_DONTWAKE, &done);
+		else if (copy)
+			ret = pin_uffd_copy(p->s->uffd, dst, src, len,
+					    PIN_UFFD_DONTWAKE | (wp ? PIN_UFFD_WP : 0), &done);
+		else
+			ret = pin_uffd_zeropage(p->s->uffd, dst, len, PIN_UFFD_DONTWAKE, &done);
+		if (ret == 0)
+			done = (int64_t)len;
+		if (done > 0) {
+			uint64_t got = (uint64_t)done >> uffdd_page_shift;
+			p->at += got;
+			if (!data)
+				p->zeroed += got;
+			else
+				p->copied += got;
+			if (data && !cont)
+				p->bytes += (uint64_t)done;
+		}
+		if (ret == -EEXIST) {
+			/* The page at p->at is there (placed before a
+			 * takeover, or the process's own): counted as
+			 * such, not as placed. */
+			p->eexist++;
+			p->at++;
+		} else if (ret < 0) {
+			p->err = ret;
+			return;
+		}
+	}
+}
+
+/* Whether r's runs may go to the crew: not a source that may block (its
+ * reader serves one worker), nor a page server's, nor huge pages (placed
+ * one at a time). */
+static bool wide_ok(const struct region *r)
+{
+	return !r->huge && !source_remote(r->src) && !source_may_block(r->src);
+}
+
+/*
+ * Place [first, first + n) of r in pieces across the crew.  The worker
+ * places own pages of them at most, and as many as that at least (or the
+ * run): the pieces of the first own pages are its share, whoever takes
+ * them, and it takes no more once it placed as many pieces (one thread's
+ * run: a fault waits no longer behind it); what no thread took is left for
+ * later.  The record's placing range covers every piece first: each ioctl
+ * in flight is inside it, and a daemon that takes over from one killed
+ * meanwhile places it again (EEXIST for what went in).  Then the worker
+ * applies what the pieces did, and from the first piece that failed goes on
+ * alone, where errors (EAGAIN, ESRCH, an unreadable source) are handled as
+ * ever.  Returns the pages handled from first on, as fill_serial().
+ */
+static int64_t fill_wide(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+			 uint64_t own)
+{
+	struct piece pv[UFFDD_PLACE_PIECES];
+	/* Pieces of some size pages: two a thread, so that one slow to start
+	 * costs half as much.  n being UFFDD_PUSH_MAX x width at most, a piece
+	 * is UFFDD_PUSH_MAX / 2 pages at most, and fits a thread's buffer. */
+	uint64_t width = crew_width(), size = n / (2 * width), placed = 0;
+	if (size < PLACE_PIECE_MIN)
+		size = PLACE_PIECE_MIN;
+	uint64_t a = own < n ? own : n, ma = (a + size - 1) / size, mb = (n - a + size - 1) / size;
+	for (uint64_t k = 0; k < ma; k++)
+		pv[k] = (struct piece){
+			.s = s, .r = r, .i = first + a * k / ma, .end = first + a * (k + 1) / ma
+		};
+	for (uint64_t k = 0; k < mb; k++)
+		pv[ma + k] = (struct piece){ .s = s,
+					     .r = r,
+					     .i = first + a + (n - a) * k / mb,
+					     .end = first + a + (n - a) * (k + 1) / mb };
+	uint64_t np = ma + mb;
+	placing(s, region_page_addr(r, first), n << uffdd_page_shift);
+	uint64_t taken = crew_run(piece_place, pv, sizeof(*pv), (unsigned int)np, (unsigned int)ma,
+				  s->w->buf);
+	for (uint64_t k = 0; k < taken; k++)
+		placed += pv[k].copied + pv[k].zeroed;
+	if (placed) {
+		uffdd_hold("placed");
+		s->in_eagain = false;
+	}
+	uint64_t stop = taken;
+	for (uint64_t k = 0; k < taken; k++) {
+		struct piece *p = &pv[k];
+		mark_populated(r, p->i, p->at - p->i);
+		STAT_ADD(s->stats.pages_copied, p->copied);
+		STAT_ADD(s->stats.bytes_copied, p->bytes);
+		STAT_ADD(s->stats.pages_zeroed, p->zeroed);
+		STAT_ADD(s->stats.eexist, p->eexist);
+		if (push)
+			STAT_ADD(s->stats.pages_pushed, p->copied + p->zeroed);
+		if (stop == taken && p->at < p->end)
+			stop = k;
+		/* The caller wakes the pages handled from first on, up to the
+		 * first piece that failed: those after it, here. */
+		else if (stop < taken && p->at > p->i)
+			pin_uffd_wake(s->uffd, region_page_addr(r, p->i),
+				      (p->at - p->i) << uffdd_page_shift);
+	}
+	if (stop == taken)
+		return (int64_t)(pv[taken - 1].end - first);
+	uint64_t head = pv[stop].at - first;
+	int64_t more = fill_serial(s, r, pv[stop].at, pv[stop].end - pv[stop].at, push, NULL);
+	if (more < 0)
+		return head ? (int64_t)head : more;
+	return (int64_t)(head + (uint64_t)more);
+}
+
+unsigned int place_width(const struct region *r)
+{
+	return wide_ok(r) ? crew_width() : 1;
+}
+
+int64_t fault_fill(struct session *s, struct region *r, uint64_t first, uint64_t n, bool push,
+		   bool *ret_woken)
+{
+	if (n < 2 * PLACE_PIECE_MIN || place_width(r) < 2)
+		return fill_serial(s, r, first, n, push, ret_woken);
+	if (!ret_woken)
+		return fill_wide(s, r, first, n, push, UFFDD_PUSH_MAX);
+	/* A fault's run is placed whole, as ever: by the worker when no
+	 * placer is free. */
+	*ret_woken = false;
+	return fill_wide(s, r, first, n, push, n);
 }
 
 int place_init(void)

@@ -3,14 +3,15 @@
  * Pages placed before they fault: Prefetch requests (queued by requests and
  * by the readahead), the background push of untouched pages between faults,
  * working-set replay, and WaitPopulated.  Work is done in runs of at most
- * UFFDD_PUSH_MAX pages, placed through fault.c, so a fault never waits behind
- * more than one run; a session's work waits while its reader reads, and
- * while its uid owes others time (share.c); each round one session's work
- * goes, in turn.  A session whose client said Goodbye ends here once its
- * pages are all in, and a Firecracker VM's whose handshake did not come in
- * time (its fc_deadline).  It may call fault.c, finish.c, session.c,
- * reader.c, source-remote.c, notify.c (the reply to a WaitPopulated),
- * share.c, log.c and util.c.
+ * UFFDD_PUSH_MAX pages for each thread that may place them (place_width():
+ * the worker and the placers, each taking pieces), placed through place.c,
+ * so a fault never waits behind more than one thread's run; a session's work
+ * waits while its reader reads, and while its uid owes others time
+ * (share.c); each round one session's work goes, in turn.  A session whose
+ * client said Goodbye ends here once its pages are all in, and a Firecracker
+ * VM's whose handshake did not come in time (its fc_deadline).  It may call
+ * fault.c, place.c, finish.c, session.c, reader.c, source-remote.c,
+ * notify.c (the reply to a WaitPopulated), share.c, log.c and util.c.
  */
 #include <string.h>
 
@@ -35,8 +36,10 @@ static int64_t place_run(struct session *s, struct region *r, uint64_t *next, ui
 	*next = i;
 	if (i >= end || !*scan)
 		return 0;
-	uint64_t n = 1;
-	while (n < UFFDD_PUSH_MAX && i + n < end && !done_page(r, i + n))
+	/* As long as one thread's run takes, on every thread that may place
+	 * r's pages. */
+	uint64_t n = 1, most = (uint64_t)UFFDD_PUSH_MAX * place_width(r);
+	while (n < most && i + n < end && !done_page(r, i + n))
 		n++;
 	int64_t got = fault_fill(s, r, i, n, push, NULL);
 	if (got > 0) {

@@ -13,7 +13,8 @@
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-ra,
- * source-remote, remote-conn, closer, store, notify, evlog, share, log, util.
+ * source-remote, remote-conn, closer, store, notify, evlog, crew, share, log,
+ * util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -93,6 +94,24 @@ int fstat_cached(int fd, struct stat *st);
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
+
+/* ---- crew.c: placer threads that share a worker's bulk placing ---------- */
+
+/* A task of a batch; buf holds uffdd_run_bytes() for its source reads. */
+typedef void (*crew_fn)(void *task, void *buf);
+
+/* Start n placers (0: each worker places alone); before the workers. */
+int crew_start(unsigned int n);
+/* The threads a batch may have at once: the placers and its caller. */
+unsigned int crew_width(void);
+/* Run fn on tasks (n of size bytes each, in order) with the crew, the
+ * caller taking mine of them at most with its buf: returns k when tasks
+ * [0, k) were done, the rest not begun (none taken by then).  While the
+ * crew serves another caller, this one does its mine alone. */
+unsigned int crew_run(crew_fn fn, void *tasks, size_t size, unsigned int n, unsigned int mine,
+		      void *buf);
+/* After the workers ended: end the placers. */
+void crew_stop(void);
 
 /* ---- share.c: a fair share of the daemon's time per uid ----------------- */
 
@@ -1335,7 +1354,7 @@ int do_working_set_get(struct req *q, Uffdd__Reply *rep, Uffdd__Range **ret_buf)
 /* ---- fault.c ----------------------------------------------------------- */
 
 #define UFFDD_RA_MAX   512 /* pages: the largest readahead window, and run */
-#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run */
+#define UFFDD_PUSH_MAX 256 /* pages: the largest push or Prefetch run a thread places */
 /* Replay requests a session may have under way, and what one worker round
  * gives a Replay (push.c, replay_step()): pages handled (64 MiB: a few ms of
  * copying, then other sessions); runs placed, so that a slice of whole runs
@@ -1396,10 +1415,23 @@ static inline void *region_page_addr(const struct region *r, uint64_t i)
 
 /* Zeroes to copy from (a WP region's zero pages); before the workers start. */
 int place_init(void);
+/* Placer threads besides the workers, at most (crew.c), and the pieces one
+ * run is cut into, at most: two per thread, and one for the rest of each
+ * of the run's two parts (place.c, fill_wide()). */
+#define UFFDD_PLACERS_MAX  7
+#define UFFDD_PLACE_PIECES (2 * (UFFDD_PLACERS_MAX + 1) + 2)
+/* The threads that may place one run of r at once (crew.c): a bulk run of
+ * r may be as many times UFFDD_PUSH_MAX pages, and take no longer. */
+unsigned int place_width(const struct region *r);
 /*
  * Place pages [first, first + n) of r, each from its source or as zero, with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
- * ioctl placed them all and woke their threads.  Returns the pages handled
+ * ioctl placed them all and woke their threads.  A run of 2 x 32 pages or
+ * more is cut into disjoint pieces placed by the crew at once (crew.c),
+ * when place_width(r) allows; without ret_woken (not a fault's run) the
+ * worker does UFFDD_PUSH_MAX pages of them at most, and the pages handled
+ * may end short of the run with no error.  n is
+ * UFFDD_PUSH_MAX x place_width(r) at most.  Returns the pages handled
  * (placed, or found there already), or -errno when none were (-EAGAIN: retry
  * later; -EINPROGRESS: their data is being read, retry once reader_done();
  * -ESRCH: the process is gone).

@@ -9,7 +9,8 @@
  * the time of each session's requests and of its end to its uid, pauses the
  * userfaultfd of a session that forked while its uid owed others time, and
  * watches again the sockets and userfaultfds paused so, once paid
- * (share.c).  It may call push.c, session.c, share.c, log.c and util.c.
+ * (share.c).  It starts and ends the placer crew (crew.c).  It may call
+ * push.c, session.c, crew.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -297,12 +298,17 @@ static int worker_init(struct worker *w)
 
 int workers_start(unsigned int n)
 {
+	/* As many threads may place one session's run as there are workers
+	 * (as many as CPUs, unless --workers says otherwise). */
+	int r = crew_start(n - 1 < UFFDD_PLACERS_MAX ? n - 1 : UFFDD_PLACERS_MAX);
+	if (r < 0)
+		return r;
 	workers = calloc(n, sizeof(*workers));
 	if (!workers)
 		return -ENOMEM;
 	nworkers = n;
 	for (unsigned int i = 0; i < n; i++) {
-		int r = worker_init(&workers[i]);
+		r = worker_init(&workers[i]);
 		if (r < 0)
 			return r;
 		r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
@@ -342,4 +348,5 @@ void workers_stop(void)
 		for (struct session *s = workers[i].queue; s; s = s->wnext)
 			session_unmap_record(s);
 	}
+	crew_stop();
 }

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite daemon, area place: one session's runs placed by several threads at
+ * once (issue 14 item 1).  uffdd runs with --workers 2, so its crew has one
+ * placer thread beside the workers, and every push run of 64 pages or more
+ * goes in pieces, the worker taking its share and the placer the others.
+ * Which thread placed which piece depends on the scheduler; what must not is
+ * checked exactly: every byte, and the counters (each page placed once,
+ * copied or zeroed as its source says, none found there twice), also while
+ * the process forks, moves part of the range and discards another part.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+/* The region: 64 MiB of 4 KiB pages. */
+#define NPAGES 16384
+#define SEED   0x9a7
+/* Holes in the source: HOLES runs of HOLE_LEN pages, one every HOLE_EVERY. */
+#define HOLES	   16
+#define HOLE_LEN   40
+#define HOLE_EVERY 1024
+#define HOLE_AT	   500
+/* The placer threads uffdd --workers 2 has (uffdd/crew.c): workers - 1. */
+#define WORKERS "2"
+#define PLACERS 1
+/* How long a client waits for the push of 64 MiB (ms, native). */
+#define WAIT_MS 60000
+
+static size_t page;
+
+struct conn {
+	struct pin_client *c;
+	struct pin_uffd *u;
+};
+
+static int conn_open(const struct test_daemon *d, struct conn *k)
+{
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC,
+		.features = PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |
+			    PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
+	};
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "test-place" };
+
+	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
+	REQUIRE(pin_client_connect(&co, &k->c) == 0);
+	REQUIRE(pin_client_handover(k->c, k->u) == 0);
+	return 0;
+}
+
+static void conn_close(struct conn *k)
+{
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
+}
+
+/* A region of n pages at base over fd, pushed. */
+static int add_region(struct conn *k, void *base, size_t n, int fd)
+{
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = base,
+		.len = n * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.fd = fd,
+	};
+
+	if (pin_uffd_register(k->u, base, n * page, PIN_UFFD_REGISTER_MISSING, NULL) < 0)
+		return -1;
+	return pin_client_region_add(k->c, &r);
+}
+
+/* Page i of the source is a hole (read as zero). */
+static bool in_hole(size_t i)
+{
+	return i % HOLE_EVERY >= HOLE_AT && i % HOLE_EVERY < HOLE_AT + HOLE_LEN;
+}
+
+/* A memfd of NPAGES patterned pages (seed SEED), with holes when holes. */
+static int make_source(bool holes)
+{
+	int fd = memfd_create("place-src", MFD_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	test_pattern_write(fd, NPAGES * page, SEED);
+	for (size_t h = 0; holes && h < HOLES; h++)
+		ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					   (off_t)((h * HOLE_EVERY + HOLE_AT) * page),
+					   (off_t)(HOLE_LEN * page)),
+				 0);
+	/* The holes must be seen as such, or the zero pieces go untested. */
+	if (holes)
+		ck_assert_int_eq(lseek(fd, HOLE_AT * page, SEEK_DATA),
+				 (off_t)((HOLE_AT + HOLE_LEN) * page));
+	return fd;
+}
+
+/* The threads of process pid named name. */
+static int threads_named(pid_t pid, const char *name)
+{
+	char path[96], comm[32];
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ssize_t k = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+		comm[k > 0 ? k - 1 : 0] = '\0';
+		n += !strcmp(comm, name);
+	}
+	closedir(dir);
+	return n;
+}
+
+/* uffdd --workers 2, which must have its placer: else nothing here is
+ * placed by two threads. */
+static void up(struct test_daemon *d)
+{
+	const char *const args[] = { "--workers", WORKERS, NULL };
+
+	test_daemon_start(d, args);
+	ck_assert_int_eq(threads_named(d->pid, "uffdd-placer"), PLACERS);
+}
+
+static int run(const struct test_daemon *d, int (*fn)(const struct test_daemon *, int), int fd)
+{
+	pid_t pid = fork();
+	int st;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fn(d, fd));
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- 64 MiB pushed by two threads ---- */
+
+/*
+ * The push places the whole region before the process touches a page: each
+ * page once (pushed, copied or zeroed as the source has it, no EEXIST), and
+ * every byte as the source has it.
+ */
+static int client_push(const struct test_daemon *d, int fd)
+{
+	struct pin_client_stats st;
+	struct conn k;
+	size_t holes = 0;
+
+	REQUIRE(conn_open(d, &k) == 0);
+	uint8_t *base = test_map_region(NPAGES * page);
+	REQUIRE(base);
+	REQUIRE(add_region(&k, base, NPAGES, fd) == 0);
+	REQUIRE_EQ(pin_client_wait_populated(k.c, base, NPAGES * page, WAIT_MS * test_time_scale()),
+		   0);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	for (size_t i = 0; i < NPAGES; i++)
+		holes += in_hole(i);
+	REQUIRE_EQ(holes, HOLES * HOLE_LEN);
+	REQUIRE_EQ(st.faults, 0);
+	REQUIRE_EQ(st.pages_pushed, NPAGES);
+	REQUIRE_EQ(st.pages_copied, NPAGES - holes);
+	REQUIRE_EQ(st.pages_zeroed, holes);
+	REQUIRE_EQ(st.bytes_copied, (NPAGES - holes) * page);
+	REQUIRE_EQ(st.eexist, 0);
+	REQUIRE_EQ(st.pages_total, NPAGES);
+	REQUIRE_EQ(st.pages_populated, NPAGES);
+	for (size_t i = 0; i < NPAGES; i++)
+		REQUIRE(in_hole(i) ? test_page_zero(base, i) : test_page_ok(base, i, SEED));
+	/* Read, nothing faulted: every page was in place. */
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.faults, 0);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(push_64m_two_placers)
+{
+	struct test_daemon d;
+
+	up(&d);
+	int fd = make_source(true);
+	ck_assert_int_eq(run(&d, client_push, fd), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* ---- fork, mremap and MADV_DONTNEED while the push places ---- */
+
+/* The parts of the region: discarded, moved, and the rest kept. */
+#define DN_FROM 4096
+#define DN_LEN	512
+#define MV_FROM 8192
+#define MV_LEN	4096
+
+/* Page i of the source, mapped at p (page i of the region was there). */
+static bool page_is(const uint8_t *p, size_t i)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (size_t j = 0; j < page / 8; j++)
+		if (w[j] != test_pattern(i * page + j * 8, SEED))
+			return false;
+	return true;
+}
+
+/*
+ * As soon as the region is added (the push under way), the process forks a
+ * child that reads every page, discards DN_LEN pages, and moves MV_LEN pages
+ * elsewhere; then it reads every page.  The child's pages are the source's;
+ * the parent's too, but the discarded ones: zero, as a discard of anonymous
+ * memory leaves them (the daemon places nothing there afterwards); and the
+ * moved ones are the source's at their new address.
+ */
+static int client_events(const struct test_daemon *d, int fd)
+{
+	struct conn k;
+
+	REQUIRE(conn_open(d, &k) == 0);
+	uint8_t *base = test_map_region(NPAGES * page);
+	uint8_t *spot = mmap(NULL, MV_LEN * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(base && spot != MAP_FAILED);
+	REQUIRE(add_region(&k, base, NPAGES, fd) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		for (size_t i = 0; i < NPAGES; i++)
+			if (!page_is(base + i * page, i))
+				_exit(1);
+		_exit(0);
+	}
+	REQUIRE(madvise(base + DN_FROM * page, DN_LEN * page, MADV_DONTNEED) == 0);
+	REQUIRE(mremap(base + MV_FROM * page, MV_LEN * page, MV_LEN * page,
+		       MREMAP_MAYMOVE | MREMAP_FIXED, spot) == spot);
+	for (size_t i = 0; i < NPAGES; i++) {
+		if (i >= MV_FROM && i < MV_FROM + MV_LEN)
+			REQUIRE(page_is(spot + (i - MV_FROM) * page, i));
+		else if (i >= DN_FROM && i < DN_FROM + DN_LEN)
+			REQUIRE(test_page_zero(base, i));
+		else
+			REQUIRE(page_is(base + i * page, i));
+	}
+	int st;
+	REQUIRE(waitpid(pid, &st, 0) == pid);
+	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(placing_under_fork_mremap_dontneed)
+{
+	struct test_daemon d;
+
+	up(&d);
+	int fd = make_source(false);
+	ck_assert_int_eq(run(&d, client_events, fd), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
+/* A case's bound: 64 MiB under valgrind takes minutes. */
+#define CASE_TIMEOUT_S 600
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("place");
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	TEST_ADD_CASE(s, push_64m_two_placers, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, placing_under_fork_mremap_dontneed, CASE_TIMEOUT_S);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	if (!getenv("UFFDD"))
+		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
+	return test_uffd_skip_reason();
+}
