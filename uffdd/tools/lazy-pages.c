@@ -40,8 +40,14 @@
  * connection (CRIU's page server takes one for the whole tree), as they are
  * touched or pushed; nothing is fetched here.  The images directory needs
  * the metadata only (and pages-N.img for the pages CRIU restores eagerly).
- * This program reads nothing of the connection meanwhile; when every task
- * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.  A
+ * Once it handed the connection over, this program neither reads nor writes
+ * it: the end belongs to whoever uses the stream last, and uffdd's GETs may
+ * still be in flight when a task ends (one that exits early leaves its GETs
+ * to the others).  uffdd ends it when the last session using it ended: it
+ * reads the answers in flight, sends PS_IOV_CLOSE (which ends a lazy dump),
+ * reads CRIU's status and shuts its side down; CRIU then closes its own.
+ * This program waits for that end, bounded, after its sessions said
+ * Goodbye.  With no task handed over it sends PS_IOV_CLOSE itself.  A
  * uffdd restart loses such a connection (the stream cannot be resumed after
  * a reply half read: issue 13), so with --fetch-all each task's lazy pages
  * are fetched whole as it arrives (many GETs in flight) into a sealed memfd
@@ -52,6 +58,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -76,6 +83,9 @@
 #define MAX_TASKS 1024
 /* A page server that moves no byte for this long is taken for dead. */
 #define PS_TIMEOUT_MS 30000
+/* uffdd's end of a connection handed over: its wait for the answers in
+ * flight and for CRIU's status (10 s each, uffdd-protocol(7)), and margin. */
+#define PS_END_TIMEOUT_MS 30000
 /* The features CRIU's restore side asks for on each task's userfaultfd. */
 #define CRIU_FEATURES                                                                              \
 	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
@@ -95,6 +105,9 @@ static const char *images_dir, *work_dir, *uffdd_socket;
 static struct pin_ps *page_server;
 /* --fetch-all: its pages fetched into memfds, not asked by uffdd. */
 static bool fetch_all;
+/* The page server's connection was handed to uffdd (a task's regions take
+ * pages from it): uffdd ends it, not this program. */
+static bool handed_over;
 static int verbose;
 /* lazy-pages.socket while it exists: removed once the restore side is
  * connected, or when a signal ends the wait for it. */
@@ -298,12 +311,14 @@ static int task_start(struct task *t, int pid, int fd)
 	 * ends its own session, not this call.  All in one request: the
 	 * restorer's first touches wait for them. */
 	unsigned int flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTERED;
-	if (r >= 0 && page_server && !fetch_all)
+	if (r >= 0 && page_server && !fetch_all) {
 		r = nregions =
 			pin_client_add_image_regions_remote(t->client, t->img, lazy, nlazy, flags,
 							    pin_ps_fd(page_server), (uint64_t)pid);
-	else if (r >= 0)
+		handed_over |= r > 0 && lazy_bytes(t->img);
+	} else if (r >= 0) {
 		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy, flags);
+	}
 	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
@@ -360,6 +375,37 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 	*ret_pushed +=
 		after.pages_copied >= since ? after.pages_copied - since : after.pages_copied;
 	return 0;
+}
+
+/*
+ * uffdd ends the page server's connection it was handed once the last
+ * session using it is gone (see the top): wait, bounded, until CRIU closed
+ * its end (or uffdd cut the connection), reading nothing of the stream.
+ */
+static int wait_page_server_end(void)
+{
+	struct pollfd p = { .fd = pin_ps_fd(page_server), .events = POLLRDHUP };
+	double until = now_ms() + PS_END_TIMEOUT_MS;
+
+	for (;;) {
+		double left = until - now_ms();
+		int r = poll(&p, 1, left > 0 ? (int)left : 0);
+
+		if (r > 0)
+			return 0;
+		if (r == 0) {
+			fprintf(stderr,
+				"uffdd-lazy-pages: page server: uffdd did not end the connection "
+				"within %d ms of the last Goodbye\n",
+				PS_END_TIMEOUT_MS);
+			return -ETIMEDOUT;
+		}
+		if (errno != EINTR) {
+			int err = errno;
+			fprintf(stderr, "uffdd-lazy-pages: page server: poll: %s\n", strerror(err));
+			return -err;
+		}
+	}
 }
 
 /* One aligned run of the task's: -errno of process_madvise() or 0. */
@@ -676,14 +722,16 @@ int main(int argc, char **argv)
 		if (f == 0)
 			task_collapse(&tasks[i], &denied);
 	}
-	/* Every page is in: uffdd asks the page server for nothing more (with
-	 * --fetch-all, nothing was handed over). */
-	if (page_server) {
-		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
-		pin_ps_free(page_server);
-	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
+	/* Every session said Goodbye: uffdd ends the connection it holds
+	 * once they are gone; else nobody asks the page server for more
+	 * (with --fetch-all, nothing was handed over). */
+	if (page_server && handed_over && !failed)
+		failed += wait_page_server_end() < 0;
+	else if (page_server && !handed_over)
+		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
+	pin_ps_free(page_server);
 	printf("uffdd-lazy-pages: %zu tasks restored in %.1f ms, %" PRIu64
 	       " pages pushed after it in %.1f ms; %zu exited before, %zu failed\n",
 	       ntasks, t1 - t0, pushed, now_ms() - t1, exited, failed);
