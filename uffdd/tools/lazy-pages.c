@@ -27,7 +27,9 @@
  *
  * Then each task whose pages are all in gets its huge pages back: its lazy
  * mappings' aligned 2 MiB runs go through process_madvise(MADV_COLLAPSE) on a
- * pidfd opened when the task arrived.  That needs CAP_SYS_NICE and ptrace
+ * pidfd of the process that holds them (lazy-task.c: at the dump's pid, or
+ * at that pid in a pid namespace below ours, where CRIU restores a tree
+ * dumped in one).  That needs CAP_SYS_NICE and ptrace
  * read access to the task, which this program has beside `criu restore`;
  * uffdd itself never asks for them.
  *
@@ -72,6 +74,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "lazy-task.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
 /* include/uapi/asm-generic/mman-common.h, since Linux 6.1; glibc 2.36 lacks it. */
@@ -95,7 +98,7 @@ struct task {
 	int pid;
 	struct pin_image *img;
 	struct pin_client *client;
-	int pidfd;			/* -1: none (the task was gone already) */
+	int pidfd;			/* < 0: none (not found, or not looked for yet) */
 	struct pin_client_stats before; /* when the restore ended */
 	bool have_before;
 };
@@ -284,11 +287,6 @@ static int task_start(struct task *t, int pid, int fd)
 	double t0 = now_ms();
 
 	t->pid = pid;
-	/* Taken now, while the pid surely names the task. */
-	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (t->pidfd < 0)
-		fprintf(stderr, "uffdd-lazy-pages: task %d: pidfd_open: %s; no huge pages for it\n",
-			pid, strerror(errno));
 	r = pin_uffd_from_fd(fd, CRIU_FEATURES, &u);
 	if (r < 0) {
 		close(fd);
@@ -418,6 +416,36 @@ static int collapse_run(int pidfd, uint64_t a)
 	return 0;
 }
 
+/* The task's pidfd, found among the processes here (lazy-task.c); false,
+ * said, when none is it. */
+static bool task_find(struct task *t)
+{
+	size_t n = pin_image_nr_regions(t->img), k = 0;
+	struct lazy_range *v = calloc(n ? n : 1, sizeof(*v));
+	int host = 0;
+
+	if (!v)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		const struct pin_image_region *g = pin_image_region(t->img, i);
+		if (lazy_mapping(g))
+			v[k++] = (struct lazy_range){ g->addr, g->len };
+	}
+	t->pidfd = k ? lazy_task_pidfd(t->pid, v, k, &host) : -ENOENT;
+	free(v);
+	if (t->pidfd == -ESRCH || t->pidfd == -ENOTUNIQ)
+		printf("uffdd-lazy-pages: task %d: %s holds its mappings, at pid %d or at pid %d "
+		       "of a pid namespace below; no huge pages for it\n",
+		       t->pid, t->pidfd == -ESRCH ? "no process here" : "more than one process",
+		       t->pid, t->pid);
+	else if (t->pidfd < 0 && t->pidfd != -ENOENT)
+		fprintf(stderr, "uffdd-lazy-pages: task %d: finding its process: %s\n", t->pid,
+			strerror(-t->pidfd));
+	else if (t->pidfd >= 0 && host != t->pid && verbose)
+		fprintf(stderr, "uffdd-lazy-pages: task %d is process %d here\n", t->pid, host);
+	return t->pidfd >= 0;
+}
+
 /*
  * The task's pages are all in: make each aligned 2 MiB run of its lazy
  * mappings a huge page.  The mappings are unregistered now (uffdd closed its
@@ -426,53 +454,12 @@ static int collapse_run(int pidfd, uint64_t a)
  * A mapping left MADV_NOHUGEPAGE cannot be changed from here (process_madvise
  * takes only COLD, PAGEOUT, WILLNEED and COLLAPSE for another process).
  */
-/*
- * Whether the process at the task's pid is the restored task: each lazy
- * mapping of the dump lies inside a mapping of its /proc/PID/maps (inside,
- * not equal: the kernel may merge neighbours the dump had apart), and the
- * pidfd still names a live process (the pid not reused since).  CRIU sends
- * the pid of the dump; restored into a pid namespace, the task has another
- * one here.
- */
-static bool task_is_here(const struct task *t)
-{
-	size_t n = pin_image_nr_regions(t->img), found = 0, want = 0;
-	char path[64], line[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", t->pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		want += lazy_mapping(pin_image_region(t->img, i));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long start, end;
-
-		if (sscanf(line, "%llx-%llx", &start, &end) != 2)
-			continue;
-		for (size_t i = 0; i < n; i++) {
-			const struct pin_image_region *g = pin_image_region(t->img, i);
-			found += lazy_mapping(g) && g->addr >= start && g->addr + g->len <= end;
-		}
-	}
-	fclose(f);
-	return found == want && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0;
-}
-
 static void task_collapse(struct task *t, bool *denied)
 {
 	unsigned int runs = 0, huge = 0, refused = 0;
 
-	if (t->pidfd < 0 || *denied)
+	if (*denied || !task_find(t))
 		return;
-	if (!task_is_here(t)) {
-		printf("uffdd-lazy-pages: task %d: the process with pid %d here is not the "
-		       "restored "
-		       "task (a pid namespace?); no huge pages for it\n",
-		       t->pid, t->pid);
-		return;
-	}
 	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
 		const struct pin_image_region *g = pin_image_region(t->img, i);
 		uint64_t a = (g->addr + HUGE_RUN - 1) & ~(HUGE_RUN - 1);
