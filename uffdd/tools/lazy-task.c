@@ -9,7 +9,9 @@
  * inside its mappings (/proc/PID/maps: inside a run of adjacent ones, since
  * the kernel may merge neighbours the dump had apart and split what it had
  * whole) and the pidfd opened before that check still names a live process
- * after it (the pid not reused meanwhile).  It calls libc only.
+ * after it (the pid not reused meanwhile); in a pid namespace below ours,
+ * only a process nobody traces (the dumped tree may live on beside the
+ * restored one, seized by criu).  It calls libc only.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -75,11 +77,14 @@ static int open_checked(int host, const struct lazy_range *v, size_t n)
 	return -ESRCH;
 }
 
-/* Whether host lives in a pid namespace below ours with pid there. */
+/* Whether host lives in a pid namespace below ours with pid there, and is
+ * traced by nobody: a tree dumped by `criu dump --lazy-pages` lives on,
+ * seized by criu (TracerPid), with the same pids and mappings, until its
+ * pages are all taken. */
 static bool inner_pid_is(int host, int pid)
 {
 	char path[64], line[512];
-	bool yes = false;
+	bool ns = false, traced = true;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/proc/%d/status", host);
@@ -91,6 +96,10 @@ static bool inner_pid_is(int host, int pid)
 		long last = 0;
 		int fields = 0;
 
+		if (!strncmp(line, "TracerPid:", strlen("TracerPid:"))) {
+			traced = strtol(line + strlen("TracerPid:"), NULL, 10) != 0;
+			continue;
+		}
 		if (strncmp(line, "NSpid:", strlen("NSpid:")))
 			continue;
 		for (;; p = end, fields++) {
@@ -99,11 +108,10 @@ static bool inner_pid_is(int host, int pid)
 				break;
 			last = x;
 		}
-		yes = fields >= 2 && last == pid;
-		break;
+		ns = fields >= 2 && last == pid;
 	}
 	fclose(f);
-	return yes;
+	return ns && !traced;
 }
 
 int lazy_task_pidfd(int pid, const struct lazy_range *v, size_t n, int *ret_host)

@@ -15,8 +15,8 @@ struct lazy_range {
 /*
  * A pidfd of the restored task that had pid in the dump and whose lazy
  * mappings are v[0..n): the process at pid here when it holds them, else the
- * one process of a pid namespace below ours whose pid there (the last of its
- * NSpid) is pid and that holds them; *ret_host is its pid here.  -ESRCH when
+ * one process of a pid namespace below ours, traced by nobody, whose pid
+ * there (the last of its NSpid) is pid and that holds them; *ret_host is its pid here.  -ESRCH when
  * none does, -ENOTUNIQ when several do, else -errno.
  */
 int lazy_task_pidfd(int pid, const struct lazy_range *v, size_t n, int *ret_host);
