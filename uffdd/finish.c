@@ -35,32 +35,44 @@ uint64_t session_pages_left(const struct session *s)
 	return left;
 }
 
-/* A process gone (error -ESRCH): its WaitPopulated requests are answered. */
-static void answer_waits(struct session *s, int error, const char *why)
+/* Its process is gone: its WaitPopulated requests are answered. */
+static void answer_waits(struct session *s)
 {
-	while (error == -ESRCH && s->nwaits) {
-		notify_reply(s, s->waits[0].seq, error, why);
+	while (s->gone && s->nwaits) {
+		notify_reply(s, s->waits[0].seq, -ESRCH, "its process is gone");
 		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
 	}
 }
 
 void session_end(struct session *s, int error, const char *why)
 {
-	char text[160];
+	char text[256], gone[128];
+
+	bool gone_now = error == -ESRCH;
 
 	if (s->dead)
 		return;
+	s->gone |= gone_now;
+	/* Gone after pages of it could not be had: not an end its restore may
+	 * take for a task that exited. */
+	if (error == -ESRCH && s->unreadable) {
+		snprintf(gone, sizeof(gone),
+			 "its process is gone after %" PRIu64 " of its pages could not be read "
+			 "from their source",
+			 s->unreadable);
+		error = -EIO;
+		why = gone;
+	}
 	/* Its client is still there and waits for no answer yet: the end is
 	 * told in the answer to its Goodbye (or its hang-up ends it), never by
 	 * a connection cut under a request on its way (a task of a restore
 	 * that exits before its Goodbye is not a failure: -ESRCH says so). */
-	if (s->sock >= 0 && !s->bye_seq &&
-	    (s->finishing ? !error || error == -ESRCH : error == -ESRCH)) {
+	if (s->sock >= 0 && !s->bye_seq && (s->finishing ? !error || gone_now : gone_now)) {
 		if (!s->ending)
 			snprintf(s->end_why, sizeof(s->end_why), "%s", why);
 		s->end_error = s->ending ? s->end_error : error;
 		s->ending = true;
-		answer_waits(s, s->end_error, s->end_why);
+		answer_waits(s);
 		return;
 	}
 	if (error) {
@@ -74,7 +86,7 @@ void session_end(struct session *s, int error, const char *why)
 	if (s->bye_seq)
 		notify_ended(s, s->bye_seq, error, why);
 	s->bye_seq = 0;
-	answer_waits(s, error, why);
+	answer_waits(s);
 	if (s->fc_ready)
 		notify_vm_ended(s);
 	s->dead = true;

@@ -287,8 +287,8 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 		return;
 	}
 	/* Its process is gone (the end waits for its Goodbye): never. */
-	if (s->ending && s->end_error == -ESRCH) {
-		notify_reply(s, seq, -ESRCH, s->end_why);
+	if (s->gone) {
+		notify_reply(s, seq, -ESRCH, "its process is gone");
 		return;
 	}
 	if (s->nwaits >= UFFDD_WAITS_MAX) {
