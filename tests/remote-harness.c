@@ -238,6 +238,7 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	REQUIRE(pin_client_stats(c, 0, &st) == 0);
 	n.copied = st.pages_copied;
 	REQUIRE(write(cl->report, &n, sizeof(n)) == sizeof(n));
+	free(order);
 	pin_client_free(c);
 	pin_uffd_free(u);
 	return 0;
