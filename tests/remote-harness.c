@@ -23,6 +23,7 @@
 /* criu/page-xfer.c */
 #define PS_IOV_ADD_F 6
 #define PS_IOV_GET   7
+#define PS_IOV_CLOSE 0x1023
 #define PE_PRESENT   4
 
 static size_t page;
@@ -56,7 +57,21 @@ static bool answer(int sk, const struct server_opts *o, struct iov *q, bool lie)
 	return ok;
 }
 
-/* Serve until the daemon hangs up (or o says to); the report. */
+/* PS_IOV_CLOSE, as CRIU's page_server_serve() takes it: status 0, then
+ * nothing more but the hang-up (CRIU: "Unexpected data"). */
+static void closed(int sk, struct report *rp)
+{
+	int32_t status = 0;
+	char c;
+
+	rp->closes++;
+	if (!test_send_all(sk, &status, sizeof(status)))
+		snprintf(rp->why, sizeof(rp->why), "PS_IOV_CLOSE: sending the status failed");
+	else if (read(sk, &c, 1) != 0)
+		snprintf(rp->why, sizeof(rp->why), "data after PS_IOV_CLOSE");
+}
+
+/* Serve until the daemon closes or hangs up (or o says to); the report. */
 static void serve(int sk, const struct server_opts *o, struct report *rp)
 {
 	uint64_t ntasks = o->ntasks ? o->ntasks : 1;
@@ -72,6 +87,10 @@ static void serve(int sk, const struct server_opts *o, struct report *rp)
 		if (hold || nheld == 0) {
 			if (!test_read_all(sk, &q, sizeof(q)))
 				break;
+			if (q.cmd == PS_IOV_CLOSE && !nheld) {
+				closed(sk, rp);
+				break;
+			}
 			if (q.cmd != PS_IOV_GET || q.dst_id < TASK || q.dst_id >= TASK + ntasks ||
 			    q.vaddr < REMOTE_BASE || (q.vaddr - REMOTE_BASE) % page ||
 			    !q.nr_pages ||
@@ -219,6 +238,7 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	REQUIRE(pin_client_stats(c, 0, &st) == 0);
 	n.copied = st.pages_copied;
 	REQUIRE(write(cl->report, &n, sizeof(n)) == sizeof(n));
+	free(order);
 	pin_client_free(c);
 	pin_uffd_free(u);
 	return 0;

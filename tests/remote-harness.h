@@ -30,6 +30,7 @@ struct server_opts {
 
 struct report {
 	long gets, pages, twice, most_held;
+	long closes; /* PS_IOV_CLOSE: answered with status 0, then EOF checked */
 	char why[160];
 };
 

@@ -87,7 +87,8 @@ static void run_restart(const struct server_opts *o, struct client *cl, struct r
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
 	ck_assert_int_eq(test_read_all(p[0], n, sizeof(*n)), true);
 	close(p[0]);
-	/* The session ends with its client: the daemon hangs up. */
+	/* The session ends with its client: the daemon ends the connection
+	 * (PS_IOV_CLOSE), or cuts it when it broke or was lost. */
 	server_end(&s, rp);
 	test_daemon_stop(&d);
 }
@@ -128,6 +129,8 @@ static void run_broken_server(long hang_up_after, long lie_at)
 	ck_assert_int_eq(n.ok, rp.pages);
 	ck_assert_int_eq(n.bus, NPAGES - rp.pages);
 	ck_assert_int_gt(n.bus, 0);
+	/* Broken: cut, never closed. */
+	ck_assert_int_eq(rp.closes, 0);
 }
 
 /*
@@ -150,6 +153,8 @@ START_TEST(random_faults_each_page_once)
 	ck_assert_int_eq(rp.twice, 0);
 	ck_assert_int_eq(rp.pages, NPAGES);
 	ck_assert_uint_eq(n.copied, NPAGES);
+	/* The session gone, the daemon ended the connection. */
+	ck_assert_int_eq(rp.closes, 1);
 }
 END_TEST
 
@@ -175,6 +180,7 @@ START_TEST(push_many_gets_in_flight)
 	ck_assert_int_ge(rp.most_held, 4);
 	/* 1 MiB each, none short, none asked twice. */
 	ck_assert_int_eq(rp.gets, (long)npages / 256);
+	ck_assert_int_eq(rp.closes, 1);
 }
 END_TEST
 
@@ -217,6 +223,8 @@ START_TEST(restart_loses_the_page_server)
 	ck_assert_int_ge(n.ok, NPAGES / 2);
 	ck_assert_int_eq(n.ok + n.bus, NPAGES);
 	ck_assert_int_le(n.ok, rp.pages);
+	/* Lost with the killed daemon: nobody closes it. */
+	ck_assert_int_eq(rp.closes, 0);
 }
 END_TEST
 
@@ -295,8 +303,10 @@ static void run_tree(size_t touch0, const char *const *extra)
 		close(h[i]);
 		close(g[i]);
 	}
-	/* The last session gone, the daemon closes the connection. */
+	/* The last session gone, the daemon ends the connection: task 0's
+	 * GETs in flight answered first, then PS_IOV_CLOSE, once. */
 	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.closes, 1);
 	ck_assert_int_eq(rp.twice, 0);
 	/* Task 0's readahead may have asked for pages it never touched. */
 	if (touch0)
@@ -428,6 +438,7 @@ START_TEST(other_uid_refused_the_connection)
 	ck_assert_int_eq(n.ok, NPAGES);
 	ck_assert_int_eq(n.wrong, 0);
 	server_end(&srv, &rp);
+	ck_assert_int_eq(rp.closes, 1);
 	ck_assert_int_eq(rp.twice, 0);
 	ck_assert_int_eq(rp.pages, NPAGES);
 	test_daemon_stop(&d);

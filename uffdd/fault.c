@@ -188,6 +188,7 @@ static void poison_lost(struct session *s, uint64_t addr)
 {
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
+	s->unreadable++;
 	if (r < 0 && r != -EEXIST)
 		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
 		     strerror(-r));

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * How a session ends: at once (its process is gone, it hung up, its
- * userfaultfd failed), or, after its client said Goodbye, once the daemon
- * has placed every page of its regions (push.c calls session_end() then).
+ * How a session ends: at once (it hung up, its userfaultfd failed), when
+ * its process is gone (at its client's Goodbye or hang-up, if its client is
+ * there: the answer says -ESRCH), or, after its client said Goodbye, once
+ * the daemon has placed every page of its regions (push.c calls
+ * session_end() then).
  * The answer to a Goodbye that waits for the end, -ESRCH to the
  * WaitPopulated requests of a process that is gone, a finishing session
  * that goes on without its connection, and the pages a session still
@@ -33,17 +35,44 @@ uint64_t session_pages_left(const struct session *s)
 	return left;
 }
 
+/* Its process is gone: its WaitPopulated requests are answered. */
+static void answer_waits(struct session *s)
+{
+	while (s->gone && s->nwaits) {
+		notify_reply(s, s->waits[0].seq, -ESRCH, "its process is gone");
+		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
+	}
+}
+
 void session_end(struct session *s, int error, const char *why)
 {
-	char text[160];
+	char text[256], gone[128];
+
+	bool gone_now = error == -ESRCH;
 
 	if (s->dead)
 		return;
-	if (s->finishing && s->sock >= 0 && !s->bye_seq && (!error || error == -ESRCH)) {
+	s->gone |= gone_now;
+	/* Gone after pages of it could not be had: not an end its restore may
+	 * take for a task that exited. */
+	if (error == -ESRCH && s->unreadable) {
+		snprintf(gone, sizeof(gone),
+			 "its process is gone after %" PRIu64 " of its pages could not be read "
+			 "from their source",
+			 s->unreadable);
+		error = -EIO;
+		why = gone;
+	}
+	/* Its client is still there and waits for no answer yet: the end is
+	 * told in the answer to its Goodbye (or its hang-up ends it), never by
+	 * a connection cut under a request on its way (a task of a restore
+	 * that exits before its Goodbye is not a failure: -ESRCH says so). */
+	if (s->sock >= 0 && !s->bye_seq && (s->finishing ? !error || gone_now : gone_now)) {
 		if (!s->ending)
 			snprintf(s->end_why, sizeof(s->end_why), "%s", why);
 		s->end_error = s->ending ? s->end_error : error;
 		s->ending = true;
+		answer_waits(s);
 		return;
 	}
 	if (error) {
@@ -60,10 +89,7 @@ void session_end(struct session *s, int error, const char *why)
 	if (s->bye_seq)
 		notify_ended(s, s->bye_seq, error, why);
 	s->bye_seq = 0;
-	while (error == -ESRCH && s->nwaits) {
-		notify_reply(s, s->waits[0].seq, error, why);
-		memmove(&s->waits[0], &s->waits[1], --s->nwaits * sizeof(*s->waits));
-	}
+	answer_waits(s);
 	if (s->fc_ready)
 		notify_vm_ended(s);
 	s->dead = true;

@@ -147,6 +147,7 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	void *dst = region_page_addr(r, i);
 	int64_t done = 0;
 
+	s->unreadable += n;
 	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
 		slog(s, LOG_ERR,
 		     "%s [%p, +%#zx) from the source: %s; placing zero "

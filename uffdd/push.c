@@ -293,6 +293,11 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 		notify_reply(s, seq, 0, "populated");
 		return;
 	}
+	/* Its process is gone (the end waits for its Goodbye): never. */
+	if (s->gone) {
+		notify_reply(s, seq, -ESRCH, "its process is gone");
+		return;
+	}
 	if (s->nwaits >= UFFDD_WAITS_MAX) {
 		notify_reply(s, seq, -EBUSY, "too many WaitPopulated requests waiting already");
 		return;

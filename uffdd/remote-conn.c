@@ -5,16 +5,29 @@
  * last closes it; one that leaves with GETs in flight stays as an orphan
  * until they are answered), which source's session pays for its buffers,
  * their accounting (remote_drop()), the worker's epoll watch of a source's
- * descriptor, telling a source's worker that something came for it, and a
- * connection breaking.  It calls log.c and util.c.
+ * descriptor, telling a source's worker that something came for it, a
+ * connection breaking, and its end.  The end belongs to whoever uses the
+ * stream last: while the daemon holds a connection only the daemon writes to
+ * it, so the last source to leave ends it (conn_end()): the answers to every
+ * GET still in flight are read (and dropped), then PS_IOV_CLOSE goes out and
+ * CRIU's status is read, each wait bounded, and the stream is shut down
+ * (CRIU then closes its end, which the client waits for).  That runs on a
+ * thread of its own, so that a slow or silent server stalls no worker.  It
+ * calls log.c and util.c.
  */
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "remote-internal.h"
+
+/* How long the end waits for a server that moves nothing: as long as a live
+ * source does (source-remote.c), so that a slow server is not cut short. */
+#define CONN_END_TIMEOUT_MS 10000
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn *conns;
@@ -32,9 +45,8 @@ void remote_tell(struct remote *rm, const struct worker *self)
 /* Watch the socket once, edge-triggered: replies, a hang-up, room after a
  * send found none, each wakes the worker once, whose rounds pump every
  * source (remotes_pump()): no epoll_ctl() as GETs come and go.  With nothing
- * asked, what comes is not read (the stream is the client's then:
- * uffdd-lazy-pages closes the connection there once every page is in), and
- * wakes no more.  Nothing once broken.  rm's worker only. */
+ * asked, what comes is not read here (the next GET's answer check finds it)
+ * and wakes no more.  Nothing once broken.  rm's worker only. */
 void remote_rewatch(struct remote *rm)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLET,
@@ -133,6 +145,8 @@ static int conn_get(int fd, const struct stat *st, uid_t uid, uint64_t sid, stru
 			continue;
 		if (c->uid != uid)
 			return -EBUSY;
+		if (c->ending)
+			return -ESHUTDOWN;
 		*ret = c;
 		return 0;
 	}
@@ -211,19 +225,90 @@ void remote_unlink(struct conn *c, struct remote *rm)
 	*p = rm->cnext;
 }
 
+/* Read the answers to the GETs still in flight (their pages dropped: their
+ * buffers are freed with the connection); 0, or -errno. */
+static int conn_drain(struct conn *c)
+{
+	struct pollfd p = { .fd = pin_ps_fd(c->ps) };
+
+	while (pin_ps_gets_pending(c->gets)) {
+		int r = pin_ps_gets_pump(c->gets, NULL, NULL);
+		if (r < 0)
+			return r;
+		if (!pin_ps_gets_pending(c->gets))
+			break;
+		p.events = POLLIN | (pin_ps_gets_sending(c->gets) ? POLLOUT : 0);
+		r = poll(&p, 1, CONN_END_TIMEOUT_MS);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/* End c with the server, then free it (its own thread, or the caller's when
+ * none could be made): nothing else holds c now. */
+static void *conn_end(void *arg)
+{
+	struct conn *c = arg;
+	int fd = pin_ps_fd(c->ps), r = c->err;
+
+	if (!r) {
+		r = conn_drain(c);
+		if (r < 0)
+			ulog(LOG_ERR,
+			     "page server of uid %u: reading the answers in flight before "
+			     "PS_IOV_CLOSE: %s; the connection is cut",
+			     (unsigned int)c->uid, strerror(-r));
+	}
+	if (!r)
+		r = pin_ps_close(c->ps, CONN_END_TIMEOUT_MS);
+	/* Ended: CRIU reads EOF and closes its end.  Else cut both ways, so
+	 * that the client waiting for the end is woken all the same. */
+	if (shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)
+		ulog(LOG_ERR, "page server of uid %u: shutdown: %m", (unsigned int)c->uid);
+	pthread_mutex_lock(&conns_lock);
+	struct conn **p = &conns;
+	while (*p != c)
+		p = &(*p)->next;
+	*p = c->next;
+	pthread_mutex_unlock(&conns_lock);
+	conn_free(c);
+	return NULL;
+}
+
+/* The last source left c (under conns_lock and c->lock, both released
+ * here): c is ended off the caller's thread. */
+static void conn_last_left(struct conn *c)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int r;
+
+	c->ending = true;
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&conns_lock);
+	r = pthread_attr_init(&attr);
+	if (!r) {
+		r = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (!r)
+			r = pthread_create(&t, &attr, conn_end, c);
+		pthread_attr_destroy(&attr);
+	}
+	if (r) {
+		ulog(LOG_ERR, "page server of uid %u: pthread_create for its end: %s; ended here",
+		     (unsigned int)c->uid, strerror(r));
+		conn_end(c);
+	}
+}
+
 void conn_leave(struct conn *c, struct remote *rm)
 {
 	pthread_mutex_lock(&conns_lock);
 	pthread_mutex_lock(&c->lock);
 	if (--c->live == 0) {
-		struct conn **p = &conns;
-		while (*p != c)
-			p = &(*p)->next;
-		*p = c->next;
-		pthread_mutex_unlock(&c->lock);
-		pthread_mutex_unlock(&conns_lock);
-		/* The last source closes it: what is in flight is dropped. */
-		conn_free(c);
+		conn_last_left(c);
 		return;
 	}
 	pthread_mutex_unlock(&conns_lock);

@@ -29,6 +29,7 @@ struct conn {
 	uint64_t bytes;	      /* buffers of all its sources */
 	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
 	int err;	      /* broken: its -errno */
+	bool ending;	      /* its last source left: being closed (conn_end()) */
 	struct conn *next;
 };
 
@@ -70,9 +71,10 @@ void remote_shed(struct remote *rm);
 /* Take an orphan out of c's sources. */
 void remote_unlink(struct conn *c, struct remote *rm);
 /* rm joins uid's connection over the socket fd (st), made if none: 0, or
- * -EBUSY (another uid's), -errno; its session pays if it is the first. */
+ * -EBUSY (another uid's), -ESHUTDOWN (being ended), -errno; its session pays if it is the first. */
 int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct remote *rm);
-/* rm (its worker's watch gone) leaves c: the last closes it, else rm stays
+/* rm (its worker's watch gone) leaves c: the last ends it with the server
+ * (PS_IOV_CLOSE once what is in flight is read) and closes it, else rm stays
  * as an orphan while GETs of it are in flight. */
 void conn_leave(struct conn *c, struct remote *rm);
 

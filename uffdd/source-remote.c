@@ -19,7 +19,8 @@
  * payer; session.c): a source that finds no room asks the others to drop
  * the answered buffers they hold and waits for them.  A source that ends
  * leaves the connection to the others (its GETs in flight still read, their
- * pages dropped); the last one closes it.  A server that hangs up, answers
+ * pages dropped); the last one ends it with the server (PS_IOV_CLOSE once
+ * what is in flight is read: remote-conn.c) and closes it.  A server that hangs up, answers
  * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
  * connection's sources only: one log line, then every read of them fails
  * with that error (fault.c poisons the pages).  A source does not survive a

@@ -859,14 +859,19 @@ struct session {
 	/* Its client said Goodbye (STATE_FINISHING): every region's rest is
 	 * pushed, then the session ends, its connection or not (push.c). */
 	bool finishing;
-	bool stuck_said;  /* logged that some of its pages cannot be placed */
+	bool stuck_said; /* logged that some of its pages cannot be placed */
+	/* Pages poisoned (or zeroed, without POISON) because their source
+	 * could not be read: a process gone after that is a failed end. */
+	uint64_t unreadable;
+	bool gone;	  /* its process is gone (an ioctl said ESRCH) */
 	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
-	/* Done (every page in, or its process gone) while its client, after a
-	 * daemon restart, has yet to send its Goodbye again: the end waits for
-	 * that Goodbye, or for the client to hang up (session_end()). */
+	/* Done (every page in, or its process gone) while its client is there
+	 * and waits for no answer (it has yet to say Goodbye, or to say it
+	 * again after a daemon restart): the end waits for that Goodbye, or for
+	 * the client to hang up (session_end()). */
 	bool ending;
 	int end_error;
-	char end_why[96];
+	char end_why[160];
 
 	/* Messages its socket had no room for, sent in order once it has
 	 * (control-reply.c: a ring of UFFDD_OUTQ_MAX, freed with the session); no

@@ -27,7 +27,9 @@
  *
  * Then each task whose pages are all in gets its huge pages back: its lazy
  * mappings' aligned 2 MiB runs go through process_madvise(MADV_COLLAPSE) on a
- * pidfd opened when the task arrived.  That needs CAP_SYS_NICE and ptrace
+ * pidfd of the process that holds them (lazy-task.c: at the dump's pid, or
+ * at that pid in a pid namespace below ours, where CRIU restores a tree
+ * dumped in one).  That needs CAP_SYS_NICE and ptrace
  * read access to the task, which this program has beside `criu restore`;
  * uffdd itself never asks for them.
  *
@@ -40,8 +42,14 @@
  * connection (CRIU's page server takes one for the whole tree), as they are
  * touched or pushed; nothing is fetched here.  The images directory needs
  * the metadata only (and pages-N.img for the pages CRIU restores eagerly).
- * This program reads nothing of the connection meanwhile; when every task
- * is finished it closes it with PS_IOV_CLOSE, which ends a lazy dump.  A
+ * Once it handed the connection over, this program neither reads nor writes
+ * it: the end belongs to whoever uses the stream last, and uffdd's GETs may
+ * still be in flight when a task ends (one that exits early leaves its GETs
+ * to the others).  uffdd ends it when the last session using it ended: it
+ * reads the answers in flight, sends PS_IOV_CLOSE (which ends a lazy dump),
+ * reads CRIU's status and shuts its side down; CRIU then closes its own.
+ * This program waits for that end, bounded, after its sessions said
+ * Goodbye.  With no task handed over it sends PS_IOV_CLOSE itself.  A
  * uffdd restart loses such a connection (the stream cannot be resumed after
  * a reply half read: issue 13), so with --fetch-all each task's lazy pages
  * are fetched whole as it arrives (many GETs in flight) into a sealed memfd
@@ -52,6 +60,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -65,6 +74,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "lazy-task.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
 /* include/uapi/asm-generic/mman-common.h, since Linux 6.1; glibc 2.36 lacks it. */
@@ -76,6 +86,9 @@
 #define MAX_TASKS 1024
 /* A page server that moves no byte for this long is taken for dead. */
 #define PS_TIMEOUT_MS 30000
+/* uffdd's end of a connection handed over: its wait for the answers in
+ * flight and for CRIU's status (10 s each, uffdd-protocol(7)), and margin. */
+#define PS_END_TIMEOUT_MS 30000
 /* The features CRIU's restore side asks for on each task's userfaultfd. */
 #define CRIU_FEATURES                                                                              \
 	(PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |                              \
@@ -85,7 +98,7 @@ struct task {
 	int pid;
 	struct pin_image *img;
 	struct pin_client *client;
-	int pidfd;			/* -1: none (the task was gone already) */
+	int pidfd;			/* < 0: none (not found, or not looked for yet) */
 	struct pin_client_stats before; /* when the restore ended */
 	bool have_before;
 };
@@ -95,6 +108,9 @@ static const char *images_dir, *work_dir, *uffdd_socket;
 static struct pin_ps *page_server;
 /* --fetch-all: its pages fetched into memfds, not asked by uffdd. */
 static bool fetch_all;
+/* The page server's connection was handed to uffdd (a task's regions take
+ * pages from it): uffdd ends it, not this program. */
+static bool handed_over;
 static int verbose;
 /* lazy-pages.socket while it exists: removed once the restore side is
  * connected, or when a signal ends the wait for it. */
@@ -271,11 +287,6 @@ static int task_start(struct task *t, int pid, int fd)
 	double t0 = now_ms();
 
 	t->pid = pid;
-	/* Taken now, while the pid surely names the task. */
-	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (t->pidfd < 0)
-		fprintf(stderr, "uffdd-lazy-pages: task %d: pidfd_open: %s; no huge pages for it\n",
-			pid, strerror(errno));
 	r = pin_uffd_from_fd(fd, CRIU_FEATURES, &u);
 	if (r < 0) {
 		close(fd);
@@ -298,12 +309,14 @@ static int task_start(struct task *t, int pid, int fd)
 	 * ends its own session, not this call.  All in one request: the
 	 * restorer's first touches wait for them. */
 	unsigned int flags = PIN_CLIENT_REGION_NO_PUSH | PIN_CLIENT_REGION_REGISTERED;
-	if (r >= 0 && page_server && !fetch_all)
+	if (r >= 0 && page_server && !fetch_all) {
 		r = nregions =
 			pin_client_add_image_regions_remote(t->client, t->img, lazy, nlazy, flags,
 							    pin_ps_fd(page_server), (uint64_t)pid);
-	else if (r >= 0)
+		handed_over |= r > 0 && lazy_bytes(t->img);
+	} else if (r >= 0) {
 		r = nregions = pin_client_add_image_regions(t->client, t->img, lazy, nlazy, flags);
+	}
 	free(lazy);
 	if (r >= 0)
 		fprintf(stderr,
@@ -362,6 +375,37 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 	return 0;
 }
 
+/*
+ * uffdd ends the page server's connection it was handed once the last
+ * session using it is gone (see the top): wait, bounded, until CRIU closed
+ * its end (or uffdd cut the connection), reading nothing of the stream.
+ */
+static int wait_page_server_end(void)
+{
+	struct pollfd p = { .fd = pin_ps_fd(page_server), .events = POLLRDHUP };
+	double until = now_ms() + PS_END_TIMEOUT_MS;
+
+	for (;;) {
+		double left = until - now_ms();
+		int r = poll(&p, 1, left > 0 ? (int)left : 0);
+
+		if (r > 0)
+			return 0;
+		if (r == 0) {
+			fprintf(stderr,
+				"uffdd-lazy-pages: page server: uffdd did not end the connection "
+				"within %d ms of the last Goodbye\n",
+				PS_END_TIMEOUT_MS);
+			return -ETIMEDOUT;
+		}
+		if (errno != EINTR) {
+			int err = errno;
+			fprintf(stderr, "uffdd-lazy-pages: page server: poll: %s\n", strerror(err));
+			return -err;
+		}
+	}
+}
+
 /* One aligned run of the task's: -errno of process_madvise() or 0. */
 static int collapse_run(int pidfd, uint64_t a)
 {
@@ -372,6 +416,36 @@ static int collapse_run(int pidfd, uint64_t a)
 	return 0;
 }
 
+/* The task's pidfd, found among the processes here (lazy-task.c); false,
+ * said, when none is it. */
+static bool task_find(struct task *t)
+{
+	size_t n = pin_image_nr_regions(t->img), k = 0;
+	struct lazy_range *v = calloc(n ? n : 1, sizeof(*v));
+	int host = 0;
+
+	if (!v)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		const struct pin_image_region *g = pin_image_region(t->img, i);
+		if (lazy_mapping(g))
+			v[k++] = (struct lazy_range){ g->addr, g->len };
+	}
+	t->pidfd = k ? lazy_task_pidfd(t->pid, v, k, &host) : -ENOENT;
+	free(v);
+	if (t->pidfd == -ESRCH || t->pidfd == -ENOTUNIQ)
+		printf("uffdd-lazy-pages: task %d: %s holds its mappings, at pid %d or at pid %d "
+		       "of a pid namespace below; no huge pages for it\n",
+		       t->pid, t->pidfd == -ESRCH ? "no process here" : "more than one process",
+		       t->pid, t->pid);
+	else if (t->pidfd < 0 && t->pidfd != -ENOENT)
+		fprintf(stderr, "uffdd-lazy-pages: task %d: finding its process: %s\n", t->pid,
+			strerror(-t->pidfd));
+	else if (t->pidfd >= 0 && host != t->pid && verbose)
+		fprintf(stderr, "uffdd-lazy-pages: task %d is process %d here\n", t->pid, host);
+	return t->pidfd >= 0;
+}
+
 /*
  * The task's pages are all in: make each aligned 2 MiB run of its lazy
  * mappings a huge page.  The mappings are unregistered now (uffdd closed its
@@ -380,53 +454,12 @@ static int collapse_run(int pidfd, uint64_t a)
  * A mapping left MADV_NOHUGEPAGE cannot be changed from here (process_madvise
  * takes only COLD, PAGEOUT, WILLNEED and COLLAPSE for another process).
  */
-/*
- * Whether the process at the task's pid is the restored task: each lazy
- * mapping of the dump lies inside a mapping of its /proc/PID/maps (inside,
- * not equal: the kernel may merge neighbours the dump had apart), and the
- * pidfd still names a live process (the pid not reused since).  CRIU sends
- * the pid of the dump; restored into a pid namespace, the task has another
- * one here.
- */
-static bool task_is_here(const struct task *t)
-{
-	size_t n = pin_image_nr_regions(t->img), found = 0, want = 0;
-	char path[64], line[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/maps", t->pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		want += lazy_mapping(pin_image_region(t->img, i));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long start, end;
-
-		if (sscanf(line, "%llx-%llx", &start, &end) != 2)
-			continue;
-		for (size_t i = 0; i < n; i++) {
-			const struct pin_image_region *g = pin_image_region(t->img, i);
-			found += lazy_mapping(g) && g->addr >= start && g->addr + g->len <= end;
-		}
-	}
-	fclose(f);
-	return found == want && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0;
-}
-
 static void task_collapse(struct task *t, bool *denied)
 {
 	unsigned int runs = 0, huge = 0, refused = 0;
 
-	if (t->pidfd < 0 || *denied)
+	if (*denied || !task_find(t))
 		return;
-	if (!task_is_here(t)) {
-		printf("uffdd-lazy-pages: task %d: the process with pid %d here is not the "
-		       "restored "
-		       "task (a pid namespace?); no huge pages for it\n",
-		       t->pid, t->pid);
-		return;
-	}
 	for (size_t i = 0; i < pin_image_nr_regions(t->img); i++) {
 		const struct pin_image_region *g = pin_image_region(t->img, i);
 		uint64_t a = (g->addr + HUGE_RUN - 1) & ~(HUGE_RUN - 1);
@@ -676,14 +709,16 @@ int main(int argc, char **argv)
 		if (f == 0)
 			task_collapse(&tasks[i], &denied);
 	}
-	/* Every page is in: uffdd asks the page server for nothing more (with
-	 * --fetch-all, nothing was handed over). */
-	if (page_server) {
-		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
-		pin_ps_free(page_server);
-	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
+	/* Every session said Goodbye: uffdd ends the connection it holds
+	 * once they are gone; else nobody asks the page server for more
+	 * (with --fetch-all, nothing was handed over). */
+	if (page_server && handed_over && !failed)
+		failed += wait_page_server_end() < 0;
+	else if (page_server && !handed_over)
+		failed += pin_ps_close(page_server, PS_TIMEOUT_MS) < 0;
+	pin_ps_free(page_server);
 	printf("uffdd-lazy-pages: %zu tasks restored in %.1f ms, %" PRIu64
 	       " pages pushed after it in %.1f ms; %zu exited before, %zu failed\n",
 	       ntasks, t1 - t0, pushed, now_ms() - t1, exited, failed);
