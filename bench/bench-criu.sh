@@ -137,8 +137,8 @@ dump() {
 # free port of 127.0.0.1 ($port), its pid in $page_server.  A port another
 # program took is tried again with another.
 start_page_server() {
-	local try
-	for try in $(seq 1 20); do
+	local _
+	for _ in $(seq 1 20); do
 		port=$((20000 + (RANDOM % 20000)))
 		"$CRIU" page-server --lazy-pages -D "$dir/dump" --address 127.0.0.1 \
 			--port "$port" -o page-server.log >"$dir/page-server.out" 2>&1 &
