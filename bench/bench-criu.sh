@@ -155,6 +155,12 @@ listening_or_gone() {
 	ss -Hltn "sport = :$port" | grep -q . || ! kill -0 "$page_server" 2>/dev/null
 }
 
+# result_or_task_gone: the task wrote its result, or is dead (a zombie too).
+result_or_task_gone() {
+	test -e "$dir/result" || ! test -e "/proc/$task" ||
+		grep -q '^State:[[:space:]]*Z' "/proc/$task/status" 2>/dev/null
+}
+
 # restore SERVER SIGNAL WHERE: one lazy restore served by SERVER (uffdd or
 # criu) from the images (WHERE local) or a page server (remote), the task
 # told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets start_ms
@@ -186,7 +192,13 @@ restore() {
 	t1=$(date +%s%N)
 	task=$pid
 	kill -"$2" "$task"
-	poll test -e "$dir/result" || die "$1: the restored task wrote no result"
+	# A task left without its pages (a page server gone, say) dies of
+	# SIGBUS: no wait for a result that cannot come.
+	poll result_or_task_gone
+	[ -e "$dir/result" ] ||
+		die "$1 ($3): the restored task wrote no result (dead, or past the wait);" \
+			"its lazy-pages server said: $(tail -5 "$dir/server.log")" \
+			"${page_server:+; criu page-server said: $(tail -2 "$dir/dump/page-server.log")}"
 	read -r st _ end _ <"$dir/result"
 	[ "$st" = ok ] || die "$1: the restored task read wrong pages: $(cat "$dir/result")"
 	wait "$server" || die "$1: its lazy-pages server exited $?: $(tail -5 "$dir/server.log")"
