@@ -15,6 +15,9 @@
 #   criu_<size>_<order>_<where>_done_ms_<server>   until the last page is read
 #   criu_<size>_<order>_<where>_start_x            uffdd's over criu's
 #   criu_<size>_<order>_<where>_done_x
+# and a comment line per row with every run's figures, and the CPU time
+# uffdd's serving process spent on each restore until the last page was
+# read (schedstat; where the done time goes: issue 13).
 # --smoke: one run of each over 16 MiB (the names keep 256m and 1g).
 # --fetch-all: uffdd-lazy-pages fetches the remote pages all before the
 # restore goes on (its --fetch-all) instead of lazily.
@@ -161,12 +164,20 @@ result_or_task_gone() {
 		grep -q '^State:[[:space:]]*Z' "/proc/$task/status" 2>/dev/null
 }
 
+# uffdd_cpu_ns: the CPU time uffdd's serving process has spent (its
+# threads' schedstat), 0 without schedstat.
+uffdd_cpu_ns() {
+	local child
+	child=$(pgrep -P "$daemon" | head -1)
+	cat "/proc/${child:-$daemon}/task/"*/schedstat 2>/dev/null | awk '{ n += $1 } END { printf "%d", n }'
+}
+
 # restore SERVER SIGNAL WHERE: one lazy restore served by SERVER (uffdd or
 # criu) from the images (WHERE local) or a page server (remote), the task
-# told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets start_ms
-# and done_ms.
+# told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets start_ms,
+# done_ms and cpu_ms (uffdd's CPU time until the last page was read).
 restore() {
-	local t0 t1 end st remote=()
+	local t0 t1 end st c0 remote=()
 	rm -f "$dir/result" "$dir/work/lazy-pages.socket"
 	if [ "$3" = remote ]; then
 		start_page_server
@@ -183,6 +194,7 @@ restore() {
 	server=$!
 	poll test -S "$dir/work/lazy-pages.socket" ||
 		die "$1: no lazy-pages.socket: $(cat "$dir/server.log")"
+	c0=$(uffdd_cpu_ns)
 	t0=$(date +%s%N)
 	# --restore-sibling: the task is our child, reaped by this shell as
 	# soon as it is killed (the next restore needs its pid free).
@@ -200,6 +212,7 @@ restore() {
 			"its lazy-pages server said: $(tail -5 "$dir/server.log")" \
 			"${page_server:+; criu page-server said: $(tail -2 "$dir/dump/page-server.log")}"
 	read -r st _ end _ <"$dir/result"
+	cpu_ms=$((($(uffdd_cpu_ns) - c0) / 1000000))
 	[ "$st" = ok ] || die "$1: the restored task read wrong pages: $(cat "$dir/result")"
 	wait "$server" || die "$1: its lazy-pages server exited $?: $(tail -5 "$dir/server.log")"
 	server=
@@ -222,11 +235,11 @@ for k in "${!sizes[@]}"; do
 		[ $order = rand ] && sig=USR2
 		# Per WHERE: start and done times of uffdd (su, du) and criu (sc,
 		# dc), each a list of RUNS (word-split).
-		declare -A su=() du=() sc=() dc=()
+		declare -A su=() du=() sc=() dc=() cu=()
 		for _ in $(seq "$RUNS"); do
 			for w in "${wheres[@]}"; do
 				restore uffdd $sig "$w"
-				su[$w]+=" $start_ms" du[$w]+=" $done_ms"
+				su[$w]+=" $start_ms" du[$w]+=" $done_ms" cu[$w]+=" $cpu_ms"
 				restore criu $sig "$w"
 				sc[$w]+=" $start_ms" dc[$w]+=" $done_ms"
 			done
@@ -235,7 +248,8 @@ for k in "${!sizes[@]}"; do
 			m=criu_${names[$k]}_${order}_$w
 			# shellcheck disable=SC2086 # the lists are meant to split
 			msu=$(median ${su[$w]}) mdu=$(median ${du[$w]}) msc=$(median ${sc[$w]}) mdc=$(median ${dc[$w]})
-			echo "# $m: start ms uffdd${su[$w]}, criu${sc[$w]}; done ms uffdd${du[$w]}, criu${dc[$w]}"
+			echo "# $m: start ms uffdd${su[$w]}, criu${sc[$w]}; done ms uffdd${du[$w]}, criu${dc[$w]};" \
+				"uffdd CPU ms${cu[$w]}"
 			echo "metric ${m}_start_ms_uffdd $msu ms"
 			echo "metric ${m}_start_ms_criu $msc ms"
 			echo "metric ${m}_done_ms_uffdd $mdu ms"
@@ -243,7 +257,7 @@ for k in "${!sizes[@]}"; do
 			echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
 			echo "metric ${m}_done_x $(ratio "$mdu" "$mdc") x"
 		done
-		unset su du sc dc
+		unset su du sc dc cu
 	done
 	rm -rf "$dir"
 done
