@@ -169,7 +169,7 @@ result_or_task_gone() {
 uffdd_cpu_ns() {
 	local child
 	child=$(pgrep -P "$daemon" | head -1)
-	cat "/proc/${child:-$daemon}/task/"*/schedstat 2>/dev/null | awk '{ n += $1 } END { printf "%d", n }'
+	cat "/proc/${child:-$daemon}/task/"*/schedstat 2>/dev/null | awk '{ n += $1 } END { printf "%.0f", n }'
 }
 
 # restore SERVER SIGNAL WHERE: one lazy restore served by SERVER (uffdd or
