@@ -1,20 +1,31 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# bench-criu [RUNS] [--smoke]: real CRIU restores a workload lazily
-# (criu-touch: one task that mapped and wrote 256 MiB, then 1 GiB), served
-# by uffdd-lazy-pages + uffdd and by `criu lazy-pages`, the two interleaved
-# in one run over the same dump (its pages file warm in the page cache).
-# After the restore the task reads one word of every page, in address order
-# (seq) or in a random one (rand).  Per size and order, medians of RUNS runs
-# (default 3) of each server:
-#   criu_<size>_<order>_local_start_ms_<server>  until `criu restore` returns
-#   criu_<size>_<order>_local_done_ms_<server>   until the last page is read
-#   criu_<size>_<order>_local_start_x            uffdd's over criu's
-#   criu_<size>_<order>_local_done_x
+# bench-criu [RUNS] [--smoke] [--fetch-all]: real CRIU restores a workload
+# lazily (criu-touch: one task that mapped and wrote 256 MiB, then 1 GiB),
+# served by uffdd-lazy-pages + uffdd and by `criu lazy-pages`, the two
+# interleaved in one run over the same dump (its pages file warm in the page
+# cache).  Local: the lazy-pages server reads the dump's images.  Remote:
+# it fetches the pages from `criu page-server --lazy-pages` over the dump on
+# 127.0.0.1 (`--page-server --address --port`, a new page server for each
+# restore).  After the restore the task reads one word of every page, in
+# address order (seq) or in a random one (rand).  Per size, order and
+# WHERE (local, remote), medians of RUNS runs (default 3) of each server:
+#   criu_<size>_<order>_<where>_start_ms_<server>  until `criu restore` returns
+#   criu_<size>_<order>_<where>_done_ms_<server>   until the last page is read
+#   criu_<size>_<order>_<where>_start_x            uffdd's over criu's
+#   criu_<size>_<order>_<where>_done_x
+# and a comment line per row with every run's figures, and the CPU time
+# uffdd's serving process spent on each restore until the last page was
+# read (schedstat; where the done time goes: issue 13).
 # --smoke: one run of each over 16 MiB (the names keep 256m and 1g).
+# --fetch-all: uffdd-lazy-pages fetches the remote pages all before the
+# restore goes on (its --fetch-all) instead of lazily.
 # $CRIU, else criu on PATH, at least 4.1, and root: without them it prints
-# `skip: REASON` and exits 0.  $UFFDD, $UFFDD_LAZY_PAGES: else the ones built
+# `skip: REASON` and exits 0.  CRIU's page server needs fs.pipe-max-size of
+# 4 MiB or CAP_SYS_RESOURCE (tests/criu-lazy.sh says why); this benchmark
+# changes no sysctl: without either it prints the local rows and one line
+# `skip: remote rows: REASON`.  $UFFDD, $UFFDD_LAZY_PAGES: else the ones built
 # next to this benchmark.  Leaves nothing behind: the restored task is
 # killed by its pid, uffdd by its pid, the temporary directory removed.
 set -u
@@ -23,11 +34,12 @@ bin=$(cd "$(dirname "$0")" && pwd)
 UFFDD=${UFFDD:-$bin/../uffdd/uffdd}
 LAZY_PAGES=${UFFDD_LAZY_PAGES:-$bin/../uffdd/tools/uffdd-lazy-pages}
 TOUCH=$bin/criu-touch
-RUNS=3 smoke=0
+RUNS=3 smoke=0 fetch_all=()
 for a in "$@"; do
 	case $a in
 	--smoke) smoke=1 ;;
-	*[!0-9]* | '' | 0) echo "usage: bench-criu [RUNS] [--smoke]" >&2; exit 2 ;;
+	--fetch-all) fetch_all=(--fetch-all) ;;
+	*[!0-9]* | '' | 0) echo "usage: bench-criu [RUNS] [--smoke] [--fetch-all]" >&2; exit 2 ;;
 	*) RUNS=$a ;;
 	esac
 done
@@ -53,12 +65,22 @@ case "$major$minor" in *[!0-9]* | '') skip "$CRIU: cannot tell its version ('$ve
 [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "$minor" -ge 1 ]; } ||
 	skip "$CRIU is $ver; lazy restore here needs 4.1 or later"
 
+# The remote rows' page server (tests/criu-lazy.sh): 3.2 MiB pipes.
+wheres=(local remote)
+cap_sys_resource=$((0x$(sed -n 's/^CapEff:\t*//p' /proc/self/status) >> 24 & 1))
+remote_skip=
+[ "$(cat /proc/sys/fs/pipe-max-size)" -ge 4194304 ] || [ $cap_sys_resource = 1 ] || {
+	wheres=(local)
+	remote_skip="criu page-server fails here: fs.pipe-max-size < 4 MiB and no CAP_SYS_RESOURCE"
+}
+
 top=$(mktemp -d "${TMPDIR:-/tmp}/bench-criu.XXXXXX") || exit 1
-daemon= task= server=
+daemon= task= server= page_server=
 
 cleanup() {
 	[ -n "$task" ] && kill -KILL "$task" 2>/dev/null
 	[ -n "$server" ] && kill -KILL "$server" 2>/dev/null
+	[ -n "$page_server" ] && kill -KILL "$page_server" 2>/dev/null
 	[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
 	rm -rf "$top"
 }
@@ -114,22 +136,65 @@ dump() {
 	task=
 }
 
-# restore SERVER SIGNAL: one lazy restore served by SERVER (uffdd or criu),
-# the task told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets
-# start_ms and done_ms.
+# start_page_server: `criu page-server --lazy-pages` over $dir/dump on a
+# free port of 127.0.0.1 ($port), its pid in $page_server.  A port another
+# program took is tried again with another.
+start_page_server() {
+	local _
+	for _ in $(seq 1 20); do
+		port=$((20000 + (RANDOM % 20000)))
+		"$CRIU" page-server --lazy-pages -D "$dir/dump" --address 127.0.0.1 \
+			--port "$port" -o page-server.log >"$dir/page-server.out" 2>&1 &
+		page_server=$!
+		# Listening, or gone (the port was taken).
+		poll listening_or_gone
+		kill -0 "$page_server" 2>/dev/null && return 0
+		wait "$page_server" 2>/dev/null
+	done
+	die "criu page-server did not listen: $(tail -5 "$dir/dump/page-server.log")"
+}
+
+listening_or_gone() {
+	ss -Hltn "sport = :$port" | grep -q . || ! kill -0 "$page_server" 2>/dev/null
+}
+
+# result_or_task_gone: the task wrote its result, or is dead (a zombie too).
+result_or_task_gone() {
+	test -e "$dir/result" || ! test -e "/proc/$task" ||
+		grep -q '^State:[[:space:]]*Z' "/proc/$task/status" 2>/dev/null
+}
+
+# uffdd_cpu_ns: the CPU time uffdd's serving process has spent (its
+# threads' schedstat), 0 without schedstat.
+uffdd_cpu_ns() {
+	local child
+	child=$(pgrep -P "$daemon" | head -1)
+	cat "/proc/${child:-$daemon}/task/"*/schedstat 2>/dev/null | awk '{ n += $1 } END { printf "%.0f", n }'
+}
+
+# restore SERVER SIGNAL WHERE: one lazy restore served by SERVER (uffdd or
+# criu) from the images (WHERE local) or a page server (remote), the task
+# told to read its pages by SIGNAL (USR1: seq, USR2: rand); sets start_ms,
+# done_ms and cpu_ms (uffdd's CPU time until the last page was read).
 restore() {
-	local t0 t1 end st
+	local t0 t1 end st c0 remote=()
 	rm -f "$dir/result" "$dir/work/lazy-pages.socket"
+	if [ "$3" = remote ]; then
+		start_page_server
+		remote=(--page-server --address 127.0.0.1 --port "$port")
+		[ "$1" = uffdd ] && remote+=("${fetch_all[@]}")
+	fi
 	if [ "$1" = uffdd ]; then
-		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" \
+		"$LAZY_PAGES" -D "$dir/dump" -W "$dir/work" --socket "$sock" "${remote[@]}" \
 			>"$dir/server.log" 2>&1 &
 	else
-		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log \
+		"$CRIU" lazy-pages -D "$dir/dump" -W "$dir/work" -o lazy-pages.log "${remote[@]}" \
 			>"$dir/server.log" 2>&1 &
 	fi
 	server=$!
 	poll test -S "$dir/work/lazy-pages.socket" ||
 		die "$1: no lazy-pages.socket: $(cat "$dir/server.log")"
+	c0=$(uffdd_cpu_ns)
 	t0=$(date +%s%N)
 	# --restore-sibling: the task is our child, reaped by this shell as
 	# soon as it is killed (the next restore needs its pid free).
@@ -139,11 +204,23 @@ restore() {
 	t1=$(date +%s%N)
 	task=$pid
 	kill -"$2" "$task"
-	poll test -e "$dir/result" || die "$1: the restored task wrote no result"
+	# A task left without its pages (a page server gone, say) dies of
+	# SIGBUS: no wait for a result that cannot come.
+	poll result_or_task_gone
+	[ -e "$dir/result" ] ||
+		die "$1 ($3): the restored task wrote no result (dead, or past the wait);" \
+			"its lazy-pages server said: $(tail -5 "$dir/server.log")" \
+			"${page_server:+; criu page-server said: $(tail -2 "$dir/dump/page-server.log")}"
 	read -r st _ end _ <"$dir/result"
+	cpu_ms=$((($(uffdd_cpu_ns) - c0) / 1000000))
 	[ "$st" = ok ] || die "$1: the restored task read wrong pages: $(cat "$dir/result")"
 	wait "$server" || die "$1: its lazy-pages server exited $?: $(tail -5 "$dir/server.log")"
 	server=
+	if [ -n "$page_server" ]; then
+		wait "$page_server" ||
+			die "$1: criu page-server exited $?: $(tail -5 "$dir/dump/page-server.log")"
+		page_server=
+	fi
 	kill -KILL "$task"
 	poll test ! -e "/proc/$task" || die "the restored task $task did not go"
 	task=
@@ -156,23 +233,32 @@ for k in "${!sizes[@]}"; do
 	for order in seq rand; do
 		sig=USR1
 		[ $order = rand ] && sig=USR2
-		su=() du=() sc=() dc=()
+		# Per WHERE: start and done times of uffdd (su, du) and criu (sc,
+		# dc), each a list of RUNS (word-split).
+		declare -A su=() du=() sc=() dc=() cu=()
 		for _ in $(seq "$RUNS"); do
-			restore uffdd $sig
-			su+=("$start_ms") du+=("$done_ms")
-			restore criu $sig
-			sc+=("$start_ms") dc+=("$done_ms")
+			for w in "${wheres[@]}"; do
+				restore uffdd $sig "$w"
+				su[$w]+=" $start_ms" du[$w]+=" $done_ms" cu[$w]+=" $cpu_ms"
+				restore criu $sig "$w"
+				sc[$w]+=" $start_ms" dc[$w]+=" $done_ms"
+			done
 		done
-		m=criu_${names[$k]}_${order}_local
-		msu=$(median "${su[@]}") mdu=$(median "${du[@]}")
-		msc=$(median "${sc[@]}") mdc=$(median "${dc[@]}")
-		echo "# $m: start ms uffdd ${su[*]}, criu ${sc[*]}; done ms uffdd ${du[*]}, criu ${dc[*]}"
-		echo "metric ${m}_start_ms_uffdd $msu ms"
-		echo "metric ${m}_start_ms_criu $msc ms"
-		echo "metric ${m}_done_ms_uffdd $mdu ms"
-		echo "metric ${m}_done_ms_criu $mdc ms"
-		echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
-		echo "metric ${m}_done_x $(ratio "$mdu" "$mdc") x"
+		for w in "${wheres[@]}"; do
+			m=criu_${names[$k]}_${order}_$w
+			# shellcheck disable=SC2086 # the lists are meant to split
+			msu=$(median ${su[$w]}) mdu=$(median ${du[$w]}) msc=$(median ${sc[$w]}) mdc=$(median ${dc[$w]})
+			echo "# $m: start ms uffdd${su[$w]}, criu${sc[$w]}; done ms uffdd${du[$w]}, criu${dc[$w]};" \
+				"uffdd CPU ms${cu[$w]}"
+			echo "metric ${m}_start_ms_uffdd $msu ms"
+			echo "metric ${m}_start_ms_criu $msc ms"
+			echo "metric ${m}_done_ms_uffdd $mdu ms"
+			echo "metric ${m}_done_ms_criu $mdc ms"
+			echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
+			echo "metric ${m}_done_x $(ratio "$mdu" "$mdc") x"
+		done
+		unset su du sc dc cu
 	done
 	rm -rf "$dir"
 done
+[ -z "$remote_skip" ] || echo "skip: remote rows: $remote_skip"

@@ -604,7 +604,8 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	static struct task tasks[MAX_TASKS], ready[MAX_TASKS];
-	bool denied = false; /* no CAP_SYS_NICE: not tried again */
+	static bool finished[MAX_TASKS]; /* its pages all in: collapse it */
+	bool denied = false;		 /* no CAP_SYS_NICE: not tried again */
 	uint64_t pushed = 0;
 	size_t ntasks = 0, nready = 0, exited = 0, failed = 0;
 	int c, lsock, sock, r;
@@ -701,14 +702,18 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < ntasks; i++)
 		task_report(&tasks[i]);
-	/* One task gone, or failed, ends only its own session. */
+	/* One task gone, or failed, ends only its own session.  Huge pages
+	 * once every task's pages are in: a collapse (a copy of the mapping)
+	 * before the next task's Goodbye would hold back that task's push. */
 	for (size_t i = 0; i < ntasks; i++) {
 		int f = task_finish(&tasks[i], &pushed);
 		exited += f == -ESRCH;
 		failed += f < 0 && f != -ESRCH;
-		if (f == 0)
-			task_collapse(&tasks[i], &denied);
+		finished[i] = f == 0;
 	}
+	for (size_t i = 0; i < ntasks; i++)
+		if (finished[i])
+			task_collapse(&tasks[i], &denied);
 	for (size_t i = 0; i < ntasks; i++)
 		task_free(&tasks[i]);
 	/* Every session said Goodbye: uffdd ends the connection it holds
