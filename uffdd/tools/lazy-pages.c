@@ -61,7 +61,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,11 +68,11 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "lazy-sock.h"
 #include "lazy-task.h"
 
 #define RESTORE_FINISHED 0x52535446u /* "RSTF" */
@@ -112,25 +111,6 @@ static bool fetch_all;
  * pages from it): uffdd ends it, not this program. */
 static bool handed_over;
 static int verbose;
-/* lazy-pages.socket while it exists: removed once the restore side is
- * connected, or when a signal ends the wait for it. */
-static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-static const int exit_signals[] = { SIGTERM, SIGINT, SIGHUP };
-
-static void remove_socket_and_die(int sig)
-{
-	unlink(sock_path);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-/* How the socket file goes while it is listened on: a signal's handler. */
-static void on_exit_signals(void (*handler)(int))
-{
-	for (size_t i = 0; i < sizeof(exit_signals) / sizeof(exit_signals[0]); i++)
-		signal(exit_signals[i], handler);
-}
-
 static void log_stderr(enum pin_log_level level, const char *msg, void *userdata)
 {
 	if (level <= PIN_LOG_WARN || verbose)
@@ -143,79 +123,6 @@ static double now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int listen_at(const char *dir)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/lazy-pages.socket", dir) >=
-	    sizeof(sa.sun_path)) {
-		fprintf(stderr, "uffdd-lazy-pages: %s/lazy-pages.socket: path too long\n", dir);
-		return -ENAMETOOLONG;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	unlink(sa.sun_path);
-	memcpy(sock_path, sa.sun_path, sizeof(sock_path));
-	on_exit_signals(remove_socket_and_die);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
-		int err = errno;
-		fprintf(stderr, "uffdd-lazy-pages: bind/listen %s: %s\n", sa.sun_path,
-			strerror(err));
-		close(fd);
-		unlink(sock_path);
-		on_exit_signals(SIG_DFL);
-		return -err;
-	}
-	return fd;
-}
-
-/* The next 4-byte word of the stream; -ECONNRESET at EOF. */
-static int read_word(int sock, uint32_t *ret)
-{
-	ssize_t n;
-
-	do
-		n = recv(sock, ret, sizeof(*ret), MSG_WAITALL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	return n == sizeof(*ret) ? 0 : -ECONNRESET;
-}
-
-/* The one byte that carries the task's userfaultfd. */
-static int read_fd(int sock)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = ctl.buf,
-		.msg_controllen = sizeof(ctl.buf),
-	};
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd;
-
-	do
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	cm = CMSG_FIRSTHDR(&mh);
-	if (n != 1 || (mh.msg_flags & MSG_CTRUNC) || !cm || cm->cmsg_level != SOL_SOCKET ||
-	    cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int)))
-		return -EBADMSG;
-	memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
-	return fd;
 }
 
 /*
@@ -547,7 +454,7 @@ static int serve(int sock, struct task *tasks, size_t *ntasks, struct task *read
 {
 	for (;;) {
 		uint32_t word;
-		int r = read_word(sock, &word), fd;
+		int r = lazy_sock_read_word(sock, &word), fd;
 
 		if (r < 0) {
 			fprintf(stderr,
@@ -559,7 +466,7 @@ static int serve(int sock, struct task *tasks, size_t *ntasks, struct task *read
 			return 0;
 		if ((int32_t)word < 0)
 			continue; /* a zombie: no memory, no descriptor */
-		fd = read_fd(sock);
+		fd = lazy_sock_read_fd(sock);
 		if (fd < 0) {
 			fprintf(stderr, "uffdd-lazy-pages: task %d: no userfaultfd: %s\n",
 				(int)word, strerror(-fd));
@@ -666,7 +573,7 @@ int main(int argc, char **argv)
 	pin_log_set(log_stderr, NULL);
 	if (remote && pin_ps_connect(address, (uint16_t)port, PS_TIMEOUT_MS, &page_server) < 0)
 		return 1;
-	lsock = listen_at(work_dir ? work_dir : images_dir);
+	lsock = lazy_sock_listen(work_dir ? work_dir : images_dir);
 	if (lsock < 0) {
 		pin_ps_free(page_server);
 		return 1;
@@ -678,8 +585,7 @@ int main(int argc, char **argv)
 	int err = errno;
 	close(lsock);
 	/* One restore side only: nobody else is to find the socket. */
-	unlink(sock_path);
-	on_exit_signals(SIG_DFL);
+	lazy_sock_remove();
 	if (sock < 0) {
 		fprintf(stderr, "uffdd-lazy-pages: accept: %s\n", strerror(err));
 		pin_ps_free(page_server);
