@@ -56,14 +56,7 @@ static size_t page;
 /* A source file of npages patterned pages (word at offset o: test_pattern(o, seed)). */
 static int make_source(const struct test_daemon *d, size_t npages, uint64_t seed)
 {
-	char path[128];
-
-	snprintf(path, sizeof(path), "%s/src", d->dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(unlink(path), 0);
-	test_pattern_write(fd, npages * page, seed);
-	return fd;
+	return test_pattern_source(d->dir, "src", npages * page, seed);
 }
 
 /* Every thread of pid is stopped (SIGSTOP took effect). */

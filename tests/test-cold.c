@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "libpin-private.h"
@@ -44,26 +43,6 @@ struct cold {
 	unsigned int flags; /* the region's */
 	size_t keep;	    /* truncate the file to this many pages first (0: not) */
 };
-
-static pid_t spawn(int (*fn)(const struct test_daemon *, void *), const struct test_daemon *d,
-		   void *arg)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(fn(d, arg));
-	return pid;
-}
-
-static int reap(pid_t pid)
-{
-	int st;
-
-	if (waitpid(pid, &st, 0) != pid)
-		return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* The pages of fd's first len bytes in the page cache. */
 static size_t cached_pages(int fd, size_t len)
@@ -93,13 +72,8 @@ static void make_cold(int fd, size_t len)
 /* A cold source file of npages patterned pages in d's directory. */
 static int cold_source(const struct test_daemon *d, size_t npages, uint64_t seed)
 {
-	char path[128];
+	int fd = test_pattern_source(d->dir, "cold", npages * page, seed);
 
-	snprintf(path, sizeof(path), "%s/cold", d->dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(unlink(path), 0);
-	test_pattern_write(fd, npages * page, seed);
 	make_cold(fd, npages * page);
 	return fd;
 }
@@ -191,7 +165,7 @@ static void restore_cold(unsigned int flags)
 
 	test_daemon_start(&d, NULL);
 	c.fd = cold_source(&d, c.npages, c.seed);
-	ck_assert_int_eq(reap(spawn(client_restore, &d, &c)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_restore, &d, &c)), 0);
 	/* Read ahead through the rings: the first chunk asked for at least
 	 * (the kernel's readahead for it may bring the next ones too). */
 	ck_assert_uint_ge(ring_completions(d.pid), 1);
@@ -224,7 +198,7 @@ START_TEST(cold_truncated_poisons)
 
 	test_daemon_start(&d, NULL);
 	c.fd = cold_source(&d, c.npages, c.seed);
-	ck_assert_int_eq(reap(spawn(client_restore, &d, &c)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_restore, &d, &c)), 0);
 	close(c.fd);
 	test_daemon_stop(&d);
 }
@@ -245,7 +219,7 @@ START_TEST(cold_without_io_uring)
 	ck_assert_int_eq(setenv("UFFDD", uffdd, 1), 0);
 	free(uffdd);
 	c.fd = cold_source(&d, c.npages, c.seed);
-	ck_assert_int_eq(reap(spawn(client_restore, &d, &c)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_restore, &d, &c)), 0);
 	ck_assert_int_eq(test_count_fd_links(d.pid, "anon_inode:\\[io_uring\\]"), 0);
 	close(c.fd);
 	test_daemon_stop(&d);

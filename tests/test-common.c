@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
 #include <dirent.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +30,61 @@ void test_pattern_write(int fd, size_t len, uint64_t seed)
 		buf[i] = test_pattern(i * 8, seed);
 	ck_assert_int_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
 	free(buf);
+}
+
+int test_pattern_source(const char *dir, const char *name, size_t len, uint64_t seed)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(unlink(path), 0);
+	test_pattern_write(fd, len, seed);
+	return fd;
+}
+
+void test_rm_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[PATH_MAX];
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			test_rm_tree(path);
+		else
+			unlink(path);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+pid_t test_spawn(int (*fn)(const struct test_daemon *d, void *arg), const struct test_daemon *d,
+		 void *arg)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(fn(d, arg));
+	return pid;
+}
+
+int test_reap(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 bool test_page_ok(const uint8_t *base, size_t i, uint64_t seed)

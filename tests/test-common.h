@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The area's suite. */
 Suite *test_suite(void);
@@ -59,6 +60,21 @@ static inline uint64_t test_pattern(uintptr_t a, uint64_t seed)
 
 /* Write len bytes at offset 0 of fd: the word at offset o is test_pattern(o, seed). */
 void test_pattern_write(int fd, size_t len, uint64_t seed);
+
+/* A file of len bytes at dir/name written by test_pattern_write() with
+ * seed, already unlinked (the descriptor returned holds it): a page source. */
+int test_pattern_source(const char *dir, const char *name, size_t len, uint64_t seed);
+/* dir and everything below it removed, as far as it can be; no dir is no error. */
+void test_rm_tree(const char *dir);
+
+struct test_daemon;
+/* fn(d, arg) in a child process (a client: it runs no Check), which exits
+ * with what fn returns. */
+pid_t test_spawn(int (*fn)(const struct test_daemon *d, void *arg), const struct test_daemon *d,
+		 void *arg);
+/* Wait for pid: its exit status, 128 + the signal that ended it, or -1 when
+ * waitpid() fails. */
+int test_reap(pid_t pid);
 
 /* Page i of a region over a patterned source at offset 0 (written by
  * test_pattern_write() with seed) holds the pattern. */

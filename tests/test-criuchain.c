@@ -8,12 +8,10 @@
  * missing or dangling parent link, a cycle, a parent without the task's
  * pagemap or without the page) is refused with an error that names it.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "criu-split.h"
@@ -42,33 +40,10 @@ static void make_tmp(void)
 	pin_log_set(capture_log, NULL);
 }
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char path[600];
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		struct stat st;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-			rm_tree(path);
-		else
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void remove_tmp(void)
 {
 	pin_log_set(NULL, NULL);
-	rm_tree(tmp);
+	test_rm_tree(tmp);
 }
 
 /* tmp/<k>[/name], in a buffer the next call reuses. */

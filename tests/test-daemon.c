@@ -84,25 +84,6 @@ static void wait_fds(pid_t pid, int want)
 
 typedef int (*client_fn)(const struct test_daemon *d, void *arg);
 
-static pid_t spawn(client_fn fn, const struct test_daemon *d, void *arg)
-{
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(fn(d, arg));
-	return pid;
-}
-
-static int reap(pid_t pid)
-{
-	int st;
-
-	if (waitpid(pid, &st, 0) != pid)
-		return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 struct conn {
 	struct pin_client *c;
 	struct pin_uffd *u;
@@ -161,15 +142,7 @@ static int add_region(struct conn *k, void *addr, size_t len, unsigned int mode,
 /* A source file of npages patterned pages (word at offset o: test_pattern(o, seed)). */
 static int make_source(const struct test_daemon *d, const char *name, size_t npages, uint64_t seed)
 {
-	char path[128];
-	size_t len = npages * page;
-
-	snprintf(path, sizeof(path), "%s/%s", d->dir, name);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	unlink(path);
-	test_pattern_write(fd, len, seed);
-	return fd;
+	return test_pattern_source(d->dir, name, npages * page, seed);
 }
 
 /* ---- lazy fill ---- */
@@ -245,8 +218,8 @@ START_TEST(lazy_fill_64m)
 
 	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
-	ck_assert_msg(reap(spawn(client_fill, &d, &f)) == 0, "the client failed with seed %" PRIu64,
-		      f.seed);
+	ck_assert_msg(test_reap(test_spawn(client_fill, &d, &f)) == 0,
+		      "the client failed with seed %" PRIu64, f.seed);
 	close(f.fd);
 	test_daemon_stop(&d);
 }
@@ -261,9 +234,9 @@ START_TEST(two_clients)
 	test_daemon_start(&d, NULL);
 	a.fd = make_source(&d, "a", a.npages, a.seed);
 	b.fd = make_source(&d, "b", b.npages, b.seed);
-	pid_t pa = spawn(client_fill, &d, &a), pb = spawn(client_fill, &d, &b);
-	ck_assert_int_eq(reap(pa), 0);
-	ck_assert_int_eq(reap(pb), 0);
+	pid_t pa = test_spawn(client_fill, &d, &a), pb = test_spawn(client_fill, &d, &b);
+	ck_assert_int_eq(test_reap(pa), 0);
+	ck_assert_int_eq(test_reap(pb), 0);
 	close(a.fd);
 	close(b.fd);
 	test_daemon_stop(&d);
@@ -336,7 +309,7 @@ START_TEST(holes_read_zero)
 		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page, 8 * page), 0);
 	/* The file system must report the hole, or the test proves nothing. */
 	ck_assert_int_eq(lseek(fd, 4 * page, SEEK_DATA), (off_t)(12 * page));
-	ck_assert_int_eq(reap(spawn(client_holes, &d, &fd)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_holes, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);
 }
@@ -378,7 +351,7 @@ START_TEST(truncated_source_poisons)
 
 	test_daemon_start(&d, NULL);
 	int fd = make_source(&d, "shrinks", 4, 9);
-	ck_assert_int_eq(reap(spawn(client_truncated, &d, &fd)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_truncated, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);
 }
@@ -454,7 +427,7 @@ START_TEST(wp_dirty_bitmap)
 	struct test_daemon d;
 
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(client_wp, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_wp, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -478,7 +451,7 @@ static void run_client(client_fn fn, size_t npages)
 	test_daemon_start(&d, NULL);
 	e.fd = make_source(&d, "src", npages, 11);
 	int fds = idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(fn, &d, &e)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(fn, &d, &e)), 0);
 	wait_fds(d.pid, fds);
 	close(e.fd);
 	test_daemon_stop(&d);
@@ -593,10 +566,10 @@ START_TEST(fork_while_inspected)
 	test_daemon_start(&d, NULL);
 	e.fd = make_source(&d, "src", 1, 11);
 	ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
-	pid_t insp = spawn(inspector, &d, &stop[0]);
-	ck_assert_int_eq(reap(spawn(client_fork_many, &d, &e)), 0);
+	pid_t insp = test_spawn(inspector, &d, &stop[0]);
+	ck_assert_int_eq(test_reap(test_spawn(client_fork_many, &d, &e)), 0);
 	ck_assert_int_eq(write(stop[1], "s", 1), 1);
-	ck_assert_int_eq(reap(insp), 0);
+	ck_assert_int_eq(test_reap(insp), 0);
 	close(stop[0]);
 	close(stop[1]);
 	close(e.fd);
@@ -780,7 +753,7 @@ START_TEST(per_uid_limits)
 
 	ck_assert_int_eq(page, 4096);
 	test_daemon_start(&d, extra);
-	ck_assert_int_eq(reap(spawn(client_limits, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_limits, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -877,18 +850,18 @@ START_TEST(killed_client)
 	f.fd = make_source(&d, "src", f.npages, f.seed);
 	int fds = idle_fds(d.pid);
 	ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
-	pid_t victim = spawn(client_victim, &d, ready);
+	pid_t victim = test_spawn(client_victim, &d, ready);
 	ck_assert_int_eq(read(ready[0], &ufd, sizeof(ufd)), sizeof(ufd));
-	pid_t other = spawn(client_fill, &d, &f);
+	pid_t other = test_spawn(client_fill, &d, &f);
 	ck_assert_int_eq(read(ready[0], &c, 1), 1);
 	ck_assert_int_eq(c, 'p');
 	wait_parked(victim, ufd);
 	kill(victim, SIGKILL);
-	ck_assert_int_eq(reap(victim), 128 + SIGKILL);
-	ck_assert_int_eq(reap(other), 0);
+	ck_assert_int_eq(test_reap(victim), 128 + SIGKILL);
+	ck_assert_int_eq(test_reap(other), 0);
 	wait_fds(d.pid, fds);
 	/* And it serves new clients as before. */
-	ck_assert_int_eq(reap(spawn(client_fill, &d, &f)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_fill, &d, &f)), 0);
 	wait_fds(d.pid, fds);
 	close(ready[0]);
 	close(ready[1]);
@@ -982,7 +955,7 @@ START_TEST(one_fd_per_source_file)
 	ck_assert_int_eq(pipe2(sh.ready, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(sh.go, O_CLOEXEC), 0);
 	int idle = idle_fds(d.pid);
-	pid_t pid = spawn(client_shared, &d, &sh);
+	pid_t pid = test_spawn(client_shared, &d, &sh);
 	ck_assert_int_eq(read(sh.ready[0], &c, 1), 1);
 	/* The session: its connection, its userfaultfd and its record. */
 	ck_assert_int_eq(test_count_fds(d.pid), idle + 3);
@@ -996,7 +969,7 @@ START_TEST(one_fd_per_source_file)
 	/* a's last region gone: a's descriptor too. */
 	ck_assert_int_eq(test_count_fds(d.pid), idle + 4);
 	ck_assert_int_eq(write(sh.go[1], "g", 1), 1);
-	ck_assert_int_eq(reap(pid), 0);
+	ck_assert_int_eq(test_reap(pid), 0);
 	wait_fds(d.pid, idle);
 	close(sh.ready[0]);
 	close(sh.ready[1]);
@@ -1122,11 +1095,11 @@ START_TEST(malformed_messages)
 	test_daemon_start(&d, NULL);
 	f.fd = make_source(&d, "src", f.npages, f.seed);
 	int fds = idle_fds(d.pid);
-	pid_t other = spawn(client_fill, &d, &f);
+	pid_t other = test_spawn(client_fill, &d, &f);
 	int sock = try_connect(d.sock);
 	ck_assert_int_ge(sock, 0);
 	malformed_all(sock);
-	ck_assert_int_eq(reap(other), 0);
+	ck_assert_int_eq(test_reap(other), 0);
 	close(sock);
 	wait_fds(d.pid, fds);
 	close(f.fd);
@@ -1208,14 +1181,14 @@ START_TEST(restart_loses_nothing)
 	rs.fd = make_source(&d, "src", rs.npages, 3);
 	ck_assert_int_eq(pipe2(rs.ready, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(rs.go, O_CLOEXEC), 0);
-	pid_t client = spawn(client_restart, &d, &rs);
+	pid_t client = test_spawn(client_restart, &d, &rs);
 	ck_assert_int_eq(read(rs.ready[0], &c, 1), 1);
 	/* No goodbye: the daemon dies with faults in flight. */
 	kill(d.pid, SIGKILL);
 	ck_assert_int_eq(waitpid(d.pid, NULL, 0), d.pid);
 	test_daemon_spawn(&d, NULL);
 	ck_assert_int_eq(write(rs.go[1], "x", 1), 1);
-	ck_assert_int_eq(reap(client), 0);
+	ck_assert_int_eq(test_reap(client), 0);
 	close(rs.fd);
 	test_daemon_stop(&d);
 }
@@ -1405,7 +1378,7 @@ static void run_park(enum park_mode mode)
 	pk.fd = make_source(&d, "src", PARK_PAGES, PARK_SEED);
 	ck_assert_int_eq(pipe2(pk.ready, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(pk.go, O_CLOEXEC), 0);
-	pid_t client = spawn(client_park, &d, &pk);
+	pid_t client = test_spawn(client_park, &d, &pk);
 	if (mode == PARK_RESTART) {
 		await_child(pk.ready[0], client);
 		/* It holds the fault, read and not served, as it dies. */
@@ -1414,7 +1387,7 @@ static void run_park(enum park_mode mode)
 		test_daemon_spawn(&d, NULL);
 		ck_assert_int_eq(write(pk.go[1], "x", 1), 1);
 	}
-	ck_assert_int_eq(reap(client), 0);
+	ck_assert_int_eq(test_reap(client), 0);
 	for (int i = 0; i < 2; i++) {
 		close(pk.ready[i]);
 		close(pk.go[i]);
@@ -1707,15 +1680,15 @@ START_TEST(per_uid_limits_across_sessions)
 	ck_assert_int_eq(pipe2(q.full, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(q.quit, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(q.back, O_CLOEXEC), 0);
-	pid_t a = spawn(client_quota_a, &d, &q);
+	pid_t a = test_spawn(client_quota_a, &d, &q);
 	await_child(q.held[0], a);
-	pid_t b = spawn(client_quota_b, &d, &q);
+	pid_t b = test_spawn(client_quota_b, &d, &q);
 	await_child(q.full[0], b);
-	ck_assert_int_eq(reap(spawn(client_quota_other, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_quota_other, &d, NULL)), 0);
 	ck_assert_int_eq(write(q.quit[1], "x", 1), 1);
-	ck_assert_int_eq(reap(a), 0);
+	ck_assert_int_eq(test_reap(a), 0);
 	ck_assert_int_eq(write(q.back[1], "x", 1), 1);
-	ck_assert_int_eq(reap(b), 0);
+	ck_assert_int_eq(test_reap(b), 0);
 	int *pipes[] = { q.held, q.full, q.quit, q.back };
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(pipes); i++) {
 		close(pipes[i][0]);
@@ -1832,7 +1805,7 @@ START_TEST(holes_sequential)
 	int fd = make_source(&d, "holes", 14, 5);
 	ck_assert_int_eq(
 		fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * page, 8 * page), 0);
-	ck_assert_int_eq(reap(spawn(client_holes_sequential, &d, &fd)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_holes_sequential, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);
 }
@@ -1909,7 +1882,7 @@ START_TEST(connections_capped)
 
 	test_daemon_start(&d, extra);
 	idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_connections, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_connections, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -1973,7 +1946,7 @@ START_TEST(fork_children_count_as_sessions)
 
 	test_daemon_start(&d, extra);
 	idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_fork_sessions, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_fork_sessions, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -2024,7 +1997,7 @@ START_TEST(fds_capped)
 		f.fd[i] = make_source(&d, name, 1, 21 + (uint64_t)i);
 	}
 	idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_fds, &d, &f)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_fds, &d, &f)), 0);
 	for (int i = 0; i < 3; i++)
 		close(f.fd[i]);
 	test_daemon_stop(&d);
@@ -2063,7 +2036,7 @@ START_TEST(record_bytes_capped)
 
 	test_daemon_start(&d, extra);
 	idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_bytes, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_bytes, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -2101,7 +2074,7 @@ START_TEST(split_refused_over_cap)
 	test_daemon_start(&d, extra);
 	int fd = make_source(&d, "src", 4, 31);
 	idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_split, &d, &fd)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_split, &d, &fd)), 0);
 	close(fd);
 	test_daemon_stop(&d);
 }
@@ -2159,7 +2132,7 @@ START_TEST(many_pins_by_cookie)
 	snprintf(limit, sizeof(limit), "%zu", (size_t)MANY_PINS * page);
 	const char *const extra[] = { "--max-pinned-per-uid", limit, NULL };
 	test_daemon_start(&d, extra);
-	ck_assert_int_eq(reap(spawn(client_many_pins, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_many_pins, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -2210,7 +2183,7 @@ START_TEST(uffd_in_one_session_only)
 	struct test_daemon d;
 
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(client_uffd_twice, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_uffd_twice, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -2278,7 +2251,7 @@ START_TEST(pipelined_requests_served)
 
 	test_daemon_start(&d, NULL);
 	int fds = idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_pipelined, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_pipelined, &d, NULL)), 0);
 	wait_fds(d.pid, fds);
 	test_daemon_stop(&d);
 }
@@ -2326,11 +2299,11 @@ START_TEST(unread_notices_bounded)
 	ck_assert_int_eq(pipe2(u.ready, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(u.go, O_CLOEXEC), 0);
 	int fds = idle_fds(d.pid);
-	pid_t pid = spawn(client_unread, &d, &u);
+	pid_t pid = test_spawn(client_unread, &d, &u);
 	ck_assert_int_eq(read(u.ready[0], &c, 1), 1);
 	wait_fds(d.pid, fds);
 	ck_assert_int_eq(write(u.go[1], "g", 1), 1);
-	ck_assert_int_eq(reap(pid), 0);
+	ck_assert_int_eq(test_reap(pid), 0);
 	for (int i = 0; i < 2; i++) {
 		close(u.ready[i]);
 		close(u.go[i]);
@@ -2473,7 +2446,7 @@ START_TEST(sparse_source_not_allocated)
 	struct test_daemon d;
 
 	test_daemon_start(&d, NULL);
-	ck_assert_int_eq(reap(spawn(client_sparse, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_sparse, &d, NULL)), 0);
 	test_daemon_stop(&d);
 }
 END_TEST
@@ -2530,7 +2503,7 @@ START_TEST(fork_child_reaped_under_regions)
 
 	test_daemon_start(&d, NULL);
 	int fds = idle_fds(d.pid);
-	ck_assert_int_eq(reap(spawn(client_fork_covered, &d, NULL)), 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_fork_covered, &d, NULL)), 0);
 	wait_fds(d.pid, fds);
 	test_daemon_stop(&d);
 }

@@ -339,23 +339,6 @@ static void copy_file(const char *from, const char *to)
 	ck_assert_int_eq(n, 0);
 }
 
-static void rm_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char path[600];
-
-	if (!d)
-		return;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-			unlink(path);
-		}
-	closedir(d);
-	rmdir(dir);
-}
-
 static void copy_fixture(void)
 {
 	DIR *d = opendir(fixture);
@@ -378,7 +361,7 @@ static void copy_fixture(void)
 static void remove_copy(void)
 {
 	pin_log_set(NULL, NULL);
-	rm_tree(tmp);
+	test_rm_tree(tmp);
 }
 
 static void patch(const char *name, off_t off, const void *bytes, size_t len)
@@ -659,8 +642,8 @@ START_TEST(own_round_trip)
 	rt_check_region(img, 0, area, 0, 16, PROT_READ | PROT_WRITE);
 	rt_check_region(img, 1, area, 32, 16, PROT_READ | PROT_WRITE);
 	pin_image_free(img);
-	rm_tree(dir);
-	rm_tree(dir_rw);
+	test_rm_tree(dir);
+	test_rm_tree(dir_rw);
 	rmdir(tmp);
 	munmap(area, RT_PAGES * PG);
 }
@@ -700,7 +683,7 @@ START_TEST(own_self)
 	/* One data page; less than the file's 4 pages whatever the fs adds. */
 	ck_assert_int_ge(st.st_blocks * 512, PG);
 	ck_assert_int_lt(st.st_blocks * 512, 4 * PG);
-	rm_tree(dir);
+	test_rm_tree(dir);
 	rmdir(tmp);
 	munmap(area, 4 * PG);
 }
@@ -788,7 +771,7 @@ START_TEST(own_bad_manifest)
 		      -EBADMSG, "manifest line 3");
 	manifest_case("uffdd-image 1\npage-size 4096\nend 1\n", -EBADMSG, "manifest line 3");
 	pin_log_set(NULL, NULL);
-	rm_tree(tmp);
+	test_rm_tree(tmp);
 }
 END_TEST
 
