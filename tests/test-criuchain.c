@@ -175,12 +175,21 @@ static void expect_refused(int err, const char *part)
 	ck_assert_msg(strstr(last_log, part), "log \"%s\" does not name \"%s\"", last_log, part);
 }
 
+/* A chain of n whose dump k's parent link is a symlink to target instead,
+ * or gone (NULL). */
+static void split_relinked(unsigned int n, unsigned int k, const char *target)
+{
+	split(n);
+	ck_assert_int_eq(unlink(dump(k, "parent")), 0);
+	if (target)
+		ck_assert_int_eq(symlink(target, dump(k, "parent")), 0);
+}
+
 START_TEST(missing_parent_link)
 {
 	char want[400];
 
-	split(2);
-	ck_assert_int_eq(unlink(dump(0, "parent")), 0);
+	split_relinked(2, 0, NULL);
 	snprintf(want, sizeof(want), "are in the parent dump, but %s: No such file",
 		 dump(0, "parent"));
 	expect_refused(-ENOENT, want);
@@ -191,9 +200,7 @@ START_TEST(dangling_parent_link)
 {
 	char want[400];
 
-	split(2);
-	ck_assert_int_eq(unlink(dump(0, "parent")), 0);
-	ck_assert_int_eq(symlink("../gone", dump(0, "parent")), 0);
+	split_relinked(2, 0, "../gone");
 	snprintf(want, sizeof(want), "%s -> ../gone, the parent dump of", dump(0, "parent"));
 	expect_refused(-ENOENT, want);
 }
@@ -203,9 +210,7 @@ START_TEST(parent_cycle)
 {
 	char want[400];
 
-	split(3);
-	ck_assert_int_eq(unlink(dump(1, "parent")), 0);
-	ck_assert_int_eq(symlink("../0", dump(1, "parent")), 0);
+	split_relinked(3, 1, "../0");
 	snprintf(want, sizeof(want), "%s/0/parent/parent is %s/0 again", tmp, tmp);
 	expect_refused(-ELOOP, "the chain of parent dumps is a cycle");
 	ck_assert_msg(strstr(last_log, want), "log \"%s\" does not name \"%s\"", last_log, want);
