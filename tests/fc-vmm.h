@@ -90,6 +90,8 @@ unsigned int fc_count(const char *log, const char *line);
 /* NULL when the firecracker cases can run here: UFFDD and UFFDCTL set, 4
  * KiB pages (else why_page: what needs them), a userfaultfd; else why not. */
 const char *fc_skip_reason(const char *why_page);
+/* why_page of the cases whose handshake JSON says pages of 4096 bytes. */
+#define FC_WHY_PAGE_JSON "the page size is not 4096: the JSON the tests send says 4096"
 
 /* How long a daemon may take to start, natively. */
 #define FC_READY_MS 10000

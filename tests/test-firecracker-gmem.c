@@ -211,6 +211,25 @@ static int settled_fds(const struct fc *f)
 	return test_count_fds(f->d.pid);
 }
 
+/* A case's start: uffdd up and the guest memory made; returns uffdd's
+ * settled descriptors before the memory, for gvm_down(). */
+static int gvm_up(struct fc *f, struct gvm *g)
+{
+	fc_up(f);
+	int base = settled_fds(f);
+	gvm_memory(f, g);
+	return base;
+}
+
+/* A case's end: uffdd back at the descriptors gvm_up() counted (base), the
+ * fake VMM's freed, uffdd stopped. */
+static void gvm_down(struct fc *f, struct gvm *g, int base)
+{
+	ck_assert_int_eq(settled_fds(f), base);
+	gvm_free(g);
+	fc_down(f);
+}
+
 /* The lower-addressed of f's two regions (uffdd checks them in address
  * order). */
 static int low(const struct fc *f)
@@ -230,9 +249,7 @@ START_TEST(gmem_vm_refused_with_reason)
 	struct gvm g;
 	char json[1024], line[300];
 
-	fc_up(&f);
-	int base = settled_fds(&f);
-	gvm_memory(&f, &g);
+	int base = gvm_up(&f, &g);
 	printf("UFFDIO_REGISTER MISSING | MINOR of a guest_memfd mapping: %s\n",
 	       g.reg_err ? strerror(g.reg_err) : "done");
 	gvm_json(&f, "true", "true", json, sizeof(json));
@@ -247,9 +264,7 @@ START_TEST(gmem_vm_refused_with_reason)
 			 "a guest_memfd VM: uffdd serves no guest_memfd VM yet (issue 15): %s",
 			 strerror(EOPNOTSUPP));
 	refused(&f, json, (int[]){ f.uffd, g.gmem, g.bitmap }, 3, line);
-	ck_assert_int_eq(settled_fds(&f), base);
-	gvm_free(&g);
-	fc_down(&f);
+	gvm_down(&f, &g, base);
 }
 END_TEST
 
@@ -260,9 +275,7 @@ START_TEST(gmem_malformed_refused)
 	struct gvm g;
 	char json[1024], line[300];
 
-	fc_up(&f);
-	int base = settled_fds(&f);
-	gvm_memory(&f, &g);
+	int base = gvm_up(&f, &g);
 	int lo = low(&f);
 
 	/* is_guest_memfd without the guest_memfd and bitmap. */
@@ -331,9 +344,7 @@ START_TEST(gmem_malformed_refused)
 	refused(&f, json, (int[]){ f.uffd, g.gmem, g.bitmap }, 3,
 		"a guest_memfd VM: pages of 2097152 bytes (Firecracker restores no guest_memfd VM "
 		"of hugetlbfs): Invalid argument");
-	ck_assert_int_eq(settled_fds(&f), base);
-	gvm_free(&g);
-	fc_down(&f);
+	gvm_down(&f, &g, base);
 }
 END_TEST
 
@@ -350,8 +361,7 @@ Suite *test_suite(void)
 /* What the fake VMM needs of KVM: a VM and a guest_memfd that maps shared. */
 const char *test_skip_reason(void)
 {
-	const char *why = fc_skip_reason("the page size is not 4096: the JSON the tests send says "
-					 "4096");
+	const char *why = fc_skip_reason(FC_WHY_PAGE_JSON);
 	if (why)
 		return why;
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);

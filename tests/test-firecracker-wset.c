@@ -69,6 +69,16 @@ static void rewrite_snapshot(const struct fc *f)
 	ck_assert_int_eq(futimens(f->memfd, old), 0);
 }
 
+/* The VM exits (its connection closed first) once the daemon kept its
+ * working set: the kept line n times in the log. */
+static void exit_kept(struct fc *f, const char *kept, unsigned int n)
+{
+	close(f->conn);
+	f->conn = -1;
+	free(fc_wait_log(f, kept, n));
+	vmm_exit(f);
+}
+
 /* The next VM restored from the same memory file has the first one's
  * working set placed before it runs: not one fault on it; a memory file
  * rewritten (another mtime) is another snapshot: no replay. */
@@ -81,10 +91,7 @@ START_TEST(second_restore_replays_working_set)
 	wset_lines(&f, kept, sizeof(kept), replayed, sizeof(replayed));
 	vmm_memory(&f);
 	vmm_handshake_after_faults(&f, first_wset, WSET_N);
-	close(f.conn);
-	f.conn = -1;
-	free(fc_wait_log(&f, kept, 1));
-	vmm_exit(&f);
+	exit_kept(&f, kept, 1);
 
 	/* The second VM, its guest at other addresses: the set is in place
 	 * before it touches it. */
@@ -93,10 +100,7 @@ START_TEST(second_restore_replays_working_set)
 	free(fc_wait_log(&f, replayed, 1));
 	check_replayed(&f, f.d.sock);
 	/* It leaves the same set: the replayed one is its own too. */
-	close(f.conn);
-	f.conn = -1;
-	free(fc_wait_log(&f, kept, 2));
-	vmm_exit(&f);
+	exit_kept(&f, kept, 2);
 
 	/* The snapshot rewritten: a third VM gets no replay. */
 	rewrite_snapshot(&f);
@@ -187,5 +191,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	return fc_skip_reason("the page size is not 4096: the JSON the tests send says 4096");
+	return fc_skip_reason(FC_WHY_PAGE_JSON);
 }

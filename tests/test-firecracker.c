@@ -558,5 +558,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	return fc_skip_reason("the page size is not 4096: the JSON the tests send says 4096");
+	return fc_skip_reason(FC_WHY_PAGE_JSON);
 }
