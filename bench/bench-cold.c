@@ -36,7 +36,6 @@
 #define STATE_ADDR	  0x500000000000ull
 #define STATE_BYTES	  (256ull << 20)
 #define SMOKE_STATE_BYTES (1ull << 20)
-#define MAX_RUNS	  64
 #define DEFAULT_RUNS	  5
 /* The sequential read's piece: large enough that the syscalls cost nothing
  * beside the disk, small enough to stay in the CPU's caches. */
@@ -174,16 +173,11 @@ static double restore_cold(bool rnd)
 
 int main(int argc, char **argv)
 {
-	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
-	double rd[MAX_RUNS], seq[MAX_RUNS], rnd[MAX_RUNS], seq_x[MAX_RUNS], rnd_x[MAX_RUNS];
+	unsigned int runs = bench_runs(argc, argv, DEFAULT_RUNS, &state_bytes, SMOKE_STATE_BYTES);
+	double rd[BENCH_MAX_RUNS], seq[BENCH_MAX_RUNS], rnd[BENCH_MAX_RUNS];
+	double seq_x[BENCH_MAX_RUNS], rnd_x[BENCH_MAX_RUNS];
 	struct statfs fs;
 
-	if (bench_smoke(argc, argv)) {
-		runs = 1;
-		state_bytes = SMOKE_STATE_BYTES;
-	}
-	if (runs < 1 || runs > MAX_RUNS)
-		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = state_bytes / page;
 	order_rand = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);

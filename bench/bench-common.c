@@ -92,6 +92,22 @@ bool bench_smoke(int argc, char **argv)
 	return false;
 }
 
+unsigned int bench_runs(int argc, char **argv, unsigned int dflt, uint64_t *bytes,
+			uint64_t smoke_bytes)
+{
+	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : dflt;
+	char what[32];
+
+	if (bench_smoke(argc, argv)) {
+		runs = 1;
+		*bytes = smoke_bytes;
+	}
+	if (runs >= 1 && runs <= BENCH_MAX_RUNS)
+		return runs;
+	snprintf(what, sizeof(what), "runs: 1 to %d", BENCH_MAX_RUNS);
+	bench_die(what, EINVAL);
+}
+
 uint64_t bench_now_ns(void)
 {
 	struct timespec ts;

@@ -15,6 +15,16 @@
  */
 bool bench_smoke(int argc, char **argv);
 
+/* The most runs a benchmark makes (its arrays of samples are this long). */
+#define BENCH_MAX_RUNS 64
+/*
+ * How many runs to make: argv[1] when given, else dflt; under --smoke
+ * (bench_smoke()) one, and *bytes becomes smoke_bytes.  Dies unless 1 to
+ * BENCH_MAX_RUNS.
+ */
+unsigned int bench_runs(int argc, char **argv, unsigned int dflt, uint64_t *bytes,
+			uint64_t smoke_bytes);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);
 

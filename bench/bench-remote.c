@@ -34,7 +34,6 @@
 #define BYTES	     (256ull << 20)
 #define SMOKE_BYTES  (1ull << 20)
 #define DEFAULT_RUNS 5
-#define MAX_RUNS     64
 #define TIMEOUT_MS   30000
 /* criu/page-xfer.c */
 #define PS_IOV_ADD_F 6
@@ -213,7 +212,7 @@ static void restore(const void *arg, void *out)
 
 static double measure(bool lazy, unsigned int runs)
 {
-	double v[MAX_RUNS];
+	double v[BENCH_MAX_RUNS];
 
 	for (unsigned int i = 0; i < runs; i++) {
 		struct result res;
@@ -229,21 +228,15 @@ static double measure(bool lazy, unsigned int runs)
 
 int main(int argc, char **argv)
 {
-	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
+	unsigned int runs = bench_runs(argc, argv, DEFAULT_RUNS, &bytes, SMOKE_BYTES);
 
-	if (bench_smoke(argc, argv)) {
-		runs = 1;
-		bytes = SMOKE_BYTES;
-	}
-	if (runs < 1 || runs > MAX_RUNS)
-		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = bytes / page;
 	order = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
 	pid_t server = server_start();
 	bench_uffdd_start(&ud);
 	/* Interleaved, so that a slow moment of the machine hits both alike. */
-	double lazy[MAX_RUNS], eager[MAX_RUNS];
+	double lazy[BENCH_MAX_RUNS], eager[BENCH_MAX_RUNS];
 	for (unsigned int i = 0; i < runs; i++) {
 		lazy[i] = measure(true, 1);
 		eager[i] = measure(false, 1);

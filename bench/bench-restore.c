@@ -35,7 +35,6 @@
 
 #define STATE_ADDR	  0x500000000000ull
 #define STATE_BYTES	  (256ull << 20)
-#define MAX_RUNS	  64
 #define DEFAULT_RUNS	  5
 #define SMOKE_STATE_BYTES (1ull << 20)
 
@@ -235,7 +234,8 @@ struct figures {
 
 static struct figures measure(enum mode m, bool rnd, unsigned int runs)
 {
-	double total[MAX_RUNS], run[MAX_RUNS], faults[MAX_RUNS], pushed[MAX_RUNS];
+	double total[BENCH_MAX_RUNS], run[BENCH_MAX_RUNS], faults[BENCH_MAX_RUNS],
+		pushed[BENCH_MAX_RUNS];
 
 	for (unsigned int i = 0; i < runs; i++) {
 		/* A replay needs the working set its on-demand run records. */
@@ -269,14 +269,8 @@ static void report(const char *name, const struct figures *f, bool counts)
 
 int main(int argc, char **argv)
 {
-	unsigned int runs = argc > 1 ? (unsigned int)atoi(argv[1]) : DEFAULT_RUNS;
-	if (bench_smoke(argc, argv)) {
-		runs = 1;
-		state_bytes = SMOKE_STATE_BYTES;
-	}
+	unsigned int runs = bench_runs(argc, argv, DEFAULT_RUNS, &state_bytes, SMOKE_STATE_BYTES);
 
-	if (runs < 1 || runs > MAX_RUNS)
-		bench_die("runs: 1 to 64", EINVAL);
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	npages = state_bytes / page;
 	order_rand = bench_shuffled(npages, 0x9e3779b97f4a7c15ull);
