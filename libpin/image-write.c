@@ -26,7 +26,7 @@
 /* Ranges per process_vm_readv(): IOV_MAX, the most the kernel takes. */
 #define COPY_IOVS 1024
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+int pin_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;
 
@@ -70,7 +70,7 @@ static int write_nonzero(int fd, const unsigned char *buf, size_t len, uint64_t 
 		}
 		for (j = i + page; j < len && !page_is_zero(buf + j, page); j += page)
 			;
-		r = pwrite_all(fd, buf + i, j - i, off + i);
+		r = pin_pwrite_all(fd, buf + i, j - i, off + i);
 		if (r < 0) {
 			pin_log(PIN_LOG_ERR,
 				"pwrite of the pages file at offset %" PRIu64 " (%zu bytes): %s",

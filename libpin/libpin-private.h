@@ -394,6 +394,8 @@ void pin_image_snapshot_set(struct pin_image *img, int fd);
 uint64_t pin_image_snapshot_offset(const struct pin_image *img, size_t i);
 /* pread(2) until len bytes are in, EINTR retried; -ENODATA at end of file. */
 int pin_pread_all(int fd, void *buf, size_t len, uint64_t off);
+/* pwrite(2) until len bytes are out, EINTR retried (image-write.c). */
+int pin_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* PAGEMAP_SCAN page categories (include/uapi/linux/fs.h, Linux 6.7). */
 #define PIN_PAGE_IS_WPALLOWED (1ull << 0)

@@ -54,7 +54,7 @@
 
 struct writer {
 	int pagemap, pages;
-	uint64_t pages_off;
+	uint64_t pagemap_off, pages_off; /* where each is written next */
 };
 
 /* Whether the task wrote page vaddr again after dump k + 1 (so dump k
@@ -86,25 +86,18 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 	return n;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+/* len bytes at the end of w's pagemap. */
+static int put_pagemap(struct writer *w, const void *buf, size_t len)
 {
-	const uint8_t *p = buf;
+	int r = pin_pwrite_all(w->pagemap, buf, len, w->pagemap_off);
 
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	if (r == 0)
+		w->pagemap_off += len;
+	return r;
 }
 
 /* One (u32 length, message) entry of fields (number, value) pairs. */
-static int put_entry(int fd, const uint64_t (*fields)[2], size_t n)
+static int put_entry(struct writer *w, const uint64_t (*fields)[2], size_t n)
 {
 	uint8_t buf[4 + 4 * 11];
 	size_t len = 4;
@@ -116,14 +109,14 @@ static int put_entry(int fd, const uint64_t (*fields)[2], size_t n)
 	}
 	le = htole32((uint32_t)(len - 4));
 	memcpy(buf, &le, sizeof(le));
-	return write_all(fd, buf, len);
+	return put_pagemap(w, buf, len);
 }
 
 static int put_pagemap_entry(struct writer *w, uint64_t vaddr, uint64_t nr, uint32_t flags)
 {
 	const uint64_t f[][2] = { { 1, vaddr }, { 2, 0 }, { 4, flags }, { 5, nr } };
 
-	return put_entry(w->pagemap, f, PIN_ARRAY_SIZE(f));
+	return put_entry(w, f, PIN_ARRAY_SIZE(f));
 }
 
 /* Copy the file name of the directory src into dst. */
@@ -131,6 +124,7 @@ static int copy_file(int src, int dst, const char *name)
 {
 	int in = openat(src, name, O_RDONLY | O_CLOEXEC), out, r = 0;
 	char buf[65536];
+	uint64_t off = 0;
 	ssize_t n;
 
 	if (in < 0)
@@ -141,8 +135,10 @@ static int copy_file(int src, int dst, const char *name)
 		close(in);
 		return r;
 	}
-	while (!r && (n = read(in, buf, sizeof(buf))) != 0)
-		r = n < 0 ? -errno : write_all(out, buf, (size_t)n);
+	while (!r && (n = read(in, buf, sizeof(buf))) != 0) {
+		r = n < 0 ? -errno : pin_pwrite_all(out, buf, (size_t)n, off);
+		off += (uint64_t)n;
+	}
 	close(in);
 	close(out);
 	return r;
@@ -184,9 +180,9 @@ static int put_page(struct writer *w, int src_pages, uint64_t off, uint64_t vadd
 		return r;
 	for (size_t i = 0; i < PIN_ARRAY_SIZE(buf); i++)
 		buf[i] ^= mask;
-	r = (int)pwrite(w->pages, buf, sizeof(buf), (off_t)w->pages_off);
-	if (r != (int)sizeof(buf))
-		return r < 0 ? -errno : -EIO;
+	r = pin_pwrite_all(w->pages, buf, sizeof(buf), w->pages_off);
+	if (r < 0)
+		return r;
 	w->pages_off += sizeof(buf);
 	return 0;
 }
@@ -259,9 +255,9 @@ static int write_dump(int src, int src_pages, uint32_t src_id, int pid,
 	if (w.pagemap < 0 || w.pages < 0)
 		r = -errno;
 	if (!r)
-		r = write_all(w.pagemap, magic, sizeof(magic));
+		r = put_pagemap(&w, magic, sizeof(magic));
 	if (!r)
-		r = put_entry(w.pagemap, head, PIN_ARRAY_SIZE(head));
+		r = put_entry(&w, head, PIN_ARRAY_SIZE(head));
 	for (size_t i = 0; !r && i < ne; i++)
 		r = put_entries(&w, src_pages, &e[i], k, n, st);
 	if (!r && k + 1 < n) {
