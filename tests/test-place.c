@@ -7,7 +7,8 @@
  * Which thread placed which piece depends on the scheduler; what must not is
  * checked exactly: every byte, and the counters (each page placed once,
  * copied or zeroed as its source says, none found there twice), also while
- * the process forks, moves part of the range and discards another part.
+ * the process forks, moves part of the range and discards another part, and
+ * when a run goes over pages already in place.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -65,20 +66,27 @@ static void conn_close(struct conn *k)
 	pin_uffd_free(k->u);
 }
 
-/* A region of n pages at base over fd, pushed. */
-static int add_region(struct conn *k, void *base, size_t n, int fd)
+/* A region of n pages at base over fd, with flags (PIN_CLIENT_REGION_*). */
+static int add_region_flags(struct conn *k, void *base, size_t n, int fd, unsigned int flags)
 {
 	struct pin_client_region r = {
 		.sz = sizeof(r),
 		.addr = base,
 		.len = n * page,
 		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = flags,
 		.fd = fd,
 	};
 
 	if (pin_uffd_register(k->u, base, n * page, PIN_UFFD_REGISTER_MISSING, NULL) < 0)
 		return -1;
 	return pin_client_region_add(k->c, &r);
+}
+
+/* A region of n pages at base over fd, pushed. */
+static int add_region(struct conn *k, void *base, size_t n, int fd)
+{
+	return add_region_flags(k, base, n, fd, 0);
 }
 
 /* Page i of the source is a hole (read as zero). */
@@ -278,6 +286,69 @@ START_TEST(placing_under_fork_mremap_dontneed)
 }
 END_TEST
 
+/* ---- a run over pages in place ---- */
+
+/* The process reads every STRIDE-th page first: each fault places its page
+ * alone (the next fault is no sequel of it). */
+#define STRIDE 7
+
+/*
+ * With no push, the process faults on every STRIDE-th page, then replays a
+ * working set of the whole region: its runs go over the pages in place, in
+ * pieces that skip them.  Each missing page is placed once, by the replay
+ * (pushed), none found there (no EEXIST), and every byte is the source's.
+ */
+static int client_skip(const struct test_daemon *d, int fd)
+{
+	struct pin_client_stats st;
+	char dir[] = "/tmp/test-place-XXXXXX", path[64];
+	struct conn k;
+	size_t touched = 0, holes = 0;
+
+	REQUIRE(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/working-set", dir);
+	REQUIRE(conn_open(d, &k) == 0);
+	uint8_t *base = test_map_region(NPAGES * page);
+	REQUIRE(base);
+	REQUIRE(add_region_flags(&k, base, NPAGES, fd, PIN_CLIENT_REGION_NO_PUSH) == 0);
+	for (size_t i = 0; i < NPAGES; i += STRIDE, touched++)
+		REQUIRE(in_hole(i) ? test_page_zero(base, i) : test_page_ok(base, i, SEED));
+	FILE *f = fopen(path, "w");
+	REQUIRE(f);
+	fprintf(f, "uffdd-working-set 1\npage-size %zu\nrun %p 0x%zx\nend 1\n", page, (void *)base,
+		NPAGES * page);
+	REQUIRE(fclose(f) == 0);
+	REQUIRE_EQ(pin_client_working_set_replay(k.c, dir), NPAGES - touched);
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	for (size_t i = 0; i < NPAGES; i++)
+		holes += in_hole(i);
+	REQUIRE_EQ(st.faults, touched);
+	REQUIRE_EQ(st.pages_pushed, NPAGES - touched);
+	REQUIRE_EQ(st.pages_copied + st.pages_zeroed, NPAGES);
+	REQUIRE_EQ(st.pages_zeroed, holes);
+	REQUIRE_EQ(st.eexist, 0);
+	REQUIRE_EQ(st.pages_populated, NPAGES);
+	for (size_t i = 0; i < NPAGES; i++)
+		REQUIRE(in_hole(i) ? test_page_zero(base, i) : test_page_ok(base, i, SEED));
+	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
+	REQUIRE_EQ(st.faults, touched);
+	REQUIRE(unlink(path) == 0 && rmdir(dir) == 0);
+	conn_close(&k);
+	return 0;
+}
+
+START_TEST(replay_skips_pages_in_place)
+{
+	struct test_daemon d;
+
+	up(&d);
+	int fd = make_source(true);
+	ck_assert_int_eq(run(&d, client_skip, fd), 0);
+	close(fd);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 /* A case's bound: 64 MiB under valgrind takes minutes. */
 #define CASE_TIMEOUT_S 600
 
@@ -288,6 +359,7 @@ Suite *test_suite(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	TEST_ADD_CASE(s, push_64m_two_placers, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, placing_under_fork_mremap_dontneed, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, replay_skips_pages_in_place, CASE_TIMEOUT_S);
 	return s;
 }
 

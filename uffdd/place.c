@@ -350,6 +350,15 @@ static uint64_t run_at(const struct region *r, uint64_t i, uint64_t end, bool *r
 	return k;
 }
 
+/* The first k pages from page i of r, to the first one in place. */
+static uint64_t missing_run(const struct region *r, uint64_t i, uint64_t k)
+{
+	for (uint64_t j = 1; j < k; j++)
+		if (bm_test(r->populated, i + j))
+			return j;
+	return k;
+}
+
 /* fault_fill() one ioctl after the other, by the calling worker. */
 static int64_t fill_serial(struct session *s, struct region *r, uint64_t first, uint64_t n,
 			   bool push, bool *ret_woken)
@@ -360,8 +369,14 @@ static int64_t fill_serial(struct session *s, struct region *r, uint64_t first, 
 	if (ret_woken)
 		*ret_woken = false;
 	while (i < end) {
+		/* In place already (a push run goes over such pages). */
+		if (!r->huge && bm_test(r->populated, i)) {
+			i++;
+			continue;
+		}
 		bool data;
-		uint64_t k = run_at(r, i, end, &data);
+		uint64_t k = r->huge ? run_at(r, i, end, &data)
+				     : missing_run(r, i, run_at(r, i, end, &data));
 		/* One ioctl for the whole run: let it wake, and save a WAKE. */
 		bool single = ret_woken && i <= first && i + k >= end;
 		int64_t got = place(s, r, i, k, data, push, single ? ret_woken : NULL);
@@ -398,8 +413,14 @@ static void piece_place(void *task, void *buf)
 	bool wp = r->mode & PIN_UFFD_REGISTER_WP;
 
 	for (p->at = p->i; p->at < p->end;) {
+		/* In place already: the worker waits for the batch, so the
+		 * bitmap does not change meanwhile. */
+		if (bm_test(r->populated, p->at)) {
+			p->at++;
+			continue;
+		}
 		bool data;
-		uint64_t k = run_at(r, p->at, p->end, &data);
+		uint64_t k = missing_run(r, p->at, run_at(r, p->at, p->end, &data));
 		size_t len = k << uffdd_page_shift;
 		void *dst = region_page_addr(r, p->at);
 		const void *src = zeroes;

@@ -1429,7 +1429,8 @@ int place_init(void);
  * r may be as many times UFFDD_PUSH_MAX pages, and take no longer. */
 unsigned int place_width(const struct region *r);
 /*
- * Place pages [first, first + n) of r, each from its source or as zero, with
+ * Place pages [first, first + n) of r, each from its source or as zero (but
+ * those in place already, which a push run may span), with
  * DONTWAKE: the caller wakes, unless *ret_woken (when not NULL) says that one
  * ioctl placed them all and woke their threads.  A run of 2 x 32 pages or
  * more is cut into disjoint pieces placed by the crew at once (crew.c),
