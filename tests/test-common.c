@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Helpers that tests of several areas share (see test-common.h). */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -164,6 +165,33 @@ int test_count_fds(pid_t pid)
 		n += e->d_name[0] != '.' && atoi(e->d_name) < TEST_VALGRIND_FDS;
 	closedir(dir);
 	return n;
+}
+
+void test_each_task(pid_t pid, bool (*fn)(pid_t pid, const char *tid, void *arg), void *arg)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *dir = opendir(path);
+	ck_assert_ptr_nonnull(dir);
+	for (struct dirent *e; (e = readdir(dir));)
+		if (e->d_name[0] != '.' && !fn(pid, e->d_name, arg))
+			break;
+	closedir(dir);
+}
+
+void test_task_read(pid_t pid, const char *tid, const char *name, char *buf, size_t size)
+{
+	char path[96];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%.20s/%.20s", (int)pid, tid, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = '\0';
 }
 
 int test_count_fd_links(pid_t pid, const char *pattern)

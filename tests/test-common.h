@@ -102,6 +102,12 @@ bool test_read_bus(const volatile uint8_t *p);
  */
 #define TEST_VALGRIND_FDS 1024
 int test_count_fds(pid_t pid);
+/* fn(pid, tid, arg) for each thread of process pid (/proc/PID/task), until
+ * fn returns false. */
+void test_each_task(pid_t pid, bool (*fn)(pid_t pid, const char *tid, void *arg), void *arg);
+/* /proc/PID/task/TID/name of thread tid of pid into buf (at most size - 1
+ * bytes, a trailing newline dropped). */
+void test_task_read(pid_t pid, const char *tid, const char *name, char *buf, size_t size);
 /* Of those past stdio, the ones whose link (/proc/PID/fd/N) matches the
  * fnmatch(3) pattern, whose "*" spans "/" too: "socket:*" counts sockets. */
 int test_count_fd_links(pid_t pid, const char *pattern);

@@ -84,12 +84,7 @@ static void wait_fds(pid_t pid, int want)
 
 typedef int (*client_fn)(const struct test_daemon *d, void *arg);
 
-struct conn {
-	struct pin_client *c;
-	struct pin_uffd *u;
-};
-
-static int conn_open(const struct test_daemon *d, struct conn *k, unsigned int flags)
+static int conn_open(const struct test_daemon *d, struct test_conn *k, unsigned int flags)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -107,19 +102,10 @@ static int conn_open(const struct test_daemon *d, struct conn *k, unsigned int f
 		.reconnect_ms = 20000,
 	};
 
-	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
-	REQUIRE(pin_client_connect(&co, &k->c) == 0);
-	REQUIRE(pin_client_handover(k->c, k->u) == 0);
-	return 0;
+	return test_conn_open(k, &uo, &co);
 }
 
-static void conn_close(struct conn *k)
-{
-	pin_client_free(k->c);
-	pin_uffd_free(k->u);
-}
-
-static int add_region(struct conn *k, void *addr, size_t len, unsigned int mode, int fd,
+static int add_region(struct test_conn *k, void *addr, size_t len, unsigned int mode, int fd,
 		      unsigned int flags)
 {
 	struct pin_client_region r = {
@@ -177,7 +163,7 @@ static int client_fill(const struct test_daemon *d, void *arg)
 	struct fill *f = arg;
 	struct pin_client_stats st;
 	pthread_t th[FILL_THREADS];
-	struct conn k;
+	struct test_conn k;
 	size_t len = f->npages * page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -207,7 +193,7 @@ static int client_fill(const struct test_daemon *d, void *arg)
 		lat += st.latency_us_log2[i];
 	REQUIRE(lat == st.faults);
 	free(f->order);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -275,7 +261,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 {
 	int fd = *(int *)arg;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	size_t order[HOLE_PAGES];
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -295,7 +281,7 @@ static int client_holes(const struct test_daemon *d, void *arg)
 	/* Zero pages cost no memory: each maps the kernel's zero page. */
 	for (size_t i = 0; i < HOLE_PAGES; i++)
 		REQUIRE(maps_zero_page(base + i * page) == !(i < 4 || (i >= 12 && i < 14)));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -326,7 +312,7 @@ static bool page_bus(const uint8_t *base, size_t i)
 static int client_truncated(const struct test_daemon *d, void *arg)
 {
 	int fd = *(int *)arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	REQUIRE(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON);
@@ -340,7 +326,7 @@ static int client_truncated(const struct test_daemon *d, void *arg)
 	REQUIRE(page_bus(base, 2));
 	REQUIRE(test_page_ok(base, 0, 9));
 	REQUIRE(test_page_ok(base, 1, 9));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -361,7 +347,7 @@ END_TEST
 
 #define WP_PAGES 64
 
-static int dirty_check(struct conn *k, uint8_t *base, const bool *want, unsigned int flags)
+static int dirty_check(struct test_conn *k, uint8_t *base, const bool *want, unsigned int flags)
 {
 	uint8_t bm[WP_PAGES / 8];
 	int n = 0;
@@ -379,7 +365,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	bool want[WP_PAGES] = { false };
 	uint64_t seed = 99, writes = 0;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(WP_PAGES * page);
@@ -418,7 +404,7 @@ static int client_wp(const struct test_daemon *d, void *arg)
 	 * reset) takes exactly one WP fault. */
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.wp_faults == writes);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -461,7 +447,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct pin_client_stats stats;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(EV_PAGES * page);
@@ -488,7 +474,7 @@ static int client_fork(const struct test_daemon *d, void *arg)
 	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	for (size_t i = EV_PAGES / 2; i < EV_PAGES; i++)
 		REQUIRE(test_page_ok(base, i, 11));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -529,7 +515,7 @@ static int inspector(const struct test_daemon *d, void *arg)
 static int client_fork_many(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(FW_REGIONS * page);
@@ -549,7 +535,7 @@ static int client_fork_many(const struct test_daemon *d, void *arg)
 	/* Each region is the source's first page. */
 	for (size_t i = 0; i < FW_REGIONS; i++)
 		REQUIRE(test_page_ok(base + i * page, 0, 11));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -580,7 +566,7 @@ END_TEST
 static int client_mremap(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(EV_PAGES * page);
@@ -597,7 +583,7 @@ static int client_mremap(const struct test_daemon *d, void *arg)
 	 * new address, from the same source offsets. */
 	for (size_t i = 0; i < EV_PAGES; i++)
 		REQUIRE(test_page_ok(moved, EV_PAGES - 1 - i, 11));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -622,7 +608,7 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 		.stale_fn = test_on_stale,
 		.stale_data = &seen,
 	};
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
@@ -646,7 +632,7 @@ static int client_dontneed(const struct test_daemon *d, void *arg)
 	REQUIRE(seen.addr == (uintptr_t)(base + 16 * page));
 	REQUIRE(seen.len == 8 * page);
 	REQUIRE(seen.event == PIN_UFFD_EVENT_REMOVE);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -662,7 +648,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -676,7 +662,7 @@ static int client_push(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_copied == n);
 	for (size_t i = 0; i < n; i++)
 		REQUIRE(test_page_ok(base, i, 11));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -685,7 +671,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	size_t n = 1024;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -705,7 +691,7 @@ static int client_prefetch(const struct test_daemon *d, void *arg)
 		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 1);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -725,7 +711,7 @@ END_TEST
 
 static int client_limits(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(4 * page);
@@ -741,7 +727,7 @@ static int client_limits(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_client_region_remove(k.c, base, page) == 0);
 	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(base[3 * page] == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -774,7 +760,7 @@ END_TEST
 static int client_victim(const struct test_daemon *d, void *arg)
 {
 	int *ready = arg;
-	struct conn k;
+	struct test_conn k;
 	size_t n = (32u << 20) / page;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -902,7 +888,7 @@ static int shared_step(struct shared *sh)
 static int client_shared(const struct test_daemon *d, void *arg)
 {
 	struct shared *sh = arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region((SHARED_REGIONS + 1) * page);
@@ -930,7 +916,7 @@ static int client_shared(const struct test_daemon *d, void *arg)
 	REQUIRE(shared_step(sh) == 0);
 	REQUIRE(pin_client_region_remove(k.c, base, SHARED_REGIONS * page) == 0);
 	REQUIRE(shared_step(sh) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1149,7 +1135,7 @@ static int client_restart(const struct test_daemon *d, void *arg)
 {
 	struct restart *rs = arg;
 	struct fill f = { .npages = rs->npages, .seed = 3, .half_fd = rs->ready[1] };
-	struct conn k;
+	struct test_conn k;
 	pthread_t th;
 	void *ret;
 	char c;
@@ -1167,7 +1153,7 @@ static int client_restart(const struct test_daemon *d, void *arg)
 	struct pin_client_stats st;
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.pages_total == rs->npages);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1296,7 +1282,7 @@ static int client_park(const struct test_daemon *d, void *arg)
 	struct park *pk = arg;
 	size_t len = PARK_PAGES * page;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	pthread_t th;
 	char c;
 
@@ -1347,7 +1333,7 @@ static int client_park(const struct test_daemon *d, void *arg)
 	REQUIRE(st.pages_copied == (pk->mode == PARK_EEXIST ? 0 : 1));
 	REQUIRE(st.eexist == (pk->mode == PARK_EEXIST ? 1 : 0));
 	REQUIRE(st.pages_populated == 1);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1491,7 +1477,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 		.stale_fn = on_stale_log,
 		.stale_data = &log,
 	};
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
 	REQUIRE(pin_client_connect(&co, &k.c) == 0);
@@ -1534,7 +1520,7 @@ static int client_stale_events(const struct test_daemon *d, void *arg)
 	REQUIRE(pthread_create(&th, NULL, touch_thread, &t) == 0);
 	REQUIRE(join_bounded(th, "the moved region is not served at its new address") == 0);
 	REQUIRE(buf_ok(out, page, 24 * page, 11));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1580,7 +1566,7 @@ static bool logged(const char *want)
 static int client_quota_a(const struct test_daemon *d, void *arg)
 {
 	struct quota *q = arg;
-	struct conn k;
+	struct test_conn k;
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -1590,13 +1576,13 @@ static int client_quota_a(const struct test_daemon *d, void *arg)
 	REQUIRE(pin_client_pin_report(k.c, base, page, 1) == 0);
 	REQUIRE(write(q->held[1], "x", 1) == 1);
 	REQUIRE(read(q->quit[0], &c, 1) == 1);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
 /* Region add at addr, retried while -EDQUOT (a dead session's quota comes
  * back asynchronously); the last result. */
-static int add_region_retry(struct conn *k, void *addr)
+static int add_region_retry(struct test_conn *k, void *addr)
 {
 	int r = -EDQUOT;
 
@@ -1614,7 +1600,7 @@ static int add_region_retry(struct conn *k, void *addr)
 static int client_quota_b(const struct test_daemon *d, void *arg)
 {
 	struct quota *q = arg;
-	struct conn k;
+	struct test_conn k;
 	char c;
 
 	pin_log_set(keep_log, NULL);
@@ -1634,7 +1620,7 @@ static int client_quota_b(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region_retry(&k, base + page) == 0);
 	REQUIRE(pin_client_pin_report(k.c, base + page, page, 2) == 0);
 	REQUIRE(base[page] == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1643,7 +1629,7 @@ static int client_quota_other(const struct test_daemon *d, void *arg)
 {
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock };
-	struct conn k;
+	struct test_conn k;
 
 	/* Opening a userfaultfd needs root here; using it does not. */
 	REQUIRE(pin_uffd_new(&uo, &k.u) == 0);
@@ -1658,7 +1644,7 @@ static int client_quota_other(const struct test_daemon *d, void *arg)
 			0);
 	REQUIRE(pin_client_pin_report(k.c, base, LIMIT_PINNED_PAGES * page, 1) == 0);
 	REQUIRE(base[0] == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1713,7 +1699,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 {
 	struct evtest *e = arg;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	size_t len = PARTIAL_PAGES * page;
 	uint64_t *src = malloc(page);
 	int64_t done;
@@ -1749,7 +1735,7 @@ static int client_partial(const struct test_daemon *d, void *arg)
 		REQUIRE(test_page_ok(base, i, 11));
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.faults == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1769,7 +1755,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 {
 	int fd = *(int *)arg;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	pthread_t th;
 	size_t len = HOLE_PAGES * page;
 	uint8_t *out = malloc(len);
@@ -1793,7 +1779,7 @@ static int client_holes_sequential(const struct test_daemon *d, void *arg)
 	 * thread's next fault (4 here, every time, on an idle machine). */
 	REQUIRE(st.faults < HOLE_PAGES);
 	free(out);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1861,15 +1847,15 @@ static int hello_until_served(const struct test_daemon *d)
 
 static int client_connections(const struct test_daemon *d, void *arg)
 {
-	struct conn a, b;
+	struct test_conn a, b;
 
 	(void)arg;
 	REQUIRE(conn_open(d, &a, 0) == 0);
 	REQUIRE(conn_open(d, &b, 0) == 0);
 	REQUIRE(refused_error(d) == -EDQUOT);
-	conn_close(&b);
+	test_conn_close(&b);
 	REQUIRE(hello_until_served(d) == 0);
-	conn_close(&a);
+	test_conn_close(&a);
 	return 0;
 }
 
@@ -1891,7 +1877,7 @@ END_TEST
 
 static int client_fork_sessions(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 	int go[2];
 	pid_t kids[CAP_FORKS];
 
@@ -1932,7 +1918,7 @@ static int client_fork_sessions(const struct test_daemon *d, void *arg)
 		REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 	REQUIRE(hello_until_served(d) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -1958,7 +1944,7 @@ struct three_files {
 static int client_fds(const struct test_daemon *d, void *arg)
 {
 	const struct three_files *f = arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *base = test_map_region(8 * page);
@@ -1977,7 +1963,7 @@ static int client_fds(const struct test_daemon *d, void *arg)
 	REQUIRE(add_region(&k, base + 3 * page, page, PIN_UFFD_REGISTER_MISSING, f->fd[2], 0) == 0);
 	REQUIRE(test_page_ok(base, 0, 21));
 	REQUIRE(test_page_ok(base + 3 * page, 0, 23));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -2008,7 +1994,7 @@ END_TEST
 
 static int client_bytes(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 
 	(void)arg;
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -2021,7 +2007,7 @@ static int client_bytes(const struct test_daemon *d, void *arg)
 			   PIN_CLIENT_REGION_NO_PUSH) == -EDQUOT);
 	REQUIRE(add_region(&k, c, page, PIN_UFFD_REGISTER_MISSING, -1, 0) == 0);
 	REQUIRE(test_page_zero(c, 0));
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -2044,7 +2030,7 @@ END_TEST
 static int client_split(const struct test_daemon *d, void *arg)
 {
 	const int *fd = arg;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
 	uint8_t *a = test_map_region(4 * page), *b = test_map_region(page);
@@ -2060,7 +2046,7 @@ static int client_split(const struct test_daemon *d, void *arg)
 	/* B gone, the split fits. */
 	REQUIRE(pin_client_region_remove(k.c, b, page) == 0);
 	REQUIRE(pin_client_region_remove(k.c, a + page, page) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -2086,7 +2072,7 @@ END_TEST
 
 static int client_many_pins(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 	size_t *order = malloc(MANY_PINS * sizeof(*order));
 
 	(void)arg;
@@ -2117,7 +2103,7 @@ static int client_many_pins(const struct test_daemon *d, void *arg)
 	/* Every pin's bytes given back: the limit's worth fits again. */
 	REQUIRE(pin_client_pin_report(k.c, base, MANY_PINS * page, 1) == 0);
 	free(order);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -2141,7 +2127,7 @@ END_TEST
 
 static int client_uffd_twice(const struct test_daemon *d, void *arg)
 {
-	struct conn a;
+	struct test_conn a;
 	struct pin_client *b;
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "second" };
 	int r = -EBUSY;
@@ -2269,7 +2255,7 @@ struct unread {
 static int client_unread(const struct test_daemon *d, void *arg)
 {
 	struct unread *u = arg;
-	struct conn k;
+	struct test_conn k;
 	char c;
 
 	REQUIRE(conn_open(d, &k, 0) == 0);
@@ -2282,7 +2268,7 @@ static int client_unread(const struct test_daemon *d, void *arg)
 	REQUIRE(munmap(base, page) == 0);
 	REQUIRE(write(u->ready[1], "r", 1) == 1);
 	REQUIRE(read(u->go[0], &c, 1) == 1);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -2412,7 +2398,7 @@ END_TEST
  * allocate one). */
 static int client_sparse(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 	struct stat st;
 
 	(void)arg;
@@ -2436,7 +2422,7 @@ static int client_sparse(const struct test_daemon *d, void *arg)
 	REQUIRE(test_page_zero(base, 0));
 	REQUIRE(test_page_zero(base, SPARSE_LEN / page - 1));
 	REQUIRE(fstat(fd, &st) == 0 && st.st_blocks == (blkcnt_t)(page / 512));
-	conn_close(&k);
+	test_conn_close(&k);
 	close(fd);
 	return 0;
 }
@@ -2459,7 +2445,7 @@ END_TEST
 #define PROBE_FIRST   (16ull << 20)
 
 /* Map and add two pages at addr, zero-filled. */
-static int add_fixed(struct conn *k, uint64_t addr)
+static int add_fixed(struct test_conn *k, uint64_t addr)
 {
 	void *p = mmap((void *)(uintptr_t)addr, 2 * page, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
@@ -2472,7 +2458,7 @@ static int add_fixed(struct conn *k, uint64_t addr)
  * its parent's session ended, then the child exits. */
 static int client_fork_covered(const struct test_daemon *d, void *arg)
 {
-	struct conn k;
+	struct test_conn k;
 	int go[2];
 
 	(void)arg;
@@ -2486,7 +2472,7 @@ static int client_fork_covered(const struct test_daemon *d, void *arg)
 		char c;
 		_exit(read(go[0], &c, 1) == 1 ? 0 : 1);
 	}
-	conn_close(&k);
+	test_conn_close(&k);
 	REQUIRE(write(go[1], "g", 1) == 1);
 	int st;
 	REQUIRE(waitpid(pid, &st, 0) == pid);

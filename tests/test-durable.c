@@ -1676,6 +1676,22 @@ END_TEST
 #define PL_PAGES 64
 #define PL_SEED	 0x91ac
 
+/* Every one of the npages pages at base exact (seed), WaitPopulated of
+ * them returns, and the stats count each in; then closes k. */
+static int all_placed(struct conn *k, uint8_t *base, size_t npages, uint64_t seed)
+{
+	struct pin_client_stats st;
+
+	for (size_t i = 0; i < npages; i++)
+		REQUIRE(src_page_ok(base + i * page, i, seed));
+	REQUIRE_EQ(pin_client_wait_populated(k->c, base, npages * page, wait_ms()), 0);
+	REQUIRE_EQ(pin_client_stats(k->c, 0, &st), 0);
+	REQUIRE_EQ(st.pages_total, npages);
+	REQUIRE_EQ(st.pages_populated, npages);
+	conn_close(k);
+	return 0;
+}
+
 /*
  * Touches page 0 of a region no push serves (the daemon places a run from
  * it and holds before it records it, is killed and restarted), then reads
@@ -1686,25 +1702,14 @@ END_TEST
 static int client_placed(struct client *cl, void *arg)
 {
 	int src = *(int *)arg;
-	struct pin_client_stats st;
 	struct conn k;
+	uint8_t *base;
 
-	REQUIRE(conn_open(&k) == 0);
-	uint8_t *base = map_pages(PL_PAGES);
-	REQUIRE(base);
-	REQUIRE(add_region(&k, base, PL_PAGES, PIN_UFFD_REGISTER_MISSING, src, 0,
-			   PIN_CLIENT_REGION_NO_PUSH) == 0);
+	REQUIRE(open_region(&k, PL_PAGES, src, &base) == 0);
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
 	REQUIRE(src_page_ok(base, 0, PL_SEED));
-	for (size_t i = 0; i < PL_PAGES; i++)
-		REQUIRE(src_page_ok(base + i * page, i, PL_SEED));
-	REQUIRE_EQ(pin_client_wait_populated(k.c, base, PL_PAGES * page, wait_ms()), 0);
-	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
-	REQUIRE_EQ(st.pages_total, PL_PAGES);
-	REQUIRE_EQ(st.pages_populated, PL_PAGES);
-	conn_close(&k);
-	return 0;
+	return all_placed(&k, base, PL_PAGES, PL_SEED);
 }
 
 START_TEST(placed_when_daemon_dies)
@@ -1729,7 +1734,6 @@ END_TEST
 static int client_placed_wide(struct client *cl, void *arg)
 {
 	int src = *(int *)arg;
-	struct pin_client_stats st;
 	struct conn k;
 	uint8_t *base;
 
@@ -1737,14 +1741,7 @@ static int client_placed_wide(struct client *cl, void *arg)
 	REQUIRE(tell(cl) == 0);
 	REQUIRE(hear(cl) == 0);
 	REQUIRE_EQ(pin_client_prefetch(k.c, base, PW_PAGES * page), 0);
-	for (size_t i = 0; i < PW_PAGES; i++)
-		REQUIRE(src_page_ok(base + i * page, i, PW_SEED));
-	REQUIRE_EQ(pin_client_wait_populated(k.c, base, PW_PAGES * page, wait_ms()), 0);
-	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
-	REQUIRE_EQ(st.pages_total, PW_PAGES);
-	REQUIRE_EQ(st.pages_populated, PW_PAGES);
-	conn_close(&k);
-	return 0;
+	return all_placed(&k, base, PW_PAGES, PW_SEED);
 }
 
 START_TEST(placed_by_two_when_daemon_dies)
@@ -2208,33 +2205,22 @@ static unsigned long pets_past(unsigned long n)
 	return got;
 }
 
-/* Whether thread tid of pid is one of uffdd's placers (uffdd/crew.c). */
-static bool placer(pid_t pid, pid_t tid)
+/* Sets *arg to thread tid of uffdd (pid) when it is a worker: neither its
+ * main thread nor a placer. */
+static bool find_worker(pid_t pid, const char *tid, void *arg)
 {
-	char path[64], comm[32];
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)pid, (int)tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ssize_t n = read(fd, comm, sizeof(comm) - 1);
-	close(fd);
-	comm[n > 0 ? n : 0] = '\0';
-	return !strcmp(comm, "uffdd-placer\n");
+	if (atoi(tid) == pid || test_daemon_placer(pid, tid))
+		return true;
+	*(pid_t *)arg = atoi(tid);
+	return false;
 }
 
 /* A thread of pid other than its main one and its placers: a worker. */
 static pid_t a_worker(pid_t pid)
 {
-	char path[64];
 	pid_t tid = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	ck_assert_ptr_nonnull(d);
-	for (struct dirent *e; (e = readdir(d)) && !tid;)
-		if (e->d_name[0] != '.' && atoi(e->d_name) != pid && !placer(pid, atoi(e->d_name)))
-			tid = atoi(e->d_name);
-	closedir(d);
+	test_each_task(pid, find_worker, &tid);
 	ck_assert_int_gt(tid, 0);
 	return tid;
 }

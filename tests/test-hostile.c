@@ -15,7 +15,6 @@
  * the private protocol helpers for messages the client library never sends),
  * the harness (uffdd-harness.c) and test-common.c.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -1887,32 +1886,39 @@ static void stuck_start(struct hostile *h, char *path, size_t size)
 	snprintf(path, size, "%s/" STUCK_FUSE_NAME, fuse_dir);
 }
 
+/* The children counted so far, the last one listed (may be NULL). */
+struct children {
+	int n;
+	pid_t *last;
+};
+
+/* Counts the children of thread tid of pid in *arg. */
+static bool count_children(pid_t pid, const char *tid, void *arg)
+{
+	struct children *ch = arg;
+	char path[96];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%.20s/children", (int)pid, tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return true; /* the thread is gone */
+	for (int c; fscanf(f, "%d", &c) == 1;) {
+		ch->n++;
+		if (ch->last)
+			*ch->last = c;
+	}
+	fclose(f);
+	return true;
+}
+
 /* The daemon's children: its sessions' readers and its closers, not reaped
  * yet; the last one listed at *ret_child (may be NULL). */
 static int children_of_ret(pid_t pid, pid_t *ret_child)
 {
-	char path[320];
-	int n = 0;
+	struct children ch = { .last = ret_child };
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue; /* the thread is gone */
-		for (int c; fscanf(f, "%d", &c) == 1;) {
-			n++;
-			if (ret_child)
-				*ret_child = c;
-		}
-		fclose(f);
-	}
-	closedir(dir);
-	return n;
+	test_each_task(pid, count_children, &ch);
+	return ch.n;
 }
 
 static int children_of(pid_t pid)

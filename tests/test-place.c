@@ -10,7 +10,6 @@
  * the process forks, moves part of the range and discards another part, and
  * when a run goes over pages already in place.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,12 +38,7 @@
 
 static size_t page;
 
-struct conn {
-	struct pin_client *c;
-	struct pin_uffd *u;
-};
-
-static int conn_open(const struct test_daemon *d, struct conn *k)
+static int conn_open(const struct test_daemon *d, struct test_conn *k)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -54,20 +48,11 @@ static int conn_open(const struct test_daemon *d, struct conn *k)
 	};
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "test-place" };
 
-	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
-	REQUIRE(pin_client_connect(&co, &k->c) == 0);
-	REQUIRE(pin_client_handover(k->c, k->u) == 0);
-	return 0;
-}
-
-static void conn_close(struct conn *k)
-{
-	pin_client_free(k->c);
-	pin_uffd_free(k->u);
+	return test_conn_open(k, &uo, &co);
 }
 
 /* A region of n pages at base over fd, with flags (PIN_CLIENT_REGION_*). */
-static int add_region_flags(struct conn *k, void *base, size_t n, int fd, unsigned int flags)
+static int add_region_flags(struct test_conn *k, void *base, size_t n, int fd, unsigned int flags)
 {
 	struct pin_client_region r = {
 		.sz = sizeof(r),
@@ -84,7 +69,7 @@ static int add_region_flags(struct conn *k, void *base, size_t n, int fd, unsign
 }
 
 /* A region of n pages at base over fd, pushed. */
-static int add_region(struct conn *k, void *base, size_t n, int fd)
+static int add_region(struct test_conn *k, void *base, size_t n, int fd)
 {
 	return add_region_flags(k, base, n, fd, 0);
 }
@@ -114,50 +99,42 @@ static int make_source(bool holes)
 	return fd;
 }
 
-/* The threads of process pid named name. */
-static int threads_named(pid_t pid, const char *name)
+/* Counts uffdd's placer threads in *arg. */
+static bool count_placer(pid_t pid, const char *tid, void *arg)
 {
-	char path[96], comm[32];
+	*(int *)arg += test_daemon_placer(pid, tid);
+	return true;
+}
+
+/* The placer threads of uffdd (pid). */
+static int placers(pid_t pid)
+{
 	int n = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; (e = readdir(dir));) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, e->d_name);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ck_assert_int_ge(fd, 0);
-		ssize_t k = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
-		comm[k > 0 ? k - 1 : 0] = '\0';
-		n += !strcmp(comm, name);
-	}
-	closedir(dir);
+	test_each_task(pid, count_placer, &n);
 	return n;
 }
 
-/* uffdd --workers 2, which must have its placer: else nothing here is
- * placed by two threads. */
-static void up(struct test_daemon *d)
+/* uffdd --workers 2, which must have its placer (else nothing here is
+ * placed by two threads), and fn in a client over a source (with holes when
+ * holes): it must exit 0. */
+static void run(int (*fn)(const struct test_daemon *, int), bool holes)
 {
 	const char *const args[] = { "--workers", WORKERS, NULL };
-
-	test_daemon_start(d, args);
-	ck_assert_int_eq(threads_named(d->pid, "uffdd-placer"), PLACERS);
-}
-
-static int run(const struct test_daemon *d, int (*fn)(const struct test_daemon *, int), int fd)
-{
-	pid_t pid = fork();
+	struct test_daemon d;
 	int st;
 
+	test_daemon_start(&d, args);
+	ck_assert_int_eq(placers(d.pid), PLACERS);
+	int fd = make_source(holes);
+	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
-		_exit(fn(d, fd));
+		_exit(fn(&d, fd));
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	ck_assert_int_eq(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), 0);
+	close(fd);
+	test_daemon_stop(&d);
 }
 
 /* ---- 64 MiB pushed by two threads ---- */
@@ -170,7 +147,7 @@ static int run(const struct test_daemon *d, int (*fn)(const struct test_daemon *
 static int client_push(const struct test_daemon *d, int fd)
 {
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 	size_t holes = 0;
 
 	REQUIRE(conn_open(d, &k) == 0);
@@ -196,19 +173,13 @@ static int client_push(const struct test_daemon *d, int fd)
 	/* Read, nothing faulted: every page was in place. */
 	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
 	REQUIRE_EQ(st.faults, 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
 START_TEST(push_64m_two_placers)
 {
-	struct test_daemon d;
-
-	up(&d);
-	int fd = make_source(true);
-	ck_assert_int_eq(run(&d, client_push, fd), 0);
-	close(fd);
-	test_daemon_stop(&d);
+	run(client_push, true);
 }
 END_TEST
 
@@ -241,7 +212,7 @@ static bool page_is(const uint8_t *p, size_t i)
  */
 static int client_events(const struct test_daemon *d, int fd)
 {
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k) == 0);
 	uint8_t *base = test_map_region(NPAGES * page);
@@ -270,19 +241,13 @@ static int client_events(const struct test_daemon *d, int fd)
 	int st;
 	REQUIRE(waitpid(pid, &st, 0) == pid);
 	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
 START_TEST(placing_under_fork_mremap_dontneed)
 {
-	struct test_daemon d;
-
-	up(&d);
-	int fd = make_source(false);
-	ck_assert_int_eq(run(&d, client_events, fd), 0);
-	close(fd);
-	test_daemon_stop(&d);
+	run(client_events, false);
 }
 END_TEST
 
@@ -302,7 +267,7 @@ static int client_skip(const struct test_daemon *d, int fd)
 {
 	struct pin_client_stats st;
 	char dir[] = "/tmp/test-place-XXXXXX", path[64];
-	struct conn k;
+	struct test_conn k;
 	size_t touched = 0, holes = 0;
 
 	REQUIRE(mkdtemp(dir));
@@ -333,19 +298,13 @@ static int client_skip(const struct test_daemon *d, int fd)
 	REQUIRE_EQ(pin_client_stats(k.c, 0, &st), 0);
 	REQUIRE_EQ(st.faults, touched);
 	REQUIRE(unlink(path) == 0 && rmdir(dir) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
 START_TEST(replay_skips_pages_in_place)
 {
-	struct test_daemon d;
-
-	up(&d);
-	int fd = make_source(true);
-	ck_assert_int_eq(run(&d, client_skip, fd), 0);
-	close(fd);
-	test_daemon_stop(&d);
+	run(client_skip, true);
 }
 END_TEST
 

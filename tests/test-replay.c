@@ -9,7 +9,6 @@
  * sequential record is this process reading the pages, waiting after each
  * fault until uffdd is idle, so that its faults are the readahead rule's.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -261,48 +260,41 @@ static uint64_t sequential_faults(uint64_t n)
 	return faults;
 }
 
-/* Thread tid of uffdd (pid) is a placer (uffdd/crew.c): it places only
- * while a worker waits for it, so when every worker sleeps, it does too. */
-static bool placer_thread(pid_t pid, const char *tid)
-{
-	char path[96], comm[32];
+/* Where daemon_idle() says which thread is busy. */
+struct busy {
+	char *text;
+	size_t len;
+};
 
-	snprintf(path, sizeof(path), "/proc/%d/task/%.20s/comm", (int)pid, tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ssize_t n = read(fd, comm, sizeof(comm) - 1);
-	close(fd);
-	comm[n > 0 ? n : 0] = '\0';
-	return !strcmp(comm, "uffdd-placer\n");
+/* Whether thread tid of uffdd (pid) sleeps, if a worker: a worker sleeps
+ * only in epoll_wait(), when it has nothing left to do (with readahead
+ * queued its timeout is 0); an io_uring worker of its source reads
+ * (uffdd/source-ra.c) waits for work in io_wq_worker.  A placer
+ * (uffdd/crew.c) places only while a worker waits for it, so when every
+ * worker sleeps, it does too.  Else says which thread is busy. */
+static bool thread_idle(pid_t pid, const char *tid, void *arg)
+{
+	struct busy *b = arg;
+	char wchan[64];
+
+	if (test_daemon_placer(pid, tid))
+		return true;
+	test_task_read(pid, tid, "wchan", wchan, sizeof(wchan));
+	if (!strcmp(wchan, "do_epoll_wait") || !strcmp(wchan, "io_wq_worker"))
+		return true;
+	snprintf(b->text, b->len, "thread %.20s in '%s'", tid, wchan);
+	return false;
 }
 
-/* Whether every worker of uffdd sleeps in epoll_wait(): a worker sleeps only
- * when it has nothing left to do (with readahead queued its timeout is 0);
- * an io_uring worker of its source reads (uffdd/source-ra.c) waits for work
- * in io_wq_worker.  Else says which thread is busy, in busy. */
+/* Whether every worker of uffdd sleeps; else says which thread is busy,
+ * in busy. */
 static bool daemon_idle(pid_t pid, char *busy, size_t len)
 {
-	char path[96], wchan[64];
-	bool idle = true;
+	struct busy b = { .text = busy, .len = len };
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *dir = opendir(path);
-	ck_assert_ptr_nonnull(dir);
-	for (struct dirent *e; idle && (e = readdir(dir));) {
-		if (e->d_name[0] == '.' || placer_thread(pid, e->d_name))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/wchan", (int)pid, e->d_name);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ck_assert_int_ge(fd, 0);
-		ssize_t n = read(fd, wchan, sizeof(wchan) - 1);
-		close(fd);
-		wchan[n > 0 ? n : 0] = '\0';
-		idle = !strcmp(wchan, "do_epoll_wait") || !strcmp(wchan, "io_wq_worker");
-		if (!idle)
-			snprintf(busy, len, "thread %.20s in '%s'", e->d_name, wchan);
-	}
-	closedir(dir);
-	return idle;
+	busy[0] = '\0';
+	test_each_task(pid, thread_idle, &b);
+	return !busy[0];
 }
 
 static void wait_daemon_idle(pid_t pid)

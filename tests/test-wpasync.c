@@ -56,12 +56,7 @@ static int run(client_fn fn)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-struct conn {
-	struct pin_client *c;
-	struct pin_uffd *u;
-};
-
-static int conn_open(const struct test_daemon *d, struct conn *k, uint64_t features)
+static int conn_open(const struct test_daemon *d, struct test_conn *k, uint64_t features)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -74,19 +69,10 @@ static int conn_open(const struct test_daemon *d, struct conn *k, uint64_t featu
 		.name = "test-wpasync",
 	};
 
-	REQUIRE(pin_uffd_new(&uo, &k->u) == 0);
-	REQUIRE(pin_client_connect(&co, &k->c) == 0);
-	REQUIRE(pin_client_handover(k->c, k->u) == 0);
-	return 0;
+	return test_conn_open(k, &uo, &co);
 }
 
-static void conn_close(struct conn *k)
-{
-	pin_client_free(k->c);
-	pin_uffd_free(k->u);
-}
-
-static int add_region(struct conn *k, void *addr, unsigned int mode, unsigned int flags)
+static int add_region(struct test_conn *k, void *addr, unsigned int mode, unsigned int flags)
 {
 	struct pin_client_region r = {
 		.sz = sizeof(r),
@@ -101,7 +87,7 @@ static int add_region(struct conn *k, void *addr, unsigned int mode, unsigned in
 }
 
 /* DirtyGet of the region at base says exactly want. */
-static int dirty_is(struct conn *k, uint8_t *base, const bool *want, unsigned int flags)
+static int dirty_is(struct test_conn *k, uint8_t *base, const bool *want, unsigned int flags)
 {
 	uint8_t bm[NPAGES / 8];
 	int n = 0;
@@ -129,7 +115,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	bool want[NPAGES] = { false };
 	uint64_t seed = test_seed() | 1;
 	struct pin_client_stats st;
-	struct conn k;
+	struct test_conn k;
 
 	REQUIRE(conn_open(d, &k, ASYNC_FEATURES | PIN_UFFD_FEATURE_EVENT_REMOVE) == 0);
 	uint8_t *base = test_map_pages(NPAGES);
@@ -168,7 +154,7 @@ static int client_async(const struct test_daemon *d, unsigned int mode, unsigned
 	/* No write reached the daemon as a fault. */
 	REQUIRE(pin_client_stats(k.c, 0, &st) == 0);
 	REQUIRE(st.wp_faults == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -200,7 +186,7 @@ END_TEST
 static int client_fork(const struct test_daemon *d)
 {
 	bool want[NPAGES] = { false };
-	struct conn k;
+	struct test_conn k;
 	int go[2];
 
 	REQUIRE(pipe2(go, O_CLOEXEC) == 0);
@@ -223,7 +209,7 @@ static int client_fork(const struct test_daemon *d)
 	int st;
 	REQUIRE(waitpid(pid, &st, 0) == pid);
 	REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -236,7 +222,7 @@ END_TEST
 /* What the userfaultfd does and what the region says must agree. */
 static int client_refused(const struct test_daemon *d)
 {
-	struct conn k;
+	struct test_conn k;
 	uint8_t *base = test_map_pages(NPAGES);
 	uint8_t bm[NPAGES / 8];
 
@@ -245,7 +231,7 @@ static int client_refused(const struct test_daemon *d)
 	REQUIRE(conn_open(d, &k, PIN_UFFD_FEATURE_PAGEFAULT_FLAG_WP) == 0);
 	REQUIRE(add_region(&k, base, PIN_UFFD_REGISTER_MISSING, 0) == 0);
 	REQUIRE(pin_client_dirty_get(k.c, base, NPAGES * page, 0, bm, sizeof(bm)) == -EINVAL);
-	conn_close(&k);
+	test_conn_close(&k);
 	return 0;
 }
 

@@ -12,11 +12,13 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "test-common.h"
 #include "uffdd-harness.h"
 
 /* uffdd answers a Hello within this, natively; polled every UP_POLL_MS. */
@@ -146,4 +148,27 @@ char *test_uffdctl(const struct test_daemon *d, const char *args)
 	ck_assert_uint_lt(n, TEST_UFFDCTL_OUT_MAX - 1);
 	ck_assert_int_eq(pclose(f), 0);
 	return out;
+}
+
+bool test_daemon_placer(pid_t pid, const char *tid)
+{
+	char comm[32];
+
+	test_task_read(pid, tid, "comm", comm, sizeof(comm));
+	return !strcmp(comm, "uffdd-placer");
+}
+
+int test_conn_open(struct test_conn *k, const struct pin_uffd_opts *uo,
+		   const struct pin_client_opts *co)
+{
+	REQUIRE(pin_uffd_new(uo, &k->u) == 0);
+	REQUIRE(pin_client_connect(co, &k->c) == 0);
+	REQUIRE(pin_client_handover(k->c, k->u) == 0);
+	return 0;
+}
+
+void test_conn_close(struct test_conn *k)
+{
+	pin_client_free(k->c);
+	pin_uffd_free(k->u);
 }

@@ -73,4 +73,23 @@ struct pin_client;
 void test_on_stale(struct pin_client *c, uint64_t cookie, uint64_t addr, uint64_t len,
 		   uint32_t event, void *userdata);
 
+struct pin_uffd;
+struct pin_uffd_opts;
+struct pin_client_opts;
+/* A client of uffdd: its connection, and the userfaultfd handed over on it. */
+struct test_conn {
+	struct pin_client *c;
+	struct pin_uffd *u;
+};
+/* In a client process: a userfaultfd opened with uo, a connection made with
+ * co, the one handed over on the other.  0, or -1 (REQUIRE said which call
+ * failed). */
+int test_conn_open(struct test_conn *k, const struct pin_uffd_opts *uo,
+		   const struct pin_client_opts *co);
+/* Frees the connection and the userfaultfd. */
+void test_conn_close(struct test_conn *k);
+
+/* Whether thread tid of uffdd (pid) is one of its placers (uffdd/crew.c). */
+bool test_daemon_placer(pid_t pid, const char *tid);
+
 #endif /* UFFDD_HARNESS_H */
