@@ -28,6 +28,7 @@
 
 #include "bench-common.h"
 #include "libpin-private.h"
+#include "loopback.h"
 
 #define REMOTE_BASE  0x7f3400000000ull
 #define TASK	     77
@@ -133,19 +134,6 @@ static pid_t server_start(void)
 	return pid;
 }
 
-static int connect_server(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		bench_die("connect to the page server", errno);
-	return fd;
-}
-
 /* Read one word of every page in the random order: the pages wrong. */
 static uint64_t touch(const uint8_t *base)
 {
@@ -169,8 +157,11 @@ static void restore(const void *arg, void *out)
 	struct pin_client *c;
 	struct pin_uffd *u;
 	uint64_t t0 = bench_now_ns();
-	int sk = connect_server(), fd = sk, r;
+	int sk = loopback_connect(port), fd = sk, r;
 	uint8_t *base = bench_map_anon(bytes);
+
+	if (sk < 0)
+		bench_die("connect to the page server", sk);
 
 	if (!lazy) {
 		struct pin_ps *ps;

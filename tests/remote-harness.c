@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "loopback.h"
 #include "remote-harness.h"
 #include "test-common.h"
 
@@ -170,17 +171,19 @@ void server_end(struct server *s, struct report *rp)
 
 /* ---- clients ---- */
 
-int connect_server(uint16_t port)
+struct pin_client_region remote_region(void *base, size_t len, unsigned int flags, int sk,
+				       uint64_t task)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		return -1;
-	return fd;
+	return (struct pin_client_region){
+		.sz = sizeof(struct pin_client_region),
+		.addr = base,
+		.len = len,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = flags | PIN_CLIENT_REGION_PAGE_SERVER,
+		.fd = sk,
+		.offset = REMOTE_BASE,
+		.task = task,
+	};
 }
 
 /* Map, hand the region over with the connected socket, touch every page in
@@ -196,32 +199,21 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
 	struct pin_client_stats st;
 	struct counts n = { 0 };
-	struct pin_client *c;
-	struct pin_uffd *u;
+	struct test_conn conn;
 	size_t len = cl->npages * page;
 	uint8_t *base = test_map_region(len);
 	size_t *order = malloc(cl->npages * sizeof(*order));
-	int sk = cl->sk > 0 ? cl->sk : connect_server(cl->port);
+	int sk = cl->sk > 0 ? cl->sk : loopback_connect(cl->port);
 
 	REQUIRE(base && order && sk >= 0);
-	REQUIRE(pin_uffd_new(&uo, &u) == 0);
-	REQUIRE(pin_client_connect(&co, &c) == 0);
-	REQUIRE(pin_client_handover(c, u) == 0);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = base,
-		.len = len,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = cl->flags | PIN_CLIENT_REGION_PAGE_SERVER,
-		.fd = sk,
-		.offset = REMOTE_BASE,
-		.task = cl->task ? cl->task : TASK,
-	};
-	REQUIRE(pin_uffd_register(u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
-	REQUIRE_EQ(pin_client_region_add(c, &r), 0);
+	REQUIRE(test_conn_open(&conn, &uo, &co) == 0);
+	struct pin_client_region r =
+		remote_region(base, len, cl->flags, sk, cl->task ? cl->task : TASK);
+	REQUIRE(pin_uffd_register(conn.u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
+	REQUIRE_EQ(pin_client_region_add(conn.c, &r), 0);
 	close(sk);
 	if (cl->wait)
-		REQUIRE_EQ(pin_client_wait_populated(c, base, len, 0), 0);
+		REQUIRE_EQ(pin_client_wait_populated(conn.c, base, len, 0), 0);
 	test_permutation(order, cl->npages, cl->seed);
 	for (size_t k = 0; k < (cl->touch ? cl->touch : cl->npages); k++) {
 		size_t i = order[k];
@@ -235,11 +227,10 @@ int client_main(const struct test_daemon *d, struct client *cl)
 		else
 			n.wrong++;
 	}
-	REQUIRE(pin_client_stats(c, 0, &st) == 0);
+	REQUIRE(pin_client_stats(conn.c, 0, &st) == 0);
 	n.copied = st.pages_copied;
 	REQUIRE(write(cl->report, &n, sizeof(n)) == sizeof(n));
 	free(order);
-	pin_client_free(c);
-	pin_uffd_free(u);
+	test_conn_close(&conn);
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "libpin.h"
 #include "uffdd-harness.h"
 
 /* Where the task's pages are on the server's side, and the task's id. */
@@ -66,8 +67,11 @@ struct counts {
 	uint64_t copied;
 };
 
-/* A connected socket to the server at port (TCP_NODELAY), or -1. */
-int connect_server(uint16_t port);
+/* The region of len bytes at base whose pages the server on sk serves from
+ * task's REMOTE_BASE (registered MISSING; flags besides
+ * PIN_CLIENT_REGION_PAGE_SERVER). */
+struct pin_client_region remote_region(void *base, size_t len, unsigned int flags, int sk,
+				       uint64_t task);
 /* Map, hand the region over with the connected socket, touch the pages in
  * random order (or wait for the push), and write the counts to cl->report;
  * the process's exit status. */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "loopback.h"
 #include "remote-harness.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
@@ -260,7 +261,7 @@ static void run_tree(size_t touch0, const char *const *extra)
 	server_start(&srv, &o);
 	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(g, O_CLOEXEC), 0);
-	int sk = connect_server(srv.port);
+	int sk = loopback_connect(srv.port);
 	ck_assert_int_gt(sk, 0);
 	for (int k = 0; k < TREE_TASKS; k++) {
 		ck_assert_int_eq(pipe2(p[k], O_CLOEXEC), 0);
@@ -360,16 +361,8 @@ static int other_uid_client(const struct test_daemon *d, int sk)
 	REQUIRE(setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0);
 	REQUIRE(pin_client_connect(&co, &c) == 0);
 	REQUIRE(pin_client_handover(c, u) == 0);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = base,
-		.len = len,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
-		.fd = sk,
-		.offset = REMOTE_BASE,
-		.task = TASK + 1,
-	};
+	struct pin_client_region r =
+		remote_region(base, len, PIN_CLIENT_REGION_REGISTER, sk, TASK + 1);
 	REQUIRE_EQ(pin_client_region_add(c, &r), -EBUSY);
 	REQUIRE_EQ(pin_client_list_regions(c, pin_client_session(c), &ri, &n), 0);
 	REQUIRE_EQ(n, 0);
@@ -401,7 +394,7 @@ START_TEST(other_uid_refused_the_connection)
 	ck_assert_int_eq(chmod(d.dir, 0711), 0);
 	ck_assert_int_eq(chmod(d.sock, 0666), 0);
 	server_start(&srv, &o);
-	int sk = connect_server(srv.port);
+	int sk = loopback_connect(srv.port);
 	ck_assert_int_gt(sk, 0);
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
 	ck_assert_int_eq(pipe2(h, O_CLOEXEC), 0);
@@ -486,29 +479,16 @@ static int page_server_client(const struct test_daemon *d,
 {
 	struct pin_uffd_opts uo = { .sz = sizeof(uo), .flags = PIN_UFFD_CLOEXEC };
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
-	struct pin_client *c;
-	struct pin_uffd *u;
+	struct test_conn k;
 	size_t len = 4 * page;
 	uint8_t *base = test_map_region(len);
 
 	REQUIRE(base);
-	REQUIRE(pin_uffd_new(&uo, &u) == 0);
-	REQUIRE(pin_client_connect(&co, &c) == 0);
-	REQUIRE(pin_client_handover(c, u) == 0);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = base,
-		.len = len,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_PAGE_SERVER | PIN_CLIENT_REGION_REGISTER,
-		.fd = -1,
-		.offset = REMOTE_BASE,
-		.task = TASK,
-	};
-	int ret = fn(c, &r);
+	REQUIRE(test_conn_open(&k, &uo, &co) == 0);
+	struct pin_client_region r = remote_region(base, len, PIN_CLIENT_REGION_REGISTER, -1, TASK);
+	int ret = fn(k.c, &r);
 
-	pin_client_free(c);
-	pin_uffd_free(u);
+	test_conn_close(&k);
 	return ret;
 }
 
