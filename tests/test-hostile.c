@@ -2360,12 +2360,29 @@ static int attack_regions_default(struct attacker *a)
 }
 
 /* The per-uid cap on regions holds without being asked for (issue 12): with
- * no option, the attacker's DEFAULT_REGIONS regions are taken and the next
- * one is refused with -EDQUOT and a text; root's honest restore is not
- * counted with them. */
+ * no option, the daemon's start line gives the cap, the attacker's
+ * DEFAULT_REGIONS regions are taken and the next one is refused with
+ * -EDQUOT and a text; root's honest restore is not counted with them.  Under
+ * ASan adding 2^18 regions takes more than the suite's five minutes: there
+ * the start line alone is checked (daemon:per_uid_limits enforces a cap). */
 START_TEST(regions_capped_by_default)
 {
-	hostile_attack(attack_regions_default);
+	struct hostile h;
+	char want[64];
+
+	hostile_start(&h, NULL);
+	char *log = read_log(&h);
+	snprintf(want, sizeof(want), "connections, %u regions,", DEFAULT_REGIONS);
+	ck_assert_msg(strstr(log, want), "uffdd's start line has no \"%s\": %s", want, log);
+	free(log);
+	if (rss_meaningless(h.d.pid)) {
+		printf("%u regions not added: uffdd runs under ASan or valgrind\n",
+		       DEFAULT_REGIONS);
+		h.rss_kb = 0;
+	} else {
+		hostile_run(&h, attack_regions_default, NULL);
+	}
+	free(hostile_finish(&h));
 }
 END_TEST
 
