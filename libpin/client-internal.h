@@ -87,7 +87,12 @@ int client_refusal_waiting(const struct pin_client *c);
  * to *n: 0, or -errno. */
 int client_drain(struct pin_client *c, int *n);
 /* Send req and wait for its Reply, dispatching notices meanwhile; no
- * reconnect.  The Reply's error, *ret_msg (when asked for) on success. */
+ * reconnect.  The Reply's error, and the Reply in *ret_msg (when asked for)
+ * whenever one came, an error's too (a Goodbye's end carries the session's
+ * counters either way). */
+int client_request_reply(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
+			 Uffdd__Msg **ret_msg);
+/* client_request_reply(), *ret_msg on success only. */
 int client_request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
 			Uffdd__Msg **ret_msg);
 

@@ -232,10 +232,11 @@ static int resume(struct pin_client *c, const Uffdd__Msg *req, const int *fds, s
  * Send req and wait for its Reply, dispatching notices meanwhile.  A Reply
  * with seq 0 answers a request the daemon could not decode: as ours is the
  * only one outstanding, it is ours.  Returns the Reply's error, with
- * *ret_msg (when asked for) holding the message on success.
+ * *ret_msg (when asked for) holding the Reply whenever one came (an error's
+ * too: a Goodbye's end carries the session's counters either way).
  */
-int client_request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
-			Uffdd__Msg **ret_msg)
+int client_request_reply(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
+			 Uffdd__Msg **ret_msg)
 {
 	int n = 0, r;
 
@@ -287,10 +288,23 @@ int client_request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, s
 		if (r < 0)
 			pin_log(PIN_LOG_ERR, "uffdd: %s: %s (%s)", body_name(req->body_case),
 				strerror(-r), m->reply->text ? m->reply->text : "");
-		if (r == 0 && ret_msg)
+		if (ret_msg)
 			*ret_msg = m;
 		else
 			pin_proto_free(m);
 		return r;
 	}
+}
+
+int client_request_once(struct pin_client *c, Uffdd__Msg *req, const int *fds, size_t nfds,
+			Uffdd__Msg **ret_msg)
+{
+	Uffdd__Msg *m = NULL;
+	int r = client_request_reply(c, req, fds, nfds, ret_msg ? &m : NULL);
+
+	if (r == 0 && ret_msg)
+		*ret_msg = m;
+	else
+		pin_proto_free(m);
+	return r;
 }

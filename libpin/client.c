@@ -441,7 +441,8 @@ static void forget_all(struct pin_client *c)
 }
 
 /* Goodbye; with wait, the reply comes when the session ended, with its
- * counters in *ret_stats (when not NULL). */
+ * counters in *ret_stats (when not NULL), however it ended: a process gone
+ * before its pages were all in (-ESRCH) still had pages placed. */
 static int goodbye(struct pin_client *c, bool wait, struct pin_client_stats *ret_stats)
 {
 	Uffdd__Goodbye bye = UFFDD__GOODBYE__INIT;
@@ -456,11 +457,12 @@ static int goodbye(struct pin_client *c, bool wait, struct pin_client_stats *ret
 	req.body_case = UFFDD__MSG__BODY_GOODBYE;
 	req.goodbye = &bye;
 	pthread_mutex_lock(&c->lock);
-	r = client_request_once(c, &req, NULL, 0, ret_stats ? &rep : NULL);
-	if (rep) {
+	r = client_request_reply(c, &req, NULL, 0, ret_stats ? &rep : NULL);
+	/* An error with counters is the session's end (-ESRCH and the like);
+	 * one without them (a refused request) leaves *ret_stats alone. */
+	if (rep && (r == 0 || rep->reply->stats))
 		client_copy_stats(ret_stats, rep->reply->stats);
-		pin_proto_free(rep);
-	}
+	pin_proto_free(rep);
 	if (c->sock >= 0)
 		close(c->sock);
 	c->sock = -1;
