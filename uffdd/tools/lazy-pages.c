@@ -256,30 +256,32 @@ static void task_report(struct task *t)
  * Goodbye, and wait until uffdd has placed every page of the task not
  * faulted in yet: 0, or -ESRCH when the task exited first (it needs no
  * more pages: not a failure), else -errno.  What went in meanwhile is the
- * copies since the report.  A daemon restart in between keeps the session
+ * copies since the report, counted for a task that exited too: a task
+ * that reads its memory and exits while its push runs (the pages it never
+ * reads still to come) had pages placed until it went, and the end's
+ * counters say how many.  A daemon restart in between keeps the session
  * but not its counters (they are not in its record): then what the new
  * daemon copied is all that is known.
  */
 static int task_finish(struct task *t, uint64_t *ret_pushed)
 {
-	struct pin_client_stats after;
+	struct pin_client_stats after = { 0 };
 	int r = pin_client_finish(t->client, &after);
+	uint64_t since = t->have_before ? t->before.pages_copied : 0;
 
+	if (r == 0 || r == -ESRCH)
+		*ret_pushed += after.pages_copied >= since ? after.pages_copied - since
+							   : after.pages_copied;
 	if (r == -ESRCH) {
-		printf("uffdd-lazy-pages: task %d exited before its pages were all in; its "
-		       "session ended\n",
-		       t->pid);
+		printf("uffdd-lazy-pages: task %d exited before its pages were all in (%" PRIu64
+		       " of its %" PRIu64 " pages placed); its session ended\n",
+		       t->pid, after.pages_populated, after.pages_total);
 		return r;
 	}
-	if (r < 0) {
+	if (r < 0)
 		fprintf(stderr, "uffdd-lazy-pages: task %d: its pages are not all in: %s\n", t->pid,
 			strerror(-r));
-		return r;
-	}
-	uint64_t since = t->have_before ? t->before.pages_copied : 0;
-	*ret_pushed +=
-		after.pages_copied >= since ? after.pages_copied - since : after.pages_copied;
-	return 0;
+	return r;
 }
 
 /*
