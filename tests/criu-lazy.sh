@@ -5,7 +5,11 @@
 # restores it lazily, its pages served by uffdd-lazy-pages through uffdd (or
 # by `criu lazy-pages` with SERVER=criu, for comparison).  Every byte of every
 # task that lives is checked; child 2 exits right after the restore, before
-# its pages are all in.
+# its pages are all in; child 1 exits once it checked every byte, which may
+# come before its push ended (the pages it never reads, the parent's threads'
+# regions it inherited, still to come): uffdd-lazy-pages then names it as
+# gone, with at least the pages it read in.  The parent, which lives until
+# it is killed, is never named as gone.
 #
 # usage: criu-lazy.sh WORKLOAD UFFDD LAZY_PAGES [ITERATIONS]
 # $CRIU, else criu on PATH: at least 4.1 (Debian 12's 3.17 does not run on
@@ -243,9 +247,27 @@ in_parent_entries() {
 	crit decode -i "$1/pagemap-$2.img" 2>/dev/null | grep -c '"flags": "PE_PARENT"'
 }
 
+# gone_as_told: uffdd-lazy-pages named no live task as gone: not the
+# parent; child 1 only with the pages it read all in (counted in
+# $child1_early).
+gone_as_told() {
+	local out=$dir/lazy-pages.out placed
+	if grep -q "task $(cat "$dir/pid-parent") exited before" "$out"; then
+		echo "  the parent, which lives, was named as gone:"
+		return 1
+	fi
+	grep -q "task $(cat "$dir/pid-child1") exited before" "$out" || return 0
+	child1_early=$((child1_early + 1))
+	placed=$(sed -n "s/.*task $(cat "$dir/pid-child1") exited before its pages were all in (\([0-9]*\) of its .*/\1/p" "$out")
+	if [ -z "$placed" ] || [ "$placed" -lt $CHILD1_PAGES ]; then
+		echo "  child 1 was named as gone with ${placed:-an unknown number of} pages in, not the $CHILD1_PAGES it read:"
+		return 1
+	fi
+}
+
 prev=()
 times=()
-gone_early=0
+gone_early=0 child1_early=0
 for i in $(seq 1 "$ITERATIONS"); do
 	dir=$top/run$i
 	mkdir -p "$dir/dump" "$dir/work"
@@ -376,6 +398,10 @@ for i in $(seq 1 "$ITERATIONS"); do
 	# restore asserts it, with the task reaped before the end).
 	gone_line="task $(cat "$dir/pid-child2") exited before its pages were all in"
 	grep -q "$gone_line" "$dir/lazy-pages.out" && gone_early=$((gone_early + 1))
+	if [ "$SERVER" = uffdd ] && ! gone_as_told; then
+		ok=0
+		sed 's/^/    /' "$dir/lazy-pages.out"
+	fi
 	echo "run $i: restore returned after $ms ms, $SERVER lazy-pages exit $status, $([ $ok = 1 ] && echo ok || echo FAILED)"
 	[ "$SERVER" = uffdd ] && sed -n 's/^uffdd-lazy-pages: /  /p' "$dir/lazy-pages.out" | grep -e exited -e restored
 	[ $ok = 1 ] || fail=$((fail + 1))
@@ -390,6 +416,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 done
 [ "${RESTART:-0}" = 1 ] && echo "uffdd took over after a restart $(grep -c 'restarting it with' "$top/uffdd.log") times"
 [ "$SERVER" = uffdd ] && echo "child 2 exited before its pages were all in: $gone_early of $ITERATIONS runs"
+[ "$SERVER" = uffdd ] && echo "child 1 exited (after its check) before its push ended: $child1_early of $ITERATIONS runs"
 echo "restore returned after (ms): ${times[*]}"
 if [ ${#times[@]} -gt 0 ]; then
 	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((${#times[@]} + 1) / 2))p")
