@@ -542,8 +542,8 @@ END_TEST
  * A task that exits before its pages are all in ends its own session: the
  * other gets every page (checked after uffdd let go), and uffdd-lazy-pages
  * says which task went, how many of its pages were in when it went (the
- * Goodbye's -ESRCH still carries the session's counters: the one page it
- * read), and exits 0.
+ * Goodbye's -ESRCH still carries the session's counters: the page it read),
+ * and exits 0.
  */
 START_TEST(criu_task_gone_before_the_end)
 {
@@ -553,12 +553,14 @@ START_TEST(criu_task_gone_before_the_end)
 	restore_start(&rs, "fixture-fork", 2, 0);
 	int gone = rs.pids[1];
 	ck_assert_int_eq(restore_run(&rs, LAST_EXITS_BEFORE_END, false), 0);
+	/* Gone before the end: what was in then is what was in at its end
+	 * (the page it read, and under valgrind what its leak check read). */
 	struct placed p = placed_before_end(&rs, gone);
-	ck_assert_uint_eq(p.copied, 1);
-	ck_assert_uint_eq(p.populated, 1);
+	ck_assert_uint_ge(p.populated, 1);
+	ck_assert_uint_lt(p.populated, p.total);
 	snprintf(want, sizeof(want),
-		 "task %d exited before its pages were all in (1 of its %lu pages placed)", gone,
-		 p.total);
+		 "task %d exited before its pages were all in (%lu of its %lu pages placed)", gone,
+		 p.populated, p.total);
 	ck_assert_msg(strstr(rs.out, want), "want '%s' in: %s", want, rs.out);
 	ck_assert_msg(strstr(rs.out, "2 tasks restored"), "%s", rs.out);
 	ck_assert_msg(strstr(rs.out, "; 1 exited before, 0 failed"), "%s", rs.out);
