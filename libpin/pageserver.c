@@ -53,7 +53,7 @@
 /* GETs in flight at once, at most: enough to keep the server's replies
  * back to back, few enough that their 32-byte headers never fill the
  * socket buffer toward it. */
-#define GETS_IN_FLIGHT 64
+#define GETS_IN_FLIGHT PIN_PS_GETS_IN_FLIGHT
 
 /* CRIU's struct, declared alike so that it is laid out alike on every ABI;
  * its padding is sent as zeros (ps_iov()) and ignored when read. */
@@ -63,6 +63,8 @@ struct ps_iov {
 	uint64_t vaddr;
 	uint64_t dst_id;
 };
+
+_Static_assert(sizeof(struct ps_iov) == PIN_PS_IOV_BYTES, "a GET is PIN_PS_IOV_BYTES");
 
 struct pin_ps {
 	int fd;
@@ -88,6 +90,11 @@ struct pin_ps_gets {
 	size_t got; /* bytes of it read, header included */
 	/* the GET being written: bytes of its header out */
 	size_t put;
+	/* the seq of gets[done]; bytes read since the stream was taken; bytes
+	 * of a reply a predecessor half read, to drop first */
+	uint64_t seq, rd, skip;
+	pin_ps_note_fn note;
+	void *note_arg;
 	/* the GET the last failure hit, and what it was */
 	struct get failed;
 	char why[160];
@@ -343,6 +350,13 @@ static int send_gets(struct pin_ps_gets *f)
 	while (f->sent < f->n && f->sent - f->done < GETS_IN_FLIGHT) {
 		const struct get *g = &f->gets[f->sent];
 		struct ps_iov iov = ps_iov(PS_IOV_GET, g->nr, g->addr, g->dst_id);
+		struct pin_ps_noted nd = {
+			f->seq + (f->sent - f->done), g->dst_id, g->addr, g->nr, f->rd, g->tag
+		};
+
+		/* Journaled before a byte of it goes out. */
+		if (!f->put && f->note)
+			f->note(f->note_arg, PIN_PS_NOTE_GET, &nd);
 		ssize_t n = send(f->ps->fd, (char *)&iov + f->put, sizeof(iov) - f->put,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 
@@ -356,6 +370,8 @@ static int send_gets(struct pin_ps_gets *f)
 		if (f->put == sizeof(iov)) {
 			f->put = 0;
 			f->sent++;
+			if (f->note)
+				f->note(f->note_arg, PIN_PS_NOTE_SENT, &nd);
 		}
 	}
 	return 0;
@@ -379,6 +395,37 @@ static int check_reply(struct pin_ps_gets *f, const struct get *g)
 	return 0;
 }
 
+/* With a journal, a reply's header is read only once it is whole in the
+ * socket, checked and journaled: 1 then, 0 while it is not whole, or
+ * -errno. */
+static int peek_reply(struct pin_ps_gets *f, const struct get *g)
+{
+	ssize_t n;
+	int r;
+
+	do
+		n = recv(f->ps->fd, &f->reply, sizeof(f->reply), MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n < 0)
+		return failed(f, g, "recv", errno);
+	if (n == 0)
+		return failed(f, g,
+			      "the server closed the connection before answering (it "
+			      "does so for pages it holds no lazy copy of)",
+			      ECONNRESET);
+	if ((size_t)n < sizeof(f->reply))
+		return 0;
+	r = check_reply(f, g);
+	if (r < 0)
+		return r;
+	struct pin_ps_noted nd = { f->seq, g->dst_id, g->addr, f->reply.nr_pages, f->rd, g->tag };
+
+	f->note(f->note_arg, PIN_PS_NOTE_REPLY, &nd);
+	return 1;
+}
+
 /* Read what has come of the replies, each whole one told to done; 0, or
  * -errno. */
 static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
@@ -386,6 +433,21 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 	uint64_t page = page_size();
 	unsigned char drop[64];
 
+	/* The rest of a reply a predecessor half read: dropped, exactly. */
+	while (f->skip) {
+		ssize_t n = recv(f->ps->fd, NULL, (size_t)f->skip, MSG_TRUNC | MSG_DONTWAIT);
+		struct get none = { 0 };
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n <= 0)
+			return failed(f, &none, n ? "recv" : "the server closed the connection",
+				      n ? errno : ECONNRESET);
+		f->skip -= (uint64_t)n;
+		f->rd += (uint64_t)n;
+	}
 	/* Nothing asked: whatever comes is a lie, and EOF a hang-up. */
 	if (f->done == f->sent) {
 		ssize_t n = recv(f->ps->fd, drop, sizeof(drop), MSG_DONTWAIT);
@@ -410,6 +472,10 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 		if (f->got >= hdr) {
 			goal = hdr + f->reply.nr_pages * page;
 			dst = g->buf + (f->got - hdr);
+		} else if (f->note) {
+			r = peek_reply(f, g);
+			if (r <= 0)
+				return r;
 		}
 		n = recv(f->ps->fd, dst, goal - f->got, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
@@ -424,7 +490,14 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 				      "does so for pages it holds no lazy copy of)",
 				      ECONNRESET);
 		f->got += (size_t)n;
-		if (f->got == hdr) {
+		f->rd += (uint64_t)n;
+		if (f->got == hdr && f->note) {
+			struct pin_ps_noted nd = { f->seq,	g->dst_id,
+						   g->addr,	f->reply.nr_pages,
+						   f->rd - hdr, g->tag };
+
+			f->note(f->note_arg, PIN_PS_NOTE_TAKEN, &nd);
+		} else if (f->got == hdr) {
 			r = check_reply(f, g);
 			if (r < 0)
 				return r;
@@ -436,6 +509,7 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 
 		f->got = 0;
 		f->done++;
+		f->seq++;
 		/* The rest of a short answer is asked again. */
 		if (k < whole.nr) {
 			struct get rest = whole;
@@ -470,7 +544,33 @@ int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg)
 
 size_t pin_ps_gets_pending(const struct pin_ps_gets *g)
 {
-	return g->n - g->done;
+	return g->n - g->done + (g->skip ? 1 : 0);
+}
+
+void pin_ps_gets_journal(struct pin_ps_gets *g, pin_ps_note_fn fn, void *arg)
+{
+	g->note = fn;
+	g->note_arg = arg;
+}
+
+int pin_ps_gets_resume(struct pin_ps_gets *g, uint64_t seq, uint64_t rd, uint64_t skip)
+{
+	if (!g || g->n)
+		return -EINVAL;
+	g->seq = seq;
+	g->rd = rd;
+	g->skip = skip;
+	return 0;
+}
+
+int pin_ps_gets_gone_out(struct pin_ps_gets *g, uint64_t bytes)
+{
+	if (!g || g->sent != g->done || bytes > (g->n - g->done) * sizeof(struct ps_iov) ||
+	    bytes / sizeof(struct ps_iov) > GETS_IN_FLIGHT)
+		return -EINVAL;
+	g->sent += bytes / sizeof(struct ps_iov);
+	g->put = bytes % sizeof(struct ps_iov);
+	return 0;
 }
 
 bool pin_ps_gets_sending(const struct pin_ps_gets *g)

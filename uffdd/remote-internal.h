@@ -19,7 +19,10 @@ struct rget {
  * over the same socket; every field but the fixed ones under lock. */
 struct conn {
 	pthread_mutex_t lock;
-	dev_t dev; /* the socket's, fixed */
+	uint64_t id;	  /* r<id> in the fd store, fixed */
+	struct rrec *rec; /* its durable record (remote-record.c); NULL: none */
+	bool adopted;	  /* taken back at start: its sources not yet claimed */
+	dev_t dev;	  /* the socket's, fixed */
 	ino_t ino;
 	uid_t uid;
 	struct pin_ps *ps;
@@ -46,6 +49,7 @@ struct remote {
 	struct rget *v;
 	size_t n;
 	bool orphan;  /* its sources are gone: kept for its GETs in flight */
+	bool claimed; /* taken back at start: a region rebuilt took it */
 	bool starved; /* found no room: told when some is freed */
 	bool shed;    /* asked to drop its answered buffers */
 	struct remote *cnext;
@@ -73,6 +77,25 @@ void remote_unlink(struct conn *c, struct remote *rm);
 /* rm joins uid's connection over the socket fd (st), made if none: 0, or
  * -EBUSY (another uid's), -ESHUTDOWN (being ended), -errno; its session pays if it is the first. */
 int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct remote *rm);
+/* A connection over a descriptor of its own (the caller keeps fd), its
+ * record rec (NULL: a new one is made and stored when the store is on). */
+int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rrec *rec,
+	     struct conn **ret);
+/* Free a connection no one else holds. */
+void conn_free(struct conn *c);
+/* c, adopted, joins the table. */
+void conn_add(struct conn *c);
+/* Every connection, under conns_lock. */
+extern pthread_mutex_t conns_lock;
+extern struct conn *conns;
+/* The last source left c (under conns_lock and c->lock, both released
+ * here): c is ended with the server off the caller's thread. */
+void conn_last_left(struct conn *c);
+/* Connection and source ids are above those taken (taken back). */
+void conn_id_taken(uint64_t id);
+void remote_id_taken(uint64_t id);
+/* A new source's id (REMOTE_ID_BIT set). */
+uint64_t remote_id_next(void);
 /* rm (its worker's watch gone) leaves c: the last ends it with the server
  * (PS_IOV_CLOSE once what is in flight is read) and closes it, else rm stays
  * as an orphan while GETs of it are in flight. */

@@ -50,8 +50,6 @@
 /* A server that moves no reply for this long is taken as hung. */
 #define REMOTE_TIMEOUT_NS (10ull * 1000000000ull)
 
-static _Atomic uint64_t next_id = 1;
-
 uint64_t remote_id(const struct remote *rm)
 {
 	return rm->id;
@@ -88,13 +86,13 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 	rm->task = task;
 	rm->sid = sid;
 	rm->w = w;
+	rm->id = remote_id_next();
 	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {
 		close(fd);
 		free(rm);
 		return r;
 	}
-	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
 	rm->next = w->remotes;
 	w->remotes = rm;
 	*ret = rm;
@@ -104,7 +102,6 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 struct remote *remote_lost(uint64_t id)
 {
 	struct remote *rm = calloc(1, sizeof(*rm));
-	uint64_t n = id & ~REMOTE_ID_BIT, cur = atomic_load(&next_id);
 
 	if (!rm)
 		return NULL;
@@ -113,8 +110,7 @@ struct remote *remote_lost(uint64_t id)
 	rm->fd = -1;
 	atomic_init(&rm->pays, false);
 	atomic_init(&rm->moved, false);
-	while (n >= cur && !atomic_compare_exchange_weak(&next_id, &cur, n + 1))
-		;
+	remote_id_taken(id);
 	return rm;
 }
 
@@ -166,6 +162,7 @@ static void arrived(void *arg, void *tag, uint64_t addr, uint64_t nr, void *buf)
 		}
 	}
 	pu->c->since = uffdd_now_ns();
+	uffdd_hold("ps-reply-read");
 	if (!rm->orphan) {
 		remote_tell(rm, pu->self);
 	} else if (!rm->n) {
