@@ -489,6 +489,8 @@ int pin_ps_gets_add_task(struct pin_ps_gets *g, uint64_t dst_id, uint64_t addr, 
  * 0, or -errno (-EBADMSG: an answer that is not the GET's; -ECONNRESET: the
  * server hung up), logged, and told by pin_ps_gets_failure(). */
 int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg);
+/* Bytes read off the stream since it was taken (resumed). */
+uint64_t pin_ps_gets_read(const struct pin_ps_gets *g);
 /* GETs queued or in flight (a reply's rest to drop counts as one). */
 size_t pin_ps_gets_pending(const struct pin_ps_gets *g);
 /* Whether some GET waits for room to be sent (wait for POLLOUT too). */

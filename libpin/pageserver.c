@@ -415,8 +415,15 @@ static int peek_reply(struct pin_ps_gets *f, const struct get *g)
 			      "the server closed the connection before answering (it "
 			      "does so for pages it holds no lazy copy of)",
 			      ECONNRESET);
-	if ((size_t)n < sizeof(f->reply))
+	if ((size_t)n < sizeof(f->reply)) {
+		/* Part of a header and the server gone: it never comes whole. */
+		struct pollfd p = { .fd = f->ps->fd, .events = POLLRDHUP };
+
+		if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			return failed(f, g, "the server closed the connection inside a header",
+				      ECONNRESET);
 		return 0;
+	}
 	r = check_reply(f, g);
 	if (r < 0)
 		return r;
@@ -540,6 +547,11 @@ int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg)
 	if (!r)
 		r = send_gets(g);
 	return r;
+}
+
+uint64_t pin_ps_gets_read(const struct pin_ps_gets *g)
+{
+	return g->rd;
 }
 
 size_t pin_ps_gets_pending(const struct pin_ps_gets *g)

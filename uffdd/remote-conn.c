@@ -28,6 +28,8 @@
 /* How long the end waits for a server that moves nothing: as long as a live
  * source does (source-remote.c), so that a slow server is not cut short. */
 #define CONN_END_TIMEOUT_MS 10000
+/* A nap while part of a reply's header waits for the rest. */
+#define CONN_END_NAP_MS 1
 
 pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 struct conn *conns;
@@ -338,6 +340,7 @@ void remote_unlink(struct conn *c, struct remote *rm)
 static int conn_drain(struct conn *c)
 {
 	struct pollfd p = { .fd = pin_ps_fd(c->ps) };
+	uint64_t moved = uffdd_now_ns(), rd = pin_ps_gets_read(c->gets);
 
 	while (pin_ps_gets_pending(c->gets)) {
 		int r = pin_ps_gets_pump(c->gets, NULL, NULL);
@@ -345,12 +348,22 @@ static int conn_drain(struct conn *c)
 			return r;
 		if (!pin_ps_gets_pending(c->gets))
 			break;
+		/* A header not whole yet (journaled streams read none before)
+		 * leaves the socket readable: that wait naps, bounded too. */
+		if (pin_ps_gets_read(c->gets) != rd) {
+			rd = pin_ps_gets_read(c->gets);
+			moved = uffdd_now_ns();
+		} else if (uffdd_now_ns() - moved > CONN_END_TIMEOUT_MS * 1000000ull) {
+			return -ETIMEDOUT;
+		}
 		p.events = POLLIN | (pin_ps_gets_sending(c->gets) ? POLLOUT : 0);
 		r = poll(&p, 1, CONN_END_TIMEOUT_MS);
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r == 0)
 			return -ETIMEDOUT;
+		if (r > 0 && pin_ps_gets_read(c->gets) == rd && (p.revents & POLLIN))
+			poll(NULL, 0, CONN_END_NAP_MS);
 	}
 	return 0;
 }
