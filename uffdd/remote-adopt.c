@@ -36,6 +36,7 @@ static struct remote *view_new(struct conn *c, uint64_t id, uint64_t task, bool 
 	rm->orphan = orphan;
 	atomic_init(&rm->pays, false);
 	atomic_init(&rm->moved, false);
+	atomic_init(&rm->refs, 0);
 	rm->cnext = c->views;
 	c->views = rm;
 	if (!orphan)
@@ -82,10 +83,13 @@ static int rebuild(struct conn *c, const struct rrec_plan *p, char *why, size_t 
 			return -EBADMSG;
 		}
 		uint64_t bytes = g->nr << uffdd_page_shift;
-		struct rget *nv = realloc(v->v, (v->n + 1) * sizeof(*nv));
-		if (!nv)
-			return -ENOMEM;
-		v->v = nv;
+		/* Grown as ask() grows it (source-remote.c), RGETS_STEP at once. */
+		if (v->n % RGETS_STEP == 0) {
+			struct rget *nv = realloc(v->v, (v->n + RGETS_STEP) * sizeof(*nv));
+			if (!nv)
+				return -ENOMEM;
+			v->v = nv;
+		}
 		uint8_t *buf = aligned_alloc(uffdd_page, bytes);
 		if (!buf)
 			return -ENOMEM;
@@ -185,11 +189,16 @@ struct remote *remote_claim(uint64_t id, uid_t uid)
 			continue;
 		pthread_mutex_lock(&c->lock);
 		struct remote *v = view_of(c, id);
-		if (v && !v->orphan && !v->claimed) {
+		/* Each region that had it claims it: they share it again. */
+		if (v && !v->orphan && v->claimed) {
+			atomic_fetch_add(&v->refs, 1);
+			found = v;
+		} else if (v && !v->orphan) {
 			bool paid = false;
 			for (struct remote *o = c->views; o; o = o->cnext)
 				paid |= atomic_load(&o->pays);
 			atomic_store(&v->pays, !paid);
+			atomic_store(&v->refs, 1);
 			v->claimed = true;
 			found = v;
 		}

@@ -8,6 +8,10 @@
 
 #include "uffdd.h"
 
+/* A source's list of GETs grows by this many at once: its room is always
+ * its count rounded up to a multiple of it. */
+#define RGETS_STEP 16
+
 /* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
  * them placed. */
 struct rget {
@@ -50,6 +54,9 @@ struct remote {
 	size_t n;
 	bool orphan;  /* its sources are gone: kept for its GETs in flight */
 	bool claimed; /* taken back at start: a region rebuilt took it */
+	/* Its sources (the regions rebuilt that claimed it; 1 for a source
+	 * made of a handover): the last remote_free() frees it. */
+	_Atomic unsigned int refs;
 	bool starved; /* found no room: told when some is freed */
 	bool shed;    /* asked to drop its answered buffers */
 	struct remote *cnext;

@@ -81,6 +81,7 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 		return -ENOMEM;
 	}
 	atomic_init(&rm->moved, false);
+	atomic_init(&rm->refs, 1);
 	/* Whole before the connection's other sources may see it. */
 	rm->fd = fd;
 	rm->task = task;
@@ -108,6 +109,7 @@ struct remote *remote_lost(uint64_t id)
 	rm->id = id;
 	rm->err = -ENOTCONN;
 	rm->fd = -1;
+	atomic_init(&rm->refs, 1);
 	atomic_init(&rm->pays, false);
 	atomic_init(&rm->moved, false);
 	remote_id_taken(id);
@@ -116,7 +118,7 @@ struct remote *remote_lost(uint64_t id)
 
 void remote_free(struct remote *rm)
 {
-	if (!rm)
+	if (!rm || atomic_fetch_sub(&rm->refs, 1) > 1)
 		return;
 	if (rm->w) {
 		if (rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL) < 0)
@@ -253,8 +255,8 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 		uint64_t bytes = nr << uffdd_page_shift;
 		if (!room(rm, bytes, keep))
 			return;
-		if (rm->n % 16 == 0) {
-			struct rget *v = realloc(rm->v, (rm->n + 16) * sizeof(*v));
+		if (rm->n % RGETS_STEP == 0) {
+			struct rget *v = realloc(rm->v, (rm->n + RGETS_STEP) * sizeof(*v));
 			if (!v)
 				return;
 			rm->v = v;

@@ -13,8 +13,9 @@
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-ra,
- * source-remote, remote-adopt, remote-conn, remote-record, closer, store, notify, evlog, crew,
- * share, log, util. Requests go listen -> control -> session; faults worker -> push -> fault
+ * source-remote, remote-adopt, remote-conn, remote-record, closer, store,
+ * notify, evlog, crew, share, log, util.
+ * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
  */
