@@ -163,6 +163,12 @@ void rrec_unmap(struct rrec *r)
 		munmap(r, sizeof(*r));
 }
 
+void rrec_base(const struct rrec *r, uint64_t *ret_rd0, uint64_t *ret_wr0)
+{
+	*ret_rd0 = r->rd0;
+	*ret_wr0 = r->wr0;
+}
+
 uint64_t rrec_id(const struct rrec *r)
 {
 	return r->id;

@@ -502,6 +502,8 @@ int rrec_new(uint64_t id, uid_t uid, uint64_t rd0, uint64_t wr0, struct rrec **r
 int rrec_map(int fd, uint64_t id, struct rrec **ret, char *why, size_t len);
 void rrec_unmap(struct rrec *r);
 uint64_t rrec_id(const struct rrec *r);
+/* The stream's counts when the daemon took it. */
+void rrec_base(const struct rrec *r, uint64_t *ret_rd0, uint64_t *ret_wr0);
 uid_t rrec_uid(const struct rrec *r);
 /* Source slot i (below RREC_SOURCES): whether it holds one. */
 bool rrec_src_at(const struct rrec *r, size_t i, uint64_t *ret_id, uint64_t *ret_task);
