@@ -12,8 +12,14 @@
  * GET still in flight are read (and dropped), then PS_IOV_CLOSE goes out and
  * CRIU's status is read, each wait bounded, and the stream is shut down
  * (CRIU then closes its end, which the client waits for).  That runs on a
- * thread of its own, so that a slow or silent server stalls no worker.  It
- * calls log.c and util.c.
+ * thread of its own, so that a slow or silent server stalls no worker.
+ * With an fd store, a TCP connection is durable: its socket and its record
+ * (remote-record.c: its sources, each GET journaled before it goes out,
+ * each reply's header before it is read) sit in the store as r<id>.sock and
+ * r<id>.state until its end is done, so that a successor takes the stream
+ * over where it stood (remote-adopt.c), and the end, the rule above with
+ * it, stays the daemon's across a restart.  It calls remote-record.c,
+ * store.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <poll.h>

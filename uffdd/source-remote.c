@@ -23,11 +23,12 @@
  * what is in flight is read: remote-conn.c) and closes it.  A server that hangs up, answers
  * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
  * connection's sources only: one log line, then every read of them fails
- * with that error (fault.c poisons the pages).  A source does not survive a
- * daemon restart: CRIU's stream has no framing to find the next reply in
- * after a reply half read, so a region rebuilt from the record gets a lost
- * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls
- * remote-conn.c (the connections), log.c and util.c.
+ * with that error (fault.c poisons the pages).  A source survives a daemon
+ * restart with its connection (remote-conn.c journals the stream,
+ * remote-adopt.c takes it back): a region rebuilt from the record claims it
+ * again; one whose connection was not taken back gets a lost source
+ * (remote_lost()), whose reads fail with -ENOTCONN.  It calls remote-conn.c
+ * (the connections), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
