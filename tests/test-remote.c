@@ -347,6 +347,14 @@ static void killed_at(const char *at)
 	ck_assert_int_eq(rp.closes, 1);
 }
 
+/* A connection stored, its handover not committed: the successor leaves
+ * the stream to the client, who hands it over again. */
+START_TEST(killed_conn_stored)
+{
+	killed_at("ps-conn-stored");
+}
+END_TEST
+
 /* A GET journaled, not a byte of it sent: the successor sends it. */
 START_TEST(killed_get_journaled)
 {
@@ -721,6 +729,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_keeps_the_page_server, 120);
+	TEST_ADD_CASE(s, killed_conn_stored, 120);
 	TEST_ADD_CASE(s, killed_get_journaled, 120);
 	TEST_ADD_CASE(s, killed_get_sent, 120);
 	TEST_ADD_CASE(s, killed_reply_journaled, 120);

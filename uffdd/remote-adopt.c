@@ -9,7 +9,10 @@
  * its source (remote_claim()), its worker watches it once the session is
  * served (remote_attach()), and the sources no region claimed leave once
  * every session is rebuilt (the last one ends the connection with the
- * server, as ever).  A connection refused is cut both ways (its client,
+ * server, as ever; but a connection none of whose sources was claimed and
+ * whose end had not begun, which a death before its handover's commit
+ * leaves, is only dropped, its stream left to its client, which hands it
+ * over again).  A connection refused is cut both ways (its client,
  * waiting for the end, is woken) and its sources are lost: their pages are
  * poisoned, never guessed.  It calls remote-conn.c, remote-record.c,
  * store.c, log.c and util.c.
@@ -148,6 +151,7 @@ static int adopt(uint64_t id, int sock, int recfd, char *why, size_t len)
 	}
 	c->since = uffdd_now_ns();
 	c->adopted = true;
+	c->end_journaled = p->ending;
 	ulog(LOG_INFO,
 	     "page server connection r%" PRIu64 " (uid %u): taken over, %u sources, %zu GETs "
 	     "in flight, %" PRIu64 " bytes of a reply half read dropped",
@@ -267,6 +271,9 @@ void remotes_unclaimed_release(void)
 			free(v);
 		}
 		if (!c->live) {
+			/* None claimed: left to its client unless its end
+			 * had begun. */
+			c->quiet = !c->end_journaled;
 			conn_last_left(c);
 			pthread_mutex_lock(&conns_lock);
 			continue;

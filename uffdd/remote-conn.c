@@ -235,6 +235,8 @@ int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rrec
 	}
 	if (c->rec)
 		pin_ps_gets_journal(c->gets, conn_note, c);
+	if (c->rec && !rec)
+		uffdd_hold("ps-conn-stored");
 	*ret = c;
 	return 0;
 }
@@ -280,6 +282,8 @@ int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rem
 	struct conn *c = rm->c;
 	pthread_mutex_lock(&c->lock);
 	atomic_init(&rm->pays, !c->live);
+	/* Taken by a region: not one to release after a takeover. */
+	rm->claimed = true;
 	c->live++;
 	if (c->rec && rrec_src_add(c->rec, rm->id, rm->task) < 0)
 		ulog(LOG_WARNING,
@@ -381,8 +385,6 @@ static void *conn_end(void *arg)
 	struct conn *c = arg;
 	int fd = pin_ps_fd(c->ps), r = c->err;
 
-	if (c->rec)
-		rrec_ending(c->rec);
 	if (!r) {
 		r = conn_drain(c);
 		if (r < 0)
@@ -391,11 +393,16 @@ static void *conn_end(void *arg)
 			     "PS_IOV_CLOSE: %s; the connection is cut",
 			     (unsigned int)c->uid, strerror(-r));
 	}
-	if (!r)
+	if (!r && c->quiet)
+		ulog(LOG_WARNING,
+		     "page server connection r%" PRIu64 ": no region rebuilt reads it; left "
+		     "to its client, who may hand it over again",
+		     c->id);
+	else if (!r)
 		r = pin_ps_close(c->ps, CONN_END_TIMEOUT_MS);
 	/* Ended: CRIU reads EOF and closes its end.  Else cut both ways, so
 	 * that the client waiting for the end is woken all the same. */
-	if (shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)
+	if ((r || !c->quiet) && shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)
 		ulog(LOG_ERR, "page server of uid %u: shutdown: %m", (unsigned int)c->uid);
 	pthread_mutex_lock(&conns_lock);
 	struct conn **p = &conns;
@@ -439,6 +446,10 @@ void conn_leave(struct conn *c, struct remote *rm)
 {
 	pthread_mutex_lock(&conns_lock);
 	pthread_mutex_lock(&c->lock);
+	/* Its end is journaled before its last source leaves the record: a
+	 * successor finds either a source or the end begun. */
+	if (c->rec && c->live == 1)
+		rrec_ending(c->rec);
 	if (c->rec && !rm->orphan)
 		rrec_src_del(c->rec, rm->id);
 	if (--c->live == 0) {

@@ -37,6 +37,11 @@ struct conn {
 	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
 	int err;	      /* broken: its -errno */
 	bool ending;	      /* its last source left: being closed (conn_end()) */
+	/* Taken back at start with its end not begun, and no region rebuilt
+	 * claimed a source of it (a death before a handover's commit: its
+	 * client hands it over again): dropped without ending the stream. */
+	bool quiet;
+	bool end_journaled; /* taken back with its end begun */
 	struct conn *next;
 };
 
