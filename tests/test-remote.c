@@ -289,17 +289,19 @@ static int spoil_records(pid_t pid)
 /*
  * uffdd (under its supervisor) stops itself at the hold point at (the first
  * time it gets there) while a client faults its pages in random order, no
- * push, and is killed there; with spoil, the records of its page-server
+ * push (with push: waits for the push, GETs of 1 MiB, 4 in flight at
+ * once), and is killed there; with spoil, the records of its page-server
  * connections are spoiled first.  The client's counts and the server's
  * report.
  */
-static void run_held(const char *at, bool spoil, struct report *rp, struct counts *n)
+static void run_held(const char *at, bool push, bool spoil, struct report *rp, struct counts *n)
 {
 	uint64_t seed = test_seed();
-	struct server_opts o = { NPAGES, seed, 5, 0, -1, -1, 1 };
+	struct server_opts o = { NPAGES, seed, push ? 256 : 5, 0, -1, -1, 1 };
 	struct client cl = { .npages = NPAGES,
 			     .seed = seed,
-			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .flags = push ? 0 : PIN_CLIENT_REGION_NO_PUSH,
+			     .wait = push,
 			     .may_bus = true,
 			     .half = -1,
 			     .go = -1 };
@@ -335,16 +337,21 @@ static void run_held(const char *at, bool spoil, struct report *rp, struct count
 
 /* Killed at a hold point: every page right, none poisoned, the connection
  * ended with the server by the successor. */
-static void killed_at(const char *at)
+static void killed_at_push(const char *at, bool push)
 {
 	struct report rp = { 0 };
 	struct counts n;
 
-	run_held(at, false, &rp, &n);
+	run_held(at, push, false, &rp, &n);
 	ck_assert_int_eq(n.wrong, 0);
 	ck_assert_int_eq(n.bus, 0);
 	ck_assert_int_eq(n.ok, NPAGES);
 	ck_assert_int_eq(rp.closes, 1);
+}
+
+static void killed_at(const char *at)
+{
+	killed_at_push(at, false);
 }
 
 /* A connection stored, its handover not committed: the successor leaves
@@ -384,6 +391,21 @@ START_TEST(killed_reply_half_read)
 }
 END_TEST
 
+/* The same in a push: a reply of 1 MiB half read, GETs behind it in flight
+ * (their replies read by the successor in turn). */
+START_TEST(killed_push_reply_half_read)
+{
+	killed_at_push("ps-reply-half-read", true);
+}
+END_TEST
+
+/* A push's GETs sent, the first reply's header journaled. */
+START_TEST(killed_push_reply_journaled)
+{
+	killed_at_push("ps-reply-journaled", true);
+}
+END_TEST
+
 /* A reply read whole, its pages not placed: asked again. */
 START_TEST(killed_reply_read)
 {
@@ -408,7 +430,7 @@ START_TEST(spoiled_record_poisons)
 	struct report rp = { 0 };
 	struct counts n;
 
-	run_held("ps-reply-journaled", true, &rp, &n);
+	run_held("ps-reply-journaled", false, true, &rp, &n);
 	ck_assert_int_eq(n.wrong, 0);
 	ck_assert_int_gt(n.bus, 0);
 	ck_assert_int_eq(n.ok + n.bus, NPAGES);
@@ -734,6 +756,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, killed_get_sent, 120);
 	TEST_ADD_CASE(s, killed_reply_journaled, 120);
 	TEST_ADD_CASE(s, killed_reply_half_read, 120);
+	TEST_ADD_CASE(s, killed_push_reply_half_read, 120);
+	TEST_ADD_CASE(s, killed_push_reply_journaled, 120);
 	TEST_ADD_CASE(s, killed_reply_read, 120);
 	TEST_ADD_CASE(s, killed_placed, 120);
 	TEST_ADD_CASE(s, spoiled_record_poisons, 120);
