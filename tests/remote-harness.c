@@ -234,3 +234,16 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	test_conn_close(&conn);
 	return 0;
 }
+
+pid_t remote_serving_child(pid_t sup)
+{
+	char path[64];
+	long pid = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)sup, (int)sup);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
+	fclose(f);
+	return (pid_t)pid;
+}

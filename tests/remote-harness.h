@@ -72,6 +72,8 @@ struct counts {
  * PIN_CLIENT_REGION_PAGE_SERVER). */
 struct pin_client_region remote_region(void *base, size_t len, unsigned int flags, int sk,
 				       uint64_t task);
+/* The process that serves for uffdd's supervisor sup (its only child). */
+pid_t remote_serving_child(pid_t sup);
 /* Map, hand the region over with the connected socket, touch the pages in
  * random order (or wait for the push), and write the counts to cl->report;
  * the process's exit status. */
