@@ -270,10 +270,15 @@ void remotes_unclaimed_release(void)
 			free(v->v);
 			free(v);
 		}
+		if (!c->live && !c->end_journaled && !pin_ps_gets_pending(c->gets)) {
+			/* None claimed, its end not begun, nothing in
+			 * flight: a death before its handover's commit.
+			 * Dropped now, so that the handover sent again
+			 * makes it anew. */
+			conn_drop(c);
+			continue;
+		}
 		if (!c->live) {
-			/* None claimed: left to its client unless its end
-			 * had begun. */
-			c->quiet = !c->end_journaled;
 			conn_last_left(c);
 			pthread_mutex_lock(&conns_lock);
 			continue;

@@ -393,16 +393,11 @@ static void *conn_end(void *arg)
 			     "PS_IOV_CLOSE: %s; the connection is cut",
 			     (unsigned int)c->uid, strerror(-r));
 	}
-	if (!r && c->quiet)
-		ulog(LOG_WARNING,
-		     "page server connection r%" PRIu64 ": no region rebuilt reads it; left "
-		     "to its client, who may hand it over again",
-		     c->id);
-	else if (!r)
+	if (!r)
 		r = pin_ps_close(c->ps, CONN_END_TIMEOUT_MS);
 	/* Ended: CRIU reads EOF and closes its end.  Else cut both ways, so
 	 * that the client waiting for the end is woken all the same. */
-	if ((r || !c->quiet) && shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)
+	if (shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)
 		ulog(LOG_ERR, "page server of uid %u: shutdown: %m", (unsigned int)c->uid);
 	pthread_mutex_lock(&conns_lock);
 	struct conn **p = &conns;
@@ -417,6 +412,23 @@ static void *conn_end(void *arg)
 	}
 	conn_free(c);
 	return NULL;
+}
+
+void conn_drop(struct conn *c)
+{
+	struct conn **p = &conns;
+
+	while (*p != c)
+		p = &(*p)->next;
+	*p = c->next;
+	pthread_mutex_unlock(&c->lock);
+	ulog(LOG_WARNING,
+	     "page server connection r%" PRIu64 ": no region rebuilt reads it; left to its "
+	     "client, which hands it over again",
+	     c->id);
+	store_remove("r%" PRIu64 ".state", c->id);
+	store_remove("r%" PRIu64 ".sock", c->id);
+	conn_free(c);
 }
 
 void conn_last_left(struct conn *c)

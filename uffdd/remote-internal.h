@@ -37,11 +37,7 @@ struct conn {
 	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
 	int err;	      /* broken: its -errno */
 	bool ending;	      /* its last source left: being closed (conn_end()) */
-	/* Taken back at start with its end not begun, and no region rebuilt
-	 * claimed a source of it (a death before a handover's commit: its
-	 * client hands it over again): dropped without ending the stream. */
-	bool quiet;
-	bool end_journaled; /* taken back with its end begun */
+	bool end_journaled;   /* taken back with its end begun */
 	struct conn *next;
 };
 
@@ -100,6 +96,9 @@ void conn_add(struct conn *c);
 /* Every connection, under conns_lock. */
 extern pthread_mutex_t conns_lock;
 extern struct conn *conns;
+/* Drop c from the table and free it without ending its stream (under
+ * conns_lock, kept, and c->lock, released). */
+void conn_drop(struct conn *c);
 /* The last source left c (under conns_lock and c->lock, both released
  * here): c is ended with the server off the caller's thread. */
 void conn_last_left(struct conn *c);
