@@ -109,7 +109,8 @@ static int rebuild(struct conn *c, const struct rrec_plan *p, char *why, size_t 
 	return r;
 }
 
-/* Take connection id back from its socket and record (both fds closed). */
+/* Take connection id back from its socket and record (the caller closes
+ * both). */
 static int adopt(uint64_t id, int sock, int recfd, char *why, size_t len)
 {
 	struct rrec *rec = NULL;
@@ -119,11 +120,6 @@ static int adopt(uint64_t id, int sock, int recfd, char *why, size_t len)
 	int type = 0;
 	socklen_t tlen = sizeof(type);
 
-	if (sock < 0 || recfd < 0) {
-		snprintf(why, len, "%s is not in the store",
-			 sock < 0 ? "its socket" : "its record");
-		return -EBADMSG;
-	}
 	int r = rrec_map(recfd, id, &rec, why, len);
 	if (r < 0)
 		return r;
@@ -164,9 +160,18 @@ static int adopt(uint64_t id, int sock, int recfd, char *why, size_t len)
 void remote_conn_adopt(uint64_t id, int sock, int recfd)
 {
 	char why[160] = "";
-	int r = adopt(id, sock, recfd, why, sizeof(why));
+	/* Half stored: a death before any source of it was recorded. */
+	bool half = sock < 0 || recfd < 0;
+	int r = half ? 0 : adopt(id, sock, recfd, why, sizeof(why));
 
-	if (r < 0) {
+	if (half) {
+		ulog(LOG_WARNING,
+		     "page server connection r%" PRIu64 ": stored without its %s, before any "
+		     "source of it: left to its client",
+		     id, sock < 0 ? "socket" : "record");
+		store_remove("r%" PRIu64 ".state", id);
+		store_remove("r%" PRIu64 ".sock", id);
+	} else if (r < 0) {
 		ulog(LOG_ERR,
 		     "page server connection r%" PRIu64 ": not taken over: %s; its sources' "
 		     "pages not in yet will be poisoned",

@@ -177,7 +177,8 @@ static int conn_record(struct conn *c, int fd)
 	r = rrec_new(c->id, c->uid, rd, wr, &c->rec, &memfd);
 	if (r < 0)
 		return r;
-	/* The socket first: a record without it is refused. */
+	/* Both before any source joins: a successor that finds one of them
+	 * alone drops it, the stream left to the client. */
 	r = store_put(fd, "r%" PRIu64 ".sock", c->id);
 	if (!r)
 		r = store_put(memfd, "r%" PRIu64 ".state", c->id);
