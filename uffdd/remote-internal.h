@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Page-server sources (source-remote.c) and the connections they share
- * (remote-conn.c), private to those two files.
+ * (remote-conn.c; taken back after a restart by remote-adopt.c), private to
+ * those three files.
  */
 #ifndef UFFDD_REMOTE_INTERNAL_H
 #define UFFDD_REMOTE_INTERNAL_H
