@@ -57,6 +57,10 @@ struct client {
 	uint64_t task;	    /* its GETs' (0: TASK) */
 	int sk;		    /* the page server's socket, shared (0: its own connection) */
 	size_t touch;	    /* pages touched (0: all) */
+	/* Take the page at npages / 3 out of the region once it is handed
+	 * over (RegionRemove: two regions that share one source), and touch
+	 * the rest. */
+	bool unmap_third;
 	/* Say "half" here after the first half of the pages, then wait for a
 	 * byte on go (-1: no pause). */
 	int half, go;

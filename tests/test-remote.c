@@ -214,6 +214,31 @@ START_TEST(restart_keeps_the_page_server)
 END_TEST
 
 /*
+ * The same with the region split in two (a page in it removed) before the
+ * kill: both halves read the one source, and both claim it again from the
+ * successor's record (every page right but the one removed).
+ */
+START_TEST(restart_keeps_a_split_source)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1, 1 };
+	struct client cl = { .npages = NPAGES,
+			     .seed = seed,
+			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .may_bus = true,
+			     .unmap_third = true };
+	struct report rp = { 0 };
+	struct counts n;
+
+	run_restart(&o, &cl, &rp, &n, true);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(n.bus, 0);
+	ck_assert_int_eq(n.ok, NPAGES - 1);
+	ck_assert_int_eq(rp.closes, 1);
+}
+END_TEST
+
+/*
  * A tree of TREE_TASKS tasks restored over one connection, as CRIU's page
  * server takes one for the whole tree: each task a client of its own (a
  * session), every one handing over the same socket, each touching its pages
@@ -526,6 +551,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, server_hangs_up_midway, 120);
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_keeps_the_page_server, 120);
+	TEST_ADD_CASE(s, restart_keeps_a_split_source, 120);
 	TEST_ADD_CASE(s, not_a_socket_refused, 60);
 	TEST_ADD_CASE(s, buffers_charged, 60);
 	return s;
