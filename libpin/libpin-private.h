@@ -489,13 +489,46 @@ int pin_ps_gets_add_task(struct pin_ps_gets *g, uint64_t dst_id, uint64_t addr, 
  * 0, or -errno (-EBADMSG: an answer that is not the GET's; -ECONNRESET: the
  * server hung up), logged, and told by pin_ps_gets_failure(). */
 int pin_ps_gets_pump(struct pin_ps_gets *g, pin_ps_done_fn done, void *arg);
-/* GETs queued or in flight. */
+/* Bytes read off the stream since it was taken (resumed). */
+uint64_t pin_ps_gets_read(const struct pin_ps_gets *g);
+/* GETs queued or in flight (a reply's rest to drop counts as one). */
 size_t pin_ps_gets_pending(const struct pin_ps_gets *g);
 /* Whether some GET waits for room to be sent (wait for POLLOUT too). */
 bool pin_ps_gets_sending(const struct pin_ps_gets *g);
 /* What the last failure was, and the GET it hit (nr_pages 0: none). */
 const char *pin_ps_gets_failure(const struct pin_ps_gets *g, uint64_t *ret_addr,
 				uint64_t *ret_nr_pages);
+/* Bytes of one message header (a GET whole): struct page_server_iov. */
+#define PIN_PS_IOV_BYTES 32
+/* GETs out and not wholly answered at once, at most. */
+#define PIN_PS_GETS_IN_FLIGHT 64
+/* What a journal is told (pin_ps_gets_journal()), GETs numbered from 0 in
+ * the order they go out. */
+enum pin_ps_note {
+	PIN_PS_NOTE_GET,   /* GET seq goes out next: not a byte of it yet */
+	PIN_PS_NOTE_SENT,  /* GET seq is wholly out */
+	PIN_PS_NOTE_REPLY, /* the reply to GET seq has nr_pages (checked), at rd
+			    * bytes read: its header whole in the socket, not a
+			    * byte of it taken yet */
+	PIN_PS_NOTE_TAKEN, /* that header is taken off the stream */
+};
+struct pin_ps_noted {
+	uint64_t seq, dst_id, addr, nr_pages, rd;
+	void *tag;
+};
+typedef void (*pin_ps_note_fn)(void *arg, enum pin_ps_note what, const struct pin_ps_noted *n);
+/* Tell fn each step of the stream, as it is taken: a reply's header is then
+ * peeked whole before a byte of it is read, so that a successor that knows
+ * how many bytes were read knows which reply it is in. */
+void pin_ps_gets_journal(struct pin_ps_gets *g, pin_ps_note_fn fn, void *arg);
+/* Go on with a stream another process left (nothing queued yet): the next
+ * reply answers GET seq, skip bytes (of a reply it half read, to drop) come
+ * before it, rd bytes were read.  Then its GETs in flight are added in their
+ * order and pin_ps_gets_gone_out() says how many bytes of them went out. */
+int pin_ps_gets_resume(struct pin_ps_gets *g, uint64_t seq, uint64_t rd, uint64_t skip);
+/* The first bytes of the GETs queued went out already (no more than they
+ * hold): 0, or -EINVAL. */
+int pin_ps_gets_gone_out(struct pin_ps_gets *g, uint64_t bytes);
 /* Its socket. */
 int pin_ps_fd(const struct pin_ps *ps);
 /* A connected stream socket whose flags stay as they are (a descriptor

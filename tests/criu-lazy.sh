@@ -20,7 +20,7 @@
 # `criu page-server --lazy-pages` over the dump on 127.0.0.1, through
 # `uffdd-lazy-pages --page-server` (or `criu lazy-pages --page-server`),
 # which must say each task's lazy pages are on the page server (uffdd asks
-# for them), or with RESTART=1 came from it (--fetch-all).
+# for them; with RESTART=1 its successor takes the connection over too).
 # LAZY_DUMP=1: the same from `criu dump --lazy-pages --address 127.0.0.1
 # --port P` itself, which keeps the dumped tree (frozen) until the pages are
 # all taken: the workload runs in a pid namespace of its own (the restored
@@ -327,9 +327,6 @@ for i in $(seq 1 "$ITERATIONS"); do
 	if [ "${REMOTE:-0}" = 1 ]; then
 		[ "${LAZY_DUMP:-0}" = 1 ] || start_page_server || exit 1
 		remote=(--page-server --address 127.0.0.1 --port "$port")
-		# A uffdd restart loses a connection it was handed (issue 13):
-		# the pages fetched first into memfds survive it.
-		[ "${RESTART:-0}" = 1 ] && remote+=(--fetch-all)
 	fi
 	if [ "$SERVER" = uffdd ]; then
 		"$LAZY_PAGES" -D "$images" -W "$dir/work" --socket "$sock" "${remote[@]}" \

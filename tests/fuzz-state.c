@@ -2,7 +2,9 @@
 /*
  * libFuzzer target over uffdd's reader of a session's state memfd
  * (uffdd/state.c), which a restarted daemon takes from the fd store as
- * untrusted input: state_open() of a memfd holding the input.
+ * untrusted input: state_open() of a memfd holding the input; and, when the
+ * file is a page-server connection's record in size (uffdd/remote-record.c,
+ * r<id>.state), rrec_plan() of it against socket counts around its own.
  *
  * Input: the file's size (4 bytes, little endian), then chunks, each an
  * offset (4 bytes), a length (2 bytes) and that many bytes written there;
@@ -14,7 +16,10 @@
  * What must hold: state_open() does not crash and leaves no descriptor
  * open; what it accepts reads whole (every record's bitmaps, the reply, the
  * working set), and stays acceptable after the daemon changes and commits
- * it (a record deleted, one added after the others, a reply).
+ * it (a record deleted, one added after the others, a reply).  A record's
+ * plan asks for no more than a stream can hold: GETs in flight of 1 to 256
+ * pages, a rest to drop shorter than a reply, no more bytes out than its
+ * GETs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fuzz-common.h"
@@ -171,6 +177,50 @@ static void change(struct state *st, struct walk *w)
 	state_free(again);
 }
 
+/* Socket counts a record is planned against: around its own, and around
+ * the ends of its journaled replies and GETs. */
+static const uint64_t plan_deltas[] = { 0, 1, 31, 32, 33, 64, 4096, 4128, 4129, 8256, 1u << 20 };
+
+static void plan_all(const struct rrec *r)
+{
+	struct rrec_plan p;
+	uint64_t rd0, wr0;
+	char why[160];
+
+	rrec_base(r, &rd0, &wr0);
+	for (size_t i = 0; i < PIN_ARRAY_SIZE(plan_deltas); i++) {
+		for (size_t j = 0; j < PIN_ARRAY_SIZE(plan_deltas); j++) {
+			if (rrec_plan(r, rd0 + plan_deltas[i], wr0 + plan_deltas[j], &p, why,
+				      sizeof(why)) < 0)
+				continue;
+			if (p.n > PIN_PS_GETS_IN_FLIGHT || p.out > p.n * PIN_PS_IOV_BYTES ||
+			    p.skip >= PIN_PS_IOV_BYTES + 256 * uffdd_page)
+				fuzz_die("a plan past what a stream holds");
+			for (size_t k = 0; k < p.n; k++)
+				if (!p.v[k].nr || p.v[k].nr > 256 || !(p.v[k].src & REMOTE_ID_BIT))
+					fuzz_die("a GET planned that was never asked");
+		}
+	}
+}
+
+/* The file as a page-server connection's record, when it is one in size. */
+static void remote_record(int fd)
+{
+	struct rrec *r;
+	uint64_t id, task;
+	struct stat st;
+	char why[160];
+
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != rrec_bytes() ||
+	    rrec_map(fd, 1, &r, why, sizeof(why)) < 0)
+		return;
+	for (size_t i = 0; i < RREC_SOURCES; i++)
+		if (rrec_src_at(r, i, &id, &task) && !(id & REMOTE_ID_BIT))
+			fuzz_die("a source that is not a page server's");
+	plan_all(r);
+	rrec_unmap(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	int before = fuzz_open_fds(), fd;
@@ -180,6 +230,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fd = make_file(data, size);
 	if (fd < 0)
 		return 0;
+	remote_record(fd);
 	if (state_open(fd, FUZZ_MAX_BYTES, &st, why, sizeof(why)) == 0) {
 		struct walk w = read_all(st);
 
@@ -199,25 +250,25 @@ static void put(FILE *f, const void *p, size_t n)
 		fuzz_die("fwrite of a seed");
 }
 
-/* The file of st as size + chunks: its non-zero runs. */
-static void write_seed(const char *dir, const char *name, struct state *st)
+/* The file fd of size bytes as size + chunks: its non-zero runs. */
+static void write_file_seed(const char *dir, const char *name, int fd, size_t fsize)
 {
 	const size_t block = 64, chunk_max = 0xffff & ~(size_t)63;
 	char path[4096];
-	uint32_t size = (uint32_t)FUZZ_MAX_BYTES;
+	uint32_t size = (uint32_t)fsize;
 	const uint8_t *m;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	f = fopen(path, "we");
-	m = mmap(NULL, FUZZ_MAX_BYTES, PROT_READ, MAP_SHARED, state_fd(st), 0);
+	m = mmap(NULL, fsize, PROT_READ, MAP_SHARED, fd, 0);
 	if (!f || m == MAP_FAILED)
 		fuzz_die("a seed file");
 	put(f, &size, sizeof(size));
-	for (size_t off = 0; off < FUZZ_MAX_BYTES;) {
+	for (size_t off = 0; off < fsize;) {
 		size_t end = off;
 
-		while (end < FUZZ_MAX_BYTES && end - off < chunk_max) {
+		while (end < fsize && end - off < chunk_max) {
 			static const uint8_t zero[64];
 
 			if (!memcmp(m + end, zero, block))
@@ -236,9 +287,42 @@ static void write_seed(const char *dir, const char *name, struct state *st)
 		put(f, m + off, len);
 		off = end;
 	}
-	munmap((void *)m, FUZZ_MAX_BYTES);
+	munmap((void *)m, fsize);
 	if (fclose(f))
 		fuzz_die("fclose of a seed");
+}
+
+static void write_seed(const char *dir, const char *name, struct state *st)
+{
+	write_file_seed(dir, name, state_fd(st), FUZZ_MAX_BYTES);
+}
+
+/* A page-server connection's record: two sources, 3 GETs of a page out,
+ * the first two replies journaled back to back (plan_deltas reach the
+ * points between them). */
+static void write_remote_seed(const char *dir)
+{
+	const uint64_t src = REMOTE_ID_BIT | 3;
+	struct rrec *r;
+	int fd;
+
+	if (rrec_new(1, 1000, 1000, 64, &r, &fd))
+		fuzz_die("rrec_new");
+	if (rrec_src_add(r, src, 4242) || rrec_src_add(r, REMOTE_ID_BIT | 4, 4243))
+		fuzz_die("rrec_src_add");
+	for (uint64_t seq = 0; seq < 3; seq++) {
+		struct pin_ps_noted n = { .seq = seq,
+					  .dst_id = 4242,
+					  .addr = 0x7f0000000000 + seq * SEED_PAGE,
+					  .nr_pages = 1,
+					  .rd = seq * (PIN_PS_IOV_BYTES + SEED_PAGE) };
+		rrec_get(r, src, &n);
+		if (seq < 2)
+			rrec_reply(r, &n);
+	}
+	write_file_seed(dir, "remote-record", fd, rrec_bytes());
+	rrec_unmap(r);
+	close(fd);
 }
 
 static void add_region(struct state *st, uint64_t start, uint64_t npages, bool wp)
@@ -306,6 +390,7 @@ static void write_seeds(const char *dir)
 		fuzz_die("state_commit");
 	write_seed(dir, "grown-table", st);
 	state_free(st);
+	write_remote_seed(dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,9 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	REQUIRE(pin_uffd_register(conn.u, base, len, PIN_UFFD_REGISTER_MISSING, NULL) == 0);
 	REQUIRE_EQ(pin_client_region_add(conn.c, &r), 0);
 	close(sk);
+	size_t gone = cl->unmap_third ? cl->npages / 3 : SIZE_MAX;
+	if (cl->unmap_third)
+		REQUIRE_EQ(pin_client_region_remove(conn.c, base + gone * page, page), 0);
 	if (cl->wait)
 		REQUIRE_EQ(pin_client_wait_populated(conn.c, base, len, 0), 0);
 	test_permutation(order, cl->npages, cl->seed);
@@ -220,6 +224,8 @@ int client_main(const struct test_daemon *d, struct client *cl)
 		char b;
 		if (cl->half >= 0 && k == cl->npages / 2)
 			REQUIRE(write(cl->half, "h", 1) == 1 && read(cl->go, &b, 1) == 1);
+		if (i == gone)
+			continue;
 		if (cl->may_bus && test_read_bus(base + i * page))
 			n.bus++;
 		else if (test_page_ok(base, i, cl->seed))
@@ -233,4 +239,17 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	free(order);
 	test_conn_close(&conn);
 	return 0;
+}
+
+pid_t remote_serving_child(pid_t sup)
+{
+	char path[64];
+	long pid = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)sup, (int)sup);
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
+	fclose(f);
+	return (pid_t)pid;
 }

@@ -57,6 +57,10 @@ struct client {
 	uint64_t task;	    /* its GETs' (0: TASK) */
 	int sk;		    /* the page server's socket, shared (0: its own connection) */
 	size_t touch;	    /* pages touched (0: all) */
+	/* Take the page at npages / 3 out of the region once it is handed
+	 * over (RegionRemove: two regions that share one source), and touch
+	 * the rest. */
+	bool unmap_third;
 	/* Say "half" here after the first half of the pages, then wait for a
 	 * byte on go (-1: no pause). */
 	int half, go;
@@ -72,6 +76,8 @@ struct counts {
  * PIN_CLIENT_REGION_PAGE_SERVER). */
 struct pin_client_region remote_region(void *base, size_t len, unsigned int flags, int sk,
 				       uint64_t task);
+/* The process that serves for uffdd's supervisor sup (its only child). */
+pid_t remote_serving_child(pid_t sup);
 /* Map, hand the region over with the connected socket, touch the pages in
  * random order (or wait for the push), and write the counts to cl->report;
  * the process's exit status. */

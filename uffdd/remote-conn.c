@@ -12,8 +12,14 @@
  * GET still in flight are read (and dropped), then PS_IOV_CLOSE goes out and
  * CRIU's status is read, each wait bounded, and the stream is shut down
  * (CRIU then closes its end, which the client waits for).  That runs on a
- * thread of its own, so that a slow or silent server stalls no worker.  It
- * calls log.c and util.c.
+ * thread of its own, so that a slow or silent server stalls no worker.
+ * With an fd store, a TCP connection is durable: its socket and its record
+ * (remote-record.c: its sources, each GET journaled before it goes out,
+ * each reply's header before it is read) sit in the store as r<id>.sock and
+ * r<id>.state until its end is done, so that a successor takes the stream
+ * over where it stood (remote-adopt.c), and the end, the rule above with
+ * it, stays the daemon's across a restart.  It calls remote-record.c,
+ * store.c, log.c and util.c.
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -28,9 +34,36 @@
 /* How long the end waits for a server that moves nothing: as long as a live
  * source does (source-remote.c), so that a slow server is not cut short. */
 #define CONN_END_TIMEOUT_MS 10000
+/* A nap while part of a reply's header waits for the rest. */
+#define CONN_END_NAP_MS 1
 
-static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct conn *conns;
+pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+struct conn *conns;
+static _Atomic uint64_t next_conn = 1, next_remote = 1;
+
+/* next above id, whatever other threads take meanwhile. */
+static void taken(_Atomic uint64_t *next, uint64_t id)
+{
+	uint64_t cur = atomic_load(next);
+
+	while (id >= cur && !atomic_compare_exchange_weak(next, &cur, id + 1))
+		;
+}
+
+void conn_id_taken(uint64_t id)
+{
+	taken(&next_conn, id);
+}
+
+void remote_id_taken(uint64_t id)
+{
+	taken(&next_remote, id & ~REMOTE_ID_BIT);
+}
+
+uint64_t remote_id_next(void)
+{
+	return REMOTE_ID_BIT | atomic_fetch_add(&next_remote, 1);
+}
 
 /* Tell rm's worker that something moved for it (from another worker). */
 void remote_tell(struct remote *rm, const struct worker *self)
@@ -86,7 +119,7 @@ void remote_broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const
 			remote_tell(v, rm->w);
 }
 
-static void conn_free(struct conn *c)
+void conn_free(struct conn *c)
 {
 	while (c->views) {
 		struct remote *v = c->views;
@@ -98,12 +131,68 @@ static void conn_free(struct conn *c)
 	}
 	pin_ps_gets_free(c->gets);
 	pin_ps_free(c->ps);
+	rrec_unmap(c->rec);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 
-/* A new connection over a descriptor of its own (the caller keeps fd). */
-static int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct conn **ret)
+/* Each step of c's stream, journaled (pin_ps_gets_journal()), under
+ * c->lock; a test may kill the daemon at each (uffdd_hold()). */
+static void conn_note(void *arg, enum pin_ps_note what, const struct pin_ps_noted *n)
+{
+	struct conn *c = arg;
+	const struct remote *rm = n->tag;
+
+	switch (what) {
+	case PIN_PS_NOTE_GET:
+		rrec_get(c->rec, rm->id, n);
+		uffdd_hold("ps-get-journaled");
+		break;
+	case PIN_PS_NOTE_SENT:
+		uffdd_hold("ps-get-sent");
+		break;
+	case PIN_PS_NOTE_REPLY:
+		rrec_reply(c->rec, n);
+		uffdd_hold("ps-reply-journaled");
+		break;
+	case PIN_PS_NOTE_TAKEN:
+		uffdd_hold("ps-reply-half-read");
+		break;
+	}
+}
+
+/* c's record, made and stored with its socket (r<id>.sock, r<id>.state)
+ * when the store is on: 0, or -errno (then c is not kept across a
+ * restart). */
+static int conn_record(struct conn *c, int fd)
+{
+	uint64_t rd, wr;
+	int memfd;
+
+	if (!store_enabled())
+		return 0;
+	int r = rrec_counts(fd, &rd, &wr);
+	if (r < 0)
+		return r;
+	r = rrec_new(c->id, c->uid, rd, wr, &c->rec, &memfd);
+	if (r < 0)
+		return r;
+	/* Both before any source joins: a successor that finds one of them
+	 * alone drops it, the stream left to the client. */
+	r = store_put(fd, "r%" PRIu64 ".sock", c->id);
+	if (!r)
+		r = store_put(memfd, "r%" PRIu64 ".state", c->id);
+	close(memfd);
+	if (r < 0) {
+		store_remove("r%" PRIu64 ".sock", c->id);
+		rrec_unmap(c->rec);
+		c->rec = NULL;
+	}
+	return r;
+}
+
+int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rrec *rec,
+	     struct conn **ret)
 {
 	char name[64];
 	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -132,8 +221,33 @@ static int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, stru
 	c->dev = st->st_dev;
 	c->ino = st->st_ino;
 	c->uid = uid;
+	c->rec = rec;
+	if (rec) {
+		c->id = rrec_id(rec);
+		conn_id_taken(c->id);
+	} else {
+		c->id = atomic_fetch_add(&next_conn, 1);
+		r = conn_record(c, dup);
+		if (r < 0)
+			ulog(LOG_WARNING,
+			     "session %" PRIu64 ": page server connection r%" PRIu64
+			     " not kept across a restart: %s",
+			     sid, c->id, strerror(-r));
+	}
+	if (c->rec)
+		pin_ps_gets_journal(c->gets, conn_note, c);
+	if (c->rec && !rec)
+		uffdd_hold("ps-conn-stored");
 	*ret = c;
 	return 0;
+}
+
+void conn_add(struct conn *c)
+{
+	pthread_mutex_lock(&conns_lock);
+	c->next = conns;
+	conns = c;
+	pthread_mutex_unlock(&conns_lock);
 }
 
 /* The connection of uid over the socket st is, made if none (under
@@ -150,7 +264,7 @@ static int conn_get(int fd, const struct stat *st, uid_t uid, uint64_t sid, stru
 		*ret = c;
 		return 0;
 	}
-	int r = conn_new(fd, st, uid, sid, ret);
+	int r = conn_new(fd, st, uid, sid, NULL, ret);
 	if (r < 0)
 		return r;
 	(*ret)->next = conns;
@@ -169,7 +283,14 @@ int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rem
 	struct conn *c = rm->c;
 	pthread_mutex_lock(&c->lock);
 	atomic_init(&rm->pays, !c->live);
+	/* Taken by a region: not one to release after a takeover. */
+	rm->claimed = true;
 	c->live++;
+	if (c->rec && rrec_src_add(c->rec, rm->id, rm->task) < 0)
+		ulog(LOG_WARNING,
+		     "session %" PRIu64 ": page server connection r%" PRIu64 " holds %d sources: "
+		     "this one's pages are not kept across a restart",
+		     sid, c->id, RREC_SOURCES);
 	rm->cnext = c->views;
 	c->views = rm;
 	pthread_mutex_unlock(&c->lock);
@@ -230,6 +351,7 @@ void remote_unlink(struct conn *c, struct remote *rm)
 static int conn_drain(struct conn *c)
 {
 	struct pollfd p = { .fd = pin_ps_fd(c->ps) };
+	uint64_t moved = uffdd_now_ns(), rd = pin_ps_gets_read(c->gets);
 
 	while (pin_ps_gets_pending(c->gets)) {
 		int r = pin_ps_gets_pump(c->gets, NULL, NULL);
@@ -237,12 +359,22 @@ static int conn_drain(struct conn *c)
 			return r;
 		if (!pin_ps_gets_pending(c->gets))
 			break;
+		/* A header not whole yet (journaled streams read none before)
+		 * leaves the socket readable: that wait naps, bounded too. */
+		if (pin_ps_gets_read(c->gets) != rd) {
+			rd = pin_ps_gets_read(c->gets);
+			moved = uffdd_now_ns();
+		} else if (uffdd_now_ns() - moved > CONN_END_TIMEOUT_MS * 1000000ull) {
+			return -ETIMEDOUT;
+		}
 		p.events = POLLIN | (pin_ps_gets_sending(c->gets) ? POLLOUT : 0);
 		r = poll(&p, 1, CONN_END_TIMEOUT_MS);
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r == 0)
 			return -ETIMEDOUT;
+		if (r > 0 && pin_ps_gets_read(c->gets) == rd && (p.revents & POLLIN))
+			poll(NULL, 0, CONN_END_NAP_MS);
 	}
 	return 0;
 }
@@ -274,13 +406,33 @@ static void *conn_end(void *arg)
 		p = &(*p)->next;
 	*p = c->next;
 	pthread_mutex_unlock(&conns_lock);
+	/* Ended or cut: nothing for a successor. */
+	if (c->rec) {
+		store_remove("r%" PRIu64 ".state", c->id);
+		store_remove("r%" PRIu64 ".sock", c->id);
+	}
 	conn_free(c);
 	return NULL;
 }
 
-/* The last source left c (under conns_lock and c->lock, both released
- * here): c is ended off the caller's thread. */
-static void conn_last_left(struct conn *c)
+void conn_drop(struct conn *c)
+{
+	struct conn **p = &conns;
+
+	while (*p != c)
+		p = &(*p)->next;
+	*p = c->next;
+	pthread_mutex_unlock(&c->lock);
+	ulog(LOG_WARNING,
+	     "page server connection r%" PRIu64 ": no region rebuilt reads it; left to its "
+	     "client, which hands it over again",
+	     c->id);
+	store_remove("r%" PRIu64 ".state", c->id);
+	store_remove("r%" PRIu64 ".sock", c->id);
+	conn_free(c);
+}
+
+void conn_last_left(struct conn *c)
 {
 	pthread_attr_t attr;
 	pthread_t t;
@@ -307,6 +459,12 @@ void conn_leave(struct conn *c, struct remote *rm)
 {
 	pthread_mutex_lock(&conns_lock);
 	pthread_mutex_lock(&c->lock);
+	/* Its end is journaled before its last source leaves the record: a
+	 * successor finds either a source or the end begun. */
+	if (c->rec && c->live == 1)
+		rrec_ending(c->rec);
+	if (c->rec && !rm->orphan)
+		rrec_src_del(c->rec, rm->id);
 	if (--c->live == 0) {
 		conn_last_left(c);
 		return;

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Page-server sources (source-remote.c) and the connections they share
- * (remote-conn.c), private to those two files.
+ * (remote-conn.c; taken back after a restart by remote-adopt.c), private to
+ * those three files.
  */
 #ifndef UFFDD_REMOTE_INTERNAL_H
 #define UFFDD_REMOTE_INTERNAL_H
 
 #include "uffdd.h"
+
+/* A source's list of GETs grows by this many at once: its room is always
+ * its count rounded up to a multiple of it. */
+#define RGETS_STEP 16
 
 /* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
  * them placed. */
@@ -19,7 +24,10 @@ struct rget {
  * over the same socket; every field but the fixed ones under lock. */
 struct conn {
 	pthread_mutex_t lock;
-	dev_t dev; /* the socket's, fixed */
+	uint64_t id;	  /* r<id> in the fd store, fixed */
+	struct rrec *rec; /* its durable record (remote-record.c); NULL: none */
+	bool adopted;	  /* taken back at start: its sources not yet claimed */
+	dev_t dev;	  /* the socket's, fixed */
 	ino_t ino;
 	uid_t uid;
 	struct pin_ps *ps;
@@ -30,6 +38,7 @@ struct conn {
 	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
 	int err;	      /* broken: its -errno */
 	bool ending;	      /* its last source left: being closed (conn_end()) */
+	bool end_journaled;   /* taken back with its end begun */
 	struct conn *next;
 };
 
@@ -46,6 +55,10 @@ struct remote {
 	struct rget *v;
 	size_t n;
 	bool orphan;  /* its sources are gone: kept for its GETs in flight */
+	bool claimed; /* taken back at start: a region rebuilt took it */
+	/* Its sources (the regions rebuilt that claimed it; 1 for a source
+	 * made of a handover): the last remote_free() frees it. */
+	_Atomic unsigned int refs;
 	bool starved; /* found no room: told when some is freed */
 	bool shed;    /* asked to drop its answered buffers */
 	struct remote *cnext;
@@ -73,6 +86,28 @@ void remote_unlink(struct conn *c, struct remote *rm);
 /* rm joins uid's connection over the socket fd (st), made if none: 0, or
  * -EBUSY (another uid's), -ESHUTDOWN (being ended), -errno; its session pays if it is the first. */
 int conn_join(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct remote *rm);
+/* A connection over a descriptor of its own (the caller keeps fd), its
+ * record rec (NULL: a new one is made and stored when the store is on). */
+int conn_new(int fd, const struct stat *st, uid_t uid, uint64_t sid, struct rrec *rec,
+	     struct conn **ret);
+/* Free a connection no one else holds. */
+void conn_free(struct conn *c);
+/* c, adopted, joins the table. */
+void conn_add(struct conn *c);
+/* Every connection, under conns_lock. */
+extern pthread_mutex_t conns_lock;
+extern struct conn *conns;
+/* Drop c from the table and free it without ending its stream (under
+ * conns_lock, kept, and c->lock, released). */
+void conn_drop(struct conn *c);
+/* The last source left c (under conns_lock and c->lock, both released
+ * here): c is ended with the server off the caller's thread. */
+void conn_last_left(struct conn *c);
+/* Connection and source ids are above those taken (taken back). */
+void conn_id_taken(uint64_t id);
+void remote_id_taken(uint64_t id);
+/* A new source's id (REMOTE_ID_BIT set). */
+uint64_t remote_id_next(void);
 /* rm (its worker's watch gone) leaves c: the last ends it with the server
  * (PS_IOV_CLOSE once what is in flight is read) and closes it, else rm stays
  * as an orphan while GETs of it are in flight. */

@@ -23,11 +23,12 @@
  * what is in flight is read: remote-conn.c) and closes it.  A server that hangs up, answers
  * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
  * connection's sources only: one log line, then every read of them fails
- * with that error (fault.c poisons the pages).  A source does not survive a
- * daemon restart: CRIU's stream has no framing to find the next reply in
- * after a reply half read, so a region rebuilt from the record gets a lost
- * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls
- * remote-conn.c (the connections), log.c and util.c.
+ * with that error (fault.c poisons the pages).  A source survives a daemon
+ * restart with its connection (remote-conn.c journals the stream,
+ * remote-adopt.c takes it back): a region rebuilt from the record claims it
+ * again; one whose connection was not taken back gets a lost source
+ * (remote_lost()), whose reads fail with -ENOTCONN.  It calls remote-conn.c
+ * (the connections), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -49,8 +50,6 @@
 #define REMOTE_AHEAD_BYTES (4ull << 20)
 /* A server that moves no reply for this long is taken as hung. */
 #define REMOTE_TIMEOUT_NS (10ull * 1000000000ull)
-
-static _Atomic uint64_t next_id = 1;
 
 uint64_t remote_id(const struct remote *rm)
 {
@@ -83,18 +82,19 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 		return -ENOMEM;
 	}
 	atomic_init(&rm->moved, false);
+	atomic_init(&rm->refs, 1);
 	/* Whole before the connection's other sources may see it. */
 	rm->fd = fd;
 	rm->task = task;
 	rm->sid = sid;
 	rm->w = w;
+	rm->id = remote_id_next();
 	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {
 		close(fd);
 		free(rm);
 		return r;
 	}
-	rm->id = REMOTE_ID_BIT | atomic_fetch_add(&next_id, 1);
 	rm->next = w->remotes;
 	w->remotes = rm;
 	*ret = rm;
@@ -104,23 +104,22 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 struct remote *remote_lost(uint64_t id)
 {
 	struct remote *rm = calloc(1, sizeof(*rm));
-	uint64_t n = id & ~REMOTE_ID_BIT, cur = atomic_load(&next_id);
 
 	if (!rm)
 		return NULL;
 	rm->id = id;
 	rm->err = -ENOTCONN;
 	rm->fd = -1;
+	atomic_init(&rm->refs, 1);
 	atomic_init(&rm->pays, false);
 	atomic_init(&rm->moved, false);
-	while (n >= cur && !atomic_compare_exchange_weak(&next_id, &cur, n + 1))
-		;
+	remote_id_taken(id);
 	return rm;
 }
 
 void remote_free(struct remote *rm)
 {
-	if (!rm)
+	if (!rm || atomic_fetch_sub(&rm->refs, 1) > 1)
 		return;
 	if (rm->w) {
 		if (rm->events && epoll_ctl(rm->w->ep, EPOLL_CTL_DEL, rm->fd, NULL) < 0)
@@ -166,6 +165,7 @@ static void arrived(void *arg, void *tag, uint64_t addr, uint64_t nr, void *buf)
 		}
 	}
 	pu->c->since = uffdd_now_ns();
+	uffdd_hold("ps-reply-read");
 	if (!rm->orphan) {
 		remote_tell(rm, pu->self);
 	} else if (!rm->n) {
@@ -256,8 +256,8 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 		uint64_t bytes = nr << uffdd_page_shift;
 		if (!room(rm, bytes, keep))
 			return;
-		if (rm->n % 16 == 0) {
-			struct rget *v = realloc(rm->v, (rm->n + 16) * sizeof(*v));
+		if (rm->n % RGETS_STEP == 0) {
+			struct rget *v = realloc(rm->v, (rm->n + RGETS_STEP) * sizeof(*v));
 			if (!v)
 				return;
 			rm->v = v;

@@ -203,7 +203,9 @@ int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct s
 	uint64_t size = 0;
 
 	if (id & REMOTE_ID_BIT) {
-		struct remote *rm = remote_lost(id);
+		struct remote *rm = remote_claim(id, uid);
+		if (!rm)
+			rm = remote_lost(id);
 		return rm ? source_new_remote(rm, ret) : -ENOMEM;
 	}
 	if (!id)

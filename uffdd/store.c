@@ -107,14 +107,17 @@ static bool id_then(const char *s, const char *suffix)
 }
 
 /* s<id>.conn, s<id>.uffd, s<id>.state, s<id>.pagemap, s<id>.evlog,
- * s<id>.fork<parent id>, f<id> and w<pair> (a kept working set,
- * fcwset.c) are stored descriptors. */
+ * s<id>.fork<parent id>, f<id>, w<pair> (a kept working set, fcwset.c),
+ * r<id>.sock and r<id>.state (a page server's connection, remote-conn.c)
+ * are stored descriptors. */
 static bool stored_name(const char *name)
 {
 	if (!store_name_valid(name))
 		return false;
 	if (name[0] == 'f' || name[0] == 'w')
 		return id_then(name + 1, "");
+	if (name[0] == 'r')
+		return id_then(name + 1, ".sock") || id_then(name + 1, ".state");
 	if (name[0] != 's')
 		return false;
 	size_t n = strspn(name + 1, "0123456789");

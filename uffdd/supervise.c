@@ -434,6 +434,9 @@ static int child_start(struct sup *s)
 		return 0;
 	}
 	s->child = pid;
+	/* Only the first child stops where a test kills it: its successors go
+	 * past. */
+	unsetenv(UFFDD_HOLD_ENV);
 	ulog(LOG_INFO, "serving child %d started with %zu listening and %zu stored fds", (int)pid,
 	     s->nlisten, s->n);
 	return 1;

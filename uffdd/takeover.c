@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * The start after a restart: the descriptors the fd store handed back
- * (store.c's names) become sessions again.  Source files first, then each
+ * (store.c's names) become sessions again.  Source files and page-server
+ * connections (r<id>.sock with its record r<id>.state: remote-adopt.c,
+ * whose sources the regions claim) first, then each
  * session from its record (state.c, checked as untrusted input), its
  * connection and its userfaultfd; a session that does not hold together is
  * dropped from the store with one log line and costs no other.  Every
@@ -11,7 +13,7 @@
  * (firecracker.c), and the working sets kept for the next VMs go back to
  * fcwset.c through firecracker.c.  It may call firecracker.c, control.c,
  * control-reply.c (Resume), fault.c, worker.c, session.c, state.c,
- * source.c, store.c, evlog.c, log.c and util.c.
+ * source.c, remote-adopt.c, store.c, evlog.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +75,34 @@ static int cmp_group(const void *a, const void *b)
 	return (x->id > y->id) - (x->id < y->id);
 }
 
+/* The page-server connections r<id>.sock with r<id>.state, adopted now
+ * (marked taken in v: fd -1). */
+static void adopt_remotes(struct stored_fd *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t id, id2;
+		const char *rest = parse_id(v[i].name, 'r', &id);
+		if (!rest || v[i].fd < 0)
+			continue;
+		int sock = -1, rec = -1;
+		for (size_t j = i; j < n; j++) {
+			const char *r2 = parse_id(v[j].name, 'r', &id2);
+			if (!r2 || id2 != id || v[j].fd < 0)
+				continue;
+			int *to = !strcmp(r2, ".sock")	  ? &sock
+				  : !strcmp(r2, ".state") ? &rec
+							  : NULL;
+			/* The same name twice: the first is as good. */
+			if (to && *to < 0)
+				*to = v[j].fd;
+			else
+				close(v[j].fd);
+			v[j].fd = -1;
+		}
+		remote_conn_adopt(id, sock, rec);
+	}
+}
+
 /* Group the session descriptors by id (sorted); source files are adopted now. */
 static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 {
@@ -83,6 +113,8 @@ static struct group *collect(struct stored_fd *v, size_t n, size_t *ret_n)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t id;
+		if (v[i].fd < 0)
+			continue;
 		const char *rest = parse_id(v[i].name, 'f', &id);
 		if (rest && !*rest) {
 			int r = source_file_adopt(id, v[i].fd);
@@ -361,6 +393,7 @@ void takeover_run(struct stored_fd *v, size_t n)
 
 	if (!n)
 		return;
+	adopt_remotes(v, n);
 	struct group *g = collect(v, n, &ng);
 	if (!g) {
 		ulog(LOG_ERR, "fd store: no memory to take over %zu descriptors", n);
@@ -401,6 +434,7 @@ void takeover_run(struct stored_fd *v, size_t n)
 	free(half);
 	free(g);
 	source_files_unadopted_release();
+	remotes_unclaimed_release();
 	ulog(LOG_INFO, "restart: took over %zu of %zu sessions (%" PRIu64 " regions)", taken, ng,
 	     regions);
 }

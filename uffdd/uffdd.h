@@ -13,8 +13,8 @@
  * inspect, worker, push, fault, place, dirty, snapshot, finish,
  * session-restore, session, session-table, region, pins, state-txn, state,
  * state-arena, state-now, reader, source, source-file, source-ra,
- * source-remote, remote-conn, closer, store, notify, evlog, crew, share, log,
- * util.
+ * source-remote, remote-adopt, remote-conn, remote-record, closer, store,
+ * notify, evlog, crew, share, log, util.
  * Requests go listen -> control -> session; faults worker -> push -> fault
  * -> source.  What goes back up (a reply, a stale notice, a fork child's
  * userfaultfd) goes through notify.c's handlers.  Below, one section per file.
@@ -90,7 +90,14 @@ int fstat_cached(int fd, struct stat *st);
  * connection), "events-read" (a read that took an event but a page fault:
  * its messages in the session's record, none applied, its faults not
  * served), "placed" (a placing ioctl done, its pages' populated bits not
- * set yet).  Without the variable: nothing.
+ * set yet); a page server's stream (remote-conn.c): "ps-conn-stored" (a
+ * connection's socket and record stored, no source of it yet),
+ * "ps-get-journaled" (a GET journaled, not a byte of it sent),
+ * "ps-get-sent" (a GET wholly sent), "ps-reply-journaled" (a reply's header
+ * whole in the socket and journaled, not a byte of it read),
+ * "ps-reply-half-read" (its header read, its pages not), "ps-reply-read"
+ * (a reply read whole, its pages not placed).  Without the variable:
+ * nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
@@ -434,8 +441,8 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 /* Whether its session is charged for the connection's buffers (one source
  * of each connection is; when it ends, another). */
 bool remote_pays(const struct remote *rm);
-/* One of a region rebuilt after a restart: its connection is gone (every
- * read fails with -ENOTCONN); NULL without memory. */
+/* One of a region rebuilt after a restart whose connection was not taken
+ * back (every read fails with -ENOTCONN); NULL without memory. */
 struct remote *remote_lost(uint64_t id);
 void remote_free(struct remote *rm);
 uint64_t remote_id(const struct remote *rm);
@@ -453,6 +460,72 @@ void remote_used(struct remote *rm, uint64_t off, size_t len);
 bool remotes_pump(struct worker *w);
 /* The ms until a remote of w is taken as hung (-1: none waits). */
 int remotes_timeout(const struct worker *w);
+
+/* ---- remote-adopt.c: page-server connections taken back at start --------- */
+
+/* Connection id from its socket and record as the fd store kept them (-1:
+ * missing; both closed): refused (logged, cut, dropped from the store) when
+ * they do not hold together. */
+void remote_conn_adopt(uint64_t id, int sock, int recfd);
+/* Source id of an adopted connection of uid, for a region rebuilt; NULL
+ * when there is none (the source is lost: remote_lost()). */
+struct remote *remote_claim(uint64_t id, uid_t uid);
+/* rm, claimed, is watched by w from now on (session sid's). */
+void remote_attach(struct remote *rm, struct worker *w, uint64_t sid);
+/* Once every session is rebuilt: the sources no region claimed leave. */
+void remotes_unclaimed_release(void);
+
+/* ---- remote-record.c: a page-server connection's durable record ---------- */
+
+/* Sources one connection's record holds (a restored tree's tasks); one
+ * more still works, its pages lost with a daemon that dies. */
+#define RREC_SOURCES 1024
+
+struct rrec;
+struct rrec_planned {
+	uint64_t src, task, addr, nr;
+};
+/* Where a stream stands, from its record and its socket's counts. */
+struct rrec_plan {
+	uint64_t seq;  /* the GET the next reply answers */
+	uint64_t rd;   /* bytes read since the daemon took the stream */
+	uint64_t skip; /* bytes of a reply half read, to drop first */
+	uint64_t out;  /* bytes of the GETs in flight that went out */
+	bool ending;   /* its end began (no source was left) */
+	size_t n;      /* GETs in flight (v), in their order */
+	struct rrec_planned v[PIN_PS_GETS_IN_FLIGHT];
+};
+
+/* The bytes the daemon read off the TCP stream fd and wrote to it (the
+ * kernel's counts); -ENOTCONN: not established (the server hung up),
+ * -EOPNOTSUPP: not TCP, or a kernel without the counts. */
+int rrec_counts(int fd, uint64_t *ret_rd, uint64_t *ret_wr);
+size_t rrec_bytes(void);
+/* A new record (a memfd, *ret_fd, mapped) for connection id of uid whose
+ * stream counts are rd0 and wr0 now. */
+int rrec_new(uint64_t id, uid_t uid, uint64_t rd0, uint64_t wr0, struct rrec **ret, int *ret_fd);
+/* The record of connection id in fd (untrusted; the caller keeps fd):
+ * -EBADMSG with why when it is not one. */
+int rrec_map(int fd, uint64_t id, struct rrec **ret, char *why, size_t len);
+void rrec_unmap(struct rrec *r);
+uint64_t rrec_id(const struct rrec *r);
+/* The stream's counts when the daemon took it. */
+void rrec_base(const struct rrec *r, uint64_t *ret_rd0, uint64_t *ret_wr0);
+uid_t rrec_uid(const struct rrec *r);
+/* Source slot i (below RREC_SOURCES): whether it holds one. */
+bool rrec_src_at(const struct rrec *r, size_t i, uint64_t *ret_id, uint64_t *ret_task);
+/* -ENOSPC: RREC_SOURCES are held. */
+int rrec_src_add(struct rrec *r, uint64_t id, uint64_t task);
+void rrec_src_del(struct rrec *r, uint64_t id);
+/* GET n (of source src) goes out next; its reply's header is whole. */
+void rrec_get(struct rrec *r, uint64_t src, const struct pin_ps_noted *n);
+void rrec_reply(struct rrec *r, const struct pin_ps_noted *n);
+void rrec_ending(struct rrec *r);
+/* Where the stream of r stands now that rd and wr bytes were read and
+ * written (rrec_counts()): -EBADMSG with why when the record does not hold
+ * together or does not match them. */
+int rrec_plan(const struct rrec *r, uint64_t rd, uint64_t wr, struct rrec_plan *p, char *why,
+	      size_t len);
 
 /* ---- state.c: a session's durable record, a memfd ------------------------ */
 

@@ -9,8 +9,10 @@
  * the time of each session's requests and of its end to its uid, pauses the
  * userfaultfd of a session that forked while its uid owed others time, and
  * watches again the sockets and userfaultfds paused so, once paid
- * (share.c).  It starts and ends the placer crew (crew.c).  It may call
- * push.c, session.c, crew.c, share.c, log.c and util.c.
+ * (share.c).  It starts and ends the placer crew (crew.c).  A session taken
+ * over gets its page servers' watches here (remote-adopt.c).  It may call
+ * push.c, session.c, crew.c, share.c, source.c, remote-adopt.c, log.c and
+ * util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -113,9 +115,15 @@ static void adopt(struct worker *w)
 		w->sessions = s;
 		if (s->sock >= 0 && worker_watch(w, &s->wsock, s->sock) < 0)
 			session_kill(s, "cannot watch its socket");
-		/* A session taken over after a restart has its userfaultfd. */
+		/* A session taken over after a restart has its userfaultfd,
+		 * and its page servers' GETs in flight. */
 		if (s->uffd && worker_watch(w, &s->wuffd, pin_uffd_fd(s->uffd)) < 0)
 			session_kill(s, "cannot watch its userfaultfd");
+		for (size_t i = 0; i < s->nregions; i++) {
+			struct remote *rm = source_remote(s->regions[i]->src);
+			if (rm)
+				remote_attach(rm, w, s->id);
+		}
 	}
 }
 

@@ -20,9 +20,9 @@
  * may exit before its pages are all in: the others go on).  The page file
  * descriptors go to uffdd, so uffdd itself never opens a path.  A restarted
  * uffdd keeps the connections and the sessions (the userfaultfds and sources
- * sit in its fd store), so nothing kept here needs handing over again (but
- * a page server's connection: see --fetch-all below); a stopped one ends
- * them, and the restore fails.  Should this program die
+ * sit in its fd store, a page server's connection too), so nothing kept
+ * here needs handing over again; a stopped one ends them, and the restore
+ * fails.  Should this program die
  * after a Goodbye, uffdd finishes the sessions all the same.
  *
  * Then each task whose pages are all in gets its huge pages back: its lazy
@@ -50,11 +50,9 @@
  * reads CRIU's status and shuts its side down; CRIU then closes its own.
  * This program waits for that end, bounded, after its sessions said
  * Goodbye.  With no task handed over it sends PS_IOV_CLOSE itself.  A
- * uffdd restart loses such a connection (the stream cannot be resumed after
- * a reply half read: issue 13), so with --fetch-all each task's lazy pages
- * are fetched whole as it arrives (many GETs in flight) into a sealed memfd
- * that takes the pages file's place and, like any source file, survives a
- * restart.
+ * uffdd restart keeps such a connection (uffdd journals the stream).  With
+ * --fetch-all each task's lazy pages are fetched whole as it arrives (many
+ * GETs in flight) into a sealed memfd that takes the pages file's place.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite unit, area rrec: uffdd/remote-record.c, the durable record of a
+ * page-server connection, on real memfds.  For each point of the stream a
+ * daemon can die at (a GET journaled, half out, out; its reply journaled,
+ * half read, read whole), where rrec_plan() says the stream stands, given
+ * the bytes the socket says were read and written; and records that do not
+ * hold together or do not match those counts, each refused with -EBADMSG.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Before Check's header, whose fail() macro would rename uffdd.h's fail(). */
+#include <linux/userfaultfd.h>
+
+#include "uffdd.h"
+#include "test-common.h"
+
+#define PAGE ((uint64_t)uffdd_page)
+#define GETB ((uint64_t)PIN_PS_IOV_BYTES)
+/* The socket's counts when the daemon took it: not zero, so that a record
+ * read against the counts from 0 is caught. */
+#define RD0  1000u
+#define WR0  64u
+#define SRC  (REMOTE_ID_BIT | 7)
+#define TASK 4242
+#define ADDR 0x7f0000000000ull
+
+struct rec {
+	struct rrec *r;
+	int fd;
+};
+
+static void rec_new(struct rec *x)
+{
+	ck_assert_int_eq(rrec_new(5, 1000, RD0, WR0, &x->r, &x->fd), 0);
+}
+
+static void rec_free(struct rec *x)
+{
+	rrec_unmap(x->r);
+	close(x->fd);
+}
+
+/* GET seq of nr pages at ADDR + seq pages' worth. */
+static struct pin_ps_noted get_n(uint64_t seq, uint64_t nr)
+{
+	return (struct pin_ps_noted){
+		.seq = seq, .dst_id = TASK, .addr = ADDR + seq * 256 * PAGE, .nr_pages = nr
+	};
+}
+
+/* Its reply of rnr pages, at rd bytes read. */
+static void reply(struct rec *x, uint64_t seq, uint64_t rnr, uint64_t rd)
+{
+	struct pin_ps_noted n = get_n(seq, rnr);
+
+	n.rd = rd;
+	rrec_reply(x->r, &n);
+}
+
+static int plan(struct rec *x, uint64_t rd, uint64_t wr, struct rrec_plan *p)
+{
+	char why[160];
+
+	return rrec_plan(x->r, RD0 + rd, WR0 + wr, p, why, sizeof(why));
+}
+
+/* Nothing asked yet: nothing in flight; any byte moved is refused. */
+START_TEST(fresh)
+{
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	ck_assert_int_eq(plan(&x, 0, 0, &p), 0);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_uint_eq(p.seq, 0);
+	ck_assert_uint_eq(p.skip, 0);
+	ck_assert_uint_eq(p.out, 0);
+	ck_assert_int_eq(plan(&x, 1, 0, &p), -EBADMSG);
+	ck_assert_int_eq(plan(&x, 0, 1, &p), -EBADMSG);
+	/* Counts below the record's: another socket's. */
+	char why[160];
+	ck_assert_int_eq(rrec_plan(x.r, RD0 - 1, WR0, &p, why, sizeof(why)), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* A GET journaled: not out, half out, out whole, more: as many bytes out
+ * as the socket says, past its GET refused. */
+START_TEST(get_journaled_then_sent)
+{
+	struct pin_ps_noted g = get_n(0, 256);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g);
+	for (uint64_t out = 0; out <= GETB; out++) {
+		ck_assert_int_eq(plan(&x, 0, out, &p), 0);
+		ck_assert_uint_eq(p.n, 1);
+		ck_assert_uint_eq(p.seq, 0);
+		ck_assert_uint_eq(p.out, out);
+		ck_assert_uint_eq(p.v[0].src, SRC);
+		ck_assert_uint_eq(p.v[0].task, TASK);
+		ck_assert_uint_eq(p.v[0].addr, ADDR);
+		ck_assert_uint_eq(p.v[0].nr, 256);
+	}
+	ck_assert_int_eq(plan(&x, 0, GETB + 1, &p), -EBADMSG);
+	/* No reply journaled: not a byte may have been read. */
+	ck_assert_int_eq(plan(&x, 1, GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/*
+ * Its reply (3 of 4 pages, short) journaled: not read (peeked again), its
+ * header or some pages read (the rest dropped, exactly), read whole
+ * (nothing in flight), read past its end (refused).
+ */
+START_TEST(reply_journaled_then_read)
+{
+	struct pin_ps_noted g = get_n(0, 4);
+	uint64_t whole = GETB + 3 * PAGE;
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g);
+	reply(&x, 0, 3, 0);
+	ck_assert_int_eq(plan(&x, 0, GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 1);
+	ck_assert_uint_eq(p.seq, 0);
+	ck_assert_uint_eq(p.skip, 0);
+	for (uint64_t rd = 1; rd < whole; rd += rd < GETB ? 1 : PAGE / 2) {
+		ck_assert_int_eq(plan(&x, rd, GETB, &p), 0);
+		ck_assert_uint_eq(p.n, 0);
+		ck_assert_uint_eq(p.seq, 1);
+		ck_assert_uint_eq(p.skip, whole - rd);
+		ck_assert_uint_eq(p.rd, rd);
+	}
+	ck_assert_int_eq(plan(&x, whole, GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_uint_eq(p.seq, 1);
+	ck_assert_uint_eq(p.skip, 0);
+	ck_assert_int_eq(plan(&x, whole + 1, GETB, &p), -EBADMSG);
+	/* Its reply read, its GET not wholly out: refused. */
+	ck_assert_int_eq(plan(&x, whole, GETB - 1, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/*
+ * 100 GETs, each answered whole in turn (the ring wraps), then 3 more out:
+ * the first of them answered half.  The two behind it stay in flight, in
+ * their order.
+ */
+START_TEST(ring_wraps)
+{
+	uint64_t rd = 0, n = 100;
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	for (uint64_t k = 0; k < n; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+		reply(&x, k, 1, rd);
+		rd += GETB + PAGE;
+	}
+	ck_assert_int_eq(plan(&x, rd, n * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_uint_eq(p.seq, n);
+	for (uint64_t k = n; k < n + 3; k++) {
+		struct pin_ps_noted g = get_n(k, 2);
+		rrec_get(x.r, SRC, &g);
+	}
+	reply(&x, n, 2, rd);
+	ck_assert_int_eq(plan(&x, rd + GETB, (n + 3) * GETB, &p), 0);
+	ck_assert_uint_eq(p.skip, 2 * PAGE);
+	ck_assert_uint_eq(p.seq, n + 1);
+	ck_assert_uint_eq(p.n, 2);
+	ck_assert_uint_eq(p.out, 2 * GETB);
+	ck_assert_uint_eq(p.v[0].addr, ADDR + (n + 1) * 256 * PAGE);
+	ck_assert_uint_eq(p.v[1].addr, ADDR + (n + 2) * 256 * PAGE);
+	/* A reply journaled behind one not read whole: refused. */
+	reply(&x, n + 1, 2, rd + 2 * GETB + 2 * PAGE);
+	ck_assert_int_eq(plan(&x, rd + GETB, (n + 3) * GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* A reply journaled where the one before did not end: refused. */
+START_TEST(replies_not_back_to_back)
+{
+	struct pin_ps_noted g0 = get_n(0, 1), g1 = get_n(1, 1);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g0);
+	rrec_get(x.r, SRC, &g1);
+	reply(&x, 0, 1, 0);
+	reply(&x, 1, 1, GETB + PAGE + 8);
+	ck_assert_int_eq(plan(&x, GETB + PAGE + 8, 2 * GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* Its end began: a byte written past the last GET (PS_IOV_CLOSE under way)
+ * is refused; none, and the end is told. */
+START_TEST(ending)
+{
+	struct pin_ps_noted g = get_n(0, 1);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g);
+	rrec_ending(x.r);
+	ck_assert_int_eq(plan(&x, 0, GETB, &p), 0);
+	ck_assert(p.ending);
+	ck_assert_int_eq(plan(&x, 0, GETB + 1, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* Sources: added and deleted in place, a full table refused. */
+START_TEST(sources)
+{
+	uint64_t id, task;
+	struct rec x;
+
+	rec_new(&x);
+	for (uint64_t k = 0; k < RREC_SOURCES; k++)
+		ck_assert_int_eq(rrec_src_add(x.r, REMOTE_ID_BIT | (k + 1), k), 0);
+	ck_assert_int_eq(rrec_src_add(x.r, REMOTE_ID_BIT | 5000, 1), -ENOSPC);
+	rrec_src_del(x.r, REMOTE_ID_BIT | 3);
+	size_t held = 0;
+	for (size_t i = 0; i < RREC_SOURCES; i++) {
+		if (!rrec_src_at(x.r, i, &id, &task))
+			continue;
+		held++;
+		ck_assert_uint_eq(task, (id & ~REMOTE_ID_BIT) - 1);
+	}
+	ck_assert_uint_eq(held, RREC_SOURCES - 1);
+	rec_free(&x);
+}
+END_TEST
+
+/* The file itself: another connection's, another size, a slot of garbage. */
+START_TEST(hostile_file)
+{
+	static const uint8_t ff[64] = { [0 ... 63] = 0xff };
+	struct pin_ps_noted g = get_n(0, 1);
+	struct rrec_plan p;
+	struct rrec *r;
+	struct rec x;
+	char why[160];
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g);
+	ck_assert_int_eq(rrec_map(x.fd, 6, &r, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(rrec_map(x.fd, 5, &r, why, sizeof(why)), 0);
+	rrec_unmap(r);
+	/* The last ring slot's seq made garbage. */
+	ck_assert_int_eq(pwrite(x.fd, ff, 8, (off_t)rrec_bytes() - 56), 8);
+	ck_assert_int_eq(plan(&x, 0, GETB, &p), -EBADMSG);
+	ck_assert_int_eq(ftruncate(x.fd, (off_t)rrec_bytes() + 1), 0);
+	ck_assert_int_eq(rrec_map(x.fd, 5, &r, why, sizeof(why)), -EBADMSG);
+	ck_assert_int_eq(pwrite(x.fd, ff, 8, 0), 8);
+	ck_assert_int_eq(ftruncate(x.fd, (off_t)rrec_bytes()), 0);
+	ck_assert_int_eq(rrec_map(x.fd, 5, &r, why, sizeof(why)), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("rrec");
+
+	uffdd_page_init();
+	TEST_ADD_CASE(s, fresh, 30);
+	TEST_ADD_CASE(s, get_journaled_then_sent, 30);
+	TEST_ADD_CASE(s, reply_journaled_then_read, 30);
+	TEST_ADD_CASE(s, ring_wraps, 30);
+	TEST_ADD_CASE(s, replies_not_back_to_back, 30);
+	TEST_ADD_CASE(s, ending, 30);
+	TEST_ADD_CASE(s, sources, 30);
+	TEST_ADD_CASE(s, hostile_file, 30);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	return NULL;
+}
