@@ -8,6 +8,18 @@
 
 #include "uffdd.h"
 
+/* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
+#define REMOTE_GET_PAGES 256
+/*
+ * Buffers of whole GETs a connection keeps once their pages are placed, for
+ * the next GETs: a buffer new to the daemon faults in each of its pages as
+ * the reply is read into it (and gives them back when freed), which took a
+ * quarter of uffdd's CPU time in a 256 MiB remote restore.  A push keeps
+ * REMOTE_AHEAD_BYTES (source-remote.c) in flight and places the GET before
+ * them: this many cover that.
+ */
+#define REMOTE_SPARES_MAX 8
+
 /* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
  * them placed. */
 struct rget {
@@ -30,6 +42,9 @@ struct conn {
 	uint64_t since;	      /* ns: the last reply, or when the first GET went out */
 	int err;	      /* broken: its -errno */
 	bool ending;	      /* its last source left: being closed (conn_end()) */
+	/* Free buffers of whole GETs: with bytes, within the cap. */
+	uint8_t *spares[REMOTE_SPARES_MAX];
+	unsigned int nspares;
 	struct conn *next;
 };
 
@@ -66,6 +81,8 @@ void remote_rewatch(struct remote *rm);
 void remote_broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why);
 /* Drop GET i of rm and its buffer; the sources that found no room are told. */
 void remote_drop(struct remote *rm, size_t i, const struct worker *self);
+/* A buffer for a GET of nr pages (under c->lock): a spare, or a new one. */
+uint8_t *conn_buf(struct conn *c, uint64_t nr);
 /* Drop rm's answered GETs (rm's worker), or as they come. */
 void remote_shed(struct remote *rm);
 /* Take an orphan out of c's sources. */

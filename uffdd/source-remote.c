@@ -13,21 +13,22 @@
  * worker pumps the connection between rounds (remotes_pump()), under the
  * connection's lock, and a reply for another worker's source wakes that
  * worker (its eventfd).  A page is asked once while its GET is in flight or
- * its buffer not used up, and a buffer is freed, by its own worker only,
- * once its pages are placed.  The buffers of a connection hold
- * UFFDD_REMOTE_BYTES_MAX at most, charged to one session that uses it (its
- * payer; session.c): a source that finds no room asks the others to drop
- * the answered buffers they hold and waits for them.  A source that ends
- * leaves the connection to the others (its GETs in flight still read, their
- * pages dropped); the last one ends it with the server (PS_IOV_CLOSE once
- * what is in flight is read: remote-conn.c) and closes it.  A server that hangs up, answers
- * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
- * connection's sources only: one log line, then every read of them fails
- * with that error (fault.c poisons the pages).  A source does not survive a
- * daemon restart: CRIU's stream has no framing to find the next reply in
- * after a reply half read, so a region rebuilt from the record gets a lost
- * source (remote_lost()), whose reads fail with -ENOTCONN.  It calls
- * remote-conn.c (the connections), log.c and util.c.
+ * its buffer not used up, and a buffer is freed (or kept for the next GET:
+ * remote-conn.c), by its own worker only, once its pages are placed.  The
+ * buffers of a connection hold UFFDD_REMOTE_BYTES_MAX at most, charged to
+ * one session that uses it (its payer; session.c): a source that finds no
+ * room asks the others to drop the answered buffers they hold and waits for
+ * them.  A source that ends leaves the connection to the others (its GETs
+ * in flight still read, their pages dropped); the last one ends it with the
+ * server (PS_IOV_CLOSE once what is in flight is read: remote-conn.c) and
+ * closes it.  A server that hangs up, answers what was not asked or does
+ * not answer within REMOTE_TIMEOUT_NS breaks the connection's sources only:
+ * one log line, then every read of them fails with that error (fault.c
+ * poisons the pages).  A source does not survive a daemon restart: CRIU's
+ * stream has no framing to find the next reply in after a reply half read,
+ * so a region rebuilt from the record gets a lost source (remote_lost()),
+ * whose reads fail with -ENOTCONN.  It calls remote-conn.c (the
+ * connections), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -40,8 +41,6 @@
 
 /* GETs a source keeps at most: its list is scanned for each read. */
 #define REMOTE_GETS_MAX 256
-/* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
-#define REMOTE_GET_PAGES 256
 /* How far ahead of a push run the pages are asked for, so that GETs are in
  * flight back to back while the run before them is placed.  A fault's GET
  * is answered after them (the server answers in order): more would make
@@ -262,7 +261,7 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 				return;
 			rm->v = v;
 		}
-		uint8_t *buf = aligned_alloc(uffdd_page, bytes);
+		uint8_t *buf = conn_buf(c, nr);
 		bool idle = !pin_ps_gets_pending(c->gets);
 		if (!buf || pin_ps_gets_add_task(c->gets, rm->task, off, nr, buf, rm) < 0) {
 			free(buf);
