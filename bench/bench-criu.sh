@@ -17,7 +17,12 @@
 #   criu_<size>_<order>_<where>_done_x
 # and a comment line per row with every run's figures, and the CPU time
 # uffdd's serving process spent on each restore until the last page was
-# read (schedstat; where the done time goes: issue 13).
+# read (schedstat; where the done time goes: issue 13).  Per size, the
+# floor, measured once beside each run of the random rows (copy-floor: two
+# threads' UFFDIO_COPY of the dump's pages file, no fault, no daemon):
+#   criu_<size>_floor_ms   what placing those bytes costs on two CPUs
+#   criu_<size>_floor_x    over criu's rand local done time: the lowest
+#                          rand local done_x this machine allows
 # --smoke: one run of each over 16 MiB (the names keep 256m and 1g).
 # --fetch-all: uffdd-lazy-pages fetches the remote pages all before the
 # restore goes on (its --fetch-all) instead of lazily.
@@ -34,6 +39,7 @@ bin=$(cd "$(dirname "$0")" && pwd)
 UFFDD=${UFFDD:-$bin/../uffdd/uffdd}
 LAZY_PAGES=${UFFDD_LAZY_PAGES:-$bin/../uffdd/tools/uffdd-lazy-pages}
 TOUCH=$bin/criu-touch
+FLOOR=$bin/copy-floor
 RUNS=3 smoke=0 fetch_all=()
 for a in "$@"; do
 	case $a in
@@ -228,6 +234,17 @@ restore() {
 	done_ms=$(((end - t0) / 1000000))
 }
 
+# floor: one copy-floor of the dump's pages file, its ms added to $fl.
+floor() {
+	local f ms
+	# The largest pages file: the task's (one task here).
+	f=$(find "$dir/dump" -name 'pages-*.img' -printf '%s %p\n' | sort -n | tail -1)
+	f=${f#* }
+	ms=$("$FLOOR" "$f") || die "copy-floor $f failed"
+	fl+=" $ms"
+}
+
+fl=
 for k in "${!sizes[@]}"; do
 	dump "${sizes[$k]}"
 	for order in seq rand; do
@@ -237,6 +254,7 @@ for k in "${!sizes[@]}"; do
 		# dc), each a list of RUNS (word-split).
 		declare -A su=() du=() sc=() dc=() cu=()
 		for _ in $(seq "$RUNS"); do
+			[ $order = rand ] && floor
 			for w in "${wheres[@]}"; do
 				restore uffdd $sig "$w"
 				su[$w]+=" $start_ms" du[$w]+=" $done_ms" cu[$w]+=" $cpu_ms"
@@ -257,6 +275,15 @@ for k in "${!sizes[@]}"; do
 			echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
 			echo "metric ${m}_done_x $(ratio "$mdu" "$mdc") x"
 		done
+		if [ $order = rand ]; then
+			m=criu_${names[$k]}_floor
+			# shellcheck disable=SC2086 # the lists are meant to split
+			mf=$(median $fl) mdc=$(median ${dc[local]})
+			echo "# $m: ms$fl"
+			echo "metric ${m}_ms $mf ms"
+			echo "metric ${m}_x $(ratio "$mf" "$mdc") x"
+			fl=
+		fi
 		unset su du sc dc cu
 	done
 	rm -rf "$dir"

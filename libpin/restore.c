@@ -175,9 +175,13 @@ static size_t runs_of(const struct pin_image *img, size_t i, unsigned int flags,
 
 /*
  * One request for all the runs of each pages file, the zero runs with the
- * first: a restore of many mappings starts no later for their number (issue
- * 13), and a request carries one descriptor.  A chain's image has one pages
- * file per image that holds some of its pages; a snapshot has its memfd only.
+ * first (with the page server's runs when there are some): a restore of many
+ * mappings starts no later for their number (issue 13), and a request carries
+ * one descriptor.  A chain's image has one pages file per image that holds
+ * some of its pages; a snapshot has its memfd only.  The restorer's first
+ * touches (rseq's area, written by the kernel at its registration) come
+ * before the regions do and wait for them: a remote restore's zero runs in
+ * a second request made it wait one more round trip to uffdd.
  */
 static int add_by_source(struct pin_client *c, const struct pin_image *img,
 			 const struct pin_client_region *v, size_t n)
@@ -190,10 +194,13 @@ static int add_by_source(struct pin_client *c, const struct pin_image *img,
 
 	if (!batch)
 		return -ENOMEM;
-	/* The page server's runs: one batch, one descriptor. */
+	/* The page server's runs and the zero runs: one batch, one descriptor. */
 	size_t nps = 0;
+	bool ps = false;
 	for (size_t i = 0; i < n; i++)
-		if (v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER)
+		ps |= v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER;
+	for (size_t i = 0; ps && i < n; i++)
+		if ((v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER) || v[i].fd < 0)
 			batch[nps++] = v[i];
 	if (nps)
 		r = pin_client_region_add_many(c, batch, nps);
@@ -203,7 +210,7 @@ static int add_by_source(struct pin_client *c, const struct pin_image *img,
 
 		for (size_t i = 0; i < n; i++)
 			if (!(v[i].flags & PIN_CLIENT_REGION_PAGE_SERVER) &&
-			    (v[i].fd < 0 ? !source : v[i].fd == fd))
+			    (v[i].fd < 0 ? !source && !ps : v[i].fd == fd))
 				batch[k++] = v[i];
 		if (k)
 			r = pin_client_region_add_many(c, batch, k);

@@ -4,7 +4,8 @@
  * of connections by socket and uid, a source joining and leaving one (the
  * last closes it; one that leaves with GETs in flight stays as an orphan
  * until they are answered), which source's session pays for its buffers,
- * their accounting (remote_drop()), the worker's epoll watch of a source's
+ * their accounting (remote_drop()) and the spare ones kept for the next
+ * GETs (conn_buf()), the worker's epoll watch of a source's
  * descriptor, telling a source's worker that something came for it, a
  * connection breaking, and its end.  The end belongs to whoever uses the
  * stream last: while the daemon holds a connection only the daemon writes to
@@ -129,6 +130,8 @@ void conn_free(struct conn *c)
 		free(v->v);
 		free(v);
 	}
+	while (c->nspares)
+		free(c->spares[--c->nspares]);
 	pin_ps_gets_free(c->gets);
 	pin_ps_free(c->ps);
 	rrec_unmap(c->rec);
@@ -310,7 +313,12 @@ void remote_drop(struct remote *rm, size_t i, const struct worker *self)
 	struct conn *c = rm->c;
 
 	c->bytes -= rm->v[i].nr << uffdd_page_shift;
-	free(rm->v[i].buf);
+	/* Its bytes leave the buffers in use and join the spares: within the
+	 * cap still. */
+	if (rm->v[i].nr == REMOTE_GET_PAGES && c->nspares < REMOTE_SPARES_MAX)
+		c->spares[c->nspares++] = rm->v[i].buf;
+	else
+		free(rm->v[i].buf);
 	rm->v[i] = rm->v[--rm->n];
 	for (struct remote *v = c->views; v; v = v->cnext) {
 		if (v->starved) {
@@ -318,6 +326,22 @@ void remote_drop(struct remote *rm, size_t i, const struct worker *self)
 			remote_tell(v, self);
 		}
 	}
+}
+
+/* A buffer for a GET of nr pages that room() made room for (under c->lock):
+ * a spare one for a whole GET, else a new one, once the spares that would
+ * take the buffers in use and the spares past UFFDD_REMOTE_BYTES_MAX are
+ * freed.  NULL without memory. */
+uint8_t *conn_buf(struct conn *c, uint64_t nr)
+{
+	uint64_t bytes = nr << uffdd_page_shift,
+		 whole = (uint64_t)REMOTE_GET_PAGES << uffdd_page_shift;
+
+	if (nr == REMOTE_GET_PAGES && c->nspares)
+		return c->spares[--c->nspares];
+	while (c->nspares && c->bytes + bytes + c->nspares * whole > UFFDD_REMOTE_BYTES_MAX)
+		free(c->spares[--c->nspares]);
+	return aligned_alloc(uffdd_page, bytes);
 }
 
 /* Drop every answered GET of rm: none of its buffers is being read (rm's

@@ -12,6 +12,17 @@
 /* A source's list of GETs grows by this many at once: its room is always
  * its count rounded up to a multiple of it. */
 #define RGETS_STEP 16
+/* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
+#define REMOTE_GET_PAGES 256
+/*
+ * Buffers of whole GETs a connection keeps once their pages are placed, for
+ * the next GETs: a buffer new to the daemon faults in each of its pages as
+ * the reply is read into it (and gives them back when freed), which took a
+ * quarter of uffdd's CPU time in a 256 MiB remote restore.  A push keeps
+ * REMOTE_AHEAD_BYTES (source-remote.c) in flight and places the GET before
+ * them: this many cover that.
+ */
+#define REMOTE_SPARES_MAX 8
 
 /* One GET: [addr, addr + nr pages), ready pages in buf from addr, used of
  * them placed. */
@@ -39,6 +50,9 @@ struct conn {
 	int err;	      /* broken: its -errno */
 	bool ending;	      /* its last source left: being closed (conn_end()) */
 	bool end_journaled;   /* taken back with its end begun */
+	/* Free buffers of whole GETs: with bytes, within the cap. */
+	uint8_t *spares[REMOTE_SPARES_MAX];
+	unsigned int nspares;
 	struct conn *next;
 };
 
@@ -79,6 +93,8 @@ void remote_rewatch(struct remote *rm);
 void remote_broken(struct remote *rm, int err, uint64_t addr, uint64_t nr, const char *why);
 /* Drop GET i of rm and its buffer; the sources that found no room are told. */
 void remote_drop(struct remote *rm, size_t i, const struct worker *self);
+/* A buffer for a GET of nr pages (under c->lock): a spare, or a new one. */
+uint8_t *conn_buf(struct conn *c, uint64_t nr);
 /* Drop rm's answered GETs (rm's worker), or as they come. */
 void remote_shed(struct remote *rm);
 /* Take an orphan out of c's sources. */

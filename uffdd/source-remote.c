@@ -13,8 +13,8 @@
  * worker pumps the connection between rounds (remotes_pump()), under the
  * connection's lock, and a reply for another worker's source wakes that
  * worker (its eventfd).  A page is asked once while its GET is in flight or
- * its buffer not used up, and a buffer is freed, by its own worker only,
- * once its pages are placed.  The buffers of a connection hold
+ * its buffer not used up, and a buffer is freed (or kept for the next GET:
+ * remote-conn.c), by its own worker only, once its pages are placed.  The buffers of a connection hold
  * UFFDD_REMOTE_BYTES_MAX at most, charged to one session that uses it (its
  * payer; session.c): a source that finds no room asks the others to drop
  * the answered buffers they hold and waits for them.  A source that ends
@@ -41,8 +41,6 @@
 
 /* GETs a source keeps at most: its list is scanned for each read. */
 #define REMOTE_GETS_MAX 256
-/* Pages one GET asks for at most: CRIU's page server answers 1 MiB whole. */
-#define REMOTE_GET_PAGES 256
 /* How far ahead of a push run the pages are asked for, so that GETs are in
  * flight back to back while the run before them is placed.  A fault's GET
  * is answered after them (the server answers in order): more would make
@@ -262,7 +260,7 @@ static void ask(struct remote *rm, uint64_t off, uint64_t end, uint64_t keep)
 				return;
 			rm->v = v;
 		}
-		uint8_t *buf = aligned_alloc(uffdd_page, bytes);
+		uint8_t *buf = conn_buf(c, nr);
 		bool idle = !pin_ps_gets_pending(c->gets);
 		if (!buf || pin_ps_gets_add_task(c->gets, rm->task, off, nr, buf, rm) < 0) {
 			free(buf);
