@@ -14,6 +14,7 @@
  * push.c, session.c, crew.c, share.c, source.c, remote-adopt.c, log.c and
  * util.c.
  */
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -32,6 +33,9 @@ static struct worker *workers;
 static unsigned int nworkers;
 /* The daemon exits: each loop ends at its next round. */
 static atomic_bool stopping;
+/* Posted by each worker once its own resources are made (its io_uring):
+ * the daemon is ready, and its descriptors counted, only after. */
+static sem_t started;
 /* How long an exit waits for each worker to end its loop. */
 #define STOP_WAIT_S 2
 
@@ -246,6 +250,7 @@ static void *worker_main(void *arg)
 	unsigned int spins = 0;
 
 	source_thread_start(w->efd);
+	sem_post(&started);
 	while (!atomic_load(&stopping)) {
 		uint64_t now = uffdd_now_ns();
 		bool spinning = now - w->last_busy < SPIN_NS;
@@ -315,6 +320,7 @@ int workers_start(unsigned int n)
 	if (!workers)
 		return -ENOMEM;
 	nworkers = n;
+	sem_init(&started, 0, 0);
 	for (unsigned int i = 0; i < n; i++) {
 		r = worker_init(&workers[i]);
 		if (r < 0)
@@ -325,6 +331,9 @@ int workers_start(unsigned int n)
 			return -r;
 		}
 	}
+	/* sem_wait() fails only when a signal comes (EINTR). */
+	for (unsigned int i = 0; i < n;)
+		i += sem_wait(&started) == 0;
 	return 0;
 }
 
