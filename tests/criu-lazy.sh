@@ -213,6 +213,37 @@ hpid() {
 }
 [ "$SERVER" = uffdd ] && start_daemon
 
+# waiting_sp TASKDIR: the thread's stack pointer in $sp when it waits
+# (/proc/PID/task/TID/syscall: NR ARGS... SP PC, or -1 SP PC), else fails
+# (it says "running").
+waiting_sp() {
+	local -a fields
+	read -r -a fields <"$1/syscall" || return 1
+	[ ${#fields[@]} -ge 3 ] || return 1
+	sp=${fields[${#fields[@]} - 2]}
+}
+
+# stacks_off_boundary: every thread of the workload waits with its stack
+# pointer off a page boundary.  CRIU 4.2's is_stack() (criu/mem.c) takes
+# every page of a task for a stack page, not lazy, when one of its threads
+# has it on one.
+stacks_off_boundary() {
+	local r t sp
+	for r in parent child1 child2; do
+		for t in /proc/"$(hpid $r)"/task/*; do
+			if ! poll waiting_sp "$t"; then
+				echo "run $i: $r's thread ${t##*/} does not wait"
+				return 1
+			fi
+			if [ $((sp % 4096)) = 0 ]; then
+				echo "run $i: $r's thread ${t##*/} waits with its stack pointer ($sp)" \
+					"on a page boundary: CRIU 4.2 would dump none of its task's pages lazy"
+				return 1
+			fi
+		done
+	done
+}
+
 # check ROLE PAGES: the task's result says every byte of PAGES pages is right.
 check() {
 	local f=$dir/result-$1
@@ -281,6 +312,7 @@ for i in $(seq 1 "$ITERATIONS"); do
 		wait_for "$dir/pid-$r" || { echo "run $i: the workload did not start"; exit 1; }
 		pids+=("$(hpid $r)")
 	done
+	stacks_off_boundary || exit 1
 	if [ "${LAZY_DUMP:-0}" = 1 ]; then
 		start_lazy_dump || exit 1
 		touch "$dir/exit-child2"
@@ -378,7 +410,9 @@ for i in $(seq 1 "$ITERATIONS"); do
 		sed 's/^/    /' "$dir/lazy-pages.out"
 	fi
 	# Through the page server, each of the three tasks had its lazy pages
-	# from it, and none of them came from anywhere else.
+	# from it, and none of them came from anywhere else.  CRIU dumped some
+	# lazy for each as no thread waited with its stack pointer on a page
+	# boundary (stacks_off_boundary).
 	if [ "$SERVER" = uffdd ] && [ "${REMOTE:-0}" = 1 ]; then
 		fetched=$(grep -c -E 'pages (on|from) the page server' "$dir/lazy-pages.out")
 		empty=$(grep -c -E ': 0 pages (on|from) the page server' "$dir/lazy-pages.out")

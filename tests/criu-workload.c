@@ -23,12 +23,21 @@
  * tag, and to say so in DIR/rewritten-parent: the dump holds those pages, and
  * leaves the others to the pre-dump, which holds the old ones.
  *
+ * Every thread waits with its stack pointer off a page boundary, the same
+ * in every run (STACK_AT): CRIU 4.2 dumps none of a task's pages lazy when
+ * one of its threads was seized with its stack pointer on a boundary
+ * (is_stack() in criu/mem.c compares a page with the stack pointer's offset
+ * in its page, not with its page, so a page-aligned stack pointer matches
+ * every page); with the stack starting at a random place (16-byte steps),
+ * one dump in 256 restored the parent and child 1 eagerly (issue 13).
+ *
  * Each task writes its pid to DIR/pid-ROLE, then waits.  After the restore,
  * SIGUSR1 tells a task to check every byte and write DIR/result-ROLE: "ok
  * PAGES" or "bad WRONG PAGES first ADDR" (the parent after both threads
  * checked theirs).  Child 1 exits after that; the parent waits to be
  * killed.
  */
+#include <alloca.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,6 +58,17 @@
 #define MIB	    (1ul << 20)
 #define NTHREADS    2
 #define CHILD_PAGES 64 /* of A that child 1 rewrites */
+/* Where in a page the calls after STACK_MID_PAGE() start: each wait goes
+ * less than this deeper (nothing on a wait's way holds a large buffer), so
+ * no waiting thread's stack pointer is on a page boundary. */
+#define STACK_AT (PG / 2)
+/* Take from the stack what puts the calls after it STACK_AT past a page
+ * boundary: alloca()'s block starts at the stack pointer. */
+#define STACK_MID_PAGE()                                                                           \
+	do {                                                                                       \
+		volatile char *pad_ = alloca(((uintptr_t)alloca(1) - STACK_AT) % PG + 1);          \
+		pad_[0] = 0;                                                                       \
+	} while (0)
 /* SIGUSR2: the parent rewrites pages 1, 1 + this, 1 + 2 * this... of A. */
 #define REWRITE_EVERY 4
 
@@ -173,6 +193,7 @@ static pthread_barrier_t go;
 
 static void *thread_wait(void *arg)
 {
+	STACK_MID_PAGE();
 	pthread_barrier_wait(&go);
 	return thread_main(arg);
 }
@@ -181,7 +202,8 @@ static void *thread_wait(void *arg)
 static void child_early(void)
 {
 	const struct timespec ms = { .tv_nsec = 1000000 };
-	char path[4096];
+	/* Not on the stack: its wait goes less than STACK_AT deeper. */
+	static char path[4096];
 
 	snprintf(path, sizeof(path), "%s/exit-child2", dir);
 	write_file("child2", "pid", "%d\n", getpid());
@@ -206,7 +228,7 @@ static void child(const char *role, const struct expect *v, size_t n)
 	_exit(0);
 }
 
-int main(int argc, char **argv)
+static int workload(int argc, char **argv)
 {
 	struct expect a, b, c, d;
 	pthread_t th[NTHREADS];
@@ -307,4 +329,12 @@ int main(int argc, char **argv)
 	for (;;)
 		if (waitpid(-1, NULL, 0) < 0 && errno == ECHILD)
 			pause();
+}
+
+int main(int argc, char **argv)
+{
+	/* Every task's main thread waits below this (the children are forks);
+	 * not a tail call, which would give the pad back first. */
+	STACK_MID_PAGE();
+	exit(workload(argc, argv));
 }
