@@ -186,9 +186,14 @@ static int cmp_fault(const void *a, const void *b)
  */
 static void poison_lost(struct session *s, uint64_t addr)
 {
+	STAT_ADD(s->stats.unreadable, 1);
+	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
+		session_strand(s, "a fork child's regions were never recorded: page", addr,
+			       uffdd_page, ENODATA);
+		return;
+	}
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
-	s->unreadable++;
 	if (r < 0 && r != -EEXIST)
 		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
 		     strerror(-r));
@@ -277,9 +282,11 @@ static bool serve(struct session *s)
 			session_end(s, -ESRCH, "its process is gone");
 			return false;
 		}
-		if (ret < 0)
-			/* The mapping changed or the page cannot be placed:
-			 * let the thread fault again and meet the new state. */
+		/* The mapping changed or the page cannot be placed: let the
+		 * thread fault again and meet the new state.  But a page
+		 * stranded (its source failed, no POISON): nothing is there
+		 * for it, it waits. */
+		if (ret < 0 && !(ret == -EIO && s->stranded))
 			wake(s, f->addr, (uint64_t)uffdd_page);
 		uint64_t now = uffdd_now_ns();
 		for (size_t k = i; k < j; k++)
