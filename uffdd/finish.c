@@ -120,6 +120,11 @@ void session_strand(struct session *s, const char *call, uint64_t addr, size_t l
 		 "threads touching those pages wait until the process is killed",
 		 call, addr, len, strerror(err));
 	slog(s, LOG_ERR, "%s", s->stranded_why);
+	/* A Goodbye that waits for the end would wait as long as the process
+	 * lives: it is answered now. */
+	if (s->bye_seq)
+		notify_ended(s, s->bye_seq, -EIO, s->stranded_why);
+	s->bye_seq = 0;
 }
 
 void session_kill(struct session *s, const char *why)
