@@ -186,15 +186,15 @@ static int cmp_fault(const void *a, const void *b)
  */
 static void poison_lost(struct session *s, uint64_t addr)
 {
-	STAT_ADD(s->stats.unreadable, 1);
-	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
-		session_strand(s, "a fork child's regions were never recorded: page", addr,
-			       uffdd_page, ENODATA);
-		return;
-	}
+	/* Its features are not known (session_orphan()): the ioctl says. */
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
-	if (r < 0 && r != -EEXIST)
+	STAT_ADD(s->stats.unreadable, 1);
+	/* No UFFDIO_POISON here (before Linux 6.6): the thread waits. */
+	if (r == -EINVAL)
+		session_strand(s, "UFFDIO_POISON of a fork child's page never recorded", addr,
+			       uffdd_page, EINVAL);
+	else if (r < 0 && r != -EEXIST)
 		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
 		     strerror(-r));
 	else
