@@ -8,7 +8,9 @@
  * long as the readahead window.  Faults whose data is being read (reader.c,
  * a page server's GET) wait in the queue until it is there.  Each fault is
  * counted once, when it is finished (fault_done()), its latency from the
- * read that returned it.  It may call place.c, session.c, state.c, store.c,
+ * read that returned it.  A fault whose page cannot be given without
+ * POISON (a stranded session: finish.c) is finished unwoken: its thread
+ * waits.  It may call place.c, finish.c, session.c, state.c, store.c,
  * reader.c, source.c, source-remote.c, notify.c (stale notices, fork
  * children), evlog.c (each read of the userfaultfd, each event), share.c
  * (the time fork children and unreadable sources cost), log.c and util.c.

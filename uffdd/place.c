@@ -12,8 +12,8 @@
  * pages not in place at once (without the POISON feature, nothing is placed
  * there: the session is stranded, its threads wait), and what a failed read
  * costs is the session's to pay (s->unpaid_ns).  It may call snapshot.c,
- * finish.c, session.c, state.c,
- * reader.c, source.c, source-remote.c, crew.c, share.c, log.c and util.c.
+ * finish.c, session.c, state.c, reader.c, source.c, source-remote.c,
+ * crew.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
