@@ -283,9 +283,9 @@ static int do_replay(struct req *q)
  * Goodbye: the session is the daemon's now.  With pages left it pushes them
  * and ends the session when all are in (push.c), or when the process is
  * gone: recorded, so that a successor finishes it too.  A stranded session
- * (finish.c) is answered -EIO at once and stays until its process is gone.  The Goodbye itself
- * is not committed as done: sent again after a restart, it finds the
- * session finishing and waits as the first did.
+ * (finish.c) is answered -EIO at once and stays until its process is gone.
+ * The Goodbye itself is not committed as done: sent again after a restart,
+ * it finds the session finishing and waits as the first did.
  */
 static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 {
