@@ -503,41 +503,7 @@ END_TEST
 
 /* ---- the fault service's fallbacks and counters ---- */
 
-#define TR_PAGES 4
-#define TR_KEEP	 2 /* the source is cut to its first 2 pages */
-#define TR_SEED	 0x7a11
-
-/* Pages a source no longer has, for a userfaultfd without the POISON
- * feature: zero pages, as uffdd(8) says (with POISON they raise SIGBUS,
- * test-daemon.c). */
-START_TEST(truncated_source_zero_without_poison)
-{
-	struct test_daemon d;
-	struct conn k;
-
-	test_daemon_start(&d, NULL);
-	int fd = make_source(&d, TR_PAGES, TR_SEED);
-	conn_open(&d, &k, EVENTS_NO_FORK, 0, NULL);
-	ck_assert_uint_eq(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON, 0);
-	uint8_t *base = test_map_pages(TR_PAGES);
-	add_region(&k, base, TR_PAGES, fd);
-	/* After the daemon saw TR_PAGES pages of data. */
-	ck_assert_int_eq(ftruncate(fd, TR_KEEP * page), 0);
-	/* Backwards: one fault, one page each. */
-	for (size_t i = TR_PAGES; i-- > 0;)
-		ck_assert(i < TR_KEEP ? test_page_ok(base, i, TR_SEED) : test_page_zero(base, i));
-	struct pin_client_stats st = stats_of(&k);
-	ck_assert_uint_eq(st.faults, TR_PAGES);
-	ck_assert_uint_eq(st.pages_copied, TR_KEEP);
-	ck_assert_uint_eq(st.bytes_copied, TR_KEEP * page);
-	ck_assert_uint_eq(st.pages_zeroed, TR_PAGES - TR_KEEP);
-	ck_assert_uint_eq(st.pages_populated, TR_PAGES);
-	conn_close(&k);
-	munmap(base, TR_PAGES * page);
-	close(fd);
-	test_daemon_stop(&d);
-}
-END_TEST
+/* A source cut short under a userfaultfd without POISON: test-stranded.c. */
 
 #define BA_PAGES 6
 #define BA_SEED	 0x0ba
@@ -2286,7 +2252,6 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, connect_env_and_errors, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, reconnect_after_kill, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, notice_drops_cached_pin, CASE_TIMEOUT_S);
-	TEST_ADD_CASE(s, truncated_source_zero_without_poison, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, unreadable_source_refused, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, region_add_batch, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, goodbye_places_the_rest, CASE_TIMEOUT_S);

@@ -538,6 +538,79 @@ START_TEST(criu_two_tasks_and_a_zombie)
 }
 END_TEST
 
+/* Wait until uffdd holds regions for a session: the one request of
+ * uffdd-lazy-pages' for its task went in. */
+static void wait_regions(const struct test_daemon *d)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "lister" };
+	struct pin_client *c;
+	bool any = false;
+
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	for (unsigned int i = 0; i < 1000 * test_time_scale() && !any; i++) {
+		struct pin_client_info *v;
+		size_t n;
+
+		ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+		for (size_t k = 0; k < n; k++)
+			any |= v[k].regions > 0;
+		free(v);
+		if (!any)
+			test_sleep_ms(10);
+	}
+	pin_client_free(c);
+	ck_assert_msg(any, "uffdd-lazy-pages handed no region to uffdd");
+}
+
+/*
+ * The pages file cut short once uffdd has it, and the task's userfaultfd
+ * without POISON, as CRIU's: uffdd makes up no page, the task's thread that
+ * reads one waits, the task's Goodbye gets -EIO, and uffdd-lazy-pages kills
+ * the task (SIGKILL) and exits 1.  Where the task is not at the dump's pid
+ * the program cannot find it, says so, and the test kills it.
+ */
+START_TEST(criu_unreadable_pages_kill_the_task)
+{
+	struct restore rs;
+	char dir[] = "/tmp/uffdd-cut-XXXXXX", cmd[700], path[600];
+	uint32_t end = RSTF;
+	int32_t pid;
+	int st;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(cmd, sizeof(cmd), "cp -a '%s/fixture/.' '%s/'", images, dir);
+	ck_assert_int_eq(system(cmd), 0);
+	restore_begin(&rs, dir, 1, true, 0);
+	int sock = lazy_pages_connect(&rs.lp);
+	ck_assert_int_eq(read(rs.ctl[0], &pid, sizeof(pid)), sizeof(pid));
+	int fd = recv_fd(rs.ctl[0]);
+	ck_assert_int_ge(fd, 0);
+	send_task(sock, pid, fd);
+	close(fd);
+	ck_assert_int_eq(write(rs.ctl[0], "g", 1), 1);
+	read_byte(rs.ctl[0], 'r');
+	wait_regions(&rs.d);
+	snprintf(path, sizeof(path), "%s/pages-1.img", dir);
+	ck_assert_int_eq(truncate(path, 0), 0);
+	/* It reads its memory: its first page is gone from the file. */
+	ck_assert_int_eq(write(rs.ctl[0], "g", 1), 1);
+	send_all(sock, &end, sizeof(end));
+	ck_assert_int_eq(lazy_pages_wait(&rs.lp, rs.out, sizeof(rs.out)), 1);
+	close(sock);
+	ck_assert_msg(strstr(rs.out, "1 tasks restored") &&
+			      strstr(rs.out, "0 exited before, 1 failed"),
+		      "%s", rs.out);
+	if (!rs.at_dump_pids)
+		ck_assert_int_eq(kill(rs.tasks[0], SIGKILL), 0);
+	ck_assert_int_eq(waitpid(rs.tasks[0], &st, 0), rs.tasks[0]);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "task status %#x", st);
+	close(rs.ctl[0]);
+	test_daemon_stop(&rs.d);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /*
  * A task that exits before its pages are all in ends its own session: the
  * other gets every page (checked after uffdd let go), and uffdd-lazy-pages
@@ -852,6 +925,7 @@ Suite *test_suite(void)
 	suite_add_tcase(s, tc);
 	/* A case of its own: scripts/mutate runs it alone. */
 	TEST_ADD_CASE(s, criu_task_gone_before_the_end, 120);
+	TEST_ADD_CASE(s, criu_unreadable_pages_kill_the_task, 120);
 	tcase_set_timeout(tcc, 120);
 	tcase_add_test(tcc, criu_collapse_after_restore);
 	return s;

@@ -282,9 +282,10 @@ static int do_replay(struct req *q)
 /*
  * Goodbye: the session is the daemon's now.  With pages left it pushes them
  * and ends the session when all are in (push.c), or when the process is
- * gone: recorded, so that a successor finishes it too.  The Goodbye itself
- * is not committed as done: sent again after a restart, it finds the
- * session finishing and waits as the first did.
+ * gone: recorded, so that a successor finishes it too.  A stranded session
+ * (finish.c) is answered -EIO at once and stays until its process is gone.
+ * The Goodbye itself is not committed as done: sent again after a restart,
+ * it finds the session finishing and waits as the first did.
  */
 static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 {
@@ -292,6 +293,17 @@ static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 	char text[96];
 
 	s->in_request = false;
+	/* Stranded while its process lives: the end comes when the process is
+	 * gone (killed: its threads wait for pages nobody can give), so the
+	 * answer is now, with the range and the call that failed. */
+	if (s->stranded && !s->ending) {
+		if (!s->finishing) {
+			session_finish(s);
+			session_commit(s, 0, NULL, 0);
+		}
+		control_ended(s, seq, -EIO, s->stranded_why);
+		return;
+	}
 	if (!s->finishing && !left) {
 		if (wait)
 			control_ended(s, seq, 0, "every page is in place");

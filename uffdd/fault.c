@@ -8,7 +8,9 @@
  * long as the readahead window.  Faults whose data is being read (reader.c,
  * a page server's GET) wait in the queue until it is there.  Each fault is
  * counted once, when it is finished (fault_done()), its latency from the
- * read that returned it.  It may call place.c, session.c, state.c, store.c,
+ * read that returned it.  A fault whose page cannot be given without
+ * POISON (a stranded session: finish.c) is finished unwoken: its thread
+ * waits.  It may call place.c, finish.c, session.c, state.c, store.c,
  * reader.c, source.c, source-remote.c, notify.c (stale notices, fork
  * children), evlog.c (each read of the userfaultfd, each event), share.c
  * (the time fork children and unreadable sources cost), log.c and util.c.
@@ -186,10 +188,15 @@ static int cmp_fault(const void *a, const void *b)
  */
 static void poison_lost(struct session *s, uint64_t addr)
 {
+	/* Its features are not known (session_orphan()): the ioctl says. */
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
-	s->unreadable++;
-	if (r < 0 && r != -EEXIST)
+	STAT_ADD(s->stats.unreadable, 1);
+	/* No UFFDIO_POISON here (before Linux 6.6): the thread waits. */
+	if (r == -EINVAL)
+		session_strand(s, "UFFDIO_POISON of a fork child's page never recorded", addr,
+			       uffdd_page, EINVAL);
+	else if (r < 0 && r != -EEXIST)
 		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
 		     strerror(-r));
 	else
@@ -277,9 +284,11 @@ static bool serve(struct session *s)
 			session_end(s, -ESRCH, "its process is gone");
 			return false;
 		}
-		if (ret < 0)
-			/* The mapping changed or the page cannot be placed:
-			 * let the thread fault again and meet the new state. */
+		/* The mapping changed or the page cannot be placed: let the
+		 * thread fault again and meet the new state.  But a page
+		 * stranded (its source failed, no POISON): nothing is there
+		 * for it, it waits. */
+		if (ret < 0 && !(ret == -EIO && s->stranded))
 			wake(s, f->addr, (uint64_t)uffdd_page);
 		uint64_t now = uffdd_now_ns();
 		for (size_t k = i; k < j; k++)

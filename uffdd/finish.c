@@ -4,7 +4,10 @@
  * its process is gone (at its client's Goodbye or hang-up, if its client is
  * there: the answer says -ESRCH), or, after its client said Goodbye, once
  * the daemon has placed every page of its regions (push.c calls
- * session_end() then).
+ * session_end() then).  A stranded session (pages it cannot give, no
+ * POISON: their threads wait) ends only when its process is gone: any
+ * other end closes its connection alone, for closing its userfaultfd would
+ * wake those threads to zero pages.
  * The answer to a Goodbye that waits for the end, -ESRCH to the
  * WaitPopulated requests of a process that is gone, a finishing session
  * that goes on without its connection, and the pages a session still
@@ -52,14 +55,26 @@ void session_end(struct session *s, int error, const char *why)
 
 	if (s->dead)
 		return;
+	/* Its threads wait on pages it cannot give: the userfaultfd stays
+	 * open while the process lives, its connection goes. */
+	if (s->stranded && !gone_now && !s->gone && s->uffd) {
+		if (s->sock >= 0)
+			slog(s, LOG_WARNING,
+			     "%s: its connection is closed; the session stays until its process is "
+			     "gone (%s)",
+			     why, s->stranded_why);
+		session_detach(s);
+		return;
+	}
 	s->gone |= gone_now;
 	/* Gone after pages of it could not be had: not an end its restore may
 	 * take for a task that exited. */
-	if (error == -ESRCH && s->unreadable) {
+	uint64_t unreadable = STAT_GET(s->stats.unreadable);
+	if (error == -ESRCH && unreadable) {
 		snprintf(gone, sizeof(gone),
 			 "its process is gone after %" PRIu64 " of its pages could not be read "
 			 "from their source",
-			 s->unreadable);
+			 unreadable);
 		error = -EIO;
 		why = gone;
 	}
@@ -93,6 +108,23 @@ void session_end(struct session *s, int error, const char *why)
 	if (s->fc_ready)
 		notify_vm_ended(s);
 	s->dead = true;
+}
+
+void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err)
+{
+	if (s->stranded)
+		return;
+	s->stranded = true;
+	snprintf(s->stranded_why, sizeof(s->stranded_why),
+		 "%s [%#" PRIx64 ", +%#zx) from the source: %s; without the POISON feature the "
+		 "threads touching those pages wait until the process is killed",
+		 call, addr, len, strerror(err));
+	slog(s, LOG_ERR, "%s", s->stranded_why);
+	/* A Goodbye that waits for the end would wait as long as the process
+	 * lives: it is answered now. */
+	if (s->bye_seq)
+		notify_ended(s, s->bye_seq, -EIO, s->stranded_why);
+	s->bye_seq = 0;
 }
 
 void session_kill(struct session *s, const char *why)
@@ -133,11 +165,18 @@ void session_detach(struct session *s)
 	s->bye_seq = 0;
 	s->nwaits = 0;
 	session_charge(s, 0, 0, NULL, 0);
-	ulog(LOG_INFO,
-	     "session %" PRIu64 " (pid %d, %s): its client left after Goodbye; the daemon places "
-	     "the %" PRIu64 " pages left",
-	     s->id, (int)s->pid, s->name[0] ? s->name : "unnamed",
-	     s->uffd ? session_pages_left(s) : 0);
+	if (s->stranded)
+		ulog(LOG_INFO,
+		     "session %" PRIu64 " (pid %d, %s): its client left; %" PRIu64
+		     " pages left, some it cannot give: it stays until its process is gone",
+		     s->id, (int)s->pid, s->name[0] ? s->name : "unnamed",
+		     s->uffd ? session_pages_left(s) : 0);
+	else
+		ulog(LOG_INFO,
+		     "session %" PRIu64 " (pid %d, %s): its client left after Goodbye; the daemon "
+		     "places the %" PRIu64 " pages left",
+		     s->id, (int)s->pid, s->name[0] ? s->name : "unnamed",
+		     s->uffd ? session_pages_left(s) : 0);
 	if (s->ending)
 		session_end(s, s->end_error, s->end_why);
 }

@@ -140,10 +140,11 @@ static void stats_largest(Uffdd__Stats *st, uint64_t *lat)
 	uffdd__stats__init(st);
 	st->has_faults = st->has_pages_copied = st->has_pages_zeroed = st->has_bytes_copied =
 		st->has_pages_pushed = st->has_wp_faults = st->has_eagain = st->has_eexist =
-			st->has_pages_total = st->has_pages_populated = st->has_deferred = true;
+			st->has_pages_total = st->has_pages_populated = st->has_deferred =
+				st->has_unreadable = true;
 	st->faults = st->pages_copied = st->pages_zeroed = st->bytes_copied = st->pages_pushed =
 		st->wp_faults = st->eagain = st->eexist = st->pages_total = st->pages_populated =
-			st->deferred = UINT64_MAX;
+			st->deferred = st->unreadable = UINT64_MAX;
 	for (size_t i = 0; i < UFFDD_LAT_BUCKETS; i++)
 		lat[i] = UINT64_MAX;
 	st->n_latency_us_log2 = UFFDD_LAT_BUCKETS;

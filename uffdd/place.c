@@ -9,9 +9,11 @@
  * placing ioctl's range goes into the session's record first.  A long run
  * goes in pieces placed by several threads at once (crew.c), whose results
  * the worker applies.  A source that failed for good poisons the region's
- * pages not in place at once, and what a failed read costs is the session's
- * to pay (s->unpaid_ns).  It may call snapshot.c, session.c, state.c,
- * reader.c, source.c, source-remote.c, crew.c, share.c, log.c and util.c.
+ * pages not in place at once (without the POISON feature, nothing is placed
+ * there: the session is stranded, its threads wait), and what a failed read
+ * costs is the session's to pay (s->unpaid_ns).  It may call snapshot.c,
+ * finish.c, session.c, state.c, reader.c, source.c, source-remote.c,
+ * crew.c, share.c, log.c and util.c.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -132,8 +134,10 @@ static void poison_ahead(struct session *s, struct region *r, uint64_t i, int er
  * The source cannot be read where these pages are (its file shrank, or the
  * read failed: err).  Zero pages would be data made up, and a retry would
  * fail again, forever: poison them, so the process gets SIGBUS when it
- * touches one, when its userfaultfd has the POISON feature; else zero pages
- * are all there is.  A source that failed for good poisons the rest of its
+ * touches one, when its userfaultfd has the POISON feature; else nothing is
+ * placed and nothing woken (-EIO): the session is stranded (finish.c), its
+ * threads on those pages wait in the kernel until the process is killed.
+ * A source that failed for good poisons the rest of its
  * span too (poison_ahead()), but in a snapshot's region (a page the memfd
  * lacks says nothing of the others), one of huge pages, and one whose file
  * is read by a reader (a network or FUSE file's failure may pass, and a
@@ -147,13 +151,11 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	void *dst = region_page_addr(r, i);
 	int64_t done = 0;
 
-	s->unreadable += n;
+	STAT_ADD(s->stats.unreadable, n);
 	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
-		slog(s, LOG_ERR,
-		     "%s [%p, +%#zx) from the source: %s; placing zero "
-		     "pages (no POISON feature)",
-		     call, dst, len, strerror(err));
-		return place(s, r, i, n, false, push, woke);
+		/* Nothing to place but data made up: the threads wait. */
+		session_strand(s, call, (uintptr_t)dst, len, err);
+		return -EIO;
 	}
 	uint64_t c0 = share_clock();
 	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r) &&

@@ -9,7 +9,8 @@
  * waits while its reader reads, and while its uid owes others time
  * (share.c); each round one session's work goes, in turn.  A session whose
  * client said Goodbye ends here once its pages are all in, and a Firecracker
- * VM's whose handshake did not come in time (its fc_deadline).  It may call
+ * VM's whose handshake did not come in time (its fc_deadline); a stranded
+ * one (finish.c) has its bulk work dropped and its process probed.  It may call
  * fault.c, place.c, finish.c, session.c, reader.c, source-remote.c,
  * notify.c (the reply to a WaitPopulated), share.c, log.c and util.c.
  */
@@ -275,6 +276,8 @@ static void check_waits(struct session *s, uint64_t now)
 		struct waiter *wt = &s->waits[k];
 		if (wait_done(s, wt))
 			reply_wait(s, k, 0, "populated");
+		else if (s->stranded)
+			reply_wait(s, k, -EIO, s->stranded_why);
 		else if (wt->deadline && now >= wt->deadline)
 			reply_wait(s, k, -ETIMEDOUT, "timed out before the range was populated");
 		else
@@ -304,6 +307,11 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 	/* Its process is gone (the end waits for its Goodbye): never. */
 	if (s->gone) {
 		notify_reply(s, seq, -ESRCH, "its process is gone");
+		return;
+	}
+	/* Nor while it is stranded: its bulk work stopped. */
+	if (s->stranded) {
+		notify_reply(s, seq, -EIO, s->stranded_why);
 		return;
 	}
 	if (s->nwaits >= UFFDD_WAITS_MAX) {
@@ -344,13 +352,13 @@ static uint64_t probe_addr(struct session *s)
 	return a;
 }
 
-/* A fork child's process, or that of a session finishing after Goodbye,
- * may be gone with nothing to tell us: a resolving ioctl on a page no region
- * covers fails with ESRCH once its mm is gone (ENOENT while it lives: no
- * registered mapping there). */
+/* A fork child's process, that of a session finishing after Goodbye, or
+ * that of a stranded one, may be gone with nothing to tell us: a resolving
+ * ioctl on a page no region covers fails with ESRCH once its mm is gone
+ * (ENOENT while it lives: no registered mapping there). */
 static bool probed(const struct session *s)
 {
-	return s->sock < 0 || s->finishing;
+	return s->sock < 0 || s->finishing || s->stranded;
 }
 
 static void probe(struct session *s, uint64_t now)
@@ -393,6 +401,16 @@ static void finish_check(struct session *s)
 		     "%" PRIu64 " pages cannot be placed: the session stays until its process ends",
 		     left);
 	s->stuck_said = true;
+}
+
+/* A stranded session's bulk work is dropped: its Replays end -EIO (what
+ * they placed said), no Prefetch nor push is left for it. */
+static void bulk_drop(struct session *s)
+{
+	while (s->nreplays)
+		replay_end(s, -EIO);
+	s->nprefetch = 0;
+	s->push_pending = false;
 }
 
 /* Whether s has bulk work (Replay, Prefetch, push) it may do now: none
@@ -463,6 +481,8 @@ void push_step(struct worker *w)
 			s->src_wait = s->src_wait_bulk = false;
 			fault_handle(s);
 		}
+		if (s->stranded)
+			bulk_drop(s);
 		if (bulk_ready(s, now)) {
 			if (!first || s->id < first->id)
 				first = s;
@@ -498,7 +518,7 @@ int push_timeout(struct worker *w)
 		bool reading = (s->rd && reader_busy(s->rd)) || s->remote_wait || s->src_wait_bulk;
 		if (s->eagain)
 			return 0;
-		if (!reading && (s->nreplays || s->nprefetch || s->push_pending)) {
+		if (!reading && !s->stranded && (s->nreplays || s->nprefetch || s->push_pending)) {
 			/* Its uid owes others time: its bulk work waits as long. */
 			uint64_t owes = share_owes(s->share, now);
 			if (!owes)

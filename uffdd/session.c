@@ -371,6 +371,7 @@ void session_stats_fill(struct session *s, Uffdd__Stats *out, uint64_t *lat)
 	ADD(eagain);
 	ADD(eexist);
 	ADD(deferred);
+	ADD(unreadable);
 #undef ADD
 	for (unsigned int i = 0; i < UFFDD_LAT_BUCKETS; i++)
 		lat[i] += STAT_GET(st->lat[i]);

@@ -722,6 +722,10 @@ struct stats {
 	/* Its requests or its bulk work waited for its uid's share (share.c):
 	 * once a wait. */
 	_Atomic uint64_t deferred;
+	/* Pages poisoned, or left waiting without POISON, because their
+	 * source could not be read (place.c): a process gone after that is a
+	 * failed end. */
+	_Atomic uint64_t unreadable;
 	_Atomic uint64_t lat[UFFDD_LAT_BUCKETS];
 };
 
@@ -933,9 +937,16 @@ struct session {
 	 * pushed, then the session ends, its connection or not (push.c). */
 	bool finishing;
 	bool stuck_said; /* logged that some of its pages cannot be placed */
-	/* Pages poisoned (or zeroed, without POISON) because their source
-	 * could not be read: a process gone after that is a failed end. */
-	uint64_t unreadable;
+	/*
+	 * Some of its pages could not be given and its userfaultfd lacks
+	 * POISON (place.c): their threads wait in the kernel, never woken to
+	 * a zero page.  Its bulk work stops; its end waits until its process
+	 * is gone (probed, push.c), whatever its client does: closing the
+	 * userfaultfd would wake them to zero pages.  stranded_why names the
+	 * first such range and call, for the -EIO its Goodbye gets.
+	 */
+	bool stranded;
+	char stranded_why[192];
 	bool gone;	  /* its process is gone (an ioctl said ESRCH) */
 	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
 	/* Done (every page in, or its process gone) while its client is there
@@ -1151,14 +1162,17 @@ int snapshot_check(const struct session *s, uint32_t mode, const struct source *
  * answer (s->ending).
  */
 void session_end(struct session *s, int error, const char *why);
+/* Pages [addr, +len) cannot be given (call failed with err) and s's
+ * userfaultfd lacks POISON: s is stranded (struct session), said once. */
+void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err);
 /* session_end() for a session that cannot go on (it hung up, its
  * userfaultfd failed): -ECONNABORTED. */
 void session_kill(struct session *s, const char *why);
 /* Goodbye: the daemon pushes the rest of every region, then ends the
  * session (push.c); recorded at the next commit. */
 void session_finish(struct session *s);
-/* A finishing session's client hung up: close the connection; the session
- * goes on without it. */
+/* A finishing or stranded session's client hung up: close the connection;
+ * the session goes on without it. */
 void session_detach(struct session *s);
 /* Pages of its regions neither in place nor discarded, but for regions
  * where no mapping is registered any more (push_error -ENOENT). */

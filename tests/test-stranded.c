@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Suite daemon, area stranded: a client whose userfaultfd lacks the POISON
+ * feature, and a source that fails under it (a file cut short once added).
+ * The daemon must never make up a page: the thread that touched one the
+ * source can no longer give waits in the kernel, counted (stats
+ * unreadable), not placed; the Goodbye says -EIO; and the session, its
+ * userfaultfd open, outlives its client's Goodbye or hang-up until the
+ * process is killed.  The thread reads the page through write(2) into a
+ * pipe, so that a zero page, had one been placed, would show there.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "libpin-private.h"
+#include "test-common.h"
+#include "uffdd-harness.h"
+
+static size_t page;
+
+#define SRC_PAGES 4
+#define SRC_SEED  13
+#define LOST_PAGE 2 /* touched after the cut: gone from the file */
+/* How long a wait on the daemon's state may take, in 10 ms steps (times
+ * test_time_scale()): a bound that fails the test, not a timing measured. */
+#define WAIT_STEPS 1000
+/* Seq of the raw StatsGet on the client's socket: past any the library used. */
+#define RAW_SEQ0 (1ull << 32)
+#define REPLY_MS 10000
+
+/* How the client leaves while its thread waits. */
+enum leave { LEAVE_GOODBYE, LEAVE_HANG_UP };
+
+struct stranded {
+	int src;     /* the source file */
+	int res[2];  /* the thread's write(2) of the lost page */
+	int done[2]; /* the client's verdict: one byte, 0 when all held */
+	enum leave leave;
+	uint8_t *base; /* the client's region */
+};
+
+/* The caller's session's stats: a raw StatsGet on its own socket, for the
+ * library's struct has no room for unreadable.  NULL when no reply came. */
+static Uffdd__Msg *raw_stats(int sock, uint64_t seq)
+{
+	Uffdd__Msg m = UFFDD__MSG__INIT, *rep = NULL;
+	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	int fds[PIN_PROTO_MAX_FDS];
+	size_t n = 0;
+
+	m.body_case = UFFDD__MSG__BODY_STATS_GET;
+	m.stats_get = &sg;
+	m.has_seq = true;
+	m.seq = seq;
+	if (pin_proto_send(sock, &m, NULL, 0) < 0 ||
+	    poll(&p, 1, REPLY_MS * (int)test_time_scale()) != 1 ||
+	    pin_proto_recv(sock, &rep, fds, &n) < 0)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	if (rep->body_case != UFFDD__MSG__BODY_REPLY || rep->seq != seq || rep->reply->error ||
+	    !rep->reply->stats) {
+		pin_proto_free(rep);
+		return NULL;
+	}
+	return rep;
+}
+
+/* Reads the lost page into the pipe: it must never return. */
+static void *toucher(void *arg)
+{
+	struct stranded *t = arg;
+
+	(void)!write(t->res[1], t->base + LOST_PAGE * page, sizeof(uint64_t));
+	return NULL;
+}
+
+/* The client's part up to its leave: 0 when every check held. */
+static int client_steps(const struct test_daemon *d, struct stranded *t)
+{
+	struct pin_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = PIN_UFFD_CLOEXEC,
+		.features = PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |
+			    PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
+		/* No POISON, as CRIU's restorer opens them. */
+		.optional = PIN_UFFD_FEATURE_THREAD_ID,
+	};
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "stranded" };
+	struct test_conn k;
+	pthread_t th;
+
+	REQUIRE(test_conn_open(&k, &uo, &co) == 0);
+	REQUIRE(!(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON));
+	t->base = test_map_region(SRC_PAGES * page);
+	REQUIRE(t->base);
+	struct pin_client_region r = {
+		.sz = sizeof(r),
+		.addr = t->base,
+		.len = SRC_PAGES * page,
+		.mode = PIN_UFFD_REGISTER_MISSING,
+		.flags = PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH,
+		.fd = t->src,
+	};
+	REQUIRE(pin_client_region_add(k.c, &r) == 0);
+	/* Page 0 comes from the file (a first fault: no readahead). */
+	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
+	REQUIRE(ftruncate(t->src, (off_t)page) == 0);
+	REQUIRE(pthread_create(&th, NULL, toucher, t) == 0);
+	/* The daemon handled its fault: counted unreadable, placed nothing. */
+	Uffdd__Msg *rep = NULL;
+	for (int i = 0; i < WAIT_STEPS * (int)test_time_scale(); i++) {
+		pin_proto_free(rep);
+		rep = raw_stats(pin_client_fd(k.c), RAW_SEQ0 + (uint64_t)i);
+		REQUIRE(rep);
+		if (rep->reply->stats->unreadable)
+			break;
+		test_sleep_ms(10);
+	}
+	const Uffdd__Stats *st = rep->reply->stats;
+	REQUIRE_EQ(st->unreadable, 1);
+	REQUIRE_EQ(st->faults, 2);
+	REQUIRE_EQ(st->pages_copied, 1);
+	REQUIRE_EQ(st->pages_zeroed, 0);
+	REQUIRE_EQ(st->pages_populated, 1);
+	pin_proto_free(rep);
+	/* The thread waits: nothing in the pipe, and it has not returned. */
+	struct pollfd p = { .fd = t->res[0], .events = POLLIN };
+	REQUIRE_EQ(poll(&p, 1, 0), 0);
+	REQUIRE_EQ(pthread_tryjoin_np(th, NULL), EBUSY);
+	if (t->leave == LEAVE_GOODBYE) {
+		struct pin_client_stats bye;
+		/* At once, for the process lives: -EIO, and the counters. */
+		REQUIRE_EQ(pin_client_finish(k.c, &bye), -EIO);
+		REQUIRE_EQ(bye.pages_copied, 1);
+		REQUIRE_EQ(bye.pages_zeroed, 0);
+	} else {
+		REQUIRE(shutdown(pin_client_fd(k.c), SHUT_RDWR) == 0);
+	}
+	REQUIRE_EQ(poll(&p, 1, 0), 0);
+	return 0;
+}
+
+/* The client: its verdict to the test, then it waits to be killed. */
+static int client_stranded(const struct test_daemon *d, void *arg)
+{
+	struct stranded *t = arg;
+	uint8_t verdict;
+
+	close(t->done[0]);
+	verdict = (uint8_t)client_steps(d, t);
+	if (write(t->done[1], &verdict, 1) != 1)
+		return 1;
+	for (;;)
+		pause();
+}
+
+/* Wait until the daemon holds want descriptors whose link matches pattern. */
+static void wait_links(pid_t pid, const char *pattern, int want)
+{
+	int n = -1;
+
+	for (int i = 0; i < WAIT_STEPS * (int)test_time_scale() &&
+			(n = test_count_fd_links(pid, pattern)) != want;
+	     i++)
+		test_sleep_ms(10);
+	ck_assert_msg(n == want, "uffdd holds %d descriptors like %s, not %d", n, pattern, want);
+}
+
+/* The session of process pid, listed by the daemon; its counters. */
+static bool listed(const struct test_daemon *d, pid_t pid, struct pin_client_stats *ret)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "lister" };
+	struct pin_client *c;
+	struct pin_client_info *v;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (v[i].pid == pid) {
+			*ret = v[i].stats;
+			found = true;
+		}
+	free(v);
+	pin_client_free(c);
+	return found;
+}
+
+static void run(enum leave leave)
+{
+	struct test_daemon d;
+	struct stranded t = { .leave = leave };
+	struct pin_client_stats st;
+	uint8_t verdict = 1;
+	uint64_t word;
+
+	test_daemon_start(&d, NULL);
+	t.src = test_pattern_source(d.dir, "shrinks", SRC_PAGES * page, SRC_SEED);
+	ck_assert_int_ge(t.src, 0);
+	ck_assert_int_eq(pipe(t.res), 0);
+	ck_assert_int_eq(pipe(t.done), 0);
+	pid_t pid = test_spawn(client_stranded, &d, &t);
+	close(t.done[1]);
+	close(t.res[1]);
+	ck_assert_int_eq(read(t.done[0], &verdict, 1), 1);
+	ck_assert_int_eq(verdict, 0);
+	/* The client is gone from the daemon (Goodbye, or hang-up): its
+	 * connection closed, its session and userfaultfd kept. */
+	wait_links(d.pid, "socket:*", 1);
+	wait_links(d.pid, "anon_inode:\\[userfaultfd\\]", 1);
+	ck_assert(listed(&d, pid, &st));
+	ck_assert_uint_eq(st.pages_copied, 1);
+	ck_assert_uint_eq(st.pages_zeroed, 0);
+	/* Killed, its process is gone: so is its session. */
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	ck_assert_int_eq(test_reap(pid), 128 + SIGKILL);
+	wait_links(d.pid, "anon_inode:\\[userfaultfd\\]", 0);
+	ck_assert(!listed(&d, pid, &st));
+	/* The thread never read a byte of the lost page. */
+	ck_assert_int_eq(read(t.res[0], &word, sizeof(word)), 0);
+	close(t.res[0]);
+	close(t.done[0]);
+	close(t.src);
+	test_daemon_stop(&d);
+}
+
+/* The client says Goodbye (and waits for the end): -EIO at once. */
+START_TEST(stranded_goodbye)
+{
+	run(LEAVE_GOODBYE);
+}
+END_TEST
+
+/* The client hangs up without a Goodbye: the session stays all the same. */
+START_TEST(stranded_hang_up)
+{
+	run(LEAVE_HANG_UP);
+}
+END_TEST
+
+#define CASE_TIMEOUT_S 120
+
+Suite *test_suite(void)
+{
+	Suite *s = suite_create("stranded");
+
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	TEST_ADD_CASE(s, stranded_goodbye, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, stranded_hang_up, CASE_TIMEOUT_S);
+	return s;
+}
+
+const char *test_skip_reason(void)
+{
+	if (!getenv("UFFDD"))
+		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
+	return test_uffd_skip_reason();
+}
