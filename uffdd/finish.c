@@ -26,7 +26,13 @@ uint64_t session_pages_left(const struct session *s)
 
 	for (size_t i = 0; i < s->nregions; i++) {
 		const struct region *r = s->regions[i];
-		if (r->push_error == -ENOENT)
+		/* A push that met no registered mapping after Goodbye: none
+		 * is there any more.  Before it, the range may be registered
+		 * yet (a CRIU restorer moves its mappings into place and
+		 * registers them after its userfaultfd was handed over):
+		 * taken for gone, the session would end and its pages read
+		 * as zeros. */
+		if (s->finishing && r->push_error == -ENOENT)
 			continue;
 		for (uint64_t w = 0; w * 64 < r->npages; w++) {
 			uint64_t miss = ~(r->populated[w] | r->zero[w]);
@@ -138,11 +144,10 @@ void session_finish(struct session *s)
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->nregions; i++) {
 		struct region *r = s->regions[i];
-		/* A push stopped by an error is tried once more. */
-		if (r->push_error != -ENOENT) {
-			r->push = true;
-			r->push_error = 0;
-		}
+		/* A push stopped by an error is tried once more; one that met
+		 * no registered mapping too (see session_pages_left()). */
+		r->push = true;
+		r->push_error = 0;
 	}
 	pthread_mutex_unlock(&s->lock);
 	s->push_pending = true;

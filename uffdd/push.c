@@ -221,8 +221,9 @@ static int push_one(struct session *s)
 		if (ret == -EAGAIN) {
 			s->eagain = true;
 		} else if (ret < 0 && ret != -EINPROGRESS) {
-			/* Logged (but -ENOENT: nothing is registered there any
-			 * more); the rest is left to faults. */
+			/* Logged (but -ENOENT: nothing is registered there,
+			 * maybe not yet); the rest is left to faults, and to
+			 * the push again after Goodbye (finish.c). */
 			r->push = false;
 			r->push_error = ret;
 		}

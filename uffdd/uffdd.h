@@ -1175,7 +1175,7 @@ void session_finish(struct session *s);
  * the session goes on without it. */
 void session_detach(struct session *s);
 /* Pages of its regions neither in place nor discarded, but for regions
- * where no mapping is registered any more (push_error -ENOENT). */
+ * where a push after Goodbye met no registered mapping (-ENOENT). */
 uint64_t session_pages_left(const struct session *s);
 
 /* ---- supervise.c: the fd store when no service manager keeps one ------- */

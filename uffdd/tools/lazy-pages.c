@@ -190,7 +190,9 @@ static int task_open(struct task *t, int pid)
 }
 
 /* Hand one task's userfaultfd and layout to uffdd (its image and connection
- * made now unless prepare() made them); no push before RSTF. */
+ * made now unless prepare() made them); no push before RSTF: the restorer
+ * registers the mappings after the userfaultfd came (vma_remap() in CRIU's
+ * criu/pie/restorer.c), and a push before that meets ENOENT for nothing. */
 static int task_start(struct task *t, int pid, int fd)
 {
 	struct pin_uffd *u;
