@@ -205,7 +205,10 @@ static void run(enum leave leave)
 	uint8_t verdict = 1;
 	uint64_t word;
 
+	/* A kernel that refuses UFFDIO_POISON, as before Linux 6.6. */
+	test_uffdd_wrap("NO_POISON", "NO_POISON_EXEC");
 	test_daemon_start(&d, NULL);
+	test_uffdd_unwrap();
 	t.src = test_pattern_source(d.dir, "shrinks", SRC_PAGES * page, SRC_SEED);
 	ck_assert_int_ge(t.src, 0);
 	ck_assert_int_eq(pipe(t.res), 0);
