@@ -503,7 +503,8 @@ END_TEST
 
 /* ---- the fault service's fallbacks and counters ---- */
 
-/* A source cut short under a userfaultfd without POISON: test-stranded.c. */
+/* A source cut short under a userfaultfd without POISON (poisoned all the
+ * same): test-stranded.c. */
 
 #define BA_PAGES 6
 #define BA_SEED	 0x0ba

@@ -830,9 +830,10 @@ static int attack_bad_source(struct attacker *a)
 		REQUIRE(base[i * page] == 0xa5);
 	REQUIRE(ftruncate(mfd, 0) == 0);
 	REQUIRE(attack_hold(a) == 0);
-	/* Without POISON the daemon places nothing there and a thread that
-	 * touches such a page waits until its process is killed (the stranded
-	 * area tests that): none is touched here. */
+	/* A kernel without UFFDIO_POISON (its POISON feature absent) leaves
+	 * nothing there, and a thread that touches such a page waits until its
+	 * process is killed (the stranded area tests that): none is touched
+	 * then. */
 	if (pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON) {
 		/* The first page touched after the cut fails for good: every
 		 * page of the source not in place is poisoned with it, so

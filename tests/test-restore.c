@@ -562,14 +562,25 @@ static void wait_regions(const struct test_daemon *d)
 	ck_assert_msg(any, "uffdd-lazy-pages handed no region to uffdd");
 }
 
+/* How a restore whose pages file is cut short once uffdd has it goes on. */
+enum cut {
+	CUT_TOUCHED,	/* the task reads its memory before the end */
+	CUT_UNTOUCHED,	/* nor after it, until uffdd-lazy-pages exited */
+	CUT_UNPOISONED, /* as CUT_TOUCHED, on a kernel refusing UFFDIO_POISON */
+};
+
 /*
  * The pages file cut short once uffdd has it, and the task's userfaultfd
- * without POISON, as CRIU's: uffdd makes up no page, the task's thread that
- * reads one waits, the task's Goodbye gets -EIO, and uffdd-lazy-pages kills
- * the task (SIGKILL) and exits 1.  Where the task is not at the dump's pid
- * the program cannot find it, says so, and the test kills it.
+ * without the POISON feature, as CRIU's.  uffdd makes up no page: this
+ * kernel poisons them all the same, so a task that reads one dies of
+ * SIGBUS, and one that does not lives on; either way its Goodbye gets -EIO
+ * and uffdd-lazy-pages exits 1, its task counted failed.  On a kernel that
+ * refuses UFFDIO_POISON (uffdd under tests/no-poison) the task's thread that
+ * reads one waits, its Goodbye gets -ENOTRECOVERABLE, and uffdd-lazy-pages
+ * kills the task (SIGKILL) and exits 1; where the task is not at the dump's
+ * pid the program cannot find it, says so, and the test kills it.
  */
-START_TEST(criu_unreadable_pages_kill_the_task)
+static void restore_cut(enum cut how)
 {
 	struct restore rs;
 	char dir[] = "/tmp/uffdd-cut-XXXXXX", cmd[700], path[600];
@@ -580,7 +591,11 @@ START_TEST(criu_unreadable_pages_kill_the_task)
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(cmd, sizeof(cmd), "cp -a '%s/fixture/.' '%s/'", images, dir);
 	ck_assert_int_eq(system(cmd), 0);
+	if (how == CUT_UNPOISONED)
+		test_uffdd_wrap("NO_POISON", "NO_POISON_EXEC");
 	restore_begin(&rs, dir, 1, true, 0);
+	if (how == CUT_UNPOISONED)
+		test_uffdd_unwrap();
 	int sock = lazy_pages_connect(&rs.lp);
 	ck_assert_int_eq(read(rs.ctl[0], &pid, sizeof(pid)), sizeof(pid));
 	int fd = recv_fd(rs.ctl[0]);
@@ -593,21 +608,45 @@ START_TEST(criu_unreadable_pages_kill_the_task)
 	snprintf(path, sizeof(path), "%s/pages-1.img", dir);
 	ck_assert_int_eq(truncate(path, 0), 0);
 	/* It reads its memory: its first page is gone from the file. */
-	ck_assert_int_eq(write(rs.ctl[0], "g", 1), 1);
+	if (how != CUT_UNTOUCHED)
+		ck_assert_int_eq(write(rs.ctl[0], "g", 1), 1);
 	send_all(sock, &end, sizeof(end));
 	ck_assert_int_eq(lazy_pages_wait(&rs.lp, rs.out, sizeof(rs.out)), 1);
 	close(sock);
 	ck_assert_msg(strstr(rs.out, "1 tasks restored") &&
 			      strstr(rs.out, "0 exited before, 1 failed"),
 		      "%s", rs.out);
-	if (!rs.at_dump_pids)
+	if (how == CUT_UNTOUCHED) {
+		/* Not killed: it lives, until it reads a page it lost. */
+		ck_assert_int_eq(waitpid(rs.tasks[0], &st, WNOHANG), 0);
+		ck_assert_int_eq(write(rs.ctl[0], "g", 1), 1);
+	}
+	if (how == CUT_UNPOISONED && !rs.at_dump_pids)
 		ck_assert_int_eq(kill(rs.tasks[0], SIGKILL), 0);
 	ck_assert_int_eq(waitpid(rs.tasks[0], &st, 0), rs.tasks[0]);
-	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "task status %#x", st);
+	int sig = how == CUT_UNPOISONED ? SIGKILL : SIGBUS;
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == sig, "task status %#x", st);
 	close(rs.ctl[0]);
 	test_daemon_stop(&rs.d);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(criu_unreadable_pages_poisoned)
+{
+	restore_cut(CUT_TOUCHED);
+}
+END_TEST
+
+START_TEST(criu_unreadable_pages_poisoned_untouched)
+{
+	restore_cut(CUT_UNTOUCHED);
+}
+END_TEST
+
+START_TEST(criu_unpoisoned_pages_kill_the_task)
+{
+	restore_cut(CUT_UNPOISONED);
 }
 END_TEST
 
@@ -925,7 +964,9 @@ Suite *test_suite(void)
 	suite_add_tcase(s, tc);
 	/* A case of its own: scripts/mutate runs it alone. */
 	TEST_ADD_CASE(s, criu_task_gone_before_the_end, 120);
-	TEST_ADD_CASE(s, criu_unreadable_pages_kill_the_task, 120);
+	TEST_ADD_CASE(s, criu_unreadable_pages_poisoned, 120);
+	TEST_ADD_CASE(s, criu_unreadable_pages_poisoned_untouched, 120);
+	TEST_ADD_CASE(s, criu_unpoisoned_pages_kill_the_task, 120);
 	tcase_set_timeout(tcc, 120);
 	tcase_add_test(tcc, criu_collapse_after_restore);
 	return s;

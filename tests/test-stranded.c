@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
  * Suite daemon, area stranded: a client whose userfaultfd lacks the POISON
- * feature, and a source that fails under it (a file cut short once added).
- * The daemon must never make up a page: the thread that touched one the
- * source can no longer give waits in the kernel, counted (stats
- * unreadable), not placed; the Goodbye says -EIO; and the session, its
- * userfaultfd open, outlives its client's Goodbye or hang-up until the
- * process is killed.  The thread reads the page through write(2) into a
- * pipe, so that a zero page, had one been placed, would show there.
+ * feature, as CRIU's restorer opens them, and a source that fails under it
+ * (a file cut short once added).  The daemon must never make up a page.  A
+ * kernel that has UFFDIO_POISON poisons for such a userfaultfd too: the
+ * client meets SIGBUS there, and its Goodbye -EIO.  On one that refuses the
+ * ioctl (before Linux 6.6: uffdd runs under tests/no-poison, a seccomp filter
+ * failing it with EINVAL) the session is stranded: the thread that touched
+ * a page the source can no longer give waits in the kernel, counted (stats
+ * unreadable), not placed; the Goodbye says -ENOTRECOVERABLE; and the
+ * session, its userfaultfd open, outlives its client's Goodbye or hang-up
+ * until the process is killed.  The thread reads the page through write(2)
+ * into a pipe, so that a zero page, had one been placed, would show there.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -84,8 +88,9 @@ static void *toucher(void *arg)
 	return NULL;
 }
 
-/* The client's part up to its leave: 0 when every check held. */
-static int client_steps(const struct test_daemon *d, struct stranded *t)
+/* Connect without POISON, add a region of the source at t->base, read its
+ * page 0 (a first fault: no readahead), then cut the file to that page. */
+static int client_begin(const struct test_daemon *d, struct stranded *t, struct test_conn *k)
 {
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
@@ -96,11 +101,9 @@ static int client_steps(const struct test_daemon *d, struct stranded *t)
 		.optional = PIN_UFFD_FEATURE_THREAD_ID,
 	};
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "stranded" };
-	struct test_conn k;
-	pthread_t th;
 
-	REQUIRE(test_conn_open(&k, &uo, &co) == 0);
-	REQUIRE(!(pin_uffd_features(k.u) & PIN_UFFD_FEATURE_POISON));
+	REQUIRE(test_conn_open(k, &uo, &co) == 0);
+	REQUIRE(!(pin_uffd_features(k->u) & PIN_UFFD_FEATURE_POISON));
 	t->base = test_map_region(SRC_PAGES * page);
 	REQUIRE(t->base);
 	struct pin_client_region r = {
@@ -111,21 +114,39 @@ static int client_steps(const struct test_daemon *d, struct stranded *t)
 		.flags = PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH,
 		.fd = t->src,
 	};
-	REQUIRE(pin_client_region_add(k.c, &r) == 0);
-	/* Page 0 comes from the file (a first fault: no readahead). */
+	REQUIRE(pin_client_region_add(k->c, &r) == 0);
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
 	REQUIRE(ftruncate(t->src, (off_t)page) == 0);
-	REQUIRE(pthread_create(&th, NULL, toucher, t) == 0);
-	/* The daemon handled its fault: counted unreadable, placed nothing. */
+	return 0;
+}
+
+/* The session's stats once the daemon counted a page unreadable (NULL: no
+ * reply came). */
+static Uffdd__Msg *stats_once_unreadable(const struct test_conn *k)
+{
 	Uffdd__Msg *rep = NULL;
+
 	for (int i = 0; i < WAIT_STEPS * (int)test_time_scale(); i++) {
 		pin_proto_free(rep);
-		rep = raw_stats(pin_client_fd(k.c), RAW_SEQ0 + (uint64_t)i);
-		REQUIRE(rep);
-		if (rep->reply->stats->unreadable)
+		rep = raw_stats(pin_client_fd(k->c), RAW_SEQ0 + (uint64_t)i);
+		if (!rep || rep->reply->stats->unreadable)
 			break;
 		test_sleep_ms(10);
 	}
+	return rep;
+}
+
+/* The client's part up to its leave: 0 when every check held. */
+static int client_steps(const struct test_daemon *d, struct stranded *t)
+{
+	struct test_conn k;
+	pthread_t th;
+
+	REQUIRE(client_begin(d, t, &k) == 0);
+	REQUIRE(pthread_create(&th, NULL, toucher, t) == 0);
+	/* The daemon handled its fault: counted unreadable, placed nothing. */
+	Uffdd__Msg *rep = stats_once_unreadable(&k);
+	REQUIRE(rep);
 	const Uffdd__Stats *st = rep->reply->stats;
 	REQUIRE_EQ(st->unreadable, 1);
 	REQUIRE_EQ(st->faults, 2);
@@ -139,8 +160,9 @@ static int client_steps(const struct test_daemon *d, struct stranded *t)
 	REQUIRE_EQ(pthread_tryjoin_np(th, NULL), EBUSY);
 	if (t->leave == LEAVE_GOODBYE) {
 		struct pin_client_stats bye;
-		/* At once, for the process lives: -EIO, and the counters. */
-		REQUIRE_EQ(pin_client_finish(k.c, &bye), -EIO);
+		/* At once, for the process lives: -ENOTRECOVERABLE, and the
+		 * counters. */
+		REQUIRE_EQ(pin_client_finish(k.c, &bye), -ENOTRECOVERABLE);
 		REQUIRE_EQ(bye.pages_copied, 1);
 		REQUIRE_EQ(bye.pages_zeroed, 0);
 	} else {
@@ -205,7 +227,10 @@ static void run(enum leave leave)
 	uint8_t verdict = 1;
 	uint64_t word;
 
+	/* A kernel that refuses UFFDIO_POISON, as before Linux 6.6. */
+	test_uffdd_wrap("NO_POISON", "NO_POISON_EXEC");
 	test_daemon_start(&d, NULL);
+	test_uffdd_unwrap();
 	t.src = test_pattern_source(d.dir, "shrinks", SRC_PAGES * page, SRC_SEED);
 	ck_assert_int_ge(t.src, 0);
 	ck_assert_int_eq(pipe(t.res), 0);
@@ -235,7 +260,7 @@ static void run(enum leave leave)
 	test_daemon_stop(&d);
 }
 
-/* The client says Goodbye (and waits for the end): -EIO at once. */
+/* The client says Goodbye (and waits for the end): -ENOTRECOVERABLE at once. */
 START_TEST(stranded_goodbye)
 {
 	run(LEAVE_GOODBYE);
@@ -249,6 +274,54 @@ START_TEST(stranded_hang_up)
 }
 END_TEST
 
+/*
+ * This kernel's UFFDIO_POISON, for the same client: the lost page raises
+ * SIGBUS, and so do the other pages the file no longer has (poisoned with
+ * it, no fault each); page 0 stays; the counters say one fault of each
+ * page touched before, one page copied, none zeroed, one unreadable, all
+ * four populated; the Goodbye says -EIO (every page in place, some lost).
+ */
+static int client_poisoned(const struct test_daemon *d, void *arg)
+{
+	struct stranded *t = arg;
+	struct pin_client_stats bye;
+	struct test_conn k;
+
+	REQUIRE(client_begin(d, t, &k) == 0);
+	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
+	for (size_t i = 1; i < SRC_PAGES; i++)
+		REQUIRE(test_read_bus(t->base + i * page));
+	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
+	Uffdd__Msg *rep = stats_once_unreadable(&k);
+	REQUIRE(rep);
+	const Uffdd__Stats *st = rep->reply->stats;
+	REQUIRE_EQ(st->unreadable, 1);
+	REQUIRE_EQ(st->faults, 2);
+	REQUIRE_EQ(st->pages_copied, 1);
+	REQUIRE_EQ(st->pages_zeroed, 0);
+	REQUIRE_EQ(st->pages_populated, SRC_PAGES);
+	pin_proto_free(rep);
+	REQUIRE_EQ(pin_client_finish(k.c, &bye), -EIO);
+	REQUIRE_EQ(bye.pages_copied, 1);
+	REQUIRE_EQ(bye.pages_zeroed, 0);
+	test_conn_close(&k);
+	return 0;
+}
+
+START_TEST(poisoned_without_the_feature)
+{
+	struct test_daemon d;
+	struct stranded t = { .leave = LEAVE_GOODBYE };
+
+	test_daemon_start(&d, NULL);
+	t.src = test_pattern_source(d.dir, "shrinks", SRC_PAGES * page, SRC_SEED);
+	ck_assert_int_ge(t.src, 0);
+	ck_assert_int_eq(test_reap(test_spawn(client_poisoned, &d, &t)), 0);
+	close(t.src);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 #define CASE_TIMEOUT_S 120
 
 Suite *test_suite(void)
@@ -258,6 +331,7 @@ Suite *test_suite(void)
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	TEST_ADD_CASE(s, stranded_goodbye, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, stranded_hang_up, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, poisoned_without_the_feature, CASE_TIMEOUT_S);
 	return s;
 }
 

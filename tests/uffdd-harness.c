@@ -5,7 +5,8 @@
  * serving, unless the test asks for the supervisor), up once it answers a
  * Hello, stopped with SIGTERM and its exit status checked (under the valgrind
  * setup, 99 is what valgrind makes it exit with when it found an error in the
- * daemon).  Waits on the daemon scale by test_time_scale().
+ * daemon).  A test may start it through a wrapper program (a seccomp filter
+ * that refuses a call).  Waits on the daemon scale by test_time_scale().
  */
 #include <check.h>
 #include <stdbool.h>
@@ -46,6 +47,30 @@ void test_sleep_ms(unsigned int ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
 	nanosleep(&ts, NULL);
+}
+
+/* $UFFDD while it names a wrapper (test_uffdd_wrap()), else NULL. */
+static char *unwrapped;
+
+void test_uffdd_wrap(const char *wrapper_env, const char *exec_env)
+{
+	const char *wrap = getenv(wrapper_env);
+
+	ck_assert_msg(wrap && *wrap, "%s (a program to start uffdd through) is not set",
+		      wrapper_env);
+	ck_assert_ptr_null(unwrapped);
+	unwrapped = strdup(getenv("UFFDD"));
+	ck_assert_ptr_nonnull(unwrapped);
+	ck_assert_int_eq(setenv(exec_env, unwrapped, 1), 0);
+	ck_assert_int_eq(setenv("UFFDD", wrap, 1), 0);
+}
+
+void test_uffdd_unwrap(void)
+{
+	ck_assert_ptr_nonnull(unwrapped);
+	ck_assert_int_eq(setenv("UFFDD", unwrapped, 1), 0);
+	free(unwrapped);
+	unwrapped = NULL;
 }
 
 /* supervised: uffdd's own supervisor runs (d->pid is the supervisor's);

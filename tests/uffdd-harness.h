@@ -44,6 +44,11 @@ void test_daemon_start(struct test_daemon *d, const char *const *extra);
 /* The same with uffdd's supervisor: d->pid is the supervisor, which serves
  * through a child. */
 void test_daemon_start_supervised(struct test_daemon *d, const char *const *extra);
+/* From now on test_daemon_start() and the like run uffdd through the program
+ * at $wrapper_env (tests/no-poison.c), which execs $exec_env, set to $UFFDD;
+ * test_uffdd_unwrap() goes back to uffdd itself. */
+void test_uffdd_wrap(const char *wrapper_env, const char *exec_env);
+void test_uffdd_unwrap(void);
 /* Start it again on the same socket (after a stop, or a kill). */
 void test_daemon_spawn(struct test_daemon *d, const char *const *extra);
 /* SIGTERM, and check it exits 0. */

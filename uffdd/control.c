@@ -282,15 +282,17 @@ static int do_replay(struct req *q)
 /*
  * Goodbye: the session is the daemon's now.  With pages left it pushes them
  * and ends the session when all are in (push.c), or when the process is
- * gone: recorded, so that a successor finishes it too.  A stranded session
- * (finish.c) is answered -EIO at once and stays until its process is gone.
+ * gone: recorded, so that a successor finishes it too; pages its source
+ * could not give (poisoned) make that end -EIO.  A stranded session
+ * (finish.c) is answered -UFFDD_STRANDED_ERR at once and stays until its
+ * process is gone.
  * The Goodbye itself is not committed as done: sent again after a restart,
  * it finds the session finishing and waits as the first did.
  */
 static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 {
 	uint64_t left = s->uffd ? session_pages_left(s) : 0;
-	char text[96];
+	char text[128];
 
 	s->in_request = false;
 	/* Stranded while its process lives: the end comes when the process is
@@ -301,12 +303,18 @@ static void do_goodbye(struct session *s, uint64_t seq, bool wait)
 			session_finish(s);
 			session_commit(s, 0, NULL, 0);
 		}
-		control_ended(s, seq, -EIO, s->stranded_why);
+		control_ended(s, seq, -UFFDD_STRANDED_ERR, s->stranded_why);
 		return;
 	}
+	uint64_t lost = STAT_GET(s->stats.unreadable);
 	if (!s->finishing && !left) {
+		snprintf(text, sizeof(text),
+			 "every page is in place, %" PRIu64
+			 " of them poisoned: their source could not give them",
+			 lost);
 		if (wait)
-			control_ended(s, seq, 0, "every page is in place");
+			control_ended(s, seq, lost ? -EIO : 0,
+				      lost ? text : "every page is in place");
 		else
 			control_reply(s, seq, 0, "goodbye");
 		session_end(s, 0, "said goodbye");

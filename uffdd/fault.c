@@ -8,9 +8,9 @@
  * long as the readahead window.  Faults whose data is being read (reader.c,
  * a page server's GET) wait in the queue until it is there.  Each fault is
  * counted once, when it is finished (fault_done()), its latency from the
- * read that returned it.  A fault whose page cannot be given without
- * POISON (a stranded session: finish.c) is finished unwoken: its thread
- * waits.  It may call place.c, finish.c, session.c, state.c, store.c,
+ * read that returned it.  A fault whose page cannot be given, where the
+ * kernel refused to poison it (a stranded session: finish.c), is finished
+ * unwoken: its thread waits.  It may call place.c, finish.c, session.c, state.c, store.c,
  * reader.c, source.c, source-remote.c, notify.c (stale notices, fork
  * children), evlog.c (each read of the userfaultfd, each event), share.c
  * (the time fork children and unreadable sources cost), log.c and util.c.
@@ -183,19 +183,18 @@ static int cmp_fault(const void *a, const void *b)
 /*
  * A fault of a fork child whose regions were never recorded (its daemon
  * died while making it): what the page should hold cannot be known, so the
- * access gets SIGBUS (without the POISON feature, a zero page would be made
- * up: the thread waits instead, until the process is killed).
+ * access gets SIGBUS, whatever its features (a kernel that refuses
+ * UFFDIO_POISON leaves the thread waiting until the process is killed: a
+ * zero page would be made up).
  */
 static void poison_lost(struct session *s, uint64_t addr)
 {
-	/* Its features are not known (session_orphan()): the ioctl says. */
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
 	STAT_ADD(s->stats.unreadable, 1);
-	/* No UFFDIO_POISON here (before Linux 6.6): the thread waits. */
-	if (r == -EINVAL)
-		session_strand(s, "UFFDIO_POISON of a fork child's page never recorded", addr,
-			       uffdd_page, EINVAL);
+	if (poison_refused(r))
+		session_strand(s, "a fork child's regions were never recorded: page", addr,
+			       uffdd_page, ENODATA, -r);
 	else if (r < 0 && r != -EEXIST)
 		slog(s, LOG_ERR, "UFFDIO_POISON [%#" PRIx64 ", +%#zx): %s", addr, uffdd_page,
 		     strerror(-r));
@@ -286,8 +285,8 @@ static bool serve(struct session *s)
 		}
 		/* The mapping changed or the page cannot be placed: let the
 		 * thread fault again and meet the new state.  But a page
-		 * stranded (its source failed, no POISON): nothing is there
-		 * for it, it waits. */
+		 * stranded (its source failed, UFFDIO_POISON refused): nothing
+		 * is there for it, it waits. */
 		if (ret < 0 && !(ret == -EIO && s->stranded))
 			wake(s, f->addr, (uint64_t)uffdd_page);
 		uint64_t now = uffdd_now_ns();

@@ -4,10 +4,12 @@
  * its process is gone (at its client's Goodbye or hang-up, if its client is
  * there: the answer says -ESRCH), or, after its client said Goodbye, once
  * the daemon has placed every page of its regions (push.c calls
- * session_end() then).  A stranded session (pages it cannot give, no
- * POISON: their threads wait) ends only when its process is gone: any
- * other end closes its connection alone, for closing its userfaultfd would
- * wake those threads to zero pages.
+ * session_end() then).  An end after some of its pages could not be read
+ * from their source (poisoned) is a failure: -EIO.  A stranded session
+ * (pages it cannot give, and a kernel that refused to poison them: their
+ * threads wait) ends only when its process is gone: any other end closes
+ * its connection alone, for closing its userfaultfd would wake those
+ * threads to zero pages.
  * The answer to a Goodbye that waits for the end, -ESRCH to the
  * WaitPopulated requests of a process that is gone, a finishing session
  * that goes on without its connection, and the pages a session still
@@ -55,9 +57,9 @@ static void answer_waits(struct session *s)
 
 void session_end(struct session *s, int error, const char *why)
 {
-	char text[256], gone[128];
+	char text[256], lost[128];
 
-	bool gone_now = error == -ESRCH;
+	bool gone_now = error == -ESRCH, done_now = !error;
 
 	if (s->dead)
 		return;
@@ -73,22 +75,22 @@ void session_end(struct session *s, int error, const char *why)
 		return;
 	}
 	s->gone |= gone_now;
-	/* Gone after pages of it could not be had: not an end its restore may
-	 * take for a task that exited. */
+	/* Gone, or done, after pages of it could not be had: not an end its
+	 * restore may take for a task that exited, nor for one whole. */
 	uint64_t unreadable = STAT_GET(s->stats.unreadable);
-	if (error == -ESRCH && unreadable) {
-		snprintf(gone, sizeof(gone),
-			 "its process is gone after %" PRIu64 " of its pages could not be read "
-			 "from their source",
-			 unreadable);
+	if ((gone_now || done_now) && unreadable) {
+		snprintf(lost, sizeof(lost),
+			 "%s after %" PRIu64 " of its pages could not be read from their source%s",
+			 gone_now ? "its process is gone" : "every page is in place", unreadable,
+			 gone_now ? "" : " (poisoned)");
 		error = -EIO;
-		why = gone;
+		why = lost;
 	}
 	/* Its client is still there and waits for no answer yet: the end is
 	 * told in the answer to its Goodbye (or its hang-up ends it), never by
 	 * a connection cut under a request on its way (a task of a restore
 	 * that exits before its Goodbye is not a failure: -ESRCH says so). */
-	if (s->sock >= 0 && !s->bye_seq && (s->finishing ? !error || gone_now : gone_now)) {
+	if (s->sock >= 0 && !s->bye_seq && (s->finishing ? done_now || gone_now : gone_now)) {
 		if (!s->ending)
 			snprintf(s->end_why, sizeof(s->end_why), "%s", why);
 		s->end_error = s->ending ? s->end_error : error;
@@ -96,7 +98,7 @@ void session_end(struct session *s, int error, const char *why)
 		answer_waits(s);
 		return;
 	}
-	if (error) {
+	if (error && !done_now) {
 		snprintf(text, sizeof(text), "%s: %" PRIu64 " pages not in place", why,
 			 s->uffd ? session_pages_left(s) : 0);
 		why = text;
@@ -116,20 +118,24 @@ void session_end(struct session *s, int error, const char *why)
 	s->dead = true;
 }
 
-void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err)
+void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,
+		    int poison_err)
 {
 	if (s->stranded)
 		return;
 	s->stranded = true;
+	/* strerror() may share its buffer: one call each. */
+	char why[64];
+	snprintf(why, sizeof(why), "%s", strerror(err));
 	snprintf(s->stranded_why, sizeof(s->stranded_why),
-		 "%s [%#" PRIx64 ", +%#zx) from the source: %s; without the POISON feature the "
+		 "%s [%#" PRIx64 ", +%#zx) from the source: %s; UFFDIO_POISON refused (%s): the "
 		 "threads touching those pages wait until the process is killed",
-		 call, addr, len, strerror(err));
+		 call, addr, len, why, strerror(poison_err));
 	slog(s, LOG_ERR, "%s", s->stranded_why);
 	/* A Goodbye that waits for the end would wait as long as the process
 	 * lives: it is answered now. */
 	if (s->bye_seq)
-		notify_ended(s, s->bye_seq, -EIO, s->stranded_why);
+		notify_ended(s, s->bye_seq, -UFFDD_STRANDED_ERR, s->stranded_why);
 	s->bye_seq = 0;
 }
 

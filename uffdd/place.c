@@ -9,8 +9,9 @@
  * placing ioctl's range goes into the session's record first.  A long run
  * goes in pieces placed by several threads at once (crew.c), whose results
  * the worker applies.  A source that failed for good poisons the region's
- * pages not in place at once (without the POISON feature, nothing is placed
- * there: the session is stranded, its threads wait), and what a failed read
+ * pages not in place at once (POISON tried whatever the userfaultfd's
+ * features: a kernel that refuses it leaves nothing placed there, the
+ * session stranded, its threads waiting), and what a failed read
  * costs is the session's to pay (s->unpaid_ns).  It may call snapshot.c,
  * finish.c, session.c, state.c, reader.c, source.c, source-remote.c,
  * crew.c, share.c, log.c and util.c.
@@ -134,9 +135,12 @@ static void poison_ahead(struct session *s, struct region *r, uint64_t i, int er
  * The source cannot be read where these pages are (its file shrank, or the
  * read failed: err).  Zero pages would be data made up, and a retry would
  * fail again, forever: poison them, so the process gets SIGBUS when it
- * touches one, when its userfaultfd has the POISON feature; else nothing is
- * placed and nothing woken (-EIO): the session is stranded (finish.c), its
- * threads on those pages wait in the kernel until the process is killed.
+ * touches one, whether or not its userfaultfd asked for the POISON feature
+ * (the feature bit only tells that the kernel has UFFDIO_POISON, since Linux
+ * 6.6; CRIU asks for none).  Only a kernel that refuses the ioctl (before
+ * 6.6) leaves nothing placed and nothing woken (-EIO): the session is
+ * stranded (finish.c), its threads on those pages wait in the kernel until
+ * the process is killed.
  * A source that failed for good poisons the rest of its
  * span too (poison_ahead()), but in a snapshot's region (a page the memfd
  * lacks says nothing of the others), one of huge pages, and one whose file
@@ -152,23 +156,26 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	int64_t done = 0;
 
 	STAT_ADD(s->stats.unreadable, n);
-	if (!(pin_uffd_features(s->uffd) & PIN_UFFD_FEATURE_POISON)) {
-		/* Nothing to place but data made up: the threads wait. */
-		session_strand(s, call, (uintptr_t)dst, len, err);
-		return -EIO;
-	}
 	uint64_t c0 = share_clock();
 	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r) &&
 		     !source_may_block(r->src);
+	placing(s, dst, len);
+	/* Poisoned ahead, the rest is in place before the thread wakes and
+	 * touches the next page: the caller wakes it then. */
+	int ret = pin_uffd_poison(s->uffd, dst, len, woke && !ahead ? 0 : PIN_UFFD_DONTWAKE, &done);
+	if (poison_refused(ret)) {
+		/* Nothing to place but data made up: the threads wait. */
+		session_strand(s, call, (uintptr_t)dst, len, err, -ret);
+		if (woke)
+			*woke = false;
+		s->unpaid_ns += share_clock() - c0;
+		return -EIO;
+	}
 	slog(s, LOG_ERR,
 	     "%s [%p, +%#zx) from the source: %s; poisoning %s: "
 	     "touching them raises SIGBUS",
 	     call, dst, len, strerror(err),
 	     ahead ? "the pages it can no longer give" : "the pages");
-	placing(s, dst, len);
-	/* Poisoned ahead, the rest is in place before the thread wakes and
-	 * touches the next page: the caller wakes it then. */
-	int ret = pin_uffd_poison(s->uffd, dst, len, woke && !ahead ? 0 : PIN_UFFD_DONTWAKE, &done);
 	if (ret == 0)
 		done = (int64_t)len;
 	if (woke)

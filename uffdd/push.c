@@ -278,7 +278,7 @@ static void check_waits(struct session *s, uint64_t now)
 		if (wait_done(s, wt))
 			reply_wait(s, k, 0, "populated");
 		else if (s->stranded)
-			reply_wait(s, k, -EIO, s->stranded_why);
+			reply_wait(s, k, -UFFDD_STRANDED_ERR, s->stranded_why);
 		else if (wt->deadline && now >= wt->deadline)
 			reply_wait(s, k, -ETIMEDOUT, "timed out before the range was populated");
 		else
@@ -312,7 +312,7 @@ void push_wait(struct session *s, uint64_t seq, uint64_t addr, uint64_t len, uin
 	}
 	/* Nor while it is stranded: its bulk work stopped. */
 	if (s->stranded) {
-		notify_reply(s, seq, -EIO, s->stranded_why);
+		notify_reply(s, seq, -UFFDD_STRANDED_ERR, s->stranded_why);
 		return;
 	}
 	if (s->nwaits >= UFFDD_WAITS_MAX) {
@@ -404,12 +404,13 @@ static void finish_check(struct session *s)
 	s->stuck_said = true;
 }
 
-/* A stranded session's bulk work is dropped: its Replays end -EIO (what
- * they placed said), no Prefetch nor push is left for it. */
+/* A stranded session's bulk work is dropped: its Replays end
+ * -UFFDD_STRANDED_ERR (what they placed said), no Prefetch nor push is left
+ * for it. */
 static void bulk_drop(struct session *s)
 {
 	while (s->nreplays)
-		replay_end(s, -EIO);
+		replay_end(s, -UFFDD_STRANDED_ERR);
 	s->nprefetch = 0;
 	s->push_pending = false;
 }

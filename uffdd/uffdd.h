@@ -722,9 +722,9 @@ struct stats {
 	/* Its requests or its bulk work waited for its uid's share (share.c):
 	 * once a wait. */
 	_Atomic uint64_t deferred;
-	/* Pages poisoned, or left waiting without POISON, because their
-	 * source could not be read (place.c): a process gone after that is a
-	 * failed end. */
+	/* Pages poisoned, or left waiting where the kernel refused to poison
+	 * them, because their source could not be read (place.c): an end
+	 * after that is a failed one. */
 	_Atomic uint64_t unreadable;
 	_Atomic uint64_t lat[UFFDD_LAT_BUCKETS];
 };
@@ -938,15 +938,16 @@ struct session {
 	bool finishing;
 	bool stuck_said; /* logged that some of its pages cannot be placed */
 	/*
-	 * Some of its pages could not be given and its userfaultfd lacks
-	 * POISON (place.c): their threads wait in the kernel, never woken to
-	 * a zero page.  Its bulk work stops; its end waits until its process
-	 * is gone (probed, push.c), whatever its client does: closing the
-	 * userfaultfd would wake them to zero pages.  stranded_why names the
-	 * first such range and call, for the -EIO its Goodbye gets.
+	 * Some of its pages could not be given and the kernel refused to
+	 * poison them (place.c): their threads wait in the kernel, never woken
+	 * to a zero page.  Its bulk work stops; its end waits until its
+	 * process is gone (probed, push.c), whatever its client does: closing
+	 * the userfaultfd would wake them to zero pages.  stranded_why names
+	 * the first such range and call, for the UFFDD_STRANDED_ERR its
+	 * Goodbye gets.
 	 */
 	bool stranded;
-	char stranded_why[192];
+	char stranded_why[256];
 	bool gone;	  /* its process is gone (an ioctl said ESRCH) */
 	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
 	/* Done (every page in, or its process gone) while its client is there
@@ -1162,9 +1163,24 @@ int snapshot_check(const struct session *s, uint32_t mode, const struct source *
  * answer (s->ending).
  */
 void session_end(struct session *s, int error, const char *why);
-/* Pages [addr, +len) cannot be given (call failed with err) and s's
- * userfaultfd lacks POISON: s is stranded (struct session), said once. */
-void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err);
+/* What a stranded session's Goodbye, WaitPopulated and Replay requests get
+ * (uffdd-protocol(7)): not -EIO, the end of a session whose lost pages were
+ * poisoned (its process runs on, or died of SIGBUS), for a stranded one's
+ * process can only wait: its client is to kill it. */
+#define UFFDD_STRANDED_ERR ENOTRECOVERABLE
+/* Pages [addr, +len) cannot be given (call failed with err) and the kernel
+ * refused to poison them (UFFDIO_POISON failed with poison_err): s is
+ * stranded (struct session), said once. */
+void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,
+		    int poison_err);
+/* UFFDIO_POISON's result ret says the kernel has no such ioctl (before Linux
+ * 6.6): userfaultfd_ioctl() answers an unknown command -EINVAL, the generic
+ * path -ENOTTY.  Any kernel that has it poisons for a userfaultfd that never
+ * asked for the POISON feature (the bit only tells that the ioctl exists). */
+static inline bool poison_refused(int ret)
+{
+	return ret == -EINVAL || ret == -ENOTTY;
+}
 /* session_end() for a session that cannot go on (it hung up, its
  * userfaultfd failed): -ECONNABORTED. */
 void session_kill(struct session *s, const char *why);

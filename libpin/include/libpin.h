@@ -458,7 +458,9 @@ int pin_client_goodbye(struct pin_client *c);
 struct pin_client_stats;
 /* pin_client_goodbye(), and wait until the session ended: 0 when every page
  * of its regions is in place (its counters then in *ret_stats, when not
- * NULL), -ESRCH when its process went first. */
+ * NULL), -ESRCH when its process went first, -EIO when pages could not be
+ * read from their source (poisoned), -ENOTRECOVERABLE at once when they
+ * could not be poisoned either: the process is to be killed. */
 int pin_client_finish(struct pin_client *c, struct pin_client_stats *ret_stats);
 /* Disconnect and free; accepts NULL. */
 void pin_client_free(struct pin_client *c);

@@ -18,10 +18,13 @@
  * session says Goodbye and waits: uffdd pushes what was not touched and ends
  * the session when every page is in place, or when the task is gone (a task
  * may exit before its pages are all in: the others go on).  A task some
- * of whose pages could not be read from their source fails the restore: with
- * POISON its process met SIGBUS there; without it (CRIU asks for none) its
- * threads there wait for ever, for uffdd makes up no page, so this program
- * kills it (SIGKILL) and says so.  The page file
+ * of whose pages could not be read from their source fails the restore
+ * (-EIO): uffdd poisoned them, though CRIU asks for no POISON feature (a
+ * kernel that has UFFDIO_POISON poisons all the same), so its process meets
+ * SIGBUS there, or runs on if it never touches them.  On a kernel that
+ * refuses UFFDIO_POISON (before Linux 6.6) its threads there wait for ever,
+ * for uffdd makes up no page: uffdd answers -ENOTRECOVERABLE (the session is
+ * stranded), and this program kills it (SIGKILL) and says so.  The page file
  * descriptors go to uffdd, so uffdd itself never opens a path.  A restarted
  * uffdd keeps the connections and the sessions (the userfaultfds and sources
  * sit in its fd store, a page server's connection too), so nothing kept
@@ -103,7 +106,6 @@ struct task {
 	int pidfd;			/* < 0: none (not found, or not looked for yet) */
 	struct pin_client_stats before; /* when the restore ended */
 	bool have_before;
-	bool poison; /* its userfaultfd has UFFD_FEATURE_POISON */
 };
 
 static const char *images_dir, *work_dir, *uffdd_socket;
@@ -205,7 +207,6 @@ static int task_start(struct task *t, int pid, int fd)
 		close(fd);
 		return r;
 	}
-	t->poison = pin_uffd_features(u) & PIN_UFFD_FEATURE_POISON;
 	if (!t->client) {
 		r = task_open(t, pid);
 		if (r < 0)
@@ -288,9 +289,10 @@ static int task_finish(struct task *t, uint64_t *ret_pushed)
 		       t->pid, after.pages_populated, after.pages_total);
 		return r;
 	}
-	/* Without POISON, uffdd gave the pages it could not read no page at
-	 * all: the task's threads there wait, and would forever. */
-	if (r == -EIO && !t->poison)
+	/* The kernel refused to poison the pages uffdd could not read: it
+	 * gave them no page at all, the task's threads there wait, and would
+	 * for ever. */
+	if (r == -ENOTRECOVERABLE)
 		task_kill(t);
 	else if (r < 0)
 		fprintf(stderr, "uffdd-lazy-pages: task %d: its pages are not all in: %s\n", t->pid,
@@ -370,8 +372,8 @@ static bool task_find(struct task *t)
 }
 
 /*
- * Pages of the task could not be read from their source, and its
- * userfaultfd lacks POISON (CRIU asks for none): uffdd placed nothing there
+ * Pages of the task could not be read from their source, and the kernel
+ * refused to poison them (before Linux 6.6): uffdd placed nothing there
  * and its threads that touch them wait in the kernel, for ever.  It can
  * never run right, and a restore that fails beats a task hung or wrong:
  * SIGKILL (its session ends when uffdd sees it gone).
@@ -381,7 +383,7 @@ static void task_kill(struct task *t)
 	if (!task_find(t)) {
 		fprintf(stderr,
 			"uffdd-lazy-pages: task %d: some of its pages could not be read from "
-			"their source and its userfaultfd lacks POISON: its threads touching "
+			"their source and the kernel refused to poison them: its threads touching "
 			"them wait; its process was not found to kill\n",
 			t->pid);
 		return;
@@ -389,15 +391,15 @@ static void task_kill(struct task *t)
 	if (syscall(SYS_pidfd_send_signal, t->pidfd, SIGKILL, NULL, 0) < 0) {
 		int err = errno;
 		fprintf(stderr,
-			"uffdd-lazy-pages: task %d: some of its pages could not be read and its "
-			"userfaultfd lacks POISON; pidfd_send_signal(SIGKILL): %s\n",
+			"uffdd-lazy-pages: task %d: some of its pages could not be read nor "
+			"poisoned; pidfd_send_signal(SIGKILL): %s\n",
 			t->pid, strerror(err));
 		return;
 	}
 	fprintf(stderr,
 		"uffdd-lazy-pages: task %d: some of its pages could not be read from their source "
-		"and its userfaultfd lacks POISON (its threads touching them would wait for "
-		"ever): killed with SIGKILL\n",
+		"and the kernel refused to poison them (its threads touching them would wait "
+		"for ever): killed with SIGKILL\n",
 		t->pid);
 }
 
