@@ -5,8 +5,8 @@
  * automatic reconnect after the daemon is killed and started again, stale-pin
  * notices from real MADV_DONTNEED and munmap dropping pins of a real
  * registration cache, what uffdctl ($UFFDCTL) prints about a daemon with
- * content, and the counters and fallbacks of the fault service (a source cut
- * short without POISON, EAGAIN, EEXIST).  The test process is the client; its
+ * content, and the counters and fallbacks of the fault service (EAGAIN,
+ * EEXIST; a source cut short: test-stranded.c).  The test process is the client; its
  * faults are served by the daemon, another process, so nothing here deadlocks
  * under valgrind.  The fake daemon of test-proto.c keeps only the replies a
  * real daemon never sends.  Durable sessions from the client's side (a
