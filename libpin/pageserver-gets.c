@@ -192,6 +192,20 @@ static int check_reply(struct pin_ps_gets *f, const struct get *g)
 	return 0;
 }
 
+/* What a recv() for g's reply that got nothing (n <= 0, not EINTR) means:
+ * 0 while nothing has come yet (EAGAIN), else the failure. */
+static int recv_none(struct pin_ps_gets *f, const struct get *g, ssize_t n)
+{
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n < 0)
+		return failed(f, g, "recv", errno);
+	return failed(f, g,
+		      "the server closed the connection before answering (it does so for "
+		      "pages it holds no lazy copy of)",
+		      ECONNRESET);
+}
+
 /* With a journal, a reply's header is read only once it is whole in the
  * socket, checked and journaled: 1 then, 0 while it is not whole, or
  * -errno. */
@@ -203,15 +217,8 @@ static int peek_reply(struct pin_ps_gets *f, const struct get *g)
 	do
 		n = recv(f->ps->fd, &f->reply, sizeof(f->reply), MSG_PEEK | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	if (n < 0 && errno == EAGAIN)
-		return 0;
-	if (n < 0)
-		return failed(f, g, "recv", errno);
-	if (n == 0)
-		return failed(f, g,
-			      "the server closed the connection before answering (it "
-			      "does so for pages it holds no lazy copy of)",
-			      ECONNRESET);
+	if (n <= 0)
+		return recv_none(f, g, n);
 	if ((size_t)n < sizeof(f->reply)) {
 		/* Part of a header and the server gone: it never comes whole. */
 		struct pollfd p = { .fd = f->ps->fd, .events = POLLRDHUP };
@@ -284,15 +291,8 @@ static int recv_replies(struct pin_ps_gets *f, pin_ps_done_fn done, void *arg)
 		n = recv(f->ps->fd, dst, goal - f->got, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN)
-			return 0;
-		if (n < 0)
-			return failed(f, g, "recv", errno);
-		if (n == 0)
-			return failed(f, g,
-				      "the server closed the connection before answering (it "
-				      "does so for pages it holds no lazy copy of)",
-				      ECONNRESET);
+		if (n <= 0)
+			return recv_none(f, g, n);
 		f->got += (size_t)n;
 		f->rd += (uint64_t)n;
 		if (f->got == hdr && f->note) {
