@@ -318,6 +318,19 @@ const char *test_thp_skip_reason(void)
 	return why;
 }
 
+char test_proc_state(const char *path)
+{
+	char buf[512];
+	FILE *f = fopen(path, "re");
+
+	ck_assert_msg(f, "%s: %s", path, strerror(errno));
+	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	const char *paren = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(paren);
+	return paren[2];
+}
+
 const char *test_uffd_skip_reason(void)
 {
 	struct pin_uffd *u;

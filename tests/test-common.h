@@ -143,6 +143,10 @@ void *test_map_fixed(uint64_t addr, uint64_t len);
  * then unmapped, for a restore to map it again. */
 void test_checkpoint_region(char *ck, size_t size, const char *name, uint64_t addr, uint64_t len);
 
+/* The state letter (R, S, T, Z, ...) in the stat file at path (a process's
+ * /proc/PID/stat or a thread's /proc/PID/task/TID/stat). */
+char test_proc_state(const char *path);
+
 /* NULL when anonymous memory can have transparent huge pages
  * (/sys/kernel/mm/transparent_hugepage/enabled always or madvise); else why not. */
 const char *test_thp_skip_reason(void);

@@ -423,16 +423,10 @@ struct resumer {
 /* The state letter of thread tid of this process in /proc. */
 static char thread_state(pid_t tid)
 {
-	char path[64], buf[256];
+	char path[64];
 
 	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	FILE *f = fopen(path, "re");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
-	fclose(f);
-	const char *paren = strrchr(buf, ')');
-	ck_assert_ptr_nonnull(paren);
-	return paren[2];
+	return test_proc_state(path);
 }
 
 /* Let the held daemon go on once the look-up no longer runs: it sleeps

@@ -30,16 +30,10 @@
 /* The state letter of process pid in /proc. */
 static char proc_state(pid_t pid)
 {
-	char path[64], buf[512];
+	char path[64];
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
-	fclose(f);
-	const char *paren = strrchr(buf, ')');
-	ck_assert_ptr_nonnull(paren);
-	return paren[2];
+	return test_proc_state(path);
 }
 
 /* How long a daemon may take to reach its hold point (scaled). */
@@ -255,7 +249,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	if (!getenv("UFFDD"))
-		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	return test_uffd_skip_reason();
+	return test_daemon_skip_reason();
 }

@@ -559,7 +559,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	if (!getenv("UFFDD"))
-		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	return test_uffd_skip_reason();
+	return test_daemon_skip_reason();
 }

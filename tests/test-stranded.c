@@ -136,6 +136,24 @@ static Uffdd__Msg *stats_once_unreadable(const struct test_conn *k)
 	return rep;
 }
 
+/* Once the daemon counted the lost page unreadable, the session's stats are
+ * exact: two faults (page 0 and the lost page), page 0 copied, no page
+ * zeroed, populated pages in place (poisoned ones count): 0 when they are. */
+static int unreadable_counted(const struct test_conn *k, uint64_t populated)
+{
+	Uffdd__Msg *rep = stats_once_unreadable(k);
+
+	REQUIRE(rep);
+	const Uffdd__Stats *st = rep->reply->stats;
+	REQUIRE_EQ(st->unreadable, 1);
+	REQUIRE_EQ(st->faults, 2);
+	REQUIRE_EQ(st->pages_copied, 1);
+	REQUIRE_EQ(st->pages_zeroed, 0);
+	REQUIRE_EQ(st->pages_populated, populated);
+	pin_proto_free(rep);
+	return 0;
+}
+
 /* The client's part up to its leave: 0 when every check held. */
 static int client_steps(const struct test_daemon *d, struct stranded *t)
 {
@@ -145,15 +163,7 @@ static int client_steps(const struct test_daemon *d, struct stranded *t)
 	REQUIRE(client_begin(d, t, &k) == 0);
 	REQUIRE(pthread_create(&th, NULL, toucher, t) == 0);
 	/* The daemon handled its fault: counted unreadable, placed nothing. */
-	Uffdd__Msg *rep = stats_once_unreadable(&k);
-	REQUIRE(rep);
-	const Uffdd__Stats *st = rep->reply->stats;
-	REQUIRE_EQ(st->unreadable, 1);
-	REQUIRE_EQ(st->faults, 2);
-	REQUIRE_EQ(st->pages_copied, 1);
-	REQUIRE_EQ(st->pages_zeroed, 0);
-	REQUIRE_EQ(st->pages_populated, 1);
-	pin_proto_free(rep);
+	REQUIRE(unreadable_counted(&k, 1) == 0);
 	/* The thread waits: nothing in the pipe, and it has not returned. */
 	struct pollfd p = { .fd = t->res[0], .events = POLLIN };
 	REQUIRE_EQ(poll(&p, 1, 0), 0);
@@ -292,15 +302,7 @@ static int client_poisoned(const struct test_daemon *d, void *arg)
 	for (size_t i = 1; i < SRC_PAGES; i++)
 		REQUIRE(test_read_bus(t->base + i * page));
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
-	Uffdd__Msg *rep = stats_once_unreadable(&k);
-	REQUIRE(rep);
-	const Uffdd__Stats *st = rep->reply->stats;
-	REQUIRE_EQ(st->unreadable, 1);
-	REQUIRE_EQ(st->faults, 2);
-	REQUIRE_EQ(st->pages_copied, 1);
-	REQUIRE_EQ(st->pages_zeroed, 0);
-	REQUIRE_EQ(st->pages_populated, SRC_PAGES);
-	pin_proto_free(rep);
+	REQUIRE(unreadable_counted(&k, SRC_PAGES) == 0);
 	REQUIRE_EQ(pin_client_finish(k.c, &bye), -EIO);
 	REQUIRE_EQ(bye.pages_copied, 1);
 	REQUIRE_EQ(bye.pages_zeroed, 0);
@@ -337,7 +339,5 @@ Suite *test_suite(void)
 
 const char *test_skip_reason(void)
 {
-	if (!getenv("UFFDD"))
-		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
-	return test_uffd_skip_reason();
+	return test_daemon_skip_reason();
 }

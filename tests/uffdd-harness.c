@@ -175,6 +175,13 @@ char *test_uffdctl(const struct test_daemon *d, const char *args)
 	return out;
 }
 
+const char *test_daemon_skip_reason(void)
+{
+	if (!getenv("UFFDD"))
+		return "UFFDD (the uffdd binary to test) is not set; run through meson test";
+	return test_uffd_skip_reason();
+}
+
 bool test_daemon_placer(pid_t pid, const char *tid)
 {
 	char comm[32];

@@ -94,6 +94,10 @@ int test_conn_open(struct test_conn *k, const struct pin_uffd_opts *uo,
 /* Frees the connection and the userfaultfd. */
 void test_conn_close(struct test_conn *k);
 
+/* NULL when $UFFDD names the daemon to test and this user can open a
+ * userfaultfd; else why not, for test_skip_reason(). */
+const char *test_daemon_skip_reason(void);
+
 /* Whether thread tid of uffdd (pid) is one of its placers (uffdd/crew.c). */
 bool test_daemon_placer(pid_t pid, const char *tid);
 
