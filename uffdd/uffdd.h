@@ -542,6 +542,8 @@ int rrec_plan(const struct rrec *r, uint64_t rd, uint64_t wr, struct rrec_plan *
  * only after the commit.  Owner worker only (or before the session has one).
  */
 #define STATE_NAME_MAX 64
+/* A stranded session's text in its record, terminated (struct session's). */
+#define STATE_WHY_MAX 256
 /* Runs of the working set a session records, at most: 16 MiB. */
 #define UFFDD_WSET_MAX (1u << 20)
 
@@ -686,6 +688,25 @@ uint64_t state_making_first(const struct state *st);
  */
 void state_placing_set(struct state *st, uint64_t start, uint64_t end);
 bool state_placing(const struct state *st, uint64_t *ret_start, uint64_t *ret_end);
+
+/*
+ * Pages lost: n more pages whose source could not give them, counted before
+ * the ioctl that poisons them (a daemon killed between the two leaves a
+ * record that says lost for pages the next daemon finds missing and counts
+ * again: more lost, never fewer).  state_lost() is the count, the dead
+ * daemon's at takeover plus those added since.
+ */
+void state_lost_add(struct state *st, uint64_t n);
+uint64_t state_lost(const struct state *st);
+/*
+ * The session is stranded (pages it cannot give, UFFDIO_POISON refused),
+ * why saying so; set before anything tells it or acts on it (the Goodbye's
+ * answer, its connection closed while the userfaultfd stays), so that a
+ * successor never closes the userfaultfd of a stranded session.  Once:
+ * later calls change nothing.  state_stranded() is the text, NULL when not.
+ */
+void state_strand(struct state *st, const char *why);
+const char *state_stranded(const struct state *st);
 
 /*
  * The last read(2) of the session's userfaultfd goes straight into the
@@ -947,7 +968,7 @@ struct session {
 	 * Goodbye gets.
 	 */
 	bool stranded;
-	char stranded_why[256];
+	char stranded_why[STATE_WHY_MAX];
 	bool gone;	  /* its process is gone (an ioctl said ESRCH) */
 	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
 	/* Done (every page in, or its process gone) while its client is there
@@ -1168,9 +1189,12 @@ void session_end(struct session *s, int error, const char *why);
  * poisoned (its process runs on, or died of SIGBUS), for a stranded one's
  * process can only wait: its client is to kill it. */
 #define UFFDD_STRANDED_ERR ENOTRECOVERABLE
+/* n pages of s cannot be given (their source failed): counted (stats
+ * unreadable) and in its record, before the ioctl that poisons them. */
+void session_lost(struct session *s, uint64_t n);
 /* Pages [addr, +len) cannot be given (call failed with err) and the kernel
  * refused to poison them (UFFDIO_POISON failed with poison_err): s is
- * stranded (struct session), said once. */
+ * stranded (struct session), in its record first, said once. */
 void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,
 		    int poison_err);
 /* UFFDIO_POISON's result ret says the kernel has no such ioctl (before Linux
