@@ -23,7 +23,8 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 	struct session *s = x->s;
 	struct source *src;
 	uint64_t npages = rec->len >> uffdd_page_shift;
-	int r = source_new_from(rec->src, s->uid, rec->offset, rec->len, &src);
+	int r = source_new_from(rec->src, s->uid, rec->offset, rec->len,
+				rec->flags & STATE_R_COVERED, &src);
 
 	if (r < 0) {
 		snprintf(x->why, x->whylen,

@@ -152,7 +152,7 @@ int check_rec(const struct state *st, const struct state_rec *r, uint32_t slot, 
 	 * a file. */
 	if (!pin_region_mode_valid(r->mode) || ((r->mode & PIN_UFFD_REGISTER_MINOR) && !r->src))
 		return bad(why, whylen, "record %" PRIu32 ": mode %#" PRIx32, slot, r->mode);
-	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE))
+	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE | STATE_R_COVERED))
 		return bad(why, whylen, "record %" PRIu32 ": flags %#" PRIx32, slot, r->flags);
 	if ((r->flags & STATE_R_HUGE) && ((r->start | r->len | r->offset) & (UFFDD_HUGE_PAGE - 1) ||
 					  r->mode != PIN_UFFD_REGISTER_MISSING))

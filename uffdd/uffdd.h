@@ -365,8 +365,14 @@ int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **re
 /* The same, its file never mapped by the daemon: a snapshot's source, whose
  * pages the daemon never reads (UFFDIO_CONTINUE maps the process's own). */
 int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
-/* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
-int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
+/* The same over the file of that id (0: zero pages); -ENOENT: no such file.
+ * covered: the file reached off + len when the region was added (a region's
+ * record says so: STATE_R_COVERED), so that what it lost since is data gone
+ * (poisoned), not a hole (zero pages). */
+int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, bool covered,
+		    struct source **ret);
+/* Its file reached the end of the window asked for, when it was made. */
+bool source_covers(const struct source *s);
 /* A page-server source (source-remote.c), which it takes over; an id with
  * REMOTE_ID_BIT given to source_new_from() makes one whose connection is
  * lost (remote_lost()). */
@@ -587,6 +593,10 @@ enum state_kind { STATE_REGION = 1, STATE_PIN = 2 };
 #define STATE_R_PUSH (1u << 0) /* push untouched pages in the background */
 #define STATE_R_OURS (1u << 1) /* the daemon registered it */
 #define STATE_R_HUGE (1u << 2) /* UFFDD_HUGE_PAGE pages (hugetlbfs) */
+/* Its source's file reached the region's end when it was added: pages past
+ * a later end are lost, not holes (source_new_from()).  A record from before
+ * this flag restores as holes there. */
+#define STATE_R_COVERED (1u << 3)
 
 struct state_rec {
 	uint32_t kind;	/* enum state_kind */
