@@ -43,6 +43,8 @@ static size_t page;
 #define RAW_SEQ0 (1ull << 32)
 #define BYE_SEQ	 (RAW_SEQ0 - 1)
 #define REPLY_MS 10000
+/* uffdd's UFFDD_HOLD_ENV: it stops itself at the point named. */
+#define HOLD_ENV "UFFDD_HOLD"
 /* Far above anything the store needs here. */
 #define STORE_MAX 4096
 
@@ -305,6 +307,50 @@ START_TEST(poisoned_then_restart)
 }
 END_TEST
 
+/*
+ * The daemon dies with the lost page counted in the record and not yet
+ * poisoned (held at "lost-recorded"): the thread on it still waits.  The
+ * successor wakes it, meets the page the file lost (a hole it is not),
+ * poisons it and counts it again: the access raises SIGBUS, the Goodbye
+ * says -EIO with two pages unreadable (more lost, never fewer), and all
+ * four are in place.
+ */
+static int client_poisoned_late(const struct test_daemon *dm, void *arg)
+{
+	struct lost *t = arg;
+	struct test_conn k;
+
+	(void)dm;
+	REQUIRE(client_begin(t, &k) == 0);
+	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
+	for (size_t i = 1; i < SRC_PAGES; i++)
+		REQUIRE(test_read_bus(t->base + i * page));
+	Uffdd__Msg *rep = raw_goodbye(pin_client_fd(k.c));
+	REQUIRE(rep);
+	REQUIRE_EQ(rep->reply->error, -EIO);
+	REQUIRE_EQ(rep->reply->stats->unreadable, 2);
+	REQUIRE_EQ(rep->reply->stats->pages_populated, SRC_PAGES);
+	pin_proto_free(rep);
+	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
+	return 0;
+}
+
+START_TEST(poisoned_when_daemon_dies)
+{
+	struct lost t = { .leave = LEAVE_GOODBYE };
+
+	ck_assert_int_eq(setenv(HOLD_ENV, "lost-recorded", 1), 0);
+	up(false);
+	ck_assert_int_eq(unsetenv(HOLD_ENV), 0);
+	pid_t pid = start(&t, client_poisoned_late);
+	ck_assert_msg(manager_wait_stopped(mgr) == 0, "uffdd did not hold at lost-recorded");
+	kill9_restart();
+	ck_assert_int_eq(test_reap(pid), 0);
+	end(&t);
+	down();
+}
+END_TEST
+
 /* Reads the lost page into the pipe: it must never return. */
 static void *toucher(void *arg)
 {
@@ -456,6 +502,7 @@ Suite *test_suite(void)
 
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	TEST_ADD_CASE(s, poisoned_then_restart, CASE_TIMEOUT_S);
+	TEST_ADD_CASE(s, poisoned_when_daemon_dies, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, stranded_then_restart, CASE_TIMEOUT_S);
 	TEST_ADD_CASE(s, stranded_hang_up_then_restart, CASE_TIMEOUT_S);
 	return s;

@@ -15,7 +15,8 @@
  * that goes on without its connection, and the pages a session still
  * misses.  Pages lost and a stranded session go into its record
  * (state-now.c) before their effects.  Below the requests and the fault
- * path, it may call session.c, state-now.c, store.c, notify.c and log.c.
+ * path, it may call session.c, state-now.c, store.c, notify.c, log.c and
+ * util.c (a hold point).
  */
 #include <stdio.h>
 #include <string.h>
@@ -124,6 +125,7 @@ void session_lost(struct session *s, uint64_t n)
 	STAT_ADD(s->stats.unreadable, n);
 	if (s->st)
 		state_lost_add(s->st, n);
+	uffdd_hold("lost-recorded");
 }
 
 void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,

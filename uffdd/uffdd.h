@@ -90,11 +90,13 @@ int fstat_cached(int fd, struct stat *st);
  * connection), "events-read" (a read that took an event but a page fault:
  * its messages in the session's record, none applied, its faults not
  * served), "placed" (a placing ioctl done, its pages' populated bits not
- * set yet); a page server's stream (remote-conn.c): "ps-conn-stored" (a
- * connection's socket and record stored, no source of it yet),
- * "ps-get-journaled" (a GET journaled, not a byte of it sent),
- * "ps-get-sent" (a GET wholly sent), "ps-reply-journaled" (a reply's header
- * whole in the socket and journaled, not a byte of it read),
+ * set yet), "lost-recorded" (pages a source could not give counted in the
+ * session's record, their UFFDIO_POISON not issued yet); a page server's
+ * stream (remote-conn.c): "ps-conn-stored" (a connection's socket and
+ * record stored, no source of it yet), "ps-get-journaled" (a GET
+ * journaled, not a byte of it sent), "ps-get-sent" (a GET wholly sent),
+ * "ps-reply-journaled" (a reply's header whole in the socket and
+ * journaled, not a byte of it read),
  * "ps-reply-half-read" (its header read, its pages not), "ps-reply-read"
  * (a reply read whole, its pages not placed).  Without the variable:
  * nothing.
