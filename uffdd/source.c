@@ -36,6 +36,14 @@
 
 struct source {
 	_Atomic unsigned int refs;
+	/* Beside refs, in its padding: a region adds a window each (2^18 of
+	 * them per uid), so the struct does not grow. */
+	/* The file reached the window's end when it was made (or, restored,
+	 * when its region was added: STATE_R_COVERED). */
+	bool covers;
+	/* A restored window whose file has shrunk since its region was added:
+	 * from window_cut() to hi is data the file lost, not a hole. */
+	bool shrunk;
 	struct srcfile *file; /* NULL: zero source */
 	uint64_t lo, hi;      /* the window in use, which the mapping covers */
 	const uint8_t *map;   /* the window mapped at lo; NULL: read with pread */
@@ -43,16 +51,18 @@ struct source {
 	struct extents *ext;   /* NULL: no data (a zero source, an empty window) */
 	struct ra *ra;	       /* a mapped file on disk: its readahead */
 	struct remote *remote; /* a page server's: every page is data, asked */
-	/* The file reached the window's end when it was made (or, restored,
-	 * when its region was added: STATE_R_COVERED). */
-	bool covers;
-	/* A restored window whose file has shrunk since its region was added:
-	 * [cut, hi) is data the file lost, not a hole. */
-	bool shrunk;
-	uint64_t cut;
 };
 
 /* ---- windows ---- */
+
+/* Where a shrunk window's file ended when it was listed: what it lost since
+ * begins there. */
+static uint64_t window_cut(const struct source *s)
+{
+	uint64_t end = page_up(s->ext->size);
+
+	return end > s->lo ? end : s->lo;
+}
 
 /* The first of the n extents of v that ends after off. */
 static size_t extent_after(const struct extent *v, size_t n, uint64_t off)
@@ -115,7 +125,6 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size, b
 	 * reader reads what it lost as zeros, as before a restart.) */
 	if (s->hi > size && covered && map && s->file->direct && page_up(size) < s->hi) {
 		s->shrunk = true;
-		s->cut = page_up(size) > s->lo ? page_up(size) : s->lo;
 	} else if (s->hi > size) {
 		s->hi = size;
 	}
@@ -306,12 +315,14 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
 		return n;
 	}
 	/* What the file lost since its region was added (source_new_from()). */
-	if (s->shrunk && off >= s->cut) {
+	uint64_t cut = s->shrunk ? window_cut(s) : UINT64_MAX;
+
+	if (off >= cut) {
 		*ret_data = true;
 		return n;
 	}
-	if (s->shrunk && end > s->cut) {
-		end = s->cut;
+	if (end > cut) {
+		end = cut;
 		n = (end - off) >> uffdd_page_shift;
 	}
 	size_t nr = s->ext ? s->ext->n : 0, lo = extent_after(v, nr, off);
@@ -344,7 +355,7 @@ int source_data(const struct source *s, uint64_t off, size_t len, void *buf, con
 		return 0;
 	}
 	/* Not mapped: what the file lost would read as zeros. */
-	if (s->shrunk && off + len > s->cut)
+	if (s->shrunk && off + len > window_cut(s))
 		return -EFAULT;
 	int r = source_pread(s->file->fd, off, len, buf);
 	if (r < 0)
