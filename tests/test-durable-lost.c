@@ -289,6 +289,7 @@ static int client_poisoned(const struct test_daemon *dm, void *arg)
 	pin_proto_free(rep);
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
 	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
+	test_conn_close(&k);
 	return 0;
 }
 
@@ -332,6 +333,7 @@ static int client_poisoned_late(const struct test_daemon *dm, void *arg)
 	REQUIRE_EQ(rep->reply->stats->pages_populated, SRC_PAGES);
 	pin_proto_free(rep);
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
+	test_conn_close(&k);
 	return 0;
 }
 
