@@ -118,6 +118,11 @@ static struct walk read_all(struct state *st)
 	for (size_t i = 0; i < n; i++)
 		if (r[i].addr >= r[i].end)
 			fuzz_die("an empty working-set run");
+	/* A stranded session's text is what its Goodbye answers with. */
+	const char *why = state_stranded(st);
+	if (why && strnlen(why, STATE_WHY_MAX) == STATE_WHY_MAX)
+		fuzz_die("a stranded text not terminated");
+	w.sum += state_lost(st);
 	return w;
 }
 
@@ -325,11 +330,13 @@ static void write_remote_seed(const char *dir)
 	close(fd);
 }
 
-static void add_region(struct state *st, uint64_t start, uint64_t npages, bool wp)
+/* A region of npages at start; flags besides STATE_R_PUSH | STATE_R_OURS. */
+static void add_region_flags(struct state *st, uint64_t start, uint64_t npages, bool wp,
+			     uint32_t flags)
 {
 	struct state_rec r = { .kind = STATE_REGION,
 			       .mode = PIN_UFFD_REGISTER_MISSING,
-			       .flags = STATE_R_PUSH | STATE_R_OURS,
+			       .flags = STATE_R_PUSH | STATE_R_OURS | flags,
 			       .start = start,
 			       .len = npages * SEED_PAGE,
 			       .src = 1 };
@@ -353,6 +360,11 @@ static void add_region(struct state *st, uint64_t start, uint64_t npages, bool w
 	}
 	if (state_add(st, &r, &slot))
 		fuzz_die("state_add of a seed");
+}
+
+static void add_region(struct state *st, uint64_t start, uint64_t npages, bool wp)
+{
+	add_region_flags(st, start, npages, wp, 0);
 }
 
 static void write_seeds(const char *dir)
@@ -389,6 +401,19 @@ static void write_seeds(const char *dir)
 	if (state_commit(st, 1, "r", 1))
 		fuzz_die("state_commit");
 	write_seed(dir, "grown-table", st);
+	state_free(st);
+
+	/* Pages lost, then the session stranded (its record's header). */
+	if (state_new(&id, FUZZ_MAX_BYTES, &st))
+		fuzz_die("state_new");
+	add_region_flags(st, 0x7f3000000000, 4, false, STATE_R_COVERED);
+	state_set_meta(st, &m);
+	if (state_commit(st, 2, "r", 1))
+		fuzz_die("state_commit");
+	state_lost_add(st, 3);
+	state_strand(st, "UFFDIO_COPY [0x7f3000002000, +0x1000) from the source: Bad address; "
+			 "UFFDIO_POISON refused (Invalid argument)");
+	write_seed(dir, "lost-stranded", st);
 	state_free(st);
 	write_remote_seed(dir);
 }

@@ -189,9 +189,9 @@ static int cmp_fault(const void *a, const void *b)
  */
 static void poison_lost(struct session *s, uint64_t addr)
 {
+	session_lost(s, 1);
 	int r = pin_uffd_poison(s->uffd, (void *)(uintptr_t)addr, uffdd_page, 0, NULL);
 
-	STAT_ADD(s->stats.unreadable, 1);
 	if (poison_refused(r))
 		session_strand(s, "a fork child's regions were never recorded: page", addr,
 			       uffdd_page, ENODATA, -r);

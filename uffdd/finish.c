@@ -13,8 +13,10 @@
  * The answer to a Goodbye that waits for the end, -ESRCH to the
  * WaitPopulated requests of a process that is gone, a finishing session
  * that goes on without its connection, and the pages a session still
- * misses.  Below the requests and the fault path, it may call session.c,
- * store.c, notify.c and log.c.
+ * misses.  Pages lost and a stranded session go into its record
+ * (state-now.c) before their effects.  Below the requests and the fault
+ * path, it may call session.c, state-now.c, store.c, notify.c, log.c and
+ * util.c (a hold point).
  */
 #include <stdio.h>
 #include <string.h>
@@ -118,6 +120,14 @@ void session_end(struct session *s, int error, const char *why)
 	s->dead = true;
 }
 
+void session_lost(struct session *s, uint64_t n)
+{
+	STAT_ADD(s->stats.unreadable, n);
+	if (s->st)
+		state_lost_add(s->st, n);
+	uffdd_hold("lost-recorded");
+}
+
 void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,
 		    int poison_err)
 {
@@ -131,6 +141,10 @@ void session_strand(struct session *s, const char *call, uint64_t addr, size_t l
 		 "%s [%#" PRIx64 ", +%#zx) from the source: %s; UFFDIO_POISON refused (%s): the "
 		 "threads touching those pages wait until the process is killed",
 		 call, addr, len, why, strerror(poison_err));
+	/* Durable before it is told or acted on: a successor that took it for
+	 * a session like any other would close its userfaultfd. */
+	if (s->st)
+		state_strand(s->st, s->stranded_why);
 	slog(s, LOG_ERR, "%s", s->stranded_why);
 	/* A Goodbye that waits for the end would wait as long as the process
 	 * lives: it is answered now. */

@@ -155,7 +155,7 @@ static int64_t place_unreadable(struct session *s, struct region *r, uint64_t i,
 	void *dst = region_page_addr(r, i);
 	int64_t done = 0;
 
-	STAT_ADD(s->stats.unreadable, n);
+	session_lost(s, n);
 	uint64_t c0 = share_clock();
 	bool ahead = failed_for_good(err) && !r->huge && !snapshot_region(r) &&
 		     !source_may_block(r->src);

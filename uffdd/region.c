@@ -153,7 +153,8 @@ int region_record(struct session *s, struct region *r)
 		.kind = STATE_REGION,
 		.mode = r->mode,
 		.flags = (r->push ? STATE_R_PUSH : 0) | (r->ours ? STATE_R_OURS : 0) |
-			 (r->huge ? STATE_R_HUGE : 0),
+			 (r->huge ? STATE_R_HUGE : 0) |
+			 (source_covers(r->src) ? STATE_R_COVERED : 0),
 		.start = r->start,
 		.len = r->len,
 		.offset = r->offset,

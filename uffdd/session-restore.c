@@ -4,7 +4,8 @@
  * descriptors the fd store kept (its regions, sources and pins read back from
  * the record), and a fork child's userfaultfd stored without a record.  It
  * may call session.c (to make, publish, charge and free the session),
- * region.c, pins.c, state.c, source.c, store.c, log.c and util.c.
+ * region.c, pins.c, state.c, state-now.c (pages lost, stranded), source.c,
+ * store.c, log.c and util.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +23,8 @@ static int restore_region(struct restore *x, const struct state_rec *rec, uint32
 	struct session *s = x->s;
 	struct source *src;
 	uint64_t npages = rec->len >> uffdd_page_shift;
-	int r = source_new_from(rec->src, s->uid, rec->offset, rec->len, &src);
+	int r = source_new_from(rec->src, s->uid, rec->offset, rec->len,
+				rec->flags & STATE_R_COVERED, &src);
 
 	if (r < 0) {
 		snprintf(x->why, x->whylen,
@@ -156,6 +158,14 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	s->fc_ready = m->flags & STATE_FC_READY;
 	memcpy(s->name, m->name, sizeof(s->name));
 	s->name[sizeof(s->name) - 1] = '\0';
+	/* Pages lost before the restart make its end a failure still, and a
+	 * stranded session stays stranded (its threads wait). */
+	STAT_ADD(s->stats.unreadable, state_lost(st));
+	const char *stranded = state_stranded(st);
+	if (stranded) {
+		s->stranded = true;
+		snprintf(s->stranded_why, sizeof(s->stranded_why), "%s", stranded);
+	}
 	if (!(m->flags & STATE_UFFD) && uffd >= 0) {
 		/* A handover the dead daemon stored but never committed: its
 		 * client sends it again (Resume). */
@@ -166,7 +176,8 @@ int session_restore(struct state *st, int conn, int uffd, struct session **ret, 
 	if ((m->flags & STATE_UFFD) && uffd < 0) {
 		snprintf(why, whylen, "the record says a userfaultfd, the store has none");
 		r = -EBADMSG;
-	} else if (!id->parent && !(m->flags & (STATE_FORKING | STATE_FINISHING)) && conn < 0) {
+	} else if (!id->parent && !(m->flags & (STATE_FORKING | STATE_FINISHING)) && !stranded &&
+		   conn < 0) {
 		snprintf(why, whylen, "a client's session without its connection");
 		r = -EBADMSG;
 	} else if (uffd >= 0 && (r = pin_uffd_from_fd(uffd, m->features, &s->uffd)) < 0) {

@@ -5,9 +5,11 @@
  * on its file and maps its part of it read-only: UFFDIO_COPY reads the page
  * cache through that mapping, one copy, and a file truncated under us fails
  * the ioctl with EFAULT instead of raising SIGBUS in the daemon, since only
- * the kernel touches the mapping.  A shared snapshot's window
- * (source_new_unmapped()) is not mapped: its pages go to the process by
- * UFFDIO_CONTINUE from its own mapping.  That holds for a file whose reads
+ * the kernel touches the mapping.  So does a window restored after a restart
+ * over a file that reached its region's end when the region was added and
+ * has shrunk since: the pages it lost are gone (poisoned), not holes.  A
+ * shared snapshot's window (source_new_unmapped()) is not mapped: its pages
+ * go to the process by UFFDIO_CONTINUE from its own mapping.  That holds for a file whose reads
  * wait for memory or a local disk only: a file a server answers for (FUSE,
  * NFS) or a block device may never answer, so it is not mapped, and a
  * session's reader (reader.c), a process of its own, preads it.  A window
@@ -34,6 +36,14 @@
 
 struct source {
 	_Atomic unsigned int refs;
+	/* Beside refs, in its padding: a region adds a window each (2^18 of
+	 * them per uid), so the struct does not grow. */
+	/* The file reached the window's end when it was made (or, restored,
+	 * when its region was added: STATE_R_COVERED). */
+	bool covers;
+	/* A restored window whose file has shrunk since its region was added:
+	 * from window_cut() to hi is data the file lost, not a hole. */
+	bool shrunk;
 	struct srcfile *file; /* NULL: zero source */
 	uint64_t lo, hi;      /* the window in use, which the mapping covers */
 	const uint8_t *map;   /* the window mapped at lo; NULL: read with pread */
@@ -44,6 +54,15 @@ struct source {
 };
 
 /* ---- windows ---- */
+
+/* Where a shrunk window's file ended when it was listed: what it lost since
+ * begins there. */
+static uint64_t window_cut(const struct source *s)
+{
+	uint64_t end = page_up(s->ext->size);
+
+	return end > s->lo ? end : s->lo;
+}
 
 /* The first of the n extents of v that ends after off. */
 static size_t extent_after(const struct extent *v, size_t n, uint64_t off)
@@ -97,10 +116,18 @@ static void populate(const struct source *s)
 
 /* The window's part of its file (st, size bytes now): listed, and with map
  * mapped. */
-static int window_open(struct source *s, const struct stat *st, uint64_t size, bool map)
+static int window_open(struct source *s, const struct stat *st, uint64_t size, bool map,
+		       bool covered)
 {
-	if (s->hi > size)
+	/* Past the end of a file that covered the region once: pages lost,
+	 * mapped all the same (UFFDIO_COPY fails there with EFAULT, and the
+	 * pages are poisoned), never served as zero.  (A file read by a
+	 * reader reads what it lost as zeros, as before a restart.) */
+	if (s->hi > size && covered && map && s->file->direct && page_up(size) < s->hi) {
+		s->shrunk = true;
+	} else if (s->hi > size) {
 		s->hi = size;
+	}
 	if (s->lo >= s->hi)
 		return 0;
 	int r = file_extents(s->file, st, size, &s->ext);
@@ -121,7 +148,7 @@ static int window_open(struct source *s, const struct stat *st, uint64_t size, b
 /* A window [off, off + len) of f (NULL: zero), which takes over the caller's
  * reference on f; mapped when map says so and the file allows. */
 static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, uint64_t off,
-		      uint64_t len, bool map, struct source **ret)
+		      uint64_t len, bool map, bool covered, struct source **ret)
 {
 	struct source *s = calloc(1, sizeof(*s));
 
@@ -135,11 +162,12 @@ static int window_new(struct srcfile *f, const struct stat *st, uint64_t size, u
 	s->lo = off;
 	s->hi = off + len;
 	if (f) {
-		int r = window_open(s, st, size, map);
+		int r = window_open(s, st, size, map, covered);
 		if (r < 0) {
 			source_unref(s);
 			return r;
 		}
+		s->covers = s->hi == off + len;
 	}
 	*ret = s;
 	return 0;
@@ -165,7 +193,7 @@ static int new_window(int fd, uid_t uid, uint64_t off, uint64_t len, bool map, s
 		if (r < 0)
 			return r;
 	}
-	return window_new(f, &st, size, off, len, map, ret);
+	return window_new(f, &st, size, off, len, map, false, ret);
 }
 
 int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
@@ -197,7 +225,8 @@ struct remote *source_remote(const struct source *s)
 	return s->remote;
 }
 
-int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret)
+int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, bool covered,
+		    struct source **ret)
 {
 	struct stat st = { 0 };
 	uint64_t size = 0;
@@ -209,7 +238,7 @@ int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct s
 		return rm ? source_new_remote(rm, ret) : -ENOMEM;
 	}
 	if (!id)
-		return window_new(NULL, &st, size, off, len, true, ret);
+		return window_new(NULL, &st, size, off, len, true, false, ret);
 	pthread_mutex_lock(&files_lock);
 	struct srcfile *f = file_by_id_locked(id);
 	if (f) {
@@ -227,7 +256,12 @@ int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct s
 		file_put(f);
 		return r;
 	}
-	return window_new(f, &st, size, off, len, true, ret);
+	return window_new(f, &st, size, off, len, true, covered, ret);
+}
+
+bool source_covers(const struct source *s)
+{
+	return s->covers;
 }
 
 uint64_t source_file_id(const struct source *s)
@@ -280,6 +314,17 @@ uint64_t source_extent(const struct source *s, uint64_t off, uint64_t n, bool *r
 		*ret_data = true;
 		return n;
 	}
+	/* What the file lost since its region was added (source_new_from()). */
+	uint64_t cut = s->shrunk ? window_cut(s) : UINT64_MAX;
+
+	if (off >= cut) {
+		*ret_data = true;
+		return n;
+	}
+	if (end > cut) {
+		end = cut;
+		n = (end - off) >> uffdd_page_shift;
+	}
 	size_t nr = s->ext ? s->ext->n : 0, lo = extent_after(v, nr, off);
 
 	if (lo == nr || v[lo].start >= end) {
@@ -309,6 +354,9 @@ int source_data(const struct source *s, uint64_t off, size_t len, void *buf, con
 		*ret = s->map + (off - s->lo);
 		return 0;
 	}
+	/* Not mapped: what the file lost would read as zeros. */
+	if (s->shrunk && off + len > window_cut(s))
+		return -EFAULT;
 	int r = source_pread(s->file->fd, off, len, buf);
 	if (r < 0)
 		return r;

@@ -66,6 +66,15 @@ struct state_hdr {
 	 * (state_placing_set()); durable at once.  Last, so that a record
 	 * from before it reads 0 there (none). */
 	uint64_t placing[2];
+	/* Pages whose source could not give them (state_lost_add()), and,
+	 * when the kernel refused to poison them, why the session is stranded
+	 * (state_strand()): durable at once, set before the ioctl, or the
+	 * end, they describe.  Last, so that a record from before them reads
+	 * 0 there (none lost, not stranded). */
+	uint64_t lost;
+	uint32_t stranded; /* 0 or 1: stranded_why holds a terminated text */
+	uint32_t pad3;
+	char stranded_why[STATE_WHY_MAX];
 };
 
 _Static_assert(sizeof(struct state_hdr) <= HDR_BYTES, "the header outgrew its block");
@@ -102,6 +111,9 @@ struct state {
 	uint64_t wset_n;
 	uint64_t making[2];
 	uint64_t placing[2]; /* the dead daemon's, as read at state_open() */
+	uint64_t lost;
+	bool stranded;
+	char stranded_why[STATE_WHY_MAX];
 	/* The dead daemon's last read, decoded at state_open(): events_n of
 	 * them, the first events_applied not to be replayed. */
 	uint32_t events_n, events_applied;

@@ -3,9 +3,11 @@
  * The parts of a session's durable record written in place and durable at
  * once, not at a commit: the working set, the fork children being made, the
  * range a placing ioctl may be filling, and the messages of the last read of
- * the session's userfaultfd.  The layout is state-internal.h's.  It calls
+ * the session's userfaultfd, the pages lost and whether the session is
+ * stranded.  The layout is state-internal.h's.  It calls
  * no other file.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "state-internal.h"
@@ -70,6 +72,34 @@ bool state_placing(const struct state *st, uint64_t *ret_start, uint64_t *ret_en
 	*ret_start = st->placing[0];
 	*ret_end = st->placing[1];
 	return st->placing[0] < st->placing[1];
+}
+
+void state_lost_add(struct state *st, uint64_t n)
+{
+	st->lost += n;
+	/* Seen before the ioctl (a syscall after this store) poisons. */
+	__atomic_store_n(&st->hdr->lost, st->lost, __ATOMIC_RELEASE);
+}
+
+uint64_t state_lost(const struct state *st)
+{
+	return st->lost;
+}
+
+void state_strand(struct state *st, const char *why)
+{
+	if (st->stranded)
+		return;
+	st->stranded = true;
+	snprintf(st->stranded_why, sizeof(st->stranded_why), "%s", why);
+	/* The text, then the flag that makes it seen. */
+	memcpy(st->hdr->stranded_why, st->stranded_why, sizeof(st->stranded_why));
+	__atomic_store_n(&st->hdr->stranded, 1, __ATOMIC_RELEASE);
+}
+
+const char *state_stranded(const struct state *st)
+{
+	return st->stranded ? st->stranded_why : NULL;
 }
 
 void *state_events_buf(struct state *st)

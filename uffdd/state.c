@@ -152,7 +152,7 @@ int check_rec(const struct state *st, const struct state_rec *r, uint32_t slot, 
 	 * a file. */
 	if (!pin_region_mode_valid(r->mode) || ((r->mode & PIN_UFFD_REGISTER_MINOR) && !r->src))
 		return bad(why, whylen, "record %" PRIu32 ": mode %#" PRIx32, slot, r->mode);
-	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE))
+	if (r->flags & ~(STATE_R_PUSH | STATE_R_OURS | STATE_R_HUGE | STATE_R_COVERED))
 		return bad(why, whylen, "record %" PRIu32 ": flags %#" PRIx32, slot, r->flags);
 	if ((r->flags & STATE_R_HUGE) && ((r->start | r->len | r->offset) & (UFFDD_HUGE_PAGE - 1) ||
 					  r->mode != PIN_UFFD_REGISTER_MISSING))
@@ -269,6 +269,10 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	if (h.wset_n > UFFDD_WSET_MAX)
 		return bad(why, whylen, "wset_n %" PRIu64 " (at most %u)", h.wset_n,
 			   UFFDD_WSET_MAX);
+	if (h.stranded > 1)
+		return bad(why, whylen, "stranded %" PRIu32 " (want 0 or 1)", h.stranded);
+	if (h.stranded && !memchr(h.stranded_why, 0, sizeof(h.stranded_why)))
+		return bad(why, whylen, "stranded_why is not terminated");
 	r = check_events(st, &h, why, whylen);
 	if (r < 0)
 		return r;
@@ -279,6 +283,11 @@ static int check_header(struct state *st, char *why, size_t whylen)
 	memcpy(st->making, h.making, sizeof(st->making));
 	/* Any range: a Prefetch of it places only missing pages of regions. */
 	memcpy(st->placing, h.placing, sizeof(st->placing));
+	/* Any count: it only makes the session's end a failure. */
+	st->lost = h.lost;
+	st->stranded = h.stranded;
+	if (st->stranded)
+		memcpy(st->stranded_why, h.stranded_why, sizeof(st->stranded_why));
 	return 0;
 }
 

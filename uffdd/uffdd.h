@@ -90,11 +90,13 @@ int fstat_cached(int fd, struct stat *st);
  * connection), "events-read" (a read that took an event but a page fault:
  * its messages in the session's record, none applied, its faults not
  * served), "placed" (a placing ioctl done, its pages' populated bits not
- * set yet); a page server's stream (remote-conn.c): "ps-conn-stored" (a
- * connection's socket and record stored, no source of it yet),
- * "ps-get-journaled" (a GET journaled, not a byte of it sent),
- * "ps-get-sent" (a GET wholly sent), "ps-reply-journaled" (a reply's header
- * whole in the socket and journaled, not a byte of it read),
+ * set yet), "lost-recorded" (pages a source could not give counted in the
+ * session's record, their UFFDIO_POISON not issued yet); a page server's
+ * stream (remote-conn.c): "ps-conn-stored" (a connection's socket and
+ * record stored, no source of it yet), "ps-get-journaled" (a GET
+ * journaled, not a byte of it sent), "ps-get-sent" (a GET wholly sent),
+ * "ps-reply-journaled" (a reply's header whole in the socket and
+ * journaled, not a byte of it read),
  * "ps-reply-half-read" (its header read, its pages not), "ps-reply-read"
  * (a reply read whole, its pages not placed).  Without the variable:
  * nothing.
@@ -365,8 +367,14 @@ int source_new(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **re
 /* The same, its file never mapped by the daemon: a snapshot's source, whose
  * pages the daemon never reads (UFFDIO_CONTINUE maps the process's own). */
 int source_new_unmapped(int fd, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
-/* The same over the file of that id (0: zero pages); -ENOENT: no such file. */
-int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, struct source **ret);
+/* The same over the file of that id (0: zero pages); -ENOENT: no such file.
+ * covered: the file reached off + len when the region was added (a region's
+ * record says so: STATE_R_COVERED), so that what it lost since is data gone
+ * (poisoned), not a hole (zero pages). */
+int source_new_from(uint64_t id, uid_t uid, uint64_t off, uint64_t len, bool covered,
+		    struct source **ret);
+/* Its file reached the end of the window asked for, when it was made. */
+bool source_covers(const struct source *s);
 /* A page-server source (source-remote.c), which it takes over; an id with
  * REMOTE_ID_BIT given to source_new_from() makes one whose connection is
  * lost (remote_lost()). */
@@ -542,6 +550,8 @@ int rrec_plan(const struct rrec *r, uint64_t rd, uint64_t wr, struct rrec_plan *
  * only after the commit.  Owner worker only (or before the session has one).
  */
 #define STATE_NAME_MAX 64
+/* A stranded session's text in its record, terminated (struct session's). */
+#define STATE_WHY_MAX 256
 /* Runs of the working set a session records, at most: 16 MiB. */
 #define UFFDD_WSET_MAX (1u << 20)
 
@@ -585,6 +595,10 @@ enum state_kind { STATE_REGION = 1, STATE_PIN = 2 };
 #define STATE_R_PUSH (1u << 0) /* push untouched pages in the background */
 #define STATE_R_OURS (1u << 1) /* the daemon registered it */
 #define STATE_R_HUGE (1u << 2) /* UFFDD_HUGE_PAGE pages (hugetlbfs) */
+/* Its source's file reached the region's end when it was added: pages past
+ * a later end are lost, not holes (source_new_from()).  A record from before
+ * this flag restores as holes there. */
+#define STATE_R_COVERED (1u << 3)
 
 struct state_rec {
 	uint32_t kind;	/* enum state_kind */
@@ -686,6 +700,25 @@ uint64_t state_making_first(const struct state *st);
  */
 void state_placing_set(struct state *st, uint64_t start, uint64_t end);
 bool state_placing(const struct state *st, uint64_t *ret_start, uint64_t *ret_end);
+
+/*
+ * Pages lost: n more pages whose source could not give them, counted before
+ * the ioctl that poisons them (a daemon killed between the two leaves a
+ * record that says lost for pages the next daemon finds missing and counts
+ * again: more lost, never fewer).  state_lost() is the count, the dead
+ * daemon's at takeover plus those added since.
+ */
+void state_lost_add(struct state *st, uint64_t n);
+uint64_t state_lost(const struct state *st);
+/*
+ * The session is stranded (pages it cannot give, UFFDIO_POISON refused),
+ * why saying so; set before anything tells it or acts on it (the Goodbye's
+ * answer, its connection closed while the userfaultfd stays), so that a
+ * successor never closes the userfaultfd of a stranded session.  Once:
+ * later calls change nothing.  state_stranded() is the text, NULL when not.
+ */
+void state_strand(struct state *st, const char *why);
+const char *state_stranded(const struct state *st);
 
 /*
  * The last read(2) of the session's userfaultfd goes straight into the
@@ -947,7 +980,7 @@ struct session {
 	 * Goodbye gets.
 	 */
 	bool stranded;
-	char stranded_why[256];
+	char stranded_why[STATE_WHY_MAX];
 	bool gone;	  /* its process is gone (an ioctl said ESRCH) */
 	uint64_t bye_seq; /* a Goodbye that waits for the end; 0: none */
 	/* Done (every page in, or its process gone) while its client is there
@@ -1168,9 +1201,12 @@ void session_end(struct session *s, int error, const char *why);
  * poisoned (its process runs on, or died of SIGBUS), for a stranded one's
  * process can only wait: its client is to kill it. */
 #define UFFDD_STRANDED_ERR ENOTRECOVERABLE
+/* n pages of s cannot be given (their source failed): counted (stats
+ * unreadable) and in its record, before the ioctl that poisons them. */
+void session_lost(struct session *s, uint64_t n);
 /* Pages [addr, +len) cannot be given (call failed with err) and the kernel
  * refused to poison them (UFFDIO_POISON failed with poison_err): s is
- * stranded (struct session), said once. */
+ * stranded (struct session), in its record first, said once. */
 void session_strand(struct session *s, const char *call, uint64_t addr, size_t len, int err,
 		    int poison_err);
 /* UFFDIO_POISON's result ret says the kernel has no such ioctl (before Linux
