@@ -254,6 +254,87 @@ START_TEST(sources)
 }
 END_TEST
 
+/*
+ * 64 GETs in flight, the most there are (the oldest not answered yet), past
+ * one answered whole: the ring still says where the next reply starts.
+ */
+START_TEST(in_flight_fill_the_ring)
+{
+	uint64_t whole = GETB + PAGE, n = PIN_PS_GETS_IN_FLIGHT;
+	struct pin_ps_noted g0 = get_n(0, 1);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g0);
+	reply(&x, 0, 1, 0);
+	for (uint64_t k = 1; k <= n; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+	}
+	ck_assert_int_eq(plan(&x, whole, (n + 1) * GETB, &p), 0);
+	ck_assert_uint_eq(p.seq, 1);
+	ck_assert_uint_eq(p.skip, 0);
+	ck_assert_uint_eq(p.n, n);
+	ck_assert_uint_eq(p.out, n * GETB);
+	ck_assert_uint_eq(p.v[0].addr, ADDR + 256 * PAGE);
+	ck_assert_uint_eq(p.v[n - 1].addr, ADDR + n * 256 * PAGE);
+	/* Not a byte of reply 1 read: one byte more is refused. */
+	ck_assert_int_eq(plan(&x, whole + 1, (n + 1) * GETB, &p), -EBADMSG);
+	/* Its header journaled: read half, the rest dropped. */
+	reply(&x, 1, 1, whole);
+	ck_assert_int_eq(plan(&x, whole + 3, (n + 1) * GETB, &p), 0);
+	ck_assert_uint_eq(p.seq, 2);
+	ck_assert_uint_eq(p.skip, GETB + PAGE - 3);
+	ck_assert_uint_eq(p.n, n - 1);
+	rec_free(&x);
+}
+END_TEST
+
+/* More GETs in flight than the daemon ever has at once: refused, whatever
+ * the ring holds room for. */
+START_TEST(too_many_in_flight)
+{
+	uint64_t n = PIN_PS_GETS_IN_FLIGHT + 1;
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	for (uint64_t k = 0; k < n; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+	}
+	ck_assert_int_eq(plan(&x, 0, n * GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* Two GETs in flight of one source over the same page: the reply to one
+ * would be taken for the other's, whose buffer holds nothing.  Refused;
+ * two sources asking the same page are not. */
+START_TEST(overlapping_gets)
+{
+	struct pin_ps_noted g0 = get_n(0, 4), g1 = get_n(1, 4);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	g1.addr = g0.addr + 3 * PAGE;
+	rrec_get(x.r, SRC, &g0);
+	rrec_get(x.r, SRC + 1, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 2);
+	rrec_get(x.r, SRC, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), -EBADMSG);
+	/* Back to back, not over each other: taken. */
+	g1.addr = g0.addr + 4 * PAGE;
+	rrec_get(x.r, SRC, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 2);
+	rec_free(&x);
+}
+END_TEST
+
 /* The file itself: another connection's, another size, a slot of garbage. */
 START_TEST(hostile_file)
 {
@@ -293,6 +374,9 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, replies_not_back_to_back, 30);
 	TEST_ADD_CASE(s, ending, 30);
 	TEST_ADD_CASE(s, sources, 30);
+	TEST_ADD_CASE(s, in_flight_fill_the_ring, 30);
+	TEST_ADD_CASE(s, too_many_in_flight, 30);
+	TEST_ADD_CASE(s, overlapping_gets, 30);
 	TEST_ADD_CASE(s, hostile_file, 30);
 	return s;
 }
