@@ -53,6 +53,8 @@
 /* A stream offset a record may hold: far past any restore, short of
  * overflowing what is added to it. */
 #define RREC_OFF_MAX (1ull << 60)
+/* Times the socket's counts are taken again while the stream moves. */
+#define RREC_COUNTS_TRIES 1000
 
 struct rrec_src {
 	uint64_t id; /* 0: free; published last */
@@ -81,23 +83,53 @@ size_t rrec_bytes(void)
 	return sizeof(struct rrec);
 }
 
+/* fd's TCP_INFO, whole: 0, or -errno. */
+static int tcp_info_of(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+
+	memset(ti, 0, sizeof(*ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) < 0)
+		return -errno;
+	/* An older kernel's, without the byte counts. */
+	if (len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti->tcpi_bytes_received))
+		return -EOPNOTSUPP;
+	return 0;
+}
+
 int rrec_counts(int fd, uint64_t *ret_rd, uint64_t *ret_wr)
 {
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int inq, outq;
+	struct tcp_info ti, after;
+	int inq, outq, r;
 
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-		return -errno;
-	/* An older kernel's, without the byte counts; a stream whose server
-	 * hung up (its FIN counts as a byte read). */
-	if (len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
-		return -EOPNOTSUPP;
+	/*
+	 * TCP_INFO and SIOCINQ (SIOCOUTQ) are calls apart, and the server's
+	 * bytes and ACKs come meanwhile: a segment between them is counted
+	 * unread but not received (an ACK, acked but not unacked), and the
+	 * bytes read (written) come out short.  The counts taken again after
+	 * the ioctls are the same only when nothing came between (they only
+	 * grow): else taken again, as many times as the stream moves (it
+	 * stops: nothing reads what comes, nothing writes more).
+	 */
+	for (int tries = 0;; tries++) {
+		r = tcp_info_of(fd, &ti);
+		if (r < 0)
+			return r;
+		if (ioctl(fd, SIOCINQ, &inq) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
+			return -errno;
+		r = tcp_info_of(fd, &after);
+		if (r < 0)
+			return r;
+		if (after.tcpi_bytes_received == ti.tcpi_bytes_received &&
+		    after.tcpi_bytes_acked == ti.tcpi_bytes_acked &&
+		    after.tcpi_state == ti.tcpi_state)
+			break;
+		if (tries == RREC_COUNTS_TRIES)
+			return -EAGAIN;
+	}
+	/* A stream whose server hung up: its FIN counts as a byte read. */
 	if (ti.tcpi_state != TCP_STATE_ESTABLISHED)
 		return -ENOTCONN;
-	if (ioctl(fd, SIOCINQ, &inq) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
-		return -errno;
 	*ret_rd = ti.tcpi_bytes_received - (uint64_t)inq;
 	*ret_wr = ti.tcpi_bytes_acked + (uint64_t)outq;
 	return 0;
