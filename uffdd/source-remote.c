@@ -4,31 +4,31 @@
  * stream socket that a client handed over (CRIU's page-server protocol,
  * spoken by libpin's pin_ps_gets: this file only decides what to ask and
  * keeps what came).  A source's offsets are the remote task's addresses; its
- * GETs carry the task's id.  One connection (struct conn) serves every
- * source made over the same socket by one uid: CRIU's page server takes one
+ * GETs carry the task's id.  One connection (struct conn) serves every source
+ * made over the same socket by one uid: CRIU's page server takes one
  * connection for a whole tree, whose tasks are sessions of their own here.
  * Each source (struct remote, a view of the connection for one task) keeps
- * its GETs, each with its buffer, and its own descriptor of the socket in
- * its worker's epoll, so that each worker wakes when a reply comes; the
- * worker pumps the connection between rounds (remotes_pump()), under the
+ * its GETs, each with its buffer, and its own descriptor of the socket in its
+ * worker's epoll, so that each worker wakes when a reply comes; the worker
+ * pumps the connection between rounds (remotes_pump()), under the
  * connection's lock, and a reply for another worker's source wakes that
  * worker (its eventfd).  A page is asked once while its GET is in flight or
  * its buffer not used up, and a buffer is freed (or kept for the next GET:
- * remote-conn.c), by its own worker only, once its pages are placed.  The buffers of a connection hold
- * UFFDD_REMOTE_BYTES_MAX at most, charged to one session that uses it (its
- * payer; session.c): a source that finds no room asks the others to drop
- * the answered buffers they hold and waits for them.  A source that ends
- * leaves the connection to the others (its GETs in flight still read, their
- * pages dropped); the last one ends it with the server (PS_IOV_CLOSE once
- * what is in flight is read: remote-conn.c) and closes it.  A server that hangs up, answers
- * what was not asked or does not answer within REMOTE_TIMEOUT_NS breaks the
- * connection's sources only: one log line, then every read of them fails
- * with that error (fault.c poisons the pages).  A source survives a daemon
- * restart with its connection (remote-conn.c journals the stream,
- * remote-adopt.c takes it back): a region rebuilt from the record claims it
- * again; one whose connection was not taken back gets a lost source
- * (remote_lost()), whose reads fail with -ENOTCONN.  It calls remote-conn.c
- * (the connections), log.c and util.c.
+ * remote-conn.c), by its own worker only, once its pages are placed.  The
+ * buffers of a connection hold UFFDD_REMOTE_BYTES_MAX at most, charged to one
+ * session that uses it (its payer; session.c): a source that finds no room
+ * asks the others to drop the answered buffers they hold and waits for them.
+ * A source that ends leaves the connection to the others (its GETs in flight
+ * still read, their pages dropped); the last one ends it with the server
+ * (PS_IOV_CLOSE once what is in flight is read: remote-conn.c) and closes it.
+ * A server that hangs up, answers what was not asked or does not answer
+ * within REMOTE_TIMEOUT_NS breaks the connection's sources only: one log
+ * line, then every read of them fails with that error (fault.c poisons the
+ * pages).  A source survives a daemon restart with its connection
+ * (remote-conn.c journals the stream, remote-adopt.c takes it back): a region
+ * rebuilt from the record claims it again; one whose connection was not taken
+ * back gets a lost source (remote_lost()), whose reads fail with -ENOTCONN.
+ * It calls remote-conn.c (the connections), log.c and util.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -86,6 +86,7 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 	rm->task = task;
 	rm->sid = sid;
 	rm->w = w;
+	rm->home = w;
 	rm->id = remote_id_next();
 	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {
