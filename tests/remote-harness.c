@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -189,14 +191,43 @@ struct pin_client_region remote_region(void *base, size_t len, unsigned int flag
 
 /* Map, hand the region over with the connected socket, touch every page in
  * random order (or wait for the push), and report what each held. */
+/* Fork (the parent gets the child's pid once the child read page i, not in
+ * before, through the session the daemon made for it); the child gets 0. */
+static pid_t fork_at_half(const uint8_t *base, size_t i)
+{
+	pid_t parent = getpid();
+	int p[2];
+	char b;
+
+	REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+	pid_t kid = fork();
+	REQUIRE(kid >= 0);
+	if (kid == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(126);
+		b = *(const volatile uint8_t *)(base + i * page);
+		if (write(p[1], &b, 1) != 1)
+			_exit(126);
+		close(p[0]);
+		close(p[1]);
+		return 0;
+	}
+	close(p[1]);
+	REQUIRE(read(p[0], &b, 1) == 1);
+	close(p[0]);
+	return kid;
+}
+
 int client_main(const struct test_daemon *d, struct client *cl)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
 	struct pin_uffd_opts uo = {
 		.sz = sizeof(uo),
 		.flags = PIN_UFFD_CLOEXEC,
+		.features = cl->fork_half ? PIN_UFFD_FEATURE_EVENT_FORK : 0,
 		.optional = PIN_UFFD_FEATURE_POISON,
 	};
+	pid_t kid = 0;
 	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "remote" };
 	struct pin_client_stats st;
 	struct counts n = { 0 };
@@ -222,7 +253,9 @@ int client_main(const struct test_daemon *d, struct client *cl)
 	for (size_t k = 0; k < (cl->touch ? cl->touch : cl->npages); k++) {
 		size_t i = order[k];
 		char b;
-		if (cl->half >= 0 && k == cl->npages / 2)
+		if (cl->fork_half && k == cl->npages / 2)
+			kid = fork_at_half(base, i == gone ? order[k + 1] : i);
+		if (cl->half >= 0 && k == cl->npages / 2 && (!cl->fork_half || kid > 0))
 			REQUIRE(write(cl->half, "h", 1) == 1 && read(cl->go, &b, 1) == 1);
 		if (i == gone)
 			continue;
@@ -232,6 +265,12 @@ int client_main(const struct test_daemon *d, struct client *cl)
 			n.ok++;
 		else
 			n.wrong++;
+	}
+	if (kid == 0 && cl->fork_half)
+		_exit(n.wrong || n.bus ? 1 : 0);
+	if (kid > 0) {
+		int ks;
+		REQUIRE(waitpid(kid, &ks, 0) == kid && WIFEXITED(ks) && WEXITSTATUS(ks) == 0);
 	}
 	REQUIRE(pin_client_stats(conn.c, 0, &st) == 0);
 	n.copied = st.pages_copied;

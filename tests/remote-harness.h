@@ -64,6 +64,11 @@ struct client {
 	/* Say "half" here after the first half of the pages, then wait for a
 	 * byte on go (-1: no pause). */
 	int half, go;
+	/* Fork at half (the userfaultfd with EVENT_FORK), before saying it:
+	 * the child, its first page of the second half in, touches the rest
+	 * of them too (its pages its own session's), and the client fails
+	 * unless every page the child touched is right. */
+	bool fork_half;
 };
 
 struct counts {

@@ -239,6 +239,32 @@ START_TEST(restart_keeps_a_split_source)
 END_TEST
 
 /*
+ * The client forks at half (its child's session shares the region's
+ * source) before the kill: the successor gives both sessions to the worker
+ * that reads the source, so that each is woken when its pages come (one on
+ * another worker waited for ever), and every page of both reads right.
+ */
+START_TEST(restart_keeps_a_fork_child)
+{
+	uint64_t seed = test_seed();
+	struct server_opts o = { NPAGES, seed, 256, 0, -1, -1, 1 };
+	struct client cl = { .npages = NPAGES,
+			     .seed = seed,
+			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .may_bus = true,
+			     .fork_half = true };
+	struct report rp = { 0 };
+	struct counts n;
+
+	run_restart(&o, &cl, &rp, &n, true);
+	ck_assert_int_eq(n.wrong, 0);
+	ck_assert_int_eq(n.bus, 0);
+	ck_assert_int_eq(n.ok, NPAGES);
+	ck_assert_int_eq(rp.closes, 1);
+}
+END_TEST
+
+/*
  * A tree of TREE_TASKS tasks restored over one connection, as CRIU's page
  * server takes one for the whole tree: each task a client of its own (a
  * session), every one handing over the same socket, each touching its pages
@@ -552,6 +578,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, server_answers_a_wrong_range, 120);
 	TEST_ADD_CASE(s, restart_keeps_the_page_server, 120);
 	TEST_ADD_CASE(s, restart_keeps_a_split_source, 120);
+	TEST_ADD_CASE(s, restart_keeps_a_fork_child, 60);
 	TEST_ADD_CASE(s, not_a_socket_refused, 60);
 	TEST_ADD_CASE(s, buffers_charged, 60);
 	return s;

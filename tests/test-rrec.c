@@ -13,7 +13,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 /* Before Check's header, whose fail() macro would rename uffdd.h's fail(). */
 #include <linux/userfaultfd.h>
@@ -254,6 +259,169 @@ START_TEST(sources)
 }
 END_TEST
 
+/*
+ * 64 GETs in flight, the most there are (the oldest not answered yet), past
+ * one answered whole: the ring still says where the next reply starts.
+ */
+START_TEST(in_flight_fill_the_ring)
+{
+	uint64_t whole = GETB + PAGE, n = PIN_PS_GETS_IN_FLIGHT;
+	struct pin_ps_noted g0 = get_n(0, 1);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	rrec_get(x.r, SRC, &g0);
+	reply(&x, 0, 1, 0);
+	for (uint64_t k = 1; k <= n; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+	}
+	ck_assert_int_eq(plan(&x, whole, (n + 1) * GETB, &p), 0);
+	ck_assert_uint_eq(p.seq, 1);
+	ck_assert_uint_eq(p.skip, 0);
+	ck_assert_uint_eq(p.n, n);
+	ck_assert_uint_eq(p.out, n * GETB);
+	ck_assert_uint_eq(p.v[0].addr, ADDR + 256 * PAGE);
+	ck_assert_uint_eq(p.v[n - 1].addr, ADDR + n * 256 * PAGE);
+	/* Not a byte of reply 1 read: one byte more is refused. */
+	ck_assert_int_eq(plan(&x, whole + 1, (n + 1) * GETB, &p), -EBADMSG);
+	/* Its header journaled: read half, the rest dropped. */
+	reply(&x, 1, 1, whole);
+	ck_assert_int_eq(plan(&x, whole + 3, (n + 1) * GETB, &p), 0);
+	ck_assert_uint_eq(p.seq, 2);
+	ck_assert_uint_eq(p.skip, GETB + PAGE - 3);
+	ck_assert_uint_eq(p.n, n - 1);
+	rec_free(&x);
+}
+END_TEST
+
+/* More GETs in flight than the daemon ever has at once: refused, whatever
+ * the ring holds room for. */
+START_TEST(too_many_in_flight)
+{
+	uint64_t n = PIN_PS_GETS_IN_FLIGHT + 1;
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	for (uint64_t k = 0; k < n; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+	}
+	ck_assert_int_eq(plan(&x, 0, n * GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
+/* Two GETs in flight of one source over the same page: the reply to one
+ * would be taken for the other's, whose buffer holds nothing.  Refused;
+ * two sources asking the same page are not. */
+START_TEST(overlapping_gets)
+{
+	struct pin_ps_noted g0 = get_n(0, 4), g1 = get_n(1, 4);
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	g1.addr = g0.addr + 3 * PAGE;
+	rrec_get(x.r, SRC, &g0);
+	rrec_get(x.r, SRC + 1, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 2);
+	rrec_get(x.r, SRC, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), -EBADMSG);
+	/* Back to back, not over each other: taken. */
+	g1.addr = g0.addr + 4 * PAGE;
+	rrec_get(x.r, SRC, &g1);
+	ck_assert_int_eq(plan(&x, 0, 2 * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 2);
+	rec_free(&x);
+}
+END_TEST
+
+/* A TCP pair over loopback: *ret_a and *ret_b, connected. */
+static void tcp_pair(int *ret_a, int *ret_b)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(l, 0);
+	ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(l, 1), 0);
+	ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+	*ret_a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(*ret_a, 0);
+	ck_assert_int_eq(connect(*ret_a, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	*ret_b = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(*ret_b, 0);
+	close(l);
+}
+
+/* The peer: reads all that comes and writes all it can, until the end. */
+_Noreturn static void peer(int fd)
+{
+	static char buf[1 << 16];
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT };
+		if (poll(&p, 1, -1) < 0)
+			_exit(1);
+		if (p.revents & POLLIN) {
+			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+			/* Closed with bytes unread: reset. */
+			if (n == 0 || (n < 0 && errno == ECONNRESET))
+				_exit(0);
+			if (n < 0 && errno != EAGAIN)
+				_exit(1);
+		}
+		if ((p.revents & POLLOUT) &&
+		    send(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+			_exit(errno == EPIPE || errno == ECONNRESET ? 0 : 1);
+	}
+}
+
+/*
+ * The counts read while the peer's bytes and ACKs come: each time exactly
+ * the bytes this end read and wrote.  TCP_INFO and SIOCINQ (SIOCOUTQ) are
+ * two calls: a segment between them took its bytes as read (its ACK as
+ * unwritten), and a successor dropped bytes of the next reply.
+ */
+START_TEST(counts_while_the_stream_moves)
+{
+	static char buf[1 << 14];
+	uint64_t rd0, wr0, rd, wr, got = 0, put = 0;
+	int a, b;
+
+	tcp_pair(&a, &b);
+	ck_assert_int_eq(rrec_counts(a, &rd0, &wr0), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(a);
+		peer(b);
+	}
+	close(b);
+	for (int k = 0; k < 20000; k++) {
+		ssize_t n = recv(a, buf, (size_t)(k % 7 + 1) * 1000, MSG_DONTWAIT);
+		if (n > 0)
+			got += (uint64_t)n;
+		n = send(a, buf, (size_t)(k % 5 + 1) * 1000, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0)
+			put += (uint64_t)n;
+		ck_assert_int_eq(rrec_counts(a, &rd, &wr), 0);
+		ck_assert_uint_eq(rd - rd0, got);
+		ck_assert_uint_eq(wr - wr0, put);
+	}
+	close(a);
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 /* The file itself: another connection's, another size, a slot of garbage. */
 START_TEST(hostile_file)
 {
@@ -293,7 +461,11 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, replies_not_back_to_back, 30);
 	TEST_ADD_CASE(s, ending, 30);
 	TEST_ADD_CASE(s, sources, 30);
+	TEST_ADD_CASE(s, in_flight_fill_the_ring, 30);
+	TEST_ADD_CASE(s, too_many_in_flight, 30);
+	TEST_ADD_CASE(s, overlapping_gets, 30);
 	TEST_ADD_CASE(s, hostile_file, 30);
+	TEST_ADD_CASE(s, counts_while_the_stream_moves, 120);
 	return s;
 }
 

@@ -217,6 +217,20 @@ struct remote *remote_claim(uint64_t id, uid_t uid)
 	return found;
 }
 
+struct worker *remote_home(struct remote *rm, struct worker *w)
+{
+	struct conn *c = rm->c;
+
+	if (!c)
+		return NULL;
+	pthread_mutex_lock(&c->lock);
+	if (!rm->home)
+		rm->home = w;
+	w = rm->home;
+	pthread_mutex_unlock(&c->lock);
+	return w;
+}
+
 void remote_attach(struct remote *rm, struct worker *w, uint64_t sid)
 {
 	struct conn *c = rm->c;

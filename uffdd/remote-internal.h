@@ -62,9 +62,11 @@ struct remote {
 	uint64_t sid;	  /* the session that handed it over, for log lines */
 	struct conn *c;	  /* NULL: lost, never read */
 	struct worker *w; /* NULL: lost, or an orphan */
-	int fd;		  /* its descriptor of the socket, in w's epoll */
-	uint32_t events;  /* what the worker's epoll waits for */
-	int err;	  /* lost: -ENOTCONN */
+	/* Under c->lock: the worker of its sessions (remote_home()). */
+	struct worker *home;
+	int fd;		 /* its descriptor of the socket, in w's epoll */
+	uint32_t events; /* what the worker's epoll waits for */
+	int err;	 /* lost: -ENOTCONN */
 	/* Under c->lock: */
 	struct rget *v;
 	size_t n;

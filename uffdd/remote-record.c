@@ -3,7 +3,7 @@
  * The durable record of one page-server connection (remote-conn.c's), a
  * memfd mapped and changed in place, kept in the fd store as r<id>.state
  * beside the socket itself (r<id>.sock): its sources (id and task), and a
- * ring of the last PIN_PS_GETS_IN_FLIGHT GETs, each journaled before a byte
+ * ring of the last RREC_RING GETs, each journaled before a byte
  * of it goes out, and its reply's size and place in the stream journaled
  * once its header is whole in the socket, before a byte of it is read
  * (libpin's pin_ps_gets journal).  Each entry is published by one store
@@ -39,7 +39,13 @@
 #include "uffdd.h"
 
 #define RREC_MAGIC   0x3143455244464655ull /* "UFFDREC1" */
-#define RREC_VERSION 1
+#define RREC_VERSION 2
+/* GETs the ring holds: twice those in flight at once, so that the last
+ * reply read whole, which says where the next one starts, is still in it
+ * when every GET after it is in flight (with as many slots as GETs in
+ * flight, the newest of them took its slot: a record refused that held
+ * together). */
+#define RREC_RING (2 * PIN_PS_GETS_IN_FLIGHT)
 /* Pages one GET asks for at most (libpin splits larger ones). */
 #define RREC_GET_PAGES 256
 /* include/net/tcp_states.h: not in the uapi headers. */
@@ -47,6 +53,8 @@
 /* A stream offset a record may hold: far past any restore, short of
  * overflowing what is added to it. */
 #define RREC_OFF_MAX (1ull << 60)
+/* Times the socket's counts are taken again while the stream moves. */
+#define RREC_COUNTS_TRIES 1000
 
 struct rrec_src {
 	uint64_t id; /* 0: free; published last */
@@ -67,7 +75,7 @@ struct rrec {
 	uint64_t rd0, wr0; /* the socket's counts when the daemon took it */
 	uint64_t ending;   /* its end (PS_IOV_CLOSE) began */
 	struct rrec_src src[RREC_SOURCES];
-	struct rrec_get get[PIN_PS_GETS_IN_FLIGHT];
+	struct rrec_get get[RREC_RING];
 };
 
 size_t rrec_bytes(void)
@@ -75,23 +83,53 @@ size_t rrec_bytes(void)
 	return sizeof(struct rrec);
 }
 
+/* fd's TCP_INFO, whole: 0, or -errno. */
+static int tcp_info_of(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+
+	memset(ti, 0, sizeof(*ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) < 0)
+		return -errno;
+	/* An older kernel's, without the byte counts. */
+	if (len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti->tcpi_bytes_received))
+		return -EOPNOTSUPP;
+	return 0;
+}
+
 int rrec_counts(int fd, uint64_t *ret_rd, uint64_t *ret_wr)
 {
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int inq, outq;
+	struct tcp_info ti, after;
+	int inq, outq, r;
 
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
-		return -errno;
-	/* An older kernel's, without the byte counts; a stream whose server
-	 * hung up (its FIN counts as a byte read). */
-	if (len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
-		return -EOPNOTSUPP;
+	/*
+	 * TCP_INFO and SIOCINQ (SIOCOUTQ) are calls apart, and the server's
+	 * bytes and ACKs come meanwhile: a segment between them is counted
+	 * unread but not received (an ACK, acked but not unacked), and the
+	 * bytes read (written) come out short.  The counts taken again after
+	 * the ioctls are the same only when nothing came between (they only
+	 * grow): else taken again, as many times as the stream moves (it
+	 * stops: nothing reads what comes, nothing writes more).
+	 */
+	for (int tries = 0;; tries++) {
+		r = tcp_info_of(fd, &ti);
+		if (r < 0)
+			return r;
+		if (ioctl(fd, SIOCINQ, &inq) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
+			return -errno;
+		r = tcp_info_of(fd, &after);
+		if (r < 0)
+			return r;
+		if (after.tcpi_bytes_received == ti.tcpi_bytes_received &&
+		    after.tcpi_bytes_acked == ti.tcpi_bytes_acked &&
+		    after.tcpi_state == ti.tcpi_state)
+			break;
+		if (tries == RREC_COUNTS_TRIES)
+			return -EAGAIN;
+	}
+	/* A stream whose server hung up: its FIN counts as a byte read. */
 	if (ti.tcpi_state != TCP_STATE_ESTABLISHED)
 		return -ENOTCONN;
-	if (ioctl(fd, SIOCINQ, &inq) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
-		return -errno;
 	*ret_rd = ti.tcpi_bytes_received - (uint64_t)inq;
 	*ret_wr = ti.tcpi_bytes_acked + (uint64_t)outq;
 	return 0;
@@ -207,7 +245,7 @@ void rrec_src_del(struct rrec *r, uint64_t id)
 
 void rrec_get(struct rrec *r, uint64_t src, const struct pin_ps_noted *n)
 {
-	struct rrec_get *g = &r->get[n->seq % PIN_PS_GETS_IN_FLIGHT];
+	struct rrec_get *g = &r->get[n->seq % RREC_RING];
 
 	publish(&g->seq1, 0);
 	g->src = src;
@@ -221,7 +259,7 @@ void rrec_get(struct rrec *r, uint64_t src, const struct pin_ps_noted *n)
 
 void rrec_reply(struct rrec *r, const struct pin_ps_noted *n)
 {
-	struct rrec_get *g = &r->get[n->seq % PIN_PS_GETS_IN_FLIGHT];
+	struct rrec_get *g = &r->get[n->seq % RREC_RING];
 
 	g->rd = n->rd;
 	publish(&g->rnr, n->nr_pages);
@@ -238,6 +276,12 @@ static uint64_t reply_bytes(const struct rrec_get *g)
 	return PIN_PS_IOV_BYTES + (g->rnr << uffdd_page_shift);
 }
 
+/* The end of g's pages (gets_of() checked it does not overflow). */
+static uint64_t get_end(const struct rrec_get *g)
+{
+	return g->addr + (g->nr << uffdd_page_shift);
+}
+
 static int cmp_seq(const void *a, const void *b)
 {
 	const struct rrec_get *x = a, *y = b;
@@ -250,14 +294,14 @@ static int gets_of(const struct rrec *r, struct rrec_get *v, char *why, size_t l
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < PIN_PS_GETS_IN_FLIGHT; i++) {
+	for (size_t i = 0; i < RREC_RING; i++) {
 		struct rrec_get g = r->get[i];
 		uint64_t seq = g.seq1 - 1;
 
 		if (!g.seq1)
 			continue;
-		if (seq % PIN_PS_GETS_IN_FLIGHT != i || seq > RREC_OFF_MAX / PIN_PS_IOV_BYTES ||
-		    !g.nr || g.nr > RREC_GET_PAGES || g.rnr > g.nr || (g.addr & (uffdd_page - 1)) ||
+		if (seq % RREC_RING != i || seq > RREC_OFF_MAX / PIN_PS_IOV_BYTES || !g.nr ||
+		    g.nr > RREC_GET_PAGES || g.rnr > g.nr || (g.addr & (uffdd_page - 1)) ||
 		    g.addr > UINT64_MAX - (g.nr << uffdd_page_shift) || !(g.src & REMOTE_ID_BIT) ||
 		    g.src == REMOTE_ID_BIT || g.rd > RREC_OFF_MAX) {
 			snprintf(why, len, "GET slot %zu does not hold together", i);
@@ -279,7 +323,7 @@ static int gets_of(const struct rrec *r, struct rrec_get *v, char *why, size_t l
 int rrec_plan(const struct rrec *r, uint64_t rd, uint64_t wr, struct rrec_plan *p, char *why,
 	      size_t len)
 {
-	struct rrec_get v[PIN_PS_GETS_IN_FLIGHT];
+	struct rrec_get v[RREC_RING];
 	int k = gets_of(r, v, why, len);
 
 	if (k < 0)
@@ -337,6 +381,26 @@ int rrec_plan(const struct rrec *r, uint64_t rd, uint64_t wr, struct rrec_plan *
 			 "%" PRIu64 " bytes written, GETs %" PRIu64 " to %" PRIu64 " journaled", W,
 			 p->seq, top);
 		return -EBADMSG;
+	}
+	/* More than the daemon sends at once: not its record. */
+	if (n - first > PIN_PS_GETS_IN_FLIGHT) {
+		snprintf(why, len, "%zu GETs in flight", n - first);
+		return -EBADMSG;
+	}
+	/* A source never has two GETs of one page in flight (ask() asks what
+	 * no GET holds): a reply to one would be taken for the other's, whose
+	 * buffer holds nothing. */
+	for (size_t i = first; i < n; i++) {
+		for (size_t j = first; j < i; j++) {
+			if (v[i].src == v[j].src && v[i].addr < get_end(&v[j]) &&
+			    v[j].addr < get_end(&v[i])) {
+				snprintf(why, len,
+					 "GETs %" PRIu64 " and %" PRIu64 " of one source over the "
+					 "same pages",
+					 v[j].seq1 - 1, v[i].seq1 - 1);
+				return -EBADMSG;
+			}
+		}
 	}
 	p->out = W - p->seq * PIN_PS_IOV_BYTES;
 	p->n = n - first;

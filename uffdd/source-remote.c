@@ -86,6 +86,7 @@ int remote_new(int fd, uint64_t task, uid_t uid, struct worker *w, uint64_t sid,
 	rm->task = task;
 	rm->sid = sid;
 	rm->w = w;
+	rm->home = w;
 	rm->id = remote_id_next();
 	int r = conn_join(fd, &st, uid, sid, rm);
 	if (r < 0) {

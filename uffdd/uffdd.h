@@ -480,6 +480,10 @@ void remote_conn_adopt(uint64_t id, int sock, int recfd);
 struct remote *remote_claim(uint64_t id, uid_t uid);
 /* rm, claimed, is watched by w from now on (session sid's). */
 void remote_attach(struct remote *rm, struct worker *w, uint64_t sid);
+/* The worker of every session that reads rm (its sessions share it: a fork
+ * family's, after a restart too): its home, set to w when it has none and w
+ * is not NULL.  NULL: none yet. */
+struct worker *remote_home(struct remote *rm, struct worker *w);
 /* Once every session is rebuilt: the sources no region claimed leave. */
 void remotes_unclaimed_release(void);
 
@@ -1632,7 +1636,8 @@ void workers_stop(void);
 /* Whether every worker's loop went round at or after since (ns); else the
  * index of one that did not, in *ret_stuck. */
 bool workers_alive(uint64_t since, unsigned int *ret_stuck);
-/* Give a new session to the least loaded worker. */
+/* Give a new session to the least loaded worker, or to the one that reads
+ * its page-server sources (remote_home()). */
 void workers_assign(struct session *s);
 /* Watch a session's socket or userfaultfd (worker only), with the handler
  * stored in wt. */

@@ -92,6 +92,22 @@ void workers_assign(struct session *s)
 	for (unsigned int i = 1; i < nworkers; i++)
 		if (atomic_load(&workers[i].nsessions) < atomic_load(&w->nsessions))
 			w = &workers[i];
+	/* A page-server source is read by one worker (remotes_pump()), and a
+	 * reply wakes only that worker's sessions: the sessions that share
+	 * one (a fork family's, rebuilt after a restart) go to it. */
+	struct worker *home = NULL;
+	for (size_t i = 0; i < s->nregions && !home; i++) {
+		struct remote *rm = source_remote(s->regions[i]->src);
+		if (rm)
+			home = remote_home(rm, NULL);
+	}
+	if (home)
+		w = home;
+	for (size_t i = 0; i < s->nregions; i++) {
+		struct remote *rm = source_remote(s->regions[i]->src);
+		if (rm)
+			remote_home(rm, w);
+	}
 	atomic_fetch_add(&w->nsessions, 1);
 	pthread_mutex_lock(&w->qlock);
 	s->wnext = w->queue;
