@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -340,6 +341,65 @@ START_TEST(overlapping_gets)
 }
 END_TEST
 
+/* The ring, last in the record: GET seq's slot, seven words, the first its
+ * seq + 1 (remote-record.c). */
+#define RING	   (2 * PIN_PS_GETS_IN_FLIGHT)
+#define SLOT_BYTES (7 * sizeof(uint64_t))
+
+/* What a death leaves while GET seq is written into fd's ring, its slot's
+ * seq cleared first (rrec_get()): that slot not published. */
+static void slot_cut(int fd, uint64_t seq)
+{
+	static const uint64_t zero;
+	off_t at = (off_t)(rrec_bytes() - (RING - seq % RING) * SLOT_BYTES);
+
+	ck_assert_int_eq(pwrite(fd, &zero, sizeof(zero), at), (ssize_t)sizeof(zero));
+}
+
+/*
+ * GETs 0 and 1 answered whole, 2 and 3 out, 4 journaled and not out (its
+ * send found no room): the next pump journals 4 again, and a death in
+ * between leaves its slot cleared.  Planned, not refused: 4 is the newest
+ * GET journaled, so the ring holds no gap, and not a byte of it went out.
+ */
+START_TEST(rejournal_cut_short)
+{
+	uint64_t whole = GETB + PAGE;
+	struct rrec_plan p;
+	struct rec x;
+
+	rec_new(&x);
+	for (uint64_t k = 0; k < 5; k++) {
+		struct pin_ps_noted g = get_n(k, 1);
+		rrec_get(x.r, SRC, &g);
+	}
+	reply(&x, 0, 1, 0);
+	reply(&x, 1, 1, whole);
+	slot_cut(x.fd, 4);
+	ck_assert_int_eq(plan(&x, 2 * whole, 4 * GETB, &p), 0);
+	ck_assert_uint_eq(p.seq, 2);
+	ck_assert_uint_eq(p.skip, 0);
+	ck_assert_uint_eq(p.n, 2);
+	ck_assert_uint_eq(p.out, 2 * GETB);
+	ck_assert_uint_eq(p.v[0].addr, ADDR + 2 * 256 * PAGE);
+	ck_assert_uint_eq(p.v[1].addr, ADDR + 3 * 256 * PAGE);
+	/* Journaled again whole: in flight, not a byte out. */
+	struct pin_ps_noted g4 = get_n(4, 1);
+	rrec_get(x.r, SRC, &g4);
+	ck_assert_int_eq(plan(&x, 2 * whole, 4 * GETB, &p), 0);
+	ck_assert_uint_eq(p.n, 3);
+	ck_assert_uint_eq(p.out, 2 * GETB);
+	ck_assert_uint_eq(p.v[2].addr, ADDR + 4 * 256 * PAGE);
+	/* A slot cleared below a GET journaled: a gap, refused.  The daemon
+	 * never leaves it (stream_rejournals_only_the_newest). */
+	struct pin_ps_noted g5 = get_n(5, 1);
+	rrec_get(x.r, SRC, &g5);
+	slot_cut(x.fd, 4);
+	ck_assert_int_eq(plan(&x, 2 * whole, 5 * GETB, &p), -EBADMSG);
+	rec_free(&x);
+}
+END_TEST
+
 /* A TCP pair over loopback: *ret_a and *ret_b, connected. */
 static void tcp_pair(int *ret_a, int *ret_b)
 {
@@ -422,6 +482,93 @@ START_TEST(counts_while_the_stream_moves)
 }
 END_TEST
 
+/* A stream's journal watched: each GET journaled must be new or the newest
+ * again, and a death as it is written must leave a record planned. */
+struct jwatch {
+	struct rec x;
+	int fd;		    /* the daemon's end of the stream */
+	uint64_t top;	    /* the seq of the next GET new to the journal */
+	unsigned int again; /* GETs journaled again (their send found no room) */
+};
+
+static void watch_note(void *arg, enum pin_ps_note what, const struct pin_ps_noted *n)
+{
+	struct jwatch *w = arg;
+	struct rrec_plan p;
+	uint64_t rd, wr;
+	char why[160];
+
+	if (what != PIN_PS_NOTE_GET)
+		return;
+	ck_assert(n->seq == w->top || n->seq + 1 == w->top);
+	w->again += n->seq + 1 == w->top;
+	/* Killed as its slot is written: every GET before it out, none
+	 * answered, not a byte of it out. */
+	slot_cut(w->x.fd, n->seq);
+	ck_assert_int_eq(rrec_counts(w->fd, &rd, &wr), 0);
+	ck_assert_int_eq(rrec_plan(w->x.r, rd, wr, &p, why, sizeof(why)), 0);
+	ck_assert_uint_eq(p.seq, 0);
+	ck_assert_uint_eq(p.n, n->seq);
+	ck_assert_uint_eq(p.out, n->seq * GETB);
+	rrec_get(w->x.r, SRC, n);
+	w->top = n->seq + 1;
+}
+
+/*
+ * libpin's GETs over a real stream whose send buffer is full (the peer
+ * reads a little at a time): a GET whose send finds no room is journaled
+ * again at the next pump, and it is always the newest journaled (a GET is
+ * journaled only once every one before it is wholly out), so that a death
+ * while it is written again leaves no gap in the ring.
+ */
+START_TEST(stream_rejournals_only_the_newest)
+{
+	static char junk[1 << 16];
+	uint64_t n = PIN_PS_GETS_IN_FLIGHT, rd0, wr0;
+	struct jwatch w = { .again = 0 };
+	struct pin_ps_gets *g;
+	struct pin_ps *ps;
+	int a, b, small = 4096;
+
+	tcp_pair(&a, &b);
+	ck_assert_int_eq(setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+	/* Filled: the first GET finds no room. */
+	while (send(a, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+		;
+	ck_assert_int_eq(errno, EAGAIN);
+	ck_assert_int_eq(rrec_counts(a, &rd0, &wr0), 0);
+	ck_assert_int_eq(rrec_new(5, 1000, rd0, wr0, &w.x.r, &w.x.fd), 0);
+	w.fd = a;
+	int dup = fcntl(a, F_DUPFD_CLOEXEC, 3);
+	ck_assert_int_ge(dup, 0);
+	ck_assert_int_eq(pin_ps_wrap(dup, "rrec", &ps), 0);
+	ck_assert_int_eq(pin_ps_gets_new(ps, TASK, &g), 0);
+	pin_ps_gets_journal(g, watch_note, &w);
+	uint8_t *buf = aligned_alloc(PAGE, n * PAGE);
+	ck_assert_ptr_nonnull(buf);
+	for (uint64_t k = 0; k < n; k++)
+		ck_assert_int_eq(pin_ps_gets_add(g, ADDR + 2 * k * PAGE, 1, buf + k * PAGE), 0);
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = a, .events = POLLOUT },
+					{ .fd = b, .events = POLLIN } };
+		ck_assert_int_eq(pin_ps_gets_pump(g, NULL, NULL), 0);
+		if (!pin_ps_gets_sending(g))
+			break;
+		ck_assert_int_gt(poll(pf, 2, -1), 0);
+		if (pf[1].revents & POLLIN)
+			ck_assert_int_gt(recv(b, junk, 4096, MSG_DONTWAIT), 0);
+	}
+	ck_assert_uint_eq(w.top, n);
+	ck_assert_uint_ge(w.again, 1);
+	pin_ps_gets_free(g);
+	pin_ps_free(ps);
+	free(buf);
+	close(a);
+	close(b);
+	rec_free(&w.x);
+}
+END_TEST
+
 /* The file itself: another connection's, another size, a slot of garbage. */
 START_TEST(hostile_file)
 {
@@ -464,6 +611,8 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, in_flight_fill_the_ring, 30);
 	TEST_ADD_CASE(s, too_many_in_flight, 30);
 	TEST_ADD_CASE(s, overlapping_gets, 30);
+	TEST_ADD_CASE(s, rejournal_cut_short, 30);
+	TEST_ADD_CASE(s, stream_rejournals_only_the_newest, 60);
 	TEST_ADD_CASE(s, hostile_file, 30);
 	TEST_ADD_CASE(s, counts_while_the_stream_moves, 120);
 	return s;
