@@ -418,8 +418,10 @@ static void *conn_end(void *arg)
 			     "PS_IOV_CLOSE: %s; the connection is cut",
 			     (unsigned int)c->uid, strerror(-r));
 	}
-	if (!r)
+	if (!r) {
+		uffdd_hold("ps-end-drained");
 		r = pin_ps_close(c->ps, CONN_END_TIMEOUT_MS);
+	}
 	/* Ended: CRIU reads EOF and closes its end.  Else cut both ways, so
 	 * that the client waiting for the end is woken all the same. */
 	if (shutdown(fd, r ? SHUT_RDWR : SHUT_WR) < 0 && errno != ENOTCONN)

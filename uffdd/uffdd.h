@@ -82,7 +82,9 @@ int fstat_cached(int fd, struct stat *st);
 /*
  * A point where a death matters: with UFFDD_HOLD=<point> in its environment
  * the daemon stops itself there (SIGSTOP), so that a test kills it exactly
- * at that point.  Points: "fork-stored" (a batch's fork children stored,
+ * at that point.  Under the supervisor, a list "<point>,<point>,..." holds
+ * its first serving child at the first point, the successor at the next,
+ * and so on; past the last, none.  Points: "fork-stored" (a batch's fork children stored,
  * none of them made yet), "conn-accepted" (a connection accepted, not yet
  * stored), "fc-accepted" (a connection accepted and stored, a Firecracker
  * VM's handshake not read yet), "fc-served" (a VM's session made of its
@@ -98,8 +100,9 @@ int fstat_cached(int fd, struct stat *st);
  * "ps-reply-journaled" (a reply's header whole in the socket and
  * journaled, not a byte of it read),
  * "ps-reply-half-read" (its header read, its pages not), "ps-reply-read"
- * (a reply read whole, its pages not placed).  Without the variable:
- * nothing.
+ * (a reply read whole, its pages not placed), "ps-end-drained" (a
+ * connection's end under way: the answers in flight read, PS_IOV_CLOSE not
+ * sent).  Without the variable: nothing.
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);

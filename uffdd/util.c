@@ -151,7 +151,8 @@ void bm_copy(uint64_t *dst, const uint64_t *src, uint64_t from, uint64_t n)
 void uffdd_hold(const char *point)
 {
 	const char *e = getenv(UFFDD_HOLD_ENV);
+	size_t len = strlen(point);
 
-	if (e && !strcmp(e, point))
+	if (e && !strncmp(e, point, len) && (e[len] == ',' || !e[len]))
 		raise(SIGSTOP);
 }
