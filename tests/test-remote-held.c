@@ -8,7 +8,9 @@
  * successor takes the stream over where it stood: every page reads right,
  * none is poisoned, and the successor ends the connection with the server.
  * A record spoiled before the kill is refused: the pages not in raise
- * SIGBUS, none reads wrong.
+ * SIGBUS, none reads wrong.  A connection no region claims after the
+ * restart is ended by the successor, and by the next one when that one is
+ * killed in its end.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -50,9 +52,10 @@ static void await_stopped(pid_t pid, const char *at)
 	}
 }
 
-/* Zero the head of every page-server record process pid holds (the
- * supervisor's fd store): the next daemon must refuse them. */
-static int spoil_records(pid_t pid)
+/* Zero the head of every memfd named name that process pid holds (the
+ * supervisor's fd store: page-server records, sessions' records): the next
+ * daemon must refuse them. */
+static int spoil_memfds(pid_t pid, const char *name)
 {
 	char dir[64], path[64 + 256], link[128];
 	static const uint8_t zero[64];
@@ -67,7 +70,7 @@ static int spoil_records(pid_t pid)
 		if (k < 0)
 			continue;
 		link[k] = 0;
-		if (!strstr(link, "memfd:uffdd-remote"))
+		if (!strstr(link, name))
 			continue;
 		int fd = open(path, O_RDWR | O_CLOEXEC);
 		ck_assert_int_ge(fd, 0);
@@ -117,7 +120,7 @@ static void run_held(const char *at, bool push, bool spoil, struct report *rp, s
 	pid_t child = remote_serving_child(d.pid);
 	await_stopped(child, at);
 	if (spoil)
-		ck_assert_int_eq(spoil_records(d.pid), 1);
+		ck_assert_int_eq(spoil_memfds(d.pid, "memfd:uffdd-remote"), 1);
 	ck_assert_int_eq(kill(child, SIGKILL), 0);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client failed");
@@ -230,6 +233,81 @@ START_TEST(spoiled_record_poisons)
 }
 END_TEST
 
+/* The child of supervisor sup other than old (the successor it started),
+ * once there is one. */
+static pid_t successor_of(pid_t sup, pid_t old)
+{
+	unsigned int wait_ms = HOLD_WAIT_MS * test_time_scale();
+	char path[64];
+	long pid = old;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)sup, (int)sup);
+	for (unsigned int waited = 0; pid == old; waited++) {
+		ck_assert_msg(waited < wait_ms, "no successor of uffdd %d", (int)old);
+		FILE *f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		if (fscanf(f, "%ld", &pid) != 1)
+			pid = old;
+		fclose(f);
+		if (pid == old)
+			test_sleep_ms(1);
+	}
+	return (pid_t)pid;
+}
+
+/*
+ * A connection none of whose sources a region rebuilt claims, a GET of it
+ * in flight (the session's record spoiled while the daemon held with the
+ * GET sent): the successor ends it, and is killed with the answer read,
+ * PS_IOV_CLOSE not sent.  Its end was journaled before its last source left
+ * the record, so the next successor ends it too (it holds there again, and
+ * goes on): the server gets PS_IOV_CLOSE.  Dropped instead, the stream
+ * would be left to a client that waits for its end.
+ */
+START_TEST(unclaimed_end_survives)
+{
+	struct server_opts o = { NPAGES, test_seed(), 5, 0, -1, -1, 1 };
+	struct client cl = { .npages = NPAGES,
+			     .seed = o.seed,
+			     .flags = PIN_CLIENT_REGION_NO_PUSH,
+			     .may_bus = true,
+			     .report = -1,
+			     .half = -1,
+			     .go = -1 };
+	struct report rp = { 0 };
+	struct test_daemon d;
+	struct server s;
+	int st;
+
+	ck_assert_int_eq(setenv("UFFDD_HOLD", "ps-get-sent,ps-end-drained,ps-end-drained", 1), 0);
+	test_daemon_start_supervised(&d, NULL);
+	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
+	server_start(&s, &o);
+	cl.port = s.port;
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(client_main(&d, &cl));
+	pid_t first = remote_serving_child(d.pid);
+	await_stopped(first, "ps-get-sent");
+	ck_assert_int_eq(spoil_memfds(d.pid, "memfd:uffdd-state"), 1);
+	ck_assert_int_eq(kill(first, SIGKILL), 0);
+	pid_t second = successor_of(d.pid, first);
+	await_stopped(second, "ps-end-drained");
+	ck_assert_int_eq(kill(second, SIGKILL), 0);
+	pid_t third = successor_of(d.pid, second);
+	await_stopped(third, "ps-end-drained");
+	ck_assert_int_eq(kill(third, SIGCONT), 0);
+	server_end(&s, &rp);
+	ck_assert_int_eq(rp.closes, 1);
+	ck_assert_int_eq(rp.gets, 1);
+	/* Its session refused, the client is stopped here. */
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	test_daemon_stop(&d);
+}
+END_TEST
+
 Suite *test_suite(void)
 {
 	Suite *s = suite_create("remote-held");
@@ -244,6 +322,7 @@ Suite *test_suite(void)
 	TEST_ADD_CASE(s, killed_reply_read, 120);
 	TEST_ADD_CASE(s, killed_placed, 120);
 	TEST_ADD_CASE(s, spoiled_record_poisons, 120);
+	TEST_ADD_CASE(s, unclaimed_end_survives, 240);
 	return s;
 }
 

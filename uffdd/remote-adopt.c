@@ -9,7 +9,8 @@
  * its source (remote_claim()), its worker watches it once the session is
  * served (remote_attach()), and the sources no region claimed leave once
  * every session is rebuilt (the last one ends the connection with the
- * server, as ever; but a connection none of whose sources was claimed and
+ * server, as ever, its end journaled before it leaves the record; but a
+ * connection none of whose sources was claimed and
  * whose end had not begun, which a death before its handover's commit
  * leaves, is only dropped, its stream left to its client, which hands it
  * over again).  A connection refused is cut both ways (its client,
@@ -264,6 +265,16 @@ static struct conn *next_adopted(void)
 	return NULL;
 }
 
+/* c's sources a region rebuilt claimed (under c->lock). */
+static unsigned int claimed_of(const struct conn *c)
+{
+	unsigned int n = 0;
+
+	for (const struct remote *v = c->views; v; v = v->cnext)
+		n += !v->orphan && v->claimed;
+	return n;
+}
+
 void remotes_unclaimed_release(void)
 {
 	struct conn *c;
@@ -271,6 +282,13 @@ void remotes_unclaimed_release(void)
 	pthread_mutex_lock(&conns_lock);
 	while ((c = next_adopted())) {
 		pthread_mutex_lock(&c->lock);
+		/* Ended, not dropped, once its last source leaves: its end is
+		 * journaled before that source leaves the record (as
+		 * conn_leave() does), so that a successor of a death in
+		 * between finds the end begun and ends it too, never drops a
+		 * stream whose client waits for its end. */
+		if (!claimed_of(c) && !c->end_journaled && pin_ps_gets_pending(c->gets))
+			rrec_ending(c->rec);
 		for (struct remote **p = &c->views; *p;) {
 			struct remote *v = *p;
 			if (v->orphan || v->claimed) {
