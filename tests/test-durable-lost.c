@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "lost-client.h"
 #include "manager.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
@@ -39,9 +40,8 @@ static size_t page;
  * bound that fails the test, not a timing measured. */
 #define WAIT_STEPS 1000
 #define STEP_MS	   10
-/* Seqs of the raw requests on the client's socket: past any the library used. */
-#define RAW_SEQ0 (1ull << 32)
-#define BYE_SEQ	 (RAW_SEQ0 - 1)
+/* The raw Goodbye's seq: past any the library used, before the raw StatsGets. */
+#define BYE_SEQ	 (LOST_RAW_SEQ0 - 1)
 #define REPLY_MS 10000
 /* uffdd's UFFDD_HOLD_ENV: it stops itself at the point named. */
 #define HOLD_ENV "UFFDD_HOLD"
@@ -101,47 +101,6 @@ static void down(void)
 	ck_assert_int_eq(rmdir(d.dir), 0);
 }
 
-/* The reply to the raw request m (seq) on sock, past what a restarted
- * daemon sends first (a Resume, the last reply it committed again); NULL
- * when none came. */
-static Uffdd__Msg *raw_request(int sock, Uffdd__Msg *m, uint64_t seq)
-{
-	struct pollfd p = { .fd = sock, .events = POLLIN };
-	int fds[PIN_PROTO_MAX_FDS];
-	Uffdd__Msg *rep = NULL;
-	size_t n = 0;
-
-	m->has_seq = true;
-	m->seq = seq;
-	if (pin_proto_send(sock, m, NULL, 0) < 0)
-		return NULL;
-	for (;;) {
-		if (poll(&p, 1, (int)wait_ms()) != 1 || pin_proto_recv(sock, &rep, fds, &n) < 0)
-			return NULL;
-		for (size_t i = 0; i < n; i++)
-			close(fds[i]);
-		if (rep->body_case != UFFDD__MSG__BODY_RESUME &&
-		    (rep->body_case != UFFDD__MSG__BODY_REPLY || rep->seq == seq))
-			break;
-		pin_proto_free(rep);
-	}
-	if (rep->body_case != UFFDD__MSG__BODY_REPLY || rep->seq != seq || !rep->reply->stats) {
-		pin_proto_free(rep);
-		return NULL;
-	}
-	return rep;
-}
-
-static Uffdd__Msg *raw_stats(int sock, uint64_t seq)
-{
-	Uffdd__Msg m = UFFDD__MSG__INIT;
-	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
-
-	m.body_case = UFFDD__MSG__BODY_STATS_GET;
-	m.stats_get = &sg;
-	return raw_request(sock, &m, seq);
-}
-
 /* A Goodbye that waits for the end: its reply (error, stats). */
 static Uffdd__Msg *raw_goodbye(int sock)
 {
@@ -152,23 +111,15 @@ static Uffdd__Msg *raw_goodbye(int sock)
 	g.wait = true;
 	m.body_case = UFFDD__MSG__BODY_GOODBYE;
 	m.goodbye = &g;
-	return raw_request(sock, &m, BYE_SEQ);
+	return lost_client_request(sock, &m, BYE_SEQ);
 }
 
 /* Once the daemon counted a page unreadable, the session's stats are exact:
  * one page unreadable, populated pages in place (poisoned ones count). */
 static int unreadable_counted(const struct test_conn *k, uint64_t populated)
 {
-	Uffdd__Msg *rep = NULL;
+	Uffdd__Msg *rep = lost_client_stats_unreadable(k, populated);
 
-	for (int i = 0; i < WAIT_STEPS * (int)test_time_scale(); i++) {
-		pin_proto_free(rep);
-		rep = raw_stats(pin_client_fd(k->c), RAW_SEQ0 + (uint64_t)i);
-		if (!rep || (rep->reply->stats->unreadable &&
-			     rep->reply->stats->pages_populated == populated))
-			break;
-		test_sleep_ms(STEP_MS);
-	}
 	REQUIRE(rep);
 	REQUIRE_EQ(rep->reply->error, 0);
 	REQUIRE_EQ(rep->reply->stats->unreadable, 1);
@@ -177,35 +128,12 @@ static int unreadable_counted(const struct test_conn *k, uint64_t populated)
 	return 0;
 }
 
-/* Connect without POISON, add a region of the source at t->base, read its
- * page 0 (a first fault: no readahead), then cut the file to that page. */
+/* The client's beginning (lost-client.h) over t->src, its region at t->base. */
 static int client_begin(struct lost *t, struct test_conn *k)
 {
-	struct pin_uffd_opts uo = {
-		.sz = sizeof(uo),
-		.flags = PIN_UFFD_CLOEXEC,
-		.features = PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |
-			    PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
-		.optional = PIN_UFFD_FEATURE_THREAD_ID,
-	};
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d.sock, .name = "lost" };
+	struct lost_source src = { .fd = t->src, .pages = SRC_PAGES, .seed = SRC_SEED };
 
-	REQUIRE(test_conn_open(k, &uo, &co) == 0);
-	REQUIRE(!(pin_uffd_features(k->u) & PIN_UFFD_FEATURE_POISON));
-	t->base = test_map_region(SRC_PAGES * page);
-	REQUIRE(t->base);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = t->base,
-		.len = SRC_PAGES * page,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH,
-		.fd = t->src,
-	};
-	REQUIRE(pin_client_region_add(k->c, &r) == 0);
-	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
-	REQUIRE(ftruncate(t->src, (off_t)page) == 0);
-	return 0;
+	return lost_client_begin(k, d.sock, "lost", &src, &t->base);
 }
 
 /* In the client: tell the test a step is reached, wait until it says go. */
@@ -264,6 +192,30 @@ static void end(struct lost *t)
 	close(t->src);
 }
 
+/* The client's beginning; then the lost page and the others past the cut
+ * raise SIGBUS (poisoned with it, no fault each). */
+static int poisoned_begin(struct lost *t, struct test_conn *k)
+{
+	REQUIRE(client_begin(t, k) == 0);
+	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
+	for (size_t i = 1; i < SRC_PAGES; i++)
+		REQUIRE(test_read_bus(t->base + i * page));
+	return 0;
+}
+
+/* The Goodbye says -EIO with unreadable pages counted and all in place. */
+static int goodbye_eio(const struct test_conn *k, uint64_t unreadable)
+{
+	Uffdd__Msg *rep = raw_goodbye(pin_client_fd(k->c));
+
+	REQUIRE(rep);
+	REQUIRE_EQ(rep->reply->error, -EIO);
+	REQUIRE_EQ(rep->reply->stats->unreadable, unreadable);
+	REQUIRE_EQ(rep->reply->stats->pages_populated, SRC_PAGES);
+	pin_proto_free(rep);
+	return 0;
+}
+
 /*
  * The lost page and the others past the cut raise SIGBUS (poisoned with it,
  * no fault each); the daemon is killed; the successor answers the Goodbye
@@ -275,18 +227,10 @@ static int client_poisoned(const struct test_daemon *dm, void *arg)
 	struct test_conn k;
 
 	(void)dm;
-	REQUIRE(client_begin(t, &k) == 0);
-	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
-	for (size_t i = 1; i < SRC_PAGES; i++)
-		REQUIRE(test_read_bus(t->base + i * page));
+	REQUIRE(poisoned_begin(t, &k) == 0);
 	REQUIRE(unreadable_counted(&k, SRC_PAGES) == 0);
 	REQUIRE(step(t) == 0);
-	Uffdd__Msg *rep = raw_goodbye(pin_client_fd(k.c));
-	REQUIRE(rep);
-	REQUIRE_EQ(rep->reply->error, -EIO);
-	REQUIRE_EQ(rep->reply->stats->unreadable, 1);
-	REQUIRE_EQ(rep->reply->stats->pages_populated, SRC_PAGES);
-	pin_proto_free(rep);
+	REQUIRE(goodbye_eio(&k, 1) == 0);
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
 	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
 	test_conn_close(&k);
@@ -322,16 +266,8 @@ static int client_poisoned_late(const struct test_daemon *dm, void *arg)
 	struct test_conn k;
 
 	(void)dm;
-	REQUIRE(client_begin(t, &k) == 0);
-	REQUIRE(test_read_bus(t->base + LOST_PAGE * page));
-	for (size_t i = 1; i < SRC_PAGES; i++)
-		REQUIRE(test_read_bus(t->base + i * page));
-	Uffdd__Msg *rep = raw_goodbye(pin_client_fd(k.c));
-	REQUIRE(rep);
-	REQUIRE_EQ(rep->reply->error, -EIO);
-	REQUIRE_EQ(rep->reply->stats->unreadable, 2);
-	REQUIRE_EQ(rep->reply->stats->pages_populated, SRC_PAGES);
-	pin_proto_free(rep);
+	REQUIRE(poisoned_begin(t, &k) == 0);
+	REQUIRE(goodbye_eio(&k, 2) == 0);
 	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
 	test_conn_close(&k);
 	return 0;

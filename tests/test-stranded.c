@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "libpin-private.h"
+#include "lost-client.h"
 #include "test-common.h"
 #include "uffdd-harness.h"
 
@@ -36,9 +37,6 @@ static size_t page;
 /* How long a wait on the daemon's state may take, in 10 ms steps (times
  * test_time_scale()): a bound that fails the test, not a timing measured. */
 #define WAIT_STEPS 1000
-/* Seq of the raw StatsGet on the client's socket: past any the library used. */
-#define RAW_SEQ0 (1ull << 32)
-#define REPLY_MS 10000
 
 /* How the client leaves while its thread waits. */
 enum leave { LEAVE_GOODBYE, LEAVE_HANG_UP };
@@ -51,34 +49,6 @@ struct stranded {
 	uint8_t *base; /* the client's region */
 };
 
-/* The caller's session's stats: a raw StatsGet on its own socket, for the
- * library's struct has no room for unreadable.  NULL when no reply came. */
-static Uffdd__Msg *raw_stats(int sock, uint64_t seq)
-{
-	Uffdd__Msg m = UFFDD__MSG__INIT, *rep = NULL;
-	Uffdd__StatsGet sg = UFFDD__STATS_GET__INIT;
-	struct pollfd p = { .fd = sock, .events = POLLIN };
-	int fds[PIN_PROTO_MAX_FDS];
-	size_t n = 0;
-
-	m.body_case = UFFDD__MSG__BODY_STATS_GET;
-	m.stats_get = &sg;
-	m.has_seq = true;
-	m.seq = seq;
-	if (pin_proto_send(sock, &m, NULL, 0) < 0 ||
-	    poll(&p, 1, REPLY_MS * (int)test_time_scale()) != 1 ||
-	    pin_proto_recv(sock, &rep, fds, &n) < 0)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		close(fds[i]);
-	if (rep->body_case != UFFDD__MSG__BODY_REPLY || rep->seq != seq || rep->reply->error ||
-	    !rep->reply->stats) {
-		pin_proto_free(rep);
-		return NULL;
-	}
-	return rep;
-}
-
 /* Reads the lost page into the pipe: it must never return. */
 static void *toucher(void *arg)
 {
@@ -88,52 +58,12 @@ static void *toucher(void *arg)
 	return NULL;
 }
 
-/* Connect without POISON, add a region of the source at t->base, read its
- * page 0 (a first fault: no readahead), then cut the file to that page. */
+/* The client's beginning (lost-client.h) over t->src, its region at t->base. */
 static int client_begin(const struct test_daemon *d, struct stranded *t, struct test_conn *k)
 {
-	struct pin_uffd_opts uo = {
-		.sz = sizeof(uo),
-		.flags = PIN_UFFD_CLOEXEC,
-		.features = PIN_UFFD_FEATURE_EVENT_FORK | PIN_UFFD_FEATURE_EVENT_REMAP |
-			    PIN_UFFD_FEATURE_EVENT_REMOVE | PIN_UFFD_FEATURE_EVENT_UNMAP,
-		/* No POISON, as CRIU's restorer opens them. */
-		.optional = PIN_UFFD_FEATURE_THREAD_ID,
-	};
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "stranded" };
+	struct lost_source src = { .fd = t->src, .pages = SRC_PAGES, .seed = SRC_SEED };
 
-	REQUIRE(test_conn_open(k, &uo, &co) == 0);
-	REQUIRE(!(pin_uffd_features(k->u) & PIN_UFFD_FEATURE_POISON));
-	t->base = test_map_region(SRC_PAGES * page);
-	REQUIRE(t->base);
-	struct pin_client_region r = {
-		.sz = sizeof(r),
-		.addr = t->base,
-		.len = SRC_PAGES * page,
-		.mode = PIN_UFFD_REGISTER_MISSING,
-		.flags = PIN_CLIENT_REGION_REGISTER | PIN_CLIENT_REGION_NO_PUSH,
-		.fd = t->src,
-	};
-	REQUIRE(pin_client_region_add(k->c, &r) == 0);
-	REQUIRE(test_page_ok(t->base, 0, SRC_SEED));
-	REQUIRE(ftruncate(t->src, (off_t)page) == 0);
-	return 0;
-}
-
-/* The session's stats once the daemon counted a page unreadable (NULL: no
- * reply came). */
-static Uffdd__Msg *stats_once_unreadable(const struct test_conn *k)
-{
-	Uffdd__Msg *rep = NULL;
-
-	for (int i = 0; i < WAIT_STEPS * (int)test_time_scale(); i++) {
-		pin_proto_free(rep);
-		rep = raw_stats(pin_client_fd(k->c), RAW_SEQ0 + (uint64_t)i);
-		if (!rep || rep->reply->stats->unreadable)
-			break;
-		test_sleep_ms(10);
-	}
-	return rep;
+	return lost_client_begin(k, d->sock, "stranded", &src, &t->base);
 }
 
 /* Once the daemon counted the lost page unreadable, the session's stats are
@@ -141,9 +71,10 @@ static Uffdd__Msg *stats_once_unreadable(const struct test_conn *k)
  * zeroed, populated pages in place (poisoned ones count): 0 when they are. */
 static int unreadable_counted(const struct test_conn *k, uint64_t populated)
 {
-	Uffdd__Msg *rep = stats_once_unreadable(k);
+	Uffdd__Msg *rep = lost_client_stats_unreadable(k, populated);
 
 	REQUIRE(rep);
+	REQUIRE_EQ(rep->reply->error, 0);
 	const Uffdd__Stats *st = rep->reply->stats;
 	REQUIRE_EQ(st->unreadable, 1);
 	REQUIRE_EQ(st->faults, 2);
