@@ -2,9 +2,12 @@
 /*
  * The client of areas stranded and durable-lost (lost-client.h): its
  * beginning (a userfaultfd without POISON, a region over a source file cut
- * short) and its raw requests.  It calls libpin and the test harness only.
+ * short), its raw requests and the daemon's list of sessions.  It calls
+ * libpin and the test harness only.
  */
+#include <check.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "lost-client.h"
@@ -101,4 +104,24 @@ Uffdd__Msg *lost_client_stats_unreadable(const struct test_conn *k, uint64_t pop
 		test_sleep_ms(STEP_MS);
 	}
 	return rep;
+}
+
+bool lost_client_listed(const char *sock, pid_t pid, struct pin_client_stats *ret)
+{
+	struct pin_client_opts co = { .sz = sizeof(co), .socket = sock, .name = "lister" };
+	struct pin_client *c;
+	struct pin_client_info *v;
+	size_t n;
+	bool found = false;
+
+	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
+	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (v[i].pid == pid) {
+			*ret = v[i].stats;
+			found = true;
+		}
+	free(v);
+	pin_client_free(c);
+	return found;
 }

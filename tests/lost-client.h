@@ -2,15 +2,17 @@
 /*
  * The client of areas stranded and durable-lost (lost-client.c): a
  * userfaultfd without the POISON feature, as CRIU's restorer opens them, a
- * region over a source file cut short once added, and raw requests on the
+ * region over a source file cut short once added, raw requests on the
  * client's own socket for what the library's structs have no room for
- * (stats unreadable).
+ * (stats unreadable), and a lister of the daemon's sessions.
  */
 #ifndef LOST_CLIENT_H
 #define LOST_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "libpin-private.h"
 #include "uffdd-harness.h"
@@ -43,5 +45,9 @@ Uffdd__Msg *lost_client_stats(int sock, uint64_t seq);
  * populated pages in place (poisoned ones count), or the last reply when
  * that never came (NULL: no reply came). */
 Uffdd__Msg *lost_client_stats_unreadable(const struct test_conn *k, uint64_t populated);
+
+/* The session of process pid, listed by the daemon at sock: its counters
+ * at *ret, true; false when it is not listed. */
+bool lost_client_listed(const char *sock, pid_t pid, struct pin_client_stats *ret);
 
 #endif

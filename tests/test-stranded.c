@@ -139,27 +139,6 @@ static void wait_links(pid_t pid, const char *pattern, int want)
 	ck_assert_msg(n == want, "uffdd holds %d descriptors like %s, not %d", n, pattern, want);
 }
 
-/* The session of process pid, listed by the daemon; its counters. */
-static bool listed(const struct test_daemon *d, pid_t pid, struct pin_client_stats *ret)
-{
-	struct pin_client_opts co = { .sz = sizeof(co), .socket = d->sock, .name = "lister" };
-	struct pin_client *c;
-	struct pin_client_info *v;
-	size_t n;
-	bool found = false;
-
-	ck_assert_int_eq(pin_client_connect(&co, &c), 0);
-	ck_assert_int_eq(pin_client_list_clients(c, &v, &n), 0);
-	for (size_t i = 0; i < n; i++)
-		if (v[i].pid == pid) {
-			*ret = v[i].stats;
-			found = true;
-		}
-	free(v);
-	pin_client_free(c);
-	return found;
-}
-
 static void run(enum leave leave)
 {
 	struct test_daemon d;
@@ -185,14 +164,14 @@ static void run(enum leave leave)
 	 * connection closed, its session and userfaultfd kept. */
 	wait_links(d.pid, "socket:*", 1);
 	wait_links(d.pid, "anon_inode:\\[userfaultfd\\]", 1);
-	ck_assert(listed(&d, pid, &st));
+	ck_assert(lost_client_listed(d.sock, pid, &st));
 	ck_assert_uint_eq(st.pages_copied, 1);
 	ck_assert_uint_eq(st.pages_zeroed, 0);
 	/* Killed, its process is gone: so is its session. */
 	ck_assert_int_eq(kill(pid, SIGKILL), 0);
 	ck_assert_int_eq(test_reap(pid), 128 + SIGKILL);
 	wait_links(d.pid, "anon_inode:\\[userfaultfd\\]", 0);
-	ck_assert(!listed(&d, pid, &st));
+	ck_assert(!lost_client_listed(d.sock, pid, &st));
 	/* The thread never read a byte of the lost page. */
 	ck_assert_int_eq(read(t.res[0], &word, sizeof(word)), 0);
 	close(t.res[0]);
