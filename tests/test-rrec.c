@@ -61,6 +61,15 @@ static struct pin_ps_noted get_n(uint64_t seq, uint64_t nr)
 	};
 }
 
+/* A record with GET 0 of nr pages journaled for SRC. */
+static void rec_one_get(struct rec *x, uint64_t nr)
+{
+	struct pin_ps_noted g = get_n(0, nr);
+
+	rec_new(x);
+	rrec_get(x->r, SRC, &g);
+}
+
 /* Its reply of rnr pages, at rd bytes read. */
 static void reply(struct rec *x, uint64_t seq, uint64_t rnr, uint64_t rd)
 {
@@ -102,12 +111,10 @@ END_TEST
  * as the socket says, past its GET refused. */
 START_TEST(get_journaled_then_sent)
 {
-	struct pin_ps_noted g = get_n(0, 256);
 	struct rrec_plan p;
 	struct rec x;
 
-	rec_new(&x);
-	rrec_get(x.r, SRC, &g);
+	rec_one_get(&x, 256);
 	for (uint64_t out = 0; out <= GETB; out++) {
 		ck_assert_int_eq(plan(&x, 0, out, &p), 0);
 		ck_assert_uint_eq(p.n, 1);
@@ -132,13 +139,11 @@ END_TEST
  */
 START_TEST(reply_journaled_then_read)
 {
-	struct pin_ps_noted g = get_n(0, 4);
 	uint64_t whole = GETB + 3 * PAGE;
 	struct rrec_plan p;
 	struct rec x;
 
-	rec_new(&x);
-	rrec_get(x.r, SRC, &g);
+	rec_one_get(&x, 4);
 	reply(&x, 0, 3, 0);
 	ck_assert_int_eq(plan(&x, 0, GETB, &p), 0);
 	ck_assert_uint_eq(p.n, 1);
@@ -223,12 +228,10 @@ END_TEST
  * is refused; none, and the end is told. */
 START_TEST(ending)
 {
-	struct pin_ps_noted g = get_n(0, 1);
 	struct rrec_plan p;
 	struct rec x;
 
-	rec_new(&x);
-	rrec_get(x.r, SRC, &g);
+	rec_one_get(&x, 1);
 	rrec_ending(x.r);
 	ck_assert_int_eq(plan(&x, 0, GETB, &p), 0);
 	ck_assert(p.ending);
@@ -573,14 +576,12 @@ END_TEST
 START_TEST(hostile_file)
 {
 	static const uint8_t ff[64] = { [0 ... 63] = 0xff };
-	struct pin_ps_noted g = get_n(0, 1);
 	struct rrec_plan p;
 	struct rrec *r;
 	struct rec x;
 	char why[160];
 
-	rec_new(&x);
-	rrec_get(x.r, SRC, &g);
+	rec_one_get(&x, 1);
 	ck_assert_int_eq(rrec_map(x.fd, 6, &r, why, sizeof(why)), -EBADMSG);
 	ck_assert_int_eq(rrec_map(x.fd, 5, &r, why, sizeof(why)), 0);
 	rrec_unmap(r);
