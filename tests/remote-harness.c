@@ -292,3 +292,13 @@ pid_t remote_serving_child(pid_t sup)
 	fclose(f);
 	return (pid_t)pid;
 }
+
+static int client_run(const struct test_daemon *d, void *cl)
+{
+	return client_main(d, cl);
+}
+
+pid_t client_spawn(const struct test_daemon *d, struct client *cl)
+{
+	return test_spawn(client_run, d, cl);
+}

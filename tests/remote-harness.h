@@ -87,5 +87,7 @@ pid_t remote_serving_child(pid_t sup);
  * random order (or wait for the push), and write the counts to cl->report;
  * the process's exit status. */
 int client_main(const struct test_daemon *d, struct client *cl);
+/* client_main() in a child process: its pid. */
+pid_t client_spawn(const struct test_daemon *d, struct client *cl);
 
 #endif

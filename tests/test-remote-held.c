@@ -112,10 +112,7 @@ static void run_held(const char *at, bool push, bool spoil, struct report *rp, s
 	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
 	cl.port = s.port;
 	cl.report = p[1];
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(client_main(&d, &cl));
+	pid_t pid = client_spawn(&d, &cl);
 	close(p[1]);
 	pid_t child = remote_serving_child(d.pid);
 	await_stopped(child, at);
@@ -284,10 +281,7 @@ START_TEST(unclaimed_end_survives)
 	ck_assert_int_eq(unsetenv("UFFDD_HOLD"), 0);
 	server_start(&s, &o);
 	cl.port = s.port;
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(client_main(&d, &cl));
+	pid_t pid = client_spawn(&d, &cl);
 	pid_t first = remote_serving_child(d.pid);
 	await_stopped(first, "ps-get-sent");
 	ck_assert_int_eq(spoil_memfds(d.pid, "memfd:uffdd-state"), 1);

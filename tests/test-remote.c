@@ -56,10 +56,7 @@ static void run_restart(const struct server_opts *o, struct client *cl, struct r
 	cl->report = p[1];
 	cl->half = h[1];
 	cl->go = g[0];
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(client_main(&d, cl));
+	pid_t pid = client_spawn(&d, cl);
 	close(p[1]);
 	if (restart) {
 		ck_assert_int_eq(read(h[0], &b, 1), 1);
@@ -436,10 +433,7 @@ START_TEST(other_uid_refused_the_connection)
 			     .sk = sk,
 			     .half = h[1],
 			     .go = g[0] };
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		_exit(client_main(&d, &cl));
+	pid_t pid = client_spawn(&d, &cl);
 	close(p[1]);
 	ck_assert_int_eq(read(h[0], &b, 1), 1);
 	pid_t other = fork();
