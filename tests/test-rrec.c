@@ -61,13 +61,21 @@ static struct pin_ps_noted get_n(uint64_t seq, uint64_t nr)
 	};
 }
 
+/* GETs seq from up to to (not included) of nr pages each, journaled for SRC. */
+static void get_seqs(struct rec *x, uint64_t from, uint64_t to, uint64_t nr)
+{
+	for (uint64_t k = from; k < to; k++) {
+		struct pin_ps_noted g = get_n(k, nr);
+
+		rrec_get(x->r, SRC, &g);
+	}
+}
+
 /* A record with GET 0 of nr pages journaled for SRC. */
 static void rec_one_get(struct rec *x, uint64_t nr)
 {
-	struct pin_ps_noted g = get_n(0, nr);
-
 	rec_new(x);
-	rrec_get(x->r, SRC, &g);
+	get_seqs(x, 0, 1, nr);
 }
 
 /* Its reply of rnr pages, at rd bytes read. */
@@ -188,10 +196,7 @@ START_TEST(ring_wraps)
 	ck_assert_int_eq(plan(&x, rd, n * GETB, &p), 0);
 	ck_assert_uint_eq(p.n, 0);
 	ck_assert_uint_eq(p.seq, n);
-	for (uint64_t k = n; k < n + 3; k++) {
-		struct pin_ps_noted g = get_n(k, 2);
-		rrec_get(x.r, SRC, &g);
-	}
+	get_seqs(&x, n, n + 3, 2);
 	reply(&x, n, 2, rd);
 	ck_assert_int_eq(plan(&x, rd + GETB, (n + 3) * GETB, &p), 0);
 	ck_assert_uint_eq(p.skip, 2 * PAGE);
@@ -277,10 +282,7 @@ START_TEST(in_flight_fill_the_ring)
 	rec_new(&x);
 	rrec_get(x.r, SRC, &g0);
 	reply(&x, 0, 1, 0);
-	for (uint64_t k = 1; k <= n; k++) {
-		struct pin_ps_noted g = get_n(k, 1);
-		rrec_get(x.r, SRC, &g);
-	}
+	get_seqs(&x, 1, n + 1, 1);
 	ck_assert_int_eq(plan(&x, whole, (n + 1) * GETB, &p), 0);
 	ck_assert_uint_eq(p.seq, 1);
 	ck_assert_uint_eq(p.skip, 0);
@@ -309,10 +311,7 @@ START_TEST(too_many_in_flight)
 	struct rec x;
 
 	rec_new(&x);
-	for (uint64_t k = 0; k < n; k++) {
-		struct pin_ps_noted g = get_n(k, 1);
-		rrec_get(x.r, SRC, &g);
-	}
+	get_seqs(&x, 0, n, 1);
 	ck_assert_int_eq(plan(&x, 0, n * GETB, &p), -EBADMSG);
 	rec_free(&x);
 }
@@ -372,10 +371,7 @@ START_TEST(rejournal_cut_short)
 	struct rec x;
 
 	rec_new(&x);
-	for (uint64_t k = 0; k < 5; k++) {
-		struct pin_ps_noted g = get_n(k, 1);
-		rrec_get(x.r, SRC, &g);
-	}
+	get_seqs(&x, 0, 5, 1);
 	reply(&x, 0, 1, 0);
 	reply(&x, 1, 1, whole);
 	slot_cut(x.fd, 4);
