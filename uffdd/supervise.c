@@ -434,13 +434,8 @@ static int child_start(struct sup *s)
 		return 0;
 	}
 	s->child = pid;
-	/* Each child stops where a test kills it at the first point of the
-	 * list (uffdd_hold()); its successor at the next, past the last none. */
-	const char *hold = getenv(UFFDD_HOLD_ENV), *next = hold ? strchr(hold, ',') : NULL;
-	char *rest = next ? strdup(next + 1) : NULL;
-	if (!rest || setenv(UFFDD_HOLD_ENV, rest, 1) < 0)
-		unsetenv(UFFDD_HOLD_ENV);
-	free(rest);
+	/* Its successor stops at the next hold point, if any. */
+	uffdd_hold_next();
 	ulog(LOG_INFO, "serving child %d started with %zu listening and %zu stored fds", (int)pid,
 	     s->nlisten, s->n);
 	return 1;

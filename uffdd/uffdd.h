@@ -106,6 +106,9 @@ int fstat_cached(int fd, struct stat *st);
  */
 #define UFFDD_HOLD_ENV "UFFDD_HOLD"
 void uffdd_hold(const char *point);
+/* The list past its first point, for the next serving child (supervise.c):
+ * the variable unset once none is left. */
+void uffdd_hold_next(void);
 
 /* ---- crew.c: placer threads that share a worker's bulk placing ---------- */
 

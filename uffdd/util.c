@@ -156,3 +156,13 @@ void uffdd_hold(const char *point)
 	if (e && !strncmp(e, point, len) && (e[len] == ',' || !e[len]))
 		raise(SIGSTOP);
 }
+
+void uffdd_hold_next(void)
+{
+	const char *hold = getenv(UFFDD_HOLD_ENV), *next = hold ? strchr(hold, ',') : NULL;
+	char *rest = next ? strdup(next + 1) : NULL;
+
+	if (!rest || setenv(UFFDD_HOLD_ENV, rest, 1) < 0)
+		unsetenv(UFFDD_HOLD_ENV);
+	free(rest);
+}
