@@ -240,8 +240,12 @@ static int task_main(const char *dump, int pid, int ctl)
 	struct pin_image *img;
 	struct pin_uffd *u;
 	bool mapped[64] = { false };
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char go;
 
+	/* A poisoned page kills it as it kills a restored task (a sanitizer's
+	 * own SIGBUS handler would make that an exit). */
+	CHECK(sigaction(SIGBUS, &dfl, NULL) == 0);
 	CHECK(pin_image_open_criu(dump, pid, &img) == 0);
 	CHECK(pin_image_nr_regions(img) <= PIN_ARRAY_SIZE(mapped));
 	CHECK(pin_uffd_new(&o, &u) == 0);
