@@ -267,6 +267,7 @@ static int task_main(const char *dump, int pid, int ctl)
 	 * fault: no readahead yet), its pages not all in. */
 	if (go == 'x') {
 		CHECK(word_at(REGION_A) == test_pattern(REGION_A, pid == FORK_CHILD_PID));
+		pin_image_free(img);
 		return 0;
 	}
 	char verify = go;
