@@ -15,6 +15,11 @@
 #   criu_<size>_<order>_<where>_done_ms_<server>   until the last page is read
 #   criu_<size>_<order>_<where>_start_x            uffdd's over criu's
 #   criu_<size>_<order>_<where>_done_x
+# and per size and WHERE, over the runs of both orders (the order is told
+# to the task only once `criu restore` returned, so it cannot change the
+# start; twice the runs for a figure whose spread between runs is as large
+# as the two servers' difference):
+#   criu_<size>_<where>_start_ms_<server>, criu_<size>_<where>_start_x
 # and a comment line per row with every run's figures, and the CPU time
 # uffdd's serving process spent on each restore until the last page was
 # read (schedstat; where the done time goes: issue 13).  Per size, the
@@ -107,9 +112,11 @@ poll() {
 	done
 }
 
-# median N...: of its arguments.
+# median N...: of its arguments (of an even count, the mean of the two in
+# the middle).
 median() {
-	printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"
+	printf '%s\n' "$@" | sort -n |
+		awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'
 }
 
 # ratio A B: A / B with three decimals.
@@ -247,6 +254,8 @@ floor() {
 fl=
 for k in "${!sizes[@]}"; do
 	dump "${sizes[$k]}"
+	# Per WHERE: the start times of both orders' runs, uffdd's and criu's.
+	declare -A pu=() pc=()
 	for order in seq rand; do
 		sig=USR1
 		[ $order = rand ] && sig=USR2
@@ -257,9 +266,9 @@ for k in "${!sizes[@]}"; do
 			[ $order = rand ] && floor
 			for w in "${wheres[@]}"; do
 				restore uffdd $sig "$w"
-				su[$w]+=" $start_ms" du[$w]+=" $done_ms" cu[$w]+=" $cpu_ms"
+				su[$w]+=" $start_ms" du[$w]+=" $done_ms" cu[$w]+=" $cpu_ms" pu[$w]+=" $start_ms"
 				restore criu $sig "$w"
-				sc[$w]+=" $start_ms" dc[$w]+=" $done_ms"
+				sc[$w]+=" $start_ms" dc[$w]+=" $done_ms" pc[$w]+=" $start_ms"
 			done
 		done
 		for w in "${wheres[@]}"; do
@@ -286,6 +295,16 @@ for k in "${!sizes[@]}"; do
 		fi
 		unset su du sc dc cu
 	done
+	for w in "${wheres[@]}"; do
+		m=criu_${names[$k]}_$w
+		# shellcheck disable=SC2086 # the lists are meant to split
+		msu=$(median ${pu[$w]}) msc=$(median ${pc[$w]})
+		echo "# ${m}_start: ms uffdd${pu[$w]}, criu${pc[$w]}"
+		echo "metric ${m}_start_ms_uffdd $msu ms"
+		echo "metric ${m}_start_ms_criu $msc ms"
+		echo "metric ${m}_start_x $(ratio "$msu" "$msc") x"
+	done
+	unset pu pc
 	rm -rf "$dir"
 done
 [ -z "$remote_skip" ] || echo "skip: remote rows: $remote_skip"
