@@ -217,6 +217,14 @@ restore() {
 	server=$!
 	poll test -S "$dir/work/lazy-pages.socket" ||
 		die "$1: no lazy-pages.socket: $(cat "$dir/server.log")"
+	# What lazy restore needs, asked before each restore whichever the
+	# server.  Without it criu lazy-pages' own start (a criu that ran a
+	# moment ago) made the next criu restore start 10-20 ms sooner than
+	# after uffdd-lazy-pages: its kernel probes (kerndat, not cached where
+	# /run is no tmpfs) ran faster within a second or two of another
+	# criu's, so start_x measured that, not the server.
+	"$CRIU" check --feature uffd-noncoop >/dev/null 2>&1 ||
+		die "criu check --feature uffd-noncoop failed: no lazy restore here"
 	c0=$(uffdd_cpu_ns)
 	t0=$(date +%s%N)
 	# --restore-sibling: the task is our child, reaped by this shell as
