@@ -5,7 +5,8 @@
 # lazily (criu-touch: one task that mapped and wrote 256 MiB, then 1 GiB),
 # served by uffdd-lazy-pages + uffdd and by `criu lazy-pages`, the two
 # interleaved in one run over the same dump (its pages file warm in the page
-# cache).  Local: the lazy-pages server reads the dump's images.  Remote:
+# cache), each first in every other run, each restore after a pause and a
+# `criu check` (settle(), restore()).  Local: the lazy-pages server reads the dump's images.  Remote:
 # it fetches the pages from `criu page-server --lazy-pages` over the dump on
 # 127.0.0.1 (`--page-server --address --port`, a new page server for each
 # restore).  After the restore the task reads one word of every page, in
